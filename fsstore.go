@@ -1,0 +1,682 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// On-disk layout constants of the filesystem backend.
+const (
+	// tmpPrefix starts the name of every temp file. Such files are never
+	// valid data: List skips them and newFSStore removes them.
+	tmpPrefix = ".tmp-"
+	// lockDir is the top-level directory of the flock files; it is not a
+	// logical key and List never shows it.
+	lockDir = "_locks"
+	// segmentLen is the longest entity-name piece stored in one path
+	// component. Longer names become directories of segmentLen characters
+	// plus segmentMark, so every component stays under the 255-byte limit.
+	segmentLen  = 200
+	segmentMark = "+"
+	// maxComponentLen is the file-name limit of common POSIX filesystems.
+	maxComponentLen = 255
+	// lockPollInterval is how often Lock retries a flock held by another
+	// process.
+	lockPollInterval = 2 * time.Millisecond
+)
+
+// fsStore is the store over a POSIX directory (SPEC §4). A logical key is
+// a path under root, except entity objects "files/<db>/<name>", which live in
+// one of 256 hash-prefix directories, "files/<db>/<hh>/<name>", with names
+// longer than segmentLen split into directory segments ("aaaa+/bbbb"), so
+// that concurrent writers do not queue on one directory's metadata commits.
+//
+// Keys under "files/" must have exactly three components. The top-level
+// component "_locks" and components starting with ".tmp-" are reserved.
+// Delete leaves emptied directories in place.
+//
+// fsStore is safe for concurrent use, also by several processes sharing
+// root: Lock combines an in-process mutex with flock.
+type fsStore struct {
+	root string // absolute, cleaned
+
+	mu    sync.Mutex
+	locks map[string]*keyLock // logical key -> holders and waiters
+}
+
+var _ store = (*fsStore)(nil)
+
+// keyLock is the in-process lock of one logical key. refs counts holders
+// and waiters so that the entry is dropped from fsStore.locks when unused.
+type keyLock struct {
+	sem  chan struct{} // capacity 1; full while held
+	refs int           // guarded by fsStore.mu
+}
+
+// newFSStore opens (creating it 0700 if needed) the store rooted at root
+// and removes temp files left over by a crash. An unusable root yields an
+// error wrapping errConfig.
+func newFSStore(root string) (*fsStore, error) {
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("open fs store %s: %w: %w", root, err, errConfig)
+	}
+	if err := os.MkdirAll(filepath.Join(abs, lockDir), 0o700); err != nil {
+		return nil, fmt.Errorf("open fs store %s: %w: %w", root, err, errConfig)
+	}
+	if err := removeTempFiles(abs); err != nil {
+		return nil, fmt.Errorf("open fs store %s: remove temp files: %w: %w", root, err, errConfig)
+	}
+	return &fsStore{root: abs, locks: make(map[string]*keyLock)}, nil
+}
+
+// removeTempFiles deletes every temp file under root. A temp file is never
+// valid data: it only becomes an object by the rename in writeDurable.
+func removeTempFiles(root string) error {
+	return filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() || !strings.HasPrefix(d.Name(), tmpPrefix) {
+			return nil
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		return nil
+	})
+}
+
+// Get returns the object at key, or an error wrapping errNotFound.
+func (s *fsStore) Get(ctx context.Context, key string) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("get %s: %w", key, err)
+	}
+	p, err := s.path(key)
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", key, err)
+	}
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return nil, fsError("get", key, "read", notFoundIfShadowed(err))
+	}
+	return data, nil
+}
+
+// Put writes data to key durably (see writeDurable).
+func (s *fsStore) Put(ctx context.Context, key string, data []byte) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	p, err := s.path(key)
+	if err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	if step, err := writeDurable(p, data); err != nil {
+		return fsError("put", key, step, err)
+	}
+	return nil
+}
+
+// Delete removes key and syncs its directory, or returns an error wrapping
+// errNotFound if key does not exist.
+func (s *fsStore) Delete(ctx context.Context, key string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	p, err := s.path(key)
+	if err != nil {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	// unlink, not os.Remove: a key never names a directory, even an empty one.
+	if err := unix.Unlink(p); err != nil {
+		return fsError("delete", key, "unlink", notFoundIfShadowed(err))
+	}
+	if err := syncDir(filepath.Dir(p)); err != nil {
+		return fsError("delete", key, "sync dir", err)
+	}
+	return nil
+}
+
+// Close releases nothing: every file is closed after each call, and held
+// locks belong to their unlock functions.
+func (s *fsStore) Close() error { return nil }
+
+// writeDurable is the one durable-write sequence of the store. It returns
+// once data is at path and survives a crash; on failure it names the step
+// that failed and leaves no temp file behind.
+func writeDurable(path string, data []byte) (step string, err error) {
+	dir := filepath.Dir(path)
+	// 1. Create the temp file in the target directory, so the rename below
+	//    stays within one filesystem and one directory. CreateTemp picks a
+	//    unique name and creates the file 0600. A missing directory is
+	//    created (0700) on the first failure only, to save a stat per write.
+	f, err := os.CreateTemp(dir, tmpPrefix+"*")
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := mkdirAllDurable(dir); err != nil {
+			return "mkdir", err
+		}
+		f, err = os.CreateTemp(dir, tmpPrefix+"*")
+	}
+	if err != nil {
+		return "create temp", err
+	}
+	// 2. On any later failure close and remove the temp file.
+	closed := false
+	defer func() {
+		if err != nil {
+			if !closed {
+				_ = f.Close()
+			}
+			_ = os.Remove(f.Name())
+		}
+	}()
+	// 3. Write the bytes.
+	if _, err = f.Write(data); err != nil {
+		return "write", err
+	}
+	// 4. fdatasync: data (and the size) reach the disk before the name does.
+	if err = fdatasync(f); err != nil {
+		return "fdatasync", err
+	}
+	// 5. Close, reporting deferred write errors.
+	closed = true
+	if err = f.Close(); err != nil {
+		return "close", err
+	}
+	// 6. Rename over the target: readers see the old or the new bytes, never
+	//    a mix.
+	if err = os.Rename(f.Name(), path); err != nil {
+		return "rename", err
+	}
+	// 7. fsync the directory so that the rename itself is durable. Only now
+	//    may the write be acknowledged.
+	if err = syncDir(dir); err != nil {
+		return "sync dir", err
+	}
+	return "", nil
+}
+
+// mkdirAllDurable creates dir and its missing parents 0700, fsyncing each
+// parent after creating a child in it so that new directories (a new hash
+// directory, a new database) survive a crash.
+func mkdirAllDurable(dir string) error {
+	if fi, err := os.Stat(dir); err == nil {
+		if !fi.IsDir() {
+			return &fs.PathError{Op: "mkdir", Path: dir, Err: unix.ENOTDIR}
+		}
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := mkdirAllDurable(parent); err != nil {
+			return err
+		}
+	}
+	// A concurrent writer may have created dir since the Stat; syncing the
+	// parent anyway makes sure the entry is durable before we rely on it.
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return syncDir(parent)
+}
+
+// fdatasync flushes f's data and the metadata needed to read it back.
+func fdatasync(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.Fdatasync(int(fd)) }); err != nil {
+		return err
+	}
+	if serr != nil {
+		return &fs.PathError{Op: "fdatasync", Path: f.Name(), Err: serr}
+	}
+	return nil
+}
+
+// syncDir fsyncs a directory, making the entries created, renamed or
+// removed in it durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// path maps a logical key to its file under root, or returns an error
+// wrapping errInvalid without touching the filesystem.
+func (s *fsStore) path(key string) (string, error) {
+	comps, err := physicalComponents(key)
+	if err != nil {
+		return "", err
+	}
+	return s.root + "/" + strings.Join(comps, "/"), nil
+}
+
+// physicalComponents validates key and returns the path components of its
+// file relative to root. Entity objects "files/<db>/<name>" become
+// "files/<db>/<hh>/<segments...>/<last>".
+func physicalComponents(key string) ([]string, error) {
+	if key == "" {
+		return nil, fmt.Errorf("key is empty: %w", errInvalid)
+	}
+	if strings.IndexByte(key, 0) >= 0 {
+		return nil, fmt.Errorf("key %q contains NUL: %w", key, errInvalid)
+	}
+	comps := strings.Split(key, "/")
+	if comps[0] == lockDir {
+		return nil, fmt.Errorf("key %q: %q is reserved: %w", key, lockDir, errInvalid)
+	}
+	if comps[0]+"/" == entitiesPrefix {
+		if len(comps) != 3 {
+			return nil, fmt.Errorf("key %q: entity keys are files/<db>/<name>: %w", key, errInvalid)
+		}
+		comps = append(comps[:2:2], entityPath(comps[2])...)
+	}
+	for _, c := range comps {
+		if err := validateComponent(c); err != nil {
+			return nil, fmt.Errorf("key %q: %w", key, err)
+		}
+	}
+	return comps, nil
+}
+
+// validateComponent rejects path components that are empty, "." or "..",
+// reserved for temp files, or too long for the filesystem.
+func validateComponent(c string) error {
+	switch {
+	case c == "" || c == "." || c == "..":
+		return fmt.Errorf("path component %q not allowed: %w", c, errInvalid)
+	case strings.HasPrefix(c, tmpPrefix):
+		return fmt.Errorf("path component %q uses the temp prefix: %w", c, errInvalid)
+	case len(c) > maxComponentLen:
+		return fmt.Errorf("path component longer than %d bytes: %w", maxComponentLen, errInvalid)
+	}
+	return nil
+}
+
+// entityPath returns the components under "files/<db>/" of the entity
+// object name: the hash directory, then segments of long names.
+func entityPath(name string) []string {
+	comps := []string{hashDir(name)}
+	for len(name) > segmentLen {
+		comps = append(comps, name[:segmentLen]+segmentMark)
+		name = name[segmentLen:]
+	}
+	return append(comps, name)
+}
+
+// hashDir is the directory of an entity name: the first byte of its
+// SHA-256 in hex, one of 256.
+func hashDir(name string) string {
+	sum := sha256.Sum256([]byte(name))
+	return hex.EncodeToString(sum[:1])
+}
+
+// isSegmentDir reports whether a directory entry under a hash directory is
+// a segment of a long entity name (files are never that long).
+func isSegmentDir(name string) bool {
+	return len(name) == segmentLen+len(segmentMark) && strings.HasSuffix(name, segmentMark)
+}
+
+// notFoundIfShadowed maps the errors of reading or unlinking a key whose
+// path is (or passes through) a directory of other keys to not found: no
+// such object exists.
+func notFoundIfShadowed(err error) error {
+	if errors.Is(err, unix.EISDIR) || errors.Is(err, unix.ENOTDIR) {
+		return fmt.Errorf("%w: %w", err, fs.ErrNotExist)
+	}
+	return err
+}
+
+// fsError wraps a filesystem failure as "op key: step: err" and classifies
+// it with one sentinel error.
+func fsError(op, key, step string, err error) error {
+	return fmt.Errorf("%s %s: %s: %w: %w", op, key, step, err, classify(err))
+}
+
+// classify maps a filesystem error to the store's sentinel errors. Failures
+// the operator must fix are errConfig; anything else that is not a client
+// mistake may pass (full disk, I/O error, read-only remount), so it is
+// errUnavailable.
+func classify(err error) error {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return errNotFound
+	case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
+		return errConfig
+	case errors.Is(err, unix.ENAMETOOLONG):
+		return errInvalid
+	case errors.Is(err, unix.EISDIR), errors.Is(err, unix.ENOTDIR), errors.Is(err, unix.EEXIST):
+		// The key and a directory of other keys want the same path.
+		return errConflict
+	default: // ENOSPC, EIO, EROFS, EDQUOT, EMFILE, ...
+		return errUnavailable
+	}
+}
+
+// List returns the logical keys starting with prefix and sorting after
+// startAfter, in byte order, at most limit of them (limit <= 0: all). Hash
+// directories, name segments and temp files do not show.
+func (s *fsStore) List(ctx context.Context, prefix, startAfter string, limit int) ([]string, error) {
+	start, err := listStart(prefix)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", prefix, err)
+	}
+	var keys []string
+	if err := s.walk(ctx, start, prefix, &keys); err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("list %s: %w", prefix, err)
+		}
+		return nil, fsError("list", prefix, "read dir", err)
+	}
+	slices.Sort(keys)
+	i, found := slices.BinarySearch(keys, startAfter)
+	if found {
+		i++
+	}
+	keys = keys[i:]
+	if limit > 0 && len(keys) > limit {
+		keys = keys[:limit]
+	}
+	return slices.Clip(keys), nil
+}
+
+// listStart returns the deepest logical directory that holds every key
+// with prefix: the prefix up to its last slash, or "files/<db>" for entity
+// prefixes. It rejects prefixes whose directory part would leave root.
+func listStart(prefix string) (string, error) {
+	i := strings.LastIndexByte(prefix, '/')
+	if i < 0 {
+		return "", nil
+	}
+	comps := strings.Split(prefix[:i], "/")
+	if comps[0]+"/" == entitiesPrefix && len(comps) > 2 {
+		comps = comps[:2]
+	}
+	for _, c := range comps {
+		if c == "" || c == "." || c == ".." || strings.IndexByte(c, 0) >= 0 {
+			return "", fmt.Errorf("prefix %q: path component %q not allowed: %w", prefix, c, errInvalid)
+		}
+	}
+	return strings.Join(comps, "/"), nil
+}
+
+// walk appends to keys every key with prefix under the logical directory
+// rel ("" is root), descending only into directories that can hold such
+// keys.
+func (s *fsStore) walk(ctx context.Context, rel, prefix string, keys *[]string) error {
+	if db, ok := entityDBDir(rel); ok {
+		return s.listEntities(ctx, db, prefix, keys)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	entries, err := readDir(filepath.Join(s.root, rel))
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, tmpPrefix) || (rel == "" && name == lockDir) {
+			continue
+		}
+		child := name
+		if rel != "" {
+			child = rel + "/" + name
+		}
+		switch {
+		case e.IsDir():
+			if dirPrefix := child + "/"; strings.HasPrefix(dirPrefix, prefix) || strings.HasPrefix(prefix, dirPrefix) {
+				if err := s.walk(ctx, child, prefix, keys); err != nil {
+					return err
+				}
+			}
+		case rel+"/" == entitiesPrefix:
+			// Not a key: everything under files/ is files/<db>/<name>.
+		case strings.HasPrefix(child, prefix):
+			*keys = append(*keys, child)
+		}
+	}
+	return nil
+}
+
+// entityDBDir reports whether the logical directory rel is "files/<db>".
+func entityDBDir(rel string) (db string, ok bool) {
+	rest, ok := strings.CutPrefix(rel, entitiesPrefix)
+	if !ok || rest == "" || strings.Contains(rest, "/") {
+		return "", false
+	}
+	return rest, true
+}
+
+// listEntities appends the keys with prefix of the entities of db by
+// reading its hash directories.
+func (s *fsStore) listEntities(ctx context.Context, db, prefix string, keys *[]string) error {
+	base := entitiesPrefix + db + "/"
+	if !strings.HasPrefix(prefix, base) && !strings.HasPrefix(base, prefix) {
+		return nil
+	}
+	namePrefix := strings.TrimPrefix(prefix, base)
+	if len(prefix) < len(base) {
+		namePrefix = ""
+	}
+	dbDir := filepath.Join(s.root, entitiesPrefix, db)
+	hashDirs, err := readDir(dbDir)
+	if err != nil {
+		return err
+	}
+	for _, h := range hashDirs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if !h.IsDir() || !isHashDir(h.Name()) {
+			continue
+		}
+		err := listNames(filepath.Join(dbDir, h.Name()), h.Name(), "", namePrefix, func(name string) {
+			*keys = append(*keys, base+name)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// listNames calls add for each entity name with namePrefix in the hash
+// directory hh (or in its segment directory dir, whose names start with
+// segs), reassembling segmented names. Stray files whose hash does not
+// match hh are not entities and are skipped.
+func listNames(dir, hh, segs, namePrefix string, add func(name string)) error {
+	entries, err := readDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		n := e.Name()
+		if strings.HasPrefix(n, tmpPrefix) {
+			continue
+		}
+		if e.IsDir() {
+			sub := segs + strings.TrimSuffix(n, segmentMark)
+			if isSegmentDir(n) && (strings.HasPrefix(sub, namePrefix) || strings.HasPrefix(namePrefix, sub)) {
+				if err := listNames(filepath.Join(dir, n), hh, sub, namePrefix, add); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		if name := segs + n; len(n) <= segmentLen && strings.HasPrefix(name, namePrefix) && hashDir(name) == hh {
+			add(name)
+		}
+	}
+	return nil
+}
+
+// isHashDir reports whether name is a hash directory: two lowercase hex
+// digits.
+func isHashDir(name string) bool {
+	if len(name) != 2 {
+		return false
+	}
+	for i := 0; i < 2; i++ {
+		if !strings.ContainsRune("0123456789abcdef", rune(name[i])) {
+			return false
+		}
+	}
+	return true
+}
+
+// readDir returns the entries of dir in directory order (List sorts once
+// at the end). A missing directory, or a file where a directory was
+// expected, holds no keys: no entries and no error.
+func readDir(dir string) ([]fs.DirEntry, error) {
+	d, err := os.Open(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	entries, err := d.ReadDir(-1)
+	if errors.Is(err, unix.ENOTDIR) {
+		return nil, nil
+	}
+	return entries, err
+}
+
+// Lock takes the exclusive lock of key: first a per-key mutex within this
+// process, then flock on root/_locks/<sha256 of key> against other
+// processes. It waits until both are held or ctx is done.
+func (s *fsStore) Lock(ctx context.Context, key string) (unlock func(), err error) {
+	if _, err := physicalComponents(key); err != nil {
+		return nil, fmt.Errorf("lock %s: %w", key, err)
+	}
+	kl := s.acquireKeyLock(key)
+	defer func() {
+		if err != nil {
+			s.releaseKeyLock(key, kl, false)
+		}
+	}()
+	select {
+	case kl.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("lock %s: %w", key, ctx.Err())
+	}
+	f, err := s.flock(ctx, key)
+	if err != nil {
+		<-kl.sem
+		return nil, err
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			_ = f.Close() // closing the only descriptor releases the flock
+			s.releaseKeyLock(key, kl, true)
+		})
+	}, nil
+}
+
+// acquireKeyLock returns the in-process lock of key, counting the caller
+// as a reference.
+func (s *fsStore) acquireKeyLock(key string) *keyLock {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	kl := s.locks[key]
+	if kl == nil {
+		kl = &keyLock{sem: make(chan struct{}, 1)}
+		s.locks[key] = kl
+	}
+	kl.refs++
+	return kl
+}
+
+// releaseKeyLock drops the caller's reference to kl, unlocking it first if
+// held, and forgets kl when nobody uses it.
+func (s *fsStore) releaseKeyLock(key string, kl *keyLock, held bool) {
+	if held {
+		<-kl.sem
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if kl.refs--; kl.refs == 0 {
+		delete(s.locks, key)
+	}
+}
+
+// flock opens key's lock file and polls for an exclusive flock on it until
+// it is granted or ctx is done. Closing the returned file releases it.
+func (s *fsStore) flock(ctx context.Context, key string) (*os.File, error) {
+	sum := sha256.Sum256([]byte(key))
+	p := filepath.Join(s.root, lockDir, hex.EncodeToString(sum[:]))
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	if errors.Is(err, fs.ErrNotExist) { // lock directory removed under us
+		if err = mkdirAllDurable(filepath.Dir(p)); err == nil {
+			f, err = os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+		}
+	}
+	if err != nil {
+		return nil, fsError("lock", key, "open lock file", err)
+	}
+	for {
+		ok, err := tryFlock(f)
+		if err != nil {
+			_ = f.Close()
+			return nil, fsError("lock", key, "flock", err)
+		}
+		if ok {
+			return f, nil
+		}
+		select {
+		case <-ctx.Done():
+			_ = f.Close()
+			return nil, fmt.Errorf("lock %s: %w", key, ctx.Err())
+		case <-time.After(lockPollInterval):
+		}
+	}
+}
+
+// tryFlock takes an exclusive flock on f without blocking; ok is false if
+// another open file description holds it.
+func tryFlock(f *os.File) (ok bool, err error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return false, err
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) {
+		for {
+			ferr = unix.Flock(int(fd), unix.LOCK_EX|unix.LOCK_NB)
+			if ferr != unix.EINTR {
+				return
+			}
+		}
+	}); err != nil {
+		return false, err
+	}
+	if ferr == unix.EWOULDBLOCK {
+		return false, nil
+	}
+	return ferr == nil, ferr
+}

@@ -1,0 +1,670 @@
+package main
+
+// Integration tests: the real binary, built once, run as child processes on
+// free loopback ports and spoken to over real sockets.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// binPath is the binary built once by TestMain.
+var binPath string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "ddb-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binPath = filepath.Join(dir, "deltadatabase")
+	if out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build binary: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// Fixed test secrets; none of them is used anywhere but in tests.
+const (
+	testMasterKey = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+	testAdminKey  = "test-admin-key-0123456789"
+)
+
+// node is one running child process of the binary.
+type node struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	base   string // http://127.0.0.1:port
+	addr   string // 127.0.0.1:port
+	stdout *syncBuffer
+	stderr *syncBuffer
+	done   chan struct{}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer process and a reader test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// freeAddr returns a loopback address with a currently free port.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startNode starts the binary with args (plus a free -rest-addr and
+// -grpc-addr unless given) and env, and waits until /health answers.
+func startNode(t *testing.T, env []string, args ...string) *node {
+	t.Helper()
+	n := launch(t, env, args...)
+	n.waitHealthy()
+	return n
+}
+
+// launch starts the binary without waiting for it to become healthy.
+func launch(t *testing.T, env []string, args ...string) *node {
+	t.Helper()
+	n := &node{t: t, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
+	if !hasFlag(args, "-rest-addr") {
+		n.addr = freeAddr(t)
+		args = append(args, "-rest-addr="+n.addr)
+	} else {
+		n.addr = flagValue(args, "-rest-addr")
+	}
+	if !hasFlag(args, "-grpc-addr") {
+		args = append(args, "-grpc-addr="+freeAddr(t))
+	}
+	n.base = "http://" + n.addr
+	n.cmd = exec.Command(binPath, args...)
+	n.cmd.Env = append(os.Environ(), env...)
+	n.cmd.Stdout, n.cmd.Stderr = n.stdout, n.stderr
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { n.cmd.Wait(); close(n.done) }()
+	t.Cleanup(func() { n.kill() })
+	return n
+}
+
+func hasFlag(args []string, name string) bool { return flagValue(args, name) != "" }
+
+func flagValue(args []string, name string) string {
+	for _, a := range args {
+		if v, ok := strings.CutPrefix(a, name+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// waitHealthy polls /health until it answers 200 or the process exits.
+func (n *node) waitHealthy() {
+	n.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-n.done:
+			n.t.Fatalf("server exited early: %v\nstdout:\n%s\nstderr:\n%s", n.cmd.ProcessState, n.stdout, n.stderr)
+		default:
+		}
+		resp, err := http.Get(n.base + "/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	n.t.Fatalf("server not healthy after 20s\nstderr:\n%s", n.stderr)
+}
+
+// kill sends SIGKILL and waits for the process to end.
+func (n *node) kill() {
+	if n.cmd.Process != nil {
+		n.cmd.Process.Kill()
+	}
+	<-n.done
+}
+
+// stop sends SIGTERM and waits for a graceful exit.
+func (n *node) stop() {
+	n.t.Helper()
+	n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-n.done:
+	case <-time.After(30 * time.Second):
+		n.t.Fatal("server did not stop within 30s of SIGTERM")
+	}
+}
+
+// exitErr waits for a process expected to stop by itself and returns its
+// stderr.
+func (n *node) exitErr() string {
+	n.t.Helper()
+	select {
+	case <-n.done:
+	case <-time.After(20 * time.Second):
+		n.t.Fatal("process did not exit within 20s")
+	}
+	if n.cmd.ProcessState.ExitCode() == 0 {
+		n.t.Fatalf("process exited 0, want an error; stderr:\n%s", n.stderr)
+	}
+	return n.stderr.String()
+}
+
+// call sends one request and returns the status and body.
+func (n *node) call(method, path, token string, body any) (int, []byte, http.Header) {
+	n.t.Helper()
+	return httpCall(n.t, method, n.base+path, token, body)
+}
+
+// httpCall sends one request; body is a string, []byte or a value to
+// encode as JSON.
+func httpCall(t testing.TB, method, u, token string, body any) (int, []byte, http.Header) {
+	t.Helper()
+	var r io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		r = strings.NewReader(b)
+	case []byte:
+		r = bytes.NewReader(b)
+	default:
+		j, err := json.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r = bytes.NewReader(j)
+	}
+	req, err := http.NewRequest(method, u, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, u, err)
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read body: %v", method, u, err)
+	}
+	return resp.StatusCode, out, resp.Header
+}
+
+// keyEnv is the environment of a node with the test's fixed keys.
+var keyEnv = []string{"MASTER_KEY=" + testMasterKey, "ADMIN_KEY=" + testAdminKey}
+
+// startDefault starts -role=all on a fresh storage dir.
+func startDefault(t *testing.T, args ...string) (*node, string) {
+	dir := filepath.Join(t.TempDir(), "db")
+	return startNode(t, keyEnv, append([]string{"-shared-fs=" + dir}, args...)...), dir
+}
+
+// readmeBlock returns the fenced code block of README.md that follows the
+// marker comment <!-- name -->.
+func readmeBlock(t *testing.T, name string) string {
+	t.Helper()
+	raw, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(raw), "<!-- "+name+" -->")
+	if !ok {
+		t.Fatalf("README.md has no <!-- %s --> marker", name)
+	}
+	_, rest, _ = strings.Cut(rest, "```")
+	_, rest, _ = strings.Cut(rest, "\n")
+	block, _, ok := strings.Cut(rest, "```")
+	if !ok {
+		t.Fatalf("README.md block %s is not closed", name)
+	}
+	return block
+}
+
+// TestReadmeQuickStart runs README's quick start verbatim against a server
+// started as README says (the same MASTER_KEY/ADMIN_KEY exports), only
+// pointing DDB at this test's port, and compares its output with the
+// output README shows.
+func TestReadmeQuickStart(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Fatal("curl is needed to run README's quick start")
+	}
+	start := readmeBlock(t, "quickstart-server")
+	env := []string{}
+	for _, line := range strings.Split(start, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "export "); ok {
+			env = append(env, strings.Fields(v)...)
+		}
+	}
+	n := startNode(t, env, "-shared-fs="+filepath.Join(t.TempDir(), "db"))
+	script := readmeBlock(t, "quickstart")
+	script = strings.Replace(script, "DDB=http://127.0.0.1:8080", "DDB="+n.base, 1)
+	cmd := exec.Command("bash", "-euo", "pipefail", "-c", script)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("quick start failed: %v\n%s", err, out)
+	}
+	want := strings.TrimSpace(readmeBlock(t, "quickstart-output"))
+	if got := strings.TrimSpace(string(out)); got != want {
+		t.Errorf("quick start printed:\n%s\nwant (README):\n%s", got, want)
+	}
+}
+
+func TestBatchPutAndGet(t *testing.T) {
+	n, _ := startDefault(t)
+	body := map[string]any{
+		"s1":        map[string]any{"messages": []any{map[string]any{"role": "user", "content": "hi"}}},
+		"s2":        []any{1, 2, 3},
+		"s3":        "just a string",
+		"ключ ü 日本": map[string]any{"nested": map[string]any{"ok": true}},
+	}
+	code, out, _ := n.call("PUT", "/entity/chatdb", testAdminKey, body)
+	if code != 200 || strings.TrimSpace(string(out)) != `{"status":"ok"}` {
+		t.Fatalf("batch PUT = %d %s, want 200 {\"status\":\"ok\"}", code, out)
+	}
+	for k, v := range body {
+		code, out, hdr := n.call("GET", "/entity/chatdb?key="+url.QueryEscape(k), testAdminKey, nil)
+		want, _ := json.Marshal(v)
+		if code != 200 || !jsonEqual(out, want) {
+			t.Errorf("GET %q = %d %s, want 200 %s", k, code, out, want)
+		}
+		if ct := hdr.Get("Content-Type"); ct != "application/json" {
+			t.Errorf("GET %q Content-Type = %q, want application/json", k, ct)
+		}
+	}
+	code, out, _ = n.call("GET", "/api/databases", testAdminKey, nil)
+	if code != 200 || strings.TrimSpace(string(out)) != `["chatdb"]` {
+		t.Errorf("GET /api/databases = %d %s, want 200 [\"chatdb\"]", code, out)
+	}
+}
+
+// jsonEqual compares two JSON texts by value.
+func jsonEqual(a, b []byte) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	xa, _ := json.Marshal(x)
+	ya, _ := json.Marshal(y)
+	return bytes.Equal(xa, ya)
+}
+
+// TestEntityAndSchemaStatusCodes checks every status of SPEC §3 for the
+// entity and schema endpoints, and that each error body is {"error": ...}.
+func TestEntityAndSchemaStatusCodes(t *testing.T) {
+	n, dir := startDefault(t, "-rest-max-body-size=4096")
+	chat := `{"type":"object","required":["messages"],"properties":{"messages":{"type":"array","items":{"type":"object","required":["role","content"],"properties":{"role":{"enum":["user","assistant","system"]},"content":{"type":"string"}}}}}}`
+	if code, out, _ := n.call("PUT", "/schema/chat.v1", testAdminKey, chat); code != 200 {
+		t.Fatalf("PUT schema = %d %s", code, out)
+	}
+	if code, out, _ := n.call("PUT", "/entity/chatdb", testAdminKey, `{"exists":{"a":1}}`); code != 200 {
+		t.Fatalf("PUT = %d %s", code, out)
+	}
+	big := `{"k":"` + strings.Repeat("x", 5000) + `"}`
+	cases := []struct {
+		method, path, token, body string
+		want                      int
+	}{
+		{"GET", "/health", "", "", 200},
+		{"GET", "/entity/chatdb?key=exists", testAdminKey, "", 200},
+		{"GET", "/entity/chatdb?key=missing", testAdminKey, "", 404},
+		{"GET", "/entity/chatdb", testAdminKey, "", 400},
+		{"GET", "/entity/chatdb?key=", testAdminKey, "", 400},
+		{"GET", "/entity/bad%20db?key=a", testAdminKey, "", 400},
+		{"GET", "/entity/%2e%2e?key=a", testAdminKey, "", 400},
+		{"GET", "/entity/a%2fb?key=a", testAdminKey, "", 400},
+		{"GET", "/entity/a%2F..%2Fb?key=a", testAdminKey, "", 400},
+		{"GET", "/entity/chatdb?key=..", testAdminKey, "", 400},
+		{"GET", "/entity/chatdb?key=a%2Fb", testAdminKey, "", 400},
+		{"GET", "/entity/chatdb?key=a%5Cb", testAdminKey, "", 400},
+		{"GET", "/entity/chatdb?key=a%00b", testAdminKey, "", 400},
+		{"GET", "/entity/chatdb?key=%ff", testAdminKey, "", 400},
+		{"GET", "/entity/chatdb?key=" + strings.Repeat("k", 257), testAdminKey, "", 400},
+		{"GET", "/entity/" + strings.Repeat("d", 65) + "?key=a", testAdminKey, "", 400},
+		{"GET", "/entity/chatdb?key=exists", "", "", 401},
+		{"GET", "/entity/chatdb?key=exists", "wrong-key", "", 401},
+		{"PUT", "/entity/chatdb", "", `{"a":1}`, 401},
+		{"PUT", "/entity/chatdb", testAdminKey, `not json`, 400},
+		{"PUT", "/entity/chatdb", testAdminKey, `[1,2]`, 400},
+		{"PUT", "/entity/chatdb", testAdminKey, `{}`, 400},
+		{"PUT", "/entity/chatdb", testAdminKey, `{"a":1} {"b":2}`, 400},
+		{"PUT", "/entity/chatdb", testAdminKey, `{"a/b":1}`, 400},
+		{"PUT", "/entity/chatdb", testAdminKey, `{"..":1}`, 400},
+		{"PUT", "/entity/..", testAdminKey, `{"a":1}`, 400},
+		{"PUT", "/entity/chatdb", testAdminKey, big, 413},
+		{"PUT", "/entity/chatdb?schema=nope.v1", testAdminKey, `{"a":{"messages":[]}}`, 400},
+		{"PUT", "/entity/chatdb?schema=bad%2fid", testAdminKey, `{"a":{"messages":[]}}`, 400},
+		{"PUT", "/entity/chatdb?schema=chat.v1", testAdminKey, `{"ok1":{"messages":[]},"bad1":{"messages":[{"role":"robot","content":"x"}]}}`, 400},
+		{"PUT", "/entity/chatdb?schema=chat.v1", testAdminKey, `{"ok2":{"messages":[{"role":"user","content":"x"}]}}`, 200},
+		{"DELETE", "/entity/chatdb?key=missing", testAdminKey, "", 404},
+		{"DELETE", "/entity/chatdb", testAdminKey, "", 400},
+		{"DELETE", "/entity/chatdb?key=exists", "", "", 401},
+		{"DELETE", "/entity/chatdb?key=ok2", testAdminKey, "", 200},
+		{"GET", "/schema/chat.v1", "", "", 200},
+		{"GET", "/schema/none.v1", "", "", 404},
+		{"GET", "/schema/bad..id", "", "", 400},
+		{"PUT", "/schema/new.v1", "", `{"type":"object"}`, 401},
+		{"PUT", "/schema/new.v1", testAdminKey, `{"type":`, 400},
+		{"PUT", "/schema/chat.v1", testAdminKey, `{"type":5}`, 400},
+		{"PUT", "/schema/bad..id", testAdminKey, `{"type":"object"}`, 400},
+		{"PUT", "/schema/new.v1", testAdminKey, big, 413},
+		{"GET", "/admin/schemas", "", "", 200},
+		{"GET", "/admin/workers", testAdminKey, "", 200},
+		{"GET", "/admin/workers", "", "", 401},
+		{"GET", "/api/databases", "", "", 401},
+	}
+	for _, c := range cases {
+		code, out, _ := n.call(c.method, c.path, c.token, c.body)
+		if code != c.want {
+			t.Errorf("%s %s = %d %s, want %d", c.method, c.path, code, out, c.want)
+			continue
+		}
+		if code >= 400 {
+			var e struct{ Error string }
+			if json.Unmarshal(out, &e) != nil || e.Error == "" {
+				t.Errorf("%s %s error body = %s, want {\"error\": \"...\"}", c.method, c.path, out)
+			}
+		}
+	}
+	// The failed schema batch wrote nothing, named the failing key and kept
+	// the old schema; the failed schema replacement kept chat.v1.
+	if code, _, _ := n.call("GET", "/entity/chatdb?key=ok1", testAdminKey, nil); code != 404 {
+		t.Errorf("ok1 of a failed batch: GET = %d, want 404 (nothing written)", code)
+	}
+	_, out, _ := n.call("PUT", "/entity/chatdb?schema=chat.v1", testAdminKey, `{"bad1":{"messages":[{"role":"robot","content":"x"}]}}`)
+	if !strings.Contains(string(out), "bad1") || !strings.Contains(string(out), "role") {
+		t.Errorf("validation error %s does not name the key and the failing field", out)
+	}
+	if _, out, _ := n.call("GET", "/schema/chat.v1", "", nil); !jsonEqual(out, []byte(chat)) {
+		t.Errorf("chat.v1 after a rejected replacement = %s, want the original", out)
+	}
+	if _, out, _ := n.call("GET", "/admin/schemas", "", nil); strings.TrimSpace(string(out)) != `["chat.v1"]` {
+		t.Errorf("GET /admin/schemas = %s, want [\"chat.v1\"]", out)
+	}
+	// No rejected name reached the disk.
+	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if strings.Contains(p, "..") || strings.Contains(info.Name(), "bad") {
+			t.Errorf("unexpected path on disk: %s", p)
+		}
+		return nil
+	})
+	var workers []workerInfo
+	_, out, _ = n.call("GET", "/admin/workers", testAdminKey, nil)
+	if json.Unmarshal(out, &workers) != nil || len(workers) != 1 || workers[0].Status != "Available" || workers[0].KeyID != "main-key-v1" {
+		t.Errorf("GET /admin/workers = %s, want one Available worker with key_id main-key-v1", out)
+	}
+}
+
+// TestSchemaTemplateDroppedByHand: a template file written into
+// <shared-fs>/templates/ by hand is listed and enforced, and replacing it
+// by hand takes effect.
+func TestSchemaTemplateDroppedByHand(t *testing.T) {
+	n, dir := startDefault(t)
+	tdir := filepath.Join(dir, "templates")
+	os.MkdirAll(tdir, 0o700)
+	write := func(doc string) {
+		if err := os.WriteFile(filepath.Join(tdir, "hand.v1.json"), []byte(doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(`{"type":"object","required":["a"]}`)
+	if _, out, _ := n.call("GET", "/admin/schemas", "", nil); !strings.Contains(string(out), "hand.v1") {
+		t.Fatalf("GET /admin/schemas = %s, want hand.v1 listed", out)
+	}
+	if code, out, _ := n.call("PUT", "/entity/db?schema=hand.v1", testAdminKey, `{"x":{"b":1}}`); code != 400 {
+		t.Errorf("PUT without a = %d %s, want 400", code, out)
+	}
+	write(`{"type":"object","required":["b"]}`)
+	if code, out, _ := n.call("PUT", "/entity/db?schema=hand.v1", testAdminKey, `{"x":{"b":1}}`); code != 200 {
+		t.Errorf("PUT after the template was replaced by hand = %d %s, want 200", code, out)
+	}
+}
+
+// TestConcurrentClients: 32 clients x 50 mixed PUT/GET on distinct keys;
+// every final value is the last one its client wrote.
+func TestConcurrentClients(t *testing.T) {
+	n, _ := startDefault(t, "-entity-cache-size=64")
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	for c := range 32 {
+		wg.Go(func() {
+			for i := range 50 {
+				key := fmt.Sprintf("c%d-k%d", c, i%10)
+				if i%2 == 0 {
+					code, out, _ := httpCall(t, "PUT", n.base+"/entity/load", testAdminKey, map[string]any{key: map[string]int{"c": c, "i": i}})
+					if code != 200 {
+						errs <- fmt.Errorf("PUT %s = %d %s", key, code, out)
+						return
+					}
+				} else if code, out, _ := httpCall(t, "GET", n.base+"/entity/load?key="+fmt.Sprintf("c%d-k%d", c, (i-1)%10), testAdminKey, nil); code != 200 {
+					errs <- fmt.Errorf("GET = %d %s", code, out)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	for c := range 32 {
+		for k := range 10 {
+			// The last even i with i%10 == k.
+			last := -1
+			for i := 0; i < 50; i += 2 {
+				if i%10 == k {
+					last = i
+				}
+			}
+			if last < 0 {
+				continue
+			}
+			_, out, _ := n.call("GET", fmt.Sprintf("/entity/load?key=c%d-k%d", c, k), testAdminKey, nil)
+			want := fmt.Sprintf(`{"c":%d,"i":%d}`, c, last)
+			if !jsonEqual(out, []byte(want)) {
+				t.Errorf("c%d-k%d = %s, want %s", c, k, out, want)
+			}
+		}
+	}
+}
+
+// TestRestartKeys: the same key keeps the data; a wrong key and a missing
+// key refuse to start with a clear message; no file holds plaintext.
+func TestRestartKeys(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "db")
+	marker := "PLAINTEXT-MARKER-7f3a9c"
+	n := startNode(t, keyEnv, "-shared-fs="+dir)
+	n.call("PUT", "/entity/secrets", testAdminKey, map[string]string{"doc1": marker, "doc2-" + marker: "x"})
+	n.call("PUT", "/schema/s.v1", testAdminKey, `{"type":"string"}`)
+	n.stop()
+
+	n = startNode(t, keyEnv, "-shared-fs="+dir)
+	if code, out, _ := n.call("GET", "/entity/secrets?key=doc1", testAdminKey, nil); code != 200 || string(out) != `"`+marker+`"` {
+		t.Errorf("after restart GET doc1 = %d %s, want the marker", code, out)
+	}
+	n.stop()
+
+	wrong := strings.Repeat("ab", 32)
+	msg := launch(t, []string{"MASTER_KEY=" + wrong, "ADMIN_KEY=x"}, "-shared-fs="+dir).exitErr()
+	if !strings.Contains(msg, "wrong master key") || strings.Contains(msg, wrong) {
+		t.Errorf("wrong key: stderr = %q, want 'wrong master key' and no key material", msg)
+	}
+	msg = launch(t, []string{"MASTER_KEY=", "ADMIN_KEY=x"}, "-shared-fs="+dir).exitErr()
+	if !strings.Contains(msg, "already holds data") {
+		t.Errorf("no key on non-empty storage: stderr = %q, want 'already holds data'", msg)
+	}
+
+	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() {
+			if err == nil && info.Mode().Perm() != 0o700 {
+				t.Errorf("dir %s mode %v, want 0700", p, info.Mode().Perm())
+			}
+			return nil
+		}
+		if info.Mode().Perm() != 0o600 {
+			t.Errorf("file %s mode %v, want 0600", p, info.Mode().Perm())
+		}
+		b, _ := os.ReadFile(p)
+		if bytes.Contains(b, []byte(marker)) || strings.Contains(p, marker) {
+			t.Errorf("%s contains the plaintext marker", p)
+		}
+		return nil
+	})
+}
+
+// TestGeneratedKeysPrintedOnce: with no keys, a fresh storage gets both
+// keys generated and printed on stdout (not in the log), and they work.
+func TestGeneratedKeysPrintedOnce(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "db")
+	n := startNode(t, []string{"MASTER_KEY=", "ADMIN_KEY="}, "-shared-fs="+dir)
+	out := n.stdout.String()
+	var master, admin string
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 0 {
+			continue
+		}
+		if v, ok := strings.CutPrefix(f[0], "MASTER_KEY="); ok {
+			master = v
+		}
+		if v, ok := strings.CutPrefix(f[0], "ADMIN_KEY="); ok {
+			admin = v
+		}
+	}
+	if len(master) != 64 || admin == "" {
+		t.Fatalf("stdout = %q, want MASTER_KEY= and ADMIN_KEY= lines", out)
+	}
+	if strings.Contains(n.stderr.String(), master) || strings.Contains(n.stderr.String(), admin) {
+		t.Error("a generated key appears in the log")
+	}
+	if code, _, _ := n.call("PUT", "/entity/db", admin, `{"k":1}`); code != 200 {
+		t.Errorf("PUT with the generated admin key = %d, want 200", code)
+	}
+	n.stop()
+	n = startNode(t, []string{"MASTER_KEY=" + master, "ADMIN_KEY=" + admin}, "-shared-fs="+dir)
+	if strings.Contains(n.stdout.String(), "MASTER_KEY=") {
+		t.Error("a restart with the key printed a new master key")
+	}
+	if code, out, _ := n.call("GET", "/entity/db?key=k", admin, nil); code != 200 || string(out) != "1" {
+		t.Errorf("GET after restart = %d %s, want 200 1", code, out)
+	}
+}
+
+// TestKillDuringWrites: SIGKILL during 16-way concurrent PUTs; after a
+// restart every PUT answered 200 before the kill reads back equal.
+func TestKillDuringWrites(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "db")
+	n := startNode(t, keyEnv, "-shared-fs="+dir)
+	var mu sync.Mutex
+	acked := map[string]int{} // key -> highest i acknowledged
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for c := range 16 {
+		wg.Go(func() {
+			for i := 0; ctx.Err() == nil; i++ {
+				key := fmt.Sprintf("w%d-%d", c, i%20)
+				body, _ := json.Marshal(map[string]int{key: i})
+				req, _ := http.NewRequestWithContext(ctx, "PUT", n.base+"/entity/crash", bytes.NewReader(body))
+				req.Header.Set("Authorization", "Bearer "+testAdminKey)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					mu.Lock()
+					acked[key] = i
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	time.Sleep(1500 * time.Millisecond)
+	n.cmd.Process.Kill()
+	<-n.done
+	cancel()
+	wg.Wait()
+	if len(acked) == 0 {
+		t.Fatal("no PUT was acknowledged before the kill")
+	}
+	n = startNode(t, keyEnv, "-shared-fs="+dir)
+	// A client writes increasing values per key, so the stored value may
+	// be a later write that was durable but not yet answered, never an
+	// older one.
+	for key, i := range acked {
+		code, out, _ := n.call("GET", "/entity/crash?key="+key, testAdminKey, nil)
+		var got int
+		if code != 200 || json.Unmarshal(out, &got) != nil || got < i {
+			t.Errorf("acknowledged %s=%d: after kill GET = %d %s", key, i, code, out)
+		}
+	}
+	t.Logf("%d acknowledged keys checked after SIGKILL", len(acked))
+	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err == nil && strings.HasPrefix(info.Name(), ".tmp-") {
+			t.Errorf("temp file left after restart: %s", p)
+		}
+		return nil
+	})
+}
+
+// TestBadFlags: a bad flag value or role stops at start with a one-line
+// error naming the flag.
+func TestBadFlags(t *testing.T) {
+	for _, c := range []struct{ args, want string }{
+		{"-role=nope", "-role"},
+		{"-cache-size=-1", "-cache-size"},
+		{"-rest-max-body-size=0", "-rest-max-body-size"},
+		{"-cache-ttl=soon", "cache-ttl"},
+		{"-master-key=abc", "-master-key"},
+	} {
+		out, err := exec.Command(binPath, strings.Fields(c.args+" -shared-fs="+t.TempDir())...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), c.want) {
+			t.Errorf("%s: err=%v output %q, want a failure naming %s", c.args, err, out, c.want)
+		}
+	}
+}

@@ -1,0 +1,228 @@
+package main
+
+import (
+	"sync"
+	"time"
+)
+
+// lru is a fixed-capacity least-recently-used cache with optional expiry.
+// It is a map from key to entry plus an intrusive doubly linked list of the
+// same entries, most recently used first, closed into a ring by a sentinel.
+//
+// An lru is safe for concurrent use: every method takes c.mu for its whole
+// body and releases it before running OnEvict. Callers never hold c.mu. The
+// zero value is not usable; build one with newLRU.
+type lru[K comparable, V any] struct {
+	// OnEvict, if non-nil, is called for every entry the cache drops on
+	// its own: to stay within capacity or because it expired. It is not
+	// called for Remove, Purge or a value replaced by Add. It runs after
+	// c.mu is released, on the goroutine whose call caused the eviction,
+	// so it may call back into the cache. Set it before first use.
+	OnEvict func(K, V)
+
+	mu        sync.Mutex
+	capacity  int              // maximum number of entries, >= 1
+	ttl       time.Duration    // lifetime of an entry from its Add; 0: forever
+	now       func() time.Time // clock for ttl
+	items     map[K]*lruEntry[K, V]
+	root      lruEntry[K, V] // sentinel: root.next is the most recent, root.prev the least
+	hits      uint64
+	misses    uint64
+	evictions uint64
+}
+
+// lruEntry is one cached value and its place in the recency list.
+type lruEntry[K comparable, V any] struct {
+	prev, next *lruEntry[K, V]
+	key        K
+	value      V
+	expires    time.Time // zero when the cache has no ttl
+}
+
+// cacheStats is a snapshot of a cache's counters for the dashboard.
+type cacheStats struct {
+	Hits      uint64 `json:"hits"`      // Get calls that found a live entry
+	Misses    uint64 `json:"misses"`    // Get calls that found nothing or an expired entry
+	Evictions uint64 `json:"evictions"` // entries dropped for capacity or expiry
+	Entries   int    `json:"entries"`   // entries held now, expired ones not yet dropped included
+	Capacity  int    `json:"capacity"`  // maximum number of entries
+}
+
+// evicted is an entry dropped under the lock, handed to OnEvict after it.
+type evicted[K comparable, V any] struct {
+	key   K
+	value V
+}
+
+// newLRU returns an empty cache holding at most capacity entries; a
+// capacity <= 0 is treated as 1. A ttl > 0 makes an entry expire ttl after
+// its last Add, measured by now (time.Now when nil); ttl <= 0 means entries
+// never expire.
+func newLRU[K comparable, V any](capacity int, ttl time.Duration, now func() time.Time) *lru[K, V] {
+	if capacity <= 0 {
+		capacity = 1
+	}
+	if ttl < 0 {
+		ttl = 0
+	}
+	if now == nil {
+		now = time.Now
+	}
+	c := &lru[K, V]{capacity: capacity, ttl: ttl, now: now, items: make(map[K]*lruEntry[K, V])}
+	c.root.next, c.root.prev = &c.root, &c.root
+	return c
+}
+
+// Get returns the value for k and marks it most recently used. It counts a
+// hit or a miss; an expired entry is a miss, is dropped and counts as an
+// eviction.
+func (c *lru[K, V]) Get(k K) (V, bool) {
+	c.mu.Lock()
+	e, ok := c.items[k]
+	var buf [1]evicted[K, V]
+	gone := buf[:0]
+	if ok && c.expired(e) {
+		gone = append(gone, c.drop(e))
+		c.evictions++
+		ok = false
+	}
+	var v V
+	if ok {
+		c.hits++
+		c.moveToFront(e)
+		v = e.value
+	} else {
+		c.misses++
+	}
+	c.mu.Unlock()
+	c.notify(gone)
+	return v, ok
+}
+
+// Peek returns the value for k without counting it or changing its
+// recency. An expired entry is reported absent but left in place.
+func (c *lru[K, V]) Peek(k K) (V, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.items[k]
+	if !ok || c.expired(e) {
+		var v V
+		return v, false
+	}
+	return e.value, true
+}
+
+// Add stores v under k as the most recently used entry, replacing any
+// previous value and restarting its ttl. If that puts the cache over
+// capacity, the least recently used entry is evicted.
+func (c *lru[K, V]) Add(k K, v V) {
+	c.mu.Lock()
+	var expires time.Time
+	if c.ttl > 0 {
+		expires = c.now().Add(c.ttl)
+	}
+	if e, ok := c.items[k]; ok {
+		e.value, e.expires = v, expires
+		c.moveToFront(e)
+		c.mu.Unlock()
+		return
+	}
+	e := &lruEntry[K, V]{key: k, value: v, expires: expires}
+	c.items[k] = e
+	c.pushFront(e)
+	var buf [1]evicted[K, V]
+	gone := buf[:0]
+	for len(c.items) > c.capacity {
+		gone = append(gone, c.drop(c.root.prev))
+		c.evictions++
+	}
+	c.mu.Unlock()
+	c.notify(gone)
+}
+
+// Remove drops k and reports whether it was present. It is not an eviction.
+func (c *lru[K, V]) Remove(k K) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.items[k]
+	if ok {
+		c.drop(e)
+	}
+	return ok
+}
+
+// Len returns the number of entries held, expired ones not yet dropped
+// included.
+func (c *lru[K, V]) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.items)
+}
+
+// Purge drops every entry, for example when the key epoch changes. The
+// counters are kept; nothing is counted as an eviction and OnEvict is not
+// called.
+func (c *lru[K, V]) Purge() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	clear(c.items)
+	c.root.next, c.root.prev = &c.root, &c.root
+}
+
+// Stats returns a snapshot of the counters.
+func (c *lru[K, V]) Stats() cacheStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return cacheStats{
+		Hits:      c.hits,
+		Misses:    c.misses,
+		Evictions: c.evictions,
+		Entries:   len(c.items),
+		Capacity:  c.capacity,
+	}
+}
+
+// expired reports whether e has outlived the ttl. c.mu must be held.
+func (c *lru[K, V]) expired(e *lruEntry[K, V]) bool {
+	return c.ttl > 0 && !c.now().Before(e.expires)
+}
+
+// drop unlinks e and deletes it from the map. c.mu must be held.
+func (c *lru[K, V]) drop(e *lruEntry[K, V]) evicted[K, V] {
+	c.unlink(e)
+	delete(c.items, e.key)
+	return evicted[K, V]{key: e.key, value: e.value}
+}
+
+// pushFront links e in as the most recently used entry. c.mu must be held.
+func (c *lru[K, V]) pushFront(e *lruEntry[K, V]) {
+	e.prev, e.next = &c.root, c.root.next
+	c.root.next.prev = e
+	c.root.next = e
+}
+
+// unlink takes e out of the list. c.mu must be held.
+func (c *lru[K, V]) unlink(e *lruEntry[K, V]) {
+	e.prev.next = e.next
+	e.next.prev = e.prev
+	e.prev, e.next = nil, nil
+}
+
+// moveToFront makes e the most recently used entry. c.mu must be held.
+func (c *lru[K, V]) moveToFront(e *lruEntry[K, V]) {
+	if c.root.next == e {
+		return
+	}
+	c.unlink(e)
+	c.pushFront(e)
+}
+
+// notify runs OnEvict for each dropped entry. c.mu must not be held.
+func (c *lru[K, V]) notify(gone []evicted[K, V]) {
+	if c.OnEvict == nil {
+		return
+	}
+	for _, g := range gone {
+		c.OnEvict(g.key, g.value)
+	}
+}

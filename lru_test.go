@@ -1,0 +1,462 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// check walks the list from the front and from the back and compares both
+// walks with the map: same entries, consistent links, at most capacity.
+// It takes c.mu itself.
+func (c *lru[K, V]) check(t *testing.T) {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.items) > c.capacity {
+		t.Fatalf("len = %d, want <= capacity %d", len(c.items), c.capacity)
+	}
+	var forward []*lruEntry[K, V]
+	for e := c.root.next; e != &c.root; e = e.next {
+		if e.next.prev != e {
+			t.Fatalf("entry %v: next.prev does not point back", e.key)
+		}
+		if got, ok := c.items[e.key]; !ok || got != e {
+			t.Fatalf("entry %v in list but map holds %p, %v", e.key, got, ok)
+		}
+		forward = append(forward, e)
+		if len(forward) > len(c.items) {
+			t.Fatalf("forward walk longer than map (%d): cycle or stray entry", len(c.items))
+		}
+	}
+	var backward []*lruEntry[K, V]
+	for e := c.root.prev; e != &c.root; e = e.prev {
+		if e.prev.next != e {
+			t.Fatalf("entry %v: prev.next does not point back", e.key)
+		}
+		backward = append(backward, e)
+		if len(backward) > len(c.items) {
+			t.Fatalf("backward walk longer than map (%d)", len(c.items))
+		}
+	}
+	if len(forward) != len(c.items) {
+		t.Fatalf("forward walk has %d entries, map %d", len(forward), len(c.items))
+	}
+	slices.Reverse(backward)
+	if !slices.Equal(forward, backward) {
+		t.Fatalf("forward and backward walks differ")
+	}
+}
+
+// keys returns the keys from most to least recently used.
+func (c *lru[K, V]) keys() []K {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var ks []K
+	for e := c.root.next; e != &c.root; e = e.next {
+		ks = append(ks, e.key)
+	}
+	return ks
+}
+
+// fakeClock is a settable clock for ttl tests.
+type fakeClock struct{ t time.Time }
+
+func (f *fakeClock) now() time.Time          { return f.t }
+func (f *fakeClock) advance(d time.Duration) { f.t = f.t.Add(d) }
+
+func TestLRUBehaviour(t *testing.T) {
+	type op struct {
+		do     string // add, get, peek, remove, purge
+		k, v   string
+		wantV  string
+		wantOK bool
+	}
+	tests := []struct {
+		name      string
+		capacity  int
+		ops       []op
+		wantKeys  []string // most recent first
+		wantStats cacheStats
+	}{
+		{
+			name:      "get missing",
+			capacity:  2,
+			ops:       []op{{do: "get", k: "a"}},
+			wantStats: cacheStats{Misses: 1, Capacity: 2},
+		},
+		{
+			name:      "add then get",
+			capacity:  2,
+			ops:       []op{{do: "add", k: "a", v: "1"}, {do: "get", k: "a", wantV: "1", wantOK: true}},
+			wantKeys:  []string{"a"},
+			wantStats: cacheStats{Hits: 1, Entries: 1, Capacity: 2},
+		},
+		{
+			name:     "replace keeps one entry",
+			capacity: 2,
+			ops: []op{
+				{do: "add", k: "a", v: "1"}, {do: "add", k: "a", v: "2"},
+				{do: "peek", k: "a", wantV: "2", wantOK: true},
+			},
+			wantKeys:  []string{"a"},
+			wantStats: cacheStats{Entries: 1, Capacity: 2},
+		},
+		{
+			name:     "evicts least recently added",
+			capacity: 2,
+			ops: []op{
+				{do: "add", k: "a"}, {do: "add", k: "b"}, {do: "add", k: "c"},
+				{do: "peek", k: "a"},
+			},
+			wantKeys:  []string{"c", "b"},
+			wantStats: cacheStats{Evictions: 1, Entries: 2, Capacity: 2},
+		},
+		{
+			name:     "get refreshes recency",
+			capacity: 2,
+			ops: []op{
+				{do: "add", k: "a"}, {do: "add", k: "b"}, {do: "get", k: "a", wantOK: true},
+				{do: "add", k: "c"},
+			},
+			wantKeys:  []string{"c", "a"},
+			wantStats: cacheStats{Hits: 1, Evictions: 1, Entries: 2, Capacity: 2},
+		},
+		{
+			name:     "peek does not refresh or count",
+			capacity: 2,
+			ops: []op{
+				{do: "add", k: "a"}, {do: "add", k: "b"}, {do: "peek", k: "a", wantOK: true},
+				{do: "add", k: "c"},
+			},
+			wantKeys:  []string{"c", "b"},
+			wantStats: cacheStats{Evictions: 1, Entries: 2, Capacity: 2},
+		},
+		{
+			name:     "re-add refreshes recency",
+			capacity: 2,
+			ops: []op{
+				{do: "add", k: "a"}, {do: "add", k: "b"}, {do: "add", k: "a", v: "x"},
+				{do: "add", k: "c"},
+			},
+			wantKeys:  []string{"c", "a"},
+			wantStats: cacheStats{Evictions: 1, Entries: 2, Capacity: 2},
+		},
+		{
+			name:     "remove is not an eviction",
+			capacity: 2,
+			ops: []op{
+				{do: "add", k: "a"}, {do: "remove", k: "a", wantOK: true},
+				{do: "remove", k: "a"}, {do: "get", k: "a"},
+			},
+			wantStats: cacheStats{Misses: 1, Capacity: 2},
+		},
+		{
+			name:     "purge drops all, keeps counters",
+			capacity: 3,
+			ops: []op{
+				{do: "add", k: "a"}, {do: "add", k: "b"}, {do: "get", k: "a", wantOK: true},
+				{do: "purge"}, {do: "get", k: "b"}, {do: "add", k: "d"},
+			},
+			wantKeys:  []string{"d"},
+			wantStats: cacheStats{Hits: 1, Misses: 1, Entries: 1, Capacity: 3},
+		},
+		{
+			name:      "capacity zero means one",
+			capacity:  0,
+			ops:       []op{{do: "add", k: "a"}, {do: "add", k: "b"}},
+			wantKeys:  []string{"b"},
+			wantStats: cacheStats{Evictions: 1, Entries: 1, Capacity: 1},
+		},
+		{
+			name:      "negative capacity means one",
+			capacity:  -5,
+			ops:       []op{{do: "add", k: "a"}},
+			wantKeys:  []string{"a"},
+			wantStats: cacheStats{Entries: 1, Capacity: 1},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newLRU[string, string](tt.capacity, 0, nil)
+			for i, o := range tt.ops {
+				switch o.do {
+				case "add":
+					c.Add(o.k, o.v)
+				case "get", "peek":
+					get := c.Get
+					if o.do == "peek" {
+						get = c.Peek
+					}
+					v, ok := get(o.k)
+					if v != o.wantV || ok != o.wantOK {
+						t.Errorf("op %d: %s(%q) = %q, %v, want %q, %v", i, o.do, o.k, v, ok, o.wantV, o.wantOK)
+					}
+				case "remove":
+					if ok := c.Remove(o.k); ok != o.wantOK {
+						t.Errorf("op %d: Remove(%q) = %v, want %v", i, o.k, ok, o.wantOK)
+					}
+				case "purge":
+					c.Purge()
+				}
+				c.check(t)
+			}
+			if got := c.keys(); !slices.Equal(got, tt.wantKeys) {
+				t.Errorf("keys = %q, want %q", got, tt.wantKeys)
+			}
+			if got := c.Len(); got != len(tt.wantKeys) {
+				t.Errorf("Len() = %d, want %d", got, len(tt.wantKeys))
+			}
+			if got := c.Stats(); got != tt.wantStats {
+				t.Errorf("Stats() = %+v, want %+v", got, tt.wantStats)
+			}
+		})
+	}
+}
+
+func TestLRUTTL(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	c := newLRU[string, int](4, time.Minute, clk.now)
+	var evicted []string
+	c.OnEvict = func(k string, _ int) { evicted = append(evicted, k) }
+
+	c.Add("a", 1)
+	clk.advance(59 * time.Second)
+	if v, ok := c.Get("a"); !ok || v != 1 {
+		t.Fatalf("Get(%q) at 59s = %d, %v, want 1, true", "a", v, ok)
+	}
+	c.Add("b", 2)
+	clk.advance(time.Second) // a is exactly 60s old, b 1s
+	if _, ok := c.Peek("a"); ok {
+		t.Errorf("Peek(%q) at 60s = _, true, want false", "a")
+	}
+	if c.Len() != 2 {
+		t.Errorf("Len() after Peek of expired = %d, want 2 (Peek leaves it)", c.Len())
+	}
+	if _, ok := c.Get("a"); ok {
+		t.Errorf("Get(%q) at 60s = _, true, want false", "a")
+	}
+	c.check(t)
+	if v, ok := c.Get("b"); !ok || v != 2 {
+		t.Errorf("Get(%q) = %d, %v, want 2, true", "b", v, ok)
+	}
+	// Re-adding restarts the ttl.
+	clk.advance(50 * time.Second)
+	c.Add("b", 3)
+	clk.advance(50 * time.Second)
+	if v, ok := c.Get("b"); !ok || v != 3 {
+		t.Errorf("Get(%q) after re-add = %d, %v, want 3, true", "b", v, ok)
+	}
+	want := cacheStats{Hits: 3, Misses: 1, Evictions: 1, Entries: 1, Capacity: 4}
+	if got := c.Stats(); got != want {
+		t.Errorf("Stats() = %+v, want %+v", got, want)
+	}
+	if !slices.Equal(evicted, []string{"a"}) {
+		t.Errorf("OnEvict calls = %q, want [a]", evicted)
+	}
+}
+
+func TestLRUNoTTLNeverExpires(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(0, 0)}
+	c := newLRU[int, int](2, 0, clk.now)
+	c.Add(1, 1)
+	clk.advance(100 * 365 * 24 * time.Hour)
+	if _, ok := c.Get(1); !ok {
+		t.Errorf("Get(1) after a century with ttl 0 = _, false, want true")
+	}
+}
+
+func TestLRUOnEvictAfterUnlock(t *testing.T) {
+	c := newLRU[int, string](2, 0, nil)
+	var got []string
+	c.OnEvict = func(k int, v string) {
+		// Calling back into the cache deadlocks if the lock is still held.
+		got = append(got, fmt.Sprintf("%d=%s len=%d", k, v, c.Len()))
+	}
+	c.Add(1, "a")
+	c.Add(2, "b")
+	c.Add(3, "c")
+	c.Remove(2)
+	c.Purge()
+	if want := []string{"1=a len=2"}; !slices.Equal(got, want) {
+		t.Errorf("OnEvict calls = %q, want %q", got, want)
+	}
+}
+
+func TestCacheStatsJSON(t *testing.T) {
+	b, err := json.Marshal(cacheStats{Hits: 1, Misses: 2, Evictions: 3, Entries: 4, Capacity: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"hits":1,"misses":2,"evictions":3,"entries":4,"capacity":5}`
+	if string(b) != want {
+		t.Errorf("json.Marshal(cacheStats) = %s, want %s", b, want)
+	}
+}
+
+// TestLRUStress runs seeded random operations against the cache and a
+// slice model, checking the invariants and the model after every one.
+func TestLRUStress(t *testing.T) {
+	const capacity, keySpace = 16, 40
+	n := 100_000
+	if testing.Short() {
+		n = 10_000
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	c := newLRU[int, int](capacity, 0, clk.now)
+	var evictions int
+	c.OnEvict = func(int, int) { evictions++ }
+	var model []int // keys, most recent first
+	vals := map[int]int{}
+	touch := func(k int) {
+		model = slices.DeleteFunc(model, func(x int) bool { return x == k })
+		model = slices.Insert(model, 0, k)
+	}
+	for i := range n {
+		k := rng.IntN(keySpace)
+		switch r := rng.IntN(100); {
+		case r < 45:
+			c.Add(k, i)
+			vals[k] = i
+			touch(k)
+			if len(model) > capacity {
+				delete(vals, model[capacity])
+				model = model[:capacity]
+			}
+		case r < 85:
+			v, ok := c.Get(k)
+			wv, wok := vals[k]
+			if v != wv || ok != wok {
+				t.Fatalf("op %d: Get(%d) = %d, %v, want %d, %v", i, k, v, ok, wv, wok)
+			}
+			if ok {
+				touch(k)
+			}
+		case r < 92:
+			v, ok := c.Peek(k)
+			wv, wok := vals[k]
+			if v != wv || ok != wok {
+				t.Fatalf("op %d: Peek(%d) = %d, %v, want %d, %v", i, k, v, ok, wv, wok)
+			}
+		case r < 99:
+			_, wok := vals[k]
+			if ok := c.Remove(k); ok != wok {
+				t.Fatalf("op %d: Remove(%d) = %v, want %v", i, k, ok, wok)
+			}
+			delete(vals, k)
+			model = slices.DeleteFunc(model, func(x int) bool { return x == k })
+		default:
+			c.Purge()
+			clear(vals)
+			model = model[:0]
+		}
+		c.check(t)
+		if got := c.keys(); !slices.Equal(got, model) {
+			t.Fatalf("op %d: keys = %v, want %v", i, got, model)
+		}
+	}
+	if s := c.Stats(); s.Evictions != uint64(evictions) {
+		t.Errorf("Stats().Evictions = %d, OnEvict calls %d", s.Evictions, evictions)
+	}
+}
+
+func TestLRUConcurrent(t *testing.T) {
+	c := newLRU[int, int](64, time.Hour, nil)
+	var evicted sync.Map
+	c.OnEvict = func(k, _ int) { evicted.Store(k, true) }
+	const workers, ops = 8, 5000
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), 7))
+			for i := range ops {
+				k := rng.IntN(200)
+				switch rng.IntN(6) {
+				case 0, 1:
+					c.Add(k, i)
+				case 2, 3:
+					c.Get(k)
+				case 4:
+					c.Peek(k)
+					c.Stats()
+				case 5:
+					c.Remove(k)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	c.check(t)
+	s := c.Stats()
+	if s.Hits+s.Misses == 0 || s.Entries > 64 {
+		t.Errorf("Stats() = %+v, want some lookups and Entries <= 64", s)
+	}
+}
+
+func BenchmarkLRUGet(b *testing.B) {
+	c := newLRU[string, []byte](1024, 0, nil)
+	keys := make([]string, 1024)
+	for i := range keys {
+		keys[i] = "entity-" + strconv.Itoa(i)
+		c.Add(keys[i], []byte("v"))
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		c.Get(keys[i&1023])
+	}
+}
+
+func BenchmarkLRUGetParallel(b *testing.B) {
+	c := newLRU[string, []byte](1024, 0, nil)
+	keys := make([]string, 1024)
+	for i := range keys {
+		keys[i] = "entity-" + strconv.Itoa(i)
+		c.Add(keys[i], []byte("v"))
+	}
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			c.Get(keys[i&1023])
+			i++
+		}
+	})
+}
+
+// BenchmarkLRUAdd adds keys from a space four times the capacity, so most
+// adds insert and evict.
+func BenchmarkLRUAdd(b *testing.B) {
+	c := newLRU[string, []byte](1024, 0, nil)
+	keys := make([]string, 4096)
+	for i := range keys {
+		keys[i] = "entity-" + strconv.Itoa(i)
+	}
+	v := []byte("v")
+	b.ResetTimer()
+	for i := range b.N {
+		c.Add(keys[i&4095], v)
+	}
+}
+
+func BenchmarkLRUAddParallel(b *testing.B) {
+	c := newLRU[string, []byte](1024, 0, nil)
+	keys := make([]string, 4096)
+	for i := range keys {
+		keys[i] = "entity-" + strconv.Itoa(i)
+	}
+	v := []byte("v")
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			c.Add(keys[i&4095], v)
+			i++
+		}
+	})
+}

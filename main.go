@@ -1,0 +1,277 @@
+// DeltaDatabase stores JSON documents ("entities", addressed by database
+// name and entity key), validates writes against JSON Schemas, encrypts
+// every entity at rest with AES-256-GCM, caches hot entities in an LRU and
+// serves them over REST with bearer-token auth and a web UI.
+//
+// One binary, several roles (-role):
+//
+//	all   (default) main worker plus an in-process processing worker
+//	main  main worker only: REST, UI, auth, key distribution, routing
+//	proc  processing worker only: subscribes to -main-addr
+//	bench load tool: drives a running server over HTTP (see bench.go)
+//
+// Where things live: rest.go (REST API), ui.go + static/ (web UI), auth.go
+// (credentials), proc.go (processing worker), crypto.go (envelope and key
+// wrapping), masterkey.go (master/admin keys, key check), lru.go (cache),
+// store.go (storage interface), fsstore.go and s3store.go (backends),
+// schema.go (JSON Schema registry), names.go (name validation).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "deltadatabase:", err)
+		os.Exit(1)
+	}
+}
+
+// Log attribute keys, defined once.
+const (
+	attrDB     = "db"
+	attrSchema = "schema"
+	attrClient = "client"
+	attrAddr   = "addr"
+	attrWorker = "worker_id"
+	attrErr    = "err"
+)
+
+// config is every flag of every role.
+type config struct {
+	role            string
+	grpcAddr        string
+	restAddr        string
+	sharedFS        string
+	masterKey       string
+	masterKeyFile   string
+	keyID           string
+	adminKey        string
+	keyStore        string
+	workerTTL       time.Duration
+	clientTTL       time.Duration
+	grpcMaxRecv     int
+	restMaxBody     int64
+	entityCacheSize int
+	cacheSize       int
+	cacheSizeSet    bool
+	cacheTTL        time.Duration
+	mainAddr        string
+	workerID        string
+	logLevel        string
+	s3              s3Flags
+	bench           benchFlags
+}
+
+// s3Flags are the -s3-* flags; endpoint "" means filesystem storage.
+type s3Flags struct {
+	endpoint, accessKey, secretKey, bucket, region string
+	useSSL                                         bool
+}
+
+// parseFlags parses args into a config. A bad value is an error naming the
+// flag.
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("deltadatabase", flag.ContinueOnError)
+	// Errors come back as one line naming the flag; usage only for -h.
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&c.role, "role", "all", "what to run: all, main, proc or bench")
+	fs.StringVar(&c.grpcAddr, "grpc-addr", "", "gRPC listen address (default 127.0.0.1:50051; proc: 127.0.0.1:0)")
+	fs.StringVar(&c.restAddr, "rest-addr", "127.0.0.1:8080", "REST + UI listen address")
+	fs.StringVar(&c.sharedFS, "shared-fs", "./shared/db", "storage root (ignored with -s3-endpoint)")
+	fs.StringVar(&c.masterKey, "master-key", os.Getenv("MASTER_KEY"), "hex 32-byte AES master key (env MASTER_KEY)")
+	fs.StringVar(&c.masterKeyFile, "master-key-file", "", "file holding the hex master key")
+	fs.StringVar(&c.keyID, "key-id", "main-key-v1", "logical name of the master key")
+	fs.StringVar(&c.adminKey, "admin-key", os.Getenv("ADMIN_KEY"), "admin bearer key (env ADMIN_KEY); generated if empty")
+	fs.StringVar(&c.keyStore, "key-store", "", "RBAC API key store (default <shared-fs>/_auth/keys.json)")
+	fs.DurationVar(&c.workerTTL, "worker-ttl", time.Hour, "worker token lifetime")
+	fs.DurationVar(&c.clientTTL, "client-ttl", 24*time.Hour, "session token lifetime")
+	fs.IntVar(&c.grpcMaxRecv, "grpc-max-recv-msg-size", 4194304, "largest gRPC message accepted, bytes")
+	fs.Int64Var(&c.restMaxBody, "rest-max-body-size", 1048576, "largest REST request body, bytes")
+	fs.IntVar(&c.entityCacheSize, "entity-cache-size", 1024, "entities cached by the in-process worker of -role=all")
+	fs.IntVar(&c.cacheSize, "cache-size", 256, "most entities held in a processing worker's LRU")
+	fs.DurationVar(&c.cacheTTL, "cache-ttl", 0, "0 = LRU only; positive also expires cache entries")
+	fs.StringVar(&c.mainAddr, "main-addr", "127.0.0.1:50051", "main worker gRPC address (proc)")
+	fs.StringVar(&c.workerID, "worker-id", "", "unique worker ID (default hostname)")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.s3.endpoint, "s3-endpoint", "", "host:port of an S3-compatible store; enables S3")
+	fs.StringVar(&c.s3.accessKey, "s3-access-key", os.Getenv("S3_ACCESS_KEY"), "S3 access key (env S3_ACCESS_KEY)")
+	fs.StringVar(&c.s3.secretKey, "s3-secret-key", os.Getenv("S3_SECRET_KEY"), "S3 secret key (env S3_SECRET_KEY)")
+	fs.StringVar(&c.s3.bucket, "s3-bucket", "deltadatabase", "S3 bucket (created if missing)")
+	fs.BoolVar(&c.s3.useSSL, "s3-use-ssl", false, "HTTPS to the S3 endpoint")
+	fs.StringVar(&c.s3.region, "s3-region", "", "S3 region (signs as us-east-1 when empty)")
+	c.bench.register(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fs.PrintDefaults()
+		}
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	fs.Visit(func(f *flag.Flag) { c.cacheSizeSet = c.cacheSizeSet || f.Name == "cache-size" })
+	return c, c.check()
+}
+
+// check rejects flag values that parse but make no sense.
+func (c *config) check() error {
+	switch {
+	case c.role != "all" && c.role != "main" && c.role != "proc" && c.role != "bench":
+		return fmt.Errorf("-role: unknown role %q (want all, main, proc or bench)", c.role)
+	case c.grpcMaxRecv <= 0:
+		return fmt.Errorf("-grpc-max-recv-msg-size: must be positive, got %d", c.grpcMaxRecv)
+	case c.restMaxBody <= 0:
+		return fmt.Errorf("-rest-max-body-size: must be positive, got %d", c.restMaxBody)
+	case c.entityCacheSize <= 0:
+		return fmt.Errorf("-entity-cache-size: must be positive, got %d", c.entityCacheSize)
+	case c.cacheSize <= 0:
+		return fmt.Errorf("-cache-size: must be positive, got %d", c.cacheSize)
+	case c.cacheTTL < 0:
+		return fmt.Errorf("-cache-ttl: must not be negative, got %v", c.cacheTTL)
+	case c.workerTTL <= 0:
+		return fmt.Errorf("-worker-ttl: must be positive, got %v", c.workerTTL)
+	case c.clientTTL <= 0:
+		return fmt.Errorf("-client-ttl: must be positive, got %v", c.clientTTL)
+	case c.keyID == "":
+		return errors.New("-key-id: must not be empty")
+	case c.sharedFS == "" && c.s3.endpoint == "":
+		return errors.New("-shared-fs: must not be empty without -s3-endpoint")
+	}
+	if _, err := slogLevel(c.logLevel); err != nil {
+		return err
+	}
+	return nil
+}
+
+// slogLevel parses -log-level.
+func slogLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return l, fmt.Errorf("-log-level: %q is not debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// run is the whole program: main is a thin shell around it so that tests
+// can run it in-process.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	level, _ := slogLevel(cfg.logLevel)
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	switch cfg.role {
+	case "all":
+		return runAll(ctx, cfg, stdout, log)
+	case "bench":
+		return runBench(ctx, cfg.bench, stdout)
+	default:
+		return fmt.Errorf("-role=%s: not built yet: this build runs only -role=all", cfg.role)
+	}
+}
+
+// runAll runs the main worker with one in-process processing worker.
+func runAll(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) error {
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	keys, err := loadKeys(ctx, cfg, st, stdout)
+	if err != nil {
+		return err
+	}
+	defer zero(keys.master)
+	seal, err := newSealer(keys.master, cfg.keyID, cryptoRand, time.Now)
+	if err != nil {
+		return err
+	}
+	size := cfg.entityCacheSize
+	if cfg.cacheSizeSet {
+		size = cfg.cacheSize
+	}
+	schemas := newSchemaRegistry(st)
+	w := newWorker(workerIDOrHost(cfg.workerID), st, schemas, newLRU[string, cachedEntity](size, cfg.cacheTTL, time.Now), log)
+	w.setSealer(seal)
+	started := time.Now()
+	workers := func() []workerInfo {
+		return []workerInfo{{WorkerID: w.id, Status: "Available", KeyID: cfg.keyID, LastSeen: time.Now().UTC(),
+			Tags:     map[string]string{"grpc_addr": "in-process", "started": started.UTC().Format(time.RFC3339)},
+			InFlight: w.inFlight.Load(), Cache: w.stats()}}
+	}
+	rest := newRESTServer(newAuthenticator(keys.admin), w, st, schemas, workers, cfg.restMaxBody, log)
+	return serveHTTP(ctx, cfg.restAddr, rest, log)
+}
+
+// workerIDOrHost is -worker-id, or the hostname when it is empty.
+func workerIDOrHost(id string) string {
+	if id != "" {
+		return id
+	}
+	if h, err := os.Hostname(); err == nil {
+		return h
+	}
+	return "worker"
+}
+
+// openStore opens the configured storage backend.
+func openStore(ctx context.Context, cfg config) (store, error) {
+	if cfg.s3.endpoint != "" {
+		return nil, errors.New("-s3-endpoint: S3 storage is not built yet")
+	}
+	return newFSStore(cfg.sharedFS)
+}
+
+// serveHTTP serves h on addr until ctx ends, then shuts down gracefully,
+// letting in-flight requests finish.
+func serveHTTP(ctx context.Context, addr string, h http.Handler, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("-rest-addr: listen %s: %w", addr, err)
+	}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("rest listening", attrAddr, ln.Addr().String())
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve rest: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown rest: %w", err)
+	}
+	return nil
+}

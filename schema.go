@@ -1,0 +1,289 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/santhosh-tekuri/jsonschema/v6/kind"
+)
+
+// schemaRegistry keeps JSON Schema templates in plaintext at
+// schemaObjectKey(id) and validates documents against them (SPEC §6).
+//
+// Compiled schemas are cached by ID together with the SHA-256 of the bytes
+// they were compiled from. Every Validate reads the stored bytes again and
+// recompiles only when their hash changed, so a template replaced by another
+// process sharing the storage, or edited by hand, takes effect at once.
+// Templates are small; one read per validation buys that correctness.
+//
+// A schemaRegistry is safe for concurrent use. Create it with
+// newSchemaRegistry; the zero value is not usable.
+type schemaRegistry struct {
+	st store
+
+	mu    sync.Mutex                 // guards cache
+	cache map[string]*compiledSchema // by schema ID
+
+	// compiles counts schema compilations (Put and cache misses).
+	compiles atomic.Uint64
+}
+
+// compiledSchema is the outcome of compiling one version of a template.
+// Exactly one of sch and err is set; compiling is deterministic (no loader
+// reaches outside the document), so a failure is cached as well.
+type compiledSchema struct {
+	sum [sha256.Size]byte  // SHA-256 of the raw template bytes
+	sch *jsonschema.Schema // safe for concurrent Validate calls
+	err error              // why stored bytes do not compile; wraps errCorrupt
+}
+
+// maxValidationMessages caps the messages of one validationError so that a
+// huge failing document cannot produce a huge error body.
+const maxValidationMessages = 50
+
+// schemaBaseURL is the base URL under which templates are compiled. It only
+// names the document in compiler messages and anchors relative $refs, which
+// the loader then refuses.
+const schemaBaseURL = "deltadb:///"
+
+// newSchemaRegistry returns a registry over st.
+func newSchemaRegistry(st store) *schemaRegistry {
+	return &schemaRegistry{st: st, cache: make(map[string]*compiledSchema)}
+}
+
+// Put compiles raw as a JSON Schema and, only if it compiles, stores it
+// durably as template id, replacing any previous version. Invalid JSON and
+// documents that are not valid schemas are errors wrapping errInvalid; on
+// any error the previous template stays in place.
+func (r *schemaRegistry) Put(ctx context.Context, id string, raw []byte) error {
+	if err := validateSchemaID(id); err != nil {
+		return fmt.Errorf("put schema: %w", err)
+	}
+	sch, err := r.compile(id, raw)
+	if err != nil {
+		return fmt.Errorf("put schema %q: %v: %w", id, err, errInvalid)
+	}
+	if err := r.st.Put(ctx, schemaObjectKey(id), raw); err != nil {
+		return fmt.Errorf("put schema %q: %w", id, err)
+	}
+	r.remember(id, &compiledSchema{sum: sha256.Sum256(raw), sch: sch})
+	return nil
+}
+
+// Get returns the stored template exactly as it was put, or an error
+// wrapping errNotFound.
+func (r *schemaRegistry) Get(ctx context.Context, id string) ([]byte, error) {
+	if err := validateSchemaID(id); err != nil {
+		return nil, fmt.Errorf("get schema: %w", err)
+	}
+	raw, err := r.st.Get(ctx, schemaObjectKey(id))
+	if err != nil {
+		return nil, fmt.Errorf("get schema %q: %w", id, err)
+	}
+	return raw, nil
+}
+
+// List returns the sorted IDs of the stored templates. Objects under
+// "templates/" whose name is not "<valid schema id>.json" are ignored. The
+// result is never nil.
+func (r *schemaRegistry) List(ctx context.Context) ([]string, error) {
+	keys, err := r.st.List(ctx, templatesPrefix, "", 0)
+	if err != nil {
+		return nil, fmt.Errorf("list schemas: %w", err)
+	}
+	ids := make([]string, 0, len(keys))
+	for _, k := range keys {
+		id, ok := strings.CutSuffix(strings.TrimPrefix(k, templatesPrefix), ".json")
+		if ok && strings.HasPrefix(k, templatesPrefix) && validateSchemaID(id) == nil {
+			ids = append(ids, id)
+		}
+	}
+	// Byte order of keys is not byte order of IDs: "a.b.json" < "a.json".
+	slices.Sort(ids)
+	return ids, nil
+}
+
+// Validate checks doc against template id. An unknown template is an error
+// wrapping errNotFound; a doc that is not JSON wraps errInvalid; a doc that
+// does not match is a *validationError (which also matches errInvalid). A
+// stored template that no longer compiles (edited by hand) wraps errCorrupt.
+func (r *schemaRegistry) Validate(ctx context.Context, id string, doc []byte) error {
+	sch, err := r.load(ctx, id)
+	if err != nil {
+		return fmt.Errorf("validate against schema %q: %w", id, err)
+	}
+	v, err := decodeJSON(doc)
+	if err != nil {
+		return fmt.Errorf("validate document: invalid JSON: %v: %w", err, errInvalid)
+	}
+	err = sch.Validate(v)
+	var verr *jsonschema.ValidationError
+	if errors.As(err, &verr) {
+		return &validationError{Messages: validationMessages(verr)}
+	}
+	if err != nil {
+		return fmt.Errorf("validate document: %v: %w", err, errInvalid)
+	}
+	return nil
+}
+
+// load returns the compiled form of the currently stored template id,
+// compiling it only if its bytes differ from the cached version.
+func (r *schemaRegistry) load(ctx context.Context, id string) (*jsonschema.Schema, error) {
+	if err := validateSchemaID(id); err != nil {
+		return nil, err
+	}
+	raw, err := r.st.Get(ctx, schemaObjectKey(id))
+	if errors.Is(err, errNotFound) {
+		r.forget(id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read template: %w", err)
+	}
+	sum := sha256.Sum256(raw)
+	if c := r.cached(id, sum); c != nil {
+		return c.sch, c.err
+	}
+	c := &compiledSchema{sum: sum}
+	c.sch, c.err = r.compile(id, raw)
+	if c.err != nil {
+		c.err = fmt.Errorf("stored template: %v: %w", c.err, errCorrupt)
+	}
+	r.remember(id, c)
+	return c.sch, c.err
+}
+
+// cached returns the cache entry for id if it was compiled from bytes
+// hashing to sum, else nil.
+func (r *schemaRegistry) cached(id string, sum [sha256.Size]byte) *compiledSchema {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c := r.cache[id]; c != nil && c.sum == sum {
+		return c
+	}
+	return nil
+}
+
+// remember caches c as the compiled form of id. Racing writers may leave an
+// older version cached; the hash check in load makes that harmless.
+func (r *schemaRegistry) remember(id string, c *compiledSchema) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cache[id] = c
+}
+
+// forget drops id from the cache, once its template is gone.
+func (r *schemaRegistry) forget(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.cache, id)
+}
+
+// compile turns raw into a schema: draft-07 unless $schema names another
+// dialect, with no loader for anything outside the document itself. Its
+// errors carry a message but no sentinel; callers classify them.
+func (r *schemaRegistry) compile(id string, raw []byte) (*jsonschema.Schema, error) {
+	r.compiles.Add(1)
+	doc, err := decodeJSON(raw)
+	if err != nil {
+		return nil, fmt.Errorf("invalid JSON: %v", err)
+	}
+	c := jsonschema.NewCompiler()
+	c.DefaultDraft(jsonschema.Draft7)
+	c.UseLoader(noRemoteLoader{})
+	loc := schemaBaseURL + schemaObjectKey(id)
+	if err := c.AddResource(loc, doc); err != nil {
+		return nil, fmt.Errorf("invalid schema: %v", err)
+	}
+	sch, err := c.Compile(loc)
+	if err != nil {
+		return nil, fmt.Errorf("invalid schema: %s", compileMessage(err))
+	}
+	return sch, nil
+}
+
+// compileMessage renders a compiler error on one line, listing each
+// metaschema violation with its location in the schema document.
+func compileMessage(err error) string {
+	var serr *jsonschema.SchemaValidationError
+	var verr *jsonschema.ValidationError
+	if errors.As(err, &serr) && errors.As(serr.Err, &verr) {
+		return "does not match its metaschema: " + strings.Join(validationMessages(verr), "; ")
+	}
+	return err.Error()
+}
+
+// noRemoteLoader refuses every URL the compiler asks for. The metaschemas
+// of the supported drafts are built into the library and never reach it,
+// so only $refs and $schema URLs outside the template itself fail here.
+type noRemoteLoader struct{}
+
+// Load implements jsonschema.URLLoader.
+func (noRemoteLoader) Load(url string) (any, error) {
+	return nil, errors.New("references outside the schema document are not allowed")
+}
+
+// decodeJSON parses one JSON value, keeping numbers exact (json.Number).
+func decodeJSON(b []byte) (any, error) {
+	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+	if errors.Is(err, io.EOF) {
+		return nil, errors.New("empty document")
+	}
+	return v, err
+}
+
+// validationError is a document that does not match its schema. It matches
+// errInvalid through Unwrap.
+type validationError struct {
+	// Messages say where and why, one per violation, e.g.
+	// "at /messages/0/role: value must be one of 'user', 'assistant'".
+	Messages []string
+}
+
+// Error joins the messages.
+func (e *validationError) Error() string { return strings.Join(e.Messages, "; ") }
+
+// Unwrap returns errInvalid.
+func (e *validationError) Unwrap() error { return errInvalid }
+
+// validationMessages flattens verr into "at <instance location>: <why>"
+// lines, from the library's Basic output. Units that only group their
+// causes ("validation failed") are left out, duplicates are dropped, and at
+// most maxValidationMessages are kept.
+func validationMessages(verr *jsonschema.ValidationError) []string {
+	var msgs []string
+	seen := make(map[string]bool)
+	for _, u := range verr.BasicOutput().Errors {
+		if u.Error == nil {
+			continue
+		}
+		if _, group := u.Error.Kind.(*kind.Group); group {
+			continue
+		}
+		loc := u.InstanceLocation
+		if loc == "" {
+			loc = "(root)"
+		}
+		m := "at " + loc + ": " + u.Error.String()
+		if !seen[m] {
+			seen[m] = true
+			msgs = append(msgs, m)
+		}
+	}
+	if len(msgs) == 0 {
+		return []string{verr.Error()}
+	}
+	if n := len(msgs); n > maxValidationMessages {
+		msgs = append(msgs[:maxValidationMessages], fmt.Sprintf("and %d more", n-maxValidationMessages))
+	}
+	return msgs
+}

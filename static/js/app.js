@@ -1,0 +1,310 @@
+// app.js boots the DeltaDatabase management UI: session handling, the
+// hash router, the navigation shell and the narrow-screen menu.
+//
+// Page structure (index.html):
+//   #login-view  login form: #login-key (password), #login-submit,
+//                #login-error (server error, e.g. on 401),
+//                #login-notice ("Session expired or invalid — please log in again")
+//   #app-view    the shell once logged in:
+//     header     #menu-button (aria-controls="sidebar", aria-expanded; shown
+//                below 800px), #whoami, #logout
+//     #sidebar   nav links #nav-dashboard #nav-databases #nav-entities
+//                #nav-workers #nav-schemas #nav-keys (admin only; its <li>
+//                #nav-keys-item is hidden otherwise) #nav-explorer;
+//                #backdrop behind it when open as an overlay
+//     #page      #global-message, then #page-content where one page module
+//                renders; every page starts with h2#page-title
+//
+// Routes and modules (each exports render(container, ctx) -> cleanup?):
+//   #/login      login form              (this file)
+//   #/dashboard  dashboard.js  #dash-health #dash-workers-total
+//                #dash-workers-by-status (li[data-status]) #dash-databases
+//                #dash-cache-hits #dash-cache-misses #dash-cache-evictions
+//                #dash-cache-entries #dash-updated #dash-message
+//   #/databases  databases.js  #db-cards > button[data-testid=db-card][data-db]
+//                #db-detail #db-keys > li > button[data-testid=db-key-item][data-key]
+//                #db-keys-more #db-key-input #db-key-open #db-message
+//                #entity-title #entity-editor (textarea) #entity-save
+//                #entity-delete #entity-message
+//   #/entities   entities.js   #ent-db (select) #ent-db-new #ent-key
+//                #ent-schema #ent-doc #ent-get #ent-put #ent-delete #ent-message
+//   #/workers    workers.js    #workers-table (tr[data-worker]) #workers-refresh
+//                #workers-message
+//   #/schemas    schemas.js    #schema-list > li > button[data-testid=schema-item]
+//                #schema-id #schema-text #schema-new #schema-load #schema-save
+//                #schema-message #schema-export-pydantic #schema-export-ts
+//                #schema-export (pre) #schema-copy #schema-copy-status
+//   #/keys       keys.js       #key-name #key-perm-read #key-perm-write
+//                #key-perm-admin #key-expires #key-databases #key-create
+//                #key-secret-box #key-secret #key-secret-copy #keys-message
+//                #keys-table (tr[data-key-id]) button[data-testid=key-delete]
+//   #/explorer   explorer.js   #ex-method #ex-path #ex-body #ex-send
+//                #ex-status #ex-headers #ex-response #ex-message
+//                button[data-testid=ex-quick][data-path]
+// Every element named above carries the same string as id and data-testid.
+
+import { clearToken, getToken, onUnauthorized, request, setToken, errorMessage } from "./api.js";
+import { clear, setText } from "./dom.js";
+import * as dashboard from "./dashboard.js";
+import * as databases from "./databases.js";
+import * as entities from "./entities.js";
+import * as workers from "./workers.js";
+import * as schemas from "./schemas.js";
+import * as keys from "./keys.js";
+import * as explorer from "./explorer.js";
+
+const SESSION_EXPIRED = "Session expired or invalid — please log in again";
+
+const routes = {
+  dashboard: { page: dashboard, title: "Dashboard" },
+  databases: { page: databases, title: "Databases" },
+  entities: { page: entities, title: "Entities" },
+  workers: { page: workers, title: "Workers" },
+  schemas: { page: schemas, title: "Schemas" },
+  keys: { page: keys, title: "API Keys", adminOnly: true },
+  explorer: { page: explorer, title: "Explorer" },
+};
+
+/** state is the UI's session: who is logged in and the current page's cleanup. */
+const state = {
+  me: null, // {client_id, permissions, is_admin} from /api/me
+  cleanup: null,
+  afterLogin: "dashboard",
+};
+
+const $ = (id) => document.getElementById(id);
+
+function isAdmin() {
+  const me = state.me;
+  return !!me && (me.is_admin === true || (Array.isArray(me.permissions) && me.permissions.includes("admin")));
+}
+
+function currentRoute() {
+  const m = /^#\/([a-z]+)/.exec(location.hash);
+  return m ? m[1] : "";
+}
+
+function navigate(name) {
+  if (currentRoute() === name) route();
+  else location.hash = "#/" + name;
+}
+
+// ---- login ---------------------------------------------------------------------
+
+function showLogin(notice) {
+  teardownPage();
+  state.me = null;
+  closeMenu();
+  $("app-view").hidden = true;
+  $("login-view").hidden = false;
+  const n = $("login-notice");
+  n.textContent = notice || "";
+  n.hidden = !notice;
+  $("login-error").hidden = true;
+  document.title = "Log in · DeltaDatabase";
+  $("login-key").focus();
+}
+
+async function submitLogin(ev) {
+  ev.preventDefault();
+  const input = $("login-key");
+  const err = $("login-error");
+  const button = $("login-submit");
+  const key = input.value.trim();
+  err.hidden = true;
+  if (!key) {
+    showLoginError("Enter a key.");
+    return;
+  }
+  button.disabled = true;
+  try {
+    const r = await request("POST", "/api/login", { key }, { login: true });
+    if (!r.ok || !r.data || typeof r.data.token !== "string") {
+      showLoginError(r.ok ? "Login answered without a token." : errorMessage(r));
+      input.select();
+      return;
+    }
+    input.value = ""; // the raw key is never kept
+    setToken(r.data.token);
+    state.me = { client_id: r.data.client_id, permissions: r.data.permissions || [], is_admin: false };
+    await loadMe();
+    if (!getToken()) return; // /api/me said 401: already back on the login page
+    $("login-notice").hidden = true;
+    const target = state.afterLogin && state.afterLogin !== "login" ? state.afterLogin : "dashboard";
+    navigate(target);
+  } catch (e) {
+    if (!e.authExpired) showLoginError(e.message);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function showLoginError(text) {
+  const err = $("login-error");
+  err.textContent = text;
+  err.hidden = false;
+}
+
+// loadMe asks /api/me who we are; if the endpoint is missing it keeps what
+// /api/login said.
+async function loadMe() {
+  try {
+    const r = await request("GET", "/api/me");
+    if (r.ok && r.data) state.me = r.data;
+    else if (!state.me) state.me = { permissions: [], is_admin: false };
+  } catch (e) {
+    if (e.authExpired) return;
+    if (!state.me) state.me = { permissions: [], is_admin: false };
+  }
+  updateShell();
+}
+
+function logout() {
+  clearToken();
+  state.me = null;
+  state.afterLogin = "dashboard";
+  location.hash = "#/login";
+  showLogin("You are logged out.");
+}
+
+// ---- shell -----------------------------------------------------------------------
+
+function updateShell() {
+  $("nav-keys-item").hidden = !isAdmin();
+  const me = state.me || {};
+  const perms = Array.isArray(me.permissions) ? me.permissions.join(", ") : "";
+  setText($("whoami"), me.client_id ? `${me.client_id}${isAdmin() ? " (admin)" : perms ? ` (${perms})` : ""}` : "");
+}
+
+function teardownPage() {
+  if (state.cleanup) {
+    try {
+      state.cleanup();
+    } finally {
+      state.cleanup = null;
+    }
+  }
+}
+
+async function route() {
+  const name = currentRoute();
+  if (!getToken()) {
+    if (name && name !== "login") state.afterLogin = name;
+    if (name !== "login") history.replaceState(null, "", "#/login");
+    showLogin($("login-notice").hidden ? "" : $("login-notice").textContent);
+    return;
+  }
+  if (name === "login" || !routes[name]) {
+    location.replace("#/dashboard");
+    return;
+  }
+  if (!state.me) await loadMe();
+  if (!getToken()) return;
+  renderPage(name);
+}
+
+function renderPage(name) {
+  const r = routes[name];
+  teardownPage();
+  closeMenu();
+  $("login-view").hidden = true;
+  $("app-view").hidden = false;
+  updateShell();
+  for (const a of document.querySelectorAll("#sidebar a")) {
+    if (a.getAttribute("href") === "#/" + name) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  const msg = $("global-message");
+  msg.hidden = true;
+  const content = $("page-content");
+  clear(content);
+  document.title = `${r.title} · DeltaDatabase`;
+  if (r.adminOnly && !isAdmin()) {
+    content.append(heading(r.title));
+    msg.textContent = "This page is for administrators only.";
+    msg.className = "message error";
+    msg.hidden = false;
+  } else {
+    const cleanup = r.page.render(content, { me: state.me, isAdmin: isAdmin(), navigate });
+    state.cleanup = typeof cleanup === "function" ? cleanup : null;
+  }
+  const title = $("page-title");
+  if (title && document.activeElement !== $("login-key")) title.focus({ preventScroll: true });
+}
+
+function heading(text) {
+  const h2 = document.createElement("h2");
+  h2.id = "page-title";
+  h2.dataset.testid = "page-title";
+  h2.tabIndex = -1;
+  h2.textContent = text;
+  return h2;
+}
+
+// ---- narrow-screen menu ------------------------------------------------------------
+
+function menuOpen() {
+  return $("sidebar").classList.contains("open");
+}
+
+function openMenu() {
+  $("sidebar").classList.add("open");
+  $("backdrop").hidden = false;
+  const b = $("menu-button");
+  b.setAttribute("aria-expanded", "true");
+  b.setAttribute("aria-label", "Close menu");
+  const first = document.querySelector("#sidebar a");
+  if (first) first.focus();
+}
+
+function closeMenu(returnFocus) {
+  if (!menuOpen()) return;
+  $("sidebar").classList.remove("open");
+  $("backdrop").hidden = true;
+  const b = $("menu-button");
+  b.setAttribute("aria-expanded", "false");
+  b.setAttribute("aria-label", "Open menu");
+  if (returnFocus) b.focus();
+}
+
+function wireShell() {
+  $("login-form").addEventListener("submit", submitLogin);
+  $("logout").addEventListener("click", logout);
+  $("menu-button").addEventListener("click", (ev) => {
+    ev.stopPropagation();
+    if (menuOpen()) closeMenu(true);
+    else openMenu();
+  });
+  $("backdrop").addEventListener("click", () => closeMenu(true));
+  document.addEventListener("click", (ev) => {
+    if (!menuOpen()) return;
+    if ($("sidebar").contains(ev.target) && !ev.target.closest("a")) return;
+    closeMenu(false);
+  });
+  document.addEventListener("keydown", (ev) => {
+    if (ev.key === "Escape" && menuOpen()) closeMenu(true);
+  });
+  $("skip-link").addEventListener("click", (ev) => {
+    ev.preventDefault();
+    const target = $("app-view").hidden ? $("login-key") : $("page");
+    target.focus();
+  });
+  window.addEventListener("hashchange", () => {
+    if (location.hash.startsWith("#/") || location.hash === "") route();
+  });
+  onUnauthorized(() => {
+    state.me = null;
+    const name = currentRoute();
+    if (name && name !== "login") state.afterLogin = name;
+    history.replaceState(null, "", "#/login");
+    showLogin(SESSION_EXPIRED);
+  });
+}
+
+wireShell();
+route();
+
+// Exposed for tests and the console: the current identity, read-only.
+export function whoami() {
+  return state.me ? { ...state.me } : null;
+}

@@ -1,0 +1,56 @@
+// workers.js: the table of processing workers from GET /admin/workers
+// (admin only; a 403 says so).
+
+import { call } from "./api.js";
+import { h, messageArea, pageHeading, show, showError } from "./dom.js";
+
+const ADMIN_ONLY = "Workers are visible to administrators only (admin only).";
+const COLUMNS = ["Worker ID", "Status", "Key ID", "Last seen", "gRPC address", "In flight", "Cache hits", "Cache misses"];
+
+/** render builds the Workers page in root. */
+export function render(root, ctx = {}) {
+  const msg = messageArea("workers-message");
+  const tbody = h("tbody");
+  const table = h("table", { id: "workers-table", testid: "workers-table" },
+    h("caption", { class: "hint", text: "Processing workers known to the main worker" }),
+    h("thead", {}, h("tr", {}, COLUMNS.map((c) => h("th", { scope: "col", text: c })))),
+    tbody);
+  const refresh = h("button", { type: "button", id: "workers-refresh", testid: "workers-refresh", class: "secondary", text: "Refresh" });
+  root.append(pageHeading("Workers"), h("div", { class: "row" }, refresh), msg, h("div", { class: "panel table-wrap" }, table));
+  const load = () => (ctx.isAdmin === false ? show(msg, ADMIN_ONLY, "error") : loadWorkers(tbody, msg));
+  refresh.addEventListener("click", load);
+  load();
+}
+
+async function loadWorkers(tbody, msg) {
+  try {
+    const list = await call("GET", "/admin/workers");
+    tbody.replaceChildren(...(Array.isArray(list) ? list : []).map(row));
+    show(msg, Array.isArray(list) && list.length === 0 ? "No workers registered." : "", "info");
+  } catch (e) {
+    tbody.replaceChildren();
+    if (e.status === 403) show(msg, ADMIN_ONLY, "error");
+    else showError(msg, e);
+  }
+}
+
+function row(w) {
+  const tags = (w && w.tags) || {};
+  const cache = (w && w.cache) || {};
+  const opt = (v) => (v === undefined || v === null ? "—" : String(v));
+  return h("tr", { "data-worker": opt(w.worker_id) },
+    h("td", { class: "mono", text: opt(w.worker_id) }),
+    h("td", {}, h("span", { class: "status-pill", text: opt(w.status) })),
+    h("td", { text: opt(w.key_id) }),
+    h("td", { text: formatTime(w.last_seen) }),
+    h("td", { class: "mono", text: opt(tags.grpc_addr) }),
+    h("td", { class: "num", text: opt(w.in_flight) }),
+    h("td", { class: "num", text: opt(cache.hits) }),
+    h("td", { class: "num", text: opt(cache.misses) }));
+}
+
+function formatTime(v) {
+  if (v === undefined || v === null || v === "") return "—";
+  const d = new Date(v);
+  return Number.isNaN(d.getTime()) ? String(v) : d.toLocaleString();
+}

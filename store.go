@@ -1,0 +1,54 @@
+package main
+
+import (
+	"context"
+	"errors"
+)
+
+// Sentinel errors set once at the storage boundary. Backends translate their
+// own failures (os.ErrNotExist, S3 NoSuchKey, ...) into these so that rest.go
+// and proc.go map them to HTTP and gRPC codes in one place each.
+var (
+	// errNotFound: the object, entity, schema or key does not exist.
+	errNotFound = errors.New("not found")
+	// errInvalid: the caller sent something malformed (bad name, bad JSON,
+	// failed validation). Never retried.
+	errInvalid = errors.New("invalid")
+	// errConflict: a precondition on the stored object did not hold.
+	errConflict = errors.New("conflict")
+	// errUnavailable: the backend could not be reached or failed
+	// transiently; the request may succeed later.
+	errUnavailable = errors.New("storage unavailable")
+	// errConfig: the backend refused us for a reason only the operator can
+	// fix (wrong credentials, wrong bucket, permissions).
+	errConfig = errors.New("storage configuration")
+	// errCorrupt: stored bytes failed to decrypt or parse.
+	errCorrupt = errors.New("corrupt data")
+)
+
+// store is the storage backend: a flat namespace of objects addressed by
+// slash-separated logical keys such as "files/chatdb/<encoded key>",
+// "templates/chat.v1.json", "_auth/keys.json" or "_meta/keycheck".
+// Logical keys are formed only from validated names (see names.go).
+//
+// Implementations are safe for concurrent use.
+type store interface {
+	// Get returns the object's bytes, or an error wrapping errNotFound.
+	Get(ctx context.Context, key string) ([]byte, error)
+	// Put replaces the object atomically; it returns only once the new
+	// bytes are durable.
+	Put(ctx context.Context, key string, data []byte) error
+	// Delete removes the object durably, or returns an error wrapping
+	// errNotFound if it did not exist.
+	Delete(ctx context.Context, key string) error
+	// List returns up to limit keys (limit <= 0: all) that start with
+	// prefix and sort strictly after startAfter (empty: from the first),
+	// in byte order.
+	List(ctx context.Context, prefix, startAfter string, limit int) ([]string, error)
+	// Lock takes an exclusive lock on key that also excludes other
+	// processes sharing the storage, for read-modify-write. The returned
+	// function releases it.
+	Lock(ctx context.Context, key string) (unlock func(), err error)
+	// Close releases the backend's resources.
+	Close() error
+}

@@ -1,0 +1,43 @@
+package main
+
+import (
+	"embed"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"strings"
+)
+
+// staticFiles is the web management UI (SPEC §8), embedded so the binary
+// serves it with no network access and no build step.
+//
+//go:embed static
+var staticFiles embed.FS
+
+// uiCSP forbids inline script, foreign origins and framing: the UI is plain
+// files from this server and nothing else.
+const uiCSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+	"connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+
+// uiHandler serves the embedded UI at / with its security headers. Paths
+// that name no file answer a JSON 404 like the rest of the API.
+func uiHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := strings.TrimPrefix(r.URL.Path, "/")
+		if name == "" {
+			name = "index.html"
+		}
+		name = "static/" + name
+		if st, err := fs.Stat(staticFiles, name); err != nil || st.IsDir() {
+			writeError(w, fmt.Errorf("%s: %w", r.URL.Path, errNotFound))
+			return
+		}
+		h := w.Header()
+		h.Set("Content-Security-Policy", uiCSP)
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Cache-Control", "no-cache")
+		http.ServeFileFS(w, r, staticFiles, name)
+	})
+}
