@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // perm is a set of permissions. The zero value grants nothing.
@@ -25,6 +27,22 @@ type principal struct {
 	perms    perm
 	// admin is true for the admin key, which bypasses RBAC.
 	admin bool
+	// databases limits the principal to these databases (exact names or
+	// prefixes ending in "*"); nil means all.
+	databases []string
+}
+
+// allowsDB reports whether p may touch database db.
+func (p principal) allowsDB(db string) bool {
+	if p.admin || p.databases == nil {
+		return true
+	}
+	for _, pat := range p.databases {
+		if pre, ok := strings.CutSuffix(pat, "*"); ok && strings.HasPrefix(db, pre) || pat == db {
+			return true
+		}
+	}
+	return false
 }
 
 // has reports whether p holds permission need; admin holds all.
@@ -46,9 +64,20 @@ type authenticator struct {
 	adminHash [32]byte
 }
 
-// newAuthenticator returns an authenticator that accepts adminKey.
-func newAuthenticator(adminKey string) *authenticator {
-	return &authenticator{adminHash: sha256.Sum256([]byte(adminKey))}
+// authConfig configures an authenticator.
+type authConfig struct {
+	adminKey string
+	// st holds the API key store at _auth/keys.json when keyFile is "".
+	st store
+	// keyFile is -key-store when it names a local file.
+	keyFile   string
+	clientTTL time.Duration
+	now       func() time.Time
+}
+
+// newAuthenticator returns an authenticator that accepts the admin key.
+func newAuthenticator(ctx context.Context, cfg authConfig) (*authenticator, error) {
+	return &authenticator{adminHash: sha256.Sum256([]byte(cfg.adminKey))}, nil
 }
 
 // authenticate returns the principal of a bearer credential.

@@ -220,7 +220,11 @@ func runAll(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger)
 			Tags:     map[string]string{"grpc_addr": "in-process", "started": started.UTC().Format(time.RFC3339)},
 			InFlight: w.inFlight.Load(), Cache: w.stats()}}
 	}
-	rest := newRESTServer(newAuthenticator(keys.admin), w, st, schemas, workers, cfg.restMaxBody, log)
+	auth, err := newAuthenticator(ctx, authConfig{adminKey: keys.admin, st: st, keyFile: cfg.keyStore, clientTTL: cfg.clientTTL, now: time.Now})
+	if err != nil {
+		return err
+	}
+	rest := newRESTServer(auth, w, st, schemas, workers, cfg.restMaxBody, log)
 	return serveHTTP(ctx, cfg.restAddr, rest, log)
 }
 

@@ -118,6 +118,10 @@ func (s *restServer) need(pm perm, h authedHandler) http.Handler {
 			writeError(w, fmt.Errorf("%s needs %s permission: %w", r.Pattern, permName(pm), errForbidden))
 			return
 		}
+		if db := r.PathValue("db"); db != "" && !p.allowsDB(db) {
+			writeError(w, fmt.Errorf("database %q is outside this key's databases: %w", db, errForbidden))
+			return
+		}
 		h(w, r, p)
 	})
 }
@@ -144,7 +148,13 @@ func (s *restServer) handleListDatabases(w http.ResponseWriter, r *http.Request,
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, dbs)
+	visible := dbs[:0]
+	for _, db := range dbs {
+		if p.allowsDB(db) {
+			visible = append(visible, db)
+		}
+	}
+	writeJSON(w, http.StatusOK, visible)
 }
 
 func (s *restServer) handleWorkers(w http.ResponseWriter, r *http.Request, p principal) {
