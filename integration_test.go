@@ -668,3 +668,215 @@ func TestBadFlags(t *testing.T) {
 		}
 	}
 }
+
+// cluster is one main worker and its processing workers, all separate
+// processes of the binary sharing one storage directory.
+type cluster struct {
+	t        *testing.T
+	dir      string
+	grpcAddr string
+	main     *node
+	workers  map[string]*node
+}
+
+// startCluster starts -role=main and one -role=proc per worker ID and waits
+// until every worker is Available.
+func startCluster(t *testing.T, ids ...string) *cluster {
+	t.Helper()
+	c := &cluster{t: t, dir: filepath.Join(t.TempDir(), "db"), grpcAddr: freeAddr(t), workers: map[string]*node{}}
+	c.startMain()
+	for _, id := range ids {
+		c.startWorker(id)
+	}
+	c.waitWorkers(20*time.Second, ids...)
+	return c
+}
+
+// startMain starts (or restarts) the main worker on the cluster's ports.
+func (c *cluster) startMain() {
+	args := []string{"-role=main", "-shared-fs=" + c.dir, "-grpc-addr=" + c.grpcAddr}
+	if c.main != nil {
+		args = append(args, "-rest-addr="+c.main.addr)
+	}
+	c.main = startNode(c.t, keyEnv, args...)
+}
+
+// startWorker starts a processing worker with no keys of its own.
+func (c *cluster) startWorker(id string, extra ...string) *node {
+	n := launch(c.t, []string{"MASTER_KEY=", "ADMIN_KEY="}, append([]string{"-role=proc", "-worker-id=" + id,
+		"-main-addr=" + c.grpcAddr, "-shared-fs=" + c.dir, "-grpc-addr=127.0.0.1:0"}, extra...)...)
+	c.workers[id] = n
+	return n
+}
+
+// workers returns GET /admin/workers.
+func (c *cluster) workerRows() []workerInfo {
+	_, out, _ := c.main.call("GET", "/admin/workers", testAdminKey, nil)
+	var rows []workerInfo
+	json.Unmarshal(out, &rows)
+	return rows
+}
+
+// waitWorkers waits until exactly ids are Available.
+func (c *cluster) waitWorkers(d time.Duration, ids ...string) []workerInfo {
+	c.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		rows := c.workerRows()
+		avail := []string{}
+		for _, r := range rows {
+			if r.Status == "Available" {
+				avail = append(avail, r.WorkerID)
+			}
+		}
+		if strings.Join(avail, ",") == strings.Join(ids, ",") {
+			return rows
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("available workers = %v, want %v after %v", avail, ids, d)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestScaleOutWorkers: one main and two workers as processes; both are
+// Available, traffic reaches both, SIGKILL of one under load loses no
+// acknowledged write and the next requests succeed, and a restarted main
+// gets its workers back by themselves.
+func TestScaleOutWorkers(t *testing.T) {
+	c := startCluster(t, "w1", "w2")
+	for i := range 200 {
+		if code, out, _ := c.main.call("PUT", "/entity/chatdb", testAdminKey, map[string]int{fmt.Sprintf("k%d", i): i}); code != 200 {
+			t.Fatalf("PUT k%d = %d %s", i, code, out)
+		}
+	}
+	for i := range 200 {
+		if code, out, _ := c.main.call("GET", fmt.Sprintf("/entity/chatdb?key=k%d", i), testAdminKey, nil); code != 200 || string(out) != fmt.Sprint(i) {
+			t.Fatalf("GET k%d = %d %s", i, code, out)
+		}
+	}
+	// Both workers served traffic: their heartbeated cache counters show it.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		rows := c.workerRows()
+		busy := 0
+		for _, r := range rows {
+			if r.Cache.Entries > 20 && r.Cache.Hits > 20 {
+				busy++
+			}
+		}
+		if busy == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("workers' counters do not show traffic on both: %+v", rows)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	// SIGKILL w2 while 8 clients write and read.
+	var mu sync.Mutex
+	acked := map[string]int{}
+	var failedAfter []string
+	var killedAt time.Time
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for cl := range 8 {
+		wg.Go(func() {
+			for i := 0; ctx.Err() == nil; i++ {
+				key := fmt.Sprintf("load%d-%d", cl, i%25)
+				code, out, _ := httpCall(t, "PUT", c.main.base+"/entity/chatdb", testAdminKey, map[string]int{key: i})
+				mu.Lock()
+				if code == 200 {
+					acked[key] = i
+				} else if !killedAt.IsZero() && time.Since(killedAt) > 3*time.Second {
+					failedAfter = append(failedAfter, fmt.Sprintf("%s: %d %s", key, code, out))
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	time.Sleep(time.Second)
+	mu.Lock()
+	killedAt = time.Now()
+	mu.Unlock()
+	c.workers["w2"].kill()
+	wg.Wait()
+	if len(failedAfter) > 0 {
+		t.Errorf("%d requests failed more than 3s after the kill, e.g. %s", len(failedAfter), failedAfter[0])
+	}
+	c.waitWorkers(10*time.Second, "w1")
+	for key, i := range acked {
+		code, out, _ := c.main.call("GET", "/entity/chatdb?key="+key, testAdminKey, nil)
+		var got int
+		if code != 200 || json.Unmarshal(out, &got) != nil || got < i {
+			t.Errorf("acknowledged %s=%d: after worker kill GET = %d %s", key, i, code, out)
+		}
+	}
+
+	// Restart the main worker: w1 subscribes again by itself.
+	c.main.stop()
+	c.startMain()
+	c.waitWorkers(20*time.Second, "w1")
+	if code, out, _ := c.main.call("GET", "/entity/chatdb?key=k7", testAdminKey, nil); code != 200 || string(out) != "7" {
+		t.Errorf("after main restart GET k7 = %d %s, want 200 7", code, out)
+	}
+}
+
+// TestStaleCacheAfterOwnerChange: worker A caches v1; a third worker joins
+// and takes the key, v2 is written through it; it leaves and A owns the key
+// again. The routing epoch makes A drop its cache, so the read is v2.
+func TestStaleCacheAfterOwnerChange(t *testing.T) {
+	c := startCluster(t, "wa", "wb")
+	// A key owned by wa with {wa, wb} and by wc with {wa, wb, wc}.
+	key := ""
+	for i := 0; key == ""; i++ {
+		k := fmt.Sprintf("s%d", i)
+		if ids := []string{"wa", "wb"}; ids[rendezvousOrder("chatdb", k, ids)[0]] == "wa" {
+			if ids := []string{"wa", "wb", "wc"}; ids[rendezvousOrder("chatdb", k, ids)[0]] == "wc" {
+				key = k
+			}
+		}
+	}
+	put := func(v string) {
+		if code, out, _ := c.main.call("PUT", "/entity/chatdb", testAdminKey, map[string]string{key: v}); code != 200 {
+			t.Fatalf("PUT %s = %d %s", v, code, out)
+		}
+	}
+	get := func() string {
+		_, out, _ := c.main.call("GET", "/entity/chatdb?key="+key, testAdminKey, nil)
+		return string(out)
+	}
+	put("v1")
+	if got := get(); got != `"v1"` {
+		t.Fatalf("GET = %s, want v1", got)
+	}
+	c.startWorker("wc")
+	c.waitWorkers(20*time.Second, "wa", "wb", "wc")
+	put("v2")
+	c.workers["wc"].kill()
+	c.waitWorkers(10*time.Second, "wa", "wb")
+	if got := get(); got != `"v2"` {
+		t.Errorf("after the owner changed back GET = %s, want \"v2\" (a stale cache entry was served)", got)
+	}
+}
+
+// TestWorkerWrongMainAddress: a worker pointed at no main worker keeps
+// retrying with growing backoff and says why.
+func TestWorkerWrongMainAddress(t *testing.T) {
+	n := launch(t, nil, "-role=proc", "-worker-id=lost", "-main-addr="+freeAddr(t), "-shared-fs="+t.TempDir())
+	time.Sleep(2500 * time.Millisecond)
+	select {
+	case <-n.done:
+		t.Fatalf("worker exited: %s", n.stderr)
+	default:
+	}
+	log := n.stderr.String()
+	if got := strings.Count(log, "subscribe failed; retrying"); got < 3 {
+		t.Errorf("log has %d retry lines, want >= 3:\n%s", got, log)
+	}
+	if !strings.Contains(log, "connection refused") {
+		t.Errorf("log does not say why (connection refused):\n%s", log)
+	}
+}

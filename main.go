@@ -18,6 +18,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -30,6 +31,10 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"google.golang.org/grpc"
+
+	pb "deltadatabase/proto"
 )
 
 func main() {
@@ -183,16 +188,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	switch cfg.role {
 	case "all":
-		return runAll(ctx, cfg, stdout, log)
-	case "bench":
-		return runBench(ctx, cfg.bench, stdout)
+		return runMain(ctx, cfg, stdout, log, true)
+	case "main":
+		return runMain(ctx, cfg, stdout, log, false)
+	case "proc":
+		return runProc(ctx, cfg, log)
 	default:
-		return fmt.Errorf("-role=%s: not built yet: this build runs only -role=all", cfg.role)
+		return runBench(ctx, cfg.bench, stdout)
 	}
 }
 
-// runAll runs the main worker with one in-process processing worker.
-func runAll(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) error {
+// runMain runs the main worker: REST and UI, gRPC for workers and clients,
+// routing. With local it also runs the in-process processing worker of
+// -role=all, called without a network hop.
+func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger, local bool) error {
 	st, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
@@ -203,7 +212,40 @@ func runAll(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger)
 		return err
 	}
 	defer zero(keys.master)
-	seal, err := newSealer(keys.master, cfg.keyID, cryptoRand, time.Now)
+	schemas := newSchemaRegistry(st)
+	rt := newRouter(log, time.Now, saturatedInFlight)
+	defer rt.closeAll()
+	if local {
+		if err := addLocalWorker(cfg, rt, st, schemas, keys.master, log); err != nil {
+			return err
+		}
+	}
+	auth, err := newAuthenticator(ctx, authConfig{adminKey: keys.admin, st: st, keyFile: cfg.keyStore, clientTTL: cfg.clientTTL, now: time.Now})
+	if err != nil {
+		return err
+	}
+	svc := &mainService{router: rt, auth: auth, master: keys.master, keyID: cfg.keyID, workerTTL: cfg.workerTTL,
+		every: heartbeatEvery, maxMsg: cfg.grpcMaxRecv, rand: cryptoRand, now: time.Now, log: log,
+		tokens: map[[32]byte]string{}}
+	gs, err := serveGRPC(cmp.Or(cfg.grpcAddr, "127.0.0.1:50051"), cfg.grpcMaxRecv, svc, log)
+	if err != nil {
+		return err
+	}
+	defer stopGRPC(gs)
+	mctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go svc.monitor(mctx)
+	rest := newRESTServer(auth, rt, st, schemas, rt.list, cfg.restMaxBody, log)
+	return serveHTTP(ctx, cfg.restAddr, rest, log)
+}
+
+// saturatedInFlight is the number of calls in flight at which an entity's
+// owner is passed over for a less loaded worker (reads only).
+const saturatedInFlight = 64
+
+// addLocalWorker adds the in-process worker of -role=all to the router.
+func addLocalWorker(cfg config, rt *router, st store, schemas *schemaRegistry, master []byte, log *slog.Logger) error {
+	seal, err := newSealer(master, cfg.keyID, cryptoRand, time.Now)
 	if err != nil {
 		return err
 	}
@@ -211,21 +253,24 @@ func runAll(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger)
 	if cfg.cacheSizeSet {
 		size = cfg.cacheSize
 	}
-	schemas := newSchemaRegistry(st)
 	w := newWorker(workerIDOrHost(cfg.workerID), st, schemas, newLRU[string, cachedEntity](size, cfg.cacheTTL, time.Now), log)
 	w.setSealer(seal)
-	started := time.Now()
-	workers := func() []workerInfo {
-		return []workerInfo{{WorkerID: w.id, Status: "Available", KeyID: cfg.keyID, LastSeen: time.Now().UTC(),
-			Tags:     map[string]string{"grpc_addr": "in-process", "started": started.UTC().Format(time.RFC3339)},
-			InFlight: w.inFlight.Load(), Cache: w.stats()}}
-	}
-	auth, err := newAuthenticator(ctx, authConfig{adminKey: keys.admin, st: st, keyFile: cfg.keyStore, clientTTL: cfg.clientTTL, now: time.Now})
+	rt.add(&workerConn{id: w.id, keyID: cfg.keyID, proc: w, stats: w.stats,
+		tags: map[string]string{"grpc_addr": "in-process"}})
+	return nil
+}
+
+// serveGRPC serves the MainWorker service on addr.
+func serveGRPC(addr string, maxMsg int, svc *mainService, log *slog.Logger) (*grpc.Server, error) {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("-grpc-addr: listen %s: %w", addr, err)
 	}
-	rest := newRESTServer(auth, w, st, schemas, workers, cfg.restMaxBody, log)
-	return serveHTTP(ctx, cfg.restAddr, rest, log)
+	gs := grpc.NewServer(grpc.MaxRecvMsgSize(maxMsg), grpc.MaxSendMsgSize(maxMsg))
+	pb.RegisterMainWorkerServer(gs, svc)
+	go gs.Serve(ln)
+	log.Info("grpc listening", attrAddr, ln.Addr().String())
+	return gs, nil
 }
 
 // workerIDOrHost is -worker-id, or the hostname when it is empty.

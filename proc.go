@@ -2,13 +2,29 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"crypto/hmac"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"math/rand/v2"
+	"net"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	pb "deltadatabase/proto"
 )
@@ -79,6 +95,9 @@ func (w *worker) Process(ctx context.Context, req *pb.ProcessRequest) (*pb.Proce
 	w.observeEpoch(req.GetEpoch())
 	switch req.GetOperation() {
 	case pb.Operation_GET:
+		if !req.GetOwner() {
+			return w.getUncached(ctx, s, req)
+		}
 		return w.get(ctx, s, req)
 	case pb.Operation_PUT:
 		return w.put(ctx, s, req)
@@ -137,6 +156,17 @@ func (w *worker) get(ctx context.Context, s *sealer, req *pb.ProcessRequest) (*p
 	return okResponse(e.doc, e.version), nil
 }
 
+// getUncached serves a read for an entity this worker does not own (the
+// owner was saturated): straight from storage, leaving the cache alone, so
+// that nothing here can go stale while the owner takes the writes.
+func (w *worker) getUncached(ctx context.Context, s *sealer, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
+	e, err := w.load(ctx, s, req.GetDatabaseName(), req.GetEntityKey())
+	if err != nil {
+		return nil, err
+	}
+	return okResponse(e.doc, e.version), nil
+}
+
 // load reads and decrypts one entity from storage.
 func (w *worker) load(ctx context.Context, s *sealer, db, key string) (cachedEntity, error) {
 	sealed, err := w.st.Get(ctx, entityObjectKey(db, key))
@@ -178,7 +208,11 @@ func (w *worker) put(ctx context.Context, s *sealer, req *pb.ProcessRequest) (*p
 		w.cache.Remove(cacheKey(db, key))
 		return nil, fmt.Errorf("put entity %s/%q: %w", db, key, err)
 	}
-	w.cache.Add(cacheKey(db, key), cachedEntity{doc: doc, version: hdr.etag()})
+	if req.GetOwner() {
+		w.cache.Add(cacheKey(db, key), cachedEntity{doc: doc, version: hdr.etag()})
+	} else {
+		w.cache.Remove(cacheKey(db, key))
+	}
 	return okResponse(nil, hdr.etag()), nil
 }
 
@@ -214,4 +248,346 @@ func compactJSON(b []byte) ([]byte, error) {
 		return nil, fmt.Errorf("document is empty: %w", errInvalid)
 	}
 	return buf.Bytes(), nil
+}
+
+// workerServer serves ProcessingWorker over gRPC for a remote worker. Only
+// calls signed with the call key of the worker's current subscription are
+// served; without one (never subscribed, or the worker token expired) every
+// call is Unauthenticated.
+type workerServer struct {
+	pb.UnimplementedProcessingWorkerServer
+	w   *worker
+	now func() time.Time
+	sub atomic.Pointer[subscription]
+}
+
+// subscription is what a worker holds from its last Subscribe.
+type subscription struct {
+	token   string
+	callKey []byte
+	expires time.Time
+	epoch   uint64
+	every   time.Duration
+}
+
+// handledHeader marks a gRPC answer that came from a worker's handler, so
+// the main worker can tell a worker's own error from a transport failure.
+const handledHeader = "x-deltadb-handled"
+
+// callSkew is how far a signed call's timestamp may be from the worker's
+// clock.
+const callSkew = 5 * time.Minute
+
+// Process serves one call of the main worker.
+func (s *workerServer) Process(ctx context.Context, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
+	grpc.SetHeader(ctx, metadata.Pairs(handledHeader, "1"))
+	sub := s.sub.Load()
+	now := s.now()
+	switch {
+	case sub == nil:
+		return nil, status.Error(codes.Unauthenticated, "worker is not subscribed to a main worker")
+	case now.After(sub.expires):
+		return nil, status.Error(codes.Unauthenticated, "worker token expired: subscribe again")
+	case !verifyCall(sub.callKey, s.w.id, req, now):
+		return nil, status.Error(codes.Unauthenticated, "call is not signed by the main worker")
+	}
+	resp, err := s.w.Process(ctx, req)
+	if err != nil {
+		return nil, grpcStatus(err)
+	}
+	return resp, nil
+}
+
+// signCall returns the main worker's signature of req for worker id:
+// HMAC-SHA256 under the call key handed to that worker on Subscribe, over
+// every field that changes what the call does.
+func signCall(callKey []byte, workerID string, req *pb.ProcessRequest) string {
+	m := hmac.New(sha256.New, callKey)
+	payload := sha256.Sum256(req.GetPayload())
+	fmt.Fprintf(m, "%q|%d|%d|%d|%t|%q|%q|%q|%q|%q|%q|%x", workerID, req.GetIssuedAtUnixNano(), req.GetEpoch(),
+		req.GetOperation(), req.GetOwner(), req.GetDatabaseName(), req.GetEntityKey(), req.GetSchemaId(),
+		req.GetIfMatch(), req.GetIfNoneMatch(), req.GetContentType(), payload)
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// verifyCall checks a call's signature (in constant time) and freshness.
+func verifyCall(callKey []byte, workerID string, req *pb.ProcessRequest, now time.Time) bool {
+	issued := time.Unix(0, req.GetIssuedAtUnixNano())
+	if d := now.Sub(issued); d > callSkew || d < -callSkew {
+		return false
+	}
+	want := signCall(callKey, workerID, req)
+	return hmac.Equal([]byte(want), []byte(req.GetToken()))
+}
+
+// remoteWorker is the main worker's processor for a worker over gRPC.
+type remoteWorker struct {
+	id      string
+	client  pb.ProcessingWorkerClient
+	callKey []byte
+	now     func() time.Time
+}
+
+// Process signs req and sends it. It implements processor.
+func (r *remoteWorker) Process(ctx context.Context, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
+	req.IssuedAtUnixNano = r.now().UnixNano()
+	req.Token = signCall(r.callKey, r.id, req)
+	var hdr metadata.MD
+	resp, err := r.client.Process(ctx, req, grpc.Header(&hdr))
+	if err == nil {
+		return resp, nil
+	}
+	if len(hdr.Get(handledHeader)) == 0 && status.Code(err) == codes.Unavailable {
+		return nil, fmt.Errorf("worker %s: %s: %w: %w", r.id, status.Convert(err).Message(), errTransport, errUnavailable)
+	}
+	return nil, fmt.Errorf("worker %s: %w", r.id, errorFromStatus(err))
+}
+
+// grpcStatus maps an error to a gRPC status: the one place where sentinel
+// errors become gRPC codes.
+func grpcStatus(err error) error {
+	code := codes.Internal
+	switch {
+	case errors.Is(err, errUnauthenticated):
+		code = codes.Unauthenticated
+	case errors.Is(err, errForbidden):
+		code = codes.PermissionDenied
+	case errors.Is(err, errTooLarge), errors.Is(err, errRateLimited):
+		code = codes.ResourceExhausted
+	case errors.Is(err, errInvalid):
+		code = codes.InvalidArgument
+	case errors.Is(err, errNotFound):
+		code = codes.NotFound
+	case errors.Is(err, errConflict):
+		code = codes.FailedPrecondition
+	case errors.Is(err, errUnavailable):
+		code = codes.Unavailable
+	case errors.Is(err, errCorrupt):
+		code = codes.DataLoss
+	}
+	return status.Error(code, err.Error())
+}
+
+// errorFromStatus turns a gRPC error back into the sentinel error its code
+// stands for, keeping the worker's message.
+func errorFromStatus(err error) error {
+	st := status.Convert(err)
+	var sentinel error
+	switch st.Code() {
+	case codes.Unauthenticated:
+		sentinel = errUnauthenticated
+	case codes.PermissionDenied:
+		sentinel = errForbidden
+	case codes.ResourceExhausted:
+		sentinel = errTooLarge
+	case codes.InvalidArgument:
+		sentinel = errInvalid
+	case codes.NotFound:
+		sentinel = errNotFound
+	case codes.FailedPrecondition:
+		sentinel = errConflict
+	case codes.Unavailable, codes.DeadlineExceeded:
+		sentinel = errUnavailable
+	case codes.DataLoss:
+		sentinel = errCorrupt
+	default:
+		return errors.New(st.Message())
+	}
+	return &remoteError{msg: st.Message(), sentinel: sentinel}
+}
+
+// remoteError is an error a worker returned, with its sentinel restored.
+type remoteError struct {
+	msg      string
+	sentinel error
+}
+
+func (e *remoteError) Error() string { return e.msg }
+func (e *remoteError) Unwrap() error { return e.sentinel }
+
+// runProc runs a processing worker: it serves ProcessingWorker on
+// -grpc-addr and keeps a subscription to the main worker at -main-addr,
+// from which it receives the master key.
+func runProc(ctx context.Context, cfg config, log *slog.Logger) error {
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	id := workerIDOrHost(cfg.workerID)
+	if err := validateDBName(id); err != nil {
+		return fmt.Errorf("-worker-id: %w", err)
+	}
+	w := newWorker(id, st, newSchemaRegistry(st), newLRU[string, cachedEntity](cfg.cacheSize, cfg.cacheTTL, time.Now), log)
+	srv := &workerServer{w: w, now: time.Now}
+	addr := cmp.Or(cfg.grpcAddr, "127.0.0.1:0")
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("-grpc-addr: listen %s: %w", addr, err)
+	}
+	gs := grpc.NewServer(grpc.MaxRecvMsgSize(cfg.grpcMaxRecv), grpc.MaxSendMsgSize(cfg.grpcMaxRecv))
+	pb.RegisterProcessingWorkerServer(gs, srv)
+	go gs.Serve(ln)
+	defer stopGRPC(gs)
+	log.Info("worker listening", attrWorker, id, attrAddr, ln.Addr().String())
+	// The key pair lives only in memory; 2048-bit RSA-OAEP keeps start-up
+	// fast and is enough to wrap a 256-bit key.
+	priv, err := rsa.GenerateKey(cryptoRand, 2048)
+	if err != nil {
+		return fmt.Errorf("generate worker key pair: %w", err)
+	}
+	sub := &subscriber{id: id, mainAddr: cfg.mainAddr, advertise: ln.Addr().String(), priv: priv, srv: srv,
+		log: log, maxMsg: cfg.grpcMaxRecv}
+	err = sub.run(ctx)
+	// Forget the keys: the sealer is dropped and the call key zeroed.
+	w.sealer.Store(nil)
+	if old := srv.sub.Swap(nil); old != nil {
+		zero(old.callKey)
+	}
+	return err
+}
+
+// stopGRPC stops a gRPC server gracefully, forcing it after 10 s.
+func stopGRPC(gs *grpc.Server) {
+	done := make(chan struct{})
+	go func() { gs.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		gs.Stop()
+	}
+}
+
+// subscriber keeps a worker subscribed to the main worker: subscribe with
+// backoff, heartbeat, renew before the token expires, and subscribe again
+// when the main worker restarts or forgets the worker.
+type subscriber struct {
+	id        string
+	mainAddr  string
+	advertise string
+	priv      *rsa.PrivateKey
+	srv       *workerServer
+	log       *slog.Logger
+	maxMsg    int
+}
+
+// Subscription backoff bounds.
+const (
+	minBackoff = 200 * time.Millisecond
+	maxBackoff = 10 * time.Second
+)
+
+// run subscribes and heartbeats until ctx ends.
+func (s *subscriber) run(ctx context.Context) error {
+	conn, err := grpc.NewClient(s.mainAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(s.maxMsg), grpc.MaxCallSendMsgSize(s.maxMsg)))
+	if err != nil {
+		return fmt.Errorf("-main-addr %s: %w", s.mainAddr, err)
+	}
+	defer conn.Close()
+	client := pb.NewMainWorkerClient(conn)
+	backoff := minBackoff
+	for ctx.Err() == nil {
+		sub, err := s.subscribe(ctx, client)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			wait := backoff/2 + rand.N(backoff/2+1)
+			s.log.Warn("subscribe failed; retrying", attrAddr, s.mainAddr, attrErr, err, "retry_in", wait.Round(time.Millisecond))
+			sleepCtx(ctx, wait)
+			backoff = min(backoff*2, maxBackoff)
+			continue
+		}
+		backoff = minBackoff
+		s.log.Info("subscribed", attrWorker, s.id, attrAddr, s.mainAddr, "expires", sub.expires.UTC().Format(time.RFC3339))
+		s.heartbeat(ctx, client, sub)
+	}
+	return nil
+}
+
+// subscribe calls Subscribe and installs the unwrapped keys.
+func (s *subscriber) subscribe(ctx context.Context, client pb.MainWorkerClient) (*subscription, error) {
+	pub, err := x509.MarshalPKIXPublicKey(&s.priv.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("encode public key: %w", err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := client.Subscribe(cctx, &pb.SubscribeRequest{WorkerId: s.id, Pubkey: pub,
+		Tags: map[string]string{"grpc_addr": s.advertise}})
+	if err != nil {
+		return nil, fmt.Errorf("subscribe: %w", err)
+	}
+	master, err := unwrapKey(s.priv, resp.GetWrappedKey())
+	if err != nil {
+		return nil, fmt.Errorf("subscribe: unwrap master key: %w", err)
+	}
+	defer zero(master)
+	callKey, err := unwrapKey(s.priv, resp.GetWrappedCallKey())
+	if err != nil {
+		return nil, fmt.Errorf("subscribe: unwrap call key: %w", err)
+	}
+	seal, err := newSealer(master, resp.GetKeyId(), cryptoRand, time.Now)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe: %w", err)
+	}
+	s.srv.w.setSealer(seal)
+	sub := &subscription{token: resp.GetToken(), callKey: callKey, expires: time.Unix(resp.GetExpiresAtUnix(), 0),
+		epoch: resp.GetEpoch(), every: time.Duration(resp.GetHeartbeatIntervalMs()) * time.Millisecond}
+	if sub.every <= 0 {
+		sub.every = time.Second
+	}
+	if old := s.srv.sub.Swap(sub); old != nil {
+		zero(old.callKey)
+	}
+	return sub, nil
+}
+
+// heartbeat reports liveness until the subscription must be renewed, the
+// main worker asks for a new subscription, or it stops answering.
+func (s *subscriber) heartbeat(ctx context.Context, client pb.MainWorkerClient, sub *subscription) {
+	renewAt := time.Now().Add(time.Until(sub.expires) * 4 / 5)
+	t := time.NewTicker(sub.every)
+	defer t.Stop()
+	failures := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if time.Now().After(renewAt) {
+			s.log.Info("renewing subscription before the token expires", attrWorker, s.id)
+			return
+		}
+		st := s.srv.w.stats()
+		cctx, cancel := context.WithTimeout(ctx, 2*sub.every)
+		resp, err := client.Heartbeat(cctx, &pb.HeartbeatRequest{WorkerId: s.id, Token: sub.token,
+			InFlight: s.srv.w.inFlight.Load(), Cache: &pb.CacheStats{Hits: st.Hits, Misses: st.Misses,
+				Evictions: st.Evictions, Entries: int64(st.Entries), Capacity: int64(st.Capacity)}})
+		cancel()
+		switch {
+		case err != nil:
+			if failures++; failures >= 3 {
+				s.log.Warn("main worker not answering heartbeats; subscribing again", attrAddr, s.mainAddr, attrErr, err)
+				return
+			}
+		case resp.GetResubscribe():
+			s.log.Info("main worker asks for a new subscription", attrAddr, s.mainAddr)
+			return
+		default:
+			failures = 0
+		}
+	}
+}
+
+// sleepCtx sleeps for d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
 }

@@ -462,8 +462,11 @@ type ProcessRequest struct {
 	ContentType string `protobuf:"bytes,10,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
 	// Unix nanoseconds at which the main worker signed the call.
 	IssuedAtUnixNano int64 `protobuf:"varint,11,opt,name=issued_at_unix_nano,json=issuedAtUnixNano,proto3" json:"issued_at_unix_nano,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Set by the main worker when the receiving worker owns the entity under
+	// the current epoch; only the owner may serve from or fill its cache.
+	Owner         bool `protobuf:"varint,12,opt,name=owner,proto3" json:"owner,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ProcessRequest) Reset() {
@@ -573,6 +576,13 @@ func (x *ProcessRequest) GetIssuedAtUnixNano() int64 {
 	return 0
 }
 
+func (x *ProcessRequest) GetOwner() bool {
+	if x != nil {
+		return x.Owner
+	}
+	return false
+}
+
 type ProcessResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "OK" on success; errors travel as gRPC status codes.
@@ -679,7 +689,7 @@ const file_deltadb_proto_rawDesc = "" +
 	"\x06misses\x18\x02 \x01(\x04R\x06misses\x12\x1c\n" +
 	"\tevictions\x18\x03 \x01(\x04R\tevictions\x12\x18\n" +
 	"\aentries\x18\x04 \x01(\x03R\aentries\x12\x1a\n" +
-	"\bcapacity\x18\x05 \x01(\x03R\bcapacity\"\x80\x03\n" +
+	"\bcapacity\x18\x05 \x01(\x03R\bcapacity\"\x96\x03\n" +
 	"\x0eProcessRequest\x12#\n" +
 	"\rdatabase_name\x18\x01 \x01(\tR\fdatabaseName\x12\x1d\n" +
 	"\n" +
@@ -693,7 +703,8 @@ const file_deltadb_proto_rawDesc = "" +
 	"\rif_none_match\x18\t \x01(\tR\vifNoneMatch\x12!\n" +
 	"\fcontent_type\x18\n" +
 	" \x01(\tR\vcontentType\x12-\n" +
-	"\x13issued_at_unix_nano\x18\v \x01(\x03R\x10issuedAtUnixNano\"q\n" +
+	"\x13issued_at_unix_nano\x18\v \x01(\x03R\x10issuedAtUnixNano\x12\x14\n" +
+	"\x05owner\x18\f \x01(\bR\x05owner\"q\n" +
 	"\x0fProcessResponse\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\tR\x06status\x12\x16\n" +
 	"\x06result\x18\x02 \x01(\fR\x06result\x12\x18\n" +

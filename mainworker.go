@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	pb "deltadatabase/proto"
+)
+
+// mainService is the main worker's gRPC service (SPEC §5): workers
+// subscribe and heartbeat; client applications call Process with the same
+// credentials and permission rules as REST. It is safe for concurrent use.
+type mainService struct {
+	pb.UnimplementedMainWorkerServer
+	router    *router
+	auth      *authenticator
+	master    []byte
+	keyID     string
+	workerTTL time.Duration
+	every     time.Duration
+	maxMsg    int
+	rand      io.Reader
+	now       func() time.Time
+	log       *slog.Logger
+
+	// mu guards tokens: SHA-256 of each worker token -> worker ID. A
+	// lookup by hash of a 256-bit random token leaks nothing useful
+	// through timing.
+	mu     sync.Mutex
+	tokens map[[32]byte]string
+}
+
+// heartbeatEvery is how often workers heartbeat; a worker silent for
+// heartbeatMisses intervals is taken out of rotation.
+const (
+	heartbeatEvery  = time.Second
+	heartbeatMisses = 3
+)
+
+// Subscribe registers a worker: it wraps the master key and a fresh call
+// key for the worker's public key and issues a worker token.
+func (m *mainService) Subscribe(ctx context.Context, req *pb.SubscribeRequest) (*pb.SubscribeResponse, error) {
+	id, addr := req.GetWorkerId(), req.GetTags()["grpc_addr"]
+	if err := validateDBName(id); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "worker_id: %v", err)
+	}
+	if addr == "" {
+		return nil, status.Error(codes.InvalidArgument, "tags: grpc_addr is required")
+	}
+	pub, err := parseWorkerKey(req.GetPubkey())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "pubkey: %v", err)
+	}
+	wrapped, err := wrapKey(pub, m.master, m.rand)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "wrap master key: %v", err)
+	}
+	callKey, token := make([]byte, 32), make([]byte, 32)
+	if err := readRand(m.rand, callKey, token); err != nil {
+		return nil, status.Errorf(codes.Internal, "generate worker secrets: %v", err)
+	}
+	wrappedCall, err := wrapKey(pub, callKey, m.rand)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "wrap call key: %v", err)
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(m.maxMsg), grpc.MaxCallSendMsgSize(m.maxMsg)))
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "grpc_addr %q: %v", addr, err)
+	}
+	tok := hex.EncodeToString(token)
+	expires := m.now().Add(m.workerTTL)
+	m.remember(tok, id)
+	m.router.add(&workerConn{id: id, keyID: m.keyID, tags: req.GetTags(), expires: expires,
+		proc:  &remoteWorker{id: id, client: pb.NewProcessingWorkerClient(conn), callKey: callKey, now: m.now},
+		close: func() { conn.Close() }})
+	return &pb.SubscribeResponse{Token: tok, WrappedKey: wrapped, KeyId: m.keyID, ExpiresAtUnix: expires.Unix(),
+		Epoch: m.router.epoch.Load(), HeartbeatIntervalMs: m.every.Milliseconds(), WrappedCallKey: wrappedCall}, nil
+}
+
+// parseWorkerKey parses a PKIX DER RSA public key of at least 2048 bits.
+func parseWorkerKey(der []byte) (*rsa.PublicKey, error) {
+	k, err := x509.ParsePKIXPublicKey(der)
+	if err != nil {
+		return nil, err
+	}
+	pub, ok := k.(*rsa.PublicKey)
+	if !ok || pub.N.BitLen() < 2048 {
+		return nil, fmt.Errorf("want an RSA public key of at least 2048 bits")
+	}
+	return pub, nil
+}
+
+// readRand fills every buffer from r.
+func readRand(r io.Reader, bufs ...[]byte) error {
+	for _, b := range bufs {
+		if _, err := io.ReadFull(r, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// remember records a worker token, dropping the worker's older ones.
+func (m *mainService) remember(token, id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for h, w := range m.tokens {
+		if w == id {
+			delete(m.tokens, h)
+		}
+	}
+	m.tokens[sha256.Sum256([]byte(token))] = id
+}
+
+// Heartbeat records a worker's liveness and load. An unknown token or
+// worker (the main worker restarted, or the token expired) is told to
+// subscribe again.
+func (m *mainService) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.HeartbeatResponse, error) {
+	m.mu.Lock()
+	id, ok := m.tokens[sha256.Sum256([]byte(req.GetToken()))]
+	m.mu.Unlock()
+	if !ok || id != req.GetWorkerId() {
+		return &pb.HeartbeatResponse{Epoch: m.router.epoch.Load(), Resubscribe: true}, nil
+	}
+	c := req.GetCache()
+	stats := cacheStats{Hits: c.GetHits(), Misses: c.GetMisses(), Evictions: c.GetEvictions(),
+		Entries: int(c.GetEntries()), Capacity: int(c.GetCapacity())}
+	if !m.router.seen(id, stats) {
+		return &pb.HeartbeatResponse{Epoch: m.router.epoch.Load(), Resubscribe: true}, nil
+	}
+	return &pb.HeartbeatResponse{Epoch: m.router.epoch.Load()}, nil
+}
+
+// Process serves a client application: the credential (the request's
+// token, or "authorization: Bearer ..." metadata) must hold the permission
+// the operation needs, as on REST.
+func (m *mainService) Process(ctx context.Context, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
+	cred := req.GetToken()
+	if md, ok := metadata.FromIncomingContext(ctx); ok && cred == "" {
+		if v := md.Get("authorization"); len(v) > 0 {
+			cred = strings.TrimSpace(strings.TrimPrefix(strings.TrimPrefix(v[0], "Bearer "), "bearer "))
+		}
+	}
+	p, err := m.auth.authenticateFrom(cred, peerAddr(ctx))
+	if err != nil {
+		return nil, grpcStatus(err)
+	}
+	need := permWrite
+	if req.GetOperation() == pb.Operation_GET {
+		need = permRead
+	}
+	switch {
+	case !p.has(need):
+		return nil, grpcStatus(fmt.Errorf("%v needs %s permission: %w", req.GetOperation(), permName(need), errForbidden))
+	case !p.allowsDB(req.GetDatabaseName()):
+		return nil, grpcStatus(fmt.Errorf("database %q is outside this key's databases: %w", req.GetDatabaseName(), errForbidden))
+	}
+	resp, err := m.router.Process(ctx, req)
+	if err != nil {
+		return nil, grpcStatus(err)
+	}
+	return resp, nil
+}
+
+// peerAddr is the client's address, for the failed-auth rate limit.
+func peerAddr(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return ""
+}
+
+// monitor takes silent workers out of rotation until ctx ends.
+func (m *mainService) monitor(ctx context.Context) {
+	t := time.NewTicker(m.every / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			m.router.expire(heartbeatMisses * m.every)
+			m.router.touchLocal()
+		}
+	}
+}

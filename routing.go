@@ -1,0 +1,304 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pb "deltadatabase/proto"
+)
+
+// Worker statuses shown by GET /admin/workers.
+const (
+	statusAvailable   = "Available"
+	statusUnavailable = "Unavailable"
+)
+
+// router is the main worker's data path: it picks the processing worker
+// for each entity and calls it (SPEC §5). It is safe for concurrent use.
+//
+// Placement is rendezvous hashing of (database, key) over the available
+// workers, so every entity has one owner whose cache stays warm without
+// per-entity state. The routing epoch changes whenever the set of available
+// workers changes; every call carries it, and a worker that sees a newer
+// epoch than its cache's drops the cache (proc.go), so an entity whose
+// owner changed and changed back is never served from an old cache entry.
+type router struct {
+	log *slog.Logger
+	now func() time.Time
+	// saturated is the in-flight count at which an owner is passed over
+	// for the least-loaded worker; 0 disables the fallback.
+	saturated int64
+
+	mu      sync.RWMutex
+	workers map[string]*workerConn
+	epoch   atomic.Uint64
+}
+
+// workerConn is one processing worker as the router sees it.
+type workerConn struct {
+	id    string
+	keyID string
+	tags  map[string]string
+	proc  processor
+	// close releases the connection of a remote worker; nil for the
+	// in-process worker.
+	close func()
+	// stats reports cache counters; for remote workers the latest
+	// heartbeat's.
+	stats func() cacheStats
+
+	inFlight atomic.Int64
+	// The fields below are guarded by router.mu.
+	lastSeen  time.Time
+	available bool
+	expires   time.Time // zero: never (the in-process worker)
+	heartbeat cacheStats
+}
+
+// newRouter returns a router with no workers.
+func newRouter(log *slog.Logger, now func() time.Time, saturated int64) *router {
+	r := &router{log: log, now: now, saturated: saturated, workers: map[string]*workerConn{}}
+	r.bumpEpoch()
+	return r
+}
+
+// bumpEpoch moves to a new routing epoch. Epochs are wall-clock based and
+// strictly increasing so that they also increase across a main worker
+// restart, which workers' caches outlive.
+func (r *router) bumpEpoch() uint64 {
+	for {
+		old := r.epoch.Load()
+		next := max(old+1, uint64(r.now().UnixNano()))
+		if r.epoch.CompareAndSwap(old, next) {
+			return next
+		}
+	}
+}
+
+// add registers (or replaces) a worker as available. Replacing a worker
+// closes the old connection.
+func (r *router) add(c *workerConn) {
+	c.available, c.lastSeen = true, r.now()
+	r.mu.Lock()
+	old := r.workers[c.id]
+	r.workers[c.id] = c
+	r.bumpEpoch()
+	r.mu.Unlock()
+	if old != nil && old.close != nil {
+		old.close()
+	}
+	r.log.Info("worker available", attrWorker, c.id, attrAddr, c.tags["grpc_addr"])
+}
+
+// seen records a heartbeat; it reports false for an unknown worker or an
+// expired subscription, which must subscribe again.
+func (r *router) seen(id string, stats cacheStats) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.workers[id]
+	if c == nil || !c.expires.IsZero() && r.now().After(c.expires) {
+		return false
+	}
+	c.lastSeen, c.heartbeat = r.now(), stats
+	if !c.available {
+		c.available = true
+		r.bumpEpoch()
+		r.log.Info("worker available again", attrWorker, id)
+	}
+	return true
+}
+
+// markUnavailable takes a worker out of rotation (missed heartbeats,
+// transport failure or expired token).
+func (r *router) markUnavailable(id, why string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c := r.workers[id]; c != nil && c.available {
+		c.available = false
+		r.bumpEpoch()
+		r.log.Warn("worker unavailable", attrWorker, id, "reason", why)
+	}
+}
+
+// expire marks unavailable every worker silent for longer than timeout or
+// whose token has expired; the main worker runs it periodically.
+func (r *router) expire(timeout time.Duration) {
+	now := r.now()
+	r.mu.RLock()
+	var stale []string
+	for id, c := range r.workers {
+		if !c.available || c.close == nil {
+			continue
+		}
+		if now.Sub(c.lastSeen) > timeout || !c.expires.IsZero() && now.After(c.expires) {
+			stale = append(stale, id)
+		}
+	}
+	r.mu.RUnlock()
+	for _, id := range stale {
+		r.markUnavailable(id, "missed heartbeats or expired token")
+	}
+}
+
+// candidates returns the available workers in rendezvous order for
+// (db, key): the owner first.
+func (r *router) candidates(db, key string) []*workerConn {
+	r.mu.RLock()
+	list := make([]*workerConn, 0, len(r.workers))
+	for _, c := range r.workers {
+		if c.available {
+			list = append(list, c)
+		}
+	}
+	r.mu.RUnlock()
+	ids := make([]string, len(list))
+	for i, c := range list {
+		ids[i] = c.id
+	}
+	order := rendezvousOrder(db, key, ids)
+	out := make([]*workerConn, len(list))
+	for i, j := range order {
+		out[i] = list[j]
+	}
+	return out
+}
+
+// rendezvousOrder returns the indexes of ids sorted by descending
+// rendezvous score of (db, key): the first is the owner. Only the keys of
+// a leaving worker move, and a joining worker takes ~1/N of the keys.
+func rendezvousOrder(db, key string, ids []string) []int {
+	scores := make([]uint64, len(ids))
+	order := make([]int, len(ids))
+	for i, id := range ids {
+		h := sha256.New()
+		h.Write([]byte(id))
+		h.Write([]byte{0})
+		h.Write([]byte(db))
+		h.Write([]byte{0})
+		h.Write([]byte(key))
+		scores[i] = binary.BigEndian.Uint64(h.Sum(nil))
+		order[i] = i
+	}
+	sort.Slice(order, func(a, b int) bool {
+		sa, sb := scores[order[a]], scores[order[b]]
+		if sa != sb {
+			return sa > sb
+		}
+		return ids[order[a]] < ids[order[b]]
+	})
+	return order
+}
+
+// pick chooses the worker for a call: the owner, unless it is saturated
+// and another candidate has fewer calls in flight.
+func (r *router) pick(cands []*workerConn) *workerConn {
+	owner := cands[0]
+	if r.saturated <= 0 || owner.inFlight.Load() < r.saturated {
+		return owner
+	}
+	best := owner
+	for _, c := range cands[1:] {
+		if c.inFlight.Load() < best.inFlight.Load() {
+			best = c
+		}
+	}
+	return best
+}
+
+// Process routes one entity operation to its worker. Writes always go to
+// the owner, whose write-through cache therefore never holds an old value;
+// only a read may go to a less loaded worker, which then reads storage and
+// leaves its cache alone. A call that fails at the transport level is
+// retried once on the next worker. It implements processor.
+func (r *router) Process(ctx context.Context, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
+	db, key := req.GetDatabaseName(), req.GetEntityKey()
+	cands := r.candidates(db, key)
+	if len(cands) == 0 {
+		return nil, fmt.Errorf("no processing worker is available: %w", errUnavailable)
+	}
+	first := cands[0]
+	if req.GetOperation() == pb.Operation_GET {
+		first = r.pick(cands)
+	}
+	resp, err := r.call(ctx, first, first == cands[0], req)
+	if !errors.Is(err, errTransport) {
+		return resp, err
+	}
+	r.markUnavailable(first.id, err.Error())
+	// The failed worker is out of rotation now, so the first candidate
+	// is the owner under the new epoch.
+	if cands = r.candidates(db, key); len(cands) == 0 {
+		return nil, fmt.Errorf("no processing worker is available: %v: %w", err, errUnavailable)
+	}
+	return r.call(ctx, cands[0], true, req)
+}
+
+// call sends req to worker c under the current epoch.
+func (r *router) call(ctx context.Context, c *workerConn, owner bool, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
+	c.inFlight.Add(1)
+	defer c.inFlight.Add(-1)
+	out := &pb.ProcessRequest{
+		DatabaseName: req.GetDatabaseName(), EntityKey: req.GetEntityKey(), SchemaId: req.GetSchemaId(),
+		Operation: req.GetOperation(), Payload: req.GetPayload(), IfMatch: req.GetIfMatch(),
+		IfNoneMatch: req.GetIfNoneMatch(), ContentType: req.GetContentType(),
+		Epoch: r.epoch.Load(), Owner: owner,
+	}
+	return c.proc.Process(ctx, out)
+}
+
+// errTransport marks a call that never reached a worker's handler (the
+// connection failed); such calls are retried on the next worker. Errors
+// carrying it also carry errUnavailable (503) when no retry is left.
+var errTransport = errors.New("worker unreachable")
+
+// list returns the rows of GET /admin/workers, sorted by worker ID.
+func (r *router) list() []workerInfo {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]workerInfo, 0, len(r.workers))
+	for _, c := range r.workers {
+		status := statusUnavailable
+		if c.available {
+			status = statusAvailable
+		}
+		stats := c.heartbeat
+		if c.stats != nil {
+			stats = c.stats()
+		}
+		out = append(out, workerInfo{WorkerID: c.id, Status: status, KeyID: c.keyID, LastSeen: c.lastSeen.UTC(),
+			Tags: c.tags, InFlight: c.inFlight.Load(), Cache: stats})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].WorkerID < out[j].WorkerID })
+	return out
+}
+
+// touchLocal keeps the in-process worker's last_seen current: it needs no
+// heartbeat because it shares the main worker's process.
+func (r *router) touchLocal() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.workers {
+		if c.close == nil {
+			c.lastSeen = r.now()
+		}
+	}
+}
+
+// closeAll releases every remote worker connection.
+func (r *router) closeAll() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.workers {
+		if c.close != nil {
+			c.close()
+		}
+	}
+}
