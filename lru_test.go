@@ -64,11 +64,23 @@ func (c *lru[K, V]) keys() []K {
 	return ks
 }
 
-// fakeClock is a settable clock for ttl tests.
-type fakeClock struct{ t time.Time }
+// fakeClock is a settable clock for tests, safe for concurrent use.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
 
-func (f *fakeClock) now() time.Time          { return f.t }
-func (f *fakeClock) advance(d time.Duration) { f.t = f.t.Add(d) }
+func (f *fakeClock) now() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.t
+}
+
+func (f *fakeClock) advance(d time.Duration) {
+	f.mu.Lock()
+	f.t = f.t.Add(d)
+	f.mu.Unlock()
+}
 
 func TestLRUBehaviour(t *testing.T) {
 	type op struct {

@@ -287,7 +287,12 @@ func workerIDOrHost(id string) string {
 // openStore opens the configured storage backend.
 func openStore(ctx context.Context, cfg config) (store, error) {
 	if cfg.s3.endpoint != "" {
-		return nil, errors.New("-s3-endpoint: S3 storage is not built yet")
+		st, err := newS3Store(ctx, s3Config{Endpoint: cfg.s3.endpoint, AccessKey: cfg.s3.accessKey,
+			SecretKey: cfg.s3.secretKey, Bucket: cfg.s3.bucket, Region: cfg.s3.region, UseSSL: cfg.s3.useSSL})
+		if err != nil {
+			return nil, fmt.Errorf("-s3-endpoint %s: %w", cfg.s3.endpoint, err)
+		}
+		return st, nil
 	}
 	return newFSStore(cfg.sharedFS)
 }

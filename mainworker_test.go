@@ -1,0 +1,233 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	protobuf "google.golang.org/protobuf/proto"
+
+	pb "deltadatabase/proto"
+)
+
+// captureCodec is the proto codec, recording every message it decodes: the
+// bytes exactly as they crossed the wire.
+type captureCodec struct {
+	mu   sync.Mutex
+	seen [][]byte
+}
+
+func (c *captureCodec) Marshal(v any) ([]byte, error) { return protobuf.Marshal(v.(protobuf.Message)) }
+func (c *captureCodec) Unmarshal(data []byte, v any) error {
+	c.mu.Lock()
+	c.seen = append(c.seen, bytes.Clone(data))
+	c.mu.Unlock()
+	return protobuf.Unmarshal(data, v.(protobuf.Message))
+}
+func (c *captureCodec) Name() string { return "proto" }
+
+// testMain is a mainService with an in-process worker, served on loopback.
+type testMain struct {
+	svc    *mainService
+	addr   string
+	master []byte
+	auth   *authenticator
+}
+
+// startTestMain serves a mainService over real gRPC on 127.0.0.1:0.
+func startTestMain(t *testing.T, maxMsg int) *testMain {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	master := []byte("0123456789abcdef0123456789abcdef")
+	st := newMemStore()
+	rt := newRouter(log, time.Now, 0)
+	w := newTestWorker(t, "local", st)
+	rt.add(&workerConn{id: "local", proc: w, stats: w.stats})
+	auth, err := newAuthenticator(context.Background(), authConfig{adminKey: testAdminKey, st: st, clientTTL: time.Hour, now: time.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := &mainService{router: rt, auth: auth, master: master, keyID: "k1", workerTTL: time.Hour, every: time.Second,
+		maxMsg: maxMsg, rand: rand.Reader, now: time.Now, log: log, tokens: map[[32]byte]string{}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer(grpc.MaxRecvMsgSize(maxMsg))
+	pb.RegisterMainWorkerServer(gs, svc)
+	go gs.Serve(ln)
+	t.Cleanup(func() { gs.Stop(); rt.closeAll() })
+	return &testMain{svc: svc, addr: ln.Addr().String(), master: master, auth: auth}
+}
+
+// dial connects a gRPC client to addr.
+func dial(t *testing.T, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// TestSubscribeWireHasNoPlainMasterKey captures the Subscribe response
+// bytes: the master key appears in them neither raw nor in hex, and the
+// worker's private key unwraps it.
+func TestSubscribeWireHasNoPlainMasterKey(t *testing.T) {
+	m := startTestMain(t, 4<<20)
+	codec := &captureCodec{}
+	client := pb.NewMainWorkerClient(dial(t, m.addr, grpc.WithDefaultCallOptions(grpc.ForceCodec(codec))))
+	priv, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(&priv.PublicKey)
+	resp, err := client.Subscribe(context.Background(), &pb.SubscribeRequest{WorkerId: "w1", Pubkey: der,
+		Tags: map[string]string{"grpc_addr": "127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(codec.seen) != 1 {
+		t.Fatalf("captured %d messages, want 1", len(codec.seen))
+	}
+	wire := codec.seen[0]
+	for _, secret := range [][]byte{m.master, []byte(hex.EncodeToString(m.master))} {
+		if bytes.Contains(wire, secret) {
+			t.Fatal("the master key crosses the wire in plaintext")
+		}
+	}
+	got, err := unwrapKey(priv, resp.GetWrappedKey())
+	if err != nil || !bytes.Equal(got, m.master) {
+		t.Errorf("unwrapKey(wrapped_key) = %x, %v; want the master key", got, err)
+	}
+	if resp.GetKeyId() != "k1" || resp.GetToken() == "" || resp.GetExpiresAtUnix() <= time.Now().Unix() {
+		t.Errorf("Subscribe = key_id %q token %q expires %d", resp.GetKeyId(), resp.GetToken(), resp.GetExpiresAtUnix())
+	}
+	// The token proves the worker on heartbeats; a wrong one is told to
+	// subscribe again.
+	hb, err := client.Heartbeat(context.Background(), &pb.HeartbeatRequest{WorkerId: "w1", Token: resp.GetToken()})
+	if err != nil || hb.GetResubscribe() {
+		t.Errorf("Heartbeat with the token = %v, %v; want accepted", hb, err)
+	}
+	hb, err = client.Heartbeat(context.Background(), &pb.HeartbeatRequest{WorkerId: "w1", Token: "forged"})
+	if err != nil || !hb.GetResubscribe() {
+		t.Errorf("Heartbeat with a forged token = %v, %v; want resubscribe", hb, err)
+	}
+}
+
+// TestWorkerRefusesForgedCalls: a worker serves only calls signed with its
+// subscription's call key, and none once its token has expired.
+func TestWorkerRefusesForgedCalls(t *testing.T) {
+	clock := &fakeClock{t: time.Now()}
+	w := newTestWorker(t, "w1", newMemStore())
+	srv := &workerServer{w: w, now: clock.now}
+	callKey := bytes.Repeat([]byte{7}, 32)
+	srv.sub.Store(&subscription{callKey: callKey, expires: clock.now().Add(time.Hour)})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	pb.RegisterProcessingWorkerServer(gs, srv)
+	go gs.Serve(ln)
+	defer gs.Stop()
+	client := pb.NewProcessingWorkerClient(dial(t, ln.Addr().String()))
+	put := func() *pb.ProcessRequest {
+		return &pb.ProcessRequest{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_PUT, Payload: []byte(`1`),
+			IssuedAtUnixNano: clock.now().UnixNano()}
+	}
+	signed := func(key []byte) *pb.ProcessRequest {
+		r := put()
+		r.Token = signCall(key, "w1", r)
+		return r
+	}
+	tampered := signed(callKey)
+	tampered.Payload = []byte(`2`)
+	stale := put()
+	stale.IssuedAtUnixNano = clock.now().Add(-time.Hour).UnixNano()
+	stale.Token = signCall(callKey, "w1", stale)
+	for name, req := range map[string]*pb.ProcessRequest{
+		"no token":        put(),
+		"garbage token":   func() *pb.ProcessRequest { r := put(); r.Token = "garbage"; return r }(),
+		"wrong key":       signed(bytes.Repeat([]byte{8}, 32)),
+		"tampered":        tampered,
+		"replayed (old)":  stale,
+		"signed for w2":   func() *pb.ProcessRequest { r := put(); r.Token = signCall(callKey, "w2", r); return r }(),
+		"admin key token": func() *pb.ProcessRequest { r := put(); r.Token = testAdminKey; return r }(),
+	} {
+		if _, err := client.Process(context.Background(), req); status.Code(err) != codes.Unauthenticated {
+			t.Errorf("%s: Process = %v, want Unauthenticated", name, err)
+		}
+	}
+	if _, err := client.Process(context.Background(), signed(callKey)); err != nil {
+		t.Fatalf("correctly signed Process = %v, want OK", err)
+	}
+	clock.advance(2 * time.Hour)
+	_, err = client.Process(context.Background(), signed(callKey))
+	if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "expired") {
+		t.Errorf("Process after the worker token expired = %v, want Unauthenticated (expired)", err)
+	}
+	srv.sub.Store(&subscription{callKey: callKey, expires: clock.now().Add(time.Hour)})
+	if _, err := client.Process(context.Background(), signed(callKey)); err != nil {
+		t.Errorf("Process after subscribing again = %v, want OK", err)
+	}
+}
+
+// TestClientProcessAuth: client applications reach the data path over the
+// main worker's gRPC port with the REST credentials and rules.
+func TestClientProcessAuth(t *testing.T) {
+	m := startTestMain(t, 4096)
+	client := pb.NewMainWorkerClient(dial(t, m.addr))
+	ctx := context.Background()
+	put := &pb.ProcessRequest{DatabaseName: "chatdb", EntityKey: "s1", Operation: pb.Operation_PUT, Payload: []byte(`{"a":1}`)}
+	if _, err := client.Process(ctx, put); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("PUT without credential = %v, want Unauthenticated", err)
+	}
+	put.Token = "wrong"
+	if _, err := client.Process(ctx, put); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("PUT with a wrong credential = %v, want Unauthenticated", err)
+	}
+	put.Token = testAdminKey
+	if _, err := client.Process(ctx, put); err != nil {
+		t.Fatalf("PUT with the admin key in token = %v", err)
+	}
+	md := metadata.New(map[string]string{"authorization": "Bearer " + testAdminKey})
+	resp, err := client.Process(metadata.NewOutgoingContext(ctx, md),
+		&pb.ProcessRequest{DatabaseName: "chatdb", EntityKey: "s1", Operation: pb.Operation_GET})
+	if err != nil || string(resp.GetResult()) != `{"a":1}` || resp.GetVersion() == "" {
+		t.Errorf("GET with authorization metadata = %v, %v; want {\"a\":1} and a version", resp, err)
+	}
+	reader, err := m.auth.createKey(ctx, keyRequest{Name: "ro", Permissions: []string{"read"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put.Token = reader.Secret
+	if _, err := client.Process(ctx, put); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("PUT with a read-only key = %v, want PermissionDenied", err)
+	}
+	_, err = client.Process(ctx, &pb.ProcessRequest{DatabaseName: "chatdb", EntityKey: "nope", Operation: pb.Operation_GET, Token: reader.Secret})
+	if status.Code(err) != codes.NotFound {
+		t.Errorf("GET of a missing entity = %v, want NotFound", err)
+	}
+	_, err = client.Process(ctx, &pb.ProcessRequest{DatabaseName: "chatdb", EntityKey: "big", Operation: pb.Operation_PUT,
+		Token: testAdminKey, Payload: []byte(`"` + strings.Repeat("x", 8192) + `"`)})
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("PUT over -grpc-max-recv-msg-size = %v, want ResourceExhausted", err)
+	}
+}
