@@ -58,6 +58,11 @@ type authedHandler func(w http.ResponseWriter, r *http.Request, p principal)
 // routes is the route table: one line per route (SPEC §3).
 func (s *restServer) routes() {
 	s.mux.HandleFunc("GET /health", s.handleHealth)
+	s.mux.HandleFunc("POST /api/login", s.handleLogin)
+	s.mux.Handle("GET /api/me", s.need(0, s.handleMe))
+	s.mux.Handle("GET /api/keys", s.need(permAdmin, s.handleListKeys))
+	s.mux.Handle("POST /api/keys", s.need(permAdmin, s.handleCreateKey))
+	s.mux.Handle("DELETE /api/keys/{id}", s.need(permAdmin, s.handleDeleteKey))
 	s.mux.Handle("GET /api/databases", s.need(permRead, s.handleListDatabases))
 	s.mux.Handle("GET /admin/workers", s.need(permAdmin, s.handleWorkers))
 	s.mux.HandleFunc("GET /admin/schemas", s.handleListSchemas)
@@ -108,10 +113,9 @@ func (s *statusRecorder) WriteHeader(code int)        { s.code = code }
 // need wraps h so that it runs only for a principal holding permission pm.
 func (s *restServer) need(pm perm, h authedHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, err := s.auth.authenticate(bearer(r))
+		p, err := s.auth.authenticateFrom(bearer(r), r.RemoteAddr)
 		if err != nil {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="deltadatabase"`)
-			writeError(w, err)
+			writeAuthError(w, err)
 			return
 		}
 		if !p.has(pm) {
@@ -401,6 +405,8 @@ func statusOf(err error) int {
 		return http.StatusUnauthorized
 	case errors.Is(err, errForbidden):
 		return http.StatusForbidden
+	case errors.Is(err, errRateLimited):
+		return http.StatusTooManyRequests
 	case errors.Is(err, errTooLarge):
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, errInvalid):
