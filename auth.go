@@ -145,17 +145,11 @@ func (c authConfig) withDefaults() authConfig {
 	return c
 }
 
-// authenticate returns the principal of a bearer credential whose client
-// address is unknown: such checks are not rate limited, so callers that
-// know the address (REST, gRPC via peer.FromContext) use authenticateFrom.
-func (a *authenticator) authenticate(cred string) (principal, error) {
-	return a.authenticateFrom(cred, "")
-}
-
 // authenticateFrom returns the principal of a bearer credential presented
-// from clientAddr ("host:port" or a bare IP; "" unknown). Failures count
-// against the client's address; a client over the limit gets an error
-// wrapping errRateLimited before its credential is even looked at.
+// from clientAddr ("host:port" or a bare IP). Failures count against the
+// client's address; a client over the limit gets an error wrapping
+// errRateLimited before its credential is even looked at. An empty
+// clientAddr (an in-process caller with no address) is not rate limited.
 func (a *authenticator) authenticateFrom(cred, clientAddr string) (principal, error) {
 	if cred == "" {
 		return principal{}, fmt.Errorf("no bearer credential: %w", errUnauthenticated)

@@ -469,10 +469,10 @@ func TestKeyStorePersists(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if p, err := a2.authenticate(k.Secret); err != nil || p.clientID != k.ID || p.perms != permWrite {
+			if p, err := a2.authenticateFrom(k.Secret, ""); err != nil || p.clientID != k.ID || p.perms != permWrite {
 				t.Errorf("after reload authenticate(key) = %+v, %v", p, err)
 			}
-			if _, err := a2.authenticate(gone.Secret); !errors.Is(err, errUnauthenticated) {
+			if _, err := a2.authenticateFrom(gone.Secret, ""); !errors.Is(err, errUnauthenticated) {
 				t.Errorf("after reload the deleted key: err = %v, want errUnauthenticated", err)
 			}
 			if c.name == "file" {
@@ -543,11 +543,11 @@ func TestAuthenticateAdminKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p, err := a.authenticate("adm-key"); err != nil || !p.admin {
+	if p, err := a.authenticateFrom("adm-key", ""); err != nil || !p.admin {
 		t.Errorf("authenticate(admin key) = %+v, %v", p, err)
 	}
 	for _, cred := range []string{"", "adm-ke", "adm-key ", "ADM-KEY"} {
-		if _, err := a.authenticate(cred); !errors.Is(err, errUnauthenticated) {
+		if _, err := a.authenticateFrom(cred, ""); !errors.Is(err, errUnauthenticated) {
 			t.Errorf("authenticate(%q) err = %v, want errUnauthenticated", cred, err)
 		}
 	}
