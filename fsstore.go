@@ -130,6 +130,46 @@ func (s *fsStore) Put(ctx context.Context, key string, data []byte) error {
 	return nil
 }
 
+// GetRev returns the object at key and its revision, the hex SHA-256 of
+// its bytes (see fsRev).
+func (s *fsStore) GetRev(ctx context.Context, key string) ([]byte, string, error) {
+	data, err := s.Get(ctx, key)
+	if err != nil {
+		return nil, "", err
+	}
+	return data, fsRev(data), nil
+}
+
+// PutIf writes data to key if the object's revision is still rev ("": if
+// it does not exist). It reads the current bytes and then writes, so it is
+// atomic only while the caller holds Lock(key), as the store doc says.
+func (s *fsStore) PutIf(ctx context.Context, key string, data []byte, rev string) (string, error) {
+	cur, err := s.Get(ctx, key)
+	switch {
+	case errors.Is(err, errNotFound) && rev == "":
+	case err != nil && !errors.Is(err, errNotFound):
+		return "", fmt.Errorf("put %s if revision %q: %w", key, rev, err)
+	case err != nil:
+		return "", fmt.Errorf("put %s if revision %q: object missing: %w", key, rev, errConflict)
+	case rev == "":
+		return "", fmt.Errorf("put %s if absent: object exists: %w", key, errConflict)
+	case fsRev(cur) != rev:
+		return "", fmt.Errorf("put %s if revision %q: revision changed: %w", key, rev, errConflict)
+	}
+	if err := s.Put(ctx, key, data); err != nil {
+		return "", err
+	}
+	return fsRev(data), nil
+}
+
+// fsRev is the revision of an object's bytes on the filesystem backend:
+// the hex SHA-256 of its contents (entity envelopes never repeat, as each
+// write draws a fresh nonce).
+func fsRev(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
+
 // Delete removes key and syncs its directory, or returns an error wrapping
 // errNotFound if key does not exist.
 func (s *fsStore) Delete(ctx context.Context, key string) error {

@@ -191,6 +191,39 @@ func (s *s3Store) Put(ctx context.Context, key string, data []byte) error {
 	return s.putObject(ctx, key, data, nil)
 }
 
+// GetRev returns the object's bytes and its S3 ETag as the revision.
+func (s *s3Store) GetRev(ctx context.Context, key string) ([]byte, string, error) {
+	data, etag, err := s.getObject(ctx, key)
+	if err != nil {
+		return nil, "", err
+	}
+	if etag == "" {
+		return nil, "", fmt.Errorf("get object %q: answer without ETag: %w", key, errUnavailable)
+	}
+	return data, etag, nil
+}
+
+// PutIf writes the object with If-Match: rev, or If-None-Match: * when rev
+// is "", so the server itself refuses a write that lost a race with
+// another process. It returns the new ETag.
+func (s *s3Store) PutIf(ctx context.Context, key string, data []byte, rev string) (string, error) {
+	etag, err := s.condPut(ctx, key, data, rev, rev == "")
+	if err != nil {
+		return "", err
+	}
+	if etag == "" {
+		// Some servers leave the ETag out of a PUT answer; ask for it. A
+		// write by another process in between makes the next PutIf fail,
+		// which is safe.
+		info, err := s.headObject(ctx, key)
+		if err != nil {
+			return "", fmt.Errorf("put object %q: read new ETag: %w", key, err)
+		}
+		etag = info.ETag
+	}
+	return etag, nil
+}
+
 // putIf is a conditional PutObject for the version and precondition work:
 // with ifMatch it writes only if the object's ETag is ifMatch (as returned
 // by headObject or getObject, quotes included); with ifNoneMatch only if
@@ -198,6 +231,13 @@ func (s *s3Store) Put(ctx context.Context, key string, data []byte) error {
 // error wrapping errConflict; so does If-Match on a missing object, for
 // which S3 answers 404 but HTTP semantics say 412.
 func (s *s3Store) putIf(ctx context.Context, key string, data []byte, ifMatch string, ifNoneMatch bool) error {
+	_, err := s.condPut(ctx, key, data, ifMatch, ifNoneMatch)
+	return err
+}
+
+// condPut is putIf returning the new object's ETag ("" if the server sent
+// none).
+func (s *s3Store) condPut(ctx context.Context, key string, data []byte, ifMatch string, ifNoneMatch bool) (string, error) {
 	h := http.Header{}
 	if ifMatch != "" {
 		h.Set("If-Match", ifMatch)
@@ -205,11 +245,14 @@ func (s *s3Store) putIf(ctx context.Context, key string, data []byte, ifMatch st
 	if ifNoneMatch {
 		h.Set("If-None-Match", "*")
 	}
-	err := s.putObject(ctx, key, data, h)
+	resp, err := s.do(ctx, s3Request{method: http.MethodPut, key: key, header: h, body: data})
 	if ifMatch != "" && errors.Is(err, errNotFound) {
-		return fmt.Errorf("put object %q if-match %s: object missing: %w", key, ifMatch, errConflict)
+		return "", fmt.Errorf("put object %q if-match %s: object missing: %w", key, ifMatch, errConflict)
 	}
-	return err
+	if err != nil {
+		return "", fmt.Errorf("put object %q: %w", key, err)
+	}
+	return resp.header.Get("ETag"), nil
 }
 
 // Delete removes the object, or returns an error wrapping errNotFound if it

@@ -48,6 +48,26 @@ func (m *memStore) Put(ctx context.Context, key string, data []byte) error {
 	return nil
 }
 
+// GetRev uses "rev:" and the bytes themselves as the revision.
+func (m *memStore) GetRev(ctx context.Context, key string) ([]byte, string, error) {
+	b, err := m.Get(ctx, key)
+	if err != nil {
+		return nil, "", err
+	}
+	return b, "rev:" + string(b), nil
+}
+
+func (m *memStore) PutIf(ctx context.Context, key string, data []byte, rev string) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur, ok := m.objs[key]
+	if ok != (rev != "") || ok && "rev:"+string(cur) != rev {
+		return "", fmt.Errorf("put %s if revision: %w", key, errConflict)
+	}
+	m.objs[key] = slices.Clone(data)
+	return "rev:" + string(data), nil
+}
+
 func (m *memStore) Delete(ctx context.Context, key string) error {
 	if err := ctx.Err(); err != nil {
 		return err

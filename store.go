@@ -38,6 +38,16 @@ type store interface {
 	// Put replaces the object atomically; it returns only once the new
 	// bytes are durable.
 	Put(ctx context.Context, key string, data []byte) error
+	// GetRev is Get that also returns the object's revision: an opaque,
+	// non-empty string that changes whenever the object is replaced.
+	GetRev(ctx context.Context, key string) (data []byte, rev string, err error)
+	// PutIf is Put on condition that the object's revision is still rev
+	// (rev "": that the object does not exist); otherwise it writes nothing
+	// and returns an error wrapping errConflict. It returns the new
+	// revision. Where Lock excludes other processes (fsStore) the check and
+	// the write are atomic only while the caller holds Lock(key); s3Store
+	// checks with a conditional PUT, atomic by itself.
+	PutIf(ctx context.Context, key string, data []byte, rev string) (newRev string, err error)
 	// Delete removes the object durably, or returns an error wrapping
 	// errNotFound if it did not exist.
 	Delete(ctx context.Context, key string) error

@@ -31,6 +31,8 @@ func testStore(t *testing.T, newStore func(t *testing.T) store) {
 	t.Run("RoundTrip", func(t *testing.T) { testStoreRoundTrip(t, open(t)) })
 	t.Run("Overwrite", func(t *testing.T) { testStoreOverwrite(t, open(t)) })
 	t.Run("Delete", func(t *testing.T) { testStoreDelete(t, open(t)) })
+	t.Run("PutIf", func(t *testing.T) { testStorePutIf(t, open(t)) })
+	t.Run("PutIfRace", func(t *testing.T) { testStorePutIfRace(t, open(t)) })
 	t.Run("ListPrefixes", func(t *testing.T) { testStoreListPrefixes(t, open(t)) })
 	t.Run("ListEntities", func(t *testing.T) { testStoreListEntities(t, open(t)) })
 	t.Run("ConcurrentDistinct", func(t *testing.T) { testStoreConcurrentDistinct(t, open(t)) })
@@ -380,5 +382,79 @@ func testStoreLockCancel(t *testing.T, st store) {
 		// Taking a free lock with a done context may succeed or fail;
 		// either is fine, but a granted lock must be releasable.
 		u()
+	}
+}
+
+func testStorePutIf(t *testing.T, st store) {
+	ctx := t.Context()
+	key := entityObjectKey("db", "cas")
+	if _, _, err := st.GetRev(ctx, key); !errors.Is(err, errNotFound) {
+		t.Errorf("GetRev(missing) = %v, want errNotFound", err)
+	}
+	if _, err := st.PutIf(ctx, key, []byte("x"), "some-rev"); !errors.Is(err, errConflict) {
+		t.Errorf("PutIf(missing, some-rev) = %v, want errConflict", err)
+	}
+	rev1, err := st.PutIf(ctx, key, []byte("v1"), "")
+	if err != nil || rev1 == "" {
+		t.Fatalf("PutIf(absent) = %q, %v, want a revision", rev1, err)
+	}
+	if _, err := st.PutIf(ctx, key, []byte("again"), ""); !errors.Is(err, errConflict) {
+		t.Errorf("PutIf(absent) on an existing object = %v, want errConflict", err)
+	}
+	data, rev, err := st.GetRev(ctx, key)
+	if err != nil || string(data) != "v1" || rev != rev1 {
+		t.Errorf("GetRev = %q, %q, %v, want \"v1\", %q", data, rev, err, rev1)
+	}
+	rev2, err := st.PutIf(ctx, key, []byte("v2"), rev1)
+	if err != nil || rev2 == "" || rev2 == rev1 {
+		t.Fatalf("PutIf(rev1) = %q, %v, want a new revision", rev2, err)
+	}
+	if _, err := st.PutIf(ctx, key, []byte("v3"), rev1); !errors.Is(err, errConflict) {
+		t.Errorf("PutIf(stale rev) = %v, want errConflict", err)
+	}
+	// A plain Put changes the revision too.
+	if err := st.Put(ctx, key, []byte("v4")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.PutIf(ctx, key, []byte("v5"), rev2); !errors.Is(err, errConflict) {
+		t.Errorf("PutIf(rev before a Put) = %v, want errConflict", err)
+	}
+	if got, err := st.Get(ctx, key); err != nil || string(got) != "v4" {
+		t.Errorf("Get = %q, %v, want \"v4\" (failed PutIf writes nothing)", got, err)
+	}
+}
+
+// testStorePutIfRace: writers that hold Lock, read the revision and
+// PutIf a counter increment never lose an increment.
+func testStorePutIfRace(t *testing.T, st store) {
+	ctx := t.Context()
+	key := entityObjectKey("db", "counter")
+	const writers, each = 8, 5
+	var wg sync.WaitGroup
+	for range writers {
+		wg.Go(func() {
+			for range each {
+				unlock, err := st.Lock(ctx, key)
+				if err != nil {
+					t.Errorf("Lock = %v", err)
+					return
+				}
+				n, rev := 0, ""
+				if data, r, err := st.GetRev(ctx, key); err == nil {
+					fmt.Sscan(string(data), &n)
+					rev = r
+				} else if !errors.Is(err, errNotFound) {
+					t.Errorf("GetRev = %v", err)
+				}
+				if _, err := st.PutIf(ctx, key, []byte(fmt.Sprint(n+1)), rev); err != nil {
+					t.Errorf("PutIf under Lock = %v", err)
+				}
+				unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if got, err := st.Get(ctx, key); err != nil || string(got) != fmt.Sprint(writers*each) {
+		t.Errorf("counter = %q, %v, want %d", got, err, writers*each)
 	}
 }
