@@ -1,0 +1,726 @@
+package main
+
+// Browser tests of the web UI (SPEC §8, issue 6): the real binary serves
+// the embedded UI and Debian's Chromium drives it through chromedp. One
+// browser per test function, one tab per flow; every flow saves a
+// screenshot under its artifact dir (go test -artifacts keeps them) and
+// fails on any console error or uncaught exception.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"iter"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
+)
+
+// flowTimeout bounds one flow; a stuck wait fails the flow instead of the
+// whole test binary.
+const flowTimeout = 90 * time.Second
+
+// consoleBarrier is logged by a flow at its end; once the console watcher
+// has seen it, every earlier message has been seen too.
+const consoleBarrier = "ddb-ui-test: console barrier"
+
+// expected4xx matches Chrome's network log line for an HTTP error answer,
+// e.g. "Failed to load resource: the server responded with a status of 401
+// (Unauthorized)". The UI shows those answers to the user on purpose (a bad
+// key, a refused write, the key listing a server may lack), so a 4xx logged
+// by the network source is not a console error of the UI. 5xx answers and
+// every message from the page's own scripts still fail the flow.
+var expected4xx = regexp.MustCompile(`the server responded with a status of 4\d\d`)
+
+// chromiumPath returns the browser to drive. Without one the test skips,
+// except under CI=true where a missing browser is a failure.
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("chromium not found; CI=true needs it (apt-get install -y chromium)")
+	}
+	t.Skip("chromium not found; skipping browser tests")
+	return ""
+}
+
+// newBrowser starts one headless Chromium for the calling test function
+// and returns its context; tabs are child contexts of it.
+func newBrowser(t *testing.T) context.Context {
+	t.Helper()
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromiumPath(t)),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("disable-extensions", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 900),
+	}
+	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	bctx, bcancel := chromedp.NewContext(actx)
+	t.Cleanup(func() {
+		cctx, cancel := context.WithTimeout(bctx, 10*time.Second)
+		defer cancel()
+		chromedp.Cancel(cctx)
+		bcancel()
+		acancel()
+	})
+	// The first Do starts the browser and binds it to bctx (no timeout).
+	if err := chromedp.Do(bctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return bctx
+}
+
+// uiTab is one browser tab running one flow against one server. Its
+// methods fail the flow's test on any error; it is used by one goroutine.
+type uiTab struct {
+	t    *testing.T
+	ctx  context.Context // the tab, bounded by flowTimeout
+	tab  context.Context // the tab without the flow's deadline
+	base string          // http://127.0.0.1:port of the server
+
+	mu       sync.Mutex
+	errs     []chromedp.ConsoleMessage // console errors and exceptions
+	barrier  chan struct{}             // closed when consoleBarrier is seen
+	dialogs  []string                  // messages of the dialogs accepted
+	shotName string
+}
+
+// openTab opens a tab of width x height CSS pixels on browser, watching its
+// console and accepting its dialogs. At the end of the flow it saves a
+// screenshot and fails the test on any console error.
+func openTab(t *testing.T, browser context.Context, base string, width, height int64) *uiTab {
+	t.Helper()
+	tabCtx, cancelTab := chromedp.NewContext(browser)
+	t.Cleanup(cancelTab)
+	tb := &uiTab{t: t, tab: tabCtx, base: base, barrier: make(chan struct{}),
+		shotName: strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()) + ".png"}
+	// Console and Events open the tab and subscribe before any navigation.
+	go tb.watchConsole(chromedp.Console(tabCtx))
+	go tb.acceptDialogs(chromedp.Events(tabCtx, page.JavascriptDialogOpening))
+	if err := chromedp.Do(tabCtx, chromedp.EmulateViewport(width, height)); err != nil {
+		t.Fatalf("open tab: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(tabCtx, flowTimeout)
+	t.Cleanup(cancel)
+	tb.ctx = ctx
+	// Without -artifacts the dir is removed by a cleanup of its own; ask
+	// for it first so that removal runs after finish.
+	t.ArtifactDir()
+	t.Cleanup(tb.finish) // runs before the cancels above
+	return tb
+}
+
+// watchConsole collects the console errors of the tab until it closes.
+func (tb *uiTab) watchConsole(msgs iter.Seq2[chromedp.ConsoleMessage, error]) {
+	for m, err := range msgs {
+		if err != nil {
+			return
+		}
+		tb.mu.Lock()
+		switch {
+		case m.Text == consoleBarrier:
+			select {
+			case <-tb.barrier:
+			default:
+				close(tb.barrier)
+			}
+		case m.Type == chromedp.ConsoleError && m.Source == "network" && expected4xx.MatchString(m.Text):
+			// an HTTP error answer the UI handles; see expected4xx
+		case m.Type == chromedp.ConsoleError || m.IsException():
+			tb.errs = append(tb.errs, m)
+		}
+		tb.mu.Unlock()
+	}
+}
+
+// acceptDialogs accepts every JavaScript dialog (the UI's confirm() before
+// a delete) and records its message for the flow to check.
+func (tb *uiTab) acceptDialogs(events iter.Seq2[page.EventJavascriptDialogOpening, error]) {
+	for ev, err := range events {
+		if err != nil {
+			return
+		}
+		tb.mu.Lock()
+		tb.dialogs = append(tb.dialogs, ev.Message)
+		tb.mu.Unlock()
+		// The page, and the click that opened the dialog, wait until it
+		// closes; answer from another goroutine than the event reader.
+		go func() {
+			err := chromedp.Do(tb.tab, chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+				_, err := cdp.Call(ctx, t, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true})
+				return err
+			}))
+			if err != nil && tb.tab.Err() == nil {
+				tb.t.Errorf("accept dialog %q: %v", ev.Message, err)
+			}
+		}()
+	}
+}
+
+// finish saves the flow's screenshot and fails on console errors.
+func (tb *uiTab) finish() {
+	t := tb.t
+	ctx, cancel := context.WithTimeout(tb.tab, 15*time.Second)
+	defer cancel()
+	tb.screenshot(ctx, tb.shotName, chromedp.FullScreenshot(100))
+	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](fmt.Sprintf("console.debug(%q)", consoleBarrier))); err != nil {
+		t.Errorf("console barrier: %v", err)
+	}
+	select {
+	case <-tb.barrier:
+	case <-ctx.Done():
+		t.Errorf("console barrier not seen: %v", ctx.Err())
+	}
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	for _, m := range tb.errs {
+		t.Errorf("console %s at %s:%d: %s", m.Type, m.URL, m.Line, m.Text)
+	}
+}
+
+// screenshot saves a PNG taken by shot (CaptureScreenshot for the
+// viewport, FullScreenshot(100) for the whole page) under the test's
+// artifact dir.
+func (tb *uiTab) screenshot(ctx context.Context, name string, shot chromedp.Action[[]byte]) {
+	t := tb.t
+	png, err := chromedp.Run(ctx, shot)
+	if err != nil {
+		t.Errorf("screenshot %s: %v", name, err)
+		return
+	}
+	p := filepath.Join(t.ArtifactDir(), name)
+	if err := os.WriteFile(p, png, 0o644); err != nil {
+		t.Errorf("save screenshot: %v", err)
+		return
+	}
+	t.Logf("screenshot: %s", p)
+}
+
+// do runs actions on the tab and fails the flow on the first error.
+func (tb *uiTab) do(what string, actions ...chromedp.Action[chromedp.Void]) {
+	tb.t.Helper()
+	if err := chromedp.Do(tb.ctx, actions...); err != nil {
+		tb.t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// eval evaluates a JavaScript expression and decodes its value into v.
+func (tb *uiTab) eval(expr string, v any) {
+	tb.t.Helper()
+	raw, err := chromedp.Run(tb.ctx, chromedp.Evaluate[[]byte](expr, chromedp.EvalAwaitPromise))
+	if err != nil {
+		tb.t.Fatalf("evaluate %s: %v", expr, err)
+	}
+	if v != nil {
+		if err := json.Unmarshal(raw, v); err != nil {
+			tb.t.Fatalf("evaluate %s: decode %s: %v", expr, raw, err)
+		}
+	}
+}
+
+// waitFor polls the JavaScript expression until it is truthy. It is done
+// in Go: chromedp.Poll compiles its predicate with new Function, which the
+// UI's CSP (no 'unsafe-eval') rightly refuses.
+func (tb *uiTab) waitFor(what, expr string) {
+	tb.t.Helper()
+	for {
+		ok, err := chromedp.Run(tb.ctx, chromedp.Evaluate[bool]("!!("+expr+")"))
+		if err == nil && ok {
+			return
+		}
+		select {
+		case <-tb.ctx.Done():
+			tb.t.Fatalf("waiting for %s (%s): %v (last error: %v)", what, expr, tb.ctx.Err(), err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// text returns the textContent of the element with id.
+func (tb *uiTab) text(id string) string {
+	tb.t.Helper()
+	s, err := chromedp.Run(tb.ctx, chromedp.TextContent(chromedp.ID(id)))
+	if err != nil {
+		tb.t.Fatalf("text of #%s: %v", id, err)
+	}
+	return s
+}
+
+// waitText waits until the element with id is shown and its text
+// contains want, and returns the text.
+func (tb *uiTab) waitText(id, want string) string {
+	tb.t.Helper()
+	tb.waitFor(fmt.Sprintf("#%s to show %q", id, want), fmt.Sprintf(
+		`(e => e && !e.hidden && e.offsetParent !== null && e.textContent.includes(%q))(document.getElementById(%q))`, want, id))
+	return tb.text(id)
+}
+
+// typeInto replaces the value of the input with id by s, typed as keys
+// so the page sees real input events. (chromedp.Clear resets only the
+// value attribute, not what was typed before, and SetValue refuses "".)
+func (tb *uiTab) typeInto(id, s string) {
+	tb.t.Helper()
+	tb.do("type into #"+id,
+		chromedp.WaitVisible(chromedp.ID(id)),
+		chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`document.getElementById(%q).value = ""`, id)),
+		chromedp.SendKeys(chromedp.ID(id), s))
+}
+
+// click clicks the visible element matched by the CSS selector.
+func (tb *uiTab) click(sel string) {
+	tb.t.Helper()
+	tb.do("click "+sel, chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible))
+}
+
+// dialogSeen returns the messages of the dialogs accepted so far.
+func (tb *uiTab) dialogSeen() []string {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	return append([]string(nil), tb.dialogs...)
+}
+
+// login opens the UI and logs in with key through the login form.
+func (tb *uiTab) login(key string) {
+	tb.t.Helper()
+	tb.do("open UI", chromedp.Navigate(tb.base+"/#/login"))
+	tb.waitFor("login form", `!document.getElementById("login-view").hidden`)
+	tb.typeInto("login-key", key)
+	tb.click("#login-submit")
+	tb.waitFor("the dashboard after login",
+		`!document.getElementById("app-view").hidden && location.hash === "#/dashboard" && document.getElementById("page-title")?.textContent === "Dashboard"`)
+}
+
+// goTo follows the sidebar link to page name and waits for its title.
+func (tb *uiTab) goTo(name, title string) {
+	tb.t.Helper()
+	tb.click("#nav-" + name)
+	tb.waitFor("page "+title, fmt.Sprintf(`document.getElementById("page-title")?.textContent === %q`, title))
+}
+
+// restError returns the {"error"} text of a JSON error body.
+func restError(t *testing.T, body []byte) string {
+	t.Helper()
+	var e struct {
+		Error string `json:"error"`
+	}
+	if err := json.Unmarshal(body, &e); err != nil || e.Error == "" {
+		t.Fatalf("error body %s: want {\"error\": ...}", body)
+	}
+	return e.Error
+}
+
+// TestUIHeaders checks the security headers of the UI responses with a
+// plain HTTP client: a CSP without inline script, nosniff, no framing.
+func TestUIHeaders(t *testing.T) {
+	n, _ := startDefault(t)
+	for _, tc := range []struct{ path, ctype string }{
+		{"/", "text/html"},
+		{"/js/app.js", "text/javascript"},
+		{"/app.css", "text/css"},
+		{"/favicon.svg", "image/svg+xml"},
+	} {
+		code, _, h := httpCall(t, "GET", n.base+tc.path, "", nil)
+		if code != http.StatusOK {
+			t.Errorf("GET %s = %d, want 200", tc.path, code)
+			continue
+		}
+		if got := h.Get("Content-Type"); !strings.HasPrefix(got, tc.ctype) {
+			t.Errorf("GET %s: Content-Type = %q, want %s", tc.path, got, tc.ctype)
+		}
+		if got := h.Get("X-Content-Type-Options"); got != "nosniff" {
+			t.Errorf("GET %s: X-Content-Type-Options = %q, want nosniff", tc.path, got)
+		}
+		csp := cspDirectives(h.Get("Content-Security-Policy"))
+		script, ok := csp["script-src"]
+		if !ok {
+			script = csp["default-src"]
+		}
+		if len(script) == 0 {
+			t.Errorf("GET %s: CSP %q has no script-src or default-src", tc.path, h.Get("Content-Security-Policy"))
+		}
+		for _, src := range script {
+			if src == "'unsafe-inline'" || src == "'unsafe-eval'" || src == "*" || strings.HasPrefix(src, "http") {
+				t.Errorf("GET %s: CSP script sources %q allow %s", tc.path, script, src)
+			}
+		}
+		if got := strings.Join(csp["frame-ancestors"], " "); got != "'none'" {
+			t.Errorf("GET %s: CSP frame-ancestors = %q, want 'none'", tc.path, got)
+		}
+	}
+}
+
+// cspDirectives splits a Content-Security-Policy into directive -> sources.
+func cspDirectives(policy string) map[string][]string {
+	out := map[string][]string{}
+	for _, d := range strings.Split(policy, ";") {
+		f := strings.Fields(d)
+		if len(f) > 0 {
+			out[strings.ToLower(f[0])] = f[1:]
+		}
+	}
+	return out
+}
+
+// TestUI runs the flows of issue 6 in one Chromium against one server.
+func TestUI(t *testing.T) {
+	browser := newBrowser(t)
+	n, _ := startDefault(t)
+	wide := func(t *testing.T) *uiTab { return openTab(t, browser, n.base, 1280, 900) }
+
+	t.Run("BadKey", func(t *testing.T) {
+		tb := wide(t)
+		const bad = "not-a-valid-key"
+		code, body, _ := httpCall(t, "POST", n.base+"/api/login", "", map[string]string{"key": bad})
+		if code != http.StatusUnauthorized {
+			t.Errorf("POST /api/login with a bad key = %d, want 401", code)
+		}
+		want := restError(t, body)
+		tb.do("open UI", chromedp.Navigate(n.base+"/"))
+		tb.waitFor("login form", `!document.getElementById("login-view").hidden`)
+		tb.typeInto("login-key", bad)
+		tb.click("#login-submit")
+		if got := tb.waitText("login-error", want); got != want {
+			t.Errorf("#login-error = %q, want the server's %q", got, want)
+		}
+		var state struct {
+			AppHidden bool `json:"appHidden"`
+			Stored    int  `json:"stored"`
+		}
+		tb.eval(`({appHidden: document.getElementById("app-view").hidden, stored: sessionStorage.length + localStorage.length})`, &state)
+		if !state.AppHidden || state.Stored != 0 {
+			t.Errorf("after a bad key: app hidden %v, %d items in storage; want hidden and none", state.AppHidden, state.Stored)
+		}
+	})
+
+	t.Run("AdminDashboard", func(t *testing.T) {
+		tb := wide(t)
+		tb.login(testAdminKey)
+		tb.waitText("dash-health", "ok")
+		tb.waitFor("one worker", `document.getElementById("dash-workers-total").textContent === "1"`)
+		tb.waitFor("worker status list", `document.querySelectorAll("#dash-workers-by-status li").length === 1`)
+		for _, id := range []string{"dash-databases", "dash-cache-hits", "dash-cache-misses", "dash-cache-evictions"} {
+			tb.waitFor("#"+id+" to be a number", fmt.Sprintf(`/^\d+$/.test(document.getElementById(%q).textContent)`, id))
+		}
+		var st struct {
+			NavKeys  bool   `json:"navKeys"`
+			Menu     bool   `json:"menu"`
+			Storage  string `json:"storage"`
+			Whoami   string `json:"whoami"`
+			Favicon  bool   `json:"favicon"`
+			SkipLink bool   `json:"skipLink"`
+		}
+		tb.eval(`({
+			navKeys: document.getElementById("nav-keys").offsetParent !== null,
+			menu: document.getElementById("menu-button").offsetParent !== null,
+			storage: JSON.stringify({...sessionStorage}) + JSON.stringify({...localStorage}),
+			whoami: document.getElementById("whoami").textContent,
+			favicon: !!document.querySelector('link[rel="icon"]'),
+			skipLink: !!document.getElementById("skip-link"),
+		})`, &st)
+		if !st.NavKeys {
+			t.Error("API Keys link hidden for the admin")
+		}
+		if st.Menu {
+			t.Error("menu button shown on a wide screen")
+		}
+		if strings.Contains(st.Storage, testAdminKey) {
+			t.Errorf("the raw admin key is in browser storage: %s", st.Storage)
+		}
+		if !strings.Contains(st.Whoami, "admin") {
+			t.Errorf("#whoami = %q, want it to name the admin", st.Whoami)
+		}
+		if !st.Favicon || !st.SkipLink {
+			t.Errorf("favicon link %v, skip link %v; want both", st.Favicon, st.SkipLink)
+		}
+	})
+
+	t.Run("SessionExpired", func(t *testing.T) {
+		tb := wide(t)
+		tb.login(testAdminKey)
+		// A token the server no longer knows: the next call gets 401.
+		tb.eval(`sessionStorage.setItem("deltadb.session", "expired-token"); 1`, nil)
+		tb.goTo("databases", "Databases")
+		tb.waitText("login-notice", "Session expired")
+		var st struct {
+			AppHidden bool `json:"appHidden"`
+			Stored    int  `json:"stored"`
+		}
+		tb.eval(`({appHidden: document.getElementById("app-view").hidden, stored: sessionStorage.length})`, &st)
+		if !st.AppHidden || st.Stored != 0 {
+			t.Errorf("after a 401: app hidden %v, %d items in sessionStorage; want hidden and none", st.AppHidden, st.Stored)
+		}
+		// Logging in again returns to the page the 401 interrupted.
+		tb.typeInto("login-key", testAdminKey)
+		tb.click("#login-submit")
+		tb.waitFor("back on Databases", `location.hash === "#/databases" && document.getElementById("page-title")?.textContent === "Databases"`)
+	})
+
+	t.Run("WorkersAndExplorer", func(t *testing.T) {
+		tb := wide(t)
+		tb.login(testAdminKey)
+		tb.goTo("workers", "Workers")
+		tb.waitFor("one worker row", `document.querySelectorAll("#workers-table tr[data-worker]").length === 1`)
+		tb.goTo("explorer", "Explorer")
+		tb.click(`button[data-testid="ex-quick"][data-path="/api/me"]`)
+		tb.waitText("ex-status", "200 OK")
+		var me struct {
+			IsAdmin bool `json:"is_admin"`
+		}
+		if err := json.Unmarshal([]byte(tb.text("ex-response")), &me); err != nil || !me.IsAdmin {
+			t.Errorf("explorer GET /api/me body = %q (%v), want is_admin true", tb.text("ex-response"), err)
+		}
+		if h := tb.text("ex-headers"); !strings.Contains(h, "content-type: application/json") {
+			t.Errorf("explorer headers = %q, want content-type: application/json", h)
+		}
+	})
+
+	t.Run("SchemaExport", func(t *testing.T) {
+		tb := wide(t)
+		tb.login(testAdminKey)
+		tb.goTo("schemas", "Schemas")
+		const id = "ui.order.v1"
+		tb.click("#schema-new")
+
+		// A document the server refuses is reported inline with its message.
+		tb.typeInto("schema-id", "ui.bad.v1")
+		tb.do("set schema text", chromedp.SetValue(chromedp.ID("schema-text"), `{"type": 5}`))
+		code, body, _ := httpCall(t, "PUT", n.base+"/schema/ui.bad.v1", testAdminKey, `{"type": 5}`)
+		if code != http.StatusBadRequest {
+			t.Fatalf("PUT /schema/ui.bad.v1 {\"type\": 5} = %d, want 400", code)
+		}
+		tb.click("#schema-save")
+		tb.waitText("schema-message", restError(t, body))
+
+		schema := `{
+  "$schema": "http://json-schema.org/draft-07/schema#",
+  "type": "object",
+  "required": ["id", "customer"],
+  "properties": {
+    "id": {"type": "string"},
+    "status": {"enum": ["open", "paid"]},
+    "customer": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}, "email": {"type": "string"}}},
+    "lines": {"type": "array", "items": {"$ref": "#/definitions/line"}}
+  },
+  "definitions": {"line": {"type": "object", "required": ["sku"], "properties": {"sku": {"type": "string"}, "qty": {"type": "integer"}}}}
+}`
+		tb.typeInto("schema-id", id)
+		tb.do("set schema text", chromedp.SetValue(chromedp.ID("schema-text"), schema))
+		tb.click("#schema-save")
+		tb.waitText("schema-message", "Saved "+id)
+		tb.waitFor("schema in the list", fmt.Sprintf(`document.querySelector('#schema-list button[data-schema=%q]')`, id))
+		code, got, _ := httpCall(t, "GET", n.base+"/schema/"+id, "", nil)
+		if code != http.StatusOK || !jsonEqual(got, []byte(schema)) {
+			t.Errorf("GET /schema/%s = %d %s, want the schema saved", id, code, got)
+		}
+
+		tb.click("#schema-export-ts")
+		tb.waitFor("TypeScript export", `document.getElementById("schema-export").dataset.lang === "TypeScript"`)
+		checkLines(t, "TypeScript", tb.text("schema-export"),
+			"export interface UiOrderV1Customer {", "name: string;", "email?: string;",
+			"export interface Line {", "sku: string;", "qty?: number;",
+			"export interface UiOrderV1 {", "id: string;", `status?: "open" | "paid";`,
+			"customer: UiOrderV1Customer;", "lines?: Line[];")
+
+		tb.click("#schema-export-pydantic")
+		tb.waitFor("Pydantic export", `document.getElementById("schema-export").dataset.lang === "Pydantic"`)
+		checkLines(t, "Pydantic", tb.text("schema-export"),
+			"from pydantic import BaseModel",
+			"class UiOrderV1Customer(BaseModel):", "name: str", "email: Optional[str] = None",
+			"class Line(BaseModel):", "sku: str", "qty: Optional[int] = None",
+			"class UiOrderV1(BaseModel):", "id: str", `status: Optional[Literal["open", "paid"]] = None`,
+			"customer: UiOrderV1Customer", "lines: Optional[List[Line]] = None")
+	})
+
+	t.Run("EntityBrowseEditDelete", func(t *testing.T) {
+		tb := wide(t)
+		const db, key = "uibrowse", "doc_1"
+		if code, body, _ := httpCall(t, "PUT", n.base+"/entity/"+db, testAdminKey, map[string]any{key: map[string]any{"n": 1}}); code != http.StatusOK {
+			t.Fatalf("PUT /entity/%s = %d %s", db, code, body)
+		}
+		tb.login(testAdminKey)
+		tb.goTo("databases", "Databases")
+		tb.click(fmt.Sprintf(`#db-cards button[data-db=%q]`, db))
+		// The key list when the server lists keys, else the key box.
+		item := fmt.Sprintf(`#db-keys button[data-key=%q]`, key)
+		tb.waitFor("key list or key box", fmt.Sprintf(
+			`document.querySelector('%s') || document.getElementById("db-keys").hidden`, item))
+		var listed bool
+		tb.eval(fmt.Sprintf(`!!document.querySelector('%s')`, item), &listed)
+		if listed {
+			tb.click(item)
+		} else {
+			t.Log("no key listing on this server: opening the entity by its key")
+			tb.typeInto("db-key-input", key)
+			tb.click("#db-key-open")
+		}
+		tb.waitFor("entity in the editor", `(e => !e.disabled && JSON.parse(e.value || "null")?.n === 1)(document.getElementById("entity-editor"))`)
+		tb.waitText("entity-title", db+" / "+key)
+
+		// Invalid JSON never leaves the browser.
+		tb.do("edit", chromedp.SetValue(chromedp.ID("entity-editor"), `{"n": 2,`))
+		tb.click("#entity-save")
+		tb.waitText("entity-message", "Invalid JSON")
+
+		tb.do("edit", chromedp.SetValue(chromedp.ID("entity-editor"), `{"n": 2, "tags": ["x"]}`))
+		tb.click("#entity-save")
+		tb.waitText("entity-message", "Saved.")
+		code, got, _ := httpCall(t, "GET", n.base+"/entity/"+db+"?key="+key, testAdminKey, nil)
+		if want := `{"n": 2, "tags": ["x"]}`; code != http.StatusOK || !jsonEqual(got, []byte(want)) {
+			t.Errorf("GET after save = %d %s, want 200 %s", code, got, want)
+		}
+
+		tb.click("#entity-delete")
+		tb.waitText("entity-message", "Deleted "+key)
+		if d := tb.dialogSeen(); len(d) != 1 || !strings.Contains(d[0], key) {
+			t.Errorf("confirm dialogs = %q, want one naming %s", d, key)
+		}
+		if code, body, _ := httpCall(t, "GET", n.base+"/entity/"+db+"?key="+key, testAdminKey, nil); code != http.StatusNotFound {
+			t.Errorf("GET after delete = %d %s, want 404", code, body)
+		}
+	})
+
+	t.Run("ReadOnlyKey", func(t *testing.T) {
+		tb := wide(t)
+		tb.login(testAdminKey)
+		tb.goTo("keys", "API Keys")
+		tb.typeInto("key-name", "ui-readonly")
+		var perms []bool
+		tb.eval(`["read", "write", "admin"].map(p => document.getElementById("key-perm-" + p).checked)`, &perms)
+		if fmt.Sprint(perms) != "[true false false]" {
+			t.Fatalf("default permissions read/write/admin = %v, want only read", perms)
+		}
+		tb.click("#key-create")
+		tb.waitFor("the new secret", `!document.getElementById("key-secret-box").hidden && document.getElementById("key-secret").textContent !== ""`)
+		secret := tb.text("key-secret")
+		if !strings.HasPrefix(secret, "dk_") {
+			t.Fatalf("secret shown = %q, want dk_...", secret)
+		}
+		tb.waitFor("the key in the table", `[...document.querySelectorAll("#keys-table tr[data-key-name]")].some(r => r.dataset.keyName === "ui-readonly")`)
+		tb.screenshot(tb.ctx, "secret-shown.png", chromedp.CaptureScreenshot())
+
+		tb.click("#logout")
+		tb.waitFor("login page after logout", `!document.getElementById("login-view").hidden && document.getElementById("app-view").hidden && sessionStorage.length === 0`)
+
+		tb.login(secret)
+		var navKeysHidden bool
+		tb.eval(`document.getElementById("nav-keys-item").hidden && document.getElementById("nav-keys").offsetParent === null`, &navKeysHidden)
+		if !navKeysHidden {
+			t.Error("API Keys link shown to a read-only key")
+		}
+		tb.do("open the keys page by URL", chromedp.Navigate(n.base+"/#/keys"))
+		tb.waitText("global-message", "administrators only")
+
+		const db = "uireadonly"
+		code, body, _ := httpCall(t, "PUT", n.base+"/entity/"+db, secret, map[string]any{"k": map[string]any{"a": 1}})
+		if code != http.StatusForbidden {
+			t.Fatalf("PUT with a read-only key = %d %s, want 403", code, body)
+		}
+		want := restError(t, body)
+		tb.goTo("entities", "Entities")
+		tb.typeInto("ent-db-new", db)
+		tb.typeInto("ent-key", "k")
+		tb.do("document", chromedp.SetValue(chromedp.ID("ent-doc"), `{"a": 1}`))
+		tb.click("#ent-put")
+		if got := tb.waitText("ent-message", want); got != want {
+			t.Errorf("#ent-message = %q, want the server's %q", got, want)
+		}
+	})
+
+	t.Run("NarrowMenu", func(t *testing.T) {
+		tb := openTab(t, browser, n.base, 600, 800)
+		tb.login(testAdminKey)
+		var closed struct {
+			Menu    bool `json:"menu"`
+			Sidebar bool `json:"sidebar"`
+		}
+		tb.eval(`({menu: document.getElementById("menu-button").offsetParent !== null,
+			sidebar: getComputedStyle(document.getElementById("sidebar")).visibility === "visible"})`, &closed)
+		if !closed.Menu || closed.Sidebar {
+			t.Fatalf("narrow screen: menu button shown %v, sidebar visible %v; want shown, hidden", closed.Menu, closed.Sidebar)
+		}
+		tb.click("#menu-button")
+		tb.waitFor("sidebar overlay open", `(s => s.classList.contains("open") && getComputedStyle(s).visibility === "visible" &&
+			s.getBoundingClientRect().left === 0 && getComputedStyle(s).position === "fixed")(document.getElementById("sidebar"))`)
+		var open struct {
+			Expanded string `json:"expanded"`
+			Backdrop bool   `json:"backdrop"`
+			Focus    string `json:"focus"`
+		}
+		tb.eval(`({expanded: document.getElementById("menu-button").getAttribute("aria-expanded"),
+			backdrop: !document.getElementById("backdrop").hidden,
+			focus: document.activeElement.id})`, &open)
+		if open.Expanded != "true" || !open.Backdrop || open.Focus != "nav-dashboard" {
+			t.Errorf("menu open: aria-expanded %q, backdrop %v, focus #%s; want true, shown, #nav-dashboard", open.Expanded, open.Backdrop, open.Focus)
+		}
+		tb.screenshot(tb.ctx, "menu-open.png", chromedp.CaptureScreenshot())
+		tb.goTo("workers", "Workers")
+		tb.waitFor("menu closed after navigating", `!document.getElementById("sidebar").classList.contains("open") && document.getElementById("backdrop").hidden`)
+	})
+
+	t.Run("CodegenUnitTests", func(t *testing.T) {
+		tb := wide(t)
+		tb.do("open UI", chromedp.Navigate(n.base+"/"))
+		var results []struct {
+			Name string `json:"name"`
+			Pass bool   `json:"pass"`
+			Got  string `json:"got"`
+			Want string `json:"want"`
+		}
+		tb.eval(`import("/js/codegen_test.js").then(m => m.runCodegenTests())`, &results)
+		if len(results) == 0 {
+			t.Fatal("runCodegenTests() returned no cases")
+		}
+		for _, r := range results {
+			if !r.Pass {
+				t.Errorf("%s: got\n%s\nwant lines in order\n%s", r.Name, r.Got, r.Want)
+			}
+		}
+		t.Logf("%d codegen cases passed", len(results))
+	})
+}
+
+// checkLines fails unless every wanted line appears, trimmed, in text in
+// order.
+func checkLines(t *testing.T, what, text string, want ...string) {
+	t.Helper()
+	lines := strings.Split(text, "\n")
+	at := 0
+	for _, w := range want {
+		found := false
+		for ; at < len(lines); at++ {
+			if strings.TrimSpace(lines[at]) == w {
+				found = true
+				at++
+				break
+			}
+		}
+		if !found {
+			t.Errorf("%s export lacks %q (in order); got:\n%s", what, w, text)
+			return
+		}
+	}
+}
