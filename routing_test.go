@@ -91,7 +91,7 @@ func TestEpochRuleDropsStaleCache(t *testing.T) {
 	}
 	rt.markUnavailable("a", "test")
 	do(pb.Operation_PUT, `"v2"`) // now through b
-	rt.seen("a", cacheStats{})  // a is back: a new epoch
+	rt.seen("a", cacheStats{})   // a is back: a new epoch
 	if got := do(pb.Operation_GET, ""); got != `"v2"` {
 		t.Errorf("GET after the owner came back = %s, want \"v2\"", got)
 	}
