@@ -16,6 +16,8 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,7 +69,11 @@ type worker struct {
 // cachedEntity is one decrypted entity in the LRU.
 type cachedEntity struct {
 	doc     []byte
-	version string
+	version string // the entity's ETag value (envelopeHeader.etag)
+	// rev is the storage revision of the stored envelope (store.GetRev),
+	// "" if unknown (after a plain Put); a conditional write then reads
+	// storage first.
+	rev string
 }
 
 // newWorker returns a worker over st whose LRU holds cacheSize entities.
@@ -101,8 +107,10 @@ func (w *worker) Process(ctx context.Context, req *pb.ProcessRequest) (*pb.Proce
 		return w.get(ctx, s, req)
 	case pb.Operation_PUT:
 		return w.put(ctx, s, req)
+	case pb.Operation_PATCH:
+		return w.patch(ctx, s, req)
 	case pb.Operation_DELETE:
-		return w.delete(ctx, req)
+		return w.delete(ctx, s, req)
 	default:
 		return nil, fmt.Errorf("process: operation %v not supported: %w", req.GetOperation(), errInvalid)
 	}
@@ -169,7 +177,7 @@ func (w *worker) getUncached(ctx context.Context, s *sealer, req *pb.ProcessRequ
 
 // load reads and decrypts one entity from storage.
 func (w *worker) load(ctx context.Context, s *sealer, db, key string) (cachedEntity, error) {
-	sealed, err := w.st.Get(ctx, entityObjectKey(db, key))
+	sealed, rev, err := w.st.GetRev(ctx, entityObjectKey(db, key))
 	if err != nil {
 		return cachedEntity{}, fmt.Errorf("get entity %s/%q: %w", db, key, err)
 	}
@@ -177,57 +185,256 @@ func (w *worker) load(ctx context.Context, s *sealer, db, key string) (cachedEnt
 	if err != nil {
 		return cachedEntity{}, fmt.Errorf("get entity %s/%q: %w", db, key, err)
 	}
-	return cachedEntity{doc: doc, version: hdr.etag()}, nil
+	return cachedEntity{doc: doc, version: hdr.etag(), rev: rev}, nil
 }
 
 // put validates, seals and durably stores one entity, then caches it.
+// Without preconditions it is a blind write; with If-Match or
+// If-None-Match it checks them against the stored entity under the
+// entity's lock, atomically with the write.
 func (w *worker) put(ctx context.Context, s *sealer, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
 	db, key := req.GetDatabaseName(), req.GetEntityKey()
 	doc, err := compactJSON(req.GetPayload())
 	if err != nil {
 		return nil, fmt.Errorf("put entity %s/%q: %w", db, key, err)
 	}
-	if id := req.GetSchemaId(); id != "" {
-		if err := w.schemas.Validate(ctx, id, doc); err != nil {
-			return nil, fmt.Errorf("put entity %s/%q: schema %s: %w", db, key, id, err)
+	ids, err := schemasFor(ctx, w.st, db, req.GetSchemaId())
+	if err != nil {
+		return nil, fmt.Errorf("put entity %s/%q: %w", db, key, err)
+	}
+	if err := validateDoc(ctx, w.schemas, ids, doc); err != nil {
+		return nil, fmt.Errorf("put entity %s/%q: %w", db, key, err)
+	}
+	unlock, err := w.lockEntity(ctx, db, key)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if !hasPreconditions(req) {
+		e, err := w.store(ctx, s, req, doc, "", false)
+		if err != nil {
+			return nil, err
 		}
+		return okResponse(nil, e.version), nil
 	}
-	sealed, err := s.seal(db, key, doc)
+	e, err := w.readModifyWrite(ctx, s, req, func(current) ([]byte, error) { return doc, nil })
 	if err != nil {
-		return nil, fmt.Errorf("put entity %s/%q: %w", db, key, err)
+		return nil, err
 	}
-	hdr, err := s.header(sealed)
-	if err != nil {
-		return nil, fmt.Errorf("put entity %s/%q: %w", db, key, err)
-	}
-	mu := w.stripe(db, key)
-	mu.Lock()
-	defer mu.Unlock()
-	if err := w.st.Put(ctx, entityObjectKey(db, key), sealed); err != nil {
-		// The stored state is unknown now; never serve a guess from cache.
-		w.cache.Remove(cacheKey(db, key))
-		return nil, fmt.Errorf("put entity %s/%q: %w", db, key, err)
-	}
-	if req.GetOwner() {
-		w.cache.Add(cacheKey(db, key), cachedEntity{doc: doc, version: hdr.etag()})
-	} else {
-		w.cache.Remove(cacheKey(db, key))
-	}
-	return okResponse(nil, hdr.etag()), nil
+	return okResponse(nil, e.version), nil
 }
 
-// delete removes one entity durably and evicts it.
-func (w *worker) delete(ctx context.Context, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
+// patch applies a merge patch or JSON Patch (req.ContentType) to the
+// stored entity under its lock, validates the result against the
+// database's bound schema and req.SchemaId, stores it durably and answers
+// the new document. A missing entity is errNotFound: PATCH never creates.
+func (w *worker) patch(ctx context.Context, s *sealer, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
+	db, key, ct := req.GetDatabaseName(), req.GetEntityKey(), req.GetContentType()
+	if ct != mergePatchType && ct != jsonPatchType {
+		return nil, fmt.Errorf("patch entity %s/%q: content type %q is not %s or %s: %w",
+			db, key, ct, mergePatchType, jsonPatchType, errInvalid)
+	}
+	unlock, err := w.lockEntity(ctx, db, key)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	e, err := w.readModifyWrite(ctx, s, req, func(cur current) ([]byte, error) {
+		if !cur.exists {
+			return nil, fmt.Errorf("patch entity %s/%q: %w", db, key, errNotFound)
+		}
+		doc, err := applyPatch(ct, cur.doc, req.GetPayload())
+		if err != nil {
+			return nil, fmt.Errorf("patch entity %s/%q: %w", db, key, err)
+		}
+		ids, err := schemasFor(ctx, w.st, db, req.GetSchemaId())
+		if err == nil {
+			err = validateDoc(ctx, w.schemas, ids, doc)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("patch entity %s/%q: %w", db, key, err)
+		}
+		return doc, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return okResponse(e.doc, e.version), nil
+}
+
+// delete removes one entity durably and evicts it. With preconditions it
+// checks them first, under the entity's lock.
+func (w *worker) delete(ctx context.Context, s *sealer, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
 	db, key := req.GetDatabaseName(), req.GetEntityKey()
-	mu := w.stripe(db, key)
-	mu.Lock()
-	defer mu.Unlock()
+	unlock, err := w.lockEntity(ctx, db, key)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if hasPreconditions(req) {
+		cur, err := w.current(ctx, s, db, key, req.GetOwner())
+		if err != nil {
+			return nil, err
+		}
+		if err := checkPreconditions(req, cur); err != nil {
+			return nil, fmt.Errorf("delete entity %s/%q: %w", db, key, err)
+		}
+	}
 	w.cache.Remove(cacheKey(db, key))
 	if err := w.st.Delete(ctx, entityObjectKey(db, key)); err != nil {
 		return nil, fmt.Errorf("delete entity %s/%q: %w", db, key, err)
 	}
 	return okResponse(nil, ""), nil
 }
+
+// lockEntity takes the entity's stripe and then its storage lock, which
+// on the filesystem also excludes writers in other processes. The
+// returned function releases both.
+func (w *worker) lockEntity(ctx context.Context, db, key string) (func(), error) {
+	mu := w.stripe(db, key)
+	mu.Lock()
+	unlock, err := w.st.Lock(ctx, entityObjectKey(db, key))
+	if err != nil {
+		mu.Unlock()
+		return nil, fmt.Errorf("lock entity %s/%q: %w", db, key, err)
+	}
+	return func() { unlock(); mu.Unlock() }, nil
+}
+
+// current is an entity as a write finds it.
+type current struct {
+	exists  bool
+	doc     []byte
+	version string // ETag value; "" when it does not exist
+	rev     string // storage revision; "" when it does not exist
+}
+
+// current returns the entity's stored state: from the cache when this
+// worker owns it and knows the storage revision, else from storage. The
+// caller holds the entity's lock.
+func (w *worker) current(ctx context.Context, s *sealer, db, key string, useCache bool) (current, error) {
+	if useCache {
+		if e, ok := w.cache.Peek(cacheKey(db, key)); ok && e.rev != "" {
+			return current{exists: true, doc: e.doc, version: e.version, rev: e.rev}, nil
+		}
+	}
+	e, err := w.load(ctx, s, db, key)
+	if errors.Is(err, errNotFound) {
+		return current{}, nil
+	}
+	if err != nil {
+		return current{}, err
+	}
+	return current{exists: true, doc: e.doc, version: e.version, rev: e.rev}, nil
+}
+
+// maxWriteAttempts bounds how often readModifyWrite starts over after
+// losing a race with a writer in another process.
+const maxWriteAttempts = 3
+
+// readModifyWrite reads the entity, checks req's preconditions, lets next
+// compute the new document from it and stores that with PutIf on the
+// revision read. The caller holds the entity's lock, which excludes every
+// writer in this process (and, on the filesystem, in others); PutIf
+// catches the rest (S3 while ownership moves between workers), in which
+// case it reads again and starts over.
+func (w *worker) readModifyWrite(ctx context.Context, s *sealer, req *pb.ProcessRequest,
+	next func(current) ([]byte, error)) (cachedEntity, error) {
+	db, key := req.GetDatabaseName(), req.GetEntityKey()
+	for attempt := 1; ; attempt++ {
+		cur, err := w.current(ctx, s, db, key, req.GetOwner() && attempt == 1)
+		if err != nil {
+			return cachedEntity{}, err
+		}
+		if err := checkPreconditions(req, cur); err != nil {
+			return cachedEntity{}, fmt.Errorf("write entity %s/%q: %w", db, key, err)
+		}
+		doc, err := next(cur)
+		if err != nil {
+			return cachedEntity{}, err
+		}
+		e, err := w.store(ctx, s, req, doc, cur.rev, true)
+		if errors.Is(err, errConflict) && attempt < maxWriteAttempts {
+			w.log.Warn("entity changed by another process during a write; retrying", attrDB, db)
+			continue
+		}
+		return e, err
+	}
+}
+
+// store seals doc and writes it: with PutIf on rev when conditional, else
+// with a plain Put. The owner caches the result; anyone else evicts.
+func (w *worker) store(ctx context.Context, s *sealer, req *pb.ProcessRequest, doc []byte, rev string, conditional bool) (cachedEntity, error) {
+	db, key := req.GetDatabaseName(), req.GetEntityKey()
+	sealed, err := s.seal(db, key, doc)
+	if err != nil {
+		return cachedEntity{}, fmt.Errorf("put entity %s/%q: %w", db, key, err)
+	}
+	hdr, err := s.header(sealed)
+	if err != nil {
+		return cachedEntity{}, fmt.Errorf("put entity %s/%q: %w", db, key, err)
+	}
+	e := cachedEntity{doc: doc, version: hdr.etag()}
+	if conditional {
+		e.rev, err = w.st.PutIf(ctx, entityObjectKey(db, key), sealed, rev)
+	} else {
+		err = w.st.Put(ctx, entityObjectKey(db, key), sealed)
+	}
+	if err != nil {
+		// The stored state is unknown now; never serve a guess from cache.
+		w.cache.Remove(cacheKey(db, key))
+		return cachedEntity{}, fmt.Errorf("put entity %s/%q: %w", db, key, err)
+	}
+	if req.GetOwner() {
+		w.cache.Add(cacheKey(db, key), e)
+	} else {
+		w.cache.Remove(cacheKey(db, key))
+	}
+	return e, nil
+}
+
+// hasPreconditions reports whether req carries If-Match or If-None-Match.
+func hasPreconditions(req *pb.ProcessRequest) bool {
+	return req.GetIfMatch() != "" || req.GetIfNoneMatch() != ""
+}
+
+// checkPreconditions evaluates If-Match and If-None-Match (ETag values
+// without quotes, comma-separated, or "*") against the entity's current
+// state, as RFC 9110 section 13.1 does for a write: If-Match holds if the
+// entity exists and ("*" or) its version is listed; If-None-Match holds if
+// it does not exist or ("*" aside) its version is not listed.
+func checkPreconditions(req *pb.ProcessRequest, cur current) error {
+	if m := req.GetIfMatch(); m != "" {
+		if !cur.exists {
+			return &preconditionError{msg: "precondition failed: If-Match: entity does not exist"}
+		}
+		if m != "*" && !slices.Contains(strings.Split(m, ","), cur.version) {
+			return &preconditionError{msg: fmt.Sprintf("precondition failed: If-Match: entity version is %q", cur.version), current: cur.version}
+		}
+	}
+	if n := req.GetIfNoneMatch(); n != "" && cur.exists {
+		if n == "*" || slices.Contains(strings.Split(n, ","), cur.version) {
+			return &preconditionError{msg: fmt.Sprintf("precondition failed: If-None-Match: entity exists with version %q", cur.version), current: cur.version}
+		}
+	}
+	return nil
+}
+
+// preconditionError is a failed If-Match or If-None-Match (412). It
+// carries the entity's current version ("" if it does not exist) so that
+// the answer can send it as ETag; across gRPC it travels in the
+// versionHeader metadata.
+type preconditionError struct {
+	msg     string
+	current string
+}
+
+func (e *preconditionError) Error() string { return e.msg }
+func (e *preconditionError) Unwrap() error { return errConflict }
+
+// versionHeader carries a preconditionError's current version from a
+// remote worker to the main worker.
+const versionHeader = "x-deltadb-version"
 
 // stats returns the worker's cache counters.
 func (w *worker) stats() cacheStats { return w.cache.Stats() }
@@ -293,6 +500,9 @@ func (s *workerServer) Process(ctx context.Context, req *pb.ProcessRequest) (*pb
 	}
 	resp, err := s.w.Process(ctx, req)
 	if err != nil {
+		if pe := (*preconditionError)(nil); errors.As(err, &pe) && pe.current != "" {
+			grpc.SetHeader(ctx, metadata.Pairs(versionHeader, pe.current))
+		}
 		return nil, grpcStatus(err)
 	}
 	return resp, nil
@@ -340,7 +550,17 @@ func (r *remoteWorker) Process(ctx context.Context, req *pb.ProcessRequest) (*pb
 	if len(hdr.Get(handledHeader)) == 0 && status.Code(err) == codes.Unavailable {
 		return nil, fmt.Errorf("worker %s: %s: %w: %w", r.id, status.Convert(err).Message(), errTransport, errUnavailable)
 	}
-	return nil, fmt.Errorf("worker %s: %w", r.id, errorFromStatus(err))
+	if status.Code(err) == codes.Unauthenticated {
+		// The worker does not accept this main worker's signature (its
+		// subscription expired or was replaced): a server-side fault that
+		// another worker can serve, never the client's credential.
+		return nil, fmt.Errorf("worker %s refused the call: %s: %w: %w", r.id, status.Convert(err).Message(), errTransport, errUnavailable)
+	}
+	err = fmt.Errorf("worker %s: %w", r.id, errorFromStatus(err))
+	if v := hdr.Get(versionHeader); len(v) > 0 && errors.Is(err, errConflict) {
+		return nil, &preconditionError{msg: err.Error(), current: v[0]}
+	}
+	return nil, err
 }
 
 // grpcStatus maps an error to a gRPC status: the one place where sentinel
@@ -360,6 +580,8 @@ func grpcStatus(err error) error {
 		code = codes.NotFound
 	case errors.Is(err, errConflict):
 		code = codes.FailedPrecondition
+	case errors.Is(err, errPatchConflict):
+		code = codes.Aborted
 	case errors.Is(err, errUnavailable):
 		code = codes.Unavailable
 	case errors.Is(err, errCorrupt):
@@ -386,6 +608,8 @@ func errorFromStatus(err error) error {
 		sentinel = errNotFound
 	case codes.FailedPrecondition:
 		sentinel = errConflict
+	case codes.Aborted:
+		sentinel = errPatchConflict
 	case codes.Unavailable, codes.DeadlineExceeded:
 		sentinel = errUnavailable
 	case codes.DataLoss:
@@ -551,11 +775,14 @@ func (s *subscriber) heartbeat(ctx context.Context, client pb.MainWorkerClient, 
 	t := time.NewTicker(sub.every)
 	defer t.Stop()
 	failures := 0
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+	// The first heartbeat goes at once: it makes the worker Available.
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
 		}
 		if time.Now().After(renewAt) {
 			s.log.Info("renewing subscription before the token expires", attrWorker, s.id)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -40,6 +41,12 @@ type router struct {
 	mu      sync.RWMutex
 	workers map[string]*workerConn
 	epoch   atomic.Uint64
+
+	// writes serialises the writes of each entity that pass through this
+	// main worker (the single entry point), so that ProcessAll can check
+	// the preconditions of several entities and write them with no other
+	// write of those entities in between.
+	writes localLocks
 }
 
 // workerConn is one processing worker as the router sees it.
@@ -83,19 +90,24 @@ func (r *router) bumpEpoch() uint64 {
 	}
 }
 
-// add registers (or replaces) a worker as available. Replacing a worker
-// closes the old connection.
+// add registers (or replaces) a worker. A remote worker (one with close)
+// starts unavailable: it gets traffic from its first heartbeat on, which
+// proves it has installed the keys of this subscription. The in-process
+// worker is available at once. Replacing a worker closes the old
+// connection.
 func (r *router) add(c *workerConn) {
-	c.available, c.lastSeen = true, r.now()
+	c.available, c.lastSeen = c.close == nil, r.now()
 	r.mu.Lock()
 	old := r.workers[c.id]
 	r.workers[c.id] = c
-	r.bumpEpoch()
+	if c.available || old != nil && old.available {
+		r.bumpEpoch()
+	}
 	r.mu.Unlock()
 	if old != nil && old.close != nil {
 		old.close()
 	}
-	r.log.Info("worker available", attrWorker, c.id, attrAddr, c.tags["grpc_addr"])
+	r.log.Info("worker subscribed", attrWorker, c.id, attrAddr, c.tags["grpc_addr"])
 }
 
 // seen records a heartbeat; it reports false for an unknown worker or an
@@ -111,7 +123,7 @@ func (r *router) seen(id string, stats cacheStats) bool {
 	if !c.available {
 		c.available = true
 		r.bumpEpoch()
-		r.log.Info("worker available again", attrWorker, id)
+		r.log.Info("worker available", attrWorker, id)
 	}
 	return true
 }
@@ -219,6 +231,87 @@ func (r *router) pick(cands []*workerConn) *workerConn {
 // leaves its cache alone. A call that fails at the transport level is
 // retried once on the next worker. It implements processor.
 func (r *router) Process(ctx context.Context, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
+	if req.GetOperation() != pb.Operation_GET {
+		unlock, err := r.writes.lock(ctx, cacheKey(req.GetDatabaseName(), req.GetEntityKey()))
+		if err != nil {
+			return nil, fmt.Errorf("wait for entity write lock: %w", err)
+		}
+		defer unlock()
+	}
+	return r.route(ctx, req)
+}
+
+// ProcessAll runs writes of distinct entities as one unit: it takes the
+// write lock of every entity, in key order so that two batches cannot
+// deadlock, then runs processAll. No other write of those entities through
+// this main worker can come between the checks and the writes. It
+// implements batchProcessor.
+func (r *router) ProcessAll(ctx context.Context, reqs []*pb.ProcessRequest) ([]*pb.ProcessResponse, error) {
+	keys := make([]string, 0, len(reqs))
+	for _, req := range reqs {
+		keys = append(keys, cacheKey(req.GetDatabaseName(), req.GetEntityKey()))
+	}
+	slices.Sort(keys)
+	for _, k := range slices.Compact(keys) {
+		unlock, err := r.writes.lock(ctx, k)
+		if err != nil {
+			return nil, fmt.Errorf("wait for entity write lock: %w", err)
+		}
+		defer unlock()
+	}
+	return processAll(ctx, processorFunc(r.route), reqs)
+}
+
+// batchProcessor is a processor that can run several writes as one unit.
+type batchProcessor interface {
+	ProcessAll(ctx context.Context, reqs []*pb.ProcessRequest) ([]*pb.ProcessResponse, error)
+}
+
+// processorFunc adapts a function to processor.
+type processorFunc func(ctx context.Context, req *pb.ProcessRequest) (*pb.ProcessResponse, error)
+
+// Process calls f.
+func (f processorFunc) Process(ctx context.Context, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
+	return f(ctx, req)
+}
+
+// processAll checks the preconditions of every request against a fresh
+// read of its entity and, only if all of them hold, runs the requests in
+// order; each write carries its preconditions again, so its owner checks
+// them once more atomically with the write. The first failure stops the
+// batch, naming the entity; the writes before it stay done.
+func processAll(ctx context.Context, p processor, reqs []*pb.ProcessRequest) ([]*pb.ProcessResponse, error) {
+	for _, req := range reqs {
+		if !hasPreconditions(req) {
+			continue
+		}
+		var cur current
+		resp, err := p.Process(ctx, &pb.ProcessRequest{DatabaseName: req.GetDatabaseName(),
+			EntityKey: req.GetEntityKey(), Operation: pb.Operation_GET})
+		switch {
+		case errors.Is(err, errNotFound):
+		case err != nil:
+			return nil, fmt.Errorf("check entity %q: %w", req.GetEntityKey(), err)
+		default:
+			cur = current{exists: true, version: resp.GetVersion()}
+		}
+		if err := checkPreconditions(req, cur); err != nil {
+			return nil, fmt.Errorf("entity %q: %w", req.GetEntityKey(), err)
+		}
+	}
+	out := make([]*pb.ProcessResponse, 0, len(reqs))
+	for _, req := range reqs {
+		resp, err := p.Process(ctx, req)
+		if err != nil {
+			return nil, fmt.Errorf("entity %q: %w", req.GetEntityKey(), err)
+		}
+		out = append(out, resp)
+	}
+	return out, nil
+}
+
+// route sends one operation to its worker (see Process).
+func (r *router) route(ctx context.Context, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
 	db, key := req.GetDatabaseName(), req.GetEntityKey()
 	cands := r.candidates(db, key)
 	if len(cands) == 0 {

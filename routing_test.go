@@ -70,6 +70,12 @@ func TestEpochRuleDropsStaleCache(t *testing.T) {
 	rt := newRouter(slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now, 0)
 	rt.add(&workerConn{id: "a", proc: a, stats: a.stats, close: func() {}})
 	rt.add(&workerConn{id: "b", proc: b, stats: b.stats, close: func() {}})
+	// Remote workers get traffic from their first heartbeat on.
+	if len(rt.candidates("db", "k")) != 0 {
+		t.Fatal("workers are available before their first heartbeat")
+	}
+	rt.seen("a", cacheStats{})
+	rt.seen("b", cacheStats{})
 	ctx := context.Background()
 	key := ""
 	for i := 0; key == ""; i++ {
