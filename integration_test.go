@@ -520,6 +520,9 @@ func TestRestartKeys(t *testing.T) {
 	n.call("PUT", "/entity/secrets", testAdminKey, map[string]string{"doc1": marker, "doc2-" + marker: "x"})
 	n.call("PUT", "/schema/s.v1", testAdminKey, `{"type":"string"}`)
 	n.stop()
+	if log := n.stderr.String() + n.stdout.String(); strings.Contains(log, marker) || strings.Contains(log, testMasterKey) || strings.Contains(log, testAdminKey) {
+		t.Errorf("the output holds entity data or a key:\n%s", log)
+	}
 
 	n = startNode(t, keyEnv, "-shared-fs="+dir)
 	if code, out, _ := n.call("GET", "/entity/secrets?key=doc1", testAdminKey, nil); code != 200 || string(out) != `"`+marker+`"` {
@@ -553,6 +556,26 @@ func TestRestartKeys(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestMasterKeyFile: -master-key-file works, and is refused together with
+// MASTER_KEY so that a start never guesses which key is meant.
+func TestMasterKeyFile(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "db")
+	keyFile := filepath.Join(t.TempDir(), "master.key")
+	os.WriteFile(keyFile, []byte(testMasterKey+"\n"), 0o600)
+	n := startNode(t, []string{"MASTER_KEY=", "ADMIN_KEY=" + testAdminKey}, "-shared-fs="+dir, "-master-key-file="+keyFile)
+	n.call("PUT", "/entity/db", testAdminKey, `{"k":1}`)
+	n.stop()
+	n = startNode(t, keyEnv, "-shared-fs="+dir) // the same key from the environment
+	if code, out, _ := n.call("GET", "/entity/db?key=k", testAdminKey, nil); code != 200 || string(out) != "1" {
+		t.Errorf("GET with the same key from MASTER_KEY = %d %s", code, out)
+	}
+	n.stop()
+	msg := launch(t, keyEnv, "-shared-fs="+dir, "-master-key-file="+keyFile).exitErr()
+	if !strings.Contains(msg, "-master-key-file") {
+		t.Errorf("both -master-key-file and MASTER_KEY: stderr = %q", msg)
+	}
 }
 
 // TestGeneratedKeysPrintedOnce: with no keys, a fresh storage gets both
