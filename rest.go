@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -64,12 +66,16 @@ func (s *restServer) routes() {
 	s.mux.Handle("POST /api/keys", s.need(permAdmin, s.handleCreateKey))
 	s.mux.Handle("DELETE /api/keys/{id}", s.need(permAdmin, s.handleDeleteKey))
 	s.mux.Handle("GET /api/databases", s.need(permRead, s.handleListDatabases))
+	s.mux.Handle("GET /api/databases/{db}", s.need(permRead, s.handleGetDatabase))
+	s.mux.Handle("PUT /api/databases/{db}", s.need(permWrite, s.handlePutDatabase))
+	s.mux.Handle("GET /api/databases/{db}/keys", s.need(permRead, s.handleListEntityKeys))
 	s.mux.Handle("GET /admin/workers", s.need(permAdmin, s.handleWorkers))
 	s.mux.HandleFunc("GET /admin/schemas", s.handleListSchemas)
 	s.mux.HandleFunc("GET /schema/{id}", s.handleGetSchema)
 	s.mux.Handle("PUT /schema/{id}", s.need(permWrite, s.handlePutSchema))
 	s.mux.Handle("PUT /entity/{db}", s.need(permWrite, s.handlePutEntities))
 	s.mux.Handle("GET /entity/{db}", s.need(permRead, s.handleGetEntity))
+	s.mux.Handle("PATCH /entity/{db}", s.need(permWrite, s.handlePatchEntity))
 	s.mux.Handle("DELETE /entity/{db}", s.need(permWrite, s.handleDeleteEntity))
 	s.mux.Handle("GET /", uiHandler())
 }
@@ -233,21 +239,58 @@ func (s *restServer) handlePutEntities(w http.ResponseWriter, r *http.Request, p
 		writeError(w, err)
 		return
 	}
-	if schemaID != "" {
-		if err := s.validateAll(r.Context(), schemaID, docs); err != nil {
+	// Validate everything before writing anything: against the bound
+	// schema and ?schema= (the worker checks again as it writes).
+	ids, err := schemasFor(r.Context(), s.st, db, schemaID)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	for _, id := range ids {
+		if err := s.validateAll(r.Context(), id, docs); err != nil {
 			writeError(w, err)
 			return
 		}
 	}
-	for _, d := range docs {
-		req := &pb.ProcessRequest{DatabaseName: db, EntityKey: d.key, Operation: pb.Operation_PUT, Payload: d.doc}
-		if _, err := s.proc.Process(r.Context(), req); err != nil {
-			writeError(w, err)
-			return
-		}
+	reqs := make([]*pb.ProcessRequest, len(docs))
+	for i, d := range docs {
+		reqs[i] = &pb.ProcessRequest{DatabaseName: db, EntityKey: d.key, Operation: pb.Operation_PUT, Payload: d.doc}
+	}
+	if err := batchPreconditions(r, reqs); err != nil {
+		writeError(w, err)
+		return
+	}
+	resps, err := s.putAll(r.Context(), reqs)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if len(resps) == 1 && resps[0].GetVersion() != "" {
+		w.Header().Set("ETag", etagOf(resps[0].GetVersion()))
 	}
 	s.log.Debug("entities stored", attrDB, db, slog.Int("count", len(docs)), attrClient, p.clientID)
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// putAll runs the writes of a PUT. A multi-key PUT with preconditions
+// checks them all before writing any, under the router's entity write
+// locks (batchProcessor) when the processor has them.
+func (s *restServer) putAll(ctx context.Context, reqs []*pb.ProcessRequest) ([]*pb.ProcessResponse, error) {
+	if len(reqs) > 1 && slices.ContainsFunc(reqs, hasPreconditions) {
+		if bp, ok := s.proc.(batchProcessor); ok {
+			return bp.ProcessAll(ctx, reqs)
+		}
+		return processAll(ctx, s.proc, reqs)
+	}
+	out := make([]*pb.ProcessResponse, 0, len(reqs))
+	for _, req := range reqs {
+		resp, err := s.proc.Process(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, resp)
+	}
+	return out, nil
 }
 
 // entityDoc is one (key, document) pair of a PUT body, in body order.
@@ -310,16 +353,77 @@ func (s *restServer) handleGetEntity(w http.ResponseWriter, r *http.Request, p p
 		writeError(w, err)
 		return
 	}
+	inm, err := parseETags("If-None-Match", r.Header.Values("If-None-Match"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
 	resp, err := s.proc.Process(r.Context(), &pb.ProcessRequest{DatabaseName: db, EntityKey: key, Operation: pb.Operation_GET})
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	if v := resp.GetVersion(); v != "" {
-		w.Header().Set("ETag", `"`+v+`"`)
+		w.Header().Set("ETag", etagOf(v))
+		if inm != "" && matchesNoneOf(inm, v) {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Write(resp.GetResult())
+}
+
+// handlePatchEntity applies a merge patch or JSON Patch to one entity
+// (SPEC §10) and answers the patched document with its new ETag.
+func (s *restServer) handlePatchEntity(w http.ResponseWriter, r *http.Request, p principal) {
+	db, key, err := entityTarget(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	ct, err := patchMediaType(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	schemaID := r.URL.Query().Get("schema")
+	if r.URL.Query().Has("schema") {
+		if err := validateSchemaID(schemaID); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	body, err := s.readBody(w, r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	req := &pb.ProcessRequest{DatabaseName: db, EntityKey: key, Operation: pb.Operation_PATCH, Payload: body,
+		ContentType: ct, SchemaId: schemaID}
+	if err := headerPreconditions(r, req); err != nil {
+		writeError(w, err)
+		return
+	}
+	resp, err := s.proc.Process(r.Context(), req)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.Header().Set("ETag", etagOf(resp.GetVersion()))
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(resp.GetResult())
+}
+
+// patchMediaType returns the patch type of a PATCH request's Content-Type
+// (parameters such as charset ignored), or errUnsupportedMedia.
+func patchMediaType(r *http.Request) (string, error) {
+	ct := r.Header.Get("Content-Type")
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil || mt != mergePatchType && mt != jsonPatchType {
+		return "", fmt.Errorf("Content-Type %q: PATCH takes %s or %s: %w", ct, mergePatchType, jsonPatchType, errUnsupportedMedia)
+	}
+	return mt, nil
 }
 
 func (s *restServer) handleDeleteEntity(w http.ResponseWriter, r *http.Request, p principal) {
@@ -328,7 +432,12 @@ func (s *restServer) handleDeleteEntity(w http.ResponseWriter, r *http.Request, 
 		writeError(w, err)
 		return
 	}
-	if _, err := s.proc.Process(r.Context(), &pb.ProcessRequest{DatabaseName: db, EntityKey: key, Operation: pb.Operation_DELETE}); err != nil {
+	req := &pb.ProcessRequest{DatabaseName: db, EntityKey: key, Operation: pb.Operation_DELETE}
+	if err := headerPreconditions(r, req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if _, err := s.proc.Process(r.Context(), req); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -371,6 +480,10 @@ func (s *restServer) readBody(w http.ResponseWriter, r *http.Request) ([]byte, e
 
 // errTooLarge is a request body over -rest-max-body-size (413).
 var errTooLarge = errors.New("request body too large")
+
+// errUnsupportedMedia is a request body of a media type the route does not
+// take (415).
+var errUnsupportedMedia = errors.New("unsupported media type")
 
 // listDatabases returns the sorted names of databases holding at least one
 // entity. It steps from database to database: after the first object of a
@@ -415,6 +528,10 @@ func statusOf(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, errConflict):
 		return http.StatusPreconditionFailed
+	case errors.Is(err, errPatchConflict):
+		return http.StatusConflict
+	case errors.Is(err, errUnsupportedMedia):
+		return http.StatusUnsupportedMediaType
 	case errors.Is(err, errUnavailable):
 		return http.StatusServiceUnavailable
 	default:
@@ -422,8 +539,12 @@ func statusOf(err error) int {
 	}
 }
 
-// writeError writes err as {"error": "..."} with its status.
+// writeError writes err as {"error": "..."} with its status. A failed
+// precondition also sends the entity's current ETag.
 func writeError(w http.ResponseWriter, err error) {
+	if pe := (*preconditionError)(nil); errors.As(err, &pe) && pe.current != "" {
+		w.Header().Set("ETag", etagOf(pe.current))
+	}
 	writeJSON(w, statusOf(err), map[string]string{"error": err.Error()})
 }
 

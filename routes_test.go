@@ -64,12 +64,17 @@ func routeTable() []routeCase {
 		{"POST /api/keys", "POST", "/api/keys", `{"name":"t","permissions":["read"]}`, nil, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
 		{"DELETE /api/keys/{id}", "DELETE", "/api/keys/key_0000000000000000", "", nil, [numCredKinds]int{401, 401, 404, 403, 403, 404, 401, 401, 403, 404, 403}},
 		{"GET /api/databases", "GET", "/api/databases", "", nil, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 200}},
+		{"GET /api/databases/{db}", "GET", "/api/databases/chatdb", "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
+		{"PUT /api/databases/{db}", "PUT", "/api/databases/chatdb", `{"schema":"t.v1"}`, nil, [numCredKinds]int{401, 401, 200, 403, 200, 200, 401, 401, 403, 200, 403}},
+		{"GET /api/databases/{db}/keys", "GET", "/api/databases/chatdb/keys?limit=5", "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
 		{"GET /admin/workers", "GET", "/admin/workers", "", nil, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
 		{"GET /admin/schemas", "GET", "/admin/schemas", "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
 		{"GET /schema/{id}", "GET", "/schema/t.v1", "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
 		{"PUT /schema/{id}", "PUT", "/schema/t.v1", `{"type":"object"}`, nil, [numCredKinds]int{401, 401, 200, 403, 200, 200, 401, 401, 403, 200, 200}},
 		{"PUT /entity/{db}", "PUT", "/entity/chatdb", `{"k":{"a":1}}`, nil, [numCredKinds]int{401, 401, 200, 403, 200, 200, 401, 401, 403, 200, 403}},
 		{"GET /entity/{db}", "GET", "/entity/chatdb?key=k", "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
+		// The table sends no Content-Type, so a PATCH that passes auth is 415.
+		{"PATCH /entity/{db}", "PATCH", "/entity/chatdb?key=k", `{"a":2}`, putK, [numCredKinds]int{401, 401, 415, 403, 415, 415, 401, 401, 403, 415, 403}},
 		{"DELETE /entity/{db}", "DELETE", "/entity/chatdb?key=k", "", putK, [numCredKinds]int{401, 401, 200, 403, 200, 200, 401, 401, 403, 200, 403}},
 		{"GET /", "GET", "/", "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
 	}

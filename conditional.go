@@ -1,0 +1,138 @@
+package main
+
+// Conditional requests on entities (SPEC §10, RFC 9110 section 13): the
+// ETag of an entity is its version, quoted; If-Match and If-None-Match
+// headers guard single-entity writes, and the query parameters if_match and
+// if_none_match guard the keys of a multi-key PUT.
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+
+	pb "deltadatabase/proto"
+)
+
+// etagOf is the ETag header value of an entity version.
+func etagOf(version string) string { return `"` + version + `"` }
+
+// headerPreconditions reads If-Match and If-None-Match into req, in the
+// form ProcessRequest carries them: unquoted tags, comma-joined, or "*".
+func headerPreconditions(r *http.Request, req *pb.ProcessRequest) error {
+	var err error
+	if req.IfMatch, err = parseETags("If-Match", r.Header.Values("If-Match")); err != nil {
+		return err
+	}
+	req.IfNoneMatch, err = parseETags("If-None-Match", r.Header.Values("If-None-Match"))
+	return err
+}
+
+// parseETags parses the values of an If-Match or If-None-Match header:
+// "*" or a comma-separated list of entity tags ("" if the header is
+// absent). Weak tags keep their "W/" prefix, so they never equal a version:
+// writes compare strongly. A tag holding a comma or a quote is refused, as
+// no version ever contains one.
+func parseETags(header string, values []string) (string, error) {
+	v := strings.TrimSpace(strings.Join(values, ","))
+	if v == "" || v == "*" {
+		return v, nil
+	}
+	var tags []string
+	for _, part := range strings.Split(v, ",") {
+		part = strings.TrimSpace(part)
+		weak := strings.HasPrefix(part, "W/")
+		t := strings.TrimPrefix(part, "W/")
+		if len(t) < 2 || t[0] != '"' || t[len(t)-1] != '"' || strings.Contains(t[1:len(t)-1], `"`) {
+			return "", fmt.Errorf("%s: %q is not \"*\" or a list of quoted entity tags: %w", header, v, errInvalid)
+		}
+		if weak {
+			t = "W/" + t
+		}
+		tags = append(tags, strings.Trim(t, `"`))
+	}
+	return strings.Join(tags, ","), nil
+}
+
+// matchesNoneOf reports whether a GET's If-None-Match value (as
+// parseETags returns it) matches version, with the weak comparison
+// RFC 9110 prescribes for If-None-Match.
+func matchesNoneOf(ifNoneMatch, version string) bool {
+	if ifNoneMatch == "*" {
+		return true
+	}
+	for _, t := range strings.Split(ifNoneMatch, ",") {
+		if strings.TrimPrefix(t, "W/") == version {
+			return true
+		}
+	}
+	return false
+}
+
+// batchPreconditions applies the per-key preconditions of a PUT to its
+// requests (one per key, in body order). A single-key body may use the
+// If-Match and If-None-Match headers; any body may use the query
+// parameters
+//
+//	if_match=<key>:<etag>   the key's version must be <etag> (quotes
+//	                        optional) or, for "*", the key must exist
+//	if_none_match=<key>     the key must not exist
+//
+// repeated once per key. The key is everything before the last ':', so
+// keys holding ':' work. A key not in the body, a key given twice, or
+// headers on a multi-key body are errInvalid.
+func batchPreconditions(r *http.Request, reqs []*pb.ProcessRequest) error {
+	byKey := make(map[string]*pb.ProcessRequest, len(reqs))
+	for _, req := range reqs {
+		byKey[req.GetEntityKey()] = req
+	}
+	q := r.URL.Query()
+	for _, v := range q["if_match"] {
+		i := strings.LastIndexByte(v, ':')
+		if i < 0 {
+			return fmt.Errorf("if_match=%q: want <key>:<etag>: %w", v, errInvalid)
+		}
+		key, tag := v[:i], strings.Trim(v[i+1:], `"`)
+		req, err := preconditionTarget(byKey, "if_match", key)
+		if err != nil {
+			return err
+		}
+		if tag == "" || req.IfMatch != "" || strings.ContainsAny(tag, `",`) {
+			return fmt.Errorf("if_match=%q: want one <key>:<etag> per key: %w", v, errInvalid)
+		}
+		req.IfMatch = tag
+	}
+	for _, key := range q["if_none_match"] {
+		req, err := preconditionTarget(byKey, "if_none_match", key)
+		if err != nil {
+			return err
+		}
+		if req.IfNoneMatch != "" {
+			return fmt.Errorf("if_none_match=%q given twice: %w", key, errInvalid)
+		}
+		req.IfNoneMatch = "*"
+	}
+	if r.Header.Get("If-Match") == "" && r.Header.Get("If-None-Match") == "" {
+		return nil
+	}
+	if len(reqs) != 1 {
+		return fmt.Errorf("If-Match and If-None-Match headers apply to a single-key PUT; use if_match=<key>:<etag> or if_none_match=<key>: %w", errInvalid)
+	}
+	if slices.ContainsFunc(reqs, hasPreconditions) {
+		return fmt.Errorf("give preconditions as headers or as query parameters, not both: %w", errInvalid)
+	}
+	return headerPreconditions(r, reqs[0])
+}
+
+// preconditionTarget returns the request of key named by a precondition
+// parameter, which must be a key of the body.
+func preconditionTarget(byKey map[string]*pb.ProcessRequest, param, key string) (*pb.ProcessRequest, error) {
+	if err := validateEntityKey(key); err != nil {
+		return nil, fmt.Errorf("%s: %w", param, err)
+	}
+	req, ok := byKey[key]
+	if !ok {
+		return nil, fmt.Errorf("%s names key %q, which is not in the body: %w", param, key, errInvalid)
+	}
+	return req, nil
+}

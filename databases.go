@@ -1,0 +1,295 @@
+package main
+
+// Databases beyond the original (SPEC §10): a database's schema binding,
+// stored with the data so that every worker applies it, and the paged
+// listing of a database's entity keys.
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// Listing limits of GET /api/databases/{db}/keys.
+const (
+	defaultListLimit = 100
+	maxListLimit     = 1000
+)
+
+// bindingObjectKey is the logical key of db's schema binding.
+func bindingObjectKey(db string) string {
+	return metaPrefix + "databases/" + db + ".json"
+}
+
+// dbBinding is the stored form of a schema binding.
+type dbBinding struct {
+	Schema string `json:"schema"`
+}
+
+// readBinding returns the schema ID db is bound to, or "" if it is not
+// bound. It reads storage on every call, so a binding made through any
+// main worker or by another process applies to the next write.
+func readBinding(ctx context.Context, st store, db string) (string, error) {
+	raw, err := st.Get(ctx, bindingObjectKey(db))
+	if errors.Is(err, errNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read binding of %s: %w", db, err)
+	}
+	var b dbBinding
+	if err := json.Unmarshal(raw, &b); err != nil || validateSchemaID(b.Schema) != nil {
+		return "", fmt.Errorf("read binding of %s: stored binding is not {\"schema\": ID}: %w", db, errCorrupt)
+	}
+	return b.Schema, nil
+}
+
+// schemasFor returns the schema IDs a write to db is validated against:
+// the bound schema, if any, and explicit (?schema=), if given and
+// different. A document must match all of them.
+func schemasFor(ctx context.Context, st store, db, explicit string) ([]string, error) {
+	bound, err := readBinding(ctx, st, db)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, id := range []string{bound, explicit} {
+		if id != "" && (len(ids) == 0 || ids[0] != id) {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
+}
+
+// validateDoc checks doc against every schema of ids. An unknown schema is
+// errInvalid, naming it; a mismatch is the schema's *validationError.
+func validateDoc(ctx context.Context, schemas *schemaRegistry, ids []string, doc []byte) error {
+	for _, id := range ids {
+		err := schemas.Validate(ctx, id, doc)
+		if errors.Is(err, errNotFound) {
+			return fmt.Errorf("unknown schema %q: %w", id, errInvalid)
+		}
+		if err != nil {
+			return fmt.Errorf("schema %s: %w", id, err)
+		}
+	}
+	return nil
+}
+
+// databaseInfo is the answer of GET and PUT /api/databases/{db}.
+type databaseInfo struct {
+	Name     string  `json:"name"`
+	Schema   *string `json:"schema"` // null when not bound
+	Entities int     `json:"entities"`
+}
+
+// handleGetDatabase answers a database's binding and entity count; 404
+// when it has neither entities nor a binding.
+func (s *restServer) handleGetDatabase(w http.ResponseWriter, r *http.Request, p principal) {
+	db := r.PathValue("db")
+	if err := validateDBName(db); err != nil {
+		writeError(w, err)
+		return
+	}
+	info, err := s.databaseInfo(r.Context(), db)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if info.Entities == 0 && info.Schema == nil {
+		writeError(w, fmt.Errorf("database %s has no entities and no schema binding: %w", db, errNotFound))
+		return
+	}
+	writeJSON(w, http.StatusOK, info)
+}
+
+// handlePutDatabase binds a database to a schema ({"schema": ID}) or
+// unbinds it ({"schema": null} or {"schema": ""}). Existing entities are
+// not validated again; every later write is.
+func (s *restServer) handlePutDatabase(w http.ResponseWriter, r *http.Request, p principal) {
+	db := r.PathValue("db")
+	if err := validateDBName(db); err != nil {
+		writeError(w, err)
+		return
+	}
+	body, err := s.readBody(w, r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	id, err := decodeBindingBody(body)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := s.bind(r.Context(), db, id); err != nil {
+		writeError(w, err)
+		return
+	}
+	s.log.Info("database binding set", attrDB, db, attrSchema, id, attrClient, p.clientID)
+	info, err := s.databaseInfo(r.Context(), db)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, info)
+}
+
+// decodeBindingBody parses {"schema": ID | "" | null}; "" means unbind.
+func decodeBindingBody(body []byte) (string, error) {
+	var b struct {
+		Schema *string `json:"schema"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&b); err != nil || dec.More() {
+		return "", fmt.Errorf(`body must be {"schema": ID or null}: %w`, errInvalid)
+	}
+	var m map[string]json.RawMessage
+	if json.Unmarshal(body, &m) != nil || m["schema"] == nil {
+		return "", fmt.Errorf(`body must name "schema" (null or "" unbinds): %w`, errInvalid)
+	}
+	if b.Schema == nil {
+		return "", nil
+	}
+	return *b.Schema, nil
+}
+
+// bind stores (id != "") or removes (id == "") db's binding. Binding to an
+// unknown schema is errInvalid.
+func (s *restServer) bind(ctx context.Context, db, id string) error {
+	if id == "" {
+		err := s.st.Delete(ctx, bindingObjectKey(db))
+		if err != nil && !errors.Is(err, errNotFound) {
+			return fmt.Errorf("unbind %s: %w", db, err)
+		}
+		return nil
+	}
+	if err := validateSchemaID(id); err != nil {
+		return err
+	}
+	if _, err := s.schemas.Get(ctx, id); errors.Is(err, errNotFound) {
+		return fmt.Errorf("unknown schema %q: %w", id, errInvalid)
+	} else if err != nil {
+		return fmt.Errorf("bind %s: %w", db, err)
+	}
+	raw, err := json.Marshal(dbBinding{Schema: id})
+	if err != nil {
+		return fmt.Errorf("bind %s: %w", db, err)
+	}
+	if err := s.st.Put(ctx, bindingObjectKey(db), raw); err != nil {
+		return fmt.Errorf("bind %s: %w", db, err)
+	}
+	return nil
+}
+
+// databaseInfo reads db's binding and counts its entities.
+func (s *restServer) databaseInfo(ctx context.Context, db string) (databaseInfo, error) {
+	id, err := readBinding(ctx, s.st, db)
+	if err != nil {
+		return databaseInfo{}, err
+	}
+	objs, err := s.st.List(ctx, entityKeyPrefix(db, ""), "", 0)
+	if err != nil {
+		return databaseInfo{}, fmt.Errorf("count entities of %s: %w", db, err)
+	}
+	info := databaseInfo{Name: db, Entities: len(objs)}
+	if id != "" {
+		info.Schema = &id
+	}
+	return info, nil
+}
+
+// keyPage is the answer of GET /api/databases/{db}/keys.
+type keyPage struct {
+	Keys []string `json:"keys"`
+	// Next is the cursor of the following page; absent on the last page.
+	Next string `json:"next,omitempty"`
+}
+
+// handleListEntityKeys lists a database's entity keys in key (byte) order, one
+// page at a time. The cursor is the last key of the previous page, so a
+// key appears at most once across pages whatever is written meanwhile,
+// and every key that exists throughout the listing appears.
+func (s *restServer) handleListEntityKeys(w http.ResponseWriter, r *http.Request, p principal) {
+	db := r.PathValue("db")
+	if err := validateDBName(db); err != nil {
+		writeError(w, err)
+		return
+	}
+	prefix, limit, after, err := listParams(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	startAfter := ""
+	if after != "" {
+		startAfter = entityObjectKey(db, after)
+	}
+	objs, err := s.st.List(r.Context(), entityKeyPrefix(db, prefix), startAfter, limit+1)
+	if err != nil {
+		writeError(w, fmt.Errorf("list keys of %s: %w", db, err))
+		return
+	}
+	page := keyPage{Keys: make([]string, 0, min(len(objs), limit))}
+	base := entitiesPrefix + db + "/"
+	for _, o := range objs[:min(len(objs), limit)] {
+		key, err := decodeEntityObjectName(strings.TrimPrefix(o, base))
+		if err != nil {
+			writeError(w, fmt.Errorf("list keys of %s: %w", db, err))
+			return
+		}
+		page.Keys = append(page.Keys, key)
+	}
+	if len(objs) > limit {
+		page.Next = encodeCursor(page.Keys[limit-1])
+	}
+	writeJSON(w, http.StatusOK, page)
+}
+
+// listParams reads ?prefix=, ?limit= and ?cursor= of a listing: the key
+// prefix, the page size and the key to start after ("" for the start).
+func listParams(r *http.Request) (prefix string, limit int, after string, err error) {
+	q := r.URL.Query()
+	prefix, limit = q.Get("prefix"), defaultListLimit
+	if prefix != "" {
+		if err := validateEntityKey(prefix); err != nil {
+			return "", 0, "", fmt.Errorf("prefix: %w", err)
+		}
+	}
+	if q.Has("limit") {
+		limit, err = strconv.Atoi(q.Get("limit"))
+		if err != nil || limit < 1 || limit > maxListLimit {
+			return "", 0, "", fmt.Errorf("limit %q: want a number from 1 to %d: %w", q.Get("limit"), maxListLimit, errInvalid)
+		}
+	}
+	if q.Has("cursor") {
+		if after, err = decodeCursor(q.Get("cursor")); err != nil {
+			return "", 0, "", err
+		}
+	}
+	return prefix, limit, after, nil
+}
+
+// encodeCursor makes the opaque cursor that resumes a listing after key:
+// the key in unpadded base64url.
+func encodeCursor(key string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(key))
+}
+
+// decodeCursor inverts encodeCursor; anything that does not decode to a
+// valid entity key is errInvalid.
+func decodeCursor(c string) (string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil || !utf8.Valid(b) || validateEntityKey(string(b)) != nil {
+		return "", fmt.Errorf("cursor %q is not one this server issued: %w", c, errInvalid)
+	}
+	return string(b), nil
+}
