@@ -288,7 +288,11 @@ func workerIDOrHost(id string) string {
 func openStore(ctx context.Context, cfg config) (store, error) {
 	if cfg.s3.endpoint != "" {
 		st, err := newS3Store(ctx, s3Config{Endpoint: cfg.s3.endpoint, AccessKey: cfg.s3.accessKey,
-			SecretKey: cfg.s3.secretKey, Bucket: cfg.s3.bucket, Region: cfg.s3.region, UseSSL: cfg.s3.useSSL})
+			SecretKey: cfg.s3.secretKey, Bucket: cfg.s3.bucket, Region: cfg.s3.region, UseSSL: cfg.s3.useSSL,
+			// Four attempts of 10 s with backoff stay inside the REST
+			// server's 60 s write timeout, so a hung S3 server is a 503,
+			// not a dropped connection.
+			Timeout: 10 * time.Second})
 		if err != nil {
 			return nil, fmt.Errorf("-s3-endpoint %s: %w", cfg.s3.endpoint, err)
 		}
