@@ -6,6 +6,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -513,5 +515,87 @@ func TestExamples(t *testing.T) {
 				t.Errorf("examples/%s stored %s, want a titled session with messages %q", ex.name, r.body, want)
 			}
 		})
+	}
+}
+
+// TestS3EntityCluster runs appends, preconditions, listing and a binding
+// through a main and two workers storing in one S3 bucket (skipped without
+// an S3 server, as s3store_test.go says).
+func TestS3EntityCluster(t *testing.T) {
+	cfg := s3TestConfig(t)
+	cfg.Bucket = "ddb-" + uniqueName(t)
+	bucket, err := configureS3Store(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { // after the processes are killed
+		defer bucket.Close()
+		removeAll(t, bucket)
+		if _, err := bucket.do(context.Background(), s3Request{method: http.MethodDelete}); err != nil {
+			t.Errorf("cleanup: delete bucket %q: %v", cfg.Bucket, err)
+		}
+	})
+	s3args := []string{"-s3-endpoint=" + cfg.Endpoint, "-s3-access-key=" + cfg.AccessKey,
+		"-s3-secret-key=" + cfg.SecretKey, "-s3-bucket=" + cfg.Bucket}
+	cl := &cluster{t: t, grpcAddr: freeAddr(t), workers: map[string]*node{}}
+	cl.main = startNode(t, keyEnv, append([]string{"-role=main", "-grpc-addr=" + cl.grpcAddr,
+		"-shared-fs=" + filepath.Join(t.TempDir(), "unused")}, s3args...)...)
+	for _, id := range []string{"w1", "w2"} {
+		cl.workers[id] = launch(t, []string{"MASTER_KEY=", "ADMIN_KEY="}, append([]string{"-role=proc", "-worker-id=" + id,
+			"-main-addr=" + cl.grpcAddr, "-grpc-addr=127.0.0.1:0", "-shared-fs=" + filepath.Join(t.TempDir(), "unused")}, s3args...)...)
+	}
+	cl.waitWorkers(20*time.Second, "w1", "w2")
+	base := cl.main.base
+	c := entityClient{t, base}
+
+	sessions := []string{"s1", "s2"}
+	for _, s := range sessions {
+		c.want(c.do("PUT", "/entity/chat", map[string]any{s: map[string]any{"messages": []any{}}}, "If-None-Match", "*"), 200, "create "+s)
+	}
+	var wg sync.WaitGroup
+	for _, s := range sessions {
+		wg.Go(func() { chatAppends(t, base, "chat", s, 200, 8) })
+	}
+	wg.Wait()
+	for _, s := range sessions {
+		checkMessages(t, base, "chat", s, 200)
+	}
+	tag := c.do("GET", "/entity/chat?key=s1", nil).etag()
+	c.want(c.do("PUT", "/entity/chat", `{"s1":{"messages":[]}}`, "If-Match", `"stale"`), 412, "PUT If-Match stale")
+	c.want(c.do("PUT", "/entity/chat", `{"s1":{"messages":[]}}`, "If-None-Match", "*"), 412, "PUT If-None-Match existing")
+	c.want(c.do("DELETE", "/entity/chat?key=s1", nil, "If-Match", tag), 200, "DELETE If-Match current")
+
+	body := map[string]int{}
+	for i := range 300 {
+		body[fmt.Sprintf("k%03d", i)] = i
+	}
+	c.want(c.do("PUT", "/entity/list", body), 200, "batch PUT")
+	var listed []string
+	for cursor := ""; ; {
+		var page struct {
+			Keys []string
+			Next string
+		}
+		path := "/api/databases/list/keys?limit=70"
+		if cursor != "" {
+			path += "&cursor=" + cursor
+		}
+		json.Unmarshal(c.want(c.do("GET", path, nil), 200, "list").body, &page)
+		listed = append(listed, page.Keys...)
+		if page.Next == "" {
+			break
+		}
+		cursor = page.Next
+	}
+	if len(listed) != 300 || !slices.IsSorted(listed) || listed[0] != "k000" {
+		t.Errorf("listing over S3 = %d keys, sorted %v", len(listed), slices.IsSorted(listed))
+	}
+
+	c.want(c.do("PUT", "/schema/chat.v1", chatSchema), 200, "PUT schema")
+	c.want(c.do("PUT", "/api/databases/chat", `{"schema":"chat.v1"}`), 200, "bind")
+	c.want(c.do("PATCH", "/entity/chat?key=s2", `{"messages":7}`, "Content-Type", mergePatchType), 400, "invalid patch in bound db")
+	r := c.want(c.do("GET", "/api/databases/chat", nil), 200, "GET db")
+	if !jsonEqual(r.body, []byte(`{"name":"chat","schema":"chat.v1","entities":1}`)) {
+		t.Errorf("GET db = %s", r.body)
 	}
 }
