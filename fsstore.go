@@ -607,8 +607,11 @@ func readDir(dir string) ([]fs.DirEntry, error) {
 }
 
 // Lock takes the exclusive lock of key: first a per-key mutex within this
-// process, then flock on root/_locks/<sha256 of key> against other
-// processes. It waits until both are held or ctx is done.
+// process, then flock on one of 65536 files, root/_locks/<first 16 bits of
+// the key's SHA-256, hex>, against other processes. It waits until both are
+// held or ctx is done. Keys sharing a lock file exclude each other while
+// held, which costs little and keeps _locks bounded however many entities
+// are written; it is also why a caller must not hold two locks at once.
 func (s *fsStore) Lock(ctx context.Context, key string) (unlock func(), err error) {
 	if _, err := physicalComponents(key); err != nil {
 		return nil, fmt.Errorf("lock %s: %w", key, err)
@@ -669,7 +672,7 @@ func (s *fsStore) releaseKeyLock(key string, kl *keyLock, held bool) {
 // it is granted or ctx is done. Closing the returned file releases it.
 func (s *fsStore) flock(ctx context.Context, key string) (*os.File, error) {
 	sum := sha256.Sum256([]byte(key))
-	p := filepath.Join(s.root, lockDir, hex.EncodeToString(sum[:]))
+	p := filepath.Join(s.root, lockDir, hex.EncodeToString(sum[:2]))
 	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
 	if errors.Is(err, fs.ErrNotExist) { // lock directory removed under us
 		if err = mkdirAllDurable(filepath.Dir(p)); err == nil {

@@ -57,7 +57,8 @@ type store interface {
 	List(ctx context.Context, prefix, startAfter string, limit int) ([]string, error)
 	// Lock takes an exclusive lock on key that also excludes other
 	// processes sharing the storage, for read-modify-write. The returned
-	// function releases it.
+	// function releases it. A caller holds at most one lock at a time:
+	// distinct keys may share a lock (fsStore), so nesting can deadlock.
 	Lock(ctx context.Context, key string) (unlock func(), err error)
 	// Close releases the backend's resources.
 	Close() error
