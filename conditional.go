@@ -43,13 +43,14 @@ func parseETags(header string, values []string) (string, error) {
 		part = strings.TrimSpace(part)
 		weak := strings.HasPrefix(part, "W/")
 		t := strings.TrimPrefix(part, "W/")
-		if len(t) < 2 || t[0] != '"' || t[len(t)-1] != '"' || strings.Contains(t[1:len(t)-1], `"`) {
-			return "", fmt.Errorf("%s: %q is not \"*\" or a list of quoted entity tags: %w", header, v, errInvalid)
+		if len(t) < 3 || t[0] != '"' || t[len(t)-1] != '"' || strings.Contains(t[1:len(t)-1], `"`) {
+			return "", fmt.Errorf("%s: %q is not \"*\" or a list of quoted, non-empty entity tags: %w", header, v, errInvalid)
 		}
+		t = t[1 : len(t)-1]
 		if weak {
 			t = "W/" + t
 		}
-		tags = append(tags, strings.Trim(t, `"`))
+		tags = append(tags, t)
 	}
 	return strings.Join(tags, ","), nil
 }

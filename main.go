@@ -14,7 +14,9 @@
 // (credentials), proc.go (processing worker), crypto.go (envelope and key
 // wrapping), masterkey.go (master/admin keys, key check), lru.go (cache),
 // store.go (storage interface), fsstore.go and s3store.go (backends),
-// schema.go (JSON Schema registry), names.go (name validation).
+// schema.go (JSON Schema registry), names.go (name validation),
+// conditional.go (ETags and preconditions), patch.go (merge patch and JSON
+// Patch), databases.go (schema bindings and key listing).
 package main
 
 import (
