@@ -268,7 +268,7 @@ func serveGRPC(addr string, maxMsg int, svc *mainService, log *slog.Logger) (*gr
 	if err != nil {
 		return nil, fmt.Errorf("-grpc-addr: listen %s: %w", addr, err)
 	}
-	gs := grpc.NewServer(grpc.MaxRecvMsgSize(maxMsg), grpc.MaxSendMsgSize(maxMsg))
+	gs := grpc.NewServer(grpcServerOptions(maxMsg)...)
 	pb.RegisterMainWorkerServer(gs, svc)
 	go gs.Serve(ln)
 	log.Info("grpc listening", attrAddr, ln.Addr().String())

@@ -15,7 +15,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -79,8 +78,7 @@ func (m *mainService) Subscribe(ctx context.Context, req *pb.SubscribeRequest) (
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "wrap call key: %v", err)
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(m.maxMsg), grpc.MaxCallSendMsgSize(m.maxMsg)))
+	conn, err := grpc.NewClient(addr, grpcDialOptions(m.maxMsg)...)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "grpc_addr %q: %v", addr, err)
 	}

@@ -231,3 +231,40 @@ func TestClientProcessAuth(t *testing.T) {
 		t.Errorf("PUT over -grpc-max-recv-msg-size = %v, want ResourceExhausted", err)
 	}
 }
+
+// BenchmarkRemoteGetHit is a cached GET through the gRPC hop: the main
+// worker's signed call, the worker's check and cache, and the answer.
+func BenchmarkRemoteGetHit(b *testing.B) {
+	w := newTestWorker(b, "w1", newMemStore())
+	srv := &workerServer{w: w, now: time.Now}
+	callKey := bytes.Repeat([]byte{7}, 32)
+	srv.sub.Store(&subscription{callKey: callKey, expires: time.Now().Add(time.Hour)})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	gs := grpc.NewServer(grpcServerOptions(4 << 20)...)
+	pb.RegisterProcessingWorkerServer(gs, srv)
+	go gs.Serve(ln)
+	defer gs.Stop()
+	conn, err := grpc.NewClient(ln.Addr().String(), grpcDialOptions(4<<20)...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	rw := &remoteWorker{id: "w1", client: pb.NewProcessingWorkerClient(conn), callKey: callKey, now: time.Now}
+	ctx := context.Background()
+	doc := []byte(`{"role":"user","content":"` + strings.Repeat("x", 1000) + `"}`)
+	if _, err := rw.Process(ctx, &pb.ProcessRequest{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_PUT, Payload: doc, Owner: true}); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetParallelism(16) // like 32 concurrent clients on two cores
+	b.RunParallel(func(p *testing.PB) {
+		for p.Next() {
+			if _, err := rw.Process(ctx, &pb.ProcessRequest{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_GET, Owner: true}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

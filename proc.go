@@ -8,6 +8,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -477,9 +478,11 @@ type subscription struct {
 	every   time.Duration
 }
 
-// handledHeader marks a gRPC answer that came from a worker's handler, so
-// the main worker can tell a worker's own error from a transport failure.
-const handledHeader = "x-deltadb-handled"
+// handledTrailer marks an error that came from a worker's handler, so the
+// main worker can tell a worker's own error from a transport failure. It
+// travels as a trailer of failed calls only, keeping successful calls
+// free of metadata.
+const handledTrailer = "x-deltadb-handled"
 
 // callSkew is how far a signed call's timestamp may be from the worker's
 // clock.
@@ -487,25 +490,30 @@ const callSkew = 5 * time.Minute
 
 // Process serves one call of the main worker.
 func (s *workerServer) Process(ctx context.Context, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
-	grpc.SetHeader(ctx, metadata.Pairs(handledHeader, "1"))
 	sub := s.sub.Load()
 	now := s.now()
 	switch {
 	case sub == nil:
-		return nil, status.Error(codes.Unauthenticated, "worker is not subscribed to a main worker")
+		return nil, handledError(ctx, status.Error(codes.Unauthenticated, "worker is not subscribed to a main worker"))
 	case now.After(sub.expires):
-		return nil, status.Error(codes.Unauthenticated, "worker token expired: subscribe again")
+		return nil, handledError(ctx, status.Error(codes.Unauthenticated, "worker token expired: subscribe again"))
 	case !verifyCall(sub.callKey, s.w.id, req, now):
-		return nil, status.Error(codes.Unauthenticated, "call is not signed by the main worker")
+		return nil, handledError(ctx, status.Error(codes.Unauthenticated, "call is not signed by the main worker"))
 	}
 	resp, err := s.w.Process(ctx, req)
 	if err != nil {
 		if pe := (*preconditionError)(nil); errors.As(err, &pe) && pe.current != "" {
-			grpc.SetHeader(ctx, metadata.Pairs(versionHeader, pe.current))
+			grpc.SetTrailer(ctx, metadata.Pairs(versionHeader, pe.current))
 		}
-		return nil, grpcStatus(err)
+		return nil, handledError(ctx, grpcStatus(err))
 	}
 	return resp, nil
+}
+
+// handledError marks err as the worker's own answer (see handledTrailer).
+func handledError(ctx context.Context, err error) error {
+	grpc.SetTrailer(ctx, metadata.Pairs(handledTrailer, "1"))
+	return err
 }
 
 // signCall returns the main worker's signature of req for worker id:
@@ -514,9 +522,24 @@ func (s *workerServer) Process(ctx context.Context, req *pb.ProcessRequest) (*pb
 func signCall(callKey []byte, workerID string, req *pb.ProcessRequest) string {
 	m := hmac.New(sha256.New, callKey)
 	payload := sha256.Sum256(req.GetPayload())
-	fmt.Fprintf(m, "%q|%d|%d|%d|%t|%q|%q|%q|%q|%q|%q|%x", workerID, req.GetIssuedAtUnixNano(), req.GetEpoch(),
-		req.GetOperation(), req.GetOwner(), req.GetDatabaseName(), req.GetEntityKey(), req.GetSchemaId(),
-		req.GetIfMatch(), req.GetIfNoneMatch(), req.GetContentType(), payload)
+	// Every field is length-prefixed, so no two different calls sign the
+	// same bytes.
+	b := make([]byte, 0, 256)
+	for _, f := range []string{workerID, req.GetDatabaseName(), req.GetEntityKey(), req.GetSchemaId(),
+		req.GetIfMatch(), req.GetIfNoneMatch(), req.GetContentType()} {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(f)))
+		b = append(b, f...)
+	}
+	b = binary.BigEndian.AppendUint64(b, uint64(req.GetIssuedAtUnixNano()))
+	b = binary.BigEndian.AppendUint64(b, req.GetEpoch())
+	b = binary.BigEndian.AppendUint32(b, uint32(req.GetOperation()))
+	if req.GetOwner() {
+		b = append(b, 1)
+	} else {
+		b = append(b, 0)
+	}
+	m.Write(b)
+	m.Write(payload[:])
 	return hex.EncodeToString(m.Sum(nil))
 }
 
@@ -542,12 +565,12 @@ type remoteWorker struct {
 func (r *remoteWorker) Process(ctx context.Context, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
 	req.IssuedAtUnixNano = r.now().UnixNano()
 	req.Token = signCall(r.callKey, r.id, req)
-	var hdr metadata.MD
-	resp, err := r.client.Process(ctx, req, grpc.Header(&hdr))
+	var tr metadata.MD
+	resp, err := r.client.Process(ctx, req, grpc.Trailer(&tr))
 	if err == nil {
 		return resp, nil
 	}
-	if len(hdr.Get(handledHeader)) == 0 && status.Code(err) == codes.Unavailable {
+	if len(tr.Get(handledTrailer)) == 0 && status.Code(err) == codes.Unavailable {
 		return nil, fmt.Errorf("worker %s: %s: %w: %w", r.id, status.Convert(err).Message(), errTransport, errUnavailable)
 	}
 	if status.Code(err) == codes.Unauthenticated {
@@ -557,7 +580,7 @@ func (r *remoteWorker) Process(ctx context.Context, req *pb.ProcessRequest) (*pb
 		return nil, fmt.Errorf("worker %s refused the call: %s: %w: %w", r.id, status.Convert(err).Message(), errTransport, errUnavailable)
 	}
 	err = fmt.Errorf("worker %s: %w", r.id, errorFromStatus(err))
-	if v := hdr.Get(versionHeader); len(v) > 0 && errors.Is(err, errConflict) {
+	if v := tr.Get(versionHeader); len(v) > 0 && errors.Is(err, errConflict) {
 		return nil, &preconditionError{msg: err.Error(), current: v[0]}
 	}
 	return nil, err
@@ -649,7 +672,7 @@ func runProc(ctx context.Context, cfg config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("-grpc-addr: listen %s: %w", addr, err)
 	}
-	gs := grpc.NewServer(grpc.MaxRecvMsgSize(cfg.grpcMaxRecv), grpc.MaxSendMsgSize(cfg.grpcMaxRecv))
+	gs := grpc.NewServer(grpcServerOptions(cfg.grpcMaxRecv)...)
 	pb.RegisterProcessingWorkerServer(gs, srv)
 	go gs.Serve(ln)
 	defer stopGRPC(gs)
@@ -669,6 +692,20 @@ func runProc(ctx context.Context, cfg config, log *slog.Logger) error {
 		zero(old.callKey)
 	}
 	return err
+}
+
+// grpcServerOptions are the options of every gRPC server of ours: the
+// -grpc-max-recv-msg-size limit, both ways.
+func grpcServerOptions(maxMsg int) []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.MaxRecvMsgSize(maxMsg), grpc.MaxSendMsgSize(maxMsg)}
+}
+
+// grpcDialOptions are the options of every gRPC client connection of ours.
+// The connections between workers are plaintext (see README, Several
+// workers).
+func grpcDialOptions(maxMsg int) []grpc.DialOption {
+	return []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsg), grpc.MaxCallSendMsgSize(maxMsg))}
 }
 
 // stopGRPC stops a gRPC server gracefully, forcing it after 10 s.
@@ -703,8 +740,7 @@ const (
 
 // run subscribes and heartbeats until ctx ends.
 func (s *subscriber) run(ctx context.Context) error {
-	conn, err := grpc.NewClient(s.mainAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(s.maxMsg), grpc.MaxCallSendMsgSize(s.maxMsg)))
+	conn, err := grpc.NewClient(s.mainAddr, grpcDialOptions(s.maxMsg)...)
 	if err != nil {
 		return fmt.Errorf("-main-addr %s: %w", s.mainAddr, err)
 	}

@@ -50,7 +50,7 @@ func TestRendezvousJoinMovesOneNth(t *testing.T) {
 }
 
 // newTestWorker is an in-process worker over a memStore.
-func newTestWorker(t *testing.T, id string, st store) *worker {
+func newTestWorker(t testing.TB, id string, st store) *worker {
 	t.Helper()
 	s, err := newSealer([]byte("0123456789abcdef0123456789abcdef"), "k1", cryptoRand, time.Now)
 	if err != nil {
