@@ -267,19 +267,31 @@ func readmeBlock(t *testing.T, name string) string {
 // pointing DDB at this test's port, and compares its output with the
 // output README shows.
 func TestReadmeQuickStart(t *testing.T) {
-	if _, err := exec.LookPath("curl"); err != nil {
-		t.Fatal("curl is needed to run README's quick start")
-	}
-	start := readmeBlock(t, "quickstart-server")
+	env := quickStartEnv(t)
+	n := startNode(t, env, "-shared-fs="+filepath.Join(t.TempDir(), "db"))
+	runQuickStart(t, n, env)
+}
+
+// quickStartEnv is the environment README's quick-start server block
+// exports.
+func quickStartEnv(t *testing.T) []string {
 	env := []string{}
-	for _, line := range strings.Split(start, "\n") {
+	for _, line := range strings.Split(readmeBlock(t, "quickstart-server"), "\n") {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "export "); ok {
 			env = append(env, strings.Fields(v)...)
 		}
 	}
-	n := startNode(t, env, "-shared-fs="+filepath.Join(t.TempDir(), "db"))
-	script := readmeBlock(t, "quickstart")
-	script = strings.Replace(script, "DDB=http://127.0.0.1:8080", "DDB="+n.base, 1)
+	return env
+}
+
+// runQuickStart runs README's quick-start block against n and compares its
+// output with README's.
+func runQuickStart(t *testing.T, n *node, env []string) {
+	t.Helper()
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Fatal("curl is needed to run README's quick start")
+	}
+	script := strings.Replace(readmeBlock(t, "quickstart"), "DDB=http://127.0.0.1:8080", "DDB="+n.base, 1)
 	cmd := exec.Command("bash", "-euo", "pipefail", "-c", script)
 	cmd.Env = append(os.Environ(), env...)
 	out, err := cmd.CombinedOutput()
@@ -762,42 +774,36 @@ func (c *cluster) waitWorkers(d time.Duration, ids ...string) []workerInfo {
 	}
 }
 
-// TestScaleOutWorkers: one main and two workers as processes; both are
-// Available, traffic reaches both, SIGKILL of one under load loses no
-// acknowledged write and the next requests succeed, and a restarted main
-// gets its workers back by themselves.
-func TestScaleOutWorkers(t *testing.T) {
-	c := startCluster(t, "w1", "w2")
-	for i := range 200 {
-		if code, out, _ := c.main.call("PUT", "/entity/chatdb", testAdminKey, map[string]int{fmt.Sprintf("k%d", i): i}); code != 200 {
-			t.Fatalf("PUT k%d = %d %s", i, code, out)
-		}
-	}
-	for i := range 200 {
-		if code, out, _ := c.main.call("GET", fmt.Sprintf("/entity/chatdb?key=k%d", i), testAdminKey, nil); code != 200 || string(out) != fmt.Sprint(i) {
-			t.Fatalf("GET k%d = %d %s", i, code, out)
-		}
-	}
-	// Both workers served traffic: their heartbeated cache counters show it.
+// waitBusy waits until every worker's heartbeated cache counters show more
+// than n entries and n hits: traffic reached them all.
+func (c *cluster) waitBusy(n int) {
+	c.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		rows := c.workerRows()
 		busy := 0
 		for _, r := range rows {
-			if r.Cache.Entries > 20 && r.Cache.Hits > 20 {
+			if r.Cache.Entries > n && r.Cache.Hits > uint64(n) {
 				busy++
 			}
 		}
-		if busy == 2 {
-			break
+		if busy == len(c.workers) {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("workers' counters do not show traffic on both: %+v", rows)
+			c.t.Fatalf("workers' counters do not show traffic on all of them: %+v", rows)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
 
-	// SIGKILL w2 while 8 clients write and read.
+// killUnderLoad SIGKILLs worker victim while 8 clients write; no request
+// may fail more than 3 s after the kill, the others must be Available again
+// as the only workers, and every acknowledged write must read back (or a
+// later one of the same client). It returns the acknowledged writes.
+func (c *cluster) killUnderLoad(victim string, rest ...string) map[string]int {
+	t := c.t
+	t.Helper()
 	var mu sync.Mutex
 	acked := map[string]int{}
 	var failedAfter []string
@@ -824,19 +830,41 @@ func TestScaleOutWorkers(t *testing.T) {
 	mu.Lock()
 	killedAt = time.Now()
 	mu.Unlock()
-	c.workers["w2"].kill()
+	c.workers[victim].kill()
 	wg.Wait()
 	if len(failedAfter) > 0 {
 		t.Errorf("%d requests failed more than 3s after the kill, e.g. %s", len(failedAfter), failedAfter[0])
 	}
-	c.waitWorkers(10*time.Second, "w1")
+	c.waitWorkers(10*time.Second, rest...)
 	for key, i := range acked {
 		code, out, _ := c.main.call("GET", "/entity/chatdb?key="+key, testAdminKey, nil)
 		var got int
 		if code != 200 || json.Unmarshal(out, &got) != nil || got < i {
-			t.Errorf("acknowledged %s=%d: after worker kill GET = %d %s", key, i, code, out)
+			t.Errorf("acknowledged %s=%d: after the kill GET = %d %s", key, i, code, out)
 		}
 	}
+	t.Logf("%d acknowledged keys checked after SIGKILL of %s", len(acked), victim)
+	return acked
+}
+
+// TestScaleOutWorkers: one main and two workers as processes; both are
+// Available, traffic reaches both, SIGKILL of one under load loses no
+// acknowledged write and the next requests succeed, and a restarted main
+// gets its workers back by themselves.
+func TestScaleOutWorkers(t *testing.T) {
+	c := startCluster(t, "w1", "w2")
+	for i := range 200 {
+		if code, out, _ := c.main.call("PUT", "/entity/chatdb", testAdminKey, map[string]int{fmt.Sprintf("k%d", i): i}); code != 200 {
+			t.Fatalf("PUT k%d = %d %s", i, code, out)
+		}
+	}
+	for i := range 200 {
+		if code, out, _ := c.main.call("GET", fmt.Sprintf("/entity/chatdb?key=k%d", i), testAdminKey, nil); code != 200 || string(out) != fmt.Sprint(i) {
+			t.Fatalf("GET k%d = %d %s", i, code, out)
+		}
+	}
+	c.waitBusy(20)
+	c.killUnderLoad("w2", "w1")
 
 	// Restart the main worker: w1 subscribes again by itself.
 	c.main.stop()

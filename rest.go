@@ -222,12 +222,10 @@ func (s *restServer) handlePutEntities(w http.ResponseWriter, r *http.Request, p
 		writeError(w, err)
 		return
 	}
-	schemaID := r.URL.Query().Get("schema")
-	if r.URL.Query().Has("schema") {
-		if err := validateSchemaID(schemaID); err != nil {
-			writeError(w, err)
-			return
-		}
+	schemaID, err := schemaParam(r)
+	if err != nil {
+		writeError(w, err)
+		return
 	}
 	body, err := s.readBody(w, r)
 	if err != nil {
@@ -387,12 +385,10 @@ func (s *restServer) handlePatchEntity(w http.ResponseWriter, r *http.Request, p
 		writeError(w, err)
 		return
 	}
-	schemaID := r.URL.Query().Get("schema")
-	if r.URL.Query().Has("schema") {
-		if err := validateSchemaID(schemaID); err != nil {
-			writeError(w, err)
-			return
-		}
+	schemaID, err := schemaParam(r)
+	if err != nil {
+		writeError(w, err)
+		return
 	}
 	body, err := s.readBody(w, r)
 	if err != nil {
@@ -442,6 +438,16 @@ func (s *restServer) handleDeleteEntity(w http.ResponseWriter, r *http.Request, 
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// schemaParam returns the validated ?schema= of a write, "" when absent.
+func schemaParam(r *http.Request) (string, error) {
+	q := r.URL.Query()
+	if !q.Has("schema") {
+		return "", nil
+	}
+	id := q.Get("schema")
+	return id, validateSchemaID(id)
 }
 
 // entityTarget returns the validated database and ?key= of an entity route.

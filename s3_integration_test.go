@@ -125,29 +125,12 @@ func TestS3WrongCredentialsAtStart(t *testing.T) {
 // bucket holds everything and the local -shared-fs nothing.
 func TestS3ReadmeQuickStart(t *testing.T) {
 	cfg := s3TestConfig(t)
-	if _, err := exec.LookPath("curl"); err != nil {
-		t.Fatal("curl is needed to run README's quick start")
-	}
 	bucket := testBucket(t, cfg)
-	env := []string{"MASTER_KEY="} // generated on the empty bucket, as in README
-	for _, line := range strings.Split(readmeBlock(t, "quickstart-server"), "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "export "); ok {
-			env = append(env, strings.Fields(v)...)
-		}
-	}
+	// MASTER_KEY is generated on the empty bucket, as in README.
+	env := append([]string{"MASTER_KEY="}, quickStartEnv(t)...)
 	local := unusedDir(t)
 	n := startNode(t, env, append(s3NodeArgs(cfg, bucket.bucket), "-role=all", "-shared-fs="+local)...)
-	script := strings.Replace(readmeBlock(t, "quickstart"), "DDB=http://127.0.0.1:8080", "DDB="+n.base, 1)
-	cmd := exec.Command("bash", "-euo", "pipefail", "-c", script)
-	cmd.Env = append(os.Environ(), env...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("quick start failed: %v\n%s", err, out)
-	}
-	want := strings.TrimSpace(readmeBlock(t, "quickstart-output"))
-	if got := strings.TrimSpace(string(out)); got != want {
-		t.Errorf("quick start on S3 printed:\n%s\nwant (README):\n%s", got, want)
-	}
+	runQuickStart(t, n, env)
 
 	// session_001 and session_003 remain; session_002 was deleted.
 	entities := bucketKeys(t, bucket, entitiesPrefix)
@@ -206,66 +189,13 @@ func TestS3ScaleOutWorkers(t *testing.T) {
 			t.Fatalf("GET k%d = %d %s", i, code, out)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for busy := 0; busy < 2; {
-		busy = 0
-		for _, r := range c.workerRows() {
-			if r.Cache.Entries > 10 && r.Cache.Hits > 10 {
-				busy++
-			}
-		}
-		if busy < 2 && time.Now().After(deadline) {
-			t.Fatalf("workers' counters do not show traffic on both: %+v", c.workerRows())
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-
-	// SIGKILL w2 while 8 clients write.
-	var mu sync.Mutex
-	acked := map[string]int{}
-	var failedAfter []string
-	var killedAt time.Time
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
-	defer cancel()
-	var wg sync.WaitGroup
-	for cl := range 8 {
-		wg.Go(func() {
-			for i := 0; ctx.Err() == nil; i++ {
-				key := fmt.Sprintf("load%d-%d", cl, i%25)
-				code, out, _ := httpCall(t, "PUT", c.main.base+"/entity/chatdb", testAdminKey, map[string]int{key: i})
-				mu.Lock()
-				if code == 200 {
-					acked[key] = i
-				} else if !killedAt.IsZero() && time.Since(killedAt) > 3*time.Second {
-					failedAfter = append(failedAfter, fmt.Sprintf("%s: %d %s", key, code, out))
-				}
-				mu.Unlock()
-			}
-		})
-	}
-	time.Sleep(time.Second)
-	mu.Lock()
-	killedAt = time.Now()
-	mu.Unlock()
-	c.workers["w2"].kill()
-	wg.Wait()
-	if len(failedAfter) > 0 {
-		t.Errorf("%d requests failed more than 3s after the kill, e.g. %s", len(failedAfter), failedAfter[0])
-	}
-	c.waitWorkers(10*time.Second, "w1")
+	c.waitBusy(10)
+	acked := c.killUnderLoad("w2", "w1")
 	for i := range 100 { // half of them w2 wrote and w1 never cached
 		if code, out, _ := c.main.call("GET", fmt.Sprintf("/entity/chatdb?key=k%d", i), testAdminKey, nil); code != 200 || string(out) != fmt.Sprint(i) {
 			t.Errorf("after the kill GET k%d = %d %s, want 200 %d", i, code, out, i)
 		}
 	}
-	for key, i := range acked {
-		code, out, _ := c.main.call("GET", "/entity/chatdb?key="+key, testAdminKey, nil)
-		var got int
-		if code != 200 || json.Unmarshal(out, &got) != nil || got < i {
-			t.Errorf("acknowledged %s=%d: after the kill GET = %d %s", key, i, code, out)
-		}
-	}
-	t.Logf("%d acknowledged keys checked after SIGKILL", len(acked))
 	if got, want := len(bucketKeys(t, bucket, entityKeyPrefix("chatdb", ""))), 100+len(acked); got < want {
 		t.Errorf("bucket holds %d entities, want at least %d", got, want)
 	}
