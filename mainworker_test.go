@@ -7,6 +7,8 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -267,4 +269,21 @@ func BenchmarkRemoteGetHit(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestWorkerErrorsKeepTheirRESTStatus: an error that crosses the gRPC hop
+// from a worker answers the same REST status as it would in-process (a
+// validation failure stays 400, not-found 404, a decryption failure 500).
+func TestWorkerErrorsKeepTheirRESTStatus(t *testing.T) {
+	for _, sentinel := range []error{errInvalid, errNotFound, errConflict, errPatchConflict, errUnavailable,
+		errCorrupt, errTooLarge, errUnauthenticated, errForbidden, errors.New("unclassified")} {
+		err := fmt.Errorf("put entity db/\"k\": %w", sentinel)
+		back := errorFromStatus(grpcStatus(err))
+		if got, want := statusOf(back), statusOf(err); got != want {
+			t.Errorf("%v: REST status after the hop = %d, want %d", sentinel, got, want)
+		}
+		if back.Error() != err.Error() {
+			t.Errorf("message after the hop = %q, want %q", back.Error(), err.Error())
+		}
+	}
 }

@@ -586,61 +586,47 @@ func (r *remoteWorker) Process(ctx context.Context, req *pb.ProcessRequest) (*pb
 	return nil, err
 }
 
-// grpcStatus maps an error to a gRPC status: the one place where sentinel
-// errors become gRPC codes.
+// grpcCodes pairs each sentinel error with its gRPC code: the one place
+// where the two meet. grpcStatus takes the first sentinel that matches an
+// error; errorFromStatus the first code that matches a status.
+var grpcCodes = []struct {
+	err  error
+	code codes.Code
+}{
+	{errUnauthenticated, codes.Unauthenticated},
+	{errForbidden, codes.PermissionDenied},
+	{errTooLarge, codes.ResourceExhausted},
+	{errRateLimited, codes.ResourceExhausted},
+	{errInvalid, codes.InvalidArgument},
+	{errNotFound, codes.NotFound},
+	{errConflict, codes.FailedPrecondition},
+	{errPatchConflict, codes.Aborted},
+	{errUnavailable, codes.Unavailable},
+	{errUnavailable, codes.DeadlineExceeded},
+	{errCorrupt, codes.DataLoss},
+}
+
+// grpcStatus maps an error to a gRPC status (Internal when no sentinel
+// matches).
 func grpcStatus(err error) error {
-	code := codes.Internal
-	switch {
-	case errors.Is(err, errUnauthenticated):
-		code = codes.Unauthenticated
-	case errors.Is(err, errForbidden):
-		code = codes.PermissionDenied
-	case errors.Is(err, errTooLarge), errors.Is(err, errRateLimited):
-		code = codes.ResourceExhausted
-	case errors.Is(err, errInvalid):
-		code = codes.InvalidArgument
-	case errors.Is(err, errNotFound):
-		code = codes.NotFound
-	case errors.Is(err, errConflict):
-		code = codes.FailedPrecondition
-	case errors.Is(err, errPatchConflict):
-		code = codes.Aborted
-	case errors.Is(err, errUnavailable):
-		code = codes.Unavailable
-	case errors.Is(err, errCorrupt):
-		code = codes.DataLoss
+	for _, m := range grpcCodes {
+		if errors.Is(err, m.err) {
+			return status.Error(m.code, err.Error())
+		}
 	}
-	return status.Error(code, err.Error())
+	return status.Error(codes.Internal, err.Error())
 }
 
 // errorFromStatus turns a gRPC error back into the sentinel error its code
 // stands for, keeping the worker's message.
 func errorFromStatus(err error) error {
 	st := status.Convert(err)
-	var sentinel error
-	switch st.Code() {
-	case codes.Unauthenticated:
-		sentinel = errUnauthenticated
-	case codes.PermissionDenied:
-		sentinel = errForbidden
-	case codes.ResourceExhausted:
-		sentinel = errTooLarge
-	case codes.InvalidArgument:
-		sentinel = errInvalid
-	case codes.NotFound:
-		sentinel = errNotFound
-	case codes.FailedPrecondition:
-		sentinel = errConflict
-	case codes.Aborted:
-		sentinel = errPatchConflict
-	case codes.Unavailable, codes.DeadlineExceeded:
-		sentinel = errUnavailable
-	case codes.DataLoss:
-		sentinel = errCorrupt
-	default:
-		return errors.New(st.Message())
+	for _, m := range grpcCodes {
+		if st.Code() == m.code {
+			return &remoteError{msg: st.Message(), sentinel: m.err}
+		}
 	}
-	return &remoteError{msg: st.Message(), sentinel: sentinel}
+	return errors.New(st.Message())
 }
 
 // remoteError is an error a worker returned, with its sentinel restored.
