@@ -107,7 +107,7 @@ func (r *router) add(c *workerConn) {
 	if old != nil && old.close != nil {
 		old.close()
 	}
-	r.log.Info("worker subscribed", attrWorker, c.id, attrAddr, c.tags["grpc_addr"])
+	r.log.Info("worker registered", attrWorker, c.id, attrAddr, c.tags["grpc_addr"])
 }
 
 // seen records a heartbeat; it reports false for an unknown worker or an
