@@ -15,28 +15,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
-
-// authClock is a settable clock safe for concurrent use.
-type authClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *authClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *authClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // authTestStart is the test clock's start.
 var authTestStart = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -47,7 +28,7 @@ type authTestServer struct {
 	rest  *restServer
 	auth  *authenticator
 	st    *fsStore
-	clock *authClock
+	clock *fakeClock
 }
 
 // newAuthTestServer builds the server as runAll does. cfg's adminKey, st
@@ -55,7 +36,7 @@ type authTestServer struct {
 func newAuthTestServer(t *testing.T, cfg authConfig) *authTestServer {
 	t.Helper()
 	st := newTestFSStore(t)
-	clock := &authClock{t: authTestStart}
+	clock := &fakeClock{t: authTestStart}
 	cfg.adminKey, cfg.st, cfg.now = testAdminKey, st, clock.now
 	auth, err := newAuthenticator(context.Background(), cfg)
 	if err != nil {
@@ -406,7 +387,7 @@ func TestFailedAuthRateLimit(t *testing.T) {
 // addresses, and an IPv6 host cannot escape it by changing addresses
 // within its /64.
 func TestFailLimiterBounded(t *testing.T) {
-	clock := &authClock{t: authTestStart}
+	clock := &fakeClock{t: authTestStart}
 	l := newFailLimiter(2, time.Minute, 10, clock.now)
 	for i := range 1000 {
 		l.fail(fmt.Sprintf("10.0.%d.%d", i/256, i%256))

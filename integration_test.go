@@ -774,6 +774,23 @@ func (c *cluster) waitWorkers(d time.Duration, ids ...string) []workerInfo {
 	}
 }
 
+// putAndGet writes chatdb k0..k(n-1) = i through the main worker and reads
+// each back.
+func (c *cluster) putAndGet(n int) {
+	t := c.t
+	t.Helper()
+	for i := range n {
+		if code, out, _ := c.main.call("PUT", "/entity/chatdb", testAdminKey, map[string]int{fmt.Sprintf("k%d", i): i}); code != 200 {
+			t.Fatalf("PUT k%d = %d %s", i, code, out)
+		}
+	}
+	for i := range n {
+		if code, out, _ := c.main.call("GET", fmt.Sprintf("/entity/chatdb?key=k%d", i), testAdminKey, nil); code != 200 || string(out) != fmt.Sprint(i) {
+			t.Fatalf("GET k%d = %d %s", i, code, out)
+		}
+	}
+}
+
 // waitBusy waits until every worker's heartbeated cache counters show more
 // than n entries and n hits: traffic reached them all.
 func (c *cluster) waitBusy(n int) {
@@ -853,16 +870,7 @@ func (c *cluster) killUnderLoad(victim string, rest ...string) map[string]int {
 // gets its workers back by themselves.
 func TestScaleOutWorkers(t *testing.T) {
 	c := startCluster(t, "w1", "w2")
-	for i := range 200 {
-		if code, out, _ := c.main.call("PUT", "/entity/chatdb", testAdminKey, map[string]int{fmt.Sprintf("k%d", i): i}); code != 200 {
-			t.Fatalf("PUT k%d = %d %s", i, code, out)
-		}
-	}
-	for i := range 200 {
-		if code, out, _ := c.main.call("GET", fmt.Sprintf("/entity/chatdb?key=k%d", i), testAdminKey, nil); code != 200 || string(out) != fmt.Sprint(i) {
-			t.Fatalf("GET k%d = %d %s", i, code, out)
-		}
-	}
+	c.putAndGet(200)
 	c.waitBusy(20)
 	c.killUnderLoad("w2", "w1")
 

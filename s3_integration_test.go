@@ -179,16 +179,7 @@ func TestS3ScaleOutWorkers(t *testing.T) {
 	cfg := s3TestConfig(t)
 	bucket := testBucket(t, cfg)
 	c, dirs := startS3Cluster(t, s3NodeArgs(cfg, bucket.bucket), "w1", "w2")
-	for i := range 100 {
-		if code, out, _ := c.main.call("PUT", "/entity/chatdb", testAdminKey, map[string]int{fmt.Sprintf("k%d", i): i}); code != 200 {
-			t.Fatalf("PUT k%d = %d %s", i, code, out)
-		}
-	}
-	for i := range 100 {
-		if code, out, _ := c.main.call("GET", fmt.Sprintf("/entity/chatdb?key=k%d", i), testAdminKey, nil); code != 200 || string(out) != fmt.Sprint(i) {
-			t.Fatalf("GET k%d = %d %s", i, code, out)
-		}
-	}
+	c.putAndGet(100)
 	c.waitBusy(10)
 	acked := c.killUnderLoad("w2", "w1")
 	for i := range 100 { // half of them w2 wrote and w1 never cached
