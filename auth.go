@@ -937,9 +937,15 @@ var (
 
 // bearer extracts the credential of an "Authorization: Bearer X" header.
 func bearer(r *http.Request) string {
-	h := r.Header.Get("Authorization")
+	cred, _ := bearerCredential(r.Header.Get("Authorization"))
+	return cred
+}
+
+// bearerCredential returns the credential of a "Bearer X" header value
+// (the scheme in any case); ok is false when h has no such prefix.
+func bearerCredential(h string) (cred string, ok bool) {
 	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
-		return strings.TrimSpace(h[7:])
+		return strings.TrimSpace(h[7:]), true
 	}
-	return ""
+	return "", false
 }

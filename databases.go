@@ -93,8 +93,8 @@ type databaseInfo struct {
 // handleGetDatabase answers a database's binding and entity count; 404
 // when it has neither entities nor a binding.
 func (s *restServer) handleGetDatabase(w http.ResponseWriter, r *http.Request, p principal) {
-	db := r.PathValue("db")
-	if err := validateDBName(db); err != nil {
+	db, err := pathDB(r)
+	if err != nil {
 		writeError(w, err)
 		return
 	}
@@ -114,8 +114,8 @@ func (s *restServer) handleGetDatabase(w http.ResponseWriter, r *http.Request, p
 // unbinds it ({"schema": null} or {"schema": ""}). Existing entities are
 // not validated again; every later write is.
 func (s *restServer) handlePutDatabase(w http.ResponseWriter, r *http.Request, p principal) {
-	db := r.PathValue("db")
-	if err := validateDBName(db); err != nil {
+	db, err := pathDB(r)
+	if err != nil {
 		writeError(w, err)
 		return
 	}
@@ -219,8 +219,8 @@ type keyPage struct {
 // key appears at most once across pages whatever is written meanwhile,
 // and every key that exists throughout the listing appears.
 func (s *restServer) handleListEntityKeys(w http.ResponseWriter, r *http.Request, p principal) {
-	db := r.PathValue("db")
-	if err := validateDBName(db); err != nil {
+	db, err := pathDB(r)
+	if err != nil {
 		writeError(w, err)
 		return
 	}

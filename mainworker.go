@@ -153,7 +153,11 @@ func (m *mainService) Process(ctx context.Context, req *pb.ProcessRequest) (*pb.
 	cred := req.GetToken()
 	if md, ok := metadata.FromIncomingContext(ctx); ok && cred == "" {
 		if v := md.Get("authorization"); len(v) > 0 {
-			cred = strings.TrimSpace(strings.TrimPrefix(strings.TrimPrefix(v[0], "Bearer "), "bearer "))
+			// gRPC clients may also send the bare credential.
+			var ok bool
+			if cred, ok = bearerCredential(v[0]); !ok {
+				cred = strings.TrimSpace(v[0])
+			}
 		}
 	}
 	p, err := m.auth.authenticateFrom(cred, peerAddr(ctx))

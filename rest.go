@@ -217,8 +217,8 @@ func (s *restServer) handlePutSchema(w http.ResponseWriter, r *http.Request, p p
 // handlePutEntities stores every entity of a {key: document, ...} body.
 // All names and documents are checked before anything is written.
 func (s *restServer) handlePutEntities(w http.ResponseWriter, r *http.Request, p principal) {
-	db := r.PathValue("db")
-	if err := validateDBName(db); err != nil {
+	db, err := pathDB(r)
+	if err != nil {
 		writeError(w, err)
 		return
 	}
@@ -328,15 +328,14 @@ func decodeEntityBody(body []byte) ([]entityDoc, error) {
 func (s *restServer) validateAll(ctx context.Context, id string, docs []entityDoc) error {
 	var failed []string
 	for _, d := range docs {
-		err := s.schemas.Validate(ctx, id, d.doc)
+		err := validateDoc(ctx, s.schemas, []string{id}, d.doc)
+		var ve *validationError
 		switch {
 		case err == nil:
-		case errors.Is(err, errNotFound):
-			return fmt.Errorf("unknown schema %q: %w", id, errInvalid)
-		case errors.Is(err, errInvalid):
-			failed = append(failed, fmt.Sprintf("%s: %v", d.key, err))
+		case errors.As(err, &ve):
+			failed = append(failed, fmt.Sprintf("%s: %v", d.key, ve))
 		default:
-			return fmt.Errorf("validate %s against %s: %w", d.key, id, err)
+			return err
 		}
 	}
 	if len(failed) > 0 {
@@ -450,10 +449,15 @@ func schemaParam(r *http.Request) (string, error) {
 	return id, validateSchemaID(id)
 }
 
+// pathDB returns the validated {db} of a route.
+func pathDB(r *http.Request) (string, error) {
+	db := r.PathValue("db")
+	return db, validateDBName(db)
+}
+
 // entityTarget returns the validated database and ?key= of an entity route.
 func entityTarget(r *http.Request) (db, key string, err error) {
-	db = r.PathValue("db")
-	if err := validateDBName(db); err != nil {
+	if db, err = pathDB(r); err != nil {
 		return "", "", err
 	}
 	q := r.URL.Query()
