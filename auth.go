@@ -681,9 +681,6 @@ func (f fileKeyStore) String() string { return f.path }
 
 // Failed-authentication rate limit.
 
-// errRateLimited is a client over the failed-authentication limit (429).
-var errRateLimited = errors.New("too many failed authentications")
-
 // rateLimitError is errRateLimited with the time until the client may try
 // again.
 type rateLimitError struct{ retryAfter time.Duration }
@@ -927,13 +924,6 @@ func (p principal) allowsDB(db string) bool {
 func (p principal) has(need perm) bool {
 	return p.admin || p.perms&permAdmin != 0 || p.perms&need == need
 }
-
-// errUnauthenticated means no, an unknown or an expired credential (401);
-// errForbidden a valid credential without the permission (403).
-var (
-	errUnauthenticated = errors.New("missing or invalid credential")
-	errForbidden       = errors.New("permission denied")
-)
 
 // bearer extracts the credential of an "Authorization: Bearer X" header.
 func bearer(r *http.Request) string {

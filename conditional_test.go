@@ -54,7 +54,7 @@ func TestCheckPreconditions(t *testing.T) {
 	} {
 		req := &pb.ProcessRequest{IfMatch: tc.ifMatch, IfNoneMatch: tc.ifNoneMatch}
 		err := checkPreconditions(req, tc.cur)
-		if (err == nil) != tc.ok || err != nil && !errors.Is(err, errConflict) {
+		if (err == nil) != tc.ok || err != nil && !errors.Is(err, errPrecondition) {
 			t.Errorf("checkPreconditions(If-Match %q, If-None-Match %q, %+v) = %v, want ok=%v", tc.ifMatch, tc.ifNoneMatch, tc.cur, err, tc.ok)
 		}
 		var pe *preconditionError

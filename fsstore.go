@@ -150,11 +150,11 @@ func (s *fsStore) PutIf(ctx context.Context, key string, data []byte, rev string
 	case err != nil && !errors.Is(err, errNotFound):
 		return "", fmt.Errorf("put %s if revision %q: %w", key, rev, err)
 	case err != nil:
-		return "", fmt.Errorf("put %s if revision %q: object missing: %w", key, rev, errConflict)
+		return "", fmt.Errorf("put %s if revision %q: object missing: %w", key, rev, errPrecondition)
 	case rev == "":
-		return "", fmt.Errorf("put %s if absent: object exists: %w", key, errConflict)
+		return "", fmt.Errorf("put %s if absent: object exists: %w", key, errPrecondition)
 	case fsRev(cur) != rev:
-		return "", fmt.Errorf("put %s if revision %q: revision changed: %w", key, rev, errConflict)
+		return "", fmt.Errorf("put %s if revision %q: revision changed: %w", key, rev, errPrecondition)
 	}
 	if err := s.Put(ctx, key, data); err != nil {
 		return "", err
@@ -409,7 +409,7 @@ func classify(err error) error {
 		return errInvalid
 	case errors.Is(err, unix.EISDIR), errors.Is(err, unix.ENOTDIR), errors.Is(err, unix.EEXIST):
 		// The key and a directory of other keys want the same path.
-		return errConflict
+		return errPrecondition
 	default: // ENOSPC, EIO, EROFS, EDQUOT, EMFILE, ...
 		return errUnavailable
 	}

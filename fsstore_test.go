@@ -192,8 +192,8 @@ func TestFSStoreKeyCollidesWithDirectory(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := st.Put(ctx, "templates/a", []byte("x"))
-	if !errors.Is(err, errConflict) || !strings.HasPrefix(err.Error(), "put templates/a: rename: ") {
-		t.Errorf("Put over a directory = %v, want errConflict from rename", err)
+	if !errors.Is(err, errPrecondition) || !strings.HasPrefix(err.Error(), "put templates/a: rename: ") {
+		t.Errorf("Put over a directory = %v, want errPrecondition from rename", err)
 	}
 	for _, key := range []string{"templates/a", "templates/a/b/c"} {
 		if _, err := st.Get(ctx, key); !errors.Is(err, errNotFound) {
@@ -221,7 +221,7 @@ func TestClassify(t *testing.T) {
 		{pe(unix.EACCES), errConfig},
 		{pe(unix.EPERM), errConfig},
 		{pe(unix.ENAMETOOLONG), errInvalid},
-		{pe(unix.EISDIR), errConflict},
+		{pe(unix.EISDIR), errPrecondition},
 		{errors.New("other"), errUnavailable},
 	} {
 		if got := classify(tc.err); got != tc.want {
@@ -345,7 +345,7 @@ func FuzzFSStoreKeyPath(f *testing.F) {
 		}
 		ctx := t.Context()
 		if err := st.Put(ctx, key, []byte(key)); err != nil {
-			if errors.Is(err, errConflict) || errors.Is(err, errInvalid) {
+			if errors.Is(err, errPrecondition) || errors.Is(err, errInvalid) {
 				return // collides with a directory of an earlier key, or too long
 			}
 			t.Fatalf("Put(%q) = %v", key, err)

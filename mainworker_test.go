@@ -275,7 +275,7 @@ func BenchmarkRemoteGetHit(b *testing.B) {
 // from a worker answers the same REST status as it would in-process (a
 // validation failure stays 400, not-found 404, a decryption failure 500).
 func TestWorkerErrorsKeepTheirRESTStatus(t *testing.T) {
-	for _, sentinel := range []error{errInvalid, errNotFound, errConflict, errPatchConflict, errUnavailable,
+	for _, sentinel := range []error{errInvalid, errNotFound, errPrecondition, errPatchConflict, errUnavailable,
 		errCorrupt, errTooLarge, errUnauthenticated, errForbidden, errors.New("unclassified")} {
 		err := fmt.Errorf("put entity db/\"k\": %w", sentinel)
 		back := errorFromStatus(grpcStatus(err))

@@ -21,10 +21,6 @@ const (
 	jsonPatchType  = "application/json-patch+json"
 )
 
-// errPatchConflict: a well-formed patch that does not apply to the current
-// document: a failed "test" operation, or a path that names nothing (409).
-var errPatchConflict = errors.New("patch does not apply to the document")
-
 // applyPatch applies a patch of media type contentType to the JSON text
 // doc and returns the resulting JSON text. A malformed patch or an unknown
 // media type wraps errInvalid; a patch that does not apply wraps

@@ -355,7 +355,7 @@ func (w *worker) readModifyWrite(ctx context.Context, s *sealer, req *pb.Process
 			return cachedEntity{}, err
 		}
 		e, err := w.store(ctx, s, req, doc, cur.rev, true)
-		if errors.Is(err, errConflict) && attempt < maxWriteAttempts {
+		if errors.Is(err, errPrecondition) && attempt < maxWriteAttempts {
 			w.log.Warn("entity changed by another process during a write; retrying", attrDB, db)
 			continue
 		}
@@ -431,7 +431,7 @@ type preconditionError struct {
 }
 
 func (e *preconditionError) Error() string { return e.msg }
-func (e *preconditionError) Unwrap() error { return errConflict }
+func (e *preconditionError) Unwrap() error { return errPrecondition }
 
 // versionHeader carries a preconditionError's current version from a
 // remote worker to the main worker.
@@ -580,7 +580,7 @@ func (r *remoteWorker) Process(ctx context.Context, req *pb.ProcessRequest) (*pb
 		return nil, fmt.Errorf("worker %s refused the call: %s: %w: %w", r.id, status.Convert(err).Message(), errTransport, errUnavailable)
 	}
 	err = fmt.Errorf("worker %s: %w", r.id, errorFromStatus(err))
-	if v := tr.Get(versionHeader); len(v) > 0 && errors.Is(err, errConflict) {
+	if v := tr.Get(versionHeader); len(v) > 0 && errors.Is(err, errPrecondition) {
 		return nil, &preconditionError{msg: err.Error(), current: v[0]}
 	}
 	return nil, err
@@ -599,7 +599,7 @@ var grpcCodes = []struct {
 	{errRateLimited, codes.ResourceExhausted},
 	{errInvalid, codes.InvalidArgument},
 	{errNotFound, codes.NotFound},
-	{errConflict, codes.FailedPrecondition},
+	{errPrecondition, codes.FailedPrecondition},
 	{errPatchConflict, codes.Aborted},
 	{errUnavailable, codes.Unavailable},
 	{errUnavailable, codes.DeadlineExceeded},

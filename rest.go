@@ -488,13 +488,6 @@ func (s *restServer) readBody(w http.ResponseWriter, r *http.Request) ([]byte, e
 	return b, nil
 }
 
-// errTooLarge is a request body over -rest-max-body-size (413).
-var errTooLarge = errors.New("request body too large")
-
-// errUnsupportedMedia is a request body of a media type the route does not
-// take (415).
-var errUnsupportedMedia = errors.New("unsupported media type")
-
 // listDatabases returns the sorted names of databases holding at least one
 // entity. It steps from database to database: after the first object of a
 // database it resumes past every possible object of that database, so its
@@ -536,7 +529,7 @@ func statusOf(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, errNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, errConflict):
+	case errors.Is(err, errPrecondition):
 		return http.StatusPreconditionFailed
 	case errors.Is(err, errPatchConflict):
 		return http.StatusConflict

@@ -347,11 +347,6 @@ func (r *router) call(ctx context.Context, c *workerConn, owner bool, req *pb.Pr
 	return c.proc.Process(ctx, out)
 }
 
-// errTransport marks a call that never reached a worker's handler (the
-// connection failed); such calls are retried on the next worker. Errors
-// carrying it also carry errUnavailable (503) when no retry is left.
-var errTransport = errors.New("worker unreachable")
-
 // list returns the rows of GET /admin/workers, sorted by worker ID.
 func (r *router) list() []workerInfo {
 	r.mu.RLock()

@@ -22,7 +22,7 @@ import (
 // net/http. It works with AWS S3, MinIO, SeaweedFS and Ceph RGW.
 //
 // Failures are classified once, here: NoSuchKey becomes errNotFound,
-// PreconditionFailed errConflict, rejected credentials errConfig, and 5xx,
+// PreconditionFailed errPrecondition, rejected credentials errConfig, and 5xx,
 // throttling, timeouts and connection errors are retried with bounded
 // exponential backoff and jitter before becoming errUnavailable. Other 4xx
 // are not retried.
@@ -228,7 +228,7 @@ func (s *s3Store) PutIf(ctx context.Context, key string, data []byte, rev string
 // with ifMatch it writes only if the object's ETag is ifMatch (as returned
 // by headObject or getObject, quotes included); with ifNoneMatch only if
 // the object does not exist. A precondition that does not hold returns an
-// error wrapping errConflict; so does If-Match on a missing object, for
+// error wrapping errPrecondition; so does If-Match on a missing object, for
 // which S3 answers 404 but HTTP semantics say 412.
 func (s *s3Store) putIf(ctx context.Context, key string, data []byte, ifMatch string, ifNoneMatch bool) error {
 	_, err := s.condPut(ctx, key, data, ifMatch, ifNoneMatch)
@@ -247,7 +247,7 @@ func (s *s3Store) condPut(ctx context.Context, key string, data []byte, ifMatch 
 	}
 	resp, err := s.do(ctx, s3Request{method: http.MethodPut, key: key, header: h, body: data})
 	if ifMatch != "" && errors.Is(err, errNotFound) {
-		return "", fmt.Errorf("put object %q if-match %s: object missing: %w", key, ifMatch, errConflict)
+		return "", fmt.Errorf("put object %q if-match %s: object missing: %w", key, ifMatch, errPrecondition)
 	}
 	if err != nil {
 		return "", fmt.Errorf("put object %q: %w", key, err)
@@ -633,7 +633,7 @@ func (s *s3Store) classify(status int, body []byte, r s3Request) error {
 		e.sentinel = errNotFound
 	case e.Code == "PreconditionFailed" || status == http.StatusPreconditionFailed ||
 		e.Code == "ConditionalRequestConflict":
-		e.sentinel = errConflict
+		e.sentinel = errPrecondition
 	case e.Code == "SignatureDoesNotMatch":
 		e.hint, e.sentinel = "signature rejected: check -s3-secret-key", errConfig
 	case e.Code == "InvalidAccessKeyId":

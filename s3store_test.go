@@ -265,10 +265,10 @@ func TestS3StoreConditionalPutRace(t *testing.T) {
 			case err == nil:
 				wins.Add(1)
 				winner.Store(string(data))
-			case errors.Is(err, errConflict):
+			case errors.Is(err, errPrecondition):
 				conflicts.Add(1)
 			default:
-				t.Errorf("putIf(%q, If-None-Match: *) = %v, want nil or errConflict", key, err)
+				t.Errorf("putIf(%q, If-None-Match: *) = %v, want nil or errPrecondition", key, err)
 			}
 		})
 		if wins.Load() != 1 || conflicts.Load() != 15 {
@@ -286,11 +286,11 @@ func TestS3StoreConditionalPutRace(t *testing.T) {
 	if err := s.putIf(ctx, key, []byte("v2"), info.ETag, false); err != nil {
 		t.Errorf("putIf(If-Match current ETag) = %v", err)
 	}
-	if err := s.putIf(ctx, key, []byte("v3"), info.ETag, false); !errors.Is(err, errConflict) {
-		t.Errorf("putIf(If-Match stale ETag) = %v, want errConflict", err)
+	if err := s.putIf(ctx, key, []byte("v3"), info.ETag, false); !errors.Is(err, errPrecondition) {
+		t.Errorf("putIf(If-Match stale ETag) = %v, want errPrecondition", err)
 	}
-	if err := s.putIf(ctx, "files/db/none", []byte("x"), info.ETag, false); !errors.Is(err, errConflict) {
-		t.Errorf("putIf(If-Match on missing key) = %v, want errConflict", err)
+	if err := s.putIf(ctx, "files/db/none", []byte("x"), info.ETag, false); !errors.Is(err, errPrecondition) {
+		t.Errorf("putIf(If-Match on missing key) = %v, want errPrecondition", err)
 	}
 }
 
@@ -466,9 +466,9 @@ func TestS3Classify(t *testing.T) {
 		{404, xmlErr("NoSuchKey"), "k", errNotFound, "404 NoSuchKey: m"},
 		{404, nil, "k", errNotFound, "404 Not Found"}, // HEAD: no body
 		{404, xmlErr("NoSuchBucket"), "k", errConfig, `bucket "b" does not exist`},
-		{412, xmlErr("PreconditionFailed"), "k", errConflict, "PreconditionFailed"},
-		{412, nil, "k", errConflict, "412"},
-		{409, xmlErr("ConditionalRequestConflict"), "k", errConflict, ""},
+		{412, xmlErr("PreconditionFailed"), "k", errPrecondition, "PreconditionFailed"},
+		{412, nil, "k", errPrecondition, "412"},
+		{409, xmlErr("ConditionalRequestConflict"), "k", errPrecondition, ""},
 		{403, xmlErr("SignatureDoesNotMatch"), "k", errConfig, "s3: signature rejected: check -s3-secret-key"},
 		{403, xmlErr("InvalidAccessKeyId"), "", errConfig, "check -s3-access-key"},
 		{403, xmlErr("AccessDenied"), "k", errConfig, "access denied"},

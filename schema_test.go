@@ -62,7 +62,7 @@ func (m *memStore) PutIf(ctx context.Context, key string, data []byte, rev strin
 	defer m.mu.Unlock()
 	cur, ok := m.objs[key]
 	if ok != (rev != "") || ok && "rev:"+string(cur) != rev {
-		return "", fmt.Errorf("put %s if revision: %w", key, errConflict)
+		return "", fmt.Errorf("put %s if revision: %w", key, errPrecondition)
 	}
 	m.objs[key] = slices.Clone(data)
 	return "rev:" + string(data), nil

@@ -2,28 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-)
-
-// Sentinel errors set once at the storage boundary. Backends translate their
-// own failures (os.ErrNotExist, S3 NoSuchKey, ...) into these so that rest.go
-// and proc.go map them to HTTP and gRPC codes in one place each.
-var (
-	// errNotFound: the object, entity, schema or key does not exist.
-	errNotFound = errors.New("not found")
-	// errInvalid: the caller sent something malformed (bad name, bad JSON,
-	// failed validation). Never retried.
-	errInvalid = errors.New("invalid")
-	// errConflict: a precondition on the stored object did not hold.
-	errConflict = errors.New("conflict")
-	// errUnavailable: the backend could not be reached or failed
-	// transiently; the request may succeed later.
-	errUnavailable = errors.New("storage unavailable")
-	// errConfig: the backend refused us for a reason only the operator can
-	// fix (wrong credentials, wrong bucket, permissions).
-	errConfig = errors.New("storage configuration")
-	// errCorrupt: stored bytes failed to decrypt or parse.
-	errCorrupt = errors.New("corrupt data")
 )
 
 // store is the storage backend: a flat namespace of objects addressed by
@@ -43,7 +21,7 @@ type store interface {
 	GetRev(ctx context.Context, key string) (data []byte, rev string, err error)
 	// PutIf is Put on condition that the object's revision is still rev
 	// (rev "": that the object does not exist); otherwise it writes nothing
-	// and returns an error wrapping errConflict. It returns the new
+	// and returns an error wrapping errPrecondition. It returns the new
 	// revision. Where Lock excludes other processes (fsStore) the check and
 	// the write are atomic only while the caller holds Lock(key); s3Store
 	// checks with a conditional PUT, atomic by itself.

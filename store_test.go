@@ -391,15 +391,15 @@ func testStorePutIf(t *testing.T, st store) {
 	if _, _, err := st.GetRev(ctx, key); !errors.Is(err, errNotFound) {
 		t.Errorf("GetRev(missing) = %v, want errNotFound", err)
 	}
-	if _, err := st.PutIf(ctx, key, []byte("x"), "some-rev"); !errors.Is(err, errConflict) {
-		t.Errorf("PutIf(missing, some-rev) = %v, want errConflict", err)
+	if _, err := st.PutIf(ctx, key, []byte("x"), "some-rev"); !errors.Is(err, errPrecondition) {
+		t.Errorf("PutIf(missing, some-rev) = %v, want errPrecondition", err)
 	}
 	rev1, err := st.PutIf(ctx, key, []byte("v1"), "")
 	if err != nil || rev1 == "" {
 		t.Fatalf("PutIf(absent) = %q, %v, want a revision", rev1, err)
 	}
-	if _, err := st.PutIf(ctx, key, []byte("again"), ""); !errors.Is(err, errConflict) {
-		t.Errorf("PutIf(absent) on an existing object = %v, want errConflict", err)
+	if _, err := st.PutIf(ctx, key, []byte("again"), ""); !errors.Is(err, errPrecondition) {
+		t.Errorf("PutIf(absent) on an existing object = %v, want errPrecondition", err)
 	}
 	data, rev, err := st.GetRev(ctx, key)
 	if err != nil || string(data) != "v1" || rev != rev1 {
@@ -409,15 +409,15 @@ func testStorePutIf(t *testing.T, st store) {
 	if err != nil || rev2 == "" || rev2 == rev1 {
 		t.Fatalf("PutIf(rev1) = %q, %v, want a new revision", rev2, err)
 	}
-	if _, err := st.PutIf(ctx, key, []byte("v3"), rev1); !errors.Is(err, errConflict) {
-		t.Errorf("PutIf(stale rev) = %v, want errConflict", err)
+	if _, err := st.PutIf(ctx, key, []byte("v3"), rev1); !errors.Is(err, errPrecondition) {
+		t.Errorf("PutIf(stale rev) = %v, want errPrecondition", err)
 	}
 	// A plain Put changes the revision too.
 	if err := st.Put(ctx, key, []byte("v4")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.PutIf(ctx, key, []byte("v5"), rev2); !errors.Is(err, errConflict) {
-		t.Errorf("PutIf(rev before a Put) = %v, want errConflict", err)
+	if _, err := st.PutIf(ctx, key, []byte("v5"), rev2); !errors.Is(err, errPrecondition) {
+		t.Errorf("PutIf(rev before a Put) = %v, want errPrecondition", err)
 	}
 	if got, err := st.Get(ctx, key); err != nil || string(got) != "v4" {
 		t.Errorf("Get = %q, %v, want \"v4\" (failed PutIf writes nothing)", got, err)

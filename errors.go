@@ -1,0 +1,79 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Each names one kind of failure; rest.go maps them to HTTP
+// statuses (statusOf) and proc.go to gRPC codes (grpcCodes), each in one
+// place. Backends set them at the storage boundary: os.ErrNotExist and S3
+// NoSuchKey both become errNotFound.
+var (
+	// errNotFound: the object, entity, schema or key does not exist (404).
+	errNotFound = errors.New("not found")
+	// errInvalid: the caller sent something malformed (bad name, bad JSON,
+	// failed validation); never retried (400).
+	errInvalid = errors.New("invalid")
+	// errPrecondition: a precondition on the stored object did not hold:
+	// If-Match / If-None-Match, or a storage compare-and-swap (412).
+	errPrecondition = errors.New("precondition failed")
+	// errPatchConflict: a well-formed patch that does not apply to the
+	// current document: a failed "test" operation, or a path that names
+	// nothing (409).
+	errPatchConflict = errors.New("patch does not apply to the document")
+	// errUnavailable: the backend or every worker could not be reached or
+	// failed transiently; the request may succeed later (503).
+	errUnavailable = errors.New("storage unavailable")
+	// errConfig: the backend refused us for a reason only the operator can
+	// fix (wrong credentials, wrong bucket, permissions).
+	errConfig = errors.New("storage configuration")
+	// errCorrupt: stored bytes failed to decrypt or parse (500).
+	errCorrupt = errors.New("corrupt data")
+	// errUnauthenticated: no, an unknown or an expired credential (401).
+	errUnauthenticated = errors.New("missing or invalid credential")
+	// errForbidden: a valid credential without the permission (403).
+	errForbidden = errors.New("permission denied")
+	// errRateLimited: a client over the failed-authentication limit (429).
+	errRateLimited = errors.New("too many failed authentications")
+	// errTooLarge: a request body over -rest-max-body-size (413).
+	errTooLarge = errors.New("request body too large")
+	// errUnsupportedMedia: a body of a media type the route does not take
+	// (415).
+	errUnsupportedMedia = errors.New("unsupported media type")
+	// errTransport marks a call that never reached a worker's handler (the
+	// connection failed); such calls are retried on the next worker. Errors
+	// carrying it also carry errUnavailable (503) when no retry is left.
+	errTransport = errors.New("worker unreachable")
+)
+
+// requestError is an error whose message a client may see: one plain
+// sentence about the client's request (`entity "nope" not found in database
+// "chatdb"`), never a path, object key, Go type or wrapped chain. kind is
+// the sentinel that sets the status. Wrapping a requestError with context
+// for the log (fmt.Errorf("get entity: %w", err)) keeps the sentence
+// reachable: clientMessage finds it with errors.As.
+type requestError struct {
+	msg  string
+	kind error
+}
+
+func (e *requestError) Error() string { return e.msg }
+func (e *requestError) Unwrap() error { return e.kind }
+
+// reqErrorf returns a requestError of kind whose sentence is format applied
+// to args. Arguments must be the client's own input or fixed text.
+func reqErrorf(kind error, format string, args ...any) error {
+	return &requestError{msg: fmt.Sprintf(format, args...), kind: kind}
+}
+
+// clientMessage returns the sentence of the outermost requestError in err's
+// chain, and false when there is none: the error is then internal and the
+// client gets a fixed sentence for its status instead.
+func clientMessage(err error) (string, bool) {
+	var re *requestError
+	if errors.As(err, &re) {
+		return re.msg, true
+	}
+	return "", false
+}
