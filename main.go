@@ -16,7 +16,8 @@
 // store.go (storage interface), fsstore.go and s3store.go (backends),
 // schema.go (JSON Schema registry), names.go (name validation),
 // conditional.go (ETags and preconditions), patch.go (merge patch and JSON
-// Patch), databases.go (schema bindings and key listing).
+// Patch), catalog.go (the storage layout above the store: object keys,
+// schema bindings, database and key listings).
 package main
 
 import (

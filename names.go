@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/hex"
 	"fmt"
 	"strings"
 	"unicode/utf8"
@@ -64,41 +63,4 @@ func validateEntityKey(key string) error {
 		return fmt.Errorf("entity key %q contains \"..\": %w", key, errInvalid)
 	}
 	return nil
-}
-
-// Logical object key prefixes, the same on every backend (SPEC §4).
-const (
-	entitiesPrefix  = "files/"
-	templatesPrefix = "templates/"
-	metaPrefix      = "_meta/"
-	authPrefix      = "_auth/"
-)
-
-// entityObjectKey is the logical object key of an entity. The entity key is
-// hex-encoded: hex keeps byte order (so listings come back in key order on
-// every backend), a prefix of a key encodes to a prefix of its encoding,
-// and no byte of a user's key reaches a path unescaped.
-func entityObjectKey(db, key string) string {
-	return entitiesPrefix + db + "/" + hex.EncodeToString([]byte(key))
-}
-
-// entityKeyPrefix is the logical prefix of every entity of db whose key
-// starts with keyPrefix.
-func entityKeyPrefix(db, keyPrefix string) string {
-	return entitiesPrefix + db + "/" + hex.EncodeToString([]byte(keyPrefix))
-}
-
-// decodeEntityObjectName turns the last component of an entity's object key
-// back into the entity key.
-func decodeEntityObjectName(name string) (string, error) {
-	b, err := hex.DecodeString(name)
-	if err != nil {
-		return "", fmt.Errorf("decode entity name %q: %w", name, errCorrupt)
-	}
-	return string(b), nil
-}
-
-// schemaObjectKey is the logical object key of a schema template.
-func schemaObjectKey(id string) string {
-	return templatesPrefix + id + ".json"
 }

@@ -488,31 +488,6 @@ func (s *restServer) readBody(w http.ResponseWriter, r *http.Request) ([]byte, e
 	return b, nil
 }
 
-// listDatabases returns the sorted names of databases holding at least one
-// entity. It steps from database to database: after the first object of a
-// database it resumes past every possible object of that database, so its
-// cost grows with the number of databases, not entities.
-func listDatabases(ctx context.Context, st store) ([]string, error) {
-	dbs := []string{}
-	after := ""
-	for {
-		keys, err := st.List(ctx, entitiesPrefix, after, 1)
-		if err != nil {
-			return nil, fmt.Errorf("list databases: %w", err)
-		}
-		if len(keys) == 0 {
-			return dbs, nil
-		}
-		db, _, ok := strings.Cut(strings.TrimPrefix(keys[0], entitiesPrefix), "/")
-		if !ok {
-			return nil, fmt.Errorf("list databases: unexpected object %q: %w", keys[0], errCorrupt)
-		}
-		dbs = append(dbs, db)
-		// Entity names are lowercase hex, so "g" sorts after all of them.
-		after = entitiesPrefix + db + "/g"
-	}
-}
-
 // statusOf maps an error to its HTTP status: the one place where sentinel
 // errors become status codes.
 func statusOf(err error) int {

@@ -1,13 +1,16 @@
 package main
 
-// Databases beyond the original (SPEC §10): a database's schema binding,
-// stored with the data so that every worker applies it, and the paged
-// listing of a database's entity keys.
+// The catalog: the only code above the store that knows the storage
+// layout. It owns the logical object keys (entity-name encoding, schema
+// and binding objects), databases' schema bindings (SPEC §10), stored
+// with the data so that every worker applies it, validation against them,
+// and the listings of databases and of a database's entity keys.
 
 import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +19,68 @@ import (
 	"strings"
 	"unicode/utf8"
 )
+
+// Logical object key prefixes, the same on every backend (SPEC §4).
+const (
+	entitiesPrefix  = "files/"
+	templatesPrefix = "templates/"
+	metaPrefix      = "_meta/"
+	authPrefix      = "_auth/"
+)
+
+// entityObjectKey is the logical object key of an entity. The entity key is
+// hex-encoded: hex keeps byte order (so listings come back in key order on
+// every backend), a prefix of a key encodes to a prefix of its encoding,
+// and no byte of a user's key reaches a path unescaped.
+func entityObjectKey(db, key string) string {
+	return entitiesPrefix + db + "/" + hex.EncodeToString([]byte(key))
+}
+
+// entityKeyPrefix is the logical prefix of every entity of db whose key
+// starts with keyPrefix.
+func entityKeyPrefix(db, keyPrefix string) string {
+	return entitiesPrefix + db + "/" + hex.EncodeToString([]byte(keyPrefix))
+}
+
+// decodeEntityObjectName turns the last component of an entity's object key
+// back into the entity key.
+func decodeEntityObjectName(name string) (string, error) {
+	b, err := hex.DecodeString(name)
+	if err != nil {
+		return "", fmt.Errorf("decode entity name %q: %w", name, errCorrupt)
+	}
+	return string(b), nil
+}
+
+// schemaObjectKey is the logical object key of a schema template.
+func schemaObjectKey(id string) string {
+	return templatesPrefix + id + ".json"
+}
+
+// listDatabases returns the sorted names of databases holding at least one
+// entity. It steps from database to database: after the first object of a
+// database it resumes past every possible object of that database, so its
+// cost grows with the number of databases, not entities.
+func listDatabases(ctx context.Context, st store) ([]string, error) {
+	dbs := []string{}
+	after := ""
+	for {
+		keys, err := st.List(ctx, entitiesPrefix, after, 1)
+		if err != nil {
+			return nil, fmt.Errorf("list databases: %w", err)
+		}
+		if len(keys) == 0 {
+			return dbs, nil
+		}
+		db, _, ok := strings.Cut(strings.TrimPrefix(keys[0], entitiesPrefix), "/")
+		if !ok {
+			return nil, fmt.Errorf("list databases: unexpected object %q: %w", keys[0], errCorrupt)
+		}
+		dbs = append(dbs, db)
+		// Entity names are lowercase hex, so "g" sorts after all of them.
+		after = entitiesPrefix + db + "/g"
+	}
+}
 
 // Listing limits of GET /api/databases/{db}/keys.
 const (
