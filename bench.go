@@ -17,8 +17,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // benchFlags configure -role=bench, the load tool: N concurrent keep-alive
@@ -217,8 +215,9 @@ func benchHTTPCeiling(ctx context.Context, b benchFlags, client *http.Client, st
 	return nil
 }
 
-// benchFsyncCeiling runs the durable-write sequence of fsstore.go (temp
-// file, write, fdatasync, rename, directory fsync) on 1 KiB files spread
+// benchFsyncCeiling runs the durable-write sequence of fsstore.go
+// (writeDurable: temp file, write, fdatasync, close, rename, directory
+// fsync) on 1 KiB files spread
 // over 32 directories, with no server: the most durable PUTs/s the disk
 // allows.
 func benchFsyncCeiling(ctx context.Context, b benchFlags, stdout io.Writer) error {
@@ -239,37 +238,11 @@ func benchFsyncCeiling(ctx context.Context, b benchFlags, stdout io.Writer) erro
 	data := bytes.Repeat([]byte("x"), 1024)
 	res := benchLoop(ctx, "ceiling-fsync", b.concurrency, b.duration, func(c, i int) error {
 		d := filepath.Join(dir, fmt.Sprint(rand.IntN(32)))
-		return rawDurableWrite(d, fmt.Sprintf("c%d-%d", c, i%64), data)
+		if step, err := writeDurable(filepath.Join(d, fmt.Sprintf("c%d-%d", c, i%64)), data); err != nil {
+			return fmt.Errorf("%s: %w", step, err)
+		}
+		return nil
 	})
 	fmt.Fprintf(stdout, "%s c=%d\n", res, b.concurrency)
 	return nil
-}
-
-// rawDurableWrite is the bare durable-write sequence, for the ceiling.
-func rawDurableWrite(dir, name string, data []byte) error {
-	f, err := os.CreateTemp(dir, ".tmp-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := unix.Fdatasync(int(f.Fd())); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), filepath.Join(dir, name)); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

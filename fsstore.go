@@ -194,21 +194,35 @@ func (s *fsStore) Delete(ctx context.Context, key string) error {
 // locks belong to their unlock functions.
 func (s *fsStore) Close() error { return nil }
 
+// durableOps are the file operations of writeDurable and mkdirAllDurable,
+// as variables so that tests can inject a failure at each step and record
+// the order of the calls. Production code never changes them.
+var durableOps = struct {
+	createTemp func(dir, pattern string) (*os.File, error)
+	write      func(f *os.File, data []byte) (int, error)
+	fdatasync  func(f *os.File) error
+	close      func(f *os.File) error
+	rename     func(oldpath, newpath string) error
+	mkdir      func(dir string, perm fs.FileMode) error
+	syncDir    func(dir string) error
+}{os.CreateTemp, (*os.File).Write, fdatasync, (*os.File).Close, os.Rename, os.Mkdir, syncDir}
+
 // writeDurable is the one durable-write sequence of the store. It returns
 // once data is at path and survives a crash; on failure it names the step
 // that failed and leaves no temp file behind.
 func writeDurable(path string, data []byte) (step string, err error) {
+	ops := &durableOps
 	dir := filepath.Dir(path)
 	// 1. Create the temp file in the target directory, so the rename below
 	//    stays within one filesystem and one directory. CreateTemp picks a
 	//    unique name and creates the file 0600. A missing directory is
 	//    created (0700) on the first failure only, to save a stat per write.
-	f, err := os.CreateTemp(dir, tmpPrefix+"*")
+	f, err := ops.createTemp(dir, tmpPrefix+"*")
 	if errors.Is(err, fs.ErrNotExist) {
 		if err := mkdirAllDurable(dir); err != nil {
 			return "mkdir", err
 		}
-		f, err = os.CreateTemp(dir, tmpPrefix+"*")
+		f, err = ops.createTemp(dir, tmpPrefix+"*")
 	}
 	if err != nil {
 		return "create temp", err
@@ -224,26 +238,26 @@ func writeDurable(path string, data []byte) (step string, err error) {
 		}
 	}()
 	// 3. Write the bytes.
-	if _, err = f.Write(data); err != nil {
+	if _, err = ops.write(f, data); err != nil {
 		return "write", err
 	}
 	// 4. fdatasync: data (and the size) reach the disk before the name does.
-	if err = fdatasync(f); err != nil {
+	if err = ops.fdatasync(f); err != nil {
 		return "fdatasync", err
 	}
 	// 5. Close, reporting deferred write errors.
 	closed = true
-	if err = f.Close(); err != nil {
+	if err = ops.close(f); err != nil {
 		return "close", err
 	}
 	// 6. Rename over the target: readers see the old or the new bytes, never
 	//    a mix.
-	if err = os.Rename(f.Name(), path); err != nil {
+	if err = ops.rename(f.Name(), path); err != nil {
 		return "rename", err
 	}
 	// 7. fsync the directory so that the rename itself is durable. Only now
 	//    may the write be acknowledged.
-	if err = syncDir(dir); err != nil {
+	if err = ops.syncDir(dir); err != nil {
 		return "sync dir", err
 	}
 	return "", nil
@@ -267,10 +281,10 @@ func mkdirAllDurable(dir string) error {
 	}
 	// A concurrent writer may have created dir since the Stat; syncing the
 	// parent anyway makes sure the entry is durable before we rely on it.
-	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+	if err := durableOps.mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}
-	return syncDir(parent)
+	return durableOps.syncDir(parent)
 }
 
 // fdatasync flushes f's data and the metadata needed to read it back.

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,6 +15,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -409,9 +412,9 @@ func reportPutsPerSec(b *testing.B) {
 }
 
 // BenchmarkRawDurableWrite1K is the ceiling for BenchmarkFSStorePut1K: the
-// bare durable-write syscalls over 32 directories (rawDurableWrite in
-// bench.go, the -ceiling=fsync sequence), without key mapping or error
-// classification.
+// bare durable-write sequence over 32 directories (writeDurable, as the
+// -ceiling=fsync mode of bench.go runs it), without key mapping, locks or
+// error classification.
 func BenchmarkRawDurableWrite1K(b *testing.B) {
 	root := b.TempDir()
 	for d := range 32 {
@@ -427,11 +430,226 @@ func BenchmarkRawDurableWrite1K(b *testing.B) {
 		for pb.Next() {
 			i := n.Add(1)
 			dir := filepath.Join(root, fmt.Sprint(i%32))
-			if err := rawDurableWrite(dir, fmt.Sprint(i%4096), data); err != nil {
+			if _, err := writeDurable(filepath.Join(dir, fmt.Sprint(i%4096)), data); err != nil {
 				b.Error(err)
 				return
 			}
 		}
 	})
 	reportPutsPerSec(b)
+}
+
+// durableCall is one call of the durable-write sequence seen through
+// durableOps: the step and the path it acted on.
+type durableCall struct{ step, path string }
+
+// recordDurable replaces durableOps for the rest of the test: every call is
+// recorded, and a call for which fail(step, path) is true returns errFault
+// instead of doing its work ("write" writes half the bytes first, "close"
+// closes first, so a failure leaves what a real one would). It returns
+// the calls seen so far.
+func recordDurable(t *testing.T, fail func(step, path string) bool, errFault error) func() []durableCall {
+	t.Helper()
+	saved := durableOps
+	t.Cleanup(func() { durableOps = saved })
+	var mu sync.Mutex
+	var calls []durableCall
+	do := func(step, path string) bool {
+		mu.Lock()
+		calls = append(calls, durableCall{step, path})
+		mu.Unlock()
+		return fail != nil && fail(step, path)
+	}
+	durableOps.createTemp = func(dir, pattern string) (*os.File, error) {
+		if do("createTemp", dir) {
+			return nil, &fs.PathError{Op: "open", Path: dir, Err: errFault}
+		}
+		return saved.createTemp(dir, pattern)
+	}
+	durableOps.write = func(f *os.File, data []byte) (int, error) {
+		if do("write", f.Name()) {
+			n, _ := saved.write(f, data[:len(data)/2])
+			return n, &fs.PathError{Op: "write", Path: f.Name(), Err: errFault}
+		}
+		return saved.write(f, data)
+	}
+	durableOps.fdatasync = func(f *os.File) error {
+		if do("fdatasync", f.Name()) {
+			return &fs.PathError{Op: "fdatasync", Path: f.Name(), Err: errFault}
+		}
+		return saved.fdatasync(f)
+	}
+	durableOps.close = func(f *os.File) error {
+		if do("close", f.Name()) {
+			_ = saved.close(f)
+			return &fs.PathError{Op: "close", Path: f.Name(), Err: errFault}
+		}
+		return saved.close(f)
+	}
+	durableOps.rename = func(oldpath, newpath string) error {
+		if do("rename", oldpath+" -> "+newpath) {
+			return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: errFault}
+		}
+		return saved.rename(oldpath, newpath)
+	}
+	durableOps.mkdir = func(dir string, perm fs.FileMode) error {
+		if do("mkdir", dir) {
+			return &fs.PathError{Op: "mkdir", Path: dir, Err: errFault}
+		}
+		return saved.mkdir(dir, perm)
+	}
+	durableOps.syncDir = func(dir string) error {
+		if do("syncDir", dir) {
+			return &fs.PathError{Op: "sync", Path: dir, Err: errFault}
+		}
+		return saved.syncDir(dir)
+	}
+	return func() []durableCall {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(calls)
+	}
+}
+
+// tempFiles returns the temp files under root.
+func tempFiles(t *testing.T, root string) []string {
+	t.Helper()
+	var found []string
+	for p := range tree(t, root) {
+		if strings.HasPrefix(filepath.Base(p), tmpPrefix) {
+			found = append(found, p)
+		}
+	}
+	return found
+}
+
+// TestWriteDurableOrder: a Put over an existing object runs exactly write,
+// fdatasync, close, rename, directory fsync, on the temp file it created in
+// the target's directory, in that order.
+func TestWriteDurableOrder(t *testing.T) {
+	st := newTestFSStore(t)
+	key := entityObjectKey("db", "k")
+	if err := st.Put(t.Context(), key, []byte("old")); err != nil {
+		t.Fatal(err)
+	}
+	calls := recordDurable(t, nil, nil)
+	if err := st.Put(t.Context(), key, []byte("new")); err != nil {
+		t.Fatalf("Put() = %v", err)
+	}
+	target, _ := st.path(key)
+	dir := filepath.Dir(target)
+	got := calls()
+	if len(got) != 6 {
+		t.Fatalf("calls = %v, want createTemp, write, fdatasync, close, rename, syncDir", got)
+	}
+	tmp := got[1].path
+	if filepath.Dir(tmp) != dir || !strings.HasPrefix(filepath.Base(tmp), tmpPrefix) {
+		t.Fatalf("temp file %s is not a %s* file in %s", tmp, tmpPrefix, dir)
+	}
+	want := []durableCall{
+		{"createTemp", dir}, {"write", tmp}, {"fdatasync", tmp}, {"close", tmp},
+		{"rename", tmp + " -> " + target}, {"syncDir", dir},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("calls = %v, want %v", got, want)
+	}
+	if data, err := st.Get(t.Context(), key); err != nil || string(data) != "new" {
+		t.Errorf("Get() = %q, %v, want new", data, err)
+	}
+}
+
+// TestWriteDurableFaults fails each step of the durable write in turn: the
+// Put fails naming the step, with the status class of the errno; no temp
+// file is left; and the object reads back whole, as before the Put (or, if
+// only the final directory fsync failed, whole as written).
+func TestWriteDurableFaults(t *testing.T) {
+	newDoc := []byte(strings.Repeat("new!", 4096))
+	for _, c := range []struct {
+		name     string
+		fail     func(step, path string) bool
+		newDB    bool   // write into a database with no directory yet
+		wantStep string // in the error
+		wantNew  bool   // the new bytes are in place (the rename happened)
+	}{
+		{"create temp", func(s, _ string) bool { return s == "createTemp" }, false, "create temp", false},
+		{"write", func(s, _ string) bool { return s == "write" }, false, "write", false},
+		{"fdatasync", func(s, _ string) bool { return s == "fdatasync" }, false, "fdatasync", false},
+		{"close", func(s, _ string) bool { return s == "close" }, false, "close", false},
+		{"rename", func(s, _ string) bool { return s == "rename" }, false, "rename", false},
+		{"sync dir", func(s, _ string) bool { return s == "syncDir" }, false, "sync dir", true},
+		{"mkdir", func(s, _ string) bool { return s == "mkdir" }, true, "mkdir", false},
+		{"mkdir sync parent", func(s, p string) bool { return s == "syncDir" && filepath.Base(p) == "files" }, true, "mkdir", false},
+	} {
+		for _, errno := range []struct {
+			err  unix.Errno
+			want error
+		}{{unix.EIO, errUnavailable}, {unix.ENOSPC, errUnavailable}, {unix.EACCES, errConfig}} {
+			t.Run(c.name+"/"+errno.err.Error(), func(t *testing.T) {
+				st := newTestFSStore(t)
+				ctx := t.Context()
+				db := "db"
+				if c.newDB {
+					db = "fresh"
+				} else if err := st.Put(ctx, entityObjectKey(db, "k"), []byte("old")); err != nil {
+					t.Fatal(err)
+				}
+				key := entityObjectKey(db, "k")
+				recordDurable(t, c.fail, errno.err)
+				err := st.Put(ctx, key, newDoc)
+				if !errors.Is(err, errno.want) || !errors.Is(err, errno.err) || !strings.Contains(err.Error(), ": "+c.wantStep+": ") {
+					t.Errorf("Put() = %v, want step %q, %v and %v", err, c.wantStep, errno.err, errno.want)
+				}
+				if tmp := tempFiles(t, st.root); len(tmp) > 0 {
+					t.Errorf("temp files left after a failed %s: %v", c.wantStep, tmp)
+				}
+				got, err := st.Get(ctx, key)
+				switch {
+				case c.wantNew:
+					if !bytes.Equal(got, newDoc) {
+						t.Errorf("Get() = %d bytes, %v, want the whole new document", len(got), err)
+					}
+				case c.newDB:
+					if !errors.Is(err, errNotFound) {
+						t.Errorf("Get() = %d bytes, %v, want errNotFound", len(got), err)
+					}
+				case string(got) != "old" || err != nil:
+					t.Errorf("Get() = %d bytes %.20q, %v, want the old document", len(got), got, err)
+				}
+			})
+		}
+	}
+}
+
+// TestDurableWriteFaultsReachClient: a failed durable write of a PUT is a
+// 503 (transient: disk full, I/O error) or a 500 (permissions), with a JSON
+// error body, and the entity keeps its old value.
+func TestDurableWriteFaultsReachClient(t *testing.T) {
+	for _, c := range []struct {
+		step  string
+		errno unix.Errno
+		want  int
+	}{
+		{"fdatasync", unix.EIO, 503},
+		{"write", unix.ENOSPC, 503},
+		{"rename", unix.EACCES, 500},
+	} {
+		t.Run(c.step, func(t *testing.T) {
+			s := newLocalREST(t)
+			if rec := serve(s, "PUT", "/entity/db", `{"k":"old"}`); rec.Code != 200 {
+				t.Fatalf("PUT = %d %s", rec.Code, rec.Body)
+			}
+			calls := recordDurable(t, func(step, _ string) bool { return step == c.step }, c.errno)
+			rec := serve(s, "PUT", "/entity/db", `{"k":"new"}`)
+			var body struct{ Error string }
+			if rec.Code != c.want || json.Unmarshal(rec.Body.Bytes(), &body) != nil || body.Error == "" {
+				t.Errorf("PUT with a failing %s = %d %s, want %d with a JSON error", c.step, rec.Code, rec.Body, c.want)
+			}
+			if n := len(calls()); n == 0 {
+				t.Fatal("the PUT did not go through durableOps")
+			}
+			if rec := serve(s, "GET", "/entity/db?key=k", ""); rec.Code != 200 || strings.TrimSpace(rec.Body.String()) != `"old"` {
+				t.Errorf("GET after the failed PUT = %d %s, want 200 \"old\"", rec.Code, rec.Body)
+			}
+		})
+	}
 }
