@@ -58,28 +58,21 @@ func schemaObjectKey(id string) string {
 }
 
 // listDatabases returns the sorted names of databases holding at least one
-// entity. It steps from database to database: after the first object of a
-// database it resumes past every possible object of that database, so its
-// cost grows with the number of databases, not entities.
+// entity: one listing of the directories under "files/" (store.ListDirs),
+// whatever the number of entities. Names that are not database names
+// (say, a lost+found directory) are left out.
 func listDatabases(ctx context.Context, st store) ([]string, error) {
-	dbs := []string{}
-	after := ""
-	for {
-		keys, err := st.List(ctx, entitiesPrefix, after, 1)
-		if err != nil {
-			return nil, fmt.Errorf("list databases: %w", err)
-		}
-		if len(keys) == 0 {
-			return dbs, nil
-		}
-		db, _, ok := strings.Cut(strings.TrimPrefix(keys[0], entitiesPrefix), "/")
-		if !ok {
-			return nil, fmt.Errorf("list databases: unexpected object %q: %w", keys[0], errCorrupt)
-		}
-		dbs = append(dbs, db)
-		// Entity names are lowercase hex, so "g" sorts after all of them.
-		after = entitiesPrefix + db + "/g"
+	names, err := st.ListDirs(ctx, entitiesPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("list databases: %w", err)
 	}
+	dbs := make([]string, 0, len(names))
+	for _, n := range names {
+		if validateDBName(n) == nil {
+			dbs = append(dbs, n)
+		}
+	}
+	return dbs, nil
 }
 
 // Listing limits of GET /api/databases/{db}/keys.

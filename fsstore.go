@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -25,11 +26,6 @@ const (
 	// lockDir is the top-level directory of the flock files; it is not a
 	// logical key and List never shows it.
 	lockDir = "_locks"
-	// segmentLen is the longest entity-name piece stored in one path
-	// component. Longer names become directories of segmentLen characters
-	// plus segmentMark, so every component stays under the 255-byte limit.
-	segmentLen  = 200
-	segmentMark = "+"
 	// maxComponentLen is the file-name limit of common POSIX filesystems.
 	maxComponentLen = 255
 	// lockPollInterval is how often Lock retries a flock held by another
@@ -40,7 +36,7 @@ const (
 // fsStore is the store over a POSIX directory (SPEC §4). A logical key is
 // a path under root, except entity objects "files/<db>/<name>", which live in
 // one of 256 hash-prefix directories, "files/<db>/<hh>/<name>", with names
-// longer than segmentLen split into directory segments ("aaaa+/bbbb"), so
+// longer than segmentLen split into directory segments (see segments), so
 // that concurrent writers do not queue on one directory's metadata commits.
 //
 // Keys under "files/" must have exactly three components. The top-level
@@ -372,12 +368,7 @@ func validateComponent(c string) error {
 // entityPath returns the components under "files/<db>/" of the entity
 // object name: the hash directory, then segments of long names.
 func entityPath(name string) []string {
-	comps := []string{hashDir(name)}
-	for len(name) > segmentLen {
-		comps = append(comps, name[:segmentLen]+segmentMark)
-		name = name[segmentLen:]
-	}
-	return append(comps, name)
+	return append([]string{hashDir(name)}, segments(name)...)
 }
 
 // hashDir is the directory of an entity name: the first byte of its
@@ -454,6 +445,83 @@ func (s *fsStore) List(ctx context.Context, prefix, startAfter string, limit int
 		keys = keys[:limit]
 	}
 	return slices.Clip(keys), nil
+}
+
+// ListDirs returns the names of the directories directly under the
+// logical directory prefix that hold at least one object: one read of that
+// directory, plus a descent into each subdirectory that stops at its first
+// object (Delete leaves emptied directories in place, so a directory alone
+// proves nothing). Under "files/<db>/" it is empty: entity names hold no
+// "/", whatever the hash directories on disk.
+func (s *fsStore) ListDirs(ctx context.Context, prefix string) ([]string, error) {
+	rel, err := listStart(prefix)
+	if err != nil || (prefix != "" && rel+"/" != prefix) {
+		return nil, fmt.Errorf("list dirs %s: prefix must be empty or end in \"/\": %w", prefix, errInvalid)
+	}
+	if comps := strings.Split(rel, "/"); comps[0]+"/" == entitiesPrefix && len(comps) > 1 {
+		return nil, nil
+	}
+	entries, err := readDir(filepath.Join(s.root, rel))
+	if err != nil {
+		return nil, fsError("list dirs", prefix, "read dir", err)
+	}
+	var names []string
+	for _, e := range entries {
+		n := e.Name()
+		if !e.IsDir() || strings.HasPrefix(n, tmpPrefix) || (rel == "" && n == lockDir) {
+			continue
+		}
+		found, err := holdsObject(ctx, filepath.Join(s.root, rel, n))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("list dirs %s: %w", prefix, err)
+			}
+			return nil, fsError("list dirs", prefix, "read dir", err)
+		}
+		if found {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+// holdsObject reports whether dir or a directory below it holds a file
+// other than a temp file. It reads a few entries at a time and descends
+// depth-first, stopping at the first file, so a directory of many objects
+// costs a few short reads.
+func holdsObject(ctx context.Context, dir string) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	d, err := os.Open(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil // removed meanwhile
+	}
+	if err != nil {
+		return false, err
+	}
+	defer d.Close()
+	for {
+		entries, err := d.ReadDir(32)
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), tmpPrefix) {
+				continue
+			}
+			if !e.IsDir() {
+				return true, nil
+			}
+			if found, err := holdsObject(ctx, filepath.Join(dir, e.Name())); found || err != nil {
+				return found, err
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+	}
 }
 
 // listStart returns the deepest logical directory that holds every key

@@ -169,7 +169,7 @@ func splitEndpoint(endpoint string, useSSL bool) (scheme, host string, err error
 // start verifies the credentials with a signed ListObjectsV2 and creates
 // the bucket if that answers NoSuchBucket.
 func (s *s3Store) start(ctx context.Context) error {
-	_, _, err := s.listObjectsV2(ctx, "", "", "", 1)
+	_, err := s.listObjectsV2(ctx, "", "", "", "", 1)
 	var se *s3Error
 	if errors.As(err, &se) && se.Code == "NoSuchBucket" {
 		err = s.createBucket(ctx)
@@ -278,17 +278,46 @@ func (s *s3Store) List(ctx context.Context, prefix, startAfter string, limit int
 		if limit > 0 && limit-len(keys) < n {
 			n = limit - len(keys)
 		}
-		page, next, err := s.listObjectsV2(ctx, s.prefix+objectKey(prefix), startAfter, token, n)
+		page, err := s.listObjectsV2(ctx, s.prefix+objectKey(prefix), "", startAfter, token, n)
 		if err != nil {
 			return nil, err
 		}
-		for _, k := range page {
+		for _, k := range page.keys {
 			keys = append(keys, logicalKey(strings.TrimPrefix(k, s.prefix)))
 		}
-		if next == "" || (limit > 0 && len(keys) >= limit) {
+		if page.next == "" || (limit > 0 && len(keys) >= limit) {
 			return keys, nil
 		}
-		token = next
+		token = page.next
+	}
+}
+
+// ListDirs lists the common prefixes under prefix with delimiter "/", up
+// to pageSize names per request, whatever the number of objects under
+// them.
+func (s *s3Store) ListDirs(ctx context.Context, prefix string) ([]string, error) {
+	if prefix != "" && !strings.HasSuffix(prefix, "/") {
+		return nil, fmt.Errorf("list dirs %s: prefix must be empty or end in \"/\": %w", prefix, errInvalid)
+	}
+	base := s.prefix + objectKey(prefix)
+	var names []string
+	token := ""
+	for {
+		page, err := s.listObjectsV2(ctx, base, "/", "", token, s.pageSize)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range page.prefixes {
+			name, ok := strings.CutSuffix(strings.TrimPrefix(p, base), "/")
+			// A segment of a long name ("aaaa+/") is not a directory.
+			if ok && name != "" && !strings.HasSuffix(name, segmentMark) {
+				names = append(names, name)
+			}
+		}
+		if page.next == "" {
+			return names, nil
+		}
+		token = page.next
 	}
 }
 
@@ -353,38 +382,54 @@ type listBucketResult struct {
 	Contents []struct {
 		Key string
 	}
+	CommonPrefixes []struct {
+		Prefix string
+	}
 	IsTruncated           bool
 	NextContinuationToken string
 }
 
-// listObjectsV2 returns one page of raw object keys (bucket prefix
-// included) and the continuation token of the next page ("" if none).
-func (s *s3Store) listObjectsV2(ctx context.Context, prefix, startAfter, token string, maxKeys int) ([]string, string, error) {
+// listPage is one page of ListObjectsV2: raw object keys and, with a
+// delimiter, common prefixes (bucket prefix included), and the
+// continuation token of the next page ("" if none).
+type listPage struct {
+	keys, prefixes []string
+	next           string
+}
+
+// listObjectsV2 returns one page of the objects under prefix; with
+// delimiter "/", keys with a further "/" after prefix are rolled up into
+// common prefixes.
+func (s *s3Store) listObjectsV2(ctx context.Context, prefix, delimiter, startAfter, token string, maxKeys int) (listPage, error) {
 	q := []string{"list-type", "2", "max-keys", strconv.Itoa(maxKeys)}
-	for _, p := range [][2]string{{"prefix", prefix}, {"start-after", startAfter}, {"continuation-token", token}} {
+	for _, p := range [][2]string{{"prefix", prefix}, {"delimiter", delimiter}, {"start-after", startAfter}, {"continuation-token", token}} {
 		if p[1] != "" {
 			q = append(q, p[0], p[1])
 		}
 	}
 	resp, err := s.do(ctx, s3Request{method: http.MethodGet, query: q})
 	if err != nil {
-		return nil, "", fmt.Errorf("list objects %q: %w", prefix, err)
+		return listPage{}, fmt.Errorf("list objects %q: %w", prefix, err)
 	}
 	var r listBucketResult
 	if err := xml.Unmarshal(resp.body, &r); err != nil {
-		return nil, "", fmt.Errorf("list objects %q: decode answer: %v: %w", prefix, err, errUnavailable)
+		return listPage{}, fmt.Errorf("list objects %q: decode answer: %v: %w", prefix, err, errUnavailable)
 	}
-	keys := make([]string, len(r.Contents))
-	for i, c := range r.Contents {
-		keys[i] = c.Key
+	var page listPage
+	for _, c := range r.Contents {
+		page.keys = append(page.keys, c.Key)
+	}
+	for _, c := range r.CommonPrefixes {
+		page.prefixes = append(page.prefixes, c.Prefix)
 	}
 	if !r.IsTruncated {
-		return keys, "", nil
+		return page, nil
 	}
 	if r.NextContinuationToken == "" {
-		return nil, "", fmt.Errorf("list objects %q: truncated page without continuation token: %w", prefix, errUnavailable)
+		return listPage{}, fmt.Errorf("list objects %q: truncated page without continuation token: %w", prefix, errUnavailable)
 	}
-	return keys, r.NextContinuationToken, nil
+	page.next = r.NextContinuationToken
+	return page, nil
 }
 
 // createBucket is CreateBucket; BucketAlreadyOwnedByYou counts as success.
@@ -420,38 +465,22 @@ type s3Response struct {
 	body   []byte
 }
 
-// Long key components are stored in segments. SeaweedFS, like a POSIX
-// filesystem, refuses a name component over 255 bytes, and an entity key of
-// 256 bytes is 512 hex characters. So a component longer than s3SegmentLen
-// is split into pieces of s3SegmentLen, each but the last followed by
-// s3SegmentMark and '/' ("aaaa+/bbbb"), the form fsStore uses on disk. Names
-// never contain '+', so the split is reversible; for the last component of
-// a key (where long entity names are) it keeps byte order and prefixes, so
-// ListObjectsV2's prefix, start-after and order work unchanged.
-const (
-	s3SegmentLen  = 200
-	s3SegmentMark = "+"
-)
-
-// objectKey is the object key of a logical key: long components segmented.
+// objectKey is the object key of a logical key: long components segmented
+// (see segments), the form fsStore uses on disk.
 func objectKey(logical string) string {
-	if len(logical) <= s3SegmentLen {
+	if len(logical) <= segmentLen {
 		return logical
 	}
 	parts := strings.Split(logical, "/")
 	for i, p := range parts {
-		var segs []string
-		for len(p) > s3SegmentLen {
-			segs, p = append(segs, p[:s3SegmentLen]), p[s3SegmentLen:]
-		}
-		parts[i] = strings.Join(append(segs, p), s3SegmentMark+"/")
+		parts[i] = strings.Join(segments(p), "/")
 	}
 	return strings.Join(parts, "/")
 }
 
 // logicalKey inverts objectKey.
 func logicalKey(object string) string {
-	return strings.ReplaceAll(object, s3SegmentMark+"/", "")
+	return strings.ReplaceAll(object, segmentMark+"/", "")
 }
 
 // objectURL is the path-style URL of key in the bucket ("" for the bucket).

@@ -22,6 +22,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"regexp"
 	"slices"
@@ -349,6 +350,9 @@ type fakeS3 struct {
 	script []int // status of each successive request
 	delays []time.Duration
 	calls  int // guarded by mu
+	// list, if set, answers ListObjectsV2 requests with a
+	// ListBucketResult body built from the query.
+	list func(q url.Values) string
 }
 
 func (f *fakeS3) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -371,6 +375,9 @@ func (f *fakeS3) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		status = f.script[n]
 	}
 	if status == http.StatusOK {
+		if q := r.URL.Query(); f.list != nil && q.Get("list-type") == "2" {
+			io.WriteString(w, f.list(q))
+		}
 		return
 	}
 	code := map[int]string{503: "SlowDown", 500: "InternalError", 400: "InvalidArgument"}[status]
@@ -398,6 +405,29 @@ func newFakeS3Store(t *testing.T, f *fakeS3) *s3Store {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// TestS3StoreListDirs: the databases come from ListObjectsV2 with
+// delimiter "/" (common prefixes, never the objects), page by page.
+func TestS3StoreListDirs(t *testing.T) {
+	pages := map[string]string{
+		"":   `<ListBucketResult><CommonPrefixes><Prefix>files/a/</Prefix></CommonPrefixes><CommonPrefixes><Prefix>files/b.1/</Prefix></CommonPrefixes><IsTruncated>true</IsTruncated><NextContinuationToken>t2</NextContinuationToken></ListBucketResult>`,
+		"t2": `<ListBucketResult><CommonPrefixes><Prefix>files/c/</Prefix></CommonPrefixes><IsTruncated>false</IsTruncated></ListBucketResult>`,
+	}
+	f := &fakeS3{list: func(q url.Values) string {
+		if q.Get("prefix") != "files/" || q.Get("delimiter") != "/" {
+			t.Errorf("ListObjectsV2 query %v, want prefix files/ and delimiter /", q)
+		}
+		return pages[q.Get("continuation-token")]
+	}}
+	s := newFakeS3Store(t, f)
+	got, err := s.ListDirs(t.Context(), entitiesPrefix)
+	if want := []string{"a", "b.1", "c"}; err != nil || !slices.Equal(got, want) {
+		t.Errorf("ListDirs(%q) = %q, %v, want %q", entitiesPrefix, got, err, want)
+	}
+	if n := f.callCount(); n != 2 {
+		t.Errorf("ListDirs made %d requests, want 2 (one per page)", n)
+	}
 }
 
 func TestS3StoreRetry(t *testing.T) {

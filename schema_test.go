@@ -100,6 +100,22 @@ func (m *memStore) List(ctx context.Context, prefix, startAfter string, limit in
 	return keys, nil
 }
 
+// ListDirs derives the directories from the keys: a model of the
+// backends' answer, not of their cost.
+func (m *memStore) ListDirs(ctx context.Context, prefix string) ([]string, error) {
+	keys, err := m.List(ctx, prefix, "", 0)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, k := range keys {
+		if name, _, ok := strings.Cut(strings.TrimPrefix(k, prefix), "/"); ok && !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+	}
+	return names, nil
+}
+
 func (m *memStore) Lock(ctx context.Context, key string) (func(), error) {
 	m.mu.Lock()
 	sem, ok := m.locks[key]

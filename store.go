@@ -34,6 +34,13 @@ type store interface {
 	// prefix and sort strictly after startAfter (empty: from the first),
 	// in byte order.
 	List(ctx context.Context, prefix, startAfter string, limit int) ([]string, error)
+	// ListDirs returns, in byte order, each name n such that at least one
+	// object's key starts with prefix+n+"/": the "directories" directly
+	// under prefix, as S3's ListObjectsV2 with delimiter "/" answers them
+	// (common prefixes). prefix is "" or ends in "/". Its cost grows with
+	// the number of such names, not with the objects under them: this is
+	// how the databases are listed.
+	ListDirs(ctx context.Context, prefix string) ([]string, error)
 	// Lock takes an exclusive lock on key that also excludes other
 	// processes sharing the storage, for read-modify-write. The returned
 	// function releases it. A caller holds at most one lock at a time:
@@ -41,4 +48,27 @@ type store interface {
 	Lock(ctx context.Context, key string) (unlock func(), err error)
 	// Close releases the backend's resources.
 	Close() error
+}
+
+// Long key components are stored in segments by both backends: a POSIX
+// filesystem, and SeaweedFS like it, refuses a name component over 255
+// bytes, and an entity key of 256 bytes is 512 hex characters. So a
+// component longer than segmentLen is split into pieces of segmentLen,
+// each but the last followed by segmentMark and '/' ("aaaa+/bbbb"). Names
+// never contain '+', so the split is reversible; it keeps byte order and
+// prefixes, so listings by prefix and start-after work unchanged.
+const (
+	segmentLen  = 200
+	segmentMark = "+"
+)
+
+// segments splits the name component c into the path components that
+// store it: pieces of segmentLen bytes, each but the last ending in
+// segmentMark. A component of at most segmentLen bytes stays whole.
+func segments(c string) []string {
+	var segs []string
+	for len(c) > segmentLen {
+		segs, c = append(segs, c[:segmentLen]+segmentMark), c[segmentLen:]
+	}
+	return append(segs, c)
 }

@@ -35,6 +35,7 @@ func testStore(t *testing.T, newStore func(t *testing.T) store) {
 	t.Run("PutIfRace", func(t *testing.T) { testStorePutIfRace(t, open(t)) })
 	t.Run("ListPrefixes", func(t *testing.T) { testStoreListPrefixes(t, open(t)) })
 	t.Run("ListEntities", func(t *testing.T) { testStoreListEntities(t, open(t)) })
+	t.Run("ListDirs", func(t *testing.T) { testStoreListDirs(t, open(t)) })
 	t.Run("ConcurrentDistinct", func(t *testing.T) { testStoreConcurrentDistinct(t, open(t)) })
 	t.Run("ConcurrentSameKey", func(t *testing.T) { testStoreConcurrentSameKey(t, open(t)) })
 	t.Run("LockExcludes", func(t *testing.T) { testStoreLockExcludes(t, open(t)) })
@@ -158,6 +159,49 @@ func testStoreListPrefixes(t *testing.T, st store) {
 		if err != nil || !slices.Equal(got, tc.want) {
 			t.Errorf("List(%q, %q, %d) = %q, %v, want %q", tc.prefix, tc.startAfter, tc.limit, got, err, tc.want)
 		}
+	}
+}
+
+// testStoreListDirs: the databases are the directories under "files/"
+// that hold an entity; an emptied database is not one, and entity names,
+// long ones included, are never directories.
+func testStoreListDirs(t *testing.T, st store) {
+	ctx := t.Context()
+	if got, err := st.ListDirs(ctx, entitiesPrefix); err != nil || len(got) != 0 {
+		t.Errorf("ListDirs(%q) of an empty store = %q, %v, want none", entitiesPrefix, got, err)
+	}
+	long := strings.Repeat("L", maxEntityKeyLen)
+	for _, k := range []string{
+		entityObjectKey("a", "x"), entityObjectKey("a", long), entityObjectKey("ab", "y"),
+		entityObjectKey("b", "z"), entityObjectKey("c.1", long),
+		"templates/t.json", "_meta/m/n", "_meta/keycheck",
+	} {
+		if err := st.Put(ctx, k, []byte(k)); err != nil {
+			t.Fatalf("Put(%q) = %v", k, err)
+		}
+	}
+	if err := st.Delete(ctx, entityObjectKey("b", "z")); err != nil {
+		t.Fatalf("Delete = %v", err)
+	}
+	for _, tc := range []struct {
+		prefix string
+		want   []string
+	}{
+		{"", []string{"_meta", "files", "templates"}},
+		{entitiesPrefix, []string{"a", "ab", "c.1"}},
+		{entityKeyPrefix("a", ""), nil},
+		{entityKeyPrefix("c.1", ""), nil},
+		{"_meta/", []string{"m"}},
+		{"templates/", nil},
+		{"nothing/", nil},
+	} {
+		got, err := st.ListDirs(ctx, tc.prefix)
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("ListDirs(%q) = %q, %v, want %q", tc.prefix, got, err, tc.want)
+		}
+	}
+	if got, err := st.ListDirs(ctx, "files"); !errors.Is(err, errInvalid) {
+		t.Errorf("ListDirs(%q) = %q, %v, want errInvalid", "files", got, err)
 	}
 }
 
