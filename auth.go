@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -152,7 +151,7 @@ func (c authConfig) withDefaults() authConfig {
 // clientAddr (an in-process caller with no address) is not rate limited.
 func (a *authenticator) authenticateFrom(cred, clientAddr string) (principal, error) {
 	if cred == "" {
-		return principal{}, fmt.Errorf("no bearer credential: %w", errUnauthenticated)
+		return principal{}, reqErrorf(errUnauthenticated, "missing credential: send Authorization: Bearer <key or token>")
 	}
 	if clientAddr == "" {
 		return a.resolve(cred)
@@ -185,7 +184,7 @@ func (a *authenticator) resolve(cred string) (principal, error) {
 	if s, ok := a.sessions.Get(h); ok {
 		return a.sessionPrincipal(h, s, now)
 	}
-	return principal{}, fmt.Errorf("unknown credential: %w", errUnauthenticated)
+	return principal{}, reqErrorf(errUnauthenticated, "unknown credential")
 }
 
 // isAdmin reports in constant time whether h is the admin key's hash.
@@ -200,7 +199,7 @@ func (a *authenticator) isAdmin(h [32]byte) bool {
 func (a *authenticator) sessionPrincipal(h [32]byte, s session, now time.Time) (principal, error) {
 	if !now.Before(s.expires) {
 		a.sessions.Remove(h)
-		return principal{}, fmt.Errorf("session expired: %w", errUnauthenticated)
+		return principal{}, reqErrorf(errUnauthenticated, "session token expired: log in again")
 	}
 	if s.keyID == "" {
 		return adminPrincipal, nil
@@ -208,7 +207,7 @@ func (a *authenticator) sessionPrincipal(h [32]byte, s session, now time.Time) (
 	k, ok := a.keys.Load().byID[s.keyID]
 	if !ok {
 		a.sessions.Remove(h)
-		return principal{}, fmt.Errorf("session of deleted API key %s: %w", s.keyID, errUnauthenticated)
+		return principal{}, reqErrorf(errUnauthenticated, "session token ended: its API key was deleted")
 	}
 	return k.principalAt(now)
 }
@@ -230,7 +229,7 @@ type sessionGrant struct {
 
 // login exchanges the admin key or an API key (not a session token) for a
 // new session token valid for clientTTL, and no longer than the key. It
-// counts failures like authenticate.
+// counts failures like authenticateFrom.
 func (a *authenticator) login(key, clientAddr string) (sessionGrant, error) {
 	client := clientKey(clientAddr)
 	if wait := a.limiter.blocked(client); wait > 0 {
@@ -244,7 +243,7 @@ func (a *authenticator) login(key, clientAddr string) (sessionGrant, error) {
 		k, ok := a.keys.Load().byHash[h]
 		if !ok {
 			a.limiter.fail(client)
-			return sessionGrant{}, fmt.Errorf("login: unknown key: %w", errUnauthenticated)
+			return sessionGrant{}, reqErrorf(errUnauthenticated, "unknown key")
 		}
 		var err error
 		if p, err = k.principalAt(now); err != nil {
@@ -318,7 +317,7 @@ type keyEntry struct {
 // errUnauthenticated once k has expired.
 func (k *keyEntry) principalAt(now time.Time) (principal, error) {
 	if k.ExpiresAt != nil && !now.Before(*k.ExpiresAt) {
-		return principal{}, fmt.Errorf("API key %s expired at %s: %w", k.ID, k.ExpiresAt.UTC().Format(time.RFC3339), errUnauthenticated)
+		return principal{}, reqErrorf(errUnauthenticated, "API key expired at %s", k.ExpiresAt.UTC().Format(time.RFC3339))
 	}
 	var dbs []string
 	if len(k.Databases) > 0 {
@@ -444,7 +443,7 @@ func (a *authenticator) deleteKey(ctx context.Context, id string) error {
 	return a.update(ctx, func(keys []apiKey) ([]apiKey, error) {
 		i := slices.IndexFunc(keys, func(k apiKey) bool { return k.ID == id })
 		if i < 0 {
-			return nil, fmt.Errorf("delete key %q: %w", id, errNotFound)
+			return nil, reqErrorf(errNotFound, "API key %q not found", id)
 		}
 		return slices.Delete(keys, i, i+1), nil
 	})
@@ -485,7 +484,7 @@ func (a *authenticator) update(ctx context.Context, change func([]apiKey) ([]api
 func checkKeyRequest(req keyRequest) (perm, error) {
 	if req.Name == "" || len(req.Name) > maxKeyNameLen || !utf8.ValidString(req.Name) ||
 		strings.ContainsFunc(req.Name, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-		return 0, fmt.Errorf("name must be 1 to %d bytes of text without control characters: %w", maxKeyNameLen, errInvalid)
+		return 0, reqErrorf(errInvalid, "name must be 1 to %d bytes of text without control characters", maxKeyNameLen)
 	}
 	perms, err := parsePerms(req.Permissions)
 	if err != nil {
@@ -502,7 +501,7 @@ func checkKeyRequest(req keyRequest) (perm, error) {
 // parsePerms parses a non-empty list of permission names.
 func parsePerms(names []string) (perm, error) {
 	if len(names) == 0 {
-		return 0, fmt.Errorf("permissions must list at least one of read, write, admin: %w", errInvalid)
+		return 0, reqErrorf(errInvalid, "permissions must list at least one of read, write, admin")
 	}
 	var p perm
 	for _, n := range names {
@@ -514,7 +513,7 @@ func parsePerms(names []string) (perm, error) {
 		case "admin":
 			p |= permAdmin
 		default:
-			return 0, fmt.Errorf("unknown permission %q (want read, write or admin): %w", n, errInvalid)
+			return 0, reqErrorf(errInvalid, "unknown permission %q (want read, write or admin)", n)
 		}
 	}
 	return p, nil
@@ -538,7 +537,7 @@ const maxKeyDatabases = 100
 // exact database names or prefixes ending in "*" ("*" alone is all).
 func validateKeyDatabases(dbs []string) error {
 	if len(dbs) == 0 || len(dbs) > maxKeyDatabases {
-		return fmt.Errorf("databases must list 1 to %d names or prefixes (omit it for all): %w", maxKeyDatabases, errInvalid)
+		return reqErrorf(errInvalid, "databases must list 1 to %d names or prefixes (omit it for all)", maxKeyDatabases)
 	}
 	for _, d := range dbs {
 		name, prefix := strings.CutSuffix(d, "*")
@@ -546,7 +545,7 @@ func validateKeyDatabases(dbs []string) error {
 			continue
 		}
 		if err := validateDBName(name); err != nil {
-			return fmt.Errorf("databases: %w", err)
+			return reqPrefixf(err, "databases")
 		}
 	}
 	return nil
@@ -561,13 +560,13 @@ func parseExpiresIn(s string) (time.Duration, error) {
 	if days, ok := strings.CutSuffix(s, "d"); ok {
 		n, err := strconv.ParseUint(days, 10, 32)
 		if err != nil || n == 0 || n > maxKeyDays {
-			return 0, fmt.Errorf("expires_in %q: want 1d to %dd or a Go duration: %w", s, maxKeyDays, errInvalid)
+			return 0, reqErrorf(errInvalid, "expires_in %q: want 1d to %dd or a duration such as 24h", s, maxKeyDays)
 		}
 		return time.Duration(n) * 24 * time.Hour, nil
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("expires_in %q: want a positive Go duration (24h) or days (30d): %w", s, errInvalid)
+		return 0, reqErrorf(errInvalid, "expires_in %q: want a positive duration (24h) or days (30d)", s)
 	}
 	return d, nil
 }
@@ -686,10 +685,11 @@ func (f fileKeyStore) String() string { return f.path }
 type rateLimitError struct{ retryAfter time.Duration }
 
 func (e *rateLimitError) Error() string {
-	return fmt.Sprintf("%v from this address; retry in %d s", errRateLimited, e.seconds())
+	return fmt.Sprintf("too many failed authentications from this address; retry in %d s", e.seconds())
 }
 
-func (e *rateLimitError) Unwrap() error { return errRateLimited }
+// Unwrap returns the message as a client sentence of kind errRateLimited.
+func (e *rateLimitError) Unwrap() error { return &requestError{msg: e.Error(), kind: errRateLimited} }
 
 // seconds is the Retry-After value: whole seconds, rounded up, at least 1.
 func (e *rateLimitError) seconds() int {
@@ -764,124 +764,6 @@ func clientKey(addr string) string {
 	return ip.String()
 }
 
-// HTTP.
-
-// writeAuthError writes an authentication failure: 401 with
-// WWW-Authenticate, or 429 with Retry-After.
-func writeAuthError(w http.ResponseWriter, err error) {
-	var rl *rateLimitError
-	if errors.As(err, &rl) {
-		w.Header().Set("Retry-After", strconv.Itoa(rl.seconds()))
-	} else if errors.Is(err, errUnauthenticated) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="deltadatabase"`)
-	}
-	writeError(w, err)
-}
-
-// decodeBody decodes a JSON request body into v, refusing unknown fields
-// and trailing data; every failure wraps errInvalid (or errTooLarge).
-func (s *restServer) decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
-	body, err := s.readBody(w, r)
-	if err != nil {
-		return err
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("decode body: %v: %w", err, errInvalid)
-	}
-	if dec.More() {
-		return fmt.Errorf("body has data after the JSON object: %w", errInvalid)
-	}
-	return nil
-}
-
-// handleLogin is POST /api/login {"key": K}.
-func (s *restServer) handleLogin(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Key string `json:"key"`
-	}
-	if err := s.decodeBody(w, r, &req); err != nil {
-		writeError(w, err)
-		return
-	}
-	if req.Key == "" {
-		writeError(w, fmt.Errorf(`body must be {"key": "<admin key or API key>"}: %w`, errInvalid))
-		return
-	}
-	g, err := s.auth.login(req.Key, r.RemoteAddr)
-	if err != nil {
-		writeAuthError(w, err)
-		return
-	}
-	s.log.Info("session created", attrClient, g.ClientID)
-	writeJSON(w, http.StatusOK, g)
-}
-
-// handleMe is GET /api/me: who the credential acts for.
-func (s *restServer) handleMe(w http.ResponseWriter, r *http.Request, p principal) {
-	writeJSON(w, http.StatusOK, struct {
-		ClientID    string   `json:"client_id"`
-		Permissions []string `json:"permissions"`
-		IsAdmin     bool     `json:"is_admin"`
-		Databases   []string `json:"databases,omitempty"`
-	}{p.clientID, permNames(p.perms), p.has(permAdmin), p.databases})
-}
-
-// requireAllDatabases refuses key management to a principal limited to
-// some databases: keys are global, and such a principal could otherwise
-// create a key without its limit.
-func requireAllDatabases(p principal) error {
-	if p.databases != nil {
-		return fmt.Errorf("a key limited to databases cannot manage API keys: %w", errForbidden)
-	}
-	return nil
-}
-
-// handleListKeys is GET /api/keys.
-func (s *restServer) handleListKeys(w http.ResponseWriter, r *http.Request, p principal) {
-	if err := requireAllDatabases(p); err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, s.auth.listKeys())
-}
-
-// handleCreateKey is POST /api/keys.
-func (s *restServer) handleCreateKey(w http.ResponseWriter, r *http.Request, p principal) {
-	if err := requireAllDatabases(p); err != nil {
-		writeError(w, err)
-		return
-	}
-	var req keyRequest
-	if err := s.decodeBody(w, r, &req); err != nil {
-		writeError(w, err)
-		return
-	}
-	k, err := s.auth.createKey(r.Context(), req)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	s.log.Info("api key created", attrKeyID, k.ID, attrClient, p.clientID, slog.Any("permissions", k.Permissions))
-	writeJSON(w, http.StatusOK, k)
-}
-
-// handleDeleteKey is DELETE /api/keys/{id}.
-func (s *restServer) handleDeleteKey(w http.ResponseWriter, r *http.Request, p principal) {
-	if err := requireAllDatabases(p); err != nil {
-		writeError(w, err)
-		return
-	}
-	id := r.PathValue("id")
-	if err := s.auth.deleteKey(r.Context(), id); err != nil {
-		writeError(w, err)
-		return
-	}
-	s.log.Info("api key deleted", attrKeyID, id, attrClient, p.clientID)
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-}
-
 // Principals and permissions.
 
 // perm is a set of permissions. The zero value grants nothing; as a
@@ -918,6 +800,30 @@ func (p principal) allowsDB(db string) bool {
 		}
 	}
 	return false
+}
+
+// authorize is the one permission check of REST routes and gRPC Process:
+// p must hold need and, when db is not "", be allowed database db.
+func authorize(p principal, need perm, db string) error {
+	if !p.has(need) {
+		return reqErrorf(errForbidden, "this credential lacks the %s permission", permName(need))
+	}
+	if db != "" && !p.allowsDB(db) {
+		return reqErrorf(errForbidden, "this credential may not access database %q", db)
+	}
+	return nil
+}
+
+// permName is the SPEC name of a single permission.
+func permName(pm perm) string {
+	switch pm {
+	case permRead:
+		return "read"
+	case permWrite:
+		return "write"
+	default:
+		return "admin"
+	}
 }
 
 // has reports whether p holds permission need; admin holds all.

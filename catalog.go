@@ -7,7 +7,6 @@ package main
 // and the listings of databases and of a database's entity keys.
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/hex"
@@ -132,10 +131,10 @@ func validateDoc(ctx context.Context, schemas *schemaRegistry, ids []string, doc
 	for _, id := range ids {
 		err := schemas.Validate(ctx, id, doc)
 		if errors.Is(err, errNotFound) {
-			return fmt.Errorf("unknown schema %q: %w", id, errInvalid)
+			return reqErrorf(errInvalid, "unknown schema %q", id)
 		}
 		if err != nil {
-			return fmt.Errorf("schema %s: %w", id, err)
+			return reqPrefixf(err, "schema %q", id)
 		}
 	}
 	return nil
@@ -150,74 +149,70 @@ type databaseInfo struct {
 
 // handleGetDatabase answers a database's binding and entity count; 404
 // when it has neither entities nor a binding.
-func (s *restServer) handleGetDatabase(w http.ResponseWriter, r *http.Request, p principal) {
+func (s *restServer) handleGetDatabase(w http.ResponseWriter, r *http.Request, p principal) error {
 	db, err := pathDB(r)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	info, err := s.databaseInfo(r.Context(), db)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	if info.Entities == 0 && info.Schema == nil {
-		writeError(w, fmt.Errorf("database %s has no entities and no schema binding: %w", db, errNotFound))
-		return
+		return reqErrorf(errNotFound, "database %q has no entities and no schema binding", db)
 	}
 	writeJSON(w, http.StatusOK, info)
+	return nil
 }
 
 // handlePutDatabase binds a database to a schema ({"schema": ID}) or
 // unbinds it ({"schema": null} or {"schema": ""}). Existing entities are
 // not validated again; every later write is.
-func (s *restServer) handlePutDatabase(w http.ResponseWriter, r *http.Request, p principal) {
+func (s *restServer) handlePutDatabase(w http.ResponseWriter, r *http.Request, p principal) error {
 	db, err := pathDB(r)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	body, err := s.readBody(w, r)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	id, err := decodeBindingBody(body)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	if err := s.bind(r.Context(), db, id); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	s.log.Info("database binding set", attrDB, db, attrSchema, id, attrClient, p.clientID)
 	info, err := s.databaseInfo(r.Context(), db)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, info)
+	return nil
 }
 
 // decodeBindingBody parses {"schema": ID | "" | null}; "" means unbind.
 func decodeBindingBody(body []byte) (string, error) {
+	const shape = `{"schema": ID or null}`
 	var b struct {
-		Schema *string `json:"schema"`
+		Schema json.RawMessage `json:"schema"`
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&b); err != nil || dec.More() {
-		return "", fmt.Errorf(`body must be {"schema": ID or null}: %w`, errInvalid)
-	}
-	var m map[string]json.RawMessage
-	if json.Unmarshal(body, &m) != nil || m["schema"] == nil {
-		return "", fmt.Errorf(`body must name "schema" (null or "" unbinds): %w`, errInvalid)
+	if err := decodeJSONBody(body, &b, shape); err != nil {
+		return "", err
 	}
 	if b.Schema == nil {
+		return "", reqErrorf(errInvalid, `body must be %s: it has no "schema" (null or "" unbinds)`, shape)
+	}
+	var id *string
+	if err := json.Unmarshal(b.Schema, &id); err != nil {
+		return "", reqErrorf(errInvalid, `body must be %s: "schema" is not a string or null`, shape)
+	}
+	if id == nil {
 		return "", nil
 	}
-	return *b.Schema, nil
+	return *id, nil
 }
 
 // bind stores (id != "") or removes (id == "") db's binding. Binding to an
@@ -234,7 +229,7 @@ func (s *restServer) bind(ctx context.Context, db, id string) error {
 		return err
 	}
 	if _, err := s.schemas.Get(ctx, id); errors.Is(err, errNotFound) {
-		return fmt.Errorf("unknown schema %q: %w", id, errInvalid)
+		return reqErrorf(errInvalid, "unknown schema %q", id)
 	} else if err != nil {
 		return fmt.Errorf("bind %s: %w", db, err)
 	}
@@ -276,16 +271,14 @@ type keyPage struct {
 // page at a time. The cursor is the last key of the previous page, so a
 // key appears at most once across pages whatever is written meanwhile,
 // and every key that exists throughout the listing appears.
-func (s *restServer) handleListEntityKeys(w http.ResponseWriter, r *http.Request, p principal) {
+func (s *restServer) handleListEntityKeys(w http.ResponseWriter, r *http.Request, p principal) error {
 	db, err := pathDB(r)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	prefix, limit, after, err := listParams(r)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	startAfter := ""
 	if after != "" {
@@ -293,16 +286,14 @@ func (s *restServer) handleListEntityKeys(w http.ResponseWriter, r *http.Request
 	}
 	objs, err := s.st.List(r.Context(), entityKeyPrefix(db, prefix), startAfter, limit+1)
 	if err != nil {
-		writeError(w, fmt.Errorf("list keys of %s: %w", db, err))
-		return
+		return fmt.Errorf("list keys of %s: %w", db, err)
 	}
 	page := keyPage{Keys: make([]string, 0, min(len(objs), limit))}
 	base := entitiesPrefix + db + "/"
 	for _, o := range objs[:min(len(objs), limit)] {
 		key, err := decodeEntityObjectName(strings.TrimPrefix(o, base))
 		if err != nil {
-			writeError(w, fmt.Errorf("list keys of %s: %w", db, err))
-			return
+			return fmt.Errorf("list keys of %s: %w", db, err)
 		}
 		page.Keys = append(page.Keys, key)
 	}
@@ -310,6 +301,7 @@ func (s *restServer) handleListEntityKeys(w http.ResponseWriter, r *http.Request
 		page.Next = encodeCursor(page.Keys[limit-1])
 	}
 	writeJSON(w, http.StatusOK, page)
+	return nil
 }
 
 // listParams reads ?prefix=, ?limit= and ?cursor= of a listing: the key
@@ -319,13 +311,13 @@ func listParams(r *http.Request) (prefix string, limit int, after string, err er
 	prefix, limit = q.Get("prefix"), defaultListLimit
 	if prefix != "" {
 		if err := validateEntityKey(prefix); err != nil {
-			return "", 0, "", fmt.Errorf("prefix: %w", err)
+			return "", 0, "", reqPrefixf(err, "prefix")
 		}
 	}
 	if q.Has("limit") {
 		limit, err = strconv.Atoi(q.Get("limit"))
 		if err != nil || limit < 1 || limit > maxListLimit {
-			return "", 0, "", fmt.Errorf("limit %q: want a number from 1 to %d: %w", q.Get("limit"), maxListLimit, errInvalid)
+			return "", 0, "", reqErrorf(errInvalid, "limit %q: want a number from 1 to %d", q.Get("limit"), maxListLimit)
 		}
 	}
 	if q.Has("cursor") {
@@ -347,7 +339,7 @@ func encodeCursor(key string) string {
 func decodeCursor(c string) (string, error) {
 	b, err := base64.RawURLEncoding.DecodeString(c)
 	if err != nil || !utf8.Valid(b) || validateEntityKey(string(b)) != nil {
-		return "", fmt.Errorf("cursor %q is not one this server issued: %w", c, errInvalid)
+		return "", reqErrorf(errInvalid, "cursor %q is not one this server issued", c)
 	}
 	return string(b), nil
 }

@@ -6,7 +6,6 @@ package main
 // if_none_match guard the keys of a multi-key PUT.
 
 import (
-	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -44,7 +43,7 @@ func parseETags(header string, values []string) (string, error) {
 		weak := strings.HasPrefix(part, "W/")
 		t := strings.TrimPrefix(part, "W/")
 		if len(t) < 3 || t[0] != '"' || t[len(t)-1] != '"' || strings.Contains(t[1:len(t)-1], `"`) {
-			return "", fmt.Errorf("%s: %q is not \"*\" or a list of quoted, non-empty entity tags: %w", header, v, errInvalid)
+			return "", reqErrorf(errInvalid, "%s: %q is not \"*\" or a list of quoted, non-empty entity tags", header, v)
 		}
 		t = t[1 : len(t)-1]
 		if weak {
@@ -91,7 +90,7 @@ func batchPreconditions(r *http.Request, reqs []*pb.ProcessRequest) error {
 	for _, v := range q["if_match"] {
 		i := strings.LastIndexByte(v, ':')
 		if i < 0 {
-			return fmt.Errorf("if_match=%q: want <key>:<etag>: %w", v, errInvalid)
+			return reqErrorf(errInvalid, "if_match=%q: want <key>:<etag>", v)
 		}
 		key, tag := v[:i], strings.Trim(v[i+1:], `"`)
 		req, err := preconditionTarget(byKey, "if_match", key)
@@ -99,7 +98,7 @@ func batchPreconditions(r *http.Request, reqs []*pb.ProcessRequest) error {
 			return err
 		}
 		if tag == "" || req.IfMatch != "" || strings.ContainsAny(tag, `",`) {
-			return fmt.Errorf("if_match=%q: want one <key>:<etag> per key: %w", v, errInvalid)
+			return reqErrorf(errInvalid, "if_match=%q: want one <key>:<etag> per key", v)
 		}
 		req.IfMatch = tag
 	}
@@ -109,7 +108,7 @@ func batchPreconditions(r *http.Request, reqs []*pb.ProcessRequest) error {
 			return err
 		}
 		if req.IfNoneMatch != "" {
-			return fmt.Errorf("if_none_match=%q given twice: %w", key, errInvalid)
+			return reqErrorf(errInvalid, "if_none_match=%q given twice", key)
 		}
 		req.IfNoneMatch = "*"
 	}
@@ -117,10 +116,10 @@ func batchPreconditions(r *http.Request, reqs []*pb.ProcessRequest) error {
 		return nil
 	}
 	if len(reqs) != 1 {
-		return fmt.Errorf("If-Match and If-None-Match headers apply to a single-key PUT; use if_match=<key>:<etag> or if_none_match=<key>: %w", errInvalid)
+		return reqErrorf(errInvalid, "If-Match and If-None-Match headers apply to a single-key PUT; use if_match=<key>:<etag> or if_none_match=<key>")
 	}
 	if slices.ContainsFunc(reqs, hasPreconditions) {
-		return fmt.Errorf("give preconditions as headers or as query parameters, not both: %w", errInvalid)
+		return reqErrorf(errInvalid, "give preconditions as headers or as query parameters, not both")
 	}
 	return headerPreconditions(r, reqs[0])
 }
@@ -129,11 +128,11 @@ func batchPreconditions(r *http.Request, reqs []*pb.ProcessRequest) error {
 // parameter, which must be a key of the body.
 func preconditionTarget(byKey map[string]*pb.ProcessRequest, param, key string) (*pb.ProcessRequest, error) {
 	if err := validateEntityKey(key); err != nil {
-		return nil, fmt.Errorf("%s: %w", param, err)
+		return nil, reqPrefixf(err, "%s", param)
 	}
 	req, ok := byKey[key]
 	if !ok {
-		return nil, fmt.Errorf("%s names key %q, which is not in the body: %w", param, key, errInvalid)
+		return nil, reqErrorf(errInvalid, "%s names key %q, which is not in the body", param, key)
 	}
 	return req, nil
 }

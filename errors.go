@@ -41,6 +41,8 @@ var (
 	// errUnsupportedMedia: a body of a media type the route does not take
 	// (415).
 	errUnsupportedMedia = errors.New("unsupported media type")
+	// errMethod: a method the route does not serve (405).
+	errMethod = errors.New("method not allowed")
 	// errTransport marks a call that never reached a worker's handler (the
 	// connection failed); such calls are retried on the next worker. Errors
 	// carrying it also carry errUnavailable (503) when no retry is left.
@@ -56,15 +58,37 @@ var (
 type requestError struct {
 	msg  string
 	kind error
+	// cause is the error the sentence was made from (reqPrefixf), nil for
+	// none; it stays reachable for errors.As.
+	cause error
 }
 
 func (e *requestError) Error() string { return e.msg }
-func (e *requestError) Unwrap() error { return e.kind }
+
+// Unwrap returns the kind and, if any, the cause.
+func (e *requestError) Unwrap() []error {
+	if e.cause == nil {
+		return []error{e.kind}
+	}
+	return []error{e.kind, e.cause}
+}
 
 // reqErrorf returns a requestError of kind whose sentence is format applied
 // to args. Arguments must be the client's own input or fixed text.
 func reqErrorf(kind error, format string, args ...any) error {
 	return &requestError{msg: fmt.Sprintf(format, args...), kind: kind}
+}
+
+// reqPrefixf puts context (format applied to args) in front of the
+// sentence of err's requestError, keeping its kind: `JSON patch operation
+// 2: no member "a"`. An err without a sentence is wrapped as usual, so it
+// stays internal.
+func reqPrefixf(err error, format string, args ...any) error {
+	var re *requestError
+	if !errors.As(err, &re) {
+		return fmt.Errorf(format+": %w", append(args, err)...)
+	}
+	return &requestError{msg: fmt.Sprintf(format, args...) + ": " + re.msg, kind: re.kind, cause: err}
 }
 
 // clientMessage returns the sentence of the outermost requestError in err's
@@ -76,4 +100,42 @@ func clientMessage(err error) (string, bool) {
 		return re.msg, true
 	}
 	return "", false
+}
+
+// clientKinds are the sentinels of failures caused by the request, in the
+// order statusOf tries them, each with the fixed sentence a client gets
+// when the error carries no requestError of its own.
+var clientKinds = []struct {
+	kind error
+	msg  string
+}{
+	{errUnauthenticated, "missing, unknown or expired credential"},
+	{errForbidden, "this credential does not allow the request"},
+	{errRateLimited, "too many failed authentications from this address; try again later"},
+	{errTooLarge, "request body too large"},
+	{errInvalid, "the request is not valid"},
+	{errNotFound, "not found"},
+	{errPrecondition, "a precondition of the request does not hold"},
+	{errPatchConflict, "the patch does not apply to the document"},
+	{errUnsupportedMedia, "unsupported media type"},
+	{errMethod, "method not allowed"},
+}
+
+// publicMessage is what a client is told about err: the sentence of its
+// requestError, or a fixed sentence for its kind. Any other error is
+// internal: the client gets a fixed sentence naming requestID, under which
+// the caller logs the cause. REST (writeError) and gRPC answers use it.
+func publicMessage(err error, requestID string) string {
+	for _, k := range clientKinds {
+		if errors.Is(err, k.kind) {
+			if msg, ok := clientMessage(err); ok {
+				return msg
+			}
+			return k.msg
+		}
+	}
+	if errors.Is(err, errUnavailable) {
+		return fmt.Sprintf("storage or workers unavailable, try again later (request ID %s)", requestID)
+	}
+	return fmt.Sprintf("internal error (request ID %s)", requestID)
 }

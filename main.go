@@ -57,6 +57,11 @@ const (
 	attrAddr   = "addr"
 	attrWorker = "worker_id"
 	attrErr    = "err"
+	// attrRequestID, attrRoute and attrStatus describe a failed REST
+	// request: its X-Request-ID, mux pattern and HTTP status.
+	attrRequestID = "request_id"
+	attrRoute     = "route"
+	attrStatus    = "status"
 )
 
 // config is every flag of every role.

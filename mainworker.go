@@ -168,11 +168,8 @@ func (m *mainService) Process(ctx context.Context, req *pb.ProcessRequest) (*pb.
 	if req.GetOperation() == pb.Operation_GET {
 		need = permRead
 	}
-	switch {
-	case !p.has(need):
-		return nil, grpcStatus(fmt.Errorf("%v needs %s permission: %w", req.GetOperation(), permName(need), errForbidden))
-	case !p.allowsDB(req.GetDatabaseName()):
-		return nil, grpcStatus(fmt.Errorf("database %q is outside this key's databases: %w", req.GetDatabaseName(), errForbidden))
+	if err := authorize(p, need, req.GetDatabaseName()); err != nil {
+		return nil, grpcStatus(err)
 	}
 	resp, err := m.router.Process(ctx, req)
 	if err != nil {

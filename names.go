@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"strings"
 	"unicode/utf8"
 )
@@ -24,20 +23,20 @@ func validateSchemaID(id string) error {
 // validateIdent checks the shared pattern of database names and schema IDs.
 func validateIdent(what, s string, max int) error {
 	if s == "" {
-		return fmt.Errorf("%s is empty: %w", what, errInvalid)
+		return reqErrorf(errInvalid, "%s is empty", what)
 	}
 	if len(s) > max {
-		return fmt.Errorf("%s longer than %d characters: %w", what, max, errInvalid)
+		return reqErrorf(errInvalid, "%s is longer than %d characters", what, max)
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 		if !alnum && (i == 0 || !strings.ContainsRune("_.:-", rune(c))) {
-			return fmt.Errorf("%s %q: character %q not allowed: %w", what, s, c, errInvalid)
+			return reqErrorf(errInvalid, "%s %q: character %q is not allowed", what, s, c)
 		}
 	}
 	if strings.Contains(s, "..") {
-		return fmt.Errorf("%s %q contains \"..\": %w", what, s, errInvalid)
+		return reqErrorf(errInvalid, "%s %q contains \"..\"", what, s)
 	}
 	return nil
 }
@@ -46,21 +45,21 @@ func validateIdent(what, s string, max int) error {
 // valid UTF-8 without control characters, '/', '\' or "..".
 func validateEntityKey(key string) error {
 	if key == "" {
-		return fmt.Errorf("entity key is empty: %w", errInvalid)
+		return reqErrorf(errInvalid, "entity key is empty")
 	}
 	if len(key) > maxEntityKeyLen {
-		return fmt.Errorf("entity key longer than %d bytes: %w", maxEntityKeyLen, errInvalid)
+		return reqErrorf(errInvalid, "entity key is longer than %d bytes", maxEntityKeyLen)
 	}
 	if !utf8.ValidString(key) {
-		return fmt.Errorf("entity key is not valid UTF-8: %w", errInvalid)
+		return reqErrorf(errInvalid, "entity key is not valid UTF-8")
 	}
 	for _, r := range key {
 		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == '/' || r == '\\' {
-			return fmt.Errorf("entity key %q: character %q not allowed: %w", key, r, errInvalid)
+			return reqErrorf(errInvalid, "entity key %q: character %q is not allowed", key, r)
 		}
 	}
 	if strings.Contains(key, "..") {
-		return fmt.Errorf("entity key %q contains \"..\": %w", key, errInvalid)
+		return reqErrorf(errInvalid, "entity key %q contains \"..\"", key)
 	}
 	return nil
 }

@@ -36,7 +36,7 @@ func applyPatch(contentType string, doc, patch []byte) ([]byte, error) {
 	case mergePatchType:
 		p, err := decodeValue(patch)
 		if err != nil {
-			return nil, fmt.Errorf("merge patch is not valid JSON: %v: %w", err, errInvalid)
+			return nil, reqErrorf(errInvalid, "merge patch is not valid JSON: %v", err)
 		}
 		out = mergePatch(target, p)
 	case jsonPatchType:
@@ -48,7 +48,7 @@ func applyPatch(contentType string, doc, patch []byte) ([]byte, error) {
 			return nil, err
 		}
 	default:
-		return nil, fmt.Errorf("patch media type %q is not %s or %s: %w", contentType, mergePatchType, jsonPatchType, errInvalid)
+		return nil, reqErrorf(errInvalid, "patch media type %q is not %s or %s", contentType, mergePatchType, jsonPatchType)
 	}
 	return encodeValue(out)
 }
@@ -121,13 +121,13 @@ type patchOp struct {
 func parseJSONPatch(b []byte) ([]patchOp, error) {
 	var raws []json.RawMessage
 	if err := json.Unmarshal(b, &raws); err != nil {
-		return nil, fmt.Errorf("JSON patch must be an array of operations: %v: %w", err, errInvalid)
+		return nil, reqErrorf(errInvalid, "JSON patch must be an array of operations")
 	}
 	ops := make([]patchOp, 0, len(raws))
 	for i, raw := range raws {
 		op, err := parseOp(raw)
 		if err != nil {
-			return nil, fmt.Errorf("JSON patch operation %d: %v: %w", i, err, errInvalid)
+			return nil, reqErrorf(errInvalid, "JSON patch operation %d: %v", i, err)
 		}
 		op.position = i
 		ops = append(ops, op)
@@ -258,7 +258,7 @@ func applyOps(doc any, ops []patchOp) (any, error) {
 	for _, op := range ops {
 		var err error
 		if doc, err = applyOp(doc, op); err != nil {
-			return nil, fmt.Errorf("JSON patch operation %d (%s %q): %w", op.position, op.op, op.rawPath, err)
+			return nil, reqPrefixf(err, "JSON patch operation %d (%s %q)", op.position, op.op, op.rawPath)
 		}
 	}
 	return doc, nil
@@ -287,13 +287,13 @@ func applyOp(doc any, op patchOp) (any, error) {
 	case "move":
 		doc, v, err := removeAt(doc, op.from)
 		if err != nil {
-			return nil, fmt.Errorf("from %q: %w", op.rawFrom, err)
+			return nil, reqPrefixf(err, "from %q", op.rawFrom)
 		}
 		return addAt(doc, op.path, v)
 	case "copy":
 		v, err := valueAt(doc, op.from)
 		if err != nil {
-			return nil, fmt.Errorf("from %q: %w", op.rawFrom, err)
+			return nil, reqPrefixf(err, "from %q", op.rawFrom)
 		}
 		return addAt(doc, op.path, deepCopy(v))
 	case "test":
@@ -302,11 +302,11 @@ func applyOp(doc any, op patchOp) (any, error) {
 			return nil, err
 		}
 		if !sameJSON(v, op.value) {
-			return nil, fmt.Errorf("test failed: value differs: %w", errPatchConflict)
+			return nil, reqErrorf(errPatchConflict, "test failed: value differs")
 		}
 		return doc, nil
 	}
-	return nil, fmt.Errorf("unknown op %q: %w", op.op, errInvalid)
+	return nil, reqErrorf(errInvalid, "unknown op %q", op.op)
 }
 
 // valueAt returns the value path refers to.
@@ -326,7 +326,7 @@ func child(c any, tok string) (any, error) {
 	case map[string]any:
 		v, ok := c[tok]
 		if !ok {
-			return nil, fmt.Errorf("no member %q: %w", tok, errPatchConflict)
+			return nil, reqErrorf(errPatchConflict, "no member %q", tok)
 		}
 		return v, nil
 	case []any:
@@ -336,7 +336,7 @@ func child(c any, tok string) (any, error) {
 		}
 		return c[i], nil
 	default:
-		return nil, fmt.Errorf("%q: parent is neither object nor array: %w", tok, errPatchConflict)
+		return nil, reqErrorf(errPatchConflict, "%q: parent is neither object nor array", tok)
 	}
 }
 
@@ -344,11 +344,11 @@ func child(c any, tok string) (any, error) {
 // zeros, at most max.
 func arrayIndex(tok string, max int) (int, error) {
 	if tok == "" || len(tok) > 1 && tok[0] == '0' || strings.TrimLeft(tok, "0123456789") != "" {
-		return 0, fmt.Errorf("%q is not an array index: %w", tok, errPatchConflict)
+		return 0, reqErrorf(errPatchConflict, "%q is not an array index", tok)
 	}
 	i, err := strconv.Atoi(tok)
 	if err != nil || i > max {
-		return 0, fmt.Errorf("array index %s out of range: %w", tok, errPatchConflict)
+		return 0, reqErrorf(errPatchConflict, "array index %s out of range", tok)
 	}
 	return i, nil
 }
@@ -400,7 +400,7 @@ func addAt(doc any, path []string, v any) (any, error) {
 			out = append(append(append(out, p[:i]...), v), p[i:]...)
 			return out, nil
 		default:
-			return nil, fmt.Errorf("%q: parent is neither object nor array: %w", last, errPatchConflict)
+			return nil, reqErrorf(errPatchConflict, "%q: parent is neither object nor array", last)
 		}
 	})
 }
@@ -409,7 +409,7 @@ func addAt(doc any, path []string, v any) (any, error) {
 // (which must exist) and that value.
 func removeAt(doc any, path []string) (any, any, error) {
 	if len(path) == 0 {
-		return nil, nil, fmt.Errorf("cannot remove the whole document: %w", errInvalid)
+		return nil, nil, reqErrorf(errInvalid, "cannot remove the whole document")
 	}
 	var removed any
 	doc, err := update(doc, path, func(parent any, last string) (any, error) {

@@ -405,17 +405,18 @@ func hasPreconditions(req *pb.ProcessRequest) bool {
 // entity exists and ("*" or) its version is listed; If-None-Match holds if
 // it does not exist or ("*" aside) its version is not listed.
 func checkPreconditions(req *pb.ProcessRequest, cur current) error {
+	db, key := req.GetDatabaseName(), req.GetEntityKey()
 	if m := req.GetIfMatch(); m != "" {
 		if !cur.exists {
-			return &preconditionError{msg: "precondition failed: If-Match: entity does not exist"}
+			return &preconditionError{msg: fmt.Sprintf("If-Match: entity %q does not exist in database %q", key, db)}
 		}
 		if m != "*" && !slices.Contains(strings.Split(m, ","), cur.version) {
-			return &preconditionError{msg: fmt.Sprintf("precondition failed: If-Match: entity version is %q", cur.version), current: cur.version}
+			return &preconditionError{msg: fmt.Sprintf("If-Match: entity %q in database %q has version %q", key, db, cur.version), current: cur.version}
 		}
 	}
 	if n := req.GetIfNoneMatch(); n != "" && cur.exists {
 		if n == "*" || slices.Contains(strings.Split(n, ","), cur.version) {
-			return &preconditionError{msg: fmt.Sprintf("precondition failed: If-None-Match: entity exists with version %q", cur.version), current: cur.version}
+			return &preconditionError{msg: fmt.Sprintf("If-None-Match: entity %q in database %q exists with version %q", key, db, cur.version), current: cur.version}
 		}
 	}
 	return nil
@@ -424,14 +425,14 @@ func checkPreconditions(req *pb.ProcessRequest, cur current) error {
 // preconditionError is a failed If-Match or If-None-Match (412). It
 // carries the entity's current version ("" if it does not exist) so that
 // the answer can send it as ETag; across gRPC it travels in the
-// versionHeader metadata.
+// versionHeader metadata. Its message is the client's sentence.
 type preconditionError struct {
 	msg     string
 	current string
 }
 
 func (e *preconditionError) Error() string { return e.msg }
-func (e *preconditionError) Unwrap() error { return errPrecondition }
+func (e *preconditionError) Unwrap() error { return &requestError{msg: e.msg, kind: errPrecondition} }
 
 // versionHeader carries a preconditionError's current version from a
 // remote worker to the main worker.

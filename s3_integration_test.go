@@ -411,11 +411,12 @@ func TestS3ServerStoppedMidRun(t *testing.T) {
 		{"GET", "/api/databases", ""},
 	} {
 		start := time.Now()
-		code, out, _ := n.call(tt.method, tt.path, testAdminKey, tt.body)
+		code, out, hdr := n.call(tt.method, tt.path, testAdminKey, tt.body)
 		var e struct{ Error string }
-		if took := time.Since(start); code != 503 || json.Unmarshal(out, &e) != nil ||
-			!strings.Contains(e.Error, "storage unavailable") || took > budget {
-			t.Errorf("S3 stopped: %s %s = %d %s after %v, want 503 {\"error\": \"...storage unavailable\"} within %v",
+		id := hdr.Get("X-Request-ID")
+		if took := time.Since(start); code != 503 || json.Unmarshal(out, &e) != nil || id == "" ||
+			!strings.Contains(e.Error, "unavailable") || !strings.Contains(e.Error, id) || took > budget {
+			t.Errorf("S3 stopped: %s %s = %d %s after %v, want 503 {\"error\": \"...unavailable... (request ID)\"} within %v",
 				tt.method, tt.path, code, out, took.Round(time.Millisecond), budget)
 		}
 	}

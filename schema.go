@@ -51,8 +51,9 @@ type compiledSchema struct {
 const maxValidationMessages = 50
 
 // schemaBaseURL is the base URL under which templates are compiled. It only
-// names the document in compiler messages and anchors relative $refs, which
-// the loader then refuses.
+// names the document in compiler messages (where it is cut off again:
+// clients see only the schema ID) and anchors relative $refs, which the
+// loader then refuses.
 const schemaBaseURL = "deltadb:///"
 
 // newSchemaRegistry returns a registry over st.
@@ -70,7 +71,7 @@ func (r *schemaRegistry) Put(ctx context.Context, id string, raw []byte) error {
 	}
 	sch, err := r.compile(id, raw)
 	if err != nil {
-		return fmt.Errorf("put schema %q: %v: %w", id, err, errInvalid)
+		return reqErrorf(errInvalid, "schema %q: %v", id, err)
 	}
 	if err := r.st.Put(ctx, schemaObjectKey(id), raw); err != nil {
 		return fmt.Errorf("put schema %q: %w", id, err)
@@ -123,7 +124,7 @@ func (r *schemaRegistry) Validate(ctx context.Context, id string, doc []byte) er
 	}
 	v, err := decodeJSON(doc)
 	if err != nil {
-		return fmt.Errorf("validate document: invalid JSON: %v: %w", err, errInvalid)
+		return reqErrorf(errInvalid, "document is invalid JSON: %v", err)
 	}
 	err = sch.Validate(v)
 	var verr *jsonschema.ValidationError
@@ -131,7 +132,7 @@ func (r *schemaRegistry) Validate(ctx context.Context, id string, doc []byte) er
 		return &validationError{Messages: validationMessages(verr)}
 	}
 	if err != nil {
-		return fmt.Errorf("validate document: %v: %w", err, errInvalid)
+		return reqErrorf(errInvalid, "document does not match: %v", err)
 	}
 	return nil
 }
@@ -200,9 +201,9 @@ func (r *schemaRegistry) compile(id string, raw []byte) (*jsonschema.Schema, err
 	c := jsonschema.NewCompiler()
 	c.DefaultDraft(jsonschema.Draft7)
 	c.UseLoader(noRemoteLoader{})
-	loc := schemaBaseURL + schemaObjectKey(id)
+	loc := schemaBaseURL + id
 	if err := c.AddResource(loc, doc); err != nil {
-		return nil, fmt.Errorf("invalid schema: %v", err)
+		return nil, fmt.Errorf("invalid schema: %s", strings.ReplaceAll(err.Error(), schemaBaseURL, ""))
 	}
 	sch, err := c.Compile(loc)
 	if err != nil {
@@ -219,7 +220,7 @@ func compileMessage(err error) string {
 	if errors.As(err, &serr) && errors.As(serr.Err, &verr) {
 		return "does not match its metaschema: " + strings.Join(validationMessages(verr), "; ")
 	}
-	return err.Error()
+	return strings.ReplaceAll(err.Error(), schemaBaseURL, "")
 }
 
 // noRemoteLoader refuses every URL the compiler asks for. The metaschemas
@@ -252,8 +253,8 @@ type validationError struct {
 // Error joins the messages.
 func (e *validationError) Error() string { return strings.Join(e.Messages, "; ") }
 
-// Unwrap returns errInvalid.
-func (e *validationError) Unwrap() error { return errInvalid }
+// Unwrap returns the messages as a client sentence of kind errInvalid.
+func (e *validationError) Unwrap() error { return &requestError{msg: e.Error(), kind: errInvalid} }
 
 // validationMessages flattens verr into "at <instance location>: <why>"
 // lines, from the library's Basic output. Units that only group their

@@ -2,7 +2,6 @@ package main
 
 import (
 	"embed"
-	"fmt"
 	"io/fs"
 	"net/http"
 	"strings"
@@ -19,25 +18,23 @@ var staticFiles embed.FS
 const uiCSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
 	"connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 
-// uiHandler serves the embedded UI at / with its security headers. Paths
+// handleUI serves the embedded UI at / with its security headers. Paths
 // that name no file answer a JSON 404 like the rest of the API.
-func uiHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		name := strings.TrimPrefix(r.URL.Path, "/")
-		if name == "" {
-			name = "index.html"
-		}
-		name = "static/" + name
-		if st, err := fs.Stat(staticFiles, name); err != nil || st.IsDir() {
-			writeError(w, fmt.Errorf("%s: %w", r.URL.Path, errNotFound))
-			return
-		}
-		h := w.Header()
-		h.Set("Content-Security-Policy", uiCSP)
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("X-Frame-Options", "DENY")
-		h.Set("Referrer-Policy", "no-referrer")
-		h.Set("Cache-Control", "no-cache")
-		http.ServeFileFS(w, r, staticFiles, name)
-	})
+func handleUI(w http.ResponseWriter, r *http.Request, _ principal) error {
+	name := strings.TrimPrefix(r.URL.Path, "/")
+	if name == "" {
+		name = "index.html"
+	}
+	name = "static/" + name
+	if st, err := fs.Stat(staticFiles, name); err != nil || st.IsDir() {
+		return reqErrorf(errNotFound, "no file or route %s", r.URL.Path)
+	}
+	h := w.Header()
+	h.Set("Content-Security-Policy", uiCSP)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cache-Control", "no-cache")
+	http.ServeFileFS(w, r, staticFiles, name)
+	return nil
 }

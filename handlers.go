@@ -1,0 +1,430 @@
+package main
+
+// The REST handlers, one per route of restServer.routes. Each returns an
+// error instead of writing it (the route wrapper in rest.go does), and
+// every error about the client's request carries its sentence
+// (reqErrorf).
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"mime"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+
+	pb "deltadatabase/proto"
+)
+
+func (s *restServer) handleHealth(w http.ResponseWriter, r *http.Request, _ principal) error {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+// handleLogin is POST /api/login {"key": K}.
+func (s *restServer) handleLogin(w http.ResponseWriter, r *http.Request, _ principal) error {
+	var req struct {
+		Key string `json:"key"`
+	}
+	if err := s.decodeBody(w, r, &req, `{"key": "<admin key or API key>"}`); err != nil {
+		return err
+	}
+	if req.Key == "" {
+		return reqErrorf(errInvalid, `body must be {"key": "<admin key or API key>"}`)
+	}
+	g, err := s.auth.login(req.Key, r.RemoteAddr)
+	if err != nil {
+		return err
+	}
+	s.log.Info("session created", attrClient, g.ClientID)
+	writeJSON(w, http.StatusOK, g)
+	return nil
+}
+
+// handleMe is GET /api/me: who the credential acts for.
+func (s *restServer) handleMe(w http.ResponseWriter, r *http.Request, p principal) error {
+	writeJSON(w, http.StatusOK, struct {
+		ClientID    string   `json:"client_id"`
+		Permissions []string `json:"permissions"`
+		IsAdmin     bool     `json:"is_admin"`
+		Databases   []string `json:"databases,omitempty"`
+	}{p.clientID, permNames(p.perms), p.has(permAdmin), p.databases})
+	return nil
+}
+
+// requireAllDatabases refuses key management to a principal limited to
+// some databases: keys are global, and such a principal could otherwise
+// create a key without its limit.
+func requireAllDatabases(p principal) error {
+	if p.databases != nil {
+		return reqErrorf(errForbidden, "a key limited to some databases cannot manage API keys")
+	}
+	return nil
+}
+
+// handleListKeys is GET /api/keys.
+func (s *restServer) handleListKeys(w http.ResponseWriter, r *http.Request, p principal) error {
+	if err := requireAllDatabases(p); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, s.auth.listKeys())
+	return nil
+}
+
+// handleCreateKey is POST /api/keys.
+func (s *restServer) handleCreateKey(w http.ResponseWriter, r *http.Request, p principal) error {
+	if err := requireAllDatabases(p); err != nil {
+		return err
+	}
+	var req keyRequest
+	if err := s.decodeBody(w, r, &req, `{"name", "permissions", "expires_in"?, "databases"?}`); err != nil {
+		return err
+	}
+	k, err := s.auth.createKey(r.Context(), req)
+	if err != nil {
+		return err
+	}
+	s.log.Info("api key created", attrKeyID, k.ID, attrClient, p.clientID, slog.Any("permissions", k.Permissions))
+	writeJSON(w, http.StatusOK, k)
+	return nil
+}
+
+// handleDeleteKey is DELETE /api/keys/{id}.
+func (s *restServer) handleDeleteKey(w http.ResponseWriter, r *http.Request, p principal) error {
+	if err := requireAllDatabases(p); err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	if err := s.auth.deleteKey(r.Context(), id); err != nil {
+		return err
+	}
+	s.log.Info("api key deleted", attrKeyID, id, attrClient, p.clientID)
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+func (s *restServer) handleListDatabases(w http.ResponseWriter, r *http.Request, p principal) error {
+	dbs, err := listDatabases(r.Context(), s.st)
+	if err != nil {
+		return err
+	}
+	visible := dbs[:0]
+	for _, db := range dbs {
+		if p.allowsDB(db) {
+			visible = append(visible, db)
+		}
+	}
+	writeJSON(w, http.StatusOK, visible)
+	return nil
+}
+
+func (s *restServer) handleWorkers(w http.ResponseWriter, r *http.Request, p principal) error {
+	writeJSON(w, http.StatusOK, s.workers())
+	return nil
+}
+
+func (s *restServer) handleListSchemas(w http.ResponseWriter, r *http.Request, _ principal) error {
+	ids, err := s.schemas.List(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, ids)
+	return nil
+}
+
+func (s *restServer) handleGetSchema(w http.ResponseWriter, r *http.Request, _ principal) error {
+	id := r.PathValue("id")
+	if err := validateSchemaID(id); err != nil {
+		return err
+	}
+	raw, err := s.schemas.Get(r.Context(), id)
+	if errors.Is(err, errNotFound) {
+		return reqErrorf(errNotFound, "schema %q not found", id)
+	}
+	if err != nil {
+		return fmt.Errorf("schema %s: %w", id, err)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(raw)
+	return nil
+}
+
+func (s *restServer) handlePutSchema(w http.ResponseWriter, r *http.Request, p principal) error {
+	id := r.PathValue("id")
+	if err := validateSchemaID(id); err != nil {
+		return err
+	}
+	body, err := s.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	if err := s.schemas.Put(r.Context(), id, body); err != nil {
+		return fmt.Errorf("schema %s: %w", id, err)
+	}
+	s.log.Info("schema stored", attrSchema, id, attrClient, p.clientID)
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+// handlePutEntities stores every entity of a {key: document, ...} body.
+// All names and documents are checked before anything is written.
+func (s *restServer) handlePutEntities(w http.ResponseWriter, r *http.Request, p principal) error {
+	db, err := pathDB(r)
+	if err != nil {
+		return err
+	}
+	schemaID, err := schemaParam(r)
+	if err != nil {
+		return err
+	}
+	body, err := s.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	docs, err := decodeEntityBody(body)
+	if err != nil {
+		return err
+	}
+	// Validate everything before writing anything: against the bound
+	// schema and ?schema= (the worker checks again as it writes).
+	ids, err := schemasFor(r.Context(), s.st, db, schemaID)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if err := s.validateAll(r.Context(), id, docs); err != nil {
+			return err
+		}
+	}
+	reqs := make([]*pb.ProcessRequest, len(docs))
+	for i, d := range docs {
+		reqs[i] = &pb.ProcessRequest{DatabaseName: db, EntityKey: d.key, Operation: pb.Operation_PUT, Payload: d.doc}
+	}
+	if err := batchPreconditions(r, reqs); err != nil {
+		return err
+	}
+	resps, err := s.putAll(r.Context(), reqs)
+	if err != nil {
+		return err
+	}
+	if len(resps) == 1 && resps[0].GetVersion() != "" {
+		w.Header().Set("ETag", etagOf(resps[0].GetVersion()))
+	}
+	s.log.Debug("entities stored", attrDB, db, slog.Int("count", len(docs)), attrClient, p.clientID)
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+// putAll runs the writes of a PUT. A multi-key PUT with preconditions
+// checks them all before writing any, under the router's entity write
+// locks (batchProcessor) when the processor has them.
+func (s *restServer) putAll(ctx context.Context, reqs []*pb.ProcessRequest) ([]*pb.ProcessResponse, error) {
+	if len(reqs) > 1 && slices.ContainsFunc(reqs, hasPreconditions) {
+		if bp, ok := s.proc.(batchProcessor); ok {
+			return bp.ProcessAll(ctx, reqs)
+		}
+		return processAll(ctx, s.proc, reqs)
+	}
+	out := make([]*pb.ProcessResponse, 0, len(reqs))
+	for _, req := range reqs {
+		resp, err := s.proc.Process(ctx, req)
+		if err != nil {
+			return nil, entityError(err, req.GetDatabaseName(), req.GetEntityKey())
+		}
+		out = append(out, resp)
+	}
+	return out, nil
+}
+
+// entityError gives an error of the data plane about entity key of db the
+// sentence a client sees when it has none: a missing entity.
+func entityError(err error, db, key string) error {
+	if _, ok := clientMessage(err); !ok && errors.Is(err, errNotFound) {
+		return reqErrorf(errNotFound, "entity %q not found in database %q", key, db)
+	}
+	return err
+}
+
+// entityDoc is one (key, document) pair of a PUT body, in body order.
+type entityDoc struct {
+	key string
+	doc json.RawMessage
+}
+
+// entityBodyShape is what PUT /entity/{db} takes, for error sentences.
+const entityBodyShape = "a JSON object mapping entity keys to documents"
+
+// decodeEntityBody parses a PUT /entity body: a non-empty JSON object of
+// valid entity keys. Keys come back sorted so writes happen in a stable
+// order.
+func decodeEntityBody(body []byte) ([]entityDoc, error) {
+	var m map[string]json.RawMessage
+	if err := decodeJSONBody(body, &m, entityBodyShape); err != nil {
+		return nil, err
+	}
+	if len(m) == 0 {
+		return nil, reqErrorf(errInvalid, "body must be %s, with at least one key", entityBodyShape)
+	}
+	docs := make([]entityDoc, 0, len(m))
+	for k, v := range m {
+		if err := validateEntityKey(k); err != nil {
+			return nil, err
+		}
+		docs = append(docs, entityDoc{key: k, doc: v})
+	}
+	sort.Slice(docs, func(i, j int) bool { return docs[i].key < docs[j].key })
+	return docs, nil
+}
+
+// validateAll validates every document against schema id and reports all
+// failing keys at once.
+func (s *restServer) validateAll(ctx context.Context, id string, docs []entityDoc) error {
+	var failed []string
+	for _, d := range docs {
+		err := validateDoc(ctx, s.schemas, []string{id}, d.doc)
+		var ve *validationError
+		switch {
+		case err == nil:
+		case errors.As(err, &ve):
+			failed = append(failed, fmt.Sprintf("%q: %v", d.key, ve))
+		default:
+			return err
+		}
+	}
+	if len(failed) > 0 {
+		return reqErrorf(errInvalid, "documents do not match schema %q: %s", id, strings.Join(failed, "; "))
+	}
+	return nil
+}
+
+func (s *restServer) handleGetEntity(w http.ResponseWriter, r *http.Request, p principal) error {
+	db, key, err := entityTarget(r)
+	if err != nil {
+		return err
+	}
+	inm, err := parseETags("If-None-Match", r.Header.Values("If-None-Match"))
+	if err != nil {
+		return err
+	}
+	resp, err := s.proc.Process(r.Context(), &pb.ProcessRequest{DatabaseName: db, EntityKey: key, Operation: pb.Operation_GET})
+	if err != nil {
+		return entityError(err, db, key)
+	}
+	if v := resp.GetVersion(); v != "" {
+		w.Header().Set("ETag", etagOf(v))
+		if inm != "" && matchesNoneOf(inm, v) {
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(resp.GetResult())
+	return nil
+}
+
+// handlePatchEntity applies a merge patch or JSON Patch to one entity
+// (SPEC §10) and answers the patched document with its new ETag.
+func (s *restServer) handlePatchEntity(w http.ResponseWriter, r *http.Request, p principal) error {
+	db, key, err := entityTarget(r)
+	if err != nil {
+		return err
+	}
+	ct, err := patchMediaType(r)
+	if err != nil {
+		return err
+	}
+	schemaID, err := schemaParam(r)
+	if err != nil {
+		return err
+	}
+	body, err := s.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	req := &pb.ProcessRequest{DatabaseName: db, EntityKey: key, Operation: pb.Operation_PATCH, Payload: body,
+		ContentType: ct, SchemaId: schemaID}
+	if err := headerPreconditions(r, req); err != nil {
+		return err
+	}
+	resp, err := s.proc.Process(r.Context(), req)
+	if err != nil {
+		return entityError(err, db, key)
+	}
+	w.Header().Set("ETag", etagOf(resp.GetVersion()))
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(resp.GetResult())
+	return nil
+}
+
+// patchMediaType returns the patch type of a PATCH request's Content-Type
+// (parameters such as charset ignored), or errUnsupportedMedia.
+func patchMediaType(r *http.Request) (string, error) {
+	ct := r.Header.Get("Content-Type")
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil || mt != mergePatchType && mt != jsonPatchType {
+		return "", reqErrorf(errUnsupportedMedia, "Content-Type %q: PATCH takes %s or %s", ct, mergePatchType, jsonPatchType)
+	}
+	return mt, nil
+}
+
+func (s *restServer) handleDeleteEntity(w http.ResponseWriter, r *http.Request, p principal) error {
+	db, key, err := entityTarget(r)
+	if err != nil {
+		return err
+	}
+	req := &pb.ProcessRequest{DatabaseName: db, EntityKey: key, Operation: pb.Operation_DELETE}
+	if err := headerPreconditions(r, req); err != nil {
+		return err
+	}
+	if _, err := s.proc.Process(r.Context(), req); err != nil {
+		return entityError(err, db, key)
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+// schemaParam returns the validated ?schema= of a write, "" when absent.
+func schemaParam(r *http.Request) (string, error) {
+	q := r.URL.Query()
+	if !q.Has("schema") {
+		return "", nil
+	}
+	id := q.Get("schema")
+	return id, validateSchemaID(id)
+}
+
+// pathDB returns the validated {db} of a route.
+func pathDB(r *http.Request) (string, error) {
+	db := r.PathValue("db")
+	return db, validateDBName(db)
+}
+
+// entityTarget returns the validated database and ?key= of an entity route.
+func entityTarget(r *http.Request) (db, key string, err error) {
+	if db, err = pathDB(r); err != nil {
+		return "", "", err
+	}
+	q := r.URL.Query()
+	if !q.Has("key") {
+		return "", "", reqErrorf(errInvalid, "missing ?key= query parameter")
+	}
+	key = q.Get("key")
+	if err := validateEntityKey(key); err != nil {
+		return "", "", err
+	}
+	return db, key, nil
+}
+
+// decodeBody reads the request body and decodes it into v with
+// decodeJSONBody.
+func (s *restServer) decodeBody(w http.ResponseWriter, r *http.Request, v any, shape string) error {
+	body, err := s.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	return decodeJSONBody(body, v, shape)
+}
