@@ -51,7 +51,7 @@ func newAuthTestServer(t *testing.T, cfg authConfig) *authTestServer {
 	w := newWorker("w1", st, schemas, newLRU[string, cachedEntity](64, 0, nil), log)
 	w.setSealer(seal)
 	workers := func() []workerInfo { return []workerInfo{} }
-	rest := newRESTServer(auth, w, st, schemas, workers, 1<<20, log)
+	rest := newRESTServer(auth, w, newCatalog(st), schemas, workers, 1<<20, log)
 	return &authTestServer{rest: rest, auth: auth, st: st, clock: clock}
 }
 

@@ -15,9 +15,51 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 	"unicode/utf8"
 )
+
+// catalog is the main worker's account of what storage holds: the
+// databases and their entity keys (an in-memory index, see keyIndex). It is
+// safe for concurrent use.
+type catalog struct {
+	st   store
+	keys *keyIndex
+}
+
+// newCatalog returns the catalog of st. Its key index must hear of every
+// write: the router that routes them reports to wrote.
+func newCatalog(st store) *catalog {
+	return &catalog{st: st, keys: newKeyIndex(st)}
+}
+
+// wrote records the outcome of a write (a PUT or PATCH, or a delete) of
+// key in db that this process routed. It is called in the order of the
+// writes of each entity. A write that failed with nothing written changes
+// nothing; one whose outcome is unknown (a lost connection, a storage
+// failure after the write began) drops db's index, to be scanned again.
+func (c *catalog) wrote(db, key string, deleted bool, err error) {
+	switch {
+	case err == nil:
+		c.keys.record(db, key, !deleted)
+	case deleted && errors.Is(err, errNotFound):
+		c.keys.record(db, key, false)
+	case nothingWritten(err):
+	default:
+		c.keys.forget(db)
+	}
+}
+
+// nothingWritten reports whether a write that failed with err certainly
+// left storage as it was: it was refused before anything was written.
+func nothingWritten(err error) bool {
+	for _, e := range []error{errInvalid, errNotFound, errPrecondition, errPatchConflict, errTooLarge,
+		errUnsupportedMedia, errForbidden, errUnauthenticated} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
 
 // Logical object key prefixes, the same on every backend (SPEC §4).
 const (
@@ -60,8 +102,8 @@ func schemaObjectKey(id string) string {
 // entity: one listing of the directories under "files/" (store.ListDirs),
 // whatever the number of entities. Names that are not database names
 // (say, a lost+found directory) are left out.
-func listDatabases(ctx context.Context, st store) ([]string, error) {
-	names, err := st.ListDirs(ctx, entitiesPrefix)
+func (c *catalog) listDatabases(ctx context.Context) ([]string, error) {
+	names, err := c.st.ListDirs(ctx, entitiesPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("list databases: %w", err)
 	}
@@ -219,7 +261,7 @@ func decodeBindingBody(body []byte) (string, error) {
 // unknown schema is errInvalid.
 func (s *restServer) bind(ctx context.Context, db, id string) error {
 	if id == "" {
-		err := s.st.Delete(ctx, bindingObjectKey(db))
+		err := s.catalog.st.Delete(ctx, bindingObjectKey(db))
 		if err != nil && !errors.Is(err, errNotFound) {
 			return fmt.Errorf("unbind %s: %w", db, err)
 		}
@@ -237,23 +279,24 @@ func (s *restServer) bind(ctx context.Context, db, id string) error {
 	if err != nil {
 		return fmt.Errorf("bind %s: %w", db, err)
 	}
-	if err := s.st.Put(ctx, bindingObjectKey(db), raw); err != nil {
+	if err := s.catalog.st.Put(ctx, bindingObjectKey(db), raw); err != nil {
 		return fmt.Errorf("bind %s: %w", db, err)
 	}
 	return nil
 }
 
-// databaseInfo reads db's binding and counts its entities.
+// databaseInfo reads db's binding and counts its entities (from the key
+// index).
 func (s *restServer) databaseInfo(ctx context.Context, db string) (databaseInfo, error) {
-	id, err := readBinding(ctx, s.st, db)
+	id, err := readBinding(ctx, s.catalog.st, db)
 	if err != nil {
 		return databaseInfo{}, err
 	}
-	objs, err := s.st.List(ctx, entityKeyPrefix(db, ""), "", 0)
+	n, err := s.catalog.keys.count(ctx, db)
 	if err != nil {
 		return databaseInfo{}, fmt.Errorf("count entities of %s: %w", db, err)
 	}
-	info := databaseInfo{Name: db, Entities: len(objs)}
+	info := databaseInfo{Name: db, Entities: n}
 	if id != "" {
 		info.Schema = &id
 	}
@@ -268,7 +311,8 @@ type keyPage struct {
 }
 
 // handleListEntityKeys lists a database's entity keys in key (byte) order, one
-// page at a time. The cursor is the last key of the previous page, so a
+// page at a time, from the key index: O(page size) once the database is
+// indexed. The cursor is the last key of the previous page, so a
 // key appears at most once across pages whatever is written meanwhile,
 // and every key that exists throughout the listing appears.
 func (s *restServer) handleListEntityKeys(w http.ResponseWriter, r *http.Request, p principal) error {
@@ -280,25 +324,13 @@ func (s *restServer) handleListEntityKeys(w http.ResponseWriter, r *http.Request
 	if err != nil {
 		return err
 	}
-	startAfter := ""
-	if after != "" {
-		startAfter = entityObjectKey(db, after)
-	}
-	objs, err := s.st.List(r.Context(), entityKeyPrefix(db, prefix), startAfter, limit+1)
+	keys, more, err := s.catalog.keys.page(r.Context(), db, prefix, after, limit)
 	if err != nil {
 		return fmt.Errorf("list keys of %s: %w", db, err)
 	}
-	page := keyPage{Keys: make([]string, 0, min(len(objs), limit))}
-	base := entitiesPrefix + db + "/"
-	for _, o := range objs[:min(len(objs), limit)] {
-		key, err := decodeEntityObjectName(strings.TrimPrefix(o, base))
-		if err != nil {
-			return fmt.Errorf("list keys of %s: %w", db, err)
-		}
-		page.Keys = append(page.Keys, key)
-	}
-	if len(objs) > limit {
-		page.Next = encodeCursor(page.Keys[limit-1])
+	page := keyPage{Keys: keys}
+	if more {
+		page.Next = encodeCursor(keys[len(keys)-1])
 	}
 	writeJSON(w, http.StatusOK, page)
 	return nil

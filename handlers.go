@@ -108,7 +108,7 @@ func (s *restServer) handleDeleteKey(w http.ResponseWriter, r *http.Request, p p
 }
 
 func (s *restServer) handleListDatabases(w http.ResponseWriter, r *http.Request, p principal) error {
-	dbs, err := listDatabases(r.Context(), s.st)
+	dbs, err := s.catalog.listDatabases(r.Context())
 	if err != nil {
 		return err
 	}
@@ -191,7 +191,7 @@ func (s *restServer) handlePutEntities(w http.ResponseWriter, r *http.Request, p
 	}
 	// Validate everything before writing anything: against the bound
 	// schema and ?schema= (the worker checks again as it writes).
-	ids, err := schemasFor(r.Context(), s.st, db, schemaID)
+	ids, err := schemasFor(r.Context(), s.catalog.st, db, schemaID)
 	if err != nil {
 		return err
 	}

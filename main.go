@@ -17,7 +17,8 @@
 // schema.go (JSON Schema registry), names.go (name validation),
 // conditional.go (ETags and preconditions), patch.go (merge patch and JSON
 // Patch), catalog.go (the storage layout above the store: object keys,
-// schema bindings, database and key listings).
+// schema bindings, database and key listings), keyindex.go (the in-memory
+// index of each database's entity keys that listings page through).
 package main
 
 import (
@@ -221,7 +222,9 @@ func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger
 	}
 	defer zero(keys.master)
 	schemas := newSchemaRegistry(st)
+	cat := newCatalog(st)
 	rt := newRouter(log, time.Now, saturatedInFlight)
+	rt.written = cat.wrote
 	defer rt.closeAll()
 	if local {
 		if err := addLocalWorker(cfg, rt, st, schemas, keys.master, log); err != nil {
@@ -243,7 +246,7 @@ func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger
 	mctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go svc.monitor(mctx)
-	rest := newRESTServer(auth, rt, st, schemas, rt.list, cfg.restMaxBody, log)
+	rest := newRESTServer(auth, rt, cat, schemas, rt.list, cfg.restMaxBody, log)
 	return serveHTTP(ctx, cfg.restAddr, rest, log)
 }
 

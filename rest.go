@@ -24,7 +24,7 @@ import (
 type restServer struct {
 	auth    *authenticator
 	proc    processor
-	st      store
+	catalog *catalog
 	schemas *schemaRegistry
 	// workers lists the processing workers for /admin/workers.
 	workers func() []workerInfo
@@ -50,9 +50,9 @@ type workerInfo struct {
 }
 
 // newRESTServer builds the REST server and its route table.
-func newRESTServer(auth *authenticator, proc processor, st store, schemas *schemaRegistry,
+func newRESTServer(auth *authenticator, proc processor, cat *catalog, schemas *schemaRegistry,
 	workers func() []workerInfo, maxBody int64, log *slog.Logger) *restServer {
-	s := &restServer{auth: auth, proc: proc, st: st, schemas: schemas, workers: workers,
+	s := &restServer{auth: auth, proc: proc, catalog: cat, schemas: schemas, workers: workers,
 		maxBody: maxBody, log: log, mux: http.NewServeMux(), idPrefix: randomIDPrefix()}
 	s.routes()
 	return s

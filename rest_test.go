@@ -21,9 +21,17 @@ func newLocalREST(tb testing.TB) *restServer {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return newLocalRESTOver(tb, st)
+}
+
+// newLocalRESTOver is newLocalREST over st.
+func newLocalRESTOver(tb testing.TB, st store) *restServer {
+	tb.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	schemas := newSchemaRegistry(st)
+	cat := newCatalog(st)
 	rt := newRouter(log, time.Now, saturatedInFlight)
+	rt.written = cat.wrote
 	cfg := config{keyID: "k1", entityCacheSize: 1024}
 	if err := addLocalWorker(cfg, rt, st, schemas, []byte("0123456789abcdef0123456789abcdef"), log); err != nil {
 		tb.Fatal(err)
@@ -32,7 +40,7 @@ func newLocalREST(tb testing.TB) *restServer {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return newRESTServer(auth, rt, st, schemas, rt.list, 1<<20, log)
+	return newRESTServer(auth, rt, cat, schemas, rt.list, 1<<20, log)
 }
 
 // serve runs one request through the server's ServeHTTP.

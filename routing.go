@@ -47,6 +47,12 @@ type router struct {
 	// the preconditions of several entities and write them with no other
 	// write of those entities in between.
 	writes localLocks
+
+	// written, if set, hears the outcome of every write routed, while
+	// the entity's write lock is still held, so in the order of the
+	// writes of each entity: the catalog keeps its key index by it. Set
+	// it before the first call.
+	written func(db, key string, deleted bool, err error)
 }
 
 // workerConn is one processing worker as the router sees it.
@@ -310,8 +316,18 @@ func processAll(ctx context.Context, p processor, reqs []*pb.ProcessRequest) ([]
 	return out, nil
 }
 
-// route sends one operation to its worker (see Process).
+// route sends one operation to its worker (see send) and reports the
+// outcome of a write to r.written.
 func (r *router) route(ctx context.Context, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
+	resp, err := r.send(ctx, req)
+	if op := req.GetOperation(); op != pb.Operation_GET && r.written != nil {
+		r.written(req.GetDatabaseName(), req.GetEntityKey(), op == pb.Operation_DELETE, err)
+	}
+	return resp, err
+}
+
+// send sends one operation to its worker (see Process).
+func (r *router) send(ctx context.Context, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
 	db, key := req.GetDatabaseName(), req.GetEntityKey()
 	cands := r.candidates(db, key)
 	if len(cands) == 0 {
