@@ -23,7 +23,7 @@ import (
 // Memory: every key of every indexed database stays in memory, about 16
 // bytes plus the key's length each, plus up to as much again of slack in
 // the chunks (sortedKeys): 100,000 keys of 20 bytes take 4 to 8 MB.
-// Databases are not evicted.
+// Databases with entities are not evicted; an empty one is not kept.
 //
 // keyIndex is safe for concurrent use.
 type keyIndex struct {
@@ -87,7 +87,8 @@ func (ix *keyIndex) get(ctx context.Context, db string) (*dbKeys, error) {
 
 // build fills d by one scan of db's entities, then applies the writes
 // recorded during the scan. A failed scan leaves no entry behind, so the
-// next use scans again.
+// next use scans again; so does a database without entities, so that
+// listing names that hold nothing (cheap to scan) costs no memory.
 func (ix *keyIndex) build(ctx context.Context, db string, d *dbKeys) {
 	ix.scans.Add(1)
 	keys, err := scanKeys(ctx, ix.st, db)
@@ -99,8 +100,9 @@ func (ix *keyIndex) build(ctx context.Context, db string, d *dbKeys) {
 		}
 	}
 	d.building, d.pending, d.err = false, nil, err
+	empty := d.keys.len() == 0
 	d.mu.Unlock()
-	if err != nil {
+	if err != nil || empty {
 		ix.mu.Lock()
 		if ix.dbs[db] == d {
 			delete(ix.dbs, db)

@@ -189,23 +189,28 @@ func TestCatalogWrote(t *testing.T) {
 		}
 		return got
 	}
-	if got := keys(); len(got) != 0 {
-		t.Fatalf("empty database lists %q", got)
+	if err := mem.Put(ctx, entityObjectKey("db", "k0"), nil); err != nil {
+		t.Fatal(err)
 	}
+	if got := keys(); !slices.Equal(got, []string{"k0"}) {
+		t.Fatalf("database of k0 lists %q", got)
+	}
+	// From here on, the writes reach only the index: what it holds
+	// comes from wrote, not from a scan.
 	for _, tc := range []struct {
 		key     string
 		deleted bool
 		err     error
 		want    []string
 	}{
-		{"k1", false, nil, []string{"k1"}},
-		{"k2", false, nil, []string{"k1", "k2"}},
-		{"k3", false, fmt.Errorf("entity: %w", errPrecondition), []string{"k1", "k2"}},
-		{"k3", false, fmt.Errorf("document: %w", errInvalid), []string{"k1", "k2"}},
-		{"k3", false, fmt.Errorf("patch: %w", errNotFound), []string{"k1", "k2"}},
-		{"k1", true, fmt.Errorf("entity: %w", errPrecondition), []string{"k1", "k2"}},
-		{"k2", true, nil, []string{"k1"}},
-		{"k1", true, fmt.Errorf("gone already: %w", errNotFound), nil},
+		{"k1", false, nil, []string{"k0", "k1"}},
+		{"k2", false, nil, []string{"k0", "k1", "k2"}},
+		{"k3", false, fmt.Errorf("entity: %w", errPrecondition), []string{"k0", "k1", "k2"}},
+		{"k3", false, fmt.Errorf("document: %w", errInvalid), []string{"k0", "k1", "k2"}},
+		{"k3", false, fmt.Errorf("patch: %w", errNotFound), []string{"k0", "k1", "k2"}},
+		{"k1", true, fmt.Errorf("entity: %w", errPrecondition), []string{"k0", "k1", "k2"}},
+		{"k2", true, nil, []string{"k0", "k1"}},
+		{"k1", true, fmt.Errorf("gone already: %w", errNotFound), []string{"k0"}},
 	} {
 		cat.wrote("db", tc.key, tc.deleted, tc.err)
 		if got := keys(); !slices.Equal(got, tc.want) {
@@ -219,7 +224,7 @@ func TestCatalogWrote(t *testing.T) {
 	// dropped; it did.
 	mem.Put(ctx, entityObjectKey("db", "k9"), nil)
 	cat.wrote("db", "k9", false, fmt.Errorf("call worker: %w", errTransport))
-	if got, want := keys(), []string{"k9"}; !slices.Equal(got, want) {
+	if got, want := keys(), []string{"k0", "k9"}; !slices.Equal(got, want) {
 		t.Errorf("after a write of unknown outcome: keys = %q, want %q (from storage)", got, want)
 	}
 	if n := cat.keys.scans.Load(); n != 2 {
@@ -231,6 +236,14 @@ func TestCatalogWrote(t *testing.T) {
 	cat.wrote("other", "x", false, nil)
 	if n, err := cat.keys.count(ctx, "other"); err != nil || n != 0 {
 		t.Errorf("count(other) = %d, %v, want 0 (what storage holds)", n, err)
+	}
+	// An empty database costs no memory: listing any number of names
+	// that hold nothing keeps nothing.
+	cat.keys.mu.Lock()
+	_, kept := cat.keys.dbs["other"]
+	cat.keys.mu.Unlock()
+	if kept {
+		t.Error("the index keeps an entry for a database without entities")
 	}
 }
 
