@@ -54,16 +54,23 @@ type testMain struct {
 // startTestMain serves a mainService over real gRPC on 127.0.0.1:0.
 func startTestMain(t *testing.T, maxMsg int) *testMain {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	master := []byte("0123456789abcdef0123456789abcdef")
 	st := newMemStore()
-	rt := newRouter(log, time.Now, 0)
-	w := newTestWorker(t, "local", st)
-	rt.add(&workerConn{id: "local", proc: w, stats: w.stats})
 	auth, err := newAuthenticator(context.Background(), authConfig{adminKey: testAdminKey, st: st, clientTTL: time.Hour, now: time.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveTestMain(t, maxMsg, st, auth)
+}
+
+// serveTestMain serves a mainService with auth and an in-process worker
+// over st, over real gRPC on 127.0.0.1:0.
+func serveTestMain(t *testing.T, maxMsg int, st store, auth *authenticator) *testMain {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	master := []byte("0123456789abcdef0123456789abcdef")
+	rt := newRouter(log, time.Now, 0)
+	w := newTestWorker(t, "local", st)
+	rt.add(&workerConn{id: "local", proc: w, stats: w.stats})
 	svc := &mainService{router: rt, auth: auth, master: master, keyID: "k1", workerTTL: time.Hour, every: time.Second,
 		maxMsg: maxMsg, rand: rand.Reader, now: time.Now, log: log, tokens: map[[32]byte]string{}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -6,6 +6,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -16,6 +17,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "deltadatabase/proto"
 )
 
 // credKind is one kind of credential the route table is run with.
@@ -225,4 +231,99 @@ func (ts *authTestServer) credentials(t *testing.T) [numCredKinds]string {
 func (ts *authTestServer) pattern(method, path string) string {
 	_, p := ts.rest.mux.Handler(httptest.NewRequest(method, path, nil))
 	return p
+}
+
+// clientProcess builds a client application's MainWorker.Process request.
+// It is the one place that knows how the proto spells an operation.
+func clientProcess(op, db, key, cred string, payload []byte) *pb.ProcessRequest {
+	return &pb.ProcessRequest{DatabaseName: db, EntityKey: key, Operation: pb.Operation(pb.Operation_value[op]),
+		Payload: payload, Token: cred, ContentType: "application/merge-patch+json"}
+}
+
+// grpcCodeOfREST is the gRPC code a client gets on MainWorker.Process where
+// REST answers the status. The route table sends PATCH without a
+// Content-Type (415 once authorized); Process sends one, so it succeeds.
+var grpcCodeOfREST = map[int]codes.Code{200: codes.OK, 401: codes.Unauthenticated, 403: codes.PermissionDenied, 415: codes.OK}
+
+// TestClientProcessRouteTable runs the entity routes of the route table
+// over the gRPC client path: every credential kind gets, for each
+// operation, the code of the status REST answers it (permissions, database
+// scope, expiry, deleted keys, sessions), and a key limited to other*
+// reaches other1.
+func TestClientProcessRouteTable(t *testing.T) {
+	ts := newAuthTestServer(t, authConfig{maxFailures: 1 << 30})
+	creds := ts.credentials(t)
+	client := pb.NewMainWorkerClient(dial(t, serveTestMain(t, 4<<20, ts.st, ts.auth).addr))
+	ctx := t.Context()
+	putK := func(db string) {
+		t.Helper()
+		if _, err := client.Process(ctx, clientProcess("PUT", db, "k", testAdminKey, []byte(`{"a":1}`))); err != nil {
+			t.Fatalf("PUT %s/k with the admin key = %v", db, err)
+		}
+	}
+	ops := map[string]string{"GET /entity/{db}": "GET", "PUT /entity/{db}": "PUT", "PATCH /entity/{db}": "PATCH", "DELETE /entity/{db}": "DELETE"}
+	rows := 0
+	for _, rc := range routeTable() {
+		op, ok := ops[rc.pattern]
+		if !ok {
+			continue
+		}
+		rows++
+		for kind := range numCredKinds {
+			putK("chatdb")
+			want, ok := grpcCodeOfREST[rc.want[kind]]
+			if !ok {
+				t.Fatalf("%s: REST status %d has no gRPC code in grpcCodeOfREST", rc.pattern, rc.want[kind])
+			}
+			_, err := client.Process(ctx, clientProcess(op, "chatdb", "k", creds[kind], []byte(`{"a":2}`)))
+			if got := status.Code(err); got != want {
+				t.Errorf("Process %s chatdb/k with %s credential = %v, want %v (REST %d)", op, credNames[kind], err, want, rc.want[kind])
+			}
+		}
+	}
+	if rows != len(ops) {
+		t.Fatalf("found %d entity routes in routeTable, want %d", rows, len(ops))
+	}
+	// The database-limited key works inside its scope.
+	putK("other1")
+	for _, op := range []string{"GET", "PATCH", "PUT", "DELETE"} {
+		if _, err := client.Process(ctx, clientProcess(op, "other1", "k", creds[credLimited], []byte(`{"a":3}`))); err != nil {
+			t.Errorf("Process %s other1/k with a key limited to other* = %v, want OK", op, err)
+		}
+	}
+}
+
+// TestClientProcessRateLimit: failed authentications over gRPC count
+// towards the address's limit like REST ones; once limited, every
+// credential gets ResourceExhausted with the wait in the message, until
+// the window ends.
+func TestClientProcessRateLimit(t *testing.T) {
+	ts := newAuthTestServer(t, authConfig{maxFailures: 3, failWindow: time.Minute})
+	client := pb.NewMainWorkerClient(dial(t, serveTestMain(t, 4<<20, ts.st, ts.auth).addr))
+	ctx := t.Context()
+	get := clientProcess("GET", "db", "k", "", nil)
+	if _, err := client.Process(ctx, get); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("Process without a credential = %v, want Unauthenticated", err)
+	}
+	for i := range 3 {
+		get.Token = fmt.Sprintf("dk_guess%d", i)
+		if _, err := client.Process(ctx, get); status.Code(err) != codes.Unauthenticated {
+			t.Fatalf("guess %d = %v, want Unauthenticated", i, err)
+		}
+	}
+	ts.clock.advance(20 * time.Second)
+	for _, cred := range []string{"dk_guess", testAdminKey} {
+		_, err := client.Process(ctx, clientProcess("PUT", "db", "k", cred, []byte(`1`)))
+		if status.Code(err) != codes.ResourceExhausted || !strings.Contains(status.Convert(err).Message(), "retry in 40 s") {
+			t.Errorf("Process with %.8s... when limited = %v, want ResourceExhausted saying retry in 40 s", cred, err)
+		}
+	}
+	// REST from the same address (127.0.0.1) is limited too.
+	if rec := ts.do("GET", "/api/me", testAdminKey, "", "127.0.0.1:5555"); rec.Code != 429 || rec.Header().Get("Retry-After") != "40" {
+		t.Errorf("REST from the limited address = %d Retry-After %q, want 429 and 40", rec.Code, rec.Header().Get("Retry-After"))
+	}
+	ts.clock.advance(40 * time.Second)
+	if _, err := client.Process(ctx, clientProcess("PUT", "db", "k", testAdminKey, []byte(`1`))); err != nil {
+		t.Errorf("Process after the window = %v, want OK", err)
+	}
 }
