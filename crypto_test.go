@@ -6,6 +6,8 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha1"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -461,6 +463,34 @@ func TestWrapUnwrapKey(t *testing.T) {
 	}
 	if _, err := unwrapKey(nil, wrapped); err == nil {
 		t.Errorf("unwrapKey(nil private key) error = nil, want error")
+	}
+}
+
+// TestWrapKeyIsOAEPSHA256 checks the wire format of SPEC §5 rather than a
+// round trip: wrapKey's output opens with crypto/rsa's OAEP over SHA-256
+// (and not SHA-1), and unwrapKey opens what crypto/rsa wraps with SHA-256.
+// A worker of another implementation depends on exactly this.
+func TestWrapKeyIsOAEPSHA256(t *testing.T) {
+	ks, err := rsaKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrapped, err := wrapKey(&ks[0].PublicKey, katKey, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := rsa.DecryptOAEP(sha256.New(), nil, ks[0], wrapped, nil); err != nil || !bytes.Equal(got, katKey) {
+		t.Errorf("rsa.DecryptOAEP(SHA-256, wrapKey(k)) = %x, %v, want %x", got, err, katKey)
+	}
+	if _, err := rsa.DecryptOAEP(sha1.New(), nil, ks[0], wrapped, nil); err == nil {
+		t.Error("rsa.DecryptOAEP(SHA-1, wrapKey(k)) succeeded, want wrapKey to use SHA-256")
+	}
+	theirs, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, &ks[0].PublicKey, katKey, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := unwrapKey(ks[0], theirs); err != nil || !bytes.Equal(got, katKey) {
+		t.Errorf("unwrapKey(rsa.EncryptOAEP(SHA-256, k)) = %x, %v, want %x", got, err, katKey)
 	}
 }
 
