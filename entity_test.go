@@ -428,14 +428,17 @@ func TestEntityBoundDatabase(t *testing.T) {
 	if !jsonEqual(r.body, []byte(`{"name":"chat","schema":"chat.v1","entities":0}`)) {
 		t.Errorf("bind answer = %s", r.body)
 	}
-	// Every write is validated without ?schema=; nothing of a failing batch is written.
-	r = c.want(c.do("PUT", "/entity/chat", `{"ok":{"messages":[]},"bad":{"messages":[{"role":"robot","content":1}]}}`), 400, "PUT invalid into bound db")
-	for _, want := range []string{"bad", "/messages/0/role", "/messages/0/content"} {
+	// Every write is validated without ?schema=; nothing of a failing batch
+	// is written. The invalid key sorts last, so a batch validated only as
+	// it is written would have stored the valid ones first.
+	r = c.want(c.do("PUT", "/entity/chat", `{"ok":{"messages":[]},"a-ok":{"messages":[]},"zz-bad":{"messages":[{"role":"robot","content":1}]}}`), 400, "PUT invalid into bound db")
+	for _, want := range []string{"zz-bad", "/messages/0/role", "/messages/0/content"} {
 		if !strings.Contains(string(r.body), want) {
 			t.Errorf("validation error %s does not mention %q", r.body, want)
 		}
 	}
 	c.want(c.do("GET", "/entity/chat?key=ok", nil), 404, "GET ok after the failed batch")
+	c.want(c.do("GET", "/entity/chat?key=a-ok", nil), 404, "GET a-ok after the failed batch")
 	c.want(c.do("PUT", "/entity/chat", `{"ok":{"messages":[]}}`), 200, "PUT valid into bound db")
 	c.want(c.do("PATCH", "/entity/chat?key=ok", `[{"op":"add","path":"/messages/-","value":{"role":"user"}}]`, "Content-Type", jsonPatchType), 400, "PATCH to invalid")
 	c.want(c.do("PATCH", "/entity/chat?key=ok", `[{"op":"add","path":"/messages/-","value":{"role":"user","content":"hi"}}]`, "Content-Type", jsonPatchType), 200, "PATCH valid")

@@ -388,7 +388,7 @@ func TestEntityAndSchemaStatusCodes(t *testing.T) {
 		{"PUT", "/entity/chatdb", testAdminKey, big, 413},
 		{"PUT", "/entity/chatdb?schema=nope.v1", testAdminKey, `{"a":{"messages":[]}}`, 400},
 		{"PUT", "/entity/chatdb?schema=bad%2fid", testAdminKey, `{"a":{"messages":[]}}`, 400},
-		{"PUT", "/entity/chatdb?schema=chat.v1", testAdminKey, `{"ok1":{"messages":[]},"bad1":{"messages":[{"role":"robot","content":"x"}]}}`, 400},
+		{"PUT", "/entity/chatdb?schema=chat.v1", testAdminKey, `{"ok1":{"messages":[]},"zz-bad1":{"messages":[{"role":"robot","content":"x"}]}}`, 400},
 		{"PUT", "/entity/chatdb?schema=chat.v1", testAdminKey, `{"ok2":{"messages":[{"role":"user","content":"x"}]}}`, 200},
 		{"DELETE", "/entity/chatdb?key=missing", testAdminKey, "", 404},
 		{"DELETE", "/entity/chatdb", testAdminKey, "", 400},
@@ -420,8 +420,9 @@ func TestEntityAndSchemaStatusCodes(t *testing.T) {
 			}
 		}
 	}
-	// The failed schema batch wrote nothing, named the failing key and kept
-	// the old schema; the failed schema replacement kept chat.v1.
+	// The failed schema batch (its invalid key sorts last) wrote nothing,
+	// named the failing key and kept the old schema; the failed schema
+	// replacement kept chat.v1.
 	if code, _, _ := n.call("GET", "/entity/chatdb?key=ok1", testAdminKey, nil); code != 404 {
 		t.Errorf("ok1 of a failed batch: GET = %d, want 404 (nothing written)", code)
 	}
