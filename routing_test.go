@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -139,5 +140,106 @@ func TestRouterNoWorkers(t *testing.T) {
 	_, err := rt.Process(context.Background(), &pb.ProcessRequest{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_GET})
 	if statusOf(err) != 503 {
 		t.Errorf("Process with no workers: status %d (%v), want 503", statusOf(err), err)
+	}
+}
+
+// gatedProc is a processor that counts its calls and holds a GET of the key
+// hold until release is closed, signalling entered when it starts to.
+type gatedProc struct {
+	processor
+	hold    string
+	entered chan struct{}
+	release chan struct{}
+	calls   atomic.Int64
+}
+
+func (g *gatedProc) Process(ctx context.Context, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
+	g.calls.Add(1)
+	if req.GetEntityKey() == g.hold && req.GetOperation() == pb.Operation_GET {
+		g.entered <- struct{}{}
+		<-g.release
+	}
+	return g.processor.Process(ctx, req)
+}
+
+// TestSaturatedOwnerReadFallback: while the owner of an entity has as many
+// calls in flight as the router's saturation limit, a read of the entity
+// goes to the other worker, which answers the stored value without using
+// or filling its cache; writes still go to the owner; once the owner is
+// free again it takes the reads back.
+func TestSaturatedOwnerReadFallback(t *testing.T) {
+	st := newMemStore()
+	a, b := newTestWorker(t, "a", st), newTestWorker(t, "b", st)
+	ga := &gatedProc{processor: a, entered: make(chan struct{}), release: make(chan struct{})}
+	gb := &gatedProc{processor: b}
+	rt := newRouter(slog.New(slog.DiscardHandler), time.Now, 1)
+	rt.add(&workerConn{id: "a", proc: ga, stats: a.stats, close: func() {}})
+	rt.add(&workerConn{id: "b", proc: gb, stats: b.stats, close: func() {}})
+	rt.seen("a", cacheStats{})
+	rt.seen("b", cacheStats{})
+	// Two keys owned by a: one to hold a busy, one to read.
+	var owned []string
+	for i := 0; len(owned) < 2; i++ {
+		if k := fmt.Sprint("k", i); []string{"a", "b"}[rendezvousOrder("db", k, []string{"a", "b"})[0]] == "a" {
+			owned = append(owned, k)
+		}
+	}
+	ga.hold = owned[0]
+	key := owned[1]
+	ctx := t.Context()
+	do := func(op pb.Operation, k, payload string) string {
+		t.Helper()
+		resp, err := rt.Process(ctx, &pb.ProcessRequest{DatabaseName: "db", EntityKey: k, Operation: op, Payload: []byte(payload)})
+		if err != nil {
+			t.Fatalf("%v %s: %v", op, k, err)
+		}
+		return string(resp.GetResult())
+	}
+	do(pb.Operation_PUT, ga.hold, `0`)
+	do(pb.Operation_PUT, key, `"v1"`)
+	if n := gb.calls.Load(); n != 0 {
+		t.Fatalf("b got %d calls for entities a owns, want 0", n)
+	}
+	// b holds a stale copy of key in its cache, as if it had owned it once.
+	b.cache.Add(cacheKey("db", key), cachedEntity{doc: []byte(`"stale"`), version: "old"})
+	bBefore := b.stats()
+
+	held := make(chan error, 1)
+	go func() {
+		_, err := rt.Process(ctx, &pb.ProcessRequest{DatabaseName: "db", EntityKey: ga.hold, Operation: pb.Operation_GET})
+		held <- err
+	}()
+	select {
+	case <-ga.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the held GET did not reach a")
+	}
+	if got := do(pb.Operation_GET, key, ""); got != `"v1"` {
+		t.Errorf("GET while a is saturated = %s, want \"v1\" from storage (not b's stale cache entry)", got)
+	}
+	if n := gb.calls.Load(); n != 1 {
+		t.Errorf("b got %d calls while a was saturated, want 1 (the read)", n)
+	}
+	b.cache.Remove(cacheKey("db", key))
+	if got := do(pb.Operation_GET, key, ""); got != `"v1"` {
+		t.Errorf("second GET while a is saturated = %s, want \"v1\"", got)
+	}
+	if _, ok := b.cache.Peek(cacheKey("db", key)); ok {
+		t.Error("b cached an entity it read for a saturated owner")
+	}
+	if s := b.stats(); s.Hits != bBefore.Hits || s.Misses != bBefore.Misses {
+		t.Errorf("b's cache counters went from %+v to %+v, want unchanged (cache neither used nor filled)", bBefore, s)
+	}
+	aCalls := ga.calls.Load()
+	do(pb.Operation_PUT, key, `"v2"`)
+	if n := ga.calls.Load(); n != aCalls+1 || gb.calls.Load() != 2 {
+		t.Errorf("a PUT while a is saturated went to b (a calls %d -> %d, b calls %d), want the owner a", aCalls, n, gb.calls.Load())
+	}
+	close(ga.release)
+	if err := <-held; err != nil {
+		t.Errorf("held GET = %v", err)
+	}
+	if got := do(pb.Operation_GET, key, ""); got != `"v2"` || gb.calls.Load() != 2 {
+		t.Errorf("GET after a is free = %s (b calls %d), want \"v2\" from a", got, gb.calls.Load())
 	}
 }
