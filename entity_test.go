@@ -40,9 +40,20 @@ type reply struct {
 func (r reply) etag() string { return r.header.Get("ETag") }
 
 // do sends method path with body (string, or nil) and headers given as
-// name, value pairs.
+// name, value pairs. It may run in any goroutine: a request that gets no
+// answer is reported with t.Error and returned as status 0.
 func (c entityClient) do(method, path string, body any, headers ...string) reply {
 	c.t.Helper()
+	r, err := c.send(method, path, body, headers...)
+	if err != nil {
+		c.t.Errorf("%s %s: %v", method, path, err)
+		return reply{body: []byte(err.Error())}
+	}
+	return r
+}
+
+// send is do without reporting.
+func (c entityClient) send(method, path string, body any, headers ...string) (reply, error) {
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -51,13 +62,13 @@ func (c entityClient) do(method, path string, body any, headers ...string) reply
 	default:
 		j, err := json.Marshal(b)
 		if err != nil {
-			c.t.Fatal(err)
+			return reply{}, err
 		}
 		rd = bytes.NewReader(j)
 	}
 	req, err := http.NewRequest(method, c.base+path, rd)
 	if err != nil {
-		c.t.Fatal(err)
+		return reply{}, err
 	}
 	req.Header.Set("Authorization", "Bearer "+testAdminKey)
 	for i := 0; i+1 < len(headers); i += 2 {
@@ -65,17 +76,29 @@ func (c entityClient) do(method, path string, body any, headers ...string) reply
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		c.t.Fatalf("%s %s: %v", method, path, err)
+		return reply{}, err
 	}
 	defer resp.Body.Close()
 	out, err := io.ReadAll(resp.Body)
 	if err != nil {
-		c.t.Fatalf("%s %s: read body: %v", method, path, err)
+		return reply{}, fmt.Errorf("read body: %w", err)
 	}
-	return reply{resp.StatusCode, out, resp.Header}
+	return reply{resp.StatusCode, out, resp.Header}, nil
 }
 
-// want fails the test unless r has status code; it returns r.
+// check reports with t.Error, for use in goroutines, unless r has status
+// code.
+func (c entityClient) check(r reply, code int, what string) bool {
+	c.t.Helper()
+	if r.code != code {
+		c.t.Errorf("%s = %d %s, want %d", what, r.code, r.body, code)
+		return false
+	}
+	return true
+}
+
+// want fails the test unless r has status code; it returns r. Only for
+// the test's own goroutine (see check).
 func (c entityClient) want(r reply, code int, what string) reply {
 	c.t.Helper()
 	if r.code != code {
@@ -330,7 +353,7 @@ func TestEntityListing(t *testing.T) {
 			for _, k := range keys[b : b+250] {
 				body[k] = 1
 			}
-			c.want(c.do("PUT", "/entity/big", body), 200, "batch PUT")
+			c.check(c.do("PUT", "/entity/big", body), 200, "batch PUT")
 		})
 	}
 	wg.Wait()
@@ -346,7 +369,9 @@ func TestEntityListing(t *testing.T) {
 				default:
 				}
 				k := fmt.Sprintf("k%05d", (i*7919%total)*2+1)
-				c.want(c.do("PUT", "/entity/big", map[string]int{k: 2}), 200, "insert "+k)
+				if !c.check(c.do("PUT", "/entity/big", map[string]int{k: 2}), 200, "insert "+k) {
+					return
+				}
 			}
 		})
 	}
@@ -483,6 +508,7 @@ func TestExamples(t *testing.T) {
 		{"curl", []string{"bash", "curl", "jq"}, []string{"bash", "examples/curl/chat.sh"}},
 	} {
 		t.Run(ex.name, func(t *testing.T) {
+			c := entityClient{t, n.base} // this subtest's t
 			for _, tool := range ex.tools {
 				if _, err := exec.LookPath(tool); err != nil {
 					if os.Getenv("CI") == "true" {
@@ -541,9 +567,9 @@ func TestS3EntityCluster(t *testing.T) {
 	})
 	s3args := []string{"-s3-endpoint=" + cfg.Endpoint, "-s3-access-key=" + cfg.AccessKey,
 		"-s3-secret-key=" + cfg.SecretKey, "-s3-bucket=" + cfg.Bucket}
-	cl := &cluster{t: t, grpcAddr: freeAddr(t), workers: map[string]*node{}}
-	cl.main = startNode(t, keyEnv, append([]string{"-role=main", "-grpc-addr=" + cl.grpcAddr,
-		"-shared-fs=" + filepath.Join(t.TempDir(), "unused")}, s3args...)...)
+	cl := &cluster{t: t, workers: map[string]*node{}}
+	cl.main = startNode(t, keyEnv, append([]string{"-role=main", "-shared-fs=" + filepath.Join(t.TempDir(), "unused")}, s3args...)...)
+	cl.grpcAddr = cl.main.logAddr("grpc listening")
 	for _, id := range []string{"w1", "w2"} {
 		cl.workers[id] = launch(t, []string{"MASTER_KEY=", "ADMIN_KEY="}, append([]string{"-role=proc", "-worker-id=" + id,
 			"-main-addr=" + cl.grpcAddr, "-grpc-addr=127.0.0.1:0", "-shared-fs=" + filepath.Join(t.TempDir(), "unused")}, s3args...)...)

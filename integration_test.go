@@ -1,7 +1,8 @@
 package main
 
-// Integration tests: the real binary, built once, run as child processes on
-// free loopback ports and spoken to over real sockets.
+// Integration tests: the real binary, built once, run as child processes
+// that listen on 127.0.0.1:0 and say in their log which port they got; the
+// tests speak to them over real sockets.
 
 import (
 	"bufio"
@@ -10,7 +11,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -52,8 +52,8 @@ const (
 type node struct {
 	t      *testing.T
 	cmd    *exec.Cmd
-	base   string // http://127.0.0.1:port
-	addr   string // 127.0.0.1:port
+	base   string // http://127.0.0.1:port, once known (see waitHealthy)
+	addr   string // 127.0.0.1:port of REST, once known
 	stdout *syncBuffer
 	stderr *syncBuffer
 	done   chan struct{}
@@ -77,19 +77,28 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// freeAddr returns a loopback address with a currently free port.
-func freeAddr(t *testing.T) string {
+// refusedAddr returns a loopback address where connections are refused: a
+// TCP socket bound to a port but not listening. The socket stays bound
+// until the test ends, so no other process can take the port meanwhile.
+func refusedAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
 }
 
-// startNode starts the binary with args (plus a free -rest-addr and
-// -grpc-addr unless given) and env, and waits until /health answers.
+// startNode starts the binary with args (plus -rest-addr and -grpc-addr
+// 127.0.0.1:0 unless given) and env, and waits until /health answers.
 func startNode(t *testing.T, env []string, args ...string) *node {
 	t.Helper()
 	n := launch(t, env, args...)
@@ -101,16 +110,11 @@ func startNode(t *testing.T, env []string, args ...string) *node {
 func launch(t *testing.T, env []string, args ...string) *node {
 	t.Helper()
 	n := &node{t: t, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
-	if !hasFlag(args, "-rest-addr") {
-		n.addr = freeAddr(t)
-		args = append(args, "-rest-addr="+n.addr)
-	} else {
-		n.addr = flagValue(args, "-rest-addr")
+	for _, flag := range []string{"-rest-addr", "-grpc-addr"} {
+		if !hasFlag(args, flag) {
+			args = append(args, flag+"=127.0.0.1:0")
+		}
 	}
-	if !hasFlag(args, "-grpc-addr") {
-		args = append(args, "-grpc-addr="+freeAddr(t))
-	}
-	n.base = "http://" + n.addr
 	n.cmd = exec.Command(binPath, args...)
 	n.cmd.Env = append(os.Environ(), env...)
 	n.cmd.Stdout, n.cmd.Stderr = n.stdout, n.stderr
@@ -133,9 +137,39 @@ func flagValue(args []string, name string) string {
 	return ""
 }
 
-// waitHealthy polls /health until it answers 200 or the process exits.
+// logAddr waits until the process has logged msg (such as "rest
+// listening") and returns the addr= of that line.
+func (n *node) logAddr(msg string) string {
+	n.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		for _, line := range strings.Split(n.stderr.String(), "\n") {
+			if !strings.Contains(line, `msg="`+msg+`"`) {
+				continue
+			}
+			for _, f := range strings.Fields(line) {
+				if v, ok := strings.CutPrefix(f, "addr="); ok {
+					return v
+				}
+			}
+		}
+		select {
+		case <-n.done:
+			n.t.Fatalf("process exited before logging %q: %v\nstderr:\n%s", msg, n.cmd.ProcessState, n.stderr)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			n.t.Fatalf("no %q line with addr= in the log after 20s\nstderr:\n%s", msg, n.stderr)
+		}
+	}
+}
+
+// waitHealthy learns the REST address from the log, then polls /health
+// until it answers 200 or the process exits.
 func (n *node) waitHealthy() {
 	n.t.Helper()
+	n.addr = n.logAddr("rest listening")
+	n.base = "http://" + n.addr
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
@@ -199,6 +233,23 @@ func (n *node) call(method, path, token string, body any) (int, []byte, http.Hea
 // encode as JSON.
 func httpCall(t testing.TB, method, u, token string, body any) (int, []byte, http.Header) {
 	t.Helper()
+	code, out, hdr, err := doCall(method, u, token, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code, out, hdr
+}
+
+// tryCall is httpCall for goroutines: it returns the error instead of
+// failing the test.
+func tryCall(method, u, token string, body any) (int, []byte, error) {
+	code, out, _, err := doCall(method, u, token, body)
+	return code, out, err
+}
+
+// doCall sends one request (see httpCall) and returns the status, body
+// and headers.
+func doCall(method, u, token string, body any) (int, []byte, http.Header, error) {
 	var r io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -209,27 +260,27 @@ func httpCall(t testing.TB, method, u, token string, body any) (int, []byte, htt
 	default:
 		j, err := json.Marshal(b)
 		if err != nil {
-			t.Fatal(err)
+			return 0, nil, nil, fmt.Errorf("%s %s: encode body: %w", method, u, err)
 		}
 		r = bytes.NewReader(j)
 	}
 	req, err := http.NewRequest(method, u, r)
 	if err != nil {
-		t.Fatal(err)
+		return 0, nil, nil, err
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, u, err)
+		return 0, nil, nil, fmt.Errorf("%s %s: %w", method, u, err)
 	}
 	defer resp.Body.Close()
 	out, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("%s %s: read body: %v", method, u, err)
+		return 0, nil, nil, fmt.Errorf("%s %s: read body: %w", method, u, err)
 	}
-	return resp.StatusCode, out, resp.Header
+	return resp.StatusCode, out, resp.Header, nil
 }
 
 // keyEnv is the environment of a node with the test's fixed keys.
@@ -486,13 +537,13 @@ func TestConcurrentClients(t *testing.T) {
 			for i := range 50 {
 				key := fmt.Sprintf("c%d-k%d", c, i%10)
 				if i%2 == 0 {
-					code, out, _ := httpCall(t, "PUT", n.base+"/entity/load", testAdminKey, map[string]any{key: map[string]int{"c": c, "i": i}})
-					if code != 200 {
-						errs <- fmt.Errorf("PUT %s = %d %s", key, code, out)
+					code, out, err := tryCall("PUT", n.base+"/entity/load", testAdminKey, map[string]any{key: map[string]int{"c": c, "i": i}})
+					if err != nil || code != 200 {
+						errs <- fmt.Errorf("PUT %s = %d %s %v", key, code, out, err)
 						return
 					}
-				} else if code, out, _ := httpCall(t, "GET", n.base+"/entity/load?key="+fmt.Sprintf("c%d-k%d", c, (i-1)%10), testAdminKey, nil); code != 200 {
-					errs <- fmt.Errorf("GET = %d %s", code, out)
+				} else if code, out, err := tryCall("GET", n.base+"/entity/load?key="+fmt.Sprintf("c%d-k%d", c, (i-1)%10), testAdminKey, nil); err != nil || code != 200 {
+					errs <- fmt.Errorf("GET = %d %s %v", code, out, err)
 					return
 				}
 			}
@@ -719,7 +770,7 @@ type cluster struct {
 // until every worker is Available.
 func startCluster(t *testing.T, ids ...string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, dir: filepath.Join(t.TempDir(), "db"), grpcAddr: freeAddr(t), workers: map[string]*node{}}
+	c := &cluster{t: t, dir: filepath.Join(t.TempDir(), "db"), workers: map[string]*node{}}
 	c.startMain()
 	for _, id := range ids {
 		c.startWorker(id)
@@ -728,13 +779,15 @@ func startCluster(t *testing.T, ids ...string) *cluster {
 	return c
 }
 
-// startMain starts (or restarts) the main worker on the cluster's ports.
+// startMain starts the main worker on ports of its choosing, or restarts
+// it on the ports it had, which its workers and the test know.
 func (c *cluster) startMain() {
-	args := []string{"-role=main", "-shared-fs=" + c.dir, "-grpc-addr=" + c.grpcAddr}
+	args := []string{"-role=main", "-shared-fs=" + c.dir}
 	if c.main != nil {
-		args = append(args, "-rest-addr="+c.main.addr)
+		args = append(args, "-rest-addr="+c.main.addr, "-grpc-addr="+c.grpcAddr)
 	}
 	c.main = startNode(c.t, keyEnv, args...)
+	c.grpcAddr = c.main.logAddr("grpc listening")
 }
 
 // startWorker starts a processing worker with no keys of its own.
@@ -815,43 +868,93 @@ func (c *cluster) waitBusy(n int) {
 	}
 }
 
-// killUnderLoad SIGKILLs worker victim while 8 clients write; no request
-// may fail more than 3 s after the kill, the others must be Available again
-// as the only workers, and every acknowledged write must read back (or a
-// later one of the same client). It returns the acknowledged writes.
+// Timing of killUnderLoad.
+const (
+	// killGrace is how long after the kill requests may still fail: the
+	// in-flight calls to the victim are retried on another worker, and the
+	// victim leaves the rotation at the latest when its heartbeats are
+	// missed (heartbeatMisses * heartbeatEvery).
+	killGrace = 3 * time.Second
+	// loadAfterKill is how long the load goes on after the kill; from
+	// kill+killGrace to its end no request may fail.
+	loadAfterKill = killGrace + 3*time.Second
+)
+
+// killUnderLoad SIGKILLs worker victim while 8 clients write, once the load
+// has 50 acknowledged writes, and keeps the load on for loadAfterKill. No
+// request may fail from killGrace after the kill to the end of the load
+// (and that window must have seen successful writes); a client's request
+// that was in flight at the kill may fail, at most one per client, because
+// a call that failed at the transport level goes to the next worker. The
+// others must be Available again as the only workers, and every
+// acknowledged write must read back (or a later one of the same client).
+// It returns the acknowledged writes.
 func (c *cluster) killUnderLoad(victim string, rest ...string) map[string]int {
 	t := c.t
 	t.Helper()
+	const clients = 8
 	var mu sync.Mutex
 	acked := map[string]int{}
-	var failedAfter []string
 	var killedAt time.Time
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	var failedEarly, failedLate []string
+	okLate := 0
+	warm := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup
-	for cl := range 8 {
+	for cl := range clients {
 		wg.Go(func() {
 			for i := 0; ctx.Err() == nil; i++ {
 				key := fmt.Sprintf("load%d-%d", cl, i%25)
-				code, out, _ := httpCall(t, "PUT", c.main.base+"/entity/chatdb", testAdminKey, map[string]int{key: i})
+				code, out, err := tryCall("PUT", c.main.base+"/entity/chatdb", testAdminKey, map[string]int{key: i})
 				mu.Lock()
-				if code == 200 {
+				since := time.Duration(-1)
+				if !killedAt.IsZero() {
+					since = time.Since(killedAt)
+				}
+				switch {
+				case err == nil && code == 200:
 					acked[key] = i
-				} else if !killedAt.IsZero() && time.Since(killedAt) > 3*time.Second {
-					failedAfter = append(failedAfter, fmt.Sprintf("%s: %d %s", key, code, out))
+					if len(acked) == 50 {
+						close(warm)
+					}
+					if since > killGrace {
+						okLate++
+					}
+				case since > killGrace:
+					failedLate = append(failedLate, fmt.Sprintf("%s at kill+%v: %d %s %v", key, since.Round(time.Millisecond), code, out, err))
+				case since >= 0:
+					failedEarly = append(failedEarly, fmt.Sprintf("%s at kill+%v: %d %s %v", key, since.Round(time.Millisecond), code, out, err))
+				default:
+					failedLate = append(failedLate, fmt.Sprintf("%s before the kill: %d %s %v", key, code, out, err))
 				}
 				mu.Unlock()
 			}
 		})
 	}
-	time.Sleep(time.Second)
+	select {
+	case <-warm:
+	case <-time.After(20 * time.Second):
+		cancel()
+		wg.Wait()
+		t.Fatalf("fewer than 50 writes acknowledged in 20 s before the kill")
+	}
 	mu.Lock()
 	killedAt = time.Now()
 	mu.Unlock()
 	c.workers[victim].kill()
+	time.Sleep(loadAfterKill) // the load runs for this window; nothing waits on it
+	cancel()
 	wg.Wait()
-	if len(failedAfter) > 0 {
-		t.Errorf("%d requests failed more than 3s after the kill, e.g. %s", len(failedAfter), failedAfter[0])
+	if len(failedLate) > 0 {
+		t.Errorf("%d requests failed outside the %v after the kill, e.g. %s", len(failedLate), killGrace, failedLate[0])
+	}
+	if len(failedEarly) > clients {
+		t.Errorf("%d requests failed within %v of the kill, want at most one per client (%d): a call that fails at the transport level must go to the next worker; e.g. %s",
+			len(failedEarly), killGrace, clients, failedEarly[0])
+	}
+	if okLate == 0 {
+		t.Errorf("no write was acknowledged from kill+%v to the end of the load: the window checked nothing", killGrace)
 	}
 	c.waitWorkers(10*time.Second, rest...)
 	for key, i := range acked {
@@ -861,7 +964,8 @@ func (c *cluster) killUnderLoad(victim string, rest ...string) map[string]int {
 			t.Errorf("acknowledged %s=%d: after the kill GET = %d %s", key, i, code, out)
 		}
 	}
-	t.Logf("%d acknowledged keys checked after SIGKILL of %s", len(acked), victim)
+	t.Logf("%d acknowledged keys checked after SIGKILL of %s; %d writes acknowledged after kill+%v, %d failed before",
+		len(acked), victim, okLate, killGrace, len(failedEarly))
 	return acked
 }
 
@@ -925,7 +1029,7 @@ func TestStaleCacheAfterOwnerChange(t *testing.T) {
 // TestWorkerWrongMainAddress: a worker pointed at no main worker keeps
 // retrying with growing backoff and says why.
 func TestWorkerWrongMainAddress(t *testing.T) {
-	n := launch(t, nil, "-role=proc", "-worker-id=lost", "-main-addr="+freeAddr(t), "-shared-fs="+t.TempDir())
+	n := launch(t, nil, "-role=proc", "-worker-id=lost", "-main-addr="+refusedAddr(t), "-shared-fs="+t.TempDir())
 	time.Sleep(2500 * time.Millisecond)
 	select {
 	case <-n.done:

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -241,5 +243,58 @@ func TestSaturatedOwnerReadFallback(t *testing.T) {
 	}
 	if got := do(pb.Operation_GET, key, ""); got != `"v2"` || gb.calls.Load() != 2 {
 		t.Errorf("GET after a is free = %s (b calls %d), want \"v2\" from a", got, gb.calls.Load())
+	}
+}
+
+// failingProc answers every call with err.
+type failingProc struct{ err error }
+
+func (f failingProc) Process(context.Context, *pb.ProcessRequest) (*pb.ProcessResponse, error) {
+	return nil, f.err
+}
+
+// TestRouterTransportFailover: a call whose worker fails at the transport
+// level is retried once on the next worker, and the failed worker leaves
+// the rotation; any other error is the answer, with no retry.
+func TestRouterTransportFailover(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		err       error
+		wantOK    bool
+		wantAvail []string
+	}{
+		{"transport", fmt.Errorf("worker a: connection refused: %w", errTransport), true, []string{"b"}},
+		{"storage", fmt.Errorf("put entity: disk full: %w", errUnavailable), false, []string{"a", "b"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b := newTestWorker(t, "b", newMemStore())
+			gb := &gatedProc{processor: b}
+			rt := newRouter(slog.New(slog.DiscardHandler), time.Now, 0)
+			rt.add(&workerConn{id: "a", proc: failingProc{c.err}, stats: b.stats, close: func() {}})
+			rt.add(&workerConn{id: "b", proc: gb, stats: b.stats, close: func() {}})
+			rt.seen("a", cacheStats{})
+			rt.seen("b", cacheStats{})
+			key := ""
+			for i := 0; key == ""; i++ {
+				if k := fmt.Sprint("k", i); []string{"a", "b"}[rendezvousOrder("db", k, []string{"a", "b"})[0]] == "a" {
+					key = k
+				}
+			}
+			_, err := rt.Process(t.Context(), &pb.ProcessRequest{DatabaseName: "db", EntityKey: key, Operation: pb.Operation_PUT, Payload: []byte(`1`)})
+			if c.wantOK && (err != nil || gb.calls.Load() != 1) {
+				t.Errorf("PUT owned by a failing worker = %v (b calls %d), want OK through b", err, gb.calls.Load())
+			}
+			if !c.wantOK && (!errors.Is(err, errUnavailable) || gb.calls.Load() != 0) {
+				t.Errorf("PUT = %v (b calls %d), want the worker's error with no retry", err, gb.calls.Load())
+			}
+			var avail []string
+			for _, w := range rt.candidates("db", key) {
+				avail = append(avail, w.id)
+			}
+			slices.Sort(avail)
+			if !slices.Equal(avail, c.wantAvail) {
+				t.Errorf("available workers after the call = %v, want %v", avail, c.wantAvail)
+			}
+		})
 	}
 }

@@ -158,9 +158,10 @@ func TestS3ReadmeQuickStart(t *testing.T) {
 // worker is Available. It returns the cluster and the local directories.
 func startS3Cluster(t *testing.T, s3args []string, ids ...string) (*cluster, []string) {
 	t.Helper()
-	c := &cluster{t: t, grpcAddr: freeAddr(t), workers: map[string]*node{}}
+	c := &cluster{t: t, workers: map[string]*node{}}
 	dirs := []string{unusedDir(t)}
-	c.main = startNode(t, keyEnv, append([]string{"-role=main", "-grpc-addr=" + c.grpcAddr, "-shared-fs=" + dirs[0]}, s3args...)...)
+	c.main = startNode(t, keyEnv, append([]string{"-role=main", "-shared-fs=" + dirs[0]}, s3args...)...)
+	c.grpcAddr = c.main.logAddr("grpc listening")
 	for _, id := range ids {
 		dirs = append(dirs, unusedDir(t))
 		c.workers[id] = launch(t, []string{"MASTER_KEY=", "ADMIN_KEY="}, append([]string{"-role=proc", "-worker-id=" + id,
@@ -374,7 +375,10 @@ func TestS3ServerStoppedMidRun(t *testing.T) {
 	var mu sync.Mutex
 	acked := map[string]int{} // key -> highest value acknowledged
 	put := func(key string, v int) (int, []byte) {
-		code, out, _ := httpCall(t, "PUT", n.base+"/entity/stopdb", testAdminKey, map[string]int{key: v})
+		code, out, err := tryCall("PUT", n.base+"/entity/stopdb", testAdminKey, map[string]int{key: v})
+		if err != nil {
+			return 0, []byte(err.Error())
+		}
 		if code == 200 {
 			mu.Lock()
 			acked[key] = max(acked[key], v)
