@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -692,6 +693,7 @@ func TestCorruptKeyStoreRealBinary(t *testing.T) {
 // the admin key.
 func TestFailedAuthRateLimitRealBinary(t *testing.T) {
 	n, _ := startDefault(t)
+	start := time.Now()
 	for i := range 20 {
 		if code, _, _ := n.call("GET", "/entity/db?key=k", fmt.Sprintf("dk_guess%02d", i), nil); code != 401 {
 			t.Fatalf("guess %d = %d, want 401", i, code)
@@ -699,9 +701,12 @@ func TestFailedAuthRateLimitRealBinary(t *testing.T) {
 	}
 	for _, token := range []string{"dk_guess", testAdminKey} {
 		code, out, hdr := n.call("GET", "/api/me", token, nil)
+		// The window is a minute from the first failure, in whole seconds.
+		minWait := 60 - int(time.Since(start).Seconds()) - 1
 		var e struct{ Error string }
-		if code != 429 || hdr.Get("Retry-After") == "" || json.Unmarshal(out, &e) != nil || e.Error == "" {
-			t.Errorf("after 20 failures: %d Retry-After %q body %s, want 429 with Retry-After and an error body", code, hdr.Get("Retry-After"), out)
+		wait, err := strconv.Atoi(hdr.Get("Retry-After"))
+		if code != 429 || err != nil || wait < minWait || wait > 60 || json.Unmarshal(out, &e) != nil || e.Error == "" {
+			t.Errorf("after 20 failures: %d Retry-After %q body %s, want 429 with Retry-After %d..60 and an error body", code, hdr.Get("Retry-After"), out, minWait)
 		}
 	}
 	if code, _, _ := n.call("GET", "/health", "", nil); code != 200 {

@@ -148,8 +148,8 @@ func TestEntityETagsAndPreconditions(t *testing.T) {
 	// If-None-Match: * creates once.
 	c.want(c.do("PUT", "/entity/db", `{"once":1}`, "If-None-Match", "*"), 200, "PUT If-None-Match * (new)")
 	r = c.want(c.do("PUT", "/entity/db", `{"once":2}`, "If-None-Match", "*"), 412, "PUT If-None-Match * (exists)")
-	if r.etag() == "" {
-		t.Error("412 for If-None-Match without the current ETag")
+	if want := c.do("GET", "/entity/db?key=once", nil).etag(); r.etag() != want || want == "" {
+		t.Errorf("412 for If-None-Match has ETag %q, want the current %q", r.etag(), want)
 	}
 	if got := c.do("GET", "/entity/db?key=once", nil); string(got.body) != "1" {
 		t.Errorf("create-once entity = %s, want 1", got.body)
@@ -423,6 +423,16 @@ func TestEntityListing(t *testing.T) {
 	json.Unmarshal(c.want(c.do("GET", "/api/databases/big/keys?prefix=k0001&limit=3", nil), 200, "prefix").body, &page)
 	if len(page.Keys) != 3 || page.Keys[0] != "k00010" || !strings.HasPrefix(page.Keys[2], "k0001") || page.Next == "" {
 		t.Errorf("prefix k0001 limit 3 = %q next %q", page.Keys, page.Next)
+	}
+	// Following next gives the keys right after the first page's, in order:
+	// together the pages are the whole prefix listing.
+	first, next := page.Keys, page.Next
+	var all struct{ Keys []string }
+	json.Unmarshal(c.want(c.do("GET", "/api/databases/big/keys?prefix=k0001&limit=1000", nil), 200, "whole prefix").body, &all)
+	page.Keys, page.Next = nil, ""
+	json.Unmarshal(c.want(c.do("GET", "/api/databases/big/keys?prefix=k0001&limit=3&cursor="+url.QueryEscape(next), nil), 200, "second page").body, &page)
+	if got := append(slices.Clone(first), page.Keys...); len(all.Keys) <= 3 || !slices.Equal(got, all.Keys[:min(6, len(all.Keys))]) {
+		t.Errorf("pages of prefix k0001: %q then %q, want the first 6 of %q", first, page.Keys, all.Keys)
 	}
 	json.Unmarshal(c.want(c.do("GET", "/api/databases/big/keys", nil), 200, "default limit").body, &page)
 	if len(page.Keys) != defaultListLimit {
