@@ -250,23 +250,64 @@ func TestFSStoreUnusableRoot(t *testing.T) {
 	}
 }
 
+// TestFSStorePermissionDenied: a directory the process may not write into
+// is errConfig (the operator must fix it), not a transient failure. Root
+// ignores permission bits, so as root (as in CI) the directory is made
+// immutable instead, which root cannot write into either.
 func TestFSStorePermissionDenied(t *testing.T) {
-	if os.Geteuid() == 0 {
-		t.Skip("root ignores permissions")
-	}
 	st := newTestFSStore(t)
 	ctx := t.Context()
 	if err := st.Put(ctx, "templates/a.json", nil); err != nil {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(st.root, "templates")
-	if err := os.Chmod(dir, 0o500); err != nil {
+	if os.Geteuid() == 0 {
+		setImmutable(t, dir)
+	} else {
+		if err := os.Chmod(dir, 0o500); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = os.Chmod(dir, 0o700) })
+	}
+	if err := st.Put(ctx, "templates/a.json", nil); !errors.Is(err, errConfig) {
+		t.Errorf("Put into a directory we may not write = %v, want errConfig", err)
+	}
+	if err := st.Put(ctx, "templates/b.json", nil); !errors.Is(err, errConfig) {
+		t.Errorf("Put of a new key there = %v, want errConfig", err)
+	}
+}
+
+// fsImmutableFL is FS_IMMUTABLE_FL of linux/fs.h, which x/sys/unix does
+// not name.
+const fsImmutableFL = 0x10
+
+// setImmutable sets the immutable attribute (chattr +i) on dir until the
+// test ends.
+func setImmutable(t *testing.T, dir string) {
+	t.Helper()
+	f, err := os.Open(dir)
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = os.Chmod(dir, 0o700) })
-	if err := st.Put(ctx, "templates/a.json", nil); !errors.Is(err, errConfig) {
-		t.Errorf("Put into a read-only directory = %v, want errConfig", err)
+	defer f.Close()
+	flags, err := unix.IoctlGetInt(int(f.Fd()), unix.FS_IOC_GETFLAGS)
+	if err == nil {
+		err = unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, flags|fsImmutableFL)
 	}
+	if err != nil {
+		t.Fatalf("chattr +i %s: %v (the filesystem of the temp dir must support it for this test as root)", dir, err)
+	}
+	t.Cleanup(func() {
+		f, err := os.Open(dir)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer f.Close()
+		if err := unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, flags); err != nil {
+			t.Errorf("chattr -i %s: %v", dir, err)
+		}
+	})
 }
 
 // TestFSStoreCrossProcessLock opens two stores on one root: their
@@ -304,7 +345,25 @@ func TestFSStoreCrossProcessLock(t *testing.T) {
 		}
 		done <- err
 	}()
-	time.Sleep(20 * time.Millisecond)
+	// Wait until b's Lock is under way: it holds b's in-process entry for
+	// key while it waits for the flock.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		b.mu.Lock()
+		_, waiting := b.locks[key]
+		b.mu.Unlock()
+		if waiting {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("b.Lock(%q) did not start waiting within 5s", key)
+		}
+		runtime.Gosched()
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("b.Lock(%q) returned %v while a holds the lock", key, err)
+	default:
+	}
 	unlock()
 	select {
 	case err := <-done:

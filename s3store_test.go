@@ -348,8 +348,12 @@ type fakeS3 struct {
 	t      *testing.T
 	mu     sync.Mutex
 	script []int // status of each successive request
-	delays []time.Duration
-	calls  int // guarded by mu
+	// hang[n] makes request n get no answer until the client gives up.
+	hang []bool
+	// timeout is the client's per-attempt timeout; 0: 30 s, so that only
+	// a hanging request ever times out, however loaded the machine is.
+	timeout time.Duration
+	calls   int // guarded by mu
 	// list, if set, answers ListObjectsV2 requests with a
 	// ListBucketResult body built from the query.
 	list func(q url.Values) string
@@ -367,8 +371,9 @@ func (f *fakeS3) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !strings.HasPrefix(r.Header.Get("Authorization"), sigV4Algorithm+" Credential=AK/") {
 		f.t.Errorf("request %d: Authorization = %q", n, r.Header.Get("Authorization"))
 	}
-	if n < len(f.delays) {
-		time.Sleep(f.delays[n])
+	if n < len(f.hang) && f.hang[n] {
+		<-r.Context().Done()
+		return
 	}
 	status := http.StatusOK
 	if n < len(f.script) {
@@ -396,9 +401,13 @@ func newFakeS3Store(t *testing.T, f *fakeS3) *s3Store {
 	f.t = t
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)
+	timeout := f.timeout
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
 	s, err := configureS3Store(s3Config{
 		Endpoint: srv.URL, AccessKey: "AK", SecretKey: "SK", Bucket: "b",
-		Backoff: time.Millisecond, Timeout: 200 * time.Millisecond,
+		Backoff: time.Millisecond, Timeout: timeout,
 		Jitter: func(int64) int64 { return 0 },
 	})
 	if err != nil {
@@ -434,19 +443,22 @@ func TestS3StoreRetry(t *testing.T) {
 	for _, tt := range []struct {
 		name      string
 		script    []int
-		delays    []time.Duration
+		hang      []bool
 		wantCalls int
 		wantErr   error // nil: success
 		wantText  string
 	}{
 		{"slowdown twice then ok", []int{503, 503}, nil, 3, nil, ""},
 		{"500 then ok", []int{500}, nil, 2, nil, ""},
-		{"timeout then ok", nil, []time.Duration{400 * time.Millisecond}, 2, nil, ""},
+		{"timeout then ok", nil, []bool{true}, 2, nil, ""},
 		{"always 503", []int{503, 503, 503, 503, 503}, nil, 4, errUnavailable, "gave up after 4 attempts"},
 		{"400 not retried", []int{400}, nil, 1, nil, "400 InvalidArgument: scripted"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			f := &fakeS3{script: tt.script, delays: tt.delays}
+			f := &fakeS3{script: tt.script, hang: tt.hang}
+			if tt.hang != nil {
+				f.timeout = time.Second
+			}
 			s := newFakeS3Store(t, f)
 			err := s.Put(t.Context(), "k", []byte("data"))
 			switch {
