@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -23,23 +24,46 @@ import (
 	"time"
 )
 
-// binPath is the binary built once by TestMain.
+// binPath is the binary built once by TestMain; empty with -short, which
+// runs only the in-process tests (CI runs those again under -race).
 var binPath string
 
+// coverDir, from the environment variable DDB_COVERDIR, makes TestMain
+// build the binary with -cover and the children write their coverage
+// counters there (GOCOVERDIR); children then stop with SIGTERM, so that
+// they exit normally and write them.
+var coverDir = os.Getenv("DDB_COVERDIR")
+
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "ddb-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	binPath = filepath.Join(dir, "deltadatabase")
-	if out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput(); err != nil {
+	build := []string{"build", "-o", binPath}
+	if coverDir != "" {
+		build = append(build, "-cover")
+	}
+	if out, err := exec.Command("go", append(build, ".")...).CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build binary: %v\n%s", err, out)
 		os.Exit(1)
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// needBinary skips t under -short: it runs the binary as a child process.
+func needBinary(t *testing.T) {
+	t.Helper()
+	if binPath == "" {
+		t.Skip("runs the binary; not with -short")
+	}
 }
 
 // Fixed test secrets; none of them is used anywhere but in tests.
@@ -109,6 +133,7 @@ func startNode(t *testing.T, env []string, args ...string) *node {
 // launch starts the binary without waiting for it to become healthy.
 func launch(t *testing.T, env []string, args ...string) *node {
 	t.Helper()
+	needBinary(t)
 	n := &node{t: t, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
 	for _, flag := range []string{"-rest-addr", "-grpc-addr"} {
 		if !hasFlag(args, flag) {
@@ -117,12 +142,15 @@ func launch(t *testing.T, env []string, args ...string) *node {
 	}
 	n.cmd = exec.Command(binPath, args...)
 	n.cmd.Env = append(os.Environ(), env...)
+	if coverDir != "" {
+		n.cmd.Env = append(n.cmd.Env, "GOCOVERDIR="+coverDir)
+	}
 	n.cmd.Stdout, n.cmd.Stderr = n.stdout, n.stderr
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	go func() { n.cmd.Wait(); close(n.done) }()
-	t.Cleanup(func() { n.kill() })
+	t.Cleanup(n.finish)
 	return n
 }
 
@@ -195,6 +223,20 @@ func (n *node) kill() {
 		n.cmd.Process.Kill()
 	}
 	<-n.done
+}
+
+// finish ends a process at the end of its test: SIGKILL, or when coverage
+// is collected SIGTERM first, so that it writes its counters.
+func (n *node) finish() {
+	if coverDir != "" && n.cmd.Process != nil {
+		n.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-n.done:
+			return
+		case <-time.After(10 * time.Second):
+		}
+	}
+	n.kill()
 }
 
 // stop sends SIGTERM and waits for a graceful exit.
@@ -742,6 +784,7 @@ func TestKillDuringWrites(t *testing.T) {
 // TestBadFlags: a bad flag value or role stops at start with a one-line
 // error naming the flag.
 func TestBadFlags(t *testing.T) {
+	needBinary(t)
 	for _, c := range []struct{ args, want string }{
 		{"-role=nope", "-role"},
 		{"-cache-size=-1", "-cache-size"},

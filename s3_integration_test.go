@@ -212,6 +212,7 @@ type weedServer struct {
 // missing). Without one the test skips, or fails with CI=true.
 func weedBinary(t *testing.T) string {
 	t.Helper()
+	needBinary(t) // a server process of its own: not with -short
 	bin := os.Getenv("DELTADB_WEED_BIN")
 	var why error
 	if bin == "" {
