@@ -23,12 +23,13 @@ import (
 // authTestStart is the test clock's start.
 var authTestStart = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
-// authTestServer is a REST server in-process over a temporary fs store,
-// with the admin key testAdminKey and a settable clock.
+// authTestServer is a REST server in-process over a temporary fs store
+// (or the store given to newAuthTestServerOn), with the admin key
+// testAdminKey and a settable clock.
 type authTestServer struct {
 	rest  *restServer
 	auth  *authenticator
-	st    *fsStore
+	st    store
 	clock *fakeClock
 }
 
@@ -36,7 +37,12 @@ type authTestServer struct {
 // and now are filled in; the rest of cfg is passed on.
 func newAuthTestServer(t *testing.T, cfg authConfig) *authTestServer {
 	t.Helper()
-	st := newTestFSStore(t)
+	return newAuthTestServerOn(t, cfg, newTestFSStore(t))
+}
+
+// newAuthTestServerOn is newAuthTestServer over st.
+func newAuthTestServerOn(t *testing.T, cfg authConfig, st store) *authTestServer {
+	t.Helper()
 	clock := &fakeClock{t: authTestStart}
 	cfg.adminKey, cfg.st, cfg.now = testAdminKey, st, clock.now
 	auth, err := newAuthenticator(context.Background(), cfg)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -106,4 +108,124 @@ func BenchmarkRESTPut(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestWriteError: the client gets the sentence of a requestError, else a
+// fixed sentence for the kind; a 5xx names the request ID and its cause is
+// logged with ID, route and status; 401, 403 and 429 are logged at info;
+// the headers of 401, 429 and 412 are set.
+func TestWriteError(t *testing.T) {
+	const root = "/srv/ddb/store"
+	chain := func(kind error) error {
+		return fmt.Errorf("get entity db/\"k\": get files/db/6b: open %s/files/db/6b: oops: %w", root, kind)
+	}
+	for _, c := range []struct {
+		name   string
+		err    error
+		code   int
+		msg    string // the exact error sentence; "{id}" is the request ID
+		level  string // log level, "" for no log line
+		header string // a header that must be set, "name: value"
+	}{
+		{"sentence", reqErrorf(errInvalid, "entity key is empty"), 400, "entity key is empty", "", ""},
+		{"wrapped sentence", fmt.Errorf("put entity: %w", reqErrorf(errNotFound, `entity "k" not found in database "db"`)), 404, `entity "k" not found in database "db"`, "", ""},
+		{"prefixed sentence", reqPrefixf(reqErrorf(errPatchConflict, `no member "a"`), "JSON patch operation %d", 2), 409, `JSON patch operation 2: no member "a"`, "", ""},
+		{"internal 404", chain(errNotFound), 404, "not found", "", ""},
+		{"internal 400", chain(errInvalid), 400, "the request is not valid", "", ""},
+		{"corrupt", chain(errCorrupt), 500, "internal error (request ID {id})", "ERROR", ""},
+		{"unclassified", errors.New("open " + root + ": boom"), 500, "internal error (request ID {id})", "ERROR", ""},
+		{"unavailable", chain(errUnavailable), 503, "storage or workers unavailable, try again later (request ID {id})", "ERROR", ""},
+		{"unauthenticated", reqErrorf(errUnauthenticated, "unknown credential"), 401, "unknown credential", "INFO", `WWW-Authenticate: Bearer realm="deltadatabase"`},
+		{"forbidden", reqErrorf(errForbidden, "this credential lacks the write permission"), 403, "this credential lacks the write permission", "INFO", ""},
+		{"rate limited", &rateLimitError{retryAfter: 1500 * time.Millisecond}, 429, "too many failed authentications from this address; retry in 2 s", "INFO", "Retry-After: 2"},
+		{"precondition", fmt.Errorf("put entity: %w", &preconditionError{msg: `If-Match: entity "k" in database "db" has version "v2"`, current: "v2"}),
+			412, `If-Match: entity "k" in database "db" has version "v2"`, "", `ETag: "v2"`},
+	} {
+		var logBuf strings.Builder
+		s := &restServer{log: slog.New(slog.NewJSONHandler(&logBuf, nil))}
+		r := httptest.NewRequest("GET", "/entity/db?key=k", nil)
+		r.Pattern = "GET /entity/{db}"
+		r = r.WithContext(withRequestID(r.Context(), "req-42"))
+		rec := httptest.NewRecorder()
+		s.writeError(rec, r, c.err)
+		var body struct{ Error string }
+		if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+			t.Errorf("%s: body %q is not JSON: %v", c.name, rec.Body, err)
+		}
+		want := strings.ReplaceAll(c.msg, "{id}", "req-42")
+		if rec.Code != c.code || body.Error != want {
+			t.Errorf("%s: writeError(%v) = %d %q, want %d %q", c.name, c.err, rec.Code, body.Error, c.code, want)
+		}
+		if c.header != "" {
+			name, value, _ := strings.Cut(c.header, ": ")
+			if got := rec.Header().Get(name); got != value {
+				t.Errorf("%s: header %s = %q, want %q", c.name, name, got, value)
+			}
+		}
+		log := logBuf.String()
+		switch {
+		case c.level == "" && log != "":
+			t.Errorf("%s: logged %q, want nothing", c.name, log)
+		case c.level != "":
+			var line map[string]any
+			if err := json.Unmarshal([]byte(log), &line); err != nil {
+				t.Errorf("%s: log %q is not one JSON line: %v", c.name, log, err)
+			}
+			want := map[string]any{"level": c.level, "request_id": "req-42", "route": "GET /entity/{db}", "status": float64(c.code), "err": c.err.Error()}
+			for k, v := range want {
+				if line[k] != v {
+					t.Errorf("%s: log %s = %v, want %v", c.name, k, line[k], v)
+				}
+			}
+		}
+	}
+}
+
+// TestRequestID: a sane X-Request-ID of the request is kept, anything else
+// is replaced by a generated one; every answer carries it, and the ID
+// reaches the handler's context.
+func TestRequestID(t *testing.T) {
+	s := newLocalREST(t)
+	var seen string
+	s.mux.Handle("GET /test-request-id", s.open(func(w http.ResponseWriter, r *http.Request, _ principal) error {
+		seen = requestIDFrom(r.Context())
+		return nil
+	}))
+	generated := map[string]bool{}
+	for _, c := range []struct {
+		in   string
+		keep bool
+	}{
+		{"abc-123_X.y", true},
+		{strings.Repeat("a", 64), true},
+		{"", false},
+		{strings.Repeat("a", 65), false},
+		{"has space", false},
+		{"new\nline", false},
+		{"quote\"", false},
+		{"ünï", false},
+		{"a/b", false},
+	} {
+		req := httptest.NewRequest("GET", "/test-request-id", nil)
+		if c.in != "" {
+			req.Header["X-Request-Id"] = []string{c.in}
+		}
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, req)
+		got := rec.Header().Get("X-Request-ID")
+		if got != seen {
+			t.Errorf("X-Request-ID %q: answer has %q, context had %q", c.in, got, seen)
+		}
+		if c.keep && got != c.in || !c.keep && (got == c.in || !saneRequestID(got) || generated[got]) {
+			t.Errorf("X-Request-ID %q: answer has %q, want it kept: %v (generated IDs sane and unique)", c.in, got, c.keep)
+		}
+		if !c.keep {
+			generated[got] = true
+		}
+	}
+	// Errors before any route carry an ID too.
+	rec := serve(s, "GET", "/entity/../x", "")
+	if rec.Code != 400 || rec.Header().Get("X-Request-ID") == "" {
+		t.Errorf("non-canonical path = %d with X-Request-ID %q, want 400 with an ID", rec.Code, rec.Header().Get("X-Request-ID"))
+	}
 }

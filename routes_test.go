@@ -5,6 +5,8 @@ package main
 // route added to the mux without a row here fails TestRouteTableComplete.
 
 import (
+	"cmp"
+	"context"
 	"encoding/json"
 	"fmt"
 	"go/ast"
@@ -15,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -108,15 +111,22 @@ func TestRouteTable(t *testing.T) {
 				t.Errorf("%s %s with %s credential = %d %s, want %d", rc.method, rc.path, credNames[kind], rec.Code, rec.Body, rc.want[kind])
 				continue
 			}
-			checkErrorBody(t, rc.method+" "+rc.path+" ("+credNames[kind]+")", rec)
+			checkErrorBody(t, rc.method+" "+rc.path+" ("+credNames[kind]+")", rec, ts.st.(*fsStore).root)
 		}
 	}
 }
 
-// checkErrorBody checks that an error answer is {"error": "..."} and that
-// a 401 names the scheme.
-func checkErrorBody(t *testing.T, what string, rec *httptest.ResponseRecorder) {
+// checkErrorBody checks that an error answer is {"error": "..."}, one
+// sentence about the request: it must not show internals (the storage
+// root, bucket or endpoint), the object layout, Go internals or a
+// sentinel's text as a suffix. Every answer carries X-Request-ID, and the
+// sentence of a 5xx names it. A 401 names the scheme.
+func checkErrorBody(t *testing.T, what string, rec *httptest.ResponseRecorder, internals ...string) {
 	t.Helper()
+	id := rec.Header().Get("X-Request-ID")
+	if id == "" {
+		t.Errorf("%s: no X-Request-ID in the answer", what)
+	}
 	if rec.Code < 400 {
 		return
 	}
@@ -124,10 +134,27 @@ func checkErrorBody(t *testing.T, what string, rec *httptest.ResponseRecorder) {
 	if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || e.Error == "" {
 		t.Errorf("%s: error body %q, want {\"error\": \"...\"}", what, rec.Body)
 	}
+	for _, bad := range append([]string{"files/", "templates/", "_auth/", "_meta/", "open ", "json:", "Go value", "\n"}, internals...) {
+		if bad != "" && strings.Contains(e.Error, bad) {
+			t.Errorf("%s: error %q shows %q", what, e.Error, bad)
+		}
+	}
+	for _, s := range allSentinels {
+		if strings.HasSuffix(e.Error, ": "+s.Error()) {
+			t.Errorf("%s: error %q ends in the sentinel %q", what, e.Error, s)
+		}
+	}
+	if rec.Code >= 500 && !strings.Contains(e.Error, id) {
+		t.Errorf("%s: 5xx error %q does not name the request ID %q", what, e.Error, id)
+	}
 	if rec.Code == 401 && !strings.HasPrefix(rec.Header().Get("WWW-Authenticate"), "Bearer") {
 		t.Errorf("%s: 401 without WWW-Authenticate: Bearer", what)
 	}
 }
+
+// allSentinels is every sentinel error of errors.go.
+var allSentinels = []error{errNotFound, errInvalid, errPrecondition, errPatchConflict, errUnavailable, errConfig,
+	errCorrupt, errUnauthenticated, errForbidden, errRateLimited, errTooLarge, errUnsupportedMedia, errMethod, errTransport}
 
 // TestRouteTableComplete fails when the REST mux registers a route that
 // routeTable does not list, or routeTable lists one the mux lacks. The
@@ -325,5 +352,272 @@ func TestClientProcessRateLimit(t *testing.T) {
 	ts.clock.advance(40 * time.Second)
 	if _, err := client.Process(ctx, clientProcess("PUT", "db", "k", testAdminKey, []byte(`1`))); err != nil {
 		t.Errorf("Process after the window = %v, want OK", err)
+	}
+}
+
+// errorCase is a request to one route that must fail with status want
+// (sent with the admin key unless token is set).
+type errorCase struct {
+	method, path, body string
+	// header holds name, value pairs.
+	header []string
+	token  string
+	// fault, if set, is what every storage call returns during the
+	// request.
+	fault error
+	want  int
+}
+
+// routeErrorCases lists, by mux pattern, requests that fail on each route;
+// TestRouteErrorBodies runs them on every backend. Failures of
+// authentication and permission are run for every route by TestRouteTable.
+// A pattern with no case here has no failure but those (and is listed in
+// noErrorCases).
+func routeErrorCases(root string) map[string][]errorCase {
+	// faults are storage failures whose messages hold what no client may
+	// see: the storage root and the object layout.
+	unavailable := fmt.Errorf("get %s/files/chatdb/6e/6e6f7065: open %s/files/chatdb/6e: input/output error: %w", root, root, errUnavailable)
+	corrupt := fmt.Errorf("get %s/templates/t.v1.json: decrypt: message authentication failed: %w", root, errCorrupt)
+	internal := fmt.Errorf("list %s/_auth/: open %s: too many open files", root, root)
+	big := `{"k":"` + strings.Repeat("x", 1<<20) + `"}`
+	return map[string][]errorCase{
+		"POST /api/login": {
+			{method: "POST", path: "/api/login", body: `{"key":"dk_never-issued"}`, token: "-", want: 401},
+			{method: "POST", path: "/api/login", body: `{"key":1}`, token: "-", want: 400},
+			{method: "POST", path: "/api/login", body: `[`, token: "-", want: 400},
+			{method: "POST", path: "/api/login", body: `{"key":"k","x":1}`, token: "-", want: 400},
+			{method: "POST", path: "/api/login", body: `{}`, token: "-", want: 400},
+			{method: "POST", path: "/api/login", body: ``, token: "-", want: 400},
+		},
+		"POST /api/keys": {
+			{method: "POST", path: "/api/keys", body: `{"name":"","permissions":["read"]}`, want: 400},
+			{method: "POST", path: "/api/keys", body: `{"name":"n","permissions":["root"]}`, want: 400},
+			{method: "POST", path: "/api/keys", body: `{"name":"n","permissions":["read"],"expires_in":"soon"}`, want: 400},
+			{method: "POST", path: "/api/keys", body: `{"name":"n","permissions":["read"],"databases":["../x"]}`, want: 400},
+			{method: "POST", path: "/api/keys", body: `{"name":"n","permissions":"read"}`, want: 400},
+			{method: "POST", path: "/api/keys", body: `["n"]`, want: 400},
+			{method: "POST", path: "/api/keys", body: big, want: 413},
+			{method: "POST", path: "/api/keys", body: `{"name":"n","permissions":["read"]}`, fault: unavailable, want: 503},
+		},
+		"DELETE /api/keys/{id}": {
+			{method: "DELETE", path: "/api/keys/key_0000000000000000", want: 404},
+		},
+		"GET /api/databases": {
+			{method: "GET", path: "/api/databases", fault: unavailable, want: 503},
+			{method: "GET", path: "/api/databases", fault: internal, want: 500},
+		},
+		"GET /api/databases/{db}": {
+			{method: "GET", path: "/api/databases/nosuch", want: 404},
+			{method: "GET", path: "/api/databases/a..b", want: 400},
+			{method: "GET", path: "/api/databases/chatdb", fault: corrupt, want: 500},
+		},
+		"PUT /api/databases/{db}": {
+			{method: "PUT", path: "/api/databases/chatdb", body: `{}`, want: 400},
+			{method: "PUT", path: "/api/databases/chatdb", body: `{"schema":5}`, want: 400},
+			{method: "PUT", path: "/api/databases/chatdb", body: `{"schema":"nope.v1"}`, want: 400},
+			{method: "PUT", path: "/api/databases/chatdb", body: `{"schema":"a/b"}`, want: 400},
+			{method: "PUT", path: "/api/databases/chatdb", body: `{"schema":"t.v1","x":1}`, want: 400},
+			{method: "PUT", path: "/api/databases/chatdb", body: `{"schema":"t.v1"}`, fault: unavailable, want: 503},
+		},
+		"GET /api/databases/{db}/keys": {
+			{method: "GET", path: "/api/databases/chatdb/keys?limit=0", want: 400},
+			{method: "GET", path: "/api/databases/chatdb/keys?cursor=%21%21", want: 400},
+			{method: "GET", path: "/api/databases/chatdb/keys?prefix=a%2Fb", want: 400},
+			{method: "GET", path: "/api/databases/chatdb/keys", fault: unavailable, want: 503},
+		},
+		"GET /admin/schemas": {
+			{method: "GET", path: "/admin/schemas", fault: internal, want: 500},
+		},
+		"GET /schema/{id}": {
+			{method: "GET", path: "/schema/nosuch", token: "-", want: 404},
+			{method: "GET", path: "/schema/a..b", token: "-", want: 400},
+			{method: "GET", path: "/schema/t.v1", token: "-", fault: unavailable, want: 503},
+		},
+		"PUT /schema/{id}": {
+			{method: "PUT", path: "/schema/bad.v1", body: `{"type":`, want: 400},
+			{method: "PUT", path: "/schema/bad.v1", body: `{"type":5}`, want: 400},
+			{method: "PUT", path: "/schema/bad.v1", body: `{"$ref":"other.json"}`, want: 400},
+			{method: "PUT", path: "/schema/bad.v1", body: `{"$ref":"#/definitions/nope"}`, want: 400},
+			{method: "PUT", path: "/schema/bad.v1", body: big, want: 413},
+			{method: "PUT", path: "/schema/bad.v1", body: `{"type":"object"}`, fault: unavailable, want: 503},
+		},
+		"PUT /entity/{db}": {
+			{method: "PUT", path: "/entity/chatdb", body: `[]`, want: 400},
+			{method: "PUT", path: "/entity/chatdb", body: `{}`, want: 400},
+			{method: "PUT", path: "/entity/chatdb", body: `{"a":1} x`, want: 400},
+			{method: "PUT", path: "/entity/chatdb", body: `{"a/b":1}`, want: 400},
+			{method: "PUT", path: "/entity/chatdb", body: `{"a":`, want: 400},
+			{method: "PUT", path: "/entity/chatdb?schema=nope.v1", body: `{"a":{}}`, want: 400},
+			{method: "PUT", path: "/entity/chatdb?schema=t.v1", body: `{"a":5}`, want: 400},
+			{method: "PUT", path: "/entity/chatdb?if_match=a", body: `{"a":1}`, want: 400},
+			{method: "PUT", path: "/entity/chatdb", body: `{"k":1}`, header: []string{"If-None-Match", "*"}, want: 412},
+			{method: "PUT", path: "/entity/chatdb", body: big, want: 413},
+			{method: "PUT", path: "/entity/chatdb", body: `{"a":1}`, fault: unavailable, want: 503},
+			{method: "PUT", path: "/entity/chatdb", body: `{"a":1}`, fault: internal, want: 500},
+		},
+		"GET /entity/{db}": {
+			{method: "GET", path: "/entity/chatdb?key=nope", want: 404},
+			{method: "GET", path: "/entity/nosuchdb?key=nope", want: 404},
+			{method: "GET", path: "/entity/chatdb", want: 400},
+			{method: "GET", path: "/entity/chatdb?key=a%2Fb", want: 400},
+			{method: "GET", path: "/entity/chatdb?key=k", header: []string{"If-None-Match", "nope"}, want: 400},
+			{method: "GET", path: "/entity/chatdb?key=cold", fault: unavailable, want: 503},
+			{method: "GET", path: "/entity/chatdb?key=cold", fault: corrupt, want: 500},
+		},
+		"PATCH /entity/{db}": {
+			{method: "PATCH", path: "/entity/chatdb?key=k", body: `{"a":2}`, want: 415},
+			{method: "PATCH", path: "/entity/chatdb?key=k", body: `{"a":`, header: []string{"Content-Type", mergePatchType}, want: 400},
+			{method: "PATCH", path: "/entity/chatdb?key=k", body: `{"op":"add"}`, header: []string{"Content-Type", jsonPatchType}, want: 400},
+			{method: "PATCH", path: "/entity/chatdb?key=k", body: `[{"op":"frob","path":"/a"}]`, header: []string{"Content-Type", jsonPatchType}, want: 400},
+			{method: "PATCH", path: "/entity/chatdb?key=k", body: `[{"op":"remove","path":"/nope"}]`, header: []string{"Content-Type", jsonPatchType}, want: 409},
+			{method: "PATCH", path: "/entity/chatdb?key=nope", body: `{"a":2}`, header: []string{"Content-Type", mergePatchType}, want: 404},
+			{method: "PATCH", path: "/entity/chatdb?key=k", body: `{"a":2}`, header: []string{"Content-Type", mergePatchType, "If-Match", `"stale"`}, want: 412},
+			{method: "PATCH", path: "/entity/chatdb?key=k&schema=t.v1", body: `5`, header: []string{"Content-Type", mergePatchType}, want: 400},
+			{method: "PATCH", path: "/entity/chatdb?key=cold", body: `{"a":2}`, header: []string{"Content-Type", mergePatchType}, fault: unavailable, want: 503},
+		},
+		"DELETE /entity/{db}": {
+			{method: "DELETE", path: "/entity/chatdb?key=nope", want: 404},
+			{method: "DELETE", path: "/entity/chatdb", want: 400},
+			{method: "DELETE", path: "/entity/chatdb?key=k", header: []string{"If-Match", `"stale"`}, want: 412},
+			{method: "DELETE", path: "/entity/chatdb?key=cold", fault: unavailable, want: 503},
+		},
+		"GET /": {
+			{method: "GET", path: "/nope.js", token: "-", want: 404},
+		},
+		// Requests the mux refuses before any route.
+		"": {
+			{method: "PATCH", path: "/health", token: "-", want: 405},
+			{method: "POST", path: "/entity/chatdb", want: 405},
+			{method: "GET", path: "/entity/../admin/workers", want: 400},
+		},
+	}
+}
+
+// noErrorCases are the routes that fail only for a missing credential or
+// permission, with the reason.
+var noErrorCases = map[string]string{
+	"GET /health":        "always answers",
+	"GET /api/me":        "answers for any valid credential",
+	"GET /api/keys":      "reads the keys in memory",
+	"GET /admin/workers": "reads the router in memory",
+}
+
+// faultStore is a store whose every call fails with the error set in
+// fault, if any; it passes calls on otherwise.
+type faultStore struct {
+	store
+	fault atomic.Pointer[error]
+}
+
+func (f *faultStore) failure() error {
+	if p := f.fault.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (f *faultStore) Get(ctx context.Context, key string) ([]byte, error) {
+	if err := f.failure(); err != nil {
+		return nil, err
+	}
+	return f.store.Get(ctx, key)
+}
+
+func (f *faultStore) GetRev(ctx context.Context, key string) ([]byte, string, error) {
+	if err := f.failure(); err != nil {
+		return nil, "", err
+	}
+	return f.store.GetRev(ctx, key)
+}
+
+func (f *faultStore) Put(ctx context.Context, key string, data []byte) error {
+	if err := f.failure(); err != nil {
+		return err
+	}
+	return f.store.Put(ctx, key, data)
+}
+
+func (f *faultStore) PutIf(ctx context.Context, key string, data []byte, rev string) (string, error) {
+	if err := f.failure(); err != nil {
+		return "", err
+	}
+	return f.store.PutIf(ctx, key, data, rev)
+}
+
+func (f *faultStore) Delete(ctx context.Context, key string) error {
+	if err := f.failure(); err != nil {
+		return err
+	}
+	return f.store.Delete(ctx, key)
+}
+
+func (f *faultStore) List(ctx context.Context, prefix, startAfter string, limit int) ([]string, error) {
+	if err := f.failure(); err != nil {
+		return nil, err
+	}
+	return f.store.List(ctx, prefix, startAfter, limit)
+}
+
+func (f *faultStore) ListDirs(ctx context.Context, prefix string) ([]string, error) {
+	if err := f.failure(); err != nil {
+		return nil, err
+	}
+	return f.store.ListDirs(ctx, prefix)
+}
+
+// TestRouteErrorBodies runs the error cases of every route on each backend
+// (fs; S3 when the DELTADB_S3_* environment names a server) and checks
+// each answer: the status, {"error": one sentence} that shows no storage
+// root, bucket, object layout, Go internals or sentinel suffix, an
+// X-Request-ID, and for a 5xx that the sentence names that ID.
+func TestRouteErrorBodies(t *testing.T) {
+	t.Run("fs", func(t *testing.T) {
+		st := newTestFSStore(t)
+		runRouteErrorCases(t, st, st.root)
+	})
+	t.Run("s3", func(t *testing.T) {
+		st := newTestS3Store(t, nil)
+		runRouteErrorCases(t, st, st.bucket, st.host)
+	})
+}
+
+// runRouteErrorCases runs routeErrorCases over st; internals are strings
+// of the backend (root, bucket, endpoint) no answer may contain.
+func runRouteErrorCases(t *testing.T, st store, internals ...string) {
+	fs := &faultStore{store: st}
+	ts := newAuthTestServerOn(t, authConfig{maxFailures: 1 << 30}, fs)
+	ts.mustDo(t, "PUT", "/schema/t.v1", testAdminKey, `{"type":"object"}`, 200)
+	cases := routeErrorCases(internals[0])
+	for _, rc := range routeTable() {
+		if len(cases[rc.pattern]) == 0 && noErrorCases[rc.pattern] == "" {
+			t.Errorf("route %q has no error case in routeErrorCases and no reason in noErrorCases", rc.pattern)
+		}
+	}
+	for pattern, list := range cases {
+		for _, c := range list {
+			ts.mustDo(t, "PUT", "/entity/chatdb", testAdminKey, `{"k":{"a":1}}`, 200)
+			what := fmt.Sprintf("%s %s %.40s", c.method, c.path, c.body)
+			if got := ts.pattern(c.method, c.path); got != pattern && pattern != "" {
+				t.Errorf("%s matches mux pattern %q, want %q", what, got, pattern)
+			}
+			req := httptest.NewRequest(c.method, c.path, strings.NewReader(c.body))
+			if c.token != "-" {
+				req.Header.Set("Authorization", "Bearer "+cmp.Or(c.token, testAdminKey))
+			}
+			for i := 0; i+1 < len(c.header); i += 2 {
+				req.Header.Set(c.header[i], c.header[i+1])
+			}
+			if c.fault != nil {
+				fs.fault.Store(&c.fault)
+			}
+			rec := httptest.NewRecorder()
+			ts.rest.ServeHTTP(rec, req)
+			fs.fault.Store(nil)
+			if rec.Code != c.want {
+				t.Errorf("%s = %d %s, want %d", what, rec.Code, rec.Body, c.want)
+				continue
+			}
+			checkErrorBody(t, what, rec, internals...)
+		}
 	}
 }
