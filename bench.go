@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -35,6 +36,47 @@ type benchFlags struct {
 	keys        int
 	valueSize   int
 	duration    time.Duration
+}
+
+// benchRole reports whether args ask for -role=bench. The load tool has
+// a flag set of its own (parseBenchFlags), so the server's -h does not list
+// its flags.
+func benchRole(args []string) bool {
+	for i, a := range args {
+		if a == "--" {
+			return false
+		}
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || name != "role" {
+			continue
+		}
+		if !hasVal && i+1 < len(args) {
+			val = args[i+1]
+		}
+		return val == "bench"
+	}
+	return false
+}
+
+// parseBenchFlags parses the arguments of -role=bench. A bad value is an
+// error naming the flag.
+func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
+	var b benchFlags
+	fs := flag.NewFlagSet("deltadatabase -role=bench", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.String("role", "bench", "bench: the load tool")
+	b.register(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fs.PrintDefaults()
+		}
+		return b, err
+	}
+	if fs.NArg() > 0 {
+		return b, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return b, nil
 }
 
 // register adds the bench flags to fs.

@@ -88,7 +88,6 @@ type config struct {
 	workerID        string
 	logLevel        string
 	s3              s3Flags
-	bench           benchFlags
 }
 
 // s3Flags are the -s3-* flags; endpoint "" means filesystem storage.
@@ -104,7 +103,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("deltadatabase", flag.ContinueOnError)
 	// Errors come back as one line naming the flag; usage only for -h.
 	fs.SetOutput(io.Discard)
-	fs.StringVar(&c.role, "role", "all", "what to run: all, main, proc or bench")
+	fs.StringVar(&c.role, "role", "all", "what to run: all, main or proc (or bench, the load tool: -role=bench -h lists its flags)")
 	fs.StringVar(&c.grpcAddr, "grpc-addr", "", "gRPC listen address (default 127.0.0.1:50051; proc: 127.0.0.1:0)")
 	fs.StringVar(&c.restAddr, "rest-addr", "127.0.0.1:8080", "REST + UI listen address")
 	fs.StringVar(&c.sharedFS, "shared-fs", "./shared/db", "storage root (ignored with -s3-endpoint)")
@@ -129,7 +128,6 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.s3.bucket, "s3-bucket", "deltadatabase", "S3 bucket (created if missing)")
 	fs.BoolVar(&c.s3.useSSL, "s3-use-ssl", false, "HTTPS to the S3 endpoint")
 	fs.StringVar(&c.s3.region, "s3-region", "", "S3 region (signs as us-east-1 when empty)")
-	c.bench.register(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stderr)
@@ -147,7 +145,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 // check rejects flag values that parse but make no sense.
 func (c *config) check() error {
 	switch {
-	case c.role != "all" && c.role != "main" && c.role != "proc" && c.role != "bench":
+	case c.role != "all" && c.role != "main" && c.role != "proc":
 		return fmt.Errorf("-role: unknown role %q (want all, main, proc or bench)", c.role)
 	case c.grpcMaxRecv <= 0:
 		return fmt.Errorf("-grpc-max-recv-msg-size: must be positive, got %d", c.grpcMaxRecv)
@@ -186,6 +184,16 @@ func slogLevel(s string) (slog.Level, error) {
 // run is the whole program: main is a thin shell around it so that tests
 // can run it in-process.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if benchRole(args) {
+		b, err := parseBenchFlags(args, stderr)
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return runBench(ctx, b, stdout)
+	}
 	cfg, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
@@ -200,10 +208,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runMain(ctx, cfg, stdout, log, true)
 	case "main":
 		return runMain(ctx, cfg, stdout, log, false)
-	case "proc":
-		return runProc(ctx, cfg, log)
 	default:
-		return runBench(ctx, cfg.bench, stdout)
+		return runProc(ctx, cfg, log)
 	}
 }
 
