@@ -10,16 +10,9 @@ import (
 // same entries, most recently used first, closed into a ring by a sentinel.
 //
 // An lru is safe for concurrent use: every method takes c.mu for its whole
-// body and releases it before running OnEvict. Callers never hold c.mu. The
-// zero value is not usable; build one with newLRU.
+// body. Callers never hold c.mu. The zero value is not usable; build one
+// with newLRU.
 type lru[K comparable, V any] struct {
-	// OnEvict, if non-nil, is called for every entry the cache drops on
-	// its own: to stay within capacity or because it expired. It is not
-	// called for Remove, Purge or a value replaced by Add. It runs after
-	// c.mu is released, on the goroutine whose call caused the eviction,
-	// so it may call back into the cache. Set it before first use.
-	OnEvict func(K, V)
-
 	mu        sync.Mutex
 	capacity  int              // maximum number of entries, >= 1
 	ttl       time.Duration    // lifetime of an entry from its Add; 0: forever
@@ -48,12 +41,6 @@ type cacheStats struct {
 	Capacity  int    `json:"capacity"`  // maximum number of entries
 }
 
-// evicted is an entry dropped under the lock, handed to OnEvict after it.
-type evicted[K comparable, V any] struct {
-	key   K
-	value V
-}
-
 // newLRU returns an empty cache holding at most capacity entries; a
 // capacity <= 0 is treated as 1. A ttl > 0 makes an entry expire ttl after
 // its last Add, measured by now (time.Now when nil); ttl <= 0 means entries
@@ -78,25 +65,21 @@ func newLRU[K comparable, V any](capacity int, ttl time.Duration, now func() tim
 // eviction.
 func (c *lru[K, V]) Get(k K) (V, bool) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	e, ok := c.items[k]
-	var buf [1]evicted[K, V]
-	gone := buf[:0]
 	if ok && c.expired(e) {
-		gone = append(gone, c.drop(e))
+		c.drop(e)
 		c.evictions++
 		ok = false
 	}
-	var v V
-	if ok {
-		c.hits++
-		c.moveToFront(e)
-		v = e.value
-	} else {
+	if !ok {
 		c.misses++
+		var v V
+		return v, false
 	}
-	c.mu.Unlock()
-	c.notify(gone)
-	return v, ok
+	c.hits++
+	c.moveToFront(e)
+	return e.value, true
 }
 
 // Peek returns the value for k without counting it or changing its
@@ -117,6 +100,7 @@ func (c *lru[K, V]) Peek(k K) (V, bool) {
 // capacity, the least recently used entry is evicted.
 func (c *lru[K, V]) Add(k K, v V) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	var expires time.Time
 	if c.ttl > 0 {
 		expires = c.now().Add(c.ttl)
@@ -124,20 +108,15 @@ func (c *lru[K, V]) Add(k K, v V) {
 	if e, ok := c.items[k]; ok {
 		e.value, e.expires = v, expires
 		c.moveToFront(e)
-		c.mu.Unlock()
 		return
 	}
 	e := &lruEntry[K, V]{key: k, value: v, expires: expires}
 	c.items[k] = e
 	c.pushFront(e)
-	var buf [1]evicted[K, V]
-	gone := buf[:0]
 	for len(c.items) > c.capacity {
-		gone = append(gone, c.drop(c.root.prev))
+		c.drop(c.root.prev)
 		c.evictions++
 	}
-	c.mu.Unlock()
-	c.notify(gone)
 }
 
 // Remove drops k and reports whether it was present. It is not an eviction.
@@ -160,8 +139,7 @@ func (c *lru[K, V]) Len() int {
 }
 
 // Purge drops every entry, for example when the key epoch changes. The
-// counters are kept; nothing is counted as an eviction and OnEvict is not
-// called.
+// counters are kept; nothing is counted as an eviction.
 func (c *lru[K, V]) Purge() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -188,10 +166,9 @@ func (c *lru[K, V]) expired(e *lruEntry[K, V]) bool {
 }
 
 // drop unlinks e and deletes it from the map. c.mu must be held.
-func (c *lru[K, V]) drop(e *lruEntry[K, V]) evicted[K, V] {
+func (c *lru[K, V]) drop(e *lruEntry[K, V]) {
 	c.unlink(e)
 	delete(c.items, e.key)
-	return evicted[K, V]{key: e.key, value: e.value}
 }
 
 // pushFront links e in as the most recently used entry. c.mu must be held.
@@ -215,14 +192,4 @@ func (c *lru[K, V]) moveToFront(e *lruEntry[K, V]) {
 	}
 	c.unlink(e)
 	c.pushFront(e)
-}
-
-// notify runs OnEvict for each dropped entry. c.mu must not be held.
-func (c *lru[K, V]) notify(gone []evicted[K, V]) {
-	if c.OnEvict == nil {
-		return
-	}
-	for _, g := range gone {
-		c.OnEvict(g.key, g.value)
-	}
 }

@@ -29,7 +29,7 @@ import (
 //
 // Lock is process-local: S3 has no cross-process lock. Cross-process safety
 // on S3 comes from routing every key to one owning worker (SPEC §5) and from
-// conditional puts (putIf), not from Lock.
+// conditional puts (PutIf), not from Lock.
 //
 // An s3Store is safe for concurrent use. Create it with newS3Store.
 type s3Store struct {
@@ -215,28 +215,20 @@ func (s *s3Store) PutIf(ctx context.Context, key string, data []byte, rev string
 		// Some servers leave the ETag out of a PUT answer; ask for it. A
 		// write by another process in between makes the next PutIf fail,
 		// which is safe.
-		info, err := s.headObject(ctx, key)
-		if err != nil {
+		if etag, err = s.headObject(ctx, key); err != nil {
 			return "", fmt.Errorf("put object %q: read new ETag: %w", key, err)
 		}
-		etag = info.ETag
 	}
 	return etag, nil
 }
 
-// putIf is a conditional PutObject for the version and precondition work:
-// with ifMatch it writes only if the object's ETag is ifMatch (as returned
-// by headObject or getObject, quotes included); with ifNoneMatch only if
-// the object does not exist. A precondition that does not hold returns an
-// error wrapping errPrecondition; so does If-Match on a missing object, for
-// which S3 answers 404 but HTTP semantics say 412.
-func (s *s3Store) putIf(ctx context.Context, key string, data []byte, ifMatch string, ifNoneMatch bool) error {
-	_, err := s.condPut(ctx, key, data, ifMatch, ifNoneMatch)
-	return err
-}
-
-// condPut is putIf returning the new object's ETag ("" if the server sent
-// none).
+// condPut is a conditional PutObject: with ifMatch it writes only if the
+// object's ETag is ifMatch (as returned by headObject or getObject, quotes
+// included); with ifNoneMatch only if the object does not exist. A
+// precondition that does not hold returns an error wrapping
+// errPrecondition; so does If-Match on a missing object, for which S3
+// answers 404 but HTTP semantics say 412. It returns the new object's ETag
+// ("" if the server sent none).
 func (s *s3Store) condPut(ctx context.Context, key string, data []byte, ifMatch string, ifNoneMatch bool) (string, error) {
 	h := http.Header{}
 	if ifMatch != "" {
@@ -336,12 +328,6 @@ func (s *s3Store) Close() error {
 	return nil
 }
 
-// objectInfo is what HeadObject tells about an object.
-type objectInfo struct {
-	Size int64
-	ETag string // quoted, as S3 sends it
-}
-
 // getObject is GetObject: the bytes and the ETag.
 func (s *s3Store) getObject(ctx context.Context, key string) ([]byte, string, error) {
 	resp, err := s.do(ctx, s3Request{method: http.MethodGet, key: key})
@@ -351,14 +337,13 @@ func (s *s3Store) getObject(ctx context.Context, key string) ([]byte, string, er
 	return resp.body, resp.header.Get("ETag"), nil
 }
 
-// headObject is HeadObject.
-func (s *s3Store) headObject(ctx context.Context, key string) (objectInfo, error) {
+// headObject is HeadObject: the object's ETag, quoted as S3 sends it.
+func (s *s3Store) headObject(ctx context.Context, key string) (string, error) {
 	resp, err := s.do(ctx, s3Request{method: http.MethodHead, key: key})
 	if err != nil {
-		return objectInfo{}, fmt.Errorf("head object %q: %w", key, err)
+		return "", fmt.Errorf("head object %q: %w", key, err)
 	}
-	size, _ := strconv.ParseInt(resp.header.Get("Content-Length"), 10, 64)
-	return objectInfo{Size: size, ETag: resp.header.Get("ETag")}, nil
+	return resp.header.Get("ETag"), nil
 }
 
 // putObject is PutObject with optional extra headers (preconditions).

@@ -27,8 +27,6 @@ const (
 	amzDateFormat = "20060102T150405Z"
 	// scopeDateFormat is the date of the credential scope.
 	scopeDateFormat = "20060102"
-	// emptyPayloadHash is the hex SHA-256 of an empty body.
-	emptyPayloadHash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 )
 
 // credentials are an access key pair. SessionToken is empty for long-term
@@ -55,7 +53,7 @@ type signOptions struct {
 
 // sign signs req in place with the Authorization header for the given
 // region and service at time now. payloadHash is the lowercase hex SHA-256
-// of the body (emptyPayloadHash for none). It sets X-Amz-Date,
+// of the body (of zero bytes for none). It sets X-Amz-Date,
 // X-Amz-Security-Token when creds carry one, and for service "s3"
 // X-Amz-Content-Sha256 with path normalisation off, as S3 requires.
 // Every header already on req (except Authorization and User-Agent) and the

@@ -53,6 +53,10 @@ type rawRequest struct {
 }
 
 // parseRawRequest parses the suite's HTTP/1.1 request text.
+// emptyPayloadHash is the hex SHA-256 of an empty body, as AWS's examples
+// sign it.
+const emptyPayloadHash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
 func parseRawRequest(t *testing.T, text string) rawRequest {
 	t.Helper()
 	head, body, _ := strings.Cut(text, "\n\n")
