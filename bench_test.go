@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"go/parser"
+	"go/token"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -47,6 +50,26 @@ func TestBenchFlagsOwnSet(t *testing.T) {
 		b, err := parseBenchFlags(args, &help)
 		if err != nil || b.concurrency != 3 {
 			t.Errorf("parseBenchFlags(%q) = concurrency %d, %v, want 3", c.args, b.concurrency, err)
+		}
+	}
+}
+
+// TestPackageDocNamesEveryFile: main.go's package doc maps every Go file
+// of the package, so a file added without a line there fails here.
+func TestPackageDocNamesEveryFile(t *testing.T) {
+	fset := token.NewFileSet()
+	f, err := parser.ParseFile(fset, "main.go", nil, parser.ParseComments|parser.PackageClauseOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := f.Doc.Text()
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range files {
+		if !strings.HasSuffix(name, "_test.go") && !strings.Contains(doc, name) {
+			t.Errorf("main.go's package doc does not name %s: add a line saying what it owns", name)
 		}
 	}
 }

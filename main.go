@@ -10,15 +10,40 @@
 //	proc  processing worker only: subscribes to -main-addr
 //	bench load tool: drives a running server over HTTP (see bench.go)
 //
-// Where things live: rest.go (REST API), ui.go + static/ (web UI), auth.go
-// (credentials), proc.go (processing worker), crypto.go (envelope and key
-// wrapping), masterkey.go (master/admin keys, key check), lru.go (cache),
-// store.go (storage interface), fsstore.go and s3store.go (backends),
-// schema.go (JSON Schema registry), names.go (name validation),
-// conditional.go (ETags and preconditions), patch.go (merge patch and JSON
-// Patch), catalog.go (the storage layout above the store: object keys,
-// schema bindings, database and key listings), keyindex.go (the in-memory
-// index of each database's entity keys that listings page through).
+// Files, top-down (one flat package; each file owns one concern):
+//
+//	main.go        this map; flags (config) and building every role
+//	bench.go       -role=bench, the load tool, with its own flag set
+//	errors.go      every sentinel error; requestError, the sentence a
+//	               client may see, kept apart from the cause that is logged
+//	requestid.go   the request ID in the context
+//	rest.go        the REST server: route table, middleware (request ID,
+//	               authentication, authorization), writeError/statusOf,
+//	               the one JSON body decoder
+//	handlers.go    the REST handlers; they return errors, rest.go writes them
+//	ui.go, static/ the embedded web UI
+//	auth.go        authenticator, sessions, principals and permissions,
+//	               authorize (REST and gRPC), the failed-auth rate limit
+//	apikeys.go     the API key model and its persistence in the store
+//	mainworker.go  the main worker's gRPC service: worker subscription,
+//	               heartbeats, Process for client applications
+//	routing.go     the router: rendezvous hashing, batches, epochs
+//	proc.go        the processing worker, its gRPC server, the subscriber
+//	conditional.go ETags and preconditions
+//	patch.go       JSON Merge Patch and JSON Patch
+//	schema.go      the JSON Schema registry and validation
+//	catalog.go     the storage layout above the store: object keys, schema
+//	               bindings, database and key listings
+//	keyindex.go    the in-memory index of each database's entity keys that
+//	               listings page through
+//	names.go       validation of database names, schema IDs and entity keys
+//	masterkey.go   master and admin keys, the key check
+//	crypto.go      the entity envelope (AES-256-GCM) and key wrapping
+//	lru.go         the LRU cache
+//	store.go       the storage interface
+//	fsstore.go     the filesystem backend
+//	s3store.go     the S3 backend
+//	sigv4.go       AWS Signature V4 for the S3 backend
 package main
 
 import (
@@ -65,29 +90,55 @@ const (
 	attrStatus    = "status"
 )
 
-// config is every flag of every role.
+// config is every flag of every role (SPEC §2). parseFlags fills it;
+// check rejects values that parse but make no sense.
 type config struct {
-	role            string
-	grpcAddr        string
-	restAddr        string
-	sharedFS        string
-	masterKey       string
-	masterKeyFile   string
-	keyID           string
-	adminKey        string
-	keyStore        string
-	workerTTL       time.Duration
-	clientTTL       time.Duration
-	grpcMaxRecv     int
-	restMaxBody     int64
+	// role is all, main or proc (-role; bench never reaches config).
+	role string
+	// grpcAddr is the gRPC listen address; "" is the role's default
+	// (127.0.0.1:50051, a proc 127.0.0.1:0).
+	grpcAddr string
+	// restAddr is the REST + UI listen address (main, all).
+	restAddr string
+	// sharedFS is the filesystem storage root, unused with s3.endpoint.
+	sharedFS string
+	// masterKey is the hex master key from -master-key or MASTER_KEY; ""
+	// when not given.
+	masterKey string
+	// masterKeyFile is a file holding the hex master key; "" for none.
+	masterKeyFile string
+	// keyID is the logical name of the master key.
+	keyID string
+	// adminKey is the admin bearer key; "" generates one at start.
+	adminKey string
+	// keyStore is a local file for the API keys; "" keeps them in the
+	// storage at _auth/keys.json.
+	keyStore string
+	// workerTTL is the lifetime of a worker token.
+	workerTTL time.Duration
+	// clientTTL is the lifetime of a session token from /api/login.
+	clientTTL time.Duration
+	// grpcMaxRecv is the largest gRPC message accepted, bytes.
+	grpcMaxRecv int
+	// restMaxBody is the largest REST request body, bytes; larger is 413.
+	restMaxBody int64
+	// entityCacheSize is the cache of the in-process worker of -role=all
+	// when cacheSize is not given.
 	entityCacheSize int
-	cacheSize       int
-	cacheSizeSet    bool
-	cacheTTL        time.Duration
-	mainAddr        string
-	workerID        string
-	logLevel        string
-	s3              s3Flags
+	// cacheSize is the most entities a processing worker caches.
+	cacheSize int
+	// cacheSizeSet is true when -cache-size was given explicitly.
+	cacheSizeSet bool
+	// cacheTTL expires cache entries; 0 keeps them until evicted.
+	cacheTTL time.Duration
+	// mainAddr is the main worker's gRPC address a proc subscribes to.
+	mainAddr string
+	// workerID names a processing worker; "" is the hostname.
+	workerID string
+	// logLevel is debug, info, warn or error.
+	logLevel string
+	// s3 are the -s3-* flags.
+	s3 s3Flags
 }
 
 // s3Flags are the -s3-* flags; endpoint "" means filesystem storage.
