@@ -372,7 +372,8 @@ type errorCase struct {
 // TestRouteErrorBodies runs them on every backend. Failures of
 // authentication and permission are run for every route by TestRouteTable.
 // A pattern with no case here has no failure but those (and is listed in
-// noErrorCases).
+// noErrorCases). Storage faults target names no earlier request touched,
+// so that no cache answers in the storage's place.
 func routeErrorCases(root string) map[string][]errorCase {
 	// faults are storage failures whose messages hold what no client may
 	// see: the storage root and the object layout.
@@ -409,7 +410,7 @@ func routeErrorCases(root string) map[string][]errorCase {
 		"GET /api/databases/{db}": {
 			{method: "GET", path: "/api/databases/nosuch", want: 404},
 			{method: "GET", path: "/api/databases/a..b", want: 400},
-			{method: "GET", path: "/api/databases/chatdb", fault: corrupt, want: 500},
+			{method: "GET", path: "/api/databases/faultdb", fault: corrupt, want: 500},
 		},
 		"PUT /api/databases/{db}": {
 			{method: "PUT", path: "/api/databases/chatdb", body: `{}`, want: 400},
@@ -423,7 +424,7 @@ func routeErrorCases(root string) map[string][]errorCase {
 			{method: "GET", path: "/api/databases/chatdb/keys?limit=0", want: 400},
 			{method: "GET", path: "/api/databases/chatdb/keys?cursor=%21%21", want: 400},
 			{method: "GET", path: "/api/databases/chatdb/keys?prefix=a%2Fb", want: 400},
-			{method: "GET", path: "/api/databases/chatdb/keys", fault: unavailable, want: 503},
+			{method: "GET", path: "/api/databases/faultdb/keys", fault: unavailable, want: 503},
 		},
 		"GET /admin/schemas": {
 			{method: "GET", path: "/admin/schemas", fault: internal, want: 500},
