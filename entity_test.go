@@ -562,6 +562,7 @@ func TestExamples(t *testing.T) {
 // through a main and two workers storing in one S3 bucket (skipped without
 // an S3 server, as s3store_test.go says).
 func TestS3EntityCluster(t *testing.T) {
+	needBinary(t)
 	cfg := s3TestConfig(t)
 	cfg.Bucket = "ddb-" + uniqueName(t)
 	bucket, err := configureS3Store(cfg)

@@ -47,7 +47,8 @@ func TestMain(m *testing.M) {
 	binPath = filepath.Join(dir, "deltadatabase")
 	build := []string{"build", "-o", binPath}
 	if coverDir != "" {
-		build = append(build, "-cover")
+		// atomic, as in the -race run whose counters CI merges with these.
+		build = append(build, "-cover", "-covermode=atomic")
 	}
 	if out, err := exec.Command("go", append(build, ".")...).CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build binary: %v\n%s", err, out)
@@ -792,11 +793,22 @@ func TestBadFlags(t *testing.T) {
 		{"-cache-ttl=soon", "cache-ttl"},
 		{"-master-key=abc", "-master-key"},
 	} {
-		out, err := exec.Command(binPath, strings.Fields(c.args+" -shared-fs="+t.TempDir())...).CombinedOutput()
+		out, err := runBinary(t, strings.Fields(c.args+" -shared-fs="+t.TempDir())...)
 		if err == nil || !strings.Contains(string(out), c.want) {
 			t.Errorf("%s: err=%v output %q, want a failure naming %s", c.args, err, out, c.want)
 		}
 	}
+}
+
+// runBinary runs the binary to its end and returns its combined output.
+func runBinary(t *testing.T, args ...string) ([]byte, error) {
+	t.Helper()
+	needBinary(t)
+	cmd := exec.Command(binPath, args...)
+	if coverDir != "" {
+		cmd.Env = append(os.Environ(), "GOCOVERDIR="+coverDir)
+	}
+	return cmd.CombinedOutput()
 }
 
 // cluster is one main worker and its processing workers, all separate

@@ -94,6 +94,7 @@ func bucketKeys(t *testing.T, s *s3Store, prefix string) []string {
 // TestS3WrongCredentialsAtStart: the binary refuses a wrong secret or access
 // key at start with one line naming the flag to fix, and a non-zero status.
 func TestS3WrongCredentialsAtStart(t *testing.T) {
+	needBinary(t)
 	for _, tt := range []struct {
 		name string
 		edit func(*s3Config)
@@ -124,6 +125,7 @@ func TestS3WrongCredentialsAtStart(t *testing.T) {
 // fresh bucket, compares the output with README's, and checks that the
 // bucket holds everything and the local -shared-fs nothing.
 func TestS3ReadmeQuickStart(t *testing.T) {
+	needBinary(t)
 	cfg := s3TestConfig(t)
 	bucket := testBucket(t, cfg)
 	// MASTER_KEY is generated on the empty bucket, as in README.
@@ -177,6 +179,7 @@ func startS3Cluster(t *testing.T, s3args []string, ids ...string) (*cluster, []s
 // and the survivor serves the entities the killed worker wrote, from the
 // bucket.
 func TestS3ScaleOutWorkers(t *testing.T) {
+	needBinary(t)
 	cfg := s3TestConfig(t)
 	bucket := testBucket(t, cfg)
 	c, dirs := startS3Cluster(t, s3NodeArgs(cfg, bucket.bucket), "w1", "w2")
@@ -368,6 +371,7 @@ func (w *weedServer) logTail() string {
 // and every acknowledged write reads back, including those acknowledged
 // while it was shutting down.
 func TestS3ServerStoppedMidRun(t *testing.T) {
+	needBinary(t)
 	s3TestConfig(t) // skip (or fail on CI) like every S3 test
 	w := startWeed(t)
 	local := unusedDir(t)
