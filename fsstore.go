@@ -454,12 +454,15 @@ func (s *fsStore) List(ctx context.Context, prefix, startAfter string, limit int
 // proves nothing). Under "files/<db>/" it is empty: entity names hold no
 // "/", whatever the hash directories on disk.
 func (s *fsStore) ListDirs(ctx context.Context, prefix string) ([]string, error) {
-	rel, err := listStart(prefix)
-	if err != nil || (prefix != "" && rel+"/" != prefix) {
+	if prefix != "" && !strings.HasSuffix(prefix, "/") {
 		return nil, fmt.Errorf("list dirs %s: prefix must be empty or end in \"/\": %w", prefix, errInvalid)
 	}
-	if comps := strings.Split(rel, "/"); comps[0]+"/" == entitiesPrefix && len(comps) > 1 {
+	if db, ok := strings.CutPrefix(prefix, entitiesPrefix); ok && db != "" {
 		return nil, nil
+	}
+	rel, err := listStart(prefix)
+	if err != nil {
+		return nil, fmt.Errorf("list dirs: %w", err)
 	}
 	entries, err := readDir(filepath.Join(s.root, rel))
 	if err != nil {

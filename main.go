@@ -40,7 +40,8 @@
 //	masterkey.go   master and admin keys, the key check
 //	crypto.go      the entity envelope (AES-256-GCM) and key wrapping
 //	lru.go         the LRU cache
-//	store.go       the storage interface
+//	store.go       the storage interface; segments of long names, shared
+//	               by both backends
 //	fsstore.go     the filesystem backend
 //	s3store.go     the S3 backend
 //	sigv4.go       AWS Signature V4 for the S3 backend

@@ -191,6 +191,7 @@ func testStoreListDirs(t *testing.T, st store) {
 		{entitiesPrefix, []string{"a", "ab", "c.1"}},
 		{entityKeyPrefix("a", ""), nil},
 		{entityKeyPrefix("c.1", ""), nil},
+		{entityKeyPrefix("c.1", "") + "x/", nil},
 		{"_meta/", []string{"m"}},
 		{"templates/", nil},
 		{"nothing/", nil},
