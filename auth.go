@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -20,12 +21,12 @@ import (
 // keys and session tokens, and owns the API key store and the sessions. It
 // is safe for concurrent use.
 //
-// Every credential is looked up by its SHA-256. Map lookups are not
-// constant time, but they are keyed by a hash of what the caller sent, so
-// their timing tells the caller about hashes of its own guesses only; it
-// cannot be steered towards the bytes of a stored 256-bit secret
-// (preimage resistance). The admin key, which may be short, is compared
-// with subtle.ConstantTimeCompare.
+// Every key is looked up by its SHA-256. Map lookups are not constant
+// time, but they are keyed by a hash of what the caller sent, so their
+// timing tells the caller about hashes of its own guesses only; it cannot
+// be steered towards the bytes of a stored 256-bit secret (preimage
+// resistance). The admin key, which may be short, is compared with
+// subtle.ConstantTimeCompare, session token MACs with hmac.Equal.
 type authenticator struct {
 	// adminHash is the SHA-256 of the admin key; hasAdmin is false when no
 	// admin key was configured.
@@ -41,42 +42,55 @@ type authenticator struct {
 	keys   atomic.Pointer[keySet]
 	saveMu sync.Mutex
 
-	// sessions maps the SHA-256 of a session token to its session. The
-	// least recently used session goes first when it is full.
-	sessions *lru[[32]byte, session]
-	limiter  *failLimiter
+	sessions *sessions
+	// limiter is nil when the failed-auth rate limit is off.
+	limiter *failLimiter
+	// trusted are the proxies whose X-Forwarded-For is believed.
+	trusted []netip.Prefix
 }
 
 // authConfig configures an authenticator. Zero values of the optional
 // fields take the defaults named on each.
 type authConfig struct {
-	adminKey string
-	// st holds the API key store at _auth/keys.json when keyFile is "".
+	// adminKey is the admin key; adminHash, when set, is its SHA-256
+	// instead (a stored, generated admin key). Neither: no admin key.
+	adminKey  string
+	adminHash *[32]byte
+	// st holds the API key store at _auth/keys.json when keyFile is "",
+	// and the session revocations; nil keeps revocations in memory.
 	st store
 	// keyFile is -key-store when it names a local file.
-	keyFile   string
-	clientTTL time.Duration
-	now       func() time.Time
+	keyFile string
+	// sessionKey signs session tokens (deriveSessionKey); nil: a random
+	// key, so sessions end with the authenticator (tests).
+	sessionKey []byte
+	clientTTL  time.Duration
+	now        func() time.Time
 	// rand is the randomness of secrets, key IDs and tokens; nil: crypto/rand.
 	rand io.Reader
-	// maxFailures is how many failed authentications one client address
-	// may make per failWindow before it gets 429; 0: 20.
+	// maxFailures is how many failed authentications one client may make
+	// per failWindow before its failing attempts get 429 (-auth-fail-limit);
+	// 0: 20; negative: no limit.
 	maxFailures int
 	// failWindow is the rate limit's window; 0: one minute.
 	failWindow time.Duration
-	// maxClients bounds the client addresses the rate limit remembers; 0:
-	// 10000.
+	// maxClients bounds the clients the rate limit remembers; 0: 10000.
 	maxClients int
-	// maxSessions bounds the live session tokens; 0: 100000.
+	// trustedProxies are the -trusted-proxies networks; nil: none.
+	trustedProxies []netip.Prefix
+	// maxSessions bounds the live session tokens of one key; 0: 1000.
 	maxSessions int
 }
 
-// newAuthenticator loads the API key store and returns an authenticator
-// that accepts the admin key, those keys and the sessions it creates. A
-// missing store is an empty one; a corrupt or unreadable store is an error,
-// never replaced.
+// newAuthenticator loads the API key store and the session revocations
+// and returns an authenticator that accepts the admin key, those keys and
+// the sessions signed with cfg.sessionKey. A missing store is an empty
+// one; a corrupt or unreadable store is an error, never replaced.
 func newAuthenticator(ctx context.Context, cfg authConfig) (*authenticator, error) {
-	cfg = cfg.withDefaults()
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
 	ks, err := openKeyStore(cfg.st, cfg.keyFile)
 	if err != nil {
 		return nil, err
@@ -85,32 +99,48 @@ func newAuthenticator(ctx context.Context, cfg authConfig) (*authenticator, erro
 	if err != nil {
 		return nil, err
 	}
+	sess, err := newSessions(ctx, cfg.sessionKey, cfg.st, cfg.now, cfg.rand, cfg.maxSessions)
+	if err != nil {
+		return nil, err
+	}
 	a := &authenticator{
-		hasAdmin:  cfg.adminKey != "",
+		hasAdmin:  cfg.adminKey != "" || cfg.adminHash != nil,
 		adminHash: sha256.Sum256([]byte(cfg.adminKey)),
 		store:     ks,
 		clientTTL: cfg.clientTTL,
 		now:       cfg.now,
 		rand:      cfg.rand,
-		sessions:  newLRU[[32]byte, session](cfg.maxSessions, cfg.clientTTL, cfg.now),
-		limiter:   newFailLimiter(cfg.maxFailures, cfg.failWindow, cfg.maxClients, cfg.now),
+		sessions:  sess,
+		trusted:   cfg.trustedProxies,
+	}
+	if cfg.adminHash != nil {
+		a.adminHash = *cfg.adminHash
+	}
+	if cfg.maxFailures > 0 {
+		a.limiter = newFailLimiter(cfg.maxFailures, cfg.failWindow, cfg.maxClients, cfg.now)
 	}
 	a.keys.Store(set)
 	return a, nil
 }
 
 // withDefaults fills in the zero fields of c.
-func (c authConfig) withDefaults() authConfig {
+func (c authConfig) withDefaults() (authConfig, error) {
 	if c.now == nil {
 		c.now = time.Now
 	}
 	if c.rand == nil {
 		c.rand = cryptoRand
 	}
+	if c.sessionKey == nil {
+		c.sessionKey = make([]byte, 32)
+		if _, err := io.ReadFull(cryptoRand, c.sessionKey); err != nil {
+			return c, fmt.Errorf("session key: read random: %w", err)
+		}
+	}
 	if c.clientTTL <= 0 {
 		c.clientTTL = 24 * time.Hour
 	}
-	if c.maxFailures <= 0 {
+	if c.maxFailures == 0 {
 		c.maxFailures = 20
 	}
 	if c.failWindow <= 0 {
@@ -120,32 +150,39 @@ func (c authConfig) withDefaults() authConfig {
 		c.maxClients = 10000
 	}
 	if c.maxSessions <= 0 {
-		c.maxSessions = 100000
+		c.maxSessions = 1000
 	}
-	return c
+	return c, nil
 }
 
 // authenticateFrom returns the principal of a bearer credential presented
-// from clientAddr ("host:port" or a bare IP). Failures count against the
-// client's address; a client over the limit gets an error wrapping
-// errRateLimited before its credential is even looked at. An empty
-// clientAddr (an in-process caller with no address) is not rate limited.
-func (a *authenticator) authenticateFrom(cred, clientAddr string) (principal, error) {
+// by client (an address, see clientAddr). A valid credential always
+// passes, also from a client over the failed-auth limit: the limit only
+// turns a failing attempt of such a client into an error wrapping
+// errRateLimited, so a client with a stale key (or many users behind one
+// address) cannot lock out the correct credentials. An empty client (an
+// in-process caller with no address) is not rate limited.
+func (a *authenticator) authenticateFrom(cred, client string) (principal, error) {
 	if cred == "" {
 		return principal{}, reqErrorf(errUnauthenticated, "missing credential: send Authorization: Bearer <key or token>")
 	}
-	if clientAddr == "" {
-		return a.resolve(cred)
-	}
-	client := clientKey(clientAddr)
-	if wait := a.limiter.blocked(client); wait > 0 {
-		return principal{}, &rateLimitError{retryAfter: wait}
-	}
 	p, err := a.resolve(cred)
 	if err != nil {
-		a.limiter.fail(client)
+		return principal{}, a.failed(client, err)
 	}
-	return p, err
+	return p, nil
+}
+
+// failed counts a failed authentication of client and returns err, or a
+// rateLimitError once client is over the limit.
+func (a *authenticator) failed(client string, err error) error {
+	if a.limiter == nil || client == "" {
+		return err
+	}
+	if wait := a.limiter.fail(clientKey(client)); wait > 0 {
+		return &rateLimitError{retryAfter: wait}
+	}
+	return err
 }
 
 // adminPrincipal is the principal of the admin key and its sessions.
@@ -162,10 +199,14 @@ func (a *authenticator) resolve(cred string) (principal, error) {
 	if k, ok := a.keys.Load().byHash[h]; ok {
 		return k.principalAt(now)
 	}
-	if s, ok := a.sessions.Get(h); ok {
-		return a.sessionPrincipal(h, s, now)
+	c, k, err := a.checkSession(cred, now)
+	if err != nil {
+		return principal{}, err
 	}
-	return principal{}, reqErrorf(errUnauthenticated, "unknown credential")
+	if c.keyID == "" {
+		return adminPrincipal, nil
+	}
+	return k.principalAt(now)
 }
 
 // isAdmin reports in constant time whether h is the admin key's hash.
@@ -173,31 +214,36 @@ func (a *authenticator) isAdmin(h [32]byte) bool {
 	return a.hasAdmin && subtle.ConstantTimeCompare(h[:], a.adminHash[:]) == 1
 }
 
-// sessionPrincipal checks session s (token hash h) at now. The principal is
-// derived again from the session's key on every use, so a session never
-// holds more than its key does now: a deleted or expired key ends its
-// sessions at once.
-func (a *authenticator) sessionPrincipal(h [32]byte, s session, now time.Time) (principal, error) {
-	if !now.Before(s.expires) {
-		a.sessions.Remove(h)
-		return principal{}, reqErrorf(errUnauthenticated, "session token expired: log in again")
-	}
-	if s.keyID == "" {
-		return adminPrincipal, nil
-	}
-	k, ok := a.keys.Load().byID[s.keyID]
+// checkSession checks session token token at now and returns its claims
+// and its API key (nil for the admin key):
+// signed by us for a key that still exists (the admin key that is
+// configured now), not expired, not logged out. The principal is derived
+// again from the key on every use (resolve), so a session never holds
+// more than its key does now: a deleted or expired key ends its sessions
+// at once.
+func (a *authenticator) checkSession(token string, now time.Time) (sessionClaims, *keyEntry, error) {
+	c, payload, mac, ok := parseSessionToken(token)
 	if !ok {
-		a.sessions.Remove(h)
-		return principal{}, reqErrorf(errUnauthenticated, "session token ended: its API key was deleted")
+		return c, nil, reqErrorf(errUnauthenticated, "unknown credential")
 	}
-	return k.principalAt(now)
-}
-
-// session is one server-side session created by /api/login.
-type session struct {
-	// keyID is the API key the session came from; "" for the admin key.
-	keyID   string
-	expires time.Time
+	keyHash, k := a.adminHash, (*keyEntry)(nil)
+	if c.keyID == "" {
+		ok = a.hasAdmin
+	} else if k, ok = a.keys.Load().byID[c.keyID]; ok {
+		keyHash = k.hash
+	}
+	// A token of a deleted key, or one we never signed, is the same to
+	// the client: both are unknown.
+	if !ok || !a.sessions.verify(payload, mac, keyHash) {
+		return c, nil, reqErrorf(errUnauthenticated, "unknown or ended session token: log in again")
+	}
+	if !now.Before(c.expires) {
+		return c, nil, reqErrorf(errUnauthenticated, "session token expired: log in again")
+	}
+	if a.sessions.isRevoked(c) {
+		return c, nil, reqErrorf(errUnauthenticated, "session token was logged out: log in again")
+	}
+	return c, k, nil
 }
 
 // sessionGrant is the answer of POST /api/login.
@@ -211,37 +257,40 @@ type sessionGrant struct {
 // login exchanges the admin key or an API key (not a session token) for a
 // new session token valid for clientTTL, and no longer than the key. It
 // counts failures like authenticateFrom.
-func (a *authenticator) login(key, clientAddr string) (sessionGrant, error) {
-	client := clientKey(clientAddr)
-	if wait := a.limiter.blocked(client); wait > 0 {
-		return sessionGrant{}, &rateLimitError{retryAfter: wait}
-	}
+func (a *authenticator) login(key, client string) (sessionGrant, error) {
 	h := sha256.Sum256([]byte(key))
 	now := a.now()
-	s := session{expires: now.Add(a.clientTTL)}
-	p := adminPrincipal
+	expires := now.Add(a.clientTTL)
+	p, keyID := adminPrincipal, ""
 	if !a.isAdmin(h) {
 		k, ok := a.keys.Load().byHash[h]
 		if !ok {
-			a.limiter.fail(client)
-			return sessionGrant{}, reqErrorf(errUnauthenticated, "unknown key")
+			return sessionGrant{}, a.failed(client, reqErrorf(errUnauthenticated, "unknown key"))
 		}
 		var err error
 		if p, err = k.principalAt(now); err != nil {
-			a.limiter.fail(client)
-			return sessionGrant{}, fmt.Errorf("login: %w", err)
+			return sessionGrant{}, a.failed(client, fmt.Errorf("login: %w", err))
 		}
-		s.keyID = k.ID
-		if k.ExpiresAt != nil && k.ExpiresAt.Before(s.expires) {
-			s.expires = *k.ExpiresAt
+		keyID = k.ID
+		if k.ExpiresAt != nil && k.ExpiresAt.Before(expires) {
+			expires = *k.ExpiresAt
 		}
 	}
-	token, err := a.randomString("ds_", 32)
+	token, err := a.sessions.issue(keyID, h, expires)
 	if err != nil {
 		return sessionGrant{}, fmt.Errorf("login: %w", err)
 	}
-	a.sessions.Add(sha256.Sum256([]byte(token)), s)
-	return sessionGrant{Token: token, ClientID: p.clientID, ExpiresAt: s.expires.UTC(), Permissions: permNames(p.perms)}, nil
+	return sessionGrant{Token: token, ClientID: p.clientID, ExpiresAt: expires.UTC(), Permissions: permNames(p.perms)}, nil
+}
+
+// logout revokes session token token, which must be valid: durably, until
+// the token would have expired.
+func (a *authenticator) logout(ctx context.Context, token string) error {
+	c, _, err := a.checkSession(token, a.now())
+	if err != nil {
+		return reqErrorf(errInvalid, "logout takes a session token from /api/login, not a key")
+	}
+	return a.sessions.revoke(ctx, c)
 }
 
 // randomString is prefix followed by n random bytes in unpadded base64url.
@@ -257,10 +306,15 @@ func (a *authenticator) randomString(prefix string, n int) (string, error) {
 
 // rateLimitError is errRateLimited with the time until the client may try
 // again.
-type rateLimitError struct{ retryAfter time.Duration }
+type rateLimitError struct {
+	retryAfter time.Duration
+	// reason is the sentence before "retry in"; "": too many failed
+	// authentications.
+	reason string
+}
 
 func (e *rateLimitError) Error() string {
-	return fmt.Sprintf("too many failed authentications from this address; retry in %d s", e.seconds())
+	return fmt.Sprintf("%s; retry in %d s", cmp.Or(e.reason, "too many failed authentications from this address"), e.seconds())
 }
 
 // Unwrap returns the message as a client sentence of kind errRateLimited.
@@ -294,8 +348,8 @@ func newFailLimiter(maxFailures int, window time.Duration, maxClients int, now f
 		clients: newLRU[string, failCount](maxClients, window, now)}
 }
 
-// blocked returns how long client must wait before its credentials are
-// checked again; 0 when it may try now.
+// blocked returns how long client's failing attempts are answered 429;
+// 0 when they are answered 401.
 func (l *failLimiter) blocked(client string) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -306,8 +360,10 @@ func (l *failLimiter) blocked(client string) time.Duration {
 	return max(0, c.start.Add(l.window).Sub(l.now()))
 }
 
-// fail counts one failed authentication of client.
-func (l *failLimiter) fail(client string) {
+// fail counts one failed authentication of client and returns how long
+// client must wait before a failing attempt is answered 401 again: 0
+// while it is within the limit, counting this one.
+func (l *failLimiter) fail(client string) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -315,8 +371,68 @@ func (l *failLimiter) fail(client string) {
 	if !ok || !now.Before(c.start.Add(l.window)) {
 		c = failCount{start: now}
 	}
+	if c.n >= l.max {
+		return max(time.Nanosecond, c.start.Add(l.window).Sub(now))
+	}
 	c.n++
 	l.clients.Add(client, c)
+	return 0
+}
+
+// clientOf is the address r comes from, for the rate limit (clientAddr).
+func (a *authenticator) clientOf(r *http.Request) string {
+	return clientAddr(r.RemoteAddr, r.Header.Values("X-Forwarded-For"), a.trusted)
+}
+
+// clientAddr is the address a request comes from: remote, its TCP peer,
+// unless that is a trusted proxy; then the right-most address of
+// X-Forwarded-For (xff: the header's values in order) that is not a
+// trusted proxy. Entries left of that one were written by the client
+// itself and prove nothing. An entry that does not parse ends the walk at
+// the trusted proxy that passed it on.
+func clientAddr(remote string, xff []string, trusted []netip.Prefix) string {
+	ip, ok := parseHostIP(remote)
+	if !ok || !isTrusted(ip, trusted) {
+		return remote
+	}
+	var hops []string
+	for _, v := range xff {
+		hops = append(hops, strings.Split(v, ",")...)
+	}
+	client := remote
+	for i := len(hops) - 1; i >= 0; i-- {
+		ip, ok := parseHostIP(strings.TrimSpace(hops[i]))
+		if !ok {
+			return client
+		}
+		client = ip.String()
+		if !isTrusted(ip, trusted) {
+			return client
+		}
+	}
+	return client
+}
+
+// parseHostIP parses an IP address with or without a port.
+func parseHostIP(s string) (netip.Addr, bool) {
+	if host, _, err := net.SplitHostPort(s); err == nil {
+		s = host
+	}
+	ip, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return ip.WithZone("").Unmap(), true
+}
+
+// isTrusted reports whether ip is in one of the trusted networks.
+func isTrusted(ip netip.Addr, trusted []netip.Prefix) bool {
+	for _, p := range trusted {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // clientKey is the rate-limit identity of a remote address: the IP, or

@@ -350,9 +350,9 @@ func TestScopedKey(t *testing.T) {
 }
 
 // TestFailedAuthRateLimit: past maxFailures failures in the window an
-// address gets 429 with Retry-After for every credential, valid or not,
-// on every authenticated route and on login; other addresses are not
-// affected; the window ends.
+// address gets 429 with Retry-After for every failing credential, on every
+// authenticated route and on login; other addresses are not affected; the
+// window ends. (Valid credentials: TestFailedAuthLockoutSparesValidKey.)
 func TestFailedAuthRateLimit(t *testing.T) {
 	ts := newAuthTestServer(t, authConfig{maxFailures: 3, failWindow: time.Minute})
 	const bad, good = "198.51.100.7:4000", "198.51.100.8:4000"
@@ -365,8 +365,8 @@ func TestFailedAuthRateLimit(t *testing.T) {
 	ts.clock.advance(20 * time.Second)
 	for _, r := range []struct{ method, path, token, body string }{
 		{"GET", "/api/me", "dk_guess", ""},
-		{"GET", "/api/me", testAdminKey, ""},
-		{"POST", "/api/login", "", `{"key":"` + testAdminKey + `"}`},
+		{"GET", "/entity/db?key=k", "ds_forged", ""},
+		{"POST", "/api/login", "", `{"key":"dk_guess"}`},
 	} {
 		rec := ts.do(r.method, r.path, r.token, r.body, bad)
 		if rec.Code != 429 || rec.Header().Get("Retry-After") != "40" {
@@ -374,19 +374,51 @@ func TestFailedAuthRateLimit(t *testing.T) {
 		}
 		checkErrorBody(t, "limited "+r.path, rec)
 	}
-	if rec := ts.do("GET", "/api/me", testAdminKey, "", good); rec.Code != 200 {
-		t.Errorf("another address = %d, want 200", rec.Code)
+	if rec := ts.do("GET", "/api/me", "dk_guess", "", good); rec.Code != 401 {
+		t.Errorf("another address = %d, want 401", rec.Code)
 	}
 	ts.clock.advance(40 * time.Second)
-	if rec := ts.do("GET", "/api/me", testAdminKey, "", bad); rec.Code != 200 {
-		t.Errorf("after the window = %d %s, want 200", rec.Code, rec.Body)
+	if rec := ts.do("GET", "/api/me", "dk_guess", "", bad); rec.Code != 401 {
+		t.Errorf("after the window = %d %s, want 401", rec.Code, rec.Body)
 	}
 	// Failed logins count too.
-	for range 3 {
+	for range 2 {
 		ts.do("POST", "/api/login", "", `{"key":"dk_nope"}`, good)
 	}
-	if rec := ts.do("POST", "/api/login", "", `{"key":"`+testAdminKey+`"}`, good); rec.Code != 429 {
+	if rec := ts.do("POST", "/api/login", "", `{"key":"dk_nope"}`, good); rec.Code != 429 {
 		t.Errorf("login after 3 failed logins = %d, want 429", rec.Code)
+	}
+}
+
+// TestFailedAuthLockoutSparesValidKey (issue 12: the lockout also blocked
+// correct credentials, so behind a proxy one client with a stale key
+// locked out every user): while an address is over the limit its failing
+// attempts get 429, but a valid key, session or login from it is served,
+// and does not lengthen the lockout.
+func TestFailedAuthLockoutSparesValidKey(t *testing.T) {
+	ts := newAuthTestServer(t, authConfig{maxFailures: 3, failWindow: time.Minute})
+	const addr = "198.51.100.7:4000"
+	for i := range 4 {
+		ts.do("GET", "/api/me", fmt.Sprintf("dk_stale%d", i), "", addr)
+	}
+	if rec := ts.do("GET", "/api/me", "dk_stale", "", addr); rec.Code != 429 || rec.Header().Get("Retry-After") == "" {
+		t.Errorf("bad key from the locked-out address = %d Retry-After %q, want 429 with Retry-After", rec.Code, rec.Header().Get("Retry-After"))
+	}
+	if rec := ts.do("PUT", "/entity/db", testAdminKey, `{"k":1}`, addr); rec.Code != 200 {
+		t.Errorf("valid admin key from the locked-out address = %d %s, want 200", rec.Code, rec.Body)
+	}
+	rec := ts.do("POST", "/api/login", "", `{"key":"`+testAdminKey+`"}`, addr)
+	if rec.Code != 200 {
+		t.Fatalf("login with a valid key from the locked-out address = %d %s, want 200", rec.Code, rec.Body)
+	}
+	var g sessionGrant
+	json.Unmarshal(rec.Body.Bytes(), &g)
+	if rec := ts.do("GET", "/entity/db?key=k", g.Token, "", addr); rec.Code != 200 {
+		t.Errorf("valid session from the locked-out address = %d %s, want 200", rec.Code, rec.Body)
+	}
+	ts.clock.advance(time.Minute)
+	if rec := ts.do("GET", "/api/me", "dk_stale", "", addr); rec.Code != 401 {
+		t.Errorf("bad key after the window = %d, want 401", rec.Code)
 	}
 }
 
@@ -695,8 +727,8 @@ func TestCorruptKeyStoreRealBinary(t *testing.T) {
 }
 
 // TestFailedAuthRateLimitRealBinary: 20 failed authentications from one
-// address are 401s; the next request gets 429 with Retry-After, even with
-// the admin key.
+// address are 401s; the next failing one gets 429 with Retry-After, while
+// the admin key still works.
 func TestFailedAuthRateLimitRealBinary(t *testing.T) {
 	n, _ := startDefault(t)
 	start := time.Now()
@@ -705,15 +737,16 @@ func TestFailedAuthRateLimitRealBinary(t *testing.T) {
 			t.Fatalf("guess %d = %d, want 401", i, code)
 		}
 	}
-	for _, token := range []string{"dk_guess", testAdminKey} {
-		code, out, hdr := n.call("GET", "/api/me", token, nil)
-		// The window is a minute from the first failure, in whole seconds.
-		minWait := 60 - int(time.Since(start).Seconds()) - 1
-		var e struct{ Error string }
-		wait, err := strconv.Atoi(hdr.Get("Retry-After"))
-		if code != 429 || err != nil || wait < minWait || wait > 60 || json.Unmarshal(out, &e) != nil || e.Error == "" {
-			t.Errorf("after 20 failures: %d Retry-After %q body %s, want 429 with Retry-After %d..60 and an error body", code, hdr.Get("Retry-After"), out, minWait)
-		}
+	code, out, hdr := n.call("GET", "/api/me", "dk_guess", nil)
+	// The window is a minute from the first failure, in whole seconds.
+	minWait := 60 - int(time.Since(start).Seconds()) - 1
+	var e struct{ Error string }
+	wait, err := strconv.Atoi(hdr.Get("Retry-After"))
+	if code != 429 || err != nil || wait < minWait || wait > 60 || json.Unmarshal(out, &e) != nil || e.Error == "" {
+		t.Errorf("after 20 failures: %d Retry-After %q body %s, want 429 with Retry-After %d..60 and an error body", code, hdr.Get("Retry-After"), out, minWait)
+	}
+	if code, out, _ := n.call("GET", "/api/me", testAdminKey, nil); code != 200 {
+		t.Errorf("GET /api/me with the admin key when limited = %d %s, want 200", code, out)
 	}
 	if code, _, _ := n.call("GET", "/health", "", nil); code != 200 {
 		t.Errorf("GET /health when limited = %d, want 200", code)

@@ -36,12 +36,23 @@ func (s *restServer) handleLogin(w http.ResponseWriter, r *http.Request, _ princ
 	if req.Key == "" {
 		return reqErrorf(errInvalid, `body must be {"key": "<admin key or API key>"}`)
 	}
-	g, err := s.auth.login(req.Key, r.RemoteAddr)
+	g, err := s.auth.login(req.Key, s.auth.clientOf(r))
 	if err != nil {
 		return err
 	}
 	s.log.Info("session created", attrClient, g.ClientID)
 	writeJSON(w, http.StatusOK, g)
+	return nil
+}
+
+// handleLogout is POST /api/logout: it revokes the session token it is
+// sent with, durably, before answering.
+func (s *restServer) handleLogout(w http.ResponseWriter, r *http.Request, p principal) error {
+	if err := s.auth.logout(r.Context(), bearer(r)); err != nil {
+		return err
+	}
+	s.log.Info("session ended", attrClient, p.clientID)
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	return nil
 }
 

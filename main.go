@@ -22,8 +22,11 @@
 //	               the one JSON body decoder
 //	handlers.go    the REST handlers; they return errors, rest.go writes them
 //	ui.go, static/ the embedded web UI
-//	auth.go        authenticator, sessions, principals and permissions,
-//	               authorize (REST and gRPC), the failed-auth rate limit
+//	auth.go        authenticator, principals and permissions, authorize
+//	               (REST and gRPC), the failed-auth rate limit and the
+//	               client address behind trusted proxies
+//	sessions.go    session tokens: HMAC-signed, stateless; revocations
+//	               (logout) kept in the store; the per-key session cap
 //	apikeys.go     the API key model and its persistence in the store
 //	mainworker.go  the main worker's gRPC service: worker subscription,
 //	               heartbeats, Process for client applications
@@ -57,8 +60,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -110,8 +115,20 @@ type config struct {
 	masterKeyFile string
 	// keyID is the logical name of the master key.
 	keyID string
-	// adminKey is the admin bearer key; "" generates one at start.
+	// adminKey is the admin bearer key from -admin-key or ADMIN_KEY; ""
+	// uses -admin-key-file, else the stored generated one (masterkey.go).
 	adminKey string
+	// adminKeyFile is a file holding the admin key; "" for none.
+	adminKeyFile string
+	// allowWeakAdminKey lets an admin key under minAdminKeyLen serve
+	// REST beyond loopback.
+	allowWeakAdminKey bool
+	// authFailLimit is the failed authentications per minute per client
+	// before its failing attempts get 429; 0 turns the limit off.
+	authFailLimit int
+	// trustedProxies are the networks whose X-Forwarded-For is believed
+	// (-trusted-proxies, comma-separated CIDRs or addresses).
+	trustedProxies []netip.Prefix
 	// keyStore is a local file for the API keys; "" keeps them in the
 	// storage at _auth/keys.json.
 	keyStore string
@@ -159,10 +176,14 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.grpcAddr, "grpc-addr", "", "gRPC listen address (default 127.0.0.1:50051; proc: 127.0.0.1:0)")
 	fs.StringVar(&c.restAddr, "rest-addr", "127.0.0.1:8080", "REST + UI listen address")
 	fs.StringVar(&c.sharedFS, "shared-fs", "./shared/db", "storage root (ignored with -s3-endpoint)")
-	fs.StringVar(&c.masterKey, "master-key", os.Getenv("MASTER_KEY"), "hex 32-byte AES master key (env MASTER_KEY)")
+	fs.StringVar(&c.masterKey, "master-key", secretEnv("MASTER_KEY"), "hex 32-byte AES master key (env MASTER_KEY)")
 	fs.StringVar(&c.masterKeyFile, "master-key-file", "", "file holding the hex master key")
 	fs.StringVar(&c.keyID, "key-id", "main-key-v1", "logical name of the master key")
-	fs.StringVar(&c.adminKey, "admin-key", os.Getenv("ADMIN_KEY"), "admin bearer key (env ADMIN_KEY); generated if empty")
+	fs.StringVar(&c.adminKey, "admin-key", secretEnv("ADMIN_KEY"), "admin bearer key (env ADMIN_KEY); generated and stored hashed if empty")
+	fs.StringVar(&c.adminKeyFile, "admin-key-file", "", "file holding the admin key")
+	fs.BoolVar(&c.allowWeakAdminKey, "allow-weak-admin-key", false, "serve REST beyond loopback with an admin key under 16 characters")
+	fs.IntVar(&c.authFailLimit, "auth-fail-limit", 20, "failed authentications per minute per client before its failing attempts get 429; 0 = off")
+	trusted := fs.String("trusted-proxies", "", "comma-separated CIDRs of proxies whose X-Forwarded-For is believed")
 	fs.StringVar(&c.keyStore, "key-store", "", "RBAC API key store (default <shared-fs>/_auth/keys.json)")
 	fs.DurationVar(&c.workerTTL, "worker-ttl", time.Hour, "worker token lifetime")
 	fs.DurationVar(&c.clientTTL, "client-ttl", 24*time.Hour, "session token lifetime")
@@ -176,7 +197,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.s3.endpoint, "s3-endpoint", "", "host:port of an S3-compatible store; enables S3")
 	fs.StringVar(&c.s3.accessKey, "s3-access-key", os.Getenv("S3_ACCESS_KEY"), "S3 access key (env S3_ACCESS_KEY)")
-	fs.StringVar(&c.s3.secretKey, "s3-secret-key", os.Getenv("S3_SECRET_KEY"), "S3 secret key (env S3_SECRET_KEY)")
+	fs.StringVar(&c.s3.secretKey, "s3-secret-key", secretEnv("S3_SECRET_KEY"), "S3 secret key (env S3_SECRET_KEY)")
 	fs.StringVar(&c.s3.bucket, "s3-bucket", "deltadatabase", "S3 bucket (created if missing)")
 	fs.BoolVar(&c.s3.useSSL, "s3-use-ssl", false, "HTTPS to the S3 endpoint")
 	fs.StringVar(&c.s3.region, "s3-region", "", "S3 region (signs as us-east-1 when empty)")
@@ -191,7 +212,42 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	fs.Visit(func(f *flag.Flag) { c.cacheSizeSet = c.cacheSizeSet || f.Name == "cache-size" })
+	var err error
+	if c.trustedProxies, err = parseTrustedProxies(*trusted); err != nil {
+		return c, err
+	}
 	return c, c.check()
+}
+
+// secretEnv returns environment variable name and removes it from the
+// process environment, so that the secret is not inherited by child
+// processes nor readable in /proc/<pid>/environ afterwards.
+func secretEnv(name string) string {
+	v := os.Getenv(name)
+	os.Unsetenv(name)
+	return v
+}
+
+// parseTrustedProxies parses -trusted-proxies: comma-separated CIDRs, or
+// bare addresses for one host each.
+func parseTrustedProxies(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			ip, aerr := netip.ParseAddr(f)
+			if aerr != nil {
+				return nil, fmt.Errorf("-trusted-proxies: %q is not a CIDR or an IP address", f)
+			}
+			p = netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 // check rejects flag values that parse but make no sense.
@@ -213,6 +269,8 @@ func (c *config) check() error {
 		return fmt.Errorf("-worker-ttl: must be positive, got %v", c.workerTTL)
 	case c.clientTTL <= 0:
 		return fmt.Errorf("-client-ttl: must be positive, got %v", c.clientTTL)
+	case c.authFailLimit < 0:
+		return fmt.Errorf("-auth-fail-limit: must not be negative, got %d (0 turns it off)", c.authFailLimit)
 	case c.keyID == "":
 		return errors.New("-key-id: must not be empty")
 	case c.sharedFS == "" && c.s3.endpoint == "":
@@ -289,7 +347,10 @@ func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger
 			return err
 		}
 	}
-	auth, err := newAuthenticator(ctx, authConfig{adminKey: keys.admin, st: st, keyFile: cfg.keyStore, clientTTL: cfg.clientTTL, now: time.Now})
+	if err := checkAdminKeyStrength(cfg, keys.admin, log); err != nil {
+		return err
+	}
+	auth, err := newMainAuthenticator(ctx, cfg, keys, st)
 	if err != nil {
 		return err
 	}
@@ -304,8 +365,29 @@ func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger
 	mctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go svc.monitor(mctx)
+	go auth.sessions.watch(mctx, revocationReload, func(err error) { log.Warn("reload session revocations", attrErr, err) })
 	rest := newRESTServer(auth, rt, cat, schemas, rt.list, cfg.restMaxBody, log)
 	return serveHTTP(ctx, cfg.restAddr, rest, log)
+}
+
+// revocationReload is how often a main worker reads the session
+// revocations again, so a logout at another main worker takes effect.
+const revocationReload = 10 * time.Second
+
+// newMainAuthenticator builds the authenticator of runMain from the flags
+// and the start keys.
+func newMainAuthenticator(ctx context.Context, cfg config, keys startKeys, st store) (*authenticator, error) {
+	sessionKey, err := deriveSessionKey(keys.master)
+	if err != nil {
+		return nil, err
+	}
+	maxFailures := cfg.authFailLimit
+	if maxFailures == 0 {
+		maxFailures = -1 // off
+	}
+	return newAuthenticator(ctx, authConfig{adminHash: &keys.adminHash, st: st, keyFile: cfg.keyStore,
+		sessionKey: sessionKey, clientTTL: cfg.clientTTL, now: time.Now, maxFailures: maxFailures,
+		trustedProxies: cfg.trustedProxies})
 }
 
 // saturatedInFlight is the number of calls in flight at which an entity's

@@ -4,13 +4,19 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"strings"
+	"time"
+	"unicode/utf8"
 )
 
 // cryptoRand is the randomness of production keys and nonces; tests pin
@@ -35,13 +41,35 @@ type keyCheckDoc struct {
 // startKeys are the secrets the main worker runs with.
 type startKeys struct {
 	master []byte
-	admin  string
+	// adminHash is the SHA-256 of the admin key: of admin, or of the
+	// generated key whose hash is stored at adminKeyObject.
+	adminHash [32]byte
+	// admin is the configured admin key; "" when the generated one is used.
+	admin string
 }
+
+// adminKeyObject holds the SHA-256 of a generated admin key, so that the
+// key keeps working after a restart without being stored itself.
+const adminKeyObject = authPrefix + "admin.json"
+
+// adminKeyDoc is the JSON stored at adminKeyObject.
+type adminKeyDoc struct {
+	Format int `json:"format"`
+	// SHA256 is the hex SHA-256 of the generated admin key.
+	SHA256    string    `json:"sha256"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// minAdminKeyLen is the shortest admin key accepted on a REST address
+// beyond loopback without -allow-weak-admin-key.
+const minAdminKeyLen = 16
 
 // loadKeys returns the master and admin keys, checking the master key
 // against the storage's key check value. A key is generated (and printed
 // once to stdout, never to the log) only where none was given: the master
-// key only on storage that holds no data yet.
+// key only on storage that holds no data yet, the admin key only when the
+// storage holds no generated one yet (it keeps the hash; a configured
+// admin key wins over it).
 func loadKeys(ctx context.Context, cfg config, st store, stdout io.Writer) (startKeys, error) {
 	master, err := configuredMasterKey(cfg)
 	if err != nil {
@@ -62,19 +90,129 @@ func loadKeys(ctx context.Context, cfg config, st store, stdout io.Writer) (star
 		zero(master)
 		return startKeys{}, err
 	}
-	admin := cfg.adminKey
-	if admin == "" {
-		b := make([]byte, 32)
-		if _, err := io.ReadFull(cryptoRand, b); err != nil {
-			return startKeys{}, fmt.Errorf("generate admin key: %w", err)
+	keys := startKeys{master: master}
+	if keys.admin, err = configuredAdminKey(cfg); err != nil {
+		zero(master)
+		return startKeys{}, err
+	}
+	keys.adminHash = sha256.Sum256([]byte(keys.admin))
+	if keys.admin == "" {
+		var admin string
+		if keys.adminHash, admin, err = storedAdminKey(ctx, st); err != nil {
+			zero(master)
+			return startKeys{}, err
 		}
-		admin = "dk_admin_" + hex.EncodeToString(b)
-		generated = append(generated, "ADMIN_KEY="+admin)
+		if admin != "" {
+			generated = append(generated, "ADMIN_KEY="+admin+"  (stored hashed; it keeps working after a restart)")
+		}
 	}
 	if len(generated) > 0 {
 		fmt.Fprintf(stdout, "DeltaDatabase generated these keys; they are shown only now:\n  %s\n", strings.Join(generated, "\n  "))
 	}
-	return startKeys{master: master, admin: admin}, nil
+	return keys, nil
+}
+
+// configuredAdminKey reads the admin key from -admin-key-file, or from
+// -admin-key / ADMIN_KEY; "" when none is given.
+func configuredAdminKey(cfg config) (string, error) {
+	switch {
+	case cfg.adminKeyFile != "" && cfg.adminKey != "":
+		return "", errors.New("-admin-key-file: give the admin key once, not also with -admin-key or ADMIN_KEY")
+	case cfg.adminKeyFile != "":
+		b, err := os.ReadFile(cfg.adminKeyFile)
+		if err != nil {
+			return "", fmt.Errorf("-admin-key-file: %w", err)
+		}
+		k := strings.TrimSpace(string(b))
+		if k == "" {
+			return "", fmt.Errorf("-admin-key-file %s: the file is empty", cfg.adminKeyFile)
+		}
+		return k, nil
+	}
+	return cfg.adminKey, nil
+}
+
+// storedAdminKey returns the hash of the generated admin key stored at
+// adminKeyObject. With none stored yet it generates a key, stores its hash
+// durably and only then returns the key itself, to be shown once.
+func storedAdminKey(ctx context.Context, st store) (hash [32]byte, generated string, err error) {
+	unlock, err := st.Lock(ctx, adminKeyObject)
+	if err != nil {
+		return hash, "", fmt.Errorf("lock admin key: %w", err)
+	}
+	defer unlock()
+	raw, err := st.Get(ctx, adminKeyObject)
+	if err == nil {
+		hash, err = parseAdminKeyDoc(raw)
+		return hash, "", err
+	}
+	if !errors.Is(err, errNotFound) {
+		return hash, "", fmt.Errorf("read admin key: %w", err)
+	}
+	b := make([]byte, 32)
+	if _, err := io.ReadFull(cryptoRand, b); err != nil {
+		return hash, "", fmt.Errorf("generate admin key: %w", err)
+	}
+	generated = "dk_admin_" + hex.EncodeToString(b)
+	hash = sha256.Sum256([]byte(generated))
+	doc, _ := json.Marshal(adminKeyDoc{Format: 1, SHA256: hex.EncodeToString(hash[:]), CreatedAt: time.Now().UTC()})
+	// A main worker starting at the same time on S3, where Lock does not
+	// exclude other processes, may have stored its own first: use that.
+	if _, err := st.PutIf(ctx, adminKeyObject, append(doc, '\n'), ""); errors.Is(err, errPrecondition) {
+		if raw, err = st.Get(ctx, adminKeyObject); err != nil {
+			return hash, "", fmt.Errorf("read admin key: %w", err)
+		}
+		hash, err = parseAdminKeyDoc(raw)
+		return hash, "", err
+	} else if err != nil {
+		return hash, "", fmt.Errorf("store admin key hash: %w", err)
+	}
+	return hash, generated, nil
+}
+
+// parseAdminKeyDoc parses the document at adminKeyObject.
+func parseAdminKeyDoc(raw []byte) (hash [32]byte, err error) {
+	var doc adminKeyDoc
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return hash, fmt.Errorf("read admin key %s: %v: %w", adminKeyObject, err, errCorrupt)
+	}
+	h, err := hex.DecodeString(doc.SHA256)
+	if doc.Format != 1 || err != nil || len(h) != len(hash) {
+		return hash, fmt.Errorf("read admin key %s: want format 1 and a hex SHA-256: %w", adminKeyObject, errCorrupt)
+	}
+	copy(hash[:], h)
+	return hash, nil
+}
+
+// checkAdminKeyStrength refuses a configured admin key under
+// minAdminKeyLen characters when REST listens beyond loopback, unless
+// -allow-weak-admin-key; on loopback it only warns. A generated key is
+// long.
+func checkAdminKeyStrength(cfg config, admin string, log *slog.Logger) error {
+	if admin == "" || utf8.RuneCountInString(admin) >= minAdminKeyLen {
+		return nil
+	}
+	if isLoopback(cfg.restAddr) || cfg.allowWeakAdminKey {
+		log.Warn("admin key is short: use 16 or more random characters before serving beyond loopback", "length", utf8.RuneCountInString(admin))
+		return nil
+	}
+	return fmt.Errorf("admin key: %d characters is too short for -rest-addr %s beyond loopback: "+
+		"use %d or more random characters, or -allow-weak-admin-key", utf8.RuneCountInString(admin), cfg.restAddr, minAdminKeyLen)
+}
+
+// isLoopback reports whether the listen address addr accepts loopback
+// connections only ("localhost" or a loopback IP; an empty host listens
+// everywhere).
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // configuredMasterKey reads the master key from -master-key-file, or from

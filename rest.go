@@ -68,6 +68,7 @@ type handler func(w http.ResponseWriter, r *http.Request, p principal) error
 func (s *restServer) routes() {
 	s.mux.Handle("GET /health", s.open(s.handleHealth))
 	s.mux.Handle("POST /api/login", s.open(s.handleLogin))
+	s.mux.Handle("POST /api/logout", s.need(0, s.handleLogout))
 	s.mux.Handle("GET /api/me", s.need(0, s.handleMe))
 	s.mux.Handle("GET /api/keys", s.need(permAdmin, s.handleListKeys))
 	s.mux.Handle("POST /api/keys", s.need(permAdmin, s.handleCreateKey))
@@ -180,7 +181,7 @@ func (s *restServer) open(h handler) http.Handler {
 // and, on routes with a {db}, allowed that database.
 func (s *restServer) need(pm perm, h handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, err := s.auth.authenticateFrom(bearer(r), r.RemoteAddr)
+		p, err := s.auth.authenticateFrom(bearer(r), s.auth.clientOf(r))
 		if err == nil {
 			err = authorize(p, pm, r.PathValue("db"))
 		}

@@ -86,6 +86,8 @@ func routeTable() []routeCase {
 		{"PATCH /entity/{db}", "PATCH", "/entity/chatdb?key=k", `{"a":2}`, putK, [numCredKinds]int{401, 401, 415, 403, 415, 415, 401, 401, 403, 415, 403}},
 		{"DELETE /entity/{db}", "DELETE", "/entity/chatdb?key=k", "", putK, [numCredKinds]int{401, 401, 200, 403, 200, 200, 401, 401, 403, 200, 403}},
 		{"GET /", "GET", "/", "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
+		// Last: it ends the session tokens. A key is not a session: 400.
+		{"POST /api/logout", "POST", "/api/logout", "", nil, [numCredKinds]int{401, 401, 400, 400, 400, 400, 401, 401, 200, 200, 400}},
 	}
 }
 
@@ -321,9 +323,9 @@ func TestClientProcessRouteTable(t *testing.T) {
 }
 
 // TestClientProcessRateLimit: failed authentications over gRPC count
-// towards the address's limit like REST ones; once limited, every
-// credential gets ResourceExhausted with the wait in the message, until
-// the window ends.
+// towards the address's limit like REST ones; once limited, a failing
+// credential gets ResourceExhausted with the wait in the message until the
+// window ends, while a valid one still works, over gRPC and REST.
 func TestClientProcessRateLimit(t *testing.T) {
 	ts := newAuthTestServer(t, authConfig{maxFailures: 3, failWindow: time.Minute})
 	client := pb.NewMainWorkerClient(dial(t, serveTestMain(t, 4<<20, ts.st, ts.auth).addr))
@@ -339,19 +341,20 @@ func TestClientProcessRateLimit(t *testing.T) {
 		}
 	}
 	ts.clock.advance(20 * time.Second)
-	for _, cred := range []string{"dk_guess", testAdminKey} {
-		_, err := client.Process(ctx, clientProcess("PUT", "db", "k", cred, []byte(`1`)))
-		if status.Code(err) != codes.ResourceExhausted || !strings.Contains(status.Convert(err).Message(), "retry in 40 s") {
-			t.Errorf("Process with %.8s... when limited = %v, want ResourceExhausted saying retry in 40 s", cred, err)
-		}
+	_, err := client.Process(ctx, clientProcess("PUT", "db", "k", "dk_guess", []byte(`1`)))
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(status.Convert(err).Message(), "retry in 40 s") {
+		t.Errorf("Process with a bad key when limited = %v, want ResourceExhausted saying retry in 40 s", err)
+	}
+	if _, err := client.Process(ctx, clientProcess("PUT", "db", "k", testAdminKey, []byte(`1`))); err != nil {
+		t.Errorf("Process with the admin key when limited = %v, want OK", err)
 	}
 	// REST from the same address (127.0.0.1) is limited too.
-	if rec := ts.do("GET", "/api/me", testAdminKey, "", "127.0.0.1:5555"); rec.Code != 429 || rec.Header().Get("Retry-After") != "40" {
+	if rec := ts.do("GET", "/api/me", "dk_guess", "", "127.0.0.1:5555"); rec.Code != 429 || rec.Header().Get("Retry-After") != "40" {
 		t.Errorf("REST from the limited address = %d Retry-After %q, want 429 and 40", rec.Code, rec.Header().Get("Retry-After"))
 	}
 	ts.clock.advance(40 * time.Second)
-	if _, err := client.Process(ctx, clientProcess("PUT", "db", "k", testAdminKey, []byte(`1`))); err != nil {
-		t.Errorf("Process after the window = %v, want OK", err)
+	if _, err := client.Process(ctx, get); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("Process with a bad key after the window = %v, want Unauthenticated", err)
 	}
 }
 
@@ -389,6 +392,10 @@ func routeErrorCases(root string) map[string][]errorCase {
 			{method: "POST", path: "/api/login", body: `{"key":"k","x":1}`, token: "-", want: 400},
 			{method: "POST", path: "/api/login", body: `{}`, token: "-", want: 400},
 			{method: "POST", path: "/api/login", body: ``, token: "-", want: 400},
+		},
+		"POST /api/logout": {
+			{method: "POST", path: "/api/logout", want: 400}, // the admin key is not a session token
+			{method: "POST", path: "/api/logout", token: "ds_AAAA", want: 401},
 		},
 		"POST /api/keys": {
 			{method: "POST", path: "/api/keys", body: `{"name":"","permissions":["read"]}`, want: 400},

@@ -623,8 +623,14 @@ func TestUI(t *testing.T) {
 		tb.waitFor("the key in the table", `[...document.querySelectorAll("#keys-table tr[data-key-name]")].some(r => r.dataset.keyName === "ui-readonly")`)
 		tb.screenshot(tb.ctx, "secret-shown.png", chromedp.CaptureScreenshot())
 
+		var token string
+		tb.eval(`Object.values(sessionStorage).find(v => v.startsWith("ds_")) || ""`, &token)
 		tb.click("#logout")
 		tb.waitFor("login page after logout", `!document.getElementById("login-view").hidden && document.getElementById("app-view").hidden && sessionStorage.length === 0`)
+		// Logout ends the session at the server, not only in the tab.
+		if code, body, _ := httpCall(t, "GET", n.base+"/api/me", token, nil); token == "" || code != http.StatusUnauthorized {
+			t.Errorf("GET /api/me with the token %q after UI logout = %d %s, want 401", token, code, body)
+		}
 
 		tb.login(secret)
 		var navKeysHidden bool

@@ -159,7 +159,16 @@ async function loadMe() {
   updateShell();
 }
 
-function logout() {
+// logout ends the session at the server too (POST /api/logout revokes the
+// token), then forgets it; a failed call still logs out this tab.
+async function logout() {
+  if (getToken()) {
+    try {
+      await request("POST", "/api/logout");
+    } catch {
+      // network error or token already ended: nothing more to revoke
+    }
+  }
   clearToken();
   state.me = null;
   state.afterLogin = "dashboard";
