@@ -58,7 +58,9 @@ func newAuthTestServerOn(t *testing.T, cfg authConfig, st store) *authTestServer
 	w := newWorker("w1", st, schemas, newLRU[string, cachedEntity](64, 0, nil), log)
 	w.setSealer(seal)
 	workers := func() []workerInfo { return []workerInfo{} }
-	rest := newRESTServer(auth, w, newCatalog(st), schemas, workers, 1<<20, log)
+	rt := newRouter(log, time.Now, 0)
+	rt.add(&workerConn{id: w.id, proc: w, stats: w.stats})
+	rest := newRESTServer(auth, rt, newCatalog(st), schemas, workers, 1<<20, log)
 	return &authTestServer{rest: rest, auth: auth, st: st, clock: clock}
 }
 

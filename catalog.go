@@ -7,6 +7,7 @@ package main
 // and the listings of databases and of a database's entity keys.
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/hex"
@@ -15,21 +16,25 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
 	"unicode/utf8"
 )
 
 // catalog is the main worker's account of what storage holds: the
-// databases and their entity keys (an in-memory index, see keyIndex). It is
-// safe for concurrent use.
+// databases, their entity keys (an in-memory index, see keyIndex) and their
+// schema bindings (cached, see bindings). It is safe for concurrent use.
 type catalog struct {
-	st   store
-	keys *keyIndex
+	st       store
+	keys     *keyIndex
+	bindings *bindings
 }
 
 // newCatalog returns the catalog of st. Its key index must hear of every
 // write: the router that routes them reports to wrote.
 func newCatalog(st store) *catalog {
-	return &catalog{st: st, keys: newKeyIndex(st)}
+	return &catalog{st: st, keys: newKeyIndex(st), bindings: newBindings(st, time.Now)}
 }
 
 // wrote records the outcome of a write (a PUT or PATCH, or a delete) of
@@ -132,29 +137,110 @@ type dbBinding struct {
 	Schema string `json:"schema"`
 }
 
-// readBinding returns the schema ID db is bound to, or "" if it is not
-// bound. It reads storage on every call, so a binding made through any
-// main worker or by another process applies to the next write.
-func readBinding(ctx context.Context, st store, db string) (string, error) {
-	raw, err := st.Get(ctx, bindingObjectKey(db))
+// recheckEvery is how long the main worker trusts a cached binding or
+// schema template before reading storage again: a change made outside this
+// process (by hand, or by another process) applies within it, while a
+// change made through this process applies at once.
+const recheckEvery = time.Second
+
+// bindings reads and sets schema bindings for the main worker, which
+// resolves a write's schema IDs once per request and sends them to the
+// worker in the op: workers never read bindings, so there is nothing to
+// keep coherent between them. A binding is cached after its first read,
+// replaced at once when set through this process, and read again after
+// recheckEvery. It is safe for concurrent use; create it with newBindings.
+type bindings struct {
+	st  store
+	now func() time.Time
+
+	mu sync.Mutex
+	m  map[string]cachedBinding // by database
+	// reads counts binding reads from storage.
+	reads atomic.Uint64
+}
+
+// cachedBinding is one database's binding ("" unbound) and when it was
+// read.
+type cachedBinding struct {
+	schema string
+	at     time.Time
+}
+
+// newBindings returns an empty binding cache over st.
+func newBindings(st store, now func() time.Time) *bindings {
+	return &bindings{st: st, now: now, m: map[string]cachedBinding{}}
+}
+
+// get returns the schema ID db is bound to, or "" if it is not bound.
+func (b *bindings) get(ctx context.Context, db string) (string, error) {
+	b.mu.Lock()
+	c, ok := b.m[db]
+	b.mu.Unlock()
+	if ok && b.now().Sub(c.at) < recheckEvery {
+		return c.schema, nil
+	}
+	id, err := b.read(ctx, db)
+	if err != nil {
+		return "", err
+	}
+	b.remember(db, id)
+	return id, nil
+}
+
+// read reads db's binding from storage.
+func (b *bindings) read(ctx context.Context, db string) (string, error) {
+	b.reads.Add(1)
+	raw, err := b.st.Get(ctx, bindingObjectKey(db))
 	if errors.Is(err, errNotFound) {
 		return "", nil
 	}
 	if err != nil {
 		return "", fmt.Errorf("read binding of %s: %w", db, err)
 	}
-	var b dbBinding
-	if err := json.Unmarshal(raw, &b); err != nil || validateSchemaID(b.Schema) != nil {
+	var v dbBinding
+	if err := json.Unmarshal(raw, &v); err != nil || validateSchemaID(v.Schema) != nil {
 		return "", fmt.Errorf("read binding of %s: stored binding is not {\"schema\": ID}: %w", db, errCorrupt)
 	}
-	return b.Schema, nil
+	return v.Schema, nil
+}
+
+// remember caches id as db's binding, read now.
+func (b *bindings) remember(db, id string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.m[db] = cachedBinding{schema: id, at: b.now()}
+}
+
+// set stores (id != "") or removes (id == "") db's binding durably and
+// replaces the cached one.
+func (b *bindings) set(ctx context.Context, db, id string) error {
+	b.mu.Lock()
+	delete(b.m, db)
+	b.mu.Unlock()
+	if id == "" {
+		err := b.st.Delete(ctx, bindingObjectKey(db))
+		if err != nil && !errors.Is(err, errNotFound) {
+			return fmt.Errorf("unbind %s: %w", db, err)
+		}
+	} else {
+		raw, err := json.Marshal(dbBinding{Schema: id})
+		if err != nil {
+			return fmt.Errorf("bind %s: %w", db, err)
+		}
+		if err := b.st.Put(ctx, bindingObjectKey(db), raw); err != nil {
+			return fmt.Errorf("bind %s: %w", db, err)
+		}
+	}
+	b.remember(db, id)
+	return nil
 }
 
 // schemasFor returns the schema IDs a write to db is validated against:
 // the bound schema, if any, and explicit (?schema=), if given and
-// different. A document must match all of them.
-func schemasFor(ctx context.Context, st store, db, explicit string) ([]string, error) {
-	bound, err := readBinding(ctx, st, db)
+// different. A document must match all of them. It reads the binding at
+// most once.
+func (b *bindings) schemasFor(ctx context.Context, db, explicit string) ([]string, error) {
+	bound, err := b.get(ctx, db)
 	if err != nil {
 		return nil, err
 	}
@@ -180,6 +266,21 @@ func validateDoc(ctx context.Context, schemas *schemaRegistry, ids []string, doc
 		}
 	}
 	return nil
+}
+
+// checkDocument is the main worker's one check of a document on its way to
+// storage: it must be one JSON value, and match every schema of ids. It
+// returns the document without insignificant whitespace, which the worker
+// stores as is.
+func checkDocument(ctx context.Context, schemas *schemaRegistry, ids []string, doc []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, doc); err != nil || buf.Len() == 0 {
+		return nil, reqErrorf(errInvalid, "document is not valid JSON")
+	}
+	if err := validateDoc(ctx, schemas, ids, buf.Bytes()); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // databaseInfo is the answer of GET and PUT /api/databases/{db}.
@@ -261,11 +362,7 @@ func decodeBindingBody(body []byte) (string, error) {
 // unknown schema is errInvalid.
 func (s *restServer) bind(ctx context.Context, db, id string) error {
 	if id == "" {
-		err := s.catalog.st.Delete(ctx, bindingObjectKey(db))
-		if err != nil && !errors.Is(err, errNotFound) {
-			return fmt.Errorf("unbind %s: %w", db, err)
-		}
-		return nil
+		return s.catalog.bindings.set(ctx, db, "")
 	}
 	if err := validateSchemaID(id); err != nil {
 		return err
@@ -275,20 +372,13 @@ func (s *restServer) bind(ctx context.Context, db, id string) error {
 	} else if err != nil {
 		return fmt.Errorf("bind %s: %w", db, err)
 	}
-	raw, err := json.Marshal(dbBinding{Schema: id})
-	if err != nil {
-		return fmt.Errorf("bind %s: %w", db, err)
-	}
-	if err := s.catalog.st.Put(ctx, bindingObjectKey(db), raw); err != nil {
-		return fmt.Errorf("bind %s: %w", db, err)
-	}
-	return nil
+	return s.catalog.bindings.set(ctx, db, id)
 }
 
 // databaseInfo reads db's binding and counts its entities (from the key
 // index).
 func (s *restServer) databaseInfo(ctx context.Context, db string) (databaseInfo, error) {
-	id, err := readBinding(ctx, s.catalog.st, db)
+	id, err := s.catalog.bindings.get(ctx, db)
 	if err != nil {
 		return databaseInfo{}, err
 	}

@@ -6,6 +6,7 @@ package main
 // if_none_match guard the keys of a multi-key PUT.
 
 import (
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -17,8 +18,8 @@ import (
 func etagOf(version string) string { return `"` + version + `"` }
 
 // headerPreconditions reads If-Match and If-None-Match into req, in the
-// form ProcessRequest carries them: unquoted tags, comma-joined, or "*".
-func headerPreconditions(r *http.Request, req *pb.ProcessRequest) error {
+// form EntityOp carries them: unquoted tags, comma-joined, or "*".
+func headerPreconditions(r *http.Request, req *pb.EntityOp) error {
 	var err error
 	if req.IfMatch, err = parseETags("If-Match", r.Header.Values("If-Match")); err != nil {
 		return err
@@ -81,8 +82,8 @@ func matchesNoneOf(ifNoneMatch, version string) bool {
 // repeated once per key. The key is everything before the last ':', so
 // keys holding ':' work. A key not in the body, a key given twice, or
 // headers on a multi-key body are errInvalid.
-func batchPreconditions(r *http.Request, reqs []*pb.ProcessRequest) error {
-	byKey := make(map[string]*pb.ProcessRequest, len(reqs))
+func batchPreconditions(r *http.Request, reqs []*pb.EntityOp) error {
+	byKey := make(map[string]*pb.EntityOp, len(reqs))
 	for _, req := range reqs {
 		byKey[req.GetEntityKey()] = req
 	}
@@ -126,7 +127,7 @@ func batchPreconditions(r *http.Request, reqs []*pb.ProcessRequest) error {
 
 // preconditionTarget returns the request of key named by a precondition
 // parameter, which must be a key of the body.
-func preconditionTarget(byKey map[string]*pb.ProcessRequest, param, key string) (*pb.ProcessRequest, error) {
+func preconditionTarget(byKey map[string]*pb.EntityOp, param, key string) (*pb.EntityOp, error) {
 	if err := validateEntityKey(key); err != nil {
 		return nil, reqPrefixf(err, "%s", param)
 	}
@@ -136,3 +137,49 @@ func preconditionTarget(byKey map[string]*pb.ProcessRequest, param, key string) 
 	}
 	return req, nil
 }
+
+// hasPreconditions reports whether op carries If-Match or If-None-Match.
+func hasPreconditions(op *pb.EntityOp) bool {
+	return op.GetIfMatch() != "" || op.GetIfNoneMatch() != ""
+}
+
+// checkPreconditions evaluates If-Match and If-None-Match (ETag values
+// without quotes, comma-separated, or "*") against the entity's current
+// state, as RFC 9110 section 13.1 does for a write: If-Match holds if the
+// entity exists and ("*" or) its version is listed; If-None-Match holds if
+// it does not exist or ("*" aside) its version is not listed.
+func checkPreconditions(op *pb.EntityOp, cur current) error {
+	db, key := op.GetDatabaseName(), op.GetEntityKey()
+	if m := op.GetIfMatch(); m != "" {
+		if !cur.exists {
+			return &preconditionError{msg: fmt.Sprintf("If-Match: entity %q does not exist in database %q", key, db)}
+		}
+		if m != "*" && !slices.Contains(strings.Split(m, ","), cur.version) {
+			return &preconditionError{msg: fmt.Sprintf("If-Match: entity %q in database %q has version %q", key, db, cur.version), current: cur.version}
+		}
+	}
+	if n := op.GetIfNoneMatch(); n != "" && cur.exists {
+		if n == "*" || slices.Contains(strings.Split(n, ","), cur.version) {
+			return &preconditionError{msg: fmt.Sprintf("If-None-Match: entity %q in database %q exists with version %q", key, db, cur.version), current: cur.version}
+		}
+	}
+	return nil
+}
+
+// preconditionError is a failed If-Match or If-None-Match (412). Its
+// message is a sentence for the client. It carries the entity's current
+// version ("" if it does not exist) so that the answer can send it as
+// ETag; across gRPC it travels in the versionHeader trailer.
+type preconditionError struct {
+	msg     string
+	current string
+}
+
+func (e *preconditionError) Error() string { return e.msg }
+
+// Unwrap makes the message the client's sentence, of kind errPrecondition.
+func (e *preconditionError) Unwrap() error { return &requestError{msg: e.msg, kind: errPrecondition} }
+
+// versionHeader carries a preconditionError's current version from a
+// remote worker to the main worker.
+const versionHeader = "x-deltadb-version"

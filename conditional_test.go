@@ -52,7 +52,7 @@ func TestCheckPreconditions(t *testing.T) {
 		{"", "v0", exists, true},
 		{"", "v1", exists, false},
 	} {
-		req := &pb.ProcessRequest{IfMatch: tc.ifMatch, IfNoneMatch: tc.ifNoneMatch}
+		req := &pb.EntityOp{IfMatch: tc.ifMatch, IfNoneMatch: tc.ifNoneMatch}
 		err := checkPreconditions(req, tc.cur)
 		if (err == nil) != tc.ok || err != nil && !errors.Is(err, errPrecondition) {
 			t.Errorf("checkPreconditions(If-Match %q, If-None-Match %q, %+v) = %v, want ok=%v", tc.ifMatch, tc.ifNoneMatch, tc.cur, err, tc.ok)
@@ -65,8 +65,8 @@ func TestCheckPreconditions(t *testing.T) {
 }
 
 func TestBatchPreconditions(t *testing.T) {
-	newReqs := func() []*pb.ProcessRequest {
-		return []*pb.ProcessRequest{{EntityKey: "a"}, {EntityKey: "b:c"}}
+	newReqs := func() []*pb.EntityOp {
+		return []*pb.EntityOp{{EntityKey: "a"}, {EntityKey: "b:c"}}
 	}
 	r := httptest.NewRequest("PUT", "/entity/db?if_match=b:c:%22v1%22&if_none_match=a", nil)
 	reqs := newReqs()
@@ -84,7 +84,7 @@ func TestBatchPreconditions(t *testing.T) {
 	if err := batchPreconditions(h, newReqs()); !errors.Is(err, errInvalid) {
 		t.Errorf("If-Match header on two keys = %v, want errInvalid", err)
 	}
-	one := []*pb.ProcessRequest{{EntityKey: "a"}}
+	one := []*pb.EntityOp{{EntityKey: "a"}}
 	if err := batchPreconditions(h, one); err != nil || one[0].IfMatch != "v1" {
 		t.Errorf("If-Match header on one key = %v, %v", err, one[0])
 	}

@@ -200,9 +200,9 @@ func (s *restServer) handlePutEntities(w http.ResponseWriter, r *http.Request, p
 	if err != nil {
 		return err
 	}
-	// Validate everything before writing anything: against the bound
-	// schema and ?schema= (the worker checks again as it writes).
-	ids, err := schemasFor(r.Context(), s.catalog.st, db, schemaID)
+	// Validate everything before writing anything, against the bound
+	// schema and ?schema=: the only validation these documents get.
+	ids, err := s.catalog.bindings.schemasFor(r.Context(), db, schemaID)
 	if err != nil {
 		return err
 	}
@@ -211,14 +211,18 @@ func (s *restServer) handlePutEntities(w http.ResponseWriter, r *http.Request, p
 			return err
 		}
 	}
-	reqs := make([]*pb.ProcessRequest, len(docs))
+	ops := make([]*pb.EntityOp, len(docs))
 	for i, d := range docs {
-		reqs[i] = &pb.ProcessRequest{DatabaseName: db, EntityKey: d.key, Operation: pb.Operation_PUT, Payload: d.doc}
+		doc, err := checkDocument(r.Context(), s.schemas, nil, d.doc)
+		if err != nil {
+			return err
+		}
+		ops[i] = &pb.EntityOp{DatabaseName: db, EntityKey: d.key, Operation: pb.Operation_PUT, Payload: doc}
 	}
-	if err := batchPreconditions(r, reqs); err != nil {
+	if err := batchPreconditions(r, ops); err != nil {
 		return err
 	}
-	resps, err := s.putAll(r.Context(), reqs)
+	resps, err := s.putAll(r.Context(), ops)
 	if err != nil {
 		return err
 	}
@@ -233,15 +237,15 @@ func (s *restServer) handlePutEntities(w http.ResponseWriter, r *http.Request, p
 // putAll runs the writes of a PUT. A multi-key PUT with preconditions
 // checks them all before writing any, under the router's entity write
 // locks (batchProcessor) when the processor has them.
-func (s *restServer) putAll(ctx context.Context, reqs []*pb.ProcessRequest) ([]*pb.ProcessResponse, error) {
-	if len(reqs) > 1 && slices.ContainsFunc(reqs, hasPreconditions) {
+func (s *restServer) putAll(ctx context.Context, ops []*pb.EntityOp) ([]*pb.WorkerResponse, error) {
+	if len(ops) > 1 && slices.ContainsFunc(ops, hasPreconditions) {
 		if bp, ok := s.proc.(batchProcessor); ok {
-			return bp.ProcessAll(ctx, reqs)
+			return bp.ProcessAll(ctx, ops)
 		}
-		return processAll(ctx, s.proc, reqs)
+		return processAll(ctx, s.proc, ops)
 	}
-	out := make([]*pb.ProcessResponse, 0, len(reqs))
-	for _, req := range reqs {
+	out := make([]*pb.WorkerResponse, 0, len(ops))
+	for _, req := range ops {
 		resp, err := s.proc.Process(ctx, req)
 		if err != nil {
 			return nil, entityError(err, req.GetDatabaseName(), req.GetEntityKey())
@@ -321,7 +325,7 @@ func (s *restServer) handleGetEntity(w http.ResponseWriter, r *http.Request, p p
 	if err != nil {
 		return err
 	}
-	resp, err := s.proc.Process(r.Context(), &pb.ProcessRequest{DatabaseName: db, EntityKey: key, Operation: pb.Operation_GET})
+	resp, err := s.proc.Process(r.Context(), &pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_GET})
 	if err != nil {
 		return entityError(err, db, key)
 	}
@@ -356,8 +360,13 @@ func (s *restServer) handlePatchEntity(w http.ResponseWriter, r *http.Request, p
 	if err != nil {
 		return err
 	}
-	req := &pb.ProcessRequest{DatabaseName: db, EntityKey: key, Operation: pb.Operation_PATCH, Payload: body,
-		ContentType: ct, SchemaId: schemaID}
+	// The worker validates the patched document against these.
+	ids, err := s.catalog.bindings.schemasFor(r.Context(), db, schemaID)
+	if err != nil {
+		return err
+	}
+	req := &pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_PATCH, Payload: body,
+		ContentType: ct, SchemaIds: ids}
 	if err := headerPreconditions(r, req); err != nil {
 		return err
 	}
@@ -387,7 +396,7 @@ func (s *restServer) handleDeleteEntity(w http.ResponseWriter, r *http.Request, 
 	if err != nil {
 		return err
 	}
-	req := &pb.ProcessRequest{DatabaseName: db, EntityKey: key, Operation: pb.Operation_DELETE}
+	req := &pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_DELETE}
 	if err := headerPreconditions(r, req); err != nil {
 		return err
 	}

@@ -354,7 +354,7 @@ func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger
 	if err != nil {
 		return err
 	}
-	svc := &mainService{router: rt, auth: auth, master: keys.master, keyID: cfg.keyID, workerTTL: cfg.workerTTL,
+	svc := &mainService{router: rt, auth: auth, catalog: cat, schemas: schemas, master: keys.master, keyID: cfg.keyID, workerTTL: cfg.workerTTL,
 		every: heartbeatEvery, maxMsg: cfg.grpcMaxRecv, rand: cryptoRand, now: time.Now, log: log,
 		tokens: map[[32]byte]string{}}
 	gs, err := serveGRPC(cmp.Or(cfg.grpcAddr, "127.0.0.1:50051"), cfg.grpcMaxRecv, svc, log)

@@ -29,6 +29,8 @@ type mainService struct {
 	pb.UnimplementedMainWorkerServer
 	router    *router
 	auth      *authenticator
+	catalog   *catalog
+	schemas   *schemaRegistry
 	master    []byte
 	keyID     string
 	workerTTL time.Duration
@@ -148,34 +150,119 @@ func (m *mainService) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (
 
 // Process serves a client application: the credential (the request's
 // token, or "authorization: Bearer ..." metadata) must hold the permission
-// the operation needs, as on REST.
+// the operation needs, as on REST. A PUT document is validated here, once,
+// before it is routed. Failures are statuses whose message is one sentence
+// about the request (see clientStatus); internal causes are logged here
+// with the request ID.
 func (m *mainService) Process(ctx context.Context, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
-	cred := req.GetToken()
-	if md, ok := metadata.FromIncomingContext(ctx); ok && cred == "" {
-		if v := md.Get("authorization"); len(v) > 0 {
-			// gRPC clients may also send the bare credential.
-			var ok bool
-			if cred, ok = bearerCredential(v[0]); !ok {
-				cred = strings.TrimSpace(v[0])
-			}
-		}
-	}
-	p, err := m.auth.authenticateFrom(cred, peerAddr(ctx))
+	rid := grpcRequestID(ctx)
+	ctx = withRequestID(ctx, rid)
+	resp, err := m.process(ctx, req)
 	if err != nil {
-		return nil, grpcStatus(err)
+		if _, ok := clientMessage(err); !ok {
+			m.log.Error("grpc process failed", attrRequestID, rid, attrDB, req.GetDatabaseName(), attrErr, err)
+		}
+		return nil, clientStatus(err, rid)
+	}
+	return &pb.ProcessResponse{Status: "OK", Result: resp.GetResult(), Version: resp.GetVersion()}, nil
+}
+
+// process authorizes a client's request, turns it into an EntityOp and
+// routes it.
+func (m *mainService) process(ctx context.Context, req *pb.ProcessRequest) (*pb.WorkerResponse, error) {
+	p, err := m.auth.authenticateFrom(clientCredential(ctx, req), peerAddr(ctx))
+	if err != nil {
+		return nil, err
+	}
+	op, err := clientOp(req)
+	if err != nil {
+		return nil, err
 	}
 	need := permWrite
-	if req.GetOperation() == pb.Operation_GET {
+	if op.Operation == pb.Operation_GET {
 		need = permRead
 	}
-	if err := authorize(p, need, req.GetDatabaseName()); err != nil {
-		return nil, grpcStatus(err)
+	if err := authorize(p, need, op.DatabaseName); err != nil {
+		return nil, err
 	}
-	resp, err := m.router.Process(ctx, req)
+	if err := m.prepare(ctx, op, req.GetSchemaId()); err != nil {
+		return nil, err
+	}
+	return m.router.Process(ctx, op)
+}
+
+// clientCredential is the request's token, or else the authorization
+// metadata ("Bearer <credential>" or the bare credential).
+func clientCredential(ctx context.Context, req *pb.ProcessRequest) string {
+	if cred := req.GetToken(); cred != "" {
+		return cred
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	v := md.Get("authorization")
+	if len(v) == 0 {
+		return ""
+	}
+	if cred, ok := bearerCredential(v[0]); ok {
+		return cred
+	}
+	return strings.TrimSpace(v[0])
+}
+
+// clientOps maps the operation strings of ProcessRequest to operations.
+var clientOps = map[string]pb.Operation{
+	"GET": pb.Operation_GET, "PUT": pb.Operation_PUT, "DELETE": pb.Operation_DELETE, "PATCH": pb.Operation_PATCH,
+}
+
+// clientOp checks a client's request and builds the EntityOp it asks for.
+func clientOp(req *pb.ProcessRequest) (*pb.EntityOp, error) {
+	kind, ok := clientOps[req.GetOperation()]
+	if !ok {
+		return nil, reqErrorf(errInvalid, "operation %q is not GET, PUT, DELETE or PATCH", req.GetOperation())
+	}
+	if err := validateDBName(req.GetDatabaseName()); err != nil {
+		return nil, err
+	}
+	if err := validateEntityKey(req.GetEntityKey()); err != nil {
+		return nil, err
+	}
+	if id := req.GetSchemaId(); id != "" {
+		if err := validateSchemaID(id); err != nil {
+			return nil, err
+		}
+	}
+	return &pb.EntityOp{DatabaseName: req.GetDatabaseName(), EntityKey: req.GetEntityKey(), Operation: kind,
+		Payload: req.GetPayload(), ContentType: req.GetContentType(), IfMatch: req.GetIfMatch(),
+		IfNoneMatch: req.GetIfNoneMatch()}, nil
+}
+
+// prepare does the main worker's part of a write before routing: a PUT
+// document is compacted and validated against the database's bound schema
+// and schemaID (the only validation it gets); a PATCH carries those schema
+// IDs to the worker, which validates the patched document.
+func (m *mainService) prepare(ctx context.Context, op *pb.EntityOp, schemaID string) error {
+	if op.Operation != pb.Operation_PUT && op.Operation != pb.Operation_PATCH {
+		return nil
+	}
+	ids, err := m.catalog.bindings.schemasFor(ctx, op.DatabaseName, schemaID)
 	if err != nil {
-		return nil, grpcStatus(err)
+		return err
 	}
-	return resp, nil
+	if op.Operation == pb.Operation_PATCH {
+		op.SchemaIds = ids
+		return nil
+	}
+	op.Payload, err = checkDocument(ctx, m.schemas, ids, op.Payload)
+	return err
+}
+
+// grpcRequestID is the x-request-id metadata of a client call, or a new
+// random request ID.
+func grpcRequestID(ctx context.Context) string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get("x-request-id"); len(v) > 0 && saneRequestID(v[0]) {
+		return v[0]
+	}
+	return "g" + randomIDPrefix() + randomIDPrefix()
 }
 
 // peerAddr is the client's address, for the failed-auth rate limit.

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	protobuf "google.golang.org/protobuf/proto"
 
 	pb "deltadatabase/proto"
@@ -71,7 +72,7 @@ func serveTestMain(t *testing.T, maxMsg int, st store, auth *authenticator) *tes
 	rt := newRouter(log, time.Now, 0)
 	w := newTestWorker(t, "local", st)
 	rt.add(&workerConn{id: "local", proc: w, stats: w.stats})
-	svc := &mainService{router: rt, auth: auth, master: master, keyID: "k1", workerTTL: time.Hour, every: time.Second,
+	svc := &mainService{router: rt, auth: auth, catalog: newCatalog(st), schemas: w.schemas, master: master, keyID: "k1", workerTTL: time.Hour, every: time.Second,
 		maxMsg: maxMsg, rand: rand.Reader, now: time.Now, log: log, tokens: map[[32]byte]string{}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -157,28 +158,32 @@ func TestWorkerRefusesForgedCalls(t *testing.T) {
 	go gs.Serve(ln)
 	defer gs.Stop()
 	client := pb.NewProcessingWorkerClient(dial(t, ln.Addr().String()))
-	put := func() *pb.ProcessRequest {
-		return &pb.ProcessRequest{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_PUT, Payload: []byte(`1`),
+	put := func() *pb.WorkerRequest {
+		return &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_PUT, Payload: []byte(`1`)},
 			IssuedAtUnixNano: clock.now().UnixNano()}
 	}
-	signed := func(key []byte) *pb.ProcessRequest {
-		r := put()
-		r.Token = signCall(key, "w1", r)
+	sign := func(key []byte, id string, r *pb.WorkerRequest) *pb.WorkerRequest {
+		sig, err := signCall(key, id, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Signature = sig
 		return r
 	}
+	signed := func(key []byte) *pb.WorkerRequest { return sign(key, "w1", put()) }
 	tampered := signed(callKey)
-	tampered.Payload = []byte(`2`)
+	tampered.Op.Payload = []byte(`2`)
 	stale := put()
 	stale.IssuedAtUnixNano = clock.now().Add(-time.Hour).UnixNano()
-	stale.Token = signCall(callKey, "w1", stale)
-	for name, req := range map[string]*pb.ProcessRequest{
-		"no token":        put(),
-		"garbage token":   func() *pb.ProcessRequest { r := put(); r.Token = "garbage"; return r }(),
-		"wrong key":       signed(bytes.Repeat([]byte{8}, 32)),
-		"tampered":        tampered,
-		"replayed (old)":  stale,
-		"signed for w2":   func() *pb.ProcessRequest { r := put(); r.Token = signCall(callKey, "w2", r); return r }(),
-		"admin key token": func() *pb.ProcessRequest { r := put(); r.Token = testAdminKey; return r }(),
+	sign(callKey, "w1", stale)
+	for name, req := range map[string]*pb.WorkerRequest{
+		"no signature":        put(),
+		"garbage signature":   func() *pb.WorkerRequest { r := put(); r.Signature = []byte("garbage"); return r }(),
+		"wrong key":           signed(bytes.Repeat([]byte{8}, 32)),
+		"tampered":            tampered,
+		"replayed (old)":      stale,
+		"signed for w2":       sign(callKey, "w2", put()),
+		"admin key signature": func() *pb.WorkerRequest { r := put(); r.Signature = []byte(testAdminKey); return r }(),
 	} {
 		if _, err := client.Process(context.Background(), req); status.Code(err) != codes.Unauthenticated {
 			t.Errorf("%s: Process = %v, want Unauthenticated", name, err)
@@ -204,7 +209,7 @@ func TestClientProcessAuth(t *testing.T) {
 	m := startTestMain(t, 4096)
 	client := pb.NewMainWorkerClient(dial(t, m.addr))
 	ctx := context.Background()
-	put := &pb.ProcessRequest{DatabaseName: "chatdb", EntityKey: "s1", Operation: pb.Operation_PUT, Payload: []byte(`{"a":1}`)}
+	put := &pb.ProcessRequest{DatabaseName: "chatdb", EntityKey: "s1", Operation: "PUT", Payload: []byte(`{"a":1}`)}
 	if _, err := client.Process(ctx, put); status.Code(err) != codes.Unauthenticated {
 		t.Errorf("PUT without credential = %v, want Unauthenticated", err)
 	}
@@ -218,7 +223,7 @@ func TestClientProcessAuth(t *testing.T) {
 	}
 	md := metadata.New(map[string]string{"authorization": "Bearer " + testAdminKey})
 	resp, err := client.Process(metadata.NewOutgoingContext(ctx, md),
-		&pb.ProcessRequest{DatabaseName: "chatdb", EntityKey: "s1", Operation: pb.Operation_GET})
+		&pb.ProcessRequest{DatabaseName: "chatdb", EntityKey: "s1", Operation: "GET"})
 	if err != nil || string(resp.GetResult()) != `{"a":1}` || resp.GetVersion() == "" {
 		t.Errorf("GET with authorization metadata = %v, %v; want {\"a\":1} and a version", resp, err)
 	}
@@ -230,11 +235,11 @@ func TestClientProcessAuth(t *testing.T) {
 	if _, err := client.Process(ctx, put); status.Code(err) != codes.PermissionDenied {
 		t.Errorf("PUT with a read-only key = %v, want PermissionDenied", err)
 	}
-	_, err = client.Process(ctx, &pb.ProcessRequest{DatabaseName: "chatdb", EntityKey: "nope", Operation: pb.Operation_GET, Token: reader.Secret})
+	_, err = client.Process(ctx, &pb.ProcessRequest{DatabaseName: "chatdb", EntityKey: "nope", Operation: "GET", Token: reader.Secret})
 	if status.Code(err) != codes.NotFound {
 		t.Errorf("GET of a missing entity = %v, want NotFound", err)
 	}
-	_, err = client.Process(ctx, &pb.ProcessRequest{DatabaseName: "chatdb", EntityKey: "big", Operation: pb.Operation_PUT,
+	_, err = client.Process(ctx, &pb.ProcessRequest{DatabaseName: "chatdb", EntityKey: "big", Operation: "PUT",
 		Token: testAdminKey, Payload: []byte(`"` + strings.Repeat("x", 8192) + `"`)})
 	if status.Code(err) != codes.ResourceExhausted {
 		t.Errorf("PUT over -grpc-max-recv-msg-size = %v, want ResourceExhausted", err)
@@ -264,14 +269,14 @@ func BenchmarkRemoteGetHit(b *testing.B) {
 	rw := &remoteWorker{id: "w1", client: pb.NewProcessingWorkerClient(conn), callKey: callKey, now: time.Now}
 	ctx := context.Background()
 	doc := []byte(`{"role":"user","content":"` + strings.Repeat("x", 1000) + `"}`)
-	if _, err := rw.Process(ctx, &pb.ProcessRequest{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_PUT, Payload: doc, Owner: true}); err != nil {
+	if _, err := rw.Process(ctx, &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_PUT, Payload: doc}, Owner: true}); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	b.SetParallelism(16) // like 32 concurrent clients on two cores
 	b.RunParallel(func(p *testing.PB) {
 		for p.Next() {
-			if _, err := rw.Process(ctx, &pb.ProcessRequest{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_GET, Owner: true}); err != nil {
+			if _, err := rw.Process(ctx, &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_GET}, Owner: true}); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -281,6 +286,8 @@ func BenchmarkRemoteGetHit(b *testing.B) {
 // TestWorkerErrorsKeepTheirRESTStatus: an error that crosses the gRPC hop
 // from a worker answers the same REST status as it would in-process (a
 // validation failure stays 400, not-found 404, a decryption failure 500).
+// A client sentence crosses unchanged; an internal failure crosses as its
+// fixed sentence, never its chain.
 func TestWorkerErrorsKeepTheirRESTStatus(t *testing.T) {
 	for _, c := range []struct {
 		sentinel error
@@ -294,13 +301,111 @@ func TestWorkerErrorsKeepTheirRESTStatus(t *testing.T) {
 		// as 413.
 	} {
 		sentinel := c.sentinel
-		err := fmt.Errorf("put entity db/\"k\": %w", sentinel)
-		back := errorFromStatus(grpcStatus(err))
+		err := fmt.Errorf("put entity db/\"k\": open /srv/root/files/db/6b: %w", sentinel)
+		back := errorFromStatus(status.Error(grpcCode(err), publicMessage(err, "rid1")), false)
 		if got := statusOf(back); got != c.want {
 			t.Errorf("%v: REST status after the hop = %d, want %d", sentinel, got, c.want)
 		}
-		if back.Error() != err.Error() {
-			t.Errorf("message after the hop = %q, want %q", back.Error(), err.Error())
+		if msg, ok := clientMessage(back); ok || strings.Contains(back.Error(), "/srv/root") {
+			t.Errorf("%v: internal failure after the hop = %q (sentence %q), want the fixed sentence only", sentinel, back, msg)
 		}
+		if sentinelOf(grpcCode(err)) == nil {
+			continue
+		}
+		cerr := fmt.Errorf("put entity db/\"k\": %w", reqErrorf(sentinel, "entity %q: something about it", "k"))
+		msg, _ := clientMessage(cerr)
+		back = errorFromStatus(status.Error(grpcCode(cerr), msg), true)
+		if got, want := statusOf(back), statusOf(cerr); got != want {
+			t.Errorf("%v: REST status of a sentence after the hop = %d, want %d", sentinel, got, want)
+		}
+		if got, _ := clientMessage(back); got != msg {
+			t.Errorf("%v: sentence after the hop = %q, want %q", sentinel, got, msg)
+		}
+	}
+}
+
+// rawCodec passes messages as the bytes they are on the wire, so that a
+// test can speak the original system's encoding without our generated code.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error)      { return *v.(*[]byte), nil }
+func (rawCodec) Unmarshal(data []byte, v any) error { *v.(*[]byte) = bytes.Clone(data); return nil }
+func (rawCodec) Name() string                       { return "proto" }
+
+// originalProcessRequest encodes a ProcessRequest exactly as the original
+// system's clients do: database_name=1, entity_key=2, schema_id=3,
+// operation=4 (a string), payload=5 (bytes), token=6, all length-delimited.
+func originalProcessRequest(db, key, schema, op string, payload []byte, token string) []byte {
+	var b []byte
+	for i, f := range [][]byte{[]byte(db), []byte(key), []byte(schema), []byte(op), payload, []byte(token)} {
+		if len(f) > 0 {
+			b = protowire.AppendTag(b, protowire.Number(i+1), protowire.BytesType)
+			b = protowire.AppendBytes(b, f)
+		}
+	}
+	return b
+}
+
+// decodeOriginalResponse decodes a ProcessResponse as the original
+// system's clients do: status=1 string, result=2 bytes, version=3 string,
+// error=4 string. Any other field or wire type is an error.
+func decodeOriginalResponse(b []byte) (map[protowire.Number]string, error) {
+	out := map[protowire.Number]string{}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || typ != protowire.BytesType || num < 1 || num > 4 {
+			return nil, fmt.Errorf("unexpected field %d of wire type %d", num, typ)
+		}
+		v, m := protowire.ConsumeBytes(b[n:])
+		if m < 0 {
+			return nil, fmt.Errorf("field %d: %w", num, protowire.ParseError(m))
+		}
+		out[num] = string(v)
+		b = b[n+m:]
+	}
+	return out, nil
+}
+
+// TestClientProcessOriginalWire: a client built from the original
+// messages alone (hand-encoded field numbers and types) calls
+// /deltadb.MainWorker/Process on the real server: PUT and GET answer
+// status "OK", the document and a version; a missing entity is NotFound
+// with the sentence in the message and in a ProcessResponse detail
+// (status "ERROR", error = the sentence); an unknown operation string is
+// InvalidArgument.
+func TestClientProcessOriginalWire(t *testing.T) {
+	m := startTestMain(t, 4<<20)
+	conn := dial(t, m.addr, grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
+	call := func(req []byte) (map[protowire.Number]string, error) {
+		var resp []byte
+		if err := conn.Invoke(context.Background(), "/deltadb.MainWorker/Process", &req, &resp); err != nil {
+			return nil, err
+		}
+		return decodeOriginalResponse(resp)
+	}
+	put, err := call(originalProcessRequest("chatdb", "s1", "", "PUT", []byte(`{"a": 1}`), testAdminKey))
+	if err != nil || put[1] != "OK" || put[3] == "" {
+		t.Fatalf("PUT = %q, %v; want status OK and a version", put, err)
+	}
+	get, err := call(originalProcessRequest("chatdb", "s1", "", "GET", nil, testAdminKey))
+	if err != nil || get[1] != "OK" || get[2] != `{"a":1}` || get[3] != put[3] {
+		t.Errorf("GET = %q, %v; want status OK, {\"a\":1} and version %q", get, err, put[3])
+	}
+	_, err = call(originalProcessRequest("chatdb", "nope", "", "GET", nil, testAdminKey))
+	st := status.Convert(err)
+	const sentence = `entity "nope" not found in database "chatdb"`
+	if st.Code() != codes.NotFound || st.Message() != sentence {
+		t.Errorf("GET of a missing entity = %v, want NotFound %q", err, sentence)
+	}
+	details := st.Proto().GetDetails()
+	if len(details) != 1 || details[0].GetTypeUrl() != "type.googleapis.com/deltadb.ProcessResponse" {
+		t.Fatalf("status details = %v, want one deltadb.ProcessResponse", details)
+	}
+	if d, err := decodeOriginalResponse(details[0].GetValue()); err != nil || d[1] != "ERROR" || d[4] != sentence {
+		t.Errorf("detail = %q, %v; want status ERROR and error %q", d, err, sentence)
+	}
+	_, err = call(originalProcessRequest("chatdb", "s1", "", "FROB", nil, testAdminKey))
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), `"FROB"`) {
+		t.Errorf("operation FROB = %v, want InvalidArgument naming it", err)
 	}
 }

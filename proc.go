@@ -1,24 +1,16 @@
 package main
 
 import (
-	"bytes"
 	"cmp"
 	"context"
-	"crypto/hmac"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/binary"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/maphash"
 	"log/slog"
 	"math/rand/v2"
 	"net"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,16 +24,18 @@ import (
 	pb "deltadatabase/proto"
 )
 
-// processor runs one entity operation. The in-process worker of -role=all
-// and the gRPC client of a remote worker both satisfy it, so the main
-// worker's data path is the same for both. Errors wrap the sentinel errors
-// of store.go.
-type processor interface {
-	Process(ctx context.Context, req *pb.ProcessRequest) (*pb.ProcessResponse, error)
+// processingWorker is one processing worker as the router calls it: the
+// in-process worker of -role=all takes the WorkerRequest as is, remoteWorker
+// (routing.go) signs it and sends it over gRPC. Errors wrap the sentinel
+// errors of errors.go.
+type processingWorker interface {
+	Process(ctx context.Context, req *pb.WorkerRequest) (*pb.WorkerResponse, error)
 }
 
-// worker is a processing worker: it validates, seals and opens entities,
-// reads and writes storage, and caches decrypted entities. It is safe for
+// worker is a processing worker: it seals and opens entities, reads and
+// writes storage, and caches decrypted entities. Documents of a PUT arrive
+// validated by the main worker; the result of a PATCH is validated here,
+// against the schema IDs the main worker resolved. It is safe for
 // concurrent use. Its sealer is nil until the master key is known (a remote
 // worker receives it on Subscribe).
 type worker struct {
@@ -77,7 +71,7 @@ type cachedEntity struct {
 	rev string
 }
 
-// newWorker returns a worker over st whose LRU holds cacheSize entities.
+// newWorker returns a worker over st caching entities in cache.
 func newWorker(id string, st store, schemas *schemaRegistry, cache *lru[string, cachedEntity], log *slog.Logger) *worker {
 	return &worker{id: id, st: st, schemas: schemas, cache: cache, log: log, seed: maphash.MakeSeed()}
 }
@@ -85,35 +79,37 @@ func newWorker(id string, st store, schemas *schemaRegistry, cache *lru[string, 
 // setSealer installs the sealer built from the master key.
 func (w *worker) setSealer(s *sealer) { w.sealer.Store(s) }
 
-// Process runs one entity operation. It implements processor.
-func (w *worker) Process(ctx context.Context, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
+// Process runs one entity operation. It implements processingWorker.
+func (w *worker) Process(ctx context.Context, req *pb.WorkerRequest) (*pb.WorkerResponse, error) {
 	w.inFlight.Add(1)
 	defer w.inFlight.Add(-1)
 	s := w.sealer.Load()
 	if s == nil {
 		return nil, fmt.Errorf("process: worker has no master key yet: %w", errUnavailable)
 	}
-	if err := validateDBName(req.GetDatabaseName()); err != nil {
+	op := req.GetOp()
+	if err := validateDBName(op.GetDatabaseName()); err != nil {
 		return nil, err
 	}
-	if err := validateEntityKey(req.GetEntityKey()); err != nil {
+	if err := validateEntityKey(op.GetEntityKey()); err != nil {
 		return nil, err
 	}
 	w.observeEpoch(req.GetEpoch())
-	switch req.GetOperation() {
+	owner := req.GetOwner()
+	switch op.GetOperation() {
 	case pb.Operation_GET:
-		if !req.GetOwner() {
-			return w.getUncached(ctx, s, req)
+		if !owner {
+			return w.getUncached(ctx, s, op)
 		}
-		return w.get(ctx, s, req)
+		return w.get(ctx, s, op)
 	case pb.Operation_PUT:
-		return w.put(ctx, s, req)
+		return w.put(ctx, s, op, owner)
 	case pb.Operation_PATCH:
-		return w.patch(ctx, s, req)
+		return w.patch(ctx, s, op, owner)
 	case pb.Operation_DELETE:
-		return w.delete(ctx, s, req)
+		return w.delete(ctx, s, op, owner)
 	default:
-		return nil, fmt.Errorf("process: operation %v not supported: %w", req.GetOperation(), errInvalid)
+		return nil, reqErrorf(errInvalid, "operation %v is not supported", op.GetOperation())
 	}
 }
 
@@ -145,8 +141,8 @@ func (w *worker) stripe(db, key string) *sync.Mutex {
 func cacheKey(db, key string) string { return db + "\x00" + key }
 
 // get serves a read from the cache, or from storage on a miss.
-func (w *worker) get(ctx context.Context, s *sealer, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
-	db, key := req.GetDatabaseName(), req.GetEntityKey()
+func (w *worker) get(ctx context.Context, s *sealer, op *pb.EntityOp) (*pb.WorkerResponse, error) {
+	db, key := op.GetDatabaseName(), op.GetEntityKey()
 	if e, ok := w.cache.Get(cacheKey(db, key)); ok {
 		return okResponse(e.doc, e.version), nil
 	}
@@ -168,17 +164,22 @@ func (w *worker) get(ctx context.Context, s *sealer, req *pb.ProcessRequest) (*p
 // getUncached serves a read for an entity this worker does not own (the
 // owner was saturated): straight from storage, leaving the cache alone, so
 // that nothing here can go stale while the owner takes the writes.
-func (w *worker) getUncached(ctx context.Context, s *sealer, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
-	e, err := w.load(ctx, s, req.GetDatabaseName(), req.GetEntityKey())
+func (w *worker) getUncached(ctx context.Context, s *sealer, op *pb.EntityOp) (*pb.WorkerResponse, error) {
+	e, err := w.load(ctx, s, op.GetDatabaseName(), op.GetEntityKey())
 	if err != nil {
 		return nil, err
 	}
 	return okResponse(e.doc, e.version), nil
 }
 
-// load reads and decrypts one entity from storage.
+// load reads and decrypts one entity from storage. A missing entity is a
+// requestError naming it.
 func (w *worker) load(ctx context.Context, s *sealer, db, key string) (cachedEntity, error) {
 	sealed, rev, err := w.st.GetRev(ctx, entityObjectKey(db, key))
+	if errors.Is(err, errNotFound) {
+		return cachedEntity{}, fmt.Errorf("get entity %s/%q: %w: %w", db, key, err,
+			reqErrorf(errNotFound, "entity %q not found in database %q", key, db))
+	}
 	if err != nil {
 		return cachedEntity{}, fmt.Errorf("get entity %s/%q: %w", db, key, err)
 	}
@@ -189,68 +190,55 @@ func (w *worker) load(ctx context.Context, s *sealer, db, key string) (cachedEnt
 	return cachedEntity{doc: doc, version: hdr.etag(), rev: rev}, nil
 }
 
-// put validates, seals and durably stores one entity, then caches it.
-// Without preconditions it is a blind write; with If-Match or
-// If-None-Match it checks them against the stored entity under the
-// entity's lock, atomically with the write.
-func (w *worker) put(ctx context.Context, s *sealer, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
-	db, key := req.GetDatabaseName(), req.GetEntityKey()
-	doc, err := compactJSON(req.GetPayload())
-	if err != nil {
-		return nil, fmt.Errorf("put entity %s/%q: %w", db, key, err)
-	}
-	ids, err := schemasFor(ctx, w.st, db, req.GetSchemaId())
-	if err != nil {
-		return nil, fmt.Errorf("put entity %s/%q: %w", db, key, err)
-	}
-	if err := validateDoc(ctx, w.schemas, ids, doc); err != nil {
-		return nil, fmt.Errorf("put entity %s/%q: %w", db, key, err)
-	}
+// put seals and durably stores one entity, then caches it. The document
+// was validated by the main worker, once for the whole request. Without
+// preconditions it is a blind write; with If-Match or If-None-Match it
+// checks them against the stored entity under the entity's lock,
+// atomically with the write.
+func (w *worker) put(ctx context.Context, s *sealer, op *pb.EntityOp, owner bool) (*pb.WorkerResponse, error) {
+	db, key := op.GetDatabaseName(), op.GetEntityKey()
 	unlock, err := w.lockEntity(ctx, db, key)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	if !hasPreconditions(req) {
-		e, err := w.store(ctx, s, req, doc, "", false)
+	doc := op.GetPayload()
+	if !hasPreconditions(op) {
+		e, err := w.store(ctx, s, op, owner, doc, "", false)
 		if err != nil {
 			return nil, err
 		}
 		return okResponse(nil, e.version), nil
 	}
-	e, err := w.readModifyWrite(ctx, s, req, func(current) ([]byte, error) { return doc, nil })
+	e, err := w.readModifyWrite(ctx, s, op, owner, func(current) ([]byte, error) { return doc, nil })
 	if err != nil {
 		return nil, err
 	}
 	return okResponse(nil, e.version), nil
 }
 
-// patch applies a merge patch or JSON Patch (req.ContentType) to the
-// stored entity under its lock, validates the result against the
-// database's bound schema and req.SchemaId, stores it durably and answers
-// the new document. A missing entity is errNotFound: PATCH never creates.
-func (w *worker) patch(ctx context.Context, s *sealer, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
-	db, key, ct := req.GetDatabaseName(), req.GetEntityKey(), req.GetContentType()
+// patch applies a merge patch or JSON Patch (op.ContentType) to the
+// stored entity under its lock, validates the result against
+// op.SchemaIds (resolved by the main worker: workers never read
+// bindings), stores it durably and answers the new document. A missing
+// entity is errNotFound: PATCH never creates.
+func (w *worker) patch(ctx context.Context, s *sealer, op *pb.EntityOp, owner bool) (*pb.WorkerResponse, error) {
+	db, key, ct := op.GetDatabaseName(), op.GetEntityKey(), op.GetContentType()
 	if ct != mergePatchType && ct != jsonPatchType {
-		return nil, fmt.Errorf("patch entity %s/%q: content type %q is not %s or %s: %w",
-			db, key, ct, mergePatchType, jsonPatchType, errInvalid)
+		return nil, reqErrorf(errInvalid, "content type %q is not %s or %s", ct, mergePatchType, jsonPatchType)
 	}
 	unlock, err := w.lockEntity(ctx, db, key)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	e, err := w.readModifyWrite(ctx, s, req, func(cur current) ([]byte, error) {
+	e, err := w.readModifyWrite(ctx, s, op, owner, func(cur current) ([]byte, error) {
 		if !cur.exists {
-			return nil, fmt.Errorf("patch entity %s/%q: %w", db, key, errNotFound)
+			return nil, reqErrorf(errNotFound, "entity %q not found in database %q", key, db)
 		}
-		doc, err := applyPatch(ct, cur.doc, req.GetPayload())
-		if err != nil {
-			return nil, fmt.Errorf("patch entity %s/%q: %w", db, key, err)
-		}
-		ids, err := schemasFor(ctx, w.st, db, req.GetSchemaId())
+		doc, err := applyPatch(ct, cur.doc, op.GetPayload())
 		if err == nil {
-			err = validateDoc(ctx, w.schemas, ids, doc)
+			err = validateDoc(ctx, w.schemas, op.GetSchemaIds(), doc)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("patch entity %s/%q: %w", db, key, err)
@@ -265,24 +253,29 @@ func (w *worker) patch(ctx context.Context, s *sealer, req *pb.ProcessRequest) (
 
 // delete removes one entity durably and evicts it. With preconditions it
 // checks them first, under the entity's lock.
-func (w *worker) delete(ctx context.Context, s *sealer, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
-	db, key := req.GetDatabaseName(), req.GetEntityKey()
+func (w *worker) delete(ctx context.Context, s *sealer, op *pb.EntityOp, owner bool) (*pb.WorkerResponse, error) {
+	db, key := op.GetDatabaseName(), op.GetEntityKey()
 	unlock, err := w.lockEntity(ctx, db, key)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	if hasPreconditions(req) {
-		cur, err := w.current(ctx, s, db, key, req.GetOwner())
+	if hasPreconditions(op) {
+		cur, err := w.current(ctx, s, db, key, owner)
 		if err != nil {
 			return nil, err
 		}
-		if err := checkPreconditions(req, cur); err != nil {
+		if err := checkPreconditions(op, cur); err != nil {
 			return nil, fmt.Errorf("delete entity %s/%q: %w", db, key, err)
 		}
 	}
 	w.cache.Remove(cacheKey(db, key))
-	if err := w.st.Delete(ctx, entityObjectKey(db, key)); err != nil {
+	err = w.st.Delete(ctx, entityObjectKey(db, key))
+	if errors.Is(err, errNotFound) {
+		return nil, fmt.Errorf("delete entity %s/%q: %w: %w", db, key, err,
+			reqErrorf(errNotFound, "entity %q not found in database %q", key, db))
+	}
+	if err != nil {
 		return nil, fmt.Errorf("delete entity %s/%q: %w", db, key, err)
 	}
 	return okResponse(nil, ""), nil
@@ -333,30 +326,31 @@ func (w *worker) current(ctx context.Context, s *sealer, db, key string, useCach
 // losing a race with a writer in another process.
 const maxWriteAttempts = 3
 
-// readModifyWrite reads the entity, checks req's preconditions, lets next
+// readModifyWrite reads the entity, checks op's preconditions, lets next
 // compute the new document from it and stores that with PutIf on the
 // revision read. The caller holds the entity's lock, which excludes every
 // writer in this process (and, on the filesystem, in others); PutIf
 // catches the rest (S3 while ownership moves between workers), in which
 // case it reads again and starts over.
-func (w *worker) readModifyWrite(ctx context.Context, s *sealer, req *pb.ProcessRequest,
+func (w *worker) readModifyWrite(ctx context.Context, s *sealer, op *pb.EntityOp, owner bool,
 	next func(current) ([]byte, error)) (cachedEntity, error) {
-	db, key := req.GetDatabaseName(), req.GetEntityKey()
+	db, key := op.GetDatabaseName(), op.GetEntityKey()
 	for attempt := 1; ; attempt++ {
-		cur, err := w.current(ctx, s, db, key, req.GetOwner() && attempt == 1)
+		cur, err := w.current(ctx, s, db, key, owner && attempt == 1)
 		if err != nil {
 			return cachedEntity{}, err
 		}
-		if err := checkPreconditions(req, cur); err != nil {
+		if err := checkPreconditions(op, cur); err != nil {
 			return cachedEntity{}, fmt.Errorf("write entity %s/%q: %w", db, key, err)
 		}
 		doc, err := next(cur)
 		if err != nil {
 			return cachedEntity{}, err
 		}
-		e, err := w.store(ctx, s, req, doc, cur.rev, true)
+		e, err := w.store(ctx, s, op, owner, doc, cur.rev, true)
 		if errors.Is(err, errPrecondition) && attempt < maxWriteAttempts {
-			w.log.Warn("entity changed by another process during a write; retrying", attrDB, db)
+			w.log.Warn("entity changed by another process during a write; retrying", attrDB, db,
+				attrRequestID, requestIDFrom(ctx))
 			continue
 		}
 		return e, err
@@ -365,8 +359,8 @@ func (w *worker) readModifyWrite(ctx context.Context, s *sealer, req *pb.Process
 
 // store seals doc and writes it: with PutIf on rev when conditional, else
 // with a plain Put. The owner caches the result; anyone else evicts.
-func (w *worker) store(ctx context.Context, s *sealer, req *pb.ProcessRequest, doc []byte, rev string, conditional bool) (cachedEntity, error) {
-	db, key := req.GetDatabaseName(), req.GetEntityKey()
+func (w *worker) store(ctx context.Context, s *sealer, op *pb.EntityOp, owner bool, doc []byte, rev string, conditional bool) (cachedEntity, error) {
+	db, key := op.GetDatabaseName(), op.GetEntityKey()
 	sealed, err := s.seal(db, key, doc)
 	if err != nil {
 		return cachedEntity{}, fmt.Errorf("put entity %s/%q: %w", db, key, err)
@@ -386,7 +380,7 @@ func (w *worker) store(ctx context.Context, s *sealer, req *pb.ProcessRequest, d
 		w.cache.Remove(cacheKey(db, key))
 		return cachedEntity{}, fmt.Errorf("put entity %s/%q: %w", db, key, err)
 	}
-	if req.GetOwner() {
+	if owner {
 		w.cache.Add(cacheKey(db, key), e)
 	} else {
 		w.cache.Remove(cacheKey(db, key))
@@ -394,69 +388,12 @@ func (w *worker) store(ctx context.Context, s *sealer, req *pb.ProcessRequest, d
 	return e, nil
 }
 
-// hasPreconditions reports whether req carries If-Match or If-None-Match.
-func hasPreconditions(req *pb.ProcessRequest) bool {
-	return req.GetIfMatch() != "" || req.GetIfNoneMatch() != ""
-}
-
-// checkPreconditions evaluates If-Match and If-None-Match (ETag values
-// without quotes, comma-separated, or "*") against the entity's current
-// state, as RFC 9110 section 13.1 does for a write: If-Match holds if the
-// entity exists and ("*" or) its version is listed; If-None-Match holds if
-// it does not exist or ("*" aside) its version is not listed.
-func checkPreconditions(req *pb.ProcessRequest, cur current) error {
-	db, key := req.GetDatabaseName(), req.GetEntityKey()
-	if m := req.GetIfMatch(); m != "" {
-		if !cur.exists {
-			return &preconditionError{msg: fmt.Sprintf("If-Match: entity %q does not exist in database %q", key, db)}
-		}
-		if m != "*" && !slices.Contains(strings.Split(m, ","), cur.version) {
-			return &preconditionError{msg: fmt.Sprintf("If-Match: entity %q in database %q has version %q", key, db, cur.version), current: cur.version}
-		}
-	}
-	if n := req.GetIfNoneMatch(); n != "" && cur.exists {
-		if n == "*" || slices.Contains(strings.Split(n, ","), cur.version) {
-			return &preconditionError{msg: fmt.Sprintf("If-None-Match: entity %q in database %q exists with version %q", key, db, cur.version), current: cur.version}
-		}
-	}
-	return nil
-}
-
-// preconditionError is a failed If-Match or If-None-Match (412). It
-// carries the entity's current version ("" if it does not exist) so that
-// the answer can send it as ETag; across gRPC it travels in the
-// versionHeader metadata. Its message is the client's sentence.
-type preconditionError struct {
-	msg     string
-	current string
-}
-
-func (e *preconditionError) Error() string { return e.msg }
-func (e *preconditionError) Unwrap() error { return &requestError{msg: e.msg, kind: errPrecondition} }
-
-// versionHeader carries a preconditionError's current version from a
-// remote worker to the main worker.
-const versionHeader = "x-deltadb-version"
-
 // stats returns the worker's cache counters.
 func (w *worker) stats() cacheStats { return w.cache.Stats() }
 
 // okResponse is the answer to a successful operation.
-func okResponse(result []byte, version string) *pb.ProcessResponse {
-	return &pb.ProcessResponse{Status: "OK", Result: result, Version: version}
-}
-
-// compactJSON checks that b is one JSON value and returns it without
-// insignificant whitespace.
-func compactJSON(b []byte) ([]byte, error) {
-	var buf bytes.Buffer
-	if err := json.Compact(&buf, b); err != nil {
-		return nil, fmt.Errorf("document is not valid JSON: %v: %w", err, errInvalid)
-	}
-	if buf.Len() == 0 {
-		return nil, fmt.Errorf("document is empty: %w", errInvalid)
-	}
-	return buf.Bytes(), nil
+func okResponse(result []byte, version string) *pb.WorkerResponse {
+	return &pb.WorkerResponse{Result: result, Version: version}
 }
 
 // workerServer serves ProcessingWorker over gRPC for a remote worker. Only
@@ -480,115 +417,68 @@ type subscription struct {
 }
 
 // handledTrailer marks an error that came from a worker's handler, so the
-// main worker can tell a worker's own error from a transport failure. It
-// travels as a trailer of failed calls only, keeping successful calls
-// free of metadata.
-const handledTrailer = "x-deltadb-handled"
+// main worker can tell a worker's own error from a transport failure. Its
+// value says what the status message is: handledSentence, a sentence the
+// client may see, or handledInternal, a fixed sentence standing for a
+// failure logged at the worker. It travels as a trailer of failed calls
+// only, keeping successful calls free of metadata.
+const (
+	handledTrailer  = "x-deltadb-handled"
+	handledSentence = "sentence"
+	handledInternal = "internal"
+)
 
 // callSkew is how far a signed call's timestamp may be from the worker's
 // clock.
 const callSkew = 5 * time.Minute
 
 // Process serves one call of the main worker.
-func (s *workerServer) Process(ctx context.Context, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
+func (s *workerServer) Process(ctx context.Context, req *pb.WorkerRequest) (*pb.WorkerResponse, error) {
 	sub := s.sub.Load()
 	now := s.now()
 	switch {
 	case sub == nil:
-		return nil, handledError(ctx, status.Error(codes.Unauthenticated, "worker is not subscribed to a main worker"))
+		return nil, s.refuse(ctx, "worker is not subscribed to a main worker")
 	case now.After(sub.expires):
-		return nil, handledError(ctx, status.Error(codes.Unauthenticated, "worker token expired: subscribe again"))
+		return nil, s.refuse(ctx, "worker token expired: subscribe again")
 	case !verifyCall(sub.callKey, s.w.id, req, now):
-		return nil, handledError(ctx, status.Error(codes.Unauthenticated, "call is not signed by the main worker"))
+		return nil, s.refuse(ctx, "call is not signed by the main worker")
 	}
+	ctx = withRequestID(ctx, req.GetRequestId())
 	resp, err := s.w.Process(ctx, req)
 	if err != nil {
-		if pe := (*preconditionError)(nil); errors.As(err, &pe) && pe.current != "" {
-			grpc.SetTrailer(ctx, metadata.Pairs(versionHeader, pe.current))
-		}
-		return nil, handledError(ctx, grpcStatus(err))
+		return nil, s.failure(ctx, err)
 	}
 	return resp, nil
 }
 
-// handledError marks err as the worker's own answer (see handledTrailer).
-func handledError(ctx context.Context, err error) error {
-	grpc.SetTrailer(ctx, metadata.Pairs(handledTrailer, "1"))
-	return err
+// refuse answers a call the worker does not accept from this caller.
+func (s *workerServer) refuse(ctx context.Context, why string) error {
+	grpc.SetTrailer(ctx, metadata.Pairs(handledTrailer, handledInternal))
+	return status.Error(codes.Unauthenticated, why)
 }
 
-// signCall returns the main worker's signature of req for worker id:
-// HMAC-SHA256 under the call key handed to that worker on Subscribe, over
-// every field that changes what the call does.
-func signCall(callKey []byte, workerID string, req *pb.ProcessRequest) string {
-	m := hmac.New(sha256.New, callKey)
-	payload := sha256.Sum256(req.GetPayload())
-	// Every field is length-prefixed, so no two different calls sign the
-	// same bytes.
-	b := make([]byte, 0, 256)
-	for _, f := range []string{workerID, req.GetDatabaseName(), req.GetEntityKey(), req.GetSchemaId(),
-		req.GetIfMatch(), req.GetIfNoneMatch(), req.GetContentType()} {
-		b = binary.BigEndian.AppendUint32(b, uint32(len(f)))
-		b = append(b, f...)
+// failure turns the worker's error into the status the main worker gets:
+// its code, and the client sentence it carries or, for an internal
+// failure, a fixed sentence while the cause is logged here with the
+// request ID. Paths, object keys and wrapped chains stay at the worker.
+func (s *workerServer) failure(ctx context.Context, err error) error {
+	md := metadata.Pairs(handledTrailer, handledSentence)
+	if pe := (*preconditionError)(nil); errors.As(err, &pe) && pe.current != "" {
+		md.Append(versionHeader, pe.current)
 	}
-	b = binary.BigEndian.AppendUint64(b, uint64(req.GetIssuedAtUnixNano()))
-	b = binary.BigEndian.AppendUint64(b, req.GetEpoch())
-	b = binary.BigEndian.AppendUint32(b, uint32(req.GetOperation()))
-	if req.GetOwner() {
-		b = append(b, 1)
-	} else {
-		b = append(b, 0)
+	rid := requestIDFrom(ctx)
+	msg := publicMessage(err, rid)
+	if _, ok := clientMessage(err); !ok {
+		md.Set(handledTrailer, handledInternal)
+		s.w.log.Error("process failed", attrWorker, s.w.id, attrRequestID, rid, attrErr, err)
 	}
-	m.Write(b)
-	m.Write(payload[:])
-	return hex.EncodeToString(m.Sum(nil))
-}
-
-// verifyCall checks a call's signature (in constant time) and freshness.
-func verifyCall(callKey []byte, workerID string, req *pb.ProcessRequest, now time.Time) bool {
-	issued := time.Unix(0, req.GetIssuedAtUnixNano())
-	if d := now.Sub(issued); d > callSkew || d < -callSkew {
-		return false
-	}
-	want := signCall(callKey, workerID, req)
-	return hmac.Equal([]byte(want), []byte(req.GetToken()))
-}
-
-// remoteWorker is the main worker's processor for a worker over gRPC.
-type remoteWorker struct {
-	id      string
-	client  pb.ProcessingWorkerClient
-	callKey []byte
-	now     func() time.Time
-}
-
-// Process signs req and sends it. It implements processor.
-func (r *remoteWorker) Process(ctx context.Context, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
-	req.IssuedAtUnixNano = r.now().UnixNano()
-	req.Token = signCall(r.callKey, r.id, req)
-	var tr metadata.MD
-	resp, err := r.client.Process(ctx, req, grpc.Trailer(&tr))
-	if err == nil {
-		return resp, nil
-	}
-	if len(tr.Get(handledTrailer)) == 0 && status.Code(err) == codes.Unavailable {
-		return nil, fmt.Errorf("worker %s: %s: %w: %w", r.id, status.Convert(err).Message(), errTransport, errUnavailable)
-	}
-	if status.Code(err) == codes.Unauthenticated {
-		// The worker does not accept this main worker's signature (its
-		// subscription expired or was replaced): a server-side fault that
-		// another worker can serve, never the client's credential.
-		return nil, fmt.Errorf("worker %s refused the call: %s: %w: %w", r.id, status.Convert(err).Message(), errTransport, errUnavailable)
-	}
-	err = fmt.Errorf("worker %s: %w", r.id, errorFromStatus(err))
-	if v := tr.Get(versionHeader); len(v) > 0 && errors.Is(err, errPrecondition) {
-		return nil, &preconditionError{msg: err.Error(), current: v[0]}
-	}
-	return nil, err
+	grpc.SetTrailer(ctx, md)
+	return status.Error(grpcCode(err), msg)
 }
 
 // grpcCodes pairs each sentinel error with its gRPC code: the one place
-// where the two meet. grpcStatus takes the first sentinel that matches an
+// where the two meet. grpcCode takes the first sentinel that matches an
 // error; errorFromStatus the first code that matches a status.
 var grpcCodes = []struct {
 	err  error
@@ -607,37 +497,40 @@ var grpcCodes = []struct {
 	{errCorrupt, codes.DataLoss},
 }
 
-// grpcStatus maps an error to a gRPC status (Internal when no sentinel
+// grpcCode maps an error to its gRPC code (Internal when no sentinel
 // matches).
-func grpcStatus(err error) error {
+func grpcCode(err error) codes.Code {
 	for _, m := range grpcCodes {
 		if errors.Is(err, m.err) {
-			return status.Error(m.code, err.Error())
+			return m.code
 		}
 	}
-	return status.Error(codes.Internal, err.Error())
+	return codes.Internal
 }
 
-// errorFromStatus turns a gRPC error back into the sentinel error its code
-// stands for, keeping the worker's message.
-func errorFromStatus(err error) error {
-	st := status.Convert(err)
+// sentinelOf returns the sentinel error gRPC code c stands for, nil for
+// Internal and codes not in the table.
+func sentinelOf(c codes.Code) error {
 	for _, m := range grpcCodes {
-		if st.Code() == m.code {
-			return &remoteError{msg: st.Message(), sentinel: m.err}
+		if c == m.code {
+			return m.err
 		}
 	}
-	return errors.New(st.Message())
+	return nil
 }
 
-// remoteError is an error a worker returned, with its sentinel restored.
-type remoteError struct {
-	msg      string
-	sentinel error
+// clientStatus is the status a client application gets from
+// MainWorker.Process for err: the mapped code, the sentence a REST client
+// would get (publicMessage), and a ProcessResponse detail with status
+// "ERROR" and the same sentence, for clients that read those fields.
+func clientStatus(err error, requestID string) error {
+	msg := publicMessage(err, requestID)
+	st := status.New(grpcCode(err), msg)
+	if d, derr := st.WithDetails(&pb.ProcessResponse{Status: "ERROR", Error: msg}); derr == nil {
+		st = d
+	}
+	return st.Err()
 }
-
-func (e *remoteError) Error() string { return e.msg }
-func (e *remoteError) Unwrap() error { return e.sentinel }
 
 // runProc runs a processing worker: it serves ProcessingWorker on
 // -grpc-addr and keeps a subscription to the main worker at -main-addr,

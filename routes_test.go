@@ -265,7 +265,7 @@ func (ts *authTestServer) pattern(method, path string) string {
 // clientProcess builds a client application's MainWorker.Process request.
 // It is the one place that knows how the proto spells an operation.
 func clientProcess(op, db, key, cred string, payload []byte) *pb.ProcessRequest {
-	return &pb.ProcessRequest{DatabaseName: db, EntityKey: key, Operation: pb.Operation(pb.Operation_value[op]),
+	return &pb.ProcessRequest{DatabaseName: db, EntityKey: key, Operation: op,
 		Payload: payload, Token: cred, ContentType: "application/merge-patch+json"}
 }
 

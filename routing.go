@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -12,6 +13,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	pb "deltadatabase/proto"
 )
@@ -60,7 +67,7 @@ type workerConn struct {
 	id    string
 	keyID string
 	tags  map[string]string
-	proc  processor
+	proc  processingWorker
 	// close releases the connection of a remote worker; nil for the
 	// in-process worker.
 	close func()
@@ -231,20 +238,27 @@ func (r *router) pick(cands []*workerConn) *workerConn {
 	return best
 }
 
+// processor runs one entity operation: the router, as the REST and gRPC
+// handlers of the main worker see it. The op is built once by the handler
+// and reaches the worker unchanged.
+type processor interface {
+	Process(ctx context.Context, op *pb.EntityOp) (*pb.WorkerResponse, error)
+}
+
 // Process routes one entity operation to its worker. Writes always go to
 // the owner, whose write-through cache therefore never holds an old value;
 // only a read may go to a less loaded worker, which then reads storage and
 // leaves its cache alone. A call that fails at the transport level is
 // retried once on the next worker. It implements processor.
-func (r *router) Process(ctx context.Context, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
-	if req.GetOperation() != pb.Operation_GET {
-		unlock, err := r.writes.lock(ctx, cacheKey(req.GetDatabaseName(), req.GetEntityKey()))
+func (r *router) Process(ctx context.Context, op *pb.EntityOp) (*pb.WorkerResponse, error) {
+	if op.GetOperation() != pb.Operation_GET {
+		unlock, err := r.writes.lock(ctx, cacheKey(op.GetDatabaseName(), op.GetEntityKey()))
 		if err != nil {
 			return nil, fmt.Errorf("wait for entity write lock: %w", err)
 		}
 		defer unlock()
 	}
-	return r.route(ctx, req)
+	return r.route(ctx, op)
 }
 
 // ProcessAll runs writes of distinct entities as one unit: it takes the
@@ -252,10 +266,10 @@ func (r *router) Process(ctx context.Context, req *pb.ProcessRequest) (*pb.Proce
 // deadlock, then runs processAll. No other write of those entities through
 // this main worker can come between the checks and the writes. It
 // implements batchProcessor.
-func (r *router) ProcessAll(ctx context.Context, reqs []*pb.ProcessRequest) ([]*pb.ProcessResponse, error) {
-	keys := make([]string, 0, len(reqs))
-	for _, req := range reqs {
-		keys = append(keys, cacheKey(req.GetDatabaseName(), req.GetEntityKey()))
+func (r *router) ProcessAll(ctx context.Context, ops []*pb.EntityOp) ([]*pb.WorkerResponse, error) {
+	keys := make([]string, 0, len(ops))
+	for _, op := range ops {
+		keys = append(keys, cacheKey(op.GetDatabaseName(), op.GetEntityKey()))
 	}
 	slices.Sort(keys)
 	for _, k := range slices.Compact(keys) {
@@ -265,20 +279,20 @@ func (r *router) ProcessAll(ctx context.Context, reqs []*pb.ProcessRequest) ([]*
 		}
 		defer unlock()
 	}
-	return processAll(ctx, processorFunc(r.route), reqs)
+	return processAll(ctx, processorFunc(r.route), ops)
 }
 
 // batchProcessor is a processor that can run several writes as one unit.
 type batchProcessor interface {
-	ProcessAll(ctx context.Context, reqs []*pb.ProcessRequest) ([]*pb.ProcessResponse, error)
+	ProcessAll(ctx context.Context, ops []*pb.EntityOp) ([]*pb.WorkerResponse, error)
 }
 
 // processorFunc adapts a function to processor.
-type processorFunc func(ctx context.Context, req *pb.ProcessRequest) (*pb.ProcessResponse, error)
+type processorFunc func(ctx context.Context, op *pb.EntityOp) (*pb.WorkerResponse, error)
 
 // Process calls f.
-func (f processorFunc) Process(ctx context.Context, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
-	return f(ctx, req)
+func (f processorFunc) Process(ctx context.Context, op *pb.EntityOp) (*pb.WorkerResponse, error) {
+	return f(ctx, op)
 }
 
 // processAll checks the preconditions of every request against a fresh
@@ -286,30 +300,30 @@ func (f processorFunc) Process(ctx context.Context, req *pb.ProcessRequest) (*pb
 // order; each write carries its preconditions again, so its owner checks
 // them once more atomically with the write. The first failure stops the
 // batch, naming the entity; the writes before it stay done.
-func processAll(ctx context.Context, p processor, reqs []*pb.ProcessRequest) ([]*pb.ProcessResponse, error) {
-	for _, req := range reqs {
-		if !hasPreconditions(req) {
+func processAll(ctx context.Context, p processor, ops []*pb.EntityOp) ([]*pb.WorkerResponse, error) {
+	for _, op := range ops {
+		if !hasPreconditions(op) {
 			continue
 		}
 		var cur current
-		resp, err := p.Process(ctx, &pb.ProcessRequest{DatabaseName: req.GetDatabaseName(),
-			EntityKey: req.GetEntityKey(), Operation: pb.Operation_GET})
+		resp, err := p.Process(ctx, &pb.EntityOp{DatabaseName: op.GetDatabaseName(),
+			EntityKey: op.GetEntityKey(), Operation: pb.Operation_GET})
 		switch {
 		case errors.Is(err, errNotFound):
 		case err != nil:
-			return nil, fmt.Errorf("check entity %q: %w", req.GetEntityKey(), err)
+			return nil, fmt.Errorf("check entity %q: %w", op.GetEntityKey(), err)
 		default:
 			cur = current{exists: true, version: resp.GetVersion()}
 		}
-		if err := checkPreconditions(req, cur); err != nil {
-			return nil, fmt.Errorf("entity %q: %w", req.GetEntityKey(), err)
+		if err := checkPreconditions(op, cur); err != nil {
+			return nil, fmt.Errorf("entity %q: %w", op.GetEntityKey(), err)
 		}
 	}
-	out := make([]*pb.ProcessResponse, 0, len(reqs))
-	for _, req := range reqs {
-		resp, err := p.Process(ctx, req)
+	out := make([]*pb.WorkerResponse, 0, len(ops))
+	for _, op := range ops {
+		resp, err := p.Process(ctx, op)
 		if err != nil {
-			return nil, fmt.Errorf("entity %q: %w", req.GetEntityKey(), err)
+			return nil, fmt.Errorf("entity %q: %w", op.GetEntityKey(), err)
 		}
 		out = append(out, resp)
 	}
@@ -318,26 +332,26 @@ func processAll(ctx context.Context, p processor, reqs []*pb.ProcessRequest) ([]
 
 // route sends one operation to its worker (see send) and reports the
 // outcome of a write to r.written.
-func (r *router) route(ctx context.Context, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
-	resp, err := r.send(ctx, req)
-	if op := req.GetOperation(); op != pb.Operation_GET && r.written != nil {
-		r.written(req.GetDatabaseName(), req.GetEntityKey(), op == pb.Operation_DELETE, err)
+func (r *router) route(ctx context.Context, op *pb.EntityOp) (*pb.WorkerResponse, error) {
+	resp, err := r.send(ctx, op)
+	if kind := op.GetOperation(); kind != pb.Operation_GET && r.written != nil {
+		r.written(op.GetDatabaseName(), op.GetEntityKey(), kind == pb.Operation_DELETE, err)
 	}
 	return resp, err
 }
 
 // send sends one operation to its worker (see Process).
-func (r *router) send(ctx context.Context, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
-	db, key := req.GetDatabaseName(), req.GetEntityKey()
+func (r *router) send(ctx context.Context, op *pb.EntityOp) (*pb.WorkerResponse, error) {
+	db, key := op.GetDatabaseName(), op.GetEntityKey()
 	cands := r.candidates(db, key)
 	if len(cands) == 0 {
 		return nil, fmt.Errorf("no processing worker is available: %w", errUnavailable)
 	}
 	first := cands[0]
-	if req.GetOperation() == pb.Operation_GET {
+	if op.GetOperation() == pb.Operation_GET {
 		first = r.pick(cands)
 	}
-	resp, err := r.call(ctx, first, first == cands[0], req)
+	resp, err := r.call(ctx, first, first == cands[0], op)
 	if !errors.Is(err, errTransport) {
 		return resp, err
 	}
@@ -347,20 +361,16 @@ func (r *router) send(ctx context.Context, req *pb.ProcessRequest) (*pb.ProcessR
 	if cands = r.candidates(db, key); len(cands) == 0 {
 		return nil, fmt.Errorf("no processing worker is available: %v: %w", err, errUnavailable)
 	}
-	return r.call(ctx, cands[0], true, req)
+	return r.call(ctx, cands[0], true, op)
 }
 
-// call sends req to worker c under the current epoch.
-func (r *router) call(ctx context.Context, c *workerConn, owner bool, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
+// call sends op to worker c under the current epoch. The op travels as
+// built by the handler; only the routing facts are added around it.
+func (r *router) call(ctx context.Context, c *workerConn, owner bool, op *pb.EntityOp) (*pb.WorkerResponse, error) {
 	c.inFlight.Add(1)
 	defer c.inFlight.Add(-1)
-	out := &pb.ProcessRequest{
-		DatabaseName: req.GetDatabaseName(), EntityKey: req.GetEntityKey(), SchemaId: req.GetSchemaId(),
-		Operation: req.GetOperation(), Payload: req.GetPayload(), IfMatch: req.GetIfMatch(),
-		IfNoneMatch: req.GetIfNoneMatch(), ContentType: req.GetContentType(),
-		Epoch: r.epoch.Load(), Owner: owner,
-	}
-	return c.proc.Process(ctx, out)
+	return c.proc.Process(ctx, &pb.WorkerRequest{Op: op, Epoch: r.epoch.Load(), Owner: owner,
+		RequestId: requestIDFrom(ctx)})
 }
 
 // list returns the rows of GET /admin/workers, sorted by worker ID.
@@ -405,4 +415,96 @@ func (r *router) closeAll() {
 			c.close()
 		}
 	}
+}
+
+// remoteWorker is the main worker's stub for a processing worker over
+// gRPC: it signs each call and turns the worker's failures back into
+// sentinel errors. It implements processingWorker.
+type remoteWorker struct {
+	id      string
+	client  pb.ProcessingWorkerClient
+	callKey []byte
+	now     func() time.Time
+}
+
+// Process signs req and sends it. A call that never reached the worker's
+// handler is errTransport (retried on the next worker); a worker's own
+// failure comes back with its sentinel and sentence.
+func (r *remoteWorker) Process(ctx context.Context, req *pb.WorkerRequest) (*pb.WorkerResponse, error) {
+	req.IssuedAtUnixNano = r.now().UnixNano()
+	sig, err := signCall(r.callKey, r.id, req)
+	if err != nil {
+		return nil, fmt.Errorf("worker %s: %w", r.id, err)
+	}
+	req.Signature = sig
+	var tr metadata.MD
+	resp, err := r.client.Process(ctx, req, grpc.Trailer(&tr))
+	if err == nil {
+		return resp, nil
+	}
+	handled := tr.Get(handledTrailer)
+	if len(handled) == 0 && status.Code(err) == codes.Unavailable {
+		return nil, fmt.Errorf("worker %s: %s: %w: %w", r.id, status.Convert(err).Message(), errTransport, errUnavailable)
+	}
+	if status.Code(err) == codes.Unauthenticated {
+		// The worker does not accept this main worker's signature (its
+		// subscription expired or was replaced): a server-side fault that
+		// another worker can serve, never the client's credential.
+		return nil, fmt.Errorf("worker %s refused the call: %s: %w: %w", r.id, status.Convert(err).Message(), errTransport, errUnavailable)
+	}
+	err = errorFromStatus(err, len(handled) > 0 && handled[0] == handledSentence)
+	if v := tr.Get(versionHeader); len(v) > 0 && errors.Is(err, errPrecondition) {
+		if msg, ok := clientMessage(err); ok {
+			return nil, &preconditionError{msg: msg, current: v[0]}
+		}
+	}
+	return nil, fmt.Errorf("worker %s: %w", r.id, err)
+}
+
+// errorFromStatus turns a worker's gRPC error back into the sentinel error
+// its code stands for. With sentence the status message is a sentence for
+// the client and comes back as a requestError; otherwise it is the fixed
+// sentence of a failure logged at the worker, and stays internal.
+func errorFromStatus(err error, sentence bool) error {
+	st := status.Convert(err)
+	kind := sentinelOf(st.Code())
+	switch {
+	case kind != nil && sentence:
+		return reqErrorf(kind, "%s", st.Message())
+	case kind != nil:
+		return fmt.Errorf("%s: %w", st.Message(), kind)
+	default:
+		return errors.New(st.Message())
+	}
+}
+
+// signCall returns the main worker's signature of req for worker id:
+// HMAC-SHA256 under the call key handed to that worker on Subscribe, over
+// the worker ID and the deterministic encoding of req with its signature
+// unset. Every field is signed, including any added later.
+func signCall(callKey []byte, workerID string, req *pb.WorkerRequest) ([]byte, error) {
+	sig := req.Signature
+	req.Signature = nil
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(req)
+	req.Signature = sig
+	if err != nil {
+		return nil, fmt.Errorf("sign call: %w", err)
+	}
+	m := hmac.New(sha256.New, callKey)
+	// The worker ID is length-prefixed, so no two (worker, request) pairs
+	// sign the same bytes.
+	m.Write(binary.BigEndian.AppendUint32(nil, uint32(len(workerID))))
+	m.Write([]byte(workerID))
+	m.Write(b)
+	return m.Sum(nil), nil
+}
+
+// verifyCall checks a call's signature (in constant time) and freshness.
+func verifyCall(callKey []byte, workerID string, req *pb.WorkerRequest, now time.Time) bool {
+	issued := time.Unix(0, req.GetIssuedAtUnixNano())
+	if d := now.Sub(issued); d > callSkew || d < -callSkew {
+		return false
+	}
+	want, err := signCall(callKey, workerID, req)
+	return err == nil && hmac.Equal(want, req.GetSignature())
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	pb "deltadatabase/proto"
 )
@@ -87,7 +90,7 @@ func TestEpochRuleDropsStaleCache(t *testing.T) {
 		}
 	}
 	do := func(op pb.Operation, payload string) string {
-		resp, err := rt.Process(ctx, &pb.ProcessRequest{DatabaseName: "db", EntityKey: key, Operation: op, Payload: []byte(payload)})
+		resp, err := rt.Process(ctx, &pb.EntityOp{DatabaseName: "db", EntityKey: key, Operation: op, Payload: []byte(payload)})
 		if err != nil {
 			t.Fatalf("%v: %v", op, err)
 		}
@@ -118,9 +121,9 @@ func TestReadFallbackBypassesCache(t *testing.T) {
 	st := newMemStore()
 	w := newTestWorker(t, "x", st)
 	ctx := context.Background()
-	w.Process(ctx, &pb.ProcessRequest{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_PUT, Payload: []byte(`1`), Owner: true, Epoch: 1})
+	w.Process(ctx, &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_PUT, Payload: []byte(`1`)}, Owner: true, Epoch: 1})
 	st.Put(ctx, entityObjectKey("db", "k"), mustSeal(t, w, "db", "k", `2`))
-	resp, err := w.Process(ctx, &pb.ProcessRequest{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_GET, Owner: false, Epoch: 1})
+	resp, err := w.Process(ctx, &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_GET}, Owner: false, Epoch: 1})
 	if err != nil || string(resp.GetResult()) != "2" {
 		t.Errorf("non-owner GET = %s, %v, want 2 from storage", resp.GetResult(), err)
 	}
@@ -139,29 +142,30 @@ func mustSeal(t *testing.T, w *worker, db, key, doc string) []byte {
 // TestRouterNoWorkers: with no available worker a call is 503.
 func TestRouterNoWorkers(t *testing.T) {
 	rt := newRouter(slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now, 0)
-	_, err := rt.Process(context.Background(), &pb.ProcessRequest{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_GET})
+	_, err := rt.Process(context.Background(), &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_GET})
 	if statusOf(err) != 503 {
 		t.Errorf("Process with no workers: status %d (%v), want 503", statusOf(err), err)
 	}
 }
 
-// gatedProc is a processor that counts its calls and holds a GET of the key
-// hold until release is closed, signalling entered when it starts to.
+// gatedProc is a processing worker that counts its calls and holds a GET
+// of the key hold until release is closed, signalling entered when it
+// starts to.
 type gatedProc struct {
-	processor
+	processingWorker
 	hold    string
 	entered chan struct{}
 	release chan struct{}
 	calls   atomic.Int64
 }
 
-func (g *gatedProc) Process(ctx context.Context, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
+func (g *gatedProc) Process(ctx context.Context, req *pb.WorkerRequest) (*pb.WorkerResponse, error) {
 	g.calls.Add(1)
-	if req.GetEntityKey() == g.hold && req.GetOperation() == pb.Operation_GET {
+	if req.GetOp().GetEntityKey() == g.hold && req.GetOp().GetOperation() == pb.Operation_GET {
 		g.entered <- struct{}{}
 		<-g.release
 	}
-	return g.processor.Process(ctx, req)
+	return g.processingWorker.Process(ctx, req)
 }
 
 // TestSaturatedOwnerReadFallback: while the owner of an entity has as many
@@ -172,8 +176,8 @@ func (g *gatedProc) Process(ctx context.Context, req *pb.ProcessRequest) (*pb.Pr
 func TestSaturatedOwnerReadFallback(t *testing.T) {
 	st := newMemStore()
 	a, b := newTestWorker(t, "a", st), newTestWorker(t, "b", st)
-	ga := &gatedProc{processor: a, entered: make(chan struct{}), release: make(chan struct{})}
-	gb := &gatedProc{processor: b}
+	ga := &gatedProc{processingWorker: a, entered: make(chan struct{}), release: make(chan struct{})}
+	gb := &gatedProc{processingWorker: b}
 	rt := newRouter(slog.New(slog.DiscardHandler), time.Now, 1)
 	rt.add(&workerConn{id: "a", proc: ga, stats: a.stats, close: func() {}})
 	rt.add(&workerConn{id: "b", proc: gb, stats: b.stats, close: func() {}})
@@ -191,7 +195,7 @@ func TestSaturatedOwnerReadFallback(t *testing.T) {
 	ctx := t.Context()
 	do := func(op pb.Operation, k, payload string) string {
 		t.Helper()
-		resp, err := rt.Process(ctx, &pb.ProcessRequest{DatabaseName: "db", EntityKey: k, Operation: op, Payload: []byte(payload)})
+		resp, err := rt.Process(ctx, &pb.EntityOp{DatabaseName: "db", EntityKey: k, Operation: op, Payload: []byte(payload)})
 		if err != nil {
 			t.Fatalf("%v %s: %v", op, k, err)
 		}
@@ -208,7 +212,7 @@ func TestSaturatedOwnerReadFallback(t *testing.T) {
 
 	held := make(chan error, 1)
 	go func() {
-		_, err := rt.Process(ctx, &pb.ProcessRequest{DatabaseName: "db", EntityKey: ga.hold, Operation: pb.Operation_GET})
+		_, err := rt.Process(ctx, &pb.EntityOp{DatabaseName: "db", EntityKey: ga.hold, Operation: pb.Operation_GET})
 		held <- err
 	}()
 	select {
@@ -249,7 +253,7 @@ func TestSaturatedOwnerReadFallback(t *testing.T) {
 // failingProc answers every call with err.
 type failingProc struct{ err error }
 
-func (f failingProc) Process(context.Context, *pb.ProcessRequest) (*pb.ProcessResponse, error) {
+func (f failingProc) Process(context.Context, *pb.WorkerRequest) (*pb.WorkerResponse, error) {
 	return nil, f.err
 }
 
@@ -268,7 +272,7 @@ func TestRouterTransportFailover(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			b := newTestWorker(t, "b", newMemStore())
-			gb := &gatedProc{processor: b}
+			gb := &gatedProc{processingWorker: b}
 			rt := newRouter(slog.New(slog.DiscardHandler), time.Now, 0)
 			rt.add(&workerConn{id: "a", proc: failingProc{c.err}, stats: b.stats, close: func() {}})
 			rt.add(&workerConn{id: "b", proc: gb, stats: b.stats, close: func() {}})
@@ -280,7 +284,7 @@ func TestRouterTransportFailover(t *testing.T) {
 					key = k
 				}
 			}
-			_, err := rt.Process(t.Context(), &pb.ProcessRequest{DatabaseName: "db", EntityKey: key, Operation: pb.Operation_PUT, Payload: []byte(`1`)})
+			_, err := rt.Process(t.Context(), &pb.EntityOp{DatabaseName: "db", EntityKey: key, Operation: pb.Operation_PUT, Payload: []byte(`1`)})
 			if c.wantOK && (err != nil || gb.calls.Load() != 1) {
 				t.Errorf("PUT owned by a failing worker = %v (b calls %d), want OK through b", err, gb.calls.Load())
 			}
@@ -296,5 +300,83 @@ func TestRouterTransportFailover(t *testing.T) {
 				t.Errorf("available workers after the call = %v, want %v", avail, c.wantAvail)
 			}
 		})
+	}
+}
+
+// TestSignatureCoversEveryField flips each field of a signed WorkerRequest,
+// its EntityOp's included, found by reflection so that a field added later
+// is covered too: every flip is refused, the unflipped request accepted.
+func TestSignatureCoversEveryField(t *testing.T) {
+	key := bytes.Repeat([]byte{7}, 32)
+	now := time.Unix(1_700_000_000, 0)
+	signed := func() *pb.WorkerRequest {
+		req := &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_PATCH,
+			Payload: []byte(`{"a":1}`), ContentType: mergePatchType, IfMatch: "v1", IfNoneMatch: "v2",
+			SchemaIds: []string{"s.v1"}}, Epoch: 7, Owner: true, RequestId: "rid", IssuedAtUnixNano: now.UnixNano()}
+		sig, err := signCall(key, "w1", req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Signature = sig
+		return req
+	}
+	if !verifyCall(key, "w1", signed(), now) {
+		t.Fatal("verifyCall refuses the request as signed")
+	}
+	flipped := 0
+	var walk func(path string, get func(*pb.WorkerRequest) protoreflect.Message)
+	walk = func(path string, get func(*pb.WorkerRequest) protoreflect.Message) {
+		fields := get(signed()).Descriptor().Fields()
+		for i := range fields.Len() {
+			fd := fields.Get(i)
+			name := path + string(fd.Name())
+			if name == "signature" {
+				continue
+			}
+			if fd.Kind() == protoreflect.MessageKind && !fd.IsList() && !fd.IsMap() {
+				walk(name+".", func(r *pb.WorkerRequest) protoreflect.Message { return get(r).Mutable(fd).Message() })
+				continue
+			}
+			req := signed()
+			flipField(t, get(req), fd)
+			flipped++
+			if verifyCall(key, "w1", req, now) {
+				t.Errorf("request with %s changed after signing is accepted", name)
+			}
+		}
+	}
+	walk("", func(r *pb.WorkerRequest) protoreflect.Message { return r.ProtoReflect() })
+	if flipped < 12 {
+		t.Errorf("flipped %d fields, want every field of WorkerRequest and EntityOp (12)", flipped)
+	}
+}
+
+// flipField changes field fd of m to another value of its kind.
+func flipField(t *testing.T, m protoreflect.Message, fd protoreflect.FieldDescriptor) {
+	t.Helper()
+	if fd.IsList() {
+		l := m.Mutable(fd).List()
+		l.Append(l.NewElement())
+		if fd.Kind() == protoreflect.StringKind {
+			l.Set(l.Len()-1, protoreflect.ValueOfString("x"))
+		}
+		return
+	}
+	v := m.Get(fd)
+	switch fd.Kind() {
+	case protoreflect.BoolKind:
+		m.Set(fd, protoreflect.ValueOfBool(!v.Bool()))
+	case protoreflect.StringKind:
+		m.Set(fd, protoreflect.ValueOfString(v.String()+"x"))
+	case protoreflect.BytesKind:
+		m.Set(fd, protoreflect.ValueOfBytes(append(bytes.Clone(v.Bytes()), 'x')))
+	case protoreflect.EnumKind:
+		m.Set(fd, protoreflect.ValueOfEnum(v.Enum()+1))
+	case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
+		m.Set(fd, protoreflect.ValueOfInt64(v.Int()+1))
+	case protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
+		m.Set(fd, protoreflect.ValueOfUint64(v.Uint()+1))
+	default:
+		t.Fatalf("field %s: no flip for kind %v", fd.FullName(), fd.Kind())
 	}
 }
