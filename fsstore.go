@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -44,22 +45,15 @@ const (
 // Delete leaves emptied directories in place.
 //
 // fsStore is safe for concurrent use, also by several processes sharing
-// root: Lock combines an in-process mutex with flock.
+// root: Lock is flock.
 type fsStore struct {
 	root string // absolute, cleaned
-
-	mu    sync.Mutex
-	locks map[string]*keyLock // logical key -> holders and waiters
+	// lockWaits counts the times Lock found its flock held by someone
+	// else and waited.
+	lockWaits atomic.Uint64
 }
 
 var _ store = (*fsStore)(nil)
-
-// keyLock is the in-process lock of one logical key. refs counts holders
-// and waiters so that the entry is dropped from fsStore.locks when unused.
-type keyLock struct {
-	sem  chan struct{} // capacity 1; full while held
-	refs int           // guarded by fsStore.mu
-}
 
 // newFSStore opens (creating it 0700 if needed) the store rooted at root
 // and removes temp files left over by a crash. An unusable root yields an
@@ -75,7 +69,7 @@ func newFSStore(root string) (*fsStore, error) {
 	if err := removeTempFiles(abs); err != nil {
 		return nil, fmt.Errorf("open fs store %s: remove temp files: %w: %w", root, err, errConfig)
 	}
-	return &fsStore{root: abs, locks: make(map[string]*keyLock)}, nil
+	return &fsStore{root: abs}, nil
 }
 
 // removeTempFiles deletes every temp file under root. A temp file is never
@@ -691,66 +685,27 @@ func readDir(dir string) ([]fs.DirEntry, error) {
 	return entries, err
 }
 
-// Lock takes the exclusive lock of key: first a per-key mutex within this
-// process, then flock on one of 65536 files, root/_locks/<first 16 bits of
-// the key's SHA-256, hex>, against other processes. It waits until both are
-// held or ctx is done. Keys sharing a lock file exclude each other while
-// held, which costs little and keeps _locks bounded however many entities
-// are written; it is also why a caller must not hold two locks at once.
+// Lock takes flock on one of 65536 files, root/_locks/<first 16 bits of the
+// key's SHA-256, hex>, which excludes every other holder of key in any
+// process (each call opens its own file description). It waits until it is
+// held or ctx is done, polling: callers take their in-process keyLocks
+// first, so only other processes and keys sharing a lock file ever wait
+// here. Keys sharing a lock file exclude each other while held, which costs
+// little and keeps _locks bounded however many entities are written; it is
+// also why a caller must not hold two locks at once.
 func (s *fsStore) Lock(ctx context.Context, key string) (unlock func(), err error) {
 	if _, err := physicalComponents(key); err != nil {
 		return nil, fmt.Errorf("lock %s: %w", key, err)
 	}
-	kl := s.acquireKeyLock(key)
-	defer func() {
-		if err != nil {
-			s.releaseKeyLock(key, kl, false)
-		}
-	}()
-	select {
-	case kl.sem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("lock %s: %w", key, ctx.Err())
-	}
 	f, err := s.flock(ctx, key)
 	if err != nil {
-		<-kl.sem
 		return nil, err
 	}
 	var once sync.Once
 	return func() {
-		once.Do(func() {
-			_ = f.Close() // closing the only descriptor releases the flock
-			s.releaseKeyLock(key, kl, true)
-		})
+		// Closing the only descriptor releases the flock.
+		once.Do(func() { _ = f.Close() })
 	}, nil
-}
-
-// acquireKeyLock returns the in-process lock of key, counting the caller
-// as a reference.
-func (s *fsStore) acquireKeyLock(key string) *keyLock {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	kl := s.locks[key]
-	if kl == nil {
-		kl = &keyLock{sem: make(chan struct{}, 1)}
-		s.locks[key] = kl
-	}
-	kl.refs++
-	return kl
-}
-
-// releaseKeyLock drops the caller's reference to kl, unlocking it first if
-// held, and forgets kl when nobody uses it.
-func (s *fsStore) releaseKeyLock(key string, kl *keyLock, held bool) {
-	if held {
-		<-kl.sem
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if kl.refs--; kl.refs == 0 {
-		delete(s.locks, key)
-	}
 }
 
 // flock opens key's lock file and polls for an exclusive flock on it until
@@ -776,6 +731,7 @@ func (s *fsStore) flock(ctx context.Context, key string) (*os.File, error) {
 		if ok {
 			return f, nil
 		}
+		s.lockWaits.Add(1)
 		select {
 		case <-ctx.Done():
 			_ = f.Close()

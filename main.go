@@ -32,6 +32,7 @@
 //	               heartbeats, Process for client applications
 //	routing.go     the router: rendezvous hashing, batches, epochs
 //	proc.go        the processing worker, its gRPC server, the subscriber
+//	locks.go       the one per-key lock, honouring the request's context
 //	conditional.go ETags and preconditions
 //	patch.go       JSON Merge Patch and JSON Patch
 //	schema.go      the JSON Schema registry and validation

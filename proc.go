@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -54,11 +53,10 @@ type worker struct {
 	epochMu sync.Mutex
 	epoch   uint64
 
-	// stripes serialise storage access and cache fills for one entity
+	// locks serialise storage access and cache fills for one entity
 	// within this process, so a slow cache fill of an old value can never
 	// overwrite the cache entry of a newer acknowledged write.
-	stripes [256]sync.Mutex
-	seed    maphash.Seed
+	locks keyLocks
 }
 
 // cachedEntity is one decrypted entity in the LRU.
@@ -73,7 +71,7 @@ type cachedEntity struct {
 
 // newWorker returns a worker over st caching entities in cache.
 func newWorker(id string, st store, schemas *schemaRegistry, cache *lru[string, cachedEntity], log *slog.Logger) *worker {
-	return &worker{id: id, st: st, schemas: schemas, cache: cache, log: log, seed: maphash.MakeSeed()}
+	return &worker{id: id, st: st, schemas: schemas, cache: cache, log: log}
 }
 
 // setSealer installs the sealer built from the master key.
@@ -127,16 +125,6 @@ func (w *worker) observeEpoch(epoch uint64) {
 	}
 }
 
-// stripe returns the mutex that serialises access to one entity.
-func (w *worker) stripe(db, key string) *sync.Mutex {
-	var h maphash.Hash
-	h.SetSeed(w.seed)
-	h.WriteString(db)
-	h.WriteByte(0)
-	h.WriteString(key)
-	return &w.stripes[h.Sum64()%uint64(len(w.stripes))]
-}
-
 // cacheKey is the LRU key of an entity.
 func cacheKey(db, key string) string { return db + "\x00" + key }
 
@@ -146,10 +134,13 @@ func (w *worker) get(ctx context.Context, s *sealer, op *pb.EntityOp) (*pb.Worke
 	if e, ok := w.cache.Get(cacheKey(db, key)); ok {
 		return okResponse(e.doc, e.version), nil
 	}
-	mu := w.stripe(db, key)
-	mu.Lock()
-	defer mu.Unlock()
-	// A writer may have filled the cache while we waited for the stripe.
+	// The same lock as lockEntity's in-process part.
+	unlock, err := w.locks.lock(ctx, entityObjectKey(db, key))
+	if err != nil {
+		return nil, fmt.Errorf("get entity %s/%q: %w", db, key, err)
+	}
+	defer unlock()
+	// A writer may have filled the cache while we waited for the lock.
 	if e, ok := w.cache.Peek(cacheKey(db, key)); ok {
 		return okResponse(e.doc, e.version), nil
 	}
@@ -281,18 +272,16 @@ func (w *worker) delete(ctx context.Context, s *sealer, op *pb.EntityOp, owner b
 	return okResponse(nil, ""), nil
 }
 
-// lockEntity takes the entity's stripe and then its storage lock, which
-// on the filesystem also excludes writers in other processes. The
+// lockEntity takes the entity's lock for a write: the in-process lock
+// that also guards cache fills, then the storage lock, which on the
+// filesystem excludes writers in other processes (lockObject). The
 // returned function releases both.
 func (w *worker) lockEntity(ctx context.Context, db, key string) (func(), error) {
-	mu := w.stripe(db, key)
-	mu.Lock()
-	unlock, err := w.st.Lock(ctx, entityObjectKey(db, key))
+	unlock, err := lockObject(ctx, &w.locks, w.st, entityObjectKey(db, key))
 	if err != nil {
-		mu.Unlock()
 		return nil, fmt.Errorf("lock entity %s/%q: %w", db, key, err)
 	}
-	return func() { unlock(); mu.Unlock() }, nil
+	return unlock, nil
 }
 
 // current is an entity as a write finds it.

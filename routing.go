@@ -53,7 +53,7 @@ type router struct {
 	// main worker (the single entry point), so that ProcessAll can check
 	// the preconditions of several entities and write them with no other
 	// write of those entities in between.
-	writes localLocks
+	writes keyLocks
 
 	// written, if set, hears the outcome of every write routed, while
 	// the entity's write lock is still held, so in the order of the

@@ -13,7 +13,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -27,9 +26,9 @@ import (
 // exponential backoff and jitter before becoming errUnavailable. Other 4xx
 // are not retried.
 //
-// Lock is process-local: S3 has no cross-process lock. Cross-process safety
-// on S3 comes from routing every key to one owning worker (SPEC §5) and from
-// conditional puts (PutIf), not from Lock.
+// Lock does nothing: S3 has no cross-process lock. Cross-process safety on
+// S3 comes from routing every key to one owning worker (SPEC §5) and from
+// conditional puts (PutIf); within a process, keyLocks (locks.go).
 //
 // An s3Store is safe for concurrent use. Create it with newS3Store.
 type s3Store struct {
@@ -47,7 +46,6 @@ type s3Store struct {
 	backoff      time.Duration
 	maxBackoff   time.Duration
 	pageSize     int
-	locks        localLocks
 }
 
 var _ store = (*s3Store)(nil)
@@ -313,11 +311,11 @@ func (s *s3Store) ListDirs(ctx context.Context, prefix string) ([]string, error)
 	}
 }
 
-// Lock takes a process-local exclusive lock on key. It does not exclude
-// other processes: on S3 those are kept apart by routing each key to one
+// Lock is the cross-process part of a lock, which S3 does not have: it
+// returns at once. Processes are kept apart by routing each key to one
 // owner and by conditional puts.
 func (s *s3Store) Lock(ctx context.Context, key string) (func(), error) {
-	return s.locks.lock(ctx, key)
+	return func() {}, nil
 }
 
 // Close releases idle connections of the client newS3Store made.
@@ -661,50 +659,4 @@ func (s *s3Store) classify(status int, body []byte, r s3Request) error {
 		e.sentinel = errConfig
 	}
 	return e
-}
-
-// localLocks is a set of process-local per-key mutexes that honour context
-// cancellation. The zero value is ready; entries are removed when unused.
-type localLocks struct {
-	mu sync.Mutex // guards m and every localLock.refs
-	m  map[string]*localLock
-}
-
-// localLock is one key's mutex: a token in ch means held.
-type localLock struct {
-	ch   chan struct{}
-	refs int // holders and waiters
-}
-
-// lock waits for key's mutex or ctx; the returned function releases it
-// and may be called more than once.
-func (l *localLocks) lock(ctx context.Context, key string) (func(), error) {
-	l.mu.Lock()
-	if l.m == nil {
-		l.m = map[string]*localLock{}
-	}
-	kl := l.m[key]
-	if kl == nil {
-		kl = &localLock{ch: make(chan struct{}, 1)}
-		l.m[key] = kl
-	}
-	kl.refs++
-	l.mu.Unlock()
-	select {
-	case kl.ch <- struct{}{}:
-		var once sync.Once
-		return func() { once.Do(func() { <-kl.ch; l.release(key, kl) }) }, nil
-	case <-ctx.Done():
-		l.release(key, kl)
-		return nil, fmt.Errorf("lock %q: %w", key, ctx.Err())
-	}
-}
-
-// release drops one reference to kl and forgets it when unused.
-func (l *localLocks) release(key string, kl *localLock) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if kl.refs--; kl.refs == 0 {
-		delete(l.m, key)
-	}
 }

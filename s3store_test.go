@@ -573,23 +573,6 @@ func TestRetryDelay(t *testing.T) {
 	}
 }
 
-// TestLocalLocksForget: a released key lock leaves nothing behind.
-func TestLocalLocksForget(t *testing.T) {
-	var l localLocks
-	parallel(64, 16, func(i int) {
-		unlock, err := l.lock(t.Context(), fmt.Sprint("k", i%4))
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		unlock()
-		unlock()
-	})
-	if len(l.m) != 0 {
-		t.Errorf("localLocks holds %d entries after all unlocked, want 0", len(l.m))
-	}
-}
-
 // benchS3 measures op on 1 KiB objects and reports p50 and p99.
 func benchS3(b *testing.B, op func(s *s3Store, key string, data []byte) error) {
 	s := newTestS3Store(b, nil)

@@ -41,10 +41,13 @@ type store interface {
 	// the number of such names, not with the objects under them: this is
 	// how the databases are listed.
 	ListDirs(ctx context.Context, prefix string) ([]string, error)
-	// Lock takes an exclusive lock on key that also excludes other
-	// processes sharing the storage, for read-modify-write. The returned
-	// function releases it. A caller holds at most one lock at a time:
-	// distinct keys may share a lock (fsStore), so nesting can deadlock.
+	// Lock takes the cross-process part of key's lock for
+	// read-modify-write: fsStore's flock excludes every other holder, in
+	// this process or another; s3Store, which has no lock, returns at once.
+	// Callers take key's in-process lock (keyLocks, locks.go) first, see
+	// lockObject. The returned function releases it. A caller holds at
+	// most one lock at a time: distinct keys may share a lock (fsStore), so
+	// nesting can deadlock.
 	Lock(ctx context.Context, key string) (unlock func(), err error)
 	// Close releases the backend's resources.
 	Close() error

@@ -356,22 +356,25 @@ func testStoreConcurrentSameKey(t *testing.T, st store) {
 	}
 }
 
+// testStoreLockExcludes: the lock a writer takes (lockObject: keyLocks,
+// then the store's cross-process part) excludes other holders of the key.
 func testStoreLockExcludes(t *testing.T, st store) {
+	var locks keyLocks
 	ctx := t.Context()
 	key := entityObjectKey("db", "locked")
-	unlock, err := st.Lock(ctx, key)
+	unlock, err := lockObject(ctx, &locks, st, key)
 	if err != nil {
 		t.Fatalf("Lock(%q) = %v", key, err)
 	}
 	// Another key is independent.
-	unlockOther, err := st.Lock(ctx, entityObjectKey("db", "other"))
+	unlockOther, err := lockObject(ctx, &locks, st, entityObjectKey("db", "other"))
 	if err != nil {
 		t.Fatalf("Lock(other) = %v", err)
 	}
 	unlockOther()
 	acquired := make(chan func())
 	go func() {
-		u, err := st.Lock(ctx, key)
+		u, err := lockObject(ctx, &locks, st, key)
 		if err != nil {
 			t.Errorf("second Lock(%q) = %v", key, err)
 			close(acquired)
@@ -382,7 +385,7 @@ func testStoreLockExcludes(t *testing.T, st store) {
 	// A Lock of the held key waits: this one, in the test's goroutine, is
 	// bounded by its deadline and must end with it, not with the lock.
 	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
-	if u, err := st.Lock(short, key); !errors.Is(err, context.DeadlineExceeded) {
+	if u, err := lockObject(short, &locks, st, key); !errors.Is(err, context.DeadlineExceeded) {
 		if u != nil {
 			u()
 		}
@@ -405,7 +408,7 @@ func testStoreLockExcludes(t *testing.T, st store) {
 		t.Fatalf("second Lock(%q) not granted after unlock", key)
 	}
 	// The lock is reusable afterwards.
-	u, err := st.Lock(ctx, key)
+	u, err := lockObject(ctx, &locks, st, key)
 	if err != nil {
 		t.Fatalf("Lock(%q) after release = %v", key, err)
 	}
@@ -413,8 +416,9 @@ func testStoreLockExcludes(t *testing.T, st store) {
 }
 
 func testStoreLockCancel(t *testing.T, st store) {
+	var locks keyLocks
 	key := entityObjectKey("db", "locked")
-	unlock, err := st.Lock(t.Context(), key)
+	unlock, err := lockObject(t.Context(), &locks, st, key)
 	if err != nil {
 		t.Fatalf("Lock(%q) = %v", key, err)
 	}
@@ -422,7 +426,7 @@ func testStoreLockCancel(t *testing.T, st store) {
 	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	if u, err := st.Lock(ctx, key); !errors.Is(err, context.DeadlineExceeded) {
+	if u, err := lockObject(ctx, &locks, st, key); !errors.Is(err, context.DeadlineExceeded) {
 		if u != nil {
 			u()
 		}
@@ -433,7 +437,7 @@ func testStoreLockCancel(t *testing.T, st store) {
 	}
 	cancelled, cancel2 := context.WithCancel(t.Context())
 	cancel2()
-	if u, err := st.Lock(cancelled, entityObjectKey("db", "free")); err == nil {
+	if u, err := lockObject(cancelled, &locks, st, entityObjectKey("db", "free")); err == nil {
 		// Taking a free lock with a done context may succeed or fail;
 		// either is fine, but a granted lock must be releasable.
 		u()
@@ -479,17 +483,18 @@ func testStorePutIf(t *testing.T, st store) {
 	}
 }
 
-// testStorePutIfRace: writers that hold Lock, read the revision and
-// PutIf a counter increment never lose an increment.
+// testStorePutIfRace: writers that hold the object's lock, read the
+// revision and PutIf a counter increment never lose an increment.
 func testStorePutIfRace(t *testing.T, st store) {
 	ctx := t.Context()
+	var locks keyLocks
 	key := entityObjectKey("db", "counter")
 	const writers, each = 8, 5
 	var wg sync.WaitGroup
 	for range writers {
 		wg.Go(func() {
 			for range each {
-				unlock, err := st.Lock(ctx, key)
+				unlock, err := lockObject(ctx, &locks, st, key)
 				if err != nil {
 					t.Errorf("Lock = %v", err)
 					return

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	pb "deltadatabase/proto"
+)
+
+// TestKeyLocksForget: a released key lock leaves nothing behind.
+func TestKeyLocksForget(t *testing.T) {
+	var l keyLocks
+	parallel(64, 16, func(i int) {
+		unlock, err := l.lock(t.Context(), fmt.Sprint("k", i%4))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		unlock()
+		unlock()
+	})
+	if n := l.len(); n != 0 {
+		t.Errorf("keyLocks holds %d entries after all unlocked, want 0", n)
+	}
+}
+
+// TestKeyLocksWaiterCancelled: a waiter whose context ends returns at once
+// with the context's error, without the lock; the holder keeps it, and the
+// key is free for the next waiter after the holder releases it.
+func TestKeyLocksWaiterCancelled(t *testing.T) {
+	var l keyLocks
+	unlock, err := l.lock(t.Context(), "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		u, err := l.lock(ctx, "k")
+		if u != nil {
+			u()
+		}
+		done <- err
+	}()
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("cancelled waiter = %v, want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("cancelled waiter still waiting after 5s")
+	}
+	if n := l.len(); n != 1 {
+		t.Errorf("entries while held = %d, want 1 (the holder's)", n)
+	}
+	other, err := l.lock(t.Context(), "other")
+	if err != nil {
+		t.Fatalf("lock of another key while k is held = %v", err)
+	}
+	other()
+	unlock()
+	again, err := l.lock(t.Context(), "k")
+	if err != nil {
+		t.Fatalf("lock after release = %v", err)
+	}
+	again()
+	if n := l.len(); n != 0 {
+		t.Errorf("entries after all released = %d, want 0", n)
+	}
+}
+
+// lockCountingStore counts the store locks taken.
+type lockCountingStore struct {
+	store
+	locks atomic.Uint64
+}
+
+func (s *lockCountingStore) Lock(ctx context.Context, key string) (func(), error) {
+	s.locks.Add(1)
+	return s.store.Lock(ctx, key)
+}
+
+// TestWriteTakesThreeLocks: a PUT through the router to the in-process
+// worker takes exactly three locks (the router's per-entity lock, the
+// worker's per-key lock, the store's cross-process lock); a GET miss takes
+// only the worker's, a GET hit none.
+func TestWriteTakesThreeLocks(t *testing.T) {
+	st := &lockCountingStore{store: newTestFSStore(t)}
+	w := newTestWorker(t, "w1", st)
+	rt := newRouter(slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now, 0)
+	rt.add(&workerConn{id: "w1", proc: w, stats: w.stats})
+	count := func() uint64 { return rt.writes.taken.Load() + w.locks.taken.Load() + st.locks.Load() }
+	ctx := t.Context()
+	for _, tc := range []struct {
+		name string
+		op   *pb.EntityOp
+		want uint64
+	}{
+		{"PUT", &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_PUT, Payload: []byte(`1`)}, 3},
+		{"GET hit", &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_GET}, 0},
+		{"GET miss", &pb.EntityOp{DatabaseName: "db", EntityKey: "nope", Operation: pb.Operation_GET}, 1},
+		{"PUT If-Match", &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_PUT, Payload: []byte(`2`), IfMatch: "*"}, 3},
+		{"DELETE", &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_DELETE}, 3},
+	} {
+		before := count()
+		rt.Process(ctx, tc.op)
+		if got := count() - before; got != tc.want {
+			t.Errorf("%s took %d locks, want %d", tc.name, got, tc.want)
+		}
+	}
+}
