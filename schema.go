@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/santhosh-tekuri/jsonschema/v6/kind"
@@ -20,30 +21,36 @@ import (
 // schemaObjectKey(id) and validates documents against them (SPEC §6).
 //
 // Compiled schemas are cached by ID together with the SHA-256 of the bytes
-// they were compiled from. Every Validate reads the stored bytes again and
-// recompiles only when their hash changed, so a template replaced by another
-// process sharing the storage, or edited by hand, takes effect at once.
-// Templates are small; one read per validation buys that correctness.
+// they were compiled from (SPEC §6: compiled once, cached until replaced).
+// A Put through this registry replaces the cached schema at once. A cached
+// schema older than recheckEvery is checked against the stored bytes on its
+// next use and recompiled only when their hash changed, so a template
+// replaced by another process sharing the storage, or edited by hand, takes
+// effect within recheckEvery without a storage read per validation.
 //
 // A schemaRegistry is safe for concurrent use. Create it with
 // newSchemaRegistry; the zero value is not usable.
 type schemaRegistry struct {
-	st store
+	st  store
+	now func() time.Time // when cached schemas were checked; set in tests
 
 	mu    sync.Mutex                 // guards cache
 	cache map[string]*compiledSchema // by schema ID
 
-	// compiles counts schema compilations (Put and cache misses).
-	compiles atomic.Uint64
+	// compiles counts schema compilations (Put and cache misses);
+	// validations counts documents validated; reads counts template reads
+	// from storage.
+	compiles, validations, reads atomic.Uint64
 }
 
 // compiledSchema is the outcome of compiling one version of a template.
 // Exactly one of sch and err is set; compiling is deterministic (no loader
 // reaches outside the document), so a failure is cached as well.
 type compiledSchema struct {
-	sum [sha256.Size]byte  // SHA-256 of the raw template bytes
-	sch *jsonschema.Schema // safe for concurrent Validate calls
-	err error              // why stored bytes do not compile; wraps errCorrupt
+	sum     [sha256.Size]byte  // SHA-256 of the raw template bytes
+	sch     *jsonschema.Schema // safe for concurrent Validate calls
+	err     error              // why stored bytes do not compile; wraps errCorrupt
+	checked time.Time          // when sum was last compared with storage
 }
 
 // maxValidationMessages caps the messages of one validationError so that a
@@ -58,7 +65,7 @@ const schemaBaseURL = "deltadb:///"
 
 // newSchemaRegistry returns a registry over st.
 func newSchemaRegistry(st store) *schemaRegistry {
-	return &schemaRegistry{st: st, cache: make(map[string]*compiledSchema)}
+	return &schemaRegistry{st: st, now: time.Now, cache: make(map[string]*compiledSchema)}
 }
 
 // Put compiles raw as a JSON Schema and, only if it compiles, stores it
@@ -76,7 +83,7 @@ func (r *schemaRegistry) Put(ctx context.Context, id string, raw []byte) error {
 	if err := r.st.Put(ctx, schemaObjectKey(id), raw); err != nil {
 		return fmt.Errorf("put schema %q: %w", id, err)
 	}
-	r.remember(id, &compiledSchema{sum: sha256.Sum256(raw), sch: sch})
+	r.remember(id, &compiledSchema{sum: sha256.Sum256(raw), sch: sch, checked: r.now()})
 	return nil
 }
 
@@ -118,6 +125,7 @@ func (r *schemaRegistry) List(ctx context.Context) ([]string, error) {
 // does not match is a *validationError (which also matches errInvalid). A
 // stored template that no longer compiles (edited by hand) wraps errCorrupt.
 func (r *schemaRegistry) Validate(ctx context.Context, id string, doc []byte) error {
+	r.validations.Add(1)
 	sch, err := r.load(ctx, id)
 	if err != nil {
 		return fmt.Errorf("validate against schema %q: %w", id, err)
@@ -137,12 +145,17 @@ func (r *schemaRegistry) Validate(ctx context.Context, id string, doc []byte) er
 	return nil
 }
 
-// load returns the compiled form of the currently stored template id,
-// compiling it only if its bytes differ from the cached version.
+// load returns the compiled form of template id: the cached one if it was
+// checked within recheckEvery, else that of the stored bytes, compiling
+// them only if they differ from the cached version.
 func (r *schemaRegistry) load(ctx context.Context, id string) (*jsonschema.Schema, error) {
 	if err := validateSchemaID(id); err != nil {
 		return nil, err
 	}
+	if c := r.fresh(id); c != nil {
+		return c.sch, c.err
+	}
+	r.reads.Add(1)
 	raw, err := r.st.Get(ctx, schemaObjectKey(id))
 	if errors.Is(err, errNotFound) {
 		r.forget(id)
@@ -154,7 +167,7 @@ func (r *schemaRegistry) load(ctx context.Context, id string) (*jsonschema.Schem
 	if c := r.cached(id, sum); c != nil {
 		return c.sch, c.err
 	}
-	c := &compiledSchema{sum: sum}
+	c := &compiledSchema{sum: sum, checked: r.now()}
 	c.sch, c.err = r.compile(id, raw)
 	if c.err != nil {
 		c.err = fmt.Errorf("stored template: %v: %w", c.err, errCorrupt)
@@ -163,12 +176,24 @@ func (r *schemaRegistry) load(ctx context.Context, id string) (*jsonschema.Schem
 	return c.sch, c.err
 }
 
-// cached returns the cache entry for id if it was compiled from bytes
-// hashing to sum, else nil.
+// fresh returns the cache entry for id if it was checked against storage
+// within recheckEvery, else nil.
+func (r *schemaRegistry) fresh(id string) *compiledSchema {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c := r.cache[id]; c != nil && r.now().Sub(c.checked) < recheckEvery {
+		return c
+	}
+	return nil
+}
+
+// cached returns the cache entry for id, marked checked now, if it was
+// compiled from bytes hashing to sum, else nil.
 func (r *schemaRegistry) cached(id string, sum [sha256.Size]byte) *compiledSchema {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if c := r.cache[id]; c != nil && c.sum == sum {
+		c.checked = r.now()
 		return c
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // memStore is an in-memory store for tests. Safe for concurrent use; the
@@ -360,6 +361,9 @@ func TestSchemaValidateCachesCompiled(t *testing.T) {
 	if got := r.compiles.Load() - before; got != 0 {
 		t.Errorf("compiles during 10 Validate calls after Put = %d, want 0", got)
 	}
+	if got := r.reads.Load(); got != 0 {
+		t.Errorf("template reads during 10 Validate calls right after Put = %d, want 0", got)
+	}
 	// A fresh registry (another worker) compiles once, then hits its cache.
 	r2 := newSchemaRegistry(r.st)
 	for range 10 {
@@ -373,11 +377,13 @@ func TestSchemaValidateCachesCompiled(t *testing.T) {
 }
 
 // The template is replaced underneath the registry, by hand or by another
-// process: the next Validate must use the new bytes.
+// process: the first Validate after recheckEvery must use the new bytes.
 func TestSchemaRecompileAfterStoredBytesChange(t *testing.T) {
 	ctx := context.Background()
 	st := newMemStore()
 	r := newSchemaRegistry(st)
+	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	r.now = clock.now
 	if err := r.Put(ctx, "s", []byte(`{"type":"string"}`)); err != nil {
 		t.Fatal(err)
 	}
@@ -389,6 +395,10 @@ func TestSchemaRecompileAfterStoredBytesChange(t *testing.T) {
 	if err := st.Put(ctx, schemaObjectKey("s"), []byte(`{"type":"number"}`)); err != nil {
 		t.Fatal(err)
 	}
+	if err := r.Validate(ctx, "s", []byte(`"x"`)); err != nil {
+		t.Errorf("Validate within recheckEvery of the last check = %v, want nil (cached template)", err)
+	}
+	clock.advance(recheckEvery)
 	if err := r.Validate(ctx, "s", []byte(`"x"`)); !errors.Is(err, errInvalid) {
 		t.Errorf("Validate after hand edit = %v, want errInvalid", err)
 	}
@@ -401,6 +411,7 @@ func TestSchemaRecompileAfterStoredBytesChange(t *testing.T) {
 	if err := other.Put(ctx, "s", []byte(`{"type":"boolean"}`)); err != nil {
 		t.Fatal(err)
 	}
+	clock.advance(recheckEvery)
 	if err := r.Validate(ctx, "s", []byte(`true`)); err != nil {
 		t.Errorf("Validate(true) after other worker's Put = %v, want nil", err)
 	}
@@ -410,6 +421,7 @@ func TestSchemaRecompileAfterStoredBytesChange(t *testing.T) {
 	if err := st.Put(ctx, schemaObjectKey("s"), []byte(`{"type":5}`)); err != nil {
 		t.Fatal(err)
 	}
+	clock.advance(recheckEvery)
 	for range 2 {
 		if err := r.Validate(ctx, "s", []byte(`true`)); !errors.Is(err, errCorrupt) {
 			t.Errorf("Validate after broken hand edit = %v, want errCorrupt", err)
@@ -420,6 +432,7 @@ func TestSchemaRecompileAfterStoredBytesChange(t *testing.T) {
 	if err := st.Delete(ctx, schemaObjectKey("s")); err != nil {
 		t.Fatal(err)
 	}
+	clock.advance(recheckEvery)
 	if err := r.Validate(ctx, "s", []byte(`true`)); !errors.Is(err, errNotFound) {
 		t.Errorf("Validate after delete = %v, want errNotFound", err)
 	}
