@@ -33,6 +33,7 @@
 //	routing.go     the router: rendezvous hashing, batches, epochs
 //	proc.go        the processing worker, its gRPC server, the subscriber
 //	locks.go       the one per-key lock, honouring the request's context
+//	backoff.go     bounded exponential backoff with jitter
 //	conditional.go ETags and preconditions
 //	patch.go       JSON Merge Patch and JSON Patch
 //	schema.go      the JSON Schema registry and validation
@@ -401,15 +402,29 @@ func addLocalWorker(cfg config, rt *router, st store, schemas *schemaRegistry, m
 	if err != nil {
 		return err
 	}
-	size := cfg.entityCacheSize
-	if cfg.cacheSizeSet {
-		size = cfg.cacheSize
+	w, err := buildWorker(cfg, st, schemas, log)
+	if err != nil {
+		return err
 	}
-	w := newWorker(workerIDOrHost(cfg.workerID), st, schemas, newLRU[string, cachedEntity](size, cfg.cacheTTL, time.Now), log)
 	w.setSealer(seal)
 	rt.add(&workerConn{id: w.id, keyID: cfg.keyID, proc: w, stats: w.stats,
 		tags: map[string]string{"grpc_addr": "in-process"}})
 	return nil
+}
+
+// buildWorker builds the processing worker of -role=proc, or the
+// in-process one of -role=all, whose cache holds -cache-size entities when
+// that flag is given, else -entity-cache-size (SPEC §9).
+func buildWorker(cfg config, st store, schemas *schemaRegistry, log *slog.Logger) (*worker, error) {
+	id := workerIDOrHost(cfg.workerID)
+	if err := validateDBName(id); err != nil {
+		return nil, fmt.Errorf("-worker-id: %w", err)
+	}
+	size := cfg.cacheSize
+	if cfg.role != "proc" && !cfg.cacheSizeSet {
+		size = cfg.entityCacheSize
+	}
+	return newWorker(id, st, schemas, newLRU[string, cachedEntity](size, cfg.cacheTTL, time.Now), log), nil
 }
 
 // serveGRPC serves the MainWorker service on addr.

@@ -530,11 +530,11 @@ func runProc(ctx context.Context, cfg config, log *slog.Logger) error {
 		return err
 	}
 	defer st.Close()
-	id := workerIDOrHost(cfg.workerID)
-	if err := validateDBName(id); err != nil {
-		return fmt.Errorf("-worker-id: %w", err)
+	w, err := buildWorker(cfg, st, newSchemaRegistry(st), log)
+	if err != nil {
+		return err
 	}
-	w := newWorker(id, st, newSchemaRegistry(st), newLRU[string, cachedEntity](cfg.cacheSize, cfg.cacheTTL, time.Now), log)
+	id := w.id
 	srv := &workerServer{w: w, now: time.Now}
 	addr := cmp.Or(cfg.grpcAddr, "127.0.0.1:0")
 	ln, err := net.Listen("tcp", addr)
@@ -553,7 +553,7 @@ func runProc(ctx context.Context, cfg config, log *slog.Logger) error {
 		return fmt.Errorf("generate worker key pair: %w", err)
 	}
 	sub := &subscriber{id: id, mainAddr: cfg.mainAddr, advertise: ln.Addr().String(), priv: priv, srv: srv,
-		log: log, maxMsg: cfg.grpcMaxRecv}
+		log: log, maxMsg: cfg.grpcMaxRecv, now: time.Now, retry: subscribeBackoff}
 	err = sub.run(ctx)
 	// Forget the keys: the sealer is dropped and the call key zeroed.
 	w.sealer.Store(nil)
@@ -599,13 +599,14 @@ type subscriber struct {
 	srv       *workerServer
 	log       *slog.Logger
 	maxMsg    int
+	// now is the clock of renewals and of the sealer's headers.
+	now func() time.Time
+	// retry spaces failed subscription attempts.
+	retry backoff
 }
 
-// Subscription backoff bounds.
-const (
-	minBackoff = 200 * time.Millisecond
-	maxBackoff = 10 * time.Second
-)
+// subscribeBackoff spaces the attempts of a worker to subscribe.
+var subscribeBackoff = backoff{base: 200 * time.Millisecond, max: 10 * time.Second, jitter: rand.Int64N}
 
 // run subscribes and heartbeats until ctx ends.
 func (s *subscriber) run(ctx context.Context) error {
@@ -615,20 +616,19 @@ func (s *subscriber) run(ctx context.Context) error {
 	}
 	defer conn.Close()
 	client := pb.NewMainWorkerClient(conn)
-	backoff := minBackoff
+	failures := 0
 	for ctx.Err() == nil {
 		sub, err := s.subscribe(ctx, client)
 		if err != nil {
 			if ctx.Err() != nil {
 				break
 			}
-			wait := backoff/2 + rand.N(backoff/2+1)
-			s.log.Warn("subscribe failed; retrying", attrAddr, s.mainAddr, attrErr, err, "retry_in", wait.Round(time.Millisecond))
-			sleepCtx(ctx, wait)
-			backoff = min(backoff*2, maxBackoff)
+			failures++
+			s.log.Warn("subscribe failed; retrying", attrAddr, s.mainAddr, attrErr, err, "attempt", failures)
+			_ = s.retry.sleep(ctx, failures) // ctx's end stops the loop
 			continue
 		}
-		backoff = minBackoff
+		failures = 0
 		s.log.Info("subscribed", attrWorker, s.id, attrAddr, s.mainAddr, "expires", sub.expires.UTC().Format(time.RFC3339))
 		s.heartbeat(ctx, client, sub)
 	}
@@ -657,7 +657,7 @@ func (s *subscriber) subscribe(ctx context.Context, client pb.MainWorkerClient) 
 	if err != nil {
 		return nil, fmt.Errorf("subscribe: unwrap call key: %w", err)
 	}
-	seal, err := newSealer(master, resp.GetKeyId(), cryptoRand, time.Now)
+	seal, err := newSealer(master, resp.GetKeyId(), cryptoRand, s.now)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe: %w", err)
 	}
@@ -676,7 +676,8 @@ func (s *subscriber) subscribe(ctx context.Context, client pb.MainWorkerClient) 
 // heartbeat reports liveness until the subscription must be renewed, the
 // main worker asks for a new subscription, or it stops answering.
 func (s *subscriber) heartbeat(ctx context.Context, client pb.MainWorkerClient, sub *subscription) {
-	renewAt := time.Now().Add(time.Until(sub.expires) * 4 / 5)
+	now := s.now()
+	renewAt := now.Add(sub.expires.Sub(now) * 4 / 5)
 	t := time.NewTicker(sub.every)
 	defer t.Stop()
 	failures := 0
@@ -689,7 +690,7 @@ func (s *subscriber) heartbeat(ctx context.Context, client pb.MainWorkerClient, 
 			case <-t.C:
 			}
 		}
-		if time.Now().After(renewAt) {
+		if s.now().After(renewAt) {
 			s.log.Info("renewing subscription before the token expires", attrWorker, s.id)
 			return
 		}
@@ -711,15 +712,5 @@ func (s *subscriber) heartbeat(ctx context.Context, client pb.MainWorkerClient, 
 		default:
 			failures = 0
 		}
-	}
-}
-
-// sleepCtx sleeps for d or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
 	}
 }

@@ -40,11 +40,9 @@ type s3Store struct {
 	client       *http.Client
 	ownClient    bool // client was made here; Close closes its idle connections
 	now          func() time.Time
-	jitter       func(n int64) int64
 	timeout      time.Duration
 	attempts     int
-	backoff      time.Duration
-	maxBackoff   time.Duration
+	retry        backoff
 	pageSize     int
 }
 
@@ -126,9 +124,10 @@ func configureS3Store(cfg s3Config) (*s3Store, error) {
 		scheme: scheme, host: host, bucket: cfg.Bucket, prefix: cfg.Prefix,
 		region: cmp.Or(cfg.Region, "us-east-1"),
 		creds:  credentials{AccessKey: cfg.AccessKey, SecretKey: cfg.SecretKey, SessionToken: cfg.SessionToken},
-		client: cfg.HTTPClient, now: cfg.Now, jitter: cfg.Jitter,
+		client: cfg.HTTPClient, now: cfg.Now,
 		timeout: cmp.Or(cfg.Timeout, 30*time.Second), attempts: cmp.Or(cfg.MaxAttempts, 4),
-		backoff: cmp.Or(cfg.Backoff, 100*time.Millisecond), maxBackoff: cmp.Or(cfg.MaxBackoff, 2*time.Second),
+		retry: backoff{base: cmp.Or(cfg.Backoff, 100*time.Millisecond), max: cmp.Or(cfg.MaxBackoff, 2*time.Second),
+			jitter: cfg.Jitter},
 		pageSize: cmp.Or(cfg.PageSize, 1000),
 	}
 	if s.client == nil {
@@ -139,8 +138,8 @@ func configureS3Store(cfg s3Config) (*s3Store, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	if s.jitter == nil {
-		s.jitter = rand.Int64N
+	if s.retry.jitter == nil {
+		s.retry.jitter = rand.Int64N
 	}
 	return s, nil
 }
@@ -502,34 +501,11 @@ func (s *s3Store) do(ctx context.Context, r s3Request) (*s3Response, error) {
 		if attempt >= s.attempts {
 			break
 		}
-		if err := sleepBackoff(ctx, s.retryDelay(attempt)); err != nil {
+		if err := s.retry.sleep(ctx, attempt); err != nil {
 			return nil, fmt.Errorf("s3 %s: %w", r.method, err)
 		}
 	}
 	return nil, fmt.Errorf("s3 %s: gave up after %d attempts: %w", r.method, s.attempts, last)
-}
-
-// retryDelay is the jittered delay before retry number n (1-based):
-// Backoff*2^(n-1) capped at MaxBackoff, minus a random part of its half.
-func (s *s3Store) retryDelay(n int) time.Duration {
-	d := s.backoff << (n - 1)
-	if d > s.maxBackoff || d <= 0 {
-		d = s.maxBackoff
-	}
-	half := int64(d / 2)
-	return time.Duration(half + s.jitter(half+1))
-}
-
-// sleepBackoff waits for d or until ctx is done.
-func sleepBackoff(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // transientError is a failure worth retrying: no answer, or a 5xx or

@@ -554,7 +554,7 @@ func TestSplitEndpoint(t *testing.T) {
 }
 
 func TestRetryDelay(t *testing.T) {
-	s := &s3Store{backoff: 100 * time.Millisecond, maxBackoff: time.Second}
+	b := backoff{base: 100 * time.Millisecond, max: time.Second}
 	for _, tt := range []struct {
 		n        int
 		jitter   int64 // fraction of the half, in percent
@@ -566,9 +566,9 @@ func TestRetryDelay(t *testing.T) {
 		{5, 100, time.Second, time.Second}, // capped
 		{70, 0, 500 * time.Millisecond, 500 * time.Millisecond},
 	} {
-		s.jitter = func(n int64) int64 { return (n - 1) * tt.jitter / 100 }
-		if got := s.retryDelay(tt.n); got < tt.min-time.Microsecond || got > tt.max {
-			t.Errorf("retryDelay(%d) with jitter %d%% = %v, want %v..%v", tt.n, tt.jitter, got, tt.min, tt.max)
+		b.jitter = func(n int64) int64 { return (n - 1) * tt.jitter / 100 }
+		if got := b.delay(tt.n); got < tt.min-time.Microsecond || got > tt.max {
+			t.Errorf("delay(%d) with jitter %d%% = %v, want %v..%v", tt.n, tt.jitter, got, tt.min, tt.max)
 		}
 	}
 }
