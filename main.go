@@ -30,15 +30,18 @@
 //	apikeys.go     the API key model and its persistence in the store
 //	mainworker.go  the main worker's gRPC service: worker subscription,
 //	               heartbeats, Process for client applications
-//	routing.go     the router: rendezvous hashing, batches, epochs
-//	proc.go        the processing worker, its gRPC server, the subscriber
+//	routing.go     the router: rendezvous hashing, batches, epochs, and
+//	               the main worker's stub for remote workers (call signing)
+//	proc.go        the processing worker, its gRPC server, the subscriber,
+//	               the gRPC code table
 //	locks.go       the one per-key lock, honouring the request's context
 //	backoff.go     bounded exponential backoff with jitter
 //	conditional.go ETags and preconditions
 //	patch.go       JSON Merge Patch and JSON Patch
 //	schema.go      the JSON Schema registry and validation
 //	catalog.go     the storage layout above the store: object keys, schema
-//	               bindings, database and key listings
+//	               bindings (cached), document validation, database and key
+//	               listings
 //	keyindex.go    the in-memory index of each database's entity keys that
 //	               listings page through
 //	names.go       validation of database names, schema IDs and entity keys
