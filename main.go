@@ -58,6 +58,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/rsa"
 	"errors"
 	"flag"
 	"fmt"
@@ -393,6 +394,48 @@ func newMainAuthenticator(ctx context.Context, cfg config, keys startKeys, st st
 	return newAuthenticator(ctx, authConfig{adminHash: &keys.adminHash, st: st, keyFile: cfg.keyStore,
 		sessionKey: sessionKey, clientTTL: cfg.clientTTL, now: time.Now, maxFailures: maxFailures,
 		trustedProxies: cfg.trustedProxies})
+}
+
+// runProc runs a processing worker: it serves ProcessingWorker on
+// -grpc-addr and keeps a subscription to the main worker at -main-addr,
+// from which it receives the master key.
+func runProc(ctx context.Context, cfg config, log *slog.Logger) error {
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	w, err := buildWorker(cfg, st, newSchemaRegistry(st), log)
+	if err != nil {
+		return err
+	}
+	id := w.id
+	srv := &workerServer{w: w, now: time.Now}
+	addr := cmp.Or(cfg.grpcAddr, "127.0.0.1:0")
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("-grpc-addr: listen %s: %w", addr, err)
+	}
+	gs := grpc.NewServer(grpcServerOptions(cfg.grpcMaxRecv)...)
+	pb.RegisterProcessingWorkerServer(gs, srv)
+	go gs.Serve(ln)
+	defer stopGRPC(gs)
+	log.Info("worker listening", attrWorker, id, attrAddr, ln.Addr().String())
+	// The key pair lives only in memory; 2048-bit RSA-OAEP keeps start-up
+	// fast and is enough to wrap a 256-bit key.
+	priv, err := rsa.GenerateKey(cryptoRand, 2048)
+	if err != nil {
+		return fmt.Errorf("generate worker key pair: %w", err)
+	}
+	sub := &subscriber{id: id, mainAddr: cfg.mainAddr, advertise: ln.Addr().String(), priv: priv, srv: srv,
+		log: log, maxMsg: cfg.grpcMaxRecv, now: time.Now, retry: subscribeBackoff}
+	err = sub.run(ctx)
+	// Forget the keys: the sealer is dropped and the call key zeroed.
+	w.sealer.Store(nil)
+	if old := srv.sub.Swap(nil); old != nil {
+		zero(old.callKey)
+	}
+	return err
 }
 
 // saturatedInFlight is the number of calls in flight at which an entity's

@@ -159,12 +159,22 @@ func (m *mainService) Process(ctx context.Context, req *pb.ProcessRequest) (*pb.
 	ctx = withRequestID(ctx, rid)
 	resp, err := m.process(ctx, req)
 	if err != nil {
-		if _, ok := clientMessage(err); !ok {
-			m.log.Error("grpc process failed", attrRequestID, rid, attrDB, req.GetDatabaseName(), attrErr, err)
-		}
+		m.logFailure(rid, req, err)
 		return nil, clientStatus(err, rid)
 	}
 	return &pb.ProcessResponse{Status: "OK", Result: resp.GetResult(), Version: resp.GetVersion()}, nil
+}
+
+// logFailure logs a failed client call: an internal failure (5xx on REST)
+// with its cause, anything else at info with its code only, so that a
+// refused credential never reaches the log.
+func (m *mainService) logFailure(rid string, req *pb.ProcessRequest, err error) {
+	switch code := grpcCode(err); code {
+	case codes.Internal, codes.DataLoss, codes.Unavailable, codes.DeadlineExceeded:
+		m.log.Error("grpc process failed", attrRequestID, rid, attrDB, req.GetDatabaseName(), "code", code.String(), attrErr, err)
+	default:
+		m.log.Info("grpc process refused", attrRequestID, rid, attrDB, req.GetDatabaseName(), "code", code.String())
+	}
 }
 
 // process authorizes a client's request, turns it into an EntityOp and
