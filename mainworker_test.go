@@ -409,3 +409,46 @@ func TestClientProcessOriginalWire(t *testing.T) {
 		t.Errorf("operation FROB = %v, want InvalidArgument naming it", err)
 	}
 }
+
+// TestRemoteWorkerErrorsCarryNoInternals: a remote worker over a real
+// filesystem store answers a missing entity with the client sentence and a
+// corrupt one with a fixed sentence naming the request ID: no storage path,
+// object key or wrapped chain crosses the hop, and the REST status holds.
+func TestRemoteWorkerErrorsCarryNoInternals(t *testing.T) {
+	st := newTestFSStore(t)
+	w := newTestWorker(t, "w1", st)
+	srv := &workerServer{w: w, now: time.Now}
+	callKey := bytes.Repeat([]byte{7}, 32)
+	srv.sub.Store(&subscription{callKey: callKey, expires: time.Now().Add(time.Hour)})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	pb.RegisterProcessingWorkerServer(gs, srv)
+	go gs.Serve(ln)
+	defer gs.Stop()
+	rw := &remoteWorker{id: "w1", client: pb.NewProcessingWorkerClient(dial(t, ln.Addr().String())), callKey: callKey, now: time.Now}
+	ctx := context.Background()
+	get := func(key string) error {
+		_, err := rw.Process(ctx, &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: key, Operation: pb.Operation_GET},
+			Owner: true, RequestId: "rid-42"})
+		return err
+	}
+	err = get("nope")
+	if msg, ok := clientMessage(err); !ok || msg != `entity "nope" not found in database "db"` || statusOf(err) != 404 {
+		t.Errorf("GET of a missing entity = %v (sentence %q), want 404 with the sentence", err, msg)
+	}
+	if err := st.Put(ctx, entityObjectKey("db", "bad"), []byte("not an envelope")); err != nil {
+		t.Fatal(err)
+	}
+	err = get("bad")
+	if _, ok := clientMessage(err); ok || statusOf(err) != 500 || !strings.Contains(err.Error(), "rid-42") {
+		t.Errorf("GET of a corrupt entity = %v, want 500 without a client sentence, naming request rid-42", err)
+	}
+	for _, leak := range []string{st.root, "files/", "open ", ": " + errCorrupt.Error() + ":"} {
+		if strings.Contains(err.Error(), leak) {
+			t.Errorf("error after the hop %q contains %q", err, leak)
+		}
+	}
+}
