@@ -463,8 +463,8 @@ type ProcessRequest struct {
 	// The client's credential: admin key, API key or session token. It may
 	// instead travel as "authorization: Bearer ..." metadata.
 	Token string `protobuf:"bytes,6,opt,name=token,proto3" json:"token,omitempty"`
-	// Preconditions of a write, as the If-Match and If-None-Match headers
-	// take them (ETag values, quotes optional, comma-separated, or "*").
+	// Preconditions of a write: ETag values without quotes,
+	// comma-separated, or "*" (as the If-Match and If-None-Match headers).
 	IfMatch     string `protobuf:"bytes,8,opt,name=if_match,json=ifMatch,proto3" json:"if_match,omitempty"`
 	IfNoneMatch string `protobuf:"bytes,9,opt,name=if_none_match,json=ifNoneMatch,proto3" json:"if_none_match,omitempty"`
 	// Content type of a PATCH payload: application/merge-patch+json or
