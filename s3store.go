@@ -283,7 +283,7 @@ func (s *s3Store) List(ctx context.Context, prefix, startAfter string, limit int
 
 // ListDirs lists the common prefixes under prefix with delimiter "/", up
 // to pageSize names per request, whatever the number of objects under
-// them.
+// them, and checks each with a one-key listing: one request per name.
 func (s *s3Store) ListDirs(ctx context.Context, prefix string) ([]string, error) {
 	if prefix != "" && !strings.HasSuffix(prefix, "/") {
 		return nil, fmt.Errorf("list dirs %s: prefix must be empty or end in \"/\": %w", prefix, errInvalid)
@@ -299,7 +299,16 @@ func (s *s3Store) ListDirs(ctx context.Context, prefix string) ([]string, error)
 		for _, p := range page.prefixes {
 			name, ok := strings.CutSuffix(strings.TrimPrefix(p, base), "/")
 			// A segment of a long name ("aaaa+/") is not a directory.
-			if ok && name != "" && !strings.HasSuffix(name, segmentMark) {
+			if !ok || name == "" || strings.HasSuffix(name, segmentMark) {
+				continue
+			}
+			// Some servers (SeaweedFS) keep an emptied "directory" as a
+			// common prefix; a name counts only while an object is under it.
+			held, err := s.listObjectsV2(ctx, p, "", "", "", 1)
+			if err != nil {
+				return nil, err
+			}
+			if len(held.keys) > 0 {
 				names = append(names, name)
 			}
 		}
