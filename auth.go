@@ -379,8 +379,12 @@ func (l *failLimiter) fail(client string) time.Duration {
 	return 0
 }
 
-// clientOf is the address r comes from, for the rate limit (clientAddr).
+// clientOf is the address r comes from, for the rate limit and logs
+// (clientAddr). A nil authenticator trusts no proxy.
 func (a *authenticator) clientOf(r *http.Request) string {
+	if a == nil {
+		return r.RemoteAddr
+	}
 	return clientAddr(r.RemoteAddr, r.Header.Values("X-Forwarded-For"), a.trusted)
 }
 

@@ -296,7 +296,7 @@ func (s *restServer) writeError(w http.ResponseWriter, r *http.Request, err erro
 	case code >= 500:
 		s.log.Error("request failed", attrRequestID, id, attrRoute, r.Pattern, attrStatus, code, attrErr, err)
 	case code == http.StatusUnauthorized || code == http.StatusForbidden || code == http.StatusTooManyRequests:
-		s.log.Info("request refused", attrRequestID, id, attrRoute, r.Pattern, attrStatus, code, attrAddr, r.RemoteAddr, attrErr, err)
+		s.log.Info("request refused", attrRequestID, id, attrRoute, r.Pattern, attrStatus, code, attrAddr, s.auth.clientOf(r), attrErr, err)
 	}
 	writeJSON(w, code, map[string]string{"error": publicMessage(err, id)})
 }

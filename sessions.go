@@ -88,9 +88,13 @@ type sessions struct {
 	// revoked maps the ID of each logged-out token to its expiry.
 	revoked map[[16]byte]time.Time
 	// live holds, per key ID, the expiries of the tokens this process
-	// issued that have neither expired nor been logged out. Tokens are
-	// stateless, so this is the only count of them there is: it starts
-	// empty on every start and each main worker counts its own logins.
+	// issued that have not expired. Tokens are stateless, so this is the
+	// only count of them there is: it starts empty on every start and
+	// each main worker counts its own logins. A logout does not free a
+	// slot: every logout leaves a revocation object until the token's
+	// expiry, and counting issued tokens bounds those at maxPerKey per
+	// key, where login and logout in a loop could otherwise fill the
+	// storage.
 	live map[string][]time.Time
 }
 
@@ -121,8 +125,8 @@ func (s *sessions) issue(keyID string, keyHash [32]byte, expires time.Time) (str
 	return sessionTokenPrefix + base64.RawURLEncoding.EncodeToString(raw), nil
 }
 
-// reserve counts one more live session of keyID, expiring at expires, or
-// refuses it when the key has maxPerKey live sessions already.
+// reserve counts one more session of keyID, expiring at expires, or
+// refuses it when maxPerKey tokens of the key issued here are unexpired.
 func (s *sessions) reserve(keyID string, expires time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -140,7 +144,7 @@ func (s *sessions) reserve(keyID string, expires time.Time) error {
 			first = minTime(first, e)
 		}
 		return &rateLimitError{retryAfter: first.Sub(now),
-			reason: fmt.Sprintf("this key has %d live sessions, the most allowed; log out one (POST /api/logout)", s.maxPerKey)}
+			reason: fmt.Sprintf("this key already has %d unexpired session tokens, the most allowed; reuse one", s.maxPerKey)}
 	}
 	s.live[keyID] = append(live, expires)
 	return nil
@@ -203,8 +207,7 @@ func (s *sessions) isRevoked(c sessionClaims) bool {
 	return ok
 }
 
-// revoke logs out the token with claims c: durably first, then here. Its
-// slot under the per-key cap is freed.
+// revoke logs out the token with claims c: durably first, then here.
 func (s *sessions) revoke(ctx context.Context, c sessionClaims) error {
 	if s.st != nil {
 		if err := s.st.Put(ctx, revocationObject(c), []byte("{}\n")); err != nil {
@@ -214,13 +217,6 @@ func (s *sessions) revoke(ctx context.Context, c sessionClaims) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.revoked[c.id] = c.expires
-	live := s.live[c.keyID]
-	for i, e := range live {
-		if e.Equal(c.expires) {
-			s.live[c.keyID] = append(live[:i], live[i+1:]...)
-			break
-		}
-	}
 	return nil
 }
 
