@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,7 +16,9 @@ import (
 	"net/http"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	pb "deltadatabase/proto"
 )
@@ -447,4 +450,187 @@ func (s *restServer) decodeBody(w http.ResponseWriter, r *http.Request, v any, s
 		return err
 	}
 	return decodeJSONBody(body, v, shape)
+}
+
+// databaseInfo is the answer of GET and PUT /api/databases/{db}.
+type databaseInfo struct {
+	Name     string  `json:"name"`
+	Schema   *string `json:"schema"` // null when not bound
+	Entities int     `json:"entities"`
+}
+
+// handleGetDatabase answers a database's binding and entity count; 404
+// when it has neither entities nor a binding.
+func (s *restServer) handleGetDatabase(w http.ResponseWriter, r *http.Request, p principal) error {
+	db, err := pathDB(r)
+	if err != nil {
+		return err
+	}
+	info, err := s.databaseInfo(r.Context(), db)
+	if err != nil {
+		return err
+	}
+	if info.Entities == 0 && info.Schema == nil {
+		return reqErrorf(errNotFound, "database %q has no entities and no schema binding", db)
+	}
+	writeJSON(w, http.StatusOK, info)
+	return nil
+}
+
+// handlePutDatabase binds a database to a schema ({"schema": ID}) or
+// unbinds it ({"schema": null} or {"schema": ""}). Existing entities are
+// not validated again; every later write is.
+func (s *restServer) handlePutDatabase(w http.ResponseWriter, r *http.Request, p principal) error {
+	db, err := pathDB(r)
+	if err != nil {
+		return err
+	}
+	body, err := s.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	id, err := decodeBindingBody(body)
+	if err != nil {
+		return err
+	}
+	if err := s.bind(r.Context(), db, id); err != nil {
+		return err
+	}
+	s.log.Info("database binding set", attrDB, db, attrSchema, id, attrClient, p.clientID)
+	info, err := s.databaseInfo(r.Context(), db)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, info)
+	return nil
+}
+
+// decodeBindingBody parses {"schema": ID | "" | null}; "" means unbind.
+func decodeBindingBody(body []byte) (string, error) {
+	const shape = `{"schema": ID or null}`
+	var b struct {
+		Schema json.RawMessage `json:"schema"`
+	}
+	if err := decodeJSONBody(body, &b, shape); err != nil {
+		return "", err
+	}
+	if b.Schema == nil {
+		return "", reqErrorf(errInvalid, `body must be %s: it has no "schema" (null or "" unbinds)`, shape)
+	}
+	var id *string
+	if err := json.Unmarshal(b.Schema, &id); err != nil {
+		return "", reqErrorf(errInvalid, `body must be %s: "schema" is not a string or null`, shape)
+	}
+	if id == nil {
+		return "", nil
+	}
+	return *id, nil
+}
+
+// bind stores (id != "") or removes (id == "") db's binding. Binding to an
+// unknown schema is errInvalid.
+func (s *restServer) bind(ctx context.Context, db, id string) error {
+	if id == "" {
+		return s.catalog.bindings.set(ctx, db, "")
+	}
+	if err := validateSchemaID(id); err != nil {
+		return err
+	}
+	if _, err := s.schemas.Get(ctx, id); errors.Is(err, errNotFound) {
+		return reqErrorf(errInvalid, "unknown schema %q", id)
+	} else if err != nil {
+		return fmt.Errorf("bind %s: %w", db, err)
+	}
+	return s.catalog.bindings.set(ctx, db, id)
+}
+
+// databaseInfo reads db's binding and counts its entities (from the key
+// index).
+func (s *restServer) databaseInfo(ctx context.Context, db string) (databaseInfo, error) {
+	id, err := s.catalog.bindings.get(ctx, db)
+	if err != nil {
+		return databaseInfo{}, err
+	}
+	n, err := s.catalog.keys.count(ctx, db)
+	if err != nil {
+		return databaseInfo{}, fmt.Errorf("count entities of %s: %w", db, err)
+	}
+	info := databaseInfo{Name: db, Entities: n}
+	if id != "" {
+		info.Schema = &id
+	}
+	return info, nil
+}
+
+// keyPage is the answer of GET /api/databases/{db}/keys.
+type keyPage struct {
+	Keys []string `json:"keys"`
+	// Next is the cursor of the following page; absent on the last page.
+	Next string `json:"next,omitempty"`
+}
+
+// handleListEntityKeys lists a database's entity keys in key (byte) order, one
+// page at a time, from the key index: O(page size) once the database is
+// indexed. The cursor is the last key of the previous page, so a
+// key appears at most once across pages whatever is written meanwhile,
+// and every key that exists throughout the listing appears.
+func (s *restServer) handleListEntityKeys(w http.ResponseWriter, r *http.Request, p principal) error {
+	db, err := pathDB(r)
+	if err != nil {
+		return err
+	}
+	prefix, limit, after, err := listParams(r)
+	if err != nil {
+		return err
+	}
+	keys, more, err := s.catalog.keys.page(r.Context(), db, prefix, after, limit)
+	if err != nil {
+		return fmt.Errorf("list keys of %s: %w", db, err)
+	}
+	page := keyPage{Keys: keys}
+	if more {
+		page.Next = encodeCursor(keys[len(keys)-1])
+	}
+	writeJSON(w, http.StatusOK, page)
+	return nil
+}
+
+// listParams reads ?prefix=, ?limit= and ?cursor= of a listing: the key
+// prefix, the page size and the key to start after ("" for the start).
+func listParams(r *http.Request) (prefix string, limit int, after string, err error) {
+	q := r.URL.Query()
+	prefix, limit = q.Get("prefix"), defaultListLimit
+	if prefix != "" {
+		if err := validateEntityKey(prefix); err != nil {
+			return "", 0, "", reqPrefixf(err, "prefix")
+		}
+	}
+	if q.Has("limit") {
+		limit, err = strconv.Atoi(q.Get("limit"))
+		if err != nil || limit < 1 || limit > maxListLimit {
+			return "", 0, "", reqErrorf(errInvalid, "limit %q: want a number from 1 to %d", q.Get("limit"), maxListLimit)
+		}
+	}
+	if q.Has("cursor") {
+		if after, err = decodeCursor(q.Get("cursor")); err != nil {
+			return "", 0, "", err
+		}
+	}
+	return prefix, limit, after, nil
+}
+
+// encodeCursor makes the opaque cursor that resumes a listing after key:
+// the key in unpadded base64url.
+func encodeCursor(key string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(key))
+}
+
+// decodeCursor inverts encodeCursor; anything that does not decode to a
+// valid entity key is errInvalid.
+func decodeCursor(c string) (string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil || !utf8.Valid(b) || validateEntityKey(string(b)) != nil {
+		return "", reqErrorf(errInvalid, "cursor %q is not one this server issued", c)
+	}
+	return string(b), nil
 }
