@@ -82,7 +82,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 // register adds the bench flags to fs.
 func (b *benchFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&b.target, "target", "http://127.0.0.1:8080", "bench: base URL of the server to drive")
-	fs.StringVar(&b.token, "token", os.Getenv("ADMIN_KEY"), "bench: bearer token (env ADMIN_KEY)")
+	fs.StringVar(&b.token, "token", secretEnv("ADMIN_KEY"), "bench: bearer token (env ADMIN_KEY)")
 	fs.StringVar(&b.db, "bench-db", "bench", "bench: database to write")
 	fs.StringVar(&b.ops, "ops", "put,get", "bench: comma-separated operations: put, get")
 	fs.StringVar(&b.ceiling, "ceiling", "", "bench: measure a raw ceiling instead: http or fsync")
