@@ -3,8 +3,10 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -338,10 +340,15 @@ func TestSessionCapPerKey(t *testing.T) {
 
 // TestRevocationsPruned: a revocation is kept in the store until its token
 // would have expired, then a reload deletes it; a reload also brings in
-// the revocations another main worker wrote.
+// the revocations another main worker wrote. On each backend.
 func TestRevocationsPruned(t *testing.T) {
+	t.Run("fs", func(t *testing.T) { testRevocationsPruned(t, newTestFSStore(t)) })
+	t.Run("s3", func(t *testing.T) { testRevocationsPruned(t, newTestS3Store(t, nil)) })
+}
+
+func testRevocationsPruned(t *testing.T, st store) {
 	ctx := context.Background()
-	ts := newAuthTestServer(t, authConfig{clientTTL: time.Hour})
+	ts := newAuthTestServerOn(t, authConfig{clientTTL: time.Hour}, st)
 	tok := ts.login(t, testAdminKey).Token
 	ts.mustDo(t, "POST", "/api/logout", tok, "", 200)
 	names, _ := ts.st.List(ctx, revokedPrefix, "", 0)
@@ -380,4 +387,33 @@ func TestLogoutStorageFault(t *testing.T) {
 		t.Errorf("logout with the store down = %d %s, want 503", rec.Code, rec.Body)
 	}
 	ts.mustDo(t, "GET", "/api/me", tok, "", 200)
+}
+
+// TestStoredAdminKey: the first call generates a key and stores only its
+// hash; later calls return that hash and no key to print. On each backend.
+func TestStoredAdminKey(t *testing.T) {
+	for name, newStore := range map[string]func(*testing.T) store{
+		"fs": func(t *testing.T) store { return newTestFSStore(t) },
+		"s3": func(t *testing.T) store { return newTestS3Store(t, nil) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			st := newStore(t)
+			h1, key, err := storedAdminKey(t.Context(), st)
+			if err != nil || !strings.HasPrefix(key, "dk_admin_") || h1 != sha256.Sum256([]byte(key)) {
+				t.Fatalf("first storedAdminKey = %x, %q, %v: want a new key and its hash", h1, key, err)
+			}
+			h2, again, err := storedAdminKey(t.Context(), st)
+			if err != nil || again != "" || h2 != h1 {
+				t.Errorf("second storedAdminKey = %x, %q, %v: want the same hash and no key", h2, again, err)
+			}
+			raw, _ := st.Get(t.Context(), adminKeyObject)
+			if strings.Contains(string(raw), key) {
+				t.Errorf("%s holds the key itself: %s", adminKeyObject, raw)
+			}
+			st.Put(t.Context(), adminKeyObject, []byte("{"))
+			if _, _, err := storedAdminKey(t.Context(), st); !errors.Is(err, errCorrupt) {
+				t.Errorf("storedAdminKey over a corrupt %s = %v, want errCorrupt (never replaced)", adminKeyObject, err)
+			}
+		})
+	}
 }
