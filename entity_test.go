@@ -579,11 +579,11 @@ func TestS3EntityCluster(t *testing.T) {
 	s3args := []string{"-s3-endpoint=" + cfg.Endpoint, "-s3-access-key=" + cfg.AccessKey,
 		"-s3-secret-key=" + cfg.SecretKey, "-s3-bucket=" + cfg.Bucket}
 	cl := &cluster{t: t, workers: map[string]*node{}}
-	cl.main = startNode(t, keyEnv, append([]string{"-role=main", "-shared-fs=" + filepath.Join(t.TempDir(), "unused")}, s3args...)...)
-	cl.grpcAddr = cl.main.logAddr("grpc listening")
+	cl.main = startNode(t, clusterEnv, append([]string{"-role=main", "-shared-fs=" + filepath.Join(t.TempDir(), "unused")}, s3args...)...)
+	cl.clusterAddr = cl.main.logAddr("cluster listening")
 	for _, id := range []string{"w1", "w2"} {
-		cl.workers[id] = launch(t, []string{"MASTER_KEY=", "ADMIN_KEY="}, append([]string{"-role=proc", "-worker-id=" + id,
-			"-main-addr=" + cl.grpcAddr, "-grpc-addr=127.0.0.1:0", "-shared-fs=" + filepath.Join(t.TempDir(), "unused")}, s3args...)...)
+		cl.workers[id] = launch(t, workerEnv, append([]string{"-role=proc", "-worker-id=" + id,
+			"-main-addr=" + cl.clusterAddr, "-grpc-addr=127.0.0.1:0", "-shared-fs=" + filepath.Join(t.TempDir(), "unused")}, s3args...)...)
 	}
 	cl.waitWorkers(20*time.Second, "w1", "w2")
 	base := cl.main.base

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -71,6 +72,7 @@ func needBinary(t *testing.T) {
 const (
 	testMasterKey = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 	testAdminKey  = "test-admin-key-0123456789"
+	testJoinToken = "4a6f696e20746f6b656e20666f72207465737473206f6e6c792e2e2e2e2e2e21"
 )
 
 // node is one running child process of the binary.
@@ -122,8 +124,8 @@ func refusedAddr(t *testing.T) string {
 	return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
 }
 
-// startNode starts the binary with args (plus -rest-addr and -grpc-addr
-// 127.0.0.1:0 unless given) and env, and waits until /health answers.
+// startNode starts the binary with args (plus -rest-addr, -grpc-addr and
+// -cluster-addr 127.0.0.1:0 unless given) and env, and waits until /health answers.
 func startNode(t *testing.T, env []string, args ...string) *node {
 	t.Helper()
 	n := launch(t, env, args...)
@@ -136,7 +138,7 @@ func launch(t *testing.T, env []string, args ...string) *node {
 	t.Helper()
 	needBinary(t)
 	n := &node{t: t, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
-	for _, flag := range []string{"-rest-addr", "-grpc-addr"} {
+	for _, flag := range []string{"-rest-addr", "-grpc-addr", "-cluster-addr"} {
 		if !hasFlag(args, flag) {
 			args = append(args, flag+"=127.0.0.1:0")
 		}
@@ -328,6 +330,14 @@ func doCall(method, u, token string, body any) (int, []byte, http.Header, error)
 
 // keyEnv is the environment of a node with the test's fixed keys.
 var keyEnv = []string{"MASTER_KEY=" + testMasterKey, "ADMIN_KEY=" + testAdminKey}
+
+// clusterEnv is the environment of a -role=main node: the fixed keys and
+// the join token; workerEnv that of a -role=proc node: no keys of its own,
+// the join token.
+var (
+	clusterEnv = append(slices.Clip(keyEnv), joinTokenEnv+"="+testJoinToken)
+	workerEnv  = []string{"MASTER_KEY=", "ADMIN_KEY=", joinTokenEnv + "=" + testJoinToken}
+)
 
 // startDefault starts -role=all on a fresh storage dir.
 func startDefault(t *testing.T, args ...string) (*node, string) {
@@ -823,11 +833,11 @@ func runBinary(t *testing.T, args ...string) ([]byte, error) {
 // cluster is one main worker and its processing workers, all separate
 // processes of the binary sharing one storage directory.
 type cluster struct {
-	t        *testing.T
-	dir      string
-	grpcAddr string
-	main     *node
-	workers  map[string]*node
+	t           *testing.T
+	dir         string
+	clusterAddr string
+	main        *node
+	workers     map[string]*node
 }
 
 // startCluster starts -role=main and one -role=proc per worker ID and waits
@@ -848,16 +858,16 @@ func startCluster(t *testing.T, ids ...string) *cluster {
 func (c *cluster) startMain() {
 	args := []string{"-role=main", "-shared-fs=" + c.dir}
 	if c.main != nil {
-		args = append(args, "-rest-addr="+c.main.addr, "-grpc-addr="+c.grpcAddr)
+		args = append(args, "-rest-addr="+c.main.addr, "-cluster-addr="+c.clusterAddr)
 	}
-	c.main = startNode(c.t, keyEnv, args...)
-	c.grpcAddr = c.main.logAddr("grpc listening")
+	c.main = startNode(c.t, clusterEnv, args...)
+	c.clusterAddr = c.main.logAddr("cluster listening")
 }
 
 // startWorker starts a processing worker with no keys of its own.
 func (c *cluster) startWorker(id string, extra ...string) *node {
-	n := launch(c.t, []string{"MASTER_KEY=", "ADMIN_KEY="}, append([]string{"-role=proc", "-worker-id=" + id,
-		"-main-addr=" + c.grpcAddr, "-shared-fs=" + c.dir, "-grpc-addr=127.0.0.1:0"}, extra...)...)
+	n := launch(c.t, workerEnv, append([]string{"-role=proc", "-worker-id=" + id,
+		"-main-addr=" + c.clusterAddr, "-shared-fs=" + c.dir, "-grpc-addr=127.0.0.1:0"}, extra...)...)
 	c.workers[id] = n
 	return n
 }
@@ -1093,7 +1103,7 @@ func TestStaleCacheAfterOwnerChange(t *testing.T) {
 // TestWorkerWrongMainAddress: a worker pointed at no main worker keeps
 // retrying with growing backoff and says why.
 func TestWorkerWrongMainAddress(t *testing.T) {
-	n := launch(t, nil, "-role=proc", "-worker-id=lost", "-main-addr="+refusedAddr(t), "-shared-fs="+t.TempDir())
+	n := launch(t, workerEnv, "-role=proc", "-worker-id=lost", "-main-addr="+refusedAddr(t), "-shared-fs="+t.TempDir())
 	time.Sleep(2500 * time.Millisecond)
 	select {
 	case <-n.done:

@@ -59,6 +59,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rsa"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -74,6 +75,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	grpccreds "google.golang.org/grpc/credentials"
 
 	pb "deltadatabase/proto"
 )
@@ -163,6 +165,24 @@ type config struct {
 	logLevel string
 	// s3 are the -s3-* flags.
 	s3 s3Flags
+	// joinToken is the cluster's join secret (-join-token,
+	// -join-token-file or DELTADB_JOIN_TOKEN); "" for none, which only
+	// -role=all allows (it then accepts no external workers).
+	joinToken string
+	// joinTokenFile is -join-token-file; "" for none.
+	joinTokenFile string
+	// clusterAddr is the main worker's TLS listener for workers
+	// (Subscribe, Heartbeat); "" is 127.0.0.1:50052.
+	clusterAddr string
+	// advertiseAddr is the address a processing worker gives the main
+	// worker to reach it; "" is its -grpc-addr listener's address.
+	advertiseAddr string
+	// clusterTLS are -cluster-tls-cert/-key/-ca; all "" generates a
+	// certificate at start and pins it.
+	clusterTLSCert, clusterTLSKey, clusterTLSCA string
+	// tlsCert and tlsKey serve REST, the UI and client gRPC over TLS;
+	// "" serves them plaintext.
+	tlsCert, tlsKey string
 }
 
 // s3Flags are the -s3-* flags; endpoint "" means filesystem storage.
@@ -207,6 +227,15 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.s3.bucket, "s3-bucket", "deltadatabase", "S3 bucket (created if missing)")
 	fs.BoolVar(&c.s3.useSSL, "s3-use-ssl", false, "HTTPS to the S3 endpoint")
 	fs.StringVar(&c.s3.region, "s3-region", "", "S3 region (signs as us-east-1 when empty)")
+	fs.StringVar(&c.joinToken, "join-token", "", "cluster join secret, >= 32 bytes (env "+joinTokenEnv+"; visible in ps, prefer -join-token-file)")
+	fs.StringVar(&c.joinTokenFile, "join-token-file", "", "file holding the cluster join secret")
+	fs.StringVar(&c.clusterAddr, "cluster-addr", "", "TLS listen address for workers (main, all; default 127.0.0.1:50052)")
+	fs.StringVar(&c.advertiseAddr, "advertise-addr", "", "address the main worker dials to reach this worker (proc; default the -grpc-addr listener's)")
+	fs.StringVar(&c.clusterTLSCert, "cluster-tls-cert", "", "PEM certificate for the cluster links (default: generated at start, pinned)")
+	fs.StringVar(&c.clusterTLSKey, "cluster-tls-key", "", "PEM key of -cluster-tls-cert")
+	fs.StringVar(&c.clusterTLSCA, "cluster-tls-ca", "", "PEM CA bundle every cluster peer's certificate must chain to")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate: serve REST, UI and client gRPC over TLS")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM key of -tls-cert")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stderr)
@@ -220,9 +249,42 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.Visit(func(f *flag.Flag) { c.cacheSizeSet = c.cacheSizeSet || f.Name == "cache-size" })
 	var err error
 	if c.trustedProxies, err = parseTrustedProxies(*trusted); err != nil {
+		os.Unsetenv(joinTokenEnv)
 		return c, err
 	}
-	return c, c.check()
+	if err := c.check(); err != nil {
+		os.Unsetenv(joinTokenEnv)
+		return c, err
+	}
+	return c, c.loadJoinToken()
+}
+
+// loadJoinToken takes the join token from -join-token, -join-token-file
+// or DELTADB_JOIN_TOKEN (cleared once read, so that no child process
+// inherits it) and checks its length.
+func (c *config) loadJoinToken() error {
+	env := secretEnv(joinTokenEnv)
+	if c.joinTokenFile != "" {
+		if c.joinToken != "" {
+			return errors.New("-join-token-file: give -join-token or -join-token-file, not both")
+		}
+		b, err := os.ReadFile(c.joinTokenFile)
+		if err != nil {
+			return fmt.Errorf("-join-token-file: %w", err)
+		}
+		c.joinToken = strings.TrimSpace(string(b))
+	}
+	c.joinToken = cmp.Or(c.joinToken, strings.TrimSpace(env))
+	switch {
+	case c.joinToken == "" && c.role != "all":
+		return fmt.Errorf("-join-token: -role=%s needs the cluster's join token; %s", c.role, joinTokenHint)
+	case c.joinToken == "":
+		return nil
+	}
+	if err := checkJoinToken(c.joinToken); err != nil {
+		return fmt.Errorf("-join-token: %w", err)
+	}
+	return nil
 }
 
 // secretEnv returns environment variable name and removes it from the
@@ -281,6 +343,10 @@ func (c *config) check() error {
 		return errors.New("-key-id: must not be empty")
 	case c.sharedFS == "" && c.s3.endpoint == "":
 		return errors.New("-shared-fs: must not be empty without -s3-endpoint")
+	case (c.clusterTLSCert == "") != (c.clusterTLSKey == ""):
+		return errors.New("-cluster-tls-cert: give both -cluster-tls-cert and -cluster-tls-key")
+	case (c.tlsCert == "") != (c.tlsKey == ""):
+		return errors.New("-tls-cert: give both -tls-cert and -tls-key")
 	}
 	if _, err := slogLevel(c.logLevel); err != nil {
 		return err
@@ -363,17 +429,55 @@ func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger
 	svc := &mainService{router: rt, auth: auth, catalog: cat, schemas: schemas, master: keys.master, keyID: cfg.keyID, workerTTL: cfg.workerTTL,
 		every: heartbeatEvery, maxMsg: cfg.grpcMaxRecv, rand: cryptoRand, now: time.Now, log: log,
 		tokens: map[[32]byte]string{}}
-	gs, err := serveGRPC(cmp.Or(cfg.grpcAddr, "127.0.0.1:50051"), cfg.grpcMaxRecv, svc, log)
+	clientTLS, err := loadClientTLS(cfg)
+	if err != nil {
+		return err
+	}
+	var clientCreds grpccreds.TransportCredentials
+	if clientTLS != nil {
+		clientCreds = grpccreds.NewTLS(clientTLS)
+	}
+	gs, err := serveGRPC(cmp.Or(cfg.grpcAddr, "127.0.0.1:50051"), "-grpc-addr", "grpc listening", cfg.grpcMaxRecv, svc, clientCreds, log)
 	if err != nil {
 		return err
 	}
 	defer stopGRPC(gs)
+	if cfg.joinToken != "" {
+		ident, err := newClusterIdentity(cfg.clusterTLSCert, cfg.clusterTLSKey, cfg.clusterTLSCA, cryptoRand, time.Now())
+		if err != nil {
+			return err
+		}
+		svc.join, svc.ident = []byte(cfg.joinToken), ident
+		// Workers prove themselves with the join token; with a CA they
+		// must also show a certificate it signed.
+		cs, err := serveGRPC(cmp.Or(cfg.clusterAddr, "127.0.0.1:50052"), "-cluster-addr", "cluster listening", cfg.grpcMaxRecv, svc,
+			grpccreds.NewTLS(ident.tlsConfig(anyPeer, ident.ca != nil)), log)
+		if err != nil {
+			return err
+		}
+		defer stopGRPC(cs)
+	} else {
+		log.Info("no join token: this main worker accepts no external processing workers")
+	}
 	mctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go svc.monitor(mctx)
 	go auth.sessions.watch(mctx, revocationReload, func(err error) { log.Warn("reload session revocations", attrErr, err) })
 	rest := newRESTServer(auth, rt, cat, schemas, rt.list, cfg.restMaxBody, log)
-	return serveHTTP(ctx, cfg.restAddr, rest, log)
+	return serveHTTP(ctx, cfg.restAddr, rest, clientTLS, log)
+}
+
+// loadClientTLS is the TLS configuration of the client-facing listeners
+// (REST, UI, client gRPC) from -tls-cert and -tls-key; nil without them.
+func loadClientTLS(cfg config) (*tls.Config, error) {
+	if cfg.tlsCert == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.tlsCert, cfg.tlsKey)
+	if err != nil {
+		return nil, fmt.Errorf("-tls-cert: %w", err)
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}, nil
 }
 
 // revocationReload is how often a main worker reads the session
@@ -410,13 +514,21 @@ func runProc(ctx context.Context, cfg config, log *slog.Logger) error {
 		return err
 	}
 	id := w.id
+	ident, err := newClusterIdentity(cfg.clusterTLSCert, cfg.clusterTLSKey, cfg.clusterTLSCA, cryptoRand, time.Now())
+	if err != nil {
+		return err
+	}
 	srv := &workerServer{w: w, now: time.Now}
 	addr := cmp.Or(cfg.grpcAddr, "127.0.0.1:0")
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("-grpc-addr: listen %s: %w", addr, err)
 	}
-	gs := grpc.NewServer(grpcServerOptions(cfg.grpcMaxRecv)...)
+	// Mutual TLS: only the main worker that proved the join token in the
+	// last Subscribe gets through the handshake.
+	pin := &pinnedMain{}
+	gs := grpc.NewServer(append(grpcServerOptions(cfg.grpcMaxRecv),
+		grpc.Creds(grpccreds.NewTLS(ident.tlsConfig(pin.check, true))))...)
 	pb.RegisterProcessingWorkerServer(gs, srv)
 	go gs.Serve(ln)
 	defer stopGRPC(gs)
@@ -427,7 +539,8 @@ func runProc(ctx context.Context, cfg config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("generate worker key pair: %w", err)
 	}
-	sub := &subscriber{id: id, mainAddr: cfg.mainAddr, advertise: ln.Addr().String(), priv: priv, srv: srv,
+	sub := &subscriber{id: id, mainAddr: cfg.mainAddr, advertise: cmp.Or(cfg.advertiseAddr, ln.Addr().String()), priv: priv, srv: srv,
+		join: []byte(cfg.joinToken), ident: ident, pin: pin,
 		log: log, maxMsg: cfg.grpcMaxRecv, now: time.Now, retry: subscribeBackoff}
 	err = sub.run(ctx)
 	// Forget the keys: the sealer is dropped and the call key zeroed.
@@ -473,16 +586,21 @@ func buildWorker(cfg config, st store, schemas *schemaRegistry, log *slog.Logger
 	return newWorker(id, st, schemas, newLRU[string, cachedEntity](size, cfg.cacheTTL, time.Now), log), nil
 }
 
-// serveGRPC serves the MainWorker service on addr.
-func serveGRPC(addr string, maxMsg int, svc *mainService, log *slog.Logger) (*grpc.Server, error) {
+// serveGRPC serves the MainWorker service on addr (given by flag), over
+// creds unless nil, and logs msg with the address.
+func serveGRPC(addr, flag, msg string, maxMsg int, svc *mainService, creds grpccreds.TransportCredentials, log *slog.Logger) (*grpc.Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("-grpc-addr: listen %s: %w", addr, err)
+		return nil, fmt.Errorf("%s: listen %s: %w", flag, addr, err)
 	}
-	gs := grpc.NewServer(grpcServerOptions(maxMsg)...)
+	opts := grpcServerOptions(maxMsg)
+	if creds != nil {
+		opts = append(opts, grpc.Creds(creds))
+	}
+	gs := grpc.NewServer(opts...)
 	pb.RegisterMainWorkerServer(gs, svc)
 	go gs.Serve(ln)
-	log.Info("grpc listening", attrAddr, ln.Addr().String())
+	log.Info(msg, attrAddr, ln.Addr().String(), "tls", creds != nil)
 	return gs, nil
 }
 
@@ -514,12 +632,15 @@ func openStore(ctx context.Context, cfg config) (store, error) {
 	return newFSStore(cfg.sharedFS)
 }
 
-// serveHTTP serves h on addr until ctx ends, then shuts down gracefully,
-// letting in-flight requests finish.
-func serveHTTP(ctx context.Context, addr string, h http.Handler, log *slog.Logger) error {
+// serveHTTP serves h on addr, over TLS with tlsConf unless nil, until ctx
+// ends, then shuts down gracefully, letting in-flight requests finish.
+func serveHTTP(ctx context.Context, addr string, h http.Handler, tlsConf *tls.Config, log *slog.Logger) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("-rest-addr: listen %s: %w", addr, err)
+	}
+	if tlsConf != nil {
+		ln = tls.NewListener(ln, tlsConf)
 	}
 	srv := &http.Server{
 		Handler:           h,
@@ -532,7 +653,7 @@ func serveHTTP(ctx context.Context, addr string, h http.Handler, log *slog.Logge
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	log.Info("rest listening", attrAddr, ln.Addr().String())
+	log.Info("rest listening", attrAddr, ln.Addr().String(), "tls", tlsConf != nil)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve rest: %w", err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
@@ -15,6 +16,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	grpccreds "google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -39,6 +41,11 @@ type mainService struct {
 	rand      io.Reader
 	now       func() time.Time
 	log       *slog.Logger
+	// join is the join token; nil accepts no workers (-role=all without
+	// one).
+	join []byte
+	// ident is the cluster TLS identity; set whenever join is.
+	ident *clusterIdentity
 
 	// mu guards tokens: SHA-256 of each worker token -> worker ID. A
 	// lookup by hash of a 256-bit random token leaks nothing useful
@@ -54,9 +61,59 @@ const (
 	heartbeatMisses = 3
 )
 
-// Subscribe registers a worker: it wraps the master key and a fresh call
-// key for the worker's public key and issues a worker token.
-func (m *mainService) Subscribe(ctx context.Context, req *pb.SubscribeRequest) (*pb.SubscribeResponse, error) {
+// Subscribe registers a worker once it has proved the join token on this
+// TLS connection (cluster.go): it wraps the master key and a fresh call
+// key for the worker's public key, issues a worker token and proves the
+// token in turn, so that the worker can trust the answer. Without a join
+// token, or on a connection without TLS, it registers nothing.
+func (m *mainService) Subscribe(stream pb.MainWorker_SubscribeServer) error {
+	ctx := stream.Context()
+	exporter, err := m.channel(ctx)
+	if err != nil {
+		return err
+	}
+	req, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	want, err := workerProof(m.join, exporter, req)
+	if err != nil || !hmac.Equal(want, req.GetProof()) {
+		m.log.Warn("subscribe refused: no valid join token proof", attrWorker, req.GetWorkerId(), attrAddr, peerAddr(ctx))
+		return status.Error(codes.PermissionDenied, "join token proof does not verify: this worker's join token is not the main worker's")
+	}
+	resp, err := m.subscribe(req)
+	if err != nil {
+		m.log.Warn("subscribe refused", attrWorker, req.GetWorkerId(), attrAddr, peerAddr(ctx), attrErr, err)
+		return err
+	}
+	if resp.Proof, err = mainProof(m.join, exporter, m.ident.fp, resp); err != nil {
+		return status.Errorf(codes.Internal, "prove join token: %v", err)
+	}
+	return stream.SendAndClose(resp)
+}
+
+// channel is the TLS exporter of the caller's connection, or the status
+// refusing a Subscribe that cannot be proven: no join token here, or no
+// TLS 1.3 (the client port -grpc-addr).
+func (m *mainService) channel(ctx context.Context) ([]byte, error) {
+	if m.join == nil {
+		return nil, status.Error(codes.PermissionDenied, "this main worker accepts no processing workers: it was started without a join token")
+	}
+	p, _ := peer.FromContext(ctx)
+	info, ok := p.AuthInfo.(grpccreds.TLSInfo)
+	if !ok {
+		return nil, status.Error(codes.PermissionDenied, "subscribe on the main worker's -cluster-addr (TLS), not on -grpc-addr")
+	}
+	exporter, err := channelBinding(info.State)
+	if err != nil {
+		return nil, status.Errorf(codes.PermissionDenied, "%v", err)
+	}
+	return exporter, nil
+}
+
+// subscribe registers a worker that proved the join token, unless its ID
+// belongs to a live worker with another key.
+func (m *mainService) subscribe(req *pb.SubscribeRequest) (*pb.SubscribeResponse, error) {
 	id, addr := req.GetWorkerId(), req.GetTags()["grpc_addr"]
 	if err := validateDBName(id); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "worker_id: %v", err)
@@ -67,6 +124,14 @@ func (m *mainService) Subscribe(ctx context.Context, req *pb.SubscribeRequest) (
 	pub, err := parseWorkerKey(req.GetPubkey())
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "pubkey: %v", err)
+	}
+	var certFP [32]byte
+	if copy(certFP[:], req.GetCertSha256()) != len(certFP) || len(req.GetCertSha256()) != len(certFP) {
+		return nil, status.Error(codes.InvalidArgument, "cert_sha256: want 32 bytes")
+	}
+	identity := sha256.Sum256(append(certFP[:], req.GetPubkey()...))
+	if m.router.liveElsewhere(id, identity, heartbeatMisses*m.every) {
+		return nil, status.Errorf(codes.AlreadyExists, "worker %q is live with another key; its ID is free once it misses its heartbeats", id)
 	}
 	wrapped, err := wrapKey(pub, m.master, m.rand)
 	if err != nil {
@@ -80,14 +145,17 @@ func (m *mainService) Subscribe(ctx context.Context, req *pb.SubscribeRequest) (
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "wrap call key: %v", err)
 	}
-	conn, err := grpc.NewClient(addr, grpcDialOptions(m.maxMsg)...)
+	// The main worker dials the worker over mutual TLS, accepting only
+	// the certificate the worker named in its proof.
+	creds := grpccreds.NewTLS(m.ident.tlsConfig(pinned(certFP), false))
+	conn, err := grpc.NewClient(addr, grpcDialOptions(m.maxMsg, creds)...)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "grpc_addr %q: %v", addr, err)
 	}
 	tok := hex.EncodeToString(token)
 	expires := m.now().Add(m.workerTTL)
 	m.remember(tok, id)
-	m.router.add(&workerConn{id: id, keyID: m.keyID, tags: req.GetTags(), expires: expires,
+	m.router.add(&workerConn{id: id, keyID: m.keyID, tags: req.GetTags(), expires: expires, identity: identity,
 		proc:  &remoteWorker{id: id, client: pb.NewProcessingWorkerClient(conn), callKey: callKey, now: m.now},
 		close: func() { conn.Close() }})
 	return &pb.SubscribeResponse{Token: tok, WrappedKey: wrapped, KeyId: m.keyID, ExpiresAtUnix: expires.Unix(),
@@ -121,12 +189,24 @@ func readRand(r io.Reader, bufs ...[]byte) error {
 func (m *mainService) remember(token, id string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.forgetLocked(id)
+	m.tokens[sha256.Sum256([]byte(token))] = id
+}
+
+// forget drops the worker tokens of worker id.
+func (m *mainService) forget(id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.forgetLocked(id)
+}
+
+// forgetLocked is forget with mu held.
+func (m *mainService) forgetLocked(id string) {
 	for h, w := range m.tokens {
 		if w == id {
 			delete(m.tokens, h)
 		}
 	}
-	m.tokens[sha256.Sum256([]byte(token))] = id
 }
 
 // Heartbeat records a worker's liveness and load. An unknown token or
@@ -293,6 +373,9 @@ func (m *mainService) monitor(ctx context.Context) {
 			return
 		case <-t.C:
 			m.router.expire(heartbeatMisses * m.every)
+			for _, id := range m.router.prune(m.workerTTL) {
+				m.forget(id)
+			}
 			m.router.touchLocal()
 		}
 	}

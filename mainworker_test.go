@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -19,6 +17,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	grpccreds "google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -46,10 +45,13 @@ func (c *captureCodec) Name() string { return "proto" }
 
 // testMain is a mainService with an in-process worker, served on loopback.
 type testMain struct {
-	svc    *mainService
-	addr   string
-	master []byte
-	auth   *authenticator
+	svc  *mainService
+	addr string
+	// clusterAddr is the TLS listener for workers (join token
+	// testJoinToken).
+	clusterAddr string
+	master      []byte
+	auth        *authenticator
 }
 
 // startTestMain serves a mainService over real gRPC on 127.0.0.1:0.
@@ -72,17 +74,25 @@ func serveTestMain(t *testing.T, maxMsg int, st store, auth *authenticator) *tes
 	rt := newRouter(log, time.Now, 0)
 	w := newTestWorker(t, "local", st)
 	rt.add(&workerConn{id: "local", proc: w, stats: w.stats})
+	ident := newTestIdentity(t)
 	svc := &mainService{router: rt, auth: auth, catalog: newCatalog(st), schemas: w.schemas, master: master, keyID: "k1", workerTTL: time.Hour, every: time.Second,
-		maxMsg: maxMsg, rand: rand.Reader, now: time.Now, log: log, tokens: map[[32]byte]string{}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+		maxMsg: maxMsg, rand: rand.Reader, now: time.Now, log: log, tokens: map[[32]byte]string{},
+		join: []byte(testJoinToken), ident: ident}
+	serve := func(opts ...grpc.ServerOption) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		gs := grpc.NewServer(append(opts, grpc.MaxRecvMsgSize(maxMsg))...)
+		pb.RegisterMainWorkerServer(gs, svc)
+		go gs.Serve(ln)
+		t.Cleanup(gs.Stop)
+		return ln.Addr().String()
 	}
-	gs := grpc.NewServer(grpc.MaxRecvMsgSize(maxMsg))
-	pb.RegisterMainWorkerServer(gs, svc)
-	go gs.Serve(ln)
-	t.Cleanup(func() { gs.Stop(); rt.closeAll() })
-	return &testMain{svc: svc, addr: ln.Addr().String(), master: master, auth: auth}
+	addr := serve()
+	clusterAddr := serve(grpc.Creds(grpccreds.NewTLS(ident.tlsConfig(anyPeer, false))))
+	t.Cleanup(rt.closeAll)
+	return &testMain{svc: svc, addr: addr, clusterAddr: clusterAddr, master: master, auth: auth}
 }
 
 // dial connects a gRPC client to addr.
@@ -97,19 +107,14 @@ func dial(t *testing.T, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
 }
 
 // TestSubscribeWireHasNoPlainMasterKey captures the Subscribe response
-// bytes: the master key appears in them neither raw nor in hex, and the
-// worker's private key unwraps it.
+// bytes of a worker that proved the join token: the master key appears in
+// them neither raw nor in hex, the main worker's proof verifies, and the
+// worker's private key unwraps the key.
 func TestSubscribeWireHasNoPlainMasterKey(t *testing.T) {
 	m := startTestMain(t, 4<<20)
 	codec := &captureCodec{}
-	client := pb.NewMainWorkerClient(dial(t, m.addr, grpc.WithDefaultCallOptions(grpc.ForceCodec(codec))))
-	priv, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, _ := x509.MarshalPKIXPublicKey(&priv.PublicKey)
-	resp, err := client.Subscribe(context.Background(), &pb.SubscribeRequest{WorkerId: "w1", Pubkey: der,
-		Tags: map[string]string{"grpc_addr": "127.0.0.1:1"}})
+	j := newJoiner(t, "w1")
+	resp, exporter, mainFP, err := j.subscribe(t, m.clusterAddr, grpc.ForceCodec(codec), j.prove([]byte(testJoinToken)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +127,10 @@ func TestSubscribeWireHasNoPlainMasterKey(t *testing.T) {
 			t.Fatal("the master key crosses the wire in plaintext")
 		}
 	}
-	got, err := unwrapKey(priv, resp.GetWrappedKey())
+	if want, _ := mainProof([]byte(testJoinToken), exporter, mainFP, resp); !bytes.Equal(want, resp.GetProof()) {
+		t.Error("the main worker's proof does not verify")
+	}
+	got, err := unwrapKey(j.priv, resp.GetWrappedKey())
 	if err != nil || !bytes.Equal(got, m.master) {
 		t.Errorf("unwrapKey(wrapped_key) = %x, %v; want the master key", got, err)
 	}
@@ -131,6 +139,7 @@ func TestSubscribeWireHasNoPlainMasterKey(t *testing.T) {
 	}
 	// The token proves the worker on heartbeats; a wrong one is told to
 	// subscribe again.
+	client := pb.NewMainWorkerClient(dial(t, m.addr))
 	hb, err := client.Heartbeat(context.Background(), &pb.HeartbeatRequest{WorkerId: "w1", Token: resp.GetToken()})
 	if err != nil || hb.GetResubscribe() {
 		t.Errorf("Heartbeat with the token = %v, %v; want accepted", hb, err)
@@ -138,6 +147,15 @@ func TestSubscribeWireHasNoPlainMasterKey(t *testing.T) {
 	hb, err = client.Heartbeat(context.Background(), &pb.HeartbeatRequest{WorkerId: "w1", Token: "forged"})
 	if err != nil || !hb.GetResubscribe() {
 		t.Errorf("Heartbeat with a forged token = %v, %v; want resubscribe", hb, err)
+	}
+	// The plaintext client port registers nobody.
+	stream, err := client.Subscribe(context.Background())
+	if err == nil {
+		stream.Send(j.request())
+		_, err = stream.CloseAndRecv()
+	}
+	if status.Code(err) != codes.PermissionDenied {
+		t.Errorf("Subscribe on the plaintext port = %v, want PermissionDenied", err)
 	}
 }
 
@@ -158,9 +176,11 @@ func TestWorkerRefusesForgedCalls(t *testing.T) {
 	go gs.Serve(ln)
 	defer gs.Stop()
 	client := pb.NewProcessingWorkerClient(dial(t, ln.Addr().String()))
+	seq := uint64(0)
 	put := func() *pb.WorkerRequest {
+		seq++
 		return &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_PUT, Payload: []byte(`1`)},
-			IssuedAtUnixNano: clock.now().UnixNano()}
+			IssuedAtUnixNano: clock.now().UnixNano(), Seq: seq}
 	}
 	sign := func(key []byte, id string, r *pb.WorkerRequest) *pb.WorkerRequest {
 		sig, err := signCall(key, id, r)
@@ -189,8 +209,13 @@ func TestWorkerRefusesForgedCalls(t *testing.T) {
 			t.Errorf("%s: Process = %v, want Unauthenticated", name, err)
 		}
 	}
-	if _, err := client.Process(context.Background(), signed(callKey)); err != nil {
+	ok := signed(callKey)
+	if _, err := client.Process(context.Background(), ok); err != nil {
 		t.Fatalf("correctly signed Process = %v, want OK", err)
+	}
+	_, err = client.Process(context.Background(), ok)
+	if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "replayed") {
+		t.Errorf("the same signed call again = %v, want Unauthenticated (replayed)", err)
 	}
 	clock.advance(2 * time.Hour)
 	_, err = client.Process(context.Background(), signed(callKey))
@@ -261,7 +286,7 @@ func BenchmarkRemoteGetHit(b *testing.B) {
 	pb.RegisterProcessingWorkerServer(gs, srv)
 	go gs.Serve(ln)
 	defer gs.Stop()
-	conn, err := grpc.NewClient(ln.Addr().String(), grpcDialOptions(4<<20)...)
+	conn, err := grpc.NewClient(ln.Addr().String(), grpcDialOptions(4<<20, insecure.NewCredentials())...)
 	if err != nil {
 		b.Fatal(err)
 	}

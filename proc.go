@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rsa"
 	"crypto/x509"
 	"errors"
@@ -14,8 +15,9 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
+	grpccreds "google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	pb "deltadatabase/proto"
@@ -401,6 +403,9 @@ type subscription struct {
 	expires time.Time
 	epoch   uint64
 	every   time.Duration
+	// calls are the sequence numbers of the main worker's calls served
+	// under callKey.
+	calls seqWindow
 }
 
 // handledTrailer marks an error that came from a worker's handler, so the
@@ -430,6 +435,8 @@ func (s *workerServer) Process(ctx context.Context, req *pb.WorkerRequest) (*pb.
 		return nil, s.refuse(ctx, "worker token expired: subscribe again")
 	case !verifyCall(sub.callKey, s.w.id, req, now):
 		return nil, s.refuse(ctx, "call is not signed by the main worker")
+	case !sub.calls.accept(req.GetSeq()):
+		return nil, s.refuse(ctx, "call replayed: its sequence number was seen before")
 	}
 	ctx = withRequestID(ctx, req.GetRequestId())
 	resp, err := s.w.Process(ctx, req)
@@ -525,11 +532,10 @@ func grpcServerOptions(maxMsg int) []grpc.ServerOption {
 	return []grpc.ServerOption{grpc.MaxRecvMsgSize(maxMsg), grpc.MaxSendMsgSize(maxMsg)}
 }
 
-// grpcDialOptions are the options of every gRPC client connection of ours.
-// The connections between workers are plaintext (see README, Several
-// workers).
-func grpcDialOptions(maxMsg int) []grpc.DialOption {
-	return []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+// grpcDialOptions are the options of every gRPC client connection of ours:
+// creds (TLS on every cluster link, see cluster.go) and the message limit.
+func grpcDialOptions(maxMsg int, creds grpccreds.TransportCredentials) []grpc.DialOption {
+	return []grpc.DialOption{grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsg), grpc.MaxCallSendMsgSize(maxMsg))}
 }
 
@@ -553,8 +559,13 @@ type subscriber struct {
 	advertise string
 	priv      *rsa.PrivateKey
 	srv       *workerServer
-	log       *slog.Logger
-	maxMsg    int
+	// join is the join token, ident this worker's TLS identity, pin where
+	// the proven main worker's certificate is pinned for srv.
+	join   []byte
+	ident  *clusterIdentity
+	pin    *pinnedMain
+	log    *slog.Logger
+	maxMsg int
 	// now is the clock of renewals and of the sealer's headers.
 	now func() time.Time
 	// retry spaces failed subscription attempts.
@@ -566,7 +577,11 @@ var subscribeBackoff = backoff{base: 200 * time.Millisecond, max: 10 * time.Seco
 
 // run subscribes and heartbeats until ctx ends.
 func (s *subscriber) run(ctx context.Context) error {
-	conn, err := grpc.NewClient(s.mainAddr, grpcDialOptions(s.maxMsg)...)
+	// Any certificate will do for the handshake: the main worker proves
+	// the join token over this very connection before anything it says
+	// is used.
+	creds := grpccreds.NewTLS(s.ident.tlsConfig(anyPeer, false))
+	conn, err := grpc.NewClient(s.mainAddr, grpcDialOptions(s.maxMsg, creds)...)
 	if err != nil {
 		return fmt.Errorf("-main-addr %s: %w", s.mainAddr, err)
 	}
@@ -591,7 +606,8 @@ func (s *subscriber) run(ctx context.Context) error {
 	return nil
 }
 
-// subscribe calls Subscribe and installs the unwrapped keys.
+// subscribe calls Subscribe, proving the join token, and installs the
+// unwrapped keys once the main worker has proved it too.
 func (s *subscriber) subscribe(ctx context.Context, client pb.MainWorkerClient) (*subscription, error) {
 	pub, err := x509.MarshalPKIXPublicKey(&s.priv.PublicKey)
 	if err != nil {
@@ -599,11 +615,52 @@ func (s *subscriber) subscribe(ctx context.Context, client pb.MainWorkerClient) 
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	resp, err := client.Subscribe(cctx, &pb.SubscribeRequest{WorkerId: s.id, Pubkey: pub,
-		Tags: map[string]string{"grpc_addr": s.advertise}})
+	stream, err := client.Subscribe(cctx)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe: %w", err)
 	}
+	exporter, mainFP, err := peerChannel(stream.Context())
+	if err != nil {
+		return nil, fmt.Errorf("subscribe: %w", err)
+	}
+	req := &pb.SubscribeRequest{WorkerId: s.id, Pubkey: pub, CertSha256: s.ident.fp[:],
+		Tags: map[string]string{"grpc_addr": s.advertise}}
+	if req.Proof, err = workerProof(s.join, exporter, req); err != nil {
+		return nil, fmt.Errorf("subscribe: %w", err)
+	}
+	if err := stream.Send(req); err != nil {
+		return nil, fmt.Errorf("subscribe: send: %w", err)
+	}
+	resp, err := stream.CloseAndRecv()
+	if err != nil {
+		return nil, fmt.Errorf("subscribe: %w", err)
+	}
+	want, err := mainProof(s.join, exporter, mainFP, resp)
+	if err != nil || !hmac.Equal(want, resp.GetProof()) {
+		return nil, errors.New("subscribe: the main worker did not prove the join token; its answer and keys are ignored")
+	}
+	return s.install(resp, mainFP)
+}
+
+// peerChannel is the TLS exporter of a client stream's connection and the
+// fingerprint of the server's certificate.
+func peerChannel(ctx context.Context) ([]byte, [32]byte, error) {
+	p, _ := peer.FromContext(ctx)
+	var info grpccreds.TLSInfo
+	if p != nil {
+		info, _ = p.AuthInfo.(grpccreds.TLSInfo)
+	}
+	if len(info.State.PeerCertificates) == 0 {
+		return nil, [32]byte{}, errors.New("connection to the main worker is not TLS")
+	}
+	exporter, err := channelBinding(info.State)
+	return exporter, certFingerprint(info.State.PeerCertificates[0].Raw), err
+}
+
+// install unwraps the keys of a proven answer, builds the sealer, pins the
+// main worker's certificate for its calls and makes the subscription
+// current.
+func (s *subscriber) install(resp *pb.SubscribeResponse, mainFP [32]byte) (*subscription, error) {
 	master, err := unwrapKey(s.priv, resp.GetWrappedKey())
 	if err != nil {
 		return nil, fmt.Errorf("subscribe: unwrap master key: %w", err)
@@ -618,6 +675,7 @@ func (s *subscriber) subscribe(ctx context.Context, client pb.MainWorkerClient) 
 		return nil, fmt.Errorf("subscribe: %w", err)
 	}
 	s.srv.w.setSealer(seal)
+	s.pin.fp.Store(&mainFP)
 	sub := &subscription{token: resp.GetToken(), callKey: callKey, expires: time.Unix(resp.GetExpiresAtUnix(), 0),
 		epoch: resp.GetEpoch(), every: time.Duration(resp.GetHeartbeatIntervalMs()) * time.Millisecond}
 	if sub.every <= 0 {

@@ -81,6 +81,10 @@ type workerConn struct {
 	available bool
 	expires   time.Time // zero: never (the in-process worker)
 	heartbeat cacheStats
+	// identity is SHA-256 of a remote worker's certificate fingerprint
+	// and public key: a Subscribe with the same ID and another identity
+	// may not replace it while it is live. Zero for the in-process worker.
+	identity [32]byte
 }
 
 // newRouter returns a router with no workers.
@@ -139,6 +143,40 @@ func (r *router) seen(id string, stats cacheStats) bool {
 		r.log.Info("worker available", attrWorker, id)
 	}
 	return true
+}
+
+// liveElsewhere reports whether worker id is registered with another
+// identity and has heartbeated within timeout: its ID is not free.
+func (r *router) liveElsewhere(id string, identity [32]byte, timeout time.Duration) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	c := r.workers[id]
+	return c != nil && c.identity != identity && r.now().Sub(c.lastSeen) <= timeout
+}
+
+// prune removes the remote workers silent for longer than gone (their
+// token's life), so that registrations of workers that left do not pile
+// up, and returns their IDs.
+func (r *router) prune(gone time.Duration) []string {
+	now := r.now()
+	var ids []string
+	var closers []func()
+	r.mu.Lock()
+	for id, c := range r.workers {
+		if c.close != nil && now.Sub(c.lastSeen) > gone {
+			delete(r.workers, id)
+			if c.available {
+				r.bumpEpoch()
+			}
+			ids, closers = append(ids, id), append(closers, c.close)
+		}
+	}
+	r.mu.Unlock()
+	for i, id := range ids {
+		closers[i]()
+		r.log.Info("worker removed", attrWorker, id, "reason", "silent for longer than its token's life")
+	}
+	return ids
 }
 
 // markUnavailable takes a worker out of rotation (missed heartbeats,
@@ -425,13 +463,16 @@ type remoteWorker struct {
 	client  pb.ProcessingWorkerClient
 	callKey []byte
 	now     func() time.Time
+	// seq numbers the calls of this subscription (the worker refuses a
+	// number it has seen); the first call is 1.
+	seq atomic.Uint64
 }
 
 // Process signs req and sends it. A call that never reached the worker's
 // handler is errTransport (retried on the next worker); a worker's own
 // failure comes back with its sentinel and sentence.
 func (r *remoteWorker) Process(ctx context.Context, req *pb.WorkerRequest) (*pb.WorkerResponse, error) {
-	req.IssuedAtUnixNano = r.now().UnixNano()
+	req.IssuedAtUnixNano, req.Seq = r.now().UnixNano(), r.seq.Add(1)
 	sig, err := signCall(r.callKey, r.id, req)
 	if err != nil {
 		return nil, fmt.Errorf("worker %s: %w", r.id, err)

@@ -162,12 +162,12 @@ func startS3Cluster(t *testing.T, s3args []string, ids ...string) (*cluster, []s
 	t.Helper()
 	c := &cluster{t: t, workers: map[string]*node{}}
 	dirs := []string{unusedDir(t)}
-	c.main = startNode(t, keyEnv, append([]string{"-role=main", "-shared-fs=" + dirs[0]}, s3args...)...)
-	c.grpcAddr = c.main.logAddr("grpc listening")
+	c.main = startNode(t, clusterEnv, append([]string{"-role=main", "-shared-fs=" + dirs[0]}, s3args...)...)
+	c.clusterAddr = c.main.logAddr("cluster listening")
 	for _, id := range ids {
 		dirs = append(dirs, unusedDir(t))
-		c.workers[id] = launch(t, []string{"MASTER_KEY=", "ADMIN_KEY="}, append([]string{"-role=proc", "-worker-id=" + id,
-			"-main-addr=" + c.grpcAddr, "-grpc-addr=127.0.0.1:0", "-shared-fs=" + dirs[len(dirs)-1]}, s3args...)...)
+		c.workers[id] = launch(t, workerEnv, append([]string{"-role=proc", "-worker-id=" + id,
+			"-main-addr=" + c.clusterAddr, "-grpc-addr=127.0.0.1:0", "-shared-fs=" + dirs[len(dirs)-1]}, s3args...)...)
 	}
 	c.waitWorkers(20*time.Second, ids...)
 	return c, dirs

@@ -93,7 +93,13 @@ type SubscribeRequest struct {
 	// PKIX DER RSA public key; the master key is wrapped for it.
 	Pubkey []byte `protobuf:"bytes,2,opt,name=pubkey,proto3" json:"pubkey,omitempty"`
 	// grpc_addr is required: where the main worker reaches this worker.
-	Tags          map[string]string `protobuf:"bytes,3,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Tags map[string]string `protobuf:"bytes,3,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// SHA-256 of the worker's TLS server certificate (DER): the main worker
+	// pins it when it dials grpc_addr.
+	CertSha256 []byte `protobuf:"bytes,4,opt,name=cert_sha256,json=certSha256,proto3" json:"cert_sha256,omitempty"`
+	// HMAC-SHA256 under the join token of the TLS exporter of this
+	// connection and every field above (cluster.go, workerProof).
+	Proof         []byte `protobuf:"bytes,5,opt,name=proof,proto3" json:"proof,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -149,6 +155,20 @@ func (x *SubscribeRequest) GetTags() map[string]string {
 	return nil
 }
 
+func (x *SubscribeRequest) GetCertSha256() []byte {
+	if x != nil {
+		return x.CertSha256
+	}
+	return nil
+}
+
+func (x *SubscribeRequest) GetProof() []byte {
+	if x != nil {
+		return x.Proof
+	}
+	return nil
+}
+
 type SubscribeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Worker token: proves to the main worker that this is a subscribed
@@ -165,8 +185,12 @@ type SubscribeResponse struct {
 	// Key the main worker uses to sign its calls to this worker (HMAC-SHA256),
 	// wrapped like the master key.
 	WrappedCallKey []byte `protobuf:"bytes,7,opt,name=wrapped_call_key,json=wrappedCallKey,proto3" json:"wrapped_call_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// HMAC-SHA256 under the join token of the TLS exporter, the main
+	// worker's certificate and every other field of this message
+	// (cluster.go, mainProof): the worker installs nothing without it.
+	Proof         []byte `protobuf:"bytes,8,opt,name=proof,proto3" json:"proof,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SubscribeResponse) Reset() {
@@ -244,6 +268,13 @@ func (x *SubscribeResponse) GetHeartbeatIntervalMs() int64 {
 func (x *SubscribeResponse) GetWrappedCallKey() []byte {
 	if x != nil {
 		return x.WrappedCallKey
+	}
+	return nil
+}
+
+func (x *SubscribeResponse) GetProof() []byte {
+	if x != nil {
+		return x.Proof
 	}
 	return nil
 }
@@ -767,7 +798,10 @@ type WorkerRequest struct {
 	// HMAC-SHA256 under the worker's call key of the worker ID and the
 	// deterministic encoding of this message with signature unset: every
 	// other field, present or future, is signed.
-	Signature     []byte `protobuf:"bytes,6,opt,name=signature,proto3" json:"signature,omitempty"`
+	Signature []byte `protobuf:"bytes,6,opt,name=signature,proto3" json:"signature,omitempty"`
+	// Sequence number of this call within the worker's subscription,
+	// from 1; the worker refuses a number it has seen (replay).
+	Seq           uint64 `protobuf:"varint,7,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -844,6 +878,13 @@ func (x *WorkerRequest) GetSignature() []byte {
 	return nil
 }
 
+func (x *WorkerRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
 // WorkerResponse answers ProcessingWorker.Process; failures are gRPC
 // statuses.
 type WorkerResponse struct {
@@ -904,14 +945,17 @@ var File_deltadb_proto protoreflect.FileDescriptor
 
 const file_deltadb_proto_rawDesc = "" +
 	"\n" +
-	"\rdeltadb.proto\x12\adeltadb\"\xb9\x01\n" +
+	"\rdeltadb.proto\x12\adeltadb\"\xf0\x01\n" +
 	"\x10SubscribeRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x16\n" +
 	"\x06pubkey\x18\x02 \x01(\fR\x06pubkey\x127\n" +
-	"\x04tags\x18\x03 \x03(\v2#.deltadb.SubscribeRequest.TagsEntryR\x04tags\x1a7\n" +
+	"\x04tags\x18\x03 \x03(\v2#.deltadb.SubscribeRequest.TagsEntryR\x04tags\x12\x1f\n" +
+	"\vcert_sha256\x18\x04 \x01(\fR\n" +
+	"certSha256\x12\x14\n" +
+	"\x05proof\x18\x05 \x01(\fR\x05proof\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfd\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x93\x02\n" +
 	"\x11SubscribeResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1f\n" +
 	"\vwrapped_key\x18\x02 \x01(\fR\n" +
@@ -920,7 +964,8 @@ const file_deltadb_proto_rawDesc = "" +
 	"\x0fexpires_at_unix\x18\x04 \x01(\x03R\rexpiresAtUnix\x12\x14\n" +
 	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\x122\n" +
 	"\x15heartbeat_interval_ms\x18\x06 \x01(\x03R\x13heartbeatIntervalMs\x12(\n" +
-	"\x10wrapped_call_key\x18\a \x01(\fR\x0ewrappedCallKey\"\x8d\x01\n" +
+	"\x10wrapped_call_key\x18\a \x01(\fR\x0ewrappedCallKey\x12\x14\n" +
+	"\x05proof\x18\b \x01(\fR\x05proof\"\x8d\x01\n" +
 	"\x10HeartbeatRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\tR\x05token\x12\x1b\n" +
@@ -963,7 +1008,7 @@ const file_deltadb_proto_rawDesc = "" +
 	"\bif_match\x18\x06 \x01(\tR\aifMatch\x12\"\n" +
 	"\rif_none_match\x18\a \x01(\tR\vifNoneMatch\x12\x1d\n" +
 	"\n" +
-	"schema_ids\x18\b \x03(\tR\tschemaIds\"\xca\x01\n" +
+	"schema_ids\x18\b \x03(\tR\tschemaIds\"\xdc\x01\n" +
 	"\rWorkerRequest\x12!\n" +
 	"\x02op\x18\x01 \x01(\v2\x11.deltadb.EntityOpR\x02op\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x14\n" +
@@ -971,7 +1016,8 @@ const file_deltadb_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x04 \x01(\tR\trequestId\x12-\n" +
 	"\x13issued_at_unix_nano\x18\x05 \x01(\x03R\x10issuedAtUnixNano\x12\x1c\n" +
-	"\tsignature\x18\x06 \x01(\fR\tsignature\"B\n" +
+	"\tsignature\x18\x06 \x01(\fR\tsignature\x12\x10\n" +
+	"\x03seq\x18\a \x01(\x04R\x03seq\"B\n" +
 	"\x0eWorkerResponse\x12\x16\n" +
 	"\x06result\x18\x01 \x01(\fR\x06result\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion*O\n" +
@@ -981,10 +1027,10 @@ const file_deltadb_proto_rawDesc = "" +
 	"\x03PUT\x10\x02\x12\n" +
 	"\n" +
 	"\x06DELETE\x10\x03\x12\t\n" +
-	"\x05PATCH\x10\x042\xd2\x01\n" +
+	"\x05PATCH\x10\x042\xd4\x01\n" +
 	"\n" +
-	"MainWorker\x12B\n" +
-	"\tSubscribe\x12\x19.deltadb.SubscribeRequest\x1a\x1a.deltadb.SubscribeResponse\x12B\n" +
+	"MainWorker\x12D\n" +
+	"\tSubscribe\x12\x19.deltadb.SubscribeRequest\x1a\x1a.deltadb.SubscribeResponse(\x01\x12B\n" +
 	"\tHeartbeat\x12\x19.deltadb.HeartbeatRequest\x1a\x1a.deltadb.HeartbeatResponse\x12<\n" +
 	"\aProcess\x12\x17.deltadb.ProcessRequest\x1a\x18.deltadb.ProcessResponse2N\n" +
 	"\x10ProcessingWorker\x12:\n" +

@@ -43,8 +43,11 @@ const (
 // credentials as REST.
 type MainWorkerClient interface {
 	// Subscribe registers a worker and hands it the master key wrapped with
-	// the worker's RSA public key.
-	Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (*SubscribeResponse, error)
+	// the worker's RSA public key. It is served only on the TLS cluster
+	// listener; it streams so that the worker can read the connection's TLS
+	// exporter before it sends the one request that proves the join token
+	// (cluster.go).
+	Subscribe(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SubscribeRequest, SubscribeResponse], error)
 	// Heartbeat keeps a worker Available and reports its load.
 	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
 	// Process runs one entity operation for a client application, routed to
@@ -62,15 +65,18 @@ func NewMainWorkerClient(cc grpc.ClientConnInterface) MainWorkerClient {
 	return &mainWorkerClient{cc}
 }
 
-func (c *mainWorkerClient) Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (*SubscribeResponse, error) {
+func (c *mainWorkerClient) Subscribe(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SubscribeRequest, SubscribeResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(SubscribeResponse)
-	err := c.cc.Invoke(ctx, MainWorker_Subscribe_FullMethodName, in, out, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &MainWorker_ServiceDesc.Streams[0], MainWorker_Subscribe_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
-	return out, nil
+	x := &grpc.GenericClientStream[SubscribeRequest, SubscribeResponse]{ClientStream: stream}
+	return x, nil
 }
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MainWorker_SubscribeClient = grpc.ClientStreamingClient[SubscribeRequest, SubscribeResponse]
 
 func (c *mainWorkerClient) Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
@@ -101,8 +107,11 @@ func (c *mainWorkerClient) Process(ctx context.Context, in *ProcessRequest, opts
 // credentials as REST.
 type MainWorkerServer interface {
 	// Subscribe registers a worker and hands it the master key wrapped with
-	// the worker's RSA public key.
-	Subscribe(context.Context, *SubscribeRequest) (*SubscribeResponse, error)
+	// the worker's RSA public key. It is served only on the TLS cluster
+	// listener; it streams so that the worker can read the connection's TLS
+	// exporter before it sends the one request that proves the join token
+	// (cluster.go).
+	Subscribe(grpc.ClientStreamingServer[SubscribeRequest, SubscribeResponse]) error
 	// Heartbeat keeps a worker Available and reports its load.
 	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
 	// Process runs one entity operation for a client application, routed to
@@ -120,8 +129,8 @@ type MainWorkerServer interface {
 // pointer dereference when methods are called.
 type UnimplementedMainWorkerServer struct{}
 
-func (UnimplementedMainWorkerServer) Subscribe(context.Context, *SubscribeRequest) (*SubscribeResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method Subscribe not implemented")
+func (UnimplementedMainWorkerServer) Subscribe(grpc.ClientStreamingServer[SubscribeRequest, SubscribeResponse]) error {
+	return status.Error(codes.Unimplemented, "method Subscribe not implemented")
 }
 func (UnimplementedMainWorkerServer) Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Heartbeat not implemented")
@@ -150,23 +159,12 @@ func RegisterMainWorkerServer(s grpc.ServiceRegistrar, srv MainWorkerServer) {
 	s.RegisterService(&MainWorker_ServiceDesc, srv)
 }
 
-func _MainWorker_Subscribe_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(SubscribeRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(MainWorkerServer).Subscribe(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: MainWorker_Subscribe_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MainWorkerServer).Subscribe(ctx, req.(*SubscribeRequest))
-	}
-	return interceptor(ctx, in, info, handler)
+func _MainWorker_Subscribe_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(MainWorkerServer).Subscribe(&grpc.GenericServerStream[SubscribeRequest, SubscribeResponse]{ServerStream: stream})
 }
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MainWorker_SubscribeServer = grpc.ClientStreamingServer[SubscribeRequest, SubscribeResponse]
 
 func _MainWorker_Heartbeat_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(HeartbeatRequest)
@@ -212,10 +210,6 @@ var MainWorker_ServiceDesc = grpc.ServiceDesc{
 	HandlerType: (*MainWorkerServer)(nil),
 	Methods: []grpc.MethodDesc{
 		{
-			MethodName: "Subscribe",
-			Handler:    _MainWorker_Subscribe_Handler,
-		},
-		{
 			MethodName: "Heartbeat",
 			Handler:    _MainWorker_Heartbeat_Handler,
 		},
@@ -224,7 +218,13 @@ var MainWorker_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _MainWorker_Process_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Subscribe",
+			Handler:       _MainWorker_Subscribe_Handler,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "deltadb.proto",
 }
 

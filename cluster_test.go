@@ -1,0 +1,519 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	grpccreds "google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	pb "deltadatabase/proto"
+)
+
+func TestCheckJoinToken(t *testing.T) {
+	for _, c := range []struct {
+		tok string
+		ok  bool
+	}{
+		{strings.Repeat("ab", 32), true},
+		{strings.Repeat("AB", 32), true},
+		{strings.Repeat("ab", 31) + "a", false}, // 63 hex digits
+		{strings.Repeat("x", 43), true},
+		{strings.Repeat("x", 42), false},
+		{"", false},
+		{"correct horse battery staple", false},
+	} {
+		if err := checkJoinToken(c.tok); (err == nil) != c.ok {
+			t.Errorf("checkJoinToken(%q) = %v, want ok %v", c.tok, err, c.ok)
+		}
+	}
+}
+
+// TestSeqWindow: a number is accepted once; out-of-order numbers inside
+// the window are accepted once each; numbers below the window are refused.
+func TestSeqWindow(t *testing.T) {
+	var w seqWindow
+	steps := []struct {
+		seq  uint64
+		want bool
+	}{
+		{0, false}, {1, true}, {1, false}, {3, true}, {2, true}, {2, false}, {3, false},
+		{seqWindowSize + 2, true}, {2, false}, {3, false}, {seqWindowSize + 1, true}, {seqWindowSize + 1, false},
+		{10 * seqWindowSize, true}, {10*seqWindowSize - 1, true}, {9 * seqWindowSize, false}, {9*seqWindowSize + 1, true},
+	}
+	for i, s := range steps {
+		if got := w.accept(s.seq); got != s.want {
+			t.Errorf("step %d: accept(%d) = %v, want %v", i, s.seq, got, s.want)
+		}
+	}
+}
+
+// newTestIdentity is a generated cluster identity.
+func newTestIdentity(t testing.TB) *clusterIdentity {
+	t.Helper()
+	id, err := newClusterIdentity("", "", "", rand.Reader, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// joiner is a client that subscribes by hand, as an attacker or a test
+// worker would: its own TLS identity and RSA key.
+type joiner struct {
+	id    string
+	ident *clusterIdentity
+	priv  *rsa.PrivateKey
+}
+
+func newJoiner(t testing.TB, id string) *joiner {
+	t.Helper()
+	priv, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &joiner{id: id, ident: newTestIdentity(t), priv: priv}
+}
+
+// request is the joiner's SubscribeRequest without a proof.
+func (j *joiner) request() *pb.SubscribeRequest {
+	der, _ := x509.MarshalPKIXPublicKey(&j.priv.PublicKey)
+	return &pb.SubscribeRequest{WorkerId: j.id, Pubkey: der, CertSha256: j.ident.fp[:],
+		Tags: map[string]string{"grpc_addr": "127.0.0.1:1"}}
+}
+
+// prove returns the proof function of a worker knowing token.
+func (j *joiner) prove(token []byte) func(exporter []byte, req *pb.SubscribeRequest) {
+	return func(exporter []byte, req *pb.SubscribeRequest) {
+		req.Proof, _ = workerProof(token, exporter, req)
+	}
+}
+
+// subscribe opens a Subscribe stream over a new TLS connection to addr,
+// lets prove set the request's proof from the connection's exporter, and
+// returns the answer, the exporter and the main worker's fingerprint.
+func (j *joiner) subscribe(t testing.TB, addr string, opt grpc.CallOption, prove func([]byte, *pb.SubscribeRequest)) (*pb.SubscribeResponse, []byte, [32]byte, error) {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(grpccreds.NewTLS(j.ident.tlsConfig(anyPeer, false))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var opts []grpc.CallOption
+	if opt != nil {
+		opts = append(opts, opt)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	stream, err := pb.NewMainWorkerClient(conn).Subscribe(ctx, opts...)
+	if err != nil {
+		return nil, nil, [32]byte{}, err
+	}
+	exporter, mainFP, err := peerChannel(stream.Context())
+	if err != nil {
+		return nil, nil, [32]byte{}, err
+	}
+	req := j.request()
+	prove(exporter, req)
+	if err := stream.Send(req); err != nil {
+		return nil, nil, [32]byte{}, err
+	}
+	resp, err := stream.CloseAndRecv()
+	return resp, exporter, mainFP, err
+}
+
+// otherExporter is the TLS exporter of a new connection to addr, on which
+// nothing is sent.
+func otherExporter(t *testing.T, addr string) []byte {
+	t.Helper()
+	ident := newTestIdentity(t)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(grpccreds.NewTLS(ident.tlsConfig(anyPeer, false))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream, err := pb.NewMainWorkerClient(conn).Subscribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exporter, _, err := peerChannel(stream.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return exporter
+}
+
+// TestSubscribeNeedsJoinProof runs -role=main with a join token: a client
+// with a fresh key pair and no proof, a proof under another token, or a
+// proof made on another connection is refused, gets no key material and
+// is not registered; the client knowing the token is answered with a
+// proof and the wrapped master key.
+func TestSubscribeNeedsJoinProof(t *testing.T) {
+	c := startCluster(t)
+	token := []byte(testJoinToken)
+	recorded := func(_ []byte, req *pb.SubscribeRequest) {
+		// The genuine proof of this very request, made on another
+		// connection (whose stream is abandoned before it is sent).
+		req.Proof, _ = workerProof(token, otherExporter(t, c.clusterAddr), req)
+	}
+	for name, prove := range map[string]func([]byte, *pb.SubscribeRequest){
+		"no proof":                    func([]byte, *pb.SubscribeRequest) {},
+		"proof under another token":   newJoiner(t, "z").prove([]byte(strings.Repeat("ab", 32))),
+		"proof of another connection": recorded,
+		"garbage proof":               func(_ []byte, r *pb.SubscribeRequest) { r.Proof = bytes.Repeat([]byte{1}, 32) },
+	} {
+		id := "evil-" + strings.ReplaceAll(name, " ", "-")
+		resp, _, _, err := newJoiner(t, id).subscribe(t, c.clusterAddr, nil, prove)
+		if status.Code(err) != codes.PermissionDenied || resp != nil {
+			t.Errorf("%s: Subscribe = (answer: %v), %v; want PermissionDenied and no answer", name, resp != nil, err)
+		}
+	}
+	if rows := c.workerRows(); len(rows) != 0 {
+		t.Errorf("after refused Subscribes /admin/workers = %+v, want none", rows)
+	}
+	if !strings.Contains(c.main.stderr.String(), "subscribe refused: no valid join token proof") {
+		t.Errorf("the main worker does not log the refusals:\n%s", c.main.stderr)
+	}
+	// The control: the same client with the token's proof gets the key.
+	j := newJoiner(t, "genuine")
+	resp, exporter, mainFP, err := j.subscribe(t, c.clusterAddr, nil, j.prove(token))
+	if err != nil {
+		t.Fatalf("Subscribe with the join token's proof = %v", err)
+	}
+	if want, _ := mainProof(token, exporter, mainFP, resp); !bytes.Equal(want, resp.GetProof()) {
+		t.Error("the main worker's proof does not verify")
+	}
+	if got, err := unwrapKey(j.priv, resp.GetWrappedKey()); err != nil || hex.EncodeToString(got) != testMasterKey {
+		t.Errorf("unwrapped key = %x, %v; want the master key", got, err)
+	}
+}
+
+// TestWorkerWrongJoinToken: a worker whose join token is not the main
+// worker's says why, keeps retrying with backoff and never becomes a
+// worker the main routes to.
+func TestWorkerWrongJoinToken(t *testing.T) {
+	c := startCluster(t)
+	n := launch(t, []string{"MASTER_KEY=", "ADMIN_KEY=", joinTokenEnv + "=" + strings.Repeat("cd", 32)}, "-role=proc", "-worker-id=wrong",
+		"-main-addr="+c.clusterAddr, "-shared-fs="+c.dir)
+	n.waitLog("subscribe failed; retrying", 3)
+	if log := n.stderr.String(); !strings.Contains(log, "join token proof does not verify") {
+		t.Errorf("the worker's log does not say why:\n%s", log)
+	}
+	if rows := c.workerRows(); len(rows) != 0 {
+		t.Errorf("/admin/workers = %+v, want no worker", rows)
+	}
+}
+
+// waitLog waits until msg has been logged at least count times.
+func (n *node) waitLog(msg string, count int) {
+	n.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for strings.Count(n.stderr.String(), `msg="`+msg+`"`) < count {
+		select {
+		case <-n.done:
+			n.t.Fatalf("process exited before logging %q %d times:\n%s", msg, count, n.stderr)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			n.t.Fatalf("%q logged fewer than %d times after 20s:\n%s", msg, count, n.stderr)
+		}
+	}
+}
+
+// fakeMain is a MainWorker that does not know the join token: it answers
+// every Subscribe with a master key of its choosing, wrapped for the
+// worker, and a call key, without a valid proof.
+type fakeMain struct {
+	pb.UnimplementedMainWorkerServer
+	master, callKey []byte
+	mu              sync.Mutex
+	asked           int
+}
+
+func (f *fakeMain) Subscribe(stream pb.MainWorker_SubscribeServer) error {
+	req, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	pub, err := parseWorkerKey(req.GetPubkey())
+	if err != nil {
+		return err
+	}
+	wrapped, _ := wrapKey(pub, f.master, rand.Reader)
+	wrappedCall, _ := wrapKey(pub, f.callKey, rand.Reader)
+	f.mu.Lock()
+	f.asked++
+	f.mu.Unlock()
+	return stream.SendAndClose(&pb.SubscribeResponse{Token: "t", WrappedKey: wrapped, KeyId: "evil", ExpiresAtUnix: time.Now().Add(time.Hour).Unix(),
+		HeartbeatIntervalMs: 1000, WrappedCallKey: wrappedCall, Proof: bytes.Repeat([]byte{9}, 32)})
+}
+
+// TestWorkerRefusesFakeMain: a worker pointed at a main worker that does
+// not know the join token refuses its answer, says why, and does not
+// serve calls signed with the call key it offered.
+func TestWorkerRefusesFakeMain(t *testing.T) {
+	ident := newTestIdentity(t)
+	fake := &fakeMain{master: bytes.Repeat([]byte{0xee}, 32), callKey: bytes.Repeat([]byte{0xcc}, 32)}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer(grpc.Creds(grpccreds.NewTLS(ident.tlsConfig(anyPeer, false))))
+	pb.RegisterMainWorkerServer(gs, fake)
+	go gs.Serve(ln)
+	defer gs.Stop()
+	n := launch(t, workerEnv, "-role=proc", "-worker-id=w1", "-main-addr="+ln.Addr().String(), "-shared-fs="+t.TempDir())
+	workerAddr := n.logAddr("worker listening")
+	n.waitLog("subscribe failed; retrying", 2)
+	log := n.stderr.String()
+	if !strings.Contains(log, "the main worker did not prove the join token") || strings.Contains(log, `msg=subscribed`) {
+		t.Errorf("the worker's log does not say it refused the fake main:\n%s", log)
+	}
+	// The fake main calls the worker with the call key it handed out.
+	conn, err := grpc.NewClient(workerAddr, grpc.WithTransportCredentials(grpccreds.NewTLS(ident.tlsConfig(anyPeer, false))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	req := &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_PUT, Payload: []byte(`1`)},
+		IssuedAtUnixNano: time.Now().UnixNano(), Seq: 1}
+	req.Signature, _ = signCall(fake.callKey, "w1", req)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := pb.NewProcessingWorkerClient(conn).Process(ctx, req); status.Code(err) != codes.Unavailable {
+		t.Errorf("the fake main's call = %v, want Unavailable (TLS handshake refused)", err)
+	}
+}
+
+// relay is a TCP relay that records every byte in both directions.
+type relay struct {
+	ln     net.Listener
+	target chan string
+	mu     sync.Mutex
+	seen   bytes.Buffer
+}
+
+// startRelay listens on loopback; connections are forwarded once
+// setTarget is called.
+func startRelay(t *testing.T) *relay {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &relay{ln: ln, target: make(chan string, 1)}
+	t.Cleanup(func() { ln.Close() })
+	go r.serve()
+	return r
+}
+
+func (r *relay) setTarget(addr string) { r.target <- addr }
+
+func (r *relay) serve() {
+	target := ""
+	for {
+		c, err := r.ln.Accept()
+		if err != nil {
+			return
+		}
+		if target == "" {
+			target = <-r.target
+		}
+		go r.pipe(c, target)
+	}
+}
+
+func (r *relay) pipe(c net.Conn, target string) {
+	defer c.Close()
+	u, err := net.Dial("tcp", target)
+	if err != nil {
+		return
+	}
+	defer u.Close()
+	done := make(chan struct{}, 2)
+	copyRec := func(dst, src net.Conn) {
+		io.Copy(io.MultiWriter(dst, r), src)
+		done <- struct{}{}
+	}
+	go copyRec(u, c)
+	go copyRec(c, u)
+	<-done
+}
+
+func (r *relay) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.seen.Write(p)
+}
+
+func (r *relay) bytes() []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return bytes.Clone(r.seen.Bytes())
+}
+
+// TestClusterWireIsOpaque places a TCP relay on both links between the
+// main worker and a worker (Subscribe and heartbeats one way, Process
+// calls the other) and records every byte during PUTs and GETs: no
+// document, no join token, no master key (raw or hex) crosses.
+func TestClusterWireIsOpaque(t *testing.T) {
+	c := startCluster(t)
+	toMain, toWorker := startRelay(t), startRelay(t)
+	toMain.setTarget(c.clusterAddr)
+	n := launch(t, workerEnv, "-role=proc", "-worker-id=w1", "-main-addr="+toMain.ln.Addr().String(),
+		"-advertise-addr="+toWorker.ln.Addr().String(), "-shared-fs="+c.dir)
+	toWorker.setTarget(n.logAddr("worker listening"))
+	c.workers["w1"] = n
+	c.waitWorkers(20*time.Second, "w1")
+	docs := map[string]string{}
+	for i := range 5 {
+		docs[fmt.Sprintf("k%d", i)] = fmt.Sprintf("plaintext-document-%d-visible", i)
+	}
+	if code, out, _ := c.main.call("PUT", "/entity/chatdb", testAdminKey, docs); code != 200 {
+		t.Fatalf("PUT = %d %s", code, out)
+	}
+	for k, v := range docs {
+		if code, out, _ := c.main.call("GET", "/entity/chatdb?key="+k, testAdminKey, nil); code != 200 || string(out) != `"`+v+`"` {
+			t.Fatalf("GET %s = %d %s", k, code, out)
+		}
+	}
+	master, _ := hex.DecodeString(testMasterKey)
+	wire := append(toMain.bytes(), toWorker.bytes()...)
+	if len(toWorker.bytes()) == 0 || len(toMain.bytes()) == 0 {
+		t.Fatal("the relays saw no traffic: the test would prove nothing")
+	}
+	for name, secret := range map[string][]byte{"document": []byte("plaintext-document"), "join token": []byte(testJoinToken),
+		"master key": master, "master key (hex)": []byte(testMasterKey), "admin key": []byte(testAdminKey)} {
+		if bytes.Contains(wire, secret) {
+			t.Errorf("the %s crosses the wire between main and worker", name)
+		}
+	}
+}
+
+// TestSubscribeLiveWorkerID: a Subscribe, even one proving the join token,
+// for the ID of a live worker with another key is refused, and the live
+// worker keeps its traffic.
+func TestSubscribeLiveWorkerID(t *testing.T) {
+	c := startCluster(t, "w1")
+	before := c.workerRows()
+	j := newJoiner(t, "w1")
+	_, _, _, err := j.subscribe(t, c.clusterAddr, nil, j.prove([]byte(testJoinToken)))
+	if status.Code(err) != codes.AlreadyExists {
+		t.Errorf("Subscribe with a live worker's ID = %v, want AlreadyExists", err)
+	}
+	after := c.waitWorkers(5*time.Second, "w1")
+	if after[0].Tags["grpc_addr"] != before[0].Tags["grpc_addr"] {
+		t.Errorf("w1's address changed from %s to %s", before[0].Tags["grpc_addr"], after[0].Tags["grpc_addr"])
+	}
+	c.putAndGet(20)
+}
+
+// writeTestCA generates a CA and a certificate for 127.0.0.1 signed by it
+// in dir and returns the paths of the CA, the certificate and its key.
+func writeTestCA(t *testing.T, dir string) (caFile, certFile, keyFile string) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
+	write := func(name, typ string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	return write("ca.pem", "CERTIFICATE", caDER), write("cert.pem", "CERTIFICATE", der), write("key.pem", "PRIVATE KEY", keyDER)
+}
+
+// TestClientTLS: with -tls-cert/-tls-key, REST answers over TLS to curl
+// trusting the test CA, a plaintext request to that port gets nothing, and
+// client gRPC is TLS too.
+func TestClientTLS(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Fatal("curl is needed")
+	}
+	dir := t.TempDir()
+	caFile, certFile, keyFile := writeTestCA(t, dir)
+	n := launch(t, keyEnv, "-shared-fs="+filepath.Join(dir, "db"), "-tls-cert="+certFile, "-tls-key="+keyFile)
+	addr := n.logAddr("rest listening")
+	out, err := exec.Command("curl", "-sS", "--retry", "20", "--retry-connrefused", "--retry-delay", "0",
+		"--cacert", caFile, "https://"+addr+"/health").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"status":"ok"`) {
+		t.Fatalf("curl --cacert https://%s/health = %v %s", addr, err, out)
+	}
+	if out, err := exec.Command("curl", "-sS", "https://"+addr+"/health").CombinedOutput(); err == nil {
+		t.Errorf("curl without the CA succeeded: %s", out)
+	}
+	resp, err := http.Get("http://" + addr + "/health")
+	if err == nil {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == 200 || strings.Contains(string(body), `"status":"ok"`) {
+			t.Errorf("plaintext GET /health on the TLS port = %d %s, want a failure", resp.StatusCode, body)
+		}
+	}
+	pool := x509.NewCertPool()
+	caPEM, _ := os.ReadFile(caFile)
+	pool.AppendCertsFromPEM(caPEM)
+	conn, err := grpc.NewClient(n.logAddr("grpc listening"), grpc.WithTransportCredentials(grpccreds.NewTLS(&tls.Config{RootCAs: pool})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, err = pb.NewMainWorkerClient(conn).Process(context.Background(), &pb.ProcessRequest{DatabaseName: "db", EntityKey: "nope", Operation: "GET", Token: testAdminKey})
+	if status.Code(err) != codes.NotFound {
+		t.Errorf("client gRPC GET over TLS = %v, want NotFound", err)
+	}
+}
+
+// TestJoinTokenRequired: -role=main and -role=proc refuse to start without
+// a join token, or with a short one, saying how to make one.
+func TestJoinTokenRequired(t *testing.T) {
+	needBinary(t)
+	for _, args := range [][]string{{"-role=main"}, {"-role=proc"}, {"-role=main", "-join-token=short"}} {
+		out, err := runBinary(t, append(args, "-shared-fs="+t.TempDir())...)
+		if err == nil || !strings.Contains(string(out), "openssl rand -hex 32") {
+			t.Errorf("%v: %v\n%s\nwant a refusal saying how to make a token", args, err, out)
+		}
+	}
+}
