@@ -157,7 +157,7 @@ type config struct {
 	cacheSizeSet bool
 	// cacheTTL expires cache entries; 0 keeps them until evicted.
 	cacheTTL time.Duration
-	// mainAddr is the main worker's gRPC address a proc subscribes to.
+	// mainAddr is the main worker's -cluster-addr a proc subscribes to.
 	mainAddr string
 	// workerID names a processing worker; "" is the hostname.
 	workerID string
@@ -218,7 +218,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.entityCacheSize, "entity-cache-size", 1024, "entities cached by the in-process worker of -role=all")
 	fs.IntVar(&c.cacheSize, "cache-size", 256, "most entities held in a processing worker's LRU")
 	fs.DurationVar(&c.cacheTTL, "cache-ttl", 0, "0 = LRU only; positive also expires cache entries")
-	fs.StringVar(&c.mainAddr, "main-addr", "127.0.0.1:50051", "main worker gRPC address (proc)")
+	fs.StringVar(&c.mainAddr, "main-addr", "127.0.0.1:50052", "main worker's -cluster-addr (proc)")
 	fs.StringVar(&c.workerID, "worker-id", "", "unique worker ID (default hostname)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.s3.endpoint, "s3-endpoint", "", "host:port of an S3-compatible store; enables S3")
