@@ -14,12 +14,14 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -515,5 +517,52 @@ func TestJoinTokenRequired(t *testing.T) {
 		if err == nil || !strings.Contains(string(out), "openssl rand -hex 32") {
 			t.Errorf("%v: %v\n%s\nwant a refusal saying how to make a token", args, err, out)
 		}
+	}
+}
+
+// TestRouterPrune: a remote worker silent for longer than its token's
+// life is removed and its connection closed; a live one and the
+// in-process worker stay.
+func TestRouterPrune(t *testing.T) {
+	clock := &fakeClock{t: time.Now()}
+	rt := newRouter(slog.New(slog.DiscardHandler), clock.now, 0)
+	closed := map[string]bool{}
+	for _, id := range []string{"gone", "live"} {
+		rt.add(&workerConn{id: id, close: func() { closed[id] = true }})
+	}
+	rt.add(&workerConn{id: "local"})
+	clock.advance(30 * time.Minute)
+	rt.seen("live", cacheStats{})
+	clock.advance(31 * time.Minute)
+	if got := rt.prune(time.Hour); !slices.Equal(got, []string{"gone"}) {
+		t.Errorf("prune = %v, want [gone]", got)
+	}
+	if !closed["gone"] || closed["live"] {
+		t.Errorf("closed = %v, want only gone", closed)
+	}
+	rt.mu.RLock()
+	defer rt.mu.RUnlock()
+	if _, ok := rt.workers["gone"]; ok || len(rt.workers) != 2 {
+		t.Errorf("workers after prune = %v, want live and local", rt.workers)
+	}
+}
+
+// TestClusterOperatorCerts: with -cluster-tls-cert/-key/-ca on both sides
+// a worker joins; a worker with a generated certificate the CA did not
+// sign is refused at the TLS handshake and never registered.
+func TestClusterOperatorCerts(t *testing.T) {
+	dir := t.TempDir()
+	caFile, certFile, keyFile := writeTestCA(t, dir)
+	tlsArgs := []string{"-cluster-tls-cert=" + certFile, "-cluster-tls-key=" + keyFile, "-cluster-tls-ca=" + caFile}
+	c := &cluster{t: t, dir: filepath.Join(dir, "db"), workers: map[string]*node{}}
+	c.main = startNode(t, clusterEnv, append([]string{"-role=main", "-shared-fs=" + c.dir}, tlsArgs...)...)
+	c.clusterAddr = c.main.logAddr("cluster listening")
+	c.startWorker("w1", tlsArgs...)
+	c.waitWorkers(20*time.Second, "w1")
+	c.putAndGet(10)
+	stranger := c.startWorker("w2")
+	stranger.waitLog("subscribe failed; retrying", 2)
+	if rows := c.workerRows(); len(rows) != 1 {
+		t.Errorf("/admin/workers = %+v, want only w1", rows)
 	}
 }

@@ -34,6 +34,9 @@
 //	               the main worker's stub for remote workers (call signing)
 //	proc.go        the processing worker, its gRPC server, the subscriber,
 //	               the gRPC code table
+//	cluster.go     cluster security: the join token, its proofs bound to
+//	               the TLS exporter, TLS identities and pinning, the
+//	               replay window of main-to-worker calls
 //	locks.go       the one per-key lock, honouring the request's context
 //	backoff.go     bounded exponential backoff with jitter
 //	conditional.go ETags and preconditions
