@@ -566,3 +566,26 @@ func TestClusterOperatorCerts(t *testing.T) {
 		t.Errorf("/admin/workers = %+v, want only w1", rows)
 	}
 }
+
+// TestAllWithoutJoinToken: -role=all without a join token registers no
+// external worker (Subscribe is PermissionDenied and says why) and still
+// serves client applications on its gRPC port.
+func TestAllWithoutJoinToken(t *testing.T) {
+	n, _ := startDefault(t)
+	if strings.Contains(n.stderr.String(), `msg="cluster listening"`) {
+		t.Error("-role=all without a join token opened a cluster listener")
+	}
+	client := pb.NewMainWorkerClient(dial(t, n.logAddr("grpc listening")))
+	stream, err := client.Subscribe(context.Background())
+	if err == nil {
+		stream.Send(newJoiner(t, "w9").request())
+		_, err = stream.CloseAndRecv()
+	}
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "without a join token") {
+		t.Errorf("Subscribe = %v, want PermissionDenied (no join token)", err)
+	}
+	_, err = client.Process(context.Background(), &pb.ProcessRequest{DatabaseName: "db", EntityKey: "nope", Operation: "GET", Token: testAdminKey})
+	if status.Code(err) != codes.NotFound {
+		t.Errorf("client Process = %v, want NotFound", err)
+	}
+}

@@ -577,13 +577,12 @@ var subscribeBackoff = backoff{base: 200 * time.Millisecond, max: 10 * time.Seco
 
 // run subscribes and heartbeats until ctx ends.
 func (s *subscriber) run(ctx context.Context) error {
-	// Any certificate will do for the handshake: the main worker proves
-	// the join token over this very connection before anything it says
-	// is used.
-	creds := grpccreds.NewTLS(s.ident.tlsConfig(anyPeer, false))
-	conn, err := grpc.NewClient(s.mainAddr, grpcDialOptions(s.maxMsg, creds)...)
+	// Any certificate will do for Subscribe's handshake: the main worker
+	// proves the join token over that very connection before anything it
+	// says is used.
+	conn, err := s.dial(anyPeer)
 	if err != nil {
-		return fmt.Errorf("-main-addr %s: %w", s.mainAddr, err)
+		return err
 	}
 	defer conn.Close()
 	client := pb.NewMainWorkerClient(conn)
@@ -601,9 +600,27 @@ func (s *subscriber) run(ctx context.Context) error {
 		}
 		failures = 0
 		s.log.Info("subscribed", attrWorker, s.id, attrAddr, s.mainAddr, "expires", sub.expires.UTC().Format(time.RFC3339))
-		s.heartbeat(ctx, client, sub)
+		// Heartbeats carry the worker token: they go only to the main
+		// worker that proved the join token.
+		hconn, err := s.dial(pinned(*s.pin.fp.Load()))
+		if err != nil {
+			return err
+		}
+		s.heartbeat(ctx, pb.NewMainWorkerClient(hconn), sub)
+		hconn.Close()
 	}
 	return nil
+}
+
+// dial connects to the main worker over TLS, checking its certificate
+// with pin.
+func (s *subscriber) dial(pin func([32]byte) error) (*grpc.ClientConn, error) {
+	creds := grpccreds.NewTLS(s.ident.tlsConfig(pin, false))
+	conn, err := grpc.NewClient(s.mainAddr, grpcDialOptions(s.maxMsg, creds)...)
+	if err != nil {
+		return nil, fmt.Errorf("-main-addr %s: %w", s.mainAddr, err)
+	}
+	return conn, nil
 }
 
 // subscribe calls Subscribe, proving the join token, and installs the
