@@ -292,7 +292,9 @@ func (c *config) loadJoinToken() error {
 
 // secretEnv returns environment variable name and removes it from the
 // process environment, so that the secret is not inherited by child
-// processes nor readable in /proc/<pid>/environ afterwards.
+// processes nor seen by later reads of the environment. The kernel's copy
+// of the start-up environment (/proc/<pid>/environ) cannot be changed from
+// Go; the -*-file flags keep secrets out of it.
 func secretEnv(name string) string {
 	v := os.Getenv(name)
 	os.Unsetenv(name)

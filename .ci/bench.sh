@@ -10,7 +10,9 @@ secs=${2:-4}
 work=$(mktemp -d)
 trap 'pkill -P $$ || true; rm -rf "$work"' EXIT
 go build -o "$work/ddb" .
-export MASTER_KEY=000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f ADMIN_KEY=bench-admin
+export MASTER_KEY=000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f ADMIN_KEY=bench-admin-key-0123456789
+# main and workers prove this join token to each other (README, Several workers)
+export DELTADB_JOIN_TOKEN=$(od -An -tx1 -N32 /dev/urandom | tr -d " \n")
 bench() { "$work/ddb" -role=bench -duration="${secs}s" -keys=1000 "$@"; }
 wait_up() { for _ in $(seq 100); do curl -fs "http://$1/health" >/dev/null && return 0; sleep 0.1; done; return 1; }
 wait_workers() { for _ in $(seq 200); do [ "$(curl -fs -H "Authorization: Bearer $ADMIN_KEY" "http://$1/admin/workers" | grep -o Available | wc -l)" = "$2" ] && return 0; sleep 0.1; done; return 1; }
@@ -22,10 +24,10 @@ run_cluster() {
     "$work/ddb" -role=all -rest-addr=127.0.0.1:18181 -grpc-addr=127.0.0.1:18182 -shared-fs="$dir" -log-level=warn & pids+=($!)
     wait_up 127.0.0.1:18181
   else
-    "$work/ddb" -role=main -rest-addr=127.0.0.1:18181 -grpc-addr=127.0.0.1:18182 -shared-fs="$dir" -log-level=warn & pids+=($!)
+    "$work/ddb" -role=main -rest-addr=127.0.0.1:18181 -grpc-addr=127.0.0.1:18182 -cluster-addr=127.0.0.1:18183 -shared-fs="$dir" -log-level=warn & pids+=($!)
     wait_up 127.0.0.1:18181
     for i in $(seq "$nw"); do
-      MASTER_KEY= "$work/ddb" -role=proc -worker-id="w$i" -main-addr=127.0.0.1:18182 -cache-size=2048 -shared-fs="$dir" -log-level=warn & pids+=($!)
+      MASTER_KEY= "$work/ddb" -role=proc -worker-id="w$i" -main-addr=127.0.0.1:18183 -cache-size=2048 -shared-fs="$dir" -log-level=warn & pids+=($!)
     done
     wait_workers 127.0.0.1:18181 "$nw"
   fi
