@@ -78,6 +78,20 @@ func (ts *authTestServer) do(method, path, token, body, remote string) *httptest
 	return rec
 }
 
+// doWith sends one request with Content-Type ct ("" for none).
+func (ts *authTestServer) doWith(method, path, token, body, ct string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	if ct != "" {
+		req.Header.Set("Content-Type", ct)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	rec := httptest.NewRecorder()
+	ts.rest.ServeHTTP(rec, req)
+	return rec
+}
+
 // mustDo sends one request and fails the test unless it answers want.
 func (ts *authTestServer) mustDo(t *testing.T, method, path, token, body string, want int) []byte {
 	t.Helper()

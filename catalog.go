@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -229,6 +230,33 @@ func (b *bindings) set(ctx context.Context, db, id string) error {
 	}
 	b.remember(db, id)
 	return nil
+}
+
+// boundOutside returns a database bound to schema id that allows does not
+// allow, "" when there is none: the check that a key limited to some databases
+// does not change a schema another database relies on. It lists the
+// binding objects once and reads (through the cache) only the bindings of
+// databases outside allows, so a key's own databases cost nothing.
+func (b *bindings) boundOutside(ctx context.Context, id string, allows func(db string) bool) (string, error) {
+	prefix := metaPrefix + "databases/"
+	keys, err := b.st.List(ctx, prefix, "", 0)
+	if err != nil {
+		return "", fmt.Errorf("list bindings: %w", err)
+	}
+	for _, k := range keys {
+		db, ok := strings.CutSuffix(strings.TrimPrefix(k, prefix), ".json")
+		if !ok || validateDBName(db) != nil || allows(db) {
+			continue
+		}
+		bound, err := b.get(ctx, db)
+		if err != nil {
+			return "", err
+		}
+		if bound == id {
+			return db, nil
+		}
+	}
+	return "", nil
 }
 
 // schemasFor returns the schema IDs a write to db is validated against:

@@ -176,11 +176,31 @@ func (s *restServer) handlePutSchema(w http.ResponseWriter, r *http.Request, p p
 	if err != nil {
 		return err
 	}
+	if err := s.schemaInScope(r.Context(), p, id); err != nil {
+		return err
+	}
 	if err := s.schemas.Put(r.Context(), id, body); err != nil {
 		return fmt.Errorf("schema %s: %w", id, err)
 	}
 	s.log.Info("schema stored", attrSchema, id, attrClient, p.clientID)
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+// schemaInScope refuses a principal limited to some databases the
+// schema id when a database outside its limit is bound to it: replacing
+// it would change what that database accepts.
+func (s *restServer) schemaInScope(ctx context.Context, p principal, id string) error {
+	if p.admin || p.databases == nil {
+		return nil
+	}
+	db, err := s.catalog.bindings.boundOutside(ctx, id, p.allowsDB)
+	if err != nil {
+		return err
+	}
+	if db != "" {
+		return reqErrorf(errForbidden, "schema %q is bound to database %q, which this credential may not access", id, db)
+	}
 	return nil
 }
 
@@ -199,7 +219,7 @@ func (s *restServer) handlePutEntities(w http.ResponseWriter, r *http.Request, p
 	if err != nil {
 		return err
 	}
-	docs, err := decodeEntityBody(body)
+	docs, err := decodeEntityBody(body, s.lim)
 	if err != nil {
 		return err
 	}
@@ -277,9 +297,11 @@ type entityDoc struct {
 const entityBodyShape = "a JSON object mapping entity keys to documents"
 
 // decodeEntityBody parses a PUT /entity body: a non-empty JSON object of
-// valid entity keys. Keys come back sorted so writes happen in a stable
-// order.
-func decodeEntityBody(body []byte) ([]entityDoc, error) {
+// valid entity keys and documents within the budgets of lim: as many keys
+// as a request may write (each is one durable write), documents no larger
+// than a document may be. Keys come back sorted so writes happen in a
+// stable order.
+func decodeEntityBody(body []byte, lim budgets) ([]entityDoc, error) {
 	var m map[string]json.RawMessage
 	if err := decodeJSONBody(body, &m, entityBodyShape); err != nil {
 		return nil, err
@@ -287,9 +309,15 @@ func decodeEntityBody(body []byte) ([]entityDoc, error) {
 	if len(m) == 0 {
 		return nil, reqErrorf(errInvalid, "body must be %s, with at least one key", entityBodyShape)
 	}
+	if len(m) > lim.batchKeys() {
+		return nil, reqErrorf(errTooLarge, "PUT of %d entities exceeds the limit of %d entities per request", len(m), lim.batchKeys())
+	}
 	docs := make([]entityDoc, 0, len(m))
 	for k, v := range m {
 		if err := validateEntityKey(k); err != nil {
+			return nil, err
+		}
+		if err := lim.checkDocumentSize(fmt.Sprintf("document %q", k), len(v)); err != nil {
 			return nil, err
 		}
 		docs = append(docs, entityDoc{key: k, doc: v})
@@ -345,7 +373,8 @@ func (s *restServer) handleGetEntity(w http.ResponseWriter, r *http.Request, p p
 }
 
 // handlePatchEntity applies a merge patch or JSON Patch to one entity
-// (SPEC §10) and answers the patched document with its new ETag.
+// (SPEC §10) and answers the patched document with its new ETag; a
+// principal without read gets {"status": "ok"} and the ETag instead.
 func (s *restServer) handlePatchEntity(w http.ResponseWriter, r *http.Request, p principal) error {
 	db, key, err := entityTarget(r)
 	if err != nil {
@@ -378,6 +407,11 @@ func (s *restServer) handlePatchEntity(w http.ResponseWriter, r *http.Request, p
 		return entityError(err, db, key)
 	}
 	w.Header().Set("ETag", etagOf(resp.GetVersion()))
+	if !p.has(permRead) {
+		// The patched document is for a principal that may read it.
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		return nil
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Write(resp.GetResult())
 	return nil

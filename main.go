@@ -16,6 +16,9 @@
 //	bench.go       -role=bench, the load tool, with its own flag set
 //	errors.go      every sentinel error; requestError, the sentence a
 //	               client may see, kept apart from the cause that is logged
+//	budget.go      the request budgets (document size, patch operations,
+//	               keys per PUT, JSON nesting, validation time, $ref
+//	               expansion of schemas) and the UTF-8 check of bodies
 //	requestid.go   the request ID in the context
 //	rest.go        the REST server: route table, middleware (request ID,
 //	               authentication, authorization), writeError/statusOf,
@@ -151,6 +154,12 @@ type config struct {
 	grpcMaxRecv int
 	// restMaxBody is the largest REST request body, bytes; larger is 413.
 	restMaxBody int64
+	// maxDocument is the largest stored document, bytes; 0 is restMaxBody.
+	maxDocument int64
+	// maxPatchOps, maxBatchKeys, maxDepth and validationTimeout are the
+	// other request budgets (budget.go).
+	maxPatchOps, maxBatchKeys, maxDepth int
+	validationTimeout                   time.Duration
 	// entityCacheSize is the cache of the in-process worker of -role=all
 	// when cacheSize is not given.
 	entityCacheSize int
@@ -218,6 +227,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.clientTTL, "client-ttl", 24*time.Hour, "session token lifetime")
 	fs.IntVar(&c.grpcMaxRecv, "grpc-max-recv-msg-size", 4194304, "largest gRPC message accepted, bytes")
 	fs.Int64Var(&c.restMaxBody, "rest-max-body-size", 1048576, "largest REST request body, bytes")
+	fs.Int64Var(&c.maxDocument, "max-document-size", 0, "largest stored document, bytes, also the result of a PATCH (0 = -rest-max-body-size)")
+	fs.IntVar(&c.maxPatchOps, "max-patch-ops", defaultMaxPatchOps, "most operations of one JSON Patch")
+	fs.IntVar(&c.maxBatchKeys, "max-batch-keys", defaultMaxBatchKeys, "most entities of one PUT /entity/{db}")
+	fs.IntVar(&c.maxDepth, "max-json-depth", defaultMaxJSONDepth, "deepest nesting of arrays and objects in a body, document or schema")
+	fs.DurationVar(&c.validationTimeout, "validation-timeout", defaultValidationTimeout, "longest validation of one document against one schema")
 	fs.IntVar(&c.entityCacheSize, "entity-cache-size", 1024, "entities cached by the in-process worker of -role=all")
 	fs.IntVar(&c.cacheSize, "cache-size", 256, "most entities held in a processing worker's LRU")
 	fs.DurationVar(&c.cacheTTL, "cache-ttl", 0, "0 = LRU only; positive also expires cache entries")
@@ -332,6 +346,16 @@ func (c *config) check() error {
 		return fmt.Errorf("-grpc-max-recv-msg-size: must be positive, got %d", c.grpcMaxRecv)
 	case c.restMaxBody <= 0:
 		return fmt.Errorf("-rest-max-body-size: must be positive, got %d", c.restMaxBody)
+	case c.maxDocument < 0:
+		return fmt.Errorf("-max-document-size: must not be negative, got %d", c.maxDocument)
+	case c.maxPatchOps <= 0:
+		return fmt.Errorf("-max-patch-ops: must be positive, got %d", c.maxPatchOps)
+	case c.maxBatchKeys <= 0:
+		return fmt.Errorf("-max-batch-keys: must be positive, got %d", c.maxBatchKeys)
+	case c.maxDepth <= 0:
+		return fmt.Errorf("-max-json-depth: must be positive, got %d", c.maxDepth)
+	case c.validationTimeout <= 0:
+		return fmt.Errorf("-validation-timeout: must be positive, got %v", c.validationTimeout)
 	case c.entityCacheSize <= 0:
 		return fmt.Errorf("-entity-cache-size: must be positive, got %d", c.entityCacheSize)
 	case c.cacheSize <= 0:
@@ -357,6 +381,12 @@ func (c *config) check() error {
 		return err
 	}
 	return nil
+}
+
+// budgets are the request budgets of the flags.
+func (c *config) budgets() budgets {
+	return budgets{maxDocument: cmp.Or(c.maxDocument, c.restMaxBody), maxPatchOps: c.maxPatchOps,
+		maxBatchKeys: c.maxBatchKeys, maxDepth: c.maxDepth, validationTimeout: c.validationTimeout}
 }
 
 // slogLevel parses -log-level.
@@ -415,6 +445,7 @@ func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger
 	}
 	defer zero(keys.master)
 	schemas := newSchemaRegistry(st)
+	schemas.lim = cfg.budgets()
 	cat := newCatalog(st)
 	rt := newRouter(log, time.Now, saturatedInFlight)
 	rt.written = cat.wrote
@@ -432,7 +463,7 @@ func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger
 		return err
 	}
 	svc := &mainService{router: rt, auth: auth, catalog: cat, schemas: schemas, master: keys.master, keyID: cfg.keyID, workerTTL: cfg.workerTTL,
-		every: heartbeatEvery, maxMsg: cfg.grpcMaxRecv, rand: cryptoRand, now: time.Now, log: log,
+		every: heartbeatEvery, maxMsg: cfg.grpcMaxRecv, lim: cfg.budgets(), rand: cryptoRand, now: time.Now, log: log,
 		tokens: map[[32]byte]string{}}
 	clientTLS, err := loadClientTLS(cfg)
 	if err != nil {
@@ -469,6 +500,7 @@ func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger
 	go svc.monitor(mctx)
 	go auth.sessions.watch(mctx, revocationReload, func(err error) { log.Warn("reload session revocations", attrErr, err) })
 	rest := newRESTServer(auth, rt, cat, schemas, rt.list, cfg.restMaxBody, log)
+	rest.lim = cfg.budgets()
 	return serveHTTP(ctx, cfg.restAddr, rest, clientTLS, log)
 }
 
@@ -514,7 +546,9 @@ func runProc(ctx context.Context, cfg config, log *slog.Logger) error {
 		return err
 	}
 	defer st.Close()
-	w, err := buildWorker(cfg, st, newSchemaRegistry(st), log)
+	schemas := newSchemaRegistry(st)
+	schemas.lim = cfg.budgets()
+	w, err := buildWorker(cfg, st, schemas, log)
 	if err != nil {
 		return err
 	}
@@ -588,7 +622,9 @@ func buildWorker(cfg config, st store, schemas *schemaRegistry, log *slog.Logger
 	if cfg.role != "proc" && !cfg.cacheSizeSet {
 		size = cfg.entityCacheSize
 	}
-	return newWorker(id, st, schemas, newLRU[string, cachedEntity](size, cfg.cacheTTL, time.Now), log), nil
+	w := newWorker(id, st, schemas, newLRU[string, cachedEntity](size, cfg.cacheTTL, time.Now), log)
+	w.lim = cfg.budgets()
+	return w, nil
 }
 
 // serveGRPC serves the MainWorker service on addr (given by flag), over

@@ -38,9 +38,12 @@ type mainService struct {
 	workerTTL time.Duration
 	every     time.Duration
 	maxMsg    int
-	rand      io.Reader
-	now       func() time.Time
-	log       *slog.Logger
+	// lim are the request budgets a client's document must keep; the
+	// zero value is the defaults.
+	lim  budgets
+	rand io.Reader
+	now  func() time.Time
+	log  *slog.Logger
 	// join is the join token; nil accepts no workers (-role=all without
 	// one).
 	join []byte
@@ -278,7 +281,12 @@ func (m *mainService) process(ctx context.Context, req *pb.ProcessRequest) (*pb.
 	if err := m.prepare(ctx, op, req.GetSchemaId()); err != nil {
 		return nil, err
 	}
-	return m.router.Process(ctx, op)
+	resp, err := m.router.Process(ctx, op)
+	if err == nil && op.Operation == pb.Operation_PATCH && !p.has(permRead) {
+		// Only a principal that may read gets the patched document.
+		resp = okResponse(nil, resp.GetVersion())
+	}
+	return resp, err
 }
 
 // clientCredential is the request's token, or else the authorization
@@ -325,13 +333,20 @@ func clientOp(req *pb.ProcessRequest) (*pb.EntityOp, error) {
 		IfNoneMatch: req.GetIfNoneMatch()}, nil
 }
 
-// prepare does the main worker's part of a write before routing: a PUT
-// document is compacted and validated against the database's bound schema
-// and schemaID (the only validation it gets); a PATCH carries those schema
-// IDs to the worker, which validates the patched document.
+// prepare does the main worker's part of a write before routing: the
+// payload must keep the budgets of a REST body (size, UTF-8, nesting); a
+// PUT document is compacted and validated against the database's bound
+// schema and schemaID (the only validation it gets); a PATCH carries those
+// schema IDs to the worker, which validates the patched document.
 func (m *mainService) prepare(ctx context.Context, op *pb.EntityOp, schemaID string) error {
 	if op.Operation != pb.Operation_PUT && op.Operation != pb.Operation_PATCH {
 		return nil
+	}
+	if err := m.lim.checkDocumentSize("payload", len(op.Payload)); err != nil {
+		return err
+	}
+	if err := checkJSONText("payload", op.Payload, m.lim.depth()); err != nil {
+		return err
 	}
 	ids, err := m.catalog.bindings.schemasFor(ctx, op.DatabaseName, schemaID)
 	if err != nil {

@@ -24,9 +24,12 @@ const (
 // applyPatch applies a patch of media type contentType to the JSON text
 // doc and returns the resulting JSON text. A malformed patch or an unknown
 // media type wraps errInvalid; a patch that does not apply wraps
-// errPatchConflict. Objects of the result have their members sorted by
+// errPatchConflict; a patch over a budget of lim (operations, size or
+// nesting of the result) wraps errTooLarge, and a JSON Patch that would grow
+// the document past its limit is stopped at that operation, before the
+// value is copied. Objects of the result have their members sorted by
 // name; numbers keep their exact text.
-func applyPatch(contentType string, doc, patch []byte) ([]byte, error) {
+func applyPatch(contentType string, doc, patch []byte, lim budgets) ([]byte, error) {
 	target, err := decodeValue(doc)
 	if err != nil {
 		return nil, fmt.Errorf("apply patch: stored document: %v: %w", err, errCorrupt)
@@ -40,17 +43,27 @@ func applyPatch(contentType string, doc, patch []byte) ([]byte, error) {
 		}
 		out = mergePatch(target, p)
 	case jsonPatchType:
-		ops, err := parseJSONPatch(patch)
+		ops, err := parseJSONPatch(patch, lim.patchOps())
 		if err != nil {
 			return nil, err
 		}
-		if out, err = applyOps(target, ops); err != nil {
+		if out, err = applyOps(target, ops, int64(len(doc)), lim.document()); err != nil {
 			return nil, err
 		}
 	default:
 		return nil, reqErrorf(errInvalid, "patch media type %q is not %s or %s", contentType, mergePatchType, jsonPatchType)
 	}
-	return encodeValue(out)
+	b, err := encodeValue(out)
+	if err != nil {
+		return nil, err
+	}
+	if err := lim.checkDocumentSize("the patched document", len(b)); err != nil {
+		return nil, err
+	}
+	if err := checkJSONText("the patched document", b, lim.depth()); err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 // decodeValue parses exactly one JSON value, keeping numbers as
@@ -117,11 +130,15 @@ type patchOp struct {
 // parseJSONPatch checks a whole JSON Patch document before any operation
 // runs: an array of objects, each with a known "op", the members that op
 // needs and valid pointers. Members it does not know are ignored (RFC 6902
-// section 4); a member given twice is an error.
-func parseJSONPatch(b []byte) ([]patchOp, error) {
+// section 4); a member given twice is an error. More than maxOps
+// operations wrap errTooLarge.
+func parseJSONPatch(b []byte, maxOps int) ([]patchOp, error) {
 	var raws []json.RawMessage
 	if err := json.Unmarshal(b, &raws); err != nil {
 		return nil, reqErrorf(errInvalid, "JSON patch must be an array of operations")
+	}
+	if len(raws) > maxOps {
+		return nil, reqErrorf(errTooLarge, "JSON patch of %d operations exceeds the limit of %d operations", len(raws), maxOps)
 	}
 	ops := make([]patchOp, 0, len(raws))
 	for i, raw := range raws {
@@ -252,16 +269,112 @@ func isProperPrefix(a, b []string) bool {
 	return true
 }
 
-// applyOps runs the operations in order on doc; the first failure stops
-// the patch and nothing of it is kept (the caller discards doc).
-func applyOps(doc any, ops []patchOp) (any, error) {
+// applyOps runs the operations in order on doc, whose JSON text has size
+// bytes; the first failure stops the patch and nothing of it is kept (the
+// caller discards doc). Before each operation it reckons the size of the
+// result (see growth) and stops the patch when that passes limit, so a
+// chain of copies that doubles the document never gets materialised.
+func applyOps(doc any, ops []patchOp, size, limit int64) (any, error) {
 	for _, op := range ops {
-		var err error
-		if doc, err = applyOp(doc, op); err != nil {
+		grow, err := growth(doc, op, limit)
+		if err == nil && size+grow > limit {
+			err = reqErrorf(errTooLarge, "the patched document would exceed the document limit of %d bytes", limit)
+		}
+		if err == nil {
+			size += grow
+			doc, err = applyOp(doc, op)
+		}
+		if err != nil {
 			return nil, reqPrefixf(err, "JSON patch operation %d (%s %q)", op.position, op.op, op.rawPath)
 		}
 	}
 	return doc, nil
+}
+
+// growth reckons by how many bytes op changes the JSON text of doc: the
+// size of what it adds minus that of what it removes, leaving out member
+// names and separators, which stay within the size of the patch itself.
+// Sizes are counted only up to limit. A failing lookup is left for
+// applyOp to report.
+func growth(doc any, op patchOp, limit int64) (int64, error) {
+	old := func(path []string) int64 {
+		if v, err := valueAt(doc, path); err == nil {
+			return jsonSize(v, limit)
+		}
+		return 0
+	}
+	switch op.op {
+	case "add":
+		if len(op.path) > 0 {
+			if _, isArray := valueOrNil(doc, op.path[:len(op.path)-1]).([]any); isArray {
+				return jsonSize(op.value, limit), nil
+			}
+		}
+		return jsonSize(op.value, limit) - old(op.path), nil
+	case "replace":
+		return jsonSize(op.value, limit) - old(op.path), nil
+	case "remove":
+		return -old(op.path), nil
+	case "copy":
+		return old(op.from), nil
+	}
+	return 0, nil // move and test keep the size
+}
+
+// valueOrNil is the value at path, or nil when there is none.
+func valueOrNil(doc any, path []string) any {
+	v, _ := valueAt(doc, path)
+	return v
+}
+
+// jsonSize is the length of the compact JSON text of v, counted only up
+// to a little past limit.
+func jsonSize(v any, limit int64) int64 {
+	switch v := v.(type) {
+	case nil:
+		return 4
+	case bool:
+		if v {
+			return 4
+		}
+		return 5
+	case json.Number:
+		return int64(len(v))
+	case string:
+		return quotedSize(v)
+	case []any:
+		n := int64(1 + max(len(v), 1)) // brackets and commas
+		for _, x := range v {
+			if n += jsonSize(x, limit); n > limit {
+				return n
+			}
+		}
+		return n
+	case map[string]any:
+		n := int64(1 + max(len(v), 1)) // brackets and commas
+		for k, x := range v {
+			if n += quotedSize(k) + 1 + jsonSize(x, limit); n > limit {
+				return n
+			}
+		}
+		return n
+	}
+	return 0
+}
+
+// quotedSize is the length of s as a JSON string: quotes, and escapes for
+// quotes, backslashes and control characters.
+func quotedSize(s string) int64 {
+	n := int64(2 + len(s))
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t':
+			n++
+		case c < 0x20:
+			n += 5
+		}
+	}
+	return n
 }
 
 // applyOp runs one operation (RFC 6902 section 4).

@@ -27,7 +27,7 @@ func TestMergePatchRFC7386(t *testing.T) {
 		// Not from the RFC: numbers keep their text, HTML is not escaped.
 		{`{"n":1.50,"s":"<a>"}`, `{"m":12345678901234567890}`, `{"m":12345678901234567890,"n":1.50,"s":"<a>"}`},
 	} {
-		got, err := applyPatch(mergePatchType, []byte(tc.doc), []byte(tc.patch))
+		got, err := applyPatch(mergePatchType, []byte(tc.doc), []byte(tc.patch), budgets{})
 		if err != nil || string(got) != tc.want {
 			t.Errorf("merge %s into %s = %s, %v, want %s", tc.patch, tc.doc, got, err, tc.want)
 		}
@@ -76,7 +76,7 @@ func TestJSONPatchRFC6902(t *testing.T) {
 		{"null value", `{"a":1}`, `[{"op":"add","path":"/b","value":null}]`, `{"a":1,"b":null}`},
 		{"move to itself", `{"a":1}`, `[{"op":"move","from":"/a","path":"/a"}]`, `{"a":1}`},
 	} {
-		got, err := applyPatch(jsonPatchType, []byte(tc.doc), []byte(tc.patch))
+		got, err := applyPatch(jsonPatchType, []byte(tc.doc), []byte(tc.patch), budgets{})
 		if err != nil || string(got) != tc.want {
 			t.Errorf("%s: apply %s to %s = %s, %v, want %s", tc.name, tc.patch, tc.doc, got, err, tc.want)
 		}
@@ -115,15 +115,15 @@ func TestJSONPatchErrors(t *testing.T) {
 		{"into a scalar", `{"a":1}`, `[{"op":"add","path":"/a/b","value":1}]`, errPatchConflict, "neither object nor array"},
 		{"later op fails, nothing applies", `{"a":1}`, `[{"op":"add","path":"/b","value":2},{"op":"test","path":"/a","value":2}]`, errPatchConflict, "operation 1"},
 	} {
-		got, err := applyPatch(jsonPatchType, []byte(tc.doc), []byte(tc.patch))
+		got, err := applyPatch(jsonPatchType, []byte(tc.doc), []byte(tc.patch), budgets{})
 		if !errors.Is(err, tc.want) || err != nil && !strings.Contains(err.Error(), tc.msg) {
 			t.Errorf("%s: apply %s to %s = %s, %v, want %v containing %q", tc.name, tc.patch, tc.doc, got, err, tc.want, tc.msg)
 		}
 	}
-	if _, err := applyPatch("application/json", []byte(`{}`), []byte(`{}`)); !errors.Is(err, errInvalid) {
+	if _, err := applyPatch("application/json", []byte(`{}`), []byte(`{}`), budgets{}); !errors.Is(err, errInvalid) {
 		t.Errorf("applyPatch(application/json) = %v, want errInvalid", err)
 	}
-	if _, err := applyPatch(mergePatchType, []byte(`{}`), []byte(`{"a":`)); !errors.Is(err, errInvalid) {
+	if _, err := applyPatch(mergePatchType, []byte(`{}`), []byte(`{"a":`), budgets{}); !errors.Is(err, errInvalid) {
 		t.Errorf("merge patch of invalid JSON = %v, want errInvalid", err)
 	}
 }
@@ -142,7 +142,7 @@ func FuzzApplyPatch(f *testing.F) {
 		if jsonPatch {
 			ct = jsonPatchType
 		}
-		out, err := applyPatch(ct, []byte(doc), []byte(patch))
+		out, err := applyPatch(ct, []byte(doc), []byte(patch), budgets{})
 		if err == nil {
 			if _, err := decodeValue(out); err != nil {
 				t.Errorf("applyPatch(%q, %q) = %q: not JSON: %v", doc, patch, out, err)

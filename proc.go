@@ -43,6 +43,9 @@ type worker struct {
 	schemas *schemaRegistry
 	cache   *lru[string, cachedEntity]
 	log     *slog.Logger
+	// lim bounds a PATCH: its operations and the size and nesting of the
+	// result. The zero value is the defaults.
+	lim budgets
 
 	sealer atomic.Pointer[sealer]
 	// inFlight counts Process calls being served (for routing and
@@ -227,7 +230,7 @@ func (w *worker) patch(ctx context.Context, s *sealer, op *pb.EntityOp, owner bo
 		if !cur.exists {
 			return nil, reqErrorf(errNotFound, "entity %q not found in database %q", key, db)
 		}
-		doc, err := applyPatch(ct, cur.doc, op.GetPayload())
+		doc, err := applyPatch(ct, cur.doc, op.GetPayload(), w.lim)
 		if err == nil {
 			err = validateDoc(ctx, w.schemas, op.GetSchemaIds(), doc)
 		}

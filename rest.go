@@ -30,8 +30,10 @@ type restServer struct {
 	workers func() []workerInfo
 	// maxBody is the largest request body accepted; larger gets 413.
 	maxBody int64
-	log     *slog.Logger
-	mux     *http.ServeMux
+	// lim are the other request budgets; the zero value is the defaults.
+	lim budgets
+	log *slog.Logger
+	mux *http.ServeMux
 	// idPrefix and idSeq make the IDs of requests that bring none: a
 	// random prefix per server, then a sequence number.
 	idPrefix string
@@ -195,7 +197,9 @@ func (s *restServer) need(pm perm, h handler) http.Handler {
 }
 
 // readBody reads the whole request body, refusing more than s.maxBody
-// bytes with an error that maps to 413.
+// bytes with an error that maps to 413. Every body is JSON text: one that
+// is not UTF-8 is refused (400), and one nested deeper than the budget
+// (413), before anything decodes it.
 func (s *restServer) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if r.ContentLength > s.maxBody {
 		return nil, reqErrorf(errTooLarge, "request body of %d bytes exceeds the limit of %d bytes", r.ContentLength, s.maxBody)
@@ -207,6 +211,9 @@ func (s *restServer) readBody(w http.ResponseWriter, r *http.Request) ([]byte, e
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read body: %v: %w", err, errInvalid)
+	}
+	if err := checkJSONText("body", b, s.lim.depth()); err != nil {
+		return nil, err
 	}
 	return b, nil
 }

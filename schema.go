@@ -33,6 +33,9 @@ import (
 type schemaRegistry struct {
 	st  store
 	now func() time.Time // when cached schemas were checked; set in tests
+	// lim bounds schemas (nesting, $ref expansion) and the time of a
+	// validation; the zero value is the defaults.
+	lim budgets
 
 	mu    sync.Mutex                 // guards cache
 	cache map[string]*compiledSchema // by schema ID
@@ -124,6 +127,7 @@ func (r *schemaRegistry) List(ctx context.Context) ([]string, error) {
 // wrapping errNotFound; a doc that is not JSON wraps errInvalid; a doc that
 // does not match is a *validationError (which also matches errInvalid). A
 // stored template that no longer compiles (edited by hand) wraps errCorrupt.
+// A validation that takes longer than the budget wraps errTooLarge.
 func (r *schemaRegistry) Validate(ctx context.Context, id string, doc []byte) error {
 	r.validations.Add(1)
 	sch, err := r.load(ctx, id)
@@ -134,7 +138,11 @@ func (r *schemaRegistry) Validate(ctx context.Context, id string, doc []byte) er
 	if err != nil {
 		return reqErrorf(errInvalid, "document is invalid JSON: %v", err)
 	}
-	err = sch.Validate(v)
+	return runWithin(ctx, r.lim.validation(), func() error { return validationResult(sch.Validate(v)) })
+}
+
+// validationResult is the error of Validate for the library's err.
+func validationResult(err error) error {
 	var verr *jsonschema.ValidationError
 	if errors.As(err, &verr) {
 		return &validationError{Messages: validationMessages(verr)}
@@ -219,6 +227,9 @@ func (r *schemaRegistry) forget(id string) {
 // errors carry a message but no sentinel; callers classify them.
 func (r *schemaRegistry) compile(id string, raw []byte) (*jsonschema.Schema, error) {
 	r.compiles.Add(1)
+	if err := checkJSONText("schema", raw, r.lim.depth()); err != nil {
+		return nil, err
+	}
 	doc, err := decodeJSON(raw)
 	if err != nil {
 		return nil, fmt.Errorf("invalid JSON: %v", err)
@@ -233,6 +244,11 @@ func (r *schemaRegistry) compile(id string, raw []byte) (*jsonschema.Schema, err
 	sch, err := c.Compile(loc)
 	if err != nil {
 		return nil, fmt.Errorf("invalid schema: %s", compileMessage(err))
+	}
+	// Refuse a schema whose $refs expand beyond the budget: validation
+	// against it could take hours and cannot be interrupted.
+	if n := schemaExpansion(sch, r.lim.depth(), maxSchemaExpansion); n > maxSchemaExpansion {
+		return nil, fmt.Errorf("invalid schema: with its $refs expanded it applies more than %d subschemas to one document, the limit", maxSchemaExpansion)
 	}
 	return sch, nil
 }
