@@ -478,3 +478,38 @@ func TestScopedKeySchemaOverwrite(t *testing.T) {
 	ts.mustDo(t, "PUT", "/entity/prod", testAdminKey, `{"k":{"id":1}}`, 200)
 	ts.mustDo(t, "PUT", "/schema/app.v1", key, `{"type":"object"}`, 200)
 }
+
+// TestBudgetsOverGRPC: Process keeps the REST budgets: a payload over the
+// document limit or nested too deep, and a JSON Patch with too many
+// operations or that would grow the document past the limit, are
+// RESOURCE_EXHAUSTED with the REST sentence, and nothing is stored.
+func TestBudgetsOverGRPC(t *testing.T) {
+	tm := startTestMain(t, 4<<20)
+	client := pb.NewMainWorkerClient(dial(t, tm.addr))
+	ctx := t.Context()
+	doc := `{"x":"` + strings.Repeat("a", 92) + `"}`
+	if _, err := client.Process(ctx, clientProcess("PUT", "g", "k", testAdminKey, []byte(doc))); err != nil {
+		t.Fatal(err)
+	}
+	patchOps := "[" + strings.TrimSuffix(strings.Repeat(`{"op":"test","path":"","value":{}},`, 1001), ",") + "]"
+	cases := []struct {
+		op, ct, payload, want string
+	}{
+		{"PUT", "", `{"a":"` + strings.Repeat("x", 1<<20) + `"}`, "payload of 1048584 bytes exceeds the document limit of 1048576 bytes"},
+		{"PUT", "", strings.Repeat("[", 65) + strings.Repeat("]", 65), "payload nests arrays and objects deeper than the limit of 64 levels"},
+		{"PATCH", jsonPatchType, string(copyPatch(16)), "the patched document would exceed the document limit of 1048576 bytes"},
+		{"PATCH", jsonPatchType, patchOps, "JSON patch of 1001 operations exceeds the limit of 1000 operations"},
+	}
+	for _, tc := range cases {
+		req := clientProcess(tc.op, "g", "k", testAdminKey, []byte(tc.payload))
+		req.ContentType = tc.ct
+		_, err := client.Process(ctx, req)
+		if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Process %s %.40s = %v, want ResourceExhausted %q", tc.op, tc.payload, err, tc.want)
+		}
+	}
+	resp, err := client.Process(ctx, clientProcess("GET", "g", "k", testAdminKey, nil))
+	if err != nil || string(resp.GetResult()) != doc {
+		t.Errorf("GET g/k after the refused writes = %.80s, %v; want it unchanged", resp.GetResult(), err)
+	}
+}
