@@ -300,6 +300,10 @@ func (s *restServer) writeError(w http.ResponseWriter, r *http.Request, err erro
 		w.Header().Set("ETag", etagOf(pe.current))
 	}
 	switch {
+	case code >= 500 && r.Context().Err() != nil:
+		// The client went away (its request context ended) while we
+		// worked: nobody reads the answer and nothing failed on our side.
+		s.log.Info("client went away", attrRequestID, id, attrRoute, r.Pattern, attrErr, err)
 	case code >= 500:
 		s.log.Error("request failed", attrRequestID, id, attrRoute, r.Pattern, attrStatus, code, attrErr, err)
 	case code == http.StatusUnauthorized || code == http.StatusForbidden || code == http.StatusTooManyRequests:

@@ -229,3 +229,20 @@ func TestRequestID(t *testing.T) {
 		t.Errorf("non-canonical path = %d with X-Request-ID %q, want 400 with an ID", rec.Code, rec.Header().Get("X-Request-ID"))
 	}
 }
+
+// TestWriteErrorClientGone: a failure caused by the client hanging up (its
+// request context ended, e.g. during a long validation) is logged at info
+// as such, never as a server error.
+func TestWriteErrorClientGone(t *testing.T) {
+	var logBuf strings.Builder
+	s := &restServer{log: slog.New(slog.NewJSONHandler(&logBuf, nil))}
+	ctx, cancel := context.WithCancel(withRequestID(t.Context(), "req-7"))
+	cancel()
+	r := httptest.NewRequest("PUT", "/entity/db", nil).WithContext(ctx)
+	r.Pattern = "PUT /entity/{db}"
+	s.writeError(httptest.NewRecorder(), r, fmt.Errorf("validate: %w", ctx.Err()))
+	log := logBuf.String()
+	if !strings.Contains(log, `"level":"INFO"`) || !strings.Contains(log, "client went away") || strings.Contains(log, `"level":"ERROR"`) {
+		t.Errorf("log of a request whose client went away = %s, want one INFO line \"client went away\"", log)
+	}
+}
