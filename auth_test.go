@@ -57,10 +57,10 @@ func newAuthTestServerOn(t *testing.T, cfg authConfig, st store) *authTestServer
 	schemas := newSchemaRegistry(st)
 	w := newWorker("w1", st, schemas, newLRU[string, cachedEntity](64, 0, nil), log)
 	w.setSealer(seal)
-	workers := func() []workerInfo { return []workerInfo{} }
 	rt := newRouter(log, time.Now, 0)
 	rt.add(&workerConn{id: w.id, proc: w, stats: w.stats})
-	rest := newRESTServer(auth, rt, newCatalog(st), schemas, workers, 1<<20, log)
+	rest := newRESTServer(auth, rt, newCatalog(st), schemas, rt.list, 1<<20, log)
+	rest.ready.keyChecked.Store(true)
 	return &authTestServer{rest: rest, auth: auth, st: st, clock: clock}
 }
 

@@ -44,10 +44,24 @@ var (
 	// errMethod: a method the route does not serve (405).
 	errMethod = errors.New("method not allowed")
 	// errTransport marks a call that never reached a worker's handler (the
-	// connection failed); such calls are retried on the next worker. Errors
-	// carrying it also carry errUnavailable (503) when no retry is left.
-	errTransport = errors.New("worker unreachable")
+	// connection failed); such calls are retried on the next worker. It is
+	// also errUnavailable (503) when no retry is left.
+	errTransport error = workerError("worker unreachable")
+	// errNoWorker: no processing worker is in rotation, or the last one
+	// tried was unreachable (503, as errUnavailable).
+	errNoWorker error = workerError("no processing worker is available")
 )
+
+// workerError is a failure of the worker tier: errors.Is finds it as
+// errUnavailable (503, retry later) but its text names the workers, so
+// that an unreachable worker is never logged or answered as unavailable
+// storage.
+type workerError string
+
+func (e workerError) Error() string { return string(e) }
+
+// Is makes a workerError an errUnavailable.
+func (e workerError) Is(target error) bool { return target == errUnavailable }
 
 // requestError is an error whose message a client may see: one plain
 // sentence about the client's request (`entity "nope" not found in database
@@ -133,6 +147,9 @@ func publicMessage(err error, requestID string) string {
 			}
 			return k.msg
 		}
+	}
+	if errors.Is(err, errTransport) || errors.Is(err, errNoWorker) {
+		return fmt.Sprintf("worker unreachable: no processing worker answered, try again later (request ID %s)", requestID)
 	}
 	if errors.Is(err, errUnavailable) {
 		return fmt.Sprintf("storage or workers unavailable, try again later (request ID %s)", requestID)

@@ -192,6 +192,9 @@ type config struct {
 	// clusterTLS are -cluster-tls-cert/-key/-ca; all "" generates a
 	// certificate at start and pins it.
 	clusterTLSCert, clusterTLSKey, clusterTLSCA string
+	// shutdownDelay is how long, after SIGTERM, GET /readyz answers 503
+	// while requests are still served, before the REST server drains.
+	shutdownDelay time.Duration
 	// tlsCert and tlsKey serve REST, the UI and client gRPC over TLS;
 	// "" serves them plaintext.
 	tlsCert, tlsKey string
@@ -247,10 +250,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.joinToken, "join-token", "", "cluster join secret, >= 32 bytes (env "+joinTokenEnv+"; visible in ps, prefer -join-token-file)")
 	fs.StringVar(&c.joinTokenFile, "join-token-file", "", "file holding the cluster join secret")
 	fs.StringVar(&c.clusterAddr, "cluster-addr", "", "TLS listen address for workers (main, all; default 127.0.0.1:50052)")
-	fs.StringVar(&c.advertiseAddr, "advertise-addr", "", "address the main worker dials to reach this worker (proc; default the -grpc-addr listener's)")
+	fs.StringVar(&c.advertiseAddr, "advertise-addr", "", "address the main worker dials to reach this worker (proc; default the -grpc-addr listener's, whose unspecified host (0.0.0.0, ::) the main worker replaces with the address the subscription came from)")
 	fs.StringVar(&c.clusterTLSCert, "cluster-tls-cert", "", "PEM certificate for the cluster links (default: generated at start, pinned)")
 	fs.StringVar(&c.clusterTLSKey, "cluster-tls-key", "", "PEM key of -cluster-tls-cert")
 	fs.StringVar(&c.clusterTLSCA, "cluster-tls-ca", "", "PEM CA bundle every cluster peer's certificate must chain to")
+	fs.DurationVar(&c.shutdownDelay, "shutdown-delay", 0, "after SIGTERM, how long /readyz answers 503 while requests are still served, before in-flight requests drain and the server stops (main, all)")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate: serve REST, UI and client gRPC over TLS")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM key of -tls-cert")
 	if err := fs.Parse(args); err != nil {
@@ -366,6 +370,8 @@ func (c *config) check() error {
 		return fmt.Errorf("-worker-ttl: must be positive, got %v", c.workerTTL)
 	case c.clientTTL <= 0:
 		return fmt.Errorf("-client-ttl: must be positive, got %v", c.clientTTL)
+	case c.shutdownDelay < 0:
+		return fmt.Errorf("-shutdown-delay: must not be negative, got %v", c.shutdownDelay)
 	case c.authFailLimit < 0:
 		return fmt.Errorf("-auth-fail-limit: must not be negative, got %d (0 turns it off)", c.authFailLimit)
 	case c.keyID == "":
@@ -501,7 +507,9 @@ func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger
 	go auth.sessions.watch(mctx, revocationReload, func(err error) { log.Warn("reload session revocations", attrErr, err) })
 	rest := newRESTServer(auth, rt, cat, schemas, rt.list, cfg.restMaxBody, log)
 	rest.lim = cfg.budgets()
-	return serveHTTP(ctx, cfg.restAddr, rest, clientTLS, log)
+	// loadKeys returned: the master key matched the stored key check.
+	rest.ready.keyChecked.Store(true)
+	return serveHTTP(ctx, cfg.restAddr, rest, clientTLS, cfg.shutdownDelay, log)
 }
 
 // loadClientTLS is the TLS configuration of the client-facing listeners
@@ -673,9 +681,12 @@ func openStore(ctx context.Context, cfg config) (store, error) {
 	return newFSStore(cfg.sharedFS)
 }
 
-// serveHTTP serves h on addr, over TLS with tlsConf unless nil, until ctx
-// ends, then shuts down gracefully, letting in-flight requests finish.
-func serveHTTP(ctx context.Context, addr string, h http.Handler, tlsConf *tls.Config, log *slog.Logger) error {
+// serveHTTP serves rest on addr, over TLS with tlsConf unless nil, until
+// ctx ends. Then readiness turns false at once (GET /readyz 503), requests
+// are still served for delay, so that load balancers see it and stop
+// sending, and the server shuts down gracefully, letting in-flight
+// requests finish.
+func serveHTTP(ctx context.Context, addr string, rest *restServer, tlsConf *tls.Config, delay time.Duration, log *slog.Logger) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("-rest-addr: listen %s: %w", addr, err)
@@ -684,7 +695,7 @@ func serveHTTP(ctx context.Context, addr string, h http.Handler, tlsConf *tls.Co
 		ln = tls.NewListener(ln, tlsConf)
 	}
 	srv := &http.Server{
-		Handler:           h,
+		Handler:           rest,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
@@ -700,7 +711,13 @@ func serveHTTP(ctx context.Context, addr string, h http.Handler, tlsConf *tls.Co
 		return fmt.Errorf("serve rest: %w", err)
 	case <-ctx.Done():
 	}
-	log.Info("shutting down")
+	rest.ready.stopping.Store(true)
+	log.Info("shutting down: not ready", "drain_after", delay)
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve rest: %w", err)
+	case <-time.After(delay):
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -83,6 +85,13 @@ func (m *mainService) Subscribe(stream pb.MainWorker_SubscribeServer) error {
 	if err != nil || !hmac.Equal(want, req.GetProof()) {
 		m.log.Warn("subscribe refused: no valid join token proof", attrWorker, req.GetWorkerId(), attrAddr, peerAddr(ctx))
 		return status.Error(codes.PermissionDenied, "join token proof does not verify: this worker's join token is not the main worker's")
+	}
+	if tags := req.GetTags(); tags != nil {
+		if addr, ok := reachableAddr(tags["grpc_addr"], peerAddr(ctx)); ok {
+			m.log.Info("worker advertised an unspecified host; dialing the address its subscription came from",
+				attrWorker, req.GetWorkerId(), "advertised", tags["grpc_addr"], attrAddr, addr)
+			tags["grpc_addr"] = addr
+		}
 	}
 	resp, err := m.subscribe(req)
 	if err != nil {
@@ -163,6 +172,27 @@ func (m *mainService) subscribe(req *pb.SubscribeRequest) (*pb.SubscribeResponse
 		close: func() { conn.Close() }})
 	return &pb.SubscribeResponse{Token: tok, WrappedKey: wrapped, KeyId: m.keyID, ExpiresAtUnix: expires.Unix(),
 		Epoch: m.router.epoch.Load(), HeartbeatIntervalMs: m.every.Milliseconds(), WrappedCallKey: wrappedCall}, nil
+}
+
+// reachableAddr is the address to dial a worker that advertised
+// advertised from peer (the address its Subscribe came from): when the
+// advertised host is unspecified (0.0.0.0, ::, empty: the worker listens on
+// every interface and gave no -advertise-addr), the peer's host with the
+// advertised port, and true; otherwise false, and advertised is dialled
+// as given.
+func reachableAddr(advertised, peer string) (string, bool) {
+	host, port, err := net.SplitHostPort(advertised)
+	if err != nil {
+		return "", false
+	}
+	if ip, err := netip.ParseAddr(host); host != "" && (err != nil || !ip.IsUnspecified()) {
+		return "", false
+	}
+	peerHost, _, err := net.SplitHostPort(peer)
+	if err != nil || peerHost == "" {
+		return "", false
+	}
+	return net.JoinHostPort(peerHost, port), true
 }
 
 // parseWorkerKey parses a PKIX DER RSA public key of at least 2048 bits.

@@ -32,8 +32,10 @@ type restServer struct {
 	maxBody int64
 	// lim are the other request budgets; the zero value is the defaults.
 	lim budgets
-	log *slog.Logger
-	mux *http.ServeMux
+	// ready is the state GET /readyz reports (health.go).
+	ready readiness
+	log   *slog.Logger
+	mux   *http.ServeMux
 	// idPrefix and idSeq make the IDs of requests that bring none: a
 	// random prefix per server, then a sequence number.
 	idPrefix string
@@ -69,6 +71,8 @@ type handler func(w http.ResponseWriter, r *http.Request, p principal) error
 // routes is the route table: one line per route (SPEC §3).
 func (s *restServer) routes() {
 	s.mux.Handle("GET /health", s.open(s.handleHealth))
+	s.mux.Handle("GET /healthz", s.open(s.handleHealthz))
+	s.mux.Handle("GET /readyz", s.open(s.handleReadyz))
 	s.mux.Handle("POST /api/login", s.open(s.handleLogin))
 	s.mux.Handle("POST /api/logout", s.need(0, s.handleLogout))
 	s.mux.Handle("GET /api/me", s.need(0, s.handleMe))

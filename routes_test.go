@@ -69,6 +69,8 @@ func routeTable() []routeCase {
 	return []routeCase{
 		// columns:                                                  none garb admin read write aperm exp  del  sRead sAdm limited
 		{"GET /health", "GET", "/health", "", "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
+		{"GET /healthz", "GET", "/healthz", "", "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
+		{"GET /readyz", "GET", "/readyz", "", "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
 		{"POST /api/login", "POST", "/api/login", `{"key":"{read}"}`, "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
 		{"GET /api/me", "GET", "/api/me", "", "", nil, [numCredKinds]int{401, 401, 200, 200, 200, 200, 401, 401, 200, 200, 200}},
 		{"GET /api/keys", "GET", "/api/keys", "", "", nil, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
@@ -522,6 +524,9 @@ func routeErrorCases(root string) map[string][]errorCase {
 		"GET /": {
 			{method: "GET", path: "/nope.js", token: "-", want: 404},
 		},
+		"GET /readyz": {
+			{method: "GET", path: "/readyz", token: "-", fault: unavailable, want: 503},
+		},
 		// Requests the mux refuses before any route.
 		"": {
 			{method: "PATCH", path: "/health", token: "-", want: 405},
@@ -535,6 +540,7 @@ func routeErrorCases(root string) map[string][]errorCase {
 // permission, with the reason.
 var noErrorCases = map[string]string{
 	"GET /health":        "always answers",
+	"GET /healthz":       "always answers",
 	"GET /api/me":        "answers for any valid credential",
 	"GET /api/keys":      "reads the keys in memory",
 	"GET /admin/workers": "reads the router in memory",

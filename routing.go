@@ -383,7 +383,7 @@ func (r *router) send(ctx context.Context, op *pb.EntityOp) (*pb.WorkerResponse,
 	db, key := op.GetDatabaseName(), op.GetEntityKey()
 	cands := r.candidates(db, key)
 	if len(cands) == 0 {
-		return nil, fmt.Errorf("no processing worker is available: %w", errUnavailable)
+		return nil, errNoWorker
 	}
 	first := cands[0]
 	if op.GetOperation() == pb.Operation_GET {
@@ -397,7 +397,7 @@ func (r *router) send(ctx context.Context, op *pb.EntityOp) (*pb.WorkerResponse,
 	// The failed worker is out of rotation now, so the first candidate
 	// is the owner under the new epoch.
 	if cands = r.candidates(db, key); len(cands) == 0 {
-		return nil, fmt.Errorf("no processing worker is available: %v: %w", err, errUnavailable)
+		return nil, fmt.Errorf("%w: %w", errNoWorker, err)
 	}
 	return r.call(ctx, cands[0], true, op)
 }
@@ -485,13 +485,13 @@ func (r *remoteWorker) Process(ctx context.Context, req *pb.WorkerRequest) (*pb.
 	}
 	handled := tr.Get(handledTrailer)
 	if len(handled) == 0 && status.Code(err) == codes.Unavailable {
-		return nil, fmt.Errorf("worker %s: %s: %w: %w", r.id, status.Convert(err).Message(), errTransport, errUnavailable)
+		return nil, fmt.Errorf("worker %s: %s: %w", r.id, status.Convert(err).Message(), errTransport)
 	}
 	if status.Code(err) == codes.Unauthenticated {
 		// The worker does not accept this main worker's signature (its
 		// subscription expired or was replaced): a server-side fault that
 		// another worker can serve, never the client's credential.
-		return nil, fmt.Errorf("worker %s refused the call: %s: %w: %w", r.id, status.Convert(err).Message(), errTransport, errUnavailable)
+		return nil, fmt.Errorf("worker %s refused the call: %s: %w", r.id, status.Convert(err).Message(), errTransport)
 	}
 	err = errorFromStatus(err, len(handled) > 0 && handled[0] == handledSentence)
 	if v := tr.Get(versionHeader); len(v) > 0 && errors.Is(err, errPrecondition) {

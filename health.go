@@ -1,0 +1,108 @@
+package main
+
+// Health: GET /healthz (the process is alive) and GET /readyz (this main
+// worker can serve requests now), for load balancers and orchestrators.
+// Both are unauthenticated and answer no data beyond their checks.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"time"
+)
+
+// readyStorageTimeout bounds the storage probe of one GET /readyz, so
+// that a hung backend makes the main worker unready, not the probe hang.
+const readyStorageTimeout = 2 * time.Second
+
+// readiness is the state GET /readyz reports beyond what it probes.
+type readiness struct {
+	// keyChecked is set once the master key matched the stored key
+	// check (runMain sets it after loadKeys).
+	keyChecked atomic.Bool
+	// stopping is set when the process received SIGTERM: from then on the
+	// main worker is not ready, while in-flight requests drain.
+	stopping atomic.Bool
+}
+
+// readyCheck is one check of GET /readyz: whether it passed, and why not.
+type readyCheck struct {
+	OK     bool   `json:"ok"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// readyBody is the body of GET /readyz. Error is set when not ready, so
+// that the answer is an error body like every other 503.
+type readyBody struct {
+	Status string                `json:"status"`
+	Checks map[string]readyCheck `json:"checks"`
+	Error  string                `json:"error,omitempty"`
+}
+
+// handleHealthz is GET /healthz: 200 while the process serves HTTP.
+func (s *restServer) handleHealthz(w http.ResponseWriter, r *http.Request, _ principal) error {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+// handleReadyz is GET /readyz: 200 when the storage answers, the master
+// key passed the key check, at least one processing worker is Available
+// and the process is not shutting down; 503 otherwise. The body names
+// every check.
+func (s *restServer) handleReadyz(w http.ResponseWriter, r *http.Request, _ principal) error {
+	checks := map[string]readyCheck{
+		"serving":   {OK: true},
+		"storage":   {OK: true},
+		"key_check": {OK: true},
+		"workers":   {OK: true},
+	}
+	if s.ready.stopping.Load() {
+		checks["serving"] = readyCheck{Reason: "shutting down"}
+	}
+	if err := s.probeStorage(r.Context()); err != nil {
+		s.log.Warn("readiness: storage probe", attrErr, err, attrRequestID, requestIDFrom(r.Context()))
+		checks["storage"] = readyCheck{Reason: "storage unreachable"}
+	}
+	if !s.ready.keyChecked.Load() {
+		checks["key_check"] = readyCheck{Reason: "master key not checked against the storage"}
+	}
+	if !s.anyWorkerAvailable() {
+		checks["workers"] = readyCheck{Reason: "no processing worker is Available"}
+	}
+	failed := ""
+	for _, name := range []string{"serving", "storage", "key_check", "workers"} {
+		if c := checks[name]; !c.OK {
+			failed += fmt.Sprintf("; %s: %s", name, c.Reason)
+		}
+	}
+	if failed == "" {
+		writeJSON(w, http.StatusOK, readyBody{Status: "ready", Checks: checks})
+		return nil
+	}
+	writeJSON(w, http.StatusServiceUnavailable, readyBody{Status: "not ready", Checks: checks,
+		Error: fmt.Sprintf("not ready%s (request ID %s)", failed, requestIDFrom(r.Context()))})
+	return nil
+}
+
+// probeStorage reads the key check object: any answer but a failure to
+// reach the backend (not found included) means the storage is reachable.
+func (s *restServer) probeStorage(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, readyStorageTimeout)
+	defer cancel()
+	if _, err := s.catalog.st.Get(ctx, keyCheckObject); err != nil && !errors.Is(err, errNotFound) {
+		return fmt.Errorf("get %s: %w", keyCheckObject, err)
+	}
+	return nil
+}
+
+// anyWorkerAvailable reports whether a processing worker is in rotation.
+func (s *restServer) anyWorkerAvailable() bool {
+	for _, wi := range s.workers() {
+		if wi.Status == statusAvailable {
+			return true
+		}
+	}
+	return false
+}
