@@ -24,6 +24,8 @@
 //	               authentication, authorization), writeError/statusOf,
 //	               the one JSON body decoder
 //	handlers.go    the REST handlers; they return errors, rest.go writes them
+//	health.go      GET /healthz and GET /readyz: liveness, the readiness
+//	               checks, the not-ready state after SIGTERM
 //	ui.go, static/ the embedded web UI
 //	auth.go        authenticator, principals and permissions, authorize
 //	               (REST and gRPC), the failed-auth rate limit and the
