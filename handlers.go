@@ -287,7 +287,7 @@ func entityError(err error, db, key string) error {
 	return err
 }
 
-// entityDoc is one (key, document) pair of a PUT body, in body order.
+// entityDoc is one (key, document) pair of a PUT body.
 type entityDoc struct {
 	key string
 	doc json.RawMessage

@@ -167,15 +167,8 @@ func TestWorkerRefusesForgedCalls(t *testing.T) {
 	srv := &workerServer{w: w, now: clock.now}
 	callKey := bytes.Repeat([]byte{7}, 32)
 	srv.sub.Store(&subscription{callKey: callKey, expires: clock.now().Add(time.Hour)})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	pb.RegisterProcessingWorkerServer(gs, srv)
-	go gs.Serve(ln)
-	defer gs.Stop()
-	client := pb.NewProcessingWorkerClient(dial(t, ln.Addr().String()))
+	addr := serveWorker(t, srv)
+	client := pb.NewProcessingWorkerClient(dial(t, addr))
 	seq := uint64(0)
 	put := func() *pb.WorkerRequest {
 		seq++
@@ -213,7 +206,7 @@ func TestWorkerRefusesForgedCalls(t *testing.T) {
 	if _, err := client.Process(context.Background(), ok); err != nil {
 		t.Fatalf("correctly signed Process = %v, want OK", err)
 	}
-	_, err = client.Process(context.Background(), ok)
+	_, err := client.Process(context.Background(), ok)
 	if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "replayed") {
 		t.Errorf("the same signed call again = %v, want Unauthenticated (replayed)", err)
 	}
@@ -278,15 +271,8 @@ func BenchmarkRemoteGetHit(b *testing.B) {
 	srv := &workerServer{w: w, now: time.Now}
 	callKey := bytes.Repeat([]byte{7}, 32)
 	srv.sub.Store(&subscription{callKey: callKey, expires: time.Now().Add(time.Hour)})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	gs := grpc.NewServer(grpcServerOptions(4 << 20)...)
-	pb.RegisterProcessingWorkerServer(gs, srv)
-	go gs.Serve(ln)
-	defer gs.Stop()
-	conn, err := grpc.NewClient(ln.Addr().String(), grpcDialOptions(4<<20, insecure.NewCredentials())...)
+	addr := serveWorker(b, srv, grpcServerOptions(4<<20)...)
+	conn, err := grpc.NewClient(addr, grpcDialOptions(4<<20, insecure.NewCredentials())...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -445,22 +431,15 @@ func TestRemoteWorkerErrorsCarryNoInternals(t *testing.T) {
 	srv := &workerServer{w: w, now: time.Now}
 	callKey := bytes.Repeat([]byte{7}, 32)
 	srv.sub.Store(&subscription{callKey: callKey, expires: time.Now().Add(time.Hour)})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	pb.RegisterProcessingWorkerServer(gs, srv)
-	go gs.Serve(ln)
-	defer gs.Stop()
-	rw := &remoteWorker{id: "w1", client: pb.NewProcessingWorkerClient(dial(t, ln.Addr().String())), callKey: callKey, now: time.Now}
+	addr := serveWorker(t, srv)
+	rw := &remoteWorker{id: "w1", client: pb.NewProcessingWorkerClient(dial(t, addr)), callKey: callKey, now: time.Now}
 	ctx := context.Background()
 	get := func(key string) error {
 		_, err := rw.Process(ctx, &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: key, Operation: pb.Operation_GET},
 			Owner: true, RequestId: "rid-42"})
 		return err
 	}
-	err = get("nope")
+	err := get("nope")
 	if msg, ok := clientMessage(err); !ok || msg != `entity "nope" not found in database "db"` || statusOf(err) != 404 {
 		t.Errorf("GET of a missing entity = %v (sentence %q), want 404 with the sentence", err, msg)
 	}
@@ -476,4 +455,18 @@ func TestRemoteWorkerErrorsCarryNoInternals(t *testing.T) {
 			t.Errorf("error after the hop %q contains %q", err, leak)
 		}
 	}
+}
+
+// serveWorker serves srv's ProcessingWorker on a loopback port until the
+// test ends and returns its address.
+func serveWorker(tb testing.TB, srv *workerServer, opts ...grpc.ServerOption) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	gs := grpc.NewServer(opts...)
+	pb.RegisterProcessingWorkerServer(gs, srv)
+	go gs.Serve(ln)
+	tb.Cleanup(gs.Stop)
+	return ln.Addr().String()
 }
