@@ -168,6 +168,17 @@ func flagValue(args []string, name string) string {
 	return ""
 }
 
+// logOnceTrue returns the process's log once ok holds for it, or after 5 s:
+// a line logged before an answer reaches the test through a pipe, so it
+// can arrive after the answer does.
+func (n *node) logOnceTrue(ok func(log string) bool) string {
+	log := n.stderr.String()
+	for deadline := time.Now().Add(5 * time.Second); !ok(log) && time.Now().Before(deadline); log = n.stderr.String() {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return log
+}
+
 // logAddr waits until the process has logged msg (such as "rest
 // listening") and returns the addr= of that line.
 func (n *node) logAddr(msg string) string {
