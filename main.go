@@ -24,6 +24,8 @@
 //	               authentication, authorization), writeError/statusOf,
 //	               the one JSON body decoder
 //	handlers.go    the REST handlers; they return errors, rest.go writes them
+//	observe.go     what each finished REST request leaves for the access
+//	               log and the metrics (route, status, bytes, duration)
 //	health.go      GET /healthz and GET /readyz: liveness, the readiness
 //	               checks, the not-ready state after SIGTERM
 //	ui.go, static/ the embedded web UI

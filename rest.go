@@ -104,13 +104,23 @@ func (s *restServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		id = s.newRequestID()
 	}
 	w.Header().Set("X-Request-ID", id)
-	r = r.WithContext(withRequestID(r.Context(), id))
+	start := time.Now()
+	meta := &requestMeta{}
+	mw := &meteredWriter{ResponseWriter: w}
+	w = mw
+	r = r.WithContext(withRequestMeta(withRequestID(r.Context(), id), meta))
+	var pattern string
+	defer func() {
+		s.finishRequest(requestRecord{Method: r.Method, Route: pattern, Status: mw.status(), Bytes: mw.bytes,
+			Duration: time.Since(start), Principal: meta.principal, RequestID: id, Client: s.auth.clientOf(r)})
+	}()
 	p := r.URL.Path
 	if p != "/" && path.Clean(p) != strings.TrimSuffix(p, "/") || strings.Contains(p, "//") {
 		s.writeError(w, r, reqErrorf(errInvalid, "path %q is not canonical", p))
 		return
 	}
-	h, pattern := s.mux.Handler(r)
+	var h http.Handler
+	h, pattern = s.mux.Handler(r)
 	if pattern == "" {
 		// The mux's own 404 and 405 answers are plain text; every error
 		// of the API is a JSON body, so keep only their status and Allow.
@@ -189,6 +199,7 @@ func (s *restServer) need(pm perm, h handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, err := s.auth.authenticateFrom(bearer(r), s.auth.clientOf(r))
 		if err == nil {
+			notePrincipal(r.Context(), p.clientID)
 			err = authorize(p, pm, r.PathValue("db"))
 		}
 		if err == nil {
