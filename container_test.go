@@ -1,0 +1,131 @@
+package main
+
+// The container image of deploy/Dockerfile (issue 13), run under podman.
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// imageEnv names the environment variable holding the image to test, as
+// deploy/build-image.sh tags it (localhost/deltadatabase:dev).
+const imageEnv = "DELTADB_IMAGE"
+
+// TestContainerQuickStart checks the image's configuration (non-root user,
+// /data volume, default command, no HEALTHCHECK), runs it as README's
+// Deploy section does, with README's quick-start environment, and runs
+// README's quick start against it. Without DELTADB_IMAGE it is skipped
+// (a laptop need not have podman), except in CI (CI=true), which builds
+// the image and must run this.
+func TestContainerQuickStart(t *testing.T) {
+	image := testImage(t)
+	checkImageConfig(t, image)
+	env := quickStartEnv(t)
+	name := fmt.Sprintf("ddb-test-quickstart-%d", os.Getpid())
+	podman(t, "rm", "-f", "--ignore", name)
+	podman(t, "volume", "rm", "-f", name)
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := exec.Command("podman", "logs", name).CombinedOutput()
+			t.Logf("podman logs %s:\n%s", name, out)
+		}
+		podman(t, "rm", "-f", "--ignore", name)
+		podman(t, "volume", "rm", "-f", name)
+	})
+	args := []string{"run", "-d", "--name", name, "-p", "127.0.0.1::8080", "-v", name + ":/data"}
+	for _, kv := range env {
+		args = append(args, "-e", kv)
+	}
+	podman(t, append(args, image)...)
+	addr := strings.TrimSpace(podman(t, "port", name, "8080/tcp"))
+	base := "http://" + addr
+	waitReady(t, base)
+	runQuickStart(t, &node{t: t, base: base}, env)
+}
+
+// testImage is the image named by DELTADB_IMAGE; it skips t without one,
+// or fails it in CI.
+func testImage(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs a container; not with -short")
+	}
+	image := os.Getenv(imageEnv)
+	switch {
+	case image != "":
+		return image
+	case os.Getenv("CI") == "true":
+		t.Fatalf("CI must test the container image: build it (deploy/build-image.sh) and set %s", imageEnv)
+	default:
+		t.Skipf("no container image: deploy/build-image.sh, then %s=localhost/deltadatabase:dev go test -run Container .", imageEnv)
+	}
+	return ""
+}
+
+// checkImageConfig checks what deploy/Dockerfile promises.
+func checkImageConfig(t *testing.T, image string) {
+	t.Helper()
+	var got []struct {
+		Config struct {
+			User    string
+			Cmd     []string
+			Volumes map[string]struct{}
+		}
+		HealthCheck json.RawMessage
+	}
+	if err := json.Unmarshal([]byte(podman(t, "image", "inspect", image)), &got); err != nil || len(got) != 1 {
+		t.Fatalf("podman image inspect %s: %v (%d images)", image, err, len(got))
+	}
+	c := got[0].Config
+	if uid, _, _ := strings.Cut(c.User, ":"); uid == "" || uid == "0" || uid == "root" {
+		t.Errorf("image user = %q, want a non-root numeric user", c.User)
+	}
+	if _, ok := c.Volumes["/data"]; !ok {
+		t.Errorf("image volumes = %v, want /data", c.Volumes)
+	}
+	if want := []string{"-role=all", "-rest-addr=0.0.0.0:8080", "-shared-fs=/data"}; !slices.Equal(c.Cmd, want) {
+		t.Errorf("image command = %q, want %q", c.Cmd, want)
+	}
+	if len(got[0].HealthCheck) > 0 && string(got[0].HealthCheck) != "null" {
+		t.Errorf("image has a HEALTHCHECK %s, want none (orchestrators probe /readyz)", got[0].HealthCheck)
+	}
+}
+
+// podman runs podman with args and returns its stdout; a failure fails t.
+func podman(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("podman", args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("podman %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return string(out)
+}
+
+// waitReady polls base/readyz until it answers 200, for up to 30 s.
+func waitReady(t *testing.T, base string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s/readyz: not 200 after 30 s (last: %v)", base, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

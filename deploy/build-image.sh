@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Builds the DeltaDatabase container image: a static binary and the CA
+# certificates into deploy/out/, then `podman build` of deploy/Dockerfile.
+#
+#   deploy/build-image.sh [TAG]     (default localhost/deltadatabase:dev)
+#
+# podman needs the settings of CONTAINERS.md on some machines (runc,
+# cgroupfs, no default ulimits); `docker` works too: CONTAINER_CLI=docker.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tag="${1:-localhost/deltadatabase:dev}"
+cli="${CONTAINER_CLI:-podman}"
+out=deploy/out
+
+rm -rf "$out"
+mkdir -p "$out/data"
+CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$out/deltadatabase" .
+cp /etc/ssl/certs/ca-certificates.crt "$out/"
+"$cli" build --quiet -t "$tag" -f deploy/Dockerfile "$out" >/dev/null
+echo "$tag"
