@@ -49,14 +49,14 @@ func newAuthTestServerOn(t *testing.T, cfg authConfig, st store) *authTestServer
 	if err != nil {
 		t.Fatalf("newAuthenticator() = %v", err)
 	}
-	seal, err := newSealer(make([]byte, 32), "test-key", cryptoRand, time.Now)
+	ring, err := newKeyring(st, make([]byte, 32), "test-key")
 	if err != nil {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.DiscardHandler)
 	schemas := newSchemaRegistry(st)
 	w := newWorker("w1", st, schemas, newLRU[string, cachedEntity](64, 0, nil), log)
-	w.setSealer(seal)
+	w.setKeys(ring)
 	rt := newRouter(log, time.Now, 0)
 	rt.add(&workerConn{id: w.id, proc: w, stats: w.stats})
 	rest := newRESTServer(auth, rt, newCatalog(st), schemas, rt.list, 1<<20, log)

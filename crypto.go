@@ -20,9 +20,12 @@ import (
 //
 //	offset  size  field
 //	0       4     magic "DDBE"
-//	4       1     format version (1)
+//	4       1     format version: 1 sealed under the master key itself
+//	              (before envelope encryption), 2 under the database's
+//	              data key (keyring.go)
 //	5       1     key ID length n (1..255)
-//	6       n     key ID
+//	6       n     key ID: of the master key (format 1) or of the
+//	              database's data key (format 2)
 //	6+n     12    GCM nonce
 //	18+n    8     written-at, Unix nanoseconds, big-endian int64
 //	26+n    ...   AES-256-GCM ciphertext followed by the 16-byte tag
@@ -32,8 +35,15 @@ import (
 // and never contain 0x00, so the pair is unambiguous: a blob copied to
 // another (db, key), or any edit to its header, fails authentication.
 const (
-	envelopeMagic   = "DDBE"
-	envelopeFormat  = 1
+	envelopeMagic = "DDBE"
+	// formatMaster is the format of entities sealed directly under the
+	// master key: every entity written before envelope encryption. They
+	// are read, never written, and turn into formatDataKey on their next
+	// write (or a rekey, or a master-key rotation).
+	formatMaster = 1
+	// formatDataKey is the format of entities sealed under their
+	// database's data key.
+	formatDataKey   = 2
 	masterKeySize   = 32 // AES-256
 	nonceSize       = 12 // GCM standard nonce
 	writtenSize     = 8
@@ -44,8 +54,8 @@ const (
 
 // envelopeHeader is the decoded plaintext header of a sealed entity.
 type envelopeHeader struct {
-	Format  uint8     // envelope format version; 1 is the only one
-	KeyID   string    // ID of the master key the entity was sealed with
+	Format  uint8     // envelope format version: formatMaster or formatDataKey
+	KeyID   string    // ID of the key the entity was sealed with (see Format)
 	Nonce   [12]byte  // GCM nonce, fresh random bytes on every write
 	Written time.Time // when the entity was sealed, from the sealer's clock, UTC
 }
@@ -56,25 +66,38 @@ func (h envelopeHeader) etag() string {
 	return hex.EncodeToString(h.Nonce[:])
 }
 
-// sealer encrypts and decrypts entity envelopes under one master key. It
-// is safe for concurrent use; reads from the nonce source are serialised.
-// The zero value is not usable; build one with newSealer.
+// sealer encrypts and decrypts entity envelopes of one format under one
+// key. It is safe for concurrent use; reads from the nonce source are
+// serialised. The zero value is not usable; build one with newSealer or
+// newDataKeySealer.
 type sealer struct {
-	aead  cipher.AEAD
-	keyID string
-	now   func() time.Time
+	aead   cipher.AEAD
+	keyID  string
+	format uint8
+	now    func() time.Time
 
 	mu     sync.Mutex // guards nonces
 	nonces io.Reader
 }
 
-// newSealer returns a sealer for the 32-byte masterKey named keyID (1 to
-// 255 bytes). Nonces are read from nonces (crypto/rand.Reader in
-// production) and write times from now. The sealer keeps no reference to
-// masterKey, so the caller may zero it afterwards.
+// newSealer returns a sealer of format-1 envelopes for the 32-byte
+// masterKey named keyID (1 to 255 bytes). Nonces are read from nonces
+// (crypto/rand.Reader in production) and write times from now. The sealer
+// keeps no reference to masterKey, so the caller may zero it afterwards.
 func newSealer(masterKey []byte, keyID string, nonces io.Reader, now func() time.Time) (*sealer, error) {
-	if len(masterKey) != masterKeySize {
-		return nil, fmt.Errorf("new sealer: master key is %d bytes, want %d", len(masterKey), masterKeySize)
+	return newFormatSealer(formatMaster, masterKey, keyID, nonces, now)
+}
+
+// newDataKeySealer is newSealer for format-2 envelopes under a database's
+// data key named keyID.
+func newDataKeySealer(dataKey []byte, keyID string, nonces io.Reader, now func() time.Time) (*sealer, error) {
+	return newFormatSealer(formatDataKey, dataKey, keyID, nonces, now)
+}
+
+// newFormatSealer is newSealer for envelopes of format.
+func newFormatSealer(format uint8, key []byte, keyID string, nonces io.Reader, now func() time.Time) (*sealer, error) {
+	if len(key) != masterKeySize {
+		return nil, fmt.Errorf("new sealer: master key is %d bytes, want %d", len(key), masterKeySize)
 	}
 	if keyID == "" || len(keyID) > maxKeyIDLen {
 		return nil, fmt.Errorf("new sealer: key ID is %d bytes, want 1 to %d", len(keyID), maxKeyIDLen)
@@ -82,26 +105,48 @@ func newSealer(masterKey []byte, keyID string, nonces io.Reader, now func() time
 	if nonces == nil || now == nil {
 		return nil, errors.New("new sealer: nonce source and clock are required")
 	}
-	block, err := aes.NewCipher(masterKey)
+	aead, err := newGCM(key)
 	if err != nil {
 		return nil, fmt.Errorf("new sealer: %w", err)
 	}
-	aead, err := cipher.NewGCM(block)
+	return &sealer{aead: aead, keyID: keyID, format: format, now: now, nonces: nonces}, nil
+}
+
+// newGCM returns AES-256-GCM under key.
+func newGCM(key []byte) (cipher.AEAD, error) {
+	block, err := aes.NewCipher(key)
 	if err != nil {
-		return nil, fmt.Errorf("new sealer: %w", err)
+		return nil, err
 	}
-	return &sealer{aead: aead, keyID: keyID, now: now, nonces: nonces}, nil
+	return cipher.NewGCM(block)
 }
 
 // seal encrypts plaintext as the entity key of database db and returns the
 // complete envelope.
 func (s *sealer) seal(db, key string, plaintext []byte) ([]byte, error) {
-	h := envelopeHeader{Format: envelopeFormat, KeyID: s.keyID, Written: s.now()}
+	h := envelopeHeader{Format: s.format, KeyID: s.keyID, Written: s.now()}
 	if err := s.readNonce(h.Nonce[:]); err != nil {
 		return nil, fmt.Errorf("seal: read nonce: %w", err)
 	}
+	return s.sealAs(h, db, key, plaintext), nil
+}
+
+// reseal encrypts plaintext again under this sealer's key, keeping the
+// nonce and write time of h, the header it had: its ETag (the nonce)
+// stays, so that re-encrypting an entity (a rekey, an upgrade of its
+// format) is no new version of it. A GCM nonce must be unique per key,
+// and this key has never sealed this entity: a random 96-bit nonce drawn
+// under another key repeats one drawn under this one with negligible
+// probability, as any two random nonces do.
+func (s *sealer) reseal(h envelopeHeader, db, key string, plaintext []byte) []byte {
+	h.Format, h.KeyID = s.format, s.keyID
+	return s.sealAs(h, db, key, plaintext)
+}
+
+// sealAs encrypts plaintext with header h.
+func (s *sealer) sealAs(h envelopeHeader, db, key string, plaintext []byte) []byte {
 	hdr := h.marshal(make([]byte, 0, h.size()+len(plaintext)+tagSize))
-	return s.aead.Seal(hdr, h.Nonce[:], plaintext, additionalData(hdr, db, key)), nil
+	return s.aead.Seal(hdr, h.Nonce[:], plaintext, additionalData(hdr, db, key))
 }
 
 // open authenticates and decrypts an envelope sealed for (db, key). Every
@@ -110,6 +155,9 @@ func (s *sealer) open(db, key string, sealed []byte) ([]byte, envelopeHeader, er
 	h, n, err := parseHeader(sealed)
 	if err != nil {
 		return nil, envelopeHeader{}, fmt.Errorf("open entity: %w", err)
+	}
+	if h.Format != s.format {
+		return nil, envelopeHeader{}, fmt.Errorf("open entity: envelope format %d, want %d: %w", h.Format, s.format, errCorrupt)
 	}
 	if h.KeyID != s.keyID {
 		return nil, envelopeHeader{}, fmt.Errorf("open entity: sealed with key ID %q, but the loaded master key is %q: %w",
@@ -167,7 +215,7 @@ func parseHeader(sealed []byte) (envelopeHeader, int, error) {
 		return envelopeHeader{}, 0, fmt.Errorf("not an entity envelope (bad magic): %w", errCorrupt)
 	}
 	h := envelopeHeader{Format: sealed[4]}
-	if h.Format != envelopeFormat {
+	if h.Format != formatMaster && h.Format != formatDataKey {
 		return envelopeHeader{}, 0, fmt.Errorf("unknown envelope format %d: %w", h.Format, errCorrupt)
 	}
 	idLen := int(sealed[5])

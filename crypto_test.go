@@ -270,7 +270,8 @@ func TestOpenErrorMessages(t *testing.T) {
 	}{
 		{"empty", nil, "open entity: header truncated at 0 bytes: corrupt data"},
 		{"bad magic", with(0, 'X'), "open entity: not an entity envelope (bad magic): corrupt data"},
-		{"future format", with(4, 2), "open entity: unknown envelope format 2: corrupt data"},
+		{"future format", with(4, 3), "open entity: unknown envelope format 3: corrupt data"},
+		{"other format", with(4, 2), "open entity: envelope format 2, want 1: corrupt data"},
 		{"empty key ID", with(5, 0), "open entity: empty key ID: corrupt data"},
 		{"key ID too long", with(5, 255), "open entity: envelope truncated at 61 bytes, want at least 297: corrupt data"},
 		{"no tag", blob[:28+15], "open entity: envelope truncated at 43 bytes, want at least 44: corrupt data"},

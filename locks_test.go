@@ -90,7 +90,8 @@ func (s *lockCountingStore) Lock(ctx context.Context, key string) (func(), error
 // TestWriteTakesThreeLocks: a PUT through the router to the in-process
 // worker takes exactly three locks (the router's per-entity lock, the
 // worker's per-key lock, the store's cross-process lock); a GET miss takes
-// only the worker's, a GET hit none.
+// only the worker's, a GET hit none. (The first write to a database also
+// creates its data keys, under their own lock, once: it is made first.)
 func TestWriteTakesThreeLocks(t *testing.T) {
 	st := &lockCountingStore{store: newTestFSStore(t)}
 	w := newTestWorker(t, "w1", st)
@@ -98,6 +99,9 @@ func TestWriteTakesThreeLocks(t *testing.T) {
 	rt.add(&workerConn{id: "w1", proc: w, stats: w.stats})
 	count := func() uint64 { return rt.writes.taken.Load() + w.locks.taken.Load() + st.locks.Load() }
 	ctx := t.Context()
+	if _, err := rt.Process(ctx, &pb.EntityOp{DatabaseName: "db", EntityKey: "first", Operation: pb.Operation_PUT, Payload: []byte(`0`)}); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name string
 		op   *pb.EntityOp

@@ -57,6 +57,9 @@
 //	names.go       validation of database names, schema IDs and entity keys
 //	masterkey.go   master and admin keys, the key check
 //	crypto.go      the entity envelope (AES-256-GCM) and key wrapping
+//	keyring.go     envelope encryption: each database's data keys, wrapped
+//	               by the master key under _meta/datakeys/; the keyring
+//	               that seals and opens entities of both formats
 //	lru.go         the LRU cache
 //	store.go       the storage interface; segments of long names, shared
 //	               by both backends
@@ -454,6 +457,11 @@ func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger
 		return err
 	}
 	defer zero(keys.master)
+	ring, err := newKeyring(st, keys.master, cfg.keyID)
+	if err != nil {
+		return err
+	}
+	defer ring.close()
 	schemas := newSchemaRegistry(st)
 	schemas.lim = cfg.budgets()
 	cat := newCatalog(st)
@@ -461,7 +469,7 @@ func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger
 	rt.written = cat.wrote
 	defer rt.closeAll()
 	if local {
-		if err := addLocalWorker(cfg, rt, st, schemas, keys.master, log); err != nil {
+		if err := addLocalWorker(cfg, rt, st, schemas, ring, log); err != nil {
 			return err
 		}
 	}
@@ -594,8 +602,10 @@ func runProc(ctx context.Context, cfg config, log *slog.Logger) error {
 		join: []byte(cfg.joinToken), ident: ident, pin: pin,
 		log: log, maxMsg: cfg.grpcMaxRecv, now: time.Now, retry: subscribeBackoff}
 	err = sub.run(ctx)
-	// Forget the keys: the sealer is dropped and the call key zeroed.
-	w.sealer.Store(nil)
+	// Forget the keys: the keyring is dropped and the call key zeroed.
+	if k := w.keys.Swap(nil); k != nil {
+		k.close()
+	}
 	if old := srv.sub.Swap(nil); old != nil {
 		zero(old.callKey)
 	}
@@ -607,16 +617,13 @@ func runProc(ctx context.Context, cfg config, log *slog.Logger) error {
 const saturatedInFlight = 64
 
 // addLocalWorker adds the in-process worker of -role=all to the router.
-func addLocalWorker(cfg config, rt *router, st store, schemas *schemaRegistry, master []byte, log *slog.Logger) error {
-	seal, err := newSealer(master, cfg.keyID, cryptoRand, time.Now)
-	if err != nil {
-		return err
-	}
+// It shares the main worker's keyring.
+func addLocalWorker(cfg config, rt *router, st store, schemas *schemaRegistry, keys *keyring, log *slog.Logger) error {
 	w, err := buildWorker(cfg, st, schemas, log)
 	if err != nil {
 		return err
 	}
-	w.setSealer(seal)
+	w.setKeys(keys)
 	rt.add(&workerConn{id: w.id, keyID: cfg.keyID, proc: w, stats: w.stats,
 		tags: map[string]string{"grpc_addr": "in-process"}})
 	return nil

@@ -35,8 +35,8 @@ type processingWorker interface {
 // writes storage, and caches decrypted entities. Documents of a PUT arrive
 // validated by the main worker; the result of a PATCH is validated here,
 // against the schema IDs the main worker resolved. It is safe for
-// concurrent use. Its sealer is nil until the master key is known (a remote
-// worker receives it on Subscribe).
+// concurrent use. Its keyring is nil until the master key is known (a
+// remote worker receives it on Subscribe).
 type worker struct {
 	id      string
 	st      store
@@ -47,7 +47,7 @@ type worker struct {
 	// result. The zero value is the defaults.
 	lim budgets
 
-	sealer atomic.Pointer[sealer]
+	keys atomic.Pointer[keyring]
 	// inFlight counts Process calls being served (for routing and
 	// /admin/workers).
 	inFlight atomic.Int64
@@ -77,14 +77,14 @@ func newWorker(id string, st store, schemas *schemaRegistry, cache *lru[string, 
 	return &worker{id: id, st: st, schemas: schemas, cache: cache, log: log}
 }
 
-// setSealer installs the sealer built from the master key.
-func (w *worker) setSealer(s *sealer) { w.sealer.Store(s) }
+// setKeys installs the keyring built from the master key.
+func (w *worker) setKeys(k *keyring) { w.keys.Store(k) }
 
 // Process runs one entity operation. It implements processingWorker.
 func (w *worker) Process(ctx context.Context, req *pb.WorkerRequest) (*pb.WorkerResponse, error) {
 	w.inFlight.Add(1)
 	defer w.inFlight.Add(-1)
-	s := w.sealer.Load()
+	s := w.keys.Load()
 	if s == nil {
 		return nil, fmt.Errorf("process: worker has no master key yet: %w", errUnavailable)
 	}
@@ -132,7 +132,7 @@ func (w *worker) observeEpoch(epoch uint64) {
 func cacheKey(db, key string) string { return db + "\x00" + key }
 
 // get serves a read from the cache, or from storage on a miss.
-func (w *worker) get(ctx context.Context, s *sealer, op *pb.EntityOp) (*pb.WorkerResponse, error) {
+func (w *worker) get(ctx context.Context, s *keyring, op *pb.EntityOp) (*pb.WorkerResponse, error) {
 	db, key := op.GetDatabaseName(), op.GetEntityKey()
 	if e, ok := w.cache.Get(cacheKey(db, key)); ok {
 		return okResponse(e.doc, e.version), nil
@@ -158,7 +158,7 @@ func (w *worker) get(ctx context.Context, s *sealer, op *pb.EntityOp) (*pb.Worke
 // getUncached serves a read for an entity this worker does not own (the
 // owner was saturated): straight from storage, leaving the cache alone, so
 // that nothing here can go stale while the owner takes the writes.
-func (w *worker) getUncached(ctx context.Context, s *sealer, op *pb.EntityOp) (*pb.WorkerResponse, error) {
+func (w *worker) getUncached(ctx context.Context, s *keyring, op *pb.EntityOp) (*pb.WorkerResponse, error) {
 	e, err := w.load(ctx, s, op.GetDatabaseName(), op.GetEntityKey())
 	if err != nil {
 		return nil, err
@@ -168,7 +168,7 @@ func (w *worker) getUncached(ctx context.Context, s *sealer, op *pb.EntityOp) (*
 
 // load reads and decrypts one entity from storage. A missing entity is a
 // requestError naming it.
-func (w *worker) load(ctx context.Context, s *sealer, db, key string) (cachedEntity, error) {
+func (w *worker) load(ctx context.Context, s *keyring, db, key string) (cachedEntity, error) {
 	sealed, rev, err := w.st.GetRev(ctx, entityObjectKey(db, key))
 	if errors.Is(err, errNotFound) {
 		return cachedEntity{}, fmt.Errorf("get entity %s/%q: %w: %w", db, key, err,
@@ -177,7 +177,7 @@ func (w *worker) load(ctx context.Context, s *sealer, db, key string) (cachedEnt
 	if err != nil {
 		return cachedEntity{}, fmt.Errorf("get entity %s/%q: %w", db, key, err)
 	}
-	doc, hdr, err := s.open(db, key, sealed)
+	doc, hdr, err := s.open(ctx, db, key, sealed)
 	if err != nil {
 		return cachedEntity{}, fmt.Errorf("get entity %s/%q: %w", db, key, err)
 	}
@@ -189,7 +189,7 @@ func (w *worker) load(ctx context.Context, s *sealer, db, key string) (cachedEnt
 // preconditions it is a blind write; with If-Match or If-None-Match it
 // checks them against the stored entity under the entity's lock,
 // atomically with the write.
-func (w *worker) put(ctx context.Context, s *sealer, op *pb.EntityOp, owner bool) (*pb.WorkerResponse, error) {
+func (w *worker) put(ctx context.Context, s *keyring, op *pb.EntityOp, owner bool) (*pb.WorkerResponse, error) {
 	db, key := op.GetDatabaseName(), op.GetEntityKey()
 	unlock, err := w.lockEntity(ctx, db, key)
 	if err != nil {
@@ -216,7 +216,7 @@ func (w *worker) put(ctx context.Context, s *sealer, op *pb.EntityOp, owner bool
 // op.SchemaIds (resolved by the main worker: workers never read
 // bindings), stores it durably and answers the new document. A missing
 // entity is errNotFound: PATCH never creates.
-func (w *worker) patch(ctx context.Context, s *sealer, op *pb.EntityOp, owner bool) (*pb.WorkerResponse, error) {
+func (w *worker) patch(ctx context.Context, s *keyring, op *pb.EntityOp, owner bool) (*pb.WorkerResponse, error) {
 	db, key, ct := op.GetDatabaseName(), op.GetEntityKey(), op.GetContentType()
 	if ct != mergePatchType && ct != jsonPatchType {
 		return nil, reqErrorf(errInvalid, "content type %q is not %s or %s", ct, mergePatchType, jsonPatchType)
@@ -247,7 +247,7 @@ func (w *worker) patch(ctx context.Context, s *sealer, op *pb.EntityOp, owner bo
 
 // delete removes one entity durably and evicts it. With preconditions it
 // checks them first, under the entity's lock.
-func (w *worker) delete(ctx context.Context, s *sealer, op *pb.EntityOp, owner bool) (*pb.WorkerResponse, error) {
+func (w *worker) delete(ctx context.Context, s *keyring, op *pb.EntityOp, owner bool) (*pb.WorkerResponse, error) {
 	db, key := op.GetDatabaseName(), op.GetEntityKey()
 	unlock, err := w.lockEntity(ctx, db, key)
 	if err != nil {
@@ -298,7 +298,7 @@ type current struct {
 // current returns the entity's stored state: from the cache when this
 // worker owns it and knows the storage revision, else from storage. The
 // caller holds the entity's lock.
-func (w *worker) current(ctx context.Context, s *sealer, db, key string, useCache bool) (current, error) {
+func (w *worker) current(ctx context.Context, s *keyring, db, key string, useCache bool) (current, error) {
 	if useCache {
 		if e, ok := w.cache.Peek(cacheKey(db, key)); ok && e.rev != "" {
 			return current{exists: true, doc: e.doc, version: e.version, rev: e.rev}, nil
@@ -324,7 +324,7 @@ const maxWriteAttempts = 3
 // writer in this process (and, on the filesystem, in others); PutIf
 // catches the rest (S3 while ownership moves between workers), in which
 // case it reads again and starts over.
-func (w *worker) readModifyWrite(ctx context.Context, s *sealer, op *pb.EntityOp, owner bool,
+func (w *worker) readModifyWrite(ctx context.Context, s *keyring, op *pb.EntityOp, owner bool,
 	next func(current) ([]byte, error)) (cachedEntity, error) {
 	db, key := op.GetDatabaseName(), op.GetEntityKey()
 	for attempt := 1; ; attempt++ {
@@ -351,13 +351,12 @@ func (w *worker) readModifyWrite(ctx context.Context, s *sealer, op *pb.EntityOp
 
 // store seals doc and writes it: with PutIf on rev when conditional, else
 // with a plain Put. The owner caches the result; anyone else evicts.
-func (w *worker) store(ctx context.Context, s *sealer, op *pb.EntityOp, owner bool, doc []byte, rev string, conditional bool) (cachedEntity, error) {
+func (w *worker) store(ctx context.Context, s *keyring, op *pb.EntityOp, owner bool, doc []byte, rev string, conditional bool) (cachedEntity, error) {
 	db, key := op.GetDatabaseName(), op.GetEntityKey()
-	sealed, err := s.seal(db, key, doc)
-	if err != nil {
-		return cachedEntity{}, fmt.Errorf("put entity %s/%q: %w", db, key, err)
-	}
-	hdr, err := s.header(sealed)
+	// The data key chosen must not change before the entity is stored
+	// (keyring.applyEpoch, rekey.go).
+	defer s.hold()()
+	sealed, hdr, err := s.seal(ctx, db, key, doc)
 	if err != nil {
 		return cachedEntity{}, fmt.Errorf("put entity %s/%q: %w", db, key, err)
 	}
@@ -690,11 +689,12 @@ func (s *subscriber) install(resp *pb.SubscribeResponse, mainFP [32]byte) (*subs
 	if err != nil {
 		return nil, fmt.Errorf("subscribe: unwrap call key: %w", err)
 	}
-	seal, err := newSealer(master, resp.GetKeyId(), cryptoRand, s.now)
+	ring, err := newKeyring(s.srv.w.st, master, resp.GetKeyId())
 	if err != nil {
 		return nil, fmt.Errorf("subscribe: %w", err)
 	}
-	s.srv.w.setSealer(seal)
+	ring.now = s.now
+	s.srv.w.setKeys(ring)
 	s.pin.fp.Store(&mainFP)
 	sub := &subscription{token: resp.GetToken(), callKey: callKey, expires: time.Unix(resp.GetExpiresAtUnix(), 0),
 		epoch: resp.GetEpoch(), every: time.Duration(resp.GetHeartbeatIntervalMs()) * time.Millisecond}

@@ -35,7 +35,11 @@ func newLocalRESTOver(tb testing.TB, st store) *restServer {
 	rt := newRouter(log, time.Now, saturatedInFlight)
 	rt.written = cat.wrote
 	cfg := config{keyID: "k1", entityCacheSize: 1024}
-	if err := addLocalWorker(cfg, rt, st, schemas, []byte("0123456789abcdef0123456789abcdef"), log); err != nil {
+	ring, err := newKeyring(st, []byte("0123456789abcdef0123456789abcdef"), cfg.keyID)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := addLocalWorker(cfg, rt, st, schemas, ring, log); err != nil {
 		tb.Fatal(err)
 	}
 	auth, err := newAuthenticator(context.Background(), authConfig{adminKey: testAdminKey, st: st, clientTTL: time.Hour, now: time.Now})

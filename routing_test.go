@@ -58,12 +58,12 @@ func TestRendezvousJoinMovesOneNth(t *testing.T) {
 // newTestWorker is an in-process worker over a memStore.
 func newTestWorker(t testing.TB, id string, st store) *worker {
 	t.Helper()
-	s, err := newSealer([]byte("0123456789abcdef0123456789abcdef"), "k1", cryptoRand, time.Now)
+	s, err := newKeyring(st, []byte("0123456789abcdef0123456789abcdef"), "k1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	w := newWorker(id, st, newSchemaRegistry(st), newLRU[string, cachedEntity](16, 0, time.Now), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	w.setSealer(s)
+	w.setKeys(s)
 	return w
 }
 
@@ -132,7 +132,7 @@ func TestReadFallbackBypassesCache(t *testing.T) {
 // mustSeal seals doc as worker w would store it.
 func mustSeal(t *testing.T, w *worker, db, key, doc string) []byte {
 	t.Helper()
-	b, err := w.sealer.Load().seal(db, key, []byte(doc))
+	b, _, err := w.keys.Load().seal(context.Background(), db, key, []byte(doc))
 	if err != nil {
 		t.Fatal(err)
 	}
