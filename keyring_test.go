@@ -200,3 +200,111 @@ func TestKeyringDataKeys(t *testing.T) {
 		t.Errorf("data key copied to db2: dataSealer = %v, want errCorrupt", err)
 	}
 }
+
+// TestKeyringPreviousMasterKey: with the previous master key added, data
+// keys wrapped and format-1 entities sealed under it open; once it is
+// dropped they do not.
+func TestKeyringPreviousMasterKey(t *testing.T) {
+	st := newTestFSStore(t)
+	ctx := t.Context()
+	oldKey, newKey := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
+	old, _ := newKeyring(st, oldKey, "v1")
+	release := old.hold()
+	sealed2, _, err := old.seal(ctx, "db", "e", []byte(`2`))
+	release()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed1, err := old.master.legacy.seal("db", "e", []byte(`1`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _ := newKeyring(st, newKey, "v2")
+	if err := k.addPrevious(oldKey, "v1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		sealed []byte
+		want   string
+	}{{sealed1, "1"}, {sealed2, "2"}} {
+		if got, _, err := k.open(ctx, "db", "e", tc.sealed); err != nil || string(got) != tc.want {
+			t.Errorf("open with previous key = %s, %v, want %s", got, err, tc.want)
+		}
+	}
+	k.dropPrevious()
+	k2, _ := newKeyring(st, newKey, "v2") // no cached data key
+	for _, sealed := range [][]byte{sealed1, sealed2} {
+		if _, _, err := k2.open(ctx, "db", "e", sealed); !errors.Is(err, errCorrupt) {
+			t.Errorf("open without the previous key = %v, want errCorrupt", err)
+		}
+	}
+	if _, _, err := k.open(ctx, "db", "e", sealed1); !errors.Is(err, errCorrupt) {
+		t.Errorf("format-1 open after dropPrevious = %v, want errCorrupt", err)
+	}
+}
+
+// TestApplyEpochSwitchesDataKey: a keyring keeps sealing with the data key
+// it read until it applies a newer epoch; then it reads the data-key
+// object again and seals with the key now active there. An older epoch
+// changes nothing.
+func TestApplyEpochSwitchesDataKey(t *testing.T) {
+	st := newTestFSStore(t)
+	ctx := t.Context()
+	master := bytes.Repeat([]byte{3}, 32)
+	k, _ := newKeyring(st, master, "k")
+	sealID := func() string {
+		t.Helper()
+		defer k.hold()()
+		_, h, err := k.seal(ctx, "db", "e", []byte(`1`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h.KeyID
+	}
+	first := sealID()
+	next, err := k.newDataKey("db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.updateDataKeys(ctx, "db", func(d *dataKeysDoc, _ bool) (bool, error) {
+		d.Keys, d.Active = append(d.Keys, next), next.ID
+		return true, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := sealID(); got != first {
+		t.Errorf("before applyEpoch: sealed under %q, want the cached %q", got, first)
+	}
+	k.applyEpoch(1)
+	if got := sealID(); got != next.ID {
+		t.Errorf("after applyEpoch(1): sealed under %q, want %q", got, next.ID)
+	}
+	if e := k.keysEpoch(); e != 1 {
+		t.Errorf("keysEpoch = %d, want 1", e)
+	}
+}
+
+// TestResealKeepsVersion: re-encrypting an entity under another key keeps
+// its ETag and write time and opens under the new key only.
+func TestResealKeepsVersion(t *testing.T) {
+	a, b := randSealer(t, "a"), randSealer(t, "b")
+	sealed, err := a.seal("db", "k", []byte(`{"x":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, h, err := a.open("db", "k", sealed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := b.reseal(h, "db", "k", doc)
+	got, h2, err := b.open("db", "k", again)
+	if err != nil || string(got) != `{"x":1}` {
+		t.Fatalf("open resealed = %s, %v", got, err)
+	}
+	if h2.etag() != h.etag() || !h2.Written.Equal(h.Written) || h2.KeyID != "b" {
+		t.Errorf("resealed header = %+v, want etag %s, written %v, key b", h2, h.etag(), h.Written)
+	}
+	if _, _, err := a.open("db", "k", again); err == nil {
+		t.Errorf("resealed entity opens under the old key")
+	}
+}
