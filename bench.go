@@ -42,9 +42,16 @@ type benchFlags struct {
 // a flag set of its own (parseBenchFlags), so the server's -h does not list
 // its flags.
 func benchRole(args []string) bool {
+	return roleArg(args) == "bench"
+}
+
+// roleArg returns the value of the first -role flag in args, "" for none.
+// It lets the roles with a flag set of their own be told apart before
+// any flag set parses args.
+func roleArg(args []string) string {
 	for i, a := range args {
 		if a == "--" {
-			return false
+			return ""
 		}
 		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
 		if !strings.HasPrefix(a, "-") || name != "role" {
@@ -53,9 +60,9 @@ func benchRole(args []string) bool {
 		if !hasVal && i+1 < len(args) {
 			val = args[i+1]
 		}
-		return val == "bench"
+		return val
 	}
-	return false
+	return ""
 }
 
 // parseBenchFlags parses the arguments of -role=bench. A bad value is an

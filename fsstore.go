@@ -59,15 +59,26 @@ var _ store = (*fsStore)(nil)
 // and removes temp files left over by a crash. An unusable root yields an
 // error wrapping errConfig.
 func newFSStore(root string) (*fsStore, error) {
+	s, err := openFSStore(root)
+	if err != nil {
+		return nil, err
+	}
+	if err := removeTempFiles(s.root); err != nil {
+		return nil, fmt.Errorf("open fs store %s: remove temp files: %w: %w", root, err, errConfig)
+	}
+	return s, nil
+}
+
+// openFSStore is newFSStore without the removal of temp files, for the
+// storage tools (backup.go), which run beside a live server: its writes
+// in flight are temp files.
+func openFSStore(root string) (*fsStore, error) {
 	abs, err := filepath.Abs(root)
 	if err != nil {
 		return nil, fmt.Errorf("open fs store %s: %w: %w", root, err, errConfig)
 	}
 	if err := os.MkdirAll(filepath.Join(abs, lockDir), 0o700); err != nil {
 		return nil, fmt.Errorf("open fs store %s: %w: %w", root, err, errConfig)
-	}
-	if err := removeTempFiles(abs); err != nil {
-		return nil, fmt.Errorf("open fs store %s: remove temp files: %w: %w", root, err, errConfig)
 	}
 	return &fsStore{root: abs}, nil
 }

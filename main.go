@@ -9,11 +9,22 @@
 //	main  main worker only: REST, UI, auth, key distribution, routing
 //	proc  processing worker only: subscribes to -main-addr
 //	bench load tool: drives a running server over HTTP (see bench.go)
+//	backup, restore, verify
+//	      storage tools: copy every stored object to an archive and back
+//	      into empty storage; decrypt every entity (backup.go, verify.go)
 //
 // Files, top-down (one flat package; each file owns one concern):
 //
 //	main.go        this map; flags (config) and building every role
 //	bench.go       -role=bench, the load tool, with its own flag set
+//	backup.go      -role=backup and -role=restore, the storage tools' flag
+//	               set
+//	archive.go     the backup archive: a tar of objects and a manifest
+//	               of their SHA-256
+//	verify.go      -role=verify: decrypt every stored entity, count by
+//	               database, format and failure
+//	progress.go    the storage tools' progress: a bar on a terminal,
+//	               lines otherwise
 //	errors.go      every sentinel error; requestError, the sentence a
 //	               client may see, kept apart from the cause that is logged
 //	budget.go      the request budgets (document size, patch operations,
@@ -220,13 +231,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("deltadatabase", flag.ContinueOnError)
 	// Errors come back as one line naming the flag; usage only for -h.
 	fs.SetOutput(io.Discard)
-	fs.StringVar(&c.role, "role", "all", "what to run: all, main or proc (or bench, the load tool: -role=bench -h lists its flags)")
+	fs.StringVar(&c.role, "role", "all", "what to run: all, main or proc (or bench, the load tool, and backup, restore, verify, the storage tools: -role=bench -h and -role=backup -h list their flags)")
 	fs.StringVar(&c.grpcAddr, "grpc-addr", "", "gRPC listen address (default 127.0.0.1:50051; proc: 127.0.0.1:0)")
 	fs.StringVar(&c.restAddr, "rest-addr", "127.0.0.1:8080", "REST + UI listen address")
-	fs.StringVar(&c.sharedFS, "shared-fs", "./shared/db", "storage root (ignored with -s3-endpoint)")
-	fs.StringVar(&c.masterKey, "master-key", secretEnv("MASTER_KEY"), "hex 32-byte AES master key (env MASTER_KEY)")
-	fs.StringVar(&c.masterKeyFile, "master-key-file", "", "file holding the hex master key")
-	fs.StringVar(&c.keyID, "key-id", "main-key-v1", "logical name of the master key")
+	storageFlags(fs, &c)
+	masterKeyFlags(fs, &c)
 	fs.StringVar(&c.adminKey, "admin-key", secretEnv("ADMIN_KEY"), "admin bearer key (env ADMIN_KEY); generated and stored hashed if empty")
 	fs.StringVar(&c.adminKeyFile, "admin-key-file", "", "file holding the admin key")
 	fs.BoolVar(&c.allowWeakAdminKey, "allow-weak-admin-key", false, "serve REST beyond loopback with an admin key under 16 characters")
@@ -248,12 +257,6 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.mainAddr, "main-addr", "127.0.0.1:50052", "main worker's -cluster-addr (proc)")
 	fs.StringVar(&c.workerID, "worker-id", "", "unique worker ID (default hostname)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.StringVar(&c.s3.endpoint, "s3-endpoint", "", "host:port of an S3-compatible store; enables S3")
-	fs.StringVar(&c.s3.accessKey, "s3-access-key", os.Getenv("S3_ACCESS_KEY"), "S3 access key (env S3_ACCESS_KEY)")
-	fs.StringVar(&c.s3.secretKey, "s3-secret-key", secretEnv("S3_SECRET_KEY"), "S3 secret key (env S3_SECRET_KEY)")
-	fs.StringVar(&c.s3.bucket, "s3-bucket", "deltadatabase", "S3 bucket (created if missing)")
-	fs.BoolVar(&c.s3.useSSL, "s3-use-ssl", false, "HTTPS to the S3 endpoint")
-	fs.StringVar(&c.s3.region, "s3-region", "", "S3 region (signs as us-east-1 when empty)")
 	fs.StringVar(&c.joinToken, "join-token", "", "cluster join secret, >= 32 bytes (env "+joinTokenEnv+"; visible in ps, prefer -join-token-file)")
 	fs.StringVar(&c.joinTokenFile, "join-token-file", "", "file holding the cluster join secret")
 	fs.StringVar(&c.clusterAddr, "cluster-addr", "", "TLS listen address for workers (main, all; default 127.0.0.1:50052)")
@@ -285,6 +288,26 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, err
 	}
 	return c, c.loadJoinToken()
+}
+
+// storageFlags adds the storage flags (-shared-fs, -s3-*) to fs; the
+// server and the storage tools (backup.go) share them.
+func storageFlags(fs *flag.FlagSet, c *config) {
+	fs.StringVar(&c.sharedFS, "shared-fs", "./shared/db", "storage root (ignored with -s3-endpoint)")
+	fs.StringVar(&c.s3.endpoint, "s3-endpoint", "", "host:port of an S3-compatible store; enables S3")
+	fs.StringVar(&c.s3.accessKey, "s3-access-key", os.Getenv("S3_ACCESS_KEY"), "S3 access key (env S3_ACCESS_KEY)")
+	fs.StringVar(&c.s3.secretKey, "s3-secret-key", secretEnv("S3_SECRET_KEY"), "S3 secret key (env S3_SECRET_KEY)")
+	fs.StringVar(&c.s3.bucket, "s3-bucket", "deltadatabase", "S3 bucket (created if missing)")
+	fs.BoolVar(&c.s3.useSSL, "s3-use-ssl", false, "HTTPS to the S3 endpoint")
+	fs.StringVar(&c.s3.region, "s3-region", "", "S3 region (signs as us-east-1 when empty)")
+}
+
+// masterKeyFlags adds the master key flags to fs; the server and
+// -role=verify share them.
+func masterKeyFlags(fs *flag.FlagSet, c *config) {
+	fs.StringVar(&c.masterKey, "master-key", secretEnv("MASTER_KEY"), "hex 32-byte AES master key (env MASTER_KEY)")
+	fs.StringVar(&c.masterKeyFile, "master-key-file", "", "file holding the hex master key")
+	fs.StringVar(&c.keyID, "key-id", "main-key-v1", "logical name of the master key")
 }
 
 // loadJoinToken takes the join token from -join-token, -join-token-file
@@ -352,7 +375,7 @@ func parseTrustedProxies(s string) ([]netip.Prefix, error) {
 func (c *config) check() error {
 	switch {
 	case c.role != "all" && c.role != "main" && c.role != "proc":
-		return fmt.Errorf("-role: unknown role %q (want all, main, proc or bench)", c.role)
+		return fmt.Errorf("-role: unknown role %q (want all, main, proc, bench, backup, restore or verify)", c.role)
 	case c.grpcMaxRecv <= 0:
 		return fmt.Errorf("-grpc-max-recv-msg-size: must be positive, got %d", c.grpcMaxRecv)
 	case c.restMaxBody <= 0:
@@ -414,6 +437,9 @@ func slogLevel(s string) (slog.Level, error) {
 // run is the whole program: main is a thin shell around it so that tests
 // can run it in-process.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if toolRoles[roleArg(args)] {
+		return runTool(ctx, args, stdout, stderr)
+	}
 	if benchRole(args) {
 		b, err := parseBenchFlags(args, stderr)
 		if errors.Is(err, flag.ErrHelp) {
