@@ -89,9 +89,15 @@ func (s *restServer) handleReadyz(w http.ResponseWriter, r *http.Request, _ prin
 // probeStorage reads the key check object: any answer but a failure to
 // reach the backend (not found included) means the storage is reachable.
 func (s *restServer) probeStorage(ctx context.Context) error {
+	return probeStore(ctx, s.catalog.st)
+}
+
+// probeStore is probeStorage on st, for the processing worker's readiness
+// too (ops.go).
+func probeStore(ctx context.Context, st store) error {
 	ctx, cancel := context.WithTimeout(ctx, readyStorageTimeout)
 	defer cancel()
-	if _, err := s.catalog.st.Get(ctx, keyCheckObject); err != nil && !errors.Is(err, errNotFound) {
+	if _, err := st.Get(ctx, keyCheckObject); err != nil && !errors.Is(err, errNotFound) {
 		return fmt.Errorf("get %s: %w", keyCheckObject, err)
 	}
 	return nil

@@ -822,6 +822,8 @@ func TestBadFlags(t *testing.T) {
 		{"-rest-max-body-size=0", "-rest-max-body-size"},
 		{"-cache-ttl=soon", "cache-ttl"},
 		{"-master-key=abc", "-master-key"},
+		{"-pprof", "-pprof"},
+		{"-grpc-addr=127.0.0.1:0 -ops-addr=nohost", "-ops-addr"},
 	} {
 		out, err := runBinary(t, strings.Fields(c.args+" -shared-fs="+t.TempDir())...)
 		if err == nil || !strings.Contains(string(out), c.want) {

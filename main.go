@@ -39,6 +39,10 @@
 //	               log and the metrics (route, status, bytes, duration)
 //	health.go      GET /healthz and GET /readyz: liveness, the readiness
 //	               checks, the not-ready state after SIGTERM
+//	ops.go         the ops listener (-ops-addr, every role): health,
+//	               readiness, metrics, the profiler with -pprof
+//	metrics.go     the metrics of a process in the Prometheus text format
+//	               (counters, gauges, histograms), GET /metrics
 //	ui.go, static/ the embedded web UI
 //	auth.go        authenticator, principals and permissions, authorize
 //	               (REST and gRPC), the failed-auth rate limit and the
@@ -216,6 +220,10 @@ type config struct {
 	// tlsCert and tlsKey serve REST, the UI and client gRPC over TLS;
 	// "" serves them plaintext.
 	tlsCert, tlsKey string
+	// opsAddr is the ops listener's address (ops.go); "" for none.
+	opsAddr string
+	// pprof serves the profiler on the ops listener.
+	pprof bool
 }
 
 // s3Flags are the -s3-* flags; endpoint "" means filesystem storage.
@@ -267,6 +275,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.shutdownDelay, "shutdown-delay", 0, "after SIGTERM, how long /readyz answers 503 while requests are still served, before in-flight requests drain and the server stops (main, all)")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate: serve REST, UI and client gRPC over TLS")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM key of -tls-cert")
+	fs.StringVar(&c.opsAddr, "ops-addr", "", "ops listener address: /healthz, /readyz, /metrics without credentials (every role; default none)")
+	fs.BoolVar(&c.pprof, "pprof", false, "serve the profiler at /debug/pprof/ on -ops-addr")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stderr)
@@ -412,6 +422,8 @@ func (c *config) check() error {
 		return errors.New("-cluster-tls-cert: give both -cluster-tls-cert and -cluster-tls-key")
 	case (c.tlsCert == "") != (c.tlsKey == ""):
 		return errors.New("-tls-cert: give both -tls-cert and -tls-key")
+	case c.pprof && c.opsAddr == "":
+		return errors.New("-pprof: needs -ops-addr (the profiler is served only on the ops listener)")
 	}
 	if _, err := slogLevel(c.logLevel); err != nil {
 		return err
@@ -473,6 +485,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // routing. With local it also runs the in-process processing worker of
 // -role=all, called without a network hop.
 func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger, local bool) error {
+	reg := newRegistry()
 	st, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
@@ -495,10 +508,13 @@ func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger
 	rt.written = cat.wrote
 	defer rt.closeAll()
 	if local {
-		if err := addLocalWorker(cfg, rt, st, schemas, ring, log); err != nil {
+		w, err := addLocalWorker(cfg, rt, st, schemas, ring, log)
+		if err != nil {
 			return err
 		}
+		registerCacheMetrics(reg, w.stats)
 	}
+	registerWorkerMetrics(reg, rt.list)
 	if err := checkAdminKeyStrength(cfg, keys.admin, log); err != nil {
 		return err
 	}
@@ -545,8 +561,17 @@ func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger
 	go auth.sessions.watch(mctx, revocationReload, func(err error) { log.Warn("reload session revocations", attrErr, err) })
 	rest := newRESTServer(auth, rt, cat, schemas, rt.list, cfg.restMaxBody, log)
 	rest.lim = cfg.budgets()
+	rest.setMetrics(reg)
 	// loadKeys returned: the master key matched the stored key check.
 	rest.ready.keyChecked.Store(true)
+	if cfg.opsAddr != "" {
+		// Health and readiness on the ops listener are the REST port's.
+		stop, err := serveOps(cfg.opsAddr, newOpsMux(rest, reg, cfg.pprof), log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	return serveHTTP(ctx, cfg.restAddr, rest, clientTLS, cfg.shutdownDelay, log)
 }
 
@@ -587,6 +612,7 @@ func newMainAuthenticator(ctx context.Context, cfg config, keys startKeys, st st
 // -grpc-addr and keeps a subscription to the main worker at -main-addr,
 // from which it receives the master key.
 func runProc(ctx context.Context, cfg config, log *slog.Logger) error {
+	reg := newRegistry()
 	st, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
@@ -599,6 +625,7 @@ func runProc(ctx context.Context, cfg config, log *slog.Logger) error {
 		return err
 	}
 	id := w.id
+	registerCacheMetrics(reg, w.stats)
 	ident, err := newClusterIdentity(cfg.clusterTLSCert, cfg.clusterTLSKey, cfg.clusterTLSCA, cryptoRand, time.Now())
 	if err != nil {
 		return err
@@ -618,6 +645,15 @@ func runProc(ctx context.Context, cfg config, log *slog.Logger) error {
 	go gs.Serve(ln)
 	defer stopGRPC(gs)
 	log.Info("worker listening", attrWorker, id, attrAddr, ln.Addr().String())
+	if cfg.opsAddr != "" {
+		health := &workerHealth{srv: srv, st: st, now: time.Now, log: log}
+		context.AfterFunc(ctx, func() { health.stopping.Store(true) })
+		stop, err := serveOps(cfg.opsAddr, newOpsMux(health, reg, cfg.pprof), log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	// The key pair lives only in memory; 2048-bit RSA-OAEP keeps start-up
 	// fast and is enough to wrap a 256-bit key.
 	priv, err := rsa.GenerateKey(cryptoRand, 2048)
@@ -642,17 +678,17 @@ func runProc(ctx context.Context, cfg config, log *slog.Logger) error {
 // owner is passed over for a less loaded worker (reads only).
 const saturatedInFlight = 64
 
-// addLocalWorker adds the in-process worker of -role=all to the router.
-// It shares the main worker's keyring.
-func addLocalWorker(cfg config, rt *router, st store, schemas *schemaRegistry, keys *keyring, log *slog.Logger) error {
+// addLocalWorker adds the in-process worker of -role=all to the router
+// and returns it. It shares the main worker's keyring.
+func addLocalWorker(cfg config, rt *router, st store, schemas *schemaRegistry, keys *keyring, log *slog.Logger) (*worker, error) {
 	w, err := buildWorker(cfg, st, schemas, log)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	w.setKeys(keys)
 	rt.add(&workerConn{id: w.id, keyID: cfg.keyID, proc: w, stats: w.stats,
 		tags: map[string]string{"grpc_addr": "in-process"}})
-	return nil
+	return w, nil
 }
 
 // buildWorker builds the processing worker of -role=proc, or the

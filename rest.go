@@ -34,8 +34,12 @@ type restServer struct {
 	lim budgets
 	// ready is the state GET /readyz reports (health.go).
 	ready readiness
-	log   *slog.Logger
-	mux   *http.ServeMux
+	// reg is the process's metrics for GET /metrics, metrics the REST
+	// request metrics in it (setMetrics sets both).
+	reg     *registry
+	metrics *httpMetrics
+	log     *slog.Logger
+	mux     *http.ServeMux
 	// idPrefix and idSeq make the IDs of requests that bring none: a
 	// random prefix per server, then a sequence number.
 	idPrefix string
@@ -58,6 +62,7 @@ func newRESTServer(auth *authenticator, proc processor, cat *catalog, schemas *s
 	workers func() []workerInfo, maxBody int64, log *slog.Logger) *restServer {
 	s := &restServer{auth: auth, proc: proc, catalog: cat, schemas: schemas, workers: workers,
 		maxBody: maxBody, log: log, mux: http.NewServeMux(), idPrefix: randomIDPrefix()}
+	s.setMetrics(newRegistry())
 	s.routes()
 	return s
 }
@@ -73,6 +78,7 @@ func (s *restServer) routes() {
 	s.mux.Handle("GET /health", s.open(s.handleHealth))
 	s.mux.Handle("GET /healthz", s.open(s.handleHealthz))
 	s.mux.Handle("GET /readyz", s.open(s.handleReadyz))
+	s.mux.Handle("GET /metrics", s.need(permAdmin, s.handleMetrics))
 	s.mux.Handle("POST /api/login", s.open(s.handleLogin))
 	s.mux.Handle("POST /api/logout", s.need(0, s.handleLogout))
 	s.mux.Handle("GET /api/me", s.need(0, s.handleMe))

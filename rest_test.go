@@ -39,7 +39,7 @@ func newLocalRESTOver(tb testing.TB, st store) *restServer {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if err := addLocalWorker(cfg, rt, st, schemas, ring, log); err != nil {
+	if _, err := addLocalWorker(cfg, rt, st, schemas, ring, log); err != nil {
 		tb.Fatal(err)
 	}
 	auth, err := newAuthenticator(context.Background(), authConfig{adminKey: testAdminKey, st: st, clientTTL: time.Hour, now: time.Now})

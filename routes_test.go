@@ -71,6 +71,7 @@ func routeTable() []routeCase {
 		{"GET /health", "GET", "/health", "", "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
 		{"GET /healthz", "GET", "/healthz", "", "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
 		{"GET /readyz", "GET", "/readyz", "", "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
+		{"GET /metrics", "GET", "/metrics", "", "", nil, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
 		{"POST /api/login", "POST", "/api/login", `{"key":"{read}"}`, "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
 		{"GET /api/me", "GET", "/api/me", "", "", nil, [numCredKinds]int{401, 401, 200, 200, 200, 200, 401, 401, 200, 200, 200}},
 		{"GET /api/keys", "GET", "/api/keys", "", "", nil, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
@@ -544,6 +545,7 @@ var noErrorCases = map[string]string{
 	"GET /api/me":        "answers for any valid credential",
 	"GET /api/keys":      "reads the keys in memory",
 	"GET /admin/workers": "reads the router in memory",
+	"GET /metrics":       "reads counters in memory",
 }
 
 // faultStore is a store whose every call fails with the error set in

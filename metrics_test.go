@@ -1,0 +1,200 @@
+package main
+
+import (
+	"bytes"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestExposition writes a registry of every kind and compares it byte for
+// byte with the text format: HELP and TYPE lines, escaped help text and
+// label values, children in label order, cumulative buckets ending in
+// +Inf, _sum and _count.
+func TestExposition(t *testing.T) {
+	r := &registry{}
+	c := r.counterVec("t_requests_total", "Requests by path.\nSecond line \\ backslash.", "path", "code")
+	c.inc(labelValues{`/b"q"`, "200"})
+	c.add(labelValues{"/a\\b\nc", "500"}, 2)
+	c.inc(labelValues{`/b"q"`, "200"})
+	r.gaugeFunc("t_temperature", "A gauge without labels.", nil, func(emit func(labelValues, float64)) {
+		emit(labelValues{}, 21.5)
+	})
+	h := r.histogramVec("t_latency_seconds", "Latency.", []time.Duration{time.Millisecond, 100 * time.Millisecond}, "op")
+	h.observe(labelValues{"get"}, time.Millisecond)     // on the bound: counts in le=0.001
+	h.observe(labelValues{"get"}, 50*time.Millisecond)  // le=0.1
+	h.observe(labelValues{"get"}, 2*time.Second)        // +Inf only
+	h.observe(labelValues{"del"}, 500*time.Microsecond) // le=0.001
+	r.counterFunc("t_empty_total", "A family with no samples yet.", []string{"x"}, func(func(labelValues, float64)) {})
+	var b bytes.Buffer
+	if err := r.write(&b); err != nil {
+		t.Fatal(err)
+	}
+	want := `# HELP t_requests_total Requests by path.\nSecond line \\ backslash.
+# TYPE t_requests_total counter
+t_requests_total{path="/a\\b\nc",code="500"} 2
+t_requests_total{path="/b\"q\"",code="200"} 2
+# HELP t_temperature A gauge without labels.
+# TYPE t_temperature gauge
+t_temperature 21.5
+# HELP t_latency_seconds Latency.
+# TYPE t_latency_seconds histogram
+t_latency_seconds_bucket{op="del",le="0.001"} 1
+t_latency_seconds_bucket{op="del",le="0.1"} 1
+t_latency_seconds_bucket{op="del",le="+Inf"} 1
+t_latency_seconds_sum{op="del"} 0.0005
+t_latency_seconds_count{op="del"} 1
+t_latency_seconds_bucket{op="get",le="0.001"} 1
+t_latency_seconds_bucket{op="get",le="0.1"} 2
+t_latency_seconds_bucket{op="get",le="+Inf"} 3
+t_latency_seconds_sum{op="get"} 2.051
+t_latency_seconds_count{op="get"} 3
+# HELP t_empty_total A family with no samples yet.
+# TYPE t_empty_total counter
+`
+	if got := b.String(); got != want {
+		t.Errorf("exposition:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// TestFormatFloat: values as the text format spells them.
+func TestFormatFloat(t *testing.T) {
+	cases := []struct {
+		v    float64
+		want string
+	}{
+		{0, "0"}, {1, "1"}, {1234567, "1.234567e+06"}, {0.0025, "0.0025"}, {-3.5, "-3.5"},
+	}
+	for _, c := range cases {
+		if got := formatFloat(c.v); got != c.want {
+			t.Errorf("formatFloat(%v) = %q, want %q", c.v, got, c.want)
+		}
+	}
+	inf, nan := 1.0, 0.0
+	inf /= nan
+	if got := formatFloat(inf); got != "+Inf" {
+		t.Errorf("formatFloat(+Inf) = %q", got)
+	}
+	if got := formatFloat(-inf); got != "-Inf" {
+		t.Errorf("formatFloat(-Inf) = %q", got)
+	}
+	if got := formatFloat(nan / nan); got != "NaN" {
+		t.Errorf("formatFloat(NaN) = %q", got)
+	}
+}
+
+// TestRequestLabels: the labels of a REST request come from bounded sets
+// whatever the client sends.
+func TestRequestLabels(t *testing.T) {
+	routes := []struct{ pattern, want string }{
+		{"GET /entity/{db}", "/entity/{db}"},
+		{"GET /", "/"},
+		{"", "unmatched"},
+	}
+	for _, c := range routes {
+		if got := routeLabel(c.pattern); got != c.want {
+			t.Errorf("routeLabel(%q) = %q, want %q", c.pattern, got, c.want)
+		}
+	}
+	methods := []struct{ m, want string }{{"GET", "GET"}, {"PATCH", "PATCH"}, {"BREW", "other"}, {"get", "other"}}
+	for _, c := range methods {
+		if got := methodLabel(c.m); got != c.want {
+			t.Errorf("methodLabel(%q) = %q, want %q", c.m, got, c.want)
+		}
+	}
+	statuses := []struct {
+		code int
+		want string
+	}{{200, "200"}, {100, "100"}, {599, "599"}, {99, "other"}, {600, "other"}, {0, "other"}}
+	for _, c := range statuses {
+		if got := statusLabel(c.code); got != c.want {
+			t.Errorf("statusLabel(%d) = %q, want %q", c.code, got, c.want)
+		}
+	}
+}
+
+// TestRegisterTwicePanics: a second family of one name is refused at
+// registration, not written twice for the scraper to reject.
+func TestRegisterTwicePanics(t *testing.T) {
+	r := &registry{}
+	r.counterVec("t_total", "x")
+	defer func() {
+		if recover() == nil {
+			t.Error("second registration of t_total did not panic")
+		}
+	}()
+	r.counterVec("t_total", "y")
+}
+
+// TestCounterConcurrent: concurrent increments, some creating children,
+// all count (run with -race it also checks the copy-on-write map).
+func TestCounterConcurrent(t *testing.T) {
+	r := &registry{}
+	c := r.counterVec("t_total", "x", "k")
+	h := r.histogramVec("t_seconds", "x", latencyBuckets, "k")
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 1000 {
+				lv := labelValues{string(rune('a' + (g+i)%4))}
+				c.inc(lv)
+				h.observe(lv, time.Duration(i)*time.Microsecond)
+			}
+		}()
+	}
+	wg.Wait()
+	var total, count uint64
+	c.children.each(func(_ labelValues, n *atomic.Uint64) { total += n.Load() })
+	h.children.each(func(_ labelValues, x *histogram) {
+		for i := range x.counts {
+			count += x.counts[i].Load()
+		}
+	})
+	if total != 8000 || count != 8000 {
+		t.Errorf("counted %d increments and %d observations, want 8000 each", total, count)
+	}
+}
+
+// TestRESTMetricsNeedAdmin: GET /metrics on the REST port answers the
+// admin only, and shows the requests made before it by route pattern,
+// never by raw path.
+func TestRESTMetricsNeedAdmin(t *testing.T) {
+	ts := newAuthTestServer(t, authConfig{})
+	for _, p := range []string{"/entity/db1?key=a", "/entity/db2?key=b"} {
+		ts.do("GET", p, testAdminKey, "", "")
+	}
+	ts.do("POST", "/no/such/route", testAdminKey, "", "")
+	ts.do("BREW", "/no/such/route", testAdminKey, "", "")
+	if rec := ts.do("GET", "/metrics", "", "", ""); rec.Code != http.StatusUnauthorized {
+		t.Errorf("GET /metrics without a credential = %d, want 401", rec.Code)
+	}
+	key := ts.createKey(t, `{"name":"reader","permissions":["read"]}`)
+	if rec := ts.do("GET", "/metrics", key.Secret, "", ""); rec.Code != http.StatusForbidden {
+		t.Errorf("GET /metrics with a read key = %d, want 403", rec.Code)
+	}
+	rec := ts.do("GET", "/metrics", testAdminKey, "", "")
+	if rec.Code != http.StatusOK || rec.Header().Get("Content-Type") != metricsContentType {
+		t.Fatalf("GET /metrics as admin = %d %q, want 200 %q", rec.Code, rec.Header().Get("Content-Type"), metricsContentType)
+	}
+	body := rec.Body.String()
+	for _, want := range []string{
+		`deltadb_http_requests_total{route="/entity/{db}",method="GET",status="404"} 2`,
+		`deltadb_http_requests_total{route="unmatched",method="POST",status="405"} 1`,
+		`deltadb_http_requests_total{route="unmatched",method="other",status="405"} 1`,
+		`deltadb_http_requests_total{route="/metrics",method="GET",status="401"} 1`,
+		`deltadb_http_request_duration_seconds_count{route="/entity/{db}"} 2`,
+		`deltadb_build_info{version="`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("GET /metrics lacks %s\n%s", want, body)
+		}
+	}
+	if strings.Contains(body, "db1") || strings.Contains(body, "/no/such") {
+		t.Errorf("GET /metrics carries a raw path:\n%s", body)
+	}
+}
