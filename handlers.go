@@ -43,7 +43,8 @@ func (s *restServer) handleLogin(w http.ResponseWriter, r *http.Request, _ princ
 	if err != nil {
 		return err
 	}
-	s.log.Info("session created", attrClient, g.ClientID)
+	notePrincipal(r.Context(), g.ClientID)
+	s.log.InfoContext(r.Context(), "session created", attrClient, g.ClientID)
 	writeJSON(w, http.StatusOK, g)
 	return nil
 }
@@ -54,7 +55,7 @@ func (s *restServer) handleLogout(w http.ResponseWriter, r *http.Request, p prin
 	if err := s.auth.logout(r.Context(), bearer(r)); err != nil {
 		return err
 	}
-	s.log.Info("session ended", attrClient, p.clientID)
+	s.log.InfoContext(r.Context(), "session ended", attrClient, p.clientID)
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	return nil
 }
@@ -102,7 +103,7 @@ func (s *restServer) handleCreateKey(w http.ResponseWriter, r *http.Request, p p
 	if err != nil {
 		return err
 	}
-	s.log.Info("api key created", attrKeyID, k.ID, attrClient, p.clientID, slog.Any("permissions", k.Permissions))
+	s.log.InfoContext(r.Context(), "api key created", attrKeyID, k.ID, attrClient, p.clientID, slog.Any("permissions", k.Permissions))
 	writeJSON(w, http.StatusOK, k)
 	return nil
 }
@@ -116,7 +117,7 @@ func (s *restServer) handleDeleteKey(w http.ResponseWriter, r *http.Request, p p
 	if err := s.auth.deleteKey(r.Context(), id); err != nil {
 		return err
 	}
-	s.log.Info("api key deleted", attrKeyID, id, attrClient, p.clientID)
+	s.log.InfoContext(r.Context(), "api key deleted", attrKeyID, id, attrClient, p.clientID)
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	return nil
 }
@@ -182,7 +183,7 @@ func (s *restServer) handlePutSchema(w http.ResponseWriter, r *http.Request, p p
 	if err := s.schemas.Put(r.Context(), id, body); err != nil {
 		return fmt.Errorf("schema %s: %w", id, err)
 	}
-	s.log.Info("schema stored", attrSchema, id, attrClient, p.clientID)
+	s.log.InfoContext(r.Context(), "schema stored", attrSchema, id, attrClient, p.clientID)
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	return nil
 }
@@ -252,7 +253,7 @@ func (s *restServer) handlePutEntities(w http.ResponseWriter, r *http.Request, p
 	if len(resps) == 1 && resps[0].GetVersion() != "" {
 		w.Header().Set("ETag", etagOf(resps[0].GetVersion()))
 	}
-	s.log.Debug("entities stored", attrDB, db, slog.Int("count", len(docs)), attrClient, p.clientID)
+	s.log.DebugContext(r.Context(), "entities stored", attrDB, db, slog.Int("count", len(docs)), attrClient, p.clientID)
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	return nil
 }
@@ -530,7 +531,7 @@ func (s *restServer) handlePutDatabase(w http.ResponseWriter, r *http.Request, p
 	if err := s.bind(r.Context(), db, id); err != nil {
 		return err
 	}
-	s.log.Info("database binding set", attrDB, db, attrSchema, id, attrClient, p.clientID)
+	s.log.InfoContext(r.Context(), "database binding set", attrDB, db, attrSchema, id, attrClient, p.clientID)
 	info, err := s.databaseInfo(r.Context(), db)
 	if err != nil {
 		return err

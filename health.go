@@ -62,7 +62,7 @@ func (s *restServer) handleReadyz(w http.ResponseWriter, r *http.Request, _ prin
 		checks["serving"] = readyCheck{Reason: "shutting down"}
 	}
 	if err := s.probeStorage(r.Context()); err != nil {
-		s.log.Warn("readiness: storage probe", attrErr, err, attrRequestID, requestIDFrom(r.Context()))
+		s.log.WarnContext(r.Context(), "readiness: storage probe", attrErr, err)
 		checks["storage"] = readyCheck{Reason: "storage unreachable"}
 	}
 	if !s.ready.keyChecked.Load() {

@@ -180,12 +180,16 @@ func (n *node) logOnceTrue(ok func(log string) bool) string {
 }
 
 // logAddr waits until the process has logged msg (such as "rest
-// listening") and returns the addr= of that line.
+// listening") and returns the addr of that line, in either -log-format.
 func (n *node) logAddr(msg string) string {
 	n.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		for _, line := range strings.Split(n.stderr.String(), "\n") {
+			var obj struct{ Msg, Addr string }
+			if json.Unmarshal([]byte(line), &obj) == nil && obj.Msg == msg && obj.Addr != "" {
+				return obj.Addr
+			}
 			if !strings.Contains(line, `msg="`+msg+`"`) {
 				continue
 			}
@@ -824,6 +828,7 @@ func TestBadFlags(t *testing.T) {
 		{"-master-key=abc", "-master-key"},
 		{"-pprof", "-pprof"},
 		{"-grpc-addr=127.0.0.1:0 -ops-addr=nohost", "-ops-addr"},
+		{"-log-format=xml", "-log-format"},
 	} {
 		out, err := runBinary(t, strings.Fields(c.args+" -shared-fs="+t.TempDir())...)
 		if err == nil || !strings.Contains(string(out), c.want) {

@@ -37,6 +37,8 @@
 //	handlers.go    the REST handlers; they return errors, rest.go writes them
 //	observe.go     what each finished REST request leaves for the access
 //	               log and the metrics (route, status, bytes, duration)
+//	logging.go     -log-format, the request ID on every line logged for a
+//	               request, the access line
 //	health.go      GET /healthz and GET /readyz: liveness, the readiness
 //	               checks, the not-ready state after SIGTERM
 //	ops.go         the ops listener (-ops-addr, every role): health,
@@ -130,6 +132,11 @@ const (
 	attrRequestID = "request_id"
 	attrRoute     = "route"
 	attrStatus    = "status"
+	// attrMethod, attrBytes and attrDurationMS complete the access line
+	// (logging.go): HTTP method, response body bytes, milliseconds taken.
+	attrMethod     = "method"
+	attrBytes      = "bytes"
+	attrDurationMS = "duration_ms"
 )
 
 // config is every flag of every role (SPEC §2). parseFlags fills it;
@@ -197,6 +204,8 @@ type config struct {
 	workerID string
 	// logLevel is debug, info, warn or error.
 	logLevel string
+	// logFormat is text or json (logging.go).
+	logFormat string
 	// s3 are the -s3-* flags.
 	s3 s3Flags
 	// joinToken is the cluster's join secret (-join-token,
@@ -265,6 +274,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.mainAddr, "main-addr", "127.0.0.1:50052", "main worker's -cluster-addr (proc)")
 	fs.StringVar(&c.workerID, "worker-id", "", "unique worker ID (default hostname)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", logFormatText, "log lines as text (key=value) or json (one object per line)")
 	fs.StringVar(&c.joinToken, "join-token", "", "cluster join secret, >= 32 bytes (env "+joinTokenEnv+"; visible in ps, prefer -join-token-file)")
 	fs.StringVar(&c.joinTokenFile, "join-token-file", "", "file holding the cluster join secret")
 	fs.StringVar(&c.clusterAddr, "cluster-addr", "", "TLS listen address for workers (main, all; default 127.0.0.1:50052)")
@@ -428,6 +438,9 @@ func (c *config) check() error {
 	if _, err := slogLevel(c.logLevel); err != nil {
 		return err
 	}
+	if c.logFormat != logFormatText && c.logFormat != logFormatJSON {
+		return fmt.Errorf("-log-format: %q is not text or json", c.logFormat)
+	}
 	return nil
 }
 
@@ -470,7 +483,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	level, _ := slogLevel(cfg.logLevel)
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log, err := newLogger(stderr, cfg.logFormat, level)
+	if err != nil {
+		return err
+	}
 	switch cfg.role {
 	case "all":
 		return runMain(ctx, cfg, stdout, log, true)

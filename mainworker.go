@@ -270,9 +270,12 @@ func (m *mainService) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (
 func (m *mainService) Process(ctx context.Context, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
 	rid := grpcRequestID(ctx)
 	ctx = withRequestID(ctx, rid)
+	// The client learns the ID its call is logged under, as a REST client
+	// does from X-Request-ID. Only an in-process call has no header to set.
+	_ = grpc.SetHeader(ctx, metadata.Pairs(requestIDMetadata, rid))
 	resp, err := m.process(ctx, req)
 	if err != nil {
-		m.logFailure(rid, req, err)
+		m.logFailure(ctx, req, err)
 		return nil, clientStatus(err, rid)
 	}
 	return &pb.ProcessResponse{Status: "OK", Result: resp.GetResult(), Version: resp.GetVersion()}, nil
@@ -281,12 +284,12 @@ func (m *mainService) Process(ctx context.Context, req *pb.ProcessRequest) (*pb.
 // logFailure logs a failed client call: an internal failure (5xx on REST)
 // with its cause, anything else at info with its code only, so that a
 // refused credential never reaches the log.
-func (m *mainService) logFailure(rid string, req *pb.ProcessRequest, err error) {
+func (m *mainService) logFailure(ctx context.Context, req *pb.ProcessRequest, err error) {
 	switch code := grpcCode(err); code {
 	case codes.Internal, codes.DataLoss, codes.Unavailable, codes.DeadlineExceeded:
-		m.log.Error("grpc process failed", attrRequestID, rid, attrDB, req.GetDatabaseName(), "code", code.String(), attrErr, err)
+		m.log.ErrorContext(ctx, "grpc process failed", attrDB, req.GetDatabaseName(), "code", code.String(), attrErr, err)
 	default:
-		m.log.Info("grpc process refused", attrRequestID, rid, attrDB, req.GetDatabaseName(), "code", code.String())
+		m.log.InfoContext(ctx, "grpc process refused", attrDB, req.GetDatabaseName(), "code", code.String())
 	}
 }
 
@@ -390,11 +393,15 @@ func (m *mainService) prepare(ctx context.Context, op *pb.EntityOp, schemaID str
 	return err
 }
 
-// grpcRequestID is the x-request-id metadata of a client call, or a new
-// random request ID.
+// requestIDMetadata is the gRPC metadata key of a client call's request
+// ID, both ways: the X-Request-ID of REST.
+const requestIDMetadata = "x-request-id"
+
+// grpcRequestID is the x-request-id metadata of a client call if sane
+// (saneRequestID), or a new random request ID.
 func grpcRequestID(ctx context.Context) string {
 	md, _ := metadata.FromIncomingContext(ctx)
-	if v := md.Get("x-request-id"); len(v) > 0 && saneRequestID(v[0]) {
+	if v := md.Get(requestIDMetadata); len(v) > 0 && saneRequestID(v[0]) {
 		return v[0]
 	}
 	return "g" + randomIDPrefix() + randomIDPrefix()

@@ -69,7 +69,12 @@ func startTestMain(t *testing.T, maxMsg int) *testMain {
 // over st, over real gRPC on 127.0.0.1:0.
 func serveTestMain(t *testing.T, maxMsg int, st store, auth *authenticator) *testMain {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	return serveTestMainLog(t, maxMsg, st, auth, slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+// serveTestMainLog is serveTestMain logging to log.
+func serveTestMainLog(t *testing.T, maxMsg int, st store, auth *authenticator, log *slog.Logger) *testMain {
+	t.Helper()
 	master := []byte("0123456789abcdef0123456789abcdef")
 	rt := newRouter(log, time.Now, 0)
 	w := newTestWorker(t, "local", st)

@@ -25,6 +25,7 @@ type requestRecord struct {
 // written; every observer of finished requests hangs off it.
 func (s *restServer) finishRequest(rec requestRecord) {
 	s.metrics.observe(rec)
+	s.logAccess(rec)
 }
 
 // meteredWriter counts what a handler writes: the status and the body

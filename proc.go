@@ -341,8 +341,7 @@ func (w *worker) readModifyWrite(ctx context.Context, s *keyring, op *pb.EntityO
 		}
 		e, err := w.store(ctx, s, op, owner, doc, cur.rev, true)
 		if errors.Is(err, errPrecondition) && attempt < maxWriteAttempts {
-			w.log.Warn("entity changed by another process during a write; retrying", attrDB, db,
-				attrRequestID, requestIDFrom(ctx))
+			w.log.WarnContext(ctx, "entity changed by another process during a write; retrying", attrDB, db)
 			continue
 		}
 		return e, err
@@ -442,10 +441,30 @@ func (s *workerServer) Process(ctx context.Context, req *pb.WorkerRequest) (*pb.
 	}
 	ctx = withRequestID(ctx, req.GetRequestId())
 	resp, err := s.w.Process(ctx, req)
+	s.logCall(ctx, req, err, s.now().Sub(now))
 	if err != nil {
 		return nil, s.failure(ctx, err)
 	}
 	return resp, nil
+}
+
+// msgWorkerCall is the message of a worker's line per served call.
+const msgWorkerCall = "worker request"
+
+// logCall writes one debug line per served call, carrying the request ID
+// (from ctx) that the main worker's access line has: the operation, the
+// gRPC code and the time taken; never the database, key or document.
+func (s *workerServer) logCall(ctx context.Context, req *pb.WorkerRequest, err error, took time.Duration) {
+	if !s.w.log.Enabled(ctx, slog.LevelDebug) {
+		return
+	}
+	code := codes.OK
+	if err != nil {
+		code = grpcCode(err)
+	}
+	s.w.log.LogAttrs(ctx, slog.LevelDebug, msgWorkerCall, slog.String(attrWorker, s.w.id),
+		slog.String("op", req.GetOp().GetOperation().String()), slog.Bool("owner", req.GetOwner()),
+		slog.String("code", code.String()), slog.Float64(attrDurationMS, durationMS(took)))
 }
 
 // refuse answers a call the worker does not accept from this caller.
@@ -467,7 +486,7 @@ func (s *workerServer) failure(ctx context.Context, err error) error {
 	msg := publicMessage(err, rid)
 	if _, ok := clientMessage(err); !ok {
 		md.Set(handledTrailer, handledInternal)
-		s.w.log.Error("process failed", attrWorker, s.w.id, attrRequestID, rid, attrErr, err)
+		s.w.log.ErrorContext(ctx, "process failed", attrWorker, s.w.id, attrErr, err)
 	}
 	grpc.SetTrailer(ctx, md)
 	return status.Error(grpcCode(err), msg)

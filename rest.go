@@ -324,11 +324,11 @@ func (s *restServer) writeError(w http.ResponseWriter, r *http.Request, err erro
 	case code >= 500 && r.Context().Err() != nil:
 		// The client went away (its request context ended) while we
 		// worked: nobody reads the answer and nothing failed on our side.
-		s.log.Info("client went away", attrRequestID, id, attrRoute, r.Pattern, attrErr, err)
+		s.log.InfoContext(r.Context(), "client went away", attrRoute, r.Pattern, attrErr, err)
 	case code >= 500:
-		s.log.Error("request failed", attrRequestID, id, attrRoute, r.Pattern, attrStatus, code, attrErr, err)
+		s.log.ErrorContext(r.Context(), "request failed", attrRoute, r.Pattern, attrStatus, code, attrErr, err)
 	case code == http.StatusUnauthorized || code == http.StatusForbidden || code == http.StatusTooManyRequests:
-		s.log.Info("request refused", attrRequestID, id, attrRoute, r.Pattern, attrStatus, code, attrAddr, s.auth.clientOf(r), attrErr, err)
+		s.log.InfoContext(r.Context(), "request refused", attrRoute, r.Pattern, attrStatus, code, attrAddr, s.auth.clientOf(r), attrErr, err)
 	}
 	writeJSON(w, code, map[string]string{"error": publicMessage(err, id)})
 }

@@ -116,7 +116,8 @@ func BenchmarkRESTPut(b *testing.B) {
 
 // TestWriteError: the client gets the sentence of a requestError, else a
 // fixed sentence for the kind; a 5xx names the request ID and its cause is
-// logged with ID, route and status; 401, 403 and 429 are logged at info;
+// logged with ID (from the request's context, by the logger of every
+// role), route and status; 401, 403 and 429 are logged at info;
 // the headers of 401, 429 and 412 are set.
 func TestWriteError(t *testing.T) {
 	const root = "/srv/ddb/store"
@@ -146,7 +147,11 @@ func TestWriteError(t *testing.T) {
 			412, `If-Match: entity "k" in database "db" has version "v2"`, "", `ETag: "v2"`},
 	} {
 		var logBuf strings.Builder
-		s := &restServer{log: slog.New(slog.NewJSONHandler(&logBuf, nil))}
+		logger, err := newLogger(&logBuf, logFormatJSON, slog.LevelInfo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := &restServer{log: logger}
 		r := httptest.NewRequest("GET", "/entity/db?key=k", nil)
 		r.Pattern = "GET /entity/{db}"
 		r = r.WithContext(withRequestID(r.Context(), "req-42"))
