@@ -79,7 +79,7 @@ func (k *keyEntry) principalAt(now time.Time) (principal, error) {
 	if len(k.Databases) > 0 {
 		dbs = k.Databases
 	}
-	return principal{clientID: k.ID, perms: k.perms, databases: dbs}, nil
+	return principal{clientID: k.ID, name: k.Name, perms: k.perms, databases: dbs}, nil
 }
 
 // keySet is an immutable set of API keys, indexed by hash and ID.

@@ -186,7 +186,7 @@ func (a *authenticator) failed(client string, err error) error {
 }
 
 // adminPrincipal is the principal of the admin key and its sessions.
-var adminPrincipal = principal{clientID: "admin", perms: permRead | permWrite | permAdmin, admin: true}
+var adminPrincipal = principal{clientID: "admin", name: "admin", perms: permRead | permWrite | permAdmin, admin: true}
 
 // resolve maps a credential to its principal: the admin key, an API key or
 // a session token, in that order.
@@ -476,7 +476,10 @@ const (
 type principal struct {
 	// clientID names the caller in logs and /api/me ("admin", a key ID, ...).
 	clientID string
-	perms    perm
+	// name is what a person calls the caller: "admin" or the API key's
+	// name (the UI's top bar shows it; IDs mean nothing to people).
+	name  string
+	perms perm
 	// admin is true for the admin key, which bypasses RBAC.
 	admin bool
 	// databases limits the principal to these databases (exact names or

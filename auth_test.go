@@ -261,7 +261,7 @@ func TestLoginAndMe(t *testing.T) {
 		t.Errorf("admin login = %+v", admin)
 	}
 	me := ts.mustDo(t, "GET", "/api/me", admin.Token, "", 200)
-	if want := `{"client_id":"admin","permissions":["read","write","admin"],"is_admin":true}`; strings.TrimSpace(string(me)) != want {
+	if want := `{"client_id":"admin","name":"admin","permissions":["read","write","admin"],"is_admin":true}`; strings.TrimSpace(string(me)) != want {
 		t.Errorf("GET /api/me (admin session) = %s, want %s", me, want)
 	}
 
@@ -272,7 +272,7 @@ func TestLoginAndMe(t *testing.T) {
 		t.Errorf("read key login = %+v", rs)
 	}
 	me = ts.mustDo(t, "GET", "/api/me", rs.Token, "", 200)
-	if want := `{"client_id":"` + rk.ID + `","permissions":["read"],"is_admin":false}`; strings.TrimSpace(string(me)) != want {
+	if want := `{"client_id":"` + rk.ID + `","name":"r","permissions":["read"],"is_admin":false}`; strings.TrimSpace(string(me)) != want {
 		t.Errorf("GET /api/me (read session) = %s, want %s", me, want)
 	}
 	ss := ts.login(t, short.Secret)

@@ -64,10 +64,11 @@ func (s *restServer) handleLogout(w http.ResponseWriter, r *http.Request, p prin
 func (s *restServer) handleMe(w http.ResponseWriter, r *http.Request, p principal) error {
 	writeJSON(w, http.StatusOK, struct {
 		ClientID    string   `json:"client_id"`
+		Name        string   `json:"name"`
 		Permissions []string `json:"permissions"`
 		IsAdmin     bool     `json:"is_admin"`
 		Databases   []string `json:"databases,omitempty"`
-	}{p.clientID, permNames(p.perms), p.has(permAdmin), p.databases})
+	}{p.clientID, p.name, permNames(p.perms), p.has(permAdmin), p.databases})
 	return nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -107,6 +108,8 @@ type uiTab struct {
 	barrier  chan struct{}             // closed when consoleBarrier is seen
 	dialogs  []string                  // messages of the dialogs accepted
 	shotName string
+	// width and height are the tab's viewport in CSS pixels.
+	width, height int64
 }
 
 // openTab opens a tab of width x height CSS pixels on browser, watching its
@@ -117,7 +120,7 @@ func openTab(t *testing.T, browser context.Context, base string, width, height i
 	tabCtx, cancelTab := chromedp.NewContext(browser)
 	t.Cleanup(cancelTab)
 	tb := &uiTab{t: t, tab: tabCtx, base: base, barrier: make(chan struct{}),
-		shotName: strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()) + ".png"}
+		shotName: strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()) + ".png", width: width, height: height}
 	// Console and Events open the tab and subscribe before any navigation.
 	go tb.watchConsole(chromedp.Console(tabCtx))
 	go tb.acceptDialogs(chromedp.Events(tabCtx, page.JavascriptDialogOpening))
@@ -218,6 +221,57 @@ func (tb *uiTab) screenshot(ctx context.Context, name string, shot chromedp.Acti
 		return
 	}
 	t.Logf("screenshot: %s", p)
+	// DDB_UI_SHOTS=dir also keeps them under readable names in dir, for
+	// a person to look at (the artifact dirs are numbered).
+	if dir := os.Getenv("DDB_UI_SHOTS"); dir != "" {
+		flat := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())
+		if !strings.HasPrefix(name, flat) {
+			name = flat + "_" + name
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), png, 0o644); err != nil {
+			t.Errorf("save screenshot: %v", err)
+		}
+	}
+}
+
+// The two viewports of issue 14: a laptop and a phone.
+var (
+	deskView  = [2]int64{1366, 900}
+	phoneView = [2]int64{390, 844}
+)
+
+// shots saves a viewport screenshot of the page at the laptop and at the
+// phone size, each scrolled so that the element matched by sel (if any) is
+// in view, then restores the tab's own size.
+func (tb *uiTab) shots(name, sel string) {
+	tb.t.Helper()
+	for _, v := range [][2]int64{deskView, phoneView} {
+		tb.resize(v[0], v[1])
+		// The narrow-screen menu slides out after a navigation; wait.
+		tb.waitFor("the menu at rest", `(s => innerWidth > 800 || s.classList.contains("open") || getComputedStyle(s).visibility === "hidden")(document.getElementById("sidebar"))`)
+		if sel != "" {
+			tb.eval(fmt.Sprintf(`document.querySelector(%q)?.scrollIntoView({block: "start"}); 1`, sel), nil)
+		}
+		tb.settle()
+		tb.screenshot(tb.ctx, fmt.Sprintf("%s-%dx%d.png", name, v[0], v[1]), chromedp.CaptureScreenshot())
+	}
+	tb.resize(tb.width, tb.height)
+}
+
+// resize sets the tab's viewport and waits until the page has laid out
+// at that size.
+func (tb *uiTab) resize(w, h int64) {
+	tb.t.Helper()
+	tb.do("resize", chromedp.EmulateViewport(w, h))
+	tb.waitFor(fmt.Sprintf("a %dx%d layout", w, h), fmt.Sprintf(`innerWidth === %d && innerHeight === %d`, w, h))
+	tb.settle()
+}
+
+// settle waits for two animation frames, so that what the page changed
+// has been painted.
+func (tb *uiTab) settle() {
+	tb.t.Helper()
+	tb.eval(`new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(1))))`, nil)
 }
 
 // do runs actions on the tab and fails the flow on the first error.
@@ -646,7 +700,35 @@ func TestUI(t *testing.T) {
 		if code != http.StatusForbidden {
 			t.Fatalf("PUT with a read-only key = %d %s, want 403", code, body)
 		}
+		// The UI does not offer the write the server would refuse (issue
+		// 14): Put and Delete are disabled and the page says why.
+		tb.goTo("entities", "Entities")
+		var put struct {
+			Put, Del bool
+			Note     string
+		}
+		tb.eval(`({Put: document.getElementById("ent-put").disabled, Del: document.getElementById("ent-delete").disabled,
+			Note: document.getElementById("ent-write-denied").textContent})`, &put)
+		if !put.Put || !put.Del || !strings.Contains(put.Note, "write permission") {
+			t.Errorf("read-only key on Entities: Put disabled %v, Delete disabled %v, note %q; want both disabled and the reason", put.Put, put.Del, put.Note)
+		}
+
+		// A refusal the UI cannot foresee still shows the server's
+		// sentence: a write key limited to other databases.
+		code, body, _ = httpCall(t, "POST", n.base+"/api/keys", testAdminKey,
+			map[string]any{"name": "ui-limited", "permissions": []string{"read", "write"}, "databases": []string{"other"}})
+		var limited struct{ Secret string }
+		if err := json.Unmarshal(body, &limited); code/100 != 2 || err != nil || limited.Secret == "" {
+			t.Fatalf("POST /api/keys (limited) = %d %s", code, body)
+		}
+		code, body, _ = httpCall(t, "PUT", n.base+"/entity/"+db, limited.Secret, map[string]any{"k": map[string]any{"a": 1}})
+		if code != http.StatusForbidden {
+			t.Fatalf("PUT outside the key's databases = %d %s, want 403", code, body)
+		}
 		want := restError(t, body)
+		tb.click("#logout")
+		tb.waitFor("login page after logout", `!document.getElementById("login-view").hidden`)
+		tb.login(limited.Secret)
 		tb.goTo("entities", "Entities")
 		tb.typeInto("ent-db-new", db)
 		tb.typeInto("ent-key", "k")
@@ -730,4 +812,485 @@ func checkLines(t *testing.T, what, text string, want ...string) {
 			return
 		}
 	}
+}
+
+// uiSeed is a server the issue 14 flows prepare through the REST API.
+type uiSeed struct {
+	t    *testing.T
+	base string
+}
+
+// call sends one admin request and fails unless it answers wantCode (any
+// 2xx when wantCode is 0).
+func (s uiSeed) call(method, path string, body any, wantCode int) []byte {
+	s.t.Helper()
+	code, out, _ := httpCall(s.t, method, s.base+path, testAdminKey, body)
+	if code != wantCode && (wantCode != 0 || code/100 != 2) {
+		s.t.Fatalf("%s %s = %d %s, want %d", method, path, code, out, wantCode)
+	}
+	return out
+}
+
+// entity returns the stored document of db/key, or nil when there is none.
+func (s uiSeed) entity(db, key string) []byte {
+	s.t.Helper()
+	code, out, _ := httpCall(s.t, "GET", s.base+"/entity/"+db+"?key="+key, testAdminKey, nil)
+	switch code {
+	case http.StatusOK:
+		return out
+	case http.StatusNotFound:
+		return nil
+	}
+	s.t.Fatalf("GET /entity/%s?key=%s = %d %s", db, key, code, out)
+	return nil
+}
+
+// openMenu opens the narrow-screen menu and waits until it has slid in
+// (a click during the slide would miss its links).
+func (tb *uiTab) openMenu() {
+	tb.t.Helper()
+	tb.click("#menu-button")
+	tb.waitFor("menu open", `(s => s.classList.contains("open") && s.getBoundingClientRect().left === 0)(document.getElementById("sidebar"))`)
+}
+
+// openDB opens the Databases page and the card of db.
+func (tb *uiTab) openDB(db string) {
+	tb.t.Helper()
+	tb.goTo("databases", "Databases")
+	tb.click(fmt.Sprintf(`#db-cards button[data-db=%q]`, db))
+	tb.waitFor("the detail of "+db, fmt.Sprintf(`document.getElementById("db-detail-title")?.textContent === %q`, db))
+}
+
+// listedKeys returns the keys the Databases page lists, in order.
+func (tb *uiTab) listedKeys() []string {
+	tb.t.Helper()
+	var keys []string
+	tb.eval(`[...document.querySelectorAll("#db-keys button[data-key]")].map(b => b.dataset.key)`, &keys)
+	return keys
+}
+
+// openEntity clicks key in the list and waits until the editor holds it.
+func (tb *uiTab) openEntity(key string) {
+	tb.t.Helper()
+	tb.click(fmt.Sprintf(`#db-keys button[data-key=%q]`, key))
+	tb.waitFor("entity "+key+" loaded", fmt.Sprintf(`(e => !e.disabled && e.value !== "" &&
+		document.getElementById("entity-title").textContent.endsWith(" / " + %q))(document.getElementById("entity-editor"))`, key))
+}
+
+// setEditor replaces the editor's text as typing would (an input event).
+func (tb *uiTab) setEditor(id, text string) {
+	tb.t.Helper()
+	tb.eval(fmt.Sprintf(`(e => { e.value = %q; e.dispatchEvent(new Event("input")); return 1 })(document.getElementById(%q))`, text, id), nil)
+}
+
+// TestUIDataPages runs the flows of issue 14 item 6 in one Chromium
+// against one server: each checks what the user sees and what the server
+// then holds, and saves screenshots at 1366x900 and 390x844.
+func TestUIDataPages(t *testing.T) {
+	browser := newBrowser(t)
+	n, _ := startDefault(t)
+	seed := uiSeed{t, n.base}
+	desk := func(t *testing.T) *uiTab { return openTab(t, browser, n.base, deskView[0], deskView[1]) }
+	phone := func(t *testing.T) *uiTab { return openTab(t, browser, n.base, phoneView[0], phoneView[1]) }
+	const chatSchema = `{"type": "object", "required": ["messages"], "properties": {"messages": {"type": "array",
+		"items": {"type": "object", "required": ["role"], "properties": {"role": {"enum": ["user", "assistant"]}, "text": {"type": "string"}}}}}}`
+	seed.call("PUT", "/schema/ui14.chat.v1", chatSchema, http.StatusOK)
+
+	t.Run("CardsCountAndSchema", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		seed.call("PUT", "/entity/ui14cards", map[string]any{"a": 1, "b": 2, "c": 3}, http.StatusOK)
+		seed.call("PUT", "/entity/ui14cards1", map[string]any{"only": map[string]any{"messages": []any{}}}, http.StatusOK)
+		seed.call("PUT", "/api/databases/ui14cards1", map[string]any{"schema": "ui14.chat.v1"}, http.StatusOK)
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.goTo("databases", "Databases")
+		card := func(db string) (count, schema string) {
+			t.Helper()
+			sel := fmt.Sprintf(`#db-cards button[data-db=%q]`, db)
+			tb.waitFor("the card of "+db, fmt.Sprintf(`document.querySelector('%s')?.dataset.entities`, sel))
+			var c struct{ Count, Schema string }
+			tb.eval(fmt.Sprintf(`(b => ({Count: b.querySelector('[data-testid="db-card-count"]').textContent,
+				Schema: b.querySelector('[data-testid="db-card-schema"]').textContent}))(document.querySelector('%s'))`, sel), &c)
+			return c.Count, c.Schema
+		}
+		if c, s := card("ui14cards"); c != "3 entities" || s != "No schema" {
+			t.Errorf("card ui14cards shows %q, %q; want \"3 entities\", \"No schema\"", c, s)
+		}
+		if c, s := card("ui14cards1"); c != "1 entity" || s != "Schema: ui14.chat.v1" {
+			t.Errorf("card ui14cards1 shows %q, %q; want \"1 entity\", \"Schema: ui14.chat.v1\"", c, s)
+		}
+		tb.shots("cards", "#db-cards")
+	})
+
+	t.Run("BindAndUnbind", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		const db = "ui14bind"
+		seed.call("PUT", "/entity/"+db, map[string]any{"k": map[string]any{"messages": []any{}}}, http.StatusOK)
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.openDB(db)
+		tb.waitFor("the schema choices", `[...document.getElementById("db-schema-select").options].some(o => o.value === "ui14.chat.v1")`)
+		tb.do("choose the schema", chromedp.SetValue(chromedp.ID("db-schema-select"), "ui14.chat.v1"))
+		tb.click("#db-bind")
+		tb.waitText("db-detail-message", "Bound "+db+" to schema ui14.chat.v1")
+		tb.waitText("db-info", "bound to schema ui14.chat.v1")
+		tb.waitFor("the card to show the schema", fmt.Sprintf(`document.querySelector('#db-cards button[data-db=%q]').dataset.schema === "ui14.chat.v1"`, db))
+		var info struct{ Schema *string }
+		if err := json.Unmarshal(seed.call("GET", "/api/databases/"+db, nil, http.StatusOK), &info); err != nil || info.Schema == nil || *info.Schema != "ui14.chat.v1" {
+			t.Errorf("after Bind, GET /api/databases/%s schema = %v (%v), want ui14.chat.v1", db, info.Schema, err)
+		}
+		tb.shots("bound", "#db-detail")
+
+		tb.click("#db-unbind")
+		tb.waitText("db-detail-message", "Unbound "+db+" from schema ui14.chat.v1")
+		tb.waitText("db-info", "no schema bound")
+		if err := json.Unmarshal(seed.call("GET", "/api/databases/"+db, nil, http.StatusOK), &info); err != nil || info.Schema != nil {
+			t.Errorf("after Unbind, GET /api/databases/%s schema = %v (%v), want null", db, info.Schema, err)
+		}
+		d := tb.dialogSeen()
+		if len(d) != 2 || !strings.Contains(d[0], `"`+db+`"`) || !strings.Contains(d[0], `"ui14.chat.v1"`) ||
+			!strings.Contains(d[1], "Remove the binding") || !strings.Contains(d[1], `"ui14.chat.v1"`) {
+			t.Errorf("confirmations = %q; want one naming the database and schema to bind, one naming the binding removed", d)
+		}
+	})
+
+	t.Run("KeySearchPagingPlace", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		const db = "ui14keys"
+		docs := map[string]any{"admin_0": map[string]any{"n": -1}}
+		for i := range 23 {
+			docs[fmt.Sprintf("user_%02d", i)] = map[string]any{"n": i, "name": fmt.Sprintf("User %d", i)}
+		}
+		seed.call("PUT", "/entity/"+db, docs, http.StatusOK)
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.openDB(db)
+		tb.waitText("db-keys-count", "Keys 1–24 of 24")
+		tb.do("10 per page", chromedp.SetValue(chromedp.ID("db-page-size"), "10"),
+			chromedp.Evaluate[chromedp.Void](`document.getElementById("db-page-size").dispatchEvent(new Event("change"))`))
+		tb.waitText("db-keys-count", "Keys 1–10 of 24")
+		if got := tb.listedKeys(); len(got) != 10 || got[0] != "admin_0" || got[9] != "user_08" {
+			t.Errorf("page 1 = %q, want admin_0 .. user_08", got)
+		}
+		tb.click("#db-keys-next")
+		tb.waitText("db-keys-count", "Keys 11–20 of 24")
+		if got := tb.listedKeys(); len(got) != 10 || got[0] != "user_09" || got[9] != "user_18" {
+			t.Errorf("page 2 = %q, want user_09 .. user_18", got)
+		}
+		tb.waitText("db-keys-page", "Page 2")
+
+		// Saving an entity on page 2 keeps page 2.
+		tb.openEntity("user_12")
+		tb.setEditor("entity-editor", `{"n": 12, "name": "Twelve"}`)
+		tb.click("#entity-save")
+		tb.waitText("entity-message", "Saved.")
+		if !jsonEqual(seed.entity(db, "user_12"), []byte(`{"n": 12, "name": "Twelve"}`)) {
+			t.Errorf("after Save, user_12 = %s", seed.entity(db, "user_12"))
+		}
+		tb.waitText("db-keys-page", "Page 2")
+		// Deleting one keeps the page too, and the count follows.
+		tb.openEntity("user_13")
+		tb.click("#entity-delete")
+		tb.waitText("entity-message", "Deleted user_13")
+		tb.waitText("db-keys-count", "Keys 11–20 of 23")
+		if got := tb.listedKeys(); len(got) != 10 || got[0] != "user_09" || slices.Contains(got, "user_13") {
+			t.Errorf("page 2 after deleting user_13 = %q, want user_09 .. user_19 without user_13", got)
+		}
+
+		// Another page and back: the same database, page and entity.
+		tb.openEntity("user_14")
+		tb.goTo("workers", "Workers")
+		tb.goTo("databases", "Databases")
+		tb.waitFor("the same place", `document.getElementById("db-detail-title")?.textContent === "ui14keys" &&
+			document.getElementById("db-keys-page")?.textContent === "Page 2" &&
+			document.querySelector('#db-keys button[data-key="user_14"][aria-current="true"]') &&
+			document.getElementById("entity-title").textContent === "ui14keys / user_14"`)
+		// A reload of the tab too (the place is in the URL).
+		tb.do("reload", chromedp.Reload())
+		tb.waitFor("the same place after a reload", `document.getElementById("db-keys-page")?.textContent === "Page 2" &&
+			document.getElementById("db-keys-count").textContent === "Keys 11–20 of 23"`)
+
+		// Prefix search starts at its first page.
+		tb.typeInto("db-prefix", "user_1")
+		tb.click("#db-prefix-go")
+		tb.waitText("db-keys-count", `Keys starting with "user_1": 1–`)
+		if got := tb.listedKeys(); len(got) != 9 || got[0] != "user_10" || got[8] != "user_19" {
+			t.Errorf("prefix user_1 lists %q, want user_10 .. user_19 without user_13", got)
+		}
+		tb.waitText("db-keys-count", `Keys starting with "user_1": 1–9 of 9`)
+		tb.shots("keys", "#db-detail")
+	})
+
+	t.Run("SaveConflict", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		const db, key = "ui14conflict", "doc"
+		seed.call("PUT", "/entity/"+db, map[string]any{key: map[string]any{"v": 1}}, http.StatusOK)
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.openDB(db)
+		tb.openEntity(key)
+		// Someone else saves after the UI read version 1.
+		seed.call("PUT", "/entity/"+db, map[string]any{key: map[string]any{"v": 2, "by": "other"}}, http.StatusOK)
+		tb.setEditor("entity-editor", `{"v": 1, "by": "me"}`)
+		tb.click("#entity-save")
+		// Only a Save with If-Match can fail here: without it the server
+		// takes the write.
+		tb.waitFor("the conflict panel", `!document.getElementById("entity-conflict").hidden`)
+		tb.waitText("entity-message", "Not saved")
+		if got := seed.entity(db, key); !jsonEqual(got, []byte(`{"v": 2, "by": "other"}`)) {
+			t.Errorf("after a conflicting Save the server holds %s, want the other writer's document", got)
+		}
+		var sides struct{ Stored, Edited string }
+		tb.eval(`({Stored: document.getElementById("entity-conflict-stored").textContent,
+			Edited: document.getElementById("entity-conflict-edited").textContent})`, &sides)
+		if !jsonEqual([]byte(sides.Stored), []byte(`{"v": 2, "by": "other"}`)) || !jsonEqual([]byte(sides.Edited), []byte(`{"v": 1, "by": "me"}`)) {
+			t.Errorf("conflict panel: stored %q, edited %q; want the server's and mine", sides.Stored, sides.Edited)
+		}
+		tb.shots("conflict", "#entity-conflict")
+
+		// Overwrite writes mine, conditional on the version it showed.
+		tb.click("#entity-conflict-overwrite")
+		tb.waitText("entity-message", "Saved.")
+		if got := seed.entity(db, key); !jsonEqual(got, []byte(`{"v": 1, "by": "me"}`)) {
+			t.Errorf("after Overwrite the server holds %s, want my edit", got)
+		}
+
+		// Reload takes theirs.
+		seed.call("PUT", "/entity/"+db, map[string]any{key: map[string]any{"v": 3}}, http.StatusOK)
+		tb.setEditor("entity-editor", `{"v": 4}`)
+		tb.click("#entity-save")
+		tb.waitFor("the conflict panel", `!document.getElementById("entity-conflict").hidden`)
+		tb.click("#entity-conflict-reload")
+		tb.waitFor("the stored version in the editor", `document.getElementById("entity-conflict").hidden &&
+			JSON.parse(document.getElementById("entity-editor").value).v === 3`)
+		// ...and a Save after the reload goes through (the new ETag).
+		tb.setEditor("entity-editor", `{"v": 5}`)
+		tb.click("#entity-save")
+		tb.waitText("entity-message", "Saved.")
+		if got := seed.entity(db, key); !jsonEqual(got, []byte(`{"v": 5}`)) {
+			t.Errorf("after Reload and Save the server holds %s, want {\"v\": 5}", got)
+		}
+	})
+
+	t.Run("ReadOnlySeesWhy", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		const db = "ui14readonly"
+		seed.call("PUT", "/entity/"+db, map[string]any{"k": map[string]any{"a": 1}}, http.StatusOK)
+		var key struct{ ID, Secret string }
+		if err := json.Unmarshal(seed.call("POST", "/api/keys", map[string]any{"name": "Ada's reader", "permissions": []string{"read"}}, 0), &key); err != nil {
+			t.Fatal(err)
+		}
+		tb := desk(t)
+		tb.login(key.Secret)
+		if who := tb.text("whoami"); !strings.Contains(who, "Ada's reader") || strings.Contains(who, key.ID) {
+			t.Errorf("top bar = %q, want the key's name, not its ID %s", who, key.ID)
+		}
+		tb.openDB(db)
+		tb.openEntity("k")
+		var st struct {
+			Save, Delete, Bind, DeleteDB bool
+			Why, AdminWhy, SaveTitle     string
+		}
+		tb.eval(`(id => ({Save: id("entity-save").disabled, Delete: id("entity-delete").disabled,
+			Bind: id("db-bind").disabled, DeleteDB: id("db-delete").disabled,
+			Why: id("entity-write-denied").offsetParent !== null ? id("entity-write-denied").textContent : "",
+			AdminWhy: id("db-admin-denied").offsetParent !== null ? id("db-admin-denied").textContent : "",
+			SaveTitle: id("entity-save").title}))(id => document.getElementById(id))`, &st)
+		if !st.Save || !st.Delete || !st.Bind || !st.DeleteDB {
+			t.Errorf("read-only key: Save, Delete, Bind, Delete database disabled = %v %v %v %v; want all disabled", st.Save, st.Delete, st.Bind, st.DeleteDB)
+		}
+		if !strings.Contains(st.Why, "Needs write permission") || !strings.Contains(st.Why, "Ada's reader has read") || st.SaveTitle != st.Why {
+			t.Errorf("shown reason = %q (Save's title %q), want it to name the missing write permission", st.Why, st.SaveTitle)
+		}
+		if !strings.Contains(st.AdminWhy, "Needs admin permission") {
+			t.Errorf("Delete database reason = %q, want the missing admin permission", st.AdminWhy)
+		}
+		// Reading still works: the document is in the editor.
+		var doc string
+		tb.eval(`document.getElementById("entity-editor").value`, &doc)
+		if !jsonEqual([]byte(doc), []byte(`{"a": 1}`)) {
+			t.Errorf("editor = %q, want the stored document", doc)
+		}
+		tb.shots("readonly", "#db-detail")
+		tb.goTo("schemas", "Schemas")
+		var sch struct{ Save, Delete bool }
+		tb.eval(`({Save: document.getElementById("schema-save").disabled, Delete: document.getElementById("schema-delete").disabled})`, &sch)
+		if !sch.Save || !sch.Delete {
+			t.Errorf("read-only key on Schemas: Save, Delete disabled = %v %v; want both", sch.Save, sch.Delete)
+		}
+		tb.waitText("schema-write-denied", "Needs write permission")
+	})
+
+	t.Run("FailedGetClearsEditor", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		const db = "ui14clear"
+		seed.call("PUT", "/entity/"+db, map[string]any{"good": map[string]any{"secret": "s1"}}, http.StatusOK)
+		badKey := "bad..key" // a name the server refuses with 400
+		code, body, _ := httpCall(t, "GET", n.base+"/entity/"+db+"?key="+badKey, testAdminKey, nil)
+		if code != http.StatusBadRequest {
+			t.Fatalf("GET %s = %d %s, want 400", badKey, code, body)
+		}
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.openDB(db)
+		tb.openEntity("good")
+		tb.typeInto("db-key-input", badKey)
+		tb.click("#db-key-open")
+		tb.waitText("entity-message", restError(t, body))
+		var ed struct {
+			Value          string
+			Disabled, Save bool
+			Title          string
+		}
+		tb.eval(`({Value: document.getElementById("entity-editor").value, Disabled: document.getElementById("entity-editor").disabled,
+			Save: document.getElementById("entity-save").disabled, Title: document.getElementById("entity-title").textContent})`, &ed)
+		if ed.Value != "" || !ed.Disabled || !ed.Save || !strings.Contains(ed.Title, "not loaded") {
+			t.Errorf("after a failed Get: editor %q (disabled %v), Save disabled %v, title %q; want empty, disabled, disabled, not loaded",
+				ed.Value, ed.Disabled, ed.Save, ed.Title)
+		}
+		tb.shots("failed-get", "#entity-pane")
+
+		// The Entities page likewise.
+		tb.goTo("entities", "Entities")
+		tb.typeInto("ent-db-new", db)
+		tb.typeInto("ent-key", "good")
+		tb.click("#ent-get")
+		tb.waitText("ent-message", "Loaded")
+		tb.typeInto("ent-key", badKey)
+		tb.click("#ent-get")
+		tb.waitText("ent-message", restError(t, body))
+		var v string
+		tb.eval(`document.getElementById("ent-doc").value`, &v)
+		if v != "" {
+			t.Errorf("Entities page after a failed Get: document %q, want empty", v)
+		}
+	})
+
+	t.Run("EditorLinesAndHighlight", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		const db = "ui14editor"
+		seed.call("PUT", "/entity/"+db, map[string]any{"chat": map[string]any{"messages": []any{
+			map[string]any{"role": "user", "text": "hi"}, map[string]any{"role": "assistant", "text": "hello", "n": 2, "ok": true}}}}, http.StatusOK)
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.openDB(db)
+		tb.openEntity("chat")
+		var ed struct {
+			Lines, Gutter int
+			Kinds         map[string]int
+			Same          bool
+		}
+		check := func() {
+			t.Helper()
+			tb.settle()
+			tb.eval(`(() => {
+				const ta = document.getElementById("entity-editor");
+				const hl = document.querySelector('[data-testid="entity-editor-highlight"]');
+				const kinds = {};
+				for (const s of hl.querySelectorAll("span")) kinds[s.className] = (kinds[s.className] || 0) + 1;
+				return {Lines: ta.value.split("\n").length,
+					Gutter: document.querySelectorAll('[data-testid="entity-editor-gutter"] span[data-line]').length,
+					Kinds: kinds, Same: hl.textContent === ta.value + "\n"};
+			})()`, &ed)
+		}
+		check()
+		if ed.Gutter != ed.Lines || ed.Lines < 10 {
+			t.Errorf("gutter has %d line numbers for %d lines", ed.Gutter, ed.Lines)
+		}
+		if !ed.Same {
+			t.Error("the highlighted copy differs from the editor's text")
+		}
+		for kind, want := range map[string]int{"tok-key": 7, "tok-str": 4, "tok-num": 1, "tok-lit": 1} {
+			if ed.Kinds[kind] != want {
+				t.Errorf("highlight has %d %s spans, want %d (all: %v)", ed.Kinds[kind], kind, want, ed.Kinds)
+			}
+		}
+		// Typing re-highlights and renumbers.
+		tb.setEditor("entity-editor", "{\n  \"a\": [1,\n    2],\n  \"b\": nul\n}")
+		check()
+		if ed.Gutter != 5 || ed.Lines != 5 || !ed.Same || ed.Kinds["tok-bad"] != 1 || ed.Kinds["tok-num"] != 2 {
+			t.Errorf("after typing: %d gutter lines for %d, same text %v, spans %v; want 5, 5, true, one tok-bad, two tok-num", ed.Gutter, ed.Lines, ed.Same, ed.Kinds)
+		}
+		tb.shots("editor", "#entity-pane")
+	})
+
+	t.Run("HumanTimes", func(t *testing.T) {
+		tb := desk(t)
+		tb.login(testAdminKey)
+		seed := uiSeed{t, n.base}
+		seed.call("POST", "/api/keys", map[string]any{"name": "ui14-times", "permissions": []string{"read"}, "expires_in": "30d"}, 0)
+		tb.goTo("keys", "API Keys")
+		tb.waitFor("the key", `document.querySelector('#keys-table tr[data-key-name="ui14-times"]')`)
+		var cells struct{ Created, Expires, CreatedAt string }
+		tb.eval(`(r => ({Created: r.querySelector('[data-testid="key-created"]').textContent,
+			Expires: r.querySelector('[data-testid="key-expires-at"]').textContent,
+			CreatedAt: r.querySelector('[data-testid="key-created"] time').dateTime}))(document.querySelector('#keys-table tr[data-key-name="ui14-times"]'))`, &cells)
+		raw := regexp.MustCompile(`\d{4}-\d\d-\d\dT|\.\d{4,}|Z\b`)
+		if raw.MatchString(cells.Created) || !regexp.MustCompile(`just now|seconds? ago|minutes? ago`).MatchString(cells.Created) {
+			t.Errorf("key created = %q, want a local date and how long ago, not RFC 3339", cells.Created)
+		}
+		if raw.MatchString(cells.Expires) || !strings.Contains(cells.Expires, "in 4 weeks") && !strings.Contains(cells.Expires, "in 30 days") && !strings.Contains(cells.Expires, "next month") {
+			t.Errorf("key expires = %q, want a local date and \"in 4 weeks\"", cells.Expires)
+		}
+		if at, err := time.Parse(time.RFC3339, cells.CreatedAt); err != nil || time.Since(at) > time.Minute {
+			t.Errorf("<time datetime=%q> (%v), want the creation instant", cells.CreatedAt, err)
+		}
+		tb.goTo("workers", "Workers")
+		tb.waitFor("a worker row", `document.querySelector('#workers-table [data-testid="worker-last-seen"]')`)
+		seen := tb.text("workers-table")
+		if raw.MatchString(seen) {
+			t.Errorf("workers table shows a raw time: %q", seen)
+		}
+	})
+
+	t.Run("PhoneKeyTapAndCards", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		const db = "ui14phone"
+		docs := map[string]any{}
+		for i := range 12 {
+			docs[fmt.Sprintf("session_%02d", i)] = map[string]any{"n": i}
+		}
+		seed.call("PUT", "/entity/"+db, docs, http.StatusOK)
+		seed.call("POST", "/api/keys", map[string]any{"name": "ui14-phone", "permissions": []string{"read"}}, 0)
+		tb := phone(t)
+		tb.login(testAdminKey)
+		tb.openMenu()
+		tb.openDB(db)
+		tb.click(`#db-keys button[data-key="session_05"]`)
+		tb.waitFor("entity loaded", `!document.getElementById("entity-editor").disabled`)
+		tb.settle()
+		// In view: the editor starts on screen and either its Save button
+		// is on screen too or the editor starts at the top.
+		var pane struct{ Top, Save, Height float64 }
+		tb.eval(`({Top: document.getElementById("entity-pane").getBoundingClientRect().top,
+			Save: document.getElementById("entity-save").getBoundingClientRect().bottom, Height: innerHeight})`, &pane)
+		if pane.Top < -1 || pane.Save > pane.Height && pane.Top > 4 {
+			t.Errorf("after tapping a key the editor spans %.0f..%.0fpx (Save) of a %.0fpx screen, want it scrolled into view", pane.Top, pane.Save, pane.Height)
+		}
+		tb.screenshot(tb.ctx, "tap-key-390x844.png", chromedp.CaptureScreenshot())
+
+		for _, tc := range []struct{ nav, title, table, button string }{
+			{"keys", "API Keys", "keys-table", `[data-testid="key-delete"]`},
+			{"workers", "Workers", "workers-table", ""},
+		} {
+			tb.openMenu()
+			tb.goTo(tc.nav, tc.title)
+			tb.waitFor("rows", fmt.Sprintf(`document.querySelector("#%s tbody tr td[data-label]")`, tc.table))
+			var cards struct {
+				Display, Label string
+				Right, Width   float64
+			}
+			tb.eval(fmt.Sprintf(`(() => {
+				const tr = document.querySelector("#%s tbody tr");
+				const b = %q ? tr.querySelector(%q) : tr.lastElementChild;
+				return {Display: getComputedStyle(tr).display, Label: getComputedStyle(tr.querySelector("td"), "::before").content,
+					Right: b.getBoundingClientRect().right, Width: document.documentElement.clientWidth};
+			})()`, tc.table, tc.button, tc.button), &cards)
+			if cards.Display != "block" || !strings.Contains(cards.Label, `"`) || cards.Right > cards.Width {
+				t.Errorf("%s on a phone: row display %q, cell label %s, last control ends at %.0f of %.0fpx; want cards, labelled, on screen",
+					tc.table, cards.Display, cards.Label, cards.Right, cards.Width)
+			}
+			tb.shots(tc.nav, "#"+tc.table)
+		}
+	})
 }

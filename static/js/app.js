@@ -22,26 +22,43 @@
 //                #dash-cache-hits #dash-cache-misses #dash-cache-evictions
 //                #dash-cache-entries #dash-updated #dash-message
 //   #/databases  databases.js  #db-cards > button[data-testid=db-card][data-db]
-//                #db-detail #db-keys > li > button[data-testid=db-key-item][data-key]
-//                #db-keys-more #db-key-input #db-key-open #db-message
-//                #entity-title #entity-editor (textarea) #entity-save
-//                #entity-delete #entity-message
+//                (data-entities, data-schema) #db-message #db-detail #db-info
+//                #db-schema-select #db-bind #db-unbind #db-delete
+//                #db-detail-message #db-prefix #db-prefix-go #db-page-size
+//                #db-keys-count #db-keys > li > button[data-testid=db-key-item][data-key]
+//                (span[data-testid=db-key-preview]) #db-keys-prev #db-keys-page
+//                #db-keys-next #db-key-input #db-key-open; the place in the
+//                list is in the hash: #/databases?db=&prefix=&limit=&pages=&key=
+//                entity editor (entityeditor.js): #entity-title #entity-meta
+//                #entity-editor (textarea; jsonedit.js adds
+//                #entity-editor-errors li[data-path][data-line] and a gutter
+//                span[data-line].line-invalid) #entity-check #entity-save
+//                #entity-delete #entity-write-denied #entity-message
+//                #entity-conflict (#entity-conflict-stored, -edited, -reload,
+//                -overwrite)
 //   #/entities   entities.js   #ent-db (select) #ent-db-new #ent-key
 //                #ent-schema #ent-doc #ent-get #ent-put #ent-delete #ent-message
+//                #ent-write-denied #ent-conflict (as #entity-conflict)
 //   #/workers    workers.js    #workers-table (tr[data-worker]) #workers-refresh
 //                #workers-message
 //   #/schemas    schemas.js    #schema-list > li > button[data-testid=schema-item]
 //                #schema-id #schema-text #schema-new #schema-load #schema-save
 //                #schema-message #schema-export-pydantic #schema-export-ts
 //                #schema-export (pre) #schema-copy #schema-copy-status
+//                #schema-delete #schema-write-denied
 //   #/keys       keys.js       #key-name #key-perm-read #key-perm-write
 //                #key-perm-admin #key-expires #key-databases #key-create
 //                #key-secret-box #key-secret #key-secret-copy #keys-message
 //                #keys-table (tr[data-key-id]) button[data-testid=key-delete]
+//                (Keys and Workers tables are cards below 800px: class
+//                cards-on-phone, every td has data-label)
 //   #/explorer   explorer.js   #ex-method #ex-path #ex-body #ex-send
 //                #ex-status #ex-headers #ex-response #ex-message
 //                button[data-testid=ex-quick][data-path]
 // Every element named above carries the same string as id and data-testid.
+// A page is one module; shared parts are modules of their own (dom.js,
+// format.js for times, perms.js for disabled write controls, jsonedit.js,
+// conflict.js), so a new panel is a new file plus a line in routes.
 
 import { clearToken, getToken, onUnauthorized, request, setToken, errorMessage } from "./api.js";
 import { clear, setText } from "./dom.js";
@@ -182,7 +199,10 @@ function updateShell() {
   $("nav-keys-item").hidden = !isAdmin();
   const me = state.me || {};
   const perms = Array.isArray(me.permissions) ? me.permissions.join(", ") : "";
-  setText($("whoami"), me.client_id ? `${me.client_id}${isAdmin() ? " (admin)" : perms ? ` (${perms})` : ""}` : "");
+  // People know a key by the name it was created with, not its ID.
+  const who = me.name || me.client_id;
+  setText($("whoami"), who ? `${who}${isAdmin() ? " (admin)" : perms ? ` (${perms})` : ""}` : "");
+  if (me.client_id) $("whoami").title = `Key ID ${me.client_id}`;
 }
 
 function teardownPage() {

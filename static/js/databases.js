@@ -1,187 +1,407 @@
-// databases.js: one card per database (GET /api/databases); a card lists
-// its entity keys (GET /api/databases/{db}/keys?limit=100, "More" follows
-// "next") or, when the server has no listing (404/405), offers a key box.
-// A key opens the entity (GET /entity/{db}?key=K) in a JSON editor that
-// validates before PUT /entity/{db} {K: doc}; Delete asks first
-// (DELETE /entity/{db}?key=K).
+// databases.js: one card per database (GET /api/databases, with entity
+// count and bound schema from GET /api/databases/{db} when the list holds
+// names only). A card opens the database: its schema binding (bind and
+// unbind with PUT /api/databases/{db} {"schema": ID | null}), Delete
+// database (DELETE /api/databases/{db}, admin), and its keys
+// (GET /api/databases/{db}/keys?prefix=&limit=&cursor=&include_docs=true)
+// with a prefix search, a count, Previous/Next paging and a one-line
+// preview of each document. A key opens the entity in the editor
+// (entityeditor.js).
+//
+// The place in the list (database, prefix, page size, the cursors of the
+// pages before this one, the open key) lives in the URL hash, updated
+// without a navigation, and in memory for the session: a Save, a Delete,
+// a reload of the tab or a visit to another page comes back to the same
+// page of keys.
 
-import { call, entityPath, request, errorMessage } from "./api.js";
-import { clear, field, formatJSON, h, messageArea, pageHeading, parseJSON, show, showError } from "./dom.js";
+import { call, request, errorMessage } from "./api.js";
+import { clear, field, h, messageArea, pageHeading, show, showError } from "./dom.js";
+import { plural } from "./format.js";
+import { denyReason, gate, reasonNote, setEnabled } from "./perms.js";
+import { entityEditor } from "./entityeditor.js";
 
-const PAGE = 100;
+const PAGE_SIZES = [10, 25, 50, 100];
+const DEFAULT_PAGE = 25;
+const PREVIEW_CHARS = 96;
+const NARROW = "(max-width: 1000px)"; // the width below which .split is one column
+
+// remembered is the place of the last visit in this session.
+let remembered = null;
 
 /** render builds the Databases page in root. */
-export function render(root) {
-  const msg = messageArea("db-message");
-  const cards = h("ul", { id: "db-cards", testid: "db-cards", class: "cards", "aria-label": "Databases" });
-  const detail = h("section", { id: "db-detail", testid: "db-detail", class: "panel", "aria-labelledby": "db-detail-title", hidden: true });
-  root.append(pageHeading("Databases"), msg, cards, detail);
-  loadCards(cards, detail, msg);
+export function render(root, ctx = {}) {
+  const page = {
+    me: ctx.me,
+    msg: messageArea("db-message"),
+    cards: h("ul", { id: "db-cards", testid: "db-cards", class: "cards", "aria-label": "Databases" }),
+    detail: h("section", { id: "db-detail", testid: "db-detail", class: "panel", "aria-labelledby": "db-detail-title", hidden: true }),
+    infos: new Map(), // db -> {name, schema, entities}
+    view: null, // the open database's view
+  };
+  root.append(pageHeading("Databases"), page.msg, page.cards, page.detail);
+  const place = readPlace() || remembered;
+  loadCards(page).then(() => {
+    if (place && place.db && page.infos.has(place.db)) openDatabase(page, place.db, place);
+  });
 }
 
-async function loadCards(cards, detail, msg) {
+// ---- place in the URL --------------------------------------------------------------
+
+function readPlace() {
+  const q = location.hash.indexOf("?");
+  if (q < 0) return null;
+  const p = new URLSearchParams(location.hash.slice(q + 1));
+  if (!p.get("db")) return null;
+  const limit = Number(p.get("limit"));
+  return {
+    db: p.get("db"),
+    prefix: p.get("prefix") || "",
+    limit: PAGE_SIZES.includes(limit) ? limit : DEFAULT_PAGE,
+    cursors: (p.get("pages") || "").split(".").filter(Boolean),
+    key: p.has("key") ? p.get("key") : null,
+  };
+}
+
+function writePlace(place) {
+  remembered = place ? { ...place, cursors: [...place.cursors] } : null;
+  let hash = "#/databases";
+  if (place) {
+    const p = new URLSearchParams({ db: place.db });
+    if (place.prefix) p.set("prefix", place.prefix);
+    if (place.limit !== DEFAULT_PAGE) p.set("limit", String(place.limit));
+    if (place.cursors.length) p.set("pages", place.cursors.join("."));
+    if (place.key !== null) p.set("key", place.key);
+    hash += "?" + p.toString();
+  }
+  if (location.hash !== hash) history.replaceState(null, "", hash);
+}
+
+// ---- cards -------------------------------------------------------------------------
+
+async function loadCards(page) {
+  let list;
   try {
-    const names = await call("GET", "/api/databases");
-    clear(cards);
-    if (!Array.isArray(names) || names.length === 0) {
-      show(msg, "No databases yet. Put an entity on the Entities page to create one.", "info");
-      return;
-    }
-    for (const name of names) {
-      const card = h("button", {
-        type: "button", class: "card", testid: "db-card", "data-db": name, "aria-pressed": "false",
-        on: { click: () => openDatabase(name, cards, detail) },
-      }, h("strong", { text: name }));
-      cards.append(h("li", {}, card));
-    }
+    list = await call("GET", "/api/databases");
   } catch (e) {
-    showError(msg, e);
+    return showError(page.msg, e);
+  }
+  clear(page.cards);
+  if (!Array.isArray(list) || list.length === 0) {
+    show(page.msg, "No databases yet. Put an entity on the Entities page to create one.", "info");
+    return;
+  }
+  const names = list.map((d) => (typeof d === "string" ? d : d.name));
+  for (const d of list) if (typeof d === "object" && d) page.infos.set(d.name, d);
+  for (const name of names) {
+    if (!page.infos.has(name)) page.infos.set(name, { name, schema: undefined, entities: undefined });
+    page.cards.append(h("li", {}, card(page, name)));
+  }
+  // Older list answers carry names only: ask for each database's details.
+  await Promise.all(names.filter((n) => page.infos.get(n).entities === undefined).map((n) => refreshInfo(page, n)));
+}
+
+function card(page, name) {
+  const b = h("button", {
+    type: "button", class: "card", testid: "db-card", "data-db": name, "aria-pressed": "false",
+    on: { click: () => openDatabase(page, name, null) },
+  }, h("strong", { class: "card-title", text: name }),
+  h("span", { class: "card-meta", testid: "db-card-count" }),
+  h("span", { class: "card-meta", testid: "db-card-schema" }));
+  fillCard(b, page.infos.get(name));
+  return b;
+}
+
+function fillCard(b, info) {
+  const [count, schema] = b.querySelectorAll(".card-meta");
+  count.textContent = typeof info.entities === "number" ? plural(info.entities, "entity", "entities") : "…";
+  schema.textContent = info.schema === undefined ? "" : info.schema ? `Schema: ${info.schema}` : "No schema";
+  b.dataset.entities = typeof info.entities === "number" ? String(info.entities) : "";
+  b.dataset.schema = info.schema || "";
+}
+
+// refreshInfo reads db's count and binding again and updates its card and,
+// when open, its detail.
+async function refreshInfo(page, db) {
+  try {
+    const r = await request("GET", `/api/databases/${encodeURIComponent(db)}`);
+    const info = r.ok && r.data ? r.data : { name: db, schema: null, entities: r.status === 404 ? 0 : undefined };
+    page.infos.set(db, info);
+    const b = page.cards.querySelector(`.card[data-db="${CSS.escape(db)}"]`);
+    if (b) fillCard(b, info);
+    if (page.view && page.view.db === db) page.view.showInfo(info);
+  } catch (e) {
+    showError(page.msg, e);
   }
 }
 
-function openDatabase(db, cards, detail) {
-  for (const c of cards.querySelectorAll(".card")) c.setAttribute("aria-pressed", String(c.dataset.db === db));
-  clear(detail);
-  detail.hidden = false;
+// ---- one database ------------------------------------------------------------------
+
+function openDatabase(page, db, place) {
+  for (const c of page.cards.querySelectorAll(".card")) c.setAttribute("aria-pressed", String(c.dataset.db === db));
+  show(page.msg, "");
+  clear(page.detail);
+  page.detail.hidden = false;
+  const st = place && place.db === db ? { ...place, cursors: [...place.cursors] } : { db, prefix: "", limit: DEFAULT_PAGE, cursors: [], key: null };
+  const view = { db, st };
+  page.view = view;
+
+  // Header: counts, binding, delete.
+  const info = h("p", { id: "db-info", testid: "db-info", class: "hint" });
+  const schemaSelect = h("select", { id: "db-schema-select", testid: "db-schema-select" });
+  const bind = h("button", { type: "button", id: "db-bind", testid: "db-bind", text: "Bind" });
+  const unbind = h("button", { type: "button", id: "db-unbind", testid: "db-unbind", class: "secondary", text: "Unbind" });
+  const delDb = h("button", { type: "button", id: "db-delete", testid: "db-delete", class: "danger", text: "Delete database" });
+  const headMsg = messageArea("db-detail-message");
+  const writeWhy = denyReason(page.me, "write");
+  const adminWhy = denyReason(page.me, "admin");
+  gate(writeWhy, bind, unbind, schemaSelect);
+  gate(adminWhy, delDb);
+
+  // Keys: search, count, list, paging, open by key.
+  const prefix = h("input", { id: "db-prefix", testid: "db-prefix", type: "search", autocomplete: "off", spellcheck: "false", placeholder: "Key prefix", value: st.prefix });
+  const search = h("button", { type: "submit", id: "db-prefix-go", testid: "db-prefix-go", class: "secondary", text: "Search" });
+  const size = h("select", { id: "db-page-size", testid: "db-page-size" },
+    PAGE_SIZES.map((n) => h("option", { value: String(n), text: `${n} per page`, selected: n === st.limit })));
+  const count = h("p", { id: "db-keys-count", testid: "db-keys-count", class: "hint", "aria-live": "polite" });
   const keyList = h("ul", { id: "db-keys", testid: "db-keys", class: "key-list", "aria-label": `Entity keys in ${db}` });
-  const more = h("button", { type: "button", id: "db-keys-more", testid: "db-keys-more", class: "secondary", text: "More", hidden: true });
+  const prev = h("button", { type: "button", id: "db-keys-prev", testid: "db-keys-prev", class: "secondary", text: "‹ Previous", disabled: true });
+  const next = h("button", { type: "button", id: "db-keys-next", testid: "db-keys-next", class: "secondary", text: "Next ›", disabled: true });
+  const pageNo = h("span", { id: "db-keys-page", testid: "db-keys-page", class: "hint" });
   const listMsg = messageArea("db-list-message");
   const keyInput = h("input", { id: "db-key-input", testid: "db-key-input", type: "text", autocomplete: "off", spellcheck: "false" });
   const openBtn = h("button", { type: "submit", id: "db-key-open", testid: "db-key-open", text: "Open" });
-  const openForm = h("form", { class: "row", novalidate: true }, field("Entity key", keyInput), openBtn);
-  const editor = buildEditor(db, keyList);
-  openForm.addEventListener("submit", (ev) => {
-    ev.preventDefault();
-    const key = keyInput.value;
-    if (key === "") return show(listMsg, "Enter an entity key.");
-    show(listMsg, "");
-    editor.open(key);
+  const openForm = h("form", { class: "row open-key", novalidate: true }, field("Open or create by key", keyInput), openBtn);
+  const searchForm = h("form", { class: "row search", role: "search", novalidate: true },
+    h("label", { for: "db-prefix", class: "visually-hidden", text: "Key prefix" }), prefix, search,
+    h("label", { for: "db-page-size", class: "visually-hidden", text: "Page size" }), size);
+
+  const editor = entityEditor(db, {
+    me: page.me,
+    binding: () => (page.infos.get(db) || {}).schema || "",
+    onOpen: (key) => {
+      view.st.key = key;
+      writePlace(view.st);
+      markCurrent();
+    },
+    onChange: (what) => {
+      refreshInfo(page, db);
+      // A created or deleted key changes the list; reload the same page.
+      if (what === "created" || what === "deleted") loadKeys();
+    },
   });
-  detail.append(
-    h("h3", { id: "db-detail-title", text: db }),
+
+  page.detail.append(
+    h("div", { class: "db-head" },
+      h("div", {}, h("h3", { id: "db-detail-title", text: db }), info),
+      h("div", { class: "row" }, field("Schema", schemaSelect), bind, unbind, delDb)),
+    reasonNote("db-write-denied", writeWhy, bind, unbind, schemaSelect),
+    reasonNote("db-admin-denied", adminWhy ? `Delete database: ${adminWhy}` : "", delDb),
+    headMsg,
     h("div", { class: "split" },
-      h("div", {}, h("h4", { text: "Entities" }), listMsg, keyList, more, openForm),
+      h("div", { class: "keys-pane" },
+        h("h4", { text: "Entities" }), searchForm, count, listMsg, keyList,
+        h("div", { class: "row pager" }, prev, pageNo, next), openForm),
       editor.el),
   );
-  loadKeys(db, keyList, more, listMsg, editor, "");
-  more.addEventListener("click", () => loadKeys(db, keyList, more, listMsg, editor, more.dataset.cursor || ""));
-}
-
-async function loadKeys(db, keyList, more, listMsg, editor, cursor) {
-  let path = `/api/databases/${encodeURIComponent(db)}/keys?limit=${PAGE}`;
-  if (cursor) path += "&cursor=" + encodeURIComponent(cursor);
-  more.disabled = true;
-  try {
-    const r = await request("GET", path);
-    if (r.status === 404 || r.status === 405 || (r.ok && !(r.data && Array.isArray(r.data.keys)))) {
-      keyList.hidden = true;
-      more.hidden = true;
-      show(listMsg, "This server has no key listing; open an entity by its key.", "info");
-      return;
-    }
-    if (!r.ok) return show(listMsg, errorMessage(r));
-    for (const key of r.data.keys) keyList.append(keyItem(key, editor));
-    if (!cursor && r.data.keys.length === 0) show(listMsg, "No entities.", "info");
-    more.hidden = !r.data.next;
-    more.dataset.cursor = r.data.next || "";
-  } catch (e) {
-    showError(listMsg, e);
-  } finally {
-    more.disabled = false;
-  }
-}
-
-function keyItem(key, editor) {
-  const b = h("button", { type: "button", testid: "db-key-item", "data-key": key, text: key, on: { click: () => editor.open(key) } });
-  return h("li", { "data-key": key }, b);
-}
-
-// buildEditor returns {el, open(key)}: the JSON editor for one entity of db.
-function buildEditor(db, keyList) {
-  const title = h("h4", { id: "entity-title", testid: "entity-title", text: "No entity open" });
-  const ta = h("textarea", { id: "entity-editor", testid: "entity-editor", spellcheck: "false", disabled: true, rows: "16" });
-  const save = h("button", { type: "button", id: "entity-save", testid: "entity-save", text: "Save", disabled: true });
-  const del = h("button", { type: "button", id: "entity-delete", testid: "entity-delete", class: "danger", text: "Delete", disabled: true });
-  const msg = messageArea("entity-message");
-  let current = null;
 
   const markCurrent = () => {
-    for (const b of keyList.querySelectorAll("button")) {
-      if (b.dataset.key === current) b.setAttribute("aria-current", "true");
+    for (const b of keyList.querySelectorAll("button[data-key]")) {
+      if (b.dataset.key === view.st.key) b.setAttribute("aria-current", "true");
       else b.removeAttribute("aria-current");
     }
   };
 
-  async function open(key) {
-    current = key;
-    title.textContent = `${db} / ${key}`;
-    markCurrent();
-    show(msg, "Loading…", "info");
+  view.showInfo = (inf) => {
+    const bound = inf.schema || "";
+    info.textContent = (typeof inf.entities === "number" ? plural(inf.entities, "entity", "entities") : "…") +
+      " · " + (bound ? `bound to schema ${bound}` : "no schema bound");
+    info.dataset.schema = bound;
+    unbind.hidden = !bound;
+    if (schemaSelect.options.length) schemaSelect.value = bound;
+    bind.textContent = bound ? "Change" : "Bind";
+    view.total = inf.entities;
+    showCount();
+  };
+
+  // The list: one page at st.cursors' last cursor.
+  let shown = 0;
+  let hasNext = false;
+  const showCount = () => {
+    if (keyList.hidden) return;
+    const first = view.st.cursors.length * view.st.limit;
+    const range = shown ? `${first + 1}–${first + shown}` : "none";
+    let text;
+    if (view.st.prefix) {
+      const of = hasNext ? `more than ${first + shown}` : String(first + shown);
+      text = `Keys starting with "${view.st.prefix}": ${range} of ${of}`;
+    } else {
+      text = `Keys ${range} of ${typeof view.total === "number" ? view.total : "…"}`;
+    }
+    count.textContent = text;
+    pageNo.textContent = `Page ${view.st.cursors.length + 1}`;
+  };
+
+  async function loadKeys() {
+    const st = view.st;
+    const cursor = st.cursors[st.cursors.length - 1] || "";
+    let path = `/api/databases/${encodeURIComponent(db)}/keys?limit=${st.limit}&include_docs=true`;
+    if (st.prefix) path += "&prefix=" + encodeURIComponent(st.prefix);
+    if (cursor) path += "&cursor=" + encodeURIComponent(cursor);
+    prev.disabled = next.disabled = true;
+    writePlace(st);
     try {
-      const r = await request("GET", entityPath(db, key));
-      ta.disabled = save.disabled = false;
-      if (r.status === 404) {
-        ta.value = "{}";
-        del.disabled = true;
-        show(msg, "No such entity yet — edit the document and Save to create it.", "info");
+      const r = await request("GET", path);
+      if (page.view !== view) return; // another database was opened meanwhile
+      const items = r.ok && r.data ? listItems(r.data) : null;
+      if (r.status === 405 || (r.status === 404 && /^no route/.test((r.data && r.data.error) || "")) || (r.ok && !items)) {
+        keyList.hidden = count.hidden = true;
+        prev.hidden = next.hidden = pageNo.hidden = searchForm.hidden = true;
+        show(listMsg, "This server has no key listing; open an entity by its key.", "info");
         return;
       }
-      if (!r.ok) {
-        ta.value = "";
-        ta.disabled = save.disabled = del.disabled = true;
-        return show(msg, errorMessage(r));
+      if (!r.ok) return show(listMsg, errorMessage(r));
+      if (items.length === 0 && st.cursors.length > 0) {
+        // The last keys of this page were deleted: step back a page.
+        st.cursors.pop();
+        return loadKeys();
       }
-      ta.value = r.data === undefined ? r.text : formatJSON(r.data);
-      del.disabled = false;
-      show(msg, "");
+      keyList.replaceChildren(...items.map((it) => keyItem(it)));
+      shown = items.length;
+      hasNext = !!r.data.next;
+      next.dataset.cursor = r.data.next || "";
+      prev.disabled = st.cursors.length === 0;
+      next.disabled = !hasNext;
+      show(listMsg, items.length === 0 ? (st.prefix ? `No keys start with "${st.prefix}".` : "No entities.") : "", "info");
+      showCount();
+      markCurrent();
     } catch (e) {
-      showError(msg, e);
+      showError(listMsg, e);
     }
   }
 
-  save.addEventListener("click", async () => {
-    if (current === null) return;
-    let doc;
-    try {
-      doc = parseJSON(ta.value);
-    } catch (e) {
-      return show(msg, e.message);
+  function keyItem(it) {
+    const b = h("button", {
+      type: "button", testid: "db-key-item", "data-key": it.key,
+      on: { click: () => openKey(it.key, true) },
+    }, h("span", { class: "key-name", text: it.key }));
+    if (it.doc !== undefined) {
+      b.append(h("span", { class: "key-preview", testid: "db-key-preview", text: preview(it.doc) }));
     }
+    return h("li", { "data-key": it.key }, b);
+  }
+
+  // openKey opens key in the editor; a tap on a phone (one column) then
+  // scrolls the editor into view.
+  function openKey(key, fromList) {
+    editor.open(key);
+    if (fromList && matchMedia(NARROW).matches) editor.el.scrollIntoView({ block: "start" });
+  }
+
+  searchForm.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    view.st.prefix = prefix.value;
+    view.st.cursors = [];
+    loadKeys();
+  });
+  size.addEventListener("change", () => {
+    view.st.limit = Number(size.value);
+    view.st.cursors = [];
+    loadKeys();
+  });
+  prev.addEventListener("click", () => {
+    view.st.cursors.pop();
+    loadKeys();
+  });
+  next.addEventListener("click", () => {
+    if (!next.dataset.cursor) return;
+    view.st.cursors.push(next.dataset.cursor);
+    loadKeys();
+  });
+  openForm.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    if (keyInput.value === "") return show(listMsg, "Enter an entity key.");
+    show(listMsg, "");
+    openKey(keyInput.value, false);
+  });
+
+  // Binding.
+  const setBinding = async (id) => {
+    const cur = (page.infos.get(db) || {}).schema || "";
+    const q = id
+      ? `Bind database "${db}" to schema "${id}"?` + (cur ? ` This removes its binding to schema "${cur}".` : "") +
+        " Every later write to it is validated against the schema; stored entities are not checked."
+      : `Remove the binding of database "${db}" to schema "${cur}"? Writes to it are no longer validated.`;
+    if (!window.confirm(q)) return;
+    setEnabled(bind, false);
+    setEnabled(unbind, false);
     try {
-      await call("PUT", `/entity/${encodeURIComponent(db)}`, { [current]: doc });
-      ta.value = formatJSON(doc);
-      del.disabled = false;
-      if (!keyList.hidden && ![...keyList.children].some((li) => li.dataset.key === current)) {
-        keyList.append(keyItem(current, { open }));
-        markCurrent();
-      }
-      show(msg, "Saved.", "ok");
+      const inf = await call("PUT", `/api/databases/${encodeURIComponent(db)}`, { schema: id || null });
+      page.infos.set(db, inf);
+      show(headMsg, id ? `Bound ${db} to schema ${id}.` : `Unbound ${db} from schema ${cur}.`, "ok");
+      await refreshInfo(page, db);
     } catch (e) {
-      showError(msg, e);
+      showError(headMsg, e);
+    } finally {
+      setEnabled(bind, true);
+      setEnabled(unbind, true);
+    }
+  };
+  bind.addEventListener("click", () => {
+    if (!schemaSelect.value) return show(headMsg, "Choose a schema to bind.");
+    setBinding(schemaSelect.value);
+  });
+  unbind.addEventListener("click", () => setBinding(""));
+
+  delDb.addEventListener("click", async () => {
+    const inf = page.infos.get(db) || {};
+    const n = typeof inf.entities === "number" ? plural(inf.entities, "entity", "entities") : "all its entities";
+    const q = `Delete database "${db}" with ${n}` + (inf.schema ? ` and its binding to schema "${inf.schema}"` : "") +
+      "? This cannot be undone.";
+    if (!window.confirm(q)) return;
+    setEnabled(delDb, false);
+    try {
+      const r = await call("DELETE", `/api/databases/${encodeURIComponent(db)}`);
+      const gone = r && typeof r.deleted === "number" ? plural(r.deleted, "entity", "entities") : "its entities";
+      page.infos.delete(db);
+      const li = page.cards.querySelector(`.card[data-db="${CSS.escape(db)}"]`)?.closest("li");
+      if (li) li.remove();
+      page.view = null;
+      page.detail.hidden = true;
+      clear(page.detail);
+      writePlace(null);
+      show(page.msg, `Deleted database ${db} (${gone}).`, "ok");
+    } catch (e) {
+      showError(headMsg, e);
+      setEnabled(delDb, true);
     }
   });
 
-  del.addEventListener("click", async () => {
-    if (current === null) return;
-    if (!window.confirm(`Delete entity "${current}" from ${db}?`)) return;
-    try {
-      await call("DELETE", entityPath(db, current));
-      for (const li of [...keyList.children]) if (li.dataset.key === current) li.remove();
-      show(msg, `Deleted ${current}.`, "ok");
-      current = null;
-      title.textContent = "No entity open";
-      ta.value = "";
-      ta.disabled = save.disabled = del.disabled = true;
-    } catch (e) {
-      showError(msg, e);
-    }
+  fillSchemas(schemaSelect, headMsg).then(() => view.showInfo(page.infos.get(db) || { name: db }));
+  view.showInfo(page.infos.get(db) || { name: db });
+  loadKeys().then(() => {
+    if (view.st.key !== null && page.view === view) editor.open(view.st.key);
   });
+}
 
-  const el = h("div", { class: "editor" },
-    title,
-    h("label", { for: "entity-editor", text: "Document (JSON)" }),
-    ta,
-    h("div", { class: "row" }, save, del),
-    msg);
-  return { el, open };
+// listItems returns [{key, doc?}] from either listing answer:
+// {"keys": [...]} or, with include_docs, {"items": [{key, etag, doc}]}.
+function listItems(data) {
+  if (Array.isArray(data.items)) return data.items.filter((it) => it && typeof it.key === "string");
+  if (Array.isArray(data.keys)) return data.keys.map((key) => ({ key }));
+  return null;
+}
+
+function preview(doc) {
+  const s = JSON.stringify(doc);
+  return s === undefined ? "" : s.length > PREVIEW_CHARS ? s.slice(0, PREVIEW_CHARS - 1) + "…" : s;
+}
+
+async function fillSchemas(select, msg) {
+  try {
+    const ids = await call("GET", "/admin/schemas");
+    select.replaceChildren(h("option", { value: "", text: "— none —" }),
+      ...(Array.isArray(ids) ? ids : []).map((id) => h("option", { value: id, text: id })));
+  } catch (e) {
+    showError(msg, e);
+  }
 }

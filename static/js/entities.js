@@ -1,12 +1,17 @@
 // entities.js: get, put and delete one entity. The database comes from a
 // dropdown filled by GET /api/databases, or from the free-text box for a
 // new database. Calls GET/PUT/DELETE /entity/{db}[?key=K][&schema=ID].
+// A Put or Delete of the entity last got sends If-Match with its ETag; a
+// 412 shows the stored and the edited document (conflict.js). A failed Get
+// clears the document, so it never stands under a key it was not read from.
 
 import { call, entityPath, request, errorMessage } from "./api.js";
+import { conflictPanel } from "./conflict.js";
 import { field, formatJSON, h, messageArea, pageHeading, parseJSON, show, showError } from "./dom.js";
+import { denyReason, gate, reasonNote } from "./perms.js";
 
 /** render builds the Entities page in root. */
-export function render(root) {
+export function render(root, ctx = {}) {
   const select = h("select", { id: "ent-db", testid: "ent-db" }, h("option", { value: "", text: "Loading…" }));
   const newDb = h("input", { id: "ent-db-new", testid: "ent-db-new", type: "text", autocomplete: "off", spellcheck: "false", placeholder: "e.g. chatdb" });
   const key = h("input", { id: "ent-key", testid: "ent-key", type: "text", autocomplete: "off", spellcheck: "false", placeholder: "e.g. session_001" });
@@ -17,6 +22,11 @@ export function render(root) {
   const get = btn("ent-get", "Get");
   const put = btn("ent-put", "Put");
   const del = btn("ent-delete", "Delete", "danger");
+  const conflict = conflictPanel("ent-conflict");
+  const writeWhy = denyReason(ctx.me, "write");
+  gate(writeWhy, put, del);
+  // loaded is the entity the document was read from: {db, k, etag}.
+  let loaded = null;
 
   root.append(
     pageHeading("Entities"),
@@ -29,7 +39,9 @@ export function render(root) {
       h("label", { for: "ent-doc", text: "Document (JSON)" }),
       doc,
       h("div", { class: "row" }, get, put, del),
-      msg),
+      reasonNote("ent-write-denied", writeWhy, put, del),
+      msg,
+      conflict.el),
   );
 
   fillDatabases(select, msg);
@@ -41,26 +53,46 @@ export function render(root) {
     return { db, k: key.value };
   };
 
+  const isLoaded = (db, k) => loaded && loaded.db === db && loaded.k === k;
+
   get.addEventListener("click", async () => {
+    conflict.hide();
+    let t;
     try {
-      const { db, k } = target();
-      const r = await request("GET", entityPath(db, k));
-      if (!r.ok) return show(msg, errorMessage(r));
-      doc.value = r.data === undefined ? r.text : formatJSON(r.data);
-      const etag = r.headers.get("ETag");
-      show(msg, `Loaded ${db} / ${k}` + (etag ? ` (ETag ${etag})` : ""), "ok");
+      t = target();
     } catch (e) {
+      return showError(msg, e);
+    }
+    const { db, k } = t;
+    loaded = null;
+    try {
+      const r = await request("GET", entityPath(db, k));
+      if (!r.ok) {
+        doc.value = "";
+        return show(msg, `Could not read ${db} / ${k}: ${errorMessage(r)}`);
+      }
+      doc.value = r.data === undefined ? r.text : formatJSON(r.data);
+      const etag = r.headers.get("ETag") || "";
+      loaded = { db, k, etag };
+      show(msg, `Loaded ${db} / ${k}` + (etag ? ` (version ${etag})` : ""), "ok");
+    } catch (e) {
+      doc.value = "";
       showError(msg, e);
     }
   });
 
-  put.addEventListener("click", async () => {
+  const doPut = async () => {
+    conflict.hide();
     try {
       const { db, k } = target();
       const value = parseJSON(doc.value);
       let path = `/entity/${encodeURIComponent(db)}`;
       if (schema.value.trim()) path += "?schema=" + encodeURIComponent(schema.value.trim());
-      await call("PUT", path, { [k]: value });
+      const headers = isLoaded(db, k) ? (loaded.etag ? { "If-Match": loaded.etag } : { "If-None-Match": "*" }) : {};
+      const r = await request("PUT", path, { [k]: value }, { headers });
+      if (r.status === 412) return showConflict(db, k, doc.value);
+      if (!r.ok) return show(msg, errorMessage(r));
+      loaded = { db, k, etag: r.headers.get("ETag") || "" };
       show(msg, `Saved ${db} / ${k}.`, "ok");
       if (newDb.value.trim() && ![...select.options].some((o) => o.value === db)) {
         select.append(h("option", { value: db, text: db }));
@@ -68,13 +100,41 @@ export function render(root) {
     } catch (e) {
       showError(msg, e);
     }
-  });
+  };
+  put.addEventListener("click", doPut);
+
+  // showConflict reads the stored version and shows it beside edited.
+  async function showConflict(db, k, edited) {
+    const r = await request("GET", entityPath(db, k));
+    if (!r.ok && r.status !== 404) return show(msg, `Changed by someone else, and reading it failed: ${errorMessage(r)}`);
+    const stored = r.status === 404 ? null : r.data === undefined ? r.text : formatJSON(r.data);
+    const etag = r.status === 404 ? "" : r.headers.get("ETag") || "";
+    show(msg, "Not saved: the entity changed after you loaded it.");
+    conflict.show({ key: k, stored, edited }, {
+      reload: () => {
+        conflict.hide();
+        loaded = { db, k, etag };
+        doc.value = stored === null ? "" : stored;
+        show(msg, stored === null ? "It was deleted." : "Reloaded the stored version.", "info");
+      },
+      overwrite: () => {
+        loaded = { db, k, etag };
+        doc.value = edited;
+        doPut();
+      },
+    });
+  }
 
   del.addEventListener("click", async () => {
+    conflict.hide();
     try {
       const { db, k } = target();
-      if (!window.confirm(`Delete entity "${k}" from ${db}?`)) return;
-      await call("DELETE", entityPath(db, k));
+      if (!window.confirm(`Delete entity "${k}" from database "${db}"? This cannot be undone.`)) return;
+      const headers = isLoaded(db, k) && loaded.etag ? { "If-Match": loaded.etag } : {};
+      const r = await request("DELETE", entityPath(db, k), undefined, { headers });
+      if (r.status === 412) return show(msg, `Not deleted: ${k} changed after you loaded it. Get it again first.`);
+      if (!r.ok) return show(msg, errorMessage(r));
+      loaded = null;
       show(msg, `Deleted ${db} / ${k}.`, "ok");
     } catch (e) {
       showError(msg, e);
@@ -84,7 +144,8 @@ export function render(root) {
 
 async function fillDatabases(select, msg) {
   try {
-    const names = await call("GET", "/api/databases");
+    const list = await call("GET", "/api/databases");
+    const names = (Array.isArray(list) ? list : []).map((d) => (typeof d === "string" ? d : d.name));
     select.replaceChildren(h("option", { value: "", text: names.length ? "— choose —" : "— none yet —" }));
     for (const n of names) select.append(h("option", { value: n, text: n }));
   } catch (e) {

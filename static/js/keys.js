@@ -4,9 +4,10 @@
 
 import { call } from "./api.js";
 import { copyButton, field, h, messageArea, pageHeading, show, showError } from "./dom.js";
+import { timeElement } from "./format.js";
 
 const PERMS = ["read", "write", "admin"];
-const COLUMNS = ["ID", "Name", "Permissions", "Databases", "Created", "Expires", ""];
+const COLUMNS = ["ID", "Name", "Permissions", "Databases", "Created", "Expires", "Actions"];
 
 /** render builds the API Keys page in root. */
 export function render(root) {
@@ -34,7 +35,7 @@ export function render(root) {
     copyStatus);
 
   const tbody = h("tbody");
-  const table = h("table", { id: "keys-table", testid: "keys-table" },
+  const table = h("table", { id: "keys-table", testid: "keys-table", class: "cards-on-phone" },
     h("thead", {}, h("tr", {}, COLUMNS.map((c) => h("th", { scope: "col", text: c })))),
     tbody);
 
@@ -103,12 +104,14 @@ function row(k, msg, reload) {
       },
     },
   });
+  // data-label names each cell when the table is shown as cards.
+  const [id, name, permissions, databases, created, expires, actions] = COLUMNS;
   return h("tr", { "data-key-id": opt(k.id), "data-key-name": opt(k.name) },
-    h("td", { class: "mono", text: opt(k.id) }),
-    h("td", { text: opt(k.name) }),
-    h("td", { text: opt(k.permissions) }),
-    h("td", { text: k.databases && k.databases.length ? opt(k.databases) : "all" }),
-    h("td", { text: opt(k.created_at) }),
-    h("td", { text: k.expires_at ? String(k.expires_at) : "never" }),
-    h("td", {}, del));
+    h("td", { class: "mono", "data-label": id, text: opt(k.id) }),
+    h("td", { "data-label": name, text: opt(k.name) }),
+    h("td", { "data-label": permissions, text: opt(k.permissions) }),
+    h("td", { "data-label": databases, text: k.databases && k.databases.length ? opt(k.databases) : "all" }),
+    h("td", { "data-label": created, testid: "key-created" }, timeElement(k.created_at)),
+    h("td", { "data-label": expires, testid: "key-expires-at" }, timeElement(k.expires_at, "never")),
+    h("td", { class: "actions", "data-label": actions }, del));
 }

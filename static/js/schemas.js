@@ -1,12 +1,14 @@
 // schemas.js: list (GET /admin/schemas), load (GET /schema/{id}),
 // create/edit in a textarea and save (PUT /schema/{id}, server errors shown
-// inline), and export of the schema in the editor as a Pydantic v2 model or
+// inline), delete after a confirmation (DELETE /schema/{id}; a 409 names
+// the databases still bound to it), and export of the schema in the editor as a Pydantic v2 model or
 // TypeScript interfaces (codegen.js) with a Copy button. The root type is
 // named pascalCase(schema ID), e.g. "chat.v1" -> ChatV1 (title when no ID).
 
 import { call } from "./api.js";
 import { toPydantic, toTypeScript, pascalCase } from "./codegen.js";
 import { copyButton, field, formatJSON, h, messageArea, pageHeading, parseJSON, show, showError } from "./dom.js";
+import { denyReason, gate, reasonNote } from "./perms.js";
 
 const TEMPLATE = {
   $schema: "http://json-schema.org/draft-07/schema#",
@@ -16,7 +18,7 @@ const TEMPLATE = {
 };
 
 /** render builds the Schemas page in root. */
-export function render(root) {
+export function render(root, ctx = {}) {
   const list = h("ul", { id: "schema-list", testid: "schema-list", class: "schema-list", "aria-label": "Schema IDs" });
   const listMsg = messageArea("schema-list-message");
   const id = h("input", { id: "schema-id", testid: "schema-id", type: "text", autocomplete: "off", spellcheck: "false", placeholder: "e.g. chat.v1" });
@@ -26,6 +28,9 @@ export function render(root) {
   const newBtn = btn("schema-new", "New", "secondary");
   const load = btn("schema-load", "Load");
   const save = btn("schema-save", "Save");
+  const del = btn("schema-delete", "Delete", "danger");
+  const writeWhy = denyReason(ctx.me, "write");
+  gate(writeWhy, save, del);
   const exPy = btn("schema-export-pydantic", "Export Pydantic", "secondary");
   const exTs = btn("schema-export-ts", "Export TypeScript", "secondary");
   const out = h("pre", { id: "schema-export", testid: "schema-export", tabindex: "0", "aria-label": "Exported code" });
@@ -42,7 +47,8 @@ export function render(root) {
       field("Schema ID", id),
       h("label", { for: "schema-text", text: "Schema (JSON)" }),
       text,
-      h("div", { class: "row" }, newBtn, load, save, exPy, exTs),
+      h("div", { class: "row" }, newBtn, load, save, exPy, exTs, del),
+      reasonNote("schema-write-denied", writeWhy, save, del),
       msg),
     h("section", { class: "panel", "aria-labelledby": "schema-export-title" },
       outTitle, h("div", { class: "row" }, copy), copyStatus, out),
@@ -80,6 +86,20 @@ export function render(root) {
       show(msg, `Saved ${sid}.`, "ok");
       loadList(list, listMsg, loadSchema);
     } catch (e) {
+      showError(msg, e);
+    }
+  });
+
+  del.addEventListener("click", async () => {
+    const sid = id.value.trim();
+    if (!sid) return show(msg, "Enter the ID of the schema to delete.");
+    if (!window.confirm(`Delete schema "${sid}"? Exported code and clients that name it stop validating against it. This cannot be undone.`)) return;
+    try {
+      await call("DELETE", `/schema/${encodeURIComponent(sid)}`);
+      show(msg, `Deleted schema ${sid}.`, "ok");
+      loadList(list, listMsg, loadSchema);
+    } catch (e) {
+      // 409: the server's sentence names the databases still bound to it.
       showError(msg, e);
     }
   });

@@ -3,6 +3,7 @@
 
 import { call } from "./api.js";
 import { h, messageArea, pageHeading, show, showError } from "./dom.js";
+import { timeElement } from "./format.js";
 
 const ADMIN_ONLY = "Workers are visible to administrators only (admin only).";
 const COLUMNS = ["Worker ID", "Status", "Key ID", "Last seen", "gRPC address", "In flight", "Cache hits", "Cache misses"];
@@ -11,7 +12,7 @@ const COLUMNS = ["Worker ID", "Status", "Key ID", "Last seen", "gRPC address", "
 export function render(root, ctx = {}) {
   const msg = messageArea("workers-message");
   const tbody = h("tbody");
-  const table = h("table", { id: "workers-table", testid: "workers-table" },
+  const table = h("table", { id: "workers-table", testid: "workers-table", class: "cards-on-phone" },
     h("caption", { class: "hint", text: "Processing workers known to the main worker" }),
     h("thead", {}, h("tr", {}, COLUMNS.map((c) => h("th", { scope: "col", text: c })))),
     tbody);
@@ -38,19 +39,15 @@ function row(w) {
   const tags = (w && w.tags) || {};
   const cache = (w && w.cache) || {};
   const opt = (v) => (v === undefined || v === null ? "—" : String(v));
+  // data-label names each cell when the table is shown as cards.
+  const cell = (i, attrs, ...kids) => h("td", { "data-label": COLUMNS[i], ...attrs }, ...kids);
   return h("tr", { "data-worker": opt(w.worker_id) },
-    h("td", { class: "mono", text: opt(w.worker_id) }),
-    h("td", {}, h("span", { class: "status-pill", text: opt(w.status) })),
-    h("td", { text: opt(w.key_id) }),
-    h("td", { text: formatTime(w.last_seen) }),
-    h("td", { class: "mono", text: opt(tags.grpc_addr) }),
-    h("td", { class: "num", text: opt(w.in_flight) }),
-    h("td", { class: "num", text: opt(cache.hits) }),
-    h("td", { class: "num", text: opt(cache.misses) }));
-}
-
-function formatTime(v) {
-  if (v === undefined || v === null || v === "") return "—";
-  const d = new Date(v);
-  return Number.isNaN(d.getTime()) ? String(v) : d.toLocaleString();
+    cell(0, { class: "mono", text: opt(w.worker_id) }),
+    cell(1, {}, h("span", { class: "status-pill", text: opt(w.status) })),
+    cell(2, { text: opt(w.key_id) }),
+    cell(3, { testid: "worker-last-seen" }, timeElement(w.last_seen)),
+    cell(4, { class: "mono", text: opt(tags.grpc_addr) }),
+    cell(5, { class: "num", text: opt(w.in_flight) }),
+    cell(6, { class: "num", text: opt(cache.hits) }),
+    cell(7, { class: "num", text: opt(cache.misses) }));
 }
