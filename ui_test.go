@@ -1214,6 +1214,26 @@ func TestUIDataPages(t *testing.T) {
 		tb.shots("editor", "#entity-pane")
 	})
 
+	t.Run("EditorScannerUnitTests", func(t *testing.T) {
+		tb := desk(t)
+		tb.do("open UI", chromedp.Navigate(n.base+"/"))
+		var results []struct {
+			Name string `json:"name"`
+			Pass bool   `json:"pass"`
+			Got  string `json:"got"`
+			Want string `json:"want"`
+		}
+		tb.eval(`import("/js/jsonedit_test.js").then(m => m.runJSONEditTests())`, &results)
+		if len(results) < 400 {
+			t.Fatalf("runJSONEditTests() returned %d cases, want the fixed ones and 400 random", len(results))
+		}
+		for _, r := range results {
+			if !r.Pass {
+				t.Errorf("%s: %s (want %s)", r.Name, r.Got, r.Want)
+			}
+		}
+	})
+
 	t.Run("HumanTimes", func(t *testing.T) {
 		tb := desk(t)
 		tb.login(testAdminKey)

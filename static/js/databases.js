@@ -221,6 +221,7 @@ function openDatabase(page, db, place) {
     bind.textContent = bound ? "Change" : "Bind";
     view.total = inf.entities;
     showCount();
+    editor.bindingChanged();
   };
 
   // The list: one page at st.cursors' last cursor.

@@ -16,7 +16,7 @@ import { createJSONEditor } from "./jsonedit.js";
 import { denyReason, gate, reasonNote, setEnabled } from "./perms.js";
 
 /**
- * entityEditor returns {el, open(key)} for database db. opts: me (from
+ * entityEditor returns {el, open(key), bindingChanged()} for database db. opts: me (from
  * /api/me), binding() (the bound schema ID, "" for none), onOpen(key),
  * onChange("created" | "saved" | "deleted").
  */
@@ -108,10 +108,9 @@ export function entityEditor(db, opts) {
     // Sent as text: request() would send a string document unencoded.
     const r = await request("POST", `/schema/${encodeURIComponent(id)}/validate`, JSON.stringify(doc));
     if (r.status === 422 && r.data && Array.isArray(r.data.errors)) {
-      const marked = editor.markErrors(r.data.errors);
-      const n = marked.length;
+      const n = editor.markErrors(r.data.errors).length + (Number(r.data.omitted) || 0);
       show(msg, `${n} ${n === 1 ? "problem" : "problems"} against schema ${id}` + (quiet ? "" : "; not saved") +
-        ". The failing paths are marked in the editor.");
+        ". The failing paths are marked in the editor" + (r.data.omitted ? ` (the first ${n - r.data.omitted} of them).` : "."));
       return false;
     }
     if (r.ok || (r.status === 404 && /^no route/.test((r.data && r.data.error) || "")) || r.status === 405) return true;
@@ -234,5 +233,7 @@ export function entityEditor(db, opts) {
     reasonNote("entity-write-denied", writeWhy, save, del),
     msg,
     conflict.el);
-  return { el, open };
+  // bindingChanged follows a bind or unbind: Check needs a bound schema.
+  const bindingChanged = () => setControls(current !== null && !editor.textarea.disabled);
+  return { el, open, bindingChanged };
 }
