@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # CI checks of deploy/ (issue 13):
+#  0. the module deploy/check: Kubernetes manifests and Compose files
+#     against the binary (no cluster needed);
 #  1. builds the image (tag from DELTADB_IMAGE) that go test's
 #     TestContainerQuickStart runs README's quick start against;
 #  2. runs deploy/compose/cluster.yaml (one main, two workers) under
@@ -9,6 +11,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${DELTADB_IMAGE:?set DELTADB_IMAGE to the tag to build}"
+
+start=$SECONDS
+(cd deploy/check && go vet ./... && staticcheck ./... && go test -count=1 ./...)
+echo "deploy/check (Kubernetes manifests, Compose files): $((SECONDS - start)) s"
 
 start=$SECONDS
 deploy/build-image.sh "$DELTADB_IMAGE"
