@@ -1,6 +1,7 @@
 package check
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"net/http"
@@ -45,8 +46,10 @@ type opsServer struct {
 	once sync.Once
 	dir  string // holds the storage
 	cmd  *exec.Cmd
-	base string
-	err  error
+	// exited is closed once the process has ended.
+	exited chan struct{}
+	base   string
+	err    error
 }
 
 var ops opsServer
@@ -80,9 +83,13 @@ func (o *opsServer) start() {
 		"-ops-addr="+addr, "-shared-fs="+filepath.Join(o.dir, "db"))
 	o.cmd.Env = []string{"MASTER_KEY=000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
 		"ADMIN_KEY=check-admin-key-0123456789"}
+	var stderr bytes.Buffer
+	o.cmd.Stderr = &stderr
 	if o.err = o.cmd.Start(); o.err != nil {
 		return
 	}
+	o.exited = make(chan struct{})
+	go func() { o.cmd.Wait(); close(o.exited) }()
 	o.base = "http://" + addr
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -91,18 +98,23 @@ func (o *opsServer) start() {
 			resp.Body.Close()
 			return
 		}
+		select {
+		case <-o.exited:
+			o.err = fmt.Errorf("the binary with -ops-addr exited: %s", stderr.Bytes())
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
 		if time.Now().After(deadline) {
 			o.err = fmt.Errorf("the binary's ops port %s did not answer /healthz within 30 s: %v", addr, err)
 			return
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
 // stop ends the process, if one was started.
 func (o *opsServer) stop() {
-	if o.cmd != nil && o.cmd.Process != nil {
+	if o.exited != nil {
 		o.cmd.Process.Kill()
-		o.cmd.Wait()
+		<-o.exited
 	}
 }
