@@ -47,6 +47,9 @@ type authenticator struct {
 	limiter *failLimiter
 	// trusted are the proxies whose X-Forwarded-For is believed.
 	trusted []netip.Prefix
+	// failures counts failed authentications, rateLimited those of them
+	// answered with errRateLimited (for the metrics).
+	failures, rateLimited atomic.Uint64
 }
 
 // authConfig configures an authenticator. Zero values of the optional
@@ -176,10 +179,12 @@ func (a *authenticator) authenticateFrom(cred, client string) (principal, error)
 // failed counts a failed authentication of client and returns err, or a
 // rateLimitError once client is over the limit.
 func (a *authenticator) failed(client string, err error) error {
+	a.failures.Add(1)
 	if a.limiter == nil || client == "" {
 		return err
 	}
 	if wait := a.limiter.fail(clientKey(client)); wait > 0 {
+		a.rateLimited.Add(1)
 		return &rateLimitError{retryAfter: wait}
 	}
 	return err

@@ -507,6 +507,7 @@ func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger
 		return err
 	}
 	defer st.Close()
+	st = meterStore(reg, st)
 	keys, err := loadKeys(ctx, cfg, st, stdout)
 	if err != nil {
 		return err
@@ -519,6 +520,7 @@ func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger
 	defer ring.close()
 	schemas := newSchemaRegistry(st)
 	schemas.lim = cfg.budgets()
+	registerSchemaMetrics(reg, schemas)
 	cat := newCatalog(st)
 	rt := newRouter(log, time.Now, saturatedInFlight)
 	rt.written = cat.wrote
@@ -538,6 +540,8 @@ func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger
 	if err != nil {
 		return err
 	}
+	registerAuthMetrics(reg, auth)
+	gm := newGRPCMetrics(reg)
 	svc := &mainService{router: rt, auth: auth, catalog: cat, schemas: schemas, master: keys.master, keyID: cfg.keyID, workerTTL: cfg.workerTTL,
 		every: heartbeatEvery, maxMsg: cfg.grpcMaxRecv, lim: cfg.budgets(), rand: cryptoRand, now: time.Now, log: log,
 		tokens: map[[32]byte]string{}}
@@ -549,7 +553,8 @@ func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger
 	if clientTLS != nil {
 		clientCreds = grpccreds.NewTLS(clientTLS)
 	}
-	gs, err := serveGRPC(cmp.Or(cfg.grpcAddr, "127.0.0.1:50051"), "-grpc-addr", "grpc listening", cfg.grpcMaxRecv, svc, clientCreds, log)
+	gs, err := serveGRPC(cmp.Or(cfg.grpcAddr, "127.0.0.1:50051"), "-grpc-addr", "grpc listening", cfg.grpcMaxRecv, svc, clientCreds, log,
+		gm.serverOptions()...)
 	if err != nil {
 		return err
 	}
@@ -563,7 +568,7 @@ func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger
 		// Workers prove themselves with the join token; with a CA they
 		// must also show a certificate it signed.
 		cs, err := serveGRPC(cmp.Or(cfg.clusterAddr, "127.0.0.1:50052"), "-cluster-addr", "cluster listening", cfg.grpcMaxRecv, svc,
-			grpccreds.NewTLS(ident.tlsConfig(anyPeer, ident.ca != nil)), log)
+			grpccreds.NewTLS(ident.tlsConfig(anyPeer, ident.ca != nil)), log, gm.serverOptions()...)
 		if err != nil {
 			return err
 		}
@@ -634,8 +639,10 @@ func runProc(ctx context.Context, cfg config, log *slog.Logger) error {
 		return err
 	}
 	defer st.Close()
+	st = meterStore(reg, st)
 	schemas := newSchemaRegistry(st)
 	schemas.lim = cfg.budgets()
+	registerSchemaMetrics(reg, schemas)
 	w, err := buildWorker(cfg, st, schemas, log)
 	if err != nil {
 		return err
@@ -655,7 +662,7 @@ func runProc(ctx context.Context, cfg config, log *slog.Logger) error {
 	// Mutual TLS: only the main worker that proved the join token in the
 	// last Subscribe gets through the handshake.
 	pin := &pinnedMain{}
-	gs := grpc.NewServer(append(grpcServerOptions(cfg.grpcMaxRecv),
+	gs := grpc.NewServer(append(append(grpcServerOptions(cfg.grpcMaxRecv), newGRPCMetrics(reg).serverOptions()...),
 		grpc.Creds(grpccreds.NewTLS(ident.tlsConfig(pin.check, true))))...)
 	pb.RegisterProcessingWorkerServer(gs, srv)
 	go gs.Serve(ln)
@@ -725,13 +732,15 @@ func buildWorker(cfg config, st store, schemas *schemaRegistry, log *slog.Logger
 }
 
 // serveGRPC serves the MainWorker service on addr (given by flag), over
-// creds unless nil, and logs msg with the address.
-func serveGRPC(addr, flag, msg string, maxMsg int, svc *mainService, creds grpccreds.TransportCredentials, log *slog.Logger) (*grpc.Server, error) {
+// creds unless nil, with extra options (the metrics' interceptors), and
+// logs msg with the address.
+func serveGRPC(addr, flag, msg string, maxMsg int, svc *mainService, creds grpccreds.TransportCredentials, log *slog.Logger,
+	extra ...grpc.ServerOption) (*grpc.Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("%s: listen %s: %w", flag, addr, err)
 	}
-	opts := grpcServerOptions(maxMsg)
+	opts := append(grpcServerOptions(maxMsg), extra...)
 	if creds != nil {
 		opts = append(opts, grpc.Creds(creds))
 	}

@@ -13,6 +13,8 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"io"
 	"math"
 	"net/http"
@@ -24,6 +26,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
 )
 
 // registry is the metrics of one process, written in registration order.
@@ -488,4 +493,173 @@ func registerWorkerMetrics(r *registry, list func() []workerInfo) {
 				emit(labelValues{s}, float64(n[s]))
 			}
 		})
+}
+
+// storeMetrics are the metrics of storage operations, shared by every
+// meteredStore of a process.
+type storeMetrics struct {
+	ops     *counterVec
+	latency *histogramVec
+}
+
+// meterStore returns st counted and timed by operation and result, with
+// backend (fs or s3) as a label. With the S3 backend it also registers
+// the count of retried S3 requests.
+func meterStore(r *registry, st store) store {
+	backend := "fs"
+	if s3, ok := st.(*s3Store); ok {
+		backend = "s3"
+		r.counterFunc("deltadb_s3_retries_total", "S3 requests sent again after a transient failure (5xx, throttling, timeout, connection error).", nil,
+			func(emit func(labelValues, float64)) { emit(labelValues{}, float64(s3.retries.Load())) })
+	}
+	m := &storeMetrics{
+		ops: r.counterVec("deltadb_storage_operations_total",
+			"Storage operations, by backend, operation and result (ok, not_found, conflict, error).", "backend", "operation", "result"),
+		latency: r.histogramVec("deltadb_storage_operation_duration_seconds",
+			"Time of storage operations, by backend and operation.", latencyBuckets, "backend", "operation"),
+	}
+	return &meteredStore{store: st, backend: backend, m: m}
+}
+
+// meteredStore is a store whose operations are counted and timed. Lock
+// and Close pass through uncounted: they are not storage I/O of a
+// request's data.
+type meteredStore struct {
+	store
+	backend string
+	m       *storeMetrics
+}
+
+// observe records one operation that started at start and ended in err.
+func (s *meteredStore) observe(op string, start time.Time, err error) {
+	s.m.ops.inc(labelValues{s.backend, op, resultLabel(err)})
+	s.m.latency.observe(labelValues{s.backend, op}, time.Since(start))
+}
+
+// resultLabel classifies a storage error as the result label: a few
+// values, whatever the error.
+func resultLabel(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, errNotFound):
+		return "not_found"
+	case errors.Is(err, errPrecondition):
+		return "conflict"
+	default:
+		return "error"
+	}
+}
+
+func (s *meteredStore) Get(ctx context.Context, key string) ([]byte, error) {
+	start := time.Now()
+	b, err := s.store.Get(ctx, key)
+	s.observe("get", start, err)
+	return b, err
+}
+
+func (s *meteredStore) Put(ctx context.Context, key string, data []byte) error {
+	start := time.Now()
+	err := s.store.Put(ctx, key, data)
+	s.observe("put", start, err)
+	return err
+}
+
+func (s *meteredStore) GetRev(ctx context.Context, key string) ([]byte, string, error) {
+	start := time.Now()
+	b, rev, err := s.store.GetRev(ctx, key)
+	s.observe("get", start, err)
+	return b, rev, err
+}
+
+func (s *meteredStore) PutIf(ctx context.Context, key string, data []byte, rev string) (string, error) {
+	start := time.Now()
+	newRev, err := s.store.PutIf(ctx, key, data, rev)
+	s.observe("put_if", start, err)
+	return newRev, err
+}
+
+func (s *meteredStore) Delete(ctx context.Context, key string) error {
+	start := time.Now()
+	err := s.store.Delete(ctx, key)
+	s.observe("delete", start, err)
+	return err
+}
+
+func (s *meteredStore) List(ctx context.Context, prefix, startAfter string, limit int) ([]string, error) {
+	start := time.Now()
+	keys, err := s.store.List(ctx, prefix, startAfter, limit)
+	s.observe("list", start, err)
+	return keys, err
+}
+
+func (s *meteredStore) ListDirs(ctx context.Context, prefix string) ([]string, error) {
+	start := time.Now()
+	dirs, err := s.store.ListDirs(ctx, prefix)
+	s.observe("list_dirs", start, err)
+	return dirs, err
+}
+
+// grpcMetrics are the metrics of the gRPC calls a server answered.
+type grpcMetrics struct {
+	calls    *counterVec
+	duration *histogramVec
+}
+
+// newGRPCMetrics registers the gRPC call metrics in r.
+func newGRPCMetrics(r *registry) *grpcMetrics {
+	return &grpcMetrics{
+		calls: r.counterVec("deltadb_grpc_calls_total",
+			"gRPC calls answered, by full method name and status code.", "method", "code"),
+		duration: r.histogramVec("deltadb_grpc_call_duration_seconds",
+			"Time of gRPC calls answered, by full method name (streams: until they end).", latencyBuckets, "method"),
+	}
+}
+
+// serverOptions are the interceptors that count and time every call. The
+// method label is bounded: gRPC calls interceptors only for the methods
+// the server registered.
+func (m *grpcMetrics) serverOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			start := time.Now()
+			resp, err := h(ctx, req)
+			m.observe(info.FullMethod, start, err)
+			return resp, err
+		}),
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			start := time.Now()
+			err := h(srv, ss)
+			m.observe(info.FullMethod, start, err)
+			return err
+		}),
+	}
+}
+
+// observe records one call of method that started at start and ended in
+// err.
+func (m *grpcMetrics) observe(method string, start time.Time, err error) {
+	m.calls.inc(labelValues{method, status.Code(err).String()})
+	m.duration.observe(labelValues{method}, time.Since(start))
+}
+
+// registerAuthMetrics registers the authenticator's counts of failed
+// authentications and of attempts refused by the rate limit.
+func registerAuthMetrics(r *registry, a *authenticator) {
+	r.counterFunc("deltadb_auth_failures_total",
+		"Credentials refused (unknown, expired, deleted, ended sessions), REST and gRPC, rate-limited attempts included.", nil,
+		func(emit func(labelValues, float64)) { emit(labelValues{}, float64(a.failures.Load())) })
+	r.counterFunc("deltadb_auth_rate_limited_total",
+		"Failed authentications answered 429 (gRPC: RESOURCE_EXHAUSTED) because their client is over -auth-fail-limit.", nil,
+		func(emit func(labelValues, float64)) { emit(labelValues{}, float64(a.rateLimited.Load())) })
+}
+
+// registerSchemaMetrics registers the schema registry's counts of
+// documents validated and of those that failed.
+func registerSchemaMetrics(r *registry, s *schemaRegistry) {
+	r.counterFunc("deltadb_validations_total", "Documents validated against a schema.", nil,
+		func(emit func(labelValues, float64)) { emit(labelValues{}, float64(s.validations.Load())) })
+	r.counterFunc("deltadb_validation_failures_total",
+		"Documents that did not pass validation against a schema (not matching, not JSON, over the time budget).", nil,
+		func(emit func(labelValues, float64)) { emit(labelValues{}, float64(s.failures.Load())) })
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -197,4 +198,92 @@ func TestRESTMetricsNeedAdmin(t *testing.T) {
 	if strings.Contains(body, "db1") || strings.Contains(body, "/no/such") {
 		t.Errorf("GET /metrics carries a raw path:\n%s", body)
 	}
+}
+
+// scrape returns r's exposition.
+func scrape(t *testing.T, r *registry) string {
+	t.Helper()
+	var b bytes.Buffer
+	if err := r.write(&b); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// wantLines fails t for each line of want missing from the exposition.
+func wantLines(t *testing.T, exposition string, want ...string) {
+	t.Helper()
+	lines := strings.Split(exposition, "\n")
+	for _, w := range want {
+		if !slices.Contains(lines, w) {
+			t.Errorf("exposition lacks the line %s", w)
+		}
+	}
+	if t.Failed() {
+		t.Logf("exposition:\n%s", exposition)
+	}
+}
+
+// TestStoreMetrics: every storage operation is counted by backend,
+// operation and result, and timed.
+func TestStoreMetrics(t *testing.T) {
+	r := &registry{}
+	st := meterStore(r, newTestFSStore(t))
+	ctx := t.Context()
+	st.Get(ctx, "files/db/missing")
+	st.Put(ctx, "files/db/a", []byte("1"))
+	_, rev, _ := st.GetRev(ctx, "files/db/a")
+	st.PutIf(ctx, "files/db/a", []byte("2"), "not-"+rev)
+	st.PutIf(ctx, "files/db/a", []byte("2"), rev)
+	st.Delete(ctx, "files/db/a")
+	st.Delete(ctx, "files/db/a")
+	st.List(ctx, "files/", "", 0)
+	st.ListDirs(ctx, "files/")
+	wantLines(t, scrape(t, r),
+		`deltadb_storage_operations_total{backend="fs",operation="get",result="not_found"} 1`,
+		`deltadb_storage_operations_total{backend="fs",operation="get",result="ok"} 1`,
+		`deltadb_storage_operations_total{backend="fs",operation="put",result="ok"} 1`,
+		`deltadb_storage_operations_total{backend="fs",operation="put_if",result="conflict"} 1`,
+		`deltadb_storage_operations_total{backend="fs",operation="put_if",result="ok"} 1`,
+		`deltadb_storage_operations_total{backend="fs",operation="delete",result="ok"} 1`,
+		`deltadb_storage_operations_total{backend="fs",operation="delete",result="not_found"} 1`,
+		`deltadb_storage_operations_total{backend="fs",operation="list",result="ok"} 1`,
+		`deltadb_storage_operations_total{backend="fs",operation="list_dirs",result="ok"} 1`,
+		`deltadb_storage_operation_duration_seconds_count{backend="fs",operation="get"} 2`,
+		`deltadb_storage_operation_duration_seconds_count{backend="fs",operation="put_if"} 2`,
+	)
+}
+
+// TestS3RetriesMetric: each retried S3 request counts once; a request
+// that succeeds at once counts none; the operation is labelled s3.
+func TestS3RetriesMetric(t *testing.T) {
+	r := &registry{}
+	st := meterStore(r, newFakeS3Store(t, &fakeS3{script: []int{503, 500}}))
+	if err := st.Put(t.Context(), "k", []byte("data")); err != nil {
+		t.Fatalf("Put after two transient failures = %v", err)
+	}
+	wantLines(t, scrape(t, r),
+		"deltadb_s3_retries_total 2",
+		`deltadb_storage_operations_total{backend="s3",operation="put",result="ok"} 1`)
+}
+
+// TestAuthAndValidationMetrics: failed authentications, the 429s of the
+// rate limit and failed validations are counted; successes are not.
+func TestAuthAndValidationMetrics(t *testing.T) {
+	ts := newAuthTestServer(t, authConfig{maxFailures: 2})
+	r := &registry{}
+	registerAuthMetrics(r, ts.auth)
+	registerSchemaMetrics(r, ts.rest.schemas)
+	ts.do("GET", "/api/me", testAdminKey, "", "")
+	for range 3 {
+		ts.do("GET", "/api/me", "wrong", "", "")
+	}
+	ts.mustDo(t, "PUT", "/schema/s.v1", testAdminKey, `{"type":"object","required":["a"]}`, 200)
+	ts.mustDo(t, "PUT", "/entity/db?schema=s.v1", testAdminKey, `{"ok":{"a":1}}`, 200)
+	ts.mustDo(t, "PUT", "/entity/db?schema=s.v1", testAdminKey, `{"bad":{"b":1}}`, 400)
+	wantLines(t, scrape(t, r),
+		"deltadb_auth_failures_total 3",
+		"deltadb_auth_rate_limited_total 1",
+		"deltadb_validations_total 2",
+		"deltadb_validation_failures_total 1")
 }

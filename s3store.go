@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -44,6 +45,8 @@ type s3Store struct {
 	attempts     int
 	retry        backoff
 	pageSize     int
+	// retries counts requests sent again after a transient failure.
+	retries atomic.Uint64
 }
 
 var _ store = (*s3Store)(nil)
@@ -513,6 +516,7 @@ func (s *s3Store) do(ctx context.Context, r s3Request) (*s3Response, error) {
 		if err := s.retry.sleep(ctx, attempt); err != nil {
 			return nil, fmt.Errorf("s3 %s: %w", r.method, err)
 		}
+		s.retries.Add(1)
 	}
 	return nil, fmt.Errorf("s3 %s: gave up after %d attempts: %w", r.method, s.attempts, last)
 }

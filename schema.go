@@ -41,9 +41,9 @@ type schemaRegistry struct {
 	cache map[string]*compiledSchema // by schema ID
 
 	// compiles counts schema compilations (Put and cache misses);
-	// validations counts documents validated; reads counts template reads
-	// from storage.
-	compiles, validations, reads atomic.Uint64
+	// validations counts documents validated, failures those that did not
+	// pass; reads counts template reads from storage.
+	compiles, validations, failures, reads atomic.Uint64
 }
 
 // compiledSchema is the outcome of compiling one version of a template.
@@ -136,9 +136,14 @@ func (r *schemaRegistry) Validate(ctx context.Context, id string, doc []byte) er
 	}
 	v, err := decodeJSON(doc)
 	if err != nil {
+		r.failures.Add(1)
 		return reqErrorf(errInvalid, "document is invalid JSON: %v", err)
 	}
-	return runWithin(ctx, r.lim.validation(), func() error { return validationResult(sch.Validate(v)) })
+	err = runWithin(ctx, r.lim.validation(), func() error { return validationResult(sch.Validate(v)) })
+	if err != nil {
+		r.failures.Add(1)
+	}
+	return err
 }
 
 // validationResult is the error of Validate for the library's err.
