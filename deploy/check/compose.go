@@ -18,6 +18,7 @@ type composeService struct {
 	Environment map[string]string `json:"environment,omitempty"`
 	Ports       []string          `json:"ports,omitempty"`
 	Volumes     []string          `json:"volumes,omitempty"`
+	Tmpfs       []string          `json:"tmpfs,omitempty"`
 	DependsOn   []string          `json:"depends_on,omitempty"`
 	Restart     string            `json:"restart,omitempty"`
 	Hostname    string            `json:"hostname,omitempty"`
