@@ -1070,6 +1070,25 @@ func TestUIDataPages(t *testing.T) {
 		if got := seed.entity(db, key); !jsonEqual(got, []byte(`{"v": 5}`)) {
 			t.Errorf("after Reload and Save the server holds %s, want {\"v\": 5}", got)
 		}
+
+		// The Entities page's Put is conditional on its Get too.
+		tb.goTo("entities", "Entities")
+		tb.typeInto("ent-db-new", db)
+		tb.typeInto("ent-key", key)
+		tb.click("#ent-get")
+		tb.waitText("ent-message", "Loaded")
+		seed.call("PUT", "/entity/"+db, map[string]any{key: map[string]any{"v": 6}}, http.StatusOK)
+		tb.setEditor("ent-doc", `{"v": 7}`)
+		tb.click("#ent-put")
+		tb.waitFor("the conflict panel", `!document.getElementById("ent-conflict").hidden`)
+		if got := seed.entity(db, key); !jsonEqual(got, []byte(`{"v": 6}`)) {
+			t.Errorf("after a conflicting Put the server holds %s, want {\"v\": 6}", got)
+		}
+		tb.click("#ent-conflict-overwrite")
+		tb.waitText("ent-message", "Saved")
+		if got := seed.entity(db, key); !jsonEqual(got, []byte(`{"v": 7}`)) {
+			t.Errorf("after Overwrite the server holds %s, want {\"v\": 7}", got)
+		}
 	})
 
 	t.Run("ReadOnlySeesWhy", func(t *testing.T) {

@@ -8,6 +8,7 @@
 import { call, entityPath, request, errorMessage } from "./api.js";
 import { conflictPanel } from "./conflict.js";
 import { field, formatJSON, h, messageArea, pageHeading, parseJSON, show, showError } from "./dom.js";
+import { createJSONEditor } from "./jsonedit.js";
 import { denyReason, gate, reasonNote } from "./perms.js";
 
 /** render builds the Entities page in root. */
@@ -16,7 +17,9 @@ export function render(root, ctx = {}) {
   const newDb = h("input", { id: "ent-db-new", testid: "ent-db-new", type: "text", autocomplete: "off", spellcheck: "false", placeholder: "e.g. chatdb" });
   const key = h("input", { id: "ent-key", testid: "ent-key", type: "text", autocomplete: "off", spellcheck: "false", placeholder: "e.g. session_001" });
   const schema = h("input", { id: "ent-schema", testid: "ent-schema", type: "text", autocomplete: "off", spellcheck: "false" });
-  const doc = h("textarea", { id: "ent-doc", testid: "ent-doc", spellcheck: "false", rows: "14" });
+  const docEditor = createJSONEditor("ent-doc");
+  const doc = docEditor.textarea;
+  const setDoc = (text) => docEditor.setValue(text);
   const msg = messageArea("ent-message");
   const btn = (id, text, cls) => h("button", { type: "button", id, testid: id, text, class: cls });
   const get = btn("ent-get", "Get");
@@ -37,7 +40,7 @@ export function render(root, ctx = {}) {
         field("Entity key", key),
         field("Schema ID for Put (optional)", schema, "Validate the document against this schema before writing.")),
       h("label", { for: "ent-doc", text: "Document (JSON)" }),
-      doc,
+      docEditor.el,
       h("div", { class: "row" }, get, put, del),
       reasonNote("ent-write-denied", writeWhy, put, del),
       msg,
@@ -68,15 +71,15 @@ export function render(root, ctx = {}) {
     try {
       const r = await request("GET", entityPath(db, k));
       if (!r.ok) {
-        doc.value = "";
+        setDoc("");
         return show(msg, `Could not read ${db} / ${k}: ${errorMessage(r)}`);
       }
-      doc.value = r.data === undefined ? r.text : formatJSON(r.data);
+      setDoc(r.data === undefined ? r.text : formatJSON(r.data));
       const etag = r.headers.get("ETag") || "";
       loaded = { db, k, etag };
       show(msg, `Loaded ${db} / ${k}` + (etag ? ` (version ${etag})` : ""), "ok");
     } catch (e) {
-      doc.value = "";
+      setDoc("");
       showError(msg, e);
     }
   });
@@ -85,12 +88,13 @@ export function render(root, ctx = {}) {
     conflict.hide();
     try {
       const { db, k } = target();
+      docEditor.refresh();
       const value = parseJSON(doc.value);
       let path = `/entity/${encodeURIComponent(db)}`;
       if (schema.value.trim()) path += "?schema=" + encodeURIComponent(schema.value.trim());
       const headers = isLoaded(db, k) ? (loaded.etag ? { "If-Match": loaded.etag } : { "If-None-Match": "*" }) : {};
       const r = await request("PUT", path, { [k]: value }, { headers });
-      if (r.status === 412) return showConflict(db, k, doc.value);
+      if (r.status === 412) return showConflict(db, k, formatJSON(value));
       if (!r.ok) return show(msg, errorMessage(r));
       loaded = { db, k, etag: r.headers.get("ETag") || "" };
       show(msg, `Saved ${db} / ${k}.`, "ok");
@@ -114,12 +118,12 @@ export function render(root, ctx = {}) {
       reload: () => {
         conflict.hide();
         loaded = { db, k, etag };
-        doc.value = stored === null ? "" : stored;
+        setDoc(stored === null ? "" : stored);
         show(msg, stored === null ? "It was deleted." : "Reloaded the stored version.", "info");
       },
       overwrite: () => {
         loaded = { db, k, etag };
-        doc.value = edited;
+        setDoc(edited);
         doPut();
       },
     });
