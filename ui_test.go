@@ -247,8 +247,7 @@ func (tb *uiTab) shots(name, sel string) {
 	tb.t.Helper()
 	for _, v := range [][2]int64{deskView, phoneView} {
 		tb.resize(v[0], v[1])
-		// The narrow-screen menu slides out after a navigation; wait.
-		tb.waitFor("the menu at rest", `(s => innerWidth > 800 || s.classList.contains("open") || getComputedStyle(s).visibility === "hidden")(document.getElementById("sidebar"))`)
+		tb.menuAtRest()
 		if sel != "" {
 			tb.eval(fmt.Sprintf(`document.querySelector(%q)?.scrollIntoView({block: "start"}); 1`, sel), nil)
 		}
@@ -373,6 +372,15 @@ func (tb *uiTab) goTo(name, title string) {
 	tb.t.Helper()
 	tb.click("#nav-" + name)
 	tb.waitFor("page "+title, fmt.Sprintf(`document.getElementById("page-title")?.textContent === %q`, title))
+	tb.menuAtRest()
+}
+
+// menuAtRest waits until the narrow-screen menu has slid out after a
+// navigation: until then it covers the page and takes the clicks meant
+// for what lies under it.
+func (tb *uiTab) menuAtRest() {
+	tb.t.Helper()
+	tb.waitFor("the menu at rest", `(s => innerWidth > 800 || s.classList.contains("open") || getComputedStyle(s).visibility === "hidden")(document.getElementById("sidebar"))`)
 }
 
 // restError returns the {"error"} text of a JSON error body.
