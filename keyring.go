@@ -232,11 +232,20 @@ func (k *keyring) applyEpoch(e uint64) {
 // dataKeyRef is the cache key of data key id of db.
 func dataKeyRef(db, id string) string { return db + "\x00" + id }
 
-// seal encrypts doc as entity key of db under db's active data key,
-// creating db's first data key if it has none. The caller holds the gate
-// (hold) until the result is stored.
+// prepare makes sure db has data keys, creating its first one if needed,
+// and caches the active one. Writers call it before taking an entity's
+// lock: creating data keys takes their object's lock, and a caller holds
+// one lock at a time (store.Lock).
+func (k *keyring) prepare(ctx context.Context, db string) error {
+	_, err := k.activeSealer(ctx, db, true)
+	return err
+}
+
+// seal encrypts doc as entity key of db under db's active data key. The
+// caller has called prepare, and holds the gate (hold) until the result
+// is stored.
 func (k *keyring) seal(ctx context.Context, db, key string, doc []byte) ([]byte, envelopeHeader, error) {
-	s, err := k.activeSealer(ctx, db)
+	s, err := k.activeSealer(ctx, db, false)
 	if err != nil {
 		return nil, envelopeHeader{}, err
 	}
@@ -284,8 +293,9 @@ func (k *keyring) openLegacy(db, key string, sealed []byte) ([]byte, envelopeHea
 }
 
 // activeSealer returns the sealer of db's active data key: cached in this
-// epoch, else read from storage (and created with db's first write).
-func (k *keyring) activeSealer(ctx context.Context, db string) (*sealer, error) {
+// epoch, else read from storage; if db has no data keys, they are created
+// when create is set, else it is an error.
+func (k *keyring) activeSealer(ctx context.Context, db string, create bool) (*sealer, error) {
 	k.mu.Lock()
 	id, ok := k.active[db]
 	s := k.data[dataKeyRef(db, id)]
@@ -295,7 +305,7 @@ func (k *keyring) activeSealer(ctx context.Context, db string) (*sealer, error) 
 		return s, nil
 	}
 	doc, _, err := readDataKeys(ctx, k.st, db)
-	if errors.Is(err, errNotFound) {
+	if errors.Is(err, errNotFound) && create {
 		doc, err = k.createDataKeys(ctx, db)
 	}
 	if err != nil {

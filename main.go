@@ -158,6 +158,12 @@ type config struct {
 	masterKeyFile string
 	// keyID is the logical name of the master key.
 	keyID string
+	// previousMasterKey and previousMasterKeyFile give the master key a
+	// rotation moves from (rotation.go); "" for none.
+	previousMasterKey, previousMasterKeyFile string
+	// keyJobRate is the most objects a second a key job (rotation,
+	// rekey) rewrites; 0 is unlimited.
+	keyJobRate int
 	// adminKey is the admin bearer key from -admin-key or ADMIN_KEY; ""
 	// uses -admin-key-file, else the stored generated one (masterkey.go).
 	adminKey string
@@ -253,6 +259,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.restAddr, "rest-addr", "127.0.0.1:8080", "REST + UI listen address")
 	storageFlags(fs, &c)
 	masterKeyFlags(fs, &c)
+	fs.StringVar(&c.previousMasterKey, "previous-master-key", secretEnv("PREVIOUS_MASTER_KEY"), "hex master key to rotate from (env PREVIOUS_MASTER_KEY): its data keys are rewrapped under -master-key while serving")
+	fs.StringVar(&c.previousMasterKeyFile, "previous-master-key-file", "", "file holding the hex master key to rotate from")
+	fs.IntVar(&c.keyJobRate, "key-job-rate", 0, "most objects a second a key rotation or rekey rewrites (0 = unlimited)")
 	fs.StringVar(&c.adminKey, "admin-key", secretEnv("ADMIN_KEY"), "admin bearer key (env ADMIN_KEY); generated and stored hashed if empty")
 	fs.StringVar(&c.adminKeyFile, "admin-key-file", "", "file holding the admin key")
 	fs.BoolVar(&c.allowWeakAdminKey, "allow-weak-admin-key", false, "serve REST beyond loopback with an admin key under 16 characters")
@@ -426,6 +435,8 @@ func (c *config) check() error {
 		return fmt.Errorf("-auth-fail-limit: must not be negative, got %d (0 turns it off)", c.authFailLimit)
 	case c.keyID == "":
 		return errors.New("-key-id: must not be empty")
+	case c.keyJobRate < 0:
+		return fmt.Errorf("-key-job-rate: must not be negative, got %d (0 is unlimited)", c.keyJobRate)
 	case c.sharedFS == "" && c.s3.endpoint == "":
 		return errors.New("-shared-fs: must not be empty without -s3-endpoint")
 	case (c.clusterTLSCert == "") != (c.clusterTLSKey == ""):
@@ -513,11 +524,20 @@ func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger
 		return err
 	}
 	defer zero(keys.master)
+	defer zero(keys.previous)
 	ring, err := newKeyring(st, keys.master, cfg.keyID)
 	if err != nil {
 		return err
 	}
 	defer ring.close()
+	if keys.previous != nil {
+		if err := ring.addPrevious(keys.previous, keys.previousID); err != nil {
+			return err
+		}
+	}
+	if keys.note != "" {
+		log.Info(keys.note)
+	}
 	schemas := newSchemaRegistry(st)
 	schemas.lim = cfg.budgets()
 	registerSchemaMetrics(reg, schemas)
@@ -544,7 +564,7 @@ func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger
 	gm := newGRPCMetrics(reg)
 	svc := &mainService{router: rt, auth: auth, catalog: cat, schemas: schemas, master: keys.master, keyID: cfg.keyID, workerTTL: cfg.workerTTL,
 		every: heartbeatEvery, maxMsg: cfg.grpcMaxRecv, lim: cfg.budgets(), rand: cryptoRand, now: time.Now, log: log,
-		tokens: map[[32]byte]string{}}
+		tokens: map[[32]byte]string{}, ring: ring, previous: keys.previous, previousID: keys.previousID}
 	clientTLS, err := loadClientTLS(cfg)
 	if err != nil {
 		return err
@@ -580,6 +600,18 @@ func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger
 	defer cancel()
 	go svc.monitor(mctx)
 	go auth.sessions.watch(mctx, revocationReload, func(err error) { log.Warn("reload session revocations", attrErr, err) })
+	if keys.previous != nil {
+		rot := &rotator{st: st, ring: ring, log: log, pace: newPacer(cfg.keyJobRate), done: func() {
+			ring.dropPrevious()
+			svc.rotationDone()
+			zero(keys.previous)
+		}}
+		go func() {
+			if err := rot.run(mctx); err != nil && mctx.Err() == nil {
+				log.Error("master key rotation stopped; restart with both keys to resume it", attrErr, err)
+			}
+		}()
+	}
 	rest := newRESTServer(auth, rt, cat, schemas, rt.list, cfg.restMaxBody, log)
 	rest.lim = cfg.budgets()
 	rest.setMetrics(reg)

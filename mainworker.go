@@ -52,11 +52,26 @@ type mainService struct {
 	// ident is the cluster TLS identity; set whenever join is.
 	ident *clusterIdentity
 
+	// ring is the main worker's keyring: its epoch is the data-key epoch
+	// announced to workers (rekey.go). nil announces 0.
+	ring *keyring
+
 	// mu guards tokens: SHA-256 of each worker token -> worker ID. A
 	// lookup by hash of a 256-bit random token leaks nothing useful
-	// through timing.
+	// through timing. It also guards the fields below.
 	mu     sync.Mutex
 	tokens map[[32]byte]string
+	// previous is the master key a rotation moves from, named previousID;
+	// nil outside a rotation. Workers subscribing get it too.
+	previous   []byte
+	previousID string
+	// keysGen counts finished rotations; subGen is the keysGen each
+	// worker last subscribed at: a worker behind is told to subscribe
+	// again, which drops the previous key.
+	keysGen uint64
+	subGen  map[string]uint64
+	// applied is the data-key epoch each worker reported applied.
+	applied map[string]uint64
 }
 
 // heartbeatEvery is how often workers heartbeat; a worker silent for
@@ -149,6 +164,10 @@ func (m *mainService) subscribe(req *pb.SubscribeRequest) (*pb.SubscribeResponse
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "wrap master key: %v", err)
 	}
+	wrappedPrev, prevID, err := m.wrapPrevious(pub, id)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "wrap previous master key: %v", err)
+	}
 	callKey, token := make([]byte, 32), make([]byte, 32)
 	if err := readRand(m.rand, callKey, token); err != nil {
 		return nil, status.Errorf(codes.Internal, "generate worker secrets: %v", err)
@@ -171,7 +190,55 @@ func (m *mainService) subscribe(req *pb.SubscribeRequest) (*pb.SubscribeResponse
 		proc:  &remoteWorker{id: id, client: pb.NewProcessingWorkerClient(conn), callKey: callKey, now: m.now},
 		close: func() { conn.Close() }})
 	return &pb.SubscribeResponse{Token: tok, WrappedKey: wrapped, KeyId: m.keyID, ExpiresAtUnix: expires.Unix(),
-		Epoch: m.router.epoch.Load(), HeartbeatIntervalMs: m.every.Milliseconds(), WrappedCallKey: wrappedCall}, nil
+		Epoch: m.router.epoch.Load(), HeartbeatIntervalMs: m.every.Milliseconds(), WrappedCallKey: wrappedCall,
+		WrappedPreviousKey: wrappedPrev, PreviousKeyId: prevID, KeysEpoch: m.keysEpoch()}, nil
+}
+
+// wrapPrevious wraps the previous master key for pub while a rotation
+// runs (nil, "" otherwise) and records that worker id subscribed at the
+// current key generation.
+func (m *mainService) wrapPrevious(pub *rsa.PublicKey, id string) ([]byte, string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.subGen == nil {
+		m.subGen = map[string]uint64{}
+	}
+	m.subGen[id] = m.keysGen
+	if m.previous == nil {
+		return nil, "", nil
+	}
+	w, err := wrapKey(pub, m.previous, m.rand)
+	return w, m.previousID, err
+}
+
+// keysEpoch is the data-key epoch announced to workers.
+func (m *mainService) keysEpoch() uint64 {
+	if m.ring == nil {
+		return 0
+	}
+	return m.ring.keysEpoch()
+}
+
+// rotationDone drops the previous master key: workers that subscribed
+// with it are told to subscribe again.
+func (m *mainService) rotationDone() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.previous, m.previousID = nil, ""
+	m.keysGen++
+}
+
+// heardFrom records what a heartbeat of worker id says about its keys and
+// reports whether the worker must subscribe again to drop a previous
+// master key.
+func (m *mainService) heardFrom(id string, applied uint64) (resubscribe bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.applied == nil {
+		m.applied = map[string]uint64{}
+	}
+	m.applied[id] = applied
+	return m.subGen[id] < m.keysGen
 }
 
 // reachableAddr is the address to dial a worker that advertised
@@ -252,13 +319,17 @@ func (m *mainService) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (
 	if !ok || id != req.GetWorkerId() {
 		return &pb.HeartbeatResponse{Epoch: m.router.epoch.Load(), Resubscribe: true}, nil
 	}
+	if m.heardFrom(id, req.GetKeysEpoch()) {
+		m.log.Info("worker told to subscribe again for the new master key", attrWorker, id)
+		return &pb.HeartbeatResponse{Epoch: m.router.epoch.Load(), Resubscribe: true, KeysEpoch: m.keysEpoch()}, nil
+	}
 	c := req.GetCache()
 	stats := cacheStats{Hits: c.GetHits(), Misses: c.GetMisses(), Evictions: c.GetEvictions(),
 		Entries: int(c.GetEntries()), Capacity: int(c.GetCapacity())}
 	if !m.router.seen(id, stats) {
 		return &pb.HeartbeatResponse{Epoch: m.router.epoch.Load(), Resubscribe: true}, nil
 	}
-	return &pb.HeartbeatResponse{Epoch: m.router.epoch.Load()}, nil
+	return &pb.HeartbeatResponse{Epoch: m.router.epoch.Load(), KeysEpoch: m.keysEpoch()}, nil
 }
 
 // Process serves a client application: the credential (the request's

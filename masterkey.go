@@ -41,6 +41,12 @@ type keyCheckDoc struct {
 // startKeys are the secrets the main worker runs with.
 type startKeys struct {
 	master []byte
+	// previous is the master key a rotation moves from, named previousID,
+	// while one is to run; nil otherwise.
+	previous   []byte
+	previousID string
+	// note is a line for the log about the keys; "" for none.
+	note string
 	// adminHash is the SHA-256 of the admin key: of admin, or of the
 	// generated key whose hash is stored at adminKeyObject.
 	adminHash [32]byte
@@ -75,7 +81,16 @@ func loadKeys(ctx context.Context, cfg config, st store, stdout io.Writer) (star
 	if err != nil {
 		return startKeys{}, err
 	}
+	previous, err := configuredPreviousMasterKey(cfg)
+	if err != nil {
+		zero(master)
+		return startKeys{}, err
+	}
 	generated := []string{}
+	if master == nil && previous != nil {
+		zero(previous)
+		return startKeys{}, errors.New("-previous-master-key: give the new master key too (-master-key-file, MASTER_KEY or -master-key)")
+	}
 	if master == nil {
 		if err := requireEmptyStorage(ctx, st, cfg); err != nil {
 			return startKeys{}, err
@@ -86,13 +101,19 @@ func loadKeys(ctx context.Context, cfg config, st store, stdout io.Writer) (star
 		}
 		generated = append(generated, "MASTER_KEY="+hex.EncodeToString(master)+"  (needed to restart on this storage)")
 	}
-	if err := checkMasterKey(ctx, st, master, cfg.keyID); err != nil {
+	prevID, note, err := checkKeys(ctx, st, master, cfg.keyID, previous)
+	if err != nil || prevID == "" {
+		zero(previous)
+		previous = nil
+	}
+	if err != nil {
 		zero(master)
 		return startKeys{}, err
 	}
-	keys := startKeys{master: master}
+	keys := startKeys{master: master, previous: previous, previousID: prevID, note: note}
 	if keys.admin, err = configuredAdminKey(cfg); err != nil {
 		zero(master)
+		zero(previous)
 		return startKeys{}, err
 	}
 	keys.adminHash = sha256.Sum256([]byte(keys.admin))
@@ -100,6 +121,7 @@ func loadKeys(ctx context.Context, cfg config, st store, stdout io.Writer) (star
 		var admin string
 		if keys.adminHash, admin, err = storedAdminKey(ctx, st); err != nil {
 			zero(master)
+			zero(previous)
 			return startKeys{}, err
 		}
 		if admin != "" {

@@ -191,6 +191,9 @@ func (w *worker) load(ctx context.Context, s *keyring, db, key string) (cachedEn
 // atomically with the write.
 func (w *worker) put(ctx context.Context, s *keyring, op *pb.EntityOp, owner bool) (*pb.WorkerResponse, error) {
 	db, key := op.GetDatabaseName(), op.GetEntityKey()
+	if err := s.prepare(ctx, db); err != nil {
+		return nil, fmt.Errorf("put entity %s/%q: %w", db, key, err)
+	}
 	unlock, err := w.lockEntity(ctx, db, key)
 	if err != nil {
 		return nil, err
@@ -220,6 +223,9 @@ func (w *worker) patch(ctx context.Context, s *keyring, op *pb.EntityOp, owner b
 	db, key, ct := op.GetDatabaseName(), op.GetEntityKey(), op.GetContentType()
 	if ct != mergePatchType && ct != jsonPatchType {
 		return nil, reqErrorf(errInvalid, "content type %q is not %s or %s", ct, mergePatchType, jsonPatchType)
+	}
+	if err := s.prepare(ctx, db); err != nil {
+		return nil, fmt.Errorf("patch entity %s/%q: %w", db, key, err)
 	}
 	unlock, err := w.lockEntity(ctx, db, key)
 	if err != nil {
@@ -713,6 +719,19 @@ func (s *subscriber) install(resp *pb.SubscribeResponse, mainFP [32]byte) (*subs
 		return nil, fmt.Errorf("subscribe: %w", err)
 	}
 	ring.now = s.now
+	// A fresh keyring has no data key cached: it is at the epoch at once.
+	ring.epoch = resp.GetKeysEpoch()
+	if w := resp.GetWrappedPreviousKey(); len(w) > 0 {
+		prev, err := unwrapKey(s.priv, w)
+		if err != nil {
+			return nil, fmt.Errorf("subscribe: unwrap previous master key: %w", err)
+		}
+		err = ring.addPrevious(prev, resp.GetPreviousKeyId())
+		zero(prev)
+		if err != nil {
+			return nil, fmt.Errorf("subscribe: %w", err)
+		}
+	}
 	s.srv.w.setKeys(ring)
 	s.pin.fp.Store(&mainFP)
 	sub := &subscription{token: resp.GetToken(), callKey: callKey, expires: time.Unix(resp.GetExpiresAtUnix(), 0),
@@ -748,11 +767,17 @@ func (s *subscriber) heartbeat(ctx context.Context, client pb.MainWorkerClient, 
 			return
 		}
 		st := s.srv.w.stats()
+		ring := s.srv.w.keys.Load()
 		cctx, cancel := context.WithTimeout(ctx, 2*sub.every)
 		resp, err := client.Heartbeat(cctx, &pb.HeartbeatRequest{WorkerId: s.id, Token: sub.token,
 			InFlight: s.srv.w.inFlight.Load(), Cache: &pb.CacheStats{Hits: st.Hits, Misses: st.Misses,
-				Evictions: st.Evictions, Entries: int64(st.Entries), Capacity: int64(st.Capacity)}})
+				Evictions: st.Evictions, Entries: int64(st.Entries), Capacity: int64(st.Capacity)},
+			KeysEpoch: ring.keysEpoch()})
 		cancel()
+		if err == nil {
+			// Reported applied in the next heartbeat (rekey.go).
+			ring.applyEpoch(resp.GetKeysEpoch())
+		}
 		switch {
 		case err != nil:
 			if failures++; failures >= 3 {

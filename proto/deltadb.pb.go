@@ -188,7 +188,15 @@ type SubscribeResponse struct {
 	// HMAC-SHA256 under the join token of the TLS exporter, the main
 	// worker's certificate and every other field of this message
 	// (cluster.go, mainProof): the worker installs nothing without it.
-	Proof         []byte `protobuf:"bytes,8,opt,name=proof,proto3" json:"proof,omitempty"`
+	Proof []byte `protobuf:"bytes,8,opt,name=proof,proto3" json:"proof,omitempty"`
+	// While a master-key rotation runs: the key it moves from, wrapped like
+	// the master key, and its ID; data keys not yet rewrapped and format-1
+	// entities open with it. Empty otherwise.
+	WrappedPreviousKey []byte `protobuf:"bytes,9,opt,name=wrapped_previous_key,json=wrappedPreviousKey,proto3" json:"wrapped_previous_key,omitempty"`
+	PreviousKeyId      string `protobuf:"bytes,10,opt,name=previous_key_id,json=previousKeyId,proto3" json:"previous_key_id,omitempty"`
+	// Data-key epoch (keyring.go): raised whenever a database's active data
+	// key changes (a rekey).
+	KeysEpoch     uint64 `protobuf:"varint,11,opt,name=keys_epoch,json=keysEpoch,proto3" json:"keys_epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -279,12 +287,36 @@ func (x *SubscribeResponse) GetProof() []byte {
 	return nil
 }
 
+func (x *SubscribeResponse) GetWrappedPreviousKey() []byte {
+	if x != nil {
+		return x.WrappedPreviousKey
+	}
+	return nil
+}
+
+func (x *SubscribeResponse) GetPreviousKeyId() string {
+	if x != nil {
+		return x.PreviousKeyId
+	}
+	return ""
+}
+
+func (x *SubscribeResponse) GetKeysEpoch() uint64 {
+	if x != nil {
+		return x.KeysEpoch
+	}
+	return 0
+}
+
 type HeartbeatRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	WorkerId      string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
-	Token         string                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
-	InFlight      int64                  `protobuf:"varint,3,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
-	Cache         *CacheStats            `protobuf:"bytes,4,opt,name=cache,proto3" json:"cache,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	Token    string                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	InFlight int64                  `protobuf:"varint,3,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	Cache    *CacheStats            `protobuf:"bytes,4,opt,name=cache,proto3" json:"cache,omitempty"`
+	// The data-key epoch the worker has applied: none of its writes seals
+	// under a data key retired before that epoch.
+	KeysEpoch     uint64 `protobuf:"varint,5,opt,name=keys_epoch,json=keysEpoch,proto3" json:"keys_epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -347,13 +379,24 @@ func (x *HeartbeatRequest) GetCache() *CacheStats {
 	return nil
 }
 
+func (x *HeartbeatRequest) GetKeysEpoch() uint64 {
+	if x != nil {
+		return x.KeysEpoch
+	}
+	return 0
+}
+
 type HeartbeatResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Current routing epoch.
 	Epoch uint64 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// The main worker does not know this worker (restarted or token
-	// expired): subscribe again.
-	Resubscribe   bool `protobuf:"varint,2,opt,name=resubscribe,proto3" json:"resubscribe,omitempty"`
+	// expired), or its keys changed (a master-key rotation finished):
+	// subscribe again.
+	Resubscribe bool `protobuf:"varint,2,opt,name=resubscribe,proto3" json:"resubscribe,omitempty"`
+	// Current data-key epoch: a worker behind it applies it and reports it
+	// in its next heartbeat.
+	KeysEpoch     uint64 `protobuf:"varint,3,opt,name=keys_epoch,json=keysEpoch,proto3" json:"keys_epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -400,6 +443,13 @@ func (x *HeartbeatResponse) GetResubscribe() bool {
 		return x.Resubscribe
 	}
 	return false
+}
+
+func (x *HeartbeatResponse) GetKeysEpoch() uint64 {
+	if x != nil {
+		return x.KeysEpoch
+	}
+	return 0
 }
 
 type CacheStats struct {
@@ -955,7 +1005,7 @@ const file_deltadb_proto_rawDesc = "" +
 	"\x05proof\x18\x05 \x01(\fR\x05proof\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x93\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8c\x03\n" +
 	"\x11SubscribeResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1f\n" +
 	"\vwrapped_key\x18\x02 \x01(\fR\n" +
@@ -965,15 +1015,24 @@ const file_deltadb_proto_rawDesc = "" +
 	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\x122\n" +
 	"\x15heartbeat_interval_ms\x18\x06 \x01(\x03R\x13heartbeatIntervalMs\x12(\n" +
 	"\x10wrapped_call_key\x18\a \x01(\fR\x0ewrappedCallKey\x12\x14\n" +
-	"\x05proof\x18\b \x01(\fR\x05proof\"\x8d\x01\n" +
+	"\x05proof\x18\b \x01(\fR\x05proof\x120\n" +
+	"\x14wrapped_previous_key\x18\t \x01(\fR\x12wrappedPreviousKey\x12&\n" +
+	"\x0fprevious_key_id\x18\n" +
+	" \x01(\tR\rpreviousKeyId\x12\x1d\n" +
+	"\n" +
+	"keys_epoch\x18\v \x01(\x04R\tkeysEpoch\"\xac\x01\n" +
 	"\x10HeartbeatRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\tR\x05token\x12\x1b\n" +
 	"\tin_flight\x18\x03 \x01(\x03R\binFlight\x12)\n" +
-	"\x05cache\x18\x04 \x01(\v2\x13.deltadb.CacheStatsR\x05cache\"K\n" +
+	"\x05cache\x18\x04 \x01(\v2\x13.deltadb.CacheStatsR\x05cache\x12\x1d\n" +
+	"\n" +
+	"keys_epoch\x18\x05 \x01(\x04R\tkeysEpoch\"j\n" +
 	"\x11HeartbeatResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12 \n" +
-	"\vresubscribe\x18\x02 \x01(\bR\vresubscribe\"\x8c\x01\n" +
+	"\vresubscribe\x18\x02 \x01(\bR\vresubscribe\x12\x1d\n" +
+	"\n" +
+	"keys_epoch\x18\x03 \x01(\x04R\tkeysEpoch\"\x8c\x01\n" +
 	"\n" +
 	"CacheStats\x12\x12\n" +
 	"\x04hits\x18\x01 \x01(\x04R\x04hits\x12\x16\n" +
