@@ -171,7 +171,9 @@ func writeKeyCheck(ctx context.Context, st store, master []byte, keyID string) e
 func (d *keyCheckDoc) keyRef() keyRef { return keyRef{KeyID: d.KeyID, Check: d.Check} }
 
 // matches reports whether master named keyID is the key of the key check.
-func (d *keyCheckDoc) matches(master []byte, keyID string) bool { return d.keyRef().matches(master, keyID) }
+func (d *keyCheckDoc) matches(master []byte, keyID string) bool {
+	return d.keyRef().matches(master, keyID)
+}
 
 // configuredPreviousMasterKey reads -previous-master-key-file or
 // -previous-master-key; nil when neither is given.
