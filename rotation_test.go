@@ -178,7 +178,13 @@ func TestRotationUnderWritesWithKill(t *testing.T) {
 	if !strings.Contains(out, "unfinished") {
 		t.Errorf("start with the new key alone half-way: %s, want 'unfinished'", out)
 	}
-	c.main = startNode(t, env, rotating...)
+	// Slowly enough that the worker subscribes again (and gets both keys)
+	// before the rotation ends: then it is told to subscribe once more.
+	c.main = startNode(t, env, append(rotating, "-key-job-rate=5")...)
+	c.waitWorkers(20*time.Second, "w1")
+	if strings.Contains(c.main.stderr.String(), "master key rotation finished") {
+		t.Fatal("the rotation finished before the worker subscribed again: slow the rotation down further")
+	}
 	c.main.waitLog("master key rotation finished: the previous key is no longer needed", 1)
 	c.main.waitLog("worker told to subscribe again for the new master key", 1)
 	c.waitWorkers(20*time.Second, "w1")
