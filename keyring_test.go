@@ -156,6 +156,9 @@ func TestKeyringDataKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := k.prepare(ctx, "db"); err != nil {
+		t.Fatal(err)
+	}
 	release := k.hold()
 	sealed, h, err := k.seal(ctx, "db", "e1", []byte(`{"a":1}`))
 	release()
@@ -209,6 +212,9 @@ func TestKeyringPreviousMasterKey(t *testing.T) {
 	ctx := t.Context()
 	oldKey, newKey := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
 	old, _ := newKeyring(st, oldKey, "v1")
+	if err := old.prepare(ctx, "db"); err != nil {
+		t.Fatal(err)
+	}
 	release := old.hold()
 	sealed2, _, err := old.seal(ctx, "db", "e", []byte(`2`))
 	release()
@@ -252,6 +258,9 @@ func TestApplyEpochSwitchesDataKey(t *testing.T) {
 	ctx := t.Context()
 	master := bytes.Repeat([]byte{3}, 32)
 	k, _ := newKeyring(st, master, "k")
+	if err := k.prepare(ctx, "db"); err != nil {
+		t.Fatal(err)
+	}
 	sealID := func() string {
 		t.Helper()
 		defer k.hold()()

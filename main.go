@@ -74,6 +74,11 @@
 //	names.go       validation of database names, schema IDs and entity keys
 //	masterkey.go   master and admin keys, the key check
 //	crypto.go      the entity envelope (AES-256-GCM) and key wrapping
+//	rotation.go    online master-key rotation: the rotation record, the
+//	               key checks of a start with -previous-master-key, the
+//	               rewrapping of every database's data keys
+//	rekey.go       re-encryption of a database's entities (the upgrade
+//	               of format-1 entities)
 //	keyring.go     envelope encryption: each database's data keys, wrapped
 //	               by the master key under _meta/datakeys/; the keyring
 //	               that seals and opens entities of both formats
