@@ -1167,13 +1167,14 @@ func TestUIDataPages(t *testing.T) {
 		var ed struct {
 			Value          string
 			Disabled, Save bool
-			Title          string
+			Title, Meta    string
 		}
 		tb.eval(`({Value: document.getElementById("entity-editor").value, Disabled: document.getElementById("entity-editor").disabled,
-			Save: document.getElementById("entity-save").disabled, Title: document.getElementById("entity-title").textContent})`, &ed)
-		if ed.Value != "" || !ed.Disabled || !ed.Save || !strings.Contains(ed.Title, "not loaded") {
-			t.Errorf("after a failed Get: editor %q (disabled %v), Save disabled %v, title %q; want empty, disabled, disabled, not loaded",
-				ed.Value, ed.Disabled, ed.Save, ed.Title)
+			Save: document.getElementById("entity-save").disabled, Title: document.getElementById("entity-title").textContent,
+			Meta: document.getElementById("entity-meta").textContent})`, &ed)
+		if ed.Value != "" || !ed.Disabled || !ed.Save || !strings.Contains(ed.Title, "not loaded") || ed.Meta != "" {
+			t.Errorf("after a failed Get: editor %q (disabled %v), Save disabled %v, title %q, meta %q; want empty, disabled, disabled, not loaded, empty",
+				ed.Value, ed.Disabled, ed.Save, ed.Title, ed.Meta)
 		}
 		tb.shots("failed-get", "#entity-pane")
 

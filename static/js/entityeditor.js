@@ -58,7 +58,7 @@ export function entityEditor(db, opts) {
     etag = "";
     setControls(false);
     title.textContent = `${db} / ${current} (not loaded)`;
-    showMeta();
+    meta.textContent = "";
   };
 
   async function open(key) {
@@ -68,6 +68,7 @@ export function entityEditor(db, opts) {
     exists = false;
     conflict.hide();
     title.textContent = `${db} / ${key}`;
+    meta.textContent = "";
     opts.onOpen(key);
     editor.setValue("");
     setControls(false);
