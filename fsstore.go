@@ -56,8 +56,10 @@ type fsStore struct {
 var _ store = (*fsStore)(nil)
 
 // newFSStore opens (creating it 0700 if needed) the store rooted at root
-// and removes temp files left over by a crash. An unusable root yields an
-// error wrapping errConfig.
+// and removes temp files left over by a crash (those older than
+// staleTempAge: the directory may be shared with live processes whose
+// writes are in flight). An unusable root yields an error wrapping
+// errConfig.
 func newFSStore(root string) (*fsStore, error) {
 	s, err := openFSStore(root)
 	if err != nil {
@@ -83,14 +85,34 @@ func openFSStore(root string) (*fsStore, error) {
 	return &fsStore{root: abs}, nil
 }
 
-// removeTempFiles deletes every temp file under root. A temp file is never
-// valid data: it only becomes an object by the rename in writeDurable.
+// staleTempAge is how long a temp file must have gone unmodified before a
+// starting process removes it. Writes give up after the write timeout (60
+// s), so an older temp file belongs to no write in flight; a younger one
+// may belong to another process sharing the directory (a main worker and
+// its workers, or a restarted worker), and removing it would fail that
+// process's write at its rename.
+const staleTempAge = 10 * time.Minute
+
+// removeTempFiles deletes every temp file under root last modified more
+// than staleTempAge ago. A temp file is never valid data: it only becomes
+// an object by the rename in writeDurable.
 func removeTempFiles(root string) error {
+	cutoff := time.Now().Add(-staleTempAge)
 	return filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		if d.IsDir() || !strings.HasPrefix(d.Name(), tmpPrefix) {
+			return nil
+		}
+		info, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // renamed or removed by its writer meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		if info.ModTime().After(cutoff) {
 			return nil
 		}
 		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -116,16 +116,21 @@ func TestFSStoreLayout(t *testing.T) {
 	}
 }
 
+// TestFSStoreRemovesTempLeftovers: a start removes the temp files a crash
+// left (old ones) and keeps those a live process sharing the directory is
+// writing (recent ones), and every object.
 func TestFSStoreRemovesTempLeftovers(t *testing.T) {
 	root := t.TempDir()
 	files := map[string]bool{ // path -> survives
 		"files/db/ab/.tmp-123":       false,
 		"templates/.tmp-9":           false,
 		".tmp-top":                   false,
+		"files/db/ab/.tmp-inflight":  true,
 		"files/db/ab/6b":             true,
 		"templates/a.json":           true,
 		"templates/x.tmp-not-a-temp": true,
 	}
+	old := time.Now().Add(-staleTempAge - time.Minute)
 	for p := range files {
 		full := filepath.Join(root, p)
 		if err := os.MkdirAll(filepath.Dir(full), 0o700); err != nil {
@@ -133,6 +138,11 @@ func TestFSStoreRemovesTempLeftovers(t *testing.T) {
 		}
 		if err := os.WriteFile(full, []byte("x"), 0o600); err != nil {
 			t.Fatal(err)
+		}
+		if !strings.HasSuffix(p, "inflight") {
+			if err := os.Chtimes(full, old, old); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	if _, err := newFSStore(root); err != nil {
