@@ -61,6 +61,7 @@ func newAuthTestServerOn(t *testing.T, cfg authConfig, st store) *authTestServer
 	rt.add(&workerConn{id: w.id, proc: w, stats: w.stats})
 	rest := newRESTServer(auth, rt, newCatalog(st), schemas, rt.list, 1<<20, log)
 	rest.ready.keyChecked.Store(true)
+	rest.jobs = newKeyJobs(t.Context(), st, ring, 0, func(context.Context, uint64) error { return nil }, log)
 	return &authTestServer{rest: rest, auth: auth, st: st, clock: clock}
 }
 

@@ -143,6 +143,36 @@ func (s *restServer) handleWorkers(w http.ResponseWriter, r *http.Request, p pri
 	return nil
 }
 
+func (s *restServer) handleListJobs(w http.ResponseWriter, r *http.Request, _ principal) error {
+	if s.jobs == nil {
+		return reqErrorf(errUnavailable, "key jobs are not available on this server")
+	}
+	jobs, err := s.jobs.list(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, jobs)
+	return nil
+}
+
+// handleRekey starts a rekey of the database; either way the answer is
+// 202 with the job (the one already running, if any).
+func (s *restServer) handleRekey(w http.ResponseWriter, r *http.Request, _ principal) error {
+	db := r.PathValue("db")
+	if err := validateDBName(db); err != nil {
+		return err
+	}
+	if s.jobs == nil {
+		return reqErrorf(errUnavailable, "key jobs are not available on this server")
+	}
+	job, _, err := s.jobs.startRekey(r.Context(), db)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusAccepted, job)
+	return nil
+}
+
 func (s *restServer) handleListSchemas(w http.ResponseWriter, r *http.Request, _ principal) error {
 	ids, err := s.schemas.List(r.Context())
 	if err != nil {

@@ -77,8 +77,9 @@
 //	rotation.go    online master-key rotation: the rotation record, the
 //	               key checks of a start with -previous-master-key, the
 //	               rewrapping of every database's data keys
-//	rekey.go       re-encryption of a database's entities (the upgrade
-//	               of format-1 entities)
+//	rekey.go       re-encryption of a database's entities: the upgrade
+//	               of format-1 entities, the rekey job and its records
+//	               (POST /admin/databases/{db}/rekey, GET /admin/jobs)
 //	keyring.go     envelope encryption: each database's data keys, wrapped
 //	               by the master key under _meta/datakeys/; the keyring
 //	               that seals and opens entities of both formats
@@ -620,6 +621,10 @@ func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger
 	rest := newRESTServer(auth, rt, cat, schemas, rt.list, cfg.restMaxBody, log)
 	rest.lim = cfg.budgets()
 	rest.setMetrics(reg)
+	rest.jobs = newKeyJobs(mctx, st, ring, cfg.keyJobRate, svc.waitKeysEpoch, log)
+	if err := rest.jobs.resume(); err != nil {
+		return err
+	}
 	// loadKeys returned: the master key matched the stored key check.
 	rest.ready.keyChecked.Store(true)
 	if cfg.opsAddr != "" {

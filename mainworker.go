@@ -228,6 +228,37 @@ func (m *mainService) rotationDone() {
 	m.keysGen++
 }
 
+// waitKeysEpoch returns once every available remote worker has reported
+// data-key epoch e applied (rekey.go), or ctx's error. A worker that
+// leaves the rotation is not waited for: it gets no calls.
+func (m *mainService) waitKeysEpoch(ctx context.Context, e uint64) error {
+	t := time.NewTicker(m.every / 4)
+	defer t.Stop()
+	for len(m.behindKeysEpoch(e)) > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// behindKeysEpoch returns the available remote workers that have not
+// reported epoch e applied.
+func (m *mainService) behindKeysEpoch(e uint64) []string {
+	rows := m.router.list()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var behind []string
+	for _, r := range rows {
+		if _, remote := m.subGen[r.WorkerID]; remote && r.Status == statusAvailable && m.applied[r.WorkerID] < e {
+			behind = append(behind, r.WorkerID)
+		}
+	}
+	return behind
+}
+
 // heardFrom records what a heartbeat of worker id says about its keys and
 // reports whether the worker must subscribe again to drop a previous
 // master key.

@@ -32,6 +32,8 @@ type restServer struct {
 	maxBody int64
 	// lim are the other request budgets; the zero value is the defaults.
 	lim budgets
+	// jobs runs the rekey jobs; nil answers their routes 503.
+	jobs *keyJobs
 	// ready is the state GET /readyz reports (health.go).
 	ready readiness
 	// reg is the process's metrics for GET /metrics, metrics the REST
@@ -90,6 +92,8 @@ func (s *restServer) routes() {
 	s.mux.Handle("PUT /api/databases/{db}", s.need(permWrite, s.handlePutDatabase))
 	s.mux.Handle("GET /api/databases/{db}/keys", s.need(permRead, s.handleListEntityKeys))
 	s.mux.Handle("GET /admin/workers", s.need(permAdmin, s.handleWorkers))
+	s.mux.Handle("GET /admin/jobs", s.need(permAdmin, s.handleListJobs))
+	s.mux.Handle("POST /admin/databases/{db}/rekey", s.need(permAdmin, s.handleRekey))
 	s.mux.Handle("GET /admin/schemas", s.open(s.handleListSchemas))
 	s.mux.Handle("GET /schema/{id}", s.open(s.handleGetSchema))
 	s.mux.Handle("PUT /schema/{id}", s.need(permWrite, s.handlePutSchema))

@@ -82,6 +82,8 @@ func routeTable() []routeCase {
 		{"PUT /api/databases/{db}", "PUT", "/api/databases/chatdb", `{"schema":"t.v1"}`, "", nil, [numCredKinds]int{401, 401, 200, 403, 200, 200, 401, 401, 403, 200, 403}},
 		{"GET /api/databases/{db}/keys", "GET", "/api/databases/chatdb/keys?limit=5", "", "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
 		{"GET /admin/workers", "GET", "/admin/workers", "", "", nil, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
+		{"GET /admin/jobs", "GET", "/admin/jobs", "", "", nil, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
+		{"POST /admin/databases/{db}/rekey", "POST", "/admin/databases/chatdb/rekey", "", "", putK, [numCredKinds]int{401, 401, 202, 403, 403, 202, 401, 401, 403, 202, 403}},
 		{"GET /admin/schemas", "GET", "/admin/schemas", "", "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
 		{"GET /schema/{id}", "GET", "/schema/t.v1", "", "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
 		// chatdb is bound to t.v1 (PUT /api/databases above): a key limited
@@ -527,6 +529,14 @@ func routeErrorCases(root string) map[string][]errorCase {
 		},
 		"GET /readyz": {
 			{method: "GET", path: "/readyz", token: "-", fault: unavailable, want: 503},
+		},
+		"GET /admin/jobs": {
+			{method: "GET", path: "/admin/jobs", fault: unavailable, want: 503},
+		},
+		"POST /admin/databases/{db}/rekey": {
+			{method: "POST", path: "/admin/databases/nosuchdb/rekey", want: 404},
+			{method: "POST", path: "/admin/databases/-bad/rekey", want: 400},
+			{method: "POST", path: "/admin/databases/chatdb/rekey", fault: unavailable, want: 503},
 		},
 		// Requests the mux refuses before any route.
 		"": {

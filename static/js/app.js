@@ -52,6 +52,9 @@
 //                #keys-table (tr[data-key-id]) button[data-testid=key-delete]
 //                (Keys and Workers tables are cards below 800px: class
 //                cards-on-phone, every td has data-label)
+//   #/jobs       jobs.js       (admin only; nav #nav-jobs in #nav-jobs-item)
+//                #jobs-db #jobs-rekey #jobs-message #jobs-table
+//                (tr[data-job][data-state], progress[data-testid=job-progress])
 //   #/explorer   explorer.js   #ex-method #ex-path #ex-body #ex-send
 //                #ex-status #ex-headers #ex-response #ex-message
 //                button[data-testid=ex-quick][data-path]
@@ -68,6 +71,7 @@ import * as entities from "./entities.js";
 import * as workers from "./workers.js";
 import * as schemas from "./schemas.js";
 import * as keys from "./keys.js";
+import * as jobs from "./jobs.js";
 import * as explorer from "./explorer.js";
 
 const SESSION_EXPIRED = "Session expired or invalid — please log in again";
@@ -79,6 +83,7 @@ const routes = {
   workers: { page: workers, title: "Workers" },
   schemas: { page: schemas, title: "Schemas" },
   keys: { page: keys, title: "API Keys", adminOnly: true },
+  jobs: { page: jobs, title: "Key jobs", adminOnly: true },
   explorer: { page: explorer, title: "Explorer" },
 };
 
@@ -197,6 +202,7 @@ async function logout() {
 
 function updateShell() {
   $("nav-keys-item").hidden = !isAdmin();
+  $("nav-jobs-item").hidden = !isAdmin();
   const me = state.me || {};
   const perms = Array.isArray(me.permissions) ? me.permissions.join(", ") : "";
   // People know a key by the name it was created with, not its ID.
