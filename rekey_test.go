@@ -283,8 +283,6 @@ func findJob(t *testing.T, n *node, id string) jobView {
 	return jobView{}
 }
 
-
-
 // putReq is a worker's PUT of doc as (db, key), by its owner.
 func putReq(db, key, doc string) *pb.WorkerRequest {
 	return &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_PUT, Payload: []byte(doc)}, Owner: true}
