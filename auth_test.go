@@ -59,7 +59,9 @@ func newAuthTestServerOn(t *testing.T, cfg authConfig, st store) *authTestServer
 	w.setKeys(ring)
 	rt := newRouter(log, time.Now, 0)
 	rt.add(&workerConn{id: w.id, proc: w, stats: w.stats})
-	rest := newRESTServer(auth, rt, newCatalog(st), schemas, rt.list, 1<<20, log)
+	cat := newCatalog(st)
+	rt.written = cat.wrote
+	rest := newRESTServer(auth, rt, cat, schemas, rt.list, 1<<20, log)
 	rest.ready.keyChecked.Store(true)
 	rest.jobs = newKeyJobs(t.Context(), st, ring, 0, func(context.Context, uint64) error { return nil }, log)
 	return &authTestServer{rest: rest, auth: auth, st: st, clock: clock}
@@ -107,7 +109,7 @@ func (ts *authTestServer) mustDo(t *testing.T, method, path, token, body string,
 func (ts *authTestServer) createKey(t *testing.T, body string) newKey {
 	t.Helper()
 	var k newKey
-	if err := json.Unmarshal(ts.mustDo(t, "POST", "/api/keys", testAdminKey, body, 200), &k); err != nil {
+	if err := json.Unmarshal(ts.mustDo(t, "POST", "/api/keys", testAdminKey, body, 201), &k); err != nil {
 		t.Fatal(err)
 	}
 	return k
@@ -610,7 +612,7 @@ func createKeyHTTP(t *testing.T, n *node, body string) newKey {
 	t.Helper()
 	code, out, _ := n.call("POST", "/api/keys", testAdminKey, body)
 	var k newKey
-	if code != 200 || json.Unmarshal(out, &k) != nil || !strings.HasPrefix(k.Secret, "dk_") {
+	if code != 201 || json.Unmarshal(out, &k) != nil || !strings.HasPrefix(k.Secret, "dk_") {
 		t.Fatalf("POST /api/keys %s = %d %s", body, code, out)
 	}
 	return k

@@ -34,7 +34,8 @@ type budgets struct {
 	// maxPatchOps is the most operations of one JSON Patch
 	// (-max-patch-ops).
 	maxPatchOps int
-	// maxBatchKeys is the most entities of one PUT (-max-batch-keys).
+	// maxBatchKeys is the most entities of one PUT, and the most keys of
+	// one POST /api/databases/{db}/get (-max-batch-keys).
 	maxBatchKeys int
 	// maxDepth is the deepest nesting of arrays and objects in a JSON body,
 	// document or schema (-max-json-depth).

@@ -150,6 +150,12 @@ type bindings struct {
 	st  store
 	now func() time.Time
 
+	// changes serialises, within this process, a binding's check that its
+	// schema exists and its write with a schema's check that nothing is
+	// bound to it and its deletion: held by restServer.bind and
+	// handleDeleteSchema, never by the methods of bindings.
+	changes sync.Mutex
+
 	mu sync.Mutex
 	m  map[string]cachedBinding // by database
 	// reads counts binding reads from storage.
@@ -234,29 +240,48 @@ func (b *bindings) set(ctx context.Context, db, id string) error {
 
 // boundOutside returns a database bound to schema id that allows does not
 // allow, "" when there is none: the check that a key limited to some databases
-// does not change a schema another database relies on. It lists the
-// binding objects once and reads (through the cache) only the bindings of
-// databases outside allows, so a key's own databases cost nothing.
+// does not change a schema another database relies on. It reads (through
+// the cache) only the bindings of databases outside allows, so a key's own
+// databases cost nothing.
 func (b *bindings) boundOutside(ctx context.Context, id string, allows func(db string) bool) (string, error) {
+	dbs, err := b.bound(ctx, id, func(db string) bool { return !allows(db) }, 1)
+	if err != nil || len(dbs) == 0 {
+		return "", err
+	}
+	return dbs[0], nil
+}
+
+// boundTo returns the databases bound to schema id, in byte order.
+func (b *bindings) boundTo(ctx context.Context, id string) ([]string, error) {
+	return b.bound(ctx, id, func(string) bool { return true }, 0)
+}
+
+// bound lists the binding objects once and returns, in byte order, up to
+// limit (0: all) databases that consider accepts and that are bound to
+// schema id. Only their bindings are read, through the cache.
+func (b *bindings) bound(ctx context.Context, id string, consider func(db string) bool, limit int) ([]string, error) {
 	prefix := metaPrefix + "databases/"
 	keys, err := b.st.List(ctx, prefix, "", 0)
 	if err != nil {
-		return "", fmt.Errorf("list bindings: %w", err)
+		return nil, fmt.Errorf("list bindings: %w", err)
 	}
+	var dbs []string
 	for _, k := range keys {
 		db, ok := strings.CutSuffix(strings.TrimPrefix(k, prefix), ".json")
-		if !ok || validateDBName(db) != nil || allows(db) {
+		if !ok || validateDBName(db) != nil || !consider(db) {
 			continue
 		}
 		bound, err := b.get(ctx, db)
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		if bound == id {
-			return db, nil
+			if dbs = append(dbs, db); len(dbs) == limit {
+				break
+			}
 		}
 	}
-	return "", nil
+	return dbs, nil
 }
 
 // schemasFor returns the schema IDs a write to db is validated against:

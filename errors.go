@@ -22,6 +22,9 @@ var (
 	// current document: a failed "test" operation, or a path that names
 	// nothing (409).
 	errPatchConflict = errors.New("patch does not apply to the document")
+	// errConflict: the request conflicts with what is stored, such as
+	// deleting a schema a database is still bound to (409).
+	errConflict = errors.New("conflict")
 	// errUnavailable: the backend or every worker could not be reached or
 	// failed transiently; the request may succeed later (503).
 	errUnavailable = errors.New("storage unavailable")
@@ -131,6 +134,7 @@ var clientKinds = []struct {
 	{errNotFound, "not found"},
 	{errPrecondition, "a precondition of the request does not hold"},
 	{errPatchConflict, "the patch does not apply to the document"},
+	{errConflict, "the request conflicts with what is stored"},
 	{errUnsupportedMedia, "unsupported media type"},
 	{errMethod, "method not allowed"},
 }

@@ -105,7 +105,8 @@ func (s *restServer) handleCreateKey(w http.ResponseWriter, r *http.Request, p p
 		return err
 	}
 	s.log.InfoContext(r.Context(), "api key created", attrKeyID, k.ID, attrClient, p.clientID, slog.Any("permissions", k.Permissions))
-	writeJSON(w, http.StatusOK, k)
+	w.Header().Set("Location", "/api/keys/"+k.ID)
+	writeJSON(w, http.StatusCreated, k)
 	return nil
 }
 
@@ -236,12 +237,108 @@ func (s *restServer) schemaInScope(ctx context.Context, p principal, id string) 
 	return nil
 }
 
+// handleDeleteSchema is DELETE /schema/{id}: it removes the template,
+// unless a database is still bound to it (409 naming them).
+func (s *restServer) handleDeleteSchema(w http.ResponseWriter, r *http.Request, p principal) error {
+	id := r.PathValue("id")
+	if err := validateSchemaID(id); err != nil {
+		return err
+	}
+	if err := s.schemaInScope(r.Context(), p, id); err != nil {
+		return err
+	}
+	b := s.catalog.bindings
+	b.changes.Lock()
+	defer b.changes.Unlock()
+	dbs, err := b.boundTo(r.Context(), id)
+	if err != nil {
+		return fmt.Errorf("delete schema %s: %w", id, err)
+	}
+	if len(dbs) > 0 {
+		return reqErrorf(errConflict, "schema %q is still bound to %s; unbind first (PUT /api/databases/{db} with {\"schema\": null})", id, nameList("database", dbs))
+	}
+	err = s.schemas.Delete(r.Context(), id)
+	if errors.Is(err, errNotFound) {
+		return reqErrorf(errNotFound, "schema %q not found", id)
+	}
+	if err != nil {
+		return err
+	}
+	s.log.InfoContext(r.Context(), "schema deleted", attrSchema, id, attrClient, p.clientID)
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+// maxNamesListed is the most names an error sentence lists.
+const maxNamesListed = 10
+
+// nameList renders names for a sentence: `database "a"`, `databases "a",
+// "b" and 3 more`.
+func nameList(noun string, names []string) string {
+	if len(names) == 1 {
+		return fmt.Sprintf("%s %q", noun, names[0])
+	}
+	quoted := make([]string, 0, maxNamesListed)
+	for _, n := range names[:min(len(names), maxNamesListed)] {
+		quoted = append(quoted, strconv.Quote(n))
+	}
+	out := noun + "s " + strings.Join(quoted, ", ")
+	if more := len(names) - len(quoted); more > 0 {
+		out += fmt.Sprintf(" and %d more", more)
+	}
+	return out
+}
+
+// validateAnswer is the answer of POST /schema/{id}/validate.
+type validateAnswer struct {
+	Valid  bool              `json:"valid"`
+	Errors []validationIssue `json:"errors,omitempty"`
+	// Omitted counts the violations left out of Errors (beyond
+	// maxValidationMessages).
+	Omitted int `json:"omitted,omitempty"`
+}
+
+// handleValidate is POST /schema/{id}/validate: it checks the body, a
+// document, against schema id without storing anything: 200 {"valid":
+// true}, or 422 with the violations.
+func (s *restServer) handleValidate(w http.ResponseWriter, r *http.Request, p principal) error {
+	id := r.PathValue("id")
+	if err := validateSchemaID(id); err != nil {
+		return err
+	}
+	body, err := s.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	if err := s.lim.checkDocumentSize("document", len(body)); err != nil {
+		return err
+	}
+	err = s.schemas.Validate(r.Context(), id, body)
+	var ve *validationError
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, validateAnswer{Valid: true})
+		return nil
+	case errors.As(err, &ve):
+		writeJSON(w, http.StatusUnprocessableEntity, validateAnswer{Errors: ve.Issues, Omitted: ve.Omitted})
+		return nil
+	case errors.Is(err, errNotFound):
+		return reqErrorf(errNotFound, "schema %q not found", id)
+	default:
+		return err
+	}
+}
+
 // handlePutEntities stores every entity of a {key: document, ...} body.
 // All names and documents are checked before anything is written.
 func (s *restServer) handlePutEntities(w http.ResponseWriter, r *http.Request, p principal) error {
 	db, err := pathDB(r)
 	if err != nil {
 		return err
+	}
+	if r.URL.Query().Has("key") {
+		k := r.URL.Query().Get("key")
+		return reqErrorf(errInvalid, "PUT /entity/%s takes no ?key=: the body is %s, so send {%q: document} without ?key=", db, entityBodyShape, k)
 	}
 	schemaID, err := schemaParam(r)
 	if err != nil {
@@ -498,8 +595,12 @@ func entityTarget(r *http.Request) (db, key string, err error) {
 		return "", "", err
 	}
 	q := r.URL.Query()
-	if !q.Has("key") {
+	switch len(q["key"]) {
+	case 0:
 		return "", "", reqErrorf(errInvalid, "missing ?key= query parameter")
+	case 1:
+	default:
+		return "", "", reqErrorf(errInvalid, "?key= is given %d times; give it once", len(q["key"]))
 	}
 	key = q.Get("key")
 	if err := validateEntityKey(key); err != nil {
@@ -596,6 +697,8 @@ func decodeBindingBody(body []byte) (string, error) {
 // bind stores (id != "") or removes (id == "") db's binding. Binding to an
 // unknown schema is errInvalid.
 func (s *restServer) bind(ctx context.Context, db, id string) error {
+	s.catalog.bindings.changes.Lock()
+	defer s.catalog.bindings.changes.Unlock()
 	if id == "" {
 		return s.catalog.bindings.set(ctx, db, "")
 	}
@@ -649,6 +752,10 @@ func (s *restServer) handleListEntityKeys(w http.ResponseWriter, r *http.Request
 	if err != nil {
 		return err
 	}
+	docs, err := boolParam(r, "include_docs")
+	if err != nil {
+		return err
+	}
 	keys, more, err := s.catalog.keys.page(r.Context(), db, prefix, after, limit)
 	if err != nil {
 		return fmt.Errorf("list keys of %s: %w", db, err)
@@ -657,8 +764,60 @@ func (s *restServer) handleListEntityKeys(w http.ResponseWriter, r *http.Request
 	if more {
 		page.Next = encodeCursor(keys[len(keys)-1])
 	}
-	writeJSON(w, http.StatusOK, page)
+	if !docs {
+		writeJSON(w, http.StatusOK, page)
+		return nil
+	}
+	items, err := s.keyItems(r.Context(), db, keys)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, docPage{Items: items, Next: page.Next})
 	return nil
+}
+
+// docPage is the answer of GET /api/databases/{db}/keys?include_docs=true.
+type docPage struct {
+	Items []keyItem `json:"items"`
+	// Next is as in keyPage.
+	Next string `json:"next,omitempty"`
+}
+
+// keyItem is one entity of a docPage.
+type keyItem struct {
+	Key  string          `json:"key"`
+	ETag string          `json:"etag"`
+	Doc  json.RawMessage `json:"doc"`
+}
+
+// keyItems reads the entities of a page of keys. One deleted since the
+// page was listed is left out.
+func (s *restServer) keyItems(ctx context.Context, db string, keys []string) ([]keyItem, error) {
+	items := make([]keyItem, 0, len(keys))
+	for _, k := range keys {
+		doc, etag, found, err := s.readEntity(ctx, db, k)
+		if err != nil {
+			return nil, err
+		}
+		if found {
+			items = append(items, keyItem{Key: k, ETag: etag, Doc: doc})
+		}
+	}
+	return items, nil
+}
+
+// boolParam reads the query parameter name as true or false; absent is
+// false.
+func boolParam(r *http.Request, name string) (bool, error) {
+	q := r.URL.Query()
+	if !q.Has(name) {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(q.Get(name))
+	if err != nil || len(q[name]) > 1 {
+		return false, reqErrorf(errInvalid, "%s %q: want true or false", name, q.Get(name))
+	}
+	return b, nil
 }
 
 // listParams reads ?prefix=, ?limit= and ?cursor= of a listing: the key
@@ -699,4 +858,137 @@ func decodeCursor(c string) (string, error) {
 		return "", reqErrorf(errInvalid, "cursor %q is not one this server issued", c)
 	}
 	return string(b), nil
+}
+
+// handleDeleteDatabase is DELETE /api/databases/{db}: it deletes every
+// entity of db, each through the write path of a single DELETE (entity
+// lock, owner's cache, durable before counted, key index), then the
+// binding, and answers {"deleted": N}. A run cut short (a crash, a lost
+// client) leaves some entities; repeating the request deletes the rest,
+// and deleting a database that has nothing left answers 0.
+func (s *restServer) handleDeleteDatabase(w http.ResponseWriter, r *http.Request, p principal) error {
+	db, err := pathDB(r)
+	if err != nil {
+		return err
+	}
+	n, err := s.deleteEntities(r.Context(), db)
+	if err != nil {
+		return fmt.Errorf("delete database %s after %d entities: %w", db, n, err)
+	}
+	if err := s.bind(r.Context(), db, ""); err != nil {
+		return err
+	}
+	s.log.InfoContext(r.Context(), "database deleted", attrDB, db, slog.Int("count", n), attrClient, p.clientID)
+	writeJSON(w, http.StatusOK, map[string]int{"deleted": n})
+	return nil
+}
+
+// deleteEntities deletes db's entities and returns how many it deleted.
+// It walks the key index page by page, then walks it again while a walk
+// still deleted something, so that entities written meanwhile go too; an
+// entity already gone (deleted meanwhile) is not counted.
+func (s *restServer) deleteEntities(ctx context.Context, db string) (int, error) {
+	total := 0
+	for {
+		n, err := s.deletePass(ctx, db)
+		total += n
+		if err != nil || n == 0 {
+			return total, err
+		}
+	}
+}
+
+// deletePass deletes the entities the key index lists for db, one page
+// after another, each through the write path of a single DELETE.
+func (s *restServer) deletePass(ctx context.Context, db string) (int, error) {
+	n, after := 0, ""
+	for {
+		keys, more, err := s.catalog.keys.page(ctx, db, "", after, maxListLimit)
+		if err != nil {
+			return n, err
+		}
+		for _, k := range keys {
+			_, err := s.proc.Process(ctx, &pb.EntityOp{DatabaseName: db, EntityKey: k, Operation: pb.Operation_DELETE})
+			switch {
+			case err == nil:
+				n++
+			case errors.Is(err, errNotFound):
+			default:
+				return n, fmt.Errorf("delete entity %q: %w", k, err)
+			}
+		}
+		if !more {
+			return n, nil
+		}
+		after = keys[len(keys)-1]
+	}
+}
+
+// readEntity reads entity key of db: its document and ETag, or found
+// false when it does not exist.
+func (s *restServer) readEntity(ctx context.Context, db, key string) (doc json.RawMessage, etag string, found bool, err error) {
+	resp, err := s.proc.Process(ctx, &pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_GET})
+	if errors.Is(err, errNotFound) {
+		return nil, "", false, nil
+	}
+	if err != nil {
+		return nil, "", false, fmt.Errorf("read entity %q of %s: %w", key, db, err)
+	}
+	return resp.GetResult(), etagOf(resp.GetVersion()), true, nil
+}
+
+// getManyShape is the body POST /api/databases/{db}/get takes.
+const getManyShape = `{"keys": [entity key, ...]}`
+
+// getManyAnswer is the answer of POST /api/databases/{db}/get.
+type getManyAnswer struct {
+	Documents map[string]json.RawMessage `json:"documents"`
+	ETags     map[string]string          `json:"etags"`
+	// Missing lists the keys asked for that do not exist, in the order
+	// asked, each once.
+	Missing []string `json:"missing"`
+}
+
+// handleGetMany is POST /api/databases/{db}/get {"keys": [...]}: the
+// documents and ETags of up to the batch budget of keys, and the keys that
+// do not exist.
+func (s *restServer) handleGetMany(w http.ResponseWriter, r *http.Request, p principal) error {
+	db, err := pathDB(r)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		Keys []string `json:"keys"`
+	}
+	if err := s.decodeBody(w, r, &req, getManyShape); err != nil {
+		return err
+	}
+	if req.Keys == nil {
+		return reqErrorf(errInvalid, `body must be %s; it has no "keys"`, getManyShape)
+	}
+	if len(req.Keys) > s.lim.batchKeys() {
+		return reqErrorf(errTooLarge, "a read of %d keys exceeds the limit of %d keys per request", len(req.Keys), s.lim.batchKeys())
+	}
+	for _, k := range req.Keys {
+		if err := validateEntityKey(k); err != nil {
+			return err
+		}
+	}
+	ans := getManyAnswer{Documents: map[string]json.RawMessage{}, ETags: map[string]string{}, Missing: []string{}}
+	for _, k := range req.Keys {
+		if _, done := ans.ETags[k]; done || slices.Contains(ans.Missing, k) {
+			continue
+		}
+		doc, etag, found, err := s.readEntity(r.Context(), db, k)
+		if err != nil {
+			return err
+		}
+		if !found {
+			ans.Missing = append(ans.Missing, k)
+			continue
+		}
+		ans.Documents[k], ans.ETags[k] = doc, etag
+	}
+	writeJSON(w, http.StatusOK, ans)
+	return nil
 }

@@ -91,12 +91,16 @@ func (s *restServer) routes() {
 	s.mux.Handle("GET /api/databases/{db}", s.need(permRead, s.handleGetDatabase))
 	s.mux.Handle("PUT /api/databases/{db}", s.need(permWrite, s.handlePutDatabase))
 	s.mux.Handle("GET /api/databases/{db}/keys", s.need(permRead, s.handleListEntityKeys))
+	s.mux.Handle("DELETE /api/databases/{db}", s.need(permAdmin, s.handleDeleteDatabase))
+	s.mux.Handle("POST /api/databases/{db}/get", s.need(permRead, s.handleGetMany))
 	s.mux.Handle("GET /admin/workers", s.need(permAdmin, s.handleWorkers))
 	s.mux.Handle("GET /admin/jobs", s.need(permAdmin, s.handleListJobs))
 	s.mux.Handle("POST /admin/databases/{db}/rekey", s.need(permAdmin, s.handleRekey))
 	s.mux.Handle("GET /admin/schemas", s.open(s.handleListSchemas))
 	s.mux.Handle("GET /schema/{id}", s.open(s.handleGetSchema))
 	s.mux.Handle("PUT /schema/{id}", s.need(permWrite, s.handlePutSchema))
+	s.mux.Handle("DELETE /schema/{id}", s.need(permWrite, s.handleDeleteSchema))
+	s.mux.Handle("POST /schema/{id}/validate", s.need(permRead, s.handleValidate))
 	s.mux.Handle("PUT /entity/{db}", s.need(permWrite, s.handlePutEntities))
 	s.mux.Handle("GET /entity/{db}", s.need(permRead, s.handleGetEntity))
 	s.mux.Handle("PATCH /entity/{db}", s.need(permWrite, s.handlePatchEntity))
@@ -129,6 +133,10 @@ func (s *restServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, reqErrorf(errInvalid, "path %q is not canonical", p))
 		return
 	}
+	if what, ok := emptyNameRoutes[p]; ok {
+		s.writeError(w, r, reqErrorf(errInvalid, "path %q names no %s", p, what))
+		return
+	}
 	var h http.Handler
 	h, pattern = s.mux.Handler(r)
 	if pattern == "" {
@@ -146,6 +154,15 @@ func (s *restServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// Handler does not set the path values; ServeHTTP matches again and does.
 	s.mux.ServeHTTP(w, r)
+}
+
+// emptyNameRoutes are the paths of routes whose name segment is empty, with
+// what the segment names: "/entity/" is a 400 on every method, where the
+// mux would answer the UI (GET) or 405.
+var emptyNameRoutes = map[string]string{
+	"/entity/":        "database",
+	"/api/databases/": "database",
+	"/schema/":        "schema ID",
 }
 
 // maxRequestIDLen is the longest X-Request-ID taken from a client.
@@ -291,7 +308,7 @@ func statusOf(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, errPrecondition):
 		return http.StatusPreconditionFailed
-	case errors.Is(err, errPatchConflict):
+	case errors.Is(err, errPatchConflict), errors.Is(err, errConflict):
 		return http.StatusConflict
 	case errors.Is(err, errUnsupportedMedia):
 		return http.StatusUnsupportedMediaType

@@ -66,6 +66,12 @@ func routeTable() []routeCase {
 	putK := func(t *testing.T, ts *authTestServer) {
 		ts.mustDo(t, "PUT", "/entity/chatdb", testAdminKey, `{"k":{"a":1}}`, 200)
 	}
+	putGone := func(t *testing.T, ts *authTestServer) {
+		ts.mustDo(t, "PUT", "/entity/gone", testAdminKey, `{"k":{"a":1}}`, 200)
+	}
+	putSchema := func(t *testing.T, ts *authTestServer) {
+		ts.mustDo(t, "PUT", "/schema/d.v1", testAdminKey, `{"type":"object"}`, 200)
+	}
 	return []routeCase{
 		// columns:                                                  none garb admin read write aperm exp  del  sRead sAdm limited
 		{"GET /health", "GET", "/health", "", "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
@@ -75,12 +81,15 @@ func routeTable() []routeCase {
 		{"POST /api/login", "POST", "/api/login", `{"key":"{read}"}`, "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
 		{"GET /api/me", "GET", "/api/me", "", "", nil, [numCredKinds]int{401, 401, 200, 200, 200, 200, 401, 401, 200, 200, 200}},
 		{"GET /api/keys", "GET", "/api/keys", "", "", nil, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
-		{"POST /api/keys", "POST", "/api/keys", `{"name":"t","permissions":["read"]}`, "", nil, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
+		{"POST /api/keys", "POST", "/api/keys", `{"name":"t","permissions":["read"]}`, "", nil, [numCredKinds]int{401, 401, 201, 403, 403, 201, 401, 401, 403, 201, 403}},
 		{"DELETE /api/keys/{id}", "DELETE", "/api/keys/key_0000000000000000", "", "", nil, [numCredKinds]int{401, 401, 404, 403, 403, 404, 401, 401, 403, 404, 403}},
 		{"GET /api/databases", "GET", "/api/databases", "", "", nil, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 200}},
 		{"GET /api/databases/{db}", "GET", "/api/databases/chatdb", "", "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
 		{"PUT /api/databases/{db}", "PUT", "/api/databases/chatdb", `{"schema":"t.v1"}`, "", nil, [numCredKinds]int{401, 401, 200, 403, 200, 200, 401, 401, 403, 200, 403}},
 		{"GET /api/databases/{db}/keys", "GET", "/api/databases/chatdb/keys?limit=5", "", "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
+		{"GET /api/databases/{db}/keys", "GET", "/api/databases/chatdb/keys?include_docs=true", "", "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
+		{"POST /api/databases/{db}/get", "POST", "/api/databases/chatdb/get", `{"keys":["k","nope"]}`, "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
+		{"DELETE /api/databases/{db}", "DELETE", "/api/databases/gone", "", "", putGone, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
 		{"GET /admin/workers", "GET", "/admin/workers", "", "", nil, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
 		{"GET /admin/jobs", "GET", "/admin/jobs", "", "", nil, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
 		{"POST /admin/databases/{db}/rekey", "POST", "/admin/databases/chatdb/rekey", "", "", putK, [numCredKinds]int{401, 401, 202, 403, 403, 202, 401, 401, 403, 202, 403}},
@@ -91,6 +100,10 @@ func routeTable() []routeCase {
 		// none of the databases outside its scope.
 		{"PUT /schema/{id}", "PUT", "/schema/t.v1", `{"type":"object"}`, "", nil, [numCredKinds]int{401, 401, 200, 403, 200, 200, 401, 401, 403, 200, 403}},
 		{"PUT /schema/{id}", "PUT", "/schema/o.v1", `{"type":"object"}`, "", nil, [numCredKinds]int{401, 401, 200, 403, 200, 200, 401, 401, 403, 200, 200}},
+		// t.v1 is still bound to chatdb: 409 for whoever may try.
+		{"DELETE /schema/{id}", "DELETE", "/schema/t.v1", "", "", nil, [numCredKinds]int{401, 401, 409, 403, 409, 409, 401, 401, 403, 409, 403}},
+		{"DELETE /schema/{id}", "DELETE", "/schema/d.v1", "", "", putSchema, [numCredKinds]int{401, 401, 200, 403, 200, 200, 401, 401, 403, 200, 200}},
+		{"POST /schema/{id}/validate", "POST", "/schema/t.v1/validate", `{"a":1}`, "", nil, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 200}},
 		{"PUT /entity/{db}", "PUT", "/entity/chatdb", `{"k":{"a":1}}`, "", nil, [numCredKinds]int{401, 401, 200, 403, 200, 200, 401, 401, 403, 200, 403}},
 		{"GET /entity/{db}", "GET", "/entity/chatdb?key=k", "", "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
 		// The table sends no Content-Type, so a PATCH that passes auth is 415.
@@ -190,7 +203,7 @@ func checkErrorBody(t *testing.T, what string, rec *httptest.ResponseRecorder, i
 }
 
 // allSentinels is every sentinel error of errors.go.
-var allSentinels = []error{errNotFound, errInvalid, errPrecondition, errPatchConflict, errUnavailable, errConfig,
+var allSentinels = []error{errNotFound, errInvalid, errPrecondition, errPatchConflict, errConflict, errUnavailable, errConfig,
 	errCorrupt, errUnauthenticated, errForbidden, errRateLimited, errTooLarge, errUnsupportedMedia, errMethod, errTransport}
 
 // TestRouteTableComplete fails when the REST mux registers a route that
@@ -467,6 +480,22 @@ func routeErrorCases(root string) map[string][]errorCase {
 			{method: "GET", path: "/api/databases/chatdb/keys?cursor=%21%21", want: 400},
 			{method: "GET", path: "/api/databases/chatdb/keys?prefix=a%2Fb", want: 400},
 			{method: "GET", path: "/api/databases/faultdb/keys", fault: unavailable, want: 503},
+			{method: "GET", path: "/api/databases/chatdb/keys?include_docs=yes", want: 400},
+			{method: "GET", path: "/api/databases/chatdb/keys?include_docs=true&include_docs=false", want: 400},
+			{method: "GET", path: "/api/databases/faultdb/keys?include_docs=true", fault: corrupt, want: 500},
+		},
+		"DELETE /api/databases/{db}": {
+			{method: "DELETE", path: "/api/databases/a..b", want: 400},
+			{method: "DELETE", path: "/api/databases/faultdb", fault: unavailable, want: 503},
+		},
+		"POST /api/databases/{db}/get": {
+			{method: "POST", path: "/api/databases/chatdb/get", body: `{}`, want: 400},
+			{method: "POST", path: "/api/databases/chatdb/get", body: `{"keys":"k"}`, want: 400},
+			{method: "POST", path: "/api/databases/chatdb/get", body: `{"keys":["a/b"]}`, want: 400},
+			{method: "POST", path: "/api/databases/chatdb/get", body: `{"keys":[],"x":1}`, want: 400},
+			{method: "POST", path: "/api/databases/a..b/get", body: `{"keys":[]}`, want: 400},
+			{method: "POST", path: "/api/databases/chatdb/get", body: `{"keys":[` + strings.Repeat(`"k",`, 1000) + `"k"]}`, want: 413},
+			{method: "POST", path: "/api/databases/chatdb/get", body: `{"keys":["cold"]}`, fault: unavailable, want: 503},
 		},
 		"GET /admin/schemas": {
 			{method: "GET", path: "/admin/schemas", fault: internal, want: 500},
@@ -484,6 +513,19 @@ func routeErrorCases(root string) map[string][]errorCase {
 			{method: "PUT", path: "/schema/bad.v1", body: big, want: 413},
 			{method: "PUT", path: "/schema/bad.v1", body: `{"type":"object"}`, fault: unavailable, want: 503},
 		},
+		"DELETE /schema/{id}": {
+			{method: "DELETE", path: "/schema/nosuch", want: 404},
+			{method: "DELETE", path: "/schema/a..b", want: 400},
+			{method: "DELETE", path: "/schema/t.v1", fault: unavailable, want: 503},
+		},
+		"POST /schema/{id}/validate": {
+			{method: "POST", path: "/schema/nosuch/validate", body: `{}`, want: 404},
+			{method: "POST", path: "/schema/a..b/validate", body: `{}`, want: 400},
+			{method: "POST", path: "/schema/t.v1/validate", body: `{"a":`, want: 400},
+			{method: "POST", path: "/schema/t.v1/validate", body: ``, want: 400},
+			{method: "POST", path: "/schema/t.v1/validate", body: big, want: 413},
+			{method: "POST", path: "/schema/cold.v1/validate", body: `{}`, fault: unavailable, want: 503},
+		},
 		"PUT /entity/{db}": {
 			{method: "PUT", path: "/entity/chatdb", body: `[]`, want: 400},
 			{method: "PUT", path: "/entity/chatdb", body: `{}`, want: 400},
@@ -497,12 +539,14 @@ func routeErrorCases(root string) map[string][]errorCase {
 			{method: "PUT", path: "/entity/chatdb", body: big, want: 413},
 			{method: "PUT", path: "/entity/chatdb", body: `{"a":1}`, fault: unavailable, want: 503},
 			{method: "PUT", path: "/entity/chatdb", body: `{"a":1}`, fault: internal, want: 500},
+			{method: "PUT", path: "/entity/chatdb?key=profile_1", body: `{"name":"Ada"}`, want: 400},
 		},
 		"GET /entity/{db}": {
 			{method: "GET", path: "/entity/chatdb?key=nope", want: 404},
 			{method: "GET", path: "/entity/nosuchdb?key=nope", want: 404},
 			{method: "GET", path: "/entity/chatdb", want: 400},
 			{method: "GET", path: "/entity/chatdb?key=a%2Fb", want: 400},
+			{method: "GET", path: "/entity/chatdb?key=k&key=other", want: 400},
 			{method: "GET", path: "/entity/chatdb?key=k", header: []string{"If-None-Match", "nope"}, want: 400},
 			{method: "GET", path: "/entity/chatdb?key=cold", fault: unavailable, want: 503},
 			{method: "GET", path: "/entity/chatdb?key=cold", fault: corrupt, want: 500},
@@ -543,6 +587,15 @@ func routeErrorCases(root string) map[string][]errorCase {
 			{method: "PATCH", path: "/health", token: "-", want: 405},
 			{method: "POST", path: "/entity/chatdb", want: 405},
 			{method: "GET", path: "/entity/../admin/workers", want: 400},
+			// An empty name segment is a 400 on every method.
+			{method: "GET", path: "/entity/?key=a", want: 400},
+			{method: "PUT", path: "/entity/", body: `{"a":1}`, want: 400},
+			{method: "PATCH", path: "/entity/?key=a", body: `{"a":1}`, want: 400},
+			{method: "DELETE", path: "/entity/?key=a", want: 400},
+			{method: "GET", path: "/api/databases/", want: 400},
+			{method: "DELETE", path: "/api/databases/", want: 400},
+			{method: "GET", path: "/schema/", want: 400},
+			{method: "POST", path: "/api/databases/chatdb/keys", want: 405},
 		},
 	}
 }

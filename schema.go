@@ -2,12 +2,14 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -103,6 +105,21 @@ func (r *schemaRegistry) Get(ctx context.Context, id string) ([]byte, error) {
 	return raw, nil
 }
 
+// Delete removes template id durably and drops its compiled form. A
+// missing template is an error wrapping errNotFound. Whether a database is
+// still bound to it is the caller's concern.
+func (r *schemaRegistry) Delete(ctx context.Context, id string) error {
+	if err := validateSchemaID(id); err != nil {
+		return fmt.Errorf("delete schema: %w", err)
+	}
+	err := r.st.Delete(ctx, schemaObjectKey(id))
+	r.forget(id)
+	if err != nil {
+		return fmt.Errorf("delete schema %q: %w", id, err)
+	}
+	return nil
+}
+
 // List returns the sorted IDs of the stored templates. Objects under
 // "templates/" whose name is not "<valid schema id>.json" are ignored. The
 // result is never nil.
@@ -150,7 +167,7 @@ func (r *schemaRegistry) Validate(ctx context.Context, id string, doc []byte) er
 func validationResult(err error) error {
 	var verr *jsonschema.ValidationError
 	if errors.As(err, &verr) {
-		return &validationError{Messages: validationMessages(verr)}
+		return newValidationError(verr)
 	}
 	if err != nil {
 		return reqErrorf(errInvalid, "document does not match: %v", err)
@@ -264,7 +281,7 @@ func compileMessage(err error) string {
 	var serr *jsonschema.SchemaValidationError
 	var verr *jsonschema.ValidationError
 	if errors.As(err, &serr) && errors.As(serr.Err, &verr) {
-		return "does not match its metaschema: " + strings.Join(validationMessages(verr), "; ")
+		return "does not match its metaschema: " + newValidationError(verr).Error()
 	}
 	return strings.ReplaceAll(err.Error(), schemaBaseURL, "")
 }
@@ -291,24 +308,47 @@ func decodeJSON(b []byte) (any, error) {
 // validationError is a document that does not match its schema. It matches
 // errInvalid through Unwrap.
 type validationError struct {
-	// Messages say where and why, one per violation, e.g.
-	// "at /messages/0/role: value must be one of 'user', 'assistant'".
-	Messages []string
+	// Issues say where and why, one per violation, in a stable order
+	// (validationIssues); at most maxValidationMessages.
+	Issues []validationIssue
+	// Omitted counts the violations left out of Issues.
+	Omitted int
+}
+
+// validationIssue is one violation of a schema: where in the document (a
+// JSON Pointer, "" for the root) and why.
+type validationIssue struct {
+	Path    string `json:"path"`
+	Message string `json:"message"`
+}
+
+// Messages renders the issues as lines such as
+// "at /messages/0/role: value must be one of 'user', 'assistant'".
+func (e *validationError) Messages() []string {
+	msgs := make([]string, 0, len(e.Issues)+1)
+	for _, is := range e.Issues {
+		msgs = append(msgs, "at "+cmp.Or(is.Path, "(root)")+": "+is.Message)
+	}
+	if e.Omitted > 0 {
+		msgs = append(msgs, fmt.Sprintf("and %d more", e.Omitted))
+	}
+	return msgs
 }
 
 // Error joins the messages.
-func (e *validationError) Error() string { return strings.Join(e.Messages, "; ") }
+func (e *validationError) Error() string { return strings.Join(e.Messages(), "; ") }
 
 // Unwrap returns the messages as a client sentence of kind errInvalid.
 func (e *validationError) Unwrap() error { return &requestError{msg: e.Error(), kind: errInvalid} }
 
-// validationMessages flattens verr into "at <instance location>: <why>"
-// lines, from the library's Basic output. Units that only group their
-// causes ("validation failed") are left out, duplicates are dropped, and at
-// most maxValidationMessages are kept.
-func validationMessages(verr *jsonschema.ValidationError) []string {
-	var msgs []string
-	seen := make(map[string]bool)
+// newValidationError builds the validationError of verr from the
+// library's Basic output: units that only group their causes ("validation
+// failed") are left out, duplicates are dropped, the rest sorted by path
+// then message (the library's order follows map iteration), and at most
+// maxValidationMessages kept.
+func newValidationError(verr *jsonschema.ValidationError) *validationError {
+	var issues []validationIssue
+	seen := make(map[validationIssue]bool)
 	for _, u := range verr.BasicOutput().Errors {
 		if u.Error == nil {
 			continue
@@ -316,21 +356,40 @@ func validationMessages(verr *jsonschema.ValidationError) []string {
 		if _, group := u.Error.Kind.(*kind.Group); group {
 			continue
 		}
-		loc := u.InstanceLocation
-		if loc == "" {
-			loc = "(root)"
-		}
-		m := "at " + loc + ": " + u.Error.String()
-		if !seen[m] {
-			seen[m] = true
-			msgs = append(msgs, m)
+		is := validationIssue{Path: u.InstanceLocation, Message: u.Error.String()}
+		if !seen[is] {
+			seen[is] = true
+			issues = append(issues, is)
 		}
 	}
-	if len(msgs) == 0 {
-		return []string{verr.Error()}
+	if len(issues) == 0 {
+		issues = []validationIssue{{Message: strings.ReplaceAll(verr.Error(), schemaBaseURL, "")}}
 	}
-	if n := len(msgs); n > maxValidationMessages {
-		msgs = append(msgs[:maxValidationMessages], fmt.Sprintf("and %d more", n-maxValidationMessages))
+	slices.SortFunc(issues, func(a, b validationIssue) int {
+		return cmp.Or(comparePointers(a.Path, b.Path), cmp.Compare(a.Message, b.Message))
+	})
+	e := &validationError{Issues: issues}
+	if n := len(issues); n > maxValidationMessages {
+		e.Issues, e.Omitted = issues[:maxValidationMessages], n-maxValidationMessages
 	}
-	return msgs
+	return e
+}
+
+// comparePointers orders JSON Pointers token by token, array indexes by
+// number ("/messages/2" before "/messages/10"), so that errors come out in
+// document order as far as paths tell it.
+func comparePointers(a, b string) int {
+	at, bt := strings.Split(a, "/"), strings.Split(b, "/")
+	for i := 0; i < len(at) && i < len(bt); i++ {
+		an, aerr := strconv.ParseUint(at[i], 10, 64)
+		bn, berr := strconv.ParseUint(bt[i], 10, 64)
+		c := cmp.Compare(at[i], bt[i])
+		if aerr == nil && berr == nil {
+			c = cmp.Compare(an, bn)
+		}
+		if c != 0 {
+			return c
+		}
+	}
+	return cmp.Compare(len(at), len(bt))
 }

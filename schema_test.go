@@ -291,14 +291,14 @@ func TestSchemaValidate(t *testing.T) {
 		if !errors.Is(err, errInvalid) {
 			t.Errorf("Validate(%q, %q) = %v, want errInvalid", tt.id, tt.doc, err)
 		}
-		got := slices.Clone(verr.Messages)
+		got := slices.Clone(verr.Messages())
 		want := slices.Clone(tt.want)
 		slices.Sort(got)
 		slices.Sort(want)
 		if !slices.Equal(got, want) {
-			t.Errorf("Validate(%q, %q) messages = %q, want %q", tt.id, tt.doc, verr.Messages, tt.want)
+			t.Errorf("Validate(%q, %q) messages = %q, want %q", tt.id, tt.doc, verr.Messages(), tt.want)
 		}
-		if verr.Error() != strings.Join(verr.Messages, "; ") {
+		if verr.Error() != strings.Join(verr.Messages(), "; ") {
 			t.Errorf("validationError.Error() = %q, want messages joined", verr.Error())
 		}
 	}
@@ -306,7 +306,7 @@ func TestSchemaValidate(t *testing.T) {
 	// start of this message is pinned.
 	err := r.Validate(ctx, "big", []byte(`9007199254740994`))
 	var verr *validationError
-	if !errors.As(err, &verr) || len(verr.Messages) != 1 || !strings.HasPrefix(verr.Messages[0], "at (root): maximum: got ") {
+	if !errors.As(err, &verr) || len(verr.Messages()) != 1 || !strings.HasPrefix(verr.Messages()[0], "at (root): maximum: got ") {
 		t.Errorf("Validate(%q, %q) = %v, want one maximum violation", "big", "9007199254740994", err)
 	}
 }
@@ -536,10 +536,10 @@ func TestValidationMessagesCapped(t *testing.T) {
 	if err := r.Validate(ctx, "s", []byte(doc)); !errors.As(err, &verr) {
 		t.Fatalf("Validate(200 numbers) = %v, want *validationError", err)
 	}
-	if got, want := len(verr.Messages), maxValidationMessages+1; got != want {
+	if got, want := len(verr.Messages()), maxValidationMessages+1; got != want {
 		t.Errorf("len(Messages) = %d, want %d", got, want)
 	}
-	if got, want := verr.Messages[len(verr.Messages)-1], "and 150 more"; got != want {
+	if got, want := verr.Messages()[len(verr.Messages())-1], "and 150 more"; got != want {
 		t.Errorf("last message = %q, want %q", got, want)
 	}
 }
