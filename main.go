@@ -45,6 +45,7 @@
 //	               readiness, metrics, the profiler with -pprof
 //	metrics.go     the metrics of a process in the Prometheus text format
 //	               (counters, gauges, histograms), GET /metrics
+//	openapi.go     GET /openapi.json: the embedded openapi.json
 //	ui.go, static/ the embedded web UI
 //	auth.go        authenticator, principals and permissions, authorize
 //	               (REST and gRPC), the failed-auth rate limit and the
@@ -280,7 +281,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.Int64Var(&c.restMaxBody, "rest-max-body-size", 1048576, "largest REST request body, bytes")
 	fs.Int64Var(&c.maxDocument, "max-document-size", 0, "largest stored document, bytes, also the result of a PATCH (0 = -rest-max-body-size)")
 	fs.IntVar(&c.maxPatchOps, "max-patch-ops", defaultMaxPatchOps, "most operations of one JSON Patch")
-	fs.IntVar(&c.maxBatchKeys, "max-batch-keys", defaultMaxBatchKeys, "most entities of one PUT /entity/{db}")
+	fs.IntVar(&c.maxBatchKeys, "max-batch-keys", defaultMaxBatchKeys, "most entities of one PUT /entity/{db}, keys of one POST /api/databases/{db}/get")
 	fs.IntVar(&c.maxDepth, "max-json-depth", defaultMaxJSONDepth, "deepest nesting of arrays and objects in a body, document or schema")
 	fs.DurationVar(&c.validationTimeout, "validation-timeout", defaultValidationTimeout, "longest validation of one document against one schema")
 	fs.IntVar(&c.entityCacheSize, "entity-cache-size", 1024, "entities cached by the in-process worker of -role=all")

@@ -81,6 +81,7 @@ func (s *restServer) routes() {
 	s.mux.Handle("GET /healthz", s.open(s.handleHealthz))
 	s.mux.Handle("GET /readyz", s.open(s.handleReadyz))
 	s.mux.Handle("GET /metrics", s.need(permAdmin, s.handleMetrics))
+	s.mux.Handle("GET /openapi.json", s.open(s.handleOpenAPI))
 	s.mux.Handle("POST /api/login", s.open(s.handleLogin))
 	s.mux.Handle("POST /api/logout", s.need(0, s.handleLogout))
 	s.mux.Handle("GET /api/me", s.need(0, s.handleMe))

@@ -78,6 +78,7 @@ func routeTable() []routeCase {
 		{"GET /healthz", "GET", "/healthz", "", "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
 		{"GET /readyz", "GET", "/readyz", "", "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
 		{"GET /metrics", "GET", "/metrics", "", "", nil, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
+		{"GET /openapi.json", "GET", "/openapi.json", "", "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
 		{"POST /api/login", "POST", "/api/login", `{"key":"{read}"}`, "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
 		{"GET /api/me", "GET", "/api/me", "", "", nil, [numCredKinds]int{401, 401, 200, 200, 200, 200, 401, 401, 200, 200, 200}},
 		{"GET /api/keys", "GET", "/api/keys", "", "", nil, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
@@ -605,6 +606,7 @@ func routeErrorCases(root string) map[string][]errorCase {
 var noErrorCases = map[string]string{
 	"GET /health":        "always answers",
 	"GET /healthz":       "always answers",
+	"GET /openapi.json":  "serves the embedded document",
 	"GET /api/me":        "answers for any valid credential",
 	"GET /api/keys":      "reads the keys in memory",
 	"GET /admin/workers": "reads the router in memory",
