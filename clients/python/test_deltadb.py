@@ -1,0 +1,243 @@
+"""Tests of deltadb.py against a live server (standard library unittest).
+
+`go test ./...` starts the real binary and runs them (TestPythonClient in
+clients_test.go) with DDB_URL and DDB_TOKEN (the admin key) set; by hand:
+
+    DDB_URL=http://127.0.0.1:8080 DDB_TOKEN=<admin key> python3 -m unittest discover -s clients/python -v
+
+Each test uses a database named after itself, emptied first, so tests do
+not see each other's entities and may run again on the same server.
+"""
+
+import json
+import os
+import threading
+import unittest
+import urllib.request
+
+import deltadb
+
+CHAT_SCHEMA = {
+    "type": "object",
+    "required": ["messages"],
+    "properties": {
+        "title": {"type": "string"},
+        "messages": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["role", "content"],
+                "properties": {"role": {"enum": ["user", "assistant"]}, "content": {"type": "string"}},
+            },
+        },
+    },
+}
+
+
+class ClientTest(unittest.TestCase):
+    def setUp(self):
+        url, token = os.environ.get("DDB_URL"), os.environ.get("DDB_TOKEN")
+        if not url or not token:
+            self.fail("set DDB_URL and DDB_TOKEN (the admin key) to a running server")
+        self.db = deltadb.Client(url, token)
+        self.name = "py_" + self._testMethodName[len("test_"):]
+        self.db.delete_database(self.name)  # left by an earlier run on the same server
+
+    def key_with(self, permissions, databases=None):
+        """A client with a new API key of permissions."""
+        body = {"name": self.name, "permissions": permissions}
+        if databases:
+            body["databases"] = databases
+        key, _ = self.db.request("POST", "/api/keys", body)
+        return deltadb.Client(self.db.base_url, key["secret"])
+
+    def test_put_get_delete(self):
+        etag = self.db.put(self.name, "a", {"n": 1})
+        self.assertTrue(etag.startswith('"') and etag.endswith('"'), etag)
+        self.assertEqual(self.db.get(self.name, "a"), {"n": 1})
+        doc, got = self.db.get_with_etag(self.name, "a")
+        self.assertEqual((doc, got), ({"n": 1}, etag))
+        self.db.delete(self.name, "a", if_match=etag)
+        with self.assertRaises(deltadb.NotFound) as cm:
+            self.db.get(self.name, "a")
+        self.assertIn('"a"', cm.exception.message)
+        self.assertEqual(cm.exception.status, 404)
+        self.assertTrue(cm.exception.request_id)
+        with self.assertRaises(deltadb.NotFound):
+            self.db.delete(self.name, "a")
+
+    def test_keys_are_encoded(self):
+        key = "user 1 & ü?x=y#z"
+        self.db.put(self.name, key, [1, 2])
+        self.assertEqual(self.db.get(self.name, key), [1, 2])
+        self.assertEqual(list(self.db.list_keys(self.name)), [key])
+
+    def test_preconditions(self):
+        etag = self.db.put(self.name, "a", {"v": 1}, if_none_match="*")
+        with self.assertRaises(deltadb.PreconditionFailed) as cm:
+            self.db.put(self.name, "a", {"v": 2}, if_none_match="*")
+        self.assertEqual(cm.exception.etag, etag)
+        newer = self.db.put(self.name, "a", {"v": 2}, if_match=etag)
+        self.assertNotEqual(newer, etag)
+        with self.assertRaises(deltadb.PreconditionFailed) as cm:
+            self.db.put(self.name, "a", {"v": 3}, if_match=etag)
+        self.assertEqual(cm.exception.etag, newer)
+        with self.assertRaises(deltadb.PreconditionFailed):
+            self.db.delete(self.name, "a", if_match=etag)
+        self.assertEqual(self.db.get(self.name, "a"), {"v": 2})
+
+    def test_put_many_is_all_or_nothing(self):
+        self.db.put_schema("py.chat.v1", CHAT_SCHEMA)
+        self.db.put_many(self.name, {"s1": {"messages": []}, "s2": {"messages": []}}, schema="py.chat.v1")
+        self.assertEqual(self.db.get(self.name, "s2"), {"messages": []})
+        with self.assertRaises(deltadb.BadRequest) as cm:
+            self.db.put_many(self.name, {"s3": {"messages": []}, "s4": {"title": "no messages"}}, schema="py.chat.v1")
+        self.assertIn("s4", cm.exception.message)
+        with self.assertRaises(deltadb.NotFound):
+            self.db.get(self.name, "s3")
+
+    def test_patch(self):
+        self.db.put(self.name, "p", {"title": "t", "draft": True, "messages": []})
+        doc, etag = self.db.patch(self.name, "p", {"title": "renamed", "draft": None})
+        self.assertEqual(doc, {"title": "renamed", "messages": []})
+        self.assertEqual(self.db.get_with_etag(self.name, "p"), (doc, etag))
+        doc, _ = self.db.patch(self.name, "p", [{"op": "add", "path": "/messages/-", "value": 1}])
+        self.assertEqual(doc["messages"], [1])
+        with self.assertRaises(deltadb.Conflict):
+            self.db.patch(self.name, "p", [{"op": "test", "path": "/title", "value": "other"}])
+        with self.assertRaises(deltadb.PreconditionFailed):
+            self.db.patch(self.name, "p", {"x": 1}, if_match=etag)
+        with self.assertRaises(deltadb.NotFound):
+            self.db.patch(self.name, "nope", {"x": 1})
+
+    def test_append_message_from_many_threads(self):
+        """Concurrent appends under If-Match all land, each once: the
+        retries on 412 neither lose nor double a message."""
+        self.db.put(self.name, "chat", {"title": "busy", "messages": []})
+        threads, per_thread, failures = 4, 8, []
+
+        def run(t):
+            mine = deltadb.Client(self.db.base_url, self.db.token)
+            try:
+                for i in range(per_thread):
+                    mine.append_message(self.name, "chat", {"role": "user", "content": "%d-%d" % (t, i)}, retries=100)
+            except Exception as err:  # reported below, in the test's thread
+                failures.append(err)
+
+        workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        self.assertEqual(failures, [])
+        contents = [m["content"] for m in self.db.get(self.name, "chat")["messages"]]
+        want = sorted("%d-%d" % (t, i) for t in range(threads) for i in range(per_thread))
+        self.assertEqual(sorted(contents), want)
+        for t in range(threads):  # each writer's messages stay in its order
+            mine = [c for c in contents if c.startswith("%d-" % t)]
+            self.assertEqual(mine, ["%d-%d" % (t, i) for i in range(per_thread)])
+
+    def test_append_message_gives_up(self):
+        self.db.put(self.name, "chat", {"messages": []})
+        real_patch = self.db.patch
+
+        def racing_patch(db, key, patch, if_match=None, schema=None):
+            # Another writer gets in before every attempt.
+            self.db.request("PATCH", "/entity/%s?key=chat" % self.name, {"bump": True},
+                            content_type=deltadb.MERGE_PATCH)
+            return real_patch(db, key, patch, if_match=if_match, schema=schema)
+
+        self.db.patch = racing_patch
+        with self.assertRaises(deltadb.PreconditionFailed):
+            self.db.append_message(self.name, "chat", {"role": "user", "content": "x"}, retries=2)
+        self.db.patch = real_patch
+        self.assertEqual(self.db.get(self.name, "chat")["messages"], [])
+
+    def test_list_keys_pages(self):
+        keys = ["k%02d" % i for i in range(23)]
+        self.db.put_many(self.name, {k: {"k": k} for k in keys})
+        self.db.put(self.name, "other", 1)
+        self.assertEqual(list(self.db.list_keys(self.name, prefix="k", page_size=5)), keys)
+        pages = list(self.db.pages(self.name, prefix="k", page_size=5))
+        self.assertEqual([len(p) for p in pages], [5, 5, 5, 5, 3])
+        items = list(self.db.list_keys(self.name, prefix="k", page_size=10, include_docs=True))
+        self.assertEqual([i.key for i in items], keys)
+        self.assertEqual([i.doc["k"] for i in items], keys)
+        self.assertEqual(items[3].etag, self.db.get_with_etag(self.name, "k03")[1])
+        self.assertEqual(list(self.db.list_keys("py_nothing_here")), [])
+        with self.assertRaises(deltadb.BadRequest):
+            list(self.db.list_keys(self.name, page_size=0))
+
+    def test_get_many(self):
+        self.db.put_many(self.name, {"a": 1, "b": {"x": 2}})
+        got = self.db.get_many(self.name, ["b", "nope", "a", "nope"])
+        self.assertEqual(got["documents"], {"a": 1, "b": {"x": 2}})
+        self.assertEqual(got["missing"], ["nope"])
+        self.assertEqual(got["etags"]["a"], self.db.get_with_etag(self.name, "a")[1])
+        # More keys than one request takes: split, and merged back.
+        many = ["m%04d" % i for i in range(deltadb.MAX_KEYS_PER_REQUEST + 200)] + ["a"]
+        got = self.db.get_many(self.name, many)
+        self.assertEqual(list(got["documents"]), ["a"])
+        self.assertEqual(len(got["missing"]), deltadb.MAX_KEYS_PER_REQUEST + 200)
+        with self.assertRaises(deltadb.PayloadTooLarge):
+            self.db.request("POST", "/api/databases/%s/get" % self.name, {"keys": many})
+
+    def test_validate_and_schemas(self):
+        self.db.put_schema("py.val.v1", CHAT_SCHEMA)
+        self.assertEqual(self.db.validate("py.val.v1", {"messages": []}), [])
+        errors = self.db.validate("py.val.v1", {"messages": [{"role": "bot", "content": 1}]})
+        self.assertEqual([e["path"] for e in errors], ["/messages/0/content", "/messages/0/role"])
+        with self.assertRaises(deltadb.NotFound):
+            self.db.validate("py.nope.v1", {})
+        self.db.bind(self.name, "py.val.v1")
+        with self.assertRaises(deltadb.BadRequest):
+            self.db.put(self.name, "bad", {"title": "no messages"})
+        with self.assertRaises(deltadb.Conflict) as cm:
+            self.db.request("DELETE", "/schema/py.val.v1")
+        self.assertIn(self.name, cm.exception.message)
+        self.assertEqual(self.db.bind(self.name, None)["schema"], None)
+        self.db.request("DELETE", "/schema/py.val.v1")
+
+    def test_delete_database(self):
+        self.db.put_many(self.name, {"k%d" % i: i for i in range(30)})
+        self.assertEqual(self.db.delete_database(self.name), 30)
+        self.assertEqual(list(self.db.list_keys(self.name)), [])
+        self.assertEqual(self.db.delete_database(self.name), 0)
+
+    def test_typed_errors(self):
+        with self.assertRaises(deltadb.Unauthorized):
+            deltadb.Client(self.db.base_url, "dk_not-a-key").get(self.name, "a")
+        with self.assertRaises(deltadb.Unauthorized):
+            deltadb.Client(self.db.base_url).get(self.name, "a")
+        reader = self.key_with(["read"])
+        self.db.put(self.name, "a", 1)
+        self.assertEqual(reader.get(self.name, "a"), 1)
+        with self.assertRaises(deltadb.Forbidden):
+            reader.put(self.name, "a", 2)
+        with self.assertRaises(deltadb.Forbidden):
+            self.key_with(["read"], databases=["elsewhere"]).get(self.name, "a")
+        with self.assertRaises(deltadb.BadRequest):
+            self.db.get(self.name, "a/b")
+        with self.assertRaises(deltadb.BadRequest):
+            self.db.get("bad..name", "a")
+        with self.assertRaises(deltadb.PayloadTooLarge) as cm:
+            self.db.put_many(self.name, {"k%04d" % i: i for i in range(1001)})
+        self.assertIn("1000", cm.exception.message)
+        with self.assertRaises(deltadb.UnsupportedMediaType):
+            self.db.request("PATCH", "/entity/%s?key=a" % self.name, {"x": 1}, content_type="text/plain")
+        with self.assertRaises(deltadb.MethodNotAllowed):
+            self.db.request("POST", "/entity/%s" % self.name, {})
+        with self.assertRaises(deltadb.ConnectionFailed):
+            deltadb.Client("http://127.0.0.1:1", "x", timeout=5).get(self.name, "a")
+        for cls in (deltadb.NotFound, deltadb.Unavailable, deltadb.ConnectionFailed):
+            self.assertTrue(issubclass(cls, deltadb.DeltaDBError))
+
+    def test_openapi_document_is_served(self):
+        with urllib.request.urlopen(self.db.base_url + "/openapi.json", timeout=10) as resp:
+            doc = json.loads(resp.read())
+        self.assertTrue(doc["openapi"].startswith("3.1"))
+        self.assertIn("/api/databases/{db}/get", doc["paths"])
+
+
+if __name__ == "__main__":
+    unittest.main()
