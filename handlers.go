@@ -975,10 +975,12 @@ func (s *restServer) handleGetMany(w http.ResponseWriter, r *http.Request, p pri
 		}
 	}
 	ans := getManyAnswer{Documents: map[string]json.RawMessage{}, ETags: map[string]string{}, Missing: []string{}}
+	seen := make(map[string]bool, len(req.Keys))
 	for _, k := range req.Keys {
-		if _, done := ans.ETags[k]; done || slices.Contains(ans.Missing, k) {
+		if seen[k] {
 			continue
 		}
+		seen[k] = true
 		doc, etag, found, err := s.readEntity(r.Context(), db, k)
 		if err != nil {
 			return err
