@@ -1026,6 +1026,16 @@ func TestUIDataPages(t *testing.T) {
 			t.Errorf("prefix user_1 lists %q, want user_10 .. user_19 without user_13", got)
 		}
 		tb.waitText("db-keys-count", `Keys starting with "user_1": 1–9 of 9`)
+		// Each key shows the start of its document.
+		var previews map[string]string
+		tb.eval(`Object.fromEntries([...document.querySelectorAll("#db-keys button[data-key]")].map(b =>
+			[b.dataset.key, b.querySelector('[data-testid="db-key-preview"]')?.textContent ?? "(none)"]))`, &previews)
+		if got := previews["user_10"]; got != `{"n":10,"name":"User 10"}` {
+			t.Errorf("preview of user_10 = %q, want its document on one line", got)
+		}
+		if got := previews["user_12"]; got != `{"n":12,"name":"Twelve"}` {
+			t.Errorf("preview of user_12 = %q, want the document saved", got)
+		}
 		tb.shots("keys", "#db-detail")
 	})
 
@@ -1240,6 +1250,107 @@ func TestUIDataPages(t *testing.T) {
 			t.Errorf("after typing: %d gutter lines for %d, same text %v, spans %v; want 5, 5, true, one tok-bad, two tok-num", ed.Gutter, ed.Lines, ed.Same, ed.Kinds)
 		}
 		tb.shots("editor", "#entity-pane")
+	})
+
+	t.Run("ValidateBeforeSave", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		const db, key = "ui14valid", "chat"
+		const stored = `{"messages": [{"role": "user", "text": "hi"}]}`
+		seed.call("PUT", "/entity/"+db, map[string]any{key: json.RawMessage(stored)}, http.StatusOK)
+		seed.call("PUT", "/api/databases/"+db, map[string]any{"schema": "ui14.chat.v1"}, http.StatusOK)
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.openDB(db)
+		tb.openEntity(key)
+		// Lines 4 and 5 hold the two violations.
+		bad := "{\n  \"messages\": [\n    {\"role\": \"user\"},\n    {\"role\": \"robot\",\n     \"text\": 5}\n  ]\n}"
+		tb.setEditor("entity-editor", bad)
+		tb.click("#entity-save")
+		tb.waitText("entity-message", "2 problems against schema ui14.chat.v1; not saved")
+		var marks struct {
+			Errors  map[string]int
+			Gutter  []int
+			Invalid []string
+		}
+		tb.eval(`({
+			Errors: Object.fromEntries([...document.querySelectorAll("#entity-editor-errors li")].map(li => [li.dataset.path, Number(li.dataset.line)])),
+			Gutter: [...document.querySelectorAll('[data-testid="entity-editor-gutter"] .line-invalid')].map(s => Number(s.dataset.line)),
+			Invalid: [...document.querySelectorAll('[data-testid="entity-editor-highlight"] .tok-invalid')].map(s => s.textContent),
+		})`, &marks)
+		if fmt.Sprint(marks.Errors) != "map[/messages/1/role:4 /messages/1/text:5]" || fmt.Sprint(marks.Gutter) != "[4 5]" ||
+			fmt.Sprint(marks.Invalid) != `["role" "text"]` {
+			t.Errorf("marks: listed %v, gutter lines %v, underlined %q; want /messages/1/role on line 4 and /messages/1/text on line 5",
+				marks.Errors, marks.Gutter, marks.Invalid)
+		}
+		if got := seed.entity(db, key); !jsonEqual(got, []byte(stored)) {
+			t.Errorf("after a Save that failed the check the server holds %s, want %s", got, stored)
+		}
+		tb.shots("invalid", "#entity-pane")
+
+		good := `{"messages": [{"role": "user"}, {"role": "assistant", "text": "5"}]}`
+		tb.setEditor("entity-editor", good)
+		tb.click("#entity-check")
+		tb.waitText("entity-message", "Valid against schema ui14.chat.v1")
+		tb.waitFor("marks cleared", `document.getElementById("entity-editor-errors").hidden && !document.querySelector(".line-invalid")`)
+		tb.click("#entity-save")
+		tb.waitText("entity-message", "Saved.")
+		if got := seed.entity(db, key); !jsonEqual(got, []byte(good)) {
+			t.Errorf("after a valid Save the server holds %s, want %s", got, good)
+		}
+	})
+
+	t.Run("DeleteDatabase", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		const db = "ui14deldb"
+		seed.call("PUT", "/entity/"+db, map[string]any{"a": map[string]any{"messages": []any{}}, "b": map[string]any{"messages": []any{}}, "c": map[string]any{"messages": []any{}}}, http.StatusOK)
+		seed.call("PUT", "/api/databases/"+db, map[string]any{"schema": "ui14.chat.v1"}, http.StatusOK)
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.openDB(db)
+		tb.waitText("db-info", "3 entities")
+		tb.shots("before-delete", "#db-detail")
+		tb.click("#db-delete")
+		tb.waitText("db-message", "Deleted database "+db+" (3 entities)")
+		if d := tb.dialogSeen(); len(d) != 1 || !strings.Contains(d[0], `"`+db+`"`) || !strings.Contains(d[0], "3 entities") || !strings.Contains(d[0], `"ui14.chat.v1"`) {
+			t.Errorf("confirmations = %q, want one naming the database, its 3 entities and its schema binding", d)
+		}
+		tb.waitFor("the card gone", fmt.Sprintf(`!document.querySelector('#db-cards button[data-db=%q]') && document.getElementById("db-detail").hidden`, db))
+		var names []any
+		if err := json.Unmarshal(seed.call("GET", "/api/databases", nil, http.StatusOK), &names); err != nil || strings.Contains(fmt.Sprint(names), db) {
+			t.Errorf("GET /api/databases after the delete = %v (%v), want no %s", names, err, db)
+		}
+		seed.call("GET", "/api/databases/"+db, nil, http.StatusNotFound)
+		tb.shots("deleted", "#db-message")
+	})
+
+	t.Run("DeleteSchema", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		const id, db = "ui14.del.v1", "ui14delschema"
+		seed.call("PUT", "/schema/"+id, `{"type": "object"}`, http.StatusOK)
+		seed.call("PUT", "/entity/"+db, map[string]any{"k": map[string]any{}}, http.StatusOK)
+		seed.call("PUT", "/api/databases/"+db, map[string]any{"schema": id}, http.StatusOK)
+		code, body, _ := httpCall(t, "DELETE", n.base+"/schema/"+id, testAdminKey, nil)
+		if code != http.StatusConflict || !strings.Contains(restError(t, body), db) {
+			t.Fatalf("DELETE /schema/%s while bound = %d %s, want 409 naming %s", id, code, body, db)
+		}
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.goTo("schemas", "Schemas")
+		tb.click(fmt.Sprintf(`#schema-list button[data-schema=%q]`, id))
+		tb.waitText("schema-message", "Loaded "+id)
+		tb.click("#schema-delete")
+		tb.waitText("schema-message", restError(t, body))
+		seed.call("GET", "/schema/"+id, nil, http.StatusOK)
+		tb.shots("bound", "#schema-message")
+
+		seed.call("PUT", "/api/databases/"+db, map[string]any{"schema": nil}, http.StatusOK)
+		tb.click("#schema-delete")
+		tb.waitText("schema-message", "Deleted schema "+id)
+		seed.call("GET", "/schema/"+id, nil, http.StatusNotFound)
+		tb.waitFor("gone from the list", fmt.Sprintf(`!document.querySelector('#schema-list button[data-schema=%q]')`, id))
+		if d := tb.dialogSeen(); len(d) != 2 || !strings.Contains(d[0], `"`+id+`"`) || !strings.Contains(d[1], `"`+id+`"`) {
+			t.Errorf("confirmations = %q, want two naming schema %s", d, id)
+		}
 	})
 
 	t.Run("EditorScannerUnitTests", func(t *testing.T) {
