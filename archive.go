@@ -184,9 +184,10 @@ func matchObject(want []manifestObject, i int, got manifestObject) error {
 		return fmt.Errorf("object %s is in the archive but not in the manifest: %w", got.Key, errCorrupt)
 	case want[i].Key != got.Key:
 		return fmt.Errorf("object %s is in the archive where the manifest has object %s: %w", got.Key, want[i].Key, errCorrupt)
-	case want[i].Size != got.Size || want[i].SHA256 != got.SHA256:
-		return fmt.Errorf("object %s does not match its checksum in the manifest (%d bytes, want %d): %w",
-			got.Key, got.Size, want[i].Size, errCorrupt)
+	case want[i].Size != got.Size:
+		return fmt.Errorf("object %s is %d bytes, but the manifest says %d: %w", got.Key, got.Size, want[i].Size, errCorrupt)
+	case want[i].SHA256 != got.SHA256:
+		return fmt.Errorf("object %s does not match its checksum in the manifest: %w", got.Key, errCorrupt)
 	}
 	return nil
 }

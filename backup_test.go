@@ -12,7 +12,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -205,7 +207,7 @@ func TestRestoreRefusesFlippedByte(t *testing.T) {
 		os.WriteFile(badPath, bad, 0o600)
 		dst, dstDir := newToolFSStore(t)
 		_, err := runToolArgs(t, "-role=restore", "-shared-fs="+dstDir, "-in="+badPath, "-progress=off")
-		if err == nil || !strings.Contains(err.Error(), "object "+key+" does not match its checksum") {
+		if err == nil || !strings.Contains(err.Error(), "object "+key+" does not match its checksum in the manifest") {
 			t.Errorf("restore of an archive with a byte of %s flipped = %v, want a refusal naming it", key, err)
 		}
 		if got := storeObjects(t, dst); len(got) != 0 {
@@ -490,4 +492,74 @@ func mustFSStore(t *testing.T, dir string) *fsStore {
 		t.Fatal(err)
 	}
 	return st
+}
+
+// TestReadmeBackup runs README's backup block against the quick start's
+// storage, with its server still running, and compares the output with
+// README's (durations and byte counts aside: they vary from run to run).
+func TestReadmeBackup(t *testing.T) {
+	env := quickStartEnv(t)
+	work := t.TempDir()
+	n := startNode(t, env, "-shared-fs="+filepath.Join(work, "shared", "db"))
+	runQuickStart(t, n, env)
+	out := runReadmeBlock(t, "backup", work, printedMasterKey(t, n), nil)
+	want := readmeBlock(t, "backup-output")
+	if got := normalizeToolOutput(out); got != normalizeToolOutput(want) {
+		t.Errorf("README backup block printed:\n%s\nwant (README):\n%s", out, want)
+	}
+}
+
+// TestS3ReadmeBackup runs README's block that moves the quick start's
+// storage into a bucket, against the S3 server of the tests.
+func TestS3ReadmeBackup(t *testing.T) {
+	cfg := s3TestConfig(t)
+	bucket := testBucket(t, cfg)
+	env := quickStartEnv(t)
+	work := t.TempDir()
+	n := startNode(t, env, "-shared-fs="+filepath.Join(work, "shared", "db"))
+	runQuickStart(t, n, env)
+	out := runReadmeBlock(t, "backup-s3", work, printedMasterKey(t, n), strings.NewReplacer(
+		"-s3-endpoint=127.0.0.1:8333", "-s3-endpoint="+cfg.Endpoint, "-s3-bucket=chat", "-s3-bucket="+bucket.bucket,
+		"-s3-access-key=AK", "-s3-access-key="+cfg.AccessKey, "-s3-secret-key=SK", "-s3-secret-key="+cfg.SecretKey))
+	if !strings.Contains(out, "verify: 2 entities, 0 failed") {
+		t.Errorf("README S3 block printed:\n%s\nwant verify to find the quick start's 2 entities", out)
+	}
+}
+
+// runReadmeBlock runs README's block name with bash in dir, the binary
+// for "go run ." and MASTER_KEY=master, after r (if not nil) rewrote it,
+// and returns its stdout.
+func runReadmeBlock(t *testing.T, name, dir, master string, r *strings.Replacer) string {
+	t.Helper()
+	script := strings.ReplaceAll(readmeBlock(t, name), "go run .", binPath)
+	if r != nil {
+		script = r.Replace(script)
+	}
+	cmd := exec.Command("bash", "-euo", "pipefail", "-c", script)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "MASTER_KEY="+master)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("README block %s: %v\nstdout:\n%s\nstderr:\n%s", name, err, stdout.String(), stderr.String())
+	}
+	return stdout.String()
+}
+
+// printedMasterKey is the master key n generated and printed.
+func printedMasterKey(t *testing.T, n *node) string {
+	t.Helper()
+	m := regexp.MustCompile(`MASTER_KEY=([0-9a-f]{64})`).FindStringSubmatch(n.stdout.String())
+	if m == nil {
+		t.Fatalf("the server printed no generated master key:\n%s", n.stdout.String())
+	}
+	return m[1]
+}
+
+// normalizeToolOutput replaces what varies between runs of the storage
+// tools: durations and byte counts.
+func normalizeToolOutput(s string) string {
+	s = regexp.MustCompile(`in [0-9.]+(µs|ms|s)\b`).ReplaceAllString(s, "in T")
+	s = regexp.MustCompile(`\(\d+ bytes\)`).ReplaceAllString(s, "(N bytes)")
+	return strings.TrimSpace(s)
 }
