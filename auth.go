@@ -50,6 +50,8 @@ type authenticator struct {
 	// failures counts failed authentications, rateLimited those of them
 	// answered with errRateLimited (for the metrics).
 	failures, rateLimited atomic.Uint64
+	// oidc accepts an OpenID provider's access tokens; nil: none.
+	oidc *oidcVerifier
 }
 
 // authConfig configures an authenticator. Zero values of the optional
@@ -83,6 +85,8 @@ type authConfig struct {
 	trustedProxies []netip.Prefix
 	// maxSessions bounds the live session tokens of one key; 0: 1000.
 	maxSessions int
+	// oidc, when set, accepts the access tokens of an OpenID provider.
+	oidc *oidcVerifier
 }
 
 // newAuthenticator loads the API key store and the session revocations
@@ -115,6 +119,7 @@ func newAuthenticator(ctx context.Context, cfg authConfig) (*authenticator, erro
 		rand:      cfg.rand,
 		sessions:  sess,
 		trusted:   cfg.trustedProxies,
+		oidc:      cfg.oidc,
 	}
 	if cfg.adminHash != nil {
 		a.adminHash = *cfg.adminHash
@@ -193,8 +198,9 @@ func (a *authenticator) failed(client string, err error) error {
 // adminPrincipal is the principal of the admin key and its sessions.
 var adminPrincipal = principal{clientID: "admin", name: "admin", perms: permRead | permWrite | permAdmin, admin: true}
 
-// resolve maps a credential to its principal: the admin key, an API key or
-// a session token, in that order.
+// resolve maps a credential to its principal: the admin key, an API key,
+// an OIDC access token (a JWT, when an issuer is configured) or a session
+// token, in that order.
 func (a *authenticator) resolve(cred string) (principal, error) {
 	h := sha256.Sum256([]byte(cred))
 	now := a.now()
@@ -203,6 +209,9 @@ func (a *authenticator) resolve(cred string) (principal, error) {
 	}
 	if k, ok := a.keys.Load().byHash[h]; ok {
 		return k.principalAt(now)
+	}
+	if a.oidc != nil && looksLikeJWT(cred) {
+		return a.oidc.verify(cred)
 	}
 	c, k, err := a.checkSession(cred, now)
 	if err != nil {
@@ -487,6 +496,8 @@ type principal struct {
 	perms perm
 	// admin is true for the admin key, which bypasses RBAC.
 	admin bool
+	// subject is the sub claim of an OIDC token; "" for keys and sessions.
+	subject string
 	// databases limits the principal to these databases (exact names or
 	// prefixes ending in "*"); nil means all.
 	databases []string

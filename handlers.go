@@ -60,15 +60,22 @@ func (s *restServer) handleLogout(w http.ResponseWriter, r *http.Request, p prin
 	return nil
 }
 
-// handleMe is GET /api/me: who the credential acts for.
+// handleMe is GET /api/me: who the credential acts for. databases is
+// absent for all databases and [] for none (an OIDC token whose databases
+// claim is empty); subject is an OIDC token's sub.
 func (s *restServer) handleMe(w http.ResponseWriter, r *http.Request, p principal) error {
+	var dbs *[]string
+	if p.databases != nil {
+		dbs = &p.databases
+	}
 	writeJSON(w, http.StatusOK, struct {
-		ClientID    string   `json:"client_id"`
-		Name        string   `json:"name"`
-		Permissions []string `json:"permissions"`
-		IsAdmin     bool     `json:"is_admin"`
-		Databases   []string `json:"databases,omitempty"`
-	}{p.clientID, p.name, permNames(p.perms), p.has(permAdmin), p.databases})
+		ClientID    string    `json:"client_id"`
+		Name        string    `json:"name"`
+		Permissions []string  `json:"permissions"`
+		IsAdmin     bool      `json:"is_admin"`
+		Databases   *[]string `json:"databases,omitempty"`
+		Subject     string    `json:"subject,omitempty"`
+	}{p.clientID, p.name, permNames(p.perms), p.has(permAdmin), dbs, p.subject})
 	return nil
 }
 

@@ -50,6 +50,9 @@
 //	auth.go        authenticator, principals and permissions, authorize
 //	               (REST and gRPC), the failed-auth rate limit and the
 //	               client address behind trusted proxies
+//	oidc.go        OpenID Connect access tokens as credentials: discovery,
+//	               the JWKS cache, JWT signatures (RS256, PS256, ES256)
+//	               and claims, the principal a token's claims describe
 //	sessions.go    session tokens: HMAC-signed, stateless; revocations
 //	               (logout) kept in the store; the per-key session cap
 //	apikeys.go     the API key model and its persistence in the store
@@ -246,6 +249,19 @@ type config struct {
 	opsAddr string
 	// pprof serves the profiler on the ops listener.
 	pprof bool
+	// oidc are the -oidc-* flags; issuer "" accepts no OIDC tokens.
+	oidc oidcFlags
+}
+
+// oidcFlags are the -oidc-* flags (oidc.go).
+type oidcFlags struct {
+	issuer, audience, permsClaim, dbsClaim string
+	// roleMap is the parsed -oidc-role-map; nil for none.
+	roleMap map[string]perm
+	// skew is -oidc-clock-skew.
+	skew time.Duration
+	// required stops the start when the issuer cannot be reached.
+	required bool
 }
 
 // s3Flags are the -s3-* flags; endpoint "" means filesystem storage.
@@ -303,6 +319,13 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM key of -tls-cert")
 	fs.StringVar(&c.opsAddr, "ops-addr", "", "ops listener address: /healthz, /readyz, /metrics without credentials (every role; default none)")
 	fs.BoolVar(&c.pprof, "pprof", false, "serve the profiler at /debug/pprof/ on -ops-addr")
+	fs.StringVar(&c.oidc.issuer, "oidc-issuer", "", "OpenID provider issuer URL: accept its access tokens as bearer credentials")
+	fs.StringVar(&c.oidc.audience, "oidc-audience", "", "audience (aud) the OIDC access tokens must carry (required with -oidc-issuer)")
+	fs.StringVar(&c.oidc.permsClaim, "oidc-permissions-claim", "deltadb.permissions", "dotted path of the claim listing permissions or roles (Keycloak: realm_access.roles)")
+	fs.StringVar(&c.oidc.dbsClaim, "oidc-databases-claim", "", "dotted path of the claim listing the databases a token may use (default: all)")
+	roleMap := fs.String("oidc-role-map", "", "claim values to permissions, e.g. ddb-reader=read,ddb-writer=read+write,ddb-admin=admin (default: read, write, admin as themselves)")
+	fs.DurationVar(&c.oidc.skew, "oidc-clock-skew", 30*time.Second, "clock difference tolerated on the exp, nbf and iat of OIDC tokens")
+	fs.BoolVar(&c.oidc.required, "oidc-required", false, "refuse to start when the OpenID provider cannot be reached")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stderr)
@@ -316,6 +339,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.Visit(func(f *flag.Flag) { c.cacheSizeSet = c.cacheSizeSet || f.Name == "cache-size" })
 	var err error
 	if c.trustedProxies, err = parseTrustedProxies(*trusted); err != nil {
+		os.Unsetenv(joinTokenEnv)
+		return c, err
+	}
+	if c.oidc.roleMap, err = parseRoleMap(*roleMap); err != nil {
 		os.Unsetenv(joinTokenEnv)
 		return c, err
 	}
@@ -459,6 +486,25 @@ func (c *config) check() error {
 	if c.logFormat != logFormatText && c.logFormat != logFormatJSON {
 		return fmt.Errorf("-log-format: %q is not text or json", c.logFormat)
 	}
+	return c.oidc.check()
+}
+
+// check rejects -oidc-* values that make no sense together.
+func (o *oidcFlags) check() error {
+	switch {
+	case o.issuer == "" && (o.audience != "" || o.required):
+		return errors.New("-oidc-issuer: -oidc-audience and -oidc-required need -oidc-issuer")
+	case o.issuer == "":
+		return nil
+	case !strings.HasPrefix(o.issuer, "https://") && !strings.HasPrefix(o.issuer, "http://"):
+		return fmt.Errorf("-oidc-issuer: %q is not an http(s) URL", o.issuer)
+	case o.audience == "":
+		return errors.New("-oidc-audience: required with -oidc-issuer (the aud your provider puts in DeltaDatabase's tokens)")
+	case o.permsClaim == "":
+		return errors.New("-oidc-permissions-claim: must not be empty")
+	case o.skew < 0:
+		return fmt.Errorf("-oidc-clock-skew: must not be negative, got %v", o.skew)
+	}
 	return nil
 }
 
@@ -563,7 +609,7 @@ func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger
 	if err := checkAdminKeyStrength(cfg, keys.admin, log); err != nil {
 		return err
 	}
-	auth, err := newMainAuthenticator(ctx, cfg, keys, st)
+	auth, err := newMainAuthenticator(ctx, cfg, keys, st, log)
 	if err != nil {
 		return err
 	}
@@ -658,8 +704,12 @@ const revocationReload = 10 * time.Second
 
 // newMainAuthenticator builds the authenticator of runMain from the flags
 // and the start keys.
-func newMainAuthenticator(ctx context.Context, cfg config, keys startKeys, st store) (*authenticator, error) {
+func newMainAuthenticator(ctx context.Context, cfg config, keys startKeys, st store, log *slog.Logger) (*authenticator, error) {
 	sessionKey, err := deriveSessionKey(keys.master)
+	if err != nil {
+		return nil, err
+	}
+	oidc, err := startOIDC(ctx, cfg.oidc, log)
 	if err != nil {
 		return nil, err
 	}
@@ -669,7 +719,28 @@ func newMainAuthenticator(ctx context.Context, cfg config, keys startKeys, st st
 	}
 	return newAuthenticator(ctx, authConfig{adminHash: &keys.adminHash, st: st, keyFile: cfg.keyStore,
 		sessionKey: sessionKey, clientTTL: cfg.clientTTL, now: time.Now, maxFailures: maxFailures,
-		trustedProxies: cfg.trustedProxies})
+		trustedProxies: cfg.trustedProxies, oidc: oidc})
+}
+
+// startOIDC builds the OIDC verifier of the -oidc-* flags (nil without
+// -oidc-issuer) and fetches the provider's keys once. A provider that
+// cannot be reached stops the start with -oidc-required; otherwise it is
+// logged and tried again when tokens arrive.
+func startOIDC(ctx context.Context, f oidcFlags, log *slog.Logger) (*oidcVerifier, error) {
+	if f.issuer == "" {
+		return nil, nil
+	}
+	v := newOIDCVerifier(oidcConfig{issuer: f.issuer, audience: f.audience, permsClaim: f.permsClaim,
+		dbsClaim: f.dbsClaim, roleMap: f.roleMap, skew: f.skew})
+	if err := v.start(ctx); err != nil {
+		if f.required {
+			return nil, fmt.Errorf("-oidc-issuer: %w", err)
+		}
+		log.Warn("oidc provider unreachable; its tokens are refused until its keys can be fetched", "issuer", f.issuer, attrErr, err)
+		return v, nil
+	}
+	log.Info("oidc tokens accepted", "issuer", f.issuer, "audience", f.audience)
+	return v, nil
 }
 
 // runProc runs a processing worker: it serves ProcessingWorker on
