@@ -170,11 +170,14 @@ func looksLikeJWT(cred string) bool {
 // public, and an HMAC "signed" with a public key proves nothing.
 func parseJWT(token string) (jwt, error) {
 	parts := strings.Split(token, ".")
+	// Strict: one token has one encoding, so a changed character is a
+	// changed token.
+	b64 := base64.RawURLEncoding.Strict()
 	if len(parts) != 3 {
 		return jwt{}, oidcRefused("not a signed JWT (want three dot-separated parts)")
 	}
 	var t jwt
-	hdr, err := base64.RawURLEncoding.DecodeString(parts[0])
+	hdr, err := b64.DecodeString(parts[0])
 	if err != nil {
 		return jwt{}, oidcRefused("the header is not base64url")
 	}
@@ -189,10 +192,10 @@ func parseJWT(token string) (jwt, error) {
 	case len(t.header.Crit) > 0:
 		return jwt{}, oidcRefused("the header names critical extensions this server does not support")
 	}
-	if t.payload, err = base64.RawURLEncoding.DecodeString(parts[1]); err != nil {
+	if t.payload, err = b64.DecodeString(parts[1]); err != nil {
 		return jwt{}, oidcRefused("the payload is not base64url")
 	}
-	if t.signature, err = base64.RawURLEncoding.DecodeString(parts[2]); err != nil {
+	if t.signature, err = b64.DecodeString(parts[2]); err != nil {
 		return jwt{}, oidcRefused("the signature is not base64url")
 	}
 	t.signingInput = []byte(token[:len(parts[0])+1+len(parts[1])])
@@ -534,7 +537,7 @@ func (v *oidcVerifier) checkClaims(c claims, now time.Time) error {
 	if !c.hasAudience(v.cfg.audience) {
 		return oidcRefused("the audience (aud) does not include %s", v.cfg.audience)
 	}
-	exp, ok, err := c.time("exp")
+	exp, ok, err := c.numericDate("exp")
 	switch {
 	case err != nil:
 		return err
@@ -543,12 +546,12 @@ func (v *oidcVerifier) checkClaims(c claims, now time.Time) error {
 	case !now.Before(exp.Add(v.cfg.skew)):
 		return oidcRefused("the token expired at %s", exp.UTC().Format(time.RFC3339))
 	}
-	if nbf, ok, err := c.time("nbf"); err != nil {
+	if nbf, ok, err := c.numericDate("nbf"); err != nil {
 		return err
 	} else if ok && now.Add(v.cfg.skew).Before(nbf) {
 		return oidcRefused("the token is not valid before %s (nbf)", nbf.UTC().Format(time.RFC3339))
 	}
-	if iat, ok, err := c.time("iat"); err != nil {
+	if iat, ok, err := c.numericDate("iat"); err != nil {
 		return err
 	} else if ok && now.Add(v.cfg.skew).Before(iat) {
 		return oidcRefused("the token is issued in the future (iat %s)", iat.UTC().Format(time.RFC3339))
@@ -572,8 +575,8 @@ func (c claims) hasAudience(want string) bool {
 	return false
 }
 
-// time decodes NumericDate claim name; ok is false when it is absent.
-func (c claims) time(name string) (t time.Time, ok bool, err error) {
+// numericDate decodes NumericDate claim name; ok is false when it is absent.
+func (c claims) numericDate(name string) (t time.Time, ok bool, err error) {
 	v, present := c[name]
 	if !present {
 		return time.Time{}, false, nil
@@ -613,10 +616,10 @@ func (c claims) at(path string) (any, bool) {
 	return nil, false
 }
 
-// strings returns the claim at path as a list: an array of strings, or a
+// stringList returns the claim at path as a list: an array of strings, or a
 // string of space-separated values (as OAuth's scope is); present is
 // false when the claim is absent.
-func (c claims) strings(path string) (vals []string, present bool, err error) {
+func (c claims) stringList(path string) (vals []string, present bool, err error) {
 	v, ok := c.at(path)
 	if !ok {
 		return nil, false, nil
@@ -653,7 +656,7 @@ func (v *oidcVerifier) principalOf(c claims) (principal, error) {
 		return principal{}, oidcRefused("the token has no subject (sub)")
 	}
 	p := principal{clientID: "oidc:" + sub, name: sub, subject: sub}
-	roles, _, err := c.strings(v.cfg.permsClaim)
+	roles, _, err := c.stringList(v.cfg.permsClaim)
 	if err != nil {
 		return principal{}, err
 	}
@@ -663,7 +666,7 @@ func (v *oidcVerifier) principalOf(c claims) (principal, error) {
 	if v.cfg.dbsClaim == "" {
 		return p, nil
 	}
-	dbs, present, err := c.strings(v.cfg.dbsClaim)
+	dbs, present, err := c.stringList(v.cfg.dbsClaim)
 	if err != nil || !present {
 		return p, err
 	}
