@@ -200,8 +200,16 @@ func TestRealOIDCProvider(t *testing.T) {
 	prov := startOIDCProvider(t)
 	ts := newAuthTestServer(t, authConfig{maxFailures: -1})
 	clock := ts.clock
-	// The provider stamps tokens with the real time.
-	clock.advance(time.Since(clock.now()))
+	// The provider stamps tokens with the real time: the test's clock
+	// catches up with it before each step (and moves on by itself where a
+	// step needs time to pass), so a slow machine cannot make a fresh
+	// token look issued in the future.
+	catchUp := func() {
+		if d := time.Since(clock.now()); d > 0 {
+			clock.advance(d)
+		}
+	}
+	catchUp()
 	v := newOIDCVerifier(oidcConfig{issuer: prov.issuer, audience: "https://deltadb.test", permsClaim: "deltadb.permissions",
 		dbsClaim: "deltadb.databases", skew: 30 * time.Second, now: clock.now})
 	if err := v.start(context.Background()); err != nil {
@@ -281,6 +289,7 @@ func TestRealOIDCProvider(t *testing.T) {
 	mac := hmac.New(sha256.New, prov.rsaPublicPEM(t))
 	mac.Write([]byte(hsInput))
 	other := startOIDCProvider(t) // another issuer, with keys of its own
+	catchUp()
 	for _, c := range []struct {
 		name, token, want string
 	}{
@@ -298,6 +307,7 @@ func TestRealOIDCProvider(t *testing.T) {
 	}
 
 	// A flood of made-up key IDs: one JWKS fetch.
+	catchUp()
 	clock.advance(10 * time.Second)
 	before := v.fetches.Load()
 	var wg sync.WaitGroup
@@ -320,6 +330,7 @@ func TestRealOIDCProvider(t *testing.T) {
 	if k := kidOf(t, rotated); !strings.Contains(strings.Join(kids, " "), k) {
 		t.Fatalf("token after rotation is signed by %s, not one of the new keys %v", k, kids)
 	}
+	catchUp()
 	clock.advance(10 * time.Second)
 	ts.mustDo(t, "PUT", "/entity/team-a", rotated, `{"after-rotation":1}`, 200)
 	ts.mustDo(t, "GET", "/entity/team-a?key=k", tok["reader"], "", 200) // the old key is still published
