@@ -282,8 +282,6 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.restAddr, "rest-addr", "127.0.0.1:8080", "REST + UI listen address")
 	storageFlags(fs, &c)
 	masterKeyFlags(fs, &c)
-	fs.StringVar(&c.previousMasterKey, "previous-master-key", secretEnv("PREVIOUS_MASTER_KEY"), "hex master key to rotate from (env PREVIOUS_MASTER_KEY): its data keys are rewrapped under -master-key while serving")
-	fs.StringVar(&c.previousMasterKeyFile, "previous-master-key-file", "", "file holding the hex master key to rotate from")
 	fs.IntVar(&c.keyJobRate, "key-job-rate", 0, "most objects a second a key rotation or rekey rewrites (0 = unlimited)")
 	fs.StringVar(&c.adminKey, "admin-key", secretEnv("ADMIN_KEY"), "admin bearer key (env ADMIN_KEY); generated and stored hashed if empty")
 	fs.StringVar(&c.adminKeyFile, "admin-key-file", "", "file holding the admin key")
@@ -365,12 +363,14 @@ func storageFlags(fs *flag.FlagSet, c *config) {
 	fs.StringVar(&c.s3.region, "s3-region", "", "S3 region (signs as us-east-1 when empty)")
 }
 
-// masterKeyFlags adds the master key flags to fs; the server and
-// -role=verify share them.
+// masterKeyFlags adds the master key flags to fs, the previous key of a
+// rotation included; the server and -role=verify share them.
 func masterKeyFlags(fs *flag.FlagSet, c *config) {
 	fs.StringVar(&c.masterKey, "master-key", secretEnv("MASTER_KEY"), "hex 32-byte AES master key (env MASTER_KEY)")
 	fs.StringVar(&c.masterKeyFile, "master-key-file", "", "file holding the hex master key")
 	fs.StringVar(&c.keyID, "key-id", "main-key-v1", "logical name of the master key")
+	fs.StringVar(&c.previousMasterKey, "previous-master-key", secretEnv("PREVIOUS_MASTER_KEY"), "hex master key to rotate from (env PREVIOUS_MASTER_KEY): its data keys are rewrapped under -master-key while serving")
+	fs.StringVar(&c.previousMasterKeyFile, "previous-master-key-file", "", "file holding the hex master key to rotate from")
 }
 
 // loadJoinToken takes the join token from -join-token, -join-token-file

@@ -108,7 +108,36 @@ func toolKeyring(ctx context.Context, cfg config, st store) (*keyring, error) {
 	} else if !errors.Is(err, errNotFound) {
 		return nil, fmt.Errorf("read key check: %w", err)
 	}
-	return newKeyring(st, master, cfg.keyID)
+	ring, err := newKeyring(st, master, cfg.keyID)
+	if err != nil {
+		return nil, err
+	}
+	if err := addRotationKey(ctx, cfg, st, ring); err != nil {
+		ring.close()
+		return nil, err
+	}
+	return ring, nil
+}
+
+// addRotationKey adds the previous master key to ring when a rotation is
+// unfinished (rotation.go): data keys not yet rewrapped, and format-1
+// entities not yet upgraded, are still under it.
+func addRotationKey(ctx context.Context, cfg config, st store, ring *keyring) error {
+	rec, err := readRotation(ctx, st)
+	if err != nil || rec == nil {
+		return err
+	}
+	prev, err := configuredPreviousMasterKey(cfg)
+	if err != nil {
+		return err
+	}
+	if prev == nil || !rec.From.matches(prev, rec.From.KeyID) {
+		zero(prev)
+		return fmt.Errorf("-previous-master-key: a master-key rotation from key id %q is unfinished (%s): "+
+			"give that key too, or let the server finish the rotation first", rec.From.KeyID, rotationObject)
+	}
+	defer zero(prev)
+	return ring.addPrevious(prev, rec.From.KeyID)
 }
 
 // check reads and decrypts the entity stored at object and counts it.

@@ -79,3 +79,31 @@ func TestVerify(t *testing.T) {
 		t.Error("verify of a missing directory succeeded")
 	}
 }
+
+// TestVerifyUnfinishedRotation: while a master-key rotation is unfinished
+// (recorded, key check moved, no data key rewrapped yet), verify refuses
+// the new key alone, naming -previous-master-key, and with both keys
+// every entity decrypts.
+func TestVerifyUnfinishedRotation(t *testing.T) {
+	n, dir := startDefault(t)
+	if code, out, _ := n.call("PUT", "/entity/chatdb", testAdminKey, map[string]string{"a": "1", "b": "2"}); code != 200 {
+		t.Fatalf("PUT: %d %s", code, out)
+	}
+	n.stop()
+	oldKey, _ := parseMasterKey(testMasterKey)
+	newHex := strings.Repeat("cd", 32)
+	newKey, _ := parseMasterKey(newHex)
+	// The start of a rotation, as the main worker records it before it
+	// rewraps anything.
+	if _, _, err := checkKeys(t.Context(), mustFSStore(t, dir), newKey, "main-key-v2", oldKey); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"-role=verify", "-shared-fs=" + dir, "-master-key=" + newHex, "-key-id=main-key-v2", "-progress=off"}
+	if _, err := runToolArgs(t, args...); err == nil || !strings.Contains(err.Error(), "-previous-master-key") {
+		t.Errorf("verify with the new key alone during a rotation = %v, want a refusal naming -previous-master-key", err)
+	}
+	out, err := runToolArgs(t, append(args, "-previous-master-key="+testMasterKey)...)
+	if err != nil || !strings.Contains(out, "verify: 2 entities, 0 failed") {
+		t.Errorf("verify with both keys during a rotation = %v\n%s", err, out)
+	}
+}
