@@ -10,10 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"go/ast"
-	"go/parser"
-	"go/token"
 	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -99,27 +96,9 @@ func loadOpenAPI(t *testing.T) (openAPIDoc, map[string]openAPIOperation) {
 // package's source requires: "none" for s.open(...), "any" for
 // s.need(0, ...), else the permission of s.need(permX, ...).
 func routeAccess(t *testing.T) map[string]string {
-	t.Helper()
-	files, err := filepath.Glob("*.go")
-	if err != nil {
-		t.Fatal(err)
-	}
 	access := map[string]string{}
-	fset := token.NewFileSet()
-	for _, name := range files {
-		if strings.HasSuffix(name, "_test.go") {
-			continue
-		}
-		f, err := parser.ParseFile(fset, name, nil, parser.SkipObjectResolution)
-		if err != nil {
-			t.Fatalf("parse %s: %v", name, err)
-		}
-		ast.Inspect(f, func(n ast.Node) bool {
-			if p, ok := muxPattern(n); ok {
-				access[p] = wrapperAccess(n.(*ast.CallExpr).Args[1])
-			}
-			return true
-		})
+	for _, c := range muxCalls(t) {
+		access[c.pattern] = wrapperAccess(c.call.Args[1])
 	}
 	return access
 }

@@ -235,12 +235,28 @@ func TestRouteTableComplete(t *testing.T) {
 // registeredRoutes returns the pattern of every mux.Handle or
 // mux.HandleFunc call in the package's non-test Go files.
 func registeredRoutes(t *testing.T) []string {
+	var routes []string
+	for _, c := range muxCalls(t) {
+		routes = append(routes, c.pattern)
+	}
+	return routes
+}
+
+// muxCall is one mux.Handle or mux.HandleFunc call of the source.
+type muxCall struct {
+	pattern string
+	call    *ast.CallExpr
+}
+
+// muxCalls parses the package's non-test Go files and returns every
+// mux.Handle or mux.HandleFunc call in them.
+func muxCalls(t *testing.T) []muxCall {
 	t.Helper()
 	files, err := filepath.Glob("*.go")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var routes []string
+	var calls []muxCall
 	fset := token.NewFileSet()
 	for _, name := range files {
 		if strings.HasSuffix(name, "_test.go") {
@@ -252,12 +268,12 @@ func registeredRoutes(t *testing.T) []string {
 		}
 		ast.Inspect(f, func(n ast.Node) bool {
 			if p, ok := muxPattern(n); ok {
-				routes = append(routes, p)
+				calls = append(calls, muxCall{p, n.(*ast.CallExpr)})
 			}
 			return true
 		})
 	}
-	return routes
+	return calls
 }
 
 // muxPattern reports the pattern of a call x.mux.Handle("P", ...) or
