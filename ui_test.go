@@ -1323,6 +1323,56 @@ func TestUIDataPages(t *testing.T) {
 		tb.shots("deleted", "#db-message")
 	})
 
+	// KeyJobsRekey: the admin starts a rekey from the Key jobs page and
+	// follows it to the end on its progress bar; the server's job record
+	// agrees and the entities still read.
+	t.Run("KeyJobsRekey", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		const db = "ui16rekey"
+		docs := map[string]any{}
+		for i := range 20 {
+			docs[fmt.Sprintf("k%02d", i)] = map[string]any{"n": i}
+		}
+		seed.call("PUT", "/entity/"+db, docs, http.StatusOK)
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.goTo("jobs", "Key jobs")
+		tb.typeInto("jobs-db", db)
+		tb.click("#jobs-rekey")
+		tb.waitText("jobs-message", "Rekey of "+db+" started")
+		row := fmt.Sprintf(`document.querySelector('#jobs-table tr[data-state="done"] td:nth-child(2)')?.textContent === %q`, db)
+		tb.waitFor("the job done in the table", row)
+		var bar struct{ Value, Max float64 }
+		tb.eval(`(p => ({Value: p.value, Max: p.max}))(document.querySelector('#jobs-table tr[data-state="done"] progress'))`, &bar)
+		if bar.Max != 20 || bar.Value != 20 {
+			t.Errorf("progress bar of the done job = %v of %v, want 20 of 20", bar.Value, bar.Max)
+		}
+		var jobs []struct {
+			Database, State string
+			Done, Total     int
+		}
+		if err := json.Unmarshal(seed.call("GET", "/admin/jobs", nil, http.StatusOK), &jobs); err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, j := range jobs {
+			found = found || j.Database == db && j.State == "done" && j.Done == 20 && j.Total == 20
+		}
+		if !found {
+			t.Errorf("GET /admin/jobs = %+v, want a done job of %s with 20 of 20", jobs, db)
+		}
+		if got := seed.entity(db, "k07"); !strings.Contains(string(got), `"n":7`) {
+			t.Errorf("k07 after the rekey = %s, want {\"n\":7}", got)
+		}
+		tb.shots("jobs", "#jobs-table")
+		ph := phone(t)
+		ph.login(testAdminKey)
+		ph.openMenu()
+		ph.goTo("jobs", "Key jobs")
+		ph.waitFor("the job on a phone", row)
+		ph.shots("jobs", "#jobs-table")
+	})
+
 	t.Run("DeleteSchema", func(t *testing.T) {
 		seed := uiSeed{t, n.base}
 		const id, db = "ui14.del.v1", "ui14delschema"
