@@ -151,9 +151,17 @@ func (s *restServer) handleWorkers(w http.ResponseWriter, r *http.Request, p pri
 	return nil
 }
 
-func (s *restServer) handleListJobs(w http.ResponseWriter, r *http.Request, _ principal) error {
+// jobsAvailable refuses the key-job routes on a server without key jobs.
+func (s *restServer) jobsAvailable() error {
 	if s.jobs == nil {
 		return reqErrorf(errUnavailable, "key jobs are not available on this server")
+	}
+	return nil
+}
+
+func (s *restServer) handleListJobs(w http.ResponseWriter, r *http.Request, _ principal) error {
+	if err := s.jobsAvailable(); err != nil {
+		return err
 	}
 	jobs, err := s.jobs.list(r.Context())
 	if err != nil {
@@ -170,8 +178,8 @@ func (s *restServer) handleRekey(w http.ResponseWriter, r *http.Request, _ princ
 	if err := validateDBName(db); err != nil {
 		return err
 	}
-	if s.jobs == nil {
-		return reqErrorf(errUnavailable, "key jobs are not available on this server")
+	if err := s.jobsAvailable(); err != nil {
+		return err
 	}
 	job, _, err := s.jobs.startRekey(r.Context(), db)
 	if err != nil {

@@ -780,14 +780,7 @@ func TestUI(t *testing.T) {
 
 	t.Run("CodegenUnitTests", func(t *testing.T) {
 		tb := wide(t)
-		tb.do("open UI", chromedp.Navigate(n.base+"/"))
-		var results []struct {
-			Name string `json:"name"`
-			Pass bool   `json:"pass"`
-			Got  string `json:"got"`
-			Want string `json:"want"`
-		}
-		tb.eval(`import("/js/codegen_test.js").then(m => m.runCodegenTests())`, &results)
+		results := tb.runJSTests("/js/codegen_test.js", "runCodegenTests")
 		if len(results) == 0 {
 			t.Fatal("runCodegenTests() returned no cases")
 		}
@@ -798,6 +791,24 @@ func TestUI(t *testing.T) {
 		}
 		t.Logf("%d codegen cases passed", len(results))
 	})
+}
+
+// jsCase is one case of an in-browser JS unit suite.
+type jsCase struct {
+	Name string `json:"name"`
+	Pass bool   `json:"pass"`
+	Got  string `json:"got"`
+	Want string `json:"want"`
+}
+
+// runJSTests opens the UI and runs the exported function fn of the
+// static module at path, which resolves to its cases.
+func (tb *uiTab) runJSTests(path, fn string) []jsCase {
+	tb.t.Helper()
+	tb.do("open UI", chromedp.Navigate(tb.base+"/"))
+	var results []jsCase
+	tb.eval(fmt.Sprintf(`import(%q).then(m => m.%s())`, path, fn), &results)
+	return results
 }
 
 // checkLines fails unless every wanted line appears, trimmed, in text in
@@ -1405,14 +1416,7 @@ func TestUIDataPages(t *testing.T) {
 
 	t.Run("EditorScannerUnitTests", func(t *testing.T) {
 		tb := desk(t)
-		tb.do("open UI", chromedp.Navigate(n.base+"/"))
-		var results []struct {
-			Name string `json:"name"`
-			Pass bool   `json:"pass"`
-			Got  string `json:"got"`
-			Want string `json:"want"`
-		}
-		tb.eval(`import("/js/jsonedit_test.js").then(m => m.runJSONEditTests())`, &results)
+		results := tb.runJSTests("/js/jsonedit_test.js", "runJSONEditTests")
 		if len(results) < 400 {
 			t.Fatalf("runJSONEditTests() returned %d cases, want the fixed ones and 400 random", len(results))
 		}
