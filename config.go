@@ -1,0 +1,388 @@
+package main
+
+import (
+	"cmp"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+)
+
+// config is every flag of every role (SPEC §2). parseFlags fills it;
+// check rejects values that parse but make no sense.
+type config struct {
+	// role is all, main or proc (-role; bench never reaches config).
+	role string
+	// grpcAddr is the gRPC listen address; "" is the role's default
+	// (127.0.0.1:50051, a proc 127.0.0.1:0).
+	grpcAddr string
+	// restAddr is the REST + UI listen address (main, all).
+	restAddr string
+	// sharedFS is the filesystem storage root, unused with s3.endpoint.
+	sharedFS string
+	// masterKey is the hex master key from -master-key or MASTER_KEY; ""
+	// when not given.
+	masterKey string
+	// masterKeyFile is a file holding the hex master key; "" for none.
+	masterKeyFile string
+	// keyID is the logical name of the master key.
+	keyID string
+	// previousMasterKey and previousMasterKeyFile give the master key a
+	// rotation moves from (rotation.go); "" for none.
+	previousMasterKey, previousMasterKeyFile string
+	// keyJobRate is the most objects a second a key job (rotation,
+	// rekey) rewrites; 0 is unlimited.
+	keyJobRate int
+	// adminKey is the admin bearer key from -admin-key or ADMIN_KEY; ""
+	// uses -admin-key-file, else the stored generated one (masterkey.go).
+	adminKey string
+	// adminKeyFile is a file holding the admin key; "" for none.
+	adminKeyFile string
+	// allowWeakAdminKey lets an admin key under minAdminKeyLen serve
+	// REST beyond loopback.
+	allowWeakAdminKey bool
+	// authFailLimit is the failed authentications per minute per client
+	// before its failing attempts get 429; 0 turns the limit off.
+	authFailLimit int
+	// trustedProxies are the networks whose X-Forwarded-For is believed
+	// (-trusted-proxies, comma-separated CIDRs or addresses).
+	trustedProxies []netip.Prefix
+	// keyStore is a local file for the API keys; "" keeps them in the
+	// storage at _auth/keys.json.
+	keyStore string
+	// workerTTL is the lifetime of a worker token.
+	workerTTL time.Duration
+	// clientTTL is the lifetime of a session token from /api/login.
+	clientTTL time.Duration
+	// grpcMaxRecv is the largest gRPC message accepted, bytes.
+	grpcMaxRecv int
+	// restMaxBody is the largest REST request body, bytes; larger is 413.
+	restMaxBody int64
+	// maxDocument is the largest stored document, bytes; 0 is restMaxBody.
+	maxDocument int64
+	// maxPatchOps, maxBatchKeys, maxDepth and validationTimeout are the
+	// other request budgets (budget.go).
+	maxPatchOps, maxBatchKeys, maxDepth int
+	validationTimeout                   time.Duration
+	// entityCacheSize is the cache of the in-process worker of -role=all
+	// when cacheSize is not given.
+	entityCacheSize int
+	// cacheSize is the most entities a processing worker caches.
+	cacheSize int
+	// cacheSizeSet is true when -cache-size was given explicitly.
+	cacheSizeSet bool
+	// cacheTTL expires cache entries; 0 keeps them until evicted.
+	cacheTTL time.Duration
+	// mainAddr is the main worker's -cluster-addr a proc subscribes to.
+	mainAddr string
+	// workerID names a processing worker; "" is the hostname.
+	workerID string
+	// logLevel is debug, info, warn or error.
+	logLevel string
+	// logFormat is text or json (logging.go).
+	logFormat string
+	// s3 are the -s3-* flags.
+	s3 s3Flags
+	// joinToken is the cluster's join secret (-join-token,
+	// -join-token-file or DELTADB_JOIN_TOKEN); "" for none, which only
+	// -role=all allows (it then accepts no external workers).
+	joinToken string
+	// joinTokenFile is -join-token-file; "" for none.
+	joinTokenFile string
+	// clusterAddr is the main worker's TLS listener for workers
+	// (Subscribe, Heartbeat); "" is 127.0.0.1:50052.
+	clusterAddr string
+	// advertiseAddr is the address a processing worker gives the main
+	// worker to reach it; "" is its -grpc-addr listener's address.
+	advertiseAddr string
+	// clusterTLS are -cluster-tls-cert/-key/-ca; all "" generates a
+	// certificate at start and pins it.
+	clusterTLSCert, clusterTLSKey, clusterTLSCA string
+	// shutdownDelay is how long, after SIGTERM, GET /readyz answers 503
+	// while requests are still served, before the REST server drains.
+	shutdownDelay time.Duration
+	// tlsCert and tlsKey serve REST, the UI and client gRPC over TLS;
+	// "" serves them plaintext.
+	tlsCert, tlsKey string
+	// opsAddr is the ops listener's address (ops.go); "" for none.
+	opsAddr string
+	// pprof serves the profiler on the ops listener.
+	pprof bool
+	// oidc are the -oidc-* flags; issuer "" accepts no OIDC tokens.
+	oidc oidcFlags
+}
+
+// oidcFlags are the -oidc-* flags (oidc.go).
+type oidcFlags struct {
+	issuer, audience, permsClaim, dbsClaim string
+	// roleMap is the parsed -oidc-role-map; nil for none.
+	roleMap map[string]perm
+	// skew is -oidc-clock-skew.
+	skew time.Duration
+	// required stops the start when the issuer cannot be reached.
+	required bool
+}
+
+// s3Flags are the -s3-* flags; endpoint "" means filesystem storage.
+type s3Flags struct {
+	endpoint, accessKey, secretKey, bucket, region string
+	useSSL                                         bool
+}
+
+// parseFlags parses args into a config. A bad value is an error naming the
+// flag.
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("deltadatabase", flag.ContinueOnError)
+	// Errors come back as one line naming the flag; usage only for -h.
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&c.role, "role", "all", "what to run: all, main or proc (or bench, the load tool, and backup, restore, verify, the storage tools: -role=bench -h and -role=backup -h list their flags)")
+	fs.StringVar(&c.grpcAddr, "grpc-addr", "", "gRPC listen address (default 127.0.0.1:50051; proc: 127.0.0.1:0)")
+	fs.StringVar(&c.restAddr, "rest-addr", "127.0.0.1:8080", "REST + UI listen address")
+	storageFlags(fs, &c)
+	masterKeyFlags(fs, &c)
+	fs.IntVar(&c.keyJobRate, "key-job-rate", 0, "most objects a second a key rotation or rekey rewrites (0 = unlimited)")
+	fs.StringVar(&c.adminKey, "admin-key", secretEnv("ADMIN_KEY"), "admin bearer key (env ADMIN_KEY); generated and stored hashed if empty")
+	fs.StringVar(&c.adminKeyFile, "admin-key-file", "", "file holding the admin key")
+	fs.BoolVar(&c.allowWeakAdminKey, "allow-weak-admin-key", false, "serve REST beyond loopback with an admin key under 16 characters")
+	fs.IntVar(&c.authFailLimit, "auth-fail-limit", 20, "failed authentications per minute per client before its failing attempts get 429; 0 = off")
+	trusted := fs.String("trusted-proxies", "", "comma-separated CIDRs of proxies whose X-Forwarded-For is believed")
+	fs.StringVar(&c.keyStore, "key-store", "", "RBAC API key store (default <shared-fs>/_auth/keys.json)")
+	fs.DurationVar(&c.workerTTL, "worker-ttl", time.Hour, "worker token lifetime")
+	fs.DurationVar(&c.clientTTL, "client-ttl", 24*time.Hour, "session token lifetime")
+	fs.IntVar(&c.grpcMaxRecv, "grpc-max-recv-msg-size", 4194304, "largest gRPC message accepted, bytes")
+	fs.Int64Var(&c.restMaxBody, "rest-max-body-size", 1048576, "largest REST request body, bytes")
+	fs.Int64Var(&c.maxDocument, "max-document-size", 0, "largest stored document, bytes, also the result of a PATCH (0 = -rest-max-body-size)")
+	fs.IntVar(&c.maxPatchOps, "max-patch-ops", defaultMaxPatchOps, "most operations of one JSON Patch")
+	fs.IntVar(&c.maxBatchKeys, "max-batch-keys", defaultMaxBatchKeys, "most entities of one PUT /entity/{db}, keys of one POST /api/databases/{db}/get")
+	fs.IntVar(&c.maxDepth, "max-json-depth", defaultMaxJSONDepth, "deepest nesting of arrays and objects in a body, document or schema")
+	fs.DurationVar(&c.validationTimeout, "validation-timeout", defaultValidationTimeout, "longest validation of one document against one schema")
+	fs.IntVar(&c.entityCacheSize, "entity-cache-size", 1024, "entities cached by the in-process worker of -role=all")
+	fs.IntVar(&c.cacheSize, "cache-size", 256, "most entities held in a processing worker's LRU")
+	fs.DurationVar(&c.cacheTTL, "cache-ttl", 0, "0 = LRU only; positive also expires cache entries")
+	fs.StringVar(&c.mainAddr, "main-addr", "127.0.0.1:50052", "main worker's -cluster-addr (proc)")
+	fs.StringVar(&c.workerID, "worker-id", "", "unique worker ID (default hostname)")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", logFormatText, "log lines as text (key=value) or json (one object per line)")
+	fs.StringVar(&c.joinToken, "join-token", "", "cluster join secret, >= 32 bytes (env "+joinTokenEnv+"; visible in ps, prefer -join-token-file)")
+	fs.StringVar(&c.joinTokenFile, "join-token-file", "", "file holding the cluster join secret")
+	fs.StringVar(&c.clusterAddr, "cluster-addr", "", "TLS listen address for workers (main, all; default 127.0.0.1:50052)")
+	fs.StringVar(&c.advertiseAddr, "advertise-addr", "", "address the main worker dials to reach this worker (proc; default the -grpc-addr listener's, whose unspecified host (0.0.0.0, ::) the main worker replaces with the address the subscription came from)")
+	fs.StringVar(&c.clusterTLSCert, "cluster-tls-cert", "", "PEM certificate for the cluster links (default: generated at start, pinned)")
+	fs.StringVar(&c.clusterTLSKey, "cluster-tls-key", "", "PEM key of -cluster-tls-cert")
+	fs.StringVar(&c.clusterTLSCA, "cluster-tls-ca", "", "PEM CA bundle every cluster peer's certificate must chain to")
+	fs.DurationVar(&c.shutdownDelay, "shutdown-delay", 0, "after SIGTERM, how long /readyz answers 503 while requests are still served, before in-flight requests drain and the server stops (main, all)")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate: serve REST, UI and client gRPC over TLS")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM key of -tls-cert")
+	fs.StringVar(&c.opsAddr, "ops-addr", "", "ops listener address: /healthz, /readyz, /metrics without credentials (every role; default none)")
+	fs.BoolVar(&c.pprof, "pprof", false, "serve the profiler at /debug/pprof/ on -ops-addr")
+	fs.StringVar(&c.oidc.issuer, "oidc-issuer", "", "OpenID provider issuer URL: accept its access tokens as bearer credentials")
+	fs.StringVar(&c.oidc.audience, "oidc-audience", "", "audience (aud) the OIDC access tokens must carry (required with -oidc-issuer)")
+	fs.StringVar(&c.oidc.permsClaim, "oidc-permissions-claim", "deltadb.permissions", "dotted path of the claim listing permissions or roles (Keycloak: realm_access.roles)")
+	fs.StringVar(&c.oidc.dbsClaim, "oidc-databases-claim", "", "dotted path of the claim listing the databases a token may use (default: all)")
+	roleMap := fs.String("oidc-role-map", "", "claim values to permissions, e.g. ddb-reader=read,ddb-writer=read+write,ddb-admin=admin (default: read, write, admin as themselves)")
+	fs.DurationVar(&c.oidc.skew, "oidc-clock-skew", 30*time.Second, "clock difference tolerated on the exp, nbf and iat of OIDC tokens")
+	fs.BoolVar(&c.oidc.required, "oidc-required", false, "refuse to start when the OpenID provider cannot be reached")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fs.PrintDefaults()
+		}
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	fs.Visit(func(f *flag.Flag) { c.cacheSizeSet = c.cacheSizeSet || f.Name == "cache-size" })
+	var err error
+	if c.trustedProxies, err = parseTrustedProxies(*trusted); err != nil {
+		os.Unsetenv(joinTokenEnv)
+		return c, err
+	}
+	if c.oidc.roleMap, err = parseRoleMap(*roleMap); err != nil {
+		os.Unsetenv(joinTokenEnv)
+		return c, err
+	}
+	if err := c.check(); err != nil {
+		os.Unsetenv(joinTokenEnv)
+		return c, err
+	}
+	return c, c.loadJoinToken()
+}
+
+// storageFlags adds the storage flags (-shared-fs, -s3-*) to fs; the
+// server and the storage tools (backup.go) share them.
+func storageFlags(fs *flag.FlagSet, c *config) {
+	fs.StringVar(&c.sharedFS, "shared-fs", "./shared/db", "storage root (ignored with -s3-endpoint)")
+	fs.StringVar(&c.s3.endpoint, "s3-endpoint", "", "host:port of an S3-compatible store; enables S3")
+	fs.StringVar(&c.s3.accessKey, "s3-access-key", os.Getenv("S3_ACCESS_KEY"), "S3 access key (env S3_ACCESS_KEY)")
+	fs.StringVar(&c.s3.secretKey, "s3-secret-key", secretEnv("S3_SECRET_KEY"), "S3 secret key (env S3_SECRET_KEY)")
+	fs.StringVar(&c.s3.bucket, "s3-bucket", "deltadatabase", "S3 bucket (created if missing)")
+	fs.BoolVar(&c.s3.useSSL, "s3-use-ssl", false, "HTTPS to the S3 endpoint")
+	fs.StringVar(&c.s3.region, "s3-region", "", "S3 region (signs as us-east-1 when empty)")
+}
+
+// masterKeyFlags adds the master key flags to fs, the previous key of a
+// rotation included; the server and -role=verify share them.
+func masterKeyFlags(fs *flag.FlagSet, c *config) {
+	fs.StringVar(&c.masterKey, "master-key", secretEnv("MASTER_KEY"), "hex 32-byte AES master key (env MASTER_KEY)")
+	fs.StringVar(&c.masterKeyFile, "master-key-file", "", "file holding the hex master key")
+	fs.StringVar(&c.keyID, "key-id", "main-key-v1", "logical name of the master key")
+	fs.StringVar(&c.previousMasterKey, "previous-master-key", secretEnv("PREVIOUS_MASTER_KEY"), "hex master key to rotate from (env PREVIOUS_MASTER_KEY): its data keys are rewrapped under -master-key while serving")
+	fs.StringVar(&c.previousMasterKeyFile, "previous-master-key-file", "", "file holding the hex master key to rotate from")
+}
+
+// loadJoinToken takes the join token from -join-token, -join-token-file
+// or DELTADB_JOIN_TOKEN (cleared once read, so that no child process
+// inherits it) and checks its length.
+func (c *config) loadJoinToken() error {
+	env := secretEnv(joinTokenEnv)
+	if c.joinTokenFile != "" {
+		if c.joinToken != "" {
+			return errors.New("-join-token-file: give -join-token or -join-token-file, not both")
+		}
+		b, err := os.ReadFile(c.joinTokenFile)
+		if err != nil {
+			return fmt.Errorf("-join-token-file: %w", err)
+		}
+		c.joinToken = strings.TrimSpace(string(b))
+	}
+	c.joinToken = cmp.Or(c.joinToken, strings.TrimSpace(env))
+	switch {
+	case c.joinToken == "" && c.role != "all":
+		return fmt.Errorf("-join-token: -role=%s needs the cluster's join token; %s", c.role, joinTokenHint)
+	case c.joinToken == "":
+		return nil
+	}
+	if err := checkJoinToken(c.joinToken); err != nil {
+		return fmt.Errorf("-join-token: %w", err)
+	}
+	return nil
+}
+
+// secretEnv returns environment variable name and removes it from the
+// process environment, so that the secret is not inherited by child
+// processes nor seen by later reads of the environment. The kernel's copy
+// of the start-up environment (/proc/<pid>/environ) cannot be changed from
+// Go; the -*-file flags keep secrets out of it.
+func secretEnv(name string) string {
+	v := os.Getenv(name)
+	os.Unsetenv(name)
+	return v
+}
+
+// parseTrustedProxies parses -trusted-proxies: comma-separated CIDRs, or
+// bare addresses for one host each.
+func parseTrustedProxies(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			ip, aerr := netip.ParseAddr(f)
+			if aerr != nil {
+				return nil, fmt.Errorf("-trusted-proxies: %q is not a CIDR or an IP address", f)
+			}
+			p = netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// check rejects flag values that parse but make no sense.
+func (c *config) check() error {
+	switch {
+	case c.role != "all" && c.role != "main" && c.role != "proc":
+		return fmt.Errorf("-role: unknown role %q (want all, main, proc, bench, backup, restore or verify)", c.role)
+	case c.grpcMaxRecv <= 0:
+		return fmt.Errorf("-grpc-max-recv-msg-size: must be positive, got %d", c.grpcMaxRecv)
+	case c.restMaxBody <= 0:
+		return fmt.Errorf("-rest-max-body-size: must be positive, got %d", c.restMaxBody)
+	case c.maxDocument < 0:
+		return fmt.Errorf("-max-document-size: must not be negative, got %d", c.maxDocument)
+	case c.maxPatchOps <= 0:
+		return fmt.Errorf("-max-patch-ops: must be positive, got %d", c.maxPatchOps)
+	case c.maxBatchKeys <= 0:
+		return fmt.Errorf("-max-batch-keys: must be positive, got %d", c.maxBatchKeys)
+	case c.maxDepth <= 0:
+		return fmt.Errorf("-max-json-depth: must be positive, got %d", c.maxDepth)
+	case c.validationTimeout <= 0:
+		return fmt.Errorf("-validation-timeout: must be positive, got %v", c.validationTimeout)
+	case c.entityCacheSize <= 0:
+		return fmt.Errorf("-entity-cache-size: must be positive, got %d", c.entityCacheSize)
+	case c.cacheSize <= 0:
+		return fmt.Errorf("-cache-size: must be positive, got %d", c.cacheSize)
+	case c.cacheTTL < 0:
+		return fmt.Errorf("-cache-ttl: must not be negative, got %v", c.cacheTTL)
+	case c.workerTTL <= 0:
+		return fmt.Errorf("-worker-ttl: must be positive, got %v", c.workerTTL)
+	case c.clientTTL <= 0:
+		return fmt.Errorf("-client-ttl: must be positive, got %v", c.clientTTL)
+	case c.shutdownDelay < 0:
+		return fmt.Errorf("-shutdown-delay: must not be negative, got %v", c.shutdownDelay)
+	case c.authFailLimit < 0:
+		return fmt.Errorf("-auth-fail-limit: must not be negative, got %d (0 turns it off)", c.authFailLimit)
+	case c.keyID == "":
+		return errors.New("-key-id: must not be empty")
+	case c.keyJobRate < 0:
+		return fmt.Errorf("-key-job-rate: must not be negative, got %d (0 is unlimited)", c.keyJobRate)
+	case c.sharedFS == "" && c.s3.endpoint == "":
+		return errors.New("-shared-fs: must not be empty without -s3-endpoint")
+	case (c.clusterTLSCert == "") != (c.clusterTLSKey == ""):
+		return errors.New("-cluster-tls-cert: give both -cluster-tls-cert and -cluster-tls-key")
+	case (c.tlsCert == "") != (c.tlsKey == ""):
+		return errors.New("-tls-cert: give both -tls-cert and -tls-key")
+	case c.pprof && c.opsAddr == "":
+		return errors.New("-pprof: needs -ops-addr (the profiler is served only on the ops listener)")
+	}
+	if _, err := slogLevel(c.logLevel); err != nil {
+		return err
+	}
+	if c.logFormat != logFormatText && c.logFormat != logFormatJSON {
+		return fmt.Errorf("-log-format: %q is not text or json", c.logFormat)
+	}
+	return c.oidc.check()
+}
+
+// check rejects -oidc-* values that make no sense together.
+func (o *oidcFlags) check() error {
+	switch {
+	case o.issuer == "" && (o.audience != "" || o.required):
+		return errors.New("-oidc-issuer: -oidc-audience and -oidc-required need -oidc-issuer")
+	case o.issuer == "":
+		return nil
+	case !strings.HasPrefix(o.issuer, "https://") && !strings.HasPrefix(o.issuer, "http://"):
+		return fmt.Errorf("-oidc-issuer: %q is not an http(s) URL", o.issuer)
+	case o.audience == "":
+		return errors.New("-oidc-audience: required with -oidc-issuer (the aud your provider puts in DeltaDatabase's tokens)")
+	case o.permsClaim == "":
+		return errors.New("-oidc-permissions-claim: must not be empty")
+	case o.skew < 0:
+		return fmt.Errorf("-oidc-clock-skew: must not be negative, got %v", o.skew)
+	}
+	return nil
+}
+
+// budgets are the request budgets of the flags.
+func (c *config) budgets() budgets {
+	return budgets{maxDocument: cmp.Or(c.maxDocument, c.restMaxBody), maxPatchOps: c.maxPatchOps,
+		maxBatchKeys: c.maxBatchKeys, maxDepth: c.maxDepth, validationTimeout: c.validationTimeout}
+}
+
+// slogLevel parses -log-level.
+func slogLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return l, fmt.Errorf("-log-level: %q is not debug, info, warn or error", s)
+	}
+	return l, nil
+}
