@@ -47,4 +47,5 @@ for attempt in 1 2 3 4 5; do
   tag=$(etag)
 done
 
-curl -sf "${auth[@]}" "$entity" | jq -r '.title, (.messages[] | "  \(.role): \(.content)")'
+# A session made elsewhere (README's quick start) may have no title.
+curl -sf "${auth[@]}" "$entity" | jq -r --arg s "$session" '(.title // $s), (.messages[] | "  \(.role): \(.content)")'

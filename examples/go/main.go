@@ -78,7 +78,7 @@ func run() error {
 			return err
 		}
 		if code == 200 {
-			return printSession(body)
+			return printSession(session, body)
 		}
 		if code != 412 || attempt == 4 {
 			return fmt.Errorf("append reply: %d %s", code, body)
@@ -92,14 +92,18 @@ func appendOp(m message) []map[string]any {
 	return []map[string]any{{"op": "add", "path": "/messages/-", "value": m}}
 }
 
-// printSession prints a session's messages.
-func printSession(body []byte) error {
+// printSession prints a session's title (its key when it has none) and
+// messages.
+func printSession(session string, body []byte) error {
 	var s struct {
 		Title    string    `json:"title"`
 		Messages []message `json:"messages"`
 	}
 	if err := json.Unmarshal(body, &s); err != nil {
 		return fmt.Errorf("decode session: %w", err)
+	}
+	if s.Title == "" {
+		s.Title = session // made elsewhere (README's quick start), untitled
 	}
 	fmt.Println(s.Title)
 	for _, m := range s.Messages {

@@ -72,8 +72,9 @@ def main():
     if status != 200:
         sys.exit("chat: append reply: %d %s" % (status, body.decode()))
 
+    # A session made elsewhere (README's quick start) may have no title.
     doc = json.loads(body)
-    print(doc["title"])
+    print(doc.get("title") or session)
     for m in doc["messages"]:
         print("  %s: %s" % (m["role"], m["content"]))
 
