@@ -59,6 +59,8 @@
 //	apikeys.go     the API key model and its persistence in the store
 //	mainworker.go  the main worker's gRPC service: worker subscription,
 //	               heartbeats, Process for client applications
+//	reflection.go  gRPC server reflection on the client port (grpcurl):
+//	               the client's view of deltadb.proto
 //	routing.go     the router: rendezvous hashing, batches, epochs, and
 //	               the main worker's stub for remote workers (call signing)
 //	proc.go        the processing worker, its gRPC server, the subscriber,
@@ -485,6 +487,12 @@ func serveGRPC(addr, flag, msg string, maxMsg int, svc *mainService, creds grpcc
 	}
 	gs := grpc.NewServer(opts...)
 	pb.RegisterMainWorkerServer(gs, svc)
+	if flag == "-grpc-addr" { // the client port: reflection for grpcurl and the like
+		if err := registerReflection(gs); err != nil {
+			ln.Close()
+			return nil, err
+		}
+	}
 	go gs.Serve(ln)
 	log.Info(msg, attrAddr, ln.Addr().String(), "tls", creds != nil)
 	return gs, nil
