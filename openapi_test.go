@@ -7,10 +7,12 @@ package main
 // document against the OpenAPI 3.1 schema with a validator from npm.
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"go/ast"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -40,7 +42,8 @@ type openAPIParameter struct {
 
 // openAPIResponse is a response or a reference to one.
 type openAPIResponse struct {
-	Ref     string `json:"$ref"`
+	Ref     string                     `json:"$ref"`
+	Headers map[string]json.RawMessage `json:"headers"`
 	Content map[string]struct {
 		Schema struct {
 			Ref string `json:"$ref"`
@@ -51,6 +54,7 @@ type openAPIResponse struct {
 // openAPIDoc is what the tests read of openapi.json.
 type openAPIDoc struct {
 	OpenAPI    string                                `json:"openapi"`
+	Servers    []struct{ URL string }                `json:"servers"`
 	Paths      map[string]map[string]json.RawMessage `json:"paths"`
 	Components struct {
 		Parameters map[string]openAPIParameter `json:"parameters"`
@@ -166,8 +170,11 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		if op.Permission != want {
 			t.Errorf("%s: x-permission %q, the route requires %q", p, op.Permission, want)
 		}
-		if open := op.Security != nil && len(*op.Security) == 0; open != (want == "none") {
-			t.Errorf("%s: security %v does not match access %q (open routes have security [], the others inherit bearer)", p, op.Security, want)
+		// An open route has security [], or lists {} (no credential) beside
+		// the bearer it takes optionally; the others inherit bearer.
+		open := op.Security != nil && (len(*op.Security) == 0 || slices.ContainsFunc(*op.Security, func(req map[string][]string) bool { return len(req) == 0 }))
+		if open != (want == "none") {
+			t.Errorf("%s: security %v does not match access %q (open routes have security [] or [{}, ...], the others inherit bearer)", p, op.Security, want)
 		}
 		checkOperationStatuses(t, doc, p, op, want)
 	}
@@ -259,25 +266,7 @@ func TestOpenAPIReferences(t *testing.T) {
 	if err := json.Unmarshal(raw, &tree); err != nil {
 		t.Fatal(err)
 	}
-	var walk func(v any, at string)
-	walk = func(v any, at string) {
-		switch v := v.(type) {
-		case map[string]any:
-			if ref, ok := v["$ref"].(string); ok {
-				if _, err := resolvePointer(tree, ref); err != nil {
-					t.Errorf("%s: $ref %q: %v", at, ref, err)
-				}
-			}
-			for k, c := range v {
-				walk(c, at+"/"+k)
-			}
-		case []any:
-			for i, c := range v {
-				walk(c, fmt.Sprintf("%s/%d", at, i))
-			}
-		}
-	}
-	walk(tree, "")
+	checkRefsResolve(t, tree)
 	doc, ops := loadOpenAPI(t)
 	for p, op := range ops {
 		for code, resp := range op.Responses {
@@ -327,5 +316,242 @@ func TestOpenAPIServed(t *testing.T) {
 	if rec.Code != 200 || rec.Body.String() != string(want) || rec.Header().Get("Content-Type") != "application/json" {
 		t.Errorf("GET /openapi.json = %d %s, %d bytes; want 200 application/json and openapi.json (%d bytes)",
 			rec.Code, rec.Header().Get("Content-Type"), rec.Body.Len(), len(want))
+	}
+}
+
+// TestOpenAPIRequestID: every operation declares the X-Request-ID a
+// request may bring, and every response the X-Request-ID the server
+// answers (ServeHTTP sets it on every answer, before routing).
+func TestOpenAPIRequestID(t *testing.T) {
+	doc, ops := loadOpenAPI(t)
+	for p, op := range ops {
+		declared := slices.ContainsFunc(op.Parameters, func(par openAPIParameter) bool {
+			if ref, ok := strings.CutPrefix(par.Ref, "#/components/parameters/"); ok {
+				par = doc.Components.Parameters[ref]
+			}
+			return par.Name == "X-Request-ID" && par.In == "header"
+		})
+		if !declared {
+			t.Errorf("%s: no X-Request-ID header parameter", p)
+		}
+		for code, resp := range op.Responses {
+			if r, ok := strings.CutPrefix(resp.Ref, "#/components/responses/"); ok {
+				resp = doc.Components.Responses[r]
+			}
+			if _, ok := resp.Headers["X-Request-ID"]; !ok {
+				t.Errorf("%s %s: the response declares no X-Request-ID header", p, code)
+			}
+		}
+	}
+}
+
+// queryParamUse matches a query parameter read in the source: q.Get("x"),
+// q.Has("x"), q["x"], r.URL.Query().Get("x"), boolParam(r, "x").
+var queryParamUse = regexp.MustCompile(`(?:\bq|Query\(\))(?:\.(?:Get|Has)\(|\[)"([A-Za-z_]+)"|boolParam\(r, "([A-Za-z_]+)"\)`)
+
+// TestOpenAPIQueryParameters: every query parameter a handler reads is
+// declared in openapi.json (if_match and if_none_match of a multi-key PUT
+// once were not).
+func TestOpenAPIQueryParameters(t *testing.T) {
+	raw, err := os.ReadFile("openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Paths      map[string]map[string]json.RawMessage
+		Components struct{ Parameters map[string]openAPIParameter }
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	declared := map[string]bool{}
+	for _, p := range doc.Components.Parameters {
+		declared[p.Name+" "+p.In] = true
+	}
+	for _, item := range doc.Paths {
+		for _, rawOp := range item {
+			var op struct{ Parameters []openAPIParameter }
+			json.Unmarshal(rawOp, &op)
+			for _, p := range op.Parameters {
+				declared[p.Name+" "+p.In] = true
+			}
+		}
+	}
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := map[string]string{}
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		src, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range queryParamUse.FindAllStringSubmatch(string(src), -1) {
+			read[m[1]+m[2]] = name
+		}
+	}
+	if len(read) < 8 {
+		t.Fatalf("found only %d query parameters in the source (%v); is the pattern still right?", len(read), read)
+	}
+	for name, file := range read {
+		if !declared[name+" query"] {
+			t.Errorf("%s reads the query parameter %q, which openapi.json does not declare", file, name)
+		}
+	}
+}
+
+// TestOpenAPIServersRelative: the document's server URLs are relative, so
+// it is right wherever it is fetched from (another host, port or proxy).
+func TestOpenAPIServersRelative(t *testing.T) {
+	doc, _ := loadOpenAPI(t)
+	if len(doc.Servers) == 0 {
+		t.Fatal("openapi.json lists no servers")
+	}
+	for _, s := range doc.Servers {
+		if !strings.HasPrefix(s.URL, "/") || strings.HasPrefix(s.URL, "//") {
+			t.Errorf("server %q is not relative to the document", s.URL)
+		}
+	}
+}
+
+// TestOpenAPIForDatabase: GET /openapi.json?database=DB types DB's
+// documents with its bound schema for a credential that may read DB, and
+// answers the generic document to anyone else, or for an unbound database.
+func TestOpenAPIForDatabase(t *testing.T) {
+	ts := newAuthTestServer(t, authConfig{})
+	schema := `{"$schema": "http://json-schema.org/draft-07/schema#", "type": "object", "required": ["messages"],
+		"properties": {"title": {"type": "string"}, "messages": {"type": "array", "items": {"$ref": "#/definitions/message"}},
+			"pair": {"type": "array", "items": [{"type": "string"}, {"type": "number"}], "additionalItems": false}},
+		"definitions": {"message": {"type": "object", "required": ["role", "content"],
+			"properties": {"role": {"enum": ["user", "assistant"]}, "content": {"type": "string"}}}}}`
+	ts.mustDo(t, "PUT", "/schema/chat.v1", testAdminKey, schema, 200)
+	ts.mustDo(t, "PUT", "/api/databases/chatdb", testAdminKey, `{"schema": "chat.v1"}`, 200)
+	reader := ts.createKey(t, `{"name": "r", "permissions": ["read"], "databases": ["chatdb"]}`).Secret
+	elsewhere := ts.createKey(t, `{"name": "o", "permissions": ["read"], "databases": ["other"]}`).Secret
+	writer := ts.createKey(t, `{"name": "w", "permissions": ["write"]}`).Secret
+
+	for _, c := range []struct {
+		name, query, token string
+		typed              bool
+	}{
+		{"no database", "", testAdminKey, false},
+		{"no credential", "?database=chatdb", "", false},
+		{"admin", "?database=chatdb", testAdminKey, true},
+		{"a key reading chatdb", "?database=chatdb", reader, true},
+		{"a key reading another database", "?database=chatdb", elsewhere, false},
+		{"a key without read", "?database=chatdb", writer, false},
+		{"an unbound database", "?database=unbound", testAdminKey, false},
+	} {
+		rec := ts.do("GET", "/openapi.json"+c.query, c.token, "", "")
+		if rec.Code != 200 || rec.Header().Get("Content-Type") != "application/json" {
+			t.Errorf("%s: GET /openapi.json%s = %d %s", c.name, c.query, rec.Code, rec.Body)
+			continue
+		}
+		if generic := bytes.Equal(rec.Body.Bytes(), openAPIDocument); generic == c.typed {
+			t.Errorf("%s: typed document %v, want %v", c.name, !generic, c.typed)
+		}
+		if vary := rec.Header().Get("Vary"); (c.query != "") != (vary == "Authorization") {
+			t.Errorf("%s: Vary %q", c.name, vary)
+		}
+	}
+
+	rec := ts.do("GET", "/openapi.json?database=chatdb", reader, "", "")
+	var doc struct {
+		Info       struct{ Title string }
+		Components struct{ Schemas map[string]json.RawMessage }
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	var tree any
+	json.Unmarshal(rec.Body.Bytes(), &tree)
+	checkRefsResolve(t, tree)
+	wantDoc := `{"description": "A document of database \"chatdb\": schema \"chat.v1\".", "type": "object", "required": ["messages"],
+		"properties": {"title": {"type": "string"}, "messages": {"type": "array", "items": {"$ref": "#/components/schemas/Document.message"}},
+			"pair": {"type": "array", "prefixItems": [{"type": "string"}, {"type": "number"}], "items": {"not": {}}}}}`
+	if !jsonEqual(doc.Components.Schemas["Document"], []byte(wantDoc)) {
+		t.Errorf("Document = %s\nwant %s", doc.Components.Schemas["Document"], wantDoc)
+	}
+	wantMsg := `{"type": "object", "required": ["role", "content"], "properties": {"role": {"enum": ["user", "assistant"]}, "content": {"type": "string"}}}`
+	if !jsonEqual(doc.Components.Schemas["Document.message"], []byte(wantMsg)) {
+		t.Errorf("Document.message = %s\nwant %s", doc.Components.Schemas["Document.message"], wantMsg)
+	}
+	if doc.Info.Title != "DeltaDatabase REST API: database chatdb" {
+		t.Errorf("title = %q", doc.Info.Title)
+	}
+
+	for _, c := range []struct {
+		query, token string
+		want         int
+	}{
+		{"?database=bad..name", testAdminKey, 400},
+		{"?database=", testAdminKey, 400},
+		{"?database=chatdb&database=other", testAdminKey, 400},
+		{"?database=chatdb", "dk_not-a-key", 401},
+	} {
+		rec := ts.do("GET", "/openapi.json"+c.query, c.token, "", "")
+		var e struct{ Error string }
+		if rec.Code != c.want || json.Unmarshal(rec.Body.Bytes(), &e) != nil || e.Error == "" {
+			t.Errorf("GET /openapi.json%s = %d %s, want %d with an error sentence", c.query, rec.Code, rec.Body, c.want)
+		}
+	}
+}
+
+// checkRefsResolve fails for every local $ref of tree that names nothing.
+func checkRefsResolve(t *testing.T, tree any) {
+	t.Helper()
+	var walk func(v any, at string)
+	walk = func(v any, at string) {
+		switch v := v.(type) {
+		case map[string]any:
+			if ref, ok := v["$ref"].(string); ok {
+				if _, err := resolvePointer(tree, ref); err != nil {
+					t.Errorf("%s: $ref %q: %v", at, ref, err)
+				}
+			}
+			for k, c := range v {
+				walk(c, at+"/"+k)
+			}
+		case []any:
+			for i, c := range v {
+				walk(c, fmt.Sprintf("%s/%d", at, i))
+			}
+		}
+	}
+	walk(tree, "")
+}
+
+// TestDocumentComponents translates schemas of each shape the registry
+// compiles into OpenAPI components.
+func TestDocumentComponents(t *testing.T) {
+	for _, c := range []struct{ name, schema, want string }{
+		{"true", `true`, `{"Document": {"description": "D."}}`},
+		{"false", `false`, `{"Document": {"description": "D.", "not": {}}}`},
+		{"own description", `{"description": "A chat.", "type": "object"}`, `{"Document": {"description": "D. A chat.", "type": "object"}}`},
+		{"recursion through #", `{"$id": "x", "type": "array", "items": {"$ref": "#"}}`,
+			`{"Document": {"description": "D.", "type": "array", "items": {"$ref": "#/components/schemas/Document"}}}`},
+		{"a pointer into the schema", `{"properties": {"a": {"type": "string"}, "b": {"$ref": "#/properties/a"}}}`,
+			`{"Document": {"description": "D.", "properties": {"a": {"type": "string"}, "b": {"$ref": "#/components/schemas/Document/properties/a"}}}}`},
+		{"$defs of 2020-12, names made safe and distinct", `{"$schema": "https://json-schema.org/draft/2020-12/schema",
+			"$defs": {"a b": {"type": "string"}, "a_b": {"type": "number"}, "c~1d": {"$ref": "#/$defs/a%20b"}}, "$ref": "#/$defs/a_b"}`,
+			`{"Document": {"description": "D.", "$ref": "#/components/schemas/Document.a_b_2"},
+			  "Document.a_b": {"type": "string"}, "Document.a_b_2": {"type": "number"}, "Document.c_1d": {"$ref": "#/components/schemas/Document.a_b"}}`},
+		{"an anchor is dropped (accepts more, never less)", `{"properties": {"a": {"$ref": "#node", "type": "object"}}}`,
+			`{"Document": {"description": "D.", "properties": {"a": {"type": "object"}}}}`},
+		{"data stays data", `{"enum": [{"$ref": "#", "items": [1]}], "default": {"$schema": 1}, "dependencies": {"a": ["b"], "c": {"required": ["d"]}}}`,
+			`{"Document": {"description": "D.", "enum": [{"$ref": "#", "items": [1]}], "default": {"$schema": 1}, "dependencies": {"a": ["b"], "c": {"required": ["d"]}}}}`},
+	} {
+		s, err := decodeJSON([]byte(c.schema))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := json.Marshal(documentComponents(s, "D."))
+		if !jsonEqual(got, []byte(c.want)) {
+			t.Errorf("%s: documentComponents(%s) = %s\nwant %s", c.name, c.schema, got, c.want)
+		}
 	}
 }
