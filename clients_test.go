@@ -20,12 +20,7 @@ import (
 // python3 skips it locally and fails it in CI.
 func TestPythonClient(t *testing.T) {
 	needBinary(t)
-	if _, err := exec.LookPath("python3"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("python3 is needed to test clients/python")
-		}
-		t.Skip("python3 not installed")
-	}
+	needProgram(t, "python3", "install python3")
 	n, _ := startDefault(t)
 	cmd := exec.Command("python3", "-m", "unittest", "discover", "-s", "clients/python", "-v")
 	cmd.Env = append(os.Environ(), "DDB_URL="+n.base, "DDB_TOKEN="+testAdminKey, "PYTHONDONTWRITEBYTECODE=1")
@@ -52,12 +47,7 @@ func TestPythonClient(t *testing.T) {
 // print what README shows, and the server must hold those messages.
 func TestReadmeExamples(t *testing.T) {
 	for _, tool := range []string{"bash", "curl", "jq", "python3", "go"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is needed to run README's examples", tool)
-			}
-			t.Skipf("%s not installed", tool)
-		}
+		needProgram(t, tool, "README's examples run it")
 	}
 	env := quickStartEnv(t)
 	n := startNode(t, env, "-shared-fs="+filepath.Join(t.TempDir(), "db"))
@@ -100,4 +90,19 @@ func TestReadmeExamples(t *testing.T) {
 	if want := strings.Split(last, "\n")[1:]; !slices.Equal(stored, want) {
 		t.Errorf("session_001 holds %q, want %q", stored, want)
 	}
+}
+
+// needProgram returns the path of the program name, skipping t when it is
+// missing, or failing t when CI=true (CI installs it: install says how).
+func needProgram(t *testing.T, name, install string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s is missing (CI=true): %s", name, install)
+	}
+	t.Skipf("%s is missing: %s to run this test", name, install)
+	return ""
 }

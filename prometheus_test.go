@@ -21,19 +21,11 @@ import (
 	"time"
 )
 
-// needTool returns the path of the program name, skipping t when it is
-// missing, or failing t when CI=true.
+// needTool is needProgram for the programs of Debian's prometheus
+// package.
 func needTool(t *testing.T, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s is missing (CI=true): install Debian's prometheus package", name)
-	}
-	t.Skipf("%s is missing: install Debian's prometheus package to run this test", name)
-	return ""
+	return needProgram(t, name, "install Debian's prometheus package")
 }
 
 // opsCluster is a main worker and one processing worker, each with an

@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net"
-	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -110,12 +109,7 @@ func TestReflectionClientView(t *testing.T) {
 // in CI (.ci/run installs it).
 func TestGrpcurl(t *testing.T) {
 	needBinary(t)
-	if _, err := exec.LookPath("grpcurl"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("grpcurl is needed: go install github.com/fullstorydev/grpcurl/cmd/grpcurl (see .ci/run)")
-		}
-		t.Skip("grpcurl not installed")
-	}
+	needProgram(t, "grpcurl", "go install github.com/fullstorydev/grpcurl/cmd/grpcurl (see .ci/run)")
 	n, _ := startDefault(t)
 	addr := n.logAddr("grpc listening")
 	// grpcurl runs grpcurl [-d data] addr what...; data "" sends none.
