@@ -15,27 +15,129 @@ import (
 	"testing"
 )
 
-// TestPythonClient runs the unittest suite of clients/python
-// (test_deltadb.py) against a live server with the admin key. A missing
-// python3 skips it locally and fails it in CI.
+// Debian's Python and the wheels of its python3-setuptools-whl and
+// python3-wheel-whl: what builds clients/python where no Python package
+// index is reachable. Debian's setuptools needs Debian's Python (it reads
+// the install layout Debian patches into it).
+const (
+	debianPython = "/usr/bin/python3"
+	debianWheels = "/usr/share/python-wheels"
+)
+
+// TestPythonClient installs clients/python as a user would, with pip into
+// a fresh virtual environment (of Debian's Python, building with Debian's
+// setuptools and wheel, no package index), checks that nothing but the package came with
+// it and that its type hints reach a type checker (py.typed, mypy
+// --strict), then runs its unittest suite from outside the repository, so
+// against the installed package, and against a live server. Missing tools
+// skip it locally and fail it in CI.
 func TestPythonClient(t *testing.T) {
 	needBinary(t)
-	needProgram(t, "python3", "install python3")
+	py := needProgram(t, debianPython, "install Debian's python3 and python3-venv")
+	mypy := needProgram(t, "mypy", "install Debian's mypy package")
+	var wheels []string // Debian's setuptools and wheel
+	for _, name := range []string{"setuptools-*.whl", "wheel-*.whl"} {
+		w, _ := filepath.Glob(filepath.Join(debianWheels, name))
+		if len(w) == 0 {
+			missing(t, filepath.Join(debianWheels, name), "install python3-setuptools-whl and python3-wheel-whl")
+		}
+		wheels = append(wheels, w...)
+	}
+	tests, err := filepath.Abs(filepath.Join("clients", "python", "tests"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	venv := filepath.Join(dir, "venv")
+	vpy := filepath.Join(venv, "bin", "python")
+	run := func(name string, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(name, args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1", "PIP_NO_INDEX=1", "PIP_DISABLE_PIP_VERSION_CHECK=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	// The user's command, pip install ./clients/python, on a copy: pip
+	// builds in the source tree.
+	if err := os.CopyFS(filepath.Join(dir, "clients", "python"), os.DirFS("clients/python")); err != nil {
+		t.Fatal(err)
+	}
+	run(py, "-m", "venv", venv)
+	run(vpy, append([]string{"-m", "pip", "install", "-q"}, wheels...)...)
+	run(vpy, "-m", "pip", "install", "--no-build-isolation", "./clients/python")
+	if got := strings.Fields(run(vpy, "-m", "pip", "list", "--format=freeze", "--exclude", "pip", "--exclude", "setuptools", "--exclude", "wheel")); !slices.Equal(got, []string{"deltadb==1.0.0"}) {
+		t.Errorf("pip list in the virtual environment = %q, want deltadb==1.0.0 alone (no dependency)", got)
+	}
+	where := strings.TrimSpace(run(vpy, "-c", "import deltadb, os; print(os.path.dirname(deltadb.__file__))"))
+	if !strings.HasPrefix(where, venv) {
+		t.Errorf("deltadb imported from %s, want the virtual environment's site-packages", where)
+	}
+	checkPythonTypes(t, dir, mypy, vpy)
+
 	n, _ := startDefault(t)
-	cmd := exec.Command("python3", "-m", "unittest", "discover", "-s", "clients/python", "-v")
+	cmd := exec.Command(vpy, "-m", "unittest", "discover", "-s", tests, "-v")
+	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "DDB_URL="+n.base, "DDB_TOKEN="+testAdminKey, "PYTHONDONTWRITEBYTECODE=1")
 	out, err := cmd.CombinedOutput()
-	t.Logf("clients/python:\n%s", out)
+	t.Logf("clients/python/tests:\n%s", out)
 	if err != nil {
-		t.Fatalf("python3 -m unittest: %v", err)
+		t.Fatalf("python -m unittest: %v", err)
 	}
 	// The suite ran, all of it: no test skipped.
 	m := regexp.MustCompile(`(?m)^Ran (\d+) tests? in `).FindSubmatch(out)
 	if m == nil {
 		t.Fatal("unittest printed no \"Ran N tests\" line")
 	}
-	if ran, _ := strconv.Atoi(string(m[1])); ran < 10 || strings.Contains(string(out), "skipped") {
+	if ran, _ := strconv.Atoi(string(m[1])); ran < 15 || strings.Contains(string(out), "skipped") {
 		t.Errorf("unittest ran %d tests (skips: %v), want the whole suite", ran, strings.Contains(string(out), "skipped"))
+	}
+}
+
+// checkPythonTypes runs mypy --strict on the package's source, and on a
+// program using the package installed in the virtual environment of
+// python vpy: one that uses it rightly passes, one that passes a wrong
+// type is refused (so the installed package's hints reach mypy).
+func checkPythonTypes(t *testing.T, dir, mypy, vpy string) {
+	t.Helper()
+	good := `import deltadb
+db = deltadb.Client("http://127.0.0.1:8080", "key")
+doc, etag = db.append_message("chatdb", "s", {"role": "user", "content": "hi"})
+tag: "str | None" = db.put("chatdb", "s", {"messages": []}, if_match=etag)
+keys: "list[str]" = list(db.list_keys("chatdb"))
+items: "list[deltadb.Item]" = list(db.list_keys("chatdb", include_docs=True))
+try:
+    db.put("chatdb", "bad", {})
+except deltadb.ValidationFailed as err:
+    paths: "list[str]" = [e["path"] for e in err.errors]
+`
+	bad := "import deltadb\ndeltadb.Client(\"http://x\").put(\"db\", 1, {})\n"
+	for name, src := range map[string]string{"good.py": good, "bad.py": bad} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mypyRun := func(args ...string) (string, error) {
+		cmd := exec.Command(mypy, append([]string{"--strict", "--no-incremental", "--cache-dir=" + filepath.Join(dir, ".mypy")}, args...)...)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	src, err := filepath.Abs(filepath.Join("clients", "python", "src", "deltadb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := mypyRun(src); err != nil {
+		t.Errorf("mypy --strict on clients/python/src/deltadb: %v\n%s", err, out)
+	}
+	if out, err := mypyRun("--python-executable", vpy, "good.py"); err != nil {
+		t.Errorf("mypy --strict on a program using the installed package: %v\n%s", err, out)
+	}
+	if out, err := mypyRun("--python-executable", vpy, "bad.py"); err == nil || !strings.Contains(out, `Argument 2 to "put" of "Client" has incompatible type "int"; expected "str"`) {
+		t.Errorf("mypy on a program passing an int key: %v\n%s\nwant the wrong argument refused", err, out)
 	}
 }
 
@@ -97,12 +199,18 @@ func TestReadmeExamples(t *testing.T) {
 func needProgram(t *testing.T, name, install string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
+	if err != nil {
+		missing(t, name, install)
 	}
+	return p
+}
+
+// missing skips t, or fails it when CI=true, for want of what (install
+// says how to get it).
+func missing(t *testing.T, what, install string) {
+	t.Helper()
 	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s is missing (CI=true): %s", name, install)
+		t.Fatalf("%s is missing (CI=true): %s", what, install)
 	}
-	t.Skipf("%s is missing: %s to run this test", name, install)
-	return ""
+	t.Skipf("%s is missing: %s to run this test", what, install)
 }

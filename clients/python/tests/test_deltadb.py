@@ -1,9 +1,12 @@
-"""Tests of deltadb.py against a live server (standard library unittest).
+"""Tests of the deltadb package against a live server (standard library
+unittest).
 
-`go test ./...` starts the real binary and runs them (TestPythonClient in
-clients_test.go) with DDB_URL and DDB_TOKEN (the admin key) set; by hand:
+`go test ./...` installs the package into a fresh virtual environment,
+starts the real binary and runs them there (TestPythonClient in
+clients_test.go) with DDB_URL and DDB_TOKEN (the admin key) set; by hand,
+with the package installed or on PYTHONPATH:
 
-    DDB_URL=http://127.0.0.1:8080 DDB_TOKEN=<admin key> python3 -m unittest discover -s clients/python -v
+    DDB_URL=http://127.0.0.1:8080 DDB_TOKEN=<admin key> python3 -m unittest discover -s clients/python/tests -v
 
 Each test uses a database named after itself, emptied first, so tests do
 not see each other's entities and may run again on the same server.
@@ -14,8 +17,10 @@ import os
 import threading
 import unittest
 import urllib.request
+from email.message import Message
 
 import deltadb
+import deltadb.errors
 
 CHAT_SCHEMA = {
     "type": "object",
@@ -111,8 +116,8 @@ class ClientTest(unittest.TestCase):
             self.db.patch(self.name, "nope", {"x": 1})
 
     def test_append_message_from_many_threads(self):
-        """Concurrent appends under If-Match all land, each once: the
-        retries on 412 neither lose nor double a message."""
+        """Concurrent appends all land, each once, in each writer's order:
+        the server applies each JSON Patch atomically."""
         self.db.put(self.name, "chat", {"title": "busy", "messages": []})
         threads, per_thread, failures = 4, 8, []
 
@@ -120,7 +125,7 @@ class ClientTest(unittest.TestCase):
             mine = deltadb.Client(self.db.base_url, self.db.token)
             try:
                 for i in range(per_thread):
-                    mine.append_message(self.name, "chat", {"role": "user", "content": "%d-%d" % (t, i)}, retries=100)
+                    mine.append_message(self.name, "chat", {"role": "user", "content": "%d-%d" % (t, i)})
             except Exception as err:  # reported below, in the test's thread
                 failures.append(err)
 
@@ -137,21 +142,38 @@ class ClientTest(unittest.TestCase):
             mine = [c for c in contents if c.startswith("%d-" % t)]
             self.assertEqual(mine, ["%d-%d" % (t, i) for i in range(per_thread)])
 
-    def test_append_message_gives_up(self):
-        self.db.put(self.name, "chat", {"messages": []})
-        real_patch = self.db.patch
+    def test_append_message_answers_the_document(self):
+        self.db.put(self.name, "chat", {"messages": [], "log": []})
+        doc, etag = self.db.append_message(self.name, "chat", {"role": "user", "content": "hi"})
+        self.assertEqual(doc, {"messages": [{"role": "user", "content": "hi"}], "log": []})
+        self.assertEqual(self.db.get_with_etag(self.name, "chat"), (doc, etag))
+        doc, _ = self.db.append_message(self.name, "chat", "started", path="/log")
+        self.assertEqual(doc["log"], ["started"])
+        with self.assertRaises(deltadb.Conflict):  # no such array
+            self.db.append_message(self.name, "chat", 1, path="/nope")
+        with self.assertRaises(deltadb.NotFound):
+            self.db.append_message(self.name, "absent", {"role": "user", "content": "x"})
 
-        def racing_patch(db, key, patch, if_match=None, schema=None):
-            # Another writer gets in before every attempt.
-            self.db.request("PATCH", "/entity/%s?key=chat" % self.name, {"bump": True},
-                            content_type=deltadb.MERGE_PATCH)
-            return real_patch(db, key, patch, if_match=if_match, schema=schema)
+    def test_append_message_with_a_write_only_key(self):
+        """A key that may write but not read appends: one JSON Patch that
+        reads nothing, and no document comes back to it."""
+        self.db.put(self.name, "chat", {"messages": [{"role": "user", "content": "first"}]})
+        writer = self.key_with(["write"], databases=[self.name])
+        with self.assertRaises(deltadb.Forbidden):
+            writer.get(self.name, "chat")
+        doc, etag = writer.append_message(self.name, "chat", {"role": "assistant", "content": "second"})
+        self.assertIsNone(doc)
+        got, now = self.db.get_with_etag(self.name, "chat")
+        self.assertEqual(now, etag)
+        self.assertEqual([m["content"] for m in got["messages"]], ["first", "second"])
 
-        self.db.patch = racing_patch
-        with self.assertRaises(deltadb.PreconditionFailed):
-            self.db.append_message(self.name, "chat", {"role": "user", "content": "x"}, retries=2)
-        self.db.patch = real_patch
-        self.assertEqual(self.db.get(self.name, "chat")["messages"], [])
+    def test_append_message_if_match(self):
+        etag = self.db.put(self.name, "chat", {"messages": []})
+        _, newer = self.db.append_message(self.name, "chat", "a", if_match=etag)
+        with self.assertRaises(deltadb.PreconditionFailed) as cm:
+            self.db.append_message(self.name, "chat", "b", if_match=etag)
+        self.assertEqual(cm.exception.etag, newer)
+        self.assertEqual(self.db.get(self.name, "chat")["messages"], ["a"])
 
     def test_list_keys_pages(self):
         keys = ["k%02d" % i for i in range(23)]
@@ -198,6 +220,34 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(self.db.bind(self.name, None)["schema"], None)
         self.db.request("DELETE", "/schema/py.val.v1")
 
+    def test_failed_put_lists_its_errors(self):
+        """A put, put_many or patch the schema refuses raises
+        ValidationFailed (a BadRequest) whose errors say where: pointers
+        into the body sent ({key: document}) for puts, into the document
+        for a patch."""
+        self.db.put_schema("py.put.v1", CHAT_SCHEMA)
+        self.db.bind(self.name, "py.put.v1")
+        with self.assertRaises(deltadb.ValidationFailed) as cm:
+            self.db.put(self.name, "s1", {"messages": [{"role": "bot", "content": 1}]})
+        self.assertIsInstance(cm.exception, deltadb.BadRequest)
+        self.assertEqual(cm.exception.status, 400)
+        self.assertEqual([e["path"] for e in cm.exception.errors], ["/s1/messages/0/content", "/s1/messages/0/role"])
+        self.assertIn("user", cm.exception.errors[1]["message"])
+        with self.assertRaises(deltadb.ValidationFailed) as cm:
+            self.db.put_many(self.name, {"a~c": {}, "fine": {"messages": []}, "s2": {"messages": "no"}})
+        self.assertEqual([e["path"] for e in cm.exception.errors], ["/a~0c", "/s2/messages"])
+        with self.assertRaises(deltadb.NotFound):
+            self.db.get(self.name, "fine")
+        self.db.put(self.name, "ok", {"messages": []})
+        with self.assertRaises(deltadb.ValidationFailed) as cm:
+            self.db.append_message(self.name, "ok", {"role": "user"})
+        self.assertEqual(cm.exception.errors, [{"path": "/messages/0", "message": cm.exception.errors[0]["message"]}])
+        self.assertIn("content", cm.exception.errors[0]["message"])
+        with self.assertRaises(deltadb.BadRequest) as cm:  # not a schema failure: no errors
+            self.db.get(self.name, "a/b")
+        self.assertNotIsInstance(cm.exception, deltadb.ValidationFailed)
+        self.db.bind(self.name, None)
+
     def test_delete_database(self):
         self.db.put_many(self.name, {"k%d" % i: i for i in range(30)})
         self.assertEqual(self.db.delete_database(self.name), 30)
@@ -237,6 +287,39 @@ class ClientTest(unittest.TestCase):
             doc = json.loads(resp.read())
         self.assertTrue(doc["openapi"].startswith("3.1"))
         self.assertIn("/api/databases/{db}/get", doc["paths"])
+
+
+class ErrorsTest(unittest.TestCase):
+    """ValidationFailed.errors from answers as a server sends them: with an
+    "errors" array, or with the sentence alone."""
+
+    def error(self, status, body):
+        return deltadb.errors.error_for(status, body, Message())
+
+    def test_errors_array_is_used(self):
+        err = self.error(400, {"error": "anything", "errors": [{"path": "/k/a", "message": "why"}]})
+        self.assertIsInstance(err, deltadb.ValidationFailed)
+        self.assertEqual(err.errors, [{"path": "/k/a", "message": "why"}])
+
+    def test_sentence_of_a_put(self):
+        err = self.error(400, {"error": 'documents do not match schema "chat.v1": "bad": at (root): missing property \'messages\'; '
+                                        '"x\\"y": at /messages/0/role: value must be one of \'user\', \'assistant\'; at /n: got string; want number'})
+        self.assertIsInstance(err, deltadb.ValidationFailed)
+        self.assertEqual(err.errors, [
+            {"path": "/bad", "message": "missing property 'messages'"},
+            {"path": '/x"y/messages/0/role', "message": "value must be one of 'user', 'assistant'"},
+            {"path": '/x"y/n', "message": "got string; want number"},
+        ])
+
+    def test_sentence_of_a_patch(self):
+        err = self.error(400, {"error": 'schema "s": at /a: one; at /b: two; and 3 more'})
+        self.assertEqual(err.errors, [{"path": "/a", "message": "one"}, {"path": "/b", "message": "two"}])
+
+    def test_other_sentences(self):
+        for body in ({"error": 'database name "a..b" must not contain ".."'}, {"error": 'unknown schema "x"'}, None):
+            err = self.error(400, body)
+            self.assertIs(type(err), deltadb.BadRequest)
+        self.assertEqual(deltadb.ValidationFailed(400, "no schema here").errors, [])
 
 
 if __name__ == "__main__":

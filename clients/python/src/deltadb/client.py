@@ -1,0 +1,277 @@
+"""The DeltaDatabase client: one Client per server, standard library only."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from email.message import Message
+from typing import Any, Dict, Iterable, Iterator, List, Literal, Mapping, Optional, Tuple, TypedDict, Union, overload
+
+from .errors import ConnectionFailed, ValidationError, ValidationFailed, error_for
+
+__all__ = ["Client", "Item", "Document", "GetManyResult", "MERGE_PATCH", "JSON_PATCH", "MAX_KEYS_PER_REQUEST"]
+
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+# The most keys one get_many request carries (the server's default
+# -max-batch-keys); get_many splits longer lists.
+MAX_KEYS_PER_REQUEST = 1000
+
+Document = Any
+"""A stored document: any JSON value, as json.loads returns it."""
+
+
+class GetManyResult(TypedDict):
+    """What get_many answers: the documents and ETags found, by key, and
+    the keys not found."""
+
+    documents: Dict[str, Document]
+    etags: Dict[str, str]
+    missing: List[str]
+
+
+class Item:
+    """One entity of a listing with include_docs: key, etag and doc."""
+
+    __slots__ = ("key", "etag", "doc")
+
+    def __init__(self, key: str, etag: str, doc: Document) -> None:
+        self.key, self.etag, self.doc = key, etag, doc
+
+    def __repr__(self) -> str:
+        return "Item(key=%r, etag=%r, doc=%r)" % (self.key, self.etag, self.doc)
+
+
+class Client:
+    """A client of one DeltaDatabase server. Safe to share between threads:
+    every call is one or more independent HTTP requests.
+
+    base_url is the server's REST address ("http://127.0.0.1:8080"); token
+    the admin key, an API key or a session token; timeout in seconds per
+    request.
+    """
+
+    def __init__(self, base_url: str, token: Optional[str] = None, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    # -- entities ---------------------------------------------------------
+
+    def get(self, db: str, key: str) -> Document:
+        """The document stored under key; NotFound if there is none."""
+        return self.get_with_etag(db, key)[0]
+
+    def get_with_etag(self, db: str, key: str) -> Tuple[Document, Optional[str]]:
+        """(document, etag) of key; the etag is what If-Match takes."""
+        body, headers = self.request("GET", self._entity(db, key))
+        return body, headers.get("ETag")
+
+    def put(self, db: str, key: str, doc: Document, if_match: Optional[str] = None,
+            if_none_match: Optional[str] = None, schema: Optional[str] = None) -> Optional[str]:
+        """Store doc under key and return its new ETag.
+
+        if_match: write only over this ETag (PreconditionFailed otherwise);
+        if_none_match="*": create only. schema: also validate against it.
+        A document the schema refuses raises ValidationFailed, whose errors
+        say where ("/<key>/..." in the body sent) and why.
+        """
+        headers = _preconditions(if_match, if_none_match)
+        _, resp = self.request("PUT", self._path("entity", db, schema=schema), {key: doc}, headers=headers)
+        return resp.get("ETag")
+
+    def put_many(self, db: str, docs: Mapping[str, Document], schema: Optional[str] = None,
+                 if_none_match: Optional[str] = None) -> None:
+        """Store every {key: document} of docs in one request: all are
+        validated before any is written. if_none_match="*" creates only.
+        """
+        self.request("PUT", self._path("entity", db, schema=schema), dict(docs),
+                     headers=_preconditions(None, if_none_match))
+
+    def patch(self, db: str, key: str, patch: Union[List[Dict[str, Any]], Dict[str, Any]],
+              if_match: Optional[str] = None, schema: Optional[str] = None) -> Tuple[Document, Optional[str]]:
+        """Apply a patch atomically and return (document, etag).
+
+        A list is a JSON Patch (RFC 6902), a dict a JSON Merge Patch
+        (RFC 7386). A JSON Patch that does not apply raises Conflict. A
+        credential without read permission gets {"status": "ok"} instead
+        of the document.
+        """
+        content_type = JSON_PATCH if isinstance(patch, list) else MERGE_PATCH
+        headers = _preconditions(if_match, None)
+        body, resp = self.request("PATCH", self._entity(db, key, schema=schema), patch,
+                                  content_type=content_type, headers=headers)
+        return body, resp.get("ETag")
+
+    def append_message(self, db: str, key: str, message: Document, path: str = "/messages",
+                       if_match: Optional[str] = None) -> Tuple[Optional[Document], Optional[str]]:
+        """Append message to the array at path (a JSON Pointer) of key's
+        document; return (document, etag), document None for a credential
+        that may write but not read.
+
+        One request, a JSON Patch "add" at path + "/-", which reads
+        nothing: a write-only key may append. The server applies each
+        patch atomically under the entity's lock, so concurrent appends
+        all land, each once, none lost. if_match appends only to that
+        version (PreconditionFailed, with the current .etag, otherwise).
+        """
+        op = [{"op": "add", "path": path + "/-", "value": message}]
+        doc, etag = self.patch(db, key, op, if_match=if_match)
+        # The patched document holds path, so it is never {"status": "ok"}:
+        # that is the answer to a credential without read.
+        return (None if doc == {"status": "ok"} else doc), etag
+
+    def delete(self, db: str, key: str, if_match: Optional[str] = None) -> None:
+        """Delete key; NotFound if it does not exist."""
+        self.request("DELETE", self._entity(db, key), headers=_preconditions(if_match, None))
+
+    def get_many(self, db: str, keys: Iterable[str]) -> GetManyResult:
+        """Read many entities. Lists longer than MAX_KEYS_PER_REQUEST are
+        sent in several requests.
+        """
+        keys = list(keys)
+        out = GetManyResult(documents={}, etags={}, missing=[])
+        for start in range(0, len(keys), MAX_KEYS_PER_REQUEST):
+            body, _ = self.request("POST", self._path("api", "databases", db, "get"),
+                                   {"keys": keys[start:start + MAX_KEYS_PER_REQUEST]})
+            out["documents"].update(body["documents"])
+            out["etags"].update(body["etags"])
+            out["missing"].extend(k for k in body["missing"] if k not in out["missing"])
+        return out
+
+    @overload
+    def list_keys(self, db: str, prefix: Optional[str] = ..., page_size: int = ...,
+                  include_docs: Literal[False] = ...) -> Iterator[str]: ...
+
+    @overload
+    def list_keys(self, db: str, prefix: Optional[str] = ..., page_size: int = ...,
+                  *, include_docs: Literal[True]) -> Iterator[Item]: ...
+
+    def list_keys(self, db: str, prefix: Optional[str] = None, page_size: int = 100,
+                  include_docs: bool = False) -> Union[Iterator[str], Iterator[Item]]:
+        """Iterate over the keys of db in key order, fetching a page of
+        page_size (1 to 1000) at a time as the iteration needs it. With
+        include_docs, iterate over Item(key, etag, doc) instead.
+        """
+        if include_docs:
+            return (item for page in self.pages(db, prefix, page_size, include_docs=True) for item in page)
+        return (key for page in self.pages(db, prefix, page_size) for key in page)
+
+    @overload
+    def pages(self, db: str, prefix: Optional[str] = ..., page_size: int = ...,
+              include_docs: Literal[False] = ...) -> Iterator[List[str]]: ...
+
+    @overload
+    def pages(self, db: str, prefix: Optional[str] = ..., page_size: int = ...,
+              *, include_docs: Literal[True]) -> Iterator[List[Item]]: ...
+
+    def pages(self, db: str, prefix: Optional[str] = None, page_size: int = 100,
+              include_docs: bool = False) -> Union[Iterator[List[str]], Iterator[List[Item]]]:
+        """Iterate over the pages of a listing: lists of keys, or of Item
+        with include_docs.
+        """
+        if include_docs:
+            return ([Item(i["key"], i["etag"], i["doc"]) for i in body["items"]]
+                    for body in self._listing(db, prefix, page_size, True))
+        return (body["keys"] for body in self._listing(db, prefix, page_size, False))
+
+    def _listing(self, db: str, prefix: Optional[str], page_size: int, include_docs: bool) -> Iterator[Dict[str, Any]]:
+        """The answers of a listing, page by page, following next."""
+        cursor = None
+        while True:
+            query: Dict[str, Any] = {"limit": page_size, "prefix": prefix or None, "cursor": cursor,
+                                     "include_docs": "true" if include_docs else None}
+            body, _ = self.request("GET", self._path("api", "databases", db, "keys", **query))
+            yield body
+            cursor = body.get("next")
+            if not cursor:
+                return
+
+    # -- databases and schemas -------------------------------------------
+
+    def delete_database(self, db: str) -> int:
+        """Delete every entity of db and its binding (admin); return how
+        many entities this call deleted. Safe to repeat.
+        """
+        body, _ = self.request("DELETE", self._path("api", "databases", db))
+        return int(body["deleted"])
+
+    def bind(self, db: str, schema_id: Optional[str]) -> Dict[str, Any]:
+        """Bind db to schema_id (None unbinds); return the database info
+        {"name", "schema", "entities"}."""
+        body, _ = self.request("PUT", self._path("api", "databases", db), {"schema": schema_id})
+        return dict(body)
+
+    def put_schema(self, schema_id: str, schema: Any) -> None:
+        """Store or replace a JSON Schema."""
+        self.request("PUT", self._path("schema", schema_id), schema)
+
+    def validate(self, schema_id: str, doc: Document) -> List[ValidationError]:
+        """The violations of doc against schema_id, [] when it matches.
+        Nothing is stored.
+        """
+        try:
+            self.request("POST", self._path("schema", schema_id, "validate"), doc)
+        except ValidationFailed as err:
+            return err.errors
+        return []
+
+    # -- transport -------------------------------------------------------
+
+    def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
+                headers: Optional[Mapping[str, str]] = None) -> Tuple[Any, Message]:
+        """Send one request; return (decoded body or None, response headers).
+
+        body is encoded as JSON unless it is bytes. Error answers raise the
+        DeltaDBError subclass of their status.
+        """
+        data = None
+        if body is not None:
+            data = body if isinstance(body, bytes) else json.dumps(body).encode("utf-8")
+        req = urllib.request.Request(self.base_url + path, data=data, method=method)
+        req.add_header("Accept", "application/json")
+        if data is not None:
+            req.add_header("Content-Type", content_type)
+        if self.token:
+            req.add_header("Authorization", "Bearer " + self.token)
+        for name, value in (headers or {}).items():
+            req.add_header(name, value)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return _decode(resp.read()), resp.headers
+        except urllib.error.HTTPError as err:
+            raise error_for(err.code, _decode(err.read()), err.headers) from None
+        except (urllib.error.URLError, OSError) as err:
+            raise ConnectionFailed(0, "%s %s: %s" % (method, path, getattr(err, "reason", err))) from err
+
+    def _entity(self, db: str, key: str, schema: Optional[str] = None) -> str:
+        return self._path("entity", db, key=key, schema=schema)
+
+    @staticmethod
+    def _path(*segments: str, **query: Any) -> str:
+        path = "/" + "/".join(urllib.parse.quote(str(s), safe="") for s in segments)
+        query = {k: v for k, v in query.items() if v is not None}
+        return path + ("?" + urllib.parse.urlencode(query) if query else "")
+
+
+def _preconditions(if_match: Optional[str], if_none_match: Optional[str]) -> Dict[str, str]:
+    """The precondition headers; an ETag is sent quoted as the server gave it."""
+    headers = {}
+    if if_match:
+        headers["If-Match"] = if_match
+    if if_none_match:
+        headers["If-None-Match"] = if_none_match
+    return headers
+
+
+def _decode(raw: bytes) -> Any:
+    """The JSON value of an answer body, None when empty or not JSON."""
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
