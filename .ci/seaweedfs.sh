@@ -104,11 +104,16 @@ start() {
 	AK=ak$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')
 	SK=sk$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 	PORT=$(free_port)
+	# The master, volume and filer ports too: their defaults (9333, 8080,
+	# 8888) are taken by a server another checkout's CI runs beside this one.
+	local master_port volume_port filer_port
+	master_port=$(free_port) volume_port=$(free_port) filer_port=$(free_port)
 	# Without an -s3.config identity file any key would be accepted.
 	umask 077
 	printf '{"identities":[{"name":"ci","credentials":[{"accessKey":"%s","secretKey":"%s"}],"actions":["Admin","Read","List","Tagging","Write"]}]}\n' \
 		"$AK" "$SK" >"$DIR/s3.json"
 	"$BIN" mini -dir="$DIR/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.port="$PORT" \
+		-master.port="$master_port" -volume.port="$volume_port" -filer.port="$filer_port" \
 		-s3.config="$DIR/s3.json" -webdav=false -admin.ui=false -s3.port.iceberg=0 \
 		-s3.port.lance=0 -master.telemetry=false -master.volumeSizeLimitMB=64 \
 		>"$DIR/weed.log" 2>&1 &
