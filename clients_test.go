@@ -214,3 +214,108 @@ func missing(t *testing.T, what, install string) {
 	}
 	t.Skipf("%s is missing: %s to run this test", what, install)
 }
+
+// TestTypeScriptClient builds clients/typescript as CI installs its tools
+// (.ci/typescript.sh: typescript, openapi-typescript, @types/node, pinned
+// by its lock file): the generated src/openapi.ts must be what
+// openapi-typescript makes of openapi.json today, tsc --strict must
+// compile the package and its tests, and node's test runner runs them
+// against the binary. Then the typed program of typed/ is compiled
+// against types generated from the live server's GET
+// /openapi.json?database=chatdb, and run. Missing node or tools skip it
+// locally and fail it in CI.
+func TestTypeScriptClient(t *testing.T) {
+	needBinary(t)
+	node := needProgram(t, "node", "install nodejs")
+	tools := os.Getenv("DELTADB_TS_TOOLS_DIR")
+	if tools == "" {
+		missing(t, "DELTADB_TS_TOOLS_DIR", `eval "$(bash .ci/typescript.sh install)"`)
+	}
+	bin := filepath.Join(tools, "node_modules", ".bin")
+	pkg := filepath.Join(t.TempDir(), "typescript")
+	for _, f := range []string{"package.json", "tsconfig.json", "src", "test", "typed"} {
+		src := filepath.Join("clients", "typescript", f)
+		if st, err := os.Stat(src); err != nil {
+			t.Fatal(err)
+		} else if !st.IsDir() {
+			copyFile(t, src, filepath.Join(pkg, f))
+		} else if err := os.CopyFS(filepath.Join(pkg, f), os.DirFS(src)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(filepath.Join(tools, "node_modules"), filepath.Join(pkg, "node_modules")); err != nil {
+		t.Fatal(err)
+	}
+	run := func(env []string, name string, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(name, args...)
+		cmd.Dir = pkg
+		cmd.Env = append(os.Environ(), env...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+
+	spec, err := filepath.Abs("openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(nil, filepath.Join(bin, "openapi-typescript"), spec, "-o", "fresh.ts")
+	if fresh, committed := readFile(t, filepath.Join(pkg, "fresh.ts")), readFile(t, filepath.Join(pkg, "src", "openapi.ts")); fresh != committed {
+		t.Errorf("clients/typescript/src/openapi.ts is not what openapi-typescript makes of openapi.json: run npm run generate there")
+	}
+	run(nil, filepath.Join(bin, "tsc"), "-p", ".")
+
+	n, _ := startDefault(t)
+	env := []string{"DDB_URL=" + n.base, "DDB_TOKEN=" + testAdminKey}
+	out := run(env, node, "--test", "dist/test/")
+	t.Logf("node --test:\n%s", out)
+	if !regexp.MustCompile(`(?m)^# pass ([89]|[1-9]\d+)$`).MatchString(out) || !strings.Contains(out, "\n# fail 0\n") || !strings.Contains(out, "\n# skipped 0\n") {
+		t.Errorf("node --test did not pass the whole suite")
+	}
+
+	// Types for one database, generated from the live server.
+	n.call("PUT", "/schema/chat.v1", testAdminKey, json.RawMessage(`{"type": "object", "required": ["messages"],
+		"properties": {"title": {"type": "string"}, "messages": {"type": "array", "items": {"$ref": "#/definitions/message"}}},
+		"definitions": {"message": {"type": "object", "required": ["role", "content"],
+			"properties": {"role": {"enum": ["user", "assistant", "system"]}, "content": {"type": "string"}}}}}`))
+	if code, body, _ := n.call("PUT", "/api/databases/chatdb", testAdminKey, map[string]any{"schema": "chat.v1"}); code != 200 {
+		t.Fatalf("bind chatdb = %d %s", code, body)
+	}
+	code, doc, _ := n.call("GET", "/openapi.json?database=chatdb", testAdminKey, nil)
+	if code != 200 {
+		t.Fatalf("GET /openapi.json?database=chatdb = %d %s", code, doc)
+	}
+	if err := os.WriteFile(filepath.Join(pkg, "chatdb.openapi.json"), doc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run(nil, filepath.Join(bin, "openapi-typescript"), "chatdb.openapi.json", "-o", "typed/chatdb.ts")
+	run(nil, filepath.Join(bin, "tsc"), "-p", "typed")
+	out = run(env, node, "dist-typed/typed/check.js")
+	if want := `{"title":"Typed","roles":["user","assistant"],"role":"assistant"}`; strings.TrimSpace(out) != want {
+		t.Errorf("the typed program printed %q, want %q", out, want)
+	}
+}
+
+// readFile returns the contents of name.
+func readFile(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// copyFile copies the regular file src to dst, creating dst's directory.
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, []byte(readFile(t, src)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}

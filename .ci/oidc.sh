@@ -13,25 +13,6 @@
 # later; oidc-provider 9 prints a warning on node 20 and runs) and npm; an install
 # takes ~10 s, later runs nothing.
 set -euo pipefail
-cd "$(dirname "$0")/oidc"
-
-die() { echo "oidc.sh: $*" >&2; exit 1; }
-
-[[ ${1:-} == install ]] || die "usage: oidc.sh install"
-command -v node >/dev/null || die "node is not installed"
-command -v npm >/dev/null || die "npm is not installed"
-sum=$(cat package.json package-lock.json | sha256sum | cut -c1-12)
-DIR=${DELTADB_OIDC_PROVIDER_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/deltadb/oidc-provider-$sum}
-if [[ ! -f $DIR/.installed ]]; then
-	mkdir -p "$DIR"
-	exec 9>"$DIR.lock"
-	flock 9
-	if [[ ! -f $DIR/.installed ]]; then
-		echo "oidc.sh: installing oidc-provider into $DIR" >&2
-		cp package.json package-lock.json "$DIR/"
-		(cd "$DIR" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error >&2)
-		touch "$DIR/.installed"
-	fi
-	flock -u 9
-fi
-echo "export DELTADB_OIDC_PROVIDER_DIR=$DIR"
+[[ ${1:-} == install ]] || { echo "usage: oidc.sh install" >&2; exit 1; }
+ci=$(dirname "$0")
+exec bash "$ci/npm-tools.sh" "$ci/oidc" oidc-provider DELTADB_OIDC_PROVIDER_DIR
