@@ -45,26 +45,6 @@ func benchRole(args []string) bool {
 	return roleArg(args) == "bench"
 }
 
-// roleArg returns the value of the first -role flag in args, "" for none.
-// It lets the roles with a flag set of their own be told apart before
-// any flag set parses args.
-func roleArg(args []string) string {
-	for i, a := range args {
-		if a == "--" {
-			return ""
-		}
-		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		if !strings.HasPrefix(a, "-") || name != "role" {
-			continue
-		}
-		if !hasVal && i+1 < len(args) {
-			val = args[i+1]
-		}
-		return val
-	}
-	return ""
-}
-
 // parseBenchFlags parses the arguments of -role=bench. A bad value is an
 // error naming the flag.
 func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {

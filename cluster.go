@@ -318,3 +318,38 @@ func (p *pinnedMain) check(got [32]byte) error {
 	}
 	return pinned(*want)(got)
 }
+
+// callSkew is how far a signed call's timestamp may be from the worker's
+// clock.
+const callSkew = 5 * time.Minute
+
+// signCall returns the main worker's signature of req for worker id:
+// HMAC-SHA256 under the call key handed to that worker on Subscribe, over
+// the worker ID and the deterministic encoding of req with its signature
+// unset. Every field is signed, including any added later.
+func signCall(callKey []byte, workerID string, req *pb.WorkerRequest) ([]byte, error) {
+	sig := req.Signature
+	req.Signature = nil
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(req)
+	req.Signature = sig
+	if err != nil {
+		return nil, fmt.Errorf("sign call: %w", err)
+	}
+	m := hmac.New(sha256.New, callKey)
+	// The worker ID is length-prefixed, so no two (worker, request) pairs
+	// sign the same bytes.
+	m.Write(binary.BigEndian.AppendUint32(nil, uint32(len(workerID))))
+	m.Write([]byte(workerID))
+	m.Write(b)
+	return m.Sum(nil), nil
+}
+
+// verifyCall checks a call's signature (in constant time) and freshness.
+func verifyCall(callKey []byte, workerID string, req *pb.WorkerRequest, now time.Time) bool {
+	issued := time.Unix(0, req.GetIssuedAtUnixNano())
+	if d := now.Sub(issued); d > callSkew || d < -callSkew {
+		return false
+	}
+	want, err := signCall(callKey, workerID, req)
+	return err == nil && hmac.Equal(want, req.GetSignature())
+}

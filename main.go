@@ -31,7 +31,7 @@
 //	budget.go      the request budgets (document size, patch operations,
 //	               keys per PUT, JSON nesting, validation time, $ref
 //	               expansion of schemas) and the UTF-8 check of bodies
-//	requestid.go   the request ID in the context
+//	requestid.go   the request ID in the context; random ID prefixes
 //	rest.go        the REST server: route table, middleware (request ID,
 //	               authentication, authorization), writeError/statusOf,
 //	               the one JSON body decoder
@@ -62,12 +62,19 @@
 //	reflection.go  gRPC server reflection on the client port (grpcurl):
 //	               the client's view of deltadb.proto
 //	routing.go     the router: rendezvous hashing, batches, epochs, and
-//	               the main worker's stub for remote workers (call signing)
-//	proc.go        the processing worker, its gRPC server, the subscriber,
-//	               the gRPC code table
+//	               the main worker's stub for remote workers
+//	proc.go        the processing worker: entity reads and writes, its
+//	               cache, preconditions; the gRPC code table
+//	workerserver.go
+//	               a remote processing worker's gRPC server: signed calls
+//	               only, failures as the main worker reads them
+//	subscriber.go  a remote worker's subscription to the main worker:
+//	               subscribe, heartbeat, renew
+//	grpc.go        options of every gRPC server and client connection,
+//	               graceful stop
 //	cluster.go     cluster security: the join token, its proofs bound to
 //	               the TLS exporter, TLS identities and pinning, the
-//	               replay window of main-to-worker calls
+//	               signing of main-to-worker calls and their replay window
 //	locks.go       the one per-key lock, honouring the request's context
 //	backoff.go     bounded exponential backoff with jitter
 //	conditional.go ETags and preconditions
@@ -79,17 +86,19 @@
 //	keyindex.go    the in-memory index of each database's entity keys that
 //	               listings page through
 //	names.go       validation of database names, schema IDs and entity keys
-//	masterkey.go   master and admin keys, the key check
+//	masterkey.go   master and admin keys as configured or generated
+//	keycheck.go    the key check: the value stored under _meta/ that
+//	               tells the right master key from a wrong one, and the
+//	               check of a start (with -previous-master-key, a rotation)
 //	crypto.go      the entity envelope (AES-256-GCM) and key wrapping
-//	rotation.go    online master-key rotation: the rotation record, the
-//	               key checks of a start with -previous-master-key, the
-//	               rewrapping of every database's data keys
-//	rekey.go       re-encryption of a database's entities: the upgrade
-//	               of format-1 entities, the rekey job and its records
+//	rotation.go    online master-key rotation: the rotation record and
+//	               the rewrapping of every database's data keys
+//	rekey.go       the rekey job and its records
 //	               (POST /admin/databases/{db}/rekey, GET /admin/jobs)
 //	keyring.go     envelope encryption: each database's data keys, wrapped
 //	               by the master key under _meta/datakeys/; the keyring
-//	               that seals and opens entities of both formats
+//	               that seals and opens entities of both formats and
+//	               re-encrypts a database's entities
 //	lru.go         the LRU cache
 //	store.go       the storage interface; segments of long names, shared
 //	               by both backends
@@ -186,6 +195,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	default:
 		return runProc(ctx, cfg, log)
 	}
+}
+
+// roleArg returns the value of the first -role flag in args, "" for none.
+// It lets the roles with a flag set of their own be told apart before
+// any flag set parses args.
+func roleArg(args []string) string {
+	for i, a := range args {
+		if a == "--" {
+			return ""
+		}
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || name != "role" {
+			continue
+		}
+		if !hasVal && i+1 < len(args) {
+			val = args[i+1]
+		}
+		return val
+	}
+	return ""
 }
 
 // runMain runs the main worker: REST and UI, gRPC for workers and clients,

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -22,21 +21,6 @@ import (
 // cryptoRand is the randomness of production keys and nonces; tests pin
 // their own readers instead.
 var cryptoRand io.Reader = rand.Reader
-
-// keyCheckObject holds the key check value and storage format (SPEC §7).
-const keyCheckObject = metaPrefix + "keycheck.json"
-
-// storageFormat is the version of the storage layout and envelope.
-const storageFormat = 1
-
-// keyCheckDoc is the JSON stored at keyCheckObject. Check is an HMAC of a
-// fixed message under the master key: it tells a wrong key from the right
-// one and reveals nothing about either.
-type keyCheckDoc struct {
-	Format int    `json:"format"`
-	KeyID  string `json:"key_id"`
-	Check  string `json:"check"`
-}
 
 // startKeys are the secrets the main worker runs with.
 type startKeys struct {
@@ -275,41 +259,6 @@ func requireEmptyStorage(ctx context.Context, st store, cfg config) error {
 			return fmt.Errorf("storage %s already holds data encrypted with a master key: "+
 				"start with that key (-master-key-file, MASTER_KEY or -master-key) instead of generating a new one", storageName(cfg))
 		}
-	}
-	return nil
-}
-
-// checkMasterKey compares master with the stored key check value, writing
-// one on first start.
-func checkMasterKey(ctx context.Context, st store, master []byte, keyID string) error {
-	raw, err := st.Get(ctx, keyCheckObject)
-	if errors.Is(err, errNotFound) {
-		doc, _ := json.Marshal(keyCheckDoc{Format: storageFormat, KeyID: keyID, Check: hex.EncodeToString(keyCheckValue(master, keyID))})
-		if err := st.Put(ctx, keyCheckObject, doc); err != nil {
-			return fmt.Errorf("write key check: %w", err)
-		}
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("read key check: %w", err)
-	}
-	var doc keyCheckDoc
-	if err := json.Unmarshal(raw, &doc); err != nil {
-		return fmt.Errorf("read key check %s: %v: %w", keyCheckObject, err, errCorrupt)
-	}
-	if doc.Format != storageFormat {
-		return fmt.Errorf("storage format %d is not supported by this build (want %d)", doc.Format, storageFormat)
-	}
-	want, err := hex.DecodeString(doc.Check)
-	if err != nil {
-		return fmt.Errorf("read key check %s: %v: %w", keyCheckObject, err, errCorrupt)
-	}
-	if doc.KeyID != keyID {
-		return fmt.Errorf("wrong master key: storage was created with key id %q, this start uses -key-id %q", doc.KeyID, keyID)
-	}
-	if !hmac.Equal(want, keyCheckValue(master, keyID)) {
-		return fmt.Errorf("wrong master key: it does not match the key check value in %s (key id %q); "+
-			"start with the master key this storage was created with", keyCheckObject, keyID)
 	}
 	return nil
 }

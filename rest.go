@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -189,16 +188,6 @@ func saneRequestID(id string) bool {
 // prefix and a sequence number.
 func (s *restServer) newRequestID() string {
 	return s.idPrefix + "-" + strconv.FormatUint(s.idSeq.Add(1), 36)
-}
-
-// randomIDPrefix is 8 random hex digits, so that the request IDs of
-// several main workers (or restarts) do not collide in shared logs.
-func randomIDPrefix() string {
-	b := make([]byte, 4)
-	if _, err := io.ReadFull(cryptoRand, b); err != nil {
-		return "r" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	}
-	return hex.EncodeToString(b)
 }
 
 // statusRecorder keeps the status and headers of a response and drops its

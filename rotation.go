@@ -19,8 +19,6 @@ package main
 
 import (
 	"context"
-	"crypto/hmac"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,72 +32,12 @@ import (
 // rotationObject exists while a master-key rotation is unfinished.
 const rotationObject = metaPrefix + "rotation.json"
 
-// keyRef names a master key without revealing it: its ID and key check
-// value (keyCheckValue).
-type keyRef struct {
-	KeyID string `json:"key_id"`
-	Check string `json:"check"`
-}
-
-// refOf returns the keyRef of master named keyID.
-func refOf(master []byte, keyID string) keyRef {
-	return keyRef{KeyID: keyID, Check: hex.EncodeToString(keyCheckValue(master, keyID))}
-}
-
-// matches reports whether master named keyID is the key r names.
-func (r keyRef) matches(master []byte, keyID string) bool {
-	want, err := hex.DecodeString(r.Check)
-	return err == nil && r.KeyID == keyID && hmac.Equal(want, keyCheckValue(master, keyID))
-}
-
 // rotationDoc is the JSON stored at rotationObject.
 type rotationDoc struct {
 	Format    int       `json:"format"`
 	From      keyRef    `json:"from"`
 	To        keyRef    `json:"to"`
 	StartedAt time.Time `json:"started_at"`
-}
-
-// checkKeys is the key check of a start that may rotate: master (named
-// keyID) must match the stored key check, or prev (the
-// -previous-master-key, nil if not given) must, which starts a rotation to
-// master; an unfinished rotation needs both its keys. It returns the ID of
-// the previous key when a rotation is to run (start or resume), "" when
-// not; note is a line for the log ("" for none).
-func checkKeys(ctx context.Context, st store, master []byte, keyID string, prev []byte) (prevID, note string, err error) {
-	rec, err := readRotation(ctx, st)
-	if err != nil {
-		return "", "", err
-	}
-	kc, err := readKeyCheck(ctx, st)
-	if err != nil {
-		return "", "", err
-	}
-	switch {
-	case rec != nil:
-		return resumeRotation(ctx, st, rec, kc, master, keyID, prev)
-	case prev == nil || kc == nil:
-		if prev != nil {
-			return "", "", errors.New("-previous-master-key: this storage holds no data yet, so there is nothing to rotate from")
-		}
-		return "", "", checkMasterKey(ctx, st, master, keyID)
-	case kc.matches(master, keyID):
-		return "", "storage is already under -master-key: -previous-master-key is not needed (a rotation finished before)", nil
-	case !kc.matches(prev, kc.KeyID):
-		return "", "", fmt.Errorf("-previous-master-key: neither it nor -master-key matches the key check value in %s (key id %q)",
-			keyCheckObject, kc.KeyID)
-	case hmac.Equal(prev, master):
-		return "", "", errors.New("-previous-master-key: it is the same key as -master-key")
-	}
-	rec = &rotationDoc{Format: 1, From: kc.keyRef(), To: refOf(master, keyID), StartedAt: time.Now().UTC()}
-	raw, _ := json.Marshal(rec)
-	if err := st.Put(ctx, rotationObject, append(raw, '\n')); err != nil {
-		return "", "", fmt.Errorf("record key rotation: %w", err)
-	}
-	if err := writeKeyCheck(ctx, st, master, keyID); err != nil {
-		return "", "", err
-	}
-	return rec.From.KeyID, "", nil
 }
 
 // resumeRotation checks the keys of a start that finds rotation rec
@@ -137,42 +75,6 @@ func readRotation(ctx context.Context, st store) (*rotationDoc, error) {
 		return nil, fmt.Errorf("read key rotation record %s: not a format-1 record: %w", rotationObject, errCorrupt)
 	}
 	return &rec, nil
-}
-
-// readKeyCheck reads the key check; nil when there is none yet.
-func readKeyCheck(ctx context.Context, st store) (*keyCheckDoc, error) {
-	raw, err := st.Get(ctx, keyCheckObject)
-	if errors.Is(err, errNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read key check: %w", err)
-	}
-	var doc keyCheckDoc
-	if err := json.Unmarshal(raw, &doc); err != nil {
-		return nil, fmt.Errorf("read key check %s: %v: %w", keyCheckObject, err, errCorrupt)
-	}
-	if doc.Format != storageFormat {
-		return nil, fmt.Errorf("storage format %d is not supported by this build (want %d)", doc.Format, storageFormat)
-	}
-	return &doc, nil
-}
-
-// writeKeyCheck stores the key check value of master named keyID.
-func writeKeyCheck(ctx context.Context, st store, master []byte, keyID string) error {
-	doc, _ := json.Marshal(keyCheckDoc{Format: storageFormat, KeyID: keyID, Check: hex.EncodeToString(keyCheckValue(master, keyID))})
-	if err := st.Put(ctx, keyCheckObject, doc); err != nil {
-		return fmt.Errorf("write key check: %w", err)
-	}
-	return nil
-}
-
-// keyRef returns the key the key check names.
-func (d *keyCheckDoc) keyRef() keyRef { return keyRef{KeyID: d.KeyID, Check: d.Check} }
-
-// matches reports whether master named keyID is the key of the key check.
-func (d *keyCheckDoc) matches(master []byte, keyID string) bool {
-	return d.keyRef().matches(master, keyID)
 }
 
 // configuredPreviousMasterKey reads -previous-master-key-file or
