@@ -193,15 +193,12 @@ func (b *bindings) get(ctx context.Context, db string) (string, error) {
 // read reads db's binding from storage.
 func (b *bindings) read(ctx context.Context, db string) (string, error) {
 	b.reads.Add(1)
-	raw, err := b.st.Get(ctx, bindingObjectKey(db))
-	if errors.Is(err, errNotFound) {
-		return "", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("read binding of %s: %w", db, err)
-	}
 	var v dbBinding
-	if err := json.Unmarshal(raw, &v); err != nil || validateSchemaID(v.Schema) != nil {
+	found, err := getJSON(ctx, b.st, bindingObjectKey(db), "binding of "+db, &v)
+	if err != nil || !found {
+		return "", err
+	}
+	if validateSchemaID(v.Schema) != nil {
 		return "", fmt.Errorf("read binding of %s: stored binding is not {\"schema\": ID}: %w", db, errCorrupt)
 	}
 	return v.Schema, nil
@@ -226,12 +223,8 @@ func (b *bindings) set(ctx context.Context, db, id string) error {
 			return fmt.Errorf("unbind %s: %w", db, err)
 		}
 	} else {
-		raw, err := json.Marshal(dbBinding{Schema: id})
-		if err != nil {
-			return fmt.Errorf("bind %s: %w", db, err)
-		}
-		if err := b.st.Put(ctx, bindingObjectKey(db), raw); err != nil {
-			return fmt.Errorf("bind %s: %w", db, err)
+		if err := putJSON(ctx, b.st, bindingObjectKey(db), "binding of "+db, dbBinding{Schema: id}); err != nil {
+			return err
 		}
 	}
 	b.remember(db, id)

@@ -11,7 +11,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -35,32 +34,17 @@ type keyCheckDoc struct {
 // checkMasterKey compares master with the stored key check value, writing
 // one on first start.
 func checkMasterKey(ctx context.Context, st store, master []byte, keyID string) error {
-	raw, err := st.Get(ctx, keyCheckObject)
-	if errors.Is(err, errNotFound) {
-		doc, _ := json.Marshal(keyCheckDoc{Format: storageFormat, KeyID: keyID, Check: hex.EncodeToString(keyCheckValue(master, keyID))})
-		if err := st.Put(ctx, keyCheckObject, doc); err != nil {
-			return fmt.Errorf("write key check: %w", err)
-		}
-		return nil
-	}
+	doc, err := readKeyCheck(ctx, st)
 	if err != nil {
-		return fmt.Errorf("read key check: %w", err)
+		return err
 	}
-	var doc keyCheckDoc
-	if err := json.Unmarshal(raw, &doc); err != nil {
-		return fmt.Errorf("read key check %s: %v: %w", keyCheckObject, err, errCorrupt)
-	}
-	if doc.Format != storageFormat {
-		return fmt.Errorf("storage format %d is not supported by this build (want %d)", doc.Format, storageFormat)
-	}
-	want, err := hex.DecodeString(doc.Check)
-	if err != nil {
-		return fmt.Errorf("read key check %s: %v: %w", keyCheckObject, err, errCorrupt)
+	if doc == nil {
+		return writeKeyCheck(ctx, st, master, keyID)
 	}
 	if doc.KeyID != keyID {
 		return fmt.Errorf("wrong master key: storage was created with key id %q, this start uses -key-id %q", doc.KeyID, keyID)
 	}
-	if !hmac.Equal(want, keyCheckValue(master, keyID)) {
+	if !doc.matches(master, keyID) {
 		return fmt.Errorf("wrong master key: it does not match the key check value in %s (key id %q); "+
 			"start with the master key this storage was created with", keyCheckObject, keyID)
 	}
@@ -87,30 +71,24 @@ func (r keyRef) matches(master []byte, keyID string) bool {
 
 // readKeyCheck reads the key check; nil when there is none yet.
 func readKeyCheck(ctx context.Context, st store) (*keyCheckDoc, error) {
-	raw, err := st.Get(ctx, keyCheckObject)
-	if errors.Is(err, errNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read key check: %w", err)
-	}
 	var doc keyCheckDoc
-	if err := json.Unmarshal(raw, &doc); err != nil {
-		return nil, fmt.Errorf("read key check %s: %v: %w", keyCheckObject, err, errCorrupt)
+	found, err := getJSON(ctx, st, keyCheckObject, "key check", &doc)
+	if err != nil || !found {
+		return nil, err
 	}
 	if doc.Format != storageFormat {
 		return nil, fmt.Errorf("storage format %d is not supported by this build (want %d)", doc.Format, storageFormat)
+	}
+	if _, err := hex.DecodeString(doc.Check); err != nil {
+		return nil, fmt.Errorf("read key check %s: %v: %w", keyCheckObject, err, errCorrupt)
 	}
 	return &doc, nil
 }
 
 // writeKeyCheck stores the key check value of master named keyID.
 func writeKeyCheck(ctx context.Context, st store, master []byte, keyID string) error {
-	doc, _ := json.Marshal(keyCheckDoc{Format: storageFormat, KeyID: keyID, Check: hex.EncodeToString(keyCheckValue(master, keyID))})
-	if err := st.Put(ctx, keyCheckObject, doc); err != nil {
-		return fmt.Errorf("write key check: %w", err)
-	}
-	return nil
+	ref := refOf(master, keyID)
+	return putJSON(ctx, st, keyCheckObject, "key check", keyCheckDoc{Format: storageFormat, KeyID: ref.KeyID, Check: ref.Check})
 }
 
 // keyRef returns the key the key check names.
@@ -165,9 +143,8 @@ func checkKeys(ctx context.Context, st store, master []byte, keyID string, prev 
 		return "", "", errors.New("-previous-master-key: it is the same key as -master-key")
 	}
 	rec = &rotationDoc{Format: 1, From: kc.keyRef(), To: refOf(master, keyID), StartedAt: time.Now().UTC()}
-	raw, _ := json.Marshal(rec)
-	if err := st.Put(ctx, rotationObject, append(raw, '\n')); err != nil {
-		return "", "", fmt.Errorf("record key rotation: %w", err)
+	if err := putJSON(ctx, st, rotationObject, "key rotation record", rec); err != nil {
+		return "", "", err
 	}
 	if err := writeKeyCheck(ctx, st, master, keyID); err != nil {
 		return "", "", err

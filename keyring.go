@@ -466,12 +466,14 @@ func (k *keyring) updateDataKeysOnce(ctx context.Context, db string, change func
 // readDataKeys reads db's data keys and their storage revision; missing is
 // errNotFound.
 func readDataKeys(ctx context.Context, st store, db string) (dataKeysDoc, string, error) {
-	raw, rev, err := st.GetRev(ctx, dataKeysObjectKey(db))
-	if err != nil {
-		return dataKeysDoc{}, "", fmt.Errorf("read data keys of %s: %w", db, err)
-	}
 	var doc dataKeysDoc
-	if err := json.Unmarshal(raw, &doc); err != nil || doc.Format != 1 || len(doc.Keys) == 0 {
+	rev, found, err := getJSONRev(ctx, st, dataKeysObjectKey(db), "data keys of "+db, &doc)
+	switch {
+	case err != nil:
+		return dataKeysDoc{}, "", err
+	case !found:
+		return dataKeysDoc{}, "", fmt.Errorf("read data keys of %s: %w", db, errNotFound)
+	case doc.Format != 1 || len(doc.Keys) == 0:
 		return dataKeysDoc{}, "", fmt.Errorf("read data keys of %s: not a format-1 data key object: %w", db, errCorrupt)
 	}
 	return doc, rev, nil

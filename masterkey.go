@@ -121,21 +121,55 @@ func loadKeys(ctx context.Context, cfg config, st store, stdout io.Writer) (star
 // configuredAdminKey reads the admin key from -admin-key-file, or from
 // -admin-key / ADMIN_KEY; "" when none is given.
 func configuredAdminKey(cfg config) (string, error) {
+	k, _, err := secretFlag{name: "admin-key", env: "ADMIN_KEY", what: "the admin key", value: cfg.adminKey, file: cfg.adminKeyFile}.read()
+	return k, err
+}
+
+// secretFlag is a secret that may be given one way of three: the flag
+// -name, its environment variable env (the flag's default, see secretEnv)
+// or the file -name-file. Given two ways it is refused rather than one
+// silently winning.
+type secretFlag struct {
+	// name is the flag without its dash; env the environment variable;
+	// what the secret in errors ("the master key").
+	name, env, what string
+	// value is -name's value (env's by default); file is -name-file's.
+	value, file string
+}
+
+// read returns the secret, surrounding white space trimmed from a file,
+// and where it came from, for errors ("-name" or "-name-file <path>"); ""
+// when it is not given.
+func (s secretFlag) read() (secret, from string, err error) {
 	switch {
-	case cfg.adminKeyFile != "" && cfg.adminKey != "":
-		return "", errors.New("-admin-key-file: give the admin key once, not also with -admin-key or ADMIN_KEY")
-	case cfg.adminKeyFile != "":
-		b, err := os.ReadFile(cfg.adminKeyFile)
-		if err != nil {
-			return "", fmt.Errorf("-admin-key-file: %w", err)
-		}
-		k := strings.TrimSpace(string(b))
-		if k == "" {
-			return "", fmt.Errorf("-admin-key-file %s: the file is empty", cfg.adminKeyFile)
-		}
-		return k, nil
+	case s.file != "" && s.value != "":
+		return "", "", fmt.Errorf("-%s-file: give %s once, not also with -%s or %s", s.name, s.what, s.name, s.env)
+	case s.file == "":
+		return s.value, "-" + s.name, nil
 	}
-	return cfg.adminKey, nil
+	b, err := os.ReadFile(s.file)
+	if err != nil {
+		return "", "", fmt.Errorf("-%s-file: %w", s.name, err)
+	}
+	from = "-" + s.name + "-file " + s.file
+	if secret = strings.TrimSpace(string(b)); secret == "" {
+		return "", "", fmt.Errorf("%s: the file is empty", from)
+	}
+	return secret, from, nil
+}
+
+// masterKeyFlag reads a master key given as s (hex); nil when it is not
+// given.
+func masterKeyFlag(s secretFlag) ([]byte, error) {
+	v, from, err := s.read()
+	if err != nil || v == "" {
+		return nil, err
+	}
+	k, err := parseMasterKey(v)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", from, err)
+	}
+	return k, nil
 }
 
 // storedAdminKey returns the hash of the generated admin key stored at
@@ -224,27 +258,16 @@ func isLoopback(addr string) bool {
 // configuredMasterKey reads the master key from -master-key-file, or from
 // -master-key / MASTER_KEY; nil when none is given.
 func configuredMasterKey(cfg config) ([]byte, error) {
-	switch {
-	case cfg.masterKeyFile != "" && cfg.masterKey != "":
-		return nil, errors.New("-master-key-file: give the master key once, not also with -master-key or MASTER_KEY")
-	case cfg.masterKeyFile != "":
-		b, err := os.ReadFile(cfg.masterKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("-master-key-file: %w", err)
-		}
-		k, err := parseMasterKey(strings.TrimSpace(string(b)))
-		if err != nil {
-			return nil, fmt.Errorf("-master-key-file %s: %w", cfg.masterKeyFile, err)
-		}
-		return k, nil
-	case cfg.masterKey != "":
-		k, err := parseMasterKey(cfg.masterKey)
-		if err != nil {
-			return nil, fmt.Errorf("-master-key: %w", err)
-		}
-		return k, nil
-	}
-	return nil, nil
+	return masterKeyFlag(secretFlag{name: "master-key", env: "MASTER_KEY", what: "the master key",
+		value: cfg.masterKey, file: cfg.masterKeyFile})
+}
+
+// configuredPreviousMasterKey reads the master key a rotation moves from
+// (rotation.go) from -previous-master-key-file, or from
+// -previous-master-key / PREVIOUS_MASTER_KEY; nil when none is given.
+func configuredPreviousMasterKey(cfg config) ([]byte, error) {
+	return masterKeyFlag(secretFlag{name: "previous-master-key", env: "PREVIOUS_MASTER_KEY", what: "the previous master key",
+		value: cfg.previousMasterKey, file: cfg.previousMasterKeyFile})
 }
 
 // requireEmptyStorage refuses to generate a master key for storage that

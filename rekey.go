@@ -7,8 +7,6 @@ package main
 import (
 	"context"
 	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -270,15 +268,14 @@ func (j *keyJobs) stored(ctx context.Context) ([]*jobDoc, error) {
 	}
 	docs := make([]*jobDoc, 0, len(keys))
 	for _, k := range keys {
-		raw, err := j.st.Get(ctx, k)
-		if errors.Is(err, errNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read job: %w", err)
-		}
 		var d jobDoc
-		if err := json.Unmarshal(raw, &d); err != nil || d.ID == "" {
+		found, err := getJSON(ctx, j.st, k, "job", &d)
+		switch {
+		case err != nil:
+			return nil, err
+		case !found:
+			continue
+		case d.ID == "":
 			return nil, fmt.Errorf("read job %s: not a job record: %w", k, errCorrupt)
 		}
 		docs = append(docs, &d)
@@ -289,14 +286,7 @@ func (j *keyJobs) stored(ctx context.Context) ([]*jobDoc, error) {
 // save stores d durably. The caller holds j.mu or owns d.
 func (j *keyJobs) save(ctx context.Context, d *jobDoc) error {
 	d.UpdatedAt = j.now().UTC()
-	raw, err := json.Marshal(d)
-	if err != nil {
-		return fmt.Errorf("save job %s: %w", d.ID, err)
-	}
-	if err := j.st.Put(ctx, jobsPrefix+d.ID+".json", append(raw, '\n')); err != nil {
-		return fmt.Errorf("save job %s: %w", d.ID, err)
-	}
-	return nil
+	return putJSON(ctx, j.st, jobsPrefix+d.ID+".json", "job "+d.ID, d)
 }
 
 // update applies change to d under j.mu (GET /admin/jobs reads it) and

@@ -19,11 +19,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -63,44 +61,15 @@ func resumeRotation(ctx context.Context, st store, rec *rotationDoc, kc *keyChec
 
 // readRotation reads the rotation record; nil when there is none.
 func readRotation(ctx context.Context, st store) (*rotationDoc, error) {
-	raw, err := st.Get(ctx, rotationObject)
-	if errors.Is(err, errNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read key rotation record: %w", err)
-	}
 	var rec rotationDoc
-	if err := json.Unmarshal(raw, &rec); err != nil || rec.Format != 1 {
+	found, err := getJSON(ctx, st, rotationObject, "key rotation record", &rec)
+	if err != nil || !found {
+		return nil, err
+	}
+	if rec.Format != 1 {
 		return nil, fmt.Errorf("read key rotation record %s: not a format-1 record: %w", rotationObject, errCorrupt)
 	}
 	return &rec, nil
-}
-
-// configuredPreviousMasterKey reads -previous-master-key-file or
-// -previous-master-key; nil when neither is given.
-func configuredPreviousMasterKey(cfg config) ([]byte, error) {
-	switch {
-	case cfg.previousMasterKeyFile != "" && cfg.previousMasterKey != "":
-		return nil, errors.New("-previous-master-key-file: give the previous master key once, not also with -previous-master-key")
-	case cfg.previousMasterKeyFile != "":
-		b, err := os.ReadFile(cfg.previousMasterKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("-previous-master-key-file: %w", err)
-		}
-		k, err := parseMasterKey(strings.TrimSpace(string(b)))
-		if err != nil {
-			return nil, fmt.Errorf("-previous-master-key-file %s: %w", cfg.previousMasterKeyFile, err)
-		}
-		return k, nil
-	case cfg.previousMasterKey != "":
-		k, err := parseMasterKey(cfg.previousMasterKey)
-		if err != nil {
-			return nil, fmt.Errorf("-previous-master-key: %w", err)
-		}
-		return k, nil
-	}
-	return nil, nil
 }
 
 // rotator rewraps every database's data keys under the keyring's current
