@@ -93,8 +93,9 @@
 //	crypto.go      the entity envelope (AES-256-GCM) and key wrapping
 //	rotation.go    online master-key rotation: the rotation record and
 //	               the rewrapping of every database's data keys
-//	rekey.go       the rekey job and its records
-//	               (POST /admin/databases/{db}/rekey, GET /admin/jobs)
+//	jobs.go        key jobs: their records, resumption, listing
+//	               (GET /admin/jobs) and pacing (-key-job-rate)
+//	rekey.go       the rekey job (POST /admin/databases/{db}/rekey)
 //	keyring.go     envelope encryption: each database's data keys, wrapped
 //	               by the master key under _meta/datakeys/; the keyring
 //	               that seals and opens entities of both formats and

@@ -1,0 +1,245 @@
+package main
+
+// Key jobs: the resumable background jobs of the main worker that rewrite
+// keys or entities (a rekey, rekey.go). Each has a record in the storage,
+// updated as it runs, that GET /admin/jobs lists and that a restart
+// resumes from; a pacer spaces the objects they rewrite.
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+)
+
+// pacer spaces the objects a key job rewrites, to at most a rate per
+// second (-key-job-rate); a nil pacer, or rate 0, does not wait.
+type pacer struct {
+	every time.Duration
+	next  time.Time
+}
+
+// newPacer returns a pacer of perSecond objects a second (0: unlimited).
+func newPacer(perSecond int) *pacer {
+	if perSecond <= 0 {
+		return nil
+	}
+	return &pacer{every: time.Second / time.Duration(perSecond)}
+}
+
+// wait returns when the next object may be rewritten, or ctx's error. It
+// is not safe for concurrent use.
+func (p *pacer) wait(ctx context.Context) error {
+	if p == nil {
+		return ctx.Err()
+	}
+	now := time.Now()
+	if p.next.Before(now) {
+		p.next = now
+	}
+	d := p.next.Sub(now)
+	p.next = p.next.Add(p.every)
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// jobsPrefix holds one record per key job.
+const jobsPrefix = metaPrefix + "jobs/"
+
+// Job states.
+const (
+	jobRunning = "running"
+	jobDone    = "done"
+	jobFailed  = "failed"
+)
+
+// jobDoc is a key job's record, stored at jobsPrefix+ID+".json".
+type jobDoc struct {
+	ID       string `json:"id"`
+	Kind     string `json:"kind"`
+	Database string `json:"database"`
+	State    string `json:"state"`
+	// Phase is the step a running job is at; "" once it ended.
+	Phase string `json:"phase,omitempty"`
+	// Done and Total count the entities re-encrypted and listed.
+	Done  int64 `json:"done"`
+	Total int64 `json:"total"`
+	// NewKey is the data key the entities move to; OldKeys the ones it
+	// retires.
+	NewKey  string   `json:"new_key,omitempty"`
+	OldKeys []string `json:"old_keys,omitempty"`
+	// Cursor is the object key of the last entity re-encrypted.
+	Cursor     string     `json:"cursor,omitempty"`
+	Error      string     `json:"error,omitempty"`
+	StartedAt  time.Time  `json:"started_at"`
+	UpdatedAt  time.Time  `json:"updated_at"`
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
+}
+
+// jobView is a job as GET /admin/jobs shows it: the record without its
+// key IDs and cursor.
+type jobView struct {
+	ID         string     `json:"id"`
+	Kind       string     `json:"kind"`
+	Database   string     `json:"database"`
+	State      string     `json:"state"`
+	Phase      string     `json:"phase,omitempty"`
+	Done       int64      `json:"done"`
+	Total      int64      `json:"total"`
+	Error      string     `json:"error,omitempty"`
+	StartedAt  time.Time  `json:"started_at"`
+	UpdatedAt  time.Time  `json:"updated_at"`
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
+}
+
+// view returns the API view of d.
+func (d *jobDoc) view() jobView {
+	return jobView{ID: d.ID, Kind: d.Kind, Database: d.Database, State: d.State, Phase: d.Phase, Done: d.Done,
+		Total: d.Total, Error: d.Error, StartedAt: d.StartedAt, UpdatedAt: d.UpdatedAt, FinishedAt: d.FinishedAt}
+}
+
+// keyJobs starts, runs and resumes the rekey jobs of the main worker. It
+// is safe for concurrent use; build it with newKeyJobs.
+type keyJobs struct {
+	st   store
+	ring *keyring
+	log  *slog.Logger
+	// rate is -key-job-rate.
+	rate int
+	// barrier returns once every available worker has applied data-key
+	// epoch e (mainService.waitKeysEpoch), or ctx's error.
+	barrier func(ctx context.Context, e uint64) error
+	now     func() time.Time
+	// saveEvery is how often a running job's progress is stored.
+	saveEvery time.Duration
+	// base is the context jobs run in: it ends with the main worker.
+	base context.Context
+
+	mu sync.Mutex
+	// running are the jobs this process runs, by database.
+	running map[string]*jobDoc
+}
+
+// newKeyJobs returns the job runner of the main worker; its jobs run
+// until base ends.
+func newKeyJobs(base context.Context, st store, ring *keyring, rate int, barrier func(context.Context, uint64) error, log *slog.Logger) *keyJobs {
+	return &keyJobs{st: st, ring: ring, log: log, rate: rate, barrier: barrier, now: time.Now,
+		saveEvery: time.Second, base: base, running: map[string]*jobDoc{}}
+}
+
+// resume restarts the jobs a previous run left running.
+func (j *keyJobs) resume() error {
+	docs, err := j.stored(j.base)
+	if err != nil {
+		return err
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for _, d := range docs {
+		if d.State == jobRunning && j.running[d.Database] == nil {
+			j.log.Info("resuming key job", "job", d.ID, attrDB, d.Database, "phase", d.Phase, "done", d.Done)
+			j.running[d.Database] = d
+			go j.run(j.base, d)
+		}
+	}
+	return nil
+}
+
+// list returns every job, newest first: stored records, with the live
+// progress of the jobs this process runs.
+func (j *keyJobs) list(ctx context.Context) ([]jobView, error) {
+	docs, err := j.stored(ctx)
+	if err != nil {
+		return nil, err
+	}
+	j.mu.Lock()
+	out := make([]jobView, 0, len(docs))
+	for _, d := range docs {
+		if live := j.running[d.Database]; live != nil && live.ID == d.ID {
+			d = live
+		}
+		out = append(out, d.view())
+	}
+	j.mu.Unlock()
+	slices.SortFunc(out, func(a, b jobView) int { return b.StartedAt.Compare(a.StartedAt) })
+	return out, nil
+}
+
+// stored reads every job record.
+func (j *keyJobs) stored(ctx context.Context) ([]*jobDoc, error) {
+	keys, err := j.st.List(ctx, jobsPrefix, "", 0)
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	docs := make([]*jobDoc, 0, len(keys))
+	for _, k := range keys {
+		var d jobDoc
+		found, err := getJSON(ctx, j.st, k, "job", &d)
+		switch {
+		case err != nil:
+			return nil, err
+		case !found:
+			continue
+		case d.ID == "":
+			return nil, fmt.Errorf("read job %s: not a job record: %w", k, errCorrupt)
+		}
+		docs = append(docs, &d)
+	}
+	return docs, nil
+}
+
+// save stores d durably. The caller holds j.mu or owns d.
+func (j *keyJobs) save(ctx context.Context, d *jobDoc) error {
+	d.UpdatedAt = j.now().UTC()
+	return putJSON(ctx, j.st, jobsPrefix+d.ID+".json", "job "+d.ID, d)
+}
+
+// update applies change to d under j.mu (GET /admin/jobs reads it) and
+// stores it when store is set.
+func (j *keyJobs) update(ctx context.Context, d *jobDoc, store bool, change func(d *jobDoc)) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	change(d)
+	if !store {
+		return nil
+	}
+	return j.save(ctx, d)
+}
+
+// run runs rekey job d to its end, or until ctx ends (a later start
+// resumes it). A failure is recorded in the job.
+func (j *keyJobs) run(ctx context.Context, d *jobDoc) {
+	err := j.rekey(ctx, d)
+	if ctx.Err() != nil {
+		return
+	}
+	now := j.now().UTC()
+	if err != nil {
+		j.log.Error("rekey failed", "job", d.ID, attrDB, d.Database, attrErr, err)
+	} else {
+		j.log.Info("rekey finished", "job", d.ID, attrDB, d.Database, "entities", d.Done)
+	}
+	serr := j.update(context.WithoutCancel(ctx), d, true, func(d *jobDoc) {
+		d.State, d.Phase, d.FinishedAt = jobDone, "", &now
+		if err != nil {
+			d.State, d.Error = jobFailed, "the rekey stopped on an error (see the main worker's log); start it again to retry"
+		}
+	})
+	if serr != nil {
+		j.log.Error("save job", "job", d.ID, attrErr, serr)
+	}
+	j.mu.Lock()
+	delete(j.running, d.Database)
+	j.mu.Unlock()
+}
