@@ -63,7 +63,7 @@ func newAuthTestServerOn(t *testing.T, cfg authConfig, st store) *authTestServer
 	rt.written = cat.wrote
 	rest := newRESTServer(auth, rt, cat, schemas, rt.list, 1<<20, log)
 	rest.ready.keyChecked.Store(true)
-	rest.jobs = newKeyJobs(t.Context(), st, ring, 0, func(context.Context, uint64) error { return nil }, log)
+	rest.jobs = newKeyJobs(t.Context(), keyJobsConfig{st: st, ring: ring, log: log, barrier: func(context.Context, uint64) error { return nil }})
 	return &authTestServer{rest: rest, auth: auth, st: st, clock: clock}
 }
 

@@ -310,22 +310,19 @@ func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger
 	defer cancel()
 	go svc.monitor(mctx)
 	go auth.sessions.watch(mctx, revocationReload, func(err error) { log.Warn("reload session revocations", attrErr, err) })
+	var rot *rotator
 	if keys.previous != nil {
-		rot := &rotator{st: st, ring: ring, log: log, pace: newPacer(cfg.keyJobRate), done: func() {
+		rot = &rotator{st: st, ring: ring, log: log, done: func() {
 			ring.dropPrevious()
 			svc.rotationDone()
 			zero(keys.previous)
 		}}
-		go func() {
-			if err := rot.run(mctx); err != nil && mctx.Err() == nil {
-				log.Error("master key rotation stopped; restart with both keys to resume it", attrErr, err)
-			}
-		}()
 	}
 	rest := newRESTServer(auth, rt, cat, schemas, rt.list, cfg.restMaxBody, log)
 	rest.lim = cfg.budgets()
 	rest.setMetrics(reg)
-	rest.jobs = newKeyJobs(mctx, st, ring, cfg.keyJobRate, svc.waitKeysEpoch, log)
+	rest.jobs = newKeyJobs(mctx, keyJobsConfig{st: st, ring: ring, log: log, rate: cfg.keyJobRate,
+		barrier: svc.waitKeysEpoch, keys: cat.keys, rotation: rot})
 	if err := rest.jobs.resume(); err != nil {
 		return err
 	}

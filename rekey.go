@@ -6,9 +6,7 @@ package main
 
 import (
 	"context"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"slices"
 )
 
@@ -77,21 +75,17 @@ func (j *keyJobs) startRekey(ctx context.Context, db string) (view jobView, star
 	if err != nil {
 		return jobView{}, false, err
 	}
-	id := make([]byte, 8)
-	if _, err := io.ReadFull(j.ring.rand, id); err != nil {
-		return jobView{}, false, fmt.Errorf("new job ID: %w", err)
+	d, err := j.newJob(kindRekey, db)
+	if err != nil {
+		return jobView{}, false, err
 	}
-	now := j.now().UTC()
-	d := &jobDoc{ID: "rekey-" + hex.EncodeToString(id), Kind: "rekey", Database: db, State: jobRunning, Phase: phaseSwitch,
-		StartedAt: now, UpdatedAt: now}
+	d.Phase = phaseSwitch
 	for _, k := range keys.Keys {
 		d.OldKeys = append(d.OldKeys, k.ID)
 	}
-	if err := j.save(ctx, d); err != nil {
+	if err := j.start(ctx, d); err != nil {
 		return jobView{}, false, err
 	}
-	j.running[db] = d
-	go j.run(j.base, d)
 	return d.view(), true, nil
 }
 
@@ -122,11 +116,11 @@ func (j *keyJobs) rekey(ctx context.Context, d *jobDoc) error {
 		return err
 	}
 	if d.Phase == phaseSwitch {
-		total, err := countEntities(ctx, j.st, db)
+		total, err := j.keys.count(ctx, db)
 		if err != nil {
 			return err
 		}
-		if err := j.update(ctx, d, true, func(d *jobDoc) { d.NewKey, d.Phase, d.Total = keys.Active, phaseReencrypt, total }); err != nil {
+		if err := j.update(ctx, d, true, func(d *jobDoc) { d.NewKey, d.Phase, d.Total = keys.Active, phaseReencrypt, int64(total) }); err != nil {
 			return err
 		}
 	}
@@ -154,33 +148,12 @@ func (j *keyJobs) rekey(ctx context.Context, d *jobDoc) error {
 // reencryptJob is step 3: it re-encrypts from the job's cursor, storing
 // progress every saveEvery.
 func (j *keyJobs) reencryptJob(ctx context.Context, d *jobDoc, pace *pacer) error {
-	last := j.now()
+	step := j.progress(ctx, d)
 	err := j.ring.reencrypt(ctx, d.Database, d.NewKey, d.Cursor, pace, func(obj string) error {
-		save := j.now().Sub(last) >= j.saveEvery
-		if save {
-			last = j.now()
-		}
-		return j.update(ctx, d, save, func(d *jobDoc) { d.Done++; d.Cursor = obj })
+		return step(false, func(d *jobDoc) { d.Done++; d.Cursor = obj })
 	})
 	if err != nil {
 		return err
 	}
 	return j.update(ctx, d, true, func(d *jobDoc) { d.Phase = phaseRetire })
-}
-
-// countEntities counts db's entities.
-func countEntities(ctx context.Context, st store, db string) (int64, error) {
-	var n int64
-	after := ""
-	for {
-		objs, err := st.List(ctx, entityKeyPrefix(db, ""), after, 1000)
-		if err != nil {
-			return 0, fmt.Errorf("count entities of %s: %w", db, err)
-		}
-		if len(objs) == 0 {
-			return n, nil
-		}
-		n += int64(len(objs))
-		after = objs[len(objs)-1]
-	}
 }

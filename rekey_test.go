@@ -98,7 +98,7 @@ func TestRekeyJobOrder(t *testing.T) {
 		}
 		return nil
 	}
-	jobs := newKeyJobs(ctx, st, ring, 0, barrier, slog.New(slog.DiscardHandler))
+	jobs := newKeyJobs(ctx, keyJobsConfig{st: st, ring: ring, barrier: barrier, log: slog.New(slog.DiscardHandler)})
 	view, started, err := jobs.startRekey(ctx, "db")
 	if err != nil || !started {
 		t.Fatalf("startRekey = %+v, %v, %v", view, started, err)

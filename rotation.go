@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 )
@@ -74,32 +75,44 @@ func readRotation(ctx context.Context, st store) (*rotationDoc, error) {
 
 // rotator rewraps every database's data keys under the keyring's current
 // master key and upgrades format-1 entities, then removes the rotation
-// record. The keyring holds the previous key meanwhile.
+// record. The keyring holds the previous key meanwhile. It runs as a key
+// job (jobs.go), whose record holds its progress.
 type rotator struct {
 	st   store
 	ring *keyring
 	log  *slog.Logger
-	// pace spaces the objects rewritten (-key-job-rate).
-	pace *pacer
 	// done runs once the record is removed: it drops the previous key
 	// everywhere.
 	done func()
 }
 
-// run rotates until done or ctx ends (a later start resumes).
-func (r *rotator) run(ctx context.Context) error {
+// run rotates the databases that sort after the database after ("" from
+// the first), in order, objects spaced by pace, until done or ctx ends (a
+// later start resumes). progress, unless nil, is told n of the total
+// databases of this run done, db the last one ("" before the first).
+func (r *rotator) run(ctx context.Context, pace *pacer, after string, progress func(db string, n, total int) error) error {
+	if progress == nil {
+		progress = func(string, int, int) error { return nil }
+	}
 	dbs, err := keyedDatabases(ctx, r.st)
 	if err != nil {
 		return fmt.Errorf("rotate master key: %w", err)
 	}
+	dbs = dbs[sort.SearchStrings(dbs, after+"\x00"):]
 	r.log.Info("master key rotation started", "databases", len(dbs))
+	if err := progress("", 0, len(dbs)); err != nil {
+		return err
+	}
 	every := max(1, len(dbs)/10)
 	for i, db := range dbs {
-		if err := r.pace.wait(ctx); err != nil {
+		if err := pace.wait(ctx); err != nil {
 			return fmt.Errorf("rotate master key: %w", err)
 		}
-		if err := r.rotateDatabase(ctx, db); err != nil {
+		if err := r.rotateDatabase(ctx, db, pace); err != nil {
 			return fmt.Errorf("rotate master key: %w", err)
+		}
+		if err := progress(db, i+1, len(dbs)); err != nil {
+			return err
 		}
 		if (i+1)%every == 0 {
 			r.log.Info("master key rotation progress", "done", i+1, "total", len(dbs))
@@ -115,7 +128,7 @@ func (r *rotator) run(ctx context.Context) error {
 
 // rotateDatabase rewraps db's data keys under the current master key and
 // upgrades its format-1 entities, if it may hold any.
-func (r *rotator) rotateDatabase(ctx context.Context, db string) error {
+func (r *rotator) rotateDatabase(ctx context.Context, db string, pace *pacer) error {
 	cur, _ := r.ring.masters()
 	doc, err := r.ring.updateDataKeys(ctx, db, func(doc *dataKeysDoc, exists bool) (bool, error) {
 		changed := false
@@ -142,7 +155,7 @@ func (r *rotator) rotateDatabase(ctx context.Context, db string) error {
 	if len(doc.Keys) == 0 || doc.Legacy {
 		// No data keys yet (only format-1 entities), or some entities may
 		// still be format 1: they are sealed under the previous key.
-		return r.ring.upgradeDatabase(ctx, db, r.pace)
+		return r.ring.upgradeDatabase(ctx, db, pace)
 	}
 	return nil
 }
