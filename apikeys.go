@@ -21,10 +21,6 @@ import (
 	"unicode/utf8"
 )
 
-// authKeysObject is the logical object of the key store when -key-store is
-// not given (SPEC §4).
-const authKeysObject = authPrefix + "keys.json"
-
 // attrKeyID is the log attribute of an API key's ID.
 const attrKeyID = "key_id"
 

@@ -1,15 +1,14 @@
 package main
 
-// The catalog: the only code above the store that knows the storage
-// layout. It owns the logical object keys (entity-name encoding, schema
-// and binding objects), databases' schema bindings (SPEC §10), stored
-// with the data so that every worker applies it, validation against them,
-// and the listings of databases and of a database's entity keys.
+// The catalog: the main worker's account of what storage holds.
+// Databases' schema bindings (SPEC §10), stored with the data so that
+// every worker applies it, validation against them, and the listings of
+// databases and of a database's entity keys. The object keys it reads
+// and writes are layout.go's.
 
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -63,43 +62,6 @@ func nothingWritten(err error) bool {
 	return false
 }
 
-// Logical object key prefixes, the same on every backend (SPEC §4).
-const (
-	entitiesPrefix  = "files/"
-	templatesPrefix = "templates/"
-	metaPrefix      = "_meta/"
-	authPrefix      = "_auth/"
-)
-
-// entityObjectKey is the logical object key of an entity. The entity key is
-// hex-encoded: hex keeps byte order (so listings come back in key order on
-// every backend), a prefix of a key encodes to a prefix of its encoding,
-// and no byte of a user's key reaches a path unescaped.
-func entityObjectKey(db, key string) string {
-	return entitiesPrefix + db + "/" + hex.EncodeToString([]byte(key))
-}
-
-// entityKeyPrefix is the logical prefix of every entity of db whose key
-// starts with keyPrefix.
-func entityKeyPrefix(db, keyPrefix string) string {
-	return entitiesPrefix + db + "/" + hex.EncodeToString([]byte(keyPrefix))
-}
-
-// decodeEntityObjectName turns the last component of an entity's object key
-// back into the entity key.
-func decodeEntityObjectName(name string) (string, error) {
-	b, err := hex.DecodeString(name)
-	if err != nil {
-		return "", fmt.Errorf("decode entity name %q: %w", name, errCorrupt)
-	}
-	return string(b), nil
-}
-
-// schemaObjectKey is the logical object key of a schema template.
-func schemaObjectKey(id string) string {
-	return templatesPrefix + id + ".json"
-}
-
 // listDatabases returns the sorted names of databases holding at least one
 // entity: one listing of the directories under "files/" (store.ListDirs),
 // whatever the number of entities. Names that are not database names
@@ -123,11 +85,6 @@ const (
 	defaultListLimit = 100
 	maxListLimit     = 1000
 )
-
-// bindingObjectKey is the logical key of db's schema binding.
-func bindingObjectKey(db string) string {
-	return metaPrefix + "databases/" + db + ".json"
-}
 
 // dbBinding is the stored form of a schema binding.
 type dbBinding struct {

@@ -57,9 +57,6 @@ func (p *pacer) wait(ctx context.Context) error {
 	}
 }
 
-// jobsPrefix holds one record per key job.
-const jobsPrefix = metaPrefix + "jobs/"
-
 // Job kinds.
 const (
 	kindRekey  = "rekey"

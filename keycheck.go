@@ -16,9 +16,6 @@ import (
 	"time"
 )
 
-// keyCheckObject holds the key check value and storage format (SPEC §7).
-const keyCheckObject = metaPrefix + "keycheck.json"
-
 // storageFormat is the version of the storage layout and envelope.
 const storageFormat = 1
 

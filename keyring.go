@@ -20,12 +20,6 @@ import (
 	"time"
 )
 
-// dataKeysPrefix holds one data-key object per database.
-const dataKeysPrefix = metaPrefix + "datakeys/"
-
-// dataKeysObjectKey is the logical key of db's data keys.
-func dataKeysObjectKey(db string) string { return dataKeysPrefix + db + ".json" }
-
 // dataKeyContext starts the GCM additional data of a wrapped data key.
 const dataKeyContext = "deltadatabase data key v1"
 

@@ -80,9 +80,11 @@
 //	conditional.go ETags and preconditions
 //	patch.go       JSON Merge Patch and JSON Patch
 //	schema.go      the JSON Schema registry and validation
-//	catalog.go     the storage layout above the store: object keys, schema
-//	               bindings (cached), document validation, database and key
+//	catalog.go     the main worker's account of storage: schema bindings
+//	               (cached), document validation, database and key
 //	               listings
+//	layout.go      the storage layout: every object key, named after what
+//	               it holds
 //	keyindex.go    the in-memory index of each database's entity keys that
 //	               listings page through
 //	names.go       validation of database names, schema IDs and entity keys

@@ -38,10 +38,6 @@ type startKeys struct {
 	admin string
 }
 
-// adminKeyObject holds the SHA-256 of a generated admin key, so that the
-// key keeps working after a restart without being stored itself.
-const adminKeyObject = authPrefix + "admin.json"
-
 // adminKeyDoc is the JSON stored at adminKeyObject.
 type adminKeyDoc struct {
 	Format int `json:"format"`

@@ -28,9 +28,6 @@ import (
 	"time"
 )
 
-// rotationObject exists while a master-key rotation is unfinished.
-const rotationObject = metaPrefix + "rotation.json"
-
 // rotationDoc is the JSON stored at rotationObject.
 type rotationDoc struct {
 	Format    int       `json:"format"`

@@ -10,11 +10,9 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -23,12 +21,6 @@ import (
 // sessionTokenPrefix starts every session token, so a token is never
 // mistaken for an API key (dk_).
 const sessionTokenPrefix = "ds_"
-
-// revokedPrefix holds one object per logged-out session token that has
-// not expired yet: revokedPrefix + "<expiry, unix ns, 20 digits>-<token
-// ID in hex>". The expiry in the name lets a listing prune without
-// reading any object.
-const revokedPrefix = authPrefix + "revoked/"
 
 // sessionKeyInfo is the HKDF info of the session signing key: a key of its
 // own, derived from the master key, so that a token's MAC says nothing
@@ -220,11 +212,6 @@ func (s *sessions) revoke(ctx context.Context, c sessionClaims) error {
 	return nil
 }
 
-// revocationObject is the object that records c's logout.
-func revocationObject(c sessionClaims) string {
-	return fmt.Sprintf("%s%020d-%s", revokedPrefix, c.expires.UnixNano(), hex.EncodeToString(c.id[:]))
-}
-
 // reload replaces the revocation list with the one in storage, deleting
 // the revocations of tokens that have expired. Other main workers'
 // logouts arrive here; watch calls it periodically.
@@ -261,19 +248,6 @@ func (s *sessions) reload(ctx context.Context) error {
 	}
 	s.revoked = revoked
 	return nil
-}
-
-// parseRevocation parses the name of a revocation object (without its
-// prefix).
-func parseRevocation(name string) (expires time.Time, id [16]byte, ok bool) {
-	ns, idHex, found := strings.Cut(name, "-")
-	n, err := strconv.ParseInt(ns, 10, 64)
-	raw, herr := hex.DecodeString(idHex)
-	if !found || err != nil || herr != nil || len(raw) != len(id) {
-		return time.Time{}, id, false
-	}
-	copy(id[:], raw)
-	return time.Unix(0, n), id, true
 }
 
 // watch reloads the revocations every interval until ctx ends, so a

@@ -10,8 +10,8 @@ import (
 // store is the storage backend: a flat namespace of objects addressed by
 // slash-separated logical keys such as "files/chatdb/<encoded key>",
 // "templates/chat.v1.json", "_auth/keys.json" or "_meta/keycheck".
-// Logical keys are formed only from validated names (see names.go), by
-// the catalog (catalog.go).
+// Logical keys are formed only from validated names (see names.go), in
+// one place: layout.go.
 //
 // Implementations are safe for concurrent use.
 type store interface {
