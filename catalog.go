@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -210,14 +209,13 @@ func (b *bindings) boundTo(ctx context.Context, id string) ([]string, error) {
 // limit (0: all) databases that consider accepts and that are bound to
 // schema id. Only their bindings are read, through the cache.
 func (b *bindings) bound(ctx context.Context, id string, consider func(db string) bool, limit int) ([]string, error) {
-	prefix := metaPrefix + "databases/"
-	keys, err := b.st.List(ctx, prefix, "", 0)
+	keys, err := b.st.List(ctx, bindingsPrefix, "", 0)
 	if err != nil {
 		return nil, fmt.Errorf("list bindings: %w", err)
 	}
 	var dbs []string
 	for _, k := range keys {
-		db, ok := strings.CutSuffix(strings.TrimPrefix(k, prefix), ".json")
+		db, ok := jsonObjectName(bindingsPrefix, k)
 		if !ok || validateDBName(db) != nil || !consider(db) {
 			continue
 		}

@@ -267,7 +267,7 @@ func (j *keyJobs) stored(ctx context.Context) ([]*jobDoc, error) {
 // save stores d durably. The caller holds j.mu or owns d.
 func (j *keyJobs) save(ctx context.Context, d *jobDoc) error {
 	d.UpdatedAt = j.now().UTC()
-	return putJSON(ctx, j.st, jobsPrefix+d.ID+".json", "job "+d.ID, d)
+	return putJSON(ctx, j.st, jobObjectKey(d.ID), "job "+d.ID, d)
 }
 
 // update applies change to d under j.mu (GET /admin/jobs reads it) and

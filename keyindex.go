@@ -121,7 +121,7 @@ func scanKeys(ctx context.Context, st store, db string) ([]string, error) {
 	}
 	keys := make([]string, len(objs))
 	for i, o := range objs {
-		if keys[i], err = decodeEntityObjectName(strings.TrimPrefix(o, base)); err != nil {
+		if keys[i], err = entityKeyOf(o); err != nil {
 			return nil, fmt.Errorf("scan keys of %s: %w", db, err)
 		}
 	}

@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"sync"
 	"time"
 )
@@ -543,7 +542,7 @@ func (k *keyring) reencrypt(ctx context.Context, db, id, startAfter string, pace
 // resealEntity reseals the entity at object key obj of db under s unless
 // it is sealed under s already or gone.
 func (k *keyring) resealEntity(ctx context.Context, db, obj string, s *sealer) error {
-	key, err := decodeEntityObjectName(strings.TrimPrefix(obj, entityKeyPrefix(db, "")))
+	key, err := entityKeyOf(obj)
 	if err != nil {
 		return fmt.Errorf("re-encrypt %s: %w", db, err)
 	}

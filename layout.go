@@ -52,6 +52,19 @@ func entityKeyPrefix(db, keyPrefix string) string {
 	return entitiesPrefix + db + "/" + hex.EncodeToString([]byte(keyPrefix))
 }
 
+// entityObjectParts splits the object key of an entity into its database
+// and the encoded name of its entity key (see decodeEntityObjectName).
+func entityObjectParts(obj string) (db, name string) {
+	db, name, _ = strings.Cut(strings.TrimPrefix(obj, entitiesPrefix), "/")
+	return db, name
+}
+
+// entityKeyOf returns the entity key of an entity's object key.
+func entityKeyOf(obj string) (string, error) {
+	_, name := entityObjectParts(obj)
+	return decodeEntityObjectName(name)
+}
+
 // decodeEntityObjectName turns the last component of an entity's object key
 // back into the entity key.
 func decodeEntityObjectName(name string) (string, error) {
@@ -67,9 +80,23 @@ func schemaObjectKey(id string) string {
 	return templatesPrefix + id + ".json"
 }
 
+// bindingsPrefix holds one schema binding per bound database.
+const bindingsPrefix = metaPrefix + "databases/"
+
 // bindingObjectKey is the logical key of db's schema binding.
 func bindingObjectKey(db string) string {
-	return metaPrefix + "databases/" + db + ".json"
+	return bindingsPrefix + db + ".json"
+}
+
+// jsonObjectName returns the name in key, an object key prefix +
+// name + ".json" (a schema, a binding, data keys, a job record); false
+// when key is not of that form. The caller validates the name.
+func jsonObjectName(prefix, key string) (string, bool) {
+	name, ok := strings.CutPrefix(key, prefix)
+	if !ok {
+		return "", false
+	}
+	return strings.CutSuffix(name, ".json")
 }
 
 // authKeysObject is the logical object of the key store when -key-store is
@@ -86,14 +113,19 @@ const adminKeyObject = authPrefix + "admin.json"
 // reading any object.
 const revokedPrefix = authPrefix + "revoked/"
 
-// revocationObject is the object that records c's logout.
-func revocationObject(c sessionClaims) string {
-	return fmt.Sprintf("%s%020d-%s", revokedPrefix, c.expires.UnixNano(), hex.EncodeToString(c.id[:]))
+// revocationObject is the object that records the logout of the session
+// token id, which expires at expires.
+func revocationObject(expires time.Time, id [16]byte) string {
+	return fmt.Sprintf("%s%020d-%s", revokedPrefix, expires.UnixNano(), hex.EncodeToString(id[:]))
 }
 
-// parseRevocation parses the name of a revocation object (without its
-// prefix).
-func parseRevocation(name string) (expires time.Time, id [16]byte, ok bool) {
+// parseRevocation parses the key of a revocation object; false when it is
+// not one.
+func parseRevocation(key string) (expires time.Time, id [16]byte, ok bool) {
+	name, found := strings.CutPrefix(key, revokedPrefix)
+	if !found {
+		return time.Time{}, id, false
+	}
 	ns, idHex, found := strings.Cut(name, "-")
 	n, err := strconv.ParseInt(ns, 10, 64)
 	raw, herr := hex.DecodeString(idHex)
@@ -118,3 +150,6 @@ func dataKeysObjectKey(db string) string { return dataKeysPrefix + db + ".json" 
 
 // jobsPrefix holds one record per key job.
 const jobsPrefix = metaPrefix + "jobs/"
+
+// jobObjectKey is the logical key of the record of key job id.
+func jobObjectKey(id string) string { return jobsPrefix + id + ".json" }

@@ -24,7 +24,6 @@ import (
 	"log/slog"
 	"slices"
 	"sort"
-	"strings"
 	"time"
 )
 
@@ -173,7 +172,7 @@ func keyedDatabases(ctx context.Context, st store) ([]string, error) {
 		seen[db] = true
 	}
 	for _, k := range keys {
-		db, ok := strings.CutSuffix(strings.TrimPrefix(k, dataKeysPrefix), ".json")
+		db, ok := jsonObjectName(dataKeysPrefix, k)
 		if ok && validateDBName(db) == nil && !seen[db] {
 			seen[db] = true
 			dbs = append(dbs, db)

@@ -130,8 +130,8 @@ func (r *schemaRegistry) List(ctx context.Context) ([]string, error) {
 	}
 	ids := make([]string, 0, len(keys))
 	for _, k := range keys {
-		id, ok := strings.CutSuffix(strings.TrimPrefix(k, templatesPrefix), ".json")
-		if ok && strings.HasPrefix(k, templatesPrefix) && validateSchemaID(id) == nil {
+		id, ok := jsonObjectName(templatesPrefix, k)
+		if ok && validateSchemaID(id) == nil {
 			ids = append(ids, id)
 		}
 	}

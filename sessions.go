@@ -202,7 +202,7 @@ func (s *sessions) isRevoked(c sessionClaims) bool {
 // revoke logs out the token with claims c: durably first, then here.
 func (s *sessions) revoke(ctx context.Context, c sessionClaims) error {
 	if s.st != nil {
-		if err := s.st.Put(ctx, revocationObject(c), []byte("{}\n")); err != nil {
+		if err := s.st.Put(ctx, revocationObject(c.expires, c.id), []byte("{}\n")); err != nil {
 			return fmt.Errorf("revoke session: %w", err)
 		}
 	}
@@ -226,7 +226,7 @@ func (s *sessions) reload(ctx context.Context) error {
 	now := s.now()
 	revoked := make(map[[16]byte]time.Time, len(names))
 	for _, name := range names {
-		exp, id, ok := parseRevocation(strings.TrimPrefix(name, revokedPrefix))
+		exp, id, ok := parseRevocation(name)
 		if !ok {
 			continue // not ours; left alone
 		}
