@@ -1,10 +1,10 @@
 package main
 
-// The catalog: the main worker's account of what storage holds.
-// Databases' schema bindings (SPEC §10), stored with the data so that
-// every worker applies it, validation against them, and the listings of
-// databases and of a database's entity keys. The object keys it reads
-// and writes are layout.go's.
+// The catalog: the main worker's account of what storage holds. Databases'
+// schema bindings (API.md "Schema-bound databases"), stored with the data so
+// that every worker applies it, validation against them, and the listings of
+// databases and of a database's entity keys. The object keys it reads and
+// writes are layout.go's.
 
 import (
 	"bytes"

@@ -25,7 +25,8 @@ import (
 	pb "deltadatabase/proto"
 )
 
-// Cluster security (SPEC §11, README "Security model"): the main worker
+// Cluster security (ARCHITECTURE.md "Trust boundaries", README "Security
+// model"): the main worker
 // and its processing workers share a join token that never crosses the
 // wire. Every link between them is TLS 1.3; each side proves the token with
 // an HMAC over the connection's TLS exporter (RFC 9266), so a proof is

@@ -1,9 +1,9 @@
 package main
 
-// Conditional requests on entities (SPEC §10, RFC 9110 section 13): the
-// ETag of an entity is its version, quoted; If-Match and If-None-Match
-// headers guard single-entity writes, and the query parameters if_match and
-// if_none_match guard the keys of a multi-key PUT.
+// Conditional requests on entities (API.md "Versions and ETags", RFC 9110
+// section 13): the ETag of an entity is its version, quoted; If-Match and
+// If-None-Match headers guard single-entity writes, and the query parameters
+// if_match and if_none_match guard the keys of a multi-key PUT.
 
 import (
 	"fmt"

@@ -13,8 +13,8 @@ import (
 	"time"
 )
 
-// config is every flag of every role (SPEC §2). parseFlags fills it;
-// check rejects values that parse but make no sense.
+// config is every flag of every role (ARCHITECTURE.md "Roles"). parseFlags
+// fills it; check rejects values that parse but make no sense.
 type config struct {
 	// role is all, main or proc (-role; bench never reaches config).
 	role string

@@ -15,7 +15,8 @@ import (
 	"time"
 )
 
-// Entity envelope, one self-describing blob per entity (SPEC §4):
+// Entity envelope, one self-describing blob per entity (ARCHITECTURE.md
+// "Storage layout"):
 //
 //	offset  size  field
 //	0       4     magic "DDBE"

@@ -467,7 +467,8 @@ func TestWrapUnwrapKey(t *testing.T) {
 	}
 }
 
-// TestWrapKeyIsOAEPSHA256 checks the wire format of SPEC §5 rather than a
+// TestWrapKeyIsOAEPSHA256 checks the wire format of the key a worker
+// receives (ARCHITECTURE.md "Processing workers and routing") rather than a
 // round trip: wrapKey's output opens with crypto/rsa's OAEP over SHA-256
 // (and not SHA-1), and unwrapKey opens what crypto/rsa wraps with SHA-256.
 // A worker of another implementation depends on exactly this.

@@ -517,7 +517,7 @@ func (s *restServer) handleGetEntity(w http.ResponseWriter, r *http.Request, p p
 }
 
 // handlePatchEntity applies a merge patch or JSON Patch to one entity
-// (SPEC §10) and answers the patched document with its new ETag; a
+// (API.md "PATCH") and answers the patched document with its new ETag; a
 // principal without read gets {"status": "ok"} and the ETag instead.
 func (s *restServer) handlePatchEntity(w http.ResponseWriter, r *http.Request, p principal) error {
 	db, key, err := entityTarget(r)

@@ -125,7 +125,8 @@ func refusedAddr(t *testing.T) string {
 }
 
 // startNode starts the binary with args (plus -rest-addr, -grpc-addr and
-// -cluster-addr 127.0.0.1:0 unless given) and env, and waits until /health answers.
+// -cluster-addr 127.0.0.1:0 unless given) and env, and waits until /health
+// answers.
 func startNode(t *testing.T, env []string, args ...string) *node {
 	t.Helper()
 	n := launch(t, env, args...)
@@ -462,7 +463,8 @@ func jsonEqual(a, b []byte) bool {
 	return bytes.Equal(xa, ya)
 }
 
-// TestEntityAndSchemaStatusCodes checks every status of SPEC §3 for the
+// TestEntityAndSchemaStatusCodes checks every status API.md
+// ("Errors and request IDs") and openapi.json give the
 // entity and schema endpoints, and that each error body is {"error": ...}.
 func TestEntityAndSchemaStatusCodes(t *testing.T) {
 	n, dir := startDefault(t, "-rest-max-body-size=4096")

@@ -30,7 +30,8 @@ import (
 	"time"
 )
 
-// Logical object key prefixes, the same on every backend (SPEC §4).
+// Logical object key prefixes, the same on every backend (ARCHITECTURE.md
+// "Storage layout").
 const (
 	entitiesPrefix  = "files/"
 	templatesPrefix = "templates/"
@@ -100,7 +101,7 @@ func jsonObjectName(prefix, key string) (string, bool) {
 }
 
 // authKeysObject is the logical object of the key store when -key-store is
-// not given (SPEC §4).
+// not given.
 const authKeysObject = authPrefix + "keys.json"
 
 // adminKeyObject holds the SHA-256 of a generated admin key, so that the
@@ -136,7 +137,7 @@ func parseRevocation(key string) (expires time.Time, id [16]byte, ok bool) {
 	return time.Unix(0, n), id, true
 }
 
-// keyCheckObject holds the key check value and storage format (SPEC §7).
+// keyCheckObject holds the key check value and storage format (keycheck.go).
 const keyCheckObject = metaPrefix + "keycheck.json"
 
 // rotationObject exists while a master-key rotation is unfinished.

@@ -486,7 +486,7 @@ func addLocalWorker(cfg config, rt *router, st store, schemas *schemaRegistry, k
 
 // buildWorker builds the processing worker of -role=proc, or the
 // in-process one of -role=all, whose cache holds -cache-size entities when
-// that flag is given, else -entity-cache-size (SPEC §9).
+// that flag is given, else -entity-cache-size (ARCHITECTURE.md "Roles").
 func buildWorker(cfg config, st store, schemas *schemaRegistry, log *slog.Logger) (*worker, error) {
 	id := workerIDOrHost(cfg.workerID)
 	if err := validateDBName(id); err != nil {

@@ -6,7 +6,9 @@ import (
 	"flag"
 	"go/parser"
 	"go/token"
+	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -71,5 +73,51 @@ func TestPackageDocNamesEveryFile(t *testing.T) {
 		if !strings.HasSuffix(name, "_test.go") && !strings.Contains(doc, name) {
 			t.Errorf("main.go's package doc does not name %s: add a line saying what it owns", name)
 		}
+	}
+}
+
+// TestDocCitations: every citation of a section of ARCHITECTURE.md or
+// API.md in the code names a heading that exists there, and nothing cites
+// the product contract by its old section numbers, a file that is not in
+// the repository.
+func TestDocCitations(t *testing.T) {
+	headings := map[string]map[string]bool{}
+	for _, doc := range []string{"ARCHITECTURE.md", "API.md"} {
+		b, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		headings[doc] = map[string]bool{}
+		for _, line := range strings.Split(string(b), "\n") {
+			if h, ok := strings.CutPrefix(strings.TrimLeft(line, "#"), " "); ok && strings.HasPrefix(line, "#") {
+				headings[doc][h] = true
+			}
+		}
+	}
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cite := regexp.MustCompile(`(ARCHITECTURE\.md|API\.md) "([^"]+)"`)
+	joined := regexp.MustCompile(`\n\s*// `)
+	n := 0
+	for _, name := range append(files, "proto/deltadb.proto") {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src := joined.ReplaceAllString(string(b), " ")
+		if old := "SPEC" + " §"; strings.Contains(src, old) {
+			t.Errorf("%s cites %q: cite an ARCHITECTURE.md or API.md section instead", name, old)
+		}
+		for _, m := range cite.FindAllStringSubmatch(src, -1) {
+			n++
+			if !headings[m[1]][m[2]] {
+				t.Errorf("%s cites %s %q, which has no such heading", name, m[1], m[2])
+			}
+		}
+	}
+	if n == 0 {
+		t.Error("found no citations at all: the pattern is broken")
 	}
 }

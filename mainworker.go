@@ -26,9 +26,10 @@ import (
 	pb "deltadatabase/proto"
 )
 
-// mainService is the main worker's gRPC service (SPEC §5): workers
-// subscribe and heartbeat; client applications call Process with the same
-// credentials and permission rules as REST. It is safe for concurrent use.
+// mainService is the main worker's gRPC service (ARCHITECTURE.md "Processing
+// workers and routing"): workers subscribe and heartbeat; client applications
+// call Process with the same credentials and permission rules as REST. It is
+// safe for concurrent use.
 type mainService struct {
 	pb.UnimplementedMainWorkerServer
 	router    *router

@@ -1,7 +1,7 @@
 package main
 
-// Patches of one entity (SPEC §10), applied by the owning worker under the
-// entity's lock: JSON Merge Patch (RFC 7386) and JSON Patch (RFC 6902),
+// Patches of one entity (API.md "PATCH"), applied by the owning worker under
+// the entity's lock: JSON Merge Patch (RFC 7386) and JSON Patch (RFC 6902),
 // whose paths are JSON Pointers (RFC 6901).
 
 import (

@@ -106,8 +106,9 @@ func (w *worker) Process(ctx context.Context, req *pb.WorkerRequest) (*pb.Worker
 }
 
 // observeEpoch drops the cache when the main worker's routing epoch is newer
-// than the one the cache was filled under: while this worker did not own
-// some entities, another worker may have written them (SPEC §5).
+// than the one the cache was filled under: while this worker did not own some
+// entities, another worker may have written them (ARCHITECTURE.md "Processing
+// workers and routing").
 func (w *worker) observeEpoch(epoch uint64) {
 	w.epochMu.Lock()
 	defer w.epochMu.Unlock()

@@ -15,11 +15,11 @@ import (
 	"time"
 )
 
-// restServer is the main worker's REST API (SPEC §3) and web UI: the route
-// table, the middleware every request passes (request ID, canonical path,
-// authentication and authorization) and the one place that writes error
-// bodies. The handlers are in handlers.go. It is safe for concurrent use
-// once built by newRESTServer.
+// restServer is the main worker's REST API (README "API", API.md) and web UI:
+// the route table, the middleware every request passes (request ID, canonical
+// path, authentication and authorization) and the one place that writes error
+// bodies. The handlers are in handlers.go. It is safe for concurrent use once
+// built by newRESTServer.
 type restServer struct {
 	auth    *authenticator
 	proc    processor
@@ -74,7 +74,7 @@ func newRESTServer(auth *authenticator, proc processor, cat *catalog, schemas *s
 // written nothing.
 type handler func(w http.ResponseWriter, r *http.Request, p principal) error
 
-// routes is the route table: one line per route (SPEC §3).
+// routes is the route table: one line per route (openapi.json describes each).
 func (s *restServer) routes() {
 	s.mux.Handle("GET /health", s.open(s.handleHealth))
 	s.mux.Handle("GET /healthz", s.open(s.handleHealthz))
@@ -110,8 +110,8 @@ func (s *restServer) routes() {
 
 // ServeHTTP gives every request its ID (X-Request-ID, in the response
 // and the context), then refuses non-canonical paths before routing:
-// ServeMux would otherwise answer "/entity/../x" with a redirect, and SPEC
-// §3 wants a name with ".." to be a 400 wherever it arrives.
+// ServeMux would otherwise answer "/entity/../x" with a redirect, and a
+// name with ".." is a 400 wherever it arrives (API.md "Names").
 func (s *restServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := r.Header.Get("X-Request-ID")
 	if !saneRequestID(id) {

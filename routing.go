@@ -28,7 +28,8 @@ const (
 )
 
 // router is the main worker's data path: it picks the processing worker
-// for each entity and calls it (SPEC §5). It is safe for concurrent use.
+// for each entity and calls it (ARCHITECTURE.md "Processing workers
+// and routing"). It is safe for concurrent use.
 //
 // Placement is rendezvous hashing of (database, key) over the available
 // workers, so every entity has one owner whose cache stays warm without

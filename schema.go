@@ -20,15 +20,17 @@ import (
 )
 
 // schemaRegistry keeps JSON Schema templates in plaintext at
-// schemaObjectKey(id) and validates documents against them (SPEC §6).
+// schemaObjectKey(id) and validates documents against them (ARCHITECTURE.md
+// "Validation and schemas").
 //
 // Compiled schemas are cached by ID together with the SHA-256 of the bytes
-// they were compiled from (SPEC §6: compiled once, cached until replaced).
-// A Put through this registry replaces the cached schema at once. A cached
-// schema older than recheckEvery is checked against the stored bytes on its
-// next use and recompiled only when their hash changed, so a template
-// replaced by another process sharing the storage, or edited by hand, takes
-// effect within recheckEvery without a storage read per validation.
+// they were compiled from (ARCHITECTURE.md "Validation and schemas": compiled
+// once, cached until replaced). A Put through this registry replaces the
+// cached schema at once. A cached schema older than recheckEvery is checked
+// against the stored bytes on its next use and recompiled only when their hash
+// changed, so a template replaced by another process sharing the storage, or
+// edited by hand, takes effect within recheckEvery without a storage read per
+// validation.
 //
 // A schemaRegistry is safe for concurrent use. Create it with
 // newSchemaRegistry; the zero value is not usable.

@@ -1,6 +1,6 @@
 package main
 
-// Session tokens (SPEC §3 /api/login, /api/logout): stateless signed
+// Session tokens (API.md "Login and logout"): stateless signed
 // tokens, their revocation list and the per-key cap on live sessions.
 
 import (
@@ -167,8 +167,8 @@ func (s *sessions) mac(payload []byte, keyHash [32]byte) []byte {
 	return m.Sum(nil)
 }
 
-// parseSessionToken decodes token without checking its MAC (see verify); ok is false
-// when it is not a session token at all.
+// parseSessionToken decodes token without checking its MAC (see verify); ok is
+// false when it is not a session token at all.
 func parseSessionToken(token string) (c sessionClaims, payload, mac []byte, ok bool) {
 	rest, found := strings.CutPrefix(token, sessionTokenPrefix)
 	if !found || len(token) > maxSessionTokenLen {

@@ -7,8 +7,8 @@ import (
 	"strings"
 )
 
-// staticFiles is the web management UI (SPEC §8), embedded so the binary
-// serves it with no network access and no build step.
+// staticFiles is the web management UI (ARCHITECTURE.md "Roles"), embedded so
+// the binary serves it with no network access and no build step.
 //
 //go:embed static
 var staticFiles embed.FS

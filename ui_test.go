@@ -1,9 +1,9 @@
 package main
 
-// Browser tests of the web UI (SPEC §8, issue 6): the real binary serves
-// the embedded UI and Debian's Chromium drives it through chromedp. One
-// browser per test function, one tab per flow; every flow saves a
-// screenshot under its artifact dir (go test -artifacts keeps them) and
+// Browser tests of the web UI (ARCHITECTURE.md "Roles", issue 6): the real
+// binary serves the embedded UI and Debian's Chromium drives it through
+// chromedp. One browser per test function, one tab per flow; every flow saves
+// a screenshot under its artifact dir (go test -artifacts keeps them) and
 // fails on any console error or uncaught exception.
 
 import (

@@ -4,8 +4,9 @@
 #
 #   deploy/build-image.sh [TAG]     (default localhost/deltadatabase:dev)
 #
-# podman needs the settings of CONTAINERS.md on some machines (runc,
-# cgroupfs, no default ulimits); `docker` works too: CONTAINER_CLI=docker.
+# podman needs the settings of .ci/containers.conf on some machines (runc,
+# cgroupfs, no default ulimits: CONTAINERS_CONF=.ci/containers.conf);
+# `docker` works too: CONTAINER_CLI=docker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tag="${1:-localhost/deltadatabase:dev}"
