@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -50,20 +49,9 @@ func benchRole(args []string) bool {
 func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 	var b benchFlags
 	fs := flag.NewFlagSet("deltadatabase -role=bench", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	fs.String("role", "bench", "bench: the load tool")
 	b.register(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stderr)
-			fs.PrintDefaults()
-		}
-		return b, err
-	}
-	if fs.NArg() > 0 {
-		return b, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	return b, nil
+	return b, parseArgs(fs, args, stderr)
 }
 
 // register adds the bench flags to fs.

@@ -139,8 +139,6 @@ type s3Flags struct {
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("deltadatabase", flag.ContinueOnError)
-	// Errors come back as one line naming the flag; usage only for -h.
-	fs.SetOutput(io.Discard)
 	fs.StringVar(&c.role, "role", "all", "what to run: all, main or proc (or bench, the load tool, and backup, restore, verify, the storage tools: -role=bench -h and -role=backup -h list their flags)")
 	fs.StringVar(&c.grpcAddr, "grpc-addr", "", "gRPC listen address (default 127.0.0.1:50051; proc: 127.0.0.1:0)")
 	fs.StringVar(&c.restAddr, "rest-addr", "127.0.0.1:8080", "REST + UI listen address")
@@ -169,7 +167,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.workerID, "worker-id", "", "unique worker ID (default hostname)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", logFormatText, "log lines as text (key=value) or json (one object per line)")
-	fs.StringVar(&c.joinToken, "join-token", "", "cluster join secret, >= 32 bytes (env "+joinTokenEnv+"; visible in ps, prefer -join-token-file)")
+	fs.StringVar(&c.joinToken, "join-token", secretEnv(joinTokenEnv), "cluster join secret, >= 32 bytes (env "+joinTokenEnv+"; visible in ps, prefer -join-token-file)")
 	fs.StringVar(&c.joinTokenFile, "join-token-file", "", "file holding the cluster join secret")
 	fs.StringVar(&c.clusterAddr, "cluster-addr", "", "TLS listen address for workers (main, all; default 127.0.0.1:50052)")
 	fs.StringVar(&c.advertiseAddr, "advertise-addr", "", "address the main worker dials to reach this worker (proc; default the -grpc-addr listener's, whose unspecified host (0.0.0.0, ::) the main worker replaces with the address the subscription came from)")
@@ -188,31 +186,40 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	roleMap := fs.String("oidc-role-map", "", "claim values to permissions, e.g. ddb-reader=read,ddb-writer=read+write,ddb-admin=admin (default: read, write, admin as themselves)")
 	fs.DurationVar(&c.oidc.skew, "oidc-clock-skew", 30*time.Second, "clock difference tolerated on the exp, nbf and iat of OIDC tokens")
 	fs.BoolVar(&c.oidc.required, "oidc-required", false, "refuse to start when the OpenID provider cannot be reached")
+	if err := parseArgs(fs, args, stderr); err != nil {
+		return c, err
+	}
+	fs.Visit(func(f *flag.Flag) { c.cacheSizeSet = c.cacheSizeSet || f.Name == "cache-size" })
+	var err error
+	if c.trustedProxies, err = parseTrustedProxies(*trusted); err != nil {
+		return c, err
+	}
+	if c.oidc.roleMap, err = parseRoleMap(*roleMap); err != nil {
+		return c, err
+	}
+	if err := c.check(); err != nil {
+		return c, err
+	}
+	return c, c.loadJoinToken()
+}
+
+// parseArgs parses args with fs: the one way every flag set of ours
+// parses. An error comes back as one line naming the flag (the flag
+// package's own output is discarded); -h prints the flags to stderr and
+// returns flag.ErrHelp; an argument that is not a flag is an error.
+func parseArgs(fs *flag.FlagSet, args []string, stderr io.Writer) error {
+	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stderr)
 			fs.PrintDefaults()
 		}
-		return c, err
+		return err
 	}
 	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	fs.Visit(func(f *flag.Flag) { c.cacheSizeSet = c.cacheSizeSet || f.Name == "cache-size" })
-	var err error
-	if c.trustedProxies, err = parseTrustedProxies(*trusted); err != nil {
-		os.Unsetenv(joinTokenEnv)
-		return c, err
-	}
-	if c.oidc.roleMap, err = parseRoleMap(*roleMap); err != nil {
-		os.Unsetenv(joinTokenEnv)
-		return c, err
-	}
-	if err := c.check(); err != nil {
-		os.Unsetenv(joinTokenEnv)
-		return c, err
-	}
-	return c, c.loadJoinToken()
+	return nil
 }
 
 // storageFlags adds the storage flags (-shared-fs, -s3-*) to fs; the
@@ -237,22 +244,16 @@ func masterKeyFlags(fs *flag.FlagSet, c *config) {
 	fs.StringVar(&c.previousMasterKeyFile, "previous-master-key-file", "", "file holding the hex master key to rotate from")
 }
 
-// loadJoinToken takes the join token from -join-token, -join-token-file
-// or DELTADB_JOIN_TOKEN (cleared once read, so that no child process
-// inherits it) and checks its length.
+// loadJoinToken takes the join token from -join-token-file, or from
+// -join-token / DELTADB_JOIN_TOKEN (cleared once read, so that no child
+// process inherits it), and checks its length.
 func (c *config) loadJoinToken() error {
-	env := secretEnv(joinTokenEnv)
-	if c.joinTokenFile != "" {
-		if c.joinToken != "" {
-			return errors.New("-join-token-file: give -join-token or -join-token-file, not both")
-		}
-		b, err := os.ReadFile(c.joinTokenFile)
-		if err != nil {
-			return fmt.Errorf("-join-token-file: %w", err)
-		}
-		c.joinToken = strings.TrimSpace(string(b))
+	tok, _, err := secretFlag{name: "join-token", env: joinTokenEnv, what: "the join token",
+		value: c.joinToken, file: c.joinTokenFile}.read()
+	if err != nil {
+		return err
 	}
-	c.joinToken = cmp.Or(c.joinToken, strings.TrimSpace(env))
+	c.joinToken = strings.TrimSpace(tok)
 	switch {
 	case c.joinToken == "" && c.role != "all":
 		return fmt.Errorf("-join-token: -role=%s needs the cluster's join token; %s", c.role, joinTokenHint)

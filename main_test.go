@@ -6,6 +6,7 @@ import (
 	"flag"
 	"go/parser"
 	"go/token"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -119,5 +120,40 @@ func TestDocCitations(t *testing.T) {
 	}
 	if n == 0 {
 		t.Error("found no citations at all: the pattern is broken")
+	}
+}
+
+// TestSecretFlagOneWay: a secret given two ways (its flag or environment
+// variable, and its file) is refused, naming the file flag; one way it is
+// read, a file's white space trimmed; an empty file is refused.
+func TestSecretFlagOneWay(t *testing.T) {
+	dir := t.TempDir()
+	full, empty := filepath.Join(dir, "full"), filepath.Join(dir, "empty")
+	if err := os.WriteFile(full, []byte("  s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		value, file, want, wantErr string
+	}{
+		{"", "", "", ""},
+		{"flag", "", "flag", ""},
+		{"", full, "s3cret", ""},
+		{"flag", full, "", "-join-token-file: give the join token once, not also with -join-token or " + joinTokenEnv},
+		{"", empty, "", "the file is empty"},
+		{"", filepath.Join(dir, "missing"), "", "-join-token-file: open"},
+	} {
+		got, _, err := secretFlag{name: "join-token", env: joinTokenEnv, what: "the join token", value: tc.value, file: tc.file}.read()
+		if got != tc.want || (err == nil) != (tc.wantErr == "") || err != nil && !strings.Contains(err.Error(), tc.wantErr) {
+			t.Errorf("read(value %q, file %q) = %q, %v; want %q, error containing %q", tc.value, tc.file, got, err, tc.want, tc.wantErr)
+		}
+	}
+	// The server's flags: DELTADB_JOIN_TOKEN and -join-token-file together
+	// are refused too (the environment is the flag's default).
+	t.Setenv(joinTokenEnv, strings.Repeat("ab", 32))
+	if _, err := parseFlags([]string{"-role=main", "-join-token-file=" + full}, io.Discard); err == nil || !strings.Contains(err.Error(), "not also with") {
+		t.Errorf("parseFlags with %s and -join-token-file = %v, want refused", joinTokenEnv, err)
 	}
 }
