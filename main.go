@@ -16,7 +16,8 @@
 // Files, top-down (one flat package; each file owns one concern):
 //
 //	main.go        this map; building every role
-//	config.go      the flags of the server roles (config), their checks
+//	config.go      the flags of the server roles (config), their checks;
+//	               parseArgs, the one parse of every flag set
 //	bench.go       -role=bench, the load tool, with its own flag set
 //	backup.go      -role=backup and -role=restore, the storage tools' flag
 //	               set
