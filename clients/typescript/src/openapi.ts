@@ -557,14 +557,20 @@ export interface components {
             from?: string;
             value?: unknown;
         };
+        /** @description A key job: a rekey of one database (POST /admin/databases/{db}/rekey) or a master-key rotation (started by a main worker that starts with -previous-master-key). */
         KeyJob: {
             id: string;
-            kind: string;
-            database: string;
-            state: string;
-            /** @description The step a running job is at */
+            /** @enum {string} */
+            kind: "rekey" | "rotate";
+            /** @description The database a rekey rewrites; absent for a rotation, which rewrites every database */
+            database?: string;
+            /** @enum {string} */
+            state: "running" | "done" | "failed";
+            /** @description The step a running job is at: switch, reencrypt or retire for a rekey, rewrap for a rotation */
             phase?: string;
+            /** @description What the job rewrote: a rekey's entities, a rotation's databases */
             done: number;
+            /** @description What the job has to rewrite: 0 until listed */
             total: number;
             error?: string;
             /** Format: date-time */
