@@ -51,18 +51,6 @@ func (c *catalog) wrote(db, key string, deleted bool, err error) {
 	}
 }
 
-// nothingWritten reports whether a write that failed with err certainly
-// left storage as it was: it was refused before anything was written.
-func nothingWritten(err error) bool {
-	for _, e := range []error{errInvalid, errNotFound, errPrecondition, errPatchConflict, errTooLarge,
-		errUnsupportedMedia, errForbidden, errUnauthenticated} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
-}
-
 // Logical object key prefixes, the same on every backend (SPEC §4).
 const (
 	entitiesPrefix  = "files/"

@@ -26,14 +26,16 @@
 //	               database, format and failure
 //	progress.go    the storage tools' progress: a bar on a terminal,
 //	               lines otherwise
-//	errors.go      every sentinel error; requestError, the sentence a
-//	               client may see, kept apart from the cause that is logged
+//	errors.go      every sentinel error and errorTable, what each means
+//	               (HTTP status, gRPC code, sentence, nothing written);
+//	               requestError, the sentence a client may see, kept
+//	               apart from the cause that is logged
 //	budget.go      the request budgets (document size, patch operations,
 //	               keys per PUT, JSON nesting, validation time, $ref
 //	               expansion of schemas) and the UTF-8 check of bodies
 //	requestid.go   the request ID in the context
 //	rest.go        the REST server: route table, middleware (request ID,
-//	               authentication, authorization), writeError/statusOf,
+//	               authentication, authorization), writeError,
 //	               the one JSON body decoder
 //	handlers.go    the REST handlers; they return errors, rest.go writes them
 //	observe.go     what each finished REST request leaves for the access
@@ -63,8 +65,7 @@
 //	               the client's view of deltadb.proto
 //	routing.go     the router: rendezvous hashing, batches, epochs, and
 //	               the main worker's stub for remote workers (call signing)
-//	proc.go        the processing worker, its gRPC server, the subscriber,
-//	               the gRPC code table
+//	proc.go        the processing worker, its gRPC server, the subscriber
 //	cluster.go     cluster security: the join token, its proofs bound to
 //	               the TLS exporter, TLS identities and pinning, the
 //	               replay window of main-to-worker calls

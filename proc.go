@@ -498,48 +498,6 @@ func (s *workerServer) failure(ctx context.Context, err error) error {
 	return status.Error(grpcCode(err), msg)
 }
 
-// grpcCodes pairs each sentinel error with its gRPC code: the one place
-// where the two meet. grpcCode takes the first sentinel that matches an
-// error; errorFromStatus the first code that matches a status.
-var grpcCodes = []struct {
-	err  error
-	code codes.Code
-}{
-	{errUnauthenticated, codes.Unauthenticated},
-	{errForbidden, codes.PermissionDenied},
-	{errTooLarge, codes.ResourceExhausted},
-	{errRateLimited, codes.ResourceExhausted},
-	{errInvalid, codes.InvalidArgument},
-	{errNotFound, codes.NotFound},
-	{errPrecondition, codes.FailedPrecondition},
-	{errPatchConflict, codes.Aborted},
-	{errUnavailable, codes.Unavailable},
-	{errUnavailable, codes.DeadlineExceeded},
-	{errCorrupt, codes.DataLoss},
-}
-
-// grpcCode maps an error to its gRPC code (Internal when no sentinel
-// matches).
-func grpcCode(err error) codes.Code {
-	for _, m := range grpcCodes {
-		if errors.Is(err, m.err) {
-			return m.code
-		}
-	}
-	return codes.Internal
-}
-
-// sentinelOf returns the sentinel error gRPC code c stands for, nil for
-// Internal and codes not in the table.
-func sentinelOf(c codes.Code) error {
-	for _, m := range grpcCodes {
-		if c == m.code {
-			return m.err
-		}
-	}
-	return nil
-}
-
 // clientStatus is the status a client application gets from
 // MainWorker.Process for err: the mapped code, the sentence a REST client
 // would get (publicMessage), and a ProcessResponse detail with status

@@ -291,37 +291,6 @@ func decodeJSONBody(body []byte, v any, shape string) error {
 	}
 }
 
-// statusOf maps an error to its HTTP status: the one place where sentinel
-// errors become status codes.
-func statusOf(err error) int {
-	switch {
-	case errors.Is(err, errUnauthenticated):
-		return http.StatusUnauthorized
-	case errors.Is(err, errForbidden):
-		return http.StatusForbidden
-	case errors.Is(err, errRateLimited):
-		return http.StatusTooManyRequests
-	case errors.Is(err, errTooLarge):
-		return http.StatusRequestEntityTooLarge
-	case errors.Is(err, errInvalid):
-		return http.StatusBadRequest
-	case errors.Is(err, errNotFound):
-		return http.StatusNotFound
-	case errors.Is(err, errPrecondition):
-		return http.StatusPreconditionFailed
-	case errors.Is(err, errPatchConflict), errors.Is(err, errConflict):
-		return http.StatusConflict
-	case errors.Is(err, errUnsupportedMedia):
-		return http.StatusUnsupportedMediaType
-	case errors.Is(err, errMethod):
-		return http.StatusMethodNotAllowed
-	case errors.Is(err, errUnavailable):
-		return http.StatusServiceUnavailable
-	default:
-		return http.StatusInternalServerError
-	}
-}
-
 // writeError answers err: {"error": sentence} with its status, where the
 // sentence is publicMessage's (never the internal chain). It is the one
 // place that writes error bodies. A 401 names the scheme
