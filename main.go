@@ -37,7 +37,12 @@
 //	rest.go        the REST server: route table, middleware (request ID,
 //	               authentication, authorization), writeError,
 //	               the one JSON body decoder
-//	handlers.go    the REST handlers; they return errors, rest.go writes them
+//	handlers.go    the REST handlers of health, sessions, API keys,
+//	               schemas and admin routes; they return errors, rest.go
+//	               writes them
+//	entities.go    the REST handlers of entities (/entity/{db}, get many)
+//	databases.go   the REST handlers of databases: bindings, deletion,
+//	               key listings
 //	observe.go     what each finished REST request leaves for the access
 //	               log and the metrics (route, status, bytes, duration)
 //	logging.go     -log-format, the request ID on every line logged for a
