@@ -3,11 +3,9 @@ package main
 // The catalog: the only code above the store that knows the storage
 // layout. It owns the logical object keys (entity-name encoding, schema
 // and binding objects), databases' schema bindings (SPEC §10), stored
-// with the data so that every worker applies it, validation against them,
-// and the listings of databases and of a database's entity keys.
+// with the data so that every worker applies it, and the listings of databases and of a database's entity keys.
 
 import (
-	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -137,12 +135,6 @@ const recheckEvery = time.Second
 type bindings struct {
 	st  store
 	now func() time.Time
-
-	// changes serialises, within this process, a binding's check that its
-	// schema exists and its write with a schema's check that nothing is
-	// bound to it and its deletion: held by restServer.bind and
-	// handleDeleteSchema, never by the methods of bindings.
-	changes sync.Mutex
 
 	mu sync.Mutex
 	m  map[string]cachedBinding // by database
@@ -288,34 +280,4 @@ func (b *bindings) schemasFor(ctx context.Context, db, explicit string) ([]strin
 		}
 	}
 	return ids, nil
-}
-
-// validateDoc checks doc against every schema of ids. An unknown schema is
-// errInvalid, naming it; a mismatch is the schema's *validationError.
-func validateDoc(ctx context.Context, schemas *schemaRegistry, ids []string, doc []byte) error {
-	for _, id := range ids {
-		err := schemas.Validate(ctx, id, doc)
-		if errors.Is(err, errNotFound) {
-			return reqErrorf(errInvalid, "unknown schema %q", id)
-		}
-		if err != nil {
-			return reqPrefixf(err, "schema %q", id)
-		}
-	}
-	return nil
-}
-
-// checkDocument is the main worker's one check of a document on its way to
-// storage: it must be one JSON value, and match every schema of ids. It
-// returns the document without insignificant whitespace, which the worker
-// stores as is.
-func checkDocument(ctx context.Context, schemas *schemaRegistry, ids []string, doc []byte) ([]byte, error) {
-	var buf bytes.Buffer
-	if err := json.Compact(&buf, doc); err != nil || buf.Len() == 0 {
-		return nil, reqErrorf(errInvalid, "document is not valid JSON")
-	}
-	if err := validateDoc(ctx, schemas, ids, buf.Bytes()); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
 }

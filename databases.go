@@ -2,65 +2,41 @@ package main
 
 // The REST handlers of databases: GET /api/databases, GET, PUT and DELETE
 // /api/databases/{db} (schema bindings, deletion) and the listing of a
-// database's entity keys.
+// database's entity keys. They translate HTTP to calls of the data plane
+// (dataplane.go) and its answers back.
 
 import (
-	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"unicode/utf8"
-
-	pb "deltadatabase/proto"
 )
 
+// handleListDatabases lists the databases the principal may use.
 func (s *restServer) handleListDatabases(w http.ResponseWriter, r *http.Request, p principal) error {
-	dbs, err := s.catalog.listDatabases(r.Context())
+	dbs, err := s.data.listDatabases(r.Context(), p)
 	if err != nil {
 		return err
 	}
-	visible := dbs[:0]
-	for _, db := range dbs {
-		if p.allowsDB(db) {
-			visible = append(visible, db)
-		}
-	}
-	writeJSON(w, http.StatusOK, visible)
+	writeJSON(w, http.StatusOK, dbs)
 	return nil
-}
-
-// databaseInfo is the answer of GET and PUT /api/databases/{db}.
-type databaseInfo struct {
-	Name     string  `json:"name"`
-	Schema   *string `json:"schema"` // null when not bound
-	Entities int     `json:"entities"`
 }
 
 // handleGetDatabase answers a database's binding and entity count; 404
 // when it has neither entities nor a binding.
 func (s *restServer) handleGetDatabase(w http.ResponseWriter, r *http.Request, p principal) error {
-	db, err := pathDB(r)
+	info, err := s.data.database(r.Context(), r.PathValue("db"))
 	if err != nil {
 		return err
-	}
-	info, err := s.databaseInfo(r.Context(), db)
-	if err != nil {
-		return err
-	}
-	if info.Entities == 0 && info.Schema == nil {
-		return reqErrorf(errNotFound, "database %q has no entities and no schema binding", db)
 	}
 	writeJSON(w, http.StatusOK, info)
 	return nil
 }
 
 // handlePutDatabase binds a database to a schema ({"schema": ID}) or
-// unbinds it ({"schema": null} or {"schema": ""}). Existing entities are
-// not validated again; every later write is.
+// unbinds it ({"schema": null} or {"schema": ""}).
 func (s *restServer) handlePutDatabase(w http.ResponseWriter, r *http.Request, p principal) error {
 	db, err := pathDB(r)
 	if err != nil {
@@ -74,14 +50,11 @@ func (s *restServer) handlePutDatabase(w http.ResponseWriter, r *http.Request, p
 	if err != nil {
 		return err
 	}
-	if err := s.bind(r.Context(), db, id); err != nil {
-		return err
-	}
-	s.log.InfoContext(r.Context(), "database binding set", attrDB, db, attrSchema, id, attrClient, p.clientID)
-	info, err := s.databaseInfo(r.Context(), db)
+	info, err := s.data.bind(r.Context(), db, id)
 	if err != nil {
 		return err
 	}
+	s.log.InfoContext(r.Context(), "database binding set", attrDB, db, attrSchema, id, attrClient, p.clientID)
 	writeJSON(w, http.StatusOK, info)
 	return nil
 }
@@ -108,86 +81,11 @@ func decodeBindingBody(body []byte) (string, error) {
 	return *id, nil
 }
 
-// bind stores (id != "") or removes (id == "") db's binding. Binding to an
-// unknown schema is errInvalid.
-func (s *restServer) bind(ctx context.Context, db, id string) error {
-	s.catalog.bindings.changes.Lock()
-	defer s.catalog.bindings.changes.Unlock()
-	if id == "" {
-		return s.catalog.bindings.set(ctx, db, "")
-	}
-	if err := validateSchemaID(id); err != nil {
-		return err
-	}
-	if _, err := s.schemas.Get(ctx, id); errors.Is(err, errNotFound) {
-		return reqErrorf(errInvalid, "unknown schema %q", id)
-	} else if err != nil {
-		return fmt.Errorf("bind %s: %w", db, err)
-	}
-	return s.catalog.bindings.set(ctx, db, id)
-}
-
-// databaseInfo reads db's binding and counts its entities (from the key
-// index).
-func (s *restServer) databaseInfo(ctx context.Context, db string) (databaseInfo, error) {
-	id, err := s.catalog.bindings.get(ctx, db)
-	if err != nil {
-		return databaseInfo{}, err
-	}
-	n, err := s.catalog.keys.count(ctx, db)
-	if err != nil {
-		return databaseInfo{}, fmt.Errorf("count entities of %s: %w", db, err)
-	}
-	info := databaseInfo{Name: db, Entities: n}
-	if id != "" {
-		info.Schema = &id
-	}
-	return info, nil
-}
-
 // keyPage is the answer of GET /api/databases/{db}/keys.
 type keyPage struct {
 	Keys []string `json:"keys"`
 	// Next is the cursor of the following page; absent on the last page.
 	Next string `json:"next,omitempty"`
-}
-
-// handleListEntityKeys lists a database's entity keys in key (byte) order, one
-// page at a time, from the key index: O(page size) once the database is
-// indexed. The cursor is the last key of the previous page, so a
-// key appears at most once across pages whatever is written meanwhile,
-// and every key that exists throughout the listing appears.
-func (s *restServer) handleListEntityKeys(w http.ResponseWriter, r *http.Request, p principal) error {
-	db, err := pathDB(r)
-	if err != nil {
-		return err
-	}
-	prefix, limit, after, err := listParams(r)
-	if err != nil {
-		return err
-	}
-	docs, err := boolParam(r, "include_docs")
-	if err != nil {
-		return err
-	}
-	keys, more, err := s.catalog.keys.page(r.Context(), db, prefix, after, limit)
-	if err != nil {
-		return fmt.Errorf("list keys of %s: %w", db, err)
-	}
-	page := keyPage{Keys: keys}
-	if more {
-		page.Next = encodeCursor(keys[len(keys)-1])
-	}
-	if !docs {
-		writeJSON(w, http.StatusOK, page)
-		return nil
-	}
-	items, err := s.keyItems(r.Context(), db, keys)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, docPage{Items: items, Next: page.Next})
-	return nil
 }
 
 // docPage is the answer of GET /api/databases/{db}/keys?include_docs=true.
@@ -197,27 +95,37 @@ type docPage struct {
 	Next string `json:"next,omitempty"`
 }
 
-// keyItem is one entity of a docPage.
-type keyItem struct {
-	Key  string          `json:"key"`
-	ETag string          `json:"etag"`
-	Doc  json.RawMessage `json:"doc"`
-}
-
-// keyItems reads the entities of a page of keys. One deleted since the
-// page was listed is left out.
-func (s *restServer) keyItems(ctx context.Context, db string, keys []string) ([]keyItem, error) {
-	items := make([]keyItem, 0, len(keys))
-	for _, k := range keys {
-		doc, etag, found, err := s.readEntity(ctx, db, k)
-		if err != nil {
-			return nil, err
-		}
-		if found {
-			items = append(items, keyItem{Key: k, ETag: etag, Doc: doc})
-		}
+// handleListEntityKeys lists a database's entity keys in key order, one
+// page at a time (see dataPlane.listKeys), with their documents when
+// ?include_docs=true.
+func (s *restServer) handleListEntityKeys(w http.ResponseWriter, r *http.Request, p principal) error {
+	q, err := listParams(r)
+	if err != nil {
+		return err
 	}
-	return items, nil
+	docs, err := boolParam(r, "include_docs")
+	if err != nil {
+		return err
+	}
+	db := r.PathValue("db")
+	keys, more, err := s.data.listKeys(r.Context(), db, q)
+	if err != nil {
+		return err
+	}
+	var next string
+	if more {
+		next = encodeCursor(keys[len(keys)-1])
+	}
+	if !docs {
+		writeJSON(w, http.StatusOK, keyPage{Keys: keys, Next: next})
+		return nil
+	}
+	items, err := s.data.readEntities(r.Context(), db, keys)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, docPage{Items: items, Next: next})
+	return nil
 }
 
 // boolParam reads the query parameter name as true or false; absent is
@@ -236,26 +144,29 @@ func boolParam(r *http.Request, name string) (bool, error) {
 
 // listParams reads ?prefix=, ?limit= and ?cursor= of a listing: the key
 // prefix, the page size and the key to start after ("" for the start).
-func listParams(r *http.Request) (prefix string, limit int, after string, err error) {
+func listParams(r *http.Request) (keyQuery, error) {
 	q := r.URL.Query()
-	prefix, limit = q.Get("prefix"), defaultListLimit
-	if prefix != "" {
-		if err := validateEntityKey(prefix); err != nil {
-			return "", 0, "", reqPrefixf(err, "prefix")
+	k := keyQuery{prefix: q.Get("prefix"), limit: defaultListLimit}
+	if k.prefix != "" {
+		if err := validateEntityKey(k.prefix); err != nil {
+			return keyQuery{}, reqPrefixf(err, "prefix")
 		}
 	}
 	if q.Has("limit") {
-		limit, err = strconv.Atoi(q.Get("limit"))
-		if err != nil || limit < 1 || limit > maxListLimit {
-			return "", 0, "", reqErrorf(errInvalid, "limit %q: want a number from 1 to %d", q.Get("limit"), maxListLimit)
+		n, err := strconv.Atoi(q.Get("limit"))
+		if err != nil || n < 1 || n > maxListLimit {
+			return keyQuery{}, reqErrorf(errInvalid, "limit %q: want a number from 1 to %d", q.Get("limit"), maxListLimit)
 		}
+		k.limit = n
 	}
 	if q.Has("cursor") {
-		if after, err = decodeCursor(q.Get("cursor")); err != nil {
-			return "", 0, "", err
+		after, err := decodeCursor(q.Get("cursor"))
+		if err != nil {
+			return keyQuery{}, err
 		}
+		k.after = after
 	}
-	return prefix, limit, after, nil
+	return k, nil
 }
 
 // encodeCursor makes the opaque cursor that resumes a listing after key:
@@ -275,65 +186,15 @@ func decodeCursor(c string) (string, error) {
 }
 
 // handleDeleteDatabase is DELETE /api/databases/{db}: it deletes every
-// entity of db, each through the write path of a single DELETE (entity
-// lock, owner's cache, durable before counted, key index), then the
-// binding, and answers {"deleted": N}. A run cut short (a crash, a lost
-// client) leaves some entities; repeating the request deletes the rest,
-// and deleting a database that has nothing left answers 0.
+// entity and then the binding (dataPlane.deleteDatabase) and answers
+// {"deleted": N}; repeating it after a run cut short deletes the rest.
 func (s *restServer) handleDeleteDatabase(w http.ResponseWriter, r *http.Request, p principal) error {
-	db, err := pathDB(r)
+	db := r.PathValue("db")
+	n, err := s.data.deleteDatabase(r.Context(), db)
 	if err != nil {
-		return err
-	}
-	n, err := s.deleteEntities(r.Context(), db)
-	if err != nil {
-		return fmt.Errorf("delete database %s after %d entities: %w", db, n, err)
-	}
-	if err := s.bind(r.Context(), db, ""); err != nil {
 		return err
 	}
 	s.log.InfoContext(r.Context(), "database deleted", attrDB, db, slog.Int("count", n), attrClient, p.clientID)
 	writeJSON(w, http.StatusOK, map[string]int{"deleted": n})
 	return nil
-}
-
-// deleteEntities deletes db's entities and returns how many it deleted.
-// It walks the key index page by page, then walks it again while a walk
-// still deleted something, so that entities written meanwhile go too; an
-// entity already gone (deleted meanwhile) is not counted.
-func (s *restServer) deleteEntities(ctx context.Context, db string) (int, error) {
-	total := 0
-	for {
-		n, err := s.deletePass(ctx, db)
-		total += n
-		if err != nil || n == 0 {
-			return total, err
-		}
-	}
-}
-
-// deletePass deletes the entities the key index lists for db, one page
-// after another, each through the write path of a single DELETE.
-func (s *restServer) deletePass(ctx context.Context, db string) (int, error) {
-	n, after := 0, ""
-	for {
-		keys, more, err := s.catalog.keys.page(ctx, db, "", after, maxListLimit)
-		if err != nil {
-			return n, err
-		}
-		for _, k := range keys {
-			_, err := s.proc.Process(ctx, &pb.EntityOp{DatabaseName: db, EntityKey: k, Operation: pb.Operation_DELETE})
-			switch {
-			case err == nil:
-				n++
-			case errors.Is(err, errNotFound):
-			default:
-				return n, fmt.Errorf("delete entity %q: %w", k, err)
-			}
-		}
-		if !more {
-			return n, nil
-		}
-		after = keys[len(keys)-1]
-	}
 }

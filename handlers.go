@@ -7,13 +7,9 @@ package main
 // carries its sentence (reqErrorf).
 
 import (
-	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
-	"strconv"
-	"strings"
 )
 
 func (s *restServer) handleHealth(w http.ResponseWriter, r *http.Request, _ principal) error {
@@ -167,8 +163,9 @@ func (s *restServer) handleRekey(w http.ResponseWriter, r *http.Request, _ princ
 	return nil
 }
 
+// handleListSchemas lists the stored schema IDs.
 func (s *restServer) handleListSchemas(w http.ResponseWriter, r *http.Request, _ principal) error {
-	ids, err := s.schemas.List(r.Context())
+	ids, err := s.data.schemaIDs(r.Context())
 	if err != nil {
 		return err
 	}
@@ -176,23 +173,18 @@ func (s *restServer) handleListSchemas(w http.ResponseWriter, r *http.Request, _
 	return nil
 }
 
+// handleGetSchema answers a schema as stored.
 func (s *restServer) handleGetSchema(w http.ResponseWriter, r *http.Request, _ principal) error {
-	id := r.PathValue("id")
-	if err := validateSchemaID(id); err != nil {
-		return err
-	}
-	raw, err := s.schemas.Get(r.Context(), id)
-	if errors.Is(err, errNotFound) {
-		return reqErrorf(errNotFound, "schema %q not found", id)
-	}
+	raw, err := s.data.schema(r.Context(), r.PathValue("id"))
 	if err != nil {
-		return fmt.Errorf("schema %s: %w", id, err)
+		return err
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Write(raw)
 	return nil
 }
 
+// handlePutSchema stores the body as schema {id}.
 func (s *restServer) handlePutSchema(w http.ResponseWriter, r *http.Request, p principal) error {
 	id := r.PathValue("id")
 	if err := validateSchemaID(id); err != nil {
@@ -202,31 +194,11 @@ func (s *restServer) handlePutSchema(w http.ResponseWriter, r *http.Request, p p
 	if err != nil {
 		return err
 	}
-	if err := s.schemaInScope(r.Context(), p, id); err != nil {
+	if err := s.data.putSchema(r.Context(), p, id, body); err != nil {
 		return err
-	}
-	if err := s.schemas.Put(r.Context(), id, body); err != nil {
-		return fmt.Errorf("schema %s: %w", id, err)
 	}
 	s.log.InfoContext(r.Context(), "schema stored", attrSchema, id, attrClient, p.clientID)
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	return nil
-}
-
-// schemaInScope refuses a principal limited to some databases the
-// schema id when a database outside its limit is bound to it: replacing
-// it would change what that database accepts.
-func (s *restServer) schemaInScope(ctx context.Context, p principal, id string) error {
-	if p.admin || p.databases == nil {
-		return nil
-	}
-	db, err := s.catalog.bindings.boundOutside(ctx, id, p.allowsDB)
-	if err != nil {
-		return err
-	}
-	if db != "" {
-		return reqErrorf(errForbidden, "schema %q is bound to database %q, which this credential may not access", id, db)
-	}
 	return nil
 }
 
@@ -234,52 +206,12 @@ func (s *restServer) schemaInScope(ctx context.Context, p principal, id string) 
 // unless a database is still bound to it (409 naming them).
 func (s *restServer) handleDeleteSchema(w http.ResponseWriter, r *http.Request, p principal) error {
 	id := r.PathValue("id")
-	if err := validateSchemaID(id); err != nil {
-		return err
-	}
-	if err := s.schemaInScope(r.Context(), p, id); err != nil {
-		return err
-	}
-	b := s.catalog.bindings
-	b.changes.Lock()
-	defer b.changes.Unlock()
-	dbs, err := b.boundTo(r.Context(), id)
-	if err != nil {
-		return fmt.Errorf("delete schema %s: %w", id, err)
-	}
-	if len(dbs) > 0 {
-		return reqErrorf(errConflict, "schema %q is still bound to %s; unbind first (PUT /api/databases/{db} with {\"schema\": null})", id, nameList("database", dbs))
-	}
-	err = s.schemas.Delete(r.Context(), id)
-	if errors.Is(err, errNotFound) {
-		return reqErrorf(errNotFound, "schema %q not found", id)
-	}
-	if err != nil {
+	if err := s.data.deleteSchema(r.Context(), p, id); err != nil {
 		return err
 	}
 	s.log.InfoContext(r.Context(), "schema deleted", attrSchema, id, attrClient, p.clientID)
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	return nil
-}
-
-// maxNamesListed is the most names an error sentence lists.
-const maxNamesListed = 10
-
-// nameList renders names for a sentence: `database "a"`, `databases "a",
-// "b" and 3 more`.
-func nameList(noun string, names []string) string {
-	if len(names) == 1 {
-		return fmt.Sprintf("%s %q", noun, names[0])
-	}
-	quoted := make([]string, 0, maxNamesListed)
-	for _, n := range names[:min(len(names), maxNamesListed)] {
-		quoted = append(quoted, strconv.Quote(n))
-	}
-	out := noun + "s " + strings.Join(quoted, ", ")
-	if more := len(names) - len(quoted); more > 0 {
-		out += fmt.Sprintf(" and %d more", more)
-	}
-	return out
 }
 
 // validateAnswer is the answer of POST /schema/{id}/validate.
@@ -303,10 +235,7 @@ func (s *restServer) handleValidate(w http.ResponseWriter, r *http.Request, p pr
 	if err != nil {
 		return err
 	}
-	if err := s.lim.checkDocumentSize("document", len(body)); err != nil {
-		return err
-	}
-	err = s.schemas.Validate(r.Context(), id, body)
+	err = s.data.checkAgainst(r.Context(), id, body)
 	var ve *validationError
 	switch {
 	case err == nil:
@@ -315,8 +244,6 @@ func (s *restServer) handleValidate(w http.ResponseWriter, r *http.Request, p pr
 	case errors.As(err, &ve):
 		writeJSON(w, http.StatusUnprocessableEntity, validateAnswer{Errors: ve.Issues, Omitted: ve.Omitted})
 		return nil
-	case errors.Is(err, errNotFound):
-		return reqErrorf(errNotFound, "schema %q not found", id)
 	default:
 		return err
 	}

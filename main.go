@@ -43,6 +43,10 @@
 //	entities.go    the REST handlers of entities (/entity/{db}, get many)
 //	databases.go   the REST handlers of databases: bindings, deletion,
 //	               key listings
+//	dataplane.go   the data plane: every entity, database and schema
+//	               operation of both front ends (REST, gRPC Process):
+//	               names, budgets, schema resolution, one validation,
+//	               preconditions, routing, what a principal may see
 //	observe.go     what each finished REST request leaves for the access
 //	               log and the metrics (route, status, bytes, duration)
 //	logging.go     -log-format, the request ID on every line logged for a
@@ -80,8 +84,7 @@
 //	patch.go       JSON Merge Patch and JSON Patch
 //	schema.go      the JSON Schema registry and validation
 //	catalog.go     the storage layout above the store: object keys, schema
-//	               bindings (cached), document validation, database and key
-//	               listings
+//	               bindings (cached), database and key listings
 //	keyindex.go    the in-memory index of each database's entity keys that
 //	               listings page through
 //	names.go       validation of database names, schema IDs and entity keys
@@ -248,8 +251,9 @@ func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger
 	}
 	registerAuthMetrics(reg, auth)
 	gm := newGRPCMetrics(reg)
-	svc := &mainService{router: rt, auth: auth, catalog: cat, schemas: schemas, master: keys.master, keyID: cfg.keyID, workerTTL: cfg.workerTTL,
-		every: heartbeatEvery, maxMsg: cfg.grpcMaxRecv, lim: cfg.budgets(), rand: cryptoRand, now: time.Now, log: log,
+	data := newDataPlane(rt, cat, schemas, cfg.budgets())
+	svc := &mainService{router: rt, auth: auth, data: data, master: keys.master, keyID: cfg.keyID, workerTTL: cfg.workerTTL,
+		every: heartbeatEvery, maxMsg: cfg.grpcMaxRecv, rand: cryptoRand, now: time.Now, log: log,
 		tokens: map[[32]byte]string{}, ring: ring, previous: keys.previous, previousID: keys.previousID}
 	clientTLS, err := loadClientTLS(cfg)
 	if err != nil {
@@ -298,8 +302,7 @@ func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger
 			}
 		}()
 	}
-	rest := newRESTServer(auth, rt, cat, schemas, rt.list, cfg.restMaxBody, log)
-	rest.lim = cfg.budgets()
+	rest := newRESTServer(auth, data, rt.list, cfg.restMaxBody, log)
 	rest.setMetrics(reg)
 	rest.jobs = newKeyJobs(mctx, st, ring, cfg.keyJobRate, svc.waitKeysEpoch, log)
 	if err := rest.jobs.resume(); err != nil {

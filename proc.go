@@ -238,7 +238,7 @@ func (w *worker) patch(ctx context.Context, s *keyring, op *pb.EntityOp, owner b
 		}
 		doc, err := applyPatch(ct, cur.doc, op.GetPayload(), w.lim)
 		if err == nil {
-			err = validateDoc(ctx, w.schemas, op.GetSchemaIds(), doc)
+			err = w.schemas.validateDoc(ctx, op.GetSchemaIds(), doc)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("patch entity %s/%q: %w", db, key, err)
