@@ -61,7 +61,7 @@ func newAuthTestServerOn(t *testing.T, cfg authConfig, st store) *authTestServer
 	rt.add(&workerConn{id: w.id, proc: w, stats: w.stats})
 	cat := newCatalog(st)
 	rt.written = cat.wrote
-	rest := newRESTServer(auth, rt, cat, schemas, rt.list, 1<<20, log)
+	rest := newRESTServer(auth, newDataPlane(rt, cat, schemas, budgets{}), rt.list, 1<<20, log)
 	rest.ready.keyChecked.Store(true)
 	rest.jobs = newKeyJobs(t.Context(), keyJobsConfig{st: st, ring: ring, log: log, barrier: func(context.Context, uint64) error { return nil }})
 	return &authTestServer{rest: rest, auth: auth, st: st, clock: clock}

@@ -495,8 +495,8 @@ func TestBudgetsOverGRPC(t *testing.T) {
 	cases := []struct {
 		op, ct, payload, want string
 	}{
-		{"PUT", "", `{"a":"` + strings.Repeat("x", 1<<20) + `"}`, "payload of 1048584 bytes exceeds the document limit of 1048576 bytes"},
-		{"PUT", "", strings.Repeat("[", 65) + strings.Repeat("]", 65), "payload nests arrays and objects deeper than the limit of 64 levels"},
+		{"PUT", "", `{"a":"` + strings.Repeat("x", 1<<20) + `"}`, `document "k" of 1048584 bytes exceeds the document limit of 1048576 bytes`},
+		{"PUT", "", strings.Repeat("[", 65) + strings.Repeat("]", 65), `document "k" nests arrays and objects deeper than the limit of 64 levels`},
 		{"PATCH", jsonPatchType, string(copyPatch(16)), "the patched document would exceed the document limit of 1048576 bytes"},
 		{"PATCH", jsonPatchType, patchOps, "JSON patch of 1001 operations exceeds the limit of 1000 operations"},
 	}

@@ -1,15 +1,13 @@
 package main
 
-// The catalog: the main worker's account of what storage holds. Databases'
-// schema bindings (API.md "Schema-bound databases"), stored with the data so
-// that every worker applies it, validation against them, and the listings of
-// databases and of a database's entity keys. The object keys it reads and
-// writes are layout.go's.
+// The catalog: the main worker's account of what storage holds:
+// databases' schema bindings (API.md "Schema-bound databases"), stored with
+// the data so that every worker applies it, and the listings of databases
+// and of a database's entity keys. The object keys it reads and writes are
+// layout.go's.
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -47,18 +45,6 @@ func (c *catalog) wrote(db, key string, deleted bool, err error) {
 	default:
 		c.keys.forget(db)
 	}
-}
-
-// nothingWritten reports whether a write that failed with err certainly
-// left storage as it was: it was refused before anything was written.
-func nothingWritten(err error) bool {
-	for _, e := range []error{errInvalid, errNotFound, errPrecondition, errPatchConflict, errTooLarge,
-		errUnsupportedMedia, errForbidden, errUnauthenticated} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
 }
 
 // listDatabases returns the sorted names of databases holding at least one
@@ -105,12 +91,6 @@ const recheckEvery = time.Second
 type bindings struct {
 	st  store
 	now func() time.Time
-
-	// changes serialises, within this process, a binding's check that its
-	// schema exists and its write with a schema's check that nothing is
-	// bound to it and its deletion: held by restServer.bind and
-	// handleDeleteSchema, never by the methods of bindings.
-	changes sync.Mutex
 
 	mu sync.Mutex
 	m  map[string]cachedBinding // by database
@@ -248,34 +228,4 @@ func (b *bindings) schemasFor(ctx context.Context, db, explicit string) ([]strin
 		}
 	}
 	return ids, nil
-}
-
-// validateDoc checks doc against every schema of ids. An unknown schema is
-// errInvalid, naming it; a mismatch is the schema's *validationError.
-func validateDoc(ctx context.Context, schemas *schemaRegistry, ids []string, doc []byte) error {
-	for _, id := range ids {
-		err := schemas.Validate(ctx, id, doc)
-		if errors.Is(err, errNotFound) {
-			return reqErrorf(errInvalid, "unknown schema %q", id)
-		}
-		if err != nil {
-			return reqPrefixf(err, "schema %q", id)
-		}
-	}
-	return nil
-}
-
-// checkDocument is the main worker's one check of a document on its way to
-// storage: it must be one JSON value, and match every schema of ids. It
-// returns the document without insignificant whitespace, which the worker
-// stores as is.
-func checkDocument(ctx context.Context, schemas *schemaRegistry, ids []string, doc []byte) ([]byte, error) {
-	var buf bytes.Buffer
-	if err := json.Compact(&buf, doc); err != nil || buf.Len() == 0 {
-		return nil, reqErrorf(errInvalid, "document is not valid JSON")
-	}
-	if err := validateDoc(ctx, schemas, ids, buf.Bytes()); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
 }

@@ -143,7 +143,7 @@ func TestListingAfterWrites(t *testing.T) {
 	}
 	// One scan found the database empty (an empty database is not
 	// kept), one indexed it after the first writes.
-	if n := s.catalog.keys.scans.Load(); n != 2 {
+	if n := s.data.catalog.keys.scans.Load(); n != 2 {
 		t.Errorf("storage scanned %d times for the listings, want 2", n)
 	}
 }
@@ -223,7 +223,7 @@ func BenchmarkListing(b *testing.B) {
 	b.Run("keys-scan", func(b *testing.B) {
 		// The first page of a database: one scan of storage.
 		for b.Loop() {
-			s.catalog = newCatalog(st)
+			s.data.catalog = newCatalog(st)
 			get(b, "/api/databases/db00/keys")
 		}
 	})

@@ -3,12 +3,16 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net/http"
+
+	"google.golang.org/grpc/codes"
 )
 
-// Sentinel errors. Each names one kind of failure; rest.go maps them to HTTP
-// statuses (statusOf) and proc.go to gRPC codes (grpcCodes), each in one
-// place. Backends set them at the storage boundary: os.ErrNotExist and S3
-// NoSuchKey both become errNotFound.
+// Sentinel errors. Each names one kind of failure; errorTable says, in one
+// place, what each means to a REST client (status), a gRPC client (code),
+// a person (sentence) and the key index (whether a failed write left
+// storage as it was). Backends set them at the storage boundary:
+// os.ErrNotExist and S3 NoSuchKey both become errNotFound.
 var (
 	// errNotFound: the object, entity, schema or key does not exist (404).
 	errNotFound = errors.New("not found")
@@ -119,44 +123,134 @@ func clientMessage(err error) (string, bool) {
 	return "", false
 }
 
-// clientKinds are the sentinels of failures caused by the request, in the
-// order statusOf tries them, each with the fixed sentence a client gets
-// when the error carries no requestError of its own.
-var clientKinds = []struct {
-	kind error
-	msg  string
-}{
-	{errUnauthenticated, "missing, unknown or expired credential"},
-	{errForbidden, "this credential does not allow the request"},
-	{errRateLimited, "too many failed authentications from this address; try again later"},
-	{errTooLarge, "request body too large"},
-	{errInvalid, "the request is not valid"},
-	{errNotFound, "not found"},
-	{errPrecondition, "a precondition of the request does not hold"},
-	{errPatchConflict, "the patch does not apply to the document"},
-	{errConflict, "the request conflicts with what is stored"},
-	{errUnsupportedMedia, "unsupported media type"},
-	{errMethod, "method not allowed"},
+// writeEffect says what a failed write may have left in storage. Its zero
+// value is no answer, so that the test of errorTable finds a row that
+// forgot it.
+type writeEffect int
+
+const (
+	// wroteNothing: the write was refused before anything was written.
+	wroteNothing writeEffect = iota + 1
+	// mayHaveWritten: the outcome is unknown (a lost connection, a
+	// storage failure after the write began).
+	mayHaveWritten
+)
+
+// errorKind is what one sentinel means to each side: the HTTP status of a
+// REST answer, the gRPC code of a Process answer (and of a worker's answer
+// to the main worker), the sentence a client gets when the error carries
+// none of its own, and what a write that failed with it left behind.
+type errorKind struct {
+	err    error
+	status int
+	code   codes.Code
+	// msg is the fixed sentence. A status under 500 is the request's
+	// fault: an error's own sentence (requestError) replaces msg. A 5xx
+	// never shows its own sentence; msg is a format taking the request ID
+	// under which the cause is logged.
+	msg     string
+	written writeEffect
 }
 
-// publicMessage is what a client is told about err: the sentence of its
-// requestError, or a fixed sentence for its kind. Any other error is
-// internal: the client gets a fixed sentence naming requestID, under which
-// the caller logs the cause. REST (writeError) and gRPC answers use it.
-func publicMessage(err error, requestID string) string {
-	for _, k := range clientKinds {
-		if errors.Is(err, k.kind) {
-			if msg, ok := clientMessage(err); ok {
-				return msg
-			}
-			return k.msg
+// errorTable is the one table of what an error means, in the order the
+// lookups try it: the first row whose sentinel errors.Is finds wins. The
+// worker tier's errors (errTransport, errNoWorker) come before
+// errUnavailable, which they also are; errTooLarge before errRateLimited,
+// which shares its gRPC code, so that a worker's ResourceExhausted comes
+// back as 413.
+var errorTable = []errorKind{
+	{errUnauthenticated, http.StatusUnauthorized, codes.Unauthenticated, "missing, unknown or expired credential", wroteNothing},
+	{errForbidden, http.StatusForbidden, codes.PermissionDenied, "this credential does not allow the request", wroteNothing},
+	{errTooLarge, http.StatusRequestEntityTooLarge, codes.ResourceExhausted, "request body too large", wroteNothing},
+	{errRateLimited, http.StatusTooManyRequests, codes.ResourceExhausted, "too many failed authentications from this address; try again later", wroteNothing},
+	{errInvalid, http.StatusBadRequest, codes.InvalidArgument, "the request is not valid", wroteNothing},
+	{errNotFound, http.StatusNotFound, codes.NotFound, "not found", wroteNothing},
+	{errPrecondition, http.StatusPreconditionFailed, codes.FailedPrecondition, "a precondition of the request does not hold", wroteNothing},
+	{errPatchConflict, http.StatusConflict, codes.Aborted, "the patch does not apply to the document", wroteNothing},
+	{errConflict, http.StatusConflict, codes.Aborted, "the request conflicts with what is stored", wroteNothing},
+	{errUnsupportedMedia, http.StatusUnsupportedMediaType, codes.InvalidArgument, "unsupported media type", wroteNothing},
+	{errMethod, http.StatusMethodNotAllowed, codes.Unimplemented, "method not allowed", wroteNothing},
+	{errTransport, http.StatusServiceUnavailable, codes.Unavailable, workerUnreachable, mayHaveWritten},
+	{errNoWorker, http.StatusServiceUnavailable, codes.Unavailable, workerUnreachable, mayHaveWritten},
+	{errUnavailable, http.StatusServiceUnavailable, codes.Unavailable, "storage or workers unavailable, try again later (request ID %s)", mayHaveWritten},
+	{errCorrupt, http.StatusInternalServerError, codes.DataLoss, internalError, mayHaveWritten},
+	{errConfig, http.StatusInternalServerError, codes.Internal, internalError, mayHaveWritten},
+}
+
+// Fixed sentences of the failures that are not the request's fault; each
+// takes the request ID under which the cause is logged.
+const (
+	workerUnreachable = "worker unreachable: no processing worker answered, try again later (request ID %s)"
+	internalError     = "internal error (request ID %s)"
+)
+
+// kindOf is the row of errorTable for err, nil when no sentinel matches
+// (an internal error: 500, Internal).
+func kindOf(err error) *errorKind {
+	for i := range errorTable {
+		if errors.Is(err, errorTable[i].err) {
+			return &errorTable[i]
 		}
 	}
-	if errors.Is(err, errTransport) || errors.Is(err, errNoWorker) {
-		return fmt.Sprintf("worker unreachable: no processing worker answered, try again later (request ID %s)", requestID)
+	return nil
+}
+
+// statusOf maps an error to its HTTP status.
+func statusOf(err error) int {
+	if k := kindOf(err); k != nil {
+		return k.status
 	}
-	if errors.Is(err, errUnavailable) {
-		return fmt.Sprintf("storage or workers unavailable, try again later (request ID %s)", requestID)
+	return http.StatusInternalServerError
+}
+
+// grpcCode maps an error to its gRPC code.
+func grpcCode(err error) codes.Code {
+	if k := kindOf(err); k != nil {
+		return k.code
 	}
-	return fmt.Sprintf("internal error (request ID %s)", requestID)
+	return codes.Internal
+}
+
+// sentinelOf returns the sentinel a worker's gRPC code c stands for: the
+// first row with that code, leaving out the worker tier's own errors,
+// which only the main worker makes about its workers. A call past its
+// deadline (DeadlineExceeded, which gRPC sets, never a worker) is
+// errUnavailable: it may succeed later. nil for Internal and codes not in
+// the table.
+func sentinelOf(c codes.Code) error {
+	if c == codes.DeadlineExceeded {
+		return errUnavailable
+	}
+	for _, k := range errorTable {
+		if _, tier := k.err.(workerError); !tier && k.code == c {
+			return k.err
+		}
+	}
+	return nil
+}
+
+// nothingWritten reports whether a write that failed with err certainly
+// left storage as it was: it was refused before anything was written.
+func nothingWritten(err error) bool {
+	k := kindOf(err)
+	return k != nil && k.written == wroteNothing
+}
+
+// publicMessage is what a client is told about err: for a failure of the
+// request (a status under 500), the sentence of its requestError or else
+// its kind's fixed sentence; for any other, a fixed sentence naming
+// requestID, under which the caller logs the cause. REST (writeError) and
+// gRPC answers use it.
+func publicMessage(err error, requestID string) string {
+	k := kindOf(err)
+	if k == nil {
+		return fmt.Sprintf(internalError, requestID)
+	}
+	if k.status >= 500 {
+		return fmt.Sprintf(k.msg, requestID)
+	}
+	if msg, ok := clientMessage(err); ok {
+		return msg
+	}
+	return k.msg
 }

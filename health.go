@@ -89,7 +89,7 @@ func (s *restServer) handleReadyz(w http.ResponseWriter, r *http.Request, _ prin
 // probeStorage reads the key check object: any answer but a failure to
 // reach the backend (not found included) means the storage is reachable.
 func (s *restServer) probeStorage(ctx context.Context) error {
-	return probeStore(ctx, s.catalog.st)
+	return probeStore(ctx, s.data.catalog.st)
 }
 
 // probeStore is probeStorage on st, for the processing worker's readiness

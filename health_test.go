@@ -45,7 +45,7 @@ func TestReadyzChecks(t *testing.T) {
 			return func() { ts.rest.ready.keyChecked.Store(true) }
 		}},
 		{"no worker", "workers", "no processing worker is Available", func(ts *authTestServer, _ *faultStore) func() {
-			ts.rest.proc.(*router).markUnavailable("w1", "test")
+			ts.rest.data.proc.(*router).markUnavailable("w1", "test")
 			return func() {} // last case: the worker stays out
 		}},
 	}

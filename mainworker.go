@@ -32,21 +32,19 @@ import (
 // safe for concurrent use.
 type mainService struct {
 	pb.UnimplementedMainWorkerServer
-	router    *router
-	auth      *authenticator
-	catalog   *catalog
-	schemas   *schemaRegistry
+	router *router
+	auth   *authenticator
+	// data runs client applications' entity operations, as it does
+	// REST's.
+	data      *dataPlane
 	master    []byte
 	keyID     string
 	workerTTL time.Duration
 	every     time.Duration
 	maxMsg    int
-	// lim are the request budgets a client's document must keep; the
-	// zero value is the defaults.
-	lim  budgets
-	rand io.Reader
-	now  func() time.Time
-	log  *slog.Logger
+	rand      io.Reader
+	now       func() time.Time
+	log       *slog.Logger
 	// join is the join token; nil accepts no workers (-role=all without
 	// one).
 	join []byte
@@ -366,8 +364,8 @@ func (m *mainService) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (
 
 // Process serves a client application: the credential (the request's
 // token, or "authorization: Bearer ..." metadata) must hold the permission
-// the operation needs, as on REST. A PUT document is validated here, once,
-// before it is routed. Failures are statuses whose message is one sentence
+// the operation needs, as on REST, and the data plane runs it as it runs
+// REST's requests. Failures are statuses whose message is one sentence
 // about the request (see clientStatus); internal causes are logged here
 // with the request ID.
 func (m *mainService) Process(ctx context.Context, req *pb.ProcessRequest) (*pb.ProcessResponse, error) {
@@ -396,8 +394,8 @@ func (m *mainService) logFailure(ctx context.Context, req *pb.ProcessRequest, er
 	}
 }
 
-// process authorizes a client's request, turns it into an EntityOp and
-// routes it.
+// process authenticates a client's request, authorizes it for its
+// operation and database, and hands it to the data plane, as REST does.
 func (m *mainService) process(ctx context.Context, req *pb.ProcessRequest) (*pb.WorkerResponse, error) {
 	p, err := m.auth.authenticateFrom(clientCredential(ctx, req), peerAddr(ctx))
 	if err != nil {
@@ -407,22 +405,10 @@ func (m *mainService) process(ctx context.Context, req *pb.ProcessRequest) (*pb.
 	if err != nil {
 		return nil, err
 	}
-	need := permWrite
-	if op.Operation == pb.Operation_GET {
-		need = permRead
-	}
-	if err := authorize(p, need, op.DatabaseName); err != nil {
+	if err := authorize(p, permissionFor(op.Operation), op.DatabaseName); err != nil {
 		return nil, err
 	}
-	if err := m.prepare(ctx, op, req.GetSchemaId()); err != nil {
-		return nil, err
-	}
-	resp, err := m.router.Process(ctx, op)
-	if err == nil && op.Operation == pb.Operation_PATCH && !p.has(permRead) {
-		// Only a principal that may read gets the patched document.
-		resp = okResponse(nil, resp.GetVersion())
-	}
-	return resp, err
+	return m.data.process(ctx, p, req.GetSchemaId(), op)
 }
 
 // clientCredential is the request's token, or else the authorization
@@ -447,53 +433,16 @@ var clientOps = map[string]pb.Operation{
 	"GET": pb.Operation_GET, "PUT": pb.Operation_PUT, "DELETE": pb.Operation_DELETE, "PATCH": pb.Operation_PATCH,
 }
 
-// clientOp checks a client's request and builds the EntityOp it asks for.
+// clientOp builds the EntityOp a client's request asks for; the data
+// plane checks its names and payload.
 func clientOp(req *pb.ProcessRequest) (*pb.EntityOp, error) {
 	kind, ok := clientOps[req.GetOperation()]
 	if !ok {
 		return nil, reqErrorf(errInvalid, "operation %q is not GET, PUT, DELETE or PATCH", req.GetOperation())
 	}
-	if err := validateDBName(req.GetDatabaseName()); err != nil {
-		return nil, err
-	}
-	if err := validateEntityKey(req.GetEntityKey()); err != nil {
-		return nil, err
-	}
-	if id := req.GetSchemaId(); id != "" {
-		if err := validateSchemaID(id); err != nil {
-			return nil, err
-		}
-	}
 	return &pb.EntityOp{DatabaseName: req.GetDatabaseName(), EntityKey: req.GetEntityKey(), Operation: kind,
 		Payload: req.GetPayload(), ContentType: req.GetContentType(), IfMatch: req.GetIfMatch(),
 		IfNoneMatch: req.GetIfNoneMatch()}, nil
-}
-
-// prepare does the main worker's part of a write before routing: the
-// payload must keep the budgets of a REST body (size, UTF-8, nesting); a
-// PUT document is compacted and validated against the database's bound
-// schema and schemaID (the only validation it gets); a PATCH carries those
-// schema IDs to the worker, which validates the patched document.
-func (m *mainService) prepare(ctx context.Context, op *pb.EntityOp, schemaID string) error {
-	if op.Operation != pb.Operation_PUT && op.Operation != pb.Operation_PATCH {
-		return nil
-	}
-	if err := m.lim.checkDocumentSize("payload", len(op.Payload)); err != nil {
-		return err
-	}
-	if err := checkJSONText("payload", op.Payload, m.lim.depth()); err != nil {
-		return err
-	}
-	ids, err := m.catalog.bindings.schemasFor(ctx, op.DatabaseName, schemaID)
-	if err != nil {
-		return err
-	}
-	if op.Operation == pb.Operation_PATCH {
-		op.SchemaIds = ids
-		return nil
-	}
-	op.Payload, err = checkDocument(ctx, m.schemas, ids, op.Payload)
-	return err
 }
 
 // requestIDMetadata is the gRPC metadata key of a client call's request

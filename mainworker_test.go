@@ -80,7 +80,7 @@ func serveTestMainLog(t *testing.T, maxMsg int, st store, auth *authenticator, l
 	w := newTestWorker(t, "local", st)
 	rt.add(&workerConn{id: "local", proc: w, stats: w.stats})
 	ident := newTestIdentity(t)
-	svc := &mainService{router: rt, auth: auth, catalog: newCatalog(st), schemas: w.schemas, master: master, keyID: "k1", workerTTL: time.Hour, every: time.Second,
+	svc := &mainService{router: rt, auth: auth, data: newDataPlane(rt, newCatalog(st), w.schemas, budgets{}), master: master, keyID: "k1", workerTTL: time.Hour, every: time.Second,
 		maxMsg: maxMsg, rand: rand.Reader, now: time.Now, log: log, tokens: map[[32]byte]string{},
 		join: []byte(testJoinToken), ident: ident}
 	serve := func(opts ...grpc.ServerOption) string {

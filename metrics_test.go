@@ -274,7 +274,7 @@ func TestAuthAndValidationMetrics(t *testing.T) {
 	ts := newAuthTestServer(t, authConfig{maxFailures: 2})
 	r := &registry{}
 	registerAuthMetrics(r, ts.auth)
-	registerSchemaMetrics(r, ts.rest.schemas)
+	registerSchemaMetrics(r, ts.rest.data.schemas)
 	ts.do("GET", "/api/me", testAdminKey, "", "")
 	for range 3 {
 		ts.do("GET", "/api/me", "wrong", "", "")

@@ -69,13 +69,9 @@ func (s *restServer) openAPIFor(r *http.Request, values []string) ([]byte, error
 	if authorize(p, permRead, db) != nil {
 		return openAPIDocument, nil
 	}
-	id, err := s.catalog.bindings.get(r.Context(), db)
+	id, raw, err := s.data.boundSchema(r.Context(), db)
 	if err != nil || id == "" {
 		return openAPIDocument, err
-	}
-	raw, err := s.schemas.Get(r.Context(), id)
-	if err != nil {
-		return nil, fmt.Errorf("schema %q bound to database %q: %w", id, db, err)
 	}
 	return typedOpenAPI(db, id, raw)
 }

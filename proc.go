@@ -8,7 +8,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	pb "deltadatabase/proto"
@@ -230,7 +229,7 @@ func (w *worker) patch(ctx context.Context, s *keyring, op *pb.EntityOp, owner b
 		}
 		doc, err := applyPatch(ct, cur.doc, op.GetPayload(), w.lim)
 		if err == nil {
-			err = validateDoc(ctx, w.schemas, op.GetSchemaIds(), doc)
+			err = w.schemas.validateDoc(ctx, op.GetSchemaIds(), doc)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("patch entity %s/%q: %w", db, key, err)
@@ -382,48 +381,6 @@ func (w *worker) stats() cacheStats { return w.cache.Stats() }
 // okResponse is the answer to a successful operation.
 func okResponse(result []byte, version string) *pb.WorkerResponse {
 	return &pb.WorkerResponse{Result: result, Version: version}
-}
-
-// grpcCodes pairs each sentinel error with its gRPC code: the one place
-// where the two meet. grpcCode takes the first sentinel that matches an
-// error; errorFromStatus the first code that matches a status.
-var grpcCodes = []struct {
-	err  error
-	code codes.Code
-}{
-	{errUnauthenticated, codes.Unauthenticated},
-	{errForbidden, codes.PermissionDenied},
-	{errTooLarge, codes.ResourceExhausted},
-	{errRateLimited, codes.ResourceExhausted},
-	{errInvalid, codes.InvalidArgument},
-	{errNotFound, codes.NotFound},
-	{errPrecondition, codes.FailedPrecondition},
-	{errPatchConflict, codes.Aborted},
-	{errUnavailable, codes.Unavailable},
-	{errUnavailable, codes.DeadlineExceeded},
-	{errCorrupt, codes.DataLoss},
-}
-
-// grpcCode maps an error to its gRPC code (Internal when no sentinel
-// matches).
-func grpcCode(err error) codes.Code {
-	for _, m := range grpcCodes {
-		if errors.Is(err, m.err) {
-			return m.code
-		}
-	}
-	return codes.Internal
-}
-
-// sentinelOf returns the sentinel error gRPC code c stands for, nil for
-// Internal and codes not in the table.
-func sentinelOf(c codes.Code) error {
-	for _, m := range grpcCodes {
-		if c == m.code {
-			return m.err
-		}
-	}
-	return nil
 }
 
 // clientStatus is the status a client application gets from

@@ -21,16 +21,13 @@ import (
 // bodies. The handlers are in handlers.go. It is safe for concurrent use once
 // built by newRESTServer.
 type restServer struct {
-	auth    *authenticator
-	proc    processor
-	catalog *catalog
-	schemas *schemaRegistry
+	auth *authenticator
+	// data runs every entity, database and schema operation.
+	data *dataPlane
 	// workers lists the processing workers for /admin/workers.
 	workers func() []workerInfo
 	// maxBody is the largest request body accepted; larger gets 413.
 	maxBody int64
-	// lim are the other request budgets; the zero value is the defaults.
-	lim budgets
 	// jobs runs the rekey jobs; nil answers their routes 503.
 	jobs *keyJobs
 	// ready is the state GET /readyz reports (health.go).
@@ -59,9 +56,8 @@ type workerInfo struct {
 }
 
 // newRESTServer builds the REST server and its route table.
-func newRESTServer(auth *authenticator, proc processor, cat *catalog, schemas *schemaRegistry,
-	workers func() []workerInfo, maxBody int64, log *slog.Logger) *restServer {
-	s := &restServer{auth: auth, proc: proc, catalog: cat, schemas: schemas, workers: workers,
+func newRESTServer(auth *authenticator, data *dataPlane, workers func() []workerInfo, maxBody int64, log *slog.Logger) *restServer {
+	s := &restServer{auth: auth, data: data, workers: workers,
 		maxBody: maxBody, log: log, mux: http.NewServeMux(), idPrefix: randomIDPrefix()}
 	s.setMetrics(newRegistry())
 	s.routes()
@@ -228,11 +224,23 @@ func (s *restServer) need(pm perm, h handler) http.Handler {
 	})
 }
 
-// readBody reads the whole request body, refusing more than s.maxBody
-// bytes with an error that maps to 413. Every body is JSON text: one that
-// is not UTF-8 is refused (400), and one nested deeper than the budget
-// (413), before anything decodes it.
+// readBody reads the whole request body (readRawBody). Every body is JSON
+// text: one that is not UTF-8 is refused (400), and one nested deeper than
+// the budget (413), before anything decodes it.
 func (s *restServer) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	b, err := s.readRawBody(w, r)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkJSONText("body", b, s.data.lim.depth()); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// readRawBody reads the whole request body, refusing more than s.maxBody
+// bytes with an error that maps to 413.
+func (s *restServer) readRawBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if r.ContentLength > s.maxBody {
 		return nil, reqErrorf(errTooLarge, "request body of %d bytes exceeds the limit of %d bytes", r.ContentLength, s.maxBody)
 	}
@@ -243,9 +251,6 @@ func (s *restServer) readBody(w http.ResponseWriter, r *http.Request) ([]byte, e
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read body: %v: %w", err, errInvalid)
-	}
-	if err := checkJSONText("body", b, s.lim.depth()); err != nil {
-		return nil, err
 	}
 	return b, nil
 }
@@ -277,37 +282,6 @@ func decodeJSONBody(body []byte, v any, shape string) error {
 		return reqErrorf(errInvalid, "body must be %s; it has the unknown member %s", shape, strings.TrimPrefix(err.Error(), "json: unknown field "))
 	default:
 		return reqErrorf(errInvalid, "body must be %s", shape)
-	}
-}
-
-// statusOf maps an error to its HTTP status: the one place where sentinel
-// errors become status codes.
-func statusOf(err error) int {
-	switch {
-	case errors.Is(err, errUnauthenticated):
-		return http.StatusUnauthorized
-	case errors.Is(err, errForbidden):
-		return http.StatusForbidden
-	case errors.Is(err, errRateLimited):
-		return http.StatusTooManyRequests
-	case errors.Is(err, errTooLarge):
-		return http.StatusRequestEntityTooLarge
-	case errors.Is(err, errInvalid):
-		return http.StatusBadRequest
-	case errors.Is(err, errNotFound):
-		return http.StatusNotFound
-	case errors.Is(err, errPrecondition):
-		return http.StatusPreconditionFailed
-	case errors.Is(err, errPatchConflict), errors.Is(err, errConflict):
-		return http.StatusConflict
-	case errors.Is(err, errUnsupportedMedia):
-		return http.StatusUnsupportedMediaType
-	case errors.Is(err, errMethod):
-		return http.StatusMethodNotAllowed
-	case errors.Is(err, errUnavailable):
-		return http.StatusServiceUnavailable
-	default:
-		return http.StatusInternalServerError
 	}
 }
 

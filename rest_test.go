@@ -46,7 +46,7 @@ func newLocalRESTOver(tb testing.TB, st store) *restServer {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return newRESTServer(auth, rt, cat, schemas, rt.list, 1<<20, log)
+	return newRESTServer(auth, newDataPlane(rt, cat, schemas, budgets{}), rt.list, 1<<20, log)
 }
 
 // serve runs one request through the server's ServeHTTP.

@@ -10,10 +10,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"go/ast"
-	"go/parser"
 	"go/token"
 	"net/http/httptest"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -253,20 +251,8 @@ type muxCall struct {
 // mux.Handle or mux.HandleFunc call in them.
 func muxCalls(t *testing.T) []muxCall {
 	t.Helper()
-	files, err := filepath.Glob("*.go")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var calls []muxCall
-	fset := token.NewFileSet()
-	for _, name := range files {
-		if strings.HasSuffix(name, "_test.go") {
-			continue
-		}
-		f, err := parser.ParseFile(fset, name, nil, parser.SkipObjectResolution)
-		if err != nil {
-			t.Fatalf("parse %s: %v", name, err)
-		}
+	for _, f := range sourceFiles(t) {
 		ast.Inspect(f, func(n ast.Node) bool {
 			if p, ok := muxPattern(n); ok {
 				calls = append(calls, muxCall{p, n.(*ast.CallExpr)})

@@ -395,3 +395,46 @@ func comparePointers(a, b string) int {
 	}
 	return cmp.Compare(len(at), len(bt))
 }
+
+// validateDocs checks every document of a PUT against each schema of ids,
+// all documents before answering: the one validation a PUT document gets.
+// A mismatch is errInvalid naming every failing key with the schema's
+// messages (`documents do not match schema "chat.v1": "bad": at (root):
+// ...`); an unknown schema is errInvalid naming it.
+func (r *schemaRegistry) validateDocs(ctx context.Context, ids []string, docs []entityDoc) error {
+	for _, id := range ids {
+		var failed []string
+		for _, d := range docs {
+			err := r.validateDoc(ctx, []string{id}, d.doc)
+			var ve *validationError
+			switch {
+			case err == nil:
+			case errors.As(err, &ve):
+				failed = append(failed, fmt.Sprintf("%q: %v", d.key, ve))
+			default:
+				return err
+			}
+		}
+		if len(failed) > 0 {
+			return reqErrorf(errInvalid, "documents do not match schema %q: %s", id, strings.Join(failed, "; "))
+		}
+	}
+	return nil
+}
+
+// validateDoc checks one document, the result of a PATCH, against each
+// schema of ids: a mismatch is the schema's messages (`schema "chat.v1":
+// at /title: ...`), still the schema's *validationError; an unknown schema
+// is errInvalid naming it.
+func (r *schemaRegistry) validateDoc(ctx context.Context, ids []string, doc []byte) error {
+	for _, id := range ids {
+		err := r.Validate(ctx, id, doc)
+		if errors.Is(err, errNotFound) {
+			return reqErrorf(errInvalid, "unknown schema %q", id)
+		}
+		if err != nil {
+			return reqPrefixf(err, "schema %q", id)
+		}
+	}
+	return nil
+}

@@ -20,7 +20,7 @@ import (
 func TestWriteValidatesOnce(t *testing.T) {
 	s := newLocalREST(t)
 	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
-	s.catalog.bindings.now = clock.now
+	s.data.catalog.bindings.now = clock.now
 	for _, c := range []struct{ method, path, body string }{
 		{"PUT", "/schema/obj.v1", `{"type":"object"}`},
 		{"PUT", "/schema/a.v1", `{"type":"object","required":["a"]}`},
@@ -33,14 +33,14 @@ func TestWriteValidatesOnce(t *testing.T) {
 	step := func(name string, wantValidations uint64, do func() *httptest.ResponseRecorder) {
 		t.Helper()
 		clock.advance(recheckEvery) // the binding is read again, once
-		v0, b0 := s.schemas.validations.Load(), s.catalog.bindings.reads.Load()
+		v0, b0 := s.data.schemas.validations.Load(), s.data.catalog.bindings.reads.Load()
 		if rec := do(); rec.Code != 200 {
 			t.Fatalf("%s = %d %s", name, rec.Code, rec.Body)
 		}
-		if got := s.schemas.validations.Load() - v0; got != wantValidations {
+		if got := s.data.schemas.validations.Load() - v0; got != wantValidations {
 			t.Errorf("%s: %d validations, want %d", name, got, wantValidations)
 		}
-		if got := s.catalog.bindings.reads.Load() - b0; got > 1 {
+		if got := s.data.catalog.bindings.reads.Load() - b0; got > 1 {
 			t.Errorf("%s: %d binding reads, want at most 1", name, got)
 		}
 	}
@@ -65,22 +65,22 @@ func TestWriteValidatesOnce(t *testing.T) {
 func TestGRPCPutValidatesOnce(t *testing.T) {
 	m := startTestMain(t, 4<<20)
 	ctx := context.Background()
-	if err := m.svc.schemas.Put(ctx, "a.v1", []byte(`{"type":"object","required":["a"]}`)); err != nil {
+	if err := m.svc.data.schemas.Put(ctx, "a.v1", []byte(`{"type":"object","required":["a"]}`)); err != nil {
 		t.Fatal(err)
 	}
 	client := pb.NewMainWorkerClient(dial(t, m.addr))
-	v0 := m.svc.schemas.validations.Load()
+	v0 := m.svc.data.schemas.validations.Load()
 	_, err := client.Process(ctx, &pb.ProcessRequest{DatabaseName: "db", EntityKey: "k", SchemaId: "a.v1",
 		Operation: "PUT", Payload: []byte(`{"a":1}`), Token: testAdminKey})
 	if err != nil {
 		t.Fatalf("PUT = %v", err)
 	}
-	if got := m.svc.schemas.validations.Load() - v0; got != 1 {
+	if got := m.svc.data.schemas.validations.Load() - v0; got != 1 {
 		t.Errorf("validations of one gRPC PUT = %d, want 1", got)
 	}
 	_, err = client.Process(ctx, &pb.ProcessRequest{DatabaseName: "db", EntityKey: "k", SchemaId: "a.v1",
 		Operation: "PUT", Payload: []byte(`{"b":1}`), Token: testAdminKey})
-	if msg := errorMessage(err); !strings.Contains(msg, `schema "a.v1": at (root): missing property`) || strings.Contains(msg, ": invalid") {
+	if msg := errorMessage(err); !strings.Contains(msg, `documents do not match schema "a.v1": "k": at (root): missing property`) || strings.Contains(msg, ": invalid") {
 		t.Errorf("PUT of a document without a = %v, want the schema's sentence", err)
 	}
 }
@@ -92,7 +92,7 @@ func TestGRPCPutValidatesOnce(t *testing.T) {
 func TestBindingCacheInvalidatedOnPut(t *testing.T) {
 	s := newLocalREST(t)
 	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
-	s.catalog.bindings.now = clock.now
+	s.data.catalog.bindings.now = clock.now
 	put := func(path, body string, want int) {
 		t.Helper()
 		if rec := serve(s, "PUT", path, body); rec.Code != want {
@@ -103,15 +103,15 @@ func TestBindingCacheInvalidatedOnPut(t *testing.T) {
 	put("/entity/db", `{"k":{"b":1}}`, 200) // unbound; the binding is cached
 	put("/api/databases/db", `{"schema":"a.v1"}`, 200)
 	put("/entity/db", `{"k":{"b":1}}`, 400)
-	reads := s.catalog.bindings.reads.Load()
+	reads := s.data.catalog.bindings.reads.Load()
 	put("/entity/db", `{"k":{"a":1}}`, 200)
-	if got := s.catalog.bindings.reads.Load() - reads; got != 0 {
+	if got := s.data.catalog.bindings.reads.Load() - reads; got != 0 {
 		t.Errorf("binding reads of a write within recheckEvery = %d, want 0 (cached)", got)
 	}
 	put("/api/databases/db", `{"schema":null}`, 200)
 	put("/entity/db", `{"k":{"b":1}}`, 200)
 	// Bound behind the server's back (another process, or by hand).
-	if err := s.catalog.st.Put(t.Context(), bindingObjectKey("db"), []byte(`{"schema":"a.v1"}`)); err != nil {
+	if err := s.data.catalog.st.Put(t.Context(), bindingObjectKey("db"), []byte(`{"schema":"a.v1"}`)); err != nil {
 		t.Fatal(err)
 	}
 	clock.advance(recheckEvery)

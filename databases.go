@@ -1,0 +1,200 @@
+package main
+
+// The REST handlers of databases: GET /api/databases, GET, PUT and DELETE
+// /api/databases/{db} (schema bindings, deletion) and the listing of a
+// database's entity keys. They translate HTTP to calls of the data plane
+// (dataplane.go) and its answers back.
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"unicode/utf8"
+)
+
+// handleListDatabases lists the databases the principal may use.
+func (s *restServer) handleListDatabases(w http.ResponseWriter, r *http.Request, p principal) error {
+	dbs, err := s.data.listDatabases(r.Context(), p)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, dbs)
+	return nil
+}
+
+// handleGetDatabase answers a database's binding and entity count; 404
+// when it has neither entities nor a binding.
+func (s *restServer) handleGetDatabase(w http.ResponseWriter, r *http.Request, p principal) error {
+	info, err := s.data.database(r.Context(), r.PathValue("db"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, info)
+	return nil
+}
+
+// handlePutDatabase binds a database to a schema ({"schema": ID}) or
+// unbinds it ({"schema": null} or {"schema": ""}).
+func (s *restServer) handlePutDatabase(w http.ResponseWriter, r *http.Request, p principal) error {
+	db, err := pathDB(r)
+	if err != nil {
+		return err
+	}
+	body, err := s.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	id, err := decodeBindingBody(body)
+	if err != nil {
+		return err
+	}
+	info, err := s.data.bind(r.Context(), db, id)
+	if err != nil {
+		return err
+	}
+	s.log.InfoContext(r.Context(), "database binding set", attrDB, db, attrSchema, id, attrClient, p.clientID)
+	writeJSON(w, http.StatusOK, info)
+	return nil
+}
+
+// decodeBindingBody parses {"schema": ID | "" | null}; "" means unbind.
+func decodeBindingBody(body []byte) (string, error) {
+	const shape = `{"schema": ID or null}`
+	var b struct {
+		Schema json.RawMessage `json:"schema"`
+	}
+	if err := decodeJSONBody(body, &b, shape); err != nil {
+		return "", err
+	}
+	if b.Schema == nil {
+		return "", reqErrorf(errInvalid, `body must be %s: it has no "schema" (null or "" unbinds)`, shape)
+	}
+	var id *string
+	if err := json.Unmarshal(b.Schema, &id); err != nil {
+		return "", reqErrorf(errInvalid, `body must be %s: "schema" is not a string or null`, shape)
+	}
+	if id == nil {
+		return "", nil
+	}
+	return *id, nil
+}
+
+// keyPage is the answer of GET /api/databases/{db}/keys.
+type keyPage struct {
+	Keys []string `json:"keys"`
+	// Next is the cursor of the following page; absent on the last page.
+	Next string `json:"next,omitempty"`
+}
+
+// docPage is the answer of GET /api/databases/{db}/keys?include_docs=true.
+type docPage struct {
+	Items []keyItem `json:"items"`
+	// Next is as in keyPage.
+	Next string `json:"next,omitempty"`
+}
+
+// handleListEntityKeys lists a database's entity keys in key order, one
+// page at a time (see dataPlane.listKeys), with their documents when
+// ?include_docs=true.
+func (s *restServer) handleListEntityKeys(w http.ResponseWriter, r *http.Request, p principal) error {
+	q, err := listParams(r)
+	if err != nil {
+		return err
+	}
+	docs, err := boolParam(r, "include_docs")
+	if err != nil {
+		return err
+	}
+	db := r.PathValue("db")
+	keys, more, err := s.data.listKeys(r.Context(), db, q)
+	if err != nil {
+		return err
+	}
+	var next string
+	if more {
+		next = encodeCursor(keys[len(keys)-1])
+	}
+	if !docs {
+		writeJSON(w, http.StatusOK, keyPage{Keys: keys, Next: next})
+		return nil
+	}
+	items, err := s.data.readEntities(r.Context(), db, keys)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, docPage{Items: items, Next: next})
+	return nil
+}
+
+// boolParam reads the query parameter name as true or false; absent is
+// false.
+func boolParam(r *http.Request, name string) (bool, error) {
+	q := r.URL.Query()
+	if !q.Has(name) {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(q.Get(name))
+	if err != nil || len(q[name]) > 1 {
+		return false, reqErrorf(errInvalid, "%s %q: want true or false", name, q.Get(name))
+	}
+	return b, nil
+}
+
+// listParams reads ?prefix=, ?limit= and ?cursor= of a listing: the key
+// prefix, the page size and the key to start after ("" for the start).
+func listParams(r *http.Request) (keyQuery, error) {
+	q := r.URL.Query()
+	k := keyQuery{prefix: q.Get("prefix"), limit: defaultListLimit}
+	if k.prefix != "" {
+		if err := validateEntityKey(k.prefix); err != nil {
+			return keyQuery{}, reqPrefixf(err, "prefix")
+		}
+	}
+	if q.Has("limit") {
+		n, err := strconv.Atoi(q.Get("limit"))
+		if err != nil || n < 1 || n > maxListLimit {
+			return keyQuery{}, reqErrorf(errInvalid, "limit %q: want a number from 1 to %d", q.Get("limit"), maxListLimit)
+		}
+		k.limit = n
+	}
+	if q.Has("cursor") {
+		after, err := decodeCursor(q.Get("cursor"))
+		if err != nil {
+			return keyQuery{}, err
+		}
+		k.after = after
+	}
+	return k, nil
+}
+
+// encodeCursor makes the opaque cursor that resumes a listing after key:
+// the key in unpadded base64url.
+func encodeCursor(key string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(key))
+}
+
+// decodeCursor inverts encodeCursor; anything that does not decode to a
+// valid entity key is errInvalid.
+func decodeCursor(c string) (string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil || !utf8.Valid(b) || validateEntityKey(string(b)) != nil {
+		return "", reqErrorf(errInvalid, "cursor %q is not one this server issued", c)
+	}
+	return string(b), nil
+}
+
+// handleDeleteDatabase is DELETE /api/databases/{db}: it deletes every
+// entity and then the binding (dataPlane.deleteDatabase) and answers
+// {"deleted": N}; repeating it after a run cut short deletes the rest.
+func (s *restServer) handleDeleteDatabase(w http.ResponseWriter, r *http.Request, p principal) error {
+	db := r.PathValue("db")
+	n, err := s.data.deleteDatabase(r.Context(), db)
+	if err != nil {
+		return err
+	}
+	s.log.InfoContext(r.Context(), "database deleted", attrDB, db, slog.Int("count", n), attrClient, p.clientID)
+	writeJSON(w, http.StatusOK, map[string]int{"deleted": n})
+	return nil
+}

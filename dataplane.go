@@ -1,0 +1,637 @@
+package main
+
+// The data plane: the one path of every entity and database operation of
+// the main worker. The REST handlers (entities.go, databases.go,
+// schemas.go) and gRPC Process (mainworker.go) are front ends: they turn
+// their request into a call here and its answer or error into their
+// status and body. Everything a write must go through is here, once:
+// names, budgets, the schemas a database is bound to, one validation and
+// compaction of each document, preconditions, routing of single and batch
+// writes, and what a principal may see of the answer.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	pb "deltadatabase/proto"
+)
+
+// dataPlane runs entity and database operations for both front ends. The
+// caller has authenticated and authorized the principal for the
+// operation's permission and database; the data plane checks everything
+// else. It is safe for concurrent use; newDataPlane builds it.
+type dataPlane struct {
+	proc    processor
+	catalog *catalog
+	schemas *schemaRegistry
+	// lim are the request budgets; the zero value is the defaults.
+	lim budgets
+	// bindMu serialises, within this process, a binding's check that its
+	// schema exists and its write with a schema deletion's check that no
+	// database is bound to it and the deletion. Only bind and deleteSchema
+	// take it.
+	bindMu sync.Mutex
+}
+
+// newDataPlane returns the data plane routing through proc (the router)
+// over cat and schemas, keeping the budgets lim.
+func newDataPlane(proc processor, cat *catalog, schemas *schemaRegistry, lim budgets) *dataPlane {
+	return &dataPlane{proc: proc, catalog: cat, schemas: schemas, lim: lim}
+}
+
+// permissionFor is the permission an entity operation needs: read for a
+// GET, write for the rest. Both front ends authorize with it.
+func permissionFor(op pb.Operation) perm {
+	if op == pb.Operation_GET {
+		return permRead
+	}
+	return permWrite
+}
+
+// process runs one entity operation of any kind for p: gRPC Process's
+// entry. schemaID is the schema to validate against besides the binding
+// ("" for none).
+func (d *dataPlane) process(ctx context.Context, p principal, schemaID string, op *pb.EntityOp) (*pb.WorkerResponse, error) {
+	switch op.GetOperation() {
+	case pb.Operation_GET:
+		return d.get(ctx, op.GetDatabaseName(), op.GetEntityKey())
+	case pb.Operation_PUT:
+		resps, err := d.put(ctx, schemaID, []*pb.EntityOp{op})
+		if err != nil {
+			return nil, err
+		}
+		return resps[0], nil
+	case pb.Operation_PATCH:
+		return d.patch(ctx, p, schemaID, op)
+	case pb.Operation_DELETE:
+		return d.delete(ctx, op)
+	default:
+		return nil, reqErrorf(errInvalid, "operation %v is not supported", op.GetOperation())
+	}
+}
+
+// entityDoc is one document of a PUT: its entity key and the document as
+// sent, or as stored once checked.
+type entityDoc struct {
+	key string
+	doc json.RawMessage
+}
+
+// checkTarget checks the names of an entity operation.
+func checkTarget(db, key string) error {
+	if err := validateDBName(db); err != nil {
+		return err
+	}
+	return validateEntityKey(key)
+}
+
+// checkSchemaID checks an explicit schema ID, "" meaning none.
+func checkSchemaID(id string) error {
+	if id == "" {
+		return nil
+	}
+	return validateSchemaID(id)
+}
+
+// get reads entity key of db: its document (Result) and version.
+func (d *dataPlane) get(ctx context.Context, db, key string) (*pb.WorkerResponse, error) {
+	if err := checkTarget(db, key); err != nil {
+		return nil, err
+	}
+	resp, err := d.proc.Process(ctx, &pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_GET})
+	if err != nil {
+		return nil, entityError(err, db, key)
+	}
+	return resp, nil
+}
+
+// put stores the documents of ops, PUTs of distinct keys of one database
+// with their preconditions. Every document is checked against the budgets,
+// compacted and validated against the database's bound schema and
+// schemaID before anything is written: the only validation it gets (the
+// worker stores it as is). It answers one response per op, in order.
+func (d *dataPlane) put(ctx context.Context, schemaID string, ops []*pb.EntityOp) ([]*pb.WorkerResponse, error) {
+	if len(ops) == 0 {
+		return nil, reqErrorf(errInvalid, "nothing to store")
+	}
+	if len(ops) > d.lim.batchKeys() {
+		return nil, reqErrorf(errTooLarge, "PUT of %d entities exceeds the limit of %d entities per request", len(ops), d.lim.batchKeys())
+	}
+	db := ops[0].GetDatabaseName()
+	if err := validateDBName(db); err != nil {
+		return nil, err
+	}
+	if err := checkSchemaID(schemaID); err != nil {
+		return nil, err
+	}
+	docs := make([]entityDoc, len(ops))
+	for i, op := range ops {
+		if err := validateEntityKey(op.GetEntityKey()); err != nil {
+			return nil, err
+		}
+		doc, err := d.document(op.GetEntityKey(), op.GetPayload())
+		if err != nil {
+			return nil, err
+		}
+		docs[i], op.Payload = entityDoc{key: op.GetEntityKey(), doc: doc}, doc
+	}
+	ids, err := d.catalog.bindings.schemasFor(ctx, db, schemaID)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.schemas.validateDocs(ctx, ids, docs); err != nil {
+		return nil, err
+	}
+	return d.write(ctx, ops)
+}
+
+// document checks one document of a PUT against the budgets (size,
+// UTF-8, nesting) and returns it without insignificant whitespace, the
+// form the worker stores.
+func (d *dataPlane) document(key string, doc []byte) ([]byte, error) {
+	what := fmt.Sprintf("document %q", key)
+	if err := d.lim.checkDocumentSize(what, len(doc)); err != nil {
+		return nil, err
+	}
+	if err := checkJSONText(what, doc, d.lim.depth()); err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, doc); err != nil || buf.Len() == 0 {
+		return nil, reqErrorf(errInvalid, "%s is not valid JSON", what)
+	}
+	return buf.Bytes(), nil
+}
+
+// write routes the writes of a PUT. Several writes with preconditions are
+// checked all before any is written, under the router's entity write
+// locks (batchProcessor) when the processor has them.
+func (d *dataPlane) write(ctx context.Context, ops []*pb.EntityOp) ([]*pb.WorkerResponse, error) {
+	if len(ops) > 1 && slices.ContainsFunc(ops, hasPreconditions) {
+		if bp, ok := d.proc.(batchProcessor); ok {
+			return bp.ProcessAll(ctx, ops)
+		}
+		return processAll(ctx, d.proc, ops)
+	}
+	out := make([]*pb.WorkerResponse, 0, len(ops))
+	for _, op := range ops {
+		resp, err := d.proc.Process(ctx, op)
+		if err != nil {
+			return nil, entityError(err, op.GetDatabaseName(), op.GetEntityKey())
+		}
+		out = append(out, resp)
+	}
+	return out, nil
+}
+
+// patch applies op's patch (a merge patch or JSON Patch, by its content
+// type) to one entity. The worker validates the result against the
+// database's bound schema and schemaID, resolved here, and keeps it within
+// the document limit; the patch itself is bounded by the front end's
+// message limit (-rest-max-body-size, -grpc-max-recv-msg-size). A
+// principal without read gets the new version and no document.
+func (d *dataPlane) patch(ctx context.Context, p principal, schemaID string, op *pb.EntityOp) (*pb.WorkerResponse, error) {
+	db, key := op.GetDatabaseName(), op.GetEntityKey()
+	if err := checkTarget(db, key); err != nil {
+		return nil, err
+	}
+	ct, err := patchMediaType(op.GetContentType())
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSchemaID(schemaID); err != nil {
+		return nil, err
+	}
+	if err := checkJSONText("patch", op.GetPayload(), d.lim.depth()); err != nil {
+		return nil, err
+	}
+	if op.SchemaIds, err = d.catalog.bindings.schemasFor(ctx, db, schemaID); err != nil {
+		return nil, err
+	}
+	op.ContentType = ct
+	resp, err := d.proc.Process(ctx, op)
+	if err != nil {
+		return nil, entityError(err, db, key)
+	}
+	if !p.has(permRead) {
+		// Only a principal that may read gets the patched document.
+		return okResponse(nil, resp.GetVersion()), nil
+	}
+	return resp, nil
+}
+
+// patchMediaType returns the patch type of a PATCH's content type ct
+// (parameters such as charset ignored), or errUnsupportedMedia.
+func patchMediaType(ct string) (string, error) {
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil || mt != mergePatchType && mt != jsonPatchType {
+		return "", reqErrorf(errUnsupportedMedia, "Content-Type %q: PATCH takes %s or %s", ct, mergePatchType, jsonPatchType)
+	}
+	return mt, nil
+}
+
+// delete deletes one entity, under op's preconditions.
+func (d *dataPlane) delete(ctx context.Context, op *pb.EntityOp) (*pb.WorkerResponse, error) {
+	db, key := op.GetDatabaseName(), op.GetEntityKey()
+	if err := checkTarget(db, key); err != nil {
+		return nil, err
+	}
+	resp, err := d.proc.Process(ctx, op)
+	if err != nil {
+		return nil, entityError(err, db, key)
+	}
+	return resp, nil
+}
+
+// entityError gives an error about entity key of db the sentence a client
+// sees when it has none: a missing entity.
+func entityError(err error, db, key string) error {
+	if _, ok := clientMessage(err); !ok && errors.Is(err, errNotFound) {
+		return reqErrorf(errNotFound, "entity %q not found in database %q", key, db)
+	}
+	return err
+}
+
+// readEntity reads entity key of db: its document and ETag, or found
+// false when it does not exist.
+func (d *dataPlane) readEntity(ctx context.Context, db, key string) (doc json.RawMessage, etag string, found bool, err error) {
+	resp, err := d.proc.Process(ctx, &pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_GET})
+	if errors.Is(err, errNotFound) {
+		return nil, "", false, nil
+	}
+	if err != nil {
+		return nil, "", false, fmt.Errorf("read entity %q of %s: %w", key, db, err)
+	}
+	return resp.GetResult(), etagOf(resp.GetVersion()), true, nil
+}
+
+// getManyAnswer is the answer of POST /api/databases/{db}/get.
+type getManyAnswer struct {
+	Documents map[string]json.RawMessage `json:"documents"`
+	ETags     map[string]string          `json:"etags"`
+	// Missing lists the keys asked for that do not exist, in the order
+	// asked, each once.
+	Missing []string `json:"missing"`
+}
+
+// getMany reads the entities keys of db, up to the batch budget of keys:
+// their documents and ETags, and the keys that do not exist.
+func (d *dataPlane) getMany(ctx context.Context, db string, keys []string) (getManyAnswer, error) {
+	if len(keys) > d.lim.batchKeys() {
+		return getManyAnswer{}, reqErrorf(errTooLarge, "a read of %d keys exceeds the limit of %d keys per request", len(keys), d.lim.batchKeys())
+	}
+	if err := validateDBName(db); err != nil {
+		return getManyAnswer{}, err
+	}
+	for _, k := range keys {
+		if err := validateEntityKey(k); err != nil {
+			return getManyAnswer{}, err
+		}
+	}
+	ans := getManyAnswer{Documents: map[string]json.RawMessage{}, ETags: map[string]string{}, Missing: []string{}}
+	seen := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		doc, etag, found, err := d.readEntity(ctx, db, k)
+		if err != nil {
+			return getManyAnswer{}, err
+		}
+		if !found {
+			ans.Missing = append(ans.Missing, k)
+			continue
+		}
+		ans.Documents[k], ans.ETags[k] = doc, etag
+	}
+	return ans, nil
+}
+
+// listDatabases returns the databases holding at least one entity that p
+// may use, sorted.
+func (d *dataPlane) listDatabases(ctx context.Context, p principal) ([]string, error) {
+	dbs, err := d.catalog.listDatabases(ctx)
+	if err != nil {
+		return nil, err
+	}
+	visible := dbs[:0]
+	for _, db := range dbs {
+		if p.allowsDB(db) {
+			visible = append(visible, db)
+		}
+	}
+	return visible, nil
+}
+
+// databaseInfo is the answer of GET and PUT /api/databases/{db}.
+type databaseInfo struct {
+	Name     string  `json:"name"`
+	Schema   *string `json:"schema"` // null when not bound
+	Entities int     `json:"entities"`
+}
+
+// database answers db's binding and entity count; errNotFound when it has
+// neither entities nor a binding.
+func (d *dataPlane) database(ctx context.Context, db string) (databaseInfo, error) {
+	if err := validateDBName(db); err != nil {
+		return databaseInfo{}, err
+	}
+	info, err := d.databaseInfo(ctx, db)
+	if err != nil {
+		return databaseInfo{}, err
+	}
+	if info.Entities == 0 && info.Schema == nil {
+		return databaseInfo{}, reqErrorf(errNotFound, "database %q has no entities and no schema binding", db)
+	}
+	return info, nil
+}
+
+// databaseInfo reads db's binding and counts its entities (from the key
+// index).
+func (d *dataPlane) databaseInfo(ctx context.Context, db string) (databaseInfo, error) {
+	id, err := d.catalog.bindings.get(ctx, db)
+	if err != nil {
+		return databaseInfo{}, err
+	}
+	n, err := d.catalog.keys.count(ctx, db)
+	if err != nil {
+		return databaseInfo{}, fmt.Errorf("count entities of %s: %w", db, err)
+	}
+	info := databaseInfo{Name: db, Entities: n}
+	if id != "" {
+		info.Schema = &id
+	}
+	return info, nil
+}
+
+// bind binds db to schema id, or unbinds it for id "", and answers the
+// database as it is then. Existing entities are not validated again; every
+// later write is. Binding to an unknown schema is errInvalid.
+func (d *dataPlane) bind(ctx context.Context, db, id string) (databaseInfo, error) {
+	if err := validateDBName(db); err != nil {
+		return databaseInfo{}, err
+	}
+	if err := d.setBinding(ctx, db, id); err != nil {
+		return databaseInfo{}, err
+	}
+	return d.databaseInfo(ctx, db)
+}
+
+// setBinding stores (id != "") or removes (id == "") db's binding under
+// bindMu, checking that schema id exists.
+func (d *dataPlane) setBinding(ctx context.Context, db, id string) error {
+	d.bindMu.Lock()
+	defer d.bindMu.Unlock()
+	if id == "" {
+		return d.catalog.bindings.set(ctx, db, "")
+	}
+	if err := validateSchemaID(id); err != nil {
+		return err
+	}
+	if _, err := d.schemas.Get(ctx, id); errors.Is(err, errNotFound) {
+		return reqErrorf(errInvalid, "unknown schema %q", id)
+	} else if err != nil {
+		return fmt.Errorf("bind %s: %w", db, err)
+	}
+	return d.catalog.bindings.set(ctx, db, id)
+}
+
+// deleteDatabase deletes every entity of db, each through the write path
+// of a single DELETE (entity lock, owner's cache, durable before counted,
+// key index), then its binding, and returns how many entities it deleted.
+// A run cut short (a crash, a lost client) leaves some entities; running
+// it again deletes the rest, and a database with nothing left answers 0.
+func (d *dataPlane) deleteDatabase(ctx context.Context, db string) (int, error) {
+	if err := validateDBName(db); err != nil {
+		return 0, err
+	}
+	n, err := d.deleteEntities(ctx, db)
+	if err != nil {
+		return n, fmt.Errorf("delete database %s after %d entities: %w", db, n, err)
+	}
+	return n, d.setBinding(ctx, db, "")
+}
+
+// deleteEntities deletes db's entities and returns how many it deleted.
+// It walks the key index page by page, then walks it again while a walk
+// still deleted something, so that entities written meanwhile go too; an
+// entity already gone (deleted meanwhile) is not counted.
+func (d *dataPlane) deleteEntities(ctx context.Context, db string) (int, error) {
+	total := 0
+	for {
+		n, err := d.deletePass(ctx, db)
+		total += n
+		if err != nil || n == 0 {
+			return total, err
+		}
+	}
+}
+
+// deletePass deletes the entities the key index lists for db, one page
+// after another, each through the write path of a single DELETE.
+func (d *dataPlane) deletePass(ctx context.Context, db string) (int, error) {
+	n, after := 0, ""
+	for {
+		keys, more, err := d.catalog.keys.page(ctx, db, "", after, maxListLimit)
+		if err != nil {
+			return n, err
+		}
+		for _, k := range keys {
+			_, err := d.proc.Process(ctx, &pb.EntityOp{DatabaseName: db, EntityKey: k, Operation: pb.Operation_DELETE})
+			switch {
+			case err == nil:
+				n++
+			case errors.Is(err, errNotFound):
+			default:
+				return n, fmt.Errorf("delete entity %q: %w", k, err)
+			}
+		}
+		if !more {
+			return n, nil
+		}
+		after = keys[len(keys)-1]
+	}
+}
+
+// keyQuery asks for one page of a database's entity keys.
+type keyQuery struct {
+	// prefix is the keys' common start, "" for all.
+	prefix string
+	// after is the key the page starts after, "" for the first page.
+	after string
+	// limit is the page size.
+	limit int
+}
+
+// listKeys lists a page of db's entity keys in key (byte) order from the
+// key index: O(page size) once the database is indexed. more says whether
+// keys follow the page; the next page starts after its last key, so a key
+// appears at most once across pages whatever is written meanwhile, and
+// every key that exists throughout the listing appears.
+func (d *dataPlane) listKeys(ctx context.Context, db string, q keyQuery) (keys []string, more bool, err error) {
+	if err := validateDBName(db); err != nil {
+		return nil, false, err
+	}
+	keys, more, err = d.catalog.keys.page(ctx, db, q.prefix, q.after, q.limit)
+	if err != nil {
+		return nil, false, fmt.Errorf("list keys of %s: %w", db, err)
+	}
+	return keys, more, nil
+}
+
+// keyItem is one entity of a listing with its document.
+type keyItem struct {
+	Key  string          `json:"key"`
+	ETag string          `json:"etag"`
+	Doc  json.RawMessage `json:"doc"`
+}
+
+// readEntities reads the entities keys of db, in order. One that does
+// not exist (deleted since it was listed) is left out.
+func (d *dataPlane) readEntities(ctx context.Context, db string, keys []string) ([]keyItem, error) {
+	items := make([]keyItem, 0, len(keys))
+	for _, k := range keys {
+		doc, etag, found, err := d.readEntity(ctx, db, k)
+		if err != nil {
+			return nil, err
+		}
+		if found {
+			items = append(items, keyItem{Key: k, ETag: etag, Doc: doc})
+		}
+	}
+	return items, nil
+}
+
+// schemaIDs lists the stored schemas.
+func (d *dataPlane) schemaIDs(ctx context.Context) ([]string, error) {
+	return d.schemas.List(ctx)
+}
+
+// schema returns schema id as stored.
+func (d *dataPlane) schema(ctx context.Context, id string) ([]byte, error) {
+	if err := validateSchemaID(id); err != nil {
+		return nil, err
+	}
+	raw, err := d.schemas.Get(ctx, id)
+	if errors.Is(err, errNotFound) {
+		return nil, reqErrorf(errNotFound, "schema %q not found", id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("schema %s: %w", id, err)
+	}
+	return raw, nil
+}
+
+// boundSchema returns the schema db is bound to, its ID and its bytes as
+// stored; id "" when db is not bound.
+func (d *dataPlane) boundSchema(ctx context.Context, db string) (id string, raw []byte, err error) {
+	if id, err = d.catalog.bindings.get(ctx, db); err != nil || id == "" {
+		return "", nil, err
+	}
+	if raw, err = d.schemas.Get(ctx, id); err != nil {
+		return "", nil, fmt.Errorf("schema %q bound to database %q: %w", id, db, err)
+	}
+	return id, raw, nil
+}
+
+// putSchema stores schema id for p (raw, the body checked for UTF-8 and
+// nesting).
+func (d *dataPlane) putSchema(ctx context.Context, p principal, id string, raw []byte) error {
+	if err := validateSchemaID(id); err != nil {
+		return err
+	}
+	if err := d.schemaInScope(ctx, p, id); err != nil {
+		return err
+	}
+	if err := d.schemas.Put(ctx, id, raw); err != nil {
+		return fmt.Errorf("schema %s: %w", id, err)
+	}
+	return nil
+}
+
+// schemaInScope refuses a principal limited to some databases the
+// schema id when a database outside its limit is bound to it: replacing
+// it would change what that database accepts.
+func (d *dataPlane) schemaInScope(ctx context.Context, p principal, id string) error {
+	if p.admin || p.databases == nil {
+		return nil
+	}
+	db, err := d.catalog.bindings.boundOutside(ctx, id, p.allowsDB)
+	if err != nil {
+		return err
+	}
+	if db != "" {
+		return reqErrorf(errForbidden, "schema %q is bound to database %q, which this credential may not access", id, db)
+	}
+	return nil
+}
+
+// deleteSchema removes schema id for p, unless a database is still bound
+// to it (errConflict naming them).
+func (d *dataPlane) deleteSchema(ctx context.Context, p principal, id string) error {
+	if err := validateSchemaID(id); err != nil {
+		return err
+	}
+	if err := d.schemaInScope(ctx, p, id); err != nil {
+		return err
+	}
+	d.bindMu.Lock()
+	defer d.bindMu.Unlock()
+	dbs, err := d.catalog.bindings.boundTo(ctx, id)
+	if err != nil {
+		return fmt.Errorf("delete schema %s: %w", id, err)
+	}
+	if len(dbs) > 0 {
+		return reqErrorf(errConflict, "schema %q is still bound to %s; unbind first (PUT /api/databases/{db} with {\"schema\": null})", id, nameList("database", dbs))
+	}
+	err = d.schemas.Delete(ctx, id)
+	if errors.Is(err, errNotFound) {
+		return reqErrorf(errNotFound, "schema %q not found", id)
+	}
+	return err
+}
+
+// maxNamesListed is the most names an error sentence lists.
+const maxNamesListed = 10
+
+// nameList renders names for a sentence: `database "a"`, `databases "a",
+// "b" and 3 more`.
+func nameList(noun string, names []string) string {
+	if len(names) == 1 {
+		return fmt.Sprintf("%s %q", noun, names[0])
+	}
+	quoted := make([]string, 0, maxNamesListed)
+	for _, n := range names[:min(len(names), maxNamesListed)] {
+		quoted = append(quoted, strconv.Quote(n))
+	}
+	out := noun + "s " + strings.Join(quoted, ", ")
+	if more := len(names) - len(quoted); more > 0 {
+		out += fmt.Sprintf(" and %d more", more)
+	}
+	return out
+}
+
+// checkAgainst checks doc against schema id without storing anything:
+// nil when it matches, the schema's *validationError when it does not.
+func (d *dataPlane) checkAgainst(ctx context.Context, id string, doc []byte) error {
+	if err := validateSchemaID(id); err != nil {
+		return err
+	}
+	if err := d.lim.checkDocumentSize("document", len(doc)); err != nil {
+		return err
+	}
+	err := d.schemas.Validate(ctx, id, doc)
+	if errors.Is(err, errNotFound) {
+		return reqErrorf(errNotFound, "schema %q not found", id)
+	}
+	return err
+}

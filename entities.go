@@ -1,0 +1,217 @@
+package main
+
+// The REST handlers of entities: GET, PUT, PATCH and DELETE /entity/{db}
+// and POST /api/databases/{db}/get. They translate HTTP to calls of the
+// data plane (dataplane.go) and its answers back; like every handler they
+// return errors instead of writing them (rest.go does).
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"sort"
+
+	pb "deltadatabase/proto"
+)
+
+// handlePutEntities stores every entity of a {key: document, ...} body.
+// All names and documents are checked before anything is written.
+func (s *restServer) handlePutEntities(w http.ResponseWriter, r *http.Request, p principal) error {
+	db, err := pathDB(r)
+	if err != nil {
+		return err
+	}
+	if r.URL.Query().Has("key") {
+		k := r.URL.Query().Get("key")
+		return reqErrorf(errInvalid, "PUT /entity/%s takes no ?key=: the body is %s, so send {%q: document} without ?key=", db, entityBodyShape, k)
+	}
+	schemaID, err := schemaParam(r)
+	if err != nil {
+		return err
+	}
+	body, err := s.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	docs, err := decodeEntityBody(body)
+	if err != nil {
+		return err
+	}
+	ops := make([]*pb.EntityOp, len(docs))
+	for i, d := range docs {
+		ops[i] = &pb.EntityOp{DatabaseName: db, EntityKey: d.key, Operation: pb.Operation_PUT, Payload: d.doc}
+	}
+	if err := batchPreconditions(r, ops); err != nil {
+		return err
+	}
+	resps, err := s.data.put(r.Context(), schemaID, ops)
+	if err != nil {
+		return err
+	}
+	if len(resps) == 1 && resps[0].GetVersion() != "" {
+		w.Header().Set("ETag", etagOf(resps[0].GetVersion()))
+	}
+	s.log.DebugContext(r.Context(), "entities stored", attrDB, db, slog.Int("count", len(docs)), attrClient, p.clientID)
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+// entityBodyShape is what PUT /entity/{db} takes, for error sentences.
+const entityBodyShape = "a JSON object mapping entity keys to documents"
+
+// decodeEntityBody parses a PUT /entity body: a non-empty JSON object of
+// entity keys and documents (the data plane checks both). Keys come back
+// sorted so writes happen in a stable order.
+func decodeEntityBody(body []byte) ([]entityDoc, error) {
+	var m map[string]json.RawMessage
+	if err := decodeJSONBody(body, &m, entityBodyShape); err != nil {
+		return nil, err
+	}
+	if len(m) == 0 {
+		return nil, reqErrorf(errInvalid, "body must be %s, with at least one key", entityBodyShape)
+	}
+	docs := make([]entityDoc, 0, len(m))
+	for k, v := range m {
+		docs = append(docs, entityDoc{key: k, doc: v})
+	}
+	sort.Slice(docs, func(i, j int) bool { return docs[i].key < docs[j].key })
+	return docs, nil
+}
+
+// handleGetEntity answers an entity's document with its ETag, or 304 when
+// If-None-Match names its version.
+func (s *restServer) handleGetEntity(w http.ResponseWriter, r *http.Request, p principal) error {
+	db, key, err := entityTarget(r)
+	if err != nil {
+		return err
+	}
+	inm, err := parseETags("If-None-Match", r.Header.Values("If-None-Match"))
+	if err != nil {
+		return err
+	}
+	resp, err := s.data.get(r.Context(), db, key)
+	if err != nil {
+		return err
+	}
+	if v := resp.GetVersion(); v != "" {
+		w.Header().Set("ETag", etagOf(v))
+		if inm != "" && matchesNoneOf(inm, v) {
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(resp.GetResult())
+	return nil
+}
+
+// handlePatchEntity applies a merge patch or JSON Patch to one entity
+// (API.md, PATCH) and answers the patched document with its new ETag; a
+// principal without read gets {"status": "ok"} and the ETag instead.
+func (s *restServer) handlePatchEntity(w http.ResponseWriter, r *http.Request, p principal) error {
+	db, key, err := entityTarget(r)
+	if err != nil {
+		return err
+	}
+	schemaID, err := schemaParam(r)
+	if err != nil {
+		return err
+	}
+	// The data plane checks the patch's text, as it does a gRPC payload's.
+	body, err := s.readRawBody(w, r)
+	if err != nil {
+		return err
+	}
+	req := &pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_PATCH, Payload: body,
+		ContentType: r.Header.Get("Content-Type")}
+	if err := headerPreconditions(r, req); err != nil {
+		return err
+	}
+	resp, err := s.data.patch(r.Context(), p, schemaID, req)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("ETag", etagOf(resp.GetVersion()))
+	if resp.GetResult() == nil {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		return nil
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(resp.GetResult())
+	return nil
+}
+
+// handleDeleteEntity deletes one entity, under If-Match or If-None-Match.
+func (s *restServer) handleDeleteEntity(w http.ResponseWriter, r *http.Request, p principal) error {
+	db, key, err := entityTarget(r)
+	if err != nil {
+		return err
+	}
+	req := &pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_DELETE}
+	if err := headerPreconditions(r, req); err != nil {
+		return err
+	}
+	if _, err := s.data.delete(r.Context(), req); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+// schemaParam returns the validated ?schema= of a write, "" when absent.
+func schemaParam(r *http.Request) (string, error) {
+	q := r.URL.Query()
+	if !q.Has("schema") {
+		return "", nil
+	}
+	id := q.Get("schema")
+	return id, validateSchemaID(id)
+}
+
+// entityTarget returns the validated database and ?key= of an entity route.
+func entityTarget(r *http.Request) (db, key string, err error) {
+	if db, err = pathDB(r); err != nil {
+		return "", "", err
+	}
+	q := r.URL.Query()
+	switch len(q["key"]) {
+	case 0:
+		return "", "", reqErrorf(errInvalid, "missing ?key= query parameter")
+	case 1:
+	default:
+		return "", "", reqErrorf(errInvalid, "?key= is given %d times; give it once", len(q["key"]))
+	}
+	key = q.Get("key")
+	if err := validateEntityKey(key); err != nil {
+		return "", "", err
+	}
+	return db, key, nil
+}
+
+// getManyShape is the body POST /api/databases/{db}/get takes.
+const getManyShape = `{"keys": [entity key, ...]}`
+
+// handleGetMany is POST /api/databases/{db}/get {"keys": [...]}: the
+// documents and ETags of up to the batch budget of keys, and the keys that
+// do not exist.
+func (s *restServer) handleGetMany(w http.ResponseWriter, r *http.Request, p principal) error {
+	db, err := pathDB(r)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		Keys []string `json:"keys"`
+	}
+	if err := s.decodeBody(w, r, &req, getManyShape); err != nil {
+		return err
+	}
+	if req.Keys == nil {
+		return reqErrorf(errInvalid, `body must be %s; it has no "keys"`, getManyShape)
+	}
+	ans, err := s.data.getMany(r.Context(), db, req.Keys)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, ans)
+	return nil
+}
