@@ -43,7 +43,9 @@ func newOpsMux(health http.Handler, reg *registry, withPprof bool) *http.ServeMu
 }
 
 // serveOps serves h on addr (-ops-addr) until the returned stop is
-// called, which shuts the listener down gracefully.
+// called, which shuts the listener down gracefully and returns once the
+// server has stopped. A failure of the server is logged: the ops listener
+// serves no client data, and its failure does not stop the role.
 func serveOps(addr string, h http.Handler, log *slog.Logger) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -60,7 +62,9 @@ func serveOps(addr string, h http.Handler, log *slog.Logger) (stop func(), err e
 		MaxHeaderBytes: 64 << 10,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("serve ops", attrErr, err)
 		}
@@ -69,7 +73,10 @@ func serveOps(addr string, h http.Handler, log *slog.Logger) (stop func(), err e
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		srv.Shutdown(ctx)
+		if err := srv.Shutdown(ctx); err != nil {
+			srv.Close()
+		}
+		<-done
 	}, nil
 }
 

@@ -278,6 +278,8 @@ type keyJobs struct {
 	saveEvery time.Duration
 	// base is the context jobs run in: it ends with the main worker.
 	base context.Context
+	// runs counts the jobs' goroutines, for wait.
+	runs sync.WaitGroup
 
 	mu sync.Mutex
 	// running are the jobs this process runs, by database.
@@ -328,7 +330,7 @@ func (j *keyJobs) startRekey(ctx context.Context, db string) (view jobView, star
 		return jobView{}, false, err
 	}
 	j.running[db] = d
-	go j.run(j.base, d)
+	j.start(d)
 	return d.view(), true, nil
 }
 
@@ -344,11 +346,24 @@ func (j *keyJobs) resume() error {
 		if d.State == jobRunning && j.running[d.Database] == nil {
 			j.log.Info("resuming key job", "job", d.ID, attrDB, d.Database, "phase", d.Phase, "done", d.Done)
 			j.running[d.Database] = d
-			go j.run(j.base, d)
+			j.start(d)
 		}
 	}
 	return nil
 }
+
+// start runs job d in a goroutine of its own, until it ends or base does.
+func (j *keyJobs) start(d *jobDoc) {
+	j.runs.Add(1)
+	go func() {
+		defer j.runs.Done()
+		j.run(j.base, d)
+	}()
+}
+
+// wait returns once every job started has returned: after base ended,
+// once they have stopped using the store and the keyring.
+func (j *keyJobs) wait() { j.runs.Wait() }
 
 // list returns every job, newest first: stored records, with the live
 // progress of the jobs this process runs.
