@@ -54,16 +54,14 @@ func newAuthTestServerOn(t *testing.T, cfg authConfig, st store) *authTestServer
 		t.Fatal(err)
 	}
 	log := slog.New(slog.DiscardHandler)
-	schemas := newSchemaRegistry(st)
-	w := newWorker("w1", st, schemas, newLRU[string, cachedEntity](64, 0, nil), log)
+	schemas := newSchemaRegistry(st, budgets{})
+	w := newWorker("w1", st, schemas, newLRU[string, cachedEntity](64, 0, nil), budgets{}, log)
 	w.setKeys(ring)
-	rt := newRouter(log, time.Now, 0)
-	rt.add(&workerConn{id: w.id, proc: w, stats: w.stats})
 	cat := newCatalog(st)
-	rt.written = cat.wrote
-	rest := newRESTServer(auth, newDataPlane(rt, cat, schemas, budgets{}), rt.list, 1<<20, log)
-	rest.ready.keyChecked.Store(true)
-	rest.jobs = newKeyJobs(t.Context(), keyJobsConfig{st: st, ring: ring, log: log, barrier: func(context.Context, uint64) error { return nil }})
+	rt := newRouter(log, time.Now, 0, cat.wrote)
+	rt.add(&workerConn{id: w.id, proc: w, stats: w.stats})
+	rest := newRESTServer(restOptions{auth: auth, data: newDataPlane(rt, cat, schemas, budgets{}), workers: rt.list, maxBody: 1 << 20,
+		jobs: newKeyJobs(t.Context(), keyJobsConfig{st: st, ring: ring, log: log, barrier: func(context.Context, uint64) error { return nil }}), keyChecked: true, log: log})
 	return &authTestServer{rest: rest, auth: auth, st: st, clock: clock}
 }
 

@@ -296,7 +296,7 @@ func TestBudgetFlags(t *testing.T) {
 // at the validation budget with 413. The schema (2^14 branches) is within
 // the expansion limit; the budget here is 1 ms.
 func TestValidationTimeout(t *testing.T) {
-	r := newSchemaRegistry(newMemStore())
+	r := newSchemaRegistry(newMemStore(), budgets{})
 	r.lim.validationTimeout = time.Millisecond
 	ctx := context.Background()
 	if err := r.Put(ctx, "slow.v1", refBombSchema(14)); err != nil {
@@ -328,7 +328,7 @@ func TestSchemaExpansion(t *testing.T) {
 		{"doubling per array level", `{"items":{"anyOf":[{"$ref":"#"},{"$ref":"#"}]}}`, false},
 	}
 	for _, tc := range cases {
-		r := newSchemaRegistry(newMemStore())
+		r := newSchemaRegistry(newMemStore(), budgets{})
 		err := r.Put(context.Background(), "s.v1", []byte(tc.schema))
 		if got := err == nil; got != tc.ok {
 			t.Errorf("Put(%s) = %v, want accepted %v", tc.name, err, tc.ok)

@@ -526,7 +526,7 @@ func TestJoinTokenRequired(t *testing.T) {
 // in-process worker stay.
 func TestRouterPrune(t *testing.T) {
 	clock := &fakeClock{t: time.Now()}
-	rt := newRouter(slog.New(slog.DiscardHandler), clock.now, 0)
+	rt := newRouter(slog.New(slog.DiscardHandler), clock.now, 0, nil)
 	closed := map[string]bool{}
 	for _, id := range []string{"gone", "live"} {
 		rt.add(&workerConn{id: id, close: func() { closed[id] = true }})

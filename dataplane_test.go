@@ -39,12 +39,11 @@ func newFrontEnds(t *testing.T, lim budgets) *frontEnds {
 		t.Fatal(err)
 	}
 	w := newTestWorker(t, "local", st)
-	rt := newRouter(log, time.Now, 0)
 	cat := newCatalog(st)
-	rt.written = cat.wrote
+	rt := newRouter(log, time.Now, 0, cat.wrote)
 	rt.add(&workerConn{id: "local", proc: w, stats: w.stats})
 	data := newDataPlane(rt, cat, w.schemas, lim)
-	svc := &mainService{router: rt, auth: auth, data: data, log: log, tokens: map[[32]byte]string{}}
+	svc := newMainService(mainServiceOptions{router: rt, auth: auth, data: data, maxMsg: 4 << 20, log: log})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -53,7 +52,7 @@ func newFrontEnds(t *testing.T, lim budgets) *frontEnds {
 	pb.RegisterMainWorkerServer(gs, svc)
 	go gs.Serve(ln)
 	t.Cleanup(gs.Stop)
-	return &frontEnds{rest: newRESTServer(auth, data, rt.list, 1<<20, log),
+	return &frontEnds{rest: newRESTServer(restOptions{auth: auth, data: data, workers: rt.list, maxBody: 1 << 20, log: log}),
 		client: pb.NewMainWorkerClient(dial(t, ln.Addr().String())), data: data, auth: auth}
 }
 

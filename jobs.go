@@ -146,6 +146,8 @@ type keyJobs struct {
 	saveEvery time.Duration
 	// base is the context jobs run in: it ends with the main worker.
 	base context.Context
+	// runs counts the jobs' goroutines, for wait.
+	runs sync.WaitGroup
 
 	mu sync.Mutex
 	// running are the jobs this process runs, by database ("" for the
@@ -185,7 +187,7 @@ func (j *keyJobs) resume() error {
 		default:
 			j.log.Info("resuming key job", "job", d.ID, "kind", d.Kind, attrDB, d.Database, "phase", d.Phase, "done", d.Done)
 			j.running[d.Database] = d
-			go j.run(j.base, d)
+			j.launch(d)
 		}
 	}
 	if j.rotation != nil && j.running[""] == nil {
@@ -217,9 +219,23 @@ func (j *keyJobs) start(ctx context.Context, d *jobDoc) error {
 		return err
 	}
 	j.running[d.Database] = d
-	go j.run(j.base, d)
+	j.launch(d)
 	return nil
 }
+
+// launch runs job d in a goroutine of its own, until it ends or base
+// does.
+func (j *keyJobs) launch(d *jobDoc) {
+	j.runs.Add(1)
+	go func() {
+		defer j.runs.Done()
+		j.run(j.base, d)
+	}()
+}
+
+// wait returns once every job goroutine has returned: after base ended,
+// promptly, since each stops at its next object.
+func (j *keyJobs) wait() { j.runs.Wait() }
 
 // list returns every job, newest first: stored records, with the live
 // progress of the jobs this process runs.

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -137,6 +138,12 @@ type keyring struct {
 	// epoch counts the changes of active data keys this keyring was told
 	// of (applyEpoch); 0 at start.
 	epoch uint64
+	// closed is set by close: the key material is gone.
+	closed bool
+
+	// lateUses counts the operations refused because the keyring was
+	// closed: a shutdown that closed it before its users had stopped.
+	lateUses atomic.Int64
 }
 
 // newKeyring returns the keys of storage st: the master key (32 bytes,
@@ -173,20 +180,33 @@ func (k *keyring) dropPrevious() {
 }
 
 // masters returns the current master key and the previous one (nil
-// outside a rotation).
+// outside a rotation); both nil once the keyring is closed.
 func (k *keyring) masters() (cur, prev *masterKey) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if k.closedLocked() != nil {
+		return nil, nil
+	}
 	return k.master, k.previous
 }
 
-// close drops the key material.
+// close drops the key material; every later operation is refused.
 func (k *keyring) close() {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.master, k.previous = nil, nil
+	k.master, k.previous, k.closed = nil, nil, true
 	clear(k.data)
 	clear(k.active)
+}
+
+// closedLocked is the error of an operation on a closed keyring, counted
+// in lateUses; nil while it is open. The caller holds mu.
+func (k *keyring) closedLocked() error {
+	if !k.closed {
+		return nil
+	}
+	k.lateUses.Add(1)
+	return fmt.Errorf("keyring closed: %w", errUnavailable)
 }
 
 // hold takes the write gate shared; the returned function releases it.
@@ -291,6 +311,10 @@ func (k *keyring) openLegacy(db, key string, sealed []byte) ([]byte, envelopeHea
 // when create is set, else it is an error.
 func (k *keyring) activeSealer(ctx context.Context, db string, create bool) (*sealer, error) {
 	k.mu.Lock()
+	if err := k.closedLocked(); err != nil {
+		k.mu.Unlock()
+		return nil, err
+	}
 	id, ok := k.active[db]
 	s := k.data[dataKeyRef(db, id)]
 	epoch := k.epoch
@@ -326,6 +350,10 @@ func (k *keyring) activeSealer(ctx context.Context, db string, create bool) (*se
 // keys from storage if it is not cached.
 func (k *keyring) dataSealer(ctx context.Context, db, id string) (*sealer, error) {
 	k.mu.Lock()
+	if err := k.closedLocked(); err != nil {
+		k.mu.Unlock()
+		return nil, err
+	}
 	s := k.data[dataKeyRef(db, id)]
 	k.mu.Unlock()
 	if s != nil {

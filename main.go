@@ -198,10 +198,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	switch cfg.role {
-	case "all":
-		return runMain(ctx, cfg, stdout, log, true)
-	case "main":
-		return runMain(ctx, cfg, stdout, log, false)
+	case "all", "main":
+		return runMain(ctx, cfg, stdout, log)
 	default:
 		return runProc(ctx, cfg, log)
 	}
@@ -239,9 +237,7 @@ func buildWorker(cfg config, st store, schemas *schemaRegistry, log *slog.Logger
 	if cfg.role != "proc" && !cfg.cacheSizeSet {
 		size = cfg.entityCacheSize
 	}
-	w := newWorker(id, st, schemas, newLRU[string, cachedEntity](size, cfg.cacheTTL, time.Now), log)
-	w.lim = cfg.budgets()
-	return w, nil
+	return newWorker(id, st, schemas, newLRU[string, cachedEntity](size, cfg.cacheTTL, time.Now), cfg.budgets(), log), nil
 }
 
 // workerIDOrHost is -worker-id, or the hostname when it is empty.

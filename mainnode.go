@@ -8,10 +8,13 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -20,65 +23,199 @@ import (
 	pb "deltadatabase/proto"
 )
 
-// runMain runs the main worker: REST and UI, gRPC for workers and clients,
-// routing. With local it also runs the in-process processing worker of
-// -role=all, called without a network hop.
-func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger, local bool) error {
-	reg := newRegistry()
+// mainNodeOptions are what a main node takes besides its flags.
+type mainNodeOptions struct {
+	// st is the opened storage; the node owns it and closes it last.
+	st store
+	// stdout is where keys generated at start are printed, once.
+	stdout io.Writer
+	log    *slog.Logger
+	// revocationReload is how often the session revocations are read
+	// again (and expired ones pruned); 0 is revocationReload.
+	revocationReload time.Duration
+}
+
+// mainNode is one main worker: REST and the UI, gRPC for workers and
+// client applications, routing, and with -role=all the in-process
+// processing worker, called without a network hop. newMainNode builds
+// every part, its listeners bound; run serves and starts the background
+// work (worker monitor, session revocations, master-key rotation, key
+// jobs) under one context; Close stops them in the reverse order of
+// building: stop accepting and drain, cancel the background work and wait
+// for it, then close the keyring and the store. Nothing runs after Close
+// returns.
+type mainNode struct {
+	cfg  config
+	log  *slog.Logger
+	reg  *registry
+	st   store
+	keys startKeys
+	ring *keyring
+	rt   *router
+	auth *authenticator
+	svc  *mainService
+	rest *restServer
+	// jobs runs the key jobs: rekeys and, after a start with the
+	// previous master key, the rotation.
+	jobs *keyJobs
+	// reload is the session revocations' reload interval.
+	reload time.Duration
+
+	// grpc serves client applications (and, without a join token,
+	// nothing else); cluster serves workers, nil without a join token.
+	grpc, cluster *grpcListener
+	// http serves rest on restLn.
+	http   *http.Server
+	restLn net.Listener
+	// stopOps stops the ops listener; nil without -ops-addr.
+	stopOps func()
+
+	// ctx is the context of the background work; Close cancels it. wg
+	// counts the node's goroutines (background work and servers).
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	// errc takes the first failure of a server, which ends run.
+	errc      chan error
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// grpcListener is a gRPC server and the listener it is to serve.
+type grpcListener struct {
+	srv *grpc.Server
+	ln  net.Listener
+	// what names it in errors and the log: "grpc", "cluster".
+	what string
+	// tls says whether it serves TLS.
+	tls bool
+}
+
+// runMain runs a main worker until ctx ends or one of its servers fails.
+func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) error {
 	st, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
-	st = meterStore(reg, st)
-	keys, err := loadKeys(ctx, cfg, st, stdout)
+	n, err := newMainNode(ctx, cfg, mainNodeOptions{st: st, stdout: stdout, log: log})
 	if err != nil {
 		return err
 	}
-	defer zero(keys.master)
-	defer zero(keys.previous)
-	ring, err := newKeyring(st, keys.master, cfg.keyID)
+	return n.run(ctx)
+}
+
+// newMainNode builds the main worker of cfg over o.st: its keys, keyring,
+// router (and in-process worker with -role=all), authenticator, data
+// plane, gRPC service, key jobs, REST server and listeners. On failure
+// everything built is closed again, o.st included.
+func newMainNode(ctx context.Context, cfg config, o mainNodeOptions) (_ *mainNode, err error) {
+	n := &mainNode{cfg: cfg, log: o.log, reg: newRegistry(), reload: cmp.Or(o.revocationReload, revocationReload),
+		errc: make(chan error, 4)}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.st = meterStore(n.reg, o.st)
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+	if err := n.buildKeys(ctx, o.stdout); err != nil {
+		return nil, err
+	}
+	data, err := n.buildDataPath()
+	if err != nil {
+		return nil, err
+	}
+	if err := checkAdminKeyStrength(cfg, n.keys.admin, n.log); err != nil {
+		return nil, err
+	}
+	if n.auth, err = newMainAuthenticator(ctx, cfg, n.keys, n.st, n.log); err != nil {
+		return nil, err
+	}
+	registerAuthMetrics(n.reg, n.auth)
+	if err := n.buildService(data); err != nil {
+		return nil, err
+	}
+	n.jobs = newKeyJobs(n.ctx, keyJobsConfig{st: n.st, ring: n.ring, log: n.log, rate: cfg.keyJobRate,
+		barrier: n.svc.waitKeysEpoch, keys: data.catalog.keys, rotation: n.newRotator()})
+	// loadKeys returned: the master key matched the stored key check.
+	n.rest = newRESTServer(restOptions{auth: n.auth, data: data, workers: n.rt.list, maxBody: cfg.restMaxBody,
+		jobs: n.jobs, reg: n.reg, keyChecked: true, log: n.log})
+	return n, n.listen()
+}
+
+// buildKeys loads the start keys (loadKeys) and builds the keyring.
+func (n *mainNode) buildKeys(ctx context.Context, stdout io.Writer) error {
+	keys, err := loadKeys(ctx, n.cfg, n.st, stdout)
 	if err != nil {
 		return err
 	}
-	defer ring.close()
+	n.keys = keys
+	if n.ring, err = newKeyring(n.st, keys.master, n.cfg.keyID); err != nil {
+		return err
+	}
 	if keys.previous != nil {
-		if err := ring.addPrevious(keys.previous, keys.previousID); err != nil {
+		if err := n.ring.addPrevious(keys.previous, keys.previousID); err != nil {
 			return err
 		}
 	}
 	if keys.note != "" {
-		log.Info(keys.note)
+		n.log.Info(keys.note)
 	}
-	schemas := newSchemaRegistry(st)
-	schemas.lim = cfg.budgets()
-	registerSchemaMetrics(reg, schemas)
-	cat := newCatalog(st)
-	rt := newRouter(log, time.Now, saturatedInFlight)
-	rt.written = cat.wrote
-	defer rt.closeAll()
-	if local {
-		w, err := addLocalWorker(cfg, rt, st, schemas, ring, log)
+	return nil
+}
+
+// buildDataPath builds the schema registry, the catalog, the router with
+// the in-process worker of -role=all, and the data plane over them.
+func (n *mainNode) buildDataPath() (*dataPlane, error) {
+	schemas := newSchemaRegistry(n.st, n.cfg.budgets())
+	registerSchemaMetrics(n.reg, schemas)
+	cat := newCatalog(n.st)
+	n.rt = newRouter(n.log, time.Now, saturatedInFlight, cat.wrote)
+	if n.cfg.role == "all" {
+		w, err := addLocalWorker(n.cfg, n.rt, n.st, schemas, n.ring, n.log)
 		if err != nil {
+			return nil, err
+		}
+		registerCacheMetrics(n.reg, w.stats)
+	}
+	registerWorkerMetrics(n.reg, n.rt.list)
+	return newDataPlane(n.rt, cat, schemas, n.cfg.budgets()), nil
+}
+
+// buildService builds the gRPC service, with the cluster identity when
+// there is a join token.
+func (n *mainNode) buildService(data *dataPlane) error {
+	var ident *clusterIdentity
+	var join []byte
+	if n.cfg.joinToken != "" {
+		var err error
+		if ident, err = newClusterIdentity(n.cfg.clusterTLSCert, n.cfg.clusterTLSKey, n.cfg.clusterTLSCA, cryptoRand, time.Now()); err != nil {
 			return err
 		}
-		registerCacheMetrics(reg, w.stats)
+		join = []byte(n.cfg.joinToken)
 	}
-	registerWorkerMetrics(reg, rt.list)
-	if err := checkAdminKeyStrength(cfg, keys.admin, log); err != nil {
-		return err
+	n.svc = newMainService(mainServiceOptions{router: n.rt, auth: n.auth, data: data, ring: n.ring, master: n.keys.master,
+		keyID: n.cfg.keyID, previous: n.keys.previous, previousID: n.keys.previousID, workerTTL: n.cfg.workerTTL,
+		maxMsg: n.cfg.grpcMaxRecv, join: join, ident: ident, log: n.log})
+	return nil
+}
+
+// newRotator is the rotator of a start with the previous master key; nil
+// without one. Once done it drops the previous key everywhere.
+func (n *mainNode) newRotator() *rotator {
+	if n.keys.previous == nil {
+		return nil
 	}
-	auth, err := newMainAuthenticator(ctx, cfg, keys, st, log)
-	if err != nil {
-		return err
-	}
-	registerAuthMetrics(reg, auth)
-	gm := newGRPCMetrics(reg)
-	data := newDataPlane(rt, cat, schemas, cfg.budgets())
-	svc := &mainService{router: rt, auth: auth, data: data, master: keys.master, keyID: cfg.keyID, workerTTL: cfg.workerTTL,
-		every: heartbeatEvery, maxMsg: cfg.grpcMaxRecv, rand: cryptoRand, now: time.Now, log: log,
-		tokens: map[[32]byte]string{}, ring: ring, previous: keys.previous, previousID: keys.previousID}
-	clientTLS, err := loadClientTLS(cfg)
+	return &rotator{st: n.st, ring: n.ring, log: n.log, done: func() {
+		n.ring.dropPrevious()
+		n.svc.rotationDone()
+		zero(n.keys.previous)
+	}}
+}
+
+// listen binds the client gRPC, cluster and REST listeners.
+func (n *mainNode) listen() error {
+	clientTLS, err := loadClientTLS(n.cfg)
 	if err != nil {
 		return err
 	}
@@ -86,59 +223,169 @@ func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger
 	if clientTLS != nil {
 		clientCreds = grpccreds.NewTLS(clientTLS)
 	}
-	gs, err := serveGRPC(cmp.Or(cfg.grpcAddr, "127.0.0.1:50051"), "-grpc-addr", "grpc listening", cfg.grpcMaxRecv, svc, clientCreds, log,
-		gm.serverOptions()...)
-	if err != nil {
+	gm := newGRPCMetrics(n.reg)
+	if n.grpc, err = listenGRPC("grpc", cmp.Or(n.cfg.grpcAddr, "127.0.0.1:50051"), "-grpc-addr", n.cfg.grpcMaxRecv, n.svc,
+		clientCreds, gm.serverOptions()...); err != nil {
 		return err
 	}
-	defer stopGRPC(gs)
-	if cfg.joinToken != "" {
-		ident, err := newClusterIdentity(cfg.clusterTLSCert, cfg.clusterTLSKey, cfg.clusterTLSCA, cryptoRand, time.Now())
-		if err != nil {
-			return err
-		}
-		svc.join, svc.ident = []byte(cfg.joinToken), ident
+	if ident := n.svc.ident; ident != nil {
 		// Workers prove themselves with the join token; with a CA they
 		// must also show a certificate it signed.
-		cs, err := serveGRPC(cmp.Or(cfg.clusterAddr, "127.0.0.1:50052"), "-cluster-addr", "cluster listening", cfg.grpcMaxRecv, svc,
-			grpccreds.NewTLS(ident.tlsConfig(anyPeer, ident.ca != nil)), log, gm.serverOptions()...)
-		if err != nil {
+		if n.cluster, err = listenGRPC("cluster", cmp.Or(n.cfg.clusterAddr, "127.0.0.1:50052"), "-cluster-addr", n.cfg.grpcMaxRecv,
+			n.svc, grpccreds.NewTLS(ident.tlsConfig(anyPeer, ident.ca != nil)), gm.serverOptions()...); err != nil {
 			return err
 		}
-		defer stopGRPC(cs)
-	} else {
-		log.Info("no join token: this main worker accepts no external processing workers")
 	}
-	mctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go svc.monitor(mctx)
-	go auth.sessions.watch(mctx, revocationReload, func(err error) { log.Warn("reload session revocations", attrErr, err) })
-	var rot *rotator
-	if keys.previous != nil {
-		rot = &rotator{st: st, ring: ring, log: log, done: func() {
-			ring.dropPrevious()
-			svc.rotationDone()
-			zero(keys.previous)
-		}}
+	if n.restLn, err = net.Listen("tcp", n.cfg.restAddr); err != nil {
+		return fmt.Errorf("-rest-addr: listen %s: %w", n.cfg.restAddr, err)
 	}
-	rest := newRESTServer(auth, data, rt.list, cfg.restMaxBody, log)
-	rest.setMetrics(reg)
-	rest.jobs = newKeyJobs(mctx, keyJobsConfig{st: st, ring: ring, log: log, rate: cfg.keyJobRate,
-		barrier: svc.waitKeysEpoch, keys: cat.keys, rotation: rot})
-	if err := rest.jobs.resume(); err != nil {
+	if clientTLS != nil {
+		n.restLn = tls.NewListener(n.restLn, clientTLS)
+	}
+	n.http = newHTTPServer(n.rest, restWriteTimeout, n.log)
+	return nil
+}
+
+// restAddr is the address the REST listener is bound to.
+func (n *mainNode) restAddr() string { return n.restLn.Addr().String() }
+
+// run starts the node and serves until ctx ends or a server fails, then
+// closes it. When ctx ends, readiness turns false at once (GET /readyz
+// 503) and requests are still served for -shutdown-delay, so that load
+// balancers see it and stop sending, before Close drains them.
+func (n *mainNode) run(ctx context.Context) error {
+	err := n.start()
+	if err == nil {
+		err = n.serveUntil(ctx)
+	}
+	return errors.Join(err, n.Close())
+}
+
+// start resumes the key jobs of an earlier run and starts the background
+// work and the servers.
+func (n *mainNode) start() error {
+	if err := n.jobs.resume(); err != nil {
 		return err
 	}
-	// loadKeys returned: the master key matched the stored key check.
-	rest.ready.keyChecked.Store(true)
-	if cfg.opsAddr != "" {
+	n.background(n.svc.monitor)
+	n.background(func(ctx context.Context) {
+		n.auth.sessions.watch(ctx, n.reload, func(err error) { n.log.Warn("reload session revocations", attrErr, err) })
+	})
+	if n.cfg.opsAddr != "" {
 		// Health and readiness on the ops listener are the REST port's.
-		stop, err := serveOps(cfg.opsAddr, newOpsMux(rest, reg, cfg.pprof), log)
+		stop, err := serveOps(n.cfg.opsAddr, newOpsMux(n.rest, n.reg, n.cfg.pprof), n.log)
 		if err != nil {
 			return err
 		}
-		defer stop()
+		n.stopOps = stop
 	}
-	return serveHTTP(ctx, cfg.restAddr, rest, clientTLS, cfg.shutdownDelay, log)
+	for _, g := range []*grpcListener{n.grpc, n.cluster} {
+		if g != nil {
+			n.serve("serve "+g.what, func() error { return g.srv.Serve(g.ln) })
+			n.log.Info(g.what+" listening", attrAddr, g.ln.Addr().String(), "tls", g.tls)
+		}
+	}
+	if n.cluster == nil {
+		n.log.Info("no join token: this main worker accepts no external processing workers")
+	}
+	n.serve("serve rest", func() error { return n.http.Serve(n.restLn) })
+	n.log.Info("rest listening", attrAddr, n.restAddr(), "tls", n.cfg.tlsCert != "")
+	return nil
+}
+
+// background runs f in a goroutine of the node, with the context Close
+// cancels.
+func (n *mainNode) background(f func(ctx context.Context)) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		f(n.ctx)
+	}()
+}
+
+// serve runs a server's serve in a goroutine of the node. Its failure
+// (anything but the end Close asks for) goes to errc, prefixed with what.
+func (n *mainNode) serve(what string, serve func() error) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			select {
+			case n.errc <- fmt.Errorf("%s: %w", what, err):
+			default:
+			}
+		}
+	}()
+}
+
+// serveUntil waits for ctx to end, then turns not ready and keeps
+// serving for -shutdown-delay; or for a server to fail.
+func (n *mainNode) serveUntil(ctx context.Context) error {
+	select {
+	case err := <-n.errc:
+		return err
+	case <-ctx.Done():
+	}
+	n.rest.ready.stopping.Store(true)
+	n.log.Info("shutting down: not ready", "drain_after", n.cfg.shutdownDelay)
+	select {
+	case err := <-n.errc:
+		return err
+	case <-time.After(n.cfg.shutdownDelay):
+		return nil
+	}
+}
+
+// Close stops the node: it stops accepting and lets the requests in
+// flight finish (REST, client and cluster gRPC, ops), cancels the
+// background work and waits for it and the key jobs, closes the workers'
+// connections, then the keyring and the store. It may be called more than
+// once, and on a node built in part.
+func (n *mainNode) Close() error {
+	n.closeOnce.Do(func() { n.closeErr = n.close() })
+	return n.closeErr
+}
+
+// close is Close, once.
+func (n *mainNode) close() error {
+	var errs []error
+	if n.http != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := n.http.Shutdown(sctx); err != nil {
+			errs = append(errs, fmt.Errorf("shutdown rest: %w", err))
+			n.http.Close()
+		}
+		cancel()
+	}
+	if n.restLn != nil {
+		n.restLn.Close() // unless served, Shutdown does not close it
+	}
+	for _, g := range []*grpcListener{n.cluster, n.grpc} {
+		if g != nil {
+			stopGRPC(g.srv)
+			g.ln.Close()
+		}
+	}
+	if n.stopOps != nil {
+		n.stopOps()
+	}
+	n.cancel()
+	if n.jobs != nil {
+		n.jobs.wait()
+	}
+	n.wg.Wait()
+	if n.rt != nil {
+		n.rt.closeAll()
+	}
+	if n.ring != nil {
+		n.ring.close()
+	}
+	zero(n.keys.master)
+	zero(n.keys.previous)
+	if err := n.st.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close storage: %w", err))
+	}
+	return errors.Join(errs...)
 }
 
 // loadClientTLS is the TLS configuration of the client-facing listeners
@@ -158,7 +405,7 @@ func loadClientTLS(cfg config) (*tls.Config, error) {
 // revocations again, so a logout at another main worker takes effect.
 const revocationReload = 10 * time.Second
 
-// newMainAuthenticator builds the authenticator of runMain from the flags
+// newMainAuthenticator builds the authenticator of a main node from the flags
 // and the start keys.
 func newMainAuthenticator(ctx context.Context, cfg config, keys startKeys, st store, log *slog.Logger) (*authenticator, error) {
 	sessionKey, err := deriveSessionKey(keys.master)
@@ -216,11 +463,11 @@ func addLocalWorker(cfg config, rt *router, st store, schemas *schemaRegistry, k
 	return w, nil
 }
 
-// serveGRPC serves the MainWorker service on addr (given by flag), over
-// creds unless nil, with extra options (the metrics' interceptors), and
-// logs msg with the address.
-func serveGRPC(addr, flag, msg string, maxMsg int, svc *mainService, creds grpccreds.TransportCredentials, log *slog.Logger,
-	extra ...grpc.ServerOption) (*grpc.Server, error) {
+// listenGRPC binds addr (given by flag) for a gRPC server of the
+// MainWorker service, over creds unless nil, with extra options (the
+// metrics' interceptors); what names it.
+func listenGRPC(what, addr, flag string, maxMsg int, svc *mainService, creds grpccreds.TransportCredentials,
+	extra ...grpc.ServerOption) (*grpcListener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("%s: listen %s: %w", flag, addr, err)
@@ -237,44 +484,5 @@ func serveGRPC(addr, flag, msg string, maxMsg int, svc *mainService, creds grpcc
 			return nil, err
 		}
 	}
-	go gs.Serve(ln)
-	log.Info(msg, attrAddr, ln.Addr().String(), "tls", creds != nil)
-	return gs, nil
-}
-
-// serveHTTP serves rest on addr, over TLS with tlsConf unless nil, until
-// ctx ends. Then readiness turns false at once (GET /readyz 503), requests
-// are still served for delay, so that load balancers see it and stop
-// sending, and the server shuts down gracefully, letting in-flight
-// requests finish.
-func serveHTTP(ctx context.Context, addr string, rest *restServer, tlsConf *tls.Config, delay time.Duration, log *slog.Logger) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("-rest-addr: listen %s: %w", addr, err)
-	}
-	if tlsConf != nil {
-		ln = tls.NewListener(ln, tlsConf)
-	}
-	srv := newHTTPServer(rest, restWriteTimeout, log)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	log.Info("rest listening", attrAddr, ln.Addr().String(), "tls", tlsConf != nil)
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve rest: %w", err)
-	case <-ctx.Done():
-	}
-	rest.ready.stopping.Store(true)
-	log.Info("shutting down: not ready", "drain_after", delay)
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve rest: %w", err)
-	case <-time.After(delay):
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shutdown rest: %w", err)
-	}
-	return nil
+	return &grpcListener{srv: gs, ln: ln, what: what, tls: creds != nil}, nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/rsa"
@@ -71,6 +72,47 @@ type mainService struct {
 	subGen  map[string]uint64
 	// applied is the data-key epoch each worker reported applied.
 	applied map[string]uint64
+}
+
+// mainServiceOptions are the parts and settings of a mainService.
+type mainServiceOptions struct {
+	router *router
+	auth   *authenticator
+	data   *dataPlane
+	// ring is the main worker's keyring (nil announces data-key epoch 0).
+	ring *keyring
+	// master is the master key handed to workers, named keyID;
+	// previous, named previousID, the one a rotation moves from (nil
+	// outside a rotation).
+	master, previous  []byte
+	keyID, previousID string
+	// workerTTL is the lifetime of a worker token (-worker-ttl).
+	workerTTL time.Duration
+	// maxMsg is the largest gRPC message, both ways.
+	maxMsg int
+	// join is the join token, ident the cluster TLS identity; nil join
+	// accepts no workers.
+	join  []byte
+	ident *clusterIdentity
+	// every is the heartbeat interval; 0 is heartbeatEvery.
+	every time.Duration
+	// now and rand are the clock and the randomness; nil are the real
+	// ones.
+	now  func() time.Time
+	rand io.Reader
+	log  *slog.Logger
+}
+
+// newMainService returns the service of o.
+func newMainService(o mainServiceOptions) *mainService {
+	m := &mainService{router: o.router, auth: o.auth, data: o.data, ring: o.ring, master: o.master, keyID: o.keyID,
+		previous: o.previous, previousID: o.previousID, workerTTL: o.workerTTL, maxMsg: o.maxMsg, join: o.join,
+		ident: o.ident, every: cmp.Or(o.every, heartbeatEvery), now: o.now, rand: cmp.Or(o.rand, cryptoRand),
+		log: o.log, tokens: map[[32]byte]string{}, subGen: map[string]uint64{}, applied: map[string]uint64{}}
+	if m.now == nil {
+		m.now = time.Now
+	}
+	return m
 }
 
 // heartbeatEvery is how often workers heartbeat; a worker silent for
@@ -199,9 +241,6 @@ func (m *mainService) subscribe(req *pb.SubscribeRequest) (*pb.SubscribeResponse
 func (m *mainService) wrapPrevious(pub *rsa.PublicKey, id string) ([]byte, string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.subGen == nil {
-		m.subGen = map[string]uint64{}
-	}
 	m.subGen[id] = m.keysGen
 	if m.previous == nil {
 		return nil, "", nil
@@ -264,9 +303,6 @@ func (m *mainService) behindKeysEpoch(e uint64) []string {
 func (m *mainService) heardFrom(id string, applied uint64) (resubscribe bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.applied == nil {
-		m.applied = map[string]uint64{}
-	}
 	m.applied[id] = applied
 	return m.subGen[id] < m.keysGen
 }

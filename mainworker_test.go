@@ -76,13 +76,13 @@ func serveTestMain(t *testing.T, maxMsg int, st store, auth *authenticator) *tes
 func serveTestMainLog(t *testing.T, maxMsg int, st store, auth *authenticator, log *slog.Logger) *testMain {
 	t.Helper()
 	master := []byte("0123456789abcdef0123456789abcdef")
-	rt := newRouter(log, time.Now, 0)
+	rt := newRouter(log, time.Now, 0, nil)
 	w := newTestWorker(t, "local", st)
 	rt.add(&workerConn{id: "local", proc: w, stats: w.stats})
 	ident := newTestIdentity(t)
-	svc := &mainService{router: rt, auth: auth, data: newDataPlane(rt, newCatalog(st), w.schemas, budgets{}), master: master, keyID: "k1", workerTTL: time.Hour, every: time.Second,
-		maxMsg: maxMsg, rand: rand.Reader, now: time.Now, log: log, tokens: map[[32]byte]string{},
-		join: []byte(testJoinToken), ident: ident}
+	svc := newMainService(mainServiceOptions{router: rt, auth: auth, data: newDataPlane(rt, newCatalog(st), w.schemas, budgets{}), master: master,
+		keyID: "k1", workerTTL: time.Hour, every: time.Second, maxMsg: maxMsg, rand: rand.Reader, now: time.Now, log: log,
+		join: []byte(testJoinToken), ident: ident})
 	serve := func(opts ...grpc.ServerOption) string {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {

@@ -457,13 +457,6 @@ func (s *restServer) handleMetrics(w http.ResponseWriter, r *http.Request, _ pri
 	return nil
 }
 
-// setMetrics makes reg the registry GET /metrics serves and registers the
-// REST request metrics in it. newRESTServer starts with a registry of its
-// own; runMain replaces it with the process's.
-func (s *restServer) setMetrics(reg *registry) {
-	s.reg, s.metrics = reg, newHTTPMetrics(reg)
-}
-
 // registerCacheMetrics registers the entity cache's counters and size, as
 // stats (the worker's LRU) reports them at scrape time.
 func registerCacheMetrics(r *registry, stats func() cacheStats) {

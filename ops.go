@@ -43,7 +43,9 @@ func newOpsMux(health http.Handler, reg *registry, withPprof bool) *http.ServeMu
 }
 
 // serveOps serves h on addr (-ops-addr) until the returned stop is
-// called, which shuts the listener down gracefully.
+// called, which shuts the listener down gracefully and returns once the
+// server has stopped. A failure of the server is logged: the ops listener
+// serves no client data, and its failure does not stop the role.
 func serveOps(addr string, h http.Handler, log *slog.Logger) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -52,7 +54,9 @@ func serveOps(addr string, h http.Handler, log *slog.Logger) (stop func(), err e
 	// A CPU profile or trace runs for as long as it is asked to (30 s by
 	// default); the profiler refuses one longer than the write timeout.
 	srv := newHTTPServer(h, 5*time.Minute, log)
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("serve ops", attrErr, err)
 		}
@@ -61,7 +65,10 @@ func serveOps(addr string, h http.Handler, log *slog.Logger) (stop func(), err e
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		srv.Shutdown(ctx)
+		if err := srv.Shutdown(ctx); err != nil {
+			srv.Close()
+		}
+		<-done
 	}, nil
 }
 

@@ -62,9 +62,10 @@ type cachedEntity struct {
 	rev string
 }
 
-// newWorker returns a worker over st caching entities in cache.
-func newWorker(id string, st store, schemas *schemaRegistry, cache *lru[string, cachedEntity], log *slog.Logger) *worker {
-	return &worker{id: id, st: st, schemas: schemas, cache: cache, log: log}
+// newWorker returns a worker over st caching entities in cache and
+// bounding patches by lim (the zero value is the defaults).
+func newWorker(id string, st store, schemas *schemaRegistry, cache *lru[string, cachedEntity], lim budgets, log *slog.Logger) *worker {
+	return &worker{id: id, st: st, schemas: schemas, cache: cache, lim: lim, log: log}
 }
 
 // setKeys installs the keyring built from the master key.

@@ -55,11 +55,36 @@ type workerInfo struct {
 	Cache    cacheStats        `json:"cache"`
 }
 
-// newRESTServer builds the REST server and its route table.
-func newRESTServer(auth *authenticator, data *dataPlane, workers func() []workerInfo, maxBody int64, log *slog.Logger) *restServer {
-	s := &restServer{auth: auth, data: data, workers: workers,
-		maxBody: maxBody, log: log, mux: http.NewServeMux(), idPrefix: randomIDPrefix()}
-	s.setMetrics(newRegistry())
+// restOptions are the parts and settings of a REST server.
+type restOptions struct {
+	auth *authenticator
+	data *dataPlane
+	// workers lists the processing workers for /admin/workers.
+	workers func() []workerInfo
+	// maxBody is the largest request body accepted (-rest-max-body-size).
+	maxBody int64
+	// jobs runs the key jobs; nil answers their routes 503.
+	jobs *keyJobs
+	// reg is the process's metrics, served at GET /metrics, where the
+	// REST request metrics are registered; nil is a registry of the
+	// server's own.
+	reg *registry
+	// keyChecked says that the master key matched the storage's key
+	// check: the server starts ready.
+	keyChecked bool
+	log        *slog.Logger
+}
+
+// newRESTServer builds the REST server of o and its route table.
+func newRESTServer(o restOptions) *restServer {
+	s := &restServer{auth: o.auth, data: o.data, workers: o.workers, maxBody: o.maxBody, jobs: o.jobs,
+		log: o.log, mux: http.NewServeMux(), idPrefix: randomIDPrefix()}
+	reg := o.reg
+	if reg == nil {
+		reg = newRegistry()
+	}
+	s.reg, s.metrics = reg, newHTTPMetrics(reg)
+	s.ready.keyChecked.Store(o.keyChecked)
 	s.routes()
 	return s
 }

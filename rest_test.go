@@ -30,10 +30,9 @@ func newLocalREST(tb testing.TB) *restServer {
 func newLocalRESTOver(tb testing.TB, st store) *restServer {
 	tb.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	schemas := newSchemaRegistry(st)
+	schemas := newSchemaRegistry(st, budgets{})
 	cat := newCatalog(st)
-	rt := newRouter(log, time.Now, saturatedInFlight)
-	rt.written = cat.wrote
+	rt := newRouter(log, time.Now, saturatedInFlight, cat.wrote)
 	cfg := config{keyID: "k1", entityCacheSize: 1024}
 	ring, err := newKeyring(st, []byte("0123456789abcdef0123456789abcdef"), cfg.keyID)
 	if err != nil {
@@ -46,7 +45,7 @@ func newLocalRESTOver(tb testing.TB, st store) *restServer {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return newRESTServer(auth, newDataPlane(rt, cat, schemas, budgets{}), rt.list, 1<<20, log)
+	return newRESTServer(restOptions{auth: auth, data: newDataPlane(rt, cat, schemas, budgets{}), workers: rt.list, maxBody: 1 << 20, log: log})
 }
 
 // serve runs one request through the server's ServeHTTP.

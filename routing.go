@@ -54,10 +54,9 @@ type router struct {
 	// write of those entities in between.
 	writes keyLocks
 
-	// written, if set, hears the outcome of every write routed, while
-	// the entity's write lock is still held, so in the order of the
-	// writes of each entity: the catalog keeps its key index by it. Set
-	// it before the first call.
+	// written, if not nil, hears the outcome of every write routed,
+	// while the entity's write lock is still held, so in the order of
+	// the writes of each entity: the catalog keeps its key index by it.
 	written func(db, key string, deleted bool, err error)
 }
 
@@ -86,9 +85,11 @@ type workerConn struct {
 	identity [32]byte
 }
 
-// newRouter returns a router with no workers.
-func newRouter(log *slog.Logger, now func() time.Time, saturated int64) *router {
-	r := &router{log: log, now: now, saturated: saturated, workers: map[string]*workerConn{}}
+// newRouter returns a router with no workers that passes an owner with
+// saturated calls in flight over for reads (0: never) and reports the
+// outcome of every write to written (nil for none).
+func newRouter(log *slog.Logger, now func() time.Time, saturated int64, written func(db, key string, deleted bool, err error)) *router {
+	r := &router{log: log, now: now, saturated: saturated, written: written, workers: map[string]*workerConn{}}
 	r.bumpEpoch()
 	return r
 }

@@ -70,9 +70,10 @@ const maxValidationMessages = 50
 // loader then refuses.
 const schemaBaseURL = "deltadb:///"
 
-// newSchemaRegistry returns a registry over st.
-func newSchemaRegistry(st store) *schemaRegistry {
-	return &schemaRegistry{st: st, now: time.Now, cache: make(map[string]*compiledSchema)}
+// newSchemaRegistry returns a registry over st keeping the budgets lim
+// (the zero value is the defaults).
+func newSchemaRegistry(st store, lim budgets) *schemaRegistry {
+	return &schemaRegistry{st: st, lim: lim, now: time.Now, cache: make(map[string]*compiledSchema)}
 }
 
 // Put compiles raw as a JSON Schema and, only if it compiles, stores it

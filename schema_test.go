@@ -185,7 +185,7 @@ func TestSchemaPut(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			st := newMemStore()
-			r := newSchemaRegistry(st)
+			r := newSchemaRegistry(st, budgets{})
 			err := r.Put(context.Background(), tt.id, []byte(tt.raw))
 			if tt.wantErr == "" {
 				if err != nil {
@@ -212,7 +212,7 @@ func TestSchemaPut(t *testing.T) {
 
 func TestSchemaPutReplaceKeepsOldOnFailure(t *testing.T) {
 	ctx := context.Background()
-	r := newSchemaRegistry(newMemStore())
+	r := newSchemaRegistry(newMemStore(), budgets{})
 	old := `{"type":"string"}`
 	if err := r.Put(ctx, "s", []byte(old)); err != nil {
 		t.Fatal(err)
@@ -239,7 +239,7 @@ func TestSchemaPutReplaceKeepsOldOnFailure(t *testing.T) {
 
 func TestSchemaValidate(t *testing.T) {
 	ctx := context.Background()
-	r := newSchemaRegistry(newMemStore())
+	r := newSchemaRegistry(newMemStore(), budgets{})
 	schemas := map[string]string{
 		"chat.v1": chatSchema,
 		"tuple7":  `{"items":[{"type":"string"}]}`,
@@ -313,7 +313,7 @@ func TestSchemaValidate(t *testing.T) {
 
 func TestSchemaValidateErrors(t *testing.T) {
 	ctx := context.Background()
-	r := newSchemaRegistry(newMemStore())
+	r := newSchemaRegistry(newMemStore(), budgets{})
 	if err := r.Put(ctx, "chat.v1", []byte(chatSchema)); err != nil {
 		t.Fatal(err)
 	}
@@ -348,7 +348,7 @@ func TestSchemaValidateErrors(t *testing.T) {
 
 func TestSchemaValidateCachesCompiled(t *testing.T) {
 	ctx := context.Background()
-	r := newSchemaRegistry(newMemStore())
+	r := newSchemaRegistry(newMemStore(), budgets{})
 	if err := r.Put(ctx, "chat.v1", []byte(chatSchema)); err != nil {
 		t.Fatal(err)
 	}
@@ -365,7 +365,7 @@ func TestSchemaValidateCachesCompiled(t *testing.T) {
 		t.Errorf("template reads during 10 Validate calls right after Put = %d, want 0", got)
 	}
 	// A fresh registry (another worker) compiles once, then hits its cache.
-	r2 := newSchemaRegistry(r.st)
+	r2 := newSchemaRegistry(r.st, budgets{})
 	for range 10 {
 		if err := r2.Validate(ctx, "chat.v1", []byte(`{"messages":[]}`)); err != nil {
 			t.Fatal(err)
@@ -381,7 +381,7 @@ func TestSchemaValidateCachesCompiled(t *testing.T) {
 func TestSchemaRecompileAfterStoredBytesChange(t *testing.T) {
 	ctx := context.Background()
 	st := newMemStore()
-	r := newSchemaRegistry(st)
+	r := newSchemaRegistry(st, budgets{})
 	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
 	r.now = clock.now
 	if err := r.Put(ctx, "s", []byte(`{"type":"string"}`)); err != nil {
@@ -407,7 +407,7 @@ func TestSchemaRecompileAfterStoredBytesChange(t *testing.T) {
 	}
 
 	// Another registry over the same storage replaces it.
-	other := newSchemaRegistry(st)
+	other := newSchemaRegistry(st, budgets{})
 	if err := other.Put(ctx, "s", []byte(`{"type":"boolean"}`)); err != nil {
 		t.Fatal(err)
 	}
@@ -444,7 +444,7 @@ func TestSchemaRecompileAfterStoredBytesChange(t *testing.T) {
 func TestSchemaList(t *testing.T) {
 	ctx := context.Background()
 	st := newMemStore()
-	r := newSchemaRegistry(st)
+	r := newSchemaRegistry(st, budgets{})
 	if got, err := r.List(ctx); err != nil || got == nil || len(got) != 0 {
 		t.Errorf("List() on empty store = %#v, %v, want []string{}", got, err)
 	}
@@ -478,7 +478,7 @@ func TestSchemaList(t *testing.T) {
 func TestSchemaConcurrent(t *testing.T) {
 	ctx := context.Background()
 	st := newMemStore()
-	r := newSchemaRegistry(st)
+	r := newSchemaRegistry(st, budgets{})
 	versions := []string{
 		chatSchema,
 		`{"type":"object","properties":{"messages":{"type":"array","maxItems":100}}}`,
@@ -527,7 +527,7 @@ func TestSchemaConcurrent(t *testing.T) {
 
 func TestValidationMessagesCapped(t *testing.T) {
 	ctx := context.Background()
-	r := newSchemaRegistry(newMemStore())
+	r := newSchemaRegistry(newMemStore(), budgets{})
 	if err := r.Put(ctx, "s", []byte(`{"items":{"type":"string"}}`)); err != nil {
 		t.Fatal(err)
 	}
@@ -551,7 +551,7 @@ func FuzzSchemaPut(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, schema, doc string) {
 		ctx := context.Background()
-		r := newSchemaRegistry(newMemStore())
+		r := newSchemaRegistry(newMemStore(), budgets{})
 		err := r.Put(ctx, "f", []byte(schema))
 		if err != nil {
 			if !errors.Is(err, errInvalid) {
@@ -583,7 +583,7 @@ func chatDocument(n int) []byte {
 
 func BenchmarkSchemaValidate(b *testing.B) {
 	ctx := context.Background()
-	r := newSchemaRegistry(newMemStore())
+	r := newSchemaRegistry(newMemStore(), budgets{})
 	if err := r.Put(ctx, "chat.v1", []byte(chatSchema)); err != nil {
 		b.Fatal(err)
 	}
