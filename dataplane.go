@@ -197,7 +197,9 @@ func (d *dataPlane) write(ctx context.Context, ops []*pb.EntityOp) ([]*pb.Worker
 // database's bound schema and schemaID, resolved here, and keeps it within
 // the document limit; the patch itself is bounded by the front end's
 // message limit (-rest-max-body-size, -grpc-max-recv-msg-size). A
-// principal without read gets the new version and no document.
+// principal without read gets the new version and no document, may not
+// choose the schema nor test values (blindPatch), and a failure tells it
+// nothing of the stored document (the worker sees op.MayRead unset).
 func (d *dataPlane) patch(ctx context.Context, p principal, schemaID string, op *pb.EntityOp) (*pb.WorkerResponse, error) {
 	db, key := op.GetDatabaseName(), op.GetEntityKey()
 	if err := checkTarget(db, key); err != nil {
@@ -213,6 +215,12 @@ func (d *dataPlane) patch(ctx context.Context, p principal, schemaID string, op 
 	if err := checkJSONText("patch", op.GetPayload(), d.lim.depth()); err != nil {
 		return nil, err
 	}
+	op.MayRead = p.has(permRead)
+	if !op.MayRead {
+		if err := blindPatch(schemaID, ct, op.GetPayload(), d.lim); err != nil {
+			return nil, err
+		}
+	}
 	if op.SchemaIds, err = d.catalog.bindings.schemasFor(ctx, db, schemaID); err != nil {
 		return nil, err
 	}
@@ -226,6 +234,31 @@ func (d *dataPlane) patch(ctx context.Context, p principal, schemaID string, op 
 		return okResponse(nil, resp.GetVersion()), nil
 	}
 	return resp, nil
+}
+
+// blindPatch refuses what a principal that may write but not read must
+// not ask of a PATCH (API.md, PATCH without read): validation against a
+// schema of its own choosing (schemaID), whose outcome would answer any
+// question about the stored document, and a JSON Patch "test", which
+// tells whether the document holds a value. A patch that does not parse
+// is left to the worker, which answers why.
+func blindPatch(schemaID, ct string, patch []byte, lim budgets) error {
+	if schemaID != "" {
+		return reqErrorf(errForbidden, "a PATCH validated against a schema of the request's choosing (?schema=, schema_id) needs the read permission: its outcome would show the stored document")
+	}
+	if ct != jsonPatchType {
+		return nil
+	}
+	ops, err := parseJSONPatch(patch, lim.patchOps())
+	if err != nil {
+		return nil
+	}
+	for _, op := range ops {
+		if op.op == "test" {
+			return reqErrorf(errForbidden, "JSON patch operation %d (test %q) needs the read permission: its outcome would show the stored document", op.position, op.rawPath)
+		}
+	}
+	return nil
 }
 
 // patchMediaType returns the patch type of a PATCH's content type ct

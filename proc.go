@@ -219,7 +219,8 @@ func (w *worker) put(ctx context.Context, s *keyring, op *pb.EntityOp, owner boo
 // stored entity under its lock, validates the result against
 // op.SchemaIds (resolved by the main worker: workers never read
 // bindings), stores it durably and answers the new document. A missing
-// entity is errNotFound: PATCH never creates.
+// entity is errNotFound: PATCH never creates. Unless op.MayRead, a
+// failure says nothing of the stored document (withoutDocument).
 func (w *worker) patch(ctx context.Context, s *keyring, op *pb.EntityOp, owner bool) (*pb.WorkerResponse, error) {
 	db, key, ct := op.GetDatabaseName(), op.GetEntityKey(), op.GetContentType()
 	if ct != mergePatchType && ct != jsonPatchType {
@@ -240,6 +241,9 @@ func (w *worker) patch(ctx context.Context, s *keyring, op *pb.EntityOp, owner b
 		doc, err := applyPatch(ct, cur.doc, op.GetPayload(), w.lim)
 		if err == nil {
 			err = w.schemas.validateDoc(ctx, op.GetSchemaIds(), doc)
+		}
+		if err != nil && !op.GetMayRead() {
+			err = withoutDocument(err)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("patch entity %s/%q: %w", db, key, err)

@@ -740,7 +740,12 @@ type EntityOp struct {
 	// PATCH: the schema IDs the patched document must match (the database's
 	// bound schema and the request's schema), resolved by the main worker;
 	// workers never read bindings themselves.
-	SchemaIds     []string `protobuf:"bytes,8,rep,name=schema_ids,json=schemaIds,proto3" json:"schema_ids,omitempty"`
+	SchemaIds []string `protobuf:"bytes,8,rep,name=schema_ids,json=schemaIds,proto3" json:"schema_ids,omitempty"`
+	// PATCH: set when the client may read the entity. Only then does a
+	// failure say anything about the stored document (the schema's messages,
+	// the patched size); without it the worker names the schema alone, so
+	// that a key that may only write learns nothing of what it cannot read.
+	MayRead       bool `protobuf:"varint,9,opt,name=may_read,json=mayRead,proto3" json:"may_read,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -829,6 +834,13 @@ func (x *EntityOp) GetSchemaIds() []string {
 		return x.SchemaIds
 	}
 	return nil
+}
+
+func (x *EntityOp) GetMayRead() bool {
+	if x != nil {
+		return x.MayRead
+	}
+	return false
 }
 
 // WorkerRequest is the main worker's call of ProcessingWorker.Process.
@@ -1056,7 +1068,7 @@ const file_deltadb_proto_rawDesc = "" +
 	"\x06status\x18\x01 \x01(\tR\x06status\x12\x16\n" +
 	"\x06result\x18\x02 \x01(\fR\x06result\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\"\x9b\x02\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\xb6\x02\n" +
 	"\bEntityOp\x12#\n" +
 	"\rdatabase_name\x18\x01 \x01(\tR\fdatabaseName\x12\x1d\n" +
 	"\n" +
@@ -1067,7 +1079,8 @@ const file_deltadb_proto_rawDesc = "" +
 	"\bif_match\x18\x06 \x01(\tR\aifMatch\x12\"\n" +
 	"\rif_none_match\x18\a \x01(\tR\vifNoneMatch\x12\x1d\n" +
 	"\n" +
-	"schema_ids\x18\b \x03(\tR\tschemaIds\"\xdc\x01\n" +
+	"schema_ids\x18\b \x03(\tR\tschemaIds\x12\x19\n" +
+	"\bmay_read\x18\t \x01(\bR\amayRead\"\xdc\x01\n" +
 	"\rWorkerRequest\x12!\n" +
 	"\x02op\x18\x01 \x01(\v2\x11.deltadb.EntityOpR\x02op\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x14\n" +

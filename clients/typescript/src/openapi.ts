@@ -299,7 +299,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Key jobs (rekeys) with their progress */
+        /**
+         * Key jobs (rekeys) with their progress
+         * @description Newest first. A key limited to some databases lists the jobs of those databases only.
+         */
         get: operations["listJobs"];
         put?: never;
         post?: never;
@@ -412,7 +415,7 @@ export interface paths {
         head?: never;
         /**
          * Patch one entity atomically
-         * @description application/merge-patch+json (RFC 7386) or application/json-patch+json (RFC 6902; "/messages/-" appends). The patched document is validated against the bound schema and ?schema=. A JSON Patch that does not apply (a failed test, a missing path) is 409.
+         * @description application/merge-patch+json (RFC 7386) or application/json-patch+json (RFC 6902; "/messages/-" appends). The patched document is validated against the bound schema and ?schema=. A JSON Patch that does not apply (a failed test, a missing path) is 409. A credential without read gets 403 for ?schema= and for a JSON Patch test, and a bound schema's refusal names the schema alone (API.md, PATCH without read).
          */
         patch: operations["patchEntity"];
         trace?: never;
