@@ -245,3 +245,32 @@ func TestWriteOnlyPatchTestOracle(t *testing.T) {
 		t.Errorf("REST JSON Patch add with a write-only key = %d %q, want 200", a.status, a.sentence)
 	}
 }
+
+// TestWriteOnlyPatchSizeLeak: a patched document over the document limit
+// was refused with its size, which tells the stored document's. A key
+// without read is told the limit alone, on both front ends; one that may
+// read keeps the size.
+func TestWriteOnlyPatchSizeLeak(t *testing.T) {
+	fe := newFrontEnds(t, budgets{})
+	ctx := t.Context()
+	stored := `{"s":"` + strings.Repeat("x", 1000000) + `"}`
+	if _, err := fe.client.Process(ctx, clientProcess("PUT", "db", "k", testAdminKey, []byte(stored))); err != nil {
+		t.Fatal(err)
+	}
+	writer := createTestKey(t, fe.auth, "writer", permWrite, nil)
+	patch := `{"t":"` + strings.Repeat("y", 60000) + `"}`
+	want := "the patched document exceeds the document limit of 1048576 bytes"
+	code, body := restCall{method: "PATCH", target: "/entity/db?key=k", body: patch,
+		header: []string{"Content-Type: " + mergePatchType}}.do(fe.rest, writer)
+	if code != 413 || !strings.Contains(body, want) {
+		t.Errorf("REST PATCH past the limit without read = %d %.200s, want 413 %q", code, body, want)
+	}
+	_, err := fe.client.Process(ctx, clientProcess("PATCH", "db", "k", writer, []byte(patch)))
+	if got := errorMessage(err); got != want {
+		t.Errorf("gRPC PATCH past the limit without read = %q, want %q", got, want)
+	}
+	_, err = fe.client.Process(ctx, clientProcess("PATCH", "db", "k", testAdminKey, []byte(patch)))
+	if got := errorMessage(err); !strings.Contains(got, "the patched document of 1060015 bytes") {
+		t.Errorf("gRPC PATCH past the limit with read = %q, want its size (1060015 bytes)", got)
+	}
+}
