@@ -191,7 +191,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // buildWorker builds the processing worker of -role=proc, or the
 // in-process one of -role=all, whose cache holds -cache-size entities when
-// that flag is given, else -entity-cache-size (SPEC §9).
+// that flag is given, else -entity-cache-size (SPEC §9), and at most
+// -entity-cache-bytes of them.
 func buildWorker(cfg config, st store, schemas *schemaRegistry, log *slog.Logger) (*worker, error) {
 	id := workerIDOrHost(cfg.workerID)
 	if err := validateDBName(id); err != nil {
@@ -201,7 +202,8 @@ func buildWorker(cfg config, st store, schemas *schemaRegistry, log *slog.Logger
 	if cfg.role != "proc" && !cfg.cacheSizeSet {
 		size = cfg.entityCacheSize
 	}
-	return newWorker(id, st, schemas, newLRU[string, cachedEntity](size, cfg.cacheTTL, time.Now), cfg.budgets(), log), nil
+	cache := newSizedLRU(size, cfg.cacheBytes(), cachedSize, cfg.cacheTTL, time.Now)
+	return newWorker(id, st, schemas, cache, cfg.budgets(), log), nil
 }
 
 // workerIDOrHost is -worker-id, or the hostname when it is empty.

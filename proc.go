@@ -72,6 +72,17 @@ type cachedEntity struct {
 	rev string
 }
 
+// cacheEntryOverhead is what a cached entity takes besides its bytes: the
+// LRU entry, its map slot and the slice and string headers.
+const cacheEntryOverhead = 160
+
+// cachedSize is the memory entity e takes in the cache under key, for
+// the cache's byte bound (-entity-cache-bytes): the document's whole
+// allocation (its capacity), its strings and the entry.
+func cachedSize(key string, e cachedEntity) int64 {
+	return int64(len(key)+cap(e.doc)+len(e.version)+len(e.rev)) + cacheEntryOverhead
+}
+
 // newWorker returns a worker over st caching entities in cache and
 // bounding patches by lim (the zero value is the defaults).
 func newWorker(id string, st store, schemas *schemaRegistry, cache *lru[string, cachedEntity], lim budgets, log *slog.Logger) *worker {
@@ -734,7 +745,8 @@ func (s *subscriber) heartbeat(ctx context.Context, client pb.MainWorkerClient, 
 		cctx, cancel := context.WithTimeout(ctx, 2*sub.every)
 		resp, err := client.Heartbeat(cctx, &pb.HeartbeatRequest{WorkerId: s.id, Token: sub.token,
 			InFlight: s.srv.w.inFlight.Load(), Cache: &pb.CacheStats{Hits: st.Hits, Misses: st.Misses,
-				Evictions: st.Evictions, Entries: int64(st.Entries), Capacity: int64(st.Capacity)},
+				Evictions: st.Evictions, Entries: int64(st.Entries), Capacity: int64(st.Capacity),
+				Bytes: st.Bytes, MaxBytes: st.MaxBytes},
 			KeysEpoch: ring.keysEpoch()})
 		cancel()
 		if err == nil {

@@ -453,12 +453,16 @@ func (x *HeartbeatResponse) GetKeysEpoch() uint64 {
 }
 
 type CacheStats struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Hits          uint64                 `protobuf:"varint,1,opt,name=hits,proto3" json:"hits,omitempty"`
-	Misses        uint64                 `protobuf:"varint,2,opt,name=misses,proto3" json:"misses,omitempty"`
-	Evictions     uint64                 `protobuf:"varint,3,opt,name=evictions,proto3" json:"evictions,omitempty"`
-	Entries       int64                  `protobuf:"varint,4,opt,name=entries,proto3" json:"entries,omitempty"`
-	Capacity      int64                  `protobuf:"varint,5,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Hits      uint64                 `protobuf:"varint,1,opt,name=hits,proto3" json:"hits,omitempty"`
+	Misses    uint64                 `protobuf:"varint,2,opt,name=misses,proto3" json:"misses,omitempty"`
+	Evictions uint64                 `protobuf:"varint,3,opt,name=evictions,proto3" json:"evictions,omitempty"`
+	Entries   int64                  `protobuf:"varint,4,opt,name=entries,proto3" json:"entries,omitempty"`
+	Capacity  int64                  `protobuf:"varint,5,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	// Bytes of the cached documents now, and the most it holds
+	// (-entity-cache-bytes).
+	Bytes         int64 `protobuf:"varint,6,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	MaxBytes      int64 `protobuf:"varint,7,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -524,6 +528,20 @@ func (x *CacheStats) GetEntries() int64 {
 func (x *CacheStats) GetCapacity() int64 {
 	if x != nil {
 		return x.Capacity
+	}
+	return 0
+}
+
+func (x *CacheStats) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *CacheStats) GetMaxBytes() int64 {
+	if x != nil {
+		return x.MaxBytes
 	}
 	return 0
 }
@@ -1044,14 +1062,16 @@ const file_deltadb_proto_rawDesc = "" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12 \n" +
 	"\vresubscribe\x18\x02 \x01(\bR\vresubscribe\x12\x1d\n" +
 	"\n" +
-	"keys_epoch\x18\x03 \x01(\x04R\tkeysEpoch\"\x8c\x01\n" +
+	"keys_epoch\x18\x03 \x01(\x04R\tkeysEpoch\"\xbf\x01\n" +
 	"\n" +
 	"CacheStats\x12\x12\n" +
 	"\x04hits\x18\x01 \x01(\x04R\x04hits\x12\x16\n" +
 	"\x06misses\x18\x02 \x01(\x04R\x06misses\x12\x1c\n" +
 	"\tevictions\x18\x03 \x01(\x04R\tevictions\x12\x18\n" +
 	"\aentries\x18\x04 \x01(\x03R\aentries\x12\x1a\n" +
-	"\bcapacity\x18\x05 \x01(\x03R\bcapacity\"\xb3\x02\n" +
+	"\bcapacity\x18\x05 \x01(\x03R\bcapacity\x12\x14\n" +
+	"\x05bytes\x18\x06 \x01(\x03R\x05bytes\x12\x1b\n" +
+	"\tmax_bytes\x18\a \x01(\x03R\bmaxBytes\"\xb3\x02\n" +
 	"\x0eProcessRequest\x12#\n" +
 	"\rdatabase_name\x18\x01 \x01(\tR\fdatabaseName\x12\x1d\n" +
 	"\n" +
