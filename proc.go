@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/rsa"
@@ -380,6 +381,11 @@ func (w *worker) store(ctx context.Context, s *keyring, op *pb.EntityOp, owner b
 	sealed, hdr, err := s.seal(ctx, db, key, doc)
 	if err != nil {
 		return cachedEntity{}, fmt.Errorf("put entity %s/%q: %w", db, key, err)
+	}
+	if cap(doc) > len(doc)+len(doc)/8 {
+		// The cache keeps the whole allocation: a PUT's document may sit
+		// in up to twice its length (its compaction buffer's growth).
+		doc = bytes.Clone(doc)
 	}
 	e := cachedEntity{doc: doc, version: hdr.etag()}
 	if conditional {
