@@ -9,8 +9,11 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // config is every flag of every role (ARCHITECTURE.md "Roles"). parseFlags
@@ -74,6 +77,12 @@ type config struct {
 	entityCacheSize int
 	// cacheSize is the most entities a processing worker caches.
 	cacheSize int
+	// entityCacheBytes is the most bytes of documents a worker's cache
+	// holds, in-process or -role=proc; 0 is defaultEntityCacheBytes.
+	entityCacheBytes int64
+	// maxResponse and maxInflightRead are the budgets of documents
+	// answered: of one answer, of all reads not yet answered (budget.go).
+	maxResponse, maxInflightRead int64
 	// cacheSizeSet is true when -cache-size was given explicitly.
 	cacheSizeSet bool
 	// cacheTTL expires cache entries; 0 keeps them until evicted.
@@ -162,6 +171,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.validationTimeout, "validation-timeout", defaultValidationTimeout, "longest validation of one document against one schema")
 	fs.IntVar(&c.entityCacheSize, "entity-cache-size", 1024, "entities cached by the in-process worker of -role=all")
 	fs.IntVar(&c.cacheSize, "cache-size", 256, "most entities held in a processing worker's LRU")
+	fs.Int64Var(&c.entityCacheBytes, "entity-cache-bytes", 0, "most bytes of documents a worker's cache holds, -role=all and -role=proc (0 = 1/64 of the memory, from 16 MiB to 128 MiB)")
+	fs.Int64Var(&c.maxResponse, "max-response-bytes", defaultMaxResponse, "most bytes of documents in one answer of a listing with include_docs or a get of many keys; the answer ends early with what follows (at least one document)")
+	fs.Int64Var(&c.maxInflightRead, "max-inflight-read-bytes", defaultMaxInflightRead, "most bytes of documents read for answers and not yet sent, over all requests; a read waits for room (at least -max-document-size)")
 	fs.DurationVar(&c.cacheTTL, "cache-ttl", 0, "0 = LRU only; positive also expires cache entries")
 	fs.StringVar(&c.mainAddr, "main-addr", "127.0.0.1:50052", "main worker's -cluster-addr (proc)")
 	fs.StringVar(&c.workerID, "worker-id", "", "unique worker ID (default hostname)")
@@ -322,6 +334,12 @@ func (c *config) check() error {
 		return fmt.Errorf("-entity-cache-size: must be positive, got %d", c.entityCacheSize)
 	case c.cacheSize <= 0:
 		return fmt.Errorf("-cache-size: must be positive, got %d", c.cacheSize)
+	case c.entityCacheBytes < 0:
+		return fmt.Errorf("-entity-cache-bytes: must not be negative, got %d (0 is 1/64 of the memory)", c.entityCacheBytes)
+	case c.maxResponse <= 0:
+		return fmt.Errorf("-max-response-bytes: must be positive, got %d", c.maxResponse)
+	case c.maxInflightRead <= 0:
+		return fmt.Errorf("-max-inflight-read-bytes: must be positive, got %d", c.maxInflightRead)
 	case c.cacheTTL < 0:
 		return fmt.Errorf("-cache-ttl: must not be negative, got %v", c.cacheTTL)
 	case c.workerTTL <= 0:
@@ -376,7 +394,57 @@ func (o *oidcFlags) check() error {
 // budgets are the request budgets of the flags.
 func (c *config) budgets() budgets {
 	return budgets{maxDocument: cmp.Or(c.maxDocument, c.restMaxBody), maxPatchOps: c.maxPatchOps,
-		maxBatchKeys: c.maxBatchKeys, maxDepth: c.maxDepth, validationTimeout: c.validationTimeout}
+		maxBatchKeys: c.maxBatchKeys, maxDepth: c.maxDepth, validationTimeout: c.validationTimeout,
+		maxResponse: c.maxResponse, maxInflightRead: c.maxInflightRead}
+}
+
+// cacheBytes is -entity-cache-bytes, or its default for this machine.
+func (c *config) cacheBytes() int64 {
+	return cmp.Or(c.entityCacheBytes, defaultEntityCacheBytes(memoryLimit()))
+}
+
+// Bounds of the default of -entity-cache-bytes.
+const (
+	minDefaultCacheBytes = 16 << 20
+	maxDefaultCacheBytes = 128 << 20
+)
+
+// defaultEntityCacheBytes is the default cache of decrypted documents for
+// a process that may use mem bytes (0: unknown): 1/64 of it, from 16 MiB
+// to 128 MiB. A cache that holds b bytes live can take up to 2b of the
+// heap before the collector reclaims what it evicted, so 1/64 keeps it to
+// about 3% of memory, the rest left to requests and to the page cache that
+// serves storage reads. The count bound (-entity-cache-size,
+// -cache-size) holds for documents of a few KiB, such as chat sessions,
+// long before 128 MiB does; the byte bound is what holds for large ones,
+// and past it a larger cache mostly keeps more plaintext in memory.
+func defaultEntityCacheBytes(mem int64) int64 {
+	if mem <= 0 {
+		return 4 * minDefaultCacheBytes
+	}
+	return min(max(mem/64, minDefaultCacheBytes), maxDefaultCacheBytes)
+}
+
+// memoryLimit is the memory this process may use: its cgroup's limit
+// (v2 memory.max, v1 memory.limit_in_bytes) when under the machine's RAM,
+// else the machine's RAM; 0 when neither is known.
+func memoryLimit() int64 {
+	var ram int64
+	var si unix.Sysinfo_t
+	if unix.Sysinfo(&si) == nil {
+		ram = int64(si.Totalram) * int64(si.Unit)
+	}
+	for _, f := range []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		// "max" (no limit) does not parse.
+		if n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil && n > 0 && (ram == 0 || n < ram) {
+			return n
+		}
+	}
+	return ram
 }
 
 // slogLevel parses -log-level.

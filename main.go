@@ -227,7 +227,8 @@ func roleArg(args []string) string {
 
 // buildWorker builds the processing worker of -role=proc, or the
 // in-process one of -role=all, whose cache holds -cache-size entities when
-// that flag is given, else -entity-cache-size (ARCHITECTURE.md "Roles").
+// that flag is given, else -entity-cache-size (ARCHITECTURE.md "Roles"),
+// and at most -entity-cache-bytes of them.
 func buildWorker(cfg config, st store, schemas *schemaRegistry, log *slog.Logger) (*worker, error) {
 	id := workerIDOrHost(cfg.workerID)
 	if err := validateDBName(id); err != nil {
@@ -237,7 +238,8 @@ func buildWorker(cfg config, st store, schemas *schemaRegistry, log *slog.Logger
 	if cfg.role != "proc" && !cfg.cacheSizeSet {
 		size = cfg.entityCacheSize
 	}
-	return newWorker(id, st, schemas, newLRU[string, cachedEntity](size, cfg.cacheTTL, time.Now), cfg.budgets(), log), nil
+	cache := newSizedLRU(size, cfg.cacheBytes(), cachedSize, cfg.cacheTTL, time.Now)
+	return newWorker(id, st, schemas, cache, cfg.budgets(), log), nil
 }
 
 // workerIDOrHost is -worker-id, or the hostname when it is empty.

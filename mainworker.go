@@ -391,7 +391,7 @@ func (m *mainService) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (
 	}
 	c := req.GetCache()
 	stats := cacheStats{Hits: c.GetHits(), Misses: c.GetMisses(), Evictions: c.GetEvictions(),
-		Entries: int(c.GetEntries()), Capacity: int(c.GetCapacity())}
+		Entries: int(c.GetEntries()), Capacity: int(c.GetCapacity()), Bytes: c.GetBytes(), MaxBytes: c.GetMaxBytes()}
 	if !m.router.seen(id, stats) {
 		return &pb.HeartbeatResponse{Epoch: m.router.epoch.Load(), Resubscribe: true}, nil
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -60,6 +61,17 @@ type cachedEntity struct {
 	// "" if unknown (after a plain Put); a conditional write then reads
 	// storage first.
 	rev string
+}
+
+// cacheEntryOverhead is what a cached entity takes besides its bytes: the
+// LRU entry, its map slot and the slice and string headers.
+const cacheEntryOverhead = 160
+
+// cachedSize is the memory entity e takes in the cache under key, for
+// the cache's byte bound (-entity-cache-bytes): the document's whole
+// allocation (its capacity), its strings and the entry.
+func cachedSize(key string, e cachedEntity) int64 {
+	return int64(len(key)+cap(e.doc)+len(e.version)+len(e.rev)) + cacheEntryOverhead
 }
 
 // newWorker returns a worker over st caching entities in cache and
@@ -210,7 +222,8 @@ func (w *worker) put(ctx context.Context, s *keyring, op *pb.EntityOp, owner boo
 // stored entity under its lock, validates the result against
 // op.SchemaIds (resolved by the main worker: workers never read
 // bindings), stores it durably and answers the new document. A missing
-// entity is errNotFound: PATCH never creates.
+// entity is errNotFound: PATCH never creates. Unless op.MayRead, a
+// failure says nothing of the stored document (withoutDocument).
 func (w *worker) patch(ctx context.Context, s *keyring, op *pb.EntityOp, owner bool) (*pb.WorkerResponse, error) {
 	db, key, ct := op.GetDatabaseName(), op.GetEntityKey(), op.GetContentType()
 	if ct != mergePatchType && ct != jsonPatchType {
@@ -231,6 +244,9 @@ func (w *worker) patch(ctx context.Context, s *keyring, op *pb.EntityOp, owner b
 		doc, err := applyPatch(ct, cur.doc, op.GetPayload(), w.lim)
 		if err == nil {
 			err = w.schemas.validateDoc(ctx, op.GetSchemaIds(), doc)
+		}
+		if err != nil && !op.GetMayRead() {
+			err = withoutDocument(err)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("patch entity %s/%q: %w", db, key, err)
@@ -356,6 +372,11 @@ func (w *worker) store(ctx context.Context, s *keyring, op *pb.EntityOp, owner b
 	sealed, hdr, err := s.seal(ctx, db, key, doc)
 	if err != nil {
 		return cachedEntity{}, fmt.Errorf("put entity %s/%q: %w", db, key, err)
+	}
+	if cap(doc) > len(doc)+len(doc)/8 {
+		// The cache keeps the whole allocation: a PUT's document may sit
+		// in up to twice its length (its compaction buffer's growth).
+		doc = bytes.Clone(doc)
 	}
 	e := cachedEntity{doc: doc, version: hdr.etag()}
 	if conditional {

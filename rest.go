@@ -375,3 +375,54 @@ func newHTTPServer(h http.Handler, writeTimeout time.Duration, log *slog.Logger)
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 }
+
+// jsonStream writes a 200 JSON answer piece by piece as its documents are
+// read, so that no answer of many documents is held whole in memory.
+// Nothing is sent before the first piece: an error until then is answered
+// as any error (started is false).
+type jsonStream struct {
+	w       http.ResponseWriter
+	started bool
+	// err is the first failed write (the client went away); every later
+	// write is skipped and returns it.
+	err error
+}
+
+// write sends pieces, after the status and content type on the first.
+func (j *jsonStream) write(pieces ...[]byte) error {
+	if j.err != nil {
+		return j.err
+	}
+	if !j.started {
+		j.w.Header().Set("Content-Type", "application/json")
+		j.w.WriteHeader(http.StatusOK)
+		j.started = true
+	}
+	for _, p := range pieces {
+		if _, err := j.w.Write(p); err != nil {
+			j.err = fmt.Errorf("write answer: %w", err)
+			return j.err
+		}
+	}
+	return nil
+}
+
+// jsonText is v as JSON text; v is a string, a []string or a
+// map[string]string, which always encode.
+func jsonText(v any) []byte {
+	b, _ := json.Marshal(v)
+	return b
+}
+
+// endEarly finishes the answer of a stream that stopped at err after it
+// started: the answer says where it stopped (a listing's next, a
+// get-many's remaining), so the client asks again for the rest and then
+// gets the error itself, as any error; the cause is logged here. A client
+// gone away is logged at debug.
+func (s *restServer) endEarly(r *http.Request, st *jsonStream, err error) {
+	if st.err != nil {
+		s.log.DebugContext(r.Context(), "answer not sent", attrErr, err)
+		return
+	}
+	s.log.WarnContext(r.Context(), "answer ended early by a failed read; the client asks again for the rest", attrErr, err)
+}

@@ -425,13 +425,20 @@ func (r *schemaRegistry) validateDocs(ctx context.Context, ids []string, docs []
 
 // validateDoc checks one document, the result of a PATCH, against each
 // schema of ids: a mismatch is the schema's messages (`schema "chat.v1":
-// at /title: ...`), still the schema's *validationError; an unknown schema
-// is errInvalid naming it.
+// at /title: ...`), still the schema's *validationError, revealing the
+// document: a client that may not read it is told `the patched document
+// does not match schema "chat.v1"` (withoutDocument). An unknown schema is
+// errInvalid naming it.
 func (r *schemaRegistry) validateDoc(ctx context.Context, ids []string, doc []byte) error {
 	for _, id := range ids {
 		err := r.Validate(ctx, id, doc)
 		if errors.Is(err, errNotFound) {
 			return reqErrorf(errInvalid, "unknown schema %q", id)
+		}
+		var ve *validationError
+		if errors.As(err, &ve) {
+			return revealing(reqPrefixf(err, "schema %q", id),
+				reqErrorf(errInvalid, "the patched document does not match schema %q", id))
 		}
 		if err != nil {
 			return reqPrefixf(err, "schema %q", id)

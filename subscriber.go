@@ -212,7 +212,8 @@ func (s *subscriber) heartbeat(ctx context.Context, client pb.MainWorkerClient, 
 		cctx, cancel := context.WithTimeout(ctx, 2*sub.every)
 		resp, err := client.Heartbeat(cctx, &pb.HeartbeatRequest{WorkerId: s.id, Token: sub.token,
 			InFlight: s.srv.w.inFlight.Load(), Cache: &pb.CacheStats{Hits: st.Hits, Misses: st.Misses,
-				Evictions: st.Evictions, Entries: int64(st.Entries), Capacity: int64(st.Capacity)},
+				Evictions: st.Evictions, Entries: int64(st.Entries), Capacity: int64(st.Capacity),
+				Bytes: st.Bytes, MaxBytes: st.MaxBytes},
 			KeysEpoch: ring.keysEpoch()})
 		cancel()
 		if err == nil {
