@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // ampDocs and ampDocSize are the finding's database: 400 documents of
@@ -208,4 +209,27 @@ func doJSON(req *http.Request, v any) error {
 		return fmt.Errorf("%s %s: decode: %w", req.Method, req.URL.Path, err)
 	}
 	return nil
+}
+
+// TestProcEntityCacheBytes: -entity-cache-bytes bounds a remote worker's
+// cache too (4 MiB: at most four documents of 1 MB of the ten written
+// through it), and /admin/workers shows it from its heartbeats.
+func TestProcEntityCacheBytes(t *testing.T) {
+	c := startCluster(t)
+	c.startWorker("w1", "-entity-cache-bytes=4194304")
+	c.waitWorkers(20*time.Second, "w1")
+	for i := range 10 {
+		if code, out, _ := c.main.call("PUT", "/entity/big", testAdminKey, fmt.Sprintf(`{%q:%s}`, ampKey(i), ampDoc(i))); code != 200 {
+			t.Fatalf("PUT big/%s = %d %s", ampKey(i), code, out)
+		}
+	}
+	var st cacheStats
+	for end := time.Now().Add(20 * time.Second); st.Entries == 0 && time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		for _, r := range c.workerRows() {
+			st = r.Cache
+		}
+	}
+	if st.MaxBytes != 4<<20 || st.Bytes > st.MaxBytes || st.Entries == 0 || st.Entries > 4 {
+		t.Errorf("w1's cache after ten writes of 1 MB = %+v, want 1 to 4 entities within max_bytes 4194304", st)
+	}
 }
