@@ -208,7 +208,7 @@ func TestAccessLine(t *testing.T) {
 				{"level": "INFO", "method": "PUT", "route": "PUT /entity/{db}", "status": "200", "bytes": "16", "client": "admin", "addr": "192.0.2.7:4242", "request_id": "put-1"},
 				{"method": "GET", "route": "GET /entity/{db}", "status": "200", "bytes": strconv.Itoa(get.Body.Len()), "client": "admin", "request_id": "get-1"},
 				{"method": "GET", "route": "GET /entity/{db}", "status": "401", "client": ""},
-				{"method": "DELETE", "route": "", "status": "405", "client": ""},
+				{"method": "DELETE", "route": "", "status": "404", "client": ""},
 			}
 			for i, w := range want {
 				for k, v := range w {

@@ -90,7 +90,7 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 	for _, want := range []string{
 		`deltadb_http_requests_total{route="/entity/{db}",method="PUT",status="200"} 5`,
 		`deltadb_http_requests_total{route="/entity/{db}",method="PUT",status="400"} 1`,
-		`deltadb_http_requests_total{route="unmatched",method="POST",status="405"} 1`,
+		`deltadb_http_requests_total{route="unmatched",method="POST",status="404"} 1`,
 		`deltadb_http_request_duration_seconds_bucket{route="/entity/{db}",le="+Inf"} 12`,
 		`deltadb_workers{status="Available"} 1`,
 		`deltadb_auth_failures_total 1`,

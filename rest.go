@@ -165,7 +165,7 @@ func (s *restServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// of the API is a JSON body, so keep only their status and Allow.
 		rec := &statusRecorder{header: http.Header{}}
 		h.ServeHTTP(rec, r)
-		if allow := rec.header.Get("Allow"); allow != "" {
+		if allow := rec.header.Get("Allow"); allow != "" && !s.uiOnly(r) {
 			w.Header().Set("Allow", allow)
 			s.writeError(w, r, reqErrorf(errMethod, "%s is not allowed on %s; allowed: %s", r.Method, p, allow))
 			return
@@ -175,6 +175,17 @@ func (s *restServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// Handler does not set the path values; ServeHTTP matches again and does.
 	s.mux.ServeHTTP(w, r)
+}
+
+// uiOnly reports whether the only route that matches r's path is the UI's
+// file route and the path names no UI file: then no method is allowed on
+// it, and the answer is 404, not the mux's 405 with "Allow: GET, HEAD".
+func (s *restServer) uiOnly(r *http.Request) bool {
+	get := r.Clone(r.Context())
+	get.Method = http.MethodGet
+	_, pattern := s.mux.Handler(get)
+	_, isFile := uiFile(r.URL.Path)
+	return pattern == "GET /" && !isFile
 }
 
 // emptyNameRoutes are the paths of routes whose name segment is empty, with
