@@ -32,11 +32,17 @@ func headerPreconditions(r *http.Request, req *pb.EntityOp) error {
 // "*" or a comma-separated list of entity tags ("" if the header is
 // absent). Weak tags keep their "W/" prefix, so they never equal a version:
 // writes compare strongly. A tag holding a comma or a quote is refused, as
-// no version ever contains one.
+// no version ever contains one. The tag "*" alone (quoted) is refused
+// too: passed on it would read as the unquoted wildcard, and a client
+// sending it most likely meant that; in a list it is a tag that matches
+// nothing.
 func parseETags(header string, values []string) (string, error) {
 	v := strings.TrimSpace(strings.Join(values, ","))
 	if v == "" || v == "*" {
 		return v, nil
+	}
+	if v == `"*"` {
+		return "", reqErrorf(errInvalid, `%s: "*" is the entity tag *, which no version has; send * without quotes for any version`, header)
 	}
 	var tags []string
 	for _, part := range strings.Split(v, ",") {
