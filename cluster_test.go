@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	grpccreds "google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	pb "deltadatabase/proto"
@@ -589,4 +590,137 @@ func TestAllWithoutJoinToken(t *testing.T) {
 	if status.Code(err) != codes.NotFound {
 		t.Errorf("client Process = %v, want NotFound", err)
 	}
+}
+
+// TestJoinProofForgedByWorker (in-process): the main worker refuses a
+// Subscribe whose proof is missing, made under another token, made on
+// another connection or garbage: PermissionDenied, no answer (no key
+// material), no worker registered. The control, the genuine proof, gets
+// the wrapped master key.
+func TestJoinProofForgedByWorker(t *testing.T) {
+	m := startTestMain(t, 4<<20)
+	token := []byte(testJoinToken)
+	recorded := func(_ []byte, req *pb.SubscribeRequest) {
+		req.Proof, _ = workerProof(token, otherExporter(t, m.clusterAddr), req)
+	}
+	for name, prove := range map[string]func([]byte, *pb.SubscribeRequest){
+		"no proof":                    func([]byte, *pb.SubscribeRequest) {},
+		"proof under another token":   newJoiner(t, "z").prove([]byte(strings.Repeat("ab", 32))),
+		"proof of another connection": recorded,
+		"garbage proof":               func(_ []byte, r *pb.SubscribeRequest) { r.Proof = bytes.Repeat([]byte{1}, 32) },
+	} {
+		resp, _, _, err := newJoiner(t, "evil").subscribe(t, m.clusterAddr, nil, prove)
+		if status.Code(err) != codes.PermissionDenied || resp != nil {
+			t.Errorf("%s: Subscribe = (answer: %v), %v; want PermissionDenied and no answer", name, resp != nil, err)
+		}
+	}
+	if rows := m.svc.router.list(); len(rows) != 1 || rows[0].WorkerID != "local" {
+		t.Errorf("after refused Subscribes the workers are %+v, want only the in-process one", rows)
+	}
+	j := newJoiner(t, "genuine")
+	resp, _, _, err := j.subscribe(t, m.clusterAddr, nil, j.prove(token))
+	if err != nil {
+		t.Fatalf("Subscribe with the join token's proof = %v", err)
+	}
+	if got, err := unwrapKey(j.priv, resp.GetWrappedKey()); err != nil || !bytes.Equal(got, m.master) {
+		t.Errorf("unwrapped key = %x, %v; want the master key", got, err)
+	}
+}
+
+// provingMain is a MainWorker answering Subscribe with real keys wrapped
+// for the worker and a proof made by prove from the connection's exporter
+// and its own certificate's fingerprint: a genuine main worker when prove
+// uses the join token, a forger otherwise.
+type provingMain struct {
+	pb.UnimplementedMainWorkerServer
+	fp    [32]byte
+	prove func(exporter []byte, fp [32]byte, resp *pb.SubscribeResponse) []byte
+}
+
+func (f *provingMain) Subscribe(stream pb.MainWorker_SubscribeServer) error {
+	p, _ := peer.FromContext(stream.Context())
+	exporter, err := channelBinding(p.AuthInfo.(grpccreds.TLSInfo).State)
+	if err != nil {
+		return err
+	}
+	req, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	pub, err := parseWorkerKey(req.GetPubkey())
+	if err != nil {
+		return err
+	}
+	wrapped, _ := wrapKey(pub, bytes.Repeat([]byte{0xee}, 32), rand.Reader)
+	wrappedCall, _ := wrapKey(pub, bytes.Repeat([]byte{0xcc}, 32), rand.Reader)
+	resp := &pb.SubscribeResponse{Token: "t", WrappedKey: wrapped, KeyId: "k1", ExpiresAtUnix: time.Now().Add(time.Hour).Unix(),
+		HeartbeatIntervalMs: 1000, WrappedCallKey: wrappedCall}
+	resp.Proof = f.prove(exporter, f.fp, resp)
+	return stream.SendAndClose(resp)
+}
+
+// TestJoinProofForgedByMain (in-process): a worker's subscriber refuses
+// the answer of a main worker whose proof is garbage, made under another
+// token, or bound to another certificate: Subscribe fails, and no master
+// key, call key or pin is installed. The control, a main worker proving
+// the join token, is installed.
+func TestJoinProofForgedByMain(t *testing.T) {
+	token := []byte(testJoinToken)
+	proofUnder := func(tok []byte, fp func([32]byte) [32]byte) func([]byte, [32]byte, *pb.SubscribeResponse) []byte {
+		return func(exporter []byte, own [32]byte, resp *pb.SubscribeResponse) []byte {
+			b, _ := mainProof(tok, exporter, fp(own), resp)
+			return b
+		}
+	}
+	same := func(fp [32]byte) [32]byte { return fp }
+	cases := []struct {
+		name  string
+		prove func([]byte, [32]byte, *pb.SubscribeResponse) []byte
+		ok    bool
+	}{
+		{"garbage proof", func([]byte, [32]byte, *pb.SubscribeResponse) []byte { return bytes.Repeat([]byte{9}, 32) }, false},
+		{"proof under another token", proofUnder([]byte(strings.Repeat("cd", 32)), same), false},
+		{"proof for another certificate", proofUnder(token, func([32]byte) [32]byte { return newTestIdentity(t).fp }), false},
+		{"the join token's proof", proofUnder(token, same), true},
+	}
+	for _, c := range cases {
+		ident := newTestIdentity(t)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		gs := grpc.NewServer(grpc.Creds(grpccreds.NewTLS(ident.tlsConfig(anyPeer, false))))
+		pb.RegisterMainWorkerServer(gs, &provingMain{fp: ident.fp, prove: c.prove})
+		go gs.Serve(ln)
+		t.Cleanup(gs.Stop)
+		sub := newTestSubscriber(t, ln.Addr().String(), token)
+		conn, err := sub.dial(anyPeer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = sub.subscribe(t.Context(), pb.NewMainWorkerClient(conn))
+		conn.Close()
+		installed := sub.srv.w.keys.Load() != nil || sub.srv.sub.Load() != nil || sub.pin.fp.Load() != nil
+		switch {
+		case c.ok && (err != nil || !installed):
+			t.Errorf("%s: subscribe = %v, installed %v; want the subscription installed", c.name, err, installed)
+		case !c.ok && (err == nil || installed):
+			t.Errorf("%s: subscribe = %v, installed %v; want an error and nothing installed", c.name, err, installed)
+		}
+	}
+}
+
+// newTestSubscriber is the subscriber of a fresh in-process worker without
+// keys, knowing token, for the main worker at mainAddr.
+func newTestSubscriber(t *testing.T, mainAddr string, token []byte) *subscriber {
+	t.Helper()
+	st := newMemStore()
+	log := slog.New(slog.DiscardHandler)
+	w := newWorker("w1", st, newSchemaRegistry(st, budgets{}), newLRU[string, cachedEntity](16, 0, time.Now), budgets{}, log)
+	priv, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &subscriber{id: "w1", mainAddr: mainAddr, advertise: "127.0.0.1:1", priv: priv, srv: &workerServer{w: w, now: time.Now},
+		join: token, ident: newTestIdentity(t), pin: &pinnedMain{}, log: log, maxMsg: 4 << 20, now: time.Now, retry: subscribeBackoff}
 }
