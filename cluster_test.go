@@ -85,7 +85,8 @@ func newTestIdentity(t testing.TB) *clusterIdentity {
 }
 
 // joiner is a client that subscribes by hand, as an attacker or a test
-// worker would: its own TLS identity and RSA key.
+// worker would: its own TLS identity and RSA key, the cluster ALPN offered
+// as workers do.
 type joiner struct {
 	id    string
 	ident *clusterIdentity
@@ -120,7 +121,7 @@ func (j *joiner) prove(token []byte) func(exporter []byte, req *pb.SubscribeRequ
 // returns the answer, the exporter and the main worker's fingerprint.
 func (j *joiner) subscribe(t testing.TB, addr string, opt grpc.CallOption, prove func([]byte, *pb.SubscribeRequest)) (*pb.SubscribeResponse, []byte, [32]byte, error) {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(grpccreds.NewTLS(j.ident.tlsConfig(anyPeer, false))))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(grpccreds.NewTLS(withClusterALPN(j.ident.tlsConfig(anyPeer, false)))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +154,7 @@ func (j *joiner) subscribe(t testing.TB, addr string, opt grpc.CallOption, prove
 func otherExporter(t *testing.T, addr string) []byte {
 	t.Helper()
 	ident := newTestIdentity(t)
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(grpccreds.NewTLS(ident.tlsConfig(anyPeer, false))))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(grpccreds.NewTLS(withClusterALPN(ident.tlsConfig(anyPeer, false)))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +238,12 @@ func TestWorkerWrongJoinToken(t *testing.T) {
 func (n *node) waitLog(msg string, count int) {
 	n.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
-	for strings.Count(n.stderr.String(), `msg="`+msg+`"`) < count {
+	// slog's text handler quotes a message only when it has to.
+	logged := func() int {
+		log := n.stderr.String()
+		return strings.Count(log, `msg="`+msg+`"`) + strings.Count(log, "msg="+msg+" ")
+	}
+	for logged() < count {
 		select {
 		case <-n.done:
 			n.t.Fatalf("process exited before logging %q %d times:\n%s", msg, count, n.stderr)

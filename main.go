@@ -91,6 +91,8 @@
 //	cluster.go     cluster security: the join token, its proofs bound to
 //	               the TLS exporter, TLS identities and pinning, the
 //	               signing of main-to-worker calls and their replay window
+//	clientport.go  the client gRPC port's split: a worker's TLS (its
+//	               ALPN) to the cluster server, the rest to the client one
 //	locks.go       the one per-key lock, honouring the request's context
 //	backoff.go     bounded exponential backoff with jitter
 //	conditional.go ETags and preconditions

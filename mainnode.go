@@ -64,6 +64,9 @@ type mainNode struct {
 	// grpc serves client applications (and, without a join token,
 	// nothing else); cluster serves workers, nil without a join token.
 	grpc, cluster *grpcListener
+	// split hands the client port's worker connections to cluster
+	// (clientport.go); grpc serves its client share.
+	split *portSplit
 	// http serves rest on restLn.
 	http   *http.Server
 	restLn net.Listener
@@ -228,6 +231,8 @@ func (n *mainNode) listen() error {
 		clientCreds, gm.serverOptions()...); err != nil {
 		return err
 	}
+	n.split = splitPort(n.grpc.ln, n.log)
+	n.grpc.ln = n.split.client
 	if ident := n.svc.ident; ident != nil {
 		// Workers prove themselves with the join token; with a CA they
 		// must also show a certificate it signed.
@@ -285,7 +290,11 @@ func (n *mainNode) start() error {
 			n.log.Info(g.what+" listening", attrAddr, g.ln.Addr().String(), "tls", g.tls)
 		}
 	}
-	if n.cluster == nil {
+	if n.cluster != nil {
+		// Workers that name the client port (-main-addr=<main>:50051).
+		n.serve("serve cluster on the client port", func() error { return n.cluster.srv.Serve(n.split.cluster) })
+	} else {
+		n.split.cluster.Close()
 		n.log.Info("no join token: this main worker accepts no external processing workers")
 	}
 	n.serve("serve rest", func() error { return n.http.Serve(n.restLn) })
@@ -365,6 +374,9 @@ func (n *mainNode) close() error {
 			stopGRPC(g.srv)
 			g.ln.Close()
 		}
+	}
+	if n.split != nil {
+		n.split.close()
 	}
 	if n.stopOps != nil {
 		n.stopOps()

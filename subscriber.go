@@ -83,7 +83,7 @@ func (s *subscriber) run(ctx context.Context) error {
 // dial connects to the main worker over TLS, checking its certificate
 // with pin.
 func (s *subscriber) dial(pin func([32]byte) error) (*grpc.ClientConn, error) {
-	creds := grpccreds.NewTLS(s.ident.tlsConfig(pin, false))
+	creds := grpccreds.NewTLS(withClusterALPN(s.ident.tlsConfig(pin, false)))
 	conn, err := grpc.NewClient(s.mainAddr, grpcDialOptions(s.maxMsg, creds)...)
 	if err != nil {
 		return nil, fmt.Errorf("-main-addr %s: %w", s.mainAddr, err)
