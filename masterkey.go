@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -55,8 +54,16 @@ const minAdminKeyLen = 16
 // once to stdout, never to the log) only where none was given: the master
 // key only on storage that holds no data yet, the admin key only when the
 // storage holds no generated one yet (it keeps the hash; a configured
-// admin key wins over it).
+// admin key wins over it). A configured admin key too weak to serve is
+// refused first, before anything is generated or stored.
 func loadKeys(ctx context.Context, cfg config, st store, stdout io.Writer) (startKeys, error) {
+	admin, err := configuredAdminKey(cfg)
+	if err != nil {
+		return startKeys{}, err
+	}
+	if _, err := weakAdminKey(cfg, admin); err != nil {
+		return startKeys{}, err
+	}
 	master, err := configuredMasterKey(cfg)
 	if err != nil {
 		return startKeys{}, err
@@ -90,12 +97,7 @@ func loadKeys(ctx context.Context, cfg config, st store, stdout io.Writer) (star
 		zero(master)
 		return startKeys{}, err
 	}
-	keys := startKeys{master: master, previous: previous, previousID: prevID, note: note}
-	if keys.admin, err = configuredAdminKey(cfg); err != nil {
-		zero(master)
-		zero(previous)
-		return startKeys{}, err
-	}
+	keys := startKeys{master: master, previous: previous, previousID: prevID, note: note, admin: admin}
 	keys.adminHash = sha256.Sum256([]byte(keys.admin))
 	if keys.admin == "" {
 		var admin string
@@ -220,19 +222,20 @@ func parseAdminKeyDoc(raw []byte) (hash [32]byte, err error) {
 	return hash, nil
 }
 
-// checkAdminKeyStrength refuses a configured admin key under
-// minAdminKeyLen characters when REST listens beyond loopback, unless
-// -allow-weak-admin-key; on loopback it only warns. A generated key is
-// long.
-func checkAdminKeyStrength(cfg config, admin string, log *slog.Logger) error {
+// weakAdminKey refuses a configured admin key under minAdminKeyLen
+// characters when REST listens beyond loopback, unless
+// -allow-weak-admin-key; short reports a short key it lets through (on
+// loopback, or with the flag), for the caller to warn about. A generated
+// key is long. loadKeys checks it before generating or storing anything,
+// so that a refused start leaves the storage as it found it.
+func weakAdminKey(cfg config, admin string) (short bool, err error) {
 	if admin == "" || utf8.RuneCountInString(admin) >= minAdminKeyLen {
-		return nil
+		return false, nil
 	}
 	if isLoopback(cfg.restAddr) || cfg.allowWeakAdminKey {
-		log.Warn("admin key is short: use 16 or more random characters before serving beyond loopback", "length", utf8.RuneCountInString(admin))
-		return nil
+		return true, nil
 	}
-	return fmt.Errorf("admin key: %d characters is too short for -rest-addr %s beyond loopback: "+
+	return true, fmt.Errorf("admin key: %d characters is too short for -rest-addr %s beyond loopback: "+
 		"use %d or more random characters, or -allow-weak-admin-key", utf8.RuneCountInString(admin), cfg.restAddr, minAdminKeyLen)
 }
 

@@ -161,6 +161,29 @@ func TestAdminKeyFileAndWeakKey(t *testing.T) {
 	}
 }
 
+// TestWeakAdminKeyStoresNothing: a start refused for its admin key (the
+// original system's README example, 8 characters, beyond loopback)
+// generates no master key and stores nothing, so the next start with a
+// good admin key is a first start again, not one refused for want of a
+// master key that was printed by a start that failed.
+func TestWeakAdminKeyStoresNothing(t *testing.T) {
+	st := newMemStore()
+	var stdout bytes.Buffer
+	cfg := config{restAddr: "0.0.0.0:8080", adminKey: "changeme", keyID: "main-key-v1"}
+	if _, err := loadKeys(t.Context(), cfg, st, &stdout); err == nil || !strings.Contains(err.Error(), "too short") {
+		t.Fatalf("loadKeys with an 8-character admin key beyond loopback = %v, want it refused as too short", err)
+	}
+	if names, _ := st.List(t.Context(), "", "", 0); len(names) != 0 || stdout.Len() != 0 {
+		t.Errorf("after the refused start the storage holds %q and stdout %q, want nothing", names, stdout.String())
+	}
+	cfg.adminKey = "0123456789abcdef"
+	keys, err := loadKeys(t.Context(), cfg, st, &stdout)
+	if err != nil || !strings.Contains(stdout.String(), "MASTER_KEY=") {
+		t.Fatalf("the next start with a 16-character key = %v, stdout %q; want a first start printing a master key", err, stdout.String())
+	}
+	zero(keys.master)
+}
+
 // TestSecretEnvCleared: parsing the flags removes the environment
 // variables that hold secrets, after taking their values.
 func TestSecretEnvCleared(t *testing.T) {
