@@ -130,7 +130,7 @@ func (j *joiner) subscribe(t testing.TB, addr string, opt grpc.CallOption, prove
 	if opt != nil {
 		opts = append(opts, opt)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), scaled(20*time.Second))
 	defer cancel()
 	stream, err := pb.NewMainWorkerClient(conn).Subscribe(ctx, opts...)
 	if err != nil {
@@ -237,7 +237,7 @@ func TestWorkerWrongJoinToken(t *testing.T) {
 // waitLog waits until msg has been logged at least count times.
 func (n *node) waitLog(msg string, count int) {
 	n.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	w := newWait(n.t, fmt.Sprintf("%q logged %d times", msg, count), 20*time.Second)
 	// slog's text handler quotes a message only when it has to.
 	logged := func() int {
 		log := n.stderr.String()
@@ -249,8 +249,8 @@ func (n *node) waitLog(msg string, count int) {
 			n.t.Fatalf("process exited before logging %q %d times:\n%s", msg, count, n.stderr)
 		case <-time.After(20 * time.Millisecond):
 		}
-		if time.Now().After(deadline) {
-			n.t.Fatalf("%q logged fewer than %d times after 20s:\n%s", msg, count, n.stderr)
+		if w.over() {
+			n.t.Fatalf("%q logged fewer than %d times: %v\n%s", msg, count, w, n.stderr)
 		}
 	}
 }

@@ -111,10 +111,11 @@ func podman(t *testing.T, args ...string) string {
 	return string(out)
 }
 
-// waitReady polls base/readyz until it answers 200, for up to 30 s.
+// waitReady polls base/readyz until it answers 200, for up to 30 s on an
+// idle machine.
 func waitReady(t *testing.T, base string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	w := newWait(t, base+"/readyz to answer 200", 30*time.Second)
 	for {
 		resp, err := http.Get(base + "/readyz")
 		if err == nil {
@@ -123,9 +124,10 @@ func waitReady(t *testing.T, base string) {
 				return
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s/readyz: not 200 after 30 s (last: %v)", base, err)
+		if w.over() {
+			t.Fatalf("%s/readyz: not 200: %v (last: %v)", base, w, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+

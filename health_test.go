@@ -169,8 +169,8 @@ func TestSIGTERMReadinessThenDrain(t *testing.T) {
 	}
 	select {
 	case <-n.done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("server did not exit within 30s of SIGTERM")
+	case <-time.After(scaled(30 * time.Second)):
+		t.Fatal("server did not exit within 30s (scaled by the load) of SIGTERM")
 	}
 	if !n.cmd.ProcessState.Success() {
 		t.Errorf("exit after SIGTERM = %v, want 0\n%s", n.cmd.ProcessState, n.stderr)
