@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the DeltaDatabase container image: a static binary and the CA
-# certificates into deploy/out/, then `podman build` of deploy/Dockerfile.
+# Builds the DeltaDatabase container image: a static binary, the CA
+# certificates and the storage directories (/data, and /shared/db linking
+# to it) into deploy/out/, then `podman build` of deploy/Dockerfile.
 #
 #   deploy/build-image.sh [TAG]     (default localhost/deltadatabase:dev)
 #
@@ -14,7 +15,8 @@ cli="${CONTAINER_CLI:-podman}"
 out=deploy/out
 
 rm -rf "$out"
-mkdir -p "$out/data"
+mkdir -p "$out/data" "$out/shared"
+ln -s /data "$out/shared/db"
 CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$out/deltadatabase" .
 cp /etc/ssl/certs/ca-certificates.crt "$out/"
 "$cli" build --quiet -t "$tag" -f deploy/Dockerfile "$out" >/dev/null
