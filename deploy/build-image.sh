@@ -19,5 +19,10 @@ mkdir -p "$out/data" "$out/shared"
 ln -s /data "$out/shared/db"
 CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$out/deltadatabase" .
 cp /etc/ssl/certs/ca-certificates.crt "$out/"
-"$cli" build --quiet -t "$tag" -f deploy/Dockerfile "$out" >/dev/null
+# The same binary, certificates and Dockerfile make the same image: when
+# the tag already carries this context's hash, it is kept as it is.
+sum=$( (cd "$out" && find . -type f | LC_ALL=C sort | xargs sha256sum && find . -type l -printf '%p -> %l\n' | LC_ALL=C sort; cat ../Dockerfile) | sha256sum | cut -c1-16)
+if [ "$("$cli" image inspect --format '{{index .Config.Labels "deltadb.context"}}' "$tag" 2>/dev/null)" != "$sum" ]; then
+  "$cli" build --quiet --label "deltadb.context=$sum" -t "$tag" -f deploy/Dockerfile "$out" >/dev/null
+fi
 echo "$tag"
