@@ -13,7 +13,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -50,25 +49,6 @@ func serveSplit(t *testing.T, svc *mainService, clientCreds grpccreds.TransportC
 	serve(split.client, clientCreds)
 	serve(split.cluster, grpccreds.NewTLS(svc.ident.tlsConfig(anyPeer, svc.ident.ca != nil)))
 	return ln.Addr().String()
-}
-
-// checkForgedJoins runs the join proof attacks of TestJoinProofForgedByWorker
-// against addr: each is PermissionDenied with no answer.
-func checkForgedJoins(t *testing.T, addr string) {
-	t.Helper()
-	recorded := func(_ []byte, req *pb.SubscribeRequest) {
-		req.Proof, _ = workerProof([]byte(testJoinToken), otherExporter(t, addr), req)
-	}
-	for name, prove := range map[string]func([]byte, *pb.SubscribeRequest){
-		"no proof":                    func([]byte, *pb.SubscribeRequest) {},
-		"proof under another token":   newJoiner(t, "z").prove([]byte(strings.Repeat("ab", 32))),
-		"proof of another connection": recorded,
-	} {
-		resp, _, _, err := newJoiner(t, "evil").subscribe(t, addr, nil, prove)
-		if status.Code(err) != codes.PermissionDenied || resp != nil {
-			t.Errorf("%s on %s: Subscribe = (answer: %v), %v; want PermissionDenied and no answer", name, addr, resp != nil, err)
-		}
-	}
 }
 
 // checkGenuineJoin subscribes with the join token's proof on addr and

@@ -180,23 +180,7 @@ func otherExporter(t *testing.T, addr string) []byte {
 func TestSubscribeNeedsJoinProof(t *testing.T) {
 	c := startCluster(t)
 	token := []byte(testJoinToken)
-	recorded := func(_ []byte, req *pb.SubscribeRequest) {
-		// The genuine proof of this very request, made on another
-		// connection (whose stream is abandoned before it is sent).
-		req.Proof, _ = workerProof(token, otherExporter(t, c.clusterAddr), req)
-	}
-	for name, prove := range map[string]func([]byte, *pb.SubscribeRequest){
-		"no proof":                    func([]byte, *pb.SubscribeRequest) {},
-		"proof under another token":   newJoiner(t, "z").prove([]byte(strings.Repeat("ab", 32))),
-		"proof of another connection": recorded,
-		"garbage proof":               func(_ []byte, r *pb.SubscribeRequest) { r.Proof = bytes.Repeat([]byte{1}, 32) },
-	} {
-		id := "evil-" + strings.ReplaceAll(name, " ", "-")
-		resp, _, _, err := newJoiner(t, id).subscribe(t, c.clusterAddr, nil, prove)
-		if status.Code(err) != codes.PermissionDenied || resp != nil {
-			t.Errorf("%s: Subscribe = (answer: %v), %v; want PermissionDenied and no answer", name, resp != nil, err)
-		}
-	}
+	checkForgedJoins(t, c.clusterAddr)
 	if rows := c.workerRows(); len(rows) != 0 {
 		t.Errorf("after refused Subscribes /admin/workers = %+v, want none", rows)
 	}
@@ -215,6 +199,29 @@ func TestSubscribeNeedsJoinProof(t *testing.T) {
 	}
 	if got, err := unwrapKey(j.priv, resp.GetWrappedKey()); err != nil || hex.EncodeToString(got) != testMasterKey {
 		t.Errorf("unwrapped key = %x, %v; want the master key", got, err)
+	}
+}
+
+// checkForgedJoins subscribes on addr with a proof that is missing, made
+// under another token, made on another connection (the genuine proof of
+// the very request, whose stream is abandoned before it is sent) or
+// garbage: each must be PermissionDenied with no answer.
+func checkForgedJoins(t *testing.T, addr string) {
+	t.Helper()
+	recorded := func(_ []byte, req *pb.SubscribeRequest) {
+		req.Proof, _ = workerProof([]byte(testJoinToken), otherExporter(t, addr), req)
+	}
+	for name, prove := range map[string]func([]byte, *pb.SubscribeRequest){
+		"no proof":                    func([]byte, *pb.SubscribeRequest) {},
+		"proof under another token":   newJoiner(t, "z").prove([]byte(strings.Repeat("ab", 32))),
+		"proof of another connection": recorded,
+		"garbage proof":               func(_ []byte, r *pb.SubscribeRequest) { r.Proof = bytes.Repeat([]byte{1}, 32) },
+	} {
+		id := "evil-" + strings.ReplaceAll(name, " ", "-")
+		resp, _, _, err := newJoiner(t, id).subscribe(t, addr, nil, prove)
+		if status.Code(err) != codes.PermissionDenied || resp != nil {
+			t.Errorf("%s on %s: Subscribe = (answer: %v), %v; want PermissionDenied and no answer", name, addr, resp != nil, err)
+		}
 	}
 }
 
@@ -606,20 +613,7 @@ func TestAllWithoutJoinToken(t *testing.T) {
 func TestJoinProofForgedByWorker(t *testing.T) {
 	m := startTestMain(t, 4<<20)
 	token := []byte(testJoinToken)
-	recorded := func(_ []byte, req *pb.SubscribeRequest) {
-		req.Proof, _ = workerProof(token, otherExporter(t, m.clusterAddr), req)
-	}
-	for name, prove := range map[string]func([]byte, *pb.SubscribeRequest){
-		"no proof":                    func([]byte, *pb.SubscribeRequest) {},
-		"proof under another token":   newJoiner(t, "z").prove([]byte(strings.Repeat("ab", 32))),
-		"proof of another connection": recorded,
-		"garbage proof":               func(_ []byte, r *pb.SubscribeRequest) { r.Proof = bytes.Repeat([]byte{1}, 32) },
-	} {
-		resp, _, _, err := newJoiner(t, "evil").subscribe(t, m.clusterAddr, nil, prove)
-		if status.Code(err) != codes.PermissionDenied || resp != nil {
-			t.Errorf("%s: Subscribe = (answer: %v), %v; want PermissionDenied and no answer", name, resp != nil, err)
-		}
-	}
+	checkForgedJoins(t, m.clusterAddr)
 	if rows := m.svc.router.list(); len(rows) != 1 || rows[0].WorkerID != "local" {
 		t.Errorf("after refused Subscribes the workers are %+v, want only the in-process one", rows)
 	}
