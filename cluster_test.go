@@ -262,17 +262,24 @@ func (n *node) waitLog(msg string, count int) {
 	}
 }
 
-// fakeMain is a MainWorker that does not know the join token: it answers
-// every Subscribe with a master key of its choosing, wrapped for the
-// worker, and a call key, without a valid proof.
+// fakeMain is a MainWorker answering Subscribe with keys of its choosing
+// (master, callKey) wrapped for the worker, and the proof prove makes
+// from the connection's exporter and fp, its own certificate's
+// fingerprint: a genuine main worker when prove uses the join token, a
+// forger otherwise; without prove, garbage.
 type fakeMain struct {
 	pb.UnimplementedMainWorkerServer
 	master, callKey []byte
-	mu              sync.Mutex
-	asked           int
+	fp              [32]byte
+	prove           func(exporter []byte, fp [32]byte, resp *pb.SubscribeResponse) []byte
 }
 
 func (f *fakeMain) Subscribe(stream pb.MainWorker_SubscribeServer) error {
+	p, _ := peer.FromContext(stream.Context())
+	exporter, err := channelBinding(p.AuthInfo.(grpccreds.TLSInfo).State)
+	if err != nil {
+		return err
+	}
 	req, err := stream.Recv()
 	if err != nil {
 		return err
@@ -283,11 +290,12 @@ func (f *fakeMain) Subscribe(stream pb.MainWorker_SubscribeServer) error {
 	}
 	wrapped, _ := wrapKey(pub, f.master, rand.Reader)
 	wrappedCall, _ := wrapKey(pub, f.callKey, rand.Reader)
-	f.mu.Lock()
-	f.asked++
-	f.mu.Unlock()
-	return stream.SendAndClose(&pb.SubscribeResponse{Token: "t", WrappedKey: wrapped, KeyId: "evil", ExpiresAtUnix: time.Now().Add(time.Hour).Unix(),
-		HeartbeatIntervalMs: 1000, WrappedCallKey: wrappedCall, Proof: bytes.Repeat([]byte{9}, 32)})
+	resp := &pb.SubscribeResponse{Token: "t", WrappedKey: wrapped, KeyId: "k1", ExpiresAtUnix: time.Now().Add(time.Hour).Unix(),
+		HeartbeatIntervalMs: 1000, WrappedCallKey: wrappedCall, Proof: bytes.Repeat([]byte{9}, 32)}
+	if f.prove != nil {
+		resp.Proof = f.prove(exporter, f.fp, resp)
+	}
+	return stream.SendAndClose(resp)
 }
 
 // TestWorkerRefusesFakeMain: a worker pointed at a main worker that does
@@ -627,38 +635,6 @@ func TestJoinProofForgedByWorker(t *testing.T) {
 	}
 }
 
-// provingMain is a MainWorker answering Subscribe with real keys wrapped
-// for the worker and a proof made by prove from the connection's exporter
-// and its own certificate's fingerprint: a genuine main worker when prove
-// uses the join token, a forger otherwise.
-type provingMain struct {
-	pb.UnimplementedMainWorkerServer
-	fp    [32]byte
-	prove func(exporter []byte, fp [32]byte, resp *pb.SubscribeResponse) []byte
-}
-
-func (f *provingMain) Subscribe(stream pb.MainWorker_SubscribeServer) error {
-	p, _ := peer.FromContext(stream.Context())
-	exporter, err := channelBinding(p.AuthInfo.(grpccreds.TLSInfo).State)
-	if err != nil {
-		return err
-	}
-	req, err := stream.Recv()
-	if err != nil {
-		return err
-	}
-	pub, err := parseWorkerKey(req.GetPubkey())
-	if err != nil {
-		return err
-	}
-	wrapped, _ := wrapKey(pub, bytes.Repeat([]byte{0xee}, 32), rand.Reader)
-	wrappedCall, _ := wrapKey(pub, bytes.Repeat([]byte{0xcc}, 32), rand.Reader)
-	resp := &pb.SubscribeResponse{Token: "t", WrappedKey: wrapped, KeyId: "k1", ExpiresAtUnix: time.Now().Add(time.Hour).Unix(),
-		HeartbeatIntervalMs: 1000, WrappedCallKey: wrappedCall}
-	resp.Proof = f.prove(exporter, f.fp, resp)
-	return stream.SendAndClose(resp)
-}
-
 // TestJoinProofForgedByMain (in-process): a worker's subscriber refuses
 // the answer of a main worker whose proof is garbage, made under another
 // token, or bound to another certificate: Subscribe fails, and no master
@@ -690,7 +666,8 @@ func TestJoinProofForgedByMain(t *testing.T) {
 			t.Fatal(err)
 		}
 		gs := grpc.NewServer(grpc.Creds(grpccreds.NewTLS(ident.tlsConfig(anyPeer, false))))
-		pb.RegisterMainWorkerServer(gs, &provingMain{fp: ident.fp, prove: c.prove})
+		pb.RegisterMainWorkerServer(gs, &fakeMain{master: bytes.Repeat([]byte{0xee}, 32), callKey: bytes.Repeat([]byte{0xcc}, 32),
+			fp: ident.fp, prove: c.prove})
 		go gs.Serve(ln)
 		t.Cleanup(gs.Stop)
 		sub := newTestSubscriber(t, ln.Addr().String(), token)
