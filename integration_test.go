@@ -37,6 +37,7 @@ var coverDir = os.Getenv("DDB_COVERDIR")
 
 func TestMain(m *testing.M) {
 	flag.Parse()
+	stretchDefaultTimeout()
 	if testing.Short() {
 		os.Exit(m.Run())
 	}

@@ -8,6 +8,8 @@ package main
 // no fixed deadline guesses; the load average measures it.
 
 import (
+	"flag"
+	"fmt"
 	"os"
 	"runtime"
 	"strconv"
@@ -42,6 +44,27 @@ func slowdown() float64 {
 // single wait for a child process.
 func scaled(d time.Duration) time.Duration {
 	return time.Duration(float64(d) * slowdown())
+}
+
+// goTestDefaultTimeout is the -timeout go test gives a test binary when
+// it is given none.
+const goTestDefaultTimeout = 10 * time.Minute
+
+// stretchDefaultTimeout stretches go test's default timeout by the
+// machine's slowdown, as the waits are: the suite, child processes and
+// all, that fits in it on an idle machine runs longer on a loaded one
+// (on two cores at load 17 README's go test ./... passed 10 minutes). An
+// explicit -timeout other than the default is kept. TestMain calls it
+// after parsing the flags.
+func stretchDefaultTimeout() {
+	f := flag.Lookup("test.timeout")
+	if f == nil || f.Value.String() != goTestDefaultTimeout.String() {
+		return
+	}
+	if d := scaled(goTestDefaultTimeout).Round(time.Minute); d > goTestDefaultTimeout {
+		f.Value.Set(d.String())
+		fmt.Fprintf(os.Stderr, "go test's default -timeout %v stretched to %v by the load (%.1f per CPU)\n", goTestDefaultTimeout, d, slowdown())
+	}
 }
 
 // progressEvery is how often a long wait says what it waits for.
