@@ -8,11 +8,13 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -216,18 +218,45 @@ func TestOffersClusterALPN(t *testing.T) {
 	}
 }
 
-// TestWorkerJoinsOnClientPort runs the original system's worker arguments
-// against the binary: a -role=proc whose -main-addr is the main worker's
-// client gRPC port (-grpc-addr), advertising 0.0.0.0, becomes Available
-// and serves entities; one against a main worker serving client gRPC over
-// TLS (-tls-cert) subscribes too.
+// TestWorkerJoinsOnClientPort runs the Compose commands of README's
+// "Moving from the original" (the original system's worker arguments) as
+// processes: hosts and ports become loopback ones, the storage a temp
+// directory. The worker, whose -main-addr is the main worker's client
+// gRPC port and which advertises 0.0.0.0, becomes Available and serves
+// entities. A worker against a main worker serving client gRPC over TLS
+// (-tls-cert) subscribes too.
 func TestWorkerJoinsOnClientPort(t *testing.T) {
+	commands := map[string][]string{}
+	for _, line := range strings.Split(readmeBlock(t, "original-compose"), "\n") {
+		if _, list, ok := strings.Cut(line, "command: "); ok {
+			var args []string
+			if err := json.Unmarshal([]byte(list), &args); err != nil || len(args) == 0 {
+				t.Fatalf("README's command %q: %v", list, err)
+			}
+			commands[args[0]] = args
+		}
+	}
 	dir := filepath.Join(t.TempDir(), "db")
+	local := strings.NewReplacer("0.0.0.0:50051", "0.0.0.0:0", "0.0.0.0:8080", "127.0.0.1:0", "0.0.0.0:50052", "0.0.0.0:0",
+		"/shared/db", dir)
+	args := func(role string, more ...string) []string {
+		var out []string
+		for _, a := range commands[role] {
+			out = append(out, local.Replace(a))
+		}
+		return append(out, more...)
+	}
+	if len(commands["-role=main"]) == 0 || len(commands["-role=proc"]) == 0 {
+		t.Fatalf("README's block has no -role=main and -role=proc commands: %q", commands)
+	}
 	c := &cluster{t: t, dir: dir, workers: map[string]*node{}}
-	c.main = startNode(t, clusterEnv, "-role=main", "-shared-fs="+dir, "-grpc-addr=0.0.0.0:0")
+	c.main = startNode(t, clusterEnv, args("-role=main")...)
 	_, port, _ := net.SplitHostPort(c.main.logAddr("grpc listening"))
-	c.workers["proc-1"] = launch(t, workerEnv, "-role=proc", "-main-addr=127.0.0.1:"+port, "-worker-id=proc-1",
-		"-grpc-addr=0.0.0.0:0", "-shared-fs="+dir)
+	worker := args("-role=proc", "-worker-id=proc-1")
+	for i, a := range worker {
+		worker[i] = strings.Replace(a, "main-worker:50051", "127.0.0.1:"+port, 1)
+	}
+	c.workers["proc-1"] = launch(t, workerEnv, worker...)
 	c.waitWorkers(20*time.Second, "proc-1")
 	c.putAndGet(3)
 
