@@ -148,7 +148,7 @@ func TestSIGTERMReadinessThenDrain(t *testing.T) {
 	n.cmd.Process.Signal(syscall.SIGTERM)
 	var code int
 	var out []byte
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(scaled(5 * time.Second)); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if code, out, err = tryCall("GET", n.base+"/readyz", "", nil); err == nil && code == http.StatusServiceUnavailable {
 			break
 		}

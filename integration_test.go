@@ -791,7 +791,17 @@ func TestKillDuringWrites(t *testing.T) {
 			}
 		})
 	}
+	// The kill lands once writes are going (100 acknowledged) and at
+	// least 1.5 s in.
 	time.Sleep(1500 * time.Millisecond)
+	for w := newWait(t, "100 acknowledged writes", 20*time.Second); !w.over(); time.Sleep(20 * time.Millisecond) {
+		mu.Lock()
+		enough := len(acked) >= 100
+		mu.Unlock()
+		if enough {
+			break
+		}
+	}
 	n.cmd.Process.Kill()
 	<-n.done
 	cancel()
@@ -1142,17 +1152,8 @@ func TestStaleCacheAfterOwnerChange(t *testing.T) {
 // retrying with growing backoff and says why.
 func TestWorkerWrongMainAddress(t *testing.T) {
 	n := launch(t, workerEnv, "-role=proc", "-worker-id=lost", "-main-addr="+refusedAddr(t), "-shared-fs="+t.TempDir())
-	time.Sleep(2500 * time.Millisecond)
-	select {
-	case <-n.done:
-		t.Fatalf("worker exited: %s", n.stderr)
-	default:
-	}
-	log := n.stderr.String()
-	if got := strings.Count(log, "subscribe failed; retrying"); got < 3 {
-		t.Errorf("log has %d retry lines, want >= 3:\n%s", got, log)
-	}
-	if !strings.Contains(log, "connection refused") {
+	n.waitLog("subscribe failed; retrying", 3) // fails if the worker exits
+	if log := n.stderr.String(); !strings.Contains(log, "connection refused") {
 		t.Errorf("log does not say why (connection refused):\n%s", log)
 	}
 }
