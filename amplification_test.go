@@ -224,7 +224,7 @@ func TestProcEntityCacheBytes(t *testing.T) {
 		}
 	}
 	var st cacheStats
-	for end := time.Now().Add(20 * time.Second); st.Entries == 0 && time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+	for w := newWait(t, "w1's cache counters in a heartbeat", 20*time.Second); st.Entries == 0 && !w.over(); time.Sleep(100 * time.Millisecond) {
 		for _, r := range c.workerRows() {
 			st = r.Cache
 		}
