@@ -104,6 +104,21 @@
 //	               it holds
 //	keyindex.go    the in-memory index of each database's entity keys that
 //	               listings page through
+//	find.go        POST /api/databases/{db}/find (CouchDB's _find): the
+//	               request, the answer, bookmarks, the find budgets
+//	findplan.go    a query's plan (an index range or a scan; streamed or
+//	               sorted by the main worker) and POST .../explain
+//	findexec.go    running a plan across the workers: fan-out to the
+//	               owners, merge, pages that budgets end with a bookmark
+//	findworker.go  a worker's side of a query: its entities read (cache
+//	               first), matched, projected, within the call's budgets
+//	selector.go    the selector language (CouchDB's Mango): parsing within
+//	               budgets, normalization, matching
+//	collate.go     JSON values read in place and ordered as CouchDB
+//	               collates them: the keys of comparisons, indexes, sorts
+//	index.go       query indexes: their definitions (main worker) and the
+//	               in-memory entries each worker keeps for what it owns
+//	queries.go     the REST handlers of find, explain and indexes
 //	names.go       validation of database names, schema IDs and entity keys
 //	masterkey.go   master and admin keys as configured or generated;
 //	               secretFlag, the one "flag or file or env" of secrets

@@ -437,6 +437,90 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/databases/{db}/find": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Find documents by what they contain
+         * @description CouchDB's _find: the documents a Mango selector matches, a page at a time. The main worker fans the query out to the workers that own the entities, which evaluate it over their entities (cache first, decrypting what they must) or read one of their indexes; a page that a budget ends early carries a bookmark and a warning, never a silently partial answer.
+         */
+        post: operations["find"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/databases/{db}/explain": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * How a find would run
+         * @description CouchDB's _explain: the index a find would read (or _all_docs, a scan), its range, whether the main worker would sort in memory, and how many entities it would read. Counting an index's entries builds it on the workers first if it must.
+         */
+        post: operations["explain"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/databases/{db}/index": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List a database's indexes
+         * @description CouchDB's GET _index: _all_docs (the scan in key order) first, then every index by name.
+         */
+        get: operations["listIndexes"];
+        put?: never;
+        /**
+         * Create an index
+         * @description CouchDB's POST _index (json indexes): by the values of its fields, ascending. A document lacking one of the fields is not in it, so it serves a query only when every match has all of them. The definition (field names only) is stored; the entries live in the workers' memory, built from the entities they own when the index is created, at a start and when the workers change, and kept by every write. result is exists when an index of those fields was there. At most 16 per database (413).
+         */
+        post: operations["createIndex"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/databases/{db}/index/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Delete an index
+         * @description Deletes the definition; the workers drop their entries.
+         */
+        delete: operations["deleteIndex"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -611,6 +695,160 @@ export interface components {
         };
         /** @description A stored document: any JSON value. GET /openapi.json?database=DB answers this schema as the one bound to DB. */
         Document: unknown;
+        /** @description A CouchDB Mango selector (API.md, Finding documents). Each member is a field condition ("name": Condition, dotted paths like "user.id" or "messages.0.role", \\. for a dot in a name; "_id" is the entity key) or a combination ($and, $or, $nor: arrays of selectors; $not: a selector). Several members are an implicit $and; {} matches every document. A condition on a field a document lacks is false, negated or not, except $exists: false. Values compare in CouchDB's collation order: null < false < true < numbers (exactly, by value) < strings (by code point) < arrays < objects. Any other $-operator is a 400 naming it. Budgets: 256 operators and field conditions, 32 levels, 1000 values per $in/$nin/$all and clauses per $and/$or/$nor (413 past them). */
+        Selector: {
+            $and?: components["schemas"]["Selector"][];
+            $or?: components["schemas"]["Selector"][];
+            $nor?: components["schemas"]["Selector"][];
+            $not?: components["schemas"]["Selector"];
+        } & {
+            [key: string]: components["schemas"]["Condition"];
+        };
+        /** @description What a field must hold: a value that is not an object (equality, as $eq), or an object of operators (and of nested field names, which extend the path: {"user": {"id": "u1"}} is {"user.id": "u1"}). To compare with an object use $eq; {} alone is $eq {}. */
+        Condition: unknown | components["schemas"]["Operators"];
+        Operators: {
+            /** @description Equal in collation (1 and 1.0 are equal; objects compare member by member in document order) */
+            $eq?: unknown;
+            /** @description Not equal (the field must exist) */
+            $ne?: unknown;
+            $lt?: unknown;
+            $lte?: unknown;
+            $gt?: unknown;
+            /** @description Collation order, across types: {"$gt": 5} also matches strings, arrays and objects */
+            $gte?: unknown;
+            /** @description Equal to one of the values; an array field matches when one of its elements does */
+            $in?: unknown[];
+            /** @description Not $in (the field must exist) */
+            $nin?: unknown[];
+            /** @description An array holding every value (or equal to the one array given) */
+            $all?: unknown[];
+            $exists?: boolean;
+            /** @enum {unknown} */
+            $type?: "null" | "boolean" | "number" | "string" | "array" | "object";
+            /** @description An array of that many elements */
+            $size?: number;
+            /** @description RE2 syntax (Go's regexp: no backreferences or lookaround), unanchored; (?i) for case-insensitive; strings only */
+            $regex?: string;
+            /** @description [divisor, remainder] of an integer (truncated division) */
+            $mod?: [
+                number,
+                number
+            ];
+            $beginsWith?: string;
+            $elemMatch?: components["schemas"]["Condition"];
+            $allMatch?: components["schemas"]["Condition"];
+            $not?: components["schemas"]["Condition"];
+            $and?: components["schemas"]["Condition"][];
+            $or?: components["schemas"]["Condition"][];
+            $nor?: components["schemas"]["Condition"][];
+        } & {
+            [key: string]: components["schemas"]["Condition"];
+        };
+        /** @description CouchDB's _find request. Members of _find not listed (partition, ddoc...) are a 400 naming them. */
+        FindRequest: {
+            selector: components["schemas"]["Selector"];
+            /** @description Dotted paths to return of each document ("_id" is the key); default: the whole document */
+            fields?: string[];
+            /** @description Field names (ascending) or {"field": "asc"|"desc"}, all in one direction. Without an index whose order it is, every match is sorted by the main worker, within -find-max-scan (413 past it). A document lacking a sort field sorts first. */
+            sort?: (string | {
+                [key: string]: "asc" | "desc";
+            })[];
+            /** @default 25 */
+            limit: number;
+            /** @default 0 */
+            skip: number;
+            /** @description The previous page's bookmark: this page starts after it (same selector and sort, or 400) */
+            bookmark?: string;
+            /** @description An index name (or CouchDB's [ddoc, name]): used when it can serve the query, else a warning */
+            use_index?: string | string[];
+            /** @default false */
+            execution_stats: boolean;
+            /**
+             * @description false: 400 when no index serves the query, rather than a scan
+             * @default true
+             */
+            allow_fallback: boolean;
+            /** @constant */
+            r?: 1;
+            /** @constant */
+            conflicts?: false;
+            /** @constant */
+            update?: true;
+            stable?: boolean;
+        };
+        FindAnswer: {
+            /** @description The documents found (or their fields), in the order asked */
+            docs: components["schemas"]["Document"][];
+            /** @description Each document's entity key, in the order of docs */
+            keys: components["schemas"]["EntityKey"][];
+            /** @description Each document's version, as the ETag header of GET */
+            etags: string[];
+            /** @description Resumes after the last entity this page dealt with */
+            bookmark: string;
+            /** @description Further pages may hold matches: the limit or a budget ended this one (follow the bookmark while true) */
+            more: boolean;
+            /** @description No index served the query (a scan), or a budget (-find-max-scan, -find-timeout, -find-max-bytes) ended the page early */
+            warning?: string;
+            execution_stats?: {
+                total_keys_examined?: number;
+                total_docs_examined?: number;
+                results_returned?: number;
+                execution_time_ms?: number;
+            };
+        };
+        IndexInfo: {
+            /** @description Always null: indexes have no design documents here */
+            ddoc: null;
+            name: string;
+            /**
+             * @description special: _all_docs, the scan in key order
+             * @enum {unknown}
+             */
+            type: "json" | "special";
+            def: {
+                fields?: {
+                    [key: string]: "asc";
+                }[];
+            };
+        };
+        ExplainAnswer: {
+            dbname: components["schemas"]["DatabaseName"];
+            index: components["schemas"]["IndexInfo"];
+            selector: components["schemas"]["Selector"];
+            fields?: string[];
+            sort?: string[];
+            limit?: number;
+            skip?: number;
+            /** @description The index entries read, as hex collation keys */
+            range?: {
+                start?: string;
+                end?: string;
+            };
+            /** @description How many entities the query will read at most: the index entries in its range, or the entities the scan walks */
+            entities: number;
+            sorted_in_memory: boolean;
+            warning?: string;
+        };
+        IndexRequest: {
+            index: {
+                fields: (string | {
+                    [key: string]: "asc";
+                })[];
+            };
+            /** @description Default: idx- and a hash of the fields */
+            name?: string;
+            /** @constant */
+            type?: "json";
+        };
+        IndexCreated: {
+            /** @enum {unknown} */
+            result: "created" | "exists";
+            name: string;
+        };
+        IndexList: {
+            total_rows: number;
+            indexes: components["schemas"]["IndexInfo"][];
+        };
     };
     responses: {
         /** @description The request is malformed: bad name, bad JSON, a document the schema refuses, a missing or repeated parameter */
@@ -1780,6 +2018,185 @@ export interface operations {
                 };
             };
             404: components["responses"]["NotFound"];
+        };
+    };
+    find: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path: {
+                db: components["parameters"]["db"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["FindRequest"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FindAnswer"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            413: components["responses"]["TooLarge"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    explain: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path: {
+                db: components["parameters"]["db"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["FindRequest"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ExplainAnswer"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            413: components["responses"]["TooLarge"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    listIndexes: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path: {
+                db: components["parameters"]["db"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["IndexList"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    createIndex: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path: {
+                db: components["parameters"]["db"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["IndexRequest"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["IndexCreated"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            409: components["responses"]["Conflict"];
+            413: components["responses"]["TooLarge"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    deleteIndex: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path: {
+                db: components["parameters"]["db"];
+                /** @description The index name */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Status"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
         };
     };
 }
