@@ -787,7 +787,7 @@ export interface components {
             bookmark: string;
             /** @description Further pages may hold matches: the limit or a budget ended this one (follow the bookmark while true) */
             more: boolean;
-            /** @description No index served the query (a scan), or a budget (-find-max-scan, -find-timeout, -find-max-bytes) ended the page early */
+            /** @description No index served the query (a scan), or a budget (-find-max-scan, -find-timeout, -max-response-bytes) ended the page early */
             warning?: string;
             execution_stats?: {
                 total_keys_examined?: number;
