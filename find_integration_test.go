@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -194,4 +195,24 @@ func TestS3Find(t *testing.T) {
 		t.Errorf("the bucket has no %s", indexesObjectKey("qdb"))
 	}
 	assertNoPlaintext(t, dirs[0])
+}
+
+// TestReadmeFind runs README's find example after its quick start and
+// checks it prints what README says.
+func TestReadmeFind(t *testing.T) {
+	for _, tool := range []string{"bash", "curl", "jq"} {
+		needProgram(t, tool, "README's find example runs it")
+	}
+	env := quickStartEnv(t)
+	n := startNode(t, env, "-shared-fs="+filepath.Join(t.TempDir(), "db"))
+	quick := strings.Replace(readmeBlock(t, "quickstart"), "DDB=http://127.0.0.1:8080", "DDB="+n.base, 1)
+	cmd := exec.Command("bash", "-euo", "pipefail", "-c", quick+"\n"+readmeBlock(t, "find"))
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("quick start and find: %v\n%s", err, out)
+	}
+	if want := strings.TrimSpace(readmeBlock(t, "find-output")); !strings.HasSuffix(strings.TrimSpace(string(out)), "\n"+want) {
+		t.Errorf("README's find example printed\n%s\nwant it to end with\n%s", out, want)
+	}
 }
