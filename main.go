@@ -23,6 +23,8 @@
 //	config.go      the flags of the server roles (config), their checks;
 //	               parseArgs, the one parse of every flag set
 //	bench.go       -role=bench, the load tool, with its own flag set
+//	benchfind.go   the load tool's queries: chat documents, an index,
+//	               indexed and scanning finds
 //	backup.go      -role=backup and -role=restore, the storage tools' flag
 //	               set
 //	archive.go     the backup archive: a tar of objects and a manifest
