@@ -468,7 +468,7 @@ func (d decimal) appendKey(dst []byte) []byte {
 // isInteger reports whether the number literal v is written as an
 // integer (no fraction, no exponent), as $mod requires.
 func isInteger(v []byte) bool {
-	return typeOf(v) == jtNumber && bytes.IndexAny(v, ".eE") < 0
+	return typeOf(v) == jtNumber && !bytes.ContainsAny(v, ".eE")
 }
 
 // jsonString returns s as a JSON string.

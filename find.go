@@ -360,7 +360,9 @@ func (d *dataPlane) find(ctx context.Context, db string, req findRequest) (ans *
 
 // matchBytes is what one document counts against a find's bytes: its
 // size, key, ETag and punctuation.
-func matchBytes(doc []byte, key, etag string) int64 { return int64(len(doc) + len(key) + len(etag) + 16) }
+func matchBytes(doc []byte, key, etag string) int64 {
+	return int64(len(doc) + len(key) + len(etag) + 16)
+}
 
 // bytes is what the answer's documents count.
 func (a *findAnswer) bytes() int64 {

@@ -442,13 +442,6 @@ func (ix *ownedIndex) set(key string, doc []byte) {
 	}
 }
 
-// len is the number of entries.
-func (ix *ownedIndex) len() int {
-	ix.mu.RLock()
-	defer ix.mu.RUnlock()
-	return ix.entries.len()
-}
-
 // batch returns up to n entries within [start, end) (end empty: no upper
 // bound) that come after `after` in the walk's direction (after empty:
 // from the start), in that direction, as candidates.
@@ -568,7 +561,7 @@ func (w *worker) findIndexed(ctx context.Context, s *keyring, db string, epoch u
 		if maxExamined > 0 {
 			n = int(min(int64(n), maxExamined-out.res.Examined))
 		}
-		if n <= 0 {
+		if n <= 0 || f.GetLimit() > 0 && int64(len(out.res.Matches)) >= f.GetLimit() {
 			out.stopped = true
 			break
 		}
