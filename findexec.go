@@ -258,6 +258,24 @@ func (r *findRun) take(m *pb.FindMatch) taken {
 	return takenOK
 }
 
+// takeAll adds matches to the page in order and reports whether the page
+// ended (full, or out of bytes: then it says so) before they were all
+// taken.
+func (r *findRun) takeAll(matches []*pb.FindMatch) bool {
+	for _, m := range matches {
+		switch r.take(m) {
+		case takenFull:
+			r.more = true
+			return true
+		case takenBytes:
+			r.more = true
+			r.warnings = append(r.warnings, warnByteBudget)
+			return true
+		}
+	}
+	return false
+}
+
 // outOfBudget says whether the scan or time budget is spent, adding its
 // warning when it is.
 func (r *findRun) outOfBudget() bool {
@@ -331,16 +349,8 @@ func (r *findRun) streamScan(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		for _, m := range matches {
-			switch r.take(m) {
-			case takenFull:
-				r.more = true
-				return nil
-			case takenBytes:
-				r.more = true
-				r.warnings = append(r.warnings, warnByteBudget)
-				return nil
-			}
+		if r.takeAll(matches) {
+			return nil
 		}
 		r.examined += int64(through + 1)
 		if through >= 0 {
@@ -485,16 +495,8 @@ func (r *findRun) streamIndex(ctx context.Context) error {
 			return err
 		}
 		cut, matches, allDone := r.mergeIndex(results)
-		for _, m := range matches {
-			switch r.take(m) {
-			case takenFull:
-				r.more = true
-				return nil
-			case takenBytes:
-				r.more = true
-				r.warnings = append(r.warnings, warnByteBudget)
-				return nil
-			}
+		if r.takeAll(matches) {
+			return nil
 		}
 		if allDone {
 			return nil
