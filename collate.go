@@ -23,6 +23,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"unicode/utf8"
 )
@@ -85,8 +86,9 @@ func typeOf(v []byte) jsonType {
 }
 
 // errBadJSON is a document or argument that is not the JSON it should be.
-// Stored documents were checked when written, so it means damage.
-var errBadJSON = errors.New("malformed JSON value")
+// Stored documents were checked when written and arguments when parsed,
+// so it means damage: an errCorrupt, not a kind of failure of its own.
+var errBadJSON = fmt.Errorf("malformed JSON value: %w", errCorrupt)
 
 // skipSpace returns the index of the first non-space byte of b at or
 // after i.

@@ -30,8 +30,10 @@ const findParallel = 8
 const findCallBytes = 2 << 20
 
 // errEpochMoved: the call was routed under an older set of workers than
-// this worker has seen since; the main worker plans again.
-var errEpochMoved = workerError("the set of workers changed during the query")
+// this worker has seen since; the main worker plans again. It is an
+// errUnavailable (its gRPC code comes back as one, which retryFind looks
+// for), not a kind of failure of its own.
+var errEpochMoved = fmt.Errorf("the set of workers changed during the query: %w", errUnavailable)
 
 // workerQuery is a FindOp parsed by the worker.
 type workerQuery struct {

@@ -52,9 +52,6 @@ type indexDef struct {
 // spec is the index as a FIND call names it.
 func (d indexDef) spec() *pb.IndexSpec { return &pb.IndexSpec{Id: d.ID, Fields: d.Fields} }
 
-// indexesObjectKey is the object holding db's index definitions.
-func indexesObjectKey(db string) string { return metaPrefix + "indexes/" + db + ".json" }
-
 // storedIndexes is the stored form of a database's definitions.
 type storedIndexes struct {
 	Indexes []indexDef `json:"indexes"`
