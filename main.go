@@ -57,7 +57,9 @@
 //	observe.go     what each finished REST request leaves for the access
 //	               log and the metrics (route, status, bytes, duration)
 //	logging.go     -log-format, the request ID on every line logged for a
-//	               request, the access line
+//	               request, the access line (written without slog)
+//	logbuffer.go   the log's output: lines written in batches, flushed
+//	               within 200 ms, after a warning and at exit
 //	health.go      GET /healthz and GET /readyz: liveness, the readiness
 //	               checks, the not-ready state after SIGTERM
 //	ops.go         the ops listener (-ops-addr, every role): health,
@@ -212,7 +214,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	level, _ := slogLevel(cfg.logLevel)
-	log, err := newLogger(stderr, cfg.logFormat, level)
+	// Lines are written in batches (logbuffer.go); the deferred Close
+	// writes the last of them when the role returns, after SIGTERM too.
+	out := newLogBuffer(stderr, logFlushEvery)
+	defer out.Close()
+	log, err := newLogger(out, cfg.logFormat, level)
 	if err != nil {
 		return err
 	}
