@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"syscall"
@@ -103,5 +104,22 @@ func TestAccessLinesSurviveSIGTERM(t *testing.T) {
 	}
 	if len(answered) < 100 || missing > 0 {
 		t.Errorf("%d of %d answered requests have no access line after SIGTERM (the last answered: %s)", missing, len(answered), answered[len(answered)-1])
+	}
+}
+
+// TestQueryParamAsParseQuery: queryParam, which the entity routes use to
+// read ?key= without building url.Values, finds the value and the count
+// url.ParseQuery would give, on escapes, repeats, empty pairs, semicolons,
+// bad escapes and a query past the limit of pairs.
+func TestQueryParamAsParseQuery(t *testing.T) {
+	queries := []string{"", "key=a", "key=a&key=b", "x=1&key=%2Fa%20b&y", "key", "key=", "&&key=a&&", "k%65y=a",
+		"key=a;b", "key=a&key=b;c", "key=%zz&key=b", "%zz=1&key=c", "key=a+b", "key=%E4%B8%AD", "KEY=a", "key=a=b",
+		strings.Repeat("x=1&", maxQueryParams-1) + "key=a", strings.Repeat("x=1&", maxQueryParams) + "key=a"}
+	for _, q := range queries {
+		vals, _ := url.ParseQuery(q)
+		got, n := queryParam(q, "key")
+		if want := vals.Get("key"); got != want || n != len(vals["key"]) {
+			t.Errorf("queryParam(%.40q) = %q, %d; url.ParseQuery gives %q, %d", q, got, n, want, len(vals["key"]))
+		}
 	}
 }
