@@ -220,8 +220,9 @@ func (s *fsStore) Delete(ctx context.Context, key string) error {
 func (s *fsStore) Close() error { return nil }
 
 // durableOps are the file operations of writeDurable and mkdirAllDurable,
-// as variables so that tests can inject a failure at each step and record
-// the order of the calls. Production code never changes them.
+// and of the write-ahead log (walwriter.go, walreplay.go), as variables
+// so that tests can inject a failure at each step and record the order
+// of the calls. Production code never changes them.
 var durableOps = struct {
 	createTemp func(dir, pattern string) (*os.File, error)
 	write      func(f *os.File, data []byte) (int, error)
@@ -230,7 +231,9 @@ var durableOps = struct {
 	rename     func(oldpath, newpath string) error
 	mkdir      func(dir string, perm fs.FileMode) error
 	syncDir    func(dir string) error
-}{os.CreateTemp, (*os.File).Write, fdatasync, (*os.File).Close, os.Rename, os.Mkdir, syncDir}
+	fsyncDir   func(d *os.File) error
+	syncfs     func(dir string) error
+}{os.CreateTemp, (*os.File).Write, fdatasync, (*os.File).Close, os.Rename, os.Mkdir, syncDir, (*os.File).Sync, syncfs}
 
 // writeDurable is the one durable-write sequence of the store. It returns
 // once data is at path and survives a crash; on failure it names the step

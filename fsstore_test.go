@@ -562,6 +562,18 @@ func recordDurable(t *testing.T, fail func(step, path string) bool, errFault err
 		}
 		return saved.syncDir(dir)
 	}
+	durableOps.fsyncDir = func(d *os.File) error {
+		if do("fsyncDir", d.Name()) {
+			return &fs.PathError{Op: "sync", Path: d.Name(), Err: errFault}
+		}
+		return saved.fsyncDir(d)
+	}
+	durableOps.syncfs = func(dir string) error {
+		if do("syncfs", dir) {
+			return &fs.PathError{Op: "syncfs", Path: dir, Err: errFault}
+		}
+		return saved.syncfs(dir)
+	}
 	return func() []durableCall {
 		mu.Lock()
 		defer mu.Unlock()

@@ -143,6 +143,12 @@
 //	store.go       the storage interface; segments of long names, shared
 //	               by both backends
 //	fsstore.go     the filesystem backend
+//	wal.go         the write-ahead log's format: records, frames,
+//	               segment files, reading a log back (torn tail, damage)
+//	walwriter.go   appending to the log: group commit, the fence,
+//	               faults, checkpoints
+//	walreplay.go   taking a log over: claiming its directory, applying
+//	               its records to the entity files, cutting it
 //	s3store.go     the S3 backend
 //	sigv4.go       AWS Signature V4 for the S3 backend
 package main

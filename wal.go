@@ -1,0 +1,421 @@
+package main
+
+// The write-ahead log's format: records, frames and segment files, and
+// reading a log back (scan, torn tail, damage). See ARCHITECTURE.md,
+// "The write-ahead log", for why the log exists and who writes and reads
+// it; walwriter.go appends to it, walreplay.go applies it.
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// walType is the type of a log record.
+type walType uint8
+
+const (
+	// walStart opens every segment: the log's identity.
+	walStart walType = 1
+	// walPut stores an entity's sealed envelope.
+	walPut walType = 2
+	// walDelete removes an entity (a tombstone).
+	walDelete walType = 3
+)
+
+// walRecord is one acknowledged change: what a change feed and entity
+// versions need (log identity and LSN, time, principal, database, key,
+// ETag) and what replay needs (the sealed envelope). Documents appear
+// only sealed, never in plaintext.
+type walRecord struct {
+	Type walType
+	// LSN numbers the records of one log generation from 1, in the order
+	// they were appended; (worker ID, generation, LSN) names a record.
+	LSN uint64
+	// Batch is the LSN of the first record of the group commit this
+	// record was written with: replay tells a torn tail from damage by it.
+	Batch uint64
+	// Time is when the record was appended, Unix nanoseconds.
+	Time int64
+	DB   string
+	Key  string
+	// Principal is the name of the client that made the change.
+	Principal string
+	// ETag is the entity's version after a put, the deleted version's
+	// (or "") for a delete.
+	ETag string
+	// Sealed is the entity's envelope; nil for a delete.
+	Sealed []byte
+}
+
+// walStartRecord is the payload of a segment's first record.
+type walStartRecord struct {
+	WorkerID string
+	Gen      uint64
+	Seq      uint32
+	// FirstLSN is the LSN of the segment's first put or delete.
+	FirstLSN uint64
+}
+
+// Frame layout: every record is one frame, 8-byte aligned so that a
+// scan for the next good frame after damage only looks at aligned
+// offsets.
+const (
+	walFrameHeader = 8 // u32 payload length, u32 CRC32C of the payload
+	walAlign       = 8
+	walVersion     = 1
+	// walMaxPayload bounds a frame: larger than any entity envelope
+	// (-max-document-size is at most 64 MiB), small enough that a damaged
+	// length field cannot make a reader allocate without limit.
+	walMaxPayload = 80 << 20
+)
+
+// walCRC is the CRC32C (Castagnoli) table, hardware-accelerated on
+// amd64 and arm64.
+var walCRC = crc32.MakeTable(crc32.Castagnoli)
+
+// errWALDamaged marks a log record that fails its checksum or does not
+// decode, where a torn write cannot explain it.
+var errWALDamaged = errors.New("write-ahead log damaged")
+
+// appendFrame appends rec framed (length, CRC32C, payload, padding) to b.
+func appendFrame(b []byte, payload []byte) []byte {
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(payload)))
+	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(payload, walCRC))
+	b = append(b, payload...)
+	for len(b)%walAlign != 0 {
+		b = append(b, 0)
+	}
+	return b
+}
+
+// framedSize is the size of a frame of a payload of n bytes.
+func framedSize(n int) int64 {
+	return int64((walFrameHeader + n + walAlign - 1) / walAlign * walAlign)
+}
+
+// encode appends rec's payload to b.
+func (rec *walRecord) encode(b []byte) []byte {
+	b = append(b, walVersion, byte(rec.Type), 0, 0)
+	b = binary.LittleEndian.AppendUint64(b, rec.LSN)
+	b = binary.LittleEndian.AppendUint64(b, rec.Batch)
+	b = binary.LittleEndian.AppendUint64(b, uint64(rec.Time))
+	b = appendString16(b, rec.DB)
+	b = appendString16(b, rec.Key)
+	b = appendString16(b, rec.Principal)
+	b = appendString16(b, rec.ETag)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(rec.Sealed)))
+	return append(b, rec.Sealed...)
+}
+
+// encode appends the start record's payload to b.
+func (s *walStartRecord) encode(b []byte) []byte {
+	b = append(b, walVersion, byte(walStart), 0, 0)
+	b = appendString16(b, s.WorkerID)
+	b = binary.LittleEndian.AppendUint64(b, s.Gen)
+	b = binary.LittleEndian.AppendUint32(b, s.Seq)
+	return binary.LittleEndian.AppendUint64(b, s.FirstLSN)
+}
+
+// appendString16 appends s with a 16-bit length.
+func appendString16(b []byte, s string) []byte {
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(s)))
+	return append(b, s...)
+}
+
+// walDecoder reads the fields of a payload; the first failure sticks.
+type walDecoder struct {
+	b   []byte
+	bad bool
+}
+
+func (d *walDecoder) take(n int) []byte {
+	if d.bad || n < 0 || n > len(d.b) {
+		d.bad = true
+		return nil
+	}
+	v := d.b[:n]
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *walDecoder) u16() uint16 {
+	if v := d.take(2); v != nil {
+		return binary.LittleEndian.Uint16(v)
+	}
+	return 0
+}
+
+func (d *walDecoder) u32() uint32 {
+	if v := d.take(4); v != nil {
+		return binary.LittleEndian.Uint32(v)
+	}
+	return 0
+}
+
+func (d *walDecoder) u64() uint64 {
+	if v := d.take(8); v != nil {
+		return binary.LittleEndian.Uint64(v)
+	}
+	return 0
+}
+
+func (d *walDecoder) str16() string { return string(d.take(int(d.u16()))) }
+
+// walPayloadType checks a payload's version and returns its type.
+func walPayloadType(p []byte) (walType, bool) {
+	if len(p) < 4 || p[0] != walVersion {
+		return 0, false
+	}
+	return walType(p[1]), true
+}
+
+// decodeWALRecord decodes a put or delete payload.
+func decodeWALRecord(p []byte) (walRecord, bool) {
+	t, ok := walPayloadType(p)
+	if !ok || (t != walPut && t != walDelete) {
+		return walRecord{}, false
+	}
+	d := &walDecoder{b: p[4:]}
+	rec := walRecord{Type: t, LSN: d.u64(), Batch: d.u64(), Time: int64(d.u64())}
+	rec.DB, rec.Key, rec.Principal, rec.ETag = d.str16(), d.str16(), d.str16(), d.str16()
+	if sealed := d.take(int(d.u32())); len(sealed) > 0 {
+		rec.Sealed = slices.Clone(sealed)
+	}
+	ok = !d.bad && len(d.b) == 0 && rec.LSN > 0 && rec.Batch > 0 && rec.Batch <= rec.LSN &&
+		(t == walPut) == (rec.Sealed != nil)
+	return rec, ok
+}
+
+// decodeWALStart decodes a segment's start payload.
+func decodeWALStart(p []byte) (walStartRecord, bool) {
+	if t, ok := walPayloadType(p); !ok || t != walStart {
+		return walStartRecord{}, false
+	}
+	d := &walDecoder{b: p[4:]}
+	s := walStartRecord{WorkerID: d.str16(), Gen: d.u64(), Seq: d.u32(), FirstLSN: d.u64()}
+	return s, !d.bad && len(d.b) == 0 && s.FirstLSN > 0
+}
+
+// Segment files: _wal/<worker ID>/<generation>-<seq>.wal, the
+// generation and sequence in fixed-width hex so that names sort in log
+// order. A taker renames each segment it takes over to .taken first
+// (walreplay.go); such files sort with the others.
+const (
+	walDirName    = "_wal"
+	walSegSuffix  = ".wal"
+	walTakenSuffix = ".taken"
+	// walOwnerLock is held (flock) by the process appending to the log,
+	// for its life: a free lock means no live process writes the log.
+	walOwnerLock = "owner.lock"
+	// walTakeoverLock is held while a log is taken over (replayed and
+	// cut), so that two takers never apply one log at once.
+	walTakeoverLock = "takeover.lock"
+)
+
+// walSegmentName is the file name of segment seq of generation gen.
+func walSegmentName(gen uint64, seq uint32) string {
+	return fmt.Sprintf("%016x-%08x%s", gen, seq, walSegSuffix)
+}
+
+// walSegmentFile is one segment file found in a log directory.
+type walSegmentFile struct {
+	name string
+	gen  uint64
+	seq  uint32
+}
+
+// parseSegmentName parses a segment file name, claimed (.taken) or not.
+func parseSegmentName(name string) (walSegmentFile, bool) {
+	base, ok := strings.CutSuffix(name, walTakenSuffix)
+	if !ok {
+		base = name
+	}
+	base, ok = strings.CutSuffix(base, walSegSuffix)
+	g, s, found := strings.Cut(base, "-")
+	if !ok || !found || len(g) != 16 || len(s) != 8 {
+		return walSegmentFile{}, false
+	}
+	gen, err1 := strconv.ParseUint(g, 16, 64)
+	seq, err2 := strconv.ParseUint(s, 16, 32)
+	if err1 != nil || err2 != nil {
+		return walSegmentFile{}, false
+	}
+	return walSegmentFile{name: name, gen: gen, seq: uint32(seq)}, true
+}
+
+// listSegments returns the segment files of a log directory in log
+// order (generation, then sequence).
+func listSegments(dir string) ([]walSegmentFile, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var segs []walSegmentFile
+	for _, e := range entries {
+		if s, ok := parseSegmentName(e.Name()); ok && e.Type().IsRegular() {
+			segs = append(segs, s)
+		}
+	}
+	slices.SortFunc(segs, func(a, b walSegmentFile) int {
+		if a.gen != b.gen {
+			return cmpUint(a.gen, b.gen)
+		}
+		return cmpUint(uint64(a.seq), uint64(b.seq))
+	})
+	return segs, nil
+}
+
+// cmpUint compares two unsigned integers.
+func cmpUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// walScan is one segment as read back.
+type walScan struct {
+	path  string
+	start walStartRecord
+	// records are the good records, in LSN order, with offsets[i] the
+	// offset of records[i]'s frame.
+	records []walRecord
+	offsets []int64
+	// end is the offset after the last good frame; torn says bytes after
+	// it were dropped as a torn write.
+	end  int64
+	torn bool
+}
+
+// scanSegment reads a segment file. last says whether it is the last
+// segment of its generation, the only one whose tail a crash can have
+// torn: a bad frame there is dropped with everything after it when no
+// later group commit follows it, and is damage otherwise; a bad frame in
+// any other segment is damage. Damage is an error wrapping
+// errWALDamaged that names the file and the offset.
+func scanSegment(path string, last bool) (*walScan, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read log segment %s: %w", path, err)
+	}
+	return scanSegmentBytes(path, data, last)
+}
+
+// scanSegmentBytes is scanSegment of a segment's bytes.
+func scanSegmentBytes(path string, data []byte, last bool) (*walScan, error) {
+	sc := &walScan{path: path}
+	payload, next, ok := frameAt(data, 0)
+	if ok {
+		sc.start, ok = decodeWALStart(payload)
+	}
+	if !ok {
+		// A segment's start record reaches the disk before any record is
+		// written to it: without one, only a crash right after creating
+		// the file explains a last segment that holds no good record.
+		if last && !laterBatchAfter(data, -walAlign, 0) {
+			sc.torn = true
+			return sc, nil
+		}
+		return nil, fmt.Errorf("log segment %s: offset 0: no valid start record: %w", path, errWALDamaged)
+	}
+	sc.end = next
+	return sc, sc.scanRecords(data, last)
+}
+
+// scanRecords reads the records after the start record.
+func (sc *walScan) scanRecords(data []byte, last bool) error {
+	prevLSN, prevBatch := sc.start.FirstLSN-1, uint64(0)
+	for off := sc.end; off < int64(len(data)); {
+		payload, next, ok := frameAt(data, off)
+		var rec walRecord
+		if ok {
+			rec, ok = decodeWALRecord(payload)
+			ok = ok && rec.LSN == prevLSN+1 && (rec.Batch == prevBatch || rec.Batch == rec.LSN)
+		}
+		if !ok {
+			return sc.badFrame(data, off, prevLSN, last)
+		}
+		sc.records, sc.offsets = append(sc.records, rec), append(sc.offsets, off)
+		prevLSN, prevBatch, off, sc.end = rec.LSN, rec.Batch, next, next
+	}
+	return nil
+}
+
+// badFrame decides what a bad frame at off is. Group commits are written
+// one at a time, each only after the one before reached the disk, so a
+// crash can tear only the last: a good frame of a later group commit
+// after off proves the one at off was complete once, and is damage.
+func (sc *walScan) badFrame(data []byte, off int64, prevLSN uint64, last bool) error {
+	if last && !laterBatchAfter(data, off, prevLSN+1) {
+		sc.torn = true
+		return nil
+	}
+	return fmt.Errorf("log segment %s: offset %d: record %d fails its checksum or does not decode: %w",
+		sc.path, off, prevLSN+1, errWALDamaged)
+}
+
+// laterBatchAfter reports whether a good frame of a group commit that
+// started after LSN lsn lies after off. The record at off has LSN lsn: it
+// either continues the group commit before it or starts one at lsn.
+func laterBatchAfter(data []byte, off int64, lsn uint64) bool {
+	for o := off + walAlign; o+walFrameHeader <= int64(len(data)); o += walAlign {
+		payload, _, ok := frameAt(data, o)
+		if !ok {
+			continue
+		}
+		if rec, ok := decodeWALRecord(payload); ok && rec.LSN > lsn && rec.Batch > lsn {
+			return true
+		}
+	}
+	return false
+}
+
+// frameAt returns the payload of the frame at off and the offset after
+// it, or false if there is no whole frame with a matching CRC there.
+func frameAt(data []byte, off int64) (payload []byte, next int64, ok bool) {
+	if off+walFrameHeader > int64(len(data)) {
+		return nil, 0, false
+	}
+	n := int64(binary.LittleEndian.Uint32(data[off:]))
+	sum := binary.LittleEndian.Uint32(data[off+4:])
+	if n == 0 || n > walMaxPayload || off+walFrameHeader+n > int64(len(data)) {
+		return nil, 0, false
+	}
+	payload = data[off+walFrameHeader : off+walFrameHeader+n]
+	if crc32.Checksum(payload, walCRC) != sum {
+		return nil, 0, false
+	}
+	return payload, off + framedSize(int(n)), true
+}
+
+// walLogDir is the directory of worker id's log under the storage root.
+func walLogDir(root, id string) string { return filepath.Join(root, walDirName, id) }
+
+// readLog reads segments of one log directory, in log order, and returns
+// their records with torn tails left out. Damage stops it with an error
+// naming the file and the offset.
+func readLog(dir string, segs []walSegmentFile) ([]walRecord, error) {
+	var recs []walRecord
+	for i, s := range segs {
+		last := i == len(segs)-1 || segs[i+1].gen != s.gen
+		sc, err := scanSegment(filepath.Join(dir, s.name), last)
+		if err != nil {
+			return nil, err
+		}
+		recs = append(recs, sc.records...)
+	}
+	return recs, nil
+}

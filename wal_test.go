@@ -1,0 +1,726 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// testWALOptions are the options of a log in tests: no background
+// checkpoint unless asked, no entity locks.
+func testWALOptions() walOptions {
+	return walOptions{checkpointBytes: 1 << 40, checkpointInterval: time.Hour, now: time.Now,
+		log:  slog.New(slog.DiscardHandler),
+		lock: func(ctx context.Context, db, key string) (func(), error) { return func() {}, nil }}
+}
+
+// openTestWAL opens worker id's log over st; the test closes it.
+func openTestWAL(t *testing.T, st *fsStore, id string) *walLog {
+	t.Helper()
+	l, err := openWAL(t.Context(), st, id, true, testWALOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.crash() })
+	return l
+}
+
+// crash drops the log as a killed process would: no checkpoint, its
+// files and locks closed.
+func (l *walLog) crash() {
+	l.stop()
+	l.wg.Wait()
+	l.commitMu.Lock()
+	defer l.commitMu.Unlock()
+	if l.seg != nil && l.seg.f != nil {
+		l.seg.f.Close()
+		l.seg.f = nil
+	}
+	l.dir.close()
+}
+
+// sealedDoc seals doc as entity key of db under a fresh key.
+func sealedDoc(t testing.TB, s *sealer, db, key, doc string) []byte {
+	t.Helper()
+	b, err := s.seal(db, key, []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// putRec is a put record of db/key with sealed bytes.
+func putRec(db, key string, sealed []byte) *walRecord {
+	return &walRecord{Type: walPut, DB: db, Key: key, Principal: "admin", ETag: "e", Sealed: sealed}
+}
+
+// liveRecords reads back what the live log holds.
+func liveRecords(t *testing.T, l *walLog) []walRecord {
+	t.Helper()
+	segs, err := listSegments(l.dir.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := readLog(l.dir.path, segs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return recs
+}
+
+// TestWALRecordRoundTrip: every field of a record and of a start record
+// decodes as it was encoded; a frame's checksum catches any changed byte.
+func TestWALRecordRoundTrip(t *testing.T) {
+	rec := walRecord{Type: walPut, LSN: 7, Batch: 5, Time: 1234567, DB: "chatdb", Key: "s/1 é",
+		Principal: "ci-writer", ETag: "00112233445566778899aabb", Sealed: []byte("envelope")}
+	got, ok := decodeWALRecord(rec.encode(nil))
+	if !ok || !equalRecords(got, rec) {
+		t.Fatalf("decode(encode(%+v)) = %+v, %v", rec, got, ok)
+	}
+	del := walRecord{Type: walDelete, LSN: 8, Batch: 8, Time: 1, DB: "d", Key: "k"}
+	if got, ok := decodeWALRecord(del.encode(nil)); !ok || !equalRecords(got, del) {
+		t.Fatalf("delete: decode = %+v, %v", got, ok)
+	}
+	start := walStartRecord{WorkerID: "w1", Gen: 99, Seq: 3, FirstLSN: 11}
+	if got, ok := decodeWALStart(start.encode(nil)); !ok || got != start {
+		t.Fatalf("start: decode = %+v, %v", got, ok)
+	}
+	frame := appendFrame(nil, rec.encode(nil))
+	if len(frame)%walAlign != 0 {
+		t.Fatalf("frame of %d bytes is not %d-byte aligned", len(frame), walAlign)
+	}
+	for i := range frame {
+		if i >= walFrameHeader+len(rec.encode(nil)) {
+			break // padding is not covered
+		}
+		bad := slices.Clone(frame)
+		bad[i] ^= 0x40
+		if _, _, ok := frameAt(bad, 0); ok {
+			payload, _, _ := frameAt(bad, 0)
+			if r, ok := decodeWALRecord(payload); ok && equalRecords(r, rec) {
+				t.Fatalf("byte %d flipped: the frame still reads back as the record", i)
+			}
+		}
+	}
+}
+
+func equalRecords(a, b walRecord) bool {
+	return a.Type == b.Type && a.LSN == b.LSN && a.Batch == b.Batch && a.Time == b.Time && a.DB == b.DB &&
+		a.Key == b.Key && a.Principal == b.Principal && a.ETag == b.ETag && bytes.Equal(a.Sealed, b.Sealed)
+}
+
+// slowSync makes every fdatasync take d, so that concurrent appends form
+// groups, and counts them.
+func slowSync(t *testing.T, d time.Duration) *atomic.Int64 {
+	t.Helper()
+	saved := durableOps
+	t.Cleanup(func() { durableOps = saved })
+	var n atomic.Int64
+	durableOps.fdatasync = func(f *os.File) error {
+		n.Add(1)
+		time.Sleep(d)
+		return saved.fdatasync(f)
+	}
+	return &n
+}
+
+// TestWALGroupCommit: 32 concurrent appenders share fdatasyncs (far
+// fewer syncs than records), and every record reads back in LSN order.
+func TestWALGroupCommit(t *testing.T) {
+	st := newTestFSStore(t)
+	l := openTestWAL(t, st, "w1")
+	saved := durableOps
+	t.Cleanup(func() { durableOps = saved })
+	var syncs atomic.Int64
+	durableOps.fdatasync = func(f *os.File) error {
+		syncs.Add(1)
+		time.Sleep(2 * time.Millisecond)
+		return saved.fdatasync(f)
+	}
+	const writers, each = 32, 20
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				rec := putRec("db", fmt.Sprintf("k%d-%d", w, i), []byte("sealed"))
+				seg, err := l.append(rec)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				l.done(seg, rec, nil)
+			}
+		})
+	}
+	wg.Wait()
+	recs := liveRecords(t, l)
+	if len(recs) != writers*each {
+		t.Fatalf("%d records read back, want %d", len(recs), writers*each)
+	}
+	for i, r := range recs {
+		if r.LSN != uint64(i+1) {
+			t.Fatalf("record %d has LSN %d", i, r.LSN)
+		}
+	}
+	if n := syncs.Load(); n > writers*each/4 {
+		t.Errorf("%d fdatasyncs for %d records from %d writers: groups did not form", n, writers*each, writers)
+	}
+	t.Logf("%d records, %d fdatasyncs", len(recs), syncs.Load())
+}
+
+// TestWALAckAfterSync: an append returns only after the fdatasync that
+// covers its record: while that sync is held up, the append waits.
+func TestWALAckAfterSync(t *testing.T) {
+	st := newTestFSStore(t)
+	l := openTestWAL(t, st, "w1")
+	saved := durableOps
+	t.Cleanup(func() { durableOps = saved })
+	release := make(chan struct{})
+	var holding atomic.Bool
+	durableOps.fdatasync = func(f *os.File) error {
+		if holding.Load() {
+			<-release
+		}
+		return saved.fdatasync(f)
+	}
+	if _, err := l.append(putRec("db", "warm", []byte("x"))); err != nil { // opens the segment
+		t.Fatal(err)
+	}
+	holding.Store(true)
+	done := make(chan error, 1)
+	go func() {
+		_, err := l.append(putRec("db", "k", []byte("x")))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("append returned (%v) while its fdatasync had not finished", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestWALIdleAppendsAtOnce: an append to an idle log is written at once,
+// with no timer: 200 appends in a row with a free fdatasync take far less
+// than 200 times any batching delay, and each makes one write and one
+// sync.
+func TestWALIdleAppendsAtOnce(t *testing.T) {
+	st := newTestFSStore(t)
+	l := openTestWAL(t, st, "w1")
+	if _, err := l.append(putRec("db", "warm", []byte("x"))); err != nil {
+		t.Fatal(err)
+	}
+	saved := durableOps
+	t.Cleanup(func() { durableOps = saved })
+	var writes, syncs atomic.Int64
+	durableOps.write = func(f *os.File, b []byte) (int, error) { writes.Add(1); return saved.write(f, b) }
+	durableOps.fdatasync = func(*os.File) error { syncs.Add(1); return nil }
+	start := time.Now()
+	const n = 200
+	for i := range n {
+		if _, err := l.append(putRec("db", fmt.Sprint(i), []byte("x"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	took := time.Since(start)
+	if writes.Load() != n || syncs.Load() != n {
+		t.Errorf("%d appends made %d writes and %d syncs, want one each", n, writes.Load(), syncs.Load())
+	}
+	if took > n*time.Millisecond/2 {
+		t.Errorf("%d appends on an idle log took %v: more than 0.5 ms each", n, took)
+	}
+}
+
+// TestWALFdatasyncFailureFailsItsGroup: one fdatasync of the log fails
+// (EIO, ENOSPC) under 16 concurrent appenders: every append of its group
+// answers 503, that descriptor is never written again, and the log
+// afterwards holds exactly the acknowledged records: none lost, none of
+// the refused ones.
+func TestWALFdatasyncFailureFailsItsGroup(t *testing.T) {
+	for _, errno := range []unix.Errno{unix.EIO, unix.ENOSPC} {
+		t.Run(errno.Error(), func(t *testing.T) { testSyncFailure(t, errno) })
+	}
+}
+
+func testSyncFailure(t *testing.T, errno unix.Errno) {
+	st := newTestFSStore(t)
+	l := openTestWAL(t, st, "w1")
+	saved := durableOps
+	t.Cleanup(func() { durableOps = saved })
+	var mu sync.Mutex
+	var failedFile string
+	var writesAfter int
+	var calls atomic.Int64
+	durableOps.write = func(f *os.File, b []byte) (int, error) {
+		mu.Lock()
+		if failedFile != "" && f.Name() == failedFile {
+			writesAfter++
+		}
+		mu.Unlock()
+		return saved.write(f, b)
+	}
+	durableOps.fdatasync = func(f *os.File) error {
+		time.Sleep(3 * time.Millisecond)
+		if calls.Add(1) == 4 && strings.HasSuffix(f.Name(), walSegSuffix) {
+			mu.Lock()
+			failedFile = f.Name()
+			mu.Unlock()
+			return &fs.PathError{Op: "fdatasync", Path: f.Name(), Err: errno}
+		}
+		return saved.fdatasync(f)
+	}
+	var wg sync.WaitGroup
+	var amu sync.Mutex
+	acked, refused := map[string]bool{}, map[string]bool{}
+	for w := range 16 {
+		wg.Go(func() {
+			for i := range 8 {
+				key := fmt.Sprintf("k%d-%d", w, i)
+				rec := putRec("db", key, []byte("s"))
+				seg, err := l.append(rec)
+				amu.Lock()
+				if err == nil {
+					acked[key] = true
+					l.done(seg, rec, nil)
+				} else {
+					refused[key] = true
+					if !errors.Is(err, errUnavailable) || statusOf(err) != 503 {
+						t.Errorf("append in the failed group: %v, want a 503", err)
+					}
+					if msg, ok := clientMessage(err); !ok || !strings.Contains(msg, "not acknowledged") {
+						t.Errorf("sentence %q", msg)
+					}
+				}
+				amu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(refused) == 0 {
+		t.Fatal("no append failed: the fault was not hit")
+	}
+	mu.Lock()
+	if writesAfter > 0 {
+		t.Errorf("%d writes through the descriptor whose fdatasync failed", writesAfter)
+	}
+	mu.Unlock()
+	got := map[string]bool{}
+	for _, r := range liveRecords(t, l) {
+		got[r.Key] = true
+	}
+	for k := range acked {
+		if !got[k] {
+			t.Errorf("acknowledged %s is not in the log", k)
+		}
+	}
+	for k := range refused {
+		if got[k] {
+			t.Errorf("refused %s is in the log (its group's bytes were not cut)", k)
+		}
+	}
+	if err := l.health(); err != nil {
+		t.Errorf("health after the log recovered: %v", err)
+	}
+	t.Logf("%d acknowledged, %d refused with the failed group", len(acked), len(refused))
+}
+
+// TestWALNoSpaceRecovers: while the disk is full every append answers
+// 503 and the log is unhealthy (readiness false); once space returns,
+// appends succeed again with nothing of the failed ones in the log.
+func TestWALNoSpaceRecovers(t *testing.T) {
+	st := newTestFSStore(t)
+	l := openTestWAL(t, st, "w1")
+	var full atomic.Bool
+	recordDurable(t, func(step, path string) bool {
+		return full.Load() && step == "write" && strings.Contains(path, walDirName)
+	}, unix.ENOSPC)
+	if _, err := l.append(putRec("db", "before", []byte("s"))); err != nil {
+		t.Fatal(err)
+	}
+	full.Store(true)
+	for i := range 3 {
+		_, err := l.append(putRec("db", fmt.Sprint("full", i), []byte("s")))
+		if statusOf(err) != 503 {
+			t.Fatalf("append on a full disk = %v, want 503", err)
+		}
+	}
+	if l.health() == nil {
+		t.Error("health is nil while the log cannot be written")
+	}
+	full.Store(false)
+	if _, err := l.append(putRec("db", "after", []byte("s"))); err != nil {
+		t.Fatalf("append after space returned: %v", err)
+	}
+	if err := l.health(); err != nil {
+		t.Errorf("health after space returned: %v", err)
+	}
+	var keys []string
+	for _, r := range liveRecords(t, l) {
+		keys = append(keys, r.Key)
+	}
+	if !slices.Equal(keys, []string{"before", "after"}) {
+		t.Errorf("log holds %v, want [before after]", keys)
+	}
+}
+
+// writeGroups appends n records to a fresh log, each in its own group,
+// and returns the path of its one segment, left as a crash would.
+func writeGroups(t *testing.T, n int) (string, []int64) {
+	t.Helper()
+	st := newTestFSStore(t)
+	l := openTestWAL(t, st, "w1")
+	for i := range n {
+		if _, err := l.append(putRec("db", fmt.Sprint("k", i), bytes.Repeat([]byte{byte(i)}, 100))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	segs, _ := listSegments(l.dir.path)
+	path := filepath.Join(l.dir.path, segs[0].name)
+	sc, err := scanSegment(path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path, sc.offsets
+}
+
+// TestWALTornTail: a crash mid-append leaves a record cut short, zeros,
+// or garbage at the end of the last segment: replay drops that record
+// and keeps every one before it.
+func TestWALTornTail(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		tear func(data []byte, last int64) []byte
+	}{
+		{"cut short", func(d []byte, last int64) []byte { return d[:last+20] }},
+		{"header only", func(d []byte, last int64) []byte { return d[:last+4] }},
+		{"zeros", func(d []byte, last int64) []byte { clear(d[last:]); return d }},
+		{"garbage", func(d []byte, last int64) []byte { d[len(d)-9] ^= 0xff; return d }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path, offs := writeGroups(t, 10)
+			data, _ := os.ReadFile(path)
+			os.WriteFile(path, c.tear(data, offs[9]), 0o600)
+			sc, err := scanSegment(path, true)
+			if err != nil {
+				t.Fatalf("scan of a torn tail: %v", err)
+			}
+			if len(sc.records) != 9 || !sc.torn {
+				t.Errorf("%d records read, torn=%v; want the 9 before the torn one", len(sc.records), sc.torn)
+			}
+		})
+	}
+}
+
+// TestWALTornGroupOutOfOrder: the last group's pages reached the disk out
+// of order (its second record torn, its third whole): still a torn tail,
+// the whole group dropped, nothing acknowledged lost.
+func TestWALTornGroupOutOfOrder(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, walSegmentName(1, 0))
+	start := walStartRecord{WorkerID: "w", Gen: 1, FirstLSN: 1}
+	data := appendFrame(nil, start.encode(nil))
+	recs := []walRecord{{Type: walPut, LSN: 1, Batch: 1, DB: "d", Key: "a", Sealed: []byte("1")},
+		{Type: walPut, LSN: 2, Batch: 2, DB: "d", Key: "b", Sealed: []byte("2")},
+		{Type: walPut, LSN: 3, Batch: 2, DB: "d", Key: "c", Sealed: []byte("3")},
+		{Type: walPut, LSN: 4, Batch: 2, DB: "d", Key: "e", Sealed: []byte("4")}}
+	var offs []int64
+	for _, r := range recs {
+		offs = append(offs, int64(len(data)))
+		data = appendFrame(data, r.encode(nil))
+	}
+	clear(data[offs[1]+walFrameHeader : offs[2]]) // record 2's payload never written
+	os.WriteFile(path, data, 0o600)
+	sc, err := scanSegment(path, true)
+	if err != nil {
+		t.Fatalf("scan: %v, want a torn tail", err)
+	}
+	if len(sc.records) != 1 || sc.records[0].Key != "a" {
+		t.Errorf("records = %+v, want only a", sc.records)
+	}
+}
+
+// TestWALDamagedMiddle: a changed byte in a record followed by a later
+// group stops the replay with the file and the offset; the same change in
+// a segment that is not the last is damage too.
+func TestWALDamagedMiddle(t *testing.T) {
+	path, offs := writeGroups(t, 10)
+	data, _ := os.ReadFile(path)
+	data[offs[3]+walFrameHeader+10] ^= 0x01
+	os.WriteFile(path, data, 0o600)
+	_, err := scanSegment(path, true)
+	want := fmt.Sprintf("%s: offset %d", path, offs[3])
+	if !errors.Is(err, errWALDamaged) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("scan = %v, want damage naming %q", err, want)
+	}
+	// The last record changed: in the last segment a torn tail, in an
+	// earlier one damage.
+	path, offs = writeGroups(t, 10)
+	data, _ = os.ReadFile(path)
+	data[offs[9]+walFrameHeader+10] ^= 0x01
+	os.WriteFile(path, data, 0o600)
+	if sc, err := scanSegment(path, true); err != nil || len(sc.records) != 9 {
+		t.Errorf("last record changed in the last segment: %v", err)
+	}
+	if _, err := scanSegment(path, false); !errors.Is(err, errWALDamaged) {
+		t.Errorf("last record changed in an earlier segment: %v, want damage", err)
+	}
+}
+
+// TestWALLengthDamaged: a damaged length field is damage, not a torn
+// tail, when a later group follows.
+func TestWALLengthDamaged(t *testing.T) {
+	path, offs := writeGroups(t, 10)
+	data, _ := os.ReadFile(path)
+	binary.LittleEndian.PutUint32(data[offs[2]:], 1<<30)
+	os.WriteFile(path, data, 0o600)
+	if _, err := scanSegment(path, true); !errors.Is(err, errWALDamaged) {
+		t.Fatalf("scan = %v, want damage", err)
+	}
+}
+
+// TestWALCheckpointCuts: a checkpoint waits for every entity file of the
+// records it cuts, makes them durable with one syncfs, and leaves no
+// segment; appends go on meanwhile into a new segment.
+func TestWALCheckpointCuts(t *testing.T) {
+	st := newTestFSStore(t)
+	l := openTestWAL(t, st, "w1")
+	calls := recordDurable(t, nil, nil)
+	var held []*walRecord
+	var segs []*walSegment
+	for i := range 5 {
+		rec := putRec("db", fmt.Sprint("k", i), []byte("s"))
+		seg, err := l.append(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held, segs = append(held, rec), append(segs, seg)
+	}
+	done := make(chan error, 1)
+	go func() { done <- l.checkpoint(t.Context()) }()
+	select {
+	case err := <-done:
+		t.Fatalf("checkpoint returned (%v) while 5 records had no entity file", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if _, err := l.append(putRec("db", "during", []byte("s"))); err != nil {
+		t.Fatalf("append during a checkpoint: %v", err)
+	}
+	for i, rec := range held {
+		if err := writeRecord(st, rec); err != nil {
+			t.Fatal(err)
+		}
+		l.done(segs[i], rec, nil)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	syncfsCalls := 0
+	for _, c := range calls() {
+		if c.step == "syncfs" {
+			syncfsCalls++
+		}
+	}
+	if syncfsCalls != 1 {
+		t.Errorf("%d syncfs calls in a checkpoint, want 1", syncfsCalls)
+	}
+	left, _ := listSegments(l.dir.path)
+	if len(left) != 1 {
+		t.Fatalf("segments after the checkpoint: %v, want only the one appended to during it", left)
+	}
+	if recs := liveRecords(t, l); len(recs) != 1 || recs[0].Key != "during" {
+		t.Errorf("log after the checkpoint holds %v", recs)
+	}
+}
+
+// TestWALPendingRetried: a record whose entity-file write failed stays
+// pending: it is what a read must see, it keeps its segment from being
+// cut, and the checkpoint writes it once the disk takes it.
+func TestWALPendingRetried(t *testing.T) {
+	st := newTestFSStore(t)
+	l := openTestWAL(t, st, "w1")
+	s := randSealer(t, "k")
+	rec := putRec("db", "k", sealedDoc(t, s, "db", "k", `{"v":1}`))
+	seg, err := l.append(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.done(seg, rec, errors.New("disk full"))
+	if p, ok := l.pendingRecord("db", "k"); !ok || p != rec {
+		t.Fatal("the failed record is not pending")
+	}
+	if err := l.checkpoint(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := l.pendingRecord("db", "k"); ok {
+		t.Error("still pending after a checkpoint")
+	}
+	got, err := st.Get(t.Context(), entityObjectKey("db", "k"))
+	if err != nil || !bytes.Equal(got, rec.Sealed) {
+		t.Errorf("entity file after the checkpoint: %v", err)
+	}
+	if left, _ := listSegments(l.dir.path); len(left) != 0 {
+		t.Errorf("segments left: %v", left)
+	}
+}
+
+// TestWALReplayAtOpen: a process killed after logging but before writing
+// entity files: the next open of its log applies the last record of each
+// entity (a delete removes it) and cuts the log.
+func TestWALReplayAtOpen(t *testing.T) {
+	st := newTestFSStore(t)
+	s := randSealer(t, "k")
+	l := openTestWAL(t, st, "w1")
+	gone := sealedDoc(t, s, "db", "gone", "1")
+	if err := st.Put(t.Context(), entityObjectKey("db", "gone"), gone); err != nil {
+		t.Fatal(err)
+	}
+	v2 := sealedDoc(t, s, "db", "a", "2")
+	for _, rec := range []*walRecord{putRec("db", "a", sealedDoc(t, s, "db", "a", "1")), putRec("db", "a", v2),
+		putRec("db", "b", sealedDoc(t, s, "db", "b", "1")), {Type: walDelete, DB: "db", Key: "gone"}} {
+		if _, err := l.append(rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.crash()
+	l2 := openTestWAL(t, st, "w1")
+	if got, err := st.Get(t.Context(), entityObjectKey("db", "a")); err != nil || !bytes.Equal(got, v2) {
+		t.Errorf("a after replay: %v, want its last version", err)
+	}
+	if _, err := st.Get(t.Context(), entityObjectKey("db", "b")); err != nil {
+		t.Errorf("b after replay: %v", err)
+	}
+	if _, err := st.Get(t.Context(), entityObjectKey("db", "gone")); !errors.Is(err, errNotFound) {
+		t.Errorf("deleted entity after replay: %v, want not found", err)
+	}
+	entries, _ := os.ReadDir(filepath.Join(st.root, walDirName))
+	for _, e := range entries {
+		if strings.Contains(e.Name(), walTakenInfix) {
+			t.Errorf("taken log directory %s left after replay", e.Name())
+		}
+	}
+	if recs := liveRecords(t, l2); len(recs) != 0 {
+		t.Errorf("the new generation holds %d records", len(recs))
+	}
+}
+
+// TestWALReplayKeepsReencryption: replay leaves an entity file alone when
+// it holds the logged version re-encrypted (same ETag, other bytes), so
+// that a rekey done after the write is not undone.
+func TestWALReplayKeepsReencryption(t *testing.T) {
+	st := newTestFSStore(t)
+	old, fresh := randSealer(t, "old"), randSealer(t, "new")
+	l := openTestWAL(t, st, "w1")
+	sealed := sealedDoc(t, old, "db", "a", `"x"`)
+	if _, err := l.append(putRec("db", "a", sealed)); err != nil {
+		t.Fatal(err)
+	}
+	h, _, _ := parseHeader(sealed)
+	resealed := fresh.reseal(h, "db", "a", []byte(`"x"`))
+	if err := st.Put(t.Context(), entityObjectKey("db", "a"), resealed); err != nil {
+		t.Fatal(err)
+	}
+	l.crash()
+	openTestWAL(t, st, "w1")
+	if got, _ := st.Get(t.Context(), entityObjectKey("db", "a")); !bytes.Equal(got, resealed) {
+		t.Error("replay wrote the logged envelope over its re-encryption")
+	}
+}
+
+// TestWALTakeoverFences: another process claims a live log (as the main
+// worker does when its worker stops answering): the writer's next append
+// is refused, before any acknowledgement, and the taker has applied what
+// was acknowledged; after reopen the writer logs in a new generation.
+func TestWALTakeoverFences(t *testing.T) {
+	st := newTestFSStore(t)
+	s := randSealer(t, "k")
+	l := openTestWAL(t, st, "w1")
+	v1 := sealedDoc(t, s, "db", "a", "1")
+	if _, err := l.append(putRec("db", "a", v1)); err != nil {
+		t.Fatal(err)
+	}
+	n, err := takeOverLog(t.Context(), st.root, "w1", claimGen, l.generation(), slog.New(slog.DiscardHandler))
+	if err != nil || n != 1 {
+		t.Fatalf("takeover = %d, %v; want 1 entity written", n, err)
+	}
+	if got, _ := st.Get(t.Context(), entityObjectKey("db", "a")); !bytes.Equal(got, v1) {
+		t.Error("the taker did not apply the acknowledged record")
+	}
+	_, err = l.append(putRec("db", "a", sealedDoc(t, s, "db", "a", "2")))
+	if !errors.Is(err, errWALTaken) || statusOf(err) != 503 {
+		t.Fatalf("append after the takeover = %v, want 503 taken over", err)
+	}
+	if got, _ := st.Get(t.Context(), entityObjectKey("db", "a")); !bytes.Equal(got, v1) {
+		t.Error("the refused append changed the entity")
+	}
+	if taken, err := l.reopen(); !taken || err != nil {
+		t.Fatalf("reopen = %v, %v; want taken over and reopened", taken, err)
+	}
+	if _, err := l.append(putRec("db", "a", sealedDoc(t, s, "db", "a", "3"))); err != nil {
+		t.Fatalf("append after reopen: %v", err)
+	}
+}
+
+// TestWALTakeoverLeavesNewerGeneration: a takeover naming an old
+// generation does not claim the log of a restarted worker.
+func TestWALTakeoverLeavesNewerGeneration(t *testing.T) {
+	st := newTestFSStore(t)
+	l := openTestWAL(t, st, "w1")
+	if _, err := l.append(putRec("db", "a", []byte("s"))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := takeOverLog(t.Context(), st.root, "w1", claimGen, l.generation()-1, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.append(putRec("db", "b", []byte("s"))); err != nil {
+		t.Errorf("append after a takeover of an older generation: %v", err)
+	}
+}
+
+// TestWALOneOwner: a second process with the same worker ID cannot open
+// the log while the first lives.
+func TestWALOneOwner(t *testing.T) {
+	st := newTestFSStore(t)
+	openTestWAL(t, st, "w1")
+	_, err := openWAL(t.Context(), st, "w1", true, testWALOptions())
+	if err == nil || !strings.Contains(err.Error(), "another live process") {
+		t.Fatalf("second open = %v, want refused", err)
+	}
+}
+
+// FuzzWALSegment: no segment bytes make the scan panic or return records
+// that do not decode.
+func FuzzWALSegment(f *testing.F) {
+	start := walStartRecord{WorkerID: "w", Gen: 1, FirstLSN: 1}
+	seed := appendFrame(nil, start.encode(nil))
+	seed = appendFrame(seed, (&walRecord{Type: walPut, LSN: 1, Batch: 1, DB: "d", Key: "k", Sealed: []byte("x")}).encode(nil))
+	f.Add(seed, true)
+	f.Add(seed[:len(seed)-3], false)
+	f.Fuzz(func(t *testing.T, data []byte, last bool) {
+		sc, err := scanSegmentBytes("seg", data, last)
+		if err != nil {
+			return
+		}
+		for i, r := range sc.records {
+			if r.LSN != sc.start.FirstLSN+uint64(i) {
+				t.Fatalf("record %d has LSN %d", i, r.LSN)
+			}
+		}
+	})
+}

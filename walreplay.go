@@ -1,0 +1,325 @@
+package main
+
+// Taking a write-ahead log over: claiming a log directory (which fences
+// the process that wrote it), applying its records to the entity files,
+// and cutting it. The main worker takes over the log of a worker that
+// left; a process taking over its own log at start does the same. See
+// ARCHITECTURE.md, "The write-ahead log".
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// A log directory _wal/<id> is claimed by renaming it to
+// _wal/<id>.taken-<unix ns>: from then on its writer's paths name nothing
+// (its fence check fails before any acknowledgement) and the taken
+// directory belongs to whoever applies it. _wal/<id>.claim is flocked
+// around the claim, so that a worker starting and the main worker never
+// claim one directory at once.
+const (
+	walTakenInfix = ".taken-"
+	walClaimLock  = ".claim"
+)
+
+// walClaim says which live log directory a takeover may claim.
+type walClaim int
+
+const (
+	// claimNone claims nothing: only directories taken already are
+	// applied.
+	claimNone walClaim = iota
+	// claimDead claims the directory only if no live process holds its
+	// owner lock.
+	claimDead
+	// claimGen claims it if its owner is dead or is the generation the
+	// caller names (a worker that stopped answering: fence it), but not
+	// a newer generation (the worker restarted and claimed the old one).
+	claimGen
+)
+
+// claimLogDir claims worker id's live log directory as c allows, under
+// the claim lock. It reports whether it claimed one.
+func claimLogDir(ctx context.Context, root, id string, c walClaim, gen uint64) (bool, error) {
+	if c == claimNone {
+		return false, nil
+	}
+	unlock, err := flockFile(ctx, filepath.Join(root, walDirName, id+walClaimLock))
+	if err != nil {
+		return false, fmt.Errorf("claim log of worker %q: %w", id, err)
+	}
+	defer unlock()
+	dir := walLogDir(root, id)
+	ownerGen, live, err := logOwner(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("claim log of worker %q: %w", id, err)
+	}
+	if live && (c == claimDead || ownerGen != gen) {
+		return false, nil
+	}
+	taken := walTakenDir(root, id, time.Now())
+	if err := os.Rename(dir, taken); err != nil {
+		return false, fmt.Errorf("claim log of worker %q: %w", id, err)
+	}
+	return true, durableOps.syncDir(filepath.Dir(dir))
+}
+
+// walTakenDir names a newly claimed log directory of worker id.
+func walTakenDir(root, id string, now time.Time) string {
+	return filepath.Join(root, walDirName, fmt.Sprintf("%s%s%020d", id, walTakenInfix, now.UnixNano()))
+}
+
+// logOwner reads the owner lock of a log directory: the generation its
+// writer wrote there and whether a live process holds it.
+func logOwner(dir string) (gen uint64, live bool, err error) {
+	if _, err := os.Stat(dir); err != nil {
+		return 0, false, err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, walOwnerLock), os.O_RDWR, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, false, nil // never owned: a crash before the lock existed
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	defer f.Close()
+	ok, err := tryFlock(f)
+	if err != nil {
+		return 0, false, err
+	}
+	b := make([]byte, 32)
+	n, _ := f.ReadAt(b, 0)
+	gen, _ = strconv.ParseUint(strings.TrimSpace(string(b[:n])), 10, 64)
+	return gen, !ok, nil
+}
+
+// flockFile takes an exclusive flock on path (created if needed),
+// waiting until it is free or ctx ends. The returned function releases
+// it.
+func flockFile(ctx context.Context, path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		ok, err := tryFlock(f)
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		if ok {
+			return func() { f.Close() }, nil
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		case <-time.After(lockPollInterval):
+		}
+	}
+}
+
+// takeOverLog claims worker id's live log directory as c allows (gen for
+// claimGen) and applies every taken directory of id, oldest first. It
+// returns how many entity files it wrote or removed. When it returns
+// nil, no record of id's earlier logs is left to apply: the entity files
+// hold them all, durably.
+func takeOverLog(ctx context.Context, root, id string, c walClaim, gen uint64, log *slog.Logger) (int, error) {
+	if _, err := claimLogDir(ctx, root, id, c, gen); err != nil {
+		return 0, err
+	}
+	taken, err := takenDirs(root, id)
+	if err != nil {
+		return 0, err
+	}
+	total := 0
+	for _, dir := range taken {
+		n, err := applyTakenDir(ctx, root, dir)
+		total += n
+		if err != nil {
+			return total, err
+		}
+		log.Info("write-ahead log taken over and applied", attrWorker, id, "dir", dir, "entities_written", n)
+	}
+	return total, nil
+}
+
+// takenDirs returns worker id's claimed log directories, oldest first.
+func takenDirs(root, id string) ([]string, error) {
+	entries, err := os.ReadDir(filepath.Join(root, walDirName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var dirs []string
+	for _, e := range entries {
+		if rest, ok := strings.CutPrefix(e.Name(), id+walTakenInfix); ok && e.IsDir() && isDigits(rest) {
+			dirs = append(dirs, filepath.Join(root, walDirName, e.Name()))
+		}
+	}
+	slices.Sort(dirs) // fixed-width times: name order is claim order
+	return dirs, nil
+}
+
+// isDigits reports whether s is one or more ASCII digits.
+func isDigits(s string) bool {
+	return s != "" && strings.Trim(s, "0123456789") == ""
+}
+
+// applyTakenDir applies a claimed log directory: for each entity its last
+// record, unless the entity file already holds that version; then one
+// syncfs makes them durable and the directory is removed. A damaged
+// record stops it with an error naming the file and offset; the
+// directory stays for an operator to look at.
+func applyTakenDir(ctx context.Context, root, dir string) (int, error) {
+	segs, err := listSegments(dir)
+	if err != nil {
+		return 0, fmt.Errorf("read log directory %s: %w", dir, err)
+	}
+	recs, err := readLog(dir, segs)
+	if err != nil {
+		return 0, err
+	}
+	st := &fsStore{root: root}
+	n := 0
+	for _, rec := range lastRecords(recs) {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		wrote, err := applyReplayed(st, rec)
+		if err != nil {
+			return n, fmt.Errorf("apply log %s: %w", dir, err)
+		}
+		if wrote {
+			n++
+		}
+	}
+	if err := durableOps.syncfs(root); err != nil {
+		return n, fmt.Errorf("apply log %s: syncfs: %w", dir, err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return n, fmt.Errorf("remove applied log %s: %w", dir, err)
+	}
+	return n, durableOps.syncDir(filepath.Dir(dir))
+}
+
+// lastRecords returns, for each entity with records, its last one, in
+// the order of those last records.
+func lastRecords(recs []walRecord) []*walRecord {
+	last := make(map[string]int, len(recs))
+	for i := range recs {
+		last[entityObjectKey(recs[i].DB, recs[i].Key)] = i
+	}
+	out := make([]*walRecord, 0, len(last))
+	for i := range recs {
+		if last[entityObjectKey(recs[i].DB, recs[i].Key)] == i {
+			out = append(out, &recs[i])
+		}
+	}
+	return out
+}
+
+// applyReplayed brings an entity file to the state of its last logged
+// record unless it is there already: a put whose version (ETag) the file
+// holds is left alone (a re-encryption keeps the ETag and must not be
+// undone), a delete of a missing file is done. It reports whether it
+// wrote or removed the file.
+func applyReplayed(st *fsStore, rec *walRecord) (bool, error) {
+	p, err := st.path(entityObjectKey(rec.DB, rec.Key))
+	if err != nil {
+		return false, err
+	}
+	cur, err := os.ReadFile(p)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if rec.Type == walDelete {
+			return false, nil
+		}
+	case err != nil:
+		return false, err
+	case rec.Type == walPut && sameVersion(cur, rec.Sealed):
+		return false, nil
+	}
+	return true, writeRecord(st, rec)
+}
+
+// sameVersion reports whether two envelopes hold the same version of an
+// entity: the same nonce (ETag), the same bytes or a re-encryption.
+func sameVersion(a, b []byte) bool {
+	ha, _, err1 := parseHeader(a)
+	hb, _, err2 := parseHeader(b)
+	if err1 != nil || err2 != nil {
+		return bytes.Equal(a, b)
+	}
+	return ha.Nonce == hb.Nonce
+}
+
+// writeRecord makes an entity file what rec says, visibly to every
+// process at once but not durably: a put replaces the file by rename, a
+// delete unlinks it. The log holds the record durably until a checkpoint
+// has made the file durable (syncfs).
+func writeRecord(st *fsStore, rec *walRecord) error {
+	key := entityObjectKey(rec.DB, rec.Key)
+	p, err := st.path(key)
+	if err != nil {
+		return err
+	}
+	if rec.Type == walDelete {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fsError("delete", key, "unlink", err)
+		}
+		return nil
+	}
+	if step, err := writeVisible(p, rec.Sealed); err != nil {
+		return fsError("put", key, step, err)
+	}
+	return nil
+}
+
+// writeVisible replaces path with data by a temp file and a rename, so
+// that readers see the old or the new bytes, never a mix, without the
+// fdatasync and directory fsync of writeDurable: durability comes from
+// the log.
+func writeVisible(path string, data []byte) (step string, err error) {
+	ops := &durableOps
+	dir := filepath.Dir(path)
+	f, err := ops.createTemp(dir, tmpPrefix+"*")
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := mkdirAllDurable(dir); err != nil {
+			return "mkdir", err
+		}
+		f, err = ops.createTemp(dir, tmpPrefix+"*")
+	}
+	if err != nil {
+		return "create temp", err
+	}
+	if _, err = ops.write(f, data); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return "write", err
+	}
+	if err = ops.close(f); err != nil {
+		os.Remove(f.Name())
+		return "close", err
+	}
+	if err = ops.rename(f.Name(), path); err != nil {
+		os.Remove(f.Name())
+		return "rename", err
+	}
+	return "", nil
+}

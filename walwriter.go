@@ -1,0 +1,759 @@
+package main
+
+// Appending to the write-ahead log: group commit, segments, the fence,
+// faults and checkpoints. See ARCHITECTURE.md, "The write-ahead log".
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// walOptions configure a log.
+type walOptions struct {
+	// checkpointBytes starts a checkpoint once this many bytes were
+	// appended since the last one (-wal-checkpoint-bytes).
+	checkpointBytes int64
+	// checkpointInterval starts one at least this often while anything
+	// was appended (-wal-checkpoint-interval).
+	checkpointInterval time.Duration
+	// lock takes an entity's write lock, as a write does: the retry of a
+	// failed entity-file write holds it.
+	lock func(ctx context.Context, db, key string) (func(), error)
+	now  func() time.Time
+	log  *slog.Logger
+}
+
+// walLog is one process's write-ahead log: its records are appended by
+// one appender, in groups that share one write and one fdatasync
+// (group commit). It is safe for concurrent use.
+//
+// A group forms while the one before it is being written: the first
+// record of a group makes its appender the group's leader, which waits
+// for the commit lock, closes the group and writes it; later records
+// join the next group. An idle log writes a record at once.
+type walLog struct {
+	fs   *fsStore
+	id   string
+	opts walOptions
+
+	mu sync.Mutex // guards the fields below up to commitMu
+	// open is the group being formed; nil when none is.
+	open    *walBatch
+	gen     uint64
+	nextLSN uint64
+	// sinceCut is the number of bytes appended since the last checkpoint.
+	sinceCut int64
+	// pending are the records durable in the log whose entity-file write
+	// failed, by object key: reads see them, checkpoints retry them.
+	pending map[string]*walPending
+	// fenced is set once another process took the log over: nothing is
+	// appended until reopen starts a new generation.
+	fenced bool
+	closed bool
+	// applied is signalled when a segment's unapplied count drops.
+	applied *sync.Cond
+
+	commitMu sync.Mutex // held while a group is written; guards the fields below
+	// dir is the live log directory of the current generation.
+	dir      *walDir
+	seg      *walSegment
+	sealed   []*walSegment
+	nextSeq  uint32
+	// broken is a failed segment that could not be truncated back to its
+	// last good group yet: nothing is appended until it is.
+	broken *walSegment
+	// down is the last failure that left the log unwritable, for the log
+	// line and readiness; nil when the log is healthy.
+	down atomic.Pointer[error]
+
+	cpMu sync.Mutex // one checkpoint at a time
+	kick chan struct{}
+	stop context.CancelFunc
+	wg   sync.WaitGroup
+}
+
+// walSegment is one segment file of the log.
+type walSegment struct {
+	path string
+	seq  uint32
+	f    *os.File // nil once sealed
+	// dev and ino identify the file: a segment no longer at its path
+	// with the same identity was taken over (the fence).
+	dev, ino uint64
+	size     int64
+	records  int
+	// unapplied counts its records whose entity file is not written yet
+	// (guarded by walLog.mu); a checkpoint waits for zero.
+	unapplied int
+}
+
+// walBatch is one group commit.
+type walBatch struct {
+	first uint64 // LSN of its first record: the records' Batch
+	buf   []byte
+	n     int
+	done  chan struct{}
+	// Set by the leader before done is closed.
+	seg *walSegment
+	err error
+}
+
+// walPending is a record whose entity-file write failed after it was
+// logged.
+type walPending struct {
+	rec *walRecord
+	seg *walSegment
+}
+
+// Failures of the log as the client sees them: 503, not acknowledged.
+var (
+	errWALWrite = reqErrorf(errUnavailable, "storage could not make the write durable, so it was not acknowledged: retry later")
+	errWALTaken = reqErrorf(errUnavailable, "this worker's log was taken over by another process, so the write was not acknowledged: retry")
+	errWALClosed = reqErrorf(errUnavailable, "the worker is shutting down, so the write was not acknowledged: retry")
+)
+
+// openWAL opens worker id's log under fs's root: it claims the log
+// directory an earlier process of this worker left (refused while a
+// live process holds it), applies it when applyOwn is set (the main
+// worker's own log; a remote worker's is applied by the main worker),
+// and starts a new generation and the background checkpoints.
+func openWAL(ctx context.Context, fs *fsStore, id string, applyOwn bool, o walOptions) (*walLog, error) {
+	if err := mkdirAllDurable(filepath.Join(fs.root, walDirName)); err != nil {
+		return nil, fmt.Errorf("open log of worker %q: %w", id, err)
+	}
+	if _, err := claimLogDir(ctx, fs.root, id, claimDead, 0); err != nil {
+		return nil, err
+	}
+	l := &walLog{fs: fs, id: id, opts: o, pending: map[string]*walPending{}, kick: make(chan struct{}, 1)}
+	l.applied = sync.NewCond(&l.mu)
+	l.gen, l.nextLSN = uint64(o.now().UnixNano()), 1
+	dir, err := openWALDir(fs.root, id, l.gen)
+	if err != nil {
+		return nil, err
+	}
+	l.dir = dir
+	if applyOwn {
+		if _, err := takeOverLog(ctx, fs.root, id, claimNone, 0, o.log); err != nil {
+			dir.close()
+			return nil, err
+		}
+	}
+	cctx, cancel := context.WithCancel(context.Background())
+	l.stop = cancel
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		l.runCheckpoints(cctx)
+	}()
+	return l, nil
+}
+
+// walDir is the open live directory of one log generation.
+type walDir struct {
+	path string
+	// f is the directory itself: segments are created in it (openat)
+	// and it is fsynced, so that a process whose directory was claimed
+	// never creates files in another's.
+	f *os.File
+	// owner is the owner lock file, flock held while the generation is
+	// live; it holds the generation's number.
+	owner *os.File
+}
+
+// openWALDir creates worker id's live log directory for generation gen
+// and takes its owner lock; another live process holding it is an error.
+func openWALDir(root, id string, gen uint64) (_ *walDir, err error) {
+	path := walLogDir(root, id)
+	if err := mkdirAllDurable(path); err != nil {
+		return nil, fmt.Errorf("open log of worker %q: %w", id, err)
+	}
+	d := &walDir{path: path}
+	defer func() {
+		if err != nil {
+			d.close()
+		}
+	}()
+	if d.f, err = os.Open(path); err != nil {
+		return nil, fmt.Errorf("open log of worker %q: %w", id, err)
+	}
+	if d.owner, err = os.OpenFile(filepath.Join(path, walOwnerLock), os.O_RDWR|os.O_CREATE, 0o600); err != nil {
+		return nil, fmt.Errorf("open log of worker %q: %w", id, err)
+	}
+	ok, err := tryFlock(d.owner)
+	if err == nil && !ok {
+		err = fmt.Errorf("another live process writes the log of worker ID %q (%s): give each worker its own -worker-id", id, path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := d.owner.Truncate(0); err != nil {
+		return nil, fmt.Errorf("open log of worker %q: %w", id, err)
+	}
+	if _, err := d.owner.WriteAt([]byte(strconv.FormatUint(gen, 10)), 0); err != nil {
+		return nil, fmt.Errorf("open log of worker %q: %w", id, err)
+	}
+	return d, nil
+}
+
+// close releases the directory and its owner lock.
+func (d *walDir) close() {
+	if d.f != nil {
+		d.f.Close()
+	}
+	if d.owner != nil {
+		d.owner.Close()
+	}
+}
+
+// generation returns the current generation, reported to the main
+// worker so that a takeover can leave a newer one alone.
+func (l *walLog) generation() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.gen
+}
+
+// append logs rec (setting its LSN, Batch and Time) and returns once the
+// group commit holding it is on disk, with the segment it is in. The
+// caller then writes the entity file and reports it (done).
+func (l *walLog) append(rec *walRecord) (*walSegment, error) {
+	l.mu.Lock()
+	if err := l.refusing(); err != nil {
+		l.mu.Unlock()
+		return nil, err
+	}
+	b := l.open
+	lead := b == nil
+	if lead {
+		b = &walBatch{first: l.nextLSN, done: make(chan struct{})}
+		l.open = b
+	}
+	rec.LSN, rec.Batch = l.nextLSN, b.first
+	if rec.Time == 0 {
+		rec.Time = l.opts.now().UnixNano()
+	}
+	l.nextLSN++
+	b.buf = appendFrame(b.buf, rec.encode(nil))
+	b.n++
+	l.mu.Unlock()
+	if lead {
+		l.commit(b)
+	} else {
+		<-b.done
+	}
+	return b.seg, b.err
+}
+
+// refusing is why the log takes no record now, or nil. The caller holds
+// mu.
+func (l *walLog) refusing() error {
+	switch {
+	case l.closed:
+		return errWALClosed
+	case l.fenced:
+		return errWALTaken
+	}
+	return nil
+}
+
+// commit is a group's leader's part: wait for the group before it,
+// close the group, write and sync it, and wake its members.
+func (l *walLog) commit(b *walBatch) {
+	l.commitMu.Lock()
+	l.mu.Lock()
+	l.open = nil // records from now on form the next group
+	l.mu.Unlock()
+	seg, err := l.writeBatch(b)
+	l.mu.Lock()
+	if err == nil {
+		seg.unapplied += b.n
+		l.sinceCut += int64(len(b.buf))
+	} else if errors.Is(err, errWALTaken) {
+		l.fenced = true
+	}
+	full := l.sinceCut >= l.opts.checkpointBytes
+	l.mu.Unlock()
+	b.seg, b.err = seg, err
+	l.commitMu.Unlock()
+	close(b.done)
+	if full {
+		l.kickCheckpoint()
+	}
+}
+
+// writeBatch writes one group to the current segment and syncs it. Only
+// then, and only if the segment is still the one at its path (the
+// fence), may its records be acknowledged. The caller holds commitMu.
+func (l *walLog) writeBatch(b *walBatch) (*walSegment, error) {
+	if err := l.ensureSegment(b.first); err != nil {
+		return nil, err
+	}
+	seg := l.seg
+	if _, err := durableOps.write(seg.f, b.buf); err != nil {
+		return nil, l.failSegment(seg, "write", err)
+	}
+	if err := durableOps.fdatasync(seg.f); err != nil {
+		return nil, l.failSegment(seg, "fdatasync", err)
+	}
+	seg.size += int64(len(b.buf))
+	seg.records += b.n
+	if err := seg.checkFence(); err != nil {
+		l.opts.log.Error("write-ahead log taken over by another process: this worker takes no writes until it subscribes again",
+			attrWorker, l.id, "segment", seg.path, attrErr, err)
+		return nil, fmt.Errorf("log %s: %w: %w", seg.path, err, errWALTaken)
+	}
+	l.down.Store(nil)
+	return seg, nil
+}
+
+// ensureSegment makes a segment ready for a group starting at LSN first:
+// a failed one truncated back first, a new one opened if there is none.
+// The caller holds commitMu.
+func (l *walLog) ensureSegment(first uint64) error {
+	if l.broken != nil {
+		if err := l.truncateBroken(); err != nil {
+			return err
+		}
+	}
+	if l.seg != nil {
+		return nil
+	}
+	seg, err := l.openSegment(first)
+	if err != nil {
+		l.setDown(fmt.Errorf("open a log segment in %s: %w", l.dir.path, err))
+		return fmt.Errorf("open log segment: %w: %w", err, errWALWrite)
+	}
+	l.seg = seg
+	return nil
+}
+
+// openSegment creates the next segment file in the live directory,
+// its start record durable (and its directory entry) before any record
+// is written to it. The caller holds commitMu.
+func (l *walLog) openSegment(first uint64) (_ *walSegment, err error) {
+	l.mu.Lock()
+	gen := l.gen
+	l.mu.Unlock()
+	seq := l.nextSeq
+	name := walSegmentName(gen, seq)
+	fd, err := unix.Openat(int(l.dir.f.Fd()), name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_APPEND|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, &fs.PathError{Op: "create", Path: filepath.Join(l.dir.path, name), Err: err}
+	}
+	f := os.NewFile(uintptr(fd), filepath.Join(l.dir.path, name))
+	defer func() {
+		if err != nil {
+			f.Close()
+			unix.Unlinkat(int(l.dir.f.Fd()), name, 0)
+		}
+	}()
+	start := walStartRecord{WorkerID: l.id, Gen: gen, Seq: seq, FirstLSN: first}
+	buf := appendFrame(nil, start.encode(nil))
+	if _, err := durableOps.write(f, buf); err != nil {
+		return nil, err
+	}
+	if err := durableOps.fdatasync(f); err != nil {
+		return nil, err
+	}
+	if err := durableOps.fsyncDir(l.dir.f); err != nil {
+		return nil, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, err
+	}
+	l.nextSeq++
+	return &walSegment{path: f.Name(), seq: seq, f: f, dev: st.Dev, ino: st.Ino, size: int64(len(buf))}, nil
+}
+
+// checkFence reports an error unless the segment is still the file at
+// its path: a taker renames a log's segments away before reading them.
+func (s *walSegment) checkFence() error {
+	var st unix.Stat_t
+	if err := unix.Stat(s.path, &st); err != nil {
+		return fmt.Errorf("segment no longer at its path: %w", err)
+	}
+	if st.Dev != s.dev || st.Ino != s.ino {
+		return errors.New("another file is at the segment's path")
+	}
+	return nil
+}
+
+// failSegment handles a failed write or fdatasync of a group: no record
+// of the group is acknowledged and the descriptor is never written again
+// (after a failed fdatasync the kernel may have dropped the dirty pages
+// and will not report it twice). The segment is truncated back to its
+// last good group through a fresh descriptor and sealed; the next group
+// opens a new segment. The caller holds commitMu.
+func (l *walLog) failSegment(seg *walSegment, step string, cause error) error {
+	seg.f.Close()
+	seg.f = nil
+	l.seg, l.broken = nil, seg
+	err := fmt.Errorf("log segment %s: %s: %w", seg.path, step, cause)
+	l.setDown(err)
+	if terr := l.truncateBroken(); terr != nil {
+		l.opts.log.Error("write-ahead log cannot be written: writes answer 503 until it can", attrWorker, l.id, attrErr, err,
+			"truncate", terr)
+	} else {
+		l.opts.log.Error("write-ahead log write failed: its group answered 503; continuing in a new segment", attrWorker, l.id,
+			attrErr, err)
+	}
+	return fmt.Errorf("%w: %w", err, errWALWrite)
+}
+
+// truncateBroken cuts the failed segment back to its last good group,
+// durably, and seals it. The caller holds commitMu.
+func (l *walLog) truncateBroken() error {
+	seg := l.broken
+	f, err := os.OpenFile(seg.path, os.O_WRONLY, 0)
+	if err == nil {
+		err = f.Truncate(seg.size)
+		if err == nil {
+			err = durableOps.fdatasync(f)
+		}
+		f.Close()
+	}
+	if err != nil {
+		l.setDown(fmt.Errorf("truncate failed log segment %s: %w", seg.path, err))
+		return fmt.Errorf("truncate log segment: %w: %w", err, errWALWrite)
+	}
+	l.broken = nil
+	l.sealed = append(l.sealed, seg)
+	return nil
+}
+
+// setDown records why the log cannot be written (readiness false).
+func (l *walLog) setDown(err error) { l.down.Store(&err) }
+
+// health is nil while the log takes writes, else why it does not.
+func (l *walLog) health() error {
+	if p := l.down.Load(); p != nil {
+		return *p
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.fenced {
+		return errors.New("write-ahead log taken over by another process")
+	}
+	return nil
+}
+
+// done reports that the entity file of a record appended to seg was
+// written (err nil), or that writing it failed: the record then stays
+// pending, seen by reads and retried by checkpoints. A later record of
+// the same entity supersedes a pending one.
+func (l *walLog) done(seg *walSegment, rec *walRecord, err error) {
+	obj := entityObjectKey(rec.DB, rec.Key)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if old := l.pending[obj]; old != nil {
+		delete(l.pending, obj)
+		l.release(old.seg)
+	}
+	if err != nil {
+		l.pending[obj] = &walPending{rec: rec, seg: seg}
+		l.applied.Broadcast() // a checkpoint waiting retries it
+		return
+	}
+	l.release(seg)
+}
+
+// release drops one unapplied record of seg. The caller holds mu.
+func (l *walLog) release(seg *walSegment) {
+	if seg.unapplied--; seg.unapplied == 0 {
+		l.applied.Broadcast()
+	}
+}
+
+// pendingRecord returns the pending record of an entity, if any: the
+// entity's newest acknowledged state when its file could not be written.
+func (l *walLog) pendingRecord(db, key string) (*walRecord, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	p := l.pending[entityObjectKey(db, key)]
+	if p == nil {
+		return nil, false
+	}
+	return p.rec, true
+}
+
+// kickCheckpoint asks the background checkpointer for a checkpoint.
+func (l *walLog) kickCheckpoint() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
+// runCheckpoints checkpoints when asked (the log grew by
+// checkpointBytes) and every checkpointInterval, until ctx ends.
+func (l *walLog) runCheckpoints(ctx context.Context) {
+	t := time.NewTicker(l.opts.checkpointInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.kick:
+		case <-t.C:
+		}
+		if err := l.checkpoint(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, errWALTaken) {
+			l.opts.log.Warn("write-ahead log checkpoint failed; retrying later", attrWorker, l.id, attrErr, err)
+		}
+	}
+}
+
+// checkpoint cuts the log: it seals the current segment, waits until
+// every record of the sealed segments has its entity file written
+// (retrying pending ones), makes all entity files durable with one
+// syncfs, and deletes the sealed segments, oldest first. Afterwards the
+// log holds nothing a replay would need. Appends go on meanwhile, into
+// a new segment.
+func (l *walLog) checkpoint(ctx context.Context) error {
+	l.cpMu.Lock()
+	defer l.cpMu.Unlock()
+	l.commitMu.Lock()
+	if l.seg != nil && l.seg.records > 0 {
+		l.sealSegment()
+	}
+	cut := slices.Clone(l.sealed)
+	l.commitMu.Unlock()
+	if len(cut) == 0 {
+		return nil
+	}
+	if err := l.waitApplied(ctx, cut); err != nil {
+		return err
+	}
+	if err := durableOps.syncfs(l.fs.root); err != nil {
+		return fmt.Errorf("checkpoint: syncfs: %w", err)
+	}
+	return l.cut(cut)
+}
+
+// sealSegment closes the current segment: the next group opens a new
+// one. The caller holds commitMu.
+func (l *walLog) sealSegment() {
+	l.seg.f.Close()
+	l.seg.f = nil
+	l.sealed = append(l.sealed, l.seg)
+	l.seg = nil
+	l.mu.Lock()
+	l.sinceCut = 0
+	l.mu.Unlock()
+}
+
+// waitApplied waits until no record of segs lacks its entity file,
+// retrying pending ones whenever there are some.
+func (l *walLog) waitApplied(ctx context.Context, segs []*walSegment) error {
+	stop := context.AfterFunc(ctx, func() {
+		l.mu.Lock()
+		l.applied.Broadcast()
+		l.mu.Unlock()
+	})
+	defer stop()
+	for {
+		if err := l.retryPending(ctx); err != nil {
+			return err
+		}
+		l.mu.Lock()
+		for busy(segs) && len(l.pending) == 0 && !l.fenced && ctx.Err() == nil {
+			l.applied.Wait()
+		}
+		idle, fenced := !busy(segs), l.fenced
+		l.mu.Unlock()
+		switch {
+		case idle:
+			return nil
+		case fenced:
+			return errWALTaken
+		case ctx.Err() != nil:
+			return ctx.Err()
+		}
+	}
+}
+
+// busy reports whether a record of segs lacks its entity file. The
+// caller holds walLog.mu.
+func busy(segs []*walSegment) bool {
+	for _, s := range segs {
+		if s.unapplied > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// retryPending writes the entity files of pending records again, each
+// under its entity's lock and only while the log is still this
+// process's (a resumed process whose log was taken over must not write
+// an old value over a newer one).
+func (l *walLog) retryPending(ctx context.Context) error {
+	l.mu.Lock()
+	recs := make([]*walRecord, 0, len(l.pending))
+	for _, p := range l.pending {
+		recs = append(recs, p.rec)
+	}
+	l.mu.Unlock()
+	for _, rec := range recs {
+		if err := l.retryOne(ctx, rec); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// retryOne is retryPending for one record.
+func (l *walLog) retryOne(ctx context.Context, rec *walRecord) error {
+	unlock, err := l.opts.lock(ctx, rec.DB, rec.Key)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	obj := entityObjectKey(rec.DB, rec.Key)
+	l.mu.Lock()
+	p := l.pending[obj]
+	l.mu.Unlock()
+	if p == nil || p.rec != rec {
+		return nil // superseded meanwhile
+	}
+	// A segment with a pending record is never cut by this process: one
+	// not at its path was taken over.
+	if err := p.seg.checkFence(); err != nil {
+		l.mu.Lock()
+		l.fenced = true
+		l.mu.Unlock()
+		return fmt.Errorf("%w: %w", err, errWALTaken)
+	}
+	err = writeRecord(l.fs, rec)
+	l.done(p.seg, rec, err)
+	return err
+}
+
+// cut deletes checkpointed segments, oldest first, each deletion durable
+// before the next: a crash part-way leaves a suffix of the log, which a
+// replay applies without going back in time. A segment no longer at its
+// path was taken over: the log is fenced.
+func (l *walLog) cut(segs []*walSegment) error {
+	for _, s := range segs {
+		if err := s.checkFence(); err != nil {
+			l.mu.Lock()
+			l.fenced = true
+			l.mu.Unlock()
+			return fmt.Errorf("checkpoint: %s: %w: %w", s.path, err, errWALTaken)
+		}
+		if err := os.Remove(s.path); err != nil {
+			return fmt.Errorf("checkpoint: remove %s: %w", s.path, err)
+		}
+		if err := durableOps.fsyncDir(l.dir.f); err != nil {
+			return fmt.Errorf("checkpoint: sync %s: %w", l.dir.path, err)
+		}
+		l.commitMu.Lock()
+		l.sealed = slices.DeleteFunc(l.sealed, func(x *walSegment) bool { return x == s })
+		l.commitMu.Unlock()
+	}
+	return nil
+}
+
+// reopen starts a new generation after the log was taken over (the
+// worker subscribes again): whatever was appended before belongs to the
+// taker now. It reports whether the log had been taken over; an error
+// means the new live directory could not be opened, and the log stays
+// fenced.
+func (l *walLog) reopen() (bool, error) {
+	l.commitMu.Lock()
+	defer l.commitMu.Unlock()
+	l.mu.Lock()
+	fenced := l.fenced
+	l.mu.Unlock()
+	if !fenced && !l.anyTaken() {
+		return false, nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.fenced = true
+	if l.seg != nil && l.seg.f != nil {
+		l.seg.f.Close()
+	}
+	for _, p := range l.pending {
+		l.release(p.seg)
+	}
+	l.seg, l.sealed, l.broken, l.pending = nil, nil, nil, map[string]*walPending{}
+	l.sinceCut = 0
+	gen := max(uint64(l.opts.now().UnixNano()), l.gen+1)
+	dir, err := openWALDir(l.fs.root, l.id, gen)
+	if err != nil {
+		return true, err
+	}
+	l.dir.close()
+	l.dir, l.gen, l.nextLSN, l.nextSeq, l.fenced = dir, gen, 1, 0, false
+	l.down.Store(nil)
+	return true, nil
+}
+
+// anyTaken reports whether a segment of the log is no longer at its
+// path. The caller holds commitMu.
+func (l *walLog) anyTaken() bool {
+	segs := slices.Clip(l.sealed)
+	for _, s := range []*walSegment{l.seg, l.broken} {
+		if s != nil {
+			segs = append(segs, s)
+		}
+	}
+	for _, s := range segs {
+		if s.checkFence() != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// Close stops the background checkpoints, refuses new records, cuts the
+// log once more (so that a clean restart replays nothing) and releases
+// the owner lock.
+func (l *walLog) Close() error {
+	l.stop()
+	l.wg.Wait()
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := l.checkpoint(ctx)
+	l.commitMu.Lock()
+	if l.seg != nil && l.seg.f != nil {
+		l.seg.f.Close()
+	}
+	l.dir.close()
+	l.commitMu.Unlock()
+	if errors.Is(err, errWALTaken) {
+		return nil
+	}
+	return err
+}
+
+// syncfs makes everything written to the filesystem holding dir durable:
+// the entity files written since the last checkpoint and their directory
+// entries, in one call.
+func syncfs(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := unix.Syncfs(int(d.Fd())); err != nil {
+		return &fs.PathError{Op: "syncfs", Path: dir, Err: err}
+	}
+	return nil
+}
