@@ -55,10 +55,10 @@ func newAuthTestServerOn(t *testing.T, cfg authConfig, st store) *authTestServer
 	}
 	log := slog.New(slog.DiscardHandler)
 	schemas := newSchemaRegistry(st, budgets{})
-	w := newWorker("w1", st, schemas, newLRU[string, cachedEntity](64, 0, nil), budgets{}, log)
+	w := newWorker("w1", st, schemas, newLRU[string, cachedEntity](64, 0, nil), budgets{}, log, nil)
 	w.setKeys(ring)
 	cat := newCatalog(st)
-	rt := newRouter(log, time.Now, 0, cat.wrote)
+	rt := newRouter(log, time.Now, 0, cat.wrote, nil)
 	rt.add(&workerConn{id: w.id, proc: w, stats: w.stats})
 	rest := newRESTServer(restOptions{auth: auth, data: newDataPlane(rt, cat, schemas, budgets{}), workers: rt.list, maxBody: 1 << 20,
 		jobs: newKeyJobs(t.Context(), keyJobsConfig{st: st, ring: ring, log: log, barrier: func(context.Context, uint64) error { return nil }}), keyChecked: true, log: log})

@@ -548,7 +548,7 @@ func TestJoinTokenRequired(t *testing.T) {
 // in-process worker stay.
 func TestRouterPrune(t *testing.T) {
 	clock := &fakeClock{t: time.Now()}
-	rt := newRouter(slog.New(slog.DiscardHandler), clock.now, 0, nil)
+	rt := newRouter(slog.New(slog.DiscardHandler), clock.now, 0, nil, nil)
 	closed := map[string]bool{}
 	for _, id := range []string{"gone", "live"} {
 		rt.add(&workerConn{id: id, close: func() { closed[id] = true }})
@@ -693,7 +693,7 @@ func newTestSubscriber(t *testing.T, mainAddr string, token []byte) *subscriber 
 	t.Helper()
 	st := newMemStore()
 	log := slog.New(slog.DiscardHandler)
-	w := newWorker("w1", st, newSchemaRegistry(st, budgets{}), newLRU[string, cachedEntity](16, 0, time.Now), budgets{}, log)
+	w := newWorker("w1", st, newSchemaRegistry(st, budgets{}), newLRU[string, cachedEntity](16, 0, time.Now), budgets{}, log, nil)
 	priv, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)

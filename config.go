@@ -128,6 +128,20 @@ type config struct {
 	pprof bool
 	// oidc are the -oidc-* flags; issuer "" accepts no OIDC tokens.
 	oidc oidcFlags
+	// wal are the -wal* flags.
+	wal walFlags
+}
+
+// walFlags are the write-ahead log's flags (walwriter.go); the
+// filesystem backend only.
+type walFlags struct {
+	// on acknowledges writes after the group-committed log (-wal); off,
+	// after each entity file's own fdatasync.
+	on bool
+	// checkpointBytes and checkpointInterval are when a checkpoint cuts
+	// the log: once it grew by that many bytes, and at least that often.
+	checkpointBytes    int64
+	checkpointInterval time.Duration
 }
 
 // oidcFlags are the -oidc-* flags (oidc.go).
@@ -204,6 +218,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	roleMap := fs.String("oidc-role-map", "", "claim values to permissions, e.g. ddb-reader=read,ddb-writer=read+write,ddb-admin=admin (default: read, write, admin as themselves)")
 	fs.DurationVar(&c.oidc.skew, "oidc-clock-skew", 30*time.Second, "clock difference tolerated on the exp, nbf and iat of OIDC tokens")
 	fs.BoolVar(&c.oidc.required, "oidc-required", false, "refuse to start when the OpenID provider cannot be reached")
+	fs.BoolVar(&c.wal.on, "wal", true, "filesystem storage: acknowledge a write once a group-committed write-ahead log holds it (false: once its entity file is synced on its own)")
+	fs.Int64Var(&c.wal.checkpointBytes, "wal-checkpoint-bytes", 64<<20, "checkpoint the write-ahead log (entity files synced, log cut) once it grew by this many bytes")
+	fs.DurationVar(&c.wal.checkpointInterval, "wal-checkpoint-interval", 30*time.Second, "checkpoint the write-ahead log at least this often while it is written")
 	if err := parseArgs(fs, args, stderr); err != nil {
 		return c, err
 	}
@@ -370,6 +387,10 @@ func (c *config) check() error {
 		return errors.New("-tls-cert: give both -tls-cert and -tls-key")
 	case c.pprof && c.opsAddr == "":
 		return errors.New("-pprof: needs -ops-addr (the profiler is served only on the ops listener)")
+	case c.wal.checkpointBytes <= 0:
+		return fmt.Errorf("-wal-checkpoint-bytes: must be positive, got %d", c.wal.checkpointBytes)
+	case c.wal.checkpointInterval <= 0:
+		return fmt.Errorf("-wal-checkpoint-interval: must be positive, got %v", c.wal.checkpointInterval)
 	}
 	if _, err := slogLevel(c.logLevel); err != nil {
 		return err

@@ -40,7 +40,7 @@ func newFrontEnds(t *testing.T, lim budgets) *frontEnds {
 	}
 	w := newTestWorker(t, "local", st)
 	cat := newCatalog(st)
-	rt := newRouter(log, time.Now, 0, cat.wrote)
+	rt := newRouter(log, time.Now, 0, cat.wrote, nil)
 	rt.add(&workerConn{id: "local", proc: w, stats: w.stats})
 	data := newDataPlane(rt, cat, w.schemas, lim)
 	svc := newMainService(mainServiceOptions{router: rt, auth: auth, data: data, maxMsg: 4 << 20, log: log})

@@ -203,6 +203,7 @@ var errorTable = []errorKind{
 	{errMethod, http.StatusMethodNotAllowed, codes.Unimplemented, "method not allowed", wroteNothing},
 	{errTransport, http.StatusServiceUnavailable, codes.Unavailable, workerUnreachable, mayHaveWritten},
 	{errNoWorker, http.StatusServiceUnavailable, codes.Unavailable, workerUnreachable, mayHaveWritten},
+	{errHandingOver, http.StatusServiceUnavailable, codes.Unavailable, handingOver, wroteNothing},
 	{errUnavailable, http.StatusServiceUnavailable, codes.Unavailable, "storage or workers unavailable, try again later (request ID %s)", mayHaveWritten},
 	{errCorrupt, http.StatusInternalServerError, codes.DataLoss, internalError, mayHaveWritten},
 	{errConfig, http.StatusInternalServerError, codes.Internal, internalError, mayHaveWritten},
@@ -213,6 +214,7 @@ var errorTable = []errorKind{
 const (
 	workerUnreachable = "worker unreachable: no processing worker answered, try again later (request ID %s)"
 	internalError     = "internal error (request ID %s)"
+	handingOver       = "this entity's worker left or another joined, and its write-ahead log is still being applied to storage before another worker writes it: try again shortly (request ID %s)"
 )
 
 // kindOf is the row of errorTable for err, nil when no sentinel matches

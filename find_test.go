@@ -29,7 +29,7 @@ func newFindPlane(t testing.TB, n int, lim budgets) *findPlane {
 	t.Helper()
 	st := newMemStore()
 	cat := newCatalog(st)
-	rt := newRouter(slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now, 0, cat.wrote)
+	rt := newRouter(slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now, 0, cat.wrote, nil)
 	p := &findPlane{rt: rt, st: st}
 	for i := range n {
 		w := newTestWorker(t, fmt.Sprintf("w%d", i), st)

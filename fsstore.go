@@ -366,8 +366,8 @@ func physicalComponents(key string) ([]string, error) {
 		return nil, fmt.Errorf("key %q contains NUL: %w", key, errInvalid)
 	}
 	comps := strings.Split(key, "/")
-	if comps[0] == lockDir {
-		return nil, fmt.Errorf("key %q: %q is reserved: %w", key, lockDir, errInvalid)
+	if reservedTop(comps[0]) {
+		return nil, fmt.Errorf("key %q: %q is reserved: %w", key, comps[0], errInvalid)
 	}
 	if comps[0]+"/" == entitiesPrefix {
 		if len(comps) != 3 {
@@ -382,6 +382,11 @@ func physicalComponents(key string) ([]string, error) {
 	}
 	return comps, nil
 }
+
+// reservedTop reports whether a top-level directory under the root is
+// not part of the key space: the lock files and the write-ahead logs
+// (wal.go). Listings, and so backups, never show them.
+func reservedTop(name string) bool { return name == lockDir || name == walDirName }
 
 // validateComponent rejects path components that are empty, "." or "..",
 // reserved for temp files, or too long for the filesystem.
@@ -503,7 +508,7 @@ func (s *fsStore) ListDirs(ctx context.Context, prefix string) ([]string, error)
 	var names []string
 	for _, e := range entries {
 		n := e.Name()
-		if !e.IsDir() || strings.HasPrefix(n, tmpPrefix) || (rel == "" && n == lockDir) {
+		if !e.IsDir() || strings.HasPrefix(n, tmpPrefix) || (rel == "" && reservedTop(n)) {
 			continue
 		}
 		found, err := holdsObject(ctx, filepath.Join(s.root, rel, n))
@@ -595,7 +600,7 @@ func (s *fsStore) walk(ctx context.Context, rel, prefix string, keys *[]string) 
 	}
 	for _, e := range entries {
 		name := e.Name()
-		if strings.HasPrefix(name, tmpPrefix) || (rel == "" && name == lockDir) {
+		if strings.HasPrefix(name, tmpPrefix) || (rel == "" && reservedTop(name)) {
 			continue
 		}
 		child := name

@@ -692,16 +692,19 @@ func TestWriteDurableFaults(t *testing.T) {
 
 // TestDurableWriteFaultsReachClient: a failed durable write of a PUT is a
 // 503 (transient: disk full, I/O error) or a 500 (permissions), with a JSON
-// error body, and the entity keeps its old value.
+// error body. When the write-ahead log failed the entity keeps its old
+// value; when the log holds the write and only the entity file could not
+// be written, reads see the logged value, which a checkpoint writes.
 func TestDurableWriteFaultsReachClient(t *testing.T) {
 	for _, c := range []struct {
 		step  string
 		errno unix.Errno
 		want  int
+		after string
 	}{
-		{"fdatasync", unix.EIO, 503},
-		{"write", unix.ENOSPC, 503},
-		{"rename", unix.EACCES, 500},
+		{"fdatasync", unix.EIO, 503, `"old"`},
+		{"write", unix.ENOSPC, 503, `"old"`},
+		{"rename", unix.EACCES, 500, `"new"`},
 	} {
 		t.Run(c.step, func(t *testing.T) {
 			s := newLocalREST(t)
@@ -717,8 +720,8 @@ func TestDurableWriteFaultsReachClient(t *testing.T) {
 			if n := len(calls()); n == 0 {
 				t.Fatal("the PUT did not go through durableOps")
 			}
-			if rec := serve(s, "GET", "/entity/db?key=k", ""); rec.Code != 200 || strings.TrimSpace(rec.Body.String()) != `"old"` {
-				t.Errorf("GET after the failed PUT = %d %s, want 200 \"old\"", rec.Code, rec.Body)
+			if rec := serve(s, "GET", "/entity/db?key=k", ""); rec.Code != 200 || strings.TrimSpace(rec.Body.String()) != c.after {
+				t.Errorf("GET after the failed PUT = %d %s, want 200 %s", rec.Code, rec.Body, c.after)
 			}
 		})
 	}

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -25,6 +26,9 @@ type readiness struct {
 	// stopping is set when the process received SIGTERM: from then on the
 	// main worker is not ready, while in-flight requests drain.
 	stopping atomic.Bool
+	// logHealth is why the in-process worker's write-ahead log takes no
+	// writes (walLog.health), nil while it does; nil without a log.
+	logHealth func() error
 }
 
 // readyCheck is one check of GET /readyz: whether it passed, and why not.
@@ -71,9 +75,10 @@ func (s *restServer) handleReadyz(w http.ResponseWriter, r *http.Request, _ prin
 	if !s.anyWorkerAvailable() {
 		checks["workers"] = readyCheck{Reason: "no processing worker is Available"}
 	}
+	logCheck(checks, s.ready.logHealth, s.log)
 	failed := ""
-	for _, name := range []string{"serving", "storage", "key_check", "workers"} {
-		if c := checks[name]; !c.OK {
+	for _, name := range []string{"serving", "storage", "key_check", "workers", "write_ahead_log"} {
+		if c, ok := checks[name]; ok && !c.OK {
 			failed += fmt.Sprintf("; %s: %s", name, c.Reason)
 		}
 	}
@@ -84,6 +89,19 @@ func (s *restServer) handleReadyz(w http.ResponseWriter, r *http.Request, _ prin
 	writeJSON(w, http.StatusServiceUnavailable, readyBody{Status: "not ready", Checks: checks,
 		Error: fmt.Sprintf("not ready%s (request ID %s)", failed, requestIDFrom(r.Context()))})
 	return nil
+}
+
+// logCheck adds the check of a write-ahead log to checks: not ready
+// while it takes no writes (a failed disk, the log taken over).
+func logCheck(checks map[string]readyCheck, health func() error, log *slog.Logger) {
+	if health == nil {
+		return
+	}
+	checks["write_ahead_log"] = readyCheck{OK: true}
+	if err := health(); err != nil {
+		log.Warn("readiness: write-ahead log", attrErr, err)
+		checks["write_ahead_log"] = readyCheck{Reason: "the write-ahead log takes no writes"}
+	}
 }
 
 // probeStorage reads the key check object: any answer but a failure to

@@ -92,9 +92,9 @@ func TestFormat1EntitiesReadAfterUpgrade(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := newWorker("w1", st, newSchemaRegistry(st, budgets{}), newLRU[string, cachedEntity](16, 0, time.Now), budgets{}, slog.New(slog.DiscardHandler))
+	w := newWorker("w1", st, newSchemaRegistry(st, budgets{}), newLRU[string, cachedEntity](16, 0, time.Now), budgets{}, slog.New(slog.DiscardHandler), nil)
 	w.setKeys(ring)
-	rt := newRouter(slog.New(slog.DiscardHandler), time.Now, 0, nil)
+	rt := newRouter(slog.New(slog.DiscardHandler), time.Now, 0, nil, nil)
 	rt.add(&workerConn{id: w.id, proc: w, stats: w.stats})
 	get := func(db, key string) string {
 		t.Helper()

@@ -95,7 +95,7 @@ func (s *lockCountingStore) Lock(ctx context.Context, key string) (func(), error
 func TestWriteTakesThreeLocks(t *testing.T) {
 	st := &lockCountingStore{store: newTestFSStore(t)}
 	w := newTestWorker(t, "w1", st)
-	rt := newRouter(slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now, 0, nil)
+	rt := newRouter(slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now, 0, nil, nil)
 	rt.add(&workerConn{id: "w1", proc: w, stats: w.stats})
 	count := func() uint64 { return rt.writes.taken.Load() + w.locks.taken.Load() + st.locks.Load() }
 	ctx := t.Context()

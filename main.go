@@ -149,6 +149,9 @@
 //	               faults, checkpoints
 //	walreplay.go   taking a log over: claiming its directory, applying
 //	               its records to the entity files, cutting it
+//	handover.go    the main worker's handovers of the workers' logs when
+//	               entities change owner: checkpoint or takeover first,
+//	               writes of those entities wait
 //	s3store.go     the S3 backend
 //	sigv4.go       AWS Signature V4 for the S3 backend
 package main
@@ -260,7 +263,7 @@ func roleArg(args []string) string {
 // in-process one of -role=all, whose cache holds -cache-size entities when
 // that flag is given, else -entity-cache-size (ARCHITECTURE.md "Roles"),
 // and at most -entity-cache-bytes of them.
-func buildWorker(cfg config, st store, schemas *schemaRegistry, log *slog.Logger) (*worker, error) {
+func buildWorker(ctx context.Context, cfg config, st store, schemas *schemaRegistry, log *slog.Logger) (*worker, error) {
 	id := workerIDOrHost(cfg.workerID)
 	if err := validateDBName(id); err != nil {
 		return nil, fmt.Errorf("-worker-id: %w", err)
@@ -269,8 +272,33 @@ func buildWorker(cfg config, st store, schemas *schemaRegistry, log *slog.Logger
 	if cfg.role != "proc" && !cfg.cacheSizeSet {
 		size = cfg.entityCacheSize
 	}
-	cache := newSizedLRU(size, cfg.cacheBytes(), cachedSize, cfg.cacheTTL, time.Now)
-	return newWorker(id, st, schemas, cache, cfg.budgets(), log), nil
+	// The log retries a failed entity-file write under the entity's lock,
+	// which is the worker's: w is set before any write can fail.
+	var w *worker
+	wal, err := openWorkerLog(ctx, cfg, id, st, func(ctx context.Context, db, key string) (func(), error) {
+		return w.lockEntity(ctx, db, key)
+	}, log)
+	if err != nil {
+		return nil, err
+	}
+	w = newWorker(id, st, schemas, newSizedLRU(size, cfg.cacheBytes(), cachedSize, cfg.cacheTTL, time.Now), cfg.budgets(), log, wal)
+	return w, nil
+}
+
+// openWorkerLog opens the write-ahead log of worker id when the storage
+// is a directory and -wal is on; nil otherwise (S3 acknowledges each
+// write durably by itself). The main worker's own worker (-role=all)
+// applies what its log holds from an earlier run at once; a remote
+// worker's is applied by the main worker before its entities move
+// (handover.go).
+func openWorkerLog(ctx context.Context, cfg config, id string, st store, lock func(context.Context, string, string) (func(), error),
+	log *slog.Logger) (*walLog, error) {
+	fsst, ok := fsBackend(st)
+	if !cfg.wal.on || !ok {
+		return nil, nil
+	}
+	return openWAL(ctx, fsst, id, cfg.role == "all", walOptions{checkpointBytes: cfg.wal.checkpointBytes,
+		checkpointInterval: cfg.wal.checkpointInterval, lock: lock, now: time.Now, log: log})
 }
 
 // workerIDOrHost is -worker-id, or the hostname when it is empty.

@@ -53,6 +53,11 @@ type mainNode struct {
 	keys startKeys
 	ring *keyring
 	rt   *router
+	// local is the in-process worker of -role=all; nil with -role=main.
+	local *worker
+	// ho hands entities over between the workers' write-ahead logs; nil
+	// when workers keep none (S3, -wal=false).
+	ho   *handovers
 	auth *authenticator
 	svc  *mainService
 	rest *restServer
@@ -125,7 +130,7 @@ func newMainNode(ctx context.Context, cfg config, o mainNodeOptions) (_ *mainNod
 	if err := n.buildKeys(ctx, o.stdout); err != nil {
 		return nil, err
 	}
-	data, err := n.buildDataPath()
+	data, err := n.buildDataPath(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +148,7 @@ func newMainNode(ctx context.Context, cfg config, o mainNodeOptions) (_ *mainNod
 		barrier: n.svc.waitKeysEpoch, keys: data.catalog.keys, rotation: n.newRotator()})
 	// loadKeys returned: the master key matched the stored key check.
 	n.rest = newRESTServer(restOptions{auth: n.auth, data: data, workers: n.rt.list, maxBody: cfg.restMaxBody,
-		jobs: n.jobs, reg: n.reg, keyChecked: true, log: n.log})
+		jobs: n.jobs, reg: n.reg, keyChecked: true, logHealth: n.logHealth(), log: n.log})
 	return n, n.listen()
 }
 
@@ -170,17 +175,33 @@ func (n *mainNode) buildKeys(ctx context.Context, stdout io.Writer) error {
 
 // buildDataPath builds the schema registry, the catalog, the router with
 // the in-process worker of -role=all, and the data plane over them.
-func (n *mainNode) buildDataPath() (*dataPlane, error) {
+func (n *mainNode) buildDataPath(ctx context.Context) (*dataPlane, error) {
 	schemas := newSchemaRegistry(n.st, n.cfg.budgets())
 	registerSchemaMetrics(n.reg, schemas)
 	cat := newCatalog(n.st)
-	n.rt = newRouter(n.log, time.Now, saturatedInFlight, cat.wrote)
+	if root, ok := walRoot(n.cfg, n.st); ok {
+		n.ho = newHandovers(root, n.log, time.Now)
+	}
+	n.rt = newRouter(n.log, time.Now, saturatedInFlight, cat.wrote, n.ho)
 	if n.cfg.role == "all" {
-		w, err := addLocalWorker(n.cfg, n.rt, n.st, schemas, n.ring, n.log)
+		w, err := addLocalWorker(ctx, n.cfg, n.rt, n.st, schemas, n.ring, n.log)
 		if err != nil {
 			return nil, err
 		}
+		n.local = w
 		registerCacheMetrics(n.reg, w.stats)
+		if w.wal != nil {
+			registerWALMetrics(n.reg, w.wal)
+		}
+	}
+	if n.ho != nil {
+		local := ""
+		if n.local != nil {
+			local = n.local.id
+		}
+		if err := n.ho.scan(local, logAwait); err != nil {
+			return nil, err
+		}
 	}
 	registerWorkerMetrics(n.reg, n.rt.list)
 	return newDataPlane(n.rt, cat, schemas, n.cfg.budgets()), nil
@@ -202,6 +223,15 @@ func (n *mainNode) buildService(data *dataPlane) error {
 		keyID: n.cfg.keyID, previous: n.keys.previous, previousID: n.keys.previousID, workerTTL: n.cfg.workerTTL,
 		maxMsg: n.cfg.grpcMaxRecv, join: join, ident: ident, log: n.log})
 	return nil
+}
+
+// logHealth is the health of the in-process worker's write-ahead log for
+// readiness; nil without one.
+func (n *mainNode) logHealth() func() error {
+	if n.local == nil || n.local.wal == nil {
+		return nil
+	}
+	return n.local.wal.health
 }
 
 // newRotator is the rotator of a start with the previous master key; nil
@@ -274,6 +304,9 @@ func (n *mainNode) start() error {
 		return err
 	}
 	n.background(n.svc.monitor)
+	if n.ho != nil {
+		n.background(func(ctx context.Context) { n.ho.run(ctx, n.rt, n.svc.forget) })
+	}
 	n.background(func(ctx context.Context) {
 		n.auth.sessions.watch(ctx, n.reload, func(err error) { n.log.Warn("reload session revocations", attrErr, err) })
 	})
@@ -387,6 +420,11 @@ func (n *mainNode) close() error {
 		n.jobs.wait()
 	}
 	n.wg.Wait()
+	if n.local != nil {
+		if err := n.local.close(); err != nil {
+			errs = append(errs, fmt.Errorf("close write-ahead log: %w", err))
+		}
+	}
 	if n.rt != nil {
 		n.rt.closeAll()
 	}
@@ -459,14 +497,39 @@ func startOIDC(ctx context.Context, f oidcFlags, log *slog.Logger) (*oidcVerifie
 	return v, nil
 }
 
+// logAwait is how long a main worker at its start waits for a worker
+// whose process holds its write-ahead log to subscribe before taking
+// the log over: long enough for a worker to notice the main worker's
+// restart (heartbeatMisses) and to subscribe again through its backoff.
+const logAwait = 15 * time.Second
+
+// walRoot is the storage root of the workers' write-ahead logs: the
+// directory of the filesystem backend with -wal on.
+func walRoot(cfg config, st store) (string, bool) {
+	fsst, ok := fsBackend(st)
+	if !ok || !cfg.wal.on {
+		return "", false
+	}
+	return fsst.root, true
+}
+
+// fsBackend is the filesystem backend under st, if it is one.
+func fsBackend(st store) (*fsStore, bool) {
+	if m, ok := st.(*meteredStore); ok {
+		st = m.store
+	}
+	fsst, ok := st.(*fsStore)
+	return fsst, ok
+}
+
 // saturatedInFlight is the number of calls in flight at which an entity's
 // owner is passed over for a less loaded worker (reads only).
 const saturatedInFlight = 64
 
 // addLocalWorker adds the in-process worker of -role=all to the router
 // and returns it. It shares the main worker's keyring.
-func addLocalWorker(cfg config, rt *router, st store, schemas *schemaRegistry, keys *keyring, log *slog.Logger) (*worker, error) {
-	w, err := buildWorker(cfg, st, schemas, log)
+func addLocalWorker(ctx context.Context, cfg config, rt *router, st store, schemas *schemaRegistry, keys *keyring, log *slog.Logger) (*worker, error) {
+	w, err := buildWorker(ctx, cfg, st, schemas, log)
 	if err != nil {
 		return nil, err
 	}

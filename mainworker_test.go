@@ -76,7 +76,7 @@ func serveTestMain(t *testing.T, maxMsg int, st store, auth *authenticator) *tes
 func serveTestMainLog(t *testing.T, maxMsg int, st store, auth *authenticator, log *slog.Logger) *testMain {
 	t.Helper()
 	master := []byte("0123456789abcdef0123456789abcdef")
-	rt := newRouter(log, time.Now, 0, nil)
+	rt := newRouter(log, time.Now, 0, nil, nil)
 	w := newTestWorker(t, "local", st)
 	rt.add(&workerConn{id: "local", proc: w, stats: w.stats})
 	ident := newTestIdentity(t)

@@ -105,9 +105,12 @@ func (h *workerHealth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.log.Warn("readiness: storage probe", attrWorker, h.srv.w.id, attrErr, err)
 		checks["storage"] = readyCheck{Reason: "storage unreachable"}
 	}
+	if l := h.srv.w.wal; l != nil {
+		logCheck(checks, l.health, h.log)
+	}
 	failed := ""
-	for _, name := range []string{"serving", "subscribed", "storage"} {
-		if c := checks[name]; !c.OK {
+	for _, name := range []string{"serving", "subscribed", "storage", "write_ahead_log"} {
+		if c, ok := checks[name]; ok && !c.OK {
 			failed += fmt.Sprintf("; %s: %s", name, c.Reason)
 		}
 	}

@@ -55,6 +55,10 @@ type worker struct {
 	// indexes are the query indexes over the entities this worker owns
 	// (index.go), kept by every write through wrote.
 	indexes *workerIndexes
+
+	// wal is the write-ahead log writes go through on the filesystem
+	// backend (walwriter.go); nil writes each entity file durably.
+	wal *walLog
 }
 
 // cachedEntity is one decrypted entity in the LRU.
@@ -79,9 +83,11 @@ func cachedSize(key string, e cachedEntity) int64 {
 }
 
 // newWorker returns a worker over st caching entities in cache and
-// bounding patches by lim (the zero value is the defaults).
-func newWorker(id string, st store, schemas *schemaRegistry, cache *lru[string, cachedEntity], lim budgets, log *slog.Logger) *worker {
-	return &worker{id: id, st: st, schemas: schemas, cache: cache, lim: lim, log: log, indexes: newWorkerIndexes()}
+// bounding patches by lim (the zero value is the defaults), writing
+// through wal unless it is nil.
+func newWorker(id string, st store, schemas *schemaRegistry, cache *lru[string, cachedEntity], lim budgets, log *slog.Logger,
+	wal *walLog) *worker {
+	return &worker{id: id, st: st, schemas: schemas, cache: cache, lim: lim, log: log, indexes: newWorkerIndexes(), wal: wal}
 }
 
 // setKeys installs the keyring built from the master key.
@@ -91,6 +97,9 @@ func (w *worker) setKeys(k *keyring) { w.keys.Store(k) }
 func (w *worker) Process(ctx context.Context, req *pb.WorkerRequest) (*pb.WorkerResponse, error) {
 	w.inFlight.Add(1)
 	defer w.inFlight.Add(-1)
+	if req.GetOp().GetOperation() == pb.Operation_CHECKPOINT {
+		return w.checkpoint(ctx)
+	}
 	s := w.keys.Load()
 	if s == nil {
 		return nil, fmt.Errorf("process: worker has no master key yet: %w", errUnavailable)
@@ -180,7 +189,7 @@ func (w *worker) getUncached(ctx context.Context, s *keyring, op *pb.EntityOp) (
 // load reads and decrypts one entity from storage. A missing entity is a
 // requestError naming it.
 func (w *worker) load(ctx context.Context, s *keyring, db, key string) (cachedEntity, error) {
-	sealed, rev, err := w.st.GetRev(ctx, entityObjectKey(db, key))
+	sealed, rev, err := w.stored(ctx, db, key)
 	if errors.Is(err, errNotFound) {
 		return cachedEntity{}, fmt.Errorf("get entity %s/%q: %w: %w", db, key, err,
 			reqErrorf(errNotFound, "entity %q not found in database %q", key, db))
@@ -193,6 +202,20 @@ func (w *worker) load(ctx context.Context, s *keyring, db, key string) (cachedEn
 		return cachedEntity{}, fmt.Errorf("get entity %s/%q: %w", db, key, err)
 	}
 	return cachedEntity{doc: doc, version: hdr.etag(), rev: rev}, nil
+}
+
+// stored reads an entity's envelope and storage revision: a record of
+// the log whose entity file could not be written yet, else the file.
+func (w *worker) stored(ctx context.Context, db, key string) ([]byte, string, error) {
+	if w.wal != nil {
+		if rec, ok := w.wal.pendingRecord(db, key); ok {
+			if rec.Type == walDelete {
+				return nil, "", fmt.Errorf("entity deleted, its file not yet removed: %w", errNotFound)
+			}
+			return rec.Sealed, fsRev(rec.Sealed), nil
+		}
+	}
+	return w.st.GetRev(ctx, entityObjectKey(db, key))
 }
 
 // put seals and durably stores one entity, then caches it. The document
@@ -285,7 +308,11 @@ func (w *worker) delete(ctx context.Context, s *keyring, op *pb.EntityOp, owner 
 		}
 	}
 	w.cache.Remove(cacheKey(db, key))
-	err = w.st.Delete(ctx, entityObjectKey(db, key))
+	if w.wal != nil {
+		err = w.logDelete(ctx, op)
+	} else {
+		err = w.st.Delete(ctx, entityObjectKey(db, key))
+	}
 	w.wrote(db, key, nil, err)
 	if errors.Is(err, errNotFound) {
 		return nil, fmt.Errorf("delete entity %s/%q: %w: %w", db, key, err,
@@ -404,9 +431,12 @@ func (w *worker) store(ctx context.Context, s *keyring, op *pb.EntityOp, owner b
 		doc = bytes.Clone(doc)
 	}
 	e := cachedEntity{doc: doc, version: hdr.etag()}
-	if conditional {
+	switch {
+	case w.wal != nil:
+		e.rev, err = w.logPut(ctx, op, sealed, e.version, rev, conditional)
+	case conditional:
 		e.rev, err = w.st.PutIf(ctx, entityObjectKey(db, key), sealed, rev)
-	} else {
+	default:
 		err = w.st.Put(ctx, entityObjectKey(db, key), sealed)
 	}
 	w.wrote(db, key, doc, err)
@@ -421,6 +451,119 @@ func (w *worker) store(ctx context.Context, s *keyring, op *pb.EntityOp, owner b
 		w.cache.Remove(cacheKey(db, key))
 	}
 	return e, nil
+}
+
+// logPut stores a sealed entity through the log: on condition that its
+// storage revision is still rev when conditional (as PutIf), appended to
+// the log and synced with its group, then its file written without a
+// sync of its own. The caller holds the entity's lock. It returns the
+// new revision.
+func (w *worker) logPut(ctx context.Context, op *pb.EntityOp, sealed []byte, etag, rev string, conditional bool) (string, error) {
+	db, key := op.GetDatabaseName(), op.GetEntityKey()
+	if conditional {
+		if err := w.checkRev(ctx, db, key, rev); err != nil {
+			return "", err
+		}
+	}
+	rec := &walRecord{Type: walPut, DB: db, Key: key, Principal: op.GetPrincipal(), ETag: etag, Sealed: sealed}
+	if err := w.logWrite(rec); err != nil {
+		return "", err
+	}
+	return fsRev(sealed), nil
+}
+
+// checkRev checks that an entity's storage revision is still rev ("":
+// that it does not exist), as PutIf does.
+func (w *worker) checkRev(ctx context.Context, db, key, rev string) error {
+	_, cur, err := w.stored(ctx, db, key)
+	switch {
+	case errors.Is(err, errNotFound) && rev == "":
+		return nil
+	case err != nil && !errors.Is(err, errNotFound):
+		return err
+	case err != nil:
+		return fmt.Errorf("entity %s/%q missing: %w", db, key, errPrecondition)
+	case cur != rev:
+		return fmt.Errorf("entity %s/%q changed: %w", db, key, errPrecondition)
+	}
+	return nil
+}
+
+// logDelete deletes an entity through the log: a missing one is
+// errNotFound and logs nothing. The caller holds the entity's lock.
+func (w *worker) logDelete(ctx context.Context, op *pb.EntityOp) error {
+	db, key := op.GetDatabaseName(), op.GetEntityKey()
+	sealed, _, err := w.stored(ctx, db, key)
+	if err != nil {
+		return err
+	}
+	rec := &walRecord{Type: walDelete, DB: db, Key: key, Principal: op.GetPrincipal()}
+	if h, _, err := parseHeader(sealed); err == nil {
+		rec.ETag = h.etag()
+	}
+	return w.logWrite(rec)
+}
+
+// logWrite appends rec and, once its group is synced, writes its entity
+// file, so that every process sees the write before it is acknowledged.
+// When the file cannot be written the record stays pending in the log:
+// this worker reads it, the log's checkpoints write it later, and the
+// write answers 503 (it may have been stored).
+func (w *worker) logWrite(rec *walRecord) error {
+	seg, err := w.wal.append(rec)
+	if errors.Is(err, errWALTaken) {
+		// Another process applied this worker's log: what the cache holds
+		// may be older than what is stored by the time it is used again.
+		w.cache.Purge()
+	}
+	if err != nil {
+		return fmt.Errorf("log entity %s/%q: %w", rec.DB, rec.Key, err)
+	}
+	err = writeRecord(w.wal.fs, rec)
+	w.wal.done(seg, rec, err)
+	if err != nil {
+		return fmt.Errorf("entity %s/%q logged, its file not written (retried at the next checkpoint): %w", rec.DB, rec.Key, err)
+	}
+	return nil
+}
+
+// checkpoint checkpoints the worker's log on the main worker's request:
+// another worker is about to take some of its entities.
+func (w *worker) checkpoint(ctx context.Context) (*pb.WorkerResponse, error) {
+	if w.wal == nil {
+		return okResponse(nil, ""), nil
+	}
+	if err := w.wal.checkpoint(ctx); err != nil {
+		return nil, fmt.Errorf("checkpoint write-ahead log: %w", err)
+	}
+	return okResponse(nil, ""), nil
+}
+
+// reopenLog starts a new generation of the worker's log if another
+// process took it over (the worker subscribes again), dropping the cache:
+// the taker may have stored values newer than it holds. It returns the
+// generation, 0 without a log.
+func (w *worker) reopenLog() (uint64, error) {
+	if w.wal == nil {
+		return 0, nil
+	}
+	taken, err := w.wal.reopen()
+	if err != nil {
+		return 0, fmt.Errorf("reopen write-ahead log: %w", err)
+	}
+	if taken {
+		w.cache.Purge()
+		w.log.Info("write-ahead log was taken over by the main worker; writing a new generation", attrWorker, w.id)
+	}
+	return w.wal.generation(), nil
+}
+
+// close closes the worker's log, once no write is in flight.
+func (w *worker) close() error {
+	if w.wal == nil {
+		return nil
+	}
+	return w.wal.Close()
 }
 
 // stats returns the worker's cache counters.

@@ -54,7 +54,7 @@ func runProc(ctx context.Context, cfg config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	n, err := newProcNode(cfg, st, log)
+	n, err := newProcNode(ctx, cfg, st, log)
 	if err != nil {
 		return err
 	}
@@ -64,7 +64,7 @@ func runProc(ctx context.Context, cfg config, log *slog.Logger) error {
 // newProcNode builds the processing worker of cfg over st (which it owns
 // and closes): its worker, gRPC server and listener, key pair and
 // subscriber. On failure everything built is closed again, st included.
-func newProcNode(cfg config, st store, log *slog.Logger) (_ *procNode, err error) {
+func newProcNode(ctx context.Context, cfg config, st store, log *slog.Logger) (_ *procNode, err error) {
 	n := &procNode{cfg: cfg, log: log, reg: newRegistry(), errc: make(chan error, 1)}
 	n.st = meterStore(n.reg, st)
 	defer func() {
@@ -74,10 +74,13 @@ func newProcNode(cfg config, st store, log *slog.Logger) (_ *procNode, err error
 	}()
 	schemas := newSchemaRegistry(n.st, cfg.budgets())
 	registerSchemaMetrics(n.reg, schemas)
-	if n.w, err = buildWorker(cfg, n.st, schemas, log); err != nil {
+	if n.w, err = buildWorker(ctx, cfg, n.st, schemas, log); err != nil {
 		return nil, err
 	}
 	registerCacheMetrics(n.reg, n.w.stats)
+	if n.w.wal != nil {
+		registerWALMetrics(n.reg, n.w.wal)
+	}
 	ident, err := newClusterIdentity(cfg.clusterTLSCert, cfg.clusterTLSKey, cfg.clusterTLSCA, cryptoRand, time.Now())
 	if err != nil {
 		return nil, err
@@ -180,7 +183,11 @@ func (n *procNode) close() error {
 		n.stopOps()
 	}
 	n.wg.Wait()
+	var errs []error
 	if n.w != nil {
+		if err := n.w.close(); err != nil {
+			errs = append(errs, fmt.Errorf("close write-ahead log: %w", err))
+		}
 		if k := n.w.keys.Swap(nil); k != nil {
 			k.close()
 		}
@@ -191,7 +198,7 @@ func (n *procNode) close() error {
 		}
 	}
 	if err := n.st.Close(); err != nil {
-		return fmt.Errorf("close storage: %w", err)
+		errs = append(errs, fmt.Errorf("close storage: %w", err))
 	}
-	return nil
+	return errors.Join(errs...)
 }

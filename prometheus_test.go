@@ -105,7 +105,8 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 	for _, want := range []string{
 		`deltadb_grpc_calls_total{method="/deltadb.ProcessingWorker/Process",code="OK"} 10`,
 		`deltadb_grpc_calls_total{method="/deltadb.ProcessingWorker/Process",code="NotFound"} 1`,
-		`deltadb_storage_operations_total{backend="fs",operation="put",result="ok"} 5`,
+		`deltadb_wal_records_total 5`, // the entities, through the write-ahead log
+		`deltadb_wal_ready 1`,
 		`deltadb_cache_entries 5`,
 		`deltadb_cache_hits_total 5`,
 	} {

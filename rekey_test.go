@@ -68,7 +68,7 @@ func TestRekeyJobOrder(t *testing.T) {
 	ctx := t.Context()
 	master := bytes.Repeat([]byte{5}, 32)
 	ring, _ := newKeyring(st, master, "k")
-	w := newWorker("w1", st, newSchemaRegistry(st, budgets{}), newLRU[string, cachedEntity](16, 0, time.Now), budgets{}, slog.New(slog.DiscardHandler))
+	w := newWorker("w1", st, newSchemaRegistry(st, budgets{}), newLRU[string, cachedEntity](16, 0, time.Now), budgets{}, slog.New(slog.DiscardHandler), nil)
 	w.setKeys(ring)
 	const n = 30
 	etags := map[string]string{}

@@ -72,7 +72,10 @@ type restOptions struct {
 	// keyChecked says that the master key matched the storage's key
 	// check: the server starts ready.
 	keyChecked bool
-	log        *slog.Logger
+	// logHealth is the in-process worker's write-ahead log's health for
+	// readiness; nil without one.
+	logHealth func() error
+	log       *slog.Logger
 }
 
 // newRESTServer builds the REST server of o and its route table.
@@ -85,6 +88,7 @@ func newRESTServer(o restOptions) *restServer {
 	}
 	s.reg, s.metrics = reg, newHTTPMetrics(reg)
 	s.ready.keyChecked.Store(o.keyChecked)
+	s.ready.logHealth = o.logHealth
 	s.routes()
 	return s
 }

@@ -32,15 +32,17 @@ func newLocalRESTOver(tb testing.TB, st store) *restServer {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	schemas := newSchemaRegistry(st, budgets{})
 	cat := newCatalog(st)
-	rt := newRouter(log, time.Now, saturatedInFlight, cat.wrote)
-	cfg := config{keyID: "k1", entityCacheSize: 1024}
+	rt := newRouter(log, time.Now, saturatedInFlight, cat.wrote, nil)
+	cfg := config{role: "all", keyID: "k1", entityCacheSize: 1024, wal: testWALFlags}
 	ring, err := newKeyring(st, []byte("0123456789abcdef0123456789abcdef"), cfg.keyID)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if _, err := addLocalWorker(cfg, rt, st, schemas, ring, log); err != nil {
+	w, err := addLocalWorker(context.Background(), cfg, rt, st, schemas, ring, log)
+	if err != nil {
 		tb.Fatal(err)
 	}
+	tb.Cleanup(func() { w.close() })
 	auth, err := newAuthenticator(context.Background(), authConfig{adminKey: testAdminKey, st: st, clientTTL: time.Hour, now: time.Now})
 	if err != nil {
 		tb.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,6 +59,11 @@ type router struct {
 	// while the entity's write lock is still held, so in the order of
 	// the writes of each entity: the catalog keeps its key index by it.
 	written func(db, key string, deleted bool, err error)
+
+	// ho are the handovers of the workers' write-ahead logs when
+	// entities change owner (handover.go); nil when workers keep no log
+	// (S3, -wal=false).
+	ho *handovers
 }
 
 // workerConn is one processing worker as the router sees it.
@@ -83,13 +89,28 @@ type workerConn struct {
 	// and public key: a Subscribe with the same ID and another identity
 	// may not replace it while it is live. Zero for the in-process worker.
 	identity [32]byte
+	// writes counts the writes in flight to the worker, for handovers.
+	writes writeTracker
+}
+
+// walGenTag is the tag in which a worker reports the generation of its
+// write-ahead log when it subscribes: a takeover fences that generation
+// and no newer one.
+const walGenTag = "wal_gen"
+
+// walGen is the log generation a worker reported, 0 if none.
+func (c *workerConn) walGen() uint64 {
+	g, _ := strconv.ParseUint(c.tags[walGenTag], 10, 64)
+	return g
 }
 
 // newRouter returns a router with no workers that passes an owner with
-// saturated calls in flight over for reads (0: never) and reports the
-// outcome of every write to written (nil for none).
-func newRouter(log *slog.Logger, now func() time.Time, saturated int64, written func(db, key string, deleted bool, err error)) *router {
-	r := &router{log: log, now: now, saturated: saturated, written: written, workers: map[string]*workerConn{}}
+// saturated calls in flight over for reads (0: never), reports the
+// outcome of every write to written (nil for none) and hands entities
+// over between workers' logs through ho (nil: workers keep no log).
+func newRouter(log *slog.Logger, now func() time.Time, saturated int64, written func(db, key string, deleted bool, err error),
+	ho *handovers) *router {
+	r := &router{log: log, now: now, saturated: saturated, written: written, ho: ho, workers: map[string]*workerConn{}}
 	r.bumpEpoch()
 	return r
 }
@@ -115,10 +136,18 @@ func (r *router) bumpEpoch() uint64 {
 func (r *router) add(c *workerConn) {
 	c.available, c.lastSeen = c.close == nil, r.now()
 	r.mu.Lock()
+	before := r.availableLocked()
 	old := r.workers[c.id]
 	r.workers[c.id] = c
 	if c.available || old != nil && old.available {
 		r.bumpEpoch()
+	}
+	if old != nil {
+		// The process it replaces left: its log is taken over.
+		r.handOver(old, hoTakeover, before)
+	}
+	if c.available {
+		r.joined(c, before)
 	}
 	r.mu.Unlock()
 	if old != nil && old.close != nil {
@@ -138,11 +167,70 @@ func (r *router) seen(id string, stats cacheStats) bool {
 	}
 	c.lastSeen, c.heartbeat = r.now(), stats
 	if !c.available {
+		before := r.availableLocked()
 		c.available = true
 		r.bumpEpoch()
+		r.joined(c, before)
 		r.log.Info("worker available", attrWorker, id)
 	}
 	return true
+}
+
+// availableLocked returns the IDs of the available workers. The caller
+// holds mu.
+func (r *router) availableLocked() []string {
+	ids := make([]string, 0, len(r.workers))
+	for id, c := range r.workers {
+		if c.available {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// joined registers the handovers of a worker joining the available
+// ones (before): each of them may lose entities to it, so each
+// checkpoints its log, after the writes routed to it so far. The caller
+// holds mu.
+func (r *router) joined(c *workerConn, before []string) {
+	for _, id := range before {
+		if id != c.id {
+			r.handOver(r.workers[id], hoCheckpoint, before)
+		}
+	}
+}
+
+// handOver registers a handover of worker c's log, whose entities were
+// c's among the workers from. The caller holds mu.
+func (r *router) handOver(c *workerConn, kind handoverKind, from []string) {
+	if r.ho == nil {
+		return
+	}
+	h := &handover{worker: c.id, kind: kind, from: from, gen: c.walGen(), claim: claimGen}
+	if kind == hoCheckpoint {
+		h.drain = c.writes.bump()
+	}
+	if kind == hoTakeover && r.workers[c.id] == c && c.close != nil {
+		h.conn = c // still registered, perhaps still running
+	}
+	r.ho.add(h)
+}
+
+// registered returns worker id's connection, nil if none.
+func (r *router) registered(id string) *workerConn {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.workers[id]
+}
+
+// availableConn returns worker id if it is available, else nil.
+func (r *router) availableConn(id string) *workerConn {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if c := r.workers[id]; c != nil && c.available {
+		return c
+	}
+	return nil
 }
 
 // liveElsewhere reports whether worker id is registered with another
@@ -164,10 +252,11 @@ func (r *router) prune(gone time.Duration) []string {
 	r.mu.Lock()
 	for id, c := range r.workers {
 		if c.close != nil && now.Sub(c.lastSeen) > gone {
-			delete(r.workers, id)
 			if c.available {
+				r.handOver(c, hoTakeover, r.availableLocked())
 				r.bumpEpoch()
 			}
+			delete(r.workers, id)
 			ids, closers = append(ids, id), append(closers, c.close)
 		}
 	}
@@ -184,11 +273,33 @@ func (r *router) prune(gone time.Duration) []string {
 func (r *router) markUnavailable(id, why string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if c := r.workers[id]; c != nil && c.available {
-		c.available = false
-		r.bumpEpoch()
-		r.log.Warn("worker unavailable", attrWorker, id, "reason", why)
+	if c := r.workers[id]; c != nil {
+		r.unavailableLocked(c, why)
 	}
+}
+
+// markConnUnavailable is markUnavailable of connection c only: a call
+// that failed on a connection since replaced by a new subscription says
+// nothing of the new one.
+func (r *router) markConnUnavailable(c *workerConn, why string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.workers[c.id] == c {
+		r.unavailableLocked(c, why)
+	}
+}
+
+// unavailableLocked takes c out of rotation; its log is taken over
+// before its entities are written elsewhere. The caller holds mu.
+func (r *router) unavailableLocked(c *workerConn, why string) {
+	if !c.available {
+		return
+	}
+	before := r.availableLocked()
+	c.available = false
+	r.bumpEpoch()
+	r.handOver(c, hoTakeover, before)
+	r.log.Warn("worker unavailable", attrWorker, c.id, "reason", why)
 }
 
 // expire marks unavailable every worker silent for longer than timeout or
@@ -215,13 +326,18 @@ func (r *router) expire(timeout time.Duration) {
 // (db, key): the owner first.
 func (r *router) candidates(db, key string) []*workerConn {
 	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.candidatesLocked(db, key)
+}
+
+// candidatesLocked is candidates with mu held.
+func (r *router) candidatesLocked(db, key string) []*workerConn {
 	out := make([]*workerConn, 0, len(r.workers))
 	for _, c := range r.workers {
 		if c.available {
 			out = append(out, c)
 		}
 	}
-	r.mu.RUnlock()
 	sortRendezvous(out, func(c *workerConn) string { return c.id }, db, key)
 	return out
 }
@@ -397,26 +513,79 @@ func (r *router) route(ctx context.Context, op *pb.EntityOp) (*pb.WorkerResponse
 
 // send sends one operation to its worker (see Process).
 func (r *router) send(ctx context.Context, op *pb.EntityOp) (*pb.WorkerResponse, error) {
-	db, key := op.GetDatabaseName(), op.GetEntityKey()
-	cands := r.candidates(db, key)
-	if len(cands) == 0 {
-		return nil, errNoWorker
+	t, err := r.target(ctx, op)
+	if err != nil {
+		return nil, err
 	}
-	first := cands[0]
-	if op.GetOperation() == pb.Operation_GET {
-		first = r.pick(cands)
-	}
-	resp, err := r.call(ctx, first, first == cands[0], op)
+	resp, err := r.callTarget(ctx, t, op)
 	if !errors.Is(err, errTransport) {
 		return resp, err
 	}
-	r.markUnavailable(first.id, err.Error())
+	r.markConnUnavailable(t.c, err.Error())
 	// The failed worker is out of rotation now, so the first candidate
 	// is the owner under the new epoch.
-	if cands = r.candidates(db, key); len(cands) == 0 {
-		return nil, fmt.Errorf("%w: %w", errNoWorker, err)
+	if t, err2 := r.target(ctx, op); err2 != nil {
+		return nil, fmt.Errorf("%w: %w", err2, err)
+	} else {
+		return r.callTarget(ctx, t, op)
 	}
-	return r.call(ctx, cands[0], true, op)
+}
+
+// routeTarget is where one call goes: the worker, whether it is called
+// as the owner, and the end of its count as a write in flight.
+type routeTarget struct {
+	c     *workerConn
+	owner bool
+	done  func()
+}
+
+// target picks the worker of op: the owner, or for a read a less loaded
+// worker when the owner is saturated. A write of an entity whose
+// previous owner's log is being handed over waits for the handover (at
+// most handoverWait); a read of it is served without caching, since a
+// write the old owner had not acknowledged may still land.
+func (r *router) target(ctx context.Context, op *pb.EntityOp) (routeTarget, error) {
+	db, key, write := op.GetDatabaseName(), op.GetEntityKey(), op.GetOperation() != pb.Operation_GET
+	var timeout <-chan time.Time
+	for {
+		r.mu.RLock()
+		cands := r.candidatesLocked(db, key)
+		if len(cands) == 0 {
+			r.mu.RUnlock()
+			return routeTarget{}, errNoWorker
+		}
+		h, settled := r.ho.blocking(db, key, cands[0].id)
+		if !write {
+			first := r.pick(cands)
+			r.mu.RUnlock()
+			return routeTarget{c: first, owner: first == cands[0] && h == nil, done: func() {}}, nil
+		}
+		if h == nil {
+			t := routeTarget{c: cands[0], owner: true, done: cands[0].writes.begin()}
+			r.mu.RUnlock()
+			return t, nil
+		}
+		r.mu.RUnlock()
+		if timeout == nil {
+			tm := time.NewTimer(handoverWait)
+			defer tm.Stop()
+			timeout = tm.C
+		}
+		select {
+		case <-settled:
+		case <-ctx.Done():
+			return routeTarget{}, fmt.Errorf("wait for the handover of worker %q's log: %w", h.worker, ctx.Err())
+		case <-timeout:
+			return routeTarget{}, fmt.Errorf("entity %q of database %q waited %v for the handover of worker %q's log: %w",
+				key, db, handoverWait, h.worker, errHandingOver)
+		}
+	}
+}
+
+// callTarget sends op to t.
+func (r *router) callTarget(ctx context.Context, t routeTarget, op *pb.EntityOp) (*pb.WorkerResponse, error) {
+	defer t.done()
+	return r.call(ctx, t.c, t.owner, op)
 }
 
 // call sends op to worker c under the current epoch. The op travels as

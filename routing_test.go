@@ -62,7 +62,7 @@ func newTestWorker(t testing.TB, id string, st store) *worker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := newWorker(id, st, newSchemaRegistry(st, budgets{}), newLRU[string, cachedEntity](16, 0, time.Now), budgets{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	w := newWorker(id, st, newSchemaRegistry(st, budgets{}), newLRU[string, cachedEntity](16, 0, time.Now), budgets{}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	w.setKeys(s)
 	return w
 }
@@ -73,7 +73,7 @@ func newTestWorker(t testing.TB, id string, st store) *worker {
 func TestEpochRuleDropsStaleCache(t *testing.T) {
 	st := newMemStore()
 	a, b := newTestWorker(t, "a", st), newTestWorker(t, "b", st)
-	rt := newRouter(slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now, 0, nil)
+	rt := newRouter(slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now, 0, nil, nil)
 	rt.add(&workerConn{id: "a", proc: a, stats: a.stats, close: func() {}})
 	rt.add(&workerConn{id: "b", proc: b, stats: b.stats, close: func() {}})
 	// Remote workers get traffic from their first heartbeat on.
@@ -141,7 +141,7 @@ func mustSeal(t *testing.T, w *worker, db, key, doc string) []byte {
 
 // TestRouterNoWorkers: with no available worker a call is 503.
 func TestRouterNoWorkers(t *testing.T) {
-	rt := newRouter(slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now, 0, nil)
+	rt := newRouter(slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now, 0, nil, nil)
 	_, err := rt.Process(context.Background(), &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_GET})
 	if statusOf(err) != 503 {
 		t.Errorf("Process with no workers: status %d (%v), want 503", statusOf(err), err)
@@ -178,7 +178,7 @@ func TestSaturatedOwnerReadFallback(t *testing.T) {
 	a, b := newTestWorker(t, "a", st), newTestWorker(t, "b", st)
 	ga := &gatedProc{processingWorker: a, entered: make(chan struct{}), release: make(chan struct{})}
 	gb := &gatedProc{processingWorker: b}
-	rt := newRouter(slog.New(slog.DiscardHandler), time.Now, 1, nil)
+	rt := newRouter(slog.New(slog.DiscardHandler), time.Now, 1, nil, nil)
 	rt.add(&workerConn{id: "a", proc: ga, stats: a.stats, close: func() {}})
 	rt.add(&workerConn{id: "b", proc: gb, stats: b.stats, close: func() {}})
 	rt.seen("a", cacheStats{})
@@ -273,7 +273,7 @@ func TestRouterTransportFailover(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			b := newTestWorker(t, "b", newMemStore())
 			gb := &gatedProc{processingWorker: b}
-			rt := newRouter(slog.New(slog.DiscardHandler), time.Now, 0, nil)
+			rt := newRouter(slog.New(slog.DiscardHandler), time.Now, 0, nil, nil)
 			rt.add(&workerConn{id: "a", proc: failingProc{c.err}, stats: b.stats, close: func() {}})
 			rt.add(&workerConn{id: "b", proc: gb, stats: b.stats, close: func() {}})
 			rt.seen("a", cacheStats{})

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"time"
 
 	"google.golang.org/grpc"
@@ -108,8 +109,15 @@ func (s *subscriber) subscribe(ctx context.Context, client pb.MainWorkerClient) 
 	if err != nil {
 		return nil, fmt.Errorf("subscribe: %w", err)
 	}
-	req := &pb.SubscribeRequest{WorkerId: s.id, Pubkey: pub, CertSha256: s.ident.fp[:],
-		Tags: map[string]string{"grpc_addr": s.advertise}}
+	tags := map[string]string{"grpc_addr": s.advertise}
+	gen, err := s.srv.w.reopenLog()
+	if err != nil {
+		return nil, fmt.Errorf("subscribe: %w", err)
+	}
+	if gen != 0 {
+		tags[walGenTag] = strconv.FormatUint(gen, 10)
+	}
+	req := &pb.SubscribeRequest{WorkerId: s.id, Pubkey: pub, CertSha256: s.ident.fp[:], Tags: tags}
 	if req.Proof, err = workerProof(s.join, exporter, req); err != nil {
 		return nil, fmt.Errorf("subscribe: %w", err)
 	}

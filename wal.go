@@ -82,7 +82,7 @@ var walCRC = crc32.MakeTable(crc32.Castagnoli)
 
 // errWALDamaged marks a log record that fails its checksum or does not
 // decode, where a torn write cannot explain it.
-var errWALDamaged = errors.New("write-ahead log damaged")
+var errWALDamaged = fmt.Errorf("write-ahead log damaged: %w", errCorrupt)
 
 // appendFrame appends rec framed (length, CRC32C, payload, padding) to b.
 func appendFrame(b []byte, payload []byte) []byte {
@@ -205,18 +205,14 @@ func decodeWALStart(p []byte) (walStartRecord, bool) {
 
 // Segment files: _wal/<worker ID>/<generation>-<seq>.wal, the
 // generation and sequence in fixed-width hex so that names sort in log
-// order. A taker renames each segment it takes over to .taken first
-// (walreplay.go); such files sort with the others.
+// order; walreplay.go says how a log directory is claimed.
 const (
-	walDirName    = "_wal"
-	walSegSuffix  = ".wal"
-	walTakenSuffix = ".taken"
-	// walOwnerLock is held (flock) by the process appending to the log,
-	// for its life: a free lock means no live process writes the log.
+	walDirName   = "_wal"
+	walSegSuffix = ".wal"
+	// walOwnerLock is held (flock) by the process appending to the log
+	// while its generation is live: a free lock means no live process
+	// writes the log. It holds the generation's number.
 	walOwnerLock = "owner.lock"
-	// walTakeoverLock is held while a log is taken over (replayed and
-	// cut), so that two takers never apply one log at once.
-	walTakeoverLock = "takeover.lock"
 )
 
 // walSegmentName is the file name of segment seq of generation gen.
@@ -231,13 +227,9 @@ type walSegmentFile struct {
 	seq  uint32
 }
 
-// parseSegmentName parses a segment file name, claimed (.taken) or not.
+// parseSegmentName parses a segment file name.
 func parseSegmentName(name string) (walSegmentFile, bool) {
-	base, ok := strings.CutSuffix(name, walTakenSuffix)
-	if !ok {
-		base = name
-	}
-	base, ok = strings.CutSuffix(base, walSegSuffix)
+	base, ok := strings.CutSuffix(name, walSegSuffix)
 	g, s, found := strings.Cut(base, "-")
 	if !ok || !found || len(g) != 16 || len(s) != 8 {
 		return walSegmentFile{}, false

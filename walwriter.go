@@ -67,16 +67,19 @@ type walLog struct {
 
 	commitMu sync.Mutex // held while a group is written; guards the fields below
 	// dir is the live log directory of the current generation.
-	dir      *walDir
-	seg      *walSegment
-	sealed   []*walSegment
-	nextSeq  uint32
+	dir     *walDir
+	seg     *walSegment
+	sealed  []*walSegment
+	nextSeq uint32
 	// broken is a failed segment that could not be truncated back to its
 	// last good group yet: nothing is appended until it is.
 	broken *walSegment
 	// down is the last failure that left the log unwritable, for the log
 	// line and readiness; nil when the log is healthy.
 	down atomic.Pointer[error]
+
+	// stats are counted for the metrics.
+	stats walStats
 
 	cpMu sync.Mutex // one checkpoint at a time
 	kick chan struct{}
@@ -99,6 +102,15 @@ type walSegment struct {
 	unapplied int
 }
 
+// walStats are a log's counters.
+type walStats struct {
+	// records and commits: records acknowledged, and the group commits
+	// (fdatasyncs) that held them.
+	records, commits atomic.Uint64
+	// checkpoints counts the checkpoints that cut the log.
+	checkpoints atomic.Uint64
+}
+
 // walBatch is one group commit.
 type walBatch struct {
 	first uint64 // LSN of its first record: the records' Batch
@@ -117,11 +129,11 @@ type walPending struct {
 	seg *walSegment
 }
 
-// Failures of the log as the client sees them: 503, not acknowledged.
+// Failures of the log: each a 503, nothing acknowledged.
 var (
-	errWALWrite = reqErrorf(errUnavailable, "storage could not make the write durable, so it was not acknowledged: retry later")
-	errWALTaken = reqErrorf(errUnavailable, "this worker's log was taken over by another process, so the write was not acknowledged: retry")
-	errWALClosed = reqErrorf(errUnavailable, "the worker is shutting down, so the write was not acknowledged: retry")
+	errWALWrite  = fmt.Errorf("write-ahead log write failed, nothing acknowledged: %w", errUnavailable)
+	errWALTaken  = fmt.Errorf("write-ahead log taken over by another process, nothing acknowledged: %w", errUnavailable)
+	errWALClosed = fmt.Errorf("write-ahead log closed, nothing acknowledged: %w", errUnavailable)
 )
 
 // openWAL opens worker id's log under fs's root: it claims the log
@@ -280,6 +292,8 @@ func (l *walLog) commit(b *walBatch) {
 	if err == nil {
 		seg.unapplied += b.n
 		l.sinceCut += int64(len(b.buf))
+		l.stats.records.Add(uint64(b.n))
+		l.stats.commits.Add(1)
 	} else if errors.Is(err, errWALTaken) {
 		l.fenced = true
 	}
@@ -533,14 +547,23 @@ func (l *walLog) checkpoint(ctx context.Context) error {
 	if len(cut) == 0 {
 		return nil
 	}
+	start := l.opts.now()
 	if err := l.waitApplied(ctx, cut); err != nil {
 		return err
 	}
 	if err := durableOps.syncfs(l.fs.root); err != nil {
 		return fmt.Errorf("checkpoint: syncfs: %w", err)
 	}
-	return l.cut(cut)
+	if err := l.cut(cut); err != nil {
+		return err
+	}
+	l.stats.checkpoints.Add(1)
+	l.opts.log.Debug(msgCheckpoint, attrWorker, l.id, "segments", len(cut), attrDurationMS, durationMS(l.opts.now().Sub(start)))
+	return nil
 }
+
+// msgCheckpoint is the message of the debug line of each checkpoint.
+const msgCheckpoint = "write-ahead log checkpoint"
 
 // sealSegment closes the current segment: the next group opens a new
 // one. The caller holds commitMu.
@@ -741,6 +764,24 @@ func (l *walLog) Close() error {
 		return nil
 	}
 	return err
+}
+
+// registerWALMetrics registers the counters of a worker's log.
+func registerWALMetrics(r *registry, l *walLog) {
+	r.counterFunc("deltadb_wal_records_total", "Writes acknowledged through the write-ahead log.", nil,
+		func(emit func(labelValues, float64)) { emit(labelValues{}, float64(l.stats.records.Load())) })
+	r.counterFunc("deltadb_wal_commits_total", "Group commits of the write-ahead log: one write and one fdatasync each.", nil,
+		func(emit func(labelValues, float64)) { emit(labelValues{}, float64(l.stats.commits.Load())) })
+	r.counterFunc("deltadb_wal_checkpoints_total", "Checkpoints that cut the write-ahead log.", nil,
+		func(emit func(labelValues, float64)) { emit(labelValues{}, float64(l.stats.checkpoints.Load())) })
+	r.gaugeFunc("deltadb_wal_ready", "1 while the write-ahead log takes writes, 0 while it does not (a failed disk, taken over).", nil,
+		func(emit func(labelValues, float64)) {
+			v := 1.0
+			if l.health() != nil {
+				v = 0
+			}
+			emit(labelValues{}, v)
+		})
 }
 
 // syncfs makes everything written to the filesystem holding dir durable:

@@ -45,6 +45,10 @@ const (
 	// request is EntityOp.find, its answer WorkerResponse.found. The main
 	// worker sends it; clients never do.
 	Operation_FIND Operation = 5
+	// The main worker asks a worker to checkpoint its write-ahead log
+	// before another worker takes some of its entities (ARCHITECTURE.md,
+	// "The write-ahead log"); not an entity operation, never a client's.
+	Operation_CHECKPOINT Operation = 6
 )
 
 // Enum value maps for Operation.
@@ -56,6 +60,7 @@ var (
 		3: "DELETE",
 		4: "PATCH",
 		5: "FIND",
+		6: "CHECKPOINT",
 	}
 	Operation_value = map[string]int32{
 		"OPERATION_UNSPECIFIED": 0,
@@ -64,6 +69,7 @@ var (
 		"DELETE":                3,
 		"PATCH":                 4,
 		"FIND":                  5,
+		"CHECKPOINT":            6,
 	}
 )
 
@@ -772,7 +778,10 @@ type EntityOp struct {
 	// that a key that may only write learns nothing of what it cannot read.
 	MayRead bool `protobuf:"varint,9,opt,name=may_read,json=mayRead,proto3" json:"may_read,omitempty"`
 	// FIND: the query.
-	Find          *FindOp `protobuf:"bytes,10,opt,name=find,proto3" json:"find,omitempty"`
+	Find *FindOp `protobuf:"bytes,10,opt,name=find,proto3" json:"find,omitempty"`
+	// The name of the principal that asked for a write: recorded with the
+	// write in the worker's write-ahead log.
+	Principal     string `protobuf:"bytes,11,opt,name=principal,proto3" json:"principal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -875,6 +884,13 @@ func (x *EntityOp) GetFind() *FindOp {
 		return x.Find
 	}
 	return nil
+}
+
+func (x *EntityOp) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
 }
 
 // FindOp asks a worker to evaluate a query over the entities it owns:
@@ -1513,7 +1529,7 @@ const file_deltadb_proto_rawDesc = "" +
 	"\x06status\x18\x01 \x01(\tR\x06status\x12\x16\n" +
 	"\x06result\x18\x02 \x01(\fR\x06result\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\"\xdb\x02\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\xf9\x02\n" +
 	"\bEntityOp\x12#\n" +
 	"\rdatabase_name\x18\x01 \x01(\tR\fdatabaseName\x12\x1d\n" +
 	"\n" +
@@ -1527,7 +1543,8 @@ const file_deltadb_proto_rawDesc = "" +
 	"schema_ids\x18\b \x03(\tR\tschemaIds\x12\x19\n" +
 	"\bmay_read\x18\t \x01(\bR\amayRead\x12#\n" +
 	"\x04find\x18\n" +
-	" \x01(\v2\x0f.deltadb.FindOpR\x04find\"\xe0\x03\n" +
+	" \x01(\v2\x0f.deltadb.FindOpR\x04find\x12\x1c\n" +
+	"\tprincipal\x18\v \x01(\tR\tprincipal\"\xe0\x03\n" +
 	"\x06FindOp\x12\x1a\n" +
 	"\bselector\x18\x01 \x01(\fR\bselector\x12\x16\n" +
 	"\x06fields\x18\x02 \x03(\tR\x06fields\x12\x12\n" +
@@ -1577,7 +1594,7 @@ const file_deltadb_proto_rawDesc = "" +
 	"\x0eWorkerResponse\x12\x16\n" +
 	"\x06result\x18\x01 \x01(\fR\x06result\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12)\n" +
-	"\x05found\x18\x03 \x01(\v2\x13.deltadb.FindResultR\x05found*Y\n" +
+	"\x05found\x18\x03 \x01(\v2\x13.deltadb.FindResultR\x05found*i\n" +
 	"\tOperation\x12\x19\n" +
 	"\x15OPERATION_UNSPECIFIED\x10\x00\x12\a\n" +
 	"\x03GET\x10\x01\x12\a\n" +
@@ -1585,7 +1602,9 @@ const file_deltadb_proto_rawDesc = "" +
 	"\n" +
 	"\x06DELETE\x10\x03\x12\t\n" +
 	"\x05PATCH\x10\x04\x12\b\n" +
-	"\x04FIND\x10\x052\xd4\x01\n" +
+	"\x04FIND\x10\x05\x12\x0e\n" +
+	"\n" +
+	"CHECKPOINT\x10\x062\xd4\x01\n" +
 	"\n" +
 	"MainWorker\x12D\n" +
 	"\tSubscribe\x12\x19.deltadb.SubscribeRequest\x1a\x1a.deltadb.SubscribeResponse(\x01\x12B\n" +
