@@ -235,6 +235,23 @@ var durableOps = struct {
 	syncfs     func(dir string) error
 }{os.CreateTemp, (*os.File).Write, fdatasync, (*os.File).Close, os.Rename, os.Mkdir, syncDir, (*os.File).Sync, syncfs}
 
+// createTempIn creates a temp file (0600) in dir, creating dir (0700)
+// durably on the first failure only, to save a stat per write. On
+// failure it names the step that failed.
+func createTempIn(dir string) (*os.File, string, error) {
+	f, err := durableOps.createTemp(dir, tmpPrefix+"*")
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := mkdirAllDurable(dir); err != nil {
+			return nil, "mkdir", err
+		}
+		f, err = durableOps.createTemp(dir, tmpPrefix+"*")
+	}
+	if err != nil {
+		return nil, "create temp", err
+	}
+	return f, "", nil
+}
+
 // writeDurable is the one durable-write sequence of the store. It returns
 // once data is at path and survives a crash; on failure it names the step
 // that failed and leaves no temp file behind.
@@ -245,15 +262,9 @@ func writeDurable(path string, data []byte) (step string, err error) {
 	//    stays within one filesystem and one directory. CreateTemp picks a
 	//    unique name and creates the file 0600. A missing directory is
 	//    created (0700) on the first failure only, to save a stat per write.
-	f, err := ops.createTemp(dir, tmpPrefix+"*")
-	if errors.Is(err, fs.ErrNotExist) {
-		if err := mkdirAllDurable(dir); err != nil {
-			return "mkdir", err
-		}
-		f, err = ops.createTemp(dir, tmpPrefix+"*")
-	}
+	f, step, err := createTempIn(dir)
 	if err != nil {
-		return "create temp", err
+		return step, err
 	}
 	// 2. On any later failure close and remove the temp file.
 	closed := false

@@ -23,6 +23,8 @@ package main
 //	_meta/jobs/<job id>.json        a key job's record (jobs.go)
 //	_meta/indexes/<db>.json         a database's index definitions: names
 //	                                and field paths, never a value (index.go)
+//	_wal/<worker id>/<gen>-<seq>.wal a worker's write-ahead log, filesystem
+//	                                backend only (wal.go, walwriter.go)
 
 import (
 	"encoding/hex"

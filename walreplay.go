@@ -297,16 +297,9 @@ func writeRecord(st *fsStore, rec *walRecord) error {
 // the log.
 func writeVisible(path string, data []byte) (step string, err error) {
 	ops := &durableOps
-	dir := filepath.Dir(path)
-	f, err := ops.createTemp(dir, tmpPrefix+"*")
-	if errors.Is(err, fs.ErrNotExist) {
-		if err := mkdirAllDurable(dir); err != nil {
-			return "mkdir", err
-		}
-		f, err = ops.createTemp(dir, tmpPrefix+"*")
-	}
+	f, step, err := createTempIn(filepath.Dir(path))
 	if err != nil {
-		return "create temp", err
+		return step, err
 	}
 	if _, err = ops.write(f, data); err != nil {
 		f.Close()
