@@ -83,6 +83,12 @@ func (b budgets) validation() time.Duration {
 	return cmp.Or(b.validationTimeout, defaultValidationTimeout)
 }
 
+// storedObject is the largest object the filesystem store reads
+// (fsstore.go): twice the document budget, room for any object a write
+// within the budgets stores, and never less than defaultMaxObject, so that
+// lowering a budget leaves what is stored readable.
+func (b budgets) storedObject() int64 { return max(defaultMaxObject, 2*b.document()) }
+
 // checkJSONText refuses what of a JSON text (a body, a document or a
 // schema) must never be decoded: bytes that are not UTF-8 (400; the
 // decoders would silently replace them, or store them verbatim) and

@@ -143,6 +143,8 @@
 //	store.go       the storage interface; segments of long names, shared
 //	               by both backends
 //	fsstore.go     the filesystem backend
+//	beneath.go     opening paths under its root without following a
+//	               symbolic link (openat2, or a component walk)
 //	s3store.go     the S3 backend
 //	sigv4.go       AWS Signature V4 for the S3 backend
 package main
@@ -292,5 +294,5 @@ func openStore(ctx context.Context, cfg config) (store, error) {
 		}
 		return st, nil
 	}
-	return newFSStore(cfg.sharedFS)
+	return newFSStoreLimit(cfg.sharedFS, cfg.budgets().storedObject())
 }
