@@ -518,3 +518,132 @@ func TestBudgetsOverGRPC(t *testing.T) {
 		t.Errorf("GET g/k after the refused writes = %.80s, %v; want it unchanged", resp.GetResult(), err)
 	}
 }
+
+// refChainSchema is the finding's $ref chain of issue 27 item 4: links
+// definitions d_i = {"properties":{"a":{"$ref":"#/$defs/d_{i-1}"}}}
+// under $defs (not a keyword of draft-07, the default), the root a $ref
+// to the last.
+func refChainSchema(links int) []byte {
+	var b strings.Builder
+	b.WriteString(`{"$defs":{"d_0":{"type":"string"}`)
+	for i := 1; i < links; i++ {
+		fmt.Fprintf(&b, `,"d_%d":{"properties":{"a":{"$ref":"#/$defs/d_%d"}}}`, i, i-1)
+	}
+	fmt.Fprintf(&b, `},"$ref":"#/$defs/d_%d"}`, links-1)
+	return []byte(b.String())
+}
+
+// wideSchema is a schema of n properties, each {} (no $ref at all): the
+// compiler's work grows with the square of n.
+func wideSchema(n int) []byte {
+	var b strings.Builder
+	b.WriteString(`{"properties":{`)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `"p%d":{}`, i)
+	}
+	b.WriteString(`}}`)
+	return []byte(b.String())
+}
+
+// TestSchemaRefChain is the probe of issue 27 item 4: a chain of 4,000
+// $refs cost 3.2 s of server time at PUT /schema, 8,000 links 14-18 s and
+// 18,500 links (1 MB) 135 s, and the schema was stored. Now each is
+// refused with 413 from the decoded document, before compiling, and
+// nothing is stored; so are 1,500 links (few nodes, but too many $ref
+// targets for them) and 40,000 properties without any $ref. A chain of
+// 500 links is still a schema.
+func TestSchemaRefChain(t *testing.T) {
+	s := newLocalREST(t)
+	s.maxBody = 2 << 20
+	for _, c := range []struct {
+		name string
+		body []byte
+		want string // "" for accepted
+	}{
+		{"4000 links", refChainSchema(4000), "objects and booleans (subschemas), more than the limit of 10000"},
+		{"8000 links", refChainSchema(8000), "more than the limit of 10000"},
+		{"18500 links", refChainSchema(18500), "more than the limit of 10000"},
+		{"1500 links", refChainSchema(1500), "distinct $ref targets among"},
+		{"40000 properties", wideSchema(40000), "more than the limit of 10000"},
+		{"500 links", refChainSchema(500), ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			start := time.Now()
+			rec := serve(s, "PUT", "/schema/chain.v1", string(c.body))
+			took := time.Since(start)
+			t.Logf("%s (%d KB): %d in %v", c.name, len(c.body)>>10, rec.Code, took.Round(time.Millisecond))
+			stored := serve(s, "GET", "/schema/chain.v1", "").Code == 200
+			serve(s, "DELETE", "/schema/chain.v1", "")
+			if c.want == "" {
+				if rec.Code != 200 || !stored {
+					t.Errorf("PUT = %d %s, want 200 and stored", rec.Code, rec.Body)
+				}
+				return
+			}
+			if rec.Code != http.StatusRequestEntityTooLarge || !strings.Contains(rec.Body.String(), c.want) {
+				t.Errorf("PUT = %d %s, want 413 containing %q", rec.Code, rec.Body, c.want)
+			}
+			if stored {
+				t.Error("the refused schema was stored")
+			}
+			if took > time.Second {
+				t.Errorf("the refusal took %v, want under 1 s", took)
+			}
+		})
+	}
+}
+
+// TestSchemaCompileStopsWithRequest: a schema within the bounds that still
+// takes long to compile (9,000 properties) stops compiling when its
+// request ends, and at the time budget; neither stores it.
+func TestSchemaCompileStopsWithRequest(t *testing.T) {
+	body := wideSchema(9000)
+	st := newMemStore()
+	r := newSchemaRegistry(st, budgets{})
+	start := time.Now()
+	if err := r.Put(t.Context(), "full.v1", body); err != nil {
+		t.Fatalf("Put(9,000 properties) = %v", err)
+	}
+	full := time.Since(start)
+	t.Logf("9,000 properties compile in %v", full.Round(time.Millisecond))
+
+	ctx, cancel := context.WithTimeout(t.Context(), full/10)
+	defer cancel()
+	start = time.Now()
+	err := r.Put(ctx, "gone.v1", body)
+	took := time.Since(start)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Put with a request that ends after %v = %v, want its context's error", full/10, err)
+	}
+	if took > full/10+full/4 {
+		t.Errorf("Put went on for %v after its request ended at %v", took, full/10)
+	}
+	if _, err := st.Get(t.Context(), schemaObjectKey("gone.v1")); !errors.Is(err, errNotFound) {
+		t.Errorf("the schema of an ended request was stored: %v", err)
+	}
+
+	r.compileTimeout = time.Millisecond
+	err = r.Put(t.Context(), "slow.v1", body)
+	if !errors.Is(err, errTooLarge) || !strings.Contains(err.Error(), "takes longer than the limit of 1ms to compile") {
+		t.Errorf("Put over the compile time budget = %v, want 413 naming it", err)
+	}
+	if _, err := st.Get(t.Context(), schemaObjectKey("slow.v1")); !errors.Is(err, errNotFound) {
+		t.Errorf("the schema over the time budget was stored: %v", err)
+	}
+	// A stored template over the time budget is not cached as damaged: it
+	// compiles on its next use once there is time.
+	if err := r.Validate(t.Context(), "full.v1", []byte(`{}`)); err != nil {
+		t.Fatalf("Validate against the stored template = %v", err)
+	}
+	r.forget("full.v1")
+	if err := r.Validate(t.Context(), "full.v1", []byte(`{}`)); !errors.Is(err, errTooLarge) {
+		t.Errorf("Validate with 1 ms to compile = %v, want 413", err)
+	}
+	r.compileTimeout = time.Minute // the abandoned compilations above may still hold the CPU
+	if err := r.Validate(t.Context(), "full.v1", []byte(`{"p1":1}`)); err != nil {
+		t.Errorf("Validate once there is time again = %v, want nil", err)
+	}
+}

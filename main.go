@@ -39,7 +39,8 @@
 //	               apart from the cause that is logged
 //	budget.go      the request budgets (document size, patch operations,
 //	               keys per PUT, JSON nesting, validation time, $ref
-//	               expansion of schemas) and the UTF-8 check of bodies
+//	               expansion and compile cost of schemas) and the UTF-8
+//	               check of bodies
 //	requestid.go   the request ID in the context; random ID prefixes
 //	rest.go        the REST server: route table, middleware (request ID,
 //	               authentication, authorization), writeError,
