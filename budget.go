@@ -91,23 +91,29 @@ func (b budgets) validation() time.Duration {
 func (b budgets) storedObject() int64 { return max(defaultMaxObject, 2*b.document()) }
 
 // checkJSONText refuses what of a JSON text (a body, a document or a
-// schema) must never be decoded: bytes that are not UTF-8 (400; the
-// decoders would silently replace them, or store them verbatim) and
-// nesting deeper than maxDepth (413; the decoders recurse, and a schema
-// compiles in time quadratic in its depth). It scans the bytes once,
-// without decoding; malformed JSON is left to the decoder.
+// schema) must never be decoded: bytes that are not UTF-8 and \u escapes
+// of a UTF-16 surrogate without its pair (400; the decoders would silently
+// replace them with U+FFFD, or store them verbatim), and nesting deeper
+// than maxDepth (413; the decoders recurse, and a schema compiles in time
+// quadratic in its depth). It scans the bytes once, without decoding;
+// malformed JSON is left to the decoder.
 func checkJSONText(what string, b []byte, maxDepth int) error {
 	if !utf8.Valid(b) {
 		return reqErrorf(errInvalid, "%s is not valid UTF-8", what)
 	}
-	depth, inString, escaped := 0, false, false
-	for _, c := range b {
+	depth, inString := 0, false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
 		switch {
-		case escaped:
-			escaped = false
+		case inString && c == '\\':
+			n, lone := escapeLen(b[i:])
+			if lone {
+				return reqErrorf(errInvalid, "%s holds the escape %s, half of a UTF-16 surrogate pair without the other half: not a Unicode character",
+					what, b[i:i+6])
+			}
+			i += n - 1
 		case inString:
 			inString = c != '"'
-			escaped = c == '\\'
 		case c == '"':
 			inString = true
 		case c == '[' || c == '{':
@@ -119,6 +125,47 @@ func checkJSONText(what string, b []byte, maxDepth int) error {
 		}
 	}
 	return nil
+}
+
+// escapeLen returns the length of the escape at the start of b (which
+// starts with a backslash): 2, or 6 for \uXXXX, or 12 for a surrogate pair
+// \uD8XX\uDCXX; lone is true for a \u escape of a surrogate not paired
+// that way. A malformed escape counts 2, left to the decoder to refuse.
+func escapeLen(b []byte) (n int, lone bool) {
+	r, ok := hexEscape(b)
+	switch {
+	case !ok:
+		return 2, false
+	case r >= 0xdc00 && r <= 0xdfff:
+		return 6, true
+	case r < 0xd800 || r > 0xdbff:
+		return 6, false
+	}
+	if low, ok := hexEscape(b[6:]); ok && low >= 0xdc00 && low <= 0xdfff {
+		return 12, false
+	}
+	return 6, true
+}
+
+// hexEscape decodes the \uXXXX escape at the start of b.
+func hexEscape(b []byte) (rune, bool) {
+	if len(b) < 6 || b[0] != '\\' || b[1] != 'u' {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[2:6] {
+		switch {
+		case c >= '0' && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case c >= 'a' && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
 }
 
 // checkDocumentSize refuses a document over the document budget.

@@ -647,3 +647,74 @@ func TestSchemaCompileStopsWithRequest(t *testing.T) {
 		t.Errorf("Validate once there is time again = %v, want nil", err)
 	}
 }
+
+// TestLoneSurrogateRefused is the probe of issue 27 item 6: the escape
+// "\ud800" (half of a UTF-16 surrogate pair) was accepted and later
+// rewritten to U+FFFD. Now it is refused with 400, like invalid UTF-8,
+// wherever a body is decoded (REST and gRPC), and nothing is stored; a
+// whole pair and an escaped backslash before "ud800" are still text.
+func TestLoneSurrogateRefused(t *testing.T) {
+	ts := newAuthTestServer(t, authConfig{maxFailures: 1 << 30})
+	ts.mustDo(t, "PUT", "/entity/u", testAdminKey, `{"k":{"a":"ok"}}`, 200)
+	cases := []struct{ method, path, ct, body string }{
+		{"PUT", "/entity/u", "", `{"k":{"a":"\ud800"}}`},
+		{"PUT", "/entity/u", "", `{"k":{"a":"\uDC00 trailing half"}}`},
+		{"PUT", "/entity/u", "", `{"k":{"a":"\ud800\u0041"}}`},
+		{"PUT", "/entity/u", "", `{"k":{"a":"x\udbff"}}`},
+		{"PUT", "/entity/u", "", `{"k\ud800":{}}`},
+		{"PATCH", "/entity/u?key=k", mergePatchType, `{"a":"\ud800"}`},
+		{"PATCH", "/entity/u?key=k", jsonPatchType, `[{"op":"add","path":"/a","value":"\ud800"}]`},
+		{"PUT", "/schema/u.v1", "", `{"title":"\ud800"}`},
+		{"PUT", "/api/databases/u", "", `{"schema":"\ud800"}`},
+		{"POST", "/api/keys", "", `{"name":"\ud800","permissions":["read"]}`},
+	}
+	for _, tc := range cases {
+		rec := ts.doWith(tc.method, tc.path, testAdminKey, tc.body, tc.ct)
+		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "surrogate pair without the other half") {
+			t.Errorf("%s %s %s = %d %s, want 400 about the lone surrogate", tc.method, tc.path, tc.body, rec.Code, rec.Body)
+		}
+	}
+	if got := ts.mustDo(t, "GET", "/entity/u?key=k", testAdminKey, "", 200); string(got) != `{"a":"ok"}` {
+		t.Errorf("GET u/k = %s, want it unchanged", got)
+	}
+	ts.mustDo(t, "GET", "/schema/u.v1", "", "", 404)
+	ts.mustDo(t, "PUT", "/entity/u", testAdminKey, `{"pair":"\ud83d\ude00","slash":"\\ud800"}`, 200)
+	for key, want := range map[string]string{"pair": "😀", "slash": `\ud800`} {
+		var got string
+		raw := ts.mustDo(t, "GET", "/entity/u?key="+key, testAdminKey, "", 200)
+		if err := json.Unmarshal(raw, &got); err != nil || got != want {
+			t.Errorf("GET u/%s = %s (%q, %v), want %q", key, raw, got, err, want)
+		}
+	}
+
+	client := pb.NewMainWorkerClient(dial(t, serveTestMain(t, 4<<20, ts.st, ts.auth).addr))
+	for _, op := range []string{"PUT", "PATCH"} {
+		_, err := client.Process(t.Context(), clientProcess(op, "u", "k", testAdminKey, []byte(`{"a":"\ud800"}`)))
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "surrogate pair without the other half") {
+			t.Errorf("Process %s with a lone surrogate = %v, want InvalidArgument about it", op, err)
+		}
+	}
+}
+
+// FuzzCheckJSONText: whatever checkJSONText lets through decodes without
+// a character being replaced: U+FFFD comes out of encoding/json only where
+// the text had it (as UTF-8 or as an escape).
+func FuzzCheckJSONText(f *testing.F) {
+	for _, s := range []string{`"\ud800"`, `"\ud83d\ude00"`, `"\\ud800"`, `["\udc00"]`, `{"\ud800\u0041":1}`, `"\uD800\uDBFF"`, `"a\u00e9"`, `"\ufffd"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if checkJSONText("body", b, 64) != nil {
+			return
+		}
+		var v any
+		if json.Unmarshal(b, &v) != nil {
+			return
+		}
+		out, _ := json.Marshal(v)
+		had := bytes.Contains(b, []byte("\uFFFD")) || bytes.Contains(bytes.ToLower(b), []byte(`\ufffd`))
+		if bytes.Contains(out, []byte("\uFFFD")) && !had {
+			t.Errorf("checkJSONText accepted %q, which decodes with U+FFFD in it", b)
+		}
+	})
+}
