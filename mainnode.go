@@ -279,7 +279,7 @@ func (n *mainNode) start() error {
 	})
 	if n.cfg.opsAddr != "" {
 		// Health and readiness on the ops listener are the REST port's.
-		stop, err := serveOps(n.cfg.opsAddr, newOpsMux(n.rest, n.reg, n.cfg.pprof), n.log)
+		stop, err := serveOps(n.cfg.opsAddr, newOpsMux(n.rest, n.reg, n.cfg), n.log)
 		if err != nil {
 			return err
 		}

@@ -127,7 +127,7 @@ func (n *procNode) start() error {
 	}()
 	n.log.Info("worker listening", attrWorker, n.w.id, attrAddr, n.ln.Addr().String())
 	if n.cfg.opsAddr != "" {
-		stop, err := serveOps(n.cfg.opsAddr, newOpsMux(n.health, n.reg, n.cfg.pprof), n.log)
+		stop, err := serveOps(n.cfg.opsAddr, newOpsMux(n.health, n.reg, n.cfg), n.log)
 		if err != nil {
 			return err
 		}
