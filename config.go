@@ -64,6 +64,9 @@ type config struct {
 	clientTTL time.Duration
 	// grpcMaxRecv is the largest gRPC message accepted, bytes.
 	grpcMaxRecv int
+	// grpcMaxIdle is how long a gRPC connection with no call in flight
+	// stays open (grpcKeepalive).
+	grpcMaxIdle time.Duration
 	// restMaxBody is the largest REST request body, bytes; larger is 413.
 	restMaxBody int64
 	// maxDocument is the largest stored document, bytes; 0 is restMaxBody.
@@ -167,6 +170,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.workerTTL, "worker-ttl", time.Hour, "worker token lifetime")
 	fs.DurationVar(&c.clientTTL, "client-ttl", 24*time.Hour, "session token lifetime")
 	fs.IntVar(&c.grpcMaxRecv, "grpc-max-recv-msg-size", 4194304, "largest gRPC message accepted, bytes")
+	fs.DurationVar(&c.grpcMaxIdle, "grpc-max-connection-idle", defaultGRPCMaxIdle, "close a gRPC connection with no call in flight for this long (clients reconnect)")
 	fs.Int64Var(&c.restMaxBody, "rest-max-body-size", 1048576, "largest REST request body, bytes")
 	fs.Int64Var(&c.maxDocument, "max-document-size", 0, "largest stored document, bytes, also the result of a PATCH (0 = -rest-max-body-size)")
 	fs.IntVar(&c.maxPatchOps, "max-patch-ops", defaultMaxPatchOps, "most operations of one JSON Patch")
@@ -324,6 +328,8 @@ func (c *config) check() error {
 		return fmt.Errorf("-role: unknown role %q (want all, main, proc, bench, backup, restore or verify)", c.role)
 	case c.grpcMaxRecv <= 0:
 		return fmt.Errorf("-grpc-max-recv-msg-size: must be positive, got %d", c.grpcMaxRecv)
+	case c.grpcMaxIdle <= 0:
+		return fmt.Errorf("-grpc-max-connection-idle: must be positive, got %v", c.grpcMaxIdle)
 	case c.restMaxBody <= 0:
 		return fmt.Errorf("-rest-max-body-size: must be positive, got %d", c.restMaxBody)
 	case c.maxDocument < 0:
