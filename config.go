@@ -142,6 +142,9 @@ type oidcFlags struct {
 	skew time.Duration
 	// required stops the start when the issuer cannot be reached.
 	required bool
+	// allowHTTP accepts a plain-http issuer (and jwks_uri) beyond
+	// loopback.
+	allowHTTP bool
 }
 
 // s3Flags are the -s3-* flags; endpoint "" means filesystem storage.
@@ -208,6 +211,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	roleMap := fs.String("oidc-role-map", "", "claim values to permissions, e.g. ddb-reader=read,ddb-writer=read+write,ddb-admin=admin (default: read, write, admin as themselves)")
 	fs.DurationVar(&c.oidc.skew, "oidc-clock-skew", 30*time.Second, "clock difference tolerated on the exp, nbf and iat of OIDC tokens")
 	fs.BoolVar(&c.oidc.required, "oidc-required", false, "refuse to start when the OpenID provider cannot be reached")
+	fs.BoolVar(&c.oidc.allowHTTP, "oidc-allow-http", false, "accept a plain-http -oidc-issuer (and jwks_uri) beyond loopback: only on a network no one else can touch")
 	if err := parseArgs(fs, args, stderr); err != nil {
 		return c, err
 	}
@@ -389,12 +393,12 @@ func (c *config) check() error {
 // check rejects -oidc-* values that make no sense together.
 func (o *oidcFlags) check() error {
 	switch {
-	case o.issuer == "" && (o.audience != "" || o.required):
-		return errors.New("-oidc-issuer: -oidc-audience and -oidc-required need -oidc-issuer")
+	case o.issuer == "" && (o.audience != "" || o.required || o.allowHTTP):
+		return errors.New("-oidc-issuer: -oidc-audience, -oidc-required and -oidc-allow-http need -oidc-issuer")
 	case o.issuer == "":
 		return nil
-	case !strings.HasPrefix(o.issuer, "https://") && !strings.HasPrefix(o.issuer, "http://"):
-		return fmt.Errorf("-oidc-issuer: %q is not an http(s) URL", o.issuer)
+	case checkOIDCURL(o.issuer, o.allowHTTP) != nil:
+		return fmt.Errorf("-oidc-issuer: %w", checkOIDCURL(o.issuer, o.allowHTTP))
 	case o.audience == "":
 		return errors.New("-oidc-audience: required with -oidc-issuer (the aud your provider puts in DeltaDatabase's tokens)")
 	case o.permsClaim == "":

@@ -447,7 +447,7 @@ func startOIDC(ctx context.Context, f oidcFlags, log *slog.Logger) (*oidcVerifie
 		return nil, nil
 	}
 	v := newOIDCVerifier(oidcConfig{issuer: f.issuer, audience: f.audience, permsClaim: f.permsClaim,
-		dbsClaim: f.dbsClaim, roleMap: f.roleMap, skew: f.skew})
+		dbsClaim: f.dbsClaim, roleMap: f.roleMap, skew: f.skew, allowHTTP: f.allowHTTP})
 	if err := v.start(ctx); err != nil {
 		if f.required {
 			return nil, fmt.Errorf("-oidc-issuer: %w", err)
