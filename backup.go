@@ -173,22 +173,11 @@ func backup(ctx context.Context, t toolFlags, st store, stdout, stderr io.Writer
 // check must match it (backup): an archive under the wrong key could not
 // be restored with the right one.
 func archiveKeyOf(ctx context.Context, cfg config, st store) ([]byte, error) {
-	master, err := configuredMasterKey(cfg)
+	master, err := toolMasterKey(ctx, cfg, st, ": archives are authenticated under a key derived from it")
 	if err != nil {
 		return nil, err
 	}
-	if master == nil {
-		return nil, fmt.Errorf("-master-key: %s needs the storage's master key (-master-key-file, MASTER_KEY or -master-key): "+
-			"archives are authenticated under a key derived from it", cfg.role)
-	}
 	defer zero(master)
-	if _, err := st.Get(ctx, keyCheckObject); err == nil {
-		if err := checkMasterKey(ctx, st, master, cfg.keyID); err != nil {
-			return nil, err
-		}
-	} else if !errors.Is(err, errNotFound) {
-		return nil, fmt.Errorf("read key check: %w", err)
-	}
 	return deriveArchiveKey(master)
 }
 

@@ -404,37 +404,48 @@ func TestJSONSizeIsEncodedLength(t *testing.T) {
 	}
 }
 
-// TestInvalidUTF8: invalid UTF-8 inside JSON strings is refused with 400
-// wherever a document, a key or a schema arrives, and nothing is stored.
-func TestInvalidUTF8(t *testing.T) {
+// bodyCase is one request whose body a test expects refused.
+type bodyCase struct{ method, path, ct, body string }
+
+// checkTextRefused sends each case with the admin key over REST to a
+// server holding u/k = {"a":"ok"}, and payload as a gRPC PUT and PATCH of
+// u/k; each must be refused with 400 (INVALID_ARGUMENT) and a sentence
+// containing want, and neither u/k nor the schema u.v1 may change.
+func checkTextRefused(t *testing.T, cases []bodyCase, payload []byte, want string) *authTestServer {
+	t.Helper()
 	ts := newAuthTestServer(t, authConfig{maxFailures: 1 << 30})
 	ts.mustDo(t, "PUT", "/entity/u", testAdminKey, `{"k":{"a":"ok"}}`, 200)
-	cases := []struct{ method, path, ct, body string }{
-		{"PUT", "/entity/u", "", "{\"k\":{\"a\":\"\xff\"}}"},
-		{"PUT", "/entity/u", "", "{\"k\xc3\":{}}"},
-		{"PATCH", "/entity/u?key=k", mergePatchType, "{\"a\":\"\xfe\xff\"}"},
-		{"PATCH", "/entity/u?key=k", jsonPatchType, "[{\"op\":\"add\",\"path\":\"/a\",\"value\":\"\xed\xa0\x80\"}]"},
-		{"PUT", "/schema/u.v1", "", "{\"title\":\"\xff\"}"},
-		{"PUT", "/api/databases/u", "", "{\"schema\":\"\xff\"}"},
-	}
 	for _, tc := range cases {
 		rec := ts.doWith(tc.method, tc.path, testAdminKey, tc.body, tc.ct)
-		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "not valid UTF-8") {
-			t.Errorf("%s %s %q = %d %s, want 400 about UTF-8", tc.method, tc.path, tc.body, rec.Code, rec.Body)
+		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("%s %s %q = %d %s, want 400 containing %q", tc.method, tc.path, tc.body, rec.Code, rec.Body, want)
 		}
 	}
 	if got := ts.mustDo(t, "GET", "/entity/u?key=k", testAdminKey, "", 200); string(got) != `{"a":"ok"}` {
 		t.Errorf("GET u/k = %s, want it unchanged", got)
 	}
 	ts.mustDo(t, "GET", "/schema/u.v1", "", "", 404)
-
 	client := pb.NewMainWorkerClient(dial(t, serveTestMain(t, 4<<20, ts.st, ts.auth).addr))
 	for _, op := range []string{"PUT", "PATCH"} {
-		_, err := client.Process(t.Context(), clientProcess(op, "u", "k", testAdminKey, []byte("{\"a\":\"\xff\"}")))
-		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "not valid UTF-8") {
-			t.Errorf("Process %s with invalid UTF-8 = %v, want InvalidArgument about UTF-8", op, err)
+		_, err := client.Process(t.Context(), clientProcess(op, "u", "k", testAdminKey, payload))
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), want) {
+			t.Errorf("Process %s %q = %v, want InvalidArgument containing %q", op, payload, err, want)
 		}
 	}
+	return ts
+}
+
+// TestInvalidUTF8: invalid UTF-8 inside JSON strings is refused with 400
+// wherever a document, a key or a schema arrives, and nothing is stored.
+func TestInvalidUTF8(t *testing.T) {
+	checkTextRefused(t, []bodyCase{
+		{"PUT", "/entity/u", "", "{\"k\":{\"a\":\"\xff\"}}"},
+		{"PUT", "/entity/u", "", "{\"k\xc3\":{}}"},
+		{"PATCH", "/entity/u?key=k", mergePatchType, "{\"a\":\"\xfe\xff\"}"},
+		{"PATCH", "/entity/u?key=k", jsonPatchType, "[{\"op\":\"add\",\"path\":\"/a\",\"value\":\"\xed\xa0\x80\"}]"},
+		{"PUT", "/schema/u.v1", "", "{\"title\":\"\xff\"}"},
+		{"PUT", "/api/databases/u", "", "{\"schema\":\"\xff\"}"},
+	}, []byte("{\"a\":\"\xff\"}"), "not valid UTF-8")
 }
 
 // TestWriteOnlyPatchOverGRPC: like REST, Process answers a PATCH without
@@ -654,9 +665,7 @@ func TestSchemaCompileStopsWithRequest(t *testing.T) {
 // wherever a body is decoded (REST and gRPC), and nothing is stored; a
 // whole pair and an escaped backslash before "ud800" are still text.
 func TestLoneSurrogateRefused(t *testing.T) {
-	ts := newAuthTestServer(t, authConfig{maxFailures: 1 << 30})
-	ts.mustDo(t, "PUT", "/entity/u", testAdminKey, `{"k":{"a":"ok"}}`, 200)
-	cases := []struct{ method, path, ct, body string }{
+	ts := checkTextRefused(t, []bodyCase{
 		{"PUT", "/entity/u", "", `{"k":{"a":"\ud800"}}`},
 		{"PUT", "/entity/u", "", `{"k":{"a":"\uDC00 trailing half"}}`},
 		{"PUT", "/entity/u", "", `{"k":{"a":"\ud800\u0041"}}`},
@@ -667,17 +676,7 @@ func TestLoneSurrogateRefused(t *testing.T) {
 		{"PUT", "/schema/u.v1", "", `{"title":"\ud800"}`},
 		{"PUT", "/api/databases/u", "", `{"schema":"\ud800"}`},
 		{"POST", "/api/keys", "", `{"name":"\ud800","permissions":["read"]}`},
-	}
-	for _, tc := range cases {
-		rec := ts.doWith(tc.method, tc.path, testAdminKey, tc.body, tc.ct)
-		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "surrogate pair without the other half") {
-			t.Errorf("%s %s %s = %d %s, want 400 about the lone surrogate", tc.method, tc.path, tc.body, rec.Code, rec.Body)
-		}
-	}
-	if got := ts.mustDo(t, "GET", "/entity/u?key=k", testAdminKey, "", 200); string(got) != `{"a":"ok"}` {
-		t.Errorf("GET u/k = %s, want it unchanged", got)
-	}
-	ts.mustDo(t, "GET", "/schema/u.v1", "", "", 404)
+	}, []byte(`{"a":"\ud800"}`), "surrogate pair without the other half")
 	ts.mustDo(t, "PUT", "/entity/u", testAdminKey, `{"pair":"\ud83d\ude00","slash":"\\ud800"}`, 200)
 	for key, want := range map[string]string{"pair": "😀", "slash": `\ud800`} {
 		var got string
@@ -687,13 +686,6 @@ func TestLoneSurrogateRefused(t *testing.T) {
 		}
 	}
 
-	client := pb.NewMainWorkerClient(dial(t, serveTestMain(t, 4<<20, ts.st, ts.auth).addr))
-	for _, op := range []string{"PUT", "PATCH"} {
-		_, err := client.Process(t.Context(), clientProcess(op, "u", "k", testAdminKey, []byte(`{"a":"\ud800"}`)))
-		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "surrogate pair without the other half") {
-			t.Errorf("Process %s with a lone surrogate = %v, want InvalidArgument about it", op, err)
-		}
-	}
 }
 
 // FuzzCheckJSONText: whatever checkJSONText lets through decodes without
