@@ -654,13 +654,14 @@ func TestOIDCRefusesRedirectToAnotherOrigin(t *testing.T) {
 			// The other origin answers as the issuer would, naming it,
 			// but with keys of its own.
 			evil := http.NewServeMux()
+			var evilSrv *httptest.Server
 			evil.HandleFunc("GET "+discovery, func(w http.ResponseWriter, r *http.Request) {
-				json.NewEncoder(w).Encode(map[string]string{"issuer": base, "jwks_uri": base + "/jwks"})
+				json.NewEncoder(w).Encode(map[string]string{"issuer": base, "jwks_uri": evilSrv.URL + "/jwks"})
 			})
 			evil.HandleFunc("GET /jwks", func(w http.ResponseWriter, r *http.Request) {
 				json.NewEncoder(w).Encode(map[string]any{"keys": []map[string]any{k["es"].jwk()}})
 			})
-			evilSrv := httptest.NewServer(evil)
+			evilSrv = httptest.NewServer(evil)
 			defer evilSrv.Close()
 			mux := http.NewServeMux()
 			if c.path != discovery {
