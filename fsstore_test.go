@@ -712,3 +712,23 @@ func TestDurableWriteFaultsReachClient(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkFSStoreGet1K reads 1 KiB entity objects at random out of 1,000:
+// the path of a cache miss (every open is resolved beneath the root, see
+// beneath.go).
+func BenchmarkFSStoreGet1K(b *testing.B) {
+	st := newTestFSStore(b)
+	data := make([]byte, 1024)
+	for i := range 1000 {
+		if err := st.Put(b.Context(), entityObjectKey("db", fmt.Sprint(i)), data); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.SetBytes(int64(len(data)))
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		if _, err := st.Get(b.Context(), entityObjectKey("db", fmt.Sprint(i*7919%1000))); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
