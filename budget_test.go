@@ -637,30 +637,38 @@ func TestSchemaCompileStopsWithRequest(t *testing.T) {
 	st := newMemStore()
 	r := newSchemaRegistry(st, budgets{})
 	r.compileTimeout = time.Minute // the race detector makes it slow
-	start := time.Now()
-	if err := r.Put(t.Context(), "full.v1", body); err != nil {
-		t.Fatalf("Put(5,000 properties) = %v", err)
+	// Wall times swing with the machine's load, and decoding before the
+	// compiler starts cannot be cut short: a request ending after a tenth
+	// of a whole compilation must see Put return within a third of it in
+	// one of three tries (run to its end, as before, it never does).
+	var stopped bool
+	for try := 1; try <= 3 && !stopped; try++ {
+		start := time.Now()
+		if err := r.Put(t.Context(), "full.v1", body); err != nil {
+			t.Fatalf("Put(5,000 properties) = %v", err)
+		}
+		full := time.Since(start)
+		ctx, cancel := context.WithTimeout(t.Context(), full/10)
+		start = time.Now()
+		err := r.Put(ctx, "gone.v1", body)
+		took := time.Since(start)
+		cancel()
+		t.Logf("try %d: 5,000 properties compile in %v; with the request ending after %v, Put returned after %v",
+			try, full.Round(time.Millisecond), (full / 10).Round(time.Millisecond), took.Round(time.Millisecond))
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Put with a request that ends after %v = %v, want its context's error", full/10, err)
+		}
+		if _, err := st.Get(t.Context(), schemaObjectKey("gone.v1")); !errors.Is(err, errNotFound) {
+			t.Errorf("the schema of an ended request was stored: %v", err)
+		}
+		stopped = took <= full/10+full/4
 	}
-	full := time.Since(start)
-	t.Logf("5,000 properties compile in %v", full.Round(time.Millisecond))
-
-	ctx, cancel := context.WithTimeout(t.Context(), full/10)
-	defer cancel()
-	start = time.Now()
-	err := r.Put(ctx, "gone.v1", body)
-	took := time.Since(start)
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("Put with a request that ends after %v = %v, want its context's error", full/10, err)
-	}
-	if took > full/10+full/4 {
-		t.Errorf("Put went on for %v after its request ended at %v", took, full/10)
-	}
-	if _, err := st.Get(t.Context(), schemaObjectKey("gone.v1")); !errors.Is(err, errNotFound) {
-		t.Errorf("the schema of an ended request was stored: %v", err)
+	if !stopped {
+		t.Error("Put went on compiling after its request ended, in each of three tries")
 	}
 
 	r.compileTimeout = time.Millisecond
-	err = r.Put(t.Context(), "slow.v1", body)
+	err := r.Put(t.Context(), "slow.v1", body)
 	if !errors.Is(err, errTooLarge) || !strings.Contains(err.Error(), "takes longer than the limit of 1ms to compile") {
 		t.Errorf("Put over the compile time budget = %v, want 413 naming it", err)
 	}
