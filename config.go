@@ -64,6 +64,9 @@ type config struct {
 	clientTTL time.Duration
 	// grpcMaxRecv is the largest gRPC message accepted, bytes.
 	grpcMaxRecv int
+	// grpcMaxIdle is how long a gRPC connection with no call in flight
+	// stays open (grpcKeepalive).
+	grpcMaxIdle time.Duration
 	// restMaxBody is the largest REST request body, bytes; larger is 413.
 	restMaxBody int64
 	// maxDocument is the largest stored document, bytes; 0 is restMaxBody.
@@ -153,6 +156,9 @@ type oidcFlags struct {
 	skew time.Duration
 	// required stops the start when the issuer cannot be reached.
 	required bool
+	// allowHTTP accepts a plain-http issuer (and jwks_uri) beyond
+	// loopback.
+	allowHTTP bool
 }
 
 // s3Flags are the -s3-* flags; endpoint "" means filesystem storage.
@@ -181,6 +187,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.workerTTL, "worker-ttl", time.Hour, "worker token lifetime")
 	fs.DurationVar(&c.clientTTL, "client-ttl", 24*time.Hour, "session token lifetime")
 	fs.IntVar(&c.grpcMaxRecv, "grpc-max-recv-msg-size", 4194304, "largest gRPC message accepted, bytes")
+	fs.DurationVar(&c.grpcMaxIdle, "grpc-max-connection-idle", defaultGRPCMaxIdle, "close a gRPC connection with no call in flight for this long (clients reconnect)")
 	fs.Int64Var(&c.restMaxBody, "rest-max-body-size", 1048576, "largest REST request body, bytes")
 	fs.Int64Var(&c.maxDocument, "max-document-size", 0, "largest stored document, bytes, also the result of a PATCH (0 = -rest-max-body-size)")
 	fs.IntVar(&c.maxPatchOps, "max-patch-ops", defaultMaxPatchOps, "most operations of one JSON Patch")
@@ -218,6 +225,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	roleMap := fs.String("oidc-role-map", "", "claim values to permissions, e.g. ddb-reader=read,ddb-writer=read+write,ddb-admin=admin (default: read, write, admin as themselves)")
 	fs.DurationVar(&c.oidc.skew, "oidc-clock-skew", 30*time.Second, "clock difference tolerated on the exp, nbf and iat of OIDC tokens")
 	fs.BoolVar(&c.oidc.required, "oidc-required", false, "refuse to start when the OpenID provider cannot be reached")
+	fs.BoolVar(&c.oidc.allowHTTP, "oidc-allow-http", false, "accept a plain-http -oidc-issuer (and jwks_uri) beyond loopback: only on a network no one else can touch")
 	fs.BoolVar(&c.wal.on, "wal", true, "filesystem storage: acknowledge a write once a group-committed write-ahead log holds it (false: once its entity file is synced on its own)")
 	fs.Int64Var(&c.wal.checkpointBytes, "wal-checkpoint-bytes", 64<<20, "checkpoint the write-ahead log (entity files synced, log cut) once it grew by this many bytes")
 	fs.DurationVar(&c.wal.checkpointInterval, "wal-checkpoint-interval", 30*time.Second, "checkpoint the write-ahead log at least this often while it is written")
@@ -341,6 +349,8 @@ func (c *config) check() error {
 		return fmt.Errorf("-role: unknown role %q (want all, main, proc, bench, backup, restore or verify)", c.role)
 	case c.grpcMaxRecv <= 0:
 		return fmt.Errorf("-grpc-max-recv-msg-size: must be positive, got %d", c.grpcMaxRecv)
+	case c.grpcMaxIdle <= 0:
+		return fmt.Errorf("-grpc-max-connection-idle: must be positive, got %v", c.grpcMaxIdle)
 	case c.restMaxBody <= 0:
 		return fmt.Errorf("-rest-max-body-size: must be positive, got %d", c.restMaxBody)
 	case c.maxDocument < 0:
@@ -404,12 +414,12 @@ func (c *config) check() error {
 // check rejects -oidc-* values that make no sense together.
 func (o *oidcFlags) check() error {
 	switch {
-	case o.issuer == "" && (o.audience != "" || o.required):
-		return errors.New("-oidc-issuer: -oidc-audience and -oidc-required need -oidc-issuer")
+	case o.issuer == "" && (o.audience != "" || o.required || o.allowHTTP):
+		return errors.New("-oidc-issuer: -oidc-audience, -oidc-required and -oidc-allow-http need -oidc-issuer")
 	case o.issuer == "":
 		return nil
-	case !strings.HasPrefix(o.issuer, "https://") && !strings.HasPrefix(o.issuer, "http://"):
-		return fmt.Errorf("-oidc-issuer: %q is not an http(s) URL", o.issuer)
+	case checkOIDCURL(o.issuer, o.allowHTTP) != nil:
+		return fmt.Errorf("-oidc-issuer: %w", checkOIDCURL(o.issuer, o.allowHTTP))
 	case o.audience == "":
 		return errors.New("-oidc-audience: required with -oidc-issuer (the aud your provider puts in DeltaDatabase's tokens)")
 	case o.permsClaim == "":

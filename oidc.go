@@ -14,7 +14,9 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -66,6 +68,9 @@ type oidcConfig struct {
 	// refetchEvery is the least time between two fetches of the JWKS; 0:
 	// 10 s.
 	refetchEvery time.Duration
+	// allowHTTP accepts a plain-http jwks_uri beyond loopback
+	// (-oidc-allow-http; checkOIDCURL).
+	allowHTTP bool
 }
 
 // Limits of the verifier.
@@ -89,6 +94,9 @@ func newOIDCVerifier(cfg oidcConfig) *oidcVerifier {
 	if cfg.client == nil {
 		cfg.client = &http.Client{Timeout: 10 * time.Second}
 	}
+	client := *cfg.client
+	client.CheckRedirect = sameOriginRedirect
+	cfg.client = &client
 	if cfg.now == nil {
 		cfg.now = time.Now
 	}
@@ -442,10 +450,41 @@ func (v *oidcVerifier) discover(ctx context.Context) (string, error) {
 	if doc.Issuer != v.cfg.issuer {
 		return "", fmt.Errorf("oidc discovery %s: the document names issuer %q, not %q", u, doc.Issuer, v.cfg.issuer)
 	}
-	if !strings.HasPrefix(doc.JWKSURI, "https://") && !strings.HasPrefix(doc.JWKSURI, "http://") {
-		return "", fmt.Errorf("oidc discovery %s: jwks_uri %q is not an HTTP(S) URL", u, doc.JWKSURI)
+	if err := checkOIDCURL(doc.JWKSURI, v.cfg.allowHTTP); err != nil {
+		return "", fmt.Errorf("oidc discovery %s: jwks_uri: %w", u, err)
 	}
 	return doc.JWKSURI, nil
+}
+
+// checkOIDCURL refuses a URL of the provider (the issuer, its jwks_uri)
+// that is not https, except on a loopback host or with allowHTTP: the
+// keys fetched from it decide which tokens are genuine, so whoever could
+// change them on the way could forge any token.
+func checkOIDCURL(raw string, allowHTTP bool) error {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
+		return fmt.Errorf("%q is not an http(s) URL", raw)
+	case u.Scheme == "http" && !allowHTTP && !isLoopback(net.JoinHostPort(u.Hostname(), "0")):
+		return fmt.Errorf("%q is plain http: the provider's signing keys would come without TLS, so anyone on the way "+
+			"could forge tokens; use https (plain http is accepted on loopback, and elsewhere with -oidc-allow-http)", raw)
+	}
+	return nil
+}
+
+// sameOriginRedirect is the redirect policy of discovery and JWKS
+// fetches: a redirect is followed only within the origin (scheme, host and
+// port) of the URL first asked for, at most 10 times. Another origin could
+// serve keys of its own choosing.
+func sameOriginRedirect(req *http.Request, via []*http.Request) error {
+	from := via[0].URL
+	switch {
+	case len(via) >= 10:
+		return fmt.Errorf("get %s: stopped after 10 redirects", from.Redacted())
+	case req.URL.Scheme != from.Scheme || req.URL.Host != from.Host:
+		return fmt.Errorf("get %s: redirect to another origin (%s://%s) refused", from.Redacted(), req.URL.Scheme, req.URL.Host)
+	}
+	return nil
 }
 
 // get fetches u and returns its body (at most maxOIDCDocBytes) and

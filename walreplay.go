@@ -19,6 +19,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // A log directory _wal/<id> is claimed by renaming it to
@@ -74,7 +76,7 @@ func claimLogDir(ctx context.Context, root, id string, c walClaim, gen uint64) (
 	if err := os.Rename(dir, taken); err != nil {
 		return false, fmt.Errorf("claim log of worker %q: %w", id, err)
 	}
-	return true, durableOps.syncDir(filepath.Dir(dir))
+	return true, syncDir(filepath.Dir(dir))
 }
 
 // walTakenDir names a newly claimed log directory of worker id.
@@ -215,7 +217,7 @@ func applyTakenDir(ctx context.Context, root, dir string) (int, error) {
 	if err := os.RemoveAll(dir); err != nil {
 		return n, fmt.Errorf("remove applied log %s: %w", dir, err)
 	}
-	return n, durableOps.syncDir(filepath.Dir(dir))
+	return n, syncDir(filepath.Dir(dir))
 }
 
 // lastRecords returns, for each entity with records, its last one, in
@@ -240,11 +242,11 @@ func lastRecords(recs []walRecord) []*walRecord {
 // undone), a delete of a missing file is done. It reports whether it
 // wrote or removed the file.
 func applyReplayed(st *fsStore, rec *walRecord) (bool, error) {
-	p, err := st.path(entityObjectKey(rec.DB, rec.Key))
+	comps, err := physicalComponents(entityObjectKey(rec.DB, rec.Key))
 	if err != nil {
 		return false, err
 	}
-	cur, err := os.ReadFile(p)
+	cur, err := readBeneath(st.root, comps, walMaxPayload)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		if rec.Type == walDelete {
@@ -271,47 +273,69 @@ func sameVersion(a, b []byte) bool {
 
 // writeRecord makes an entity file what rec says, visibly to every
 // process at once but not durably: a put replaces the file by rename, a
-// delete unlinks it. The log holds the record durably until a checkpoint
-// has made the file durable (syncfs).
+// delete unlinks it, both in its directory opened beneath the root
+// (beneath.go). The log holds the record durably until a checkpoint has
+// made the file durable (syncfs).
 func writeRecord(st *fsStore, rec *walRecord) error {
 	key := entityObjectKey(rec.DB, rec.Key)
-	p, err := st.path(key)
+	comps, err := physicalComponents(key)
 	if err != nil {
 		return err
 	}
+	name := comps[len(comps)-1]
 	if rec.Type == walDelete {
-		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fsError("delete", key, "unlink", err)
+		dir, err := openDirBeneath(st.root, comps[:len(comps)-1])
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fsError("delete", key, "open dir", err)
+		}
+		defer dir.Close()
+		if err := unix.Unlinkat(int(dir.Fd()), name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fsError("delete", key, "unlink", &fs.PathError{Op: "unlink", Path: dir.Name() + "/" + name, Err: err})
 		}
 		return nil
 	}
-	if step, err := writeVisible(p, rec.Sealed); err != nil {
+	if step, err := writeVisible(st, comps, rec.Sealed); err != nil {
 		return fsError("put", key, step, err)
 	}
 	return nil
 }
 
-// writeVisible replaces path with data by a temp file and a rename, so
-// that readers see the old or the new bytes, never a mix, without the
-// fdatasync and directory fsync of writeDurable: durability comes from
-// the log.
-func writeVisible(path string, data []byte) (step string, err error) {
-	ops := &durableOps
-	f, step, err := createTempIn(filepath.Dir(path))
-	if err != nil {
-		return step, err
+// writeVisible replaces the object at comps with data by a temp file and
+// a rename in its directory, so that readers see the old or the new
+// bytes, never a mix, without the fdatasync and directory fsync of
+// writeDurableIn: durability comes from the log.
+func writeVisible(st *fsStore, comps []string, data []byte) (step string, err error) {
+	dirComps := comps[:len(comps)-1]
+	dir, err := openDirBeneath(st.root, dirComps)
+	if errors.Is(err, fs.ErrNotExist) {
+		if dir, err = mkdirAllBeneath(st.root, dirComps); err != nil {
+			return "mkdir", err
+		}
 	}
+	if err != nil {
+		return "open dir", err
+	}
+	defer dir.Close()
+	ops := &durableOps
+	f, err := ops.createTemp(dir)
+	if err != nil {
+		return "create temp", err
+	}
+	tmp := filepath.Base(f.Name())
 	if _, err = ops.write(f, data); err != nil {
 		f.Close()
-		os.Remove(f.Name())
+		unix.Unlinkat(int(dir.Fd()), tmp, 0)
 		return "write", err
 	}
 	if err = ops.close(f); err != nil {
-		os.Remove(f.Name())
+		unix.Unlinkat(int(dir.Fd()), tmp, 0)
 		return "close", err
 	}
-	if err = ops.rename(f.Name(), path); err != nil {
-		os.Remove(f.Name())
+	if err = ops.rename(dir, tmp, comps[len(comps)-1]); err != nil {
+		unix.Unlinkat(int(dir.Fd()), tmp, 0)
 		return "rename", err
 	}
 	return "", nil

@@ -142,7 +142,7 @@ var (
 // worker's own log; a remote worker's is applied by the main worker),
 // and starts a new generation and the background checkpoints.
 func openWAL(ctx context.Context, fs *fsStore, id string, applyOwn bool, o walOptions) (*walLog, error) {
-	if err := mkdirAllDurable(filepath.Join(fs.root, walDirName)); err != nil {
+	if err := mkdirWAL(fs.root, walDirName); err != nil {
 		return nil, fmt.Errorf("open log of worker %q: %w", id, err)
 	}
 	if _, err := claimLogDir(ctx, fs.root, id, claimDead, 0); err != nil {
@@ -188,7 +188,7 @@ type walDir struct {
 // and takes its owner lock; another live process holding it is an error.
 func openWALDir(root, id string, gen uint64) (_ *walDir, err error) {
 	path := walLogDir(root, id)
-	if err := mkdirAllDurable(path); err != nil {
+	if err := mkdirWAL(root, walDirName, id); err != nil {
 		return nil, fmt.Errorf("open log of worker %q: %w", id, err)
 	}
 	d := &walDir{path: path}
@@ -381,7 +381,7 @@ func (l *walLog) openSegment(first uint64) (_ *walSegment, err error) {
 	if err := durableOps.fdatasync(f); err != nil {
 		return nil, err
 	}
-	if err := durableOps.fsyncDir(l.dir.f); err != nil {
+	if err := durableOps.syncDir(l.dir.f); err != nil {
 		return nil, err
 	}
 	var st unix.Stat_t
@@ -679,7 +679,7 @@ func (l *walLog) cut(segs []*walSegment) error {
 		if err := os.Remove(s.path); err != nil {
 			return fmt.Errorf("checkpoint: remove %s: %w", s.path, err)
 		}
-		if err := durableOps.fsyncDir(l.dir.f); err != nil {
+		if err := durableOps.syncDir(l.dir.f); err != nil {
 			return fmt.Errorf("checkpoint: sync %s: %w", l.dir.path, err)
 		}
 		l.commitMu.Lock()
@@ -797,4 +797,14 @@ func syncfs(dir string) error {
 		return &fs.PathError{Op: "syncfs", Path: dir, Err: err}
 	}
 	return nil
+}
+
+// mkdirWAL creates the directory comps beneath root, durably, without
+// following a link (beneath.go).
+func mkdirWAL(root string, comps ...string) error {
+	d, err := mkdirAllBeneath(root, comps)
+	if err != nil {
+		return err
+	}
+	return d.Close()
 }
