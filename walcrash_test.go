@@ -396,12 +396,12 @@ func TestWALBackupDuringWrites(t *testing.T) {
 	}
 	load.mu.Unlock()
 	archive := filepath.Join(t.TempDir(), "backup.tar")
-	if _, err := runToolArgs(t, "-role=backup", "-shared-fs="+dir, "-out="+archive, "-progress=off"); err != nil {
+	if _, err := runToolArgs(t, "-role=backup", "-shared-fs="+dir, "-out="+archive, "-master-key="+testMasterKey, "-progress=off"); err != nil {
 		t.Fatalf("backup during writes: %v", err)
 	}
 	load.stop()
 	restored := filepath.Join(t.TempDir(), "restored")
-	if _, err := runToolArgs(t, "-role=restore", "-shared-fs="+restored, "-in="+archive, "-progress=off"); err != nil {
+	if _, err := runToolArgs(t, "-role=restore", "-shared-fs="+restored, "-in="+archive, "-master-key="+testMasterKey, "-progress=off"); err != nil {
 		t.Fatalf("restore: %v", err)
 	}
 	r := startNode(t, keyEnv, "-shared-fs="+restored)
