@@ -61,6 +61,8 @@
 //	               readiness, metrics, the profiler with -pprof
 //	metrics.go     the metrics of a process in the Prometheus text format
 //	               (counters, gauges, histograms), GET /metrics
+//	stats.go       the dashboard's last hour, sampled from the metrics:
+//	               GET /admin/stats
 //	openapi.go     GET /openapi.json: the embedded openapi.json
 //	ui.go, static/ the embedded web UI
 //	auth.go        authenticator, principals and permissions, authorize

@@ -37,8 +37,10 @@ type restServer struct {
 	// request metrics in it (setMetrics sets both).
 	reg     *registry
 	metrics *httpMetrics
-	log     *slog.Logger
-	mux     *http.ServeMux
+	// stats keeps the last hour of reg for GET /admin/stats (stats.go).
+	stats *statsSampler
+	log   *slog.Logger
+	mux   *http.ServeMux
 	// idPrefix and idSeq make the IDs of requests that bring none: a
 	// random prefix per server, then a sequence number.
 	idPrefix string
@@ -85,6 +87,7 @@ func newRESTServer(o restOptions) *restServer {
 		reg = newRegistry()
 	}
 	s.reg, s.metrics = reg, newHTTPMetrics(reg)
+	s.stats = newStatsSampler(reg, o.workers, time.Now)
 	s.ready.keyChecked.Store(o.keyChecked)
 	s.routes()
 	return s
@@ -117,6 +120,7 @@ func (s *restServer) routes() {
 	s.mux.Handle("POST /api/databases/{db}/get", s.need(permRead, s.handleGetMany))
 	s.mux.Handle("GET /admin/workers", s.need(permAdmin, s.handleWorkers))
 	s.mux.Handle("GET /admin/jobs", s.need(permAdmin, s.handleListJobs))
+	s.mux.Handle("GET /admin/stats", s.need(permAdmin, s.handleStats))
 	s.mux.Handle("POST /admin/databases/{db}/rekey", s.need(permAdmin, s.handleRekey))
 	s.mux.Handle("GET /admin/schemas", s.open(s.handleListSchemas))
 	s.mux.Handle("GET /schema/{id}", s.open(s.handleGetSchema))

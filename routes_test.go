@@ -91,6 +91,7 @@ func routeTable() []routeCase {
 		{"DELETE /api/databases/{db}", "DELETE", "/api/databases/gone", "", "", putGone, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
 		{"GET /admin/workers", "GET", "/admin/workers", "", "", nil, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
 		{"GET /admin/jobs", "GET", "/admin/jobs", "", "", nil, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
+		{"GET /admin/stats", "GET", "/admin/stats?window=5m", "", "", nil, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
 		{"POST /admin/databases/{db}/rekey", "POST", "/admin/databases/chatdb/rekey", "", "", putK, [numCredKinds]int{401, 401, 202, 403, 403, 202, 401, 401, 403, 202, 403}},
 		{"GET /admin/schemas", "GET", "/admin/schemas", "", "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
 		{"GET /schema/{id}", "GET", "/schema/t.v1", "", "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
@@ -579,6 +580,10 @@ func routeErrorCases(root string) map[string][]errorCase {
 		},
 		"GET /admin/jobs": {
 			{method: "GET", path: "/admin/jobs", fault: unavailable, want: 503},
+		},
+		"GET /admin/stats": {
+			{method: "GET", path: "/admin/stats?window=2h", want: 400},
+			{method: "GET", path: "/admin/stats?window=soon", want: 400},
 		},
 		"POST /admin/databases/{db}/rekey": {
 			{method: "POST", path: "/admin/databases/nosuchdb/rekey", want: 404},

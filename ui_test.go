@@ -701,7 +701,7 @@ func TestUI(t *testing.T) {
 			t.Error("API Keys link shown to a read-only key")
 		}
 		tb.do("open the keys page by URL", chromedp.Navigate(n.base+"/#/keys"))
-		tb.waitText("global-message", "administrators only")
+		tb.waitText("page-denied", "Managing API keys is for administrators")
 
 		const db = "uireadonly"
 		code, body, _ := httpCall(t, "PUT", n.base+"/entity/"+db, secret, map[string]any{"k": map[string]any{"a": 1}})

@@ -9,18 +9,23 @@
 //     header     #menu-button (aria-controls="sidebar", aria-expanded; shown
 //                below 800px), #whoami, #logout
 //     #sidebar   nav links #nav-dashboard #nav-databases #nav-entities
-//                #nav-workers #nav-schemas #nav-keys (admin only; its <li>
-//                #nav-keys-item is hidden otherwise) #nav-explorer;
+//                #nav-workers #nav-schemas #nav-keys #nav-jobs #nav-explorer;
+//                the <li> of a page the principal may not use is hidden;
 //                #backdrop behind it when open as an overlay
 //     #page      #global-message, then #page-content where one page module
-//                renders; every page starts with h2#page-title
+//                renders; every page starts with h2#page-title (a page the
+//                principal may not use shows p#page-denied, why, instead)
 //
 // Routes and modules (each exports render(container, ctx) -> cleanup?):
 //   #/login      login form              (this file)
-//   #/dashboard  dashboard.js  #dash-health #dash-workers-total
-//                #dash-workers-by-status (li[data-status]) #dash-databases
-//                #dash-cache-hits #dash-cache-misses #dash-cache-evictions
-//                #dash-cache-entries #dash-updated #dash-message
+//   #/dashboard  dashboard.js  #dash-health, #dash-databases (read),
+//                admin: #dash-workers-total #dash-workers-by-status
+//                (li[data-status]) #dash-cache-hits #dash-cache-misses
+//                #dash-cache-evictions #dash-cache-entries, #dash-history
+//                (#dash-window, #dash-fig-*, svg#dash-chart-rps -latency
+//                -errors -cache -storage -workers with path[data-series],
+//                #dash-errors-table tr[data-route]); others: #dash-limited;
+//                #dash-updated #dash-message
 //   #/databases  databases.js  #db-cards > button[data-testid=db-card][data-db]
 //                (data-entities, data-schema) #db-message #db-detail #db-info
 //                #db-schema-select #db-bind #db-unbind #db-delete
@@ -65,6 +70,7 @@
 
 import { clearToken, getToken, onUnauthorized, request, setToken, errorMessage } from "./api.js";
 import { clear, setText } from "./dom.js";
+import { pageDenial } from "./perms.js";
 import * as dashboard from "./dashboard.js";
 import * as databases from "./databases.js";
 import * as entities from "./entities.js";
@@ -76,14 +82,16 @@ import * as explorer from "./explorer.js";
 
 const SESSION_EXPIRED = "Session expired or invalid — please log in again";
 
+// access says who may use a page (perms.js pageDenial): its menu link is
+// hidden from everyone else, and a visit by URL shows why instead.
 const routes = {
   dashboard: { page: dashboard, title: "Dashboard" },
-  databases: { page: databases, title: "Databases" },
-  entities: { page: entities, title: "Entities" },
-  workers: { page: workers, title: "Workers" },
+  databases: { page: databases, title: "Databases", access: { needs: ["read"], what: "Browsing databases and their entities" } },
+  entities: { page: entities, title: "Entities", access: { needs: ["read", "write"], what: "Reading and writing entities" } },
+  workers: { page: workers, title: "Workers", access: { needs: ["admin"], what: "The list of processing workers" } },
   schemas: { page: schemas, title: "Schemas" },
-  keys: { page: keys, title: "API Keys", adminOnly: true },
-  jobs: { page: jobs, title: "Key jobs", adminOnly: true },
+  keys: { page: keys, title: "API Keys", access: { needs: ["admin"], allDatabases: true, what: "Managing API keys" } },
+  jobs: { page: jobs, title: "Key jobs", access: { needs: ["admin"], what: "Running key jobs" } },
   explorer: { page: explorer, title: "Explorer" },
 };
 
@@ -201,8 +209,10 @@ async function logout() {
 // ---- shell -----------------------------------------------------------------------
 
 function updateShell() {
-  $("nav-keys-item").hidden = !isAdmin();
-  $("nav-jobs-item").hidden = !isAdmin();
+  for (const [name, r] of Object.entries(routes)) {
+    const li = $("nav-" + name)?.closest("li");
+    if (li) li.hidden = !!pageDenial(state.me, r.access);
+  }
   const me = state.me || {};
   const perms = Array.isArray(me.permissions) ? me.permissions.join(", ") : "";
   // People know a key by the name it was created with, not its ID.
@@ -254,11 +264,13 @@ function renderPage(name) {
   const content = $("page-content");
   clear(content);
   document.title = `${r.title} · DeltaDatabase`;
-  if (r.adminOnly && !isAdmin()) {
-    content.append(heading(r.title));
-    msg.textContent = "This page is for administrators only.";
-    msg.className = "message error";
-    msg.hidden = false;
+  const denied = pageDenial(state.me, r.access);
+  if (denied) {
+    const why = document.createElement("p");
+    why.id = why.dataset.testid = "page-denied";
+    why.className = "message info";
+    why.textContent = denied;
+    content.append(heading(r.title), why);
   } else {
     const cleanup = r.page.render(content, { me: state.me, isAdmin: isAdmin(), navigate });
     state.cleanup = typeof cleanup === "function" ? cleanup : null;

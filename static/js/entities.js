@@ -9,7 +9,7 @@ import { call, entityPath, request, errorMessage } from "./api.js";
 import { conflictPanel } from "./conflict.js";
 import { field, formatJSON, h, messageArea, pageHeading, parseJSON, show, showError } from "./dom.js";
 import { createJSONEditor } from "./jsonedit.js";
-import { denyReason, gate, reasonNote } from "./perms.js";
+import { can, denyReason, gate, reasonNote } from "./perms.js";
 
 /** render builds the Entities page in root. */
 export function render(root, ctx = {}) {
@@ -27,7 +27,9 @@ export function render(root, ctx = {}) {
   const del = btn("ent-delete", "Delete", "danger");
   const conflict = conflictPanel("ent-conflict");
   const writeWhy = denyReason(ctx.me, "write");
+  const readWhy = denyReason(ctx.me, "read");
   gate(writeWhy, put, del);
+  gate(readWhy, get);
   // loaded is the entity the document was read from: {db, k, etag}.
   let loaded = null;
 
@@ -43,11 +45,13 @@ export function render(root, ctx = {}) {
       docEditor.el,
       h("div", { class: "row" }, get, put, del),
       reasonNote("ent-write-denied", writeWhy, put, del),
+      reasonNote("ent-read-denied", readWhy ? `Get and the list of databases: ${readWhy}` : "", get, select),
       msg,
       conflict.el),
   );
 
-  fillDatabases(select, msg);
+  if (can(ctx.me, "read")) fillDatabases(select, msg);
+  else select.replaceChildren(h("option", { value: "", text: "— type the database below —" }));
 
   const target = () => {
     const db = newDb.value.trim() || select.value;

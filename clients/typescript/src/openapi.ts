@@ -309,6 +309,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/admin/stats": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The last hour of traffic, latency, errors, cache, storage and workers, sampled every 10 s
+         * @description Kept in the main worker's memory (an hour of 10-second points; a restart begins a new hour). The last point is partial: from the last sample to now. API.md, Dashboard statistics.
+         */
+        get: operations["getStats"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/admin/databases/{db}/rekey": {
         parameters: {
             query?: never;
@@ -595,6 +615,48 @@ export interface components {
         };
         /** @description A stored document: any JSON value. GET /openapi.json?database=DB answers this schema as the one bound to DB. */
         Document: unknown;
+        StatsPoint: {
+            /** Format: date-time */
+            start: string;
+            seconds: number;
+            /** @description The last point: from the last sample to now. */
+            partial?: boolean;
+            requests: number;
+            requests_per_second: number;
+            /** @description Median REST latency in milliseconds, estimated from the histogram buckets; null without requests. */
+            p50_ms: number | null;
+            /** @description 95th percentile, likewise. */
+            p95_ms: number | null;
+            /** @description Answers 400-499. */
+            client_errors: number;
+            /** @description Answers 500-599. */
+            server_errors: number;
+            cache_hits: number;
+            cache_misses: number;
+            /** @description hits / (hits + misses); null without lookups. */
+            cache_hit_rate: number | null;
+            /** @description Storage operations by name: get, put, put_if, delete, list, list_dirs. */
+            storage_operations: {
+                [key: string]: number;
+            };
+            storage_errors: number;
+            workers_available: number;
+            workers_unavailable: number;
+        };
+        Stats: {
+            interval_seconds: number;
+            window_seconds: number;
+            /** @description Oldest first; the last is partial. */
+            points: components["schemas"]["StatsPoint"][];
+            summary: components["schemas"]["StatsPoint"];
+            /** @description Routes that answered errors in the window, most first. */
+            errors_by_route: {
+                /** @example GET /entity/{db} */
+                route: string;
+                client_errors: number;
+                server_errors: number;
+            }[];
+        };
     };
     responses: {
         /** @description The request is malformed: bad name, bad JSON, a document the schema refuses, a missing or repeated parameter */
@@ -1340,6 +1402,37 @@ export interface operations {
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["Unavailable"];
+        };
+    };
+    getStats: {
+        parameters: {
+            query?: {
+                /** @description How far back: a duration from 1m to 1h (default 1h). */
+                window?: string;
+            };
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Stats"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            429: components["responses"]["TooManyRequests"];
         };
     };
     rekeyDatabase: {
