@@ -86,6 +86,7 @@
 //	               replay window of main-to-worker calls
 //	locks.go       the one per-key lock, honouring the request's context
 //	backoff.go     bounded exponential backoff with jitter
+//	periodic.go    runEvery, the loop of the background tasks that repeat
 //	conditional.go ETags and preconditions
 //	patch.go       JSON Merge Patch and JSON Patch
 //	schema.go      the JSON Schema registry and validation

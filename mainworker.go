@@ -504,18 +504,11 @@ func peerAddr(ctx context.Context) string {
 
 // monitor takes silent workers out of rotation until ctx ends.
 func (m *mainService) monitor(ctx context.Context) {
-	t := time.NewTicker(m.every / 2)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			m.router.expire(heartbeatMisses * m.every)
-			for _, id := range m.router.prune(m.workerTTL) {
-				m.forget(id)
-			}
-			m.router.touchLocal()
+	runEvery(ctx, m.every/2, func() {
+		m.router.expire(heartbeatMisses * m.every)
+		for _, id := range m.router.prune(m.workerTTL) {
+			m.forget(id)
 		}
-	}
+		m.router.touchLocal()
+	})
 }

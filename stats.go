@@ -126,16 +126,7 @@ func newStatsSampler(reg *registry, workers func() []workerInfo, now func() time
 
 // run takes a point every interval until ctx ends.
 func (s *statsSampler) run(ctx context.Context) {
-	t := time.NewTicker(s.every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			s.sample()
-		}
-	}
+	runEvery(ctx, s.every, s.sample)
 }
 
 // sample takes a reading and keeps the point since the last one.
