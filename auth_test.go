@@ -190,7 +190,7 @@ func TestCreateKeyExact(t *testing.T) {
 		fields = append(fields, f)
 	}
 	slices.Sort(fields)
-	if want := []string{"created_at", "databases", "expires_at", "id", "name", "permissions"}; !slices.Equal(fields, want) {
+	if want := []string{"created_at", "databases", "expires_at", "id", "last_used_at", "name", "permissions"}; !slices.Equal(fields, want) {
 		t.Errorf("GET /api/keys fields = %v, want %v", fields, want)
 	}
 	stored, err := ts.st.Get(context.Background(), authKeysObject)

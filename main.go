@@ -73,7 +73,11 @@
 //	               and claims, the principal a token's claims describe
 //	sessions.go    session tokens: HMAC-signed, stateless; revocations
 //	               (logout) kept in the store; the per-key session cap
-//	apikeys.go     the API key model and its persistence in the store
+//	apikeys.go     the API key model and its persistence in the store;
+//	               rotation with a grace period, editing
+//	keyusage.go    the last use of each API key: noted in memory, written
+//	               to the key store at most once a minute
+//	keyroutes.go   the REST handlers of key rotation and editing
 //	mainworker.go  the main worker's gRPC service: worker subscription,
 //	               heartbeats, Process for client applications
 //	reflection.go  gRPC server reflection on the client port (grpcurl):

@@ -278,6 +278,7 @@ func (n *mainNode) start() error {
 	}
 	n.background(n.svc.monitor)
 	n.background(n.rest.stats.run)
+	n.background(func(ctx context.Context) { n.auth.runUsageFlush(ctx, n.log) })
 	n.background(func(ctx context.Context) {
 		n.auth.sessions.watch(ctx, n.reload, func(err error) { n.log.Warn("reload session revocations", attrErr, err) })
 	})

@@ -112,6 +112,8 @@ func (s *restServer) routes() {
 	s.mux.Handle("GET /api/keys", s.need(permAdmin, s.handleListKeys))
 	s.mux.Handle("POST /api/keys", s.need(permAdmin, s.handleCreateKey))
 	s.mux.Handle("DELETE /api/keys/{id}", s.need(permAdmin, s.handleDeleteKey))
+	s.mux.Handle("PATCH /api/keys/{id}", s.need(permAdmin, s.handleEditKey))
+	s.mux.Handle("POST /api/keys/{id}/rotate", s.need(permAdmin, s.handleRotateKey))
 	s.mux.Handle("GET /api/databases", s.need(permRead, s.handleListDatabases))
 	s.mux.Handle("GET /api/databases/{db}", s.need(permRead, s.handleGetDatabase))
 	s.mux.Handle("PUT /api/databases/{db}", s.need(permWrite, s.handlePutDatabase))

@@ -82,6 +82,8 @@ func routeTable() []routeCase {
 		{"GET /api/keys", "GET", "/api/keys", "", "", nil, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
 		{"POST /api/keys", "POST", "/api/keys", `{"name":"t","permissions":["read"]}`, "", nil, [numCredKinds]int{401, 401, 201, 403, 403, 201, 401, 401, 403, 201, 403}},
 		{"DELETE /api/keys/{id}", "DELETE", "/api/keys/key_0000000000000000", "", "", nil, [numCredKinds]int{401, 401, 404, 403, 403, 404, 401, 401, 403, 404, 403}},
+		{"PATCH /api/keys/{id}", "PATCH", "/api/keys/key_0000000000000000", `{"name":"x"}`, "", nil, [numCredKinds]int{401, 401, 404, 403, 403, 404, 401, 401, 403, 404, 403}},
+		{"POST /api/keys/{id}/rotate", "POST", "/api/keys/key_0000000000000000/rotate", "", "", nil, [numCredKinds]int{401, 401, 404, 403, 403, 404, 401, 401, 403, 404, 403}},
 		{"GET /api/databases", "GET", "/api/databases", "", "", nil, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 200}},
 		{"GET /api/databases/{db}", "GET", "/api/databases/chatdb", "", "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
 		{"PUT /api/databases/{db}", "PUT", "/api/databases/chatdb", `{"schema":"t.v1"}`, "", nil, [numCredKinds]int{401, 401, 200, 403, 200, 200, 401, 401, 403, 200, 403}},
@@ -461,6 +463,16 @@ func routeErrorCases(root string) map[string][]errorCase {
 		},
 		"DELETE /api/keys/{id}": {
 			{method: "DELETE", path: "/api/keys/key_0000000000000000", want: 404},
+		},
+		"PATCH /api/keys/{id}": {
+			{method: "PATCH", path: "/api/keys/key_0000000000000000", body: `{"name":"x"}`, want: 404},
+			{method: "PATCH", path: "/api/keys/key_0000000000000000", body: `{}`, want: 400},
+			{method: "PATCH", path: "/api/keys/key_0000000000000000", body: big, want: 413},
+		},
+		"POST /api/keys/{id}/rotate": {
+			{method: "POST", path: "/api/keys/key_0000000000000000/rotate", want: 404},
+			{method: "POST", path: "/api/keys/key_0000000000000000/rotate", body: `{"grace":"forever"}`, want: 400},
+			{method: "POST", path: "/api/keys/key_0000000000000000/rotate", body: `{"grace":"720h"}`, want: 400},
 		},
 		"GET /api/databases": {
 			{method: "GET", path: "/api/databases", fault: unavailable, want: 503},

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 )
@@ -38,6 +39,35 @@ func (tb *uiTab) choose(id, value string) {
 	tb.t.Helper()
 	tb.do("choose "+value+" in #"+id, chromedp.SetValue(chromedp.ID(id), value),
 		chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`document.getElementById(%q).dispatchEvent(new Event("change"))`, id)))
+}
+
+// confirmTyped answers the typed-name confirmation (dialog.js) that is
+// open or opening: Confirm stays disabled until the name is typed
+// exactly. It returns the dialog's text.
+func (tb *uiTab) confirmTyped(name string) string {
+	tb.t.Helper()
+	tb.waitFor("the confirmation", `document.getElementById("confirm-dialog")?.open`)
+	tb.typeInto("confirm-name", name[:len(name)-1])
+	var early bool
+	tb.eval(`document.getElementById("confirm-ok").disabled`, &early)
+	if !early {
+		tb.t.Errorf("the confirmation of %q is enabled before the whole name is typed", name)
+	}
+	text := tb.text("confirm-text")
+	tb.typeInto("confirm-name", name)
+	tb.click("#confirm-ok")
+	tb.waitFor("the confirmation closed", `!document.getElementById("confirm-dialog")`)
+	return text
+}
+
+// nav follows the menu link to page name, opening the menu first on a
+// narrow screen.
+func (tb *uiTab) nav(name, title string) {
+	tb.t.Helper()
+	if tb.width <= 800 {
+		tb.openMenu()
+	}
+	tb.goTo(name, title)
 }
 
 // navShown returns the pages whose menu links are shown, in menu order.
@@ -185,4 +215,133 @@ func TestUIConsole(t *testing.T) {
 		}
 		tb.shots("writer-entities", "")
 	})
+
+	// KeysManage: the key list comes first; Create key opens a dialog with
+	// the databases to pick; the secret is shown once; Edit, Rotate and
+	// Delete (after the name is typed) change what the server holds.
+	t.Run("KeysManage", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		seed.call("PUT", "/entity/ui25keysdb", map[string]any{"k": map[string]any{"a": 1}}, http.StatusOK)
+		seed.call("PUT", "/entity/ui25other", map[string]any{"k": map[string]any{"a": 1}}, http.StatusOK)
+		for i, size := range []func(*testing.T) *uiTab{desk, phone} {
+			name := fmt.Sprintf("ui25-bot-%d", i)
+			tb := size(t)
+			tb.login(testAdminKey)
+			tb.nav("keys", "API Keys")
+			var first struct {
+				DialogOpen bool
+				TableTop   float64
+				NewTop     float64
+			}
+			tb.eval(`({DialogOpen: document.getElementById("key-dialog").open,
+				TableTop: document.getElementById("keys-table").getBoundingClientRect().top,
+				NewTop: document.getElementById("key-new").getBoundingClientRect().top})`, &first)
+			if first.DialogOpen || first.TableTop > float64(tb.height) {
+				t.Errorf("keys page: dialog open %v, list starts at %.0fpx of %d; want the list on the first screen, no form", first.DialogOpen, first.TableTop, tb.height)
+			}
+			tb.click("#key-new")
+			tb.waitFor("the create dialog", `document.getElementById("key-dialog").open`)
+			tb.typeInto("key-name", name)
+			tb.click("#key-perm-write")
+			tb.click("#key-db-some")
+			tb.waitFor("the databases to pick", `document.querySelector('#key-db-list input[data-db="ui25keysdb"]') && document.querySelector('#key-db-list input[data-db="ui25other"]')`)
+			tb.click(`#key-db-list input[data-db="ui25keysdb"]`)
+			tb.typeInto("key-db-add", "logs_*")
+			tb.click("#key-db-add-button")
+			tb.choose("key-expiry", "30d")
+			tb.shots(fmt.Sprintf("create-dialog-%d", i), "")
+			tb.click("#key-create")
+			tb.waitFor("the secret", `!document.getElementById("key-secret-box").hidden && document.getElementById("key-secret").textContent.startsWith("dk_")`)
+			secret := tb.text("key-secret")
+			tb.shots(fmt.Sprintf("secret-%d", i), "")
+			tb.click("#key-secret-done")
+			tb.waitFor("the dialog closed", `!document.getElementById("key-dialog").open`)
+			var keys []keyAnswer
+			if err := json.Unmarshal(seed.call("GET", "/api/keys", nil, http.StatusOK), &keys); err != nil {
+				t.Fatal(err)
+			}
+			var k keyAnswer
+			for _, x := range keys {
+				if x.Name == name {
+					k = x
+				}
+			}
+			if fmt.Sprint(k.Permissions, k.Databases) != "[read write] [ui25keysdb logs_*]" || k.ExpiresAt == nil ||
+				time.Until(*k.ExpiresAt) < 29*24*time.Hour || time.Until(*k.ExpiresAt) > 30*24*time.Hour {
+				t.Fatalf("the server holds %+v, want read and write on ui25keysdb and logs_*, expiring in 30 days", k)
+			}
+			// A use shows as the last use.
+			if code, body, _ := httpCall(t, "GET", n.base+"/entity/ui25keysdb?key=k", secret, nil); code != 200 {
+				t.Fatalf("the new key reads its database: %d %s", code, body)
+			}
+			if code, _, _ := httpCall(t, "GET", n.base+"/entity/ui25other?key=k", secret, nil); code != 403 {
+				t.Errorf("the new key reads another database: %d, want 403", code)
+			}
+			rowSel := fmt.Sprintf(`#keys-table tr[data-key-id=%q]`, k.ID)
+			tb.nav("dashboard", "Dashboard")
+			tb.nav("keys", "API Keys")
+			tb.waitFor("the last use", fmt.Sprintf(`/within the last minutes/.test(document.querySelector('%s [data-testid="key-last-used"]')?.textContent)`, rowSel))
+
+			// Edit: read only, every database, no expiry.
+			tb.click(rowSel + ` [data-testid="key-edit"]`)
+			tb.waitFor("the edit dialog", `document.getElementById("key-dialog").open && document.getElementById("key-name").value !== ""`)
+			tb.click("#key-perm-write")
+			tb.click("#key-db-all")
+			tb.choose("key-expiry", "")
+			tb.click("#key-create")
+			tb.waitFor("the dialog closed", `!document.getElementById("key-dialog").open`)
+			tb.waitText("keys-message", "Saved key "+name)
+			k = seedKey(t, seed, k.ID)
+			if fmt.Sprint(k.Permissions) != "[read]" || k.Databases != nil || k.ExpiresAt != nil {
+				t.Errorf("after Edit the server holds %+v, want read on every database, never expiring", k)
+			}
+			tb.waitFor("the row updated", fmt.Sprintf(`document.querySelector('%s [data-testid="key-databases"]').textContent === "all"`, rowSel))
+
+			// Rotate with a grace of an hour: both secrets work meanwhile.
+			tb.click(rowSel + ` [data-testid="key-rotate"]`)
+			tb.waitFor("the rotate dialog", `document.getElementById("key-rotate-dialog").open`)
+			tb.choose("key-grace", "1h")
+			tb.click("#key-rotate-confirm")
+			tb.waitFor("the new secret", `!document.getElementById("key-rotate-secret-box").hidden && document.getElementById("key-rotate-secret").textContent.startsWith("dk_")`)
+			newSecret := tb.text("key-rotate-secret")
+			tb.shots(fmt.Sprintf("rotated-%d", i), "")
+			tb.click("#key-rotate-secret-done")
+			tb.waitFor("the grace in the row", fmt.Sprintf(`document.querySelector('%s [data-testid="key-grace"]')`, rowSel))
+			for what, cred := range map[string]string{"old": secret, "new": newSecret} {
+				if code, _, _ := httpCall(t, "GET", n.base+"/api/me", cred, nil); newSecret == secret || code != 200 {
+					t.Errorf("the %s secret after a rotation with an hour's grace: %d, want 200", what, code)
+				}
+			}
+			if k = seedKey(t, seed, k.ID); k.PreviousExpiresAt == nil || time.Until(*k.PreviousExpiresAt) > time.Hour || time.Until(*k.PreviousExpiresAt) < 50*time.Minute {
+				t.Errorf("after Rotate the server's grace ends %v, want in an hour", k.PreviousExpiresAt)
+			}
+			tb.shots(fmt.Sprintf("list-%d", i), "#keys-table")
+
+			// Delete after typing the name.
+			tb.click(rowSel + ` [data-testid="key-delete"]`)
+			tb.confirmTyped(name)
+			tb.waitText("keys-message", "Deleted key "+name)
+			for _, cred := range []string{secret, newSecret} {
+				if code, _, _ := httpCall(t, "GET", n.base+"/api/me", cred, nil); code != 401 {
+					t.Errorf("a secret of the deleted key: %d, want 401", code)
+				}
+			}
+		}
+	})
+}
+
+// seedKey returns key id as GET /api/keys lists it.
+func seedKey(t *testing.T, seed uiSeed, id string) keyAnswer {
+	t.Helper()
+	var keys []keyAnswer
+	if err := json.Unmarshal(seed.call("GET", "/api/keys", nil, http.StatusOK), &keys); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if k.ID == id {
+			return k
+		}
+	}
+	t.Fatalf("GET /api/keys lists no %s", id)
+	return keyAnswer{}
 }

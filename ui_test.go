@@ -670,6 +670,7 @@ func TestUI(t *testing.T) {
 		tb := wide(t)
 		tb.login(testAdminKey)
 		tb.goTo("keys", "API Keys")
+		tb.click("#key-new")
 		tb.typeInto("key-name", "ui-readonly")
 		var perms []bool
 		tb.eval(`["read", "write", "admin"].map(p => document.getElementById("key-perm-" + p).checked)`, &perms)
@@ -684,6 +685,8 @@ func TestUI(t *testing.T) {
 		}
 		tb.waitFor("the key in the table", `[...document.querySelectorAll("#keys-table tr[data-key-name]")].some(r => r.dataset.keyName === "ui-readonly")`)
 		tb.screenshot(tb.ctx, "secret-shown.png", chromedp.CaptureScreenshot())
+		tb.click("#key-secret-done")
+		tb.waitFor("the dialog closed", `!document.getElementById("key-dialog").open`)
 
 		var token string
 		tb.eval(`Object.values(sessionStorage).find(v => v.startsWith("ds_")) || ""`, &token)
@@ -1321,9 +1324,12 @@ func TestUIDataPages(t *testing.T) {
 		tb.waitText("db-info", "3 entities")
 		tb.shots("before-delete", "#db-detail")
 		tb.click("#db-delete")
+		if text := tb.confirmTyped(db); !strings.Contains(text, "3 entities") || !strings.Contains(text, `"ui14.chat.v1"`) {
+			t.Errorf("the confirmation says %q, want it to name the 3 entities and the schema binding", text)
+		}
 		tb.waitText("db-message", "Deleted database "+db+" (3 entities)")
-		if d := tb.dialogSeen(); len(d) != 1 || !strings.Contains(d[0], `"`+db+`"`) || !strings.Contains(d[0], "3 entities") || !strings.Contains(d[0], `"ui14.chat.v1"`) {
-			t.Errorf("confirmations = %q, want one naming the database, its 3 entities and its schema binding", d)
+		if d := tb.dialogSeen(); len(d) != 0 {
+			t.Errorf("browser dialogs %q, want none (the name is typed in the page)", d)
 		}
 		tb.waitFor("the card gone", fmt.Sprintf(`!document.querySelector('#db-cards button[data-db=%q]') && document.getElementById("db-detail").hidden`, db))
 		var names []any
@@ -1400,17 +1406,19 @@ func TestUIDataPages(t *testing.T) {
 		tb.click(fmt.Sprintf(`#schema-list button[data-schema=%q]`, id))
 		tb.waitText("schema-message", "Loaded "+id)
 		tb.click("#schema-delete")
+		tb.confirmTyped(id)
 		tb.waitText("schema-message", restError(t, body))
 		seed.call("GET", "/schema/"+id, nil, http.StatusOK)
 		tb.shots("bound", "#schema-message")
 
 		seed.call("PUT", "/api/databases/"+db, map[string]any{"schema": nil}, http.StatusOK)
 		tb.click("#schema-delete")
+		tb.confirmTyped(id)
 		tb.waitText("schema-message", "Deleted schema "+id)
 		seed.call("GET", "/schema/"+id, nil, http.StatusNotFound)
 		tb.waitFor("gone from the list", fmt.Sprintf(`!document.querySelector('#schema-list button[data-schema=%q]')`, id))
-		if d := tb.dialogSeen(); len(d) != 2 || !strings.Contains(d[0], `"`+id+`"`) || !strings.Contains(d[1], `"`+id+`"`) {
-			t.Errorf("confirmations = %q, want two naming schema %s", d, id)
+		if d := tb.dialogSeen(); len(d) != 0 {
+			t.Errorf("browser dialogs %q, want none (the name is typed in the page)", d)
 		}
 	})
 

@@ -2,7 +2,8 @@
 // count and bound schema from GET /api/databases/{db} when the list holds
 // names only). A card opens the database: its schema binding (bind and
 // unbind with PUT /api/databases/{db} {"schema": ID | null}), Delete
-// database (DELETE /api/databases/{db}, admin), and its keys
+// database (DELETE /api/databases/{db}, admin, once its name is typed),
+// and its keys
 // (GET /api/databases/{db}/keys?prefix=&limit=&cursor=&include_docs=true)
 // with a prefix search, a count, Previous/Next paging and a one-line
 // preview of each document. A key opens the entity in the editor
@@ -19,6 +20,7 @@ import { clear, field, h, messageArea, pageHeading, show, showError } from "./do
 import { plural } from "./format.js";
 import { denyReason, gate, reasonNote, setEnabled } from "./perms.js";
 import { entityEditor } from "./entityeditor.js";
+import { confirmByName } from "./dialog.js";
 
 const PAGE_SIZES = [10, 25, 50, 100];
 const DEFAULT_PAGE = 25;
@@ -356,9 +358,9 @@ function openDatabase(page, db, place) {
   delDb.addEventListener("click", async () => {
     const inf = page.infos.get(db) || {};
     const n = typeof inf.entities === "number" ? plural(inf.entities, "entity", "entities") : "all its entities";
-    const q = `Delete database "${db}" with ${n}` + (inf.schema ? ` and its binding to schema "${inf.schema}"` : "") +
-      "? This cannot be undone.";
-    if (!window.confirm(q)) return;
+    const ok = await confirmByName({ title: `Delete database "${db}"?`, name: db, action: "Delete database",
+      text: `This deletes ${n}` + (inf.schema ? ` and the binding to schema "${inf.schema}"` : "") + ". It cannot be undone." });
+    if (!ok) return;
     setEnabled(delDb, false);
     try {
       const r = await call("DELETE", `/api/databases/${encodeURIComponent(db)}`);

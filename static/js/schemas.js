@@ -9,6 +9,7 @@ import { call } from "./api.js";
 import { toPydantic, toTypeScript, pascalCase } from "./codegen.js";
 import { copyButton, field, formatJSON, h, messageArea, pageHeading, parseJSON, show, showError } from "./dom.js";
 import { denyReason, gate, reasonNote } from "./perms.js";
+import { confirmByName } from "./dialog.js";
 
 const TEMPLATE = {
   $schema: "http://json-schema.org/draft-07/schema#",
@@ -93,7 +94,9 @@ export function render(root, ctx = {}) {
   del.addEventListener("click", async () => {
     const sid = id.value.trim();
     if (!sid) return show(msg, "Enter the ID of the schema to delete.");
-    if (!window.confirm(`Delete schema "${sid}"? Exported code and clients that name it stop validating against it. This cannot be undone.`)) return;
+    const ok = await confirmByName({ title: `Delete schema "${sid}"?`, name: sid, action: "Delete schema",
+      text: "Writes that name it are refused and exported code no longer matches a stored schema. This cannot be undone." });
+    if (!ok) return;
     try {
       await call("DELETE", `/schema/${encodeURIComponent(sid)}`);
       show(msg, `Deleted schema ${sid}.`, "ok");

@@ -187,6 +187,30 @@ export interface paths {
         delete: operations["deleteKey"];
         options?: never;
         head?: never;
+        /**
+         * Change a key's name, permissions, databases or expiry; its sessions follow at once
+         * @description Members present replace that part of the key; absent ones are kept. API.md, API keys.
+         */
+        patch: operations["editKey"];
+        trace?: never;
+    };
+    "/api/keys/{id}/rotate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A new secret for the key; the old one keeps working for a grace period (default 24h)
+         * @description The new secret is shown only in this answer. The replaced secret, and the sessions bought with it, work until previous_secret_expires_at; a secret replaced by an earlier rotation stops at once. API.md, API keys.
+         */
+        post: operations["rotateKey"];
+        delete?: never;
+        options?: never;
+        head?: never;
         patch?: never;
         trace?: never;
     };
@@ -514,6 +538,18 @@ export interface components {
             /** @description Limit the key to these databases: exact names, or a prefix ending in * */
             databases?: string[];
         };
+        /** @description Each member present replaces that part of the key. */
+        KeyEdit: {
+            name?: string;
+            permissions?: components["schemas"]["Permission"][];
+            /** @description Database names or prefixes ending in *; null allows every database. */
+            databases?: string[] | null;
+            /**
+             * @description A duration (24h) or days (30d) from now; null never expires.
+             * @example 30d
+             */
+            expires_in?: string | null;
+        };
         KeyInfo: {
             id: string;
             name: string;
@@ -523,6 +559,21 @@ export interface components {
             created_at: string;
             /** Format: date-time */
             expires_at: string | null;
+            /**
+             * Format: date-time
+             * @description The key's last use, to the minute (noted in memory, stored at most once a minute); null: never used.
+             */
+            last_used_at: string | null;
+            /**
+             * Format: date-time
+             * @description The last rotation; absent if never rotated.
+             */
+            rotated_at?: string;
+            /**
+             * Format: date-time
+             * @description When the secret the last rotation replaced stops working; absent once it has.
+             */
+            previous_secret_expires_at?: string;
         };
         NewKey: components["schemas"]["KeyInfo"] & {
             /** @description Shown only here */
@@ -1128,6 +1179,91 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    editKey: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path: {
+                /** @description The key's id (key_...) */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["KeyEdit"];
+            };
+        };
+        responses: {
+            /** @description The key as it is now */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KeyInfo"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            413: components["responses"]["TooLarge"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    rotateKey: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path: {
+                /** @description The key's id (key_...) */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": {
+                    /**
+                     * @description How long the old secret still works: a duration from 0s (stops at once) to 168h; default 24h.
+                     * @example 24h
+                     * @example 0s
+                     */
+                    grace?: string;
+                };
+            };
+        };
+        responses: {
+            /** @description The key with its new secret */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NewKey"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            413: components["responses"]["TooLarge"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["Unavailable"];
