@@ -141,6 +141,7 @@ func (s *restServer) handleListJobs(w http.ResponseWriter, r *http.Request, _ pr
 	if err != nil {
 		return err
 	}
+	jobs = withCheckJobs(jobs, s.checks)
 	writeJSON(w, http.StatusOK, jobs)
 	return nil
 }

@@ -16,17 +16,11 @@ func (s *restServer) handleRotateKey(w http.ResponseWriter, r *http.Request, p p
 	if err := requireAllDatabases(p); err != nil {
 		return err
 	}
-	body, err := s.readBody(w, r)
-	if err != nil {
-		return err
-	}
 	var req struct {
 		Grace string `json:"grace"`
 	}
-	if len(body) > 0 {
-		if err := decodeJSONBody(body, &req, `{"grace"?: "<duration, 0s to 168h>"} or nothing`); err != nil {
-			return err
-		}
+	if err := s.decodeOptionalBody(w, r, &req, `{"grace"?: "<duration, 0s to 168h>"} or nothing`); err != nil {
+		return err
 	}
 	grace, err := parseGrace(req.Grace)
 	if err != nil {

@@ -25,8 +25,14 @@ type keyAnswer struct {
 // listedKey returns the key id as GET /api/keys lists it.
 func (ts *authTestServer) listedKey(t *testing.T, id string) keyAnswer {
 	t.Helper()
+	return keyIn(t, ts.mustDo(t, "GET", "/api/keys", testAdminKey, "", 200), id)
+}
+
+// keyIn returns key id of a GET /api/keys answer.
+func keyIn(t *testing.T, answer []byte, id string) keyAnswer {
+	t.Helper()
 	var keys []keyAnswer
-	if err := json.Unmarshal(ts.mustDo(t, "GET", "/api/keys", testAdminKey, "", 200), &keys); err != nil {
+	if err := json.Unmarshal(answer, &keys); err != nil {
 		t.Fatal(err)
 	}
 	for _, k := range keys {

@@ -104,6 +104,9 @@
 //	rotation.go    online master-key rotation: the rotation record, the
 //	               key checks of a start with -previous-master-key, the
 //	               rewrapping of every database's data keys
+//	checks.go      checks of stored entities against a schema: the jobs
+//	               and their routes (POST and GET /api/databases/{db}/check),
+//	               the databases bound to a schema
 //	rekey.go       re-encryption of a database's entities: the upgrade
 //	               of format-1 entities, the rekey job and its records
 //	               (POST /admin/databases/{db}/rekey, GET /admin/jobs)

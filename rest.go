@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -31,6 +32,9 @@ type restServer struct {
 	maxBody int64
 	// jobs runs the rekey jobs; nil answers their routes 503.
 	jobs *keyJobs
+	// checks runs the checks of stored entities (checks.go); nil answers
+	// their routes 503.
+	checks *checkJobs
 	// ready is the state GET /readyz reports (health.go).
 	ready readiness
 	// reg is the process's metrics for GET /metrics, metrics the REST
@@ -75,7 +79,11 @@ type restOptions struct {
 	// keyChecked says that the master key matched the storage's key
 	// check: the server starts ready.
 	keyChecked bool
-	log        *slog.Logger
+	// ctx ends the server's background work (the checks of stored
+	// entities, stopped and waited for by checks.stop); nil builds no
+	// check runner, and the check routes answer 503.
+	ctx context.Context
+	log *slog.Logger
 }
 
 // newRESTServer builds the REST server of o and its route table.
@@ -88,6 +96,9 @@ func newRESTServer(o restOptions) *restServer {
 	}
 	s.reg, s.metrics = reg, newHTTPMetrics(reg)
 	s.stats = newStatsSampler(reg, o.workers, time.Now)
+	if o.ctx != nil {
+		s.checks = s.newCheckJobs(o.ctx)
+	}
 	s.ready.keyChecked.Store(o.keyChecked)
 	s.routes()
 	return s
@@ -120,6 +131,8 @@ func (s *restServer) routes() {
 	s.mux.Handle("GET /api/databases/{db}/keys", s.need(permRead, s.handleListEntityKeys))
 	s.mux.Handle("DELETE /api/databases/{db}", s.need(permAdmin, s.handleDeleteDatabase))
 	s.mux.Handle("POST /api/databases/{db}/get", s.need(permRead, s.handleGetMany))
+	s.mux.Handle("POST /api/databases/{db}/check", s.need(permWrite, s.handleStartCheck))
+	s.mux.Handle("GET /api/databases/{db}/check", s.need(permRead, s.handleGetCheck))
 	s.mux.Handle("GET /admin/workers", s.need(permAdmin, s.handleWorkers))
 	s.mux.Handle("GET /admin/jobs", s.need(permAdmin, s.handleListJobs))
 	s.mux.Handle("GET /admin/stats", s.need(permAdmin, s.handleStats))
@@ -129,6 +142,7 @@ func (s *restServer) routes() {
 	s.mux.Handle("PUT /schema/{id}", s.need(permWrite, s.handlePutSchema))
 	s.mux.Handle("DELETE /schema/{id}", s.need(permWrite, s.handleDeleteSchema))
 	s.mux.Handle("POST /schema/{id}/validate", s.need(permRead, s.handleValidate))
+	s.mux.Handle("GET /schema/{id}/databases", s.need(permRead, s.handleSchemaDatabases))
 	s.mux.Handle("PUT /entity/{db}", s.need(permWrite, s.handlePutEntities))
 	s.mux.Handle("GET /entity/{db}", s.need(permRead, s.handleGetEntity))
 	s.mux.Handle("PATCH /entity/{db}", s.need(permWrite, s.handlePatchEntity))
@@ -325,6 +339,16 @@ func decodeJSONBody(body []byte, v any, shape string) error {
 	default:
 		return reqErrorf(errInvalid, "body must be %s", shape)
 	}
+}
+
+// decodeOptionalBody is decodeJSONBody for a route whose body may be
+// empty: an empty body leaves v as it is.
+func (s *restServer) decodeOptionalBody(w http.ResponseWriter, r *http.Request, v any, shape string) error {
+	body, err := s.readBody(w, r)
+	if err != nil || len(body) == 0 {
+		return err
+	}
+	return decodeJSONBody(body, v, shape)
 }
 
 // writeError answers err: {"error": sentence} with its status, where the

@@ -90,6 +90,9 @@ func routeTable() []routeCase {
 		{"GET /api/databases/{db}/keys", "GET", "/api/databases/chatdb/keys?limit=5", "", "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
 		{"GET /api/databases/{db}/keys", "GET", "/api/databases/chatdb/keys?include_docs=true", "", "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
 		{"POST /api/databases/{db}/get", "POST", "/api/databases/chatdb/get", `{"keys":["k","nope"]}`, "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
+		// chatdb is bound to t.v1 (PUT /api/databases above).
+		{"POST /api/databases/{db}/check", "POST", "/api/databases/chatdb/check", "", "", putK, [numCredKinds]int{401, 401, 202, 403, 202, 202, 401, 401, 403, 202, 403}},
+		{"GET /api/databases/{db}/check", "GET", "/api/databases/chatdb/check", "", "", nil, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
 		{"DELETE /api/databases/{db}", "DELETE", "/api/databases/gone", "", "", putGone, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
 		{"GET /admin/workers", "GET", "/admin/workers", "", "", nil, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
 		{"GET /admin/jobs", "GET", "/admin/jobs", "", "", nil, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
@@ -105,6 +108,7 @@ func routeTable() []routeCase {
 		// t.v1 is still bound to chatdb: 409 for whoever may try.
 		{"DELETE /schema/{id}", "DELETE", "/schema/t.v1", "", "", nil, [numCredKinds]int{401, 401, 409, 403, 409, 409, 401, 401, 403, 409, 403}},
 		{"DELETE /schema/{id}", "DELETE", "/schema/d.v1", "", "", putSchema, [numCredKinds]int{401, 401, 200, 403, 200, 200, 401, 401, 403, 200, 200}},
+		{"GET /schema/{id}/databases", "GET", "/schema/t.v1/databases", "", "", nil, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 200}},
 		{"POST /schema/{id}/validate", "POST", "/schema/t.v1/validate", `{"a":1}`, "", nil, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 200}},
 		{"PUT /entity/{db}", "PUT", "/entity/chatdb", `{"k":{"a":1}}`, "", nil, [numCredKinds]int{401, 401, 200, 403, 200, 200, 401, 401, 403, 200, 403}},
 		{"GET /entity/{db}", "GET", "/entity/chatdb?key=k", "", "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
@@ -464,16 +468,6 @@ func routeErrorCases(root string) map[string][]errorCase {
 		"DELETE /api/keys/{id}": {
 			{method: "DELETE", path: "/api/keys/key_0000000000000000", want: 404},
 		},
-		"PATCH /api/keys/{id}": {
-			{method: "PATCH", path: "/api/keys/key_0000000000000000", body: `{"name":"x"}`, want: 404},
-			{method: "PATCH", path: "/api/keys/key_0000000000000000", body: `{}`, want: 400},
-			{method: "PATCH", path: "/api/keys/key_0000000000000000", body: big, want: 413},
-		},
-		"POST /api/keys/{id}/rotate": {
-			{method: "POST", path: "/api/keys/key_0000000000000000/rotate", want: 404},
-			{method: "POST", path: "/api/keys/key_0000000000000000/rotate", body: `{"grace":"forever"}`, want: 400},
-			{method: "POST", path: "/api/keys/key_0000000000000000/rotate", body: `{"grace":"720h"}`, want: 400},
-		},
 		"GET /api/databases": {
 			{method: "GET", path: "/api/databases", fault: unavailable, want: 503},
 			{method: "GET", path: "/api/databases", fault: internal, want: 500},
@@ -596,6 +590,32 @@ func routeErrorCases(root string) map[string][]errorCase {
 		"GET /admin/stats": {
 			{method: "GET", path: "/admin/stats?window=2h", want: 400},
 			{method: "GET", path: "/admin/stats?window=soon", want: 400},
+		},
+		"PATCH /api/keys/{id}": {
+			{method: "PATCH", path: "/api/keys/key_0000000000000000", body: `{"name":"n"}`, want: 404},
+			{method: "PATCH", path: "/api/keys/key_0000000000000000", body: `{}`, want: 400},
+			{method: "PATCH", path: "/api/keys/key_0000000000000000", body: `{"nme":"x"}`, want: 400},
+			{method: "PATCH", path: "/api/keys/key_0000000000000000", body: big, want: 413},
+		},
+		"POST /api/keys/{id}/rotate": {
+			{method: "POST", path: "/api/keys/key_0000000000000000/rotate", want: 404},
+			{method: "POST", path: "/api/keys/key_0000000000000000/rotate", body: `{"grace":"8d"}`, want: 400},
+			{method: "POST", path: "/api/keys/key_0000000000000000/rotate", body: big, want: 413},
+		},
+		"POST /api/databases/{db}/check": {
+			{method: "POST", path: "/api/databases/nosuchdb/check", want: 400},
+			{method: "POST", path: "/api/databases/chatdb/check", body: `{"schema":"nope.v1"}`, want: 400},
+			{method: "POST", path: "/api/databases/a..b/check", want: 400},
+			{method: "POST", path: "/api/databases/chatdb/check", body: big, want: 413},
+			{method: "POST", path: "/api/databases/faultcheck/check", fault: unavailable, want: 503},
+		},
+		"GET /api/databases/{db}/check": {
+			{method: "GET", path: "/api/databases/nosuchdb/check", want: 404},
+			{method: "GET", path: "/api/databases/a..b/check", want: 400},
+		},
+		"GET /schema/{id}/databases": {
+			{method: "GET", path: "/schema/a..b/databases", want: 400},
+			{method: "GET", path: "/schema/t.v1/databases", fault: unavailable, want: 503},
 		},
 		"POST /admin/databases/{db}/rekey": {
 			{method: "POST", path: "/admin/databases/nosuchdb/rekey", want: 404},

@@ -78,6 +78,10 @@ func (tb *uiTab) navShown() []string {
 	return shown
 }
 
+// consoleChatSchema is the chat schema the editor flows bind.
+const consoleChatSchema = `{"type": "object", "required": ["messages"], "properties": {"title": {"type": "string"}, "messages": {"type": "array",
+	"items": {"type": "object", "required": ["role"], "properties": {"role": {"enum": ["user", "assistant"]}, "text": {"type": "string"}}}}}}`
+
 // TestUIConsole runs the flows of issue 25 in one Chromium against one
 // server.
 func TestUIConsole(t *testing.T) {
@@ -328,20 +332,334 @@ func TestUIConsole(t *testing.T) {
 			}
 		}
 	})
+
+	// EditorTextTreeWrap: the document editor's tree beside the text (a
+	// name jumps to the text), wrapped lines with numbers as tall as their
+	// lines, Copy, Ctrl+S, and the stale-error bug: invalid JSON after a
+	// schema failure marks only the syntax error, at its line.
+	t.Run("EditorTextTreeWrap", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		const db = "ui25edit"
+		seed.call("PUT", "/schema/ui25.chat.v1", consoleChatSchema, http.StatusOK)
+		long := strings.Repeat("a long message that wraps ", 12)
+		stored := fmt.Sprintf(`{"title":"t","messages":[{"role":"user","text":"hi"},{"role":"assistant","text":%q}]}`, long)
+		seed.call("PUT", "/entity/"+db, map[string]any{"chat": json.RawMessage(stored)}, http.StatusOK)
+		seed.call("PUT", "/api/databases/"+db, map[string]any{"schema": "ui25.chat.v1"}, http.StatusOK)
+		for i, size := range []func(*testing.T) *uiTab{desk, phone} {
+			tb := size(t)
+			tb.login(testAdminKey)
+			if tb.width <= 800 {
+				tb.openMenu()
+			}
+			tb.openDB(db)
+			tb.openEntity("chat")
+			// The tree: on by default on a laptop, off on a phone.
+			var treeOn bool
+			tb.eval(`document.getElementById("entity-editor-tree").checked`, &treeOn)
+			if treeOn != (tb.width > 800) {
+				t.Errorf("tree shown by default = %v at %dpx", treeOn, tb.width)
+			}
+			if !treeOn {
+				tb.click("#entity-editor-tree")
+			}
+			tb.waitFor("the tree", `document.querySelector('#entity-editor-tree-view details[data-pointer="/messages"]')`)
+			tb.click(`#entity-editor-tree-view button.tree-name[data-pointer="/messages/1/text"]`)
+			var sel struct{ Selected string }
+			tb.eval(`(ta => ({Selected: ta.value.slice(ta.selectionStart, ta.selectionEnd)}))(document.getElementById("entity-editor"))`, &sel)
+			if sel.Selected != `"text"` {
+				t.Errorf("a click on /messages/1/text in the tree selects %q in the text, want its name", sel.Selected)
+			}
+			// Wrap: the long line wraps, its number is as tall as it is.
+			var wrapOn bool
+			tb.eval(`document.getElementById("entity-editor-wrap").checked`, &wrapOn)
+			if wrapOn != (tb.width <= 800) {
+				t.Errorf("wrap on by default = %v at %dpx", wrapOn, tb.width)
+			}
+			if !wrapOn {
+				tb.click("#entity-editor-wrap")
+			}
+			tb.settle()
+			var wrap struct {
+				Overflow     bool
+				Tall, Normal float64
+				Line         int
+			}
+			tb.eval(`(() => {
+				const ta = document.getElementById("entity-editor");
+				const line = ta.value.split("\n").findIndex(l => l.includes("wraps")) + 1;
+				const g = n => document.querySelector('[data-testid="entity-editor-gutter"] span[data-line="' + n + '"]').getBoundingClientRect().height;
+				return {Overflow: ta.scrollWidth > ta.clientWidth + 1, Tall: g(line), Normal: g(1), Line: line};
+			})()`, &wrap)
+			if wrap.Overflow || wrap.Tall < 2*wrap.Normal {
+				t.Errorf("wrapped: sideways scroll %v, line %d numbered %.0fpx tall against %.0fpx; want no sideways scroll and a taller number", wrap.Overflow, wrap.Line, wrap.Tall, wrap.Normal)
+			}
+			tb.shots(fmt.Sprintf("editor-tree-wrap-%d", i), "#entity-pane")
+
+			// Copy: what the button hands to the clipboard is the document.
+			tb.eval(`window.__copied = null; Object.defineProperty(navigator, "clipboard", {configurable: true, value: {writeText: async t => { window.__copied = t; }}}); 1`, nil)
+			tb.click("#entity-editor-copy")
+			tb.waitText("entity-editor-toolbar-status", "Copied the document.")
+			var copied, text string
+			tb.eval(`window.__copied`, &copied)
+			tb.eval(`document.getElementById("entity-editor").value`, &text)
+			if copied != text || !jsonEqual([]byte(copied), []byte(stored)) {
+				t.Errorf("Copy handed %q to the clipboard, want the document", copied)
+			}
+
+			// The stale-error bug: a schema failure, then invalid JSON.
+			tb.setEditor("entity-editor", "{\n  \"messages\": [\n    {\"role\": \"robot\"},\n    {\"role\": 5}\n  ]\n}")
+			tb.click("#entity-save")
+			tb.waitText("entity-message", "2 problems against schema ui25.chat.v1")
+			tb.setEditor("entity-editor", "{\n  \"messages\": [\n    {\"role\": \"user\",, }\n  ]\n}")
+			tb.click("#entity-save")
+			tb.waitText("entity-message", "Invalid JSON (line 3)")
+			var marks struct {
+				Items  []string
+				Gutter []int
+			}
+			tb.eval(`({Items: [...document.querySelectorAll("#entity-editor-errors li")].map(li => li.dataset.line + ":" + (li.dataset.syntax || "") + ":" + li.textContent),
+				Gutter: [...document.querySelectorAll('[data-testid="entity-editor-gutter"] .line-invalid')].map(s => Number(s.dataset.line))})`, &marks)
+			if len(marks.Items) != 1 || !strings.HasPrefix(marks.Items[0], "3:true:Line 3") || fmt.Sprint(marks.Gutter) != "[3]" {
+				t.Errorf("after invalid JSON the editor lists %q and marks lines %v; want only the syntax error, on line 3", marks.Items, marks.Gutter)
+			}
+			if got := seed.entity(db, "chat"); !jsonEqual(got, []byte(stored)) {
+				t.Errorf("after refused saves the server holds %s", got)
+			}
+			tb.shots(fmt.Sprintf("editor-syntax-%d", i), "#entity-pane")
+
+			// Ctrl+S saves a valid edit.
+			edit := fmt.Sprintf(`{"title":"saved with ctrl+s %d","messages":[]}`, i)
+			tb.setEditor("entity-editor", edit)
+			tb.do("Ctrl+S", chromedp.KeyEvent("s", chromedp.KeyModifiers(chromedp.ModifierCtrl)))
+			tb.waitText("entity-message", "Saved.")
+			if got := seed.entity(db, "chat"); !jsonEqual(got, []byte(edit)) {
+				t.Errorf("after Ctrl+S the server holds %s, want %s", got, edit)
+			}
+			seed.call("PUT", "/entity/"+db, map[string]any{"chat": json.RawMessage(stored)}, http.StatusOK)
+		}
+	})
+
+	// UnsavedGuard: an edit is not lost silently: opening another key, going
+	// to another page and closing the tab ask first; Keep editing keeps it.
+	t.Run("UnsavedGuard", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		const db = "ui25guard"
+		seed.call("PUT", "/entity/"+db, map[string]any{"a": map[string]any{"n": 1}, "b": map[string]any{"n": 2}}, http.StatusOK)
+		for _, size := range []func(*testing.T) *uiTab{desk, phone} {
+			tb := size(t)
+			tb.login(testAdminKey)
+			tb.nav("databases", "Databases")
+			tb.click(fmt.Sprintf(`#db-cards button[data-db=%q]`, db))
+			tb.openEntity("a")
+			tb.do("type an edit", chromedp.Click(chromedp.ID("entity-editor")), chromedp.KeyEvent("\n"))
+			tb.setEditor("entity-editor", `{"n": 100}`)
+			ask := func(answer string) {
+				t.Helper()
+				tb.waitFor("the question", `document.getElementById("ask-dialog")?.open`)
+				if got := tb.text("ask-text"); !strings.Contains(got, db+" / a") {
+					t.Errorf("the question says %q, want it to name %s / a", got, db)
+				}
+				tb.click("#" + answer)
+				tb.waitFor("the question answered", `!document.getElementById("ask-dialog")`)
+			}
+			tb.click(`#db-keys button[data-key="b"]`)
+			ask("ask-keep")
+			var st struct{ Value, Title, Hash string }
+			read := func() {
+				t.Helper()
+				tb.eval(`({Value: document.getElementById("entity-editor").value, Title: document.getElementById("entity-title").textContent, Hash: location.hash})`, &st)
+			}
+			read()
+			if st.Value != `{"n": 100}` || !strings.HasSuffix(st.Title, " / a") {
+				t.Errorf("after Keep editing: editor %q, title %q; want the edit of a", st.Value, st.Title)
+			}
+			if tb.width <= 800 {
+				tb.openMenu()
+			}
+			tb.click("#nav-workers")
+			tb.waitFor("the question", `document.getElementById("ask-dialog")?.open`)
+			tb.click("#ask-keep")
+			tb.waitFor("still on Databases", `!document.getElementById("ask-dialog") && document.getElementById("page-title").textContent === "Databases"`)
+			read()
+			if st.Value != `{"n": 100}` || !strings.HasPrefix(st.Hash, "#/databases") {
+				t.Errorf("after Keep editing on leaving: editor %q, hash %q", st.Value, st.Hash)
+			}
+			if got := seed.entity(db, "a"); !jsonEqual(got, []byte(`{"n": 1}`)) {
+				t.Errorf("the server holds %s, want the unsaved edit not stored", got)
+			}
+			// Closing the tab (a reload here) asks the browser's question.
+			before := len(tb.dialogSeen())
+			tb.do("reload", chromedp.Reload())
+			tb.waitFor("the page again", `document.getElementById("page-title")?.textContent === "Databases"`)
+			if len(tb.dialogSeen()) != before+1 {
+				t.Errorf("a reload with unsaved changes showed %d browser dialogs, want the leave-page question", len(tb.dialogSeen())-before)
+			}
+			// Discard: the other key opens.
+			tb.openEntity("a")
+			tb.setEditor("entity-editor", `{"n": 101}`)
+			tb.click(`#db-keys button[data-key="b"]`)
+			ask("ask-ok")
+			tb.waitFor("b open", `document.getElementById("entity-title").textContent.endsWith(" / b") && JSON.parse(document.getElementById("entity-editor").value).n === 2`)
+			tb.shots("guard", "#entity-pane")
+		}
+	})
+
+	// SchemaEditorAndCheck: the schema page has the same editor (tree,
+	// gutter, Ctrl+S), lists the databases bound to the schema, and checks
+	// their stored entities on the server: the entities listed are those
+	// the server's job found.
+	t.Run("SchemaEditorAndCheck", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		const id, db = "ui25.check.v1", "ui25checked"
+		docs := map[string]any{}
+		for i := range 30 {
+			docs[fmt.Sprintf("s%02d", i)] = map[string]any{"messages": []any{map[string]any{"role": "user"}}}
+		}
+		docs["s07"] = map[string]any{"msgs": []any{}}
+		docs["s21"] = map[string]any{"messages": []any{map[string]any{"role": "robot"}}}
+		seed.call("PUT", "/entity/"+db, docs, http.StatusOK)
+		seed.call("PUT", "/schema/"+id, consoleChatSchema, http.StatusOK)
+		seed.call("PUT", "/api/databases/"+db, map[string]any{"schema": id}, http.StatusOK)
+		for i, size := range []func(*testing.T) *uiTab{desk, phone} {
+			tb := size(t)
+			tb.login(testAdminKey)
+			tb.nav("schemas", "Schemas")
+			tb.click(fmt.Sprintf(`#schema-list button[data-schema=%q]`, id))
+			tb.waitText("schema-message", "Loaded "+id)
+			if tb.width > 800 {
+				tb.waitFor("the schema's tree", `document.querySelector('#schema-text-tree-view details[data-pointer="/properties"]')`)
+			}
+			tb.waitFor("the bound database", fmt.Sprintf(`document.querySelector('#schema-dbs li[data-db=%q][data-ready]')`, db))
+			var before string
+			tb.eval(fmt.Sprintf(`document.querySelector('#schema-dbs li[data-db=%q] progress').dataset.job || ""`, db), &before)
+			tb.click(fmt.Sprintf(`#schema-dbs button[data-testid="schema-check"][data-db=%q]`, db))
+			tb.waitFor("the check done", fmt.Sprintf(`(p => p.dataset.state === "done" && p.dataset.job !== %q)(document.querySelector('#schema-dbs li[data-db=%q] progress'))`, before, db))
+			var ui struct {
+				Keys  []string
+				State string
+				Bar   [2]float64
+			}
+			tb.eval(fmt.Sprintf(`(li => ({Keys: [...li.querySelectorAll('[data-testid="schema-check-result"] a[data-key]')].map(a => a.dataset.key),
+				State: li.querySelector('[data-testid="schema-check-state"]').textContent,
+				Bar: [li.querySelector("progress").value, li.querySelector("progress").max]}))(document.querySelector('#schema-dbs li[data-db=%q]'))`, db), &ui)
+			var job checkJob
+			if err := json.Unmarshal(seed.call("GET", "/api/databases/"+db+"/check", nil, http.StatusOK), &job); err != nil {
+				t.Fatal(err)
+			}
+			var want []string
+			for _, m := range job.Mismatches {
+				want = append(want, m.Key)
+			}
+			if fmt.Sprint(ui.Keys) != fmt.Sprint(want) || fmt.Sprint(want) != "[s07 s21]" || ui.Bar != [2]float64{30, 30} || !strings.Contains(ui.State, "2 do not match") {
+				t.Errorf("the page lists %v (%q, bar %v), the server's job %v; want s07 and s21, 30 of 30", ui.Keys, ui.State, ui.Bar, want)
+			}
+			tb.shots(fmt.Sprintf("schema-check-%d", i), "#schema-bound")
+			// Ctrl+S saves the schema.
+			edited := strings.Replace(consoleChatSchema, `"required": ["messages"]`, fmt.Sprintf(`"required": ["messages"], "title": "saved %d"`, i), 1)
+			tb.setEditor("schema-text", edited)
+			tb.do("Ctrl+S", chromedp.KeyEvent("s", chromedp.KeyModifiers(chromedp.ModifierCtrl)))
+			tb.waitText("schema-message", "Saved "+id)
+			if got := seed.call("GET", "/schema/"+id, nil, http.StatusOK); !jsonEqual(got, []byte(edited)) {
+				t.Errorf("after Ctrl+S the server's schema is %s", got)
+			}
+			// A mismatch is a link to the entity.
+			tb.waitFor("the result listed again", `document.querySelector('#schema-dbs a[data-key="s21"]')`)
+			tb.click(`#schema-dbs a[data-key="s21"]`)
+			tb.waitFor("the entity open", fmt.Sprintf(`document.getElementById("entity-title")?.textContent === "%s / s21"`, db))
+		}
+	})
+
+	// ThreeWayMerge: a Save that loses a race merges three ways: changes
+	// to different members are taken without a question; overlapping ones
+	// are listed for a choice; the merged Save is conditional.
+	t.Run("ThreeWayMerge", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		const db = "ui25merge"
+		for i, size := range []func(*testing.T) *uiTab{desk, phone} {
+			key := fmt.Sprintf("doc%d", i)
+			seed.call("PUT", "/entity/"+db, map[string]any{key: map[string]any{"title": "t", "n": 1, "messages": []any{"m1"}}}, http.StatusOK)
+			tb := size(t)
+			tb.login(testAdminKey)
+			if tb.width <= 800 {
+				tb.openMenu()
+			}
+			tb.openDB(db)
+			tb.openEntity(key)
+
+			// Not overlapping: they change n, I change the title.
+			seed.call("PUT", "/entity/"+db, map[string]any{key: map[string]any{"title": "t", "n": 2, "messages": []any{"m1"}}}, http.StatusOK)
+			tb.setEditor("entity-editor", `{"title": "mine", "n": 1, "messages": ["m1"]}`)
+			tb.click("#entity-save")
+			tb.waitFor("the merge", `!document.getElementById("entity-conflict").hidden`)
+			var m struct {
+				Summary   string
+				Conflicts int
+				Merged    string
+				Save      bool
+			}
+			read := func() {
+				t.Helper()
+				tb.eval(`({Summary: document.getElementById("entity-conflict-summary").textContent,
+					Conflicts: document.querySelectorAll("#entity-conflict-list > li").length,
+					Merged: document.getElementById("entity-conflict-merged").textContent,
+					Save: document.getElementById("entity-conflict-save").disabled})`, &m)
+			}
+			read()
+			if m.Conflicts != 0 || !jsonEqual([]byte(m.Merged), []byte(`{"title": "mine", "n": 2, "messages": ["m1"]}`)) || m.Save || !strings.Contains(m.Summary, "nothing conflicts") {
+				t.Errorf("merge of non-overlapping edits: %+v; want their n and my title, no conflict, Save enabled", m)
+			}
+			tb.shots(fmt.Sprintf("merge-clean-%d", i), "#entity-conflict")
+			tb.click("#entity-conflict-save")
+			tb.waitText("entity-message", "Saved.")
+			if got := seed.entity(db, key); !jsonEqual(got, []byte(`{"title": "mine", "n": 2, "messages": ["m1"]}`)) {
+				t.Errorf("after Save merged the server holds %s", got)
+			}
+
+			// Overlapping: both change the title and append a message.
+			seed.call("PUT", "/entity/"+db, map[string]any{key: map[string]any{"title": "theirs", "n": 2, "messages": []any{"m1", "their m2"}}}, http.StatusOK)
+			tb.setEditor("entity-editor", `{"title": "mine again", "n": 3, "messages": ["m1", "my m2"]}`)
+			tb.click("#entity-save")
+			tb.waitFor("the merge", `!document.getElementById("entity-conflict").hidden && document.querySelectorAll("#entity-conflict-list > li").length === 2`)
+			read()
+			if !m.Save || !strings.Contains(m.Summary, "2 places both of you changed") {
+				t.Errorf("merge of overlapping edits: %+v; want Save disabled until both are chosen", m)
+			}
+			var paths []string
+			tb.eval(`[...document.querySelectorAll("#entity-conflict-list > li")].map(li => li.dataset.path)`, &paths)
+			if fmt.Sprint(paths) != "[/title /messages]" {
+				t.Errorf("conflicts at %v, want /title and /messages", paths)
+			}
+			tb.click(`#entity-conflict-list li[data-path="/title"] input[value="mine"]`)
+			tb.click(`#entity-conflict-list li[data-path="/messages"] input[value="both"]`)
+			want := `{"title": "mine again", "n": 3, "messages": ["m1", "their m2", "my m2"]}`
+			if got := tb.text("entity-conflict-merged"); !jsonEqual([]byte(got), []byte(want)) {
+				t.Errorf("merged result after the choices = %s, want %s", got, want)
+			}
+			tb.shots(fmt.Sprintf("merge-conflicts-%d", i), "#entity-conflict")
+			// Someone writes again before the merged Save: it is conditional.
+			seed.call("PUT", "/entity/"+db, map[string]any{key: map[string]any{"title": "theirs", "n": 2, "messages": []any{"m1", "their m2"}, "late": true}}, http.StatusOK)
+			tb.click("#entity-conflict-save")
+			tb.waitText("entity-message", "Not saved")
+			if got := seed.entity(db, key); !jsonEqual(got, []byte(`{"title": "theirs", "n": 2, "messages": ["m1", "their m2"], "late": true}`)) {
+				t.Errorf("a merged Save over a newer version stored %s; want it refused", got)
+			}
+			// The new merge against the newest version keeps the choices made: nothing conflicts.
+			tb.waitFor("the merge again", `!document.getElementById("entity-conflict").hidden && document.getElementById("entity-conflict-summary").textContent.includes("nothing conflicts")`)
+			tb.click("#entity-conflict-save")
+			tb.waitText("entity-message", "Saved.")
+			if got := seed.entity(db, key); !jsonEqual(got, []byte(`{"title": "mine again", "n": 3, "messages": ["m1", "their m2", "my m2"], "late": true}`)) {
+				t.Errorf("after the second merged Save the server holds %s", got)
+			}
+		}
+	})
+
+	t.Run("MergeUnitTests", func(t *testing.T) {
+		desk(t).requireJSSuite("/js/merge_test.js", "runMergeTests", 300)
+	})
 }
 
 // seedKey returns key id as GET /api/keys lists it.
 func seedKey(t *testing.T, seed uiSeed, id string) keyAnswer {
 	t.Helper()
-	var keys []keyAnswer
-	if err := json.Unmarshal(seed.call("GET", "/api/keys", nil, http.StatusOK), &keys); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range keys {
-		if k.ID == id {
-			return k
-		}
-	}
-	t.Fatalf("GET /api/keys lists no %s", id)
-	return keyAnswer{}
+	return keyIn(t, seed.call("GET", "/api/keys", nil, http.StatusOK), id)
 }

@@ -16,7 +16,9 @@
 //                renders; every page starts with h2#page-title (a page the
 //                principal may not use shows p#page-denied, why, instead)
 //
-// Routes and modules (each exports render(container, ctx) -> cleanup?):
+// Routes and modules (each exports render(container, ctx) -> cleanup?; a
+// page with unsaved work calls ctx.guard(fn), fn resolving to true when it
+// may be left: a hash change to another page, or Log out, asks it first):
 //   #/login      login form              (this file)
 //   #/dashboard  dashboard.js  #dash-health, #dash-databases (read),
 //                admin: #dash-workers-total #dash-workers-by-status
@@ -99,6 +101,9 @@ const routes = {
 const state = {
   me: null, // {client_id, permissions, is_admin} from /api/me
   cleanup: null,
+  // guard, set by the page shown (ctx.guard), resolves to true when the
+  // page may be left (nothing unsaved, or the user lets it go).
+  guard: null,
   afterLogin: "dashboard",
 };
 
@@ -192,6 +197,7 @@ async function loadMe() {
 // logout ends the session at the server too (POST /api/logout revokes the
 // token), then forgets it; a failed call still logs out this tab.
 async function logout() {
+  if (state.guard && !(await state.guard())) return;
   if (getToken()) {
     try {
       await request("POST", "/api/logout");
@@ -222,6 +228,7 @@ function updateShell() {
 }
 
 function teardownPage() {
+  state.guard = null;
   if (state.cleanup) {
     try {
       state.cleanup();
@@ -272,7 +279,10 @@ function renderPage(name) {
     why.textContent = denied;
     content.append(heading(r.title), why);
   } else {
-    const cleanup = r.page.render(content, { me: state.me, isAdmin: isAdmin(), navigate });
+    const guard = (fn) => {
+      state.guard = fn;
+    };
+    const cleanup = r.page.render(content, { me: state.me, isAdmin: isAdmin(), navigate, guard });
     state.cleanup = typeof cleanup === "function" ? cleanup : null;
   }
   const title = $("page-title");
@@ -336,9 +346,7 @@ function wireShell() {
     const target = $("app-view").hidden ? $("login-key") : $("page");
     target.focus();
   });
-  window.addEventListener("hashchange", () => {
-    if (location.hash.startsWith("#/") || location.hash === "") route();
-  });
+  window.addEventListener("hashchange", leaveThenRoute);
   onUnauthorized(() => {
     state.me = null;
     const name = currentRoute();
@@ -346,6 +354,23 @@ function wireShell() {
     history.replaceState(null, "", "#/login");
     showLogin(SESSION_EXPIRED);
   });
+}
+
+// leaveThenRoute shows the page a changed hash names, unless the page shown
+// has unsaved work the user wants to keep: then the old hash is put back.
+let guarded = ""; // the hash a guard already let through
+async function leaveThenRoute(ev) {
+  if (!(location.hash.startsWith("#/") || location.hash === "")) return;
+  const target = location.hash;
+  if (state.guard && guarded !== target) {
+    history.replaceState(null, "", new URL(ev.oldURL).hash || "#/");
+    if (!(await state.guard())) return;
+    guarded = target;
+    location.hash = target;
+    return;
+  }
+  guarded = "";
+  route();
 }
 
 wireShell();

@@ -41,6 +41,10 @@ export function render(root, ctx = {}) {
     view: null, // the open database's view
   };
   root.append(pageHeading("Databases"), page.msg, page.cards, page.detail);
+  // Leaving the page, or opening another database, asks first when the
+  // open entity has unsaved changes.
+  page.confirmDiscard = () => (page.view ? page.view.confirmDiscard() : Promise.resolve(true));
+  if (ctx.guard) ctx.guard(page.confirmDiscard);
   const place = readPlace() || remembered;
   loadCards(page).then(() => {
     if (place && place.db && page.infos.has(place.db)) openDatabase(page, place.db, place);
@@ -105,7 +109,12 @@ async function loadCards(page) {
 function card(page, name) {
   const b = h("button", {
     type: "button", class: "card", testid: "db-card", "data-db": name, "aria-pressed": "false",
-    on: { click: () => openDatabase(page, name, null) },
+    on: {
+      click: async () => {
+        if (page.view && page.view.db !== name && !(await page.confirmDiscard())) return;
+        openDatabase(page, name, null);
+      },
+    },
   }, h("strong", { class: "card-title", text: name }),
   h("span", { class: "card-meta", testid: "db-card-count" }),
   h("span", { class: "card-meta", testid: "db-card-schema" }));
@@ -192,6 +201,7 @@ function openDatabase(page, db, place) {
     },
   });
 
+  view.confirmDiscard = () => editor.confirmDiscard();
   page.detail.append(
     h("div", { class: "db-head" },
       h("div", {}, h("h3", { id: "db-detail-title", text: db }), info),

@@ -61,3 +61,29 @@ export function confirmByName({ title, text, name, action }) {
     input.focus();
   });
 }
+
+/**
+ * confirmDialog asks a question with two answers; it resolves to true for
+ * action, false for keep (or Escape). Elements: dialog#ask-dialog,
+ * #ask-text, #ask-ok, #ask-keep.
+ */
+export function confirmDialog({ title, text, action, keep = "Cancel" }) {
+  return new Promise((resolve) => {
+    const ok = h("button", { type: "submit", id: "ask-ok", testid: "ask-ok", class: "danger", text: action });
+    const cancel = h("button", { type: "button", id: "ask-keep", testid: "ask-keep", class: "secondary", text: keep });
+    const d = modal("ask-dialog", title, [
+      h("p", { id: "ask-text", testid: "ask-text", text }),
+      h("div", { class: "row end" }, cancel, ok),
+    ], (value) => {
+      d.el.remove();
+      resolve(value === "confirmed");
+    });
+    cancel.addEventListener("click", () => d.close("keep"));
+    d.form.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      d.close("confirmed");
+    });
+    d.open();
+    cancel.focus();
+  });
+}

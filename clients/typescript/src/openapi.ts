@@ -299,6 +299,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/databases/{db}/check": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The latest check of the database's stored entities, running or finished */
+        get: operations["getCheck"];
+        put?: never;
+        /**
+         * Check the stored entities against a schema (a job; one per database at a time)
+         * @description Reads every entity of the database and validates it against its bound schema, or the one named; changes nothing. At most 2 checks run at once in a main worker (429 beyond); the job lists at most 100 entities that do not match (the rest are counted). API.md, Checking stored entities.
+         */
+        post: operations["startCheck"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/admin/workers": {
         parameters: {
             query?: never;
@@ -323,7 +344,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Key jobs (rekeys) with their progress */
+        /** Key jobs (rekeys) and checks of stored entities, with their progress */
         get: operations["listJobs"];
         put?: never;
         post?: never;
@@ -429,6 +450,23 @@ export interface paths {
          * @description Errors are sorted by path (array indexes by number), then message; at most 50 are listed, omitted counts the rest.
          */
         post: operations["validate"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/schema/{id}/databases": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The databases bound to the schema (those the credential may use) */
+        get: operations["schemaDatabases"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -630,13 +668,51 @@ export interface components {
         };
         KeyJob: {
             id: string;
-            kind: string;
+            /**
+             * @description rekey (a key job) or check (a check of stored entities, kept in memory only)
+             * @enum {string}
+             */
+            kind: "rekey" | "check";
             database: string;
             state: string;
             /** @description The step a running job is at */
             phase?: string;
             done: number;
             total: number;
+            error?: string;
+            /** Format: date-time */
+            started_at: string;
+            /** Format: date-time */
+            updated_at: string;
+            /** Format: date-time */
+            finished_at?: string;
+        };
+        Check: {
+            /** @example check-5f0c2a9e1b7d4c33 */
+            id: string;
+            /** @constant */
+            kind: "check";
+            database: components["schemas"]["DatabaseName"];
+            schema: components["schemas"]["SchemaID"];
+            /** @enum {unknown} */
+            state: "running" | "done" | "failed";
+            /** @description Entities checked (or deleted meanwhile) */
+            done: number;
+            /** @description Entities counted at the start */
+            total: number;
+            /** @description Entities that do not match */
+            mismatched: number;
+            /** @description The first 100 entities that do not match, in key order. */
+            mismatches: {
+                key: components["schemas"]["EntityKey"];
+                errors: {
+                    path: string;
+                    message: string;
+                }[];
+                /** @description Violations beyond the 3 listed */
+                omitted?: number;
+            }[];
+            /** @description Why a failed check stopped. */
             error?: string;
             /** Format: date-time */
             started_at: string;
@@ -1484,6 +1560,78 @@ export interface operations {
             503: components["responses"]["Unavailable"];
         };
     };
+    getCheck: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path: {
+                db: components["parameters"]["db"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Check"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    startCheck: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path: {
+                db: components["parameters"]["db"];
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": {
+                    schema?: components["schemas"]["SchemaID"];
+                };
+            };
+        };
+        responses: {
+            /** @description The check started, or the one already running for the database */
+            202: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Check"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            413: components["responses"]["TooLarge"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
     listWorkers: {
         parameters: {
             query?: never;
@@ -1774,6 +1922,40 @@ export interface operations {
                     "application/json": components["schemas"]["ValidateAnswer"];
                 };
             };
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    schemaDatabases: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path: {
+                id: components["parameters"]["schemaId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        databases: components["schemas"]["DatabaseName"][];
+                    };
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["Unavailable"];
