@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -126,6 +127,21 @@ type oidcFlags struct {
 	skew time.Duration
 	// required stops the start when the issuer cannot be reached.
 	required bool
+	// ui is the UI's sign-in with the provider (oidclogin.go); ui.clientID
+	// "" offers none.
+	ui oidcUIFlags
+}
+
+// oidcUIFlags are the -oidc-ui-* flags: the public client the web UI signs
+// in as, with the authorization code flow and PKCE.
+type oidcUIFlags struct {
+	// clientID is the client's ID at the provider; name what the sign-in
+	// button calls the provider ("" is the issuer's host); scope the
+	// scope asked for.
+	clientID, name, scope string
+	// params are more parameters of the authorization request (such as
+	// audience= or resource=), as a query string.
+	params string
 }
 
 // s3Flags are the -s3-* flags; endpoint "" means filesystem storage.
@@ -188,6 +204,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	roleMap := fs.String("oidc-role-map", "", "claim values to permissions, e.g. ddb-reader=read,ddb-writer=read+write,ddb-admin=admin (default: read, write, admin as themselves)")
 	fs.DurationVar(&c.oidc.skew, "oidc-clock-skew", 30*time.Second, "clock difference tolerated on the exp, nbf and iat of OIDC tokens")
 	fs.BoolVar(&c.oidc.required, "oidc-required", false, "refuse to start when the OpenID provider cannot be reached")
+	fs.StringVar(&c.oidc.ui.clientID, "oidc-ui-client-id", "", "client ID of the web UI at the OpenID provider: a public client (no secret) with the authorization_code grant, PKCE and the redirect URI <this server's URL>/; empty offers no sign-in with the provider")
+	fs.StringVar(&c.oidc.ui.name, "oidc-ui-name", "", "what the UI's sign-in button calls the provider (default: the issuer's host)")
+	fs.StringVar(&c.oidc.ui.scope, "oidc-ui-scope", "openid", "scope the UI asks the provider for (one that gets an access token for -oidc-audience)")
+	fs.StringVar(&c.oidc.ui.params, "oidc-ui-auth-params", "", "more parameters of the UI's authorization request as a query string, e.g. audience=https://ddb.example (Auth0) or resource=https://ddb.example (RFC 8707)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stderr)
@@ -356,8 +376,8 @@ func (c *config) check() error {
 // check rejects -oidc-* values that make no sense together.
 func (o *oidcFlags) check() error {
 	switch {
-	case o.issuer == "" && (o.audience != "" || o.required):
-		return errors.New("-oidc-issuer: -oidc-audience and -oidc-required need -oidc-issuer")
+	case o.issuer == "" && (o.audience != "" || o.required || o.ui.clientID != ""):
+		return errors.New("-oidc-issuer: -oidc-audience, -oidc-required and -oidc-ui-client-id need -oidc-issuer")
 	case o.issuer == "":
 		return nil
 	case !strings.HasPrefix(o.issuer, "https://") && !strings.HasPrefix(o.issuer, "http://"):
@@ -368,6 +388,23 @@ func (o *oidcFlags) check() error {
 		return errors.New("-oidc-permissions-claim: must not be empty")
 	case o.skew < 0:
 		return fmt.Errorf("-oidc-clock-skew: must not be negative, got %v", o.skew)
+	}
+	return o.ui.check()
+}
+
+// check rejects -oidc-ui-* values that cannot make an authorization
+// request.
+func (u *oidcUIFlags) check() error {
+	if _, err := url.ParseQuery(u.params); err != nil {
+		return fmt.Errorf("-oidc-ui-auth-params: %q is not a query string: %w", u.params, err)
+	}
+	switch {
+	case u.clientID == "":
+		return nil
+	case strings.TrimSpace(u.scope) == "":
+		return errors.New("-oidc-ui-scope: must not be empty with -oidc-ui-client-id")
+	case len(u.clientID) > 256 || len(u.name) > 64:
+		return errors.New("-oidc-ui-client-id: at most 256 bytes, -oidc-ui-name at most 64")
 	}
 	return nil
 }

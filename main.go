@@ -71,6 +71,9 @@
 //	oidc.go        OpenID Connect access tokens as credentials: discovery,
 //	               the JWKS cache, JWT signatures (RS256, PS256, ES256)
 //	               and claims, the principal a token's claims describe
+//	oidclogin.go   the web UI's sign-in with the OpenID provider: the
+//	               authorization code flow with PKCE, GET and POST
+//	               /api/login/oidc
 //	sessions.go    session tokens: HMAC-signed, stateless; revocations
 //	               (logout) kept in the store; the per-key session cap
 //	apikeys.go     the API key model and its persistence in the store;

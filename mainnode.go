@@ -140,7 +140,7 @@ func newMainNode(ctx context.Context, cfg config, o mainNodeOptions) (_ *mainNod
 	n.rot = n.newRotator()
 	// loadKeys returned: the master key matched the stored key check.
 	n.rest = newRESTServer(restOptions{auth: n.auth, data: data, workers: n.rt.list, maxBody: cfg.restMaxBody,
-		jobs: n.jobs, reg: n.reg, keyChecked: true, ctx: n.ctx, log: n.log})
+		jobs: n.jobs, reg: n.reg, keyChecked: true, oidcLogin: newOIDCLogin(cfg.oidc, n.auth.oidc), ctx: n.ctx, log: n.log})
 	return n, n.listen()
 }
 

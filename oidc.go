@@ -42,6 +42,9 @@ type oidcVerifier struct {
 	// jwksURL is the jwks_uri of the discovery document; "" until
 	// discovery succeeded.
 	jwksURL string
+	// endpoints are the discovery document's authorization and token
+	// endpoints (the UI's sign-in, oidclogin.go); set with jwksURL.
+	endpoints oidcEndpoints
 	// lastFetch is when the last fetch was attempted; zero: never.
 	lastFetch time.Time
 }
@@ -401,11 +404,11 @@ func (s *jwkSet) lookup(kid string) *jwk {
 // JWKS. The caller holds fetchMu.
 func (v *oidcVerifier) refresh(ctx context.Context) error {
 	if v.jwksURL == "" {
-		u, err := v.discover(ctx)
+		u, ends, err := v.discover(ctx)
 		if err != nil {
 			return err
 		}
-		v.jwksURL = u
+		v.jwksURL, v.endpoints = u, ends
 	}
 	v.fetches.Add(1)
 	body, hdr, err := v.get(ctx, v.jwksURL)
@@ -422,30 +425,62 @@ func (v *oidcVerifier) refresh(ctx context.Context) error {
 	return nil
 }
 
+// oidcEndpoints are the endpoints of the authorization code flow, from
+// discovery; "" where the document names none.
+type oidcEndpoints struct {
+	Authorization string `json:"authorization_endpoint"`
+	Token         string `json:"token_endpoint"`
+}
+
 // discover fetches the issuer's discovery document (OpenID Connect
-// Discovery 1.0 §4) and returns its jwks_uri. The document must name the
-// configured issuer exactly (§4.3), so a typo in -oidc-issuer fails here
-// rather than on every token.
-func (v *oidcVerifier) discover(ctx context.Context) (string, error) {
+// Discovery 1.0 §4) and returns its jwks_uri and endpoints. The document
+// must name the configured issuer exactly (§4.3), so a typo in
+// -oidc-issuer fails here rather than on every token.
+func (v *oidcVerifier) discover(ctx context.Context) (string, oidcEndpoints, error) {
 	u := strings.TrimSuffix(v.cfg.issuer, "/") + "/.well-known/openid-configuration"
 	body, _, err := v.get(ctx, u)
 	if err != nil {
-		return "", fmt.Errorf("oidc discovery: %w", err)
+		return "", oidcEndpoints{}, fmt.Errorf("oidc discovery: %w", err)
 	}
 	var doc struct {
+		oidcEndpoints
 		Issuer  string `json:"issuer"`
 		JWKSURI string `json:"jwks_uri"`
 	}
 	if err := json.Unmarshal(body, &doc); err != nil {
-		return "", fmt.Errorf("oidc discovery %s: decode: %w", u, err)
+		return "", oidcEndpoints{}, fmt.Errorf("oidc discovery %s: decode: %w", u, err)
 	}
 	if doc.Issuer != v.cfg.issuer {
-		return "", fmt.Errorf("oidc discovery %s: the document names issuer %q, not %q", u, doc.Issuer, v.cfg.issuer)
+		return "", oidcEndpoints{}, fmt.Errorf("oidc discovery %s: the document names issuer %q, not %q", u, doc.Issuer, v.cfg.issuer)
 	}
-	if !strings.HasPrefix(doc.JWKSURI, "https://") && !strings.HasPrefix(doc.JWKSURI, "http://") {
-		return "", fmt.Errorf("oidc discovery %s: jwks_uri %q is not an HTTP(S) URL", u, doc.JWKSURI)
+	for _, e := range []string{doc.JWKSURI, doc.Authorization, doc.Token} {
+		if e != "" && !strings.HasPrefix(e, "https://") && !strings.HasPrefix(e, "http://") {
+			return "", oidcEndpoints{}, fmt.Errorf("oidc discovery %s: endpoint %q is not an HTTP(S) URL", u, e)
+		}
 	}
-	return doc.JWKSURI, nil
+	if doc.JWKSURI == "" {
+		return "", oidcEndpoints{}, fmt.Errorf("oidc discovery %s: no jwks_uri", u)
+	}
+	return doc.JWKSURI, doc.oidcEndpoints, nil
+}
+
+// flowEndpoints returns the endpoints of the authorization code flow,
+// running discovery first if it has not succeeded yet (at most once per
+// refetchEvery, like a JWKS fetch).
+func (v *oidcVerifier) flowEndpoints(ctx context.Context) (oidcEndpoints, error) {
+	v.fetchMu.Lock()
+	defer v.fetchMu.Unlock()
+	if v.jwksURL == "" {
+		now := v.cfg.now()
+		if now.Sub(v.lastFetch) < v.cfg.refetchEvery {
+			return oidcEndpoints{}, fmt.Errorf("oidc discovery: the provider was unreachable less than %v ago: %w", v.cfg.refetchEvery, errUnavailable)
+		}
+		v.lastFetch = now
+		if err := v.refresh(ctx); err != nil {
+			return oidcEndpoints{}, fmt.Errorf("%w: %w", err, errUnavailable)
+		}
+	}
+	return v.endpoints, nil
 }
 
 // get fetches u and returns its body (at most maxOIDCDocBytes) and

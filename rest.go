@@ -35,6 +35,9 @@ type restServer struct {
 	// checks runs the checks of stored entities (checks.go); nil answers
 	// their routes 503.
 	checks *checkJobs
+	// oidcLogin is the UI's sign-in with the OpenID provider
+	// (oidclogin.go); nil offers none.
+	oidcLogin *oidcLogin
 	// ready is the state GET /readyz reports (health.go).
 	ready readiness
 	// reg is the process's metrics for GET /metrics, metrics the REST
@@ -79,6 +82,9 @@ type restOptions struct {
 	// keyChecked says that the master key matched the storage's key
 	// check: the server starts ready.
 	keyChecked bool
+	// oidcLogin is the UI's sign-in with the OpenID provider; nil offers
+	// none.
+	oidcLogin *oidcLogin
 	// ctx ends the server's background work (the checks of stored
 	// entities, stopped and waited for by checks.stop); nil builds no
 	// check runner, and the check routes answer 503.
@@ -89,7 +95,7 @@ type restOptions struct {
 // newRESTServer builds the REST server of o and its route table.
 func newRESTServer(o restOptions) *restServer {
 	s := &restServer{auth: o.auth, data: o.data, workers: o.workers, maxBody: o.maxBody, jobs: o.jobs,
-		log: o.log, mux: http.NewServeMux(), idPrefix: randomIDPrefix()}
+		oidcLogin: o.oidcLogin, log: o.log, mux: http.NewServeMux(), idPrefix: randomIDPrefix()}
 	reg := o.reg
 	if reg == nil {
 		reg = newRegistry()
@@ -118,6 +124,8 @@ func (s *restServer) routes() {
 	s.mux.Handle("GET /metrics", s.need(permAdmin, s.handleMetrics))
 	s.mux.Handle("GET /openapi.json", s.open(s.handleOpenAPI))
 	s.mux.Handle("POST /api/login", s.open(s.handleLogin))
+	s.mux.Handle("GET /api/login/oidc", s.open(s.handleOIDCConfig))
+	s.mux.Handle("POST /api/login/oidc", s.open(s.handleOIDCCode))
 	s.mux.Handle("POST /api/logout", s.need(0, s.handleLogout))
 	s.mux.Handle("GET /api/me", s.need(0, s.handleMe))
 	s.mux.Handle("GET /api/keys", s.need(permAdmin, s.handleListKeys))

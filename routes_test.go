@@ -78,6 +78,10 @@ func routeTable() []routeCase {
 		{"GET /metrics", "GET", "/metrics", "", "", nil, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
 		{"GET /openapi.json", "GET", "/openapi.json", "", "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
 		{"POST /api/login", "POST", "/api/login", `{"key":"{read}"}`, "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
+		// This server offers no sign-in with a provider (oidclogin_test.go
+		// tests one that does).
+		{"GET /api/login/oidc", "GET", "/api/login/oidc", "", "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
+		{"POST /api/login/oidc", "POST", "/api/login/oidc", `{}`, "", nil, [numCredKinds]int{404, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404}},
 		{"GET /api/me", "GET", "/api/me", "", "", nil, [numCredKinds]int{401, 401, 200, 200, 200, 200, 401, 401, 200, 200, 200}},
 		{"GET /api/keys", "GET", "/api/keys", "", "", nil, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
 		{"POST /api/keys", "POST", "/api/keys", `{"name":"t","permissions":["read"]}`, "", nil, [numCredKinds]int{401, 401, 201, 403, 403, 201, 401, 401, 403, 201, 403}},
@@ -451,6 +455,9 @@ func routeErrorCases(root string) map[string][]errorCase {
 			{method: "POST", path: "/api/login", body: `{}`, token: "-", want: 400},
 			{method: "POST", path: "/api/login", body: ``, token: "-", want: 400},
 		},
+		"POST /api/login/oidc": {
+			{method: "POST", path: "/api/login/oidc", body: `{"code":"c"}`, token: "-", want: 404},
+		},
 		"POST /api/logout": {
 			{method: "POST", path: "/api/logout", want: 400}, // the admin key is not a session token
 			{method: "POST", path: "/api/logout", token: "ds_AAAA", want: 401},
@@ -643,13 +650,14 @@ func routeErrorCases(root string) map[string][]errorCase {
 // noErrorCases are the routes that fail only for a missing credential or
 // permission, with the reason.
 var noErrorCases = map[string]string{
-	"GET /health":        "always answers",
-	"GET /healthz":       "always answers",
-	"GET /openapi.json":  "serves the embedded document",
-	"GET /api/me":        "answers for any valid credential",
-	"GET /api/keys":      "reads the keys in memory",
-	"GET /admin/workers": "reads the router in memory",
-	"GET /metrics":       "reads counters in memory",
+	"GET /health":         "always answers",
+	"GET /healthz":        "always answers",
+	"GET /openapi.json":   "serves the embedded document",
+	"GET /api/me":         "answers for any valid credential",
+	"GET /api/login/oidc": "answers {\"enabled\": false} without a UI client (oidclogin_test.go: a provider down is 503)",
+	"GET /api/keys":       "reads the keys in memory",
+	"GET /admin/workers":  "reads the router in memory",
+	"GET /metrics":        "reads counters in memory",
 }
 
 // faultStore is a store whose every call fails with the error set in

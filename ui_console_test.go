@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 )
 
@@ -656,10 +658,190 @@ func TestUIConsole(t *testing.T) {
 	t.Run("MergeUnitTests", func(t *testing.T) {
 		desk(t).requireJSSuite("/js/merge_test.js", "runMergeTests", 300)
 	})
+
+	// StaySignedIn: by default the session lasts for its tab; "Stay signed
+	// in" keeps it on the device until it expires, for every tab, and Log
+	// out in one tab ends it at the server and in every tab.
+	t.Run("StaySignedIn", func(t *testing.T) {
+		_, secret := uiSeed{t, n.base}.consoleKey("ui25-device", []string{"read"})
+		one := desk(t)
+		one.login(secret)
+		var st struct{ Session, Device string }
+		storage := func(tb *uiTab) {
+			t.Helper()
+			tb.eval(`({Session: sessionStorage.getItem("deltadb.session") || "", Device: localStorage.getItem("deltadb.session") || ""})`, &st)
+		}
+		storage(one)
+		if st.Session == "" || st.Device != "" {
+			t.Errorf("a login without Stay signed in keeps %+v, want the tab only", st)
+		}
+		other := phone(t)
+		other.do("open UI", chromedp.Navigate(n.base+"/"))
+		other.waitFor("the login page in another tab", `!document.getElementById("login-view").hidden`)
+
+		// Stay signed in: on the device, with the server's expiry.
+		one.click("#logout")
+		one.waitFor("logged out", `!document.getElementById("login-view").hidden`)
+		one.typeInto("login-key", secret)
+		one.click("#login-remember")
+		one.click("#login-submit")
+		one.waitFor("the dashboard", `!document.getElementById("app-view").hidden && document.getElementById("page-title")?.textContent === "Dashboard"`)
+		storage(one)
+		var dev struct {
+			Token     string    `json:"token"`
+			ExpiresAt time.Time `json:"expires_at"`
+		}
+		if err := json.Unmarshal([]byte(st.Device), &dev); err != nil || st.Session != "" || !strings.HasPrefix(dev.Token, "ds_") ||
+			time.Until(dev.ExpiresAt) < 23*time.Hour || strings.Contains(st.Device, secret) {
+			t.Fatalf("Stay signed in keeps %+v (%v), want a session token with its expiry on the device, never the key", st, err)
+		}
+		other.do("open UI again", chromedp.Navigate(n.base+"/#/databases"))
+		other.waitFor("signed in in another tab", `!document.getElementById("app-view").hidden && document.getElementById("page-title")?.textContent === "Databases"`)
+		other.shots("remembered", "")
+		// Log out in the other tab: the server ends the session, this tab follows.
+		other.click("#logout")
+		other.waitFor("logged out", `!document.getElementById("login-view").hidden && !localStorage.getItem("deltadb.session")`)
+		if code, _, _ := httpCall(t, "GET", n.base+"/api/me", dev.Token, nil); code != http.StatusUnauthorized {
+			t.Errorf("the remembered session after Log out = %d, want 401", code)
+		}
+		one.waitText("login-notice", "You logged out on this device in another tab.")
+
+		// An expired session kept on the device is dropped.
+		one.eval(`localStorage.setItem("deltadb.session", JSON.stringify({token: "ds_old", expires_at: "2020-01-01T00:00:00Z"})); 1`, nil)
+		one.do("reload", chromedp.Navigate(n.base+"/#/dashboard"))
+		one.waitFor("the login page", `!document.getElementById("login-view").hidden && !localStorage.getItem("deltadb.session")`)
+	})
 }
 
 // seedKey returns key id as GET /api/keys lists it.
 func seedKey(t *testing.T, seed uiSeed, id string) keyAnswer {
 	t.Helper()
 	return keyIn(t, seed.call("GET", "/api/keys", nil, http.StatusOK), id)
+}
+
+// TestUIOIDCSignIn: "Sign in with <provider>" goes through the real
+// provider (.ci/oidc, its development login and consent pages) with the
+// authorization code flow and PKCE; the access token the UI then holds is
+// what the server accepts for that account, at the laptop and the phone
+// size, per tab or on the device; a forged redirect is refused.
+func TestUIOIDCSignIn(t *testing.T) {
+	prov := startOIDCProvider(t)
+	browser := newBrowser(t)
+	n, _ := startDefault(t, "-oidc-issuer="+prov.issuer, "-oidc-audience=https://deltadb.test", "-oidc-ui-client-id=deltadb-ui",
+		"-oidc-ui-scope=openid deltadb", "-oidc-ui-name=Test IdP", "-oidc-databases-claim=deltadb.databases")
+	req, err := http.NewRequest("POST", prov.issuer+"/test/ui-client", strings.NewReader(`{"redirect_uri":"`+n.base+`/"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var set struct {
+		RedirectURI string `json:"redirect_uri"`
+	}
+	prov.post(t, req, &set)
+
+	signIn := func(tb *uiTab, account string, remember bool) {
+		t.Helper()
+		// A sign-in of another account: no provider session from the last one.
+		if _, err := chromedp.Call(tb.ctx, network.ClearBrowserCookies, cdp.Empty{}); err != nil {
+			t.Fatalf("clear cookies: %v", err)
+		}
+		tb.do("open UI", chromedp.Navigate(n.base+"/#/databases"))
+		tb.waitText("login-oidc-button", "Sign in with Test IdP")
+		if remember {
+			tb.click("#login-remember")
+		}
+		tb.click("#login-oidc-button")
+		tb.waitFor("the provider's login page", `location.href.startsWith(`+fmt.Sprintf("%q", prov.issuer)+`) && document.querySelector('input[name="login"]')`)
+		tb.screenshot(tb.ctx, fmt.Sprintf("provider-login-%dx%d.png", tb.width, tb.height), chromedp.CaptureScreenshot())
+		tb.do("sign in at the provider", chromedp.SendKeys(chromedp.CSS(`input[name="login"]`), account),
+			chromedp.SendKeys(chromedp.CSS(`input[name="password"]`), "any password"))
+		tb.do("submit", chromedp.Click(chromedp.CSS(`button[type="submit"]`)))
+		tb.waitFor("the consent page", `document.querySelector('input[name="prompt"][value="consent"]')`)
+		tb.do("consent", chromedp.Click(chromedp.CSS(`button[type="submit"]`)))
+		tb.waitFor("back, signed in, on the page asked for", `location.origin === `+fmt.Sprintf("%q", n.base)+` && location.search === "" &&
+			!document.getElementById("app-view").hidden && document.getElementById("page-title")?.textContent === "Databases"`)
+	}
+	token := func(tb *uiTab, remember bool) string {
+		t.Helper()
+		var v struct {
+			Token, Kind string
+			ExpiresAt   time.Time `json:"expires_at"`
+		}
+		where := "sessionStorage"
+		if remember {
+			where = "localStorage"
+		}
+		var raw string
+		tb.eval(where+`.getItem("deltadb.session") || ""`, &raw)
+		if err := json.Unmarshal([]byte(raw), &v); err != nil || !looksLikeJWT(v.Token) || v.Kind != "oidc" || time.Until(v.ExpiresAt) <= 0 {
+			t.Fatalf("%s holds %q (%v), want the provider's access token with its expiry", where, raw, err)
+		}
+		return v.Token
+	}
+	me := func(tok string) (m struct {
+		ClientID    string   `json:"client_id"`
+		Subject     string   `json:"subject"`
+		Permissions []string `json:"permissions"`
+		Databases   []string `json:"databases"`
+	}) {
+		t.Helper()
+		code, body, _ := httpCall(t, "GET", n.base+"/api/me", tok, nil)
+		if code != 200 || json.Unmarshal(body, &m) != nil {
+			t.Fatalf("GET /api/me with the UI's token = %d %s", code, body)
+		}
+		return m
+	}
+
+	tab := func(t *testing.T, size [2]int64) *uiTab {
+		tb := openTab(t, browser, n.base, size[0], size[1])
+		// The provider's development pages load a web font from the
+		// internet, which these machines do not reach.
+		tb.foreign = []string{prov.issuer, "https://fonts.googleapis.com", "https://fonts.gstatic.com"}
+		return tb
+	}
+
+	for _, tc := range []struct {
+		name, account string
+		size          [2]int64
+		remember      bool
+		// me is what GET /api/me says of the UI's token: permissions and
+		// databases.
+		me, nav string
+	}{
+		{"AdminPerTab", "ui-admin", deskView, false, "[admin] []", "[dashboard databases entities workers schemas keys jobs explorer]"},
+		{"ScopedOnDevice", "ui-team", phoneView, true, "[read write] [team-*]", "[dashboard databases entities schemas explorer]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tb := tab(t, tc.size)
+			signIn(tb, tc.account, tc.remember)
+			m := me(token(tb, tc.remember))
+			if m.Subject != tc.account || fmt.Sprint(m.Permissions, " ", m.Databases) != tc.me {
+				t.Errorf("the UI's token is %+v, want %s with %s", m, tc.account, tc.me)
+			}
+			if who := tb.text("whoami"); tb.width > 800 && !strings.Contains(who, tc.account) {
+				t.Errorf("top bar = %q, want %s", who, tc.account)
+			}
+			if got := fmt.Sprint(tb.navShown()); got != tc.nav {
+				t.Errorf("menu of %s shows %s, want %s", tc.account, got, tc.nav)
+			}
+			tb.shots("signed-in", "")
+			tb.click("#logout")
+			tb.waitFor("logged out", `!document.getElementById("login-view").hidden && !sessionStorage.getItem("deltadb.session") && !localStorage.getItem("deltadb.session")`)
+		})
+	}
+
+	t.Run("ForgedRedirect", func(t *testing.T) {
+		tb := tab(t, deskView)
+		tb.do("a redirect nobody started", chromedp.Navigate(n.base+"/?code=stolen&state=forged"))
+		tb.waitText("login-error", "does not belong to a sign-in started in this tab")
+		var stored int
+		tb.eval(`sessionStorage.length + (localStorage.getItem("deltadb.session") ? 1 : 0)`, &stored)
+		if stored != 0 {
+			t.Errorf("a forged redirect left %d credentials", stored)
+		}
+		code, body, _ := httpCall(t, "POST", n.base+"/api/login/oidc", "", map[string]string{"code": "stolen",
+			"code_verifier": testVerifier, "redirect_uri": n.base + "/"})
+		if code != http.StatusUnauthorized || !strings.Contains(string(body), "the provider refused the code (invalid_grant)") {
+			t.Errorf("a made-up code = %d %s, want 401 from the provider's refusal", code, body)
+		}
+	})
 }

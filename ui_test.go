@@ -110,6 +110,10 @@ type uiTab struct {
 	shotName string
 	// width and height are the tab's viewport in CSS pixels.
 	width, height int64
+	// foreign are URL prefixes of pages that are not the UI's (an OpenID
+	// provider's sign-in pages and what they load): their console errors
+	// are not the UI's errors.
+	foreign []string
 }
 
 // openTab opens a tab of width x height CSS pixels on browser, watching its
@@ -153,6 +157,8 @@ func (tb *uiTab) watchConsole(msgs iter.Seq2[chromedp.ConsoleMessage, error]) {
 			}
 		case m.Type == chromedp.ConsoleError && m.Source == "network" && expected4xx.MatchString(m.Text):
 			// an HTTP error answer the UI handles; see expected4xx
+		case slices.ContainsFunc(tb.foreign, func(p string) bool { return strings.HasPrefix(m.URL, p) }):
+			// a message of a page that is not the UI's
 		case m.Type == chromedp.ConsoleError || m.IsException():
 			tb.errs = append(tb.errs, m)
 		}
@@ -689,7 +695,7 @@ func TestUI(t *testing.T) {
 		tb.waitFor("the dialog closed", `!document.getElementById("key-dialog").open`)
 
 		var token string
-		tb.eval(`Object.values(sessionStorage).find(v => v.startsWith("ds_")) || ""`, &token)
+		tb.eval(`(v => v ? JSON.parse(v).token : "")(sessionStorage.getItem("deltadb.session"))`, &token)
 		tb.click("#logout")
 		tb.waitFor("login page after logout", `!document.getElementById("login-view").hidden && document.getElementById("app-view").hidden && sessionStorage.length === 0`)
 		// Logout ends the session at the server, not only in the tab.

@@ -2,9 +2,12 @@
 // hash router, the navigation shell and the narrow-screen menu.
 //
 // Page structure (index.html):
-//   #login-view  login form: #login-key (password), #login-submit,
-//                #login-error (server error, e.g. on 401),
-//                #login-notice ("Session expired or invalid — please log in again")
+//   #login-view  login form: #login-key (password), #login-remember (stay
+//                signed in on this device), #login-submit, #login-error
+//                (server error, e.g. on 401), #login-notice ("Session
+//                expired or invalid — please log in again"), #login-oidc
+//                with #login-oidc-button (oidc.js; shown when the server
+//                offers sign-in with its OpenID provider)
 //   #app-view    the shell once logged in:
 //     header     #menu-button (aria-controls="sidebar", aria-expanded; shown
 //                below 800px), #whoami, #logout
@@ -36,27 +39,39 @@
 //                (span[data-testid=db-key-preview]) #db-keys-prev #db-keys-page
 //                #db-keys-next #db-key-input #db-key-open; the place in the
 //                list is in the hash: #/databases?db=&prefix=&limit=&pages=&key=
-//                entity editor (entityeditor.js): #entity-title #entity-meta
+//                entity editor (entityeditor.js, doceditor.js): #entity-title
+//                #entity-meta, toolbar #entity-editor-tree -wrap -format -copy,
+//                tree #entity-editor-tree-view (button.tree-name[data-pointer]),
 //                #entity-editor (textarea; jsonedit.js adds
 //                #entity-editor-errors li[data-path][data-line] and a gutter
 //                span[data-line].line-invalid) #entity-check #entity-save
 //                #entity-delete #entity-write-denied #entity-message
-//                #entity-conflict (#entity-conflict-stored, -edited, -reload,
-//                -overwrite)
+//                #entity-conflict (conflict.js, the three-way merge:
+//                #entity-conflict-summary, -list li[data-path] with radio
+//                inputs theirs|mine|both, -merged, -save, -stored, -edited,
+//                -reload, -overwrite); unsaved changes ask in dialog#ask-dialog
 //   #/entities   entities.js   #ent-db (select) #ent-db-new #ent-key
 //                #ent-schema #ent-doc #ent-get #ent-put #ent-delete #ent-message
 //                #ent-write-denied #ent-conflict (as #entity-conflict)
 //   #/workers    workers.js    #workers-table (tr[data-worker]) #workers-refresh
 //                #workers-message
 //   #/schemas    schemas.js    #schema-list > li > button[data-testid=schema-item]
-//                #schema-id #schema-text #schema-new #schema-load #schema-save
+//                #schema-id #schema-text (doceditor.js, as #entity-editor;
+//                #schema-dbs li[data-db] with the check of stored entities)
+//                #schema-new #schema-load #schema-save
 //                #schema-message #schema-export-pydantic #schema-export-ts
 //                #schema-export (pre) #schema-copy #schema-copy-status
 //                #schema-delete #schema-write-denied
-//   #/keys       keys.js       #key-name #key-perm-read #key-perm-write
-//                #key-perm-admin #key-expires #key-databases #key-create
-//                #key-secret-box #key-secret #key-secret-copy #keys-message
-//                #keys-table (tr[data-key-id]) button[data-testid=key-delete]
+//   #/keys       keys.js       #key-new opens dialog#key-dialog: #key-name
+//                #key-perm-read #key-perm-write #key-perm-admin #key-expiry
+//                (#key-expires for another) #key-db-all #key-db-some
+//                #key-db-list (input[data-db]) #key-db-add #key-create, then
+//                #key-secret-box #key-secret #key-secret-copy #key-secret-done;
+//                #keys-message #keys-table (tr[data-key-id]) with
+//                [data-testid=key-last-used], buttons key-edit, key-rotate
+//                (dialog#key-rotate-dialog: #key-grace #key-rotate-confirm
+//                #key-rotate-secret) and key-delete (dialog.js: the name is
+//                typed in #confirm-name, then #confirm-ok)
 //                (Keys and Workers tables are cards below 800px: class
 //                cards-on-phone, every td has data-label)
 //   #/jobs       jobs.js       (admin only; nav #nav-jobs in #nav-jobs-item)
@@ -70,7 +85,8 @@
 // format.js for times, perms.js for disabled write controls, jsonedit.js,
 // conflict.js), so a new panel is a new file plus a line in routes.
 
-import { clearToken, getToken, onUnauthorized, request, setToken, errorMessage } from "./api.js";
+import { clearToken, credential, getToken, onDeviceLogout, onUnauthorized, request, setToken, errorMessage } from "./api.js";
+import { finishOIDC, oidcCallback, showOIDCButton } from "./oidc.js";
 import { clear, setText } from "./dom.js";
 import { pageDenial } from "./perms.js";
 import * as dashboard from "./dashboard.js";
@@ -138,6 +154,7 @@ function showLogin(notice) {
   $("login-error").hidden = true;
   document.title = "Log in · DeltaDatabase";
   $("login-key").focus();
+  showOIDCButton(() => state.afterLogin, () => $("login-remember").checked, showLoginError);
 }
 
 async function submitLogin(ev) {
@@ -160,18 +177,24 @@ async function submitLogin(ev) {
       return;
     }
     input.value = ""; // the raw key is never kept
-    setToken(r.data.token);
-    state.me = { client_id: r.data.client_id, permissions: r.data.permissions || [], is_admin: false };
-    await loadMe();
-    if (!getToken()) return; // /api/me said 401: already back on the login page
-    $("login-notice").hidden = true;
-    const target = state.afterLogin && state.afterLogin !== "login" ? state.afterLogin : "dashboard";
-    navigate(target);
+    setToken(r.data.token, { remember: $("login-remember").checked, expiresAt: r.data.expires_at });
+    await enter(r.data);
   } catch (e) {
     if (!e.authExpired) showLoginError(e.message);
   } finally {
     button.disabled = false;
   }
+}
+
+// enter finishes a login that set the credential (grant: the login's
+// answer): who we are, then the page the user was going to.
+async function enter(grant) {
+  state.me = { client_id: grant.client_id, permissions: grant.permissions || [], is_admin: false };
+  await loadMe();
+  if (!getToken()) return; // /api/me said 401: already back on the login page
+  $("login-notice").hidden = true;
+  const target = state.afterLogin && state.afterLogin !== "login" ? state.afterLogin : "dashboard";
+  navigate(target);
 }
 
 function showLoginError(text) {
@@ -198,7 +221,9 @@ async function loadMe() {
 // token), then forgets it; a failed call still logs out this tab.
 async function logout() {
   if (state.guard && !(await state.guard())) return;
-  if (getToken()) {
+  // A provider's access token cannot be ended here: it is only forgotten.
+  const c = credential();
+  if (c && c.kind !== "oidc") {
     try {
       await request("POST", "/api/logout");
     } catch {
@@ -373,8 +398,33 @@ async function leaveThenRoute(ev) {
   route();
 }
 
+// boot finishes a sign-in with the OpenID provider when the page is its
+// redirect back, then shows the page the URL names.
+async function boot() {
+  const cb = oidcCallback();
+  if (cb) {
+    state.afterLogin = cb.afterLogin || state.afterLogin;
+    history.replaceState(null, "", location.pathname + "#/login");
+    try {
+      const grant = await finishOIDC(cb);
+      return enter(grant);
+    } catch (e) {
+      clearToken();
+      route();
+      showLoginError(e.message);
+      return;
+    }
+  }
+  route();
+}
+
 wireShell();
-route();
+onDeviceLogout(() => {
+  state.me = null;
+  history.replaceState(null, "", "#/login");
+  showLogin("You logged out on this device in another tab.");
+});
+boot();
 
 // Exposed for tests and the console: the current identity, read-only.
 export function whoami() {

@@ -115,6 +115,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/login/oidc": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Whether the web UI may sign in with the OpenID provider, and how
+         * @description {"enabled": false} unless the server runs with -oidc-ui-client-id. API.md, Sign-in with the OpenID provider.
+         */
+        get: operations["oidcLoginConfig"];
+        put?: never;
+        /**
+         * Redeem the provider's authorization code (with the PKCE verifier) for an access token this server accepts
+         * @description The server sends the code, the verifier and the redirect URI to the provider's token endpoint as the public client -oidc-ui-client-id, verifies the access token answered like any bearer token, and answers it. Refusals count against the failed-authentication limit. API.md, Sign-in with the OpenID provider.
+         */
+        post: operations["oidcLogin"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/logout": {
         parameters: {
             query?: never;
@@ -554,6 +578,21 @@ export interface components {
             /** Format: date-time */
             expires_at: string;
             permissions: components["schemas"]["Permission"][];
+        };
+        OIDCLoginConfig: {
+            enabled: boolean;
+            /** @description What the sign-in button calls the provider (-oidc-ui-name, default the issuer's host) */
+            name?: string;
+            issuer?: string;
+            /** @description -oidc-ui-client-id: a public client */
+            client_id?: string;
+            scope?: string;
+            /** Format: uri */
+            authorization_endpoint?: string;
+            /** @description More authorization request parameters (-oidc-ui-auth-params) */
+            params?: {
+                [key: string]: string;
+            };
         };
         /** @enum {string} */
         Permission: "read" | "write" | "admin";
@@ -1106,6 +1145,71 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             413: components["responses"]["TooLarge"];
             429: components["responses"]["TooManyRequests"];
+        };
+    };
+    oidcLoginConfig: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OIDCLoginConfig"];
+                };
+            };
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    oidcLogin: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    code: string;
+                    code_verifier: string;
+                    /** Format: uri */
+                    redirect_uri: string;
+                };
+            };
+        };
+        responses: {
+            /** @description The access token, to send as Authorization: Bearer */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SessionGrant"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            413: components["responses"]["TooLarge"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
         };
     };
     logout: {
