@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -281,4 +282,54 @@ func TestKeyLastUsed(t *testing.T) {
 			t.Errorf("after a restart last_used_at = %v, want %v", ki.LastUsedAt, want)
 		}
 	}
+}
+
+// BenchmarkKeyUsageNote is the cost a request of an API key pays to note
+// its use: in a minute already noted, one map lookup and one atomic load.
+func BenchmarkKeyUsageNote(b *testing.B) {
+	var u keyUsage
+	now := authTestStart
+	u.note("key_1", now)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			u.note("key_1", now)
+		}
+	})
+}
+
+// BenchmarkAuthenticateAPIKey is an API key's authentication as every
+// REST request with a key does it ("noted"), beside the same steps without
+// noting the use ("lookup"): the difference is what last use costs.
+func BenchmarkAuthenticateAPIKey(b *testing.B) {
+	a, err := newAuthenticator(context.Background(), authConfig{adminKey: testAdminKey, st: newTestFSStore(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	k, err := a.createKey(context.Background(), keyRequest{Name: "bench", Permissions: []string{"read"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("noted", func(b *testing.B) {
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := a.authenticateFrom(k.Secret, ""); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+	b.Run("lookup", func(b *testing.B) {
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				h := sha256.Sum256([]byte(k.Secret))
+				e := a.keys.Load().byHash[h]
+				if err := e.secretFor(h, time.Now()); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := e.principalAt(time.Now()); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"net/http"
 	"strings"
@@ -238,4 +239,26 @@ func mustJSON(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// BenchmarkStatsSample is one sample of the dashboard's sampler over a
+// registry that has seen 30 routes with 4 statuses each and the storage
+// operations of both backends: the work done every 10 s.
+func BenchmarkStatsSample(b *testing.B) {
+	clock := &fakeClock{t: time.Now()}
+	reg := newRegistry()
+	m := newHTTPMetrics(reg)
+	for r := range 30 {
+		for _, code := range []int{200, 304, 404, 500} {
+			m.observe(requestRecord{Route: fmt.Sprintf("GET /route%d/{db}", r), Method: "GET", Status: code, Duration: time.Millisecond})
+		}
+	}
+	st := meterStore(reg, newTestFSStore(b))
+	st.Get(context.Background(), "templates/none.json")
+	s := newStatsSampler(reg, func() []workerInfo { return []workerInfo{{Status: statusAvailable}} }, clock.now)
+	b.ResetTimer()
+	for b.Loop() {
+		clock.advance(statsInterval)
+		s.sample()
+	}
 }
