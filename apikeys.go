@@ -1,7 +1,8 @@
 package main
 
-// API keys (SPEC §3, §7): the key model, its checks, and its persistence
-// as one document in the storage.
+// API keys (API.md "API keys (permission: admin)", ARCHITECTURE.md "Trust
+// boundaries"): the key model, its checks, and its persistence as one document
+// in the storage.
 
 import (
 	"bytes"
@@ -20,10 +21,6 @@ import (
 	"time"
 	"unicode/utf8"
 )
-
-// authKeysObject is the logical object of the key store when -key-store is
-// not given (SPEC §4).
-const authKeysObject = authPrefix + "keys.json"
 
 // attrKeyID is the log attribute of an API key's ID.
 const attrKeyID = "key_id"
@@ -343,7 +340,8 @@ func parsePerms(names []string) (perm, error) {
 	return p, nil
 }
 
-// permNames lists the permissions of p in SPEC order.
+// permNames lists the permissions of p in the order API.md lists them (read,
+// write, admin).
 func permNames(p perm) []string {
 	names := []string{}
 	for _, pm := range []perm{permRead, permWrite, permAdmin} {

@@ -17,9 +17,9 @@ import (
 	"time"
 )
 
-// authenticator checks bearer credentials (SPEC §3, §7): the admin key, API
-// keys and session tokens, and owns the API key store and the sessions. It
-// is safe for concurrent use.
+// authenticator checks bearer credentials (API.md "Credentials: login,
+// sessions, who am I, API keys"): the admin key, API keys and session tokens,
+// and owns the API key store and the sessions. It is safe for concurrent use.
 //
 // Every key is looked up by its SHA-256. Map lookups are not constant
 // time, but they are keyed by a hash of what the caller sent, so their
@@ -505,7 +505,8 @@ func clientKey(addr string) string {
 // route's requirement it means any valid credential.
 type perm uint8
 
-// The permissions of SPEC §3. admin implies read and write.
+// The permissions of API.md "Credentials: login, sessions, who am I, API
+// keys". admin implies read and write.
 const (
 	permRead perm = 1 << iota
 	permWrite
@@ -554,7 +555,7 @@ func authorize(p principal, need perm, db string) error {
 	return nil
 }
 
-// permName is the SPEC name of a single permission.
+// permName is the API name of a single permission.
 func permName(pm perm) string {
 	switch pm {
 	case permRead:

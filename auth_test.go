@@ -61,7 +61,7 @@ func newAuthTestServerOn(t *testing.T, cfg authConfig, st store) *authTestServer
 	rt := newRouter(log, time.Now, 0, cat.wrote)
 	rt.add(&workerConn{id: w.id, proc: w, stats: w.stats})
 	rest := newRESTServer(restOptions{auth: auth, data: newDataPlane(rt, cat, schemas, budgets{}), workers: rt.list, maxBody: 1 << 20,
-		jobs: newKeyJobs(t.Context(), st, ring, 0, func(context.Context, uint64) error { return nil }, log), keyChecked: true, ctx: t.Context(), log: log})
+		jobs: newKeyJobs(t.Context(), keyJobsConfig{st: st, ring: ring, log: log, barrier: func(context.Context, uint64) error { return nil }}), keyChecked: true, ctx: t.Context(), log: log})
 	t.Cleanup(rest.checks.stop)
 	return &authTestServer{rest: rest, auth: auth, st: st, clock: clock}
 }

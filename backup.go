@@ -43,7 +43,6 @@ var toolRoles = map[string]bool{"backup": true, "restore": true, "verify": true}
 func parseToolFlags(args []string, stderr io.Writer) (toolFlags, error) {
 	var t toolFlags
 	fs := flag.NewFlagSet("deltadatabase -role=backup|restore|verify", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	fs.StringVar(&t.cfg.role, "role", "", "backup, restore or verify")
 	storageFlags(fs, &t.cfg)
 	masterKeyFlags(fs, &t.cfg)
@@ -53,15 +52,8 @@ func parseToolFlags(args []string, stderr io.Writer) (toolFlags, error) {
 	fs.StringVar(&t.progress, "progress", "auto", "auto (a bar on a terminal, lines otherwise), bar, lines or off")
 	fs.DurationVar(&t.progressEvery, "progress-every", 10*time.Second, "interval of progress lines")
 	fs.StringVar(&t.cfg.logLevel, "log-level", "info", "debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stderr)
-			fs.PrintDefaults()
-		}
+	if err := parseArgs(fs, args, stderr); err != nil {
 		return t, err
-	}
-	if fs.NArg() > 0 {
-		return t, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	return t, t.check()
 }

@@ -348,7 +348,7 @@ func TestBackupWhileWriting(t *testing.T) {
 	for _, c := range perWriter { // every writer has 20 writes acknowledged
 		select {
 		case <-c:
-		case <-time.After(60 * time.Second):
+		case <-time.After(scaled(60 * time.Second)):
 			t.Fatal("writers too slow")
 		}
 	}

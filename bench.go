@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -45,45 +44,14 @@ func benchRole(args []string) bool {
 	return roleArg(args) == "bench"
 }
 
-// roleArg returns the value of the first -role flag in args, "" for none.
-// It lets the roles with a flag set of their own be told apart before
-// any flag set parses args.
-func roleArg(args []string) string {
-	for i, a := range args {
-		if a == "--" {
-			return ""
-		}
-		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		if !strings.HasPrefix(a, "-") || name != "role" {
-			continue
-		}
-		if !hasVal && i+1 < len(args) {
-			val = args[i+1]
-		}
-		return val
-	}
-	return ""
-}
-
 // parseBenchFlags parses the arguments of -role=bench. A bad value is an
 // error naming the flag.
 func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 	var b benchFlags
 	fs := flag.NewFlagSet("deltadatabase -role=bench", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	fs.String("role", "bench", "bench: the load tool")
 	b.register(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stderr)
-			fs.PrintDefaults()
-		}
-		return b, err
-	}
-	if fs.NArg() > 0 {
-		return b, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	return b, nil
+	return b, parseArgs(fs, args, stderr)
 }
 
 // register adds the bench flags to fs.

@@ -9,6 +9,8 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -22,6 +24,14 @@ const (
 	defaultMaxJSONDepth      = 64
 	defaultValidationTimeout = time.Second
 	defaultMaxDocument       = 1 << 20
+	// defaultMaxResponse holds 16 documents of the default largest size
+	// in one answer: a page of them streams in well under a second on a
+	// LAN, and a client asks again for the rest.
+	defaultMaxResponse = 16 << 20
+	// defaultMaxInflightRead lets 64 reads of documents of the default
+	// largest size be under way at once, or many more of a few KiB, each
+	// waiting for room once the documents of the others total 64 MiB.
+	defaultMaxInflightRead = 64 << 20
 )
 
 // budgets are the per-request limits. A zero field means its default, so
@@ -43,12 +53,27 @@ type budgets struct {
 	// validationTimeout bounds the validation of one document against one
 	// schema (-validation-timeout).
 	validationTimeout time.Duration
+	// maxResponse bounds the documents of one answer of several: a
+	// listing with include_docs, a get of many keys
+	// (-max-response-bytes); never under maxDocument, so that an answer
+	// holds at least one document.
+	maxResponse int64
+	// maxInflightRead bounds the documents read for answers and not yet
+	// sent, over all requests (-max-inflight-read-bytes); never under
+	// maxDocument.
+	maxInflightRead int64
 }
 
 func (b budgets) document() int64 { return cmp.Or(b.maxDocument, defaultMaxDocument) }
 func (b budgets) patchOps() int   { return cmp.Or(b.maxPatchOps, defaultMaxPatchOps) }
 func (b budgets) batchKeys() int  { return cmp.Or(b.maxBatchKeys, defaultMaxBatchKeys) }
 func (b budgets) depth() int      { return cmp.Or(b.maxDepth, defaultMaxJSONDepth) }
+func (b budgets) response() int64 {
+	return max(cmp.Or(b.maxResponse, defaultMaxResponse), b.document())
+}
+func (b budgets) inflightRead() int64 {
+	return max(cmp.Or(b.maxInflightRead, defaultMaxInflightRead), b.document())
+}
 func (b budgets) validation() time.Duration {
 	return cmp.Or(b.validationTimeout, defaultValidationTimeout)
 }
@@ -223,4 +248,78 @@ func appendSchemaOf(out []*jsonschema.Schema, v any) []*jsonschema.Schema {
 		return append(out, v...)
 	}
 	return out
+}
+
+// byteBudget is a weighted semaphore of bytes: the documents read for
+// answers and not yet sent, over all requests (-max-inflight-read-bytes).
+// Waiters are served in arrival order, so a large reservation is not
+// starved by small ones. It is safe for concurrent use; build it with
+// newByteBudget.
+type byteBudget struct {
+	mu       sync.Mutex
+	capacity int64
+	used     int64
+	waiters  []*budgetWaiter // in arrival order
+}
+
+// budgetWaiter is one acquire waiting for room; ready is closed once its
+// bytes are counted as used.
+type budgetWaiter struct {
+	n     int64
+	ready chan struct{}
+}
+
+// newByteBudget returns a budget of capacity bytes (at least 1).
+func newByteBudget(capacity int64) *byteBudget {
+	return &byteBudget{capacity: max(capacity, 1)}
+}
+
+// acquire takes n bytes (at most the capacity), waiting for room until
+// ctx ends. It takes nothing when it returns an error.
+func (b *byteBudget) acquire(ctx context.Context, n int64) error {
+	n = min(n, b.capacity)
+	b.mu.Lock()
+	if len(b.waiters) == 0 && b.used+n <= b.capacity {
+		b.used += n
+		b.mu.Unlock()
+		return nil
+	}
+	w := &budgetWaiter{n: n, ready: make(chan struct{})}
+	b.waiters = append(b.waiters, w)
+	b.mu.Unlock()
+	select {
+	case <-w.ready:
+		return nil
+	case <-ctx.Done():
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	select {
+	case <-w.ready:
+		// Granted while ctx ended: give the bytes back.
+		b.used -= n
+	default:
+		b.waiters = slices.DeleteFunc(b.waiters, func(x *budgetWaiter) bool { return x == w })
+	}
+	b.wake()
+	return fmt.Errorf("wait for %d bytes of the read budget: %w", n, ctx.Err())
+}
+
+// release gives back n bytes taken by acquire.
+func (b *byteBudget) release(n int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.used -= min(n, b.capacity)
+	b.wake()
+}
+
+// wake grants the waiters at the head of the line that now fit. b.mu must
+// be held.
+func (b *byteBudget) wake() {
+	for len(b.waiters) > 0 && b.used+b.waiters[0].n <= b.capacity {
+		w := b.waiters[0]
+		b.waiters = b.waiters[1:]
+		b.used += w.n
+		close(w.ready)
+	}
 }

@@ -1,17 +1,15 @@
 package main
 
-// The catalog: the only code above the store that knows the storage
-// layout. It owns the logical object keys (entity-name encoding, schema
-// and binding objects), databases' schema bindings (SPEC §10), stored
-// with the data so that every worker applies it, and the listings of databases and of a database's entity keys.
+// The catalog: the main worker's account of what storage holds:
+// databases' schema bindings (API.md "Schema-bound databases"), stored with
+// the data so that every worker applies it, and the listings of databases
+// and of a database's entity keys. The object keys it reads and writes are
+// layout.go's.
 
 import (
 	"context"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,43 +47,6 @@ func (c *catalog) wrote(db, key string, deleted bool, err error) {
 	}
 }
 
-// Logical object key prefixes, the same on every backend (SPEC §4).
-const (
-	entitiesPrefix  = "files/"
-	templatesPrefix = "templates/"
-	metaPrefix      = "_meta/"
-	authPrefix      = "_auth/"
-)
-
-// entityObjectKey is the logical object key of an entity. The entity key is
-// hex-encoded: hex keeps byte order (so listings come back in key order on
-// every backend), a prefix of a key encodes to a prefix of its encoding,
-// and no byte of a user's key reaches a path unescaped.
-func entityObjectKey(db, key string) string {
-	return entitiesPrefix + db + "/" + hex.EncodeToString([]byte(key))
-}
-
-// entityKeyPrefix is the logical prefix of every entity of db whose key
-// starts with keyPrefix.
-func entityKeyPrefix(db, keyPrefix string) string {
-	return entitiesPrefix + db + "/" + hex.EncodeToString([]byte(keyPrefix))
-}
-
-// decodeEntityObjectName turns the last component of an entity's object key
-// back into the entity key.
-func decodeEntityObjectName(name string) (string, error) {
-	b, err := hex.DecodeString(name)
-	if err != nil {
-		return "", fmt.Errorf("decode entity name %q: %w", name, errCorrupt)
-	}
-	return string(b), nil
-}
-
-// schemaObjectKey is the logical object key of a schema template.
-func schemaObjectKey(id string) string {
-	return templatesPrefix + id + ".json"
-}
-
 // listDatabases returns the sorted names of databases holding at least one
 // entity: one listing of the directories under "files/" (store.ListDirs),
 // whatever the number of entities. Names that are not database names
@@ -109,11 +70,6 @@ const (
 	defaultListLimit = 100
 	maxListLimit     = 1000
 )
-
-// bindingObjectKey is the logical key of db's schema binding.
-func bindingObjectKey(db string) string {
-	return metaPrefix + "databases/" + db + ".json"
-}
 
 // dbBinding is the stored form of a schema binding.
 type dbBinding struct {
@@ -173,15 +129,12 @@ func (b *bindings) get(ctx context.Context, db string) (string, error) {
 // read reads db's binding from storage.
 func (b *bindings) read(ctx context.Context, db string) (string, error) {
 	b.reads.Add(1)
-	raw, err := b.st.Get(ctx, bindingObjectKey(db))
-	if errors.Is(err, errNotFound) {
-		return "", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("read binding of %s: %w", db, err)
-	}
 	var v dbBinding
-	if err := json.Unmarshal(raw, &v); err != nil || validateSchemaID(v.Schema) != nil {
+	found, err := getJSON(ctx, b.st, bindingObjectKey(db), "binding of "+db, &v)
+	if err != nil || !found {
+		return "", err
+	}
+	if validateSchemaID(v.Schema) != nil {
 		return "", fmt.Errorf("read binding of %s: stored binding is not {\"schema\": ID}: %w", db, errCorrupt)
 	}
 	return v.Schema, nil
@@ -206,12 +159,8 @@ func (b *bindings) set(ctx context.Context, db, id string) error {
 			return fmt.Errorf("unbind %s: %w", db, err)
 		}
 	} else {
-		raw, err := json.Marshal(dbBinding{Schema: id})
-		if err != nil {
-			return fmt.Errorf("bind %s: %w", db, err)
-		}
-		if err := b.st.Put(ctx, bindingObjectKey(db), raw); err != nil {
-			return fmt.Errorf("bind %s: %w", db, err)
+		if err := putJSON(ctx, b.st, bindingObjectKey(db), "binding of "+db, dbBinding{Schema: id}); err != nil {
+			return err
 		}
 	}
 	b.remember(db, id)
@@ -240,14 +189,13 @@ func (b *bindings) boundTo(ctx context.Context, id string) ([]string, error) {
 // limit (0: all) databases that consider accepts and that are bound to
 // schema id. Only their bindings are read, through the cache.
 func (b *bindings) bound(ctx context.Context, id string, consider func(db string) bool, limit int) ([]string, error) {
-	prefix := metaPrefix + "databases/"
-	keys, err := b.st.List(ctx, prefix, "", 0)
+	keys, err := b.st.List(ctx, bindingsPrefix, "", 0)
 	if err != nil {
 		return nil, fmt.Errorf("list bindings: %w", err)
 	}
 	var dbs []string
 	for _, k := range keys {
-		db, ok := strings.CutSuffix(strings.TrimPrefix(k, prefix), ".json")
+		db, ok := jsonObjectName(bindingsPrefix, k)
 		if !ok || validateDBName(db) != nil || !consider(db) {
 			continue
 		}

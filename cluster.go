@@ -25,7 +25,8 @@ import (
 	pb "deltadatabase/proto"
 )
 
-// Cluster security (SPEC §11, README "Security model"): the main worker
+// Cluster security (ARCHITECTURE.md "Trust boundaries", README "Security
+// model"): the main worker
 // and its processing workers share a join token that never crosses the
 // wire. Every link between them is TLS 1.3; each side proves the token with
 // an HMAC over the connection's TLS exporter (RFC 9266), so a proof is
@@ -317,4 +318,39 @@ func (p *pinnedMain) check(got [32]byte) error {
 		return errors.New("no main worker has proved the join token yet")
 	}
 	return pinned(*want)(got)
+}
+
+// callSkew is how far a signed call's timestamp may be from the worker's
+// clock.
+const callSkew = 5 * time.Minute
+
+// signCall returns the main worker's signature of req for worker id:
+// HMAC-SHA256 under the call key handed to that worker on Subscribe, over
+// the worker ID and the deterministic encoding of req with its signature
+// unset. Every field is signed, including any added later.
+func signCall(callKey []byte, workerID string, req *pb.WorkerRequest) ([]byte, error) {
+	sig := req.Signature
+	req.Signature = nil
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(req)
+	req.Signature = sig
+	if err != nil {
+		return nil, fmt.Errorf("sign call: %w", err)
+	}
+	m := hmac.New(sha256.New, callKey)
+	// The worker ID is length-prefixed, so no two (worker, request) pairs
+	// sign the same bytes.
+	m.Write(binary.BigEndian.AppendUint32(nil, uint32(len(workerID))))
+	m.Write([]byte(workerID))
+	m.Write(b)
+	return m.Sum(nil), nil
+}
+
+// verifyCall checks a call's signature (in constant time) and freshness.
+func verifyCall(callKey []byte, workerID string, req *pb.WorkerRequest, now time.Time) bool {
+	issued := time.Unix(0, req.GetIssuedAtUnixNano())
+	if d := now.Sub(issued); d > callSkew || d < -callSkew {
+		return false
+	}
+	want, err := signCall(callKey, workerID, req)
+	return err == nil && hmac.Equal(want, req.GetSignature())
 }

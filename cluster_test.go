@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	grpccreds "google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	pb "deltadatabase/proto"
@@ -84,7 +85,8 @@ func newTestIdentity(t testing.TB) *clusterIdentity {
 }
 
 // joiner is a client that subscribes by hand, as an attacker or a test
-// worker would: its own TLS identity and RSA key.
+// worker would: its own TLS identity and RSA key, the cluster ALPN offered
+// as workers do.
 type joiner struct {
 	id    string
 	ident *clusterIdentity
@@ -119,7 +121,7 @@ func (j *joiner) prove(token []byte) func(exporter []byte, req *pb.SubscribeRequ
 // returns the answer, the exporter and the main worker's fingerprint.
 func (j *joiner) subscribe(t testing.TB, addr string, opt grpc.CallOption, prove func([]byte, *pb.SubscribeRequest)) (*pb.SubscribeResponse, []byte, [32]byte, error) {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(grpccreds.NewTLS(j.ident.tlsConfig(anyPeer, false))))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(grpccreds.NewTLS(withClusterALPN(j.ident.tlsConfig(anyPeer, false)))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +130,7 @@ func (j *joiner) subscribe(t testing.TB, addr string, opt grpc.CallOption, prove
 	if opt != nil {
 		opts = append(opts, opt)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), scaled(20*time.Second))
 	defer cancel()
 	stream, err := pb.NewMainWorkerClient(conn).Subscribe(ctx, opts...)
 	if err != nil {
@@ -152,7 +154,7 @@ func (j *joiner) subscribe(t testing.TB, addr string, opt grpc.CallOption, prove
 func otherExporter(t *testing.T, addr string) []byte {
 	t.Helper()
 	ident := newTestIdentity(t)
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(grpccreds.NewTLS(ident.tlsConfig(anyPeer, false))))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(grpccreds.NewTLS(withClusterALPN(ident.tlsConfig(anyPeer, false)))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,23 +180,7 @@ func otherExporter(t *testing.T, addr string) []byte {
 func TestSubscribeNeedsJoinProof(t *testing.T) {
 	c := startCluster(t)
 	token := []byte(testJoinToken)
-	recorded := func(_ []byte, req *pb.SubscribeRequest) {
-		// The genuine proof of this very request, made on another
-		// connection (whose stream is abandoned before it is sent).
-		req.Proof, _ = workerProof(token, otherExporter(t, c.clusterAddr), req)
-	}
-	for name, prove := range map[string]func([]byte, *pb.SubscribeRequest){
-		"no proof":                    func([]byte, *pb.SubscribeRequest) {},
-		"proof under another token":   newJoiner(t, "z").prove([]byte(strings.Repeat("ab", 32))),
-		"proof of another connection": recorded,
-		"garbage proof":               func(_ []byte, r *pb.SubscribeRequest) { r.Proof = bytes.Repeat([]byte{1}, 32) },
-	} {
-		id := "evil-" + strings.ReplaceAll(name, " ", "-")
-		resp, _, _, err := newJoiner(t, id).subscribe(t, c.clusterAddr, nil, prove)
-		if status.Code(err) != codes.PermissionDenied || resp != nil {
-			t.Errorf("%s: Subscribe = (answer: %v), %v; want PermissionDenied and no answer", name, resp != nil, err)
-		}
-	}
+	checkForgedJoins(t, c.clusterAddr)
 	if rows := c.workerRows(); len(rows) != 0 {
 		t.Errorf("after refused Subscribes /admin/workers = %+v, want none", rows)
 	}
@@ -213,6 +199,29 @@ func TestSubscribeNeedsJoinProof(t *testing.T) {
 	}
 	if got, err := unwrapKey(j.priv, resp.GetWrappedKey()); err != nil || hex.EncodeToString(got) != testMasterKey {
 		t.Errorf("unwrapped key = %x, %v; want the master key", got, err)
+	}
+}
+
+// checkForgedJoins subscribes on addr with a proof that is missing, made
+// under another token, made on another connection (the genuine proof of
+// the very request, whose stream is abandoned before it is sent) or
+// garbage: each must be PermissionDenied with no answer.
+func checkForgedJoins(t *testing.T, addr string) {
+	t.Helper()
+	recorded := func(_ []byte, req *pb.SubscribeRequest) {
+		req.Proof, _ = workerProof([]byte(testJoinToken), otherExporter(t, addr), req)
+	}
+	for name, prove := range map[string]func([]byte, *pb.SubscribeRequest){
+		"no proof":                    func([]byte, *pb.SubscribeRequest) {},
+		"proof under another token":   newJoiner(t, "z").prove([]byte(strings.Repeat("ab", 32))),
+		"proof of another connection": recorded,
+		"garbage proof":               func(_ []byte, r *pb.SubscribeRequest) { r.Proof = bytes.Repeat([]byte{1}, 32) },
+	} {
+		id := "evil-" + strings.ReplaceAll(name, " ", "-")
+		resp, _, _, err := newJoiner(t, id).subscribe(t, addr, nil, prove)
+		if status.Code(err) != codes.PermissionDenied || resp != nil {
+			t.Errorf("%s on %s: Subscribe = (answer: %v), %v; want PermissionDenied and no answer", name, addr, resp != nil, err)
+		}
 	}
 }
 
@@ -235,30 +244,42 @@ func TestWorkerWrongJoinToken(t *testing.T) {
 // waitLog waits until msg has been logged at least count times.
 func (n *node) waitLog(msg string, count int) {
 	n.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for strings.Count(n.stderr.String(), `msg="`+msg+`"`) < count {
+	w := newWait(n.t, fmt.Sprintf("%q logged %d times", msg, count), 20*time.Second)
+	// slog's text handler quotes a message only when it has to.
+	logged := func() int {
+		log := n.stderr.String()
+		return strings.Count(log, `msg="`+msg+`"`) + strings.Count(log, "msg="+msg+" ")
+	}
+	for logged() < count {
 		select {
 		case <-n.done:
 			n.t.Fatalf("process exited before logging %q %d times:\n%s", msg, count, n.stderr)
 		case <-time.After(20 * time.Millisecond):
 		}
-		if time.Now().After(deadline) {
-			n.t.Fatalf("%q logged fewer than %d times after 20s:\n%s", msg, count, n.stderr)
+		if w.over() {
+			n.t.Fatalf("%q logged fewer than %d times: %v\n%s", msg, count, w, n.stderr)
 		}
 	}
 }
 
-// fakeMain is a MainWorker that does not know the join token: it answers
-// every Subscribe with a master key of its choosing, wrapped for the
-// worker, and a call key, without a valid proof.
+// fakeMain is a MainWorker answering Subscribe with keys of its choosing
+// (master, callKey) wrapped for the worker, and the proof prove makes
+// from the connection's exporter and fp, its own certificate's
+// fingerprint: a genuine main worker when prove uses the join token, a
+// forger otherwise; without prove, garbage.
 type fakeMain struct {
 	pb.UnimplementedMainWorkerServer
 	master, callKey []byte
-	mu              sync.Mutex
-	asked           int
+	fp              [32]byte
+	prove           func(exporter []byte, fp [32]byte, resp *pb.SubscribeResponse) []byte
 }
 
 func (f *fakeMain) Subscribe(stream pb.MainWorker_SubscribeServer) error {
+	p, _ := peer.FromContext(stream.Context())
+	exporter, err := channelBinding(p.AuthInfo.(grpccreds.TLSInfo).State)
+	if err != nil {
+		return err
+	}
 	req, err := stream.Recv()
 	if err != nil {
 		return err
@@ -269,11 +290,12 @@ func (f *fakeMain) Subscribe(stream pb.MainWorker_SubscribeServer) error {
 	}
 	wrapped, _ := wrapKey(pub, f.master, rand.Reader)
 	wrappedCall, _ := wrapKey(pub, f.callKey, rand.Reader)
-	f.mu.Lock()
-	f.asked++
-	f.mu.Unlock()
-	return stream.SendAndClose(&pb.SubscribeResponse{Token: "t", WrappedKey: wrapped, KeyId: "evil", ExpiresAtUnix: time.Now().Add(time.Hour).Unix(),
-		HeartbeatIntervalMs: 1000, WrappedCallKey: wrappedCall, Proof: bytes.Repeat([]byte{9}, 32)})
+	resp := &pb.SubscribeResponse{Token: "t", WrappedKey: wrapped, KeyId: "k1", ExpiresAtUnix: time.Now().Add(time.Hour).Unix(),
+		HeartbeatIntervalMs: 1000, WrappedCallKey: wrappedCall, Proof: bytes.Repeat([]byte{9}, 32)}
+	if f.prove != nil {
+		resp.Proof = f.prove(exporter, f.fp, resp)
+	}
+	return stream.SendAndClose(resp)
 }
 
 // TestWorkerRefusesFakeMain: a worker pointed at a main worker that does
@@ -589,4 +611,93 @@ func TestAllWithoutJoinToken(t *testing.T) {
 	if status.Code(err) != codes.NotFound {
 		t.Errorf("client Process = %v, want NotFound", err)
 	}
+}
+
+// TestJoinProofForgedByWorker (in-process): the main worker refuses a
+// Subscribe whose proof is missing, made under another token, made on
+// another connection or garbage: PermissionDenied, no answer (no key
+// material), no worker registered. The control, the genuine proof, gets
+// the wrapped master key.
+func TestJoinProofForgedByWorker(t *testing.T) {
+	m := startTestMain(t, 4<<20)
+	token := []byte(testJoinToken)
+	checkForgedJoins(t, m.clusterAddr)
+	if rows := m.svc.router.list(); len(rows) != 1 || rows[0].WorkerID != "local" {
+		t.Errorf("after refused Subscribes the workers are %+v, want only the in-process one", rows)
+	}
+	j := newJoiner(t, "genuine")
+	resp, _, _, err := j.subscribe(t, m.clusterAddr, nil, j.prove(token))
+	if err != nil {
+		t.Fatalf("Subscribe with the join token's proof = %v", err)
+	}
+	if got, err := unwrapKey(j.priv, resp.GetWrappedKey()); err != nil || !bytes.Equal(got, m.master) {
+		t.Errorf("unwrapped key = %x, %v; want the master key", got, err)
+	}
+}
+
+// TestJoinProofForgedByMain (in-process): a worker's subscriber refuses
+// the answer of a main worker whose proof is garbage, made under another
+// token, or bound to another certificate: Subscribe fails, and no master
+// key, call key or pin is installed. The control, a main worker proving
+// the join token, is installed.
+func TestJoinProofForgedByMain(t *testing.T) {
+	token := []byte(testJoinToken)
+	proofUnder := func(tok []byte, fp func([32]byte) [32]byte) func([]byte, [32]byte, *pb.SubscribeResponse) []byte {
+		return func(exporter []byte, own [32]byte, resp *pb.SubscribeResponse) []byte {
+			b, _ := mainProof(tok, exporter, fp(own), resp)
+			return b
+		}
+	}
+	same := func(fp [32]byte) [32]byte { return fp }
+	cases := []struct {
+		name  string
+		prove func([]byte, [32]byte, *pb.SubscribeResponse) []byte
+		ok    bool
+	}{
+		{"garbage proof", func([]byte, [32]byte, *pb.SubscribeResponse) []byte { return bytes.Repeat([]byte{9}, 32) }, false},
+		{"proof under another token", proofUnder([]byte(strings.Repeat("cd", 32)), same), false},
+		{"proof for another certificate", proofUnder(token, func([32]byte) [32]byte { return newTestIdentity(t).fp }), false},
+		{"the join token's proof", proofUnder(token, same), true},
+	}
+	for _, c := range cases {
+		ident := newTestIdentity(t)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		gs := grpc.NewServer(grpc.Creds(grpccreds.NewTLS(ident.tlsConfig(anyPeer, false))))
+		pb.RegisterMainWorkerServer(gs, &fakeMain{master: bytes.Repeat([]byte{0xee}, 32), callKey: bytes.Repeat([]byte{0xcc}, 32),
+			fp: ident.fp, prove: c.prove})
+		go gs.Serve(ln)
+		t.Cleanup(gs.Stop)
+		sub := newTestSubscriber(t, ln.Addr().String(), token)
+		conn, err := sub.dial(anyPeer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = sub.subscribe(t.Context(), pb.NewMainWorkerClient(conn))
+		conn.Close()
+		installed := sub.srv.w.keys.Load() != nil || sub.srv.sub.Load() != nil || sub.pin.fp.Load() != nil
+		switch {
+		case c.ok && (err != nil || !installed):
+			t.Errorf("%s: subscribe = %v, installed %v; want the subscription installed", c.name, err, installed)
+		case !c.ok && (err == nil || installed):
+			t.Errorf("%s: subscribe = %v, installed %v; want an error and nothing installed", c.name, err, installed)
+		}
+	}
+}
+
+// newTestSubscriber is the subscriber of a fresh in-process worker without
+// keys, knowing token, for the main worker at mainAddr.
+func newTestSubscriber(t *testing.T, mainAddr string, token []byte) *subscriber {
+	t.Helper()
+	st := newMemStore()
+	log := slog.New(slog.DiscardHandler)
+	w := newWorker("w1", st, newSchemaRegistry(st, budgets{}), newLRU[string, cachedEntity](16, 0, time.Now), budgets{}, log)
+	priv, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &subscriber{id: "w1", mainAddr: mainAddr, advertise: "127.0.0.1:1", priv: priv, srv: &workerServer{w: w, now: time.Now},
+		join: token, ident: newTestIdentity(t), pin: &pinnedMain{}, log: log, maxMsg: 4 << 20, now: time.Now, retry: subscribeBackoff}
 }

@@ -1,9 +1,9 @@
 package main
 
-// Conditional requests on entities (SPEC §10, RFC 9110 section 13): the
-// ETag of an entity is its version, quoted; If-Match and If-None-Match
-// headers guard single-entity writes, and the query parameters if_match and
-// if_none_match guard the keys of a multi-key PUT.
+// Conditional requests on entities (API.md "Versions and ETags", RFC 9110
+// section 13): the ETag of an entity is its version, quoted; If-Match and
+// If-None-Match headers guard single-entity writes, and the query parameters
+// if_match and if_none_match guard the keys of a multi-key PUT.
 
 import (
 	"fmt"
@@ -32,11 +32,17 @@ func headerPreconditions(r *http.Request, req *pb.EntityOp) error {
 // "*" or a comma-separated list of entity tags ("" if the header is
 // absent). Weak tags keep their "W/" prefix, so they never equal a version:
 // writes compare strongly. A tag holding a comma or a quote is refused, as
-// no version ever contains one.
+// no version ever contains one. The tag "*" alone (quoted) is refused
+// too: passed on it would read as the unquoted wildcard, and a client
+// sending it most likely meant that; in a list it is a tag that matches
+// nothing.
 func parseETags(header string, values []string) (string, error) {
 	v := strings.TrimSpace(strings.Join(values, ","))
 	if v == "" || v == "*" {
 		return v, nil
+	}
+	if v == `"*"` {
+		return "", reqErrorf(errInvalid, `%s: "*" is the entity tag *, which no version has; send * without quotes for any version`, header)
 	}
 	var tags []string
 	for _, part := range strings.Split(v, ",") {

@@ -5,6 +5,9 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	pb "deltadatabase/proto"
 )
 
@@ -19,13 +22,14 @@ func TestParseETags(t *testing.T) {
 		{[]string{` "ab12" `}, "ab12"},
 		{[]string{`"a", "b"`}, "a,b"},
 		{[]string{`"a"`, `W/"b"`}, "a,W/b"},
+		{[]string{`"a", "*"`}, "a,*"},
 	} {
 		got, err := parseETags("If-Match", tc.in)
 		if err != nil || got != tc.want {
 			t.Errorf("parseETags(%q) = %q, %v, want %q", tc.in, got, err, tc.want)
 		}
 	}
-	for _, in := range []string{`abc`, `"a`, `"a"b"`, `"a",`, `W/abc`, `*, "a"`, `""`} {
+	for _, in := range []string{`abc`, `"a`, `"a"b"`, `"a",`, `W/abc`, `*, "a"`, `""`, `"*"`} {
 		if got, err := parseETags("If-Match", []string{in}); !errors.Is(err, errInvalid) {
 			t.Errorf("parseETags(%q) = %q, %v, want errInvalid", in, got, err)
 		}
@@ -44,6 +48,8 @@ func TestCheckPreconditions(t *testing.T) {
 		{"v0,v1", "", exists, true},
 		{"*", "", exists, true},
 		{"v0", "", exists, false},
+		{"v0,v2", "", exists, false},
+		{"v0,W/v1,*", "", exists, false},
 		{"W/v1", "", exists, false},
 		{"*", "", current{}, false},
 		{"v1", "", current{}, false},
@@ -87,5 +93,76 @@ func TestBatchPreconditions(t *testing.T) {
 	one := []*pb.EntityOp{{EntityKey: "a"}}
 	if err := batchPreconditions(h, one); err != nil || one[0].IfMatch != "v1" {
 		t.Errorf("If-Match header on one key = %v, %v", err, one[0])
+	}
+}
+
+// TestIfMatchOnlyStaleTags: an If-Match listing several tags none of which
+// is the current version is 412 and changes nothing, on REST and on gRPC
+// Process; so is one whose only match is weak (writes compare strongly) or
+// that lists the tag "*" (quoted, or "*" inside a gRPC list: only "*" alone
+// is the wildcard). A list holding the current version succeeds.
+func TestIfMatchOnlyStaleTags(t *testing.T) {
+	ts := httptest.NewServer(newLocalREST(t))
+	t.Cleanup(ts.Close)
+	c := entityClient{t, ts.URL}
+	cur := c.want(c.do("PUT", "/entity/db", `{"k":1}`), 200, "PUT k").etag()
+	stale := c.want(c.do("PUT", "/entity/db", `{"old":1}`), 200, "PUT old").etag() // a real version of another entity
+	for _, ifMatch := range []string{
+		`"aaaaaaaaaaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbbbbbbbbbb"`,
+		stale + `, "bbbbbbbbbbbbbbbbbbbbbbbb", "cccccccccccccccccccccccc"`,
+		"W/" + cur,
+		"W/" + cur + ", " + stale,
+		stale + `, "*"`,
+		stale + ", W/" + cur + `, "*"`,
+	} {
+		for _, method := range []string{"PUT", "PATCH", "DELETE"} {
+			var body any
+			var headers = []string{"If-Match", ifMatch}
+			switch method {
+			case "PUT":
+				body = `{"k":2}`
+			case "PATCH":
+				body, headers = `{"x":2}`, append(headers, "Content-Type", mergePatchType)
+			}
+			target := "/entity/db?key=k"
+			if method == "PUT" {
+				target = "/entity/db"
+			}
+			r := c.want(c.do(method, target, body, headers...), 412, method+" If-Match: "+ifMatch)
+			if r.etag() != cur {
+				t.Errorf("%s If-Match: %s: 412 with ETag %q, want the current %q", method, ifMatch, r.etag(), cur)
+			}
+		}
+	}
+	for _, ifMatch := range []string{stale + `, *`, `"*"`} {
+		c.want(c.do("PUT", "/entity/db", `{"k":3}`, "If-Match", ifMatch), 400, "PUT If-Match: "+ifMatch)
+	}
+	if got := c.do("GET", "/entity/db?key=k", nil); string(got.body) != "1" || got.etag() != cur {
+		t.Fatalf("after the refused writes k = %s %s, want 1 %s", got.body, got.etag(), cur)
+	}
+	c.want(c.do("PUT", "/entity/db", `{"k":4}`, "If-Match", stale+", "+cur), 200, "PUT If-Match listing the current version")
+
+	m := startTestMain(t, 4<<20)
+	client := pb.NewMainWorkerClient(dial(t, m.addr))
+	put := func(ifMatch string) (*pb.ProcessResponse, error) {
+		return client.Process(t.Context(), &pb.ProcessRequest{DatabaseName: "db", EntityKey: "k", Operation: "PUT",
+			Payload: []byte(`2`), Token: testAdminKey, IfMatch: ifMatch})
+	}
+	first, err := put("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := first.GetVersion()
+	for _, ifMatch := range []string{"aaaa,bbbb", "aaaa,bbbb,cccc", "W/" + v, "W/" + v + ",aaaa", "aaaa,*", "*,aaaa"} {
+		if _, err := put(ifMatch); status.Code(err) != codes.FailedPrecondition {
+			t.Errorf("Process PUT if_match %q = %v, want FailedPrecondition", ifMatch, err)
+		}
+	}
+	got, err := client.Process(t.Context(), &pb.ProcessRequest{DatabaseName: "db", EntityKey: "k", Operation: "GET", Token: testAdminKey})
+	if err != nil || got.GetVersion() != v {
+		t.Fatalf("after the refused writes GET = %v, %v; want version %s", got, err, v)
+	}
+	if _, err := put("aaaa," + v); err != nil {
+		t.Errorf("Process PUT if_match listing the current version = %v", err)
 	}
 }

@@ -10,12 +10,15 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
-// config is every flag of every role (SPEC §2). parseFlags fills it;
-// check rejects values that parse but make no sense.
+// config is every flag of every role (ARCHITECTURE.md "Roles"). parseFlags
+// fills it; check rejects values that parse but make no sense.
 type config struct {
 	// role is all, main or proc (-role; bench never reaches config).
 	role string
@@ -75,11 +78,18 @@ type config struct {
 	entityCacheSize int
 	// cacheSize is the most entities a processing worker caches.
 	cacheSize int
+	// entityCacheBytes is the most bytes of documents a worker's cache
+	// holds, in-process or -role=proc; 0 is defaultEntityCacheBytes.
+	entityCacheBytes int64
+	// maxResponse and maxInflightRead are the budgets of documents
+	// answered: of one answer, of all reads not yet answered (budget.go).
+	maxResponse, maxInflightRead int64
 	// cacheSizeSet is true when -cache-size was given explicitly.
 	cacheSizeSet bool
 	// cacheTTL expires cache entries; 0 keeps them until evicted.
 	cacheTTL time.Duration
-	// mainAddr is the main worker's -cluster-addr a proc subscribes to.
+	// mainAddr is the main worker's -cluster-addr (or -grpc-addr, see
+	// clientport.go) a proc subscribes to.
 	mainAddr string
 	// workerID names a processing worker; "" is the hostname.
 	workerID string
@@ -155,8 +165,6 @@ type s3Flags struct {
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("deltadatabase", flag.ContinueOnError)
-	// Errors come back as one line naming the flag; usage only for -h.
-	fs.SetOutput(io.Discard)
 	fs.StringVar(&c.role, "role", "all", "what to run: all, main or proc (or bench, the load tool, and backup, restore, verify, the storage tools: -role=bench -h and -role=backup -h list their flags)")
 	fs.StringVar(&c.grpcAddr, "grpc-addr", "", "gRPC listen address (default 127.0.0.1:50051; proc: 127.0.0.1:0)")
 	fs.StringVar(&c.restAddr, "rest-addr", "127.0.0.1:8080", "REST + UI listen address")
@@ -180,12 +188,15 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.validationTimeout, "validation-timeout", defaultValidationTimeout, "longest validation of one document against one schema")
 	fs.IntVar(&c.entityCacheSize, "entity-cache-size", 1024, "entities cached by the in-process worker of -role=all")
 	fs.IntVar(&c.cacheSize, "cache-size", 256, "most entities held in a processing worker's LRU")
+	fs.Int64Var(&c.entityCacheBytes, "entity-cache-bytes", 0, "most bytes of documents a worker's cache holds, -role=all and -role=proc (0 = 1/64 of the memory, from 16 MiB to 128 MiB)")
+	fs.Int64Var(&c.maxResponse, "max-response-bytes", defaultMaxResponse, "most bytes of documents in one answer of a listing with include_docs or a get of many keys; the answer ends early with what follows (at least one document)")
+	fs.Int64Var(&c.maxInflightRead, "max-inflight-read-bytes", defaultMaxInflightRead, "most bytes of documents read for answers and not yet sent, over all requests; a read waits for room (at least -max-document-size)")
 	fs.DurationVar(&c.cacheTTL, "cache-ttl", 0, "0 = LRU only; positive also expires cache entries")
-	fs.StringVar(&c.mainAddr, "main-addr", "127.0.0.1:50052", "main worker's -cluster-addr (proc)")
+	fs.StringVar(&c.mainAddr, "main-addr", "127.0.0.1:50052", "main worker's -cluster-addr, or its -grpc-addr (proc)")
 	fs.StringVar(&c.workerID, "worker-id", "", "unique worker ID (default hostname)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", logFormatText, "log lines as text (key=value) or json (one object per line)")
-	fs.StringVar(&c.joinToken, "join-token", "", "cluster join secret, >= 32 bytes (env "+joinTokenEnv+"; visible in ps, prefer -join-token-file)")
+	fs.StringVar(&c.joinToken, "join-token", secretEnv(joinTokenEnv), "cluster join secret, >= 32 bytes (env "+joinTokenEnv+"; visible in ps, prefer -join-token-file)")
 	fs.StringVar(&c.joinTokenFile, "join-token-file", "", "file holding the cluster join secret")
 	fs.StringVar(&c.clusterAddr, "cluster-addr", "", "TLS listen address for workers (main, all; default 127.0.0.1:50052)")
 	fs.StringVar(&c.advertiseAddr, "advertise-addr", "", "address the main worker dials to reach this worker (proc; default the -grpc-addr listener's, whose unspecified host (0.0.0.0, ::) the main worker replaces with the address the subscription came from)")
@@ -208,31 +219,40 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.oidc.ui.name, "oidc-ui-name", "", "what the UI's sign-in button calls the provider (default: the issuer's host)")
 	fs.StringVar(&c.oidc.ui.scope, "oidc-ui-scope", "openid", "scope the UI asks the provider for (one that gets an access token for -oidc-audience)")
 	fs.StringVar(&c.oidc.ui.params, "oidc-ui-auth-params", "", "more parameters of the UI's authorization request as a query string, e.g. audience=https://ddb.example (Auth0) or resource=https://ddb.example (RFC 8707)")
+	if err := parseArgs(fs, args, stderr); err != nil {
+		return c, err
+	}
+	fs.Visit(func(f *flag.Flag) { c.cacheSizeSet = c.cacheSizeSet || f.Name == "cache-size" })
+	var err error
+	if c.trustedProxies, err = parseTrustedProxies(*trusted); err != nil {
+		return c, err
+	}
+	if c.oidc.roleMap, err = parseRoleMap(*roleMap); err != nil {
+		return c, err
+	}
+	if err := c.check(); err != nil {
+		return c, err
+	}
+	return c, c.loadJoinToken()
+}
+
+// parseArgs parses args with fs: the one way every flag set of ours
+// parses. An error comes back as one line naming the flag (the flag
+// package's own output is discarded); -h prints the flags to stderr and
+// returns flag.ErrHelp; an argument that is not a flag is an error.
+func parseArgs(fs *flag.FlagSet, args []string, stderr io.Writer) error {
+	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stderr)
 			fs.PrintDefaults()
 		}
-		return c, err
+		return err
 	}
 	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	fs.Visit(func(f *flag.Flag) { c.cacheSizeSet = c.cacheSizeSet || f.Name == "cache-size" })
-	var err error
-	if c.trustedProxies, err = parseTrustedProxies(*trusted); err != nil {
-		os.Unsetenv(joinTokenEnv)
-		return c, err
-	}
-	if c.oidc.roleMap, err = parseRoleMap(*roleMap); err != nil {
-		os.Unsetenv(joinTokenEnv)
-		return c, err
-	}
-	if err := c.check(); err != nil {
-		os.Unsetenv(joinTokenEnv)
-		return c, err
-	}
-	return c, c.loadJoinToken()
+	return nil
 }
 
 // storageFlags adds the storage flags (-shared-fs, -s3-*) to fs; the
@@ -257,22 +277,16 @@ func masterKeyFlags(fs *flag.FlagSet, c *config) {
 	fs.StringVar(&c.previousMasterKeyFile, "previous-master-key-file", "", "file holding the hex master key to rotate from")
 }
 
-// loadJoinToken takes the join token from -join-token, -join-token-file
-// or DELTADB_JOIN_TOKEN (cleared once read, so that no child process
-// inherits it) and checks its length.
+// loadJoinToken takes the join token from -join-token-file, or from
+// -join-token / DELTADB_JOIN_TOKEN (cleared once read, so that no child
+// process inherits it), and checks its length.
 func (c *config) loadJoinToken() error {
-	env := secretEnv(joinTokenEnv)
-	if c.joinTokenFile != "" {
-		if c.joinToken != "" {
-			return errors.New("-join-token-file: give -join-token or -join-token-file, not both")
-		}
-		b, err := os.ReadFile(c.joinTokenFile)
-		if err != nil {
-			return fmt.Errorf("-join-token-file: %w", err)
-		}
-		c.joinToken = strings.TrimSpace(string(b))
+	tok, _, err := secretFlag{name: "join-token", env: joinTokenEnv, what: "the join token",
+		value: c.joinToken, file: c.joinTokenFile}.read()
+	if err != nil {
+		return err
 	}
-	c.joinToken = cmp.Or(c.joinToken, strings.TrimSpace(env))
+	c.joinToken = strings.TrimSpace(tok)
 	switch {
 	case c.joinToken == "" && c.role != "all":
 		return fmt.Errorf("-join-token: -role=%s needs the cluster's join token; %s", c.role, joinTokenHint)
@@ -341,6 +355,12 @@ func (c *config) check() error {
 		return fmt.Errorf("-entity-cache-size: must be positive, got %d", c.entityCacheSize)
 	case c.cacheSize <= 0:
 		return fmt.Errorf("-cache-size: must be positive, got %d", c.cacheSize)
+	case c.entityCacheBytes < 0:
+		return fmt.Errorf("-entity-cache-bytes: must not be negative, got %d (0 is 1/64 of the memory)", c.entityCacheBytes)
+	case c.maxResponse <= 0:
+		return fmt.Errorf("-max-response-bytes: must be positive, got %d", c.maxResponse)
+	case c.maxInflightRead <= 0:
+		return fmt.Errorf("-max-inflight-read-bytes: must be positive, got %d", c.maxInflightRead)
 	case c.cacheTTL < 0:
 		return fmt.Errorf("-cache-ttl: must not be negative, got %v", c.cacheTTL)
 	case c.workerTTL <= 0:
@@ -412,7 +432,57 @@ func (u *oidcUIFlags) check() error {
 // budgets are the request budgets of the flags.
 func (c *config) budgets() budgets {
 	return budgets{maxDocument: cmp.Or(c.maxDocument, c.restMaxBody), maxPatchOps: c.maxPatchOps,
-		maxBatchKeys: c.maxBatchKeys, maxDepth: c.maxDepth, validationTimeout: c.validationTimeout}
+		maxBatchKeys: c.maxBatchKeys, maxDepth: c.maxDepth, validationTimeout: c.validationTimeout,
+		maxResponse: c.maxResponse, maxInflightRead: c.maxInflightRead}
+}
+
+// cacheBytes is -entity-cache-bytes, or its default for this machine.
+func (c *config) cacheBytes() int64 {
+	return cmp.Or(c.entityCacheBytes, defaultEntityCacheBytes(memoryLimit()))
+}
+
+// Bounds of the default of -entity-cache-bytes.
+const (
+	minDefaultCacheBytes = 16 << 20
+	maxDefaultCacheBytes = 128 << 20
+)
+
+// defaultEntityCacheBytes is the default cache of decrypted documents for
+// a process that may use mem bytes (0: unknown): 1/64 of it, from 16 MiB
+// to 128 MiB. A cache that holds b bytes live can take up to 2b of the
+// heap before the collector reclaims what it evicted, so 1/64 keeps it to
+// about 3% of memory, the rest left to requests and to the page cache that
+// serves storage reads. The count bound (-entity-cache-size,
+// -cache-size) holds for documents of a few KiB, such as chat sessions,
+// long before 128 MiB does; the byte bound is what holds for large ones,
+// and past it a larger cache mostly keeps more plaintext in memory.
+func defaultEntityCacheBytes(mem int64) int64 {
+	if mem <= 0 {
+		return 4 * minDefaultCacheBytes
+	}
+	return min(max(mem/64, minDefaultCacheBytes), maxDefaultCacheBytes)
+}
+
+// memoryLimit is the memory this process may use: its cgroup's limit
+// (v2 memory.max, v1 memory.limit_in_bytes) when under the machine's RAM,
+// else the machine's RAM; 0 when neither is known.
+func memoryLimit() int64 {
+	var ram int64
+	var si unix.Sysinfo_t
+	if unix.Sysinfo(&si) == nil {
+		ram = int64(si.Totalram) * int64(si.Unit)
+	}
+	for _, f := range []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		// "max" (no limit) does not parse.
+		if n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil && n > 0 && (ram == 0 || n < ram) {
+			return n
+		}
+	}
+	return ram
 }
 
 // slogLevel parses -log-level.

@@ -3,6 +3,7 @@ package main
 // The container image of deploy/Dockerfile (issue 13), run under podman.
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -111,10 +112,11 @@ func podman(t *testing.T, args ...string) string {
 	return string(out)
 }
 
-// waitReady polls base/readyz until it answers 200, for up to 30 s.
+// waitReady polls base/readyz until it answers 200, for up to 30 s on an
+// idle machine.
 func waitReady(t *testing.T, base string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	w := newWait(t, base+"/readyz to answer 200", 30*time.Second)
 	for {
 		resp, err := http.Get(base + "/readyz")
 		if err == nil {
@@ -123,9 +125,92 @@ func waitReady(t *testing.T, base string) {
 				return
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s/readyz: not 200 after 30 s (last: %v)", base, err)
+		if w.over() {
+			t.Fatalf("%s/readyz: not 200: %v (last: %v)", base, w, err)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestContainerOriginalDockerRun runs the original system's one-command
+// start, `docker run -d -p 8080:8080 -e ADMIN_KEY=... -v
+// delta_data:/shared/db IMAGE` (with podman, a loopback port and our
+// image), with a 16-character admin key. Documents written survive the
+// container's removal: the same line on the same volume with the
+// MASTER_KEY the first start printed serves them; without it the start
+// is refused naming MASTER_KEY. The original's 8-character example key is
+// refused with a sentence about its length.
+func TestContainerOriginalDockerRun(t *testing.T) {
+	image := testImage(t)
+	name := fmt.Sprintf("ddb-test-original-%d", os.Getpid())
+	volume := name + "-delta_data"
+	// -v: the image's /data volume, anonymous here, goes with the container.
+	clean := func() {
+		podman(t, "rm", "-f", "-v", "--ignore", name)
+		podman(t, "volume", "rm", "-f", volume)
+	}
+	clean()
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := exec.Command("podman", "logs", name).CombinedOutput()
+			t.Logf("podman logs %s:\n%s", name, out)
+		}
+		clean()
+	})
+	const adminKey = "0123456789abcdef"
+	run := func(env ...string) {
+		args := []string{"run", "-d", "--name", name, "-p", "127.0.0.1::8080", "-v", volume + ":/shared/db"}
+		for _, kv := range env {
+			args = append(args, "-e", kv)
+		}
+		podman(t, append(args, image)...)
+	}
+	// exited waits for the container to stop by itself and returns its log.
+	exited := func() string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), scaled(30*time.Second))
+		defer cancel()
+		code, err := exec.CommandContext(ctx, "podman", "wait", name).Output()
+		out, _ := exec.Command("podman", "logs", name).CombinedOutput()
+		podman(t, "rm", "-f", "-v", name)
+		if err != nil || strings.TrimSpace(string(code)) == "0" {
+			t.Fatalf("container: podman wait = %s, %v; want it refused and exited non-zero; log:\n%s", code, err, out)
+		}
+		return string(out)
+	}
+	run("ADMIN_KEY=changeme")
+	if log := exited(); !strings.Contains(log, "16") {
+		t.Errorf("the 8-character admin key: log %q, want a refusal naming the 16-character minimum", log)
+	}
+	run("ADMIN_KEY=" + adminKey)
+	base := "http://" + strings.TrimSpace(podman(t, "port", name, "8080/tcp"))
+	waitReady(t, base)
+	master := ""
+	for _, f := range strings.Fields(podman(t, "logs", name)) {
+		if v, ok := strings.CutPrefix(f, "MASTER_KEY="); ok {
+			master = v
+		}
+	}
+	if len(master) != 64 {
+		t.Fatalf("the first start printed no MASTER_KEY:\n%s", podman(t, "logs", name))
+	}
+	docs := map[string]string{"s1": `{"messages":[{"role":"user","content":"hi"}]}`, "s2": `[1,2,3]`}
+	for k, v := range docs {
+		if code, out, _ := httpCall(t, "PUT", base+"/entity/chatdb", adminKey, `{"`+k+`":`+v+`}`); code != 200 {
+			t.Fatalf("PUT %s = %d %s", k, code, out)
+		}
+	}
+	podman(t, "rm", "-f", "-v", name)
+	run("ADMIN_KEY=" + adminKey)
+	if log := exited(); !strings.Contains(log, "MASTER_KEY") {
+		t.Errorf("a start on the volume without its master key: log %q, want a refusal naming MASTER_KEY", log)
+	}
+	run("ADMIN_KEY="+adminKey, "MASTER_KEY="+master)
+	base = "http://" + strings.TrimSpace(podman(t, "port", name, "8080/tcp"))
+	waitReady(t, base)
+	for k, v := range docs {
+		if code, out, _ := httpCall(t, "GET", base+"/entity/chatdb?key="+k, adminKey, nil); code != 200 || !jsonEqual(out, []byte(v)) {
+			t.Errorf("GET %s after the container's removal = %d %s, want %s", k, code, out, v)
+		}
 	}
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/hmac"
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/binary"
@@ -16,7 +15,8 @@ import (
 	"time"
 )
 
-// Entity envelope, one self-describing blob per entity (SPEC §4):
+// Entity envelope, one self-describing blob per entity (ARCHITECTURE.md
+// "Storage layout"):
 //
 //	offset  size  field
 //	0       4     magic "DDBE"
@@ -43,13 +43,12 @@ const (
 	formatMaster = 1
 	// formatDataKey is the format of entities sealed under their
 	// database's data key.
-	formatDataKey   = 2
-	masterKeySize   = 32 // AES-256
-	nonceSize       = 12 // GCM standard nonce
-	writtenSize     = 8
-	tagSize         = 16
-	maxKeyIDLen     = 255
-	keyCheckContext = "deltadatabase key check v1|"
+	formatDataKey = 2
+	masterKeySize = 32 // AES-256
+	nonceSize     = 12 // GCM standard nonce
+	writtenSize   = 8
+	tagSize       = 16
+	maxKeyIDLen   = 255
 )
 
 // envelopeHeader is the decoded plaintext header of a sealed entity.
@@ -240,15 +239,6 @@ func additionalData(header []byte, db, key string) []byte {
 	ad = append(ad, db...)
 	ad = append(ad, 0)
 	return append(ad, key...)
-}
-
-// keyCheckValue returns HMAC-SHA256(masterKey, "deltadatabase key check
-// v1|"+keyID). Stored in _meta/, it lets a worker detect a wrong master key
-// at start without revealing anything about the key.
-func keyCheckValue(masterKey []byte, keyID string) []byte {
-	m := hmac.New(sha256.New, masterKey)
-	m.Write([]byte(keyCheckContext + keyID))
-	return m.Sum(nil)
 }
 
 // parseMasterKey decodes a master key given as 64 hexadecimal characters;

@@ -212,20 +212,48 @@ func TestOpenTruncatedAndExtended(t *testing.T) {
 	assertCorrupt(t, "one byte appended", pt, err)
 }
 
+// TestOpenMoved seals fresh blobs and opens each where it was sealed (it
+// must open, or the test proves nothing) and under other names: another
+// database, another key, and the same bytes with the boundary between the
+// names moved. Only the additional data differs between the two opens.
+// The envelope of a data key (format 2) is moved within its database,
+// whose data key then opens it but for the names.
 func TestOpenMoved(t *testing.T) {
-	s := katSealer(t)
-	blob := mustHex(katSealed)
-	tests := []struct{ db, key string }{
-		{"otherdb", katEntity},
-		{katDB, "user/43"},
-		{katDB, ""},
-		{"", katEntity},
-		{"chatdbu", "ser/42"}, // same bytes, boundary moved
-		{"chatd", "buser/42"},
+	moves := func(db, key string) [][2]string {
+		return [][2]string{{"otherdb", key}, {db, "user/43"}, {"otherdb", "user/43"}, {db, ""}, {"", key},
+			{db + key[:1], key[1:]}, {db[:len(db)-1], db[len(db)-1:] + key}}
 	}
-	for _, tt := range tests {
-		pt, _, err := s.open(tt.db, tt.key, blob)
-		assertCorrupt(t, fmt.Sprintf("open(%q, %q)", tt.db, tt.key), pt, err)
+	s := randSealer(t, "k1")
+	blob, err := s.seal(katDB, katEntity, katPlaintext)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pt, _, err := s.open(katDB, katEntity, blob); err != nil || !bytes.Equal(pt, katPlaintext) {
+		t.Fatalf("open(%q, %q) where sealed = %q, %v; want the plaintext", katDB, katEntity, pt, err)
+	}
+	for _, m := range moves(katDB, katEntity) {
+		pt, _, err := s.open(m[0], m[1], blob)
+		assertCorrupt(t, fmt.Sprintf("open(%q, %q) of a blob sealed for (%q, %q)", m[0], m[1], katDB, katEntity), pt, err)
+	}
+
+	ring, err := newKeyring(newMemStore(), bytes.Repeat([]byte{7}, 32), "k1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if err := ring.prepare(ctx, katDB); err != nil {
+		t.Fatal(err)
+	}
+	blob, _, err = ring.seal(ctx, katDB, katEntity, katPlaintext)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pt, _, err := ring.open(ctx, katDB, katEntity, blob); err != nil || !bytes.Equal(pt, katPlaintext) {
+		t.Fatalf("keyring open where sealed = %q, %v; want the plaintext", pt, err)
+	}
+	for _, key := range []string{"user/43", "user/42x", "user/4"} {
+		pt, _, err := ring.open(ctx, katDB, key, blob)
+		assertCorrupt(t, fmt.Sprintf("keyring open(%q, %q) of a blob sealed for %q", katDB, key, katEntity), pt, err)
 	}
 }
 
@@ -467,7 +495,8 @@ func TestWrapUnwrapKey(t *testing.T) {
 	}
 }
 
-// TestWrapKeyIsOAEPSHA256 checks the wire format of SPEC §5 rather than a
+// TestWrapKeyIsOAEPSHA256 checks the wire format of the key a worker
+// receives (ARCHITECTURE.md "Processing workers and routing") rather than a
 // round trip: wrapKey's output opens with crypto/rsa's OAEP over SHA-256
 // (and not SHA-1), and unwrapKey opens what crypto/rsa wraps with SHA-256.
 // A worker of another implementation depends on exactly this.

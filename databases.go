@@ -88,16 +88,9 @@ type keyPage struct {
 	Next string `json:"next,omitempty"`
 }
 
-// docPage is the answer of GET /api/databases/{db}/keys?include_docs=true.
-type docPage struct {
-	Items []keyItem `json:"items"`
-	// Next is as in keyPage.
-	Next string `json:"next,omitempty"`
-}
-
 // handleListEntityKeys lists a database's entity keys in key order, one
 // page at a time (see dataPlane.listKeys), with their documents when
-// ?include_docs=true.
+// ?include_docs=true (listDocs).
 func (s *restServer) handleListEntityKeys(w http.ResponseWriter, r *http.Request, p principal) error {
 	q, err := listParams(r)
 	if err != nil {
@@ -112,19 +105,48 @@ func (s *restServer) handleListEntityKeys(w http.ResponseWriter, r *http.Request
 	if err != nil {
 		return err
 	}
+	if docs {
+		return s.listDocs(w, r, db, keys, more)
+	}
 	var next string
 	if more {
 		next = encodeCursor(keys[len(keys)-1])
 	}
-	if !docs {
-		writeJSON(w, http.StatusOK, keyPage{Keys: keys, Next: next})
-		return nil
-	}
-	items, err := s.data.readEntities(r.Context(), db, keys)
-	if err != nil {
+	writeJSON(w, http.StatusOK, keyPage{Keys: keys, Next: next})
+	return nil
+}
+
+// listDocs answers a page of keys with their documents,
+// {"items":[{"key":K,"etag":E,"doc":D},...],"next":C}, streamed one
+// document at a time (dataPlane.eachDoc). The page ends early, with next
+// after its last item, when the documents reach -max-response-bytes or a
+// read fails after the first item; more says whether keys follow keys.
+func (s *restServer) listDocs(w http.ResponseWriter, r *http.Request, db string, keys []string, more bool) error {
+	st := &jsonStream{w: w}
+	n, err := s.data.eachDoc(r.Context(), db, keys, func(k string, doc []byte, etag string, found bool) error {
+		if !found {
+			return nil // deleted since it was listed
+		}
+		sep := `,`
+		if !st.started {
+			sep = `{"items":[`
+		}
+		return st.write([]byte(sep+`{"key":`), jsonText(k), []byte(`,"etag":`), jsonText(etag), []byte(`,"doc":`), doc, []byte(`}`))
+	})
+	switch {
+	case err != nil && !st.started:
 		return err
+	case err != nil:
+		s.endEarly(r, st, err)
 	}
-	writeJSON(w, http.StatusOK, docPage{Items: items, Next: next})
+	end := `]`
+	if n < len(keys) || more {
+		end += `,"next":` + string(jsonText(encodeCursor(keys[max(n, 1)-1])))
+	}
+	if !st.started {
+		end = `{"items":[` + end
+	}
+	st.write([]byte(end + "}\n"))
 	return nil
 }
 

@@ -34,6 +34,9 @@ type dataPlane struct {
 	schemas *schemaRegistry
 	// lim are the request budgets; the zero value is the defaults.
 	lim budgets
+	// reads holds the documents read for answers and not yet sent
+	// (lim.inflightRead()).
+	reads *byteBudget
 	// bindMu serialises, within this process, a binding's check that its
 	// schema exists and its write with a schema deletion's check that no
 	// database is bound to it and the deletion. Only bind and deleteSchema
@@ -44,7 +47,7 @@ type dataPlane struct {
 // newDataPlane returns the data plane routing through proc (the router)
 // over cat and schemas, keeping the budgets lim.
 func newDataPlane(proc processor, cat *catalog, schemas *schemaRegistry, lim budgets) *dataPlane {
-	return &dataPlane{proc: proc, catalog: cat, schemas: schemas, lim: lim}
+	return &dataPlane{proc: proc, catalog: cat, schemas: schemas, lim: lim, reads: newByteBudget(lim.inflightRead())}
 }
 
 // permissionFor is the permission an entity operation needs: read for a
@@ -62,7 +65,13 @@ func permissionFor(op pb.Operation) perm {
 func (d *dataPlane) process(ctx context.Context, p principal, schemaID string, op *pb.EntityOp) (*pb.WorkerResponse, error) {
 	switch op.GetOperation() {
 	case pb.Operation_GET:
-		return d.get(ctx, op.GetDatabaseName(), op.GetEntityKey())
+		// Held until the answer goes to gRPC, which sends it.
+		resp, release, err := d.get(ctx, op.GetDatabaseName(), op.GetEntityKey())
+		if err != nil {
+			return nil, err
+		}
+		release()
+		return resp, nil
 	case pb.Operation_PUT:
 		resps, err := d.put(ctx, schemaID, []*pb.EntityOp{op})
 		if err != nil {
@@ -101,16 +110,40 @@ func checkSchemaID(id string) error {
 	return validateSchemaID(id)
 }
 
-// get reads entity key of db: its document (Result) and version.
-func (d *dataPlane) get(ctx context.Context, db, key string) (*pb.WorkerResponse, error) {
+// get reads entity key of db: its document (Result) and version, held in
+// the in-flight read budget until the caller, having sent it, calls
+// release.
+func (d *dataPlane) get(ctx context.Context, db, key string) (resp *pb.WorkerResponse, release func(), err error) {
 	if err := checkTarget(db, key); err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	resp, release, err = d.readHeld(ctx, db, key)
+	if err != nil {
+		return nil, nil, entityError(err, db, key)
+	}
+	return resp, release, nil
+}
+
+// readHeld reads entity key of db for an answer within the in-flight read
+// budget (-max-inflight-read-bytes): it takes room for the largest
+// document before the read, so that reads waiting for room hold no
+// memory, keeps the document's own size once read, and returns the
+// release that gives it back once the document is sent.
+func (d *dataPlane) readHeld(ctx context.Context, db, key string) (*pb.WorkerResponse, func(), error) {
+	held := d.lim.document()
+	if err := d.reads.acquire(ctx, held); err != nil {
+		return nil, nil, fmt.Errorf("read entity %q of %s: %w: %w", key, db, err, errUnavailable)
 	}
 	resp, err := d.proc.Process(ctx, &pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_GET})
 	if err != nil {
-		return nil, entityError(err, db, key)
+		d.reads.release(held)
+		return nil, nil, err
 	}
-	return resp, nil
+	if size := int64(len(resp.GetResult())); size < held {
+		d.reads.release(held - size)
+		held = size
+	}
+	return resp, func() { d.reads.release(held) }, nil
 }
 
 // put stores the documents of ops, PUTs of distinct keys of one database
@@ -197,7 +230,9 @@ func (d *dataPlane) write(ctx context.Context, ops []*pb.EntityOp) ([]*pb.Worker
 // database's bound schema and schemaID, resolved here, and keeps it within
 // the document limit; the patch itself is bounded by the front end's
 // message limit (-rest-max-body-size, -grpc-max-recv-msg-size). A
-// principal without read gets the new version and no document.
+// principal without read gets the new version and no document, may not
+// choose the schema nor test values (blindPatch), and a failure tells it
+// nothing of the stored document (the worker sees op.MayRead unset).
 func (d *dataPlane) patch(ctx context.Context, p principal, schemaID string, op *pb.EntityOp) (*pb.WorkerResponse, error) {
 	db, key := op.GetDatabaseName(), op.GetEntityKey()
 	if err := checkTarget(db, key); err != nil {
@@ -213,6 +248,12 @@ func (d *dataPlane) patch(ctx context.Context, p principal, schemaID string, op 
 	if err := checkJSONText("patch", op.GetPayload(), d.lim.depth()); err != nil {
 		return nil, err
 	}
+	op.MayRead = p.has(permRead)
+	if !op.MayRead {
+		if err := blindPatch(schemaID, ct, op.GetPayload(), d.lim); err != nil {
+			return nil, err
+		}
+	}
 	if op.SchemaIds, err = d.catalog.bindings.schemasFor(ctx, db, schemaID); err != nil {
 		return nil, err
 	}
@@ -226,6 +267,31 @@ func (d *dataPlane) patch(ctx context.Context, p principal, schemaID string, op 
 		return okResponse(nil, resp.GetVersion()), nil
 	}
 	return resp, nil
+}
+
+// blindPatch refuses what a principal that may write but not read must
+// not ask of a PATCH (API.md, PATCH without read): validation against a
+// schema of its own choosing (schemaID), whose outcome would answer any
+// question about the stored document, and a JSON Patch "test", which
+// tells whether the document holds a value. A patch that does not parse
+// is left to the worker, which answers why.
+func blindPatch(schemaID, ct string, patch []byte, lim budgets) error {
+	if schemaID != "" {
+		return reqErrorf(errForbidden, "a PATCH validated against a schema of the request's choosing (?schema=, schema_id) needs the read permission: its outcome would show the stored document")
+	}
+	if ct != jsonPatchType {
+		return nil
+	}
+	ops, err := parseJSONPatch(patch, lim.patchOps())
+	if err != nil {
+		return nil
+	}
+	for _, op := range ops {
+		if op.op == "test" {
+			return reqErrorf(errForbidden, "JSON patch operation %d (test %q) needs the read permission: its outcome would show the stored document", op.position, op.rawPath)
+		}
+	}
+	return nil
 }
 
 // patchMediaType returns the patch type of a PATCH's content type ct
@@ -273,47 +339,72 @@ func (d *dataPlane) readEntity(ctx context.Context, db, key string) (doc json.Ra
 	return resp.GetResult(), etagOf(resp.GetVersion()), true, nil
 }
 
-// getManyAnswer is the answer of POST /api/databases/{db}/get.
-type getManyAnswer struct {
-	Documents map[string]json.RawMessage `json:"documents"`
-	ETags     map[string]string          `json:"etags"`
-	// Missing lists the keys asked for that do not exist, in the order
-	// asked, each once.
-	Missing []string `json:"missing"`
-}
+// docFunc receives one entity of an answer of several documents: its
+// document and ETag, or found false when it does not exist. doc is valid
+// until it returns.
+type docFunc func(key string, doc []byte, etag string, found bool) error
 
-// getMany reads the entities keys of db, up to the batch budget of keys:
-// their documents and ETags, and the keys that do not exist.
-func (d *dataPlane) getMany(ctx context.Context, db string, keys []string) (getManyAnswer, error) {
+// getMany reads the entities keys of db, up to the batch budget of keys,
+// each once in the order asked, and hands each to emit (eachDoc): within
+// the response budget, so it may stop before the last. remaining are the
+// keys not answered, in the order asked, each once ([] when all were).
+func (d *dataPlane) getMany(ctx context.Context, db string, keys []string, emit docFunc) (remaining []string, err error) {
 	if len(keys) > d.lim.batchKeys() {
-		return getManyAnswer{}, reqErrorf(errTooLarge, "a read of %d keys exceeds the limit of %d keys per request", len(keys), d.lim.batchKeys())
+		return nil, reqErrorf(errTooLarge, "a read of %d keys exceeds the limit of %d keys per request", len(keys), d.lim.batchKeys())
 	}
 	if err := validateDBName(db); err != nil {
-		return getManyAnswer{}, err
+		return nil, err
 	}
 	for _, k := range keys {
 		if err := validateEntityKey(k); err != nil {
-			return getManyAnswer{}, err
+			return nil, err
 		}
 	}
-	ans := getManyAnswer{Documents: map[string]json.RawMessage{}, ETags: map[string]string{}, Missing: []string{}}
 	seen := make(map[string]bool, len(keys))
-	for _, k := range keys {
-		if seen[k] {
-			continue
-		}
+	unique := slices.DeleteFunc(slices.Clone(keys), func(k string) bool {
+		dup := seen[k]
 		seen[k] = true
-		doc, etag, found, err := d.readEntity(ctx, db, k)
-		if err != nil {
-			return getManyAnswer{}, err
-		}
-		if !found {
-			ans.Missing = append(ans.Missing, k)
+		return dup
+	})
+	n, err := d.eachDoc(ctx, db, unique, emit)
+	return unique[n:], err
+}
+
+// eachDoc reads the entities keys of db in order for an answer of several
+// documents and hands them to emit one at a time, each held in the
+// in-flight read budget until emit returns. It stops before a document
+// that would take the answer past the response budget
+// (-max-response-bytes; never before the first document), after a failed
+// read or a failed emit, and returns how many keys it handled: emitted, or
+// found not to exist. An answer streamed by emit thus holds one document
+// at a time.
+func (d *dataPlane) eachDoc(ctx context.Context, db string, keys []string, emit docFunc) (int, error) {
+	var sent int64
+	for i, k := range keys {
+		resp, release, err := d.readHeld(ctx, db, k)
+		if errors.Is(err, errNotFound) {
+			if err := emit(k, nil, "", false); err != nil {
+				return i, err
+			}
 			continue
 		}
-		ans.Documents[k], ans.ETags[k] = doc, etag
+		if err != nil {
+			return i, fmt.Errorf("read entity %q of %s: %w", k, db, err)
+		}
+		etag := etagOf(resp.GetVersion())
+		size := int64(len(k) + len(etag) + len(resp.GetResult()))
+		if sent > 0 && sent+size > d.lim.response() {
+			release()
+			return i, nil
+		}
+		sent += size
+		err = emit(k, resp.GetResult(), etag, true)
+		release()
+		if err != nil {
+			return i, err
+		}
 	}
-	return ans, nil
+	return len(keys), nil
 }
 
 // listDatabases returns the databases holding at least one entity that p
@@ -486,29 +577,6 @@ func (d *dataPlane) listKeys(ctx context.Context, db string, q keyQuery) (keys [
 		return nil, false, fmt.Errorf("list keys of %s: %w", db, err)
 	}
 	return keys, more, nil
-}
-
-// keyItem is one entity of a listing with its document.
-type keyItem struct {
-	Key  string          `json:"key"`
-	ETag string          `json:"etag"`
-	Doc  json.RawMessage `json:"doc"`
-}
-
-// readEntities reads the entities keys of db, in order. One that does
-// not exist (deleted since it was listed) is left out.
-func (d *dataPlane) readEntities(ctx context.Context, db string, keys []string) ([]keyItem, error) {
-	items := make([]keyItem, 0, len(keys))
-	for _, k := range keys {
-		doc, etag, found, err := d.readEntity(ctx, db, k)
-		if err != nil {
-			return nil, err
-		}
-		if found {
-			items = append(items, keyItem{Key: k, ETag: etag, Doc: doc})
-		}
-	}
-	return items, nil
 }
 
 // schemaIDs lists the stored schemas.

@@ -89,10 +89,11 @@ func (s *restServer) handleGetEntity(w http.ResponseWriter, r *http.Request, p p
 	if err != nil {
 		return err
 	}
-	resp, err := s.data.get(r.Context(), db, key)
+	resp, release, err := s.data.get(r.Context(), db, key)
 	if err != nil {
 		return err
 	}
+	defer release()
 	if v := resp.GetVersion(); v != "" {
 		w.Header().Set("ETag", etagOf(v))
 		if inm != "" && matchesNoneOf(inm, v) {
@@ -192,8 +193,11 @@ func entityTarget(r *http.Request) (db, key string, err error) {
 const getManyShape = `{"keys": [entity key, ...]}`
 
 // handleGetMany is POST /api/databases/{db}/get {"keys": [...]}: the
-// documents and ETags of up to the batch budget of keys, and the keys that
-// do not exist.
+// documents and ETags of up to the batch budget of keys, the keys that do
+// not exist, and the keys not answered because the answer reached
+// -max-response-bytes (or a read failed after the first document):
+// {"documents":{...},"etags":{...},"missing":[...],"remaining":[...]},
+// the documents streamed one at a time.
 func (s *restServer) handleGetMany(w http.ResponseWriter, r *http.Request, p principal) error {
 	db, err := pathDB(r)
 	if err != nil {
@@ -208,10 +212,31 @@ func (s *restServer) handleGetMany(w http.ResponseWriter, r *http.Request, p pri
 	if req.Keys == nil {
 		return reqErrorf(errInvalid, `body must be %s; it has no "keys"`, getManyShape)
 	}
-	ans, err := s.data.getMany(r.Context(), db, req.Keys)
-	if err != nil {
+	st := &jsonStream{w: w}
+	etags, missing := map[string]string{}, []string{}
+	remaining, err := s.data.getMany(r.Context(), db, req.Keys, func(k string, doc []byte, etag string, found bool) error {
+		if !found {
+			missing = append(missing, k)
+			return nil
+		}
+		sep := `,`
+		if len(etags) == 0 {
+			sep = `{"documents":{`
+		}
+		etags[k] = etag
+		return st.write([]byte(sep), jsonText(k), []byte(`:`), doc)
+	})
+	switch {
+	case err != nil && !st.started:
 		return err
+	case err != nil:
+		s.endEarly(r, st, err)
 	}
-	writeJSON(w, http.StatusOK, ans)
+	head := `}`
+	if len(etags) == 0 {
+		head = `{"documents":{}`
+	}
+	st.write([]byte(head+`,"etags":`), jsonText(etags), []byte(`,"missing":`), jsonText(missing),
+		[]byte(`,"remaining":`), jsonText(remaining), []byte("}\n"))
 	return nil
 }

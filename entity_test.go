@@ -1,8 +1,8 @@
 package main
 
-// Integration tests of SPEC §10 on the real binary: ETags and
-// preconditions, PATCH, key listing, schema-bound databases, and the
-// runnable examples/ against a live server.
+// Integration tests of API.md "Versions and ETags" and "PATCH" on the real
+// binary: ETags and preconditions, PATCH, key listing, schema-bound databases,
+// and the runnable examples/ against a live server.
 
 import (
 	"bytes"

@@ -112,6 +112,37 @@ func reqPrefixf(err error, format string, args ...any) error {
 	return &requestError{msg: fmt.Sprintf(format, args...) + ": " + re.msg, kind: re.kind, cause: err}
 }
 
+// revealingError is a failure whose sentence shows something of the
+// stored document (a schema's messages quote its values and member names;
+// a patched size tells the stored one). hidden is what a client that may
+// not read the document is told instead (withoutDocument). errors.Is and
+// errors.As see the detailed error.
+type revealingError struct {
+	err    error
+	hidden error
+}
+
+func (e *revealingError) Error() string { return e.err.Error() }
+
+// Unwrap returns the detailed error.
+func (e *revealingError) Unwrap() error { return e.err }
+
+// revealing marks err as showing the stored document; hidden (a
+// requestError of the same kind) is the sentence for a client that may
+// not read it.
+func revealing(err, hidden error) error { return &revealingError{err: err, hidden: hidden} }
+
+// withoutDocument is err as a client that may not read the document it is
+// about gets it: a revealingError's hidden sentence, else err unchanged
+// (its sentence is about the request itself).
+func withoutDocument(err error) error {
+	var re *revealingError
+	if errors.As(err, &re) {
+		return re.hidden
+	}
+	return err
+}
+
 // clientMessage returns the sentence of the outermost requestError in err's
 // chain, and false when there is none: the error is then internal and the
 // client gets a fixed sentence for its status instead.

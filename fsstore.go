@@ -34,13 +34,15 @@ const (
 	lockPollInterval = 2 * time.Millisecond
 )
 
-// fsStore is the store over a POSIX directory (SPEC §4). A logical key is
-// a path under root, except entity objects "files/<db>/<name>", which live in
-// one of 256 hash-prefix directories, "files/<db>/<hh>/<name>", with names
-// longer than segmentLen split into directory segments (see segments), so
-// that concurrent writers do not queue on one directory's metadata commits.
+// fsStore is the store over a POSIX directory (ARCHITECTURE.md "Storage
+// layout"). A logical key is a path under root, except entity objects
+// "files/<db>/<name>" (entityObjectKey, layout.go: the one part of the layout
+// a backend knows), which live in one of 256 hash-prefix directories,
+// "files/<db>/<hh>/<name>", with names longer than segmentLen split into
+// directory segments (see segments), so that concurrent writers do not queue
+// on one directory's metadata commits.
 //
-// Keys under "files/" must have exactly three components. The top-level
+// Keys under entitiesPrefix must have exactly three components. The top-level
 // component "_locks" and components starting with ".tmp-" are reserved.
 // Delete leaves emptied directories in place.
 //
@@ -625,7 +627,7 @@ func entityDBDir(rel string) (db string, ok bool) {
 // listEntities appends the keys with prefix of the entities of db by
 // reading its hash directories.
 func (s *fsStore) listEntities(ctx context.Context, db, prefix string, keys *[]string) error {
-	base := entitiesPrefix + db + "/"
+	base := entityKeyPrefix(db, "")
 	if !strings.HasPrefix(prefix, base) && !strings.HasPrefix(base, prefix) {
 		return nil
 	}

@@ -463,8 +463,8 @@ func BenchmarkFSStorePut1K(b *testing.B) {
 	})
 }
 
-// reportPutsPerSec adds the durable writes per second, the number SPEC §4
-// quotes, to the benchmark output.
+// reportPutsPerSec adds the durable writes per second, the number
+// ARCHITECTURE.md "Storage layout" quotes, to the benchmark output.
 func reportPutsPerSec(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "puts/s")
 }

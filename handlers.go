@@ -10,6 +10,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 )
 
 func (s *restServer) handleHealth(w http.ResponseWriter, r *http.Request, _ principal) error {
@@ -133,7 +134,10 @@ func (s *restServer) jobsAvailable() error {
 	return nil
 }
 
-func (s *restServer) handleListJobs(w http.ResponseWriter, r *http.Request, _ principal) error {
+// handleListJobs lists the key jobs of the databases p may use: a key
+// limited to some databases sees none of the others' jobs, nor those of
+// no database (a master-key rotation concerns them all).
+func (s *restServer) handleListJobs(w http.ResponseWriter, r *http.Request, p principal) error {
 	if err := s.jobsAvailable(); err != nil {
 		return err
 	}
@@ -142,6 +146,7 @@ func (s *restServer) handleListJobs(w http.ResponseWriter, r *http.Request, _ pr
 		return err
 	}
 	jobs = withCheckJobs(jobs, s.checks)
+	jobs = slices.DeleteFunc(jobs, func(j jobView) bool { return !p.allowsDB(j.Database) })
 	writeJSON(w, http.StatusOK, jobs)
 	return nil
 }

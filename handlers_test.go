@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"net/http/httptest"
 	"net/url"
 	"path/filepath"
 	"slices"
@@ -268,8 +269,8 @@ func TestGetMany(t *testing.T) {
 		}
 	}
 	empty := ts.mustDo(t, "POST", "/api/databases/nothing/get", testAdminKey, `{"keys":[]}`, 200)
-	if got := strings.TrimSpace(string(empty)); got != `{"documents":{},"etags":{},"missing":[]}` {
-		t.Errorf("no keys: %s, want empty documents, etags and missing", got)
+	if got := strings.TrimSpace(string(empty)); got != `{"documents":{},"etags":{},"missing":[],"remaining":[]}` {
+		t.Errorf("no keys: %s, want empty documents, etags, missing and remaining", got)
 	}
 }
 
@@ -388,4 +389,36 @@ func TestDeleteDatabaseAfterCrash(t *testing.T) {
 	if got.Deleted != 0 {
 		t.Errorf("DELETE of a deleted database deleted %d, want 0", got.Deleted)
 	}
+}
+
+// TestFailedBatchWritesNothing: a multi-key PUT that fails, on a document
+// that does not match ?schema= or the database's bound schema, or on one
+// key's precondition, answers its error and writes none of its keys, read
+// back through the API. The failing key sorts last, so a batch validated
+// or checked only as it is written would have stored the others first.
+func TestFailedBatchWritesNothing(t *testing.T) {
+	ts := httptest.NewServer(newLocalREST(t))
+	t.Cleanup(ts.Close)
+	c := entityClient{t, ts.URL}
+	c.want(c.do("PUT", "/schema/chat.v1", chatSchema), 200, "PUT schema")
+	c.want(c.do("PUT", "/api/databases/bound", `{"schema":"chat.v1"}`), 200, "bind")
+	valid, invalid := `{"messages":[]}`, `{"messages":[{"role":"robot","content":1}]}`
+	batch := `{"a1":` + valid + `,"b2":` + valid + `,"zz9":` + invalid + `}`
+	c.want(c.do("PUT", "/entity/free?schema=chat.v1", batch), 400, "PUT ?schema= batch with an invalid document")
+	c.want(c.do("PUT", "/entity/bound", batch), 400, "PUT batch with an invalid document into a bound database")
+	c.want(c.do("PUT", "/entity/pre", `{"zz9":1}`), 200, "PUT pre/zz9")
+	stale := c.want(c.do("PUT", "/entity/other", `{"k":1}`), 200, "PUT other/k").etag()
+	c.want(c.do("PUT", "/entity/pre?if_match=zz9:"+url.QueryEscape(stale), `{"a1":2,"b2":2,"zz9":2}`), 412, "PUT batch with a stale if_match")
+	for _, db := range []string{"free", "bound", "pre"} {
+		for _, key := range []string{"a1", "b2"} {
+			c.want(c.do("GET", "/entity/"+db+"?key="+key, nil), 404, "GET "+db+"/"+key+" after the failed batch")
+		}
+	}
+	c.want(c.do("GET", "/entity/free?key=zz9", nil), 404, "GET free/zz9 after the failed batch")
+	if got := c.do("GET", "/entity/pre?key=zz9", nil); string(got.body) != "1" {
+		t.Errorf("pre/zz9 after the failed batch = %s, want 1", got.body)
+	}
+	// The control: the same batch without its failing member is written.
+	c.want(c.do("PUT", "/entity/bound", `{"a1":`+valid+`,"b2":`+valid+`}`), 200, "PUT valid batch")
+	c.want(c.do("GET", "/entity/bound?key=b2", nil), 200, "GET bound/b2 after the valid batch")
 }

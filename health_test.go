@@ -148,7 +148,7 @@ func TestSIGTERMReadinessThenDrain(t *testing.T) {
 	n.cmd.Process.Signal(syscall.SIGTERM)
 	var code int
 	var out []byte
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(scaled(5 * time.Second)); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if code, out, err = tryCall("GET", n.base+"/readyz", "", nil); err == nil && code == http.StatusServiceUnavailable {
 			break
 		}
@@ -169,8 +169,8 @@ func TestSIGTERMReadinessThenDrain(t *testing.T) {
 	}
 	select {
 	case <-n.done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("server did not exit within 30s of SIGTERM")
+	case <-time.After(scaled(30 * time.Second)):
+		t.Fatal("server did not exit within 30s (scaled by the load) of SIGTERM")
 	}
 	if !n.cmd.ProcessState.Success() {
 		t.Errorf("exit after SIGTERM = %v, want 0\n%s", n.cmd.ProcessState, n.stderr)

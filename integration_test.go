@@ -37,6 +37,7 @@ var coverDir = os.Getenv("DDB_COVERDIR")
 
 func TestMain(m *testing.M) {
 	flag.Parse()
+	stretchDefaultTimeout()
 	if testing.Short() {
 		os.Exit(m.Run())
 	}
@@ -125,7 +126,8 @@ func refusedAddr(t *testing.T) string {
 }
 
 // startNode starts the binary with args (plus -rest-addr, -grpc-addr and
-// -cluster-addr 127.0.0.1:0 unless given) and env, and waits until /health answers.
+// -cluster-addr 127.0.0.1:0 unless given) and env, and waits until /health
+// answers.
 func startNode(t *testing.T, env []string, args ...string) *node {
 	t.Helper()
 	n := launch(t, env, args...)
@@ -168,12 +170,12 @@ func flagValue(args []string, name string) string {
 	return ""
 }
 
-// logOnceTrue returns the process's log once ok holds for it, or after 5 s:
-// a line logged before an answer reaches the test through a pipe, so it
-// can arrive after the answer does.
+// logOnceTrue returns the process's log once ok holds for it, or after 5 s
+// (scaled): a line logged before an answer reaches the test through a
+// pipe, so it can arrive after the answer does.
 func (n *node) logOnceTrue(ok func(log string) bool) string {
 	log := n.stderr.String()
-	for deadline := time.Now().Add(5 * time.Second); !ok(log) && time.Now().Before(deadline); log = n.stderr.String() {
+	for deadline := time.Now().Add(scaled(5 * time.Second)); !ok(log) && time.Now().Before(deadline); log = n.stderr.String() {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return log
@@ -183,7 +185,7 @@ func (n *node) logOnceTrue(ok func(log string) bool) string {
 // listening") and returns the addr of that line, in either -log-format.
 func (n *node) logAddr(msg string) string {
 	n.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	w := newWait(n.t, fmt.Sprintf("%q in the log", msg), 20*time.Second)
 	for {
 		for _, line := range strings.Split(n.stderr.String(), "\n") {
 			var obj struct{ Msg, Addr string }
@@ -204,8 +206,8 @@ func (n *node) logAddr(msg string) string {
 			n.t.Fatalf("process exited before logging %q: %v\nstderr:\n%s", msg, n.cmd.ProcessState, n.stderr)
 		case <-time.After(10 * time.Millisecond):
 		}
-		if time.Now().After(deadline) {
-			n.t.Fatalf("no %q line with addr= in the log after 20s\nstderr:\n%s", msg, n.stderr)
+		if w.over() {
+			n.t.Fatalf("no %q line with addr= in the log: %v\nstderr:\n%s", msg, w, n.stderr)
 		}
 	}
 }
@@ -216,8 +218,8 @@ func (n *node) waitHealthy() {
 	n.t.Helper()
 	n.addr = n.logAddr("rest listening")
 	n.base = "http://" + n.addr
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
+	w := newWait(n.t, "/health to answer 200", 20*time.Second)
+	for !w.over() {
 		select {
 		case <-n.done:
 			n.t.Fatalf("server exited early: %v\nstdout:\n%s\nstderr:\n%s", n.cmd.ProcessState, n.stdout, n.stderr)
@@ -232,7 +234,7 @@ func (n *node) waitHealthy() {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	n.t.Fatalf("server not healthy after 20s\nstderr:\n%s", n.stderr)
+	n.t.Fatalf("server not healthy: %v\nstderr:\n%s", w, n.stderr)
 }
 
 // kill sends SIGKILL and waits for the process to end.
@@ -251,7 +253,7 @@ func (n *node) finish() {
 		select {
 		case <-n.done:
 			return
-		case <-time.After(10 * time.Second):
+		case <-time.After(scaled(10 * time.Second)):
 		}
 	}
 	n.kill()
@@ -263,8 +265,8 @@ func (n *node) stop() {
 	n.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-n.done:
-	case <-time.After(30 * time.Second):
-		n.t.Fatal("server did not stop within 30s of SIGTERM")
+	case <-time.After(scaled(30 * time.Second)):
+		n.t.Fatal("server did not stop within 30s (scaled by the load) of SIGTERM")
 	}
 }
 
@@ -274,8 +276,8 @@ func (n *node) exitErr() string {
 	n.t.Helper()
 	select {
 	case <-n.done:
-	case <-time.After(20 * time.Second):
-		n.t.Fatal("process did not exit within 20s")
+	case <-time.After(scaled(20 * time.Second)):
+		n.t.Fatal("process did not exit within 20s (scaled by the load)")
 	}
 	if n.cmd.ProcessState.ExitCode() == 0 {
 		n.t.Fatalf("process exited 0, want an error; stderr:\n%s", n.stderr)
@@ -462,7 +464,8 @@ func jsonEqual(a, b []byte) bool {
 	return bytes.Equal(xa, ya)
 }
 
-// TestEntityAndSchemaStatusCodes checks every status of SPEC §3 for the
+// TestEntityAndSchemaStatusCodes checks every status API.md
+// ("Errors and request IDs") and openapi.json give the
 // entity and schema endpoints, and that each error body is {"error": ...}.
 func TestEntityAndSchemaStatusCodes(t *testing.T) {
 	n, dir := startDefault(t, "-rest-max-body-size=4096")
@@ -788,7 +791,17 @@ func TestKillDuringWrites(t *testing.T) {
 			}
 		})
 	}
+	// The kill lands once writes are going (100 acknowledged) and at
+	// least 1.5 s in.
 	time.Sleep(1500 * time.Millisecond)
+	for w := newWait(t, "100 acknowledged writes", 20*time.Second); !w.over(); time.Sleep(20 * time.Millisecond) {
+		mu.Lock()
+		enough := len(acked) >= 100
+		mu.Unlock()
+		if enough {
+			break
+		}
+	}
 	n.cmd.Process.Kill()
 	<-n.done
 	cancel()
@@ -914,10 +927,11 @@ func (c *cluster) workerRows() []workerInfo {
 	return rows
 }
 
-// waitWorkers waits until exactly ids are Available.
+// waitWorkers waits until exactly ids are Available, for d on an idle
+// machine.
 func (c *cluster) waitWorkers(d time.Duration, ids ...string) []workerInfo {
 	c.t.Helper()
-	deadline := time.Now().Add(d)
+	w := newWait(c.t, fmt.Sprintf("workers %v Available", ids), d)
 	for {
 		rows := c.workerRows()
 		avail := []string{}
@@ -929,8 +943,8 @@ func (c *cluster) waitWorkers(d time.Duration, ids ...string) []workerInfo {
 		if strings.Join(avail, ",") == strings.Join(ids, ",") {
 			return rows
 		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("available workers = %v, want %v after %v", avail, ids, d)
+		if w.over() {
+			c.t.Fatalf("available workers = %v, want %v: %v", avail, ids, w)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -957,7 +971,7 @@ func (c *cluster) putAndGet(n int) {
 // than n entries and n hits: traffic reached them all.
 func (c *cluster) waitBusy(n int) {
 	c.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	w := newWait(c.t, "traffic on every worker's cache counters", 10*time.Second)
 	for {
 		rows := c.workerRows()
 		busy := 0
@@ -969,8 +983,8 @@ func (c *cluster) waitBusy(n int) {
 		if busy == len(c.workers) {
 			return
 		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("workers' counters do not show traffic on all of them: %+v", rows)
+		if w.over() {
+			c.t.Fatalf("workers' counters do not show traffic on all of them: %+v (%v)", rows, w)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -1042,10 +1056,10 @@ func (c *cluster) killUnderLoad(victim string, rest ...string) map[string]int {
 	}
 	select {
 	case <-warm:
-	case <-time.After(20 * time.Second):
+	case <-time.After(scaled(20 * time.Second)):
 		cancel()
 		wg.Wait()
-		t.Fatalf("fewer than 50 writes acknowledged in 20 s before the kill")
+		t.Fatalf("fewer than 50 writes acknowledged in 20 s (scaled by the load) before the kill")
 	}
 	mu.Lock()
 	killedAt = time.Now()
@@ -1138,17 +1152,8 @@ func TestStaleCacheAfterOwnerChange(t *testing.T) {
 // retrying with growing backoff and says why.
 func TestWorkerWrongMainAddress(t *testing.T) {
 	n := launch(t, workerEnv, "-role=proc", "-worker-id=lost", "-main-addr="+refusedAddr(t), "-shared-fs="+t.TempDir())
-	time.Sleep(2500 * time.Millisecond)
-	select {
-	case <-n.done:
-		t.Fatalf("worker exited: %s", n.stderr)
-	default:
-	}
-	log := n.stderr.String()
-	if got := strings.Count(log, "subscribe failed; retrying"); got < 3 {
-		t.Errorf("log has %d retry lines, want >= 3:\n%s", got, log)
-	}
-	if !strings.Contains(log, "connection refused") {
+	n.waitLog("subscribe failed; retrying", 3) // fails if the worker exits
+	if log := n.stderr.String(); !strings.Contains(log, "connection refused") {
 		t.Errorf("log does not say why (connection refused):\n%s", log)
 	}
 }

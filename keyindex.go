@@ -10,15 +10,16 @@ import (
 	"sync/atomic"
 )
 
-// keyIndex holds, for each database listed since this process started,
-// the sorted set of its entity keys, so that a page of a key listing costs
-// O(log n + page size) instead of a scan of storage. A database's set is
-// built by one scan (store.List) on first use and from then on kept current
-// by record and forget, which the main worker calls for every write it
-// routes (catalog.wrote). The main worker is the single entry point of
-// writes (SPEC §5), so the set stays exact; entities written to storage
-// behind its back (by hand, or by a second main worker on the same
-// storage) show in listings from this process's next start on.
+// keyIndex holds, for each database listed since this process started, the
+// sorted set of its entity keys, so that a page of a key listing costs O(log n
+// + page size) instead of a scan of storage. A database's set is built by one
+// scan (store.List) on first use and from then on kept current by record and
+// forget, which the main worker calls for every write it routes
+// (catalog.wrote). The main worker is the single entry point of writes
+// (ARCHITECTURE.md "Processing workers and routing"), so the set stays exact;
+// entities written to storage behind its back (by hand, or by a second main
+// worker on the same storage) show in listings from this process's next start
+// on.
 //
 // Memory: every key of every indexed database stays in memory, about 16
 // bytes plus the key's length each, plus up to as much again of slack in
@@ -121,7 +122,7 @@ func scanKeys(ctx context.Context, st store, db string) ([]string, error) {
 	}
 	keys := make([]string, len(objs))
 	for i, o := range objs {
-		if keys[i], err = decodeEntityObjectName(strings.TrimPrefix(o, base)); err != nil {
+		if keys[i], err = entityKeyOf(o); err != nil {
 			return nil, fmt.Errorf("scan keys of %s: %w", db, err)
 		}
 	}

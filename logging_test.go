@@ -208,7 +208,7 @@ func TestAccessLine(t *testing.T) {
 				{"level": "INFO", "method": "PUT", "route": "PUT /entity/{db}", "status": "200", "bytes": "16", "client": "admin", "addr": "192.0.2.7:4242", "request_id": "put-1"},
 				{"method": "GET", "route": "GET /entity/{db}", "status": "200", "bytes": strconv.Itoa(get.Body.Len()), "client": "admin", "request_id": "get-1"},
 				{"method": "GET", "route": "GET /entity/{db}", "status": "401", "client": ""},
-				{"method": "DELETE", "route": "", "status": "405", "client": ""},
+				{"method": "DELETE", "route": "", "status": "404", "client": ""},
 			}
 			for i, w := range want {
 				for k, v := range w {
@@ -410,13 +410,14 @@ func TestRequestIDReachesWorker(t *testing.T) {
 	}
 }
 
-// TestLogsHoldNoSecrets runs a main worker (json log) and a processing
-// worker (text log), both at debug, through every kind of request, over
-// REST and gRPC, that handles a secret or a document: schemas, API keys,
-// sessions, entity writes, reads, patches, refused credentials, invalid
-// bodies, a failure at the worker. Neither process's output may hold any
-// secret or document it saw (SPEC §7); every line of each log parses in
-// its format, and every request of the test left exactly one access line.
+// TestLogsHoldNoSecrets runs a main worker (json log) and a processing worker
+// (text log), both at debug, through every kind of request, over REST and
+// gRPC, that handles a secret or a document: schemas, API keys, sessions,
+// entity writes, reads, patches, refused credentials, invalid bodies, a
+// failure at the worker. Neither process's output may hold any secret or
+// document it saw (ARCHITECTURE.md "Trust boundaries": logs); every line of
+// each log parses in its format, and every request of the test left exactly
+// one access line.
 func TestLogsHoldNoSecrets(t *testing.T) {
 	c := &cluster{t: t, dir: filepath.Join(t.TempDir(), "db"), workers: map[string]*node{}}
 	c.main = startNode(t, clusterEnv, "-role=main", "-shared-fs="+c.dir, "-log-format=json", "-log-level=debug")

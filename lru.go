@@ -5,9 +5,10 @@ import (
 	"time"
 )
 
-// lru is a fixed-capacity least-recently-used cache with optional expiry.
-// It is a map from key to entry plus an intrusive doubly linked list of the
-// same entries, most recently used first, closed into a ring by a sentinel.
+// lru is a least-recently-used cache bounded by a count of entries and,
+// optionally, by their bytes, with optional expiry. It is a map from key to
+// entry plus an intrusive doubly linked list of the same entries, most
+// recently used first, closed into a ring by a sentinel.
 //
 // An lru is safe for concurrent use: every method takes c.mu for its whole
 // body. Callers never hold c.mu. The zero value is not usable; build one
@@ -15,6 +16,9 @@ import (
 type lru[K comparable, V any] struct {
 	mu        sync.Mutex
 	capacity  int              // maximum number of entries, >= 1
+	maxBytes  int64            // maximum of bytes, the sum of sizeOf; 0: no byte bound
+	sizeOf    func(K, V) int64 // an entry's bytes; nil with maxBytes 0
+	bytes     int64            // sum of the entries' sizes
 	ttl       time.Duration    // lifetime of an entry from its Add; 0: forever
 	now       func() time.Time // clock for ttl
 	items     map[K]*lruEntry[K, V]
@@ -29,6 +33,7 @@ type lruEntry[K comparable, V any] struct {
 	prev, next *lruEntry[K, V]
 	key        K
 	value      V
+	size       int64     // sizeOf(key, value) when added; 0 without a byte bound
 	expires    time.Time // zero when the cache has no ttl
 }
 
@@ -39,6 +44,8 @@ type cacheStats struct {
 	Evictions uint64 `json:"evictions"` // entries dropped for capacity or expiry
 	Entries   int    `json:"entries"`   // entries held now, expired ones not yet dropped included
 	Capacity  int    `json:"capacity"`  // maximum number of entries
+	Bytes     int64  `json:"bytes"`     // bytes held now (0 without a byte bound)
+	MaxBytes  int64  `json:"max_bytes"` // maximum of bytes; 0: bounded by count only
 }
 
 // newLRU returns an empty cache holding at most capacity entries; a
@@ -46,6 +53,17 @@ type cacheStats struct {
 // its last Add, measured by now (time.Now when nil); ttl <= 0 means entries
 // never expire.
 func newLRU[K comparable, V any](capacity int, ttl time.Duration, now func() time.Time) *lru[K, V] {
+	return newSizedLRU[K, V](capacity, 0, nil, ttl, now)
+}
+
+// newSizedLRU is newLRU bounded by bytes too: the entries' sizes (sizeOf)
+// add up to at most maxBytes, the least recently used evicted to make room.
+// A value larger than maxBytes on its own is not cached. maxBytes <= 0 or
+// a nil sizeOf means no byte bound.
+func newSizedLRU[K comparable, V any](capacity int, maxBytes int64, sizeOf func(K, V) int64, ttl time.Duration, now func() time.Time) *lru[K, V] {
+	if maxBytes <= 0 || sizeOf == nil {
+		maxBytes, sizeOf = 0, nil
+	}
 	if capacity <= 0 {
 		capacity = 1
 	}
@@ -55,7 +73,7 @@ func newLRU[K comparable, V any](capacity int, ttl time.Duration, now func() tim
 	if now == nil {
 		now = time.Now
 	}
-	c := &lru[K, V]{capacity: capacity, ttl: ttl, now: now, items: make(map[K]*lruEntry[K, V])}
+	c := &lru[K, V]{capacity: capacity, maxBytes: maxBytes, sizeOf: sizeOf, ttl: ttl, now: now, items: make(map[K]*lruEntry[K, V])}
 	c.root.next, c.root.prev = &c.root, &c.root
 	return c
 }
@@ -97,23 +115,38 @@ func (c *lru[K, V]) Peek(k K) (V, bool) {
 
 // Add stores v under k as the most recently used entry, replacing any
 // previous value and restarting its ttl. If that puts the cache over
-// capacity, the least recently used entry is evicted.
+// capacity or over its bytes, the least recently used entries are evicted.
+// A value over the byte bound on its own is not stored, and any previous
+// value of k is dropped (it is stale).
 func (c *lru[K, V]) Add(k K, v V) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	var size int64
+	if c.sizeOf != nil {
+		size = c.sizeOf(k, v)
+	}
+	e, ok := c.items[k]
+	if size > c.maxBytes && c.maxBytes > 0 {
+		if ok {
+			c.drop(e)
+		}
+		return
+	}
 	var expires time.Time
 	if c.ttl > 0 {
 		expires = c.now().Add(c.ttl)
 	}
-	if e, ok := c.items[k]; ok {
-		e.value, e.expires = v, expires
+	if ok {
+		c.bytes += size - e.size
+		e.value, e.size, e.expires = v, size, expires
 		c.moveToFront(e)
-		return
+	} else {
+		e = &lruEntry[K, V]{key: k, value: v, size: size, expires: expires}
+		c.items[k] = e
+		c.bytes += size
+		c.pushFront(e)
 	}
-	e := &lruEntry[K, V]{key: k, value: v, expires: expires}
-	c.items[k] = e
-	c.pushFront(e)
-	for len(c.items) > c.capacity {
+	for len(c.items) > c.capacity || c.maxBytes > 0 && c.bytes > c.maxBytes {
 		c.drop(c.root.prev)
 		c.evictions++
 	}
@@ -144,6 +177,7 @@ func (c *lru[K, V]) Purge() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	clear(c.items)
+	c.bytes = 0
 	c.root.next, c.root.prev = &c.root, &c.root
 }
 
@@ -157,6 +191,8 @@ func (c *lru[K, V]) Stats() cacheStats {
 		Evictions: c.evictions,
 		Entries:   len(c.items),
 		Capacity:  c.capacity,
+		Bytes:     c.bytes,
+		MaxBytes:  c.maxBytes,
 	}
 }
 
@@ -169,6 +205,7 @@ func (c *lru[K, V]) expired(e *lruEntry[K, V]) bool {
 func (c *lru[K, V]) drop(e *lruEntry[K, V]) {
 	c.unlink(e)
 	delete(c.items, e.key)
+	c.bytes -= e.size
 }
 
 // pushFront links e in as the most recently used entry. c.mu must be held.

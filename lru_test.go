@@ -50,6 +50,13 @@ func (c *lru[K, V]) check(t *testing.T) {
 	if !slices.Equal(forward, backward) {
 		t.Fatalf("forward and backward walks differ")
 	}
+	var bytes int64
+	for _, e := range forward {
+		bytes += e.size
+	}
+	if bytes != c.bytes || c.maxBytes > 0 && bytes > c.maxBytes {
+		t.Fatalf("entries hold %d bytes, counted %d, bound %d", bytes, c.bytes, c.maxBytes)
+	}
 }
 
 // keys returns the keys from most to least recently used.
@@ -277,11 +284,11 @@ func TestLRUNoTTLNeverExpires(t *testing.T) {
 }
 
 func TestCacheStatsJSON(t *testing.T) {
-	b, err := json.Marshal(cacheStats{Hits: 1, Misses: 2, Evictions: 3, Entries: 4, Capacity: 5})
+	b, err := json.Marshal(cacheStats{Hits: 1, Misses: 2, Evictions: 3, Entries: 4, Capacity: 5, Bytes: 6, MaxBytes: 7})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"hits":1,"misses":2,"evictions":3,"entries":4,"capacity":5}`
+	want := `{"hits":1,"misses":2,"evictions":3,"entries":4,"capacity":5,"bytes":6,"max_bytes":7}`
 	if string(b) != want {
 		t.Errorf("json.Marshal(cacheStats) = %s, want %s", b, want)
 	}
@@ -351,6 +358,64 @@ func TestLRUStress(t *testing.T) {
 	}
 	if s := c.Stats(); s.Evictions != uint64(evictions) {
 		t.Errorf("Stats().Evictions = %d, want %d (the model's)", s.Evictions, evictions)
+	}
+}
+
+// TestLRUByteBound runs seeded random Adds, Gets and Removes of values
+// whose size is the value itself against a cache of 16 entries and 100
+// bytes, and a model: after every operation the invariants hold (check:
+// the bytes add up and stay within the bound) and the cache holds the
+// model's keys in its order. A value over 100 is never cached and drops
+// the key's older value.
+func TestLRUByteBound(t *testing.T) {
+	const capacity, maxBytes, keySpace = 16, 100, 40
+	rng := rand.New(rand.NewPCG(3, 4))
+	c := newSizedLRU[int, int64](capacity, maxBytes, func(_ int, v int64) int64 { return v }, 0, nil)
+	var model []int // keys, most recent first
+	vals := map[int]int64{}
+	drop := func(k int) {
+		model = slices.DeleteFunc(model, func(x int) bool { return x == k })
+		delete(vals, k)
+	}
+	held := func() (n int64) {
+		for _, v := range vals {
+			n += v
+		}
+		return n
+	}
+	for i := range 20_000 {
+		k := rng.IntN(keySpace)
+		switch r := rng.IntN(100); {
+		case r < 50:
+			v := rng.Int64N(120) // over the bound one time in six
+			c.Add(k, v)
+			drop(k)
+			if v > maxBytes {
+				break
+			}
+			model, vals[k] = slices.Insert(model, 0, k), v
+			for len(model) > capacity || held() > maxBytes {
+				drop(model[len(model)-1])
+			}
+		case r < 90:
+			v, ok := c.Get(k)
+			if wv, wok := vals[k]; v != wv || ok != wok {
+				t.Fatalf("op %d: Get(%d) = %d, %v, want %d, %v", i, k, v, ok, wv, wok)
+			}
+			if ok {
+				model = slices.Insert(slices.DeleteFunc(model, func(x int) bool { return x == k }), 0, k)
+			}
+		default:
+			c.Remove(k)
+			drop(k)
+		}
+		c.check(t)
+		if got := c.keys(); !slices.Equal(got, model) {
+			t.Fatalf("op %d: keys = %v, want %v", i, got, model)
+		}
+		if s := c.Stats(); s.Bytes != held() || s.MaxBytes != maxBytes {
+			t.Fatalf("op %d: Stats() bytes %d of %d, want %d of %d", i, s.Bytes, s.MaxBytes, held(), maxBytes)
+		}
 	}
 }
 

@@ -20,7 +20,8 @@
 //	               listeners, background work and shutdown
 //	procnode.go    the processing worker of -role=proc: its parts,
 //	               listener, subscription and shutdown
-//	config.go      the flags of the server roles (config), their checks
+//	config.go      the flags of the server roles (config), their checks;
+//	               parseArgs, the one parse of every flag set
 //	bench.go       -role=bench, the load tool, with its own flag set
 //	backup.go      -role=backup and -role=restore, the storage tools' flag
 //	               set
@@ -37,7 +38,7 @@
 //	budget.go      the request budgets (document size, patch operations,
 //	               keys per PUT, JSON nesting, validation time, $ref
 //	               expansion of schemas) and the UTF-8 check of bodies
-//	requestid.go   the request ID in the context
+//	requestid.go   the request ID in the context; random ID prefixes
 //	rest.go        the REST server: route table, middleware (request ID,
 //	               authentication, authorization), writeError,
 //	               the one JSON body decoder
@@ -86,36 +87,52 @@
 //	reflection.go  gRPC server reflection on the client port (grpcurl):
 //	               the client's view of deltadb.proto
 //	routing.go     the router: rendezvous hashing, batches, epochs, and
-//	               the main worker's stub for remote workers (call signing)
-//	proc.go        the processing worker, its gRPC server, the subscriber
+//	               the main worker's stub for remote workers
+//	proc.go        the processing worker: entity reads and writes, its
+//	               cache, preconditions; clientStatus
+//	workerserver.go
+//	               a remote processing worker's gRPC server: signed calls
+//	               only, failures as the main worker reads them
+//	subscriber.go  a remote worker's subscription to the main worker:
+//	               subscribe, heartbeat, renew
+//	grpc.go        options of every gRPC server and client connection,
+//	               graceful stop
 //	cluster.go     cluster security: the join token, its proofs bound to
 //	               the TLS exporter, TLS identities and pinning, the
-//	               replay window of main-to-worker calls
+//	               signing of main-to-worker calls and their replay window
+//	clientport.go  the client gRPC port's split: a worker's TLS (its
+//	               ALPN) to the cluster server, the rest to the client one
 //	locks.go       the one per-key lock, honouring the request's context
 //	backoff.go     bounded exponential backoff with jitter
 //	periodic.go    runEvery, the loop of the background tasks that repeat
 //	conditional.go ETags and preconditions
 //	patch.go       JSON Merge Patch and JSON Patch
 //	schema.go      the JSON Schema registry and validation
-//	catalog.go     the storage layout above the store: object keys, schema
-//	               bindings (cached), database and key listings
+//	catalog.go     the main worker's account of storage: schema bindings
+//	               (cached), database and key listings
+//	layout.go      the storage layout: every object key, named after what
+//	               it holds
 //	keyindex.go    the in-memory index of each database's entity keys that
 //	               listings page through
 //	names.go       validation of database names, schema IDs and entity keys
-//	masterkey.go   master and admin keys, the key check
+//	masterkey.go   master and admin keys as configured or generated;
+//	               secretFlag, the one "flag or file or env" of secrets
+//	keycheck.go    the key check: the value stored under _meta/ that
+//	               tells the right master key from a wrong one, and the
+//	               check of a start (with -previous-master-key, a rotation)
 //	crypto.go      the entity envelope (AES-256-GCM) and key wrapping
-//	rotation.go    online master-key rotation: the rotation record, the
-//	               key checks of a start with -previous-master-key, the
-//	               rewrapping of every database's data keys
+//	rotation.go    online master-key rotation: the rotation record and
+//	               the rewrapping of every database's data keys
+//	jobs.go        key jobs: their records, resumption, listing
+//	               (GET /admin/jobs) and pacing (-key-job-rate)
+//	rekey.go       the rekey job (POST /admin/databases/{db}/rekey)
 //	checks.go      checks of stored entities against a schema: the jobs
 //	               and their routes (POST and GET /api/databases/{db}/check),
 //	               the databases bound to a schema
-//	rekey.go       re-encryption of a database's entities: the upgrade
-//	               of format-1 entities, the rekey job and its records
-//	               (POST /admin/databases/{db}/rekey, GET /admin/jobs)
 //	keyring.go     envelope encryption: each database's data keys, wrapped
 //	               by the master key under _meta/datakeys/; the keyring
-//	               that seals and opens entities of both formats
+//	               that seals and opens entities of both formats and
+//	               re-encrypts a database's entities
 //	lru.go         the LRU cache
 //	store.go       the storage interface; segments of long names, shared
 //	               by both backends
@@ -133,6 +150,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -202,9 +220,30 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 }
 
+// roleArg returns the value of the first -role flag in args, "" for none.
+// It lets the roles with a flag set of their own be told apart before
+// any flag set parses args.
+func roleArg(args []string) string {
+	for i, a := range args {
+		if a == "--" {
+			return ""
+		}
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || name != "role" {
+			continue
+		}
+		if !hasVal && i+1 < len(args) {
+			val = args[i+1]
+		}
+		return val
+	}
+	return ""
+}
+
 // buildWorker builds the processing worker of -role=proc, or the
 // in-process one of -role=all, whose cache holds -cache-size entities when
-// that flag is given, else -entity-cache-size (SPEC §9).
+// that flag is given, else -entity-cache-size (ARCHITECTURE.md "Roles"),
+// and at most -entity-cache-bytes of them.
 func buildWorker(cfg config, st store, schemas *schemaRegistry, log *slog.Logger) (*worker, error) {
 	id := workerIDOrHost(cfg.workerID)
 	if err := validateDBName(id); err != nil {
@@ -214,7 +253,8 @@ func buildWorker(cfg config, st store, schemas *schemaRegistry, log *slog.Logger
 	if cfg.role != "proc" && !cfg.cacheSizeSet {
 		size = cfg.entityCacheSize
 	}
-	return newWorker(id, st, schemas, newLRU[string, cachedEntity](size, cfg.cacheTTL, time.Now), cfg.budgets(), log), nil
+	cache := newSizedLRU(size, cfg.cacheBytes(), cachedSize, cfg.cacheTTL, time.Now)
+	return newWorker(id, st, schemas, cache, cfg.budgets(), log), nil
 }
 
 // workerIDOrHost is -worker-id, or the hostname when it is empty.

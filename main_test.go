@@ -6,7 +6,10 @@ import (
 	"flag"
 	"go/parser"
 	"go/token"
+	"io"
+	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -71,5 +74,86 @@ func TestPackageDocNamesEveryFile(t *testing.T) {
 		if !strings.HasSuffix(name, "_test.go") && !strings.Contains(doc, name) {
 			t.Errorf("main.go's package doc does not name %s: add a line saying what it owns", name)
 		}
+	}
+}
+
+// TestDocCitations: every citation of a section of ARCHITECTURE.md or
+// API.md in the code names a heading that exists there, and nothing cites
+// the product contract by its old section numbers, a file that is not in
+// the repository.
+func TestDocCitations(t *testing.T) {
+	headings := map[string]map[string]bool{}
+	for _, doc := range []string{"ARCHITECTURE.md", "API.md"} {
+		b, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		headings[doc] = map[string]bool{}
+		for _, line := range strings.Split(string(b), "\n") {
+			if h, ok := strings.CutPrefix(strings.TrimLeft(line, "#"), " "); ok && strings.HasPrefix(line, "#") {
+				headings[doc][h] = true
+			}
+		}
+	}
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cite := regexp.MustCompile(`(ARCHITECTURE\.md|API\.md) "([^"]+)"`)
+	joined := regexp.MustCompile(`\n\s*// `)
+	n := 0
+	for _, name := range append(files, "proto/deltadb.proto") {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src := joined.ReplaceAllString(string(b), " ")
+		if old := "SPEC" + " §"; strings.Contains(src, old) {
+			t.Errorf("%s cites %q: cite an ARCHITECTURE.md or API.md section instead", name, old)
+		}
+		for _, m := range cite.FindAllStringSubmatch(src, -1) {
+			n++
+			if !headings[m[1]][m[2]] {
+				t.Errorf("%s cites %s %q, which has no such heading", name, m[1], m[2])
+			}
+		}
+	}
+	if n == 0 {
+		t.Error("found no citations at all: the pattern is broken")
+	}
+}
+
+// TestSecretFlagOneWay: a secret given two ways (its flag or environment
+// variable, and its file) is refused, naming the file flag; one way it is
+// read, a file's white space trimmed; an empty file is refused.
+func TestSecretFlagOneWay(t *testing.T) {
+	dir := t.TempDir()
+	full, empty := filepath.Join(dir, "full"), filepath.Join(dir, "empty")
+	if err := os.WriteFile(full, []byte("  s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		value, file, want, wantErr string
+	}{
+		{"", "", "", ""},
+		{"flag", "", "flag", ""},
+		{"", full, "s3cret", ""},
+		{"flag", full, "", "-join-token-file: give the join token once, not also with -join-token or " + joinTokenEnv},
+		{"", empty, "", "the file is empty"},
+		{"", filepath.Join(dir, "missing"), "", "-join-token-file: open"},
+	} {
+		got, _, err := secretFlag{name: "join-token", env: joinTokenEnv, what: "the join token", value: tc.value, file: tc.file}.read()
+		if got != tc.want || (err == nil) != (tc.wantErr == "") || err != nil && !strings.Contains(err.Error(), tc.wantErr) {
+			t.Errorf("read(value %q, file %q) = %q, %v; want %q, error containing %q", tc.value, tc.file, got, err, tc.want, tc.wantErr)
+		}
+	}
+	// The server's flags: DELTADB_JOIN_TOKEN and -join-token-file together
+	// are refused too (the environment is the flag's default).
+	t.Setenv(joinTokenEnv, strings.Repeat("ab", 32))
+	if _, err := parseFlags([]string{"-role=main", "-join-token-file=" + full}, io.Discard); err == nil || !strings.Contains(err.Error(), "not also with") {
+		t.Errorf("parseFlags with %s and -join-token-file = %v, want refused", joinTokenEnv, err)
 	}
 }

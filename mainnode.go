@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 	grpccreds "google.golang.org/grpc/credentials"
@@ -55,16 +56,18 @@ type mainNode struct {
 	auth *authenticator
 	svc  *mainService
 	rest *restServer
+	// jobs runs the key jobs: rekeys and, after a start with the
+	// previous master key, the rotation.
 	jobs *keyJobs
-	// rot rewraps the data keys under the new master key; nil outside a
-	// rotation.
-	rot *rotator
 	// reload is the session revocations' reload interval.
 	reload time.Duration
 
 	// grpc serves client applications (and, without a join token,
 	// nothing else); cluster serves workers, nil without a join token.
 	grpc, cluster *grpcListener
+	// split hands the client port's worker connections to cluster
+	// (clientport.go); grpc serves its client share.
+	split *portSplit
 	// http serves rest on restLn.
 	http   *http.Server
 	restLn net.Listener
@@ -126,8 +129,8 @@ func newMainNode(ctx context.Context, cfg config, o mainNodeOptions) (_ *mainNod
 	if err != nil {
 		return nil, err
 	}
-	if err := checkAdminKeyStrength(cfg, n.keys.admin, n.log); err != nil {
-		return nil, err
+	if short, _ := weakAdminKey(cfg, n.keys.admin); short {
+		n.log.Warn("admin key is short: use 16 or more random characters before serving beyond loopback", "length", utf8.RuneCountInString(n.keys.admin))
 	}
 	if n.auth, err = newMainAuthenticator(ctx, cfg, n.keys, n.st, n.log); err != nil {
 		return nil, err
@@ -136,8 +139,8 @@ func newMainNode(ctx context.Context, cfg config, o mainNodeOptions) (_ *mainNod
 	if err := n.buildService(data); err != nil {
 		return nil, err
 	}
-	n.jobs = newKeyJobs(n.ctx, n.st, n.ring, cfg.keyJobRate, n.svc.waitKeysEpoch, n.log)
-	n.rot = n.newRotator()
+	n.jobs = newKeyJobs(n.ctx, keyJobsConfig{st: n.st, ring: n.ring, log: n.log, rate: cfg.keyJobRate,
+		barrier: n.svc.waitKeysEpoch, keys: data.catalog.keys, rotation: n.newRotator()})
 	// loadKeys returned: the master key matched the stored key check.
 	n.rest = newRESTServer(restOptions{auth: n.auth, data: data, workers: n.rt.list, maxBody: cfg.restMaxBody,
 		jobs: n.jobs, reg: n.reg, keyChecked: true, oidcLogin: newOIDCLogin(cfg.oidc, n.auth.oidc), ctx: n.ctx, log: n.log})
@@ -207,7 +210,7 @@ func (n *mainNode) newRotator() *rotator {
 	if n.keys.previous == nil {
 		return nil
 	}
-	return &rotator{st: n.st, ring: n.ring, log: n.log, pace: newPacer(n.cfg.keyJobRate), done: func() {
+	return &rotator{st: n.st, ring: n.ring, log: n.log, done: func() {
 		n.ring.dropPrevious()
 		n.svc.rotationDone()
 		zero(n.keys.previous)
@@ -229,6 +232,8 @@ func (n *mainNode) listen() error {
 		clientCreds, gm.serverOptions()...); err != nil {
 		return err
 	}
+	n.split = splitPort(n.grpc.ln, n.log)
+	n.grpc.ln = n.split.client
 	if ident := n.svc.ident; ident != nil {
 		// Workers prove themselves with the join token; with a CA they
 		// must also show a certificate it signed.
@@ -243,15 +248,7 @@ func (n *mainNode) listen() error {
 	if clientTLS != nil {
 		n.restLn = tls.NewListener(n.restLn, clientTLS)
 	}
-	n.http = &http.Server{
-		Handler:           n.rest,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
-	}
+	n.http = newHTTPServer(n.rest, restWriteTimeout, n.log)
 	return nil
 }
 
@@ -282,13 +279,6 @@ func (n *mainNode) start() error {
 	n.background(func(ctx context.Context) {
 		n.auth.sessions.watch(ctx, n.reload, func(err error) { n.log.Warn("reload session revocations", attrErr, err) })
 	})
-	if n.rot != nil {
-		n.background(func(ctx context.Context) {
-			if err := n.rot.run(ctx); err != nil && ctx.Err() == nil {
-				n.log.Error("master key rotation stopped; restart with both keys to resume it", attrErr, err)
-			}
-		})
-	}
 	if n.cfg.opsAddr != "" {
 		// Health and readiness on the ops listener are the REST port's.
 		stop, err := serveOps(n.cfg.opsAddr, newOpsMux(n.rest, n.reg, n.cfg.pprof), n.log)
@@ -303,7 +293,11 @@ func (n *mainNode) start() error {
 			n.log.Info(g.what+" listening", attrAddr, g.ln.Addr().String(), "tls", g.tls)
 		}
 	}
-	if n.cluster == nil {
+	if n.cluster != nil {
+		// Workers that name the client port (-main-addr=<main>:50051).
+		n.serve("serve cluster on the client port", func() error { return n.cluster.srv.Serve(n.split.cluster) })
+	} else {
+		n.split.cluster.Close()
 		n.log.Info("no join token: this main worker accepts no external processing workers")
 	}
 	n.serve("serve rest", func() error { return n.http.Serve(n.restLn) })
@@ -383,6 +377,9 @@ func (n *mainNode) close() error {
 			stopGRPC(g.srv)
 			g.ln.Close()
 		}
+	}
+	if n.split != nil {
+		n.split.close()
 	}
 	if n.stopOps != nil {
 		n.stopOps()

@@ -27,9 +27,10 @@ import (
 	pb "deltadatabase/proto"
 )
 
-// mainService is the main worker's gRPC service (SPEC §5): workers
-// subscribe and heartbeat; client applications call Process with the same
-// credentials and permission rules as REST. It is safe for concurrent use.
+// mainService is the main worker's gRPC service (ARCHITECTURE.md "Processing
+// workers and routing"): workers subscribe and heartbeat; client applications
+// call Process with the same credentials and permission rules as REST. It is
+// safe for concurrent use.
 type mainService struct {
 	pb.UnimplementedMainWorkerServer
 	router *router
@@ -390,7 +391,7 @@ func (m *mainService) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (
 	}
 	c := req.GetCache()
 	stats := cacheStats{Hits: c.GetHits(), Misses: c.GetMisses(), Evictions: c.GetEvictions(),
-		Entries: int(c.GetEntries()), Capacity: int(c.GetCapacity())}
+		Entries: int(c.GetEntries()), Capacity: int(c.GetCapacity()), Bytes: c.GetBytes(), MaxBytes: c.GetMaxBytes()}
 	if !m.router.seen(id, stats) {
 		return &pb.HeartbeatResponse{Epoch: m.router.epoch.Load(), Resubscribe: true}, nil
 	}

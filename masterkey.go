@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -10,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -22,21 +20,6 @@ import (
 // cryptoRand is the randomness of production keys and nonces; tests pin
 // their own readers instead.
 var cryptoRand io.Reader = rand.Reader
-
-// keyCheckObject holds the key check value and storage format (SPEC §7).
-const keyCheckObject = metaPrefix + "keycheck.json"
-
-// storageFormat is the version of the storage layout and envelope.
-const storageFormat = 1
-
-// keyCheckDoc is the JSON stored at keyCheckObject. Check is an HMAC of a
-// fixed message under the master key: it tells a wrong key from the right
-// one and reveals nothing about either.
-type keyCheckDoc struct {
-	Format int    `json:"format"`
-	KeyID  string `json:"key_id"`
-	Check  string `json:"check"`
-}
 
 // startKeys are the secrets the main worker runs with.
 type startKeys struct {
@@ -53,10 +36,6 @@ type startKeys struct {
 	// admin is the configured admin key; "" when the generated one is used.
 	admin string
 }
-
-// adminKeyObject holds the SHA-256 of a generated admin key, so that the
-// key keeps working after a restart without being stored itself.
-const adminKeyObject = authPrefix + "admin.json"
 
 // adminKeyDoc is the JSON stored at adminKeyObject.
 type adminKeyDoc struct {
@@ -75,8 +54,16 @@ const minAdminKeyLen = 16
 // once to stdout, never to the log) only where none was given: the master
 // key only on storage that holds no data yet, the admin key only when the
 // storage holds no generated one yet (it keeps the hash; a configured
-// admin key wins over it).
+// admin key wins over it). A configured admin key too weak to serve is
+// refused first, before anything is generated or stored.
 func loadKeys(ctx context.Context, cfg config, st store, stdout io.Writer) (startKeys, error) {
+	admin, err := configuredAdminKey(cfg)
+	if err != nil {
+		return startKeys{}, err
+	}
+	if _, err := weakAdminKey(cfg, admin); err != nil {
+		return startKeys{}, err
+	}
 	master, err := configuredMasterKey(cfg)
 	if err != nil {
 		return startKeys{}, err
@@ -110,12 +97,7 @@ func loadKeys(ctx context.Context, cfg config, st store, stdout io.Writer) (star
 		zero(master)
 		return startKeys{}, err
 	}
-	keys := startKeys{master: master, previous: previous, previousID: prevID, note: note}
-	if keys.admin, err = configuredAdminKey(cfg); err != nil {
-		zero(master)
-		zero(previous)
-		return startKeys{}, err
-	}
+	keys := startKeys{master: master, previous: previous, previousID: prevID, note: note, admin: admin}
 	keys.adminHash = sha256.Sum256([]byte(keys.admin))
 	if keys.admin == "" {
 		var admin string
@@ -137,21 +119,55 @@ func loadKeys(ctx context.Context, cfg config, st store, stdout io.Writer) (star
 // configuredAdminKey reads the admin key from -admin-key-file, or from
 // -admin-key / ADMIN_KEY; "" when none is given.
 func configuredAdminKey(cfg config) (string, error) {
+	k, _, err := secretFlag{name: "admin-key", env: "ADMIN_KEY", what: "the admin key", value: cfg.adminKey, file: cfg.adminKeyFile}.read()
+	return k, err
+}
+
+// secretFlag is a secret that may be given one way of three: the flag
+// -name, its environment variable env (the flag's default, see secretEnv)
+// or the file -name-file. Given two ways it is refused rather than one
+// silently winning.
+type secretFlag struct {
+	// name is the flag without its dash; env the environment variable;
+	// what the secret in errors ("the master key").
+	name, env, what string
+	// value is -name's value (env's by default); file is -name-file's.
+	value, file string
+}
+
+// read returns the secret, surrounding white space trimmed from a file,
+// and where it came from, for errors ("-name" or "-name-file <path>"); ""
+// when it is not given.
+func (s secretFlag) read() (secret, from string, err error) {
 	switch {
-	case cfg.adminKeyFile != "" && cfg.adminKey != "":
-		return "", errors.New("-admin-key-file: give the admin key once, not also with -admin-key or ADMIN_KEY")
-	case cfg.adminKeyFile != "":
-		b, err := os.ReadFile(cfg.adminKeyFile)
-		if err != nil {
-			return "", fmt.Errorf("-admin-key-file: %w", err)
-		}
-		k := strings.TrimSpace(string(b))
-		if k == "" {
-			return "", fmt.Errorf("-admin-key-file %s: the file is empty", cfg.adminKeyFile)
-		}
-		return k, nil
+	case s.file != "" && s.value != "":
+		return "", "", fmt.Errorf("-%s-file: give %s once, not also with -%s or %s", s.name, s.what, s.name, s.env)
+	case s.file == "":
+		return s.value, "-" + s.name, nil
 	}
-	return cfg.adminKey, nil
+	b, err := os.ReadFile(s.file)
+	if err != nil {
+		return "", "", fmt.Errorf("-%s-file: %w", s.name, err)
+	}
+	from = "-" + s.name + "-file " + s.file
+	if secret = strings.TrimSpace(string(b)); secret == "" {
+		return "", "", fmt.Errorf("%s: the file is empty", from)
+	}
+	return secret, from, nil
+}
+
+// masterKeyFlag reads a master key given as s (hex); nil when it is not
+// given.
+func masterKeyFlag(s secretFlag) ([]byte, error) {
+	v, from, err := s.read()
+	if err != nil || v == "" {
+		return nil, err
+	}
+	k, err := parseMasterKey(v)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", from, err)
+	}
+	return k, nil
 }
 
 // storedAdminKey returns the hash of the generated admin key stored at
@@ -206,19 +222,20 @@ func parseAdminKeyDoc(raw []byte) (hash [32]byte, err error) {
 	return hash, nil
 }
 
-// checkAdminKeyStrength refuses a configured admin key under
-// minAdminKeyLen characters when REST listens beyond loopback, unless
-// -allow-weak-admin-key; on loopback it only warns. A generated key is
-// long.
-func checkAdminKeyStrength(cfg config, admin string, log *slog.Logger) error {
+// weakAdminKey refuses a configured admin key under minAdminKeyLen
+// characters when REST listens beyond loopback, unless
+// -allow-weak-admin-key; short reports a short key it lets through (on
+// loopback, or with the flag), for the caller to warn about. A generated
+// key is long. loadKeys checks it before generating or storing anything,
+// so that a refused start leaves the storage as it found it.
+func weakAdminKey(cfg config, admin string) (short bool, err error) {
 	if admin == "" || utf8.RuneCountInString(admin) >= minAdminKeyLen {
-		return nil
+		return false, nil
 	}
 	if isLoopback(cfg.restAddr) || cfg.allowWeakAdminKey {
-		log.Warn("admin key is short: use 16 or more random characters before serving beyond loopback", "length", utf8.RuneCountInString(admin))
-		return nil
+		return true, nil
 	}
-	return fmt.Errorf("admin key: %d characters is too short for -rest-addr %s beyond loopback: "+
+	return true, fmt.Errorf("admin key: %d characters is too short for -rest-addr %s beyond loopback: "+
 		"use %d or more random characters, or -allow-weak-admin-key", utf8.RuneCountInString(admin), cfg.restAddr, minAdminKeyLen)
 }
 
@@ -240,27 +257,16 @@ func isLoopback(addr string) bool {
 // configuredMasterKey reads the master key from -master-key-file, or from
 // -master-key / MASTER_KEY; nil when none is given.
 func configuredMasterKey(cfg config) ([]byte, error) {
-	switch {
-	case cfg.masterKeyFile != "" && cfg.masterKey != "":
-		return nil, errors.New("-master-key-file: give the master key once, not also with -master-key or MASTER_KEY")
-	case cfg.masterKeyFile != "":
-		b, err := os.ReadFile(cfg.masterKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("-master-key-file: %w", err)
-		}
-		k, err := parseMasterKey(strings.TrimSpace(string(b)))
-		if err != nil {
-			return nil, fmt.Errorf("-master-key-file %s: %w", cfg.masterKeyFile, err)
-		}
-		return k, nil
-	case cfg.masterKey != "":
-		k, err := parseMasterKey(cfg.masterKey)
-		if err != nil {
-			return nil, fmt.Errorf("-master-key: %w", err)
-		}
-		return k, nil
-	}
-	return nil, nil
+	return masterKeyFlag(secretFlag{name: "master-key", env: "MASTER_KEY", what: "the master key",
+		value: cfg.masterKey, file: cfg.masterKeyFile})
+}
+
+// configuredPreviousMasterKey reads the master key a rotation moves from
+// (rotation.go) from -previous-master-key-file, or from
+// -previous-master-key / PREVIOUS_MASTER_KEY; nil when none is given.
+func configuredPreviousMasterKey(cfg config) ([]byte, error) {
+	return masterKeyFlag(secretFlag{name: "previous-master-key", env: "PREVIOUS_MASTER_KEY", what: "the previous master key",
+		value: cfg.previousMasterKey, file: cfg.previousMasterKeyFile})
 }
 
 // requireEmptyStorage refuses to generate a master key for storage that
@@ -275,41 +281,6 @@ func requireEmptyStorage(ctx context.Context, st store, cfg config) error {
 			return fmt.Errorf("storage %s already holds data encrypted with a master key: "+
 				"start with that key (-master-key-file, MASTER_KEY or -master-key) instead of generating a new one", storageName(cfg))
 		}
-	}
-	return nil
-}
-
-// checkMasterKey compares master with the stored key check value, writing
-// one on first start.
-func checkMasterKey(ctx context.Context, st store, master []byte, keyID string) error {
-	raw, err := st.Get(ctx, keyCheckObject)
-	if errors.Is(err, errNotFound) {
-		doc, _ := json.Marshal(keyCheckDoc{Format: storageFormat, KeyID: keyID, Check: hex.EncodeToString(keyCheckValue(master, keyID))})
-		if err := st.Put(ctx, keyCheckObject, doc); err != nil {
-			return fmt.Errorf("write key check: %w", err)
-		}
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("read key check: %w", err)
-	}
-	var doc keyCheckDoc
-	if err := json.Unmarshal(raw, &doc); err != nil {
-		return fmt.Errorf("read key check %s: %v: %w", keyCheckObject, err, errCorrupt)
-	}
-	if doc.Format != storageFormat {
-		return fmt.Errorf("storage format %d is not supported by this build (want %d)", doc.Format, storageFormat)
-	}
-	want, err := hex.DecodeString(doc.Check)
-	if err != nil {
-		return fmt.Errorf("read key check %s: %v: %w", keyCheckObject, err, errCorrupt)
-	}
-	if doc.KeyID != keyID {
-		return fmt.Errorf("wrong master key: storage was created with key id %q, this start uses -key-id %q", doc.KeyID, keyID)
-	}
-	if !hmac.Equal(want, keyCheckValue(master, keyID)) {
-		return fmt.Errorf("wrong master key: it does not match the key check value in %s (key id %q); "+
-			"start with the master key this storage was created with", keyCheckObject, keyID)
 	}
 	return nil
 }

@@ -186,8 +186,8 @@ func TestRESTMetricsNeedAdmin(t *testing.T) {
 	body := rec.Body.String()
 	for _, want := range []string{
 		`deltadb_http_requests_total{route="/entity/{db}",method="GET",status="404"} 2`,
-		`deltadb_http_requests_total{route="unmatched",method="POST",status="405"} 1`,
-		`deltadb_http_requests_total{route="unmatched",method="other",status="405"} 1`,
+		`deltadb_http_requests_total{route="unmatched",method="POST",status="404"} 1`,
+		`deltadb_http_requests_total{route="unmatched",method="other",status="404"} 1`,
 		`deltadb_http_requests_total{route="/metrics",method="GET",status="401"} 1`,
 		`deltadb_http_request_duration_seconds_count{route="/entity/{db}"} 2`,
 		`deltadb_build_info{version="`,

@@ -5,7 +5,7 @@ import (
 	"unicode/utf8"
 )
 
-// maxEntityKeyLen is the longest entity key in bytes (SPEC §3 Names).
+// maxEntityKeyLen is the longest entity key in bytes (API.md "Names").
 const maxEntityKeyLen = 256
 
 // validateDBName reports whether name is a database name:

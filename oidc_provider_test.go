@@ -80,7 +80,7 @@ func startOIDCProvider(t *testing.T) *oidcProvider {
 		stdin.Close()
 		select {
 		case <-exited:
-		case <-time.After(10 * time.Second):
+		case <-time.After(scaled(10 * time.Second)):
 			cmd.Process.Kill()
 			<-exited
 		}
@@ -97,13 +97,22 @@ func startOIDCProvider(t *testing.T) *oidcProvider {
 	var first struct {
 		Issuer string `json:"issuer"`
 	}
-	select {
-	case l, ok := <-line:
-		if err := json.Unmarshal([]byte(l), &first); !ok || err != nil || first.Issuer == "" {
-			t.Fatalf("provider.mjs printed %q, want {\"issuer\": ...}; stderr:\n%s", l, stderr)
+	// node loads the provider's modules (cold on a new machine) before it
+	// prints: a minute on an idle machine, stretched by the load.
+	w := newWait(t, "provider.mjs to print its issuer", time.Minute)
+	for first.Issuer == "" {
+		select {
+		case l, ok := <-line:
+			if err := json.Unmarshal([]byte(l), &first); !ok || err != nil || first.Issuer == "" {
+				t.Fatalf("provider.mjs printed %q, want {\"issuer\": ...}; stderr:\n%s", l, stderr)
+			}
+		case <-exited:
+			t.Fatalf("provider.mjs exited before printing its issuer; stderr:\n%s", stderr)
+		case <-time.After(100 * time.Millisecond):
+			if w.over() {
+				t.Fatalf("provider.mjs printed no issuer: %v; stderr:\n%s", w, stderr)
+			}
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("provider.mjs printed no issuer within 30 s; stderr:\n%s", stderr)
 	}
 	return &oidcProvider{issuer: first.Issuer, stdin: stdin}
 }

@@ -51,17 +51,9 @@ func serveOps(addr string, h http.Handler, log *slog.Logger) (stop func(), err e
 	if err != nil {
 		return nil, fmt.Errorf("-ops-addr: listen %s: %w", addr, err)
 	}
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		// A CPU profile or trace runs for as long as it is asked to
-		// (30 s by default); the profiler refuses one longer than this.
-		WriteTimeout:   5 * time.Minute,
-		IdleTimeout:    120 * time.Second,
-		MaxHeaderBytes: 64 << 10,
-		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	// A CPU profile or trace runs for as long as it is asked to (30 s by
+	// default); the profiler refuses one longer than the write timeout.
+	srv := newHTTPServer(h, 5*time.Minute, log)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -22,14 +23,14 @@ func opsGet(t *testing.T, addr, path string) (int, string) {
 // returns the body.
 func waitOps(t *testing.T, addr, path string, want int) string {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	w := newWait(t, fmt.Sprintf("GET %s on the ops listener to answer %d", path, want), 20*time.Second)
 	for {
 		code, body := opsGet(t, addr, path)
 		if code == want {
 			return body
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("GET %s on the ops listener = %d %s, want %d within 20s", path, code, body, want)
+		if w.over() {
+			t.Fatalf("GET %s on the ops listener = %d %s, want %d: %v", path, code, body, want, w)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -1,7 +1,7 @@
 package main
 
-// Patches of one entity (SPEC §10), applied by the owning worker under the
-// entity's lock: JSON Merge Patch (RFC 7386) and JSON Patch (RFC 6902),
+// Patches of one entity (API.md "PATCH"), applied by the owning worker under
+// the entity's lock: JSON Merge Patch (RFC 7386) and JSON Patch (RFC 6902),
 // whose paths are JSON Pointers (RFC 6901).
 
 import (
@@ -58,7 +58,8 @@ func applyPatch(contentType string, doc, patch []byte, lim budgets) ([]byte, err
 		return nil, err
 	}
 	if err := lim.checkDocumentSize("the patched document", len(b)); err != nil {
-		return nil, err
+		// The size of the result tells that of the stored document.
+		return nil, revealing(err, reqErrorf(errTooLarge, "the patched document exceeds the document limit of %d bytes", lim.document()))
 	}
 	if err := checkJSONText("the patched document", b, lim.depth()); err != nil {
 		return nil, err

@@ -2,6 +2,8 @@ package main
 
 import (
 	"errors"
+	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -149,4 +151,28 @@ func FuzzApplyPatch(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestPatchGrowthRefusedBeforeBuilt: a JSON Patch of copies that would
+// double a 100-byte document 18 times (26 MB) against a 64 KiB document
+// limit is refused (413) while it is applied, before the document is
+// built: the whole call allocates a small multiple of the limit, not the
+// 26 MB a refusal after building the document would cost.
+func TestPatchGrowthRefusedBeforeBuilt(t *testing.T) {
+	const limit = 64 << 10
+	doc := []byte(`{"x":"` + strings.Repeat("a", 92) + `"}`)
+	patch := copyPatch(18)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	out, err := applyPatch(jsonPatchType, doc, patch, budgets{maxDocument: limit})
+	runtime.ReadMemStats(&after)
+	if code := statusOf(err); code != http.StatusRequestEntityTooLarge || out != nil {
+		t.Fatalf("applyPatch of 18 copies = %d bytes, %v (status %d); want 413 and no document", len(out), err, code)
+	}
+	alloc := after.TotalAlloc - before.TotalAlloc
+	t.Logf("allocated %d KiB while refusing (document limit %d KiB)", alloc>>10, limit>>10)
+	if alloc > 16*limit {
+		t.Errorf("applyPatch allocated %d KiB before refusing, want at most %d KiB (16 times the document limit)", alloc>>10, 16*limit>>10)
+	}
 }

@@ -1,23 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/rsa"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
-	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	grpccreds "google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	pb "deltadatabase/proto"
@@ -72,6 +63,17 @@ type cachedEntity struct {
 	rev string
 }
 
+// cacheEntryOverhead is what a cached entity takes besides its bytes: the
+// LRU entry, its map slot and the slice and string headers.
+const cacheEntryOverhead = 160
+
+// cachedSize is the memory entity e takes in the cache under key, for
+// the cache's byte bound (-entity-cache-bytes): the document's whole
+// allocation (its capacity), its strings and the entry.
+func cachedSize(key string, e cachedEntity) int64 {
+	return int64(len(key)+cap(e.doc)+len(e.version)+len(e.rev)) + cacheEntryOverhead
+}
+
 // newWorker returns a worker over st caching entities in cache and
 // bounding patches by lim (the zero value is the defaults).
 func newWorker(id string, st store, schemas *schemaRegistry, cache *lru[string, cachedEntity], lim budgets, log *slog.Logger) *worker {
@@ -116,8 +118,9 @@ func (w *worker) Process(ctx context.Context, req *pb.WorkerRequest) (*pb.Worker
 }
 
 // observeEpoch drops the cache when the main worker's routing epoch is newer
-// than the one the cache was filled under: while this worker did not own
-// some entities, another worker may have written them (SPEC §5).
+// than the one the cache was filled under: while this worker did not own some
+// entities, another worker may have written them (ARCHITECTURE.md "Processing
+// workers and routing").
 func (w *worker) observeEpoch(epoch uint64) {
 	w.epochMu.Lock()
 	defer w.epochMu.Unlock()
@@ -219,7 +222,8 @@ func (w *worker) put(ctx context.Context, s *keyring, op *pb.EntityOp, owner boo
 // stored entity under its lock, validates the result against
 // op.SchemaIds (resolved by the main worker: workers never read
 // bindings), stores it durably and answers the new document. A missing
-// entity is errNotFound: PATCH never creates.
+// entity is errNotFound: PATCH never creates. Unless op.MayRead, a
+// failure says nothing of the stored document (withoutDocument).
 func (w *worker) patch(ctx context.Context, s *keyring, op *pb.EntityOp, owner bool) (*pb.WorkerResponse, error) {
 	db, key, ct := op.GetDatabaseName(), op.GetEntityKey(), op.GetContentType()
 	if ct != mergePatchType && ct != jsonPatchType {
@@ -240,6 +244,9 @@ func (w *worker) patch(ctx context.Context, s *keyring, op *pb.EntityOp, owner b
 		doc, err := applyPatch(ct, cur.doc, op.GetPayload(), w.lim)
 		if err == nil {
 			err = w.schemas.validateDoc(ctx, op.GetSchemaIds(), doc)
+		}
+		if err != nil && !op.GetMayRead() {
+			err = withoutDocument(err)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("patch entity %s/%q: %w", db, key, err)
@@ -366,6 +373,11 @@ func (w *worker) store(ctx context.Context, s *keyring, op *pb.EntityOp, owner b
 	if err != nil {
 		return cachedEntity{}, fmt.Errorf("put entity %s/%q: %w", db, key, err)
 	}
+	if cap(doc) > len(doc)+len(doc)/8 {
+		// The cache keeps the whole allocation: a PUT's document may sit
+		// in up to twice its length (its compaction buffer's growth).
+		doc = bytes.Clone(doc)
+	}
 	e := cachedEntity{doc: doc, version: hdr.etag()}
 	if conditional {
 		e.rev, err = w.st.PutIf(ctx, entityObjectKey(db, key), sealed, rev)
@@ -393,112 +405,6 @@ func okResponse(result []byte, version string) *pb.WorkerResponse {
 	return &pb.WorkerResponse{Result: result, Version: version}
 }
 
-// workerServer serves ProcessingWorker over gRPC for a remote worker. Only
-// calls signed with the call key of the worker's current subscription are
-// served; without one (never subscribed, or the worker token expired) every
-// call is Unauthenticated.
-type workerServer struct {
-	pb.UnimplementedProcessingWorkerServer
-	w   *worker
-	now func() time.Time
-	sub atomic.Pointer[subscription]
-}
-
-// subscription is what a worker holds from its last Subscribe.
-type subscription struct {
-	token   string
-	callKey []byte
-	expires time.Time
-	epoch   uint64
-	every   time.Duration
-	// calls are the sequence numbers of the main worker's calls served
-	// under callKey.
-	calls seqWindow
-}
-
-// handledTrailer marks an error that came from a worker's handler, so the
-// main worker can tell a worker's own error from a transport failure. Its
-// value says what the status message is: handledSentence, a sentence the
-// client may see, or handledInternal, a fixed sentence standing for a
-// failure logged at the worker. It travels as a trailer of failed calls
-// only, keeping successful calls free of metadata.
-const (
-	handledTrailer  = "x-deltadb-handled"
-	handledSentence = "sentence"
-	handledInternal = "internal"
-)
-
-// callSkew is how far a signed call's timestamp may be from the worker's
-// clock.
-const callSkew = 5 * time.Minute
-
-// Process serves one call of the main worker.
-func (s *workerServer) Process(ctx context.Context, req *pb.WorkerRequest) (*pb.WorkerResponse, error) {
-	sub := s.sub.Load()
-	now := s.now()
-	switch {
-	case sub == nil:
-		return nil, s.refuse(ctx, "worker is not subscribed to a main worker")
-	case now.After(sub.expires):
-		return nil, s.refuse(ctx, "worker token expired: subscribe again")
-	case !verifyCall(sub.callKey, s.w.id, req, now):
-		return nil, s.refuse(ctx, "call is not signed by the main worker")
-	case !sub.calls.accept(req.GetSeq()):
-		return nil, s.refuse(ctx, "call replayed: its sequence number was seen before")
-	}
-	ctx = withRequestID(ctx, req.GetRequestId())
-	resp, err := s.w.Process(ctx, req)
-	s.logCall(ctx, req, err, s.now().Sub(now))
-	if err != nil {
-		return nil, s.failure(ctx, err)
-	}
-	return resp, nil
-}
-
-// msgWorkerCall is the message of a worker's line per served call.
-const msgWorkerCall = "worker request"
-
-// logCall writes one debug line per served call, carrying the request ID
-// (from ctx) that the main worker's access line has: the operation, the
-// gRPC code and the time taken; never the database, key or document.
-func (s *workerServer) logCall(ctx context.Context, req *pb.WorkerRequest, err error, took time.Duration) {
-	if !s.w.log.Enabled(ctx, slog.LevelDebug) {
-		return
-	}
-	code := codes.OK
-	if err != nil {
-		code = grpcCode(err)
-	}
-	s.w.log.LogAttrs(ctx, slog.LevelDebug, msgWorkerCall, slog.String(attrWorker, s.w.id),
-		slog.String("op", req.GetOp().GetOperation().String()), slog.Bool("owner", req.GetOwner()),
-		slog.String("code", code.String()), slog.Float64(attrDurationMS, durationMS(took)))
-}
-
-// refuse answers a call the worker does not accept from this caller.
-func (s *workerServer) refuse(ctx context.Context, why string) error {
-	grpc.SetTrailer(ctx, metadata.Pairs(handledTrailer, handledInternal))
-	return status.Error(codes.Unauthenticated, why)
-}
-
-// failure turns the worker's error into the status the main worker gets:
-// its code, and the client sentence it carries or, for an internal
-// failure, a fixed sentence while the cause is logged here with the
-// request ID. Paths, object keys and wrapped chains stay at the worker.
-func (s *workerServer) failure(ctx context.Context, err error) error {
-	md := metadata.Pairs(handledTrailer, handledSentence)
-	if pe := (*preconditionError)(nil); errors.As(err, &pe) && pe.current != "" {
-		md.Append(versionHeader, pe.current)
-	}
-	rid := requestIDFrom(ctx)
-	msg := publicMessage(err, rid)
-	if _, ok := clientMessage(err); !ok {
-		md.Set(handledTrailer, handledInternal)
-		s.w.log.ErrorContext(ctx, "process failed", attrWorker, s.w.id, attrErr, err)
-	}
-	grpc.SetTrailer(ctx, md)
-	return status.Error(grpcCode(err), msg)
-}
-
 // clientStatus is the status a client application gets from
 // MainWorker.Process for err: the mapped code, the sentence a REST client
 // would get (publicMessage), and a ProcessResponse detail with status
@@ -510,244 +416,4 @@ func clientStatus(err error, requestID string) error {
 		st = d
 	}
 	return st.Err()
-}
-
-// grpcServerOptions are the options of every gRPC server of ours: the
-// -grpc-max-recv-msg-size limit, both ways.
-func grpcServerOptions(maxMsg int) []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.MaxRecvMsgSize(maxMsg), grpc.MaxSendMsgSize(maxMsg)}
-}
-
-// grpcDialOptions are the options of every gRPC client connection of ours:
-// creds (TLS on every cluster link, see cluster.go) and the message limit.
-func grpcDialOptions(maxMsg int, creds grpccreds.TransportCredentials) []grpc.DialOption {
-	return []grpc.DialOption{grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsg), grpc.MaxCallSendMsgSize(maxMsg))}
-}
-
-// stopGRPC stops a gRPC server gracefully, forcing it after 10 s.
-func stopGRPC(gs *grpc.Server) {
-	done := make(chan struct{})
-	go func() { gs.GracefulStop(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		gs.Stop()
-	}
-}
-
-// subscriber keeps a worker subscribed to the main worker: subscribe with
-// backoff, heartbeat, renew before the token expires, and subscribe again
-// when the main worker restarts or forgets the worker.
-type subscriber struct {
-	id        string
-	mainAddr  string
-	advertise string
-	priv      *rsa.PrivateKey
-	srv       *workerServer
-	// join is the join token, ident this worker's TLS identity, pin where
-	// the proven main worker's certificate is pinned for srv.
-	join   []byte
-	ident  *clusterIdentity
-	pin    *pinnedMain
-	log    *slog.Logger
-	maxMsg int
-	// now is the clock of renewals and of the sealer's headers.
-	now func() time.Time
-	// retry spaces failed subscription attempts.
-	retry backoff
-}
-
-// subscribeBackoff spaces the attempts of a worker to subscribe.
-var subscribeBackoff = backoff{base: 200 * time.Millisecond, max: 10 * time.Second, jitter: rand.Int64N}
-
-// run subscribes and heartbeats until ctx ends.
-func (s *subscriber) run(ctx context.Context) error {
-	// Any certificate will do for Subscribe's handshake: the main worker
-	// proves the join token over that very connection before anything it
-	// says is used.
-	conn, err := s.dial(anyPeer)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	client := pb.NewMainWorkerClient(conn)
-	failures := 0
-	for ctx.Err() == nil {
-		sub, err := s.subscribe(ctx, client)
-		if err != nil {
-			if ctx.Err() != nil {
-				break
-			}
-			failures++
-			s.log.Warn("subscribe failed; retrying", attrAddr, s.mainAddr, attrErr, err, "attempt", failures)
-			_ = s.retry.sleep(ctx, failures) // ctx's end stops the loop
-			continue
-		}
-		failures = 0
-		s.log.Info("subscribed", attrWorker, s.id, attrAddr, s.mainAddr, "expires", sub.expires.UTC().Format(time.RFC3339))
-		// Heartbeats carry the worker token: they go only to the main
-		// worker that proved the join token.
-		hconn, err := s.dial(pinned(*s.pin.fp.Load()))
-		if err != nil {
-			return err
-		}
-		s.heartbeat(ctx, pb.NewMainWorkerClient(hconn), sub)
-		hconn.Close()
-	}
-	return nil
-}
-
-// dial connects to the main worker over TLS, checking its certificate
-// with pin.
-func (s *subscriber) dial(pin func([32]byte) error) (*grpc.ClientConn, error) {
-	creds := grpccreds.NewTLS(s.ident.tlsConfig(pin, false))
-	conn, err := grpc.NewClient(s.mainAddr, grpcDialOptions(s.maxMsg, creds)...)
-	if err != nil {
-		return nil, fmt.Errorf("-main-addr %s: %w", s.mainAddr, err)
-	}
-	return conn, nil
-}
-
-// subscribe calls Subscribe, proving the join token, and installs the
-// unwrapped keys once the main worker has proved it too.
-func (s *subscriber) subscribe(ctx context.Context, client pb.MainWorkerClient) (*subscription, error) {
-	pub, err := x509.MarshalPKIXPublicKey(&s.priv.PublicKey)
-	if err != nil {
-		return nil, fmt.Errorf("encode public key: %w", err)
-	}
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	stream, err := client.Subscribe(cctx)
-	if err != nil {
-		return nil, fmt.Errorf("subscribe: %w", err)
-	}
-	exporter, mainFP, err := peerChannel(stream.Context())
-	if err != nil {
-		return nil, fmt.Errorf("subscribe: %w", err)
-	}
-	req := &pb.SubscribeRequest{WorkerId: s.id, Pubkey: pub, CertSha256: s.ident.fp[:],
-		Tags: map[string]string{"grpc_addr": s.advertise}}
-	if req.Proof, err = workerProof(s.join, exporter, req); err != nil {
-		return nil, fmt.Errorf("subscribe: %w", err)
-	}
-	if err := stream.Send(req); err != nil {
-		return nil, fmt.Errorf("subscribe: send: %w", err)
-	}
-	resp, err := stream.CloseAndRecv()
-	if err != nil {
-		return nil, fmt.Errorf("subscribe: %w", err)
-	}
-	want, err := mainProof(s.join, exporter, mainFP, resp)
-	if err != nil || !hmac.Equal(want, resp.GetProof()) {
-		return nil, errors.New("subscribe: the main worker did not prove the join token; its answer and keys are ignored")
-	}
-	return s.install(resp, mainFP)
-}
-
-// peerChannel is the TLS exporter of a client stream's connection and the
-// fingerprint of the server's certificate.
-func peerChannel(ctx context.Context) ([]byte, [32]byte, error) {
-	p, _ := peer.FromContext(ctx)
-	var info grpccreds.TLSInfo
-	if p != nil {
-		info, _ = p.AuthInfo.(grpccreds.TLSInfo)
-	}
-	if len(info.State.PeerCertificates) == 0 {
-		return nil, [32]byte{}, errors.New("connection to the main worker is not TLS")
-	}
-	exporter, err := channelBinding(info.State)
-	return exporter, certFingerprint(info.State.PeerCertificates[0].Raw), err
-}
-
-// install unwraps the keys of a proven answer, builds the sealer, pins the
-// main worker's certificate for its calls and makes the subscription
-// current.
-func (s *subscriber) install(resp *pb.SubscribeResponse, mainFP [32]byte) (*subscription, error) {
-	master, err := unwrapKey(s.priv, resp.GetWrappedKey())
-	if err != nil {
-		return nil, fmt.Errorf("subscribe: unwrap master key: %w", err)
-	}
-	defer zero(master)
-	callKey, err := unwrapKey(s.priv, resp.GetWrappedCallKey())
-	if err != nil {
-		return nil, fmt.Errorf("subscribe: unwrap call key: %w", err)
-	}
-	ring, err := newKeyring(s.srv.w.st, master, resp.GetKeyId())
-	if err != nil {
-		return nil, fmt.Errorf("subscribe: %w", err)
-	}
-	ring.now = s.now
-	// A fresh keyring has no data key cached: it is at the epoch at once.
-	ring.epoch = resp.GetKeysEpoch()
-	if w := resp.GetWrappedPreviousKey(); len(w) > 0 {
-		prev, err := unwrapKey(s.priv, w)
-		if err != nil {
-			return nil, fmt.Errorf("subscribe: unwrap previous master key: %w", err)
-		}
-		err = ring.addPrevious(prev, resp.GetPreviousKeyId())
-		zero(prev)
-		if err != nil {
-			return nil, fmt.Errorf("subscribe: %w", err)
-		}
-	}
-	s.srv.w.setKeys(ring)
-	s.pin.fp.Store(&mainFP)
-	sub := &subscription{token: resp.GetToken(), callKey: callKey, expires: time.Unix(resp.GetExpiresAtUnix(), 0),
-		epoch: resp.GetEpoch(), every: time.Duration(resp.GetHeartbeatIntervalMs()) * time.Millisecond}
-	if sub.every <= 0 {
-		sub.every = time.Second
-	}
-	if old := s.srv.sub.Swap(sub); old != nil {
-		zero(old.callKey)
-	}
-	return sub, nil
-}
-
-// heartbeat reports liveness until the subscription must be renewed, the
-// main worker asks for a new subscription, or it stops answering.
-func (s *subscriber) heartbeat(ctx context.Context, client pb.MainWorkerClient, sub *subscription) {
-	now := s.now()
-	renewAt := now.Add(sub.expires.Sub(now) * 4 / 5)
-	t := time.NewTicker(sub.every)
-	defer t.Stop()
-	failures := 0
-	// The first heartbeat goes at once: it makes the worker Available.
-	for first := true; ; first = false {
-		if !first {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-		}
-		if s.now().After(renewAt) {
-			s.log.Info("renewing subscription before the token expires", attrWorker, s.id)
-			return
-		}
-		st := s.srv.w.stats()
-		ring := s.srv.w.keys.Load()
-		cctx, cancel := context.WithTimeout(ctx, 2*sub.every)
-		resp, err := client.Heartbeat(cctx, &pb.HeartbeatRequest{WorkerId: s.id, Token: sub.token,
-			InFlight: s.srv.w.inFlight.Load(), Cache: &pb.CacheStats{Hits: st.Hits, Misses: st.Misses,
-				Evictions: st.Evictions, Entries: int64(st.Entries), Capacity: int64(st.Capacity)},
-			KeysEpoch: ring.keysEpoch()})
-		cancel()
-		if err == nil {
-			// Reported applied in the next heartbeat (rekey.go).
-			ring.applyEpoch(resp.GetKeysEpoch())
-		}
-		switch {
-		case err != nil:
-			if failures++; failures >= 3 {
-				s.log.Warn("main worker not answering heartbeats; subscribing again", attrAddr, s.mainAddr, attrErr, err)
-				return
-			}
-		case resp.GetResubscribe():
-			s.log.Info("main worker asks for a new subscription", attrAddr, s.mainAddr)
-			return
-		default:
-			failures = 0
-		}
-	}
 }

@@ -98,7 +98,7 @@ func TestRekeyJobOrder(t *testing.T) {
 		}
 		return nil
 	}
-	jobs := newKeyJobs(ctx, st, ring, 0, barrier, slog.New(slog.DiscardHandler))
+	jobs := newKeyJobs(ctx, keyJobsConfig{st: st, ring: ring, barrier: barrier, log: slog.New(slog.DiscardHandler)})
 	view, started, err := jobs.startRekey(ctx, "db")
 	if err != nil || !started {
 		t.Fatalf("startRekey = %+v, %v, %v", view, started, err)
@@ -189,14 +189,14 @@ func TestRekeyKillAndResume(t *testing.T) {
 	// Half-way: GET /admin/jobs shows progress, and the job record holds
 	// some (it is stored every second).
 	recPath := filepath.Join(dir, jobsPrefix+job.ID+".json")
-	for deadline := time.Now().Add(20 * time.Second); ; {
+	for w := newWait(t, "the job's progress stored", 20*time.Second); ; {
 		j := findJob(t, n, job.ID)
 		var stored jobDoc
 		raw, _ := os.ReadFile(recPath)
 		if json.Unmarshal(raw, &stored) == nil && stored.Done > 0 && j.Done < total {
 			break
 		}
-		if j.State != jobRunning || time.Now().After(deadline) {
+		if j.State != jobRunning || w.over() {
 			t.Fatalf("job before the kill = %+v, stored %s; want running with progress stored", j, raw)
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -210,12 +210,12 @@ func TestRekeyKillAndResume(t *testing.T) {
 	n = startNode(t, keyEnv, "-shared-fs="+dir, "-rest-addr="+n.addr)
 	n.waitLog("resuming key job", 1)
 	var final jobView
-	for deadline := time.Now().Add(30 * time.Second); ; {
+	for w := newWait(t, "the resumed job to finish", 30*time.Second); ; {
 		final = findJob(t, n, job.ID)
 		if final.State != jobRunning {
 			break
 		}
-		if time.Now().After(deadline) {
+		if w.over() {
 			t.Fatalf("job after restart still running: %+v", final)
 		}
 		time.Sleep(50 * time.Millisecond)

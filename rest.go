@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,11 +16,11 @@ import (
 	"time"
 )
 
-// restServer is the main worker's REST API (SPEC §3) and web UI: the route
-// table, the middleware every request passes (request ID, canonical path,
-// authentication and authorization) and the one place that writes error
-// bodies. The handlers are in handlers.go. It is safe for concurrent use
-// once built by newRESTServer.
+// restServer is the main worker's REST API (README "API", API.md) and web UI:
+// the route table, the middleware every request passes (request ID, canonical
+// path, authentication and authorization) and the one place that writes error
+// bodies. The handlers are in handlers.go. It is safe for concurrent use once
+// built by newRESTServer.
 type restServer struct {
 	auth *authenticator
 	// data runs every entity, database and schema operation.
@@ -116,7 +115,7 @@ func newRESTServer(o restOptions) *restServer {
 // written nothing.
 type handler func(w http.ResponseWriter, r *http.Request, p principal) error
 
-// routes is the route table: one line per route (SPEC §3).
+// routes is the route table: one line per route (openapi.json describes each).
 func (s *restServer) routes() {
 	s.mux.Handle("GET /health", s.open(s.handleHealth))
 	s.mux.Handle("GET /healthz", s.open(s.handleHealthz))
@@ -160,8 +159,8 @@ func (s *restServer) routes() {
 
 // ServeHTTP gives every request its ID (X-Request-ID, in the response
 // and the context), then refuses non-canonical paths before routing:
-// ServeMux would otherwise answer "/entity/../x" with a redirect, and SPEC
-// §3 wants a name with ".." to be a 400 wherever it arrives.
+// ServeMux would otherwise answer "/entity/../x" with a redirect, and a
+// name with ".." is a 400 wherever it arrives (API.md "Names").
 func (s *restServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := r.Header.Get("X-Request-ID")
 	if !saneRequestID(id) {
@@ -194,7 +193,7 @@ func (s *restServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// of the API is a JSON body, so keep only their status and Allow.
 		rec := &statusRecorder{header: http.Header{}}
 		h.ServeHTTP(rec, r)
-		if allow := rec.header.Get("Allow"); allow != "" {
+		if allow := rec.header.Get("Allow"); allow != "" && !s.uiOnly(r) {
 			w.Header().Set("Allow", allow)
 			s.writeError(w, r, reqErrorf(errMethod, "%s is not allowed on %s; allowed: %s", r.Method, p, allow))
 			return
@@ -204,6 +203,17 @@ func (s *restServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// Handler does not set the path values; ServeHTTP matches again and does.
 	s.mux.ServeHTTP(w, r)
+}
+
+// uiOnly reports whether the only route that matches r's path is the UI's
+// file route and the path names no UI file: then no method is allowed on
+// it, and the answer is 404, not the mux's 405 with "Allow: GET, HEAD".
+func (s *restServer) uiOnly(r *http.Request) bool {
+	get := r.Clone(r.Context())
+	get.Method = http.MethodGet
+	_, pattern := s.mux.Handler(get)
+	_, isFile := uiFile(r.URL.Path)
+	return pattern == "GET /" && !isFile
 }
 
 // emptyNameRoutes are the paths of routes whose name segment is empty, with
@@ -238,16 +248,6 @@ func saneRequestID(id string) bool {
 // prefix and a sequence number.
 func (s *restServer) newRequestID() string {
 	return s.idPrefix + "-" + strconv.FormatUint(s.idSeq.Add(1), 36)
-}
-
-// randomIDPrefix is 8 random hex digits, so that the request IDs of
-// several main workers (or restarts) do not collide in shared logs.
-func randomIDPrefix() string {
-	b := make([]byte, 4)
-	if _, err := io.ReadFull(cryptoRand, b); err != nil {
-		return "r" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	}
-	return hex.EncodeToString(b)
 }
 
 // statusRecorder keeps the status and headers of a response and drops its
@@ -402,4 +402,76 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Length", fmt.Sprint(len(b)+1))
 	w.WriteHeader(code)
 	w.Write(append(b, '\n'))
+}
+
+// restWriteTimeout is the longest a REST response may take to write,
+// from the end of its request's headers: a request that needs longer (a
+// large deletion) is answered by a closed connection, and repeated.
+const restWriteTimeout = 60 * time.Second
+
+// newHTTPServer returns the http.Server of every listener of ours (REST,
+// ops): header, read and idle timeouts, a header size limit, and the
+// server's own errors logged as warnings. writeTimeout is the listener's
+// longest response.
+func newHTTPServer(h http.Handler, writeTimeout time.Duration, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+// jsonStream writes a 200 JSON answer piece by piece as its documents are
+// read, so that no answer of many documents is held whole in memory.
+// Nothing is sent before the first piece: an error until then is answered
+// as any error (started is false).
+type jsonStream struct {
+	w       http.ResponseWriter
+	started bool
+	// err is the first failed write (the client went away); every later
+	// write is skipped and returns it.
+	err error
+}
+
+// write sends pieces, after the status and content type on the first.
+func (j *jsonStream) write(pieces ...[]byte) error {
+	if j.err != nil {
+		return j.err
+	}
+	if !j.started {
+		j.w.Header().Set("Content-Type", "application/json")
+		j.w.WriteHeader(http.StatusOK)
+		j.started = true
+	}
+	for _, p := range pieces {
+		if _, err := j.w.Write(p); err != nil {
+			j.err = fmt.Errorf("write answer: %w", err)
+			return j.err
+		}
+	}
+	return nil
+}
+
+// jsonText is v as JSON text; v is a string, a []string or a
+// map[string]string, which always encode.
+func jsonText(v any) []byte {
+	b, _ := json.Marshal(v)
+	return b
+}
+
+// endEarly finishes the answer of a stream that stopped at err after it
+// started: the answer says where it stopped (a listing's next, a
+// get-many's remaining), so the client asks again for the rest and then
+// gets the error itself, as any error; the cause is logged here. A client
+// gone away is logged at debug.
+func (s *restServer) endEarly(r *http.Request, st *jsonStream, err error) {
+	if st.err != nil {
+		s.log.DebugContext(r.Context(), "answer not sent", attrErr, err)
+		return
+	}
+	s.log.WarnContext(r.Context(), "answer ended early by a failed read; the client asks again for the rest", attrErr, err)
 }

@@ -69,6 +69,15 @@ func TestUnknownRoutesAnswerJSON(t *testing.T) {
 		{"POST", "/entity/db", 405},
 		{"PATCH", "/health", 405},
 		{"GET", "/entity/../admin/workers", 400},
+		// Neither a route nor a UI file: 404 for every method, not the
+		// UI route's 405 (a client's "/entity/../evil" arrives as "/evil").
+		{"PUT", "/evil", 404},
+		{"POST", "/evil", 404},
+		{"DELETE", "/nope.js", 404},
+		{"PATCH", "/static/app.css", 404},
+		// A UI file takes GET and HEAD only.
+		{"PUT", "/app.css", 405},
+		{"DELETE", "/", 405},
 	} {
 		rec := serve(s, c.method, c.path, "")
 		if rec.Code != c.want || !strings.HasPrefix(rec.Body.String(), `{"error":`) {

@@ -19,38 +19,13 @@ package main
 
 import (
 	"context"
-	"crypto/hmac"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"slices"
-	"strings"
+	"sort"
 	"time"
 )
-
-// rotationObject exists while a master-key rotation is unfinished.
-const rotationObject = metaPrefix + "rotation.json"
-
-// keyRef names a master key without revealing it: its ID and key check
-// value (keyCheckValue).
-type keyRef struct {
-	KeyID string `json:"key_id"`
-	Check string `json:"check"`
-}
-
-// refOf returns the keyRef of master named keyID.
-func refOf(master []byte, keyID string) keyRef {
-	return keyRef{KeyID: keyID, Check: hex.EncodeToString(keyCheckValue(master, keyID))}
-}
-
-// matches reports whether master named keyID is the key r names.
-func (r keyRef) matches(master []byte, keyID string) bool {
-	want, err := hex.DecodeString(r.Check)
-	return err == nil && r.KeyID == keyID && hmac.Equal(want, keyCheckValue(master, keyID))
-}
 
 // rotationDoc is the JSON stored at rotationObject.
 type rotationDoc struct {
@@ -58,48 +33,6 @@ type rotationDoc struct {
 	From      keyRef    `json:"from"`
 	To        keyRef    `json:"to"`
 	StartedAt time.Time `json:"started_at"`
-}
-
-// checkKeys is the key check of a start that may rotate: master (named
-// keyID) must match the stored key check, or prev (the
-// -previous-master-key, nil if not given) must, which starts a rotation to
-// master; an unfinished rotation needs both its keys. It returns the ID of
-// the previous key when a rotation is to run (start or resume), "" when
-// not; note is a line for the log ("" for none).
-func checkKeys(ctx context.Context, st store, master []byte, keyID string, prev []byte) (prevID, note string, err error) {
-	rec, err := readRotation(ctx, st)
-	if err != nil {
-		return "", "", err
-	}
-	kc, err := readKeyCheck(ctx, st)
-	if err != nil {
-		return "", "", err
-	}
-	switch {
-	case rec != nil:
-		return resumeRotation(ctx, st, rec, kc, master, keyID, prev)
-	case prev == nil || kc == nil:
-		if prev != nil {
-			return "", "", errors.New("-previous-master-key: this storage holds no data yet, so there is nothing to rotate from")
-		}
-		return "", "", checkMasterKey(ctx, st, master, keyID)
-	case kc.matches(master, keyID):
-		return "", "storage is already under -master-key: -previous-master-key is not needed (a rotation finished before)", nil
-	case !kc.matches(prev, kc.KeyID):
-		return "", "", fmt.Errorf("-previous-master-key: neither it nor -master-key matches the key check value in %s (key id %q)",
-			keyCheckObject, kc.KeyID)
-	case hmac.Equal(prev, master):
-		return "", "", errors.New("-previous-master-key: it is the same key as -master-key")
-	}
-	rec = &rotationDoc{Format: 1, From: kc.keyRef(), To: refOf(master, keyID), StartedAt: time.Now().UTC()}
-	raw, _ := json.Marshal(rec)
-	if err := st.Put(ctx, rotationObject, append(raw, '\n')); err != nil {
-		return "", "", fmt.Errorf("record key rotation: %w", err)
-	}
-	if err := writeKeyCheck(ctx, st, master, keyID); err != nil {
-		return "", "", err
-	}
-	return rec.From.KeyID, "", nil
 }
 
 // resumeRotation checks the keys of a start that finds rotation rec
@@ -125,110 +58,57 @@ func resumeRotation(ctx context.Context, st store, rec *rotationDoc, kc *keyChec
 
 // readRotation reads the rotation record; nil when there is none.
 func readRotation(ctx context.Context, st store) (*rotationDoc, error) {
-	raw, err := st.Get(ctx, rotationObject)
-	if errors.Is(err, errNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read key rotation record: %w", err)
-	}
 	var rec rotationDoc
-	if err := json.Unmarshal(raw, &rec); err != nil || rec.Format != 1 {
+	found, err := getJSON(ctx, st, rotationObject, "key rotation record", &rec)
+	if err != nil || !found {
+		return nil, err
+	}
+	if rec.Format != 1 {
 		return nil, fmt.Errorf("read key rotation record %s: not a format-1 record: %w", rotationObject, errCorrupt)
 	}
 	return &rec, nil
 }
 
-// readKeyCheck reads the key check; nil when there is none yet.
-func readKeyCheck(ctx context.Context, st store) (*keyCheckDoc, error) {
-	raw, err := st.Get(ctx, keyCheckObject)
-	if errors.Is(err, errNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read key check: %w", err)
-	}
-	var doc keyCheckDoc
-	if err := json.Unmarshal(raw, &doc); err != nil {
-		return nil, fmt.Errorf("read key check %s: %v: %w", keyCheckObject, err, errCorrupt)
-	}
-	if doc.Format != storageFormat {
-		return nil, fmt.Errorf("storage format %d is not supported by this build (want %d)", doc.Format, storageFormat)
-	}
-	return &doc, nil
-}
-
-// writeKeyCheck stores the key check value of master named keyID.
-func writeKeyCheck(ctx context.Context, st store, master []byte, keyID string) error {
-	doc, _ := json.Marshal(keyCheckDoc{Format: storageFormat, KeyID: keyID, Check: hex.EncodeToString(keyCheckValue(master, keyID))})
-	if err := st.Put(ctx, keyCheckObject, doc); err != nil {
-		return fmt.Errorf("write key check: %w", err)
-	}
-	return nil
-}
-
-// keyRef returns the key the key check names.
-func (d *keyCheckDoc) keyRef() keyRef { return keyRef{KeyID: d.KeyID, Check: d.Check} }
-
-// matches reports whether master named keyID is the key of the key check.
-func (d *keyCheckDoc) matches(master []byte, keyID string) bool {
-	return d.keyRef().matches(master, keyID)
-}
-
-// configuredPreviousMasterKey reads -previous-master-key-file or
-// -previous-master-key; nil when neither is given.
-func configuredPreviousMasterKey(cfg config) ([]byte, error) {
-	switch {
-	case cfg.previousMasterKeyFile != "" && cfg.previousMasterKey != "":
-		return nil, errors.New("-previous-master-key-file: give the previous master key once, not also with -previous-master-key")
-	case cfg.previousMasterKeyFile != "":
-		b, err := os.ReadFile(cfg.previousMasterKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("-previous-master-key-file: %w", err)
-		}
-		k, err := parseMasterKey(strings.TrimSpace(string(b)))
-		if err != nil {
-			return nil, fmt.Errorf("-previous-master-key-file %s: %w", cfg.previousMasterKeyFile, err)
-		}
-		return k, nil
-	case cfg.previousMasterKey != "":
-		k, err := parseMasterKey(cfg.previousMasterKey)
-		if err != nil {
-			return nil, fmt.Errorf("-previous-master-key: %w", err)
-		}
-		return k, nil
-	}
-	return nil, nil
-}
-
 // rotator rewraps every database's data keys under the keyring's current
 // master key and upgrades format-1 entities, then removes the rotation
-// record. The keyring holds the previous key meanwhile.
+// record. The keyring holds the previous key meanwhile. It runs as a key
+// job (jobs.go), whose record holds its progress.
 type rotator struct {
 	st   store
 	ring *keyring
 	log  *slog.Logger
-	// pace spaces the objects rewritten (-key-job-rate).
-	pace *pacer
 	// done runs once the record is removed: it drops the previous key
 	// everywhere.
 	done func()
 }
 
-// run rotates until done or ctx ends (a later start resumes).
-func (r *rotator) run(ctx context.Context) error {
+// run rotates the databases that sort after the database after ("" from
+// the first), in order, objects spaced by pace, until done or ctx ends (a
+// later start resumes). progress, unless nil, is told n of the total
+// databases of this run done, db the last one ("" before the first).
+func (r *rotator) run(ctx context.Context, pace *pacer, after string, progress func(db string, n, total int) error) error {
+	if progress == nil {
+		progress = func(string, int, int) error { return nil }
+	}
 	dbs, err := keyedDatabases(ctx, r.st)
 	if err != nil {
 		return fmt.Errorf("rotate master key: %w", err)
 	}
+	dbs = dbs[sort.SearchStrings(dbs, after+"\x00"):]
 	r.log.Info("master key rotation started", "databases", len(dbs))
+	if err := progress("", 0, len(dbs)); err != nil {
+		return err
+	}
 	every := max(1, len(dbs)/10)
 	for i, db := range dbs {
-		if err := r.pace.wait(ctx); err != nil {
+		if err := pace.wait(ctx); err != nil {
 			return fmt.Errorf("rotate master key: %w", err)
 		}
-		if err := r.rotateDatabase(ctx, db); err != nil {
+		if err := r.rotateDatabase(ctx, db, pace); err != nil {
 			return fmt.Errorf("rotate master key: %w", err)
+		}
+		if err := progress(db, i+1, len(dbs)); err != nil {
+			return err
 		}
 		if (i+1)%every == 0 {
 			r.log.Info("master key rotation progress", "done", i+1, "total", len(dbs))
@@ -244,7 +124,7 @@ func (r *rotator) run(ctx context.Context) error {
 
 // rotateDatabase rewraps db's data keys under the current master key and
 // upgrades its format-1 entities, if it may hold any.
-func (r *rotator) rotateDatabase(ctx context.Context, db string) error {
+func (r *rotator) rotateDatabase(ctx context.Context, db string, pace *pacer) error {
 	cur, _ := r.ring.masters()
 	doc, err := r.ring.updateDataKeys(ctx, db, func(doc *dataKeysDoc, exists bool) (bool, error) {
 		changed := false
@@ -271,7 +151,7 @@ func (r *rotator) rotateDatabase(ctx context.Context, db string) error {
 	if len(doc.Keys) == 0 || doc.Legacy {
 		// No data keys yet (only format-1 entities), or some entities may
 		// still be format 1: they are sealed under the previous key.
-		return r.ring.upgradeDatabase(ctx, db, r.pace)
+		return r.ring.upgradeDatabase(ctx, db, pace)
 	}
 	return nil
 }
@@ -292,7 +172,7 @@ func keyedDatabases(ctx context.Context, st store) ([]string, error) {
 		seen[db] = true
 	}
 	for _, k := range keys {
-		db, ok := strings.CutSuffix(strings.TrimPrefix(k, dataKeysPrefix), ".json")
+		db, ok := jsonObjectName(dataKeysPrefix, k)
 		if ok && validateDBName(db) == nil && !seen[db] {
 			seen[db] = true
 			dbs = append(dbs, db)

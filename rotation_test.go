@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -39,7 +40,7 @@ func TestRotationOfFormat1Storage(t *testing.T) {
 	}
 	done := false
 	rot := &rotator{st: st, ring: ring, log: slog.New(slog.DiscardHandler), done: func() { done = true }}
-	if err := rot.run(ctx); err != nil || !done {
+	if err := rot.run(ctx, nil, "", nil); err != nil || !done {
 		t.Fatalf("rotation = %v (done %v)", err, done)
 	}
 	if _, err := st.Get(ctx, rotationObject); !errors.Is(err, errNotFound) {
@@ -220,4 +221,109 @@ func TestRotationUnderWritesWithKill(t *testing.T) {
 		t.Errorf("start with the old key alone after the rotation: %s, want 'wrong master key'", out)
 	}
 	t.Logf("%d acknowledged writes checked", len(acked))
+}
+
+// TestRotationJobInAdminJobs: a master-key rotation is a key job like a
+// rekey: GET /admin/jobs shows it running with its progress in databases,
+// then done with every database counted, without a database of its own;
+// the rotation record is gone and the previous key dropped. A start that
+// finds a rotation job still marked running, with no rotation due, marks
+// it done.
+func TestRotationJobInAdminJobs(t *testing.T) {
+	ctx := t.Context()
+	st := newTestFSStore(t)
+	oldKey, newKey := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
+	if err := checkMasterKey(ctx, st, oldKey, "k1"); err != nil {
+		t.Fatal(err)
+	}
+	oldRing, _ := newKeyring(st, oldKey, "k1")
+	const dbs = 5
+	for i := range dbs {
+		db := fmt.Sprintf("db%d", i)
+		if err := oldRing.prepare(ctx, db); err != nil {
+			t.Fatal(err)
+		}
+		sealed, _, err := oldRing.seal(ctx, db, "k", []byte(`{"n":1}`))
+		if err == nil {
+			err = st.Put(ctx, entityObjectKey(db, "k"), sealed)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	prevID, _, err := checkKeys(ctx, st, newKey, "k2", oldKey)
+	if err != nil || prevID != "k1" {
+		t.Fatalf("checkKeys(new, previous old) = %q, %v", prevID, err)
+	}
+	ring, _ := newKeyring(st, newKey, "k2")
+	if err := ring.addPrevious(oldKey, prevID); err != nil {
+		t.Fatal(err)
+	}
+	var rotated atomic.Bool
+	ts := newAuthTestServerOn(t, authConfig{}, st)
+	log := slog.New(slog.DiscardHandler)
+	// Ten objects a second: the five databases take half a second.
+	ts.rest.jobs = newKeyJobs(ctx, keyJobsConfig{st: st, ring: ring, log: log, rate: 10,
+		barrier:  func(context.Context, uint64) error { return nil },
+		rotation: &rotator{st: st, ring: ring, log: log, done: func() { ring.dropPrevious(); rotated.Store(true) }}})
+	if err := ts.rest.jobs.resume(); err != nil {
+		t.Fatal(err)
+	}
+	var job jobView
+	sawProgress := false
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		var list []jobView
+		if err := json.Unmarshal(ts.mustDo(t, "GET", "/admin/jobs", testAdminKey, "", 200), &list); err != nil || len(list) != 1 {
+			t.Fatalf("GET /admin/jobs = %+v, %v, want one job", list, err)
+		}
+		job = list[0]
+		if job.State != jobRunning {
+			break
+		}
+		// Total is 0 until the databases are listed.
+		if job.Kind != kindRotate || job.Phase != phaseRewrap || job.Total != dbs && job.Total != 0 || job.Database != "" {
+			t.Fatalf("running rotation in GET /admin/jobs = %+v, want kind rotate, phase rewrap, total %d, no database", job, dbs)
+		}
+		sawProgress = sawProgress || job.Done > 0 && job.Done < dbs
+		if time.Now().After(deadline) {
+			t.Fatalf("rotation still running after 30 s: %+v", job)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if job.State != jobDone || job.Kind != kindRotate || job.Done != dbs || job.Total != dbs || job.FinishedAt == nil || job.Error != "" {
+		t.Errorf("finished rotation in GET /admin/jobs = %+v, want done %d of %d", job, dbs, dbs)
+	}
+	if !sawProgress {
+		t.Errorf("GET /admin/jobs never showed the rotation part-way (0 < done < %d)", dbs)
+	}
+	if _, err := st.Get(ctx, rotationObject); !errors.Is(err, errNotFound) || !rotated.Load() {
+		t.Errorf("after the job: rotation record %v (want not found), previous key dropped %v", err, rotated.Load())
+	}
+	if _, prev := ring.masters(); prev != nil {
+		t.Error("the keyring still holds the previous key")
+	}
+	if _, _, err := checkKeys(ctx, st, newKey, "k2", nil); err != nil {
+		t.Errorf("start with the new key alone after the rotation job = %v", err)
+	}
+
+	// A crash between the end of the rotation and its job record's last
+	// save: the next start (no rotation due) marks the record done.
+	stale := &jobDoc{ID: "rotate-stale", Kind: kindRotate, State: jobRunning, Phase: phaseRewrap, Done: 2, Total: dbs,
+		StartedAt: time.Now().UTC()}
+	if err := putJSON(ctx, st, jobsPrefix+stale.ID+".json", "job", stale); err != nil {
+		t.Fatal(err)
+	}
+	jobs := newKeyJobs(ctx, keyJobsConfig{st: st, ring: ring, log: log, barrier: func(context.Context, uint64) error { return nil }})
+	if err := jobs.resume(); err != nil {
+		t.Fatal(err)
+	}
+	list, err := jobs.list(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range list {
+		if j.ID == stale.ID && (j.State != jobDone || j.FinishedAt == nil) {
+			t.Errorf("stale rotation record after a start with no rotation due = %+v, want done", j)
+		}
+	}
 }

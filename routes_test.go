@@ -1,7 +1,7 @@
 package main
 
-// The route table test: every route registered in the REST mux against
-// every kind of credential, with the exact status SPEC §3 promises. A
+// The route table test: every route registered in the REST mux against every
+// kind of credential, with the exact status openapi.json and API.md promise. A
 // route added to the mux without a row here fails TestRouteTableComplete.
 
 import (
@@ -71,7 +71,8 @@ func routeTable() []routeCase {
 		ts.mustDo(t, "PUT", "/schema/d.v1", testAdminKey, `{"type":"object"}`, 200)
 	}
 	return []routeCase{
-		// columns:                                                  none garb admin read write aperm exp  del  sRead sAdm limited
+		// columns:                                                  none garb
+		// admin read write aperm exp  del  sRead sAdm limited
 		{"GET /health", "GET", "/health", "", "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
 		{"GET /healthz", "GET", "/healthz", "", "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
 		{"GET /readyz", "GET", "/readyz", "", "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -18,7 +17,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	pb "deltadatabase/proto"
 )
@@ -30,7 +28,8 @@ const (
 )
 
 // router is the main worker's data path: it picks the processing worker
-// for each entity and calls it (SPEC §5). It is safe for concurrent use.
+// for each entity and calls it (ARCHITECTURE.md "Processing workers
+// and routing"). It is safe for concurrent use.
 //
 // Placement is rendezvous hashing of (database, key) over the available
 // workers, so every entity has one owner whose cache stays warm without
@@ -518,35 +517,4 @@ func errorFromStatus(err error, sentence bool) error {
 	default:
 		return errors.New(st.Message())
 	}
-}
-
-// signCall returns the main worker's signature of req for worker id:
-// HMAC-SHA256 under the call key handed to that worker on Subscribe, over
-// the worker ID and the deterministic encoding of req with its signature
-// unset. Every field is signed, including any added later.
-func signCall(callKey []byte, workerID string, req *pb.WorkerRequest) ([]byte, error) {
-	sig := req.Signature
-	req.Signature = nil
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(req)
-	req.Signature = sig
-	if err != nil {
-		return nil, fmt.Errorf("sign call: %w", err)
-	}
-	m := hmac.New(sha256.New, callKey)
-	// The worker ID is length-prefixed, so no two (worker, request) pairs
-	// sign the same bytes.
-	m.Write(binary.BigEndian.AppendUint32(nil, uint32(len(workerID))))
-	m.Write([]byte(workerID))
-	m.Write(b)
-	return m.Sum(nil), nil
-}
-
-// verifyCall checks a call's signature (in constant time) and freshness.
-func verifyCall(callKey []byte, workerID string, req *pb.WorkerRequest, now time.Time) bool {
-	issued := time.Unix(0, req.GetIssuedAtUnixNano())
-	if d := now.Sub(issued); d > callSkew || d < -callSkew {
-		return false
-	}
-	want, err := signCall(callKey, workerID, req)
-	return err == nil && hmac.Equal(want, req.GetSignature())
 }

@@ -325,7 +325,8 @@ func (w *weedServer) start() {
 	defer s.Close()
 	ctx := context.Background()
 	begin := time.Now()
-	for deadline := begin.Add(60 * time.Second); ; time.Sleep(250 * time.Millisecond) {
+	wait := newWait(w.t, "weed's signed PUT+GET round trip", 60*time.Second)
+	for ; ; time.Sleep(250 * time.Millisecond) {
 		select {
 		case <-w.done:
 			w.t.Fatalf("weed exited: %v; log %s:\n%s", w.cmd.ProcessState, filepath.Join(w.dir, "weed.log"), w.logTail())
@@ -339,8 +340,8 @@ func (w *weedServer) start() {
 				return
 			}
 		}
-		if time.Now().After(deadline) {
-			w.t.Fatalf("weed: no signed PUT+GET round trip within 60s; log:\n%s", w.logTail())
+		if wait.over() {
+			w.t.Fatalf("weed: no %v; log:\n%s", wait, w.logTail())
 		}
 	}
 }
@@ -352,7 +353,7 @@ func (w *weedServer) stop() {
 	w.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-w.done:
-	case <-time.After(15 * time.Second):
+	case <-time.After(scaled(15 * time.Second)):
 		w.cmd.Process.Kill()
 		<-w.done
 	}
@@ -431,14 +432,14 @@ func TestS3ServerStoppedMidRun(t *testing.T) {
 	}
 
 	w.start()
-	deadline := time.Now().Add(30 * time.Second)
+	back := newWait(t, "a PUT to succeed with S3 back", 30*time.Second)
 	for {
 		code, out := put("after-0", 0)
 		if code == 200 {
 			break
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("S3 back: PUT still %d %s after 30s", code, out)
+		if back.over() {
+			t.Fatalf("S3 back: PUT still %d %s: %v", code, out, back)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

@@ -17,9 +17,9 @@ import (
 	"time"
 )
 
-// s3Store is the S3 backend (SPEC §4): every logical key is an object of one
-// bucket, spoken to with path-style requests signed by sigv4.go over
-// net/http. It works with AWS S3, MinIO, SeaweedFS and Ceph RGW.
+// s3Store is the S3 backend (ARCHITECTURE.md "Storage layout"): every logical
+// key is an object of one bucket, spoken to with path-style requests signed by
+// sigv4.go over net/http. It works with AWS S3, MinIO, SeaweedFS and Ceph RGW.
 //
 // Failures are classified once, here: NoSuchKey becomes errNotFound,
 // PreconditionFailed errPrecondition, rejected credentials errConfig, and 5xx,
@@ -27,9 +27,10 @@ import (
 // exponential backoff and jitter before becoming errUnavailable. Other 4xx
 // are not retried.
 //
-// Lock does nothing: S3 has no cross-process lock. Cross-process safety on
-// S3 comes from routing every key to one owning worker (SPEC §5) and from
-// conditional puts (PutIf); within a process, keyLocks (locks.go).
+// Lock does nothing: S3 has no cross-process lock. Cross-process safety on S3
+// comes from routing every key to one owning worker (ARCHITECTURE.md
+// "Processing workers and routing") and from conditional puts (PutIf); within
+// a process, keyLocks (locks.go).
 //
 // An s3Store is safe for concurrent use. Create it with newS3Store.
 type s3Store struct {

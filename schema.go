@@ -20,15 +20,17 @@ import (
 )
 
 // schemaRegistry keeps JSON Schema templates in plaintext at
-// schemaObjectKey(id) and validates documents against them (SPEC §6).
+// schemaObjectKey(id) and validates documents against them (ARCHITECTURE.md
+// "Validation and schemas").
 //
 // Compiled schemas are cached by ID together with the SHA-256 of the bytes
-// they were compiled from (SPEC §6: compiled once, cached until replaced).
-// A Put through this registry replaces the cached schema at once. A cached
-// schema older than recheckEvery is checked against the stored bytes on its
-// next use and recompiled only when their hash changed, so a template
-// replaced by another process sharing the storage, or edited by hand, takes
-// effect within recheckEvery without a storage read per validation.
+// they were compiled from (ARCHITECTURE.md "Validation and schemas": compiled
+// once, cached until replaced). A Put through this registry replaces the
+// cached schema at once. A cached schema older than recheckEvery is checked
+// against the stored bytes on its next use and recompiled only when their hash
+// changed, so a template replaced by another process sharing the storage, or
+// edited by hand, takes effect within recheckEvery without a storage read per
+// validation.
 //
 // A schemaRegistry is safe for concurrent use. Create it with
 // newSchemaRegistry; the zero value is not usable.
@@ -131,8 +133,8 @@ func (r *schemaRegistry) List(ctx context.Context) ([]string, error) {
 	}
 	ids := make([]string, 0, len(keys))
 	for _, k := range keys {
-		id, ok := strings.CutSuffix(strings.TrimPrefix(k, templatesPrefix), ".json")
-		if ok && strings.HasPrefix(k, templatesPrefix) && validateSchemaID(id) == nil {
+		id, ok := jsonObjectName(templatesPrefix, k)
+		if ok && validateSchemaID(id) == nil {
 			ids = append(ids, id)
 		}
 	}
@@ -423,13 +425,20 @@ func (r *schemaRegistry) validateDocs(ctx context.Context, ids []string, docs []
 
 // validateDoc checks one document, the result of a PATCH, against each
 // schema of ids: a mismatch is the schema's messages (`schema "chat.v1":
-// at /title: ...`), still the schema's *validationError; an unknown schema
-// is errInvalid naming it.
+// at /title: ...`), still the schema's *validationError, revealing the
+// document: a client that may not read it is told `the patched document
+// does not match schema "chat.v1"` (withoutDocument). An unknown schema is
+// errInvalid naming it.
 func (r *schemaRegistry) validateDoc(ctx context.Context, ids []string, doc []byte) error {
 	for _, id := range ids {
 		err := r.Validate(ctx, id, doc)
 		if errors.Is(err, errNotFound) {
 			return reqErrorf(errInvalid, "unknown schema %q", id)
+		}
+		var ve *validationError
+		if errors.As(err, &ve) {
+			return revealing(reqPrefixf(err, "schema %q", id),
+				reqErrorf(errInvalid, "the patched document does not match schema %q", id))
 		}
 		if err != nil {
 			return reqPrefixf(err, "schema %q", id)

@@ -1,6 +1,6 @@
 package main
 
-// Session tokens (SPEC §3 /api/login, /api/logout): stateless signed
+// Session tokens (API.md "Login and logout"): stateless signed
 // tokens, their revocation list and the per-key cap on live sessions.
 
 import (
@@ -10,11 +10,9 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -23,12 +21,6 @@ import (
 // sessionTokenPrefix starts every session token, so a token is never
 // mistaken for an API key (dk_).
 const sessionTokenPrefix = "ds_"
-
-// revokedPrefix holds one object per logged-out session token that has
-// not expired yet: revokedPrefix + "<expiry, unix ns, 20 digits>-<token
-// ID in hex>". The expiry in the name lets a listing prune without
-// reading any object.
-const revokedPrefix = authPrefix + "revoked/"
 
 // sessionKeyInfo is the HKDF info of the session signing key: a key of its
 // own, derived from the master key, so that a token's MAC says nothing
@@ -175,8 +167,8 @@ func (s *sessions) mac(payload []byte, keyHash [32]byte) []byte {
 	return m.Sum(nil)
 }
 
-// parseSessionToken decodes token without checking its MAC (see verify); ok is false
-// when it is not a session token at all.
+// parseSessionToken decodes token without checking its MAC (see verify); ok is
+// false when it is not a session token at all.
 func parseSessionToken(token string) (c sessionClaims, payload, mac []byte, ok bool) {
 	rest, found := strings.CutPrefix(token, sessionTokenPrefix)
 	if !found || len(token) > maxSessionTokenLen {
@@ -210,7 +202,7 @@ func (s *sessions) isRevoked(c sessionClaims) bool {
 // revoke logs out the token with claims c: durably first, then here.
 func (s *sessions) revoke(ctx context.Context, c sessionClaims) error {
 	if s.st != nil {
-		if err := s.st.Put(ctx, revocationObject(c), []byte("{}\n")); err != nil {
+		if err := s.st.Put(ctx, revocationObject(c.expires, c.id), []byte("{}\n")); err != nil {
 			return fmt.Errorf("revoke session: %w", err)
 		}
 	}
@@ -218,11 +210,6 @@ func (s *sessions) revoke(ctx context.Context, c sessionClaims) error {
 	defer s.mu.Unlock()
 	s.revoked[c.id] = c.expires
 	return nil
-}
-
-// revocationObject is the object that records c's logout.
-func revocationObject(c sessionClaims) string {
-	return fmt.Sprintf("%s%020d-%s", revokedPrefix, c.expires.UnixNano(), hex.EncodeToString(c.id[:]))
 }
 
 // reload replaces the revocation list with the one in storage, deleting
@@ -239,7 +226,7 @@ func (s *sessions) reload(ctx context.Context) error {
 	now := s.now()
 	revoked := make(map[[16]byte]time.Time, len(names))
 	for _, name := range names {
-		exp, id, ok := parseRevocation(strings.TrimPrefix(name, revokedPrefix))
+		exp, id, ok := parseRevocation(name)
 		if !ok {
 			continue // not ours; left alone
 		}
@@ -261,19 +248,6 @@ func (s *sessions) reload(ctx context.Context) error {
 	}
 	s.revoked = revoked
 	return nil
-}
-
-// parseRevocation parses the name of a revocation object (without its
-// prefix).
-func parseRevocation(name string) (expires time.Time, id [16]byte, ok bool) {
-	ns, idHex, found := strings.Cut(name, "-")
-	n, err := strconv.ParseInt(ns, 10, 64)
-	raw, herr := hex.DecodeString(idHex)
-	if !found || err != nil || herr != nil || len(raw) != len(id) {
-		return time.Time{}, id, false
-	}
-	copy(id[:], raw)
-	return time.Unix(0, n), id, true
 }
 
 // watch reloads the revocations every interval until ctx ends, so a

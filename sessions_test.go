@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -15,6 +16,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "deltadatabase/proto"
 )
 
 // loginHTTP exchanges key for a session token at n.
@@ -153,6 +159,29 @@ func TestAdminKeyFileAndWeakKey(t *testing.T) {
 	if !strings.Contains(n.stderr.String(), "admin key is short") {
 		t.Errorf("short admin key on loopback: log = %q, want a warning", n.stderr)
 	}
+}
+
+// TestWeakAdminKeyStoresNothing: a start refused for its admin key (the
+// original system's README example, 8 characters, beyond loopback)
+// generates no master key and stores nothing, so the next start with a
+// good admin key is a first start again, not one refused for want of a
+// master key that was printed by a start that failed.
+func TestWeakAdminKeyStoresNothing(t *testing.T) {
+	st := newMemStore()
+	var stdout bytes.Buffer
+	cfg := config{restAddr: "0.0.0.0:8080", adminKey: "changeme", keyID: "main-key-v1"}
+	if _, err := loadKeys(t.Context(), cfg, st, &stdout); err == nil || !strings.Contains(err.Error(), "too short") {
+		t.Fatalf("loadKeys with an 8-character admin key beyond loopback = %v, want it refused as too short", err)
+	}
+	if names, _ := st.List(t.Context(), "", "", 0); len(names) != 0 || stdout.Len() != 0 {
+		t.Errorf("after the refused start the storage holds %q and stdout %q, want nothing", names, stdout.String())
+	}
+	cfg.adminKey = "0123456789abcdef"
+	keys, err := loadKeys(t.Context(), cfg, st, &stdout)
+	if err != nil || !strings.Contains(stdout.String(), "MASTER_KEY=") {
+		t.Fatalf("the next start with a 16-character key = %v, stdout %q; want a first start printing a master key", err, stdout.String())
+	}
+	zero(keys.master)
 }
 
 // TestSecretEnvCleared: parsing the flags removes the environment
@@ -416,4 +445,29 @@ func TestStoredAdminKey(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLogoutRevokesToken (in-process): after POST /api/logout the token is
+// refused with 401 on every route it reached before, over REST and gRPC
+// Process, and by a main worker started afresh over the same storage with
+// the same session key; another session of the same key keeps working.
+func TestLogoutRevokesToken(t *testing.T) {
+	sessionKey := bytes.Repeat([]byte{5}, 32)
+	ts := newAuthTestServer(t, authConfig{sessionKey: sessionKey, clientTTL: time.Hour})
+	k := ts.createKey(t, `{"name":"k","permissions":["read","write"]}`)
+	tok, other := ts.login(t, k.Secret).Token, ts.login(t, k.Secret).Token
+	ts.mustDo(t, "PUT", "/entity/db", tok, `{"k":1}`, 200)
+	ts.mustDo(t, "POST", "/api/logout", tok, "", 200)
+	for _, r := range [][3]string{{"GET", "/api/me", ""}, {"GET", "/entity/db?key=k", ""}, {"PUT", "/entity/db", `{"k":2}`}, {"GET", "/api/databases", ""}} {
+		ts.mustDo(t, r[0], r[1], tok, r[2], 401)
+	}
+	ts.mustDo(t, "GET", "/entity/db?key=k", other, "", 200)
+	client := pb.NewMainWorkerClient(dial(t, serveTestMain(t, 4<<20, ts.st, ts.auth).addr))
+	get := &pb.ProcessRequest{DatabaseName: "db", EntityKey: "k", Operation: "GET", Token: tok}
+	if _, err := client.Process(t.Context(), get); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("gRPC Process with the logged-out token = %v, want Unauthenticated", err)
+	}
+	restarted := newAuthTestServerOn(t, authConfig{sessionKey: sessionKey, clientTTL: time.Hour}, ts.st)
+	restarted.mustDo(t, "GET", "/api/me", other, "", 200) // the control: the key signs the same
+	restarted.mustDo(t, "GET", "/api/me", tok, "", 401)
 }

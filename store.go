@@ -2,13 +2,16 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 )
 
 // store is the storage backend: a flat namespace of objects addressed by
 // slash-separated logical keys such as "files/chatdb/<encoded key>",
 // "templates/chat.v1.json", "_auth/keys.json" or "_meta/keycheck".
-// Logical keys are formed only from validated names (see names.go), by
-// the catalog (catalog.go).
+// Logical keys are formed only from validated names (see names.go), in
+// one place: layout.go.
 //
 // Implementations are safe for concurrent use.
 type store interface {
@@ -74,4 +77,48 @@ func segments(c string) []string {
 		segs, c = append(segs, c[:segmentLen]+segmentMark), c[segmentLen:]
 	}
 	return append(segs, c)
+}
+
+// getJSON reads the JSON object at key into v: the one way every record
+// of ours is read. found is false, and v untouched, when there is no such
+// object; bytes that do not decode into v are errCorrupt. what names the
+// record in errors ("rotation record").
+func getJSON(ctx context.Context, st store, key, what string, v any) (found bool, err error) {
+	raw, err := st.Get(ctx, key)
+	return decodeObject(raw, err, key, what, v)
+}
+
+// getJSONRev is getJSON that also returns the object's revision
+// (store.GetRev), for a read-modify-write with PutIf.
+func getJSONRev(ctx context.Context, st store, key, what string, v any) (rev string, found bool, err error) {
+	raw, rev, err := st.GetRev(ctx, key)
+	found, err = decodeObject(raw, err, key, what, v)
+	return rev, found, err
+}
+
+// decodeObject is the end of getJSON: err is the store's error of reading
+// raw from key.
+func decodeObject(raw []byte, err error, key, what string, v any) (bool, error) {
+	if errors.Is(err, errNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read %s: %w", what, err)
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return false, fmt.Errorf("read %s %s: %v: %w", what, key, err, errCorrupt)
+	}
+	return true, nil
+}
+
+// putJSON stores v as JSON, one line, at key.
+func putJSON(ctx context.Context, st store, key, what string, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", what, err)
+	}
+	if err := st.Put(ctx, key, append(raw, '\n')); err != nil {
+		return fmt.Errorf("write %s: %w", what, err)
+	}
+	return nil
 }

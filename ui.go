@@ -7,8 +7,8 @@ import (
 	"strings"
 )
 
-// staticFiles is the web management UI (SPEC §8), embedded so the binary
-// serves it with no network access and no build step.
+// staticFiles is the web management UI (ARCHITECTURE.md "Roles"), embedded so
+// the binary serves it with no network access and no build step.
 //
 //go:embed static
 var staticFiles embed.FS
@@ -21,12 +21,8 @@ const uiCSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 
 // handleUI serves the embedded UI at / with its security headers. Paths
 // that name no file answer a JSON 404 like the rest of the API.
 func handleUI(w http.ResponseWriter, r *http.Request, _ principal) error {
-	name := strings.TrimPrefix(r.URL.Path, "/")
-	if name == "" {
-		name = "index.html"
-	}
-	name = "static/" + name
-	if st, err := fs.Stat(staticFiles, name); err != nil || st.IsDir() {
+	name, ok := uiFile(r.URL.Path)
+	if !ok {
 		return reqErrorf(errNotFound, "no file or route %s", r.URL.Path)
 	}
 	h := w.Header()
@@ -37,4 +33,16 @@ func handleUI(w http.ResponseWriter, r *http.Request, _ principal) error {
 	h.Set("Cache-Control", "no-cache")
 	http.ServeFileFS(w, r, staticFiles, name)
 	return nil
+}
+
+// uiFile is the embedded file that URL path p names ("/" is index.html),
+// and whether there is one.
+func uiFile(p string) (string, bool) {
+	name := strings.TrimPrefix(p, "/")
+	if name == "" {
+		name = "index.html"
+	}
+	name = "static/" + name
+	st, err := fs.Stat(staticFiles, name)
+	return name, err == nil && !st.IsDir()
 }

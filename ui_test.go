@@ -1,9 +1,9 @@
 package main
 
-// Browser tests of the web UI (SPEC §8, issue 6): the real binary serves
-// the embedded UI and Debian's Chromium drives it through chromedp. One
-// browser per test function, one tab per flow; every flow saves a
-// screenshot under its artifact dir (go test -artifacts keeps them) and
+// Browser tests of the web UI (ARCHITECTURE.md "Roles", issue 6): the real
+// binary serves the embedded UI and Debian's Chromium drives it through
+// chromedp. One browser per test function, one tab per flow; every flow saves
+// a screenshot under its artifact dir (go test -artifacts keeps them) and
 // fails on any console error or uncaught exception.
 
 import (
@@ -82,7 +82,7 @@ func newBrowser(t *testing.T) context.Context {
 	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	bctx, bcancel := chromedp.NewContext(actx)
 	t.Cleanup(func() {
-		cctx, cancel := context.WithTimeout(bctx, 10*time.Second)
+		cctx, cancel := context.WithTimeout(bctx, scaled(10*time.Second))
 		defer cancel()
 		chromedp.Cancel(cctx)
 		bcancel()
@@ -131,7 +131,7 @@ func openTab(t *testing.T, browser context.Context, base string, width, height i
 	if err := chromedp.Do(tabCtx, chromedp.EmulateViewport(width, height)); err != nil {
 		t.Fatalf("open tab: %v", err)
 	}
-	ctx, cancel := context.WithTimeout(tabCtx, flowTimeout)
+	ctx, cancel := context.WithTimeout(tabCtx, scaled(flowTimeout))
 	t.Cleanup(cancel)
 	tb.ctx = ctx
 	// Without -artifacts the dir is removed by a cleanup of its own; ask
@@ -193,7 +193,7 @@ func (tb *uiTab) acceptDialogs(events iter.Seq2[page.EventJavascriptDialogOpenin
 // finish saves the flow's screenshot and fails on console errors.
 func (tb *uiTab) finish() {
 	t := tb.t
-	ctx, cancel := context.WithTimeout(tb.tab, 15*time.Second)
+	ctx, cancel := context.WithTimeout(tb.tab, scaled(15*time.Second))
 	defer cancel()
 	tb.screenshot(ctx, tb.shotName, chromedp.FullScreenshot(100))
 	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](fmt.Sprintf("console.debug(%q)", consoleBarrier))); err != nil {

@@ -144,8 +144,7 @@ func addRotationKey(ctx context.Context, cfg config, st store, ring *keyring) er
 // Only a failure to read storage is an error; a failure to decrypt is
 // counted.
 func (r *verifyReport) check(ctx context.Context, st store, keys *keyring, object string) error {
-	rest, _ := strings.CutPrefix(object, entitiesPrefix)
-	db, name, _ := strings.Cut(rest, "/")
+	db, name := entityObjectParts(object)
 	key, err := decodeEntityObjectName(name)
 	if err != nil {
 		r.add(db, name, 0, err)

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # seaweedfs.sh: a real S3 server (SeaweedFS `weed mini`) on 127.0.0.1 for the
-# S3 backend's tests. See ../shared/S3-SERVER.md for what was learned about it.
+# S3 backend's tests. Learned on these machines: `go install` of SeaweedFS is
+# refused (its go.mod has replace directives), so the module is downloaded and
+# built in place (first build minutes, cached per machine); `weed mini` is ready
+# once a signed PUT and GET round-trip, which is later than /healthz answers;
+# without -s3.config any key is accepted; the region is not enforced.
 #
 #   .ci/seaweedfs.sh build        build the pinned version once per machine; print the binary path
 #   .ci/seaweedfs.sh start [DIR]  build if needed, start weed mini, wait for a signed PUT+GET,

@@ -1,5 +1,6 @@
 // The gRPC contract between the main worker, processing workers and client
-// applications (SPEC §5, §11). gRPC carries only subscription, liveness and
+// applications (ARCHITECTURE.md "Processing workers and routing" and "Trust
+// boundaries"). gRPC carries only subscription, liveness and
 // Process; everything else is REST.
 //
 // Two audiences, two sets of messages: client applications call
@@ -453,12 +454,16 @@ func (x *HeartbeatResponse) GetKeysEpoch() uint64 {
 }
 
 type CacheStats struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Hits          uint64                 `protobuf:"varint,1,opt,name=hits,proto3" json:"hits,omitempty"`
-	Misses        uint64                 `protobuf:"varint,2,opt,name=misses,proto3" json:"misses,omitempty"`
-	Evictions     uint64                 `protobuf:"varint,3,opt,name=evictions,proto3" json:"evictions,omitempty"`
-	Entries       int64                  `protobuf:"varint,4,opt,name=entries,proto3" json:"entries,omitempty"`
-	Capacity      int64                  `protobuf:"varint,5,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Hits      uint64                 `protobuf:"varint,1,opt,name=hits,proto3" json:"hits,omitempty"`
+	Misses    uint64                 `protobuf:"varint,2,opt,name=misses,proto3" json:"misses,omitempty"`
+	Evictions uint64                 `protobuf:"varint,3,opt,name=evictions,proto3" json:"evictions,omitempty"`
+	Entries   int64                  `protobuf:"varint,4,opt,name=entries,proto3" json:"entries,omitempty"`
+	Capacity  int64                  `protobuf:"varint,5,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	// Bytes of the cached documents now, and the most it holds
+	// (-entity-cache-bytes).
+	Bytes         int64 `protobuf:"varint,6,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	MaxBytes      int64 `protobuf:"varint,7,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -524,6 +529,20 @@ func (x *CacheStats) GetEntries() int64 {
 func (x *CacheStats) GetCapacity() int64 {
 	if x != nil {
 		return x.Capacity
+	}
+	return 0
+}
+
+func (x *CacheStats) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *CacheStats) GetMaxBytes() int64 {
+	if x != nil {
+		return x.MaxBytes
 	}
 	return 0
 }
@@ -740,7 +759,12 @@ type EntityOp struct {
 	// PATCH: the schema IDs the patched document must match (the database's
 	// bound schema and the request's schema), resolved by the main worker;
 	// workers never read bindings themselves.
-	SchemaIds     []string `protobuf:"bytes,8,rep,name=schema_ids,json=schemaIds,proto3" json:"schema_ids,omitempty"`
+	SchemaIds []string `protobuf:"bytes,8,rep,name=schema_ids,json=schemaIds,proto3" json:"schema_ids,omitempty"`
+	// PATCH: set when the client may read the entity. Only then does a
+	// failure say anything about the stored document (the schema's messages,
+	// the patched size); without it the worker names the schema alone, so
+	// that a key that may only write learns nothing of what it cannot read.
+	MayRead       bool `protobuf:"varint,9,opt,name=may_read,json=mayRead,proto3" json:"may_read,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -829,6 +853,13 @@ func (x *EntityOp) GetSchemaIds() []string {
 		return x.SchemaIds
 	}
 	return nil
+}
+
+func (x *EntityOp) GetMayRead() bool {
+	if x != nil {
+		return x.MayRead
+	}
+	return false
 }
 
 // WorkerRequest is the main worker's call of ProcessingWorker.Process.
@@ -1032,14 +1063,16 @@ const file_deltadb_proto_rawDesc = "" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12 \n" +
 	"\vresubscribe\x18\x02 \x01(\bR\vresubscribe\x12\x1d\n" +
 	"\n" +
-	"keys_epoch\x18\x03 \x01(\x04R\tkeysEpoch\"\x8c\x01\n" +
+	"keys_epoch\x18\x03 \x01(\x04R\tkeysEpoch\"\xbf\x01\n" +
 	"\n" +
 	"CacheStats\x12\x12\n" +
 	"\x04hits\x18\x01 \x01(\x04R\x04hits\x12\x16\n" +
 	"\x06misses\x18\x02 \x01(\x04R\x06misses\x12\x1c\n" +
 	"\tevictions\x18\x03 \x01(\x04R\tevictions\x12\x18\n" +
 	"\aentries\x18\x04 \x01(\x03R\aentries\x12\x1a\n" +
-	"\bcapacity\x18\x05 \x01(\x03R\bcapacity\"\xb3\x02\n" +
+	"\bcapacity\x18\x05 \x01(\x03R\bcapacity\x12\x14\n" +
+	"\x05bytes\x18\x06 \x01(\x03R\x05bytes\x12\x1b\n" +
+	"\tmax_bytes\x18\a \x01(\x03R\bmaxBytes\"\xb3\x02\n" +
 	"\x0eProcessRequest\x12#\n" +
 	"\rdatabase_name\x18\x01 \x01(\tR\fdatabaseName\x12\x1d\n" +
 	"\n" +
@@ -1056,7 +1089,7 @@ const file_deltadb_proto_rawDesc = "" +
 	"\x06status\x18\x01 \x01(\tR\x06status\x12\x16\n" +
 	"\x06result\x18\x02 \x01(\fR\x06result\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\"\x9b\x02\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\xb6\x02\n" +
 	"\bEntityOp\x12#\n" +
 	"\rdatabase_name\x18\x01 \x01(\tR\fdatabaseName\x12\x1d\n" +
 	"\n" +
@@ -1067,7 +1100,8 @@ const file_deltadb_proto_rawDesc = "" +
 	"\bif_match\x18\x06 \x01(\tR\aifMatch\x12\"\n" +
 	"\rif_none_match\x18\a \x01(\tR\vifNoneMatch\x12\x1d\n" +
 	"\n" +
-	"schema_ids\x18\b \x03(\tR\tschemaIds\"\xdc\x01\n" +
+	"schema_ids\x18\b \x03(\tR\tschemaIds\x12\x19\n" +
+	"\bmay_read\x18\t \x01(\bR\amayRead\"\xdc\x01\n" +
 	"\rWorkerRequest\x12!\n" +
 	"\x02op\x18\x01 \x01(\v2\x11.deltadb.EntityOpR\x02op\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x14\n" +

@@ -1,5 +1,6 @@
 // The gRPC contract between the main worker, processing workers and client
-// applications (SPEC §5, §11). gRPC carries only subscription, liveness and
+// applications (ARCHITECTURE.md "Processing workers and routing" and "Trust
+// boundaries"). gRPC carries only subscription, liveness and
 // Process; everything else is REST.
 //
 // Two audiences, two sets of messages: client applications call

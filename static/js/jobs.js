@@ -1,7 +1,7 @@
 // jobs.js: key jobs (admin only): start a rekey of a database
 // (POST /admin/databases/{db}/rekey) and follow every job from
-// GET /admin/jobs with a progress bar, refreshed every second while one
-// runs.
+// GET /admin/jobs, rekeys and master-key rotations, with a progress bar,
+// refreshed every second while one runs.
 
 import { call } from "./api.js";
 import { field, h, messageArea, pageHeading, show, showError } from "./dom.js";
@@ -68,12 +68,16 @@ function row(j) {
   const cell = (i, attrs, ...kids) => h("td", { "data-label": COLUMNS[i], ...attrs }, ...kids);
   // Before the entities are counted a running job has no total: the bar
   // is indeterminate (no value attribute).
+  // A master-key rotation (kind rotate) rewrites every database: it
+  // counts databases, a rekey entities.
+  const rotation = j.kind === "rotate";
+  const target = rotation ? "every database (master-key rotation)" : opt(j.database);
   const bar = h("progress", { testid: "job-progress", max: total || 1, value: total ? done : (j.state === "running" ? null : 1),
-    "aria-label": `${opt(j.database)}: ${done} of ${total} entities` });
+    "aria-label": `${target}: ${done} of ${total} ${rotation ? "databases" : "entities"}` });
   const state = j.state === "failed" && j.error ? `failed: ${j.error}` : opt(j.state) + (j.phase ? ` (${j.phase})` : "");
   return h("tr", { "data-job": opt(j.id), "data-state": opt(j.state) },
     cell(0, { class: "mono", text: opt(j.id) }),
-    cell(1, { text: opt(j.database) }),
+    cell(1, { text: target }),
     cell(2, {}, h("span", { class: "status-pill", text: state })),
     cell(3, { testid: "job-progress-cell" }, bar, h("span", { class: "num", text: ` ${done} / ${total}` })),
     cell(4, {}, timeElement(j.started_at)),

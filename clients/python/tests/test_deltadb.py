@@ -204,6 +204,22 @@ class ClientTest(unittest.TestCase):
         with self.assertRaises(deltadb.PayloadTooLarge):
             self.db.request("POST", "/api/databases/%s/get" % self.name, {"keys": many})
 
+    def test_get_many_follows_remaining(self):
+        # 17 documents of 1 MB pass the server's default -max-response-bytes
+        # (16 MiB): one answer leaves keys in "remaining", which get_many
+        # asks for again; a listing's page ends early with next.
+        keys = ["big%02d" % i for i in range(17)]
+        for k in keys:
+            self.db.put(self.name, k, {"k": k, "pad": "x" * 1000000})
+        first, _ = self.db.request("POST", "/api/databases/%s/get" % self.name, {"keys": keys})
+        self.assertTrue(first["remaining"])
+        got = self.db.get_many(self.name, keys)
+        self.assertEqual(sorted(got["documents"]), keys)
+        self.assertEqual([d["k"] for _, d in sorted(got["documents"].items())], keys)
+        self.assertEqual(got["missing"], [])
+        items = list(self.db.list_keys(self.name, page_size=100, include_docs=True))
+        self.assertEqual([i.key for i in items], keys)
+
     def test_validate_and_schemas(self):
         self.db.put_schema("py.val.v1", CHAT_SCHEMA)
         self.assertEqual(self.db.validate("py.val.v1", {"messages": []}), [])

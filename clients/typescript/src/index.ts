@@ -210,17 +210,22 @@ export class Client<D = Schemas["Document"]> {
     await this.request("DELETE", entity(db, key), { headers: preconditions(opts) });
   }
 
-  /** Read many entities by key, MAX_KEYS_PER_REQUEST per request. */
+  /** Read many entities by key, MAX_KEYS_PER_REQUEST per request, asking
+   * again for the keys an answer leaves in remaining (its documents
+   * reached the server's -max-response-bytes): the result holds every key
+   * asked for. */
   async getMany(db: string, keys: string[]): Promise<GetManyResult<D>> {
     const out: GetManyResult<D> = { documents: {}, etags: {}, missing: [] };
     for (let i = 0; i < keys.length; i += MAX_KEYS_PER_REQUEST) {
-      const { body } = await this.request("POST", path(["api", "databases", db, "get"]), {
-        body: { keys: keys.slice(i, i + MAX_KEYS_PER_REQUEST) },
-      });
-      const got = body as Schemas["GetManyAnswer"];
-      Object.assign(out.documents, got.documents as Record<string, D>);
-      Object.assign(out.etags, got.etags);
-      out.missing.push(...got.missing.filter((k) => !out.missing.includes(k)));
+      let pending = keys.slice(i, i + MAX_KEYS_PER_REQUEST);
+      while (pending.length > 0) {
+        const { body } = await this.request("POST", path(["api", "databases", db, "get"]), { body: { keys: pending } });
+        const got = body as Schemas["GetManyAnswer"];
+        Object.assign(out.documents, got.documents as Record<string, D>);
+        Object.assign(out.etags, got.etags);
+        out.missing.push(...got.missing.filter((k) => !out.missing.includes(k)));
+        pending = got.remaining;
+      }
     }
     return out;
   }

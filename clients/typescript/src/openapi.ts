@@ -292,7 +292,7 @@ export interface paths {
         };
         /**
          * List a database's entity keys, optionally with their documents
-         * @description Keys in byte order, a page at a time; pass next as cursor for the following page (absent on the last page). With include_docs=true each item carries the document and its ETag; an entity deleted between listing and reading is left out.
+         * @description Keys in byte order, a page at a time; pass next as cursor for the following page (absent on the last page). With include_docs=true each item carries the document and its ETag; an entity deleted between listing and reading is left out; and the page ends early, with next, once its documents reach -max-response-bytes (default 16 MiB, at least one document per page), so a page may hold fewer than limit items and still be followed by more.
          */
         get: operations["listEntityKeys"];
         put?: never;
@@ -314,7 +314,7 @@ export interface paths {
         put?: never;
         /**
          * Read several entities at once
-         * @description At most -max-batch-keys keys (default 1000); more is 413. Keys that do not exist are listed in missing, each once, in the order asked.
+         * @description At most -max-batch-keys keys (default 1000); more is 413. Keys that do not exist are listed in missing, each once, in the order asked. The documents of one answer total at most -max-response-bytes (default 16 MiB, and at least one document): the keys not answered are listed in remaining; ask again with them until remaining is [].
          */
         post: operations["getMany"];
         delete?: never;
@@ -368,7 +368,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Key jobs (rekeys) and checks of stored entities, with their progress */
+        /**
+         * Key jobs (rekeys, the master-key rotation) and checks of stored entities, with their progress
+         * @description Newest first. A key limited to some databases lists the jobs of those databases only.
+         */
         get: operations["listJobs"];
         put?: never;
         post?: never;
@@ -518,7 +521,7 @@ export interface paths {
         head?: never;
         /**
          * Patch one entity atomically
-         * @description application/merge-patch+json (RFC 7386) or application/json-patch+json (RFC 6902; "/messages/-" appends). The patched document is validated against the bound schema and ?schema=. A JSON Patch that does not apply (a failed test, a missing path) is 409.
+         * @description application/merge-patch+json (RFC 7386) or application/json-patch+json (RFC 6902; "/messages/-" appends). The patched document is validated against the bound schema and ?schema=. A JSON Patch that does not apply (a failed test, a missing path) is 409. A credential without read gets 403 for ?schema= and for a JSON Patch test, and a bound schema's refusal names the schema alone (API.md, PATCH without read).
          */
         patch: operations["patchEntity"];
         trace?: never;
@@ -686,7 +689,10 @@ export interface components {
             etags: {
                 [key: string]: string;
             };
+            /** @description Keys asked for that do not exist, each once, in the order asked */
             missing: string[];
+            /** @description Keys not answered because the answer reached -max-response-bytes (or a read failed after the first document), each once, in the order asked; [] when every key was answered. Ask again with these keys for the rest. */
+            remaining: string[];
         };
         ValidateAnswer: {
             valid: boolean;
@@ -705,18 +711,23 @@ export interface components {
             from?: string;
             value?: unknown;
         };
+        /** @description A key job: a rekey of one database (POST /admin/databases/{db}/rekey) or a master-key rotation (started by a main worker that starts with -previous-master-key). */
         KeyJob: {
             id: string;
             /**
-             * @description rekey (a key job) or check (a check of stored entities, kept in memory only)
+             * @description rekey or rotate (a key job), or check (a check of stored entities, kept in memory only)
              * @enum {string}
              */
-            kind: "rekey" | "check";
-            database: string;
-            state: string;
-            /** @description The step a running job is at */
+            kind: "rekey" | "rotate" | "check";
+            /** @description The database a rekey rewrites; absent for a rotation, which rewrites every database */
+            database?: string;
+            /** @enum {string} */
+            state: "running" | "done" | "failed";
+            /** @description The step a running job is at: switch, reencrypt or retire for a rekey, rewrap for a rotation */
             phase?: string;
+            /** @description What the job rewrote: a rekey's entities, a rotation's databases */
             done: number;
+            /** @description What the job has to rewrite: 0 until listed */
             total: number;
             error?: string;
             /** Format: date-time */
@@ -777,6 +788,10 @@ export interface components {
                 evictions?: number;
                 entries?: number;
                 capacity?: number;
+                /** @description Bytes of the cached documents now */
+                bytes?: number;
+                /** @description The most bytes the cache holds (-entity-cache-bytes) */
+                max_bytes?: number;
             };
         };
         /** @description A stored document: any JSON value. GET /openapi.json?database=DB answers this schema as the one bound to DB. */

@@ -149,6 +149,28 @@ test("listing and reading many", async () => {
   assert.equal(many.missing.length, 1101);
 });
 
+test("getMany and listDocs follow an answer that ends at the response budget", async () => {
+  // 17 documents of 1 MB pass the server's default -max-response-bytes
+  // (16 MiB): one answer leaves keys in remaining, which getMany asks for
+  // again; a listing's page ends early with next.
+  const { db } = await fresh("response_budget");
+  const big = new Client<{ k: string; pad: string }>(url!, token);
+  const keys = Array.from({ length: 17 }, (_, i) => `big${String(i).padStart(2, "0")}`);
+  for (const k of keys) {
+    await big.put(db, k, { k, pad: "x".repeat(1000000) });
+  }
+  const { body } = await admin.request("POST", `/api/databases/${db}/get`, { body: { keys } });
+  assert.ok((body as { remaining: string[] }).remaining.length > 0);
+  const many = await big.getMany(db, keys);
+  assert.deepEqual(Object.keys(many.documents).sort(), keys);
+  assert.deepEqual(keys.map((k) => many.documents[k]?.k), keys);
+  const listed = [];
+  for await (const item of big.listDocs(db, { pageSize: 100 })) {
+    listed.push(item.key);
+  }
+  assert.deepEqual(listed, keys);
+});
+
 test("a document its schema refuses: ValidationFailed with errors", async () => {
   const { db, chats } = await fresh("validation");
   await admin.putSchema("ts.chat.v1", chatSchema);

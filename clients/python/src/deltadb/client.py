@@ -130,16 +130,20 @@ class Client:
 
     def get_many(self, db: str, keys: Iterable[str]) -> GetManyResult:
         """Read many entities. Lists longer than MAX_KEYS_PER_REQUEST are
-        sent in several requests.
+        sent in several requests, and so are the keys an answer leaves in
+        "remaining" (its documents reached the server's
+        -max-response-bytes): the result holds every key asked for.
         """
         keys = list(keys)
         out = GetManyResult(documents={}, etags={}, missing=[])
         for start in range(0, len(keys), MAX_KEYS_PER_REQUEST):
-            body, _ = self.request("POST", self._path("api", "databases", db, "get"),
-                                   {"keys": keys[start:start + MAX_KEYS_PER_REQUEST]})
-            out["documents"].update(body["documents"])
-            out["etags"].update(body["etags"])
-            out["missing"].extend(k for k in body["missing"] if k not in out["missing"])
+            pending = keys[start:start + MAX_KEYS_PER_REQUEST]
+            while pending:
+                body, _ = self.request("POST", self._path("api", "databases", db, "get"), {"keys": pending})
+                out["documents"].update(body["documents"])
+                out["etags"].update(body["etags"])
+                out["missing"].extend(k for k in body["missing"] if k not in out["missing"])
+                pending = body.get("remaining") or []
         return out
 
     @overload

@@ -1,0 +1,284 @@
+package main
+
+// Tests of the budgets of answers (issue 27, read amplification): one
+// answer's documents within -max-response-bytes, ending early with what
+// follows; the documents read and not yet sent within
+// -max-inflight-read-bytes; the entity cache within -entity-cache-bytes.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	pb "deltadatabase/proto"
+)
+
+// putSized stores n documents of about size bytes each in db, keys
+// d000, d001, ...
+func putSized(t *testing.T, fe *frontEnds, db string, n, size int) {
+	t.Helper()
+	for i := range n {
+		doc := fmt.Sprintf(`{"i":%d,"pad":"%s"}`, i, strings.Repeat("x", size-20))
+		if _, err := fe.client.Process(t.Context(), clientProcess("PUT", db, fmt.Sprintf("d%03d", i), testAdminKey, []byte(doc))); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestListIncludeDocsEndsAtResponseBudget: ten documents of about 900
+// bytes (with key and ETag under 1,000) under a response budget of 3,000 bytes come three to a page, each
+// page with a next cursor, and walking the cursors gives every document
+// once, in key order.
+func TestListIncludeDocsEndsAtResponseBudget(t *testing.T) {
+	fe := newFrontEnds(t, budgets{maxDocument: 1200, maxResponse: 3000})
+	putSized(t, fe, "big", 10, 900)
+	var got []string
+	cursor := ""
+	for pages := 1; ; pages++ {
+		q := url.Values{"include_docs": {"true"}, "limit": {"10"}}
+		if cursor != "" {
+			q.Set("cursor", cursor)
+		}
+		code, body := restCall{method: "GET", target: "/api/databases/big/keys?" + q.Encode()}.do(fe.rest, testAdminKey)
+		var page struct {
+			Items []struct {
+				Key, ETag string
+				Doc       struct{ I int }
+			}
+			Next string
+		}
+		if err := json.Unmarshal([]byte(body), &page); code != 200 || err != nil {
+			t.Fatalf("page %d = %d %.200s (%v)", pages, code, body, err)
+		}
+		if len(page.Items) != min(3, 10-len(got)) {
+			t.Errorf("page %d holds %d documents, want %d (three fit in 3,000 bytes)", pages, len(page.Items), min(3, 10-len(got)))
+		}
+		for _, it := range page.Items {
+			if it.Key != fmt.Sprintf("d%03d", it.Doc.I) || it.ETag == "" {
+				t.Errorf("item %+v: key and document differ, or no ETag", it)
+			}
+			got = append(got, it.Key)
+		}
+		if cursor = page.Next; cursor == "" || pages > 10 {
+			break
+		}
+	}
+	if want := "d000 d001 d002 d003 d004 d005 d006 d007 d008 d009"; strings.Join(got, " ") != want {
+		t.Errorf("walking the pages gave %q, want %q", got, want)
+	}
+}
+
+// getManyPage is the answer of POST /api/databases/{db}/get.
+type getManyPage struct {
+	Documents map[string]json.RawMessage
+	ETags     map[string]string
+	Missing   []string
+	Remaining []string
+}
+
+// TestGetManyEndsAtResponseBudget: a get of ten documents of about 900
+// bytes, a missing key and repeats under a response budget of 3,000 bytes
+// answers the first three documents found, the missing key met on the way
+// and the keys not answered, in the order asked and each once; asking
+// again for the remaining ones until none remain gives every document.
+func TestGetManyEndsAtResponseBudget(t *testing.T) {
+	fe := newFrontEnds(t, budgets{maxDocument: 1200, maxResponse: 3000})
+	putSized(t, fe, "big", 10, 900)
+	keys := []string{"d009", "nope", "d000", "d009", "d001", "d002", "d003", "d004", "d005", "d006", "d007", "d008"}
+	first := getManyREST(t, fe, keys)
+	if len(first.Documents) != 3 || first.Documents["d009"] == nil || first.Documents["d001"] == nil ||
+		strings.Join(first.Missing, " ") != "nope" || strings.Join(first.Remaining, " ") != "d002 d003 d004 d005 d006 d007 d008" {
+		t.Errorf("first answer: documents of %d keys, missing %q, remaining %q; want d009, d000, d001, missing nope, remaining d002..d008",
+			len(first.Documents), first.Missing, first.Remaining)
+	}
+	docs, asks := map[string]bool{}, 0
+	for pending := keys; len(pending) > 0 && asks < 10; asks++ {
+		page := getManyREST(t, fe, pending)
+		for k, d := range page.Documents {
+			var v struct{ I int }
+			if json.Unmarshal(d, &v) != nil || fmt.Sprintf("d%03d", v.I) != k || page.ETags[k] == "" {
+				t.Errorf("document of %s = %.40s, ETag %q", k, d, page.ETags[k])
+			}
+			docs[k] = true
+		}
+		pending = page.Remaining
+	}
+	if len(docs) != 10 || asks != 4 {
+		t.Errorf("asking for the remaining keys until none remain gave %d documents in %d answers, want 10 in 4", len(docs), asks)
+	}
+}
+
+// getManyREST asks POST /api/databases/big/get for keys.
+func getManyREST(t *testing.T, fe *frontEnds, keys []string) getManyPage {
+	t.Helper()
+	b, _ := json.Marshal(map[string][]string{"keys": keys})
+	code, body := restCall{method: "POST", target: "/api/databases/big/get", body: string(b)}.do(fe.rest, testAdminKey)
+	var page getManyPage
+	if err := json.Unmarshal([]byte(body), &page); code != 200 || err != nil || page.Remaining == nil || page.Missing == nil {
+		t.Fatalf("POST /api/databases/big/get = %d %.200s (%v), want 200 with missing and remaining", code, body, err)
+	}
+	return page
+}
+
+// TestResponseBudgetHoldsOneDocument: a document larger than the response
+// budget still comes, alone: an answer always holds at least one.
+func TestResponseBudgetHoldsOneDocument(t *testing.T) {
+	fe := newFrontEnds(t, budgets{maxDocument: 5000, maxResponse: 100})
+	putSized(t, fe, "big", 2, 3000)
+	page := getManyREST(t, fe, []string{"d000", "d001"})
+	if len(page.Documents) != 1 || strings.Join(page.Remaining, " ") != "d001" {
+		t.Errorf("get of two 3,000-byte documents under a 100-byte budget: %d documents, remaining %q; want one, remaining d001", len(page.Documents), page.Remaining)
+	}
+}
+
+// failingReads fails the GET of one key; everything else goes to next.
+type failingReads struct {
+	next processor
+	key  string
+}
+
+func (f failingReads) Process(ctx context.Context, op *pb.EntityOp) (*pb.WorkerResponse, error) {
+	if op.GetOperation() == pb.Operation_GET && op.GetEntityKey() == f.key {
+		return nil, fmt.Errorf("read %s: disk on fire: %w", f.key, errCorrupt)
+	}
+	return f.next.Process(ctx, op)
+}
+
+// TestAnswerEndsEarlyOnFailedRead: a read that fails after the first
+// document was sent ends the answer there, saying what follows (next,
+// remaining), never a silently partial answer; asking for the rest then
+// gets the error, as a failure before the first document does.
+func TestAnswerEndsEarlyOnFailedRead(t *testing.T) {
+	fe := newFrontEnds(t, budgets{})
+	putSized(t, fe, "big", 4, 100)
+	fe.data.proc = failingReads{next: fe.data.proc, key: "d002"}
+	page := getManyREST(t, fe, []string{"d000", "d001", "d002", "d003"})
+	if len(page.Documents) != 2 || strings.Join(page.Remaining, " ") != "d002 d003" {
+		t.Errorf("get-many with d002 failing: %d documents, remaining %q; want d000, d001 and remaining d002 d003", len(page.Documents), page.Remaining)
+	}
+	code, body := restCall{method: "POST", target: "/api/databases/big/get", body: `{"keys":["d002","d003"]}`}.do(fe.rest, testAdminKey)
+	if code != 500 || !strings.Contains(body, "internal error (request ID") {
+		t.Errorf("get-many of the remaining keys = %d %s, want 500 naming a request ID", code, body)
+	}
+	code, body = restCall{method: "GET", target: "/api/databases/big/keys?include_docs=true"}.do(fe.rest, testAdminKey)
+	var list struct {
+		Items []struct{ Key string }
+		Next  string
+	}
+	if err := json.Unmarshal([]byte(body), &list); code != 200 || err != nil || len(list.Items) != 2 || list.Next != encodeCursor("d001") {
+		t.Errorf("listing with d002 failing = %d %.300s, want d000, d001 and next after d001", code, body)
+	}
+}
+
+// TestByteBudget: acquire takes room while there is some, waits in
+// arrival order otherwise, gives up when its context ends (taking
+// nothing), and release lets the next waiters in.
+func TestByteBudget(t *testing.T) {
+	b := newByteBudget(10)
+	ctx := t.Context()
+	if err := b.acquire(ctx, 6); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if err := b.acquire(short, 5); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("acquire(5) with 4 free = %v, want to wait until the deadline", err)
+	}
+	var wg sync.WaitGroup
+	for i, n := range []int64{8, 1} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := b.acquire(ctx, n); err != nil {
+				t.Error(err)
+			}
+		}()
+		waitFor(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.waiters) == i+1 })
+	}
+	// 1 byte would fit, but waits behind the 8 that came first.
+	b.mu.Lock()
+	used, waiting := b.used, len(b.waiters)
+	b.mu.Unlock()
+	if used != 6 || waiting != 2 {
+		t.Errorf("with 6 of 10 taken and waiters for 8 then 1: used %d, %d waiting; want 6, 2", used, waiting)
+	}
+	b.release(6) // the 8 fits, then the 1
+	wg.Wait()
+	b.release(9)
+	if b.used != 0 || len(b.waiters) != 0 {
+		t.Errorf("after every release: used %d, %d waiters; want 0, 0", b.used, len(b.waiters))
+	}
+}
+
+// waitFor polls ok for up to 5 s.
+func waitFor(t *testing.T, ok func() bool) {
+	t.Helper()
+	for end := time.Now().Add(5 * time.Second); !ok(); time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("condition not reached in 5 s")
+		}
+	}
+}
+
+// slowReads delays every GET and counts how many are under way at once.
+type slowReads struct {
+	next      processor
+	now, most atomic.Int64
+	delay     time.Duration
+}
+
+func (s *slowReads) Process(ctx context.Context, op *pb.EntityOp) (*pb.WorkerResponse, error) {
+	if op.GetOperation() != pb.Operation_GET {
+		return s.next.Process(ctx, op)
+	}
+	n := s.now.Add(1)
+	defer s.now.Add(-1)
+	for m := s.most.Load(); n > m && !s.most.CompareAndSwap(m, n); m = s.most.Load() {
+	}
+	time.Sleep(s.delay)
+	return s.next.Process(ctx, op)
+}
+
+// TestInflightReadsBounded: with an in-flight read budget of three times
+// the document limit, twelve concurrent GETs (REST, and gRPC's entry of
+// the data plane) are never more than three reads at once; each gets its
+// document. (The gRPC server is not used: it would read the data plane's
+// processor, swapped here, without synchronising with the test.)
+func TestInflightReadsBounded(t *testing.T) {
+	fe := newFrontEnds(t, budgets{maxDocument: 1000, maxInflightRead: 3000})
+	putSized(t, fe, "big", 12, 500)
+	slow := &slowReads{next: fe.data.proc, delay: 20 * time.Millisecond}
+	fe.data.proc = slow
+	var wg sync.WaitGroup
+	for i := range 12 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			key := fmt.Sprintf("d%03d", i)
+			if i%2 == 0 {
+				if code, body := (restCall{method: "GET", target: "/entity/big?key=" + key}).do(fe.rest, testAdminKey); code != 200 || !strings.Contains(body, `"pad"`) {
+					t.Errorf("REST GET %s = %d %.80s", key, code, body)
+				}
+				return
+			}
+			op := &pb.EntityOp{DatabaseName: "big", EntityKey: key, Operation: pb.Operation_GET}
+			if resp, err := fe.data.process(context.Background(), principal{admin: true}, "", op); err != nil || len(resp.GetResult()) == 0 {
+				t.Errorf("gRPC's GET %s = %v", key, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if most := slow.most.Load(); most > 3 || most < 2 {
+		t.Errorf("at most %d reads under way at once, want 3 (the budget holds three documents of the limit)", most)
+	}
+	if fe.data.reads.used != 0 {
+		t.Errorf("read budget holds %d bytes after every answer, want 0", fe.data.reads.used)
+	}
+}
