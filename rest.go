@@ -389,7 +389,21 @@ func (s *restServer) writeError(w http.ResponseWriter, r *http.Request, err erro
 	case code == http.StatusUnauthorized || code == http.StatusForbidden || code == http.StatusTooManyRequests:
 		s.log.InfoContext(r.Context(), "request refused", attrRoute, r.Pattern, attrStatus, code, attrAddr, s.auth.clientOf(r), attrErr, err)
 	}
-	writeJSON(w, code, map[string]string{"error": publicMessage(err, id)})
+	body := errorBody{Error: publicMessage(err, id)}
+	if ve := schemaIssues(err); ve != nil && code == http.StatusBadRequest {
+		body.Errors, body.Omitted = ve.Issues, ve.Omitted
+	}
+	writeJSON(w, code, body)
+}
+
+// errorBody is every error answer: the sentence, and for a document its
+// schema refuses (400 on PUT and PATCH) each violation as {path, message}
+// (a JSON Pointer into the PUT body {key: document} or into the patched
+// document) with the count of those left out.
+type errorBody struct {
+	Error   string            `json:"error"`
+	Errors  []validationIssue `json:"errors,omitempty"`
+	Omitted int               `json:"omitted,omitempty"`
 }
 
 // writeJSON writes v as a JSON body with status code.

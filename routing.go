@@ -511,6 +511,9 @@ func errorFromStatus(err error, sentence bool) error {
 	kind := sentinelOf(st.Code())
 	switch {
 	case kind != nil && sentence:
+		if ve := issuesFromDetail(st); ve != nil {
+			return &requestError{msg: st.Message(), kind: kind, cause: ve}
+		}
 		return reqErrorf(kind, "%s", st.Message())
 	case kind != nil:
 		return fmt.Errorf("%s: %w", st.Message(), kind)

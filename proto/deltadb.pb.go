@@ -678,7 +678,13 @@ type ProcessResponse struct {
 	// The entity's version (ETag value) after the operation.
 	Version string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
 	// On failure: one sentence about the request.
-	Error         string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	// When a document does not match its schema: each violation, as the
+	// "errors" of a REST 400 (its path a JSON Pointer into the PUT body
+	// {key: document} or into the patched document).
+	Errors []*ValidationIssue `protobuf:"bytes,5,rep,name=errors,proto3" json:"errors,omitempty"`
+	// Violations left out of errors.
+	Omitted       int32 `protobuf:"varint,6,opt,name=omitted,proto3" json:"omitted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -741,6 +747,74 @@ func (x *ProcessResponse) GetError() string {
 	return ""
 }
 
+func (x *ProcessResponse) GetErrors() []*ValidationIssue {
+	if x != nil {
+		return x.Errors
+	}
+	return nil
+}
+
+func (x *ProcessResponse) GetOmitted() int32 {
+	if x != nil {
+		return x.Omitted
+	}
+	return 0
+}
+
+// ValidationIssue is one violation of a schema.
+type ValidationIssue struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// JSON Pointer to the value; "" is the root.
+	Path          string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Message       string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ValidationIssue) Reset() {
+	*x = ValidationIssue{}
+	mi := &file_deltadb_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ValidationIssue) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ValidationIssue) ProtoMessage() {}
+
+func (x *ValidationIssue) ProtoReflect() protoreflect.Message {
+	mi := &file_deltadb_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ValidationIssue.ProtoReflect.Descriptor instead.
+func (*ValidationIssue) Descriptor() ([]byte, []int) {
+	return file_deltadb_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ValidationIssue) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *ValidationIssue) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 // EntityOp is one entity operation as the main worker decided it: built
 // once by the REST or gRPC handler and carried unchanged to the worker.
 type EntityOp struct {
@@ -771,7 +845,7 @@ type EntityOp struct {
 
 func (x *EntityOp) Reset() {
 	*x = EntityOp{}
-	mi := &file_deltadb_proto_msgTypes[7]
+	mi := &file_deltadb_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -783,7 +857,7 @@ func (x *EntityOp) String() string {
 func (*EntityOp) ProtoMessage() {}
 
 func (x *EntityOp) ProtoReflect() protoreflect.Message {
-	mi := &file_deltadb_proto_msgTypes[7]
+	mi := &file_deltadb_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -796,7 +870,7 @@ func (x *EntityOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EntityOp.ProtoReflect.Descriptor instead.
 func (*EntityOp) Descriptor() ([]byte, []int) {
-	return file_deltadb_proto_rawDescGZIP(), []int{7}
+	return file_deltadb_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *EntityOp) GetDatabaseName() string {
@@ -889,7 +963,7 @@ type WorkerRequest struct {
 
 func (x *WorkerRequest) Reset() {
 	*x = WorkerRequest{}
-	mi := &file_deltadb_proto_msgTypes[8]
+	mi := &file_deltadb_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -901,7 +975,7 @@ func (x *WorkerRequest) String() string {
 func (*WorkerRequest) ProtoMessage() {}
 
 func (x *WorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deltadb_proto_msgTypes[8]
+	mi := &file_deltadb_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -914,7 +988,7 @@ func (x *WorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerRequest.ProtoReflect.Descriptor instead.
 func (*WorkerRequest) Descriptor() ([]byte, []int) {
-	return file_deltadb_proto_rawDescGZIP(), []int{8}
+	return file_deltadb_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *WorkerRequest) GetOp() *EntityOp {
@@ -980,7 +1054,7 @@ type WorkerResponse struct {
 
 func (x *WorkerResponse) Reset() {
 	*x = WorkerResponse{}
-	mi := &file_deltadb_proto_msgTypes[9]
+	mi := &file_deltadb_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -992,7 +1066,7 @@ func (x *WorkerResponse) String() string {
 func (*WorkerResponse) ProtoMessage() {}
 
 func (x *WorkerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_deltadb_proto_msgTypes[9]
+	mi := &file_deltadb_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1005,7 +1079,7 @@ func (x *WorkerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerResponse.ProtoReflect.Descriptor instead.
 func (*WorkerResponse) Descriptor() ([]byte, []int) {
-	return file_deltadb_proto_rawDescGZIP(), []int{9}
+	return file_deltadb_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *WorkerResponse) GetResult() []byte {
@@ -1084,12 +1158,17 @@ const file_deltadb_proto_rawDesc = "" +
 	"\bif_match\x18\b \x01(\tR\aifMatch\x12\"\n" +
 	"\rif_none_match\x18\t \x01(\tR\vifNoneMatch\x12!\n" +
 	"\fcontent_type\x18\n" +
-	" \x01(\tR\vcontentTypeJ\x04\b\a\x10\bJ\x04\b\v\x10\fJ\x04\b\f\x10\r\"q\n" +
+	" \x01(\tR\vcontentTypeJ\x04\b\a\x10\bJ\x04\b\v\x10\fJ\x04\b\f\x10\r\"\xbd\x01\n" +
 	"\x0fProcessResponse\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\tR\x06status\x12\x16\n" +
 	"\x06result\x18\x02 \x01(\fR\x06result\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\"\xb6\x02\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\x120\n" +
+	"\x06errors\x18\x05 \x03(\v2\x18.deltadb.ValidationIssueR\x06errors\x12\x18\n" +
+	"\aomitted\x18\x06 \x01(\x05R\aomitted\"?\n" +
+	"\x0fValidationIssue\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xb6\x02\n" +
 	"\bEntityOp\x12#\n" +
 	"\rdatabase_name\x18\x01 \x01(\tR\fdatabaseName\x12\x1d\n" +
 	"\n" +
@@ -1142,7 +1221,7 @@ func file_deltadb_proto_rawDescGZIP() []byte {
 }
 
 var file_deltadb_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_deltadb_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_deltadb_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_deltadb_proto_goTypes = []any{
 	(Operation)(0),            // 0: deltadb.Operation
 	(*SubscribeRequest)(nil),  // 1: deltadb.SubscribeRequest
@@ -1152,29 +1231,31 @@ var file_deltadb_proto_goTypes = []any{
 	(*CacheStats)(nil),        // 5: deltadb.CacheStats
 	(*ProcessRequest)(nil),    // 6: deltadb.ProcessRequest
 	(*ProcessResponse)(nil),   // 7: deltadb.ProcessResponse
-	(*EntityOp)(nil),          // 8: deltadb.EntityOp
-	(*WorkerRequest)(nil),     // 9: deltadb.WorkerRequest
-	(*WorkerResponse)(nil),    // 10: deltadb.WorkerResponse
-	nil,                       // 11: deltadb.SubscribeRequest.TagsEntry
+	(*ValidationIssue)(nil),   // 8: deltadb.ValidationIssue
+	(*EntityOp)(nil),          // 9: deltadb.EntityOp
+	(*WorkerRequest)(nil),     // 10: deltadb.WorkerRequest
+	(*WorkerResponse)(nil),    // 11: deltadb.WorkerResponse
+	nil,                       // 12: deltadb.SubscribeRequest.TagsEntry
 }
 var file_deltadb_proto_depIdxs = []int32{
-	11, // 0: deltadb.SubscribeRequest.tags:type_name -> deltadb.SubscribeRequest.TagsEntry
+	12, // 0: deltadb.SubscribeRequest.tags:type_name -> deltadb.SubscribeRequest.TagsEntry
 	5,  // 1: deltadb.HeartbeatRequest.cache:type_name -> deltadb.CacheStats
-	0,  // 2: deltadb.EntityOp.operation:type_name -> deltadb.Operation
-	8,  // 3: deltadb.WorkerRequest.op:type_name -> deltadb.EntityOp
-	1,  // 4: deltadb.MainWorker.Subscribe:input_type -> deltadb.SubscribeRequest
-	3,  // 5: deltadb.MainWorker.Heartbeat:input_type -> deltadb.HeartbeatRequest
-	6,  // 6: deltadb.MainWorker.Process:input_type -> deltadb.ProcessRequest
-	9,  // 7: deltadb.ProcessingWorker.Process:input_type -> deltadb.WorkerRequest
-	2,  // 8: deltadb.MainWorker.Subscribe:output_type -> deltadb.SubscribeResponse
-	4,  // 9: deltadb.MainWorker.Heartbeat:output_type -> deltadb.HeartbeatResponse
-	7,  // 10: deltadb.MainWorker.Process:output_type -> deltadb.ProcessResponse
-	10, // 11: deltadb.ProcessingWorker.Process:output_type -> deltadb.WorkerResponse
-	8,  // [8:12] is the sub-list for method output_type
-	4,  // [4:8] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	8,  // 2: deltadb.ProcessResponse.errors:type_name -> deltadb.ValidationIssue
+	0,  // 3: deltadb.EntityOp.operation:type_name -> deltadb.Operation
+	9,  // 4: deltadb.WorkerRequest.op:type_name -> deltadb.EntityOp
+	1,  // 5: deltadb.MainWorker.Subscribe:input_type -> deltadb.SubscribeRequest
+	3,  // 6: deltadb.MainWorker.Heartbeat:input_type -> deltadb.HeartbeatRequest
+	6,  // 7: deltadb.MainWorker.Process:input_type -> deltadb.ProcessRequest
+	10, // 8: deltadb.ProcessingWorker.Process:input_type -> deltadb.WorkerRequest
+	2,  // 9: deltadb.MainWorker.Subscribe:output_type -> deltadb.SubscribeResponse
+	4,  // 10: deltadb.MainWorker.Heartbeat:output_type -> deltadb.HeartbeatResponse
+	7,  // 11: deltadb.MainWorker.Process:output_type -> deltadb.ProcessResponse
+	11, // 12: deltadb.ProcessingWorker.Process:output_type -> deltadb.WorkerResponse
+	9,  // [9:13] is the sub-list for method output_type
+	5,  // [5:9] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_deltadb_proto_init() }
@@ -1188,7 +1269,7 @@ func file_deltadb_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_deltadb_proto_rawDesc), len(file_deltadb_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

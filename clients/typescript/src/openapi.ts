@@ -550,6 +550,13 @@ export interface components {
         Error: {
             /** @description One sentence about the request; for a 5xx it names the request ID (X-Request-ID) */
             error: string;
+            /** @description Only on a 400 for a PUT or PATCH whose document its schema refuses (the same sentence in error): each violation, its path a JSON Pointer into the PUT body {key: document} ("/<key>/messages/0/role") or into the patched document ("/messages/0/role"). A key without the read permission gets none for a PATCH (they would show the stored document). */
+            errors?: {
+                path: string;
+                message: string;
+            }[];
+            /** @description Violations left out of errors (beyond 50 for one document) */
+            omitted?: number;
         };
         Status: {
             /** @constant */
