@@ -422,7 +422,9 @@ func (l *failLimiter) fail(client string) time.Duration {
 // clientOf is the address r comes from, for the rate limit and logs
 // (clientAddr). A nil authenticator trusts no proxy.
 func (a *authenticator) clientOf(r *http.Request) string {
-	if a == nil {
+	if a == nil || len(a.trusted) == 0 {
+		// No proxy is trusted: the TCP peer is the client (clientAddr
+		// would say so too, after parsing it).
 		return r.RemoteAddr
 	}
 	return clientAddr(r.RemoteAddr, r.Header.Values("X-Forwarded-For"), a.trusted)

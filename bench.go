@@ -59,7 +59,7 @@ func (b *benchFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&b.target, "target", "http://127.0.0.1:8080", "bench: base URL of the server to drive")
 	fs.StringVar(&b.token, "token", secretEnv("ADMIN_KEY"), "bench: bearer token (env ADMIN_KEY)")
 	fs.StringVar(&b.db, "bench-db", "bench", "bench: database to write")
-	fs.StringVar(&b.ops, "ops", "put,get", "bench: comma-separated operations: put, get")
+	fs.StringVar(&b.ops, "ops", "put,get", "bench: comma-separated operations: put, get, find (an indexed query of 20 documents, after loading -keys chat documents and building the index), scan (a query no index serves)")
 	fs.StringVar(&b.ceiling, "ceiling", "", "bench: measure a raw ceiling instead: http or fsync")
 	fs.StringVar(&b.dir, "ceiling-dir", "", "bench: directory for -ceiling=fsync (default a temp dir)")
 	fs.IntVar(&b.concurrency, "concurrency", 32, "bench: concurrent clients")
@@ -116,8 +116,13 @@ func runBench(ctx context.Context, b benchFlags, stdout io.Writer) error {
 				return err
 			}
 			step = func(c, i int) error { return benchGet(ctx, client, b, benchKey(c, i, b)) }
+		case "find", "scan":
+			if err := benchFind(ctx, client, b, op, stdout); err != nil {
+				return err
+			}
+			continue
 		default:
-			return fmt.Errorf("-ops: %q is not put or get", op)
+			return fmt.Errorf("-ops: %q is not put, get, find or scan", op)
 		}
 		res := benchLoop(ctx, op, b.concurrency, b.duration, step)
 		fmt.Fprintf(stdout, "%s c=%d\n", res, b.concurrency)

@@ -62,6 +62,11 @@ type budgets struct {
 	// sent, over all requests (-max-inflight-read-bytes); never under
 	// maxDocument.
 	maxInflightRead int64
+	// findMaxScan and findTimeout bound one query (find.go): entities or
+	// index entries examined (-find-max-scan) and its time
+	// (-find-timeout); its documents are bounded by maxResponse.
+	findMaxScan int64
+	findTimeout time.Duration
 }
 
 func (b budgets) document() int64 { return cmp.Or(b.maxDocument, defaultMaxDocument) }

@@ -22,12 +22,14 @@ type catalog struct {
 	st       store
 	keys     *keyIndex
 	bindings *bindings
+	// indexes are the query index definitions (index.go).
+	indexes *indexDefs
 }
 
 // newCatalog returns the catalog of st. Its key index must hear of every
 // write: the router that routes them reports to wrote.
 func newCatalog(st store) *catalog {
-	return &catalog{st: st, keys: newKeyIndex(st), bindings: newBindings(st, time.Now)}
+	return &catalog{st: st, keys: newKeyIndex(st), bindings: newBindings(st, time.Now), indexes: newIndexDefs(st, time.Now)}
 }
 
 // wrote records the outcome of a write (a PUT or PATCH, or a delete) of

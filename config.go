@@ -73,6 +73,9 @@ type config struct {
 	// other request budgets (budget.go).
 	maxPatchOps, maxBatchKeys, maxDepth int
 	validationTimeout                   time.Duration
+	// findMaxScan and findTimeout bound one query (find.go).
+	findMaxScan int64
+	findTimeout time.Duration
 	// entityCacheSize is the cache of the in-process worker of -role=all
 	// when cacheSize is not given.
 	entityCacheSize int
@@ -186,6 +189,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.maxBatchKeys, "max-batch-keys", defaultMaxBatchKeys, "most entities of one PUT /entity/{db}, keys of one POST /api/databases/{db}/get")
 	fs.IntVar(&c.maxDepth, "max-json-depth", defaultMaxJSONDepth, "deepest nesting of arrays and objects in a body, document or schema")
 	fs.DurationVar(&c.validationTimeout, "validation-timeout", defaultValidationTimeout, "longest validation of one document against one schema")
+	fs.Int64Var(&c.findMaxScan, "find-max-scan", defaultFindMaxScan, "most entities (or index entries) one find examines; past it a page ends early with a bookmark")
+	fs.DurationVar(&c.findTimeout, "find-timeout", defaultFindTimeout, "longest one find works before its page ends early with a bookmark")
 	fs.IntVar(&c.entityCacheSize, "entity-cache-size", 1024, "entities cached by the in-process worker of -role=all")
 	fs.IntVar(&c.cacheSize, "cache-size", 256, "most entities held in a processing worker's LRU")
 	fs.Int64Var(&c.entityCacheBytes, "entity-cache-bytes", 0, "most bytes of documents a worker's cache holds, -role=all and -role=proc (0 = 1/64 of the memory, from 16 MiB to 128 MiB)")
@@ -351,6 +356,8 @@ func (c *config) check() error {
 		return fmt.Errorf("-max-json-depth: must be positive, got %d", c.maxDepth)
 	case c.validationTimeout <= 0:
 		return fmt.Errorf("-validation-timeout: must be positive, got %v", c.validationTimeout)
+	case c.findMaxScan <= 0 || c.findTimeout <= 0:
+		return fmt.Errorf("-find-max-scan and -find-timeout: must be positive, got %d and %v", c.findMaxScan, c.findTimeout)
 	case c.entityCacheSize <= 0:
 		return fmt.Errorf("-entity-cache-size: must be positive, got %d", c.entityCacheSize)
 	case c.cacheSize <= 0:
@@ -433,7 +440,8 @@ func (u *oidcUIFlags) check() error {
 func (c *config) budgets() budgets {
 	return budgets{maxDocument: cmp.Or(c.maxDocument, c.restMaxBody), maxPatchOps: c.maxPatchOps,
 		maxBatchKeys: c.maxBatchKeys, maxDepth: c.maxDepth, validationTimeout: c.validationTimeout,
-		maxResponse: c.maxResponse, maxInflightRead: c.maxInflightRead}
+		maxResponse: c.maxResponse, maxInflightRead: c.maxInflightRead,
+		findMaxScan: c.findMaxScan, findTimeout: c.findTimeout}
 }
 
 // cacheBytes is -entity-cache-bytes, or its default for this machine.

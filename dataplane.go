@@ -509,6 +509,9 @@ func (d *dataPlane) deleteDatabase(ctx context.Context, db string) (int, error) 
 	if err != nil {
 		return n, fmt.Errorf("delete database %s after %d entities: %w", db, n, err)
 	}
+	if err := d.catalog.indexes.removeAll(ctx, db); err != nil {
+		return n, err
+	}
 	return n, d.setBinding(ctx, db, "")
 }
 

@@ -9,7 +9,9 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"sort"
+	"strings"
 
 	pb "deltadatabase/proto"
 )
@@ -94,17 +96,24 @@ func (s *restServer) handleGetEntity(w http.ResponseWriter, r *http.Request, p p
 		return err
 	}
 	defer release()
+	h := w.Header()
 	if v := resp.GetVersion(); v != "" {
-		w.Header().Set("ETag", etagOf(v))
+		h["Etag"] = []string{etagOf(v)}
 		if inm != "" && matchesNoneOf(inm, v) {
 			w.WriteHeader(http.StatusNotModified)
 			return nil
 		}
 	}
-	w.Header().Set("Content-Type", "application/json")
+	h["Content-Type"] = contentTypeJSON
 	w.Write(resp.GetResult())
 	return nil
 }
+
+// contentTypeJSON is the Content-Type header value of a JSON answer, set
+// without allocating: http.Header values are replaced or appended to
+// (which copies a full slice), never written in place, so one slice can
+// serve every response.
+var contentTypeJSON = []string{"application/json"}
 
 // handlePatchEntity applies a merge patch or JSON Patch to one entity
 // (API.md, PATCH) and answers the patched document with its new ETag; a
@@ -174,20 +183,53 @@ func entityTarget(r *http.Request) (db, key string, err error) {
 	if db, err = pathDB(r); err != nil {
 		return "", "", err
 	}
-	q := r.URL.Query()
-	switch len(q["key"]) {
+	key, n := queryParam(r.URL.RawQuery, "key")
+	switch n {
 	case 0:
 		return "", "", reqErrorf(errInvalid, "missing ?key= query parameter")
 	case 1:
 	default:
-		return "", "", reqErrorf(errInvalid, "?key= is given %d times; give it once", len(q["key"]))
+		return "", "", reqErrorf(errInvalid, "?key= is given %d times; give it once", n)
 	}
-	key = q.Get("key")
 	if err := validateEntityKey(key); err != nil {
 		return "", "", err
 	}
 	return db, key, nil
 }
+
+// queryParam returns the first value of query parameter name in the raw
+// query and how many times it is given, as url.ParseQuery reads the query
+// (pairs split at '&', a pair with ';' or a bad escape skipped, nothing
+// from a query of more than maxQueryParams pairs), without building its
+// map: the entity routes read one parameter per request.
+func queryParam(raw, name string) (first string, n int) {
+	if strings.Count(raw, "&") >= maxQueryParams {
+		return "", 0
+	}
+	for raw != "" {
+		var pair string
+		pair, raw, _ = strings.Cut(raw, "&")
+		if pair == "" || strings.Contains(pair, ";") {
+			continue
+		}
+		k, v, _ := strings.Cut(pair, "=")
+		if k, err := url.QueryUnescape(k); err != nil || k != name {
+			continue
+		}
+		v, err := url.QueryUnescape(v)
+		if err != nil {
+			continue
+		}
+		if n == 0 {
+			first = v
+		}
+		n++
+	}
+	return first, n
+}
+
+// maxQueryParams is url.ParseQuery's limit of pairs in a query.
+const maxQueryParams = 10000
 
 // getManyShape is the body POST /api/databases/{db}/get takes.
 const getManyShape = `{"keys": [entity key, ...]}`

@@ -37,7 +37,7 @@ var coverDir = os.Getenv("DDB_COVERDIR")
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	stretchDefaultTimeout()
+	noteDefaultTimeout()
 	if testing.Short() {
 		os.Exit(m.Run())
 	}

@@ -21,6 +21,8 @@ package main
 //	                                master key (keyring.go)
 //	_meta/databases/<db>.json       a database's schema binding (catalog.go)
 //	_meta/jobs/<job id>.json        a key job's record (jobs.go)
+//	_meta/indexes/<db>.json         a database's index definitions: names
+//	                                and field paths, never a value (index.go)
 
 import (
 	"encoding/hex"
@@ -154,3 +156,6 @@ const jobsPrefix = metaPrefix + "jobs/"
 
 // jobObjectKey is the logical key of the record of key job id.
 func jobObjectKey(id string) string { return jobsPrefix + id + ".json" }
+
+// indexesObjectKey is the object holding db's index definitions.
+func indexesObjectKey(db string) string { return metaPrefix + "indexes/" + db + ".json" }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/hex"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -522,5 +524,67 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	}
 	if got := linesWith(parseLog(t, w.stderr.String(), logFormatText), logLine{"msg": "worker request", "request_id": "scan-grpc"}); len(got) != 1 {
 		t.Errorf("worker's lines with request_id scan-grpc: %d, want 1 (the gRPC PUT)", len(got))
+	}
+}
+
+// TestAccessLineAsSlog: the access line newLogger's loggers write
+// themselves is, byte for byte, the line slog's handler of the same format
+// writes for the same record and time, also for values that slog quotes
+// or escapes (spaces, '=', quotes, control characters, invalid UTF-8,
+// U+2028, non-printing runes) and for times in other zones and on whole
+// seconds.
+func TestAccessLineAsSlog(t *testing.T) {
+	odd := []string{"", "GET", "a b", "a=b", `q"uote`, `back\slash`, "tab\there", "nl\nx", "\x00\x1f\x7f", "\xff\xfe",
+		"line\u2028sep\u2029", "é中文", "zero\u200bwidth", "nbsp\u00a0", "GET /entity/{db}", "<html>&amp;"}
+	east := time.FixedZone("east", 5*3600+30*60)
+	times := []time.Time{time.Date(2026, 12, 5, 23, 59, 30, 123456789, time.UTC), time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
+		time.Date(2026, 1, 2, 3, 4, 5, 100000000, east), time.Date(2026, 1, 2, 3, 4, 5, 999999999, time.Local), time.Now()}
+	durations := []time.Duration{0, time.Microsecond, 123456 * time.Microsecond, 20 * time.Minute, 1e6 * time.Hour}
+	for _, format := range []string{logFormatText, logFormatJSON} {
+		var want, got bytes.Buffer
+		ref := slog.Handler(slog.NewTextHandler(&want, nil))
+		if format == logFormatJSON {
+			ref = slog.NewJSONHandler(&want, nil)
+		}
+		a := &accessLines{w: &got, json: format == logFormatJSON, on: true}
+		for i, s := range odd {
+			rec := requestRecord{Method: s, Route: odd[(i+1)%len(odd)], Status: 200 + i, Bytes: int64(i * 1000),
+				Duration: durations[i%len(durations)], Principal: odd[(i+2)%len(odd)], RequestID: odd[(i+3)%len(odd)], Client: s + ":1"}
+			now := times[i%len(times)]
+			want.Reset()
+			got.Reset()
+			r := slog.NewRecord(now, slog.LevelInfo, msgAccess, 0)
+			r.AddAttrs(slog.String(attrMethod, rec.Method), slog.String(attrRoute, rec.Route), slog.Int(attrStatus, rec.Status),
+				slog.Int64(attrBytes, rec.Bytes), slog.Float64(attrDurationMS, durationMS(rec.Duration)),
+				slog.String(attrClient, rec.Principal), slog.String(attrAddr, rec.Client), slog.String(attrRequestID, rec.RequestID))
+			if err := ref.Handle(context.Background(), r); err != nil {
+				t.Fatal(err)
+			}
+			a.write(rec, now)
+			if got.String() != want.String() {
+				t.Errorf("%s access line of %+v at %v:\n got %q\nwant %q", format, rec, now, got.String(), want.String())
+			}
+		}
+	}
+}
+
+// TestLogTimeFormats: the access line's clock reads as time.Format would
+// write it, across seconds, zones and fractions (the date of a second is
+// cached).
+func TestLogTimeFormats(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	zones := []*time.Location{time.UTC, time.Local, time.FixedZone("w", -7*3600), time.FixedZone("e", 45*60)}
+	base := time.Date(2026, 12, 5, 23, 59, 58, 0, time.UTC)
+	for i := range 2000 {
+		tm := base.Add(time.Duration(rng.Int64N(int64(5 * time.Second)))).In(zones[i%len(zones)])
+		if i%7 == 0 {
+			tm = tm.Truncate(time.Second)
+		}
+		if got, want := string(appendLogTime(nil, tm, false)), tm.Format("2006-01-02T15:04:05.000Z07:00"); got != want {
+			t.Fatalf("text time of %v = %q, want %q", tm, got, want)
+		}
+		if got, want := string(appendLogTime(nil, tm, true)), tm.Format(time.RFC3339Nano); got != want {
+			t.Fatalf("json time of %v = %q, want %q", tm, got, want)
+		}
 	}
 }

@@ -23,6 +23,8 @@
 //	config.go      the flags of the server roles (config), their checks;
 //	               parseArgs, the one parse of every flag set
 //	bench.go       -role=bench, the load tool, with its own flag set
+//	benchfind.go   the load tool's queries: chat documents, an index,
+//	               indexed and scanning finds
 //	backup.go      -role=backup and -role=restore, the storage tools' flag
 //	               set
 //	archive.go     the backup archive: a tar of objects and a manifest
@@ -55,7 +57,9 @@
 //	observe.go     what each finished REST request leaves for the access
 //	               log and the metrics (route, status, bytes, duration)
 //	logging.go     -log-format, the request ID on every line logged for a
-//	               request, the access line
+//	               request, the access line (written without slog)
+//	logbuffer.go   the log's output: lines written in batches, flushed
+//	               within 200 ms, after a warning and at exit
 //	health.go      GET /healthz and GET /readyz: liveness, the readiness
 //	               checks, the not-ready state after SIGTERM
 //	ops.go         the ops listener (-ops-addr, every role): health,
@@ -114,6 +118,21 @@
 //	               it holds
 //	keyindex.go    the in-memory index of each database's entity keys that
 //	               listings page through
+//	find.go        POST /api/databases/{db}/find (CouchDB's _find): the
+//	               request, the answer, bookmarks, the find budgets
+//	findplan.go    a query's plan (an index range or a scan; streamed or
+//	               sorted by the main worker) and POST .../explain
+//	findexec.go    running a plan across the workers: fan-out to the
+//	               owners, merge, pages that budgets end with a bookmark
+//	findworker.go  a worker's side of a query: its entities read (cache
+//	               first), matched, projected, within the call's budgets
+//	selector.go    the selector language (CouchDB's Mango): parsing within
+//	               budgets, normalization, matching
+//	collate.go     JSON values read in place and ordered as CouchDB
+//	               collates them: the keys of comparisons, indexes, sorts
+//	index.go       query indexes: their definitions (main worker) and the
+//	               in-memory entries each worker keeps for what it owns
+//	queries.go     the REST handlers of find, explain and indexes
 //	names.go       validation of database names, schema IDs and entity keys
 //	masterkey.go   master and admin keys as configured or generated;
 //	               secretFlag, the one "flag or file or env" of secrets
@@ -208,7 +227,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	level, _ := slogLevel(cfg.logLevel)
-	log, err := newLogger(stderr, cfg.logFormat, level)
+	// Lines are written in batches (logbuffer.go); the deferred Close
+	// writes the last of them when the role returns, after SIGTERM too.
+	out := newLogBuffer(stderr, logFlushEvery)
+	defer out.Close()
+	log, err := newLogger(out, cfg.logFormat, level)
 	if err != nil {
 		return err
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"net/http"
 	"time"
 )
@@ -61,21 +60,4 @@ func (m *meteredWriter) status() int {
 		return http.StatusOK
 	}
 	return m.code
-}
-
-// requestMeta carries what only inner layers learn (the principal) out to
-// finishRequest.
-type requestMeta struct{ principal string }
-
-type requestMetaKey struct{}
-
-func withRequestMeta(ctx context.Context, m *requestMeta) context.Context {
-	return context.WithValue(ctx, requestMetaKey{}, m)
-}
-
-// notePrincipal records who the request runs as, for the access log.
-func notePrincipal(ctx context.Context, clientID string) {
-	if m, _ := ctx.Value(requestMetaKey{}).(*requestMeta); m != nil {
-		m.principal = clientID
-	}
 }

@@ -52,6 +52,10 @@ type worker struct {
 	// within this process, so a slow cache fill of an old value can never
 	// overwrite the cache entry of a newer acknowledged write.
 	locks keyLocks
+
+	// indexes are the query indexes over the entities this worker owns
+	// (index.go), kept by every write through wrote.
+	indexes *workerIndexes
 }
 
 // cachedEntity is one decrypted entity in the LRU.
@@ -78,7 +82,7 @@ func cachedSize(key string, e cachedEntity) int64 {
 // newWorker returns a worker over st caching entities in cache and
 // bounding patches by lim (the zero value is the defaults).
 func newWorker(id string, st store, schemas *schemaRegistry, cache *lru[string, cachedEntity], lim budgets, log *slog.Logger) *worker {
-	return &worker{id: id, st: st, schemas: schemas, cache: cache, lim: lim, log: log}
+	return &worker{id: id, st: st, schemas: schemas, cache: cache, lim: lim, log: log, indexes: newWorkerIndexes()}
 }
 
 // setKeys installs the keyring built from the master key.
@@ -96,10 +100,13 @@ func (w *worker) Process(ctx context.Context, req *pb.WorkerRequest) (*pb.Worker
 	if err := validateDBName(op.GetDatabaseName()); err != nil {
 		return nil, err
 	}
+	w.observeEpoch(req.GetEpoch())
+	if op.GetOperation() == pb.Operation_FIND {
+		return w.find(ctx, s, req)
+	}
 	if err := validateEntityKey(op.GetEntityKey()); err != nil {
 		return nil, err
 	}
-	w.observeEpoch(req.GetEpoch())
 	owner := req.GetOwner()
 	switch op.GetOperation() {
 	case pb.Operation_GET:
@@ -280,6 +287,7 @@ func (w *worker) delete(ctx context.Context, s *keyring, op *pb.EntityOp, owner 
 	}
 	w.cache.Remove(cacheKey(db, key))
 	err = w.st.Delete(ctx, entityObjectKey(db, key))
+	w.wrote(db, key, nil, err)
 	if errors.Is(err, errNotFound) {
 		return nil, fmt.Errorf("delete entity %s/%q: %w: %w", db, key, err,
 			reqErrorf(errNotFound, "entity %q not found in database %q", key, db))
@@ -288,6 +296,23 @@ func (w *worker) delete(ctx context.Context, s *keyring, op *pb.EntityOp, owner 
 		return nil, fmt.Errorf("delete entity %s/%q: %w", db, key, err)
 	}
 	return okResponse(nil, ""), nil
+}
+
+// wrote tells the query indexes (index.go) the outcome of a write of key
+// in db that this worker made as its owner, holding the entity's lock:
+// doc is the document now durably stored, nil when the entity is gone. A
+// write whose outcome is unknown drops db's indexes, to be built again.
+// It is the one hook of the indexes in the write path: whatever makes a
+// write durable (the store, a log) calls it at the moment the write is.
+func (w *worker) wrote(db, key string, doc []byte, err error) {
+	switch {
+	case err == nil:
+		w.indexes.record(db, key, doc)
+	case doc == nil && errors.Is(err, errNotFound):
+		w.indexes.record(db, key, nil)
+	case !nothingWritten(err):
+		w.indexes.forget(db)
+	}
 }
 
 // lockEntity takes the entity's lock for a write: the in-process lock
@@ -385,6 +410,7 @@ func (w *worker) store(ctx context.Context, s *keyring, op *pb.EntityOp, owner b
 	} else {
 		err = w.st.Put(ctx, entityObjectKey(db, key), sealed)
 	}
+	w.wrote(db, key, doc, err)
 	if err != nil {
 		// The stored state is unknown now; never serve a guess from cache.
 		w.cache.Remove(cacheKey(db, key))

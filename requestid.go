@@ -8,20 +8,44 @@ import (
 	"time"
 )
 
-// requestIDKey is the context key of a request's ID.
-type requestIDKey struct{}
+// requestInfo is what a request's context carries about the request: its
+// ID and, once authenticated, its principal's client ID for the access
+// log. One value holds both, so that a REST request adds one context
+// value, not two. The REST server writes principal from the request's
+// own goroutine only.
+type requestInfo struct {
+	id        string
+	principal string
+}
+
+// requestInfoKey is the context key of a request's requestInfo.
+type requestInfoKey struct{}
 
 // withRequestID returns ctx carrying request ID id: the X-Request-ID of a
 // REST request, passed on to workers so that every log line of one request
 // carries the same ID.
 func withRequestID(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, requestIDKey{}, id)
+	return withRequestInfo(ctx, &requestInfo{id: id})
+}
+
+// withRequestInfo returns ctx carrying in.
+func withRequestInfo(ctx context.Context, in *requestInfo) context.Context {
+	return context.WithValue(ctx, requestInfoKey{}, in)
 }
 
 // requestIDFrom returns the request ID ctx carries, "" if none.
 func requestIDFrom(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey{}).(string)
-	return id
+	if in, _ := ctx.Value(requestInfoKey{}).(*requestInfo); in != nil {
+		return in.id
+	}
+	return ""
+}
+
+// notePrincipal records who the request runs as, for the access log.
+func notePrincipal(ctx context.Context, clientID string) {
+	if in, _ := ctx.Value(requestInfoKey{}).(*requestInfo); in != nil {
+		in.principal = clientID
+	}
 }
 
 // randomIDPrefix is 8 random hex digits, so that the request IDs of

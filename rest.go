@@ -140,6 +140,11 @@ func (s *restServer) routes() {
 	s.mux.Handle("POST /api/databases/{db}/get", s.need(permRead, s.handleGetMany))
 	s.mux.Handle("POST /api/databases/{db}/check", s.need(permWrite, s.handleStartCheck))
 	s.mux.Handle("GET /api/databases/{db}/check", s.need(permRead, s.handleGetCheck))
+	s.mux.Handle("POST /api/databases/{db}/find", s.need(permRead, s.handleFind))
+	s.mux.Handle("POST /api/databases/{db}/explain", s.need(permRead, s.handleExplain))
+	s.mux.Handle("GET /api/databases/{db}/index", s.need(permRead, s.handleListIndexes))
+	s.mux.Handle("POST /api/databases/{db}/index", s.need(permWrite, s.handleCreateIndex))
+	s.mux.Handle("DELETE /api/databases/{db}/index/{name}", s.need(permWrite, s.handleDeleteIndex))
 	s.mux.Handle("GET /admin/workers", s.need(permAdmin, s.handleWorkers))
 	s.mux.Handle("GET /admin/jobs", s.need(permAdmin, s.handleListJobs))
 	s.mux.Handle("GET /admin/stats", s.need(permAdmin, s.handleStats))
@@ -162,32 +167,54 @@ func (s *restServer) routes() {
 // ServeMux would otherwise answer "/entity/../x" with a redirect, and a
 // name with ".." is a 400 wherever it arrives (API.md "Names").
 func (s *restServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	id := r.Header.Get("X-Request-ID")
-	if !saneRequestID(id) {
-		id = s.newRequestID()
-	}
-	w.Header().Set("X-Request-ID", id)
-	start := time.Now()
-	meta := &requestMeta{}
-	mw := &meteredWriter{ResponseWriter: w}
-	w = mw
-	r = r.WithContext(withRequestMeta(withRequestID(r.Context(), id), meta))
+	// One allocation holds what the middleware keeps per request.
+	st := &requestState{start: time.Now()}
+	st.w.ResponseWriter = w
+	st.info.id = s.requestID(r)
+	w.Header()[headerRequestID] = []string{st.info.id}
+	r = r.WithContext(withRequestInfo(r.Context(), &st.info))
 	var pattern string
 	defer func() {
-		s.finishRequest(requestRecord{Method: r.Method, Route: pattern, Status: mw.status(), Bytes: mw.bytes,
-			Duration: time.Since(start), Principal: meta.principal, RequestID: id, Client: s.auth.clientOf(r)})
+		s.finishRequest(requestRecord{Method: r.Method, Route: pattern, Status: st.w.status(), Bytes: st.w.bytes,
+			Duration: time.Since(st.start), Principal: st.info.principal, RequestID: st.info.id, Client: s.auth.clientOf(r)})
 	}()
+	pattern = s.dispatch(&st.w, r)
+}
+
+// requestState is the middleware's state of one request: the writer that
+// counts the answer, the request's ID and principal (in its context) and
+// when it began.
+type requestState struct {
+	w     meteredWriter
+	info  requestInfo
+	start time.Time
+}
+
+// headerRequestID is X-Request-ID in the canonical form of http.Header,
+// so that reading and setting it does not canonicalize it every time.
+const headerRequestID = "X-Request-Id"
+
+// requestID is the client's X-Request-ID when it is sane, else a new one.
+func (s *restServer) requestID(r *http.Request) string {
+	if v := r.Header[headerRequestID]; len(v) > 0 && saneRequestID(v[0]) {
+		return v[0]
+	}
+	return s.newRequestID()
+}
+
+// dispatch refuses a non-canonical path, then routes r; it returns the
+// route pattern that matched, "" for none.
+func (s *restServer) dispatch(w http.ResponseWriter, r *http.Request) string {
 	p := r.URL.Path
 	if p != "/" && path.Clean(p) != strings.TrimSuffix(p, "/") || strings.Contains(p, "//") {
 		s.writeError(w, r, reqErrorf(errInvalid, "path %q is not canonical", p))
-		return
+		return ""
 	}
 	if what, ok := emptyNameRoutes[p]; ok {
 		s.writeError(w, r, reqErrorf(errInvalid, "path %q names no %s", p, what))
-		return
+		return ""
 	}
-	var h http.Handler
-	h, pattern = s.mux.Handler(r)
+	h, pattern := s.mux.Handler(r)
 	if pattern == "" {
 		// The mux's own 404 and 405 answers are plain text; every error
 		// of the API is a JSON body, so keep only their status and Allow.
@@ -196,13 +223,14 @@ func (s *restServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if allow := rec.header.Get("Allow"); allow != "" && !s.uiOnly(r) {
 			w.Header().Set("Allow", allow)
 			s.writeError(w, r, reqErrorf(errMethod, "%s is not allowed on %s; allowed: %s", r.Method, p, allow))
-			return
+			return ""
 		}
 		s.writeError(w, r, reqErrorf(errNotFound, "no route for %s %s", r.Method, p))
-		return
+		return ""
 	}
 	// Handler does not set the path values; ServeHTTP matches again and does.
 	s.mux.ServeHTTP(w, r)
+	return pattern
 }
 
 // uiOnly reports whether the only route that matches r's path is the UI's

@@ -67,6 +67,9 @@ func routeTable() []routeCase {
 	putGone := func(t *testing.T, ts *authTestServer) {
 		ts.mustDo(t, "PUT", "/entity/gone", testAdminKey, `{"k":{"a":1}}`, 200)
 	}
+	putIndexB := func(t *testing.T, ts *authTestServer) {
+		ts.mustDo(t, "POST", "/api/databases/chatdb/index", testAdminKey, `{"index":{"fields":["b"]},"name":"by-b"}`, 200)
+	}
 	putSchema := func(t *testing.T, ts *authTestServer) {
 		ts.mustDo(t, "PUT", "/schema/d.v1", testAdminKey, `{"type":"object"}`, 200)
 	}
@@ -99,6 +102,11 @@ func routeTable() []routeCase {
 		{"POST /api/databases/{db}/check", "POST", "/api/databases/chatdb/check", "", "", putK, [numCredKinds]int{401, 401, 202, 403, 202, 202, 401, 401, 403, 202, 403}},
 		{"GET /api/databases/{db}/check", "GET", "/api/databases/chatdb/check", "", "", nil, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
 		{"DELETE /api/databases/{db}", "DELETE", "/api/databases/gone", "", "", putGone, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
+		{"POST /api/databases/{db}/find", "POST", "/api/databases/chatdb/find", `{"selector":{"a":1}}`, "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
+		{"POST /api/databases/{db}/explain", "POST", "/api/databases/chatdb/explain", `{"selector":{"a":1}}`, "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
+		{"POST /api/databases/{db}/index", "POST", "/api/databases/chatdb/index", `{"index":{"fields":["a"]},"name":"by-a"}`, "", putK, [numCredKinds]int{401, 401, 200, 403, 200, 200, 401, 401, 403, 200, 403}},
+		{"GET /api/databases/{db}/index", "GET", "/api/databases/chatdb/index", "", "", nil, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
+		{"DELETE /api/databases/{db}/index/{name}", "DELETE", "/api/databases/chatdb/index/by-b", "", "", putIndexB, [numCredKinds]int{401, 401, 200, 403, 200, 200, 401, 401, 403, 200, 403}},
 		{"GET /admin/workers", "GET", "/admin/workers", "", "", nil, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
 		{"GET /admin/jobs", "GET", "/admin/jobs", "", "", nil, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
 		{"GET /admin/stats", "GET", "/admin/stats?window=5m", "", "", nil, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
@@ -514,6 +522,35 @@ func routeErrorCases(root string) map[string][]errorCase {
 			{method: "POST", path: "/api/databases/a..b/get", body: `{"keys":[]}`, want: 400},
 			{method: "POST", path: "/api/databases/chatdb/get", body: `{"keys":[` + strings.Repeat(`"k",`, 1000) + `"k"]}`, want: 413},
 			{method: "POST", path: "/api/databases/chatdb/get", body: `{"keys":["cold"]}`, fault: unavailable, want: 503},
+		},
+		"POST /api/databases/{db}/find": {
+			{method: "POST", path: "/api/databases/chatdb/find", body: `{}`, want: 400},
+			{method: "POST", path: "/api/databases/chatdb/find", body: `{"selector":{"a":{"$where":"1"}}}`, want: 400},
+			{method: "POST", path: "/api/databases/chatdb/find", body: `{"selector":{},"partition":"p"}`, want: 400},
+			{method: "POST", path: "/api/databases/a..b/find", body: `{"selector":{}}`, want: 400},
+			{method: "POST", path: "/api/databases/chatdb/find", body: `{"selector":{"a":{"$in":[` + strings.Repeat("1,", maxSelectorList) + `1]}}}`, want: 413},
+			{method: "POST", path: "/api/databases/faultdb/find", body: `{"selector":{}}`, fault: unavailable, want: 503},
+			{method: "POST", path: "/api/databases/faultdb/find", body: `{"selector":{}}`, fault: corrupt, want: 500},
+		},
+		"POST /api/databases/{db}/explain": {
+			{method: "POST", path: "/api/databases/chatdb/explain", body: `{"selector":5}`, want: 400},
+			{method: "POST", path: "/api/databases/faultdb/explain", body: `{"selector":{}}`, fault: unavailable, want: 503},
+		},
+		"POST /api/databases/{db}/index": {
+			{method: "POST", path: "/api/databases/chatdb/index", body: `{"index":{"fields":[]}}`, want: 400},
+			{method: "POST", path: "/api/databases/chatdb/index", body: `{"index":{"fields":["a"],"partial_filter_selector":{}}}`, want: 400},
+			{method: "POST", path: "/api/databases/chatdb/index", body: `{"index":{"fields":["a"]},"type":"text"}`, want: 400},
+			{method: "POST", path: "/api/databases/chatdb/index", body: `{"index":{"fields":[{"a":"desc"}]}}`, want: 400},
+			{method: "POST", path: "/api/databases/chatdb/index", body: `{"index":{"fields":["a"]},"name":"a/b"}`, want: 400},
+			{method: "POST", path: "/api/databases/faultdb/index", body: `{"index":{"fields":["a"]}}`, fault: unavailable, want: 503},
+		},
+		"GET /api/databases/{db}/index": {
+			{method: "GET", path: "/api/databases/a..b/index", want: 400},
+			{method: "GET", path: "/api/databases/faultdb/index", fault: unavailable, want: 503},
+		},
+		"DELETE /api/databases/{db}/index/{name}": {
+			{method: "DELETE", path: "/api/databases/chatdb/index/nope", want: 404},
+			{method: "DELETE", path: "/api/databases/faultdb/index/by-a", fault: unavailable, want: 503},
 		},
 		"GET /admin/schemas": {
 			{method: "GET", path: "/admin/schemas", fault: internal, want: 500},

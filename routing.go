@@ -215,22 +215,14 @@ func (r *router) expire(timeout time.Duration) {
 // (db, key): the owner first.
 func (r *router) candidates(db, key string) []*workerConn {
 	r.mu.RLock()
-	list := make([]*workerConn, 0, len(r.workers))
+	out := make([]*workerConn, 0, len(r.workers))
 	for _, c := range r.workers {
 		if c.available {
-			list = append(list, c)
+			out = append(out, c)
 		}
 	}
 	r.mu.RUnlock()
-	ids := make([]string, len(list))
-	for i, c := range list {
-		ids[i] = c.id
-	}
-	order := rendezvousOrder(db, key, ids)
-	out := make([]*workerConn, len(list))
-	for i, j := range order {
-		out[i] = list[j]
-	}
+	sortRendezvous(out, func(c *workerConn) string { return c.id }, db, key)
 	return out
 }
 
@@ -238,26 +230,51 @@ func (r *router) candidates(db, key string) []*workerConn {
 // rendezvous score of (db, key): the first is the owner. Only the keys of
 // a leaving worker move, and a joining worker takes ~1/N of the keys.
 func rendezvousOrder(db, key string, ids []string) []int {
-	scores := make([]uint64, len(ids))
 	order := make([]int, len(ids))
-	for i, id := range ids {
-		h := sha256.New()
-		h.Write([]byte(id))
-		h.Write([]byte{0})
-		h.Write([]byte(db))
-		h.Write([]byte{0})
-		h.Write([]byte(key))
-		scores[i] = binary.BigEndian.Uint64(h.Sum(nil))
+	for i := range order {
 		order[i] = i
 	}
-	sort.Slice(order, func(a, b int) bool {
-		sa, sb := scores[order[a]], scores[order[b]]
-		if sa != sb {
-			return sa > sb
-		}
-		return ids[order[a]] < ids[order[b]]
-	})
+	sortRendezvous(order, func(i int) string { return ids[i] }, db, key)
 	return order
+}
+
+// sortRendezvous sorts the workers of list, whose IDs id gives, by
+// descending rendezvous score of (db, key), ties by ID. Lists are short
+// (the workers of one cluster): the scores of up to 16 stay on the stack
+// and an insertion sort orders them, so a call allocates nothing.
+func sortRendezvous[T any](list []T, id func(T) string, db, key string) {
+	var stack [16]uint64
+	scores := stack[:0]
+	if len(list) > len(stack) {
+		scores = make([]uint64, 0, len(list))
+	}
+	for _, w := range list {
+		scores = append(scores, rendezvousScore(id(w), db, key))
+	}
+	for i := 1; i < len(list); i++ {
+		for j := i; j > 0 && rendezvousBefore(scores[j], id(list[j]), scores[j-1], id(list[j-1])); j-- {
+			list[j], list[j-1] = list[j-1], list[j]
+			scores[j], scores[j-1] = scores[j-1], scores[j]
+		}
+	}
+}
+
+// rendezvousBefore reports whether score a of worker idA ranks before
+// score b of worker idB.
+func rendezvousBefore(a uint64, idA string, b uint64, idB string) bool {
+	if a != b {
+		return a > b
+	}
+	return idA < idB
+}
+
+// rendezvousScore is worker id's score for (db, key): the first 8 bytes of
+// SHA-256(id 0 db 0 key), big-endian.
+func rendezvousScore(id, db, key string) uint64 {
+	var stack [256]byte
+	b := append(append(append(append(append(stack[:0], id...), 0), db...), 0), key...)
+	sum := sha256.Sum256(b)
+	return binary.BigEndian.Uint64(sum[:8])
 }
 
 // pick chooses the worker for a call: the owner, unless it is saturated

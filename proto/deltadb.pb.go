@@ -41,6 +41,10 @@ const (
 	Operation_PUT                   Operation = 2
 	Operation_DELETE                Operation = 3
 	Operation_PATCH                 Operation = 4
+	// FIND evaluates a query over entities the worker owns (find.go); its
+	// request is EntityOp.find, its answer WorkerResponse.found. The main
+	// worker sends it; clients never do.
+	Operation_FIND Operation = 5
 )
 
 // Enum value maps for Operation.
@@ -51,6 +55,7 @@ var (
 		2: "PUT",
 		3: "DELETE",
 		4: "PATCH",
+		5: "FIND",
 	}
 	Operation_value = map[string]int32{
 		"OPERATION_UNSPECIFIED": 0,
@@ -58,6 +63,7 @@ var (
 		"PUT":                   2,
 		"DELETE":                3,
 		"PATCH":                 4,
+		"FIND":                  5,
 	}
 )
 
@@ -838,7 +844,9 @@ type EntityOp struct {
 	// failure say anything about the stored document (the schema's messages,
 	// the patched size); without it the worker names the schema alone, so
 	// that a key that may only write learns nothing of what it cannot read.
-	MayRead       bool `protobuf:"varint,9,opt,name=may_read,json=mayRead,proto3" json:"may_read,omitempty"`
+	MayRead bool `protobuf:"varint,9,opt,name=may_read,json=mayRead,proto3" json:"may_read,omitempty"`
+	// FIND: the query.
+	Find          *FindOp `protobuf:"bytes,10,opt,name=find,proto3" json:"find,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -936,6 +944,413 @@ func (x *EntityOp) GetMayRead() bool {
 	return false
 }
 
+func (x *EntityOp) GetFind() *FindOp {
+	if x != nil {
+		return x.Find
+	}
+	return nil
+}
+
+// FindOp asks a worker to evaluate a query over the entities it owns:
+// the keys listed (a scan), or the entries of one of its indexes within a
+// range (an index read). The worker answers the matches in the order it
+// walked them, within the budgets given, and says how far it got.
+type FindOp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The selector as the client sent it (JSON); the worker parses it again.
+	Selector []byte `protobuf:"bytes,1,opt,name=selector,proto3" json:"selector,omitempty"`
+	// Field paths to return of each match; empty: the whole document.
+	Fields []string `protobuf:"bytes,2,rep,name=fields,proto3" json:"fields,omitempty"`
+	// Sort field paths: when given, each match's position is its sort tuple
+	// (the main worker sorts); otherwise its place in the walk.
+	Sort []string `protobuf:"bytes,3,rep,name=sort,proto3" json:"sort,omitempty"`
+	// Walk the index downwards (an index read serving a descending sort).
+	Descending bool `protobuf:"varint,4,opt,name=descending,proto3" json:"descending,omitempty"`
+	// A scan: the keys to evaluate, in byte order.
+	Keys []string `protobuf:"bytes,5,rep,name=keys,proto3" json:"keys,omitempty"`
+	// An index read: the index, and its entries from start (inclusive) to
+	// end (exclusive), resumed strictly after `after` when set.
+	Index *IndexSpec `protobuf:"bytes,6,opt,name=index,proto3" json:"index,omitempty"`
+	Start []byte     `protobuf:"bytes,7,opt,name=start,proto3" json:"start,omitempty"`
+	End   []byte     `protobuf:"bytes,8,opt,name=end,proto3" json:"end,omitempty"`
+	After []byte     `protobuf:"bytes,9,opt,name=after,proto3" json:"after,omitempty"`
+	// Budgets: most matches answered (0: no limit), most entries examined
+	// (0: no limit), most bytes of returned documents, and the Unix
+	// nanosecond past which the worker stops and answers what it has.
+	Limit            int64 `protobuf:"varint,10,opt,name=limit,proto3" json:"limit,omitempty"`
+	MaxExamined      int64 `protobuf:"varint,11,opt,name=max_examined,json=maxExamined,proto3" json:"max_examined,omitempty"`
+	MaxBytes         int64 `protobuf:"varint,12,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	DeadlineUnixNano int64 `protobuf:"varint,13,opt,name=deadline_unix_nano,json=deadlineUnixNano,proto3" json:"deadline_unix_nano,omitempty"`
+	// The workers in rotation at the call's routing epoch, and the name of
+	// this one among them: an index holds the entities this worker owns.
+	Members []string `protobuf:"bytes,14,rep,name=members,proto3" json:"members,omitempty"`
+	Self    string   `protobuf:"bytes,15,opt,name=self,proto3" json:"self,omitempty"`
+	// The IDs of the database's indexes: the worker drops any other it
+	// holds for the database.
+	LiveIndexes []string `protobuf:"bytes,16,rep,name=live_indexes,json=liveIndexes,proto3" json:"live_indexes,omitempty"`
+	// Count the index entries in the range instead of evaluating them.
+	CountOnly     bool `protobuf:"varint,17,opt,name=count_only,json=countOnly,proto3" json:"count_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FindOp) Reset() {
+	*x = FindOp{}
+	mi := &file_deltadb_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FindOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FindOp) ProtoMessage() {}
+
+func (x *FindOp) ProtoReflect() protoreflect.Message {
+	mi := &file_deltadb_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FindOp.ProtoReflect.Descriptor instead.
+func (*FindOp) Descriptor() ([]byte, []int) {
+	return file_deltadb_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *FindOp) GetSelector() []byte {
+	if x != nil {
+		return x.Selector
+	}
+	return nil
+}
+
+func (x *FindOp) GetFields() []string {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
+}
+
+func (x *FindOp) GetSort() []string {
+	if x != nil {
+		return x.Sort
+	}
+	return nil
+}
+
+func (x *FindOp) GetDescending() bool {
+	if x != nil {
+		return x.Descending
+	}
+	return false
+}
+
+func (x *FindOp) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *FindOp) GetIndex() *IndexSpec {
+	if x != nil {
+		return x.Index
+	}
+	return nil
+}
+
+func (x *FindOp) GetStart() []byte {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *FindOp) GetEnd() []byte {
+	if x != nil {
+		return x.End
+	}
+	return nil
+}
+
+func (x *FindOp) GetAfter() []byte {
+	if x != nil {
+		return x.After
+	}
+	return nil
+}
+
+func (x *FindOp) GetLimit() int64 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *FindOp) GetMaxExamined() int64 {
+	if x != nil {
+		return x.MaxExamined
+	}
+	return 0
+}
+
+func (x *FindOp) GetMaxBytes() int64 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
+func (x *FindOp) GetDeadlineUnixNano() int64 {
+	if x != nil {
+		return x.DeadlineUnixNano
+	}
+	return 0
+}
+
+func (x *FindOp) GetMembers() []string {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *FindOp) GetSelf() string {
+	if x != nil {
+		return x.Self
+	}
+	return ""
+}
+
+func (x *FindOp) GetLiveIndexes() []string {
+	if x != nil {
+		return x.LiveIndexes
+	}
+	return nil
+}
+
+func (x *FindOp) GetCountOnly() bool {
+	if x != nil {
+		return x.CountOnly
+	}
+	return false
+}
+
+// IndexSpec names an index of a database: its ID (unique per creation)
+// and its field paths.
+type IndexSpec struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Fields        []string               `protobuf:"bytes,2,rep,name=fields,proto3" json:"fields,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IndexSpec) Reset() {
+	*x = IndexSpec{}
+	mi := &file_deltadb_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IndexSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IndexSpec) ProtoMessage() {}
+
+func (x *IndexSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_deltadb_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IndexSpec.ProtoReflect.Descriptor instead.
+func (*IndexSpec) Descriptor() ([]byte, []int) {
+	return file_deltadb_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *IndexSpec) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *IndexSpec) GetFields() []string {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
+}
+
+// FindMatch is one entity that matched.
+type FindMatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// The document, or the fields asked for.
+	Doc []byte `protobuf:"bytes,2,opt,name=doc,proto3" json:"doc,omitempty"`
+	// Its version (ETag value).
+	Version string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	// Its place in the order of the answer (FindOp.sort).
+	Position      []byte `protobuf:"bytes,4,opt,name=position,proto3" json:"position,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FindMatch) Reset() {
+	*x = FindMatch{}
+	mi := &file_deltadb_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FindMatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FindMatch) ProtoMessage() {}
+
+func (x *FindMatch) ProtoReflect() protoreflect.Message {
+	mi := &file_deltadb_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FindMatch.ProtoReflect.Descriptor instead.
+func (*FindMatch) Descriptor() ([]byte, []int) {
+	return file_deltadb_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *FindMatch) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *FindMatch) GetDoc() []byte {
+	if x != nil {
+		return x.Doc
+	}
+	return nil
+}
+
+func (x *FindMatch) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *FindMatch) GetPosition() []byte {
+	if x != nil {
+		return x.Position
+	}
+	return nil
+}
+
+// FindResult is a worker's answer to a FindOp.
+type FindResult struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Matches []*FindMatch           `protobuf:"bytes,1,rep,name=matches,proto3" json:"matches,omitempty"`
+	// Entities (scan) or index entries (index read) examined.
+	Examined int64 `protobuf:"varint,2,opt,name=examined,proto3" json:"examined,omitempty"`
+	// Set when the worker walked all it was asked to; otherwise `through`
+	// is the walk position up to which (inclusive) everything was examined
+	// and every match answered: a budget ended the walk there.
+	Done    bool   `protobuf:"varint,3,opt,name=done,proto3" json:"done,omitempty"`
+	Through []byte `protobuf:"bytes,4,opt,name=through,proto3" json:"through,omitempty"`
+	// count_only: the entries in the range.
+	Count         int64 `protobuf:"varint,5,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FindResult) Reset() {
+	*x = FindResult{}
+	mi := &file_deltadb_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FindResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FindResult) ProtoMessage() {}
+
+func (x *FindResult) ProtoReflect() protoreflect.Message {
+	mi := &file_deltadb_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FindResult.ProtoReflect.Descriptor instead.
+func (*FindResult) Descriptor() ([]byte, []int) {
+	return file_deltadb_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *FindResult) GetMatches() []*FindMatch {
+	if x != nil {
+		return x.Matches
+	}
+	return nil
+}
+
+func (x *FindResult) GetExamined() int64 {
+	if x != nil {
+		return x.Examined
+	}
+	return 0
+}
+
+func (x *FindResult) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+func (x *FindResult) GetThrough() []byte {
+	if x != nil {
+		return x.Through
+	}
+	return nil
+}
+
+func (x *FindResult) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 // WorkerRequest is the main worker's call of ProcessingWorker.Process.
 type WorkerRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -963,7 +1378,7 @@ type WorkerRequest struct {
 
 func (x *WorkerRequest) Reset() {
 	*x = WorkerRequest{}
-	mi := &file_deltadb_proto_msgTypes[9]
+	mi := &file_deltadb_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -975,7 +1390,7 @@ func (x *WorkerRequest) String() string {
 func (*WorkerRequest) ProtoMessage() {}
 
 func (x *WorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deltadb_proto_msgTypes[9]
+	mi := &file_deltadb_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -988,7 +1403,7 @@ func (x *WorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerRequest.ProtoReflect.Descriptor instead.
 func (*WorkerRequest) Descriptor() ([]byte, []int) {
-	return file_deltadb_proto_rawDescGZIP(), []int{9}
+	return file_deltadb_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WorkerRequest) GetOp() *EntityOp {
@@ -1047,14 +1462,16 @@ type WorkerResponse struct {
 	// The JSON document (GET, PATCH) or nothing.
 	Result []byte `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
 	// The entity's version (ETag value) after the operation.
-	Version       string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Version string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	// FIND: what the query found.
+	Found         *FindResult `protobuf:"bytes,3,opt,name=found,proto3" json:"found,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WorkerResponse) Reset() {
 	*x = WorkerResponse{}
-	mi := &file_deltadb_proto_msgTypes[10]
+	mi := &file_deltadb_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1066,7 +1483,7 @@ func (x *WorkerResponse) String() string {
 func (*WorkerResponse) ProtoMessage() {}
 
 func (x *WorkerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_deltadb_proto_msgTypes[10]
+	mi := &file_deltadb_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1079,7 +1496,7 @@ func (x *WorkerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerResponse.ProtoReflect.Descriptor instead.
 func (*WorkerResponse) Descriptor() ([]byte, []int) {
-	return file_deltadb_proto_rawDescGZIP(), []int{10}
+	return file_deltadb_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WorkerResponse) GetResult() []byte {
@@ -1094,6 +1511,13 @@ func (x *WorkerResponse) GetVersion() string {
 		return x.Version
 	}
 	return ""
+}
+
+func (x *WorkerResponse) GetFound() *FindResult {
+	if x != nil {
+		return x.Found
+	}
+	return nil
 }
 
 var File_deltadb_proto protoreflect.FileDescriptor
@@ -1168,7 +1592,7 @@ const file_deltadb_proto_rawDesc = "" +
 	"\aomitted\x18\x06 \x01(\x05R\aomitted\"?\n" +
 	"\x0fValidationIssue\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\xb6\x02\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xdb\x02\n" +
 	"\bEntityOp\x12#\n" +
 	"\rdatabase_name\x18\x01 \x01(\tR\fdatabaseName\x12\x1d\n" +
 	"\n" +
@@ -1180,7 +1604,46 @@ const file_deltadb_proto_rawDesc = "" +
 	"\rif_none_match\x18\a \x01(\tR\vifNoneMatch\x12\x1d\n" +
 	"\n" +
 	"schema_ids\x18\b \x03(\tR\tschemaIds\x12\x19\n" +
-	"\bmay_read\x18\t \x01(\bR\amayRead\"\xdc\x01\n" +
+	"\bmay_read\x18\t \x01(\bR\amayRead\x12#\n" +
+	"\x04find\x18\n" +
+	" \x01(\v2\x0f.deltadb.FindOpR\x04find\"\xe0\x03\n" +
+	"\x06FindOp\x12\x1a\n" +
+	"\bselector\x18\x01 \x01(\fR\bselector\x12\x16\n" +
+	"\x06fields\x18\x02 \x03(\tR\x06fields\x12\x12\n" +
+	"\x04sort\x18\x03 \x03(\tR\x04sort\x12\x1e\n" +
+	"\n" +
+	"descending\x18\x04 \x01(\bR\n" +
+	"descending\x12\x12\n" +
+	"\x04keys\x18\x05 \x03(\tR\x04keys\x12(\n" +
+	"\x05index\x18\x06 \x01(\v2\x12.deltadb.IndexSpecR\x05index\x12\x14\n" +
+	"\x05start\x18\a \x01(\fR\x05start\x12\x10\n" +
+	"\x03end\x18\b \x01(\fR\x03end\x12\x14\n" +
+	"\x05after\x18\t \x01(\fR\x05after\x12\x14\n" +
+	"\x05limit\x18\n" +
+	" \x01(\x03R\x05limit\x12!\n" +
+	"\fmax_examined\x18\v \x01(\x03R\vmaxExamined\x12\x1b\n" +
+	"\tmax_bytes\x18\f \x01(\x03R\bmaxBytes\x12,\n" +
+	"\x12deadline_unix_nano\x18\r \x01(\x03R\x10deadlineUnixNano\x12\x18\n" +
+	"\amembers\x18\x0e \x03(\tR\amembers\x12\x12\n" +
+	"\x04self\x18\x0f \x01(\tR\x04self\x12!\n" +
+	"\flive_indexes\x18\x10 \x03(\tR\vliveIndexes\x12\x1d\n" +
+	"\n" +
+	"count_only\x18\x11 \x01(\bR\tcountOnly\"3\n" +
+	"\tIndexSpec\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06fields\x18\x02 \x03(\tR\x06fields\"e\n" +
+	"\tFindMatch\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x10\n" +
+	"\x03doc\x18\x02 \x01(\fR\x03doc\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12\x1a\n" +
+	"\bposition\x18\x04 \x01(\fR\bposition\"\x9a\x01\n" +
+	"\n" +
+	"FindResult\x12,\n" +
+	"\amatches\x18\x01 \x03(\v2\x12.deltadb.FindMatchR\amatches\x12\x1a\n" +
+	"\bexamined\x18\x02 \x01(\x03R\bexamined\x12\x12\n" +
+	"\x04done\x18\x03 \x01(\bR\x04done\x12\x18\n" +
+	"\athrough\x18\x04 \x01(\fR\athrough\x12\x14\n" +
+	"\x05count\x18\x05 \x01(\x03R\x05count\"\xdc\x01\n" +
 	"\rWorkerRequest\x12!\n" +
 	"\x02op\x18\x01 \x01(\v2\x11.deltadb.EntityOpR\x02op\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x14\n" +
@@ -1189,17 +1652,19 @@ const file_deltadb_proto_rawDesc = "" +
 	"request_id\x18\x04 \x01(\tR\trequestId\x12-\n" +
 	"\x13issued_at_unix_nano\x18\x05 \x01(\x03R\x10issuedAtUnixNano\x12\x1c\n" +
 	"\tsignature\x18\x06 \x01(\fR\tsignature\x12\x10\n" +
-	"\x03seq\x18\a \x01(\x04R\x03seq\"B\n" +
+	"\x03seq\x18\a \x01(\x04R\x03seq\"m\n" +
 	"\x0eWorkerResponse\x12\x16\n" +
 	"\x06result\x18\x01 \x01(\fR\x06result\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\tR\aversion*O\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12)\n" +
+	"\x05found\x18\x03 \x01(\v2\x13.deltadb.FindResultR\x05found*Y\n" +
 	"\tOperation\x12\x19\n" +
 	"\x15OPERATION_UNSPECIFIED\x10\x00\x12\a\n" +
 	"\x03GET\x10\x01\x12\a\n" +
 	"\x03PUT\x10\x02\x12\n" +
 	"\n" +
 	"\x06DELETE\x10\x03\x12\t\n" +
-	"\x05PATCH\x10\x042\xd4\x01\n" +
+	"\x05PATCH\x10\x04\x12\b\n" +
+	"\x04FIND\x10\x052\xd4\x01\n" +
 	"\n" +
 	"MainWorker\x12D\n" +
 	"\tSubscribe\x12\x19.deltadb.SubscribeRequest\x1a\x1a.deltadb.SubscribeResponse(\x01\x12B\n" +
@@ -1221,7 +1686,7 @@ func file_deltadb_proto_rawDescGZIP() []byte {
 }
 
 var file_deltadb_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_deltadb_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_deltadb_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_deltadb_proto_goTypes = []any{
 	(Operation)(0),            // 0: deltadb.Operation
 	(*SubscribeRequest)(nil),  // 1: deltadb.SubscribeRequest
@@ -1233,29 +1698,37 @@ var file_deltadb_proto_goTypes = []any{
 	(*ProcessResponse)(nil),   // 7: deltadb.ProcessResponse
 	(*ValidationIssue)(nil),   // 8: deltadb.ValidationIssue
 	(*EntityOp)(nil),          // 9: deltadb.EntityOp
-	(*WorkerRequest)(nil),     // 10: deltadb.WorkerRequest
-	(*WorkerResponse)(nil),    // 11: deltadb.WorkerResponse
-	nil,                       // 12: deltadb.SubscribeRequest.TagsEntry
+	(*FindOp)(nil),            // 10: deltadb.FindOp
+	(*IndexSpec)(nil),         // 11: deltadb.IndexSpec
+	(*FindMatch)(nil),         // 12: deltadb.FindMatch
+	(*FindResult)(nil),        // 13: deltadb.FindResult
+	(*WorkerRequest)(nil),     // 14: deltadb.WorkerRequest
+	(*WorkerResponse)(nil),    // 15: deltadb.WorkerResponse
+	nil,                       // 16: deltadb.SubscribeRequest.TagsEntry
 }
 var file_deltadb_proto_depIdxs = []int32{
-	12, // 0: deltadb.SubscribeRequest.tags:type_name -> deltadb.SubscribeRequest.TagsEntry
+	16, // 0: deltadb.SubscribeRequest.tags:type_name -> deltadb.SubscribeRequest.TagsEntry
 	5,  // 1: deltadb.HeartbeatRequest.cache:type_name -> deltadb.CacheStats
 	8,  // 2: deltadb.ProcessResponse.errors:type_name -> deltadb.ValidationIssue
 	0,  // 3: deltadb.EntityOp.operation:type_name -> deltadb.Operation
-	9,  // 4: deltadb.WorkerRequest.op:type_name -> deltadb.EntityOp
-	1,  // 5: deltadb.MainWorker.Subscribe:input_type -> deltadb.SubscribeRequest
-	3,  // 6: deltadb.MainWorker.Heartbeat:input_type -> deltadb.HeartbeatRequest
-	6,  // 7: deltadb.MainWorker.Process:input_type -> deltadb.ProcessRequest
-	10, // 8: deltadb.ProcessingWorker.Process:input_type -> deltadb.WorkerRequest
-	2,  // 9: deltadb.MainWorker.Subscribe:output_type -> deltadb.SubscribeResponse
-	4,  // 10: deltadb.MainWorker.Heartbeat:output_type -> deltadb.HeartbeatResponse
-	7,  // 11: deltadb.MainWorker.Process:output_type -> deltadb.ProcessResponse
-	11, // 12: deltadb.ProcessingWorker.Process:output_type -> deltadb.WorkerResponse
-	9,  // [9:13] is the sub-list for method output_type
-	5,  // [5:9] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	10, // 4: deltadb.EntityOp.find:type_name -> deltadb.FindOp
+	11, // 5: deltadb.FindOp.index:type_name -> deltadb.IndexSpec
+	12, // 6: deltadb.FindResult.matches:type_name -> deltadb.FindMatch
+	9,  // 7: deltadb.WorkerRequest.op:type_name -> deltadb.EntityOp
+	13, // 8: deltadb.WorkerResponse.found:type_name -> deltadb.FindResult
+	1,  // 9: deltadb.MainWorker.Subscribe:input_type -> deltadb.SubscribeRequest
+	3,  // 10: deltadb.MainWorker.Heartbeat:input_type -> deltadb.HeartbeatRequest
+	6,  // 11: deltadb.MainWorker.Process:input_type -> deltadb.ProcessRequest
+	14, // 12: deltadb.ProcessingWorker.Process:input_type -> deltadb.WorkerRequest
+	2,  // 13: deltadb.MainWorker.Subscribe:output_type -> deltadb.SubscribeResponse
+	4,  // 14: deltadb.MainWorker.Heartbeat:output_type -> deltadb.HeartbeatResponse
+	7,  // 15: deltadb.MainWorker.Process:output_type -> deltadb.ProcessResponse
+	15, // 16: deltadb.ProcessingWorker.Process:output_type -> deltadb.WorkerResponse
+	13, // [13:17] is the sub-list for method output_type
+	9,  // [9:13] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_deltadb_proto_init() }
@@ -1269,7 +1742,7 @@ func file_deltadb_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_deltadb_proto_rawDesc), len(file_deltadb_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   12,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -264,6 +264,32 @@ class ClientTest(unittest.TestCase):
         self.assertNotIsInstance(cm.exception, deltadb.ValidationFailed)
         self.db.bind(self.name, None)
 
+    def test_find(self):
+        self.db.put_many(self.name, {"s%02d" % i: {"user": "u%d" % (i % 3), "n": i} for i in range(20)})
+        self.assertEqual(self.db.create_index(self.name, ["user", "n"], name="by-user"), "created")
+        self.assertEqual(self.db.create_index(self.name, ["user", "n"]), "exists")
+        page = self.db.find(self.name, {"user": "u1", "n": {"$gte": 4}}, fields=["n"], sort=["user", "n"], limit=3)
+        self.assertEqual(page["keys"], ["s04", "s07", "s10"])
+        self.assertEqual(page["docs"], [{"n": 4}, {"n": 7}, {"n": 10}])
+        self.assertTrue(page["more"])
+        self.assertEqual(len(page["etags"]), 3)
+        rest = self.db.find(self.name, {"user": "u1", "n": {"$gte": 4}}, sort=["user", "n"], bookmark=page["bookmark"])
+        self.assertEqual(rest["keys"], ["s13", "s16", "s19"])
+        self.assertFalse(rest["more"])
+        found = [item.key for item in self.db.find_all(self.name, {"n": {"$mod": [2, 0]}}, page_size=4)]
+        self.assertEqual(found, ["s%02d" % i for i in range(0, 20, 2)])
+        plan = self.db.explain(self.name, {"user": "u2", "n": {"$gt": 0}})
+        self.assertEqual((plan["index"]["name"], plan["entities"]), ("by-user", 6))
+        self.assertEqual([i["name"] for i in self.db.indexes(self.name)], ["_all_docs", "by-user"])
+        self.db.delete_index(self.name, "by-user")
+        with self.assertRaises(deltadb.NotFound):
+            self.db.delete_index(self.name, "by-user")
+        with self.assertRaises(deltadb.BadRequest) as err:
+            self.db.find(self.name, {"n": {"$where": "1"}})
+        self.assertIn("$where is not supported", err.exception.message)
+        with self.assertRaises(deltadb.Forbidden):
+            self.key_with(["write"]).find(self.name, {})
+
     def test_delete_database(self):
         self.db.put_many(self.name, {"k%d" % i: i for i in range(30)})
         self.assertEqual(self.db.delete_database(self.name), 30)

@@ -115,30 +115,6 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/api/login/oidc": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /**
-         * Whether the web UI may sign in with the OpenID provider, and how
-         * @description {"enabled": false} unless the server runs with -oidc-ui-client-id. API.md, Sign-in with the OpenID provider.
-         */
-        get: operations["oidcLoginConfig"];
-        put?: never;
-        /**
-         * Redeem the provider's authorization code (with the PKCE verifier) for an access token this server accepts
-         * @description The server sends the code, the verifier and the redirect URI to the provider's token endpoint as the public client -oidc-ui-client-id, verifies the access token answered like any bearer token, and answers it. Refusals count against the failed-authentication limit. API.md, Sign-in with the OpenID provider.
-         */
-        post: operations["oidcLogin"];
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
     "/api/logout": {
         parameters: {
             query?: never;
@@ -216,26 +192,6 @@ export interface paths {
          * @description Members present replace that part of the key; absent ones are kept. API.md, API keys.
          */
         patch: operations["editKey"];
-        trace?: never;
-    };
-    "/api/keys/{id}/rotate": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        get?: never;
-        put?: never;
-        /**
-         * A new secret for the key; the old one keeps working for a grace period (default 24h)
-         * @description The new secret is shown only in this answer. The replaced secret, and the sessions bought with it, work until previous_secret_expires_at; a secret replaced by an earlier rotation stops at once. API.md, API keys.
-         */
-        post: operations["rotateKey"];
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
         trace?: never;
     };
     "/api/databases": {
@@ -323,27 +279,6 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/api/databases/{db}/check": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /** The latest check of the database's stored entities, running or finished */
-        get: operations["getCheck"];
-        put?: never;
-        /**
-         * Check the stored entities against a schema (a job; one per database at a time)
-         * @description Reads every entity of the database and validates it against its bound schema, or the one named; changes nothing. At most 2 checks run at once in a main worker (429 beyond); the job lists at most 100 entities that do not match (the rest are counted). API.md, Checking stored entities.
-         */
-        post: operations["startCheck"];
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
     "/admin/workers": {
         parameters: {
             query?: never;
@@ -373,26 +308,6 @@ export interface paths {
          * @description Newest first. A key limited to some databases lists the jobs of those databases only.
          */
         get: operations["listJobs"];
-        put?: never;
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/admin/stats": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /**
-         * The last hour of traffic, latency, errors, cache, storage and workers, sampled every 10 s
-         * @description Kept in the main worker's memory (an hour of 10-second points; a restart begins a new hour). The last point is partial: from the last sample to now. API.md, Dashboard statistics.
-         */
-        get: operations["getStats"];
         put?: never;
         post?: never;
         delete?: never;
@@ -483,23 +398,6 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/schema/{id}/databases": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /** The databases bound to the schema (those the credential may use) */
-        get: operations["schemaDatabases"];
-        put?: never;
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
     "/entity/{db}": {
         parameters: {
             query?: never;
@@ -535,6 +433,192 @@ export interface paths {
         };
         /** The web UI (and its assets below /) */
         get: operations["ui"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/databases/{db}/find": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Find documents by what they contain
+         * @description CouchDB's _find: the documents a Mango selector matches, a page at a time. The main worker fans the query out to the workers that own the entities, which evaluate it over their entities (cache first, decrypting what they must) or read one of their indexes; a page that a budget ends early carries a bookmark and a warning, never a silently partial answer.
+         */
+        post: operations["find"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/databases/{db}/explain": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * How a find would run
+         * @description CouchDB's _explain: the index a find would read (or _all_docs, a scan), its range, whether the main worker would sort in memory, and how many entities it would read. Counting an index's entries builds it on the workers first if it must.
+         */
+        post: operations["explain"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/databases/{db}/index": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List a database's indexes
+         * @description CouchDB's GET _index: _all_docs (the scan in key order) first, then every index by name.
+         */
+        get: operations["listIndexes"];
+        put?: never;
+        /**
+         * Create an index
+         * @description CouchDB's POST _index (json indexes): by the values of its fields, ascending. A document lacking one of the fields is not in it, so it serves a query only when every match has all of them. The definition (field names only) is stored; the entries live in the workers' memory, built from the entities they own when the index is created, at a start and when the workers change, and kept by every write. result is exists when an index of those fields was there. At most 16 per database (413).
+         */
+        post: operations["createIndex"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/databases/{db}/index/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Delete an index
+         * @description Deletes the definition; the workers drop their entries.
+         */
+        delete: operations["deleteIndex"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/login/oidc": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Whether the web UI may sign in with the OpenID provider, and how
+         * @description {"enabled": false} unless the server runs with -oidc-ui-client-id. API.md, Sign-in with the OpenID provider.
+         */
+        get: operations["oidcLoginConfig"];
+        put?: never;
+        /**
+         * Redeem the provider's authorization code (with the PKCE verifier) for an access token this server accepts
+         * @description The server sends the code, the verifier and the redirect URI to the provider's token endpoint as the public client -oidc-ui-client-id, verifies the access token answered like any bearer token, and answers it. Refusals count against the failed-authentication limit. API.md, Sign-in with the OpenID provider.
+         */
+        post: operations["oidcLogin"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/keys/{id}/rotate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A new secret for the key; the old one keeps working for a grace period (default 24h)
+         * @description The new secret is shown only in this answer. The replaced secret, and the sessions bought with it, work until previous_secret_expires_at; a secret replaced by an earlier rotation stops at once. API.md, API keys.
+         */
+        post: operations["rotateKey"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/databases/{db}/check": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The latest check of the database's stored entities, running or finished */
+        get: operations["getCheck"];
+        put?: never;
+        /**
+         * Check the stored entities against a schema (a job; one per database at a time)
+         * @description Reads every entity of the database and validates it against its bound schema, or the one named; changes nothing. At most 2 checks run at once in a main worker (429 beyond); the job lists at most 100 entities that do not match (the rest are counted). API.md, Checking stored entities.
+         */
+        post: operations["startCheck"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/stats": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The last hour of traffic, latency, errors, cache, storage and workers, sampled every 10 s
+         * @description Kept in the main worker's memory (an hour of 10-second points; a restart begins a new hour). The last point is partial: from the last sample to now. API.md, Dashboard statistics.
+         */
+        get: operations["getStats"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/schema/{id}/databases": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The databases bound to the schema (those the credential may use) */
+        get: operations["schemaDatabases"];
         put?: never;
         post?: never;
         delete?: never;
@@ -589,21 +673,6 @@ export interface components {
             expires_at: string;
             permissions: components["schemas"]["Permission"][];
         };
-        OIDCLoginConfig: {
-            enabled: boolean;
-            /** @description What the sign-in button calls the provider (-oidc-ui-name, default the issuer's host) */
-            name?: string;
-            issuer?: string;
-            /** @description -oidc-ui-client-id: a public client */
-            client_id?: string;
-            scope?: string;
-            /** Format: uri */
-            authorization_endpoint?: string;
-            /** @description More authorization request parameters (-oidc-ui-auth-params) */
-            params?: {
-                [key: string]: string;
-            };
-        };
         /** @enum {string} */
         Permission: "read" | "write" | "admin";
         Me: {
@@ -624,18 +693,6 @@ export interface components {
             expires_in?: string;
             /** @description Limit the key to these databases: exact names, or a prefix ending in * */
             databases?: string[];
-        };
-        /** @description Each member present replaces that part of the key. */
-        KeyEdit: {
-            name?: string;
-            permissions?: components["schemas"]["Permission"][];
-            /** @description Database names or prefixes ending in *; null allows every database. */
-            databases?: string[] | null;
-            /**
-             * @description A duration (24h) or days (30d) from now; null never expires.
-             * @example 30d
-             */
-            expires_in?: string | null;
         };
         KeyInfo: {
             id: string;
@@ -744,6 +801,212 @@ export interface components {
             /** Format: date-time */
             finished_at?: string;
         };
+        Worker: {
+            worker_id: string;
+            /** @enum {string} */
+            status: "Available" | "Unavailable";
+            key_id: string;
+            /** Format: date-time */
+            last_seen: string;
+            tags: {
+                [key: string]: string;
+            };
+            in_flight?: number;
+            cache?: {
+                hits?: number;
+                misses?: number;
+                evictions?: number;
+                entries?: number;
+                capacity?: number;
+                /** @description Bytes of the cached documents now */
+                bytes?: number;
+                /** @description The most bytes the cache holds (-entity-cache-bytes) */
+                max_bytes?: number;
+            };
+        };
+        /** @description A stored document: any JSON value. GET /openapi.json?database=DB answers this schema as the one bound to DB. */
+        Document: unknown;
+        /** @description A CouchDB Mango selector (API.md, Finding documents). Each member is a field condition ("name": Condition, dotted paths like "user.id" or "messages.0.role", \\. for a dot in a name; "_id" is the entity key) or a combination ($and, $or, $nor: arrays of selectors; $not: a selector). Several members are an implicit $and; {} matches every document. A condition on a field a document lacks is false, negated or not, except $exists: false. Values compare in CouchDB's collation order: null < false < true < numbers (exactly, by value) < strings (by code point) < arrays < objects. Any other $-operator is a 400 naming it. Budgets: 256 operators and field conditions, 32 levels, 1000 values per $in/$nin/$all and clauses per $and/$or/$nor (413 past them). */
+        Selector: {
+            $and?: components["schemas"]["Selector"][];
+            $or?: components["schemas"]["Selector"][];
+            $nor?: components["schemas"]["Selector"][];
+            $not?: components["schemas"]["Selector"];
+        } & {
+            [key: string]: components["schemas"]["Condition"];
+        };
+        /** @description What a field must hold: a value that is not an object (equality, as $eq), or an object of operators (and of nested field names, which extend the path: {"user": {"id": "u1"}} is {"user.id": "u1"}). To compare with an object use $eq; {} alone is $eq {}. */
+        Condition: unknown | components["schemas"]["Operators"];
+        Operators: {
+            /** @description Equal in collation (1 and 1.0 are equal; objects compare member by member in document order) */
+            $eq?: unknown;
+            /** @description Not equal (the field must exist) */
+            $ne?: unknown;
+            $lt?: unknown;
+            $lte?: unknown;
+            $gt?: unknown;
+            /** @description Collation order, across types: {"$gt": 5} also matches strings, arrays and objects */
+            $gte?: unknown;
+            /** @description Equal to one of the values; an array field matches when one of its elements does */
+            $in?: unknown[];
+            /** @description Not $in (the field must exist) */
+            $nin?: unknown[];
+            /** @description An array holding every value (or equal to the one array given) */
+            $all?: unknown[];
+            $exists?: boolean;
+            /** @enum {unknown} */
+            $type?: "null" | "boolean" | "number" | "string" | "array" | "object";
+            /** @description An array of that many elements */
+            $size?: number;
+            /** @description RE2 syntax (Go's regexp: no backreferences or lookaround), unanchored; (?i) for case-insensitive; strings only */
+            $regex?: string;
+            /** @description [divisor, remainder] of an integer (truncated division) */
+            $mod?: [
+                number,
+                number
+            ];
+            $beginsWith?: string;
+            $elemMatch?: components["schemas"]["Condition"];
+            $allMatch?: components["schemas"]["Condition"];
+            $not?: components["schemas"]["Condition"];
+            $and?: components["schemas"]["Condition"][];
+            $or?: components["schemas"]["Condition"][];
+            $nor?: components["schemas"]["Condition"][];
+        } & {
+            [key: string]: components["schemas"]["Condition"];
+        };
+        /** @description CouchDB's _find request. Members of _find not listed (partition, ddoc...) are a 400 naming them. */
+        FindRequest: {
+            selector: components["schemas"]["Selector"];
+            /** @description Dotted paths to return of each document ("_id" is the key); default: the whole document */
+            fields?: string[];
+            /** @description Field names (ascending) or {"field": "asc"|"desc"}, all in one direction. Without an index whose order it is, every match is sorted by the main worker, within -find-max-scan (413 past it). A document lacking a sort field sorts first. */
+            sort?: (string | {
+                [key: string]: "asc" | "desc";
+            })[];
+            /** @default 25 */
+            limit: number;
+            /** @default 0 */
+            skip: number;
+            /** @description The previous page's bookmark: this page starts after it (same selector and sort, or 400) */
+            bookmark?: string;
+            /** @description An index name (or CouchDB's [ddoc, name]): used when it can serve the query, else a warning */
+            use_index?: string | string[];
+            /** @default false */
+            execution_stats: boolean;
+            /**
+             * @description false: 400 when no index serves the query, rather than a scan
+             * @default true
+             */
+            allow_fallback: boolean;
+            /** @constant */
+            r?: 1;
+            /** @constant */
+            conflicts?: false;
+            /** @constant */
+            update?: true;
+            stable?: boolean;
+        };
+        FindAnswer: {
+            /** @description The documents found (or their fields), in the order asked */
+            docs: components["schemas"]["Document"][];
+            /** @description Each document's entity key, in the order of docs */
+            keys: components["schemas"]["EntityKey"][];
+            /** @description Each document's version, as the ETag header of GET */
+            etags: string[];
+            /** @description Resumes after the last entity this page dealt with */
+            bookmark: string;
+            /** @description Further pages may hold matches: the limit or a budget ended this one (follow the bookmark while true) */
+            more: boolean;
+            /** @description No index served the query (a scan), or a budget (-find-max-scan, -find-timeout, -max-response-bytes) ended the page early */
+            warning?: string;
+            execution_stats?: {
+                total_keys_examined?: number;
+                total_docs_examined?: number;
+                results_returned?: number;
+                execution_time_ms?: number;
+            };
+        };
+        IndexInfo: {
+            /** @description Always null: indexes have no design documents here */
+            ddoc: null;
+            name: string;
+            /**
+             * @description special: _all_docs, the scan in key order
+             * @enum {unknown}
+             */
+            type: "json" | "special";
+            def: {
+                fields?: {
+                    [key: string]: "asc";
+                }[];
+            };
+        };
+        ExplainAnswer: {
+            dbname: components["schemas"]["DatabaseName"];
+            index: components["schemas"]["IndexInfo"];
+            selector: components["schemas"]["Selector"];
+            fields?: string[];
+            sort?: string[];
+            limit?: number;
+            skip?: number;
+            /** @description The index entries read, as hex collation keys */
+            range?: {
+                start?: string;
+                end?: string;
+            };
+            /** @description How many entities the query will read at most: the index entries in its range, or the entities the scan walks */
+            entities: number;
+            sorted_in_memory: boolean;
+            warning?: string;
+        };
+        IndexRequest: {
+            index: {
+                fields: (string | {
+                    [key: string]: "asc";
+                })[];
+            };
+            /** @description Default: idx- and a hash of the fields */
+            name?: string;
+            /** @constant */
+            type?: "json";
+        };
+        IndexCreated: {
+            /** @enum {unknown} */
+            result: "created" | "exists";
+            name: string;
+        };
+        IndexList: {
+            total_rows: number;
+            indexes: components["schemas"]["IndexInfo"][];
+        };
+        OIDCLoginConfig: {
+            enabled: boolean;
+            /** @description What the sign-in button calls the provider (-oidc-ui-name, default the issuer's host) */
+            name?: string;
+            issuer?: string;
+            /** @description -oidc-ui-client-id: a public client */
+            client_id?: string;
+            scope?: string;
+            /** Format: uri */
+            authorization_endpoint?: string;
+            /** @description More authorization request parameters (-oidc-ui-auth-params) */
+            params?: {
+                [key: string]: string;
+            };
+        };
+        /** @description Each member present replaces that part of the key. */
+        KeyEdit: {
+            name?: string;
+            permissions?: components["schemas"]["Permission"][];
+            /** @description Database names or prefixes ending in *; null allows every database. */
+            databases?: string[] | null;
+            /**
+             * @description A duration (24h) or days (30d) from now; null never expires.
+             * @example 30d
+             */
+            expires_in?: string | null;
+        };
         Check: {
             /** @example check-5f0c2a9e1b7d4c33 */
             id: string;
@@ -778,31 +1041,6 @@ export interface components {
             /** Format: date-time */
             finished_at?: string;
         };
-        Worker: {
-            worker_id: string;
-            /** @enum {string} */
-            status: "Available" | "Unavailable";
-            key_id: string;
-            /** Format: date-time */
-            last_seen: string;
-            tags: {
-                [key: string]: string;
-            };
-            in_flight?: number;
-            cache?: {
-                hits?: number;
-                misses?: number;
-                evictions?: number;
-                entries?: number;
-                capacity?: number;
-                /** @description Bytes of the cached documents now */
-                bytes?: number;
-                /** @description The most bytes the cache holds (-entity-cache-bytes) */
-                max_bytes?: number;
-            };
-        };
-        /** @description A stored document: any JSON value. GET /openapi.json?database=DB answers this schema as the one bound to DB. */
-        Document: unknown;
         StatsPoint: {
             /** Format: date-time */
             start: string;
@@ -1169,71 +1407,6 @@ export interface operations {
             429: components["responses"]["TooManyRequests"];
         };
     };
-    oidcLoginConfig: {
-        parameters: {
-            query?: never;
-            header?: {
-                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
-                "X-Request-ID"?: components["parameters"]["requestId"];
-            };
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description OK */
-            200: {
-                headers: {
-                    "X-Request-ID": components["headers"]["RequestID"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["OIDCLoginConfig"];
-                };
-            };
-            503: components["responses"]["Unavailable"];
-        };
-    };
-    oidcLogin: {
-        parameters: {
-            query?: never;
-            header?: {
-                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
-                "X-Request-ID"?: components["parameters"]["requestId"];
-            };
-            path?: never;
-            cookie?: never;
-        };
-        requestBody: {
-            content: {
-                "application/json": {
-                    code: string;
-                    code_verifier: string;
-                    /** Format: uri */
-                    redirect_uri: string;
-                };
-            };
-        };
-        responses: {
-            /** @description The access token, to send as Authorization: Bearer */
-            200: {
-                headers: {
-                    "X-Request-ID": components["headers"]["RequestID"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["SessionGrant"];
-                };
-            };
-            400: components["responses"]["BadRequest"];
-            401: components["responses"]["Unauthorized"];
-            404: components["responses"]["NotFound"];
-            413: components["responses"]["TooLarge"];
-            429: components["responses"]["TooManyRequests"];
-            500: components["responses"]["InternalError"];
-            503: components["responses"]["Unavailable"];
-        };
-    };
     logout: {
         parameters: {
             query?: never;
@@ -1413,52 +1586,6 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["KeyInfo"];
-                };
-            };
-            400: components["responses"]["BadRequest"];
-            401: components["responses"]["Unauthorized"];
-            403: components["responses"]["Forbidden"];
-            404: components["responses"]["NotFound"];
-            413: components["responses"]["TooLarge"];
-            429: components["responses"]["TooManyRequests"];
-            500: components["responses"]["InternalError"];
-            503: components["responses"]["Unavailable"];
-        };
-    };
-    rotateKey: {
-        parameters: {
-            query?: never;
-            header?: {
-                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
-                "X-Request-ID"?: components["parameters"]["requestId"];
-            };
-            path: {
-                /** @description The key's id (key_...) */
-                id: string;
-            };
-            cookie?: never;
-        };
-        requestBody?: {
-            content: {
-                "application/json": {
-                    /**
-                     * @description How long the old secret still works: a duration from 0s (stops at once) to 168h; default 24h.
-                     * @example 24h
-                     * @example 0s
-                     */
-                    grace?: string;
-                };
-            };
-        };
-        responses: {
-            /** @description The key with its new secret */
-            200: {
-                headers: {
-                    "X-Request-ID": components["headers"]["RequestID"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["NewKey"];
                 };
             };
             400: components["responses"]["BadRequest"];
@@ -1686,78 +1813,6 @@ export interface operations {
             503: components["responses"]["Unavailable"];
         };
     };
-    getCheck: {
-        parameters: {
-            query?: never;
-            header?: {
-                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
-                "X-Request-ID"?: components["parameters"]["requestId"];
-            };
-            path: {
-                db: components["parameters"]["db"];
-            };
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description OK */
-            200: {
-                headers: {
-                    "X-Request-ID": components["headers"]["RequestID"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Check"];
-                };
-            };
-            400: components["responses"]["BadRequest"];
-            401: components["responses"]["Unauthorized"];
-            403: components["responses"]["Forbidden"];
-            404: components["responses"]["NotFound"];
-            429: components["responses"]["TooManyRequests"];
-            500: components["responses"]["InternalError"];
-            503: components["responses"]["Unavailable"];
-        };
-    };
-    startCheck: {
-        parameters: {
-            query?: never;
-            header?: {
-                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
-                "X-Request-ID"?: components["parameters"]["requestId"];
-            };
-            path: {
-                db: components["parameters"]["db"];
-            };
-            cookie?: never;
-        };
-        requestBody?: {
-            content: {
-                "application/json": {
-                    schema?: components["schemas"]["SchemaID"];
-                };
-            };
-        };
-        responses: {
-            /** @description The check started, or the one already running for the database */
-            202: {
-                headers: {
-                    "X-Request-ID": components["headers"]["RequestID"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Check"];
-                };
-            };
-            400: components["responses"]["BadRequest"];
-            401: components["responses"]["Unauthorized"];
-            403: components["responses"]["Forbidden"];
-            413: components["responses"]["TooLarge"];
-            429: components["responses"]["TooManyRequests"];
-            500: components["responses"]["InternalError"];
-            503: components["responses"]["Unavailable"];
-        };
-    };
     listWorkers: {
         parameters: {
             query?: never;
@@ -1812,37 +1867,6 @@ export interface operations {
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["Unavailable"];
-        };
-    };
-    getStats: {
-        parameters: {
-            query?: {
-                /** @description How far back: a duration from 1m to 1h (default 1h). */
-                window?: string;
-            };
-            header?: {
-                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
-                "X-Request-ID"?: components["parameters"]["requestId"];
-            };
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description OK */
-            200: {
-                headers: {
-                    "X-Request-ID": components["headers"]["RequestID"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Stats"];
-                };
-            };
-            400: components["responses"]["BadRequest"];
-            401: components["responses"]["Unauthorized"];
-            403: components["responses"]["Forbidden"];
-            429: components["responses"]["TooManyRequests"];
         };
     };
     rekeyDatabase: {
@@ -2048,40 +2072,6 @@ export interface operations {
                     "application/json": components["schemas"]["ValidateAnswer"];
                 };
             };
-            429: components["responses"]["TooManyRequests"];
-            500: components["responses"]["InternalError"];
-            503: components["responses"]["Unavailable"];
-        };
-    };
-    schemaDatabases: {
-        parameters: {
-            query?: never;
-            header?: {
-                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
-                "X-Request-ID"?: components["parameters"]["requestId"];
-            };
-            path: {
-                id: components["parameters"]["schemaId"];
-            };
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description OK */
-            200: {
-                headers: {
-                    "X-Request-ID": components["headers"]["RequestID"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": {
-                        databases: components["schemas"]["DatabaseName"][];
-                    };
-                };
-            };
-            400: components["responses"]["BadRequest"];
-            401: components["responses"]["Unauthorized"];
-            403: components["responses"]["Forbidden"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["Unavailable"];
@@ -2301,6 +2291,433 @@ export interface operations {
                 };
             };
             404: components["responses"]["NotFound"];
+        };
+    };
+    find: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path: {
+                db: components["parameters"]["db"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["FindRequest"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FindAnswer"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            413: components["responses"]["TooLarge"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    explain: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path: {
+                db: components["parameters"]["db"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["FindRequest"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ExplainAnswer"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            413: components["responses"]["TooLarge"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    listIndexes: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path: {
+                db: components["parameters"]["db"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["IndexList"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    createIndex: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path: {
+                db: components["parameters"]["db"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["IndexRequest"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["IndexCreated"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            409: components["responses"]["Conflict"];
+            413: components["responses"]["TooLarge"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    deleteIndex: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path: {
+                db: components["parameters"]["db"];
+                /** @description The index name */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Status"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    oidcLoginConfig: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OIDCLoginConfig"];
+                };
+            };
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    oidcLogin: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    code: string;
+                    code_verifier: string;
+                    /** Format: uri */
+                    redirect_uri: string;
+                };
+            };
+        };
+        responses: {
+            /** @description The access token, to send as Authorization: Bearer */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SessionGrant"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            413: components["responses"]["TooLarge"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    rotateKey: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path: {
+                /** @description The key's id (key_...) */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": {
+                    /**
+                     * @description How long the old secret still works: a duration from 0s (stops at once) to 168h; default 24h.
+                     * @example 24h
+                     * @example 0s
+                     */
+                    grace?: string;
+                };
+            };
+        };
+        responses: {
+            /** @description The key with its new secret */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NewKey"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            413: components["responses"]["TooLarge"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    getCheck: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path: {
+                db: components["parameters"]["db"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Check"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    startCheck: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path: {
+                db: components["parameters"]["db"];
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": {
+                    schema?: components["schemas"]["SchemaID"];
+                };
+            };
+        };
+        responses: {
+            /** @description The check started, or the one already running for the database */
+            202: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Check"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            413: components["responses"]["TooLarge"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    getStats: {
+        parameters: {
+            query?: {
+                /** @description How far back: a duration from 1m to 1h (default 1h). */
+                window?: string;
+            };
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Stats"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            429: components["responses"]["TooManyRequests"];
+        };
+    };
+    schemaDatabases: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path: {
+                id: components["parameters"]["schemaId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        databases: components["schemas"]["DatabaseName"][];
+                    };
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
         };
     };
 }

@@ -13,6 +13,8 @@ and:
     print(db.get("chatdb", "session_001"))
     for key in db.list_keys("chatdb", prefix="session_"):
         print(key)
+    for item in db.find_all("chatdb", {"user": "u1"}, sort=["created"]):
+        print(item.key, item.doc)
 
 Every failed request raises a subclass of DeltaDBError named for its HTTP
 status (NotFound, PreconditionFailed, ...), carrying the server's one
@@ -22,7 +24,7 @@ as {"path", "message"}. API.md in the repository describes every route this
 client calls.
 """
 
-from .client import JSON_PATCH, MAX_KEYS_PER_REQUEST, MERGE_PATCH, Client, Document, GetManyResult, Item
+from .client import JSON_PATCH, MAX_KEYS_PER_REQUEST, MERGE_PATCH, Client, Document, FindPage, GetManyResult, Item
 from .errors import (
     BadRequest, Conflict, ConnectionFailed, DeltaDBError, Forbidden, MethodNotAllowed, NotFound, PayloadTooLarge,
     PreconditionFailed, ServerError, TooManyRequests, Unauthorized, Unavailable, UnsupportedMediaType,
@@ -32,7 +34,7 @@ from .errors import (
 __version__ = "1.0.0"
 
 __all__ = [
-    "Client", "Item", "Document", "GetManyResult", "ValidationError", "MERGE_PATCH", "JSON_PATCH",
+    "Client", "Item", "Document", "GetManyResult", "FindPage", "ValidationError", "MERGE_PATCH", "JSON_PATCH",
     "MAX_KEYS_PER_REQUEST", "DeltaDBError", "BadRequest", "Unauthorized", "Forbidden", "NotFound",
     "MethodNotAllowed", "Conflict", "PreconditionFailed", "PayloadTooLarge", "UnsupportedMediaType",
     "ValidationFailed", "TooManyRequests", "ServerError", "Unavailable", "ConnectionFailed",

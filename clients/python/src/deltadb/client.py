@@ -11,7 +11,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Literal, Mapping, Option
 
 from .errors import ConnectionFailed, ValidationError, ValidationFailed, error_for
 
-__all__ = ["Client", "Item", "Document", "GetManyResult", "MERGE_PATCH", "JSON_PATCH", "MAX_KEYS_PER_REQUEST"]
+__all__ = ["Client", "Item", "Document", "GetManyResult", "FindPage", "MERGE_PATCH", "JSON_PATCH", "MAX_KEYS_PER_REQUEST"]
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -31,6 +31,20 @@ class GetManyResult(TypedDict):
     documents: Dict[str, Document]
     etags: Dict[str, str]
     missing: List[str]
+
+
+class FindPage(TypedDict):
+    """One page of find: the documents found, with their keys and ETags in
+    the same order. bookmark resumes after this page; more says further
+    pages may hold matches (the limit, or a budget the server names in
+    warning, ended this one)."""
+
+    docs: List[Document]
+    keys: List[str]
+    etags: List[str]
+    bookmark: str
+    more: bool
+    warning: str
 
 
 class Item:
@@ -193,6 +207,73 @@ class Client:
             cursor = body.get("next")
             if not cursor:
                 return
+
+    # -- queries ---------------------------------------------------------
+
+    def find(self, db: str, selector: Mapping[str, Any], fields: Optional[List[str]] = None,
+             sort: Optional[List[Union[str, Dict[str, str]]]] = None, limit: Optional[int] = None,
+             skip: Optional[int] = None, bookmark: Optional[str] = None,
+             use_index: Optional[str] = None) -> FindPage:
+        """One page of the documents of db that selector matches (CouchDB's
+        Mango selectors: {"user": "u1", "n": {"$gt": 3}}). fields: the
+        dotted paths to return of each (default: the whole document);
+        sort: field names, or {"field": "asc"|"desc"}; limit: page size
+        (server default 25); bookmark: from the previous page.
+        """
+        body: Dict[str, Any] = {"selector": selector}
+        for name, value in (("fields", fields), ("sort", sort), ("limit", limit), ("skip", skip),
+                            ("bookmark", bookmark), ("use_index", use_index)):
+            if value is not None:
+                body[name] = value
+        ans, _ = self.request("POST", self._path("api", "databases", db, "find"), body)
+        return FindPage(docs=ans["docs"], keys=ans["keys"], etags=ans["etags"], bookmark=ans["bookmark"],
+                        more=ans["more"], warning=ans.get("warning", ""))
+
+    def find_all(self, db: str, selector: Mapping[str, Any], fields: Optional[List[str]] = None,
+                 sort: Optional[List[Union[str, Dict[str, str]]]] = None, page_size: int = 100,
+                 use_index: Optional[str] = None) -> Iterator[Item]:
+        """Iterate over every match as Item(key, etag, doc), a page of
+        page_size at a time, following bookmarks while the server says more
+        may follow (also when a budget ended a page early)."""
+        bookmark = None
+        while True:
+            page = self.find(db, selector, fields=fields, sort=sort, limit=page_size, bookmark=bookmark,
+                             use_index=use_index)
+            for key, etag, doc in zip(page["keys"], page["etags"], page["docs"]):
+                yield Item(key, etag, doc)
+            if not page["more"]:
+                return
+            bookmark = page["bookmark"]
+
+    def explain(self, db: str, selector: Mapping[str, Any], sort: Optional[List[Union[str, Dict[str, str]]]] = None,
+                use_index: Optional[str] = None) -> Dict[str, Any]:
+        """How find would run: the index (or "_all_docs", a scan) and how
+        many entities it would read ("entities")."""
+        body: Dict[str, Any] = {"selector": selector}
+        if sort is not None:
+            body["sort"] = sort
+        if use_index is not None:
+            body["use_index"] = use_index
+        ans, _ = self.request("POST", self._path("api", "databases", db, "explain"), body)
+        return dict(ans)
+
+    def create_index(self, db: str, fields: List[str], name: Optional[str] = None) -> str:
+        """Index db by fields (dotted paths); return "created", or "exists"
+        when an index of those fields was there."""
+        body: Dict[str, Any] = {"index": {"fields": fields}}
+        if name is not None:
+            body["name"] = name
+        ans, _ = self.request("POST", self._path("api", "databases", db, "index"), body)
+        return str(ans["result"])
+
+    def indexes(self, db: str) -> List[Dict[str, Any]]:
+        """The indexes of db, "_all_docs" (the scan) first."""
+        ans, _ = self.request("GET", self._path("api", "databases", db, "index"))
+        return list(ans["indexes"])
+
+    def delete_index(self, db: str, name: str) -> None:
+        """Delete db's index name; NotFound if there is none."""
+        self.request("DELETE", self._path("api", "databases", db, "index", name))
 
     # -- databases and schemas -------------------------------------------
 

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// discardWriter is a reusable http.ResponseWriter that keeps nothing, so
+// that a benchmark counts the server's allocations, not a recorder's.
+type discardWriter struct{ h http.Header }
+
+func (d *discardWriter) Header() http.Header         { return d.h }
+func (d *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (d *discardWriter) WriteHeader(int)             {}
+
+// BenchmarkWarmGet is one warm GET through the whole REST server of
+// -role=all (request ID, authentication, routing, the worker's cache,
+// metrics and the access line in the text format to a logBuffer over
+// io.Discard): its time and allocations, the server's own only.
+func BenchmarkWarmGet(b *testing.B) {
+	s := newLocalREST(b)
+	out := newLogBuffer(io.Discard, logFlushEvery)
+	defer out.Close()
+	var err error
+	if s.log, err = newLogger(out, logFormatText, slog.LevelInfo); err != nil {
+		b.Fatal(err)
+	}
+	if rec := serve(s, "PUT", "/entity/bench", `{"k":{"role":"user","content":"`+strings.Repeat("x", 1000)+`"}}`); rec.Code != 200 {
+		b.Fatal(rec.Body)
+	}
+	req := httptest.NewRequest("GET", "/entity/bench?key=k", nil)
+	req.Header.Set("Authorization", "Bearer "+testAdminKey)
+	req.RemoteAddr = "127.0.0.1:40000"
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		w := &discardWriter{h: http.Header{}}
+		for pb.Next() {
+			clear(w.h)
+			s.ServeHTTP(w, req)
+		}
+	})
+}
+
+// TestAccessLinesSurviveSIGTERM: the access log is written in batches,
+// yet every request a -role=all server answered before SIGTERM stopped
+// it, also those answered during -shutdown-delay right before the end,
+// has its access line in the log once the process has exited.
+func TestAccessLinesSurviveSIGTERM(t *testing.T) {
+	n := startNode(t, keyEnv, "-shared-fs="+t.TempDir(), "-shutdown-delay=500ms")
+	if code, out, _ := n.call("PUT", "/entity/sigdb", testAdminKey, `{"k":{"n":1}}`); code != 200 {
+		t.Fatalf("PUT = %d %s", code, out)
+	}
+	var mu sync.Mutex
+	var answered []string
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			client := &http.Client{Timeout: 5 * time.Second}
+			for i := 0; ; i++ {
+				id := fmt.Sprintf("sig-%d-%d", g, i)
+				req, _ := http.NewRequest("GET", n.base+"/entity/sigdb?key=k", nil)
+				req.Header.Set("Authorization", "Bearer "+testAdminKey)
+				req.Header.Set("X-Request-ID", id)
+				resp, err := client.Do(req)
+				if err != nil {
+					return // the server has stopped
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					mu.Lock()
+					answered = append(answered, id)
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	time.Sleep(300 * time.Millisecond)
+	n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-n.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("server did not stop within 30s of SIGTERM")
+	}
+	wg.Wait()
+	logged := map[string]bool{}
+	for _, l := range linesWith(parseLog(t, n.stderr.String(), logFormatText), logLine{"msg": msgAccess}) {
+		logged[l["request_id"]] = true
+	}
+	missing := 0
+	for _, id := range answered {
+		if !logged[id] {
+			missing++
+		}
+	}
+	if len(answered) < 100 || missing > 0 {
+		t.Errorf("%d of %d answered requests have no access line after SIGTERM (the last answered: %s)", missing, len(answered), answered[len(answered)-1])
+	}
+}
+
+// TestQueryParamAsParseQuery: queryParam, which the entity routes use to
+// read ?key= without building url.Values, finds the value and the count
+// url.ParseQuery would give, on escapes, repeats, empty pairs, semicolons,
+// bad escapes and a query past the limit of pairs.
+func TestQueryParamAsParseQuery(t *testing.T) {
+	queries := []string{"", "key=a", "key=a&key=b", "x=1&key=%2Fa%20b&y", "key", "key=", "&&key=a&&", "k%65y=a",
+		"key=a;b", "key=a&key=b;c", "key=%zz&key=b", "%zz=1&key=c", "key=a+b", "key=%E4%B8%AD", "KEY=a", "key=a=b",
+		strings.Repeat("x=1&", maxQueryParams-1) + "key=a", strings.Repeat("x=1&", maxQueryParams) + "key=a"}
+	for _, q := range queries {
+		vals, _ := url.ParseQuery(q)
+		got, n := queryParam(q, "key")
+		if want := vals.Get("key"); got != want || n != len(vals["key"]) {
+			t.Errorf("queryParam(%.40q) = %q, %d; url.ParseQuery gives %q, %d", q, got, n, want, len(vals["key"]))
+		}
+	}
+}
