@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -662,6 +663,76 @@ func TestUIConsole(t *testing.T) {
 	// StaySignedIn: by default the session lasts for its tab; "Stay signed
 	// in" keeps it on the device until it expires, for every tab, and Log
 	// out in one tab ends it at the server and in every tab.
+	// FindByContent: the Databases page lists the documents a selector
+	// matches (POST /api/databases/{db}/find), the selector built from a
+	// field, an operator and a value or typed as JSON, paged by the
+	// bookmark; the server's own answer is the reference.
+	t.Run("FindByContent", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		const db = "ui25find"
+		docs := map[string]any{}
+		for i := range 12 {
+			docs[fmt.Sprintf("s%02d", i)] = map[string]any{"role": []string{"user", "assistant"}[i%2], "n": i}
+		}
+		seed.call("PUT", "/entity/"+db, docs, http.StatusOK)
+		serverFind := func(selector string) []string {
+			var a struct{ Keys []string }
+			out := seed.call("POST", "/api/databases/"+db+"/find", json.RawMessage(`{"selector":`+selector+`,"limit":100}`), http.StatusOK)
+			if err := json.Unmarshal(out, &a); err != nil {
+				t.Fatal(err)
+			}
+			return a.Keys
+		}
+		for _, size := range []func(*testing.T) *uiTab{desk, phone} {
+			tb := size(t)
+			tb.login(testAdminKey)
+			if tb.width <= 800 {
+				tb.openMenu()
+			}
+			tb.openDB(db)
+			tb.choose("db-page-size", "10")
+			tb.waitFor("a page of 10 keys", `document.querySelectorAll("#db-keys button[data-key]").length === 10`)
+			tb.click("#db-find summary")
+			tb.typeInto("db-find-field", "role")
+			tb.typeInto("db-find-value", "assistant")
+			var sel string
+			tb.eval(`document.getElementById("db-find-selector").value`, &sel)
+			if sel != `{"role":"assistant"}` {
+				t.Errorf("the builder wrote %s, want {\"role\":\"assistant\"}", sel)
+			}
+			tb.click("#db-find-go")
+			tb.waitFor("the matches", `document.getElementById("db-keys-count").textContent.startsWith("Matches 1–6")`)
+			if got, want := tb.listedKeys(), serverFind(`{"role":"assistant"}`); !slices.Equal(got, want) || len(want) != 6 {
+				t.Errorf("found by role = %v, want the server's %v", got, want)
+			}
+			// A selector typed as JSON, over two pages.
+			tb.setEditor("db-find-selector", `{"n": {"$gte": 1}}`)
+			tb.click("#db-find-go")
+			tb.waitFor("page 1 of the matches", `document.getElementById("db-keys-count").textContent === "Matches 1–10, more on the next page"`)
+			page1 := tb.listedKeys()
+			tb.click("#db-keys-next")
+			tb.waitFor("page 2 of the matches", `document.getElementById("db-keys-count").textContent.startsWith("Matches 11–11")`)
+			if got, want := append(page1, tb.listedKeys()...), serverFind(`{"n": {"$gte": 1}}`); !slices.Equal(got, want) || len(want) != 11 {
+				t.Errorf("found n >= 1 over two pages = %v, want the server's %v", got, want)
+			}
+			tb.click("#db-keys-prev")
+			tb.waitFor("page 1 again", `document.getElementById("db-keys-count").textContent === "Matches 1–10, more on the next page"`)
+			// A found key opens in the editor.
+			tb.openEntity(page1[0])
+			// Mistakes: not JSON is said before asking; the server's
+			// sentence for an unknown operator is shown.
+			tb.setEditor("db-find-selector", `{"n": `)
+			tb.click("#db-find-go")
+			tb.waitFor("the JSON mistake", `document.getElementById("db-list-message").textContent.startsWith("The selector is not JSON")`)
+			tb.setEditor("db-find-selector", `{"n": {"$bogus": 1}}`)
+			tb.click("#db-find-go")
+			tb.waitFor("the server's sentence", `document.getElementById("db-list-message").textContent.includes("$bogus")`)
+			tb.click("#db-find-clear")
+			tb.waitFor("the key list back", `document.getElementById("db-keys-count").textContent === "Keys 1–10 of 12"`)
+			tb.shots("find", "#db-detail")
+		}
+	})
+
 	t.Run("StaySignedIn", func(t *testing.T) {
 		_, secret := uiSeed{t, n.base}.consoleKey("ui25-device", []string{"read"})
 		one := desk(t)

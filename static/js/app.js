@@ -35,6 +35,8 @@
 //                (data-entities, data-schema) #db-message #db-detail #db-info
 //                #db-schema-select #db-bind #db-unbind #db-delete
 //                #db-detail-message #db-prefix #db-prefix-go #db-page-size
+//                details#db-find (#db-find-field -op -value -selector -go
+//                -clear; the find is not kept in the hash)
 //                #db-keys-count #db-keys > li > button[data-testid=db-key-item][data-key]
 //                (span[data-testid=db-key-preview]) #db-keys-prev #db-keys-page
 //                #db-keys-next #db-key-input #db-key-open; the place in the
