@@ -125,6 +125,10 @@ func openToolStore(ctx context.Context, cfg config) (store, error) {
 // durable. Progress goes to stderr.
 func backup(ctx context.Context, t toolFlags, st store, stdout, stderr io.Writer, log *slog.Logger) error {
 	started := time.Now()
+	macKey, err := archiveKeyOf(ctx, t.cfg, st)
+	if err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
 	keys, err := st.List(ctx, "", "", 0)
 	if err != nil {
 		return fmt.Errorf("backup: list objects: %w", err)
@@ -134,7 +138,7 @@ func backup(ctx context.Context, t toolFlags, st store, stdout, stderr io.Writer
 	vanished := 0
 	prog := startProgress(stderr, t.progress, t.progressEvery, "backup", "objects", int64(len(keys)))
 	err = createDurable(t.out, func(w io.Writer) error {
-		aw := newArchiveWriter(w, storageName(t.cfg), started)
+		aw := newArchiveWriter(w, storageName(t.cfg), started, macKey, t.cfg.keyID)
 		err := getInOrder(ctx, st, keys, t.concurrency, func(key string, data []byte, err error) error {
 			prog.add(1)
 			if errors.Is(err, errNotFound) {
@@ -162,6 +166,19 @@ func backup(ctx context.Context, t toolFlags, st store, stdout, stderr io.Writer
 		fmt.Fprintf(stdout, "backup: %d objects were deleted while the backup ran and are not in it\n", vanished)
 	}
 	return nil
+}
+
+// archiveKeyOf derives the archive key (archive.go) from the configured
+// master key, which backup and restore require. Storage that holds a key
+// check must match it (backup): an archive under the wrong key could not
+// be restored with the right one.
+func archiveKeyOf(ctx context.Context, cfg config, st store) ([]byte, error) {
+	master, err := toolMasterKey(ctx, cfg, st, ": archives are authenticated under a key derived from it")
+	if err != nil {
+		return nil, err
+	}
+	defer zero(master)
+	return deriveArchiveKey(master)
 }
 
 // getInOrder reads keys from st, up to n at once, and calls emit for each
@@ -246,10 +263,12 @@ func createDurable(path string, write func(w io.Writer) error) (err error) {
 }
 
 // restore writes every object of the archive t.in into st, which must
-// hold no object. A first pass checks the whole archive (every object
-// against the manifest, the manifest against its checksum) before
-// anything is written; the second writes each object durably, reads it
-// back and compares its SHA-256 again. Progress goes to stderr.
+// hold no object. A first pass checks the whole archive before anything is
+// written: every entry's type, size and key, every object against the
+// manifest, the manifest against its HMAC under the archive key of the
+// configured master key. The second writes each object durably, once its
+// bytes match that manifest again, reads it back and compares its SHA-256
+// again. Progress goes to stderr.
 func restore(ctx context.Context, t toolFlags, st store, stdout, stderr io.Writer, log *slog.Logger) error {
 	started := time.Now()
 	present, err := st.List(ctx, "", "", 1)
@@ -258,6 +277,10 @@ func restore(ctx context.Context, t toolFlags, st store, stdout, stderr io.Write
 	}
 	if len(present) > 0 {
 		return fmt.Errorf("restore: storage %s is not empty (it holds %s): restore only into empty storage", storageName(t.cfg), present[0])
+	}
+	macKey, err := archiveKeyOf(ctx, t.cfg, st)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
 	}
 	f, err := os.Open(t.in)
 	if err != nil {
@@ -269,7 +292,7 @@ func restore(ctx context.Context, t toolFlags, st store, stdout, stderr io.Write
 		return fmt.Errorf("restore: %w", err)
 	}
 	prog := startProgress(stderr, t.progress, t.progressEvery, "restore: check archive", "bytes", fi.Size())
-	man, err := readArchive(bufio.NewReaderSize(f, 1<<20), nil, func(_ string, data []byte) error {
+	man, err := readArchive(bufio.NewReaderSize(f, 1<<20), macKey, nil, func(_ string, data []byte) error {
 		prog.add(int64(len(data)))
 		return nil
 	})
@@ -285,7 +308,7 @@ func restore(ctx context.Context, t toolFlags, st store, stdout, stderr io.Write
 	var size int64
 	prog = startProgress(stderr, t.progress, t.progressEvery, "restore", "objects", int64(len(man.Objects)))
 	pool := newWorkPool(ctx, t.concurrency)
-	_, err = readArchive(bufio.NewReaderSize(f, 1<<20), &man, func(key string, data []byte) error {
+	_, err = readArchive(bufio.NewReaderSize(f, 1<<20), macKey, &man, func(key string, data []byte) error {
 		size += int64(len(data))
 		return pool.run(func(ctx context.Context) error {
 			defer prog.add(1)

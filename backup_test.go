@@ -4,6 +4,8 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -48,7 +51,7 @@ func seedObjects(t *testing.T, st store) map[string][]byte {
 		schemaObjectKey("chat.v1"):                          []byte(`{"type":"object"}`),
 		authKeysObject:                                      []byte(`{"keys":[]}`),
 		revokedPrefix + "abc":                               []byte(`{}`),
-		keyCheckObject:                                      []byte(`{"format":1}`),
+		keyCheckObject:                                      testKeyCheck(),
 		dataKeysObjectKey("chatdb"):                         []byte(`{"active":"dk-1"}`),
 		bindingObjectKey("chatdb"):                          []byte(`{"schema":"chat.v1"}`),
 	}
@@ -58,6 +61,24 @@ func seedObjects(t *testing.T, st store) map[string][]byte {
 		}
 	}
 	return objects
+}
+
+// testKeyCheck is the key check document of testMasterKey under the
+// tools' default -key-id.
+func testKeyCheck() []byte {
+	master, _ := hex.DecodeString(testMasterKey)
+	doc, _ := json.Marshal(keyCheckDoc{Format: storageFormat, KeyID: "main-key-v1", Check: hex.EncodeToString(keyCheckValue(master, "main-key-v1"))})
+	return doc
+}
+
+// testArchiveKey is the archive key of testMasterKey.
+func testArchiveKey(t testing.TB) []byte {
+	t.Helper()
+	k, err := deriveArchiveKey(mustHex(testMasterKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }
 
 // storeObjects returns every object of st.
@@ -106,7 +127,7 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	src, srcDir := newToolFSStore(t)
 	want := seedObjects(t, src)
 	archive := filepath.Join(t.TempDir(), "backup.tar")
-	out, err := runToolArgs(t, "-role=backup", "-shared-fs="+srcDir, "-out="+archive, "-progress=off")
+	out, err := runToolArgs(t, "-role=backup", "-shared-fs="+srcDir, "-out="+archive, "-master-key="+testMasterKey, "-progress=off")
 	if err != nil {
 		t.Fatalf("backup: %v", err)
 	}
@@ -133,13 +154,13 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	for _, k := range slices.Sorted(maps.Keys(want)) {
 		wantNames = append(wantNames, "objects/"+k)
 	}
-	wantNames = append(wantNames, "manifest.json", "manifest.sha256")
+	wantNames = append(wantNames, "manifest.json", "manifest.hmac")
 	if !slices.Equal(names, wantNames) {
 		t.Errorf("archive entries = %q, want %q", names, wantNames)
 	}
 
 	dst, dstDir := newToolFSStore(t)
-	if out, err = runToolArgs(t, "-role=restore", "-shared-fs="+dstDir, "-in="+archive, "-progress=off"); err != nil {
+	if out, err = runToolArgs(t, "-role=restore", "-shared-fs="+dstDir, "-in="+archive, "-master-key="+testMasterKey, "-progress=off"); err != nil {
 		t.Fatalf("restore: %v", err)
 	}
 	if !strings.Contains(out, fmt.Sprintf("restore: %d objects", len(want))) || !strings.Contains(out, "every checksum verified") {
@@ -154,7 +175,7 @@ func TestBackupRefusesExistingArchive(t *testing.T) {
 	seedObjects(t, src)
 	archive := filepath.Join(t.TempDir(), "backup.tar")
 	os.WriteFile(archive, []byte("keep me"), 0o600)
-	_, err := runToolArgs(t, "-role=backup", "-shared-fs="+srcDir, "-out="+archive, "-progress=off")
+	_, err := runToolArgs(t, "-role=backup", "-shared-fs="+srcDir, "-out="+archive, "-master-key="+testMasterKey, "-progress=off")
 	if err == nil || !strings.Contains(err.Error(), "exists") {
 		t.Errorf("backup over an existing file = %v, want an error saying it exists", err)
 	}
@@ -170,7 +191,7 @@ func TestBackupRefusesExistingArchive(t *testing.T) {
 func backupOf(t *testing.T, objects map[string][]byte) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	aw := newArchiveWriter(&buf, "test", time.Unix(1700000000, 0))
+	aw := newArchiveWriter(&buf, "test", time.Unix(1700000000, 0), testArchiveKey(t), "main-key-v1")
 	for _, k := range slices.Sorted(maps.Keys(objects)) {
 		if err := aw.add(k, objects[k]); err != nil {
 			t.Fatal(err)
@@ -189,7 +210,7 @@ func TestRestoreRefusesFlippedByte(t *testing.T) {
 	src, srcDir := newToolFSStore(t)
 	objects := seedObjects(t, src)
 	archive := filepath.Join(t.TempDir(), "backup.tar")
-	if _, err := runToolArgs(t, "-role=backup", "-shared-fs="+srcDir, "-out="+archive, "-progress=off"); err != nil {
+	if _, err := runToolArgs(t, "-role=backup", "-shared-fs="+srcDir, "-out="+archive, "-master-key="+testMasterKey, "-progress=off"); err != nil {
 		t.Fatal(err)
 	}
 	good, err := os.ReadFile(archive)
@@ -206,7 +227,7 @@ func TestRestoreRefusesFlippedByte(t *testing.T) {
 		badPath := filepath.Join(t.TempDir(), "bad.tar")
 		os.WriteFile(badPath, bad, 0o600)
 		dst, dstDir := newToolFSStore(t)
-		_, err := runToolArgs(t, "-role=restore", "-shared-fs="+dstDir, "-in="+badPath, "-progress=off")
+		_, err := runToolArgs(t, "-role=restore", "-shared-fs="+dstDir, "-in="+badPath, "-master-key="+testMasterKey, "-progress=off")
 		if err == nil || !strings.Contains(err.Error(), "object "+key+" does not match its checksum in the manifest") {
 			t.Errorf("restore of an archive with a byte of %s flipped = %v, want a refusal naming it", key, err)
 		}
@@ -228,7 +249,7 @@ func TestArchiveAnyFlippedByte(t *testing.T) {
 	good := backupOf(t, objects)
 	read := func(archive []byte) (map[string][]byte, error) {
 		got := map[string][]byte{}
-		_, err := readArchive(bytes.NewReader(archive), nil, func(key string, data []byte) error {
+		_, err := readArchive(bytes.NewReader(archive), testArchiveKey(t), nil, func(key string, data []byte) error {
 			got[key] = data
 			return nil
 		})
@@ -272,13 +293,13 @@ func TestRestoreRefusesNonEmptyStorage(t *testing.T) {
 	src, srcDir := newToolFSStore(t)
 	seedObjects(t, src)
 	archive := filepath.Join(t.TempDir(), "backup.tar")
-	if _, err := runToolArgs(t, "-role=backup", "-shared-fs="+srcDir, "-out="+archive, "-progress=off"); err != nil {
+	if _, err := runToolArgs(t, "-role=backup", "-shared-fs="+srcDir, "-out="+archive, "-master-key="+testMasterKey, "-progress=off"); err != nil {
 		t.Fatal(err)
 	}
 	dst, dstDir := newToolFSStore(t)
 	existing := map[string][]byte{schemaObjectKey("mine"): []byte(`{"type":"string"}`)}
 	dst.Put(t.Context(), schemaObjectKey("mine"), existing[schemaObjectKey("mine")])
-	_, err := runToolArgs(t, "-role=restore", "-shared-fs="+dstDir, "-in="+archive, "-progress=off")
+	_, err := runToolArgs(t, "-role=restore", "-shared-fs="+dstDir, "-in="+archive, "-master-key="+testMasterKey, "-progress=off")
 	if err == nil || !strings.Contains(err.Error(), "not empty") {
 		t.Errorf("restore into non-empty storage = %v, want a refusal saying it is not empty", err)
 	}
@@ -356,7 +377,7 @@ func TestBackupWhileWriting(t *testing.T) {
 	before := maps.Clone(acked)
 	mu.Unlock()
 	archive := filepath.Join(t.TempDir(), "live.tar")
-	out, err := runBinary(t, "-role=backup", "-shared-fs="+dir, "-out="+archive, "-progress=lines")
+	out, err := runBinary(t, "-role=backup", "-shared-fs="+dir, "-out="+archive, "-master-key="+testMasterKey, "-progress=lines")
 	if err != nil {
 		t.Fatalf("backup: %v\n%s", err, out)
 	}
@@ -374,7 +395,7 @@ func TestBackupWhileWriting(t *testing.T) {
 	}
 
 	restored := filepath.Join(t.TempDir(), "restored")
-	if out, err := runBinary(t, "-role=restore", "-shared-fs="+restored, "-in="+archive, "-progress=lines"); err != nil {
+	if out, err := runBinary(t, "-role=restore", "-shared-fs="+restored, "-in="+archive, "-master-key="+testMasterKey, "-progress=lines"); err != nil {
 		t.Fatalf("restore: %v\n%s", err, out)
 	}
 	out, err = runBinary(t, "-role=verify", "-shared-fs="+restored, "-master-key="+testMasterKey, "-progress=off")
@@ -469,7 +490,7 @@ func TestS3BackupRoundTrip(t *testing.T) {
 		append([]string{"-role=backup", "-out=" + filepath.Join(tmp, "s3.tar")}, s3...),
 		{"-role=restore", "-shared-fs=" + final, "-in=" + filepath.Join(tmp, "s3.tar")},
 	} {
-		if out, err := runBinary(t, append(step, "-progress=off")...); err != nil {
+		if out, err := runBinary(t, append(step, "-master-key="+testMasterKey, "-progress=off")...); err != nil {
 			t.Fatalf("%q: %v\n%s", step, err, out)
 		}
 	}
@@ -562,4 +583,276 @@ func normalizeToolOutput(s string) string {
 	s = regexp.MustCompile(`in [0-9.]+(µs|ms|s)\b`).ReplaceAllString(s, "in T")
 	s = regexp.MustCompile(`\(\d+ bytes\)`).ReplaceAllString(s, "(N bytes)")
 	return strings.TrimSpace(s)
+}
+
+// rewriteArchive re-tars archive with each entry's bytes passed through
+// edit, then does what an attacker without the master key can: puts each
+// object's new size and SHA-256 into the manifest and recomputes every
+// plain checksum (manifest.sha256, if the archive has one). manifest.hmac
+// is left as it was.
+func rewriteArchive(t *testing.T, archive []byte, edit func(name string, data []byte) []byte) []byte {
+	t.Helper()
+	type entry struct {
+		name string
+		data []byte
+	}
+	var entries []entry
+	tr := tar.NewReader(bytes.NewReader(archive))
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := io.ReadAll(tr)
+		entries = append(entries, entry{hdr.Name, edit(hdr.Name, data)})
+	}
+	sums := map[string][2]any{}
+	for _, e := range entries {
+		if key, ok := strings.CutPrefix(e.name, archiveObjectsDir); ok {
+			sum := sha256.Sum256(e.data)
+			sums[key] = [2]any{len(e.data), hex.EncodeToString(sum[:])}
+		}
+	}
+	var doc []byte
+	for i, e := range entries {
+		switch e.name {
+		case archiveManifest:
+			var man map[string]any
+			if err := json.Unmarshal(e.data, &man); err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range man["objects"].([]any) {
+				o := o.(map[string]any)
+				s := sums[o["key"].(string)]
+				o["size"], o["sha256"] = s[0], s[1]
+			}
+			doc, _ = json.MarshalIndent(man, "", " ")
+			doc = append(doc, '\n')
+			entries[i].data = doc
+		case "manifest.sha256":
+			sum := sha256.Sum256(doc)
+			entries[i].data = []byte(hex.EncodeToString(sum[:]) + "\n")
+		}
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range entries {
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: e.name, Size: int64(len(e.data)), Mode: 0o600})
+		tw.Write(e.data)
+	}
+	tw.Close()
+	return buf.Bytes()
+}
+
+// TestRestoreRefusesEditedArchiveWithRehashedManifest is the probe of
+// issue 27 item 5: an archive whose API keys were replaced by a planted
+// admin key, with the manifest's sizes and checksums recomputed (and
+// manifest.sha256 with them), restored with exit 0. Now restore refuses
+// it, and an archive signed under another master key, before writing
+// anything; and it needs the master key at all.
+func TestRestoreRefusesEditedArchiveWithRehashedManifest(t *testing.T) {
+	src, srcDir := newToolFSStore(t)
+	seedObjects(t, src)
+	dir := t.TempDir()
+	archive := filepath.Join(dir, "backup.tar")
+	if _, err := runToolArgs(t, "-role=backup", "-shared-fs="+srcDir, "-out="+archive, "-master-key="+testMasterKey, "-progress=off"); err != nil {
+		t.Fatal(err)
+	}
+	good, err := os.ReadFile(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	planted := []byte(`{"format":1,"keys":[{"id":"evil","name":"evil","sha256":"` + strings.Repeat("ab", 32) +
+		`","permissions":["admin"],"is_admin":true,"created_at":"2026-01-01T00:00:00Z"}]}`)
+	edited := rewriteArchive(t, good, func(name string, data []byte) []byte {
+		if name == archiveObjectsDir+authKeysObject {
+			return planted
+		}
+		return data
+	})
+	otherMaster := strings.Repeat("ee", 32)
+	otherKey, _ := deriveArchiveKey(mustHex(otherMaster))
+	// The same edit, signed under a master key the attacker chose.
+	resigned := rewriteArchive(t, edited, func(name string, data []byte) []byte { return data })
+	resigned = rewriteArchive(t, resigned, func(name string, data []byte) []byte {
+		if name == archiveManifestMAC {
+			return nil // replaced below, once the manifest is final
+		}
+		return data
+	})
+	resigned = signArchive(t, resigned, otherKey)
+	for _, c := range []struct {
+		name, master, want string
+		archive            []byte
+	}{
+		{"edited, manifest rehashed", testMasterKey, "the manifest does not match its HMAC", edited},
+		{"edited, signed under another key", testMasterKey, "the manifest does not match its HMAC", resigned},
+		{"intact, wrong master key", otherMaster, `written under another master key (it names key id "main-key-v1")`, good},
+		{"intact, no master key", "", "-master-key: restore needs the storage's master key", good},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "in.tar")
+			os.WriteFile(p, c.archive, 0o600)
+			dst, dstDir := newToolFSStore(t)
+			args := []string{"-role=restore", "-shared-fs=" + dstDir, "-in=" + p, "-progress=off"}
+			if c.master != "" {
+				args = append(args, "-master-key="+c.master)
+			}
+			_, err := runToolArgs(t, args...)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("restore = %v, want a refusal containing %q", err, c.want)
+			}
+			if got := storeObjects(t, dst); len(got) != 0 {
+				t.Errorf("refused restore wrote %d objects", len(got))
+			}
+		})
+	}
+	// Backup checks the key against the storage's key check: an archive
+	// under the wrong key could never be restored with the right one.
+	_, err = runToolArgs(t, "-role=backup", "-shared-fs="+srcDir, "-out="+filepath.Join(dir, "wrong.tar"), "-master-key="+otherMaster, "-progress=off")
+	if err == nil || !strings.Contains(err.Error(), "wrong master key") {
+		t.Errorf("backup with the wrong master key = %v, want a refusal", err)
+	}
+}
+
+// signArchive sets the archive's manifest.hmac to the manifest's HMAC
+// under key.
+func signArchive(t *testing.T, archive, key []byte) []byte {
+	t.Helper()
+	var doc []byte
+	return rewriteArchive(t, archive, func(name string, data []byte) []byte {
+		switch name {
+		case archiveManifest:
+			doc = data
+		case archiveManifestMAC:
+			return []byte(manifestMAC(key, doc) + "\n")
+		}
+		return data
+	})
+}
+
+// rawTarHeader is a ustar header block for name, of typeflag and size.
+func rawTarHeader(name string, typeflag byte, size int64) []byte {
+	h := make([]byte, 512)
+	copy(h[0:100], name)
+	copy(h[100:], "0000600\x00")
+	copy(h[108:], "0000000\x00")
+	copy(h[116:], "0000000\x00")
+	copy(h[124:], fmt.Sprintf("%011o\x00", size))
+	copy(h[136:], fmt.Sprintf("%011o\x00", 1700000000))
+	copy(h[148:], "        ")
+	h[156] = typeflag
+	copy(h[257:], "ustar\x0000")
+	sum := 0
+	for _, b := range h {
+		sum += int(b)
+	}
+	copy(h[148:], fmt.Sprintf("%06o\x00 ", sum))
+	return h
+}
+
+// tarPad pads b to whole 512-byte blocks.
+func tarPad(b []byte) []byte { return append(b, make([]byte, (512-len(b)%512)%512)...) }
+
+// paxRecord is one PAX extended header record, "<len> key=value\n".
+func paxRecord(k, v string) string {
+	rec := " " + k + "=" + v + "\n"
+	n := len(rec) + 1
+	for len(fmt.Sprint(n))+len(rec) != n {
+		n++
+	}
+	return fmt.Sprint(n) + rec
+}
+
+// sparseTar is a few KB of tar: one PAX-sparse (format 1.0) object entry
+// declaring realSize bytes, all a hole but the last byte.
+func sparseTar(realSize int64) []byte {
+	name := archiveObjectsDir + entityObjectKey("db", "k")
+	pax := paxRecord("GNU.sparse.major", "1") + paxRecord("GNU.sparse.minor", "0") +
+		paxRecord("GNU.sparse.name", name) + paxRecord("GNU.sparse.realsize", fmt.Sprint(realSize))
+	sparseMap := tarPad([]byte(fmt.Sprintf("1\n%d\n1\n", realSize-1)))
+	body := append(sparseMap, tarPad([]byte("x"))...)
+	var b []byte
+	b = append(b, rawTarHeader("PaxHeaders/k", 'x', int64(len(pax)))...)
+	b = append(b, tarPad([]byte(pax))...)
+	b = append(b, rawTarHeader("GNUSparseFile.0/k", '0', int64(len(sparseMap)+1))...)
+	b = append(b, body...)
+	return append(b, make([]byte, 1024)...)
+}
+
+// TestRestoreRefusesSparseTar is the probe of issue 27 item 5: a 12 KB
+// PAX-sparse tar declaring a 1 GiB entry took restore to 2.1 GB of memory.
+// Now it is refused from its header, a sparse entry also when small, and
+// an entry declaring more than an object may hold; restore allocates
+// next to nothing and writes nothing.
+func TestRestoreRefusesSparseTar(t *testing.T) {
+	oversized := append(rawTarHeader(archiveObjectsDir+entityObjectKey("db", "k"), '0', 1<<30), make([]byte, 8192)...)
+	// What any tar reader makes of the sparse archive: one 1 GiB file.
+	hdr, err := tar.NewReader(bytes.NewReader(sparseTar(1 << 30))).Next()
+	if err != nil || hdr.Size != 1<<30 || hdr.Name != archiveObjectsDir+entityObjectKey("db", "k") {
+		t.Fatalf("the sparse archive reads as %+v, %v; want one 1 GiB object", hdr, err)
+	}
+	for _, c := range []struct {
+		name    string
+		archive []byte
+		want    string
+	}{
+		{"sparse 1 GiB", sparseTar(1 << 30), "is a sparse file"},
+		{"sparse 1 KiB", sparseTar(1 << 10), "is a sparse file"},
+		{"1 GiB declared", oversized, "declares 1073741824 bytes, over its limit of 67108864"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "in.tar")
+			os.WriteFile(p, c.archive, 0o600)
+			dst, dstDir := newToolFSStore(t)
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			_, err := runToolArgs(t, "-role=restore", "-shared-fs="+dstDir, "-in="+p, "-master-key="+testMasterKey, "-progress=off")
+			runtime.ReadMemStats(&after)
+			t.Logf("%d-byte archive: restore allocated %d KB", len(c.archive), (after.TotalAlloc-before.TotalAlloc)>>10)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("restore = %v, want a refusal containing %q", err, c.want)
+			}
+			if grew := after.TotalAlloc - before.TotalAlloc; grew > 32<<20 {
+				t.Errorf("restore of a %d-byte archive allocated %d MB", len(c.archive), grew>>20)
+			}
+			if got := storeObjects(t, dst); len(got) != 0 {
+				t.Errorf("refused restore wrote %d objects", len(got))
+			}
+		})
+	}
+}
+
+// TestRestoreGoodEntryThenBadKeyWritesNothing is the probe of issue 27
+// item 5: an archive with a good object followed by one whose key storage
+// refuses left the good one written. Now every key is checked before the
+// first write, in an archive whose manifest is otherwise genuine.
+func TestRestoreGoodEntryThenBadKeyWritesNothing(t *testing.T) {
+	for _, bad := range []string{"_locks/x", "templates/../_auth/keys.json", "files/db", "templates//x.json", "templates/.tmp-x", "templates/a.json"} {
+		t.Run(bad, func(t *testing.T) {
+			var buf bytes.Buffer
+			aw := newArchiveWriter(&buf, "test", time.Unix(1700000000, 0), testArchiveKey(t), "main-key-v1")
+			for _, key := range []string{schemaObjectKey("a"), bad} {
+				if err := aw.add(key, []byte(`{}`)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := aw.close(); err != nil {
+				t.Fatal(err)
+			}
+			p := filepath.Join(t.TempDir(), "in.tar")
+			os.WriteFile(p, buf.Bytes(), 0o600)
+			dst, dstDir := newToolFSStore(t)
+			_, err := runToolArgs(t, "-role=restore", "-shared-fs="+dstDir, "-in="+p, "-master-key="+testMasterKey, "-progress=off")
+			if err == nil || !strings.Contains(err.Error(), "refused") {
+				t.Errorf("restore = %v, want a refusal", err)
+			}
+			if got := storeObjects(t, dst); len(got) != 0 {
+				t.Errorf("refused restore wrote %d objects: %q", len(got), slices.Sorted(maps.Keys(got)))
+			}
+		})
+	}
 }

@@ -8,6 +8,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -83,24 +84,36 @@ func (b budgets) validation() time.Duration {
 	return cmp.Or(b.validationTimeout, defaultValidationTimeout)
 }
 
+// storedObject is the largest object the filesystem store reads
+// (fsstore.go): twice the document budget, room for any object a write
+// within the budgets stores, and never less than defaultMaxObject, so that
+// lowering a budget leaves what is stored readable.
+func (b budgets) storedObject() int64 { return max(defaultMaxObject, 2*b.document()) }
+
 // checkJSONText refuses what of a JSON text (a body, a document or a
-// schema) must never be decoded: bytes that are not UTF-8 (400; the
-// decoders would silently replace them, or store them verbatim) and
-// nesting deeper than maxDepth (413; the decoders recurse, and a schema
-// compiles in time quadratic in its depth). It scans the bytes once,
-// without decoding; malformed JSON is left to the decoder.
+// schema) must never be decoded: bytes that are not UTF-8 and \u escapes
+// of a UTF-16 surrogate without its pair (400; the decoders would silently
+// replace them with U+FFFD, or store them verbatim), and nesting deeper
+// than maxDepth (413; the decoders recurse, and a schema compiles in time
+// quadratic in its depth). It scans the bytes once, without decoding;
+// malformed JSON is left to the decoder.
 func checkJSONText(what string, b []byte, maxDepth int) error {
 	if !utf8.Valid(b) {
 		return reqErrorf(errInvalid, "%s is not valid UTF-8", what)
 	}
-	depth, inString, escaped := 0, false, false
-	for _, c := range b {
+	depth, inString := 0, false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
 		switch {
-		case escaped:
-			escaped = false
+		case inString && c == '\\':
+			n, lone := escapeLen(b[i:])
+			if lone {
+				return reqErrorf(errInvalid, "%s holds the escape %s, half of a UTF-16 surrogate pair without the other half: not a Unicode character",
+					what, b[i:i+6])
+			}
+			i += n - 1
 		case inString:
 			inString = c != '"'
-			escaped = c == '\\'
 		case c == '"':
 			inString = true
 		case c == '[' || c == '{':
@@ -114,6 +127,47 @@ func checkJSONText(what string, b []byte, maxDepth int) error {
 	return nil
 }
 
+// escapeLen returns the length of the escape at the start of b (which
+// starts with a backslash): 2, or 6 for \uXXXX, or 12 for a surrogate pair
+// \uD8XX\uDCXX; lone is true for a \u escape of a surrogate not paired
+// that way. A malformed escape counts 2, left to the decoder to refuse.
+func escapeLen(b []byte) (n int, lone bool) {
+	r, ok := hexEscape(b)
+	switch {
+	case !ok:
+		return 2, false
+	case r >= 0xdc00 && r <= 0xdfff:
+		return 6, true
+	case r < 0xd800 || r > 0xdbff:
+		return 6, false
+	}
+	if low, ok := hexEscape(b[6:]); ok && low >= 0xdc00 && low <= 0xdfff {
+		return 12, false
+	}
+	return 6, true
+}
+
+// hexEscape decodes the \uXXXX escape at the start of b.
+func hexEscape(b []byte) (rune, bool) {
+	if len(b) < 6 || b[0] != '\\' || b[1] != 'u' {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[2:6] {
+		switch {
+		case c >= '0' && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case c >= 'a' && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
+}
+
 // checkDocumentSize refuses a document over the document budget.
 func (b budgets) checkDocumentSize(what string, n int) error {
 	if int64(n) > b.document() {
@@ -122,10 +176,13 @@ func (b budgets) checkDocumentSize(what string, n int) error {
 	return nil
 }
 
-// runWithin runs f, giving up after d (413) or when ctx ends. f keeps
-// running after that (the schema library cannot be interrupted); what
-// bounds its work is the expansion limit on schemas (schemaExpansion).
-func runWithin(ctx context.Context, d time.Duration, f func() error) error {
+// runWithin runs f, giving up after d with the error tooLong (a 413) or
+// when ctx ends. f keeps running after that (the schema library cannot be
+// interrupted from outside); what bounds its work is the expansion limit
+// on schemas (schemaExpansion) for a validation, the bounds of
+// checkSchemaCost and budgetVocabulary, which stops it at its next
+// subschema, for a compilation.
+func runWithin(ctx context.Context, d time.Duration, tooLong error, f func() error) error {
 	done := make(chan error, 1)
 	go func() { done <- f() }()
 	timer := time.NewTimer(d)
@@ -134,10 +191,99 @@ func runWithin(ctx context.Context, d time.Duration, f func() error) error {
 	case err := <-done:
 		return err
 	case <-timer.C:
-		return reqErrorf(errTooLarge, "document takes longer than the limit of %v to validate", d)
+		return tooLong
 	case <-ctx.Done():
 		return fmt.Errorf("validate: %w", ctx.Err())
 	}
+}
+
+// Bounds of compiling a schema (schema.go compile), checked on the decoded
+// document before the compiler sees it, and while it runs.
+const (
+	// maxSchemaNodes is the most objects and booleans, each a possible
+	// subschema, of one schema document. The compiler's work grows with
+	// their square: 10,000 of them take about 0.5 s.
+	maxSchemaNodes = 10000
+	// maxSchemaRefWork is the most distinct $ref targets times nodes: each
+	// target outside the keywords the compiler knows copies its table of
+	// every subschema seen so far.
+	maxSchemaRefWork = 2000000
+	// maxSchemaCompile is the time budget of one compilation, for what the
+	// two bounds above let through on a slow or busy machine.
+	maxSchemaCompile = 2 * time.Second
+)
+
+// compileTimeError is the 413 of a compilation that took longer than
+// limit: a type of its own, so that callers tell it (isCompileTimeout)
+// from the errors of the schema's bytes.
+type compileTimeError struct{ limit time.Duration }
+
+func (e *compileTimeError) Error() string {
+	return fmt.Sprintf("schema takes longer than the limit of %v to compile", e.limit)
+}
+
+// Unwrap returns the sentence as a client sentence of kind errTooLarge.
+func (e *compileTimeError) Unwrap() error { return &requestError{msg: e.Error(), kind: errTooLarge} }
+
+// isCompileTimeout reports whether err is a compilation over its time
+// budget.
+func isCompileTimeout(err error) bool {
+	var te *compileTimeError
+	return errors.As(err, &te)
+}
+
+// checkSchemaCost refuses, with 413, a decoded schema document whose
+// compilation would cost more than the bounds allow: more than
+// maxSchemaNodes objects and booleans, or distinct $ref, $dynamicRef and
+// $recursiveRef targets times those nodes over maxSchemaRefWork. It walks
+// the document once.
+func checkSchemaCost(doc any) error {
+	nodes, refs := 0, map[string]bool{}
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case bool:
+			nodes++
+		case []any:
+			for _, e := range v {
+				walk(e)
+			}
+		case map[string]any:
+			nodes++
+			for k, e := range v {
+				if s, ok := e.(string); ok && (k == "$ref" || k == "$dynamicRef" || k == "$recursiveRef") {
+					refs[s] = true
+				}
+				walk(e)
+			}
+		}
+	}
+	walk(doc)
+	if nodes > maxSchemaNodes {
+		return reqErrorf(errTooLarge, "schema has %d objects and booleans (subschemas), more than the limit of %d", nodes, maxSchemaNodes)
+	}
+	if nodes*len(refs) > maxSchemaRefWork {
+		return reqErrorf(errTooLarge, "schema has %d distinct $ref targets among %d subschemas, more than the limit of %d for their product",
+			len(refs), nodes, maxSchemaRefWork)
+	}
+	return nil
+}
+
+// budgetVocabulary is a vocabulary of no keywords whose compile step the
+// compiler runs for every subschema object it compiles: it stops the
+// compilation once ctx is done or d has passed since it was made.
+func budgetVocabulary(ctx context.Context, d time.Duration) *jsonschema.Vocabulary {
+	deadline := time.Now().Add(d)
+	return &jsonschema.Vocabulary{URL: "urn:deltadatabase:compile-budget",
+		Compile: func(*jsonschema.CompilerContext, map[string]any) (jsonschema.SchemaExt, error) {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			if time.Now().After(deadline) {
+				return nil, &compileTimeError{d}
+			}
+			return nil, nil
+		}}
 }
 
 // maxSchemaExpansion is the most subschemas one path of a document may be

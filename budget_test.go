@@ -404,37 +404,48 @@ func TestJSONSizeIsEncodedLength(t *testing.T) {
 	}
 }
 
-// TestInvalidUTF8: invalid UTF-8 inside JSON strings is refused with 400
-// wherever a document, a key or a schema arrives, and nothing is stored.
-func TestInvalidUTF8(t *testing.T) {
+// bodyCase is one request whose body a test expects refused.
+type bodyCase struct{ method, path, ct, body string }
+
+// checkTextRefused sends each case with the admin key over REST to a
+// server holding u/k = {"a":"ok"}, and payload as a gRPC PUT and PATCH of
+// u/k; each must be refused with 400 (INVALID_ARGUMENT) and a sentence
+// containing want, and neither u/k nor the schema u.v1 may change.
+func checkTextRefused(t *testing.T, cases []bodyCase, payload []byte, want string) *authTestServer {
+	t.Helper()
 	ts := newAuthTestServer(t, authConfig{maxFailures: 1 << 30})
 	ts.mustDo(t, "PUT", "/entity/u", testAdminKey, `{"k":{"a":"ok"}}`, 200)
-	cases := []struct{ method, path, ct, body string }{
-		{"PUT", "/entity/u", "", "{\"k\":{\"a\":\"\xff\"}}"},
-		{"PUT", "/entity/u", "", "{\"k\xc3\":{}}"},
-		{"PATCH", "/entity/u?key=k", mergePatchType, "{\"a\":\"\xfe\xff\"}"},
-		{"PATCH", "/entity/u?key=k", jsonPatchType, "[{\"op\":\"add\",\"path\":\"/a\",\"value\":\"\xed\xa0\x80\"}]"},
-		{"PUT", "/schema/u.v1", "", "{\"title\":\"\xff\"}"},
-		{"PUT", "/api/databases/u", "", "{\"schema\":\"\xff\"}"},
-	}
 	for _, tc := range cases {
 		rec := ts.doWith(tc.method, tc.path, testAdminKey, tc.body, tc.ct)
-		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "not valid UTF-8") {
-			t.Errorf("%s %s %q = %d %s, want 400 about UTF-8", tc.method, tc.path, tc.body, rec.Code, rec.Body)
+		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("%s %s %q = %d %s, want 400 containing %q", tc.method, tc.path, tc.body, rec.Code, rec.Body, want)
 		}
 	}
 	if got := ts.mustDo(t, "GET", "/entity/u?key=k", testAdminKey, "", 200); string(got) != `{"a":"ok"}` {
 		t.Errorf("GET u/k = %s, want it unchanged", got)
 	}
 	ts.mustDo(t, "GET", "/schema/u.v1", "", "", 404)
-
 	client := pb.NewMainWorkerClient(dial(t, serveTestMain(t, 4<<20, ts.st, ts.auth).addr))
 	for _, op := range []string{"PUT", "PATCH"} {
-		_, err := client.Process(t.Context(), clientProcess(op, "u", "k", testAdminKey, []byte("{\"a\":\"\xff\"}")))
-		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "not valid UTF-8") {
-			t.Errorf("Process %s with invalid UTF-8 = %v, want InvalidArgument about UTF-8", op, err)
+		_, err := client.Process(t.Context(), clientProcess(op, "u", "k", testAdminKey, payload))
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), want) {
+			t.Errorf("Process %s %q = %v, want InvalidArgument containing %q", op, payload, err, want)
 		}
 	}
+	return ts
+}
+
+// TestInvalidUTF8: invalid UTF-8 inside JSON strings is refused with 400
+// wherever a document, a key or a schema arrives, and nothing is stored.
+func TestInvalidUTF8(t *testing.T) {
+	checkTextRefused(t, []bodyCase{
+		{"PUT", "/entity/u", "", "{\"k\":{\"a\":\"\xff\"}}"},
+		{"PUT", "/entity/u", "", "{\"k\xc3\":{}}"},
+		{"PATCH", "/entity/u?key=k", mergePatchType, "{\"a\":\"\xfe\xff\"}"},
+		{"PATCH", "/entity/u?key=k", jsonPatchType, "[{\"op\":\"add\",\"path\":\"/a\",\"value\":\"\xed\xa0\x80\"}]"},
+		{"PUT", "/schema/u.v1", "", "{\"title\":\"\xff\"}"},
+		{"PUT", "/api/databases/u", "", "{\"schema\":\"\xff\"}"},
+	}, []byte("{\"a\":\"\xff\"}"), "not valid UTF-8")
 }
 
 // TestWriteOnlyPatchOverGRPC: like REST, Process answers a PATCH without
@@ -517,4 +528,216 @@ func TestBudgetsOverGRPC(t *testing.T) {
 	if err != nil || string(resp.GetResult()) != doc {
 		t.Errorf("GET g/k after the refused writes = %.80s, %v; want it unchanged", resp.GetResult(), err)
 	}
+}
+
+// refChainSchema is the finding's $ref chain of issue 27 item 4: links
+// definitions d_i = {"properties":{"a":{"$ref":"#/$defs/d_{i-1}"}}}
+// under $defs (not a keyword of draft-07, the default), the root a $ref
+// to the last.
+func refChainSchema(links int) []byte {
+	var b strings.Builder
+	b.WriteString(`{"$defs":{"d_0":{"type":"string"}`)
+	for i := 1; i < links; i++ {
+		fmt.Fprintf(&b, `,"d_%d":{"properties":{"a":{"$ref":"#/$defs/d_%d"}}}`, i, i-1)
+	}
+	fmt.Fprintf(&b, `},"$ref":"#/$defs/d_%d"}`, links-1)
+	return []byte(b.String())
+}
+
+// wideSchema is a schema of n properties, each {} (no $ref at all): the
+// compiler's work grows with the square of n.
+func wideSchema(n int) []byte { return propsSchema(n, `{}`) }
+
+// propsSchema is a schema of n properties p0, p1, ..., each the schema
+// child.
+func propsSchema(n int, child string) []byte {
+	var b strings.Builder
+	b.WriteString(`{"properties":{`)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `"p%d":%s`, i, child)
+	}
+	b.WriteString(`}}`)
+	return []byte(b.String())
+}
+
+// TestSchemaRefChain is the probe of issue 27 item 4: a chain of 4,000
+// $refs cost 3.2 s of server time at PUT /schema, 8,000 links 14-18 s and
+// 18,500 links (1 MB) 135 s, and the schema was stored. Now each is
+// refused with 413 from the decoded document, before compiling (how fast:
+// TestSchemaRefChainRefusedFast), and nothing is stored; so are 1,500 links (few nodes, but too many $ref
+// targets for them) and 40,000 properties without any $ref. A chain of
+// 500 links is still a schema.
+func TestSchemaRefChain(t *testing.T) {
+	s := newLocalREST(t)
+	s.maxBody = 2 << 20
+	for _, c := range []struct {
+		name string
+		body []byte
+		want string // "" for accepted
+	}{
+		{"4000 links", refChainSchema(4000), "objects and booleans (subschemas), more than the limit of 10000"},
+		{"8000 links", refChainSchema(8000), "more than the limit of 10000"},
+		{"18500 links", refChainSchema(18500), "more than the limit of 10000"},
+		{"1500 links", refChainSchema(1500), "distinct $ref targets among"},
+		{"40000 properties", wideSchema(40000), "more than the limit of 10000"},
+		{"500 links", refChainSchema(500), ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			start := time.Now()
+			rec := serve(s, "PUT", "/schema/chain.v1", string(c.body))
+			took := time.Since(start)
+			t.Logf("%s (%d KB): %d in %v", c.name, len(c.body)>>10, rec.Code, took.Round(time.Millisecond))
+			stored := serve(s, "GET", "/schema/chain.v1", "").Code == 200
+			serve(s, "DELETE", "/schema/chain.v1", "")
+			if c.want == "" {
+				if rec.Code != 200 || !stored {
+					t.Errorf("PUT = %d %s, want 200 and stored", rec.Code, rec.Body)
+				}
+				return
+			}
+			if rec.Code != http.StatusRequestEntityTooLarge || !strings.Contains(rec.Body.String(), c.want) {
+				t.Errorf("PUT = %d %s, want 413 containing %q", rec.Code, rec.Body, c.want)
+			}
+			if stored {
+				t.Error("the refused schema was stored")
+			}
+		})
+	}
+}
+
+// TestSchemaRefChainRefusedFast: against the binary (not under the race
+// detector, which slows decoding tenfold), the 1 MB chain of 18,500 $refs
+// (135 s of server time on f1f22b5) is refused within 1 s, and the server
+// answers its health check all along.
+func TestSchemaRefChainRefusedFast(t *testing.T) {
+	n, _ := startDefault(t, "-rest-max-body-size=2097152")
+	w := watchServers(t, n)
+	start := time.Now()
+	code, out, _ := n.call("PUT", "/schema/chain.v1", testAdminKey, refChainSchema(18500))
+	took := time.Since(start)
+	w.check(t)
+	t.Logf("18,500 links: %d in %v", code, took.Round(time.Millisecond))
+	if code != http.StatusRequestEntityTooLarge || !strings.Contains(string(out), "more than the limit of 10000") {
+		t.Errorf("PUT /schema/chain.v1 (18,500 links) = %d %s, want 413 naming the limit", code, out)
+	}
+	if took > time.Second {
+		t.Errorf("the refusal took %v, want under 1 s", took)
+	}
+}
+
+// TestSchemaCompileStopsWithRequest: a schema within the bounds that still
+// takes long to compile (5,000 properties) stops compiling when its
+// request ends, and at the time budget; neither stores it. A stored
+// template that ran out of time is not cached as damaged.
+func TestSchemaCompileStopsWithRequest(t *testing.T) {
+	body := propsSchema(5000, `{"type":"integer"}`)
+	st := newMemStore()
+	r := newSchemaRegistry(st, budgets{})
+	r.compileTimeout = time.Minute // the race detector makes it slow
+	// Wall times swing with the machine's load, and decoding before the
+	// compiler starts cannot be cut short: a request ending after a tenth
+	// of a whole compilation must see Put return within a third of it in
+	// one of three tries (run to its end, as before, it never does).
+	var stopped bool
+	for try := 1; try <= 3 && !stopped; try++ {
+		start := time.Now()
+		if err := r.Put(t.Context(), "full.v1", body); err != nil {
+			t.Fatalf("Put(5,000 properties) = %v", err)
+		}
+		full := time.Since(start)
+		ctx, cancel := context.WithTimeout(t.Context(), full/10)
+		start = time.Now()
+		err := r.Put(ctx, "gone.v1", body)
+		took := time.Since(start)
+		cancel()
+		t.Logf("try %d: 5,000 properties compile in %v; with the request ending after %v, Put returned after %v",
+			try, full.Round(time.Millisecond), (full / 10).Round(time.Millisecond), took.Round(time.Millisecond))
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Put with a request that ends after %v = %v, want its context's error", full/10, err)
+		}
+		if _, err := st.Get(t.Context(), schemaObjectKey("gone.v1")); !errors.Is(err, errNotFound) {
+			t.Errorf("the schema of an ended request was stored: %v", err)
+		}
+		stopped = took <= full/10+full/4
+	}
+	if !stopped {
+		t.Error("Put went on compiling after its request ended, in each of three tries")
+	}
+
+	r.compileTimeout = time.Millisecond
+	err := r.Put(t.Context(), "slow.v1", body)
+	if !errors.Is(err, errTooLarge) || !strings.Contains(err.Error(), "takes longer than the limit of 1ms to compile") {
+		t.Errorf("Put over the compile time budget = %v, want 413 naming it", err)
+	}
+	if _, err := st.Get(t.Context(), schemaObjectKey("slow.v1")); !errors.Is(err, errNotFound) {
+		t.Errorf("the schema over the time budget was stored: %v", err)
+	}
+
+	// A template stored by hand that runs out of time on its first use
+	// compiles on its next one, once there is time.
+	if err := st.Put(t.Context(), schemaObjectKey("hand.v1"), propsSchema(2000, `{"type":"integer"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Validate(t.Context(), "hand.v1", []byte(`{}`)); !errors.Is(err, errTooLarge) {
+		t.Errorf("Validate with 1 ms to compile = %v, want 413", err)
+	}
+	r.compileTimeout = time.Minute
+	if err := r.Validate(t.Context(), "hand.v1", []byte(`{"p1":1}`)); err != nil {
+		t.Errorf("Validate once there is time again = %v, want nil", err)
+	}
+}
+
+// TestLoneSurrogateRefused is the probe of issue 27 item 6: the escape
+// "\ud800" (half of a UTF-16 surrogate pair) was accepted and later
+// rewritten to U+FFFD. Now it is refused with 400, like invalid UTF-8,
+// wherever a body is decoded (REST and gRPC), and nothing is stored; a
+// whole pair and an escaped backslash before "ud800" are still text.
+func TestLoneSurrogateRefused(t *testing.T) {
+	ts := checkTextRefused(t, []bodyCase{
+		{"PUT", "/entity/u", "", `{"k":{"a":"\ud800"}}`},
+		{"PUT", "/entity/u", "", `{"k":{"a":"\uDC00 trailing half"}}`},
+		{"PUT", "/entity/u", "", `{"k":{"a":"\ud800\u0041"}}`},
+		{"PUT", "/entity/u", "", `{"k":{"a":"x\udbff"}}`},
+		{"PUT", "/entity/u", "", `{"k\ud800":{}}`},
+		{"PATCH", "/entity/u?key=k", mergePatchType, `{"a":"\ud800"}`},
+		{"PATCH", "/entity/u?key=k", jsonPatchType, `[{"op":"add","path":"/a","value":"\ud800"}]`},
+		{"PUT", "/schema/u.v1", "", `{"title":"\ud800"}`},
+		{"PUT", "/api/databases/u", "", `{"schema":"\ud800"}`},
+		{"POST", "/api/keys", "", `{"name":"\ud800","permissions":["read"]}`},
+	}, []byte(`{"a":"\ud800"}`), "surrogate pair without the other half")
+	ts.mustDo(t, "PUT", "/entity/u", testAdminKey, `{"pair":"\ud83d\ude00","slash":"\\ud800"}`, 200)
+	for key, want := range map[string]string{"pair": "😀", "slash": `\ud800`} {
+		var got string
+		raw := ts.mustDo(t, "GET", "/entity/u?key="+key, testAdminKey, "", 200)
+		if err := json.Unmarshal(raw, &got); err != nil || got != want {
+			t.Errorf("GET u/%s = %s (%q, %v), want %q", key, raw, got, err, want)
+		}
+	}
+
+}
+
+// FuzzCheckJSONText: whatever checkJSONText lets through decodes without
+// a character being replaced: U+FFFD comes out of encoding/json only where
+// the text had it (as UTF-8 or as an escape).
+func FuzzCheckJSONText(f *testing.F) {
+	for _, s := range []string{`"\ud800"`, `"\ud83d\ude00"`, `"\\ud800"`, `["\udc00"]`, `{"\ud800\u0041":1}`, `"\uD800\uDBFF"`, `"a\u00e9"`, `"\ufffd"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if checkJSONText("body", b, 64) != nil {
+			return
+		}
+		var v any
+		if json.Unmarshal(b, &v) != nil {
+			return
+		}
+		out, _ := json.Marshal(v)
+		had := bytes.Contains(b, []byte("\uFFFD")) || bytes.Contains(bytes.ToLower(b), []byte(`\ufffd`))
+		if bytes.Contains(out, []byte("\uFFFD")) && !had {
+			t.Errorf("checkJSONText accepted %q, which decodes with U+FFFD in it", b)
+		}
+	})
 }

@@ -65,6 +65,9 @@ type config struct {
 	clientTTL time.Duration
 	// grpcMaxRecv is the largest gRPC message accepted, bytes.
 	grpcMaxRecv int
+	// grpcMaxIdle is how long a gRPC connection with no call in flight
+	// stays open (grpcKeepalive).
+	grpcMaxIdle time.Duration
 	// restMaxBody is the largest REST request body, bytes; larger is 413.
 	restMaxBody int64
 	// maxDocument is the largest stored document, bytes; 0 is restMaxBody.
@@ -140,6 +143,9 @@ type oidcFlags struct {
 	skew time.Duration
 	// required stops the start when the issuer cannot be reached.
 	required bool
+	// allowHTTP accepts a plain-http issuer (and jwks_uri) beyond
+	// loopback.
+	allowHTTP bool
 	// ui is the UI's sign-in with the provider (oidclogin.go); ui.clientID
 	// "" offers none.
 	ui oidcUIFlags
@@ -183,6 +189,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.workerTTL, "worker-ttl", time.Hour, "worker token lifetime")
 	fs.DurationVar(&c.clientTTL, "client-ttl", 24*time.Hour, "session token lifetime")
 	fs.IntVar(&c.grpcMaxRecv, "grpc-max-recv-msg-size", 4194304, "largest gRPC message accepted, bytes")
+	fs.DurationVar(&c.grpcMaxIdle, "grpc-max-connection-idle", defaultGRPCMaxIdle, "close a gRPC connection with no call in flight for this long (clients reconnect)")
 	fs.Int64Var(&c.restMaxBody, "rest-max-body-size", 1048576, "largest REST request body, bytes")
 	fs.Int64Var(&c.maxDocument, "max-document-size", 0, "largest stored document, bytes, also the result of a PATCH (0 = -rest-max-body-size)")
 	fs.IntVar(&c.maxPatchOps, "max-patch-ops", defaultMaxPatchOps, "most operations of one JSON Patch")
@@ -224,6 +231,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.oidc.ui.name, "oidc-ui-name", "", "what the UI's sign-in button calls the provider (default: the issuer's host)")
 	fs.StringVar(&c.oidc.ui.scope, "oidc-ui-scope", "openid", "scope the UI asks the provider for (one that gets an access token for -oidc-audience)")
 	fs.StringVar(&c.oidc.ui.params, "oidc-ui-auth-params", "", "more parameters of the UI's authorization request as a query string, e.g. audience=https://ddb.example (Auth0) or resource=https://ddb.example (RFC 8707)")
+	fs.BoolVar(&c.oidc.allowHTTP, "oidc-allow-http", false, "accept a plain-http -oidc-issuer (and jwks_uri) beyond loopback: only on a network no one else can touch")
 	if err := parseArgs(fs, args, stderr); err != nil {
 		return c, err
 	}
@@ -344,6 +352,8 @@ func (c *config) check() error {
 		return fmt.Errorf("-role: unknown role %q (want all, main, proc, bench, backup, restore or verify)", c.role)
 	case c.grpcMaxRecv <= 0:
 		return fmt.Errorf("-grpc-max-recv-msg-size: must be positive, got %d", c.grpcMaxRecv)
+	case c.grpcMaxIdle <= 0:
+		return fmt.Errorf("-grpc-max-connection-idle: must be positive, got %v", c.grpcMaxIdle)
 	case c.restMaxBody <= 0:
 		return fmt.Errorf("-rest-max-body-size: must be positive, got %d", c.restMaxBody)
 	case c.maxDocument < 0:
@@ -403,12 +413,12 @@ func (c *config) check() error {
 // check rejects -oidc-* values that make no sense together.
 func (o *oidcFlags) check() error {
 	switch {
-	case o.issuer == "" && (o.audience != "" || o.required || o.ui.clientID != ""):
-		return errors.New("-oidc-issuer: -oidc-audience, -oidc-required and -oidc-ui-client-id need -oidc-issuer")
+	case o.issuer == "" && (o.audience != "" || o.required || o.allowHTTP || o.ui.clientID != ""):
+		return errors.New("-oidc-issuer: -oidc-audience, -oidc-required, -oidc-allow-http and -oidc-ui-client-id need -oidc-issuer")
 	case o.issuer == "":
 		return nil
-	case !strings.HasPrefix(o.issuer, "https://") && !strings.HasPrefix(o.issuer, "http://"):
-		return fmt.Errorf("-oidc-issuer: %q is not an http(s) URL", o.issuer)
+	case checkOIDCURL(o.issuer, o.allowHTTP) != nil:
+		return fmt.Errorf("-oidc-issuer: %w", checkOIDCURL(o.issuer, o.allowHTTP))
 	case o.audience == "":
 		return errors.New("-oidc-audience: required with -oidc-issuer (the aud your provider puts in DeltaDatabase's tokens)")
 	case o.permsClaim == "":

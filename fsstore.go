@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,10 +48,17 @@ const (
 // component "_locks" and components starting with ".tmp-" are reserved.
 // Delete leaves emptied directories in place.
 //
+// No call follows a symbolic link under root (beneath.go): a link, or
+// anything but a regular file where an object should be, is refused with
+// an error wrapping errCorrupt, and so is an object over maxObject bytes.
+//
 // fsStore is safe for concurrent use, also by several processes sharing
 // root: Lock is flock.
 type fsStore struct {
 	root string // absolute, cleaned
+	// maxObject is the largest object Get reads; a larger one is refused
+	// from its size, before anything is allocated.
+	maxObject int64
 	// lockWaits counts the times Lock found its flock held by someone
 	// else and waited.
 	lockWaits atomic.Uint64
@@ -63,10 +72,21 @@ var _ store = (*fsStore)(nil)
 // writes are in flight). An unusable root yields an error wrapping
 // errConfig.
 func newFSStore(root string) (*fsStore, error) {
+	return newFSStoreLimit(root, defaultMaxObject)
+}
+
+// defaultMaxObject is the largest object an fsStore reads unless its
+// opener says otherwise (budgets.storedObject).
+const defaultMaxObject = 64 << 20
+
+// newFSStoreLimit is newFSStore reading objects of at most maxObject
+// bytes.
+func newFSStoreLimit(root string, maxObject int64) (*fsStore, error) {
 	s, err := openFSStore(root)
 	if err != nil {
 		return nil, err
 	}
+	s.maxObject = maxObject
 	if err := removeTempFiles(s.root); err != nil {
 		return nil, fmt.Errorf("open fs store %s: remove temp files: %w: %w", root, err, errConfig)
 	}
@@ -81,10 +101,15 @@ func openFSStore(root string) (*fsStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open fs store %s: %w: %w", root, err, errConfig)
 	}
-	if err := os.MkdirAll(filepath.Join(abs, lockDir), 0o700); err != nil {
+	if err := os.MkdirAll(abs, 0o700); err != nil {
 		return nil, fmt.Errorf("open fs store %s: %w: %w", root, err, errConfig)
 	}
-	return &fsStore{root: abs}, nil
+	locks, err := mkdirAllBeneath(abs, []string{lockDir})
+	if err != nil {
+		return nil, fmt.Errorf("open fs store %s: %w: %w", root, err, errConfig)
+	}
+	locks.Close()
+	return &fsStore{root: abs, maxObject: defaultMaxObject}, nil
 }
 
 // staleTempAge is how long a temp file must have gone unmodified before a
@@ -97,7 +122,8 @@ const staleTempAge = 10 * time.Minute
 
 // removeTempFiles deletes every temp file under root last modified more
 // than staleTempAge ago. A temp file is never valid data: it only becomes
-// an object by the rename in writeDurable.
+// an object by the rename in writeDurable. WalkDir follows no symbolic
+// link, and the unlink goes through the directory opened beneath root.
 func removeTempFiles(root string) error {
 	cutoff := time.Now().Add(-staleTempAge)
 	return filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
@@ -117,11 +143,30 @@ func removeTempFiles(root string) error {
 		if info.ModTime().After(cutoff) {
 			return nil
 		}
-		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := unlinkBeneath(root, path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
 		return nil
 	})
+}
+
+// unlinkBeneath removes the file at path, a path under root, through its
+// directory opened beneath root.
+func unlinkBeneath(root, path string) error {
+	rel, err := filepath.Rel(root, path)
+	if err != nil {
+		return err
+	}
+	comps := strings.Split(filepath.ToSlash(rel), "/")
+	dir, err := openDirBeneath(root, comps[:len(comps)-1])
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	if err := unix.Unlinkat(int(dir.Fd()), comps[len(comps)-1], 0); err != nil {
+		return &fs.PathError{Op: "unlink", Path: path, Err: err}
+	}
+	return nil
 }
 
 // Get returns the object at key, or an error wrapping errNotFound.
@@ -129,11 +174,11 @@ func (s *fsStore) Get(ctx context.Context, key string) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("get %s: %w", key, err)
 	}
-	p, err := s.path(key)
+	comps, err := physicalComponents(key)
 	if err != nil {
 		return nil, fmt.Errorf("get %s: %w", key, err)
 	}
-	data, err := os.ReadFile(p)
+	data, err := readBeneath(s.root, comps, s.maxObject)
 	if err != nil {
 		return nil, fsError("get", key, "read", notFoundIfShadowed(err))
 	}
@@ -145,14 +190,32 @@ func (s *fsStore) Put(ctx context.Context, key string, data []byte) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
-	p, err := s.path(key)
+	comps, err := physicalComponents(key)
 	if err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
-	if step, err := writeDurable(p, data); err != nil {
+	if step, err := s.writeObject(comps, data); err != nil {
 		return fsError("put", key, step, err)
 	}
 	return nil
+}
+
+// writeObject writes data durably to the object at comps, opening its
+// directory beneath root (creating it on the first write there: a stat
+// per write would cost more than the rare retry).
+func (s *fsStore) writeObject(comps []string, data []byte) (step string, err error) {
+	dirComps := comps[:len(comps)-1]
+	dir, err := openDirBeneath(s.root, dirComps)
+	if errors.Is(err, fs.ErrNotExist) {
+		if dir, err = mkdirAllBeneath(s.root, dirComps); err != nil {
+			return "mkdir", err
+		}
+	}
+	if err != nil {
+		return "open dir", err
+	}
+	defer dir.Close()
+	return writeDurableIn(dir, comps[len(comps)-1], data)
 }
 
 // GetRev returns the object at key and its revision, the hex SHA-256 of
@@ -201,15 +264,22 @@ func (s *fsStore) Delete(ctx context.Context, key string) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("delete %s: %w", key, err)
 	}
-	p, err := s.path(key)
+	comps, err := physicalComponents(key)
 	if err != nil {
 		return fmt.Errorf("delete %s: %w", key, err)
 	}
-	// unlink, not os.Remove: a key never names a directory, even an empty one.
-	if err := unix.Unlink(p); err != nil {
+	dir, err := openDirBeneath(s.root, comps[:len(comps)-1])
+	if err != nil {
 		return fsError("delete", key, "unlink", notFoundIfShadowed(err))
 	}
-	if err := syncDir(filepath.Dir(p)); err != nil {
+	defer dir.Close()
+	// unlink, not os.Remove: a key never names a directory, even an empty
+	// one. A symbolic link planted there is removed, never followed.
+	if err := unix.Unlinkat(int(dir.Fd()), comps[len(comps)-1], 0); err != nil {
+		err = &fs.PathError{Op: "unlink", Path: dir.Name() + "/" + comps[len(comps)-1], Err: err}
+		return fsError("delete", key, "unlink", notFoundIfShadowed(err))
+	}
+	if err := dir.Sync(); err != nil {
 		return fsError("delete", key, "sync dir", err)
 	}
 	return nil
@@ -219,39 +289,45 @@ func (s *fsStore) Delete(ctx context.Context, key string) error {
 // locks belong to their unlock functions.
 func (s *fsStore) Close() error { return nil }
 
-// durableOps are the file operations of writeDurable and mkdirAllDurable,
-// as variables so that tests can inject a failure at each step and record
-// the order of the calls. Production code never changes them.
+// durableOps are the file operations of writeDurableIn and mkdirAt, as
+// variables so that tests can inject a failure at each step and record
+// the order of the calls. Production code never changes them. Each acts
+// on a directory opened beneath the storage root (beneath.go) and on
+// names in it, never on a path that could pass through a link.
 var durableOps = struct {
-	createTemp func(dir, pattern string) (*os.File, error)
+	createTemp func(dir *os.File) (*os.File, error)
 	write      func(f *os.File, data []byte) (int, error)
 	fdatasync  func(f *os.File) error
 	close      func(f *os.File) error
-	rename     func(oldpath, newpath string) error
-	mkdir      func(dir string, perm fs.FileMode) error
-	syncDir    func(dir string) error
-}{os.CreateTemp, (*os.File).Write, fdatasync, (*os.File).Close, os.Rename, os.Mkdir, syncDir}
+	rename     func(dir *os.File, oldName, newName string) error
+	mkdir      func(dir *os.File, name string, perm uint32) error
+	syncDir    func(dir *os.File) error
+}{createTempIn, (*os.File).Write, fdatasync, (*os.File).Close, renameIn, mkdirIn, (*os.File).Sync}
 
-// writeDurable is the one durable-write sequence of the store. It returns
-// once data is at path and survives a crash; on failure it names the step
-// that failed and leaves no temp file behind.
+// writeDurable is writeDurableIn for the file at path, in a directory
+// that exists (the load tool's fsync ceiling, bench.go).
 func writeDurable(path string, data []byte) (step string, err error) {
-	ops := &durableOps
-	dir := filepath.Dir(path)
-	// 1. Create the temp file in the target directory, so the rename below
-	//    stays within one filesystem and one directory. CreateTemp picks a
-	//    unique name and creates the file 0600. A missing directory is
-	//    created (0700) on the first failure only, to save a stat per write.
-	f, err := ops.createTemp(dir, tmpPrefix+"*")
-	if errors.Is(err, fs.ErrNotExist) {
-		if err := mkdirAllDurable(dir); err != nil {
-			return "mkdir", err
-		}
-		f, err = ops.createTemp(dir, tmpPrefix+"*")
+	dir, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return "open dir", err
 	}
+	defer dir.Close()
+	return writeDurableIn(dir, filepath.Base(path), data)
+}
+
+// writeDurableIn is the one durable-write sequence of the store. It
+// returns once data is the file name in dir and survives a crash; on
+// failure it names the step that failed and leaves no temp file behind.
+func writeDurableIn(dir *os.File, name string, data []byte) (step string, err error) {
+	ops := &durableOps
+	// 1. Create the temp file in the target directory, so the rename below
+	//    stays within one filesystem and one directory: a unique name,
+	//    created 0600, never through a link.
+	f, err := ops.createTemp(dir)
 	if err != nil {
 		return "create temp", err
 	}
+	tmp := filepath.Base(f.Name())
 	// 2. On any later failure close and remove the temp file.
 	closed := false
 	defer func() {
@@ -259,7 +335,7 @@ func writeDurable(path string, data []byte) (step string, err error) {
 			if !closed {
 				_ = f.Close()
 			}
-			_ = os.Remove(f.Name())
+			_ = unix.Unlinkat(int(dir.Fd()), tmp, 0)
 		}
 	}()
 	// 3. Write the bytes.
@@ -276,8 +352,8 @@ func writeDurable(path string, data []byte) (step string, err error) {
 		return "close", err
 	}
 	// 6. Rename over the target: readers see the old or the new bytes, never
-	//    a mix.
-	if err = ops.rename(f.Name(), path); err != nil {
+	//    a mix. A link at the target's name is replaced, not followed.
+	if err = ops.rename(dir, tmp, name); err != nil {
 		return "rename", err
 	}
 	// 7. fsync the directory so that the rename itself is durable. Only now
@@ -288,28 +364,39 @@ func writeDurable(path string, data []byte) (step string, err error) {
 	return "", nil
 }
 
-// mkdirAllDurable creates dir and its missing parents 0700, fsyncing each
-// parent after creating a child in it so that new directories (a new hash
-// directory, a new database) survive a crash.
-func mkdirAllDurable(dir string) error {
-	if fi, err := os.Stat(dir); err == nil {
-		if !fi.IsDir() {
-			return &fs.PathError{Op: "mkdir", Path: dir, Err: unix.ENOTDIR}
+// createTempIn creates a new temp file 0600 in dir, named tmpPrefix and
+// random digits; O_EXCL|O_NOFOLLOW never opens what is already there.
+func createTempIn(dir *os.File) (*os.File, error) {
+	for range 10000 {
+		name := tmpPrefix + strconv.FormatUint(uint64(rand.Uint32()), 10)
+		fd, err := ignoringEINTR(func() (int, error) {
+			return unix.Openat(int(dir.Fd()), name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		})
+		if errors.Is(err, unix.EEXIST) {
+			continue
 		}
-		return nil
-	}
-	parent := filepath.Dir(dir)
-	if parent != dir {
-		if err := mkdirAllDurable(parent); err != nil {
-			return err
+		if err != nil {
+			return nil, &fs.PathError{Op: "open", Path: dir.Name() + "/" + name, Err: err}
 		}
+		return os.NewFile(uintptr(fd), dir.Name()+"/"+name), nil
 	}
-	// A concurrent writer may have created dir since the Stat; syncing the
-	// parent anyway makes sure the entry is durable before we rely on it.
-	if err := durableOps.mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-		return err
+	return nil, &fs.PathError{Op: "createtemp", Path: dir.Name() + "/" + tmpPrefix + "*", Err: fs.ErrExist}
+}
+
+// renameIn renames oldName to newName within dir.
+func renameIn(dir *os.File, oldName, newName string) error {
+	if err := unix.Renameat(int(dir.Fd()), oldName, int(dir.Fd()), newName); err != nil {
+		return &os.LinkError{Op: "rename", Old: dir.Name() + "/" + oldName, New: dir.Name() + "/" + newName, Err: err}
 	}
-	return durableOps.syncDir(parent)
+	return nil
+}
+
+// mkdirIn creates the directory name in dir.
+func mkdirIn(dir *os.File, name string, perm uint32) error {
+	if err := unix.Mkdirat(int(dir.Fd()), name, perm); err != nil {
+		return &fs.PathError{Op: "mkdir", Path: dir.Name() + "/" + name, Err: err}
+	}
+	return nil
 }
 
 // fdatasync flushes f's data and the metadata needed to read it back.
@@ -435,6 +522,10 @@ func fsError(op, key, step string, err error) error {
 // errUnavailable.
 func classify(err error) error {
 	switch {
+	case errors.Is(err, errCorrupt), errors.Is(err, errSymlink):
+		// Not a regular file, a link, or an object over the read limit:
+		// someone changed the storage behind our back.
+		return errCorrupt
 	case errors.Is(err, fs.ErrNotExist):
 		return errNotFound
 	case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
@@ -493,7 +584,7 @@ func (s *fsStore) ListDirs(ctx context.Context, prefix string) ([]string, error)
 	if err != nil {
 		return nil, fmt.Errorf("list dirs: %w", err)
 	}
-	entries, err := readDir(filepath.Join(s.root, rel))
+	entries, err := s.readDir(rel)
 	if err != nil {
 		return nil, fsError("list dirs", prefix, "read dir", err)
 	}
@@ -503,7 +594,7 @@ func (s *fsStore) ListDirs(ctx context.Context, prefix string) ([]string, error)
 		if !e.IsDir() || strings.HasPrefix(n, tmpPrefix) || (rel == "" && n == lockDir) {
 			continue
 		}
-		found, err := holdsObject(ctx, filepath.Join(s.root, rel, n))
+		found, err := s.holdsObject(ctx, append(relComponents(rel), n))
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, fmt.Errorf("list dirs %s: %w", prefix, err)
@@ -518,15 +609,15 @@ func (s *fsStore) ListDirs(ctx context.Context, prefix string) ([]string, error)
 	return names, nil
 }
 
-// holdsObject reports whether dir or a directory below it holds a file
-// other than a temp file. It reads a few entries at a time and descends
-// depth-first, stopping at the first file, so a directory of many objects
-// costs a few short reads.
-func holdsObject(ctx context.Context, dir string) (bool, error) {
+// holdsObject reports whether the directory comps or a directory below it
+// holds a regular file other than a temp file. It reads a few entries at
+// a time and descends depth-first, stopping at the first file, so a
+// directory of many objects costs a few short reads.
+func (s *fsStore) holdsObject(ctx context.Context, comps []string) (bool, error) {
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
-	d, err := os.Open(dir)
+	d, err := openDirBeneath(s.root, comps)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil // removed meanwhile
 	}
@@ -540,10 +631,13 @@ func holdsObject(ctx context.Context, dir string) (bool, error) {
 			if strings.HasPrefix(e.Name(), tmpPrefix) {
 				continue
 			}
-			if !e.IsDir() {
+			if e.Type().IsRegular() {
 				return true, nil
 			}
-			if found, err := holdsObject(ctx, filepath.Join(dir, e.Name())); found || err != nil {
+			if !e.IsDir() {
+				continue // a link or a device: not an object
+			}
+			if found, err := s.holdsObject(ctx, append(slices.Clip(comps), e.Name())); found || err != nil {
 				return found, err
 			}
 		}
@@ -586,7 +680,7 @@ func (s *fsStore) walk(ctx context.Context, rel, prefix string, keys *[]string) 
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	entries, err := readDir(filepath.Join(s.root, rel))
+	entries, err := s.readDir(rel)
 	if err != nil {
 		return err
 	}
@@ -606,8 +700,9 @@ func (s *fsStore) walk(ctx context.Context, rel, prefix string, keys *[]string) 
 					return err
 				}
 			}
-		case rel+"/" == entitiesPrefix:
-			// Not a key: everything under files/ is files/<db>/<name>.
+		case rel+"/" == entitiesPrefix, !e.Type().IsRegular():
+			// Not a key: everything under files/ is files/<db>/<name>, and
+			// a link or a device is no object.
 		case strings.HasPrefix(child, prefix):
 			*keys = append(*keys, child)
 		}
@@ -635,8 +730,8 @@ func (s *fsStore) listEntities(ctx context.Context, db, prefix string, keys *[]s
 	if len(prefix) < len(base) {
 		namePrefix = ""
 	}
-	dbDir := filepath.Join(s.root, entitiesPrefix, db)
-	hashDirs, err := readDir(dbDir)
+	dbDir := entitiesPrefix + db
+	hashDirs, err := s.readDir(dbDir)
 	if err != nil {
 		return err
 	}
@@ -647,7 +742,7 @@ func (s *fsStore) listEntities(ctx context.Context, db, prefix string, keys *[]s
 		if !h.IsDir() || !isHashDir(h.Name()) {
 			continue
 		}
-		err := listNames(filepath.Join(dbDir, h.Name()), h.Name(), "", namePrefix, func(name string) {
+		err := s.listNames(dbDir+"/"+h.Name(), h.Name(), "", namePrefix, func(name string) {
 			*keys = append(*keys, base+name)
 		})
 		if err != nil {
@@ -660,9 +755,9 @@ func (s *fsStore) listEntities(ctx context.Context, db, prefix string, keys *[]s
 // listNames calls add for each entity name with namePrefix in the hash
 // directory hh (or in its segment directory dir, whose names start with
 // segs), reassembling segmented names. Stray files whose hash does not
-// match hh are not entities and are skipped.
-func listNames(dir, hh, segs, namePrefix string, add func(name string)) error {
-	entries, err := readDir(dir)
+// match hh are not entities and are skipped, as are links and devices.
+func (s *fsStore) listNames(dir, hh, segs, namePrefix string, add func(name string)) error {
+	entries, err := s.readDir(dir)
 	if err != nil {
 		return err
 	}
@@ -674,13 +769,13 @@ func listNames(dir, hh, segs, namePrefix string, add func(name string)) error {
 		if e.IsDir() {
 			sub := segs + strings.TrimSuffix(n, segmentMark)
 			if isSegmentDir(n) && (strings.HasPrefix(sub, namePrefix) || strings.HasPrefix(namePrefix, sub)) {
-				if err := listNames(filepath.Join(dir, n), hh, sub, namePrefix, add); err != nil {
+				if err := s.listNames(dir+"/"+n, hh, sub, namePrefix, add); err != nil {
 					return err
 				}
 			}
 			continue
 		}
-		if name := segs + n; len(n) <= segmentLen && strings.HasPrefix(name, namePrefix) && hashDir(name) == hh {
+		if name := segs + n; e.Type().IsRegular() && len(n) <= segmentLen && strings.HasPrefix(name, namePrefix) && hashDir(name) == hh {
 			add(name)
 		}
 	}
@@ -701,23 +796,29 @@ func isHashDir(name string) bool {
 	return true
 }
 
-// readDir returns the entries of dir in directory order (List sorts once
-// at the end). A missing directory, or a file where a directory was
-// expected, holds no keys: no entries and no error.
-func readDir(dir string) ([]fs.DirEntry, error) {
-	d, err := os.Open(dir)
-	if errors.Is(err, fs.ErrNotExist) {
+// readDir returns the entries of the logical directory rel ("" is root)
+// in directory order (List sorts once at the end). A missing directory, or
+// a file where a directory was expected, holds no keys: no entries and no
+// error. A link on the way is refused (errSymlink).
+func (s *fsStore) readDir(rel string) ([]fs.DirEntry, error) {
+	d, err := openDirBeneath(s.root, relComponents(rel))
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOTDIR) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
 	defer d.Close()
-	entries, err := d.ReadDir(-1)
-	if errors.Is(err, unix.ENOTDIR) {
-		return nil, nil
+	return d.ReadDir(-1)
+}
+
+// relComponents splits the logical directory rel into its components;
+// root ("") has none.
+func relComponents(rel string) []string {
+	if rel == "" {
+		return nil
 	}
-	return entries, err
+	return strings.Split(rel, "/")
 }
 
 // Lock takes flock on one of 65536 files, root/_locks/<first 16 bits of the
@@ -747,11 +848,13 @@ func (s *fsStore) Lock(ctx context.Context, key string) (unlock func(), err erro
 // it is granted or ctx is done. Closing the returned file releases it.
 func (s *fsStore) flock(ctx context.Context, key string) (*os.File, error) {
 	sum := sha256.Sum256([]byte(key))
-	p := filepath.Join(s.root, lockDir, hex.EncodeToString(sum[:2]))
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	comps := []string{lockDir, hex.EncodeToString(sum[:2])}
+	f, err := openBeneath(s.root, comps, unix.O_RDWR|unix.O_CREAT, 0o600)
 	if errors.Is(err, fs.ErrNotExist) { // lock directory removed under us
-		if err = mkdirAllDurable(filepath.Dir(p)); err == nil {
-			f, err = os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+		var dir *os.File
+		if dir, err = mkdirAllBeneath(s.root, comps[:1]); err == nil {
+			dir.Close()
+			f, err = openBeneath(s.root, comps, unix.O_RDWR|unix.O_CREAT, 0o600)
 		}
 	}
 	if err != nil {

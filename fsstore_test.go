@@ -518,11 +518,11 @@ func recordDurable(t *testing.T, fail func(step, path string) bool, errFault err
 		mu.Unlock()
 		return fail != nil && fail(step, path)
 	}
-	durableOps.createTemp = func(dir, pattern string) (*os.File, error) {
-		if do("createTemp", dir) {
-			return nil, &fs.PathError{Op: "open", Path: dir, Err: errFault}
+	durableOps.createTemp = func(dir *os.File) (*os.File, error) {
+		if do("createTemp", dir.Name()) {
+			return nil, &fs.PathError{Op: "open", Path: dir.Name(), Err: errFault}
 		}
-		return saved.createTemp(dir, pattern)
+		return saved.createTemp(dir)
 	}
 	durableOps.write = func(f *os.File, data []byte) (int, error) {
 		if do("write", f.Name()) {
@@ -544,21 +544,22 @@ func recordDurable(t *testing.T, fail func(step, path string) bool, errFault err
 		}
 		return saved.close(f)
 	}
-	durableOps.rename = func(oldpath, newpath string) error {
+	durableOps.rename = func(dir *os.File, oldName, newName string) error {
+		oldpath, newpath := dir.Name()+"/"+oldName, dir.Name()+"/"+newName
 		if do("rename", oldpath+" -> "+newpath) {
 			return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: errFault}
 		}
-		return saved.rename(oldpath, newpath)
+		return saved.rename(dir, oldName, newName)
 	}
-	durableOps.mkdir = func(dir string, perm fs.FileMode) error {
-		if do("mkdir", dir) {
-			return &fs.PathError{Op: "mkdir", Path: dir, Err: errFault}
+	durableOps.mkdir = func(dir *os.File, name string, perm uint32) error {
+		if do("mkdir", dir.Name()+"/"+name) {
+			return &fs.PathError{Op: "mkdir", Path: dir.Name() + "/" + name, Err: errFault}
 		}
-		return saved.mkdir(dir, perm)
+		return saved.mkdir(dir, name, perm)
 	}
-	durableOps.syncDir = func(dir string) error {
-		if do("syncDir", dir) {
-			return &fs.PathError{Op: "sync", Path: dir, Err: errFault}
+	durableOps.syncDir = func(dir *os.File) error {
+		if do("syncDir", dir.Name()) {
+			return &fs.PathError{Op: "sync", Path: dir.Name(), Err: errFault}
 		}
 		return saved.syncDir(dir)
 	}
@@ -709,5 +710,25 @@ func TestDurableWriteFaultsReachClient(t *testing.T) {
 				t.Errorf("GET after the failed PUT = %d %s, want 200 \"old\"", rec.Code, rec.Body)
 			}
 		})
+	}
+}
+
+// BenchmarkFSStoreGet1K reads 1 KiB entity objects at random out of 1,000:
+// the path of a cache miss (every open is resolved beneath the root, see
+// beneath.go).
+func BenchmarkFSStoreGet1K(b *testing.B) {
+	st := newTestFSStore(b)
+	data := make([]byte, 1024)
+	for i := range 1000 {
+		if err := st.Put(b.Context(), entityObjectKey("db", fmt.Sprint(i)), data); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.SetBytes(int64(len(data)))
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		if _, err := st.Get(b.Context(), entityObjectKey("db", fmt.Sprint(i*7919%1000))); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -856,6 +856,7 @@ func TestBadFlags(t *testing.T) {
 		{"-cache-ttl=soon", "cache-ttl"},
 		{"-master-key=abc", "-master-key"},
 		{"-pprof", "-pprof"},
+		{"-grpc-max-connection-idle=0s", "-grpc-max-connection-idle"},
 		{"-grpc-addr=127.0.0.1:0 -ops-addr=nohost", "-ops-addr"},
 		{"-log-format=xml", "-log-format"},
 	} {

@@ -39,7 +39,8 @@
 //	               apart from the cause that is logged
 //	budget.go      the request budgets (document size, patch operations,
 //	               keys per PUT, JSON nesting, validation time, $ref
-//	               expansion of schemas) and the UTF-8 check of bodies
+//	               expansion and compile cost of schemas) and the UTF-8
+//	               check of bodies
 //	requestid.go   the request ID in the context; random ID prefixes
 //	rest.go        the REST server: route table, middleware (request ID,
 //	               authentication, authorization), writeError,
@@ -156,6 +157,8 @@
 //	store.go       the storage interface; segments of long names, shared
 //	               by both backends
 //	fsstore.go     the filesystem backend
+//	beneath.go     opening paths under its root without following a
+//	               symbolic link (openat2, or a component walk)
 //	s3store.go     the S3 backend
 //	sigv4.go       AWS Signature V4 for the S3 backend
 package main
@@ -305,5 +308,5 @@ func openStore(ctx context.Context, cfg config) (store, error) {
 		}
 		return st, nil
 	}
-	return newFSStore(cfg.sharedFS)
+	return newFSStoreLimit(cfg.sharedFS, cfg.budgets().storedObject())
 }

@@ -227,9 +227,9 @@ func (n *mainNode) listen() error {
 	if clientTLS != nil {
 		clientCreds = grpccreds.NewTLS(clientTLS)
 	}
-	gm := newGRPCMetrics(n.reg)
+	extra := append(newGRPCMetrics(n.reg).serverOptions(), grpcKeepalive(n.cfg.grpcMaxIdle)...)
 	if n.grpc, err = listenGRPC("grpc", cmp.Or(n.cfg.grpcAddr, "127.0.0.1:50051"), "-grpc-addr", n.cfg.grpcMaxRecv, n.svc,
-		clientCreds, gm.serverOptions()...); err != nil {
+		clientCreds, extra...); err != nil {
 		return err
 	}
 	n.split = splitPort(n.grpc.ln, n.log)
@@ -238,7 +238,7 @@ func (n *mainNode) listen() error {
 		// Workers prove themselves with the join token; with a CA they
 		// must also show a certificate it signed.
 		if n.cluster, err = listenGRPC("cluster", cmp.Or(n.cfg.clusterAddr, "127.0.0.1:50052"), "-cluster-addr", n.cfg.grpcMaxRecv,
-			n.svc, grpccreds.NewTLS(ident.tlsConfig(anyPeer, ident.ca != nil)), gm.serverOptions()...); err != nil {
+			n.svc, grpccreds.NewTLS(ident.tlsConfig(anyPeer, ident.ca != nil)), extra...); err != nil {
 			return err
 		}
 	}
@@ -281,7 +281,7 @@ func (n *mainNode) start() error {
 	})
 	if n.cfg.opsAddr != "" {
 		// Health and readiness on the ops listener are the REST port's.
-		stop, err := serveOps(n.cfg.opsAddr, newOpsMux(n.rest, n.reg, n.cfg.pprof), n.log)
+		stop, err := serveOps(n.cfg.opsAddr, newOpsMux(n.rest, n.reg, n.cfg), n.log)
 		if err != nil {
 			return err
 		}
@@ -452,7 +452,7 @@ func startOIDC(ctx context.Context, f oidcFlags, log *slog.Logger) (*oidcVerifie
 		return nil, nil
 	}
 	v := newOIDCVerifier(oidcConfig{issuer: f.issuer, audience: f.audience, permsClaim: f.permsClaim,
-		dbsClaim: f.dbsClaim, roleMap: f.roleMap, skew: f.skew})
+		dbsClaim: f.dbsClaim, roleMap: f.roleMap, skew: f.skew, allowHTTP: f.allowHTTP})
 	if err := v.start(ctx); err != nil {
 		if f.required {
 			return nil, fmt.Errorf("-oidc-issuer: %w", err)

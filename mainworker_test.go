@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -474,4 +475,54 @@ func serveWorker(tb testing.TB, srv *workerServer, opts ...grpc.ServerOption) st
 	go gs.Serve(ln)
 	tb.Cleanup(gs.Stop)
 	return ln.Addr().String()
+}
+
+// prefaceOnly opens a TCP connection to addr, sends the HTTP/2 client
+// preface and an empty SETTINGS frame, then only reads (answering no
+// ping), and returns how long the server kept the connection open, or
+// limit if it was still open then.
+func prefaceOnly(t *testing.T, addr string, limit time.Duration) time.Duration {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	settings := []byte{0, 0, 0, 4, 0, 0, 0, 0, 0} // length 0, type SETTINGS, no flags, stream 0
+	if _, err := conn.Write(append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), settings...)); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(start.Add(limit))
+	_, err = io.Copy(io.Discard, conn)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return limit
+	}
+	return time.Since(start)
+}
+
+// TestGRPCPrefaceOnlyConnectionClosed is the probe of issue 27 item 6: a
+// connection to the client gRPC port that sent the HTTP/2 preface and
+// nothing else stayed open forever. Now it is closed once it has been
+// idle for -grpc-max-connection-idle (GOAWAY, then close after the
+// unanswered ping of the drain, 5 s); a working client reconnects.
+func TestGRPCPrefaceOnlyConnectionClosed(t *testing.T) {
+	n, _ := startDefault(t, "-grpc-max-connection-idle=1s")
+	addr := n.logAddr("grpc listening")
+	client := pb.NewMainWorkerClient(dial(t, addr))
+	if _, err := client.Process(t.Context(), clientProcess("PUT", "g", "k", testAdminKey, []byte(`1`))); err != nil {
+		t.Fatal(err)
+	}
+	open := prefaceOnly(t, addr, 30*time.Second)
+	t.Logf("a preface-only connection was closed after %v", open.Round(100*time.Millisecond))
+	if open >= 30*time.Second {
+		t.Fatal("a preface-only connection is still open after 30 s")
+	}
+	if open > 15*time.Second {
+		t.Errorf("a preface-only connection stayed open %v, want about 1 s idle + 5 s", open)
+	}
+	// The idle client connection was closed meanwhile too; it reconnects.
+	if resp, err := client.Process(t.Context(), clientProcess("GET", "g", "k", testAdminKey, nil)); err != nil || string(resp.GetResult()) != "1" {
+		t.Errorf("GET after the idle close = %s, %v", resp.GetResult(), err)
+	}
 }

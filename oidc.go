@@ -14,7 +14,9 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,6 +71,9 @@ type oidcConfig struct {
 	// refetchEvery is the least time between two fetches of the JWKS; 0:
 	// 10 s.
 	refetchEvery time.Duration
+	// allowHTTP accepts a plain-http jwks_uri beyond loopback
+	// (-oidc-allow-http; checkOIDCURL).
+	allowHTTP bool
 }
 
 // Limits of the verifier.
@@ -92,6 +97,9 @@ func newOIDCVerifier(cfg oidcConfig) *oidcVerifier {
 	if cfg.client == nil {
 		cfg.client = &http.Client{Timeout: 10 * time.Second}
 	}
+	client := *cfg.client
+	client.CheckRedirect = sameOriginRedirect
+	cfg.client = &client
 	if cfg.now == nil {
 		cfg.now = time.Now
 	}
@@ -453,9 +461,17 @@ func (v *oidcVerifier) discover(ctx context.Context) (string, oidcEndpoints, err
 	if doc.Issuer != v.cfg.issuer {
 		return "", oidcEndpoints{}, fmt.Errorf("oidc discovery %s: the document names issuer %q, not %q", u, doc.Issuer, v.cfg.issuer)
 	}
-	for _, e := range []string{doc.JWKSURI, doc.Authorization, doc.Token} {
-		if e != "" && !strings.HasPrefix(e, "https://") && !strings.HasPrefix(e, "http://") {
-			return "", oidcEndpoints{}, fmt.Errorf("oidc discovery %s: endpoint %q is not an HTTP(S) URL", u, e)
+	if err := checkOIDCURL(doc.JWKSURI, v.cfg.allowHTTP); err != nil {
+		return "", oidcEndpoints{}, fmt.Errorf("oidc discovery %s: jwks_uri: %w", u, err)
+	}
+	// The UI's flow sends the browser to one and the code to the other:
+	// the same rule as the keys.
+	for _, e := range []struct{ name, url string }{{"authorization_endpoint", doc.Authorization}, {"token_endpoint", doc.Token}} {
+		if e.url == "" {
+			continue
+		}
+		if err := checkOIDCURL(e.url, v.cfg.allowHTTP); err != nil {
+			return "", oidcEndpoints{}, fmt.Errorf("oidc discovery %s: %s: %w", u, e.name, err)
 		}
 	}
 	if doc.JWKSURI == "" {
@@ -481,6 +497,37 @@ func (v *oidcVerifier) flowEndpoints(ctx context.Context) (oidcEndpoints, error)
 		}
 	}
 	return v.endpoints, nil
+}
+
+// checkOIDCURL refuses a URL of the provider (the issuer, its jwks_uri)
+// that is not https, except on a loopback host or with allowHTTP: the
+// keys fetched from it decide which tokens are genuine, so whoever could
+// change them on the way could forge any token.
+func checkOIDCURL(raw string, allowHTTP bool) error {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
+		return fmt.Errorf("%q is not an http(s) URL", raw)
+	case u.Scheme == "http" && !allowHTTP && !isLoopback(net.JoinHostPort(u.Hostname(), "0")):
+		return fmt.Errorf("%q is plain http: the provider's signing keys would come without TLS, so anyone on the way "+
+			"could forge tokens; use https (plain http is accepted on loopback, and elsewhere with -oidc-allow-http)", raw)
+	}
+	return nil
+}
+
+// sameOriginRedirect is the redirect policy of discovery and JWKS
+// fetches: a redirect is followed only within the origin (scheme, host and
+// port) of the URL first asked for, at most 10 times. Another origin could
+// serve keys of its own choosing.
+func sameOriginRedirect(req *http.Request, via []*http.Request) error {
+	from := via[0].URL
+	switch {
+	case len(via) >= 10:
+		return fmt.Errorf("get %s: stopped after 10 redirects", from.Redacted())
+	case req.URL.Scheme != from.Scheme || req.URL.Host != from.Host:
+		return fmt.Errorf("get %s: redirect to another origin (%s://%s) refused", from.Redacted(), req.URL.Scheme, req.URL.Host)
+	}
+	return nil
 }
 
 // get fetches u and returns its body (at most maxOIDCDocBytes) and

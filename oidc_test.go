@@ -15,6 +15,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/big"
 	"net/http"
@@ -627,4 +628,124 @@ func FuzzOIDCVerify(f *testing.F) {
 			t.Errorf("verify(%q) = %v, want a 401", token, err)
 		}
 	})
+}
+
+// TestOIDCRefusesRedirectToAnotherOrigin is the probe of issue 27 item 6:
+// the verifier followed a JWKS redirect to another host, whose keys then
+// decided which tokens were genuine. Now a redirect of the JWKS or of
+// discovery to another origin (scheme, host and port) is refused, and a
+// token signed by the other origin's key with it; a redirect within the
+// origin is still followed.
+func TestOIDCRefusesRedirectToAnotherOrigin(t *testing.T) {
+	k := testKeys()
+	clock := &fakeClock{t: authTestStart}
+	const discovery = "/.well-known/openid-configuration"
+	for _, c := range []struct {
+		name, path string
+		elsewhere  bool // redirect to the other server, else within the origin
+		wantErr    string
+	}{
+		{"jwks to another host", "/jwks", true, "redirect to another origin"},
+		{"discovery to another host", discovery, true, "redirect to another origin"},
+		{"jwks within the origin", "/jwks", false, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var base string
+			// The other origin answers as the issuer would, naming it,
+			// but with keys of its own.
+			evil := http.NewServeMux()
+			var evilSrv *httptest.Server
+			evil.HandleFunc("GET "+discovery, func(w http.ResponseWriter, r *http.Request) {
+				json.NewEncoder(w).Encode(map[string]string{"issuer": base, "jwks_uri": evilSrv.URL + "/jwks"})
+			})
+			evil.HandleFunc("GET /jwks", func(w http.ResponseWriter, r *http.Request) {
+				json.NewEncoder(w).Encode(map[string]any{"keys": []map[string]any{k["es"].jwk()}})
+			})
+			evilSrv = httptest.NewServer(evil)
+			defer evilSrv.Close()
+			mux := http.NewServeMux()
+			if c.path != discovery {
+				mux.HandleFunc("GET "+discovery, func(w http.ResponseWriter, r *http.Request) {
+					json.NewEncoder(w).Encode(map[string]string{"issuer": base, "jwks_uri": base + "/jwks"})
+				})
+			}
+			mux.HandleFunc("GET /keys", func(w http.ResponseWriter, r *http.Request) {
+				json.NewEncoder(w).Encode(map[string]any{"keys": []map[string]any{k["rs"].jwk()}})
+			})
+			mux.HandleFunc("GET "+c.path, func(w http.ResponseWriter, r *http.Request) {
+				to := "/keys"
+				if c.elsewhere {
+					to = evilSrv.URL + c.path
+				}
+				http.Redirect(w, r, to, http.StatusFound)
+			})
+			srv := httptest.NewServer(mux)
+			defer srv.Close()
+			base = srv.URL
+			v := newOIDCVerifier(oidcConfig{issuer: base, audience: testAudience, permsClaim: "deltadb.permissions", now: clock.now})
+			err := v.start(context.Background())
+			claims := map[string]any{"iss": base, "aud": testAudience, "sub": "svc-1", "iat": clock.now().Unix(),
+				"exp": clock.now().Add(10 * time.Minute).Unix(), "deltadb": map[string]any{"permissions": []string{"admin"}}}
+			if c.wantErr == "" {
+				if err != nil {
+					t.Fatalf("start = %v, want the same-origin redirect followed", err)
+				}
+				if _, err := v.verify(k["rs"].token(t, claims)); err != nil {
+					t.Errorf("a token signed by the issuer's key = %v, want accepted", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+				t.Errorf("start = %v, want %q", err, c.wantErr)
+			}
+			if _, err := v.verify(k["es"].token(t, claims)); !errors.Is(err, errUnauthenticated) {
+				t.Errorf("a token signed by the other origin's key = %v, want refused", err)
+			}
+		})
+	}
+}
+
+// TestOIDCRequiresHTTPS is the probe of issue 27 item 6: an http://
+// issuer was accepted. Now -oidc-issuer must be https, except on loopback
+// or with -oidc-allow-http, and so must discovery's jwks_uri.
+func TestOIDCRequiresHTTPS(t *testing.T) {
+	for _, c := range []struct {
+		args, want string // want "" for accepted
+	}{
+		{"-oidc-issuer=http://idp.example.com/realms/x", "is plain http"},
+		{"-oidc-issuer=http://10.0.0.7:8080/realms/x", "is plain http"},
+		{"-oidc-issuer=http://idp.example.com/realms/x -oidc-allow-http", ""},
+		{"-oidc-issuer=https://idp.example.com/realms/x", ""},
+		{"-oidc-issuer=http://127.0.0.1:8081/realms/x", ""},
+		{"-oidc-issuer=http://localhost:8081/realms/x", ""},
+		{"-oidc-issuer=http://[::1]:8081/", ""},
+		{"-oidc-issuer=ftp://idp.example.com/", "not an http(s) URL"},
+		{"-oidc-allow-http", "need -oidc-issuer"},
+	} {
+		args := strings.Fields(c.args)
+		if strings.Contains(c.args, "-oidc-issuer") {
+			args = append(args, "-oidc-audience=deltadb")
+		}
+		_, err := parseFlags(args, io.Discard)
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%s: %v, want accepted", c.args, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%s: %v, want an error containing %q", c.args, err, c.want)
+		}
+	}
+	// A loopback issuer whose discovery sends the keys to plain http
+	// elsewhere.
+	mux := http.NewServeMux()
+	var base string
+	mux.HandleFunc("GET /.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(map[string]string{"issuer": base, "jwks_uri": "http://keys.example.com/jwks"})
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	base = srv.URL
+	v := newOIDCVerifier(oidcConfig{issuer: base, audience: testAudience, permsClaim: "p"})
+	if err := v.start(context.Background()); err == nil || !strings.Contains(err.Error(), "jwks_uri") || !strings.Contains(err.Error(), "plain http") {
+		t.Errorf("start with a plain-http jwks_uri = %v, want it refused", err)
+	}
 }

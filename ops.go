@@ -11,26 +11,35 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 )
 
 // newOpsMux is the ops listener's route table. health answers GET
 // /healthz and GET /readyz; reg is served at GET /metrics. The profiler's
-// handlers go on this mux (never http.DefaultServeMux) only with
-// withPprof.
-func newOpsMux(health http.Handler, reg *registry, withPprof bool) *http.ServeMux {
+// handlers go on this mux (never http.DefaultServeMux) only with -pprof
+// (cfg.pprof); its command line hides cfg's secrets (redactArgs).
+func newOpsMux(health http.Handler, reg *registry, cfg config) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /healthz", health)
 	mux.Handle("GET /readyz", health)
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) { serveMetrics(w, reg) })
-	if withPprof {
+	if cfg.pprof {
+		cmdline := strings.Join(redactArgs(os.Args, cfg.secrets()), "\x00")
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/cmdline", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Content-Type-Options", "nosniff")
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			io.WriteString(w, cmdline)
+		})
 		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
@@ -40,6 +49,62 @@ func newOpsMux(health http.Handler, reg *registry, withPprof bool) *http.ServeMu
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no route for %s %s on the ops listener", r.Method, r.URL.Path)})
 	})
 	return mux
+}
+
+// redactedValue replaces a secret in the profiler's command line.
+const redactedValue = "REDACTED"
+
+// redactArgs is args as GET /debug/pprof/cmdline may show them to anyone
+// reaching the ops listener: the value of every flag whose name speaks of
+// a key, token, secret or password replaced, whether given as
+// -admin-key=VALUE or as -admin-key VALUE (the argument after such a flag
+// is replaced whole, even where the flag was a bool and it was another
+// flag), and every occurrence of secrets (the values the flags parsed to)
+// in any other value as well.
+func redactArgs(args, secrets []string) []string {
+	out := slices.Clone(args)
+	afterSecretFlag := false
+	for i, a := range out {
+		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		isFlag := strings.HasPrefix(a, "-") && a != "-"
+		switch {
+		case afterSecretFlag:
+			out[i] = redactedValue
+		case isFlag && hasValue && secretFlagName(name):
+			out[i] = a[:len(a)-len(value)] + redactedValue
+		case isFlag && hasValue:
+			out[i] = a[:len(a)-len(value)] + redactSecrets(value, secrets)
+		case !isFlag:
+			out[i] = redactSecrets(a, secrets)
+		}
+		afterSecretFlag = !afterSecretFlag && isFlag && !hasValue && secretFlagName(name)
+	}
+	return out
+}
+
+// redactSecrets replaces every occurrence of secrets in s.
+func redactSecrets(s string, secrets []string) string {
+	for _, secret := range secrets {
+		if secret != "" {
+			s = strings.ReplaceAll(s, secret, redactedValue)
+		}
+	}
+	return s
+}
+
+// secretFlagName reports whether a flag of this name may hold a secret.
+func secretFlagName(name string) bool {
+	for _, word := range []string{"key", "token", "secret", "password"} {
+		if strings.Contains(name, word) {
+			return true
+		}
+	}
+	return false
+}
+
+// secrets are the secret values of c that a flag may have given.
+func (c config) secrets() []string {
+	return []string{c.adminKey, c.masterKey, c.previousMasterKey, c.joinToken, c.s3.secretKey, c.s3.accessKey}
 }
 
 // serveOps serves h on addr (-ops-addr) until the returned stop is

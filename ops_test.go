@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -157,7 +158,7 @@ func TestWorkerReadiness(t *testing.T) {
 func TestOpsMux(t *testing.T) {
 	health := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, map[string]string{"path": r.URL.Path}) })
 	for _, withPprof := range []bool{false, true} {
-		mux := newOpsMux(health, newRegistry(), withPprof)
+		mux := newOpsMux(health, newRegistry(), config{pprof: withPprof})
 		pprofCode := http.StatusNotFound
 		if withPprof {
 			pprofCode = http.StatusOK
@@ -181,5 +182,55 @@ func TestOpsMux(t *testing.T) {
 				t.Errorf("pprof=%v: %s %s = %d %.80q, want %d with %q", withPprof, c.method, c.path, rec.Code, rec.Body, c.want, c.body)
 			}
 		}
+	}
+}
+
+// TestPprofCmdlineHidesSecrets is the probe of issue 27 item 6: with
+// -pprof, the anonymous GET /debug/pprof/cmdline returned the admin and
+// master keys given as flags. Now their values are redacted, in every
+// form a flag takes, and the rest of the command line stays.
+func TestPprofCmdlineHidesSecrets(t *testing.T) {
+	admin := "admin-key-" + strings.Repeat("9", 20)
+	dir := filepath.Join(t.TempDir(), "db")
+	n := startNode(t, []string{"MASTER_KEY=", "ADMIN_KEY="}, "-shared-fs="+dir, "-ops-addr=127.0.0.1:0", "-pprof",
+		"-admin-key", admin, "--master-key="+testMasterKey)
+	code, body := opsGet(t, n.logAddr("ops listening"), "/debug/pprof/cmdline")
+	if code != 200 || strings.Contains(body, admin) || strings.Contains(body, testMasterKey) {
+		t.Fatalf("GET /debug/pprof/cmdline = %d %q, want 200 without the keys", code, body)
+	}
+	for _, want := range []string{"-pprof", "-admin-key\x00REDACTED", "--master-key=REDACTED", "-shared-fs=" + dir} {
+		if !strings.Contains(body, strings.ReplaceAll(want, "\\x00", "\x00")) {
+			t.Errorf("GET /debug/pprof/cmdline = %q, want %q in it", body, want)
+		}
+	}
+	if code, _, _ := n.call("GET", "/api/me", admin, nil); code != 200 {
+		t.Errorf("the admin key given as -admin-key VALUE does not work: %d", code)
+	}
+}
+
+// TestRedactArgs: the flags' forms, and secrets given where no flag name
+// says so.
+func TestRedactArgs(t *testing.T) {
+	secrets := []string{"s3cr3t", "", "tok"}
+	for _, c := range []struct{ in, want string }{
+		{"-admin-key=abc", "-admin-key=REDACTED"},
+		{"--join-token=xyz", "--join-token=REDACTED"},
+		{"-s3-secret-key=", "-s3-secret-key=REDACTED"},
+		{"-previous-master-key-file=/etc/k", "-previous-master-key-file=REDACTED"},
+		{"-rest-addr=127.0.0.1:8080", "-rest-addr=127.0.0.1:8080"},
+		{"-pprof", "-pprof"},
+		{"s3cr3t", "REDACTED"},
+		{"-x=pre-s3cr3t-post", "-x=pre-REDACTED-post"},
+		{"-allow-weak-admin-key", "-allow-weak-admin-key"},
+		{"--join-token=tok", "--join-token=REDACTED"},
+	} {
+		if got := redactArgs([]string{c.in}, secrets)[0]; got != c.want {
+			t.Errorf("redactArgs(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+	got := redactArgs([]string{"deltadatabase", "-admin-key", "-starts-with-dash", "-rest-addr", "x", "-master-key", "k", "-pprof"}, nil)
+	want := []string{"deltadatabase", "-admin-key", "REDACTED", "-rest-addr", "x", "-master-key", "REDACTED", "-pprof"}
+	if !slices.Equal(got, want) {
+		t.Errorf("redactArgs(separated values) = %q, want %q", got, want)
 	}
 }

@@ -91,8 +91,8 @@ func newProcNode(cfg config, st store, log *slog.Logger) (_ *procNode, err error
 	// Mutual TLS: only the main worker that proved the join token in the
 	// last Subscribe gets through the handshake.
 	pin := &pinnedMain{}
-	n.gs = grpc.NewServer(append(append(grpcServerOptions(cfg.grpcMaxRecv), newGRPCMetrics(n.reg).serverOptions()...),
-		grpc.Creds(grpccreds.NewTLS(ident.tlsConfig(pin.check, true))))...)
+	n.gs = grpc.NewServer(append(append(append(grpcServerOptions(cfg.grpcMaxRecv), newGRPCMetrics(n.reg).serverOptions()...),
+		grpcKeepalive(cfg.grpcMaxIdle)...), grpc.Creds(grpccreds.NewTLS(ident.tlsConfig(pin.check, true))))...)
 	pb.RegisterProcessingWorkerServer(n.gs, n.srv)
 	// The key pair lives only in memory; 2048-bit RSA-OAEP keeps start-up
 	// fast and is enough to wrap a 256-bit key.
@@ -127,7 +127,7 @@ func (n *procNode) start() error {
 	}()
 	n.log.Info("worker listening", attrWorker, n.w.id, attrAddr, n.ln.Addr().String())
 	if n.cfg.opsAddr != "" {
-		stop, err := serveOps(n.cfg.opsAddr, newOpsMux(n.health, n.reg, n.cfg.pprof), n.log)
+		stop, err := serveOps(n.cfg.opsAddr, newOpsMux(n.health, n.reg, n.cfg), n.log)
 		if err != nil {
 			return err
 		}

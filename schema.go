@@ -40,6 +40,8 @@ type schemaRegistry struct {
 	// lim bounds schemas (nesting, $ref expansion) and the time of a
 	// validation; the zero value is the defaults.
 	lim budgets
+	// compileTimeout bounds one compilation; 0 is maxSchemaCompile.
+	compileTimeout time.Duration
 
 	mu    sync.Mutex                 // guards cache
 	cache map[string]*compiledSchema // by schema ID
@@ -76,16 +78,23 @@ func newSchemaRegistry(st store, lim budgets) *schemaRegistry {
 	return &schemaRegistry{st: st, lim: lim, now: time.Now, cache: make(map[string]*compiledSchema)}
 }
 
-// Put compiles raw as a JSON Schema and, only if it compiles, stores it
-// durably as template id, replacing any previous version. Invalid JSON and
-// documents that are not valid schemas are errors wrapping errInvalid; on
-// any error the previous template stays in place.
+// Put compiles raw as a JSON Schema and, only if it compiles within the
+// budgets (compile) and ctx is still alive, stores it durably as template
+// id, replacing any previous version. Invalid JSON and documents that are
+// not valid schemas are errors wrapping errInvalid, a schema over a budget
+// wraps errTooLarge; on any error the previous template stays in place.
 func (r *schemaRegistry) Put(ctx context.Context, id string, raw []byte) error {
 	if err := validateSchemaID(id); err != nil {
 		return fmt.Errorf("put schema: %w", err)
 	}
-	sch, err := r.compile(id, raw)
-	if err != nil {
+	sch, err := r.compile(ctx, id, raw)
+	switch {
+	case ctx.Err() != nil:
+		// The client is gone (or its deadline passed): store nothing.
+		return fmt.Errorf("put schema %q: %w", id, ctx.Err())
+	case errors.Is(err, errTooLarge):
+		return reqPrefixf(err, "schema %q", id)
+	case err != nil:
 		return reqErrorf(errInvalid, "schema %q: %v", id, err)
 	}
 	if err := r.st.Put(ctx, schemaObjectKey(id), raw); err != nil {
@@ -159,7 +168,8 @@ func (r *schemaRegistry) Validate(ctx context.Context, id string, doc []byte) er
 		r.failures.Add(1)
 		return reqErrorf(errInvalid, "document is invalid JSON: %v", err)
 	}
-	err = runWithin(ctx, r.lim.validation(), func() error { return validationResult(sch.Validate(v)) })
+	tooLong := reqErrorf(errTooLarge, "document takes longer than the limit of %v to validate", r.lim.validation())
+	err = runWithin(ctx, r.lim.validation(), tooLong, func() error { return validationResult(sch.Validate(v)) })
 	if err != nil {
 		r.failures.Add(1)
 	}
@@ -201,7 +211,11 @@ func (r *schemaRegistry) load(ctx context.Context, id string) (*jsonschema.Schem
 		return c.sch, c.err
 	}
 	c := &compiledSchema{sum: sum, checked: r.now()}
-	c.sch, c.err = r.compile(id, raw)
+	c.sch, c.err = r.compile(ctx, id, raw)
+	if ctx.Err() != nil || isCompileTimeout(c.err) {
+		// Not a property of the bytes: the next use compiles them again.
+		return nil, fmt.Errorf("compile stored template: %w", c.err)
+	}
 	if c.err != nil {
 		c.err = fmt.Errorf("stored template: %v: %w", c.err, errCorrupt)
 	}
@@ -248,9 +262,16 @@ func (r *schemaRegistry) forget(id string) {
 }
 
 // compile turns raw into a schema: draft-07 unless $schema names another
-// dialect, with no loader for anything outside the document itself. Its
-// errors carry a message but no sentinel; callers classify them.
-func (r *schemaRegistry) compile(id string, raw []byte) (*jsonschema.Schema, error) {
+// dialect, with no loader for anything outside the document itself. The
+// compiler's work grows with the square of the subschemas it reaches and
+// with the $ref targets times the subschemas (a chain of 18,500 $refs took
+// 135 s), and it cannot be interrupted from outside; so the decoded
+// document is measured first (checkSchemaCost) and the compiler checks
+// ctx and a time budget at every subschema it compiles (budgetVocabulary).
+// Errors of a budget wrap errTooLarge (a time budget: compileTimeError),
+// those of ctx its error; the rest carry a message but no sentinel, and
+// callers classify them.
+func (r *schemaRegistry) compile(ctx context.Context, id string, raw []byte) (*jsonschema.Schema, error) {
 	r.compiles.Add(1)
 	if err := checkJSONText("schema", raw, r.lim.depth()); err != nil {
 		return nil, err
@@ -259,14 +280,27 @@ func (r *schemaRegistry) compile(id string, raw []byte) (*jsonschema.Schema, err
 	if err != nil {
 		return nil, fmt.Errorf("invalid JSON: %v", err)
 	}
+	if err := checkSchemaCost(doc); err != nil {
+		return nil, err
+	}
 	c := jsonschema.NewCompiler()
 	c.DefaultDraft(jsonschema.Draft7)
 	c.UseLoader(noRemoteLoader{})
+	budget := cmp.Or(r.compileTimeout, maxSchemaCompile)
+	c.RegisterVocabulary(budgetVocabulary(ctx, budget))
+	c.AssertVocabs() // drafts 2019-09 and 2020-12 call the vocabulary only so
 	loc := schemaBaseURL + id
 	if err := c.AddResource(loc, doc); err != nil {
 		return nil, fmt.Errorf("invalid schema: %s", strings.ReplaceAll(err.Error(), schemaBaseURL, ""))
 	}
-	sch, err := c.Compile(loc)
+	var sch *jsonschema.Schema
+	err = runWithin(ctx, budget, &compileTimeError{budget}, func() (err error) {
+		sch, err = c.Compile(loc)
+		return err
+	})
+	if isCompileTimeout(err) || ctx.Err() != nil {
+		return nil, cmp.Or(ctx.Err(), err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("invalid schema: %s", compileMessage(err))
 	}

@@ -93,21 +93,11 @@ func verify(ctx context.Context, t toolFlags, st store, stdout, stderr io.Writer
 // storage's entities in either format (keyring.go). It never creates a
 // data key.
 func toolKeyring(ctx context.Context, cfg config, st store) (*keyring, error) {
-	master, err := configuredMasterKey(cfg)
+	master, err := toolMasterKey(ctx, cfg, st, "")
 	if err != nil {
 		return nil, err
 	}
-	if master == nil {
-		return nil, errors.New("-master-key: verify needs the storage's master key (-master-key-file, MASTER_KEY or -master-key)")
-	}
 	defer zero(master)
-	if _, err := st.Get(ctx, keyCheckObject); err == nil {
-		if err := checkMasterKey(ctx, st, master, cfg.keyID); err != nil {
-			return nil, err
-		}
-	} else if !errors.Is(err, errNotFound) {
-		return nil, fmt.Errorf("read key check: %w", err)
-	}
 	ring, err := newKeyring(st, master, cfg.keyID)
 	if err != nil {
 		return nil, err
@@ -117,6 +107,34 @@ func toolKeyring(ctx context.Context, cfg config, st store) (*keyring, error) {
 		return nil, err
 	}
 	return ring, nil
+}
+
+// toolMasterKey returns the configured master key, which a storage tool
+// needs (why says what for, "" for nothing more), once it matches the
+// storage's key check; storage without one (empty) is not checked, and
+// none is written. The caller zeroes it.
+func toolMasterKey(ctx context.Context, cfg config, st store, why string) ([]byte, error) {
+	master, err := configuredMasterKey(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if master == nil {
+		return nil, fmt.Errorf("-master-key: %s needs the storage's master key (-master-key-file, MASTER_KEY or -master-key)%s", cfg.role, why)
+	}
+	_, err = st.Get(ctx, keyCheckObject)
+	switch {
+	case err == nil:
+		err = checkMasterKey(ctx, st, master, cfg.keyID)
+	case errors.Is(err, errNotFound):
+		err = nil
+	default:
+		err = fmt.Errorf("read key check: %w", err)
+	}
+	if err != nil {
+		zero(master)
+		return nil, err
+	}
+	return master, nil
 }
 
 // addRotationKey adds the previous master key to ring when a rotation is
@@ -155,6 +173,10 @@ func (r *verifyReport) check(ctx context.Context, st store, keys *keyring, objec
 		r.mu.Lock()
 		r.vanished++
 		r.mu.Unlock()
+		return nil
+	}
+	if errors.Is(err, errCorrupt) { // a link, a device, over the read limit
+		r.add(db, key, 0, err)
 		return nil
 	}
 	if err != nil {

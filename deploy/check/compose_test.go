@@ -2,9 +2,12 @@ package check
 
 import (
 	"bufio"
+	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -110,6 +113,11 @@ func checkComposeFile(t *testing.T, path string, example map[string]string) {
 		for _, p := range bin.checkArgs(args) {
 			t.Errorf("service %s: %s", name, p)
 		}
+		// The binary checks this at start, after the flags parse (-h
+		// stops before): its keys would come without TLS.
+		if issuer, ok := flagValue(args, "oidc-issuer"); ok && plainHTTPBeyondLoopback(issuer) && !slices.Contains(args, "-oidc-allow-http") {
+			t.Errorf("service %s: -oidc-issuer %s is plain http beyond loopback: the binary refuses it without -oidc-allow-http", name, issuer)
+		}
 		for k := range svc.Environment {
 			if !bin.env[k] {
 				t.Errorf("service %s: environment %s is not a variable the binary reads", name, k)
@@ -119,6 +127,18 @@ func checkComposeFile(t *testing.T, path string, example map[string]string) {
 	if ddb == 0 {
 		t.Errorf("no service runs image %s", ddbImage)
 	}
+}
+
+// plainHTTPBeyondLoopback reports whether u is an http:// URL of a host
+// other than localhost or a loopback address.
+func plainHTTPBeyondLoopback(u string) bool {
+	parsed, err := url.Parse(u)
+	if err != nil || parsed.Scheme != "http" {
+		return false
+	}
+	host := parsed.Hostname()
+	ip, err := netip.ParseAddr(host)
+	return host != "localhost" && (err != nil || !ip.IsLoopback())
 }
 
 // interpolateSample replaces ${NAME...} in args with its default, or with

@@ -1,0 +1,246 @@
+package main
+
+// Opening files and directories under the storage root (fsstore.go)
+// without ever following a symbolic link. Whoever can write the storage
+// directory, but holds no master key, must not make the server read or
+// write anything outside it (the master key file, /etc/passwd, /dev/zero),
+// nor read one object in place of another. Linux 5.6 and later resolve the
+// whole path in the kernel: openat2 with RESOLVE_BENEATH and
+// RESOLVE_NO_SYMLINKS. Older kernels, and sandboxes whose seccomp filter
+// refuses openat2, get the same guarantee from a walk that opens one
+// component at a time with O_NOFOLLOW, each relative to the directory
+// opened before it. Either way a symbolic link anywhere on the path is an
+// error wrapping errSymlink (ELOOP).
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strings"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+// errSymlink is the error of a path under the storage root that passes
+// through, or ends in, a symbolic link: never followed, always refused.
+var errSymlink = unix.ELOOP
+
+// Path resolution modes of openAt; resolveMode holds the one in use.
+const (
+	resolveProbe   int32 = iota // not known yet: the first open probes openat2
+	resolveOpenat2              // the kernel resolves (openat2)
+	resolveWalk                 // one component at a time, O_NOFOLLOW
+)
+
+// resolveMode is how openAt resolves paths: probed once, then fixed.
+// Tests set it to run their probes over both modes.
+var resolveMode atomic.Int32
+
+// openBeneath opens comps (validated components, see physicalComponents)
+// under the directory root with flags, adding O_NOFOLLOW and O_CLOEXEC. A
+// symbolic link on the path is an error wrapping errSymlink; the root
+// itself, the operator's choice, may be one. No components opens root.
+func openBeneath(root string, comps []string, flags int, mode uint32) (*os.File, error) {
+	name := strings.Join(append([]string{root}, comps...), "/")
+	rootFD, err := ignoringEINTR(func() (int, error) {
+		return unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	})
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: root, Err: err}
+	}
+	defer unix.Close(rootFD)
+	fd, err := openAt(rootFD, comps, flags|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode)
+	switch {
+	case errors.Is(err, unix.ELOOP), errors.Is(err, unix.EXDEV),
+		errors.Is(err, unix.ENOTDIR) && linkOnPath(rootFD, comps):
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fmt.Errorf("a symbolic link on the path is refused: %w", errSymlink)}
+	case err != nil:
+		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}
+
+// linkOnPath reports whether a symbolic link is on the path comps under
+// dirFD. O_DIRECTORY|O_NOFOLLOW fails on a link with ENOTDIR, as on a
+// file, so that error alone does not tell a link from a key whose path
+// another key's file shadows; this tells them apart, on that error path
+// only.
+func linkOnPath(dirFD int, comps []string) bool {
+	for i := range comps {
+		var st unix.Stat_t
+		if err := unix.Fstatat(dirFD, strings.Join(comps[:i+1], "/"), &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return false
+		}
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFLNK:
+			return true
+		case unix.S_IFDIR:
+		default:
+			return false
+		}
+	}
+	return false
+}
+
+// openAt opens comps relative to the directory dirFD with flags.
+func openAt(dirFD int, comps []string, flags int, mode uint32) (int, error) {
+	if len(comps) == 0 {
+		return ignoringEINTR(func() (int, error) { return unix.Openat(dirFD, ".", flags, mode) })
+	}
+	if resolveMode.Load() == resolveProbe {
+		probeOpenat2(dirFD)
+	}
+	if resolveMode.Load() == resolveWalk {
+		return walkAt(dirFD, comps, flags, mode)
+	}
+	how := &unix.OpenHow{Flags: uint64(flags), Mode: uint64(mode),
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS}
+	return ignoringEINTR(func() (int, error) { return unix.Openat2(dirFD, strings.Join(comps, "/"), how) })
+}
+
+// probeOpenat2 sets resolveMode: openat2 if the kernel (and any seccomp
+// filter) lets it open dirFD itself, the walk otherwise.
+func probeOpenat2(dirFD int) {
+	fd, err := unix.Openat2(dirFD, ".", &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS})
+	mode := resolveOpenat2
+	if err != nil {
+		// ENOSYS: before Linux 5.6; EPERM: a seccomp filter that does not
+		// know the call. Anything else says openat2 exists.
+		if errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) {
+			mode = resolveWalk
+		}
+	} else {
+		unix.Close(fd)
+	}
+	resolveMode.CompareAndSwap(resolveProbe, mode)
+}
+
+// walkAt opens comps relative to dirFD one component at a time, each
+// directory with O_NOFOLLOW, so that a symbolic link anywhere fails with
+// ELOOP; flags must hold O_NOFOLLOW for the last component.
+func walkAt(dirFD int, comps []string, flags int, mode uint32) (int, error) {
+	cur := dirFD
+	closeCur := func() {
+		if cur != dirFD {
+			unix.Close(cur)
+		}
+	}
+	defer func() { closeCur() }()
+	for _, c := range comps[:len(comps)-1] {
+		next, err := ignoringEINTR(func() (int, error) {
+			return unix.Openat(cur, c, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		})
+		if err != nil {
+			return -1, err
+		}
+		closeCur()
+		cur = next
+	}
+	last := comps[len(comps)-1]
+	return ignoringEINTR(func() (int, error) { return unix.Openat(cur, last, flags, mode) })
+}
+
+// ignoringEINTR calls open until it is not interrupted by a signal.
+func ignoringEINTR(open func() (int, error)) (int, error) {
+	for {
+		fd, err := open()
+		if !errors.Is(err, unix.EINTR) {
+			return fd, err
+		}
+	}
+}
+
+// openDirBeneath opens the directory comps under root for reading entries
+// and for the *at calls of the durable write.
+func openDirBeneath(root string, comps []string) (*os.File, error) {
+	return openBeneath(root, comps, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+}
+
+// readBeneath returns the bytes of the regular file comps under root. A
+// directory there is an error wrapping EISDIR; a device, pipe or socket
+// one wrapping errCorrupt, as is a file larger than limit, refused from
+// its size before anything is allocated. O_NONBLOCK keeps the open of a
+// pipe from waiting for a writer.
+func readBeneath(root string, comps []string, limit int64) ([]byte, error) {
+	f, err := openBeneath(root, comps, unix.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case fi.IsDir():
+		return nil, &fs.PathError{Op: "read", Path: f.Name(), Err: unix.EISDIR}
+	case !fi.Mode().IsRegular():
+		return nil, fmt.Errorf("%s is not a regular file (%s), refused: %w", f.Name(), fi.Mode().Type(), errCorrupt)
+	case fi.Size() > limit:
+		return nil, fmt.Errorf("%s is %d bytes, over the read limit of %d: %w", f.Name(), fi.Size(), limit, errCorrupt)
+	}
+	// The size was checked; one byte more tells a file that grew since.
+	data := make([]byte, fi.Size()+1)
+	n, err := io.ReadFull(f, data)
+	switch {
+	case err == nil:
+		return nil, fmt.Errorf("%s grew past its size of %d bytes while read: %w", f.Name(), fi.Size(), errCorrupt)
+	case !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF):
+		return nil, err
+	}
+	return data[:n], nil
+}
+
+// mkdirAllBeneath opens the directory comps under root, creating it and
+// its missing parents 0700 first, each without following a symbolic link,
+// and fsyncing each parent after creating a child in it so that new
+// directories (a new hash directory, a new database) survive a crash.
+func mkdirAllBeneath(root string, comps []string) (*os.File, error) {
+	dir, err := openDirBeneath(root, nil)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range comps {
+		next, err := mkdirAt(dir, c)
+		dir.Close()
+		if err != nil {
+			return nil, err
+		}
+		dir = next
+	}
+	return dir, nil
+}
+
+// mkdirAt opens the directory name in dir, creating it (durably) if it
+// does not exist.
+func mkdirAt(dir *os.File, name string) (*os.File, error) {
+	open := func() (*os.File, error) {
+		fd, err := ignoringEINTR(func() (int, error) {
+			return unix.Openat(int(dir.Fd()), name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		})
+		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) && linkOnPath(int(dir.Fd()), []string{name}) {
+			err = fmt.Errorf("a symbolic link on the path is refused: %w", errSymlink)
+		}
+		if err != nil {
+			return nil, &fs.PathError{Op: "open", Path: dir.Name() + "/" + name, Err: err}
+		}
+		return os.NewFile(uintptr(fd), dir.Name()+"/"+name), nil
+	}
+	f, err := open()
+	if !errors.Is(err, fs.ErrNotExist) {
+		return f, err
+	}
+	// A concurrent writer may create it first; syncing the parent anyway
+	// makes sure the entry is durable before we rely on it.
+	if err := durableOps.mkdir(dir, name, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, err
+	}
+	if err := durableOps.syncDir(dir); err != nil {
+		return nil, err
+	}
+	return open()
+}
