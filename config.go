@@ -132,6 +132,21 @@ type config struct {
 	pprof bool
 	// oidc are the -oidc-* flags; issuer "" accepts no OIDC tokens.
 	oidc oidcFlags
+	// audit are the -audit-* flags; path "" writes no audit log.
+	audit auditFlags
+}
+
+// auditFlags are the -audit-* flags (audit.go).
+type auditFlags struct {
+	// path is -audit-log: a file, "-" for stdout, "" for none.
+	path                string
+	hmacNames, required bool
+	// maxBytes rotates the file at this size; 0 never.
+	maxBytes int64
+	// checkpointEvery is the lines between HMAC checkpoints.
+	checkpointEvery int
+	// flushInterval bounds how long a line waits without -audit-required.
+	flushInterval time.Duration
 }
 
 // oidcFlags are the -oidc-* flags (oidc.go).
@@ -174,7 +189,7 @@ type s3Flags struct {
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("deltadatabase", flag.ContinueOnError)
-	fs.StringVar(&c.role, "role", "all", "what to run: all, main or proc (or bench, the load tool, and backup, restore, verify, the storage tools: -role=bench -h and -role=backup -h list their flags)")
+	fs.StringVar(&c.role, "role", "all", "what to run: all, main or proc (or bench, the load tool, backup, restore, verify, the storage tools, and audit-verify: -role=bench -h and -role=backup -h list their flags)")
 	fs.StringVar(&c.grpcAddr, "grpc-addr", "", "gRPC listen address (default 127.0.0.1:50051; proc: 127.0.0.1:0)")
 	fs.StringVar(&c.restAddr, "rest-addr", "127.0.0.1:8080", "REST + UI listen address")
 	storageFlags(fs, &c)
@@ -232,6 +247,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.oidc.ui.scope, "oidc-ui-scope", "openid", "scope the UI asks the provider for (one that gets an access token for -oidc-audience)")
 	fs.StringVar(&c.oidc.ui.params, "oidc-ui-auth-params", "", "more parameters of the UI's authorization request as a query string, e.g. audience=https://ddb.example (Auth0) or resource=https://ddb.example (RFC 8707)")
 	fs.BoolVar(&c.oidc.allowHTTP, "oidc-allow-http", false, "accept a plain-http -oidc-issuer (and jwks_uri) beyond loopback: only on a network no one else can touch")
+	auditFlagSet(fs, &c.audit)
 	if err := parseArgs(fs, args, stderr); err != nil {
 		return c, err
 	}
@@ -349,7 +365,7 @@ func parseTrustedProxies(s string) ([]netip.Prefix, error) {
 func (c *config) check() error {
 	switch {
 	case c.role != "all" && c.role != "main" && c.role != "proc":
-		return fmt.Errorf("-role: unknown role %q (want all, main, proc, bench, backup, restore or verify)", c.role)
+		return fmt.Errorf("-role: unknown role %q (want all, main, proc, bench, backup, restore, verify or audit-verify)", c.role)
 	case c.grpcMaxRecv <= 0:
 		return fmt.Errorf("-grpc-max-recv-msg-size: must be positive, got %d", c.grpcMaxRecv)
 	case c.grpcMaxIdle <= 0:
@@ -404,10 +420,40 @@ func (c *config) check() error {
 	if _, err := slogLevel(c.logLevel); err != nil {
 		return err
 	}
+	if err := c.audit.check(c.role); err != nil {
+		return err
+	}
 	if c.logFormat != logFormatText && c.logFormat != logFormatJSON {
 		return fmt.Errorf("-log-format: %q is not text or json", c.logFormat)
 	}
 	return c.oidc.check()
+}
+
+// auditFlagSet adds the -audit-* flags to fs.
+func auditFlagSet(fs *flag.FlagSet, a *auditFlags) {
+	fs.StringVar(&a.path, "audit-log", "", "audit log file, one JSON line per REST request, chained and signed (- for stdout; default none)")
+	fs.BoolVar(&a.hmacNames, "audit-hmac-names", false, "write database names and entity keys in the audit log as HMACs (POST /admin/audit/hash finds them)")
+	fs.BoolVar(&a.required, "audit-required", false, "answer a request only once its audit line is durable; refuse requests (503) when it cannot be written")
+	fs.Int64Var(&a.maxBytes, "audit-max-bytes", 64<<20, "rotate the audit log file at this size, bytes; the chain goes on in the next file (0 = never)")
+	fs.IntVar(&a.checkpointEvery, "audit-checkpoint-every", defaultAuditCheckpointEvery, "audit lines between HMAC checkpoints")
+	fs.DurationVar(&a.flushInterval, "audit-flush-interval", defaultAuditFlushInterval, "without -audit-required, the longest an audit line waits before it is written and synced")
+}
+
+// check rejects -audit-* values that make no sense.
+func (a *auditFlags) check(role string) error {
+	switch {
+	case a.path == "" && (a.hmacNames || a.required):
+		return errors.New("-audit-required, -audit-hmac-names: need -audit-log")
+	case a.path != "" && role == "proc":
+		return errors.New("-audit-log: a processing worker serves no REST requests; give it to the main worker")
+	case a.maxBytes < 0:
+		return fmt.Errorf("-audit-max-bytes: must not be negative, got %d (0 never rotates)", a.maxBytes)
+	case a.checkpointEvery <= 0:
+		return fmt.Errorf("-audit-checkpoint-every: must be positive, got %d", a.checkpointEvery)
+	case a.flushInterval <= 0:
+		return fmt.Errorf("-audit-flush-interval: must be positive, got %v", a.flushInterval)
+	}
+	return nil
 }
 
 // check rejects -oidc-* values that make no sense together.

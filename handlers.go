@@ -33,7 +33,7 @@ func (s *restServer) handleLogin(w http.ResponseWriter, r *http.Request, _ princ
 	if err != nil {
 		return err
 	}
-	notePrincipal(r.Context(), g.ClientID)
+	notePrincipal(r.Context(), principal{clientID: g.ClientID})
 	s.log.InfoContext(r.Context(), "session created", attrClient, g.ClientID)
 	writeJSON(w, http.StatusOK, g)
 	return nil

@@ -71,9 +71,15 @@ func (s *restServer) handleReadyz(w http.ResponseWriter, r *http.Request, _ prin
 	if !s.anyWorkerAvailable() {
 		checks["workers"] = readyCheck{Reason: "no processing worker is Available"}
 	}
+	if s.audit != nil {
+		checks["audit"] = readyCheck{OK: true}
+		if s.audit.refusesAll() {
+			checks["audit"] = readyCheck{Reason: "the audit log cannot be written (-audit-required)"}
+		}
+	}
 	failed := ""
-	for _, name := range []string{"serving", "storage", "key_check", "workers"} {
-		if c := checks[name]; !c.OK {
+	for _, name := range []string{"serving", "storage", "key_check", "workers", "audit"} {
+		if c, ok := checks[name]; ok && !c.OK {
 			failed += fmt.Sprintf("; %s: %s", name, c.Reason)
 		}
 	}

@@ -12,6 +12,8 @@
 //	backup, restore, verify
 //	      storage tools: copy every stored object to an archive and back
 //	      into empty storage; decrypt every entity (backup.go, verify.go)
+//	audit-verify
+//	      check an audit log's chain and checkpoints (auditverify.go)
 //
 // Files, top-down (one flat package; each file owns one concern):
 //
@@ -57,6 +59,11 @@
 //	               preconditions, routing, what a principal may see
 //	observe.go     what each finished REST request leaves for the access
 //	               log and the metrics (route, status, bytes, duration)
+//	audit.go       the audit log (-audit-log): one chained JSON line per
+//	               REST request, HMAC checkpoints, group-committed
+//	               writes, rotation; POST /admin/audit/hash
+//	auditverify.go -role=audit-verify: the first line changed, removed,
+//	               reordered or cut
 //	logging.go     -log-format, the request ID on every line logged for a
 //	               request, the access line (written without slog)
 //	logbuffer.go   the log's output: lines written in batches, flushed
@@ -211,6 +218,9 @@ const (
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if toolRoles[roleArg(args)] {
 		return runTool(ctx, args, stdout, stderr)
+	}
+	if roleArg(args) == "audit-verify" {
+		return runAuditVerify(args, stdout, stderr)
 	}
 	if benchRole(args) {
 		b, err := parseBenchFlags(args, stderr)

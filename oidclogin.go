@@ -133,7 +133,7 @@ func (s *restServer) handleOIDCCode(w http.ResponseWriter, r *http.Request, _ pr
 		}
 		return err
 	}
-	notePrincipal(r.Context(), g.ClientID)
+	notePrincipal(r.Context(), principal{clientID: g.ClientID})
 	s.log.InfoContext(r.Context(), "signed in with the oidc provider", attrClient, g.ClientID)
 	writeJSON(w, http.StatusOK, g)
 	return nil

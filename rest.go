@@ -51,6 +51,10 @@ type restServer struct {
 	// random prefix per server, then a sequence number.
 	idPrefix string
 	idSeq    atomic.Uint64
+	// audit writes the audit line of every request; nil writes none.
+	audit *auditLog
+	// auditNamesKey is the key of POST /admin/audit/hash.
+	auditNamesKey []byte
 }
 
 // workerInfo is one row of GET /admin/workers.
@@ -88,13 +92,18 @@ type restOptions struct {
 	// entities, stopped and waited for by checks.stop); nil builds no
 	// check runner, and the check routes answer 503.
 	ctx context.Context
-	log *slog.Logger
+	// audit is the audit log (audit.go); nil for none. auditNamesKey is
+	// the key its names are hashed with, for POST /admin/audit/hash.
+	audit         *auditLog
+	auditNamesKey []byte
+	log           *slog.Logger
 }
 
 // newRESTServer builds the REST server of o and its route table.
 func newRESTServer(o restOptions) *restServer {
 	s := &restServer{auth: o.auth, data: o.data, workers: o.workers, maxBody: o.maxBody, jobs: o.jobs,
-		oidcLogin: o.oidcLogin, log: o.log, mux: http.NewServeMux(), idPrefix: randomIDPrefix()}
+		oidcLogin: o.oidcLogin, log: o.log, mux: http.NewServeMux(), idPrefix: randomIDPrefix(),
+		audit: o.audit, auditNamesKey: o.auditNamesKey}
 	reg := o.reg
 	if reg == nil {
 		reg = newRegistry()
@@ -149,6 +158,7 @@ func (s *restServer) routes() {
 	s.mux.Handle("GET /admin/jobs", s.need(permAdmin, s.handleListJobs))
 	s.mux.Handle("GET /admin/stats", s.need(permAdmin, s.handleStats))
 	s.mux.Handle("POST /admin/databases/{db}/rekey", s.need(permAdmin, s.handleRekey))
+	s.mux.Handle("POST /admin/audit/hash", s.need(permAdmin, s.handleAuditHash))
 	s.mux.Handle("GET /admin/schemas", s.open(s.handleListSchemas))
 	s.mux.Handle("GET /schema/{id}", s.open(s.handleGetSchema))
 	s.mux.Handle("PUT /schema/{id}", s.need(permWrite, s.handlePutSchema))
@@ -178,7 +188,13 @@ func (s *restServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.finishRequest(requestRecord{Method: r.Method, Route: pattern, Status: st.w.status(), Bytes: st.w.bytes,
 			Duration: time.Since(st.start), Principal: st.info.principal, RequestID: st.info.id, Client: s.auth.clientOf(r)})
 	}()
-	pattern = s.dispatch(&st.w, r)
+	var out http.ResponseWriter = &st.w
+	if s.audit != nil {
+		aw := &auditWriter{ResponseWriter: &st.w, s: s, r: r, info: &st.info}
+		defer aw.finish() // before finishRequest: the line of an answer the handler left empty
+		out = aw
+	}
+	pattern = s.dispatch(out, r)
 }
 
 // requestState is the middleware's state of one request: the writer that
@@ -215,6 +231,9 @@ func (s *restServer) dispatch(w http.ResponseWriter, r *http.Request) string {
 		return ""
 	}
 	h, pattern := s.mux.Handler(r)
+	if aw, ok := w.(*auditWriter); ok && !aw.admit(pattern) {
+		return pattern
+	}
 	if pattern == "" {
 		// The mux's own 404 and 405 answers are plain text; every error
 		// of the API is a JSON body, so keep only their status and Allow.
@@ -304,7 +323,7 @@ func (s *restServer) need(pm perm, h handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, err := s.auth.authenticateFrom(bearer(r), s.auth.clientOf(r))
 		if err == nil {
-			notePrincipal(r.Context(), p.clientID)
+			notePrincipal(r.Context(), p)
 			err = authorize(p, pm, r.PathValue("db"))
 		}
 		if err == nil {

@@ -111,6 +111,9 @@ func routeTable() []routeCase {
 		{"GET /admin/jobs", "GET", "/admin/jobs", "", "", nil, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
 		{"GET /admin/stats", "GET", "/admin/stats?window=5m", "", "", nil, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
 		{"POST /admin/databases/{db}/rekey", "POST", "/admin/databases/chatdb/rekey", "", "", putK, [numCredKinds]int{401, 401, 202, 403, 403, 202, 401, 401, 403, 202, 403}},
+		// A key limited to some databases may not hash: 403 for "db-limited"
+		// whatever its permissions (TestAuditHashPermissions).
+		{"POST /admin/audit/hash", "POST", "/admin/audit/hash", `{"input":"chatdb"}`, "", nil, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
 		{"GET /admin/schemas", "GET", "/admin/schemas", "", "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
 		{"GET /schema/{id}", "GET", "/schema/t.v1", "", "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
 		// chatdb is bound to t.v1 (PUT /api/databases above): a key limited
@@ -223,7 +226,7 @@ func checkErrorBody(t *testing.T, what string, rec *httptest.ResponseRecorder, i
 
 // allSentinels is every sentinel error of errors.go.
 var allSentinels = []error{errNotFound, errInvalid, errPrecondition, errPatchConflict, errConflict, errUnavailable, errConfig,
-	errCorrupt, errUnauthenticated, errForbidden, errRateLimited, errTooLarge, errUnsupportedMedia, errMethod, errTransport}
+	errCorrupt, errUnauthenticated, errForbidden, errRateLimited, errTooLarge, errUnsupportedMedia, errMethod, errTransport, errAuditUnavailable}
 
 // TestRouteTableComplete fails when the REST mux registers a route that
 // routeTable does not list, or routeTable lists one the mux lacks. The
