@@ -788,7 +788,8 @@ func (a *auditWriter) entry(code int) *auditEntry {
 		e.Database = a.s.audit.name(r.PathValue("db"))
 	}
 	if strings.Contains(a.route, " /entity/") {
-		e.Key = a.s.audit.name(r.URL.Query().Get("key"))
+		key, _ := queryParam(r.URL.RawQuery, "key")
+		e.Key = a.s.audit.name(key)
 		if m := r.Header.Get("If-Match"); m != "" && code < 300 {
 			e.ETagBefore = strings.Trim(m, `"`)
 		}
