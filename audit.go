@@ -58,6 +58,11 @@ const (
 	auditCheckpointAge = time.Minute
 	// auditFlushBytes starts a write without waiting for the interval.
 	auditFlushBytes = 256 << 10
+	// auditBufferBytes is the capacity of each of the two buffers lines
+	// are queued in: room for what arrives while the writer is busy, so
+	// that a queue does not grow by copying (the runtime grows a large
+	// slice by a quarter at a time).
+	auditBufferBytes = 4 * auditFlushBytes
 	// auditMaxPending is the most bytes of lines waiting to be written;
 	// further requests wait for the writer (a stalled disk slows requests
 	// down instead of growing the memory).
@@ -133,8 +138,10 @@ type auditLog struct {
 	// kick wakes run when a line waits for durability or enough bytes
 	// wait.
 	kick chan struct{}
-	// flushMu serialises flushes (run's and close's).
-	flushMu sync.Mutex
+	// flushMu serialises flushes (run's and close's); unsynced, under
+	// it, says that lines were written and not yet synced.
+	flushMu  sync.Mutex
+	unsynced bool
 	// f is the open file; nil for stdout. out is where lines go.
 	f   *os.File
 	out io.Writer
@@ -180,7 +187,8 @@ func openAuditLog(o auditOptions) (*auditLog, error) {
 	if o.now == nil {
 		o.now = time.Now
 	}
-	l := &auditLog{o: o, kick: make(chan struct{}, 1)}
+	l := &auditLog{o: o, kick: make(chan struct{}, 1),
+		pending: make([]byte, 0, auditBufferBytes), spare: make([]byte, 0, auditBufferBytes)}
 	l.cond = sync.NewCond(&l.mu)
 	after, dropped := "new", int64(0)
 	if o.path == "-" {
@@ -378,48 +386,114 @@ type auditLineHead struct {
 // auditPrincipal is who a request ran as: the key ID ("admin" for the
 // admin key) and name, or the OIDC subject.
 type auditPrincipal struct {
-	ID      string `json:"id,omitempty"`
-	Name    string `json:"name,omitempty"`
-	Subject string `json:"subject,omitempty"`
+	ID, Name, Subject string
 }
 
-// auditEntry is the body of a request line (API.md "Audit log"); seq and
-// prev are added when it joins the chain. Never a credential, a body or
-// a query string beyond the entity key.
+// auditEntry is a request line (API.md "Audit log" names its members);
+// seq and prev are added when it joins the chain. Never a credential, a
+// body or a query string beyond the entity key. Empty strings and zero
+// numbers are left out of the line.
 type auditEntry struct {
-	Time      string          `json:"time"`
-	Type      string          `json:"type"`
-	RequestID string          `json:"request_id"`
-	Principal *auditPrincipal `json:"principal,omitempty"`
-	Client    string          `json:"client"`
-	Method    string          `json:"method"`
-	Route     string          `json:"route"`
-	Database  string          `json:"database,omitempty"`
-	Key       string          `json:"key,omitempty"`
-	Keys      []string        `json:"keys,omitempty"`
+	// Time is when the answer's status was known (in the local zone,
+	// as the log's lines); zero is now.
+	Time      time.Time
+	RequestID string
+	// Principal is nil when the request did not authenticate.
+	Principal *auditPrincipal
+	Client    string
+	Method    string
+	Route     string
+	Database  string
+	Key       string
+	Keys      []string
 	// KeysTotal is the number of keys the body named when Keys holds
 	// only the first maxAuditKeys.
-	KeysTotal int `json:"keys_total,omitempty"`
-	Status    int `json:"status"`
+	KeysTotal int
+	Status    int
 	// ETagBefore is the If-Match the request was made under: the version
 	// it replaced or deleted when it succeeded. ETagAfter is the ETag
 	// answered: the version read or written, or the current one of a 412.
-	ETagBefore string `json:"etag_before,omitempty"`
-	ETagAfter  string `json:"etag_after,omitempty"`
+	ETagBefore, ETagAfter string
 	// GRPCCode is the code a gRPC call was answered with ("OK"); "" on
 	// REST.
-	GRPCCode string `json:"grpc_code,omitempty"`
+	GRPCCode string
+}
+
+// auditLineBufs recycles the buffers request lines are encoded in.
+var auditLineBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// appendMembers appends e's members, without braces, in the order of
+// API.md's table: hand-encoded (appendJSONString), as the access line is,
+// because encoding/json cost a warm GET more than the rest of the audit.
+func (e *auditEntry) appendMembers(b []byte) []byte {
+	b = append(b, `"time":"`...)
+	b = appendLogTime(b, e.Time, true)
+	b = append(b, `","type":"request","request_id":`...)
+	b = appendJSONString(b, e.RequestID)
+	if p := e.Principal; p != nil {
+		b = append(b, `,"principal":{`...)
+		b = appendOptionalMember(b, "id", p.ID, true)
+		b = appendOptionalMember(b, "name", p.Name, p.ID == "")
+		b = appendOptionalMember(b, "subject", p.Subject, p.ID == "" && p.Name == "")
+		b = append(b, '}')
+	}
+	b = append(b, `,"client":`...)
+	b = appendJSONString(b, e.Client)
+	b = append(b, `,"method":`...)
+	b = appendJSONString(b, e.Method)
+	b = append(b, `,"route":`...)
+	b = appendJSONString(b, e.Route)
+	b = appendOptionalMember(b, "database", e.Database, false)
+	b = appendOptionalMember(b, "key", e.Key, false)
+	if len(e.Keys) > 0 {
+		b = append(b, `,"keys":[`...)
+		for i, k := range e.Keys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, k)
+		}
+		b = append(b, ']')
+	}
+	if e.KeysTotal > 0 {
+		b = append(b, `,"keys_total":`...)
+		b = strconv.AppendInt(b, int64(e.KeysTotal), 10)
+	}
+	b = append(b, `,"status":`...)
+	b = strconv.AppendInt(b, int64(e.Status), 10)
+	b = appendOptionalMember(b, "etag_before", e.ETagBefore, false)
+	b = appendOptionalMember(b, "etag_after", e.ETagAfter, false)
+	return appendOptionalMember(b, "grpc_code", e.GRPCCode, false)
+}
+
+// appendOptionalMember appends `,"name":"v"` (without the comma when
+// first), nothing when v is empty.
+func appendOptionalMember(b []byte, name, v string, first bool) []byte {
+	if v == "" {
+		return b
+	}
+	if !first {
+		b = append(b, ',')
+	}
+	b = append(b, '"')
+	b = append(b, name...)
+	b = append(b, `":`...)
+	return appendJSONString(b, v)
 }
 
 // appendRequest adds e's line to the chain and returns its seq, which
 // waitDurable waits for. It fails once the log failed or closed. Without
 // required, a caller waits here only while auditMaxPending bytes wait.
 func (l *auditLog) appendRequest(e *auditEntry) (uint64, error) {
-	e.Type = "request"
-	body, err := json.Marshal(e)
-	if err != nil {
-		return 0, fmt.Errorf("encode audit line: %w", err)
+	if e.Time.IsZero() {
+		e.Time = l.o.now()
 	}
+	bp := auditLineBufs.Get().(*[]byte)
+	body := e.appendMembers((*bp)[:0])
+	defer func() {
+		*bp = body
+		auditLineBufs.Put(bp)
+	}()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for !l.o.required && len(l.pending) > auditMaxPending && l.err == nil && !l.closed {
@@ -428,7 +502,7 @@ func (l *auditLog) appendRequest(e *auditEntry) (uint64, error) {
 	if err := l.usable(); err != nil {
 		return 0, err
 	}
-	seq := l.appendLine(body[:len(body)-1], "")
+	seq := l.appendLine(body, "")
 	l.sinceCheckpoint++
 	if l.sinceCheckpoint >= l.o.checkpointEvery {
 		l.appendCheckpoint(auditCheckpoint{Reason: "every"})
@@ -440,7 +514,7 @@ func (l *auditLog) appendRequest(e *auditEntry) (uint64, error) {
 		l.appendCheckpoint(auditCheckpoint{Reason: "open", After: "rotate"})
 	}
 	if l.o.required || len(l.pending) >= auditFlushBytes {
-		l.wake()
+		wake(l.kick)
 	}
 	return seq, nil
 }
@@ -456,16 +530,8 @@ func (l *auditLog) usable() error {
 	return nil
 }
 
-// wake asks run to write what is pending.
-func (l *auditLog) wake() {
-	select {
-	case l.kick <- struct{}{}:
-	default:
-	}
-}
-
-// appendLine adds one line to the chain: body is a JSON object without
-// its closing brace; seq goes first, prev (the chain value of the line
+// appendLine adds one line to the chain: body are the members of a JSON
+// object, without braces; seq goes first, prev (the chain value of the line
 // before) last, and with a non-empty macKey the HMAC of everything before
 // it after that. Called with mu held.
 func (l *auditLog) appendLine(body []byte, macKey string) uint64 {
@@ -473,9 +539,9 @@ func (l *auditLog) appendLine(body []byte, macKey string) uint64 {
 	start := len(l.pending)
 	b := append(l.pending, `{"seq":`...)
 	b = strconv.AppendUint(b, l.seq, 10)
-	if len(body) > 1 {
+	if len(body) > 0 {
 		b = append(b, ',')
-		b = append(b, body[1:]...)
+		b = append(b, body...)
 	}
 	b = append(b, `,"prev":"`...)
 	b = hex.AppendEncode(b, l.prev[:])
@@ -518,9 +584,9 @@ type auditCheckpoint struct {
 // covers its chain value, so the whole chain before it. Called with mu
 // held.
 func (l *auditLog) appendCheckpoint(c auditCheckpoint) {
-	c.Time, c.Type = l.o.now().UTC().Format(time.RFC3339Nano), "checkpoint"
+	c.Time, c.Type = l.o.now().Format(time.RFC3339Nano), "checkpoint"
 	body, _ := json.Marshal(c) // strings and a number: cannot fail
-	l.appendLine(body[:len(body)-1], string(l.o.keys.chain))
+	l.appendLine(body[1:len(body)-1], string(l.o.keys.chain))
 	l.sinceCheckpoint = 0
 	l.lastCheckpoint = l.o.now()
 }
@@ -557,13 +623,16 @@ func (l *auditLog) run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			l.flush()
+			l.flush(true)
 			return
 		case <-l.kick:
+			// Required: lines wait for this sync. Otherwise enough bytes
+			// wait to be written; the tick syncs them.
+			l.flush(l.o.required)
 		case <-t.C:
 			l.checkpointIfOld()
+			l.flush(true)
 		}
-		l.flush()
 	}
 }
 
@@ -576,9 +645,10 @@ func (l *auditLog) checkpointIfOld() {
 	}
 }
 
-// flush writes and syncs the pending lines, rotating at the cuts, and
-// wakes the requests waiting for them. A failure stops the log.
-func (l *auditLog) flush() {
+// flush writes the pending lines, rotating at the cuts, and with sync
+// makes everything written durable and wakes the requests waiting for
+// it. A failure stops the log.
+func (l *auditLog) flush(sync bool) {
 	l.flushMu.Lock()
 	defer l.flushMu.Unlock()
 	l.mu.Lock()
@@ -586,14 +656,22 @@ func (l *auditLog) flush() {
 	l.pending, l.spare, l.cuts = l.spare[:0], nil, nil
 	stopped := l.err != nil
 	l.mu.Unlock()
-	if len(data) == 0 || stopped {
+	if stopped || len(data) == 0 && !(sync && l.unsynced) {
+		l.mu.Lock()
+		l.spare = data[:0]
+		l.mu.Unlock()
 		return
 	}
 	err := l.writeOut(data, cuts)
+	if err == nil && sync {
+		err = l.sync()
+	}
+	l.unsynced = !sync
 	l.mu.Lock()
-	if err != nil {
+	switch {
+	case err != nil:
 		l.err = err
-	} else {
+	case sync:
 		l.durable = upto
 		l.syncs++
 	}
@@ -605,7 +683,7 @@ func (l *auditLog) flush() {
 	}
 }
 
-// writeOut writes data, rotating the file at each cut, then syncs.
+// writeOut writes data, rotating the file at each cut.
 func (l *auditLog) writeOut(data []byte, cuts []int) error {
 	start := 0
 	for _, c := range cuts {
@@ -617,10 +695,7 @@ func (l *auditLog) writeOut(data []byte, cuts []int) error {
 		}
 		start = c
 	}
-	if err := l.write(data[start:]); err != nil {
-		return err
-	}
-	return l.sync()
+	return l.write(data[start:])
 }
 
 // write writes b, whole, to the audit file.
@@ -680,7 +755,7 @@ func (l *auditLog) close() error {
 	}
 	l.closed = true
 	l.mu.Unlock()
-	l.flush()
+	l.flush(true)
 	l.mu.Lock()
 	err := l.err
 	l.cond.Broadcast()
@@ -778,9 +853,9 @@ func (a *auditWriter) refuse(err error) {
 // entry is the audit line of the request answered with status code.
 func (a *auditWriter) entry(code int) *auditEntry {
 	r := a.r
-	e := &auditEntry{Time: a.s.audit.o.now().UTC().Format(time.RFC3339Nano), RequestID: requestIDFrom(r.Context()),
+	e := &auditEntry{Time: a.s.audit.o.now(), RequestID: requestIDFrom(r.Context()),
 		Client: a.s.auth.clientOf(r), Method: r.Method, Route: a.route, Status: code,
-		ETagAfter: strings.Trim(a.ResponseWriter.Header().Get("ETag"), `"`)}
+		ETagAfter: strings.Trim(headerValue(a.ResponseWriter.Header(), "Etag"), `"`)}
 	if p := a.info.who; p.clientID != "" {
 		e.Principal = &auditPrincipal{ID: p.clientID, Name: p.name, Subject: p.subject}
 	}
@@ -799,6 +874,15 @@ func (a *auditWriter) entry(code int) *auditEntry {
 	}
 	e.KeysTotal = a.info.keysTotal
 	return e
+}
+
+// headerValue is h's first value of canonical key k: Header.Get without
+// canonicalizing k every request.
+func headerValue(h http.Header, k string) string {
+	if v := h[k]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 // name is v as the audit log shows it: itself, or its HMAC under
@@ -843,7 +927,7 @@ func (m *mainService) auditProcess(ctx context.Context, req *pb.ProcessRequest, 
 	if l == nil {
 		return nil
 	}
-	e := &auditEntry{Time: l.o.now().UTC().Format(time.RFC3339Nano), RequestID: requestIDFrom(ctx), Client: peerAddr(ctx),
+	e := &auditEntry{Time: l.o.now(), RequestID: requestIDFrom(ctx), Client: peerAddr(ctx),
 		Method: req.GetOperation(), Route: grpcProcessRoute, Database: l.name(req.GetDatabaseName()),
 		Key: l.name(req.GetEntityKey()), Status: http.StatusOK, GRPCCode: codes.OK.String()}
 	if err != nil {

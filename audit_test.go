@@ -7,8 +7,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,11 +18,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 )
 
 // testAuditKeys are the audit keys of testMasterKey.
-func testAuditKeys(t *testing.T) auditKeys {
+func testAuditKeys(t testing.TB) auditKeys {
 	t.Helper()
 	master, err := hex.DecodeString(testMasterKey)
 	if err != nil {
@@ -36,7 +37,7 @@ func testAuditKeys(t *testing.T) auditKeys {
 // startTestAudit opens the audit log of o under the test keys and runs its
 // writer as a main node does; stop (also run when the test ends) cancels
 // the writer, waits for it and closes the log.
-func startTestAudit(t *testing.T, o auditOptions) (l *auditLog, stop func()) {
+func startTestAudit(t testing.TB, o auditOptions) (l *auditLog, stop func()) {
 	t.Helper()
 	o.keys = testAuditKeys(t)
 	if o.log == nil {
@@ -252,7 +253,7 @@ func writeTestAuditLog(t *testing.T, path string, n int) []string {
 	t.Helper()
 	l, stop := startTestAudit(t, auditOptions{path: path, checkpointEvery: 5})
 	for i := range n {
-		e := &auditEntry{Time: time.Now().UTC().Format(time.RFC3339Nano), RequestID: "req-" + strconv.Itoa(i), Client: "192.0.2.1:1",
+		e := &auditEntry{RequestID: "req-" + strconv.Itoa(i), Client: "192.0.2.1:1",
 			Method: "GET", Route: "GET /entity/{db}", Database: "chatdb", Key: "k" + strconv.Itoa(i), Status: 200}
 		if _, err := l.appendRequest(e); err != nil {
 			t.Fatal(err)
@@ -428,7 +429,7 @@ func TestAuditRotation(t *testing.T) {
 	write := func(n int) {
 		l, stop := startTestAudit(t, auditOptions{path: path, maxBytes: 2000, checkpointEvery: 7})
 		for i := range n {
-			if err := l.record(&auditEntry{Time: "t", RequestID: "r" + strconv.Itoa(i), Method: "GET", Route: "GET /api/me", Status: 200}); err != nil {
+			if err := l.record(&auditEntry{RequestID: "r" + strconv.Itoa(i), Method: "GET", Route: "GET /api/me", Status: 200}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -491,11 +492,11 @@ func TestAuditTornTail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	seq, err := l.appendRequest(&auditEntry{Time: "t", RequestID: "r1", Method: "GET", Route: "GET /api/me", Status: 200})
+	seq, err := l.appendRequest(&auditEntry{RequestID: "r1", Method: "GET", Route: "GET /api/me", Status: 200})
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.flush() // what run does; then the process dies without close
+	l.flush(true) // what run does; then the process dies without close
 	if err := l.waitDurable(seq); err != nil {
 		t.Fatal(err)
 	}
@@ -630,7 +631,7 @@ func TestAuditGroupCommit(t *testing.T) {
 			defer wg.Done()
 			for i := range each {
 				id := fmt.Sprintf("c%d-%d", c, i)
-				if err := l.record(&auditEntry{Time: "t", RequestID: id, Method: "GET", Route: "GET /api/me", Status: 200}); err != nil {
+				if err := l.record(&auditEntry{RequestID: id, Method: "GET", Route: "GET /api/me", Status: 200}); err != nil {
 					errs <- err
 					return
 				}
@@ -671,5 +672,41 @@ func TestAuditFlags(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("parseFlags(%s) = %v, want an error naming %s", c.args, err, c.want)
 		}
+	}
+}
+
+// BenchmarkWarmGetAudit is BenchmarkWarmGet with the audit log off, on
+// (buffered: written and synced every second) and required (each answer
+// waits for its line's fdatasync, shared by the requests waiting
+// together), side by side; the file is on the test's temporary
+// directory. BENCHMARKS.md quotes it.
+func BenchmarkWarmGetAudit(b *testing.B) {
+	for _, mode := range []string{"off", "on", "required"} {
+		b.Run(mode, func(b *testing.B) {
+			s := newLocalREST(b)
+			out := newLogBuffer(io.Discard, logFlushEvery)
+			defer out.Close()
+			var err error
+			if s.log, err = newLogger(out, logFormatText, slog.LevelInfo); err != nil {
+				b.Fatal(err)
+			}
+			if mode != "off" {
+				s.audit, _ = startTestAudit(b, auditOptions{path: filepath.Join(b.TempDir(), "audit.log"), required: mode == "required"})
+			}
+			if rec := serve(s, "PUT", "/entity/bench", `{"k":{"role":"user","content":"`+strings.Repeat("x", 1000)+`"}}`); rec.Code != 200 {
+				b.Fatal(rec.Body)
+			}
+			req := httptest.NewRequest("GET", "/entity/bench?key=k", nil)
+			req.Header.Set("Authorization", "Bearer "+testAdminKey)
+			req.RemoteAddr = "127.0.0.1:40000"
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				w := &discardWriter{h: http.Header{}}
+				for pb.Next() {
+					clear(w.h)
+					s.ServeHTTP(w, req)
+				}
+			})
+		})
 	}
 }

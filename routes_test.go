@@ -470,6 +470,13 @@ func routeErrorCases(root string) map[string][]errorCase {
 		"POST /api/login/oidc": {
 			{method: "POST", path: "/api/login/oidc", body: `{"code":"c"}`, token: "-", want: 404},
 		},
+		"POST /admin/audit/hash": {
+			{method: "POST", path: "/admin/audit/hash", body: `{"input":""}`, want: 400},
+			{method: "POST", path: "/admin/audit/hash", body: `{"input":"` + strings.Repeat("x", maxAuditHashInput+1) + `"}`, want: 400},
+			{method: "POST", path: "/admin/audit/hash", body: `{"value":"x"}`, want: 400},
+			{method: "POST", path: "/admin/audit/hash", body: `["x"]`, want: 400},
+			{method: "POST", path: "/admin/audit/hash", body: big, want: 413},
+		},
 		"POST /api/logout": {
 			{method: "POST", path: "/api/logout", want: 400}, // the admin key is not a session token
 			{method: "POST", path: "/api/logout", token: "ds_AAAA", want: 401},
