@@ -7,10 +7,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -683,28 +681,9 @@ func TestAuditFlags(t *testing.T) {
 func BenchmarkWarmGetAudit(b *testing.B) {
 	for _, mode := range []string{"off", "on", "required"} {
 		b.Run(mode, func(b *testing.B) {
-			s := newLocalREST(b)
-			out := newLogBuffer(io.Discard, logFlushEvery)
-			defer out.Close()
-			var err error
-			if s.log, err = newLogger(out, logFormatText, slog.LevelInfo); err != nil {
-				b.Fatal(err)
-			}
-			if mode != "off" {
-				s.audit, _ = startTestAudit(b, auditOptions{path: filepath.Join(b.TempDir(), "audit.log"), required: mode == "required"})
-			}
-			if rec := serve(s, "PUT", "/entity/bench", `{"k":{"role":"user","content":"`+strings.Repeat("x", 1000)+`"}}`); rec.Code != 200 {
-				b.Fatal(rec.Body)
-			}
-			req := httptest.NewRequest("GET", "/entity/bench?key=k", nil)
-			req.Header.Set("Authorization", "Bearer "+testAdminKey)
-			req.RemoteAddr = "127.0.0.1:40000"
-			b.ReportAllocs()
-			b.RunParallel(func(pb *testing.PB) {
-				w := &discardWriter{h: http.Header{}}
-				for pb.Next() {
-					clear(w.h)
-					s.ServeHTTP(w, req)
+			benchWarmGet(b, func(s *restServer) {
+				if mode != "off" {
+					s.audit, _ = startTestAudit(b, auditOptions{path: filepath.Join(b.TempDir(), "audit.log"), required: mode == "required"})
 				}
 			})
 		})
