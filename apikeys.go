@@ -39,6 +39,16 @@ type apiKey struct {
 	CreatedAt time.Time `json:"created_at"`
 	// ExpiresAt is nil for a key that never expires.
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	// PreviousSHA256 is the hex SHA-256 of the secret the last rotation
+	// replaced; it still authenticates until PreviousExpiresAt. "" for
+	// none.
+	PreviousSHA256    string     `json:"previous_sha256,omitempty"`
+	PreviousExpiresAt *time.Time `json:"previous_expires_at,omitempty"`
+	// RotatedAt is when the secret was last replaced; nil: never.
+	RotatedAt *time.Time `json:"rotated_at,omitempty"`
+	// LastUsedAt is the key's last use to the minute, as last written
+	// by flushUsage (keyusage.go); nil: never used since it was created.
+	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
 }
 
 // keyInfo is an API key as GET /api/keys shows it: never a secret or hash.
@@ -51,19 +61,53 @@ type keyInfo struct {
 	Databases   []string   `json:"databases,omitempty"`
 	CreatedAt   time.Time  `json:"created_at"`
 	ExpiresAt   *time.Time `json:"expires_at"`
+	// LastUsedAt is the last use, to the minute; null: never.
+	LastUsedAt *time.Time `json:"last_used_at"`
+	// RotatedAt is the last rotation; PreviousExpiresAt the end of the
+	// replaced secret's grace period (absent once it has ended).
+	RotatedAt         *time.Time `json:"rotated_at,omitempty"`
+	PreviousExpiresAt *time.Time `json:"previous_secret_expires_at,omitempty"`
 }
 
-// info is the public view of k.
-func (k apiKey) info() keyInfo {
-	return keyInfo{ID: k.ID, Name: k.Name, Permissions: k.Permissions, Databases: k.Databases,
-		CreatedAt: k.CreatedAt, ExpiresAt: k.ExpiresAt}
+// info is the public view of k at now.
+func (k apiKey) info(now time.Time) keyInfo {
+	i := keyInfo{ID: k.ID, Name: k.Name, Permissions: k.Permissions, Databases: k.Databases,
+		CreatedAt: k.CreatedAt, ExpiresAt: k.ExpiresAt, LastUsedAt: k.LastUsedAt, RotatedAt: k.RotatedAt}
+	if k.PreviousExpiresAt != nil && now.Before(*k.PreviousExpiresAt) {
+		i.PreviousExpiresAt = k.PreviousExpiresAt
+	}
+	return i
 }
 
-// keyEntry is a loaded API key with its parsed hash and permissions.
+// keyEntry is a loaded API key with its parsed hashes and permissions.
 type keyEntry struct {
 	apiKey
 	hash  [32]byte
 	perms perm
+	// prevHash is the hash of PreviousSHA256; hasPrev is false without
+	// one.
+	prevHash [32]byte
+	hasPrev  bool
+}
+
+// secretFor checks that h, the hash of a secret that found k, names a
+// secret of k that authenticates at now: the current one, or the one the
+// last rotation replaced during its grace period. Else an error wrapping
+// errUnauthenticated.
+func (k *keyEntry) secretFor(h [32]byte, now time.Time) error {
+	if prev, live := k.previousAt(now); h != k.hash && (!live || h != prev) {
+		return reqErrorf(errUnauthenticated, "this API key secret was replaced by a rotation; use the new secret")
+	}
+	return nil
+}
+
+// previousAt returns the hash of the secret k's last rotation replaced,
+// and whether that secret still authenticates at now. A nil k has none.
+func (k *keyEntry) previousAt(now time.Time) ([32]byte, bool) {
+	if k == nil || !k.hasPrev || k.PreviousExpiresAt == nil || !now.Before(*k.PreviousExpiresAt) {
+		return [32]byte{}, false
+	}
+	return k.prevHash, true
 }
 
 // principalAt is the principal of k at now, or an error wrapping
@@ -97,6 +141,14 @@ func newKeySet(keys []apiKey) (*keySet, error) {
 			return nil, fmt.Errorf("key %q: sha256 is not 64 hex digits", k.ID)
 		}
 		copy(e.hash[:], h)
+		if k.PreviousSHA256 != "" {
+			p, err := hex.DecodeString(k.PreviousSHA256)
+			if err != nil || len(p) != sha256.Size {
+				return nil, fmt.Errorf("key %q: previous_sha256 is not 64 hex digits", k.ID)
+			}
+			copy(e.prevHash[:], p)
+			e.hasPrev = true
+		}
 		if e.perms, err = parsePerms(k.Permissions); err != nil {
 			return nil, fmt.Errorf("key %q: %w", k.ID, err)
 		}
@@ -105,11 +157,14 @@ func newKeySet(keys []apiKey) (*keySet, error) {
 				return nil, fmt.Errorf("key %q: %w", k.ID, err)
 			}
 		}
-		if k.ID == "" || s.byID[k.ID] != nil || s.byHash[e.hash] != nil {
+		if k.ID == "" || s.byID[k.ID] != nil || s.byHash[e.hash] != nil || e.hasPrev && (s.byHash[e.prevHash] != nil || e.prevHash == e.hash) {
 			return nil, fmt.Errorf("key %q: empty or duplicate id or hash", k.ID)
 		}
 		s.keys = append(s.keys, e)
 		s.byHash[e.hash], s.byID[k.ID] = e, e
+		if e.hasPrev {
+			s.byHash[e.prevHash] = e
+		}
 	}
 	return s, nil
 }
@@ -160,12 +215,11 @@ func (a *authenticator) createKey(ctx context.Context, req keyRequest) (newKey, 
 		exp := now.Add(d)
 		k.ExpiresAt = &exp
 	}
-	secret, err := a.randomString("dk_", 32)
+	secret, hash, err := a.newSecret()
 	if err != nil {
-		return newKey{}, fmt.Errorf("create key: secret: %w", err)
+		return newKey{}, fmt.Errorf("create key: %w", err)
 	}
-	h := sha256.Sum256([]byte(secret))
-	k.SHA256 = hex.EncodeToString(h[:])
+	k.SHA256 = hash
 	err = a.update(ctx, func(keys []apiKey) ([]apiKey, error) {
 		id, err := a.newKeyID(keys)
 		k.ID = id
@@ -174,7 +228,18 @@ func (a *authenticator) createKey(ctx context.Context, req keyRequest) (newKey, 
 	if err != nil {
 		return newKey{}, fmt.Errorf("create key: %w", err)
 	}
-	return newKey{keyInfo: k.info(), Secret: secret}, nil
+	return newKey{keyInfo: k.info(now), Secret: secret}, nil
+}
+
+// newSecret returns a new API key secret and the hex SHA-256 stored for
+// it.
+func (a *authenticator) newSecret() (secret, hash string, err error) {
+	secret, err = a.randomString("dk_", 32)
+	if err != nil {
+		return "", "", fmt.Errorf("secret: %w", err)
+	}
+	h := sha256.Sum256([]byte(secret))
+	return secret, hex.EncodeToString(h[:]), nil
 }
 
 // newKeyID returns a random key ID not used by keys.
@@ -202,11 +267,14 @@ func (a *authenticator) deleteKey(ctx context.Context, id string) error {
 	})
 }
 
-// listKeys returns every key's public view in creation order.
+// listKeys returns every key's public view in creation order, with its
+// last use as this process knows it (newer than the stored one until the
+// next flush).
 func (a *authenticator) listKeys() []keyInfo {
 	out := []keyInfo{}
+	now := a.now()
 	for _, k := range a.keys.Load().list() {
-		out = append(out, k.info())
+		out = append(out, a.withUsage(k).info(now))
 	}
 	return out
 }
@@ -417,4 +485,148 @@ func (ks keyStore) save(ctx context.Context, keys []apiKey) error {
 		return fmt.Errorf("save API key store %s: %w", ks.name, err)
 	}
 	return nil
+}
+
+// Rotation and editing (issue 25): a key keeps its ID, name and scope
+// while its secret or its permissions change.
+
+// Rotation grace periods: how long the replaced secret still
+// authenticates. The default gives every client a day to pick up the new
+// one; 0 ends the old secret at once.
+const (
+	defaultRotationGrace = 24 * time.Hour
+	maxRotationGrace     = 7 * 24 * time.Hour
+)
+
+// rotateKey gives key id a new secret. The replaced one keeps working for
+// grace (its sessions too), then stops; a secret replaced by an earlier
+// rotation stops at once. The new secret is in the answer only.
+func (a *authenticator) rotateKey(ctx context.Context, id string, grace time.Duration) (newKey, error) {
+	secret, hash, err := a.newSecret()
+	if err != nil {
+		return newKey{}, fmt.Errorf("rotate key: %w", err)
+	}
+	now := a.now().UTC()
+	var rotated apiKey
+	err = a.update(ctx, func(keys []apiKey) ([]apiKey, error) {
+		i := slices.IndexFunc(keys, func(k apiKey) bool { return k.ID == id })
+		if i < 0 {
+			return nil, reqErrorf(errNotFound, "API key %q not found", id)
+		}
+		k := &keys[i]
+		k.PreviousSHA256, k.PreviousExpiresAt = "", nil
+		if grace > 0 {
+			until := now.Add(grace)
+			k.PreviousSHA256, k.PreviousExpiresAt = k.SHA256, &until
+		}
+		k.SHA256, k.RotatedAt = hash, &now
+		rotated = *k
+		return keys, nil
+	})
+	if err != nil {
+		return newKey{}, fmt.Errorf("rotate key: %w", err)
+	}
+	return newKey{keyInfo: a.withUsage(rotated).info(now), Secret: secret}, nil
+}
+
+// keyEdit is the body of PATCH /api/keys/{id}: each member present
+// replaces that part of the key; absent members are left as they are.
+type keyEdit struct {
+	Name        json.RawMessage `json:"name"`
+	Permissions json.RawMessage `json:"permissions"`
+	// Databases null allows every database.
+	Databases json.RawMessage `json:"databases"`
+	// ExpiresIn is a duration or days from now, as at creation; null
+	// never expires.
+	ExpiresIn json.RawMessage `json:"expires_in"`
+}
+
+// keyEditShape is what PATCH /api/keys/{id} takes, for error sentences.
+const keyEditShape = `{"name"?, "permissions"?, "databases"? (null: all), "expires_in"? (null: never)}`
+
+// editKey applies edit to key id durably and returns its public view. The
+// key's sessions hold what the key holds now from their next request on.
+func (a *authenticator) editKey(ctx context.Context, id string, edit keyEdit) (keyInfo, error) {
+	if edit.Name == nil && edit.Permissions == nil && edit.Databases == nil && edit.ExpiresIn == nil {
+		return keyInfo{}, reqErrorf(errInvalid, "body must be %s with at least one member", keyEditShape)
+	}
+	now := a.now().UTC()
+	var edited apiKey
+	err := a.update(ctx, func(keys []apiKey) ([]apiKey, error) {
+		i := slices.IndexFunc(keys, func(k apiKey) bool { return k.ID == id })
+		if i < 0 {
+			return nil, reqErrorf(errNotFound, "API key %q not found", id)
+		}
+		k, err := applyKeyEdit(keys[i], edit, now)
+		if err != nil {
+			return nil, err
+		}
+		keys[i], edited = k, k
+		return keys, nil
+	})
+	if err != nil {
+		return keyInfo{}, fmt.Errorf("edit key: %w", err)
+	}
+	return a.withUsage(edited).info(now), nil
+}
+
+// applyKeyEdit returns k with edit applied at now, checked as a new key's
+// request would be.
+func applyKeyEdit(k apiKey, edit keyEdit, now time.Time) (apiKey, error) {
+	req := keyRequest{Name: k.Name, Permissions: k.Permissions, Databases: k.Databases}
+	if edit.Name != nil {
+		if err := json.Unmarshal(edit.Name, &req.Name); err != nil || string(edit.Name) == "null" {
+			return k, reqErrorf(errInvalid, `body must be %s: "name" is not a string`, keyEditShape)
+		}
+	}
+	// Decoded into fresh slices: the key's own are shared with the key
+	// set readers use.
+	if edit.Permissions != nil {
+		var perms []string
+		if err := json.Unmarshal(edit.Permissions, &perms); err != nil || perms == nil {
+			return k, reqErrorf(errInvalid, `body must be %s: "permissions" is not a list of names`, keyEditShape)
+		}
+		req.Permissions = perms
+	}
+	if edit.Databases != nil {
+		req.Databases = nil
+		if err := json.Unmarshal(edit.Databases, &req.Databases); err != nil {
+			return k, reqErrorf(errInvalid, `body must be %s: "databases" is not a list of names or null`, keyEditShape)
+		}
+	}
+	perms, err := checkKeyRequest(req)
+	if err != nil {
+		return k, err
+	}
+	k.Name, k.Permissions, k.Databases = req.Name, permNames(perms), req.Databases
+	if edit.ExpiresIn != nil {
+		var in *string
+		if err := json.Unmarshal(edit.ExpiresIn, &in); err != nil {
+			return k, reqErrorf(errInvalid, `body must be %s: "expires_in" is not a string or null`, keyEditShape)
+		}
+		k.ExpiresAt = nil
+		if in != nil {
+			d, err := parseExpiresIn(*in)
+			if err != nil {
+				return k, err
+			}
+			exp := now.Add(d)
+			k.ExpiresAt = &exp
+		}
+	}
+	return k, nil
+}
+
+// parseGrace parses the grace of a rotation: a Go duration from 0 (the
+// old secret stops at once) to maxRotationGrace; "" is
+// defaultRotationGrace.
+func parseGrace(s string) (time.Duration, error) {
+	if s == "" {
+		return defaultRotationGrace, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 || d > maxRotationGrace {
+		return 0, reqErrorf(errInvalid, "grace %q: want a duration from 0s to 168h (7 days)", s)
+	}
+	return d, nil
 }

@@ -52,6 +52,8 @@ type authenticator struct {
 	failures, rateLimited atomic.Uint64
 	// oidc accepts an OpenID provider's access tokens; nil: none.
 	oidc *oidcVerifier
+	// usage is when each API key was last used (keyusage.go).
+	usage keyUsage
 }
 
 // authConfig configures an authenticator. Zero values of the optional
@@ -208,7 +210,10 @@ func (a *authenticator) resolve(cred string) (principal, error) {
 		return adminPrincipal, nil
 	}
 	if k, ok := a.keys.Load().byHash[h]; ok {
-		return k.principalAt(now)
+		if err := k.secretFor(h, now); err != nil {
+			return principal{}, err
+		}
+		return a.keyPrincipal(k, now)
 	}
 	if a.oidc != nil && looksLikeJWT(cred) {
 		return a.oidc.verify(cred)
@@ -220,7 +225,16 @@ func (a *authenticator) resolve(cred string) (principal, error) {
 	if c.keyID == "" {
 		return adminPrincipal, nil
 	}
-	return k.principalAt(now)
+	return a.keyPrincipal(k, now)
+}
+
+// keyPrincipal is the principal of API key k at now, whose use it notes.
+func (a *authenticator) keyPrincipal(k *keyEntry, now time.Time) (principal, error) {
+	p, err := k.principalAt(now)
+	if err == nil {
+		a.usage.note(k.ID, now)
+	}
+	return p, err
 }
 
 // isAdmin reports in constant time whether h is the admin key's hash.
@@ -247,8 +261,13 @@ func (a *authenticator) checkSession(token string, now time.Time) (sessionClaims
 		keyHash = k.hash
 	}
 	// A token of a deleted key, or one we never signed, is the same to
-	// the client: both are unknown.
-	if !ok || !a.sessions.verify(payload, mac, keyHash) {
+	// the client: both are unknown. A session bought with a secret that
+	// a rotation replaced lasts as long as that secret's grace.
+	signed := ok && a.sessions.verify(payload, mac, keyHash)
+	if prev, live := k.previousAt(now); ok && !signed && live {
+		signed = a.sessions.verify(payload, mac, prev)
+	}
+	if !signed {
 		return c, nil, reqErrorf(errUnauthenticated, "unknown or ended session token: log in again")
 	}
 	if !now.Before(c.expires) {
@@ -281,13 +300,20 @@ func (a *authenticator) login(key, client string) (sessionGrant, error) {
 		if !ok {
 			return sessionGrant{}, a.failed(client, reqErrorf(errUnauthenticated, "unknown key"))
 		}
-		var err error
-		if p, err = k.principalAt(now); err != nil {
+		err := k.secretFor(h, now)
+		if err == nil {
+			p, err = a.keyPrincipal(k, now)
+		}
+		if err != nil {
 			return sessionGrant{}, a.failed(client, fmt.Errorf("login: %w", err))
 		}
 		keyID = k.ID
 		if k.ExpiresAt != nil && k.ExpiresAt.Before(expires) {
 			expires = *k.ExpiresAt
+		}
+		// A session of a replaced secret ends with its grace.
+		if h != k.hash && k.PreviousExpiresAt.Before(expires) {
+			expires = *k.PreviousExpiresAt
 		}
 	}
 	token, err := a.sessions.issue(keyID, h, expires)

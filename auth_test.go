@@ -40,8 +40,9 @@ func newAuthTestServer(t *testing.T, cfg authConfig) *authTestServer {
 	return newAuthTestServerOn(t, cfg, newTestFSStore(t))
 }
 
-// newAuthTestServerOn is newAuthTestServer over st.
-func newAuthTestServerOn(t *testing.T, cfg authConfig, st store) *authTestServer {
+// newAuthTestServerOn is newAuthTestServer over st; extra change the
+// REST server's options (an audit log) before it is built.
+func newAuthTestServerOn(t *testing.T, cfg authConfig, st store, extra ...func(*restOptions)) *authTestServer {
 	t.Helper()
 	clock := &fakeClock{t: authTestStart}
 	cfg.adminKey, cfg.st, cfg.now = testAdminKey, st, clock.now
@@ -60,8 +61,15 @@ func newAuthTestServerOn(t *testing.T, cfg authConfig, st store) *authTestServer
 	cat := newCatalog(st)
 	rt := newRouter(log, time.Now, 0, cat.wrote, nil)
 	rt.add(&workerConn{id: w.id, proc: w, stats: w.stats})
-	rest := newRESTServer(restOptions{auth: auth, data: newDataPlane(rt, cat, schemas, budgets{}), workers: rt.list, maxBody: 1 << 20,
-		jobs: newKeyJobs(t.Context(), keyJobsConfig{st: st, ring: ring, log: log, barrier: func(context.Context, uint64) error { return nil }}), keyChecked: true, log: log})
+	o := restOptions{auth: auth, data: newDataPlane(rt, cat, schemas, budgets{}), workers: rt.list, maxBody: 1 << 20,
+		jobs:          newKeyJobs(t.Context(), keyJobsConfig{st: st, ring: ring, log: log, barrier: func(context.Context, uint64) error { return nil }}),
+		keyChecked:    true,
+		auditNamesKey: testAuditKeys(t).names, ctx: t.Context(), log: log}
+	for _, f := range extra {
+		f(&o)
+	}
+	rest := newRESTServer(o)
+	t.Cleanup(rest.checks.stop)
 	return &authTestServer{rest: rest, auth: auth, st: st, clock: clock}
 }
 
@@ -190,7 +198,7 @@ func TestCreateKeyExact(t *testing.T) {
 		fields = append(fields, f)
 	}
 	slices.Sort(fields)
-	if want := []string{"created_at", "databases", "expires_at", "id", "name", "permissions"}; !slices.Equal(fields, want) {
+	if want := []string{"created_at", "databases", "expires_at", "id", "last_used_at", "name", "permissions"}; !slices.Equal(fields, want) {
 		t.Errorf("GET /api/keys fields = %v, want %v", fields, want)
 	}
 	stored, err := ts.st.Get(context.Background(), authKeysObject)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -30,6 +31,7 @@ type benchFlags struct {
 	db          string
 	ops         string
 	ceiling     string
+	ceilingAddr string
 	dir         string
 	concurrency int
 	keys        int
@@ -61,6 +63,7 @@ func (b *benchFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&b.db, "bench-db", "bench", "bench: database to write")
 	fs.StringVar(&b.ops, "ops", "put,get", "bench: comma-separated operations: put, get, find (an indexed query of 20 documents, after loading -keys chat documents and building the index), scan (a query no index serves)")
 	fs.StringVar(&b.ceiling, "ceiling", "", "bench: measure a raw ceiling instead: http or fsync")
+	fs.StringVar(&b.ceilingAddr, "ceiling-addr", "", "bench: with -ceiling=http, serve the trivial handler on this address until stopped, for another load tool (wrk)")
 	fs.StringVar(&b.dir, "ceiling-dir", "", "bench: directory for -ceiling=fsync (default a temp dir)")
 	fs.IntVar(&b.concurrency, "concurrency", 32, "bench: concurrent clients")
 	fs.IntVar(&b.keys, "keys", 1000, "bench: distinct entity keys")
@@ -217,18 +220,29 @@ func benchDo(ctx context.Context, client *http.Client, b benchFlags, method, u s
 	return nil
 }
 
-// benchHTTPCeiling drives a trivial net/http handler with the GET loop.
+// benchHTTPCeiling drives a trivial net/http handler with the GET loop:
+// the handler answers every request with a document of -value-size bytes,
+// as a warm GET answers one. With -ceiling-addr it only serves, on that
+// address, until ctx ends (SIGTERM), for a load tool of one's own.
 func benchHTTPCeiling(ctx context.Context, b benchFlags, client *http.Client, stdout io.Writer) error {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr := cmp.Or(b.ceilingAddr, "127.0.0.1:0")
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("ceiling listen: %w", err)
 	}
+	doc := benchDocument(b.valueSize)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		w.Write([]byte(`{"status":"ok"}`))
+		w.Write(doc)
 	})}
-	go srv.Serve(ln)
-	defer srv.Close()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	defer func() { srv.Close(); <-served }()
+	if b.ceilingAddr != "" {
+		fmt.Fprintf(stdout, "ceiling-http serving on %s\n", ln.Addr())
+		<-ctx.Done()
+		return nil
+	}
 	b.target = "http://" + ln.Addr().String()
 	res := benchLoop(ctx, "ceiling-http", b.concurrency, b.duration, func(c, i int) error {
 		return benchGet(ctx, client, b, benchKey(c, i, b))

@@ -1,7 +1,12 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
@@ -62,5 +67,35 @@ func TestBenchRole(t *testing.T) {
 		if err == nil || !strings.Contains(string(out), c.want) {
 			t.Errorf("-role=bench %s: err=%v output %q, want a failure naming %s", c.arg, err, out, c.want)
 		}
+	}
+}
+
+// TestBenchCeilingServes: -ceiling=http -ceiling-addr serves the trivial
+// handler until stopped, for another load tool: every path answers a JSON
+// document of about -value-size bytes, as a warm GET answers one.
+func TestBenchCeilingServes(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	b, err := parseBenchFlags([]string{"-ceiling=http", "-ceiling-addr=" + addr, "-value-size=2000"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runBench(ctx, b, io.Discard) }()
+	var resp *http.Response
+	waitFor(t, func() bool { resp, err = http.Get("http://" + addr + "/entity/bench?key=k1"); return err == nil })
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !json.Valid(body) || len(body) < 1900 || len(body) > 2100 {
+		t.Errorf("trivial handler answered %d with %d bytes (valid JSON: %v), want 200 and a document of about 2000", resp.StatusCode, len(body), json.Valid(body))
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("runBench after the stop = %v", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -133,6 +134,21 @@ type config struct {
 	oidc oidcFlags
 	// wal are the -wal* flags.
 	wal walFlags
+	// audit are the -audit-* flags; path "" writes no audit log.
+	audit auditFlags
+}
+
+// auditFlags are the -audit-* flags (audit.go).
+type auditFlags struct {
+	// path is -audit-log: a file, "-" for stdout, "" for none.
+	path                string
+	hmacNames, required bool
+	// maxBytes rotates the file at this size; 0 never.
+	maxBytes int64
+	// checkpointEvery is the lines between HMAC checkpoints.
+	checkpointEvery int
+	// flushInterval bounds how long a line waits without -audit-required.
+	flushInterval time.Duration
 }
 
 // walFlags are the write-ahead log's flags (walwriter.go); the
@@ -159,6 +175,21 @@ type oidcFlags struct {
 	// allowHTTP accepts a plain-http issuer (and jwks_uri) beyond
 	// loopback.
 	allowHTTP bool
+	// ui is the UI's sign-in with the provider (oidclogin.go); ui.clientID
+	// "" offers none.
+	ui oidcUIFlags
+}
+
+// oidcUIFlags are the -oidc-ui-* flags: the public client the web UI signs
+// in as, with the authorization code flow and PKCE.
+type oidcUIFlags struct {
+	// clientID is the client's ID at the provider; name what the sign-in
+	// button calls the provider ("" is the issuer's host); scope the
+	// scope asked for.
+	clientID, name, scope string
+	// params are more parameters of the authorization request (such as
+	// audience= or resource=), as a query string.
+	params string
 }
 
 // s3Flags are the -s3-* flags; endpoint "" means filesystem storage.
@@ -172,7 +203,7 @@ type s3Flags struct {
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("deltadatabase", flag.ContinueOnError)
-	fs.StringVar(&c.role, "role", "all", "what to run: all, main or proc (or bench, the load tool, and backup, restore, verify, the storage tools: -role=bench -h and -role=backup -h list their flags)")
+	fs.StringVar(&c.role, "role", "all", "what to run: all, main or proc (or bench, the load tool, backup, restore, verify, the storage tools, and audit-verify: -role=bench -h and -role=backup -h list their flags)")
 	fs.StringVar(&c.grpcAddr, "grpc-addr", "", "gRPC listen address (default 127.0.0.1:50051; proc: 127.0.0.1:0)")
 	fs.StringVar(&c.restAddr, "rest-addr", "127.0.0.1:8080", "REST + UI listen address")
 	storageFlags(fs, &c)
@@ -225,10 +256,15 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	roleMap := fs.String("oidc-role-map", "", "claim values to permissions, e.g. ddb-reader=read,ddb-writer=read+write,ddb-admin=admin (default: read, write, admin as themselves)")
 	fs.DurationVar(&c.oidc.skew, "oidc-clock-skew", 30*time.Second, "clock difference tolerated on the exp, nbf and iat of OIDC tokens")
 	fs.BoolVar(&c.oidc.required, "oidc-required", false, "refuse to start when the OpenID provider cannot be reached")
+	fs.StringVar(&c.oidc.ui.clientID, "oidc-ui-client-id", "", "client ID of the web UI at the OpenID provider: a public client (no secret) with the authorization_code grant, PKCE and the redirect URI <this server's URL>/; empty offers no sign-in with the provider")
+	fs.StringVar(&c.oidc.ui.name, "oidc-ui-name", "", "what the UI's sign-in button calls the provider (default: the issuer's host)")
+	fs.StringVar(&c.oidc.ui.scope, "oidc-ui-scope", "openid", "scope the UI asks the provider for (one that gets an access token for -oidc-audience)")
+	fs.StringVar(&c.oidc.ui.params, "oidc-ui-auth-params", "", "more parameters of the UI's authorization request as a query string, e.g. audience=https://ddb.example (Auth0) or resource=https://ddb.example (RFC 8707)")
 	fs.BoolVar(&c.oidc.allowHTTP, "oidc-allow-http", false, "accept a plain-http -oidc-issuer (and jwks_uri) beyond loopback: only on a network no one else can touch")
 	fs.BoolVar(&c.wal.on, "wal", true, "filesystem storage: acknowledge a write once a group-committed write-ahead log holds it (false: once its entity file is synced on its own)")
 	fs.Int64Var(&c.wal.checkpointBytes, "wal-checkpoint-bytes", 64<<20, "checkpoint the write-ahead log (entity files synced, log cut) once it grew by this many bytes")
 	fs.DurationVar(&c.wal.checkpointInterval, "wal-checkpoint-interval", 30*time.Second, "checkpoint the write-ahead log at least this often while it is written")
+	auditFlagSet(fs, &c.audit)
 	if err := parseArgs(fs, args, stderr); err != nil {
 		return c, err
 	}
@@ -346,7 +382,7 @@ func parseTrustedProxies(s string) ([]netip.Prefix, error) {
 func (c *config) check() error {
 	switch {
 	case c.role != "all" && c.role != "main" && c.role != "proc":
-		return fmt.Errorf("-role: unknown role %q (want all, main, proc, bench, backup, restore or verify)", c.role)
+		return fmt.Errorf("-role: unknown role %q (want all, main, proc, bench, backup, restore, verify or audit-verify)", c.role)
 	case c.grpcMaxRecv <= 0:
 		return fmt.Errorf("-grpc-max-recv-msg-size: must be positive, got %d", c.grpcMaxRecv)
 	case c.grpcMaxIdle <= 0:
@@ -405,17 +441,47 @@ func (c *config) check() error {
 	if _, err := slogLevel(c.logLevel); err != nil {
 		return err
 	}
+	if err := c.audit.check(c.role); err != nil {
+		return err
+	}
 	if c.logFormat != logFormatText && c.logFormat != logFormatJSON {
 		return fmt.Errorf("-log-format: %q is not text or json", c.logFormat)
 	}
 	return c.oidc.check()
 }
 
+// auditFlagSet adds the -audit-* flags to fs.
+func auditFlagSet(fs *flag.FlagSet, a *auditFlags) {
+	fs.StringVar(&a.path, "audit-log", "", "audit log file, one JSON line per REST request, chained and signed (- for stdout; default none)")
+	fs.BoolVar(&a.hmacNames, "audit-hmac-names", false, "write database names and entity keys in the audit log as HMACs (POST /admin/audit/hash finds them)")
+	fs.BoolVar(&a.required, "audit-required", false, "answer a request only once its audit line is durable; refuse requests (503) when it cannot be written")
+	fs.Int64Var(&a.maxBytes, "audit-max-bytes", 64<<20, "rotate the audit log file at this size, bytes; the chain goes on in the next file (0 = never)")
+	fs.IntVar(&a.checkpointEvery, "audit-checkpoint-every", defaultAuditCheckpointEvery, "audit lines between HMAC checkpoints")
+	fs.DurationVar(&a.flushInterval, "audit-flush-interval", defaultAuditFlushInterval, "without -audit-required, the longest an audit line waits before it is written and synced")
+}
+
+// check rejects -audit-* values that make no sense.
+func (a *auditFlags) check(role string) error {
+	switch {
+	case a.path == "" && (a.hmacNames || a.required):
+		return errors.New("-audit-required, -audit-hmac-names: need -audit-log")
+	case a.path != "" && role == "proc":
+		return errors.New("-audit-log: a processing worker serves no REST requests; give it to the main worker")
+	case a.maxBytes < 0:
+		return fmt.Errorf("-audit-max-bytes: must not be negative, got %d (0 never rotates)", a.maxBytes)
+	case a.checkpointEvery <= 0:
+		return fmt.Errorf("-audit-checkpoint-every: must be positive, got %d", a.checkpointEvery)
+	case a.flushInterval <= 0:
+		return fmt.Errorf("-audit-flush-interval: must be positive, got %v", a.flushInterval)
+	}
+	return nil
+}
+
 // check rejects -oidc-* values that make no sense together.
 func (o *oidcFlags) check() error {
 	switch {
-	case o.issuer == "" && (o.audience != "" || o.required || o.allowHTTP):
-		return errors.New("-oidc-issuer: -oidc-audience, -oidc-required and -oidc-allow-http need -oidc-issuer")
+	case o.issuer == "" && (o.audience != "" || o.required || o.allowHTTP || o.ui.clientID != ""):
+		return errors.New("-oidc-issuer: -oidc-audience, -oidc-required, -oidc-allow-http and -oidc-ui-client-id need -oidc-issuer")
 	case o.issuer == "":
 		return nil
 	case checkOIDCURL(o.issuer, o.allowHTTP) != nil:
@@ -426,6 +492,23 @@ func (o *oidcFlags) check() error {
 		return errors.New("-oidc-permissions-claim: must not be empty")
 	case o.skew < 0:
 		return fmt.Errorf("-oidc-clock-skew: must not be negative, got %v", o.skew)
+	}
+	return o.ui.check()
+}
+
+// check rejects -oidc-ui-* values that cannot make an authorization
+// request.
+func (u *oidcUIFlags) check() error {
+	if _, err := url.ParseQuery(u.params); err != nil {
+		return fmt.Errorf("-oidc-ui-auth-params: %q is not a query string: %w", u.params, err)
+	}
+	switch {
+	case u.clientID == "":
+		return nil
+	case strings.TrimSpace(u.scope) == "":
+		return errors.New("-oidc-ui-scope: must not be empty with -oidc-ui-client-id")
+	case len(u.clientID) > 256 || len(u.name) > 64:
+		return errors.New("-oidc-ui-client-id: at most 256 bytes, -oidc-ui-name at most 64")
 	}
 	return nil
 }

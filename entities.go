@@ -39,6 +39,11 @@ func (s *restServer) handlePutEntities(w http.ResponseWriter, r *http.Request, p
 	if err != nil {
 		return err
 	}
+	keys := make([]string, len(docs))
+	for i, d := range docs {
+		keys[i] = d.key
+	}
+	noteKeys(r.Context(), keys)
 	ops := make([]*pb.EntityOp, len(docs))
 	for i, d := range docs {
 		ops[i] = &pb.EntityOp{DatabaseName: db, EntityKey: d.key, Operation: pb.Operation_PUT, Payload: d.doc}
@@ -254,6 +259,7 @@ func (s *restServer) handleGetMany(w http.ResponseWriter, r *http.Request, p pri
 	if req.Keys == nil {
 		return reqErrorf(errInvalid, `body must be %s; it has no "keys"`, getManyShape)
 	}
+	noteKeys(r.Context(), req.Keys)
 	st := &jsonStream{w: w}
 	etags, missing := map[string]string{}, []string{}
 	remaining, err := s.data.getMany(r.Context(), db, req.Keys, func(k string, doc []byte, etag string, found bool) error {

@@ -54,6 +54,9 @@ var (
 	// connection failed); such calls are retried on the next worker. It is
 	// also errUnavailable (503) when no retry is left.
 	errTransport error = workerError("worker unreachable")
+	// errAuditUnavailable: under -audit-required, the request's audit line
+	// could not be written durably (503; audit.go).
+	errAuditUnavailable = errors.New("audit log cannot be written")
 	// errNoWorker: no processing worker is in rotation, or the last one
 	// tried was unreachable (503, as errUnavailable).
 	errNoWorker error = workerError("no processing worker is available")
@@ -186,7 +189,8 @@ type errorKind struct {
 // errorTable is the one table of what an error means, in the order the
 // lookups try it: the first row whose sentinel errors.Is finds wins. The
 // worker tier's errors (errTransport, errNoWorker) come before
-// errUnavailable, which they also are; errTooLarge before errRateLimited,
+// errUnavailable, which they also are; errAuditUnavailable after it, so
+// that a worker's Unavailable stays errUnavailable; errTooLarge before errRateLimited,
 // which shares its gRPC code, so that a worker's ResourceExhausted comes
 // back as 413.
 var errorTable = []errorKind{
@@ -205,6 +209,7 @@ var errorTable = []errorKind{
 	{errNoWorker, http.StatusServiceUnavailable, codes.Unavailable, workerUnreachable, mayHaveWritten},
 	{errHandingOver, http.StatusServiceUnavailable, codes.Unavailable, handingOver, wroteNothing},
 	{errUnavailable, http.StatusServiceUnavailable, codes.Unavailable, "storage or workers unavailable, try again later (request ID %s)", mayHaveWritten},
+	{errAuditUnavailable, http.StatusServiceUnavailable, codes.Unavailable, "the audit log cannot be written, so requests are refused; try again later (request ID %s)", mayHaveWritten},
 	{errCorrupt, http.StatusInternalServerError, codes.DataLoss, internalError, mayHaveWritten},
 	{errConfig, http.StatusInternalServerError, codes.Internal, internalError, mayHaveWritten},
 }

@@ -33,7 +33,7 @@ func (s *restServer) handleLogin(w http.ResponseWriter, r *http.Request, _ princ
 	if err != nil {
 		return err
 	}
-	notePrincipal(r.Context(), g.ClientID)
+	notePrincipal(r.Context(), principal{clientID: g.ClientID})
 	s.log.InfoContext(r.Context(), "session created", attrClient, g.ClientID)
 	writeJSON(w, http.StatusOK, g)
 	return nil
@@ -145,6 +145,7 @@ func (s *restServer) handleListJobs(w http.ResponseWriter, r *http.Request, p pr
 	if err != nil {
 		return err
 	}
+	jobs = withCheckJobs(jobs, s.checks)
 	jobs = slices.DeleteFunc(jobs, func(j jobView) bool { return !p.allowsDB(j.Database) })
 	writeJSON(w, http.StatusOK, jobs)
 	return nil

@@ -76,8 +76,14 @@ func (s *restServer) handleReadyz(w http.ResponseWriter, r *http.Request, _ prin
 		checks["workers"] = readyCheck{Reason: "no processing worker is Available"}
 	}
 	logCheck(checks, s.ready.logHealth, s.log)
+	if s.audit != nil {
+		checks["audit"] = readyCheck{OK: true}
+		if s.audit.refusesAll() {
+			checks["audit"] = readyCheck{Reason: "the audit log cannot be written (-audit-required)"}
+		}
+	}
 	failed := ""
-	for _, name := range []string{"serving", "storage", "key_check", "workers", "write_ahead_log"} {
+	for _, name := range []string{"serving", "storage", "key_check", "workers", "write_ahead_log", "audit"} {
 		if c, ok := checks[name]; ok && !c.OK {
 			failed += fmt.Sprintf("; %s: %s", name, c.Reason)
 		}

@@ -422,7 +422,8 @@ func TestRequestIDReachesWorker(t *testing.T) {
 // one access line.
 func TestLogsHoldNoSecrets(t *testing.T) {
 	c := &cluster{t: t, dir: filepath.Join(t.TempDir(), "db"), workers: map[string]*node{}}
-	c.main = startNode(t, clusterEnv, "-role=main", "-shared-fs="+c.dir, "-log-format=json", "-log-level=debug")
+	auditPath := filepath.Join(t.TempDir(), "audit.log")
+	c.main = startNode(t, clusterEnv, "-role=main", "-shared-fs="+c.dir, "-log-format=json", "-log-level=debug", "-audit-log="+auditPath)
 	c.clusterAddr = c.main.logAddr("cluster listening")
 	w := c.startWorker("w1", "-log-level=debug", "-cache-size=1")
 	c.waitWorkers(20*time.Second, "w1")
@@ -519,6 +520,8 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 			t.Errorf("access lines with request_id %s: %d, want 1", id, len(got))
 		}
 	}
+	checkAuditHoldsNoSecrets(t, auditPath, secrets, sent)
+	checkAuditGRPC(t, auditPath, "scan-grpc")
 	if got := linesWith(lines, logLine{"msg": "grpc process refused", "request_id": "scan-grpc"}); len(got) != 1 {
 		t.Errorf("'grpc process refused' lines with request_id scan-grpc: %d, want 1", len(got))
 	}

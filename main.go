@@ -12,6 +12,8 @@
 //	backup, restore, verify
 //	      storage tools: copy every stored object to an archive and back
 //	      into empty storage; decrypt every entity (backup.go, verify.go)
+//	audit-verify
+//	      check an audit log's chain and checkpoints (auditverify.go)
 //
 // Files, top-down (one flat package; each file owns one concern):
 //
@@ -57,6 +59,11 @@
 //	               preconditions, routing, what a principal may see
 //	observe.go     what each finished REST request leaves for the access
 //	               log and the metrics (route, status, bytes, duration)
+//	audit.go       the audit log (-audit-log): one chained JSON line per
+//	               REST request, HMAC checkpoints, group-committed
+//	               writes, rotation; POST /admin/audit/hash
+//	auditverify.go -role=audit-verify: the first line changed, removed,
+//	               reordered or cut
 //	logging.go     -log-format, the request ID on every line logged for a
 //	               request, the access line (written without slog)
 //	logbuffer.go   the log's output: lines written in batches, flushed
@@ -67,6 +74,8 @@
 //	               readiness, metrics, the profiler with -pprof
 //	metrics.go     the metrics of a process in the Prometheus text format
 //	               (counters, gauges, histograms), GET /metrics
+//	stats.go       the dashboard's last hour, sampled from the metrics:
+//	               GET /admin/stats
 //	openapi.go     GET /openapi.json: the embedded openapi.json
 //	ui.go, static/ the embedded web UI
 //	auth.go        authenticator, principals and permissions, authorize
@@ -75,9 +84,16 @@
 //	oidc.go        OpenID Connect access tokens as credentials: discovery,
 //	               the JWKS cache, JWT signatures (RS256, PS256, ES256)
 //	               and claims, the principal a token's claims describe
+//	oidclogin.go   the web UI's sign-in with the OpenID provider: the
+//	               authorization code flow with PKCE, GET and POST
+//	               /api/login/oidc
 //	sessions.go    session tokens: HMAC-signed, stateless; revocations
 //	               (logout) kept in the store; the per-key session cap
-//	apikeys.go     the API key model and its persistence in the store
+//	apikeys.go     the API key model and its persistence in the store;
+//	               rotation with a grace period, editing
+//	keyusage.go    the last use of each API key: noted in memory, written
+//	               to the key store at most once a minute
+//	keyroutes.go   the REST handlers of key rotation and editing
 //	mainworker.go  the main worker's gRPC service: worker subscription,
 //	               heartbeats, Process for client applications
 //	reflection.go  gRPC server reflection on the client port (grpcurl):
@@ -100,6 +116,7 @@
 //	               ALPN) to the cluster server, the rest to the client one
 //	locks.go       the one per-key lock, honouring the request's context
 //	backoff.go     bounded exponential backoff with jitter
+//	periodic.go    runEvery, the loop of the background tasks that repeat
 //	conditional.go ETags and preconditions
 //	patch.go       JSON Merge Patch and JSON Patch
 //	schema.go      the JSON Schema registry and validation
@@ -136,6 +153,9 @@
 //	jobs.go        key jobs: their records, resumption, listing
 //	               (GET /admin/jobs) and pacing (-key-job-rate)
 //	rekey.go       the rekey job (POST /admin/databases/{db}/rekey)
+//	checks.go      checks of stored entities against a schema: the jobs
+//	               and their routes (POST and GET /api/databases/{db}/check),
+//	               the databases bound to a schema
 //	keyring.go     envelope encryption: each database's data keys, wrapped
 //	               by the master key under _meta/datakeys/; the keyring
 //	               that seals and opens entities of both formats and
@@ -207,6 +227,9 @@ const (
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if toolRoles[roleArg(args)] {
 		return runTool(ctx, args, stdout, stderr)
+	}
+	if roleArg(args) == "audit-verify" {
+		return runAuditVerify(args, stdout, stderr)
 	}
 	if benchRole(args) {
 		b, err := parseBenchFlags(args, stderr)

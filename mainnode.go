@@ -64,6 +64,8 @@ type mainNode struct {
 	// jobs runs the key jobs: rekeys and, after a start with the
 	// previous master key, the rotation.
 	jobs *keyJobs
+	// audit writes the audit log; nil without -audit-log.
+	audit *auditLog
 	// reload is the session revocations' reload interval.
 	reload time.Duration
 
@@ -141,6 +143,13 @@ func newMainNode(ctx context.Context, cfg config, o mainNodeOptions) (_ *mainNod
 		return nil, err
 	}
 	registerAuthMetrics(n.reg, n.auth)
+	auditKeys, err := deriveAuditKeys(n.keys.master)
+	if err != nil {
+		return nil, err
+	}
+	if n.audit, err = openMainAudit(cfg.audit, auditKeys, o.stdout, n.log); err != nil {
+		return nil, err
+	}
 	if err := n.buildService(data); err != nil {
 		return nil, err
 	}
@@ -148,7 +157,8 @@ func newMainNode(ctx context.Context, cfg config, o mainNodeOptions) (_ *mainNod
 		barrier: n.svc.waitKeysEpoch, keys: data.catalog.keys, rotation: n.newRotator()})
 	// loadKeys returned: the master key matched the stored key check.
 	n.rest = newRESTServer(restOptions{auth: n.auth, data: data, workers: n.rt.list, maxBody: cfg.restMaxBody,
-		jobs: n.jobs, reg: n.reg, keyChecked: true, logHealth: n.logHealth(), log: n.log})
+		jobs: n.jobs, reg: n.reg, keyChecked: true, logHealth: n.logHealth(), oidcLogin: newOIDCLogin(cfg.oidc, n.auth.oidc), ctx: n.ctx,
+		audit: n.audit, auditNamesKey: auditKeys.names, log: n.log})
 	return n, n.listen()
 }
 
@@ -221,7 +231,7 @@ func (n *mainNode) buildService(data *dataPlane) error {
 	}
 	n.svc = newMainService(mainServiceOptions{router: n.rt, auth: n.auth, data: data, ring: n.ring, master: n.keys.master,
 		keyID: n.cfg.keyID, previous: n.keys.previous, previousID: n.keys.previousID, workerTTL: n.cfg.workerTTL,
-		maxMsg: n.cfg.grpcMaxRecv, join: join, ident: ident, log: n.log})
+		maxMsg: n.cfg.grpcMaxRecv, join: join, ident: ident, audit: n.audit, log: n.log})
 	return nil
 }
 
@@ -306,6 +316,11 @@ func (n *mainNode) start() error {
 	n.background(n.svc.monitor)
 	if n.ho != nil {
 		n.background(func(ctx context.Context) { n.ho.run(ctx, n.rt, n.svc.forget) })
+	}
+	n.background(n.rest.stats.run)
+	n.background(func(ctx context.Context) { n.auth.runUsageFlush(ctx, n.log) })
+	if n.audit != nil {
+		n.background(n.audit.run)
 	}
 	n.background(func(ctx context.Context) {
 		n.auth.sessions.watch(ctx, n.reload, func(err error) { n.log.Warn("reload session revocations", attrErr, err) })
@@ -419,10 +434,20 @@ func (n *mainNode) close() error {
 	if n.jobs != nil {
 		n.jobs.wait()
 	}
+	if n.rest != nil && n.rest.checks != nil {
+		n.rest.checks.stop()
+	}
 	n.wg.Wait()
 	if n.local != nil {
 		if err := n.local.close(); err != nil {
 			errs = append(errs, fmt.Errorf("close write-ahead log: %w", err))
+		}
+	}
+	if n.audit != nil {
+		// After the servers drained and run returned: the closing
+		// checkpoint is the last line.
+		if err := n.audit.close(); err != nil {
+			errs = append(errs, fmt.Errorf("close audit log: %w", err))
 		}
 	}
 	if n.rt != nil {
@@ -437,6 +462,21 @@ func (n *mainNode) close() error {
 		errs = append(errs, fmt.Errorf("close storage: %w", err))
 	}
 	return errors.Join(errs...)
+}
+
+// openMainAudit opens the audit log of the -audit-* flags; nil without
+// -audit-log.
+func openMainAudit(f auditFlags, keys auditKeys, stdout io.Writer, log *slog.Logger) (*auditLog, error) {
+	if f.path == "" {
+		return nil, nil
+	}
+	l, err := openAuditLog(auditOptions{path: f.path, stdout: stdout, keys: keys, hmacNames: f.hmacNames, required: f.required,
+		maxBytes: f.maxBytes, checkpointEvery: f.checkpointEvery, flushInterval: f.flushInterval, log: log})
+	if err != nil {
+		return nil, err
+	}
+	log.Info("audit log", "audit_log", f.path, "required", f.required, "hmac_names", f.hmacNames)
+	return l, nil
 }
 
 // loadClientTLS is the TLS configuration of the client-facing listeners

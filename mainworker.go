@@ -46,6 +46,8 @@ type mainService struct {
 	rand      io.Reader
 	now       func() time.Time
 	log       *slog.Logger
+	// audit writes a line per client Process call; nil for none.
+	audit *auditLog
 	// join is the join token; nil accepts no workers (-role=all without
 	// one).
 	join []byte
@@ -101,6 +103,8 @@ type mainServiceOptions struct {
 	now  func() time.Time
 	rand io.Reader
 	log  *slog.Logger
+	// audit is the audit log (audit.go); nil for none.
+	audit *auditLog
 }
 
 // newMainService returns the service of o.
@@ -108,7 +112,7 @@ func newMainService(o mainServiceOptions) *mainService {
 	m := &mainService{router: o.router, auth: o.auth, data: o.data, ring: o.ring, master: o.master, keyID: o.keyID,
 		previous: o.previous, previousID: o.previousID, workerTTL: o.workerTTL, maxMsg: o.maxMsg, join: o.join,
 		ident: o.ident, every: cmp.Or(o.every, heartbeatEvery), now: o.now, rand: cmp.Or(o.rand, cryptoRand),
-		log: o.log, tokens: map[[32]byte]string{}, subGen: map[string]uint64{}, applied: map[string]uint64{}}
+		log: o.log, audit: o.audit, tokens: map[[32]byte]string{}, subGen: map[string]uint64{}, applied: map[string]uint64{}}
 	if m.now == nil {
 		m.now = time.Now
 	}
@@ -410,7 +414,13 @@ func (m *mainService) Process(ctx context.Context, req *pb.ProcessRequest) (*pb.
 	// The client learns the ID its call is logged under, as a REST client
 	// does from X-Request-ID. Only an in-process call has no header to set.
 	_ = grpc.SetHeader(ctx, metadata.Pairs(requestIDMetadata, rid))
-	resp, err := m.process(ctx, req)
+	if m.audit.refusesAll() {
+		return nil, clientStatus(errAuditUnavailable, rid)
+	}
+	resp, p, err := m.process(ctx, req)
+	if aerr := m.auditProcess(ctx, req, p, resp, err); aerr != nil {
+		resp, err = nil, aerr
+	}
 	if err != nil {
 		m.logFailure(ctx, req, err)
 		return nil, clientStatus(err, rid)
@@ -432,19 +442,21 @@ func (m *mainService) logFailure(ctx context.Context, req *pb.ProcessRequest, er
 
 // process authenticates a client's request, authorizes it for its
 // operation and database, and hands it to the data plane, as REST does.
-func (m *mainService) process(ctx context.Context, req *pb.ProcessRequest) (*pb.WorkerResponse, error) {
+// It returns the principal once authenticated, for the audit line.
+func (m *mainService) process(ctx context.Context, req *pb.ProcessRequest) (*pb.WorkerResponse, principal, error) {
 	p, err := m.auth.authenticateFrom(clientCredential(ctx, req), peerAddr(ctx))
 	if err != nil {
-		return nil, err
+		return nil, principal{}, err
 	}
 	op, err := clientOp(req)
 	if err != nil {
-		return nil, err
+		return nil, p, err
 	}
 	if err := authorize(p, permissionFor(op.Operation), op.DatabaseName); err != nil {
-		return nil, err
+		return nil, p, err
 	}
-	return m.data.process(ctx, p, req.GetSchemaId(), op)
+	resp, err := m.data.process(ctx, p, req.GetSchemaId(), op)
+	return resp, p, err
 }
 
 // clientCredential is the request's token, or else the authorization
@@ -505,18 +517,11 @@ func peerAddr(ctx context.Context) string {
 
 // monitor takes silent workers out of rotation until ctx ends.
 func (m *mainService) monitor(ctx context.Context) {
-	t := time.NewTicker(m.every / 2)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			m.router.expire(heartbeatMisses * m.every)
-			for _, id := range m.router.prune(m.workerTTL) {
-				m.forget(id)
-			}
-			m.router.touchLocal()
+	runEvery(ctx, m.every/2, func() {
+		m.router.expire(heartbeatMisses * m.every)
+		for _, id := range m.router.prune(m.workerTTL) {
+			m.forget(id)
 		}
-	}
+		m.router.touchLocal()
+	})
 }

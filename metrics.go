@@ -152,6 +152,31 @@ func (r *registry) histogramVec(name, help string, bounds []time.Duration, label
 	return h
 }
 
+// eachSample calls f with every sample of the family named name, as a
+// scrape would write it, lv giving a label's value by the label's name;
+// it does nothing when no family has that name. The dashboard's sampler
+// (stats.go) reads the registry through it.
+func (r *registry) eachSample(name string, f func(lv func(label string) string, suffix, le string, v float64)) {
+	r.mu.Lock()
+	i := slices.IndexFunc(r.fams, func(g *family) bool { return g.name == name })
+	var fam *family
+	if i >= 0 {
+		fam = r.fams[i]
+	}
+	r.mu.Unlock()
+	if fam == nil {
+		return
+	}
+	fam.collect(func(suffix string, lv labelValues, le string, v float64) {
+		f(func(label string) string {
+			if j := slices.Index(fam.labels, label); j >= 0 {
+				return lv[j]
+			}
+			return ""
+		}, suffix, le, v)
+	})
+}
+
 // write writes every family in the text exposition format.
 func (r *registry) write(w io.Writer) error {
 	r.mu.Lock()

@@ -44,6 +44,9 @@ type oidcVerifier struct {
 	// jwksURL is the jwks_uri of the discovery document; "" until
 	// discovery succeeded.
 	jwksURL string
+	// endpoints are the discovery document's authorization and token
+	// endpoints (the UI's sign-in, oidclogin.go); set with jwksURL.
+	endpoints oidcEndpoints
 	// lastFetch is when the last fetch was attempted; zero: never.
 	lastFetch time.Time
 }
@@ -409,11 +412,11 @@ func (s *jwkSet) lookup(kid string) *jwk {
 // JWKS. The caller holds fetchMu.
 func (v *oidcVerifier) refresh(ctx context.Context) error {
 	if v.jwksURL == "" {
-		u, err := v.discover(ctx)
+		u, ends, err := v.discover(ctx)
 		if err != nil {
 			return err
 		}
-		v.jwksURL = u
+		v.jwksURL, v.endpoints = u, ends
 	}
 	v.fetches.Add(1)
 	body, hdr, err := v.get(ctx, v.jwksURL)
@@ -430,30 +433,70 @@ func (v *oidcVerifier) refresh(ctx context.Context) error {
 	return nil
 }
 
+// oidcEndpoints are the endpoints of the authorization code flow, from
+// discovery; "" where the document names none.
+type oidcEndpoints struct {
+	Authorization string `json:"authorization_endpoint"`
+	Token         string `json:"token_endpoint"`
+}
+
 // discover fetches the issuer's discovery document (OpenID Connect
-// Discovery 1.0 §4) and returns its jwks_uri. The document must name the
-// configured issuer exactly (§4.3), so a typo in -oidc-issuer fails here
-// rather than on every token.
-func (v *oidcVerifier) discover(ctx context.Context) (string, error) {
+// Discovery 1.0 §4) and returns its jwks_uri and endpoints. The document
+// must name the configured issuer exactly (§4.3), so a typo in
+// -oidc-issuer fails here rather than on every token.
+func (v *oidcVerifier) discover(ctx context.Context) (string, oidcEndpoints, error) {
 	u := strings.TrimSuffix(v.cfg.issuer, "/") + "/.well-known/openid-configuration"
 	body, _, err := v.get(ctx, u)
 	if err != nil {
-		return "", fmt.Errorf("oidc discovery: %w", err)
+		return "", oidcEndpoints{}, fmt.Errorf("oidc discovery: %w", err)
 	}
 	var doc struct {
+		oidcEndpoints
 		Issuer  string `json:"issuer"`
 		JWKSURI string `json:"jwks_uri"`
 	}
 	if err := json.Unmarshal(body, &doc); err != nil {
-		return "", fmt.Errorf("oidc discovery %s: decode: %w", u, err)
+		return "", oidcEndpoints{}, fmt.Errorf("oidc discovery %s: decode: %w", u, err)
 	}
 	if doc.Issuer != v.cfg.issuer {
-		return "", fmt.Errorf("oidc discovery %s: the document names issuer %q, not %q", u, doc.Issuer, v.cfg.issuer)
+		return "", oidcEndpoints{}, fmt.Errorf("oidc discovery %s: the document names issuer %q, not %q", u, doc.Issuer, v.cfg.issuer)
 	}
 	if err := checkOIDCURL(doc.JWKSURI, v.cfg.allowHTTP); err != nil {
-		return "", fmt.Errorf("oidc discovery %s: jwks_uri: %w", u, err)
+		return "", oidcEndpoints{}, fmt.Errorf("oidc discovery %s: jwks_uri: %w", u, err)
 	}
-	return doc.JWKSURI, nil
+	// The UI's flow sends the browser to one and the code to the other:
+	// the same rule as the keys.
+	for _, e := range []struct{ name, url string }{{"authorization_endpoint", doc.Authorization}, {"token_endpoint", doc.Token}} {
+		if e.url == "" {
+			continue
+		}
+		if err := checkOIDCURL(e.url, v.cfg.allowHTTP); err != nil {
+			return "", oidcEndpoints{}, fmt.Errorf("oidc discovery %s: %s: %w", u, e.name, err)
+		}
+	}
+	if doc.JWKSURI == "" {
+		return "", oidcEndpoints{}, fmt.Errorf("oidc discovery %s: no jwks_uri", u)
+	}
+	return doc.JWKSURI, doc.oidcEndpoints, nil
+}
+
+// flowEndpoints returns the endpoints of the authorization code flow,
+// running discovery first if it has not succeeded yet (at most once per
+// refetchEvery, like a JWKS fetch).
+func (v *oidcVerifier) flowEndpoints(ctx context.Context) (oidcEndpoints, error) {
+	v.fetchMu.Lock()
+	defer v.fetchMu.Unlock()
+	if v.jwksURL == "" {
+		now := v.cfg.now()
+		if now.Sub(v.lastFetch) < v.cfg.refetchEvery {
+			return oidcEndpoints{}, fmt.Errorf("oidc discovery: the provider was unreachable less than %v ago: %w", v.cfg.refetchEvery, errUnavailable)
+		}
+		v.lastFetch = now
+		if err := v.refresh(ctx); err != nil {
+			return oidcEndpoints{}, fmt.Errorf("%w: %w", err, errUnavailable)
+		}
+	}
+	return v.endpoints, nil
 }
 
 // checkOIDCURL refuses a URL of the provider (the issuer, its jwks_uri)

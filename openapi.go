@@ -65,7 +65,7 @@ func (s *restServer) openAPIFor(r *http.Request, values []string) ([]byte, error
 	if err != nil {
 		return nil, err
 	}
-	notePrincipal(r.Context(), p.clientID)
+	notePrincipal(r.Context(), p)
 	if authorize(p, permRead, db) != nil {
 		return openAPIDocument, nil
 	}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	pb "deltadatabase/proto"
@@ -574,6 +575,37 @@ func okResponse(result []byte, version string) *pb.WorkerResponse {
 	return &pb.WorkerResponse{Result: result, Version: version}
 }
 
+// errorDetail is the ProcessResponse detail of a failed call: status
+// "ERROR", the sentence msg and, for a document its schema refuses, the
+// violations (as REST's "errors").
+func errorDetail(err error, msg string) *pb.ProcessResponse {
+	d := &pb.ProcessResponse{Status: "ERROR", Error: msg}
+	if ve := schemaIssues(err); ve != nil && grpcCode(err) == codes.InvalidArgument {
+		for _, is := range ve.Issues {
+			d.Errors = append(d.Errors, &pb.ValidationIssue{Path: is.Path, Message: is.Message})
+		}
+		d.Omitted = int32(ve.Omitted)
+	}
+	return d
+}
+
+// issuesFromDetail returns the violations a ProcessResponse detail of st
+// lists, nil when it lists none.
+func issuesFromDetail(st *status.Status) *validationError {
+	for _, d := range st.Details() {
+		pr, ok := d.(*pb.ProcessResponse)
+		if !ok || len(pr.GetErrors()) == 0 {
+			continue
+		}
+		ve := &validationError{Omitted: int(pr.GetOmitted())}
+		for _, is := range pr.GetErrors() {
+			ve.Issues = append(ve.Issues, validationIssue{Path: is.GetPath(), Message: is.GetMessage()})
+		}
+		return ve
+	}
+	return nil
+}
+
 // clientStatus is the status a client application gets from
 // MainWorker.Process for err: the mapped code, the sentence a REST client
 // would get (publicMessage), and a ProcessResponse detail with status
@@ -581,7 +613,7 @@ func okResponse(result []byte, version string) *pb.WorkerResponse {
 func clientStatus(err error, requestID string) error {
 	msg := publicMessage(err, requestID)
 	st := status.New(grpcCode(err), msg)
-	if d, derr := st.WithDetails(&pb.ProcessResponse{Status: "ERROR", Error: msg}); derr == nil {
+	if d, derr := st.WithDetails(errorDetail(err, msg)); derr == nil {
 		st = d
 	}
 	return st.Err()

@@ -26,8 +26,15 @@ func (d *discardWriter) WriteHeader(int)             {}
 // -role=all (request ID, authentication, routing, the worker's cache,
 // metrics and the access line in the text format to a logBuffer over
 // io.Discard): its time and allocations, the server's own only.
-func BenchmarkWarmGet(b *testing.B) {
+func BenchmarkWarmGet(b *testing.B) { benchWarmGet(b, nil) }
+
+// benchWarmGet is BenchmarkWarmGet on a server that setup, if not nil,
+// changes first (BenchmarkWarmGetAudit gives it an audit log).
+func benchWarmGet(b *testing.B, setup func(*restServer)) {
 	s := newLocalREST(b)
+	if setup != nil {
+		setup(s)
+	}
 	out := newLogBuffer(io.Discard, logFlushEvery)
 	defer out.Close()
 	var err error

@@ -90,7 +90,7 @@ func TestReflectionClientView(t *testing.T) {
 		names = append(names, "enum "+e.GetName())
 	}
 	want := []string{"service MainWorker", "SubscribeRequest", "SubscribeResponse", "HeartbeatRequest", "HeartbeatResponse",
-		"CacheStats", "ProcessRequest", "ProcessResponse"}
+		"CacheStats", "ProcessRequest", "ProcessResponse", "ValidationIssue"}
 	if !slices.Equal(names, want) {
 		t.Errorf("%s as reflected declares %q, want %q", fd.GetName(), names, want)
 	}

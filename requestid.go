@@ -16,6 +16,12 @@ import (
 type requestInfo struct {
 	id        string
 	principal string
+	// who is the principal itself, for the audit line (audit.go).
+	who principal
+	// keys are the entity keys a body named (PUT of many, get many), at
+	// most maxAuditKeys; keysTotal is their number when there were more.
+	keys      []string
+	keysTotal int
 }
 
 // requestInfoKey is the context key of a request's requestInfo.
@@ -41,10 +47,25 @@ func requestIDFrom(ctx context.Context) string {
 	return ""
 }
 
-// notePrincipal records who the request runs as, for the access log.
-func notePrincipal(ctx context.Context, clientID string) {
+// notePrincipal records who the request runs as, for the access log and
+// the audit line.
+func notePrincipal(ctx context.Context, p principal) {
 	if in, _ := ctx.Value(requestInfoKey{}).(*requestInfo); in != nil {
-		in.principal = clientID
+		in.principal, in.who = p.clientID, p
+	}
+}
+
+// maxAuditKeys is the most entity keys of one body an audit line names.
+const maxAuditKeys = 1000
+
+// noteKeys records the entity keys a request's body names, for the audit
+// line.
+func noteKeys(ctx context.Context, keys []string) {
+	if in, _ := ctx.Value(requestInfoKey{}).(*requestInfo); in != nil {
+		if len(keys) > maxAuditKeys {
+			in.keysTotal, keys = len(keys), keys[:maxAuditKeys]
+		}
+		in.keys = keys
 	}
 }
 

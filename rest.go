@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,18 +31,30 @@ type restServer struct {
 	maxBody int64
 	// jobs runs the rekey jobs; nil answers their routes 503.
 	jobs *keyJobs
+	// checks runs the checks of stored entities (checks.go); nil answers
+	// their routes 503.
+	checks *checkJobs
+	// oidcLogin is the UI's sign-in with the OpenID provider
+	// (oidclogin.go); nil offers none.
+	oidcLogin *oidcLogin
 	// ready is the state GET /readyz reports (health.go).
 	ready readiness
 	// reg is the process's metrics for GET /metrics, metrics the REST
 	// request metrics in it (setMetrics sets both).
 	reg     *registry
 	metrics *httpMetrics
-	log     *slog.Logger
-	mux     *http.ServeMux
+	// stats keeps the last hour of reg for GET /admin/stats (stats.go).
+	stats *statsSampler
+	log   *slog.Logger
+	mux   *http.ServeMux
 	// idPrefix and idSeq make the IDs of requests that bring none: a
 	// random prefix per server, then a sequence number.
 	idPrefix string
 	idSeq    atomic.Uint64
+	// audit writes the audit line of every request; nil writes none.
+	audit *auditLog
+	// auditNamesKey is the key of POST /admin/audit/hash.
+	auditNamesKey []byte
 }
 
 // workerInfo is one row of GET /admin/workers.
@@ -75,18 +88,34 @@ type restOptions struct {
 	// logHealth is the in-process worker's write-ahead log's health for
 	// readiness; nil without one.
 	logHealth func() error
-	log       *slog.Logger
+	// oidcLogin is the UI's sign-in with the OpenID provider; nil offers
+	// none.
+	oidcLogin *oidcLogin
+	// ctx ends the server's background work (the checks of stored
+	// entities, stopped and waited for by checks.stop); nil builds no
+	// check runner, and the check routes answer 503.
+	ctx context.Context
+	// audit is the audit log (audit.go); nil for none. auditNamesKey is
+	// the key its names are hashed with, for POST /admin/audit/hash.
+	audit         *auditLog
+	auditNamesKey []byte
+	log           *slog.Logger
 }
 
 // newRESTServer builds the REST server of o and its route table.
 func newRESTServer(o restOptions) *restServer {
 	s := &restServer{auth: o.auth, data: o.data, workers: o.workers, maxBody: o.maxBody, jobs: o.jobs,
-		log: o.log, mux: http.NewServeMux(), idPrefix: randomIDPrefix()}
+		oidcLogin: o.oidcLogin, log: o.log, mux: http.NewServeMux(), idPrefix: randomIDPrefix(),
+		audit: o.audit, auditNamesKey: o.auditNamesKey}
 	reg := o.reg
 	if reg == nil {
 		reg = newRegistry()
 	}
 	s.reg, s.metrics = reg, newHTTPMetrics(reg)
+	s.stats = newStatsSampler(reg, o.workers, time.Now)
+	if o.ctx != nil {
+		s.checks = s.newCheckJobs(o.ctx)
+	}
 	s.ready.keyChecked.Store(o.keyChecked)
 	s.ready.logHealth = o.logHealth
 	s.routes()
@@ -107,17 +136,23 @@ func (s *restServer) routes() {
 	s.mux.Handle("GET /metrics", s.need(permAdmin, s.handleMetrics))
 	s.mux.Handle("GET /openapi.json", s.open(s.handleOpenAPI))
 	s.mux.Handle("POST /api/login", s.open(s.handleLogin))
+	s.mux.Handle("GET /api/login/oidc", s.open(s.handleOIDCConfig))
+	s.mux.Handle("POST /api/login/oidc", s.open(s.handleOIDCCode))
 	s.mux.Handle("POST /api/logout", s.need(0, s.handleLogout))
 	s.mux.Handle("GET /api/me", s.need(0, s.handleMe))
 	s.mux.Handle("GET /api/keys", s.need(permAdmin, s.handleListKeys))
 	s.mux.Handle("POST /api/keys", s.need(permAdmin, s.handleCreateKey))
 	s.mux.Handle("DELETE /api/keys/{id}", s.need(permAdmin, s.handleDeleteKey))
+	s.mux.Handle("PATCH /api/keys/{id}", s.need(permAdmin, s.handleEditKey))
+	s.mux.Handle("POST /api/keys/{id}/rotate", s.need(permAdmin, s.handleRotateKey))
 	s.mux.Handle("GET /api/databases", s.need(permRead, s.handleListDatabases))
 	s.mux.Handle("GET /api/databases/{db}", s.need(permRead, s.handleGetDatabase))
 	s.mux.Handle("PUT /api/databases/{db}", s.need(permWrite, s.handlePutDatabase))
 	s.mux.Handle("GET /api/databases/{db}/keys", s.need(permRead, s.handleListEntityKeys))
 	s.mux.Handle("DELETE /api/databases/{db}", s.need(permAdmin, s.handleDeleteDatabase))
 	s.mux.Handle("POST /api/databases/{db}/get", s.need(permRead, s.handleGetMany))
+	s.mux.Handle("POST /api/databases/{db}/check", s.need(permWrite, s.handleStartCheck))
+	s.mux.Handle("GET /api/databases/{db}/check", s.need(permRead, s.handleGetCheck))
 	s.mux.Handle("POST /api/databases/{db}/find", s.need(permRead, s.handleFind))
 	s.mux.Handle("POST /api/databases/{db}/explain", s.need(permRead, s.handleExplain))
 	s.mux.Handle("GET /api/databases/{db}/index", s.need(permRead, s.handleListIndexes))
@@ -125,12 +160,15 @@ func (s *restServer) routes() {
 	s.mux.Handle("DELETE /api/databases/{db}/index/{name}", s.need(permWrite, s.handleDeleteIndex))
 	s.mux.Handle("GET /admin/workers", s.need(permAdmin, s.handleWorkers))
 	s.mux.Handle("GET /admin/jobs", s.need(permAdmin, s.handleListJobs))
+	s.mux.Handle("GET /admin/stats", s.need(permAdmin, s.handleStats))
 	s.mux.Handle("POST /admin/databases/{db}/rekey", s.need(permAdmin, s.handleRekey))
+	s.mux.Handle("POST /admin/audit/hash", s.need(permAdmin, s.handleAuditHash))
 	s.mux.Handle("GET /admin/schemas", s.open(s.handleListSchemas))
 	s.mux.Handle("GET /schema/{id}", s.open(s.handleGetSchema))
 	s.mux.Handle("PUT /schema/{id}", s.need(permWrite, s.handlePutSchema))
 	s.mux.Handle("DELETE /schema/{id}", s.need(permWrite, s.handleDeleteSchema))
 	s.mux.Handle("POST /schema/{id}/validate", s.need(permRead, s.handleValidate))
+	s.mux.Handle("GET /schema/{id}/databases", s.need(permRead, s.handleSchemaDatabases))
 	s.mux.Handle("PUT /entity/{db}", s.need(permWrite, s.handlePutEntities))
 	s.mux.Handle("GET /entity/{db}", s.need(permRead, s.handleGetEntity))
 	s.mux.Handle("PATCH /entity/{db}", s.need(permWrite, s.handlePatchEntity))
@@ -154,7 +192,13 @@ func (s *restServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.finishRequest(requestRecord{Method: r.Method, Route: pattern, Status: st.w.status(), Bytes: st.w.bytes,
 			Duration: time.Since(st.start), Principal: st.info.principal, RequestID: st.info.id, Client: s.auth.clientOf(r)})
 	}()
-	pattern = s.dispatch(&st.w, r)
+	var out http.ResponseWriter = &st.w
+	if s.audit != nil {
+		aw := &auditWriter{ResponseWriter: &st.w, s: s, r: r, info: &st.info}
+		defer aw.finish() // before finishRequest: the line of an answer the handler left empty
+		out = aw
+	}
+	pattern = s.dispatch(out, r)
 }
 
 // requestState is the middleware's state of one request: the writer that
@@ -191,6 +235,9 @@ func (s *restServer) dispatch(w http.ResponseWriter, r *http.Request) string {
 		return ""
 	}
 	h, pattern := s.mux.Handler(r)
+	if aw, ok := w.(*auditWriter); ok && !aw.admit(pattern) {
+		return pattern
+	}
 	if pattern == "" {
 		// The mux's own 404 and 405 answers are plain text; every error
 		// of the API is a JSON body, so keep only their status and Allow.
@@ -280,7 +327,7 @@ func (s *restServer) need(pm perm, h handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, err := s.auth.authenticateFrom(bearer(r), s.auth.clientOf(r))
 		if err == nil {
-			notePrincipal(r.Context(), p.clientID)
+			notePrincipal(r.Context(), p)
 			err = authorize(p, pm, r.PathValue("db"))
 		}
 		if err == nil {
@@ -353,6 +400,16 @@ func decodeJSONBody(body []byte, v any, shape string) error {
 	}
 }
 
+// decodeOptionalBody is decodeJSONBody for a route whose body may be
+// empty: an empty body leaves v as it is.
+func (s *restServer) decodeOptionalBody(w http.ResponseWriter, r *http.Request, v any, shape string) error {
+	body, err := s.readBody(w, r)
+	if err != nil || len(body) == 0 {
+		return err
+	}
+	return decodeJSONBody(body, v, shape)
+}
+
 // writeError answers err: {"error": sentence} with its status, where the
 // sentence is publicMessage's (never the internal chain). It is the one
 // place that writes error bodies. A 401 names the scheme
@@ -383,7 +440,21 @@ func (s *restServer) writeError(w http.ResponseWriter, r *http.Request, err erro
 	case code == http.StatusUnauthorized || code == http.StatusForbidden || code == http.StatusTooManyRequests:
 		s.log.InfoContext(r.Context(), "request refused", attrRoute, r.Pattern, attrStatus, code, attrAddr, s.auth.clientOf(r), attrErr, err)
 	}
-	writeJSON(w, code, map[string]string{"error": publicMessage(err, id)})
+	body := errorBody{Error: publicMessage(err, id)}
+	if ve := schemaIssues(err); ve != nil && code == http.StatusBadRequest {
+		body.Errors, body.Omitted = ve.Issues, ve.Omitted
+	}
+	writeJSON(w, code, body)
+}
+
+// errorBody is every error answer: the sentence, and for a document its
+// schema refuses (400 on PUT and PATCH) each violation as {path, message}
+// (a JSON Pointer into the PUT body {key: document} or into the patched
+// document) with the count of those left out.
+type errorBody struct {
+	Error   string            `json:"error"`
+	Errors  []validationIssue `json:"errors,omitempty"`
+	Omitted int               `json:"omitted,omitempty"`
 }
 
 // writeJSON writes v as a JSON body with status code.

@@ -82,16 +82,25 @@ func routeTable() []routeCase {
 		{"GET /metrics", "GET", "/metrics", "", "", nil, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
 		{"GET /openapi.json", "GET", "/openapi.json", "", "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
 		{"POST /api/login", "POST", "/api/login", `{"key":"{read}"}`, "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
+		// This server offers no sign-in with a provider (oidclogin_test.go
+		// tests one that does).
+		{"GET /api/login/oidc", "GET", "/api/login/oidc", "", "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
+		{"POST /api/login/oidc", "POST", "/api/login/oidc", `{}`, "", nil, [numCredKinds]int{404, 404, 404, 404, 404, 404, 404, 404, 404, 404, 404}},
 		{"GET /api/me", "GET", "/api/me", "", "", nil, [numCredKinds]int{401, 401, 200, 200, 200, 200, 401, 401, 200, 200, 200}},
 		{"GET /api/keys", "GET", "/api/keys", "", "", nil, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
 		{"POST /api/keys", "POST", "/api/keys", `{"name":"t","permissions":["read"]}`, "", nil, [numCredKinds]int{401, 401, 201, 403, 403, 201, 401, 401, 403, 201, 403}},
 		{"DELETE /api/keys/{id}", "DELETE", "/api/keys/key_0000000000000000", "", "", nil, [numCredKinds]int{401, 401, 404, 403, 403, 404, 401, 401, 403, 404, 403}},
+		{"PATCH /api/keys/{id}", "PATCH", "/api/keys/key_0000000000000000", `{"name":"x"}`, "", nil, [numCredKinds]int{401, 401, 404, 403, 403, 404, 401, 401, 403, 404, 403}},
+		{"POST /api/keys/{id}/rotate", "POST", "/api/keys/key_0000000000000000/rotate", "", "", nil, [numCredKinds]int{401, 401, 404, 403, 403, 404, 401, 401, 403, 404, 403}},
 		{"GET /api/databases", "GET", "/api/databases", "", "", nil, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 200}},
 		{"GET /api/databases/{db}", "GET", "/api/databases/chatdb", "", "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
 		{"PUT /api/databases/{db}", "PUT", "/api/databases/chatdb", `{"schema":"t.v1"}`, "", nil, [numCredKinds]int{401, 401, 200, 403, 200, 200, 401, 401, 403, 200, 403}},
 		{"GET /api/databases/{db}/keys", "GET", "/api/databases/chatdb/keys?limit=5", "", "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
 		{"GET /api/databases/{db}/keys", "GET", "/api/databases/chatdb/keys?include_docs=true", "", "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
 		{"POST /api/databases/{db}/get", "POST", "/api/databases/chatdb/get", `{"keys":["k","nope"]}`, "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
+		// chatdb is bound to t.v1 (PUT /api/databases above).
+		{"POST /api/databases/{db}/check", "POST", "/api/databases/chatdb/check", "", "", putK, [numCredKinds]int{401, 401, 202, 403, 202, 202, 401, 401, 403, 202, 403}},
+		{"GET /api/databases/{db}/check", "GET", "/api/databases/chatdb/check", "", "", nil, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
 		{"DELETE /api/databases/{db}", "DELETE", "/api/databases/gone", "", "", putGone, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
 		{"POST /api/databases/{db}/find", "POST", "/api/databases/chatdb/find", `{"selector":{"a":1}}`, "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
 		{"POST /api/databases/{db}/explain", "POST", "/api/databases/chatdb/explain", `{"selector":{"a":1}}`, "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
@@ -100,7 +109,11 @@ func routeTable() []routeCase {
 		{"DELETE /api/databases/{db}/index/{name}", "DELETE", "/api/databases/chatdb/index/by-b", "", "", putIndexB, [numCredKinds]int{401, 401, 200, 403, 200, 200, 401, 401, 403, 200, 403}},
 		{"GET /admin/workers", "GET", "/admin/workers", "", "", nil, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
 		{"GET /admin/jobs", "GET", "/admin/jobs", "", "", nil, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
+		{"GET /admin/stats", "GET", "/admin/stats?window=5m", "", "", nil, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
 		{"POST /admin/databases/{db}/rekey", "POST", "/admin/databases/chatdb/rekey", "", "", putK, [numCredKinds]int{401, 401, 202, 403, 403, 202, 401, 401, 403, 202, 403}},
+		// A key limited to some databases may not hash: 403 for "db-limited"
+		// whatever its permissions (TestAuditHashPermissions).
+		{"POST /admin/audit/hash", "POST", "/admin/audit/hash", `{"input":"chatdb"}`, "", nil, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
 		{"GET /admin/schemas", "GET", "/admin/schemas", "", "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
 		{"GET /schema/{id}", "GET", "/schema/t.v1", "", "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
 		// chatdb is bound to t.v1 (PUT /api/databases above): a key limited
@@ -111,6 +124,7 @@ func routeTable() []routeCase {
 		// t.v1 is still bound to chatdb: 409 for whoever may try.
 		{"DELETE /schema/{id}", "DELETE", "/schema/t.v1", "", "", nil, [numCredKinds]int{401, 401, 409, 403, 409, 409, 401, 401, 403, 409, 403}},
 		{"DELETE /schema/{id}", "DELETE", "/schema/d.v1", "", "", putSchema, [numCredKinds]int{401, 401, 200, 403, 200, 200, 401, 401, 403, 200, 200}},
+		{"GET /schema/{id}/databases", "GET", "/schema/t.v1/databases", "", "", nil, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 200}},
 		{"POST /schema/{id}/validate", "POST", "/schema/t.v1/validate", `{"a":1}`, "", nil, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 200}},
 		{"PUT /entity/{db}", "PUT", "/entity/chatdb", `{"k":{"a":1}}`, "", nil, [numCredKinds]int{401, 401, 200, 403, 200, 200, 401, 401, 403, 200, 403}},
 		{"GET /entity/{db}", "GET", "/entity/chatdb?key=k", "", "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
@@ -212,7 +226,7 @@ func checkErrorBody(t *testing.T, what string, rec *httptest.ResponseRecorder, i
 
 // allSentinels is every sentinel error of errors.go.
 var allSentinels = []error{errNotFound, errInvalid, errPrecondition, errPatchConflict, errConflict, errUnavailable, errConfig,
-	errCorrupt, errUnauthenticated, errForbidden, errRateLimited, errTooLarge, errUnsupportedMedia, errMethod, errTransport}
+	errCorrupt, errUnauthenticated, errForbidden, errRateLimited, errTooLarge, errUnsupportedMedia, errMethod, errTransport, errAuditUnavailable}
 
 // TestRouteTableComplete fails when the REST mux registers a route that
 // routeTable does not list, or routeTable lists one the mux lacks. The
@@ -453,6 +467,16 @@ func routeErrorCases(root string) map[string][]errorCase {
 			{method: "POST", path: "/api/login", body: `{}`, token: "-", want: 400},
 			{method: "POST", path: "/api/login", body: ``, token: "-", want: 400},
 		},
+		"POST /api/login/oidc": {
+			{method: "POST", path: "/api/login/oidc", body: `{"code":"c"}`, token: "-", want: 404},
+		},
+		"POST /admin/audit/hash": {
+			{method: "POST", path: "/admin/audit/hash", body: `{"input":""}`, want: 400},
+			{method: "POST", path: "/admin/audit/hash", body: `{"input":"` + strings.Repeat("x", maxAuditHashInput+1) + `"}`, want: 400},
+			{method: "POST", path: "/admin/audit/hash", body: `{"value":"x"}`, want: 400},
+			{method: "POST", path: "/admin/audit/hash", body: `["x"]`, want: 400},
+			{method: "POST", path: "/admin/audit/hash", body: big, want: 413},
+		},
 		"POST /api/logout": {
 			{method: "POST", path: "/api/logout", want: 400}, // the admin key is not a session token
 			{method: "POST", path: "/api/logout", token: "ds_AAAA", want: 401},
@@ -618,6 +642,36 @@ func routeErrorCases(root string) map[string][]errorCase {
 		"GET /admin/jobs": {
 			{method: "GET", path: "/admin/jobs", fault: unavailable, want: 503},
 		},
+		"GET /admin/stats": {
+			{method: "GET", path: "/admin/stats?window=2h", want: 400},
+			{method: "GET", path: "/admin/stats?window=soon", want: 400},
+		},
+		"PATCH /api/keys/{id}": {
+			{method: "PATCH", path: "/api/keys/key_0000000000000000", body: `{"name":"n"}`, want: 404},
+			{method: "PATCH", path: "/api/keys/key_0000000000000000", body: `{}`, want: 400},
+			{method: "PATCH", path: "/api/keys/key_0000000000000000", body: `{"nme":"x"}`, want: 400},
+			{method: "PATCH", path: "/api/keys/key_0000000000000000", body: big, want: 413},
+		},
+		"POST /api/keys/{id}/rotate": {
+			{method: "POST", path: "/api/keys/key_0000000000000000/rotate", want: 404},
+			{method: "POST", path: "/api/keys/key_0000000000000000/rotate", body: `{"grace":"8d"}`, want: 400},
+			{method: "POST", path: "/api/keys/key_0000000000000000/rotate", body: big, want: 413},
+		},
+		"POST /api/databases/{db}/check": {
+			{method: "POST", path: "/api/databases/nosuchdb/check", want: 400},
+			{method: "POST", path: "/api/databases/chatdb/check", body: `{"schema":"nope.v1"}`, want: 400},
+			{method: "POST", path: "/api/databases/a..b/check", want: 400},
+			{method: "POST", path: "/api/databases/chatdb/check", body: big, want: 413},
+			{method: "POST", path: "/api/databases/faultcheck/check", fault: unavailable, want: 503},
+		},
+		"GET /api/databases/{db}/check": {
+			{method: "GET", path: "/api/databases/nosuchdb/check", want: 404},
+			{method: "GET", path: "/api/databases/a..b/check", want: 400},
+		},
+		"GET /schema/{id}/databases": {
+			{method: "GET", path: "/schema/a..b/databases", want: 400},
+			{method: "GET", path: "/schema/t.v1/databases", fault: unavailable, want: 503},
+		},
 		"POST /admin/databases/{db}/rekey": {
 			{method: "POST", path: "/admin/databases/nosuchdb/rekey", want: 404},
 			{method: "POST", path: "/admin/databases/-bad/rekey", want: 400},
@@ -644,13 +698,14 @@ func routeErrorCases(root string) map[string][]errorCase {
 // noErrorCases are the routes that fail only for a missing credential or
 // permission, with the reason.
 var noErrorCases = map[string]string{
-	"GET /health":        "always answers",
-	"GET /healthz":       "always answers",
-	"GET /openapi.json":  "serves the embedded document",
-	"GET /api/me":        "answers for any valid credential",
-	"GET /api/keys":      "reads the keys in memory",
-	"GET /admin/workers": "reads the router in memory",
-	"GET /metrics":       "reads counters in memory",
+	"GET /health":         "always answers",
+	"GET /healthz":        "always answers",
+	"GET /openapi.json":   "serves the embedded document",
+	"GET /api/me":         "answers for any valid credential",
+	"GET /api/login/oidc": "answers {\"enabled\": false} without a UI client (oidclogin_test.go: a provider down is 503)",
+	"GET /api/keys":       "reads the keys in memory",
+	"GET /admin/workers":  "reads the router in memory",
+	"GET /metrics":        "reads counters in memory",
 }
 
 // faultStore is a store whose every call fails with the error set in

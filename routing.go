@@ -359,6 +359,9 @@ func rendezvousOrder(db, key string, ids []string) []int {
 // (the workers of one cluster): the scores of up to 16 stay on the stack
 // and an insertion sort orders them, so a call allocates nothing.
 func sortRendezvous[T any](list []T, id func(T) string, db, key string) {
+	if len(list) < 2 {
+		return // one worker (-role=all, main + 1) owns every key: no hash
+	}
 	var stack [16]uint64
 	scores := stack[:0]
 	if len(list) > len(stack) {
@@ -697,6 +700,9 @@ func errorFromStatus(err error, sentence bool) error {
 	kind := sentinelOf(st.Code())
 	switch {
 	case kind != nil && sentence:
+		if ve := issuesFromDetail(st); ve != nil {
+			return &requestError{msg: st.Message(), kind: kind, cause: ve}
+		}
 		return reqErrorf(kind, "%s", st.Message())
 	case kind != nil:
 		return fmt.Errorf("%s: %w", st.Message(), kind)

@@ -436,9 +436,14 @@ func comparePointers(a, b string) int {
 // A mismatch is errInvalid naming every failing key with the schema's
 // messages (`documents do not match schema "chat.v1": "bad": at (root):
 // ...`); an unknown schema is errInvalid naming it.
+//
+// The sentence's cause is a *validationError of every failing document's
+// violations, each path a JSON Pointer into the PUT body {key: document}
+// (under "/" + the key): the "errors" a 400 lists beside the sentence.
 func (r *schemaRegistry) validateDocs(ctx context.Context, ids []string, docs []entityDoc) error {
 	for _, id := range ids {
 		var failed []string
+		var all validationError
 		for _, d := range docs {
 			err := r.validateDoc(ctx, []string{id}, d.doc)
 			var ve *validationError
@@ -446,13 +451,35 @@ func (r *schemaRegistry) validateDocs(ctx context.Context, ids []string, docs []
 			case err == nil:
 			case errors.As(err, &ve):
 				failed = append(failed, fmt.Sprintf("%q: %v", d.key, ve))
+				for _, is := range ve.Issues {
+					all.Issues = append(all.Issues, validationIssue{Path: "/" + pointerToken(d.key) + is.Path, Message: is.Message})
+				}
+				all.Omitted += ve.Omitted
 			default:
 				return err
 			}
 		}
 		if len(failed) > 0 {
-			return reqErrorf(errInvalid, "documents do not match schema %q: %s", id, strings.Join(failed, "; "))
+			msg := fmt.Sprintf("documents do not match schema %q: %s", id, strings.Join(failed, "; "))
+			return &requestError{msg: msg, kind: errInvalid, cause: &all}
 		}
+	}
+	return nil
+}
+
+// pointerToken escapes s as one token of a JSON Pointer (RFC 6901).
+func pointerToken(s string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1")
+}
+
+// schemaIssues returns the violations behind err, a document its schema
+// refuses, for the "errors" of a 400 and the gRPC detail; nil for any
+// other error. A failure hidden from a client that may not read the
+// document (withoutDocument) has none.
+func schemaIssues(err error) *validationError {
+	var ve *validationError
+	if errors.As(err, &ve) && len(ve.Issues) > 0 {
+		return ve
 	}
 	return nil
 }

@@ -254,16 +254,9 @@ func (s *sessions) reload(ctx context.Context) error {
 // logout at another main worker takes effect here within interval.
 // Failures are returned to onErr and retried at the next tick.
 func (s *sessions) watch(ctx context.Context, interval time.Duration, onErr func(error)) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := s.reload(ctx); err != nil && ctx.Err() == nil {
-				onErr(err)
-			}
+	runEvery(ctx, interval, func() {
+		if err := s.reload(ctx); err != nil && ctx.Err() == nil {
+			onErr(err)
 		}
-	}
+	})
 }

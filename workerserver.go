@@ -114,5 +114,13 @@ func (s *workerServer) failure(ctx context.Context, err error) error {
 		s.w.log.ErrorContext(ctx, "process failed", attrWorker, s.w.id, attrErr, err)
 	}
 	grpc.SetTrailer(ctx, md)
-	return status.Error(grpcCode(err), msg)
+	st := status.New(grpcCode(err), msg)
+	if d := errorDetail(err, msg); len(d.Errors) > 0 {
+		// A schema's violations travel to the main worker for the
+		// client's "errors".
+		if ds, derr := st.WithDetails(d); derr == nil {
+			st = ds
+		}
+	}
+	return st.Err()
 }

@@ -690,7 +690,13 @@ type ProcessResponse struct {
 	// The entity's version (ETag value) after the operation.
 	Version string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
 	// On failure: one sentence about the request.
-	Error         string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	// When a document does not match its schema: each violation, as the
+	// "errors" of a REST 400 (its path a JSON Pointer into the PUT body
+	// {key: document} or into the patched document).
+	Errors []*ValidationIssue `protobuf:"bytes,5,rep,name=errors,proto3" json:"errors,omitempty"`
+	// Violations left out of errors.
+	Omitted       int32 `protobuf:"varint,6,opt,name=omitted,proto3" json:"omitted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -753,6 +759,74 @@ func (x *ProcessResponse) GetError() string {
 	return ""
 }
 
+func (x *ProcessResponse) GetErrors() []*ValidationIssue {
+	if x != nil {
+		return x.Errors
+	}
+	return nil
+}
+
+func (x *ProcessResponse) GetOmitted() int32 {
+	if x != nil {
+		return x.Omitted
+	}
+	return 0
+}
+
+// ValidationIssue is one violation of a schema.
+type ValidationIssue struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// JSON Pointer to the value; "" is the root.
+	Path          string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Message       string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ValidationIssue) Reset() {
+	*x = ValidationIssue{}
+	mi := &file_deltadb_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ValidationIssue) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ValidationIssue) ProtoMessage() {}
+
+func (x *ValidationIssue) ProtoReflect() protoreflect.Message {
+	mi := &file_deltadb_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ValidationIssue.ProtoReflect.Descriptor instead.
+func (*ValidationIssue) Descriptor() ([]byte, []int) {
+	return file_deltadb_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ValidationIssue) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *ValidationIssue) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 // EntityOp is one entity operation as the main worker decided it: built
 // once by the REST or gRPC handler and carried unchanged to the worker.
 type EntityOp struct {
@@ -788,7 +862,7 @@ type EntityOp struct {
 
 func (x *EntityOp) Reset() {
 	*x = EntityOp{}
-	mi := &file_deltadb_proto_msgTypes[7]
+	mi := &file_deltadb_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -800,7 +874,7 @@ func (x *EntityOp) String() string {
 func (*EntityOp) ProtoMessage() {}
 
 func (x *EntityOp) ProtoReflect() protoreflect.Message {
-	mi := &file_deltadb_proto_msgTypes[7]
+	mi := &file_deltadb_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -813,7 +887,7 @@ func (x *EntityOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EntityOp.ProtoReflect.Descriptor instead.
 func (*EntityOp) Descriptor() ([]byte, []int) {
-	return file_deltadb_proto_rawDescGZIP(), []int{7}
+	return file_deltadb_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *EntityOp) GetDatabaseName() string {
@@ -938,7 +1012,7 @@ type FindOp struct {
 
 func (x *FindOp) Reset() {
 	*x = FindOp{}
-	mi := &file_deltadb_proto_msgTypes[8]
+	mi := &file_deltadb_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -950,7 +1024,7 @@ func (x *FindOp) String() string {
 func (*FindOp) ProtoMessage() {}
 
 func (x *FindOp) ProtoReflect() protoreflect.Message {
-	mi := &file_deltadb_proto_msgTypes[8]
+	mi := &file_deltadb_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -963,7 +1037,7 @@ func (x *FindOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FindOp.ProtoReflect.Descriptor instead.
 func (*FindOp) Descriptor() ([]byte, []int) {
-	return file_deltadb_proto_rawDescGZIP(), []int{8}
+	return file_deltadb_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *FindOp) GetSelector() []byte {
@@ -1097,7 +1171,7 @@ type IndexSpec struct {
 
 func (x *IndexSpec) Reset() {
 	*x = IndexSpec{}
-	mi := &file_deltadb_proto_msgTypes[9]
+	mi := &file_deltadb_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1109,7 +1183,7 @@ func (x *IndexSpec) String() string {
 func (*IndexSpec) ProtoMessage() {}
 
 func (x *IndexSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_deltadb_proto_msgTypes[9]
+	mi := &file_deltadb_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1122,7 +1196,7 @@ func (x *IndexSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IndexSpec.ProtoReflect.Descriptor instead.
 func (*IndexSpec) Descriptor() ([]byte, []int) {
-	return file_deltadb_proto_rawDescGZIP(), []int{9}
+	return file_deltadb_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *IndexSpec) GetId() string {
@@ -1155,7 +1229,7 @@ type FindMatch struct {
 
 func (x *FindMatch) Reset() {
 	*x = FindMatch{}
-	mi := &file_deltadb_proto_msgTypes[10]
+	mi := &file_deltadb_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1167,7 +1241,7 @@ func (x *FindMatch) String() string {
 func (*FindMatch) ProtoMessage() {}
 
 func (x *FindMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_deltadb_proto_msgTypes[10]
+	mi := &file_deltadb_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1180,7 +1254,7 @@ func (x *FindMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FindMatch.ProtoReflect.Descriptor instead.
 func (*FindMatch) Descriptor() ([]byte, []int) {
-	return file_deltadb_proto_rawDescGZIP(), []int{10}
+	return file_deltadb_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *FindMatch) GetKey() string {
@@ -1230,7 +1304,7 @@ type FindResult struct {
 
 func (x *FindResult) Reset() {
 	*x = FindResult{}
-	mi := &file_deltadb_proto_msgTypes[11]
+	mi := &file_deltadb_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1242,7 +1316,7 @@ func (x *FindResult) String() string {
 func (*FindResult) ProtoMessage() {}
 
 func (x *FindResult) ProtoReflect() protoreflect.Message {
-	mi := &file_deltadb_proto_msgTypes[11]
+	mi := &file_deltadb_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1255,7 +1329,7 @@ func (x *FindResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FindResult.ProtoReflect.Descriptor instead.
 func (*FindResult) Descriptor() ([]byte, []int) {
-	return file_deltadb_proto_rawDescGZIP(), []int{11}
+	return file_deltadb_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *FindResult) GetMatches() []*FindMatch {
@@ -1320,7 +1394,7 @@ type WorkerRequest struct {
 
 func (x *WorkerRequest) Reset() {
 	*x = WorkerRequest{}
-	mi := &file_deltadb_proto_msgTypes[12]
+	mi := &file_deltadb_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1332,7 +1406,7 @@ func (x *WorkerRequest) String() string {
 func (*WorkerRequest) ProtoMessage() {}
 
 func (x *WorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_deltadb_proto_msgTypes[12]
+	mi := &file_deltadb_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1345,7 +1419,7 @@ func (x *WorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerRequest.ProtoReflect.Descriptor instead.
 func (*WorkerRequest) Descriptor() ([]byte, []int) {
-	return file_deltadb_proto_rawDescGZIP(), []int{12}
+	return file_deltadb_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WorkerRequest) GetOp() *EntityOp {
@@ -1413,7 +1487,7 @@ type WorkerResponse struct {
 
 func (x *WorkerResponse) Reset() {
 	*x = WorkerResponse{}
-	mi := &file_deltadb_proto_msgTypes[13]
+	mi := &file_deltadb_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1425,7 +1499,7 @@ func (x *WorkerResponse) String() string {
 func (*WorkerResponse) ProtoMessage() {}
 
 func (x *WorkerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_deltadb_proto_msgTypes[13]
+	mi := &file_deltadb_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1438,7 +1512,7 @@ func (x *WorkerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerResponse.ProtoReflect.Descriptor instead.
 func (*WorkerResponse) Descriptor() ([]byte, []int) {
-	return file_deltadb_proto_rawDescGZIP(), []int{13}
+	return file_deltadb_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WorkerResponse) GetResult() []byte {
@@ -1524,12 +1598,17 @@ const file_deltadb_proto_rawDesc = "" +
 	"\bif_match\x18\b \x01(\tR\aifMatch\x12\"\n" +
 	"\rif_none_match\x18\t \x01(\tR\vifNoneMatch\x12!\n" +
 	"\fcontent_type\x18\n" +
-	" \x01(\tR\vcontentTypeJ\x04\b\a\x10\bJ\x04\b\v\x10\fJ\x04\b\f\x10\r\"q\n" +
+	" \x01(\tR\vcontentTypeJ\x04\b\a\x10\bJ\x04\b\v\x10\fJ\x04\b\f\x10\r\"\xbd\x01\n" +
 	"\x0fProcessResponse\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\tR\x06status\x12\x16\n" +
 	"\x06result\x18\x02 \x01(\fR\x06result\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\"\xf9\x02\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\x120\n" +
+	"\x06errors\x18\x05 \x03(\v2\x18.deltadb.ValidationIssueR\x06errors\x12\x18\n" +
+	"\aomitted\x18\x06 \x01(\x05R\aomitted\"?\n" +
+	"\x0fValidationIssue\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xf9\x02\n" +
 	"\bEntityOp\x12#\n" +
 	"\rdatabase_name\x18\x01 \x01(\tR\fdatabaseName\x12\x1d\n" +
 	"\n" +
@@ -1626,7 +1705,7 @@ func file_deltadb_proto_rawDescGZIP() []byte {
 }
 
 var file_deltadb_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_deltadb_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_deltadb_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_deltadb_proto_goTypes = []any{
 	(Operation)(0),            // 0: deltadb.Operation
 	(*SubscribeRequest)(nil),  // 1: deltadb.SubscribeRequest
@@ -1636,37 +1715,39 @@ var file_deltadb_proto_goTypes = []any{
 	(*CacheStats)(nil),        // 5: deltadb.CacheStats
 	(*ProcessRequest)(nil),    // 6: deltadb.ProcessRequest
 	(*ProcessResponse)(nil),   // 7: deltadb.ProcessResponse
-	(*EntityOp)(nil),          // 8: deltadb.EntityOp
-	(*FindOp)(nil),            // 9: deltadb.FindOp
-	(*IndexSpec)(nil),         // 10: deltadb.IndexSpec
-	(*FindMatch)(nil),         // 11: deltadb.FindMatch
-	(*FindResult)(nil),        // 12: deltadb.FindResult
-	(*WorkerRequest)(nil),     // 13: deltadb.WorkerRequest
-	(*WorkerResponse)(nil),    // 14: deltadb.WorkerResponse
-	nil,                       // 15: deltadb.SubscribeRequest.TagsEntry
+	(*ValidationIssue)(nil),   // 8: deltadb.ValidationIssue
+	(*EntityOp)(nil),          // 9: deltadb.EntityOp
+	(*FindOp)(nil),            // 10: deltadb.FindOp
+	(*IndexSpec)(nil),         // 11: deltadb.IndexSpec
+	(*FindMatch)(nil),         // 12: deltadb.FindMatch
+	(*FindResult)(nil),        // 13: deltadb.FindResult
+	(*WorkerRequest)(nil),     // 14: deltadb.WorkerRequest
+	(*WorkerResponse)(nil),    // 15: deltadb.WorkerResponse
+	nil,                       // 16: deltadb.SubscribeRequest.TagsEntry
 }
 var file_deltadb_proto_depIdxs = []int32{
-	15, // 0: deltadb.SubscribeRequest.tags:type_name -> deltadb.SubscribeRequest.TagsEntry
+	16, // 0: deltadb.SubscribeRequest.tags:type_name -> deltadb.SubscribeRequest.TagsEntry
 	5,  // 1: deltadb.HeartbeatRequest.cache:type_name -> deltadb.CacheStats
-	0,  // 2: deltadb.EntityOp.operation:type_name -> deltadb.Operation
-	9,  // 3: deltadb.EntityOp.find:type_name -> deltadb.FindOp
-	10, // 4: deltadb.FindOp.index:type_name -> deltadb.IndexSpec
-	11, // 5: deltadb.FindResult.matches:type_name -> deltadb.FindMatch
-	8,  // 6: deltadb.WorkerRequest.op:type_name -> deltadb.EntityOp
-	12, // 7: deltadb.WorkerResponse.found:type_name -> deltadb.FindResult
-	1,  // 8: deltadb.MainWorker.Subscribe:input_type -> deltadb.SubscribeRequest
-	3,  // 9: deltadb.MainWorker.Heartbeat:input_type -> deltadb.HeartbeatRequest
-	6,  // 10: deltadb.MainWorker.Process:input_type -> deltadb.ProcessRequest
-	13, // 11: deltadb.ProcessingWorker.Process:input_type -> deltadb.WorkerRequest
-	2,  // 12: deltadb.MainWorker.Subscribe:output_type -> deltadb.SubscribeResponse
-	4,  // 13: deltadb.MainWorker.Heartbeat:output_type -> deltadb.HeartbeatResponse
-	7,  // 14: deltadb.MainWorker.Process:output_type -> deltadb.ProcessResponse
-	14, // 15: deltadb.ProcessingWorker.Process:output_type -> deltadb.WorkerResponse
-	12, // [12:16] is the sub-list for method output_type
-	8,  // [8:12] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	8,  // 2: deltadb.ProcessResponse.errors:type_name -> deltadb.ValidationIssue
+	0,  // 3: deltadb.EntityOp.operation:type_name -> deltadb.Operation
+	10, // 4: deltadb.EntityOp.find:type_name -> deltadb.FindOp
+	11, // 5: deltadb.FindOp.index:type_name -> deltadb.IndexSpec
+	12, // 6: deltadb.FindResult.matches:type_name -> deltadb.FindMatch
+	9,  // 7: deltadb.WorkerRequest.op:type_name -> deltadb.EntityOp
+	13, // 8: deltadb.WorkerResponse.found:type_name -> deltadb.FindResult
+	1,  // 9: deltadb.MainWorker.Subscribe:input_type -> deltadb.SubscribeRequest
+	3,  // 10: deltadb.MainWorker.Heartbeat:input_type -> deltadb.HeartbeatRequest
+	6,  // 11: deltadb.MainWorker.Process:input_type -> deltadb.ProcessRequest
+	14, // 12: deltadb.ProcessingWorker.Process:input_type -> deltadb.WorkerRequest
+	2,  // 13: deltadb.MainWorker.Subscribe:output_type -> deltadb.SubscribeResponse
+	4,  // 14: deltadb.MainWorker.Heartbeat:output_type -> deltadb.HeartbeatResponse
+	7,  // 15: deltadb.MainWorker.Process:output_type -> deltadb.ProcessResponse
+	15, // 16: deltadb.ProcessingWorker.Process:output_type -> deltadb.WorkerResponse
+	13, // [13:17] is the sub-list for method output_type
+	9,  // [9:13] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_deltadb_proto_init() }
@@ -1680,7 +1761,7 @@ func file_deltadb_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_deltadb_proto_rawDesc), len(file_deltadb_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

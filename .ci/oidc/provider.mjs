@@ -11,6 +11,14 @@
 // deltadb.databases from the client's metadata. POST /test/rotate (this
 // script's own control route, not part of OpenID) makes a new signing key the
 // first of the JWKS and keeps the old one published, as providers rotate.
+//
+// The web UI's client, UI_CLIENT, is a public client (no secret) with the
+// authorization_code grant and PKCE; a person signs in through the provider's
+// development login and consent pages (any password; the login is the
+// account, whose permissions are in ACCOUNTS) and the access token is a JWT
+// for AUDIENCE when the scope asks for "deltadb". Its redirect URI is the
+// DeltaDatabase server's, whose port a test learns only after this provider
+// runs: POST /test/ui-client {"redirect_uri": URL} sets it.
 import { createRequire } from 'node:module';
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { createServer } from 'node:http';
@@ -48,25 +56,44 @@ function newKey(alg) {
 
 let keys = ['RS256', 'PS256', 'ES256'].map(newKey);
 
+export const UI_CLIENT = 'deltadb-ui';
+// The accounts of the UI's sign-in: what each login may do.
+const ACCOUNTS = {
+  'ui-admin': { perms: ['admin'] },
+  'ui-reader': { perms: ['read'] },
+  'ui-team': { perms: ['read', 'write'], dbs: ['team-*'] },
+};
+let uiRedirect = 'http://127.0.0.1/';
+
 function build(issuer) {
   const p = new Provider(issuer, {
-    clients: Object.keys(clients).map((id) => ({
-      client_id: id,
-      client_secret: SECRET,
-      grant_types: ['client_credentials'],
-      redirect_uris: [],
-      response_types: [],
-    })),
+    clients: [
+      ...Object.keys(clients).map((id) => ({
+        client_id: id,
+        client_secret: SECRET,
+        grant_types: ['client_credentials'],
+        redirect_uris: [],
+        response_types: [],
+      })),
+      {
+        client_id: UI_CLIENT,
+        token_endpoint_auth_method: 'none',
+        grant_types: ['authorization_code'],
+        response_types: ['code'],
+        redirect_uris: [uiRedirect],
+      },
+    ],
     jwks: { keys },
+    pkce: { required: () => true },
     features: {
-      devInteractions: { enabled: false },
+      devInteractions: { enabled: true },
       clientCredentials: { enabled: true },
       resourceIndicators: {
         enabled: true,
         defaultResource: () => AUDIENCE,
         useGrantedResource: () => true,
         getResourceServerInfo: (ctx, resource, client) => {
-          const c = clients[client.clientId];
+          const c = clients[client.clientId] ?? { alg: 'RS256' };
           return {
             scope: 'deltadb',
             audience: c.audience ?? resource,
@@ -78,7 +105,7 @@ function build(issuer) {
       },
     },
     extraTokenClaims: (ctx, token) => {
-      const c = clients[token.clientId];
+      const c = token.clientId === UI_CLIENT ? ACCOUNTS[token.accountId] ?? { perms: [] } : clients[token.clientId];
       if (!c) return undefined;
       const deltadb = { permissions: c.perms };
       if (c.dbs) deltadb.databases = c.dbs;
@@ -91,6 +118,17 @@ function build(issuer) {
 
 let provider;
 const server = createServer((req, res) => {
+  if (req.method === 'POST' && req.url === '/test/ui-client') {
+    let body = '';
+    req.on('data', (chunk) => { body += chunk; });
+    req.on('end', () => {
+      uiRedirect = JSON.parse(body).redirect_uri;
+      provider = build(provider.issuer);
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ client_id: UI_CLIENT, redirect_uri: uiRedirect }));
+    });
+    return;
+  }
   if (req.method === 'POST' && req.url === '/test/rotate') {
     // The new keys come first, so they sign; the old ones stay published
     // for the tokens already issued.

@@ -1,8 +1,12 @@
 // api.js is the one place the UI talks to the server. Every request carries
-// Authorization: Bearer <session token>; only the token returned by
-// /api/login is kept (in sessionStorage), never the key the user typed.
-// A 401 from any call except the login itself forgets the token and hands
-// control to the handler app.js installs (back to the login page).
+// Authorization: Bearer <credential>: the session token bought by
+// /api/login (never the key the user typed), or the access token of a
+// sign-in with the OpenID provider. It is kept in this tab (sessionStorage)
+// by default, or on this device (localStorage) until it expires when the
+// user chose to stay signed in; logging out removes it from both (and ends
+// a session token at the server). A 401 from any call except the login
+// itself forgets the credential and hands control to the handler app.js
+// installs (back to the login page).
 
 const TOKEN_KEY = "deltadb.session";
 
@@ -19,27 +23,73 @@ export class ApiError extends Error {
   }
 }
 
-/** getToken returns the session token or "" when logged out. */
+// stored reads the credential kept in storage: {token, expires_at?, kind?}
+// or null. A value that is no JSON object is a bare token (older UIs kept
+// the token as such). One past its expiry is removed.
+function stored(storage) {
+  let raw;
+  try {
+    raw = storage.getItem(TOKEN_KEY);
+  } catch {
+    return null;
+  }
+  if (!raw) return null;
+  let v;
+  try {
+    v = JSON.parse(raw);
+  } catch {
+    v = null;
+  }
+  if (!v || typeof v !== "object" || typeof v.token !== "string") v = { token: raw };
+  if (v.expires_at && Date.parse(v.expires_at) <= Date.now()) {
+    storage.removeItem(TOKEN_KEY);
+    return null;
+  }
+  return v;
+}
+
+/** credential returns {token, expires_at, kind, remembered} of the credential in use, or null when logged out. */
+export function credential() {
+  const tab = stored(sessionStorage);
+  if (tab) return { ...tab, remembered: false };
+  const device = stored(localStorage);
+  return device ? { ...device, remembered: true } : null;
+}
+
+/** getToken returns the credential's token or "" when logged out. */
 export function getToken() {
-  try {
-    return sessionStorage.getItem(TOKEN_KEY) || "";
-  } catch {
-    return "";
-  }
+  const c = credential();
+  return c ? c.token : "";
 }
 
-/** setToken keeps the session token for this tab. */
-export function setToken(token) {
-  sessionStorage.setItem(TOKEN_KEY, token);
+/**
+ * setToken keeps token (with its expires_at and kind: "session" or
+ * "oidc"): in this tab, or with remember on this device until it expires.
+ */
+export function setToken(token, { remember = false, expiresAt = "", kind = "session" } = {}) {
+  const v = JSON.stringify({ token, expires_at: expiresAt || undefined, kind });
+  // This tab's credential comes first (credential()); another tab's
+  // remembered one is left alone by a login just for this tab.
+  sessionStorage.removeItem(TOKEN_KEY);
+  (remember ? localStorage : sessionStorage).setItem(TOKEN_KEY, v);
 }
 
-/** clearToken forgets the session token. */
+/** clearToken forgets the credential, in this tab and on this device. */
 export function clearToken() {
-  try {
-    sessionStorage.removeItem(TOKEN_KEY);
-  } catch {
-    // storage unavailable: nothing to forget
+  for (const storage of [sessionStorage, localStorage]) {
+    try {
+      storage.removeItem(TOKEN_KEY);
+    } catch {
+      // storage unavailable: nothing to forget
+    }
   }
+}
+
+/** onDeviceLogout calls fn when another tab removes the credential kept on this device. */
+export function onDeviceLogout(fn) {
+  window.addEventListener("storage", (ev) => {
+    if (ev.key === TOKEN_KEY && ev.storageArea === localStorage && !ev.newValue && !stored(sessionStorage)) fn();
+  });
 }
 
 /** onUnauthorized installs fn, called after a 401 has cleared the token. */

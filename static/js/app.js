@@ -2,54 +2,78 @@
 // hash router, the navigation shell and the narrow-screen menu.
 //
 // Page structure (index.html):
-//   #login-view  login form: #login-key (password), #login-submit,
-//                #login-error (server error, e.g. on 401),
-//                #login-notice ("Session expired or invalid — please log in again")
+//   #login-view  login form: #login-key (password), #login-remember (stay
+//                signed in on this device), #login-submit, #login-error
+//                (server error, e.g. on 401), #login-notice ("Session
+//                expired or invalid — please log in again"), #login-oidc
+//                with #login-oidc-button (oidc.js; shown when the server
+//                offers sign-in with its OpenID provider)
 //   #app-view    the shell once logged in:
 //     header     #menu-button (aria-controls="sidebar", aria-expanded; shown
 //                below 800px), #whoami, #logout
 //     #sidebar   nav links #nav-dashboard #nav-databases #nav-entities
-//                #nav-workers #nav-schemas #nav-keys (admin only; its <li>
-//                #nav-keys-item is hidden otherwise) #nav-explorer;
+//                #nav-workers #nav-schemas #nav-keys #nav-jobs #nav-explorer;
+//                the <li> of a page the principal may not use is hidden;
 //                #backdrop behind it when open as an overlay
 //     #page      #global-message, then #page-content where one page module
-//                renders; every page starts with h2#page-title
+//                renders; every page starts with h2#page-title (a page the
+//                principal may not use shows p#page-denied, why, instead)
 //
-// Routes and modules (each exports render(container, ctx) -> cleanup?):
+// Routes and modules (each exports render(container, ctx) -> cleanup?; a
+// page with unsaved work calls ctx.guard(fn), fn resolving to true when it
+// may be left: a hash change to another page, or Log out, asks it first):
 //   #/login      login form              (this file)
-//   #/dashboard  dashboard.js  #dash-health #dash-workers-total
-//                #dash-workers-by-status (li[data-status]) #dash-databases
-//                #dash-cache-hits #dash-cache-misses #dash-cache-evictions
-//                #dash-cache-entries #dash-updated #dash-message
+//   #/dashboard  dashboard.js  #dash-health, #dash-databases (read),
+//                admin: #dash-workers-total #dash-workers-by-status
+//                (li[data-status]) #dash-cache-hits #dash-cache-misses
+//                #dash-cache-evictions #dash-cache-entries, #dash-history
+//                (#dash-window, #dash-fig-*, svg#dash-chart-rps -latency
+//                -errors -cache -storage -workers with path[data-series],
+//                #dash-errors-table tr[data-route]); others: #dash-limited;
+//                #dash-updated #dash-message
 //   #/databases  databases.js  #db-cards > button[data-testid=db-card][data-db]
 //                (data-entities, data-schema) #db-message #db-detail #db-info
 //                #db-schema-select #db-bind #db-unbind #db-delete
 //                #db-detail-message #db-prefix #db-prefix-go #db-page-size
+//                details#db-find (#db-find-field -op -value -selector -go
+//                -clear; the find is not kept in the hash)
 //                #db-keys-count #db-keys > li > button[data-testid=db-key-item][data-key]
 //                (span[data-testid=db-key-preview]) #db-keys-prev #db-keys-page
 //                #db-keys-next #db-key-input #db-key-open; the place in the
 //                list is in the hash: #/databases?db=&prefix=&limit=&pages=&key=
-//                entity editor (entityeditor.js): #entity-title #entity-meta
+//                entity editor (entityeditor.js, doceditor.js): #entity-title
+//                #entity-meta, toolbar #entity-editor-tree -wrap -format -copy,
+//                tree #entity-editor-tree-view (button.tree-name[data-pointer]),
 //                #entity-editor (textarea; jsonedit.js adds
 //                #entity-editor-errors li[data-path][data-line] and a gutter
 //                span[data-line].line-invalid) #entity-check #entity-save
 //                #entity-delete #entity-write-denied #entity-message
-//                #entity-conflict (#entity-conflict-stored, -edited, -reload,
-//                -overwrite)
+//                #entity-conflict (conflict.js, the three-way merge:
+//                #entity-conflict-summary, -list li[data-path] with radio
+//                inputs theirs|mine|both, -merged, -save, -stored, -edited,
+//                -reload, -overwrite); unsaved changes ask in dialog#ask-dialog
 //   #/entities   entities.js   #ent-db (select) #ent-db-new #ent-key
 //                #ent-schema #ent-doc #ent-get #ent-put #ent-delete #ent-message
 //                #ent-write-denied #ent-conflict (as #entity-conflict)
 //   #/workers    workers.js    #workers-table (tr[data-worker]) #workers-refresh
 //                #workers-message
 //   #/schemas    schemas.js    #schema-list > li > button[data-testid=schema-item]
-//                #schema-id #schema-text #schema-new #schema-load #schema-save
+//                #schema-id #schema-text (doceditor.js, as #entity-editor;
+//                #schema-dbs li[data-db] with the check of stored entities)
+//                #schema-new #schema-load #schema-save
 //                #schema-message #schema-export-pydantic #schema-export-ts
 //                #schema-export (pre) #schema-copy #schema-copy-status
 //                #schema-delete #schema-write-denied
-//   #/keys       keys.js       #key-name #key-perm-read #key-perm-write
-//                #key-perm-admin #key-expires #key-databases #key-create
-//                #key-secret-box #key-secret #key-secret-copy #keys-message
-//                #keys-table (tr[data-key-id]) button[data-testid=key-delete]
+//   #/keys       keys.js       #key-new opens dialog#key-dialog: #key-name
+//                #key-perm-read #key-perm-write #key-perm-admin #key-expiry
+//                (#key-expires for another) #key-db-all #key-db-some
+//                #key-db-list (input[data-db]) #key-db-add #key-create, then
+//                #key-secret-box #key-secret #key-secret-copy #key-secret-done;
+//                #keys-message #keys-table (tr[data-key-id]) with
+//                [data-testid=key-last-used], buttons key-edit, key-rotate
+//                (dialog#key-rotate-dialog: #key-grace #key-rotate-confirm
+//                #key-rotate-secret) and key-delete (dialog.js: the name is
+//                typed in #confirm-name, then #confirm-ok)
 //                (Keys and Workers tables are cards below 800px: class
 //                cards-on-phone, every td has data-label)
 //   #/jobs       jobs.js       (admin only; nav #nav-jobs in #nav-jobs-item)
@@ -63,8 +87,10 @@
 // format.js for times, perms.js for disabled write controls, jsonedit.js,
 // conflict.js), so a new panel is a new file plus a line in routes.
 
-import { clearToken, getToken, onUnauthorized, request, setToken, errorMessage } from "./api.js";
+import { clearToken, credential, getToken, onDeviceLogout, onUnauthorized, request, setToken, errorMessage } from "./api.js";
+import { finishOIDC, oidcCallback, showOIDCButton } from "./oidc.js";
 import { clear, setText } from "./dom.js";
+import { pageDenial } from "./perms.js";
 import * as dashboard from "./dashboard.js";
 import * as databases from "./databases.js";
 import * as entities from "./entities.js";
@@ -76,14 +102,16 @@ import * as explorer from "./explorer.js";
 
 const SESSION_EXPIRED = "Session expired or invalid — please log in again";
 
+// access says who may use a page (perms.js pageDenial): its menu link is
+// hidden from everyone else, and a visit by URL shows why instead.
 const routes = {
   dashboard: { page: dashboard, title: "Dashboard" },
-  databases: { page: databases, title: "Databases" },
-  entities: { page: entities, title: "Entities" },
-  workers: { page: workers, title: "Workers" },
+  databases: { page: databases, title: "Databases", access: { needs: ["read"], what: "Browsing databases and their entities" } },
+  entities: { page: entities, title: "Entities", access: { needs: ["read", "write"], what: "Reading and writing entities" } },
+  workers: { page: workers, title: "Workers", access: { needs: ["admin"], what: "The list of processing workers" } },
   schemas: { page: schemas, title: "Schemas" },
-  keys: { page: keys, title: "API Keys", adminOnly: true },
-  jobs: { page: jobs, title: "Key jobs", adminOnly: true },
+  keys: { page: keys, title: "API Keys", access: { needs: ["admin"], allDatabases: true, what: "Managing API keys" } },
+  jobs: { page: jobs, title: "Key jobs", access: { needs: ["admin"], what: "Running key jobs" } },
   explorer: { page: explorer, title: "Explorer" },
 };
 
@@ -91,6 +119,9 @@ const routes = {
 const state = {
   me: null, // {client_id, permissions, is_admin} from /api/me
   cleanup: null,
+  // guard, set by the page shown (ctx.guard), resolves to true when the
+  // page may be left (nothing unsaved, or the user lets it go).
+  guard: null,
   afterLogin: "dashboard",
 };
 
@@ -125,6 +156,7 @@ function showLogin(notice) {
   $("login-error").hidden = true;
   document.title = "Log in · DeltaDatabase";
   $("login-key").focus();
+  showOIDCButton(() => state.afterLogin, () => $("login-remember").checked, showLoginError);
 }
 
 async function submitLogin(ev) {
@@ -147,18 +179,24 @@ async function submitLogin(ev) {
       return;
     }
     input.value = ""; // the raw key is never kept
-    setToken(r.data.token);
-    state.me = { client_id: r.data.client_id, permissions: r.data.permissions || [], is_admin: false };
-    await loadMe();
-    if (!getToken()) return; // /api/me said 401: already back on the login page
-    $("login-notice").hidden = true;
-    const target = state.afterLogin && state.afterLogin !== "login" ? state.afterLogin : "dashboard";
-    navigate(target);
+    setToken(r.data.token, { remember: $("login-remember").checked, expiresAt: r.data.expires_at });
+    await enter(r.data);
   } catch (e) {
     if (!e.authExpired) showLoginError(e.message);
   } finally {
     button.disabled = false;
   }
+}
+
+// enter finishes a login that set the credential (grant: the login's
+// answer): who we are, then the page the user was going to.
+async function enter(grant) {
+  state.me = { client_id: grant.client_id, permissions: grant.permissions || [], is_admin: false };
+  await loadMe();
+  if (!getToken()) return; // /api/me said 401: already back on the login page
+  $("login-notice").hidden = true;
+  const target = state.afterLogin && state.afterLogin !== "login" ? state.afterLogin : "dashboard";
+  navigate(target);
 }
 
 function showLoginError(text) {
@@ -184,7 +222,10 @@ async function loadMe() {
 // logout ends the session at the server too (POST /api/logout revokes the
 // token), then forgets it; a failed call still logs out this tab.
 async function logout() {
-  if (getToken()) {
+  if (state.guard && !(await state.guard())) return;
+  // A provider's access token cannot be ended here: it is only forgotten.
+  const c = credential();
+  if (c && c.kind !== "oidc") {
     try {
       await request("POST", "/api/logout");
     } catch {
@@ -201,8 +242,10 @@ async function logout() {
 // ---- shell -----------------------------------------------------------------------
 
 function updateShell() {
-  $("nav-keys-item").hidden = !isAdmin();
-  $("nav-jobs-item").hidden = !isAdmin();
+  for (const [name, r] of Object.entries(routes)) {
+    const li = $("nav-" + name)?.closest("li");
+    if (li) li.hidden = !!pageDenial(state.me, r.access);
+  }
   const me = state.me || {};
   const perms = Array.isArray(me.permissions) ? me.permissions.join(", ") : "";
   // People know a key by the name it was created with, not its ID.
@@ -212,6 +255,7 @@ function updateShell() {
 }
 
 function teardownPage() {
+  state.guard = null;
   if (state.cleanup) {
     try {
       state.cleanup();
@@ -254,13 +298,18 @@ function renderPage(name) {
   const content = $("page-content");
   clear(content);
   document.title = `${r.title} · DeltaDatabase`;
-  if (r.adminOnly && !isAdmin()) {
-    content.append(heading(r.title));
-    msg.textContent = "This page is for administrators only.";
-    msg.className = "message error";
-    msg.hidden = false;
+  const denied = pageDenial(state.me, r.access);
+  if (denied) {
+    const why = document.createElement("p");
+    why.id = why.dataset.testid = "page-denied";
+    why.className = "message info";
+    why.textContent = denied;
+    content.append(heading(r.title), why);
   } else {
-    const cleanup = r.page.render(content, { me: state.me, isAdmin: isAdmin(), navigate });
+    const guard = (fn) => {
+      state.guard = fn;
+    };
+    const cleanup = r.page.render(content, { me: state.me, isAdmin: isAdmin(), navigate, guard });
     state.cleanup = typeof cleanup === "function" ? cleanup : null;
   }
   const title = $("page-title");
@@ -324,9 +373,7 @@ function wireShell() {
     const target = $("app-view").hidden ? $("login-key") : $("page");
     target.focus();
   });
-  window.addEventListener("hashchange", () => {
-    if (location.hash.startsWith("#/") || location.hash === "") route();
-  });
+  window.addEventListener("hashchange", leaveThenRoute);
   onUnauthorized(() => {
     state.me = null;
     const name = currentRoute();
@@ -336,8 +383,50 @@ function wireShell() {
   });
 }
 
+// leaveThenRoute shows the page a changed hash names, unless the page shown
+// has unsaved work the user wants to keep: then the old hash is put back.
+let guarded = ""; // the hash a guard already let through
+async function leaveThenRoute(ev) {
+  if (!(location.hash.startsWith("#/") || location.hash === "")) return;
+  const target = location.hash;
+  if (state.guard && guarded !== target) {
+    history.replaceState(null, "", new URL(ev.oldURL).hash || "#/");
+    if (!(await state.guard())) return;
+    guarded = target;
+    location.hash = target;
+    return;
+  }
+  guarded = "";
+  route();
+}
+
+// boot finishes a sign-in with the OpenID provider when the page is its
+// redirect back, then shows the page the URL names.
+async function boot() {
+  const cb = oidcCallback();
+  if (cb) {
+    state.afterLogin = cb.afterLogin || state.afterLogin;
+    history.replaceState(null, "", location.pathname + "#/login");
+    try {
+      const grant = await finishOIDC(cb);
+      return enter(grant);
+    } catch (e) {
+      clearToken();
+      route();
+      showLoginError(e.message);
+      return;
+    }
+  }
+  route();
+}
+
 wireShell();
-route();
+onDeviceLogout(() => {
+  state.me = null;
+  history.replaceState(null, "", "#/login");
+  showLogin("You logged out on this device in another tab.");
+});
+boot();
 
 // Exposed for tests and the console: the current identity, read-only.
 export function whoami() {

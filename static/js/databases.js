@@ -2,11 +2,14 @@
 // count and bound schema from GET /api/databases/{db} when the list holds
 // names only). A card opens the database: its schema binding (bind and
 // unbind with PUT /api/databases/{db} {"schema": ID | null}), Delete
-// database (DELETE /api/databases/{db}, admin), and its keys
+// database (DELETE /api/databases/{db}, admin, once its name is typed),
+// and its keys
 // (GET /api/databases/{db}/keys?prefix=&limit=&cursor=&include_docs=true)
 // with a prefix search, a count, Previous/Next paging and a one-line
-// preview of each document. A key opens the entity in the editor
-// (entityeditor.js).
+// preview of each document; "Find by content" lists the documents a
+// selector matches instead (POST /api/databases/{db}/find, paged by its
+// bookmark), the selector typed as JSON or built from a field, an operator
+// and a value. A key opens the entity in the editor (entityeditor.js).
 //
 // The place in the list (database, prefix, page size, the cursors of the
 // pages before this one, the open key) lives in the URL hash, updated
@@ -19,6 +22,7 @@ import { clear, field, h, messageArea, pageHeading, show, showError } from "./do
 import { plural } from "./format.js";
 import { denyReason, gate, reasonNote, setEnabled } from "./perms.js";
 import { entityEditor } from "./entityeditor.js";
+import { confirmByName } from "./dialog.js";
 
 const PAGE_SIZES = [10, 25, 50, 100];
 const DEFAULT_PAGE = 25;
@@ -39,6 +43,10 @@ export function render(root, ctx = {}) {
     view: null, // the open database's view
   };
   root.append(pageHeading("Databases"), page.msg, page.cards, page.detail);
+  // Leaving the page, or opening another database, asks first when the
+  // open entity has unsaved changes.
+  page.confirmDiscard = () => (page.view ? page.view.confirmDiscard() : Promise.resolve(true));
+  if (ctx.guard) ctx.guard(page.confirmDiscard);
   const place = readPlace() || remembered;
   loadCards(page).then(() => {
     if (place && place.db && page.infos.has(place.db)) openDatabase(page, place.db, place);
@@ -103,7 +111,12 @@ async function loadCards(page) {
 function card(page, name) {
   const b = h("button", {
     type: "button", class: "card", testid: "db-card", "data-db": name, "aria-pressed": "false",
-    on: { click: () => openDatabase(page, name, null) },
+    on: {
+      click: async () => {
+        if (page.view && page.view.db !== name && !(await page.confirmDiscard())) return;
+        openDatabase(page, name, null);
+      },
+    },
   }, h("strong", { class: "card-title", text: name }),
   h("span", { class: "card-meta", testid: "db-card-count" }),
   h("span", { class: "card-meta", testid: "db-card-schema" }));
@@ -175,6 +188,8 @@ function openDatabase(page, db, place) {
     h("label", { for: "db-prefix", class: "visually-hidden", text: "Key prefix" }), prefix, search,
     h("label", { for: "db-page-size", class: "visually-hidden", text: "Page size" }), size);
 
+  const finder = findPanel(page.me);
+
   const editor = entityEditor(db, {
     me: page.me,
     binding: () => (page.infos.get(db) || {}).schema || "",
@@ -190,6 +205,7 @@ function openDatabase(page, db, place) {
     },
   });
 
+  view.confirmDiscard = () => editor.confirmDiscard();
   page.detail.append(
     h("div", { class: "db-head" },
       h("div", {}, h("h3", { id: "db-detail-title", text: db }), info),
@@ -199,7 +215,7 @@ function openDatabase(page, db, place) {
     headMsg,
     h("div", { class: "split" },
       h("div", { class: "keys-pane" },
-        h("h4", { text: "Entities" }), searchForm, count, listMsg, keyList,
+        h("h4", { text: "Entities" }), searchForm, finder.el, count, listMsg, keyList,
         h("div", { class: "row pager" }, prev, pageNo, next), openForm),
       editor.el),
   );
@@ -228,7 +244,7 @@ function openDatabase(page, db, place) {
   let shown = 0;
   let hasNext = false;
   const showCount = () => {
-    if (keyList.hidden) return;
+    if (keyList.hidden || view.find) return;
     const first = view.st.cursors.length * view.st.limit;
     const range = shown ? `${first + 1}–${first + shown}` : "none";
     let text;
@@ -243,6 +259,8 @@ function openDatabase(page, db, place) {
   };
 
   async function loadKeys() {
+    view.find = null;
+    finder.setActive(false);
     const st = view.st;
     const cursor = st.cursors[st.cursors.length - 1] || "";
     let path = `/api/databases/${encodeURIComponent(db)}/keys?limit=${st.limit}&include_docs=true`;
@@ -310,14 +328,66 @@ function openDatabase(page, db, place) {
     loadKeys();
   });
   prev.addEventListener("click", () => {
+    if (view.find) {
+      view.find.bookmarks.pop();
+      return findPage();
+    }
     view.st.cursors.pop();
     loadKeys();
   });
   next.addEventListener("click", () => {
+    if (view.find) {
+      if (!view.find.next) return;
+      view.find.bookmarks.push(view.find.next);
+      return findPage();
+    }
     if (!next.dataset.cursor) return;
     view.st.cursors.push(next.dataset.cursor);
     loadKeys();
   });
+  // Find by content: one page of matches at the last bookmark.
+  async function findPage() {
+    const f = view.find;
+    const body = { selector: f.selector, limit: view.st.limit };
+    const bookmark = f.bookmarks[f.bookmarks.length - 1];
+    if (bookmark) body.bookmark = bookmark;
+    prev.disabled = next.disabled = true;
+    finder.setActive(true);
+    try {
+      const r = await request("POST", `/api/databases/${encodeURIComponent(db)}/find`, body);
+      if (page.view !== view || view.find !== f) return;
+      if (!r.ok) {
+        keyList.replaceChildren();
+        count.textContent = "";
+        return show(listMsg, errorMessage(r));
+      }
+      const docs = Array.isArray(r.data.docs) ? r.data.docs : [];
+      const keys = Array.isArray(r.data.keys) ? r.data.keys : [];
+      keyList.replaceChildren(...keys.map((key, i) => keyItem({ key, doc: docs[i] })));
+      f.next = r.data.more ? r.data.bookmark || "" : "";
+      prev.disabled = f.bookmarks.length === 0;
+      next.disabled = !f.next;
+      const first = f.bookmarks.length * view.st.limit;
+      count.textContent = keys.length
+        ? `Matches ${first + 1}–${first + keys.length}` + (f.next ? ", more on the next page" : "")
+        : "Matches: none" + (f.next ? " on this page; more on the next" : "");
+      pageNo.textContent = `Page ${f.bookmarks.length + 1}`;
+      show(listMsg, r.data.warning ? `Note: ${r.data.warning}` : "", "info");
+      markCurrent();
+    } catch (e) {
+      showError(listMsg, e);
+    }
+  }
+  finder.onFind = (selector) => {
+    view.find = { selector, bookmarks: [], next: "" };
+    findPage();
+  };
+  finder.onError = (text) => show(listMsg, text);
+  finder.onClear = () => {
+    view.st.cursors = [];
+    loadKeys();
+  };
+
   openForm.addEventListener("submit", (ev) => {
     ev.preventDefault();
     if (keyInput.value === "") return show(listMsg, "Enter an entity key.");
@@ -356,9 +426,9 @@ function openDatabase(page, db, place) {
   delDb.addEventListener("click", async () => {
     const inf = page.infos.get(db) || {};
     const n = typeof inf.entities === "number" ? plural(inf.entities, "entity", "entities") : "all its entities";
-    const q = `Delete database "${db}" with ${n}` + (inf.schema ? ` and its binding to schema "${inf.schema}"` : "") +
-      "? This cannot be undone.";
-    if (!window.confirm(q)) return;
+    const ok = await confirmByName({ title: `Delete database "${db}"?`, name: db, action: "Delete database",
+      text: `This deletes ${n}` + (inf.schema ? ` and the binding to schema "${inf.schema}"` : "") + ". It cannot be undone." });
+    if (!ok) return;
     setEnabled(delDb, false);
     try {
       const r = await call("DELETE", `/api/databases/${encodeURIComponent(db)}`);
@@ -382,6 +452,66 @@ function openDatabase(page, db, place) {
   loadKeys().then(() => {
     if (view.st.key !== null && page.view === view) editor.open(view.st.key);
   });
+}
+
+// FIND_OPS are the operators of the selector builder.
+const FIND_OPS = [
+  ["$eq", "equals"], ["$ne", "does not equal"], ["$lt", "<"], ["$lte", "≤"], ["$gt", ">"], ["$gte", "≥"],
+  ["$regex", "matches (regular expression)"], ["$exists", "exists (true or false)"],
+];
+
+// findPanel is the "Find by content" form: a selector as JSON, which the
+// field, operator and value above it write as they change. onFind gets
+// the parsed selector; onError a sentence about the form; onClear
+// returns to the key list.
+function findPanel(me) {
+  const fieldIn = h("input", { id: "db-find-field", testid: "db-find-field", type: "text", autocomplete: "off", spellcheck: "false", placeholder: "e.g. messages.0.role" });
+  const op = h("select", { id: "db-find-op", testid: "db-find-op" }, FIND_OPS.map(([v, label]) => h("option", { value: v, text: label })));
+  const value = h("input", { id: "db-find-value", testid: "db-find-value", type: "text", autocomplete: "off", spellcheck: "false", placeholder: 'user, 42, true or "42"' });
+  const selector = h("textarea", { id: "db-find-selector", testid: "db-find-selector", rows: 3, spellcheck: "false", placeholder: '{"messages": {"$elemMatch": {"role": "assistant"}}}' });
+  const go = h("button", { type: "submit", id: "db-find-go", testid: "db-find-go", text: "Find" });
+  const clearBtn = h("button", { type: "button", id: "db-find-clear", testid: "db-find-clear", class: "secondary", text: "Show all keys", hidden: true });
+  const readWhy = denyReason(me, "read");
+  gate(readWhy, fieldIn, op, value, selector, go);
+  const form = h("form", { class: "find", novalidate: true },
+    h("div", { class: "row" }, field("Field", fieldIn), field("Operator", op), field("Value", value)),
+    field("Selector (JSON)", selector, "The field, operator and value write it; edit it for $and, $or, $elemMatch and more."),
+    h("div", { class: "row" }, go, clearBtn));
+  const el = h("details", { id: "db-find", testid: "db-find", class: "find-panel" }, h("summary", { text: "Find by content" }), form);
+  const panel = { el, onFind: () => {}, onError: () => {}, onClear: () => {} };
+
+  // The builder's condition: a value that parses as JSON is that value
+  // (42, true, null, "42"), anything else the text itself.
+  const build = () => {
+    if (fieldIn.value.trim() === "") return;
+    let v = value.value.trim();
+    try {
+      v = JSON.parse(v);
+    } catch {
+      // a plain word: the text itself
+    }
+    const cond = op.value === "$eq" ? v : { [op.value]: op.value === "$exists" ? v !== false && v !== "false" : v };
+    selector.value = JSON.stringify({ [fieldIn.value.trim()]: cond });
+  };
+  for (const c of [fieldIn, value]) c.addEventListener("input", build);
+  op.addEventListener("change", build);
+
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    let sel;
+    try {
+      sel = JSON.parse(selector.value.trim() || "{}");
+    } catch (e) {
+      return panel.onError(`The selector is not JSON: ${e.message}.`);
+    }
+    if (sel === null || typeof sel !== "object" || Array.isArray(sel)) return panel.onError("The selector must be a JSON object.");
+    panel.onFind(sel);
+  });
+  clearBtn.addEventListener("click", () => panel.onClear());
+  panel.setActive = (on) => {
+    clearBtn.hidden = !on;
+  };
+  return panel;
 }
 
 // listItems returns [{key, doc?}] from either listing answer:

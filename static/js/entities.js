@@ -1,15 +1,19 @@
 // entities.js: get, put and delete one entity. The database comes from a
 // dropdown filled by GET /api/databases, or from the free-text box for a
 // new database. Calls GET/PUT/DELETE /entity/{db}[?key=K][&schema=ID].
+// The document is in the document editor (doceditor.js; Ctrl/Cmd+S puts).
 // A Put or Delete of the entity last got sends If-Match with its ETag; a
-// 412 shows the stored and the edited document (conflict.js). A failed Get
-// clears the document, so it never stands under a key it was not read from.
+// 412 opens the three-way merge of the version got, the one stored and
+// the edit (conflict.js). A failed Get clears the document, so it never
+// stands under a key it was not read from. Leaving the page, or a Get,
+// with unsaved changes asks first.
 
 import { call, entityPath, request, errorMessage } from "./api.js";
 import { conflictPanel } from "./conflict.js";
-import { field, formatJSON, h, messageArea, pageHeading, parseJSON, show, showError } from "./dom.js";
-import { createJSONEditor } from "./jsonedit.js";
-import { denyReason, gate, reasonNote } from "./perms.js";
+import { field, formatJSON, h, messageArea, pageHeading, show, showError } from "./dom.js";
+import { createDocEditor } from "./doceditor.js";
+import { MISSING } from "./merge.js";
+import { can, denyReason, gate, reasonNote } from "./perms.js";
 
 /** render builds the Entities page in root. */
 export function render(root, ctx = {}) {
@@ -17,9 +21,10 @@ export function render(root, ctx = {}) {
   const newDb = h("input", { id: "ent-db-new", testid: "ent-db-new", type: "text", autocomplete: "off", spellcheck: "false", placeholder: "e.g. chatdb" });
   const key = h("input", { id: "ent-key", testid: "ent-key", type: "text", autocomplete: "off", spellcheck: "false", placeholder: "e.g. session_001" });
   const schema = h("input", { id: "ent-schema", testid: "ent-schema", type: "text", autocomplete: "off", spellcheck: "false" });
-  const docEditor = createJSONEditor("ent-doc");
-  const doc = docEditor.textarea;
+  const docEditor = createDocEditor("ent-doc", { what: () => `${key.value || "The document"}`, onSave: () => doPut() });
+  const doc = docEditor.editor.textarea;
   const setDoc = (text) => docEditor.setValue(text);
+  if (ctx.guard) ctx.guard(() => docEditor.confirmDiscard());
   const msg = messageArea("ent-message");
   const btn = (id, text, cls) => h("button", { type: "button", id, testid: id, text, class: cls });
   const get = btn("ent-get", "Get");
@@ -27,8 +32,11 @@ export function render(root, ctx = {}) {
   const del = btn("ent-delete", "Delete", "danger");
   const conflict = conflictPanel("ent-conflict");
   const writeWhy = denyReason(ctx.me, "write");
+  const readWhy = denyReason(ctx.me, "read");
   gate(writeWhy, put, del);
-  // loaded is the entity the document was read from: {db, k, etag}.
+  gate(readWhy, get);
+  // loaded is the entity the document was read from: {db, k, etag, doc
+  // (the document got, the base of a merge)}.
   let loaded = null;
 
   root.append(
@@ -43,11 +51,13 @@ export function render(root, ctx = {}) {
       docEditor.el,
       h("div", { class: "row" }, get, put, del),
       reasonNote("ent-write-denied", writeWhy, put, del),
+      reasonNote("ent-read-denied", readWhy ? `Get and the list of databases: ${readWhy}` : "", get, select),
       msg,
       conflict.el),
   );
 
-  fillDatabases(select, msg);
+  if (can(ctx.me, "read")) fillDatabases(select, msg);
+  else select.replaceChildren(h("option", { value: "", text: "— type the database below —" }));
 
   const target = () => {
     const db = newDb.value.trim() || select.value;
@@ -67,6 +77,7 @@ export function render(root, ctx = {}) {
       return showError(msg, e);
     }
     const { db, k } = t;
+    if (!(await docEditor.confirmDiscard())) return;
     loaded = null;
     try {
       const r = await request("GET", entityPath(db, k));
@@ -76,7 +87,7 @@ export function render(root, ctx = {}) {
       }
       setDoc(r.data === undefined ? r.text : formatJSON(r.data));
       const etag = r.headers.get("ETag") || "";
-      loaded = { db, k, etag };
+      loaded = { db, k, etag, doc: r.data === undefined ? MISSING : r.data };
       show(msg, `Loaded ${db} / ${k}` + (etag ? ` (version ${etag})` : ""), "ok");
     } catch (e) {
       setDoc("");
@@ -84,19 +95,24 @@ export function render(root, ctx = {}) {
     }
   });
 
-  const doPut = async () => {
-    conflict.hide();
+  // doPut puts the document, conditional on pre (a conflict's choice) or
+  // else on the version got.
+  const doPut = async (pre) => {
+    if (put.disabled) return;
     try {
       const { db, k } = target();
-      docEditor.refresh();
-      const value = parseJSON(doc.value);
+      const p = docEditor.parse();
+      if (!p) return show(msg, "Invalid JSON: not saved. The place is marked in the editor.");
+      const value = p.doc;
       let path = `/entity/${encodeURIComponent(db)}`;
       if (schema.value.trim()) path += "?schema=" + encodeURIComponent(schema.value.trim());
-      const headers = isLoaded(db, k) ? (loaded.etag ? { "If-Match": loaded.etag } : { "If-None-Match": "*" }) : {};
+      const headers = pre || (isLoaded(db, k) ? (loaded.etag ? { "If-Match": loaded.etag } : { "If-None-Match": "*" }) : {});
       const r = await request("PUT", path, { [k]: value }, { headers });
-      if (r.status === 412) return showConflict(db, k, formatJSON(value));
+      if (r.status === 412) return showConflict(db, k, value);
       if (!r.ok) return show(msg, errorMessage(r));
-      loaded = { db, k, etag: r.headers.get("ETag") || "" };
+      conflict.hide();
+      loaded = { db, k, etag: r.headers.get("ETag") || "", doc: value };
+      docEditor.markClean();
       show(msg, `Saved ${db} / ${k}.`, "ok");
       if (newDb.value.trim() && ![...select.options].some((o) => o.value === db)) {
         select.append(h("option", { value: db, text: db }));
@@ -105,26 +121,37 @@ export function render(root, ctx = {}) {
       showError(msg, e);
     }
   };
-  put.addEventListener("click", doPut);
+  put.addEventListener("click", () => {
+    conflict.hide();
+    doPut();
+  });
 
-  // showConflict reads the stored version and shows it beside edited.
+  // showConflict reads the stored version and merges it with the version
+  // got and edited.
   async function showConflict(db, k, edited) {
     const r = await request("GET", entityPath(db, k));
     if (!r.ok && r.status !== 404) return show(msg, `Changed by someone else, and reading it failed: ${errorMessage(r)}`);
-    const stored = r.status === 404 ? null : r.data === undefined ? r.text : formatJSON(r.data);
+    const stored = r.status === 404 ? null : r.data;
     const etag = r.status === 404 ? "" : r.headers.get("ETag") || "";
+    const pre = stored === null ? { "If-None-Match": "*" } : { "If-Match": etag };
+    const base = isLoaded(db, k) ? loaded.doc : MISSING;
     show(msg, "Not saved: the entity changed after you loaded it.");
-    conflict.show({ key: k, stored, edited }, {
+    conflict.show({ key: k, base, stored, edited }, {
       reload: () => {
         conflict.hide();
-        loaded = { db, k, etag };
-        setDoc(stored === null ? "" : stored);
+        loaded = { db, k, etag, doc: stored === null ? MISSING : stored };
+        setDoc(stored === null ? "" : formatJSON(stored));
         show(msg, stored === null ? "It was deleted." : "Reloaded the stored version.", "info");
       },
       overwrite: () => {
-        loaded = { db, k, etag };
-        setDoc(edited);
-        doPut();
+        loaded = { db, k, etag, doc: stored === null ? MISSING : stored };
+        docEditor.editor.setValue(formatJSON(edited));
+        doPut(pre);
+      },
+      saveMerged: (merged) => {
+        loaded = { db, k, etag, doc: stored };
+        docEditor.editor.setValue(formatJSON(merged));
+        doPut(pre);
       },
     });
   }
@@ -139,6 +166,7 @@ export function render(root, ctx = {}) {
       if (r.status === 412) return show(msg, `Not deleted: ${k} changed after you loaded it. Get it again first.`);
       if (!r.ok) return show(msg, errorMessage(r));
       loaded = null;
+      docEditor.markClean();
       show(msg, `Deleted ${db} / ${k}.`, "ok");
     } catch (e) {
       showError(msg, e);

@@ -1,29 +1,35 @@
-// entityeditor.js: one entity of one database in the JSON editor
-// (jsonedit.js), as the Databases page shows it.
+// entityeditor.js: one entity of one database in the document editor
+// (doceditor.js: text and tree, wrap, copy, Ctrl/Cmd+S), as the
+// Databases page shows it.
 //
-// Open is GET /entity/{db}?key=K; its ETag is kept. A failed open clears
-// the editor, so a document never stands under a key it was not read
-// from. Save checks the document against the database's bound schema
-// (POST /schema/{id}/validate; failing paths are marked in the editor and
-// nothing is written), then PUT /entity/{db} {K: doc} with If-Match: the
-// ETag read (If-None-Match: * for a new entity). A 412 opens the conflict
-// panel (conflict.js). Delete asks first, and is conditional too.
+// Open is GET /entity/{db}?key=K; its ETag and document (the base of a
+// later merge) are kept. Opening another entity while this one has
+// unsaved changes asks first. A failed open clears the editor, so a
+// document never stands under a key it was not read from. Save checks the
+// JSON (a syntax error is marked where it is, replacing older marks) and
+// the database's bound schema (POST /schema/{id}/validate; failing paths
+// are marked and nothing is written), then PUT /entity/{db} {K: doc} with
+// If-Match: the ETag read (If-None-Match: * for a new entity). A 412
+// opens the three-way merge (conflict.js) of the version opened, the one
+// stored and the edit. Delete asks first, and is conditional too.
 
 import { request, entityPath, errorMessage } from "./api.js";
 import { conflictPanel } from "./conflict.js";
 import { formatJSON, h, messageArea, show, showError } from "./dom.js";
-import { createJSONEditor } from "./jsonedit.js";
+import { createDocEditor } from "./doceditor.js";
+import { MISSING } from "./merge.js";
 import { denyReason, gate, reasonNote, setEnabled } from "./perms.js";
 
 /**
- * entityEditor returns {el, open(key), bindingChanged()} for database db. opts: me (from
- * /api/me), binding() (the bound schema ID, "" for none), onOpen(key),
- * onChange("created" | "saved" | "deleted").
+ * entityEditor returns {el, open(key, force) (resolves to false when the
+ * user kept unsaved changes of the open entity), bindingChanged(),
+ * confirmDiscard()} for database db. opts: me (from /api/me), binding()
+ * (the bound schema ID, "" for none), onOpen(key), onChange("created" |
+ * "saved" | "deleted").
  */
 export function entityEditor(db, opts) {
   const title = h("h4", { id: "entity-title", testid: "entity-title", text: "No entity open" });
   const meta = h("p", { id: "entity-meta", testid: "entity-meta", class: "hint" });
-  const editor = createJSONEditor("entity-editor");
   const check = h("button", { type: "button", id: "entity-check", testid: "entity-check", class: "secondary", text: "Check" });
   const save = h("button", { type: "button", id: "entity-save", testid: "entity-save", text: "Save" });
   const del = h("button", { type: "button", id: "entity-delete", testid: "entity-delete", class: "danger", text: "Delete" });
@@ -32,15 +38,18 @@ export function entityEditor(db, opts) {
   const writeWhy = denyReason(opts.me, "write");
   gate(writeWhy, save, del);
 
-  // The open entity: its key, the ETag it was read with ("" when none),
-  // and whether it exists. loadSeq drops answers to superseded opens.
+  // The open entity: its key, the ETag and document it was read (or last
+  // saved) with, and whether it exists. loadSeq drops answers to
+  // superseded opens.
   let current = null;
   let etag = "";
+  let base = MISSING;
   let exists = false;
   let loadSeq = 0;
+  const doc = createDocEditor("entity-editor", { what: () => `${db} / ${current}`, onSave: () => doSave() });
 
   const setControls = (loaded) => {
-    editor.setDisabled(!loaded);
+    doc.setDisabled(!loaded);
     setEnabled(save, loaded);
     setEnabled(del, loaded && exists);
     setEnabled(check, loaded && !!opts.binding());
@@ -51,65 +60,75 @@ export function entityEditor(db, opts) {
   };
   setControls(false);
 
+  // settle records what the server holds now: the document (parsed, or
+  // MISSING) and its ETag, and puts it in the editor as a clean baseline.
+  const settle = (stored, tag, text) => {
+    exists = stored !== MISSING;
+    base = stored;
+    etag = tag;
+    doc.setValue(text !== undefined ? text : stored === MISSING ? "{}" : formatJSON(stored));
+    setControls(true);
+    showMeta();
+  };
+
   // clearEditor empties the editor after a failed read.
   const clearEditor = () => {
-    editor.setValue("");
+    doc.setValue("");
     exists = false;
     etag = "";
+    base = MISSING;
     setControls(false);
     title.textContent = `${db} / ${current} (not loaded)`;
     meta.textContent = "";
   };
 
-  async function open(key) {
+  async function open(key, force) {
+    if (!force && !(await doc.confirmDiscard())) return false;
     const seq = ++loadSeq;
     current = key;
     etag = "";
     exists = false;
+    base = MISSING;
     conflict.hide();
     title.textContent = `${db} / ${key}`;
     meta.textContent = "";
     opts.onOpen(key);
-    editor.setValue("");
+    doc.setValue("");
     setControls(false);
     show(msg, "Loading…", "info");
     try {
       const r = await request("GET", entityPath(db, key));
-      if (seq !== loadSeq) return;
+      if (seq !== loadSeq) return true;
       if (r.status === 404) {
-        editor.setValue("{}");
-        setControls(true);
-        showMeta();
+        settle(MISSING, "");
         show(msg, "No such entity yet — edit the document and Save to create it.", "info");
-        return;
+        return true;
       }
       if (!r.ok) {
         clearEditor();
-        return show(msg, `Could not read ${key}: ${errorMessage(r)}`);
+        show(msg, `Could not read ${key}: ${errorMessage(r)}`);
+        return true;
       }
-      exists = true;
-      etag = r.headers.get("ETag") || "";
-      editor.setValue(r.data === undefined ? r.text : formatJSON(r.data));
-      setControls(true);
-      showMeta();
+      settle(r.data === undefined ? MISSING : r.data, r.headers.get("ETag") || "", r.data === undefined ? r.text : undefined);
       show(msg, "");
     } catch (e) {
-      if (seq !== loadSeq) return;
+      if (seq !== loadSeq) return true;
       clearEditor();
       showError(msg, e);
     }
+    return true;
   }
 
-  // validate checks doc against the bound schema: true when it passes or
+  // validate checks value against the bound schema: true when it passes or
   // nothing is bound (or the server cannot check: the PUT still validates).
-  async function validate(doc, quiet) {
+  async function validate(value, quiet) {
     const id = opts.binding();
-    editor.clearMarks();
+    doc.editor.clearMarks();
     if (!id) return true;
     // Sent as text: request() would send a string document unencoded.
-    const r = await request("POST", `/schema/${encodeURIComponent(id)}/validate`, JSON.stringify(doc));
+    const r = await request("POST", `/schema/${encodeURIComponent(id)}/validate`, JSON.stringify(value));
     if (r.status === 422 && r.data && Array.isArray(r.data.errors)) {
-      const n = editor.markErrors(r.data.errors).length + (Number(r.data.omitted) || 0);
+      const n = doc.editor.markErrors(r.data.errors).length + (Number(r.data.omitted) || 0);
       show(msg, `${n} ${n === 1 ? "problem" : "problems"} against schema ${id}` + (quiet ? "" : "; not saved") +
         ". The failing paths are marked in the editor" + (r.data.omitted ? ` (the first ${n - r.data.omitted} of them).` : "."));
       return false;
@@ -119,70 +138,84 @@ export function entityEditor(db, opts) {
     return false;
   }
 
+  // parsed is the document in the editor, or null with its syntax error
+  // marked in the editor (in place of any older marks) and named here.
   const parsed = () => {
-    editor.refresh();
-    try {
-      return { doc: JSON.parse(editor.value) };
-    } catch (e) {
-      show(msg, "Invalid JSON: " + e.message);
-      return null;
+    const p = doc.parse();
+    if (!p) {
+      const li = doc.editor.errorList.querySelector("li");
+      show(msg, `Invalid JSON${li ? ` (line ${li.dataset.line})` : ""}: not saved. The place is marked in the editor.`);
     }
+    return p;
   };
 
+  // put writes value with the precondition of what the editor was opened
+  // with, and answers the response.
+  const put = (key, value, precondition) =>
+    request("PUT", `/entity/${encodeURIComponent(db)}`, { [key]: value }, { headers: precondition });
+
+  const precondition = () => (exists ? (etag ? { "If-Match": etag } : {}) : { "If-None-Match": "*" });
+
   async function doSave() {
-    if (current === null) return;
+    if (current === null || save.disabled) return;
     const p = parsed();
     if (!p) return;
-    const key = current;
+    await store(current, p.doc, precondition());
+  }
+
+  // store validates and writes value under key, conditional on pre; a 412
+  // opens the merge.
+  async function store(key, value, pre) {
     setEnabled(save, false);
     try {
-      if (!(await validate(p.doc, false))) return;
-      const headers = exists ? (etag ? { "If-Match": etag } : {}) : { "If-None-Match": "*" };
-      const r = await request("PUT", `/entity/${encodeURIComponent(db)}`, { [key]: p.doc }, { headers });
+      if (!(await validate(value, false))) return;
+      const r = await put(key, value, pre);
       if (key !== current) return;
-      // Both sides pretty-printed alike, so that only real changes differ.
-      if (r.status === 412) return showConflict(formatJSON(p.doc));
+      if (r.status === 412) return showConflict(value);
       if (!r.ok) return show(msg, errorMessage(r));
       const created = !exists;
-      exists = true;
-      etag = r.headers.get("ETag") || "";
-      editor.setValue(formatJSON(p.doc));
-      setControls(true);
-      showMeta();
+      conflict.hide();
+      settle(value, r.headers.get("ETag") || "");
       show(msg, created ? "Created." : "Saved.", "ok");
       opts.onChange(created ? "created" : "saved");
     } catch (e) {
       showError(msg, e);
     } finally {
-      setEnabled(save, current !== null && !editor.textarea.disabled);
+      setEnabled(save, current !== null && !doc.editor.textarea.disabled);
     }
   }
 
-  // showConflict reads the stored version and shows it beside edited.
+  // showConflict reads the stored version and merges it with the version
+  // opened and edited.
   async function showConflict(edited) {
     const key = current;
     const r = await request("GET", entityPath(db, key));
     if (key !== current) return;
     if (!r.ok && r.status !== 404) return show(msg, `Changed by someone else, and reading it failed: ${errorMessage(r)}`);
-    const stored = r.status === 404 ? null : r.data === undefined ? r.text : formatJSON(r.data);
+    const stored = r.status === 404 ? null : r.data;
     const storedTag = r.status === 404 ? "" : r.headers.get("ETag") || "";
     show(msg, "Not saved: the entity changed after you opened it.");
-    conflict.show({ key, stored, edited }, {
+    // What the next write is conditional on: the version just read.
+    const pre = stored === null ? { "If-None-Match": "*" } : { "If-Match": storedTag };
+    conflict.show({ key, base, stored, edited }, {
       reload: () => {
         conflict.hide();
-        exists = stored !== null;
-        etag = storedTag;
-        editor.setValue(stored === null ? "{}" : stored);
-        setControls(true);
-        showMeta();
+        settle(stored === null ? MISSING : stored, storedTag);
         show(msg, stored === null ? "It was deleted; the editor is empty." : "Reloaded the stored version.", "info");
       },
       overwrite: () => {
-        conflict.hide();
         exists = stored !== null;
         etag = storedTag;
-        editor.setValue(edited);
-        doSave();
+        base = stored === null ? MISSING : stored;
+        doc.editor.setValue(formatJSON(edited));
+        store(key, edited, pre);
+      },
+      saveMerged: (merged) => {
+        exists = true;
+        etag = storedTag;
+        base = stored;
+        doc.editor.setValue(formatJSON(merged));
+        store(key, merged, pre);
       },
     });
   }
@@ -205,15 +238,16 @@ export function entityEditor(db, opts) {
     try {
       const r = await request("DELETE", entityPath(db, key), undefined, { headers: etag ? { "If-Match": etag } : {} });
       if (r.status === 412) {
-        await open(key);
+        await open(key, true);
         return show(msg, `Not deleted: ${key} changed after you opened it. This is the stored version now.`);
       }
       if (!r.ok) return show(msg, errorMessage(r));
       current = null;
       conflict.hide();
-      editor.setValue("");
+      doc.setValue("");
       exists = false;
       etag = "";
+      base = MISSING;
       setControls(false);
       title.textContent = "No entity open";
       showMeta();
@@ -228,13 +262,12 @@ export function entityEditor(db, opts) {
   const el = h("div", { class: "editor", id: "entity-pane", testid: "entity-pane" },
     title, meta,
     h("label", { for: "entity-editor", text: "Document (JSON)" }),
-    editor.el,
-    editor.errorList,
-    h("div", { class: "row" }, check, save, del),
+    doc.el,
+    h("div", { class: "row" }, check, save, del, h("span", { class: "hint", text: "Ctrl+S / ⌘S saves" })),
     reasonNote("entity-write-denied", writeWhy, save, del),
     msg,
     conflict.el);
   // bindingChanged follows a bind or unbind: Check needs a bound schema.
-  const bindingChanged = () => setControls(current !== null && !editor.textarea.disabled);
-  return { el, open, bindingChanged };
+  const bindingChanged = () => setControls(current !== null && !doc.editor.textarea.disabled);
+  return { el, open, bindingChanged, confirmDiscard: () => doc.confirmDiscard() };
 }

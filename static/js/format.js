@@ -44,11 +44,21 @@ export function humanTime(v, fallback = "—", now = new Date()) {
   return `${absoluteTime(d)} (${relativeTime(d, now)})`;
 }
 
-/** timeElement returns a <time> showing humanTime(v), its exact UTC instant in datetime and title. */
-export function timeElement(v, fallback = "—") {
+/** minuteTime is a time known to the minute (an API key's last use): "1 Dec 2026, 17:34 (within a minute)". */
+export function minuteTime(d, now = new Date()) {
+  const abs = d.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+  const ago = now.getTime() - d.getTime();
+  return `${abs} (${ago < 120000 ? "within the last minutes" : relativeTime(d, now)})`;
+}
+
+/**
+ * timeElement returns a <time> showing humanTime(v) (minuteTime with
+ * opts.minute), its exact UTC instant in datetime and title.
+ */
+export function timeElement(v, fallback = "—", opts = {}) {
   const el = document.createElement("time");
   const d = parseTime(v);
-  el.textContent = humanTime(v, fallback);
+  el.textContent = d && opts.minute ? minuteTime(d) : humanTime(v, fallback);
   if (d) {
     el.dateTime = d.toISOString();
     el.title = d.toISOString();

@@ -11,6 +11,8 @@
 import { h } from "./dom.js";
 
 const HIGHLIGHT_LIMIT = 200000;
+// WRAP_MEASURE_LIMIT is the most lines whose wrapped heights are measured.
+const WRAP_MEASURE_LIMIT = 5000;
 
 // TOKEN splits JSON text, valid or not: a string (perhaps unterminated),
 // a number, a literal, punctuation, white space, or a run of anything else.
@@ -146,11 +148,39 @@ function normalizePointer(p) {
 }
 
 /**
+ * jsonSyntaxError returns null when text is JSON, else {message, pos,
+ * line}: the parser's message and where the error is (from the message's
+ * "position N" when it has one, else the end of the text for a text cut
+ * short, else the first token that is no JSON).
+ */
+export function jsonSyntaxError(text) {
+  try {
+    JSON.parse(text);
+    return null;
+  } catch (e) {
+    const message = String(e.message || e);
+    let pos = -1;
+    const m = /position (\d+)/.exec(message);
+    if (m) pos = Number(m[1]);
+    else if (/end of JSON input/i.test(message)) pos = text.trimEnd().length;
+    else {
+      const unterminated = (t) => t.kind === "str" && (t.end - t.start < 2 || text[t.end - 1] !== '"');
+      const bad = scanJSON(text).tokens.find((t) => t.kind === "bad" || unterminated(t));
+      pos = bad ? bad.start : 0;
+    }
+    pos = Math.max(0, Math.min(pos, text.length));
+    return { message, pos, line: lineOf(lineStarts(text), pos) };
+  }
+}
+
+/**
  * createJSONEditor builds the editor. id names the textarea (the label's
  * target and the tests' handle); errors are listed in #<id>-errors.
  * Returns {el, textarea, errorList, get value, setValue(text),
  * setDisabled(bool), markErrors([{path, message}]) -> [{path, message,
- * line}], clearMarks(), refresh()}.
+ * line}], markSyntax(text) -> error or null (replaces every mark by the
+ * JSON syntax error of the text, if any), clearMarks(), refresh(),
+ * setWrap(bool), select(pointer)}.
  */
 export function createJSONEditor(id, opts = {}) {
   const ta = h("textarea", {
@@ -160,10 +190,12 @@ export function createJSONEditor(id, opts = {}) {
   if (opts.placeholder) ta.placeholder = opts.placeholder;
   const hl = h("pre", { class: "code-hl", "aria-hidden": "true", testid: id + "-highlight" });
   const gutter = h("pre", { class: "code-gutter", "aria-hidden": "true", testid: id + "-gutter" });
-  const el = h("div", { class: "code", testid: id + "-box" }, gutter, h("div", { class: "code-area" }, hl, ta));
+  const measure = h("div", { class: "code-measure", "aria-hidden": "true" });
+  const el = h("div", { class: "code", testid: id + "-box" }, gutter, h("div", { class: "code-area" }, hl, measure, ta));
   const errorList = h("ul", { id: id + "-errors", testid: id + "-errors", class: "code-errors", hidden: true, "aria-label": "Schema problems" });
-  let marks = []; // [{path, message}]
+  let marks = []; // [{path, message, pos?}]: pos places a syntax error
   let frame = 0;
+  let wrap = false;
 
   const syncScroll = () => {
     hl.scrollTop = ta.scrollTop;
@@ -177,13 +209,56 @@ export function createJSONEditor(id, opts = {}) {
     const text = ta.value;
     const starts = lineStarts(text);
     const scanned = text.length <= HIGHLIGHT_LIMIT ? scanJSON(text) : null;
-    const located = scanned ? marks.map((m) => ({ ...m, at: locate(text, m.path, scanned) })) : [];
+    const place = (m) => (m.pos === undefined ? locate(text, m.path, scanned)
+      : { pointer: "", start: m.pos, end: Math.min(text.length, m.pos + 1), line: lineOf(starts, m.pos) });
+    const located = scanned || marks.some((m) => m.pos !== undefined) ? marks.map((m) => ({ ...m, at: place(m) })) : [];
     const badLines = new Set(located.filter((m) => m.at).map((m) => m.at.line));
     renderHighlight(hl, text, scanned, located.filter((m) => m.at).map((m) => m.at));
     renderGutter(gutter, starts.length, badLines);
     renderErrors(errorList, located, (line) => focusLine(line));
+    if (wrap) measureLines(text);
     syncScroll();
     return located;
+  }
+
+  // measureLines gives each line number the height of its line as
+  // wrapped: a hidden copy of the text, one block per line, as wide as
+  // the textarea, is measured. Past WRAP_MEASURE_LIMIT lines the numbers
+  // are left as they are (one per visual line).
+  function measureLines(text) {
+    const lines = text.split("\n");
+    const spans = gutter.querySelectorAll("span[data-line]");
+    if (lines.length > WRAP_MEASURE_LIMIT || spans.length !== lines.length) return;
+    measure.replaceChildren(...lines.map((l) => h("div", { text: l || "\u200b" })));
+    const heights = [...measure.children].map((d) => d.getBoundingClientRect().height);
+    spans.forEach((sp, i) => {
+      sp.style.height = heights[i] + "px";
+    });
+    measure.replaceChildren();
+  }
+
+  function setWrap(on) {
+    wrap = !!on;
+    el.classList.toggle("wrap", wrap);
+    ta.wrap = wrap ? "soft" : "off";
+    if (!wrap) for (const sp of gutter.querySelectorAll("span[data-line]")) sp.style.height = "";
+    gutter.dataset.bad = ""; // force the gutter to be drawn again
+    refresh();
+  }
+  if (typeof ResizeObserver === "function") {
+    new ResizeObserver(() => {
+      if (wrap && !frame) frame = requestAnimationFrame(refresh);
+    }).observe(ta);
+  }
+
+  // select puts the caret on the value at pointer (the nearest placed
+  // ancestor) and scrolls it into view.
+  function select(pointer) {
+    const at = locate(ta.value, pointer);
+    if (!at) return false;
+    focusLine(at.line);
+    ta.setSelectionRange(at.start, at.end);
+    return true;
   }
 
   function focusLine(line) {
@@ -237,7 +312,15 @@ export function createJSONEditor(id, opts = {}) {
       marks = [];
       refresh();
     },
+    markSyntax(text = ta.value) {
+      const err = jsonSyntaxError(text);
+      marks = err ? [{ path: "", message: "Invalid JSON: " + err.message, pos: err.pos }] : [];
+      refresh();
+      return err;
+    },
     refresh,
+    setWrap,
+    select,
   };
   refresh();
   return api;
@@ -280,9 +363,11 @@ function renderErrors(list, located, jump) {
     const where = m.path === "" ? "(document)" : m.path;
     const line = m.at ? m.at.line : 0;
     const label = line ? `Line ${line}` : "—";
-    return h("li", { "data-path": m.path, "data-line": line },
+    // A syntax error has a place but no path.
+    const syntax = m.pos !== undefined;
+    return h("li", { "data-path": m.path, "data-line": line, "data-syntax": syntax ? "true" : null },
       h("button", { type: "button", class: "link", disabled: !line, text: label, on: { click: () => jump(line) } }),
-      " ", h("code", { text: where }), " ", m.message);
+      " ", syntax ? null : h("code", { text: where }), syntax ? null : " ", m.message);
   }));
   list.hidden = located.length === 0;
 }

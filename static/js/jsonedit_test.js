@@ -9,17 +9,7 @@
 // Pointer is placed where the text of exactly that value stands.
 
 import { escapePointer, locate, scanJSON } from "./jsonedit.js";
-
-// rng is a seeded xorshift generator, so a failure repeats.
-function rng(seed) {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 4294967296;
-  };
-}
+import { attempt, rng, runFixed } from "./testkit.js";
 
 const NAMES = ["a", "role", "messages", "x/y", "t~1", "", "ü", "q\"uote", "back\\slash", "new\nline"];
 
@@ -94,25 +84,12 @@ const fixed = [
 
 /** runJSONEditTests runs every case and returns their results. */
 export function runJSONEditTests() {
-  const results = fixed.map((c) => {
-    let got;
-    try {
-      got = c.run();
-    } catch (e) {
-      got = "threw " + e;
-    }
-    return { name: c.name, pass: got === c.want, got, want: c.want };
-  });
+  const results = runFixed(fixed);
   const r = rng(14);
   for (let i = 0; i < 200; i++) {
     const doc = randomValue(r, 0);
     for (const indent of [0, 2]) {
-      let problem;
-      try {
-        problem = checkDoc(doc, indent);
-      } catch (e) {
-        problem = "threw " + e;
-      }
+      const problem = attempt(() => checkDoc(doc, indent));
       results.push({ name: `random document ${i} (indent ${indent})`, pass: problem === "", got: problem, want: JSON.stringify(doc) });
     }
   }

@@ -46,3 +46,28 @@ export function reasonNote(id, reason, ...controls) {
   if (reason) for (const c of controls) c.setAttribute("aria-describedby", id);
   return note;
 }
+
+/** whoOf is how a sentence names me: the key's name, else its ID, else "this key". */
+export function whoOf(me) {
+  return (me && (me.name || me.client_id)) || "this key";
+}
+
+/**
+ * pageDenial is the plain sentence shown instead of a page that me may not
+ * use, or "" when it may. access is the page's {needs: [perm, ...] (any one
+ * of them suffices; empty: everyone), allDatabases (a key limited to some
+ * databases may not use it), what (what the page does, for the sentence)}.
+ */
+export function pageDenial(me, access) {
+  if (!access || !access.needs || access.needs.length === 0) return "";
+  const who = whoOf(me);
+  if (!access.needs.some((p) => can(me, p))) {
+    if (access.needs.includes("admin")) return `${access.what} is for administrators; ${who} is not one.`;
+    const held = me && Array.isArray(me.permissions) && me.permissions.length ? me.permissions.join(" and ") : "no permission";
+    return `${access.what} needs the ${access.needs.join(" or ")} permission; ${who} has ${held}.`;
+  }
+  if (access.allDatabases && me && Array.isArray(me.databases)) {
+    return `${access.what} needs a key that may use every database; ${who} may use only ${me.databases.join(", ") || "none"}.`;
+  }
+  return "";
+}

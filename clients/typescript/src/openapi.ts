@@ -187,7 +187,11 @@ export interface paths {
         delete: operations["deleteKey"];
         options?: never;
         head?: never;
-        patch?: never;
+        /**
+         * Change a key's name, permissions, databases or expiry; its sessions follow at once
+         * @description Members present replace that part of the key; absent ones are kept. API.md, API keys.
+         */
+        patch: operations["editKey"];
         trace?: never;
     };
     "/api/databases": {
@@ -300,7 +304,7 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Key jobs (rekeys) with their progress
+         * Key jobs (rekeys, the master-key rotation) and checks of stored entities, with their progress
          * @description Newest first. A key limited to some databases lists the jobs of those databases only.
          */
         get: operations["listJobs"];
@@ -521,6 +525,108 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/login/oidc": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Whether the web UI may sign in with the OpenID provider, and how
+         * @description {"enabled": false} unless the server runs with -oidc-ui-client-id. API.md, Sign-in with the OpenID provider.
+         */
+        get: operations["oidcLoginConfig"];
+        put?: never;
+        /**
+         * Redeem the provider's authorization code (with the PKCE verifier) for an access token this server accepts
+         * @description The server sends the code, the verifier and the redirect URI to the provider's token endpoint as the public client -oidc-ui-client-id, verifies the access token answered like any bearer token, and answers it. Refusals count against the failed-authentication limit. API.md, Sign-in with the OpenID provider.
+         */
+        post: operations["oidcLogin"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/keys/{id}/rotate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A new secret for the key; the old one keeps working for a grace period (default 24h)
+         * @description The new secret is shown only in this answer. The replaced secret, and the sessions bought with it, work until previous_secret_expires_at; a secret replaced by an earlier rotation stops at once. API.md, API keys.
+         */
+        post: operations["rotateKey"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/databases/{db}/check": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The latest check of the database's stored entities, running or finished */
+        get: operations["getCheck"];
+        put?: never;
+        /**
+         * Check the stored entities against a schema (a job; one per database at a time)
+         * @description Reads every entity of the database and validates it against its bound schema, or the one named; changes nothing. At most 2 checks run at once in a main worker (429 beyond); the job lists at most 100 entities that do not match (the rest are counted). API.md, Checking stored entities.
+         */
+        post: operations["startCheck"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/stats": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The last hour of traffic, latency, errors, cache, storage and workers, sampled every 10 s
+         * @description Kept in the main worker's memory (an hour of 10-second points; a restart begins a new hour). The last point is partial: from the last sample to now. API.md, Dashboard statistics.
+         */
+        get: operations["getStats"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/schema/{id}/databases": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The databases bound to the schema (those the credential may use) */
+        get: operations["schemaDatabases"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -528,6 +634,13 @@ export interface components {
         Error: {
             /** @description One sentence about the request; for a 5xx it names the request ID (X-Request-ID) */
             error: string;
+            /** @description Only on a 400 for a PUT or PATCH whose document its schema refuses (the same sentence in error): each violation, its path a JSON Pointer into the PUT body {key: document} ("/<key>/messages/0/role") or into the patched document ("/messages/0/role"). A key without the read permission gets none for a PATCH (they would show the stored document). */
+            errors?: {
+                path: string;
+                message: string;
+            }[];
+            /** @description Violations left out of errors (beyond 50 for one document) */
+            omitted?: number;
         };
         Status: {
             /** @constant */
@@ -590,6 +703,21 @@ export interface components {
             created_at: string;
             /** Format: date-time */
             expires_at: string | null;
+            /**
+             * Format: date-time
+             * @description The key's last use, to the minute (noted in memory, stored at most once a minute); null: never used.
+             */
+            last_used_at: string | null;
+            /**
+             * Format: date-time
+             * @description The last rotation; absent if never rotated.
+             */
+            rotated_at?: string;
+            /**
+             * Format: date-time
+             * @description When the secret the last rotation replaced stops working; absent once it has.
+             */
+            previous_secret_expires_at?: string;
         };
         NewKey: components["schemas"]["KeyInfo"] & {
             /** @description Shown only here */
@@ -650,8 +778,11 @@ export interface components {
         /** @description A key job: a rekey of one database (POST /admin/databases/{db}/rekey) or a master-key rotation (started by a main worker that starts with -previous-master-key). */
         KeyJob: {
             id: string;
-            /** @enum {string} */
-            kind: "rekey" | "rotate";
+            /**
+             * @description rekey or rotate (a key job), or check (a check of stored entities, kept in memory only)
+             * @enum {string}
+             */
+            kind: "rekey" | "rotate" | "check";
             /** @description The database a rekey rewrites; absent for a rotation, which rewrites every database */
             database?: string;
             /** @enum {string} */
@@ -848,6 +979,109 @@ export interface components {
         IndexList: {
             total_rows: number;
             indexes: components["schemas"]["IndexInfo"][];
+        };
+        OIDCLoginConfig: {
+            enabled: boolean;
+            /** @description What the sign-in button calls the provider (-oidc-ui-name, default the issuer's host) */
+            name?: string;
+            issuer?: string;
+            /** @description -oidc-ui-client-id: a public client */
+            client_id?: string;
+            scope?: string;
+            /** Format: uri */
+            authorization_endpoint?: string;
+            /** @description More authorization request parameters (-oidc-ui-auth-params) */
+            params?: {
+                [key: string]: string;
+            };
+        };
+        /** @description Each member present replaces that part of the key. */
+        KeyEdit: {
+            name?: string;
+            permissions?: components["schemas"]["Permission"][];
+            /** @description Database names or prefixes ending in *; null allows every database. */
+            databases?: string[] | null;
+            /**
+             * @description A duration (24h) or days (30d) from now; null never expires.
+             * @example 30d
+             */
+            expires_in?: string | null;
+        };
+        Check: {
+            /** @example check-5f0c2a9e1b7d4c33 */
+            id: string;
+            /** @constant */
+            kind: "check";
+            database: components["schemas"]["DatabaseName"];
+            schema: components["schemas"]["SchemaID"];
+            /** @enum {unknown} */
+            state: "running" | "done" | "failed";
+            /** @description Entities checked (or deleted meanwhile) */
+            done: number;
+            /** @description Entities counted at the start */
+            total: number;
+            /** @description Entities that do not match */
+            mismatched: number;
+            /** @description The first 100 entities that do not match, in key order. */
+            mismatches: {
+                key: components["schemas"]["EntityKey"];
+                errors: {
+                    path: string;
+                    message: string;
+                }[];
+                /** @description Violations beyond the 3 listed */
+                omitted?: number;
+            }[];
+            /** @description Why a failed check stopped. */
+            error?: string;
+            /** Format: date-time */
+            started_at: string;
+            /** Format: date-time */
+            updated_at: string;
+            /** Format: date-time */
+            finished_at?: string;
+        };
+        StatsPoint: {
+            /** Format: date-time */
+            start: string;
+            seconds: number;
+            /** @description The last point: from the last sample to now. */
+            partial?: boolean;
+            requests: number;
+            requests_per_second: number;
+            /** @description Median REST latency in milliseconds, estimated from the histogram buckets; null without requests. */
+            p50_ms: number | null;
+            /** @description 95th percentile, likewise. */
+            p95_ms: number | null;
+            /** @description Answers 400-499. */
+            client_errors: number;
+            /** @description Answers 500-599. */
+            server_errors: number;
+            cache_hits: number;
+            cache_misses: number;
+            /** @description hits / (hits + misses); null without lookups. */
+            cache_hit_rate: number | null;
+            /** @description Storage operations by name: get, put, put_if, delete, list, list_dirs. */
+            storage_operations: {
+                [key: string]: number;
+            };
+            storage_errors: number;
+            workers_available: number;
+            workers_unavailable: number;
+        };
+        Stats: {
+            interval_seconds: number;
+            window_seconds: number;
+            /** @description Oldest first; the last is partial. */
+            points: components["schemas"]["StatsPoint"][];
+            summary: components["schemas"]["StatsPoint"];
+            /** @description Routes that answered errors in the window, most first. */
+            errors_by_route: {
+                /** @example GET /entity/{db} */
+                route: string;
+                client_errors: number;
+                server_errors: number;
+            }[];
         };
     };
     responses: {
@@ -1320,6 +1554,45 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    editKey: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path: {
+                /** @description The key's id (key_...) */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["KeyEdit"];
+            };
+        };
+        responses: {
+            /** @description The key as it is now */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KeyInfo"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            413: components["responses"]["TooLarge"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["Unavailable"];
@@ -2194,6 +2467,254 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    oidcLoginConfig: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OIDCLoginConfig"];
+                };
+            };
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    oidcLogin: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    code: string;
+                    code_verifier: string;
+                    /** Format: uri */
+                    redirect_uri: string;
+                };
+            };
+        };
+        responses: {
+            /** @description The access token, to send as Authorization: Bearer */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SessionGrant"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            413: components["responses"]["TooLarge"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    rotateKey: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path: {
+                /** @description The key's id (key_...) */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": {
+                    /**
+                     * @description How long the old secret still works: a duration from 0s (stops at once) to 168h; default 24h.
+                     * @example 24h
+                     * @example 0s
+                     */
+                    grace?: string;
+                };
+            };
+        };
+        responses: {
+            /** @description The key with its new secret */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NewKey"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            413: components["responses"]["TooLarge"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    getCheck: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path: {
+                db: components["parameters"]["db"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Check"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    startCheck: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path: {
+                db: components["parameters"]["db"];
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": {
+                    schema?: components["schemas"]["SchemaID"];
+                };
+            };
+        };
+        responses: {
+            /** @description The check started, or the one already running for the database */
+            202: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Check"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            413: components["responses"]["TooLarge"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    getStats: {
+        parameters: {
+            query?: {
+                /** @description How far back: a duration from 1m to 1h (default 1h). */
+                window?: string;
+            };
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Stats"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            429: components["responses"]["TooManyRequests"];
+        };
+    };
+    schemaDatabases: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path: {
+                id: components["parameters"]["schemaId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        databases: components["schemas"]["DatabaseName"][];
+                    };
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["Unavailable"];

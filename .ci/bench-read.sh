@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# bench-read.sh: warm GET side by side in one run (BENCHMARKS.md, "The read
+# path"). Each round runs every configuration once, in turn, and drives it
+# with two load tools: this binary's -role=bench (1000 keys of 1 KiB, GET
+# phase only) and wrk (one key). Configurations:
+#   trivial   a trivial net/http handler answering a 1 KiB document
+#             (-role=bench -ceiling=http -ceiling-addr)
+#   original  the original DeltaDatabase's main-worker (its own GET cache;
+#             it has no access log), built from ORIG_SRC, a git repository
+#   base      -role=all of commit BASE (default cf6a1c6), access log on
+#   all       -role=all of this tree, access log on (info, to a file)
+#   main+1    -role=main and one -role=proc of this tree, access log on
+# Usage: .ci/bench-read.sh [ROUNDS] [SECONDS] [BASE]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}; secs=${2:-4}; base=${3:-cf6a1c6}
+orig_src=${ORIG_SRC:-/work/.mirror/DeltaRule+DeltaDatabase/repo}
+work=$(mktemp -d)
+trap 'pkill -P $$ || true; git worktree remove --force "$work/src-base" 2>/dev/null || true; rm -rf "$work"' EXIT
+go build -o "$work/ddb" .
+git worktree add -f --detach "$work/src-base" "$base" >/dev/null 2>&1
+(cd "$work/src-base" && go build -o "$work/ddb-base" .)
+# only the Go sources: the mirror may lack the blobs of committed binaries
+git clone -q --no-checkout "$orig_src" "$work/orig"
+(cd "$work/orig" && git checkout HEAD -- go.mod go.sum cmd internal pkg api && go build -o "$work/orig-main" ./cmd/main-worker)
+export MASTER_KEY=000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f ADMIN_KEY=bench-admin-key-0123456789
+export DELTADB_JOIN_TOKEN=$(od -An -tx1 -N32 /dev/urandom | tr -d " \n")
+addr=127.0.0.1:18191
+wait_up() { for _ in $(seq 200); do curl -fs -o /dev/null "http://$1/health" && return 0; sleep 0.1; done; return 1; }
+wait_workers() { for _ in $(seq 200); do [ "$(curl -fs -H "Authorization: Bearer $ADMIN_KEY" "http://$1/admin/workers" | grep -o Available | wc -l)" = "$2" ] && return 0; sleep 0.1; done; return 1; }
+
+# cpu PID...: the CPU time the processes have used, in clock ticks
+cpu() { for p in "$@"; do cut -d' ' -f14,15 "/proc/$p/stat"; done | awk '{t += $1 + $2} END {print t}'; }
+
+# load NAME PID...: both load tools against $addr; one line each, with the
+# server processes' CPU time per request during the wrk run (µs; machine
+# load changes it less than it changes the rate)
+load() {
+  local name=$1; shift
+  "$work/ddb" -role=bench -target="http://$addr" -token="$ADMIN_KEY" -concurrency=32 -keys=1000 -duration="${secs}s" -ops=get | sed "s/^/$name bench /"
+  local c0; c0=$(cpu "$@")
+  wrk -t2 -c32 -d"${secs}s" --latency -H "Authorization: Bearer $ADMIN_KEY" "http://$addr/entity/bench?key=k000001" >"$work/wrk.out"
+  local c1; c1=$(cpu "$@")
+  local n; n=$(awk '/requests in/ {print $1}' "$work/wrk.out")
+  echo "$name wrk ops/s=$(awk '/Requests\/sec/ {printf "%.0f", $2}' "$work/wrk.out") p50=$(awk '$1 == "50%" {print $2}' "$work/wrk.out") p99=$(awk '$1 == "99%" {print $2}' "$work/wrk.out") non2xx=$(awk '/Non-2xx/ {print $NF}' "$work/wrk.out") server_cpu_us/req=$(awk -v d=$((c1 - c0)) -v n="$n" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", d * 1e6 / hz / n}')"
+}
+
+# one NAME: start configuration NAME, load it, stop it
+one() {
+  local name=$1 dir="$work/d-$RANDOM" pids=()
+  case $name in
+    trivial) "$work/ddb" -role=bench -ceiling=http -ceiling-addr="$addr" >/dev/null & pids+=($!) ;;
+    original) "$work/orig-main" -rest-addr="$addr" -grpc-addr=127.0.0.1:18192 -shared-fs="$dir" -master-key="$MASTER_KEY" -admin-key="$ADMIN_KEY" 2>"$work/$name.log" & pids+=($!) ;;
+    base) "$work/ddb-base" -role=all -rest-addr="$addr" -grpc-addr=127.0.0.1:18192 -shared-fs="$dir" -log-level=info 2>"$work/$name.log" & pids+=($!) ;;
+    all) "$work/ddb" -role=all -rest-addr="$addr" -grpc-addr=127.0.0.1:18192 -shared-fs="$dir" -log-level=info 2>"$work/$name.log" & pids+=($!) ;;
+    main+1)
+      "$work/ddb" -role=main -rest-addr="$addr" -grpc-addr=127.0.0.1:18192 -cluster-addr=127.0.0.1:18193 -shared-fs="$dir" -log-level=info 2>"$work/$name.log" & pids+=($!)
+      MASTER_KEY= "$work/ddb" -role=proc -worker-id=w1 -main-addr=127.0.0.1:18193 -shared-fs="$dir" -log-level=info 2>"$work/$name-w1.log" & pids+=($!) ;;
+  esac
+  if [ "$name" = trivial ]; then sleep 0.5; else wait_up "$addr"; fi
+  [ "$name" = main+1 ] && wait_workers "$addr" 1
+  load "$name" "${pids[@]}"
+  kill "${pids[@]}"; wait "${pids[@]}" 2>/dev/null || true
+  rm -rf "$dir"
+}
+
+echo "# load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+for r in $(seq "$rounds"); do
+  echo "# round $r"
+  for name in trivial original base all main+1; do one "$name"; done
+done
+echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)"
