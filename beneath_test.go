@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -326,4 +327,33 @@ func TestSymlinkedDirectory(t *testing.T) {
 			t.Errorf("Lock created %d files in the linked directory", len(entries)-1)
 		}
 	})
+}
+
+// TestBackupSkipsSymlinks: -role=backup copied a file a link in the storage
+// pointed to (the master key file, /etc/passwd) into the archive. Links
+// are no objects: the archive holds the stored objects alone.
+func TestBackupSkipsSymlinks(t *testing.T) {
+	src, srcDir := newToolFSStore(t)
+	want := seedObjects(t, src)
+	secret := filepath.Join(t.TempDir(), "master-key")
+	if err := os.WriteFile(secret, []byte("SECRET-OUTSIDE-THE-STORAGE"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	plantLink(t, src, schemaObjectKey("x"), secret)
+	plantLink(t, src, entityObjectKey("chatdb", "passwd"), "/etc/passwd")
+	archive := filepath.Join(t.TempDir(), "backup.tar")
+	out, err := runToolArgs(t, "-role=backup", "-shared-fs="+srcDir, "-out="+archive, "-master-key="+testMasterKey, "-progress=off")
+	if err != nil {
+		t.Fatalf("backup: %v", err)
+	}
+	if !strings.Contains(out, fmt.Sprintf("backup: %d objects", len(want))) {
+		t.Errorf("backup printed %q, want the %d stored objects and no link", out, len(want))
+	}
+	b, err := os.ReadFile(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(b, []byte("SECRET-OUTSIDE-THE-STORAGE")) || bytes.Contains(b, []byte("root:x:0:0")) {
+		t.Error("the archive holds a file from outside the storage")
+	}
 }
