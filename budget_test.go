@@ -610,8 +610,9 @@ func TestSchemaRefChain(t *testing.T) {
 
 // TestSchemaRefChainRefusedFast: against the binary (not under the race
 // detector, which slows decoding tenfold), the 1 MB chain of 18,500 $refs
-// (135 s of server time on f1f22b5) is refused within 1 s, and the server
-// answers its health check all along.
+// (135 s of server time on f1f22b5) is refused within 1 s on an idle
+// machine (stretched by the load: scaled), and the server answers its
+// health check all along.
 func TestSchemaRefChainRefusedFast(t *testing.T) {
 	n, _ := startDefault(t, "-rest-max-body-size=2097152")
 	w := watchServers(t, n)
@@ -623,8 +624,8 @@ func TestSchemaRefChainRefusedFast(t *testing.T) {
 	if code != http.StatusRequestEntityTooLarge || !strings.Contains(string(out), "more than the limit of 10000") {
 		t.Errorf("PUT /schema/chain.v1 (18,500 links) = %d %s, want 413 naming the limit", code, out)
 	}
-	if took > time.Second {
-		t.Errorf("the refusal took %v, want under 1 s", took)
+	if limit := scaled(time.Second); took > limit {
+		t.Errorf("the refusal took %v, want under %v (1 s on an idle machine)", took, limit.Round(time.Millisecond))
 	}
 }
 
