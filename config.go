@@ -435,6 +435,8 @@ func (c *config) check() error {
 		return errors.New("-pprof: needs -ops-addr (the profiler is served only on the ops listener)")
 	case c.wal.checkpointBytes <= 0:
 		return fmt.Errorf("-wal-checkpoint-bytes: must be positive, got %d", c.wal.checkpointBytes)
+	case c.wal.checkpointBytes > walMaxSegmentRead/2:
+		return fmt.Errorf("-wal-checkpoint-bytes: at most %d (half the largest segment replay reads), got %d", walMaxSegmentRead/2, c.wal.checkpointBytes)
 	case c.wal.checkpointInterval <= 0:
 		return fmt.Errorf("-wal-checkpoint-interval: must be positive, got %v", c.wal.checkpointInterval)
 	}

@@ -299,7 +299,10 @@ type walScan struct {
 // any other segment is damage. Damage is an error wrapping
 // errWALDamaged that names the file and the offset.
 func scanSegment(path string, last bool) (*walScan, error) {
-	data, err := os.ReadFile(path)
+	// Read as every object under the storage root is: a link, a device or
+	// a pipe put in place of a segment is refused, and so is a file too
+	// large to be one, before anything is allocated.
+	data, err := readBeneath(filepath.Dir(path), []string{filepath.Base(path)}, walMaxSegmentRead)
 	if err != nil {
 		return nil, fmt.Errorf("read log segment %s: %w", path, err)
 	}
@@ -392,6 +395,11 @@ func frameAt(data []byte, off int64) (payload []byte, next int64, ok bool) {
 	}
 	return payload, off + framedSize(int(n)), true
 }
+
+// walMaxSegmentRead bounds the size of a segment read back. Checkpoints
+// cut the log at -wal-checkpoint-bytes (64 MiB by default); a segment
+// passes that only by what is appended while a checkpoint runs.
+const walMaxSegmentRead = 1 << 30
 
 // walLogDir is the directory of worker id's log under the storage root.
 func walLogDir(root, id string) string { return filepath.Join(root, walDirName, id) }

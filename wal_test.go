@@ -775,3 +775,69 @@ func fillLog(b *testing.B, st *fsStore, n int, writeFiles bool) int {
 	l.crash()
 	return n
 }
+
+// TestWALRefusesLinksAndSpecialFiles: someone with write access to the
+// storage puts a link to a host file, a FIFO or /dev/zero in place of a
+// segment, or makes a worker's log directory a link elsewhere: replay
+// refuses each (never reads through it, never blocks, never allocates
+// without bound), and the log never writes into the linked directory.
+func TestWALRefusesLinksAndSpecialFiles(t *testing.T) {
+	secret := filepath.Join(t.TempDir(), "host-secret")
+	if err := os.WriteFile(secret, []byte("TOPSECRET"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path, _ := writeGroups(t, 3)
+	plant := map[string]func() error{
+		"link to a host file": func() error { return os.Symlink(secret, path) },
+		"link to /dev/zero":   func() error { return os.Symlink("/dev/zero", path) },
+		"FIFO":                func() error { return unix.Mkfifo(path, 0o600) },
+	}
+	for name, plantIt := range plant {
+		t.Run(name, func(t *testing.T) {
+			if err := os.Remove(path); err != nil {
+				t.Fatal(err)
+			}
+			if err := plantIt(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() {
+				_, err := scanSegment(path, true)
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if err == nil || !(errors.Is(err, errSymlink) || errors.Is(err, errCorrupt)) {
+					t.Fatalf("scanSegment = %v, want a refusal (link or not a regular file)", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("scanSegment blocked on the planted file")
+			}
+		})
+	}
+
+	st := newTestFSStore(t)
+	elsewhere := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(st.root, walDirName), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(elsewhere, walLogDir(st.root, "w9")); err != nil {
+		t.Fatal(err)
+	}
+	// The start claims a log directory left behind by renaming it aside,
+	// which moves the link, not its target; the new log is a directory
+	// of its own.
+	if l, err := openWAL(t.Context(), st, "w9", true, testWALOptions()); err == nil {
+		if _, err := l.append(putRec("db", "k", []byte("v"))); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Lstat(walLogDir(st.root, "w9"))
+		if err != nil || !fi.IsDir() {
+			t.Fatalf("the log directory after open: %v, %v; want a directory", fi, err)
+		}
+		l.crash()
+	}
+	if entries, _ := os.ReadDir(elsewhere); len(entries) != 0 {
+		t.Fatalf("the link's target got %d files", len(entries))
+	}
+}

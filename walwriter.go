@@ -197,7 +197,7 @@ func openWALDir(root, id string, gen uint64) (_ *walDir, err error) {
 			d.close()
 		}
 	}()
-	if d.f, err = os.Open(path); err != nil {
+	if d.f, err = openDirBeneath(root, []string{walDirName, id}); err != nil {
 		return nil, fmt.Errorf("open log of worker %q: %w", id, err)
 	}
 	if d.owner, err = os.OpenFile(filepath.Join(path, walOwnerLock), os.O_RDWR|os.O_CREATE, 0o600); err != nil {
