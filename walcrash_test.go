@@ -213,8 +213,15 @@ func TestWALKillAllUnderLoad(t *testing.T) {
 		n = startNode(t, keyEnv, append(args, extra...)...)
 		if round == 1 {
 			load.waitWrites(300)
-			if c := strings.Count(n.stderr.String(), msgCheckpoint); c < 3 {
-				t.Errorf("%d checkpoints logged under load with -wal-checkpoint-bytes=4096", c)
+			// Log lines reach stderr in batches, up to 200 ms after they
+			// were logged while lines keep coming: wait for them.
+			w := newWait(t, "three checkpoints in the log", 10*time.Second)
+			c := strings.Count(n.stderr.String(), msgCheckpoint)
+			for ; c < 3 && !w.over(); c = strings.Count(n.stderr.String(), msgCheckpoint) {
+				time.Sleep(50 * time.Millisecond)
+			}
+			if c < 3 {
+				t.Errorf("%d checkpoints logged under load with -wal-checkpoint-bytes=4096 (%v)", c, w)
 			}
 		}
 		if checked := load.verify(n.base); checked == 0 {
