@@ -342,19 +342,21 @@ func normNegations(n *pnode) *pnode {
 	case "$not":
 		return negate(n.kids[0])
 	case "$nor":
-		out := &pnode{kind: "$and"}
-		for _, k := range n.kids {
-			out.kids = append(out.kids, negate(k))
-		}
-		return out
+		return mapKids("$and", "", n.kids, negate)
 	case "$and", "$or", "$elemMatch", "$allMatch":
-		out := &pnode{kind: n.kind, name: n.name}
-		for _, k := range n.kids {
-			out.kids = append(out.kids, normNegations(k))
-		}
-		return out
+		return mapKids(n.kind, n.name, n.kids, normNegations)
 	}
 	return n
+}
+
+// mapKids returns a node of kind and name whose children are f of kids,
+// in order.
+func mapKids(kind, name string, kids []*pnode, f func(*pnode) *pnode) *pnode {
+	out := &pnode{kind: kind, name: name}
+	for _, k := range kids {
+		out.kids = append(out.kids, f(k))
+	}
+	return out
 }
 
 // negations are the terminal operators whose negation is another one.
@@ -369,17 +371,11 @@ func negate(n *pnode) *pnode {
 	case "$not":
 		return normNegations(n.kids[0])
 	case "$nor":
-		out := &pnode{kind: "$or"}
-		for _, k := range n.kids {
-			out.kids = append(out.kids, normNegations(k))
-		}
-		return out
-	case "$and", "$or":
-		out := &pnode{kind: map[string]string{"$and": "$or", "$or": "$and"}[n.kind]}
-		for _, k := range n.kids {
-			out.kids = append(out.kids, negate(k))
-		}
-		return out
+		return mapKids("$or", "", n.kids, normNegations)
+	case "$and":
+		return mapKids("$or", "", n.kids, negate)
+	case "$or":
+		return mapKids("$and", "", n.kids, negate)
 	case "$exists":
 		flipped := []byte("true")
 		if typeOf(n.arg) == jtTrue {
