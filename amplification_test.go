@@ -1,6 +1,6 @@
 package main
 
-// Regression test of issue 27's read amplification: a key that may only
+// Regression test of read amplification: a key that may only
 // read took the server to 2-4 GB with answers of many large documents,
 // and the entity cache, bounded by count, held 681 MB after 400 writes of
 // 1 MB. It runs the finding's probes against the binary with its default

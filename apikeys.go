@@ -487,7 +487,7 @@ func (ks keyStore) save(ctx context.Context, keys []apiKey) error {
 	return nil
 }
 
-// Rotation and editing (issue 25): a key keeps its ID, name and scope
+// Rotation and editing: a key keeps its ID, name and scope
 // while its secret or its permissions change.
 
 // Rotation grace periods: how long the replaced secret still

@@ -415,7 +415,7 @@ func TestFailedAuthRateLimit(t *testing.T) {
 	}
 }
 
-// TestFailedAuthLockoutSparesValidKey (issue 12: the lockout also blocked
+// TestFailedAuthLockoutSparesValidKey (the lockout also blocked
 // correct credentials, so behind a proxy one client with a stale key
 // locked out every user): while an address is over the limit its failing
 // attempts get 429, but a valid key, session or login from it is served,

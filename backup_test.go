@@ -648,7 +648,7 @@ func rewriteArchive(t *testing.T, archive []byte, edit func(name string, data []
 }
 
 // TestRestoreRefusesEditedArchiveWithRehashedManifest is the probe of
-// issue 27 item 5: an archive whose API keys were replaced by a planted
+// an archive whose API keys were replaced by a planted
 // admin key, with the manifest's sizes and checksums recomputed (and
 // manifest.sha256 with them), restored with exit 0. Now restore refuses
 // it, and an archive signed under another master key, before writing
@@ -783,7 +783,7 @@ func sparseTar(realSize int64) []byte {
 	return append(b, make([]byte, 1024)...)
 }
 
-// TestRestoreRefusesSparseTar is the probe of issue 27 item 5: a 12 KB
+// TestRestoreRefusesSparseTar is a hostile-input probe: a 12 KB
 // PAX-sparse tar declaring a 1 GiB entry took restore to 2.1 GB of memory.
 // Now it is refused from its header, a sparse entry also when small, and
 // an entry declaring more than an object may hold; restore allocates
@@ -826,8 +826,8 @@ func TestRestoreRefusesSparseTar(t *testing.T) {
 	}
 }
 
-// TestRestoreGoodEntryThenBadKeyWritesNothing is the probe of issue 27
-// item 5: an archive with a good object followed by one whose key storage
+// TestRestoreGoodEntryThenBadKeyWritesNothing is a hostile-input probe:
+// an archive with a good object followed by one whose key storage
 // refuses left the good one written. Now every key is checked before the
 // first write, in an archive whose manifest is otherwise genuine.
 func TestRestoreGoodEntryThenBadKeyWritesNothing(t *testing.T) {

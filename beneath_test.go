@@ -86,8 +86,8 @@ func plantLink(t *testing.T, st *fsStore, key, target string) string {
 	return p
 }
 
-// TestSymlinkedTemplateDoesNotReturnMasterKey is the probe of issue 27
-// item 1: a link at templates/x.json to the master key file made an
+// TestSymlinkedTemplateDoesNotReturnMasterKey is a hostile-input probe:
+// a link at templates/x.json to the master key file made an
 // anonymous GET /schema/x return the key. Now the read is refused: 500
 // with the fixed sentence and the request ID, the cause (a link) in the
 // log, the key nowhere in the answer; the link is not listed either.

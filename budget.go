@@ -1,6 +1,6 @@
 package main
 
-// Request budgets (issue 12): limits that keep one request from taking the
+// Request budgets: limits that keep one request from taking the
 // server down, each a flag. A request over a budget is refused before
 // anything is stored, with 413 and a sentence naming the limit; the
 // -rest-max-body-size limit itself is in rest.go (readBody).

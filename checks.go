@@ -1,6 +1,6 @@
 package main
 
-// Checks of stored entities against a schema (issue 25): binding a
+// Checks of stored entities against a schema: binding a
 // database to a schema validates every later write, not the entities
 // already stored. POST /api/databases/{db}/check starts a job that reads
 // each of them through the data plane and validates it; GET

@@ -1,6 +1,6 @@
 package main
 
-// The container image of deploy/Dockerfile (issue 13), run under podman.
+// The container image of deploy/Dockerfile, run under podman.
 
 import (
 	"context"

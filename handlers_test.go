@@ -1,6 +1,6 @@
 package main
 
-// Tests of the handlers issue 14 added or fixed: PUT with ?key=, a
+// Tests of the handlers added or fixed: PUT with ?key=, a
 // repeated key=, 201 on key creation, deleting databases and schemas,
 // reading many entities, validating without storing, and listing keys
 // with their documents.

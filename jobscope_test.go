@@ -1,6 +1,6 @@
 package main
 
-// Regression test of issue 27's finding on key jobs: an admin key limited
+// Regression test of a finding on key jobs: an admin key limited
 // to some databases saw every database's jobs in GET /admin/jobs.
 
 import (

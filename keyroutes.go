@@ -1,6 +1,6 @@
 package main
 
-// The REST handlers of API key rotation and editing (issue 25), beside
+// The REST handlers of API key rotation and editing, beside
 // the key routes of handlers.go. Both are for an admin that may use every
 // database, like the rest of key management.
 

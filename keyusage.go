@@ -1,6 +1,6 @@
 package main
 
-// The last use of each API key (issue 25): noted in memory on every
+// The last use of each API key: noted in memory on every
 // authentication, to the minute, without a storage write, and written to
 // the key store at most once per usageFlushEvery.
 

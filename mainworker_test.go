@@ -501,7 +501,7 @@ func prefaceOnly(t *testing.T, addr string, limit time.Duration) time.Duration {
 	return time.Since(start)
 }
 
-// TestGRPCPrefaceOnlyConnectionClosed is the probe of issue 27 item 6: a
+// TestGRPCPrefaceOnlyConnectionClosed is a hostile-input probe: a
 // connection to the client gRPC port that sent the HTTP/2 preface and
 // nothing else stayed open forever. Now it is closed once it has been
 // idle for -grpc-max-connection-idle (GOAWAY, then close after the

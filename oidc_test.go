@@ -630,7 +630,7 @@ func FuzzOIDCVerify(f *testing.F) {
 	})
 }
 
-// TestOIDCRefusesRedirectToAnotherOrigin is the probe of issue 27 item 6:
+// TestOIDCRefusesRedirectToAnotherOrigin is a hostile-input probe:
 // the verifier followed a JWKS redirect to another host, whose keys then
 // decided which tokens were genuine. Now a redirect of the JWKS or of
 // discovery to another origin (scheme, host and port) is refused, and a
@@ -705,7 +705,7 @@ func TestOIDCRefusesRedirectToAnotherOrigin(t *testing.T) {
 	}
 }
 
-// TestOIDCRequiresHTTPS is the probe of issue 27 item 6: an http://
+// TestOIDCRequiresHTTPS is a hostile-input probe: an http://
 // issuer was accepted. Now -oidc-issuer must be https, except on loopback
 // or with -oidc-allow-http, and so must discovery's jwks_uri.
 func TestOIDCRequiresHTTPS(t *testing.T) {

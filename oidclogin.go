@@ -1,6 +1,6 @@
 package main
 
-// Sign-in to the web UI with the OpenID provider (issue 25): the
+// Sign-in to the web UI with the OpenID provider: the
 // authorization code flow with PKCE (RFC 7636) of a public client, the
 // -oidc-ui-client-id. The browser makes the PKCE verifier and its S256
 // challenge, sends the user to the provider's authorization endpoint and

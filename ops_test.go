@@ -185,7 +185,7 @@ func TestOpsMux(t *testing.T) {
 	}
 }
 
-// TestPprofCmdlineHidesSecrets is the probe of issue 27 item 6: with
+// TestPprofCmdlineHidesSecrets is a hostile-input probe: with
 // -pprof, the anonymous GET /debug/pprof/cmdline returned the admin and
 // master keys given as flags. Now their values are redacted, in every
 // form a flag takes, and the rest of the command line stays.

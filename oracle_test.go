@@ -1,6 +1,6 @@
 package main
 
-// Regression tests of issue 27's permission oracles: a key that may write
+// Regression tests of permission oracles: a key that may write
 // but not read must learn nothing of a stored document through a PATCH's
 // errors. Each probe is named after what it read on f1f22b5 (a pattern
 // quoting a value, additionalProperties listing member names, minimum and

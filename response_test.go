@@ -1,6 +1,6 @@
 package main
 
-// Tests of the budgets of answers (issue 27, read amplification): one
+// Tests of the budgets of answers (read amplification): one
 // answer's documents within -max-response-bytes, ending early with what
 // follows; the documents read and not yet sent within
 // -max-inflight-read-bytes; the entity cache within -entity-cache-bytes.

@@ -1,6 +1,6 @@
 package main
 
-// Master-key rotation, online (issue 16): the main worker starts with the
+// Master-key rotation, online: the main worker starts with the
 // new key (-master-key, -master-key-file) and the old one
 // (-previous-master-key, -previous-master-key-file). Before it serves it
 // records the rotation at _meta/rotation.json and moves the key check to

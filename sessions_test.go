@@ -34,7 +34,7 @@ func loginHTTP(t *testing.T, n *node, key string) string {
 	return g.Token
 }
 
-// TestSessionsSurviveRestart (issue 12: sessions died on every restart):
+// TestSessionsSurviveRestart (sessions died on every restart):
 // session tokens of the admin key and of an API key still work after the
 // main worker restarts on the same storage and master key.
 func TestSessionsSurviveRestart(t *testing.T) {
@@ -59,7 +59,7 @@ func TestSessionsSurviveRestart(t *testing.T) {
 	}
 }
 
-// TestLogoutRevocationSurvivesRestart (issue 12: UI logout only forgot
+// TestLogoutRevocationSurvivesRestart (UI logout only forgot
 // the token in the browser, it stayed valid for 24 h): POST /api/logout
 // ends the token it is sent with, not the others, and the revocation is
 // still in force after a restart.
@@ -95,7 +95,7 @@ func generatedAdminKey(n *node) string {
 	return ""
 }
 
-// TestAdminKeySurvivesRestart (issue 12: a generated admin key changed on
+// TestAdminKeySurvivesRestart (a generated admin key changed on
 // every restart): a generated admin key is printed on the first start
 // only, stored as a hash (never the key), and works after a restart; an
 // explicit admin key wins over it.
@@ -221,7 +221,7 @@ func callFrom(t *testing.T, n *node, token, xff string) (int, http.Header) {
 	return resp.StatusCode, resp.Header
 }
 
-// TestTrustedProxyHonoured (issue 12: behind a reverse proxy one client
+// TestTrustedProxyHonoured (behind a reverse proxy one client
 // with a stale key locked out every user): with -trusted-proxies naming
 // the proxy, failures count against the address the proxy reports, so a
 // second client behind it is not limited, and a client cannot escape its

@@ -1,6 +1,6 @@
 package main
 
-// Browser tests of the console of issue 25: the dashboard's last hour and
+// Browser tests of the console: the dashboard's last hour and
 // the pages each principal sees, the key management, the editor, the
 // three-way merge and the login choices. Like ui_test.go: the real binary,
 // Debian's Chromium through chromedp, a flow per tab at the laptop
@@ -85,7 +85,7 @@ func (tb *uiTab) navShown() []string {
 const consoleChatSchema = `{"type": "object", "required": ["messages"], "properties": {"title": {"type": "string"}, "messages": {"type": "array",
 	"items": {"type": "object", "required": ["role"], "properties": {"role": {"enum": ["user", "assistant"]}, "text": {"type": "string"}}}}}}`
 
-// TestUIConsole runs the flows of issue 25 in one Chromium against one
+// TestUIConsole runs the flows in one Chromium against one
 // server.
 func TestUIConsole(t *testing.T) {
 	browser := newBrowser(t)

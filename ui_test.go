@@ -1,6 +1,6 @@
 package main
 
-// Browser tests of the web UI (ARCHITECTURE.md "Roles", issue 6): the real
+// Browser tests of the web UI (ARCHITECTURE.md "Roles"): the real
 // binary serves the embedded UI and Debian's Chromium drives it through
 // chromedp. One browser per test function, one tab per flow; every flow saves
 // a screenshot under its artifact dir (go test -artifacts keeps them) and
@@ -240,7 +240,7 @@ func (tb *uiTab) screenshot(ctx context.Context, name string, shot chromedp.Acti
 	}
 }
 
-// The two viewports of issue 14: a laptop and a phone.
+// The two viewports: a laptop and a phone.
 var (
 	deskView  = [2]int64{1366, 900}
 	phoneView = [2]int64{390, 844}
@@ -453,7 +453,7 @@ func cspDirectives(policy string) map[string][]string {
 	return out
 }
 
-// TestUI runs the flows of issue 6 in one Chromium against one server.
+// TestUI runs the flows in one Chromium against one server.
 func TestUI(t *testing.T) {
 	browser := newBrowser(t)
 	n, _ := startDefault(t)
@@ -858,7 +858,7 @@ func checkLines(t *testing.T, what, text string, want ...string) {
 	}
 }
 
-// uiSeed is a server the issue 14 flows prepare through the REST API.
+// uiSeed is a server the data-page flows prepare through the REST API.
 type uiSeed struct {
 	t    *testing.T
 	base string
@@ -927,7 +927,7 @@ func (tb *uiTab) setEditor(id, text string) {
 	tb.eval(fmt.Sprintf(`(e => { e.value = %q; e.dispatchEvent(new Event("input")); return 1 })(document.getElementById(%q))`, text, id), nil)
 }
 
-// TestUIDataPages runs the flows of issue 14 item 6 in one Chromium
+// TestUIDataPages runs the flows in one Chromium
 // against one server: each checks what the user sees and what the server
 // then holds, and saves screenshots at 1366x900 and 390x844.
 func TestUIDataPages(t *testing.T) {

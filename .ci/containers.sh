@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CI checks of deploy/ (issue 13):
+# CI checks of deploy/:
 #  0. the module deploy/check: Kubernetes manifests and Compose files
 #     against the binary (no cluster needed);
 #  1. builds the image (tag from DELTADB_IMAGE) that go test's
