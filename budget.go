@@ -68,6 +68,10 @@ type budgets struct {
 	// (-find-timeout); its documents are bounded by maxResponse.
 	findMaxScan int64
 	findTimeout time.Duration
+	// maxImportBytes and maxImportLines bound one import's body and
+	// lines (-max-import-bytes, -max-import-lines; transfer.go).
+	maxImportBytes int64
+	maxImportLines int
 }
 
 func (b budgets) document() int64 { return cmp.Or(b.maxDocument, defaultMaxDocument) }

@@ -79,6 +79,9 @@ type config struct {
 	// findMaxScan and findTimeout bound one query (find.go).
 	findMaxScan int64
 	findTimeout time.Duration
+	// maxImportBytes and maxImportLines bound one import (transfer.go).
+	maxImportBytes int64
+	maxImportLines int
 	// entityCacheSize is the cache of the in-process worker of -role=all
 	// when cacheSize is not given.
 	entityCacheSize int
@@ -227,6 +230,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.validationTimeout, "validation-timeout", defaultValidationTimeout, "longest validation of one document against one schema")
 	fs.Int64Var(&c.findMaxScan, "find-max-scan", defaultFindMaxScan, "most entities (or index entries) one find examines; past it a page ends early with a bookmark")
 	fs.DurationVar(&c.findTimeout, "find-timeout", defaultFindTimeout, "longest one find works before its page ends early with a bookmark")
+	fs.Int64Var(&c.maxImportBytes, "max-import-bytes", defaultMaxImportBytes, "largest body of one POST /api/databases/{db}/import, bytes")
+	fs.IntVar(&c.maxImportLines, "max-import-lines", defaultMaxImportLines, "most lines of one POST /api/databases/{db}/import")
 	fs.IntVar(&c.entityCacheSize, "entity-cache-size", 1024, "entities cached by the in-process worker of -role=all")
 	fs.IntVar(&c.cacheSize, "cache-size", 256, "most entities held in a processing worker's LRU")
 	fs.Int64Var(&c.entityCacheBytes, "entity-cache-bytes", 0, "most bytes of documents a worker's cache holds, -role=all and -role=proc (0 = 1/64 of the memory, from 16 MiB to 128 MiB)")
@@ -401,6 +406,8 @@ func (c *config) check() error {
 		return fmt.Errorf("-validation-timeout: must be positive, got %v", c.validationTimeout)
 	case c.findMaxScan <= 0 || c.findTimeout <= 0:
 		return fmt.Errorf("-find-max-scan and -find-timeout: must be positive, got %d and %v", c.findMaxScan, c.findTimeout)
+	case c.maxImportBytes <= 0 || c.maxImportLines <= 0:
+		return fmt.Errorf("-max-import-bytes and -max-import-lines: must be positive, got %d and %d", c.maxImportBytes, c.maxImportLines)
 	case c.entityCacheSize <= 0:
 		return fmt.Errorf("-entity-cache-size: must be positive, got %d", c.entityCacheSize)
 	case c.cacheSize <= 0:
@@ -520,7 +527,8 @@ func (c *config) budgets() budgets {
 	return budgets{maxDocument: cmp.Or(c.maxDocument, c.restMaxBody), maxPatchOps: c.maxPatchOps,
 		maxBatchKeys: c.maxBatchKeys, maxDepth: c.maxDepth, validationTimeout: c.validationTimeout,
 		maxResponse: c.maxResponse, maxInflightRead: c.maxInflightRead,
-		findMaxScan: c.findMaxScan, findTimeout: c.findTimeout}
+		findMaxScan: c.findMaxScan, findTimeout: c.findTimeout,
+		maxImportBytes: c.maxImportBytes, maxImportLines: c.maxImportLines}
 }
 
 // cacheBytes is -entity-cache-bytes, or its default for this machine.

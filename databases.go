@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"time"
 	"unicode/utf8"
 )
 
@@ -117,13 +118,13 @@ func (s *restServer) handleListEntityKeys(w http.ResponseWriter, r *http.Request
 }
 
 // listDocs answers a page of keys with their documents,
-// {"items":[{"key":K,"etag":E,"doc":D},...],"next":C}, streamed one
+// {"items":[{"key":K,"etag":E,"modified":T,"doc":D},...],"next":C}, streamed one
 // document at a time (dataPlane.eachDoc). The page ends early, with next
 // after its last item, when the documents reach -max-response-bytes or a
 // read fails after the first item; more says whether keys follow keys.
 func (s *restServer) listDocs(w http.ResponseWriter, r *http.Request, db string, keys []string, more bool) error {
 	st := &jsonStream{w: w}
-	n, err := s.data.eachDoc(r.Context(), db, keys, func(k string, doc []byte, etag string, found bool) error {
+	n, err := s.data.eachDoc(r.Context(), db, keys, func(k string, doc []byte, m docMeta, found bool) error {
 		if !found {
 			return nil // deleted since it was listed
 		}
@@ -131,7 +132,7 @@ func (s *restServer) listDocs(w http.ResponseWriter, r *http.Request, db string,
 		if !st.started {
 			sep = `{"items":[`
 		}
-		return st.write([]byte(sep+`{"key":`), jsonText(k), []byte(`,"etag":`), jsonText(etag), []byte(`,"doc":`), doc, []byte(`}`))
+		return st.write([]byte(sep+`{"key":`), jsonText(k), []byte(`,"etag":`), jsonText(m.etag), modifiedMember(m), []byte(`,"doc":`), doc, []byte(`}`))
 	})
 	switch {
 	case err != nil && !st.started:
@@ -219,4 +220,14 @@ func (s *restServer) handleDeleteDatabase(w http.ResponseWriter, r *http.Request
 	s.log.InfoContext(r.Context(), "database deleted", attrDB, db, slog.Int("count", n), attrClient, p.clientID)
 	writeJSON(w, http.StatusOK, map[string]int{"deleted": n})
 	return nil
+}
+
+// modifiedMember is `,"modified":"<RFC 3339 time>"` for m's write time,
+// nothing when it is unknown.
+func modifiedMember(m docMeta) []byte {
+	if m.modified.IsZero() {
+		return nil
+	}
+	b := append([]byte(`,"modified":"`), m.modified.Format(time.RFC3339Nano)...)
+	return append(b, '"')
 }

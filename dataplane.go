@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	pb "deltadatabase/proto"
 )
@@ -340,9 +341,26 @@ func (d *dataPlane) readEntity(ctx context.Context, db, key string) (doc json.Ra
 }
 
 // docFunc receives one entity of an answer of several documents: its
-// document and ETag, or found false when it does not exist. doc is valid
-// until it returns.
-type docFunc func(key string, doc []byte, etag string, found bool) error
+// document, ETag and write time, or found false when it does not exist.
+// doc is valid until it returns.
+type docFunc func(key string, doc []byte, m docMeta, found bool) error
+
+// docMeta is what an answer tells of a stored document besides its body.
+type docMeta struct {
+	etag string
+	// modified is when the stored version was written (the envelope's
+	// write time, which a rekey keeps); zero when unknown.
+	modified time.Time
+}
+
+// metaOf is the docMeta of a worker's answer.
+func metaOf(resp *pb.WorkerResponse) docMeta {
+	m := docMeta{etag: etagOf(resp.GetVersion())}
+	if ns := resp.GetModified(); ns != 0 {
+		m.modified = time.Unix(0, ns).UTC()
+	}
+	return m
+}
 
 // getMany reads the entities keys of db, up to the batch budget of keys,
 // each once in the order asked, and hands each to emit (eachDoc): within
@@ -383,7 +401,7 @@ func (d *dataPlane) eachDoc(ctx context.Context, db string, keys []string, emit 
 	for i, k := range keys {
 		resp, release, err := d.readHeld(ctx, db, k)
 		if errors.Is(err, errNotFound) {
-			if err := emit(k, nil, "", false); err != nil {
+			if err := emit(k, nil, docMeta{}, false); err != nil {
 				return i, err
 			}
 			continue
@@ -391,14 +409,14 @@ func (d *dataPlane) eachDoc(ctx context.Context, db string, keys []string, emit 
 		if err != nil {
 			return i, fmt.Errorf("read entity %q of %s: %w", k, db, err)
 		}
-		etag := etagOf(resp.GetVersion())
-		size := int64(len(k) + len(etag) + len(resp.GetResult()))
+		m := metaOf(resp)
+		size := int64(len(k) + len(m.etag) + len(resp.GetResult()))
 		if sent > 0 && sent+size > d.lim.response() {
 			release()
 			return i, nil
 		}
 		sent += size
-		err = emit(k, resp.GetResult(), etag, true)
+		err = emit(k, resp.GetResult(), m, true)
 		release()
 		if err != nil {
 			return i, err

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"sort"
 	"strings"
+	"time"
 
 	pb "deltadatabase/proto"
 )
@@ -243,7 +244,7 @@ const getManyShape = `{"keys": [entity key, ...]}`
 // documents and ETags of up to the batch budget of keys, the keys that do
 // not exist, and the keys not answered because the answer reached
 // -max-response-bytes (or a read failed after the first document):
-// {"documents":{...},"etags":{...},"missing":[...],"remaining":[...]},
+// {"documents":{...},"etags":{...},"modified":{...},"missing":[...],"remaining":[...]},
 // the documents streamed one at a time.
 func (s *restServer) handleGetMany(w http.ResponseWriter, r *http.Request, p principal) error {
 	db, err := pathDB(r)
@@ -261,8 +262,8 @@ func (s *restServer) handleGetMany(w http.ResponseWriter, r *http.Request, p pri
 	}
 	noteKeys(r.Context(), req.Keys)
 	st := &jsonStream{w: w}
-	etags, missing := map[string]string{}, []string{}
-	remaining, err := s.data.getMany(r.Context(), db, req.Keys, func(k string, doc []byte, etag string, found bool) error {
+	etags, modified, missing := map[string]string{}, map[string]string{}, []string{}
+	remaining, err := s.data.getMany(r.Context(), db, req.Keys, func(k string, doc []byte, m docMeta, found bool) error {
 		if !found {
 			missing = append(missing, k)
 			return nil
@@ -271,7 +272,10 @@ func (s *restServer) handleGetMany(w http.ResponseWriter, r *http.Request, p pri
 		if len(etags) == 0 {
 			sep = `{"documents":{`
 		}
-		etags[k] = etag
+		etags[k] = m.etag
+		if !m.modified.IsZero() {
+			modified[k] = m.modified.Format(time.RFC3339Nano)
+		}
 		return st.write([]byte(sep), jsonText(k), []byte(`:`), doc)
 	})
 	switch {
@@ -284,7 +288,7 @@ func (s *restServer) handleGetMany(w http.ResponseWriter, r *http.Request, p pri
 	if len(etags) == 0 {
 		head = `{"documents":{}`
 	}
-	st.write([]byte(head+`,"etags":`), jsonText(etags), []byte(`,"missing":`), jsonText(missing),
+	st.write([]byte(head+`,"etags":`), jsonText(etags), []byte(`,"modified":`), jsonText(modified), []byte(`,"missing":`), jsonText(missing),
 		[]byte(`,"remaining":`), jsonText(remaining), []byte("}\n"))
 	return nil
 }

@@ -141,6 +141,8 @@
 //	index.go       query indexes: their definitions (main worker) and the
 //	               in-memory entries each worker keeps for what it owns
 //	queries.go     the REST handlers of find, explain and indexes
+//	transfer.go    a database's export and import as NDJSON: the
+//	               streamed export, the import's batches and report
 //	names.go       validation of database names, schema IDs and entity keys
 //	masterkey.go   master and admin keys as configured or generated;
 //	               secretFlag, the one "flag or file or env" of secrets

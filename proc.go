@@ -70,6 +70,9 @@ type cachedEntity struct {
 	// "" if unknown (after a plain Put); a conditional write then reads
 	// storage first.
 	rev string
+	// written is when the stored version was sealed (envelopeHeader.Written,
+	// kept by a rekey), Unix nanoseconds.
+	written int64
 }
 
 // cacheEntryOverhead is what a cached entity takes besides its bytes: the
@@ -156,7 +159,7 @@ func cacheKey(db, key string) string { return db + "\x00" + key }
 func (w *worker) get(ctx context.Context, s *keyring, op *pb.EntityOp) (*pb.WorkerResponse, error) {
 	db, key := op.GetDatabaseName(), op.GetEntityKey()
 	if e, ok := w.cache.Get(cacheKey(db, key)); ok {
-		return okResponse(e.doc, e.version), nil
+		return e.response(), nil
 	}
 	// The same lock as lockEntity's in-process part.
 	unlock, err := w.locks.lock(ctx, entityObjectKey(db, key))
@@ -166,14 +169,14 @@ func (w *worker) get(ctx context.Context, s *keyring, op *pb.EntityOp) (*pb.Work
 	defer unlock()
 	// A writer may have filled the cache while we waited for the lock.
 	if e, ok := w.cache.Peek(cacheKey(db, key)); ok {
-		return okResponse(e.doc, e.version), nil
+		return e.response(), nil
 	}
 	e, err := w.load(ctx, s, db, key)
 	if err != nil {
 		return nil, err
 	}
 	w.cache.Add(cacheKey(db, key), e)
-	return okResponse(e.doc, e.version), nil
+	return e.response(), nil
 }
 
 // getUncached serves a read for an entity this worker does not own (the
@@ -184,7 +187,7 @@ func (w *worker) getUncached(ctx context.Context, s *keyring, op *pb.EntityOp) (
 	if err != nil {
 		return nil, err
 	}
-	return okResponse(e.doc, e.version), nil
+	return e.response(), nil
 }
 
 // load reads and decrypts one entity from storage. A missing entity is a
@@ -202,7 +205,7 @@ func (w *worker) load(ctx context.Context, s *keyring, db, key string) (cachedEn
 	if err != nil {
 		return cachedEntity{}, fmt.Errorf("get entity %s/%q: %w", db, key, err)
 	}
-	return cachedEntity{doc: doc, version: hdr.etag(), rev: rev}, nil
+	return cachedEntity{doc: doc, version: hdr.etag(), rev: rev, written: hdr.Written.UnixNano()}, nil
 }
 
 // stored reads an entity's envelope and storage revision: a record of
@@ -240,13 +243,13 @@ func (w *worker) put(ctx context.Context, s *keyring, op *pb.EntityOp, owner boo
 		if err != nil {
 			return nil, err
 		}
-		return okResponse(nil, e.version), nil
+		return &pb.WorkerResponse{Version: e.version, Modified: e.written}, nil
 	}
 	e, err := w.readModifyWrite(ctx, s, op, owner, func(current) ([]byte, error) { return doc, nil })
 	if err != nil {
 		return nil, err
 	}
-	return okResponse(nil, e.version), nil
+	return &pb.WorkerResponse{Version: e.version, Modified: e.written}, nil
 }
 
 // patch applies a merge patch or JSON Patch (op.ContentType) to the
@@ -287,7 +290,7 @@ func (w *worker) patch(ctx context.Context, s *keyring, op *pb.EntityOp, owner b
 	if err != nil {
 		return nil, err
 	}
-	return okResponse(e.doc, e.version), nil
+	return e.response(), nil
 }
 
 // delete removes one entity durably and evicts it. With preconditions it
@@ -431,7 +434,7 @@ func (w *worker) store(ctx context.Context, s *keyring, op *pb.EntityOp, owner b
 		// in up to twice its length (its compaction buffer's growth).
 		doc = bytes.Clone(doc)
 	}
-	e := cachedEntity{doc: doc, version: hdr.etag()}
+	e := cachedEntity{doc: doc, version: hdr.etag(), written: hdr.Written.UnixNano()}
 	switch {
 	case w.wal != nil:
 		e.rev, err = w.logPut(ctx, op, sealed, e.version, rev, conditional)
@@ -569,6 +572,12 @@ func (w *worker) close() error {
 
 // stats returns the worker's cache counters.
 func (w *worker) stats() cacheStats { return w.cache.Stats() }
+
+// response is the answer carrying entity e: its document, version and
+// write time.
+func (e cachedEntity) response() *pb.WorkerResponse {
+	return &pb.WorkerResponse{Result: e.doc, Version: e.version, Modified: e.written}
+}
 
 // okResponse is the answer to a successful operation.
 func okResponse(result []byte, version string) *pb.WorkerResponse {

@@ -151,6 +151,8 @@ func (s *restServer) routes() {
 	s.mux.Handle("GET /api/databases/{db}/keys", s.need(permRead, s.handleListEntityKeys))
 	s.mux.Handle("DELETE /api/databases/{db}", s.need(permAdmin, s.handleDeleteDatabase))
 	s.mux.Handle("POST /api/databases/{db}/get", s.need(permRead, s.handleGetMany))
+	s.mux.Handle("GET /api/databases/{db}/export", s.need(permRead, s.handleExport))
+	s.mux.Handle("POST /api/databases/{db}/import", s.need(permWrite, s.handleImport))
 	s.mux.Handle("POST /api/databases/{db}/check", s.need(permWrite, s.handleStartCheck))
 	s.mux.Handle("GET /api/databases/{db}/check", s.need(permRead, s.handleGetCheck))
 	s.mux.Handle("POST /api/databases/{db}/find", s.need(permRead, s.handleFind))

@@ -1480,7 +1480,10 @@ type WorkerResponse struct {
 	// The entity's version (ETag value) after the operation.
 	Version string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
 	// FIND: what the query found.
-	Found         *FindResult `protobuf:"bytes,3,opt,name=found,proto3" json:"found,omitempty"`
+	Found *FindResult `protobuf:"bytes,3,opt,name=found,proto3" json:"found,omitempty"`
+	// GET, PUT, PATCH: when the entity's stored version was written (its
+	// envelope's write time), Unix nanoseconds; 0 when unknown.
+	Modified      int64 `protobuf:"varint,4,opt,name=modified,proto3" json:"modified,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1534,6 +1537,13 @@ func (x *WorkerResponse) GetFound() *FindResult {
 		return x.Found
 	}
 	return nil
+}
+
+func (x *WorkerResponse) GetModified() int64 {
+	if x != nil {
+		return x.Modified
+	}
+	return 0
 }
 
 var File_deltadb_proto protoreflect.FileDescriptor
@@ -1669,11 +1679,12 @@ const file_deltadb_proto_rawDesc = "" +
 	"request_id\x18\x04 \x01(\tR\trequestId\x12-\n" +
 	"\x13issued_at_unix_nano\x18\x05 \x01(\x03R\x10issuedAtUnixNano\x12\x1c\n" +
 	"\tsignature\x18\x06 \x01(\fR\tsignature\x12\x10\n" +
-	"\x03seq\x18\a \x01(\x04R\x03seq\"m\n" +
+	"\x03seq\x18\a \x01(\x04R\x03seq\"\x89\x01\n" +
 	"\x0eWorkerResponse\x12\x16\n" +
 	"\x06result\x18\x01 \x01(\fR\x06result\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12)\n" +
-	"\x05found\x18\x03 \x01(\v2\x13.deltadb.FindResultR\x05found*i\n" +
+	"\x05found\x18\x03 \x01(\v2\x13.deltadb.FindResultR\x05found\x12\x1a\n" +
+	"\bmodified\x18\x04 \x01(\x03R\bmodified*i\n" +
 	"\tOperation\x12\x19\n" +
 	"\x15OPERATION_UNSPECIFIED\x10\x00\x12\a\n" +
 	"\x03GET\x10\x01\x12\a\n" +

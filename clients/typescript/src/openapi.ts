@@ -279,6 +279,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/databases/{db}/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Export a database as NDJSON
+         * @description Streams every entity (whose key starts with prefix) as one line {key, etag, modified, doc}, in key order, one document held at a time. X-Entity-Count is the entity count when the export starts (without prefix). A failure after the first line cuts the answer without its last chunk. Not a snapshot: each entity is read when its turn comes.
+         */
+        get: operations["exportDatabase"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/databases/{db}/import": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Import NDJSON lines into a database
+         * @description Lines {key, doc}, each checked as a PUT checks its documents (key, budgets, bound schema), written in batches of batch lines: a batch with a refused line writes nothing; the others are written. The body is at most -max-import-bytes (1 GiB), a line -max-document-size plus 64 KiB, the lines -max-import-lines (1,000,000). A batch is not a transaction against failures: a failed write stops the import (503) and the entities of that batch already written stay (counted in imported).
+         */
+        post: operations["importDatabase"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/admin/workers": {
         parameters: {
             query?: never;
@@ -759,6 +799,11 @@ export interface components {
                 key: string;
                 /** @description As the ETag header of GET */
                 etag: string;
+                /**
+                 * Format: date-time
+                 * @description When the stored version was written (the write time sealed in its envelope, kept by a rekey); absent when unknown
+                 */
+                modified?: string;
                 doc: components["schemas"]["Document"];
             }[];
             /** @description Cursor of the next page; absent on the last page */
@@ -771,6 +816,10 @@ export interface components {
             };
             /** @description key: ETag */
             etags: {
+                [key: string]: string;
+            };
+            /** @description key: when the stored version was written */
+            modified?: {
                 [key: string]: string;
             };
             /** @description Keys asked for that do not exist, each once, in the order asked */
@@ -1102,6 +1151,53 @@ export interface components {
                 client_errors: number;
                 server_errors: number;
             }[];
+        };
+        /** @description One line of an export (application/x-ndjson: one per entity, in key order) */
+        ExportLine: {
+            key: components["schemas"]["EntityKey"];
+            /** @description As the ETag header of GET */
+            etag: string;
+            /**
+             * Format: date-time
+             * @description When the stored version was written (the write time sealed in its envelope, kept by a rekey); absent when unknown
+             */
+            modified?: string;
+            doc: components["schemas"]["Document"];
+        };
+        /** @description One line of an import body (application/x-ndjson); an export's line imports as it is */
+        ImportLine: {
+            key: components["schemas"]["EntityKey"];
+            doc: components["schemas"]["Document"];
+            /** @description Ignored */
+            etag?: string;
+            /** @description Ignored */
+            modified?: string;
+        };
+        ImportReport: {
+            /** @description Entities written */
+            imported: number;
+            /** @description Batches written */
+            batches: number;
+            /** @description Batches not written because a line of theirs was refused */
+            rejected_batches: number;
+            /** @description Lines read, blank ones included */
+            lines: number;
+            /** @description The refused lines, at most 100 */
+            errors: {
+                /** @description Line number, from 1 */
+                line: number;
+                key?: string;
+                error: string;
+                /** @description A schema's violations, paths JSON Pointers into the document */
+                errors?: {
+                    path: string;
+                    message: string;
+                }[];
+            }[];
+            /** @description Refused lines left out of errors */
+            errors_omitted?: number;
+            /** @description Why not everything was written (400, 413, 503): the first refused line, the budget passed, the failed write */
+            error?: string;
         };
     };
     responses: {
@@ -1831,6 +1927,111 @@ export interface operations {
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["Unavailable"];
+        };
+    };
+    exportDatabase: {
+        parameters: {
+            query?: {
+                /** @description Only keys starting with this */
+                prefix?: string;
+            };
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path: {
+                db: components["parameters"]["db"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One ExportLine per line */
+            200: {
+                headers: {
+                    /** @description Entities in the database when the export started; absent with prefix */
+                    "X-Entity-Count"?: number;
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/x-ndjson": components["schemas"]["ExportLine"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    importDatabase: {
+        parameters: {
+            query?: {
+                /** @description Lines per batch, at most -max-batch-keys */
+                batch?: number;
+            };
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path: {
+                db: components["parameters"]["db"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/x-ndjson": components["schemas"]["ImportLine"];
+            };
+        };
+        responses: {
+            /** @description Every line written */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ImportReport"];
+                };
+            };
+            /** @description Lines refused (their batches not written, the others written), or a bad ?batch= ({error} alone) */
+            400: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ImportReport"] | components["schemas"]["Error"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            /** @description A budget passed: the body (with its length given: nothing read, {error} alone), a line, the line count; the batches before it are written */
+            413: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ImportReport"] | components["schemas"]["Error"];
+                };
+            };
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            /** @description A write failed; the import stopped there */
+            503: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ImportReport"] | components["schemas"]["Error"];
+                };
+            };
         };
     };
     listWorkers: {

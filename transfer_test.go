@@ -1,0 +1,409 @@
+package main
+
+// Export and import against the binary (transfer.go): the round trip, the
+// streamed export of a database larger than the server may hold, the
+// batches of an import (all or nothing each, the line of every error),
+// budgets, a bound schema, permissions, and the modified time the
+// listings answer.
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// exportedLine is one line of an export as a client reads it.
+type exportedLine struct {
+	Key      string          `json:"key"`
+	ETag     string          `json:"etag"`
+	Modified time.Time       `json:"modified"`
+	Doc      json.RawMessage `json:"doc"`
+}
+
+// exportDB exports db with token and returns its lines and headers,
+// failing t unless the answer is 200 NDJSON.
+func exportDB(t *testing.T, n *node, db, token, query string) ([]exportedLine, http.Header) {
+	t.Helper()
+	code, out, hdr := n.call("GET", "/api/databases/"+db+"/export"+query, token, nil)
+	if code != 200 || hdr.Get("Content-Type") != "application/x-ndjson" {
+		t.Fatalf("export %s = %d %s %s, want 200 application/x-ndjson", db, code, hdr.Get("Content-Type"), out)
+	}
+	var lines []exportedLine
+	for i, l := range bytes.Split(bytes.TrimSuffix(out, []byte("\n")), []byte("\n")) {
+		if len(l) == 0 {
+			continue
+		}
+		var e exportedLine
+		if err := json.Unmarshal(l, &e); err != nil {
+			t.Fatalf("export %s line %d = %s: %v", db, i+1, l, err)
+		}
+		lines = append(lines, e)
+	}
+	return lines, hdr
+}
+
+// importReply is an import's answer as a client reads it.
+type importReply struct {
+	Imported int    `json:"imported"`
+	Batches  int    `json:"batches"`
+	Rejected int    `json:"rejected_batches"`
+	Lines    int    `json:"lines"`
+	Error    string `json:"error"`
+	Errors   []struct {
+		Line   int               `json:"line"`
+		Key    string            `json:"key"`
+		Error  string            `json:"error"`
+		Errors []validationIssue `json:"errors"`
+	} `json:"errors"`
+	Omitted int `json:"errors_omitted"`
+}
+
+// importNDJSON posts body to db's import and decodes the report.
+func importNDJSON(t *testing.T, n *node, db, token, query, body string) (int, importReply) {
+	t.Helper()
+	code, out, _ := n.call("POST", "/api/databases/"+db+"/import"+query, token, body)
+	var rep importReply
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("import %s = %d %s: not a report: %v", db, code, out, err)
+	}
+	return code, rep
+}
+
+// entityExists says whether key of db answers 200 (true) or 404 (false).
+func entityExists(t *testing.T, n *node, db, key string) bool {
+	t.Helper()
+	code, out, _ := n.call("GET", "/entity/"+db+"?key="+key, testAdminKey, nil)
+	if code != 200 && code != 404 {
+		t.Fatalf("GET %s/%s = %d %s", db, key, code, out)
+	}
+	return code == 200
+}
+
+// TestExportImportRoundTrip: an export lists every entity once in key
+// order with its ETag, write time and document; importing it into
+// another database and exporting that gives the same keys and documents.
+func TestExportImportRoundTrip(t *testing.T) {
+	n, _ := startDefault(t)
+	before := time.Now().UTC()
+	want := map[string]string{}
+	for b := range 3 {
+		body := map[string]json.RawMessage{}
+		for i := range 80 {
+			k := fmt.Sprintf("chat:%03d", b*80+i)
+			doc := fmt.Sprintf(`{"title":"t%d","n":%d,"msgs":[{"role":"user","text":"héllo \u2028 %s"}],"nested":{"a":[1,2.5,null,true]}}`, i, i, k)
+			body[k], want[k] = json.RawMessage(doc), doc
+		}
+		if code, out, _ := n.call("PUT", "/entity/src", testAdminKey, body); code != 200 {
+			t.Fatalf("PUT = %d %s", code, out)
+		}
+	}
+	after := time.Now().UTC()
+	lines, hdr := exportDB(t, n, "src", testAdminKey, "")
+	if hdr.Get("X-Entity-Count") != "240" {
+		t.Errorf("X-Entity-Count = %q, want 240", hdr.Get("X-Entity-Count"))
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("export has %d lines, want %d", len(lines), len(want))
+	}
+	keys := make([]string, len(lines))
+	for i, l := range lines {
+		keys[i] = l.Key
+		if !jsonEqual(l.Doc, []byte(want[l.Key])) {
+			t.Errorf("line %d %s doc = %s, want %s", i+1, l.Key, l.Doc, want[l.Key])
+		}
+		if l.Modified.Before(before.Add(-time.Second)) || l.Modified.After(after.Add(time.Second)) {
+			t.Errorf("line %d modified = %v, want between %v and %v", i+1, l.Modified, before, after)
+		}
+	}
+	if !slices.IsSorted(keys) {
+		t.Errorf("export keys not in key order: %q...", keys[:5])
+	}
+	_, _, gh := n.call("GET", "/entity/src?key="+lines[7].Key, testAdminKey, nil)
+	if gh.Get("ETag") != lines[7].ETag {
+		t.Errorf("export etag of %s = %q, GET ETag = %q", lines[7].Key, lines[7].ETag, gh.Get("ETag"))
+	}
+	// Prefix.
+	if pl, ph := exportDB(t, n, "src", testAdminKey, "?prefix=chat:01"); len(pl) != 10 || ph.Get("X-Entity-Count") != "" {
+		t.Errorf("export ?prefix=chat:01 = %d lines (X-Entity-Count %q), want 10 and none", len(pl), ph.Get("X-Entity-Count"))
+	}
+
+	// The export, as sent, imports into another database.
+	_, raw, _ := n.call("GET", "/api/databases/src/export", testAdminKey, nil)
+	code, rep := importNDJSON(t, n, "dst", testAdminKey, "?batch=50", string(raw))
+	if code != 200 || rep.Imported != 240 || rep.Batches != 5 || len(rep.Errors) != 0 {
+		t.Fatalf("import = %d %+v, want 200, 240 imported in 5 batches", code, rep)
+	}
+	again, _ := exportDB(t, n, "dst", testAdminKey, "")
+	if len(again) != len(lines) {
+		t.Fatalf("dst export has %d lines, want %d", len(again), len(lines))
+	}
+	for i := range again {
+		if again[i].Key != lines[i].Key || !jsonEqual(again[i].Doc, lines[i].Doc) {
+			t.Errorf("dst line %d = %s %s, want %s %s", i+1, again[i].Key, again[i].Doc, lines[i].Key, lines[i].Doc)
+		}
+	}
+	// An empty database with no binding is 404, like GET /api/databases/{db}.
+	if code, out, _ := n.call("GET", "/api/databases/nothing/export", testAdminKey, nil); code != 404 {
+		t.Errorf("export of a missing database = %d %s, want 404", code, out)
+	}
+}
+
+// TestImportBatches: a batch with a refused line is not written, the
+// others are; each error names its line (and key); blank lines count as
+// lines and are skipped.
+func TestImportBatches(t *testing.T) {
+	n, _ := startDefault(t)
+	body := strings.Join([]string{
+		`{"key":"k1","doc":{"v":1}}`,
+		`{"key":"k2","doc":{"v":2}}`,
+		`{"key":"k3","doc":{"v":3}}`,
+		`{"key":"k4","doc":{"v":4}}`,
+		`{"key":"k5","doc":{"v":5}`, // line 5: not JSON
+		`{"key":"k6","doc":{"v":6}}`,
+		``,
+		`{"key":"k7","doc":{"v":7}}`,
+		`{"key":"../k8","doc":{"v":8}}`, // line 9: a bad key
+		`{"key":"k9","doc":{"v":9}}`,
+		`{"key":"k10","doc":{"v":10}}`,
+		`{"key":"k11","doc":{"v":11}, "extra": 1}`, // line 12: an unknown member
+		`{"key":"k12","doc":{"v":12}}`,
+		`{"key":"k13","doc":{"v":13}}`,
+		`{"key":"k13","doc":{"v":14}}`, // line 15: the key again in the batch
+		`{"key":"k14"}`,                // line 16: no doc
+	}, "\n") + "\n"
+	code, rep := importNDJSON(t, n, "imp", testAdminKey, "?batch=3", body)
+	if code != 400 {
+		t.Fatalf("import = %d %+v, want 400", code, rep)
+	}
+	var got []string
+	for _, e := range rep.Errors {
+		got = append(got, fmt.Sprintf("%d:%s", e.Line, e.Key))
+	}
+	if want := []string{"5:", "9:../k8", "12:", "15:k13", "16:"}; !slices.Equal(got, want) {
+		t.Errorf("errors at %q, want %q (%+v)", got, want, rep.Errors)
+	}
+	// Batches (3 lines each, blank ones aside): k1-k3 written; k4, 5,
+	// k6 refused; k7, 9, k9 refused; k10, 12, k12 refused; k13, 15, 16
+	// refused.
+	if rep.Imported != 3 || rep.Batches != 1 || rep.Rejected != 4 || rep.Lines != 16 || !strings.Contains(rep.Error, "line 5") {
+		t.Errorf("report = %+v, want 3 imported, 1 batch, 4 rejected, 16 lines, error naming line 5", rep)
+	}
+	for i := 1; i <= 14; i++ {
+		k := "k" + strconv.Itoa(i)
+		if want := i <= 3; entityExists(t, n, "imp", k) != want {
+			t.Errorf("%s exists = %v, want %v", k, !want, want)
+		}
+	}
+	if code, rep := importNDJSON(t, n, "imp", testAdminKey, "?batch=0", "{}"); code != 400 || !strings.Contains(rep.Error, "batch") {
+		t.Errorf("?batch=0 = %d %+v, want 400 naming batch", code, rep)
+	}
+}
+
+// TestImportSchemaBound: a database bound to a schema refuses the lines
+// its schema refuses, each with the violations, and nothing of their
+// batch is written.
+func TestImportSchemaBound(t *testing.T) {
+	n, _ := startDefault(t)
+	schema := `{"type":"object","required":["title"],"properties":{"title":{"type":"string"}}}`
+	if code, out, _ := n.call("PUT", "/schema/titled", testAdminKey, schema); code != 200 {
+		t.Fatalf("PUT schema = %d %s", code, out)
+	}
+	if code, out, _ := n.call("PUT", "/api/databases/notes", testAdminKey, `{"schema":"titled"}`); code != 200 {
+		t.Fatalf("bind = %d %s", code, out)
+	}
+	body := `{"key":"a","doc":{"title":"A"}}
+{"key":"b","doc":{"title":2}}
+{"key":"c","doc":{"title":"C"}}
+{"key":"d","doc":{"title":"D"}}
+`
+	code, rep := importNDJSON(t, n, "notes", testAdminKey, "?batch=2", body)
+	if code != 400 || rep.Imported != 2 || len(rep.Errors) != 1 || rep.Errors[0].Line != 2 || rep.Errors[0].Key != "b" {
+		t.Fatalf("import = %d %+v, want 400 with line 2 (b) refused and 2 imported", code, rep)
+	}
+	if e := rep.Errors[0]; !strings.Contains(e.Error, "titled") || len(e.Errors) == 0 || e.Errors[0].Path != "/title" {
+		t.Errorf("line 2 error = %+v, want the schema named and a violation at /title", e)
+	}
+	for k, want := range map[string]bool{"a": false, "b": false, "c": true, "d": true} {
+		if entityExists(t, n, "notes", k) != want {
+			t.Errorf("%s exists = %v, want %v", k, !want, want)
+		}
+	}
+}
+
+// TestImportBudgets: past the body, line or line-count budget the import
+// stops with 413 naming the line; what was written before stays, the
+// batch under way is not written; a document past -max-document-size is
+// a refused line.
+func TestImportBudgets(t *testing.T) {
+	n, _ := startDefault(t, "-max-import-lines=5", "-max-import-bytes=200000", "-max-document-size=2000")
+	line := func(k string) string { return `{"key":"` + k + `","doc":{"v":1}}` + "\n" }
+	code, rep := importNDJSON(t, n, "b1", testAdminKey, "?batch=2", line("a")+line("b")+line("c")+line("d")+line("e")+line("f"))
+	if code != 413 || rep.Imported != 4 || !strings.Contains(rep.Error, "line 6") || !strings.Contains(rep.Error, "-max-import-lines") {
+		t.Errorf("6 lines over a limit of 5 = %d %+v, want 413 naming line 6 and 4 imported", code, rep)
+	}
+	if entityExists(t, n, "b1", "e") || !entityExists(t, n, "b1", "d") {
+		t.Errorf("after the line budget: e written or d not, want d and not e")
+	}
+	// A body over -max-import-bytes with its length known: nothing read.
+	if code, out, _ := n.call("POST", "/api/databases/b2/import", testAdminKey, strings.Repeat(line("x"), 10000)); code != 413 || !strings.Contains(string(out), "-max-import-bytes") {
+		t.Errorf("body over the budget = %d %s, want 413", code, out)
+	}
+	// A line over the document budget and 64 KiB: 413 naming the line.
+	big := `{"key":"big","doc":"` + strings.Repeat("x", 70000) + `"}` + "\n"
+	code, rep = importNDJSON(t, n, "b3", testAdminKey, "", line("a")+big)
+	if code != 413 || !strings.Contains(rep.Error, "line 2") {
+		t.Errorf("a line of 70 KB = %d %+v, want 413 naming line 2", code, rep)
+	}
+	// A document over -max-document-size is a refused line (its batch
+	// not written).
+	code, rep = importNDJSON(t, n, "b4", testAdminKey, "", line("a")+`{"key":"big","doc":"`+strings.Repeat("x", 3000)+`"}`+"\n")
+	if code != 400 || len(rep.Errors) != 1 || rep.Errors[0].Line != 2 || !strings.Contains(rep.Errors[0].Error, "limit") || entityExists(t, n, "b4", "a") {
+		t.Errorf("a document over the budget = %d %+v, want 400 refusing line 2, nothing written", code, rep)
+	}
+}
+
+// TestTransferPermissions: export needs read, import write, each within a
+// key's databases.
+func TestTransferPermissions(t *testing.T) {
+	n, _ := startDefault(t)
+	for _, db := range []string{"mine", "theirs"} {
+		if code, out, _ := n.call("PUT", "/entity/"+db, testAdminKey, `{"a":{"v":1}}`); code != 200 {
+			t.Fatalf("PUT = %d %s", code, out)
+		}
+	}
+	reader := createKeyHTTP(t, n, `{"name":"r","permissions":["read"]}`)
+	writer := createKeyHTTP(t, n, `{"name":"w","permissions":["write"]}`)
+	scoped := createKeyHTTP(t, n, `{"name":"s","permissions":["read","write"],"databases":["mine"]}`)
+	const line = `{"key":"b","doc":{"v":2}}` + "\n"
+	for _, c := range []struct {
+		what, method, path, token string
+		want                      int
+	}{
+		{"read-only import", "POST", "/api/databases/mine/import", reader.Secret, 403},
+		{"read-only export", "GET", "/api/databases/mine/export", reader.Secret, 200},
+		{"write-only export", "GET", "/api/databases/mine/export", writer.Secret, 403},
+		{"write-only import", "POST", "/api/databases/mine/import", writer.Secret, 200},
+		{"scoped export of another database", "GET", "/api/databases/theirs/export", scoped.Secret, 403},
+		{"scoped import into another database", "POST", "/api/databases/theirs/import", scoped.Secret, 403},
+		{"scoped export", "GET", "/api/databases/mine/export", scoped.Secret, 200},
+		{"scoped import", "POST", "/api/databases/mine/import", scoped.Secret, 200},
+		{"no credential", "GET", "/api/databases/mine/export", "", 401},
+	} {
+		code, out, _ := n.call(c.method, c.path, c.token, line)
+		if code != c.want {
+			t.Errorf("%s = %d %s, want %d", c.what, code, out, c.want)
+		}
+	}
+	if entityExists(t, n, "theirs", "b") {
+		t.Errorf("a refused import wrote theirs/b")
+	}
+}
+
+// TestModifiedTime: the listing with documents and the get of many keys
+// answer each entity's write time, which a new write moves on.
+func TestModifiedTime(t *testing.T) {
+	n, _ := startDefault(t)
+	before := time.Now().UTC()
+	n.call("PUT", "/entity/m", testAdminKey, `{"a":{"v":1},"b":{"v":1}}`)
+	time.Sleep(20 * time.Millisecond)
+	mid := time.Now().UTC()
+	n.call("PUT", "/entity/m", testAdminKey, `{"b":{"v":2}}`)
+	var page struct {
+		Items []struct {
+			Key      string    `json:"key"`
+			Modified time.Time `json:"modified"`
+		} `json:"items"`
+	}
+	_, out, _ := n.call("GET", "/api/databases/m/keys?include_docs=true", testAdminKey, nil)
+	if err := json.Unmarshal(out, &page); err != nil || len(page.Items) != 2 {
+		t.Fatalf("listing = %s (%v)", out, err)
+	}
+	a, b := page.Items[0].Modified, page.Items[1].Modified
+	if a.Before(before.Add(-time.Second)) || a.After(mid) || !b.After(a) || b.Before(mid.Add(-time.Second)) {
+		t.Errorf("modified a=%v b=%v, want a in [%v, %v] and b after a, after %v", a, b, before, mid, mid)
+	}
+	var many struct {
+		Modified map[string]time.Time `json:"modified"`
+	}
+	_, out, _ = n.call("POST", "/api/databases/m/get", testAdminKey, `{"keys":["a","b","zz"]}`)
+	if err := json.Unmarshal(out, &many); err != nil || !many.Modified["a"].Equal(a) || !many.Modified["b"].Equal(b) || len(many.Modified) != 2 {
+		t.Errorf("get many modified = %s (%v), want a=%v b=%v", out, err, a, b)
+	}
+}
+
+// TestExportStreams: the export of a database several times larger than
+// the server's cache is streamed: a client that reads it slowly sees the
+// server's memory grow by far less than the database.
+func TestExportStreams(t *testing.T) {
+	n, _ := startDefault(t, "-entity-cache-bytes=1048576", "-rest-max-body-size=4194304")
+	const docs, size = 240, 256 << 10
+	pad := strings.Repeat("p", size)
+	for b := 0; b < docs; b += 8 {
+		body := map[string]json.RawMessage{}
+		for i := b; i < b+8; i++ {
+			body[fmt.Sprintf("big%04d", i)] = json.RawMessage(`{"i":` + strconv.Itoa(i) + `,"pad":"` + pad + `"}`)
+		}
+		if code, out, _ := n.call("PUT", "/entity/large", testAdminKey, body); code != 200 {
+			t.Fatalf("PUT = %d %s", code, out)
+		}
+	}
+	base := rssOf(t, n.cmd.Process.Pid)
+	req, _ := http.NewRequest("GET", n.base+"/api/databases/large/export", nil)
+	req.Header.Set("Authorization", "Bearer "+testAdminKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	rd := bufio.NewReaderSize(resp.Body, 1<<20)
+	peak, count := base, 0
+	for {
+		line, err := rd.ReadBytes('\n')
+		if len(line) > 0 {
+			count++
+			if !bytes.Contains(line, []byte(`"i":`+strconv.Itoa(count-1)+`,`)) {
+				t.Fatalf("line %d is not entity %d: %.80s", count, count-1, line)
+			}
+		}
+		if err != nil {
+			break
+		}
+		if count%20 == 0 {
+			time.Sleep(50 * time.Millisecond) // a slow reader: the server must wait, not buffer
+			peak = max(peak, rssOf(t, n.cmd.Process.Pid))
+		}
+	}
+	if count != docs {
+		t.Fatalf("export streamed %d lines, want %d", count, docs)
+	}
+	total := int64(docs * size)
+	t.Logf("export of %d MiB: server RSS %d MiB before, peak %d MiB while streaming", total>>20, base>>20, peak>>20)
+	if peak-base > total/3 {
+		t.Errorf("server RSS grew by %d MiB while exporting %d MiB, want under a third: the export is held in memory", (peak-base)>>20, total>>20)
+	}
+}
+
+// rssOf is the resident set size of process pid, bytes.
+func rssOf(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) == 3 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	t.Fatalf("no VmRSS in /proc/%d/status", pid)
+	return 0
+}
