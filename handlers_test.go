@@ -269,8 +269,8 @@ func TestGetMany(t *testing.T) {
 		}
 	}
 	empty := ts.mustDo(t, "POST", "/api/databases/nothing/get", testAdminKey, `{"keys":[]}`, 200)
-	if got := strings.TrimSpace(string(empty)); got != `{"documents":{},"etags":{},"missing":[],"remaining":[]}` {
-		t.Errorf("no keys: %s, want empty documents, etags, missing and remaining", got)
+	if got := strings.TrimSpace(string(empty)); got != `{"documents":{},"etags":{},"modified":{},"missing":[],"remaining":[]}` {
+		t.Errorf("no keys: %s, want empty documents, etags, modified, missing and remaining", got)
 	}
 }
 

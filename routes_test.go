@@ -98,6 +98,8 @@ func routeTable() []routeCase {
 		{"GET /api/databases/{db}/keys", "GET", "/api/databases/chatdb/keys?limit=5", "", "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
 		{"GET /api/databases/{db}/keys", "GET", "/api/databases/chatdb/keys?include_docs=true", "", "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
 		{"POST /api/databases/{db}/get", "POST", "/api/databases/chatdb/get", `{"keys":["k","nope"]}`, "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
+		{"GET /api/databases/{db}/export", "GET", "/api/databases/chatdb/export", "", "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
+		{"POST /api/databases/{db}/import", "POST", "/api/databases/chatdb/import", `{"key":"i","doc":{"a":1}}`, "", nil, [numCredKinds]int{401, 401, 200, 403, 200, 200, 401, 401, 403, 200, 403}},
 		// chatdb is bound to t.v1 (PUT /api/databases above).
 		{"POST /api/databases/{db}/check", "POST", "/api/databases/chatdb/check", "", "", putK, [numCredKinds]int{401, 401, 202, 403, 202, 202, 401, 401, 403, 202, 403}},
 		{"GET /api/databases/{db}/check", "GET", "/api/databases/chatdb/check", "", "", nil, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
@@ -532,6 +534,19 @@ func routeErrorCases(root string) map[string][]errorCase {
 			{method: "POST", path: "/api/databases/a..b/get", body: `{"keys":[]}`, want: 400},
 			{method: "POST", path: "/api/databases/chatdb/get", body: `{"keys":[` + strings.Repeat(`"k",`, 1000) + `"k"]}`, want: 413},
 			{method: "POST", path: "/api/databases/chatdb/get", body: `{"keys":["cold"]}`, fault: unavailable, want: 503},
+		},
+		"GET /api/databases/{db}/export": {
+			{method: "GET", path: "/api/databases/a..b/export", want: 400},
+			{method: "GET", path: "/api/databases/chatdb/export?prefix=a/b", want: 400},
+			{method: "GET", path: "/api/databases/nothing/export", want: 404},
+			{method: "GET", path: "/api/databases/faultdb2/export", fault: unavailable, want: 503},
+		},
+		"POST /api/databases/{db}/import": {
+			{method: "POST", path: "/api/databases/a..b/import", body: `{"key":"k","doc":1}`, want: 400},
+			{method: "POST", path: "/api/databases/chatdb/import?batch=0", body: `{"key":"k","doc":1}`, want: 400},
+			{method: "POST", path: "/api/databases/chatdb/import", body: `{"key":"k","doc":1,"x":2}`, want: 400},
+			{method: "POST", path: "/api/databases/chatdb/import", body: `{"key":"k","doc":"` + strings.Repeat("x", 1<<20+70<<10) + `"}`, want: 413},
+			{method: "POST", path: "/api/databases/faultdb3/import", body: `{"key":"k","doc":1}`, fault: unavailable, want: 503},
 		},
 		"POST /api/databases/{db}/find": {
 			{method: "POST", path: "/api/databases/chatdb/find", body: `{}`, want: 400},
