@@ -72,6 +72,9 @@ type budgets struct {
 	// lines (-max-import-bytes, -max-import-lines; transfer.go).
 	maxImportBytes int64
 	maxImportLines int
+	// maxVersions is how many versions of each entity a database keeps
+	// unless its settings say otherwise (-max-versions; 0: versions off).
+	maxVersions int
 }
 
 func (b budgets) document() int64 { return cmp.Or(b.maxDocument, defaultMaxDocument) }

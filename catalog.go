@@ -73,10 +73,16 @@ const (
 	maxListLimit     = 1000
 )
 
-// dbBinding is the stored form of a schema binding.
+// dbBinding is the stored form of a database's settings: its schema
+// binding ("" unbound) and how many versions of each entity it keeps (nil:
+// the -max-versions default). The object is removed when both are unset.
 type dbBinding struct {
-	Schema string `json:"schema"`
+	Schema      string `json:"schema,omitempty"`
+	MaxVersions *int   `json:"max_versions,omitempty"`
 }
+
+// empty reports whether b sets nothing.
+func (b dbBinding) empty() bool { return b.Schema == "" && b.MaxVersions == nil }
 
 // recheckEvery is how long the main worker trusts a cached binding or
 // schema template before reading storage again: a change made outside this
@@ -100,11 +106,10 @@ type bindings struct {
 	reads atomic.Uint64
 }
 
-// cachedBinding is one database's binding ("" unbound) and when it was
-// read.
+// cachedBinding is one database's settings and when they were read.
 type cachedBinding struct {
-	schema string
-	at     time.Time
+	dbBinding
+	at time.Time
 }
 
 // newBindings returns an empty binding cache over st.
@@ -114,58 +119,74 @@ func newBindings(st store, now func() time.Time) *bindings {
 
 // get returns the schema ID db is bound to, or "" if it is not bound.
 func (b *bindings) get(ctx context.Context, db string) (string, error) {
+	v, err := b.settings(ctx, db)
+	return v.Schema, err
+}
+
+// settings returns db's settings, through the cache.
+func (b *bindings) settings(ctx context.Context, db string) (dbBinding, error) {
 	b.mu.Lock()
 	c, ok := b.m[db]
 	b.mu.Unlock()
 	if ok && b.now().Sub(c.at) < recheckEvery {
-		return c.schema, nil
+		return c.dbBinding, nil
 	}
-	id, err := b.read(ctx, db)
+	v, err := b.read(ctx, db)
 	if err != nil {
-		return "", err
+		return dbBinding{}, err
 	}
-	b.remember(db, id)
-	return id, nil
+	b.remember(db, v)
+	return v, nil
 }
 
-// read reads db's binding from storage.
-func (b *bindings) read(ctx context.Context, db string) (string, error) {
+// read reads db's settings from storage.
+func (b *bindings) read(ctx context.Context, db string) (dbBinding, error) {
 	b.reads.Add(1)
 	var v dbBinding
 	found, err := getJSON(ctx, b.st, bindingObjectKey(db), "binding of "+db, &v)
 	if err != nil || !found {
-		return "", err
+		return dbBinding{}, err
 	}
-	if validateSchemaID(v.Schema) != nil {
-		return "", fmt.Errorf("read binding of %s: stored binding is not {\"schema\": ID}: %w", db, errCorrupt)
+	if (v.Schema != "" && validateSchemaID(v.Schema) != nil) || (v.MaxVersions != nil && checkMaxVersions(*v.MaxVersions) != nil) {
+		return dbBinding{}, fmt.Errorf("read binding of %s: stored binding is not {\"schema\": ID, \"max_versions\": N}: %w", db, errCorrupt)
 	}
-	return v.Schema, nil
+	return v, nil
 }
 
-// remember caches id as db's binding, read now.
-func (b *bindings) remember(db, id string) {
+// remember caches v as db's settings, read now.
+func (b *bindings) remember(db string, v dbBinding) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.m[db] = cachedBinding{schema: id, at: b.now()}
+	b.m[db] = cachedBinding{dbBinding: v, at: b.now()}
 }
 
-// set stores (id != "") or removes (id == "") db's binding durably and
-// replaces the cached one.
+// set binds db to schema id (id "": unbinds it), keeping its other
+// settings.
 func (b *bindings) set(ctx context.Context, db, id string) error {
+	return b.update(ctx, db, func(v *dbBinding) { v.Schema = id })
+}
+
+// update changes db's settings with change and stores them durably (or
+// removes the object once nothing is set), replacing the cached ones.
+// The caller serialises updates of one database (dataPlane.bindMu).
+func (b *bindings) update(ctx context.Context, db string, change func(v *dbBinding)) error {
 	b.mu.Lock()
 	delete(b.m, db)
 	b.mu.Unlock()
-	if id == "" {
+	v, err := b.read(ctx, db)
+	if err != nil {
+		return err
+	}
+	change(&v)
+	if v.empty() {
 		err := b.st.Delete(ctx, bindingObjectKey(db))
 		if err != nil && !errors.Is(err, errNotFound) {
 			return fmt.Errorf("unbind %s: %w", db, err)
 		}
-	} else {
-		if err := putJSON(ctx, b.st, bindingObjectKey(db), "binding of "+db, dbBinding{Schema: id}); err != nil {
-			return err
-		}
+	} else if err := putJSON(ctx, b.st, bindingObjectKey(db), "binding of "+db, v); err != nil {
+		return err
 	}
-	b.remember(db, id)
+	b.remember(db, v)
 	return nil
 }
 

@@ -82,6 +82,9 @@ type config struct {
 	// maxImportBytes and maxImportLines bound one import (transfer.go).
 	maxImportBytes int64
 	maxImportLines int
+	// maxVersions is the default version count of a database
+	// (versions.go).
+	maxVersions int
 	// entityCacheSize is the cache of the in-process worker of -role=all
 	// when cacheSize is not given.
 	entityCacheSize int
@@ -232,6 +235,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.findTimeout, "find-timeout", defaultFindTimeout, "longest one find works before its page ends early with a bookmark")
 	fs.Int64Var(&c.maxImportBytes, "max-import-bytes", defaultMaxImportBytes, "largest body of one POST /api/databases/{db}/import, bytes")
 	fs.IntVar(&c.maxImportLines, "max-import-lines", defaultMaxImportLines, "most lines of one POST /api/databases/{db}/import")
+	fs.IntVar(&c.maxVersions, "max-versions", 0, "versions of each entity a database keeps unless PUT /api/databases/{db} sets its own (0: off; at most 100)")
 	fs.IntVar(&c.entityCacheSize, "entity-cache-size", 1024, "entities cached by the in-process worker of -role=all")
 	fs.IntVar(&c.cacheSize, "cache-size", 256, "most entities held in a processing worker's LRU")
 	fs.Int64Var(&c.entityCacheBytes, "entity-cache-bytes", 0, "most bytes of documents a worker's cache holds, -role=all and -role=proc (0 = 1/64 of the memory, from 16 MiB to 128 MiB)")
@@ -404,6 +408,8 @@ func (c *config) check() error {
 		return fmt.Errorf("-max-json-depth: must be positive, got %d", c.maxDepth)
 	case c.validationTimeout <= 0:
 		return fmt.Errorf("-validation-timeout: must be positive, got %v", c.validationTimeout)
+	case c.maxVersions < 0 || c.maxVersions > maxVersionsLimit:
+		return fmt.Errorf("-max-versions: must be 0 (off) to %d, got %d", maxVersionsLimit, c.maxVersions)
 	case c.findMaxScan <= 0 || c.findTimeout <= 0:
 		return fmt.Errorf("-find-max-scan and -find-timeout: must be positive, got %d and %v", c.findMaxScan, c.findTimeout)
 	case c.maxImportBytes <= 0 || c.maxImportLines <= 0:
@@ -528,7 +534,7 @@ func (c *config) budgets() budgets {
 		maxBatchKeys: c.maxBatchKeys, maxDepth: c.maxDepth, validationTimeout: c.validationTimeout,
 		maxResponse: c.maxResponse, maxInflightRead: c.maxInflightRead,
 		findMaxScan: c.findMaxScan, findTimeout: c.findTimeout,
-		maxImportBytes: c.maxImportBytes, maxImportLines: c.maxImportLines}
+		maxImportBytes: c.maxImportBytes, maxImportLines: c.maxImportLines, maxVersions: c.maxVersions}
 }
 
 // cacheBytes is -entity-cache-bytes, or its default for this machine.

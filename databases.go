@@ -36,8 +36,10 @@ func (s *restServer) handleGetDatabase(w http.ResponseWriter, r *http.Request, p
 	return nil
 }
 
-// handlePutDatabase binds a database to a schema ({"schema": ID}) or
-// unbinds it ({"schema": null} or {"schema": ""}).
+// handlePutDatabase sets a database's settings: its schema binding
+// ({"schema": ID}, or null or "" to unbind) and how many versions of each
+// entity it keeps ({"max_versions": N}, or null for the -max-versions
+// default); either or both. A setting the body leaves out is kept.
 func (s *restServer) handlePutDatabase(w http.ResponseWriter, r *http.Request, p principal) error {
 	db, err := pathDB(r)
 	if err != nil {
@@ -47,39 +49,74 @@ func (s *restServer) handlePutDatabase(w http.ResponseWriter, r *http.Request, p
 	if err != nil {
 		return err
 	}
-	id, err := decodeBindingBody(body)
+	set, err := decodeSettingsBody(body)
 	if err != nil {
 		return err
 	}
-	info, err := s.data.bind(r.Context(), db, id)
+	if set.versions {
+		if err := s.data.setMaxVersions(r.Context(), db, set.maxVersions); err != nil {
+			return err
+		}
+		s.log.InfoContext(r.Context(), "database version count set", attrDB, db, attrClient, p.clientID)
+	}
+	if !set.schema {
+		info, err := s.data.databaseInfo(r.Context(), db)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, info)
+		return nil
+	}
+	info, err := s.data.bind(r.Context(), db, set.id)
 	if err != nil {
 		return err
 	}
-	s.log.InfoContext(r.Context(), "database binding set", attrDB, db, attrSchema, id, attrClient, p.clientID)
+	s.log.InfoContext(r.Context(), "database binding set", attrDB, db, attrSchema, set.id, attrClient, p.clientID)
 	writeJSON(w, http.StatusOK, info)
 	return nil
 }
 
-// decodeBindingBody parses {"schema": ID | "" | null}; "" means unbind.
-func decodeBindingBody(body []byte) (string, error) {
-	const shape = `{"schema": ID or null}`
+// databaseSettings is what a PUT /api/databases/{db} body sets: the
+// schema binding when schema (id "": unbind), the version count when
+// versions (maxVersions nil: the default).
+type databaseSettings struct {
+	schema, versions bool
+	id               string
+	maxVersions      *int
+}
+
+// decodeSettingsBody parses {"schema": ID | "" | null, "max_versions": N
+// | null}, at least one of them.
+func decodeSettingsBody(body []byte) (databaseSettings, error) {
+	const shape = `{"schema": ID or null, "max_versions": N or null}`
 	var b struct {
-		Schema json.RawMessage `json:"schema"`
+		Schema      json.RawMessage `json:"schema"`
+		MaxVersions json.RawMessage `json:"max_versions"`
 	}
 	if err := decodeJSONBody(body, &b, shape); err != nil {
-		return "", err
+		return databaseSettings{}, err
 	}
-	if b.Schema == nil {
-		return "", reqErrorf(errInvalid, `body must be %s: it has no "schema" (null or "" unbinds)`, shape)
+	if b.Schema == nil && b.MaxVersions == nil {
+		return databaseSettings{}, reqErrorf(errInvalid, `body must be %s: it has neither "schema" (null or "" unbinds) nor "max_versions"`, shape)
 	}
-	var id *string
-	if err := json.Unmarshal(b.Schema, &id); err != nil {
-		return "", reqErrorf(errInvalid, `body must be %s: "schema" is not a string or null`, shape)
+	var set databaseSettings
+	if b.Schema != nil {
+		var id *string
+		if err := json.Unmarshal(b.Schema, &id); err != nil {
+			return databaseSettings{}, reqErrorf(errInvalid, `body must be %s: "schema" is not a string or null`, shape)
+		}
+		set.schema = true
+		if id != nil {
+			set.id = *id
+		}
 	}
-	if id == nil {
-		return "", nil
+	if b.MaxVersions != nil {
+		if err := json.Unmarshal(b.MaxVersions, &set.maxVersions); err != nil {
+			return databaseSettings{}, reqErrorf(errInvalid, `body must be %s: "max_versions" is not a whole number or null`, shape)
+		}
+		set.versions = true
 	}
-	return *id, nil
+	return set, nil
 }
 
 // keyPage is the answer of GET /api/databases/{db}/keys.

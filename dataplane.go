@@ -64,6 +64,7 @@ func permissionFor(op pb.Operation) perm {
 // entry. schemaID is the schema to validate against besides the binding
 // ("" for none).
 func (d *dataPlane) process(ctx context.Context, p principal, schemaID string, op *pb.EntityOp) (*pb.WorkerResponse, error) {
+	op.Principal = principalName(p)
 	switch op.GetOperation() {
 	case pb.Operation_GET:
 		// Held until the answer goes to gRPC, which sends it.
@@ -184,6 +185,9 @@ func (d *dataPlane) put(ctx context.Context, schemaID string, ops []*pb.EntityOp
 	if err := d.schemas.validateDocs(ctx, ids, docs); err != nil {
 		return nil, err
 	}
+	if err := d.withVersions(ctx, db, ops...); err != nil {
+		return nil, err
+	}
 	return d.write(ctx, ops)
 }
 
@@ -259,6 +263,9 @@ func (d *dataPlane) patch(ctx context.Context, p principal, schemaID string, op 
 		return nil, err
 	}
 	op.ContentType = ct
+	if err := d.withVersions(ctx, db, op); err != nil {
+		return nil, err
+	}
 	resp, err := d.proc.Process(ctx, op)
 	if err != nil {
 		return nil, entityError(err, db, key)
@@ -309,6 +316,9 @@ func patchMediaType(ct string) (string, error) {
 func (d *dataPlane) delete(ctx context.Context, op *pb.EntityOp) (*pb.WorkerResponse, error) {
 	db, key := op.GetDatabaseName(), op.GetEntityKey()
 	if err := checkTarget(db, key); err != nil {
+		return nil, err
+	}
+	if err := d.withVersions(ctx, db, op); err != nil {
 		return nil, err
 	}
 	resp, err := d.proc.Process(ctx, op)
@@ -446,6 +456,8 @@ type databaseInfo struct {
 	Name     string  `json:"name"`
 	Schema   *string `json:"schema"` // null when not bound
 	Entities int     `json:"entities"`
+	// MaxVersions is how many versions of each entity it keeps (0: off).
+	MaxVersions int `json:"max_versions"`
 }
 
 // database answers db's binding and entity count; errNotFound when it has
@@ -475,7 +487,11 @@ func (d *dataPlane) databaseInfo(ctx context.Context, db string) (databaseInfo, 
 	if err != nil {
 		return databaseInfo{}, fmt.Errorf("count entities of %s: %w", db, err)
 	}
-	info := databaseInfo{Name: db, Entities: n}
+	mv, err := d.maxVersions(ctx, db)
+	if err != nil {
+		return databaseInfo{}, err
+	}
+	info := databaseInfo{Name: db, Entities: n, MaxVersions: mv}
 	if id != "" {
 		info.Schema = &id
 	}
@@ -530,7 +546,12 @@ func (d *dataPlane) deleteDatabase(ctx context.Context, db string) (int, error) 
 	if err := d.catalog.indexes.removeAll(ctx, db); err != nil {
 		return n, err
 	}
-	return n, d.setBinding(ctx, db, "")
+	if err := d.removeVersions(ctx, db); err != nil {
+		return n, err
+	}
+	d.bindMu.Lock()
+	defer d.bindMu.Unlock()
+	return n, d.catalog.bindings.update(ctx, db, func(v *dbBinding) { *v = dbBinding{} })
 }
 
 // deleteEntities deletes db's entities and returns how many it deleted.

@@ -47,7 +47,8 @@ func (s *restServer) handlePutEntities(w http.ResponseWriter, r *http.Request, p
 	noteKeys(r.Context(), keys)
 	ops := make([]*pb.EntityOp, len(docs))
 	for i, d := range docs {
-		ops[i] = &pb.EntityOp{DatabaseName: db, EntityKey: d.key, Operation: pb.Operation_PUT, Payload: d.doc}
+		ops[i] = &pb.EntityOp{DatabaseName: db, EntityKey: d.key, Operation: pb.Operation_PUT, Payload: d.doc,
+			Principal: principalName(p)}
 	}
 	if err := batchPreconditions(r, ops); err != nil {
 		return err
@@ -92,6 +93,12 @@ func (s *restServer) handleGetEntity(w http.ResponseWriter, r *http.Request, p p
 	db, key, err := entityTarget(r)
 	if err != nil {
 		return err
+	}
+	if n, ok, err := versionParam(r); err != nil || ok {
+		if err != nil {
+			return err
+		}
+		return s.handleGetVersion(w, r, db, key, n)
 	}
 	inm, err := parseETags("If-None-Match", r.Header.Values("If-None-Match"))
 	if err != nil {
@@ -139,7 +146,7 @@ func (s *restServer) handlePatchEntity(w http.ResponseWriter, r *http.Request, p
 		return err
 	}
 	req := &pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_PATCH, Payload: body,
-		ContentType: r.Header.Get("Content-Type")}
+		ContentType: r.Header.Get("Content-Type"), Principal: principalName(p)}
 	if err := headerPreconditions(r, req); err != nil {
 		return err
 	}
@@ -163,7 +170,7 @@ func (s *restServer) handleDeleteEntity(w http.ResponseWriter, r *http.Request, 
 	if err != nil {
 		return err
 	}
-	req := &pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_DELETE}
+	req := &pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_DELETE, Principal: principalName(p)}
 	if err := headerPreconditions(r, req); err != nil {
 		return err
 	}

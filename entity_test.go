@@ -460,7 +460,7 @@ func TestEntityBoundDatabase(t *testing.T) {
 	c.want(c.do("PUT", "/api/databases/chat", `{}`), 400, "bind without schema")
 	c.want(c.do("PUT", "/api/databases/chat", `{"schema":"chat.v1","x":1}`), 400, "bind with unknown member")
 	r := c.want(c.do("PUT", "/api/databases/chat", `{"schema":"chat.v1"}`), 200, "bind")
-	if !jsonEqual(r.body, []byte(`{"name":"chat","schema":"chat.v1","entities":0}`)) {
+	if !jsonEqual(r.body, []byte(`{"name":"chat","schema":"chat.v1","entities":0,"max_versions":0}`)) {
 		t.Errorf("bind answer = %s", r.body)
 	}
 	// Every write is validated without ?schema=; nothing of a failing batch
@@ -482,12 +482,12 @@ func TestEntityBoundDatabase(t *testing.T) {
 	c.want(c.do("PUT", "/entity/chat?schema=titled.v1", `{"ok":{"title":"t"}}`), 400, "PUT matching only ?schema=")
 	c.want(c.do("PUT", "/entity/chat?schema=titled.v1", `{"ok":{"title":"t","messages":[]}}`), 200, "PUT matching both")
 	r = c.want(c.do("GET", "/api/databases/chat", nil), 200, "GET bound db")
-	if !jsonEqual(r.body, []byte(`{"name":"chat","schema":"chat.v1","entities":1}`)) {
+	if !jsonEqual(r.body, []byte(`{"name":"chat","schema":"chat.v1","entities":1,"max_versions":0}`)) {
 		t.Errorf("GET bound db = %s", r.body)
 	}
 	// Unbinding is explicit, with null or "".
 	r = c.want(c.do("PUT", "/api/databases/chat", `{"schema":null}`), 200, "unbind")
-	if !jsonEqual(r.body, []byte(`{"name":"chat","schema":null,"entities":1}`)) {
+	if !jsonEqual(r.body, []byte(`{"name":"chat","schema":null,"entities":1,"max_versions":0}`)) {
 		t.Errorf("unbind answer = %s", r.body)
 	}
 	c.want(c.do("PUT", "/entity/chat", `{"free":"anything"}`), 200, "PUT into unbound db")
@@ -636,7 +636,7 @@ func TestS3EntityCluster(t *testing.T) {
 	c.want(c.do("PUT", "/api/databases/chat", `{"schema":"chat.v1"}`), 200, "bind")
 	c.want(c.do("PATCH", "/entity/chat?key=s2", `{"messages":7}`, "Content-Type", mergePatchType), 400, "invalid patch in bound db")
 	r := c.want(c.do("GET", "/api/databases/chat", nil), 200, "GET db")
-	if !jsonEqual(r.body, []byte(`{"name":"chat","schema":"chat.v1","entities":1}`)) {
+	if !jsonEqual(r.body, []byte(`{"name":"chat","schema":"chat.v1","entities":1,"max_versions":0}`)) {
 		t.Errorf("GET db = %s", r.body)
 	}
 }

@@ -23,10 +23,15 @@ package main
 //	_meta/jobs/<job id>.json        a key job's record (jobs.go)
 //	_meta/indexes/<db>.json         a database's index definitions: names
 //	                                and field paths, never a value (index.go)
+//	_versions/<db>/<sha256 of key>/<n>  version n of an entity, sealed
+//	                                as entities are (versions.go)
+//	_versions/<db>/<sha256 of key>/index.json  the metadata of an entity's
+//	                                versions: numbers, ETags, times, names
 //	_wal/<worker id>/<gen>-<seq>.wal a worker's write-ahead log, filesystem
 //	                                backend only (wal.go, walwriter.go)
 
 import (
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"strconv"
@@ -161,3 +166,30 @@ func jobObjectKey(id string) string { return jobsPrefix + id + ".json" }
 
 // indexesObjectKey is the object holding db's index definitions.
 func indexesObjectKey(db string) string { return metaPrefix + "indexes/" + db + ".json" }
+
+// versionsPrefix holds the versions of every database.
+const versionsPrefix = "_versions/"
+
+// versionsDBPrefix holds the versions of db's entities.
+func versionsDBPrefix(db string) string { return versionsPrefix + db + "/" }
+
+// versionsDir holds the versions of entity key of db: named by the
+// SHA-256 of the key, so that any key fits one path component on every
+// backend (the index names the key itself).
+func versionsDir(db, key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return versionsDBPrefix(db) + hex.EncodeToString(sum[:]) + "/"
+}
+
+// versionsIndexName is the last component of an entity's version index.
+const versionsIndexName = "index.json"
+
+// versionsIndexKey is the object holding the metadata of entity key's
+// versions.
+func versionsIndexKey(db, key string) string { return versionsDir(db, key) + versionsIndexName }
+
+// versionObjectKey is the object holding version n of entity key, its
+// envelope. Ten digits keep the versions of one entity in number order.
+func versionObjectKey(db, key string, n int64) string {
+	return fmt.Sprintf("%s%010d", versionsDir(db, key), n)
+}

@@ -102,6 +102,9 @@
 //	               the main worker's stub for remote workers
 //	proc.go        the processing worker: entity reads and writes, its
 //	               cache, preconditions; clientStatus
+//	versions.go    entity versions: kept, listed, read, soft-deleted,
+//	               undeleted, destroyed and pruned by the owner under the
+//	               entity's lock; their REST handlers
 //	workerserver.go
 //	               a remote processing worker's gRPC server: signed calls
 //	               only, failures as the main worker reads them

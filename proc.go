@@ -120,6 +120,9 @@ func (w *worker) Process(ctx context.Context, req *pb.WorkerRequest) (*pb.Worker
 		return nil, err
 	}
 	owner := req.GetOwner()
+	if versionOps[op.GetOperation()] {
+		return w.versionOp(ctx, s, op, owner)
+	}
 	switch op.GetOperation() {
 	case pb.Operation_GET:
 		if !owner {
@@ -311,6 +314,11 @@ func (w *worker) delete(ctx context.Context, s *keyring, op *pb.EntityOp, owner 
 			return nil, fmt.Errorf("delete entity %s/%q: %w", db, key, err)
 		}
 	}
+	if op.GetMaxVersions() > 0 {
+		if err := w.softDelete(ctx, s, op); err != nil {
+			return nil, err
+		}
+	}
 	w.cache.Remove(cacheKey(db, key))
 	if w.wal != nil {
 		err = w.logDelete(ctx, op)
@@ -435,6 +443,12 @@ func (w *worker) store(ctx context.Context, s *keyring, op *pb.EntityOp, owner b
 		doc = bytes.Clone(doc)
 	}
 	e := cachedEntity{doc: doc, version: hdr.etag(), written: hdr.Written.UnixNano()}
+	var vw *versionWrite
+	if op.GetMaxVersions() > 0 {
+		if vw, err = w.beginVersions(ctx, s, op); err != nil {
+			return cachedEntity{}, err
+		}
+	}
 	switch {
 	case w.wal != nil:
 		e.rev, err = w.logPut(ctx, op, sealed, e.version, rev, conditional)
@@ -449,12 +463,33 @@ func (w *worker) store(ctx context.Context, s *keyring, op *pb.EntityOp, owner b
 		w.cache.Remove(cacheKey(db, key))
 		return cachedEntity{}, fmt.Errorf("put entity %s/%q: %w", db, key, err)
 	}
+	if vw != nil {
+		if err := w.keptVersion(ctx, vw, doc, hdr); err != nil {
+			w.cache.Remove(cacheKey(db, key))
+			return cachedEntity{}, err
+		}
+	}
 	if owner {
 		w.cache.Add(cacheKey(db, key), e)
 	} else {
 		w.cache.Remove(cacheKey(db, key))
 	}
 	return e, nil
+}
+
+// keptVersion records the document a write stored as its entity's next
+// version, before the write is answered. The entity is stored already:
+// a failure here is a 503 of a write that may be stored, and the next
+// write of the entity keeps its document (beginVersions).
+func (w *worker) keptVersion(ctx context.Context, vw *versionWrite, doc []byte, hdr envelopeHeader) error {
+	err := vw.keep(ctx, doc, hdr.etag(), principalOf(vw.op), hdr.Written)
+	if err == nil {
+		err = vw.commit(ctx, int(vw.op.GetMaxVersions()))
+	}
+	if err != nil {
+		return fmt.Errorf("entity %s/%q stored, its version not: %w: %w", vw.op.GetDatabaseName(), vw.op.GetEntityKey(), err, errUnavailable)
+	}
+	return nil
 }
 
 // logPut stores a sealed entity through the log: on condition that its

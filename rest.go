@@ -175,6 +175,9 @@ func (s *restServer) routes() {
 	s.mux.Handle("GET /entity/{db}", s.need(permRead, s.handleGetEntity))
 	s.mux.Handle("PATCH /entity/{db}", s.need(permWrite, s.handlePatchEntity))
 	s.mux.Handle("DELETE /entity/{db}", s.need(permWrite, s.handleDeleteEntity))
+	s.mux.Handle("GET /entity/{db}/versions", s.need(permRead, s.handleListVersions))
+	s.mux.Handle("POST /entity/{db}/undelete", s.need(permWrite, s.handleUndelete))
+	s.mux.Handle("POST /entity/{db}/destroy", s.need(permAdmin, s.handleDestroy))
 	s.mux.Handle("GET /", s.open(handleUI))
 }
 

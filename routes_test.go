@@ -73,6 +73,20 @@ func routeTable() []routeCase {
 	putSchema := func(t *testing.T, ts *authTestServer) {
 		ts.mustDo(t, "PUT", "/schema/d.v1", testAdminKey, `{"type":"object"}`, 200)
 	}
+	// verdb keeps versions; k is written, or written and soft-deleted.
+	putVer := func(t *testing.T, ts *authTestServer) {
+		ts.mustDo(t, "PUT", "/api/databases/verdb", testAdminKey, `{"max_versions":3}`, 200)
+		ts.mustDo(t, "PUT", "/entity/verdb", testAdminKey, `{"k":{"a":1}}`, 200)
+	}
+	freshVer := func(t *testing.T, ts *authTestServer) {
+		ts.mustDo(t, "DELETE", "/api/databases/verfresh", testAdminKey, "", 200)
+		ts.mustDo(t, "PUT", "/api/databases/verfresh", testAdminKey, `{"max_versions":3}`, 200)
+		ts.mustDo(t, "PUT", "/entity/verfresh", testAdminKey, `{"k":{"a":1}}`, 200)
+	}
+	delVer := func(t *testing.T, ts *authTestServer) {
+		putVer(t, ts)
+		ts.mustDo(t, "DELETE", "/entity/verdb?key=k", testAdminKey, "", 200)
+	}
 	return []routeCase{
 		// columns:                                                  none garb
 		// admin read write aperm exp  del  sRead sAdm limited
@@ -136,6 +150,9 @@ func routeTable() []routeCase {
 		// the document back (TestRouteTable checks the body).
 		{"PATCH /entity/{db}", "PATCH", "/entity/chatdb?key=k", `{"a":2}`, mergePatchType, putK, [numCredKinds]int{401, 401, 200, 403, 200, 200, 401, 401, 403, 200, 403}},
 		{"DELETE /entity/{db}", "DELETE", "/entity/chatdb?key=k", "", "", putK, [numCredKinds]int{401, 401, 200, 403, 200, 200, 401, 401, 403, 200, 403}},
+		{"GET /entity/{db}/versions", "GET", "/entity/verdb/versions?key=k", "", "", putVer, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
+		{"POST /entity/{db}/undelete", "POST", "/entity/verdb/undelete?key=k", "", "", delVer, [numCredKinds]int{401, 401, 200, 403, 200, 200, 401, 401, 403, 200, 403}},
+		{"POST /entity/{db}/destroy", "POST", "/entity/verfresh/destroy?key=k&versions=1", "", "", freshVer, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
 		{"GET /", "GET", "/", "", "", nil, [numCredKinds]int{200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200}},
 		// Last: it ends the session tokens. A key is not a session: 400.
 		{"POST /api/logout", "POST", "/api/logout", "", "", nil, [numCredKinds]int{401, 401, 400, 400, 400, 400, 401, 401, 200, 200, 400}},
@@ -641,6 +658,22 @@ func routeErrorCases(root string) map[string][]errorCase {
 			{method: "PATCH", path: "/entity/chatdb?key=k", body: `{"a":2}`, header: []string{"Content-Type", mergePatchType, "If-Match", `"stale"`}, want: 412},
 			{method: "PATCH", path: "/entity/chatdb?key=k&schema=t.v1", body: `5`, header: []string{"Content-Type", mergePatchType}, want: 400},
 			{method: "PATCH", path: "/entity/chatdb?key=cold", body: `{"a":2}`, header: []string{"Content-Type", mergePatchType}, fault: unavailable, want: 503},
+		},
+		"GET /entity/{db}/versions": {
+			{method: "GET", path: "/entity/chatdb/versions?key=nope", want: 404},
+			{method: "GET", path: "/entity/chatdb/versions", want: 400},
+			{method: "GET", path: "/entity/a..b/versions?key=k", want: 400},
+		},
+		"POST /entity/{db}/undelete": {
+			{method: "POST", path: "/entity/chatdb/undelete?key=nope", want: 404},
+			{method: "POST", path: "/entity/chatdb/undelete?key=k", want: 409},
+			{method: "POST", path: "/entity/chatdb/undelete", want: 400},
+		},
+		"POST /entity/{db}/destroy": {
+			{method: "POST", path: "/entity/chatdb/destroy?key=k", want: 400},
+			{method: "POST", path: "/entity/chatdb/destroy?key=k&versions=one", want: 400},
+			{method: "POST", path: "/entity/chatdb/destroy?key=k&versions=0", want: 400},
+			{method: "POST", path: "/entity/chatdb/destroy?key=k&versions=7", want: 404},
 		},
 		"DELETE /entity/{db}": {
 			{method: "DELETE", path: "/entity/chatdb?key=nope", want: 404},

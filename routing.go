@@ -508,10 +508,21 @@ func processAll(ctx context.Context, p processor, ops []*pb.EntityOp) ([]*pb.Wor
 // outcome of a write to r.written.
 func (r *router) route(ctx context.Context, op *pb.EntityOp) (*pb.WorkerResponse, error) {
 	resp, err := r.send(ctx, op)
-	if kind := op.GetOperation(); kind != pb.Operation_GET && r.written != nil {
+	if kind := op.GetOperation(); changesEntity(kind) && r.written != nil {
 		r.written(op.GetDatabaseName(), op.GetEntityKey(), kind == pb.Operation_DELETE, err)
 	}
 	return resp, err
+}
+
+// changesEntity reports whether an operation of kind writes or removes
+// the entity itself (the key index hears of it): the reads and the
+// destruction of versions do not.
+func changesEntity(kind pb.Operation) bool {
+	switch kind {
+	case pb.Operation_PUT, pb.Operation_PATCH, pb.Operation_DELETE, pb.Operation_UNDELETE:
+		return true
+	}
+	return false
 }
 
 // send sends one operation to its worker (see Process).

@@ -49,18 +49,30 @@ const (
 	// before another worker takes some of its entities (ARCHITECTURE.md,
 	// "The write-ahead log"); not an entity operation, never a client's.
 	Operation_CHECKPOINT Operation = 6
+	// Entity versions (ARCHITECTURE.md, "Entity versions"): list an
+	// entity's kept versions, read one (EntityOp.version), bring back the
+	// document a soft delete removed, remove versions for good
+	// (EntityOp.versions).
+	Operation_VERSIONS    Operation = 7
+	Operation_VERSION_GET Operation = 8
+	Operation_UNDELETE    Operation = 9
+	Operation_DESTROY     Operation = 10
 )
 
 // Enum value maps for Operation.
 var (
 	Operation_name = map[int32]string{
-		0: "OPERATION_UNSPECIFIED",
-		1: "GET",
-		2: "PUT",
-		3: "DELETE",
-		4: "PATCH",
-		5: "FIND",
-		6: "CHECKPOINT",
+		0:  "OPERATION_UNSPECIFIED",
+		1:  "GET",
+		2:  "PUT",
+		3:  "DELETE",
+		4:  "PATCH",
+		5:  "FIND",
+		6:  "CHECKPOINT",
+		7:  "VERSIONS",
+		8:  "VERSION_GET",
+		9:  "UNDELETE",
+		10: "DESTROY",
 	}
 	Operation_value = map[string]int32{
 		"OPERATION_UNSPECIFIED": 0,
@@ -70,6 +82,10 @@ var (
 		"PATCH":                 4,
 		"FIND":                  5,
 		"CHECKPOINT":            6,
+		"VERSIONS":              7,
+		"VERSION_GET":           8,
+		"UNDELETE":              9,
+		"DESTROY":               10,
 	}
 )
 
@@ -855,7 +871,15 @@ type EntityOp struct {
 	Find *FindOp `protobuf:"bytes,10,opt,name=find,proto3" json:"find,omitempty"`
 	// The name of the principal that asked for a write: recorded with the
 	// write in the worker's write-ahead log.
-	Principal     string `protobuf:"bytes,11,opt,name=principal,proto3" json:"principal,omitempty"`
+	Principal string `protobuf:"bytes,11,opt,name=principal,proto3" json:"principal,omitempty"`
+	// How many versions of the entity to keep, the database's setting
+	// resolved by the main worker (0: versions off). PUT, PATCH, DELETE and
+	// UNDELETE.
+	MaxVersions int32 `protobuf:"varint,12,opt,name=max_versions,json=maxVersions,proto3" json:"max_versions,omitempty"`
+	// VERSION_GET: the version to read.
+	Version int64 `protobuf:"varint,13,opt,name=version,proto3" json:"version,omitempty"`
+	// DESTROY: the versions to remove for good.
+	Versions      []int64 `protobuf:"varint,14,rep,packed,name=versions,proto3" json:"versions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -965,6 +989,27 @@ func (x *EntityOp) GetPrincipal() string {
 		return x.Principal
 	}
 	return ""
+}
+
+func (x *EntityOp) GetMaxVersions() int32 {
+	if x != nil {
+		return x.MaxVersions
+	}
+	return 0
+}
+
+func (x *EntityOp) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *EntityOp) GetVersions() []int64 {
+	if x != nil {
+		return x.Versions
+	}
+	return nil
 }
 
 // FindOp asks a worker to evaluate a query over the entities it owns:
@@ -1618,7 +1663,7 @@ const file_deltadb_proto_rawDesc = "" +
 	"\aomitted\x18\x06 \x01(\x05R\aomitted\"?\n" +
 	"\x0fValidationIssue\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\xf9\x02\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xd2\x03\n" +
 	"\bEntityOp\x12#\n" +
 	"\rdatabase_name\x18\x01 \x01(\tR\fdatabaseName\x12\x1d\n" +
 	"\n" +
@@ -1633,7 +1678,10 @@ const file_deltadb_proto_rawDesc = "" +
 	"\bmay_read\x18\t \x01(\bR\amayRead\x12#\n" +
 	"\x04find\x18\n" +
 	" \x01(\v2\x0f.deltadb.FindOpR\x04find\x12\x1c\n" +
-	"\tprincipal\x18\v \x01(\tR\tprincipal\"\xe0\x03\n" +
+	"\tprincipal\x18\v \x01(\tR\tprincipal\x12!\n" +
+	"\fmax_versions\x18\f \x01(\x05R\vmaxVersions\x12\x18\n" +
+	"\aversion\x18\r \x01(\x03R\aversion\x12\x1a\n" +
+	"\bversions\x18\x0e \x03(\x03R\bversions\"\xe0\x03\n" +
 	"\x06FindOp\x12\x1a\n" +
 	"\bselector\x18\x01 \x01(\fR\bselector\x12\x16\n" +
 	"\x06fields\x18\x02 \x03(\tR\x06fields\x12\x12\n" +
@@ -1684,7 +1732,7 @@ const file_deltadb_proto_rawDesc = "" +
 	"\x06result\x18\x01 \x01(\fR\x06result\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12)\n" +
 	"\x05found\x18\x03 \x01(\v2\x13.deltadb.FindResultR\x05found\x12\x1a\n" +
-	"\bmodified\x18\x04 \x01(\x03R\bmodified*i\n" +
+	"\bmodified\x18\x04 \x01(\x03R\bmodified*\xa3\x01\n" +
 	"\tOperation\x12\x19\n" +
 	"\x15OPERATION_UNSPECIFIED\x10\x00\x12\a\n" +
 	"\x03GET\x10\x01\x12\a\n" +
@@ -1694,7 +1742,12 @@ const file_deltadb_proto_rawDesc = "" +
 	"\x05PATCH\x10\x04\x12\b\n" +
 	"\x04FIND\x10\x05\x12\x0e\n" +
 	"\n" +
-	"CHECKPOINT\x10\x062\xd4\x01\n" +
+	"CHECKPOINT\x10\x06\x12\f\n" +
+	"\bVERSIONS\x10\a\x12\x0f\n" +
+	"\vVERSION_GET\x10\b\x12\f\n" +
+	"\bUNDELETE\x10\t\x12\v\n" +
+	"\aDESTROY\x10\n" +
+	"2\xd4\x01\n" +
 	"\n" +
 	"MainWorker\x12D\n" +
 	"\tSubscribe\x12\x19.deltadb.SubscribeRequest\x1a\x1a.deltadb.SubscribeResponse(\x01\x12B\n" +

@@ -224,8 +224,8 @@ export interface paths {
          */
         get: operations["getDatabase"];
         /**
-         * Bind a database to a schema, or unbind it
-         * @description Every later write to the database is validated against the schema; existing entities are not checked again. {"schema": null} or "" unbinds. An unknown schema is 400.
+         * Set a database's schema binding and version count
+         * @description Either or both: {"schema": ID} binds (every later write is validated against the schema; existing entities are not checked again; null or "" unbinds; an unknown schema is 400), {"max_versions": N} sets how many versions of each entity it keeps (0 to 100, 0: off; null: back to -max-versions). A setting the body leaves out is kept.
          */
         put: operations["bindDatabase"];
         post?: never;
@@ -465,7 +465,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Read one entity */
+        /**
+         * Read one entity
+         * @description With ?version=N: that kept version (404 when it is not kept or was destroyed; 400 when N is not a version number).
+         */
         get: operations["getEntity"];
         /**
          * Store one or more entities
@@ -687,6 +690,66 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/entity/{db}/versions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List an entity's kept versions
+         * @description Number, ETag, time, writer and whether deleted or destroyed, oldest first. 404 when the entity has neither versions nor a document.
+         */
+        get: operations["listVersions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/entity/{db}/undelete": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Bring back a soft-deleted entity
+         * @description Stores the latest version again, when a DELETE with versions on marked it deleted; it becomes a new version. 409 when the entity exists, 404 when its latest version is not deleted.
+         */
+        post: operations["undeleteEntity"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/entity/{db}/destroy": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Remove kept versions for good
+         * @description Removes the documents of the listed versions; their metadata stays, marked destroyed. A version not kept is 404 and nothing is removed. The current document is the entity's: DELETE removes it.
+         */
+        post: operations["destroyVersions"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -788,6 +851,8 @@ export interface components {
             /** @description The bound schema, null when unbound */
             schema: string | null;
             entities: number;
+            /** @description Versions kept of each entity (0: off): the database's setting, else -max-versions */
+            max_versions: number;
         };
         KeyPage: {
             keys: string[];
@@ -1199,6 +1264,29 @@ export interface components {
             /** @description Why not everything was written (400, 413, 503): the first refused line, the budget passed, the failed write */
             error?: string;
         };
+        VersionList: {
+            key: string;
+            /** @description Oldest first */
+            versions: {
+                version: number;
+                /** @description The entity's ETag while this version was its document */
+                etag: string;
+                /**
+                 * Format: date-time
+                 * @description When it was written
+                 */
+                time: string;
+                /** @description Name of who wrote it; "" when unknown (stored before the database kept versions) */
+                principal: string;
+                /** @description A soft delete removed this version's document from the entity */
+                deleted: boolean;
+                /** Format: date-time */
+                deleted_time?: string;
+                deleted_by?: string;
+                /** @description Its document was removed for good */
+                destroyed: boolean;
+            }[];
+        };
     };
     responses: {
         /** @description The request is malformed: bad name, bad JSON, a document the schema refuses, a missing or repeated parameter */
@@ -1335,6 +1423,8 @@ export interface components {
         requestId: string;
         /** @description Type the documents of this database (components/schemas/Document) with the schema bound to it. Needs a credential with read on the database; without one, or when the database is not bound, the generic document. */
         databaseQuery: components["schemas"]["DatabaseName"];
+        /** @description Read this kept version of the entity (1, 2, ...) instead of the current document (API.md, Entity versions); its ETag is the one it had */
+        version: number;
     };
     requestBodies: never;
     headers: {
@@ -1792,7 +1882,9 @@ export interface operations {
             content: {
                 "application/json": {
                     /** @description Schema ID; null or "" unbinds */
-                    schema: string | null;
+                    schema?: string | null;
+                    /** @description Versions kept of each entity; 0 off, null the -max-versions default */
+                    max_versions?: number | null;
                 };
             };
         };
@@ -2344,6 +2436,8 @@ export interface operations {
             query: {
                 /** @description The entity key, given once */
                 key: components["parameters"]["key"];
+                /** @description Read this kept version of the entity (1, 2, ...) instead of the current document (API.md, Entity versions); its ETag is the one it had */
+                version?: components["parameters"]["version"];
             };
             header?: {
                 /** @description On writes, * = create only; on GET, 304 if the ETag matches */
@@ -2977,6 +3071,121 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    listVersions: {
+        parameters: {
+            query: {
+                /** @description The entity key, given once */
+                key: components["parameters"]["key"];
+            };
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path: {
+                db: components["parameters"]["db"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The versions */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VersionList"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    undeleteEntity: {
+        parameters: {
+            query: {
+                /** @description The entity key, given once */
+                key: components["parameters"]["key"];
+            };
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path: {
+                db: components["parameters"]["db"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    ETag: components["headers"]["ETag"];
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Status"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    destroyVersions: {
+        parameters: {
+            query: {
+                /** @description The entity key, given once */
+                key: components["parameters"]["key"];
+                /** @description Comma-separated version numbers */
+                versions: string;
+            };
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path: {
+                db: components["parameters"]["db"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        status: string;
+                        destroyed: number[];
+                    };
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["Unavailable"];

@@ -1,0 +1,229 @@
+package main
+
+// Entity versions (versions.go): kept, listed, read, pruned, soft-deleted
+// and undeleted, destroyed, sealed on disk, removed with their database.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// versionList is the answer of GET /entity/{db}/versions.
+type versionList struct {
+	Key      string         `json:"key"`
+	Versions []versionEntry `json:"versions"`
+}
+
+// listVersionsOf lists the versions of key in db with token.
+func listVersionsOf(t *testing.T, ts *authTestServer, db, key string) versionList {
+	t.Helper()
+	var l versionList
+	decodeInto(t, "versions", ts.mustDo(t, "GET", "/entity/"+db+"/versions?key="+key, testAdminKey, "", 200), &l)
+	return l
+}
+
+// putETag PUTs doc as key of db and returns its ETag.
+func putETag(t *testing.T, ts *authTestServer, db, key, doc string) string {
+	t.Helper()
+	rec := ts.do("PUT", "/entity/"+db, testAdminKey, fmt.Sprintf(`{%q:%s}`, key, doc), "")
+	if rec.Code != 200 {
+		t.Fatalf("PUT %s/%s = %d %s", db, key, rec.Code, rec.Body)
+	}
+	return strings.Trim(rec.Header().Get("ETag"), `"`)
+}
+
+// versionNumbers are the numbers of l's versions, oldest first.
+func versionNumbers(l versionList) []int64 {
+	var ns []int64
+	for _, v := range l.Versions {
+		ns = append(ns, v.Version)
+	}
+	return ns
+}
+
+// storedUnder lists the files under dir of st's root, relative to it.
+func storedUnder(t *testing.T, root, dir string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(filepath.Join(root, dir), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			rel, _ := filepath.Rel(root, p)
+			out = append(out, rel)
+		}
+		if os.IsNotExist(err) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestVersionsLifecycle(t *testing.T) {
+	st := newTestFSStore(t)
+	ts := newAuthTestServerOn(t, authConfig{}, st)
+	info := ts.mustDo(t, "PUT", "/api/databases/vdb", testAdminKey, `{"max_versions":3}`, 200)
+	if !jsonEqual(info, []byte(`{"name":"vdb","schema":null,"entities":0,"max_versions":3}`)) {
+		t.Errorf("PUT settings = %s", info)
+	}
+	var etags []string
+	for i := 1; i <= 4; i++ {
+		etags = append(etags, putETag(t, ts, "vdb", "s1", fmt.Sprintf(`{"n":%d,"secret":"plain-marker-%d"}`, i, i)))
+	}
+	l := listVersionsOf(t, ts, "vdb", "s1")
+	if got := fmt.Sprint(versionNumbers(l)); got != "[2 3 4]" {
+		t.Fatalf("versions after 4 PUTs with max 3 = %s, want [2 3 4] (%+v)", got, l)
+	}
+	for i, v := range l.Versions {
+		if v.ETag != etags[i+1] || v.Principal != "admin" || v.Deleted || v.Destroyed || v.Time.IsZero() {
+			t.Errorf("version %d = %+v, want ETag %s by admin, not deleted", v.Version, v, etags[i+1])
+		}
+	}
+	rec := ts.do("GET", "/entity/vdb?key=s1&version=3", testAdminKey, "", "")
+	if rec.Code != 200 || !jsonEqual(rec.Body.Bytes(), []byte(`{"n":3,"secret":"plain-marker-3"}`)) || rec.Header().Get("ETag") != `"`+etags[2]+`"` {
+		t.Errorf("GET version 3 = %d %s ETag %s", rec.Code, rec.Body, rec.Header().Get("ETag"))
+	}
+	ts.mustDo(t, "GET", "/entity/vdb?key=s1&version=1", testAdminKey, "", 404)
+	ts.mustDo(t, "GET", "/entity/vdb?key=s1&version=x", testAdminKey, "", 400)
+	ts.mustDo(t, "GET", "/entity/vdb?key=s1&version=0", testAdminKey, "", 400)
+	if n := len(storedUnder(t, st.root, "_versions/vdb")); n != 4 { // three versions and the index
+		t.Errorf("files under _versions/vdb = %d, want 4: the pruned version is removed", n)
+	}
+
+	// PATCH is a write: a new version.
+	prec := ts.doWith("PATCH", "/entity/vdb?key=s1", testAdminKey, `{"n":5}`, mergePatchType)
+	if prec.Code != 200 {
+		t.Fatalf("PATCH = %d %s", prec.Code, prec.Body)
+	}
+	// A soft delete: gone from reads and listings, its version marked.
+	ts.mustDo(t, "DELETE", "/entity/vdb?key=s1", testAdminKey, "", 200)
+	ts.mustDo(t, "GET", "/entity/vdb?key=s1", testAdminKey, "", 404)
+	if keys := ts.mustDo(t, "GET", "/api/databases/vdb/keys", testAdminKey, "", 200); !jsonEqual(keys, []byte(`{"keys":[]}`)) {
+		t.Errorf("keys after soft delete = %s", keys)
+	}
+	l = listVersionsOf(t, ts, "vdb", "s1")
+	last := l.Versions[len(l.Versions)-1]
+	if last.Version != 5 || !last.Deleted || last.DeletedBy != "admin" || last.DeletedTime == nil {
+		t.Errorf("latest version after DELETE = %+v, want 5 deleted by admin", last)
+	}
+	ts.mustDo(t, "DELETE", "/entity/vdb?key=s1", testAdminKey, "", 404)
+
+	// Undelete: the document is back, as version 6.
+	urec := ts.do("POST", "/entity/vdb/undelete?key=s1", testAdminKey, "", "")
+	if urec.Code != 200 {
+		t.Fatalf("undelete = %d %s", urec.Code, urec.Body)
+	}
+	grec := ts.do("GET", "/entity/vdb?key=s1", testAdminKey, "", "")
+	if grec.Code != 200 || !jsonEqual(grec.Body.Bytes(), []byte(`{"n":5,"secret":"plain-marker-4"}`)) || grec.Header().Get("ETag") != urec.Header().Get("ETag") {
+		t.Errorf("GET after undelete = %d %s ETag %s (undelete answered %s)", grec.Code, grec.Body, grec.Header().Get("ETag"), urec.Header().Get("ETag"))
+	}
+	l = listVersionsOf(t, ts, "vdb", "s1")
+	if got := fmt.Sprint(versionNumbers(l)); got != "[4 5 6]" || l.Versions[1].Deleted || l.Versions[2].Principal != "admin" {
+		t.Errorf("versions after undelete = %+v, want [4 5 6], 5 no longer deleted", l)
+	}
+	ts.mustDo(t, "POST", "/entity/vdb/undelete?key=s1", testAdminKey, "", 409)
+	if keys := ts.mustDo(t, "GET", "/api/databases/vdb/keys", testAdminKey, "", 200); !jsonEqual(keys, []byte(`{"keys":["s1"]}`)) {
+		t.Errorf("keys after undelete = %s", keys)
+	}
+
+	// Destroy: the documents go for good, the metadata says so.
+	ts.mustDo(t, "POST", "/entity/vdb/destroy?key=s1&versions=4,5", testAdminKey, "", 200)
+	ts.mustDo(t, "GET", "/entity/vdb?key=s1&version=4", testAdminKey, "", 404)
+	ts.mustDo(t, "POST", "/entity/vdb/destroy?key=s1&versions=9", testAdminKey, "", 404)
+	ts.mustDo(t, "POST", "/entity/vdb/destroy?key=s1", testAdminKey, "", 400)
+	l = listVersionsOf(t, ts, "vdb", "s1")
+	if !l.Versions[0].Destroyed || !l.Versions[1].Destroyed || l.Versions[2].Destroyed {
+		t.Errorf("versions after destroying 4 and 5 = %+v", l)
+	}
+	if n := len(storedUnder(t, st.root, "_versions/vdb")); n != 2 {
+		t.Errorf("files under _versions/vdb after destroy = %d, want 2 (version 6 and the index)", n)
+	}
+
+	// Nothing on disk holds a document in plaintext.
+	for _, f := range storedUnder(t, st.root, "") {
+		raw, err := os.ReadFile(filepath.Join(st.root, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(raw, []byte("plain-marker")) {
+			t.Errorf("%s holds a document in plaintext", f)
+		}
+	}
+	// A version blob moved to another number does not open.
+	dir := versionsDir("vdb", "s1")
+	six, err := st.Get(context.Background(), dir+"0000000006")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Put(context.Background(), dir+"0000000004", six); err != nil {
+		t.Fatal(err)
+	}
+	var x versionIndex
+	raw, _ := st.Get(context.Background(), versionsIndexKey("vdb", "s1"))
+	json.Unmarshal(raw, &x)
+	x.Versions[0].Destroyed = false
+	raw, _ = json.Marshal(x)
+	st.Put(context.Background(), versionsIndexKey("vdb", "s1"), raw)
+	if rec := ts.do("GET", "/entity/vdb?key=s1&version=4", testAdminKey, "", ""); rec.Code != 500 {
+		t.Errorf("GET of a version blob moved from 6 to 4 = %d %s, want 500", rec.Code, rec.Body)
+	}
+
+	// Deleting the database removes its versions and settings.
+	ts.mustDo(t, "DELETE", "/api/databases/vdb", testAdminKey, "", 200)
+	if left := storedUnder(t, st.root, "_versions/vdb"); len(left) != 0 {
+		t.Errorf("after DELETE /api/databases/vdb, left: %v", left)
+	}
+	ts.mustDo(t, "GET", "/entity/vdb/versions?key=s1", testAdminKey, "", 404)
+}
+
+func TestVersionsOff(t *testing.T) {
+	st := newTestFSStore(t)
+	ts := newAuthTestServerOn(t, authConfig{}, st)
+	putETag(t, ts, "odb", "k", `{"a":1}`)
+	putETag(t, ts, "odb", "k", `{"a":2}`)
+	if l := listVersionsOf(t, ts, "odb", "k"); len(l.Versions) != 0 {
+		t.Errorf("versions with max_versions 0 = %+v", l)
+	}
+	ts.mustDo(t, "DELETE", "/entity/odb?key=k", testAdminKey, "", 200)
+	ts.mustDo(t, "POST", "/entity/odb/undelete?key=k", testAdminKey, "", 404)
+	if left := storedUnder(t, st.root, "_versions"); len(left) != 0 {
+		t.Errorf("versions off wrote %v", left)
+	}
+	// Turning versions on keeps the document stored before as version 1
+	// at the next write.
+	putETag(t, ts, "odb", "k", `{"a":3}`)
+	ts.mustDo(t, "PUT", "/api/databases/odb", testAdminKey, `{"max_versions":5}`, 200)
+	putETag(t, ts, "odb", "k", `{"a":4}`)
+	l := listVersionsOf(t, ts, "odb", "k")
+	if got := fmt.Sprint(versionNumbers(l)); got != "[1 2]" || l.Versions[0].Principal != "" || l.Versions[1].Principal != "admin" {
+		t.Errorf("versions after turning them on = %+v, want 1 (unknown writer) and 2", l)
+	}
+	if rec := ts.do("GET", "/entity/odb?key=k&version=1", testAdminKey, "", ""); !jsonEqual(rec.Body.Bytes(), []byte(`{"a":3}`)) {
+		t.Errorf("version 1 = %d %s", rec.Code, rec.Body)
+	}
+	// The schema binding and the version count are set apart.
+	ts.mustDo(t, "PUT", "/schema/o.v1", testAdminKey, `{"type":"object"}`, 200)
+	info := ts.mustDo(t, "PUT", "/api/databases/odb", testAdminKey, `{"schema":"o.v1"}`, 200)
+	if !jsonEqual(info, []byte(`{"name":"odb","schema":"o.v1","entities":1,"max_versions":5}`)) {
+		t.Errorf("binding a schema = %s, want the version count kept", info)
+	}
+	info = ts.mustDo(t, "PUT", "/api/databases/odb", testAdminKey, `{"max_versions":null}`, 200)
+	if !jsonEqual(info, []byte(`{"name":"odb","schema":"o.v1","entities":1,"max_versions":0}`)) {
+		t.Errorf("max_versions null = %s, want the default 0 and the binding kept", info)
+	}
+	for _, body := range []string{`{}`, `{"max_versions":-1}`, `{"max_versions":101}`, `{"max_versions":"3"}`, `{"max_versions":1.5}`} {
+		rec := ts.do("PUT", "/api/databases/odb", testAdminKey, body, "")
+		if rec.Code != 400 || !strings.Contains(rec.Body.String(), `"error"`) {
+			t.Errorf("PUT settings %s = %d %s, want 400", body, rec.Code, rec.Body)
+		}
+	}
+}
