@@ -132,11 +132,16 @@ func (d *dataPlane) get(ctx context.Context, db, key string) (resp *pb.WorkerRes
 // memory, keeps the document's own size once read, and returns the
 // release that gives it back once the document is sent.
 func (d *dataPlane) readHeld(ctx context.Context, db, key string) (*pb.WorkerResponse, func(), error) {
+	return d.readHeldOp(ctx, &pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_GET})
+}
+
+// readHeldOp is readHeld of any read op (an entity, a version of it).
+func (d *dataPlane) readHeldOp(ctx context.Context, op *pb.EntityOp) (*pb.WorkerResponse, func(), error) {
 	held := d.lim.document()
 	if err := d.reads.acquire(ctx, held); err != nil {
-		return nil, nil, fmt.Errorf("read entity %q of %s: %w: %w", key, db, err, errUnavailable)
+		return nil, nil, fmt.Errorf("read entity %q of %s: %w: %w", op.GetEntityKey(), op.GetDatabaseName(), err, errUnavailable)
 	}
-	resp, err := d.proc.Process(ctx, &pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_GET})
+	resp, err := d.proc.Process(ctx, op)
 	if err != nil {
 		d.reads.release(held)
 		return nil, nil, err

@@ -457,20 +457,14 @@ func (d *dataPlane) versionOp(ctx context.Context, op *pb.EntityOp) (*pb.WorkerR
 // getVersion reads version n of an entity, held in the in-flight read
 // budget as readHeld holds a document until the caller calls release.
 func (d *dataPlane) getVersion(ctx context.Context, db, key string, n int64) (*pb.WorkerResponse, func(), error) {
-	held := d.lim.document()
-	if err := d.reads.acquire(ctx, held); err != nil {
-		return nil, nil, fmt.Errorf("read version %d of %q of %s: %w: %w", n, key, db, err, errUnavailable)
-	}
-	resp, err := d.versionOp(ctx, &pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_VERSION_GET, Version: n})
-	if err != nil {
-		d.reads.release(held)
+	if err := checkTarget(db, key); err != nil {
 		return nil, nil, err
 	}
-	if size := int64(len(resp.GetResult())); size < held {
-		d.reads.release(held - size)
-		held = size
+	resp, release, err := d.readHeldOp(ctx, &pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_VERSION_GET, Version: n})
+	if err != nil {
+		return nil, nil, entityError(err, db, key)
 	}
-	return resp, func() { d.reads.release(held) }, nil
+	return resp, release, nil
 }
 
 // removeVersions removes every version of db's entities, for the
