@@ -535,7 +535,8 @@ func (k *keyring) upgradeDatabase(ctx context.Context, db string, pace *pacer) e
 
 // reencrypt reseals, in key order after the object key startAfter (""
 // from the first), every entity of db that is not format 2 under data key
-// id. progress, unless nil, is told each object key done.
+// id, then every version (reencryptVersions). progress, unless nil, is
+// told each entity's object key done.
 func (k *keyring) reencrypt(ctx context.Context, db, id, startAfter string, pace *pacer, progress func(objKey string) error) error {
 	s, err := k.dataSealer(ctx, db, id)
 	if err != nil {
@@ -548,7 +549,7 @@ func (k *keyring) reencrypt(ctx context.Context, db, id, startAfter string, pace
 			return fmt.Errorf("re-encrypt %s: %w", db, err)
 		}
 		if len(objs) == 0 {
-			return nil
+			return k.reencryptVersions(ctx, db, s, pace)
 		}
 		for _, obj := range objs {
 			if err := pace.wait(ctx); err != nil {

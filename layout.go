@@ -193,3 +193,18 @@ func versionsIndexKey(db, key string) string { return versionsDir(db, key) + ver
 func versionObjectKey(db, key string, n int64) string {
 	return fmt.Sprintf("%s%010d", versionsDir(db, key), n)
 }
+
+// parseVersionObject splits a key under versionsPrefix into its database,
+// directory and version number; ok false for an index or anything else.
+func parseVersionObject(obj string) (db, dir string, n int64, ok bool) {
+	rest, found := strings.CutPrefix(obj, versionsPrefix)
+	parts := strings.Split(rest, "/")
+	if !found || len(parts) != 3 || len(parts[2]) != 10 {
+		return "", "", 0, false
+	}
+	n, err := strconv.ParseInt(parts[2], 10, 64)
+	if err != nil || n < 1 {
+		return "", "", 0, false
+	}
+	return parts[0], versionsDBPrefix(parts[0]) + parts[1] + "/", n, true
+}

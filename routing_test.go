@@ -372,6 +372,8 @@ func flipField(t *testing.T, m protoreflect.Message, fd protoreflect.FieldDescri
 		m.Set(fd, protoreflect.ValueOfBytes(append(bytes.Clone(v.Bytes()), 'x')))
 	case protoreflect.EnumKind:
 		m.Set(fd, protoreflect.ValueOfEnum(v.Enum()+1))
+	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind:
+		m.Set(fd, protoreflect.ValueOfInt32(int32(v.Int())+1))
 	case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
 		m.Set(fd, protoreflect.ValueOfInt64(v.Int()+1))
 	case protoreflect.Uint64Kind, protoreflect.Fixed64Kind:

@@ -32,6 +32,10 @@ type verifyReport struct {
 	failures []verifyFailure
 	// vanished counts entities deleted between the listing and their read.
 	vanished int
+	// versions and versionsFailed count the entity versions read
+	// (versions.go) and those that did not open; their failures are in
+	// failures too, the key followed by " (version N)".
+	versions, versionsFailed int
 }
 
 // verifyRow is one line of the report.
@@ -78,14 +82,75 @@ func verify(ctx context.Context, t toolFlags, st store, stdout, stderr io.Writer
 	}
 	err = pool.wait()
 	prog.finish()
+	if err == nil {
+		err = rep.checkVersions(ctx, st, keys)
+	}
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
 	rep.print(stdout, time.Since(started))
 	if n := len(rep.failures); n > 0 {
-		return fmt.Errorf("verify: %d of %d entities failed", n, rep.total())
+		return fmt.Errorf("verify: %d of %d entities and versions failed", n, rep.total()+rep.versions)
 	}
 	return nil
+}
+
+// checkVersions opens every kept version of every database and counts
+// it. A version whose index is missing or names another entity counts as
+// failed, as does one that does not open.
+func (r *verifyReport) checkVersions(ctx context.Context, st store, keys *keyring) error {
+	dbs, err := st.ListDirs(ctx, versionsPrefix)
+	if err != nil {
+		return fmt.Errorf("list versions: %w", err)
+	}
+	for _, db := range dbs {
+		err := versionsIn(ctx, st, db, func(x versionIndex, ns []int64) error {
+			for _, n := range ns {
+				if err := r.checkVersion(ctx, st, keys, db, x.Key, n); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if errors.Is(err, errCorrupt) {
+			r.addVersion(db, "", 0, err)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkVersion reads and opens version n of key in db and counts it.
+func (r *verifyReport) checkVersion(ctx context.Context, st store, keys *keyring, db, key string, n int64) error {
+	sealed, err := st.Get(ctx, versionObjectKey(db, key, n))
+	if errors.Is(err, errNotFound) {
+		return nil // pruned or destroyed meanwhile
+	}
+	if err != nil && !errors.Is(err, errCorrupt) {
+		return fmt.Errorf("read version %d of %q of database %s: %w", n, key, db, err)
+	}
+	if err == nil {
+		var plain []byte
+		plain, _, err = keys.open(ctx, db, versionSealKey(key, n), sealed)
+		zero(plain)
+	}
+	r.addVersion(db, key, n, err)
+	return nil
+}
+
+// addVersion counts one version, failed when err is not nil.
+func (r *verifyReport) addVersion(db, key string, n int64, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.versions++
+	if err != nil {
+		r.versionsFailed++
+		r.reasons[failureReason(err)]++
+		r.failures = append(r.failures, verifyFailure{db, fmt.Sprintf("%s (version %d)", key, n), err})
+	}
 }
 
 // toolKeyring checks the configured master key against the stored key
@@ -248,7 +313,7 @@ const maxListedFailures = 100
 // reason, and the failed entities.
 func (r *verifyReport) print(w io.Writer, took time.Duration) {
 	failed := len(r.failures)
-	fmt.Fprintf(w, "verify: %d entities, %d failed, in %v\n", r.total(), failed, took.Round(time.Millisecond))
+	fmt.Fprintf(w, "verify: %d entities, %d failed, in %v\n", r.total(), failed-r.versionsFailed, took.Round(time.Millisecond))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "database\tformat\tentities\tfailed")
 	rows := slices.SortedFunc(maps.Keys(r.rows), func(a, b verifyRow) int {
@@ -264,6 +329,9 @@ func (r *verifyReport) print(w io.Writer, took time.Duration) {
 	tw.Flush()
 	if r.vanished > 0 {
 		fmt.Fprintf(w, "%d entities were deleted while verify ran\n", r.vanished)
+	}
+	if r.versions > 0 {
+		fmt.Fprintf(w, "versions: %d, %d failed\n", r.versions, r.versionsFailed)
 	}
 	if failed == 0 {
 		return

@@ -589,3 +589,84 @@ func (s *restServer) handleDestroy(w http.ResponseWriter, r *http.Request, p pri
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "destroyed": ns})
 	return nil
 }
+
+// versionsIn lists the version objects of db, grouped by directory (one
+// entity each), in key order, with each directory's index read: the key
+// to open them with. A directory without a readable index is errCorrupt.
+func versionsIn(ctx context.Context, st store, db string, each func(x versionIndex, objs []int64) error) error {
+	objs, err := st.List(ctx, versionsDBPrefix(db), "", 0)
+	if err != nil {
+		return fmt.Errorf("list versions of %s: %w", db, err)
+	}
+	byDir := map[string][]int64{}
+	var dirs []string
+	for _, o := range objs {
+		_, dir, n, ok := parseVersionObject(o)
+		if !ok {
+			continue
+		}
+		if _, seen := byDir[dir]; !seen {
+			dirs = append(dirs, dir)
+		}
+		byDir[dir] = append(byDir[dir], n)
+	}
+	for _, dir := range dirs {
+		var x versionIndex
+		found, err := getJSON(ctx, st, dir+versionsIndexName, "versions in "+dir, &x)
+		if err == nil && (!found || x.DB != db || versionsDir(db, x.Key) != dir) {
+			err = fmt.Errorf("versions in %s: no index naming their entity: %w", dir, errCorrupt)
+		}
+		if err != nil {
+			return err
+		}
+		if err := each(x, byDir[dir]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// reencryptVersions reseals every version of db not sealed under s,
+// keeping its nonce (as resealOnce does an entity's), under its entity's
+// lock.
+func (k *keyring) reencryptVersions(ctx context.Context, db string, s *sealer, pace *pacer) error {
+	return versionsIn(ctx, k.st, db, func(x versionIndex, ns []int64) error {
+		for _, n := range ns {
+			if err := pace.wait(ctx); err != nil {
+				return fmt.Errorf("re-encrypt versions of %s: %w", db, err)
+			}
+			if err := k.resealVersion(ctx, db, x.Key, n, s); err != nil {
+				return fmt.Errorf("re-encrypt version %d of %s/%q: %w", n, db, x.Key, err)
+			}
+		}
+		return nil
+	})
+}
+
+// resealVersion reseals version n of key under s unless it is already, or
+// gone (pruned, destroyed).
+func (k *keyring) resealVersion(ctx context.Context, db, key string, n int64, s *sealer) error {
+	unlock, err := lockObject(ctx, &k.locks, k.st, entityObjectKey(db, key))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	obj := versionObjectKey(db, key, n)
+	sealed, rev, err := k.st.GetRev(ctx, obj)
+	if errors.Is(err, errNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if h, _, err := parseHeader(sealed); err == nil && h.Format == formatDataKey && h.KeyID == s.keyID {
+		return nil
+	}
+	sk := versionSealKey(key, n)
+	doc, h, err := k.open(ctx, db, sk, sealed)
+	if err != nil {
+		return err
+	}
+	_, err = k.st.PutIf(ctx, obj, s.reseal(h, db, sk, doc), rev)
+	return err
+}

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // versionList is the answer of GET /entity/{db}/versions.
@@ -225,5 +226,110 @@ func TestVersionsOff(t *testing.T) {
 		if rec.Code != 400 || !strings.Contains(rec.Body.String(), `"error"`) {
 			t.Errorf("PUT settings %s = %d %s, want 400", body, rec.Code, rec.Body)
 		}
+	}
+}
+
+// nodeVersions lists the versions of key in db on n.
+func nodeVersions(t *testing.T, n *node, db, key string) versionList {
+	t.Helper()
+	code, out, _ := n.call("GET", "/entity/"+db+"/versions?key="+key, testAdminKey, nil)
+	var l versionList
+	if code != 200 || json.Unmarshal(out, &l) != nil {
+		t.Fatalf("GET versions of %s/%s = %d %s", db, key, code, out)
+	}
+	return l
+}
+
+// TestVersionsRealBinary: versions of -role=all (the write-ahead log on)
+// survive a restart, are resealed by a rekey, counted and checked by
+// -role=verify, and carried by backup and restore.
+func TestVersionsRealBinary(t *testing.T) {
+	needBinary(t)
+	dir := t.TempDir()
+	args := []string{"-shared-fs=" + dir, "-max-versions=3"}
+	n := startNode(t, keyEnv, args...)
+	for i := 1; i <= 4; i++ {
+		if code, out, _ := n.call("PUT", "/entity/vdb", testAdminKey, fmt.Sprintf(`{"s1":{"n":%d},"s2":{"m":%d}}`, i, i)); code != 200 {
+			t.Fatalf("PUT %d = %d %s", i, code, out)
+		}
+	}
+	if code, out, _ := n.call("DELETE", "/entity/vdb?key=s1", testAdminKey, nil); code != 200 {
+		t.Fatalf("DELETE = %d %s", code, out)
+	}
+	n.stop()
+
+	n = startNode(t, keyEnv, args...)
+	l := nodeVersions(t, n, "vdb", "s1")
+	if got := fmt.Sprint(versionNumbers(l)); got != "[2 3 4]" || !l.Versions[2].Deleted {
+		t.Fatalf("versions after a restart = %+v, want [2 3 4], 4 deleted", l)
+	}
+	if code, out, _ := n.call("POST", "/entity/vdb/undelete?key=s1", testAdminKey, nil); code != 200 {
+		t.Fatalf("undelete after a restart = %d %s", code, out)
+	}
+	if code, out, _ := n.call("GET", "/entity/vdb?key=s1", testAdminKey, nil); code != 200 || !jsonEqual(out, []byte(`{"n":4}`)) {
+		t.Fatalf("GET after undelete = %d %s", code, out)
+	}
+	// A rekey reseals the versions under the new data key.
+	code, out, _ := n.call("POST", "/admin/databases/vdb/rekey", testAdminKey, nil)
+	var job jobView
+	if code != 202 || json.Unmarshal(out, &job) != nil {
+		t.Fatalf("rekey = %d %s", code, out)
+	}
+	deadline := time.Now().Add(scaled(30 * time.Second))
+	for j := findJob(t, n, job.ID); j.State != "done"; j = findJob(t, n, job.ID) {
+		if time.Now().After(deadline) || j.State == "failed" {
+			t.Fatalf("rekey job = %+v", j)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	n.stop()
+	fst := mustFSStore(t, dir)
+	ent, err := fst.Get(t.Context(), entityObjectKey("vdb", "s1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eh, _, _ := parseHeader(ent)
+	for _, v := range []int64{3, 4, 5} {
+		blob, err := fst.Get(t.Context(), versionObjectKey("vdb", "s1", v))
+		if err != nil {
+			t.Fatalf("version %d: %v", v, err)
+		}
+		if h, _, err := parseHeader(blob); err != nil || h.KeyID != eh.KeyID {
+			t.Errorf("version %d sealed under key %q (%v), want the entity's after the rekey, %q", v, h.KeyID, err, eh.KeyID)
+		}
+	}
+
+	verifyArgs := []string{"-role=verify", "-shared-fs=" + dir, "-master-key=" + testMasterKey, "-progress=off"}
+	if out, err := runToolArgs(t, verifyArgs...); err != nil || !strings.Contains(out, "versions: 6, 0 failed") {
+		t.Errorf("verify = %v\n%s\nwant 6 versions (3 of s1, 3 of s2), none failed", err, out)
+	}
+	archive := filepath.Join(t.TempDir(), "backup.tar")
+	if out, err := runToolArgs(t, "-role=backup", "-shared-fs="+dir, "-out="+archive, "-master-key="+testMasterKey, "-progress=off"); err != nil {
+		t.Fatalf("backup: %v\n%s", err, out)
+	}
+	// A version changed on disk fails verify, named.
+	p, err := fst.path(versionObjectKey("vdb", "s1", 4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob, _ := os.ReadFile(p)
+	blob[len(blob)-3] ^= 1
+	os.WriteFile(p, blob, 0o600)
+	vout, err := runToolArgs(t, verifyArgs...)
+	if err == nil || !strings.Contains(vout, `vdb "s1 (version 4)"`) || !strings.Contains(vout, "versions: 6, 1 failed") {
+		t.Errorf("verify of a changed version = %v\n%s\nwant it named", err, vout)
+	}
+
+	restored := t.TempDir()
+	if out, err := runToolArgs(t, "-role=restore", "-shared-fs="+restored, "-in="+archive, "-master-key="+testMasterKey, "-progress=off"); err != nil {
+		t.Fatalf("restore: %v\n%s", err, out)
+	}
+	n = startNode(t, keyEnv, "-shared-fs="+restored, "-max-versions=3")
+	defer n.stop()
+	if code, out, _ := n.call("GET", "/entity/vdb?key=s1&version=4", testAdminKey, nil); code != 200 || !jsonEqual(out, []byte(`{"n":4}`)) {
+		t.Errorf("version 4 after restore = %d %s", code, out)
+	}
+	if l := nodeVersions(t, n, "vdb", "s2"); fmt.Sprint(versionNumbers(l)) != "[2 3 4]" {
+		t.Errorf("versions of s2 after restore = %+v", l)
 	}
 }
