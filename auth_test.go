@@ -61,7 +61,9 @@ func newAuthTestServerOn(t *testing.T, cfg authConfig, st store, extra ...func(*
 	cat := newCatalog(st)
 	rt := newRouter(log, time.Now, 0, cat.wrote, nil)
 	rt.add(&workerConn{id: w.id, proc: w, stats: w.stats})
-	o := restOptions{auth: auth, data: newDataPlane(rt, cat, schemas, budgets{}), workers: rt.list, maxBody: 1 << 20,
+	data := newDataPlane(rt, cat, schemas, budgets{})
+	data.feed = testFeed(t, rt, st)
+	o := restOptions{auth: auth, data: data, workers: rt.list, maxBody: 1 << 20,
 		jobs:          newKeyJobs(t.Context(), keyJobsConfig{st: st, ring: ring, log: log, barrier: func(context.Context, uint64) error { return nil }}),
 		keyChecked:    true,
 		auditNamesKey: testAuditKeys(t).names, ctx: t.Context(), log: log}

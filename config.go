@@ -142,6 +142,8 @@ type config struct {
 	wal walFlags
 	// audit are the -audit-* flags; path "" writes no audit log.
 	audit auditFlags
+	// changes are the change feed's -changes-* flags (feed.go).
+	changes feedLimits
 }
 
 // auditFlags are the -audit-* flags (audit.go).
@@ -274,6 +276,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.Int64Var(&c.wal.checkpointBytes, "wal-checkpoint-bytes", 64<<20, "checkpoint the write-ahead log (entity files synced, log cut) once it grew by this many bytes")
 	fs.DurationVar(&c.wal.checkpointInterval, "wal-checkpoint-interval", 30*time.Second, "checkpoint the write-ahead log at least this often while it is written")
 	auditFlagSet(fs, &c.audit)
+	fs.DurationVar(&c.changes.retention, "changes-retention", 7*24*time.Hour, "filesystem storage: keep the change feed's records this long (older cursors answer 410)")
+	fs.Int64Var(&c.changes.retentionBytes, "changes-retention-bytes", 1<<30, "filesystem storage: keep at most about this many bytes of change feed records, dropping the oldest first")
+	fs.IntVar(&c.changes.maxStreams, "changes-max-streams", 2000, "most change feed streams (Server-Sent Events, long-polls) open at once; more answer 429")
+	fs.IntVar(&c.changes.maxStreamsPerPrincipal, "changes-max-streams-per-principal", 100, "most change feed streams one credential keeps open at once; more answer 429")
 	if err := parseArgs(fs, args, stderr); err != nil {
 		return c, err
 	}
@@ -452,6 +458,12 @@ func (c *config) check() error {
 		return fmt.Errorf("-wal-checkpoint-bytes: at most %d (half the largest segment replay reads), got %d", walMaxSegmentRead/2, c.wal.checkpointBytes)
 	case c.wal.checkpointInterval <= 0:
 		return fmt.Errorf("-wal-checkpoint-interval: must be positive, got %v", c.wal.checkpointInterval)
+	case c.changes.retention <= 0:
+		return fmt.Errorf("-changes-retention: must be positive, got %v", c.changes.retention)
+	case c.changes.retentionBytes < changeRetentionMin:
+		return fmt.Errorf("-changes-retention-bytes: at least %d, got %d", changeRetentionMin, c.changes.retentionBytes)
+	case c.changes.maxStreams <= 0 || c.changes.maxStreamsPerPrincipal <= 0:
+		return fmt.Errorf("-changes-max-streams, -changes-max-streams-per-principal: must be positive, got %d and %d", c.changes.maxStreams, c.changes.maxStreamsPerPrincipal)
 	}
 	if _, err := slogLevel(c.logLevel); err != nil {
 		return err

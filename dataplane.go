@@ -43,6 +43,8 @@ type dataPlane struct {
 	// database is bound to it and the deletion. Only bind and deleteSchema
 	// take it.
 	bindMu sync.Mutex
+	// feed is the change feed; nil keeps none (S3, tests).
+	feed *changeFeed
 }
 
 // newDataPlane returns the data plane routing through proc (the router)
@@ -554,9 +556,20 @@ func (d *dataPlane) deleteDatabase(ctx context.Context, db string) (int, error) 
 	if err := d.removeVersions(ctx, db); err != nil {
 		return n, err
 	}
+	if err := d.unbind(ctx, db); err != nil {
+		return n, err
+	}
+	if d.feed != nil {
+		d.feed.databaseDeleted(db)
+	}
+	return n, nil
+}
+
+// unbind removes db's schema binding.
+func (d *dataPlane) unbind(ctx context.Context, db string) error {
 	d.bindMu.Lock()
 	defer d.bindMu.Unlock()
-	return n, d.catalog.bindings.update(ctx, db, func(v *dbBinding) { *v = dbBinding{} })
+	return d.catalog.bindings.update(ctx, db, func(v *dbBinding) { *v = dbBinding{} })
 }
 
 // deleteEntities deletes db's entities and returns how many it deleted.

@@ -43,6 +43,12 @@ var (
 	errForbidden = errors.New("permission denied")
 	// errRateLimited: a client over the failed-authentication limit (429).
 	errRateLimited = errors.New("too many failed authentications")
+	// errTooManyStreams: a change stream beyond the open-stream budgets
+	// (429; feed.go).
+	errTooManyStreams = errors.New("too many change streams")
+	// errGone: a change feed cursor older than the retention (410;
+	// changes.go).
+	errGone = errors.New("cursor no longer retained")
 	// errTooLarge: a request body over -rest-max-body-size (413).
 	errTooLarge = errors.New("request body too large")
 	// errUnsupportedMedia: a body of a media type the route does not take
@@ -198,6 +204,8 @@ var errorTable = []errorKind{
 	{errForbidden, http.StatusForbidden, codes.PermissionDenied, "this credential does not allow the request", wroteNothing},
 	{errTooLarge, http.StatusRequestEntityTooLarge, codes.ResourceExhausted, "request body too large", wroteNothing},
 	{errRateLimited, http.StatusTooManyRequests, codes.ResourceExhausted, "too many failed authentications from this address; try again later", wroteNothing},
+	{errTooManyStreams, http.StatusTooManyRequests, codes.ResourceExhausted, "too many change streams", wroteNothing},
+	{errGone, http.StatusGone, codes.OutOfRange, "the cursor is older than the change feed's retention", wroteNothing},
 	{errInvalid, http.StatusBadRequest, codes.InvalidArgument, "the request is not valid", wroteNothing},
 	{errNotFound, http.StatusNotFound, codes.NotFound, "not found", wroteNothing},
 	{errPrecondition, http.StatusPreconditionFailed, codes.FailedPrecondition, "a precondition of the request does not hold", wroteNothing},

@@ -471,9 +471,11 @@ func physicalComponents(key string) ([]string, error) {
 }
 
 // reservedTop reports whether a top-level directory under the root is
-// not part of the key space: the lock files and the write-ahead logs
-// (wal.go). Listings, and so backups, never show them.
-func reservedTop(name string) bool { return name == lockDir || name == walDirName }
+// not part of the key space: the lock files, the write-ahead logs
+// (wal.go) and the change log (changelog.go). Listings, and so backups, never show them.
+func reservedTop(name string) bool {
+	return name == lockDir || name == walDirName || name == changesDirName
+}
 
 // validateComponent rejects path components that are empty, "." or "..",
 // reserved for temp files, or too long for the filesystem.

@@ -29,6 +29,8 @@ package main
 //	                                versions: numbers, ETags, times, names
 //	_wal/<worker id>/<gen>-<seq>.wal a worker's write-ahead log, filesystem
 //	                                backend only (wal.go, walwriter.go)
+//	_changes/<first seq>.log        the change feed's log, filesystem
+//	                                backend only (changelog.go)
 
 import (
 	"crypto/sha256"

@@ -177,6 +177,12 @@
 //	               faults, checkpoints
 //	walreplay.go   taking a log over: claiming its directory, applying
 //	               its records to the entity files, cutting it
+//	changelog.go   the change feed's log: intents, completions, group
+//	               commit, segments, retention
+//	feed.go        the change feed: logging each routed write, settling
+//	               writes a crash left open, stream budgets, metrics
+//	changes.go     GET /api/databases/{db}/changes: pages, long-poll,
+//	               Server-Sent Events
 //	handover.go    the main worker's handovers of the workers' logs when
 //	               entities change owner: checkpoint or takeover first,
 //	               writes of those entities wait

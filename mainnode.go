@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -57,7 +58,9 @@ type mainNode struct {
 	local *worker
 	// ho hands entities over between the workers' write-ahead logs; nil
 	// when workers keep none (S3, -wal=false).
-	ho   *handovers
+	ho *handovers
+	// feed is the change feed (feed.go); nil on S3.
+	feed *changeFeed
 	auth *authenticator
 	svc  *mainService
 	rest *restServer
@@ -193,6 +196,9 @@ func (n *mainNode) buildDataPath(ctx context.Context) (*dataPlane, error) {
 		n.ho = newHandovers(root, n.log, time.Now)
 	}
 	n.rt = newRouter(n.log, time.Now, saturatedInFlight, cat.wrote, n.ho)
+	if err := n.buildFeed(); err != nil {
+		return nil, err
+	}
 	if n.cfg.role == "all" {
 		w, err := addLocalWorker(ctx, n.cfg, n.rt, n.st, schemas, n.ring, n.log)
 		if err != nil {
@@ -213,8 +219,33 @@ func (n *mainNode) buildDataPath(ctx context.Context) (*dataPlane, error) {
 			return nil, err
 		}
 	}
+	if n.feed != nil && n.local != nil {
+		// The in-process worker answers now: settle the writes a crash
+		// left open before serving.
+		if left := n.feed.settleOpen(ctx); left > 0 {
+			return nil, fmt.Errorf("change feed: %d writes left open by a crash cannot be settled", left)
+		}
+	}
 	registerWorkerMetrics(n.reg, n.rt.list)
-	return newDataPlane(n.rt, cat, schemas, n.cfg.budgets()), nil
+	d := newDataPlane(n.rt, cat, schemas, n.cfg.budgets())
+	d.feed = n.feed
+	return d, nil
+}
+
+// buildFeed opens the change feed under the filesystem backend's root
+// and has the router log every write in it.
+func (n *mainNode) buildFeed() error {
+	fsst, ok := fsBackend(n.st)
+	if !ok {
+		return nil
+	}
+	f, err := attachFeed(n.rt, filepath.Join(fsst.root, changesDirName), n.cfg.changes, n.log)
+	if err != nil {
+		return err
+	}
+	n.feed = f
+	registerFeedMetrics(n.reg, f)
+	return nil
 }
 
 // buildService builds the gRPC service, with the cluster identity when
@@ -318,6 +349,9 @@ func (n *mainNode) start() error {
 		n.background(func(ctx context.Context) { n.ho.run(ctx, n.rt, n.svc.forget) })
 	}
 	n.background(n.rest.stats.run)
+	if n.feed != nil {
+		n.background(n.feed.run)
+	}
 	n.background(func(ctx context.Context) { n.auth.runUsageFlush(ctx, n.log) })
 	if n.audit != nil {
 		n.background(n.audit.run)
@@ -438,6 +472,11 @@ func (n *mainNode) close() error {
 		n.rest.checks.stop()
 	}
 	n.wg.Wait()
+	if n.feed != nil {
+		if err := n.feed.close(); err != nil {
+			errs = append(errs, fmt.Errorf("close change log: %w", err))
+		}
+	}
 	if n.local != nil {
 		if err := n.local.close(); err != nil {
 			errs = append(errs, fmt.Errorf("close write-ahead log: %w", err))

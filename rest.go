@@ -153,6 +153,7 @@ func (s *restServer) routes() {
 	s.mux.Handle("POST /api/databases/{db}/get", s.need(permRead, s.handleGetMany))
 	s.mux.Handle("GET /api/databases/{db}/export", s.need(permRead, s.handleExport))
 	s.mux.Handle("POST /api/databases/{db}/import", s.need(permWrite, s.handleImport))
+	s.mux.Handle("GET /api/databases/{db}/changes", s.need(permRead, s.handleChanges))
 	s.mux.Handle("POST /api/databases/{db}/check", s.need(permWrite, s.handleStartCheck))
 	s.mux.Handle("GET /api/databases/{db}/check", s.need(permRead, s.handleGetCheck))
 	s.mux.Handle("POST /api/databases/{db}/find", s.need(permRead, s.handleFind))

@@ -111,6 +111,7 @@ func routeTable() []routeCase {
 		{"PUT /api/databases/{db}", "PUT", "/api/databases/chatdb", `{"schema":"t.v1"}`, "", nil, [numCredKinds]int{401, 401, 200, 403, 200, 200, 401, 401, 403, 200, 403}},
 		{"GET /api/databases/{db}/keys", "GET", "/api/databases/chatdb/keys?limit=5", "", "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
 		{"GET /api/databases/{db}/keys", "GET", "/api/databases/chatdb/keys?include_docs=true", "", "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
+		{"GET /api/databases/{db}/changes", "GET", "/api/databases/chatdb/changes", "", "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
 		{"POST /api/databases/{db}/get", "POST", "/api/databases/chatdb/get", `{"keys":["k","nope"]}`, "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
 		{"GET /api/databases/{db}/export", "GET", "/api/databases/chatdb/export", "", "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
 		{"POST /api/databases/{db}/import", "POST", "/api/databases/chatdb/import", `{"key":"i","doc":{"a":1}}`, "", nil, [numCredKinds]int{401, 401, 200, 403, 200, 200, 401, 401, 403, 200, 403}},
@@ -538,6 +539,12 @@ func routeErrorCases(root string) map[string][]errorCase {
 			{method: "GET", path: "/api/databases/chatdb/keys?include_docs=yes", want: 400},
 			{method: "GET", path: "/api/databases/chatdb/keys?include_docs=true&include_docs=false", want: 400},
 			{method: "GET", path: "/api/databases/faultdb/keys?include_docs=true", fault: corrupt, want: 500},
+		},
+		"GET /api/databases/{db}/changes": {
+			{method: "GET", path: "/api/databases/chatdb/changes?limit=0", want: 400},
+			{method: "GET", path: "/api/databases/chatdb/changes?feed=x", want: 400},
+			{method: "GET", path: "/api/databases/chatdb/changes?include_docs=yes", want: 400},
+			{method: "GET", path: "/api/databases/a..b/changes", want: 400},
 		},
 		"DELETE /api/databases/{db}": {
 			{method: "DELETE", path: "/api/databases/a..b", want: 400},

@@ -64,6 +64,10 @@ type router struct {
 	// entities change owner (handover.go); nil when workers keep no log
 	// (S3, -wal=false).
 	ho *handovers
+
+	// feed logs every write in the change feed (feed.go); nil keeps no
+	// feed. Set before the router serves.
+	feed *changeFeed
 }
 
 // workerConn is one processing worker as the router sees it.
@@ -507,7 +511,24 @@ func processAll(ctx context.Context, p processor, ops []*pb.EntityOp) ([]*pb.Wor
 // route sends one operation to its worker (see send) and reports the
 // outcome of a write to r.written.
 func (r *router) route(ctx context.Context, op *pb.EntityOp) (*pb.WorkerResponse, error) {
+	var t *changeTicket
+	if changesEntity(op.GetOperation()) && r.feed != nil {
+		var err error
+		if t, err = r.feed.begin(ctx, op.GetDatabaseName(), op.GetEntityKey(), op.GetOperation()); err != nil {
+			return nil, err
+		}
+	}
+	if t != nil {
+		// The owner's call is not cut when the client goes: its outcome
+		// must be known to the feed.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeCallWait)
+		defer cancel()
+		ctx = wctx
+	}
 	resp, err := r.send(ctx, op)
+	if t != nil {
+		err = r.feed.finish(ctx, t, resp, err)
+	}
 	if kind := op.GetOperation(); changesEntity(kind) && r.written != nil {
 		r.written(op.GetDatabaseName(), op.GetEntityKey(), kind == pb.Operation_DELETE, err)
 	}
@@ -525,9 +546,34 @@ func changesEntity(kind pb.Operation) bool {
 	return false
 }
 
+// writeCallWait bounds a write's call of its owner when the change feed
+// logs it (as the REST write timeout bounds the request).
+const writeCallWait = restWriteTimeout
+
+// currentVersion reads the ETag of entity key of db from its owner once
+// a handover of its log is done (as a write would), found false when it
+// does not exist: the change feed's settlement of a write whose outcome
+// it does not know.
+func (r *router) currentVersion(ctx context.Context, db, key string) (string, bool, error) {
+	resp, err := r.sendAs(ctx, &pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_GET}, true)
+	switch {
+	case errors.Is(err, errNotFound):
+		return "", false, nil
+	case err != nil:
+		return "", false, err
+	}
+	return etagOf(resp.GetVersion()), true, nil
+}
+
 // send sends one operation to its worker (see Process).
 func (r *router) send(ctx context.Context, op *pb.EntityOp) (*pb.WorkerResponse, error) {
-	t, err := r.target(ctx, op)
+	return r.sendAs(ctx, op, op.GetOperation() != pb.Operation_GET)
+}
+
+// sendAs is send; write routes op as a write (to the owner, after a
+// handover of the entity), whatever its operation.
+func (r *router) sendAs(ctx context.Context, op *pb.EntityOp, write bool) (*pb.WorkerResponse, error) {
+	t, err := r.target(ctx, op, write)
 	if err != nil {
 		return nil, err
 	}
@@ -538,7 +584,7 @@ func (r *router) send(ctx context.Context, op *pb.EntityOp) (*pb.WorkerResponse,
 	r.markConnUnavailable(t.c, err.Error())
 	// The failed worker is out of rotation now, so the first candidate
 	// is the owner under the new epoch.
-	if t, err2 := r.target(ctx, op); err2 != nil {
+	if t, err2 := r.target(ctx, op, write); err2 != nil {
 		return nil, fmt.Errorf("%w: %w", err2, err)
 	} else {
 		return r.callTarget(ctx, t, op)
@@ -558,8 +604,8 @@ type routeTarget struct {
 // previous owner's log is being handed over waits for the handover (at
 // most handoverWait); a read of it is served without caching, since a
 // write the old owner had not acknowledged may still land.
-func (r *router) target(ctx context.Context, op *pb.EntityOp) (routeTarget, error) {
-	db, key, write := op.GetDatabaseName(), op.GetEntityKey(), op.GetOperation() != pb.Operation_GET
+func (r *router) target(ctx context.Context, op *pb.EntityOp, write bool) (routeTarget, error) {
+	db, key := op.GetDatabaseName(), op.GetEntityKey()
 	var timeout <-chan time.Time
 	for {
 		r.mu.RLock()

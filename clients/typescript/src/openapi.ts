@@ -279,6 +279,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/databases/{db}/changes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Follow a database's changes: pages, long-poll or Server-Sent Events
+         * @description Every acknowledged write of the database (PUT, PATCH, DELETE, and the deletes of a database deletion) once, each key's changes in the order they were acknowledged; a cursor replays the same changes in the same order, across restarts and changes of workers. A change holds the key, the operation, the ETag and the time, never the document unless include_docs=true (the current document, read permission, within -max-response-bytes). Pages: since (a seq or last_seq; absent: the oldest change kept; now: the current end), limit; follow last_seq. feed=longpoll waits up to timeout ms for a change. feed=sse (or Accept: text/event-stream) streams events "change" (id: the seq; an EventSource resumes through Last-Event-ID), comment lines as keep-alives, "lagging" with resume_from when the stream fell too far behind, "deleted" when the database is deleted. A cursor older than -changes-retention answers 410: list the database, then follow from last_seq. Streams are bounded per credential and in total (429). Filesystem storage only.
+         */
+        get: operations["getChanges"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/databases/{db}/export": {
         parameters: {
             query?: never;
@@ -1287,6 +1307,27 @@ export interface components {
                 destroyed: boolean;
             }[];
         };
+        ChangePage: {
+            changes: components["schemas"]["Change"][];
+            /** @description The cursor after this page: since of the next */
+            last_seq: string;
+        };
+        Change: {
+            /** @description The cursor after this change (decimal digits; compare as opaque) */
+            seq: string;
+            key: string;
+            /** @enum {string} */
+            op: "put" | "delete";
+            /** @description The version the put wrote, as the ETag header gives it; absent on a delete */
+            etag?: string;
+            /**
+             * Format: date-time
+             * @description When the change was acknowledged
+             */
+            at: string;
+            /** @description With include_docs=true: the document as it is now (absent once deleted) */
+            doc?: unknown;
+        };
     };
     responses: {
         /** @description The request is malformed: bad name, bad JSON, a document the schema refuses, a missing or repeated parameter */
@@ -2016,6 +2057,62 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             413: components["responses"]["TooLarge"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    getChanges: {
+        parameters: {
+            query?: {
+                /** @description A cursor (seq or last_seq) to follow after; now for the current end; absent for the oldest change kept */
+                since?: string;
+                limit?: number;
+                /** @description Only keys starting with this */
+                prefix?: string;
+                /** @description Add each put's current document (doc) */
+                include_docs?: boolean;
+                feed?: "normal" | "longpoll" | "sse";
+                /** @description feed=longpoll: milliseconds to wait for a change */
+                timeout?: number;
+            };
+            header?: {
+                /** @description feed=sse: the id of the last event received; replaces since */
+                "Last-Event-ID"?: string;
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path: {
+                db: components["parameters"]["db"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description ChangePage (pages and long-polls), or text/event-stream */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChangePage"];
+                    "text/event-stream": string;
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            /** @description The cursor is older than the changes kept: list the database, then follow from last_seq */
+            410: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["Unavailable"];

@@ -1,0 +1,554 @@
+package main
+
+// The change log: the change feed's durable record (feed.go), kept by the
+// main worker under the storage root (`_changes/`). Every write routed
+// through the main worker logs an intent before its owner answers and a
+// completion (or an abort) after; completions carry the feed's sequence
+// numbers. Records hold names, ETags and times, never documents.
+// Segments are append-only files of CRC-framed records, group-committed
+// by one writer goroutine: one write and one fdatasync per group.
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Record types of the change log.
+const (
+	changeIntent = "i" // a write routed to its owner, outcome not known yet
+	changeDone   = "c" // a write applied: a change of the feed, with its seq
+	changeAbort  = "a" // a write that changed nothing
+)
+
+// changesDirName is the change log's directory under the storage root.
+const changesDirName = "_changes"
+
+// changeSegmentMax is the size past which the log starts a new segment
+// file, or a sixteenth of -changes-retention-bytes when that is less:
+// retention drops whole segments.
+const changeSegmentMax = 4 << 20
+
+// changeRetentionMin is the least -changes-retention-bytes.
+const changeRetentionMin = 64 << 10
+
+// changeTailLen is how many of the latest changes stay in memory for live
+// readers, who then never read the files.
+const changeTailLen = 8192
+
+// changeRec is one record of the change log. Op is "put" or "delete"; At
+// is Unix nanoseconds.
+type changeRec struct {
+	T    string `json:"t"`
+	ID   uint64 `json:"id,omitempty"`
+	Seq  uint64 `json:"seq,omitempty"`
+	DB   string `json:"db,omitempty"`
+	Key  string `json:"k,omitempty"`
+	Op   string `json:"op,omitempty"`
+	ETag string `json:"etag,omitempty"`
+	At   int64  `json:"at,omitempty"`
+}
+
+// changeSegment is one segment file: the first seq it may hold, its size
+// and the time of its last record.
+type changeSegment struct {
+	first uint64
+	size  int64
+	last  time.Time
+}
+
+// changeGroup is the records of one commit. done closes once they are
+// durable (err nil) or failed.
+type changeGroup struct {
+	buf   []byte
+	recs  []changeRec
+	first uint64
+	done  chan struct{}
+	err   error
+}
+
+// wait waits for g's commit and returns its error.
+func (g *changeGroup) wait() error {
+	<-g.done
+	return g.err
+}
+
+// changeLog is the change log of one main worker. append adds records to
+// the group being formed; the writer goroutine (run) commits groups in
+// order. Safe for concurrent use once openChangeLog returns.
+type changeLog struct {
+	dir string
+	now func() time.Time
+	// maxAge and maxBytes are the retention; segBytes the segment size.
+	maxAge   time.Duration
+	maxBytes int64
+	segBytes int64
+
+	mu      sync.Mutex
+	forming *changeGroup
+	nextSeq uint64
+	nextID  uint64
+	segs    []changeSegment
+	// notify is closed and replaced whenever durable advances.
+	notify chan struct{}
+	// tail holds the latest durable changes, seqs contiguous.
+	tail []changeRec
+	// broken is the error of a failed commit: the log takes no more
+	// records (a failed fdatasync may have lost pages).
+	broken error
+
+	durable atomic.Uint64
+	kick    chan struct{}
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	// f is the current segment, written by the writer goroutine only.
+	f *os.File
+	// committed is called after each commit with the group (feed.go).
+	committed func(*changeGroup)
+}
+
+// changeFrame frames one record: u32 length, u32 CRC32C, payload.
+func changeFrame(buf []byte, rec changeRec) []byte {
+	payload, _ := json.Marshal(rec)
+	var h [8]byte
+	binary.LittleEndian.PutUint32(h[:4], uint32(len(payload)))
+	binary.LittleEndian.PutUint32(h[4:], crc32.Checksum(payload, castagnoli))
+	return append(append(buf, h[:]...), payload...)
+}
+
+// castagnoli is the CRC32C table.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// eachChangeFrame decodes the records of b in order; it returns the
+// offset after the last good frame and whether b ended with a bad or
+// torn frame.
+func eachChangeFrame(b []byte, f func(changeRec) bool) (good int, bad bool) {
+	for off := 0; off < len(b); {
+		if len(b)-off < 8 {
+			return off, true
+		}
+		n := int(binary.LittleEndian.Uint32(b[off:]))
+		sum := binary.LittleEndian.Uint32(b[off+4:])
+		if n > len(b)-off-8 || crc32.Checksum(b[off+8:off+8+n], castagnoli) != sum {
+			return off, true
+		}
+		var rec changeRec
+		if err := json.Unmarshal(b[off+8:off+8+n], &rec); err != nil {
+			return off, true
+		}
+		off += 8 + n
+		if !f(rec) {
+			return off, false
+		}
+	}
+	return len(b), false
+}
+
+// segmentName is the file name of the segment whose first seq is first.
+func segmentName(first uint64) string { return fmt.Sprintf("%020d.log", first) }
+
+// openChangeLog opens (creating) the change log in dir and starts its
+// writer. It returns the intents the log holds without an outcome: the
+// writes a crash cut between their intent and their completion.
+func openChangeLog(dir string, maxAge time.Duration, maxBytes int64, now func() time.Time) (*changeLog, []changeRec, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("create change log %s: %w", dir, err)
+	}
+	l := &changeLog{dir: dir, now: now, maxAge: maxAge, maxBytes: maxBytes, segBytes: min(changeSegmentMax, maxBytes/16),
+		nextSeq: 1, nextID: 1, notify: make(chan struct{}),
+		kick: make(chan struct{}, 1), stop: make(chan struct{})}
+	open, err := l.scan()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := l.openCurrent(); err != nil {
+		return nil, nil, err
+	}
+	l.durable.Store(l.nextSeq - 1)
+	l.wg.Add(1)
+	go l.run()
+	return l, open, nil
+}
+
+// scan reads every segment: the next seq and intent ID, the segments'
+// sizes and times, and the intents without an outcome. A torn tail of the
+// last segment (a group not acknowledged) is cut off.
+func (l *changeLog) scan() ([]changeRec, error) {
+	names, err := filepath.Glob(filepath.Join(l.dir, "*.log"))
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(names)
+	open := map[uint64]changeRec{}
+	for i, name := range names {
+		first, err := strconv.ParseUint(strings.TrimSuffix(filepath.Base(name), ".log"), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("change log %s: not a segment name", name)
+		}
+		b, err := os.ReadFile(name)
+		if err != nil {
+			return nil, fmt.Errorf("read change log: %w", err)
+		}
+		l.nextSeq = max(l.nextSeq, first)
+		good, bad := eachChangeFrame(b, func(r changeRec) bool {
+			l.noteScanned(r, open)
+			return true
+		})
+		if bad && i < len(names)-1 {
+			return nil, fmt.Errorf("change log %s: damaged at offset %d", name, good)
+		}
+		if bad {
+			if err := os.Truncate(name, int64(good)); err != nil {
+				return nil, fmt.Errorf("cut the torn tail of change log %s: %w", name, err)
+			}
+		}
+		seg := changeSegment{first: first, size: int64(good), last: l.now()}
+		if st, err := os.Stat(name); err == nil {
+			seg.last = st.ModTime()
+		}
+		l.segs = append(l.segs, seg)
+	}
+	out := make([]changeRec, 0, len(open))
+	for _, r := range open {
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b changeRec) int { return cmpUint(a.ID, b.ID) })
+	return out, nil
+}
+
+// noteScanned takes one record read at open into the log's counters and
+// the intents still open.
+func (l *changeLog) noteScanned(r changeRec, open map[uint64]changeRec) {
+	l.nextID = max(l.nextID, r.ID+1)
+	switch r.T {
+	case changeIntent:
+		open[r.ID] = r
+	case changeDone:
+		l.nextSeq = max(l.nextSeq, r.Seq+1)
+		delete(open, r.ID)
+		l.tail = append(l.tail, r)
+		if len(l.tail) > changeTailLen {
+			l.tail = slices.Delete(l.tail, 0, len(l.tail)-changeTailLen)
+		}
+	case changeAbort:
+		delete(open, r.ID)
+	}
+}
+
+// openCurrent opens the last segment for appending, or creates the
+// first.
+func (l *changeLog) openCurrent() error {
+	if len(l.segs) == 0 {
+		return l.newSegment(l.nextSeq)
+	}
+	f, err := os.OpenFile(filepath.Join(l.dir, segmentName(l.segs[len(l.segs)-1].first)), os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("open change log: %w", err)
+	}
+	l.f = f
+	return nil
+}
+
+// newSegment creates the segment starting at first and makes it the
+// current one; its directory entry is synced before it is written.
+func (l *changeLog) newSegment(first uint64) error {
+	path := filepath.Join(l.dir, segmentName(first))
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("create change log segment: %w", err)
+	}
+	if err := syncDir(l.dir); err != nil {
+		f.Close()
+		return fmt.Errorf("sync change log directory: %w", err)
+	}
+	if l.f != nil {
+		l.f.Close()
+	}
+	l.f = f
+	l.mu.Lock()
+	l.segs = append(l.segs, changeSegment{first: first, last: l.now()})
+	l.mu.Unlock()
+	return nil
+}
+
+// errChangeLogBroken is the error of appends after a failed commit.
+var errChangeLogBroken = errors.New("change log cannot be written")
+
+// append adds recs to the group being formed and returns it; a
+// completion gets the next seq, an intent the next ID (set in recs).
+func (l *changeLog) append(recs ...*changeRec) *changeGroup {
+	l.mu.Lock()
+	if l.broken != nil {
+		l.mu.Unlock()
+		g := &changeGroup{done: make(chan struct{}), err: fmt.Errorf("%w: %w", errChangeLogBroken, l.broken)}
+		close(g.done)
+		return g
+	}
+	g := l.forming
+	if g == nil {
+		g = &changeGroup{first: l.nextSeq, done: make(chan struct{})}
+		l.forming = g
+	}
+	for _, r := range recs {
+		r.At = cmpOr(r.At, l.now().UnixNano())
+		switch r.T {
+		case changeIntent:
+			r.ID = l.nextID
+			l.nextID++
+		case changeDone:
+			r.Seq = l.nextSeq
+			l.nextSeq++
+			g.recs = append(g.recs, *r)
+		}
+		g.buf = changeFrame(g.buf, *r)
+	}
+	l.mu.Unlock()
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+	return g
+}
+
+// run is the writer goroutine: it commits the group formed meanwhile,
+// one at a time, until close.
+func (l *changeLog) run() {
+	defer l.wg.Done()
+	for {
+		select {
+		case <-l.kick:
+		case <-l.stop:
+			l.commitForming()
+			return
+		}
+		l.commitForming()
+	}
+}
+
+// commitForming commits the group being formed, if any.
+func (l *changeLog) commitForming() {
+	l.mu.Lock()
+	g := l.forming
+	l.forming = nil
+	l.mu.Unlock()
+	if g != nil {
+		l.commit(g)
+	}
+}
+
+// commit writes and syncs g, starting a new segment first when the
+// current one is full, publishes its changes and wakes the waiters.
+func (l *changeLog) commit(g *changeGroup) {
+	defer close(g.done)
+	g.err = l.write(g)
+	l.mu.Lock()
+	if g.err != nil {
+		l.broken = g.err
+	} else {
+		cur := &l.segs[len(l.segs)-1]
+		cur.size += int64(len(g.buf))
+		cur.last = l.now()
+		l.tail = append(l.tail, g.recs...)
+		if len(l.tail) > 2*changeTailLen {
+			l.tail = slices.Delete(l.tail, 0, len(l.tail)-changeTailLen)
+		}
+		if len(g.recs) > 0 {
+			l.durable.Store(g.recs[len(g.recs)-1].Seq)
+			close(l.notify)
+			l.notify = make(chan struct{})
+		}
+	}
+	l.mu.Unlock()
+	if l.committed != nil {
+		l.committed(g)
+	}
+}
+
+// write appends g to the current segment (a new one when it is full) and
+// syncs it.
+func (l *changeLog) write(g *changeGroup) error {
+	l.mu.Lock()
+	full := l.segs[len(l.segs)-1].size > 0 && l.segs[len(l.segs)-1].size+int64(len(g.buf)) > l.segBytes
+	l.mu.Unlock()
+	if full {
+		if err := l.newSegment(g.first); err != nil {
+			return err
+		}
+		if err := l.prune(); err != nil {
+			return err
+		}
+	}
+	if _, err := l.f.Write(g.buf); err != nil {
+		return fmt.Errorf("write change log: %w", err)
+	}
+	if err := fdatasync(l.f); err != nil {
+		return fmt.Errorf("sync change log: %w", err)
+	}
+	return nil
+}
+
+// close commits what was appended and stops the writer.
+func (l *changeLog) close() error {
+	close(l.stop)
+	l.wg.Wait()
+	if l.f != nil {
+		return l.f.Close()
+	}
+	return nil
+}
+
+// watch returns the durable seq and a channel closed when it advances.
+func (l *changeLog) watch() (uint64, <-chan struct{}) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.durable.Load(), l.notify
+}
+
+// barrier waits until every change appended before it is durable, so
+// that a reader sees the writes answered before it asked.
+func (l *changeLog) barrier(ctx context.Context) error {
+	l.mu.Lock()
+	target := l.nextSeq - 1
+	l.mu.Unlock()
+	for {
+		l.mu.Lock()
+		d, notify, broken := l.durable.Load(), l.notify, l.broken
+		l.mu.Unlock()
+		switch {
+		case d >= target:
+			return nil
+		case broken != nil:
+			return fmt.Errorf("%w: %w", errChangeLogBroken, broken)
+		}
+		select {
+		case <-notify:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// oldest is the oldest cursor the log can resume from: the seq before
+// its first segment's.
+func (l *changeLog) oldest() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.segs[0].first - 1
+}
+
+// errCursorExpired is the error of a cursor older than the retention.
+var errCursorExpired = errors.New("cursor expired")
+
+// read hands f the changes after since, in seq order, up to the durable
+// seq, until f returns false or scan changes were read. It returns the
+// seq of the last change handed to f. A cursor older than the log's
+// oldest is errCursorExpired.
+func (l *changeLog) read(since uint64, scan int, f func(changeRec) bool) (uint64, error) {
+	end := l.durable.Load()
+	l.mu.Lock()
+	if since < l.segs[0].first-1 {
+		l.mu.Unlock()
+		return since, errCursorExpired
+	}
+	if n := len(l.tail); n > 0 && l.tail[0].Seq <= since+1 {
+		recs := l.tail[min(since+1-l.tail[0].Seq, uint64(n)):]
+		recs = recs[:min(len(recs), scan)]
+		l.mu.Unlock()
+		last := since
+		for _, r := range recs {
+			if r.Seq > end {
+				break
+			}
+			last = r.Seq
+			if !f(r) {
+				break
+			}
+		}
+		return last, nil
+	}
+	segs := slices.Clone(l.segs)
+	l.mu.Unlock()
+	return l.readFiles(segs, since, end, scan, f)
+}
+
+// readFiles is read from the segment files segs.
+func (l *changeLog) readFiles(segs []changeSegment, since, end uint64, scan int, f func(changeRec) bool) (uint64, error) {
+	i, _ := slices.BinarySearchFunc(segs, since+2, func(s changeSegment, t uint64) int { return cmpUint(s.first, t) })
+	i = max(i-1, 0)
+	last, n := since, 0
+	for ; i < len(segs); i++ {
+		b, err := os.ReadFile(filepath.Join(l.dir, segmentName(segs[i].first)))
+		if errors.Is(err, fs.ErrNotExist) {
+			return since, errCursorExpired
+		}
+		if err != nil {
+			return since, fmt.Errorf("read change log: %w", err)
+		}
+		more := true
+		eachChangeFrame(b, func(r changeRec) bool {
+			if r.T != changeDone || r.Seq <= since {
+				return true
+			}
+			if r.Seq > end || n >= scan {
+				more = false
+				return false
+			}
+			n++
+			last = r.Seq
+			more = f(r)
+			return more
+		})
+		if !more {
+			break
+		}
+	}
+	return last, nil
+}
+
+// lastChange is the latest change of key of db the log holds.
+func (l *changeLog) lastChange(db, key string) (changeRec, bool) {
+	var out changeRec
+	found := false
+	l.read(l.oldest(), int(^uint(0)>>1), func(r changeRec) bool {
+		if r.DB == db && r.Key == key {
+			out, found = r, true
+		}
+		return true
+	})
+	return out, found
+}
+
+// prune drops the oldest segments while they are older than the
+// retention or the log is over its size; the current segment stays.
+func (l *changeLog) prune() error {
+	l.mu.Lock()
+	var total int64
+	for _, s := range l.segs {
+		total += s.size
+	}
+	var drop []changeSegment
+	for len(l.segs) > 1 && (l.now().Sub(l.segs[0].last) > l.maxAge || total > l.maxBytes) {
+		total -= l.segs[0].size
+		drop = append(drop, l.segs[0])
+		l.segs = l.segs[1:]
+	}
+	l.mu.Unlock()
+	for _, s := range drop {
+		if err := os.Remove(filepath.Join(l.dir, segmentName(s.first))); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("prune change log: %w", err)
+		}
+	}
+	return nil
+}

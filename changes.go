@@ -1,0 +1,390 @@
+package main
+
+// GET /api/databases/{db}/changes: the change feed of one database as
+// pages, as a long-poll, or as Server-Sent Events (API.md "Following
+// changes"). The feed itself is feed.go and changelog.go.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Budgets of the change routes.
+const (
+	// changeLimitDefault and changeLimitMax bound a page's changes.
+	changeLimitDefault = 100
+	changeLimitMax     = 1000
+	// changeScanMax is the most changes of all databases one page reads
+	// to find its own: a page of a quiet database in a busy feed ends
+	// there, with last_seq after the changes it skipped.
+	changeScanMax = 20000
+	// longPollDefault and longPollMax bound a long-poll's wait (below the
+	// server's write timeout).
+	longPollDefault = 30 * time.Second
+	longPollMax     = 55 * time.Second
+	// streamWriteWait is how long an event may take to reach a consumer
+	// before the consumer is dropped.
+	streamWriteWait = 10 * time.Second
+)
+
+// changeKeepAlive is how often an idle event stream gets a comment line
+// (a variable for tests).
+var changeKeepAlive = 15 * time.Second
+
+// changeOut is one change as answered: seq is the cursor after it.
+type changeOut struct {
+	Seq  string          `json:"seq"`
+	Key  string          `json:"key"`
+	Op   string          `json:"op"`
+	ETag string          `json:"etag,omitempty"`
+	At   time.Time       `json:"at"`
+	Doc  json.RawMessage `json:"doc,omitempty"`
+}
+
+// changePage is a page of the feed.
+type changePage struct {
+	Changes []changeOut `json:"changes"`
+	LastSeq string      `json:"last_seq"`
+}
+
+// changeQuery is a request of the change route, parsed.
+type changeQuery struct {
+	db, prefix string
+	since      uint64
+	limit      int
+	docs       bool
+	mode       string // "", "sse" or "longpoll"
+	timeout    time.Duration
+}
+
+// handleChanges serves GET /api/databases/{db}/changes.
+func (s *restServer) handleChanges(w http.ResponseWriter, r *http.Request, p principal) error {
+	q, since, err := parseChangeQuery(r)
+	if err != nil {
+		return err
+	}
+	f := s.data.feed
+	if f == nil {
+		return fmt.Errorf("change feed of %s: the storage backend keeps none: %w", q.db, errConfig)
+	}
+	// The writes answered before this request are in its answer.
+	if err := f.log.barrier(r.Context()); err != nil {
+		return fmt.Errorf("change feed: %w: %w", err, errUnavailable)
+	}
+	if q.since, err = f.cursor(since); err != nil {
+		return err
+	}
+	if q.mode == "" {
+		page, err := s.changePage(r.Context(), f, q)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, page)
+		return nil
+	}
+	release, err := f.openStream(p.clientID)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if q.mode == "longpoll" {
+		return s.longPoll(w, r, f, q)
+	}
+	return s.eventStream(w, r, f, q)
+}
+
+// parseChangeQuery reads the route's parameters but for the cursor,
+// returned as sent: Last-Event-ID (an event stream's resumption) takes
+// the place of since.
+func parseChangeQuery(r *http.Request) (q changeQuery, since string, err error) {
+	v := r.URL.Query()
+	q = changeQuery{db: r.PathValue("db"), prefix: v.Get("prefix"), limit: changeLimitDefault, timeout: longPollDefault}
+	if err := validateDBName(q.db); err != nil {
+		return q, "", err
+	}
+	if len(q.prefix) > maxEntityKeyLen {
+		return q, "", reqErrorf(errInvalid, "prefix is longer than an entity key may be (%d bytes)", maxEntityKeyLen)
+	}
+	if q.docs, err = boolParam(r, "include_docs"); err != nil {
+		return q, "", err
+	}
+	if err := q.parseMode(r); err != nil {
+		return q, "", err
+	}
+	if l := v.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > changeLimitMax {
+			return q, "", reqErrorf(errInvalid, "limit %q: must be 1 to %d", l, changeLimitMax)
+		}
+		q.limit = n
+	}
+	since = v.Get("since")
+	if id := r.Header.Get("Last-Event-ID"); id != "" && q.mode == "sse" {
+		since = id
+	}
+	return q, since, nil
+}
+
+// parseMode reads feed= (or an Accept of text/event-stream) and timeout=.
+func (q *changeQuery) parseMode(r *http.Request) error {
+	switch m := r.URL.Query().Get("feed"); m {
+	case "", "normal":
+		if strings.Contains(r.Header.Get("Accept"), "text/event-stream") {
+			q.mode = "sse"
+		}
+	case "sse", "eventsource":
+		q.mode = "sse"
+	case "longpoll":
+		q.mode = "longpoll"
+	default:
+		return reqErrorf(errInvalid, "feed %q: must be normal, longpoll or sse", m)
+	}
+	if t := r.URL.Query().Get("timeout"); t != "" {
+		ms, err := strconv.Atoi(t)
+		if err != nil || ms < 0 || time.Duration(ms)*time.Millisecond > longPollMax {
+			return reqErrorf(errInvalid, "timeout %q: must be 0 to %d milliseconds", t, longPollMax.Milliseconds())
+		}
+		q.timeout = time.Duration(ms) * time.Millisecond
+	}
+	return nil
+}
+
+// cursor parses a since value: "" is the oldest change kept, "now" the
+// current end. A cursor the feed no longer holds (older than the
+// retention, or from a log that is gone) is 410.
+func (f *changeFeed) cursor(since string) (uint64, error) {
+	end := f.log.durable.Load()
+	switch since {
+	case "":
+		return f.log.oldest(), nil
+	case "now":
+		return end, nil
+	}
+	c, err := strconv.ParseUint(since, 10, 64)
+	if err != nil {
+		return 0, reqErrorf(errInvalid, "since %q: not a cursor (a last_seq or seq of this feed, or now)", since)
+	}
+	if c < f.log.oldest() || c > end {
+		return 0, f.gone(c)
+	}
+	return c, nil
+}
+
+// gone is the 410 of cursor c.
+func (f *changeFeed) gone(c uint64) error {
+	return reqErrorf(errGone, "cursor %d is no longer in the change feed (it keeps -changes-retention): list the database, then follow it from last_seq %q, the current end", c, strconv.FormatUint(f.log.durable.Load(), 10))
+}
+
+// changePage reads one page after q.since: up to q.limit changes of q.db
+// (and q.prefix), from at most changeScanMax changes of the feed, with
+// each document when q.docs, within -max-response-bytes.
+func (s *restServer) changePage(ctx context.Context, f *changeFeed, q changeQuery) (changePage, error) {
+	page := changePage{Changes: []changeOut{}}
+	var sent int64
+	var docErr error
+	early := false
+	last, err := f.log.read(q.since, changeScanMax, func(r changeRec) bool {
+		if r.DB != q.db || !strings.HasPrefix(r.Key, q.prefix) {
+			return true
+		}
+		c := changeOut{Seq: strconv.FormatUint(r.Seq, 10), Key: r.Key, Op: r.Op, ETag: r.ETag, At: time.Unix(0, r.At).UTC()}
+		if q.docs && r.Op == "put" {
+			doc, _, found, err := s.data.readEntity(ctx, q.db, r.Key)
+			if err != nil {
+				docErr, early = err, true
+				return false
+			}
+			if found {
+				c.Doc = doc
+			}
+			if sent += int64(len(doc)); sent > s.data.lim.response() && len(page.Changes) > 0 {
+				early = true
+				return false
+			}
+		}
+		page.Changes = append(page.Changes, c)
+		return len(page.Changes) < q.limit
+	})
+	if err == errCursorExpired {
+		return page, f.gone(q.since)
+	}
+	if err != nil {
+		return page, err
+	}
+	if docErr != nil && len(page.Changes) == 0 {
+		return page, docErr
+	}
+	page.LastSeq = strconv.FormatUint(last, 10)
+	if early {
+		// Stopped at a document: resume after the last change answered.
+		page.LastSeq = strconv.FormatUint(q.since, 10)
+		if n := len(page.Changes); n > 0 {
+			page.LastSeq = page.Changes[n-1].Seq
+		}
+	}
+	return page, nil
+}
+
+// mustSeq parses a seq this package formatted.
+func mustSeq(s string) uint64 {
+	n, _ := strconv.ParseUint(s, 10, 64)
+	return n
+}
+
+// longPoll answers the first page with a change after q.since, waiting up
+// to q.timeout for one (then an empty page); deleting the database ends
+// the wait.
+func (s *restServer) longPoll(w http.ResponseWriter, r *http.Request, f *changeFeed, q changeQuery) error {
+	timer := time.NewTimer(q.timeout)
+	defer timer.Stop()
+	deleted := f.deletedSignal(q.db)
+	for {
+		_, notify := f.log.watch()
+		page, err := s.changePage(r.Context(), f, q)
+		if err != nil {
+			return err
+		}
+		if len(page.Changes) > 0 {
+			writeJSON(w, http.StatusOK, page)
+			return nil
+		}
+		q.since = mustSeq(page.LastSeq)
+		select {
+		case <-notify:
+			continue
+		case <-timer.C:
+		case <-deleted:
+		case <-r.Context().Done():
+			return nil
+		}
+		writeJSON(w, http.StatusOK, page)
+		return nil
+	}
+}
+
+// eventStream streams the changes after q.since as Server-Sent Events
+// until the client goes, the database is deleted (event "deleted"), the
+// consumer falls more than the feed's memory behind (event "lagging",
+// with the cursor to resume from) or stops reading (dropped).
+func (s *restServer) eventStream(w http.ResponseWriter, r *http.Request, f *changeFeed, q changeQuery) error {
+	rc := http.NewResponseController(w)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	st := &stream{w: w, rc: rc, f: f}
+	if !st.send("retry: 2000\n\n") {
+		return nil
+	}
+	keep := time.NewTicker(changeKeepAlive)
+	defer keep.Stop()
+	deleted := f.deletedSignal(q.db)
+	following := false
+	for {
+		end, notify := f.log.watch()
+		if following && end-q.since > changeTailLen {
+			f.droppedConsumers.Add(1)
+			st.event("lagging", "", map[string]string{"resume_from": strconv.FormatUint(q.since, 10),
+				"error": "this stream fell too far behind the feed; resume from resume_from"})
+			return nil
+		}
+		q.limit = changeLimitMax
+		page, err := s.changePage(r.Context(), f, q)
+		if err != nil {
+			st.event("error", "", map[string]string{"error": errorSentence(err), "resume_from": strconv.FormatUint(q.since, 10)})
+			return nil
+		}
+		for _, c := range page.Changes {
+			if !st.event("change", c.Seq, c) {
+				return nil
+			}
+			f.sent.Add(1)
+		}
+		q.since = mustSeq(page.LastSeq)
+		if q.since < end {
+			following = false
+			continue // catching up
+		}
+		following = true
+		select {
+		case <-notify:
+		case <-keep.C:
+			if !st.send(": keep-alive\n\n") {
+				return nil
+			}
+		case <-deleted:
+			s.endDeleted(r.Context(), st, f, q)
+			return nil
+		case <-r.Context().Done():
+			return nil
+		}
+	}
+}
+
+// endDeleted sends the changes of q's deleted database not sent yet (its
+// entities' deletes) and the event "deleted".
+func (s *restServer) endDeleted(ctx context.Context, st *stream, f *changeFeed, q changeQuery) {
+	if f.log.barrier(ctx) != nil {
+		return
+	}
+	q.limit = changeLimitMax
+	page, err := s.changePage(ctx, f, q)
+	if err != nil {
+		return
+	}
+	for _, c := range page.Changes {
+		if !st.event("change", c.Seq, c) {
+			return
+		}
+		f.sent.Add(1)
+	}
+	st.event("deleted", "", map[string]string{"last_seq": page.LastSeq})
+}
+
+// errorSentence is the client sentence of err.
+func errorSentence(err error) string {
+	if m, ok := clientMessage(err); ok {
+		return m
+	}
+	return "the change feed cannot be read; try again later"
+}
+
+// stream writes one event stream, each write within streamWriteWait.
+type stream struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+	f  *changeFeed
+}
+
+// send writes and flushes text; false when the consumer is gone or does
+// not read (then it counts as dropped).
+func (st *stream) send(text string) bool {
+	st.rc.SetWriteDeadline(time.Now().Add(streamWriteWait))
+	if _, err := st.w.Write([]byte(text)); err != nil {
+		st.f.droppedConsumers.Add(1)
+		return false
+	}
+	if err := st.rc.Flush(); err != nil {
+		st.f.droppedConsumers.Add(1)
+		return false
+	}
+	return true
+}
+
+// event writes one event of type name with id (none when "") and v as its
+// JSON data.
+func (st *stream) event(name, id string, v any) bool {
+	data, _ := json.Marshal(v)
+	var b strings.Builder
+	if id != "" {
+		fmt.Fprintf(&b, "id: %s\n", id)
+	}
+	fmt.Fprintf(&b, "event: %s\ndata: %s\n\n", name, data)
+	return st.send(b.String())
+}
