@@ -284,7 +284,7 @@ func (l *changeLog) newSegment(first uint64) error {
 }
 
 // errChangeLogBroken is the error of appends after a failed commit.
-var errChangeLogBroken = errors.New("change log cannot be written")
+var errChangeLogBroken = fmt.Errorf("change log cannot be written: %w", errUnavailable)
 
 // append adds recs to the group being formed and returns it; a
 // completion gets the next seq, an intent the next ID (set in recs).
@@ -449,7 +449,7 @@ func (l *changeLog) oldest() uint64 {
 }
 
 // errCursorExpired is the error of a cursor older than the retention.
-var errCursorExpired = errors.New("cursor expired")
+var errCursorExpired = fmt.Errorf("change log: cursor expired: %w", errGone)
 
 // read hands f the changes after since, in seq order, up to the durable
 // seq, until f returns false or scan changes were read. It returns the

@@ -7,6 +7,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -210,7 +211,7 @@ func (s *restServer) changePage(ctx context.Context, f *changeFeed, q changeQuer
 		page.Changes = append(page.Changes, c)
 		return len(page.Changes) < q.limit
 	})
-	if err == errCursorExpired {
+	if errors.Is(err, errCursorExpired) {
 		return page, f.gone(q.since)
 	}
 	if err != nil {

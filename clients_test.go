@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Debian's Python and the wheels of its python3-setuptools-whl and
@@ -94,6 +95,44 @@ func TestPythonClient(t *testing.T) {
 	}
 	if ran, _ := strconv.Atoi(string(m[1])); ran < 15 || strings.Contains(string(out), "skipped") {
 		t.Errorf("unittest ran %d tests (skips: %v), want the whole suite", ran, strings.Contains(string(out), "skipped"))
+	}
+	runFollowExample(t, n, vpy, dir)
+}
+
+// runFollowExample runs README's follow-example (the Python client's
+// follow, printing each new chat message) against n, appends a message
+// through the REST API once it follows, and waits for the line it prints.
+func runFollowExample(t *testing.T, n *node, vpy, dir string) {
+	n.call("PUT", "/entity/chatdb", testAdminKey, map[string]any{"session_001": map[string]any{"messages": []any{}}})
+	cmd := exec.Command(vpy, "-c", readmeBlock(t, "follow-example"))
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "DDB_URL="+n.base, "DDB_TOKEN="+testAdminKey, "PYTHONDONTWRITEBYTECODE=1")
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	w := newWait(t, "the example's event stream", 20*time.Second)
+	for {
+		_, metrics, _ := n.call("GET", "/metrics", testAdminKey, nil)
+		if strings.Contains(string(metrics), "deltadb_changes_streams_open 1") {
+			break
+		}
+		if w.over() {
+			t.Fatalf("the README example opened no stream: %v\n%s", w, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	msg := map[string]any{"session_001": map[string]any{"messages": []any{map[string]string{"role": "user", "content": "hi"}}}}
+	if code, body, _ := n.call("PUT", "/entity/chatdb", testAdminKey, msg); code != 200 {
+		t.Fatalf("PUT = %d %s", code, body)
+	}
+	want := strings.TrimSpace(readmeBlock(t, "follow-example-output"))
+	for w := newWait(t, "the example's line", 20*time.Second); !strings.Contains(out.String(), want); time.Sleep(50 * time.Millisecond) {
+		if w.over() {
+			t.Fatalf("the README example printed %q, want %q: %v", out, want, w)
+		}
 	}
 }
 

@@ -264,6 +264,27 @@ class ClientTest(unittest.TestCase):
         self.assertNotIsInstance(cm.exception, deltadb.ValidationFailed)
         self.db.bind(self.name, None)
 
+    def test_changes_and_follow(self):
+        e1 = self.db.put(self.name, "a", {"n": 1})
+        e2 = self.db.put(self.name, "b", {"n": 2})
+        page = self.db.changes(self.name)
+        self.assertEqual([(c.key, c.op, c.etag) for c in page["changes"]][-2:], [("a", "put", e1), ("b", "put", e2)])
+        self.assertEqual(self.db.changes(self.name, since=page["last_seq"])["changes"], [])
+        docs = self.db.changes(self.name, since=page["changes"][-2].seq, include_docs=True)["changes"]
+        self.assertEqual([(c.key, c.doc) for c in docs], [("b", {"n": 2})])
+        follow = self.db.follow(self.name, since=page["changes"][-2].seq, include_docs=True)
+        first = next(follow)
+        self.assertEqual((first.key, first.op, first.etag, first.doc), ("b", "put", e2, {"n": 2}))
+        self.db.delete(self.name, "a")
+        second = next(follow)
+        self.assertEqual((second.key, second.op, second.etag, second.doc), ("a", "delete", None, None))
+        follow.close()
+        with self.assertRaises(deltadb.Gone) as cm:
+            self.db.changes(self.name, since="999999999999")
+        self.assertIn("last_seq", cm.exception.message)
+        with self.assertRaises(deltadb.Forbidden):
+            next(self.key_with(["write"]).follow(self.name))
+
     def test_find(self):
         self.db.put_many(self.name, {"s%02d" % i: {"user": "u%d" % (i % 3), "n": i} for i in range(20)})
         self.assertEqual(self.db.create_index(self.name, ["user", "n"], name="by-user"), "created")

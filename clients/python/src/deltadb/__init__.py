@@ -15,6 +15,8 @@ and:
         print(key)
     for item in db.find_all("chatdb", {"user": "u1"}, sort=["created"]):
         print(item.key, item.doc)
+    for change in db.follow("chatdb"):  # every change from now on, until interrupted
+        print(change.key, change.op, change.etag)
 
 Every failed request raises a subclass of DeltaDBError named for its HTTP
 status (NotFound, PreconditionFailed, ...), carrying the server's one
@@ -24,9 +26,11 @@ as {"path", "message"}. API.md in the repository describes every route this
 client calls.
 """
 
-from .client import JSON_PATCH, MAX_KEYS_PER_REQUEST, MERGE_PATCH, Client, Document, FindPage, GetManyResult, Item
+from .client import (
+    JSON_PATCH, MAX_KEYS_PER_REQUEST, MERGE_PATCH, Change, ChangesPage, Client, Document, FindPage, GetManyResult, Item,
+)
 from .errors import (
-    BadRequest, Conflict, ConnectionFailed, DeltaDBError, Forbidden, MethodNotAllowed, NotFound, PayloadTooLarge,
+    BadRequest, Conflict, ConnectionFailed, DeltaDBError, Forbidden, Gone, MethodNotAllowed, NotFound, PayloadTooLarge,
     PreconditionFailed, ServerError, TooManyRequests, Unauthorized, Unavailable, UnsupportedMediaType,
     ValidationError, ValidationFailed,
 )
@@ -34,8 +38,8 @@ from .errors import (
 __version__ = "1.0.0"
 
 __all__ = [
-    "Client", "Item", "Document", "GetManyResult", "FindPage", "ValidationError", "MERGE_PATCH", "JSON_PATCH",
+    "Client", "Item", "Change", "ChangesPage", "Document", "GetManyResult", "FindPage", "ValidationError", "MERGE_PATCH", "JSON_PATCH",
     "MAX_KEYS_PER_REQUEST", "DeltaDBError", "BadRequest", "Unauthorized", "Forbidden", "NotFound",
-    "MethodNotAllowed", "Conflict", "PreconditionFailed", "PayloadTooLarge", "UnsupportedMediaType",
+    "MethodNotAllowed", "Conflict", "Gone", "PreconditionFailed", "PayloadTooLarge", "UnsupportedMediaType",
     "ValidationFailed", "TooManyRequests", "ServerError", "Unavailable", "ConnectionFailed",
 ]

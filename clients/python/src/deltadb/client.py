@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from email.message import Message
 from typing import Any, Dict, Iterable, Iterator, List, Literal, Mapping, Optional, Tuple, TypedDict, Union, overload
 
-from .errors import ConnectionFailed, ValidationError, ValidationFailed, error_for
+from .errors import ConnectionFailed, ServerError, ValidationError, ValidationFailed, error_for
 
-__all__ = ["Client", "Item", "Document", "GetManyResult", "FindPage", "MERGE_PATCH", "JSON_PATCH", "MAX_KEYS_PER_REQUEST"]
+__all__ = ["Client", "Item", "Change", "ChangesPage", "Document", "GetManyResult", "FindPage", "MERGE_PATCH",
+           "JSON_PATCH", "MAX_KEYS_PER_REQUEST"]
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -57,6 +60,32 @@ class Item:
 
     def __repr__(self) -> str:
         return "Item(key=%r, etag=%r, doc=%r)" % (self.key, self.etag, self.doc)
+
+
+class Change:
+    """One change of a database's feed: seq (the cursor after it), key, op
+    ("put" or "delete"), etag (None on a delete), at (RFC 3339 time) and,
+    with include_docs, doc (the document as it is now; None once deleted).
+    """
+
+    __slots__ = ("seq", "key", "op", "etag", "at", "doc")
+
+    def __init__(self, seq: str, key: str, op: str, etag: Optional[str], at: str, doc: Document = None) -> None:
+        self.seq, self.key, self.op, self.etag, self.at, self.doc = seq, key, op, etag, at, doc
+
+    @classmethod
+    def from_json(cls, c: Mapping[str, Any]) -> "Change":
+        return cls(str(c["seq"]), str(c["key"]), str(c["op"]), c.get("etag"), str(c["at"]), c.get("doc"))
+
+    def __repr__(self) -> str:
+        return "Change(seq=%r, key=%r, op=%r, etag=%r)" % (self.seq, self.key, self.op, self.etag)
+
+
+class ChangesPage(TypedDict):
+    """One page of a feed: its changes and last_seq, the since of the next."""
+
+    changes: List[Change]
+    last_seq: str
 
 
 class Client:
@@ -207,6 +236,77 @@ class Client:
             cursor = body.get("next")
             if not cursor:
                 return
+
+    # -- changes ---------------------------------------------------------
+
+    def changes(self, db: str, since: Optional[str] = None, limit: int = 100, prefix: Optional[str] = None,
+                include_docs: bool = False) -> ChangesPage:
+        """One page of db's changes after the cursor since (None: from the
+        oldest kept; "now": none, only the current end as last_seq). Follow
+        last_seq until a page is empty. A cursor older than the server's
+        retention raises Gone: list the database, then follow from the
+        current end.
+        """
+        query: Dict[str, Any] = {"since": since, "limit": limit, "prefix": prefix or None,
+                                 "include_docs": "true" if include_docs else None}
+        body, _ = self.request("GET", self._path("api", "databases", db, "changes", **query))
+        return ChangesPage(changes=[Change.from_json(c) for c in body["changes"]], last_seq=str(body["last_seq"]))
+
+    def follow(self, db: str, since: Optional[str] = "now", prefix: Optional[str] = None,
+               include_docs: bool = False, retry: float = 1.0) -> Iterator[Change]:
+        """Iterate over db's changes as they happen (Server-Sent Events),
+        after the cursor since ("now": from now on; None: from the oldest
+        kept). A dropped connection, or a stream the server ended because
+        it fell behind, is resumed after the last change received, after
+        retry seconds, so no change is missed or repeated. It ends when the
+        database is deleted; Gone (a cursor past the retention), Forbidden
+        and TooManyRequests are raised.
+        """
+        cursor = self.changes(db, since="now")["last_seq"] if since == "now" else since
+        while True:
+            try:
+                for event, data in self._events(db, cursor, prefix, include_docs):
+                    if event == "change":
+                        change = Change.from_json(data)
+                        cursor = change.seq
+                        yield change
+                    elif event == "deleted":
+                        return
+                    elif event in ("lagging", "error"):
+                        cursor = str(data.get("resume_from", cursor))
+                        break
+            except (ConnectionFailed, ServerError, OSError, http.client.HTTPException):
+                pass
+            time.sleep(retry)
+
+    def _events(self, db: str, since: Optional[str], prefix: Optional[str],
+                include_docs: bool) -> Iterator[Tuple[str, Dict[str, Any]]]:
+        """The events of one event stream of db's feed, as (type, data)."""
+        path = self._path("api", "databases", db, "changes", feed="sse", since=since, prefix=prefix or None,
+                          include_docs="true" if include_docs else None)
+        req = urllib.request.Request(self.base_url + path, method="GET")
+        req.add_header("Accept", "text/event-stream")
+        if self.token:
+            req.add_header("Authorization", "Bearer " + self.token)
+        try:
+            # Idle streams get a comment line every 15 s.
+            resp = urllib.request.urlopen(req, timeout=max(self.timeout, 60.0))
+        except urllib.error.HTTPError as err:
+            raise error_for(err.code, _decode(err.read()), err.headers) from None
+        except (urllib.error.URLError, OSError) as err:
+            raise ConnectionFailed(0, "GET %s: %s" % (path, getattr(err, "reason", err))) from err
+        with resp:
+            event, data = "", ""
+            for raw in resp:
+                line = raw.decode("utf-8").rstrip("\r\n")
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    data += line[5:].strip()
+                elif line == "":
+                    if event:
+                        yield event, json.loads(data) if data else {}
+                    event, data = "", ""
 
     # -- queries ---------------------------------------------------------
 

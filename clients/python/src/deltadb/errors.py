@@ -100,6 +100,11 @@ class ValidationFailed(BadRequest):
         return errors_from_sentence(self.message)
 
 
+class Gone(DeltaDBError):
+    """410: a change feed cursor older than the server keeps; list the
+    database, then follow from the current end."""
+
+
 class TooManyRequests(DeltaDBError):
     """429: too many failed authentications or sessions; retry_after is in seconds."""
 
@@ -123,7 +128,7 @@ class ConnectionFailed(DeltaDBError):
 
 _ERRORS: Dict[int, Type[DeltaDBError]] = {
     400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 405: MethodNotAllowed,
-    409: Conflict, 412: PreconditionFailed, 413: PayloadTooLarge, 415: UnsupportedMediaType,
+    409: Conflict, 410: Gone, 412: PreconditionFailed, 413: PayloadTooLarge, 415: UnsupportedMediaType,
     422: ValidationFailed, 429: TooManyRequests, 503: Unavailable,
 }
 
