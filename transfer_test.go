@@ -307,10 +307,26 @@ func TestTransferPermissions(t *testing.T) {
 	}
 }
 
-// TestModifiedTime: the listing with documents and the get of many keys
-// answer each entity's write time, which a new write moves on.
+// TestModifiedTime: the listing with documents, the get of many keys and
+// the export answer each entity's write time, which a new write moves on,
+// on both storage backends.
 func TestModifiedTime(t *testing.T) {
-	n, _ := startDefault(t)
+	t.Run("fs", func(t *testing.T) {
+		n, _ := startDefault(t)
+		checkModifiedTime(t, n)
+	})
+	t.Run("s3", func(t *testing.T) {
+		needBinary(t)
+		cfg := s3TestConfig(t)
+		bucket := testBucket(t, cfg)
+		n := startNode(t, keyEnv, append(s3NodeArgs(cfg, bucket.bucket), "-shared-fs="+unusedDir(t))...)
+		checkModifiedTime(t, n)
+	})
+}
+
+// checkModifiedTime writes two entities of database m on n, one of them
+// twice, and checks the write times n answers.
+func checkModifiedTime(t *testing.T, n *node) {
 	before := time.Now().UTC()
 	n.call("PUT", "/entity/m", testAdminKey, `{"a":{"v":1},"b":{"v":1}}`)
 	time.Sleep(20 * time.Millisecond)
@@ -336,6 +352,9 @@ func TestModifiedTime(t *testing.T) {
 	_, out, _ = n.call("POST", "/api/databases/m/get", testAdminKey, `{"keys":["a","b","zz"]}`)
 	if err := json.Unmarshal(out, &many); err != nil || !many.Modified["a"].Equal(a) || !many.Modified["b"].Equal(b) || len(many.Modified) != 2 {
 		t.Errorf("get many modified = %s (%v), want a=%v b=%v", out, err, a, b)
+	}
+	if lines, _ := exportDB(t, n, "m", testAdminKey, ""); len(lines) != 2 || !lines[0].Modified.Equal(a) || !lines[1].Modified.Equal(b) {
+		t.Errorf("export = %+v, want a at %v and b at %v", lines, a, b)
 	}
 }
 
