@@ -10,6 +10,11 @@
 // selector matches instead (POST /api/databases/{db}/find, paged by its
 // bookmark), the selector typed as JSON or built from a field, an operator
 // and a value. A key opens the entity in the editor (entityeditor.js).
+// Columns chosen from the documents' fields, the sort, the selection with
+// its bulk Delete and Export, and the database's NDJSON export and import
+// are browse.js's; a sort on a column or by key descending runs through
+// find (every matching entity, not one page), a sort by modified time
+// orders the page shown.
 //
 // The place in the list (database, prefix, page size, the cursors of the
 // pages before this one, the open key) lives in the URL hash, updated
@@ -19,10 +24,14 @@
 
 import { call, request, errorMessage } from "./api.js";
 import { clear, field, h, messageArea, pageHeading, show, showError } from "./dom.js";
-import { plural } from "./format.js";
+import { parseTime, plural, relativeTime } from "./format.js";
 import { denyReason, gate, reasonNote, setEnabled } from "./perms.js";
 import { entityEditor } from "./entityeditor.js";
 import { confirmByName } from "./dialog.js";
+import {
+  cellText, compareValues, deleteSelected, discoverFields, download, exportSelected, fieldValue, loadPrefs,
+  parseSort, savePrefs, transferPanel,
+} from "./browse.js";
 
 const PAGE_SIZES = [10, 25, 50, 100];
 const DEFAULT_PAGE = 25;
@@ -42,7 +51,22 @@ export function render(root, ctx = {}) {
     infos: new Map(), // db -> {name, schema, entities}
     view: null, // the open database's view
   };
-  root.append(pageHeading("Databases"), page.msg, page.cards, page.detail);
+  const importName = h("input", { id: "db-new-import-name", testid: "db-new-import-name", type: "text", autocomplete: "off", spellcheck: "false", placeholder: "e.g. chatdb_copy" });
+  const newImport = transferPanel("db-new", () => importName.value.trim(), {
+    exportable: false, importWhy: denyReason(ctx.me, "write"),
+    onImported: async (db) => {
+      if (!page.infos.has(db)) {
+        page.infos.set(db, { name: db, schema: undefined, entities: undefined });
+        page.cards.append(h("li", {}, card(page, db)));
+      }
+      await refreshInfo(page, db);
+    },
+  });
+  const importPanel = h("details", { id: "db-import-panel", testid: "db-import-panel", class: "panel import-panel" },
+    h("summary", { text: "Import NDJSON into a database" }),
+    field("Database (new or existing)", importName, "Each line {\"key\": ..., \"doc\": ...}; an export's file imports as it is. A line replaces the entity with its key."),
+    newImport.el);
+  root.append(pageHeading("Databases"), page.msg, importPanel, page.cards, page.detail);
   // Leaving the page, or opening another database, asks first when the
   // open entity has unsaved changes.
   page.confirmDiscard = () => (page.view ? page.view.confirmDiscard() : Promise.resolve(true));
@@ -155,7 +179,7 @@ function openDatabase(page, db, place) {
   clear(page.detail);
   page.detail.hidden = false;
   const st = place && place.db === db ? { ...place, cursors: [...place.cursors] } : { db, prefix: "", limit: DEFAULT_PAGE, cursors: [], key: null };
-  const view = { db, st };
+  const view = { db, st, prefs: loadPrefs(db), items: [], selected: new Map() }; // selected: key -> ETag listed
   page.view = view;
 
   // Header: counts, binding, delete.
@@ -189,6 +213,34 @@ function openDatabase(page, db, place) {
     h("label", { for: "db-page-size", class: "visually-hidden", text: "Page size" }), size);
 
   const finder = findPanel(page.me);
+  const readWhy = denyReason(page.me, "read");
+  const transfer = transferPanel("db", () => db, {
+    exportWhy: readWhy, importWhy: writeWhy,
+    onImported: () => {
+      refreshInfo(page, db);
+      reload();
+    },
+  });
+
+  // The list's tools: select the page, the selection's actions, sort, columns.
+  const selectAll = h("input", { type: "checkbox", id: "db-select-all", testid: "db-select-all" });
+  const selCount = h("span", { id: "db-selected-count", testid: "db-selected-count", class: "hint", "aria-live": "polite" });
+  const bulkExport = h("button", { type: "button", id: "db-bulk-export", testid: "db-bulk-export", class: "secondary", text: "Export selected" });
+  const bulkDelete = h("button", { type: "button", id: "db-bulk-delete", testid: "db-bulk-delete", class: "danger", text: "Delete selected" });
+  const clearSel = h("button", { type: "button", id: "db-select-clear", testid: "db-select-clear", class: "link", text: "Clear" });
+  gate(writeWhy, bulkDelete);
+  const sortSel = h("select", { id: "db-sort", testid: "db-sort" });
+  const columnsList = h("div", { id: "db-columns-list", testid: "db-columns-list", class: "columns-list" });
+  const columnField = h("input", { id: "db-column-field", testid: "db-column-field", type: "text", autocomplete: "off", spellcheck: "false", placeholder: "e.g. user.id" });
+  const columnAdd = h("button", { type: "submit", id: "db-column-add", testid: "db-column-add", class: "secondary", text: "Add" });
+  const columns = h("details", { id: "db-columns", testid: "db-columns", class: "columns-panel" },
+    h("summary", { text: "Columns" }), columnsList,
+    h("form", { class: "row", novalidate: true }, field("Field path", columnField), columnAdd));
+  const bulkRow = h("div", { id: "db-bulk", testid: "db-bulk", class: "row bulk-row", hidden: true }, selCount, bulkExport, bulkDelete, clearSel);
+  const tools = h("div", { class: "row list-tools" },
+    h("span", { class: "check-row" }, selectAll, h("label", { for: "db-select-all", text: "Select page" })),
+    h("span", { class: "sort-field" }, h("label", { for: "db-sort", text: "Sort" }), sortSel), columns);
+  const bulkMsg = messageArea("db-bulk-message");
 
   const editor = entityEditor(db, {
     me: page.me,
@@ -201,7 +253,7 @@ function openDatabase(page, db, place) {
     onChange: (what) => {
       refreshInfo(page, db);
       // A created or deleted key changes the list; reload the same page.
-      if (what === "created" || what === "deleted") loadKeys();
+      if (what === "created" || what === "deleted") reload(true);
     },
   });
 
@@ -213,9 +265,10 @@ function openDatabase(page, db, place) {
     reasonNote("db-write-denied", writeWhy, bind, unbind, schemaSelect),
     reasonNote("db-admin-denied", adminWhy ? `Delete database: ${adminWhy}` : "", delDb),
     headMsg,
+    transfer.el,
     h("div", { class: "split" },
       h("div", { class: "keys-pane" },
-        h("h4", { text: "Entities" }), searchForm, finder.el, count, listMsg, keyList,
+        h("h4", { text: "Entities" }), searchForm, finder.el, tools, bulkRow, bulkMsg, count, listMsg, keyList,
         h("div", { class: "row pager" }, prev, pageNo, next), openForm),
       editor.el),
   );
@@ -259,7 +312,6 @@ function openDatabase(page, db, place) {
   };
 
   async function loadKeys() {
-    view.find = null;
     finder.setActive(false);
     const st = view.st;
     const cursor = st.cursors[st.cursors.length - 1] || "";
@@ -284,7 +336,8 @@ function openDatabase(page, db, place) {
         st.cursors.pop();
         return loadKeys();
       }
-      keyList.replaceChildren(...items.map((it) => keyItem(it)));
+      view.items = items;
+      renderItems();
       shown = items.length;
       hasNext = !!r.data.next;
       next.dataset.cursor = r.data.next || "";
@@ -292,21 +345,190 @@ function openDatabase(page, db, place) {
       next.disabled = !hasNext;
       show(listMsg, items.length === 0 ? (st.prefix ? `No keys start with "${st.prefix}".` : "No entities.") : "", "info");
       showCount();
-      markCurrent();
     } catch (e) {
       showError(listMsg, e);
     }
   }
 
+  // renderItems shows view.items: sorted by modified time when that is
+  // the sort (the page shown), each with its checkbox, chosen columns (or
+  // a preview) and modified time.
+  function renderItems() {
+    const s = parseSort(view.prefs.sort);
+    let items = view.items;
+    if (s.by === "modified") {
+      const t = (it) => normTime(it.modified);
+      items = [...items].sort((a, b) => (t(a) < t(b) ? -1 : t(a) > t(b) ? 1 : a.key < b.key ? -1 : 1) * (s.dir === "asc" ? 1 : -1));
+    }
+    keyList.replaceChildren(...items.map((it) => keyItem(it)));
+    fillColumns();
+    selectionChanged();
+    markCurrent();
+  }
+
   function keyItem(it) {
+    const cb = h("input", { type: "checkbox", class: "key-select", testid: "db-key-select", "data-select": it.key, "aria-label": `Select ${it.key}` });
+    cb.checked = view.selected.has(it.key);
+    cb.addEventListener("change", () => {
+      if (cb.checked) view.selected.set(it.key, it.etag || "");
+      else view.selected.delete(it.key);
+      selectionChanged();
+    });
     const b = h("button", {
       type: "button", testid: "db-key-item", "data-key": it.key,
       on: { click: () => openKey(it.key, true) },
     }, h("span", { class: "key-name", text: it.key }));
-    if (it.doc !== undefined) {
+    const cols = view.prefs.columns;
+    if (it.doc !== undefined && cols.length) {
+      b.append(h("span", { class: "key-cols" }, cols.map((c) => h("span", { class: "key-col", "data-col": c },
+        h("span", { class: "key-col-name", text: c }), " ",
+        h("span", { class: "key-col-value", testid: "db-key-col", "data-col": c, text: cellText(fieldValue(it.doc, c)) })))));
+    } else if (it.doc !== undefined) {
       b.append(h("span", { class: "key-preview", testid: "db-key-preview", text: preview(it.doc) }));
     }
-    return h("li", { "data-key": it.key }, b);
+    if (it.modified) b.append(modifiedElement(it.modified));
+    return h("li", { "data-key": it.key, class: "key-row" }, cb, b);
+  }
+
+  // selectionChanged shows the selection's count and actions and the
+  // state of Select page.
+  function selectionChanged() {
+    const n = view.selected.size;
+    bulkRow.hidden = n === 0;
+    selCount.textContent = `${plural(n, "entity", "entities")} selected`;
+    const onPage = view.items.filter((it) => view.selected.has(it.key)).length;
+    selectAll.checked = view.items.length > 0 && onPage === view.items.length;
+    selectAll.indeterminate = onPage > 0 && onPage < view.items.length;
+  }
+  selectAll.addEventListener("change", () => {
+    for (const it of view.items) {
+      if (selectAll.checked) view.selected.set(it.key, it.etag || "");
+      else view.selected.delete(it.key);
+    }
+    for (const cb of keyList.querySelectorAll("input.key-select")) cb.checked = view.selected.has(cb.dataset.select);
+    selectionChanged();
+  });
+  clearSel.addEventListener("click", () => {
+    view.selected.clear();
+    for (const cb of keyList.querySelectorAll("input.key-select")) cb.checked = false;
+    selectionChanged();
+    show(bulkMsg, "");
+  });
+
+  bulkDelete.addEventListener("click", async () => {
+    const items = [...view.selected].map(([key, etag]) => ({ key, etag })).sort((a, b) => (a.key < b.key ? -1 : 1));
+    const n = items.length;
+    if (n === 0) return;
+    const what = plural(n, "entity", "entities");
+    const named = items.slice(0, 5).map((it) => it.key).join(", ") + (n > 5 ? ` and ${n - 5} more` : "");
+    const ok = await confirmByName({ title: `Delete ${what} from "${db}"?`, name: db, action: `Delete ${what}`,
+      text: `This deletes ${named}. An entity changed since it was listed is not deleted. It cannot be undone.` });
+    if (!ok) return;
+    setEnabled(bulkDelete, false);
+    show(bulkMsg, `Deleting ${what}…`, "info");
+    try {
+      const r = await deleteSelected(db, items, (done) => show(bulkMsg, `Deleting: ${done} of ${n} done…`, "info"));
+      for (const k of r.deleted) view.selected.delete(k);
+      if (r.failed.length === 0) show(bulkMsg, `Deleted ${plural(r.deleted.length, "entity", "entities")} from ${db}.`, "ok");
+      else {
+        const why = r.failed.slice(0, 5).map((f) => `${f.key}: ${f.error}`).join("; ") + (r.failed.length > 5 ? `; and ${r.failed.length - 5} more` : "");
+        show(bulkMsg, `Deleted ${r.deleted.length} of ${n}; not deleted (still selected): ${why}.`);
+      }
+      if (r.deleted.includes(view.st.key)) editor.open(view.st.key);
+    } catch (e) {
+      showError(bulkMsg, e);
+    } finally {
+      setEnabled(bulkDelete, true);
+      refreshInfo(page, db);
+      reload(true);
+    }
+  });
+
+  bulkExport.addEventListener("click", async () => {
+    const keys = [...view.selected.keys()].sort();
+    if (keys.length === 0) return;
+    setEnabled(bulkExport, false);
+    show(bulkMsg, `Exporting ${plural(keys.length, "entity", "entities")}…`, "info");
+    try {
+      const r = await exportSelected(db, keys, (done) => show(bulkMsg, `Exporting: ${done} of ${keys.length} read…`, "info"));
+      const name = `${db}-selected.ndjson`;
+      download(new Blob([r.text], { type: "application/x-ndjson" }), name);
+      const got = keys.length - r.missing.length;
+      show(bulkMsg, `Exported ${plural(got, "entity", "entities")} to ${name}.` +
+        (r.missing.length ? ` Gone since they were listed: ${r.missing.join(", ")}.` : ""), r.missing.length ? "info" : "ok");
+    } catch (e) {
+      showError(bulkMsg, e);
+    } finally {
+      setEnabled(bulkExport, true);
+    }
+  });
+
+  // fillSort offers key, modified time and each chosen column, both ways.
+  function fillSort() {
+    const opts = [["key:asc", "Key, A to Z"], ["key:desc", "Key, Z to A"],
+      ["modified:desc", "Modified, newest first (this page)"], ["modified:asc", "Modified, oldest first (this page)"]];
+    const cols = [...view.prefs.columns];
+    const cur = parseSort(view.prefs.sort);
+    if (cur.by === "col" && !cols.includes(cur.field)) cols.push(cur.field);
+    for (const c of cols) opts.push([`col:${c}:asc`, `${c}, ascending`], [`col:${c}:desc`, `${c}, descending`]);
+    sortSel.replaceChildren(...opts.map(([v, label]) => h("option", { value: v, text: label })));
+    sortSel.value = view.prefs.sort;
+    if (sortSel.value !== view.prefs.sort) sortSel.value = "key:asc";
+  }
+  sortSel.addEventListener("change", () => {
+    view.prefs.sort = sortSel.value;
+    savePrefs(db, view.prefs);
+    reload(false);
+  });
+
+  // fillColumns offers the fields of the page's documents and the chosen
+  // ones, each a checkbox.
+  function fillColumns() {
+    const fields = discoverFields(view.items.map((it) => it.doc));
+    for (const c of view.prefs.columns) if (!fields.includes(c)) fields.push(c);
+    columnsList.replaceChildren(...(fields.length ? fields.map((f, i) => {
+      const cb = h("input", { type: "checkbox", id: `db-col-${i}`, testid: "db-col", "data-field": f, checked: view.prefs.columns.includes(f) });
+      cb.addEventListener("change", () => setColumn(f, cb.checked));
+      return h("span", { class: "check-row" }, cb, h("label", { for: `db-col-${i}`, text: f }));
+    }) : [h("p", { class: "hint", text: "No fields on this page; add one by its path." })]));
+  }
+  function setColumn(f, on) {
+    const cols = view.prefs.columns.filter((c) => c !== f);
+    if (on) {
+      if (cols.length >= 8) return show(listMsg, "At most 8 columns.");
+      cols.push(f);
+    }
+    view.prefs.columns = cols;
+    savePrefs(db, view.prefs);
+    fillSort();
+    renderItems();
+  }
+  columnAdd.form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const f = columnField.value.trim();
+    if (!f) return;
+    columnField.value = "";
+    setColumn(f, true);
+  });
+
+  // reload shows the list again from its first page (or the same page
+  // when keep): the key listing, or a find when the user searches by
+  // content or the sort needs every entity (a column, key descending).
+  function reload(keep) {
+    const s = parseSort(view.prefs.sort);
+    const sorted = s.by === "col" || (s.by === "key" && s.dir === "desc");
+    if (view.find && view.find.user) {
+      if (!keep) view.find.bookmarks = [];
+      return findPage();
+    }
+    if (sorted) {
+      const p = view.st.prefix;
+      if (!keep || !view.find) view.find = { selector: p ? { _id: { $gte: p, $lt: p + "\uffff" } } : {}, bookmarks: [], next: "", user: false };
+      return findPage();
+    }
+    view.find = null;
+    if (!keep) view.st.cursors = [];
+    return loadKeys();
   }
 
   // openKey opens key in the editor; a tap on a phone (one column) then
@@ -319,13 +541,12 @@ function openDatabase(page, db, place) {
   searchForm.addEventListener("submit", (ev) => {
     ev.preventDefault();
     view.st.prefix = prefix.value;
-    view.st.cursors = [];
-    loadKeys();
+    if (view.find && !view.find.user) view.find = null;
+    reload(false);
   });
   size.addEventListener("change", () => {
     view.st.limit = Number(size.value);
-    view.st.cursors = [];
-    loadKeys();
+    reload(false);
   });
   prev.addEventListener("click", () => {
     if (view.find) {
@@ -348,44 +569,63 @@ function openDatabase(page, db, place) {
   // Find by content: one page of matches at the last bookmark.
   async function findPage() {
     const f = view.find;
-    const body = { selector: f.selector, limit: view.st.limit };
+    const body = { selector: f.selector, limit: view.st.limit, fields: ["_id"] };
+    const s = parseSort(view.prefs.sort);
+    if (s.by === "col") body.sort = [{ [s.field]: s.dir }];
+    else if (s.by === "key" && s.dir === "desc") body.sort = [{ _id: "desc" }];
     const bookmark = f.bookmarks[f.bookmarks.length - 1];
     if (bookmark) body.bookmark = bookmark;
     prev.disabled = next.disabled = true;
-    finder.setActive(true);
+    finder.setActive(f.user);
+    writePlace(view.st);
     try {
       const r = await request("POST", `/api/databases/${encodeURIComponent(db)}/find`, body);
       if (page.view !== view || view.find !== f) return;
       if (!r.ok) {
+        view.items = [];
         keyList.replaceChildren();
         count.textContent = "";
         return show(listMsg, errorMessage(r));
       }
-      const docs = Array.isArray(r.data.docs) ? r.data.docs : [];
       const keys = Array.isArray(r.data.keys) ? r.data.keys : [];
-      keyList.replaceChildren(...keys.map((key, i) => keyItem({ key, doc: docs[i] })));
+      const items = await readItems(keys);
+      if (page.view !== view || view.find !== f) return;
+      view.items = items;
+      renderItems();
       f.next = r.data.more ? r.data.bookmark || "" : "";
       prev.disabled = f.bookmarks.length === 0;
       next.disabled = !f.next;
       const first = f.bookmarks.length * view.st.limit;
+      const what = f.user ? "Matches" : `Entities${view.st.prefix ? ` starting with "${view.st.prefix}"` : ""}, sorted by ${sortSel.selectedOptions[0]?.textContent || "key"}:`;
       count.textContent = keys.length
-        ? `Matches ${first + 1}–${first + keys.length}` + (f.next ? ", more on the next page" : "")
-        : "Matches: none" + (f.next ? " on this page; more on the next" : "");
+        ? `${what} ${first + 1}–${first + keys.length}` + (f.next ? ", more on the next page" : "")
+        : `${what} none` + (f.next ? " on this page; more on the next" : "");
       pageNo.textContent = `Page ${f.bookmarks.length + 1}`;
-      show(listMsg, r.data.warning ? `Note: ${r.data.warning}` : "", "info");
-      markCurrent();
+      show(listMsg, r.data.warning && f.user ? `Note: ${r.data.warning}` : "", "info");
     } catch (e) {
       showError(listMsg, e);
     }
   }
+
+  // readItems reads the documents, ETags and write times of keys (a page
+  // a find answered), in order; a key deleted meanwhile is left out.
+  async function readItems(keys) {
+    if (keys.length === 0) return [];
+    const r = await request("POST", `/api/databases/${encodeURIComponent(db)}/get`, { keys });
+    if (!r.ok) throw new Error(errorMessage(r));
+    const d = r.data || {};
+    const docs = d.documents || {}, etags = d.etags || {}, mod = d.modified || {};
+    return keys.map((key) => (Object.hasOwn(docs, key) ? { key, etag: etags[key], modified: mod[key], doc: docs[key] } : Array.isArray(d.remaining) && d.remaining.includes(key) ? { key } : null))
+      .filter(Boolean);
+  }
   finder.onFind = (selector) => {
-    view.find = { selector, bookmarks: [], next: "" };
+    view.find = { selector, bookmarks: [], next: "", user: true };
     findPage();
   };
   finder.onError = (text) => show(listMsg, text);
   finder.onClear = () => {
-    view.st.cursors = [];
-    loadKeys();
+    view.find = null;
+    reload(false);
   };
 
   openForm.addEventListener("submit", (ev) => {
@@ -449,7 +689,8 @@ function openDatabase(page, db, place) {
 
   fillSchemas(schemaSelect, headMsg).then(() => view.showInfo(page.infos.get(db) || { name: db }));
   view.showInfo(page.infos.get(db) || { name: db });
-  loadKeys().then(() => {
+  fillSort();
+  reload(true).then(() => {
     if (view.st.key !== null && page.view === view) editor.open(view.st.key);
   });
 }
@@ -535,4 +776,23 @@ async function fillSchemas(select, msg) {
   } catch (e) {
     showError(msg, e);
   }
+}
+
+// normTime makes an RFC 3339 UTC time sort as text: its fraction of a
+// second padded to nine digits ("" for none).
+function normTime(t) {
+  return typeof t === "string" ? t.replace(/(\.\d+)?Z$/, (m, f) => (f || ".").padEnd(10, "0") + "Z") : "";
+}
+
+// modifiedElement is an entity's write time, "3 minutes ago" with the
+// exact time as its title.
+function modifiedElement(t) {
+  const d = parseTime(t);
+  const el = h("time", { class: "key-modified", testid: "db-key-modified" });
+  el.textContent = d ? `modified ${relativeTime(d)}` : "";
+  if (d) {
+    el.dateTime = d.toISOString();
+    el.title = t;
+  }
+  return el;
 }
