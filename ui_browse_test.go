@@ -169,6 +169,30 @@ func uiColumnsAndSort(t *testing.T, tb *uiTab, seed uiSeed, db string) {
 	tb.choose("db-sort", "modified:desc")
 	tb.waitFor("newest first", `document.querySelector('#db-keys button[data-key]')?.dataset.key === "k03"`)
 
+	// Find by content with two conditions built from field, operator and
+	// value: n >= 12 and user.id one of u0, u2.
+	tb.click("#db-find summary")
+	tb.typeInto("db-find-field", "n")
+	tb.choose("db-find-op", "$gte")
+	tb.typeInto("db-find-value", "12")
+	tb.click("#db-find-add")
+	tb.typeInto("db-find-field-2", "user.id")
+	tb.choose("db-find-op-2", "$in")
+	tb.typeInto("db-find-value-2", "u0, u2")
+	var sel string
+	tb.eval(`document.getElementById("db-find-selector").value`, &sel)
+	if !jsonEqual([]byte(sel), []byte(`{"n":{"$gte":12},"user.id":{"$in":["u0","u2"]}}`)) {
+		t.Errorf("built selector = %s", sel)
+	}
+	tb.click("#db-find-go")
+	tb.waitText("db-keys-count", "Matches 1–2")
+	if got := tb.listedKeys(); !slices.Equal(slices.Sorted(slices.Values(got)), []string{"k02", "k06"}) {
+		t.Errorf("matches = %q, want k02 and k06", got)
+	}
+	tb.fitsWidth("the find conditions")
+	tb.click("#db-find-clear")
+	tb.waitText("db-keys-count", "Keys 1–10 of 15")
+
 	// Reload: the columns and sort are remembered for this database.
 	tb.do("reload", chromedp.Reload())
 	tb.waitFor("the list after a reload", `document.querySelectorAll('#db-keys [data-col="title"][data-testid="db-key-col"]').length > 0`)

@@ -698,44 +698,69 @@ function openDatabase(page, db, place) {
 // FIND_OPS are the operators of the selector builder.
 const FIND_OPS = [
   ["$eq", "equals"], ["$ne", "does not equal"], ["$lt", "<"], ["$lte", "≤"], ["$gt", ">"], ["$gte", "≥"],
-  ["$regex", "matches (regular expression)"], ["$exists", "exists (true or false)"],
+  ["$in", "is one of (list)"], ["$nin", "is none of (list)"], ["$regex", "matches (regular expression)"],
+  ["$exists", "exists (true or false)"], ["$size", "array has length"], ["$type", "has type"],
 ];
+const MAX_CONDITIONS = 8;
 
 // findPanel is the "Find by content" form: a selector as JSON, which the
-// field, operator and value above it write as they change. onFind gets
-// the parsed selector; onError a sentence about the form; onClear
-// returns to the key list.
+// conditions above it (field, operator, value; several are all required)
+// write as they change. onFind gets the parsed selector; onError a
+// sentence about the form; onClear returns to the key list.
 function findPanel(me) {
-  const fieldIn = h("input", { id: "db-find-field", testid: "db-find-field", type: "text", autocomplete: "off", spellcheck: "false", placeholder: "e.g. messages.0.role" });
-  const op = h("select", { id: "db-find-op", testid: "db-find-op" }, FIND_OPS.map(([v, label]) => h("option", { value: v, text: label })));
-  const value = h("input", { id: "db-find-value", testid: "db-find-value", type: "text", autocomplete: "off", spellcheck: "false", placeholder: 'user, 42, true or "42"' });
+  const readWhy = denyReason(me, "read");
+  const rows = h("div", { id: "db-find-rows", testid: "db-find-rows", class: "find-rows" });
   const selector = h("textarea", { id: "db-find-selector", testid: "db-find-selector", rows: 3, spellcheck: "false", placeholder: '{"messages": {"$elemMatch": {"role": "assistant"}}}' });
+  const addCond = h("button", { type: "button", id: "db-find-add", testid: "db-find-add", class: "secondary", text: "Add condition" });
   const go = h("button", { type: "submit", id: "db-find-go", testid: "db-find-go", text: "Find" });
   const clearBtn = h("button", { type: "button", id: "db-find-clear", testid: "db-find-clear", class: "secondary", text: "Show all keys", hidden: true });
-  const readWhy = denyReason(me, "read");
-  gate(readWhy, fieldIn, op, value, selector, go);
+  gate(readWhy, selector, go, addCond);
   const form = h("form", { class: "find", novalidate: true },
-    h("div", { class: "row" }, field("Field", fieldIn), field("Operator", op), field("Value", value)),
-    field("Selector (JSON)", selector, "The field, operator and value write it; edit it for $and, $or, $elemMatch and more."),
+    rows, h("div", { class: "row" }, addCond),
+    field("Selector (JSON)", selector, "The conditions write it (all of them must hold); edit it for $or, $elemMatch and more."),
     h("div", { class: "row" }, go, clearBtn));
   const el = h("details", { id: "db-find", testid: "db-find", class: "find-panel" }, h("summary", { text: "Find by content" }), form);
   const panel = { el, onFind: () => {}, onError: () => {}, onClear: () => {} };
+  const conds = [];
 
-  // The builder's condition: a value that parses as JSON is that value
-  // (42, true, null, "42"), anything else the text itself.
-  const build = () => {
-    if (fieldIn.value.trim() === "") return;
-    let v = value.value.trim();
-    try {
-      v = JSON.parse(v);
-    } catch {
-      // a plain word: the text itself
+  // addRow adds one condition; the first keeps the plain IDs
+  // (db-find-field, -op, -value), the others end in -2, -3, ...
+  const addRow = () => {
+    const sfx = conds.length === 0 ? "" : `-${conds.length + 1}`;
+    const c = {
+      field: h("input", { id: "db-find-field" + sfx, testid: "db-find-field", type: "text", autocomplete: "off", spellcheck: "false", placeholder: "e.g. messages.0.role" }),
+      op: h("select", { id: "db-find-op" + sfx, testid: "db-find-op" }, FIND_OPS.map(([v, label]) => h("option", { value: v, text: label }))),
+      value: h("input", { id: "db-find-value" + sfx, testid: "db-find-value", type: "text", autocomplete: "off", spellcheck: "false", placeholder: 'user, 42, true, "42" or ["a", "b"]' }),
+    };
+    gate(readWhy, c.field, c.op, c.value);
+    const row = h("div", { class: "row find-row" }, field("Field", c.field), field("Operator", c.op), field("Value", c.value));
+    if (sfx) {
+      row.append(h("button", { type: "button", class: "link", testid: "db-find-remove", text: "Remove", "aria-label": `Remove condition ${conds.length + 1}`,
+        on: { click: () => { conds.splice(conds.indexOf(c), 1); row.remove(); build(); } } }));
     }
-    const cond = op.value === "$eq" ? v : { [op.value]: op.value === "$exists" ? v !== false && v !== "false" : v };
-    selector.value = JSON.stringify({ [fieldIn.value.trim()]: cond });
+    for (const i of [c.field, c.value]) i.addEventListener("input", build);
+    c.op.addEventListener("change", build);
+    conds.push(c);
+    rows.append(row);
+    return c;
   };
-  for (const c of [fieldIn, value]) c.addEventListener("input", build);
-  op.addEventListener("change", build);
+  addRow();
+  addCond.addEventListener("click", () => {
+    if (conds.length >= MAX_CONDITIONS) return panel.onError(`At most ${MAX_CONDITIONS} conditions here; type more in the selector.`);
+    addRow().field.focus();
+  });
+
+  // build writes the selector of the conditions with a field: one object
+  // when their fields differ, else {"$and": [...]}.
+  function build() {
+    const parts = conds.filter((c) => c.field.value.trim() !== "").map((c) => [c.field.value.trim(), condition(c.op.value, c.value.value)]);
+    if (parts.length === 0) return;
+    const fields = parts.map(([f]) => f);
+    const sel = new Set(fields).size === fields.length
+      ? Object.fromEntries(parts)
+      : { $and: parts.map(([f, v]) => ({ [f]: v })) };
+    selector.value = JSON.stringify(sel);
+  }
 
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
@@ -753,6 +778,32 @@ function findPanel(me) {
     clearBtn.hidden = !on;
   };
   return panel;
+}
+
+// condition is one builder condition: a value that parses as JSON is that
+// value (42, true, null, "42"), anything else the text itself; a list for
+// $in and $nin (JSON, or items split at commas); a number for $size.
+function condition(op, text) {
+  let v = text.trim();
+  try {
+    v = JSON.parse(v);
+  } catch {
+    // a plain word: the text itself
+  }
+  switch (op) {
+    case "$eq":
+      return v;
+    case "$exists":
+      return { $exists: v !== false && v !== "false" };
+    case "$in":
+    case "$nin":
+      if (!Array.isArray(v)) v = text.trim() === "" ? [] : text.split(",").map((p) => condition("$eq", p));
+      return { [op]: v };
+    case "$size":
+      return { $size: Number(v) };
+    default:
+      return { [op]: v };
+  }
 }
 
 // listItems returns [{key, doc?}] from either listing answer:
