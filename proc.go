@@ -128,6 +128,9 @@ func (w *worker) Process(ctx context.Context, req *pb.WorkerRequest) (*pb.Worker
 		if !owner {
 			return w.getUncached(ctx, s, op)
 		}
+		if op.GetScan() {
+			return w.getScan(ctx, s, op)
+		}
 		return w.get(ctx, s, op)
 	case pb.Operation_PUT:
 		return w.put(ctx, s, op, owner)
@@ -191,6 +194,16 @@ func (w *worker) getUncached(ctx context.Context, s *keyring, op *pb.EntityOp) (
 		return nil, err
 	}
 	return e.response(), nil
+}
+
+// getScan serves a read of a walk over a database (EntityOp.scan) as
+// findRead does: from the cache when it holds the entity, else from
+// storage, leaving the cache as it was.
+func (w *worker) getScan(ctx context.Context, s *keyring, op *pb.EntityOp) (*pb.WorkerResponse, error) {
+	if e, ok := w.cache.Peek(cacheKey(op.GetDatabaseName(), op.GetEntityKey())); ok {
+		return e.response(), nil
+	}
+	return w.getUncached(ctx, s, op)
 }
 
 // load reads and decrypts one entity from storage. A missing entity is a

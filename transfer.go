@@ -164,9 +164,10 @@ func (d *dataPlane) export(ctx context.Context, db, prefix string, emit func(str
 }
 
 // exportOne reads entity k of db and hands it to emit, within the
-// in-flight read budget; ok is false when it no longer exists.
+// in-flight read budget and without filling the workers' caches (a scan
+// read); ok is false when it no longer exists.
 func (d *dataPlane) exportOne(ctx context.Context, db, k string, emit func(string, []byte, docMeta) error) (ok bool, err error) {
-	resp, release, err := d.readHeld(ctx, db, k)
+	resp, release, err := d.readHeldOp(ctx, &pb.EntityOp{DatabaseName: db, EntityKey: k, Operation: pb.Operation_GET, Scan: true})
 	if errors.Is(err, errNotFound) {
 		return false, nil
 	}

@@ -426,3 +426,39 @@ func rssOf(t *testing.T, pid int) int64 {
 	t.Fatalf("no VmRSS in /proc/%d/status", pid)
 	return 0
 }
+
+// TestExportLeavesCache: an export reads what the cache lacks from
+// storage without filling the cache, so a walk over a database larger
+// than the cache evicts none of its hot entities.
+func TestExportLeavesCache(t *testing.T) {
+	n, _ := startDefault(t, "-entity-cache-size=5")
+	body := map[string]json.RawMessage{}
+	for i := range 40 {
+		body[fmt.Sprintf("c%02d", i)] = json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))
+	}
+	if code, out, _ := n.call("PUT", "/entity/cold", testAdminKey, body); code != 200 {
+		t.Fatalf("PUT = %d %s", code, out)
+	}
+	n.call("GET", "/entity/cold?key=c39", testAdminKey, nil) // hot
+	cache := func() cacheStats {
+		t.Helper()
+		var ws []workerInfo
+		_, out, _ := n.call("GET", "/admin/workers", testAdminKey, nil)
+		if err := json.Unmarshal(out, &ws); err != nil || len(ws) != 1 {
+			t.Fatalf("GET /admin/workers = %s (%v)", out, err)
+		}
+		return ws[0].Cache
+	}
+	before := cache()
+	if lines, _ := exportDB(t, n, "cold", testAdminKey, ""); len(lines) != 40 {
+		t.Fatalf("export has %d lines, want 40", len(lines))
+	}
+	after := cache()
+	if after.Evictions != before.Evictions || after.Entries != before.Entries {
+		t.Errorf("cache before the export %+v, after %+v: want no eviction and the same entries", before, after)
+	}
+	n.call("GET", "/entity/cold?key=c39", testAdminKey, nil)
+	if hot := cache(); hot.Hits != after.Hits+1 {
+		t.Errorf("the hot entity after the export: hits %d, want %d (still cached)", hot.Hits, after.Hits+1)
+	}
+}

@@ -879,7 +879,11 @@ type EntityOp struct {
 	// VERSION_GET: the version to read.
 	Version int64 `protobuf:"varint,13,opt,name=version,proto3" json:"version,omitempty"`
 	// DESTROY: the versions to remove for good.
-	Versions      []int64 `protobuf:"varint,14,rep,packed,name=versions,proto3" json:"versions,omitempty"`
+	Versions []int64 `protobuf:"varint,14,rep,packed,name=versions,proto3" json:"versions,omitempty"`
+	// GET: a read of a walk over a whole database (an export): answered
+	// from the cache when it holds the entity, else from storage without
+	// filling the cache, so that the walk does not push the hot entities out.
+	Scan          bool `protobuf:"varint,15,opt,name=scan,proto3" json:"scan,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1010,6 +1014,13 @@ func (x *EntityOp) GetVersions() []int64 {
 		return x.Versions
 	}
 	return nil
+}
+
+func (x *EntityOp) GetScan() bool {
+	if x != nil {
+		return x.Scan
+	}
+	return false
 }
 
 // FindOp asks a worker to evaluate a query over the entities it owns:
@@ -1663,7 +1674,7 @@ const file_deltadb_proto_rawDesc = "" +
 	"\aomitted\x18\x06 \x01(\x05R\aomitted\"?\n" +
 	"\x0fValidationIssue\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\xd2\x03\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xe6\x03\n" +
 	"\bEntityOp\x12#\n" +
 	"\rdatabase_name\x18\x01 \x01(\tR\fdatabaseName\x12\x1d\n" +
 	"\n" +
@@ -1681,7 +1692,8 @@ const file_deltadb_proto_rawDesc = "" +
 	"\tprincipal\x18\v \x01(\tR\tprincipal\x12!\n" +
 	"\fmax_versions\x18\f \x01(\x05R\vmaxVersions\x12\x18\n" +
 	"\aversion\x18\r \x01(\x03R\aversion\x12\x1a\n" +
-	"\bversions\x18\x0e \x03(\x03R\bversions\"\xe0\x03\n" +
+	"\bversions\x18\x0e \x03(\x03R\bversions\x12\x12\n" +
+	"\x04scan\x18\x0f \x01(\bR\x04scan\"\xe0\x03\n" +
 	"\x06FindOp\x12\x1a\n" +
 	"\bselector\x18\x01 \x01(\fR\bselector\x12\x16\n" +
 	"\x06fields\x18\x02 \x03(\tR\x06fields\x12\x12\n" +
