@@ -94,14 +94,19 @@ func runTool(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer st.Close()
-	switch t.cfg.role {
-	case "backup":
-		return backup(ctx, t, st, stdout, stderr, log)
-	case "restore":
+	if t.cfg.role == "restore" {
 		return restore(ctx, t, st, stdout, stderr, log)
-	default:
-		return verify(ctx, t, st, stdout, stderr, log)
 	}
+	// Every acknowledged write, also those the workers' logs have not
+	// written to their entity files yet (walbarrier.go).
+	view, err := toolView(st, log)
+	if err != nil {
+		return fmt.Errorf("%s: %w", t.cfg.role, err)
+	}
+	if t.cfg.role == "backup" {
+		return backup(ctx, t, view, stdout, stderr, log)
+	}
+	return verify(ctx, t, view, stdout, stderr, log)
 }
 
 // openToolStore opens the configured storage for a storage tool. A

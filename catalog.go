@@ -24,6 +24,15 @@ type catalog struct {
 	bindings *bindings
 	// indexes are the query index definitions (index.go).
 	indexes *indexDefs
+	// flush, unless nil, makes storage hold every acknowledged write
+	// before a scan: the workers' logs flushed (router.flushLogs).
+	flush func(context.Context) error
+}
+
+// setFlush makes the catalog and its key index call flush before every
+// scan of the entities in storage (walbarrier.go). Call it before use.
+func (c *catalog) setFlush(flush func(context.Context) error) {
+	c.flush, c.keys.flush = flush, flush
 }
 
 // newCatalog returns the catalog of st. Its key index must hear of every
@@ -54,6 +63,9 @@ func (c *catalog) wrote(db, key string, deleted bool, err error) {
 // whatever the number of entities. Names that are not database names
 // (say, a lost+found directory) are left out.
 func (c *catalog) listDatabases(ctx context.Context) ([]string, error) {
+	if err := flushBeforeScan(ctx, c.flush); err != nil {
+		return nil, fmt.Errorf("list databases: %w", err)
+	}
 	names, err := c.st.ListDirs(ctx, entitiesPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("list databases: %w", err)

@@ -356,6 +356,11 @@ func (ix *ownedIndex) owns(db, key string) bool {
 // write can come between the read and the entry. Writes during the build
 // enter themselves (record): the index is registered before the listing.
 func (ix *ownedIndex) build(ctx context.Context, w *worker, s *keyring, db string) error {
+	// The entities this worker owns whose files its log has not written
+	// yet are written first: the listing must name them.
+	if err := w.flushLog(ctx); err != nil {
+		return fmt.Errorf("build index %s: %w", ix.id, err)
+	}
 	keys, err := scanKeys(ctx, w.st, db)
 	if err != nil {
 		return fmt.Errorf("build index %s: %w", ix.id, err)

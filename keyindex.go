@@ -29,6 +29,8 @@ import (
 // keyIndex is safe for concurrent use.
 type keyIndex struct {
 	st store
+	// flush, unless nil, is called before each scan (catalog.setFlush).
+	flush func(context.Context) error
 	// scans counts the scans of storage, for tests.
 	scans atomic.Int64
 
@@ -92,7 +94,7 @@ func (ix *keyIndex) get(ctx context.Context, db string) (*dbKeys, error) {
 // listing names that hold nothing (cheap to scan) costs no memory.
 func (ix *keyIndex) build(ctx context.Context, db string, d *dbKeys) {
 	ix.scans.Add(1)
-	keys, err := scanKeys(ctx, ix.st, db)
+	keys, err := ix.scan(ctx, db)
 	d.mu.Lock()
 	if err == nil {
 		d.keys = sortedKeysOf(keys)
@@ -111,6 +113,16 @@ func (ix *keyIndex) build(ctx context.Context, db string, d *dbKeys) {
 		ix.mu.Unlock()
 	}
 	close(d.done)
+}
+
+// scan reads db's keys from storage once every acknowledged write is
+// there (flush). The index takes writes from its entry's start, so
+// those before it must be in the entity files first.
+func (ix *keyIndex) scan(ctx context.Context, db string) ([]string, error) {
+	if err := flushBeforeScan(ctx, ix.flush); err != nil {
+		return nil, fmt.Errorf("scan keys of %s: %w", db, err)
+	}
+	return scanKeys(ctx, ix.st, db)
 }
 
 // scanKeys reads every entity key of db from storage, in byte order.

@@ -175,6 +175,10 @@
 //	               segment files, reading a log back (torn tail, damage)
 //	walwriter.go   appending to the log: group commit, the fence,
 //	               faults, checkpoints
+//	walapply.go    the log's applier: the table of records not yet in
+//	               their entity files (what the owner's reads see
+//	               first), writing them in the background, its room,
+//	               the flush before a scan
 //	walreplay.go   taking a log over: claiming its directory, applying
 //	               its records to the entity files, cutting it
 //	changelog.go   the change feed's log: intents, completions, group
@@ -186,6 +190,10 @@
 //	handover.go    the main worker's handovers of the workers' logs when
 //	               entities change owner: checkpoint or takeover first,
 //	               writes of those entities wait
+//	walbarrier.go  every reader of storage sees every acknowledged
+//	               write: the main worker flushes the workers' logs
+//	               before a scan; a storage tool reads the logs' records
+//	               over the entity files
 //	s3store.go     the S3 backend
 //	sigv4.go       AWS Signature V4 for the S3 backend
 package main
@@ -335,7 +343,8 @@ func openWorkerLog(ctx context.Context, cfg config, id string, st store, lock fu
 		return nil, nil
 	}
 	return openWAL(ctx, fsst, id, cfg.role == "all", walOptions{checkpointBytes: cfg.wal.checkpointBytes,
-		checkpointInterval: cfg.wal.checkpointInterval, lock: lock, now: time.Now, log: log})
+		checkpointInterval: cfg.wal.checkpointInterval, maxUnapplied: cfg.wal.checkpointBytes, lock: lock, now: time.Now,
+		log: log})
 }
 
 // workerIDOrHost is -worker-id, or the hostname when it is empty.

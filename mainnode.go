@@ -157,7 +157,7 @@ func newMainNode(ctx context.Context, cfg config, o mainNodeOptions) (_ *mainNod
 		return nil, err
 	}
 	n.jobs = newKeyJobs(n.ctx, keyJobsConfig{st: n.st, ring: n.ring, log: n.log, rate: cfg.keyJobRate,
-		barrier: n.svc.waitKeysEpoch, keys: data.catalog.keys, rotation: n.newRotator()})
+		barrier: n.keysBarrier, keys: data.catalog.keys, rotation: n.newRotator()})
 	// loadKeys returned: the master key matched the stored key check.
 	n.rest = newRESTServer(restOptions{auth: n.auth, data: data, workers: n.rt.list, maxBody: cfg.restMaxBody,
 		jobs: n.jobs, reg: n.reg, keyChecked: true, logHealth: n.logHealth(), oidcLogin: newOIDCLogin(cfg.oidc, n.auth.oidc), ctx: n.ctx,
@@ -196,6 +196,9 @@ func (n *mainNode) buildDataPath(ctx context.Context) (*dataPlane, error) {
 		n.ho = newHandovers(root, n.log, time.Now)
 	}
 	n.rt = newRouter(n.log, time.Now, saturatedInFlight, cat.wrote, n.ho)
+	if n.ho != nil {
+		cat.setFlush(n.rt.flushLogs)
+	}
 	if err := n.buildFeed(); err != nil {
 		return nil, err
 	}
@@ -264,6 +267,17 @@ func (n *mainNode) buildService(data *dataPlane) error {
 		keyID: n.cfg.keyID, previous: n.keys.previous, previousID: n.keys.previousID, workerTTL: n.cfg.workerTTL,
 		maxMsg: n.cfg.grpcMaxRecv, join: join, ident: ident, audit: n.audit, log: n.log})
 	return nil
+}
+
+// keysBarrier returns once every available worker has applied data-key
+// epoch e and the records their logs held then are in the entity files:
+// sealed under a key a rekey is about to retire, they must be resealed
+// by its pass, which reads the files.
+func (n *mainNode) keysBarrier(ctx context.Context, e uint64) error {
+	if err := n.svc.waitKeysEpoch(ctx, e); err != nil {
+		return err
+	}
+	return flushBeforeScan(ctx, n.rt.flushLogs)
 }
 
 // logHealth is the health of the in-process worker's write-ahead log for

@@ -224,11 +224,12 @@ func (w *worker) load(ctx context.Context, s *keyring, db, key string) (cachedEn
 	return cachedEntity{doc: doc, version: hdr.etag(), rev: rev, written: hdr.Written.UnixNano()}, nil
 }
 
-// stored reads an entity's envelope and storage revision: a record of
-// the log whose entity file could not be written yet, else the file.
+// stored reads an entity's envelope and storage revision: its newest
+// logged record whose entity file the log's applier has not written yet,
+// else the file.
 func (w *worker) stored(ctx context.Context, db, key string) ([]byte, string, error) {
 	if w.wal != nil {
-		if rec, ok := w.wal.pendingRecord(db, key); ok {
+		if rec, ok := w.wal.unappliedRecord(db, key); ok {
 			if rec.Type == walDelete {
 				return nil, "", fmt.Errorf("entity deleted, its file not yet removed: %w", errNotFound)
 			}
@@ -247,6 +248,9 @@ func (w *worker) put(ctx context.Context, s *keyring, op *pb.EntityOp, owner boo
 	db, key := op.GetDatabaseName(), op.GetEntityKey()
 	if err := s.prepare(ctx, db); err != nil {
 		return nil, fmt.Errorf("put entity %s/%q: %w", db, key, err)
+	}
+	if err := w.waitRoom(ctx); err != nil {
+		return nil, err
 	}
 	unlock, err := w.lockEntity(ctx, db, key)
 	if err != nil {
@@ -282,6 +286,9 @@ func (w *worker) patch(ctx context.Context, s *keyring, op *pb.EntityOp, owner b
 	if err := s.prepare(ctx, db); err != nil {
 		return nil, fmt.Errorf("patch entity %s/%q: %w", db, key, err)
 	}
+	if err := w.waitRoom(ctx); err != nil {
+		return nil, err
+	}
 	unlock, err := w.lockEntity(ctx, db, key)
 	if err != nil {
 		return nil, err
@@ -313,6 +320,9 @@ func (w *worker) patch(ctx context.Context, s *keyring, op *pb.EntityOp, owner b
 // checks them first, under the entity's lock.
 func (w *worker) delete(ctx context.Context, s *keyring, op *pb.EntityOp, owner bool) (*pb.WorkerResponse, error) {
 	db, key := op.GetDatabaseName(), op.GetEntityKey()
+	if err := w.waitRoom(ctx); err != nil {
+		return nil, err
+	}
 	unlock, err := w.lockEntity(ctx, db, key)
 	if err != nil {
 		return nil, err
@@ -556,13 +566,12 @@ func (w *worker) logDelete(ctx context.Context, op *pb.EntityOp) error {
 	return w.logWrite(rec)
 }
 
-// logWrite appends rec and, once its group is synced, writes its entity
-// file, so that every process sees the write before it is acknowledged.
-// When the file cannot be written the record stays pending in the log:
-// this worker reads it, the log's checkpoints write it later, and the
-// write answers 503 (it may have been stored).
+// logWrite appends rec to the log and returns once its group commit is
+// on disk: the write is durable, and this worker reads it from the log's
+// table of unapplied records until the applier has written its entity
+// file (walapply.go). The caller holds the entity's lock.
 func (w *worker) logWrite(rec *walRecord) error {
-	seg, err := w.wal.append(rec)
+	err := w.wal.write(rec)
 	if errors.Is(err, errWALTaken) {
 		// Another process applied this worker's log: what the cache holds
 		// may be older than what is stored by the time it is used again.
@@ -571,10 +580,29 @@ func (w *worker) logWrite(rec *walRecord) error {
 	if err != nil {
 		return fmt.Errorf("log entity %s/%q: %w", rec.DB, rec.Key, err)
 	}
-	err = writeRecord(w.wal.fs, rec)
-	w.wal.done(seg, rec, err)
-	if err != nil {
-		return fmt.Errorf("entity %s/%q logged, its file not written (retried at the next checkpoint): %w", rec.DB, rec.Key, err)
+	return nil
+}
+
+// waitRoom waits, before a write takes its entity's lock, while the log's
+// applier is too far behind (walLog.waitRoom).
+func (w *worker) waitRoom(ctx context.Context) error {
+	if w.wal == nil {
+		return nil
+	}
+	if err := w.wal.waitRoom(ctx); err != nil {
+		return fmt.Errorf("wait for the write-ahead log's applier: %w", err)
+	}
+	return nil
+}
+
+// flushLog returns once the entity files hold every write this worker
+// acknowledged before the call (walLog.flush): before a scan of storage.
+func (w *worker) flushLog(ctx context.Context) error {
+	if w.wal == nil {
+		return nil
+	}
+	if err := w.wal.flush(ctx); err != nil {
+		return fmt.Errorf("flush write-ahead log of worker %q: %w", w.id, err)
 	}
 	return nil
 }

@@ -599,11 +599,10 @@ type routeTarget struct {
 	done  func()
 }
 
-// target picks the worker of op: the owner, or for a read a less loaded
-// worker when the owner is saturated. A write of an entity whose
-// previous owner's log is being handed over waits for the handover (at
-// most handoverWait); a read of it is served without caching, since a
-// write the old owner had not acknowledged may still land.
+// target picks the worker of op: the owner, or for a read without logs a
+// less loaded worker when the owner is saturated. A write of an entity
+// whose previous owner's log is being handed over waits for the handover
+// (at most handoverWait); a read of it is served as readTarget says.
 func (r *router) target(ctx context.Context, op *pb.EntityOp, write bool) (routeTarget, error) {
 	db, key := op.GetDatabaseName(), op.GetEntityKey()
 	var timeout <-chan time.Time
@@ -616,11 +615,11 @@ func (r *router) target(ctx context.Context, op *pb.EntityOp, write bool) (route
 		}
 		h, settled := r.ho.blocking(db, key, cands[0].id)
 		if !write {
-			first := r.pick(cands)
-			r.mu.RUnlock()
-			return routeTarget{c: first, owner: first == cands[0] && h == nil, done: func() {}}, nil
-		}
-		if h == nil {
+			if t, ok := r.readTarget(cands, h); ok {
+				r.mu.RUnlock()
+				return t, nil
+			}
+		} else if h == nil {
 			t := routeTarget{c: cands[0], owner: true, done: cands[0].writes.begin()}
 			r.mu.RUnlock()
 			return t, nil
@@ -640,6 +639,28 @@ func (r *router) target(ctx context.Context, op *pb.EntityOp, write bool) (route
 				key, db, handoverWait, h.worker, errHandingOver)
 		}
 	}
+}
+
+// readTarget picks the worker of a read among cands (the owner first)
+// while handover h (nil: none) is pending; false means wait for h.
+// Without logs any less loaded worker reads the entity file. With logs
+// only the owner holds the writes its log has not applied yet, so only
+// the owner reads; during a checkpoint handover the old owner does
+// (uncached), and during a takeover nobody until it is done. The caller
+// holds mu.
+func (r *router) readTarget(cands []*workerConn, h *handover) (routeTarget, bool) {
+	switch {
+	case r.ho == nil:
+		first := r.pick(cands)
+		return routeTarget{c: first, owner: first == cands[0], done: func() {}}, true
+	case h == nil:
+		return routeTarget{c: cands[0], owner: true, done: func() {}}, true
+	case h.kind == hoCheckpoint:
+		if c := r.workers[h.worker]; c != nil && c.available {
+			return routeTarget{c: c, done: func() {}}, true
+		}
+	}
+	return routeTarget{}, false
 }
 
 // callTarget sends op to t.

@@ -146,12 +146,10 @@ func TestWALGroupCommit(t *testing.T) {
 		wg.Go(func() {
 			for i := range each {
 				rec := putRec("db", fmt.Sprintf("k%d-%d", w, i), []byte("sealed"))
-				seg, err := l.append(rec)
-				if err != nil {
+				if err := l.write(rec); err != nil {
 					t.Error(err)
 					return
 				}
-				l.done(seg, rec, nil)
 			}
 		})
 	}
@@ -283,11 +281,10 @@ func testSyncFailure(t *testing.T, errno unix.Errno) {
 			for i := range 8 {
 				key := fmt.Sprintf("k%d-%d", w, i)
 				rec := putRec("db", key, []byte("s"))
-				seg, err := l.append(rec)
+				err := l.write(rec)
 				amu.Lock()
 				if err == nil {
 					acked[key] = true
-					l.done(seg, rec, nil)
 				} else {
 					refused[key] = true
 					if !errors.Is(err, errWALWrite) || statusOf(err) != 503 {
@@ -481,22 +478,134 @@ func TestWALLengthDamaged(t *testing.T) {
 	}
 }
 
-// TestWALCheckpointCuts: a checkpoint waits for every entity file of the
-// records it cuts, makes them durable with one syncfs, and leaves no
-// segment; appends go on meanwhile into a new segment.
-func TestWALCheckpointCuts(t *testing.T) {
+
+// gate is an entity lock for the applier that a test can hold shut.
+type gate struct {
+	mu     sync.Mutex
+	closed chan struct{}
+}
+
+// shut makes the applier wait at every entity until open.
+func (g *gate) shut() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.closed = make(chan struct{})
+}
+
+// open lets the applier through.
+func (g *gate) open() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed != nil {
+		close(g.closed)
+		g.closed = nil
+	}
+}
+
+// lock is the walOptions.lock of the gate.
+func (g *gate) lock(ctx context.Context, db, key string) (func(), error) {
+	g.mu.Lock()
+	c := g.closed
+	g.mu.Unlock()
+	if c != nil {
+		select {
+		case <-c:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return func() {}, nil
+}
+
+// openGatedWAL is openTestWAL whose applier passes g, with room for max
+// bytes of unapplied records (0: plenty).
+func openGatedWAL(t *testing.T, st *fsStore, g *gate, max int64) *walLog {
+	t.Helper()
+	o := testWALOptions()
+	o.lock = g.lock
+	if max > 0 {
+		o.maxUnapplied = max
+	}
+	l, err := openWAL(t.Context(), st, "w1", true, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.open(); l.crash() })
+	return l
+}
+
+// TestWALApplierWritesFiles: a logged write is read back from the table
+// at once and its entity file is written by the applier soon after.
+func TestWALApplierWritesFiles(t *testing.T) {
 	st := newTestFSStore(t)
-	l := openTestWAL(t, st, "w1")
+	g := &gate{}
+	l := openGatedWAL(t, st, g, 0)
+	g.shut()
+	rec := putRec("db", "k", []byte("v1"))
+	if err := l.write(rec); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := l.unappliedRecord("db", "k"); !ok || got != rec {
+		t.Fatal("a logged record is not in the table before it is applied")
+	}
+	if _, err := st.Get(t.Context(), entityObjectKey("db", "k")); !errors.Is(err, errNotFound) {
+		t.Fatalf("entity file written while the applier was held: %v", err)
+	}
+	g.open()
+	waitFor(t, func() bool {
+		got, err := st.Get(t.Context(), entityObjectKey("db", "k"))
+		return err == nil && string(got) == "v1"
+	})
+	if _, ok := l.unappliedRecord("db", "k"); ok {
+		t.Error("still in the table after it was applied")
+	}
+}
+
+// TestWALApplierCoalesces: an entity written many times while the
+// applier is behind gets its file written once, with the last value, and
+// the older records no longer hold their segment.
+func TestWALApplierCoalesces(t *testing.T) {
+	st := newTestFSStore(t)
+	g := &gate{}
+	l := openGatedWAL(t, st, g, 0)
+	g.shut()
 	calls := recordDurable(t, nil, nil)
-	var held []*walRecord
-	var segs []*walSegment
-	for i := range 5 {
-		rec := putRec("db", fmt.Sprint("k", i), []byte("s"))
-		seg, err := l.append(rec)
-		if err != nil {
+	for i := range 50 {
+		if err := l.write(putRec("db", "hot", []byte(fmt.Sprint("v", i)))); err != nil {
 			t.Fatal(err)
 		}
-		held, segs = append(held, rec), append(segs, seg)
+	}
+	g.open()
+	if err := l.checkpoint(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := st.Get(t.Context(), entityObjectKey("db", "hot")); string(got) != "v49" {
+		t.Errorf("entity file = %q, want the last value v49", got)
+	}
+	renames := 0
+	for _, c := range calls() {
+		if c.step == "rename" {
+			renames++
+		}
+	}
+	if renames != 1 {
+		t.Errorf("%d entity files written for 50 writes of one entity, want 1", renames)
+	}
+}
+
+// TestWALCheckpointCuts: a checkpoint waits until the applier has written
+// the entity file of every record it cuts, makes them durable with one
+// syncfs and leaves no segment but the one appended to meanwhile.
+func TestWALCheckpointCuts(t *testing.T) {
+	st := newTestFSStore(t)
+	g := &gate{}
+	l := openGatedWAL(t, st, g, 0)
+	g.shut()
+	calls := recordDurable(t, nil, nil)
+	for i := range 5 {
+		if err := l.write(putRec("db", fmt.Sprint("k", i), []byte("s"))); err != nil {
+			t.Fatal(err)
+		}
 	}
 	done := make(chan error, 1)
 	go func() { done <- l.checkpoint(t.Context()) }()
@@ -508,12 +617,7 @@ func TestWALCheckpointCuts(t *testing.T) {
 	if _, err := l.append(putRec("db", "during", []byte("s"))); err != nil {
 		t.Fatalf("append during a checkpoint: %v", err)
 	}
-	for i, rec := range held {
-		if err := writeRecord(st, rec); err != nil {
-			t.Fatal(err)
-		}
-		l.done(segs[i], rec, nil)
-	}
+	g.open()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
@@ -526,6 +630,11 @@ func TestWALCheckpointCuts(t *testing.T) {
 	if syncfsCalls != 1 {
 		t.Errorf("%d syncfs calls in a checkpoint, want 1", syncfsCalls)
 	}
+	for i := range 5 {
+		if _, err := st.Get(t.Context(), entityObjectKey("db", fmt.Sprint("k", i))); err != nil {
+			t.Errorf("k%d after the checkpoint: %v", i, err)
+		}
+	}
 	left, _ := listSegments(l.dir.path)
 	if len(left) != 1 {
 		t.Fatalf("segments after the checkpoint: %v, want only the one appended to during it", left)
@@ -535,34 +644,91 @@ func TestWALCheckpointCuts(t *testing.T) {
 	}
 }
 
-// TestWALPendingRetried: a record whose entity-file write failed stays
-// pending: it is what a read must see, it keeps its segment from being
-// cut, and the checkpoint writes it once the disk takes it.
-func TestWALPendingRetried(t *testing.T) {
+// TestWALApplierRetries: while entity files cannot be written (a full
+// disk) the records stay in the table, reads see them and no checkpoint
+// cuts them; once the disk takes them the applier writes them.
+func TestWALApplierRetries(t *testing.T) {
 	st := newTestFSStore(t)
 	l := openTestWAL(t, st, "w1")
-	s := randSealer(t, "k")
-	rec := putRec("db", "k", sealedDoc(t, s, "db", "k", `{"v":1}`))
-	seg, err := l.append(rec)
-	if err != nil {
+	var full atomic.Bool
+	full.Store(true)
+	recordDurable(t, func(step, path string) bool {
+		return full.Load() && step == "createTemp" && strings.Contains(path, entitiesPrefix)
+	}, unix.ENOSPC)
+	rec := putRec("db", "k", []byte("v1"))
+	if err := l.write(rec); err != nil {
 		t.Fatal(err)
 	}
-	l.done(seg, rec, errors.New("disk full"))
-	if p, ok := l.pendingRecord("db", "k"); !ok || p != rec {
-		t.Fatal("the failed record is not pending")
+	time.Sleep(3 * applyRetry)
+	if got, ok := l.unappliedRecord("db", "k"); !ok || got != rec {
+		t.Fatal("the record left the table though its file could not be written")
 	}
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	if err := l.checkpoint(ctx); err == nil {
+		t.Fatal("a checkpoint cut the log while a record had no entity file")
+	}
+	full.Store(false)
 	if err := l.checkpoint(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := l.pendingRecord("db", "k"); ok {
-		t.Error("still pending after a checkpoint")
+	if got, err := st.Get(t.Context(), entityObjectKey("db", "k")); err != nil || string(got) != "v1" {
+		t.Errorf("entity file after the disk recovered: %q, %v", got, err)
 	}
-	got, err := st.Get(t.Context(), entityObjectKey("db", "k"))
-	if err != nil || !bytes.Equal(got, rec.Sealed) {
-		t.Errorf("entity file after the checkpoint: %v", err)
+}
+
+// TestWALWaitRoom: when the records not yet applied fill their room,
+// writes wait for the applier instead of growing memory without bound.
+func TestWALWaitRoom(t *testing.T) {
+	st := newTestFSStore(t)
+	g := &gate{}
+	l := openGatedWAL(t, st, g, 1000)
+	g.shut()
+	for i := 0; ; i++ {
+		if err := l.waitRoom(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.write(putRec("db", fmt.Sprint("k", i), bytes.Repeat([]byte("x"), 300))); err != nil {
+			t.Fatal(err)
+		}
+		if l.unappliedBytes > 1000 {
+			break
+		}
 	}
-	if left, _ := listSegments(l.dir.path); len(left) != 0 {
-		t.Errorf("segments left: %v", left)
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	if err := l.waitRoom(ctx); err == nil {
+		t.Fatal("waitRoom returned at once while the table was over its room")
+	}
+	g.open()
+	if err := l.waitRoom(t.Context()); err != nil {
+		t.Fatalf("waitRoom after the applier caught up: %v", err)
+	}
+}
+
+// TestWALApplierFenced: a process whose applier was held while its log
+// was taken over, and the entity written since by another worker, never
+// writes its older record over the newer value.
+func TestWALApplierFenced(t *testing.T) {
+	st := newTestFSStore(t)
+	s := randSealer(t, "k")
+	g := &gate{}
+	l := openGatedWAL(t, st, g, 0)
+	g.shut()
+	if err := l.write(putRec("db", "a", sealedDoc(t, s, "db", "a", "old"))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := takeOverLog(t.Context(), st.root, "w1", claimGen, l.generation(), slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	newer := sealedDoc(t, s, "db", "a", "newer")
+	if err := st.Put(t.Context(), entityObjectKey("db", "a"), newer); err != nil { // the new owner's write
+		t.Fatal(err)
+	}
+	g.open()
+	waitFor(t, l.isFenced)
+	if got, _ := st.Get(t.Context(), entityObjectKey("db", "a")); !bytes.Equal(got, newer) {
+		t.Error("the resumed applier wrote its old record over the new owner's write")
 	}
 }
 
@@ -839,5 +1005,38 @@ func TestWALRefusesLinksAndSpecialFiles(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(elsewhere); len(entries) != 0 {
 		t.Fatalf("the link's target got %d files", len(entries))
+	}
+}
+
+// TestWALFlush: a flush returns only once every record logged before it
+// has its entity file, and cuts nothing.
+func TestWALFlush(t *testing.T) {
+	st := newTestFSStore(t)
+	g := &gate{}
+	l := openGatedWAL(t, st, g, 0)
+	g.shut()
+	for i := range 5 {
+		if err := l.write(putRec("db", fmt.Sprint("k", i), []byte("s"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- l.flush(t.Context()) }()
+	select {
+	case err := <-done:
+		t.Fatalf("flush returned (%v) while 5 records had no entity file", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	g.open()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if _, err := st.Get(t.Context(), entityObjectKey("db", fmt.Sprint("k", i))); err != nil {
+			t.Errorf("k%d after the flush: %v", i, err)
+		}
+	}
+	if recs := liveRecords(t, l); len(recs) != 5 {
+		t.Errorf("a flush cut the log: %d records left", len(recs))
 	}
 }

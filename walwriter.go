@@ -28,8 +28,11 @@ type walOptions struct {
 	// checkpointInterval starts one at least this often while anything
 	// was appended (-wal-checkpoint-interval).
 	checkpointInterval time.Duration
-	// lock takes an entity's write lock, as a write does: the retry of a
-	// failed entity-file write holds it.
+	// maxUnapplied is the room of the records not yet applied (their
+	// envelopes' bytes): beyond it writes wait for the applier.
+	maxUnapplied int64
+	// lock takes an entity's write lock, as a write does: the applier
+	// holds it while it writes the entity's file.
 	lock func(ctx context.Context, db, key string) (func(), error)
 	now  func() time.Time
 	log  *slog.Logger
@@ -55,14 +58,17 @@ type walLog struct {
 	nextLSN uint64
 	// sinceCut is the number of bytes appended since the last checkpoint.
 	sinceCut int64
-	// pending are the records durable in the log whose entity-file write
-	// failed, by object key: reads see them, checkpoints retry them.
-	pending map[string]*walPending
+	// unapplied is each entity's newest record whose entity file is not
+	// written yet, by object key (walapply.go): reads see it, the applier
+	// writes it; unappliedBytes is the sum of their envelopes.
+	unapplied      map[string]*walEntry
+	unappliedBytes int64
 	// fenced is set once another process took the log over: nothing is
 	// appended until reopen starts a new generation.
 	fenced bool
 	closed bool
-	// applied is signalled when a segment's unapplied count drops.
+	// applied is signalled when records get applied (a segment's count
+	// drops, room frees up) or fail to be.
 	applied *sync.Cond
 
 	commitMu sync.Mutex // held while a group is written; guards the fields below
@@ -83,8 +89,10 @@ type walLog struct {
 
 	cpMu sync.Mutex // one checkpoint at a time
 	kick chan struct{}
-	stop context.CancelFunc
-	wg   sync.WaitGroup
+	// dirty wakes the applier.
+	dirty chan struct{}
+	stop  context.CancelFunc
+	wg    sync.WaitGroup
 }
 
 // walSegment is one segment file of the log.
@@ -98,7 +106,8 @@ type walSegment struct {
 	size     int64
 	records  int
 	// unapplied counts its records whose entity file is not written yet
-	// (guarded by walLog.mu); a checkpoint waits for zero.
+	// and that no later record of the same entity replaced (guarded by
+	// walLog.mu); a checkpoint waits for zero.
 	unapplied int
 }
 
@@ -122,13 +131,6 @@ type walBatch struct {
 	err error
 }
 
-// walPending is a record whose entity-file write failed after it was
-// logged.
-type walPending struct {
-	rec *walRecord
-	seg *walSegment
-}
-
 // Failures of the log: each a 503, nothing acknowledged.
 var (
 	errWALWrite  = fmt.Errorf("write-ahead log write failed, nothing acknowledged: %w", errUnavailable)
@@ -148,7 +150,8 @@ func openWAL(ctx context.Context, fs *fsStore, id string, applyOwn bool, o walOp
 	if _, err := claimLogDir(ctx, fs.root, id, claimDead, 0); err != nil {
 		return nil, err
 	}
-	l := &walLog{fs: fs, id: id, opts: o, pending: map[string]*walPending{}, kick: make(chan struct{}, 1)}
+	l := &walLog{fs: fs, id: id, opts: o, unapplied: map[string]*walEntry{}, kick: make(chan struct{}, 1),
+		dirty: make(chan struct{}, 1)}
 	l.applied = sync.NewCond(&l.mu)
 	l.gen, l.nextLSN = uint64(o.now().UnixNano()), 1
 	dir, err := openWALDir(fs.root, id, l.gen)
@@ -164,10 +167,14 @@ func openWAL(ctx context.Context, fs *fsStore, id string, applyOwn bool, o walOp
 	}
 	cctx, cancel := context.WithCancel(context.Background())
 	l.stop = cancel
-	l.wg.Add(1)
+	l.wg.Add(2)
 	go func() {
 		defer l.wg.Done()
 		l.runCheckpoints(cctx)
+	}()
+	go func() {
+		defer l.wg.Done()
+		l.runApplier(cctx)
 	}()
 	return l, nil
 }
@@ -464,45 +471,6 @@ func (l *walLog) health() error {
 	return nil
 }
 
-// done reports that the entity file of a record appended to seg was
-// written (err nil), or that writing it failed: the record then stays
-// pending, seen by reads and retried by checkpoints. A later record of
-// the same entity supersedes a pending one.
-func (l *walLog) done(seg *walSegment, rec *walRecord, err error) {
-	obj := entityObjectKey(rec.DB, rec.Key)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if old := l.pending[obj]; old != nil {
-		delete(l.pending, obj)
-		l.release(old.seg)
-	}
-	if err != nil {
-		l.pending[obj] = &walPending{rec: rec, seg: seg}
-		l.applied.Broadcast() // a checkpoint waiting retries it
-		return
-	}
-	l.release(seg)
-}
-
-// release drops one unapplied record of seg. The caller holds mu.
-func (l *walLog) release(seg *walSegment) {
-	if seg.unapplied--; seg.unapplied == 0 {
-		l.applied.Broadcast()
-	}
-}
-
-// pendingRecord returns the pending record of an entity, if any: the
-// entity's newest acknowledged state when its file could not be written.
-func (l *walLog) pendingRecord(db, key string) (*walRecord, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	p := l.pending[entityObjectKey(db, key)]
-	if p == nil {
-		return nil, false
-	}
-	return p.rec, true
-}
-
 // kickCheckpoint asks the background checkpointer for a checkpoint.
 func (l *walLog) kickCheckpoint() {
 	select {
@@ -530,20 +498,19 @@ func (l *walLog) runCheckpoints(ctx context.Context) {
 }
 
 // checkpoint cuts the log: it seals the current segment, waits until
-// every record of the sealed segments has its entity file written
-// (retrying pending ones), makes all entity files durable with one
-// syncfs, and deletes the sealed segments, oldest first. Afterwards the
-// log holds nothing a replay would need. Appends go on meanwhile, into
-// a new segment.
+// the applier has written the entity file of every record of the sealed
+// segments (or of a later record of the same entity), makes all entity
+// files durable with one syncfs, and deletes the sealed segments, oldest
+// first. Afterwards the log holds nothing a replay would need, and every
+// record appended before the call is in the entity files (a barrier for
+// other readers). Appends go on meanwhile, into a new segment.
 func (l *walLog) checkpoint(ctx context.Context) error {
 	l.cpMu.Lock()
 	defer l.cpMu.Unlock()
-	l.commitMu.Lock()
-	if l.seg != nil && l.seg.records > 0 {
-		l.sealSegment()
-	}
-	cut := slices.Clone(l.sealed)
-	l.commitMu.Unlock()
+	cut := l.sealAll()
+	l.mu.Lock()
+	l.sinceCut = 0
+	l.mu.Unlock()
 	if len(cut) == 0 {
 		return nil
 	}
@@ -565,20 +532,21 @@ func (l *walLog) checkpoint(ctx context.Context) error {
 // msgCheckpoint is the message of the debug line of each checkpoint.
 const msgCheckpoint = "write-ahead log checkpoint"
 
-// sealSegment closes the current segment: the next group opens a new
-// one. The caller holds commitMu.
-func (l *walLog) sealSegment() {
-	l.seg.f.Close()
-	l.seg.f = nil
-	l.sealed = append(l.sealed, l.seg)
-	l.seg = nil
-	l.mu.Lock()
-	l.sinceCut = 0
-	l.mu.Unlock()
+// sealAll seals the current segment, if it holds records (the next
+// group opens a new one), and returns the sealed segments.
+func (l *walLog) sealAll() []*walSegment {
+	l.commitMu.Lock()
+	defer l.commitMu.Unlock()
+	if l.seg != nil && l.seg.records > 0 {
+		l.seg.f.Close()
+		l.seg.f = nil
+		l.sealed = append(l.sealed, l.seg)
+		l.seg = nil
+	}
+	return slices.Clone(l.sealed)
 }
 
-// waitApplied waits until no record of segs lacks its entity file,
-// retrying pending ones whenever there are some.
+// waitApplied waits until no record of segs lacks its entity file.
 func (l *walLog) waitApplied(ctx context.Context, segs []*walSegment) error {
 	stop := context.AfterFunc(ctx, func() {
 		l.mu.Lock()
@@ -586,25 +554,16 @@ func (l *walLog) waitApplied(ctx context.Context, segs []*walSegment) error {
 		l.mu.Unlock()
 	})
 	defer stop()
-	for {
-		if err := l.retryPending(ctx); err != nil {
-			return err
-		}
-		l.mu.Lock()
-		for busy(segs) && len(l.pending) == 0 && !l.fenced && ctx.Err() == nil {
-			l.applied.Wait()
-		}
-		idle, fenced := !busy(segs), l.fenced
-		l.mu.Unlock()
-		switch {
-		case idle:
-			return nil
-		case fenced:
-			return errWALTaken
-		case ctx.Err() != nil:
-			return ctx.Err()
-		}
+	l.kickApplier()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for busy(segs) && !l.fenced && ctx.Err() == nil {
+		l.applied.Wait()
 	}
+	if l.fenced {
+		return errWALTaken
+	}
+	return ctx.Err()
 }
 
 // busy reports whether a record of segs lacks its entity file. The
@@ -616,52 +575,6 @@ func busy(segs []*walSegment) bool {
 		}
 	}
 	return false
-}
-
-// retryPending writes the entity files of pending records again, each
-// under its entity's lock and only while the log is still this
-// process's (a resumed process whose log was taken over must not write
-// an old value over a newer one).
-func (l *walLog) retryPending(ctx context.Context) error {
-	l.mu.Lock()
-	recs := make([]*walRecord, 0, len(l.pending))
-	for _, p := range l.pending {
-		recs = append(recs, p.rec)
-	}
-	l.mu.Unlock()
-	for _, rec := range recs {
-		if err := l.retryOne(ctx, rec); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// retryOne is retryPending for one record.
-func (l *walLog) retryOne(ctx context.Context, rec *walRecord) error {
-	unlock, err := l.opts.lock(ctx, rec.DB, rec.Key)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	obj := entityObjectKey(rec.DB, rec.Key)
-	l.mu.Lock()
-	p := l.pending[obj]
-	l.mu.Unlock()
-	if p == nil || p.rec != rec {
-		return nil // superseded meanwhile
-	}
-	// A segment with a pending record is never cut by this process: one
-	// not at its path was taken over.
-	if err := p.seg.checkFence(); err != nil {
-		l.mu.Lock()
-		l.fenced = true
-		l.mu.Unlock()
-		return fmt.Errorf("%w: %w", err, errWALTaken)
-	}
-	err = writeRecord(l.fs, rec)
-	l.done(p.seg, rec, err)
-	return err
 }
 
 // cut deletes checkpointed segments, oldest first, each deletion durable
@@ -709,10 +622,10 @@ func (l *walLog) reopen() (bool, error) {
 	if l.seg != nil && l.seg.f != nil {
 		l.seg.f.Close()
 	}
-	for _, p := range l.pending {
-		l.release(p.seg)
-	}
-	l.seg, l.sealed, l.broken, l.pending = nil, nil, nil, map[string]*walPending{}
+	// What was not applied belongs to the taker, which applied it.
+	l.seg, l.sealed, l.broken = nil, nil, nil
+	l.unapplied, l.unappliedBytes = map[string]*walEntry{}, 0
+	l.applied.Broadcast()
 	l.sinceCut = 0
 	gen := max(uint64(l.opts.now().UnixNano()), l.gen+1)
 	dir, err := openWALDir(l.fs.root, l.id, gen)
@@ -742,18 +655,19 @@ func (l *walLog) anyTaken() bool {
 	return false
 }
 
-// Close stops the background checkpoints, refuses new records, cuts the
-// log once more (so that a clean restart replays nothing) and releases
-// the owner lock.
+// Close refuses new records, cuts the log once more (the applier
+// writing every entity file first, so that a clean restart replays
+// nothing), stops the background work and releases the owner lock.
 func (l *walLog) Close() error {
-	l.stop()
-	l.wg.Wait()
 	l.mu.Lock()
 	l.closed = true
+	l.applied.Broadcast()
 	l.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err := l.checkpoint(ctx)
+	l.stop()
+	l.wg.Wait()
 	l.commitMu.Lock()
 	if l.seg != nil && l.seg.f != nil {
 		l.seg.f.Close()

@@ -1,0 +1,275 @@
+package main
+
+// The write-ahead log's applier: the table of logged records whose
+// entity files are not written yet (the worker reads it, newest record
+// per entity), the background writing of those files, coalescing the
+// records of an entity written again meanwhile, and the room the table
+// may take. See ARCHITECTURE.md, "The write-ahead log".
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// walEntry is an entity's newest logged record not yet in its entity
+// file, and the segment holding it.
+type walEntry struct {
+	rec *walRecord
+	seg *walSegment
+}
+
+// size is what an entry counts against the room of the table.
+func (e *walEntry) size() int64 { return int64(len(e.rec.Sealed) + len(e.rec.Key) + 64) }
+
+// Applier tuning.
+const (
+	// applyBatch is how many entities one pass of the applier takes.
+	applyBatch = 256
+	// applyRetry spaces passes that wrote nothing because of failures.
+	applyRetry = 200 * time.Millisecond
+	// applyRoomWait bounds how long a write waits for room (waitRoom).
+	applyRoomWait = 10 * time.Second
+)
+
+// write logs rec (group commit) and makes it the entity's state for
+// reads, replacing any older record of the entity the applier has not
+// written yet; the applier writes its entity file later. The caller holds
+// the entity's lock, so records of one entity enter in log order.
+func (l *walLog) write(rec *walRecord) error {
+	seg, err := l.append(rec)
+	if err != nil {
+		return err
+	}
+	obj := entityObjectKey(rec.DB, rec.Key)
+	e := &walEntry{rec: rec, seg: seg}
+	l.mu.Lock()
+	if old := l.unapplied[obj]; old != nil {
+		l.drop(obj, old)
+	}
+	l.unapplied[obj] = e
+	l.unappliedBytes += e.size()
+	l.mu.Unlock()
+	l.kickApplier()
+	return nil
+}
+
+// drop removes an entry: applied, or replaced by a later record of the
+// entity, which makes its own record unnecessary to any replay. The
+// caller holds mu.
+func (l *walLog) drop(obj string, e *walEntry) {
+	delete(l.unapplied, obj)
+	l.unappliedBytes -= e.size()
+	e.seg.unapplied--
+	l.applied.Broadcast()
+}
+
+// unappliedRecord returns an entity's newest record whose entity file is
+// not written yet, if any: what a read must answer before the file.
+func (l *walLog) unappliedRecord(db, key string) (*walRecord, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.unapplied[entityObjectKey(db, key)]
+	if e == nil {
+		return nil, false
+	}
+	return e.rec, true
+}
+
+// waitRoom waits while the records not yet applied take more than their
+// room (-wal-checkpoint-bytes): the applier is behind, and a write waits
+// for it before it takes its entity's lock. After applyRoomWait (a disk
+// that takes the log but not the entity files) it gives up with a 503.
+func (l *walLog) waitRoom(ctx context.Context) error {
+	l.mu.Lock()
+	full := l.unappliedBytes > l.opts.maxUnapplied
+	l.mu.Unlock()
+	if !full {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, applyRoomWait)
+	defer cancel()
+	stop := context.AfterFunc(wctx, func() {
+		l.mu.Lock()
+		l.applied.Broadcast()
+		l.mu.Unlock()
+	})
+	defer stop()
+	l.kickApplier()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for l.unappliedBytes > l.opts.maxUnapplied && !l.closed && !l.fenced && wctx.Err() == nil {
+		l.applied.Wait()
+	}
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case wctx.Err() != nil:
+		return errApplierBehind
+	}
+	return nil
+}
+
+// errApplierBehind: the applier could not make room within
+// applyRoomWait (503).
+var errApplierBehind = fmt.Errorf("the write-ahead log's entity files are not being written; nothing stored: %w", errUnavailable)
+
+// kickApplier wakes the applier.
+func (l *walLog) kickApplier() {
+	select {
+	case l.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// runApplier writes the entity files of logged records until ctx ends:
+// woken by each write, it takes up to applyBatch entities per pass until
+// none is left. A pass that writes nothing (a full or failing disk)
+// waits applyRetry before the next.
+func (l *walLog) runApplier(ctx context.Context) {
+	failures := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.dirty:
+		}
+		for ctx.Err() == nil {
+			entries := l.someUnapplied(applyBatch)
+			if len(entries) == 0 {
+				break
+			}
+			written, err := l.applyAll(ctx, entries)
+			if written > 0 || err == nil {
+				if failures > 0 {
+					l.down.Store(nil)
+				}
+				failures = 0
+				continue
+			}
+			l.setDown(fmt.Errorf("write entity files: %w", err))
+			if failures++; failures == 1 || failures%50 == 0 {
+				l.opts.log.Error("write-ahead log applier cannot write entity files; reads still see the logged records, retrying",
+					attrWorker, l.id, "unapplied", len(entries), attrErr, err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(applyRetry):
+			}
+		}
+	}
+}
+
+// someUnapplied returns up to n entries of the table.
+func (l *walLog) someUnapplied(n int) []*walEntry {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]*walEntry, 0, min(n, len(l.unapplied)))
+	for _, e := range l.unapplied {
+		if len(out) == n {
+			break
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// applyAll writes the entity files of entries and returns how many it
+// wrote and the last failure.
+func (l *walLog) applyAll(ctx context.Context, entries []*walEntry) (int, error) {
+	written := 0
+	var last error
+	for _, e := range entries {
+		if err := l.applyOne(ctx, e.rec.DB, e.rec.Key); err != nil {
+			last = err
+			if ctx.Err() != nil || l.isFenced() {
+				return written, err
+			}
+			continue
+		}
+		written++
+	}
+	return written, last
+}
+
+// applyOne writes the entity file of an entity's newest unapplied record,
+// under the entity's lock (in this process and, by flock, in others).
+// Only while the log is still this process's: a process resumed after
+// its log was taken over, and the entity written since by another worker,
+// must never write its older record over the newer one.
+func (l *walLog) applyOne(ctx context.Context, db, key string) error {
+	unlock, err := l.opts.lock(ctx, db, key)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	obj := entityObjectKey(db, key)
+	l.mu.Lock()
+	e := l.unapplied[obj]
+	l.mu.Unlock()
+	if e == nil {
+		return nil
+	}
+	if err := e.seg.checkFence(); err != nil {
+		l.mu.Lock()
+		l.fenced = true
+		l.applied.Broadcast()
+		l.mu.Unlock()
+		return errWALTaken
+	}
+	if err := writeRecord(l.fs, e.rec); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	if l.unapplied[obj] == e {
+		l.drop(obj, e)
+	}
+	l.mu.Unlock()
+	return nil
+}
+
+// isFenced reports whether the log was taken over.
+func (l *walLog) isFenced() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.fenced
+}
+
+// flush returns once every record acknowledged before it was called has
+// its entity file written, or a later record of its entity has: a
+// barrier before a scan of storage, by this process or by another on
+// its behalf. Unlike a checkpoint it neither syncs nor cuts the log. A
+// log taken over meanwhile is errWALTaken: its taker applies it.
+func (l *walLog) flush(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() {
+		l.mu.Lock()
+		l.applied.Broadcast()
+		l.mu.Unlock()
+	})
+	defer stop()
+	l.kickApplier()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	waiting := make([]*walEntry, 0, len(l.unapplied))
+	for _, e := range l.unapplied {
+		waiting = append(waiting, e)
+	}
+	for len(waiting) > 0 && !l.fenced && ctx.Err() == nil {
+		// Entries leave the table when applied or replaced; one still in
+		// it is the one to wait for. Each is looked at once it is done,
+		// so the whole wait costs the size of the snapshot.
+		if e := waiting[len(waiting)-1]; l.unapplied[entityObjectKey(e.rec.DB, e.rec.Key)] != e {
+			waiting = waiting[:len(waiting)-1]
+			continue
+		}
+		l.applied.Wait()
+	}
+	switch {
+	case len(waiting) == 0:
+		return nil
+	case l.fenced:
+		return errWALTaken
+	}
+	return fmt.Errorf("apply the write-ahead log (%d entities left): %w", len(waiting), ctx.Err())
+}
