@@ -227,8 +227,14 @@ func TestRekeyKillAndResume(t *testing.T) {
 	if final.State != jobDone || final.Total != total || final.Done != total {
 		t.Errorf("job after resume = %+v, want done with %d of %d", final, total, total)
 	}
-	// Storage: one data key for rk, every entity under it.
-	st, err := newFSStore(dir)
+	// Storage, as a storage tool reads it while the node runs (the
+	// entity files with the records its log has not applied yet over
+	// them): one data key for rk, every entity under it.
+	fsst, err := newFSStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := toolView(fsst, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -478,7 +478,6 @@ func TestWALLengthDamaged(t *testing.T) {
 	}
 }
 
-
 // gate is an entity lock for the applier that a test can hold shut.
 type gate struct {
 	mu     sync.Mutex
