@@ -32,8 +32,17 @@ func newLocalRESTOver(tb testing.TB, st store) *restServer {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	schemas := newSchemaRegistry(st, budgets{})
 	cat := newCatalog(st)
-	rt := newRouter(log, time.Now, saturatedInFlight, cat.wrote, nil)
 	cfg := config{role: "all", keyID: "k1", entityCacheSize: 1024, wal: testWALFlags}
+	// As the main node: over a directory, the catalog flushes the log
+	// before it scans storage.
+	var ho *handovers
+	if root, ok := walRoot(cfg, st); ok {
+		ho = newHandovers(root, log, time.Now)
+	}
+	rt := newRouter(log, time.Now, saturatedInFlight, cat.wrote, ho)
+	if ho != nil {
+		cat.setFlush(rt.flushLogs)
+	}
 	ring, err := newKeyring(st, []byte("0123456789abcdef0123456789abcdef"), cfg.keyID)
 	if err != nil {
 		tb.Fatal(err)
