@@ -202,9 +202,11 @@ func TestWALKillAllUnderLoad(t *testing.T) {
 	n := startNode(t, keyEnv, args...)
 	addr := n.addr
 	load := startAckLoad(t, n.base, 32, 2, 20)
+	behind := 0
 	for round := range 3 {
 		load.waitWrites(300)
 		n.kill()
+		behind += unappliedAtKill(t, dir)
 		extra := []string{"-rest-addr=" + addr}
 		if round == 1 {
 			// Checkpoints back to back: the next kill lands in one.
@@ -232,6 +234,33 @@ func TestWALKillAllUnderLoad(t *testing.T) {
 	n.kill()
 	n = startNode(t, keyEnv, append(args, "-rest-addr="+addr)...)
 	load.verify(n.base)
+	if behind == 0 {
+		t.Error("the applier had written every entity file at each of the three kills: the kills tested no replay of unapplied writes")
+	}
+}
+
+// unappliedAtKill counts the entities whose newest logged record is not
+// in their entity file, in storage dir of a killed process: the writes
+// the applier had not caught up with, which the restart must replay.
+func unappliedAtKill(t *testing.T, dir string) int {
+	t.Helper()
+	st, err := newFSStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := readLogsOver(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for obj, rec := range recs {
+		cur, err := st.Get(t.Context(), obj)
+		if (rec.Type == walPut && (err != nil || !bytes.Equal(cur, rec.Sealed))) || (rec.Type == walDelete && err == nil) {
+			n++
+		}
+	}
+	t.Logf("at the kill: %d logged entities, %d not yet in their entity files", len(recs), n)
+	return n
 }
 
 // TestWALKillWorkerUnderLoad: one main and two workers; a worker is
