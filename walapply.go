@@ -89,11 +89,7 @@ func (l *walLog) waitRoom(ctx context.Context) error {
 	}
 	wctx, cancel := context.WithTimeout(ctx, applyRoomWait)
 	defer cancel()
-	stop := context.AfterFunc(wctx, func() {
-		l.mu.Lock()
-		l.applied.Broadcast()
-		l.mu.Unlock()
-	})
+	stop := l.wakeWhenDone(wctx)
 	defer stop()
 	l.kickApplier()
 	l.mu.Lock()
@@ -113,6 +109,16 @@ func (l *walLog) waitRoom(ctx context.Context) error {
 // errApplierBehind: the applier could not make room within
 // applyRoomWait (503).
 var errApplierBehind = fmt.Errorf("the write-ahead log's entity files are not being written; nothing stored: %w", errUnavailable)
+
+// wakeWhenDone wakes whoever waits on applied once ctx ends; the
+// returned function stops that.
+func (l *walLog) wakeWhenDone(ctx context.Context) func() bool {
+	return context.AfterFunc(ctx, func() {
+		l.mu.Lock()
+		l.applied.Broadcast()
+		l.mu.Unlock()
+	})
+}
 
 // kickApplier wakes the applier.
 func (l *walLog) kickApplier() {
@@ -242,11 +248,7 @@ func (l *walLog) isFenced() bool {
 // its behalf. Unlike a checkpoint it neither syncs nor cuts the log. A
 // log taken over meanwhile is errWALTaken: its taker applies it.
 func (l *walLog) flush(ctx context.Context) error {
-	stop := context.AfterFunc(ctx, func() {
-		l.mu.Lock()
-		l.applied.Broadcast()
-		l.mu.Unlock()
-	})
+	stop := l.wakeWhenDone(ctx)
 	defer stop()
 	l.kickApplier()
 	l.mu.Lock()

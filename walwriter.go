@@ -548,11 +548,7 @@ func (l *walLog) sealAll() []*walSegment {
 
 // waitApplied waits until no record of segs lacks its entity file.
 func (l *walLog) waitApplied(ctx context.Context, segs []*walSegment) error {
-	stop := context.AfterFunc(ctx, func() {
-		l.mu.Lock()
-		l.applied.Broadcast()
-		l.mu.Unlock()
-	})
+	stop := l.wakeWhenDone(ctx)
 	defer stop()
 	l.kickApplier()
 	l.mu.Lock()
