@@ -148,12 +148,13 @@ func (l *walLog) runApplier(ctx context.Context) {
 			written, err := l.applyAll(ctx, entries)
 			if written > 0 || err == nil {
 				if failures > 0 {
-					l.down.Store(nil)
+					l.applyDown.Store(nil)
 				}
 				failures = 0
 				continue
 			}
-			l.setDown(fmt.Errorf("write entity files: %w", err))
+			down := fmt.Errorf("write-ahead log applier: write entity files: %w", err)
+			l.applyDown.Store(&down)
 			if failures++; failures == 1 || failures%50 == 0 {
 				l.opts.log.Error("write-ahead log applier cannot write entity files; reads still see the logged records, retrying",
 					attrWorker, l.id, "unapplied", len(entries), attrErr, err)

@@ -83,6 +83,9 @@ type walLog struct {
 	// down is the last failure that left the log unwritable, for the log
 	// line and readiness; nil when the log is healthy.
 	down atomic.Pointer[error]
+	// applyDown is why the applier cannot write entity files now, nil
+	// while it can (walapply.go).
+	applyDown atomic.Pointer[error]
 
 	// stats are counted for the metrics.
 	stats walStats
@@ -461,6 +464,9 @@ func (l *walLog) setDown(err error) { l.down.Store(&err) }
 // health is nil while the log takes writes, else why it does not.
 func (l *walLog) health() error {
 	if p := l.down.Load(); p != nil {
+		return *p
+	}
+	if p := l.applyDown.Load(); p != nil {
 		return *p
 	}
 	l.mu.Lock()
