@@ -56,7 +56,7 @@ func TestVerify(t *testing.T) {
 	}
 	out, err = runToolArgs(t, verifyArgs...)
 	t.Logf("verify of storage with a changed entity and lost data keys:\n%s", out)
-	if err == nil || !strings.Contains(err.Error(), "6 of 12 entities failed") {
+	if err == nil || !strings.Contains(err.Error(), "6 of 12 entities and versions failed") {
 		t.Errorf("verify with a changed entity = %v, want a failure counting it", err)
 	}
 	for _, want := range []string{"chatdb    1       2         0", "chatdb    2       5         5", "other     2       3         1",
