@@ -551,12 +551,13 @@ func TestWALApplierWritesFiles(t *testing.T) {
 		t.Fatalf("entity file written while the applier was held: %v", err)
 	}
 	g.open()
+	// The record leaves the table only once its file is written.
 	waitFor(t, func() bool {
-		got, err := st.Get(t.Context(), entityObjectKey("db", "k"))
-		return err == nil && string(got) == "v1"
+		_, ok := l.unappliedRecord("db", "k")
+		return !ok
 	})
-	if _, ok := l.unappliedRecord("db", "k"); ok {
-		t.Error("still in the table after it was applied")
+	if got, err := st.Get(t.Context(), entityObjectKey("db", "k")); err != nil || string(got) != "v1" {
+		t.Errorf("entity file once the record left the table: %q, %v; want v1", got, err)
 	}
 }
 
