@@ -11,7 +11,9 @@
 // are marked and nothing is written), then PUT /entity/{db} {K: doc} with
 // If-Match: the ETag read (If-None-Match: * for a new entity). A 412
 // opens the three-way merge (conflict.js) of the version opened, the one
-// stored and the edit. Delete asks first, and is conditional too.
+// stored and the edit. Delete asks first, and is conditional too. Below
+// the editor, the entity's kept versions (versions.js): diff, Restore,
+// and Undelete of a soft-deleted one.
 
 import { request, entityPath, errorMessage } from "./api.js";
 import { conflictPanel } from "./conflict.js";
@@ -19,6 +21,7 @@ import { formatJSON, h, messageArea, show, showError } from "./dom.js";
 import { createDocEditor } from "./doceditor.js";
 import { MISSING } from "./merge.js";
 import { denyReason, gate, reasonNote, setEnabled } from "./perms.js";
+import { versionsPanel } from "./versions.js";
 
 /**
  * entityEditor returns {el, open(key, force) (resolves to false when the
@@ -47,6 +50,13 @@ export function entityEditor(db, opts) {
   let exists = false;
   let loadSeq = 0;
   const doc = createDocEditor("entity-editor", { what: () => `${db} / ${current}`, onSave: () => doSave() });
+  const versions = versionsPanel(db, {
+    me: opts.me,
+    onRestored: async (key) => {
+      await open(key, true);
+      opts.onChange("created");
+    },
+  });
 
   const setControls = (loaded) => {
     doc.setDisabled(!loaded);
@@ -69,6 +79,7 @@ export function entityEditor(db, opts) {
     doc.setValue(text !== undefined ? text : stored === MISSING ? "{}" : formatJSON(stored));
     setControls(true);
     showMeta();
+    versions.load(current, stored, tag);
   };
 
   // clearEditor empties the editor after a failed read.
@@ -80,6 +91,7 @@ export function entityEditor(db, opts) {
     setControls(false);
     title.textContent = `${db} / ${current} (not loaded)`;
     meta.textContent = "";
+    versions.load(null);
   };
 
   async function open(key, force) {
@@ -243,6 +255,7 @@ export function entityEditor(db, opts) {
       }
       if (!r.ok) return show(msg, errorMessage(r));
       current = null;
+      versions.load(key, MISSING, "");
       conflict.hide();
       doc.setValue("");
       exists = false;
@@ -266,7 +279,8 @@ export function entityEditor(db, opts) {
     h("div", { class: "row" }, check, save, del, h("span", { class: "hint", text: "Ctrl+S / ⌘S saves" })),
     reasonNote("entity-write-denied", writeWhy, save, del),
     msg,
-    conflict.el);
+    conflict.el,
+    versions.el);
   // bindingChanged follows a bind or unbind: Check needs a bound schema.
   const bindingChanged = () => setControls(current !== null && !doc.editor.textarea.disabled);
   return { el, open, bindingChanged, confirmDiscard: () => doc.confirmDiscard() };

@@ -311,6 +311,23 @@ class ClientTest(unittest.TestCase):
         with self.assertRaises(deltadb.Forbidden):
             self.key_with(["write"]).find(self.name, {})
 
+    def test_versions(self):
+        db = self.name + "v"
+        self.assertEqual(self.db.set_max_versions(db, 3)["max_versions"], 3)
+        etags = [self.db.put(db, "s", {"n": i}) for i in range(4)]
+        kept = self.db.versions(db, "s")
+        self.assertEqual([v["version"] for v in kept], [2, 3, 4])
+        self.assertEqual('"%s"' % kept[-1]["etag"], etags[-1])
+        self.assertEqual(self.db.get_version(db, "s", 3), {"n": 2})
+        self.db.delete(db, "s")
+        self.assertTrue(self.db.versions(db, "s")[-1]["deleted"])
+        self.db.undelete(db, "s")
+        self.assertEqual(self.db.get(db, "s"), {"n": 3})
+        self.db.destroy_versions(db, "s", [2])
+        with self.assertRaises(deltadb.NotFound):
+            self.db.get_version(db, "s", 2)
+        self.db.delete_database(db)
+
     def test_delete_database(self):
         self.db.put_many(self.name, {"k%d" % i: i for i in range(30)})
         self.assertEqual(self.db.delete_database(self.name), 30)

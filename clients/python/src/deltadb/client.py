@@ -390,6 +390,35 @@ class Client:
         body, _ = self.request("PUT", self._path("api", "databases", db), {"schema": schema_id})
         return dict(body)
 
+    def set_max_versions(self, db: str, count: Optional[int]) -> Dict[str, Any]:
+        """Keep the last count versions of each entity of db (0: off; None:
+        the server's -max-versions default); return the database info."""
+        body, _ = self.request("PUT", self._path("api", "databases", db), {"max_versions": count})
+        return dict(body)
+
+    # -- entity versions (API.md, Entity versions) ------------------------
+
+    def versions(self, db: str, key: str) -> List[Dict[str, Any]]:
+        """The kept versions of key, oldest first: {"version", "etag",
+        "time", "principal", "deleted", "destroyed", ...}."""
+        body, _ = self.request("GET", self._path("entity", db, "versions", key=key))
+        return list(body["versions"])
+
+    def get_version(self, db: str, key: str, version: int) -> Document:
+        """The document of one kept version; NotFound if it is not kept."""
+        body, _ = self.request("GET", self._path("entity", db, key=key, version=version))
+        return body
+
+    def undelete(self, db: str, key: str) -> Optional[str]:
+        """Bring back a soft-deleted entity; return its new ETag."""
+        _, headers = self.request("POST", self._path("entity", db, "undelete", key=key))
+        return headers.get("ETag")
+
+    def destroy_versions(self, db: str, key: str, versions: Iterable[int]) -> None:
+        """Remove those versions' documents for good (admin)."""
+        listed = ",".join(str(int(v)) for v in versions)
+        self.request("POST", self._path("entity", db, "destroy", key=key, versions=listed))
+
     def put_schema(self, schema_id: str, schema: Any) -> None:
         """Store or replace a JSON Schema."""
         self.request("PUT", self._path("schema", schema_id), schema)
