@@ -323,9 +323,9 @@ class ClientTest(unittest.TestCase):
         self.assertTrue(self.db.versions(db, "s")[-1]["deleted"])
         self.db.undelete(db, "s")
         self.assertEqual(self.db.get(db, "s"), {"n": 3})
-        self.db.destroy_versions(db, "s", [2])
+        self.db.destroy_versions(db, "s", [3])
         with self.assertRaises(deltadb.NotFound):
-            self.db.get_version(db, "s", 2)
+            self.db.get_version(db, "s", 3)
         self.db.delete_database(db)
 
     def test_delete_database(self):
