@@ -108,6 +108,9 @@
 //	workerserver.go
 //	               a remote processing worker's gRPC server: signed calls
 //	               only, failures as the main worker reads them
+//	callstream.go  the long-lived Calls stream of a worker link, both
+//	               sides: many signed calls, answers by number, deadlines,
+//	               cancellation, backpressure
 //	subscriber.go  a remote worker's subscription to the main worker:
 //	               subscribe, heartbeat, renew
 //	grpc.go        options of every gRPC server and client connection,

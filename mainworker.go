@@ -231,9 +231,9 @@ func (m *mainService) subscribe(req *pb.SubscribeRequest) (*pb.SubscribeResponse
 	tok := hex.EncodeToString(token)
 	expires := m.now().Add(m.workerTTL)
 	m.remember(tok, id)
+	rw := newRemoteWorker(id, pb.NewProcessingWorkerClient(conn), callKey, m.now)
 	m.router.add(&workerConn{id: id, keyID: m.keyID, tags: req.GetTags(), expires: expires, identity: identity,
-		proc:  &remoteWorker{id: id, client: pb.NewProcessingWorkerClient(conn), callKey: callKey, now: m.now},
-		close: func() { conn.Close() }})
+		proc: rw, close: func() { rw.close(); conn.Close() }})
 	return &pb.SubscribeResponse{Token: tok, WrappedKey: wrapped, KeyId: m.keyID, ExpiresAtUnix: expires.Unix(),
 		Epoch: m.router.epoch.Load(), HeartbeatIntervalMs: m.every.Milliseconds(), WrappedCallKey: wrappedCall,
 		WrappedPreviousKey: wrappedPrev, PreviousKeyId: prevID, KeysEpoch: m.keysEpoch()}, nil

@@ -283,7 +283,8 @@ func BenchmarkRemoteGetHit(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer conn.Close()
-	rw := &remoteWorker{id: "w1", client: pb.NewProcessingWorkerClient(conn), callKey: callKey, now: time.Now}
+	rw := newRemoteWorker("w1", pb.NewProcessingWorkerClient(conn), callKey, time.Now)
+	defer rw.close()
 	ctx := context.Background()
 	doc := []byte(`{"role":"user","content":"` + strings.Repeat("x", 1000) + `"}`)
 	if _, err := rw.Process(ctx, &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_PUT, Payload: doc}, Owner: true}); err != nil {
@@ -438,7 +439,8 @@ func TestRemoteWorkerErrorsCarryNoInternals(t *testing.T) {
 	callKey := bytes.Repeat([]byte{7}, 32)
 	srv.sub.Store(&subscription{callKey: callKey, expires: time.Now().Add(time.Hour)})
 	addr := serveWorker(t, srv)
-	rw := &remoteWorker{id: "w1", client: pb.NewProcessingWorkerClient(dial(t, addr)), callKey: callKey, now: time.Now}
+	rw := newRemoteWorker("w1", pb.NewProcessingWorkerClient(dial(t, addr)), callKey, time.Now)
+	t.Cleanup(rw.close)
 	ctx := context.Background()
 	get := func(key string) error {
 		_, err := rw.Process(ctx, &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: key, Operation: pb.Operation_GET},

@@ -173,8 +173,14 @@ func (n *procNode) Close() error {
 
 // close is Close, once.
 func (n *procNode) close() error {
+	if n.srv != nil {
+		n.srv.stop()
+	}
 	if n.gs != nil {
 		stopGRPC(n.gs)
+	}
+	if n.srv != nil {
+		n.srv.wait()
 	}
 	if n.ln != nil {
 		n.ln.Close() // unless served, stopping does not close it

@@ -14,9 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	pb "deltadatabase/proto"
@@ -723,50 +721,75 @@ func (r *router) closeAll() {
 }
 
 // remoteWorker is the main worker's stub for a processing worker over
-// gRPC: it signs each call and turns the worker's failures back into
-// sentinel errors. It implements processingWorker.
+// gRPC: it signs each call, sends it on the link's call stream
+// (callstream.go) and turns the worker's failures back into sentinel
+// errors. It implements processingWorker.
 type remoteWorker struct {
 	id      string
-	client  pb.ProcessingWorkerClient
 	callKey []byte
 	now     func() time.Time
+	link    *callLink
 	// seq numbers the calls of this subscription (the worker refuses a
 	// number it has seen); the first call is 1.
 	seq atomic.Uint64
+}
+
+// newRemoteWorker returns the stub of worker id over client, signing
+// under callKey; close releases it.
+func newRemoteWorker(id string, client pb.ProcessingWorkerClient, callKey []byte, now func() time.Time) *remoteWorker {
+	return &remoteWorker{id: id, callKey: callKey, now: now, link: newCallLink(id, client)}
+}
+
+// close ends the worker's call stream; calls in flight fail.
+func (r *remoteWorker) close() { r.link.close() }
+
+// sign numbers, timestamps and signs req.
+func (r *remoteWorker) sign(req *pb.WorkerRequest) error {
+	req.IssuedAtUnixNano, req.Seq = r.now().UnixNano(), r.seq.Add(1)
+	sig, err := signCall(r.callKey, r.id, req)
+	if err != nil {
+		return fmt.Errorf("worker %s: %w", r.id, err)
+	}
+	req.Signature = sig
+	return nil
 }
 
 // Process signs req and sends it. A call that never reached the worker's
 // handler is errTransport (retried on the next worker); a worker's own
 // failure comes back with its sentinel and sentence.
 func (r *remoteWorker) Process(ctx context.Context, req *pb.WorkerRequest) (*pb.WorkerResponse, error) {
-	req.IssuedAtUnixNano, req.Seq = r.now().UnixNano(), r.seq.Add(1)
-	sig, err := signCall(r.callKey, r.id, req)
-	if err != nil {
-		return nil, fmt.Errorf("worker %s: %w", r.id, err)
+	resp, err := r.link.call(ctx, req, r.sign)
+	switch {
+	case errors.Is(err, errTransport):
+		return nil, err
+	case err != nil:
+		return nil, r.callError(err, "", "")
+	case len(resp.GetStatus()) > 0:
+		return nil, r.callError(answerError(resp), resp.GetHandled(), resp.GetCurrentVersion())
 	}
-	req.Signature = sig
-	var tr metadata.MD
-	resp, err := r.client.Process(ctx, req, grpc.Trailer(&tr))
-	if err == nil {
-		return resp, nil
-	}
-	handled := tr.Get(handledTrailer)
-	if len(handled) == 0 && status.Code(err) == codes.Unavailable {
-		return nil, fmt.Errorf("worker %s: %s: %w", r.id, status.Convert(err).Message(), errTransport)
+	return resp, nil
+}
+
+// callError is the error of a failed call: err, the status the worker
+// (or gRPC) answered, with handled and version the trailers of a failure
+// from the worker's handler.
+func (r *remoteWorker) callError(err error, handled, version string) error {
+	if handled == "" && status.Code(err) == codes.Unavailable {
+		return fmt.Errorf("worker %s: %s: %w", r.id, status.Convert(err).Message(), errTransport)
 	}
 	if status.Code(err) == codes.Unauthenticated {
 		// The worker does not accept this main worker's signature (its
 		// subscription expired or was replaced): a server-side fault that
 		// another worker can serve, never the client's credential.
-		return nil, fmt.Errorf("worker %s refused the call: %s: %w", r.id, status.Convert(err).Message(), errTransport)
+		return fmt.Errorf("worker %s refused the call: %s: %w", r.id, status.Convert(err).Message(), errTransport)
 	}
-	err = errorFromStatus(err, len(handled) > 0 && handled[0] == handledSentence)
-	if v := tr.Get(versionHeader); len(v) > 0 && errors.Is(err, errPrecondition) {
+	err = errorFromStatus(err, handled == handledSentence)
+	if version != "" && errors.Is(err, errPrecondition) {
 		if msg, ok := clientMessage(err); ok {
-			return nil, &preconditionError{msg: msg, current: v[0]}
+			return &preconditionError{msg: msg, current: version}
 		}
 	}
-	return nil, fmt.Errorf("worker %s: %w", r.id, err)
+	return fmt.Errorf("worker %s: %w", r.id, err)
 }
 
 // errorFromStatus turns a worker's gRPC error back into the sentinel error

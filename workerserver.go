@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,7 +25,28 @@ type workerServer struct {
 	w   *worker
 	now func() time.Time
 	sub atomic.Pointer[subscription]
+
+	// quit is closed by stop, when the node stops: Calls streams finish
+	// the calls they hold and end (callstream.go).
+	quitOnce, stopOnce sync.Once
+	quit               chan struct{}
+	// streams counts the receivers of Calls streams; the node waits for
+	// them once its gRPC server has stopped.
+	streams sync.WaitGroup
 }
+
+// quitting returns the channel stop closes.
+func (s *workerServer) quitting() chan struct{} {
+	s.quitOnce.Do(func() { s.quit = make(chan struct{}) })
+	return s.quit
+}
+
+// stop ends the Calls streams once their calls are answered; serve
+// stops the gRPC server after it, then calls wait.
+func (s *workerServer) stop() { s.stopOnce.Do(func() { close(s.quitting()) }) }
+
+// wait waits for the receivers of the Calls streams.
+func (s *workerServer) wait() { s.streams.Wait() }
 
 // subscription is what a worker holds from its last Subscribe.
 type subscription struct {
@@ -52,18 +74,64 @@ const (
 
 // Process serves one call of the main worker.
 func (s *workerServer) Process(ctx context.Context, req *pb.WorkerRequest) (*pb.WorkerResponse, error) {
-	sub := s.sub.Load()
 	now := s.now()
+	var f *callFailure
+	if why := s.admit(req, now, nil); why != "" {
+		f = refusal(why)
+	} else {
+		var resp *pb.WorkerResponse
+		if resp, f = s.serve(ctx, req, now); f == nil {
+			return resp, nil
+		}
+	}
+	md := metadata.Pairs(handledTrailer, f.handled)
+	if f.version != "" {
+		md.Append(versionHeader, f.version)
+	}
+	grpc.SetTrailer(ctx, md)
+	return nil, f.st.Err()
+}
+
+// admit checks that the main worker of the current subscription sent req
+// and has not sent it before; it returns why not, or "". With last (the
+// Calls stream), req's number must also be above *last, the number of
+// the stream's previous message, which it becomes.
+func (s *workerServer) admit(req *pb.WorkerRequest, now time.Time, last *uint64) string {
+	sub := s.sub.Load()
 	switch {
 	case sub == nil:
-		return nil, s.refuse(ctx, "worker is not subscribed to a main worker")
+		return "worker is not subscribed to a main worker"
 	case now.After(sub.expires):
-		return nil, s.refuse(ctx, "worker token expired: subscribe again")
+		return "worker token expired: subscribe again"
 	case !verifyCall(sub.callKey, s.w.id, req, now):
-		return nil, s.refuse(ctx, "call is not signed by the main worker")
+		return "call is not signed by the main worker"
+	case last != nil && req.GetSeq() <= *last:
+		return "call out of order: its sequence number is not above the stream's last"
 	case !sub.calls.accept(req.GetSeq()):
-		return nil, s.refuse(ctx, "call replayed: its sequence number was seen before")
+		return "call replayed: its sequence number was seen before"
 	}
+	if last != nil {
+		*last = req.GetSeq()
+	}
+	return ""
+}
+
+// callFailure is a failed call as the worker answers it: the status, and
+// the handledTrailer and versionHeader values that go with it.
+type callFailure struct {
+	st      *status.Status
+	handled string
+	version string
+}
+
+// refusal is the answer to a call the worker does not accept from this
+// caller.
+func refusal(why string) *callFailure {
+	return &callFailure{st: status.New(codes.Unauthenticated, why), handled: handledInternal}
+}
+
+// serve runs an admitted call that arrived at now.
+func (s *workerServer) serve(ctx context.Context, req *pb.WorkerRequest, now time.Time) (*pb.WorkerResponse, *callFailure) {
 	ctx = withRequestID(ctx, req.GetRequestId())
 	resp, err := s.w.Process(ctx, req)
 	s.logCall(ctx, req, err, s.now().Sub(now))
@@ -92,35 +160,28 @@ func (s *workerServer) logCall(ctx context.Context, req *pb.WorkerRequest, err e
 		slog.String("code", code.String()), slog.Float64(attrDurationMS, durationMS(took)))
 }
 
-// refuse answers a call the worker does not accept from this caller.
-func (s *workerServer) refuse(ctx context.Context, why string) error {
-	grpc.SetTrailer(ctx, metadata.Pairs(handledTrailer, handledInternal))
-	return status.Error(codes.Unauthenticated, why)
-}
-
 // failure turns the worker's error into the status the main worker gets:
 // its code, and the client sentence it carries or, for an internal
 // failure, a fixed sentence while the cause is logged here with the
 // request ID. Paths, object keys and wrapped chains stay at the worker.
-func (s *workerServer) failure(ctx context.Context, err error) error {
-	md := metadata.Pairs(handledTrailer, handledSentence)
-	if pe := (*preconditionError)(nil); errors.As(err, &pe) && pe.current != "" {
-		md.Append(versionHeader, pe.current)
+func (s *workerServer) failure(ctx context.Context, err error) *callFailure {
+	f := &callFailure{handled: handledSentence}
+	if pe := (*preconditionError)(nil); errors.As(err, &pe) {
+		f.version = pe.current
 	}
 	rid := requestIDFrom(ctx)
 	msg := publicMessage(err, rid)
 	if _, ok := clientMessage(err); !ok {
-		md.Set(handledTrailer, handledInternal)
+		f.handled = handledInternal
 		s.w.log.ErrorContext(ctx, "process failed", attrWorker, s.w.id, attrErr, err)
 	}
-	grpc.SetTrailer(ctx, md)
-	st := status.New(grpcCode(err), msg)
+	f.st = status.New(grpcCode(err), msg)
 	if d := errorDetail(err, msg); len(d.Errors) > 0 {
 		// A schema's violations travel to the main worker for the
 		// client's "errors".
-		if ds, derr := st.WithDetails(d); derr == nil {
-			st = ds
+		if ds, derr := f.st.WithDetails(d); derr == nil {
+			f.st = ds
 		}
 	}
-	return st.Err()
+	return f
 }

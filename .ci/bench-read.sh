@@ -10,7 +10,8 @@
 #   base      -role=all of commit BASE (default cf6a1c6), access log on
 #   all       -role=all of this tree, access log on (info, to a file)
 #   main+1    -role=main and one -role=proc of this tree, access log on
-# Usage: .ci/bench-read.sh [ROUNDS] [SECONDS] [BASE]
+#   base-main+1  the same of commit BASE
+# Usage: [CONFIGS="all main+1 ..."] [PORT=18191] .ci/bench-read.sh [ROUNDS] [SECONDS] [BASE]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}; secs=${2:-4}; base=${3:-cf6a1c6}
@@ -25,7 +26,8 @@ git clone -q --no-checkout "$orig_src" "$work/orig"
 (cd "$work/orig" && git checkout HEAD -- go.mod go.sum cmd internal pkg api && go build -o "$work/orig-main" ./cmd/main-worker)
 export MASTER_KEY=000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f ADMIN_KEY=bench-admin-key-0123456789
 export DELTADB_JOIN_TOKEN=$(od -An -tx1 -N32 /dev/urandom | tr -d " \n")
-addr=127.0.0.1:18191
+port=${PORT:-18191}  # and the two after it
+addr=127.0.0.1:$port
 wait_up() { for _ in $(seq 200); do curl -fs -o /dev/null "http://$1/health" && return 0; sleep 0.1; done; return 1; }
 wait_workers() { for _ in $(seq 200); do [ "$(curl -fs -H "Authorization: Bearer $ADMIN_KEY" "http://$1/admin/workers" | grep -o Available | wc -l)" = "$2" ] && return 0; sleep 0.1; done; return 1; }
 
@@ -50,15 +52,16 @@ one() {
   local name=$1 dir="$work/d-$RANDOM" pids=()
   case $name in
     trivial) "$work/ddb" -role=bench -ceiling=http -ceiling-addr="$addr" >/dev/null & pids+=($!) ;;
-    original) "$work/orig-main" -rest-addr="$addr" -grpc-addr=127.0.0.1:18192 -shared-fs="$dir" -master-key="$MASTER_KEY" -admin-key="$ADMIN_KEY" 2>"$work/$name.log" & pids+=($!) ;;
-    base) "$work/ddb-base" -role=all -rest-addr="$addr" -grpc-addr=127.0.0.1:18192 -shared-fs="$dir" -log-level=info 2>"$work/$name.log" & pids+=($!) ;;
-    all) "$work/ddb" -role=all -rest-addr="$addr" -grpc-addr=127.0.0.1:18192 -shared-fs="$dir" -log-level=info 2>"$work/$name.log" & pids+=($!) ;;
-    main+1)
-      "$work/ddb" -role=main -rest-addr="$addr" -grpc-addr=127.0.0.1:18192 -cluster-addr=127.0.0.1:18193 -shared-fs="$dir" -log-level=info 2>"$work/$name.log" & pids+=($!)
-      MASTER_KEY= "$work/ddb" -role=proc -worker-id=w1 -main-addr=127.0.0.1:18193 -shared-fs="$dir" -log-level=info 2>"$work/$name-w1.log" & pids+=($!) ;;
+    original) "$work/orig-main" -rest-addr="$addr" -grpc-addr=127.0.0.1:$((port + 1)) -shared-fs="$dir" -master-key="$MASTER_KEY" -admin-key="$ADMIN_KEY" 2>"$work/$name.log" & pids+=($!) ;;
+    base) "$work/ddb-base" -role=all -rest-addr="$addr" -grpc-addr=127.0.0.1:$((port + 1)) -shared-fs="$dir" -log-level=info 2>"$work/$name.log" & pids+=($!) ;;
+    all) "$work/ddb" -role=all -rest-addr="$addr" -grpc-addr=127.0.0.1:$((port + 1)) -shared-fs="$dir" -log-level=info 2>"$work/$name.log" & pids+=($!) ;;
+    main+1|base-main+1)
+      local bin="$work/ddb"; [ "$name" = base-main+1 ] && bin="$work/ddb-base"
+      "$bin" -role=main -rest-addr="$addr" -grpc-addr=127.0.0.1:$((port + 1)) -cluster-addr=127.0.0.1:$((port + 2)) -shared-fs="$dir" -log-level=info 2>"$work/$name.log" & pids+=($!)
+      MASTER_KEY= "$bin" -role=proc -worker-id=w1 -main-addr=127.0.0.1:$((port + 2)) -shared-fs="$dir" -log-level=info 2>"$work/$name-w1.log" & pids+=($!) ;;
   esac
   if [ "$name" = trivial ]; then sleep 0.5; else wait_up "$addr"; fi
-  [ "$name" = main+1 ] && wait_workers "$addr" 1
+  case $name in *main+1) wait_workers "$addr" 1 ;; esac
   load "$name" "${pids[@]}"
   kill "${pids[@]}"; wait "${pids[@]}" 2>/dev/null || true
   rm -rf "$dir"
@@ -67,6 +70,6 @@ one() {
 echo "# load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq "$rounds"); do
   echo "# round $r"
-  for name in trivial original base all main+1; do one "$name"; done
+  for name in ${CONFIGS:-trivial original base all main+1}; do one "$name"; done
 done
 echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1443,7 +1443,13 @@ type WorkerRequest struct {
 	Signature []byte `protobuf:"bytes,6,opt,name=signature,proto3" json:"signature,omitempty"`
 	// Sequence number of this call within the worker's subscription,
 	// from 1; the worker refuses a number it has seen (replay).
-	Seq           uint64 `protobuf:"varint,7,opt,name=seq,proto3" json:"seq,omitempty"`
+	Seq uint64 `protobuf:"varint,7,opt,name=seq,proto3" json:"seq,omitempty"`
+	// On the Calls stream: the time the call may still take, in
+	// nanoseconds (0: no deadline); the worker's context ends then.
+	TimeoutNanos int64 `protobuf:"varint,8,opt,name=timeout_nanos,json=timeoutNanos,proto3" json:"timeout_nanos,omitempty"`
+	// On the Calls stream: set when this message carries no operation but
+	// cancels the call numbered cancel_seq, whose caller gave up.
+	CancelSeq     uint64 `protobuf:"varint,9,opt,name=cancel_seq,json=cancelSeq,proto3" json:"cancel_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1527,6 +1533,20 @@ func (x *WorkerRequest) GetSeq() uint64 {
 	return 0
 }
 
+func (x *WorkerRequest) GetTimeoutNanos() int64 {
+	if x != nil {
+		return x.TimeoutNanos
+	}
+	return 0
+}
+
+func (x *WorkerRequest) GetCancelSeq() uint64 {
+	if x != nil {
+		return x.CancelSeq
+	}
+	return 0
+}
+
 // WorkerResponse answers ProcessingWorker.Process; failures are gRPC
 // statuses.
 type WorkerResponse struct {
@@ -1539,9 +1559,18 @@ type WorkerResponse struct {
 	Found *FindResult `protobuf:"bytes,3,opt,name=found,proto3" json:"found,omitempty"`
 	// GET, PUT, PATCH: when the entity's stored version was written (its
 	// envelope's write time), Unix nanoseconds; 0 when unknown.
-	Modified      int64 `protobuf:"varint,4,opt,name=modified,proto3" json:"modified,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Modified int64 `protobuf:"varint,4,opt,name=modified,proto3" json:"modified,omitempty"`
+	// On the Calls stream: the seq of the request this answers.
+	Seq uint64 `protobuf:"varint,5,opt,name=seq,proto3" json:"seq,omitempty"`
+	// On the Calls stream, for a failed call: the gRPC status
+	// (google.rpc.Status, encoded) that Process would have returned, and
+	// the trailers it would have set: x-deltadb-handled and, for a failed
+	// precondition, the entity's current version.
+	Status         []byte `protobuf:"bytes,6,opt,name=status,proto3" json:"status,omitempty"`
+	Handled        string `protobuf:"bytes,7,opt,name=handled,proto3" json:"handled,omitempty"`
+	CurrentVersion string `protobuf:"bytes,8,opt,name=current_version,json=currentVersion,proto3" json:"current_version,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *WorkerResponse) Reset() {
@@ -1600,6 +1629,34 @@ func (x *WorkerResponse) GetModified() int64 {
 		return x.Modified
 	}
 	return 0
+}
+
+func (x *WorkerResponse) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *WorkerResponse) GetStatus() []byte {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+func (x *WorkerResponse) GetHandled() string {
+	if x != nil {
+		return x.Handled
+	}
+	return ""
+}
+
+func (x *WorkerResponse) GetCurrentVersion() string {
+	if x != nil {
+		return x.CurrentVersion
+	}
+	return ""
 }
 
 var File_deltadb_proto protoreflect.FileDescriptor
@@ -1730,7 +1787,7 @@ const file_deltadb_proto_rawDesc = "" +
 	"\bexamined\x18\x02 \x01(\x03R\bexamined\x12\x12\n" +
 	"\x04done\x18\x03 \x01(\bR\x04done\x12\x18\n" +
 	"\athrough\x18\x04 \x01(\fR\athrough\x12\x14\n" +
-	"\x05count\x18\x05 \x01(\x03R\x05count\"\xdc\x01\n" +
+	"\x05count\x18\x05 \x01(\x03R\x05count\"\xa0\x02\n" +
 	"\rWorkerRequest\x12!\n" +
 	"\x02op\x18\x01 \x01(\v2\x11.deltadb.EntityOpR\x02op\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x14\n" +
@@ -1739,12 +1796,19 @@ const file_deltadb_proto_rawDesc = "" +
 	"request_id\x18\x04 \x01(\tR\trequestId\x12-\n" +
 	"\x13issued_at_unix_nano\x18\x05 \x01(\x03R\x10issuedAtUnixNano\x12\x1c\n" +
 	"\tsignature\x18\x06 \x01(\fR\tsignature\x12\x10\n" +
-	"\x03seq\x18\a \x01(\x04R\x03seq\"\x89\x01\n" +
+	"\x03seq\x18\a \x01(\x04R\x03seq\x12#\n" +
+	"\rtimeout_nanos\x18\b \x01(\x03R\ftimeoutNanos\x12\x1d\n" +
+	"\n" +
+	"cancel_seq\x18\t \x01(\x04R\tcancelSeq\"\xf6\x01\n" +
 	"\x0eWorkerResponse\x12\x16\n" +
 	"\x06result\x18\x01 \x01(\fR\x06result\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12)\n" +
 	"\x05found\x18\x03 \x01(\v2\x13.deltadb.FindResultR\x05found\x12\x1a\n" +
-	"\bmodified\x18\x04 \x01(\x03R\bmodified*\xa3\x01\n" +
+	"\bmodified\x18\x04 \x01(\x03R\bmodified\x12\x10\n" +
+	"\x03seq\x18\x05 \x01(\x04R\x03seq\x12\x16\n" +
+	"\x06status\x18\x06 \x01(\fR\x06status\x12\x18\n" +
+	"\ahandled\x18\a \x01(\tR\ahandled\x12'\n" +
+	"\x0fcurrent_version\x18\b \x01(\tR\x0ecurrentVersion*\xa3\x01\n" +
 	"\tOperation\x12\x19\n" +
 	"\x15OPERATION_UNSPECIFIED\x10\x00\x12\a\n" +
 	"\x03GET\x10\x01\x12\a\n" +
@@ -1764,9 +1828,10 @@ const file_deltadb_proto_rawDesc = "" +
 	"MainWorker\x12D\n" +
 	"\tSubscribe\x12\x19.deltadb.SubscribeRequest\x1a\x1a.deltadb.SubscribeResponse(\x01\x12B\n" +
 	"\tHeartbeat\x12\x19.deltadb.HeartbeatRequest\x1a\x1a.deltadb.HeartbeatResponse\x12<\n" +
-	"\aProcess\x12\x17.deltadb.ProcessRequest\x1a\x18.deltadb.ProcessResponse2N\n" +
+	"\aProcess\x12\x17.deltadb.ProcessRequest\x1a\x18.deltadb.ProcessResponse2\x8c\x01\n" +
 	"\x10ProcessingWorker\x12:\n" +
-	"\aProcess\x12\x16.deltadb.WorkerRequest\x1a\x17.deltadb.WorkerResponseB\x1bZ\x19deltadatabase/proto;protob\x06proto3"
+	"\aProcess\x12\x16.deltadb.WorkerRequest\x1a\x17.deltadb.WorkerResponse\x12<\n" +
+	"\x05Calls\x12\x16.deltadb.WorkerRequest\x1a\x17.deltadb.WorkerResponse(\x010\x01B\x1bZ\x19deltadatabase/proto;protob\x06proto3"
 
 var (
 	file_deltadb_proto_rawDescOnce sync.Once
@@ -1815,12 +1880,14 @@ var file_deltadb_proto_depIdxs = []int32{
 	3,  // 10: deltadb.MainWorker.Heartbeat:input_type -> deltadb.HeartbeatRequest
 	6,  // 11: deltadb.MainWorker.Process:input_type -> deltadb.ProcessRequest
 	14, // 12: deltadb.ProcessingWorker.Process:input_type -> deltadb.WorkerRequest
-	2,  // 13: deltadb.MainWorker.Subscribe:output_type -> deltadb.SubscribeResponse
-	4,  // 14: deltadb.MainWorker.Heartbeat:output_type -> deltadb.HeartbeatResponse
-	7,  // 15: deltadb.MainWorker.Process:output_type -> deltadb.ProcessResponse
-	15, // 16: deltadb.ProcessingWorker.Process:output_type -> deltadb.WorkerResponse
-	13, // [13:17] is the sub-list for method output_type
-	9,  // [9:13] is the sub-list for method input_type
+	14, // 13: deltadb.ProcessingWorker.Calls:input_type -> deltadb.WorkerRequest
+	2,  // 14: deltadb.MainWorker.Subscribe:output_type -> deltadb.SubscribeResponse
+	4,  // 15: deltadb.MainWorker.Heartbeat:output_type -> deltadb.HeartbeatResponse
+	7,  // 16: deltadb.MainWorker.Process:output_type -> deltadb.ProcessResponse
+	15, // 17: deltadb.ProcessingWorker.Process:output_type -> deltadb.WorkerResponse
+	15, // 18: deltadb.ProcessingWorker.Calls:output_type -> deltadb.WorkerResponse
+	14, // [14:19] is the sub-list for method output_type
+	9,  // [9:14] is the sub-list for method input_type
 	9,  // [9:9] is the sub-list for extension type_name
 	9,  // [9:9] is the sub-list for extension extendee
 	0,  // [0:9] is the sub-list for field type_name

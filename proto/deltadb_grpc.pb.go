@@ -231,6 +231,7 @@ var MainWorker_ServiceDesc = grpc.ServiceDesc{
 
 const (
 	ProcessingWorker_Process_FullMethodName = "/deltadb.ProcessingWorker/Process"
+	ProcessingWorker_Calls_FullMethodName   = "/deltadb.ProcessingWorker/Calls"
 )
 
 // ProcessingWorkerClient is the client API for ProcessingWorker service.
@@ -242,6 +243,10 @@ const (
 type ProcessingWorkerClient interface {
 	// Process runs one entity operation against storage and the cache.
 	Process(ctx context.Context, in *WorkerRequest, opts ...grpc.CallOption) (*WorkerResponse, error)
+	// Calls carries many calls on one long-lived stream (callstream.go):
+	// each request is signed and numbered as for Process, and its answer
+	// names it by seq, so answers may come in any order.
+	Calls(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WorkerRequest, WorkerResponse], error)
 }
 
 type processingWorkerClient struct {
@@ -262,6 +267,19 @@ func (c *processingWorkerClient) Process(ctx context.Context, in *WorkerRequest,
 	return out, nil
 }
 
+func (c *processingWorkerClient) Calls(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WorkerRequest, WorkerResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ProcessingWorker_ServiceDesc.Streams[0], ProcessingWorker_Calls_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WorkerRequest, WorkerResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ProcessingWorker_CallsClient = grpc.BidiStreamingClient[WorkerRequest, WorkerResponse]
+
 // ProcessingWorkerServer is the server API for ProcessingWorker service.
 // All implementations must embed UnimplementedProcessingWorkerServer
 // for forward compatibility.
@@ -271,6 +289,10 @@ func (c *processingWorkerClient) Process(ctx context.Context, in *WorkerRequest,
 type ProcessingWorkerServer interface {
 	// Process runs one entity operation against storage and the cache.
 	Process(context.Context, *WorkerRequest) (*WorkerResponse, error)
+	// Calls carries many calls on one long-lived stream (callstream.go):
+	// each request is signed and numbered as for Process, and its answer
+	// names it by seq, so answers may come in any order.
+	Calls(grpc.BidiStreamingServer[WorkerRequest, WorkerResponse]) error
 	mustEmbedUnimplementedProcessingWorkerServer()
 }
 
@@ -283,6 +305,9 @@ type UnimplementedProcessingWorkerServer struct{}
 
 func (UnimplementedProcessingWorkerServer) Process(context.Context, *WorkerRequest) (*WorkerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Process not implemented")
+}
+func (UnimplementedProcessingWorkerServer) Calls(grpc.BidiStreamingServer[WorkerRequest, WorkerResponse]) error {
+	return status.Error(codes.Unimplemented, "method Calls not implemented")
 }
 func (UnimplementedProcessingWorkerServer) mustEmbedUnimplementedProcessingWorkerServer() {}
 func (UnimplementedProcessingWorkerServer) testEmbeddedByValue()                          {}
@@ -323,6 +348,13 @@ func _ProcessingWorker_Process_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ProcessingWorker_Calls_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ProcessingWorkerServer).Calls(&grpc.GenericServerStream[WorkerRequest, WorkerResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ProcessingWorker_CallsServer = grpc.BidiStreamingServer[WorkerRequest, WorkerResponse]
+
 // ProcessingWorker_ServiceDesc is the grpc.ServiceDesc for ProcessingWorker service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -335,6 +367,13 @@ var ProcessingWorker_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _ProcessingWorker_Process_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Calls",
+			Handler:       _ProcessingWorker_Calls_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "deltadb.proto",
 }

@@ -1,0 +1,389 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	pb "deltadatabase/proto"
+)
+
+// The main worker's calls to a remote worker travel on one long-lived
+// ProcessingWorker.Calls stream per worker link instead of one gRPC call
+// each (ARCHITECTURE.md "Processing workers and routing"): a unary call
+// pays gRPC's stream set-up, most of the hop's cost. Every request on the
+// stream is signed, timestamped and numbered as a unary Process call is;
+// the worker also refuses a number not above the last one it read from
+// the same stream (a reordered message), and each answer names the
+// number of its request. Deadlines travel as the time left, and a caller
+// that gives up sends a signed cancel message naming its call.
+
+// callAnswer is what a caller on the stream receives: the worker's
+// answer, or the error that ended the stream.
+type callAnswer struct {
+	resp *pb.WorkerResponse
+	err  error
+}
+
+// callLink is the main worker's side of the Calls streams to one worker.
+// It opens a stream on the first call and again after one ends, and
+// closes with the worker's registration, waiting for its goroutines.
+type callLink struct {
+	id     string
+	client pb.ProcessingWorkerClient
+	ctx    context.Context
+	cancel context.CancelFunc
+	// wg counts the goroutines of the link: each stream's receiver and
+	// the senders of cancel messages.
+	wg sync.WaitGroup
+
+	mu     sync.Mutex
+	cur    *callStream
+	closed bool
+}
+
+// newCallLink returns the link to worker id over client; nothing is sent
+// before the first call.
+func newCallLink(id string, client pb.ProcessingWorkerClient) *callLink {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &callLink{id: id, client: client, ctx: ctx, cancel: cancel}
+}
+
+// close ends the link's streams (calls in flight fail as transport
+// failures) and waits for its goroutines.
+func (l *callLink) close() {
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	l.cancel()
+	l.wg.Wait()
+}
+
+// spawn runs f in a goroutine that close waits for, unless the link is
+// closed.
+func (l *callLink) spawn(f func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.closed {
+		l.wg.Go(f)
+	}
+}
+
+// callStream is one open Calls stream and the calls awaiting an answer
+// on it.
+type callStream struct {
+	stream grpc.BidiStreamingClient[pb.WorkerRequest, pb.WorkerResponse]
+	cancel context.CancelFunc
+	// sending is a lock of one slot: Send is not safe for concurrent use,
+	// and numbers must go out in order. A caller that gives up while
+	// waiting for it leaves.
+	sending chan struct{}
+
+	mu      sync.Mutex
+	pending map[uint64]chan callAnswer
+	err     error // set once the stream ended; no call is added after
+}
+
+// stream returns the open stream, opening one if there is none. Opening
+// waits for the connection at most as long as ctx allows.
+func (l *callLink) stream(ctx context.Context) (*callStream, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, fmt.Errorf("worker %s: link closed: %w", l.id, errTransport)
+	}
+	if l.cur != nil {
+		return l.cur, nil
+	}
+	sctx, cancel := context.WithCancel(l.ctx)
+	stop := context.AfterFunc(ctx, cancel)
+	st, err := l.client.Calls(sctx)
+	if !stop() || err != nil {
+		cancel()
+		if err == nil {
+			err = ctx.Err()
+		}
+		return nil, fmt.Errorf("worker %s: open call stream: %s: %w", l.id, status.Convert(err).Message(), errTransport)
+	}
+	cs := &callStream{stream: st, cancel: cancel, sending: make(chan struct{}, 1), pending: map[uint64]chan callAnswer{}}
+	l.cur = cs
+	l.wg.Go(func() { l.receive(cs) })
+	return cs, nil
+}
+
+// receive hands each answer on cs to its caller until the stream ends,
+// then fails every call still waiting and forgets the stream, so that
+// the next call opens another.
+func (l *callLink) receive(cs *callStream) {
+	for {
+		resp, err := cs.stream.Recv()
+		if err != nil {
+			l.ended(cs, err)
+			return
+		}
+		cs.mu.Lock()
+		ch := cs.pending[resp.GetSeq()]
+		delete(cs.pending, resp.GetSeq())
+		cs.mu.Unlock()
+		if ch != nil {
+			ch <- callAnswer{resp: resp} // buffered: never blocks
+		}
+		// An answer to no waiting call (its caller gave up) is dropped.
+	}
+}
+
+// ended records that cs ended with err and fails its waiting calls.
+func (l *callLink) ended(cs *callStream, err error) {
+	msg := "call stream closed"
+	if !errors.Is(err, io.EOF) {
+		msg = status.Convert(err).Message()
+	}
+	fail := fmt.Errorf("worker %s: %s: %w", l.id, msg, errTransport)
+	l.mu.Lock()
+	if l.cur == cs {
+		l.cur = nil
+	}
+	l.mu.Unlock()
+	cs.mu.Lock()
+	cs.err = fail
+	waiting := cs.pending
+	cs.pending = nil
+	cs.mu.Unlock()
+	for _, ch := range waiting {
+		ch <- callAnswer{err: fail}
+	}
+	cs.cancel()
+}
+
+// call sends req on the link's stream, sealed by sign (which numbers and
+// signs it), and waits for its answer, for the stream's end or for ctx.
+func (l *callLink) call(ctx context.Context, req *pb.WorkerRequest, sign func(*pb.WorkerRequest) error) (*pb.WorkerResponse, error) {
+	if dl, ok := ctx.Deadline(); ok {
+		req.TimeoutNanos = max(1, int64(time.Until(dl)))
+	}
+	cs, err := l.stream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ch := make(chan callAnswer, 1)
+	if err := cs.send(ctx, req, sign, ch); err != nil {
+		return nil, err
+	}
+	select {
+	case a := <-ch:
+		return a.resp, a.err
+	case <-ctx.Done():
+		if seq := req.GetSeq(); cs.forget(seq) {
+			l.spawn(func() { cs.sendCancel(l.ctx, seq, sign) })
+		}
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+// send numbers, signs and sends req, registering ch for its answer. A
+// failed Send is a transport failure: the stream is broken, and its
+// receiver fails the other calls.
+func (cs *callStream) send(ctx context.Context, req *pb.WorkerRequest, sign func(*pb.WorkerRequest) error, ch chan callAnswer) error {
+	select {
+	case cs.sending <- struct{}{}:
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	defer func() { <-cs.sending }()
+	if err := sign(req); err != nil {
+		return err
+	}
+	cs.mu.Lock()
+	if cs.err != nil {
+		cs.mu.Unlock()
+		return cs.err
+	}
+	cs.pending[req.GetSeq()] = ch
+	cs.mu.Unlock()
+	if err := cs.stream.Send(req); err != nil {
+		cs.forget(req.GetSeq())
+		return fmt.Errorf("send on call stream: %s: %w", status.Convert(err).Message(), errTransport)
+	}
+	return nil
+}
+
+// forget removes the call numbered seq from the waiting ones; it reports
+// whether it was still waiting (no answer had come).
+func (cs *callStream) forget(seq uint64) bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	_, ok := cs.pending[seq]
+	delete(cs.pending, seq)
+	return ok
+}
+
+// sendCancel tells the worker that the caller of call seq gave up, so
+// that it stops working on it. It is best effort: a stream that ended
+// has nothing left to cancel.
+func (cs *callStream) sendCancel(ctx context.Context, seq uint64, sign func(*pb.WorkerRequest) error) {
+	select {
+	case cs.sending <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	defer func() { <-cs.sending }()
+	req := &pb.WorkerRequest{CancelSeq: seq}
+	if sign(req) == nil {
+		cs.stream.Send(req) //nolint:errcheck // a broken stream is the receiver's to report
+	}
+}
+
+// answerError turns a failed call's answer on the stream back into the
+// error a unary Process call would have returned.
+func answerError(resp *pb.WorkerResponse) error {
+	var sp spb.Status
+	if err := proto.Unmarshal(resp.GetStatus(), &sp); err != nil || sp.GetCode() == int32(codes.OK) {
+		return status.Error(codes.Internal, "worker answered a malformed status")
+	}
+	return status.FromProto(&sp).Err()
+}
+
+// streamCallsInFlight is how many calls of one Calls stream a worker runs
+// at once; past it, the worker stops reading the stream until one ends,
+// and HTTP/2 flow control holds the main worker's sends (backpressure).
+const streamCallsInFlight = 256
+
+// callServer is the worker's side of one Calls stream.
+type callServer struct {
+	s      *workerServer
+	stream grpc.BidiStreamingServer[pb.WorkerRequest, pb.WorkerResponse]
+	slots  chan struct{}
+
+	// sendMu serialises answers; sendClosed is set when the handler
+	// returns, after which nothing may be sent.
+	sendMu     sync.Mutex
+	sendClosed bool
+
+	mu      sync.Mutex
+	closed  bool // no call starts any more
+	running map[uint64]context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// Calls serves the main worker's calls on one stream until the main
+// worker closes it or the node stops; either way the calls already read
+// finish and are answered first. It implements pb.ProcessingWorkerServer.
+func (s *workerServer) Calls(stream grpc.BidiStreamingServer[pb.WorkerRequest, pb.WorkerResponse]) error {
+	cs := &callServer{s: s, stream: stream, slots: make(chan struct{}, streamCallsInFlight),
+		running: map[uint64]context.CancelFunc{}}
+	received := make(chan error, 1)
+	// Recv cannot be interrupted: the receiver may outlive the handler
+	// by a moment (until gRPC ends the stream); the node waits for it.
+	s.streams.Go(func() { received <- cs.receive() })
+	var err error
+	select {
+	case err = <-received:
+	case <-s.quitting():
+		err = status.Error(codes.Unavailable, "worker is shutting down")
+	}
+	cs.mu.Lock()
+	cs.closed = true
+	cs.mu.Unlock()
+	cs.wg.Wait()
+	cs.sendMu.Lock()
+	cs.sendClosed = true
+	cs.sendMu.Unlock()
+	return err
+}
+
+// receive reads the stream's messages, admitting each (admit) and
+// starting its call, until the stream or the handler ends.
+func (cs *callServer) receive() error {
+	ctx := cs.stream.Context()
+	var last uint64
+	for {
+		req, err := cs.stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		now := cs.s.now()
+		if why := cs.s.admit(req, now, &last); why != "" {
+			cs.answer(req.GetSeq(), nil, refusal(why))
+			continue
+		}
+		if c := req.GetCancelSeq(); c != 0 {
+			cs.cancel(c)
+			continue
+		}
+		select {
+		case cs.slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		if !cs.start(ctx, req, now) {
+			return nil
+		}
+	}
+}
+
+// start runs req's call in its own goroutine, under its deadline; it
+// reports false, starting nothing, once the handler is ending.
+func (cs *callServer) start(ctx context.Context, req *pb.WorkerRequest, now time.Time) bool {
+	cctx, cancel := context.WithCancel(ctx)
+	if t := req.GetTimeoutNanos(); t > 0 {
+		cctx, cancel = context.WithTimeout(ctx, time.Duration(t))
+	}
+	seq := req.GetSeq()
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.closed {
+		cancel()
+		<-cs.slots
+		return false
+	}
+	cs.running[seq] = cancel
+	cs.wg.Go(func() {
+		defer func() { <-cs.slots }()
+		resp, f := cs.s.serve(cctx, req, now)
+		cs.mu.Lock()
+		delete(cs.running, seq)
+		cs.mu.Unlock()
+		cancel()
+		cs.answer(seq, resp, f)
+	})
+	return true
+}
+
+// cancel ends the context of call seq, if it still runs.
+func (cs *callServer) cancel(seq uint64) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cancel := cs.running[seq]; cancel != nil {
+		cancel()
+	}
+}
+
+// answer sends the answer to call seq: resp, or failure f. A send that
+// fails means the stream ended, which the main worker sees for itself.
+func (cs *callServer) answer(seq uint64, resp *pb.WorkerResponse, f *callFailure) {
+	if f != nil {
+		b, err := proto.Marshal(f.st.Proto())
+		if err != nil {
+			b, _ = proto.Marshal(status.New(codes.Internal, "worker could not encode its status").Proto())
+		}
+		resp = &pb.WorkerResponse{Status: b, Handled: f.handled, CurrentVersion: f.version}
+	}
+	resp.Seq = seq
+	cs.sendMu.Lock()
+	defer cs.sendMu.Unlock()
+	if !cs.sendClosed {
+		cs.stream.Send(resp) //nolint:errcheck // see above
+	}
+}

@@ -1,0 +1,426 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	pb "deltadatabase/proto"
+)
+
+// slowStore holds every read of an entity of database "slow" until
+// release is closed or the read's context ends; reads tells of each
+// held read (its context's deadline, if any) and ended of each read
+// whose context ended first.
+type slowStore struct {
+	store
+	release chan struct{}
+	reads   chan time.Time
+	ended   chan error
+}
+
+func newSlowStore() *slowStore {
+	return &slowStore{store: newMemStore(), release: make(chan struct{}),
+		reads: make(chan time.Time, 64), ended: make(chan error, 64)}
+}
+
+func (s *slowStore) hold(ctx context.Context, key string) error {
+	if !strings.HasPrefix(key, "files/slow/") {
+		return nil
+	}
+	dl, _ := ctx.Deadline()
+	s.reads <- dl
+	select {
+	case <-s.release:
+		return nil
+	case <-ctx.Done():
+		s.ended <- ctx.Err()
+		return ctx.Err()
+	}
+}
+
+func (s *slowStore) Get(ctx context.Context, key string) ([]byte, error) {
+	if err := s.hold(ctx, key); err != nil {
+		return nil, err
+	}
+	return s.store.Get(ctx, key)
+}
+
+func (s *slowStore) GetRev(ctx context.Context, key string) ([]byte, string, error) {
+	if err := s.hold(ctx, key); err != nil {
+		return nil, "", err
+	}
+	return s.store.GetRev(ctx, key)
+}
+
+// streamRig is a remote worker served over real gRPC on loopback and the
+// main worker's stub for it.
+type streamRig struct {
+	st      *slowStore
+	srv     *workerServer
+	gs      *grpc.Server
+	rw      *remoteWorker
+	client  pb.ProcessingWorkerClient
+	callKey []byte
+}
+
+func newStreamRig(t *testing.T) *streamRig {
+	t.Helper()
+	r := &streamRig{st: newSlowStore(), callKey: bytes.Repeat([]byte{7}, 32)}
+	r.srv = &workerServer{w: newTestWorker(t, "w1", r.st), now: time.Now}
+	r.srv.sub.Store(&subscription{callKey: r.callKey, expires: time.Now().Add(time.Hour)})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.gs = grpc.NewServer()
+	pb.RegisterProcessingWorkerServer(r.gs, r.srv)
+	served := make(chan struct{})
+	go func() { defer close(served); r.gs.Serve(ln) }()
+	t.Cleanup(func() { r.gs.Stop(); <-served; r.srv.wait() })
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	r.client = pb.NewProcessingWorkerClient(conn)
+	r.rw = newRemoteWorker("w1", r.client, r.callKey, time.Now)
+	t.Cleanup(r.rw.close)
+	return r
+}
+
+// waitPending waits until n calls wait for their answer on the stub's
+// stream.
+func (r *streamRig) waitPending(t *testing.T, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		r.rw.link.mu.Lock()
+		cs := r.rw.link.cur
+		r.rw.link.mu.Unlock()
+		if cs != nil {
+			cs.mu.Lock()
+			got := len(cs.pending)
+			cs.mu.Unlock()
+			if got == n {
+				return
+			}
+		}
+	}
+	t.Fatalf("%d calls never waited on the stream", n)
+}
+
+// op sends one operation through the stub; reads of database "slow" are
+// not the owner's, so they read storage, and writes of it leave the cache
+// alone.
+func (r *streamRig) op(ctx context.Context, kind pb.Operation, db, key string, doc []byte) (*pb.WorkerResponse, error) {
+	return r.rw.Process(ctx, &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: kind, Payload: doc},
+		Owner: db != "slow"})
+}
+
+// TestCallStreamAnswersTheRightCaller: 64 callers share the stream, each
+// writing and reading its own entity while slow calls are held open;
+// every caller gets its own document back, and the held calls, answered
+// last, get theirs: answers out of order reach the right caller.
+func TestCallStreamAnswersTheRightCaller(t *testing.T) {
+	r := newStreamRig(t)
+	ctx := context.Background()
+	if _, err := r.op(ctx, pb.Operation_PUT, "slow", "held", []byte(`{"held":true}`)); err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan error, 4)
+	for range 4 {
+		go func() {
+			resp, err := r.rw.Process(ctx, &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "slow", EntityKey: "held", Operation: pb.Operation_GET}})
+			if err == nil && string(resp.GetResult()) != `{"held":true}` {
+				err = fmt.Errorf("held call answered %s", resp.GetResult())
+			}
+			held <- err
+		}()
+	}
+	for range 4 {
+		<-r.st.reads
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for i := range 64 {
+		wg.Go(func() {
+			key, doc := fmt.Sprintf("k%d", i), fmt.Appendf(nil, `{"n":%d}`, i)
+			for range 5 {
+				if _, err := r.op(ctx, pb.Operation_PUT, "db", key, doc); err != nil {
+					errs <- fmt.Errorf("PUT %s: %w", key, err)
+					return
+				}
+				resp, err := r.op(ctx, pb.Operation_GET, "db", key, nil)
+				if err != nil || !bytes.Equal(resp.GetResult(), doc) {
+					errs <- fmt.Errorf("GET %s = %s, %v; want %s", key, resp.GetResult(), err, doc)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	close(r.st.release)
+	for range 4 {
+		if err := <-held; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// TestCallStreamCancel: a caller that gives up returns at once, the
+// worker's context for its call ends (the signed cancel message), and the
+// stream goes on serving; a deadline reaches the worker as one.
+func TestCallStreamCancel(t *testing.T) {
+	r := newStreamRig(t)
+	bg := context.Background()
+	if _, err := r.op(bg, pb.Operation_PUT, "slow", "k", []byte(`1`)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(bg)
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.op(ctx, pb.Operation_GET, "slow", "k", nil)
+		done <- err
+	}()
+	if dl := <-r.st.reads; !dl.IsZero() {
+		t.Errorf("a call without deadline reached the worker with deadline %v", dl)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "context canceled") {
+			t.Errorf("cancelled call = %v, want context canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the cancelled caller is still waiting after 5 s")
+	}
+	select {
+	case err := <-r.st.ended:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("the worker's call ended with %v, want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the worker's call still runs 5 s after its caller gave up")
+	}
+	if resp, err := r.op(bg, pb.Operation_GET, "db", "none", nil); !errors.Is(err, errNotFound) {
+		t.Errorf("next call on the stream = %v, %v; want not found", resp, err)
+	}
+
+	ctx, cancel = context.WithTimeout(bg, 300*time.Millisecond)
+	defer cancel()
+	want, _ := ctx.Deadline()
+	_, err := r.op(ctx, pb.Operation_GET, "slow", "k", nil)
+	if dl := <-r.st.reads; dl.IsZero() || dl.After(want.Add(time.Second)) {
+		t.Errorf("the worker saw deadline %v, want about %v", dl, want)
+	}
+	if err == nil || status.Code(err) != codes.DeadlineExceeded && !errors.Is(err, errUnavailable) {
+		t.Errorf("call past its deadline = %v, want deadline exceeded", err)
+	}
+}
+
+// TestCallStreamWorkerDies: calls in flight when the worker's server dies
+// fail as transport failures, promptly; the router marks the worker
+// unavailable as it did for a failed unary call; closing the link with
+// calls in flight fails them too and waits for its goroutines.
+func TestCallStreamWorkerDies(t *testing.T) {
+	r := newStreamRig(t)
+	bg := context.Background()
+	if _, err := r.op(bg, pb.Operation_PUT, "slow", "k", []byte(`1`)); err != nil {
+		t.Fatal(err)
+	}
+	rt := newRouter(slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now, 0, nil, nil)
+	rt.add(&workerConn{id: "w1", proc: r.rw, close: func() {}})
+	rt.seen("w1", cacheStats{})
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() {
+			_, err := rt.Process(bg, &pb.EntityOp{DatabaseName: "slow", EntityKey: "k", Operation: pb.Operation_GET})
+			errs <- err
+		}()
+	}
+	<-r.st.reads // the worker reads storage once for all eight
+	r.waitPending(t, 8)
+	r.gs.Stop()
+	for range 8 {
+		select {
+		case err := <-errs:
+			if !errors.Is(err, errTransport) && !errors.Is(err, errNoWorker) {
+				t.Errorf("call in flight when the worker died = %v, want a transport failure", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a call in flight still waits 5 s after its worker died")
+		}
+	}
+	if l := rt.list(); len(l) != 1 || l[0].Status != statusUnavailable {
+		t.Errorf("workers after the failure = %+v, want w1 Unavailable", l)
+	}
+
+	// Closing the link with a call in flight.
+	r2 := newStreamRig(t)
+	if _, err := r2.op(bg, pb.Operation_PUT, "slow", "k", []byte(`1`)); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := r2.op(bg, pb.Operation_GET, "slow", "k", nil)
+		done <- err
+	}()
+	<-r2.st.reads
+	closed := make(chan struct{})
+	go func() { r2.rw.close(); close(closed) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, errTransport) {
+			t.Errorf("call in flight when the link closed = %v, want a transport failure", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a call in flight still waits 5 s after its link closed")
+	}
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("closing the link has not returned after 5 s")
+	}
+	if _, err := r2.op(bg, pb.Operation_GET, "db", "k", nil); !errors.Is(err, errTransport) {
+		t.Errorf("call on a closed link = %v, want a transport failure", err)
+	}
+}
+
+// TestCallStreamWorkerStops: a worker that stops answers the calls it
+// has read, then ends the stream; later calls fail as transport failures.
+func TestCallStreamWorkerStops(t *testing.T) {
+	r := newStreamRig(t)
+	bg := context.Background()
+	if _, err := r.op(bg, pb.Operation_PUT, "slow", "k", []byte(`1`)); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.op(bg, pb.Operation_GET, "slow", "k", nil)
+		done <- err
+	}()
+	<-r.st.reads
+	r.srv.stop()
+	close(r.st.release)
+	if err := <-done; err != nil {
+		t.Errorf("call in flight when the worker began to stop = %v, want answered", err)
+	}
+	if _, err := r.op(bg, pb.Operation_GET, "db", "k", nil); !errors.Is(err, errTransport) {
+		t.Errorf("call after the worker stopped = %v, want a transport failure", err)
+	}
+}
+
+// TestCallStreamRefusesForgedMessages plays an attacker on the stream
+// itself: unsigned, tampered, stale, reordered and replayed messages and
+// forged cancels are each refused, with the worker serving only the
+// signed message in order.
+func TestCallStreamRefusesForgedMessages(t *testing.T) {
+	r := newStreamRig(t)
+	bg := context.Background()
+	if _, err := r.op(bg, pb.Operation_PUT, "slow", "k", []byte(`1`)); err != nil {
+		t.Fatal(err)
+	}
+	base := r.rw.seq.Load()
+	get := func(seq uint64, db string) *pb.WorkerRequest {
+		return &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: db, EntityKey: "k", Operation: pb.Operation_GET}, Owner: db != "slow",
+			IssuedAtUnixNano: time.Now().UnixNano(), Seq: base + seq}
+	}
+	sign := func(req *pb.WorkerRequest) *pb.WorkerRequest {
+		sig, err := signCall(r.callKey, "w1", req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Signature = sig
+		return req
+	}
+	stream, err := r.client.Calls(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// exchange sends req and returns the answer to it.
+	exchange := func(req *pb.WorkerRequest) *pb.WorkerResponse {
+		t.Helper()
+		if err := stream.Send(req); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.GetSeq() != req.GetSeq() {
+			t.Fatalf("answer to seq %d names seq %d", req.GetSeq(), resp.GetSeq())
+		}
+		return resp
+	}
+	refused := func(name string, req *pb.WorkerRequest, why string) {
+		t.Helper()
+		resp := exchange(req)
+		err := answerError(resp)
+		if len(resp.GetStatus()) == 0 || status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), why) {
+			t.Errorf("%s: answered %v (%v), want Unauthenticated (%s)", name, resp, err, why)
+		}
+	}
+	refused("unsigned", get(10, "db"), "not signed")
+	tampered := sign(get(11, "db"))
+	tampered.Op.EntityKey = "other"
+	refused("tampered", tampered, "not signed")
+	stale := get(12, "db")
+	stale.IssuedAtUnixNano = time.Now().Add(-time.Hour).UnixNano()
+	refused("stale", sign(stale), "not signed")
+	ok := sign(get(20, "db"))
+	if resp := exchange(ok); len(resp.GetStatus()) == 0 || status.Code(answerError(resp)) != codes.NotFound {
+		t.Errorf("signed call = %v, want answered (not found)", resp)
+	}
+	refused("the same message again", ok, "out of order")
+	refused("an earlier number", sign(get(15, "db")), "out of order")
+	// Another stream of the same subscription: a number seen on the
+	// first is a replay.
+	other, err := r.client.Calls(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Send(ok); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := other.Recv(); err != nil || !strings.Contains(answerError(resp).Error(), "replayed") {
+		t.Errorf("replay on another stream = %v, %v; want refused (replayed)", resp, err)
+	}
+
+	// A held call: a forged cancel does not end it, a signed one does.
+	if err := stream.Send(sign(get(30, "slow"))); err != nil {
+		t.Fatal(err)
+	}
+	<-r.st.reads
+	refused("forged cancel", &pb.WorkerRequest{CancelSeq: base + 30, Seq: base + 31, IssuedAtUnixNano: time.Now().UnixNano()}, "not signed")
+	select {
+	case err := <-r.st.ended:
+		t.Fatalf("a forged cancel ended the call: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if err := stream.Send(sign(&pb.WorkerRequest{CancelSeq: base + 30, Seq: base + 32, IssuedAtUnixNano: time.Now().UnixNano()})); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-r.st.ended; !errors.Is(err, context.Canceled) {
+		t.Errorf("held call after a signed cancel ended with %v, want context.Canceled", err)
+	}
+	if resp, err := stream.Recv(); err != nil || resp.GetSeq() != base+30 || len(resp.GetStatus()) == 0 {
+		t.Errorf("held call after a signed cancel = %v, %v; want its (failed) answer", resp, err)
+	}
+}
