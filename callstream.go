@@ -180,6 +180,11 @@ func (l *callLink) call(ctx context.Context, req *pb.WorkerRequest, sign func(*p
 	}
 	select {
 	case a := <-ch:
+		if a.err == nil && len(a.resp.GetStatus()) > 0 && ctx.Err() != nil {
+			// The worker failed because the call's deadline passed
+			// there too: the caller's own context says why.
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
 		return a.resp, a.err
 	case <-ctx.Done():
 		if seq := req.GetSeq(); cs.forget(seq) {
@@ -352,6 +357,11 @@ func (cs *callServer) start(ctx context.Context, req *pb.WorkerRequest, now time
 	cs.wg.Go(func() {
 		defer func() { <-cs.slots }()
 		resp, f := cs.s.serve(cctx, req, now)
+		if f != nil && cctx.Err() != nil {
+			// It failed because its deadline passed or it was
+			// cancelled: that is the answer, as gRPC gives it.
+			f = &callFailure{st: status.FromContextError(cctx.Err())}
+		}
 		cs.mu.Lock()
 		delete(cs.running, seq)
 		cs.mu.Unlock()
