@@ -190,6 +190,8 @@
 //	               writes a crash left open, stream budgets, metrics
 //	changes.go     GET /api/databases/{db}/changes: pages, long-poll,
 //	               Server-Sent Events
+//	feedticket.go  stream tickets: the change feed for a browser's
+//	               EventSource, which sends no Authorization header
 //	handover.go    the main worker's handovers of the workers' logs when
 //	               entities change owner: checkpoint or takeover first,
 //	               writes of those entities wait

@@ -111,8 +111,8 @@ func routeAccess(t *testing.T) map[string]string {
 }
 
 // wrapperAccess reads the access of a route's handler expression:
-// s.open(h), s.need(0, h) or s.need(permX, h); "unknown" for anything
-// else.
+// s.open(h), s.need(0, h) or s.need(permX, h) (or s.needFeed, need with
+// stream tickets); "unknown" for anything else.
 func wrapperAccess(e ast.Expr) string {
 	call, ok := e.(*ast.CallExpr)
 	if !ok {
@@ -124,7 +124,7 @@ func wrapperAccess(e ast.Expr) string {
 		return "unknown"
 	case sel.Sel.Name == "open":
 		return "none"
-	case sel.Sel.Name != "need" || len(call.Args) != 2:
+	case sel.Sel.Name != "need" && sel.Sel.Name != "needFeed" || len(call.Args) != 2:
 		return "unknown"
 	}
 	switch a := call.Args[0].(type) {

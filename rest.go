@@ -55,6 +55,8 @@ type restServer struct {
 	audit *auditLog
 	// auditNamesKey is the key of POST /admin/audit/hash.
 	auditNamesKey []byte
+	// tickets are the stream tickets of the change feed (feedticket.go).
+	tickets *streamTickets
 }
 
 // workerInfo is one row of GET /admin/workers.
@@ -106,7 +108,7 @@ type restOptions struct {
 func newRESTServer(o restOptions) *restServer {
 	s := &restServer{auth: o.auth, data: o.data, workers: o.workers, maxBody: o.maxBody, jobs: o.jobs,
 		oidcLogin: o.oidcLogin, log: o.log, mux: http.NewServeMux(), idPrefix: randomIDPrefix(),
-		audit: o.audit, auditNamesKey: o.auditNamesKey}
+		audit: o.audit, auditNamesKey: o.auditNamesKey, tickets: newStreamTickets(time.Now)}
 	reg := o.reg
 	if reg == nil {
 		reg = newRegistry()
@@ -153,7 +155,8 @@ func (s *restServer) routes() {
 	s.mux.Handle("POST /api/databases/{db}/get", s.need(permRead, s.handleGetMany))
 	s.mux.Handle("GET /api/databases/{db}/export", s.need(permRead, s.handleExport))
 	s.mux.Handle("POST /api/databases/{db}/import", s.need(permWrite, s.handleImport))
-	s.mux.Handle("GET /api/databases/{db}/changes", s.need(permRead, s.handleChanges))
+	s.mux.Handle("GET /api/databases/{db}/changes", s.needFeed(permRead, s.handleChanges))
+	s.mux.Handle("POST /api/databases/{db}/changes/ticket", s.need(permRead, s.handleStreamTicket))
 	s.mux.Handle("POST /api/databases/{db}/check", s.need(permWrite, s.handleStartCheck))
 	s.mux.Handle("GET /api/databases/{db}/check", s.need(permRead, s.handleGetCheck))
 	s.mux.Handle("POST /api/databases/{db}/find", s.need(permRead, s.handleFind))

@@ -112,6 +112,7 @@ func routeTable() []routeCase {
 		{"GET /api/databases/{db}/keys", "GET", "/api/databases/chatdb/keys?limit=5", "", "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
 		{"GET /api/databases/{db}/keys", "GET", "/api/databases/chatdb/keys?include_docs=true", "", "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
 		{"GET /api/databases/{db}/changes", "GET", "/api/databases/chatdb/changes", "", "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
+		{"POST /api/databases/{db}/changes/ticket", "POST", "/api/databases/chatdb/changes/ticket", "", "", nil, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
 		{"POST /api/databases/{db}/get", "POST", "/api/databases/chatdb/get", `{"keys":["k","nope"]}`, "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
 		{"GET /api/databases/{db}/export", "GET", "/api/databases/chatdb/export", "", "", putK, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
 		{"POST /api/databases/{db}/import", "POST", "/api/databases/chatdb/import", `{"key":"i","doc":{"a":1}}`, "", nil, [numCredKinds]int{401, 401, 200, 403, 200, 200, 401, 401, 403, 200, 403}},
@@ -545,6 +546,9 @@ func routeErrorCases(root string) map[string][]errorCase {
 			{method: "GET", path: "/api/databases/chatdb/changes?feed=x", want: 400},
 			{method: "GET", path: "/api/databases/chatdb/changes?include_docs=yes", want: 400},
 			{method: "GET", path: "/api/databases/a..b/changes", want: 400},
+		},
+		"POST /api/databases/{db}/changes/ticket": {
+			{method: "POST", path: "/api/databases/a..b/changes/ticket", want: 400},
 		},
 		"DELETE /api/databases/{db}": {
 			{method: "DELETE", path: "/api/databases/a..b", want: 400},

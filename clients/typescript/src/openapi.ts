@@ -288,11 +288,31 @@ export interface paths {
         };
         /**
          * Follow a database's changes: pages, long-poll or Server-Sent Events
-         * @description Every acknowledged write of the database (PUT, PATCH, DELETE, and the deletes of a database deletion) once, each key's changes in the order they were acknowledged; a cursor replays the same changes in the same order, across restarts and changes of workers. A change holds the key, the operation, the ETag and the time, never the document unless include_docs=true (the current document, read permission, within -max-response-bytes). Pages: since (a seq or last_seq; absent: the oldest change kept; now: the current end), limit; follow last_seq. feed=longpoll waits up to timeout ms for a change. feed=sse (or Accept: text/event-stream) streams events "change" (id: the seq; an EventSource resumes through Last-Event-ID), comment lines as keep-alives, "lagging" with resume_from when the stream fell too far behind, "deleted" when the database is deleted. A cursor older than -changes-retention answers 410: list the database, then follow from last_seq. Streams are bounded per credential and in total (429). Filesystem storage only.
+         * @description Every acknowledged write of the database (PUT, PATCH, DELETE, and the deletes of a database deletion) once, each key's changes in the order they were acknowledged; a cursor replays the same changes in the same order, across restarts and changes of workers. A change holds the key, the operation, the ETag and the time, never the document unless include_docs=true (the current document, read permission, within -max-response-bytes). Pages: since (a seq or last_seq; absent: the oldest change kept; now: the current end), limit; follow last_seq. feed=longpoll waits up to timeout ms for a change. feed=sse (or Accept: text/event-stream) streams events "change" (id: the seq; an EventSource resumes through Last-Event-ID), comment lines as keep-alives, "lagging" with resume_from when the stream fell too far behind, "deleted" when the database is deleted. A cursor older than -changes-retention answers 410: list the database, then follow from last_seq. Streams are bounded per credential and in total (429). Filesystem storage only. A browser's EventSource, which cannot send Authorization, brings ticket= instead (POST /api/databases/{db}/changes/ticket).
          */
         get: operations["getChanges"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/databases/{db}/changes/ticket": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A ticket for one request of the change feed, for a browser's EventSource
+         * @description A random ticket that authenticates one GET /api/databases/{db}/changes?ticket=T as the caller's credential, within a minute, for this database only and no other route; the credential is checked again when the ticket is used. At most 10,000 tickets wait at a time (429).
+         */
+        post: operations["createStreamTicket"];
         delete?: never;
         options?: never;
         head?: never;
@@ -2075,6 +2095,8 @@ export interface operations {
                 feed?: "normal" | "longpoll" | "sse";
                 /** @description feed=longpoll: milliseconds to wait for a change */
                 timeout?: number;
+                /** @description Instead of Authorization: a stream ticket of this database (POST /api/databases/{db}/changes/ticket), good once */
+                ticket?: string;
             };
             header?: {
                 /** @description feed=sse: the id of the last event received; replaces since */
@@ -2116,6 +2138,40 @@ export interface operations {
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["Unavailable"];
+        };
+    };
+    createStreamTicket: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
+                "X-Request-ID"?: components["parameters"]["requestId"];
+            };
+            path: {
+                db: components["parameters"]["db"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The ticket and when it expires */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        ticket: string;
+                        /** Format: date-time */
+                        expires_at: string;
+                    };
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            429: components["responses"]["TooManyRequests"];
         };
     };
     exportDatabase: {

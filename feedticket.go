@@ -1,0 +1,129 @@
+package main
+
+// Stream tickets: how a browser's EventSource, which cannot send an
+// Authorization header, follows a database's change feed (API.md
+// "Following changes"). POST /api/databases/{db}/changes/ticket, with the
+// caller's credential, answers a random ticket; GET
+// /api/databases/{db}/changes?ticket=T then authenticates as that
+// credential. A ticket is good once, for a minute, for the change feed of
+// the database it was issued for and nothing else; the credential behind
+// it is checked again when it is used (a logout or a key deleted since
+// ends it), and the access line never holds a query string.
+
+import (
+	"crypto/sha256"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Budgets of the stream tickets.
+const (
+	// streamTicketTTL is how long a ticket may wait for its request: an
+	// EventSource opens at once, and reconnects with a new ticket.
+	streamTicketTTL = time.Minute
+	// streamTicketsMax bounds the tickets waiting, of all principals.
+	streamTicketsMax = 10000
+)
+
+// streamTicket is one ticket waiting for its request.
+type streamTicket struct {
+	cred, db string
+	expires  time.Time
+}
+
+// streamTickets holds the tickets issued and not yet used, by the SHA-256
+// of the ticket.
+type streamTickets struct {
+	now func() time.Time
+	mu  sync.Mutex
+	m   map[[32]byte]streamTicket
+}
+
+// newStreamTickets returns an empty ticket store.
+func newStreamTickets(now func() time.Time) *streamTickets {
+	return &streamTickets{now: now, m: map[[32]byte]streamTicket{}}
+}
+
+// issue keeps ticket for cred and db, or refuses it when the store is full
+// of tickets still valid.
+func (t *streamTickets) issue(ticket, cred, db string) (time.Time, error) {
+	now := t.now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.m) >= streamTicketsMax {
+		for h, st := range t.m {
+			if !now.Before(st.expires) {
+				delete(t.m, h)
+			}
+		}
+	}
+	if len(t.m) >= streamTicketsMax {
+		return time.Time{}, reqErrorf(errTooManyStreams, "%d stream tickets are waiting to be used, the most this server keeps; retry in a minute", len(t.m))
+	}
+	exp := now.Add(streamTicketTTL)
+	t.m[sha256.Sum256([]byte(ticket))] = streamTicket{cred: cred, db: db, expires: exp}
+	return exp, nil
+}
+
+// redeem uses ticket up for the change feed of db and returns the
+// credential it stands for; false when it is unknown, used, expired or
+// issued for another database.
+func (t *streamTickets) redeem(ticket, db string) (string, bool) {
+	h := sha256.Sum256([]byte(ticket))
+	t.mu.Lock()
+	st, ok := t.m[h]
+	delete(t.m, h)
+	t.mu.Unlock()
+	if !ok || st.db != db || !t.now().Before(st.expires) {
+		return "", false
+	}
+	return st.cred, true
+}
+
+// streamTicketAnswer is the answer of POST /api/databases/{db}/changes/ticket.
+type streamTicketAnswer struct {
+	Ticket    string    `json:"ticket"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// handleStreamTicket serves POST /api/databases/{db}/changes/ticket: a
+// ticket for one request of the change feed of db as the caller.
+func (s *restServer) handleStreamTicket(w http.ResponseWriter, r *http.Request, _ principal) error {
+	db := r.PathValue("db")
+	if err := validateDBName(db); err != nil {
+		return err
+	}
+	ticket, err := s.auth.randomString("dst_", 32)
+	if err != nil {
+		return err
+	}
+	exp, err := s.tickets.issue(ticket, bearer(r), db)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, streamTicketAnswer{Ticket: ticket, ExpiresAt: exp})
+	return nil
+}
+
+// needFeed is need for the change feed's route: a request without an
+// Authorization header may bring a stream ticket of its database instead.
+func (s *restServer) needFeed(pm perm, h handler) http.Handler {
+	inner := s.need(pm, h)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ticket := r.URL.Query().Get("ticket")
+		if ticket == "" || r.Header.Get("Authorization") != "" {
+			inner.ServeHTTP(w, r)
+			return
+		}
+		cred, ok := s.tickets.redeem(ticket, r.PathValue("db"))
+		if !ok {
+			s.writeError(w, r, s.auth.failed(s.auth.clientOf(r),
+				reqErrorf(errUnauthenticated, "the stream ticket is unknown, used, expired or for another database: ask for a new one")))
+			return
+		}
+		r = r.Clone(r.Context())
+		r.Header.Set("Authorization", "Bearer "+cred)
+		inner.ServeHTTP(w, r)
+	})
+}
