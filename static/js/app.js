@@ -39,7 +39,9 @@
 //                -clear; the find is not kept in the hash)
 //                #db-keys-count #db-keys > li > button[data-testid=db-key-item][data-key]
 //                (span[data-testid=db-key-preview]) #db-keys-prev #db-keys-page
-//                #db-keys-next #db-key-input #db-key-open; the place in the
+//                #db-keys-next #db-key-input #db-key-open (a key changed or
+//                deleted elsewhere gets data-live="changed"|"deleted", live.js
+//                following the feed); the place in the
 //                list is in the hash: #/databases?db=&prefix=&limit=&pages=&key=
 //                entity editor (entityeditor.js, doceditor.js): #entity-title
 //                #entity-meta, toolbar #entity-editor-tree -wrap -format -copy,

@@ -32,6 +32,7 @@ import {
   cellText, compareValues, deleteSelected, discoverFields, download, exportSelected, fieldValue, loadPrefs,
   parseSort, savePrefs, transferPanel,
 } from "./browse.js";
+import { followChanges } from "./live.js";
 
 const PAGE_SIZES = [10, 25, 50, 100];
 const DEFAULT_PAGE = 25;
@@ -75,6 +76,11 @@ export function render(root, ctx = {}) {
   loadCards(page).then(() => {
     if (place && place.db && page.infos.has(place.db)) openDatabase(page, place.db, place);
   });
+  // Leaving the page ends the open database's live updates.
+  return () => {
+    page.gone = true;
+    if (page.view && page.view.feed) page.view.feed.close();
+  };
 }
 
 // ---- place in the URL --------------------------------------------------------------
@@ -179,6 +185,7 @@ function openDatabase(page, db, place) {
   clear(page.detail);
   page.detail.hidden = false;
   const st = place && place.db === db ? { ...place, cursors: [...place.cursors] } : { db, prefix: "", limit: DEFAULT_PAGE, cursors: [], key: null };
+  if (page.view && page.view.feed) page.view.feed.close();
   const view = { db, st, prefs: loadPrefs(db), items: [], selected: new Map() }; // selected: key -> ETag listed
   page.view = view;
 
@@ -258,6 +265,22 @@ function openDatabase(page, db, place) {
   });
 
   view.confirmDiscard = () => editor.confirmDiscard();
+  // Live: the open entity follows the feed, and the list marks the keys
+  // changed or deleted elsewhere (a new key is named until the list is
+  // read again).
+  if (!page.gone) {
+    view.feed = followChanges(db, (c) => {
+      if (page.view !== view) return;
+      editor.remoteChange(c);
+      const b = keyList.querySelector(`button[data-key="${CSS.escape(c.key)}"]`);
+      if (b) {
+        b.dataset.live = c.op === "delete" ? "deleted" : "changed";
+        b.title = c.op === "delete" ? "Deleted elsewhere" : "Changed elsewhere";
+      } else if (c.op === "put" && !view.find && c.key.startsWith(view.st.prefix)) {
+        show(listMsg, `New entity ${c.key} written elsewhere: Search shows the list as it is now.`, "info");
+      }
+    });
+  }
   page.detail.append(
     h("div", { class: "db-head" },
       h("div", {}, h("h3", { id: "db-detail-title", text: db }), info),

@@ -28,7 +28,8 @@ import { versionsPanel } from "./versions.js";
  * user kept unsaved changes of the open entity), bindingChanged(),
  * confirmDiscard()} for database db. opts: me (from /api/me), binding()
  * (the bound schema ID, "" for none), onOpen(key), onChange("created" |
- * "saved" | "deleted").
+ * "saved" | "deleted"); remoteChange(change) follows a change of the
+ * database's feed.
  */
 export function entityEditor(db, opts) {
   const title = h("h4", { id: "entity-title", testid: "entity-title", text: "No entity open" });
@@ -49,6 +50,10 @@ export function entityEditor(db, opts) {
   let base = MISSING;
   let exists = false;
   let loadSeq = 0;
+  // saving is true while a write is on its way; a change of the feed
+  // meanwhile waits in pendingRemote.
+  let saving = false;
+  let pendingRemote = null;
   const doc = createDocEditor("entity-editor", { what: () => `${db} / ${current}`, onSave: () => doSave() });
   const versions = versionsPanel(db, {
     me: opts.me,
@@ -73,6 +78,7 @@ export function entityEditor(db, opts) {
   // settle records what the server holds now: the document (parsed, or
   // MISSING) and its ETag, and puts it in the editor as a clean baseline.
   const settle = (stored, tag, text) => {
+    delete msg.dataset.changedElsewhere;
     exists = stored !== MISSING;
     base = stored;
     etag = tag;
@@ -179,6 +185,7 @@ export function entityEditor(db, opts) {
   // opens the merge.
   async function store(key, value, pre) {
     setEnabled(save, false);
+    saving = true;
     try {
       if (!(await validate(value, false))) return;
       const r = await put(key, value, pre);
@@ -194,6 +201,10 @@ export function entityEditor(db, opts) {
       showError(msg, e);
     } finally {
       setEnabled(save, current !== null && !doc.editor.textarea.disabled);
+      saving = false;
+      const c = pendingRemote;
+      pendingRemote = null;
+      if (c) remoteChange(c);
     }
   }
 
@@ -230,6 +241,29 @@ export function entityEditor(db, opts) {
         store(key, merged, pre);
       },
     });
+  }
+
+  // remoteChange follows a change of the feed (live.js): a change of the
+  // open entity that is not the version shown reloads it when it has no
+  // unsaved edits; with edits, they are kept and the user is told (Save
+  // then meets the 412 and its merge).
+  async function remoteChange(c) {
+    if (current === null || c.key !== current || doc.editor.textarea.disabled) return;
+    if (saving) {
+      pendingRemote = c; // judged once the save's ETag is known: it may be ours
+      return;
+    }
+    if (c.op === "put" ? exists && c.etag === etag : !exists) return; // what is shown (or our own write)
+    if (doc.isDirty()) {
+      msg.dataset.changedElsewhere = "true";
+      return show(msg, c.op === "delete"
+        ? "Deleted elsewhere while you edit: your edits are kept; Save would create it again."
+        : "Changed elsewhere while you edit: your edits are kept; Save merges them with the stored version.", "info");
+    }
+    const key = current;
+    await open(key, true);
+    if (key !== current) return;
+    show(msg, c.op === "delete" ? "Deleted elsewhere: the editor shows no stored version now." : "Changed elsewhere: reloaded the stored version.", "info");
   }
 
   check.addEventListener("click", async () => {
@@ -283,5 +317,5 @@ export function entityEditor(db, opts) {
     versions.el);
   // bindingChanged follows a bind or unbind: Check needs a bound schema.
   const bindingChanged = () => setControls(current !== null && !doc.editor.textarea.disabled);
-  return { el, open, bindingChanged, confirmDiscard: () => doc.confirmDiscard() };
+  return { el, open, bindingChanged, remoteChange, confirmDiscard: () => doc.confirmDiscard() };
 }
