@@ -24,6 +24,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Record types of the change log.
@@ -89,8 +91,10 @@ func (g *changeGroup) wait() error {
 // the group being formed; the writer goroutine (run) commits groups in
 // order. Safe for concurrent use once openChangeLog returns.
 type changeLog struct {
-	dir string
-	now func() time.Time
+	// lock holds the log's lock file (lockChangeLog) until close.
+	lock *os.File
+	dir  string
+	now  func() time.Time
 	// maxAge and maxBytes are the retention; segBytes the segment size.
 	maxAge   time.Duration
 	maxBytes int64
@@ -166,20 +170,40 @@ func openChangeLog(dir string, maxAge time.Duration, maxBytes int64, now func() 
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("create change log %s: %w", dir, err)
 	}
-	l := &changeLog{dir: dir, now: now, maxAge: maxAge, maxBytes: maxBytes, segBytes: min(changeSegmentMax, maxBytes/16),
-		nextSeq: 1, nextID: 1, notify: make(chan struct{}),
-		kick: make(chan struct{}, 1), stop: make(chan struct{})}
-	open, err := l.scan()
+	lock, err := lockChangeLog(dir)
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := l.openCurrent(); err != nil {
+	l := &changeLog{lock: lock, dir: dir, now: now, maxAge: maxAge, maxBytes: maxBytes, segBytes: min(changeSegmentMax, maxBytes/16),
+		nextSeq: 1, nextID: 1, notify: make(chan struct{}),
+		kick: make(chan struct{}, 1), stop: make(chan struct{})}
+	open, err := l.scan()
+	if err == nil {
+		err = l.openCurrent()
+	}
+	if err != nil {
+		lock.Close()
 		return nil, nil, err
 	}
 	l.durable.Store(l.nextSeq - 1)
 	l.wg.Add(1)
 	go l.run()
 	return l, open, nil
+}
+
+// lockChangeLog takes the lock file of the log in dir: one process
+// appends to a log (two main workers on one storage would interleave
+// sequence numbers).
+func lockChangeLog(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "owner.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open change log lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("change log %s is held by another main worker (%w): one main worker per storage, or a -changes-dir of its own", dir, err)
+	}
+	return f, nil
 }
 
 // scan reads every segment: the next seq and intent ID, the segments'
@@ -403,6 +427,7 @@ func (l *changeLog) write(g *changeGroup) error {
 func (l *changeLog) close() error {
 	close(l.stop)
 	l.wg.Wait()
+	defer l.lock.Close()
 	if l.f != nil {
 		return l.f.Close()
 	}

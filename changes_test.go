@@ -24,14 +24,15 @@ import (
 	"time"
 )
 
-// testFeed attaches a change feed to rt under st's root when st is the
-// filesystem backend (nil otherwise), closed at the test's end.
+// testFeed attaches a change feed to rt when st is the filesystem
+// backend (nil otherwise), closed at the test's end. Its log is a
+// directory of its own: tests build several servers over one store, and a
+// log takes one owner.
 func testFeed(t *testing.T, rt *router, st store) *changeFeed {
-	fsst, ok := fsBackend(st)
-	if !ok {
+	if _, ok := fsBackend(st); !ok {
 		return nil
 	}
-	f, err := attachFeed(rt, filepath.Join(fsst.root, changesDirName), feedLimits{retention: time.Hour,
+	f, err := attachFeed(rt, filepath.Join(t.TempDir(), changesDirName), feedLimits{retention: time.Hour,
 		retentionBytes: 1 << 20, maxStreams: 10, maxStreamsPerPrincipal: 10}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -529,5 +530,35 @@ func TestChangesKillWorkerUnderLoad(t *testing.T) {
 	after := changesPage(t, c.main, testAdminKey, "crash", "limit=5")
 	if strings.Join(before.summary(), "|") != strings.Join(after.summary(), "|") {
 		t.Errorf("the first changes moved when a worker changed: %q, then %q", before.summary(), after.summary())
+	}
+}
+
+// TestS3Changes: S3 storage, main + 2 workers, the feed in -changes-dir;
+// the main worker SIGKILLed under 32 writers and restarted (its workers
+// subscribe again): the feed holds every acknowledged write once, in
+// order per key, and the main's log stays out of the bucket.
+func TestS3Changes(t *testing.T) {
+	needBinary(t)
+	cfg := s3TestConfig(t)
+	bucket := testBucket(t, cfg)
+	changes := filepath.Join(t.TempDir(), "changes")
+	s3args := append(s3NodeArgs(cfg, bucket.bucket), "-changes-dir="+changes)
+	c, dirs := startS3Cluster(t, s3args, "w1", "w2")
+	load := startFeedLoad(t, c.main.base, 32, 10)
+	load.waitWrites(t, 300)
+	c.main.kill()
+	c.main = startNode(t, clusterEnv, append([]string{"-role=main", "-shared-fs=" + dirs[0], "-rest-addr=" + c.main.addr,
+		"-cluster-addr=" + c.clusterAddr}, s3args...)...)
+	c.waitWorkers(30*time.Second, "w1", "w2")
+	load.waitWrites(t, 300)
+	load.stop()
+	load.verify(t, c.main)
+	for _, k := range bucketKeys(t, bucket, "") {
+		if strings.HasPrefix(k, changesDirName) {
+			t.Errorf("the bucket holds %s: the feed's log belongs in -changes-dir", k)
+		}
+	}
+	if segs, _ := filepath.Glob(filepath.Join(changes, "*.log")); len(segs) == 0 {
+		t.Errorf("no segment in -changes-dir %s", changes)
 	}
 }

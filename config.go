@@ -276,8 +276,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.Int64Var(&c.wal.checkpointBytes, "wal-checkpoint-bytes", 64<<20, "checkpoint the write-ahead log (entity files synced, log cut) once it grew by this many bytes")
 	fs.DurationVar(&c.wal.checkpointInterval, "wal-checkpoint-interval", 30*time.Second, "checkpoint the write-ahead log at least this often while it is written")
 	auditFlagSet(fs, &c.audit)
-	fs.DurationVar(&c.changes.retention, "changes-retention", 7*24*time.Hour, "filesystem storage: keep the change feed's records this long (older cursors answer 410)")
-	fs.Int64Var(&c.changes.retentionBytes, "changes-retention-bytes", 1<<30, "filesystem storage: keep at most about this many bytes of change feed records, dropping the oldest first")
+	fs.StringVar(&c.changes.dir, "changes-dir", "", "directory of the change feed's log (default: _changes under -shared-fs; with S3 storage the feed needs it, on a disk that outlives the main worker)")
+	fs.DurationVar(&c.changes.retention, "changes-retention", 7*24*time.Hour, "keep the change feed's records this long (older cursors answer 410)")
+	fs.Int64Var(&c.changes.retentionBytes, "changes-retention-bytes", 1<<30, "keep at most about this many bytes of change feed records, dropping the oldest first")
 	fs.IntVar(&c.changes.maxStreams, "changes-max-streams", 2000, "most change feed streams (Server-Sent Events, long-polls) open at once; more answer 429")
 	fs.IntVar(&c.changes.maxStreamsPerPrincipal, "changes-max-streams-per-principal", 100, "most change feed streams one credential keeps open at once; more answer 429")
 	if err := parseArgs(fs, args, stderr); err != nil {

@@ -20,6 +20,9 @@ import (
 
 // feedLimits are the -changes-* flags.
 type feedLimits struct {
+	// dir is -changes-dir: where the log lives ("" is _changes under the
+	// filesystem backend's root; with S3, no feed).
+	dir string
 	// retention and retentionBytes bound the log by age and size.
 	retention      time.Duration
 	retentionBytes int64

@@ -235,14 +235,20 @@ func (n *mainNode) buildDataPath(ctx context.Context) (*dataPlane, error) {
 	return d, nil
 }
 
-// buildFeed opens the change feed under the filesystem backend's root
-// and has the router log every write in it.
+// buildFeed opens the change feed in -changes-dir, else under the
+// filesystem backend's root, and has the router log every write in it.
+// S3 storage without -changes-dir keeps no feed.
 func (n *mainNode) buildFeed() error {
-	fsst, ok := fsBackend(n.st)
-	if !ok {
-		return nil
+	dir := n.cfg.changes.dir
+	if dir == "" {
+		fsst, ok := fsBackend(n.st)
+		if !ok {
+			n.log.Info("no change feed: S3 storage and no -changes-dir")
+			return nil
+		}
+		dir = filepath.Join(fsst.root, changesDirName)
 	}
-	f, err := attachFeed(n.rt, filepath.Join(fsst.root, changesDirName), n.cfg.changes, n.log)
+	f, err := attachFeed(n.rt, dir, n.cfg.changes, n.log)
 	if err != nil {
 		return err
 	}
