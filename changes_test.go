@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -561,4 +562,79 @@ func TestS3Changes(t *testing.T) {
 	if segs, _ := filepath.Glob(filepath.Join(changes, "*.log")); len(segs) == 0 {
 		t.Errorf("no segment in -changes-dir %s", changes)
 	}
+}
+
+// metricOf reads one unlabelled sample of n's /metrics, -1 when absent.
+func metricOf(t *testing.T, n *node, name string) float64 {
+	t.Helper()
+	_, out, _ := n.call("GET", "/metrics", testAdminKey, nil)
+	for _, line := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			var f float64
+			fmt.Sscan(v, &f)
+			return f
+		}
+	}
+	return -1
+}
+
+// TestChangesSlowConsumerDropped: a consumer that opens an event stream
+// with documents and never reads is disconnected once its socket stays
+// full (the metrics count it and the stream closes), while 30 MB of
+// changes were written: the server's memory grows by far less than
+// that, and a reading consumer got every change meanwhile.
+func TestChangesSlowConsumerDropped(t *testing.T) {
+	// A small cache, so that what the documents leave in memory is the
+	// streams' alone.
+	n, _ := startDefault(t, "-entity-cache-bytes=1048576")
+	conn, err := net.Dial("tcp", n.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /api/databases/big/changes?feed=sse&include_docs=true&since=now HTTP/1.1\r\nHost: x\r\n"+
+		"Authorization: Bearer %s\r\nAccept: text/event-stream\r\n\r\n", testAdminKey)
+	head := make([]byte, 512)
+	if _, err := conn.Read(head); err != nil || !strings.HasPrefix(string(head), "HTTP/1.1 200") {
+		t.Fatalf("stream = %q, %v", head, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, reader := openSSE(t, ctx, n, testAdminKey, "big", "since=now", nil)
+	before, err := vmRSS(n.cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := strings.Repeat("x", 100<<10)
+	const writes = 300
+	for i := range writes {
+		putNodeETag(t, n, "big", fmt.Sprintf("k%03d", i), doc)
+	}
+	for i := range writes {
+		if ev := nextEvent(t, reader); ev.event != "change" {
+			t.Fatalf("reading consumer: event %d is %+v", i, ev)
+		}
+	}
+	w := newWait(t, "the silent consumer dropped", 30*time.Second)
+	for metricOf(t, n, "deltadb_changes_consumers_dropped_total") < 1 {
+		if w.over() {
+			t.Fatalf("deltadb_changes_consumers_dropped_total = %v: %v", metricOf(t, n, "deltadb_changes_consumers_dropped_total"), w)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	after, _ := vmRSS(n.cmd.Process.Pid)
+	if grew := after - before; grew > 32<<20 {
+		t.Errorf("RSS grew by %d MB while a consumer did not read 30 MB of changes", grew>>20)
+	}
+	if got := metricOf(t, n, "deltadb_changes_streams_open"); got != 1 {
+		t.Errorf("deltadb_changes_streams_open = %v after the drop, want 1 (the reader)", got)
+	}
+	if got := metricOf(t, n, "deltadb_changes_events_sent_total"); got < writes {
+		t.Errorf("deltadb_changes_events_sent_total = %v, want at least %d", got, writes)
+	}
+	conn.SetReadDeadline(time.Now().Add(scaled(10 * time.Second)))
+	if _, err := io.Copy(io.Discard, conn); err != nil {
+		t.Errorf("the dropped stream did not end: %v", err)
+	}
+	t.Logf("RSS %d MB before, %d MB after", before>>20, after>>20)
 }
