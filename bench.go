@@ -37,6 +37,9 @@ type benchFlags struct {
 	keys        int
 	valueSize   int
 	duration    time.Duration
+	// idleStreams are change feed event streams held open while the
+	// operations run (their cost: BENCHMARKS.md).
+	idleStreams int
 }
 
 // benchRole reports whether args ask for -role=bench. The load tool has
@@ -69,6 +72,7 @@ func (b *benchFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&b.keys, "keys", 1000, "bench: distinct entity keys")
 	fs.IntVar(&b.valueSize, "value-size", 1024, "bench: approximate document size, bytes")
 	fs.DurationVar(&b.duration, "duration", 5*time.Second, "bench: how long each operation runs")
+	fs.IntVar(&b.idleStreams, "idle-streams", 0, "bench: change feed event streams of another database to hold open, idle, while the operations run")
 }
 
 // benchResult is the outcome of one timed phase.
@@ -108,6 +112,14 @@ func runBench(ctx context.Context, b benchFlags, stdout io.Writer) error {
 	default:
 		return fmt.Errorf("-ceiling: %q is not http or fsync", b.ceiling)
 	}
+	if b.idleStreams > 0 {
+		closeStreams, err := benchIdleStreams(ctx, b)
+		if err != nil {
+			return err
+		}
+		defer closeStreams()
+		fmt.Fprintf(stdout, "idle event streams open: %d\n", b.idleStreams)
+	}
 	value := benchDocument(b.valueSize)
 	for _, op := range strings.Split(b.ops, ",") {
 		var step func(c, i int) error
@@ -131,6 +143,42 @@ func runBench(ctx context.Context, b benchFlags, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "%s c=%d\n", res, b.concurrency)
 	}
 	return nil
+}
+
+// benchIdleStreams opens b.idleStreams event streams of the change feed
+// of database b.db+"_idle" (which nothing writes), each on a connection
+// of its own, and returns once every one answered; the returned function
+// closes them.
+func benchIdleStreams(ctx context.Context, b benchFlags) (func(), error) {
+	transport := &http.Transport{MaxConnsPerHost: b.idleStreams + 1}
+	client := &http.Client{Transport: transport}
+	var bodies []io.Closer
+	closeAll := func() {
+		for _, c := range bodies {
+			c.Close()
+		}
+		transport.CloseIdleConnections()
+	}
+	u := b.target + "/api/databases/" + url.PathEscape(b.db+"_idle") + "/changes?feed=sse&since=now"
+	for range b.idleStreams {
+		req, err := http.NewRequestWithContext(ctx, "GET", u, nil)
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		req.Header.Set("Authorization", "Bearer "+b.token)
+		resp, err := client.Do(req)
+		if err == nil && resp.StatusCode != http.StatusOK {
+			resp.Body.Close()
+			err = fmt.Errorf("status %d", resp.StatusCode)
+		}
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("open event stream %d of %d: %w", len(bodies)+1, b.idleStreams, err)
+		}
+		bodies = append(bodies, resp.Body)
+	}
+	return closeAll, nil
 }
 
 // benchKey spreads client c's i-th request over the key space.
