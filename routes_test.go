@@ -152,6 +152,8 @@ func routeTable() []routeCase {
 		// the document back (TestRouteTable checks the body).
 		{"PATCH /entity/{db}", "PATCH", "/entity/chatdb?key=k", `{"a":2}`, mergePatchType, putK, [numCredKinds]int{401, 401, 200, 403, 200, 200, 401, 401, 403, 200, 403}},
 		{"DELETE /entity/{db}", "DELETE", "/entity/chatdb?key=k", "", "", putK, [numCredKinds]int{401, 401, 200, 403, 200, 200, 401, 401, 403, 200, 403}},
+		// A kept version reads with the read permission, as the entity does.
+		{"GET /entity/{db}", "GET", "/entity/verfresh?key=k&version=1", "", "", freshVer, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
 		{"GET /entity/{db}/versions", "GET", "/entity/verdb/versions?key=k", "", "", putVer, [numCredKinds]int{401, 401, 200, 200, 403, 200, 401, 401, 200, 200, 403}},
 		{"POST /entity/{db}/undelete", "POST", "/entity/verdb/undelete?key=k", "", "", delVer, [numCredKinds]int{401, 401, 200, 403, 200, 200, 401, 401, 403, 200, 403}},
 		{"POST /entity/{db}/destroy", "POST", "/entity/verfresh/destroy?key=k&versions=1", "", "", freshVer, [numCredKinds]int{401, 401, 200, 403, 403, 200, 401, 401, 403, 200, 403}},
