@@ -265,7 +265,7 @@ func (s *restServer) handleImport(w http.ResponseWriter, r *http.Request, p prin
 		rc.SetWriteDeadline(time.Now().Add(transferIdle))
 	}
 	deadline()
-	imp := &importer{d: s.data, db: db, batch: batch, seen: map[string]int{}}
+	imp := &importer{d: s.data, db: db, batch: batch, seen: map[string]int{}, rep: importReport{Errors: []importError{}}}
 	err = imp.run(r.Context(), http.MaxBytesReader(w, r.Body, lim), deadline)
 	rep := imp.rep
 	code := http.StatusOK
