@@ -296,9 +296,14 @@ function importFile(db, f, bar, status, errors) {
     xhr.setRequestHeader("Authorization", "Bearer " + getToken());
     xhr.setRequestHeader("Content-Type", "application/x-ndjson");
     xhr.setRequestHeader("Accept", "application/json");
+    // The file's lines, counted while it is sent: the bytes sent then
+    // say about how many lines the server has.
+    let lines = 0;
+    countLines(f).then((n) => (lines = n), () => {});
     xhr.upload.addEventListener("progress", (e) => {
       bar.value = e.loaded;
-      show(status, `Sending ${f.name} to ${db}: ${kib(e.loaded)} of ${kib(f.size)}; lines are checked and written as they arrive…`, "info");
+      const about = lines && f.size ? ` (about ${Math.floor((lines * e.loaded) / f.size).toLocaleString()} of ${plural(lines, "line", "lines")})` : "";
+      show(status, `Sending ${f.name} to ${db}: ${kib(e.loaded)} of ${kib(f.size)}${about}; lines are checked and written as they arrive…`, "info");
     });
     xhr.addEventListener("error", () => {
       bar.hidden = true;
@@ -338,6 +343,19 @@ function showReport(db, f, code, rep, text, status, errors) {
     show(status, `${wrote}; ${plural(list.length + (rep.errors_omitted || 0), "line was", "lines were")} refused, and the ${plural(rep.rejected_batches, "batch", "batches")} holding them ${rep.rejected_batches === 1 ? "was" : "were"} not written. Fix the lines below and import the file again.`);
   } else show(status, `${wrote}, then it stopped: ${rep.error || "status " + code}`);
   return rep;
+}
+
+// countLines counts the lines of f, reading it a chunk at a time.
+async function countLines(f) {
+  const reader = f.stream().getReader();
+  let n = 0, last = 10;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    for (const b of value) if (b === 10) n++;
+    if (value.length) last = value[value.length - 1];
+  }
+  return last === 10 ? n : n + 1;
 }
 
 function kib(n) {
