@@ -69,6 +69,18 @@ func noteKeys(ctx context.Context, keys []string) {
 	}
 }
 
+// noteKeyCount records the first entity keys of a body too long to hold
+// (an import's lines, at most maxAuditKeys of them) and how many it named
+// in all, for the audit line.
+func noteKeyCount(ctx context.Context, first []string, total int) {
+	if in, _ := ctx.Value(requestInfoKey{}).(*requestInfo); in != nil {
+		in.keys = first
+		if total > len(first) {
+			in.keysTotal = total
+		}
+	}
+}
+
 // randomIDPrefix is 8 random hex digits, so that the request IDs of
 // several main workers (or restarts) do not collide in shared logs.
 func randomIDPrefix() string {

@@ -236,6 +236,10 @@ type importer struct {
 	// ids are the schemas the batch is validated against, resolved at
 	// its first line; nil before.
 	ids []string
+	// named are the first maxAuditKeys keys the lines name, for the
+	// audit line; namedTotal counts them all.
+	named      []string
+	namedTotal int
 }
 
 // handleImport is POST /api/databases/{db}/import[?batch=N]: NDJSON lines
@@ -267,6 +271,7 @@ func (s *restServer) handleImport(w http.ResponseWriter, r *http.Request, p prin
 	deadline()
 	imp := &importer{d: s.data, db: db, batch: batch, seen: map[string]int{}, rep: importReport{Errors: []importError{}}}
 	err = imp.run(r.Context(), http.MaxBytesReader(w, r.Body, lim), deadline)
+	noteKeyCount(r.Context(), imp.named, imp.namedTotal)
 	rep := imp.rep
 	code := http.StatusOK
 	switch {
@@ -364,6 +369,11 @@ func (im *importer) check(ctx context.Context, n int, line []byte) error {
 	}
 	im.lines++
 	key, doc, err := im.parse(ctx, line)
+	if key != "" && validateEntityKey(key) == nil {
+		if im.namedTotal++; len(im.named) < maxAuditKeys {
+			im.named = append(im.named, key)
+		}
+	}
 	if err == nil && im.seen[key] != 0 {
 		err = reqErrorf(errInvalid, "key %q is on line %d of the same batch already", key, im.seen[key])
 	}

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -460,5 +461,37 @@ func TestExportLeavesCache(t *testing.T) {
 	n.call("GET", "/entity/cold?key=c39", testAdminKey, nil)
 	if hot := cache(); hot.Hits != after.Hits+1 {
 		t.Errorf("the hot entity after the export: hits %d, want %d (still cached)", hot.Hits, after.Hits+1)
+	}
+}
+
+// TestImportAudit: the audit line of an import names the keys its lines
+// name, the first 1000 of them, and how many there were.
+func TestImportAudit(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, stop := startTestAudit(t, auditOptions{path: path, required: true})
+	ts := newAuthTestServerOn(t, authConfig{}, newTestFSStore(t), func(o *restOptions) { o.audit = l })
+	var small, big strings.Builder
+	small.WriteString(`{"key":"a","doc":1}` + "\n" + `not json` + "\n" + `{"key":"b","doc":2}` + "\n")
+	for i := range maxAuditKeys + 5 {
+		fmt.Fprintf(&big, `{"key":"k%04d","doc":%d}`+"\n", i, i)
+	}
+	ts.mustDo(t, "POST", "/api/databases/aud/import", testAdminKey, small.String(), 400)
+	ts.mustDo(t, "POST", "/api/databases/aud/import?batch=1000", testAdminKey, big.String(), 200)
+	stop()
+	var got []string
+	for _, line := range auditLines(t, path) {
+		if line["route"] != "POST /api/databases/{db}/import" {
+			continue
+		}
+		keys, _ := line["keys"].([]any)
+		first := any(nil)
+		if len(keys) > 0 {
+			first = keys[0]
+		}
+		got = append(got, fmt.Sprintf("%d keys, first %v, total %v", len(keys), first, line["keys_total"]))
+	}
+	want := []string{"2 keys, first a, total <nil>", fmt.Sprintf("%d keys, first k0000, total %d", maxAuditKeys, maxAuditKeys+5)}
+	if !slices.Equal(got, want) {
+		t.Errorf("audit lines of the imports: %q, want %q", got, want)
 	}
 }
