@@ -258,6 +258,7 @@ func uiBulk(t *testing.T, tb *uiTab, seed uiSeed, db string) {
 		}
 	}
 	tb.waitText("db-info", "3 entities")
+	tb.waitText("db-keys-count", "Keys 1–3 of 3")
 	tb.waitFor("the selection cleared", `document.getElementById("db-bulk").hidden`)
 	tb.shots("bulk-deleted", "#db-detail")
 }

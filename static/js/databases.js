@@ -463,7 +463,8 @@ function openDatabase(page, db, place) {
     } finally {
       setEnabled(bulkDelete, true);
       refreshInfo(page, db);
-      reload(true);
+      // The pages have moved: back to the first.
+      reload(false);
     }
   });
 
