@@ -24,12 +24,29 @@ import (
 )
 
 // openDBAt opens the Databases page (through the menu on a phone) and
-// the card of db.
+// the card of db, once the cards have their counts (the page's requests
+// are done). A tap the page did not act on within 15 s (scaled: a
+// loaded machine has been seen to lose one while the menu slid away) is
+// repeated once.
 func (tb *uiTab) openDBAt(db string) {
 	tb.t.Helper()
 	tb.nav("databases", "Databases")
-	tb.click(fmt.Sprintf(`#db-cards button[data-db=%q]`, db))
-	tb.waitFor("the detail of "+db, fmt.Sprintf(`document.getElementById("db-detail-title")?.textContent === %q`, db))
+	card := fmt.Sprintf(`#db-cards button[data-db=%q]`, db)
+	tb.waitFor("the card of "+db, fmt.Sprintf(`document.querySelector('%s')?.dataset.entities`, card))
+	opened := fmt.Sprintf(`document.getElementById("db-detail-title")?.textContent === %q`, db)
+	tb.click(card)
+	w := newWait(tb.t, "the detail of "+db, 15*time.Second)
+	for !w.over() {
+		var ok bool
+		tb.eval("!!("+opened+")", &ok)
+		if ok {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	tb.t.Logf("%v; tapping the card again", w)
+	tb.click(card)
+	tb.waitFor("the detail of "+db, opened)
 }
 
 // fitsWidth fails the flow when the page scrolls sideways.
