@@ -11,6 +11,7 @@ package main
 import (
 	"context"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -123,8 +124,11 @@ type changeLog struct {
 	committed func(*changeGroup)
 }
 
-// changeFrame frames one record: u32 length, u32 CRC32C, payload.
+// changeFrame frames one record: u32 length, u32 CRC32C, payload. The
+// entity key is stored hex-encoded, as entity file names hold it, so no
+// key a client chose appears as plain text in the storage.
 func changeFrame(buf []byte, rec changeRec) []byte {
+	rec.Key = hex.EncodeToString([]byte(rec.Key))
 	payload, _ := json.Marshal(rec)
 	var h [8]byte
 	binary.LittleEndian.PutUint32(h[:4], uint32(len(payload)))
@@ -148,8 +152,8 @@ func eachChangeFrame(b []byte, f func(changeRec) bool) (good int, bad bool) {
 		if n > len(b)-off-8 || crc32.Checksum(b[off+8:off+8+n], castagnoli) != sum {
 			return off, true
 		}
-		var rec changeRec
-		if err := json.Unmarshal(b[off+8:off+8+n], &rec); err != nil {
+		rec, err := decodeChangeRec(b[off+8 : off+8+n])
+		if err != nil {
 			return off, true
 		}
 		off += 8 + n
@@ -158,6 +162,20 @@ func eachChangeFrame(b []byte, f func(changeRec) bool) (good int, bad bool) {
 		}
 	}
 	return len(b), false
+}
+
+// decodeChangeRec reads one record's payload, its key hex-decoded.
+func decodeChangeRec(payload []byte) (changeRec, error) {
+	var rec changeRec
+	if err := json.Unmarshal(payload, &rec); err != nil {
+		return rec, fmt.Errorf("decode change record: %w", err)
+	}
+	key, err := hex.DecodeString(rec.Key)
+	if err != nil {
+		return rec, fmt.Errorf("decode change record key: %w", err)
+	}
+	rec.Key = string(key)
+	return rec, nil
 }
 
 // segmentName is the file name of the segment whose first seq is first.
