@@ -71,7 +71,7 @@ func (s *restServer) handleChanges(w http.ResponseWriter, r *http.Request, p pri
 	}
 	f := s.data.feed
 	if f == nil {
-		return fmt.Errorf("change feed of %s: none kept (S3 storage needs -changes-dir): %w", q.db, errConfig)
+		return fmt.Errorf("change feed of %s: none kept (S3 storage needs -changes-dir): %w", q.db, errNoFeed)
 	}
 	// The writes answered before this request are in its answer.
 	if err := f.log.barrier(r.Context()); err != nil {

@@ -562,6 +562,15 @@ func TestS3Changes(t *testing.T) {
 	if segs, _ := filepath.Glob(filepath.Join(changes, "*.log")); len(segs) == 0 {
 		t.Errorf("no segment in -changes-dir %s", changes)
 	}
+	// Without -changes-dir an S3 main keeps no feed and says so: 501, not
+	// an internal error.
+	c.main.kill()
+	c.main = startNode(t, clusterEnv, append([]string{"-role=main", "-shared-fs=" + dirs[0], "-rest-addr=" + c.main.addr,
+		"-cluster-addr=" + c.clusterAddr}, s3NodeArgs(cfg, bucket.bucket)...)...)
+	code, out, _ := c.main.call("GET", "/api/databases/chat/changes", testAdminKey, nil)
+	if code != http.StatusNotImplemented || !strings.Contains(string(out), "keeps no change feed") {
+		t.Errorf("changes without -changes-dir on S3 = %d %s, want 501 saying no feed is kept", code, out)
+	}
 }
 
 // metricOf reads one unlabelled sample of n's /metrics, -1 when absent.

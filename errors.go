@@ -54,6 +54,9 @@ var (
 	// errUnsupportedMedia: a body of a media type the route does not take
 	// (415).
 	errUnsupportedMedia = errors.New("unsupported media type")
+	// errNoFeed: this server keeps no change feed (S3 storage without
+	// -changes-dir): 501, since retrying cannot help.
+	errNoFeed = errors.New("no change feed kept")
 	// errMethod: a method the route does not serve (405).
 	errMethod = errors.New("method not allowed")
 	// errTransport marks a call that never reached a worker's handler (the
@@ -213,6 +216,7 @@ var errorTable = []errorKind{
 	{errConflict, http.StatusConflict, codes.Aborted, "the request conflicts with what is stored", wroteNothing},
 	{errUnsupportedMedia, http.StatusUnsupportedMediaType, codes.InvalidArgument, "unsupported media type", wroteNothing},
 	{errMethod, http.StatusMethodNotAllowed, codes.Unimplemented, "method not allowed", wroteNothing},
+	{errNoFeed, http.StatusNotImplemented, codes.Unimplemented, "this server keeps no change feed: its operator has not given it a directory for one (request ID %s)", wroteNothing},
 	{errTransport, http.StatusServiceUnavailable, codes.Unavailable, workerUnreachable, mayHaveWritten},
 	{errNoWorker, http.StatusServiceUnavailable, codes.Unavailable, workerUnreachable, mayHaveWritten},
 	{errHandingOver, http.StatusServiceUnavailable, codes.Unavailable, handingOver, wroteNothing},

@@ -130,7 +130,7 @@ func sentinelValues() map[string]error {
 		"errForbidden": errForbidden, "errRateLimited": errRateLimited, "errTooLarge": errTooLarge,
 		"errUnsupportedMedia": errUnsupportedMedia, "errMethod": errMethod, "errTransport": errTransport,
 		"errNoWorker": errNoWorker, "errHandingOver": errHandingOver, "errAuditUnavailable": errAuditUnavailable,
-		"errTooManyStreams": errTooManyStreams, "errGone": errGone,
+		"errTooManyStreams": errTooManyStreams, "errGone": errGone, "errNoFeed": errNoFeed,
 	}
 }
 
@@ -151,7 +151,7 @@ func TestErrorLookupsAgree(t *testing.T) {
 		}
 		back := sentinelOf(k.code)
 		if got := statusOf(back); got != k.status && !errors.Is(k.err, errRateLimited) && !errors.Is(k.err, errUnsupportedMedia) &&
-			!errors.Is(k.err, errMethod) && !errors.Is(k.err, errTooManyStreams) {
+			!errors.Is(k.err, errMethod) && !errors.Is(k.err, errTooManyStreams) && !errors.Is(k.err, errNoFeed) {
 			t.Errorf("%v: a worker's %v comes back as %v, status %d, want %d", k.err, k.code, back, got, k.status)
 		}
 		if _, tier := back.(workerError); tier {
