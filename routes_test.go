@@ -391,8 +391,8 @@ func TestClientProcessRouteTable(t *testing.T) {
 	rows := 0
 	for _, rc := range routeTable() {
 		op, ok := ops[rc.pattern]
-		if !ok || rc.contentType != "" {
-			continue // Process always sends a Content-Type
+		if !ok || rc.contentType != "" || strings.Contains(rc.path, "version=") {
+			continue // Process always sends a Content-Type and reads no versions
 		}
 		rows++
 		for kind := range numCredKinds {
