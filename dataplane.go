@@ -478,7 +478,15 @@ func (d *dataPlane) database(ctx context.Context, db string) (databaseInfo, erro
 		return databaseInfo{}, err
 	}
 	if info.Entities == 0 && info.Schema == nil {
-		return databaseInfo{}, reqErrorf(errNotFound, "database %q has no entities and no schema binding", db)
+		// A database given only a version count exists too: its settings
+		// were answered by PUT and must read back.
+		set, err := d.catalog.bindings.settings(ctx, db)
+		if err != nil {
+			return databaseInfo{}, err
+		}
+		if set.MaxVersions == nil {
+			return databaseInfo{}, reqErrorf(errNotFound, "database %q has no entities and no settings", db)
+		}
 	}
 	return info, nil
 }

@@ -227,6 +227,15 @@ func TestVersionsOff(t *testing.T) {
 			t.Errorf("PUT settings %s = %d %s, want 400", body, rec.Code, rec.Body)
 		}
 	}
+	// A database with only a version count reads back; without any
+	// setting or entity it is 404.
+	ts.mustDo(t, "PUT", "/api/databases/emptydb", testAdminKey, `{"max_versions":3}`, 200)
+	if info := ts.mustDo(t, "GET", "/api/databases/emptydb", testAdminKey, "", 200); !jsonEqual(info, []byte(`{"name":"emptydb","schema":null,"entities":0,"max_versions":3}`)) {
+		t.Errorf("GET a database with only max_versions = %s", info)
+	}
+	if rec := ts.do("GET", "/api/databases/nodb", testAdminKey, "", ""); rec.Code != 404 {
+		t.Errorf("GET a database with nothing = %d %s, want 404", rec.Code, rec.Body)
+	}
 }
 
 // nodeVersions lists the versions of key in db on n.
