@@ -220,7 +220,7 @@ export interface paths {
         };
         /**
          * A database's binding and entity count
-         * @description 404 when the database has neither entities nor a binding.
+         * @description 404 when the database has no entities, no binding and no version count of its own.
          */
         get: operations["getDatabase"];
         /**
