@@ -131,9 +131,11 @@ func equalRecords(a, b walRecord) bool {
 // fewer syncs than records), and every record reads back in LSN order.
 func TestWALGroupCommit(t *testing.T) {
 	st := newTestFSStore(t)
-	l := openTestWAL(t, st, "w1")
+	// Restored after the log is closed (cleanups run last first): its
+	// applier reads durableOps until then.
 	saved := durableOps
 	t.Cleanup(func() { durableOps = saved })
+	l := openTestWAL(t, st, "w1")
 	var syncs atomic.Int64
 	durableOps.fdatasync = func(f *os.File) error {
 		syncs.Add(1)
@@ -173,9 +175,11 @@ func TestWALGroupCommit(t *testing.T) {
 // covers its record: while that sync is held up, the append waits.
 func TestWALAckAfterSync(t *testing.T) {
 	st := newTestFSStore(t)
-	l := openTestWAL(t, st, "w1")
+	// Restored after the log is closed (cleanups run last first): its
+	// applier reads durableOps until then.
 	saved := durableOps
 	t.Cleanup(func() { durableOps = saved })
+	l := openTestWAL(t, st, "w1")
 	release := make(chan struct{})
 	var holding atomic.Bool
 	durableOps.fdatasync = func(f *os.File) error {
@@ -248,9 +252,11 @@ func TestWALFdatasyncFailureFailsItsGroup(t *testing.T) {
 
 func testSyncFailure(t *testing.T, errno unix.Errno) {
 	st := newTestFSStore(t)
-	l := openTestWAL(t, st, "w1")
+	// Restored after the log is closed (cleanups run last first): its
+	// applier reads durableOps until then.
 	saved := durableOps
 	t.Cleanup(func() { durableOps = saved })
+	l := openTestWAL(t, st, "w1")
 	var mu sync.Mutex
 	var failedFile string
 	var writesAfter int
