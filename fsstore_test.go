@@ -703,17 +703,29 @@ func TestDurableWriteFaultsReachClient(t *testing.T) {
 		{"rename", unix.EACCES, 200, `"new"`},
 	} {
 		t.Run(c.step, func(t *testing.T) {
+			// durableOps is replaced before the server starts and restored
+			// after it stops (its applier reads it); the fault is armed
+			// after the first PUT.
+			var armed atomic.Bool
+			var failed atomic.Int64
+			recordDurable(t, func(step, _ string) bool {
+				if armed.Load() && step == c.step {
+					failed.Add(1)
+					return true
+				}
+				return false
+			}, c.errno)
 			s := newLocalREST(t)
 			if rec := serve(s, "PUT", "/entity/db", `{"k":"old"}`); rec.Code != 200 {
 				t.Fatalf("PUT = %d %s", rec.Code, rec.Body)
 			}
-			calls := recordDurable(t, func(step, _ string) bool { return step == c.step }, c.errno)
+			armed.Store(true)
 			rec := serve(s, "PUT", "/entity/db", `{"k":"new"}`)
 			var body struct{ Error string }
 			if rec.Code != c.want || (c.want != 200 && (json.Unmarshal(rec.Body.Bytes(), &body) != nil || body.Error == "")) {
 				t.Errorf("PUT with a failing %s = %d %s, want %d with a JSON error", c.step, rec.Code, rec.Body, c.want)
 			}
-			waitFor(t, func() bool { return len(calls()) > 0 }) // the applier's rename comes after the answer
+			waitFor(t, func() bool { return failed.Load() > 0 }) // the applier's rename comes after the answer
 			if rec := serve(s, "GET", "/entity/db?key=k", ""); rec.Code != 200 || strings.TrimSpace(rec.Body.String()) != c.after {
 				t.Errorf("GET after the failed PUT = %d %s, want 200 %s", rec.Code, rec.Body, c.after)
 			}
