@@ -362,6 +362,13 @@ func (cs *callServer) start(ctx context.Context, req *pb.WorkerRequest, now time
 			// cancelled: that is the answer, as gRPC gives it.
 			f = &callFailure{st: status.FromContextError(cctx.Err())}
 		}
+		if m := cs.s.metrics; m != nil {
+			var err error
+			if f != nil {
+				err = f.st.Err()
+			}
+			m.observe(pb.ProcessingWorker_Process_FullMethodName, now, err)
+		}
 		cs.mu.Lock()
 		delete(cs.running, seq)
 		cs.mu.Unlock()

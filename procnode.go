@@ -85,7 +85,8 @@ func newProcNode(ctx context.Context, cfg config, st store, log *slog.Logger) (_
 	if err != nil {
 		return nil, err
 	}
-	n.srv = &workerServer{w: n.w, now: time.Now}
+	gm := newGRPCMetrics(n.reg)
+	n.srv = &workerServer{w: n.w, now: time.Now, metrics: gm}
 	n.health = &workerHealth{srv: n.srv, st: n.st, now: time.Now, log: log}
 	addr := cmp.Or(cfg.grpcAddr, "127.0.0.1:0")
 	if n.ln, err = net.Listen("tcp", addr); err != nil {
@@ -94,7 +95,7 @@ func newProcNode(ctx context.Context, cfg config, st store, log *slog.Logger) (_
 	// Mutual TLS: only the main worker that proved the join token in the
 	// last Subscribe gets through the handshake.
 	pin := &pinnedMain{}
-	n.gs = grpc.NewServer(append(append(append(grpcServerOptions(cfg.grpcMaxRecv), newGRPCMetrics(n.reg).serverOptions()...),
+	n.gs = grpc.NewServer(append(append(append(grpcServerOptions(cfg.grpcMaxRecv), gm.serverOptions()...),
 		grpcKeepalive(cfg.grpcMaxIdle)...), grpc.Creds(grpccreds.NewTLS(ident.tlsConfig(pin.check, true))))...)
 	pb.RegisterProcessingWorkerServer(n.gs, n.srv)
 	// The key pair lives only in memory; 2048-bit RSA-OAEP keeps start-up

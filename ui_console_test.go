@@ -589,9 +589,11 @@ func TestUIConsole(t *testing.T) {
 			tb.openDB(db)
 			tb.openEntity(key)
 
-			// Not overlapping: they change n, I change the title.
-			seed.call("PUT", "/entity/"+db, map[string]any{key: map[string]any{"title": "t", "n": 2, "messages": []any{"m1"}}}, http.StatusOK)
+			// Not overlapping: they change n, I change the title. My edit
+			// comes first: an unedited document follows the change feed
+			// and would reload their version instead of meeting a 412.
 			tb.setEditor("entity-editor", `{"title": "mine", "n": 1, "messages": ["m1"]}`)
+			seed.call("PUT", "/entity/"+db, map[string]any{key: map[string]any{"title": "t", "n": 2, "messages": []any{"m1"}}}, http.StatusOK)
 			tb.click("#entity-save")
 			tb.waitFor("the merge", `!document.getElementById("entity-conflict").hidden`)
 			var m struct {
@@ -619,8 +621,8 @@ func TestUIConsole(t *testing.T) {
 			}
 
 			// Overlapping: both change the title and append a message.
-			seed.call("PUT", "/entity/"+db, map[string]any{key: map[string]any{"title": "theirs", "n": 2, "messages": []any{"m1", "their m2"}}}, http.StatusOK)
 			tb.setEditor("entity-editor", `{"title": "mine again", "n": 3, "messages": ["m1", "my m2"]}`)
+			seed.call("PUT", "/entity/"+db, map[string]any{key: map[string]any{"title": "theirs", "n": 2, "messages": []any{"m1", "their m2"}}}, http.StatusOK)
 			tb.click("#entity-save")
 			tb.waitFor("the merge", `!document.getElementById("entity-conflict").hidden && document.querySelectorAll("#entity-conflict-list > li").length === 2`)
 			read()

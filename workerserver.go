@@ -25,6 +25,9 @@ type workerServer struct {
 	w   *worker
 	now func() time.Time
 	sub atomic.Pointer[subscription]
+	// metrics counts each call of a Calls stream as a Process call, so
+	// deltadb_grpc_calls_total counts calls, not streams (nil: none).
+	metrics *grpcMetrics
 
 	// quit is closed by stop, when the node stops: Calls streams finish
 	// the calls they hold and end (callstream.go).

@@ -281,8 +281,12 @@ export function entityEditor(db, opts) {
     if (current === null) return;
     const key = current;
     if (!window.confirm(`Delete entity "${key}" from database "${db}"? This cannot be undone.`)) return;
+    // Like a save, a delete holds the feed's changes until it is answered:
+    // its own change must not reload the entity under it.
+    saving = true;
     try {
       const r = await request("DELETE", entityPath(db, key), undefined, { headers: etag ? { "If-Match": etag } : {} });
+      saving = false;
       if (r.status === 412) {
         await open(key, true);
         return show(msg, `Not deleted: ${key} changed after you opened it. This is the stored version now.`);
@@ -303,6 +307,11 @@ export function entityEditor(db, opts) {
       opts.onChange("deleted");
     } catch (e) {
       showError(msg, e);
+    } finally {
+      saving = false;
+      const c = pendingRemote;
+      pendingRemote = null;
+      if (c) remoteChange(c);
     }
   });
 
