@@ -1083,9 +1083,11 @@ func TestUIDataPages(t *testing.T) {
 		tb.login(testAdminKey)
 		tb.openDB(db)
 		tb.openEntity(key)
-		// Someone else saves after the UI read version 1.
-		seed.call("PUT", "/entity/"+db, map[string]any{key: map[string]any{"v": 2, "by": "other"}}, http.StatusOK)
+		// Someone else saves after the UI read version 1. My edit comes
+		// first: an unedited document follows the change feed and would
+		// reload their version instead of meeting a 412.
 		tb.setEditor("entity-editor", `{"v": 1, "by": "me"}`)
+		seed.call("PUT", "/entity/"+db, map[string]any{key: map[string]any{"v": 2, "by": "other"}}, http.StatusOK)
 		tb.click("#entity-save")
 		// Only a Save with If-Match can fail here: without it the server
 		// takes the write.
@@ -1110,8 +1112,8 @@ func TestUIDataPages(t *testing.T) {
 		}
 
 		// Reload takes theirs.
-		seed.call("PUT", "/entity/"+db, map[string]any{key: map[string]any{"v": 3}}, http.StatusOK)
 		tb.setEditor("entity-editor", `{"v": 4}`)
+		seed.call("PUT", "/entity/"+db, map[string]any{key: map[string]any{"v": 3}}, http.StatusOK)
 		tb.click("#entity-save")
 		tb.waitFor("the conflict panel", `!document.getElementById("entity-conflict").hidden`)
 		tb.click("#entity-conflict-reload")
