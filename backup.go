@@ -119,7 +119,7 @@ func openToolStore(ctx context.Context, cfg config) (store, error) {
 	if fi, err := os.Stat(cfg.sharedFS); cfg.role != "restore" && (err != nil || !fi.IsDir()) {
 		return nil, fmt.Errorf("-shared-fs %s: not a storage directory", cfg.sharedFS)
 	}
-	return openFSStore(cfg.sharedFS)
+	return openFSStore(cfg.sharedFS, osFileOps())
 }
 
 // backup writes every object of st to the archive t.out. Each object is

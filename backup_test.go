@@ -508,7 +508,7 @@ func TestS3BackupRoundTrip(t *testing.T) {
 // mustFSStore opens the fsStore at dir.
 func mustFSStore(t *testing.T, dir string) *fsStore {
 	t.Helper()
-	st, err := openFSStore(dir)
+	st, err := openFSStore(dir, osFileOps())
 	if err != nil {
 		t.Fatal(err)
 	}

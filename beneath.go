@@ -199,13 +199,13 @@ func readBeneath(root string, comps []string, limit int64) ([]byte, error) {
 // its missing parents 0700 first, each without following a symbolic link,
 // and fsyncing each parent after creating a child in it so that new
 // directories (a new hash directory, a new database) survive a crash.
-func mkdirAllBeneath(root string, comps []string) (*os.File, error) {
+func (ops *fileOps) mkdirAllBeneath(root string, comps []string) (*os.File, error) {
 	dir, err := openDirBeneath(root, nil)
 	if err != nil {
 		return nil, err
 	}
 	for _, c := range comps {
-		next, err := mkdirAt(dir, c)
+		next, err := ops.mkdirAt(dir, c)
 		dir.Close()
 		if err != nil {
 			return nil, err
@@ -217,7 +217,7 @@ func mkdirAllBeneath(root string, comps []string) (*os.File, error) {
 
 // mkdirAt opens the directory name in dir, creating it (durably) if it
 // does not exist.
-func mkdirAt(dir *os.File, name string) (*os.File, error) {
+func (ops *fileOps) mkdirAt(dir *os.File, name string) (*os.File, error) {
 	open := func() (*os.File, error) {
 		fd, err := ignoringEINTR(func() (int, error) {
 			return unix.Openat(int(dir.Fd()), name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
@@ -236,10 +236,10 @@ func mkdirAt(dir *os.File, name string) (*os.File, error) {
 	}
 	// A concurrent writer may create it first; syncing the parent anyway
 	// makes sure the entry is durable before we rely on it.
-	if err := durableOps.mkdir(dir, name, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+	if err := ops.mkdir(dir, name, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return nil, err
 	}
-	if err := durableOps.syncDir(dir); err != nil {
+	if err := ops.syncDir(dir); err != nil {
 		return nil, err
 	}
 	return open()

@@ -62,6 +62,10 @@ type fsStore struct {
 	// lockWaits counts the times Lock found its flock held by someone
 	// else and waited.
 	lockWaits atomic.Uint64
+	// ops are the file operations of durable writes, directory creation
+	// and the write-ahead log on this store (osFileOps unless a test
+	// injects faults).
+	ops *fileOps
 }
 
 var _ store = (*fsStore)(nil)
@@ -82,7 +86,13 @@ const defaultMaxObject = 64 << 20
 // newFSStoreLimit is newFSStore reading objects of at most maxObject
 // bytes.
 func newFSStoreLimit(root string, maxObject int64) (*fsStore, error) {
-	s, err := openFSStore(root)
+	return newFSStoreWith(root, maxObject, osFileOps())
+}
+
+// newFSStoreWith is newFSStoreLimit doing its file operations through
+// ops (tests inject faults there).
+func newFSStoreWith(root string, maxObject int64, ops *fileOps) (*fsStore, error) {
+	s, err := openFSStore(root, ops)
 	if err != nil {
 		return nil, err
 	}
@@ -95,8 +105,8 @@ func newFSStoreLimit(root string, maxObject int64) (*fsStore, error) {
 
 // openFSStore is newFSStore without the removal of temp files, for the
 // storage tools (backup.go), which run beside a live server: its writes
-// in flight are temp files.
-func openFSStore(root string) (*fsStore, error) {
+// in flight are temp files. Its file operations are ops.
+func openFSStore(root string, ops *fileOps) (*fsStore, error) {
 	abs, err := filepath.Abs(root)
 	if err != nil {
 		return nil, fmt.Errorf("open fs store %s: %w: %w", root, err, errConfig)
@@ -104,12 +114,12 @@ func openFSStore(root string) (*fsStore, error) {
 	if err := os.MkdirAll(abs, 0o700); err != nil {
 		return nil, fmt.Errorf("open fs store %s: %w: %w", root, err, errConfig)
 	}
-	locks, err := mkdirAllBeneath(abs, []string{lockDir})
+	locks, err := ops.mkdirAllBeneath(abs, []string{lockDir})
 	if err != nil {
 		return nil, fmt.Errorf("open fs store %s: %w: %w", root, err, errConfig)
 	}
 	locks.Close()
-	return &fsStore{root: abs, maxObject: defaultMaxObject}, nil
+	return &fsStore{root: abs, maxObject: defaultMaxObject, ops: ops}, nil
 }
 
 // staleTempAge is how long a temp file must have gone unmodified before a
@@ -207,7 +217,7 @@ func (s *fsStore) writeObject(comps []string, data []byte) (step string, err err
 	dirComps := comps[:len(comps)-1]
 	dir, err := openDirBeneath(s.root, dirComps)
 	if errors.Is(err, fs.ErrNotExist) {
-		if dir, err = mkdirAllBeneath(s.root, dirComps); err != nil {
+		if dir, err = s.ops.mkdirAllBeneath(s.root, dirComps); err != nil {
 			return "mkdir", err
 		}
 	}
@@ -215,7 +225,7 @@ func (s *fsStore) writeObject(comps []string, data []byte) (step string, err err
 		return "open dir", err
 	}
 	defer dir.Close()
-	return writeDurableIn(dir, comps[len(comps)-1], data)
+	return s.ops.writeDurableIn(dir, comps[len(comps)-1], data)
 }
 
 // GetRev returns the object at key and its revision, the hex SHA-256 of
@@ -289,12 +299,14 @@ func (s *fsStore) Delete(ctx context.Context, key string) error {
 // locks belong to their unlock functions.
 func (s *fsStore) Close() error { return nil }
 
-// durableOps are the file operations of writeDurableIn and mkdirAt, and
-// of the write-ahead log (walwriter.go, walreplay.go), as variables so that tests can inject a failure at each step and record
-// the order of the calls. Production code never changes them. Each acts
-// on a directory opened beneath the storage root (beneath.go) and on
-// names in it, never on a path that could pass through a link.
-var durableOps = struct {
+// fileOps are the file operations of writeDurableIn and mkdirAt, and of
+// the write-ahead log (walwriter.go, walreplay.go). Each store holds its
+// own, given when it is opened, so that a test can inject a failure at
+// each step and record the order of the calls in its store alone, while
+// that store's background work (the log's applier) runs. Each acts on a
+// directory opened beneath the storage root (beneath.go) and on names in
+// it, never on a path that could pass through a link.
+type fileOps struct {
 	createTemp func(dir *os.File) (*os.File, error)
 	write      func(f *os.File, data []byte) (int, error)
 	fdatasync  func(f *os.File) error
@@ -305,7 +317,12 @@ var durableOps = struct {
 	// syncfs makes the whole filesystem durable: the write-ahead log's
 	// checkpoints (walwriter.go).
 	syncfs func(dir string) error
-}{createTempIn, (*os.File).Write, fdatasync, (*os.File).Close, renameIn, mkdirIn, (*os.File).Sync, syncfs}
+}
+
+// osFileOps returns the file operations that act on the filesystem.
+func osFileOps() *fileOps {
+	return &fileOps{createTempIn, (*os.File).Write, fdatasync, (*os.File).Close, renameIn, mkdirIn, (*os.File).Sync, syncfs}
+}
 
 // writeDurable is writeDurableIn for the file at path, in a directory
 // that exists (the load tool's fsync ceiling, bench.go).
@@ -315,14 +332,13 @@ func writeDurable(path string, data []byte) (step string, err error) {
 		return "open dir", err
 	}
 	defer dir.Close()
-	return writeDurableIn(dir, filepath.Base(path), data)
+	return osFileOps().writeDurableIn(dir, filepath.Base(path), data)
 }
 
 // writeDurableIn is the one durable-write sequence of the store. It
 // returns once data is the file name in dir and survives a crash; on
 // failure it names the step that failed and leaves no temp file behind.
-func writeDurableIn(dir *os.File, name string, data []byte) (step string, err error) {
-	ops := &durableOps
+func (ops *fileOps) writeDurableIn(dir *os.File, name string, data []byte) (step string, err error) {
 	// 1. Create the temp file in the target directory, so the rename below
 	//    stays within one filesystem and one directory: a unique name,
 	//    created 0600, never through a link.
@@ -862,7 +878,7 @@ func (s *fsStore) flock(ctx context.Context, key string) (*os.File, error) {
 	f, err := openBeneath(s.root, comps, unix.O_RDWR|unix.O_CREAT, 0o600)
 	if errors.Is(err, fs.ErrNotExist) { // lock directory removed under us
 		var dir *os.File
-		if dir, err = mkdirAllBeneath(s.root, comps[:1]); err == nil {
+		if dir, err = s.ops.mkdirAllBeneath(s.root, comps[:1]); err == nil {
 			dir.Close()
 			f, err = openBeneath(s.root, comps, unix.O_RDWR|unix.O_CREAT, 0o600)
 		}

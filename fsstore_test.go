@@ -25,8 +25,14 @@ import (
 
 // newTestFSStore opens an fsStore on a fresh directory.
 func newTestFSStore(t testing.TB) *fsStore {
+	return newTestFSStoreOps(t, osFileOps())
+}
+
+// newTestFSStoreOps opens an fsStore on a fresh directory, doing its file
+// operations through ops.
+func newTestFSStoreOps(t testing.TB, ops *fileOps) *fsStore {
 	t.Helper()
-	st, err := newFSStore(filepath.Join(t.TempDir(), "store"))
+	st, err := newFSStoreWith(filepath.Join(t.TempDir(), "store"), defaultMaxObject, ops)
 	if err != nil {
 		t.Fatalf("newFSStore() = %v", err)
 	}
@@ -497,19 +503,17 @@ func BenchmarkRawDurableWrite1K(b *testing.B) {
 	reportPutsPerSec(b)
 }
 
-// durableCall is one call of the durable-write sequence seen through
-// durableOps: the step and the path it acted on.
+// durableCall is one call of the durable-write sequence seen through a
+// store's fileOps: the step and the path it acted on.
 type durableCall struct{ step, path string }
 
-// recordDurable replaces durableOps for the rest of the test: every call is
-// recorded, and a call for which fail(step, path) is true returns errFault
-// instead of doing its work ("write" writes half the bytes first, "close"
-// closes first, so a failure leaves what a real one would). It returns
-// the calls seen so far.
-func recordDurable(t *testing.T, fail func(step, path string) bool, errFault error) func() []durableCall {
-	t.Helper()
-	saved := durableOps
-	t.Cleanup(func() { durableOps = saved })
+// recordingOps returns file operations for a store of a test: every call
+// is recorded, and a call for which fail(step, path) is true returns
+// errFault instead of doing its work ("write" writes half the bytes
+// first, "close" closes first, so a failure leaves what a real one
+// would). The function returned gives the calls seen so far.
+func recordingOps(fail func(step, path string) bool, errFault error) (*fileOps, func() []durableCall) {
+	real := osFileOps()
 	var mu sync.Mutex
 	var calls []durableCall
 	do := func(step, path string) bool {
@@ -518,58 +522,60 @@ func recordDurable(t *testing.T, fail func(step, path string) bool, errFault err
 		mu.Unlock()
 		return fail != nil && fail(step, path)
 	}
-	durableOps.createTemp = func(dir *os.File) (*os.File, error) {
-		if do("createTemp", dir.Name()) {
-			return nil, &fs.PathError{Op: "open", Path: dir.Name(), Err: errFault}
-		}
-		return saved.createTemp(dir)
+	ops := &fileOps{
+		createTemp: func(dir *os.File) (*os.File, error) {
+			if do("createTemp", dir.Name()) {
+				return nil, &fs.PathError{Op: "open", Path: dir.Name(), Err: errFault}
+			}
+			return real.createTemp(dir)
+		},
+		write: func(f *os.File, data []byte) (int, error) {
+			if do("write", f.Name()) {
+				n, _ := real.write(f, data[:len(data)/2])
+				return n, &fs.PathError{Op: "write", Path: f.Name(), Err: errFault}
+			}
+			return real.write(f, data)
+		},
+		fdatasync: func(f *os.File) error {
+			if do("fdatasync", f.Name()) {
+				return &fs.PathError{Op: "fdatasync", Path: f.Name(), Err: errFault}
+			}
+			return real.fdatasync(f)
+		},
+		close: func(f *os.File) error {
+			if do("close", f.Name()) {
+				_ = real.close(f)
+				return &fs.PathError{Op: "close", Path: f.Name(), Err: errFault}
+			}
+			return real.close(f)
+		},
+		rename: func(dir *os.File, oldName, newName string) error {
+			oldpath, newpath := dir.Name()+"/"+oldName, dir.Name()+"/"+newName
+			if do("rename", oldpath+" -> "+newpath) {
+				return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: errFault}
+			}
+			return real.rename(dir, oldName, newName)
+		},
+		mkdir: func(dir *os.File, name string, perm uint32) error {
+			if do("mkdir", dir.Name()+"/"+name) {
+				return &fs.PathError{Op: "mkdir", Path: dir.Name() + "/" + name, Err: errFault}
+			}
+			return real.mkdir(dir, name, perm)
+		},
+		syncDir: func(dir *os.File) error {
+			if do("syncDir", dir.Name()) {
+				return &fs.PathError{Op: "sync", Path: dir.Name(), Err: errFault}
+			}
+			return real.syncDir(dir)
+		},
+		syncfs: func(dir string) error {
+			if do("syncfs", dir) {
+				return &fs.PathError{Op: "syncfs", Path: dir, Err: errFault}
+			}
+			return real.syncfs(dir)
+		},
 	}
-	durableOps.write = func(f *os.File, data []byte) (int, error) {
-		if do("write", f.Name()) {
-			n, _ := saved.write(f, data[:len(data)/2])
-			return n, &fs.PathError{Op: "write", Path: f.Name(), Err: errFault}
-		}
-		return saved.write(f, data)
-	}
-	durableOps.fdatasync = func(f *os.File) error {
-		if do("fdatasync", f.Name()) {
-			return &fs.PathError{Op: "fdatasync", Path: f.Name(), Err: errFault}
-		}
-		return saved.fdatasync(f)
-	}
-	durableOps.close = func(f *os.File) error {
-		if do("close", f.Name()) {
-			_ = saved.close(f)
-			return &fs.PathError{Op: "close", Path: f.Name(), Err: errFault}
-		}
-		return saved.close(f)
-	}
-	durableOps.rename = func(dir *os.File, oldName, newName string) error {
-		oldpath, newpath := dir.Name()+"/"+oldName, dir.Name()+"/"+newName
-		if do("rename", oldpath+" -> "+newpath) {
-			return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: errFault}
-		}
-		return saved.rename(dir, oldName, newName)
-	}
-	durableOps.mkdir = func(dir *os.File, name string, perm uint32) error {
-		if do("mkdir", dir.Name()+"/"+name) {
-			return &fs.PathError{Op: "mkdir", Path: dir.Name() + "/" + name, Err: errFault}
-		}
-		return saved.mkdir(dir, name, perm)
-	}
-	durableOps.syncDir = func(dir *os.File) error {
-		if do("syncDir", dir.Name()) {
-			return &fs.PathError{Op: "sync", Path: dir.Name(), Err: errFault}
-		}
-		return saved.syncDir(dir)
-	}
-	durableOps.syncfs = func(dir string) error {
-		if do("syncfs", dir) {
-			return &fs.PathError{Op: "syncfs", Path: dir, Err: errFault}
-		}
-		return saved.syncfs(dir)
-	}
-	return func() []durableCall {
+	return ops, func() []durableCall {
 		mu.Lock()
 		defer mu.Unlock()
 		return slices.Clone(calls)
@@ -592,18 +598,19 @@ func tempFiles(t *testing.T, root string) []string {
 // fdatasync, close, rename, directory fsync, on the temp file it created in
 // the target's directory, in that order.
 func TestWriteDurableOrder(t *testing.T) {
-	st := newTestFSStore(t)
+	ops, calls := recordingOps(nil, nil)
+	st := newTestFSStoreOps(t, ops)
 	key := entityObjectKey("db", "k")
 	if err := st.Put(t.Context(), key, []byte("old")); err != nil {
 		t.Fatal(err)
 	}
-	calls := recordDurable(t, nil, nil)
+	skip := len(calls())
 	if err := st.Put(t.Context(), key, []byte("new")); err != nil {
 		t.Fatalf("Put() = %v", err)
 	}
 	target, _ := st.path(key)
 	dir := filepath.Dir(target)
-	got := calls()
+	got := calls()[skip:]
 	if len(got) != 6 {
 		t.Fatalf("calls = %v, want createTemp, write, fdatasync, close, rename, syncDir", got)
 	}
@@ -650,7 +657,9 @@ func TestWriteDurableFaults(t *testing.T) {
 			want error
 		}{{unix.EIO, errUnavailable}, {unix.ENOSPC, errUnavailable}, {unix.EACCES, errConfig}} {
 			t.Run(c.name+"/"+errno.err.Error(), func(t *testing.T) {
-				st := newTestFSStore(t)
+				var armed atomic.Bool // after the old document is in
+				ops, _ := recordingOps(func(step, path string) bool { return armed.Load() && c.fail(step, path) }, errno.err)
+				st := newTestFSStoreOps(t, ops)
 				ctx := t.Context()
 				db := "db"
 				if c.newDB {
@@ -659,7 +668,7 @@ func TestWriteDurableFaults(t *testing.T) {
 					t.Fatal(err)
 				}
 				key := entityObjectKey(db, "k")
-				recordDurable(t, c.fail, errno.err)
+				armed.Store(true)
 				err := st.Put(ctx, key, newDoc)
 				if !errors.Is(err, errno.want) || !errors.Is(err, errno.err) || !strings.Contains(err.Error(), ": "+c.wantStep+": ") {
 					t.Errorf("Put() = %v, want step %q, %v and %v", err, c.wantStep, errno.err, errno.want)
@@ -703,19 +712,17 @@ func TestDurableWriteFaultsReachClient(t *testing.T) {
 		{"rename", unix.EACCES, 200, `"new"`},
 	} {
 		t.Run(c.step, func(t *testing.T) {
-			// durableOps is replaced before the server starts and restored
-			// after it stops (its applier reads it); the fault is armed
-			// after the first PUT.
+			// The fault is armed after the first PUT.
 			var armed atomic.Bool
 			var failed atomic.Int64
-			recordDurable(t, func(step, _ string) bool {
+			ops, _ := recordingOps(func(step, _ string) bool {
 				if armed.Load() && step == c.step {
 					failed.Add(1)
 					return true
 				}
 				return false
 			}, c.errno)
-			s := newLocalREST(t)
+			s := newLocalRESTOver(t, newTestFSStoreOps(t, ops))
 			if rec := serve(s, "PUT", "/entity/db", `{"k":"old"}`); rec.Code != 200 {
 				t.Fatalf("PUT = %d %s", rec.Code, rec.Body)
 			}

@@ -95,6 +95,8 @@ func (h *handover) atStake(db, key, owner string) bool {
 // handovers are the pending handovers of a main worker, and their
 // runner. It is safe for concurrent use.
 type handovers struct {
+	// fs is the store whose logs are taken over; root is its root.
+	fs   *fsStore
 	root string
 	log  *slog.Logger
 	now  func() time.Time
@@ -108,10 +110,10 @@ type handovers struct {
 	kick chan struct{}
 }
 
-// newHandovers returns the handovers of the logs under the filesystem
-// storage root.
-func newHandovers(root string, log *slog.Logger, now func() time.Time) *handovers {
-	return &handovers{root: root, log: log, now: now, settled: make(chan struct{}), kick: make(chan struct{}, 1)}
+// newHandovers returns the handovers of the logs in the filesystem
+// store st.
+func newHandovers(st *fsStore, log *slog.Logger, now func() time.Time) *handovers {
+	return &handovers{fs: st, root: st.root, log: log, now: now, settled: make(chan struct{}), kick: make(chan struct{}, 1)}
 }
 
 // add registers a handover and wakes the runner.
@@ -288,7 +290,7 @@ func (hs *handovers) checkpoint(ctx context.Context, r handoverRouter, c *worker
 	if err != nil {
 		return fmt.Errorf("checkpoint of worker %q: %w", h.worker, err)
 	}
-	_, err = takeOverLog(ctx, hs.root, h.worker, claimNone, 0, hs.log)
+	_, err = takeOverLog(ctx, hs.fs, h.worker, claimNone, 0, hs.log)
 	return err
 }
 
@@ -299,7 +301,7 @@ func (hs *handovers) takeOver(ctx context.Context, r handoverRouter, h *handover
 		forget(h.worker)
 	}
 	start := hs.now()
-	n, err := takeOverLog(ctx, hs.root, h.worker, h.claim, h.gen, hs.log)
+	n, err := takeOverLog(ctx, hs.fs, h.worker, h.claim, h.gen, hs.log)
 	if err != nil {
 		return err
 	}

@@ -192,8 +192,8 @@ func (n *mainNode) buildDataPath(ctx context.Context) (*dataPlane, error) {
 	schemas := newSchemaRegistry(n.st, n.cfg.budgets())
 	registerSchemaMetrics(n.reg, schemas)
 	cat := newCatalog(n.st)
-	if root, ok := walRoot(n.cfg, n.st); ok {
-		n.ho = newHandovers(root, n.log, time.Now)
+	if fsst, ok := walStore(n.cfg, n.st); ok {
+		n.ho = newHandovers(fsst, n.log, time.Now)
 	}
 	n.rt = newRouter(n.log, time.Now, saturatedInFlight, cat.wrote, n.ho)
 	if n.ho != nil {
@@ -602,14 +602,14 @@ func startOIDC(ctx context.Context, f oidcFlags, log *slog.Logger) (*oidcVerifie
 // restart (heartbeatMisses) and to subscribe again through its backoff.
 const logAwait = 15 * time.Second
 
-// walRoot is the storage root of the workers' write-ahead logs: the
-// directory of the filesystem backend with -wal on.
-func walRoot(cfg config, st store) (string, bool) {
+// walStore is the store of the workers' write-ahead logs: the
+// filesystem backend with -wal on.
+func walStore(cfg config, st store) (*fsStore, bool) {
 	fsst, ok := fsBackend(st)
 	if !ok || !cfg.wal.on {
-		return "", false
+		return nil, false
 	}
-	return fsst.root, true
+	return fsst, true
 }
 
 // fsBackend is the filesystem backend under st, if it is one.

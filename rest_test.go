@@ -36,8 +36,8 @@ func newLocalRESTOver(tb testing.TB, st store) *restServer {
 	// As the main node: over a directory, the catalog flushes the log
 	// before it scans storage.
 	var ho *handovers
-	if root, ok := walRoot(cfg, st); ok {
-		ho = newHandovers(root, log, time.Now)
+	if fsst, ok := walStore(cfg, st); ok {
+		ho = newHandovers(fsst, log, time.Now)
 	}
 	rt := newRouter(log, time.Now, saturatedInFlight, cat.wrote, ho)
 	if ho != nil {

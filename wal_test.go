@@ -130,18 +130,15 @@ func equalRecords(a, b walRecord) bool {
 // TestWALGroupCommit: 32 concurrent appenders share fdatasyncs (far
 // fewer syncs than records), and every record reads back in LSN order.
 func TestWALGroupCommit(t *testing.T) {
-	st := newTestFSStore(t)
-	// Restored after the log is closed (cleanups run last first): its
-	// applier reads durableOps until then.
-	saved := durableOps
-	t.Cleanup(func() { durableOps = saved })
-	l := openTestWAL(t, st, "w1")
 	var syncs atomic.Int64
-	durableOps.fdatasync = func(f *os.File) error {
+	ops := osFileOps()
+	real := *ops
+	ops.fdatasync = func(f *os.File) error {
 		syncs.Add(1)
 		time.Sleep(2 * time.Millisecond)
-		return saved.fdatasync(f)
+		return real.fdatasync(f)
 	}
+	l := openTestWAL(t, newTestFSStoreOps(t, ops), "w1")
 	const writers, each = 32, 20
 	var wg sync.WaitGroup
 	for w := range writers {
@@ -174,20 +171,17 @@ func TestWALGroupCommit(t *testing.T) {
 // TestWALAckAfterSync: an append returns only after the fdatasync that
 // covers its record: while that sync is held up, the append waits.
 func TestWALAckAfterSync(t *testing.T) {
-	st := newTestFSStore(t)
-	// Restored after the log is closed (cleanups run last first): its
-	// applier reads durableOps until then.
-	saved := durableOps
-	t.Cleanup(func() { durableOps = saved })
-	l := openTestWAL(t, st, "w1")
 	release := make(chan struct{})
 	var holding atomic.Bool
-	durableOps.fdatasync = func(f *os.File) error {
+	ops := osFileOps()
+	real := *ops
+	ops.fdatasync = func(f *os.File) error {
 		if holding.Load() {
 			<-release
 		}
-		return saved.fdatasync(f)
+		return real.fdatasync(f)
 	}
+	l := openTestWAL(t, newTestFSStoreOps(t, ops), "w1")
 	if _, err := l.append(putRec("db", "warm", []byte("x"))); err != nil { // opens the segment
 		t.Fatal(err)
 	}
@@ -213,16 +207,28 @@ func TestWALAckAfterSync(t *testing.T) {
 // than 200 times any batching delay, and each makes one write and one
 // sync.
 func TestWALIdleAppendsAtOnce(t *testing.T) {
-	st := newTestFSStore(t)
-	l := openTestWAL(t, st, "w1")
+	var counting atomic.Bool
+	var writes, syncs atomic.Int64
+	ops := osFileOps()
+	real := *ops
+	ops.write = func(f *os.File, b []byte) (int, error) {
+		if counting.Load() {
+			writes.Add(1)
+		}
+		return real.write(f, b)
+	}
+	ops.fdatasync = func(f *os.File) error {
+		if !counting.Load() {
+			return real.fdatasync(f)
+		}
+		syncs.Add(1)
+		return nil
+	}
+	l := openTestWAL(t, newTestFSStoreOps(t, ops), "w1")
 	if _, err := l.append(putRec("db", "warm", []byte("x"))); err != nil {
 		t.Fatal(err)
 	}
-	saved := durableOps
-	t.Cleanup(func() { durableOps = saved })
-	var writes, syncs atomic.Int64
-	durableOps.write = func(f *os.File, b []byte) (int, error) { writes.Add(1); return saved.write(f, b) }
-	durableOps.fdatasync = func(*os.File) error { syncs.Add(1); return nil }
+	counting.Store(true)
 	start := time.Now()
 	const n = 200
 	for i := range n {
@@ -251,25 +257,25 @@ func TestWALFdatasyncFailureFailsItsGroup(t *testing.T) {
 }
 
 func testSyncFailure(t *testing.T, errno unix.Errno) {
-	st := newTestFSStore(t)
-	// Restored after the log is closed (cleanups run last first): its
-	// applier reads durableOps until then.
-	saved := durableOps
-	t.Cleanup(func() { durableOps = saved })
-	l := openTestWAL(t, st, "w1")
 	var mu sync.Mutex
 	var failedFile string
 	var writesAfter int
+	var armed atomic.Bool
 	var calls atomic.Int64
-	durableOps.write = func(f *os.File, b []byte) (int, error) {
+	ops := osFileOps()
+	real := *ops
+	ops.write = func(f *os.File, b []byte) (int, error) {
 		mu.Lock()
 		if failedFile != "" && f.Name() == failedFile {
 			writesAfter++
 		}
 		mu.Unlock()
-		return saved.write(f, b)
+		return real.write(f, b)
 	}
-	durableOps.fdatasync = func(f *os.File) error {
+	ops.fdatasync = func(f *os.File) error {
+		if !armed.Load() {
+			return real.fdatasync(f)
+		}
 		time.Sleep(3 * time.Millisecond)
 		if calls.Add(1) == 4 && strings.HasSuffix(f.Name(), walSegSuffix) {
 			mu.Lock()
@@ -277,8 +283,10 @@ func testSyncFailure(t *testing.T, errno unix.Errno) {
 			mu.Unlock()
 			return &fs.PathError{Op: "fdatasync", Path: f.Name(), Err: errno}
 		}
-		return saved.fdatasync(f)
+		return real.fdatasync(f)
 	}
+	l := openTestWAL(t, newTestFSStoreOps(t, ops), "w1")
+	armed.Store(true)
 	var wg sync.WaitGroup
 	var amu sync.Mutex
 	acked, refused := map[string]bool{}, map[string]bool{}
@@ -334,14 +342,11 @@ func testSyncFailure(t *testing.T, errno unix.Errno) {
 // 503 and the log is unhealthy (readiness false); once space returns,
 // appends succeed again with nothing of the failed ones in the log.
 func TestWALNoSpaceRecovers(t *testing.T) {
-	st := newTestFSStore(t)
 	var full atomic.Bool
-	recordDurable(t, func(step, path string) bool {
+	ops, _ := recordingOps(func(step, path string) bool {
 		return full.Load() && step == "write" && strings.Contains(path, walDirName)
 	}, unix.ENOSPC)
-	// Opened after durableOps is replaced and closed before it is restored:
-	// its applier reads durableOps.
-	l := openTestWAL(t, st, "w1")
+	l := openTestWAL(t, newTestFSStoreOps(t, ops), "w1")
 	if _, err := l.append(putRec("db", "before", []byte("s"))); err != nil {
 		t.Fatal(err)
 	}
@@ -573,11 +578,10 @@ func TestWALApplierWritesFiles(t *testing.T) {
 // applier is behind gets its file written once, with the last value, and
 // the older records no longer hold their segment.
 func TestWALApplierCoalesces(t *testing.T) {
-	st := newTestFSStore(t)
+	ops, calls := recordingOps(nil, nil)
+	st := newTestFSStoreOps(t, ops)
 	g := &gate{}
-	// durableOps is replaced before the log opens and restored after it
-	// closes: its applier reads it. Only the calls after the open count.
-	calls := recordDurable(t, nil, nil)
+	// Only the calls after the open count.
 	l := openGatedWAL(t, st, g, 0)
 	g.shut()
 	skip := len(calls())
@@ -608,11 +612,10 @@ func TestWALApplierCoalesces(t *testing.T) {
 // the entity file of every record it cuts, makes them durable with one
 // syncfs and leaves no segment but the one appended to meanwhile.
 func TestWALCheckpointCuts(t *testing.T) {
-	st := newTestFSStore(t)
+	ops, calls := recordingOps(nil, nil)
+	st := newTestFSStoreOps(t, ops)
 	g := &gate{}
-	// durableOps is replaced before the log opens and restored after it
-	// closes: its applier reads it. Only the calls after the open count.
-	calls := recordDurable(t, nil, nil)
+	// Only the calls after the open count.
 	l := openGatedWAL(t, st, g, 0)
 	g.shut()
 	skip := len(calls())
@@ -662,14 +665,12 @@ func TestWALCheckpointCuts(t *testing.T) {
 // disk) the records stay in the table, reads see them and no checkpoint
 // cuts them; once the disk takes them the applier writes them.
 func TestWALApplierRetries(t *testing.T) {
-	st := newTestFSStore(t)
 	var full atomic.Bool
 	full.Store(true)
-	recordDurable(t, func(step, path string) bool {
+	ops, _ := recordingOps(func(step, path string) bool {
 		return full.Load() && step == "createTemp" && strings.Contains(path, entitiesPrefix)
 	}, unix.ENOSPC)
-	// Opened after durableOps is replaced and closed before it is restored:
-	// its applier reads durableOps.
+	st := newTestFSStoreOps(t, ops)
 	l := openTestWAL(t, st, "w1")
 	rec := putRec("db", "k", []byte("v1"))
 	if err := l.write(rec); err != nil {
@@ -734,7 +735,7 @@ func TestWALApplierFenced(t *testing.T) {
 	if err := l.write(putRec("db", "a", sealedDoc(t, s, "db", "a", "old"))); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := takeOverLog(t.Context(), st.root, "w1", claimGen, l.generation(), slog.New(slog.DiscardHandler)); err != nil {
+	if _, err := takeOverLog(t.Context(), st, "w1", claimGen, l.generation(), slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
 	newer := sealedDoc(t, s, "db", "a", "newer")
@@ -823,7 +824,7 @@ func TestWALTakeoverFences(t *testing.T) {
 	if _, err := l.append(putRec("db", "a", v1)); err != nil {
 		t.Fatal(err)
 	}
-	n, err := takeOverLog(t.Context(), st.root, "w1", claimGen, l.generation(), slog.New(slog.DiscardHandler))
+	n, err := takeOverLog(t.Context(), st, "w1", claimGen, l.generation(), slog.New(slog.DiscardHandler))
 	if err != nil || n != 1 {
 		t.Fatalf("takeover = %d, %v; want 1 entity written", n, err)
 	}
@@ -853,7 +854,7 @@ func TestWALTakeoverLeavesNewerGeneration(t *testing.T) {
 	if _, err := l.append(putRec("db", "a", []byte("s"))); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := takeOverLog(t.Context(), st.root, "w1", claimGen, l.generation()-1, slog.New(slog.DiscardHandler)); err != nil {
+	if _, err := takeOverLog(t.Context(), st, "w1", claimGen, l.generation()-1, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := l.append(putRec("db", "b", []byte("s"))); err != nil {

@@ -29,7 +29,7 @@ func newApplierBehind(t *testing.T) *applierBehind {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	schemas := newSchemaRegistry(st, budgets{})
 	cat := newCatalog(st)
-	ho := newHandovers(st.root, log, time.Now)
+	ho := newHandovers(st, log, time.Now)
 	rt := newRouter(log, time.Now, saturatedInFlight, cat.wrote, ho)
 	cat.setFlush(rt.flushLogs)
 	cfg := config{role: "all", keyID: "k1", entityCacheSize: 1024, wal: testWALFlags}

@@ -139,7 +139,8 @@ func flockFile(ctx context.Context, path string) (func(), error) {
 // returns how many entity files it wrote or removed. When it returns
 // nil, no record of id's earlier logs is left to apply: the entity files
 // hold them all, durably.
-func takeOverLog(ctx context.Context, root, id string, c walClaim, gen uint64, log *slog.Logger) (int, error) {
+func takeOverLog(ctx context.Context, st *fsStore, id string, c walClaim, gen uint64, log *slog.Logger) (int, error) {
+	root := st.root
 	if _, err := claimLogDir(ctx, root, id, c, gen); err != nil {
 		return 0, err
 	}
@@ -149,7 +150,7 @@ func takeOverLog(ctx context.Context, root, id string, c walClaim, gen uint64, l
 	}
 	total := 0
 	for _, dir := range taken {
-		n, err := applyTakenDir(ctx, root, dir)
+		n, err := applyTakenDir(ctx, st, dir)
 		total += n
 		if err != nil {
 			return total, err
@@ -188,7 +189,7 @@ func isDigits(s string) bool {
 // syncfs makes them durable and the directory is removed. A damaged
 // record stops it with an error naming the file and offset; the
 // directory stays for an operator to look at.
-func applyTakenDir(ctx context.Context, root, dir string) (int, error) {
+func applyTakenDir(ctx context.Context, st *fsStore, dir string) (int, error) {
 	segs, err := listSegments(dir)
 	if err != nil {
 		return 0, fmt.Errorf("read log directory %s: %w", dir, err)
@@ -197,7 +198,6 @@ func applyTakenDir(ctx context.Context, root, dir string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	st := &fsStore{root: root}
 	n := 0
 	for _, rec := range lastRecords(recs) {
 		if err := ctx.Err(); err != nil {
@@ -211,7 +211,7 @@ func applyTakenDir(ctx context.Context, root, dir string) (int, error) {
 			n++
 		}
 	}
-	if err := durableOps.syncfs(root); err != nil {
+	if err := st.ops.syncfs(st.root); err != nil {
 		return n, fmt.Errorf("apply log %s: syncfs: %w", dir, err)
 	}
 	if err := os.RemoveAll(dir); err != nil {
@@ -311,7 +311,7 @@ func writeVisible(st *fsStore, comps []string, data []byte) (step string, err er
 	dirComps := comps[:len(comps)-1]
 	dir, err := openDirBeneath(st.root, dirComps)
 	if errors.Is(err, fs.ErrNotExist) {
-		if dir, err = mkdirAllBeneath(st.root, dirComps); err != nil {
+		if dir, err = st.ops.mkdirAllBeneath(st.root, dirComps); err != nil {
 			return "mkdir", err
 		}
 	}
@@ -319,7 +319,7 @@ func writeVisible(st *fsStore, comps []string, data []byte) (step string, err er
 		return "open dir", err
 	}
 	defer dir.Close()
-	ops := &durableOps
+	ops := st.ops
 	f, err := ops.createTemp(dir)
 	if err != nil {
 		return "create temp", err

@@ -147,7 +147,7 @@ var (
 // worker's own log; a remote worker's is applied by the main worker),
 // and starts a new generation and the background checkpoints.
 func openWAL(ctx context.Context, fs *fsStore, id string, applyOwn bool, o walOptions) (*walLog, error) {
-	if err := mkdirWAL(fs.root, walDirName); err != nil {
+	if err := mkdirWAL(fs, walDirName); err != nil {
 		return nil, fmt.Errorf("open log of worker %q: %w", id, err)
 	}
 	if _, err := claimLogDir(ctx, fs.root, id, claimDead, 0); err != nil {
@@ -157,13 +157,13 @@ func openWAL(ctx context.Context, fs *fsStore, id string, applyOwn bool, o walOp
 		dirty: make(chan struct{}, 1)}
 	l.applied = sync.NewCond(&l.mu)
 	l.gen, l.nextLSN = uint64(o.now().UnixNano()), 1
-	dir, err := openWALDir(fs.root, id, l.gen)
+	dir, err := openWALDir(fs, id, l.gen)
 	if err != nil {
 		return nil, err
 	}
 	l.dir = dir
 	if applyOwn {
-		if _, err := takeOverLog(ctx, fs.root, id, claimNone, 0, o.log); err != nil {
+		if _, err := takeOverLog(ctx, fs, id, claimNone, 0, o.log); err != nil {
 			dir.close()
 			return nil, err
 		}
@@ -196,9 +196,10 @@ type walDir struct {
 
 // openWALDir creates worker id's live log directory for generation gen
 // and takes its owner lock; another live process holding it is an error.
-func openWALDir(root, id string, gen uint64) (_ *walDir, err error) {
+func openWALDir(st *fsStore, id string, gen uint64) (_ *walDir, err error) {
+	root := st.root
 	path := walLogDir(root, id)
-	if err := mkdirWAL(root, walDirName, id); err != nil {
+	if err := mkdirWAL(st, walDirName, id); err != nil {
 		return nil, fmt.Errorf("open log of worker %q: %w", id, err)
 	}
 	d := &walDir{path: path}
@@ -325,10 +326,10 @@ func (l *walLog) writeBatch(b *walBatch) (*walSegment, error) {
 		return nil, err
 	}
 	seg := l.seg
-	if _, err := durableOps.write(seg.f, b.buf); err != nil {
+	if _, err := l.fs.ops.write(seg.f, b.buf); err != nil {
 		return nil, l.failSegment(seg, "write", err)
 	}
-	if err := durableOps.fdatasync(seg.f); err != nil {
+	if err := l.fs.ops.fdatasync(seg.f); err != nil {
 		return nil, l.failSegment(seg, "fdatasync", err)
 	}
 	seg.size += int64(len(b.buf))
@@ -385,13 +386,13 @@ func (l *walLog) openSegment(first uint64) (_ *walSegment, err error) {
 	}()
 	start := walStartRecord{WorkerID: l.id, Gen: gen, Seq: seq, FirstLSN: first}
 	buf := appendFrame(nil, start.encode(nil))
-	if _, err := durableOps.write(f, buf); err != nil {
+	if _, err := l.fs.ops.write(f, buf); err != nil {
 		return nil, err
 	}
-	if err := durableOps.fdatasync(f); err != nil {
+	if err := l.fs.ops.fdatasync(f); err != nil {
 		return nil, err
 	}
-	if err := durableOps.syncDir(l.dir.f); err != nil {
+	if err := l.fs.ops.syncDir(l.dir.f); err != nil {
 		return nil, err
 	}
 	var st unix.Stat_t
@@ -445,7 +446,7 @@ func (l *walLog) truncateBroken() error {
 	if err == nil {
 		err = f.Truncate(seg.size)
 		if err == nil {
-			err = durableOps.fdatasync(f)
+			err = l.fs.ops.fdatasync(f)
 		}
 		f.Close()
 	}
@@ -524,7 +525,7 @@ func (l *walLog) checkpoint(ctx context.Context) error {
 	if err := l.waitApplied(ctx, cut); err != nil {
 		return err
 	}
-	if err := durableOps.syncfs(l.fs.root); err != nil {
+	if err := l.fs.ops.syncfs(l.fs.root); err != nil {
 		return fmt.Errorf("checkpoint: syncfs: %w", err)
 	}
 	if err := l.cut(cut); err != nil {
@@ -594,7 +595,7 @@ func (l *walLog) cut(segs []*walSegment) error {
 		if err := os.Remove(s.path); err != nil {
 			return fmt.Errorf("checkpoint: remove %s: %w", s.path, err)
 		}
-		if err := durableOps.syncDir(l.dir.f); err != nil {
+		if err := l.fs.ops.syncDir(l.dir.f); err != nil {
 			return fmt.Errorf("checkpoint: sync %s: %w", l.dir.path, err)
 		}
 		l.commitMu.Lock()
@@ -630,7 +631,7 @@ func (l *walLog) reopen() (bool, error) {
 	l.applied.Broadcast()
 	l.sinceCut = 0
 	gen := max(uint64(l.opts.now().UnixNano()), l.gen+1)
-	dir, err := openWALDir(l.fs.root, l.id, gen)
+	dir, err := openWALDir(l.fs, l.id, gen)
 	if err != nil {
 		return true, err
 	}
@@ -715,10 +716,10 @@ func syncfs(dir string) error {
 	return nil
 }
 
-// mkdirWAL creates the directory comps beneath root, durably, without
-// following a link (beneath.go).
-func mkdirWAL(root string, comps ...string) error {
-	d, err := mkdirAllBeneath(root, comps)
+// mkdirWAL creates the directory comps beneath st's root, durably,
+// without following a link (beneath.go).
+func mkdirWAL(st *fsStore, comps ...string) error {
+	d, err := st.ops.mkdirAllBeneath(st.root, comps)
 	if err != nil {
 		return err
 	}
