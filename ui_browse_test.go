@@ -264,8 +264,8 @@ func uiBulk(t *testing.T, tb *uiTab, seed uiSeed, db string) {
 
 	tb.click("#db-bulk-delete")
 	text := tb.confirmTyped(db)
-	if !strings.Contains(text, "e02") || !strings.Contains(text, "4 more") {
-		t.Errorf("confirmation %q, want it to name the first keys and how many more", text)
+	if !strings.Contains(text, "e02") || !strings.Contains(text, "4 more") || !strings.HasSuffix(text, "This cannot be undone.") {
+		t.Errorf("confirmation %q, want it to name the first keys and how many more, and say it cannot be undone (no versions kept)", text)
 	}
 	tb.waitText("db-bulk-message", "Deleted 9 entities from "+db)
 	for i := range 12 {

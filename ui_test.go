@@ -664,8 +664,10 @@ func TestUI(t *testing.T) {
 
 		tb.click("#entity-delete")
 		tb.waitText("entity-message", "Deleted "+key)
-		if d := tb.dialogSeen(); len(d) != 1 || !strings.Contains(d[0], key) {
-			t.Errorf("confirm dialogs = %q, want one naming %s", d, key)
+		// The database keeps no versions: the delete is for good, and the
+		// confirmation says so.
+		if d := tb.dialogSeen(); len(d) != 1 || !strings.Contains(d[0], key) || !strings.HasSuffix(d[0], "This cannot be undone.") {
+			t.Errorf("confirm dialogs = %q, want one naming %s that says it cannot be undone", d, key)
 		}
 		if code, body, _ := httpCall(t, "GET", n.base+"/entity/"+db+"?key="+key, testAdminKey, nil); code != http.StatusNotFound {
 			t.Errorf("GET after delete = %d %s, want 404", code, body)

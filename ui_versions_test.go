@@ -69,8 +69,11 @@ func TestUIVersions(t *testing.T) {
 			}
 			tb.waitFor("k listed again", `document.querySelector('#db-keys button[data-key="k"]') !== null`)
 			d := tb.dialogSeen()
-			if len(d) != 2 || !strings.Contains(d[0], "Restore version 1") || !strings.Contains(d[1], `Delete entity "k"`) {
-				t.Errorf("confirmations = %q, want Restore then Delete", d)
+			// The database keeps versions: the confirmation of the (soft)
+			// delete says Undelete brings it back, not that it is for good.
+			if len(d) != 2 || !strings.Contains(d[0], "Restore version 1") || !strings.Contains(d[1], `Delete entity "k"`) ||
+				!strings.Contains(d[1], "Undelete") || strings.Contains(d[1], "cannot be undone") {
+				t.Errorf("confirmations = %q, want Restore then Delete saying Undelete brings it back", d)
 			}
 			var vs versionList
 			decodeInto(t, "versions", seed.call("GET", fmt.Sprintf("/entity/%s/versions?key=k", db), nil, http.StatusOK), &vs)

@@ -33,6 +33,7 @@ import {
   parseSort, savePrefs, transferPanel,
 } from "./browse.js";
 import { followChanges } from "./live.js";
+import { undoNote } from "./versions.js";
 
 const PAGE_SIZES = [10, 25, 50, 100];
 const DEFAULT_PAGE = 25;
@@ -445,7 +446,7 @@ function openDatabase(page, db, place) {
     const what = plural(n, "entity", "entities");
     const named = items.slice(0, 5).map((it) => it.key).join(", ") + (n > 5 ? ` and ${n - 5} more` : "");
     const ok = await confirmByName({ title: `Delete ${what} from "${db}"?`, name: db, action: `Delete ${what}`,
-      text: `This deletes ${named}. An entity changed since it was listed is not deleted. It cannot be undone.` });
+      text: `This deletes ${named}. An entity changed since it was listed is not deleted. ${await undoNote(db, n)}` });
     if (!ok) return;
     setEnabled(bulkDelete, false);
     show(bulkMsg, `Deleting ${what}…`, "info");

@@ -14,6 +14,7 @@ import { field, formatJSON, h, messageArea, pageHeading, show, showError } from 
 import { createDocEditor } from "./doceditor.js";
 import { MISSING } from "./merge.js";
 import { can, denyReason, gate, reasonNote } from "./perms.js";
+import { undoNote } from "./versions.js";
 
 /** render builds the Entities page in root. */
 export function render(root, ctx = {}) {
@@ -160,7 +161,7 @@ export function render(root, ctx = {}) {
     conflict.hide();
     try {
       const { db, k } = target();
-      if (!window.confirm(`Delete entity "${k}" from database "${db}"? This cannot be undone.`)) return;
+      if (!window.confirm(`Delete entity "${k}" from database "${db}"? ${await undoNote(db)}`)) return;
       const headers = isLoaded(db, k) && loaded.etag ? { "If-Match": loaded.etag } : {};
       const r = await request("DELETE", entityPath(db, k), undefined, { headers });
       if (r.status === 412) return show(msg, `Not deleted: ${k} changed after you loaded it. Get it again first.`);

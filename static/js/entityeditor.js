@@ -21,7 +21,7 @@ import { formatJSON, h, messageArea, show, showError } from "./dom.js";
 import { createDocEditor } from "./doceditor.js";
 import { MISSING } from "./merge.js";
 import { denyReason, gate, reasonNote, setEnabled } from "./perms.js";
-import { versionsPanel } from "./versions.js";
+import { undoNote, versionsPanel } from "./versions.js";
 
 /**
  * entityEditor returns {el, open(key, force) (resolves to false when the
@@ -280,7 +280,7 @@ export function entityEditor(db, opts) {
   del.addEventListener("click", async () => {
     if (current === null) return;
     const key = current;
-    if (!window.confirm(`Delete entity "${key}" from database "${db}"? This cannot be undone.`)) return;
+    if (!window.confirm(`Delete entity "${key}" from database "${db}"? ${await undoNote(db)}`)) return;
     // Like a save, a delete holds the feed's changes until it is answered:
     // its own change must not reload the entity under it.
     saving = true;

@@ -47,6 +47,29 @@ export function lineDiff(a, b) {
 }
 
 /**
+ * undoNote answers the sentence a confirmation of deleting n entities of
+ * db ends with. While the database keeps versions (its max_versions, or
+ * -max-versions, above 0) a DELETE is a soft delete that Undelete brings
+ * back; otherwise it cannot be undone. The setting is read now, as it may
+ * have changed since the page loaded; when it cannot be read, the note
+ * says what holds either way.
+ */
+export async function undoNote(db, n = 1) {
+  try {
+    const r = await request("GET", `/api/databases/${encodeURIComponent(db)}`);
+    if (r.ok && r.data && typeof r.data.max_versions === "number") {
+      if (r.data.max_versions === 0) return "This cannot be undone.";
+      return n === 1
+        ? `"${db}" keeps versions: this is a soft delete, and Undelete in the entity's Versions brings it back.`
+        : `"${db}" keeps versions: these are soft deletes, and Undelete in each entity's Versions brings it back.`;
+    }
+  } catch {
+    // The note below holds whatever the setting is.
+  }
+  return "This cannot be undone unless the database keeps versions (then Undelete brings it back).";
+}
+
+/**
  * versionsPanel returns {el, load(key, stored, etag)} for database db:
  * load shows the versions of key, whose current document is stored
  * (MISSING when it does not exist) with ETag etag. opts: me (from
