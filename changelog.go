@@ -5,8 +5,9 @@ package main
 // through the main worker logs an intent before its owner answers and a
 // completion (or an abort) after; completions carry the feed's sequence
 // numbers. Records hold names, ETags and times, never documents.
-// Segments are append-only files of CRC-framed records, group-committed
-// by one writer goroutine: one write and one fdatasync per group.
+// Segments are append-only files of records framed as the write-ahead
+// log's (wal.go), group-committed by one writer goroutine: one write and
+// one fdatasync per group.
 
 import (
 	"context"
@@ -15,7 +16,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -75,11 +75,15 @@ type changeSegment struct {
 // changeGroup is the records of one commit. done closes once they are
 // durable (err nil) or failed.
 type changeGroup struct {
-	buf   []byte
-	recs  []changeRec
-	first uint64
-	done  chan struct{}
-	err   error
+	// payloads are the encoded records (changeJSON), framed by the
+	// writer once it knows their numbers in the segment; buf is the
+	// group's frames.
+	payloads [][]byte
+	buf      []byte
+	recs     []changeRec
+	first    uint64
+	done     chan struct{}
+	err      error
 }
 
 // wait waits for g's commit and returns its error.
@@ -118,50 +122,114 @@ type changeLog struct {
 	kick    chan struct{}
 	stop    chan struct{}
 	wg      sync.WaitGroup
-	// f is the current segment, written by the writer goroutine only.
-	f *os.File
+	// f is the current segment and segNext the number its next record
+	// gets (from 1 in each segment), both the writer goroutine's only.
+	f       *os.File
+	segNext uint64
 	// committed is called after each commit with the group (feed.go).
 	committed func(*changeGroup)
 }
 
-// changeFrame frames one record: u32 length, u32 CRC32C, payload. The
-// entity key is stored hex-encoded, as entity file names hold it, so no
-// key a client chose appears as plain text in the storage.
-func changeFrame(buf []byte, rec changeRec) []byte {
+// A change record's payload: a version byte and three zero bytes, u64
+// the record's number in its segment (from 1), u64 the number of the
+// first record of its group commit, then the record as JSON. The numbers
+// let a scan tell a torn tail from damage as the write-ahead log's does
+// (tornTail). Records are framed by appendFrame (wal.go: u32 length, u32
+// CRC32C, payload, 8-byte aligned).
+const (
+	changeVersion = 1
+	changeHeader  = 20
+)
+
+// errChangeLogDamaged marks a change log record that fails its checksum
+// or does not decode where a torn write cannot explain it.
+var errChangeLogDamaged = fmt.Errorf("change log damaged: %w", errCorrupt)
+
+// changeJSON encodes a record's JSON. The entity key is stored
+// hex-encoded, as entity file names hold it, so no key a client chose
+// appears as plain text in the storage.
+func changeJSON(rec changeRec) []byte {
 	rec.Key = hex.EncodeToString([]byte(rec.Key))
-	payload, _ := json.Marshal(rec)
-	var h [8]byte
-	binary.LittleEndian.PutUint32(h[:4], uint32(len(payload)))
-	binary.LittleEndian.PutUint32(h[4:], crc32.Checksum(payload, castagnoli))
-	return append(append(buf, h[:]...), payload...)
+	b, _ := json.Marshal(rec)
+	return b
 }
 
-// castagnoli is the CRC32C table.
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+// appendChangeFrame appends the frame of a record's JSON js, record n of
+// its segment in the group commit whose first record is batch.
+func appendChangeFrame(buf, js []byte, n, batch uint64) []byte {
+	p := make([]byte, 0, changeHeader+len(js))
+	p = append(p, changeVersion, 0, 0, 0)
+	p = binary.LittleEndian.AppendUint64(p, n)
+	p = binary.LittleEndian.AppendUint64(p, batch)
+	return appendFrame(buf, append(p, js...))
+}
 
-// eachChangeFrame decodes the records of b in order; it returns the
-// offset after the last good frame and whether b ended with a bad or
-// torn frame.
-func eachChangeFrame(b []byte, f func(changeRec) bool) (good int, bad bool) {
-	for off := 0; off < len(b); {
-		if len(b)-off < 8 {
-			return off, true
+// decodeChangeFrame reads a frame's payload: the record and its numbers.
+func decodeChangeFrame(p []byte) (rec changeRec, n, batch uint64, err error) {
+	if len(p) < changeHeader || p[0] != changeVersion {
+		return rec, 0, 0, errors.New("decode change record: not a version 1 record")
+	}
+	n, batch = binary.LittleEndian.Uint64(p[4:]), binary.LittleEndian.Uint64(p[12:])
+	if batch == 0 || batch > n {
+		return rec, 0, 0, errors.New("decode change record: bad numbers")
+	}
+	rec, err = decodeChangeRec(p[changeHeader:])
+	return rec, n, batch, err
+}
+
+// changePos is the framePos of change records.
+func changePos(p []byte) (uint64, uint64, bool) {
+	_, n, batch, err := decodeChangeFrame(p)
+	return n, batch, err == nil
+}
+
+// changeScan is what scanChangeSegment read of a segment: the offset
+// after its last good frame, the number of the record after it, and
+// whether bytes after end were a torn tail.
+type changeScan struct {
+	end  int64
+	next uint64
+	torn bool
+}
+
+// scanChangeSegment hands f the records of a segment's bytes in order
+// until f returns false. last says whether it is the log's last segment,
+// the only one a crash can have torn: a bad frame there with no later
+// group commit after it ends the scan as a torn tail; any other bad
+// frame is damage, an error wrapping errChangeLogDamaged that names the
+// file and the offset.
+func scanChangeSegment(path string, data []byte, last bool, f func(changeRec) bool) (changeScan, error) {
+	sc := changeScan{next: 1}
+	prevBatch := uint64(0)
+	for sc.end < int64(len(data)) {
+		payload, next, ok := frameAt(data, sc.end)
+		if ok && payload[0] != changeVersion {
+			// Whole and checksummed, so written as it is: not a torn write.
+			return sc, fmt.Errorf("change log segment %s: offset %d: a record of format %d, this build reads format %d: %w",
+				path, sc.end, payload[0], changeVersion, errChangeLogDamaged)
 		}
-		n := int(binary.LittleEndian.Uint32(b[off:]))
-		sum := binary.LittleEndian.Uint32(b[off+4:])
-		if n > len(b)-off-8 || crc32.Checksum(b[off+8:off+8+n], castagnoli) != sum {
-			return off, true
+		var rec changeRec
+		if ok {
+			var n, batch uint64
+			var err error
+			rec, n, batch, err = decodeChangeFrame(payload)
+			ok = err == nil && n == sc.next && (batch == prevBatch || batch == n)
+			prevBatch = batch
 		}
-		rec, err := decodeChangeRec(b[off+8 : off+8+n])
-		if err != nil {
-			return off, true
+		if !ok {
+			if tornTail(data, sc.end, sc.next, last, changePos) {
+				sc.torn = true
+				return sc, nil
+			}
+			return sc, fmt.Errorf("change log segment %s: offset %d: record %d fails its checksum or does not decode: %w",
+				path, sc.end, sc.next, errChangeLogDamaged)
 		}
-		off += 8 + n
+		sc.end, sc.next = next, sc.next+1
 		if !f(rec) {
-			return off, false
+			break
 		}
 	}
-	return len(b), false
+	return sc, nil
 }
 
 // decodeChangeRec reads one record's payload, its key hex-decoded.
@@ -226,7 +294,8 @@ func lockChangeLog(dir string) (*os.File, error) {
 
 // scan reads every segment: the next seq and intent ID, the segments'
 // sizes and times, and the intents without an outcome. A torn tail of the
-// last segment (a group not acknowledged) is cut off.
+// last segment (a group not acknowledged) is cut off; damage stops it
+// with an error naming the file and offset.
 func (l *changeLog) scan() ([]changeRec, error) {
 	names, err := filepath.Glob(filepath.Join(l.dir, "*.log"))
 	if err != nil {
@@ -244,19 +313,20 @@ func (l *changeLog) scan() ([]changeRec, error) {
 			return nil, fmt.Errorf("read change log: %w", err)
 		}
 		l.nextSeq = max(l.nextSeq, first)
-		good, bad := eachChangeFrame(b, func(r changeRec) bool {
+		sc, err := scanChangeSegment(name, b, i == len(names)-1, func(r changeRec) bool {
 			l.noteScanned(r, open)
 			return true
 		})
-		if bad && i < len(names)-1 {
-			return nil, fmt.Errorf("change log %s: damaged at offset %d", name, good)
+		if err != nil {
+			return nil, err
 		}
-		if bad {
-			if err := os.Truncate(name, int64(good)); err != nil {
+		if sc.torn {
+			if err := os.Truncate(name, sc.end); err != nil {
 				return nil, fmt.Errorf("cut the torn tail of change log %s: %w", name, err)
 			}
 		}
-		seg := changeSegment{first: first, size: int64(good), last: l.now()}
+		l.segNext = sc.next
+		seg := changeSegment{first: first, size: sc.end, last: l.now()}
 		if st, err := os.Stat(name); err == nil {
 			seg.last = st.ModTime()
 		}
@@ -318,7 +388,7 @@ func (l *changeLog) newSegment(first uint64) error {
 	if l.f != nil {
 		l.f.Close()
 	}
-	l.f = f
+	l.f, l.segNext = f, 1
 	l.mu.Lock()
 	l.segs = append(l.segs, changeSegment{first: first, last: l.now()})
 	l.mu.Unlock()
@@ -354,7 +424,7 @@ func (l *changeLog) append(recs ...*changeRec) *changeGroup {
 			l.nextSeq++
 			g.recs = append(g.recs, *r)
 		}
-		g.buf = changeFrame(g.buf, *r)
+		g.payloads = append(g.payloads, changeJSON(*r))
 	}
 	l.mu.Unlock()
 	select {
@@ -421,6 +491,7 @@ func (l *changeLog) commit(g *changeGroup) {
 // write appends g to the current segment (a new one when it is full) and
 // syncs it.
 func (l *changeLog) write(g *changeGroup) error {
+	l.frame(g)
 	l.mu.Lock()
 	full := l.segs[len(l.segs)-1].size > 0 && l.segs[len(l.segs)-1].size+int64(len(g.buf)) > l.segBytes
 	l.mu.Unlock()
@@ -431,7 +502,9 @@ func (l *changeLog) write(g *changeGroup) error {
 		if err := l.prune(); err != nil {
 			return err
 		}
+		l.frame(g) // numbered from 1 in the new segment
 	}
+	l.segNext += uint64(len(g.payloads))
 	if _, err := l.f.Write(g.buf); err != nil {
 		return fmt.Errorf("write change log: %w", err)
 	}
@@ -439,6 +512,14 @@ func (l *changeLog) write(g *changeGroup) error {
 		return fmt.Errorf("sync change log: %w", err)
 	}
 	return nil
+}
+
+// frame frames g's records as the next records of the current segment.
+func (l *changeLog) frame(g *changeGroup) {
+	g.buf = g.buf[:0]
+	for i, js := range g.payloads {
+		g.buf = appendChangeFrame(g.buf, js, l.segNext+uint64(i), l.segNext)
+	}
 }
 
 // close commits what was appended and stops the writer.
@@ -532,7 +613,8 @@ func (l *changeLog) readFiles(segs []changeSegment, since, end uint64, scan int,
 	i = max(i-1, 0)
 	last, n := since, 0
 	for ; i < len(segs); i++ {
-		b, err := os.ReadFile(filepath.Join(l.dir, segmentName(segs[i].first)))
+		path := filepath.Join(l.dir, segmentName(segs[i].first))
+		b, err := os.ReadFile(path)
 		if errors.Is(err, fs.ErrNotExist) {
 			return since, errCursorExpired
 		}
@@ -540,7 +622,7 @@ func (l *changeLog) readFiles(segs []changeSegment, since, end uint64, scan int,
 			return since, fmt.Errorf("read change log: %w", err)
 		}
 		more := true
-		eachChangeFrame(b, func(r changeRec) bool {
+		_, err = scanChangeSegment(path, b, i == len(segs)-1, func(r changeRec) bool {
 			if r.T != changeDone || r.Seq <= since {
 				return true
 			}
@@ -553,6 +635,9 @@ func (l *changeLog) readFiles(segs []changeSegment, since, end uint64, scan int,
 			more = f(r)
 			return more
 		})
+		if err != nil {
+			return since, err
+		}
 		if !more {
 			break
 		}

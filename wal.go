@@ -320,7 +320,7 @@ func scanSegmentBytes(path string, data []byte, last bool) (*walScan, error) {
 		// A segment's start record reaches the disk before any record is
 		// written to it: without one, only a crash right after creating
 		// the file explains a last segment that holds no good record.
-		if last && !laterBatchAfter(data, -walAlign, 0) {
+		if tornTail(data, -walAlign, 0, last, walPos) {
 			sc.torn = true
 			return sc, nil
 		}
@@ -349,12 +349,9 @@ func (sc *walScan) scanRecords(data []byte, last bool) error {
 	return nil
 }
 
-// badFrame decides what a bad frame at off is. Group commits are written
-// one at a time, each only after the one before reached the disk, so a
-// crash can tear only the last: a good frame of a later group commit
-// after off proves the one at off was complete once, and is damage.
+// badFrame decides what a bad frame at off is (tornTail).
 func (sc *walScan) badFrame(data []byte, off int64, prevLSN uint64, last bool) error {
-	if last && !laterBatchAfter(data, off, prevLSN+1) {
+	if tornTail(data, off, prevLSN+1, last, walPos) {
 		sc.torn = true
 		return nil
 	}
@@ -362,16 +359,40 @@ func (sc *walScan) badFrame(data []byte, off int64, prevLSN uint64, last bool) e
 		sc.path, off, prevLSN+1, errWALDamaged)
 }
 
+// framePos reads from a frame's payload the number of its record and
+// the number of the first record of its group commit (for the write-ahead
+// log, LSN and Batch); false when the payload does not decode. Logs
+// framed by appendFrame number their records so that a scan can tell a
+// torn tail from damage (tornTail).
+type framePos func(payload []byte) (n, batch uint64, ok bool)
+
+// walPos is the framePos of the write-ahead log's records.
+func walPos(payload []byte) (uint64, uint64, bool) {
+	rec, ok := decodeWALRecord(payload)
+	return rec.LSN, rec.Batch, ok
+}
+
+// tornTail decides what a bad frame at off is, whose record would be
+// number n: a torn tail (true), dropped with everything after it, or
+// damage (false). Group commits are written one at a time, each only
+// after the one before reached the disk, so a crash can tear only the
+// last group of a log: a bad frame outside the log's last file, or one
+// followed by a good frame of a later group commit (which proves the bad
+// one was complete once), is damage.
+func tornTail(data []byte, off int64, n uint64, last bool, pos framePos) bool {
+	return last && !laterBatchAfter(data, off, n, pos)
+}
+
 // laterBatchAfter reports whether a good frame of a group commit that
-// started after LSN lsn lies after off. The record at off has LSN lsn: it
-// either continues the group commit before it or starts one at lsn.
-func laterBatchAfter(data []byte, off int64, lsn uint64) bool {
+// started after record n lies after off. The record at off is number n:
+// it either continues the group commit before it or starts one at n.
+func laterBatchAfter(data []byte, off int64, n uint64, pos framePos) bool {
 	for o := off + walAlign; o+walFrameHeader <= int64(len(data)); o += walAlign {
 		payload, _, ok := frameAt(data, o)
 		if !ok {
 			continue
 		}
-		if rec, ok := decodeWALRecord(payload); ok && rec.LSN > lsn && rec.Batch > lsn {
+		if rn, batch, ok := pos(payload); ok && rn > n && batch > n {
 			return true
 		}
 	}
