@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -309,7 +310,7 @@ func (s *workerServer) Calls(stream grpc.BidiStreamingServer[pb.WorkerRequest, p
 // starting its call, until the stream or the handler ends.
 func (cs *callServer) receive() error {
 	ctx := cs.stream.Context()
-	var last uint64
+	var sc streamCheck
 	for {
 		req, err := cs.stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -319,12 +320,17 @@ func (cs *callServer) receive() error {
 			return err
 		}
 		now := cs.s.now()
-		if why := cs.s.admit(req, now, &last); why != "" {
+		if why := cs.s.admit(req, now, &sc); why != "" {
 			cs.answer(req.GetSeq(), nil, refusal(why))
 			continue
 		}
 		if c := req.GetCancelSeq(); c != 0 {
 			cs.cancel(c)
+			continue
+		}
+		if resp, ok := cs.s.w.cached(req); ok {
+			cs.served(ctx, req, now)
+			cs.answer(req.GetSeq(), resp, nil)
 			continue
 		}
 		select {
@@ -356,19 +362,13 @@ func (cs *callServer) start(ctx context.Context, req *pb.WorkerRequest, now time
 	cs.running[seq] = cancel
 	cs.wg.Go(func() {
 		defer func() { <-cs.slots }()
-		resp, f := cs.s.serve(cctx, req, now)
+		resp, f := cs.s.serve(cctx, req, now, true)
 		if f != nil && cctx.Err() != nil {
 			// It failed because its deadline passed or it was
 			// cancelled: that is the answer, as gRPC gives it.
 			f = &callFailure{st: status.FromContextError(cctx.Err())}
 		}
-		if m := cs.s.metrics; m != nil {
-			var err error
-			if f != nil {
-				err = f.st.Err()
-			}
-			m.observe(pb.ProcessingWorker_Process_FullMethodName, now, err)
-		}
+		cs.observe(now, f)
 		cs.mu.Lock()
 		delete(cs.running, seq)
 		cs.mu.Unlock()
@@ -376,6 +376,27 @@ func (cs *callServer) start(ctx context.Context, req *pb.WorkerRequest, now time
 		cs.answer(seq, resp, f)
 	})
 	return true
+}
+
+// served logs and counts a call answered from the cache (worker.cached)
+// as serve and start do for the others.
+func (cs *callServer) served(ctx context.Context, req *pb.WorkerRequest, now time.Time) {
+	if cs.s.w.log.Enabled(ctx, slog.LevelDebug) {
+		cs.s.logCall(withRequestID(ctx, req.GetRequestId()), req, nil, cs.s.now().Sub(now))
+	}
+	cs.observe(now, nil)
+}
+
+// observe counts a call that arrived at now and ended with f (nil: it
+// succeeded) in deltadb_grpc_calls_total, as a Process call.
+func (cs *callServer) observe(now time.Time, f *callFailure) {
+	if m := cs.s.metrics; m != nil {
+		var err error
+		if f != nil {
+			err = f.st.Err()
+		}
+		m.observe(pb.ProcessingWorker_Process_FullMethodName, now, err)
+	}
 }
 
 // cancel ends the context of call seq, if it still runs.

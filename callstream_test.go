@@ -184,6 +184,83 @@ func TestCallStreamAnswersTheRightCaller(t *testing.T) {
 	}
 }
 
+// TestCallStreamCachedReads: the worker answers a read its cache holds
+// on the stream's receiver (worker.cached) while every other call still
+// holds its own goroutine: a cached read passes 4 held calls, a hit and a
+// miss are each counted once in the cache's statistics, a miss reads
+// storage and fills the cache, and the calls are counted as Process calls.
+func TestCallStreamCachedReads(t *testing.T) {
+	r := newStreamRig(t)
+	reg := newRegistry()
+	r.srv.metrics = newGRPCMetrics(reg)
+	bg := context.Background()
+	doc := []byte(`{"n":1}`)
+	for _, db := range []string{"slow", "db"} {
+		if _, err := r.op(bg, pb.Operation_PUT, db, "k", doc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A write by a worker that does not own the entity leaves the cache
+	// alone: db/cold is stored but not cached.
+	if _, err := r.rw.Process(bg, &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: "cold",
+		Operation: pb.Operation_PUT, Payload: doc}}); err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan error, 4)
+	for range 4 {
+		go func() { _, err := r.op(bg, pb.Operation_GET, "slow", "k", nil); held <- err }()
+		<-r.st.reads
+	}
+	get := func(key string) (*pb.WorkerResponse, error) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(bg, 5*time.Second)
+		defer cancel()
+		return r.op(ctx, pb.Operation_GET, "db", key, nil)
+	}
+	before := r.srv.w.stats()
+	if resp, err := get("k"); err != nil || !bytes.Equal(resp.GetResult(), doc) {
+		t.Fatalf("cached read while calls are held = %s, %v; want %s", resp.GetResult(), err, doc)
+	}
+	if st := r.srv.w.stats(); st.Hits != before.Hits+1 || st.Misses != before.Misses {
+		t.Errorf("a cached read counted %d hits, %d misses; want 1, 0", st.Hits-before.Hits, st.Misses-before.Misses)
+	}
+	before = r.srv.w.stats()
+	if resp, err := get("cold"); err != nil || !bytes.Equal(resp.GetResult(), doc) {
+		t.Fatalf("read of a stored entity not cached = %s, %v; want %s", resp.GetResult(), err, doc)
+	}
+	if _, err := get("none"); !errors.Is(err, errNotFound) {
+		t.Errorf("read of an absent entity = %v, want not found", err)
+	}
+	if st := r.srv.w.stats(); st.Misses != before.Misses+2 || st.Hits != before.Hits {
+		t.Errorf("two reads missing the cache counted %d misses, %d hits; want 2, 0", st.Misses-before.Misses, st.Hits-before.Hits)
+	}
+	before = r.srv.w.stats()
+	if _, err := get("cold"); err != nil || r.srv.w.stats().Hits != before.Hits+1 {
+		t.Errorf("the read that missed did not fill the cache (%v)", err)
+	}
+	close(r.st.release)
+	for range 4 {
+		if err := <-held; err != nil {
+			t.Error(err)
+		}
+	}
+	var ok, notFound float64
+	reg.eachSample("deltadb_grpc_calls_total", func(lv func(string) string, _, _ string, v float64) {
+		if lv("method") == pb.ProcessingWorker_Process_FullMethodName {
+			switch lv("code") {
+			case "OK":
+				ok += v
+			case "NotFound":
+				notFound += v
+			}
+		}
+	})
+	// 3 PUTs, 4 held reads, 3 reads of db/k and db/cold; 1 not found.
+	if ok != 10 || notFound != 1 {
+		t.Errorf("deltadb_grpc_calls_total counts %v Process calls OK, %v NotFound; want 10, 1", ok, notFound)
+	}
+}
+
 // TestCallStreamCancel: a caller that gives up returns at once, the
 // worker's context for its call ends (the signed cancel message), and the
 // stream goes on serving; a deadline reaches the worker as one.
@@ -384,9 +461,18 @@ func TestCallStreamRefusesForgedMessages(t *testing.T) {
 	stale := get(12, "db")
 	stale.IssuedAtUnixNano = time.Now().Add(-time.Hour).UnixNano()
 	refused("stale", sign(stale), "not signed")
+	// A read of an entity the cache holds is answered without a goroutine
+	// of its own (worker.cached), but only once admitted.
+	if _, err := r.op(bg, pb.Operation_PUT, "db", "k", []byte(`2`)); err != nil {
+		t.Fatal(err)
+	}
+	base = r.rw.seq.Load()
+	cachedRead := sign(get(13, "db"))
+	cachedRead.RequestId = "forged"
+	refused("tampered read of a cached entity", cachedRead, "not signed")
 	ok := sign(get(20, "db"))
-	if resp := exchange(ok); len(resp.GetStatus()) == 0 || status.Code(answerError(resp)) != codes.NotFound {
-		t.Errorf("signed call = %v, want answered (not found)", resp)
+	if resp := exchange(ok); len(resp.GetStatus()) > 0 || string(resp.GetResult()) != "2" {
+		t.Errorf("signed call = %v, want answered (2)", resp)
 	}
 	refused("the same message again", ok, "out of order")
 	refused("an earlier number", sign(get(15, "db")), "out of order")

@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"math/big"
 	"os"
@@ -329,28 +330,62 @@ const callSkew = 5 * time.Minute
 // the worker ID and the deterministic encoding of req with its signature
 // unset. Every field is signed, including any added later.
 func signCall(callKey []byte, workerID string, req *pb.WorkerRequest) ([]byte, error) {
-	sig := req.Signature
-	req.Signature = nil
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(req)
-	req.Signature = sig
-	if err != nil {
-		return nil, fmt.Errorf("sign call: %w", err)
-	}
-	m := hmac.New(sha256.New, callKey)
-	// The worker ID is length-prefixed, so no two (worker, request) pairs
-	// sign the same bytes.
-	m.Write(binary.BigEndian.AppendUint32(nil, uint32(len(workerID))))
-	m.Write([]byte(workerID))
-	m.Write(b)
-	return m.Sum(nil), nil
+	return newCallMAC(callKey, workerID).sum(req, nil)
 }
 
 // verifyCall checks a call's signature (in constant time) and freshness.
 func verifyCall(callKey []byte, workerID string, req *pb.WorkerRequest, now time.Time) bool {
+	return newCallMAC(callKey, workerID).verify(req, now)
+}
+
+// callMAC computes signCall's signatures under one call key for one
+// worker, keeping its HMAC state (the key's pads hashed once) and its
+// encoding buffer from call to call: a call stream signs or checks every
+// message, and a fresh HMAC and encoding each time were most of the cost.
+// Not safe for concurrent use.
+type callMAC struct {
+	mac    hash.Hash
+	prefix []byte // the length-prefixed worker ID
+	buf    []byte
+}
+
+// newCallMAC returns the signer of calls to workerID under callKey.
+func newCallMAC(callKey []byte, workerID string) *callMAC {
+	// The worker ID is length-prefixed, so no two (worker, request) pairs
+	// sign the same bytes.
+	prefix := binary.BigEndian.AppendUint32(nil, uint32(len(workerID)))
+	return &callMAC{mac: hmac.New(sha256.New, callKey), prefix: append(prefix, workerID...)}
+}
+
+// sum appends req's signature to dst.
+func (c *callMAC) sum(req *pb.WorkerRequest, dst []byte) ([]byte, error) {
+	sig := req.Signature
+	req.Signature = nil
+	b, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend(c.buf[:0], req)
+	req.Signature = sig
+	if err != nil {
+		return nil, fmt.Errorf("sign call: %w", err)
+	}
+	if cap(b) <= maxKeptCallBuf {
+		c.buf = b
+	}
+	c.mac.Reset()
+	c.mac.Write(c.prefix)
+	c.mac.Write(b)
+	return c.mac.Sum(dst), nil
+}
+
+// maxKeptCallBuf is the largest encoding buffer a callMAC keeps for the
+// next call: a large write's buffer is left to the collector.
+const maxKeptCallBuf = 64 << 10
+
+// verify checks req's signature (in constant time) and freshness.
+func (c *callMAC) verify(req *pb.WorkerRequest, now time.Time) bool {
 	issued := time.Unix(0, req.GetIssuedAtUnixNano())
 	if d := now.Sub(issued); d > callSkew || d < -callSkew {
 		return false
 	}
-	want, err := signCall(callKey, workerID, req)
+	var arr [sha256.Size]byte
+	want, err := c.sum(req, arr[:0])
 	return err == nil && hmac.Equal(want, req.GetSignature())
 }

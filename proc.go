@@ -99,6 +99,31 @@ func (w *worker) setKeys(k *keyring) { w.keys.Store(k) }
 
 // Process runs one entity operation. It implements processingWorker.
 func (w *worker) Process(ctx context.Context, req *pb.WorkerRequest) (*pb.WorkerResponse, error) {
+	return w.process(ctx, req, false)
+}
+
+// cached answers req from the cache when it is the owner's plain read of
+// an entity the cache holds. Nothing in it waits (no lock, no storage),
+// so a Calls stream answers it without a goroutine of its own; false
+// means the caller runs process with missed set (the cache was asked, and
+// its statistics counted the miss).
+func (w *worker) cached(req *pb.WorkerRequest) (*pb.WorkerResponse, bool) {
+	op := req.GetOp()
+	if op.GetOperation() != pb.Operation_GET || !req.GetOwner() || op.GetScan() || w.keys.Load() == nil ||
+		validateDBName(op.GetDatabaseName()) != nil || validateEntityKey(op.GetEntityKey()) != nil {
+		return nil, false
+	}
+	w.observeEpoch(req.GetEpoch())
+	e, ok := w.cache.Get(cacheKey(op.GetDatabaseName(), op.GetEntityKey()))
+	if !ok {
+		return nil, false
+	}
+	return e.response(), true
+}
+
+// process is Process; missed says that cached has just missed req's
+// entity, so a GET goes straight to storage.
+func (w *worker) process(ctx context.Context, req *pb.WorkerRequest, missed bool) (*pb.WorkerResponse, error) {
 	w.inFlight.Add(1)
 	defer w.inFlight.Add(-1)
 	if req.GetOp().GetOperation() == pb.Operation_CHECKPOINT {
@@ -131,7 +156,7 @@ func (w *worker) Process(ctx context.Context, req *pb.WorkerRequest) (*pb.Worker
 		if op.GetScan() {
 			return w.getScan(ctx, s, op)
 		}
-		return w.get(ctx, s, op)
+		return w.get(ctx, s, op, missed)
 	case pb.Operation_PUT:
 		return w.put(ctx, s, op, owner)
 	case pb.Operation_PATCH:
@@ -161,11 +186,14 @@ func (w *worker) observeEpoch(epoch uint64) {
 // cacheKey is the LRU key of an entity.
 func cacheKey(db, key string) string { return db + "\x00" + key }
 
-// get serves a read from the cache, or from storage on a miss.
-func (w *worker) get(ctx context.Context, s *keyring, op *pb.EntityOp) (*pb.WorkerResponse, error) {
+// get serves a read from the cache, or from storage on a miss; missed
+// says the cache was just asked (cached).
+func (w *worker) get(ctx context.Context, s *keyring, op *pb.EntityOp, missed bool) (*pb.WorkerResponse, error) {
 	db, key := op.GetDatabaseName(), op.GetEntityKey()
-	if e, ok := w.cache.Get(cacheKey(db, key)); ok {
-		return e.response(), nil
+	if !missed {
+		if e, ok := w.cache.Get(cacheKey(db, key)); ok {
+			return e.response(), nil
+		}
 	}
 	// The same lock as lockEntity's in-process part.
 	unlock, err := w.locks.lock(ctx, entityObjectKey(db, key))

@@ -725,19 +725,21 @@ func (r *router) closeAll() {
 // (callstream.go) and turns the worker's failures back into sentinel
 // errors. It implements processingWorker.
 type remoteWorker struct {
-	id      string
-	callKey []byte
-	now     func() time.Time
-	link    *callLink
+	id   string
+	now  func() time.Time
+	link *callLink
 	// seq numbers the calls of this subscription (the worker refuses a
 	// number it has seen); the first call is 1.
 	seq atomic.Uint64
+	// macMu guards mac, which signs every call.
+	macMu sync.Mutex
+	mac   *callMAC
 }
 
 // newRemoteWorker returns the stub of worker id over client, signing
 // under callKey; close releases it.
 func newRemoteWorker(id string, client pb.ProcessingWorkerClient, callKey []byte, now func() time.Time) *remoteWorker {
-	return &remoteWorker{id: id, callKey: callKey, now: now, link: newCallLink(id, client)}
+	return &remoteWorker{id: id, now: now, link: newCallLink(id, client), mac: newCallMAC(callKey, id)}
 }
 
 // close ends the worker's call stream; calls in flight fail.
@@ -746,7 +748,9 @@ func (r *remoteWorker) close() { r.link.close() }
 // sign numbers, timestamps and signs req.
 func (r *remoteWorker) sign(req *pb.WorkerRequest) error {
 	req.IssuedAtUnixNano, req.Seq = r.now().UnixNano(), r.seq.Add(1)
-	sig, err := signCall(r.callKey, r.id, req)
+	r.macMu.Lock()
+	sig, err := r.mac.sum(req, nil)
+	r.macMu.Unlock()
 	if err != nil {
 		return fmt.Errorf("worker %s: %w", r.id, err)
 	}

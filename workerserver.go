@@ -83,7 +83,7 @@ func (s *workerServer) Process(ctx context.Context, req *pb.WorkerRequest) (*pb.
 		f = refusal(why)
 	} else {
 		var resp *pb.WorkerResponse
-		if resp, f = s.serve(ctx, req, now); f == nil {
+		if resp, f = s.serve(ctx, req, now, false); f == nil {
 			return resp, nil
 		}
 	}
@@ -96,27 +96,48 @@ func (s *workerServer) Process(ctx context.Context, req *pb.WorkerRequest) (*pb.
 }
 
 // admit checks that the main worker of the current subscription sent req
-// and has not sent it before; it returns why not, or "". With last (the
-// Calls stream), req's number must also be above *last, the number of
-// the stream's previous message, which it becomes.
-func (s *workerServer) admit(req *pb.WorkerRequest, now time.Time, last *uint64) string {
+// and has not sent it before; it returns why not, or "". With sc (a Calls
+// stream's check), req's number must also be above the number of the
+// stream's previous message, which it becomes.
+func (s *workerServer) admit(req *pb.WorkerRequest, now time.Time, sc *streamCheck) string {
 	sub := s.sub.Load()
 	switch {
 	case sub == nil:
 		return "worker is not subscribed to a main worker"
 	case now.After(sub.expires):
 		return "worker token expired: subscribe again"
-	case !verifyCall(sub.callKey, s.w.id, req, now):
+	case !sc.mac(sub, s.w.id).verify(req, now):
 		return "call is not signed by the main worker"
-	case last != nil && req.GetSeq() <= *last:
+	case sc != nil && req.GetSeq() <= sc.last:
 		return "call out of order: its sequence number is not above the stream's last"
 	case !sub.calls.accept(req.GetSeq()):
 		return "call replayed: its sequence number was seen before"
 	}
-	if last != nil {
-		*last = req.GetSeq()
+	if sc != nil {
+		sc.last = req.GetSeq()
 	}
 	return ""
+}
+
+// streamCheck is what a Calls stream's receiver keeps to admit its
+// messages: the last number read, and the signature checker of the
+// subscription it was built for.
+type streamCheck struct {
+	last    uint64
+	sub     *subscription
+	checker *callMAC
+}
+
+// mac returns the signature checker for sub: the stream's own while the
+// subscription stays the same, a new one without a stream (sc nil).
+func (sc *streamCheck) mac(sub *subscription, workerID string) *callMAC {
+	if sc == nil {
+		return newCallMAC(sub.callKey, workerID)
+	}
+	if sc.sub != sub {
+		sc.sub, sc.checker = sub, newCallMAC(sub.callKey, workerID)
+	}
+	return sc.checker
 }
 
 // callFailure is a failed call as the worker answers it: the status, and
@@ -133,10 +154,11 @@ func refusal(why string) *callFailure {
 	return &callFailure{st: status.New(codes.Unauthenticated, why), handled: handledInternal}
 }
 
-// serve runs an admitted call that arrived at now.
-func (s *workerServer) serve(ctx context.Context, req *pb.WorkerRequest, now time.Time) (*pb.WorkerResponse, *callFailure) {
+// serve runs an admitted call that arrived at now; missed as for
+// worker.process.
+func (s *workerServer) serve(ctx context.Context, req *pb.WorkerRequest, now time.Time, missed bool) (*pb.WorkerResponse, *callFailure) {
 	ctx = withRequestID(ctx, req.GetRequestId())
-	resp, err := s.w.Process(ctx, req)
+	resp, err := s.w.process(ctx, req, missed)
 	s.logCall(ctx, req, err, s.now().Sub(now))
 	if err != nil {
 		return nil, s.failure(ctx, err)
