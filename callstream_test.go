@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -15,7 +14,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	pb "deltadatabase/proto"
@@ -81,24 +79,7 @@ func newStreamRig(t *testing.T) *streamRig {
 	t.Helper()
 	r := &streamRig{st: newSlowStore(), callKey: bytes.Repeat([]byte{7}, 32)}
 	r.srv = &workerServer{w: newTestWorker(t, "w1", r.st), now: time.Now}
-	r.srv.sub.Store(&subscription{callKey: r.callKey, expires: time.Now().Add(time.Hour)})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.gs = grpc.NewServer()
-	pb.RegisterProcessingWorkerServer(r.gs, r.srv)
-	served := make(chan struct{})
-	go func() { defer close(served); r.gs.Serve(ln) }()
-	t.Cleanup(func() { r.gs.Stop(); <-served; r.srv.wait() })
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	r.client = pb.NewProcessingWorkerClient(conn)
-	r.rw = newRemoteWorker("w1", r.client, r.callKey, time.Now)
-	t.Cleanup(r.rw.close)
+	r.gs, r.client, r.rw = remoteStub(t, r.srv, r.callKey)
 	return r
 }
 

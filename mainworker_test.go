@@ -102,7 +102,7 @@ func serveTestMainLog(t *testing.T, maxMsg int, st store, auth *authenticator, l
 }
 
 // dial connects a gRPC client to addr.
-func dial(t *testing.T, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
+func dial(t testing.TB, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
@@ -274,17 +274,7 @@ func TestClientProcessAuth(t *testing.T) {
 // worker's signed call, the worker's check and cache, and the answer.
 func BenchmarkRemoteGetHit(b *testing.B) {
 	w := newTestWorker(b, "w1", newMemStore())
-	srv := &workerServer{w: w, now: time.Now}
-	callKey := bytes.Repeat([]byte{7}, 32)
-	srv.sub.Store(&subscription{callKey: callKey, expires: time.Now().Add(time.Hour)})
-	addr := serveWorker(b, srv, grpcServerOptions(4<<20)...)
-	conn, err := grpc.NewClient(addr, grpcDialOptions(4<<20, insecure.NewCredentials())...)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close()
-	rw := newRemoteWorker("w1", pb.NewProcessingWorkerClient(conn), callKey, time.Now)
-	defer rw.close()
+	_, _, rw := remoteStub(b, &workerServer{w: w, now: time.Now}, bytes.Repeat([]byte{7}, 32), grpcServerOptions(4<<20)...)
 	ctx := context.Background()
 	doc := []byte(`{"role":"user","content":"` + strings.Repeat("x", 1000) + `"}`)
 	if _, err := rw.Process(ctx, &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_PUT, Payload: doc}, Owner: true}); err != nil {
@@ -435,12 +425,7 @@ func TestClientProcessOriginalWire(t *testing.T) {
 func TestRemoteWorkerErrorsCarryNoInternals(t *testing.T) {
 	st := newTestFSStore(t)
 	w := newTestWorker(t, "w1", st)
-	srv := &workerServer{w: w, now: time.Now}
-	callKey := bytes.Repeat([]byte{7}, 32)
-	srv.sub.Store(&subscription{callKey: callKey, expires: time.Now().Add(time.Hour)})
-	addr := serveWorker(t, srv)
-	rw := newRemoteWorker("w1", pb.NewProcessingWorkerClient(dial(t, addr)), callKey, time.Now)
-	t.Cleanup(rw.close)
+	_, _, rw := remoteStub(t, &workerServer{w: w, now: time.Now}, bytes.Repeat([]byte{7}, 32))
 	ctx := context.Background()
 	get := func(key string) error {
 		_, err := rw.Process(ctx, &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: key, Operation: pb.Operation_GET},
@@ -468,15 +453,35 @@ func TestRemoteWorkerErrorsCarryNoInternals(t *testing.T) {
 // serveWorker serves srv's ProcessingWorker on a loopback port until the
 // test ends and returns its address.
 func serveWorker(tb testing.TB, srv *workerServer, opts ...grpc.ServerOption) string {
+	_, addr := serveWorkerGS(tb, srv, opts...)
+	return addr
+}
+
+// serveWorkerGS is serveWorker, also returning the server (a test may
+// stop it early); when the test ends it waits for the Calls streams too.
+func serveWorkerGS(tb testing.TB, srv *workerServer, opts ...grpc.ServerOption) (*grpc.Server, string) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	gs := grpc.NewServer(opts...)
 	pb.RegisterProcessingWorkerServer(gs, srv)
-	go gs.Serve(ln)
-	tb.Cleanup(gs.Stop)
-	return ln.Addr().String()
+	served := make(chan struct{})
+	go func() { defer close(served); gs.Serve(ln) }()
+	tb.Cleanup(func() { gs.Stop(); <-served; srv.wait() })
+	return gs, ln.Addr().String()
+}
+
+// remoteStub serves srv (opts: its server's options) subscribed under
+// callKey, as worker w1, and returns its server, the main worker's client
+// of it and its stub (remoteWorker), all closed when the test ends.
+func remoteStub(tb testing.TB, srv *workerServer, callKey []byte, opts ...grpc.ServerOption) (*grpc.Server, pb.ProcessingWorkerClient, *remoteWorker) {
+	srv.sub.Store(&subscription{callKey: callKey, expires: srv.now().Add(time.Hour)})
+	gs, addr := serveWorkerGS(tb, srv, opts...)
+	client := pb.NewProcessingWorkerClient(dial(tb, addr, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4<<20), grpc.MaxCallSendMsgSize(4<<20))))
+	rw := newRemoteWorker("w1", client, callKey, time.Now)
+	tb.Cleanup(rw.close)
+	return gs, client, rw
 }
 
 // prefaceOnly opens a TCP connection to addr, sends the HTTP/2 client
