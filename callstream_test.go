@@ -491,3 +491,50 @@ func TestCallStreamRefusesForgedMessages(t *testing.T) {
 		t.Errorf("held call after a signed cancel = %v, %v; want its (failed) answer", resp, err)
 	}
 }
+
+// TestCallStreamNewSubscription: a stream keeps the signature state of the
+// subscription it last checked against; once the worker subscribes again
+// with another call key, a message on the same stream signed with the old
+// key is refused and one signed with the new key served.
+func TestCallStreamNewSubscription(t *testing.T) {
+	r := newStreamRig(t)
+	bg := context.Background()
+	if _, err := r.op(bg, pb.Operation_PUT, "db", "k", []byte(`1`)); err != nil {
+		t.Fatal(err)
+	}
+	stream, err := r.client.Calls(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq := r.rw.seq.Load()
+	exchange := func(key []byte) *pb.WorkerResponse {
+		t.Helper()
+		seq++
+		req := &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_GET}, Owner: true,
+			IssuedAtUnixNano: time.Now().UnixNano(), Seq: seq}
+		sig, err := signCall(key, "w1", req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Signature = sig
+		if err := stream.Send(req); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	if resp := exchange(r.callKey); len(resp.GetStatus()) > 0 || string(resp.GetResult()) != "1" {
+		t.Fatalf("signed read = %v, want 1", resp)
+	}
+	newKey := bytes.Repeat([]byte{9}, 32)
+	r.srv.sub.Store(&subscription{callKey: newKey, expires: time.Now().Add(time.Hour)})
+	if resp := exchange(r.callKey); status.Code(answerError(resp)) != codes.Unauthenticated {
+		t.Errorf("read signed with the old call key after a new subscription = %v, want Unauthenticated", resp)
+	}
+	if resp := exchange(newKey); len(resp.GetStatus()) > 0 || string(resp.GetResult()) != "1" {
+		t.Errorf("read signed with the new call key = %v, want 1", resp)
+	}
+}
