@@ -412,16 +412,10 @@ func TestCallStreamRefusesForgedMessages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// exchange sends req and returns the answer to it.
-	exchange := func(req *pb.WorkerRequest) *pb.WorkerResponse {
+	// ask sends req and returns the answer to it.
+	ask := func(req *pb.WorkerRequest) *pb.WorkerResponse {
 		t.Helper()
-		if err := stream.Send(req); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := stream.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
+		resp := exchange(t, stream, req)
 		if resp.GetSeq() != req.GetSeq() {
 			t.Fatalf("answer to seq %d names seq %d", req.GetSeq(), resp.GetSeq())
 		}
@@ -429,7 +423,7 @@ func TestCallStreamRefusesForgedMessages(t *testing.T) {
 	}
 	refused := func(name string, req *pb.WorkerRequest, why string) {
 		t.Helper()
-		resp := exchange(req)
+		resp := ask(req)
 		err := answerError(resp)
 		if len(resp.GetStatus()) == 0 || status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), why) {
 			t.Errorf("%s: answered %v (%v), want Unauthenticated (%s)", name, resp, err, why)
@@ -452,7 +446,7 @@ func TestCallStreamRefusesForgedMessages(t *testing.T) {
 	cachedRead.RequestId = "forged"
 	refused("tampered read of a cached entity", cachedRead, "not signed")
 	ok := sign(get(20, "db"))
-	if resp := exchange(ok); len(resp.GetStatus()) > 0 || string(resp.GetResult()) != "2" {
+	if resp := ask(ok); len(resp.GetStatus()) > 0 || string(resp.GetResult()) != "2" {
 		t.Errorf("signed call = %v, want answered (2)", resp)
 	}
 	refused("the same message again", ok, "out of order")
@@ -507,7 +501,7 @@ func TestCallStreamNewSubscription(t *testing.T) {
 		t.Fatal(err)
 	}
 	seq := r.rw.seq.Load()
-	exchange := func(key []byte) *pb.WorkerResponse {
+	read := func(key []byte) *pb.WorkerResponse {
 		t.Helper()
 		seq++
 		req := &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_GET}, Owner: true,
@@ -517,24 +511,31 @@ func TestCallStreamNewSubscription(t *testing.T) {
 			t.Fatal(err)
 		}
 		req.Signature = sig
-		if err := stream.Send(req); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := stream.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp
+		return exchange(t, stream, req)
 	}
-	if resp := exchange(r.callKey); len(resp.GetStatus()) > 0 || string(resp.GetResult()) != "1" {
+	if resp := read(r.callKey); len(resp.GetStatus()) > 0 || string(resp.GetResult()) != "1" {
 		t.Fatalf("signed read = %v, want 1", resp)
 	}
 	newKey := bytes.Repeat([]byte{9}, 32)
 	r.srv.sub.Store(&subscription{callKey: newKey, expires: time.Now().Add(time.Hour)})
-	if resp := exchange(r.callKey); status.Code(answerError(resp)) != codes.Unauthenticated {
+	if resp := read(r.callKey); status.Code(answerError(resp)) != codes.Unauthenticated {
 		t.Errorf("read signed with the old call key after a new subscription = %v, want Unauthenticated", resp)
 	}
-	if resp := exchange(newKey); len(resp.GetStatus()) > 0 || string(resp.GetResult()) != "1" {
+	if resp := read(newKey); len(resp.GetStatus()) > 0 || string(resp.GetResult()) != "1" {
 		t.Errorf("read signed with the new call key = %v, want 1", resp)
 	}
+}
+
+// exchange sends req on a bidirectional stream and returns the next
+// message it receives.
+func exchange[Req, Resp any](t testing.TB, stream grpc.BidiStreamingClient[Req, Resp], req *Req) *Resp {
+	t.Helper()
+	if err := stream.Send(req); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
 }

@@ -50,14 +50,7 @@ func TestReflectionClientView(t *testing.T) {
 	}
 	ask := func(req *rpb.ServerReflectionRequest) *rpb.ServerReflectionResponse {
 		t.Helper()
-		if err := stream.Send(req); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := stream.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp
+		return exchange(t, stream, req)
 	}
 
 	var services []string
