@@ -70,11 +70,11 @@ func (d *dataPlane) process(ctx context.Context, p principal, schemaID string, o
 	switch op.GetOperation() {
 	case pb.Operation_GET:
 		// Held until the answer goes to gRPC, which sends it.
-		resp, release, err := d.get(ctx, op.GetDatabaseName(), op.GetEntityKey())
+		resp, held, err := d.get(ctx, op.GetDatabaseName(), op.GetEntityKey())
 		if err != nil {
 			return nil, err
 		}
-		release()
+		held.release()
 		return resp, nil
 	case pb.Operation_PUT:
 		resps, err := d.put(ctx, schemaID, []*pb.EntityOp{op})
@@ -116,43 +116,59 @@ func checkSchemaID(id string) error {
 
 // get reads entity key of db: its document (Result) and version, held in
 // the in-flight read budget until the caller, having sent it, calls
-// release.
-func (d *dataPlane) get(ctx context.Context, db, key string) (resp *pb.WorkerResponse, release func(), err error) {
+// held.release.
+func (d *dataPlane) get(ctx context.Context, db, key string) (resp *pb.WorkerResponse, held heldRead, err error) {
 	if err := checkTarget(db, key); err != nil {
-		return nil, nil, err
+		return nil, heldRead{}, err
 	}
-	resp, release, err = d.readHeld(ctx, db, key)
+	resp, held, err = d.readHeld(ctx, db, key)
 	if err != nil {
-		return nil, nil, entityError(err, db, key)
+		return nil, heldRead{}, entityError(err, db, key)
 	}
-	return resp, release, nil
+	return resp, held, nil
+}
+
+// heldRead is the room a document read for an answer holds in the
+// in-flight read budget until release gives it back, once the answer is
+// sent. A value, not a closure, so that a read allocates nothing for it;
+// the zero heldRead holds nothing.
+type heldRead struct {
+	budget *byteBudget
+	n      int64
+}
+
+// release gives the room back; call it once.
+func (h heldRead) release() {
+	if h.budget != nil {
+		h.budget.release(h.n)
+	}
 }
 
 // readHeld reads entity key of db for an answer within the in-flight read
 // budget (-max-inflight-read-bytes): it takes room for the largest
 // document before the read, so that reads waiting for room hold no
-// memory, keeps the document's own size once read, and returns the
-// release that gives it back once the document is sent.
-func (d *dataPlane) readHeld(ctx context.Context, db, key string) (*pb.WorkerResponse, func(), error) {
+// memory, keeps the document's own size once read, and returns that room,
+// to be released once the document is sent.
+func (d *dataPlane) readHeld(ctx context.Context, db, key string) (*pb.WorkerResponse, heldRead, error) {
 	return d.readHeldOp(ctx, &pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_GET})
 }
 
 // readHeldOp is readHeld of any read op (an entity, a version of it).
-func (d *dataPlane) readHeldOp(ctx context.Context, op *pb.EntityOp) (*pb.WorkerResponse, func(), error) {
+func (d *dataPlane) readHeldOp(ctx context.Context, op *pb.EntityOp) (*pb.WorkerResponse, heldRead, error) {
 	held := d.lim.document()
 	if err := d.reads.acquire(ctx, held); err != nil {
-		return nil, nil, fmt.Errorf("read entity %q of %s: %w: %w", op.GetEntityKey(), op.GetDatabaseName(), err, errUnavailable)
+		return nil, heldRead{}, fmt.Errorf("read entity %q of %s: %w: %w", op.GetEntityKey(), op.GetDatabaseName(), err, errUnavailable)
 	}
 	resp, err := d.proc.Process(ctx, op)
 	if err != nil {
 		d.reads.release(held)
-		return nil, nil, err
+		return nil, heldRead{}, err
 	}
 	if size := int64(len(resp.GetResult())); size < held {
 		d.reads.release(held - size)
 		held = size
 	}
-	return resp, func() { d.reads.release(held) }, nil
+	return resp, heldRead{budget: d.reads, n: held}, nil
 }
 
 // put stores the documents of ops, PUTs of distinct keys of one database
@@ -416,7 +432,7 @@ func (d *dataPlane) getMany(ctx context.Context, db string, keys []string, emit 
 func (d *dataPlane) eachDoc(ctx context.Context, db string, keys []string, emit docFunc) (int, error) {
 	var sent int64
 	for i, k := range keys {
-		resp, release, err := d.readHeld(ctx, db, k)
+		resp, held, err := d.readHeld(ctx, db, k)
 		if errors.Is(err, errNotFound) {
 			if err := emit(k, nil, docMeta{}, false); err != nil {
 				return i, err
@@ -429,12 +445,12 @@ func (d *dataPlane) eachDoc(ctx context.Context, db string, keys []string, emit 
 		m := metaOf(resp)
 		size := int64(len(k) + len(m.etag) + len(resp.GetResult()))
 		if sent > 0 && sent+size > d.lim.response() {
-			release()
+			held.release()
 			return i, nil
 		}
 		sent += size
 		err = emit(k, resp.GetResult(), m, true)
-		release()
+		held.release()
 		if err != nil {
 			return i, err
 		}

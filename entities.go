@@ -89,8 +89,16 @@ func decodeEntityBody(body []byte) ([]entityDoc, error) {
 
 // handleGetEntity answers an entity's document with its ETag, or 304 when
 // If-None-Match names its version.
-func (s *restServer) handleGetEntity(w http.ResponseWriter, r *http.Request, p principal) error {
-	db, key, err := entityTarget(r)
+func (s *restServer) handleGetEntity(w http.ResponseWriter, r *http.Request, _ principal) error {
+	return s.getEntity(w, r, r.PathValue("db"))
+}
+
+// getEntity is handleGetEntity of database db, the route's {db}.
+func (s *restServer) getEntity(w http.ResponseWriter, r *http.Request, db string) error {
+	if err := validateDBName(db); err != nil {
+		return err
+	}
+	key, err := keyParam(r)
 	if err != nil {
 		return err
 	}
@@ -104,11 +112,11 @@ func (s *restServer) handleGetEntity(w http.ResponseWriter, r *http.Request, p p
 	if err != nil {
 		return err
 	}
-	resp, release, err := s.data.get(r.Context(), db, key)
+	resp, held, err := s.data.get(r.Context(), db, key)
 	if err != nil {
 		return err
 	}
-	defer release()
+	defer held.release()
 	h := w.Header()
 	if v := resp.GetVersion(); v != "" {
 		h["Etag"] = []string{etagOf(v)}
@@ -196,18 +204,26 @@ func entityTarget(r *http.Request) (db, key string, err error) {
 	if db, err = pathDB(r); err != nil {
 		return "", "", err
 	}
-	key, n := queryParam(r.URL.RawQuery, "key")
-	switch n {
-	case 0:
-		return "", "", reqErrorf(errInvalid, "missing ?key= query parameter")
-	case 1:
-	default:
-		return "", "", reqErrorf(errInvalid, "?key= is given %d times; give it once", n)
-	}
-	if err := validateEntityKey(key); err != nil {
+	if key, err = keyParam(r); err != nil {
 		return "", "", err
 	}
 	return db, key, nil
+}
+
+// keyParam returns the validated ?key= of an entity route.
+func keyParam(r *http.Request) (string, error) {
+	key, n := queryParam(r.URL.RawQuery, "key")
+	switch n {
+	case 0:
+		return "", reqErrorf(errInvalid, "missing ?key= query parameter")
+	case 1:
+	default:
+		return "", reqErrorf(errInvalid, "?key= is given %d times; give it once", n)
+	}
+	if err := validateEntityKey(key); err != nil {
+		return "", err
+	}
+	return key, nil
 }
 
 // queryParam returns the first value of query parameter name in the raw

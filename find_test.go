@@ -353,11 +353,11 @@ func (p *findPlane) checkExact(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, k := range keys {
-		resp, release, err := p.data.get(t.Context(), "db", k)
+		resp, held, err := p.data.get(t.Context(), "db", k)
 		if err != nil {
 			t.Fatal(err)
 		}
-		release()
+		held.release()
 		if strings.Contains(string(resp.Result), `"state":"a"`) {
 			want = append(want, k)
 		}

@@ -91,7 +91,11 @@ const msgAccess = "request"
 // at a fraction of the cost; any other logger goes through slog.
 func (s *restServer) logAccess(rec requestRecord) {
 	if h, ok := s.log.Handler().(requestIDHandler); ok && h.access != nil {
-		h.access.write(rec, time.Now())
+		at := rec.End
+		if at.IsZero() {
+			at = time.Now()
+		}
+		h.access.write(rec, at)
 		return
 	}
 	s.log.LogAttrs(context.Background(), slog.LevelInfo, msgAccess,
@@ -243,10 +247,33 @@ func appendFraction(b []byte, v, digits int, trim bool) []byte {
 // is, or Go-quoted when it is empty or holds a space, '=', '"', a control
 // character or a rune that is not printable.
 func appendTextString(b []byte, s string) []byte {
-	if textNeedsQuoting(s) {
+	if !textNeedsQuoting(s) {
+		return append(b, s...)
+	}
+	if !printableASCII(s) {
 		return strconv.AppendQuote(b, s)
 	}
-	return append(b, s...)
+	// What strconv.AppendQuote writes for printable ASCII, without its
+	// rune decoding: every access line quotes its route ("GET /x").
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		if s[i] == '"' || s[i] == '\\' {
+			b = append(b, '\\')
+		}
+		b = append(b, s[i])
+	}
+	return append(b, '"')
+}
+
+// printableASCII reports whether s is only printable ASCII characters,
+// space included.
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
 }
 
 // textNeedsQuoting reports whether slog's text format quotes s.

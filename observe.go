@@ -11,10 +11,13 @@ type requestRecord struct {
 	Method string
 	// Route is the route pattern that matched ("GET /entity/{db}"), or
 	// "" when none did, so that labels stay few whatever the paths.
-	Route     string
-	Status    int
-	Bytes     int64
-	Duration  time.Duration
+	Route    string
+	Status   int
+	Bytes    int64
+	Duration time.Duration
+	// End is when the answer was finished, the access line's time; zero
+	// means when the line is written.
+	End       time.Time
 	Principal string // the principal's client ID; "" when unauthenticated
 	RequestID string
 	Client    string

@@ -47,6 +47,10 @@ type worker struct {
 	// epochMu guards epoch: the routing epoch the cache contents belong to.
 	epochMu sync.Mutex
 	epoch   uint64
+	// epochSeen is epoch, stored once the cache holds nothing older, so
+	// that a call of an epoch already seen (nearly every one) takes no
+	// lock.
+	epochSeen atomic.Uint64
 
 	// locks serialise storage access and cache fills for one entity
 	// within this process, so a slow cache fill of an old value can never
@@ -173,6 +177,9 @@ func (w *worker) process(ctx context.Context, req *pb.WorkerRequest, missed bool
 // entities, another worker may have written them (ARCHITECTURE.md "Processing
 // workers and routing").
 func (w *worker) observeEpoch(epoch uint64) {
+	if epoch <= w.epochSeen.Load() {
+		return
+	}
 	w.epochMu.Lock()
 	defer w.epochMu.Unlock()
 	if epoch > w.epoch {
@@ -180,6 +187,7 @@ func (w *worker) observeEpoch(epoch uint64) {
 			w.cache.Purge()
 		}
 		w.epoch = epoch
+		w.epochSeen.Store(epoch)
 	}
 }
 

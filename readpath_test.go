@@ -130,3 +130,53 @@ func TestQueryParamAsParseQuery(t *testing.T) {
 		}
 	}
 }
+
+// TestEntityGetRouteAsMux: dispatch serves GET /entity/{db} without the
+// mux (entityGetDB), and must do so exactly for the requests the mux
+// would route there, with the same {db}; the rest still reach the mux.
+func TestEntityGetRouteAsMux(t *testing.T) {
+	s := newLocalREST(t)
+	probe := http.NewServeMux()
+	var got string
+	probe.HandleFunc(patternGetEntity, func(w http.ResponseWriter, r *http.Request) { got = r.PathValue("db") })
+	for _, c := range []struct {
+		method, target string
+		fast           bool
+	}{
+		{"GET", "/entity/db1?key=k", true},
+		{"GET", "/entity/db1", true},
+		{"GET", "/entity/caf%C3%A9?key=k", true},
+		{"GET", "/entity/a%20b?key=k", true},
+		{"GET", "/entity/a%2Fb?key=k", false}, // an escaped slash: the mux reads it
+		{"GET", "/entity/%61bc?key=k", false}, // escaped otherwise than Go would: left to the mux
+		{"GET", "/entity/db1/versions?key=k", false},
+		{"GET", "/entity/", false},
+		{"GET", "/entity", false},
+		{"GET", "/entityx/db1", false},
+		{"GET", "/api/databases/db1", false},
+		{"HEAD", "/entity/db1?key=k", false},
+		{"POST", "/entity/db1?key=k", false},
+		{"PUT", "/entity/db1?key=k", false},
+		{"get", "/entity/db1?key=k", false},
+	} {
+		r := httptest.NewRequest(c.method, c.target, nil)
+		if !canonicalPath(r.URL.Path) {
+			t.Fatalf("%s: not a canonical path; dispatch refuses it before routing", c.target)
+		}
+		db, ok := entityGetDB(r)
+		if ok != c.fast {
+			t.Errorf("%s %s: served without the mux = %v, want %v", c.method, c.target, ok, c.fast)
+		}
+		if !ok {
+			continue
+		}
+		if _, pattern := s.mux.Handler(r); pattern != patternGetEntity {
+			t.Errorf("%s %s: the mux routes it to %q, not %q", c.method, c.target, pattern, patternGetEntity)
+		}
+		got = "-"
+		probe.ServeHTTP(httptest.NewRecorder(), r)
+		if got != db {
+			t.Errorf("%s %s: {db} = %q, the mux reads %q", c.method, c.target, db, got)
+		}
+	}
+}

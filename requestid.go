@@ -39,6 +39,25 @@ func withRequestInfo(ctx context.Context, in *requestInfo) context.Context {
 	return context.WithValue(ctx, requestInfoKey{}, in)
 }
 
+// requestCtx is a context carrying a requestInfo of its own, as
+// withRequestInfo's does: the REST server keeps it inside the state of
+// the request, so that a request's context costs no allocation of its
+// own. Its parent must be set before it is used; its cancellation is its
+// parent's, which context.WithCancel below it recognises, as it does a
+// context.WithValue's.
+type requestCtx struct {
+	context.Context
+	info requestInfo
+}
+
+// Value is the request's info for requestInfoKey, else the parent's value.
+func (c *requestCtx) Value(key any) any {
+	if _, ok := key.(requestInfoKey); ok {
+		return &c.info
+	}
+	return c.Context.Value(key)
+}
+
 // requestIDFrom returns the request ID ctx carries, "" if none.
 func requestIDFrom(ctx context.Context) string {
 	if in, _ := ctx.Value(requestInfoKey{}).(*requestInfo); in != nil {

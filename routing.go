@@ -329,12 +329,12 @@ func (r *router) expire(timeout time.Duration) {
 func (r *router) candidates(db, key string) []*workerConn {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.candidatesLocked(db, key)
+	return r.candidatesLocked(make([]*workerConn, 0, len(r.workers)), db, key)
 }
 
-// candidatesLocked is candidates with mu held.
-func (r *router) candidatesLocked(db, key string) []*workerConn {
-	out := make([]*workerConn, 0, len(r.workers))
+// candidatesLocked is candidates with mu held, appended to out (a
+// caller's buffer on its stack, so that routing a call allocates nothing).
+func (r *router) candidatesLocked(out []*workerConn, db, key string) []*workerConn {
 	for _, c := range r.workers {
 		if c.available {
 			out = append(out, c)
@@ -604,9 +604,10 @@ type routeTarget struct {
 func (r *router) target(ctx context.Context, op *pb.EntityOp, write bool) (routeTarget, error) {
 	db, key := op.GetDatabaseName(), op.GetEntityKey()
 	var timeout <-chan time.Time
+	var buf [8]*workerConn
 	for {
 		r.mu.RLock()
-		cands := r.candidatesLocked(db, key)
+		cands := r.candidatesLocked(buf[:0], db, key)
 		if len(cands) == 0 {
 			r.mu.RUnlock()
 			return routeTarget{}, errNoWorker

@@ -167,14 +167,14 @@ func (d *dataPlane) export(ctx context.Context, db, prefix string, emit func(str
 // in-flight read budget and without filling the workers' caches (a scan
 // read); ok is false when it no longer exists.
 func (d *dataPlane) exportOne(ctx context.Context, db, k string, emit func(string, []byte, docMeta) error) (ok bool, err error) {
-	resp, release, err := d.readHeldOp(ctx, &pb.EntityOp{DatabaseName: db, EntityKey: k, Operation: pb.Operation_GET, Scan: true})
+	resp, held, err := d.readHeldOp(ctx, &pb.EntityOp{DatabaseName: db, EntityKey: k, Operation: pb.Operation_GET, Scan: true})
 	if errors.Is(err, errNotFound) {
 		return false, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("read entity %q of %s: %w", k, db, err)
 	}
-	defer release()
+	defer held.release()
 	if err := emit(k, resp.GetResult(), metaOf(resp)); err != nil {
 		return false, fmt.Errorf("send export: %w", err)
 	}

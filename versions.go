@@ -455,16 +455,17 @@ func (d *dataPlane) versionOp(ctx context.Context, op *pb.EntityOp) (*pb.WorkerR
 }
 
 // getVersion reads version n of an entity, held in the in-flight read
-// budget as readHeld holds a document until the caller calls release.
-func (d *dataPlane) getVersion(ctx context.Context, db, key string, n int64) (*pb.WorkerResponse, func(), error) {
+// budget as readHeld holds a document until the caller calls
+// held.release.
+func (d *dataPlane) getVersion(ctx context.Context, db, key string, n int64) (*pb.WorkerResponse, heldRead, error) {
 	if err := checkTarget(db, key); err != nil {
-		return nil, nil, err
+		return nil, heldRead{}, err
 	}
-	resp, release, err := d.readHeldOp(ctx, &pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_VERSION_GET, Version: n})
+	resp, held, err := d.readHeldOp(ctx, &pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_VERSION_GET, Version: n})
 	if err != nil {
-		return nil, nil, entityError(err, db, key)
+		return nil, heldRead{}, entityError(err, db, key)
 	}
-	return resp, release, nil
+	return resp, held, nil
 }
 
 // removeVersions removes every version of db's entities, for the
@@ -540,11 +541,11 @@ func (s *restServer) handleListVersions(w http.ResponseWriter, r *http.Request, 
 // handleGetVersion answers GET /entity/{db}?key=K&version=N: version N's
 // document with the ETag it had.
 func (s *restServer) handleGetVersion(w http.ResponseWriter, r *http.Request, db, key string, n int64) error {
-	resp, release, err := s.data.getVersion(r.Context(), db, key, n)
+	resp, held, err := s.data.getVersion(r.Context(), db, key, n)
 	if err != nil {
 		return err
 	}
-	defer release()
+	defer held.release()
 	w.Header().Set("ETag", etagOf(resp.GetVersion()))
 	w.Header()["Content-Type"] = contentTypeJSON
 	w.Write(resp.GetResult())
