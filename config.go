@@ -169,6 +169,9 @@ type walFlags struct {
 	// the log: once it grew by that many bytes, and at least that often.
 	checkpointBytes    int64
 	checkpointInterval time.Duration
+	// applyDelay is how long after a write its entity file is written
+	// (-wal-apply-delay).
+	applyDelay time.Duration
 }
 
 // oidcFlags are the -oidc-* flags (oidc.go).
@@ -275,6 +278,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&c.wal.on, "wal", true, "filesystem storage: acknowledge a write once a group-committed write-ahead log holds it (false: once its entity file is synced on its own)")
 	fs.Int64Var(&c.wal.checkpointBytes, "wal-checkpoint-bytes", 64<<20, "checkpoint the write-ahead log (entity files synced, log cut) once it grew by this many bytes")
 	fs.DurationVar(&c.wal.checkpointInterval, "wal-checkpoint-interval", 30*time.Second, "checkpoint the write-ahead log at least this often while it is written")
+	fs.DurationVar(&c.wal.applyDelay, "wal-apply-delay", time.Second, "write an entity's file from the write-ahead log this long after its write, so that the entity's writes meanwhile cost one file (0: at once)")
 	auditFlagSet(fs, &c.audit)
 	fs.StringVar(&c.changes.dir, "changes-dir", "", "directory of the change feed's log (default: _changes under -shared-fs; with S3 storage the feed needs it, on a disk that outlives the main worker)")
 	fs.DurationVar(&c.changes.retention, "changes-retention", 7*24*time.Hour, "keep the change feed's records this long (older cursors answer 410)")
@@ -459,6 +463,8 @@ func (c *config) check() error {
 		return fmt.Errorf("-wal-checkpoint-bytes: at most %d (half the largest segment replay reads), got %d", walMaxSegmentRead/2, c.wal.checkpointBytes)
 	case c.wal.checkpointInterval <= 0:
 		return fmt.Errorf("-wal-checkpoint-interval: must be positive, got %v", c.wal.checkpointInterval)
+	case c.wal.applyDelay < 0 || c.wal.applyDelay >= c.wal.checkpointInterval:
+		return fmt.Errorf("-wal-apply-delay: at least 0 and less than -wal-checkpoint-interval (%v), got %v", c.wal.checkpointInterval, c.wal.applyDelay)
 	case c.changes.retention <= 0:
 		return fmt.Errorf("-changes-retention: must be positive, got %v", c.changes.retention)
 	case c.changes.retentionBytes < changeRetentionMin:

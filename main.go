@@ -348,8 +348,8 @@ func openWorkerLog(ctx context.Context, cfg config, id string, st store, lock fu
 		return nil, nil
 	}
 	return openWAL(ctx, fsst, id, cfg.role == "all", walOptions{checkpointBytes: cfg.wal.checkpointBytes,
-		checkpointInterval: cfg.wal.checkpointInterval, maxUnapplied: cfg.wal.checkpointBytes, lock: lock, now: time.Now,
-		log: log})
+		checkpointInterval: cfg.wal.checkpointInterval, maxUnapplied: cfg.wal.checkpointBytes, applyDelay: cfg.wal.applyDelay,
+		lock: lock, now: time.Now, log: log})
 }
 
 // workerIDOrHost is -worker-id, or the hostname when it is empty.

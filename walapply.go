@@ -17,6 +17,10 @@ import (
 type walEntry struct {
 	rec *walRecord
 	seg *walSegment
+	// since is when the entity's oldest record not yet in its file was
+	// logged: the applier writes the file applyDelay after it, so that
+	// the writes of a hot entity meanwhile cost one file, not one each.
+	since time.Time
 }
 
 // size is what an entry counts against the room of the table.
@@ -42,15 +46,22 @@ func (l *walLog) write(rec *walRecord) error {
 		return err
 	}
 	obj := entityObjectKey(rec.DB, rec.Key)
-	e := &walEntry{rec: rec, seg: seg}
+	e := &walEntry{rec: rec, seg: seg, since: l.opts.now()}
 	l.mu.Lock()
+	idle := len(l.unapplied) == 0
 	if old := l.unapplied[obj]; old != nil {
+		// The applier holds the entity's lock while it writes a file, as
+		// this writer does: an entry replaced here is one still waiting.
+		e.since = old.since
 		l.drop(obj, old)
 	}
 	l.unapplied[obj] = e
 	l.unappliedBytes += e.size()
 	l.mu.Unlock()
-	l.kickApplier()
+	if idle || l.opts.applyDelay == 0 {
+		// Otherwise the applier already waits for the oldest entry.
+		l.kickApplier()
+	}
 	return nil
 }
 
@@ -91,7 +102,7 @@ func (l *walLog) waitRoom(ctx context.Context) error {
 	defer cancel()
 	stop := l.wakeWhenDone(wctx)
 	defer stop()
-	l.kickApplier()
+	defer l.hurry()()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for l.unappliedBytes > l.opts.maxUnapplied && !l.closed && !l.fenced && wctx.Err() == nil {
@@ -120,6 +131,15 @@ func (l *walLog) wakeWhenDone(ctx context.Context) func() bool {
 	})
 }
 
+// hurry has the applier write every entry at once, not applyDelay after
+// it was logged, until the returned function is called: someone waits
+// for the entity files (a flush, a checkpoint, a write waiting for room).
+func (l *walLog) hurry() func() {
+	l.hurrying.Add(1)
+	l.kickApplier()
+	return func() { l.hurrying.Add(-1) }
+}
+
 // kickApplier wakes the applier.
 func (l *walLog) kickApplier() {
 	select {
@@ -129,57 +149,89 @@ func (l *walLog) kickApplier() {
 }
 
 // runApplier writes the entity files of logged records until ctx ends:
-// woken by each write, it takes up to applyBatch entities per pass until
-// none is left. A pass that writes nothing (a full or failing disk)
-// waits applyRetry before the next.
+// each entity's file applyDelay after its oldest record not yet in it was
+// logged (at once while someone hurries it), up to applyBatch entities
+// per pass. Between passes it sleeps until the next entry is due or it is
+// woken (a write to an empty table, a hurry). A pass that writes nothing
+// (a full or failing disk) waits applyRetry before the next.
 func (l *walLog) runApplier(ctx context.Context) {
 	failures := 0
-	for {
+	for ctx.Err() == nil {
+		entries, next := l.dueUnapplied(applyBatch)
+		if len(entries) == 0 {
+			// A little later than the first entry is due, so that one pass
+			// takes the entries due about then, not one wake-up each.
+			if next > 0 {
+				next += l.opts.applyDelay / 4
+			}
+			l.sleepApplier(ctx, next)
+			continue
+		}
+		written, err := l.applyAll(ctx, entries)
+		if written > 0 || err == nil {
+			if failures > 0 {
+				l.applyDown.Store(nil)
+			}
+			failures = 0
+			continue
+		}
+		down := fmt.Errorf("write-ahead log applier: write entity files: %w", err)
+		l.applyDown.Store(&down)
+		if failures++; failures == 1 || failures%50 == 0 {
+			l.opts.log.Error("write-ahead log applier cannot write entity files; reads still see the logged records, retrying",
+				attrWorker, l.id, "unapplied", len(entries), attrErr, err)
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-l.dirty:
-		}
-		for ctx.Err() == nil {
-			entries := l.someUnapplied(applyBatch)
-			if len(entries) == 0 {
-				break
-			}
-			written, err := l.applyAll(ctx, entries)
-			if written > 0 || err == nil {
-				if failures > 0 {
-					l.applyDown.Store(nil)
-				}
-				failures = 0
-				continue
-			}
-			down := fmt.Errorf("write-ahead log applier: write entity files: %w", err)
-			l.applyDown.Store(&down)
-			if failures++; failures == 1 || failures%50 == 0 {
-				l.opts.log.Error("write-ahead log applier cannot write entity files; reads still see the logged records, retrying",
-					attrWorker, l.id, "unapplied", len(entries), attrErr, err)
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(applyRetry):
-			}
+		case <-time.After(applyRetry):
 		}
 	}
 }
 
-// someUnapplied returns up to n entries of the table.
-func (l *walLog) someUnapplied(n int) []*walEntry {
+// sleepApplier waits until ctx ends, the applier is woken, or next (when
+// positive) has passed.
+func (l *walLog) sleepApplier(ctx context.Context, next time.Duration) {
+	var due <-chan time.Time
+	if next > 0 {
+		t := time.NewTimer(next)
+		defer t.Stop()
+		due = t.C
+	}
+	select {
+	case <-ctx.Done():
+	case <-l.dirty:
+	case <-due:
+	}
+}
+
+// dueUnapplied returns up to n entries of the table that are due: logged
+// applyDelay ago or more, or any while someone hurries the applier. With
+// none due it returns how long until the first is (0: the table is
+// empty).
+func (l *walLog) dueUnapplied(n int) ([]*walEntry, time.Duration) {
+	delay := l.opts.applyDelay
+	if l.hurrying.Load() > 0 {
+		delay = 0
+	}
+	now := l.opts.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	out := make([]*walEntry, 0, min(n, len(l.unapplied)))
+	var out []*walEntry
+	next := time.Duration(0)
 	for _, e := range l.unapplied {
 		if len(out) == n {
 			break
 		}
+		if wait := delay - now.Sub(e.since); wait > 0 {
+			if next == 0 || wait < next {
+				next = wait
+			}
+			continue
+		}
 		out = append(out, e)
 	}
-	return out
+	return out, next
 }
 
 // applyAll writes the entity files of entries and returns how many it
@@ -228,6 +280,7 @@ func (l *walLog) applyOne(ctx context.Context, db, key string) error {
 	if err := writeRecord(l.fs, e.rec); err != nil {
 		return err
 	}
+	l.stats.applied.Add(1)
 	l.mu.Lock()
 	if l.unapplied[obj] == e {
 		l.drop(obj, e)
@@ -251,7 +304,7 @@ func (l *walLog) isFenced() bool {
 func (l *walLog) flush(ctx context.Context) error {
 	stop := l.wakeWhenDone(ctx)
 	defer stop()
-	l.kickApplier()
+	defer l.hurry()()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	waiting := make([]*walEntry, 0, len(l.unapplied))

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -180,5 +181,95 @@ func TestWALDeleteDatabaseAfterBurst(t *testing.T) {
 		if rec := serve(a.rest, "GET", "/entity/gone?key="+k, ""); rec.Code != 404 {
 			t.Fatalf("GET %s after the delete = %d %s", k, rec.Code, rec.Body)
 		}
+	}
+}
+
+// openDelayedWAL is openTestWAL with -wal-apply-delay delay.
+func openDelayedWAL(t *testing.T, st *fsStore, delay time.Duration) *walLog {
+	t.Helper()
+	o := testWALOptions()
+	o.applyDelay = delay
+	l, err := openWAL(t.Context(), st, "w1", true, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.crash() })
+	return l
+}
+
+// TestWALApplyDelayCoalesces: the writes of an entity within
+// -wal-apply-delay of its first cost one entity file, written once the
+// delay has passed, with the last value; reads see each write at once.
+func TestWALApplyDelayCoalesces(t *testing.T) {
+	st := newTestFSStore(t)
+	const delay = 300 * time.Millisecond
+	l := openDelayedWAL(t, st, delay)
+	start := time.Now()
+	for i := range 20 {
+		if err := l.write(putRec("db", "hot", []byte(fmt.Sprint("v", i)))); err != nil {
+			t.Fatal(err)
+		}
+		if got, ok := l.unappliedRecord("db", "hot"); !ok || string(got.Sealed) != fmt.Sprint("v", i) {
+			t.Fatalf("write %d not read back from the table at once", i)
+		}
+	}
+	if err := l.write(putRec("db", "cold", []byte("c"))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Get(t.Context(), entityObjectKey("db", "hot")); !errors.Is(err, errNotFound) && time.Since(start) < delay {
+		t.Fatalf("entity file written before the delay passed: %v", err)
+	}
+	waitFor(t, func() bool {
+		_, hot := l.unappliedRecord("db", "hot")
+		_, cold := l.unappliedRecord("db", "cold")
+		return !hot && !cold
+	})
+	if waited := time.Since(start); waited < delay {
+		t.Errorf("records applied %v after the first write, before the %v delay", waited, delay)
+	}
+	if got, err := st.Get(t.Context(), entityObjectKey("db", "hot")); err != nil || string(got) != "v19" {
+		t.Errorf("entity file = %q, %v; want the last value v19", got, err)
+	}
+	if n := l.stats.applied.Load(); n != 2 {
+		t.Errorf("%d entity files written for 21 writes of 2 entities, want 2", n)
+	}
+}
+
+// TestWALApplyDelayHurried: whoever waits for the entity files (a flush
+// before a scan, a checkpoint, a clean close) does not wait for
+// -wal-apply-delay.
+func TestWALApplyDelayHurried(t *testing.T) {
+	st := newTestFSStore(t)
+	l := openDelayedWAL(t, st, time.Hour)
+	for _, step := range []struct {
+		name string
+		wait func(context.Context) error
+	}{{"flush", l.flush}, {"checkpoint", l.checkpoint}} {
+		key := "k-" + step.name
+		if err := l.write(putRec("db", key, []byte("v"))); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		err := step.wait(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("%s with a one-hour apply delay: %v", step.name, err)
+		}
+		if got, err := st.Get(t.Context(), entityObjectKey("db", key)); err != nil || string(got) != "v" {
+			t.Errorf("after %s: entity file %q, %v", step.name, got, err)
+		}
+	}
+	if err := l.write(putRec("db", "k-close", []byte("v"))); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("Close took %v with a one-hour apply delay", took)
+	}
+	if got, err := st.Get(t.Context(), entityObjectKey("db", "k-close")); err != nil || string(got) != "v" {
+		t.Errorf("after Close: entity file %q, %v", got, err)
 	}
 }

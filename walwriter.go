@@ -31,6 +31,10 @@ type walOptions struct {
 	// maxUnapplied is the room of the records not yet applied (their
 	// envelopes' bytes): beyond it writes wait for the applier.
 	maxUnapplied int64
+	// applyDelay is how long after an entity's record is logged the
+	// applier writes its file (-wal-apply-delay): the entity's later
+	// writes meanwhile cost no file of their own. 0 writes it at once.
+	applyDelay time.Duration
 	// lock takes an entity's write lock, as a write does: the applier
 	// holds it while it writes the entity's file.
 	lock func(ctx context.Context, db, key string) (func(), error)
@@ -94,8 +98,11 @@ type walLog struct {
 	kick chan struct{}
 	// dirty wakes the applier.
 	dirty chan struct{}
-	stop  context.CancelFunc
-	wg    sync.WaitGroup
+	// hurrying counts those waiting for the entity files (walapply.go):
+	// while any does, the applier does not wait for applyDelay.
+	hurrying atomic.Int32
+	stop     context.CancelFunc
+	wg       sync.WaitGroup
 }
 
 // walSegment is one segment file of the log.
@@ -121,6 +128,9 @@ type walStats struct {
 	records, commits atomic.Uint64
 	// checkpoints counts the checkpoints that cut the log.
 	checkpoints atomic.Uint64
+	// applied counts the entity files the applier wrote (or removed):
+	// fewer than records when an entity's writes coalesced.
+	applied atomic.Uint64
 }
 
 // walBatch is one group commit.
@@ -557,7 +567,7 @@ func (l *walLog) sealAll() []*walSegment {
 func (l *walLog) waitApplied(ctx context.Context, segs []*walSegment) error {
 	stop := l.wakeWhenDone(ctx)
 	defer stop()
-	l.kickApplier()
+	defer l.hurry()()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for busy(segs) && !l.fenced && ctx.Err() == nil {
@@ -689,6 +699,8 @@ func registerWALMetrics(r *registry, l *walLog) {
 		func(emit func(labelValues, float64)) { emit(labelValues{}, float64(l.stats.records.Load())) })
 	r.counterFunc("deltadb_wal_commits_total", "Group commits of the write-ahead log: one write and one fdatasync each.", nil,
 		func(emit func(labelValues, float64)) { emit(labelValues{}, float64(l.stats.commits.Load())) })
+	r.counterFunc("deltadb_wal_applied_total", "Entity files the write-ahead log's applier wrote or removed: one per entity per -wal-apply-delay at most.", nil,
+		func(emit func(labelValues, float64)) { emit(labelValues{}, float64(l.stats.applied.Load())) })
 	r.counterFunc("deltadb_wal_checkpoints_total", "Checkpoints that cut the write-ahead log.", nil,
 		func(emit func(labelValues, float64)) { emit(labelValues{}, float64(l.stats.checkpoints.Load())) })
 	r.gaugeFunc("deltadb_wal_ready", "1 while the write-ahead log takes writes, 0 while it does not (a failed disk, taken over).", nil,

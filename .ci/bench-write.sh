@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# bench-write.sh: durable PUT side by side in one run (BENCHMARKS.md, "The
+# write-ahead log"). Each round runs every configuration once, in turn,
+# each driven by this binary's -role=bench -ops=put at c=1 then c=32
+# (1000 keys of ~1 KiB), a fresh storage directory per configuration.
+# Configurations:
+#   raw       the raw per-file durable sequence, no server
+#             (-role=bench -ceiling=fsync)
+#   before    -role=all of commit BEFORE (default e822b52, main before the
+#             write-ahead log)
+#   start     -role=all of commit START (default 60fd908)
+#   this      -role=all of this tree (the default server: log and change
+#             feed)
+# Each server line adds the server's CPU time per PUT (µs).
+# Usage: [CONFIGS="raw before start this"] [PORT=18171] .ci/bench-write.sh [ROUNDS] [SECONDS] [BEFORE] [START]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}; secs=${2:-4}; before=${3:-e822b52}; start=${4:-60fd908}
+configs=${CONFIGS:-raw before start this}
+work=$(mktemp -d)
+trap 'pkill -P $$ || true; for b in before start; do git worktree remove --force "$work/src-$b" 2>/dev/null || true; done; rm -rf "$work"' EXIT
+go build -o "$work/ddb" .
+for b in before start; do
+  case " $configs " in *" $b "*) ;; *) continue ;; esac
+  rev=$before; [ "$b" = start ] && rev=$start
+  git worktree add -f --detach "$work/src-$b" "$rev" >/dev/null 2>&1
+  (cd "$work/src-$b" && go build -o "$work/ddb-$b" .)
+done
+export MASTER_KEY=000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f ADMIN_KEY=bench-admin-key-0123456789
+port=${PORT:-18171}
+addr=127.0.0.1:$port
+wait_up() { for _ in $(seq 200); do curl -fs -o /dev/null "http://$1/health" && return 0; sleep 0.1; done; return 1; }
+# cpu PID: the CPU time the process has used, in clock ticks
+cpu() { cut -d' ' -f14,15 "/proc/$1/stat" | awk '{print $1 + $2}'; }
+
+# one NAME: start configuration NAME, drive it at c=1 and c=32, stop it
+one() {
+  local name=$1 dir="$work/d-$RANDOM"
+  if [ "$name" = raw ]; then
+    mkdir -p "$dir"
+    for c in 1 32; do
+      "$work/ddb" -role=bench -ceiling=fsync -ceiling-dir="$dir" -concurrency=$c -duration="${secs}s" | sed "s/^/raw /"
+    done
+    rm -rf "$dir"; return
+  fi
+  local bin="$work/ddb"; [ "$name" != this ] && bin="$work/ddb-$name"
+  "$bin" -role=all -rest-addr="$addr" -grpc-addr=127.0.0.1:$((port + 1)) -shared-fs="$dir" -log-level=warn 2>"$work/$name.log" &
+  local pid=$!
+  wait_up "$addr"
+  for c in 1 32; do
+    local c0; c0=$(cpu $pid)
+    local out; out=$("$work/ddb" -role=bench -target="http://$addr" -token="$ADMIN_KEY" -concurrency=$c -keys=1000 -duration="${secs}s" -ops=put)
+    local c1; c1=$(cpu $pid)
+    local n; n=$(echo "$out" | sed -n 's/.*ops=\([0-9]*\).*/\1/p' | head -1)
+    echo "$name $out server_cpu_us/put=$(awk -v d=$((c1 - c0)) -v n="$n" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.0f", d * 1e6 / hz / n}')"
+  done
+  kill $pid; wait $pid 2>/dev/null || true
+  rm -rf "$dir"
+}
+
+echo "# load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+for r in $(seq "$rounds"); do
+  echo "# round $r"
+  for name in $configs; do one "$name"; done
+done
+echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)"
