@@ -463,8 +463,10 @@ func (c *config) check() error {
 		return fmt.Errorf("-wal-checkpoint-bytes: at most %d (half the largest segment replay reads), got %d", walMaxSegmentRead/2, c.wal.checkpointBytes)
 	case c.wal.checkpointInterval <= 0:
 		return fmt.Errorf("-wal-checkpoint-interval: must be positive, got %v", c.wal.checkpointInterval)
-	case c.wal.applyDelay < 0 || c.wal.applyDelay >= c.wal.checkpointInterval:
-		return fmt.Errorf("-wal-apply-delay: at least 0 and less than -wal-checkpoint-interval (%v), got %v", c.wal.checkpointInterval, c.wal.applyDelay)
+	case c.wal.applyDelay < 0:
+		// A checkpoint hurries the applier: a delay past
+		// -wal-checkpoint-interval acts as that interval.
+		return fmt.Errorf("-wal-apply-delay: must not be negative, got %v", c.wal.applyDelay)
 	case c.changes.retention <= 0:
 		return fmt.Errorf("-changes-retention: must be positive, got %v", c.changes.retention)
 	case c.changes.retentionBytes < changeRetentionMin:
