@@ -57,8 +57,9 @@ func (l *walLog) write(rec *walRecord) error {
 	}
 	l.unapplied[obj] = e
 	l.unappliedBytes += e.size()
+	full := l.delayFull()
 	l.mu.Unlock()
-	if idle || l.opts.applyDelay == 0 {
+	if idle || full || l.opts.applyDelay == 0 {
 		// Otherwise the applier already waits for the oldest entry.
 		l.kickApplier()
 	}
@@ -130,6 +131,12 @@ func (l *walLog) wakeWhenDone(ctx context.Context) func() bool {
 		l.mu.Unlock()
 	})
 }
+
+// delayFull reports whether the table holds more than a sixteenth of its
+// room: then the applier writes files at once, without waiting for
+// applyDelay, so that large documents written fast do not sit in memory.
+// The caller holds mu.
+func (l *walLog) delayFull() bool { return l.unappliedBytes > l.opts.maxUnapplied/16 }
 
 // hurry has the applier write every entry at once, not applyDelay after
 // it was logged, until the returned function is called: someone waits
@@ -217,6 +224,9 @@ func (l *walLog) dueUnapplied(n int) ([]*walEntry, time.Duration) {
 	now := l.opts.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.delayFull() {
+		delay = 0
+	}
 	var out []*walEntry
 	next := time.Duration(0)
 	for _, e := range l.unapplied {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -184,11 +185,12 @@ func TestWALDeleteDatabaseAfterBurst(t *testing.T) {
 	}
 }
 
-// openDelayedWAL is openTestWAL with -wal-apply-delay delay.
-func openDelayedWAL(t *testing.T, st *fsStore, delay time.Duration) *walLog {
+// openDelayedWAL is openTestWAL with -wal-apply-delay delay and room
+// for room bytes of unapplied records.
+func openDelayedWAL(t *testing.T, st *fsStore, delay time.Duration, room int64) *walLog {
 	t.Helper()
 	o := testWALOptions()
-	o.applyDelay = delay
+	o.applyDelay, o.maxUnapplied = delay, room
 	l, err := openWAL(t.Context(), st, "w1", true, o)
 	if err != nil {
 		t.Fatal(err)
@@ -203,7 +205,7 @@ func openDelayedWAL(t *testing.T, st *fsStore, delay time.Duration) *walLog {
 func TestWALApplyDelayCoalesces(t *testing.T) {
 	st := newTestFSStore(t)
 	const delay = 300 * time.Millisecond
-	l := openDelayedWAL(t, st, delay)
+	l := openDelayedWAL(t, st, delay, 64<<20)
 	start := time.Now()
 	for i := range 20 {
 		if err := l.write(putRec("db", "hot", []byte(fmt.Sprint("v", i)))); err != nil {
@@ -240,7 +242,7 @@ func TestWALApplyDelayCoalesces(t *testing.T) {
 // -wal-apply-delay.
 func TestWALApplyDelayHurried(t *testing.T) {
 	st := newTestFSStore(t)
-	l := openDelayedWAL(t, st, time.Hour)
+	l := openDelayedWAL(t, st, time.Hour, 64<<20)
 	for _, step := range []struct {
 		name string
 		wait func(context.Context) error
@@ -271,5 +273,24 @@ func TestWALApplyDelayHurried(t *testing.T) {
 	}
 	if got, err := st.Get(t.Context(), entityObjectKey("db", "k-close")); err != nil || string(got) != "v" {
 		t.Errorf("after Close: entity file %q, %v", got, err)
+	}
+}
+
+// TestWALApplyDelayRoom: records taking more than a sixteenth of the
+// table's room are written at once, whatever -wal-apply-delay says, so
+// that large documents written fast do not wait in memory.
+func TestWALApplyDelayRoom(t *testing.T) {
+	st := newTestFSStore(t)
+	l := openDelayedWAL(t, st, time.Hour, 16<<10)
+	big := []byte(strings.Repeat("x", 2<<10))
+	if err := l.write(putRec("db", "big", big)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		_, ok := l.unappliedRecord("db", "big")
+		return !ok
+	})
+	if got, err := st.Get(t.Context(), entityObjectKey("db", "big")); err != nil || len(got) != len(big) {
+		t.Errorf("entity file of %d bytes, %v; want %d", len(got), err, len(big))
 	}
 }
