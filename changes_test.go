@@ -594,8 +594,9 @@ func metricOf(t *testing.T, n *node, name string) float64 {
 // that, and a reading consumer got every change meanwhile.
 func TestChangesSlowConsumerDropped(t *testing.T) {
 	// A small cache, so that what the documents leave in memory is the
-	// streams' alone.
-	n, _ := startDefault(t, "-entity-cache-bytes=1048576")
+	// streams' alone, and Go's own pacing of the collector, whose heap
+	// floor (-gc-heap-floor) would let 32 MB of garbage wait.
+	n, _ := startDefault(t, "-entity-cache-bytes=1048576", "-gc-heap-floor=0")
 	conn, err := net.Dial("tcp", n.addr)
 	if err != nil {
 		t.Fatal(err)

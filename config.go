@@ -93,6 +93,8 @@ type config struct {
 	// entityCacheBytes is the most bytes of documents a worker's cache
 	// holds, in-process or -role=proc; 0 is defaultEntityCacheBytes.
 	entityCacheBytes int64
+	// gcHeapFloor is -gc-heap-floor (gcfloor.go); 0 for none.
+	gcHeapFloor int64
 	// maxResponse and maxInflightRead are the budgets of documents
 	// answered: of one answer, of all reads not yet answered (budget.go).
 	maxResponse, maxInflightRead int64
@@ -243,6 +245,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.maxVersions, "max-versions", 0, "versions of each entity a database keeps unless PUT /api/databases/{db} sets its own (0: off; at most 100)")
 	fs.IntVar(&c.entityCacheSize, "entity-cache-size", 1024, "entities cached by the in-process worker of -role=all")
 	fs.IntVar(&c.cacheSize, "cache-size", 256, "most entities held in a processing worker's LRU")
+	fs.Int64Var(&c.gcHeapFloor, "gc-heap-floor", defaultGCHeapFloor, "the heap the garbage collector lets grow before it collects, bytes (0: Go's default pacing); the GOGC environment variable, when set, turns it off")
 	fs.Int64Var(&c.entityCacheBytes, "entity-cache-bytes", 0, "most bytes of documents a worker's cache holds, -role=all and -role=proc (0 = 1/64 of the memory, from 16 MiB to 128 MiB)")
 	fs.Int64Var(&c.maxResponse, "max-response-bytes", defaultMaxResponse, "most bytes of documents in one answer of a listing with include_docs or a get of many keys; the answer ends early with what follows (at least one document)")
 	fs.Int64Var(&c.maxInflightRead, "max-inflight-read-bytes", defaultMaxInflightRead, "most bytes of documents read for answers and not yet sent, over all requests; a read waits for room (at least -max-document-size)")
@@ -431,6 +434,8 @@ func (c *config) check() error {
 		return fmt.Errorf("-cache-size: must be positive, got %d", c.cacheSize)
 	case c.entityCacheBytes < 0:
 		return fmt.Errorf("-entity-cache-bytes: must not be negative, got %d (0 is 1/64 of the memory)", c.entityCacheBytes)
+	case c.gcHeapFloor < 0:
+		return fmt.Errorf("-gc-heap-floor: must not be negative, got %d (0 is Go's default pacing)", c.gcHeapFloor)
 	case c.maxResponse <= 0:
 		return fmt.Errorf("-max-response-bytes: must be positive, got %d", c.maxResponse)
 	case c.maxInflightRead <= 0:

@@ -68,6 +68,9 @@
 //	               request, the access line (written without slog)
 //	logbuffer.go   the log's output: lines written in batches, flushed
 //	               within 200 ms, after a warning and at exit
+//	gcfloor.go     -gc-heap-floor: GOGC tuned after each collection so
+//	               that a small live heap is not collected dozens of
+//	               times a second
 //	health.go      GET /healthz and GET /readyz: liveness, the readiness
 //	               checks, the not-ready state after SIGTERM
 //	ops.go         the ops listener (-ops-addr, every role): health,
@@ -281,6 +284,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer startGCFloor(cfg.gcHeapFloor).stop()
 	switch cfg.role {
 	case "all", "main":
 		return runMain(ctx, cfg, stdout, log)

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"runtime"
+	"runtime/metrics"
+	"testing"
+	"time"
+)
+
+// TestGCPercentFor: the GOGC that puts the heap goal at the floor for a
+// small live heap, Go's own 100 once twice the live heap reaches it.
+func TestGCPercentFor(t *testing.T) {
+	for _, c := range []struct {
+		floor, live uint64
+		want        int
+	}{
+		{0, 4 << 20, 100},
+		{128 << 20, 8 << 20, 1500},
+		{128 << 20, 4 << 20, 3100},
+		{128 << 20, 1 << 20, 3200}, // the runtime's minimum heap, 4 MiB x 32, is the floor
+		{128 << 20, 0, 3200},
+		{128 << 20, 32 << 20, 300},
+		{128 << 20, 64 << 20, 100},
+		{128 << 20, 1 << 30, 100},
+		{32 << 20, 3 << 20, 800},
+		{4 << 20, 1 << 20, 100},
+	} {
+		if got := gcPercentFor(c.floor, c.live); got != c.want {
+			t.Errorf("gcPercentFor(%d, %d) = %d, want %d", c.floor, c.live, got, c.want)
+		}
+	}
+}
+
+// gcCount is the number of collections the process has completed.
+func gcCount() uint64 {
+	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// gogc is the collector's GOGC now.
+func gogc() uint64 {
+	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// churn allocates n bytes of short-lived garbage in 4 KiB pieces.
+func churn(n int) {
+	var keep []byte
+	for i := 0; i < n/4096; i++ {
+		keep = make([]byte, 4096)
+		keep[0] = byte(i)
+	}
+	runtime.KeepAlive(keep)
+}
+
+// TestGCFloorCollectsLess: with a 256 MiB floor, 128 MiB of garbage over
+// a small live heap takes at most a collection or two where Go's default
+// pacing takes dozens; the floor's end restores GOGC=100, and GOGC set in
+// the environment leaves the collector alone.
+func TestGCFloorCollectsLess(t *testing.T) {
+	t.Setenv("GOGC", "")
+	runtime.GC()
+	before := gcCount()
+	churn(128 << 20)
+	without := gcCount() - before
+
+	g := startGCFloor(256 << 20)
+	runtime.GC() // the finalizer tunes after each collection, this one included
+	deadline := time.Now().Add(10 * time.Second)
+	for gogc() <= 100 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if gogc() <= 100 {
+		t.Fatalf("GOGC = %d under a 256 MiB floor, want more than 100", gogc())
+	}
+	before = gcCount()
+	churn(128 << 20)
+	with := gcCount() - before
+	g.stop()
+	t.Logf("collections for 128 MiB of garbage: %d without the floor, %d with it", without, with)
+	if with > 2 || without < 8 {
+		t.Errorf("collections for 128 MiB of garbage: %d with a 256 MiB floor (want at most 2), %d without (want 8 or more)", with, without)
+	}
+	if got := gogc(); got != 100 {
+		t.Errorf("GOGC = %d after the floor's end, want 100", got)
+	}
+
+	t.Setenv("GOGC", "100")
+	g = startGCFloor(256 << 20)
+	runtime.GC()
+	time.Sleep(50 * time.Millisecond)
+	if got := gogc(); got != 100 {
+		t.Errorf("GOGC = %d with GOGC set in the environment, want the environment's 100", got)
+	}
+	g.stop()
+}
