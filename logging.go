@@ -159,7 +159,7 @@ func appendAccessText(b []byte, rec requestRecord, now time.Time) []byte {
 	b = append(b, " "+attrBytes+"="...)
 	b = strconv.AppendInt(b, rec.Bytes, 10)
 	b = append(b, " "+attrDurationMS+"="...)
-	b = strconv.AppendFloat(b, durationMS(rec.Duration), 'g', -1, 64)
+	b = appendDurationMS(b, rec.Duration, 'g')
 	b = append(b, " "+attrClient+"="...)
 	b = appendTextString(b, rec.Principal)
 	b = append(b, " "+attrAddr+"="...)
@@ -185,7 +185,7 @@ func appendAccessJSON(b []byte, rec requestRecord, now time.Time) []byte {
 	b = append(b, `,"`+attrBytes+`":`...)
 	b = strconv.AppendInt(b, rec.Bytes, 10)
 	b = append(b, `,"`+attrDurationMS+`":`...)
-	b = strconv.AppendFloat(b, durationMS(rec.Duration), 'f', -1, 64)
+	b = appendDurationMS(b, rec.Duration, 'f')
 	b = append(b, `,"`+attrClient+`":`...)
 	b = appendJSONString(b, rec.Principal)
 	b = append(b, `,"`+attrAddr+`":`...)
@@ -193,6 +193,23 @@ func appendAccessJSON(b []byte, rec requestRecord, now time.Time) []byte {
 	b = append(b, `,"`+attrRequestID+`":`...)
 	b = appendJSONString(b, rec.RequestID)
 	return append(b, "}\n"...)
+}
+
+// appendDurationMS appends durationMS(d) as strconv.AppendFloat(b, ms,
+// format, -1, 64) does, format 'g' (slog's text) or 'f' (its JSON). Below
+// 10^6 ms both write the milliseconds to the microsecond in plain decimal,
+// which is done here without the float conversion; the rest goes to
+// strconv (TestAppendDurationMS).
+func appendDurationMS(b []byte, d time.Duration, format byte) []byte {
+	us := d.Microseconds()
+	if us < 0 || us >= 1e9 {
+		return strconv.AppendFloat(b, durationMS(d), format, -1, 64)
+	}
+	b = strconv.AppendInt(b, us/1000, 10)
+	if frac := int(us % 1000); frac != 0 {
+		b = appendFraction(b, frac, 3, true)
+	}
+	return b
 }
 
 // logSecond is the text of one second of the log's clock, so that the

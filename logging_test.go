@@ -591,3 +591,23 @@ func TestLogTimeFormats(t *testing.T) {
 		}
 	}
 }
+
+// TestAppendDurationMS: the access line's duration reads as strconv
+// writes the float64 milliseconds, in both formats, across the range
+// written without it and past it.
+func TestAppendDurationMS(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	ds := []time.Duration{0, time.Microsecond, 999 * time.Microsecond, time.Millisecond, 1001 * time.Microsecond,
+		123456 * time.Microsecond, 999999999 * time.Microsecond, 1e9 * time.Microsecond, 20 * time.Minute, 1e6 * time.Hour,
+		-time.Millisecond, 1500 * time.Nanosecond}
+	for range 20000 {
+		ds = append(ds, time.Duration(rng.Int64N(int64(2e9)))*time.Microsecond/time.Duration(1+rng.IntN(1000)))
+	}
+	for _, d := range ds {
+		for _, f := range []byte{'g', 'f'} {
+			if got, want := string(appendDurationMS(nil, d, f)), strconv.FormatFloat(durationMS(d), f, -1, 64); got != want {
+				t.Fatalf("duration %v in format %c = %q, strconv writes %q", d, f, got, want)
+			}
+		}
+	}
+}
