@@ -9,6 +9,7 @@
 #             it has no access log), built from ORIG_SRC, a git repository
 #   base      -role=all of commit BASE (default cf6a1c6), access log on
 #   all       -role=all of this tree, access log on (info, to a file)
+#   all-nofloor  the same with -gc-heap-floor=0 (Go's own GC pacing)
 #   main+1    -role=main and one -role=proc of this tree, access log on
 #   base-main+1  the same of commit BASE
 # Usage: [CONFIGS="all main+1 ..."] [PORT=18191] .ci/bench-read.sh [ROUNDS] [SECONDS] [BASE]
@@ -55,6 +56,7 @@ one() {
     original) "$work/orig-main" -rest-addr="$addr" -grpc-addr=127.0.0.1:$((port + 1)) -shared-fs="$dir" -master-key="$MASTER_KEY" -admin-key="$ADMIN_KEY" 2>"$work/$name.log" & pids+=($!) ;;
     base) "$work/ddb-base" -role=all -rest-addr="$addr" -grpc-addr=127.0.0.1:$((port + 1)) -shared-fs="$dir" -log-level=info 2>"$work/$name.log" & pids+=($!) ;;
     all) "$work/ddb" -role=all -rest-addr="$addr" -grpc-addr=127.0.0.1:$((port + 1)) -shared-fs="$dir" -log-level=info 2>"$work/$name.log" & pids+=($!) ;;
+    all-nofloor) "$work/ddb" -role=all -rest-addr="$addr" -grpc-addr=127.0.0.1:$((port + 1)) -shared-fs="$dir" -log-level=info -gc-heap-floor=0 2>"$work/$name.log" & pids+=($!) ;;
     main+1|base-main+1)
       local bin="$work/ddb"; [ "$name" = base-main+1 ] && bin="$work/ddb-base"
       "$bin" -role=main -rest-addr="$addr" -grpc-addr=127.0.0.1:$((port + 1)) -cluster-addr=127.0.0.1:$((port + 2)) -shared-fs="$dir" -log-level=info 2>"$work/$name.log" & pids+=($!)
