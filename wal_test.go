@@ -529,10 +529,13 @@ func (g *gate) lock(ctx context.Context, db, key string) (func(), error) {
 	return func() {}, nil
 }
 
-// openGatedWAL is openTestWAL whose applier passes g, with room for max
-// bytes of unapplied records (0: plenty).
-func openGatedWAL(t *testing.T, st *fsStore, g *gate, max int64) *walLog {
+// openGatedWAL is openTestWAL of worker w1 whose applier waits at a gate,
+// shut until the test opens it, with room for max bytes of unapplied
+// records (0: plenty).
+func openGatedWAL(t *testing.T, st *fsStore, max int64) (*walLog, *gate) {
 	t.Helper()
+	g := &gate{}
+	g.shut()
 	o := testWALOptions()
 	o.lock = g.lock
 	if max > 0 {
@@ -543,16 +546,24 @@ func openGatedWAL(t *testing.T, st *fsStore, g *gate, max int64) *walLog {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { g.open(); l.crash() })
-	return l
+	return l, g
+}
+
+// writeKeys logs puts of entities k0 to k(n-1) of database "db".
+func writeKeys(t *testing.T, l *walLog, n int) {
+	t.Helper()
+	for i := range n {
+		if err := l.write(putRec("db", fmt.Sprint("k", i), []byte("s"))); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // TestWALApplierWritesFiles: a logged write is read back from the table
 // at once and its entity file is written by the applier soon after.
 func TestWALApplierWritesFiles(t *testing.T) {
 	st := newTestFSStore(t)
-	g := &gate{}
-	l := openGatedWAL(t, st, g, 0)
-	g.shut()
+	l, g := openGatedWAL(t, st, 0)
 	rec := putRec("db", "k", []byte("v1"))
 	if err := l.write(rec); err != nil {
 		t.Fatal(err)
@@ -580,10 +591,8 @@ func TestWALApplierWritesFiles(t *testing.T) {
 func TestWALApplierCoalesces(t *testing.T) {
 	ops, calls := recordingOps(nil, nil)
 	st := newTestFSStoreOps(t, ops)
-	g := &gate{}
 	// Only the calls after the open count.
-	l := openGatedWAL(t, st, g, 0)
-	g.shut()
+	l, g := openGatedWAL(t, st, 0)
 	skip := len(calls())
 	for i := range 50 {
 		if err := l.write(putRec("db", "hot", []byte(fmt.Sprint("v", i)))); err != nil {
@@ -614,16 +623,10 @@ func TestWALApplierCoalesces(t *testing.T) {
 func TestWALCheckpointCuts(t *testing.T) {
 	ops, calls := recordingOps(nil, nil)
 	st := newTestFSStoreOps(t, ops)
-	g := &gate{}
 	// Only the calls after the open count.
-	l := openGatedWAL(t, st, g, 0)
-	g.shut()
+	l, g := openGatedWAL(t, st, 0)
 	skip := len(calls())
-	for i := range 5 {
-		if err := l.write(putRec("db", fmt.Sprint("k", i), []byte("s"))); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeKeys(t, l, 5)
 	done := make(chan error, 1)
 	go func() { done <- l.checkpoint(t.Context()) }()
 	select {
@@ -698,9 +701,7 @@ func TestWALApplierRetries(t *testing.T) {
 // writes wait for the applier instead of growing memory without bound.
 func TestWALWaitRoom(t *testing.T) {
 	st := newTestFSStore(t)
-	g := &gate{}
-	l := openGatedWAL(t, st, g, 1000)
-	g.shut()
+	l, g := openGatedWAL(t, st, 1000)
 	for i := 0; ; i++ {
 		if err := l.waitRoom(t.Context()); err != nil {
 			t.Fatal(err)
@@ -729,9 +730,7 @@ func TestWALWaitRoom(t *testing.T) {
 func TestWALApplierFenced(t *testing.T) {
 	st := newTestFSStore(t)
 	s := randSealer(t, "k")
-	g := &gate{}
-	l := openGatedWAL(t, st, g, 0)
-	g.shut()
+	l, g := openGatedWAL(t, st, 0)
 	if err := l.write(putRec("db", "a", sealedDoc(t, s, "db", "a", "old"))); err != nil {
 		t.Fatal(err)
 	}
@@ -1029,14 +1028,8 @@ func TestWALRefusesLinksAndSpecialFiles(t *testing.T) {
 // has its entity file, and cuts nothing.
 func TestWALFlush(t *testing.T) {
 	st := newTestFSStore(t)
-	g := &gate{}
-	l := openGatedWAL(t, st, g, 0)
-	g.shut()
-	for i := range 5 {
-		if err := l.write(putRec("db", fmt.Sprint("k", i), []byte("s"))); err != nil {
-			t.Fatal(err)
-		}
-	}
+	l, g := openGatedWAL(t, st, 0)
+	writeKeys(t, l, 5)
 	done := make(chan error, 1)
 	go func() { done <- l.flush(t.Context()) }()
 	select {
