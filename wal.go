@@ -340,6 +340,11 @@ func (sc *walScan) scanRecords(data []byte, last bool) error {
 			rec, ok = decodeWALRecord(payload)
 			ok = ok && rec.LSN == prevLSN+1 && (rec.Batch == prevBatch || rec.Batch == rec.LSN)
 		}
+		if !ok && allZero(data[off:]) {
+			// The zeros a segment is written ahead with (walPrealloc): its
+			// end. A group that had not reached the disk left them too.
+			return nil
+		}
 		if !ok {
 			return sc.badFrame(data, off, prevLSN, last)
 		}
@@ -347,6 +352,22 @@ func (sc *walScan) scanRecords(data []byte, last bool) error {
 		prevLSN, prevBatch, off, sc.end = rec.LSN, rec.Batch, next, next
 	}
 	return nil
+}
+
+// allZero reports whether b holds only zero bytes.
+func allZero(b []byte) bool {
+	for len(b) >= 8 {
+		if binary.LittleEndian.Uint64(b) != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // badFrame decides what a bad frame at off is (tornTail).

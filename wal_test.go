@@ -398,16 +398,20 @@ func writeGroups(t *testing.T, n int) (string, []int64) {
 
 // TestWALTornTail: a crash mid-append leaves a record cut short, zeros,
 // or garbage at the end of the last segment: replay drops that record
-// and keeps every one before it.
+// and keeps every one before it. Zeros through the end of the file are
+// also what a group that never reached the disk leaves in a segment
+// written ahead with zeros: the segment's end, not a tear.
 func TestWALTornTail(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		tear func(data []byte, last int64) []byte
+		torn bool
 	}{
-		{"cut short", func(d []byte, last int64) []byte { return d[:last+20] }},
-		{"header only", func(d []byte, last int64) []byte { return d[:last+4] }},
-		{"zeros", func(d []byte, last int64) []byte { clear(d[last:]); return d }},
-		{"garbage", func(d []byte, last int64) []byte { d[len(d)-9] ^= 0xff; return d }},
+		{"cut short", func(d []byte, last int64) []byte { return d[:last+20] }, true},
+		{"header only", func(d []byte, last int64) []byte { return d[:last+4] }, true},
+		{"zeros", func(d []byte, last int64) []byte { clear(d[last:]); return d }, false},
+		{"zeros after its header", func(d []byte, last int64) []byte { clear(d[last+walFrameHeader:]); return d }, true},
+		{"garbage", func(d []byte, last int64) []byte { d[last+walFrameHeader+50] ^= 0xff; return d }, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			path, offs := writeGroups(t, 10)
@@ -417,10 +421,62 @@ func TestWALTornTail(t *testing.T) {
 			if err != nil {
 				t.Fatalf("scan of a torn tail: %v", err)
 			}
-			if len(sc.records) != 9 || !sc.torn {
-				t.Errorf("%d records read, torn=%v; want the 9 before the torn one", len(sc.records), sc.torn)
+			if len(sc.records) != 9 || sc.torn != c.torn {
+				t.Errorf("%d records read, torn=%v; want the 9 before the torn one, torn=%v", len(sc.records), sc.torn, c.torn)
 			}
 		})
+	}
+}
+
+// TestWALSegmentPreallocated: a segment's file is written with zeros
+// ahead of its records, so that a group commit changes no file size (its
+// fdatasync commits no filesystem journal transaction) until a group
+// passes the zeros; the zeros read as the segment's end, in the last
+// segment and in any other.
+func TestWALSegmentPreallocated(t *testing.T) {
+	st := newTestFSStore(t)
+	l := openTestWAL(t, st, "w1")
+	size := func() int64 {
+		t.Helper()
+		segs, _ := listSegments(l.dir.path)
+		fi, err := os.Stat(filepath.Join(l.dir.path, segs[len(segs)-1].name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	if _, err := l.append(putRec("db", "k0", []byte("v"))); err != nil {
+		t.Fatal(err)
+	}
+	first := size()
+	if first < walPrealloc {
+		t.Fatalf("segment of %d bytes after one record, want at least %d written ahead", first, walPrealloc)
+	}
+	for i := 1; i < 20; i++ {
+		if _, err := l.append(putRec("db", fmt.Sprint("k", i), bytes.Repeat([]byte("v"), 1000))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := size(); got != first {
+		t.Errorf("segment grew from %d to %d bytes for 20 KB of records", first, got)
+	}
+	// A group larger than what is left extends the file.
+	if _, err := l.append(putRec("db", "big", bytes.Repeat([]byte("b"), walPrealloc))); err != nil {
+		t.Fatal(err)
+	}
+	if got := size(); got <= first+walPrealloc/2 {
+		t.Errorf("segment of %d bytes after a 1 MiB record, want it extended past %d", got, first)
+	}
+	segs, _ := listSegments(l.dir.path)
+	path := filepath.Join(l.dir.path, segs[0].name)
+	for _, last := range []bool{true, false} {
+		sc, err := scanSegment(path, last)
+		if err != nil {
+			t.Fatalf("scan (last %v): %v", last, err)
+		}
+		if len(sc.records) != 21 || sc.torn {
+			t.Errorf("scan (last %v): %d records, torn=%v; want 21 and no tear", last, len(sc.records), sc.torn)
+		}
 	}
 }
 

@@ -113,8 +113,10 @@ type walSegment struct {
 	// dev and ino identify the file: a segment no longer at its path
 	// with the same identity was taken over (the fence).
 	dev, ino uint64
-	size     int64
-	records  int
+	// size is the end of its last record (the file offset); alloc the
+	// bytes the file holds, zeros after size (reserve).
+	size, alloc int64
+	records     int
 	// unapplied counts its records whose entity file is not written yet
 	// and that no later record of the same entity replaced (guarded by
 	// walLog.mu); a checkpoint waits for zero.
@@ -336,6 +338,9 @@ func (l *walLog) writeBatch(b *walBatch) (*walSegment, error) {
 		return nil, err
 	}
 	seg := l.seg
+	if err := seg.reserve(int64(len(b.buf))); err != nil {
+		return nil, l.failSegment(seg, "preallocate", err)
+	}
 	if _, err := l.fs.ops.write(seg.f, b.buf); err != nil {
 		return nil, l.failSegment(seg, "write", err)
 	}
@@ -383,7 +388,9 @@ func (l *walLog) openSegment(first uint64) (_ *walSegment, err error) {
 	l.mu.Unlock()
 	seq := l.nextSeq
 	name := walSegmentName(gen, seq)
-	fd, err := unix.Openat(int(l.dir.f.Fd()), name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_APPEND|unix.O_CLOEXEC, 0o600)
+	// Not O_APPEND: groups are written at the file offset, over the
+	// zeros reserve wrote ahead of them.
+	fd, err := unix.Openat(int(l.dir.f.Fd()), name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return nil, &fs.PathError{Op: "create", Path: filepath.Join(l.dir.path, name), Err: err}
 	}
@@ -399,6 +406,10 @@ func (l *walLog) openSegment(first uint64) (_ *walSegment, err error) {
 	if _, err := l.fs.ops.write(f, buf); err != nil {
 		return nil, err
 	}
+	seg := &walSegment{path: f.Name(), seq: seq, f: f, size: int64(len(buf)), alloc: int64(len(buf))}
+	if err := seg.reserve(0); err != nil {
+		return nil, err
+	}
 	if err := l.fs.ops.fdatasync(f); err != nil {
 		return nil, err
 	}
@@ -409,8 +420,35 @@ func (l *walLog) openSegment(first uint64) (_ *walSegment, err error) {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, err
 	}
+	seg.dev, seg.ino = st.Dev, st.Ino
 	l.nextSeq++
-	return &walSegment{path: f.Name(), seq: seq, f: f, dev: st.Dev, ino: st.Ino, size: int64(len(buf))}, nil
+	return seg, nil
+}
+
+// walPrealloc is how far ahead of its records a segment's file is
+// written with zeros. A group then overwrites bytes the file already
+// has: its fdatasync flushes the data alone and commits no filesystem
+// journal transaction (the file's size and blocks do not change), so it
+// neither waits for nor carries the entity files the applier renamed
+// meanwhile. One group in walPrealloc bytes extends the file, and its
+// fdatasync commits that extension. A scan takes zeros after the last
+// record for the end of the segment (wal.go).
+const walPrealloc = 1 << 20
+
+// walZeros is what reserve writes.
+var walZeros = make([]byte, walPrealloc)
+
+// reserve makes sure the file holds n bytes after the segment's records,
+// writing zeros up to walPrealloc bytes past them when it does not. The
+// caller syncs the file.
+func (s *walSegment) reserve(n int64) error {
+	for s.alloc < s.size+n {
+		if _, err := s.f.WriteAt(walZeros, s.alloc); err != nil {
+			return err
+		}
+		s.alloc += walPrealloc
+	}
+	return nil
 }
 
 // checkFence reports an error unless the segment is still the file at
