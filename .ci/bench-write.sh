@@ -6,25 +6,25 @@
 # Configurations:
 #   raw       the raw per-file durable sequence, no server
 #             (-role=bench -ceiling=fsync)
-#   before    -role=all of commit BEFORE (default e822b52, main before the
-#             write-ahead log)
-#   start     -role=all of commit START (default 60fd908)
 #   this      -role=all of this tree (the default server: log and change
 #             feed)
+#   NAME      -role=all of the commit REVS names NAME (NAME=COMMIT ...;
+#             default before=e822b52, main before the write-ahead log)
 # Each server line adds the server's CPU time per PUT (µs).
-# Usage: [CONFIGS="raw before start this"] [PORT=18171] .ci/bench-write.sh [ROUNDS] [SECONDS] [BEFORE] [START]
+# Usage: [CONFIGS="raw before this"] [REVS="before=e822b52 ..."] [PORT=18171] .ci/bench-write.sh [ROUNDS] [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rounds=${1:-3}; secs=${2:-4}; before=${3:-e822b52}; start=${4:-60fd908}
-configs=${CONFIGS:-raw before start this}
+rounds=${1:-3}; secs=${2:-4}
+configs=${CONFIGS:-raw before this}
+revs=${REVS:-before=e822b52}
 work=$(mktemp -d)
-trap 'pkill -P $$ || true; for b in before start; do git worktree remove --force "$work/src-$b" 2>/dev/null || true; done; rm -rf "$work"' EXIT
+trap 'pkill -P $$ || true; for r in $revs; do git worktree remove --force "$work/src-${r%%=*}" 2>/dev/null || true; done; rm -rf "$work"' EXIT
 go build -o "$work/ddb" .
-for b in before start; do
-  case " $configs " in *" $b "*) ;; *) continue ;; esac
-  rev=$before; [ "$b" = start ] && rev=$start
-  git worktree add -f --detach "$work/src-$b" "$rev" >/dev/null 2>&1
-  (cd "$work/src-$b" && go build -o "$work/ddb-$b" .)
+for r in $revs; do
+  name=${r%%=*}
+  case " $configs " in *" $name "*) ;; *) continue ;; esac
+  git worktree add -f --detach "$work/src-$name" "${r#*=}" >/dev/null 2>&1
+  (cd "$work/src-$name" && go build -o "$work/ddb-$name" .)
 done
 export MASTER_KEY=000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f ADMIN_KEY=bench-admin-key-0123456789
 port=${PORT:-18171}
