@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -123,9 +124,12 @@ type changeLog struct {
 	stop    chan struct{}
 	wg      sync.WaitGroup
 	// f is the current segment and segNext the number its next record
-	// gets (from 1 in each segment), both the writer goroutine's only.
+	// gets (from 1 in each segment); alloc is f's size, zeros after its
+	// records (written ahead as the write-ahead log's segments are,
+	// walPrealloc); all the writer goroutine's only.
 	f       *os.File
 	segNext uint64
+	alloc   int64
 	// committed is called after each commit with the group (feed.go).
 	committed func(*changeGroup)
 }
@@ -215,6 +219,10 @@ func scanChangeSegment(path string, data []byte, last bool, f func(changeRec) bo
 			rec, n, batch, err = decodeChangeFrame(payload)
 			ok = err == nil && n == sc.next && (batch == prevBatch || batch == n)
 			prevBatch = batch
+		}
+		if !ok && allZero(data[sc.end:]) {
+			// The zeros the segment is written ahead with: its end.
+			return sc, nil
 		}
 		if !ok {
 			if tornTail(data, sc.end, sc.next, last, changePos) {
@@ -365,11 +373,21 @@ func (l *changeLog) openCurrent() error {
 	if len(l.segs) == 0 {
 		return l.newSegment(l.nextSeq)
 	}
-	f, err := os.OpenFile(filepath.Join(l.dir, segmentName(l.segs[len(l.segs)-1].first)), os.O_WRONLY|os.O_APPEND, 0o600)
+	cur := l.segs[len(l.segs)-1]
+	f, err := os.OpenFile(filepath.Join(l.dir, segmentName(cur.first)), os.O_WRONLY, 0o600)
 	if err != nil {
 		return fmt.Errorf("open change log: %w", err)
 	}
-	l.f = f
+	// Appends go after the last record, over the zeros written ahead.
+	st, err := f.Stat()
+	if err == nil {
+		_, err = f.Seek(cur.size, io.SeekStart)
+	}
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("open change log: %w", err)
+	}
+	l.f, l.alloc = f, st.Size()
 	return nil
 }
 
@@ -377,23 +395,36 @@ func (l *changeLog) openCurrent() error {
 // current one; its directory entry is synced before it is written.
 func (l *changeLog) newSegment(first uint64) error {
 	path := filepath.Join(l.dir, segmentName(first))
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("create change log segment: %w", err)
 	}
-	if err := syncDir(l.dir); err != nil {
+	var alloc int64
+	err = reserveZeros(f, &alloc, 1, l.aheadBytes())
+	if err == nil {
+		err = fdatasync(f)
+	}
+	if err == nil {
+		err = syncDir(l.dir)
+	}
+	if err != nil {
 		f.Close()
-		return fmt.Errorf("sync change log directory: %w", err)
+		return fmt.Errorf("create change log segment: %w", err)
 	}
 	if l.f != nil {
 		l.f.Close()
 	}
-	l.f, l.segNext = f, 1
+	l.f, l.segNext, l.alloc = f, 1, alloc
 	l.mu.Lock()
 	l.segs = append(l.segs, changeSegment{first: first, last: l.now()})
 	l.mu.Unlock()
 	return nil
 }
+
+// aheadBytes is how far a segment is written ahead with zeros: a
+// write-ahead log's walPrealloc, or a segment's size when that is less,
+// so that the files stay near the retention's bytes.
+func (l *changeLog) aheadBytes() int64 { return min(walPrealloc, l.segBytes) }
 
 // errChangeLogBroken is the error of appends after a failed commit.
 var errChangeLogBroken = fmt.Errorf("change log cannot be written: %w", errUnavailable)
@@ -505,6 +536,12 @@ func (l *changeLog) write(g *changeGroup) error {
 		l.frame(g) // numbered from 1 in the new segment
 	}
 	l.segNext += uint64(len(g.payloads))
+	l.mu.Lock()
+	end := l.segs[len(l.segs)-1].size + int64(len(g.buf))
+	l.mu.Unlock()
+	if err := reserveZeros(l.f, &l.alloc, end, l.aheadBytes()); err != nil {
+		return fmt.Errorf("write change log: %w", err)
+	}
 	if _, err := l.f.Write(g.buf); err != nil {
 		return fmt.Errorf("write change log: %w", err)
 	}

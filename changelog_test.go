@@ -203,3 +203,45 @@ func TestChangeLogDamage(t *testing.T) {
 		})
 	}
 }
+
+// TestChangeLogWrittenAhead: a segment's file is written with zeros ahead
+// of its records, as the write-ahead log's are, so that a group's
+// fdatasync changes no file size; the zeros read as the segment's end,
+// and after a reopen appends go on right after the last record.
+func TestChangeLogWrittenAhead(t *testing.T) {
+	dir := t.TempDir()
+	l, err := openTestChangeLog(t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, segmentName(1))
+	put := func(l *testChangeLog, key string) {
+		t.Helper()
+		if err := l.append(&changeRec{T: changeDone, DB: "db", Key: key, Op: "put"}).wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(l, "a")
+	st, err := os.Stat(path)
+	if err != nil || st.Size() < l.aheadBytes() {
+		t.Fatalf("segment after one record: %v, %v; want at least %d bytes written ahead", st.Size(), err, l.aheadBytes())
+	}
+	put(l, "b")
+	if st2, _ := os.Stat(path); st2.Size() != st.Size() {
+		t.Errorf("segment grew from %d to %d bytes for one small record", st.Size(), st2.Size())
+	}
+	l.close()
+	l, err = openTestChangeLog(t, dir)
+	if err != nil {
+		t.Fatalf("reopen over the zeros: %v", err)
+	}
+	put(l, "c")
+	l.close()
+	l, err = openTestChangeLog(t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(changeKeys(t, l), ","); got != "a,b,c" {
+		t.Errorf("changes after two reopens = %s, want a,b,c", got)
+	}
+}

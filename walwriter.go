@@ -442,11 +442,17 @@ var walZeros = make([]byte, walPrealloc)
 // writing zeros up to walPrealloc bytes past them when it does not. The
 // caller syncs the file.
 func (s *walSegment) reserve(n int64) error {
-	for s.alloc < s.size+n {
-		if _, err := s.f.WriteAt(walZeros, s.alloc); err != nil {
-			return err
+	return reserveZeros(s.f, &s.alloc, s.size+n, walPrealloc)
+}
+
+// reserveZeros writes zeros to f from *alloc, chunk bytes (at most
+// walPrealloc) at a time, until it holds end bytes, and advances *alloc.
+func reserveZeros(f *os.File, alloc *int64, end, chunk int64) error {
+	for *alloc < end {
+		if _, err := f.WriteAt(walZeros[:chunk], *alloc); err != nil {
+			return fmt.Errorf("write ahead of the log: %w", err)
 		}
-		s.alloc += walPrealloc
+		*alloc += chunk
 	}
 	return nil
 }
