@@ -412,6 +412,13 @@ func (l *changeLog) newSegment(first uint64) error {
 		return fmt.Errorf("create change log segment: %w", err)
 	}
 	if l.f != nil {
+		// The zeros written ahead of the full segment are not needed any
+		// more: cut them, so that the files stay the size retention counts
+		// (a failure leaves zeros a scan reads as the end).
+		l.mu.Lock()
+		size := l.segs[len(l.segs)-1].size
+		l.mu.Unlock()
+		_ = l.f.Truncate(size)
 		l.f.Close()
 	}
 	l.f, l.segNext, l.alloc = f, 1, alloc

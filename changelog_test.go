@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -243,5 +244,24 @@ func TestChangeLogWrittenAhead(t *testing.T) {
 	}
 	if got := strings.Join(changeKeys(t, l), ","); got != "a,b,c" {
 		t.Errorf("changes after two reopens = %s, want a,b,c", got)
+	}
+	// A full segment keeps no zeros once the next one starts.
+	var g *changeGroup
+	for i := range 2000 {
+		g = l.append(&changeRec{T: changeDone, DB: "db", Key: fmt.Sprint("k", i), Op: "put"})
+	}
+	if err := g.wait(); err != nil {
+		t.Fatal(err)
+	}
+	l.mu.Lock()
+	segs := slices.Clone(l.segs)
+	l.mu.Unlock()
+	if len(segs) < 2 {
+		t.Fatalf("%d segments after 2000 records, want a full one", len(segs))
+	}
+	for _, seg := range segs[:len(segs)-1] {
+		if st, err := os.Stat(filepath.Join(dir, segmentName(seg.first))); err != nil || st.Size() != seg.size {
+			t.Errorf("full segment %d: %d bytes, %v; want its records' %d", seg.first, st.Size(), err, seg.size)
+		}
 	}
 }
