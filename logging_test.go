@@ -315,12 +315,18 @@ func tracedCall(t *testing.T, method, u, id, token, body string, hdr ...string) 
 }
 
 // tamperEntities flips the last byte (the GCM tag's) of every stored
-// entity of database db under the storage root dir, so that reading any
-// of them fails decryption.
-func tamperEntities(t *testing.T, dir, db string) {
+// entity of database db of cluster c, so that reading any of them fails
+// decryption. A listing of the databases first makes the workers' logs
+// write every acknowledged entity file (the catalog flushes them before
+// it scans storage): until then a worker serves its logged records, and
+// its applier would write them over the tampered files.
+func tamperEntities(t *testing.T, c *cluster, db string) {
 	t.Helper()
+	if code, body, _ := httpCall(t, "GET", c.main.base+"/api/databases", testAdminKey, nil); code != 200 {
+		t.Fatalf("list databases before tampering = %d %s", code, body)
+	}
 	n := 0
-	err := filepath.WalkDir(filepath.Join(dir, "files", db), func(p string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(filepath.Join(c.dir, "files", db), func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
@@ -393,7 +399,7 @@ func TestRequestIDReachesWorker(t *testing.T) {
 		}
 	}
 
-	tamperEntities(t, c.dir, "tracedb")
+	tamperEntities(t, c, "tracedb")
 	code, out, _ := tracedCall(t, "GET", u+"?key=a", "trace-corrupt-a", testAdminKey, "")
 	if code != 500 || !strings.Contains(out, "trace-corrupt-a") {
 		t.Errorf("GET of a tampered entity = %d %s, want 500 naming request ID trace-corrupt-a", code, out)
@@ -490,7 +496,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 
 	// A failure at the worker (a tampered entity, not in its cache of
 	// one) is logged with its cause on both sides.
-	tamperEntities(t, c.dir, "scandb")
+	tamperEntities(t, c, "scandb")
 	do(500, "GET", "/entity/scandb?key=d2", key.Secret, "")
 	do(200, "POST", "/api/logout", session.Token, "")
 	do(200, "DELETE", "/api/keys/"+key.ID, testAdminKey, "")
