@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -340,5 +341,53 @@ func TestVersionsRealBinary(t *testing.T) {
 	}
 	if l := nodeVersions(t, n, "vdb", "s2"); fmt.Sprint(versionNumbers(l)) != "[2 3 4]" {
 		t.Errorf("versions of s2 after restore = %+v", l)
+	}
+}
+
+// TestVersionsAfterRotation: a master-key rotation covers versions. They
+// are sealed under their database's data key, which the rotation rewraps
+// under the new key: afterwards the new key alone opens every kept
+// version and the old key alone opens none.
+func TestVersionsAfterRotation(t *testing.T) {
+	ctx := t.Context()
+	st := newTestFSStore(t)
+	ts := newAuthTestServerOn(t, authConfig{}, st)
+	oldKey, newKey := make([]byte, 32), bytes.Repeat([]byte{7}, 32) // the test server's key, a new one
+	if err := checkMasterKey(ctx, st, oldKey, "test-key"); err != nil {
+		t.Fatal(err)
+	}
+	ts.mustDo(t, "PUT", "/api/databases/rdb", testAdminKey, `{"max_versions":5}`, 200)
+	for i := 1; i <= 3; i++ {
+		putETag(t, ts, "rdb", "s1", fmt.Sprintf(`{"n":%d}`, i))
+	}
+	ts.mustDo(t, "DELETE", "/entity/rdb?key=s1", testAdminKey, "", 200)
+
+	prevID, _, err := checkKeys(ctx, st, newKey, "new-key", oldKey)
+	if err != nil {
+		t.Fatalf("checkKeys(new, previous old) = %v", err)
+	}
+	ring, _ := newKeyring(st, newKey, "new-key")
+	if err := ring.addPrevious(oldKey, prevID); err != nil {
+		t.Fatal(err)
+	}
+	rot := &rotator{st: st, ring: ring, log: slog.New(slog.DiscardHandler), done: func() {}}
+	if err := rot.run(ctx, nil, "", nil); err != nil {
+		t.Fatalf("rotation = %v", err)
+	}
+
+	fresh, _ := newKeyring(st, newKey, "new-key")
+	old, _ := newKeyring(st, oldKey, "test-key")
+	for n := int64(1); n <= 3; n++ {
+		blob, err := st.Get(ctx, versionObjectKey("rdb", "s1", n))
+		if err != nil {
+			t.Fatalf("version %d: %v", n, err)
+		}
+		doc, _, err := fresh.open(ctx, "rdb", versionSealKey("s1", n), blob)
+		if err != nil || !jsonEqual(doc, []byte(fmt.Sprintf(`{"n":%d}`, n))) {
+			t.Errorf("version %d under the new key after the rotation = %s, %v", n, doc, err)
+		}
+		if _, _, err := old.open(ctx, "rdb", versionSealKey("s1", n), blob); err == nil {
+			t.Errorf("version %d still opens under the old key alone after the rotation", n)
+		}
 	}
 }
