@@ -220,10 +220,13 @@ type importRow struct {
 // importer runs one import: it reads lines, checks them into the current
 // batch and writes each batch whose lines all passed.
 type importer struct {
-	d     *dataPlane
-	db    string
-	batch int
-	rep   importReport
+	d  *dataPlane
+	db string
+	// principal is the name the lines' writes record (versions, the
+	// log), as a PUT's.
+	principal string
+	batch     int
+	rep       importReport
 	// rows are the current batch's lines that passed, lines counts its
 	// lines (blank ones aside), bytes its documents' size; bad says
 	// whether one of its lines was refused.
@@ -269,7 +272,7 @@ func (s *restServer) handleImport(w http.ResponseWriter, r *http.Request, p prin
 		rc.SetWriteDeadline(time.Now().Add(transferIdle))
 	}
 	deadline()
-	imp := &importer{d: s.data, db: db, batch: batch, seen: map[string]int{}, rep: importReport{Errors: []importError{}}}
+	imp := &importer{d: s.data, db: db, principal: principalName(p), batch: batch, seen: map[string]int{}, rep: importReport{Errors: []importError{}}}
 	err = imp.run(r.Context(), http.MaxBytesReader(w, r.Body, lim), deadline)
 	noteKeyCount(r.Context(), imp.named, imp.namedTotal)
 	rep := imp.rep
@@ -452,7 +455,7 @@ func (im *importer) flush(ctx context.Context) error {
 	case len(rows) == 0:
 		return nil
 	}
-	n, err := im.d.writeRows(ctx, im.db, rows)
+	n, err := im.d.writeRows(ctx, im.db, im.principal, rows)
 	im.rep.Imported += n
 	if err != nil {
 		return err
@@ -462,10 +465,15 @@ func (im *importer) flush(ctx context.Context) error {
 }
 
 // writeRows writes checked rows of db, importWriters at a time, each
-// through the write path of a single PUT, and returns how many were
-// written. On a failure the others still run to their end; the error
-// names the first failed line.
-func (d *dataPlane) writeRows(ctx context.Context, db string, rows []importRow) (int, error) {
+// through the write path of a single PUT (by principal, keeping versions
+// as the database says), and returns how many were written. On a failure
+// the others still run to their end; the error names the first failed
+// line.
+func (d *dataPlane) writeRows(ctx context.Context, db, principal string, rows []importRow) (int, error) {
+	maxVersions, err := d.maxVersions(ctx, db)
+	if err != nil {
+		return 0, err
+	}
 	errs := make([]error, len(rows))
 	next := make(chan int)
 	var wg sync.WaitGroup
@@ -474,7 +482,8 @@ func (d *dataPlane) writeRows(ctx context.Context, db string, rows []importRow) 
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				op := &pb.EntityOp{DatabaseName: db, EntityKey: rows[i].key, Operation: pb.Operation_PUT, Payload: rows[i].doc}
+				op := &pb.EntityOp{DatabaseName: db, EntityKey: rows[i].key, Operation: pb.Operation_PUT, Payload: rows[i].doc,
+					Principal: principal, MaxVersions: int32(maxVersions)}
 				if _, err := d.proc.Process(ctx, op); err != nil {
 					errs[i] = reqPrefixf(err, "line %d (key %q)", rows[i].line, rows[i].key)
 				}

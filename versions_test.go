@@ -391,3 +391,21 @@ func TestVersionsAfterRotation(t *testing.T) {
 		}
 	}
 }
+
+// TestVersionsImport: an import's lines are writes like PUTs: each keeps
+// its document as the entity's next version, by the importing key.
+func TestVersionsImport(t *testing.T) {
+	ts := newAuthTestServerOn(t, authConfig{}, newTestFSStore(t))
+	ts.mustDo(t, "PUT", "/api/databases/idb", testAdminKey, `{"max_versions":3}`, 200)
+	putETag(t, ts, "idb", "k", `{"v":1}`)
+	ts.mustDo(t, "POST", "/api/databases/idb/import", testAdminKey, `{"key":"k","doc":{"v":2}}`+"\n"+`{"key":"j","doc":{"v":1}}`+"\n", 200)
+	for key, want := range map[string]string{"k": "[1 2]", "j": "[1]"} {
+		l := listVersionsOf(t, ts, "idb", key)
+		if got := fmt.Sprint(versionNumbers(l)); got != want || l.Versions[len(l.Versions)-1].Principal != "admin" {
+			t.Errorf("versions of %s after the import = %+v, want %s, the last by admin", key, l, want)
+		}
+	}
+	if rec := ts.do("GET", "/entity/idb?key=k&version=2", testAdminKey, "", ""); rec.Code != 200 || !jsonEqual(rec.Body.Bytes(), []byte(`{"v":2}`)) {
+		t.Errorf("version 2 of k = %d %s, want the imported document", rec.Code, rec.Body)
+	}
+}
