@@ -362,7 +362,7 @@ func (cs *callServer) start(ctx context.Context, req *pb.WorkerRequest, now time
 	cs.running[seq] = cancel
 	cs.wg.Go(func() {
 		defer func() { <-cs.slots }()
-		resp, f := cs.s.serve(cctx, req, now, true)
+		resp, f := cs.s.serve(cctx, req, now)
 		if f != nil && cctx.Err() != nil {
 			// It failed because its deadline passed or it was
 			// cancelled: that is the answer, as gRPC gives it.

@@ -95,9 +95,28 @@ func (c *lru[K, V]) Get(k K) (V, bool) {
 		var v V
 		return v, false
 	}
+	return c.hit(e), true
+}
+
+// Hit is Get for a live entry; an absent or expired one is reported
+// absent and counts nothing, left for the Get that follows it (a fast
+// path that falls back to Get counts each read once).
+func (c *lru[K, V]) Hit(k K) (V, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.items[k]
+	if !ok || c.expired(e) {
+		var v V
+		return v, false
+	}
+	return c.hit(e), true
+}
+
+// hit counts a hit of live entry e and marks it most recently used.
+func (c *lru[K, V]) hit(e *lruEntry[K, V]) V {
 	c.hits++
 	c.moveToFront(e)
-	return e.value, true
+	return e.value
 }
 
 // Peek returns the value for k without counting it or changing its

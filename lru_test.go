@@ -273,6 +273,41 @@ func TestLRUTTL(t *testing.T) {
 	}
 }
 
+// TestLRUHit: Hit counts a hit of a live entry and makes it the most
+// recent, as Get does; an absent or expired entry it reports absent and
+// counts nothing, so that the Get that follows counts the one miss.
+func TestLRUHit(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	c := newLRU[string, int](2, time.Minute, clk.now)
+	c.Add("a", 1)
+	c.Add("b", 2)
+	if v, ok := c.Hit("a"); !ok || v != 1 {
+		t.Fatalf("Hit(%q) = %d, %v, want 1, true", "a", v, ok)
+	}
+	c.Add("c", 3) // evicts b: a was made the most recent
+	if _, ok := c.Peek("a"); !ok {
+		t.Error("Hit did not make a the most recent: it was evicted")
+	}
+	if _, ok := c.Hit("b"); ok {
+		t.Error("Hit of an evicted entry = true")
+	}
+	if got := c.Stats(); got.Hits != 1 || got.Misses != 0 {
+		t.Errorf("after a hit and an absent Hit: %d hits, %d misses; want 1, 0", got.Hits, got.Misses)
+	}
+	clk.advance(time.Minute)
+	if _, ok := c.Hit("a"); ok {
+		t.Error("Hit of an expired entry = true")
+	}
+	if _, ok := c.Get("a"); ok {
+		t.Error("Get of an expired entry = true")
+	}
+	c.check(t)
+	want := cacheStats{Hits: 1, Misses: 1, Evictions: 2, Entries: 1, Capacity: 2}
+	if got := c.Stats(); got != want {
+		t.Errorf("Stats() = %+v, want %+v", got, want)
+	}
+}
+
 func TestLRUNoTTLNeverExpires(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(0, 0)}
 	c := newLRU[int, int](2, 0, clk.now)

@@ -103,64 +103,88 @@ func (w *worker) setKeys(k *keyring) { w.keys.Store(k) }
 
 // Process runs one entity operation. It implements processingWorker.
 func (w *worker) Process(ctx context.Context, req *pb.WorkerRequest) (*pb.WorkerResponse, error) {
-	return w.process(ctx, req, false)
+	w.inFlight.Add(1)
+	defer w.inFlight.Add(-1)
+	if req.GetOp().GetOperation() == pb.Operation_CHECKPOINT {
+		return w.checkpoint(ctx)
+	}
+	c, err := w.check(req)
+	if err != nil {
+		return nil, err
+	}
+	return w.run(ctx, c)
 }
 
 // cached answers req from the cache when it is the owner's plain read of
 // an entity the cache holds. Nothing in it waits (no lock, no storage),
 // so a Calls stream answers it without a goroutine of its own; false
-// means the caller runs process with missed set (the cache was asked, and
-// its statistics counted the miss).
+// means the caller runs Process, which counts the cache's miss (cached
+// counts only a hit).
 func (w *worker) cached(req *pb.WorkerRequest) (*pb.WorkerResponse, bool) {
-	op := req.GetOp()
-	if op.GetOperation() != pb.Operation_GET || !req.GetOwner() || op.GetScan() || w.keys.Load() == nil ||
-		validateDBName(op.GetDatabaseName()) != nil || validateEntityKey(op.GetEntityKey()) != nil {
+	if !ownersRead(req) {
 		return nil, false
 	}
-	w.observeEpoch(req.GetEpoch())
-	e, ok := w.cache.Get(cacheKey(op.GetDatabaseName(), op.GetEntityKey()))
+	w.inFlight.Add(1)
+	defer w.inFlight.Add(-1)
+	c, err := w.check(req)
+	if err != nil {
+		return nil, false
+	}
+	e, ok := w.cache.Hit(cacheKey(c.op.GetDatabaseName(), c.op.GetEntityKey()))
 	if !ok {
 		return nil, false
 	}
 	return e.response(), true
 }
 
-// process is Process; missed says that cached has just missed req's
-// entity, so a GET goes straight to storage.
-func (w *worker) process(ctx context.Context, req *pb.WorkerRequest, missed bool) (*pb.WorkerResponse, error) {
-	w.inFlight.Add(1)
-	defer w.inFlight.Add(-1)
-	if req.GetOp().GetOperation() == pb.Operation_CHECKPOINT {
-		return w.checkpoint(ctx)
-	}
+// checked is a request that passed check: the keyring it is served with,
+// and its operation, whose names are valid.
+type checked struct {
+	s   *keyring
+	req *pb.WorkerRequest
+	op  *pb.EntityOp
+}
+
+// check is what a request passes before it reaches the cache or storage,
+// on both paths (Process, and the call stream's cached): the master key
+// is known, the database name is valid and so is the entity key of every
+// operation that names one (all but FIND), and the routing epoch the
+// request carries is observed (a newer one drops the cache).
+func (w *worker) check(req *pb.WorkerRequest) (checked, error) {
 	s := w.keys.Load()
 	if s == nil {
-		return nil, fmt.Errorf("process: worker has no master key yet: %w", errUnavailable)
+		return checked{}, fmt.Errorf("process: worker has no master key yet: %w", errUnavailable)
 	}
 	op := req.GetOp()
 	if err := validateDBName(op.GetDatabaseName()); err != nil {
-		return nil, err
+		return checked{}, err
+	}
+	if op.GetOperation() != pb.Operation_FIND {
+		if err := validateEntityKey(op.GetEntityKey()); err != nil {
+			return checked{}, err
+		}
 	}
 	w.observeEpoch(req.GetEpoch())
-	if op.GetOperation() == pb.Operation_FIND {
-		return w.find(ctx, s, req)
-	}
-	if err := validateEntityKey(op.GetEntityKey()); err != nil {
-		return nil, err
-	}
-	owner := req.GetOwner()
+	return checked{s: s, req: req, op: op}, nil
+}
+
+// ownersRead reports whether req is the owner's plain read of an entity:
+// the read the cache serves and fills (get).
+func ownersRead(req *pb.WorkerRequest) bool {
+	return req.GetOp().GetOperation() == pb.Operation_GET && req.GetOwner() && !req.GetOp().GetScan()
+}
+
+// run serves checked request c.
+func (w *worker) run(ctx context.Context, c checked) (*pb.WorkerResponse, error) {
+	s, op, owner := c.s, c.op, c.req.GetOwner()
 	if versionOps[op.GetOperation()] {
 		return w.versionOp(ctx, s, op, owner)
 	}
 	switch op.GetOperation() {
+	case pb.Operation_FIND:
+		return w.find(ctx, s, c.req)
 	case pb.Operation_GET:
-		if !owner {
-			return w.getUncached(ctx, s, op)
-		}
-		if op.GetScan() {
-			return w.getScan(ctx, s, op)
-		}
-		return w.get(ctx, s, op, missed)
+		return w.read(ctx, c)
 	case pb.Operation_PUT:
 		return w.put(ctx, s, op, owner)
 	case pb.Operation_PATCH:
@@ -170,6 +194,19 @@ func (w *worker) process(ctx context.Context, req *pb.WorkerRequest, missed bool
 	default:
 		return nil, reqErrorf(errInvalid, "operation %v is not supported", op.GetOperation())
 	}
+}
+
+// read serves a GET: the owner's plain read through the cache (get), a
+// walk's read past it (getScan), and a read for an entity this worker
+// does not own straight from storage (getUncached).
+func (w *worker) read(ctx context.Context, c checked) (*pb.WorkerResponse, error) {
+	switch {
+	case ownersRead(c.req):
+		return w.get(ctx, c.s, c.op)
+	case !c.req.GetOwner():
+		return w.getUncached(ctx, c.s, c.op)
+	}
+	return w.getScan(ctx, c.s, c.op)
 }
 
 // observeEpoch drops the cache when the main worker's routing epoch is newer
@@ -194,14 +231,12 @@ func (w *worker) observeEpoch(epoch uint64) {
 // cacheKey is the LRU key of an entity.
 func cacheKey(db, key string) string { return db + "\x00" + key }
 
-// get serves a read from the cache, or from storage on a miss; missed
-// says the cache was just asked (cached).
-func (w *worker) get(ctx context.Context, s *keyring, op *pb.EntityOp, missed bool) (*pb.WorkerResponse, error) {
+// get serves the owner's read from the cache, or from storage on a miss,
+// filling the cache.
+func (w *worker) get(ctx context.Context, s *keyring, op *pb.EntityOp) (*pb.WorkerResponse, error) {
 	db, key := op.GetDatabaseName(), op.GetEntityKey()
-	if !missed {
-		if e, ok := w.cache.Get(cacheKey(db, key)); ok {
-			return e.response(), nil
-		}
+	if e, ok := w.cache.Get(cacheKey(db, key)); ok {
+		return e.response(), nil
 	}
 	// The same lock as lockEntity's in-process part.
 	unlock, err := w.locks.lock(ctx, entityObjectKey(db, key))

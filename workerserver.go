@@ -83,7 +83,7 @@ func (s *workerServer) Process(ctx context.Context, req *pb.WorkerRequest) (*pb.
 		f = refusal(why)
 	} else {
 		var resp *pb.WorkerResponse
-		if resp, f = s.serve(ctx, req, now, false); f == nil {
+		if resp, f = s.serve(ctx, req, now); f == nil {
 			return resp, nil
 		}
 	}
@@ -154,11 +154,10 @@ func refusal(why string) *callFailure {
 	return &callFailure{st: status.New(codes.Unauthenticated, why), handled: handledInternal}
 }
 
-// serve runs an admitted call that arrived at now; missed as for
-// worker.process.
-func (s *workerServer) serve(ctx context.Context, req *pb.WorkerRequest, now time.Time, missed bool) (*pb.WorkerResponse, *callFailure) {
+// serve runs an admitted call that arrived at now.
+func (s *workerServer) serve(ctx context.Context, req *pb.WorkerRequest, now time.Time) (*pb.WorkerResponse, *callFailure) {
 	ctx = withRequestID(ctx, req.GetRequestId())
-	resp, err := s.w.process(ctx, req, missed)
+	resp, err := s.w.Process(ctx, req)
 	s.logCall(ctx, req, err, s.now().Sub(now))
 	if err != nil {
 		return nil, s.failure(ctx, err)
