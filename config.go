@@ -245,7 +245,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.maxVersions, "max-versions", 0, "versions of each entity a database keeps unless PUT /api/databases/{db} sets its own (0: off; at most 100)")
 	fs.IntVar(&c.entityCacheSize, "entity-cache-size", 1024, "entities cached by the in-process worker of -role=all")
 	fs.IntVar(&c.cacheSize, "cache-size", 256, "most entities held in a processing worker's LRU")
-	fs.Int64Var(&c.gcHeapFloor, "gc-heap-floor", defaultGCHeapFloor, "the heap the garbage collector lets grow before it collects, bytes (0: Go's default pacing); the GOGC environment variable, when set, turns it off")
+	fs.Int64Var(&c.gcHeapFloor, "gc-heap-floor", defaultGCHeapFloor, "the heap the garbage collector lets grow before it collects, bytes, at most 1/16 of memory (0: Go's default pacing); the GOGC environment variable, when set, turns it off")
 	fs.Int64Var(&c.entityCacheBytes, "entity-cache-bytes", 0, "most bytes of documents a worker's cache holds, -role=all and -role=proc (0 = 1/64 of the memory, from 16 MiB to 128 MiB)")
 	fs.Int64Var(&c.maxResponse, "max-response-bytes", defaultMaxResponse, "most bytes of documents in one answer of a listing with include_docs or a get of many keys; the answer ends early with what follows (at least one document)")
 	fs.Int64Var(&c.maxInflightRead, "max-inflight-read-bytes", defaultMaxInflightRead, "most bytes of documents read for answers and not yet sent, over all requests; a read waits for room (at least -max-document-size)")
@@ -567,6 +567,9 @@ func (c *config) budgets() budgets {
 func (c *config) cacheBytes() int64 {
 	return cmp.Or(c.entityCacheBytes, defaultEntityCacheBytes(memoryLimit()))
 }
+
+// heapFloor is -gc-heap-floor, capped for this machine (gcHeapFloorFor).
+func (c *config) heapFloor() int64 { return gcHeapFloorFor(c.gcHeapFloor, memoryLimit()) }
 
 // Bounds of the default of -entity-cache-bytes.
 const (

@@ -25,6 +25,22 @@ import (
 // heap (twice the smallest default of -entity-cache-bytes).
 const defaultGCHeapFloor = 32 << 20
 
+// gcFloorShare is the share of the process's memory (memoryLimit: the
+// cgroup's limit, else the machine's RAM) the floor may take: 1/16, so
+// that in a small container the garbage the floor lets pile up stays a
+// small part of the limit beside the cache (1/64) and the requests.
+const gcFloorShare = 16
+
+// gcHeapFloorFor is the floor -gc-heap-floor asks for, capped at
+// 1/gcFloorShare of mem, the memory the process may use (0: unknown, no
+// cap).
+func gcHeapFloorFor(floor, mem int64) int64 {
+	if mem <= 0 {
+		return floor
+	}
+	return min(floor, mem/gcFloorShare)
+}
+
 // gcFloorState is the process's floor: one for the process, since the
 // collector's setting is (tests run several servers in one process). The
 // highest floor asked for holds while any is.

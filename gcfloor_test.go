@@ -31,6 +31,26 @@ func TestGCPercentFor(t *testing.T) {
 	}
 }
 
+// TestGCHeapFloorCappedByMemory: the floor is at most 1/16 of the memory
+// the process may use (a cgroup's limit, the same figure that sizes the
+// entity cache's default), and as asked where that memory is unknown or
+// large; 0 stays Go's default pacing.
+func TestGCHeapFloorCappedByMemory(t *testing.T) {
+	for _, c := range []struct{ floor, mem, want int64 }{
+		{defaultGCHeapFloor, 0, defaultGCHeapFloor},         // unknown
+		{defaultGCHeapFloor, 8 << 30, defaultGCHeapFloor},   // a large machine
+		{defaultGCHeapFloor, 512 << 20, defaultGCHeapFloor}, // exactly 1/16
+		{defaultGCHeapFloor, 256 << 20, 16 << 20},           // a small container
+		{defaultGCHeapFloor, 64 << 20, 4 << 20},             // a tiny one
+		{256 << 20, 1 << 30, 64 << 20},                      // asked for more than 1/16
+		{0, 256 << 20, 0},                                   // off
+	} {
+		if got := gcHeapFloorFor(c.floor, c.mem); got != c.want {
+			t.Errorf("gcHeapFloorFor(%d, %d) = %d, want %d", c.floor, c.mem, got, c.want)
+		}
+	}
+}
+
 // gcCount is the number of collections the process has completed.
 func gcCount() uint64 {
 	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}

@@ -284,7 +284,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer startGCFloor(cfg.gcHeapFloor).stop()
+	defer startGCFloor(cfg.heapFloor()).stop()
 	switch cfg.role {
 	case "all", "main":
 		return runMain(ctx, cfg, stdout, log)
