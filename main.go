@@ -57,6 +57,8 @@
 //	               operation of both front ends (REST, gRPC Process):
 //	               names, budgets, schema resolution, one validation,
 //	               preconditions, routing, what a principal may see
+//	batch.go       the data plane's operations on several entities: the
+//	               PUT of one or more documents, the read of many keys
 //	observe.go     what each finished REST request leaves for the access
 //	               log and the metrics (route, status, bytes, duration)
 //	audit.go       the audit log (-audit-log): one chained JSON line per
