@@ -132,6 +132,9 @@ type changeLog struct {
 	alloc   int64
 	// committed is called after each commit with the group (feed.go).
 	committed func(*changeGroup)
+	// ops write and sync the segments (osFileOps; a test injects
+	// faults).
+	ops *fileOps
 }
 
 // A change record's payload: a version byte and three zero bytes, u64
@@ -260,7 +263,7 @@ func segmentName(first uint64) string { return fmt.Sprintf("%020d.log", first) }
 // openChangeLog opens (creating) the change log in dir and starts its
 // writer. It returns the intents the log holds without an outcome: the
 // writes a crash cut between their intent and their completion.
-func openChangeLog(dir string, maxAge time.Duration, maxBytes int64, now func() time.Time) (*changeLog, []changeRec, error) {
+func openChangeLog(dir string, maxAge time.Duration, maxBytes int64, now func() time.Time, ops *fileOps) (*changeLog, []changeRec, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("create change log %s: %w", dir, err)
 	}
@@ -270,7 +273,7 @@ func openChangeLog(dir string, maxAge time.Duration, maxBytes int64, now func() 
 	}
 	l := &changeLog{lock: lock, dir: dir, now: now, maxAge: maxAge, maxBytes: maxBytes, segBytes: min(changeSegmentMax, maxBytes/16),
 		nextSeq: 1, nextID: 1, notify: make(chan struct{}),
-		kick: make(chan struct{}, 1), stop: make(chan struct{})}
+		kick: make(chan struct{}, 1), stop: make(chan struct{}), ops: ops}
 	open, err := l.scan()
 	if err == nil {
 		err = l.openCurrent()
@@ -400,10 +403,8 @@ func (l *changeLog) newSegment(first uint64) error {
 		return fmt.Errorf("create change log segment: %w", err)
 	}
 	var alloc int64
-	err = reserveZeros(f, &alloc, 1, l.aheadBytes())
-	if err == nil {
-		err = fdatasync(f)
-	}
+	l.writeAhead(f, &alloc, 1)
+	err = l.ops.fdatasync(f)
 	if err == nil {
 		err = syncDir(l.dir)
 	}
@@ -432,6 +433,15 @@ func (l *changeLog) newSegment(first uint64) error {
 // write-ahead log's walPrealloc, or a segment's size when that is less,
 // so that the files stay near the retention's bytes.
 func (l *changeLog) aheadBytes() int64 { return min(walPrealloc, l.segBytes) }
+
+// writeAhead writes zeros to f from *alloc, aheadBytes at a time, until
+// it holds end bytes (fileOps.writeZeros). The zeros only spare a
+// group's fdatasync the file's growth: when they cannot be written (a
+// full disk), the group is written without them, and fails only if its
+// own records cannot be.
+func (l *changeLog) writeAhead(f *os.File, alloc *int64, end int64) {
+	_ = l.ops.writeZeros(f, alloc, end, l.aheadBytes())
+}
 
 // errChangeLogBroken is the error of appends after a failed commit.
 var errChangeLogBroken = fmt.Errorf("change log cannot be written: %w", errUnavailable)
@@ -546,13 +556,14 @@ func (l *changeLog) write(g *changeGroup) error {
 	l.mu.Lock()
 	end := l.segs[len(l.segs)-1].size + int64(len(g.buf))
 	l.mu.Unlock()
-	if err := reserveZeros(l.f, &l.alloc, end, l.aheadBytes()); err != nil {
+	l.writeAhead(l.f, &l.alloc, end)
+	if _, err := l.ops.write(l.f, g.buf); err != nil {
 		return fmt.Errorf("write change log: %w", err)
 	}
-	if _, err := l.f.Write(g.buf); err != nil {
-		return fmt.Errorf("write change log: %w", err)
-	}
-	if err := fdatasync(l.f); err != nil {
+	// Past the zeros when they could not be written: the next are
+	// written after these records, never over them.
+	l.alloc = max(l.alloc, end)
+	if err := l.ops.fdatasync(l.f); err != nil {
 		return fmt.Errorf("sync change log: %w", err)
 	}
 	return nil

@@ -8,8 +8,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // changeDoneRec is the completion of a put of key with seq.
@@ -48,7 +51,13 @@ func (l *testChangeLog) close() { l.once.Do(func() { l.changeLog.close() }) }
 // the test.
 func openTestChangeLog(t *testing.T, dir string) (*testChangeLog, error) {
 	t.Helper()
-	cl, _, err := openChangeLog(dir, time.Hour, 1<<20, time.Now)
+	return openTestChangeLogOps(t, dir, osFileOps())
+}
+
+// openTestChangeLogOps is openTestChangeLog writing through ops.
+func openTestChangeLogOps(t *testing.T, dir string, ops *fileOps) (*testChangeLog, error) {
+	t.Helper()
+	cl, _, err := openChangeLog(dir, time.Hour, 1<<20, time.Now, ops)
 	if err != nil {
 		return nil, err
 	}
@@ -263,5 +272,73 @@ func TestChangeLogWrittenAhead(t *testing.T) {
 		if st, err := os.Stat(filepath.Join(dir, segmentName(seg.first))); err != nil || st.Size() != seg.size {
 			t.Errorf("full segment %d: %d bytes, %v; want its records' %d", seg.first, st.Size(), err, seg.size)
 		}
+	}
+}
+
+// TestChangeLogNoSpaceWritingAhead: zeros the change log cannot write
+// ahead of its records (a full disk, from its start on) fail nothing:
+// every change is written without them, through a new segment too; once
+// space returns the zeros are written again, after the records and never
+// over them: every change reads back after a reopen.
+func TestChangeLogNoSpaceWritingAhead(t *testing.T) {
+	dir := t.TempDir()
+	var full atomic.Bool
+	var failed atomic.Int64
+	full.Store(true)
+	ops, _ := recordingOps(func(step, _ string) bool {
+		if full.Load() && step == "writeAt" {
+			failed.Add(1)
+			return true
+		}
+		return false
+	}, unix.ENOSPC)
+	l, err := openTestChangeLogOps(t, dir, ops)
+	if err != nil {
+		t.Fatalf("open on a disk too full for the zeros: %v", err)
+	}
+	put := func(key string) *changeGroup {
+		return l.append(&changeRec{T: changeDone, DB: "db", Key: key, Op: "put"})
+	}
+	want := []string{"a"}
+	if err := put("a").wait(); err != nil {
+		t.Fatalf("append without zeros ahead: %v", err)
+	}
+	var g *changeGroup
+	for i := range 1000 {
+		want = append(want, fmt.Sprint("k", i))
+		g = put(want[len(want)-1])
+	}
+	if err := g.wait(); err != nil {
+		t.Fatalf("appends into a new segment without zeros ahead: %v", err)
+	}
+	if failed.Load() == 0 {
+		t.Fatal("the change log wrote no zeros ahead through its file operations")
+	}
+	l.mu.Lock()
+	segs := len(l.segs)
+	l.mu.Unlock()
+	if segs < 2 {
+		t.Fatalf("%d segments after 1000 changes, want a new one started", segs)
+	}
+	full.Store(false)
+	for _, k := range []string{"b", "c"} {
+		want = append(want, k)
+		if err := put(k).wait(); err != nil {
+			t.Fatalf("append once space returned: %v", err)
+		}
+	}
+	l.mu.Lock()
+	cur := l.segs[len(l.segs)-1]
+	l.mu.Unlock()
+	if st, err := os.Stat(filepath.Join(dir, segmentName(cur.first))); err != nil || st.Size() <= cur.size {
+		t.Errorf("segment once space returned: %v; want zeros after its %d bytes of records", err, cur.size)
+	}
+	l.close()
+	l, err = openTestChangeLog(t, dir)
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	if got := changeKeys(t, l); !slices.Equal(got, want) {
+		t.Errorf("changes after a reopen: %d, want %d (first %v)", len(got), len(want), got[:min(len(got), 3)])
 	}
 }

@@ -64,7 +64,7 @@ type changeFeed struct {
 // newChangeFeed opens the change log in dir; the intents it left open are
 // settled before their entity's next write, or by settle.
 func newChangeFeed(dir string, lim feedLimits, log *slog.Logger) (*changeFeed, error) {
-	cl, open, err := openChangeLog(dir, lim.retention, lim.retentionBytes, time.Now)
+	cl, open, err := openChangeLog(dir, lim.retention, lim.retentionBytes, time.Now, osFileOps())
 	if err != nil {
 		return nil, err
 	}

@@ -300,7 +300,8 @@ func (s *fsStore) Delete(ctx context.Context, key string) error {
 func (s *fsStore) Close() error { return nil }
 
 // fileOps are the file operations of writeDurableIn and mkdirAt, and of
-// the write-ahead log (walwriter.go, walreplay.go). Each store holds its
+// the write-ahead log (walwriter.go, walreplay.go) and the change log's
+// writes (changelog.go, which opens its own). Each store holds its
 // own, given when it is opened, so that a test can inject a failure at
 // each step and record the order of the calls in its store alone, while
 // that store's background work (the log's applier) runs. Each acts on a
@@ -317,11 +318,15 @@ type fileOps struct {
 	// syncfs makes the whole filesystem durable: the write-ahead log's
 	// checkpoints (walwriter.go).
 	syncfs func(dir string) error
+	// writeAt writes the zeros a log segment is written ahead with
+	// (writeZeros), where a full disk shows first.
+	writeAt func(f *os.File, data []byte, off int64) (int, error)
 }
 
 // osFileOps returns the file operations that act on the filesystem.
 func osFileOps() *fileOps {
-	return &fileOps{createTempIn, (*os.File).Write, fdatasync, (*os.File).Close, renameIn, mkdirIn, (*os.File).Sync, syncfs}
+	return &fileOps{createTempIn, (*os.File).Write, fdatasync, (*os.File).Close, renameIn, mkdirIn, (*os.File).Sync, syncfs,
+		(*os.File).WriteAt}
 }
 
 // writeDurable is writeDurableIn for the file at path, in a directory

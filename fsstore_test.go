@@ -574,6 +574,13 @@ func recordingOps(fail func(step, path string) bool, errFault error) (*fileOps, 
 			}
 			return real.syncfs(dir)
 		},
+		writeAt: func(f *os.File, data []byte, off int64) (int, error) {
+			if do("writeAt", f.Name()) {
+				n, _ := real.writeAt(f, data[:len(data)/2], off)
+				return n, &fs.PathError{Op: "write", Path: f.Name(), Err: errFault}
+			}
+			return real.writeAt(f, data, off)
+		},
 	}
 	return ops, func() []durableCall {
 		mu.Lock()
@@ -737,6 +744,43 @@ func TestDurableWriteFaultsReachClient(t *testing.T) {
 				t.Errorf("GET after the failed PUT = %d %s, want 200 %s", rec.Code, rec.Body, c.after)
 			}
 		})
+	}
+}
+
+// TestLogNoSpaceWritingAheadRecovers: the disk is full when the
+// write-ahead log's new segment is written with zeros ahead of its first
+// records: the PUT answers 503 with a JSON error and stores nothing, and
+// once space returns the next PUT is stored.
+func TestLogNoSpaceWritingAheadRecovers(t *testing.T) {
+	var full atomic.Bool
+	var failed atomic.Int64
+	ops, _ := recordingOps(func(step, path string) bool {
+		if full.Load() && step == "writeAt" && strings.Contains(path, walDirName) {
+			failed.Add(1)
+			return true
+		}
+		return false
+	}, unix.ENOSPC)
+	st := newTestFSStoreOps(t, ops)
+	s := newLocalRESTOver(t, st)
+	full.Store(true)
+	rec := serve(s, "PUT", "/entity/db", `{"k":"lost"}`)
+	var body struct{ Error string }
+	if rec.Code != 503 || json.Unmarshal(rec.Body.Bytes(), &body) != nil || body.Error == "" {
+		t.Errorf("PUT while the log's new segment cannot be written ahead = %d %s, want 503 with a JSON error", rec.Code, rec.Body)
+	}
+	if failed.Load() == 0 {
+		t.Fatal("the log wrote no zeros ahead through the store's file operations")
+	}
+	if rec := serve(s, "GET", "/entity/db?key=k", ""); rec.Code != 404 {
+		t.Errorf("GET after the refused PUT = %d %s, want 404", rec.Code, rec.Body)
+	}
+	full.Store(false)
+	if rec := serve(s, "PUT", "/entity/db", `{"k":"kept"}`); rec.Code != 200 {
+		t.Fatalf("PUT once space returned = %d %s, want 200", rec.Code, rec.Body)
+	}
+	if rec := serve(s, "GET", "/entity/db?key=k", ""); rec.Code != 200 || strings.TrimSpace(rec.Body.String()) != `"kept"` {
+		t.Errorf("GET after space returned = %d %s, want 200 \"kept\"", rec.Code, rec.Body)
 	}
 }
 

@@ -338,7 +338,7 @@ func (l *walLog) writeBatch(b *walBatch) (*walSegment, error) {
 		return nil, err
 	}
 	seg := l.seg
-	if err := seg.reserve(int64(len(b.buf))); err != nil {
+	if err := seg.reserve(l.fs.ops, int64(len(b.buf))); err != nil {
 		return nil, l.failSegment(seg, "preallocate", err)
 	}
 	if _, err := l.fs.ops.write(seg.f, b.buf); err != nil {
@@ -407,7 +407,7 @@ func (l *walLog) openSegment(first uint64) (_ *walSegment, err error) {
 		return nil, err
 	}
 	seg := &walSegment{path: f.Name(), seq: seq, f: f, size: int64(len(buf)), alloc: int64(len(buf))}
-	if err := seg.reserve(0); err != nil {
+	if err := seg.reserve(l.fs.ops, 0); err != nil {
 		return nil, err
 	}
 	if err := l.fs.ops.fdatasync(f); err != nil {
@@ -439,17 +439,17 @@ const walPrealloc = 1 << 20
 var walZeros = make([]byte, walPrealloc)
 
 // reserve makes sure the file holds n bytes after the segment's records,
-// writing zeros up to walPrealloc bytes past them when it does not. The
-// caller syncs the file.
-func (s *walSegment) reserve(n int64) error {
-	return reserveZeros(s.f, &s.alloc, s.size+n, walPrealloc)
+// writing zeros through ops up to walPrealloc bytes past them when it
+// does not. The caller syncs the file.
+func (s *walSegment) reserve(ops *fileOps, n int64) error {
+	return ops.writeZeros(s.f, &s.alloc, s.size+n, walPrealloc)
 }
 
-// reserveZeros writes zeros to f from *alloc, chunk bytes (at most
+// writeZeros writes zeros to f from *alloc, chunk bytes (at most
 // walPrealloc) at a time, until it holds end bytes, and advances *alloc.
-func reserveZeros(f *os.File, alloc *int64, end, chunk int64) error {
+func (ops *fileOps) writeZeros(f *os.File, alloc *int64, end, chunk int64) error {
 	for *alloc < end {
-		if _, err := f.WriteAt(walZeros[:chunk], *alloc); err != nil {
+		if _, err := ops.writeAt(f, walZeros[:chunk], *alloc); err != nil {
 			return fmt.Errorf("write ahead of the log: %w", err)
 		}
 		*alloc += chunk
