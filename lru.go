@@ -84,18 +84,16 @@ func newSizedLRU[K comparable, V any](capacity int, maxBytes int64, sizeOf func(
 func (c *lru[K, V]) Get(k K) (V, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e, ok := c.items[k]
-	if ok && c.expired(e) {
+	if v, ok := c.hit(k); ok {
+		return v, true
+	}
+	if e, ok := c.items[k]; ok { // expired
 		c.drop(e)
 		c.evictions++
-		ok = false
 	}
-	if !ok {
-		c.misses++
-		var v V
-		return v, false
-	}
-	return c.hit(e), true
+	c.misses++
+	var v V
+	return v, false
 }
 
 // Hit is Get for a live entry; an absent or expired one is reported
@@ -104,19 +102,20 @@ func (c *lru[K, V]) Get(k K) (V, bool) {
 func (c *lru[K, V]) Hit(k K) (V, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e, ok := c.items[k]
-	if !ok || c.expired(e) {
-		var v V
-		return v, false
-	}
-	return c.hit(e), true
+	return c.hit(k)
 }
 
-// hit counts a hit of live entry e and marks it most recently used.
-func (c *lru[K, V]) hit(e *lruEntry[K, V]) V {
+// hit returns the value of k's live entry, counts a hit and marks it most
+// recently used; it reports false, counting nothing, without one. c.mu is
+// held.
+func (c *lru[K, V]) hit(k K) (v V, ok bool) {
+	e, ok := c.items[k]
+	if !ok || c.expired(e) {
+		return v, false
+	}
 	c.hits++
 	c.moveToFront(e)
-	return e.value
+	return e.value, true
 }
 
 // Peek returns the value for k without counting it or changing its
