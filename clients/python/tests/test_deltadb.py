@@ -14,8 +14,10 @@ not see each other's entities and may run again on the same server.
 
 import json
 import os
+import socket
 import threading
 import unittest
+import urllib.parse
 import urllib.request
 from email.message import Message
 
@@ -37,6 +39,65 @@ CHAT_SCHEMA = {
         },
     },
 }
+
+
+class CuttingProxy:
+    """A TCP proxy to the server that can cut every connection it carries,
+    as a lost network or a restarted server does; accepted counts the
+    connections it took."""
+
+    def __init__(self, host, port):
+        self.target = (host, port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = "http://127.0.0.1:%d" % self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        self.conns = []
+        self.accepted = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                return
+            with self.lock:
+                self.conns += [client, upstream]
+                self.accepted += 1
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        """Close every connection open now."""
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self):
+        self.listener.close()
+        self.cut()
 
 
 class ClientTest(unittest.TestCase):
@@ -284,6 +345,24 @@ class ClientTest(unittest.TestCase):
         self.assertIn("last_seq", cm.exception.message)
         with self.assertRaises(deltadb.Forbidden):
             next(self.key_with(["write"]).follow(self.name))
+
+    def test_follow_resumes_after_a_dropped_connection(self):
+        url = urllib.parse.urlsplit(self.db.base_url)
+        proxy = CuttingProxy(url.hostname, url.port)
+        self.addCleanup(proxy.close)
+        since = self.db.changes(self.name, since="now")["last_seq"]
+        follow = deltadb.Client(proxy.url, self.db.token).follow(self.name, since=since, retry=0.1)
+        self.addCleanup(follow.close)
+        e1 = self.db.put(self.name, "a", {"n": 1})
+        first = next(follow)
+        self.assertEqual((first.key, first.etag), ("a", e1))
+        proxy.cut()
+        e2 = self.db.put(self.name, "b", {"n": 2})
+        e3 = self.db.put(self.name, "a", {"n": 3})
+        rest = [next(follow), next(follow)]
+        self.assertEqual([(c.key, c.etag) for c in rest], [("b", e2), ("a", e3)])
+        self.assertLess(int(first.seq), int(rest[0].seq))
+        self.assertGreaterEqual(proxy.accepted, 2, "the stream was not opened again")
 
     def test_find(self):
         self.db.put_many(self.name, {"s%02d" % i: {"user": "u%d" % (i % 3), "n": i} for i in range(20)})
