@@ -342,3 +342,62 @@ func TestChangeLogNoSpaceWritingAhead(t *testing.T) {
 		t.Errorf("changes after a reopen: %d, want %d (first %v)", len(got), len(want), got[:min(len(got), 3)])
 	}
 }
+
+// TestChangeLogRetentionByAge: once the changes of a segment are older
+// than -changes-retention, the segment is dropped, oldest first, the
+// current one kept; a cursor from before what is kept answers 410 with
+// the sentence telling the client to list the database, while a page
+// from the oldest cursor kept still reads the recent changes.
+func TestChangeLogRetentionByAge(t *testing.T) {
+	dir := t.TempDir()
+	clock := &fakeClock{t: time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)}
+	cl, _, err := openChangeLog(dir, time.Hour, 1<<20, clock.now, osFileOps())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &testChangeLog{changeLog: cl}
+	t.Cleanup(l.close)
+	put := func(prefix string, n int) {
+		t.Helper()
+		for i := 0; i < n; i += 50 {
+			recs := make([]*changeRec, 50)
+			for j := range recs {
+				recs[j] = &changeRec{T: changeDone, DB: "db", Key: fmt.Sprint(prefix, i+j), Op: "put", ETag: "e"}
+			}
+			if err := l.append(recs...).wait(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	put("old", 2000)
+	if segs, _ := filepath.Glob(filepath.Join(dir, "*.log")); len(segs) < 3 {
+		t.Fatalf("%d segments after 2000 changes, want several", len(segs))
+	}
+	clock.advance(30 * time.Minute)
+	if err := l.prune(); err != nil || l.oldest() != 0 {
+		t.Fatalf("prune within the retention: %v, oldest cursor %d; want nothing dropped", err, l.oldest())
+	}
+	clock.advance(time.Hour)
+	put("new", 100)
+	if err := l.prune(); err != nil {
+		t.Fatal(err)
+	}
+	oldest := l.oldest()
+	if oldest == 0 {
+		t.Fatal("prune after the retention dropped nothing")
+	}
+	if segs, _ := filepath.Glob(filepath.Join(dir, "*.log")); len(segs) != 1 {
+		t.Errorf("%d segment files after the retention, want the current one", len(segs))
+	}
+	f := &changeFeed{log: cl}
+	if _, err := f.cursor("1"); !errors.Is(err, errGone) || !strings.Contains(fmt.Sprint(err), "list the database") {
+		t.Errorf("cursor 1 after the retention: %v, want 410 telling to list the database", err)
+	}
+	if c, err := f.cursor(""); err != nil || c != oldest {
+		t.Errorf("since absent = %d, %v; want the oldest kept, %d", c, err, oldest)
+	}
+	keys := changeKeys(t, l)
+	if len(keys) == 0 || keys[len(keys)-1] != "new99" || slices.Contains(keys, "old0") {
+		t.Errorf("%d changes kept, last %q; want the recent ones, not the first", len(keys), keys[len(keys)-1:])
+	}
+}
