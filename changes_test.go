@@ -2,10 +2,12 @@ package main
 
 // Black-box tests of the change feed against the binary: pages and
 // cursors across a restart, include_docs and prefix, Server-Sent Events
-// resumed with Last-Event-ID, long-poll, 410 after retention, the
-// permissions and stream budgets, deleting a database, and SIGKILL under
-// 32 writers (-role=all, and a worker of main + 2) comparing the feed
-// with the acknowledged writes.
+// resumed with Last-Event-ID and their access lines, long-poll, 410 after
+// retention, the permissions and stream budgets, deleting a database,
+// and SIGKILL under 32 writers (-role=all, and a worker of main + 2)
+// comparing the feed with the acknowledged writes. In process, where a
+// test must hold a consumer or shorten a timer: keep-alive lines and a
+// consumer dropped for lagging.
 
 import (
 	"bufio"
@@ -17,7 +19,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -207,7 +213,8 @@ func nextEvent(t *testing.T, events <-chan sseEvent) sseEvent {
 }
 
 // TestChangesEventStream: an event stream sends each change with its
-// cursor as id; a second stream resumed with Last-Event-ID gets the
+// cursor as id and is written to the access log when it ends, with its
+// duration; a second stream resumed with Last-Event-ID gets the
 // changes after it only; a long-poll answers a change made while it
 // waits, and an empty page at its timeout.
 func TestChangesEventStream(t *testing.T) {
@@ -215,6 +222,7 @@ func TestChangesEventStream(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	resp, events := openSSE(t, ctx, n, testAdminKey, "chat", "since=now", nil)
+	opened := time.Now()
 	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != 200 || ct != "text/event-stream" {
 		t.Fatalf("event stream = %d %q", resp.StatusCode, ct)
 	}
@@ -229,7 +237,24 @@ func TestChangesEventStream(t *testing.T) {
 		}
 		last = ev.id
 	}
+	lastEvent := time.Since(opened)
 	cancel()
+	// The stream's access line is written when it ends, with its
+	// duration.
+	id := resp.Header.Get("X-Request-Id")
+	for w := newWait(t, "the stream's access line", 10*time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if line := logLineWith(n.stderr.String(), "msg=request ", " request_id="+id+"\n"); line != "" {
+			d := regexp.MustCompile(`duration_ms=([0-9.]+)`).FindStringSubmatch(line)
+			if ms, err := strconv.ParseFloat(d[min(1, len(d)-1)], 64); err != nil || !strings.Contains(line, "status=200") ||
+				time.Duration(ms*float64(time.Millisecond)) < lastEvent {
+				t.Errorf("stream's access line %q, want status 200 and a duration of at least %v", line, lastEvent)
+			}
+			break
+		}
+		if w.over() {
+			t.Fatalf("no access line with request_id=%s: %v", id, w)
+		}
+	}
 	e3 := putNodeETag(t, n, "chat", "c", 3)
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	defer cancel2()
@@ -290,9 +315,10 @@ func TestChangesRetention(t *testing.T) {
 
 // TestChangesPermissions: the feed needs read: a write-only key is 403,
 // a key scoped to other databases is 403, a scoped reader reads its own;
-// the open-stream budget per credential answers 429 beyond it.
+// the open-stream budgets per credential and in total answer 429 beyond
+// them.
 func TestChangesPermissions(t *testing.T) {
-	n, _ := startDefault(t, "-changes-max-streams-per-principal=1")
+	n, _ := startDefault(t, "-changes-max-streams-per-principal=1", "-changes-max-streams=3")
 	putNodeETag(t, n, "app_chat", "a", 1)
 	key := func(body string) string {
 		code, out, _ := n.call("POST", "/api/keys", testAdminKey, body)
@@ -317,10 +343,8 @@ func TestChangesPermissions(t *testing.T) {
 	if resp, _ := openSSE(t, ctx, n, scoped, "app_chat", "since=now", nil); resp.StatusCode != 200 {
 		t.Fatalf("first stream = %d", resp.StatusCode)
 	}
-	resp, _ := openSSE(t, ctx, n, scoped, "app_chat", "since=now", nil)
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 429 || !strings.Contains(string(body), "-changes-max-streams-per-principal") {
-		t.Errorf("second stream of one key = %d %s, want 429", resp.StatusCode, body)
+	if code, body := refusedStream(openSSE(t, ctx, n, scoped, "app_chat", "since=now", nil)); code != 429 || !strings.Contains(body, "-changes-max-streams-per-principal") {
+		t.Errorf("second stream of one key = %d %s, want 429", code, body)
 	}
 	if code, out, _ := n.call("GET", "/api/databases/app_chat/changes?feed=longpoll&timeout=10", scoped, nil); code != 429 {
 		t.Errorf("long-poll beside the stream = %d %s, want 429", code, out)
@@ -328,6 +352,27 @@ func TestChangesPermissions(t *testing.T) {
 	if resp, _ := openSSE(t, ctx, n, testAdminKey, "app_chat", "since=now", nil); resp.StatusCode != 200 {
 		t.Errorf("another credential's stream = %d, want 200", resp.StatusCode)
 	}
+	// -changes-max-streams=3: a third credential's stream is the last.
+	if resp, _ := openSSE(t, ctx, n, key(`{"name":"r2","permissions":["read"]}`), "app_chat", "since=now", nil); resp.StatusCode != 200 {
+		t.Errorf("third stream = %d, want 200", resp.StatusCode)
+	}
+	r3 := key(`{"name":"r3","permissions":["read"]}`)
+	if code, body := refusedStream(openSSE(t, ctx, n, r3, "app_chat", "since=now", nil)); code != 429 || !strings.Contains(body, "-changes-max-streams)") {
+		t.Errorf("fourth stream, of a fourth credential = %d %s, want 429 naming -changes-max-streams", code, body)
+	}
+	if got := metricOf(t, n, "deltadb_changes_streams_open"); got != 3 {
+		t.Errorf("deltadb_changes_streams_open = %v, want 3", got)
+	}
+}
+
+// refusedStream is the status of a stream openSSE opened and, when it
+// was refused, its body (an open stream's body is its reader's).
+func refusedStream(resp *http.Response, _ <-chan sseEvent) (int, string) {
+	if resp.StatusCode == http.StatusOK {
+		return resp.StatusCode, ""
+	}
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
 }
 
 // TestChangesDeleteDatabase: deleting a database ends its event streams
@@ -647,4 +692,157 @@ func TestChangesSlowConsumerDropped(t *testing.T) {
 		t.Errorf("the dropped stream did not end: %v", err)
 	}
 	t.Logf("RSS %d MB before, %d MB after", before>>20, after>>20)
+}
+
+// streamRecorder is an event stream's consumer in process: it keeps what
+// the server wrote, and holds the write of the first change until
+// release is closed (closing held when it starts waiting).
+type streamRecorder struct {
+	hdr           http.Header
+	held, release chan struct{}
+	once          sync.Once
+	mu            sync.Mutex
+	buf           bytes.Buffer
+}
+
+// newStreamRecorder is a recorder whose first change waits for release
+// (already closed when hold is false).
+func newStreamRecorder(hold bool) *streamRecorder {
+	r := &streamRecorder{hdr: http.Header{}, held: make(chan struct{}), release: make(chan struct{})}
+	if !hold {
+		close(r.release)
+	}
+	return r
+}
+
+func (r *streamRecorder) Header() http.Header { return r.hdr }
+func (r *streamRecorder) WriteHeader(int)     {}
+func (r *streamRecorder) Flush()              {}
+
+// Write keeps p, first waiting for release when p is the first change.
+func (r *streamRecorder) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte("event: change")) {
+		r.once.Do(func() {
+			close(r.held)
+			<-r.release
+		})
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.buf.Write(p)
+}
+
+// String is what the server wrote so far.
+func (r *streamRecorder) String() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.buf.String()
+}
+
+// serveStream serves db's event stream (query q) to rec in process until
+// the returned stop; done closes when the handler has returned.
+func serveStream(t *testing.T, ts *authTestServer, rec *streamRecorder, q string) (stop func(), done <-chan struct{}) {
+	ctx, cancel := context.WithCancel(context.Background())
+	req := httptest.NewRequestWithContext(ctx, "GET", "/api/databases/chat/changes?feed=sse&"+q, nil)
+	req.Header.Set("Authorization", "Bearer "+testAdminKey)
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		ts.rest.ServeHTTP(rec, req)
+	}()
+	stop = func() {
+		cancel()
+		<-ended
+	}
+	t.Cleanup(stop)
+	return stop, ended
+}
+
+// TestChangesKeepAlive: an idle event stream gets a comment line every
+// keep-alive interval, so that proxies keep its connection open.
+func TestChangesKeepAlive(t *testing.T) {
+	defer func(d time.Duration) { changeKeepAlive = d }(changeKeepAlive)
+	changeKeepAlive = 20 * time.Millisecond
+	ts := newAuthTestServer(t, authConfig{})
+	rec := newStreamRecorder(false)
+	stop, _ := serveStream(t, ts, rec, "since=now")
+	w := newWait(t, "keep-alive lines", 10*time.Second)
+	for strings.Count(rec.String(), "\n: keep-alive\n\n") < 2 {
+		if w.over() {
+			t.Fatalf("idle stream wrote %q, want keep-alive comment lines: %v", rec.String(), w)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	if got := rec.hdr.Get("Content-Type"); got != "text/event-stream" {
+		t.Errorf("Content-Type %q", got)
+	}
+}
+
+// TestChangesLaggingConsumer: a consumer following the feed that falls
+// more than the feed's memory (changeTailLen changes) behind gets the
+// event "lagging" with the cursor to resume from and the stream ends
+// (counted as dropped); a page from that cursor catches up from the log.
+func TestChangesLaggingConsumer(t *testing.T) {
+	ts := newAuthTestServer(t, authConfig{})
+	f := ts.rest.data.feed
+	rec := newStreamRecorder(true)
+	_, done := serveStream(t, ts, rec, "since=now")
+	for w := newWait(t, "the stream open", 10*time.Second); f.openStreams() != 1; time.Sleep(5 * time.Millisecond) {
+		if w.over() {
+			t.Fatalf("no stream: %v", w)
+		}
+	}
+	appendChanges := func(db string, n int) {
+		t.Helper()
+		for i := 0; i < n; i += 500 {
+			recs := make([]*changeRec, min(500, n-i))
+			for j := range recs {
+				recs[j] = &changeRec{T: changeDone, DB: db, Key: fmt.Sprint(i + j), Op: "put", ETag: `"e"`}
+			}
+			if err := f.log.append(recs...).wait(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	appendChanges("chat", 1)
+	first := f.log.durable.Load()
+	select {
+	case <-rec.held:
+	case <-time.After(scaled(10 * time.Second)):
+		t.Fatal("the stream sent no change")
+	}
+	// While the consumer takes its first change, the feed moves on by
+	// more than it keeps in memory.
+	appendChanges("o", changeTailLen+100)
+	close(rec.release)
+	select {
+	case <-done:
+	case <-time.After(scaled(10 * time.Second)):
+		t.Fatal("the lagging stream did not end")
+	}
+	out := rec.String()
+	want := fmt.Sprintf("event: lagging\ndata: {\"error\":\"this stream fell too far behind the feed; resume from resume_from\",\"resume_from\":\"%d\"}\n\n", first)
+	if !strings.HasSuffix(out, want) || strings.Count(out, "event: change") != 1 {
+		t.Errorf("stream wrote\n%s\nwant one change, then\n%s", out, want)
+	}
+	if got := f.droppedConsumers.Load(); got != 1 {
+		t.Errorf("consumers dropped = %d, want 1", got)
+	}
+	var page feedPage
+	json.Unmarshal(ts.mustDo(t, "GET", fmt.Sprintf("/api/databases/chat/changes?since=%d", first), testAdminKey, "", 200), &page)
+	if end := fmt.Sprint(f.log.durable.Load()); len(page.Changes) != 0 || page.LastSeq != end {
+		t.Errorf("page from resume_from = %+v, want no change of chat and last_seq %s, the end", page, end)
+	}
+}
+
+// logLineWith is the first line of log holding each of parts, "" when
+// none does.
+func logLineWith(log string, parts ...string) string {
+	for line := range strings.Lines(log) {
+		if !slices.ContainsFunc(parts, func(p string) bool { return !strings.Contains(line, p) }) {
+			return line
+		}
+	}
+	return ""
 }
