@@ -616,6 +616,12 @@ func TestS3Changes(t *testing.T) {
 	if code != http.StatusNotImplemented || !strings.Contains(string(out), "keeps no change feed") {
 		t.Errorf("changes without -changes-dir on S3 = %d %s, want 501 saying no feed is kept", code, out)
 	}
+	var doc struct {
+		Paths map[string]map[string]struct{ Responses map[string]any }
+	}
+	if err := json.Unmarshal(openAPIDocument, &doc); err != nil || doc.Paths["/api/databases/{db}/changes"]["get"].Responses["501"] == nil {
+		t.Errorf("openapi.json does not list the 501 of GET /api/databases/{db}/changes (%v)", err)
+	}
 }
 
 // metricOf reads one unlabelled sample of n's /metrics, -1 when absent.
