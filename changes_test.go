@@ -148,6 +148,47 @@ func TestChangesPagesAndCursors(t *testing.T) {
 	}
 }
 
+// TestChangesIncludeDocsBudget: with include_docs a page ends early at
+// -max-response-bytes of documents (at least one), its last_seq after its
+// last change, so that following last_seq reads every change once; an
+// event stream sends them all, a page at a time.
+func TestChangesIncludeDocsBudget(t *testing.T) {
+	n, _ := startDefault(t, "-max-response-bytes=3000", "-max-document-size=2000")
+	doc := strings.Repeat("x", 1000)
+	for _, k := range []string{"a", "b", "c", "d", "e"} {
+		putNodeETag(t, n, "big", k, doc)
+	}
+	var pages []string
+	since := ""
+	for range 10 {
+		p := changesPage(t, n, testAdminKey, "big", "include_docs=true&since="+since)
+		if len(p.Changes) == 0 {
+			break
+		}
+		bytes := 0
+		for _, c := range p.Changes {
+			bytes += len(c.Doc)
+		}
+		if bytes > 3000 && len(p.Changes) > 1 {
+			t.Errorf("a page of %d changes holds %d bytes of documents, over -max-response-bytes", len(p.Changes), bytes)
+		}
+		pages = append(pages, fmt.Sprint(len(p.Changes)))
+		since = p.LastSeq
+	}
+	if got := strings.Join(pages, " "); got != "2 2 1" {
+		t.Errorf("pages of 1000-byte documents within 3000 bytes hold %q changes, want 2 2 1", got)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, events := openSSE(t, ctx, n, testAdminKey, "big", "include_docs=true", nil)
+	for i := range 5 {
+		var c struct{ Doc string }
+		if ev := nextEvent(t, events); json.Unmarshal([]byte(ev.data), &c) != nil || c.Doc != doc {
+			t.Fatalf("event %d: %+v, want a change with its document", i, ev)
+		}
+	}
+}
+
 // paged2cursor is the seq of p's change i.
 func paged2cursor(p feedPage, i int) string { return p.Changes[i].Seq }
 
