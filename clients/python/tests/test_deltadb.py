@@ -320,6 +320,13 @@ class ClientTest(unittest.TestCase):
             self.db.append_message(self.name, "ok", {"role": "user"})
         self.assertEqual(cm.exception.errors, [{"path": "/messages/0", "message": cm.exception.errors[0]["message"]}])
         self.assertIn("content", cm.exception.errors[0]["message"])
+        # A write-only key's append the schema refuses: still a
+        # ValidationFailed, its violations withheld (they would show the
+        # document), so errors is empty.
+        with self.assertRaises(deltadb.ValidationFailed) as cm:
+            self.key_with(["write"]).append_message(self.name, "ok", {"role": "user"})
+        self.assertEqual((cm.exception.status, cm.exception.errors), (400, []))
+        self.assertIn("py.put.v1", cm.exception.message)
         with self.assertRaises(deltadb.BadRequest) as cm:  # not a schema failure: no errors
             self.db.get(self.name, "a/b")
         self.assertNotIsInstance(cm.exception, deltadb.ValidationFailed)
@@ -473,6 +480,11 @@ class ErrorsTest(unittest.TestCase):
     def test_sentence_of_a_patch(self):
         err = self.error(400, {"error": 'schema "s": at /a: one; at /b: two; and 3 more'})
         self.assertEqual(err.errors, [{"path": "/a", "message": "one"}, {"path": "/b", "message": "two"}])
+
+    def test_sentence_of_a_patch_without_read(self):
+        err = self.error(400, {"error": 'the patched document does not match schema "s"'})
+        self.assertIsInstance(err, deltadb.ValidationFailed)
+        self.assertEqual(err.errors, [])
 
     def test_other_sentences(self):
         for body in ({"error": 'database name "a..b" must not contain ".."'}, {"error": 'unknown schema "x"'}, None):

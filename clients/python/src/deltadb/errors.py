@@ -88,7 +88,8 @@ class ValidationFailed(BadRequest):
     A BadRequest, so that code catching BadRequest around writes keeps
     working. The errors come from the answer's "errors" array when the
     server sends one; from a server that sends only the sentence, they are
-    read back from the sentence.
+    read back from the sentence. A patch by a key without read permission
+    gets none (the server withholds them): errors is then [].
     """
 
     @property
@@ -136,6 +137,9 @@ _ERRORS: Dict[int, Type[DeltaDBError]] = {
 # 'documents do not match schema "ID": "key": at /p: why; "key2": at ...'
 # or a PATCH's 'schema "ID": at /p: why; at /q: why'.
 _SCHEMA_SENTENCE = re.compile(r'^(?:documents do not match )?schema "(?:[^"\\]|\\.)*": (?=(?:"(?:[^"\\]|\\.)*": )?at )')
+# A PATCH by a credential without read: the server withholds the
+# violations (they would show the document), the sentence says no more.
+_SCHEMA_SENTENCE_WITHHELD = re.compile(r'^the patched document does not match schema "(?:[^"\\]|\\.)*"$')
 # One violation in it: an optional "key": (a PUT), then at <path>: <why>,
 # up to the next violation or the end.
 _VIOLATION = re.compile(
@@ -149,7 +153,7 @@ def error_for(status: int, body: Any, headers: Message) -> DeltaDBError:
     if not message:
         message = "HTTP %d" % status
     if cls is BadRequest and (isinstance(body, dict) and isinstance(body.get("errors"), list)
-                              or _SCHEMA_SENTENCE.match(message)):
+                              or _SCHEMA_SENTENCE.match(message) or _SCHEMA_SENTENCE_WITHHELD.match(message)):
         cls = ValidationFailed
     return cls(status, message, headers.get("X-Request-ID"), body, headers)
 
