@@ -84,7 +84,8 @@ export class PreconditionFailed extends DeltaDBError {
 
 /** A document its schema refuses: 400 from put, putMany or patch, 422
  * from validate. errors comes from the answer's "errors" array, or from
- * the server's sentence where the answer has none. */
+ * the server's sentence where the answer has none; a patch by a key
+ * without read permission gets none (the server withholds them): []. */
 export class ValidationFailed extends DeltaDBError {
   get errors(): ValidationError[] {
     const listed = (this.body as { errors?: unknown } | null)?.errors;
@@ -97,6 +98,9 @@ export class ValidationFailed extends DeltaDBError {
 
 // The server's sentence for documents a schema refuses (see errorsFromSentence).
 const schemaSentence = /^(?:documents do not match )?schema "(?:[^"\\]|\\.)*": (?=(?:"(?:[^"\\]|\\.)*": )?at )/;
+// A PATCH by a credential without read: the server withholds the
+// violations (they would show the document), the sentence says no more.
+const schemaSentenceWithheld = /^the patched document does not match schema "(?:[^"\\]|\\.)*"$/;
 const violation = /(?:"((?:[^"\\]|\\.)*)": )?at (\(root\)|\/[^:]*): (.*?)(?=; (?:"(?:[^"\\]|\\.)*": )?at (?:\(root\)|\/)|; and \d+ more$|$)/g;
 
 /** The violations a schema-failure sentence lists ('documents do not match
@@ -331,7 +335,7 @@ function errorFor(status: number, body: unknown, headers: Headers): DeltaDBError
   const b = body as { error?: unknown; errors?: unknown } | null;
   const sentence = typeof b?.error === "string" ? b.error : `HTTP ${status}`;
   const id = headers.get("X-Request-ID");
-  if (status === 422 || (status === 400 && (Array.isArray(b?.errors) || schemaSentence.test(sentence)))) {
+  if (status === 422 || (status === 400 && (Array.isArray(b?.errors) || schemaSentence.test(sentence) || schemaSentenceWithheld.test(sentence)))) {
     return new ValidationFailed(status, sentence, id, body, headers);
   }
   if (status === 412) {

@@ -186,6 +186,13 @@ test("a document its schema refuses: ValidationFailed with errors", async () => 
   const patched = await thrown(() => chats.appendMessage(db, "ok", { role: "user" }));
   assert.ok(patched instanceof ValidationFailed);
   assert.deepEqual(patched.errors.map((e) => e.path), ["/messages/0"]);
+  // A write-only key's append the schema refuses: still ValidationFailed,
+  // its violations withheld by the server (they would show the document).
+  const writer = await keyWith("ts_validation_writer", ["write"]);
+  const withheld = await thrown(() => writer.appendMessage(db, "ok", { role: "user" }));
+  assert.ok(withheld instanceof ValidationFailed, `${withheld.constructor.name}: ${withheld.sentence}`);
+  assert.equal(withheld.status, 400);
+  assert.deepEqual(withheld.errors, []);
   await admin.bind(db, null);
 });
 
