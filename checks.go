@@ -335,6 +335,10 @@ func (s *restServer) handleStartCheck(w http.ResponseWriter, r *http.Request, p 
 	if err := s.decodeOptionalBody(w, r, &req, `{"schema"?: ID} or nothing`); err != nil {
 		return err
 	}
+	// A database with no entities and no settings is 404, as its GET is.
+	if _, err := s.data.database(r.Context(), db); err != nil {
+		return err
+	}
 	id, err := s.checkSchema(r.Context(), db, req.Schema)
 	if err != nil {
 		return err
@@ -396,7 +400,9 @@ func (s *restServer) handleGetCheck(w http.ResponseWriter, r *http.Request, _ pr
 }
 
 // handleSchemaDatabases is GET /schema/{id}/databases: the databases
-// bound to schema id that the credential may use.
+// bound to schema id that the credential may use; 404 for a schema that
+// neither exists nor is bound (a binding outlives a schema file removed
+// by hand, and is still listed).
 func (s *restServer) handleSchemaDatabases(w http.ResponseWriter, r *http.Request, p principal) error {
 	id := r.PathValue("id")
 	if err := validateSchemaID(id); err != nil {
@@ -405,6 +411,11 @@ func (s *restServer) handleSchemaDatabases(w http.ResponseWriter, r *http.Reques
 	dbs, err := s.data.catalog.bindings.boundTo(r.Context(), id)
 	if err != nil {
 		return fmt.Errorf("databases bound to %s: %w", id, err)
+	}
+	if len(dbs) == 0 {
+		if _, err := s.data.schema(r.Context(), id); err != nil {
+			return err
+		}
 	}
 	visible := []string{}
 	for _, db := range dbs {

@@ -89,6 +89,7 @@ func TestCheckStoredEntities(t *testing.T) {
 		{"POST", "/api/databases/chats/check", `{"db":"x"}`, "400 unknown member"},
 		{"POST", "/api/databases/bad..db/check", "", "400 "},
 		{"GET", "/api/databases/never/check", "", "404 no check of database"},
+		{"POST", "/api/databases/never/check", `{"schema":"any.v1"}`, "404 has no entities and no settings"},
 	} {
 		rec := ts.do(tc.method, tc.path, testAdminKey, tc.body, "")
 		if got := fmt.Sprintf("%d %s", rec.Code, rec.Body); !strings.HasPrefix(got, tc.want[:4]) || !strings.Contains(got, tc.want[4:]) {
@@ -111,8 +112,12 @@ func TestSchemaDatabases(t *testing.T) {
 			t.Errorf("GET /schema/s.v1/databases = %s, want %s", got, want)
 		}
 	}
+	ts.mustDo(t, "PUT", "/schema/unbound.v1", testAdminKey, `{}`, 200)
 	if got := strings.TrimSpace(string(ts.mustDo(t, "GET", "/schema/unbound.v1/databases", testAdminKey, "", 200))); got != `{"databases":[]}` {
 		t.Errorf("an unbound schema's databases = %s, want []", got)
+	}
+	if rec := ts.do("GET", "/schema/never.v1/databases", testAdminKey, "", ""); rec.Code != 404 || !strings.Contains(rec.Body.String(), `schema \"never.v1\" not found`) {
+		t.Errorf("the databases of a schema that does not exist = %d %s, want 404 naming it", rec.Code, rec.Body)
 	}
 }
 

@@ -719,7 +719,8 @@ func routeErrorCases(root string) map[string][]errorCase {
 			{method: "POST", path: "/api/keys/key_0000000000000000/rotate", body: big, want: 413},
 		},
 		"POST /api/databases/{db}/check": {
-			{method: "POST", path: "/api/databases/nosuchdb/check", want: 400},
+			{method: "POST", path: "/api/databases/nosuchdb/check", want: 404},
+			{method: "POST", path: "/api/databases/chatdb/check", want: 400}, // bound to no schema
 			{method: "POST", path: "/api/databases/chatdb/check", body: `{"schema":"nope.v1"}`, want: 400},
 			{method: "POST", path: "/api/databases/a..b/check", want: 400},
 			{method: "POST", path: "/api/databases/chatdb/check", body: big, want: 413},
@@ -731,6 +732,7 @@ func routeErrorCases(root string) map[string][]errorCase {
 		},
 		"GET /schema/{id}/databases": {
 			{method: "GET", path: "/schema/a..b/databases", want: 400},
+			{method: "GET", path: "/schema/nope.v1/databases", want: 404},
 			{method: "GET", path: "/schema/t.v1/databases", fault: unavailable, want: 503},
 		},
 		"POST /admin/databases/{db}/rekey": {

@@ -684,7 +684,7 @@ export interface paths {
         put?: never;
         /**
          * Check the stored entities against a schema (a job; one per database at a time)
-         * @description Reads every entity of the database and validates it against its bound schema, or the one named; changes nothing. At most 2 checks run at once in a main worker (429 beyond); the job lists at most 100 entities that do not match (the rest are counted). API.md, Checking stored entities.
+         * @description Reads every entity of the database and validates it against its bound schema, or the one named; changes nothing. At most 2 checks run at once in a main worker (429 beyond); the job lists at most 100 entities that do not match (the rest are counted). A database with no entities and no settings is 404. API.md, Checking stored entities.
          */
         post: operations["startCheck"];
         delete?: never;
@@ -720,7 +720,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The databases bound to the schema (those the credential may use) */
+        /**
+         * The databases bound to the schema (those the credential may use)
+         * @description 404 for a schema that neither exists nor has a database bound to it.
+         */
         get: operations["schemaDatabases"];
         put?: never;
         post?: never;
@@ -3168,6 +3171,7 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
             413: components["responses"]["TooLarge"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
@@ -3234,6 +3238,7 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["Unavailable"];
