@@ -10,6 +10,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/hkdf"
 	"crypto/hmac"
@@ -410,9 +411,10 @@ type auditEntry struct {
 	// only the first maxAuditKeys.
 	KeysTotal int
 	Status    int
-	// ETagBefore is the If-Match the request was made under: the version
-	// it replaced or deleted when it succeeded. ETagAfter is the ETag
-	// answered: the version read or written, or the current one of a 412.
+	// ETagBefore is the version a write replaced or deleted, as its
+	// worker answered it (WantPrevious), else the If-Match it succeeded
+	// under. ETagAfter is the ETag answered: the version read or written,
+	// or the current one of a 412.
 	ETagBefore, ETagAfter string
 	// GRPCCode is the code a gRPC call was answered with ("OK"); "" on
 	// REST.
@@ -868,6 +870,9 @@ func (a *auditWriter) entry(code int) *auditEntry {
 		if m := r.Header.Get("If-Match"); m != "" && code < 300 {
 			e.ETagBefore = strings.Trim(m, `"`)
 		}
+		if a.info.etagBefore != "" && code < 300 {
+			e.ETagBefore = a.info.etagBefore
+		}
 	}
 	for _, k := range a.info.keys {
 		e.Keys = append(e.Keys, a.s.audit.name(k))
@@ -933,7 +938,7 @@ func (m *mainService) auditProcess(ctx context.Context, req *pb.ProcessRequest, 
 	if err != nil {
 		e.Status, e.GRPCCode = statusOf(err), grpcCode(err).String()
 	} else {
-		e.ETagBefore, e.ETagAfter = req.GetIfMatch(), resp.GetVersion()
+		e.ETagBefore, e.ETagAfter = cmp.Or(resp.GetPreviousVersion(), req.GetIfMatch()), resp.GetVersion()
 	}
 	if p.clientID != "" {
 		e.Principal = &auditPrincipal{ID: p.clientID, Name: p.name, Subject: p.subject}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -687,5 +688,61 @@ func BenchmarkWarmGetAudit(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// TestAuditETagBefore: the audit line of a write names the version it
+// replaced or deleted (etag_before), asked with If-Match or not, and the
+// version it wrote (etag_after); a write of a new entity, a refused one
+// and a PUT of many keys name no version before.
+func TestAuditETagBefore(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, stop := startTestAudit(t, auditOptions{path: path})
+	ts := newAuthTestServerOn(t, authConfig{}, newTestFSStore(t), func(o *restOptions) { o.audit = l })
+	etag := func(rec *httptest.ResponseRecorder) string { return strings.Trim(rec.Header().Get("ETag"), `"`) }
+	send := func(method, path, body, ifMatch string, want int) *httptest.ResponseRecorder {
+		t.Helper()
+		req := httptest.NewRequest(method, path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+testAdminKey)
+		if method == "PATCH" {
+			req.Header.Set("Content-Type", mergePatchType)
+		}
+		if ifMatch != "" {
+			req.Header.Set("If-Match", `"`+ifMatch+`"`)
+		}
+		rec := httptest.NewRecorder()
+		ts.rest.ServeHTTP(rec, req)
+		if rec.Code != want {
+			t.Fatalf("%s %s = %d %s, want %d", method, path, rec.Code, rec.Body, want)
+		}
+		return rec
+	}
+	e1 := etag(send("PUT", "/entity/adb", `{"k":{"n":1}}`, "", 200))
+	e2 := etag(send("PUT", "/entity/adb", `{"k":{"n":2}}`, "", 200))
+	e3 := etag(send("PATCH", "/entity/adb?key=k", `{"m":1}`, "", 200))
+	e4 := etag(send("PUT", "/entity/adb", `{"k":{"n":4}}`, e3, 200))
+	send("PUT", "/entity/adb", `{"k":{"n":5}}`, e1, 412)
+	send("DELETE", "/entity/adb?key=k", "", "", 200)
+	send("PUT", "/entity/adb", `{"a":1,"b":2}`, "", 200)
+	send("PUT", "/entity/adb", `{"a":1,"b":2}`, "", 200)
+	stop()
+	var got []string
+	for _, line := range auditLines(t, path) {
+		if line["type"] == "request" {
+			got = append(got, fmt.Sprintf("%v %v before=%v after=%v", line["method"], line["status"], line["etag_before"], line["etag_after"]))
+		}
+	}
+	want := []string{
+		"PUT 200 before=<nil> after=" + e1,
+		"PUT 200 before=" + e1 + " after=" + e2,
+		"PATCH 200 before=" + e2 + " after=" + e3,
+		"PUT 200 before=" + e3 + " after=" + e4,
+		"PUT 412 before=<nil> after=" + e4,
+		"DELETE 200 before=" + e4 + " after=<nil>",
+		"PUT 200 before=<nil> after=<nil>",
+		"PUT 200 before=<nil> after=<nil>",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("audit lines:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

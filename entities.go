@@ -53,12 +53,15 @@ func (s *restServer) handlePutEntities(w http.ResponseWriter, r *http.Request, p
 	if err := batchPreconditions(r, ops); err != nil {
 		return err
 	}
+	// The audit line of a one-key PUT names the version it replaced.
+	ops[0].WantPrevious = s.audit != nil && len(ops) == 1
 	resps, err := s.data.put(r.Context(), schemaID, ops)
 	if err != nil {
 		return err
 	}
 	if len(resps) == 1 && resps[0].GetVersion() != "" {
 		w.Header().Set("ETag", etagOf(resps[0].GetVersion()))
+		noteETagBefore(r.Context(), resps[0].GetPreviousVersion())
 	}
 	s.log.DebugContext(r.Context(), "entities stored", attrDB, db, slog.Int("count", len(docs)), attrClient, p.clientID)
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -154,7 +157,7 @@ func (s *restServer) handlePatchEntity(w http.ResponseWriter, r *http.Request, p
 		return err
 	}
 	req := &pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_PATCH, Payload: body,
-		ContentType: r.Header.Get("Content-Type"), Principal: principalName(p)}
+		ContentType: r.Header.Get("Content-Type"), Principal: principalName(p), WantPrevious: s.audit != nil}
 	if err := headerPreconditions(r, req); err != nil {
 		return err
 	}
@@ -162,6 +165,7 @@ func (s *restServer) handlePatchEntity(w http.ResponseWriter, r *http.Request, p
 	if err != nil {
 		return err
 	}
+	noteETagBefore(r.Context(), resp.GetPreviousVersion())
 	w.Header().Set("ETag", etagOf(resp.GetVersion()))
 	if resp.GetResult() == nil {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -178,13 +182,16 @@ func (s *restServer) handleDeleteEntity(w http.ResponseWriter, r *http.Request, 
 	if err != nil {
 		return err
 	}
-	req := &pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_DELETE, Principal: principalName(p)}
+	req := &pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_DELETE, Principal: principalName(p),
+		WantPrevious: s.audit != nil}
 	if err := headerPreconditions(r, req); err != nil {
 		return err
 	}
-	if _, err := s.data.delete(r.Context(), req); err != nil {
+	resp, err := s.data.delete(r.Context(), req)
+	if err != nil {
 		return err
 	}
+	noteETagBefore(r.Context(), resp.GetPreviousVersion())
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	return nil
 }

@@ -486,9 +486,18 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	// A gRPC client writes and reads with the API key.
 	client := pb.NewMainWorkerClient(dial(t, c.main.logAddr("grpc listening")))
 	gctx := metadata.AppendToOutgoingContext(context.Background(), "x-request-id", "scan-grpc")
-	if _, err := client.Process(gctx, &pb.ProcessRequest{DatabaseName: "scandb", EntityKey: "g1", Operation: "PUT",
-		Payload: []byte(doc("grpc")), Token: key.Secret}); err != nil {
+	first, err := client.Process(gctx, &pb.ProcessRequest{DatabaseName: "scandb", EntityKey: "g1", Operation: "PUT",
+		Payload: []byte(doc("grpc")), Token: key.Secret})
+	if err != nil {
 		t.Fatalf("gRPC PUT: %v", err)
+	}
+	// Written again, under an ID of its own: its audit line names the
+	// version it replaced.
+	g2ctx := metadata.AppendToOutgoingContext(context.Background(), "x-request-id", "scan-grpc-2")
+	second, err := client.Process(g2ctx, &pb.ProcessRequest{DatabaseName: "scandb", EntityKey: "g1", Operation: "PUT",
+		Payload: []byte(doc("grpc-2")), Token: key.Secret})
+	if err != nil {
+		t.Fatalf("gRPC PUT again: %v", err)
 	}
 	if _, err := client.Process(gctx, &pb.ProcessRequest{DatabaseName: "scandb", EntityKey: "g1", Operation: "GET", Token: wrongKey}); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("gRPC GET with a wrong key = %v, want Unauthenticated", err)
@@ -528,6 +537,11 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	}
 	checkAuditHoldsNoSecrets(t, auditPath, secrets, sent)
 	checkAuditGRPC(t, auditPath, "scan-grpc")
+	for _, line := range auditLines(t, auditPath) {
+		if line["request_id"] == "scan-grpc-2" && (line["etag_before"] != first.GetVersion() || line["etag_after"] != second.GetVersion()) {
+			t.Errorf("audit line of the second gRPC PUT = %v, want etag_before %s, etag_after %s", line, first.GetVersion(), second.GetVersion())
+		}
+	}
 	if got := linesWith(lines, logLine{"msg": "grpc process refused", "request_id": "scan-grpc"}); len(got) != 1 {
 		t.Errorf("'grpc process refused' lines with request_id scan-grpc: %d, want 1", len(got))
 	}

@@ -455,6 +455,8 @@ func (m *mainService) process(ctx context.Context, req *pb.ProcessRequest) (*pb.
 	if err := authorize(p, permissionFor(op.Operation), op.DatabaseName); err != nil {
 		return nil, p, err
 	}
+	// The audit line of a write names the version it replaced.
+	op.WantPrevious = m.audit != nil
 	resp, err := m.data.process(ctx, p, req.GetSchemaId(), op)
 	return resp, p, err
 }

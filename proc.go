@@ -328,19 +328,50 @@ func (w *worker) put(ctx context.Context, s *keyring, op *pb.EntityOp, owner boo
 		return nil, err
 	}
 	defer unlock()
-	doc := op.GetPayload()
-	if !hasPreconditions(op) {
-		e, err := w.store(ctx, s, op, owner, doc, "", false)
-		if err != nil {
-			return nil, err
-		}
-		return &pb.WorkerResponse{Version: e.version, Modified: e.written}, nil
-	}
-	e, err := w.readModifyWrite(ctx, s, op, owner, func(current) ([]byte, error) { return doc, nil })
+	prev, err := w.previousVersion(ctx, op, owner)
 	if err != nil {
 		return nil, err
 	}
-	return &pb.WorkerResponse{Version: e.version, Modified: e.written}, nil
+	doc := op.GetPayload()
+	var e cachedEntity
+	if !hasPreconditions(op) {
+		e, err = w.store(ctx, s, op, owner, doc, "", false)
+	} else {
+		e, err = w.readModifyWrite(ctx, s, op, owner, func(current) ([]byte, error) { return doc, nil })
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &pb.WorkerResponse{Version: e.version, Modified: e.written, PreviousVersion: prev}, nil
+}
+
+// previousVersion is the ETag value of the entity a write of op is
+// about to replace or delete, when op asks for it (the audit log's
+// etag_before), else "": from the cache when this worker owns the entity
+// and knows its storage revision, else from the stored envelope's header;
+// "" when the entity does not exist. The caller holds the entity's lock.
+func (w *worker) previousVersion(ctx context.Context, op *pb.EntityOp, owner bool) (string, error) {
+	if !op.GetWantPrevious() {
+		return "", nil
+	}
+	db, key := op.GetDatabaseName(), op.GetEntityKey()
+	if owner {
+		if e, ok := w.cache.Peek(cacheKey(db, key)); ok && e.rev != "" {
+			return e.version, nil
+		}
+	}
+	sealed, _, err := w.stored(ctx, db, key)
+	if errors.Is(err, errNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	h, _, err := parseHeader(sealed)
+	if err != nil {
+		return "", fmt.Errorf("entity %s/%q: %w", db, key, err)
+	}
+	return h.etag(), nil
 }
 
 // patch applies a merge patch or JSON Patch (op.ContentType) to the
@@ -365,6 +396,10 @@ func (w *worker) patch(ctx context.Context, s *keyring, op *pb.EntityOp, owner b
 		return nil, err
 	}
 	defer unlock()
+	prev, err := w.previousVersion(ctx, op, owner)
+	if err != nil {
+		return nil, err
+	}
 	e, err := w.readModifyWrite(ctx, s, op, owner, func(cur current) ([]byte, error) {
 		if !cur.exists {
 			return nil, reqErrorf(errNotFound, "entity %q not found in database %q", key, db)
@@ -384,7 +419,9 @@ func (w *worker) patch(ctx context.Context, s *keyring, op *pb.EntityOp, owner b
 	if err != nil {
 		return nil, err
 	}
-	return e.response(), nil
+	resp := e.response()
+	resp.PreviousVersion = prev
+	return resp, nil
 }
 
 // delete removes one entity durably and evicts it. With preconditions it
@@ -399,6 +436,10 @@ func (w *worker) delete(ctx context.Context, s *keyring, op *pb.EntityOp, owner 
 		return nil, err
 	}
 	defer unlock()
+	prev, err := w.previousVersion(ctx, op, owner)
+	if err != nil {
+		return nil, err
+	}
 	if hasPreconditions(op) {
 		cur, err := w.current(ctx, s, db, key, owner)
 		if err != nil {
@@ -427,7 +468,9 @@ func (w *worker) delete(ctx context.Context, s *keyring, op *pb.EntityOp, owner 
 	if err != nil {
 		return nil, fmt.Errorf("delete entity %s/%q: %w", db, key, err)
 	}
-	return okResponse(nil, ""), nil
+	resp := okResponse(nil, "")
+	resp.PreviousVersion = prev
+	return resp, nil
 }
 
 // wrote tells the query indexes (index.go) the outcome of a write of key

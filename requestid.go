@@ -22,6 +22,9 @@ type requestInfo struct {
 	// most maxAuditKeys; keysTotal is their number when there were more.
 	keys      []string
 	keysTotal int
+	// etagBefore is the ETag value of the version a write replaced or
+	// deleted, as its worker answered it.
+	etagBefore string
 }
 
 // requestInfoKey is the context key of a request's requestInfo.
@@ -71,6 +74,14 @@ func requestIDFrom(ctx context.Context) string {
 func notePrincipal(ctx context.Context, p principal) {
 	if in, _ := ctx.Value(requestInfoKey{}).(*requestInfo); in != nil {
 		in.principal, in.who = p.clientID, p
+	}
+}
+
+// noteETagBefore records the ETag value of the version a write replaced
+// or deleted ("" for none), for the audit line.
+func noteETagBefore(ctx context.Context, etag string) {
+	if in, _ := ctx.Value(requestInfoKey{}).(*requestInfo); in != nil {
+		in.etagBefore = etag
 	}
 }
 

@@ -883,7 +883,11 @@ type EntityOp struct {
 	// GET: a read of a walk over a whole database (an export): answered
 	// from the cache when it holds the entity, else from storage without
 	// filling the cache, so that the walk does not push the hot entities out.
-	Scan          bool `protobuf:"varint,15,opt,name=scan,proto3" json:"scan,omitempty"`
+	Scan bool `protobuf:"varint,15,opt,name=scan,proto3" json:"scan,omitempty"`
+	// PUT, PATCH, DELETE: answer the ETag value of the version the write
+	// replaced or deleted in previous_version (for the audit log), reading
+	// it when the write would not.
+	WantPrevious  bool `protobuf:"varint,16,opt,name=want_previous,json=wantPrevious,proto3" json:"want_previous,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1019,6 +1023,13 @@ func (x *EntityOp) GetVersions() []int64 {
 func (x *EntityOp) GetScan() bool {
 	if x != nil {
 		return x.Scan
+	}
+	return false
+}
+
+func (x *EntityOp) GetWantPrevious() bool {
+	if x != nil {
+		return x.WantPrevious
 	}
 	return false
 }
@@ -1569,8 +1580,11 @@ type WorkerResponse struct {
 	Status         []byte `protobuf:"bytes,6,opt,name=status,proto3" json:"status,omitempty"`
 	Handled        string `protobuf:"bytes,7,opt,name=handled,proto3" json:"handled,omitempty"`
 	CurrentVersion string `protobuf:"bytes,8,opt,name=current_version,json=currentVersion,proto3" json:"current_version,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// PUT, PATCH, DELETE asked with want_previous: the ETag value of the
+	// version the write replaced or deleted; "" when there was none.
+	PreviousVersion string `protobuf:"bytes,9,opt,name=previous_version,json=previousVersion,proto3" json:"previous_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *WorkerResponse) Reset() {
@@ -1659,6 +1673,13 @@ func (x *WorkerResponse) GetCurrentVersion() string {
 	return ""
 }
 
+func (x *WorkerResponse) GetPreviousVersion() string {
+	if x != nil {
+		return x.PreviousVersion
+	}
+	return ""
+}
+
 var File_deltadb_proto protoreflect.FileDescriptor
 
 const file_deltadb_proto_rawDesc = "" +
@@ -1731,7 +1752,7 @@ const file_deltadb_proto_rawDesc = "" +
 	"\aomitted\x18\x06 \x01(\x05R\aomitted\"?\n" +
 	"\x0fValidationIssue\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\xe6\x03\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\x8b\x04\n" +
 	"\bEntityOp\x12#\n" +
 	"\rdatabase_name\x18\x01 \x01(\tR\fdatabaseName\x12\x1d\n" +
 	"\n" +
@@ -1750,7 +1771,8 @@ const file_deltadb_proto_rawDesc = "" +
 	"\fmax_versions\x18\f \x01(\x05R\vmaxVersions\x12\x18\n" +
 	"\aversion\x18\r \x01(\x03R\aversion\x12\x1a\n" +
 	"\bversions\x18\x0e \x03(\x03R\bversions\x12\x12\n" +
-	"\x04scan\x18\x0f \x01(\bR\x04scan\"\xe0\x03\n" +
+	"\x04scan\x18\x0f \x01(\bR\x04scan\x12#\n" +
+	"\rwant_previous\x18\x10 \x01(\bR\fwantPrevious\"\xe0\x03\n" +
 	"\x06FindOp\x12\x1a\n" +
 	"\bselector\x18\x01 \x01(\fR\bselector\x12\x16\n" +
 	"\x06fields\x18\x02 \x03(\tR\x06fields\x12\x12\n" +
@@ -1799,7 +1821,7 @@ const file_deltadb_proto_rawDesc = "" +
 	"\x03seq\x18\a \x01(\x04R\x03seq\x12#\n" +
 	"\rtimeout_nanos\x18\b \x01(\x03R\ftimeoutNanos\x12\x1d\n" +
 	"\n" +
-	"cancel_seq\x18\t \x01(\x04R\tcancelSeq\"\xf6\x01\n" +
+	"cancel_seq\x18\t \x01(\x04R\tcancelSeq\"\xa1\x02\n" +
 	"\x0eWorkerResponse\x12\x16\n" +
 	"\x06result\x18\x01 \x01(\fR\x06result\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12)\n" +
@@ -1808,7 +1830,8 @@ const file_deltadb_proto_rawDesc = "" +
 	"\x03seq\x18\x05 \x01(\x04R\x03seq\x12\x16\n" +
 	"\x06status\x18\x06 \x01(\fR\x06status\x12\x18\n" +
 	"\ahandled\x18\a \x01(\tR\ahandled\x12'\n" +
-	"\x0fcurrent_version\x18\b \x01(\tR\x0ecurrentVersion*\xa3\x01\n" +
+	"\x0fcurrent_version\x18\b \x01(\tR\x0ecurrentVersion\x12)\n" +
+	"\x10previous_version\x18\t \x01(\tR\x0fpreviousVersion*\xa3\x01\n" +
 	"\tOperation\x12\x19\n" +
 	"\x15OPERATION_UNSPECIFIED\x10\x00\x12\a\n" +
 	"\x03GET\x10\x01\x12\a\n" +
