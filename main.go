@@ -68,6 +68,10 @@
 //	               reordered or cut
 //	logging.go     -log-format, the request ID on every line logged for a
 //	               request, the access line (written without slog)
+//	httplimits.go  the HTTP listeners' time limits (slow headers,
+//	               bodies and readers, idle connections); the write
+//	               deadline each connection keeps, moved about once a
+//	               second
 //	logbuffer.go   the log's output: lines written in batches, flushed
 //	               within 200 ms, after a warning and at exit
 //	gcfloor.go     -gc-heap-floor: GOGC tuned after each collection so

@@ -336,10 +336,11 @@ func (n *mainNode) listen() error {
 	if n.restLn, err = net.Listen("tcp", n.cfg.restAddr); err != nil {
 		return fmt.Errorf("-rest-addr: listen %s: %w", n.cfg.restAddr, err)
 	}
+	n.restLn = deadlineListener(n.restLn, restLimits.write)
 	if clientTLS != nil {
 		n.restLn = tls.NewListener(n.restLn, clientTLS)
 	}
-	n.http = newHTTPServer(n.rest, restWriteTimeout, n.log)
+	n.http = newHTTPServer(n.rest, restLimits, n.log)
 	return nil
 }
 

@@ -118,11 +118,13 @@ func serveOps(addr string, h http.Handler, log *slog.Logger) (stop func(), err e
 	}
 	// A CPU profile or trace runs for as long as it is asked to (30 s by
 	// default); the profiler refuses one longer than the write timeout.
-	srv := newHTTPServer(h, 5*time.Minute, log)
+	lim := restLimits
+	lim.write = 5 * time.Minute
+	srv := newHTTPServer(h, lim, log)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(deadlineListener(ln, lim.write)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("serve ops", attrErr, err)
 		}
 	}()

@@ -545,27 +545,6 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Write(append(b, '\n'))
 }
 
-// restWriteTimeout is the longest a REST response may take to write,
-// from the end of its request's headers: a request that needs longer (a
-// large deletion) is answered by a closed connection, and repeated.
-const restWriteTimeout = 60 * time.Second
-
-// newHTTPServer returns the http.Server of every listener of ours (REST,
-// ops): header, read and idle timeouts, a header size limit, and the
-// server's own errors logged as warnings. writeTimeout is the listener's
-// longest response.
-func newHTTPServer(h http.Handler, writeTimeout time.Duration, log *slog.Logger) *http.Server {
-	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      writeTimeout,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-}
-
 // jsonStream writes a 200 JSON answer piece by piece as its documents are
 // read, so that no answer of many documents is held whole in memory.
 // Nothing is sent before the first piece: an error until then is answered
