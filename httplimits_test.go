@@ -148,24 +148,12 @@ func TestUnreadAnswerCutOff(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			writeErr := make(chan error, 1)
 			addr := serveLimited(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				chunk := make([]byte, 1<<20)
-				var err error
-				for i := 0; i < 256 && err == nil; i++ { // 256 MiB: more than any socket buffer
-					_, err = w.Write(chunk)
-				}
-				writeErr <- err
+				writeErr <- writeLarge(w)
 			}), testLimits, tc.server)
 			c := dialHTTP(t, addr, tc.client)
 			fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 			start := time.Now()
-			select {
-			case err := <-writeErr:
-				if err == nil {
-					t.Fatal("the server wrote 256 MiB to a client that reads nothing")
-				}
-			case <-time.After(scaled(10 * time.Second)):
-				t.Fatal("the answer to a client that reads nothing was still being written after 10 s")
-			}
+			cutOff(t, writeErr)
 			if took := time.Since(start); took > scaled(3*time.Second) {
 				t.Errorf("the unread answer was cut off after %v, want about the write limit %v", took, testLimits.write)
 			}
@@ -278,12 +266,7 @@ func TestHandlerWriteDeadline(t *testing.T) {
 			}
 			return
 		}
-		chunk := make([]byte, 1<<20)
-		var err error
-		for i := 0; i < 256 && err == nil; i++ {
-			_, err = w.Write(chunk)
-		}
-		writeErr <- err
+		writeErr <- writeLarge(w)
 	}), testLimits, nil)
 	c := dialHTTP(t, addr, nil)
 	br := bufio.NewReader(c)
@@ -297,12 +280,31 @@ func TestHandlerWriteDeadline(t *testing.T) {
 		t.Fatalf("a stream of 2.5 write limits with its own deadline: %q, %v; want 5 ticks", body, err)
 	}
 	fmt.Fprintf(c, "GET /large HTTP/1.1\r\nHost: x\r\n\r\n")
+	cutOff(t, writeErr)
+}
+
+// writeLarge writes 256 MiB to w, more than any socket buffer holds, and
+// returns the first write's error.
+func writeLarge(w http.ResponseWriter) error {
+	chunk := make([]byte, 1<<20)
+	for range 256 {
+		if _, err := w.Write(chunk); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// cutOff fails t unless writeLarge's result, on writeErr, is an error
+// within 10 s: the answer to a client that reads nothing was cut off.
+func cutOff(t *testing.T, writeErr <-chan error) {
+	t.Helper()
 	select {
 	case err := <-writeErr:
 		if err == nil {
-			t.Fatal("after a stream, the server wrote 256 MiB to a client that reads nothing")
+			t.Fatal("the server wrote 256 MiB to a client that reads nothing")
 		}
 	case <-time.After(scaled(10 * time.Second)):
-		t.Fatal("after a stream, an unread answer was still being written after 10 s")
+		t.Fatal("the answer to a client that reads nothing was still being written after 10 s")
 	}
 }
