@@ -259,6 +259,15 @@ func (s *restServer) dispatch(w http.ResponseWriter, r *http.Request) string {
 	if aw, ok := w.(*auditWriter); ok && !aw.admit(pattern) {
 		return pattern
 	}
+	if pattern == "GET /" {
+		// The UI's file route takes every GET; a GET of a route that
+		// serves other methods only is that route's 405, not a 404.
+		if allow := s.otherMethods(r); allow != "" {
+			w.Header().Set("Allow", allow)
+			s.writeError(w, r, reqErrorf(errMethod, "%s is not allowed on %s; allowed: %s", r.Method, p, allow))
+			return ""
+		}
+	}
 	if pattern == "" {
 		// The mux's own 404 and 405 answers are plain text; every error
 		// of the API is a JSON body, so keep only their status and Allow.
@@ -331,6 +340,24 @@ func (s *restServer) uiOnly(r *http.Request) bool {
 	_, pattern := s.mux.Handler(get)
 	_, isFile := uiFile(r.URL.Path)
 	return pattern == "GET /" && !isFile
+}
+
+// otherMethods lists, as an Allow header does, the methods other than GET
+// and HEAD that have a route for r's path, when the path names no UI
+// file; "" otherwise.
+func (s *restServer) otherMethods(r *http.Request) string {
+	if _, isFile := uiFile(r.URL.Path); isFile {
+		return ""
+	}
+	var allow []string
+	for _, m := range []string{http.MethodDelete, http.MethodPatch, http.MethodPost, http.MethodPut} {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := s.mux.Handler(probe); pattern != "" {
+			allow = append(allow, m)
+		}
+	}
+	return strings.Join(allow, ", ")
 }
 
 // emptyNameRoutes are the paths of routes whose name segment is empty, with

@@ -89,6 +89,11 @@ func TestUnknownRoutesAnswerJSON(t *testing.T) {
 		// A UI file takes GET and HEAD only.
 		{"PUT", "/app.css", 405},
 		{"DELETE", "/", 405},
+		// A route of other methods only: 405 naming them, as for any
+		// route, though the UI's file route takes every GET.
+		{"GET", "/api/login", 405},
+		{"GET", "/api/databases/db/import", 405},
+		{"HEAD", "/api/keys/key_1/rotate", 405},
 	} {
 		rec := serve(s, c.method, c.path, "")
 		if rec.Code != c.want || !strings.HasPrefix(rec.Body.String(), `{"error":`) {
@@ -96,6 +101,9 @@ func TestUnknownRoutesAnswerJSON(t *testing.T) {
 		}
 		if c.want == 405 && rec.Header().Get("Allow") == "" {
 			t.Errorf("%s %s: 405 without Allow", c.method, c.path)
+		}
+		if c.want == 405 && strings.HasPrefix(c.path, "/api/") && rec.Header().Get("Allow") != "POST" {
+			t.Errorf("%s %s: Allow %q, want POST", c.method, c.path, rec.Header().Get("Allow"))
 		}
 	}
 }
