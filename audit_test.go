@@ -746,3 +746,35 @@ func TestAuditETagBefore(t *testing.T) {
 		t.Errorf("audit lines:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// TestAuditOIDCPrincipal: a request made with an OpenID provider's access
+// token is audited under the token's subject (id oidc:<sub>, name and
+// subject), and the token itself appears nowhere in the log.
+func TestAuditOIDCPrincipal(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, stop := startTestAudit(t, auditOptions{path: path})
+	ts := newAuthTestServerOn(t, authConfig{}, newTestFSStore(t), func(o *restOptions) { o.audit = l })
+	k := testKeys()
+	ti := newTestIssuer(t, k["es"])
+	ts.auth.oidc = newTestVerifier(t, ti, ts.clock, oidcConfig{})
+	tok := k["es"].token(t, ti.claims(ts.clock.now(), "read", "write"))
+	ts.mustDo(t, "PUT", "/entity/odb", tok, `{"k":1}`, 200)
+	stop()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(raw, []byte(tok)) || bytes.Contains(raw, []byte(strings.Split(tok, ".")[2])) {
+		t.Errorf("the audit log holds the OIDC token")
+	}
+	var got []any
+	for _, line := range auditLines(t, path) {
+		if line["route"] == "PUT /entity/{db}" {
+			got = append(got, line["principal"])
+		}
+	}
+	want := map[string]any{"id": "oidc:svc-1", "name": "svc-1", "subject": "svc-1"}
+	if len(got) != 1 || fmt.Sprint(got[0]) != fmt.Sprint(want) {
+		t.Errorf("principal of the PUT's audit line = %v, want %v", got, want)
+	}
+}
