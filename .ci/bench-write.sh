@@ -2,7 +2,9 @@
 # bench-write.sh: durable PUT side by side in one run (BENCHMARKS.md, "The
 # write-ahead log"). Each round runs every configuration once, in turn,
 # each driven by this binary's -role=bench -ops=put at c=1 then c=32
-# (1000 keys of ~1 KiB), a fresh storage directory per configuration.
+# (1000 keys of ~1 KiB), then by wrk with .ci/wrk-put.lua (the same
+# documents and keys) at c=1 then c=32, a fresh storage directory per
+# configuration. WRK=0 leaves wrk out.
 # Configurations:
 #   raw       the raw per-file durable sequence, no server
 #             (-role=bench -ceiling=fsync)
@@ -10,7 +12,8 @@
 #             feed)
 #   NAME      -role=all of the commit REVS names NAME (NAME=COMMIT ...;
 #             default before=e822b52, main before the write-ahead log)
-# Each server line adds the server's CPU time per PUT (µs).
+# Each server line adds the server's CPU time per PUT (µs); wrk's lines
+# are "NAME wrk c=N ops/s=... p50=... p99=... non2xx=...".
 # Usage: [CONFIGS="raw before this"] [REVS="before=e822b52 ..."] [PORT=18171] .ci/bench-write.sh [ROUNDS] [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +35,8 @@ addr=127.0.0.1:$port
 wait_up() { for _ in $(seq 200); do curl -fs -o /dev/null "http://$1/health" && return 0; sleep 0.1; done; return 1; }
 # cpu PID: the CPU time the process has used, in clock ticks
 cpu() { cut -d' ' -f14,15 "/proc/$1/stat" | awk '{print $1 + $2}'; }
+# per_put TICKS N: CPU time per request, µs
+per_put() { awk -v d="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.0f", d * 1e6 / hz / n}'; }
 
 # one NAME: start configuration NAME, drive it at c=1 and c=32, stop it
 one() {
@@ -52,7 +57,14 @@ one() {
     local out; out=$("$work/ddb" -role=bench -target="http://$addr" -token="$ADMIN_KEY" -concurrency=$c -keys=1000 -duration="${secs}s" -ops=put)
     local c1; c1=$(cpu $pid)
     local n; n=$(echo "$out" | sed -n 's/.*ops=\([0-9]*\).*/\1/p' | head -1)
-    echo "$name $out server_cpu_us/put=$(awk -v d=$((c1 - c0)) -v n="$n" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.0f", d * 1e6 / hz / n}')"
+    echo "$name $out server_cpu_us/put=$(per_put $((c1 - c0)) "$n")"
+  done
+  [ "${WRK:-1}" = 0 ] || for c in 1 32; do
+    local c0; c0=$(cpu $pid)
+    wrk -t$((c < 2 ? 1 : 2)) -c$c -d"${secs}s" --latency -s .ci/wrk-put.lua "http://$addr" >"$work/wrk.out"
+    local c1; c1=$(cpu $pid)
+    local n; n=$(awk '/requests in/ {print $1}' "$work/wrk.out")
+    echo "$name wrk c=$c ops/s=$(awk '/Requests\/sec/ {printf "%.0f", $2}' "$work/wrk.out") p50=$(awk '$1 == "50%" {print $2}' "$work/wrk.out") p99=$(awk '$1 == "99%" {print $2}' "$work/wrk.out") non2xx=$(awk '/Non-2xx/ {n = $NF} END {print n + 0}' "$work/wrk.out") server_cpu_us/put=$(per_put $((c1 - c0)) "$n")"
   done
   kill $pid; wait $pid 2>/dev/null || true
   rm -rf "$dir"
