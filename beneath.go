@@ -20,6 +20,7 @@ import (
 	"os"
 	"strings"
 	"sync/atomic"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -44,23 +45,49 @@ var resolveMode atomic.Int32
 // symbolic link on the path is an error wrapping errSymlink; the root
 // itself, the operator's choice, may be one. No components opens root.
 func openBeneath(root string, comps []string, flags int, mode uint32) (*os.File, error) {
-	name := strings.Join(append([]string{root}, comps...), "/")
-	rootFD, err := ignoringEINTR(func() (int, error) {
+	rootFD, err := openRootFD(root)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(rootFD)
+	return openUnder(rootFD, root, comps, flags, mode)
+}
+
+// openRootFD opens the directory root as a starting point of openUnder
+// (O_PATH: it grants nothing but lookups beneath it).
+func openRootFD(root string) (int, error) {
+	fd, err := ignoringEINTR(func() (int, error) {
 		return unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	})
 	if err != nil {
-		return nil, &fs.PathError{Op: "open", Path: root, Err: err}
+		return -1, &fs.PathError{Op: "open", Path: root, Err: err}
 	}
-	defer unix.Close(rootFD)
+	return fd, nil
+}
+
+// openUnder is openBeneath from rootFD, the directory root opened.
+func openUnder(rootFD int, root string, comps []string, flags int, mode uint32) (*os.File, error) {
+	fd, name, err := openFDUnder(rootFD, root, comps, flags, mode)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}
+
+// openFDUnder is openUnder returning the bare descriptor and its name,
+// for a caller that only makes system calls on it and closes it (the
+// entity lock): an *os.File costs a system call of its own.
+func openFDUnder(rootFD int, root string, comps []string, flags int, mode uint32) (int, string, error) {
+	name := strings.Join(append([]string{root}, comps...), "/")
 	fd, err := openAt(rootFD, comps, flags|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode)
 	switch {
 	case errors.Is(err, unix.ELOOP), errors.Is(err, unix.EXDEV),
 		errors.Is(err, unix.ENOTDIR) && linkOnPath(rootFD, comps):
-		return nil, &fs.PathError{Op: "open", Path: name, Err: fmt.Errorf("a symbolic link on the path is refused: %w", errSymlink)}
+		return -1, name, &fs.PathError{Op: "open", Path: name, Err: fmt.Errorf("a symbolic link on the path is refused: %w", errSymlink)}
 	case err != nil:
-		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+		return -1, name, &fs.PathError{Op: "open", Path: name, Err: err}
 	}
-	return os.NewFile(uintptr(fd), name), nil
+	return fd, name, nil
 }
 
 // linkOnPath reports whether a symbolic link is on the path comps under
@@ -160,6 +187,71 @@ func openDirBeneath(root string, comps []string) (*os.File, error) {
 	return openBeneath(root, comps, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 }
 
+// storageRoot is a storage root opened once, the starting point of every
+// open beneath it: resolving the root's path on each open cost an open
+// and a close more per file operation, on the write path's busiest
+// calls. The root is resolved when it is opened (it may be a symbolic
+// link, the operator's choice); a directory moved to its path later is
+// not followed. Everything beneath it is resolved on each call, as by
+// openBeneath. It is safe for concurrent use.
+type storageRoot struct {
+	path string
+	// dir is the root, O_PATH; never closed explicitly, so that no call
+	// can meet its number reused: os closes it once it is unreachable.
+	dir *os.File
+	// conn is dir's: Control holds dir open during each call.
+	conn syscall.RawConn
+}
+
+// openStorageRoot opens the directory path as a storageRoot.
+func openStorageRoot(path string) (*storageRoot, error) {
+	fd, err := openRootFD(path)
+	if err != nil {
+		return nil, err
+	}
+	dir := os.NewFile(uintptr(fd), path)
+	conn, err := dir.SyscallConn()
+	if err != nil {
+		dir.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return &storageRoot{path: path, dir: dir, conn: conn}, nil
+}
+
+// openFD is openFDUnder from the root.
+func (r *storageRoot) openFD(comps []string, flags int, mode uint32) (fd int, name string, err error) {
+	if cerr := r.conn.Control(func(root uintptr) {
+		fd, name, err = openFDUnder(int(root), r.path, comps, flags, mode)
+	}); cerr != nil {
+		return -1, "", &fs.PathError{Op: "open", Path: r.path, Err: cerr}
+	}
+	return fd, name, err
+}
+
+// open is openBeneath from the root.
+func (r *storageRoot) open(comps []string, flags int, mode uint32) (*os.File, error) {
+	fd, name, err := r.openFD(comps, flags, mode)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}
+
+// openDir is openDirBeneath from the root.
+func (r *storageRoot) openDir(comps []string) (*os.File, error) {
+	return r.open(comps, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+}
+
+// read is readBeneath from the root.
+func (r *storageRoot) read(comps []string, limit int64) ([]byte, error) {
+	f, err := r.open(comps, unix.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return readOpened(f, limit)
+}
+
 // readBeneath returns the bytes of the regular file comps under root. A
 // directory there is an error wrapping EISDIR; a device, pipe or socket
 // one wrapping errCorrupt, as is a file larger than limit, refused from
@@ -171,6 +263,11 @@ func readBeneath(root string, comps []string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
+	return readOpened(f, limit)
+}
+
+// readOpened is readBeneath of the file f, opened for it.
+func readOpened(f *os.File, limit int64) ([]byte, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, err

@@ -56,6 +56,9 @@ const (
 // root: Lock is flock.
 type fsStore struct {
 	root string // absolute, cleaned
+	// top is root opened once: the object and lock files are opened
+	// beneath it.
+	top *storageRoot
 	// maxObject is the largest object Get reads; a larger one is refused
 	// from its size, before anything is allocated.
 	maxObject int64
@@ -119,7 +122,11 @@ func openFSStore(root string, ops *fileOps) (*fsStore, error) {
 		return nil, fmt.Errorf("open fs store %s: %w: %w", root, err, errConfig)
 	}
 	locks.Close()
-	return &fsStore{root: abs, maxObject: defaultMaxObject, ops: ops}, nil
+	top, err := openStorageRoot(abs)
+	if err != nil {
+		return nil, fmt.Errorf("open fs store %s: %w: %w", root, err, errConfig)
+	}
+	return &fsStore{root: abs, top: top, maxObject: defaultMaxObject, ops: ops}, nil
 }
 
 // staleTempAge is how long a temp file must have gone unmodified before a
@@ -188,7 +195,7 @@ func (s *fsStore) Get(ctx context.Context, key string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("get %s: %w", key, err)
 	}
-	data, err := readBeneath(s.root, comps, s.maxObject)
+	data, err := s.top.read(comps, s.maxObject)
 	if err != nil {
 		return nil, fsError("get", key, "read", notFoundIfShadowed(err))
 	}
@@ -215,7 +222,7 @@ func (s *fsStore) Put(ctx context.Context, key string, data []byte) error {
 // per write would cost more than the rare retry).
 func (s *fsStore) writeObject(comps []string, data []byte) (step string, err error) {
 	dirComps := comps[:len(comps)-1]
-	dir, err := openDirBeneath(s.root, dirComps)
+	dir, err := s.top.openDir(dirComps)
 	if errors.Is(err, fs.ErrNotExist) {
 		if dir, err = s.ops.mkdirAllBeneath(s.root, dirComps); err != nil {
 			return "mkdir", err
@@ -278,7 +285,7 @@ func (s *fsStore) Delete(ctx context.Context, key string) error {
 	if err != nil {
 		return fmt.Errorf("delete %s: %w", key, err)
 	}
-	dir, err := openDirBeneath(s.root, comps[:len(comps)-1])
+	dir, err := s.top.openDir(comps[:len(comps)-1])
 	if err != nil {
 		return fsError("delete", key, "unlink", notFoundIfShadowed(err))
 	}
@@ -648,7 +655,7 @@ func (s *fsStore) holdsObject(ctx context.Context, comps []string) (bool, error)
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
-	d, err := openDirBeneath(s.root, comps)
+	d, err := s.top.openDir(comps)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil // removed meanwhile
 	}
@@ -832,7 +839,7 @@ func isHashDir(name string) bool {
 // a file where a directory was expected, holds no keys: no entries and no
 // error. A link on the way is refused (errSymlink).
 func (s *fsStore) readDir(rel string) ([]fs.DirEntry, error) {
-	d, err := openDirBeneath(s.root, relComponents(rel))
+	d, err := s.top.openDir(relComponents(rel))
 	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOTDIR) {
 		return nil, nil
 	}
@@ -864,47 +871,48 @@ func (s *fsStore) Lock(ctx context.Context, key string) (unlock func(), err erro
 	if _, err := physicalComponents(key); err != nil {
 		return nil, fmt.Errorf("lock %s: %w", key, err)
 	}
-	f, err := s.flock(ctx, key)
+	fd, err := s.flock(ctx, key)
 	if err != nil {
 		return nil, err
 	}
 	var once sync.Once
 	return func() {
 		// Closing the only descriptor releases the flock.
-		once.Do(func() { _ = f.Close() })
+		once.Do(func() { _ = unix.Close(fd) })
 	}, nil
 }
 
 // flock opens key's lock file and polls for an exclusive flock on it until
-// it is granted or ctx is done. Closing the returned file releases it.
-func (s *fsStore) flock(ctx context.Context, key string) (*os.File, error) {
+// it is granted or ctx is done. Closing the returned descriptor releases
+// it. A bare descriptor: the lock makes no other call on it.
+func (s *fsStore) flock(ctx context.Context, key string) (int, error) {
 	sum := sha256.Sum256([]byte(key))
 	comps := []string{lockDir, hex.EncodeToString(sum[:2])}
-	f, err := openBeneath(s.root, comps, unix.O_RDWR|unix.O_CREAT, 0o600)
+	fd, _, err := s.top.openFD(comps, unix.O_RDWR|unix.O_CREAT, 0o600)
 	if errors.Is(err, fs.ErrNotExist) { // lock directory removed under us
 		var dir *os.File
 		if dir, err = s.ops.mkdirAllBeneath(s.root, comps[:1]); err == nil {
 			dir.Close()
-			f, err = openBeneath(s.root, comps, unix.O_RDWR|unix.O_CREAT, 0o600)
+			fd, _, err = s.top.openFD(comps, unix.O_RDWR|unix.O_CREAT, 0o600)
 		}
 	}
 	if err != nil {
-		return nil, fsError("lock", key, "open lock file", err)
+		return -1, fsError("lock", key, "open lock file", err)
 	}
 	for {
-		ok, err := tryFlock(f)
+		ok, err := tryFlockFD(fd)
 		if err != nil {
-			_ = f.Close()
-			return nil, fsError("lock", key, "flock", err)
+			_ = unix.Close(fd)
+			return -1, fsError("lock", key, "flock", err)
 		}
 		if ok {
-			return f, nil
+			return fd, nil
 		}
 		s.lockWaits.Add(1)
 		select {
 		case <-ctx.Done():
-			_ = f.Close()
-			return nil, fmt.Errorf("lock %s: %w", key, ctx.Err())
+			_ = unix.Close(fd)
+			return -1, fmt.Errorf("lock %s: %w", key, ctx.Err())
 		case <-time.After(lockPollInterval):
 		}
 	}
@@ -918,18 +926,22 @@ func tryFlock(f *os.File) (ok bool, err error) {
 		return false, err
 	}
 	var ferr error
-	if err := rc.Control(func(fd uintptr) {
-		for {
-			ferr = unix.Flock(int(fd), unix.LOCK_EX|unix.LOCK_NB)
-			if ferr != unix.EINTR {
-				return
-			}
-		}
-	}); err != nil {
+	if err := rc.Control(func(fd uintptr) { ok, ferr = tryFlockFD(int(fd)) }); err != nil {
 		return false, err
 	}
-	if ferr == unix.EWOULDBLOCK {
+	return ok, ferr
+}
+
+// tryFlockFD is tryFlock of the descriptor fd.
+func tryFlockFD(fd int) (ok bool, err error) {
+	for {
+		err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err == unix.EWOULDBLOCK {
 		return false, nil
 	}
-	return ferr == nil, ferr
+	return err == nil, err
 }

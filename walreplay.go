@@ -274,7 +274,7 @@ func applyReplayed(st *fsStore, rec *walRecord) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	cur, err := readBeneath(st.root, comps, walMaxPayload)
+	cur, err := st.top.read(comps, walMaxPayload)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		if rec.Type == walDelete {
@@ -312,7 +312,7 @@ func writeRecord(st *fsStore, rec *walRecord) error {
 	}
 	name := comps[len(comps)-1]
 	if rec.Type == walDelete {
-		dir, err := openDirBeneath(st.root, comps[:len(comps)-1])
+		dir, err := st.top.openDir(comps[:len(comps)-1])
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}
@@ -337,7 +337,7 @@ func writeRecord(st *fsStore, rec *walRecord) error {
 // writeDurableIn: durability comes from the log.
 func writeVisible(st *fsStore, comps []string, data []byte) (step string, err error) {
 	dirComps := comps[:len(comps)-1]
-	dir, err := openDirBeneath(st.root, dirComps)
+	dir, err := st.top.openDir(dirComps)
 	if errors.Is(err, fs.ErrNotExist) {
 		if dir, err = st.ops.mkdirAllBeneath(st.root, dirComps); err != nil {
 			return "mkdir", err
