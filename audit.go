@@ -222,7 +222,7 @@ func cmpOr[T comparable](v, def T) T {
 func (l *auditLog) openFile() (after string, dropped int64, err error) {
 	f, err := os.OpenFile(l.o.path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return "", 0, fmt.Errorf("-audit-log: open %s: %w", l.o.path, err)
+		return "", 0, fmt.Errorf("-audit-log: %w", err) // the error names the path
 	}
 	defer func() {
 		if err != nil {
@@ -703,7 +703,7 @@ func (l *auditLog) writeOut(data []byte, cuts []int) error {
 // write writes b, whole, to the audit file.
 func (l *auditLog) write(b []byte) error {
 	if _, err := l.out.Write(b); err != nil {
-		return fmt.Errorf("write %s: %w", l.o.path, err)
+		return fmt.Errorf("audit log: %w", err) // the error names the file
 	}
 	return nil
 }
