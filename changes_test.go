@@ -4,10 +4,11 @@ package main
 // cursors across a restart, include_docs and prefix, Server-Sent Events
 // resumed with Last-Event-ID and their access lines, long-poll, 410 after
 // retention, the permissions and stream budgets, deleting a database,
-// and SIGKILL under 32 writers (-role=all, and a worker of main + 2)
-// comparing the feed with the acknowledged writes. In process, where a
-// test must hold a consumer or shorten a timer: keep-alive lines and a
-// consumer dropped for lagging.
+// and SIGKILL under 32 writers (-role=all, and a worker or the main
+// worker of main + 2) comparing the feed with the acknowledged writes.
+// In process, where a test must hold a consumer or shorten a timer:
+// keep-alive lines, a consumer dropped for lagging, a stream whose
+// cursor left the retention.
 
 import (
 	"bufio"
@@ -516,7 +517,8 @@ func (l *feedLoad) waitWrites(t *testing.T, n int64) {
 
 // verify reads the whole feed of "crash" and checks it against the
 // acknowledged writes: each acknowledged ETag once, each key's in the
-// order acknowledged, no ETag twice.
+// order acknowledged, no ETag twice, and each key's last change the
+// entity's version.
 func (l *feedLoad) verify(t *testing.T, n *node) {
 	t.Helper()
 	// Writes the stopped writers left in flight end first.
@@ -527,18 +529,19 @@ func (l *feedLoad) verify(t *testing.T, n *node) {
 		}
 		prev = end
 	}
-	feed := map[string][]string{}
-	since, total := "", 0
-	for {
-		p := changesPage(t, n, testAdminKey, "crash", "limit=1000&since="+since)
-		for _, c := range p.Changes {
-			feed[c.Key] = append(feed[c.Key], c.ETag)
-			total++
-		}
-		if len(p.Changes) == 0 {
+	// A write a crash cut after it changed its entity is in the feed once
+	// the main worker has settled it: with -role=main before the key's
+	// next write or within 2 s in the background.
+	feed, total := readCrashFeed(t, n)
+	start := time.Now()
+	for w := newWait(t, "the feed to reach every entity's version", 10*time.Second); ; {
+		stale := staleEnds(t, n, feed)
+		if len(stale) == 0 || w.over() {
 			break
 		}
-		since = p.LastSeq
+		t.Logf("%d keys' entities ahead of the feed (%s), %v after the writes ended", len(stale), stale[0].msg, time.Since(start))
+		time.Sleep(500 * time.Millisecond)
+		feed, total = readCrashFeed(t, n)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -572,16 +575,45 @@ func (l *feedLoad) verify(t *testing.T, n *node) {
 			}
 		}
 	}
-	for key, got := range feed {
-		// The feed ends where the entity is: a write applied but not
-		// answered (cut by the kill) is in it too.
-		code, out, hdr := n.call("GET", "/entity/crash?key="+key, testAdminKey, nil)
-		if code != 200 || hdr.Get("ETag") != got[len(got)-1] {
-			bad++
-			t.Errorf("%s: the feed ends at %s, the entity reads %d %s with ETag %s (acked last %q)", key, got[len(got)-1], code, out, hdr.Get("ETag"), l.acked[key][max(0, len(l.acked[key])-2):])
-		}
+	// The feed ends where the entity is: a write applied but not answered
+	// (cut by the kill) is in it too.
+	for _, e := range staleEnds(t, n, feed) {
+		bad++
+		t.Errorf("%s (acked last %q)", e.msg, l.acked[e.key][max(0, len(l.acked[e.key])-2):])
 	}
 	t.Logf("feed: %d changes, %d writes acknowledged, %d keys, %d problems", total, acked, len(l.acked), bad)
+}
+
+// readCrashFeed reads the whole feed of "crash": each key's ETags in
+// order, and the number of changes.
+func readCrashFeed(t *testing.T, n *node) (map[string][]string, int) {
+	t.Helper()
+	feed, total := map[string][]string{}, 0
+	for _, p := range allPages(t, n, "crash", "limit=1000") {
+		for _, c := range p.Changes {
+			feed[c.Key] = append(feed[c.Key], c.ETag)
+			total++
+		}
+	}
+	return feed, total
+}
+
+// staleEnd is a key whose last change in the feed is not its entity's
+// version.
+type staleEnd struct{ key, msg string }
+
+// staleEnds reads every key of feed and returns those whose entity's
+// ETag is not the feed's last for it.
+func staleEnds(t *testing.T, n *node, feed map[string][]string) []staleEnd {
+	t.Helper()
+	var out []staleEnd
+	for key, got := range feed {
+		code, body, hdr := n.call("GET", "/entity/crash?key="+key, testAdminKey, nil)
+		if code != 200 || hdr.Get("ETag") != got[len(got)-1] {
+			out = append(out, staleEnd{key, fmt.Sprintf("%s: the feed ends at %s, the entity reads %d %s with ETag %s", key, got[len(got)-1], code, body, hdr.Get("ETag"))})
+		}
+	}
+	return out
 }
 
 // TestChangesKillAllUnderLoad: -role=all SIGKILLed twice under 32
@@ -622,6 +654,27 @@ func TestChangesKillWorkerUnderLoad(t *testing.T) {
 	after := changesPage(t, c.main, testAdminKey, "crash", "limit=5")
 	if strings.Join(before.summary(), "|") != strings.Join(after.summary(), "|") {
 		t.Errorf("the first changes moved when a worker changed: %q, then %q", before.summary(), after.summary())
+	}
+}
+
+// TestChangesKillMainUnderLoad: main + 2 workers on the filesystem
+// backend, the main worker SIGKILLed under 32 writers and restarted on
+// its ports (its workers subscribe again): the feed holds every
+// acknowledged write once, in order per key, and the cursors given
+// before the kill read the same changes after it.
+func TestChangesKillMainUnderLoad(t *testing.T) {
+	c := startCluster(t, "w1", "w2")
+	load := startFeedLoad(t, c.main.base, 32, 10)
+	load.waitWrites(t, 300)
+	before := changesPage(t, c.main, testAdminKey, "crash", "limit=5")
+	c.main.kill()
+	c.startMain()
+	c.waitWorkers(30*time.Second, "w1", "w2")
+	load.waitWrites(t, 300)
+	load.stop()
+	load.verify(t, c.main)
+	if after := changesPage(t, c.main, testAdminKey, "crash", "limit=5"); strings.Join(before.summary(), "|") != strings.Join(after.summary(), "|") {
+		t.Errorf("the first changes moved across the main worker's restart: %q, then %q", before.summary(), after.summary())
 	}
 }
 
@@ -810,6 +863,20 @@ func serveStream(t *testing.T, ts *authTestServer, rec *streamRecorder, q string
 	return stop, ended
 }
 
+// appendChanges appends n changes of db to f's log, 50 a group.
+func appendChanges(t *testing.T, f *changeFeed, db string, n int) {
+	t.Helper()
+	for i := 0; i < n; i += 50 {
+		recs := make([]*changeRec, min(50, n-i))
+		for j := range recs {
+			recs[j] = &changeRec{T: changeDone, DB: db, Key: fmt.Sprint(i + j), Op: "put", ETag: `"e"`}
+		}
+		if err := f.log.append(recs...).wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestChangesKeepAlive: an idle event stream gets a comment line every
 // keep-alive interval, so that proxies keep its connection open.
 func TestChangesKeepAlive(t *testing.T) {
@@ -845,19 +912,7 @@ func TestChangesLaggingConsumer(t *testing.T) {
 			t.Fatalf("no stream: %v", w)
 		}
 	}
-	appendChanges := func(db string, n int) {
-		t.Helper()
-		for i := 0; i < n; i += 500 {
-			recs := make([]*changeRec, min(500, n-i))
-			for j := range recs {
-				recs[j] = &changeRec{T: changeDone, DB: db, Key: fmt.Sprint(i + j), Op: "put", ETag: `"e"`}
-			}
-			if err := f.log.append(recs...).wait(); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	appendChanges("chat", 1)
+	appendChanges(t, f, "chat", 1)
 	first := f.log.durable.Load()
 	select {
 	case <-rec.held:
@@ -866,7 +921,7 @@ func TestChangesLaggingConsumer(t *testing.T) {
 	}
 	// While the consumer takes its first change, the feed moves on by
 	// more than it keeps in memory.
-	appendChanges("o", changeTailLen+100)
+	appendChanges(t, f, "o", changeTailLen+100)
 	close(rec.release)
 	select {
 	case <-done:
@@ -897,4 +952,48 @@ func logLineWith(log string, parts ...string) string {
 		}
 	}
 	return ""
+}
+
+// TestChangesStreamCursorExpired: an event stream whose cursor leaves the
+// retention while its consumer is slow ends with the event "error": the
+// 410's sentence (list the database) and resume_from.
+func TestChangesStreamCursorExpired(t *testing.T) {
+	ts := newAuthTestServer(t, authConfig{})
+	f, err := newChangeFeed(t.TempDir(), feedLimits{retention: time.Hour, retentionBytes: changeRetentionMin,
+		maxStreams: 10, maxStreamsPerPrincipal: 10}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.close() })
+	ts.rest.data.feed = f
+	appendChanges(t, f, "chat", 1)
+	rec := newStreamRecorder(true)
+	_, done := serveStream(t, ts, rec, "")
+	select {
+	case <-rec.held:
+	case <-time.After(scaled(10 * time.Second)):
+		t.Fatal("the stream sent no change")
+	}
+	// While the consumer takes its first change, the retention's 64 KiB
+	// drop the segment after which it would resume.
+	appendChanges(t, f, "o", 2000)
+	if f.log.oldest() <= 1 {
+		t.Fatalf("oldest cursor kept %d after 2000 changes in 64 KiB, want past 1", f.log.oldest())
+	}
+	close(rec.release)
+	select {
+	case <-done:
+	case <-time.After(scaled(10 * time.Second)):
+		t.Fatal("the stream did not end")
+	}
+	out := rec.String()
+	i := strings.LastIndex(out, "event: error\ndata: ")
+	var ev struct {
+		Error      string `json:"error"`
+		ResumeFrom string `json:"resume_from"`
+	}
+	if i < 0 || json.Unmarshal([]byte(strings.TrimSpace(out[i+len("event: error\ndata: "):])), &ev) != nil ||
+		ev.ResumeFrom != "1" || !strings.Contains(ev.Error, "list the database") {
+		t.Errorf("stream wrote\n%s\nwant an error event with the 410's sentence and resume_from 1", out)
+	}
 }
