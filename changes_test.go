@@ -877,6 +877,16 @@ func appendChanges(t *testing.T, f *changeFeed, db string, n int) {
 	}
 }
 
+// waitClosed waits for c to close, failing with sentence after 10 s.
+func waitClosed(t *testing.T, c <-chan struct{}, sentence string) {
+	t.Helper()
+	select {
+	case <-c:
+	case <-time.After(scaled(10 * time.Second)):
+		t.Fatal(sentence)
+	}
+}
+
 // TestChangesKeepAlive: an idle event stream gets a comment line every
 // keep-alive interval, so that proxies keep its connection open.
 func TestChangesKeepAlive(t *testing.T) {
@@ -914,20 +924,12 @@ func TestChangesLaggingConsumer(t *testing.T) {
 	}
 	appendChanges(t, f, "chat", 1)
 	first := f.log.durable.Load()
-	select {
-	case <-rec.held:
-	case <-time.After(scaled(10 * time.Second)):
-		t.Fatal("the stream sent no change")
-	}
+	waitClosed(t, rec.held, "the stream sent no change")
 	// While the consumer takes its first change, the feed moves on by
 	// more than it keeps in memory.
 	appendChanges(t, f, "o", changeTailLen+100)
 	close(rec.release)
-	select {
-	case <-done:
-	case <-time.After(scaled(10 * time.Second)):
-		t.Fatal("the lagging stream did not end")
-	}
+	waitClosed(t, done, "the lagging stream did not end")
 	out := rec.String()
 	want := fmt.Sprintf("event: lagging\ndata: {\"error\":\"this stream fell too far behind the feed; resume from resume_from\",\"resume_from\":\"%d\"}\n\n", first)
 	if !strings.HasSuffix(out, want) || strings.Count(out, "event: change") != 1 {
@@ -969,11 +971,7 @@ func TestChangesStreamCursorExpired(t *testing.T) {
 	appendChanges(t, f, "chat", 1)
 	rec := newStreamRecorder(true)
 	_, done := serveStream(t, ts, rec, "")
-	select {
-	case <-rec.held:
-	case <-time.After(scaled(10 * time.Second)):
-		t.Fatal("the stream sent no change")
-	}
+	waitClosed(t, rec.held, "the stream sent no change")
 	// While the consumer takes its first change, the retention's 64 KiB
 	// drop the segment after which it would resume.
 	appendChanges(t, f, "o", 2000)
@@ -981,11 +979,7 @@ func TestChangesStreamCursorExpired(t *testing.T) {
 		t.Fatalf("oldest cursor kept %d after 2000 changes in 64 KiB, want past 1", f.log.oldest())
 	}
 	close(rec.release)
-	select {
-	case <-done:
-	case <-time.After(scaled(10 * time.Second)):
-		t.Fatal("the stream did not end")
-	}
+	waitClosed(t, done, "the stream did not end")
 	out := rec.String()
 	i := strings.LastIndex(out, "event: error\ndata: ")
 	var ev struct {
