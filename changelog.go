@@ -115,8 +115,10 @@ type changeLog struct {
 	notify chan struct{}
 	// tail holds the latest durable changes, seqs contiguous.
 	tail []changeRec
-	// broken is the error of a failed commit: the log takes no more
-	// records (a failed fdatasync may have lost pages).
+	// broken is the error of a failed commit: the segment is not written
+	// again through its descriptor (a failed fdatasync may have lost
+	// pages) until repair cuts it back to its last durable record; no
+	// record is taken meanwhile.
 	broken error
 
 	durable atomic.Uint64
@@ -409,7 +411,10 @@ func (l *changeLog) newSegment(first uint64) error {
 		err = syncDir(l.dir)
 	}
 	if err != nil {
+		// Removed, so that the segment can be created again once the
+		// disk allows it.
 		f.Close()
+		os.Remove(path)
 		return fmt.Errorf("create change log segment: %w", err)
 	}
 	if l.f != nil {
@@ -486,9 +491,14 @@ func (l *changeLog) append(recs ...*changeRec) *changeGroup {
 // one at a time, until close.
 func (l *changeLog) run() {
 	defer l.wg.Done()
+	retry := time.NewTicker(time.Second)
+	defer retry.Stop()
 	for {
 		select {
 		case <-l.kick:
+		case <-retry.C:
+			l.repairBroken()
+			continue
 		case <-l.stop:
 			l.commitForming()
 			return
@@ -513,9 +523,10 @@ func (l *changeLog) commitForming() {
 func (l *changeLog) commit(g *changeGroup) {
 	defer close(g.done)
 	g.err = l.write(g)
+	var failed *changeGroup
 	l.mu.Lock()
 	if g.err != nil {
-		l.broken = g.err
+		failed = l.fail(g)
 	} else {
 		cur := &l.segs[len(l.segs)-1]
 		cur.size += int64(len(g.buf))
@@ -531,9 +542,65 @@ func (l *changeLog) commit(g *changeGroup) {
 		}
 	}
 	l.mu.Unlock()
-	if l.committed != nil {
-		l.committed(g)
+	if failed != nil {
+		failed.err = g.err
+		close(failed.done)
 	}
+	for _, d := range []*changeGroup{g, failed} {
+		if d != nil && l.committed != nil {
+			l.committed(d)
+		}
+	}
+	if g.err != nil {
+		l.repairBroken()
+	}
+}
+
+// fail records g's failure; the caller holds mu. The group formed
+// meanwhile fails with it and the seqs they were given are given again,
+// so that the durable seqs stay contiguous. It returns that group.
+func (l *changeLog) fail(g *changeGroup) *changeGroup {
+	l.broken = g.err
+	l.nextSeq = g.first
+	failed := l.forming
+	l.forming = nil
+	return failed
+}
+
+// repairBroken, after a failed commit, cuts the current segment back to
+// its last durable record through a new descriptor, syncs it and goes on
+// appending there; until it can, appends fail (errChangeLogBroken). The
+// writer goroutine's only.
+func (l *changeLog) repairBroken() {
+	l.mu.Lock()
+	broken := l.broken
+	cur := l.segs[len(l.segs)-1]
+	l.mu.Unlock()
+	if broken == nil {
+		return
+	}
+	if l.f != nil {
+		l.f.Close()
+		l.f = nil
+	}
+	path := filepath.Join(l.dir, segmentName(cur.first))
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err == nil {
+		err = f.Truncate(cur.size)
+		if err == nil {
+			err = l.ops.fdatasync(f)
+		}
+		f.Close()
+	}
+	if err == nil {
+		err = l.openCurrent()
+	}
+	if err != nil {
+		return // tried again on the next tick
+	}
+	l.mu.Lock()
+	l.broken = nil
+	l.mu.Unlock()
 }
 
 // write appends g to the current segment (a new one when it is full) and
@@ -552,7 +619,6 @@ func (l *changeLog) write(g *changeGroup) error {
 		}
 		l.frame(g) // numbered from 1 in the new segment
 	}
-	l.segNext += uint64(len(g.payloads))
 	l.mu.Lock()
 	end := l.segs[len(l.segs)-1].size + int64(len(g.buf))
 	l.mu.Unlock()
@@ -566,6 +632,7 @@ func (l *changeLog) write(g *changeGroup) error {
 	if err := l.ops.fdatasync(l.f); err != nil {
 		return fmt.Errorf("sync change log: %w", err)
 	}
+	l.segNext += uint64(len(g.payloads))
 	return nil
 }
 

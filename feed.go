@@ -61,10 +61,11 @@ type changeFeed struct {
 	sent, droppedConsumers atomic.Int64
 }
 
-// newChangeFeed opens the change log in dir; the intents it left open are
-// settled before their entity's next write, or by settle.
-func newChangeFeed(dir string, lim feedLimits, log *slog.Logger) (*changeFeed, error) {
-	cl, open, err := openChangeLog(dir, lim.retention, lim.retentionBytes, time.Now, osFileOps())
+// newChangeFeed opens the change log in dir, written through ops; the
+// intents it left open are settled before their entity's next write, or
+// by settle.
+func newChangeFeed(dir string, lim feedLimits, log *slog.Logger, ops *fileOps) (*changeFeed, error) {
+	cl, open, err := openChangeLog(dir, lim.retention, lim.retentionBytes, time.Now, ops)
 	if err != nil {
 		return nil, err
 	}
@@ -80,7 +81,7 @@ func newChangeFeed(dir string, lim feedLimits, log *slog.Logger) (*changeFeed, e
 // attachFeed opens the change feed in dir and has rt log every write in
 // it; the feed reads entities and takes their write locks through rt.
 func attachFeed(rt *router, dir string, lim feedLimits, log *slog.Logger) (*changeFeed, error) {
-	f, err := newChangeFeed(dir, lim, log)
+	f, err := newChangeFeed(dir, lim, log, osFileOps())
 	if err != nil {
 		return nil, err
 	}
@@ -90,6 +91,8 @@ func attachFeed(rt *router, dir string, lim feedLimits, log *slog.Logger) (*chan
 }
 
 // committed forgets the keys of group g as settling once it is written.
+// The outcomes a failed group lost leave their intents open, settled from
+// the entity before its next write.
 func (f *changeFeed) committed(g *changeGroup) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -97,6 +100,12 @@ func (f *changeFeed) committed(g *changeGroup) {
 		if s == g {
 			delete(f.settling, k)
 		}
+	}
+	if g.err == nil {
+		return
+	}
+	for _, r := range g.recs {
+		f.open[cacheKey(r.DB, r.Key)] = changeRec{T: changeIntent, ID: r.ID, DB: r.DB, Key: r.Key, Op: r.Op}
 	}
 }
 
