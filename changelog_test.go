@@ -525,3 +525,38 @@ func TestChangeFeedSettlesLostOutcome(t *testing.T) {
 		t.Errorf("feed after a lost outcome: %v, want %v", etags, want)
 	}
 }
+
+// TestChangeFeedRefusesWritesWhileBroken: while a failed commit cannot
+// be repaired (the disk still refuses), a write is refused before it is
+// sent to its owner (503, nothing written); once the disk takes writes
+// again, writes go on within the repair's retry.
+func TestChangeFeedRefusesWritesWhileBroken(t *testing.T) {
+	var failing atomic.Bool
+	ops, _ := recordingOps(func(step, _ string) bool { return step == "fdatasync" && failing.Load() }, unix.EIO)
+	f, err := newChangeFeed(t.TempDir(), feedLimits{retention: time.Hour, retentionBytes: 1 << 20}, slog.New(slog.DiscardHandler), ops)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.close()
+	ctx := context.Background()
+	failing.Store(true)
+	if err := f.log.append(&changeRec{T: changeDone, DB: "db", Key: "a", Op: "put"}).wait(); !errors.Is(err, unix.EIO) {
+		t.Fatalf("commit with a failing fdatasync: %v", err)
+	}
+	if _, err := f.begin(ctx, "db", "k", pb.Operation_PUT); !errors.Is(err, errUnavailable) {
+		t.Fatalf("begin while the log cannot be repaired: %v, want unavailable before the write is sent", err)
+	}
+	failing.Store(false)
+	var tk *changeTicket
+	for end := time.Now().Add(scaled(5 * time.Second)); ; time.Sleep(50 * time.Millisecond) {
+		if tk, err = f.begin(ctx, "db", "k", pb.Operation_PUT); err == nil || time.Now().After(end) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("begin once the disk takes writes again: %v", err)
+	}
+	if err := f.finish(ctx, tk, &pb.WorkerResponse{Version: "v1"}, nil); err != nil {
+		t.Fatalf("write once repaired: %v", err)
+	}
+}

@@ -153,6 +153,15 @@ func (f *changeFeed) begin(ctx context.Context, db, key string, op pb.Operation)
 	}
 	t := &changeTicket{rec: changeRec{T: changeIntent, DB: db, Key: key, Op: opName(op)}}
 	t.intent = f.log.append(&t.rec)
+	select {
+	case <-t.intent.done:
+		// A log that takes no records refuses the write before it is
+		// sent: written, it would be answered 503 all the same.
+		if err := t.intent.err; errors.Is(err, errChangeLogBroken) {
+			return nil, err
+		}
+	default:
+	}
 	return t, nil
 }
 
