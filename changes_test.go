@@ -962,7 +962,7 @@ func logLineWith(log string, parts ...string) string {
 func TestChangesStreamCursorExpired(t *testing.T) {
 	ts := newAuthTestServer(t, authConfig{})
 	f, err := newChangeFeed(t.TempDir(), feedLimits{retention: time.Hour, retentionBytes: changeRetentionMin,
-		maxStreams: 10, maxStreamsPerPrincipal: 10}, slog.New(slog.DiscardHandler))
+		maxStreams: 10, maxStreamsPerPrincipal: 10}, slog.New(slog.DiscardHandler), osFileOps())
 	if err != nil {
 		t.Fatal(err)
 	}
