@@ -218,7 +218,9 @@ func TestIdleConnectionClosed(t *testing.T) {
 // before any handler runs).
 func TestWriteDeadlineMoves(t *testing.T) {
 	lim := testLimits
-	lim.idle = 10 * time.Second
+	// Every answer here must be written in time: on a loaded machine
+	// (the race detector) one could be late by the default limit.
+	lim.write, lim.idle = 2*testLimits.write, time.Minute
 	addr := serveLimited(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }), lim, nil)
 	c := dialHTTP(t, addr, nil)
 	br := bufio.NewReader(c)
