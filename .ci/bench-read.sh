@@ -27,7 +27,7 @@ git clone -q --no-checkout "$orig_src" "$work/orig"
 (cd "$work/orig" && git checkout HEAD -- go.mod go.sum cmd internal pkg api && go build -o "$work/orig-main" ./cmd/main-worker)
 export MASTER_KEY=000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f ADMIN_KEY=bench-admin-key-0123456789
 export DELTADB_JOIN_TOKEN=$(od -An -tx1 -N32 /dev/urandom | tr -d " \n")
-port=${PORT:-18191}  # and the two after it
+port=${PORT:-18191}  # and the two after it (every role given all three: no default port of another run)
 addr=127.0.0.1:$port
 wait_up() { for _ in $(seq 200); do curl -fs -o /dev/null "http://$1/health" && return 0; sleep 0.1; done; return 1; }
 wait_workers() { for _ in $(seq 200); do [ "$(curl -fs -H "Authorization: Bearer $ADMIN_KEY" "http://$1/admin/workers" | grep -o Available | wc -l)" = "$2" ] && return 0; sleep 0.1; done; return 1; }
@@ -54,9 +54,9 @@ one() {
   case $name in
     trivial) "$work/ddb" -role=bench -ceiling=http -ceiling-addr="$addr" >/dev/null & pids+=($!) ;;
     original) "$work/orig-main" -rest-addr="$addr" -grpc-addr=127.0.0.1:$((port + 1)) -shared-fs="$dir" -master-key="$MASTER_KEY" -admin-key="$ADMIN_KEY" 2>"$work/$name.log" & pids+=($!) ;;
-    base) "$work/ddb-base" -role=all -rest-addr="$addr" -grpc-addr=127.0.0.1:$((port + 1)) -shared-fs="$dir" -log-level=info 2>"$work/$name.log" & pids+=($!) ;;
-    all) "$work/ddb" -role=all -rest-addr="$addr" -grpc-addr=127.0.0.1:$((port + 1)) -shared-fs="$dir" -log-level=info 2>"$work/$name.log" & pids+=($!) ;;
-    all-nofloor) "$work/ddb" -role=all -rest-addr="$addr" -grpc-addr=127.0.0.1:$((port + 1)) -shared-fs="$dir" -log-level=info -gc-heap-floor=0 2>"$work/$name.log" & pids+=($!) ;;
+    base) "$work/ddb-base" -role=all -rest-addr="$addr" -grpc-addr=127.0.0.1:$((port + 1)) -cluster-addr=127.0.0.1:$((port + 2)) -shared-fs="$dir" -log-level=info 2>"$work/$name.log" & pids+=($!) ;;
+    all) "$work/ddb" -role=all -rest-addr="$addr" -grpc-addr=127.0.0.1:$((port + 1)) -cluster-addr=127.0.0.1:$((port + 2)) -shared-fs="$dir" -log-level=info 2>"$work/$name.log" & pids+=($!) ;;
+    all-nofloor) "$work/ddb" -role=all -rest-addr="$addr" -grpc-addr=127.0.0.1:$((port + 1)) -cluster-addr=127.0.0.1:$((port + 2)) -shared-fs="$dir" -log-level=info -gc-heap-floor=0 2>"$work/$name.log" & pids+=($!) ;;
     main+1|base-main+1)
       local bin="$work/ddb"; [ "$name" = base-main+1 ] && bin="$work/ddb-base"
       "$bin" -role=main -rest-addr="$addr" -grpc-addr=127.0.0.1:$((port + 1)) -cluster-addr=127.0.0.1:$((port + 2)) -shared-fs="$dir" -log-level=info 2>"$work/$name.log" & pids+=($!)
