@@ -117,10 +117,13 @@ func serveOps(addr string, h http.Handler, log *slog.Logger) (stop func(), err e
 		return nil, fmt.Errorf("-ops-addr: listen %s: %w", addr, err)
 	}
 	// A CPU profile or trace runs for as long as it is asked to (30 s by
-	// default); the profiler refuses one longer than the write timeout.
+	// default); the profiler moves its answer's write deadline on by that
+	// when the server has a WriteTimeout, so this one has it too (its
+	// timer per request does not matter on this listener).
 	lim := restLimits
 	lim.write = 5 * time.Minute
 	srv := newHTTPServer(h, lim, log)
+	srv.WriteTimeout = lim.write
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
