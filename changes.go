@@ -131,16 +131,25 @@ func parseChangeQuery(r *http.Request) (q changeQuery, since string, err error) 
 	return q, since, nil
 }
 
+// wantsEventStream reports whether r asks for an event stream: feed=sse
+// (or eventsource), or no feed= and an Accept of text/event-stream.
+func wantsEventStream(r *http.Request) bool {
+	switch r.URL.Query().Get("feed") {
+	case "sse", "eventsource":
+		return true
+	case "", "normal":
+		return strings.Contains(r.Header.Get("Accept"), "text/event-stream")
+	}
+	return false
+}
+
 // parseMode reads feed= (or an Accept of text/event-stream) and timeout=.
 func (q *changeQuery) parseMode(r *http.Request) error {
-	switch m := r.URL.Query().Get("feed"); m {
-	case "", "normal":
-		if strings.Contains(r.Header.Get("Accept"), "text/event-stream") {
-			q.mode = "sse"
-		}
-	case "sse", "eventsource":
+	switch m := r.URL.Query().Get("feed"); {
+	case wantsEventStream(r):
 		q.mode = "sse"
-	case "longpoll":
+	case m == "" || m == "normal":
+	case m == "longpoll":
 		q.mode = "longpoll"
 	default:
 		return reqErrorf(errInvalid, "feed %q: must be normal, longpoll or sse", m)

@@ -201,11 +201,14 @@ func paged2cursor(p feedPage, i int) string { return p.Changes[i].Seq }
 // sseEvent is one Server-Sent Event.
 type sseEvent struct{ id, event, data string }
 
-// openSSE opens db's event stream with the admin key and extra headers.
+// openSSE opens db's event stream with token (none: q holds a ticket)
+// and extra headers.
 func openSSE(t *testing.T, ctx context.Context, n *node, token, db, q string, hdr map[string]string) (*http.Response, <-chan sseEvent) {
 	t.Helper()
 	req, _ := http.NewRequestWithContext(ctx, "GET", n.base+"/api/databases/"+db+"/changes?"+q, nil)
-	req.Header.Set("Authorization", "Bearer "+token)
+	if token != "" { // none: a ticket in q, as an EventSource sends it
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	req.Header.Set("Accept", "text/event-stream")
 	for k, v := range hdr {
 		req.Header.Set(k, v)

@@ -5,10 +5,13 @@ package main
 // "Following changes"). POST /api/databases/{db}/changes/ticket, with the
 // caller's credential, answers a random ticket; GET
 // /api/databases/{db}/changes?ticket=T then authenticates as that
-// credential. A ticket is good once, for a minute, for the change feed of
-// the database it was issued for and nothing else; the credential behind
-// it is checked again when it is used (a logout or a key deleted since
-// ends it), and the access line never holds a query string.
+// credential. A ticket is good for the change feed of the database it was
+// issued for and nothing else: for one page or long-poll within a minute,
+// or for one event stream at a time and its reconnections, each within a
+// minute of the previous stream's end, so that an EventSource resumes by
+// itself (Last-Event-ID). The credential behind it is checked again at
+// each use (a logout or a key deleted since ends it), and the access line
+// never holds a query string.
 
 import (
 	"crypto/sha256"
@@ -26,10 +29,13 @@ const (
 	streamTicketsMax = 10000
 )
 
-// streamTicket is one ticket waiting for its request.
+// streamTicket is one ticket waiting for its request, or held by the
+// event stream it opened (streaming), which gives it another minute when
+// it ends.
 type streamTicket struct {
-	cred, db string
-	expires  time.Time
+	cred, db  string
+	expires   time.Time
+	streaming bool
 }
 
 // streamTickets holds the tickets issued and not yet used, by the SHA-256
@@ -53,7 +59,7 @@ func (t *streamTickets) issue(ticket, cred, db string) (time.Time, error) {
 	defer t.mu.Unlock()
 	if len(t.m) >= streamTicketsMax {
 		for h, st := range t.m {
-			if !now.Before(st.expires) {
+			if !st.streaming && !now.Before(st.expires) {
 				delete(t.m, h)
 			}
 		}
@@ -66,19 +72,34 @@ func (t *streamTickets) issue(ticket, cred, db string) (time.Time, error) {
 	return exp, nil
 }
 
-// redeem uses ticket up for the change feed of db and returns the
-// credential it stands for; false when it is unknown, used, expired or
-// issued for another database.
-func (t *streamTickets) redeem(ticket, db string) (string, bool) {
+// redeem uses ticket for the change feed of db and returns the
+// credential it stands for; false when it is unknown, used, expired,
+// held by an open stream or issued for another database (then it is
+// spent). A ticket redeemed for a page is spent; for an event stream it is
+// held until release, which gives it another streamTicketTTL.
+func (t *streamTickets) redeem(ticket, db string, stream bool) (cred string, release func(), ok bool) {
 	h := sha256.Sum256([]byte(ticket))
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	st, ok := t.m[h]
-	delete(t.m, h)
-	t.mu.Unlock()
-	if !ok || st.db != db || !t.now().Before(st.expires) {
-		return "", false
+	switch {
+	case !ok || st.streaming:
+		return "", nil, false
+	case st.db != db || !t.now().Before(st.expires):
+		delete(t.m, h)
+		return "", nil, false
+	case !stream:
+		delete(t.m, h)
+		return st.cred, func() {}, true
 	}
-	return st.cred, true
+	st.streaming = true
+	t.m[h] = st
+	return st.cred, func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		st.streaming, st.expires = false, t.now().Add(streamTicketTTL)
+		t.m[h] = st
+	}, true
 }
 
 // streamTicketAnswer is the answer of POST /api/databases/{db}/changes/ticket.
@@ -116,12 +137,13 @@ func (s *restServer) needFeed(pm perm, h handler) http.Handler {
 			inner.ServeHTTP(w, r)
 			return
 		}
-		cred, ok := s.tickets.redeem(ticket, r.PathValue("db"))
+		cred, release, ok := s.tickets.redeem(ticket, r.PathValue("db"), wantsEventStream(r))
 		if !ok {
 			s.writeError(w, r, s.auth.failed(s.auth.clientOf(r),
 				reqErrorf(errUnauthenticated, "the stream ticket is unknown, used, expired or for another database: ask for a new one")))
 			return
 		}
+		defer release()
 		r = r.Clone(r.Context())
 		r.Header.Set("Authorization", "Bearer "+cred)
 		inner.ServeHTTP(w, r)

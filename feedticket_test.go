@@ -8,7 +8,7 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"net/http"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -75,17 +75,48 @@ func TestStreamTicketAttacker(t *testing.T) {
 	if code, _, _ := n.call("GET", "/api/databases/chat/changes?ticket="+tk, "dk_garbage", nil); code != 401 {
 		t.Errorf("ticket with a wrong Authorization = %d, want 401", code)
 	}
-	// An event stream through a ticket gets the changes.
+	// An event stream through a ticket gets the changes; while it is open
+	// the ticket opens no other; once it ends, the same request with
+	// Last-Event-ID (an EventSource reconnecting by itself) resumes after
+	// the last event.
 	tk = newTicket(t, n, g.Token, "chat")
 	seen = append(seen, tk)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", n.base+"/api/databases/chat/changes?feed=sse&since=now&ticket="+tk, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("event stream by ticket = %v %v", resp, err)
+	if resp, _ := openSSE(t, ctx, n, "", "chat", "since=now&ticket="+tk, nil); resp.StatusCode != 200 {
+		t.Fatalf("event stream by ticket = %d", resp.StatusCode)
 	}
-	resp.Body.Close()
+	if second, _ := openSSE(t, ctx, n, "", "chat", "since=now&ticket="+tk, nil); second.StatusCode != 401 {
+		t.Errorf("a second stream with a ticket whose stream is open = %d, want 401", second.StatusCode)
+	}
+	// reconnect opens the stream again with tk once the server has seen
+	// the last one end, as an EventSource retries.
+	reconnect := func(hdr map[string]string) <-chan sseEvent {
+		cancel()
+		w := newWait(t, "a reconnection with the ticket", 5*time.Second)
+		for {
+			ctx, cancel = context.WithCancel(context.Background())
+			resp, events := openSSE(t, ctx, n, "", "chat", "since=now&ticket="+tk, hdr)
+			if resp.StatusCode == 200 {
+				return events
+			}
+			cancel()
+			if w.over() {
+				t.Fatalf("reconnection with the ticket = %d, want 200 once its stream ended: %v", resp.StatusCode, w)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	events := reconnect(nil)
+	putNodeETag(t, n, "chat", "b", 1)
+	ev := nextEvent(t, events)
+	putNodeETag(t, n, "chat", "c", 1)
+	events = reconnect(map[string]string{"Last-Event-ID": ev.id})
+	defer cancel()
+	if got := nextEvent(t, events); !strings.Contains(got.data, `"key":"c"`) {
+		t.Errorf("first event after reconnecting with Last-Event-ID %s: %+v, want the change of c", ev.id, got)
+	}
+	cancel()
 	// After a logout, the tickets of the session are dead.
 	tk = newTicket(t, n, g.Token, "chat")
 	if code, out, _ := n.call("POST", "/api/logout", g.Token, nil); code != 200 && code != 204 {
@@ -117,7 +148,7 @@ func TestStreamTicketExpiry(t *testing.T) {
 		t.Fatal(err)
 	}
 	now = now.Add(streamTicketTTL)
-	if _, ok := st.redeem("t1", "chat"); ok {
+	if _, _, ok := st.redeem("t1", "chat", false); ok {
 		t.Error("a ticket redeemed at its expiry")
 	}
 	for i := range streamTicketsMax {
@@ -132,7 +163,46 @@ func TestStreamTicketExpiry(t *testing.T) {
 	if _, err := st.issue("later", "cred", "chat"); err != nil {
 		t.Errorf("a ticket once the others expired: %v", err)
 	}
-	if cred, ok := st.redeem("later", "chat"); !ok || cred != "cred" {
+	if cred, _, ok := st.redeem("later", "chat", false); !ok || cred != "cred" {
 		t.Errorf("redeem = %q %v", cred, ok)
+	}
+}
+
+// TestStreamTicketReconnects: a ticket that opened an event stream is
+// held by it (a second stream with it is refused, without spending it),
+// and once the stream ends it is good for another minute, so that an
+// EventSource reconnects with it by itself; a page spends a ticket.
+func TestStreamTicketReconnects(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	st := newStreamTickets(func() time.Time { return now })
+	st.issue("t1", "cred", "chat")
+	_, release, ok := st.redeem("t1", "chat", true)
+	if !ok {
+		t.Fatal("a new ticket refused for an event stream")
+	}
+	if _, _, ok := st.redeem("t1", "chat", true); ok {
+		t.Error("a ticket opened a second stream while its first is open")
+	}
+	now = now.Add(10 * streamTicketTTL) // a long stream outlives the first minute
+	for i := range streamTicketsMax {   // and the store's sweep of expired tickets
+		st.issue(fmt.Sprint(i), "cred", "chat")
+	}
+	release()
+	now = now.Add(streamTicketTTL - time.Second)
+	cred, release, ok := st.redeem("t1", "chat", true)
+	if !ok || cred != "cred" {
+		t.Fatalf("reconnection within a minute of the stream's end = %q %v, want the credential", cred, ok)
+	}
+	release()
+	now = now.Add(streamTicketTTL)
+	if _, _, ok := st.redeem("t1", "chat", true); ok {
+		t.Error("a ticket reconnected a minute after its stream ended")
+	}
+	st.issue("t2", "cred", "chat")
+	if _, _, ok := st.redeem("t2", "chat", false); !ok {
+		t.Fatal("a new ticket refused for a page")
+	}
+	if _, _, ok := st.redeem("t2", "chat", true); ok {
+		t.Error("a ticket used for a page opened a stream after it")
 	}
 }

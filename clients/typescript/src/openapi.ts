@@ -309,8 +309,8 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * A ticket for one request of the change feed, for a browser's EventSource
-         * @description A random ticket that authenticates one GET /api/databases/{db}/changes?ticket=T as the caller's credential, within a minute, for this database only and no other route; the credential is checked again when the ticket is used. At most 10,000 tickets wait at a time (429).
+         * A ticket for the change feed, for a browser's EventSource
+         * @description A random ticket that authenticates GET /api/databases/{db}/changes?ticket=T as the caller's credential, for this database only and no other route: one page or long-poll within a minute, or one event stream at a time and its reconnections (an EventSource's, with Last-Event-ID), each within a minute of the previous stream's end; the credential is checked again at each use. At most 10,000 tickets wait at a time (429).
          */
         post: operations["createStreamTicket"];
         delete?: never;
@@ -2098,7 +2098,7 @@ export interface operations {
                 feed?: "normal" | "longpoll" | "sse";
                 /** @description feed=longpoll: milliseconds to wait for a change */
                 timeout?: number;
-                /** @description Instead of Authorization: a stream ticket of this database (POST /api/databases/{db}/changes/ticket), good once */
+                /** @description Instead of Authorization: a stream ticket of this database (POST /api/databases/{db}/changes/ticket): good for one page within a minute, or for one event stream at a time and its reconnections within a minute of its end */
                 ticket?: string;
             };
             header?: {
