@@ -655,6 +655,14 @@ func (l *changeLog) close() error {
 	return nil
 }
 
+// health is why the log takes no records (a failed commit not yet
+// repaired), nil while it does.
+func (l *changeLog) health() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.broken
+}
+
 // watch returns the durable seq and a channel closed when it advances.
 func (l *changeLog) watch() (uint64, <-chan struct{}) {
 	l.mu.Lock()

@@ -546,6 +546,9 @@ func TestChangeFeedRefusesWritesWhileBroken(t *testing.T) {
 	if _, err := f.begin(ctx, "db", "k", pb.Operation_PUT); !errors.Is(err, errUnavailable) {
 		t.Fatalf("begin while the log cannot be repaired: %v, want unavailable before the write is sent", err)
 	}
+	if f.log.health() == nil {
+		t.Error("the log's health is nil while it takes no records (readiness would stay true)")
+	}
 	failing.Store(false)
 	var tk *changeTicket
 	for end := time.Now().Add(scaled(5 * time.Second)); ; time.Sleep(50 * time.Millisecond) {
@@ -558,5 +561,8 @@ func TestChangeFeedRefusesWritesWhileBroken(t *testing.T) {
 	}
 	if err := f.finish(ctx, tk, &pb.WorkerResponse{Version: "v1"}, nil); err != nil {
 		t.Fatalf("write once repaired: %v", err)
+	}
+	if err := f.log.health(); err != nil {
+		t.Errorf("the log's health once repaired: %v", err)
 	}
 }

@@ -29,6 +29,9 @@ type readiness struct {
 	// logHealth is why the in-process worker's write-ahead log takes no
 	// writes (walLog.health), nil while it does; nil without a log.
 	logHealth func() error
+	// feedHealth is why the change feed's log takes no records
+	// (changeLog.health), nil while it does; nil without a feed.
+	feedHealth func() error
 }
 
 // readyCheck is one check of GET /readyz: whether it passed, and why not.
@@ -76,6 +79,13 @@ func (s *restServer) handleReadyz(w http.ResponseWriter, r *http.Request, _ prin
 		checks["workers"] = readyCheck{Reason: "no processing worker is Available"}
 	}
 	logCheck(checks, s.ready.logHealth, s.log)
+	if s.ready.feedHealth != nil {
+		checks["change_feed"] = readyCheck{OK: true}
+		if err := s.ready.feedHealth(); err != nil {
+			s.log.Warn("readiness: change feed", attrErr, err)
+			checks["change_feed"] = readyCheck{Reason: "the change feed's log takes no records"}
+		}
+	}
 	if s.audit != nil {
 		checks["audit"] = readyCheck{OK: true}
 		if s.audit.refusesAll() {
@@ -83,7 +93,7 @@ func (s *restServer) handleReadyz(w http.ResponseWriter, r *http.Request, _ prin
 		}
 	}
 	failed := ""
-	for _, name := range []string{"serving", "storage", "key_check", "workers", "write_ahead_log", "audit"} {
+	for _, name := range []string{"serving", "storage", "key_check", "workers", "write_ahead_log", "change_feed", "audit"} {
 		if c, ok := checks[name]; ok && !c.OK {
 			failed += fmt.Sprintf("; %s: %s", name, c.Reason)
 		}

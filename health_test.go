@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -71,6 +72,29 @@ func TestReadyzChecks(t *testing.T) {
 		if rec := ts.do("GET", "/healthz", "", "", ""); rec.Code != http.StatusOK || strings.TrimSpace(rec.Body.String()) != `{"status":"ok"}` {
 			t.Errorf("%s: GET /healthz = %d %s, want 200 {\"status\":\"ok\"}", c.name, rec.Code, rec.Body)
 		}
+	}
+}
+
+// TestReadyzChangeFeed: while the change feed's log takes no records
+// the main worker is not ready, naming the check; once it does again it
+// is ready with the check passing.
+func TestReadyzChangeFeed(t *testing.T) {
+	ts := newAuthTestServerOn(t, authConfig{}, newTestFSStore(t))
+	var down atomic.Bool
+	ts.rest.ready.feedHealth = func() error {
+		if down.Load() {
+			return errChangeLogBroken
+		}
+		return nil
+	}
+	down.Store(true)
+	code, body := readyz(t, ts)
+	if want := "change_feed: the change feed's log takes no records"; code != http.StatusServiceUnavailable || !strings.Contains(body.Error, want) {
+		t.Errorf("GET /readyz with the change log failed = %d %+v, want 503 naming %q", code, body, want)
+	}
+	down.Store(false)
+	if code, body := readyz(t, ts); code != http.StatusOK || !body.Checks["change_feed"].OK {
+		t.Errorf("GET /readyz with the change log repaired = %d %+v, want 200 with change_feed ok", code, body)
 	}
 }
 

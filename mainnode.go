@@ -160,7 +160,8 @@ func newMainNode(ctx context.Context, cfg config, o mainNodeOptions) (_ *mainNod
 		barrier: n.keysBarrier, keys: data.catalog.keys, rotation: n.newRotator()})
 	// loadKeys returned: the master key matched the stored key check.
 	n.rest = newRESTServer(restOptions{auth: n.auth, data: data, workers: n.rt.list, maxBody: cfg.restMaxBody,
-		jobs: n.jobs, reg: n.reg, keyChecked: true, logHealth: n.logHealth(), oidcLogin: newOIDCLogin(cfg.oidc, n.auth.oidc), ctx: n.ctx,
+		jobs: n.jobs, reg: n.reg, keyChecked: true, logHealth: n.logHealth(), feedHealth: n.feedHealth(),
+		oidcLogin: newOIDCLogin(cfg.oidc, n.auth.oidc), ctx: n.ctx,
 		audit: n.audit, auditNamesKey: auditKeys.names, log: n.log})
 	return n, n.listen()
 }
@@ -293,6 +294,15 @@ func (n *mainNode) logHealth() func() error {
 		return nil
 	}
 	return n.local.wal.health
+}
+
+// feedHealth is the health of the change feed's log for readiness; nil
+// without a feed.
+func (n *mainNode) feedHealth() func() error {
+	if n.feed == nil {
+		return nil
+	}
+	return n.feed.log.health
 }
 
 // newRotator is the rotator of a start with the previous master key; nil

@@ -90,6 +90,9 @@ type restOptions struct {
 	// logHealth is the in-process worker's write-ahead log's health for
 	// readiness; nil without one.
 	logHealth func() error
+	// feedHealth is the change feed's log's health for readiness (nil
+	// without a feed).
+	feedHealth func() error
 	// oidcLogin is the UI's sign-in with the OpenID provider; nil offers
 	// none.
 	oidcLogin *oidcLogin
@@ -120,6 +123,7 @@ func newRESTServer(o restOptions) *restServer {
 	}
 	s.ready.keyChecked.Store(o.keyChecked)
 	s.ready.logHealth = o.logHealth
+	s.ready.feedHealth = o.feedHealth
 	s.routes()
 	return s
 }
