@@ -455,9 +455,9 @@ var errChangeLogBroken = fmt.Errorf("change log cannot be written: %w", errUnava
 // completion gets the next seq, an intent the next ID (set in recs).
 func (l *changeLog) append(recs ...*changeRec) *changeGroup {
 	l.mu.Lock()
-	if l.broken != nil {
+	if broken := l.broken; broken != nil {
 		l.mu.Unlock()
-		g := &changeGroup{done: make(chan struct{}), err: fmt.Errorf("%w: %w", errChangeLogBroken, l.broken)}
+		g := &changeGroup{done: make(chan struct{}), err: fmt.Errorf("%w: %w", errChangeLogBroken, broken)}
 		close(g.done)
 		return g
 	}
