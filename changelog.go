@@ -457,8 +457,18 @@ func (l *changeLog) append(recs ...*changeRec) *changeGroup {
 	l.mu.Lock()
 	if broken := l.broken; broken != nil {
 		l.mu.Unlock()
+		// Failed as a commit fails, so that the completions it refuses
+		// leave their intents open (committed) as a failed group's do.
 		g := &changeGroup{done: make(chan struct{}), err: fmt.Errorf("%w: %w", errChangeLogBroken, broken)}
+		for _, r := range recs {
+			if r.T == changeDone {
+				g.recs = append(g.recs, *r)
+			}
+		}
 		close(g.done)
+		if l.committed != nil {
+			l.committed(g)
+		}
 		return g
 	}
 	g := l.forming

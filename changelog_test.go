@@ -514,6 +514,26 @@ func TestChangeFeedSettlesLostOutcome(t *testing.T) {
 	}
 	write("v1", true)
 	write("v2", false)
+	// An outcome refused while the log is broken, before any repair,
+	// is kept open too.
+	tk, err := f.begin(ctx, "db", "k", pb.Operation_PUT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tk.intent.wait(); err != nil {
+		t.Fatal(err)
+	}
+	stored = "v3"
+	f.log.mu.Lock()
+	f.log.broken = errors.New("test: a commit failed")
+	f.log.mu.Unlock()
+	if err := f.finish(ctx, tk, &pb.WorkerResponse{Version: "v3"}, nil); err != nil {
+		t.Fatalf("write v3 with a durable intent answered %v, want acknowledged", err)
+	}
+	f.log.mu.Lock()
+	f.log.broken = nil
+	f.log.mu.Unlock()
+	write("v4", false)
 	if err := f.log.barrier(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -521,7 +541,7 @@ func TestChangeFeedSettlesLostOutcome(t *testing.T) {
 	if _, err := f.log.read(f.log.oldest(), 1<<20, func(r changeRec) bool { etags = append(etags, r.ETag); return true }); err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{etagOf("v1"), etagOf("v2")}; !slices.Equal(etags, want) {
+	if want := []string{etagOf("v1"), etagOf("v2"), etagOf("v3"), etagOf("v4")}; !slices.Equal(etags, want) {
 		t.Errorf("feed after a lost outcome: %v, want %v", etags, want)
 	}
 }
