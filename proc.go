@@ -722,10 +722,17 @@ func (w *worker) flushLog(ctx context.Context) error {
 }
 
 // checkpoint checkpoints the worker's log on the main worker's request:
-// another worker is about to take some of its entities.
+// another worker is about to take some of its entities, or the main
+// worker is about to scan storage. The flush first: a checkpoint waits
+// only for the records of the segments it cuts, and one of them
+// replaced meanwhile by a later write (in the next segment) may have no
+// entity file yet.
 func (w *worker) checkpoint(ctx context.Context) (*pb.WorkerResponse, error) {
 	if w.wal == nil {
 		return okResponse(nil, ""), nil
+	}
+	if err := w.flushLog(ctx); err != nil {
+		return nil, err
 	}
 	if err := w.wal.checkpoint(ctx); err != nil {
 		return nil, fmt.Errorf("checkpoint write-ahead log: %w", err)

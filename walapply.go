@@ -21,6 +21,11 @@ type walEntry struct {
 	// logged: the applier writes the file applyDelay after it, so that
 	// the writes of a hot entity meanwhile cost one file, not one each.
 	since time.Time
+	// chain is the same for the entries of an entity that replaced one
+	// another with no file written between them: a flush waiting for a
+	// record waits for its chain, whose newest entry's file holds it or
+	// a later write.
+	chain uint64
 }
 
 // size is what an entry counts against the room of the table.
@@ -52,8 +57,11 @@ func (l *walLog) write(rec *walRecord) error {
 	if old := l.unapplied[obj]; old != nil {
 		// The applier holds the entity's lock while it writes a file, as
 		// this writer does: an entry replaced here is one still waiting.
-		e.since = old.since
+		e.since, e.chain = old.since, old.chain
 		l.drop(obj, old)
+	} else {
+		l.chains++
+		e.chain = l.chains
 	}
 	l.unapplied[obj] = e
 	l.unappliedBytes += e.size()
@@ -322,10 +330,13 @@ func (l *walLog) flush(ctx context.Context) error {
 		waiting = append(waiting, e)
 	}
 	for len(waiting) > 0 && !l.fenced && ctx.Err() == nil {
-		// Entries leave the table when applied or replaced; one still in
-		// it is the one to wait for. Each is looked at once it is done,
-		// so the whole wait costs the size of the snapshot.
-		if e := waiting[len(waiting)-1]; l.unapplied[entityObjectKey(e.rec.DB, e.rec.Key)] != e {
+		// An entry leaves the table when its file is written or a later
+		// record of its entity replaces it; the replacement continues its
+		// chain, whose file is still to come (a new entity has none
+		// before it: a scan would miss it). Each entry is looked at once
+		// its chain is done, so the wait costs the size of the snapshot.
+		e := waiting[len(waiting)-1]
+		if cur := l.unapplied[entityObjectKey(e.rec.DB, e.rec.Key)]; cur == nil || cur.chain != e.chain {
 			waiting = waiting[:len(waiting)-1]
 			continue
 		}

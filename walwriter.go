@@ -67,6 +67,9 @@ type walLog struct {
 	// writes it; unappliedBytes is the sum of their envelopes.
 	unapplied      map[string]*walEntry
 	unappliedBytes int64
+	// chains numbers the runs of an entity's records between two of its
+	// files (walEntry.chain).
+	chains uint64
 	// fenced is set once another process took the log over: nothing is
 	// appended until reopen starts a new generation.
 	fenced bool
