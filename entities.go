@@ -6,6 +6,7 @@ package main
 // return errors instead of writing them (rest.go does).
 
 import (
+	"context"
 	"encoding/json"
 	"log/slog"
 	"net/http"
@@ -93,11 +94,14 @@ func decodeEntityBody(body []byte) ([]entityDoc, error) {
 // handleGetEntity answers an entity's document with its ETag, or 304 when
 // If-None-Match names its version.
 func (s *restServer) handleGetEntity(w http.ResponseWriter, r *http.Request, _ principal) error {
-	return s.getEntity(w, r, r.PathValue("db"))
+	return s.getEntity(r.Context(), w, r, r.PathValue("db"))
 }
 
-// getEntity is handleGetEntity of database db, the route's {db}.
-func (s *restServer) getEntity(w http.ResponseWriter, r *http.Request, db string) error {
+// getEntity is handleGetEntity of database db, the route's {db}, within
+// ctx, the request's context: r's own may be net/http's, when the warm
+// GET did not copy r to change it (serveGetEntity); only r's URL and
+// headers are read.
+func (s *restServer) getEntity(ctx context.Context, w http.ResponseWriter, r *http.Request, db string) error {
 	if err := validateDBName(db); err != nil {
 		return err
 	}
@@ -109,13 +113,13 @@ func (s *restServer) getEntity(w http.ResponseWriter, r *http.Request, db string
 		if err != nil {
 			return err
 		}
-		return s.handleGetVersion(w, r, db, key, n)
+		return s.handleGetVersion(w, withCtx(r, ctx, patternGetEntity), db, key, n)
 	}
 	inm, err := parseETags("If-None-Match", r.Header.Values("If-None-Match"))
 	if err != nil {
 		return err
 	}
-	resp, held, err := s.data.get(r.Context(), db, key)
+	resp, held, err := s.data.get(ctx, db, key)
 	if err != nil {
 		return err
 	}

@@ -194,7 +194,10 @@ func (s *restServer) routes() {
 // ServeHTTP gives every request its ID (X-Request-ID, in the response
 // and the context), then refuses non-canonical paths before routing:
 // ServeMux would otherwise answer "/entity/../x" with a redirect, and a
-// name with ".." is a 400 wherever it arrives (API.md "Names").
+// name with ".." is a 400 wherever it arrives (API.md "Names"). The
+// request's context carries its ID and principal (requestCtx); a handler
+// gets a copy of r with that context (withCtx), which the warm GET makes
+// only for an error (serveGetEntity).
 func (s *restServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// One allocation holds what the middleware keeps per request.
 	st := &requestState{start: time.Now()}
@@ -204,7 +207,7 @@ func (s *restServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st.idHeader[0] = info.id
 	w.Header()[headerRequestID] = st.idHeader[:]
 	st.ctx.Context = r.Context()
-	r = r.WithContext(&st.ctx)
+	ctx := &st.ctx
 	var pattern string
 	defer func() {
 		end := time.Now()
@@ -213,11 +216,25 @@ func (s *restServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	var out http.ResponseWriter = &st.w
 	if s.audit != nil {
+		r = withCtx(r, ctx, "") // the audit lines read the request's context
 		aw := &auditWriter{ResponseWriter: &st.w, s: s, r: r, info: info}
 		defer aw.finish() // before finishRequest: the line of an answer the handler left empty
 		out = aw
 	}
-	pattern = s.dispatch(out, r)
+	pattern = s.dispatch(out, r, ctx)
+}
+
+// withCtx returns r with ctx, the request's context, and pattern, when
+// not "", as the route it is served as: r itself when its context is ctx
+// already (a copy made earlier for this request), else a copy.
+func withCtx(r *http.Request, ctx context.Context, pattern string) *http.Request {
+	if r.Context() != ctx {
+		r = r.WithContext(ctx)
+	}
+	if pattern != "" {
+		r.Pattern = pattern
+	}
+	return r
 }
 
 // requestState is the middleware's state of one request: the writer that
@@ -244,21 +261,23 @@ func (s *restServer) requestID(r *http.Request) string {
 	return s.newRequestID()
 }
 
-// dispatch refuses a non-canonical path, then routes r; it returns the
-// route pattern that matched, "" for none.
-func (s *restServer) dispatch(w http.ResponseWriter, r *http.Request) string {
+// dispatch refuses a non-canonical path, then routes r within ctx, the
+// request's context; it returns the route pattern that matched, "" for
+// none.
+func (s *restServer) dispatch(w http.ResponseWriter, r *http.Request, ctx context.Context) string {
 	p := r.URL.Path
 	if !canonicalPath(p) {
-		s.writeError(w, r, reqErrorf(errInvalid, "path %q is not canonical", p))
+		s.writeError(w, withCtx(r, ctx, ""), reqErrorf(errInvalid, "path %q is not canonical", p))
 		return ""
 	}
 	if what, ok := emptyNameRoutes[p]; ok {
-		s.writeError(w, r, reqErrorf(errInvalid, "path %q names no %s", p, what))
+		s.writeError(w, withCtx(r, ctx, ""), reqErrorf(errInvalid, "path %q names no %s", p, what))
 		return ""
 	}
 	if db, ok := entityGetDB(r); ok {
-		return s.serveGetEntity(w, r, db)
+		return s.serveGetEntity(w, r, ctx, db)
 	}
+	r = withCtx(r, ctx, "")
 	h, pattern := s.mux.Handler(r)
 	if aw, ok := w.(*auditWriter); ok && !aw.admit(pattern) {
 		return pattern
@@ -310,22 +329,32 @@ func entityGetDB(r *http.Request) (string, bool) {
 	return db, true
 }
 
-// serveGetEntity serves the warm GET, the most frequent request, as the
-// mux would serve its route (need(permRead, handleGetEntity)) without
-// matching the route table twice and allocating its path values: the
-// cost of a GET then stays near a plain net/http handler's
-// (BENCHMARKS.md, "The read path"). It returns the route's pattern.
-func (s *restServer) serveGetEntity(w http.ResponseWriter, r *http.Request, db string) string {
-	r.Pattern = patternGetEntity // r is ServeHTTP's copy: its error lines name the route
+// serveGetEntity serves the warm GET, the most frequent request, within
+// ctx, the request's context, as the mux would serve its route
+// (need(permRead, handleGetEntity)) without matching the route table
+// twice and allocating its path values, and without copying r to give it
+// ctx unless it fails: the cost of a GET then stays near a plain net/http
+// handler's (BENCHMARKS.md, "The read path"). It returns the route's
+// pattern.
+func (s *restServer) serveGetEntity(w http.ResponseWriter, r *http.Request, ctx context.Context, db string) string {
 	if aw, ok := w.(*auditWriter); ok {
-		r.SetPathValue("db", db) // the audit line names the database
+		r = withCtx(r, ctx, patternGetEntity) // ServeHTTP's copy already
+		r.SetPathValue("db", db)              // the audit line names the database
 		if !aw.admit(patternGetEntity) {
 			return patternGetEntity
 		}
 	}
-	s.serveAs(w, r, permRead, db, func(w http.ResponseWriter, r *http.Request, p principal) error {
-		return s.getEntity(w, r, db)
-	})
+	p, err := s.auth.authenticateFrom(bearer(r), s.auth.clientOf(r))
+	if err == nil {
+		notePrincipal(ctx, p)
+		err = authorize(p, permRead, db)
+	}
+	if err == nil {
+		err = s.getEntity(ctx, w, r, db)
+	}
+	if err != nil {
+		s.writeError(w, withCtx(r, ctx, patternGetEntity), err)
+	}
 	return patternGetEntity
 }
 
