@@ -146,18 +146,48 @@ func (h heldRead) release() {
 // budget (-max-inflight-read-bytes): it takes room for the largest
 // document before the read, so that reads waiting for room hold no
 // memory, keeps the document's own size once read, and returns that room,
-// to be released once the document is sent.
+// to be released once the document is sent. When proc is the router, a hit of the in-process worker's cache is
+// answered without building a call (router.cachedRead).
 func (d *dataPlane) readHeld(ctx context.Context, db, key string) (*pb.WorkerResponse, heldRead, error) {
-	return d.readHeldOp(ctx, &pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_GET})
+	held, err := d.holdRead(ctx, db, key)
+	if err != nil {
+		return nil, heldRead{}, err
+	}
+	var resp *pb.WorkerResponse
+	ok := false
+	if rt, isRouter := d.proc.(*router); isRouter {
+		resp, ok = rt.cachedRead(ctx, db, key)
+	}
+	if !ok {
+		resp, err = d.proc.Process(ctx, &pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_GET})
+	}
+	return d.keepRead(resp, held, err)
 }
 
 // readHeldOp is readHeld of any read op (an entity, a version of it).
 func (d *dataPlane) readHeldOp(ctx context.Context, op *pb.EntityOp) (*pb.WorkerResponse, heldRead, error) {
-	held := d.lim.document()
-	if err := d.reads.acquire(ctx, held); err != nil {
-		return nil, heldRead{}, fmt.Errorf("read entity %q of %s: %w: %w", op.GetEntityKey(), op.GetDatabaseName(), err, errUnavailable)
+	held, err := d.holdRead(ctx, op.GetDatabaseName(), op.GetEntityKey())
+	if err != nil {
+		return nil, heldRead{}, err
 	}
 	resp, err := d.proc.Process(ctx, op)
+	return d.keepRead(resp, held, err)
+}
+
+// holdRead takes room in the read budget for the largest document before
+// a read of entity key of db, so that reads waiting for room hold no
+// memory; it returns the room taken.
+func (d *dataPlane) holdRead(ctx context.Context, db, key string) (int64, error) {
+	held := d.lim.document()
+	if err := d.reads.acquire(ctx, held); err != nil {
+		return 0, fmt.Errorf("read entity %q of %s: %w: %w", key, db, err, errUnavailable)
+	}
+	return held, nil
+}
+
+// keepRead keeps, of the room held for a read, the size of the document
+// read (resp), or none when the read failed (err).
+func (d *dataPlane) keepRead(resp *pb.WorkerResponse, held int64, err error) (*pb.WorkerResponse, heldRead, error) {
 	if err != nil {
 		d.reads.release(held)
 		return nil, heldRead{}, err

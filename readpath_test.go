@@ -57,6 +57,54 @@ func benchWarmGet(b *testing.B, setup func(*restServer)) {
 	})
 }
 
+// TestWarmGetFromCacheChecked: a GET that the in-process worker's cache
+// answers without a call (router.cachedRead) is checked as a call is: it
+// counts as the cache's hit, a newer routing epoch drops the cache before
+// it is read (the GET after it is a miss and reads storage), and a worker
+// without its master key answers 503, not the cached document. The
+// caller's request is left as it was given.
+func TestWarmGetFromCacheChecked(t *testing.T) {
+	s := newLocalREST(t)
+	rt := s.data.proc.(*router)
+	var w *worker
+	for _, c := range rt.workers {
+		w = c.proc.(*worker)
+	}
+	if rec := serve(s, "PUT", "/entity/hot", `{"k":{"n":1}}`); rec.Code != 200 {
+		t.Fatal(rec.Body)
+	}
+	get := func(want int) {
+		t.Helper()
+		req := httptest.NewRequest("GET", "/entity/hot?key=k", nil)
+		req.Header.Set("Authorization", "Bearer "+testAdminKey)
+		ctx := req.Context()
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, req)
+		if rec.Code != want || want == 200 && rec.Body.String() != `{"n":1}` {
+			t.Fatalf("GET = %d %s, want %d", rec.Code, rec.Body, want)
+		}
+		if req.Context() != ctx || req.Pattern != "" {
+			t.Errorf("the server changed the caller's request: pattern %q", req.Pattern)
+		}
+	}
+	get(200) // the PUT filled the cache
+	before := w.stats()
+	get(200)
+	if got := w.stats(); got.Hits != before.Hits+1 || got.Misses != before.Misses {
+		t.Errorf("warm GET: hits %d->%d, misses %d->%d, want one hit", before.Hits, got.Hits, before.Misses, got.Misses)
+	}
+	rt.bumpEpoch()
+	before = w.stats()
+	get(200)
+	if got := w.stats(); got.Hits != before.Hits || got.Misses != before.Misses+1 {
+		t.Errorf("GET after a new epoch: hits %d->%d, misses %d->%d, want one miss (the cache dropped)", before.Hits, got.Hits, before.Misses, got.Misses)
+	}
+	keys := w.keys.Swap(nil)
+	get(503)
+	w.keys.Store(keys)
+	get(200)
+}
+
 // TestAccessLinesSurviveSIGTERM: the access log is written in batches,
 // yet every request a -role=all server answered before SIGTERM stopped
 // it, also those answered during -shutdown-delay right before the end,

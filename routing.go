@@ -46,6 +46,9 @@ type router struct {
 	mu      sync.RWMutex
 	workers map[string]*workerConn
 	epoch   atomic.Uint64
+	// inProcess is set once an in-process worker (no close) was added:
+	// only then may cachedRead answer a read.
+	inProcess atomic.Bool
 
 	// writes serialises the writes of each entity that pass through this
 	// main worker (the single entry point), so that ProcessAll can check
@@ -137,6 +140,9 @@ func (r *router) bumpEpoch() uint64 {
 // connection.
 func (r *router) add(c *workerConn) {
 	c.available, c.lastSeen = c.close == nil, r.now()
+	if c.close == nil {
+		r.inProcess.Store(true)
+	}
 	r.mu.Lock()
 	before := r.availableLocked()
 	old := r.workers[c.id]
@@ -660,6 +666,42 @@ func (r *router) readTarget(cands []*workerConn, h *handover) (routeTarget, bool
 		}
 	}
 	return routeTarget{}, false
+}
+
+// cachedRead answers the owner's plain read of entity key of db from the
+// in-process worker's cache, when that worker is where Process would send
+// the read, as its owner (no handover in the way, not passed over as
+// saturated), and its cache holds the entity. The worker checks the read
+// as it checks a call (worker.cached: its master key, the names, the
+// routing epoch) and counts it in flight, as the router does; the call's
+// messages stay on the stack. false: send the read through Process.
+func (r *router) cachedRead(ctx context.Context, db, key string) (*pb.WorkerResponse, bool) {
+	if !r.inProcess.Load() {
+		return nil, false
+	}
+	var buf [8]*workerConn
+	r.mu.RLock()
+	cands := r.candidatesLocked(buf[:0], db, key)
+	var t routeTarget
+	ok := len(cands) > 0
+	if ok {
+		h, _ := r.ho.blocking(db, key, cands[0].id)
+		t, ok = r.readTarget(cands, h)
+	}
+	r.mu.RUnlock()
+	if !ok {
+		return nil, false
+	}
+	defer t.done()
+	w, local := t.c.proc.(*worker)
+	if !t.owner || !local {
+		return nil, false
+	}
+	t.c.inFlight.Add(1)
+	defer t.c.inFlight.Add(-1)
+	op := pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_GET}
+	req := pb.WorkerRequest{Op: &op, Epoch: r.epoch.Load(), Owner: true, RequestId: requestIDFrom(ctx)}
+	return w.cached(&req)
 }
 
 // callTarget sends op to t.
