@@ -126,7 +126,7 @@ func (s *restServer) getEntity(ctx context.Context, w http.ResponseWriter, r *ht
 	defer held.release()
 	h := w.Header()
 	if v := resp.GetVersion(); v != "" {
-		h["Etag"] = []string{etagOf(v)}
+		h["Etag"] = etagHeader(ctx, v)
 		if inm != "" && matchesNoneOf(inm, v) {
 			w.WriteHeader(http.StatusNotModified)
 			return nil
@@ -135,6 +135,17 @@ func (s *restServer) getEntity(ctx context.Context, w http.ResponseWriter, r *ht
 	h["Content-Type"] = contentTypeJSON
 	w.Write(resp.GetResult())
 	return nil
+}
+
+// etagHeader is the ETag header value of version v, in the slice the
+// request's info keeps for it when ctx carries one (an answer's header
+// values are not changed in place once set, see contentTypeJSON).
+func etagHeader(ctx context.Context, v string) []string {
+	if in, _ := ctx.Value(requestInfoKey{}).(*requestInfo); in != nil {
+		in.etag[0] = etagOf(v)
+		return in.etag[:]
+	}
+	return []string{etagOf(v)}
 }
 
 // contentTypeJSON is the Content-Type header value of a JSON answer, set

@@ -164,11 +164,19 @@ func TestCounterConcurrent(t *testing.T) {
 
 // TestRESTMetricsNeedAdmin: GET /metrics on the REST port answers the
 // admin only, and shows the requests made before it by route pattern,
-// never by raw path.
+// never by raw path, a GET and a HEAD of the same route apart.
 func TestRESTMetricsNeedAdmin(t *testing.T) {
 	ts := newAuthTestServer(t, authConfig{})
 	for _, p := range []string{"/entity/db1?key=a", "/entity/db2?key=b"} {
 		ts.do("GET", p, testAdminKey, "", "")
+	}
+	if rec := ts.do("PUT", "/entity/db3", testAdminKey, `{"k":{"n":1}}`, ""); rec.Code != http.StatusOK {
+		t.Fatalf("PUT = %d %s", rec.Code, rec.Body)
+	}
+	for _, m := range []string{"GET", "HEAD", "GET"} {
+		if rec := ts.do(m, "/entity/db3?key=k", testAdminKey, "", ""); rec.Code != http.StatusOK {
+			t.Fatalf("%s = %d %s", m, rec.Code, rec.Body)
+		}
 	}
 	ts.do("POST", "/no/such/route", testAdminKey, "", "")
 	ts.do("BREW", "/no/such/route", testAdminKey, "", "")
@@ -189,7 +197,9 @@ func TestRESTMetricsNeedAdmin(t *testing.T) {
 		`deltadb_http_requests_total{route="unmatched",method="POST",status="404"} 1`,
 		`deltadb_http_requests_total{route="unmatched",method="other",status="404"} 1`,
 		`deltadb_http_requests_total{route="/metrics",method="GET",status="401"} 1`,
-		`deltadb_http_request_duration_seconds_count{route="/entity/{db}"} 2`,
+		`deltadb_http_requests_total{route="/entity/{db}",method="GET",status="200"} 2`,
+		`deltadb_http_requests_total{route="/entity/{db}",method="HEAD",status="200"} 1`,
+		`deltadb_http_request_duration_seconds_count{route="/entity/{db}"} 6`,
 		`deltadb_build_info{version="`,
 	} {
 		if !strings.Contains(body, want) {

@@ -25,6 +25,9 @@ type requestInfo struct {
 	// etagBefore is the ETag value of the version a write replaced or
 	// deleted, as its worker answered it.
 	etagBefore string
+	// etag holds the ETag header's value of a GET's answer (etagHeader),
+	// so that the header costs no slice of its own.
+	etag [1]string
 }
 
 // requestInfoKey is the context key of a request's requestInfo.
