@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"path"
 	"strings"
 	"sync"
 	"syscall"
@@ -103,6 +104,33 @@ func TestWarmGetFromCacheChecked(t *testing.T) {
 	get(503)
 	w.keys.Store(keys)
 	get(200)
+}
+
+// TestCanonicalPathAsClean: canonicalPath's one pass gives what its
+// definition does (path.Clean's output, but for a trailing slash, and no
+// "//") on every path of up to four segments of "", ".", "..", "...",
+// ".a", "a", rooted or not, with a trailing slash or without.
+func TestCanonicalPathAsClean(t *testing.T) {
+	segs := []string{"", ".", "..", "...", ".a", "a"}
+	paths := []string{"", "/", "//", "*"}
+	var grow func(prefix string, depth int)
+	grow = func(prefix string, depth int) {
+		if depth == 0 {
+			return
+		}
+		for _, s := range segs {
+			p := prefix + s
+			paths = append(paths, p, p+"/", "/"+p, "/"+p+"/")
+			grow(p+"/", depth-1)
+		}
+	}
+	grow("", 4)
+	for _, p := range paths {
+		want := p == "/" || path.Clean(p) == strings.TrimSuffix(p, "/") && !strings.Contains(p, "//")
+		if got := canonicalPath(p); got != want {
+			t.Errorf("canonicalPath(%q) = %v, want %v", p, got, want)
+		}
+	}
 }
 
 // TestAccessLinesSurviveSIGTERM: the access log is written in batches,

@@ -359,9 +359,26 @@ func (s *restServer) serveGetEntity(w http.ResponseWriter, r *http.Request, ctx 
 }
 
 // canonicalPath reports whether p is a path as path.Clean writes it, but
-// for a trailing slash.
+// for a trailing slash. A rooted path (every request's but "*") is
+// checked in one pass: no empty segment but a trailing slash's, no "." or
+// ".." (TestCanonicalPathAsClean holds it to path.Clean).
 func canonicalPath(p string) bool {
-	return p == "/" || path.Clean(p) == strings.TrimSuffix(p, "/") && !strings.Contains(p, "//")
+	if p == "/" {
+		return true
+	}
+	if p == "" || p[0] != '/' {
+		return path.Clean(p) == strings.TrimSuffix(p, "/") && !strings.Contains(p, "//")
+	}
+	for rest := p[1:]; ; {
+		seg, after, more := strings.Cut(rest, "/")
+		if seg == "" && more || seg == "." || seg == ".." {
+			return false
+		}
+		if !more {
+			return true
+		}
+		rest = after
+	}
 }
 
 // uiOnly reports whether the only route that matches r's path is the UI's
