@@ -421,8 +421,9 @@ func openKeyStore(st store, file string) (keyStore, error) {
 	if fi, err := os.Stat(file); err == nil && !fi.Mode().IsRegular() {
 		return keyStore{}, fmt.Errorf("read API key store %s: not a regular file: %w", file, errConfig)
 	}
-	// The fsStore of a directory needs no Close, and writes with the
-	// storage's durable-write sequence.
+	// The fsStore of a directory writes with the storage's durable-write
+	// sequence; it lives as long as the key store (its root descriptor
+	// is closed when it is unreachable).
 	dir, err := newFSStore(filepath.Dir(file))
 	if err != nil {
 		return keyStore{}, fmt.Errorf("-key-store %s: %w", file, err)

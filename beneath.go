@@ -196,8 +196,10 @@ func openDirBeneath(root string, comps []string) (*os.File, error) {
 // openBeneath. It is safe for concurrent use.
 type storageRoot struct {
 	path string
-	// dir is the root, O_PATH; never closed explicitly, so that no call
-	// can meet its number reused: os closes it once it is unreachable.
+	// dir is the root, O_PATH, closed by close. Every call reaches its
+	// number through conn, which holds the descriptor open during the
+	// call, so a call racing close fails instead of meeting the number
+	// reused by another file.
 	dir *os.File
 	// conn is dir's: Control holds dir open during each call.
 	conn syscall.RawConn
@@ -216,6 +218,15 @@ func openStorageRoot(path string) (*storageRoot, error) {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	return &storageRoot{path: path, dir: dir, conn: conn}, nil
+}
+
+// close closes the root's descriptor: every later call fails. Closing
+// it again does nothing.
+func (r *storageRoot) close() error {
+	if err := r.dir.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
+		return fmt.Errorf("close storage root %s: %w", r.path, err)
+	}
+	return nil
 }
 
 // openFD is openFDUnder from the root.

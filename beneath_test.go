@@ -357,3 +357,45 @@ func TestBackupSkipsSymlinks(t *testing.T) {
 		t.Error("the archive holds a file from outside the storage")
 	}
 }
+
+// TestFSStoreCloseReleasesRoot: closing a filesystem store closes the
+// descriptor of its root, which a server would otherwise keep until the
+// garbage collector finds the store; a call after Close fails.
+func TestFSStoreCloseReleasesRoot(t *testing.T) {
+	st := newTestFSStore(t)
+	ctx := t.Context()
+	if err := st.Put(ctx, "_meta/a.json", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	if n := fdsOpenOn(t, st.root); n != 1 {
+		t.Fatalf("%d descriptors open on the store's root, want 1", n)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatalf("Close = %v", err)
+	}
+	if n := fdsOpenOn(t, st.root); n != 0 {
+		t.Errorf("%d descriptors open on the store's root after Close, want 0", n)
+	}
+	if _, err := st.Get(ctx, "_meta/a.json"); err == nil {
+		t.Error("Get after Close succeeded")
+	}
+	if err := st.Close(); err != nil {
+		t.Errorf("second Close = %v, want nil", err)
+	}
+}
+
+// fdsOpenOn counts this process's descriptors open on the path dir.
+func fdsOpenOn(t *testing.T, dir string) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range entries {
+		if target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); err == nil && target == dir {
+			n++
+		}
+	}
+	return n
+}

@@ -302,9 +302,10 @@ func (s *fsStore) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// Close releases nothing: every file is closed after each call, and held
-// locks belong to their unlock functions.
-func (s *fsStore) Close() error { return nil }
+// Close closes the root's descriptor; every other file is closed after
+// each call, and held locks belong to their unlock functions. Calls after
+// Close fail.
+func (s *fsStore) Close() error { return s.top.close() }
 
 // fileOps are the file operations of writeDurableIn and mkdirAt, and of
 // the write-ahead log (walwriter.go, walreplay.go) and the change log's

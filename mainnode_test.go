@@ -235,21 +235,26 @@ func TestMainNodeStopsEverythingBeforeClosing(t *testing.T) {
 	if got := n.ring.lateUses.Load(); got != 0 {
 		t.Errorf("the keyring was used %d times after close", got)
 	}
-	// The three were cut short, not finished: the next start resumes.
-	if _, err := fs2.Get(t.Context(), rotationObject); err != nil {
+	// The three were cut short, not finished: the next start resumes. The
+	// node closed fs2: read the storage as the next start does.
+	fs3, err := newFSStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fs3.Get(t.Context(), rotationObject); err != nil {
 		t.Errorf("rotation record after the stop: %v; want it kept (the rotation was cut short)", err)
 	}
-	names, err := fs2.List(t.Context(), revokedPrefix, "", 0)
+	names, err := fs3.List(t.Context(), revokedPrefix, "", 0)
 	if err != nil || len(names) == 0 {
 		t.Errorf("revocations left after the stop: %d, %v; want the sweep cut short", len(names), err)
 	}
 	// The rekey and the rotation are both key jobs: each record says
 	// running, for the next start to resume.
 	running := map[string]int{}
-	jobs, _ := fs2.List(t.Context(), jobsPrefix, "", 0)
+	jobs, _ := fs3.List(t.Context(), jobsPrefix, "", 0)
 	for _, j := range jobs {
 		var d jobDoc
-		if found, err := getJSON(t.Context(), fs2, j, "job", &d); err == nil && found && d.State == jobRunning {
+		if found, err := getJSON(t.Context(), fs3, j, "job", &d); err == nil && found && d.State == jobRunning {
 			running[d.Kind]++
 		}
 	}
