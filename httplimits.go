@@ -15,11 +15,12 @@ import (
 // sent a byte at a time (slowloris), an answer never read, a connection
 // left idle. net/http's own ReadTimeout and WriteTimeout would do it by
 // moving two runtime timers on every request, even a warm GET with no
-// body whose answer fits in the socket buffer; that cost about 6% of the
-// CPU of such a GET. Here the header and idle limits stay net/http's (its
-// per-request cost is small), a body's limit is set only for a request
-// that has one, and the write deadline is moved by the connection itself
-// at most about once a second (deadlineConn).
+// body whose answer fits in the socket buffer; that cost a few percent
+// of the CPU of such a GET (BENCHMARKS.md, "The server's time limits
+// without two timers per request"). Here the header and idle limits
+// stay net/http's (its per-request cost is small), a body's limit is set
+// only for a request that has one, and the write deadline is moved by
+// the connection itself at most about once a second (deadlineConn).
 
 // httpLimits are the time limits of one HTTP listener.
 type httpLimits struct {
@@ -131,10 +132,10 @@ type deadlineConn struct {
 	net.Conn
 	write time.Duration
 
-	// own is set while someone else's write deadline is in force, or
-	// after the connection was hijacked: the connection leaves the
+	// foreign is set while someone else's write deadline is in force,
+	// or after the connection was hijacked: the connection leaves the
 	// deadline alone.
-	own atomic.Bool
+	foreign atomic.Bool
 	// due is the connection's deadline, in monotonic nanoseconds since
 	// clockStart (0: none set yet).
 	due atomic.Int64
@@ -149,7 +150,7 @@ var clockStart = time.Now()
 // freshen moves the write deadline to write from now if it has fallen
 // more than write/64 behind that, unless someone else's is in force.
 func (c *deadlineConn) freshen() {
-	if c.own.Load() {
+	if c.foreign.Load() {
 		return
 	}
 	now := time.Now()
@@ -159,7 +160,7 @@ func (c *deadlineConn) freshen() {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.own.Load() {
+	if c.foreign.Load() {
 		return
 	}
 	c.due.Store(mono + int64(c.write))
@@ -169,7 +170,7 @@ func (c *deadlineConn) freshen() {
 // SetWriteDeadline sets someone else's deadline t; a zero t ends it, and
 // the connection's own deadline is in force again (it is never cleared).
 func (c *deadlineConn) SetWriteDeadline(t time.Time) error {
-	if t.IsZero() && !c.own.Load() {
+	if t.IsZero() && !c.foreign.Load() {
 		return nil // net/http after an answer: the own deadline stays
 	}
 	c.mu.Lock()
@@ -178,10 +179,10 @@ func (c *deadlineConn) SetWriteDeadline(t time.Time) error {
 		return c.Conn.SetWriteDeadline(t)
 	}
 	if !t.IsZero() {
-		c.own.Store(true)
+		c.foreign.Store(true)
 		return c.Conn.SetWriteDeadline(t)
 	}
-	c.own.Store(false)
+	c.foreign.Store(false)
 	if due := c.due.Load(); due != 0 {
 		t = clockStart.Add(time.Duration(due))
 	}
@@ -202,7 +203,7 @@ func (c *deadlineConn) release() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.hijacked = true
-	if !c.own.Swap(true) {
+	if !c.foreign.Swap(true) {
 		c.Conn.SetWriteDeadline(time.Time{}) //nolint:errcheck // see freshen
 	}
 }
