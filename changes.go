@@ -132,8 +132,13 @@ func parseChangeQuery(r *http.Request) (q changeQuery, since string, err error) 
 }
 
 // wantsEventStream reports whether r asks for an event stream: feed=sse
-// (or eventsource), or no feed= and an Accept of text/event-stream.
+// (or eventsource), or no feed= and an Accept of text/event-stream. A
+// request needFeed let in with a ticket carries the answer in its
+// context (eventStreamKey), worked out once.
 func wantsEventStream(r *http.Request) bool {
+	if sse, ok := r.Context().Value(eventStreamKey{}).(bool); ok {
+		return sse
+	}
 	switch r.URL.Query().Get("feed") {
 	case "sse", "eventsource":
 		return true
@@ -142,6 +147,10 @@ func wantsEventStream(r *http.Request) bool {
 	}
 	return false
 }
+
+// eventStreamKey is the request context's key of wantsEventStream's
+// answer.
+type eventStreamKey struct{}
 
 // parseMode reads feed= (or an Accept of text/event-stream) and timeout=.
 func (q *changeQuery) parseMode(r *http.Request) error {

@@ -14,6 +14,7 @@ package main
 // never holds a query string.
 
 import (
+	"context"
 	"crypto/sha256"
 	"net/http"
 	"sync"
@@ -137,14 +138,15 @@ func (s *restServer) needFeed(pm perm, h handler) http.Handler {
 			inner.ServeHTTP(w, r)
 			return
 		}
-		cred, release, ok := s.tickets.redeem(ticket, r.PathValue("db"), wantsEventStream(r))
+		sse := wantsEventStream(r)
+		cred, release, ok := s.tickets.redeem(ticket, r.PathValue("db"), sse)
 		if !ok {
 			s.writeError(w, r, s.auth.failed(s.auth.clientOf(r),
 				reqErrorf(errUnauthenticated, "the stream ticket is unknown, used, expired or for another database: ask for a new one")))
 			return
 		}
 		defer release()
-		r = r.Clone(r.Context())
+		r = r.Clone(context.WithValue(r.Context(), eventStreamKey{}, sse))
 		r.Header.Set("Authorization", "Bearer "+cred)
 		inner.ServeHTTP(w, r)
 	})
