@@ -809,8 +809,9 @@ type streamRecorder struct {
 	hdr           http.Header
 	held, release chan struct{}
 	once          sync.Once
-	mu            sync.Mutex
-	buf           bytes.Buffer
+	// syncBuffer keeps what was written; its String is what the server
+	// wrote so far.
+	syncBuffer
 }
 
 // newStreamRecorder is a recorder whose first change waits for release
@@ -835,16 +836,7 @@ func (r *streamRecorder) Write(p []byte) (int, error) {
 			<-r.release
 		})
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.buf.Write(p)
-}
-
-// String is what the server wrote so far.
-func (r *streamRecorder) String() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.buf.String()
+	return r.syncBuffer.Write(p)
 }
 
 // serveStream serves db's event stream (query q) to rec in process until

@@ -50,13 +50,15 @@ func closedWithin(t *testing.T, c net.Conn, d time.Duration) bool {
 	return !(errors.As(err, &ne) && ne.Timeout())
 }
 
-// dialHTTP connects to addr, with TLS when tlsConfig is not nil.
-func dialHTTP(t *testing.T, addr string, tlsConfig *tls.Config) net.Conn {
+// limitedConn serves h as serveLimited does and returns a connection to
+// it, with TLS when client is not nil, closed with the test.
+func limitedConn(t *testing.T, h http.Handler, lim httpLimits, server, client *tls.Config) net.Conn {
 	t.Helper()
+	addr := serveLimited(t, h, lim, server)
 	var c net.Conn
 	var err error
-	if tlsConfig != nil {
-		c, err = tls.Dial("tcp", addr, tlsConfig)
+	if client != nil {
+		c, err = tls.Dial("tcp", addr, client)
 	} else {
 		c, err = net.Dial("tcp", addr)
 	}
@@ -67,12 +69,27 @@ func dialHTTP(t *testing.T, addr string, tlsConfig *tls.Config) net.Conn {
 	return c
 }
 
+// sendGet writes a GET of path to c.
+func sendGet(c net.Conn, path string) {
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path)
+}
+
+// readAnswer reads the next answer from br, its body whole.
+func readAnswer(br *bufio.Reader) (*http.Response, []byte, error) {
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp, body, err
+}
+
 // TestSlowHeadersCutOff: a client that sends its headers a byte at a time
 // (slowloris) is disconnected at the header limit, and no handler runs.
 func TestSlowHeadersCutOff(t *testing.T) {
 	called := make(chan struct{}, 1)
-	addr := serveLimited(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) { called <- struct{}{} }), testLimits, nil)
-	c := dialHTTP(t, addr, nil)
+	c := limitedConn(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) { called <- struct{}{} }), testLimits, nil, nil)
 	start := time.Now()
 	req := "GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + strings.Repeat("a", 200) + "\r\n\r\n"
 	var err error
@@ -97,11 +114,10 @@ func TestSlowHeadersCutOff(t *testing.T) {
 // body read fail at the body limit, and the connection is closed.
 func TestSlowBodyCutOff(t *testing.T) {
 	readErr := make(chan error, 1)
-	addr := serveLimited(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	c := limitedConn(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, err := io.Copy(io.Discard, r.Body)
 		readErr <- err
-	}), testLimits, nil)
-	c := dialHTTP(t, addr, nil)
+	}), testLimits, nil, nil)
 	fmt.Fprintf(c, "PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
 	start := time.Now()
 	go func() {
@@ -147,11 +163,10 @@ func TestUnreadAnswerCutOff(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			writeErr := make(chan error, 1)
-			addr := serveLimited(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c := limitedConn(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				writeErr <- writeLarge(w)
-			}), testLimits, tc.server)
-			c := dialHTTP(t, addr, tc.client)
-			fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+			}), testLimits, tc.server, tc.client)
+			sendGet(c, "/")
 			start := time.Now()
 			cutOff(t, writeErr)
 			if took := time.Since(start); took > scaled(3*time.Second) {
@@ -171,11 +186,10 @@ func TestUnreadAnswerCutOff(t *testing.T) {
 func TestPipelinedUnreadAnswersCutOff(t *testing.T) {
 	answer := []byte(strings.Repeat("x", 16<<10))
 	served := make(chan struct{}, 1<<16)
-	addr := serveLimited(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	c := limitedConn(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Write(answer)
 		served <- struct{}{}
-	}), testLimits, nil)
-	c := dialHTTP(t, addr, nil)
+	}), testLimits, nil, nil)
 	go func() {
 		req := []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 		for {
@@ -193,15 +207,12 @@ func TestPipelinedUnreadAnswersCutOff(t *testing.T) {
 // TestIdleConnectionClosed: a kept-alive connection with no request is
 // closed at the idle limit.
 func TestIdleConnectionClosed(t *testing.T) {
-	addr := serveLimited(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), testLimits, nil)
-	c := dialHTTP(t, addr, nil)
+	c := limitedConn(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), testLimits, nil, nil)
 	br := bufio.NewReader(c)
-	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
+	sendGet(c, "/")
+	if _, _, err := readAnswer(br); err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
 	start := time.Now()
 	if !closedWithin(t, c, scaled(5*time.Second)) {
 		t.Fatal("an idle connection was kept past the idle limit")
@@ -221,18 +232,16 @@ func TestWriteDeadlineMoves(t *testing.T) {
 	// Every answer here must be written in time: on a loaded machine
 	// (the race detector) one could be late by the default limit.
 	lim.write, lim.idle = 2*testLimits.write, time.Minute
-	addr := serveLimited(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }), lim, nil)
-	c := dialHTTP(t, addr, nil)
+	c := limitedConn(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }), lim, nil, nil)
 	br := bufio.NewReader(c)
 	get := func(pause time.Duration) {
 		t.Helper()
 		time.Sleep(pause)
-		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-		resp, err := http.ReadResponse(br, nil)
+		sendGet(c, "/")
+		resp, body, err := readAnswer(br)
 		if err != nil {
 			t.Fatalf("after a pause of %v: %v", pause, err)
 		}
-		body, _ := io.ReadAll(resp.Body)
 		if resp.StatusCode != 200 || string(body) != "ok" {
 			t.Fatalf("after a pause of %v: %d %q, want 200 ok", pause, resp.StatusCode, body)
 		}
@@ -257,7 +266,7 @@ func TestWriteDeadlineMoves(t *testing.T) {
 // write limit; the next answer on the connection has the limit again.
 func TestHandlerWriteDeadline(t *testing.T) {
 	writeErr := make(chan error, 2)
-	addr := serveLimited(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	c := limitedConn(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/stream" {
 			rc := http.NewResponseController(w)
 			rc.SetWriteDeadline(time.Now().Add(time.Minute))
@@ -269,19 +278,14 @@ func TestHandlerWriteDeadline(t *testing.T) {
 			return
 		}
 		writeErr <- writeLarge(w)
-	}), testLimits, nil)
-	c := dialHTTP(t, addr, nil)
+	}), testLimits, nil, nil)
 	br := bufio.NewReader(c)
-	fmt.Fprintf(c, "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, err := io.ReadAll(resp.Body)
+	sendGet(c, "/stream")
+	_, body, err := readAnswer(br)
 	if err != nil || strings.Count(string(body), "tick") != 5 {
 		t.Fatalf("a stream of 2.5 write limits with its own deadline: %q, %v; want 5 ticks", body, err)
 	}
-	fmt.Fprintf(c, "GET /large HTTP/1.1\r\nHost: x\r\n\r\n")
+	sendGet(c, "/large")
 	cutOff(t, writeErr)
 }
 
