@@ -46,8 +46,10 @@ type oidcProvider struct {
 	stdin  io.WriteCloser
 }
 
-// startOIDCProvider starts provider.mjs and waits for the issuer line it
-// prints once it serves. Closing its stdin (at cleanup) stops it.
+// startOIDCProvider starts provider.mjs and waits until it serves: the
+// issuer line it prints once it listens, then its discovery document
+// from that issuer. A failure shows everything it printed. Closing its
+// stdin (at cleanup) stops it.
 func startOIDCProvider(t *testing.T) *oidcProvider {
 	t.Helper()
 	dir := os.Getenv("DELTADB_OIDC_PROVIDER_DIR")
@@ -69,13 +71,19 @@ func startOIDCProvider(t *testing.T) *oidcProvider {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stderr := &syncBuffer{}
-	cmd.Stderr = stderr
+	printed := &syncBuffer{} // stdout and stderr, as they come
+	cmd.Stderr = printed
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	issuers := make(chan string, 1)
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		scanIssuer(stdout, printed, issuers)
+	}()
 	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
+	go func() { <-read; cmd.Wait(); close(exited) }() // Wait closes stdout: after its reads
 	t.Cleanup(func() {
 		stdin.Close()
 		select {
@@ -85,36 +93,66 @@ func startOIDCProvider(t *testing.T) *oidcProvider {
 			<-exited
 		}
 	})
-	line := make(chan string, 1)
-	go func() {
-		s := bufio.NewScanner(stdout)
-		if s.Scan() {
-			line <- s.Text()
-		}
-		close(line)
-		io.Copy(io.Discard, stdout)
-	}()
-	var first struct {
-		Issuer string `json:"issuer"`
+	// It takes 1-4 s on an idle machine (node loads the provider's
+	// modules and makes three signing keys); the budget is for a loaded
+	// two-core one, and stretches with the load.
+	w := newWait(t, "provider.mjs to serve", 2*time.Minute)
+	fail := func(why string) {
+		t.Helper()
+		t.Fatalf("provider.mjs %s (%v); it printed:\n%s", why, w, printed)
 	}
-	// node loads the provider's modules (cold on a new machine) before it
-	// prints: a minute on an idle machine, stretched by the load.
-	w := newWait(t, "provider.mjs to print its issuer", time.Minute)
-	for first.Issuer == "" {
+	var issuer string
+	for issuer == "" {
 		select {
-		case l, ok := <-line:
-			if err := json.Unmarshal([]byte(l), &first); !ok || err != nil || first.Issuer == "" {
-				t.Fatalf("provider.mjs printed %q, want {\"issuer\": ...}; stderr:\n%s", l, stderr)
-			}
+		case issuer = <-issuers:
 		case <-exited:
-			t.Fatalf("provider.mjs exited before printing its issuer; stderr:\n%s", stderr)
+			fail("exited before printing its issuer")
 		case <-time.After(100 * time.Millisecond):
 			if w.over() {
-				t.Fatalf("provider.mjs printed no issuer: %v; stderr:\n%s", w, stderr)
+				fail("printed no issuer")
 			}
 		}
 	}
-	return &oidcProvider{issuer: first.Issuer, stdin: stdin}
+	for !servesDiscovery(issuer) {
+		if w.over() {
+			fail("printed its issuer but does not serve its discovery document")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return &oidcProvider{issuer: issuer, stdin: stdin}
+}
+
+// scanIssuer copies r's lines to out and sends the issuer of the first
+// line that is provider.mjs's {"issuer": ...} to issuer.
+func scanIssuer(r io.Reader, out io.Writer, issuer chan<- string) {
+	s := bufio.NewScanner(r)
+	found := false
+	for s.Scan() {
+		fmt.Fprintf(out, "stdout: %s\n", s.Text())
+		var line struct {
+			Issuer string `json:"issuer"`
+		}
+		if !found && json.Unmarshal(s.Bytes(), &line) == nil && line.Issuer != "" {
+			found = true
+			issuer <- line.Issuer
+		}
+	}
+	io.Copy(io.Discard, r) // a line too long for the scanner
+}
+
+// servesDiscovery reports whether issuer answers its discovery document
+// naming itself.
+func servesDiscovery(issuer string) bool {
+	c := http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(issuer + "/.well-known/openid-configuration")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var doc struct {
+		Issuer string `json:"issuer"`
+	}
+	return resp.StatusCode == 200 && json.NewDecoder(resp.Body).Decode(&doc) == nil && doc.Issuer == issuer
 }
 
 // token gets an access token for client with the client-credentials grant.

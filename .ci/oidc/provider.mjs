@@ -25,6 +25,10 @@ import { createServer } from 'node:http';
 import { pathToFileURL } from 'node:url';
 import path from 'node:path';
 
+// step says on stderr how far the start got, and when: a test that waits
+// for the issuer line prints it if the line does not come.
+const step = (what) => console.error(`provider.mjs: ${what} (${Math.round(process.uptime() * 1000)} ms after start)`);
+
 const dir = process.env.OIDC_PROVIDER_DIR;
 if (!dir) {
   console.error('provider.mjs: OIDC_PROVIDER_DIR is not set');
@@ -32,6 +36,7 @@ if (!dir) {
 }
 const require = createRequire(path.join(path.resolve(dir), 'package.json'));
 const { default: Provider } = await import(pathToFileURL(require.resolve('oidc-provider')).href);
+step('oidc-provider loaded');
 
 export const AUDIENCE = 'https://deltadb.test';
 const SECRET = 'deltadb-test-client-secret';
@@ -55,6 +60,7 @@ function newKey(alg) {
 }
 
 let keys = ['RS256', 'PS256', 'ES256'].map(newKey);
+step('signing keys made');
 
 export const UI_CLIENT = 'deltadb-ui';
 // The accounts of the UI's sign-in: what each login may do.
@@ -142,6 +148,7 @@ const server = createServer((req, res) => {
 });
 server.listen(0, '127.0.0.1', () => {
   const { port } = server.address();
+  step(`listening on port ${port}`);
   provider = build(`http://127.0.0.1:${port}`);
   process.stdout.write(JSON.stringify({ issuer: provider.issuer }) + '\n');
 });
