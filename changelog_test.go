@@ -478,9 +478,20 @@ func TestChangeLogRecoversAfterFailedCommit(t *testing.T) {
 // entity's next write, so the feed holds each acknowledged write once,
 // in order.
 func TestChangeFeedSettlesLostOutcome(t *testing.T) {
+	// armed fails the next fdatasync; syncsAfter counts those after it
+	// (the first is the repair's).
 	var armed atomic.Bool
+	var syncsAfter atomic.Int32
 	ops, _ := recordingOps(func(step, _ string) bool {
-		return step == "fdatasync" && armed.CompareAndSwap(true, false)
+		if step != "fdatasync" {
+			return false
+		}
+		if armed.CompareAndSwap(true, false) {
+			syncsAfter.Store(0)
+			return true
+		}
+		syncsAfter.Add(1)
+		return false
 	}, unix.EIO)
 	f, err := newChangeFeed(t.TempDir(), feedLimits{retention: time.Hour, retentionBytes: 1 << 20}, slog.New(slog.DiscardHandler), ops)
 	if err != nil {
@@ -505,10 +516,12 @@ func TestChangeFeedSettlesLostOutcome(t *testing.T) {
 			t.Fatalf("write %s with a durable intent answered %v, want acknowledged", version, err)
 		}
 		// The answer does not wait for the outcome's group: wait for its
-		// sync to be the one that fails.
-		for end := time.Now().Add(5 * time.Second); armed.Load(); time.Sleep(time.Millisecond) {
+		// sync to be the one that fails, then for the log's repair (the
+		// next write's intent is refused until then, as it should be).
+		repaired := func() bool { return !lose || syncsAfter.Load() > 0 && f.log.health() == nil }
+		for end := time.Now().Add(5 * time.Second); armed.Load() || !repaired(); time.Sleep(time.Millisecond) {
 			if time.Now().After(end) {
-				t.Fatal("the outcome's group was not synced")
+				t.Fatalf("the outcome's group was not synced, or the log not repaired after it failed (%v)", f.log.health())
 			}
 		}
 	}
