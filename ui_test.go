@@ -923,10 +923,15 @@ func (tb *uiTab) openEntity(key string) {
 		document.getElementById("entity-title").textContent.endsWith(" / " + %q))(document.getElementById("entity-editor"))`, key))
 }
 
-// setEditor replaces the editor's text as typing would (an input event).
+// setEditor replaces the editor's text as typing would (an input event),
+// then lets the editor draw it: it redraws its marks, line numbers and
+// tree on the next animation frame, which moves what lies below it (on a
+// phone, Save moved 45 px), and a click aimed before that frame lands
+// where the button was.
 func (tb *uiTab) setEditor(id, text string) {
 	tb.t.Helper()
 	tb.eval(fmt.Sprintf(`(e => { e.value = %q; e.dispatchEvent(new Event("input")); return 1 })(document.getElementById(%q))`, text, id), nil)
+	tb.settle()
 }
 
 // TestUIDataPages runs the flows in one Chromium
