@@ -146,8 +146,9 @@ func (h heldRead) release() {
 // budget (-max-inflight-read-bytes): it takes room for the largest
 // document before the read, so that reads waiting for room hold no
 // memory, keeps the document's own size once read, and returns that room,
-// to be released once the document is sent. When proc is the router, a hit of the in-process worker's cache is
-// answered without building a call (router.cachedRead).
+// to be released once the document is sent. When proc is the router, a
+// hit of the in-process worker's cache is answered without building a
+// call (router.cachedRead).
 func (d *dataPlane) readHeld(ctx context.Context, db, key string) (*pb.WorkerResponse, heldRead, error) {
 	held, err := d.holdRead(ctx, db, key)
 	if err != nil {
