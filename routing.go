@@ -675,6 +675,9 @@ func (r *router) readTarget(cands []*workerConn, h *handover) (routeTarget, bool
 // as it checks a call (worker.cached: its master key, the names, the
 // routing epoch) and counts it in flight, as the router does; the call's
 // messages stay on the stack. false: send the read through Process.
+// It picks its target through route's own steps (candidatesLocked, the
+// handover check, readTarget): a rule route adds outside them must be
+// added here too.
 func (r *router) cachedRead(ctx context.Context, db, key string) (*pb.WorkerResponse, bool) {
 	if !r.inProcess.Load() {
 		return nil, false
