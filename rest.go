@@ -344,11 +344,7 @@ func (s *restServer) serveGetEntity(w http.ResponseWriter, r *http.Request, ctx 
 			return patternGetEntity
 		}
 	}
-	p, err := s.auth.authenticateFrom(bearer(r), s.auth.clientOf(r))
-	if err == nil {
-		notePrincipal(ctx, p)
-		err = authorize(p, permRead, db)
-	}
+	_, err := s.principalFor(ctx, r, permRead, db)
 	if err == nil {
 		err = s.getEntity(ctx, w, r, db)
 	}
@@ -479,17 +475,25 @@ func (s *restServer) need(pm perm, h handler) http.Handler {
 // and is allowed database db ("" on routes without one), and writes h's
 // error.
 func (s *restServer) serveAs(w http.ResponseWriter, r *http.Request, pm perm, db string, h handler) {
-	p, err := s.auth.authenticateFrom(bearer(r), s.auth.clientOf(r))
-	if err == nil {
-		notePrincipal(r.Context(), p)
-		err = authorize(p, pm, db)
-	}
+	p, err := s.principalFor(r.Context(), r, pm, db)
 	if err == nil {
 		err = h(w, r, p)
 	}
 	if err != nil {
 		s.writeError(w, r, err)
 	}
+}
+
+// principalFor authenticates r's credential, notes the principal in ctx,
+// the request's context (its access and audit lines name it), and checks
+// that it holds permission pm and is allowed database db.
+func (s *restServer) principalFor(ctx context.Context, r *http.Request, pm perm, db string) (principal, error) {
+	p, err := s.auth.authenticateFrom(bearer(r), s.auth.clientOf(r))
+	if err != nil {
+		return principal{}, err
+	}
+	notePrincipal(ctx, p)
+	return p, authorize(p, pm, db)
 }
 
 // readBody reads the whole request body (readRawBody). Every body is JSON
