@@ -306,21 +306,50 @@ func readOpened(f *os.File, limit int64) ([]byte, error) {
 // mkdirAllBeneath opens the directory comps under root, creating it and
 // its missing parents 0700 first, each without following a symbolic link,
 // and fsyncing each parent after creating a child in it so that new
-// directories (a new hash directory, a new database) survive a crash.
+// directories (a new hash directory, a new database) survive a crash. A
+// database's entity directory is marked to spread its hash directories
+// (spreadSubdirs) before any is made in it.
 func (ops *fileOps) mkdirAllBeneath(root string, comps []string) (*os.File, error) {
 	dir, err := openDirBeneath(root, nil)
 	if err != nil {
 		return nil, err
 	}
-	for _, c := range comps {
+	for i, c := range comps {
 		next, err := ops.mkdirAt(dir, c)
 		dir.Close()
 		if err != nil {
 			return nil, err
 		}
 		dir = next
+		if i == 1 && comps[0]+"/" == entitiesPrefix {
+			spreadSubdirs(dir)
+		}
 	}
 	return dir, nil
+}
+
+// fsTopdirFL is FS_TOPDIR_FL of linux/fs.h (chattr +T), which x/sys/unix
+// does not name.
+const fsTopdirFL = 0x20000
+
+// spreadSubdirs marks dir as the top of a directory hierarchy (chattr
+// +T), so that ext4 places each subdirectory made in it afterwards, and
+// the files made in that subdirectory, in a block group of its own rather
+// than in dir's. A database's hash directories then spread over the
+// disk's block groups. It matters for the write-ahead log's applier
+// (walapply.go): each entity file it writes is a new inode replacing one,
+// and ext4 without a journal, looking for a free inode in a group, skips
+// every one freed in the last 30 s while its inode table block is dirty.
+// With all of a database's files in one group that scan took most of the
+// applier's CPU (BENCHMARKS.md). Best effort: other filesystems, which
+// keep no such flag, refuse the call, and allocation is theirs to decide.
+func spreadSubdirs(dir *os.File) {
+	fd := int(dir.Fd())
+	flags, err := unix.IoctlGetInt(fd, unix.FS_IOC_GETFLAGS)
+	if err != nil || flags&fsTopdirFL != 0 {
+		return
+	}
+	_ = unix.IoctlSetPointerInt(fd, unix.FS_IOC_SETFLAGS, flags|fsTopdirFL)
 }
 
 // mkdirAt opens the directory name in dir, creating it (durably) if it

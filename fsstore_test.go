@@ -803,3 +803,44 @@ func BenchmarkFSStoreGet1K(b *testing.B) {
 		}
 	}
 }
+
+// TestDatabaseDirectorySpreadsHashDirs: a database's entity directory is
+// marked as the top of a hierarchy (chattr +T) when its first entity is
+// written, before its hash directory is made, so that ext4 spreads the
+// hash directories over block groups (spreadSubdirs).
+func TestDatabaseDirectorySpreadsHashDirs(t *testing.T) {
+	st := newTestFSStore(t)
+	probe, err := os.Open(st.root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close()
+	if _, err := unix.IoctlGetInt(int(probe.Fd()), unix.FS_IOC_GETFLAGS); err != nil {
+		t.Skipf("the temp dir's filesystem keeps no inode flags: %v", err)
+	}
+	ctx := context.Background()
+	if err := st.Put(ctx, "files/db/k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	flagsOf := func(dir string) int {
+		f, err := os.Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		flags, err := unix.IoctlGetInt(int(f.Fd()), unix.FS_IOC_GETFLAGS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return flags
+	}
+	if flagsOf(filepath.Join(st.root, "files", "db"))&fsTopdirFL == 0 {
+		t.Error("files/db is not marked as the top of a directory hierarchy")
+	}
+	if flagsOf(filepath.Join(st.root, "files"))&fsTopdirFL != 0 {
+		t.Error("files is marked too: only a database's directory spreads its subdirectories")
+	}
+	if got, err := st.Get(ctx, "files/db/k"); err != nil || string(got) != "v" {
+		t.Errorf("Get = %q, %v", got, err)
+	}
+}
