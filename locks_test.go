@@ -120,3 +120,63 @@ func TestWriteTakesThreeLocks(t *testing.T) {
 		}
 	}
 }
+
+// TestLoggedWriteLeavesFileLockToApplier: through the write-ahead log, a
+// PUT or DELETE of an entity that keeps no versions takes the router's
+// and the worker's locks but not the store's cross-process lock (it
+// writes no file but the log); the applier takes that lock when it writes
+// the entity's file, and a write that keeps versions still takes it.
+func TestLoggedWriteLeavesFileLockToApplier(t *testing.T) {
+	fst := newTestFSStore(t)
+	st := &lockCountingStore{store: fst}
+	w := newTestWorker(t, "w1", st)
+	o := testWALOptions()
+	o.lock, o.applyDelay, o.maxUnapplied = w.lockEntity, time.Hour, 1<<30
+	l, err := openWAL(t.Context(), fst, "w1", true, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.crash)
+	w.wal = l
+	rt := newRouter(slog.New(slog.DiscardHandler), time.Now, 0, nil, nil)
+	rt.add(&workerConn{id: "w1", proc: w, stats: w.stats})
+	ctx := t.Context()
+	if _, err := rt.Process(ctx, &pb.EntityOp{DatabaseName: "db", EntityKey: "first", Operation: pb.Operation_PUT, Payload: []byte(`0`)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name             string
+		op               *pb.EntityOp
+		inProcess, store uint64
+	}{
+		{"PUT", &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_PUT, Payload: []byte(`1`)}, 2, 0},
+		{"PUT If-Match", &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_PUT, Payload: []byte(`2`), IfMatch: "*"}, 2, 0},
+		{"DELETE", &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_DELETE}, 2, 0},
+		{"PUT keeping versions", &pb.EntityOp{DatabaseName: "db", EntityKey: "v", Operation: pb.Operation_PUT, Payload: []byte(`1`), MaxVersions: 2}, 2, 1},
+	} {
+		before, storeBefore := rt.writes.taken.Load()+w.locks.taken.Load(), st.locks.Load()
+		if _, err := rt.Process(ctx, tc.op); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got := rt.writes.taken.Load() + w.locks.taken.Load() - before; got != tc.inProcess {
+			t.Errorf("%s took %d in-process locks, want %d", tc.name, got, tc.inProcess)
+		}
+		if got := st.locks.Load() - storeBefore; got != tc.store {
+			t.Errorf("%s took %d store locks, want %d", tc.name, got, tc.store)
+		}
+		// The applier writes the file under the entity's whole lock.
+		storeBefore = st.locks.Load()
+		if err := l.flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := st.locks.Load() - storeBefore; got != 1 {
+			t.Errorf("after %s the applier took %d store locks, want 1", tc.name, got)
+		}
+	}
+	if _, err := fst.Get(ctx, entityObjectKey("db", "k")); !errors.Is(err, errNotFound) {
+		t.Errorf("entity file of the deleted entity: %v, want errNotFound", err)
+	}
+}

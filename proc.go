@@ -323,7 +323,7 @@ func (w *worker) put(ctx context.Context, s *keyring, op *pb.EntityOp, owner boo
 	if err := w.waitRoom(ctx); err != nil {
 		return nil, err
 	}
-	unlock, err := w.lockEntity(ctx, db, key)
+	unlock, err := w.lockWrite(ctx, op)
 	if err != nil {
 		return nil, err
 	}
@@ -391,7 +391,7 @@ func (w *worker) patch(ctx context.Context, s *keyring, op *pb.EntityOp, owner b
 	if err := w.waitRoom(ctx); err != nil {
 		return nil, err
 	}
-	unlock, err := w.lockEntity(ctx, db, key)
+	unlock, err := w.lockWrite(ctx, op)
 	if err != nil {
 		return nil, err
 	}
@@ -431,7 +431,7 @@ func (w *worker) delete(ctx context.Context, s *keyring, op *pb.EntityOp, owner 
 	if err := w.waitRoom(ctx); err != nil {
 		return nil, err
 	}
-	unlock, err := w.lockEntity(ctx, db, key)
+	unlock, err := w.lockWrite(ctx, op)
 	if err != nil {
 		return nil, err
 	}
@@ -496,6 +496,29 @@ func (w *worker) wrote(db, key string, doc []byte, err error) {
 // returned function releases both.
 func (w *worker) lockEntity(ctx context.Context, db, key string) (func(), error) {
 	unlock, err := lockObject(ctx, &w.locks, w.st, entityObjectKey(db, key))
+	if err != nil {
+		return nil, fmt.Errorf("lock entity %s/%q: %w", db, key, err)
+	}
+	return unlock, nil
+}
+
+// lockWrite takes the entity's lock for a put, patch or delete of op:
+// lockEntity's, except that through the log a write that keeps no
+// versions takes only the in-process lock. Such a write touches no file
+// but the log, which is this process's alone: the fence, checked after
+// each group's fdatasync, is what keeps a taker from missing an
+// acknowledged record, and the applier takes the cross-process lock when
+// it writes the entity's file (applyOne), so a rekey's reseal and that
+// file still never interleave. What the write reads of the file (a
+// precondition, the previous ETag) is whole either way: files are
+// replaced by a rename. A write that keeps versions writes their objects
+// itself, under the cross-process lock that a rekey of them takes too.
+func (w *worker) lockWrite(ctx context.Context, op *pb.EntityOp) (func(), error) {
+	db, key := op.GetDatabaseName(), op.GetEntityKey()
+	if w.wal == nil || op.GetMaxVersions() > 0 {
+		return w.lockEntity(ctx, db, key)
+	}
+	unlock, err := w.locks.lock(ctx, entityObjectKey(db, key))
 	if err != nil {
 		return nil, fmt.Errorf("lock entity %s/%q: %w", db, key, err)
 	}
