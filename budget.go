@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -411,13 +412,19 @@ func appendSchemaOf(out []*jsonschema.Schema, v any) []*jsonschema.Schema {
 // byteBudget is a weighted semaphore of bytes: the documents read for
 // answers and not yet sent, over all requests (-max-inflight-read-bytes).
 // Waiters are served in arrival order, so a large reservation is not
-// starved by small ones. It is safe for concurrent use; build it with
-// newByteBudget.
+// starved by small ones. While nobody waits, taking and giving back room
+// are single atomic steps on used, without the lock: a warm GET takes,
+// shrinks and releases its room three times per request. It is safe for
+// concurrent use; build it with newByteBudget.
 type byteBudget struct {
-	mu       sync.Mutex
 	capacity int64
-	used     int64
-	waiters  []*budgetWaiter // in arrival order
+	// used is the bytes taken; it never exceeds capacity.
+	used atomic.Int64
+	// waiting is len(waiters), for release and the lock-free acquire to
+	// read without mu.
+	waiting atomic.Int32
+	mu      sync.Mutex
+	waiters []*budgetWaiter // in arrival order; guarded by mu
 }
 
 // budgetWaiter is one acquire waiting for room; ready is closed once its
@@ -436,14 +443,15 @@ func newByteBudget(capacity int64) *byteBudget {
 // ctx ends. It takes nothing when it returns an error.
 func (b *byteBudget) acquire(ctx context.Context, n int64) error {
 	n = min(n, b.capacity)
-	b.mu.Lock()
-	if len(b.waiters) == 0 && b.used+n <= b.capacity {
-		b.used += n
-		b.mu.Unlock()
+	if b.waiting.Load() == 0 && b.take(n) {
 		return nil
 	}
 	w := &budgetWaiter{n: n, ready: make(chan struct{})}
+	b.mu.Lock()
 	b.waiters = append(b.waiters, w)
+	// Room given back since the attempt above, by a release that saw
+	// nobody waiting, is handed out here (wake stores waiting first).
+	b.wake()
 	b.mu.Unlock()
 	select {
 	case <-w.ready:
@@ -455,7 +463,7 @@ func (b *byteBudget) acquire(ctx context.Context, n int64) error {
 	select {
 	case <-w.ready:
 		// Granted while ctx ended: give the bytes back.
-		b.used -= n
+		b.used.Add(-n)
 	default:
 		b.waiters = slices.DeleteFunc(b.waiters, func(x *budgetWaiter) bool { return x == w })
 	}
@@ -463,21 +471,40 @@ func (b *byteBudget) acquire(ctx context.Context, n int64) error {
 	return fmt.Errorf("wait for %d bytes of the read budget: %w", n, ctx.Err())
 }
 
-// release gives back n bytes taken by acquire.
-func (b *byteBudget) release(n int64) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.used -= min(n, b.capacity)
-	b.wake()
+// take takes n bytes if they fit, in one atomic step.
+func (b *byteBudget) take(n int64) bool {
+	for {
+		u := b.used.Load()
+		if u+n > b.capacity {
+			return false
+		}
+		if b.used.CompareAndSwap(u, u+n) {
+			return true
+		}
+	}
 }
 
-// wake grants the waiters at the head of the line that now fit. b.mu must
-// be held.
+// release gives back n bytes taken by acquire. Either it sees a waiter
+// queued, and wakes the line, or the waiter's own wake, after queueing,
+// sees these bytes free (both steps are sequentially consistent atomics).
+func (b *byteBudget) release(n int64) {
+	b.used.Add(-min(n, b.capacity))
+	if b.waiting.Load() == 0 {
+		return
+	}
+	b.mu.Lock()
+	b.wake()
+	b.mu.Unlock()
+}
+
+// wake grants the waiters at the head of the line that now fit, and
+// publishes how many still wait. b.mu must be held.
 func (b *byteBudget) wake() {
-	for len(b.waiters) > 0 && b.used+b.waiters[0].n <= b.capacity {
+	b.waiting.Store(int32(len(b.waiters)))
+	for len(b.waiters) > 0 && b.take(b.waiters[0].n) {
 		w := b.waiters[0]
 		b.waiters = b.waiters[1:]
-		b.used += w.n
 		close(w.ready)
 	}
+	b.waiting.Store(int32(len(b.waiters)))
 }

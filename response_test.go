@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -204,7 +205,7 @@ func TestByteBudget(t *testing.T) {
 	}
 	// 1 byte would fit, but waits behind the 8 that came first.
 	b.mu.Lock()
-	used, waiting := b.used, len(b.waiters)
+	used, waiting := b.used.Load(), len(b.waiters)
 	b.mu.Unlock()
 	if used != 6 || waiting != 2 {
 		t.Errorf("with 6 of 10 taken and waiters for 8 then 1: used %d, %d waiting; want 6, 2", used, waiting)
@@ -212,8 +213,55 @@ func TestByteBudget(t *testing.T) {
 	b.release(6) // the 8 fits, then the 1
 	wg.Wait()
 	b.release(9)
-	if b.used != 0 || len(b.waiters) != 0 {
-		t.Errorf("after every release: used %d, %d waiters; want 0, 0", b.used, len(b.waiters))
+	if b.used.Load() != 0 || len(b.waiters) != 0 {
+		t.Errorf("after every release: used %d, %d waiters; want 0, 0", b.used.Load(), len(b.waiters))
+	}
+}
+
+// TestByteBudgetConcurrent: many readers taking and giving back room at
+// once, through the lock-free steps and the waiters' line, never hold
+// more than the capacity together, and none is left waiting for room
+// that was given back (a lost wake-up would hang the test).
+func TestByteBudgetConcurrent(t *testing.T) {
+	const capacity = 10
+	b := newByteBudget(capacity)
+	var held, most atomic.Int64
+	// A lost wake-up shows as a waiter that gives up here.
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 2000 {
+				n := int64((g+i)%capacity + 1)
+				if err := b.acquire(ctx, n); err != nil {
+					t.Errorf("acquire(%d) with %d of %d used: %v", n, b.used.Load(), capacity, err)
+					return
+				}
+				h := held.Add(n)
+				for m := most.Load(); h > m && !most.CompareAndSwap(m, h); m = most.Load() {
+				}
+				if i%3 == 0 {
+					runtime.Gosched()
+				}
+				// A read keeps part of its room and gives the rest back
+				// first, as keepRead does.
+				keep := n / 2
+				held.Add(keep - n)
+				b.release(n - keep)
+				held.Add(-keep)
+				b.release(keep)
+			}
+		}()
+	}
+	wg.Wait()
+	if m := most.Load(); m > capacity {
+		t.Errorf("readers held %d bytes at once; the capacity is %d", m, capacity)
+	}
+	if used, waiting := b.used.Load(), b.waiting.Load(); used != 0 || waiting != 0 {
+		t.Errorf("after every release: used %d, %d waiting; want 0, 0", used, waiting)
 	}
 }
 
@@ -278,7 +326,7 @@ func TestInflightReadsBounded(t *testing.T) {
 	if most := slow.most.Load(); most > 3 || most < 2 {
 		t.Errorf("at most %d reads under way at once, want 3 (the budget holds three documents of the limit)", most)
 	}
-	if fe.data.reads.used != 0 {
-		t.Errorf("read budget holds %d bytes after every answer, want 0", fe.data.reads.used)
+	if used := fe.data.reads.used.Load(); used != 0 {
+		t.Errorf("read budget holds %d bytes after every answer, want 0", used)
 	}
 }
