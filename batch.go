@@ -158,7 +158,7 @@ func (d *dataPlane) getMany(ctx context.Context, db string, keys []string, emit 
 func (d *dataPlane) eachDoc(ctx context.Context, db string, keys []string, emit docFunc) (int, error) {
 	var sent int64
 	for i, k := range keys {
-		resp, held, err := d.readHeld(ctx, db, k)
+		resp, held, err := d.readHeld(ctx, db, k, nil)
 		if errors.Is(err, errNotFound) {
 			if err := emit(k, nil, docMeta{}, false); err != nil {
 				return i, err

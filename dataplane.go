@@ -68,7 +68,7 @@ func (d *dataPlane) process(ctx context.Context, p principal, schemaID string, o
 	switch op.GetOperation() {
 	case pb.Operation_GET:
 		// Held until the answer goes to gRPC, which sends it.
-		resp, held, err := d.get(ctx, op.GetDatabaseName(), op.GetEntityKey())
+		resp, held, err := d.get(ctx, op.GetDatabaseName(), op.GetEntityKey(), nil)
 		if err != nil {
 			return nil, err
 		}
@@ -114,12 +114,13 @@ func checkSchemaID(id string) error {
 
 // get reads entity key of db: its document (Result) and version, held in
 // the in-flight read budget until the caller, having sent it, calls
-// held.release.
-func (d *dataPlane) get(ctx context.Context, db, key string) (resp *pb.WorkerResponse, held heldRead, err error) {
+// held.release. into, when not nil, is a zero response the answer may be
+// written in (readHeld).
+func (d *dataPlane) get(ctx context.Context, db, key string, into *pb.WorkerResponse) (resp *pb.WorkerResponse, held heldRead, err error) {
 	if err := checkTarget(db, key); err != nil {
 		return nil, heldRead{}, err
 	}
-	resp, held, err = d.readHeld(ctx, db, key)
+	resp, held, err = d.readHeld(ctx, db, key, into)
 	if err != nil {
 		return nil, heldRead{}, entityError(err, db, key)
 	}
@@ -146,18 +147,18 @@ func (h heldRead) release() {
 // budget (-max-inflight-read-bytes): it takes room for the largest
 // document before the read, so that reads waiting for room hold no
 // memory, keeps the document's own size once read, and returns that room,
-// to be released once the document is sent. When proc is the router, a
-// hit of the in-process worker's cache is answered without building a
-// call (router.cachedRead).
-func (d *dataPlane) readHeld(ctx context.Context, db, key string) (*pb.WorkerResponse, heldRead, error) {
+// to be released once the document is sent. When proc is a cachedReader
+// (the router), a hit of the in-process worker's cache is answered
+// without building a call, in into when not nil (a zero response).
+func (d *dataPlane) readHeld(ctx context.Context, db, key string, into *pb.WorkerResponse) (*pb.WorkerResponse, heldRead, error) {
 	held, err := d.holdRead(ctx, db, key)
 	if err != nil {
 		return nil, heldRead{}, err
 	}
 	var resp *pb.WorkerResponse
 	ok := false
-	if rt, isRouter := d.proc.(*router); isRouter {
-		resp, ok = rt.cachedRead(ctx, db, key)
+	if cr, can := d.proc.(cachedReader); can {
+		resp, ok = cr.cachedRead(ctx, db, key, into)
 	}
 	if !ok {
 		resp, err = d.proc.Process(ctx, &pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_GET})

@@ -119,7 +119,7 @@ func (s *restServer) getEntity(ctx context.Context, w http.ResponseWriter, r *ht
 	if err != nil {
 		return err
 	}
-	resp, held, err := s.data.get(ctx, db, key)
+	resp, held, err := s.data.get(ctx, db, key, answerSpace(ctx))
 	if err != nil {
 		return err
 	}

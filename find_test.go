@@ -353,7 +353,7 @@ func (p *findPlane) checkExact(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, k := range keys {
-		resp, held, err := p.data.get(t.Context(), "db", k)
+		resp, held, err := p.data.get(t.Context(), "db", k, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -121,20 +121,28 @@ func (w *worker) Process(ctx context.Context, req *pb.WorkerRequest) (*pb.Worker
 // means the caller runs Process, which counts the cache's miss (cached
 // counts only a hit).
 func (w *worker) cached(req *pb.WorkerRequest) (*pb.WorkerResponse, bool) {
-	if !ownersRead(req) {
+	e, ok := w.hit(req)
+	if !ok {
 		return nil, false
+	}
+	return e.response(), true
+}
+
+// hit is cached's check and lookup: the entity req reads, when req is
+// the owner's plain read, passes check and finds the entity in the
+// cache. The in-process read (router.cachedRead) builds its answer from
+// it where it likes.
+func (w *worker) hit(req *pb.WorkerRequest) (cachedEntity, bool) {
+	if !ownersRead(req) {
+		return cachedEntity{}, false
 	}
 	w.inFlight.Add(1)
 	defer w.inFlight.Add(-1)
 	c, err := w.check(req)
 	if err != nil {
-		return nil, false
+		return cachedEntity{}, false
 	}
-	e, ok := w.cache.Hit(cacheKey(c.op.GetDatabaseName(), c.op.GetEntityKey()))
-	if !ok {
-		return nil, false
-	}
-	return e.response(), true
+	return w.cache.Hit(cacheKey(c.op.GetDatabaseName(), c.op.GetEntityKey()))
 }
 
 // checked is a request that passed check: the keyring it is served with,

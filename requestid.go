@@ -6,6 +6,8 @@ import (
 	"io"
 	"strconv"
 	"time"
+
+	pb "deltadatabase/proto"
 )
 
 // requestInfo is what a request's context carries about the request: its
@@ -28,6 +30,10 @@ type requestInfo struct {
 	// etag holds the ETag header's value of a GET's answer (etagHeader),
 	// so that the header costs no slice of its own.
 	etag [1]string
+	// answer receives the entity GET's answer when the in-process
+	// worker's cache holds it (answerSpace), so that it costs no
+	// allocation of its own.
+	answer pb.WorkerResponse
 }
 
 // requestInfoKey is the context key of a request's requestInfo.
@@ -62,6 +68,16 @@ func (c *requestCtx) Value(key any) any {
 		return &c.info
 	}
 	return c.Context.Value(key)
+}
+
+// answerSpace is the zero response a request's entity GET may be answered
+// in (dataPlane.get's into): its info's, when ctx carries one, else nil.
+// A request reads at most one entity this way: the GET of one entity.
+func answerSpace(ctx context.Context) *pb.WorkerResponse {
+	if in, _ := ctx.Value(requestInfoKey{}).(*requestInfo); in != nil {
+		return &in.answer
+	}
+	return nil
 }
 
 // requestIDFrom returns the request ID ctx carries, "" if none.

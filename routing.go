@@ -427,6 +427,15 @@ type processor interface {
 	Process(ctx context.Context, op *pb.EntityOp) (*pb.WorkerResponse, error)
 }
 
+// cachedReader is a processor that may answer the owner's plain read of
+// an entity from an in-process worker's cache without building a call
+// (the router: cachedRead). into, when not nil, is a zero response that
+// receives the answer, so that the caller's memory holds it; false means
+// the read goes through Process, and into is left as it was.
+type cachedReader interface {
+	cachedRead(ctx context.Context, db, key string, into *pb.WorkerResponse) (*pb.WorkerResponse, bool)
+}
+
 // Process routes one entity operation to its worker. Writes always go to
 // the owner, whose write-through cache therefore never holds an old value;
 // only a read may go to a less loaded worker, which then reads storage and
@@ -672,13 +681,14 @@ func (r *router) readTarget(cands []*workerConn, h *handover) (routeTarget, bool
 // in-process worker's cache, when that worker is where Process would send
 // the read, as its owner (no handover in the way, not passed over as
 // saturated), and its cache holds the entity. The worker checks the read
-// as it checks a call (worker.cached: its master key, the names, the
+// as it checks a call (worker.hit: its master key, the names, the
 // routing epoch) and counts it in flight, as the router does; the call's
-// messages stay on the stack. false: send the read through Process.
+// messages stay on the stack, and the answer goes in into when given.
+// false: send the read through Process. It implements cachedReader.
 // It picks its target through route's own steps (candidatesLocked, the
 // handover check, readTarget): a rule route adds outside them must be
 // added here too.
-func (r *router) cachedRead(ctx context.Context, db, key string) (*pb.WorkerResponse, bool) {
+func (r *router) cachedRead(ctx context.Context, db, key string, into *pb.WorkerResponse) (*pb.WorkerResponse, bool) {
 	if !r.inProcess.Load() {
 		return nil, false
 	}
@@ -704,7 +714,15 @@ func (r *router) cachedRead(ctx context.Context, db, key string) (*pb.WorkerResp
 	defer t.c.inFlight.Add(-1)
 	op := pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_GET}
 	req := pb.WorkerRequest{Op: &op, Epoch: r.epoch.Load(), Owner: true, RequestId: requestIDFrom(ctx)}
-	return w.cached(&req)
+	e, ok := w.hit(&req)
+	if !ok {
+		return nil, false
+	}
+	if into == nil {
+		return e.response(), true
+	}
+	into.Result, into.Version, into.Modified = e.doc, e.version, e.written
+	return into, true
 }
 
 // callTarget sends op to t.
