@@ -575,9 +575,20 @@ func (p principal) has(need perm) bool {
 }
 
 // bearer extracts the credential of an "Authorization: Bearer X" header.
+// The header is read by its canonical key, not through Header.Get, which
+// would canonicalize the key on every request.
 func bearer(r *http.Request) string {
-	cred, _ := bearerCredential(r.Header.Get("Authorization"))
+	cred, _ := bearerCredential(firstHeader(r.Header, "Authorization"))
 	return cred
+}
+
+// firstHeader is h.Get(key) for a key already in canonical form
+// (http.CanonicalHeaderKey(key) == key), without canonicalizing it.
+func firstHeader(h http.Header, key string) string {
+	if v := h[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 // bearerCredential returns the credential of a "Bearer X" header value

@@ -115,7 +115,7 @@ func (s *restServer) getEntity(ctx context.Context, w http.ResponseWriter, r *ht
 		}
 		return s.handleGetVersion(w, withCtx(r, ctx, patternGetEntity), db, key, n)
 	}
-	inm, err := parseETags("If-None-Match", r.Header.Values("If-None-Match"))
+	inm, err := parseETags("If-None-Match", r.Header["If-None-Match"])
 	if err != nil {
 		return err
 	}

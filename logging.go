@@ -153,7 +153,11 @@ func appendAccessText(b []byte, rec requestRecord, now time.Time) []byte {
 	b = append(b, " level=INFO msg="+msgAccess+" "+attrMethod+"="...)
 	b = appendTextString(b, rec.Method)
 	b = append(b, " "+attrRoute+"="...)
-	b = appendTextString(b, rec.Route)
+	if rec.Route == patternGetEntity {
+		b = append(b, textGetEntity...)
+	} else {
+		b = appendTextString(b, rec.Route)
+	}
 	b = append(b, " "+attrStatus+"="...)
 	b = strconv.AppendInt(b, int64(rec.Status), 10)
 	b = append(b, " "+attrBytes+"="...)
@@ -168,6 +172,10 @@ func appendAccessText(b []byte, rec requestRecord, now time.Time) []byte {
 	b = appendTextString(b, rec.RequestID)
 	return append(b, '\n')
 }
+
+// textGetEntity is patternGetEntity, the route of most access lines, as
+// the text format writes it (quoted: it holds a space).
+var textGetEntity = strconv.Quote(patternGetEntity)
 
 // appendAccessJSON appends rec's line in slog's JSON format. The duration
 // is written as encoding/json writes a float64 in the range a duration in

@@ -210,9 +210,11 @@ func (s *restServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := &st.ctx
 	var pattern string
 	defer func() {
-		end := time.Now()
+		// One clock read: Since reads only the monotonic clock, and the
+		// end is the start moved by the duration.
+		d := time.Since(st.start)
 		s.finishRequest(requestRecord{Method: r.Method, Route: pattern, Status: st.w.status(), Bytes: st.w.bytes,
-			Duration: end.Sub(st.start), End: end, Principal: info.principal, RequestID: info.id, Client: s.auth.clientOf(r)})
+			Duration: d, End: st.start.Add(d), Principal: info.principal, RequestID: info.id, Client: s.auth.clientOf(r)})
 	}()
 	var out http.ResponseWriter = &st.w
 	if s.audit != nil {
