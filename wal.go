@@ -287,9 +287,28 @@ type walScan struct {
 	records []walRecord
 	offsets []int64
 	// end is the offset after the last good frame; torn says bytes after
-	// it were dropped as a torn write.
-	end  int64
-	torn bool
+	// it were dropped as a torn write, dropped how many (up to the last
+	// non-zero byte).
+	end     int64
+	torn    bool
+	dropped int64
+}
+
+// walTear is a torn tail a scan dropped, for the log of a replay.
+type walTear struct {
+	path    string
+	off     int64
+	dropped int64
+}
+
+// nonZeroAfter returns how many bytes of data from off on come before
+// the zeros (or the end) that close it: what a torn tail dropped.
+func nonZeroAfter(data []byte, off int64) int64 {
+	end := int64(len(data))
+	for end > off && data[end-1] == 0 {
+		end--
+	}
+	return max(end-off, 0)
 }
 
 // scanSegment reads a segment file. last says whether it is the last
@@ -321,7 +340,7 @@ func scanSegmentBytes(path string, data []byte, last bool) (*walScan, error) {
 		// written to it: without one, only a crash right after creating
 		// the file explains a last segment that holds no good record.
 		if tornTail(data, -walAlign, 0, last, walPos) {
-			sc.torn = true
+			sc.torn, sc.dropped = true, nonZeroAfter(data, 0)
 			return sc, nil
 		}
 		return nil, fmt.Errorf("log segment %s: offset 0: no valid start record: %w", path, errWALDamaged)
@@ -373,7 +392,7 @@ func allZero(b []byte) bool {
 // badFrame decides what a bad frame at off is (tornTail).
 func (sc *walScan) badFrame(data []byte, off int64, prevLSN uint64, last bool) error {
 	if tornTail(data, off, prevLSN+1, last, walPos) {
-		sc.torn = true
+		sc.torn, sc.dropped = true, nonZeroAfter(data, off)
 		return nil
 	}
 	return fmt.Errorf("log segment %s: offset %d: record %d fails its checksum or does not decode: %w",
@@ -447,17 +466,21 @@ const walMaxSegmentRead = 1 << 30
 func walLogDir(root, id string) string { return filepath.Join(root, walDirName, id) }
 
 // readLog reads segments of one log directory, in log order, and returns
-// their records with torn tails left out. Damage stops it with an error
-// naming the file and the offset.
-func readLog(dir string, segs []walSegmentFile) ([]walRecord, error) {
+// their records with torn tails left out, and those tails. Damage stops
+// it with an error naming the file and the offset.
+func readLog(dir string, segs []walSegmentFile) ([]walRecord, []walTear, error) {
 	var recs []walRecord
+	var tears []walTear
 	for i, s := range segs {
 		last := i == len(segs)-1 || segs[i+1].gen != s.gen
 		sc, err := scanSegment(filepath.Join(dir, s.name), last)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		recs = append(recs, sc.records...)
+		if sc.torn {
+			tears = append(tears, walTear{sc.path, sc.end, sc.dropped})
+		}
 	}
-	return recs, nil
+	return recs, tears, nil
 }

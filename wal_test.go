@@ -79,7 +79,7 @@ func liveRecords(t *testing.T, l *walLog) []walRecord {
 	if err != nil {
 		t.Fatal(err)
 	}
-	recs, err := readLog(l.dir.path, segs)
+	recs, _, err := readLog(l.dir.path, segs)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -359,9 +359,9 @@ func waitLog(t *testing.T, n *node, parts ...string) {
 
 // TestWALDamagedLogStopsStart: after a kill, a changed byte in the middle
 // of the log stops the next start with a message naming the file and the
-// offset; a torn last record is dropped and the start goes on, with
-// every earlier record applied (the entity files removed here stand for
-// the writes a power cut lost).
+// offset; a torn last record is dropped with a warning naming them, and
+// the start goes on, with every earlier record applied (the entity files
+// removed here stand for the writes a power cut lost).
 func TestWALDamagedLogStopsStart(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "db")
 	args := []string{"-shared-fs=" + dir, "-worker-id=w0"}
@@ -395,6 +395,7 @@ func TestWALDamagedLogStopsStart(t *testing.T) {
 	os.WriteFile(seg, data[:last+10], 0o600)
 	os.RemoveAll(filepath.Join(dir, "files"))
 	n = startNode(t, keyEnv, args...)
+	waitLog(t, n, "torn tail dropped", filepath.Base(seg), fmt.Sprintf("offset=%d", last), "dropped_bytes=10")
 	lastKey := sc.records[len(sc.records)-1].Key
 	for _, rec := range sc.records[:len(sc.records)-1] {
 		if code, _, _ := n.call("GET", "/entity/crash?key="+rec.Key, testAdminKey, nil); code != 200 {

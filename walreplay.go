@@ -152,7 +152,7 @@ func takeOverLog(ctx context.Context, st *fsStore, id string, c walClaim, gen ui
 	}
 	total := 0
 	for _, dir := range taken {
-		n, err := applyTakenDir(ctx, st, dir)
+		n, err := applyTakenDir(ctx, st, dir, log)
 		total += n
 		if err != nil {
 			return total, err
@@ -190,15 +190,20 @@ func isDigits(s string) bool {
 // record, unless the entity file already holds that version; then one
 // syncfs makes them durable and the directory is removed. A damaged
 // record stops it with an error naming the file and offset; the
-// directory stays for an operator to look at.
-func applyTakenDir(ctx context.Context, st *fsStore, dir string) (int, error) {
+// directory stays for an operator to look at. A torn tail is dropped
+// with a warning naming the same.
+func applyTakenDir(ctx context.Context, st *fsStore, dir string, log *slog.Logger) (int, error) {
 	segs, err := listSegments(dir)
 	if err != nil {
 		return 0, fmt.Errorf("read log directory %s: %w", dir, err)
 	}
-	recs, err := readLog(dir, segs)
+	recs, tears, err := readLog(dir, segs)
 	if err != nil {
 		return 0, err
+	}
+	for _, t := range tears {
+		log.Warn("write-ahead log: torn tail dropped (a crash during its last write, which was not acknowledged)",
+			"file", t.path, "offset", t.off, "dropped_bytes", t.dropped)
 	}
 	n, err := applyAll(ctx, st, lastRecords(recs))
 	if err != nil {
