@@ -196,7 +196,8 @@ type errorKind struct {
 }
 
 // errorTable is the one table of what an error means, in the order the
-// lookups try it: the first row whose sentinel errors.Is finds wins. The
+// lookups try it: the first row whose sentinel errors.Is finds wins.
+// errHandingOverLost comes before errTransport, which it wraps. The
 // worker tier's errors (errTransport, errNoWorker) come before
 // errUnavailable, which they also are; errAuditUnavailable after it, so
 // that a worker's Unavailable stays errUnavailable; errTooLarge before errRateLimited,
@@ -217,6 +218,7 @@ var errorTable = []errorKind{
 	{errUnsupportedMedia, http.StatusUnsupportedMediaType, codes.InvalidArgument, "unsupported media type", wroteNothing},
 	{errMethod, http.StatusMethodNotAllowed, codes.Unimplemented, "method not allowed", wroteNothing},
 	{errNoFeed, http.StatusNotImplemented, codes.Unimplemented, "this server keeps no change feed: its operator has not given it a directory for one (request ID %s)", wroteNothing},
+	{errHandingOverLost, http.StatusServiceUnavailable, codes.Unavailable, handingOver, mayHaveWritten},
 	{errTransport, http.StatusServiceUnavailable, codes.Unavailable, workerUnreachable, mayHaveWritten},
 	{errNoWorker, http.StatusServiceUnavailable, codes.Unavailable, workerUnreachable, mayHaveWritten},
 	{errHandingOver, http.StatusServiceUnavailable, codes.Unavailable, handingOver, wroteNothing},

@@ -37,6 +37,12 @@ const (
 // handed over waited longer than handoverWait (503).
 var errHandingOver error = workerError("entity being handed over to another worker")
 
+// errHandingOverLost: a call failed at the transport level and its retry
+// waited longer than handoverWait for the handover of the lost worker's
+// log (503, the sentence of errHandingOver). Unlike errHandingOver it
+// does not say nothing was written: the lost call's outcome is unknown.
+var errHandingOverLost error = workerError("entity being handed over after its worker was lost")
+
 // handoverKind is what a handover does.
 type handoverKind int
 

@@ -597,7 +597,11 @@ func (r *router) sendAs(ctx context.Context, op *pb.EntityOp, write bool) (*pb.W
 	r.markConnUnavailable(t.c, err.Error())
 	// The failed worker is out of rotation now, so the first candidate
 	// is the owner under the new epoch.
-	if t, err2 := r.target(ctx, op, write); err2 != nil {
+	if t, err2 := r.target(ctx, op, write); errors.Is(err2, errHandingOver) {
+		// The client is told the entity is being handed over, not that
+		// nothing was written: the lost call's outcome is unknown.
+		return nil, fmt.Errorf("%w: %v: %w", errHandingOverLost, err2, err)
+	} else if err2 != nil {
 		return nil, fmt.Errorf("%w: %w", err2, err)
 	} else {
 		return r.callTarget(ctx, t, op)

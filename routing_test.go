@@ -303,6 +303,59 @@ func TestRouterTransportFailover(t *testing.T) {
 	}
 }
 
+// TestRouterHandoverAfterLostWorker: the owner of an entity fails at the
+// transport level and its log's takeover does not finish (no runner
+// here): the write retried for the next worker waits for the takeover,
+// then answers 503 with the handover's sentence, and its outcome stays
+// unknown (the lost call may have written); a read of the entity waits
+// and answers the same sentence, and no other worker is called meanwhile.
+func TestRouterHandoverAfterLostWorker(t *testing.T) {
+	b := newTestWorker(t, "b", newMemStore())
+	gb := &gatedProc{processingWorker: b}
+	ho := newHandovers(newTestFSStore(t), slog.New(slog.DiscardHandler), time.Now)
+	rt := newRouter(slog.New(slog.DiscardHandler), time.Now, 0, nil, ho)
+	lost := fmt.Errorf("worker a: connection reset: %w", errTransport)
+	rt.add(&workerConn{id: "a", proc: failingProc{lost}, stats: b.stats, close: func() {}})
+	rt.add(&workerConn{id: "b", proc: gb, stats: b.stats, close: func() {}})
+	rt.seen("a", cacheStats{})
+	rt.seen("b", cacheStats{})
+	key := ""
+	for i := 0; key == ""; i++ {
+		if k := fmt.Sprint("k", i); []string{"a", "b"}[rendezvousOrder("db", k, []string{"a", "b"})[0]] == "a" {
+			key = k
+		}
+	}
+	putErr, readErr := make(chan error, 1), make(chan error, 1)
+	go func() {
+		_, err := rt.Process(t.Context(), &pb.EntityOp{DatabaseName: "db", EntityKey: key, Operation: pb.Operation_PUT, Payload: []byte(`1`)})
+		putErr <- err
+	}()
+	// The read starts once the write's call has failed and a is out of
+	// rotation, so that both wait for the handover at once.
+	for len(rt.candidates("db", key)) != 1 {
+		time.Sleep(time.Millisecond)
+	}
+	go func() {
+		_, err := rt.Process(t.Context(), &pb.EntityOp{DatabaseName: "db", EntityKey: key, Operation: pb.Operation_GET})
+		readErr <- err
+	}()
+	err := <-putErr
+	want := fmt.Sprintf(handingOver, "rid")
+	if got := publicMessage(err, "rid"); statusOf(err) != 503 || got != want {
+		t.Errorf("PUT while the lost owner's log is taken over: %d %q (%v), want 503 %q", statusOf(err), got, err, want)
+	}
+	if nothingWritten(err) || changedNothing(err) {
+		t.Errorf("PUT whose first call was lost counts as having written nothing: %v", err)
+	}
+	err = <-readErr
+	if got := publicMessage(err, "rid"); statusOf(err) != 503 || got != want {
+		t.Errorf("GET while the lost owner's log is taken over: %d %q (%v), want 503 %q", statusOf(err), got, err, want)
+	}
+	if n := gb.calls.Load(); n != 0 {
+		t.Errorf("worker b was called %d times before the handover was done", n)
+	}
+}
+
 // TestSignatureCoversEveryField flips each field of a signed WorkerRequest,
 // its EntityOp's included, found by reflection so that a field added later
 // is covered too: every flip is refused, the unflipped request accepted.
