@@ -257,6 +257,25 @@ func (f failingProc) Process(context.Context, *pb.WorkerRequest) (*pb.WorkerResp
 	return nil, f.err
 }
 
+// failingOwnerRouter is a router (with handovers ho, nil for none) over
+// worker a, which answers every call with err, and worker b over a
+// memStore, both available; key is an entity a owns.
+func failingOwnerRouter(t *testing.T, err error, ho *handovers) (rt *router, gb *gatedProc, key string) {
+	b := newTestWorker(t, "b", newMemStore())
+	gb = &gatedProc{processingWorker: b}
+	rt = newRouter(slog.New(slog.DiscardHandler), time.Now, 0, nil, ho)
+	rt.add(&workerConn{id: "a", proc: failingProc{err}, stats: b.stats, close: func() {}})
+	rt.add(&workerConn{id: "b", proc: gb, stats: b.stats, close: func() {}})
+	rt.seen("a", cacheStats{})
+	rt.seen("b", cacheStats{})
+	for i := 0; key == ""; i++ {
+		if k := fmt.Sprint("k", i); []string{"a", "b"}[rendezvousOrder("db", k, []string{"a", "b"})[0]] == "a" {
+			key = k
+		}
+	}
+	return rt, gb, key
+}
+
 // TestRouterTransportFailover: a call whose worker fails at the transport
 // level is retried once on the next worker, and the failed worker leaves
 // the rotation; any other error is the answer, with no retry.
@@ -271,19 +290,7 @@ func TestRouterTransportFailover(t *testing.T) {
 		{"storage", fmt.Errorf("put entity: disk full: %w", errUnavailable), false, []string{"a", "b"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			b := newTestWorker(t, "b", newMemStore())
-			gb := &gatedProc{processingWorker: b}
-			rt := newRouter(slog.New(slog.DiscardHandler), time.Now, 0, nil, nil)
-			rt.add(&workerConn{id: "a", proc: failingProc{c.err}, stats: b.stats, close: func() {}})
-			rt.add(&workerConn{id: "b", proc: gb, stats: b.stats, close: func() {}})
-			rt.seen("a", cacheStats{})
-			rt.seen("b", cacheStats{})
-			key := ""
-			for i := 0; key == ""; i++ {
-				if k := fmt.Sprint("k", i); []string{"a", "b"}[rendezvousOrder("db", k, []string{"a", "b"})[0]] == "a" {
-					key = k
-				}
-			}
+			rt, gb, key := failingOwnerRouter(t, c.err, nil)
 			_, err := rt.Process(t.Context(), &pb.EntityOp{DatabaseName: "db", EntityKey: key, Operation: pb.Operation_PUT, Payload: []byte(`1`)})
 			if c.wantOK && (err != nil || gb.calls.Load() != 1) {
 				t.Errorf("PUT owned by a failing worker = %v (b calls %d), want OK through b", err, gb.calls.Load())
@@ -310,21 +317,9 @@ func TestRouterTransportFailover(t *testing.T) {
 // unknown (the lost call may have written); a read of the entity waits
 // and answers the same sentence, and no other worker is called meanwhile.
 func TestRouterHandoverAfterLostWorker(t *testing.T) {
-	b := newTestWorker(t, "b", newMemStore())
-	gb := &gatedProc{processingWorker: b}
 	ho := newHandovers(newTestFSStore(t), slog.New(slog.DiscardHandler), time.Now)
-	rt := newRouter(slog.New(slog.DiscardHandler), time.Now, 0, nil, ho)
 	lost := fmt.Errorf("worker a: connection reset: %w", errTransport)
-	rt.add(&workerConn{id: "a", proc: failingProc{lost}, stats: b.stats, close: func() {}})
-	rt.add(&workerConn{id: "b", proc: gb, stats: b.stats, close: func() {}})
-	rt.seen("a", cacheStats{})
-	rt.seen("b", cacheStats{})
-	key := ""
-	for i := 0; key == ""; i++ {
-		if k := fmt.Sprint("k", i); []string{"a", "b"}[rendezvousOrder("db", k, []string{"a", "b"})[0]] == "a" {
-			key = k
-		}
-	}
+	rt, gb, key := failingOwnerRouter(t, lost, ho)
 	putErr, readErr := make(chan error, 1), make(chan error, 1)
 	go func() {
 		_, err := rt.Process(t.Context(), &pb.EntityOp{DatabaseName: "db", EntityKey: key, Operation: pb.Operation_PUT, Payload: []byte(`1`)})
