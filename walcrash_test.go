@@ -357,15 +357,19 @@ func waitLog(t *testing.T, n *node, parts ...string) {
 	}
 }
 
-// TestWALDamagedLogStopsStart: after a kill, a changed byte in the middle
-// of the log stops the next start with a message naming the file and the
-// offset; a torn last record is dropped with a warning naming them, and
+// TestWALDamagedLogStopsStart: after a kill the log is 0600 and holds no
+// document's plaintext; a changed byte in its middle stops the next start
+// with a message naming the file and the offset; a torn last record is dropped with a warning naming them, and
 // the start goes on, with every earlier record applied (the entity files
 // removed here stand for the writes a power cut lost).
 func TestWALDamagedLogStopsStart(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "db")
 	args := []string{"-shared-fs=" + dir, "-worker-id=w0"}
 	n := startNode(t, keyEnv, args...)
+	const marker = "PLAINTEXT-MARKER-wal-5d1e"
+	if code, out, _ := n.call("PUT", "/entity/crash", testAdminKey, map[string]string{"secret": marker}); code != 200 {
+		t.Fatalf("PUT = %d %s", code, out)
+	}
 	for i := range 20 {
 		if code, out, _ := n.call("PUT", "/entity/crash", testAdminKey, map[string]int{fmt.Sprint("k", i): i}); code != 200 {
 			t.Fatalf("PUT = %d %s", code, out)
@@ -374,6 +378,19 @@ func TestWALDamagedLogStopsStart(t *testing.T) {
 	n.kill()
 	seg := onlySegment(t, dir, "w0")
 	data, _ := os.ReadFile(seg)
+	// The log holds documents sealed only, in files only we can read.
+	if bytes.Contains(data, []byte(marker)) {
+		t.Errorf("log segment %s holds a document's plaintext", seg)
+	}
+	for p, want := range map[string]os.FileMode{seg: 0o600, filepath.Dir(seg): os.ModeDir | 0o700} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode() != want {
+			t.Errorf("mode of %s = %v, want %v", p, fi.Mode(), want)
+		}
+	}
 	sc, err := scanSegmentBytes(seg, data, true)
 	if err != nil || len(sc.records) < 20 {
 		t.Fatalf("segment after the kill: %d records, %v", len(sc.records), err)
