@@ -82,6 +82,8 @@ type handover struct {
 	deadline time.Time
 	// failures counts failed attempts, for the log.
 	failures int
+	// added is when it was registered: its writes have waited since.
+	added time.Time
 }
 
 // atStake reports whether a write of (db, key) by worker owner must wait
@@ -124,6 +126,7 @@ func newHandovers(st *fsStore, log *slog.Logger, now func() time.Time) *handover
 
 // add registers a handover and wakes the runner.
 func (hs *handovers) add(h *handover) {
+	h.added = hs.now()
 	hs.mu.Lock()
 	hs.list = append(hs.list, h)
 	hs.n.Store(int32(len(hs.list)))
@@ -306,13 +309,14 @@ func (hs *handovers) takeOver(ctx context.Context, r handoverRouter, h *handover
 	if h.conn != nil && r.registered(h.worker) == h.conn {
 		forget(h.worker)
 	}
-	start := hs.now()
 	n, err := takeOverLog(ctx, hs.fs, h.worker, h.claim, h.gen, hs.log)
 	if err != nil {
 		return err
 	}
+	// The duration is the handover's, every attempt included: how long
+	// writes of its entities may have waited.
 	hs.log.Info("write-ahead log handover done", attrWorker, h.worker, "entities_written", n,
-		attrDurationMS, durationMS(hs.now().Sub(start)))
+		"attempts", h.failures+1, attrDurationMS, durationMS(hs.now().Sub(h.added)))
 	return nil
 }
 

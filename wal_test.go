@@ -901,6 +901,46 @@ func TestWALTakeoverFences(t *testing.T) {
 	}
 }
 
+// TestWALHandoverLogsItsDuration: a takeover that fails at first (its
+// claim lock cannot be opened) and succeeds later logs, when done, the
+// time since it was registered (how long its entities' writes may have
+// waited) and its attempts, not the last attempt's time alone.
+func TestWALHandoverLogsItsDuration(t *testing.T) {
+	st := newTestFSStore(t)
+	var clock atomic.Int64
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	var out syncBuffer
+	hs := newHandovers(st, slog.New(slog.NewTextHandler(&out, nil)), now)
+	claim := filepath.Join(st.root, walDirName, "w1"+walClaimLock)
+	if err := os.MkdirAll(claim, 0o700); err != nil { // not a lockable file
+		t.Fatal(err)
+	}
+	hs.add(&handover{worker: "w1", kind: hoTakeover, claim: claimDead})
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	wg.Go(func() { hs.run(ctx, nil, nil) })
+	defer func() { cancel(); wg.Wait() }()
+	waitFor := func(what string) {
+		t.Helper()
+		for w := newWait(t, what, 10*time.Second); !strings.Contains(out.String(), what); {
+			if w.over() {
+				t.Fatalf("no %q in the log:\n%s", what, out.String())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitFor("handover not done yet")
+	clock.Add(int64(5 * time.Second))
+	if err := os.Remove(claim); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("handover done")
+	line := out.String()[strings.Index(out.String(), "handover done"):]
+	if !strings.Contains(line, "duration_ms=5000\n") || strings.Contains(line, "attempts=1 ") {
+		t.Errorf("handover done after 5 s and more than one attempt, logged as:\n%s", line)
+	}
+}
+
 // TestWALTakeoverLeavesNewerGeneration: a takeover naming an old
 // generation does not claim the log of a restarted worker.
 func TestWALTakeoverLeavesNewerGeneration(t *testing.T) {
