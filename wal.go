@@ -86,9 +86,27 @@ var errWALDamaged = fmt.Errorf("write-ahead log damaged: %w", errCorrupt)
 
 // appendFrame appends rec framed (length, CRC32C, payload, padding) to b.
 func appendFrame(b []byte, payload []byte) []byte {
-	b = binary.LittleEndian.AppendUint32(b, uint32(len(payload)))
-	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(payload, walCRC))
-	b = append(b, payload...)
+	start := len(b)
+	b = append(b, make([]byte, walFrameHeader)...)
+	return closeFrame(append(b, payload...), start)
+}
+
+// appendRecordFrame appends rec framed as appendFrame frames a payload,
+// encoding the payload in place: a group's buffer is the one copy of its
+// records' bytes, grown at most once per record.
+func appendRecordFrame(b []byte, rec *walRecord) []byte {
+	start := len(b)
+	b = slices.Grow(b, int(framedSize(rec.payloadSize())))
+	b = append(b, make([]byte, walFrameHeader)...)
+	return closeFrame(rec.encode(b), start)
+}
+
+// closeFrame fills in the header of the frame that starts at b[start]
+// (its payload runs to the end of b) and pads b to walAlign.
+func closeFrame(b []byte, start int) []byte {
+	payload := b[start+walFrameHeader:]
+	binary.LittleEndian.PutUint32(b[start:], uint32(len(payload)))
+	binary.LittleEndian.PutUint32(b[start+4:], crc32.Checksum(payload, walCRC))
 	for len(b)%walAlign != 0 {
 		b = append(b, 0)
 	}
@@ -98,6 +116,11 @@ func appendFrame(b []byte, payload []byte) []byte {
 // framedSize is the size of a frame of a payload of n bytes.
 func framedSize(n int) int64 {
 	return int64((walFrameHeader + n + walAlign - 1) / walAlign * walAlign)
+}
+
+// payloadSize is the length of rec's payload (encode).
+func (rec *walRecord) payloadSize() int {
+	return 4 + 3*8 + 4*2 + len(rec.DB) + len(rec.Key) + len(rec.Principal) + len(rec.ETag) + 4 + len(rec.Sealed)
 }
 
 // encode appends rec's payload to b.

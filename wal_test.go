@@ -104,6 +104,14 @@ func TestWALRecordRoundTrip(t *testing.T) {
 		t.Fatalf("start: decode = %+v, %v", got, ok)
 	}
 	frame := appendFrame(nil, rec.encode(nil))
+	if n := rec.payloadSize(); n != len(rec.encode(nil)) {
+		t.Errorf("payloadSize = %d, the payload has %d bytes", n, len(rec.encode(nil)))
+	}
+	// A group frames its records in place, after the groups before them.
+	prefix := appendFrame(nil, del.encode(nil))
+	if inPlace := appendRecordFrame(slices.Clone(prefix), &rec); !bytes.Equal(inPlace, append(prefix, frame...)) {
+		t.Errorf("appendRecordFrame = %x, want %x", inPlace, append(prefix, frame...))
+	}
 	if len(frame)%walAlign != 0 {
 		t.Fatalf("frame of %d bytes is not %d-byte aligned", len(frame), walAlign)
 	}
