@@ -153,9 +153,10 @@ func (c *deadlineConn) freshen() {
 	if c.foreign.Load() {
 		return
 	}
-	now := time.Now()
-	mono := int64(now.Sub(clockStart))
-	if c.due.Load()-mono >= int64(c.write-c.write/64) {
+	// Since reads the monotonic clock only: one clock read per request,
+	// and the wall clock not at all unless the deadline moves.
+	mono := time.Since(clockStart)
+	if c.due.Load()-int64(mono) >= int64(c.write-c.write/64) {
 		return
 	}
 	c.mu.Lock()
@@ -163,8 +164,8 @@ func (c *deadlineConn) freshen() {
 	if c.foreign.Load() {
 		return
 	}
-	c.due.Store(mono + int64(c.write))
-	c.Conn.SetWriteDeadline(now.Add(c.write)) //nolint:errcheck // a closed connection fails its next write anyway
+	c.due.Store(int64(mono + c.write))
+	c.Conn.SetWriteDeadline(clockStart.Add(mono + c.write)) //nolint:errcheck // a closed connection fails its next write anyway
 }
 
 // SetWriteDeadline sets someone else's deadline t; a zero t ends it, and
