@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -214,6 +215,39 @@ func TestWriteError(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestGeneratedRequestIDsUnique: the IDs the server makes for requests
+// that bring none, asked for by many requests at once across several
+// runs of formatted IDs, are sane, carry the server's prefix, and are
+// never given twice.
+func TestGeneratedRequestIDsUnique(t *testing.T) {
+	s := newLocalREST(t)
+	const workers, each = 8, 5 * idRunLen
+	ids := make([][]string, workers)
+	var wg sync.WaitGroup
+	for g := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				ids[g] = append(ids[g], s.newRequestID())
+			}
+		}()
+	}
+	wg.Wait()
+	seen := map[string]bool{}
+	for _, list := range ids {
+		for _, id := range list {
+			if seen[id] || !saneRequestID(id) || !strings.HasPrefix(id, s.idPrefix+"-") {
+				t.Fatalf("request ID %q: given twice %v, sane %v, prefix %q", id, seen[id], saneRequestID(id), s.idPrefix)
+			}
+			seen[id] = true
+		}
+	}
+	if len(seen) != workers*each {
+		t.Errorf("%d distinct IDs, want %d", len(seen), workers*each)
 	}
 }
 
