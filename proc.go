@@ -121,23 +121,27 @@ func (w *worker) Process(ctx context.Context, req *pb.WorkerRequest) (*pb.Worker
 // means the caller runs Process, which counts the cache's miss (cached
 // counts only a hit).
 func (w *worker) cached(req *pb.WorkerRequest) (*pb.WorkerResponse, bool) {
-	e, ok := w.hit(req)
+	if !ownersRead(req) {
+		return nil, false
+	}
+	w.inFlight.Add(1)
+	defer w.inFlight.Add(-1)
+	e, ok := w.lookup(req)
 	if !ok {
 		return nil, false
 	}
 	return e.response(), true
 }
 
-// hit is cached's check and lookup: the entity req reads, when req is
+// lookup is cached's check and lookup: the entity req reads, when req is
 // the owner's plain read, passes check and finds the entity in the
 // cache. The in-process read (router.cachedRead) builds its answer from
-// it where it likes.
-func (w *worker) hit(req *pb.WorkerRequest) (cachedEntity, bool) {
+// it where it likes, and counts it in flight on the router's side only:
+// the worker's own count is read by a remote worker's heartbeat alone.
+func (w *worker) lookup(req *pb.WorkerRequest) (cachedEntity, bool) {
 	if !ownersRead(req) {
 		return cachedEntity{}, false
 	}
-	w.inFlight.Add(1)
-	defer w.inFlight.Add(-1)
 	c, err := w.check(req)
 	if err != nil {
 		return cachedEntity{}, false

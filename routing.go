@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -45,7 +46,12 @@ type router struct {
 
 	mu      sync.RWMutex
 	workers map[string]*workerConn
-	epoch   atomic.Uint64
+	// conns holds the same workers as workers, for candidatesLocked,
+	// which runs on every request: walking a slice skips a map
+	// iterator's set-up (its random start). Guarded by mu; relist
+	// rebuilds it.
+	conns []*workerConn
+	epoch atomic.Uint64
 	// inProcess is set once an in-process worker (no close) was added:
 	// only then may cachedRead answer a read.
 	inProcess atomic.Bool
@@ -147,6 +153,7 @@ func (r *router) add(c *workerConn) {
 	before := r.availableLocked()
 	old := r.workers[c.id]
 	r.workers[c.id] = c
+	r.relist()
 	if c.available || old != nil && old.available {
 		r.bumpEpoch()
 	}
@@ -182,6 +189,12 @@ func (r *router) seen(id string, stats cacheStats) bool {
 		r.log.Info("worker available", attrWorker, id)
 	}
 	return true
+}
+
+// relist rebuilds conns from workers after a change. mu must be held
+// for writing.
+func (r *router) relist() {
+	r.conns = slices.Collect(maps.Values(r.workers))
 }
 
 // availableLocked returns the IDs of the available workers. The caller
@@ -268,6 +281,9 @@ func (r *router) prune(gone time.Duration) []string {
 			ids, closers = append(ids, id), append(closers, c.close)
 		}
 	}
+	if len(ids) > 0 {
+		r.relist()
+	}
 	r.mu.Unlock()
 	for i, id := range ids {
 		closers[i]()
@@ -341,7 +357,7 @@ func (r *router) candidates(db, key string) []*workerConn {
 // candidatesLocked is candidates with mu held, appended to out (a
 // caller's buffer on its stack, so that routing a call allocates nothing).
 func (r *router) candidatesLocked(out []*workerConn, db, key string) []*workerConn {
-	for _, c := range r.workers {
+	for _, c := range r.conns {
 		if c.available {
 			out = append(out, c)
 		}
@@ -685,9 +701,11 @@ func (r *router) readTarget(cands []*workerConn, h *handover) (routeTarget, bool
 // in-process worker's cache, when that worker is where Process would send
 // the read, as its owner (no handover in the way, not passed over as
 // saturated), and its cache holds the entity. The worker checks the read
-// as it checks a call (worker.hit: its master key, the names, the
-// routing epoch) and counts it in flight, as the router does; the call's
-// messages stay on the stack, and the answer goes in into when given.
+// as it checks a call (worker.lookup: its master key, the names, the
+// routing epoch); the read counts in flight as the router's calls do
+// (the worker's own count, which only a remote worker's heartbeat
+// reports, is left alone); the call's messages stay on the stack, and the
+// answer goes in into when given.
 // false: send the read through Process. It implements cachedReader.
 // It picks its target through route's own steps (candidatesLocked, the
 // handover check, readTarget): a rule route adds outside them must be
@@ -718,7 +736,7 @@ func (r *router) cachedRead(ctx context.Context, db, key string, into *pb.Worker
 	defer t.c.inFlight.Add(-1)
 	op := pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_GET}
 	req := pb.WorkerRequest{Op: &op, Epoch: r.epoch.Load(), Owner: true, RequestId: requestIDFrom(ctx)}
-	e, ok := w.hit(&req)
+	e, ok := w.lookup(&req)
 	if !ok {
 		return nil, false
 	}
