@@ -80,8 +80,10 @@ type handover struct {
 	drain uint64
 	// deadline ends an await.
 	deadline time.Time
-	// failures counts failed attempts, for the log.
+	// failures counts failed attempts, for the log; err is the last
+	// one's error (under the handovers' mu, for health).
 	failures int
+	err      error
 	// added is when it was registered: its writes have waited since.
 	added time.Time
 }
@@ -168,6 +170,20 @@ func (hs *handovers) done(h *handover) {
 	hs.settled = make(chan struct{})
 }
 
+// health is why a pending handover cannot be done by retrying: its log
+// is damaged, so its entities answer 503 until an operator restores or
+// moves it (README.md, "Storage and security"). nil otherwise.
+func (hs *handovers) health() error {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	for _, h := range hs.list {
+		if errors.Is(h.err, errWALDamaged) {
+			return fmt.Errorf("handover of worker %q's write-ahead log: %w", h.worker, h.err)
+		}
+	}
+	return nil
+}
+
 // pending returns the handovers not yet done.
 func (hs *handovers) pending() []*handover {
 	hs.mu.Lock()
@@ -232,6 +248,9 @@ func (hs *handovers) run(ctx context.Context, r handoverRouter, forget func(id s
 				return
 			}
 			if err := hs.settle(ctx, r, h, forget); err != nil {
+				hs.mu.Lock()
+				h.err = err
+				hs.mu.Unlock()
 				if h.failures++; h.failures == 1 || h.failures%40 == 0 {
 					hs.log.Warn("write-ahead log handover not done yet; writes of its entities wait", attrWorker, h.worker,
 						"attempts", h.failures, attrErr, err)

@@ -27,7 +27,8 @@ type readiness struct {
 	// main worker is not ready, while in-flight requests drain.
 	stopping atomic.Bool
 	// logHealth is why the in-process worker's write-ahead log takes no
-	// writes (walLog.health), nil while it does; nil without a log.
+	// writes (walLog.health) or a handover is stuck on a damaged log
+	// (handovers.health), nil while neither; nil without logs.
 	logHealth func() error
 	// feedHealth is why the change feed's log takes no records
 	// (changeLog.health), nil while it does; nil without a feed.
@@ -107,14 +108,19 @@ func (s *restServer) handleReadyz(w http.ResponseWriter, r *http.Request, _ prin
 	return nil
 }
 
-// logCheck adds the check of a write-ahead log to checks: not ready
-// while it takes no writes (a failed disk, the log taken over).
+// logCheck adds the check of the write-ahead logs to checks: not ready
+// while the process's own takes no writes (a failed disk, the log taken
+// over) or a log the main worker takes over is damaged.
 func logCheck(checks map[string]readyCheck, health func() error, log *slog.Logger) {
 	if health == nil {
 		return
 	}
 	checks["write_ahead_log"] = readyCheck{OK: true}
-	if err := health(); err != nil {
+	switch err := health(); {
+	case errors.Is(err, errWALDamaged):
+		log.Warn("readiness: write-ahead log", attrErr, err)
+		checks["write_ahead_log"] = readyCheck{Reason: "a write-ahead log is damaged and cannot be applied"}
+	case err != nil:
 		log.Warn("readiness: write-ahead log", attrErr, err)
 		checks["write_ahead_log"] = readyCheck{Reason: "the write-ahead log takes no writes"}
 	}

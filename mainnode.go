@@ -287,13 +287,26 @@ func (n *mainNode) keysBarrier(ctx context.Context, e uint64) error {
 	return flushBeforeScan(ctx, n.rt.flushLogs)
 }
 
-// logHealth is the health of the in-process worker's write-ahead log for
-// readiness; nil without one.
+// logHealth is the health of the write-ahead logs for readiness: the
+// in-process worker's, and the logs of other workers the main worker
+// hands over (one damaged blocks its entities); nil without logs.
 func (n *mainNode) logHealth() func() error {
-	if n.local == nil || n.local.wal == nil {
-		return nil
+	var own func() error
+	if n.local != nil && n.local.wal != nil {
+		own = n.local.wal.health
 	}
-	return n.local.wal.health
+	switch {
+	case n.ho == nil:
+		return own
+	case own == nil:
+		return n.ho.health
+	}
+	return func() error {
+		if err := own(); err != nil {
+			return err
+		}
+		return n.ho.health()
+	}
 }
 
 // feedHealth is the health of the change feed's log for readiness; nil

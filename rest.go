@@ -90,8 +90,8 @@ type restOptions struct {
 	// keyChecked says that the master key matched the storage's key
 	// check: the server starts ready.
 	keyChecked bool
-	// logHealth is the in-process worker's write-ahead log's health for
-	// readiness; nil without one.
+	// logHealth is the write-ahead logs' health for readiness
+	// (readiness.logHealth); nil without logs.
 	logHealth func() error
 	// feedHealth is the change feed's log's health for readiness (nil
 	// without a feed).

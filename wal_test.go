@@ -949,6 +949,63 @@ func TestWALHandoverLogsItsDuration(t *testing.T) {
 	}
 }
 
+// TestWALDamagedHandoverNotReady: the main worker taking over a dead
+// worker's log with a damaged record in its middle cannot finish: its
+// readiness check names the damage (the file and offset to the log)
+// until an operator moves the log away, and then the handover is done.
+func TestWALDamagedHandoverNotReady(t *testing.T) {
+	st := newTestFSStore(t)
+	l := openTestWAL(t, st, "w1")
+	for i := range 3 {
+		if _, err := l.append(putRec("db", fmt.Sprint("k", i), []byte("sealed"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.crash()
+	segs, _ := listSegments(l.dir.path)
+	path := filepath.Join(l.dir.path, segs[0].name)
+	data, _ := os.ReadFile(path)
+	sc, err := scanSegmentBytes(path, data, true)
+	if err != nil || len(sc.offsets) != 3 {
+		t.Fatalf("log before the damage: %d records, %v", len(sc.offsets), err)
+	}
+	data[sc.offsets[1]+walFrameHeader+4] ^= 0x10
+	os.WriteFile(path, data, 0o600)
+	hs := newHandovers(st, slog.New(slog.DiscardHandler), time.Now)
+	hs.add(&handover{worker: "w1", kind: hoTakeover, claim: claimDead})
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	wg.Go(func() { hs.run(ctx, nil, nil) })
+	defer func() { cancel(); wg.Wait() }()
+	for w := newWait(t, "the damage reported", 10*time.Second); hs.health() == nil; time.Sleep(5 * time.Millisecond) {
+		if w.over() {
+			t.Fatalf("no readiness failure for a damaged log (%v)", w)
+		}
+	}
+	err = hs.health()
+	if want := fmt.Sprintf("offset %d", sc.offsets[1]); !errors.Is(err, errWALDamaged) || !strings.Contains(err.Error(), want) ||
+		!strings.Contains(err.Error(), segs[0].name) {
+		t.Errorf("health = %v, want the damage naming %s and %s", err, segs[0].name, want)
+	}
+	checks := map[string]readyCheck{}
+	logCheck(checks, hs.health, slog.New(slog.DiscardHandler))
+	if c := checks["write_ahead_log"]; c.OK || !strings.Contains(c.Reason, "damaged") {
+		t.Errorf("readiness check = %+v, want failed as damaged", c)
+	}
+	taken, _ := takenDirs(st.root, "w1")
+	if len(taken) != 1 {
+		t.Fatalf("claimed log directories: %v, want one", taken)
+	}
+	if err := os.Rename(taken[0], filepath.Join(t.TempDir(), "aside")); err != nil {
+		t.Fatal(err)
+	}
+	for w := newWait(t, "the handover done", 10*time.Second); len(hs.pending()) > 0 || hs.health() != nil; time.Sleep(5 * time.Millisecond) {
+		if w.over() {
+			t.Fatalf("handover still pending after its log was moved away (%v): %v", w, hs.health())
+		}
+	}
+}
+
 // TestWALTakeoverLeavesNewerGeneration: a takeover naming an old
 // generation does not claim the log of a restarted worker.
 func TestWALTakeoverLeavesNewerGeneration(t *testing.T) {

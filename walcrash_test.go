@@ -424,6 +424,57 @@ func TestWALDamagedLogStopsStart(t *testing.T) {
 	}
 }
 
+// TestWALDamagedWorkerLogNotReady: a main worker that restarts and finds
+// a dead worker's log damaged in its middle cannot take it over: /readyz
+// answers 503 naming the write-ahead log as damaged, its log names the
+// file and the offset; once an operator moves the log away, the check
+// passes again (the worker, killed, is not back: the workers check fails).
+func TestWALDamagedWorkerLogNotReady(t *testing.T) {
+	c := startCluster(t, "w1")
+	for i := range 20 {
+		if code, out, _ := c.main.call("PUT", "/entity/crash", testAdminKey, map[string]int{fmt.Sprint("k", i): i}); code != 200 {
+			t.Fatalf("PUT = %d %s", code, out)
+		}
+	}
+	c.workers["w1"].kill()
+	c.main.kill()
+	seg := onlySegment(t, c.dir, "w1")
+	data, _ := os.ReadFile(seg)
+	sc, err := scanSegmentBytes(seg, data, true)
+	if err != nil || len(sc.offsets) < 20 {
+		t.Fatalf("w1's segment after the kill: %d records, %v", len(sc.offsets), err)
+	}
+	off := sc.offsets[len(sc.offsets)/2]
+	data[off+walFrameHeader+12] ^= 0x10
+	os.WriteFile(seg, data, 0o600)
+	c.startMain()
+	waitLog(t, c.main, "handover not done yet", filepath.Base(seg), fmt.Sprintf("offset %d", off))
+	code, out, _ := c.main.call("GET", "/readyz", "", nil)
+	var ready readyBody
+	json.Unmarshal(out, &ready)
+	if code != 503 || !strings.Contains(ready.Checks["write_ahead_log"].Reason, "damaged") {
+		t.Errorf("/readyz with a damaged worker log = %d %s, want 503 naming the damaged log", code, out)
+	}
+	// The operator moves the log away (accepting the loss of its writes).
+	taken, _ := filepath.Glob(filepath.Join(c.dir, walDirName, "w1"+walTakenInfix+"*"))
+	if len(taken) != 1 {
+		t.Fatalf("claimed logs of w1: %v, want one", taken)
+	}
+	if err := os.Rename(taken[0], filepath.Join(t.TempDir(), "aside")); err != nil {
+		t.Fatal(err)
+	}
+	for w := newWait(t, "the log check passing once the log was moved away", 20*time.Second); ; time.Sleep(50 * time.Millisecond) {
+		_, out, _ = c.main.call("GET", "/readyz", "", nil)
+		ready = readyBody{}
+		if json.Unmarshal(out, &ready) == nil && ready.Checks["write_ahead_log"].OK {
+			break
+		}
+		if w.over() {
+			t.Fatalf("/readyz = %s after the damaged log was moved away (%v)", out, w)
+		}
+	}
+}
+
 // onlySegment returns the one log segment of worker id under dir, in its
 // live or a claimed log directory.
 func onlySegment(t *testing.T, dir, id string) string {
