@@ -193,6 +193,12 @@ func (m *mainService) subscribe(req *pb.SubscribeRequest) (*pb.SubscribeResponse
 	if addr == "" {
 		return nil, status.Error(codes.InvalidArgument, "tags: grpc_addr is required")
 	}
+	if req.GetTags()[walGenTag] != "" && m.router.ho == nil {
+		// Nobody would apply its log when it died: another worker would
+		// serve its entities from files the log had not updated yet.
+		return nil, status.Errorf(codes.FailedPrecondition, "worker %q keeps a write-ahead log and this main worker takes none over "+
+			"(it runs with -wal=false or on S3): give the worker -wal=false, or the main worker -wal", id)
+	}
 	pub, err := parseWorkerKey(req.GetPubkey())
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "pubkey: %v", err)

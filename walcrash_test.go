@@ -475,6 +475,26 @@ func TestWALDamagedWorkerLogNotReady(t *testing.T) {
 	}
 }
 
+// TestWALWorkerRefusedByMainWithoutLogs: a main worker started with
+// -wal=false takes no log over, so it refuses a worker that keeps one
+// (its entities would be served from files its log had not updated
+// after it died), saying which flag to change; a worker with -wal=false
+// joins.
+func TestWALWorkerRefusedByMainWithoutLogs(t *testing.T) {
+	c := &cluster{t: t, dir: filepath.Join(t.TempDir(), "db"), workers: map[string]*node{}}
+	c.main = startNode(t, clusterEnv, "-role=main", "-shared-fs="+c.dir, "-wal=false")
+	c.clusterAddr = c.main.logAddr("cluster listening")
+	logged := c.startWorker("w1")
+	c.startWorker("w2", "-wal=false")
+	c.waitWorkers(20*time.Second, "w2")
+	waitLog(t, logged, "subscribe failed", "keeps a write-ahead log", "-wal=false")
+	for _, w := range c.workerRows() {
+		if w.WorkerID == "w1" {
+			t.Errorf("worker w1, which keeps a log, was registered by a main worker without logs: %+v", w)
+		}
+	}
+}
+
 // onlySegment returns the one log segment of worker id under dir, in its
 // live or a claimed log directory.
 func onlySegment(t *testing.T, dir, id string) string {
