@@ -197,7 +197,8 @@ type errorKind struct {
 
 // errorTable is the one table of what an error means, in the order the
 // lookups try it: the first row whose sentinel errors.Is finds wins.
-// errHandingOverLost comes before errTransport, which it wraps. The
+// errHandingOverLost and errHandoverDamagedLost come before errTransport,
+// which they wrap. The
 // worker tier's errors (errTransport, errNoWorker) come before
 // errUnavailable, which they also are; errAuditUnavailable after it, so
 // that a worker's Unavailable stays errUnavailable; errTooLarge before errRateLimited,
@@ -219,9 +220,11 @@ var errorTable = []errorKind{
 	{errMethod, http.StatusMethodNotAllowed, codes.Unimplemented, "method not allowed", wroteNothing},
 	{errNoFeed, http.StatusNotImplemented, codes.Unimplemented, "this server keeps no change feed: its operator has not given it a directory for one (request ID %s)", wroteNothing},
 	{errHandingOverLost, http.StatusServiceUnavailable, codes.Unavailable, handingOver, mayHaveWritten},
+	{errHandoverDamagedLost, http.StatusServiceUnavailable, codes.Unavailable, handoverDamaged, mayHaveWritten},
 	{errTransport, http.StatusServiceUnavailable, codes.Unavailable, workerUnreachable, mayHaveWritten},
 	{errNoWorker, http.StatusServiceUnavailable, codes.Unavailable, workerUnreachable, mayHaveWritten},
 	{errHandingOver, http.StatusServiceUnavailable, codes.Unavailable, handingOver, wroteNothing},
+	{errHandoverDamaged, http.StatusServiceUnavailable, codes.Unavailable, handoverDamaged, wroteNothing},
 	{errUnavailable, http.StatusServiceUnavailable, codes.Unavailable, "storage or workers unavailable, try again later (request ID %s)", mayHaveWritten},
 	{errAuditUnavailable, http.StatusServiceUnavailable, codes.Unavailable, "the audit log cannot be written, so requests are refused; try again later (request ID %s)", mayHaveWritten},
 	{errCorrupt, http.StatusInternalServerError, codes.DataLoss, internalError, mayHaveWritten},
@@ -234,6 +237,7 @@ const (
 	workerUnreachable = "worker unreachable: no processing worker answered, try again later (request ID %s)"
 	internalError     = "internal error (request ID %s)"
 	handingOver       = "this entity's worker left or another joined, and its write-ahead log is still being applied to storage before another worker writes it: try again shortly (request ID %s)"
+	handoverDamaged   = "this entity's worker left and its write-ahead log is damaged, so the entity cannot be served until an operator restores the storage or moves that log away (request ID %s)"
 )
 
 // kindOf is the row of errorTable for err, nil when no sentinel matches

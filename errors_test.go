@@ -129,7 +129,8 @@ func sentinelValues() map[string]error {
 		"errConfig": errConfig, "errCorrupt": errCorrupt, "errUnauthenticated": errUnauthenticated,
 		"errForbidden": errForbidden, "errRateLimited": errRateLimited, "errTooLarge": errTooLarge,
 		"errUnsupportedMedia": errUnsupportedMedia, "errMethod": errMethod, "errTransport": errTransport,
-		"errNoWorker": errNoWorker, "errHandingOver": errHandingOver, "errHandingOverLost": errHandingOverLost, "errAuditUnavailable": errAuditUnavailable,
+		"errNoWorker": errNoWorker, "errHandingOver": errHandingOver, "errHandingOverLost": errHandingOverLost,
+		"errHandoverDamaged": errHandoverDamaged, "errHandoverDamagedLost": errHandoverDamagedLost, "errAuditUnavailable": errAuditUnavailable,
 		"errTooManyStreams": errTooManyStreams, "errGone": errGone, "errNoFeed": errNoFeed,
 	}
 }

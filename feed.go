@@ -207,7 +207,7 @@ const settleWait = 10 * time.Second
 // left its entity as it was.
 func changedNothing(err error) bool {
 	for _, e := range []error{errNotFound, errInvalid, errPrecondition, errPatchConflict, errConflict, errTooLarge,
-		errUnsupportedMedia, errForbidden, errHandingOver} {
+		errUnsupportedMedia, errForbidden, errHandingOver, errHandoverDamaged} {
 		if errors.Is(err, e) {
 			return true
 		}

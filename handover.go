@@ -43,6 +43,16 @@ var errHandingOver error = workerError("entity being handed over to another work
 // does not say nothing was written: the lost call's outcome is unknown.
 var errHandingOverLost error = workerError("entity being handed over after its worker was lost")
 
+// errHandoverDamaged: an entity whose worker's log cannot be taken over
+// because a record in it is damaged, which retrying cannot mend (503 at
+// once, naming the operator's part, rather than a wait and "try again").
+var errHandoverDamaged error = workerError("entity held by a damaged write-ahead log")
+
+// errHandoverDamagedLost is errHandoverDamaged for a call that failed at
+// the transport level first: its outcome is unknown (see
+// errHandingOverLost).
+var errHandoverDamagedLost error = workerError("entity held by a damaged write-ahead log after its worker was lost")
+
 // handoverKind is what a handover does.
 type handoverKind int
 
@@ -180,6 +190,17 @@ func (hs *handovers) health() error {
 		if errors.Is(h.err, errWALDamaged) {
 			return fmt.Errorf("handover of worker %q's write-ahead log: %w", h.worker, h.err)
 		}
+	}
+	return nil
+}
+
+// damage is why handover h cannot be done by retrying (its log is
+// damaged), nil otherwise.
+func (hs *handovers) damage(h *handover) error {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	if errors.Is(h.err, errWALDamaged) {
+		return h.err
 	}
 	return nil
 }

@@ -617,6 +617,8 @@ func (r *router) sendAs(ctx context.Context, op *pb.EntityOp, write bool) (*pb.W
 		// The client is told the entity is being handed over, not that
 		// nothing was written: the lost call's outcome is unknown.
 		return nil, fmt.Errorf("%w: %v: %w", errHandingOverLost, err2, err)
+	} else if errors.Is(err2, errHandoverDamaged) {
+		return nil, fmt.Errorf("%w: %v: %w", errHandoverDamagedLost, err2, err)
 	} else if err2 != nil {
 		return nil, fmt.Errorf("%w: %w", err2, err)
 	} else {
@@ -659,6 +661,10 @@ func (r *router) target(ctx context.Context, op *pb.EntityOp, write bool) (route
 			return t, nil
 		}
 		r.mu.RUnlock()
+		if err := r.ho.damage(h); err != nil {
+			// Waiting cannot mend it: the operator must (README.md).
+			return routeTarget{}, fmt.Errorf("entity %q of database %q: %w: %v", key, db, errHandoverDamaged, err)
+		}
 		if timeout == nil {
 			tm := time.NewTimer(handoverWait)
 			defer tm.Stop()

@@ -351,6 +351,38 @@ func TestRouterHandoverAfterLostWorker(t *testing.T) {
 	}
 }
 
+// TestRouterDamagedHandover: while the log of a worker that left cannot
+// be taken over because a record in it is damaged, its entities answer
+// 503 at once with the sentence that names the operator's part (not
+// after the handover wait, not "try again shortly"), a write counting as
+// having written nothing, and no worker is called.
+func TestRouterDamagedHandover(t *testing.T) {
+	ho := newHandovers(newTestFSStore(t), slog.New(slog.DiscardHandler), time.Now)
+	h := &handover{worker: "a", kind: hoTakeover, claim: claimDead}
+	ho.add(h)
+	ho.mu.Lock()
+	h.err = fmt.Errorf("apply segment 0000.log at offset 64: %w", errWALDamaged)
+	ho.mu.Unlock()
+	rt, gb, key := failingOwnerRouter(t, fmt.Errorf("worker a: connection reset: %w", errTransport), ho)
+	want := fmt.Sprintf(handoverDamaged, "rid")
+	for _, op := range []pb.Operation{pb.Operation_PUT, pb.Operation_GET} {
+		start := time.Now()
+		_, err := rt.Process(t.Context(), &pb.EntityOp{DatabaseName: "db", EntityKey: key, Operation: op, Payload: []byte(`1`)})
+		if got := publicMessage(err, "rid"); statusOf(err) != 503 || got != want {
+			t.Errorf("%v behind a damaged log: %d %q (%v), want 503 %q", op, statusOf(err), got, err, want)
+		}
+		if d := time.Since(start); d > handoverWait/2 {
+			t.Errorf("%v behind a damaged log answered after %v, want at once", op, d)
+		}
+		if op == pb.Operation_PUT && (!nothingWritten(err) || !changedNothing(err)) {
+			t.Errorf("PUT refused before any call counts as possibly written: %v", err)
+		}
+	}
+	if n := gb.calls.Load(); n != 0 {
+		t.Errorf("worker b was called %d times behind a damaged log", n)
+	}
+}
+
 // TestSignatureCoversEveryField flips each field of a signed WorkerRequest,
 // its EntityOp's included, found by reflection so that a field added later
 // is covered too: every flip is refused, the unflipped request accepted.
