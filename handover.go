@@ -187,8 +187,8 @@ func (hs *handovers) health() error {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	for _, h := range hs.list {
-		if errors.Is(h.err, errWALDamaged) {
-			return fmt.Errorf("handover of worker %q's write-ahead log: %w", h.worker, h.err)
+		if err := h.damage(); err != nil {
+			return fmt.Errorf("handover of worker %q's write-ahead log: %w", h.worker, err)
 		}
 	}
 	return nil
@@ -199,6 +199,12 @@ func (hs *handovers) health() error {
 func (hs *handovers) damage(h *handover) error {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
+	return h.damage()
+}
+
+// damage is h's last error when it says the log is damaged, nil
+// otherwise. The handovers' mu must be held.
+func (h *handover) damage() error {
 	if errors.Is(h.err, errWALDamaged) {
 		return h.err
 	}

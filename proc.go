@@ -133,15 +133,12 @@ func (w *worker) cached(req *pb.WorkerRequest) (*pb.WorkerResponse, bool) {
 	return e.response(), true
 }
 
-// lookup is cached's check and lookup: the entity req reads, when req is
-// the owner's plain read, passes check and finds the entity in the
-// cache. The in-process read (router.cachedRead) builds its answer from
+// lookup is cached's check and lookup: the entity req, the owner's plain
+// read (ownersRead), reads, when req passes check and the cache holds
+// it. The in-process read (router.cachedRead) builds its answer from
 // it where it likes, and counts it in flight on the router's side only:
 // the worker's own count is read by a remote worker's heartbeat alone.
 func (w *worker) lookup(req *pb.WorkerRequest) (cachedEntity, bool) {
-	if !ownersRead(req) {
-		return cachedEntity{}, false
-	}
 	c, err := w.check(req)
 	if err != nil {
 		return cachedEntity{}, false
@@ -808,7 +805,13 @@ func (w *worker) stats() cacheStats { return w.cache.Stats() }
 // response is the answer carrying entity e: its document, version and
 // write time.
 func (e cachedEntity) response() *pb.WorkerResponse {
-	return &pb.WorkerResponse{Result: e.doc, Version: e.version, Modified: e.written}
+	return e.answerIn(&pb.WorkerResponse{})
+}
+
+// answerIn writes e's answer into the zero response into and returns it.
+func (e cachedEntity) answerIn(into *pb.WorkerResponse) *pb.WorkerResponse {
+	into.Result, into.Version, into.Modified = e.doc, e.version, e.written
+	return into
 }
 
 // okResponse is the answer to a successful operation.

@@ -749,8 +749,7 @@ func (r *router) cachedRead(ctx context.Context, db, key string, into *pb.Worker
 	if into == nil {
 		return e.response(), true
 	}
-	into.Result, into.Version, into.Modified = e.doc, e.version, e.written
-	return into, true
+	return e.answerIn(into), true
 }
 
 // callTarget sends op to t.
