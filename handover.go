@@ -123,7 +123,8 @@ type handovers struct {
 
 	mu   sync.Mutex
 	list []*handover
-	// settled is closed and replaced whenever a handover completes.
+	// settled is closed and replaced whenever a handover completes or
+	// is found damaged.
 	settled chan struct{}
 	// n is len(list), read without mu on every routed request.
 	n    atomic.Int32
@@ -176,6 +177,12 @@ func (hs *handovers) done(h *handover) {
 		}
 	}
 	hs.n.Store(int32(len(hs.list)))
+	hs.wakeLocked()
+}
+
+// wakeLocked wakes the writes waiting for a handover, to look at the
+// pending ones again. The caller holds mu.
+func (hs *handovers) wakeLocked() {
 	close(hs.settled)
 	hs.settled = make(chan struct{})
 }
@@ -276,7 +283,13 @@ func (hs *handovers) run(ctx context.Context, r handoverRouter, forget func(id s
 			}
 			if err := hs.settle(ctx, r, h, forget); err != nil {
 				hs.mu.Lock()
+				wasDamaged := h.damage() != nil
 				h.err = err
+				if !wasDamaged && h.damage() != nil {
+					// Writes waiting for h learn at once that waiting
+					// cannot mend it (router.target).
+					hs.wakeLocked()
+				}
 				hs.mu.Unlock()
 				if h.failures++; h.failures == 1 || h.failures%40 == 0 {
 					hs.log.Warn("write-ahead log handover not done yet; writes of its entities wait", attrWorker, h.worker,

@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -377,6 +380,55 @@ func TestRouterDamagedHandover(t *testing.T) {
 		if op == pb.Operation_PUT && (!nothingWritten(err) || !changedNothing(err)) {
 			t.Errorf("PUT refused before any call counts as possibly written: %v", err)
 		}
+	}
+	if n := gb.calls.Load(); n != 0 {
+		t.Errorf("worker b was called %d times behind a damaged log", n)
+	}
+}
+
+// TestRouterDamagedAfterLostWorker: the owner of an entity fails at the
+// transport level and its log, taken over by the runner, turns out to be
+// damaged: the write retried for the next worker answers 503 with the
+// damaged log's sentence as soon as the damage is found (not after the
+// handover wait, not "try again shortly"), and counts as possibly written
+// (the lost call's outcome is unknown); no other worker is called.
+func TestRouterDamagedAfterLostWorker(t *testing.T) {
+	st := newTestFSStore(t)
+	l := openTestWAL(t, st, "a")
+	for i := range 3 {
+		if _, err := l.append(putRec("db", fmt.Sprint("x", i), []byte("sealed"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.crash()
+	segs, _ := listSegments(l.dir.path)
+	path := filepath.Join(l.dir.path, segs[0].name)
+	data, _ := os.ReadFile(path)
+	sc, err := scanSegmentBytes(path, data, true)
+	if err != nil || len(sc.offsets) != 3 {
+		t.Fatalf("log before the damage: %d records, %v", len(sc.offsets), err)
+	}
+	data[sc.offsets[1]+walFrameHeader+4] ^= 0x10
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ho := newHandovers(st, slog.New(slog.DiscardHandler), time.Now)
+	rt, gb, key := failingOwnerRouter(t, fmt.Errorf("worker a: connection reset: %w", errTransport), ho)
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	wg.Go(func() { ho.run(ctx, rt, func(string) {}) })
+	defer func() { cancel(); wg.Wait() }()
+	start := time.Now()
+	_, err = rt.Process(t.Context(), &pb.EntityOp{DatabaseName: "db", EntityKey: key, Operation: pb.Operation_PUT, Payload: []byte(`1`)})
+	want := fmt.Sprintf(handoverDamaged, "rid")
+	if got := publicMessage(err, "rid"); statusOf(err) != 503 || got != want {
+		t.Errorf("PUT whose owner was lost, behind its damaged log: %d %q (%v), want 503 %q", statusOf(err), got, err, want)
+	}
+	if d := time.Since(start); d > handoverWait/2 {
+		t.Errorf("PUT behind a damaged log answered after %v, want as soon as the damage is found", d)
+	}
+	if nothingWritten(err) || changedNothing(err) {
+		t.Errorf("PUT whose first call was lost counts as having written nothing: %v", err)
 	}
 	if n := gb.calls.Load(); n != 0 {
 		t.Errorf("worker b was called %d times behind a damaged log", n)
