@@ -301,7 +301,14 @@ func (s *restServer) dispatch(w http.ResponseWriter, r *http.Request, ctx contex
 		// of the API is a JSON body, so keep only their status and Allow.
 		rec := &statusRecorder{header: http.Header{}}
 		h.ServeHTTP(rec, r)
-		if allow := rec.header.Get("Allow"); allow != "" && !s.uiOnly(r) {
+		allow := rec.header.Get("Allow")
+		if allow != "" && s.uiOnly(r) {
+			// The UI's file route is what takes the path's GET: the
+			// request is a 405 only when a route of other methods has
+			// the path (POST /entity/{db}/undelete and a PUT of it).
+			allow = s.otherMethods(r)
+		}
+		if allow != "" {
 			w.Header().Set("Allow", allow)
 			s.writeError(w, r, reqErrorf(errMethod, "%s is not allowed on %s; allowed: %s", r.Method, p, allow))
 			return ""
@@ -382,9 +389,10 @@ func canonicalPath(p string) bool {
 	}
 }
 
-// uiOnly reports whether the only route that matches r's path is the UI's
-// file route and the path names no UI file: then no method is allowed on
-// it, and the answer is 404, not the mux's 405 with "Allow: GET, HEAD".
+// uiOnly reports whether the route a GET of r's path reaches is the UI's
+// file route and the path names no UI file: then GET and HEAD are not
+// allowed on it, whatever the mux's Allow says, and without a route of
+// other methods (otherMethods) the answer is 404.
 func (s *restServer) uiOnly(r *http.Request) bool {
 	get := r.Clone(r.Context())
 	get.Method = http.MethodGet

@@ -95,6 +95,12 @@ func TestUnknownRoutesAnswerJSON(t *testing.T) {
 		{"GET", "/api/login", 405},
 		{"GET", "/api/databases/db/import", 405},
 		{"HEAD", "/api/keys/key_1/rotate", 405},
+		// ... and for the methods that are not GET: the UI's file route
+		// matching the path must not turn that route's 405 into a 404.
+		{"PUT", "/api/databases/db/import", 405},
+		{"DELETE", "/api/login", 405},
+		{"PATCH", "/api/databases/db/changes/ticket", 405},
+		{"PUT", "/api/keys/key_1/rotate", 405},
 	} {
 		rec := serve(s, c.method, c.path, "")
 		if rec.Code != c.want || !strings.HasPrefix(rec.Body.String(), `{"error":`) {
