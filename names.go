@@ -25,15 +25,19 @@ func validateIdent(what, s string, max int) error {
 	if s == "" {
 		return reqErrorf(errInvalid, "%s is empty", what)
 	}
-	if len(s) > max {
-		return reqErrorf(errInvalid, "%s is longer than %d characters", what, max)
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
+	// The characters first: a name of other letters is refused for them,
+	// whatever its length in bytes.
+	for i, c := range s {
 		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-		if !alnum && (i == 0 || !strings.ContainsRune("_.:-", rune(c))) {
+		if c == utf8.RuneError && !utf8.ValidString(s[i:]) {
+			return reqErrorf(errInvalid, "%s %q is not valid UTF-8", what, s)
+		}
+		if !alnum && (i == 0 || !strings.ContainsRune("_.:-", c)) {
 			return reqErrorf(errInvalid, "%s %q: character %q is not allowed", what, s, c)
 		}
+	}
+	if len(s) > max {
+		return reqErrorf(errInvalid, "%s is longer than %d characters", what, max)
 	}
 	if strings.Contains(s, "..") {
 		return reqErrorf(errInvalid, "%s %q contains \"..\"", what, s)

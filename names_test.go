@@ -42,6 +42,25 @@ func TestValidateDBName(t *testing.T) {
 	}
 }
 
+// TestValidateIdentNamesTheCharacter: the refusal of a database name
+// names the character at fault as the client wrote it, not the first byte
+// of its UTF-8 read as Latin-1 ('ü' was reported as 'Ã'), also in a name
+// whose UTF-8 is longer than the limit in bytes.
+func TestValidateIdentNamesTheCharacter(t *testing.T) {
+	for _, c := range []struct{ name, want string }{
+		{"über", `character 'ü' is not allowed`},
+		{"chat_ключ", `character 'к' is not allowed`},
+		{strings.Repeat("я", 40), `character 'я' is not allowed`},
+		{"a\xffb", `is not valid UTF-8`},
+		{"a b", `character ' ' is not allowed`},
+	} {
+		err := validateDBName(c.name)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("validateDBName(%q) = %v, want it to say %s", c.name, err, c.want)
+		}
+	}
+}
+
 func TestValidateSchemaID(t *testing.T) {
 	for _, c := range []struct {
 		id string
