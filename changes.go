@@ -108,8 +108,14 @@ func parseChangeQuery(r *http.Request) (q changeQuery, since string, err error) 
 	if err := validateDBName(q.db); err != nil {
 		return q, "", err
 	}
-	if len(q.prefix) > maxEntityKeyLen {
-		return q, "", reqErrorf(errInvalid, "prefix is longer than an entity key may be (%d bytes)", maxEntityKeyLen)
+	if err := repeatedParam(v, "since", "limit", "prefix", "feed", "timeout", "ticket"); err != nil {
+		return q, "", err
+	}
+	if q.prefix != "" {
+		// As a listing's prefix: one no key could start with is a 400.
+		if err := validateEntityKey(q.prefix); err != nil {
+			return q, "", reqPrefixf(err, "prefix")
+		}
 	}
 	if q.docs, err = boolParam(r, "include_docs"); err != nil {
 		return q, "", err

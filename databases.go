@@ -195,8 +195,11 @@ func boolParam(r *http.Request, name string) (bool, error) {
 	if !q.Has(name) {
 		return false, nil
 	}
+	if err := repeatedParam(q, name); err != nil {
+		return false, err
+	}
 	b, err := strconv.ParseBool(q.Get(name))
-	if err != nil || len(q[name]) > 1 {
+	if err != nil {
 		return false, reqErrorf(errInvalid, "%s %q: want true or false", name, q.Get(name))
 	}
 	return b, nil
@@ -207,6 +210,9 @@ func boolParam(r *http.Request, name string) (bool, error) {
 func listParams(r *http.Request) (keyQuery, error) {
 	q := r.URL.Query()
 	k := keyQuery{prefix: q.Get("prefix"), limit: defaultListLimit}
+	if err := repeatedParam(q, "prefix", "limit", "cursor"); err != nil {
+		return keyQuery{}, err
+	}
 	if k.prefix != "" {
 		if err := validateEntityKey(k.prefix); err != nil {
 			return keyQuery{}, reqPrefixf(err, "prefix")

@@ -217,6 +217,9 @@ func schemaParam(r *http.Request) (string, error) {
 	if !q.Has("schema") {
 		return "", nil
 	}
+	if err := repeatedParam(q, "schema"); err != nil {
+		return "", err
+	}
 	id := q.Get("schema")
 	return id, validateSchemaID(id)
 }
@@ -277,6 +280,18 @@ func queryParam(raw, name string) (first string, n int) {
 		n++
 	}
 	return first, n
+}
+
+// repeatedParam returns the 400 of the first of names that q gives more
+// than once: a read with two limits, cursors or schemas would otherwise
+// take one of them silently.
+func repeatedParam(q url.Values, names ...string) error {
+	for _, name := range names {
+		if n := len(q[name]); n > 1 {
+			return reqErrorf(errInvalid, "?%s= is given %d times; give it once", name, n)
+		}
+	}
+	return nil
 }
 
 // maxQueryParams is url.ParseQuery's limit of pairs in a query.

@@ -83,6 +83,9 @@ func (s *restServer) handleExport(w http.ResponseWriter, r *http.Request, p prin
 		return err
 	}
 	prefix := r.URL.Query().Get("prefix")
+	if err := repeatedParam(r.URL.Query(), "prefix"); err != nil {
+		return err
+	}
 	if prefix != "" {
 		if err := validateEntityKey(prefix); err != nil {
 			return reqPrefixf(err, "prefix")
@@ -311,6 +314,9 @@ func importBatchParam(r *http.Request, most int) (int, error) {
 	q := r.URL.Query()
 	if !q.Has("batch") {
 		return min(defaultImportBatch, most), nil
+	}
+	if err := repeatedParam(q, "batch"); err != nil {
+		return 0, err
 	}
 	n, err := strconv.Atoi(q.Get("batch"))
 	if err != nil || n < 1 || n > most {
