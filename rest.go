@@ -279,6 +279,10 @@ func (s *restServer) dispatch(w http.ResponseWriter, r *http.Request, ctx contex
 		s.writeError(w, withCtx(r, ctx, ""), reqErrorf(errInvalid, "path %q names no %s", p, what))
 		return ""
 	}
+	if err := checkContentEncoding(r.Header); err != nil {
+		s.writeError(w, withCtx(r, ctx, ""), err)
+		return ""
+	}
 	if db, ok := entityGetDB(r); ok {
 		return s.serveGetEntity(w, r, ctx, db)
 	}
@@ -319,6 +323,21 @@ func (s *restServer) dispatch(w http.ResponseWriter, r *http.Request, ctx contex
 	// Handler does not set the path values; ServeHTTP matches again and does.
 	s.mux.ServeHTTP(w, r)
 	return pattern
+}
+
+// checkContentEncoding refuses (415) a body in a Content-Encoding other
+// than identity: no route decodes one, and a compressed body read as it
+// is would be refused for a reason that is not the request's, or a body
+// declared compressed but sent plain stored as sent.
+func checkContentEncoding(h http.Header) error {
+	for _, v := range h["Content-Encoding"] {
+		for _, coding := range strings.Split(v, ",") {
+			if c := strings.TrimSpace(coding); c != "" && !strings.EqualFold(c, "identity") {
+				return reqErrorf(errUnsupportedMedia, "Content-Encoding %q: send the body uncompressed", c)
+			}
+		}
+	}
+	return nil
 }
 
 // patternGetEntity is the route of an entity's GET, which dispatch
@@ -542,6 +561,11 @@ func (s *restServer) serveAs(w http.ResponseWriter, r *http.Request, pm perm, db
 // the request's context (its access and audit lines name it), and checks
 // that it holds permission pm and is allowed database db.
 func (s *restServer) principalFor(ctx context.Context, r *http.Request, pm perm, db string) (principal, error) {
+	if n := len(r.Header["Authorization"]); n > 1 {
+		// Which one counts would be the first's by accident: a proxy's
+		// header and a client's could mean different credentials.
+		return principal{}, reqErrorf(errInvalid, "the request has %d Authorization headers; send one", n)
+	}
 	p, err := s.auth.authenticateFrom(bearer(r), s.auth.clientOf(r))
 	if err != nil {
 		return principal{}, err

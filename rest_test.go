@@ -115,6 +115,50 @@ func TestUnknownRoutesAnswerJSON(t *testing.T) {
 	}
 }
 
+// TestAmbiguousRequestHeadersRefused: a request with two Authorization
+// headers is 400 whichever comes first (it ran as the first, so a proxy's
+// header and a client's could decide different credentials), and a body
+// in a Content-Encoding the server does not decode is 415 naming it (a
+// gzip body was refused as "not valid UTF-8", a body declared gzip but
+// sent plain was stored as sent); neither writes anything.
+func TestAmbiguousRequestHeadersRefused(t *testing.T) {
+	s := newLocalREST(t)
+	send := func(method, target, body string, header ...string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(method, target, strings.NewReader(body))
+		for i := 0; i < len(header); i += 2 {
+			req.Header.Add(header[i], header[i+1])
+		}
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, req)
+		return rec
+	}
+	admin, wrong := "Bearer "+testAdminKey, "Bearer not-the-key"
+	for _, c := range []struct {
+		name   string
+		header []string
+		want   int
+		says   string
+	}{
+		{"admin, then another", []string{"Authorization", admin, "Authorization", wrong}, 400, "Authorization"},
+		{"another, then admin", []string{"Authorization", wrong, "Authorization", admin}, 400, "Authorization"},
+		{"gzip", []string{"Authorization", admin, "Content-Encoding", "gzip"}, 415, `Content-Encoding "gzip"`},
+		{"br, identity", []string{"Authorization", admin, "Content-Encoding", "identity", "Content-Encoding", "br"}, 415, "Content-Encoding"},
+	} {
+		rec := send("PUT", "/entity/hdr", `{"k":{"v":1}}`, c.header...)
+		var body struct{ Error string }
+		if rec.Code != c.want || json.Unmarshal(rec.Body.Bytes(), &body) != nil || !strings.Contains(body.Error, c.says) {
+			t.Errorf("%s: PUT = %d %s, want %d with an error naming %s", c.name, rec.Code, rec.Body, c.want, c.says)
+		}
+	}
+	if rec := send("GET", "/entity/hdr?key=k", "", "Authorization", admin); rec.Code != 404 {
+		t.Errorf("GET after the refused PUTs = %d %s, want 404 (nothing written)", rec.Code, rec.Body)
+	}
+	// One credential, and an identity coding, are as before.
+	if rec := send("PUT", "/entity/hdr", `{"k":{"v":1}}`, "Authorization", admin, "Content-Encoding", "Identity"); rec.Code != 200 {
+		t.Errorf("PUT with Content-Encoding: identity = %d %s, want 200", rec.Code, rec.Body)
+	}
+}
+
 // BenchmarkRESTGetHit is a cached GET through the whole handler stack.
 func BenchmarkRESTGetHit(b *testing.B) {
 	s := newLocalREST(b)
