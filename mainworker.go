@@ -450,7 +450,11 @@ func (m *mainService) logFailure(ctx context.Context, req *pb.ProcessRequest, er
 // operation and database, and hands it to the data plane, as REST does.
 // It returns the principal once authenticated, for the audit line.
 func (m *mainService) process(ctx context.Context, req *pb.ProcessRequest) (*pb.WorkerResponse, principal, error) {
-	p, err := m.auth.authenticateFrom(clientCredential(ctx, req), peerAddr(ctx))
+	cred, err := clientCredential(ctx, req)
+	if err != nil {
+		return nil, principal{}, err
+	}
+	p, err := m.auth.authenticateFrom(cred, peerAddr(ctx))
 	if err != nil {
 		return nil, principal{}, err
 	}
@@ -468,20 +472,28 @@ func (m *mainService) process(ctx context.Context, req *pb.ProcessRequest) (*pb.
 }
 
 // clientCredential is the request's token, or else the authorization
-// metadata ("Bearer <credential>" or the bare credential).
-func clientCredential(ctx context.Context, req *pb.ProcessRequest) string {
-	if cred := req.GetToken(); cred != "" {
-		return cred
-	}
+// metadata ("Bearer <credential>" or the bare credential). Two metadata
+// values, or a token and metadata that differ, are InvalidArgument: which
+// one counted would be an accident, and a proxy's credential and a
+// client's could differ (REST refuses two Authorization headers alike).
+func clientCredential(ctx context.Context, req *pb.ProcessRequest) (string, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	v := md.Get("authorization")
+	if len(v) > 1 {
+		return "", reqErrorf(errInvalid, "the call has %d authorization metadata values; send one credential", len(v))
+	}
+	token := req.GetToken()
 	if len(v) == 0 {
-		return ""
+		return token, nil
 	}
-	if cred, ok := bearerCredential(v[0]); ok {
-		return cred
+	cred, ok := bearerCredential(v[0])
+	if !ok {
+		cred = strings.TrimSpace(v[0])
 	}
-	return strings.TrimSpace(v[0])
+	if token != "" && token != cred {
+		return "", reqErrorf(errInvalid, "the call has a token and other authorization metadata; send one credential")
+	}
+	return cred, nil
 }
 
 // clientOps maps the operation strings of ProcessRequest to operations.

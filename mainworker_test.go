@@ -251,6 +251,20 @@ func TestClientProcessAuth(t *testing.T) {
 	if err != nil || string(resp.GetResult()) != `{"a":1}` || resp.GetVersion() == "" {
 		t.Errorf("GET with authorization metadata = %v, %v; want {\"a\":1} and a version", resp, err)
 	}
+	// Two credentials that may differ are refused, whichever is valid:
+	// the call ran as the first metadata value, or the token over the
+	// metadata, so a proxy's credential and a client's could differ.
+	twice := metadata.Pairs("authorization", "Bearer "+testAdminKey, "authorization", "Bearer wrong")
+	if _, err := client.Process(metadata.NewOutgoingContext(ctx, twice), &pb.ProcessRequest{DatabaseName: "chatdb", EntityKey: "s1", Operation: "GET"}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("GET with two authorization metadata values = %v, want InvalidArgument", err)
+	}
+	other := metadata.Pairs("authorization", "Bearer wrong")
+	if _, err := client.Process(metadata.NewOutgoingContext(ctx, other), &pb.ProcessRequest{DatabaseName: "chatdb", EntityKey: "s1", Operation: "GET", Token: testAdminKey}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("GET with a token and other authorization metadata = %v, want InvalidArgument", err)
+	}
+	if _, err := client.Process(metadata.NewOutgoingContext(ctx, md), &pb.ProcessRequest{DatabaseName: "chatdb", EntityKey: "s1", Operation: "GET", Token: testAdminKey}); err != nil {
+		t.Errorf("GET with the same credential as token and metadata = %v, want OK", err)
+	}
 	reader, err := m.auth.createKey(ctx, keyRequest{Name: "ro", Permissions: []string{"read"}})
 	if err != nil {
 		t.Fatal(err)
