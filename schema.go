@@ -384,13 +384,18 @@ func (e *validationError) Unwrap() error { return &requestError{msg: e.Error(), 
 // then message (the library's order follows map iteration), and at most
 // maxValidationMessages kept.
 func newValidationError(verr *jsonschema.ValidationError) *validationError {
-	var issues []validationIssue
+	cycles := refCycles(verr, nil)
+	issues := cycles
 	seen := make(map[validationIssue]bool)
 	for _, u := range verr.BasicOutput().Errors {
 		if u.Error == nil {
 			continue
 		}
 		if _, group := u.Error.Kind.(*kind.Group); group {
+			continue
+		}
+		if _, ref := u.Error.Kind.(*kind.Reference); ref && len(cycles) > 0 {
+			// The $ref of a loop named above (refCycles).
 			continue
 		}
 		is := validationIssue{Path: u.InstanceLocation, Message: u.Error.String()}
@@ -410,6 +415,25 @@ func newValidationError(verr *jsonschema.ValidationError) *validationError {
 		e.Issues, e.Omitted = issues[:maxValidationMessages], n-maxValidationMessages
 	}
 	return e
+}
+
+// refCycles appends to issues the $refs of verr's tree that lead back to
+// the same subschema on the same value (a loop the validator breaks):
+// the Basic output renders such a cause as its $ref's "validation
+// failed", so they are named here with the schema keyword that loops.
+func refCycles(verr *jsonschema.ValidationError, issues []validationIssue) []validationIssue {
+	if c, ok := verr.ErrorKind.(*kind.RefCycle); ok {
+		var path strings.Builder
+		for _, tok := range verr.InstanceLocation {
+			path.WriteString("/" + pointerToken(tok))
+		}
+		issues = append(issues, validationIssue{Path: path.String(),
+			Message: fmt.Sprintf("the schema's %s loops back to the same value without descending into it, so it never matches", c.KeywordLocation1)})
+	}
+	for _, cause := range verr.Causes {
+		issues = refCycles(cause, issues)
+	}
+	return issues
 }
 
 // comparePointers orders JSON Pointers token by token, array indexes by

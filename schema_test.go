@@ -346,6 +346,34 @@ func TestSchemaValidateErrors(t *testing.T) {
 	}
 }
 
+// TestSchemaRefCycleNamed: a document refused because the schema's $ref
+// leads back to the same subschema on the same value (a loop the
+// validator breaks) is told which keyword loops, not "validation failed".
+func TestSchemaRefCycleNamed(t *testing.T) {
+	ctx := context.Background()
+	r := newSchemaRegistry(newMemStore(), budgets{})
+	for _, c := range []struct{ schema, doc, want string }{
+		{`{"$ref":"#"}`, `{}`, "/$ref"},
+		{`{"anyOf":[{"type":"string"},{"$ref":"#"}]}`, `5`, "/anyOf/1/$ref"},
+	} {
+		if err := r.Put(ctx, "loop.v1", []byte(c.schema)); err != nil {
+			t.Fatal(err)
+		}
+		err := r.Validate(ctx, "loop.v1", []byte(c.doc))
+		var verr *validationError
+		if !errors.As(err, &verr) {
+			t.Fatalf("Validate(%s, %s) = %v, want a validationError", c.schema, c.doc, err)
+		}
+		msg := verr.Error()
+		if !strings.Contains(msg, c.want) || !strings.Contains(msg, "loops back") || strings.Contains(msg, "validation failed") {
+			t.Errorf("Validate(%s, %s) = %q, want the loop at %s named", c.schema, c.doc, msg, c.want)
+		}
+	}
+	if err := r.Validate(ctx, "loop.v1", []byte(`"s"`)); err != nil {
+		t.Errorf("a string against the looping anyOf = %v, want valid", err)
+	}
+}
+
 func TestSchemaValidateCachesCompiled(t *testing.T) {
 	ctx := context.Background()
 	r := newSchemaRegistry(newMemStore(), budgets{})
