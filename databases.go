@@ -188,7 +188,8 @@ func (s *restServer) listDocs(w http.ResponseWriter, r *http.Request, db string,
 	return nil
 }
 
-// boolParam reads the query parameter name as true or false; absent is
+// boolParam reads the query parameter name as true or false, written so
+// (API.md: anything else is 400, "1" and "TRUE" included); absent is
 // false.
 func boolParam(r *http.Request, name string) (bool, error) {
 	q := r.URL.Query()
@@ -198,11 +199,14 @@ func boolParam(r *http.Request, name string) (bool, error) {
 	if err := repeatedParam(q, name); err != nil {
 		return false, err
 	}
-	b, err := strconv.ParseBool(q.Get(name))
-	if err != nil {
-		return false, reqErrorf(errInvalid, "%s %q: want true or false", name, q.Get(name))
+	switch v := q.Get(name); v {
+	case "true":
+		return true, nil
+	case "false":
+		return false, nil
+	default:
+		return false, reqErrorf(errInvalid, "%s %q: want true or false", name, v)
 	}
-	return b, nil
 }
 
 // listParams reads ?prefix=, ?limit= and ?cursor= of a listing: the key
