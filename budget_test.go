@@ -278,13 +278,22 @@ func TestBudgetFlags(t *testing.T) {
 		method, path, ct, body, want string
 	}{
 		{"PUT", "/entity/f", "", `{"a":1,"b":2,"c":3}`, "PUT of 3 entities exceeds the limit of 2 entities per request"},
-		{"PUT", "/entity/f", "", `{"a":[[[1]]]}`, "body nests arrays and objects deeper than the limit of 3 levels"},
+		{"PUT", "/entity/f", "", `{"a":[[[[1]]]]}`, "a document of the body nests arrays and objects deeper than the limit of 3 levels"},
 		{"PUT", "/entity/f", "", `{"a":"` + strings.Repeat("x", 70) + `"}`, `document "a" of 72 bytes exceeds the document limit of 64 bytes`},
 		{"PATCH", "/entity/f?key=k", jsonPatchType, `[{"op":"test","path":"","value":{}},{"op":"test","path":"","value":{}},{"op":"test","path":"","value":{}}]`, "JSON patch of 3 operations exceeds the limit of 2 operations"},
 		{"PATCH", "/entity/f?key=k", mergePatchType, `{"a":"` + strings.Repeat("x", 70) + `"}`, "the patched document of 78 bytes exceeds the document limit of 64 bytes"},
 	}
 	if code, out, _ := n.call("PUT", "/entity/f", testAdminKey, `{"k":{}}`); code != 200 {
 		t.Fatalf("PUT f/k = %d %s", code, out)
+	}
+	// The depth limit is each document's, as over gRPC and in an import:
+	// the body's object around the documents is not counted against it.
+	if code, out, _ := n.call("PUT", "/entity/f", testAdminKey, `{"deep":[[[1]]]}`); code != 200 {
+		t.Errorf("PUT of a document nested 3 deep with -max-json-depth=3 = %d %s, want 200", code, out)
+	}
+	_, rep := importNDJSON(t, n, "f", testAdminKey, "", `{"key":"deeper","doc":[[[[1]]]]}`)
+	if len(rep.Errors) != 1 || rep.Errors[0].Error != "the line's document nests arrays and objects deeper than the limit of 3 levels" {
+		t.Errorf("import of a document nested 4 deep = %+v, want the line refused naming the limit of 3", rep)
 	}
 	for _, tc := range cases {
 		code, out := callType(t, n, tc.method, tc.path, tc.ct, []byte(tc.body))

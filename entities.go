@@ -33,7 +33,7 @@ func (s *restServer) handlePutEntities(w http.ResponseWriter, r *http.Request, p
 	if err != nil {
 		return err
 	}
-	body, err := s.readBody(w, r)
+	body, err := s.readEntitiesBody(w, r)
 	if err != nil {
 		return err
 	}

@@ -588,6 +588,25 @@ func (s *restServer) readBody(w http.ResponseWriter, r *http.Request) ([]byte, e
 	return b, nil
 }
 
+// readEntitiesBody reads the body of a PUT, {key: document, ...}, as
+// readBody does, with the nesting budget applied to each document, as a
+// gRPC payload and an import's line have it: the object around the
+// documents is not counted (dataPlane.document checks each document).
+func (s *restServer) readEntitiesBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	b, err := s.readRawBody(w, r)
+	if err != nil {
+		return nil, err
+	}
+	depth := s.data.lim.depth()
+	if err := checkJSONText("body", b, depth+1); err != nil {
+		if errors.Is(err, errTooLarge) {
+			return nil, reqErrorf(errTooLarge, "a document of the body nests arrays and objects deeper than the limit of %d levels", depth)
+		}
+		return nil, err
+	}
+	return b, nil
+}
+
 // readRawBody reads the whole request body, refusing more than s.maxBody
 // bytes with an error that maps to 413.
 func (s *restServer) readRawBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {

@@ -400,7 +400,12 @@ func (im *importer) check(ctx context.Context, n int, line []byte) error {
 // the document compacted, as a PUT stores it.
 func (im *importer) parse(ctx context.Context, line []byte) (string, json.RawMessage, error) {
 	const shape = `{"key": "<entity key>", "doc": <document>}`
+	// The line's object around the document is not counted against the
+	// document's nesting budget, nor named in its refusal.
 	if err := checkJSONText("the line", line, im.d.lim.depth()+1); err != nil {
+		if errors.Is(err, errTooLarge) {
+			return "", nil, reqErrorf(errTooLarge, "the line's document nests arrays and objects deeper than the limit of %d levels", im.d.lim.depth())
+		}
 		return "", nil, err
 	}
 	var l exportLine
