@@ -12,6 +12,9 @@ import (
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -27,6 +30,69 @@ import (
 // the same stream (a reordered message), and each answer names the
 // number of its request. Deadlines travel as the time left, and a caller
 // that gives up sends a signed cancel message naming its call.
+
+// sealedCall is a message of the Calls stream as bytes: on the main
+// worker a sealed call (callMAC.seal) to send as it is, on a worker the
+// bytes of a request as received, held in buf until free.
+type sealedCall struct {
+	b   []byte
+	buf mem.Buffer
+}
+
+// sealed returns the received bytes if they are a sealed call
+// (callMAC.seal), whose signature covers them; otherwise nil: the
+// request's signature is then checked over its deterministic encoding.
+func (s *sealedCall) sealed() []byte {
+	if isSealed(s.b) {
+		return s.b
+	}
+	return nil
+}
+
+// free releases the received bytes; b is not to be read after.
+func (s *sealedCall) free() {
+	if s.buf != nil {
+		s.buf.Free()
+	}
+	s.b, s.buf = nil, nil
+}
+
+// callCodec is the gRPC codec of both ends of the Calls stream: a
+// sealedCall's bytes go out as they are, and a receiver asking for a
+// sealedCall gets the message's bytes without decoding; every other
+// message is protobuf, as with gRPC's own codec. Its name is gRPC's
+// codec's ("proto"): the bytes on the wire are protobuf either way.
+type callCodec struct{}
+
+// protoCodec is gRPC's protobuf codec, which callCodec defers to.
+var protoCodec = encoding.GetCodecV2(grpcproto.Name)
+
+// Marshal implements encoding.CodecV2.
+func (callCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if s, ok := v.(*sealedCall); ok {
+		return mem.BufferSlice{mem.SliceBuffer(s.b)}, nil
+	}
+	return protoCodec.Marshal(v)
+}
+
+// Unmarshal implements encoding.CodecV2.
+func (callCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if s, ok := v.(*sealedCall); ok {
+		s.buf = data.MaterializeToBuffer(mem.DefaultBufferPool())
+		s.b = s.buf.ReadOnlyData()
+		return nil
+	}
+	return protoCodec.Unmarshal(data, v)
+}
+
+// Name implements encoding.CodecV2.
+func (callCodec) Name() string { return grpcproto.Name }
+
+// callCodecOption is the option of a gRPC server serving Calls streams.
+func callCodecOption() grpc.ServerOption { return grpc.ForceServerCodecV2(callCodec{}) }
+
+// sealFunc numbers, timestamps and signs a request, returning it sealed.
+type sealFunc func(*pb.WorkerRequest) ([]byte, error)
 
 // callAnswer is what a caller on the stream receives: the worker's
 // answer, or the error that ended the stream.
@@ -88,6 +154,9 @@ type callStream struct {
 	// and numbers must go out in order. A caller that gives up while
 	// waiting for it leaves.
 	sending chan struct{}
+	// out carries each sealed call into SendMsg, under sending (gRPC
+	// keeps the bytes, not the message).
+	out sealedCall
 
 	mu      sync.Mutex
 	pending map[uint64]chan callAnswer
@@ -107,7 +176,7 @@ func (l *callLink) stream(ctx context.Context) (*callStream, error) {
 	}
 	sctx, cancel := context.WithCancel(l.ctx)
 	stop := context.AfterFunc(ctx, cancel)
-	st, err := l.client.Calls(sctx)
+	st, err := l.client.Calls(sctx, grpc.ForceCodecV2(callCodec{}))
 	if !stop() || err != nil {
 		cancel()
 		if err == nil {
@@ -165,9 +234,9 @@ func (l *callLink) ended(cs *callStream, err error) {
 	cs.cancel()
 }
 
-// call sends req on the link's stream, sealed by sign (which numbers and
+// call sends req on the link's stream, sealed by seal (which numbers and
 // signs it), and waits for its answer, for the stream's end or for ctx.
-func (l *callLink) call(ctx context.Context, req *pb.WorkerRequest, sign func(*pb.WorkerRequest) error) (*pb.WorkerResponse, error) {
+func (l *callLink) call(ctx context.Context, req *pb.WorkerRequest, seal sealFunc) (*pb.WorkerResponse, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		req.TimeoutNanos = max(1, int64(time.Until(dl)))
 	}
@@ -176,7 +245,7 @@ func (l *callLink) call(ctx context.Context, req *pb.WorkerRequest, sign func(*p
 		return nil, err
 	}
 	ch := make(chan callAnswer, 1)
-	if err := cs.send(ctx, req, sign, ch); err != nil {
+	if err := cs.send(ctx, req, seal, ch); err != nil {
 		return nil, err
 	}
 	select {
@@ -189,23 +258,24 @@ func (l *callLink) call(ctx context.Context, req *pb.WorkerRequest, sign func(*p
 		return a.resp, a.err
 	case <-ctx.Done():
 		if seq := req.GetSeq(); cs.forget(seq) {
-			l.spawn(func() { cs.sendCancel(l.ctx, seq, sign) })
+			l.spawn(func() { cs.sendCancel(l.ctx, seq, seal) })
 		}
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
 }
 
-// send numbers, signs and sends req, registering ch for its answer. A
-// failed Send is a transport failure: the stream is broken, and its
-// receiver fails the other calls.
-func (cs *callStream) send(ctx context.Context, req *pb.WorkerRequest, sign func(*pb.WorkerRequest) error, ch chan callAnswer) error {
+// send seals and sends req, registering ch for its answer. A failed Send
+// is a transport failure: the stream is broken, and its receiver fails
+// the other calls.
+func (cs *callStream) send(ctx context.Context, req *pb.WorkerRequest, seal sealFunc, ch chan callAnswer) error {
 	select {
 	case cs.sending <- struct{}{}:
 	case <-ctx.Done():
 		return status.FromContextError(ctx.Err()).Err()
 	}
 	defer func() { <-cs.sending }()
-	if err := sign(req); err != nil {
+	wire, err := seal(req)
+	if err != nil {
 		return err
 	}
 	cs.mu.Lock()
@@ -215,7 +285,10 @@ func (cs *callStream) send(ctx context.Context, req *pb.WorkerRequest, sign func
 	}
 	cs.pending[req.GetSeq()] = ch
 	cs.mu.Unlock()
-	if err := cs.stream.Send(req); err != nil {
+	cs.out.b = wire
+	err = cs.stream.SendMsg(&cs.out)
+	cs.out.b = nil
+	if err != nil {
 		cs.forget(req.GetSeq())
 		return fmt.Errorf("send on call stream: %s: %w", status.Convert(err).Message(), errTransport)
 	}
@@ -235,16 +308,17 @@ func (cs *callStream) forget(seq uint64) bool {
 // sendCancel tells the worker that the caller of call seq gave up, so
 // that it stops working on it. It is best effort: a stream that ended
 // has nothing left to cancel.
-func (cs *callStream) sendCancel(ctx context.Context, seq uint64, sign func(*pb.WorkerRequest) error) {
+func (cs *callStream) sendCancel(ctx context.Context, seq uint64, seal sealFunc) {
 	select {
 	case cs.sending <- struct{}{}:
 	case <-ctx.Done():
 		return
 	}
 	defer func() { <-cs.sending }()
-	req := &pb.WorkerRequest{CancelSeq: seq}
-	if sign(req) == nil {
-		cs.stream.Send(req) //nolint:errcheck // a broken stream is the receiver's to report
+	if wire, err := seal(&pb.WorkerRequest{CancelSeq: seq}); err == nil {
+		cs.out.b = wire
+		cs.stream.SendMsg(&cs.out) //nolint:errcheck // a broken stream is the receiver's to report
+		cs.out.b = nil
 	}
 }
 
@@ -311,8 +385,9 @@ func (s *workerServer) Calls(stream grpc.BidiStreamingServer[pb.WorkerRequest, p
 func (cs *callServer) receive() error {
 	ctx := cs.stream.Context()
 	var sc streamCheck
+	var in sealedCall // each message's bytes, in turn
 	for {
-		req, err := cs.stream.Recv()
+		req, err := cs.next(&in)
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
@@ -320,7 +395,9 @@ func (cs *callServer) receive() error {
 			return err
 		}
 		now := cs.s.now()
-		if why := cs.s.admit(req, now, &sc); why != "" {
+		why := cs.s.admit(req, in.sealed(), now, &sc)
+		in.free()
+		if why != "" {
 			cs.answer(req.GetSeq(), nil, refusal(why))
 			continue
 		}
@@ -342,6 +419,21 @@ func (cs *callServer) receive() error {
 			return nil
 		}
 	}
+}
+
+// next reads the stream's next request into in, its bytes held until
+// freed (admit checks a sealed call's signature over them), and returns
+// their decoding.
+func (cs *callServer) next(in *sealedCall) (*pb.WorkerRequest, error) {
+	if err := cs.stream.RecvMsg(in); err != nil {
+		return nil, err
+	}
+	req := &pb.WorkerRequest{}
+	if err := proto.Unmarshal(in.b, req); err != nil {
+		in.free()
+		return nil, status.Errorf(codes.Internal, "decode call: %v", err)
+	}
+	return req, nil
 }
 
 // start runs req's call in its own goroutine, under its deadline; it

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	pb "deltadatabase/proto"
 )
@@ -538,4 +539,119 @@ func exchange[Req, Resp any](t testing.TB, stream grpc.BidiStreamingClient[Req, 
 		t.Fatal(err)
 	}
 	return resp
+}
+
+// TestSealedCall: a sealed call (callMAC.seal) is a valid encoding of the
+// signed request, so a worker checking signatures over the deterministic
+// encoding accepts it as well; and every change to its bytes, each bit of
+// each byte flipped or a field appended, is refused, whichever check the
+// changed bytes lead to.
+func TestSealedCall(t *testing.T) {
+	key := bytes.Repeat([]byte{7}, 32)
+	now := time.Unix(1_700_000_000, 0)
+	req := &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_PUT,
+		Payload: []byte(`{"a":1}`)}, Epoch: 7, Owner: true, RequestId: "rid", IssuedAtUnixNano: now.UnixNano(), Seq: 42}
+	mac := newCallMAC(key, "w1")
+	wire, err := mac.seal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admitted := func(wire []byte) bool {
+		got := &pb.WorkerRequest{}
+		if proto.Unmarshal(wire, got) != nil {
+			return false
+		}
+		var sealed []byte
+		if isSealed(wire) {
+			sealed = wire
+		}
+		return mac.check(got, sealed, now)
+	}
+	got := &pb.WorkerRequest{}
+	if err := proto.Unmarshal(wire, got); err != nil {
+		t.Fatal(err)
+	}
+	want := proto.Clone(req).(*pb.WorkerRequest)
+	if want.Signature, err = signCall(key, "w1", req); err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(got, want) {
+		t.Fatalf("sealed call decodes to %v, want the signed request %v", got, want)
+	}
+	if !isSealed(wire) || !admitted(wire) || !verifyCall(key, "w1", got, now) {
+		t.Fatal("the sealed call is refused, by its bytes or by its deterministic encoding")
+	}
+	if other, _ := newCallMAC(bytes.Repeat([]byte{8}, 32), "w1").seal(req); admitted(other) {
+		t.Error("a call sealed under another key is accepted")
+	}
+	if other, _ := newCallMAC(key, "w2").seal(req); admitted(other) {
+		t.Error("a call sealed for another worker is accepted")
+	}
+	for i := range wire {
+		for bit := range 8 {
+			changed := bytes.Clone(wire)
+			changed[i] ^= 1 << bit
+			if admitted(changed) {
+				t.Errorf("sealed call with bit %d of byte %d flipped is accepted", bit, i)
+			}
+		}
+	}
+	extra, _ := proto.Marshal(&pb.WorkerRequest{RequestId: "forged"})
+	if admitted(append(bytes.Clone(wire), extra...)) {
+		t.Error("sealed call with a field appended is accepted")
+	}
+}
+
+// TestCallStreamRefusesForgedSealedCalls plays a rogue client on the
+// Calls stream in the sealed form: a call sealed under another key, one
+// whose bytes changed after sealing and one sent again are refused; the
+// genuine one is answered.
+func TestCallStreamRefusesForgedSealedCalls(t *testing.T) {
+	r := newStreamRig(t)
+	bg := context.Background()
+	if _, err := r.op(bg, pb.Operation_PUT, "db", "k", []byte(`1`)); err != nil {
+		t.Fatal(err)
+	}
+	stream, err := r.client.Calls(bg, grpc.ForceCodecV2(callCodec{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq := r.rw.seq.Load()
+	sealed := func(key []byte, n uint64) []byte {
+		req := &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_GET}, Owner: true,
+			IssuedAtUnixNano: time.Now().UnixNano(), Seq: seq + n}
+		wire, err := newCallMAC(key, "w1").seal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return wire
+	}
+	ask := func(wire []byte) *pb.WorkerResponse {
+		t.Helper()
+		if err := stream.SendMsg(&sealedCall{b: wire}); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	refused := func(name string, wire []byte, why string) {
+		t.Helper()
+		resp := ask(wire)
+		err := answerError(resp)
+		if len(resp.GetStatus()) == 0 || status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), why) {
+			t.Errorf("%s: answered %v (%v), want Unauthenticated (%s)", name, resp, err, why)
+		}
+	}
+	refused("sealed under another key", sealed(bytes.Repeat([]byte{8}, 32), 1), "not signed")
+	tampered := sealed(r.callKey, 2)
+	tampered[len(tampered)-1] ^= 1 // its number's last byte
+	refused("changed after sealing", tampered, "not signed")
+	ok := sealed(r.callKey, 3)
+	if resp := ask(ok); len(resp.GetStatus()) > 0 || string(resp.GetResult()) != "1" {
+		t.Errorf("genuine sealed call = %v, want answered (1)", resp)
+	}
+	refused("the same sealed call again", ok, "out of order")
 }

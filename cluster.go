@@ -381,11 +381,80 @@ const maxKeptCallBuf = 64 << 10
 
 // verify checks req's signature (in constant time) and freshness.
 func (c *callMAC) verify(req *pb.WorkerRequest, now time.Time) bool {
-	issued := time.Unix(0, req.GetIssuedAtUnixNano())
-	if d := now.Sub(issued); d > callSkew || d < -callSkew {
+	if !fresh(req, now) {
 		return false
 	}
 	var arr [sha256.Size]byte
 	want, err := c.sum(req, arr[:0])
 	return err == nil && hmac.Equal(want, req.GetSignature())
+}
+
+// check checks req's signature: over wire, the sealed call it was
+// decoded from, or without wire (nil) over its deterministic encoding.
+func (c *callMAC) check(req *pb.WorkerRequest, wire []byte, now time.Time) bool {
+	if wire != nil {
+		return c.verifySealed(wire, req, now)
+	}
+	return c.verify(req, now)
+}
+
+// fresh reports whether req was issued within callSkew of now.
+func fresh(req *pb.WorkerRequest, now time.Time) bool {
+	d := now.Sub(time.Unix(0, req.GetIssuedAtUnixNano()))
+	return d <= callSkew && d >= -callSkew
+}
+
+// A sealed call is how the main worker sends a request on the Calls
+// stream: the signature field first, then the deterministic encoding of
+// the request without it, the very bytes signCall signs. It is a valid
+// encoding of the signed request (protobuf reads fields in any order),
+// so neither side encodes a message twice: the sender signs the bytes it
+// sends, and the worker checks the bytes it received, then decodes them
+// once.
+
+// sealedPrefix begins every sealed call: the tag of WorkerRequest's
+// field 6 (signature, length-delimited) and the signature's length.
+var sealedPrefix = [2]byte{6<<3 | 2, sha256.Size}
+
+// sealedHead is the length of a sealed call's signature field.
+const sealedHead = len(sealedPrefix) + sha256.Size
+
+// seal returns req sealed: its signature field, then the encoding the
+// signature covers. req's own Signature is neither read nor set.
+func (c *callMAC) seal(req *pb.WorkerRequest) ([]byte, error) {
+	sig := req.Signature
+	req.Signature = nil
+	// Size caches the sizes MarshalAppend then uses: one pass each, into
+	// a buffer of the exact length.
+	n := proto.Size(req)
+	b, err := proto.MarshalOptions{Deterministic: true, UseCachedSize: true}.MarshalAppend(make([]byte, sealedHead, sealedHead+n), req)
+	req.Signature = sig
+	if err != nil {
+		return nil, fmt.Errorf("sign call: %w", err)
+	}
+	copy(b, sealedPrefix[:])
+	c.mac.Reset()
+	c.mac.Write(c.prefix)
+	c.mac.Write(b[sealedHead:])
+	c.mac.Sum(b[len(sealedPrefix):len(sealedPrefix)])
+	return b, nil
+}
+
+// isSealed reports whether wire has the form of a sealed call.
+func isSealed(wire []byte) bool {
+	return len(wire) >= sealedHead && wire[0] == sealedPrefix[0] && wire[1] == sealedPrefix[1]
+}
+
+// verifySealed checks the signature of a sealed call (isSealed) over the
+// bytes received, in constant time, and the freshness of req, their
+// decoding.
+func (c *callMAC) verifySealed(wire []byte, req *pb.WorkerRequest, now time.Time) bool {
+	if !fresh(req, now) || !isSealed(wire) {
+		return false
+	}
+	var arr [sha256.Size]byte
+	c.mac.Reset()
+	c.mac.Write(c.prefix)
+	c.mac.Write(wire[sealedHead:])
+	return hmac.Equal(c.mac.Sum(arr[:0]), wire[len(sealedPrefix):sealedHead])
 }

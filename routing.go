@@ -836,24 +836,24 @@ func newRemoteWorker(id string, client pb.ProcessingWorkerClient, callKey []byte
 // close ends the worker's call stream; calls in flight fail.
 func (r *remoteWorker) close() { r.link.close() }
 
-// sign numbers, timestamps and signs req.
-func (r *remoteWorker) sign(req *pb.WorkerRequest) error {
+// seal numbers, timestamps and signs req, returning it sealed
+// (callMAC.seal).
+func (r *remoteWorker) seal(req *pb.WorkerRequest) ([]byte, error) {
 	req.IssuedAtUnixNano, req.Seq = r.now().UnixNano(), r.seq.Add(1)
 	r.macMu.Lock()
-	sig, err := r.mac.sum(req, nil)
+	wire, err := r.mac.seal(req)
 	r.macMu.Unlock()
 	if err != nil {
-		return fmt.Errorf("worker %s: %w", r.id, err)
+		return nil, fmt.Errorf("worker %s: %w", r.id, err)
 	}
-	req.Signature = sig
-	return nil
+	return wire, nil
 }
 
 // Process signs req and sends it. A call that never reached the worker's
 // handler is errTransport (retried on the next worker); a worker's own
 // failure comes back with its sentinel and sentence.
 func (r *remoteWorker) Process(ctx context.Context, req *pb.WorkerRequest) (*pb.WorkerResponse, error) {
-	resp, err := r.link.call(ctx, req, r.sign)
+	resp, err := r.link.call(ctx, req, r.seal)
 	switch {
 	case errors.Is(err, errTransport):
 		return nil, err

@@ -79,7 +79,7 @@ const (
 func (s *workerServer) Process(ctx context.Context, req *pb.WorkerRequest) (*pb.WorkerResponse, error) {
 	now := s.now()
 	var f *callFailure
-	if why := s.admit(req, now, nil); why != "" {
+	if why := s.admit(req, nil, now, nil); why != "" {
 		f = refusal(why)
 	} else {
 		var resp *pb.WorkerResponse
@@ -96,17 +96,18 @@ func (s *workerServer) Process(ctx context.Context, req *pb.WorkerRequest) (*pb.
 }
 
 // admit checks that the main worker of the current subscription sent req
-// and has not sent it before; it returns why not, or "". With sc (a Calls
-// stream's check), req's number must also be above the number of the
-// stream's previous message, which it becomes.
-func (s *workerServer) admit(req *pb.WorkerRequest, now time.Time, sc *streamCheck) string {
+// and has not sent it before; it returns why not, or "". wire is the
+// sealed call req was decoded from (callMAC.seal), or nil. With sc (a
+// Calls stream's check), req's number must also be above the number of
+// the stream's previous message, which it becomes.
+func (s *workerServer) admit(req *pb.WorkerRequest, wire []byte, now time.Time, sc *streamCheck) string {
 	sub := s.sub.Load()
 	switch {
 	case sub == nil:
 		return "worker is not subscribed to a main worker"
 	case now.After(sub.expires):
 		return "worker token expired: subscribe again"
-	case !sc.mac(sub, s.w.id).verify(req, now):
+	case !sc.mac(sub, s.w.id).check(req, wire, now):
 		return "call is not signed by the main worker"
 	case sc != nil && req.GetSeq() <= sc.last:
 		return "call out of order: its sequence number is not above the stream's last"
