@@ -347,7 +347,7 @@ func schemaExpansion(s *jsonschema.Schema, depth, limit int) int {
 			return limit + 1 // a schema this large is over the limit anyway
 		}
 		memo[k] = 1 // in progress
-		n := 1
+		n := 1 + patternCost(k.s, k.kind)
 		same, arr, obj := subschemas(k.s)
 		for _, c := range same {
 			n += count(expansionKey{c, k.depth, k.kind})
@@ -369,6 +369,26 @@ func schemaExpansion(s *jsonschema.Schema, depth, limit int) int {
 		return n
 	}
 	return worst(s, depth)
+}
+
+// patternCost is what the patterns of s add to its count on a value of
+// kind: each instruction of a pattern counts as a subschema, since each
+// may run at every byte of the string (boundedRegexp).
+func patternCost(s *jsonschema.Schema, kind int) int {
+	n := 0
+	switch kind {
+	case kindScalar:
+		if re, ok := s.Pattern.(boundedRegexp); ok {
+			n += re.cost
+		}
+	case kindObject:
+		for re := range s.PatternProperties {
+			if re, ok := re.(boundedRegexp); ok {
+				n += re.cost
+			}
+		}
+	}
+	return n
 }
 
 // subschemas lists the schemas s applies: to the same value (references

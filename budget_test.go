@@ -355,6 +355,39 @@ func TestSchemaExpansion(t *testing.T) {
 	}
 }
 
+// TestSchemaPatternCost: a schema's pattern is bounded as a find's $regex
+// is (maxRegexProgram instructions): matching takes time linear in the
+// string times the instructions and cannot be interrupted, so a 15-byte
+// pattern of 7002 instructions kept validating a 100 KB string for 3.7 s
+// in the background after its 413 at -validation-timeout. A pattern
+// applied many times counts each time against the expansion limit.
+func TestSchemaPatternCost(t *testing.T) {
+	ctx := context.Background()
+	r := newSchemaRegistry(newMemStore(), budgets{})
+	for _, c := range []struct {
+		name, schema, want string
+	}{
+		{"counted alternation", `{"type":"string","pattern":"(a|aa){1,1000}b"}`, "too costly"},
+		{"counted repetition", `{"properties":{"a":{"pattern":"a{0,1000}b"}}}`, "too costly"},
+		{"pattern property", `{"patternProperties":{"^x{0,500}$":{"type":"string"}}}`, "too costly"},
+		{"many applications", `{"$defs":{"p":{"pattern":"^[a-z]{1,100}$"}},"allOf":[` +
+			strings.TrimSuffix(strings.Repeat(`{"$ref":"#/$defs/p"},`, 600), ",") + `]}`, "$refs expanded"},
+	} {
+		err := r.Put(ctx, "pat.v1", []byte(c.schema))
+		if !errors.Is(err, errInvalid) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Put(%s) = %v, want errInvalid saying %q", c.name, err, c.want)
+		}
+	}
+	for _, ok := range []string{
+		`{"type":"string","pattern":"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"}`,
+		`{"properties":{"role":{"pattern":"(?i)^(user|assistant|system)$"}},"patternProperties":{"^x-":{}}}`,
+	} {
+		if err := r.Put(ctx, "pat.v1", []byte(ok)); err != nil {
+			t.Errorf("Put(%s) = %v, want it stored", ok, err)
+		}
+	}
+}
+
 // TestCheckJSONText: depth counts only brackets outside strings; invalid
 // UTF-8 anywhere is refused.
 func TestCheckJSONText(t *testing.T) {

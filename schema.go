@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -286,6 +287,7 @@ func (r *schemaRegistry) compile(ctx context.Context, id string, raw []byte) (*j
 	c := jsonschema.NewCompiler()
 	c.DefaultDraft(jsonschema.Draft7)
 	c.UseLoader(noRemoteLoader{})
+	c.UseRegexpEngine(boundedRegexpEngine)
 	budget := cmp.Or(r.compileTimeout, maxSchemaCompile)
 	c.RegisterVocabulary(budgetVocabulary(ctx, budget))
 	c.AssertVocabs() // drafts 2019-09 and 2020-12 call the vocabulary only so
@@ -321,6 +323,30 @@ func compileMessage(err error) string {
 		return "does not match its metaschema: " + newValidationError(verr).Error()
 	}
 	return strings.ReplaceAll(err.Error(), schemaBaseURL, "")
+}
+
+// boundedRegexp is a schema's pattern (pattern, patternProperties) with
+// its cost per byte of a string matched, regexProgram's.
+type boundedRegexp struct {
+	*regexp.Regexp
+	cost int
+}
+
+// boundedRegexpEngine compiles the patterns of a schema as Go's regexp,
+// refusing one that costs more than maxRegexProgram instructions, as a
+// find's $regex: a match takes time linear in the string times the
+// instructions and cannot be interrupted, so a validation past
+// -validation-timeout would go on in the background.
+func boundedRegexpEngine(pattern string) (jsonschema.Regexp, error) {
+	re, err := regexp.Compile(pattern)
+	if err != nil {
+		return nil, err
+	}
+	cost := regexProgram(re)
+	if cost > maxRegexProgram {
+		return nil, fmt.Errorf("pattern %q is too costly: it compiles to %d instructions, more than the limit of %d (a counted repetition such as {1,100} costs each count)", pattern, cost, maxRegexProgram)
+	}
+	return boundedRegexp{re, cost}, nil
 }
 
 // noRemoteLoader refuses every URL the compiler asks for. The metaschemas
@@ -378,31 +404,28 @@ func (e *validationError) Error() string { return strings.Join(e.Messages(), "; 
 // Unwrap returns the messages as a client sentence of kind errInvalid.
 func (e *validationError) Unwrap() error { return &requestError{msg: e.Error(), kind: errInvalid} }
 
-// newValidationError builds the validationError of verr from the
-// library's Basic output: units that only group their causes ("validation
-// failed") are left out, duplicates are dropped, the rest sorted by path
-// then message (the library's order follows map iteration), and at most
-// maxValidationMessages kept.
+// newValidationError builds the validationError of verr from its tree
+// of causes, as the library's Basic output lists them but for the nodes
+// that only group their causes (a $ref's or several keywords', "validation
+// failed"): there a $ref with one failing keyword takes that keyword's
+// place and hides its sentence. Duplicates are dropped, the rest sorted by
+// path then message (the library's order follows map iteration), and at
+// most maxValidationMessages kept.
 func newValidationError(verr *jsonschema.ValidationError) *validationError {
-	cycles := refCycles(verr, nil)
-	issues := cycles
+	var issues []validationIssue
 	seen := make(map[validationIssue]bool)
-	for _, u := range verr.BasicOutput().Errors {
-		if u.Error == nil {
-			continue
-		}
-		if _, group := u.Error.Kind.(*kind.Group); group {
-			continue
-		}
-		if _, ref := u.Error.Kind.(*kind.Reference); ref && len(cycles) > 0 {
-			// The $ref of a loop named above (refCycles).
-			continue
-		}
-		is := validationIssue{Path: u.InstanceLocation, Message: u.Error.String()}
-		if !seen[is] {
+	var walk func(e *jsonschema.ValidationError)
+	walk = func(e *jsonschema.ValidationError) {
+		if is, ok := issueOf(e); ok && !seen[is] {
 			seen[is] = true
 			issues = append(issues, is)
 		}
+		for _, c := range e.Causes {
+			walk(c)
+		}
+	}
+	for _, c := range verr.Causes {
+		walk(c)
 	}
 	if len(issues) == 0 {
 		issues = []validationIssue{{Message: strings.ReplaceAll(verr.Error(), schemaBaseURL, "")}}
@@ -417,23 +440,28 @@ func newValidationError(verr *jsonschema.ValidationError) *validationError {
 	return e
 }
 
-// refCycles appends to issues the $refs of verr's tree that lead back to
-// the same subschema on the same value (a loop the validator breaks):
-// the Basic output renders such a cause as its $ref's "validation
-// failed", so they are named here with the schema keyword that loops.
-func refCycles(verr *jsonschema.ValidationError, issues []validationIssue) []validationIssue {
-	if c, ok := verr.ErrorKind.(*kind.RefCycle); ok {
-		var path strings.Builder
-		for _, tok := range verr.InstanceLocation {
-			path.WriteString("/" + pointerToken(tok))
-		}
-		issues = append(issues, validationIssue{Path: path.String(),
-			Message: fmt.Sprintf("the schema's %s loops back to the same value without descending into it, so it never matches", c.KeywordLocation1)})
+// issueOf is the violation one node of a validation error's tree states,
+// ok false for a node that only groups its causes. A $ref that leads back
+// to the same subschema on the same value (a loop the validator breaks)
+// is named with the schema keyword that loops.
+func issueOf(e *jsonschema.ValidationError) (is validationIssue, ok bool) {
+	var path strings.Builder
+	for _, tok := range e.InstanceLocation {
+		path.WriteString("/" + pointerToken(tok))
 	}
-	for _, cause := range verr.Causes {
-		issues = refCycles(cause, issues)
+	is.Path = path.String()
+	switch k := e.ErrorKind.(type) {
+	case *kind.Group, *kind.Reference:
+		return is, false
+	case *kind.RefCycle:
+		is.Message = fmt.Sprintf("the schema's %s loops back to the same value without descending into it, so it never matches", k.KeywordLocation1)
+		return is, true
 	}
-	return issues
+	// The sentence of the node's own kind, in the library's words: the
+	// Basic output of a node without causes is that sentence.
+	alone := &jsonschema.ValidationError{ErrorKind: e.ErrorKind}
+	is.Message = alone.BasicOutput().Error.String()
+	return is, true
 }
 
 // comparePointers orders JSON Pointers token by token, array indexes by

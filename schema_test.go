@@ -346,6 +346,33 @@ func TestSchemaValidateErrors(t *testing.T) {
 	}
 }
 
+// TestSchemaRefViolationNamed: a violation found through a $ref says
+// what it is, as one found without: the library's Basic output renders a
+// $ref with one failing keyword as the $ref's "validation failed".
+func TestSchemaRefViolationNamed(t *testing.T) {
+	ctx := context.Background()
+	r := newSchemaRegistry(newMemStore(), budgets{})
+	schema := `{"$defs":{"msg":{"type":"object","required":["role"],"properties":{"role":{"enum":["user","assistant"]},"content":{"type":"string","minLength":1}}}},
+		"type":"object","properties":{"messages":{"type":"array","items":{"$ref":"#/$defs/msg"}}}}`
+	if err := r.Put(ctx, "ref.v1", []byte(schema)); err != nil {
+		t.Fatal(err)
+	}
+	err := r.Validate(ctx, "ref.v1", []byte(`{"messages":[{"role":"user","content":5},{"role":"bot","content":""},{}]}`))
+	var verr *validationError
+	if !errors.As(err, &verr) {
+		t.Fatalf("Validate = %v, want a validationError", err)
+	}
+	want := []validationIssue{
+		{"/messages/0/content", "got number, want string"},
+		{"/messages/1/content", "minLength: got 0, want 1"},
+		{"/messages/1/role", "value must be one of 'user', 'assistant'"},
+		{"/messages/2", "missing property 'role'"},
+	}
+	if !slices.Equal(verr.Issues, want) {
+		t.Errorf("issues = %q, want %q", verr.Issues, want)
+	}
+}
+
 // TestSchemaRefCycleNamed: a document refused because the schema's $ref
 // leads back to the same subschema on the same value (a loop the
 // validator breaks) is told which keyword loops, not "validation failed".

@@ -290,31 +290,37 @@ func checkRegex(v []byte) error {
 }
 
 // chargeRegex counts the instructions of pattern, a checked $regex,
-// against maxRegexProgram. A pattern that is a plain string (no
-// metacharacters) costs 1: Go's regexp finds it with strings.Index. One
-// that does not compile is left to compileRegex's 400.
+// against maxRegexProgram. One that does not compile is left to
+// compileRegex's 400.
 func (p *selParser) chargeRegex(pattern string) error {
 	re, err := regexp.Compile(pattern)
 	if err != nil {
 		return nil
 	}
-	cost := 1
-	if _, complete := re.LiteralPrefix(); !complete {
-		parsed, err := syntax.Parse(pattern, syntax.Perl)
-		if err != nil {
-			return nil
-		}
-		prog, err := syntax.Compile(parsed.Simplify())
-		if err != nil {
-			return nil
-		}
-		cost = len(prog.Inst)
-	}
-	if p.regexProgram += cost; p.regexProgram > maxRegexProgram {
+	if p.regexProgram += regexProgram(re); p.regexProgram > maxRegexProgram {
 		return reqErrorf(errTooLarge, "selector: $regex %q is too costly: the patterns of a selector may compile to %d instructions in all, and with it they take %d (a counted repetition such as {1,100} costs each count)",
 			pattern, maxRegexProgram, p.regexProgram)
 	}
 	return nil
+}
+
+// regexProgram is the cost of matching re, per byte of a string: the
+// instructions of its program, which Go's regexp may all run at each
+// byte. A pattern that is a plain string (no metacharacters) costs 1: it
+// is found with strings.Index.
+func regexProgram(re *regexp.Regexp) int {
+	if _, complete := re.LiteralPrefix(); complete {
+		return 1
+	}
+	parsed, err := syntax.Parse(re.String(), syntax.Perl)
+	if err != nil {
+		return 1 // not reached: re compiled from the same text
+	}
+	prog, err := syntax.Compile(parsed.Simplify())
+	if err != nil {
+		return 1
+	}
+	return len(prog.Inst)
 }
 
 // compileRegex compiles a checked $regex pattern, once per query.
