@@ -62,7 +62,7 @@ func (d *dataPlane) put(ctx context.Context, schemaID string, ops []*pb.EntityOp
 
 // document checks one document of a PUT against the budgets (size,
 // UTF-8, nesting) and returns it without insignificant whitespace, the
-// form the worker stores.
+// form the worker stores, in a new slice (doc may alias a request body).
 func (d *dataPlane) document(key string, doc []byte) ([]byte, error) {
 	what := fmt.Sprintf("document %q", key)
 	if err := d.lim.checkDocumentSize(what, len(doc)); err != nil {
@@ -70,6 +70,9 @@ func (d *dataPlane) document(key string, doc []byte) ([]byte, error) {
 	}
 	if err := checkJSONText(what, doc, d.lim.depth()); err != nil {
 		return nil, err
+	}
+	if out, ok := compactJSON(doc); ok {
+		return out, nil
 	}
 	var buf bytes.Buffer
 	if err := json.Compact(&buf, doc); err != nil || buf.Len() == 0 {

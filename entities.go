@@ -74,8 +74,13 @@ const entityBodyShape = "a JSON object mapping entity keys to documents"
 
 // decodeEntityBody parses a PUT /entity body: a non-empty JSON object of
 // entity keys and documents (the data plane checks both). Keys come back
-// sorted so writes happen in a stable order.
+// sorted so writes happen in a stable order. Most bodies are split in one
+// pass (splitEntityBody); the rest, and every malformed one, are decoded
+// by encoding/json, whose errors the client reads.
 func decodeEntityBody(body []byte) ([]entityDoc, error) {
+	if docs, ok := splitEntityBody(body); ok {
+		return docs, nil
+	}
 	var m map[string]json.RawMessage
 	if err := decodeJSONBody(body, &m, entityBodyShape); err != nil {
 		return nil, err

@@ -59,6 +59,8 @@
 //	               preconditions, routing, what a principal may see
 //	batch.go       the data plane's operations on several entities: the
 //	               PUT of one or more documents, the read of many keys
+//	jsonscan.go    a PUT's JSON in one pass: documents checked and
+//	               compacted, bodies split into their members
 //	observe.go     what each finished REST request leaves for the access
 //	               log and the metrics (route, status, bytes, duration)
 //	audit.go       the audit log (-audit-log): one chained JSON line per
