@@ -159,8 +159,43 @@ var errChangeLogDamaged = fmt.Errorf("change log damaged: %w", errCorrupt)
 // appears as plain text in the storage.
 func changeJSON(rec changeRec) []byte {
 	rec.Key = hex.EncodeToString([]byte(rec.Key))
-	b, _ := json.Marshal(rec)
-	return b
+	return appendChangeJSON(make([]byte, 0, 64+len(rec.DB)+len(rec.Key)+len(rec.ETag)), rec)
+}
+
+// appendChangeJSON appends rec's JSON without reflection: the members
+// json.Marshal writes, in its order, omitting empty ones as it does;
+// strings escaped as the log's lines are (appendJSONString), which
+// decodes to what json.Marshal's escapes decode to.
+func appendChangeJSON(b []byte, rec changeRec) []byte {
+	b = appendJSONString(append(b, `{"t":`...), rec.T)
+	b = appendMemberUint(b, `,"id":`, rec.ID)
+	b = appendMemberUint(b, `,"seq":`, rec.Seq)
+	b = appendMemberString(b, `,"db":`, rec.DB)
+	b = appendMemberString(b, `,"k":`, rec.Key)
+	b = appendMemberString(b, `,"op":`, rec.Op)
+	b = appendMemberString(b, `,"etag":`, rec.ETag)
+	if rec.At != 0 {
+		b = strconv.AppendInt(append(b, `,"at":`...), rec.At, 10)
+	}
+	return append(b, '}')
+}
+
+// appendMemberUint appends an omitempty number member, name then v;
+// nothing when v is 0.
+func appendMemberUint(b []byte, name string, v uint64) []byte {
+	if v == 0 {
+		return b
+	}
+	return strconv.AppendUint(append(b, name...), v, 10)
+}
+
+// appendMemberString appends an omitempty string member, name then v;
+// nothing when v is empty.
+func appendMemberString(b []byte, name, v string) []byte {
+	if v == "" {
+		return b
+	}
+	return appendJSONString(append(b, name...), v)
 }
 
 // appendChangeFrame appends the frame of a record's JSON js, record n of
