@@ -88,8 +88,30 @@ func (callCodec) Unmarshal(data mem.BufferSlice, v any) error {
 // Name implements encoding.CodecV2.
 func (callCodec) Name() string { return grpcproto.Name }
 
-// callCodecOption is the option of a gRPC server serving Calls streams.
-func callCodecOption() grpc.ServerOption { return grpc.ForceServerCodecV2(callCodec{}) }
+// The HTTP/2 flow-control windows of a connection that carries a Calls
+// stream, on both ends (the main worker's connection to a worker, and
+// the worker's server): fixed, which turns off gRPC's estimate of the
+// link's bandwidth (a PING each way per round trip of a busy link) and
+// makes window updates rare. They are as large as that estimate may
+// grow them, and a stream's window holds the largest message by default.
+const (
+	callStreamWindow = 4 << 20
+	callConnWindow   = 16 << 20
+)
+
+// callLinkDialOptions are the options of the main worker's connection to
+// a worker, beyond grpcDialOptions.
+func callLinkDialOptions() []grpc.DialOption {
+	return []grpc.DialOption{grpc.WithInitialWindowSize(callStreamWindow), grpc.WithInitialConnWindowSize(callConnWindow)}
+}
+
+// callServerOptions are the options of a worker's gRPC server, which
+// serves the Calls streams, beyond the others of every server of ours:
+// callCodec and the windows above.
+func callServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.ForceServerCodecV2(callCodec{}),
+		grpc.InitialWindowSize(callStreamWindow), grpc.InitialConnWindowSize(callConnWindow)}
+}
 
 // sealFunc numbers, timestamps and signs a request, returning it sealed.
 type sealFunc func(*pb.WorkerRequest) ([]byte, error)

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -654,4 +656,112 @@ func TestCallStreamRefusesForgedSealedCalls(t *testing.T) {
 		t.Errorf("genuine sealed call = %v, want answered (1)", resp)
 	}
 	refused("the same sealed call again", ok, "out of order")
+}
+
+// TestCallLinkSendsNoBandwidthPings: with the Calls link's fixed
+// flow-control windows (callLinkDialOptions, callServerOptions) a busy
+// stream carries calls and answers without gRPC's bandwidth-estimate
+// PINGs, which cost each side a frame and a wake-up per round trip.
+func TestCallLinkSendsNoBandwidthPings(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	frames := &h2Listener{Listener: ln}
+	key := bytes.Repeat([]byte{7}, 32)
+	srv := &workerServer{w: newTestWorker(t, "w1", newMemStore()), now: time.Now}
+	srv.sub.Store(&subscription{callKey: key, expires: time.Now().Add(time.Hour)})
+	gs := grpc.NewServer(callServerOptions()...)
+	pb.RegisterProcessingWorkerServer(gs, srv)
+	served := make(chan struct{})
+	go func() { defer close(served); gs.Serve(frames) }()
+	t.Cleanup(func() { gs.Stop(); <-served; srv.wait() })
+	rw := newRemoteWorker("w1", pb.NewProcessingWorkerClient(dial(t, ln.Addr().String(), callLinkDialOptions()...)), key, time.Now)
+	t.Cleanup(rw.close)
+
+	bg := context.Background()
+	doc := []byte(`{"content":"` + strings.Repeat("x", 1000) + `"}`)
+	if _, err := rw.Process(bg, &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_PUT, Payload: doc}, Owner: true}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 50 {
+				if _, err := rw.Process(bg, &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_GET}, Owner: true}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := frames.frames.Load(); n < 401 {
+		t.Fatalf("saw %d HTTP/2 frames for 401 calls and their answers: the count is broken", n)
+	}
+	if n := frames.pings.Load(); n != 0 {
+		t.Errorf("the link carried %d PING frames during 401 calls, want none", n)
+	}
+}
+
+// h2Listener counts the HTTP/2 frames, and the PING frames among them
+// (acknowledgements not counted), on the plaintext connections it accepts,
+// both ways.
+type h2Listener struct {
+	net.Listener
+	frames, pings atomic.Int64
+}
+
+func (l *h2Listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	// The client's side begins with the connection preface.
+	return &h2Conn{Conn: c, in: h2Frames{l: l, skip: len("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")}, out: h2Frames{l: l}}, nil
+}
+
+// h2Conn feeds what a connection reads and writes to its frame counters;
+// each way is read or written by one goroutine at a time.
+type h2Conn struct {
+	net.Conn
+	in, out h2Frames
+}
+
+func (c *h2Conn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.in.feed(p[:n])
+	return n, err
+}
+
+func (c *h2Conn) Write(p []byte) (int, error) {
+	c.out.feed(p)
+	return c.Conn.Write(p)
+}
+
+// h2Frames parses one direction's frame headers, skipping payloads.
+type h2Frames struct {
+	l    *h2Listener
+	skip int
+	hdr  []byte
+}
+
+func (f *h2Frames) feed(b []byte) {
+	for len(b) > 0 {
+		if f.skip > 0 {
+			n := min(f.skip, len(b))
+			f.skip, b = f.skip-n, b[n:]
+			continue
+		}
+		n := min(9-len(f.hdr), len(b))
+		f.hdr, b = append(f.hdr, b[:n]...), b[n:]
+		if len(f.hdr) < 9 {
+			continue
+		}
+		f.l.frames.Add(1)
+		if f.hdr[3] == 0x6 && f.hdr[4]&0x1 == 0 { // PING, not an ACK
+			f.l.pings.Add(1)
+		}
+		f.skip, f.hdr = int(f.hdr[0])<<16|int(f.hdr[1])<<8|int(f.hdr[2]), f.hdr[:0]
+	}
 }

@@ -230,7 +230,7 @@ func (m *mainService) subscribe(req *pb.SubscribeRequest) (*pb.SubscribeResponse
 	// The main worker dials the worker over mutual TLS, accepting only
 	// the certificate the worker named in its proof.
 	creds := grpccreds.NewTLS(m.ident.tlsConfig(pinned(certFP), false))
-	conn, err := grpc.NewClient(addr, grpcDialOptions(m.maxMsg, creds)...)
+	conn, err := grpc.NewClient(addr, append(grpcDialOptions(m.maxMsg, creds), callLinkDialOptions()...)...)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "grpc_addr %q: %v", addr, err)
 	}

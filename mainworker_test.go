@@ -478,7 +478,7 @@ func serveWorkerGS(tb testing.TB, srv *workerServer, opts ...grpc.ServerOption) 
 	if err != nil {
 		tb.Fatal(err)
 	}
-	gs := grpc.NewServer(append([]grpc.ServerOption{callCodecOption()}, opts...)...)
+	gs := grpc.NewServer(append(callServerOptions(), opts...)...)
 	pb.RegisterProcessingWorkerServer(gs, srv)
 	served := make(chan struct{})
 	go func() { defer close(served); gs.Serve(ln) }()

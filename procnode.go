@@ -95,8 +95,8 @@ func newProcNode(ctx context.Context, cfg config, st store, log *slog.Logger) (_
 	// Mutual TLS: only the main worker that proved the join token in the
 	// last Subscribe gets through the handshake.
 	pin := &pinnedMain{}
-	n.gs = grpc.NewServer(append(append(append(grpcServerOptions(cfg.grpcMaxRecv), gm.serverOptions()...),
-		grpcKeepalive(cfg.grpcMaxIdle)...), grpc.Creds(grpccreds.NewTLS(ident.tlsConfig(pin.check, true))), callCodecOption())...)
+	opts := append(append(grpcServerOptions(cfg.grpcMaxRecv), gm.serverOptions()...), grpcKeepalive(cfg.grpcMaxIdle)...)
+	n.gs = grpc.NewServer(append(append(opts, callServerOptions()...), grpc.Creds(grpccreds.NewTLS(ident.tlsConfig(pin.check, true))))...)
 	pb.RegisterProcessingWorkerServer(n.gs, n.srv)
 	// The key pair lives only in memory; 2048-bit RSA-OAEP keeps start-up
 	// fast and is enough to wrap a 256-bit key.
