@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // memStore is an in-memory store for tests. Safe for concurrent use; the
@@ -596,6 +597,36 @@ func TestValidationMessagesCapped(t *testing.T) {
 	}
 	if got, want := verr.Messages()[len(verr.Messages())-1], "and 150 more"; got != want {
 		t.Errorf("last message = %q, want %q", got, want)
+	}
+}
+
+// TestValidationMessagesShort: a violation quotes at most maxQuoted bytes
+// of a value, so that the answer does not grow with the document: a 900 KB
+// string failing 60 patterns answered 90 MB (each sentence quoted it
+// whole, in errors and again in error) and took the server from 31 to
+// 503 MB of memory.
+func TestValidationMessagesShort(t *testing.T) {
+	ctx := context.Background()
+	r := newSchemaRegistry(newMemStore(), budgets{})
+	var pats []string
+	for i := range 60 {
+		pats = append(pats, fmt.Sprintf(`{"pattern":"^x%d"}`, i))
+	}
+	if err := r.Put(ctx, "amp", []byte(`{"allOf":[`+strings.Join(pats, ",")+`]}`)); err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat(`ab'c\\\\é`, 20000) // JSON text: a quote, two escaped backslashes, a letter of two bytes
+	var verr *validationError
+	if err := r.Validate(ctx, "amp", []byte(`"`+long+`"`)); !errors.As(err, &verr) {
+		t.Fatalf("Validate = %v, want *validationError", err)
+	}
+	if n := len(verr.Error()); n > 20000 {
+		t.Errorf("the sentence of %d violations is %d bytes, want it short", len(verr.Issues), n)
+	}
+	for _, is := range verr.Issues {
+		if len(is.Message) > maxQuoted+100 || !strings.Contains(is.Message, "…' does not match pattern '^x") || !utf8.ValidString(is.Message) {
+			t.Errorf("issue %q, want the value cut after %d bytes and the pattern named", is.Message, maxQuoted)
+		}
 	}
 }
 
