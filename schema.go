@@ -558,6 +558,7 @@ func comparePointers(a, b string) int {
 func (r *schemaRegistry) validateDocs(ctx context.Context, ids []string, docs []entityDoc) error {
 	for _, id := range ids {
 		var failed []string
+		nFailed := 0
 		var all validationError
 		for _, d := range docs {
 			err := r.validateDoc(ctx, []string{id}, d.doc)
@@ -565,14 +566,16 @@ func (r *schemaRegistry) validateDocs(ctx context.Context, ids []string, docs []
 			switch {
 			case err == nil:
 			case errors.As(err, &ve):
-				failed = append(failed, fmt.Sprintf("%q: %v", d.key, ve))
-				for _, is := range ve.Issues {
-					all.Issues = append(all.Issues, validationIssue{Path: "/" + pointerToken(d.key) + is.Path, Message: is.Message})
+				if nFailed++; nFailed <= maxFailedDocs {
+					failed = append(failed, fmt.Sprintf("%q: %v", d.key, ve))
 				}
-				all.Omitted += ve.Omitted
+				all.add(d.key, ve)
 			default:
 				return err
 			}
+		}
+		if nFailed > maxFailedDocs {
+			failed = append(failed, fmt.Sprintf("and %d more documents do not match", nFailed-maxFailedDocs))
 		}
 		if len(failed) > 0 {
 			msg := fmt.Sprintf("documents do not match schema %q: %s", id, strings.Join(failed, "; "))
@@ -580,6 +583,26 @@ func (r *schemaRegistry) validateDocs(ctx context.Context, ids []string, docs []
 		}
 	}
 	return nil
+}
+
+// maxFailedDocs is the most documents a refused multi-key PUT's sentence
+// names with their messages; the rest are counted. With the violations
+// capped as well (validationError.add), the answer stays small whatever
+// the number of documents.
+const maxFailedDocs = 3
+
+// add appends the violations of the document at key, their paths under
+// "/" + key, up to maxValidationMessages in all; the rest are counted in
+// Omitted.
+func (e *validationError) add(key string, ve *validationError) {
+	for _, is := range ve.Issues {
+		if len(e.Issues) == maxValidationMessages {
+			e.Omitted++
+			continue
+		}
+		e.Issues = append(e.Issues, validationIssue{Path: "/" + pointerToken(key) + is.Path, Message: is.Message})
+	}
+	e.Omitted += ve.Omitted
 }
 
 // pointerToken escapes s as one token of a JSON Pointer (RFC 6901).
