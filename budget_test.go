@@ -356,7 +356,7 @@ func TestSchemaExpansion(t *testing.T) {
 }
 
 // TestSchemaPatternCost: a schema's pattern is bounded as a find's $regex
-// is (maxRegexProgram instructions): matching takes time linear in the
+// is, more loosely (maxSchemaPattern instructions): matching takes time linear in the
 // string times the instructions and cannot be interrupted, so a 15-byte
 // pattern of 7002 instructions kept validating a 100 KB string for 3.7 s
 // in the background after its 413 at -validation-timeout. A pattern
@@ -369,7 +369,7 @@ func TestSchemaPatternCost(t *testing.T) {
 	}{
 		{"counted alternation", `{"type":"string","pattern":"(a|aa){1,1000}b"}`, "too costly"},
 		{"counted repetition", `{"properties":{"a":{"pattern":"a{0,1000}b"}}}`, "too costly"},
-		{"pattern property", `{"patternProperties":{"^x{0,500}$":{"type":"string"}}}`, "too costly"},
+		{"pattern property", `{"patternProperties":{"^x{0,600}$":{"type":"string"}}}`, "too costly"},
 		{"many applications", `{"$defs":{"p":{"pattern":"^[a-z]{1,100}$"}},"allOf":[` +
 			strings.TrimSuffix(strings.Repeat(`{"$ref":"#/$defs/p"},`, 600), ",") + `]}`, "$refs expanded"},
 	} {
@@ -381,10 +381,25 @@ func TestSchemaPatternCost(t *testing.T) {
 	for _, ok := range []string{
 		`{"type":"string","pattern":"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"}`,
 		`{"properties":{"role":{"pattern":"(?i)^(user|assistant|system)$"}},"patternProperties":{"^x-":{}}}`,
+		`{"properties":{"name":{"pattern":"^[A-Za-z ]{1,300}$"},"title":{"pattern":"^.{1,500}$"}}}`,
 	} {
 		if err := r.Put(ctx, "pat.v1", []byte(ok)); err != nil {
 			t.Errorf("Put(%s) = %v, want it stored", ok, err)
 		}
+	}
+	// A template stored before these limits (or under looser ones) still
+	// checks documents: refusing it now would refuse every write it checks.
+	st := newMemStore()
+	old := `{"properties":{"code":{"type":"string","pattern":"^a{0,700}b{0,700}$"}}}`
+	if err := st.Put(ctx, schemaObjectKey("old.v1"), []byte(old)); err != nil {
+		t.Fatal(err)
+	}
+	r = newSchemaRegistry(st, budgets{})
+	if err := r.Validate(ctx, "old.v1", []byte(`{"code":"aaa"}`)); err != nil {
+		t.Errorf("a document matching a stored template with a costly pattern: %v, want valid", err)
+	}
+	if err := r.Validate(ctx, "old.v1", []byte(`{"code":"ba"}`)); !errors.Is(err, errInvalid) || errors.Is(err, errCorrupt) {
+		t.Errorf("a document not matching a stored template with a costly pattern: %v, want refused as invalid", err)
 	}
 }
 

@@ -89,7 +89,7 @@ func (r *schemaRegistry) Put(ctx context.Context, id string, raw []byte) error {
 	if err := validateSchemaID(id); err != nil {
 		return fmt.Errorf("put schema: %w", err)
 	}
-	sch, err := r.compile(ctx, id, raw)
+	sch, err := r.compile(ctx, id, raw, maxSchemaPattern)
 	switch {
 	case ctx.Err() != nil:
 		// The client is gone (or its deadline passed): store nothing.
@@ -213,7 +213,10 @@ func (r *schemaRegistry) load(ctx context.Context, id string) (*jsonschema.Schem
 		return c.sch, c.err
 	}
 	c := &compiledSchema{sum: sum, checked: r.now()}
-	c.sch, c.err = r.compile(ctx, id, raw)
+	// A stored template's patterns are not refused for their cost: it
+	// was accepted when it was stored, perhaps under other limits, and
+	// refusing it now would refuse every write it checks.
+	c.sch, c.err = r.compile(ctx, id, raw, 0)
 	if ctx.Err() != nil || isCompileTimeout(c.err) {
 		// Not a property of the bytes: the next use compiles them again.
 		return nil, fmt.Errorf("compile stored template: %w", c.err)
@@ -273,7 +276,7 @@ func (r *schemaRegistry) forget(id string) {
 // Errors of a budget wrap errTooLarge (a time budget: compileTimeError),
 // those of ctx its error; the rest carry a message but no sentinel, and
 // callers classify them.
-func (r *schemaRegistry) compile(ctx context.Context, id string, raw []byte) (*jsonschema.Schema, error) {
+func (r *schemaRegistry) compile(ctx context.Context, id string, raw []byte, patternLimit int) (*jsonschema.Schema, error) {
 	r.compiles.Add(1)
 	if err := checkJSONText("schema", raw, r.lim.depth()); err != nil {
 		return nil, err
@@ -288,7 +291,7 @@ func (r *schemaRegistry) compile(ctx context.Context, id string, raw []byte) (*j
 	c := jsonschema.NewCompiler()
 	c.DefaultDraft(jsonschema.Draft7)
 	c.UseLoader(noRemoteLoader{})
-	c.UseRegexpEngine(boundedRegexpEngine)
+	c.UseRegexpEngine(boundedRegexpEngine(patternLimit))
 	budget := cmp.Or(r.compileTimeout, maxSchemaCompile)
 	c.RegisterVocabulary(budgetVocabulary(ctx, budget))
 	c.AssertVocabs() // drafts 2019-09 and 2020-12 call the vocabulary only so
@@ -333,21 +336,32 @@ type boundedRegexp struct {
 	cost int
 }
 
+// maxSchemaPattern bounds the instructions of one compiled schema
+// pattern when a template is stored. It is looser than a find's
+// maxRegexProgram: a template is written by an administrator, not by
+// any reader, and its length-bounded patterns (^.{1,500}$ is 1003
+// instructions) are common; a match costs at most the string's length
+// times the instructions, so a 1 MiB string against the worst 1024-
+// instruction pattern takes seconds, not minutes.
+const maxSchemaPattern = 1024
+
 // boundedRegexpEngine compiles the patterns of a schema as Go's regexp,
-// refusing one that costs more than maxRegexProgram instructions, as a
-// find's $regex: a match takes time linear in the string times the
-// instructions and cannot be interrupted, so a validation past
-// -validation-timeout would go on in the background.
-func boundedRegexpEngine(pattern string) (jsonschema.Regexp, error) {
-	re, err := regexp.Compile(pattern)
-	if err != nil {
-		return nil, err
+// refusing one that costs more than limit instructions (0: no limit): a
+// match takes time linear in the string times the instructions and cannot
+// be interrupted, so a validation past -validation-timeout would go on in
+// the background.
+func boundedRegexpEngine(limit int) func(string) (jsonschema.Regexp, error) {
+	return func(pattern string) (jsonschema.Regexp, error) {
+		re, err := regexp.Compile(pattern)
+		if err != nil {
+			return nil, err
+		}
+		cost := regexProgram(re)
+		if limit > 0 && cost > limit {
+			return nil, fmt.Errorf("pattern %q is too costly: it compiles to %d instructions, more than the limit of %d (a counted repetition such as {1,100} costs each count)", pattern, cost, limit)
+		}
+		return boundedRegexp{re, cost}, nil
 	}
-	cost := regexProgram(re)
-	if cost > maxRegexProgram {
-		return nil, fmt.Errorf("pattern %q is too costly: it compiles to %d instructions, more than the limit of %d (a counted repetition such as {1,100} costs each count)", pattern, cost, maxRegexProgram)
-	}
-	return boundedRegexp{re, cost}, nil
 }
 
 // noRemoteLoader refuses every URL the compiler asks for. The metaschemas
