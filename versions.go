@@ -343,6 +343,9 @@ func (w *worker) destroy(ctx context.Context, op *pb.EntityOp) (*pb.WorkerRespon
 			return nil, reqErrorf(errNotFound, "version %d of entity %q not found in database %q", n, key, db)
 		}
 	}
+	if err := w.refuseCurrent(ctx, op, &x); err != nil {
+		return nil, err
+	}
 	for _, n := range op.GetVersions() {
 		if err := deleteVersionObject(ctx, w.st, db, key, n); err != nil {
 			return nil, err
@@ -354,6 +357,25 @@ func (w *worker) destroy(ctx context.Context, op *pb.EntityOp) (*pb.WorkerRespon
 		return nil, err
 	}
 	return okResponse(nil, ""), nil
+}
+
+// refuseCurrent refuses (409) to destroy the version that is the entity's
+// current document: the entity would still answer it after the answer
+// said it was destroyed. Deleting the entity first (a soft delete) makes
+// it a deleted version, which may be destroyed. The caller holds the
+// entity's lock.
+func (w *worker) refuseCurrent(ctx context.Context, op *pb.EntityOp, x *versionIndex) error {
+	l := x.latest()
+	if l == nil || l.Deleted || !slices.Contains(op.GetVersions(), l.Version) {
+		return nil
+	}
+	db, key := op.GetDatabaseName(), op.GetEntityKey()
+	if _, _, err := w.stored(ctx, db, key); errors.Is(err, errNotFound) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	return reqErrorf(errConflict, "version %d is the current document of entity %q in database %q: delete the entity first, then destroy it", l.Version, key, db)
 }
 
 // softDelete marks the latest version of the entity op deletes deleted,

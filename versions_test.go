@@ -137,7 +137,11 @@ func TestVersionsLifecycle(t *testing.T) {
 		t.Errorf("keys after undelete = %s", keys)
 	}
 
-	// Destroy: the documents go for good, the metadata says so.
+	// Destroy: the documents go for good, the metadata says so. The
+	// current document (version 6) is refused, nothing removed: the entity
+	// would still answer it (the answer said destroyed, GET still read it).
+	ts.mustDo(t, "POST", "/entity/vdb/destroy?key=s1&versions=5,6", testAdminKey, "", 409)
+	ts.mustDo(t, "GET", "/entity/vdb?key=s1&version=5", testAdminKey, "", 200)
 	ts.mustDo(t, "POST", "/entity/vdb/destroy?key=s1&versions=4,5", testAdminKey, "", 200)
 	ts.mustDo(t, "GET", "/entity/vdb?key=s1&version=4", testAdminKey, "", 404)
 	ts.mustDo(t, "POST", "/entity/vdb/destroy?key=s1&versions=9", testAdminKey, "", 404)
