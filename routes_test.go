@@ -82,6 +82,8 @@ func routeTable() []routeCase {
 		ts.mustDo(t, "DELETE", "/api/databases/verfresh", testAdminKey, "", 200)
 		ts.mustDo(t, "PUT", "/api/databases/verfresh", testAdminKey, `{"max_versions":3}`, 200)
 		ts.mustDo(t, "PUT", "/entity/verfresh", testAdminKey, `{"k":{"a":1}}`, 200)
+		// Version 1 is no longer the current document, which destroy refuses.
+		ts.mustDo(t, "PUT", "/entity/verfresh", testAdminKey, `{"k":{"a":2}}`, 200)
 	}
 	delVer := func(t *testing.T, ts *authTestServer) {
 		putVer(t, ts)
