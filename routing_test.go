@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -394,24 +392,7 @@ func TestRouterDamagedHandover(t *testing.T) {
 // (the lost call's outcome is unknown); no other worker is called.
 func TestRouterDamagedAfterLostWorker(t *testing.T) {
 	st := newTestFSStore(t)
-	l := openTestWAL(t, st, "a")
-	for i := range 3 {
-		if _, err := l.append(putRec("db", fmt.Sprint("x", i), []byte("sealed"))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	l.crash()
-	segs, _ := listSegments(l.dir.path)
-	path := filepath.Join(l.dir.path, segs[0].name)
-	data, _ := os.ReadFile(path)
-	sc, err := scanSegmentBytes(path, data, true)
-	if err != nil || len(sc.offsets) != 3 {
-		t.Fatalf("log before the damage: %d records, %v", len(sc.offsets), err)
-	}
-	data[sc.offsets[1]+walFrameHeader+4] ^= 0x10
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	damagedTestLog(t, st, "a")
 	ho := newHandovers(st, slog.New(slog.DiscardHandler), time.Now)
 	rt, gb, key := failingOwnerRouter(t, fmt.Errorf("worker a: connection reset: %w", errTransport), ho)
 	ctx, cancel := context.WithCancel(t.Context())
@@ -419,7 +400,7 @@ func TestRouterDamagedAfterLostWorker(t *testing.T) {
 	wg.Go(func() { ho.run(ctx, rt, func(string) {}) })
 	defer func() { cancel(); wg.Wait() }()
 	start := time.Now()
-	_, err = rt.Process(t.Context(), &pb.EntityOp{DatabaseName: "db", EntityKey: key, Operation: pb.Operation_PUT, Payload: []byte(`1`)})
+	_, err := rt.Process(t.Context(), &pb.EntityOp{DatabaseName: "db", EntityKey: key, Operation: pb.Operation_PUT, Payload: []byte(`1`)})
 	want := fmt.Sprintf(handoverDamaged, "rid")
 	if got := publicMessage(err, "rid"); statusOf(err) != 503 || got != want {
 		t.Errorf("PUT whose owner was lost, behind its damaged log: %d %q (%v), want 503 %q", statusOf(err), got, err, want)

@@ -955,22 +955,7 @@ func TestWALHandoverLogsItsDuration(t *testing.T) {
 // until an operator moves the log away, and then the handover is done.
 func TestWALDamagedHandoverNotReady(t *testing.T) {
 	st := newTestFSStore(t)
-	l := openTestWAL(t, st, "w1")
-	for i := range 3 {
-		if _, err := l.append(putRec("db", fmt.Sprint("k", i), []byte("sealed"))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	l.crash()
-	segs, _ := listSegments(l.dir.path)
-	path := filepath.Join(l.dir.path, segs[0].name)
-	data, _ := os.ReadFile(path)
-	sc, err := scanSegmentBytes(path, data, true)
-	if err != nil || len(sc.offsets) != 3 {
-		t.Fatalf("log before the damage: %d records, %v", len(sc.offsets), err)
-	}
-	data[sc.offsets[1]+walFrameHeader+4] ^= 0x10
-	os.WriteFile(path, data, 0o600)
+	segName, offset := damagedTestLog(t, st, "w1")
 	hs := newHandovers(st, slog.New(slog.DiscardHandler), time.Now)
 	hs.add(&handover{worker: "w1", kind: hoTakeover, claim: claimDead})
 	ctx, cancel := context.WithCancel(t.Context())
@@ -982,10 +967,10 @@ func TestWALDamagedHandoverNotReady(t *testing.T) {
 			t.Fatalf("no readiness failure for a damaged log (%v)", w)
 		}
 	}
-	err = hs.health()
-	if want := fmt.Sprintf("offset %d", sc.offsets[1]); !errors.Is(err, errWALDamaged) || !strings.Contains(err.Error(), want) ||
-		!strings.Contains(err.Error(), segs[0].name) {
-		t.Errorf("health = %v, want the damage naming %s and %s", err, segs[0].name, want)
+	err := hs.health()
+	if want := fmt.Sprintf("offset %d", offset); !errors.Is(err, errWALDamaged) || !strings.Contains(err.Error(), want) ||
+		!strings.Contains(err.Error(), segName) {
+		t.Errorf("health = %v, want the damage naming %s and %s", err, segName, want)
 	}
 	checks := map[string]readyCheck{}
 	logCheck(checks, hs.health, slog.New(slog.DiscardHandler))
@@ -1004,6 +989,32 @@ func TestWALDamagedHandoverNotReady(t *testing.T) {
 			t.Fatalf("handover still pending after its log was moved away (%v): %v", w, hs.health())
 		}
 	}
+}
+
+// damagedTestLog leaves worker id's log under st as a crash would, with
+// three records, the middle one damaged; it returns the segment's name
+// and the damaged record's offset.
+func damagedTestLog(t *testing.T, st *fsStore, id string) (segName string, offset int) {
+	t.Helper()
+	l := openTestWAL(t, st, id)
+	for i := range 3 {
+		if _, err := l.append(putRec("db", fmt.Sprint("k", i), []byte("sealed"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.crash()
+	segs, _ := listSegments(l.dir.path)
+	path := filepath.Join(l.dir.path, segs[0].name)
+	data, _ := os.ReadFile(path)
+	sc, err := scanSegmentBytes(path, data, true)
+	if err != nil || len(sc.offsets) != 3 {
+		t.Fatalf("log before the damage: %d records, %v", len(sc.offsets), err)
+	}
+	data[sc.offsets[1]+walFrameHeader+4] ^= 0x10
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return segs[0].name, int(sc.offsets[1])
 }
 
 // TestWALTakeoverLeavesNewerGeneration: a takeover naming an old
