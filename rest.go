@@ -613,7 +613,7 @@ func (s *restServer) readRawBody(w http.ResponseWriter, r *http.Request) ([]byte
 	if r.ContentLength > s.maxBody {
 		return nil, reqErrorf(errTooLarge, "request body of %d bytes exceeds the limit of %d bytes", r.ContentLength, s.maxBody)
 	}
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	b, err := readAllSized(http.MaxBytesReader(w, r.Body, s.maxBody), r.ContentLength)
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		return nil, reqErrorf(errTooLarge, "request body exceeds the limit of %d bytes", s.maxBody)
@@ -622,6 +622,32 @@ func (s *restServer) readRawBody(w http.ResponseWriter, r *http.Request) ([]byte
 		return nil, fmt.Errorf("read body: %v: %w", err, errInvalid)
 	}
 	return b, nil
+}
+
+// readAllSized is io.ReadAll of a body whose Content-Length is size (-1
+// unknown): read into one buffer of that size and a byte more (where
+// io.ReadAll grows from 512 bytes), the byte more to see the end.
+func readAllSized(r io.Reader, size int64) ([]byte, error) {
+	if size < 0 {
+		return io.ReadAll(r)
+	}
+	b := make([]byte, 0, size+1)
+	for {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+		if len(b) == cap(b) {
+			// More than announced: net/http refuses that before the
+			// handler; read the rest as io.ReadAll does.
+			rest, err := io.ReadAll(r)
+			return append(b, rest...), err
+		}
+	}
 }
 
 // decodeJSONBody decodes body, exactly one JSON value, into v: the one

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/iotest"
 	"time"
 )
 
@@ -392,5 +393,23 @@ func TestWriteErrorClientGone(t *testing.T) {
 	log := logBuf.String()
 	if !strings.Contains(log, `"level":"INFO"`) || !strings.Contains(log, "client went away") || strings.Contains(log, `"level":"ERROR"`) {
 		t.Errorf("log of a request whose client went away = %s, want one INFO line \"client went away\"", log)
+	}
+}
+
+// TestReadAllSized: a body read into the buffer its Content-Length
+// sizes is the whole body whatever the length said, as io.ReadAll reads
+// it, and a read error comes back.
+func TestReadAllSized(t *testing.T) {
+	body := strings.Repeat("0123456789", 300)
+	for _, size := range []int64{-1, 0, 1, 2999, 3000, 3001, 10000} {
+		for _, r := range []io.Reader{strings.NewReader(body), iotest.OneByteReader(strings.NewReader(body)), iotest.DataErrReader(strings.NewReader(body))} {
+			got, err := readAllSized(r, size)
+			if err != nil || string(got) != body {
+				t.Fatalf("readAllSized(size %d) = %d bytes, %v; want the %d bytes", size, len(got), err, len(body))
+			}
+		}
+	}
+	if _, err := readAllSized(iotest.TimeoutReader(strings.NewReader(body)), 3000); err == nil {
+		t.Fatal("readAllSized hid a read error")
 	}
 }
