@@ -169,9 +169,6 @@ func (f *changeFeed) begin(ctx context.Context, db, key string, op pb.Operation)
 // returns the error the write answers: a write whose intent did not reach
 // the log waits for its outcome record instead.
 func (f *changeFeed) finish(ctx context.Context, t *changeTicket, resp *pb.WorkerResponse, err error) error {
-	// A client gone does not end the write's account in the feed.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleWait)
-	defer cancel()
 	ierr := t.intent.wait()
 	rec := changeRec{T: changeAbort, ID: t.rec.ID}
 	switch {
@@ -181,7 +178,10 @@ func (f *changeFeed) finish(ctx context.Context, t *changeTicket, resp *pb.Worke
 			rec.ETag = etagOf(resp.GetVersion())
 		}
 	case !changedNothing(err):
-		if serr := f.settle(ctx, t.rec); serr != nil {
+		// A client gone does not end the write's account in the feed.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleWait)
+		defer cancel()
+		if serr := f.settle(sctx, t.rec); serr != nil {
 			f.markOpen(t.rec)
 			f.slog.Warn("change feed: outcome of a write unknown, settled before the entity's next write", attrErr, serr)
 		}
