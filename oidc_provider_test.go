@@ -48,8 +48,10 @@ type oidcProvider struct {
 
 // startOIDCProvider starts provider.mjs and waits until it serves: the
 // issuer line it prints once it listens, then its discovery document
-// from that issuer. A failure shows everything it printed. Closing its
-// stdin (at cleanup) stops it.
+// from that issuer. A start that stalls is killed and tried once more
+// (twice in CI a start stopped for minutes right after node loaded the
+// provider's modules, on a loaded machine); a failure shows everything
+// each attempt printed. Closing its stdin (at cleanup) stops it.
 func startOIDCProvider(t *testing.T) *oidcProvider {
 	t.Helper()
 	dir := os.Getenv("DELTADB_OIDC_PROVIDER_DIR")
@@ -61,6 +63,26 @@ func startOIDCProvider(t *testing.T) *oidcProvider {
 		}
 		t.Skip(msg)
 	}
+	// It takes 1-4 s on an idle machine (node loads the provider's
+	// modules and makes three signing keys); the budget is for a loaded
+	// two-core one, and stretches with the load.
+	var why []string
+	for attempt := 1; attempt <= 2; attempt++ {
+		p, failed := tryOIDCProvider(t, node, dir, time.Minute)
+		if p != nil {
+			return p
+		}
+		why = append(why, fmt.Sprintf("attempt %d: %s", attempt, failed))
+	}
+	t.Fatalf("provider.mjs did not serve:\n%s", strings.Join(why, "\n"))
+	return nil
+}
+
+// tryOIDCProvider starts provider.mjs once and waits up to budget
+// (stretched by the load) until it serves; on failure it stops it and
+// says why, with everything it printed.
+func tryOIDCProvider(t *testing.T, node, dir string, budget time.Duration) (*oidcProvider, string) {
+	t.Helper()
 	cmd := exec.Command(node, filepath.Join(".ci", "oidc", "provider.mjs"))
 	cmd.Env = append(os.Environ(), "OIDC_PROVIDER_DIR="+dir)
 	stdin, err := cmd.StdinPipe()
@@ -84,7 +106,7 @@ func startOIDCProvider(t *testing.T) *oidcProvider {
 	}()
 	exited := make(chan struct{})
 	go func() { <-read; cmd.Wait(); close(exited) }() // Wait closes stdout: after its reads
-	t.Cleanup(func() {
+	stop := func() {
 		stdin.Close()
 		select {
 		case <-exited:
@@ -92,34 +114,33 @@ func startOIDCProvider(t *testing.T) *oidcProvider {
 			cmd.Process.Kill()
 			<-exited
 		}
-	})
-	// It takes 1-4 s on an idle machine (node loads the provider's
-	// modules and makes three signing keys); the budget is for a loaded
-	// two-core one, and stretches with the load.
-	w := newWait(t, "provider.mjs to serve", 2*time.Minute)
-	fail := func(why string) {
-		t.Helper()
-		t.Fatalf("provider.mjs %s (%v); it printed:\n%s", why, w, printed)
+	}
+	w := newWait(t, "provider.mjs to serve", budget)
+	fail := func(why string) (*oidcProvider, string) {
+		cmd.Process.Kill()
+		stop()
+		return nil, fmt.Sprintf("provider.mjs %s (%v); it printed:\n%s", why, w, printed)
 	}
 	var issuer string
 	for issuer == "" {
 		select {
 		case issuer = <-issuers:
 		case <-exited:
-			fail("exited before printing its issuer")
+			return fail("exited before printing its issuer")
 		case <-time.After(100 * time.Millisecond):
 			if w.over() {
-				fail("printed no issuer")
+				return fail("printed no issuer")
 			}
 		}
 	}
 	for !servesDiscovery(issuer) {
 		if w.over() {
-			fail("printed its issuer but does not serve its discovery document")
+			return fail("printed its issuer but does not serve its discovery document")
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return &oidcProvider{issuer: issuer, stdin: stdin}
+	t.Cleanup(stop)
+	return &oidcProvider{issuer: issuer, stdin: stdin}, ""
 }
 
 // scanIssuer copies r's lines to out and sends the issuer of the first
