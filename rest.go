@@ -624,11 +624,17 @@ func (s *restServer) readRawBody(w http.ResponseWriter, r *http.Request) ([]byte
 	return b, nil
 }
 
+// presizeMax bounds what readAllSized allocates before a byte of the
+// body arrives: a client may announce -rest-max-body-size on many
+// connections and send nothing.
+const presizeMax = 64 << 10
+
 // readAllSized is io.ReadAll of a body whose Content-Length is size (-1
 // unknown): read into one buffer of that size and a byte more (where
-// io.ReadAll grows from 512 bytes), the byte more to see the end.
+// io.ReadAll grows from 512 bytes), the byte more to see the end. A body
+// announced larger than presizeMax grows as it arrives, as io.ReadAll's.
 func readAllSized(r io.Reader, size int64) ([]byte, error) {
-	if size < 0 {
+	if size < 0 || size > presizeMax {
 		return io.ReadAll(r)
 	}
 	b := make([]byte, 0, size+1)

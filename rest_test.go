@@ -412,4 +412,9 @@ func TestReadAllSized(t *testing.T) {
 	if _, err := readAllSized(iotest.TimeoutReader(strings.NewReader(body)), 3000); err == nil {
 		t.Fatal("readAllSized hid a read error")
 	}
+	// An announced length is not allocated before the bytes come: a
+	// client may announce the limit on many connections and send one byte.
+	if got, err := readAllSized(strings.NewReader("x"), 64<<20); err != nil || string(got) != "x" || cap(got) > presizeMax+1 {
+		t.Errorf("readAllSized of 1 byte announced as 64 MiB = %q (capacity %d), %v; want it read into at most %d bytes", got, cap(got), err, presizeMax+1)
+	}
 }
