@@ -359,20 +359,35 @@ func newCallMAC(callKey []byte, workerID string) *callMAC {
 
 // sum appends req's signature to dst.
 func (c *callMAC) sum(req *pb.WorkerRequest, dst []byte) ([]byte, error) {
-	sig := req.Signature
-	req.Signature = nil
-	b, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend(c.buf[:0], req)
-	req.Signature = sig
+	b, err := appendUnsigned(c.buf[:0], req, proto.MarshalOptions{Deterministic: true})
 	if err != nil {
-		return nil, fmt.Errorf("sign call: %w", err)
+		return nil, err
 	}
 	if cap(b) <= maxKeptCallBuf {
 		c.buf = b
 	}
+	return c.macOf(b, dst), nil
+}
+
+// appendUnsigned appends to dst the encoding of req with its signature
+// unset, the bytes a signature covers.
+func appendUnsigned(dst []byte, req *pb.WorkerRequest, opts proto.MarshalOptions) ([]byte, error) {
+	sig := req.Signature
+	req.Signature = nil
+	b, err := opts.MarshalAppend(dst, req)
+	req.Signature = sig
+	if err != nil {
+		return nil, fmt.Errorf("sign call: %w", err)
+	}
+	return b, nil
+}
+
+// macOf appends to dst the HMAC of the worker ID and encoding b.
+func (c *callMAC) macOf(b, dst []byte) []byte {
 	c.mac.Reset()
 	c.mac.Write(c.prefix)
 	c.mac.Write(b)
-	return c.mac.Sum(dst), nil
+	return c.mac.Sum(dst)
 }
 
 // maxKeptCallBuf is the largest encoding buffer a callMAC keeps for the
@@ -422,21 +437,18 @@ const sealedHead = len(sealedPrefix) + sha256.Size
 // seal returns req sealed: its signature field, then the encoding the
 // signature covers. req's own Signature is neither read nor set.
 func (c *callMAC) seal(req *pb.WorkerRequest) ([]byte, error) {
-	sig := req.Signature
-	req.Signature = nil
 	// Size caches the sizes MarshalAppend then uses: one pass each, into
 	// a buffer of the exact length.
+	sig := req.Signature
+	req.Signature = nil
 	n := proto.Size(req)
-	b, err := proto.MarshalOptions{Deterministic: true, UseCachedSize: true}.MarshalAppend(make([]byte, sealedHead, sealedHead+n), req)
 	req.Signature = sig
+	b, err := appendUnsigned(make([]byte, sealedHead, sealedHead+n), req, proto.MarshalOptions{Deterministic: true, UseCachedSize: true})
 	if err != nil {
-		return nil, fmt.Errorf("sign call: %w", err)
+		return nil, err
 	}
 	copy(b, sealedPrefix[:])
-	c.mac.Reset()
-	c.mac.Write(c.prefix)
-	c.mac.Write(b[sealedHead:])
-	c.mac.Sum(b[len(sealedPrefix):len(sealedPrefix)])
+	c.macOf(b[sealedHead:], b[len(sealedPrefix):len(sealedPrefix)])
 	return b, nil
 }
 
@@ -453,8 +465,5 @@ func (c *callMAC) verifySealed(wire []byte, req *pb.WorkerRequest, now time.Time
 		return false
 	}
 	var arr [sha256.Size]byte
-	c.mac.Reset()
-	c.mac.Write(c.prefix)
-	c.mac.Write(wire[sealedHead:])
-	return hmac.Equal(c.mac.Sum(arr[:0]), wire[len(sealedPrefix):sealedHead])
+	return hmac.Equal(c.macOf(wire[sealedHead:], arr[:0]), wire[len(sealedPrefix):sealedHead])
 }
