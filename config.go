@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"net/url"
 	"os"
@@ -479,6 +480,9 @@ func (c *config) check() error {
 	case c.changes.maxStreams <= 0 || c.changes.maxStreamsPerPrincipal <= 0:
 		return fmt.Errorf("-changes-max-streams, -changes-max-streams-per-principal: must be positive, got %d and %d", c.changes.maxStreams, c.changes.maxStreamsPerPrincipal)
 	}
+	if err := c.checkAddrs(); err != nil {
+		return err
+	}
 	if _, err := slogLevel(c.logLevel); err != nil {
 		return err
 	}
@@ -489,6 +493,45 @@ func (c *config) check() error {
 		return fmt.Errorf("-log-format: %q is not text or json", c.logFormat)
 	}
 	return c.oidc.check()
+}
+
+// checkAddrs rejects a listen or dial address that is not host:port, so
+// that it stops the start with one line before anything runs (a listener
+// refusing it comes after the start-up log; a dial would be retried
+// forever). "" is a flag's default where it has one.
+func (c *config) checkAddrs() error {
+	for _, a := range []struct {
+		flag, value string
+		dial        bool
+	}{
+		{"rest-addr", c.restAddr, false}, {"grpc-addr", c.grpcAddr, false}, {"cluster-addr", c.clusterAddr, false},
+		{"ops-addr", c.opsAddr, false}, {"main-addr", c.mainAddr, true}, {"advertise-addr", c.advertiseAddr, true},
+	} {
+		if a.value == "" {
+			continue
+		}
+		if err := checkHostPort(a.value, a.dial); err != nil {
+			return fmt.Errorf("-%s: %q is not host:port: %w", a.flag, a.value, err)
+		}
+	}
+	return nil
+}
+
+// checkHostPort checks that addr is host:port with a numeric port, which
+// may be 0 (any free port) only where it is listened on, not dialled.
+func checkHostPort(addr string, dial bool) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	lowest := uint64(0)
+	if dial {
+		lowest = 1
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p < lowest {
+		return fmt.Errorf("port %q is not a number from %d to 65535", port, lowest)
+	}
+	return nil
 }
 
 // auditFlagSet adds the -audit-* flags to fs.

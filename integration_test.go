@@ -846,10 +846,17 @@ func TestKillDuringWrites(t *testing.T) {
 }
 
 // TestBadFlags: a bad flag value or role stops at start with a one-line
-// error naming the flag.
+// error naming the flag: an address that is not host:port too, before any
+// start-up log line (a proc's -main-addr used to be dialled forever).
 func TestBadFlags(t *testing.T) {
 	needBinary(t)
+	token := "-join-token=" + strings.Repeat("a", 64)
 	for _, c := range []struct{ args, want string }{
+		{"-rest-addr=bogus", "-rest-addr"},
+		{"-grpc-addr=127.0.0.1:99999", "-grpc-addr"},
+		{"-cluster-addr=nohost " + token, "-cluster-addr"},
+		{"-role=proc -main-addr=nohostport " + token, "-main-addr"},
+		{"-role=proc -advertise-addr=10.0.0.1:0 " + token, "-advertise-addr"},
 		{"-role=nope", "-role"},
 		{"-cache-size=-1", "-cache-size"},
 		{"-rest-max-body-size=0", "-rest-max-body-size"},
@@ -860,9 +867,12 @@ func TestBadFlags(t *testing.T) {
 		{"-grpc-addr=127.0.0.1:0 -ops-addr=nohost", "-ops-addr"},
 		{"-log-format=xml", "-log-format"},
 	} {
-		out, err := runBinary(t, strings.Fields(c.args+" -shared-fs="+t.TempDir())...)
-		if err == nil || !strings.Contains(string(out), c.want) {
-			t.Errorf("%s: err=%v output %q, want a failure naming %s", c.args, err, out, c.want)
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		cmd := exec.CommandContext(ctx, binPath, strings.Fields(c.args+" -shared-fs="+t.TempDir())...)
+		out, err := cmd.CombinedOutput()
+		cancel()
+		if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); err == nil || len(lines) != 1 || !strings.Contains(lines[0], c.want) {
+			t.Errorf("%s: err=%v output %q, want a one-line failure naming %s", c.args, err, out, c.want)
 		}
 	}
 }
