@@ -267,3 +267,23 @@ func TestWorkerJoinsOnClientPort(t *testing.T) {
 		"-shared-fs="+filepath.Join(tdir, "db"))
 	w.waitLog("subscribed", 1)
 }
+
+// TestMainAddrDefaultIsClientPort: a processing worker started without
+// -main-addr subscribes on the main worker's default -grpc-addr (the
+// client port, which hands it to the cluster server, as
+// TestWorkerJoinsOnClientPort shows), the address the flag tables name and
+// the original system's workers used.
+func TestMainAddrDefaultIsClientPort(t *testing.T) {
+	cfg, err := parseFlags([]string{"-role=proc", "-join-token=" + strings.Repeat("a", 64)}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.mainAddr != "127.0.0.1:50051" {
+		t.Errorf("-main-addr defaults to %q, want 127.0.0.1:50051, the main worker's -grpc-addr", cfg.mainAddr)
+	}
+	var help strings.Builder
+	parseFlags([]string{"-h"}, &help)
+	if !strings.Contains(help.String(), `(default "127.0.0.1:50051")`) {
+		t.Errorf("-h does not show -main-addr's default 127.0.0.1:50051:\n%s", help.String())
+	}
+}

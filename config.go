@@ -18,6 +18,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// defaultGRPCAddr is the main worker's client gRPC port, and so where a
+// processing worker subscribes unless -main-addr says otherwise.
+const defaultGRPCAddr = "127.0.0.1:50051"
+
 // config is every flag of every role (ARCHITECTURE.md "Roles"). parseFlags
 // fills it; check rejects values that parse but make no sense.
 type config struct {
@@ -103,8 +107,9 @@ type config struct {
 	cacheSizeSet bool
 	// cacheTTL expires cache entries; 0 keeps them until evicted.
 	cacheTTL time.Duration
-	// mainAddr is the main worker's -cluster-addr (or -grpc-addr, see
-	// clientport.go) a proc subscribes to.
+	// mainAddr is the main worker's -grpc-addr (whose port hands a
+	// worker's connection to the cluster server, clientport.go) or its
+	// -cluster-addr, which a proc subscribes to.
 	mainAddr string
 	// workerID names a processing worker; "" is the hostname.
 	workerID string
@@ -251,7 +256,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.Int64Var(&c.maxResponse, "max-response-bytes", defaultMaxResponse, "most bytes of documents in one answer of a listing with include_docs or a get of many keys; the answer ends early with what follows (at least one document)")
 	fs.Int64Var(&c.maxInflightRead, "max-inflight-read-bytes", defaultMaxInflightRead, "most bytes of documents read for answers and not yet sent, over all requests; a read waits for room (at least -max-document-size)")
 	fs.DurationVar(&c.cacheTTL, "cache-ttl", 0, "0 = LRU only; positive also expires cache entries")
-	fs.StringVar(&c.mainAddr, "main-addr", "127.0.0.1:50052", "main worker's -cluster-addr, or its -grpc-addr (proc)")
+	fs.StringVar(&c.mainAddr, "main-addr", defaultGRPCAddr, "main worker's -grpc-addr, whose port hands a worker to the cluster server, or its -cluster-addr (proc)")
 	fs.StringVar(&c.workerID, "worker-id", "", "unique worker ID (default hostname)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", logFormatText, "log lines as text (key=value) or json (one object per line)")

@@ -342,7 +342,7 @@ func (n *mainNode) listen() error {
 		clientCreds = grpccreds.NewTLS(clientTLS)
 	}
 	extra := append(newGRPCMetrics(n.reg).serverOptions(), grpcKeepalive(n.cfg.grpcMaxIdle)...)
-	if n.grpc, err = listenGRPC("grpc", cmp.Or(n.cfg.grpcAddr, "127.0.0.1:50051"), "-grpc-addr", n.cfg.grpcMaxRecv, n.svc,
+	if n.grpc, err = listenGRPC("grpc", cmp.Or(n.cfg.grpcAddr, defaultGRPCAddr), "-grpc-addr", n.cfg.grpcMaxRecv, n.svc,
 		clientCreds, extra...); err != nil {
 		return err
 	}
