@@ -21,8 +21,10 @@ import (
 // with their preconditions. Every document is checked against the budgets,
 // compacted and validated against the database's bound schema and
 // schemaID before anything is written: the only validation it gets (the
-// worker stores it as is). It answers one response per op, in order.
-func (d *dataPlane) put(ctx context.Context, schemaID string, ops []*pb.EntityOp) ([]*pb.WorkerResponse, error) {
+// worker stores it as is). scans, when not nil, says what is known of
+// each op's document (a REST body's split); nil, nothing. It answers one
+// response per op, in order.
+func (d *dataPlane) put(ctx context.Context, schemaID string, ops []*pb.EntityOp, scans []docScan) ([]*pb.WorkerResponse, error) {
 	if len(ops) == 0 {
 		return nil, reqErrorf(errInvalid, "nothing to store")
 	}
@@ -41,7 +43,11 @@ func (d *dataPlane) put(ctx context.Context, schemaID string, ops []*pb.EntityOp
 		if err := validateEntityKey(op.GetEntityKey()); err != nil {
 			return nil, err
 		}
-		doc, err := d.document(op.GetEntityKey(), op.GetPayload())
+		scan := docUnscanned
+		if scans != nil {
+			scan = scans[i]
+		}
+		doc, err := d.document(op.GetEntityKey(), op.GetPayload(), scan)
 		if err != nil {
 			return nil, err
 		}
@@ -63,23 +69,36 @@ func (d *dataPlane) put(ctx context.Context, schemaID string, ops []*pb.EntityOp
 // document checks one document of a PUT against the budgets (size,
 // UTF-8, nesting) and returns it without insignificant whitespace, the
 // form the worker stores, in a new slice (doc may alias a request body).
-func (d *dataPlane) document(key string, doc []byte) ([]byte, error) {
-	what := fmt.Sprintf("document %q", key)
-	if err := d.lim.checkDocumentSize(what, len(doc)); err != nil {
-		return nil, err
+// A document that scan says is valid JSON within a body already checked
+// whole (readEntitiesBody: UTF-8, surrogates, and nesting one level
+// deeper than a document's limit) is only measured and compacted: the
+// other checks could not fail. The sentences name the document only
+// when one fails.
+func (d *dataPlane) document(key string, doc []byte, scan docScan) ([]byte, error) {
+	if int64(len(doc)) > d.lim.document() {
+		return nil, d.lim.checkDocumentSize(documentWhat(key), len(doc))
 	}
-	if err := checkJSONText(what, doc, d.lim.depth()); err != nil {
-		return nil, err
+	switch scan {
+	case docCompact:
+		return slices.Clone(doc), nil
+	case docSpaced:
+		return appendCompacted(make([]byte, 0, len(doc)), doc), nil
+	}
+	if f := scanJSONText(doc, d.lim.depth()); f.kind != textOK {
+		return nil, f.err(documentWhat(key), d.lim.depth())
 	}
 	if out, ok := compactJSON(doc); ok {
 		return out, nil
 	}
 	var buf bytes.Buffer
 	if err := json.Compact(&buf, doc); err != nil || buf.Len() == 0 {
-		return nil, reqErrorf(errInvalid, "%s is not valid JSON", what)
+		return nil, reqErrorf(errInvalid, "%s is not valid JSON", documentWhat(key))
 	}
 	return buf.Bytes(), nil
 }
+
+// documentWhat names the document of key in error sentences.
+func documentWhat(key string) string { return fmt.Sprintf("document %q", key) }
 
 // write routes the writes of a PUT. Several writes with preconditions are
 // checked all before any is written, under the router's entity write

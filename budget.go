@@ -106,8 +106,32 @@ func (b budgets) storedObject() int64 { return max(defaultMaxObject, 2*b.documen
 // quadratic in its depth). It scans the bytes once, without decoding;
 // malformed JSON is left to the decoder.
 func checkJSONText(what string, b []byte, maxDepth int) error {
+	if f := scanJSONText(b, maxDepth); f.kind != textOK {
+		return f.err(what, maxDepth)
+	}
+	return nil
+}
+
+// textFault is what scanJSONText found wrong with a JSON text, kept apart
+// from its sentence so that a caller names the text only when it fails.
+type textFault struct {
+	kind uint8
+	// escape is the lone surrogate's escape (textLoneSurrogate).
+	escape []byte
+}
+
+// The kinds of textFault.
+const (
+	textOK = uint8(iota)
+	textNotUTF8
+	textLoneSurrogate
+	textTooDeep
+)
+
+// scanJSONText is checkJSONText without the sentence.
+func scanJSONText(b []byte, maxDepth int) textFault {
 	if !utf8.Valid(b) {
-		return reqErrorf(errInvalid, "%s is not valid UTF-8", what)
+		return textFault{kind: textNotUTF8}
 	}
 	depth, inString := 0, false
 	for i := 0; i < len(b); i++ {
@@ -116,8 +140,7 @@ func checkJSONText(what string, b []byte, maxDepth int) error {
 		case inString && c == '\\':
 			n, lone := escapeLen(b[i:])
 			if lone {
-				return reqErrorf(errInvalid, "%s holds the escape %s, half of a UTF-16 surrogate pair without the other half: not a Unicode character",
-					what, b[i:i+6])
+				return textFault{kind: textLoneSurrogate, escape: b[i : i+6]}
 			}
 			i += n - 1
 		case inString:
@@ -126,11 +149,25 @@ func checkJSONText(what string, b []byte, maxDepth int) error {
 			inString = true
 		case c == '[' || c == '{':
 			if depth++; depth > maxDepth {
-				return reqErrorf(errTooLarge, "%s nests arrays and objects deeper than the limit of %d levels", what, maxDepth)
+				return textFault{kind: textTooDeep}
 			}
 		case c == ']' || c == '}':
 			depth--
 		}
+	}
+	return textFault{}
+}
+
+// err is f's error for the text what, scanned with the limit maxDepth.
+func (f textFault) err(what string, maxDepth int) error {
+	switch f.kind {
+	case textNotUTF8:
+		return reqErrorf(errInvalid, "%s is not valid UTF-8", what)
+	case textLoneSurrogate:
+		return reqErrorf(errInvalid, "%s holds the escape %s, half of a UTF-16 surrogate pair without the other half: not a Unicode character",
+			what, f.escape)
+	case textTooDeep:
+		return reqErrorf(errTooLarge, "%s nests arrays and objects deeper than the limit of %d levels", what, maxDepth)
 	}
 	return nil
 }

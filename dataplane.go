@@ -75,7 +75,7 @@ func (d *dataPlane) process(ctx context.Context, p principal, schemaID string, o
 		held.release()
 		return resp, nil
 	case pb.Operation_PUT:
-		resps, err := d.put(ctx, schemaID, []*pb.EntityOp{op})
+		resps, err := d.put(ctx, schemaID, []*pb.EntityOp{op}, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -94,7 +94,24 @@ func (d *dataPlane) process(ctx context.Context, p principal, schemaID string, o
 type entityDoc struct {
 	key string
 	doc json.RawMessage
+	// scan is what splitEntityBody learned of doc.
+	scan docScan
 }
+
+// docScan is what is known of a PUT's document before the data plane
+// checks it (dataPlane.document).
+type docScan uint8
+
+const (
+	// docUnscanned: nothing; every check runs (a gRPC or import payload, a
+	// REST body split the slow way).
+	docUnscanned docScan = iota
+	// docCompact: valid JSON without insignificant whitespace, a member
+	// of a REST body whose text was checked whole (readEntitiesBody).
+	docCompact
+	// docSpaced: the same, with insignificant whitespace.
+	docSpaced
+)
 
 // checkTarget checks the names of an entity operation.
 func checkTarget(db, key string) error {

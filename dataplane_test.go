@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -99,6 +100,7 @@ func TestFrontEndsSameSentence(t *testing.T) {
 	reader := createTestKey(t, fe.auth, "reader", permRead, nil)
 	limited := createTestKey(t, fe.auth, "limited", permRead|permWrite, []string{"other*"})
 	big := `{"id": 1, "pad": "` + strings.Repeat("x", 1100) + `"}`
+	bigSpaced := "{ \"id\" :\t1 ,\n\"pad\": \"" + strings.Repeat("x", 1100) + "\"}"
 	deep := strings.Repeat(`{"a":`, 9) + "1" + strings.Repeat("}", 9)
 	cases := []struct {
 		name string
@@ -141,6 +143,12 @@ func TestFrontEndsSameSentence(t *testing.T) {
 			&pb.ProcessRequest{Operation: "PATCH", DatabaseName: "shop", EntityKey: "nope", ContentType: mergePatchType, Payload: []byte(`{"id":1}`)}, "", 404,
 			`entity "nope" not found in database "shop"`},
 		{"document too large", restCall{method: "PUT", target: "/entity/shop", body: `{"b":` + big + `}`},
+			&pb.ProcessRequest{Operation: "PUT", DatabaseName: "shop", EntityKey: "b", Payload: []byte(big)}, "", 413,
+			`document "b" of 1120 bytes exceeds the document limit of 1024 bytes`},
+		{"document too large, with whitespace", restCall{method: "PUT", target: "/entity/shop", body: `{"b":` + bigSpaced + `}`},
+			&pb.ProcessRequest{Operation: "PUT", DatabaseName: "shop", EntityKey: "b", Payload: []byte(bigSpaced)}, "", 413,
+			`document "b" of 1123 bytes exceeds the document limit of 1024 bytes`},
+		{"document too large, body split the slow way", restCall{method: "PUT", target: "/entity/shop", body: `{"\u0062":` + big + `}`},
 			&pb.ProcessRequest{Operation: "PUT", DatabaseName: "shop", EntityKey: "b", Payload: []byte(big)}, "", 413,
 			`document "b" of 1120 bytes exceeds the document limit of 1024 bytes`},
 		{"patch nested too deep", restCall{method: "PATCH", target: "/entity/shop?key=a", body: deep, header: []string{"Content-Type: " + mergePatchType}},
@@ -194,6 +202,33 @@ func TestFrontEndsSameSentence(t *testing.T) {
 	}
 	if _, _, found, _ := fe.data.readEntity(ctx, "shop", "b"); found {
 		t.Error("shop/b exists after refused PUTs")
+	}
+}
+
+// TestFrontEndsStoreSameDocument: the same document, with whitespace and
+// escapes, PUT through REST (its body split in one pass, or the slow way
+// for an escaped key) and through gRPC, is stored as the same bytes,
+// json.Compact's.
+func TestFrontEndsStoreSameDocument(t *testing.T) {
+	fe := newFrontEnds(t, budgets{})
+	doc := "{ \"text\" : \"a \\\" b\\u00e9\\n\" ,\r\n \"n\": [ 1 , 2.5e3 , { } ] }"
+	var want bytes.Buffer
+	if err := json.Compact(&want, []byte(doc)); err != nil {
+		t.Fatal(err)
+	}
+	for _, body := range []string{`{"r": ` + doc + ` }`, `{"\u0073": ` + doc + `}`} {
+		if code, answer := (restCall{method: "PUT", target: "/entity/shop", body: body}).do(fe.rest, testAdminKey); code != 200 {
+			t.Fatalf("REST PUT %s = %d %s", body, code, answer)
+		}
+	}
+	if _, err := fe.client.Process(t.Context(), clientProcess("PUT", "shop", "g", testAdminKey, []byte(doc))); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"r", "s", "g"} {
+		got, _, found, err := fe.data.readEntity(t.Context(), "shop", key)
+		if err != nil || !found || !bytes.Equal(got, want.Bytes()) {
+			t.Errorf("shop/%s = %q (found %v, %v), want %q", key, got, found, err, want.Bytes())
+		}
 	}
 }
 

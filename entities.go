@@ -47,16 +47,18 @@ func (s *restServer) handlePutEntities(w http.ResponseWriter, r *http.Request, p
 	}
 	noteKeys(r.Context(), keys)
 	ops := make([]*pb.EntityOp, len(docs))
+	scans := make([]docScan, len(docs))
 	for i, d := range docs {
 		ops[i] = &pb.EntityOp{DatabaseName: db, EntityKey: d.key, Operation: pb.Operation_PUT, Payload: d.doc,
 			Principal: principalName(p)}
+		scans[i] = d.scan
 	}
 	if err := batchPreconditions(r, ops); err != nil {
 		return err
 	}
 	// The audit line of a one-key PUT names the version it replaced.
 	ops[0].WantPrevious = s.audit != nil && len(ops) == 1
-	resps, err := s.data.put(r.Context(), schemaID, ops)
+	resps, err := s.data.put(r.Context(), schemaID, ops, scans)
 	if err != nil {
 		return err
 	}
@@ -87,8 +89,11 @@ const entityBodyShape = "a JSON object mapping entity keys to documents"
 // decodeEntityBody parses a PUT /entity body: a non-empty JSON object of
 // entity keys and documents (the data plane checks both). Keys come back
 // sorted so writes happen in a stable order. Most bodies are split in one
-// pass (splitEntityBody); the rest, and every malformed one, are decoded
-// by encoding/json, whose errors the client reads.
+// pass (splitEntityBody), which notes each document as valid JSON: body
+// must have passed readEntitiesBody's check of its whole text, which the
+// data plane then does not repeat per document. The rest, and every
+// malformed one, are decoded by encoding/json, whose errors the client
+// reads.
 func decodeEntityBody(body []byte) ([]entityDoc, error) {
 	if docs, ok := splitEntityBody(body); ok {
 		return docs, nil

@@ -48,7 +48,7 @@ func (p *findPlane) put(t testing.TB, db string, docs map[string]string) {
 		ops = append(ops, &pb.EntityOp{DatabaseName: db, EntityKey: k, Operation: pb.Operation_PUT, Payload: []byte(d)})
 	}
 	for _, op := range ops {
-		if _, err := p.data.put(t.Context(), "", []*pb.EntityOp{op}); err != nil {
+		if _, err := p.data.put(t.Context(), "", []*pb.EntityOp{op}, nil); err != nil {
 			t.Fatalf("put %s: %v", op.EntityKey, err)
 		}
 	}

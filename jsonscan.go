@@ -253,7 +253,8 @@ func appendCompacted(dst, b []byte) []byte {
 }
 
 // splitEntityBody splits a PUT body, a JSON object of plain keys, into
-// its members sorted by key, each document as sent (it aliases body);
+// its members sorted by key, each document as sent (it aliases body) and
+// noted as valid JSON, compact or not (entityDoc.scan);
 // ok is false when the scanner does not take the body, it has no member,
 // a key holds an escape or a byte outside ASCII, or a key comes twice
 // (the caller decodes it the slow way).
@@ -276,11 +277,16 @@ func splitEntityBody(body []byte) (docs []entityDoc, ok bool) {
 			return nil, false
 		}
 		vStart := s.skipWS(i + 1)
+		s.ws = false
 		vEnd, ok := s.value(vStart)
 		if !ok {
 			return nil, false
 		}
-		docs = append(docs, entityDoc{key: key, doc: body[vStart:vEnd:vEnd]})
+		scan := docCompact
+		if s.ws {
+			scan = docSpaced
+		}
+		docs = append(docs, entityDoc{key: key, doc: body[vStart:vEnd:vEnd], scan: scan})
 		if i = s.skipWS(vEnd); i >= len(body) || body[i] != ',' {
 			break
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -18,6 +19,7 @@ var jsonScanSeeds = []string{
 	`{"a":1} x`, `{"a":1}{"b":2}`, "\"\x01\"", `"\x"`, `"\u12G4"`, `"\u12"`, `"abc`, "{\"a\":\t1\r\n}",
 	`{"a\u0062":1}`, `{"é":1}`, `{"a":1,"a":2}`, `{"b":1,"a":{"c":[{"d":null}]}}`, "\xff", `"\xff"`,
 	`[[[[[[[[[[]]]]]]]]]]`, `{"a":"}"}`, `{"a":"\\"}`, ` `, ``, `[1 2]`, `{"a" 1}`, `{"a":1 "b":2}`,
+	`{"a":"\uD800x","b":["\uDC00"]}`, `{"a":[[[1]]],"b":{"c":{"d":[]}}}`, "{\"a\":\"\xc3\"}",
 }
 
 // TestCompactJSONMatchesEncodingJSON: whatever compactJSON takes,
@@ -92,6 +94,35 @@ func checkSplit(t *testing.T, body []byte) {
 			t.Fatalf("splitEntityBody(%q): %q = %q, the decoder read %q", body, d.key, d.doc, want)
 		}
 	}
+	checkScanned(t, body, got)
+}
+
+// scanLimits are document budgets small enough for random JSON to reach.
+var scanLimits = []budgets{{maxDocument: 16, maxDepth: 2}, {maxDocument: 1 << 20, maxDepth: 1}, {}}
+
+// checkScanned: where a PUT's body passes its whole-text check
+// (readEntitiesBody), each document the split noted (docs) is stored,
+// or refused with the same sentence, as the document checked from
+// scratch (a gRPC payload's path), under each of scanLimits.
+func checkScanned(t *testing.T, body []byte, docs []entityDoc) {
+	t.Helper()
+	for _, lim := range scanLimits {
+		if checkJSONText("body", body, lim.depth()+1) != nil {
+			continue
+		}
+		d := &dataPlane{lim: lim}
+		for _, doc := range docs {
+			if doc.scan == docUnscanned {
+				t.Fatalf("splitEntityBody(%q): %q not noted as scanned", body, doc.key)
+			}
+			got, gotErr := d.document(doc.key, doc.doc, doc.scan)
+			want, wantErr := d.document(doc.key, doc.doc, docUnscanned)
+			if !bytes.Equal(got, want) || fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
+				t.Fatalf("body %q, document %q, limits %+v: scanned %q, %v; checked from scratch %q, %v",
+					body, doc.key, lim, got, gotErr, want, wantErr)
+			}
+		}
+	}
 }
 
 // mutateJSON returns seed with a few random bytes changed, inserted or
@@ -124,16 +155,27 @@ func FuzzCompactJSON(f *testing.F) {
 	})
 }
 
-// BenchmarkPutJSON: the JSON work of a one-document PUT body of ~1 KiB,
-// split and compacted, the scanner's way and encoding/json's.
+// BenchmarkPutJSON: the JSON work of a one-document PUT body of ~1 KiB:
+// the body's text checked, split and its document compacted as a REST
+// PUT does it (scanned), the same with the document checked from scratch
+// (each document's text check and scan again, the way before the split
+// noted what it saw), and encoding/json's way.
 func BenchmarkPutJSON(b *testing.B) {
 	body := []byte(`{"k000123":{"role":"user","content":"` + strings.Repeat("x", 994) + `"}}`)
-	b.Run("scanner", func(b *testing.B) {
-		for b.Loop() {
-			docs, _ := splitEntityBody(body)
-			compactJSON(docs[0].doc)
-		}
-	})
+	d := &dataPlane{}
+	for _, c := range []struct {
+		name string
+		scan func(entityDoc) docScan
+	}{{"scanned", func(e entityDoc) docScan { return e.scan }}, {"checked-again", func(entityDoc) docScan { return docUnscanned }}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				_ = checkJSONText("body", body, d.lim.depth()+1)
+				docs, _ := splitEntityBody(body)
+				_, _ = d.document(docs[0].key, docs[0].doc, c.scan(docs[0]))
+			}
+		})
+	}
 	b.Run("encoding-json", func(b *testing.B) {
 		for b.Loop() {
 			var m map[string]json.RawMessage

@@ -419,7 +419,7 @@ func (im *importer) parse(ctx context.Context, line []byte) (string, json.RawMes
 	if err := validateEntityKey(*l.Key); err != nil {
 		return *l.Key, nil, err
 	}
-	doc, err := im.d.document(*l.Key, l.Doc)
+	doc, err := im.d.document(*l.Key, l.Doc, docUnscanned)
 	if err != nil {
 		return *l.Key, nil, err
 	}
