@@ -875,6 +875,17 @@ func TestBadFlags(t *testing.T) {
 			t.Errorf("%s: err=%v output %q, want a one-line failure naming %s", c.args, err, out, c.want)
 		}
 	}
+	// A -changes-dir that cannot be made (a file is in its way) fails when
+	// the feed opens, after the flags parsed: the error still names it.
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runBinary(t, "-rest-addr=127.0.0.1:0", "-grpc-addr=127.0.0.1:0", "-cluster-addr=127.0.0.1:0",
+		"-changes-dir="+filepath.Join(file, "feed"), "-shared-fs="+t.TempDir())
+	if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); err == nil || !strings.HasPrefix(lines[len(lines)-1], "deltadatabase: -changes-dir: ") {
+		t.Errorf("-changes-dir under a file: err=%v output %q, want a last line naming -changes-dir", err, out)
+	}
 }
 
 // runBinary runs the binary to its end and returns its combined output.

@@ -250,6 +250,9 @@ func (n *mainNode) buildFeed() error {
 		dir = filepath.Join(fsst.root, changesDirName)
 	}
 	f, err := attachFeed(n.rt, dir, n.cfg.changes, n.log)
+	if err != nil && n.cfg.changes.dir != "" {
+		return fmt.Errorf("-changes-dir: %w", err) // name the flag to fix
+	}
 	if err != nil {
 		return err
 	}
