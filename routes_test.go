@@ -547,6 +547,11 @@ func routeErrorCases(root string) map[string][]errorCase {
 			{method: "GET", path: "/api/databases/chatdb/keys?limit=1&limit=2", want: 400},
 			{method: "GET", path: "/api/databases/chatdb/keys?cursor=YQ&cursor=Yg", want: 400},
 			{method: "GET", path: "/api/databases/chatdb/keys?prefix=a&prefix=b", want: 400},
+			// A pair url.ParseQuery skips is a 400, not a parameter absent.
+			{method: "GET", path: "/api/databases/chatdb/keys?cursor=%zz", want: 400},
+			{method: "GET", path: "/api/databases/chatdb/keys?prefix=a%2", want: 400},
+			{method: "GET", path: "/api/databases/chatdb/keys?limit=1;x", want: 400},
+			{method: "GET", path: "/api/databases/chatdb/keys?%zz=1", want: 400},
 			{method: "GET", path: "/api/databases/faultdb/keys?include_docs=true", fault: corrupt, want: 500},
 		},
 		"GET /api/databases/{db}/changes": {
@@ -661,6 +666,7 @@ func routeErrorCases(root string) map[string][]errorCase {
 			{method: "PUT", path: "/entity/chatdb?schema=nope.v1", body: `{"a":{}}`, want: 400},
 			{method: "PUT", path: "/entity/chatdb?schema=t.v1", body: `{"a":5}`, want: 400},
 			{method: "PUT", path: "/entity/chatdb?schema=t.v1&schema=nope.v1", body: `{"a":{}}`, want: 400},
+			{method: "PUT", path: "/entity/chatdb?schema=t.v%zz1", body: `{"a":5}`, want: 400},
 			{method: "PUT", path: "/entity/chatdb?if_match=a", body: `{"a":1}`, want: 400},
 			{method: "PUT", path: "/entity/chatdb", body: `{"k":1}`, header: []string{"If-None-Match", "*"}, want: 412},
 			{method: "PUT", path: "/entity/chatdb", body: big, want: 413},
