@@ -53,6 +53,17 @@ func TestCheckJoinToken(t *testing.T) {
 			t.Errorf("checkJoinToken(%q) = %v, want ok %v", c.tok, err, c.ok)
 		}
 	}
+	// -h states the rule checkJoinToken applies (it said ">= 32 bytes",
+	// which a 40-character token meets and the start refuses).
+	var usage bytes.Buffer
+	parseFlags([]string{"-h"}, &usage)
+	_, line, _ := strings.Cut(usage.String(), "  -join-token string\n")
+	line, _, _ = strings.Cut(line, "\n")
+	for _, want := range []string{fmt.Sprintf("%d hex digits", minJoinTokenHex), fmt.Sprintf("at least %d other characters", minJoinTokenOther)} {
+		if !strings.Contains(line, want) {
+			t.Errorf("-h says of -join-token %q, want it to say %q", line, want)
+		}
+	}
 }
 
 // TestSeqWindow: a number is accepted once; out-of-order numbers inside

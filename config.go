@@ -260,7 +260,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.workerID, "worker-id", "", "unique worker ID (default hostname)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", logFormatText, "log lines as text (key=value) or json (one object per line)")
-	fs.StringVar(&c.joinToken, "join-token", secretEnv(joinTokenEnv), "cluster join secret, >= 32 bytes (env "+joinTokenEnv+"; visible in ps, prefer -join-token-file)")
+	fs.StringVar(&c.joinToken, "join-token", secretEnv(joinTokenEnv), "cluster join secret of 32 random bytes: 64 hex digits (openssl rand -hex 32) or at least 43 other characters (env "+joinTokenEnv+"; visible in ps, prefer -join-token-file)")
 	fs.StringVar(&c.joinTokenFile, "join-token-file", "", "file holding the cluster join secret")
 	fs.StringVar(&c.clusterAddr, "cluster-addr", "", "TLS listen address for workers (main, all; default 127.0.0.1:50052)")
 	fs.StringVar(&c.advertiseAddr, "advertise-addr", "", "address the main worker dials to reach this worker (proc; default the -grpc-addr listener's, whose unspecified host (0.0.0.0, ::) the main worker replaces with the address the subscription came from)")
