@@ -710,6 +710,8 @@ func routeErrorCases(root string) map[string][]errorCase {
 			{method: "POST", path: "/entity/chatdb/destroy?key=k&versions=one", want: 400},
 			{method: "POST", path: "/entity/chatdb/destroy?key=k&versions=0", want: 400},
 			{method: "POST", path: "/entity/chatdb/destroy?key=k&versions=7", want: 404},
+			// Version 1 of verr/k is its current document (runRouteErrorCases).
+			{method: "POST", path: "/entity/verr/destroy?key=k&versions=1", want: 409},
 		},
 		"DELETE /entity/{db}": {
 			{method: "DELETE", path: "/entity/chatdb?key=nope", want: 404},
@@ -879,6 +881,8 @@ func runRouteErrorCases(t *testing.T, st store, internals ...string) {
 	fs := &faultStore{store: st}
 	ts := newAuthTestServerOn(t, authConfig{maxFailures: 1 << 30}, fs)
 	ts.mustDo(t, "PUT", "/schema/t.v1", testAdminKey, `{"type":"object"}`, 200)
+	ts.mustDo(t, "PUT", "/api/databases/verr", testAdminKey, `{"max_versions":2}`, 200)
+	ts.mustDo(t, "PUT", "/entity/verr", testAdminKey, `{"k":1}`, 200)
 	cases := routeErrorCases(internals[0])
 	for _, rc := range routeTable() {
 		if len(cases[rc.pattern]) == 0 && noErrorCases[rc.pattern] == "" {
