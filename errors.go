@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 )
@@ -158,12 +160,119 @@ func withoutDocument(err error) error {
 // clientMessage returns the sentence of the outermost requestError in err's
 // chain, and false when there is none: the error is then internal and the
 // client gets a fixed sentence for its status instead.
+//
+// Every piece of client input a sentence quotes is cut to maxQuoted bytes
+// here (cutInput), so that an answer is not as large as the request
+// allows: a 200 KB key, pointer or member name is quoted by its first 64
+// bytes and an ellipsis. Input a sentence shows must therefore be quoted
+// (%q), never written bare (%s).
 func clientMessage(err error) (string, bool) {
 	var re *requestError
 	if errors.As(err, &re) {
-		return re.msg, true
+		return cutInput(re.msg), true
 	}
 	return "", false
+}
+
+// sentencef is fmt.Sprintf for a client's sentence made outside a
+// requestError (a listener's own answer): its quoted input is cut as
+// clientMessage cuts it.
+func sentencef(format string, args ...any) string {
+	return cutInput(fmt.Sprintf(format, args...))
+}
+
+// cutInput cuts each quoted value of a client's sentence: "..." as %q
+// writes it, and `...` as a regular expression's error quotes the
+// expression (a schema's "pattern").
+func cutInput(msg string) string {
+	return cutQuotedPieces(cutQuotedPieces(msg, '"'), '`')
+}
+
+// maxQuoted is the most bytes of one quoted value a client's sentence
+// shows, before its ellipsis.
+const maxQuoted = 64
+
+// cutQuotedPieces cuts each value quoted by q in msg (a q inside escaped
+// by a backslash) to maxQuoted bytes and an ellipsis. Cutting again
+// changes nothing, so a worker's sentence the main worker passes on is
+// cut once.
+func cutQuotedPieces(msg string, q byte) string {
+	if len(msg) <= maxQuoted {
+		return msg
+	}
+	var b strings.Builder
+	for {
+		open := strings.IndexByte(msg, q)
+		if open < 0 {
+			break
+		}
+		end := closingQuote(msg, open+1, q)
+		if end < 0 {
+			break
+		}
+		b.WriteString(msg[:open+1])
+		b.WriteString(cutQuoted(msg[open+1 : end]))
+		b.WriteByte(q)
+		msg = msg[end+1:]
+	}
+	b.WriteString(msg)
+	return b.String()
+}
+
+// closingQuote returns the index of the q that closes a quoted value
+// starting at from in msg, skipping escapes; -1 when there is none.
+func closingQuote(msg string, from int, q byte) int {
+	for i := from; i < len(msg); i++ {
+		switch msg[i] {
+		case '\\':
+			i++
+		case q:
+			return i
+		}
+	}
+	return -1
+}
+
+// ellipsis marks a quoted value cut short.
+const ellipsis = "…"
+
+// cutQuoted cuts a quoted value to at most maxQuoted bytes and an
+// ellipsis, on a character boundary and not inside a backslash escape
+// (\", \u00e9). A value already cut is returned as it is.
+func cutQuoted(v string) string {
+	if len(v) <= maxQuoted || len(v) <= maxQuoted+len(ellipsis) && strings.HasSuffix(v, ellipsis) {
+		return v
+	}
+	cut := 0
+	for cut < len(v) {
+		n := quotedEscapeLen(v[cut:])
+		if n == 0 {
+			_, n = utf8.DecodeRuneInString(v[cut:])
+		}
+		if cut+n > maxQuoted {
+			break
+		}
+		cut += n
+	}
+	return v[:cut] + ellipsis
+}
+
+// quotedEscapeLen is the length of the backslash escape v starts with
+// (\n, \x7f, \u00e9, \U0001f600), 0 when it starts with none.
+func quotedEscapeLen(v string) int {
+	if len(v) < 2 || v[0] != '\\' {
+		return 0
+	}
+	n := 2
+	switch v[1] {
+	case 'x':
+		n = 4
+	case 'u':
+		n = 6
+	case 'U':
+		n = 10
+	}
+	return min(n, len(v))
 }
 
 // writeEffect says what a failed write may have left in storage. Its zero

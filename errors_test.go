@@ -1,14 +1,17 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 )
@@ -131,6 +134,7 @@ func sentinelValues() map[string]error {
 		"errUnsupportedMedia": errUnsupportedMedia, "errMethod": errMethod, "errTransport": errTransport,
 		"errNoWorker": errNoWorker, "errHandingOver": errHandingOver, "errHandingOverLost": errHandingOverLost,
 		"errHandoverDamaged": errHandoverDamaged, "errHandoverDamagedLost": errHandoverDamagedLost, "errAuditUnavailable": errAuditUnavailable,
+		"errWriteFenced":    errWriteFenced,
 		"errTooManyStreams": errTooManyStreams, "errGone": errGone, "errNoFeed": errNoFeed,
 	}
 }
@@ -164,5 +168,82 @@ func TestErrorLookupsAgree(t *testing.T) {
 	}
 	if got := grpcCode(errors.New("unclassified")); got != codes.Internal {
 		t.Errorf("grpcCode(unclassified) = %v, want Internal", got)
+	}
+}
+
+// TestErrorsQuoteInputShort: a bad request carrying a 200 KB key, JSON
+// pointer, member name, operator or header is answered by a short
+// sentence that quotes the input's first bytes, marked as cut: the answer
+// was as large as the request (a pointer quoted twice made it twice).
+func TestErrorsQuoteInputShort(t *testing.T) {
+	s := newLocalREST(t)
+	for _, put := range [][2]string{
+		{"/entity/db1", `{"k1": {"a": 1}}`},
+		{"/schema/strings", `{"type": "object", "additionalProperties": {"type": "string"}}`},
+		{"/api/databases/s", `{"schema": "strings"}`},
+	} {
+		if rec := serve(s, "PUT", put[0], put[1]); rec.Code != 200 {
+			t.Fatalf("PUT %s = %d %s", put[0], rec.Code, rec.Body)
+		}
+	}
+	big := strings.Repeat("é", 100000) // 200 KB, two bytes a letter
+	mid := strings.Repeat("a", 30000)  // within the header size limit
+	for _, c := range []struct {
+		name, method, target, header, body string
+	}{
+		{"patch path naming nothing", "PATCH", "/entity/db1?key=k1", jsonPatchType, `[{"op":"remove","path":"/` + big + `"}]`},
+		{"patch pointer", "PATCH", "/entity/db1?key=k1", jsonPatchType, `[{"op":"remove","path":"` + big + `"}]`},
+		{"patch op", "PATCH", "/entity/db1?key=k1", jsonPatchType, `[{"op":"` + big + `","path":"/a"}]`},
+		{"patch index", "PATCH", "/entity/db1?key=k1", jsonPatchType, `[{"op":"add","path":"/a/` + strings.Repeat("9", 200000) + `","value":1}]`},
+		{"selector operator", "POST", "/api/databases/db1/find", "", `{"selector":{"a":{"$` + big + `":1}}}`},
+		{"find member", "POST", "/api/databases/db1/find", "", `{"` + big + `":1}`},
+		{"settings member", "PUT", "/api/databases/db1", "", `{"` + big + `":1}`},
+		{"Content-Type", "PATCH", "/entity/db1?key=k1", mid, `{}`},
+		{"limit", "GET", "/api/databases/db1/keys?limit=" + mid, "", ""},
+		{"cursor", "GET", "/api/databases/db1/keys?cursor=" + mid, "", ""},
+		{"version", "GET", "/entity/db1?key=k1&version=" + mid, "", ""},
+		{"route", "DELETE", "/admin/keys/" + mid, "", ""},
+		{"method", "BREW" + mid, "/entity/db1", "", ""},
+		{"schema's pattern", "PUT", "/schema/bad", "", `{"pattern": "(` + big + `"}`},
+		{"violations under a long member", "PUT", "/entity/s", "", `{"k": {"1` + big + `": 1, "2` + big + `": 2, "3` + big + `": 3}}`},
+	} {
+		req := httptest.NewRequest(c.method, c.target, strings.NewReader(c.body))
+		req.Header.Set("Authorization", "Bearer "+testAdminKey)
+		if c.header != "" {
+			req.Header.Set("Content-Type", c.header)
+		}
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, req)
+		var body errorBody
+		if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || rec.Code < 400 || body.Error == "" {
+			t.Errorf("%s: %d %.200s, want an error body", c.name, rec.Code, rec.Body)
+			continue
+		}
+		if rec.Body.Len() > 1024 || !strings.Contains(body.Error, "…") || !utf8.ValidString(body.Error) {
+			t.Errorf("%s: %d answer of %d bytes %.300q, want under 1 KiB quoting the input cut", c.name, rec.Code, rec.Body.Len(), body.Error)
+		}
+	}
+}
+
+// TestCutQuotedPieces: each quoted value is cut to maxQuoted bytes on a
+// character and escape boundary, with an ellipsis; short values, text
+// outside quotes and a sentence already cut stay as they are.
+func TestCutQuotedPieces(t *testing.T) {
+	long := strings.Repeat("a", 62)
+	for _, c := range []struct{ in, want string }{
+		{`entity "k" not found`, `entity "k" not found`},
+		{`key "` + long + `é€x": bad`, `key "` + long + `é…": bad`},
+		{`key "` + long + `\u00e9zzz" and "b"`, `key "` + long + `…" and "b"`},
+		{`key "` + long[:60] + `\"\u00e9zzz"`, `key "` + long[:60] + `\"…"`},
+		{`key "` + long + `a` + `aa\"` + `" then "unclosed` + long, `key "` + long + `aa…" then "unclosed` + long},
+		{fmt.Sprintf("%q: %q", strings.Repeat("b", 100), strings.Repeat("c", 100)), `"` + strings.Repeat("b", 64) + `…": "` + strings.Repeat("c", 64) + `…"`},
+	} {
+		got := cutQuotedPieces(c.in, '"')
+		if got != c.want {
+			t.Errorf("cutQuotedPieces(%q) =\n%q, want\n%q", c.in, got, c.want)
+		}
+		if again := cutQuotedPieces(got, '"'); again != got {
+			t.Errorf("cutting %q again = %q, want it unchanged", got, again)
+		}
 	}
 }

@@ -429,7 +429,7 @@ func TestFindRequestRefused(t *testing.T) {
 		{`{"selector":{},"sort":[{"a":"up"}]}`, `{"field": "asc"|"desc"}`},
 		{`{"selector":{},"limit":-1}`, `"limit" must be`},
 		{`{"selector":{},"skip":100000}`, `"skip" must be`},
-		{`{"selector":{"a":{"$where":1}}}`, "operator $where is not supported"},
+		{`{"selector":{"a":{"$where":1}}}`, `operator "$where" is not supported`},
 		{`{"selector":{},"bookmark":"nope"}`, "not a bookmark"},
 		{fmt.Sprintf(`{"selector":{"a":2},"bookmark":%q}`, other), "belongs to another query"},
 		{`{"selector":{},"allow_fallback":false}`, "no index of database"},

@@ -292,7 +292,7 @@ func bestIndex(q *findQuery, defs []indexDef, required map[string]bool, ranges m
 				return f, true
 			}
 		}
-		plan.warnings = append(plan.warnings, fmt.Sprintf("use_index %q is not an index that can serve this query; planned without it", q.useIndex))
+		plan.warnings = append(plan.warnings, sentencef("use_index %q is not an index that can serve this query; planned without it", q.useIndex))
 	}
 	best, ok := indexFit{}, false
 	for _, f := range fits {

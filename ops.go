@@ -46,7 +46,7 @@ func newOpsMux(health http.Handler, reg *registry, cfg config) *http.ServeMux {
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no route for %s %s on the ops listener", r.Method, r.URL.Path)})
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": sentencef("no route for %q on the ops listener", r.Method+" "+r.URL.Path)})
 	})
 	return mux
 }

@@ -174,7 +174,7 @@ func TestOpsMux(t *testing.T) {
 			{"GET", "/debug/pprof/", pprofCode, ""},
 			{"GET", "/debug/pprof/heap", pprofCode, ""},
 			{"POST", "/debug/pprof/symbol", pprofCode, ""},
-			{"GET", "/nope", 404, `{"error":"no route for GET /nope on the ops listener"}`},
+			{"GET", "/nope", 404, `{"error":"no route for \"GET /nope\" on the ops listener"}`},
 		} {
 			rec := httptest.NewRecorder()
 			mux.ServeHTTP(rec, httptest.NewRequest(c.method, c.path, nil))

@@ -462,7 +462,7 @@ func arrayIndex(tok string, max int) (int, error) {
 	}
 	i, err := strconv.Atoi(tok)
 	if err != nil || i > max {
-		return 0, reqErrorf(errPatchConflict, "array index %s out of range", tok)
+		return 0, reqErrorf(errPatchConflict, "array index %q out of range", tok)
 	}
 	return i, nil
 }

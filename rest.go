@@ -301,7 +301,7 @@ func (s *restServer) dispatch(w http.ResponseWriter, r *http.Request, ctx contex
 		// serves other methods only is that route's 405, not a 404.
 		if allow := s.otherMethods(r); allow != "" {
 			w.Header().Set("Allow", allow)
-			s.writeError(w, r, reqErrorf(errMethod, "%s is not allowed on %s; allowed: %s", r.Method, p, allow))
+			s.writeError(w, r, reqErrorf(errMethod, "method %q is not allowed on %q; allowed: %s", r.Method, p, allow))
 			return ""
 		}
 	}
@@ -319,10 +319,10 @@ func (s *restServer) dispatch(w http.ResponseWriter, r *http.Request, ctx contex
 		}
 		if allow != "" {
 			w.Header().Set("Allow", allow)
-			s.writeError(w, r, reqErrorf(errMethod, "%s is not allowed on %s; allowed: %s", r.Method, p, allow))
+			s.writeError(w, r, reqErrorf(errMethod, "method %q is not allowed on %q; allowed: %s", r.Method, p, allow))
 			return ""
 		}
-		s.writeError(w, r, reqErrorf(errNotFound, "no route for %s %s", r.Method, p))
+		s.writeError(w, r, reqErrorf(errNotFound, "no route for %q", r.Method+" "+p))
 		return ""
 	}
 	// Handler does not set the path values; ServeHTTP matches again and does.

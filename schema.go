@@ -15,7 +15,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/santhosh-tekuri/jsonschema/v6/kind"
@@ -462,7 +461,9 @@ func newValidationError(verr *jsonschema.ValidationError) *validationError {
 func issueOf(e *jsonschema.ValidationError) (is validationIssue, ok bool) {
 	var path strings.Builder
 	for _, tok := range e.InstanceLocation {
-		path.WriteString("/" + pointerToken(tok))
+		// A member name is cut as a sentence quotes it: the path is
+		// repeated in the answer for each violation under it.
+		path.WriteString("/" + cutQuoted(pointerToken(tok)))
 	}
 	is.Path = path.String()
 	switch k := e.ErrorKind.(type) {
@@ -479,67 +480,11 @@ func issueOf(e *jsonschema.ValidationError) (is validationIssue, ok bool) {
 	return is, true
 }
 
-// maxQuoted is the most bytes of a value a violation's sentence quotes:
-// the library quotes the whole value ("'...' does not match pattern"), so
-// a long string failing many keywords made an answer many times the
-// document's size.
-const maxQuoted = 64
-
-// shortenQuoted cuts each value the library quoted in msg ('...', a quote
-// inside escaped as \') to maxQuoted bytes and an ellipsis.
-func shortenQuoted(msg string) string {
-	var b strings.Builder
-	for {
-		open := strings.IndexByte(msg, '\'')
-		if open < 0 {
-			break
-		}
-		end := closingQuote(msg, open+1)
-		if end < 0 {
-			break
-		}
-		b.WriteString(msg[:open+1])
-		b.WriteString(cutQuoted(msg[open+1 : end]))
-		b.WriteByte('\'')
-		msg = msg[end+1:]
-	}
-	b.WriteString(msg)
-	return b.String()
-}
-
-// closingQuote returns the index of the quote that closes a quoted value
-// starting at from in msg, skipping escapes; -1 when there is none.
-func closingQuote(msg string, from int) int {
-	for i := from; i < len(msg); i++ {
-		switch msg[i] {
-		case '\\':
-			i++
-		case '\'':
-			return i
-		}
-	}
-	return -1
-}
-
-// cutQuoted cuts a quoted value to at most maxQuoted bytes, on a
-// character boundary and not inside a backslash escape, with an ellipsis.
-func cutQuoted(v string) string {
-	if len(v) <= maxQuoted {
-		return v
-	}
-	cut := 0
-	for cut < len(v) {
-		n := 2 // a backslash and what it escapes, kept together
-		if v[cut] != '\\' {
-			_, n = utf8.DecodeRuneInString(v[cut:])
-		}
-		if cut+n > maxQuoted {
-			break
-		}
-		cut += n
-	}
-	return v[:cut] + "…"
-}
+// shortenQuoted cuts each value the library quoted in a violation's
+// sentence ('...', a quote inside escaped as \'): the library quotes the
+// whole value ("'...' does not match pattern"), so a long string failing
+// many keywords made an answer many times the document's size.
+func shortenQuoted(msg string) string { return cutQuotedPieces(msg, '\'') }
 
 // comparePointers orders JSON Pointers token by token, array indexes by
 // number ("/messages/2" before "/messages/10"), so that errors come out in

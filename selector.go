@@ -188,7 +188,7 @@ func (p *selParser) member(name string, val []byte, depth int) (*pnode, error) {
 		}
 		return &pnode{kind: name, arg: val}, err
 	}
-	return nil, reqErrorf(errInvalid, "selector: operator %s is not supported", name)
+	return nil, reqErrorf(errInvalid, "selector: operator %q is not supported", name)
 }
 
 // combination parses $and, $or or $nor: an array of selectors.
@@ -504,7 +504,7 @@ func compileCond(n *pnode) (cond, error) {
 	case "$beginsWith":
 		return prefixCond(unquote(n.arg)), nil
 	}
-	return nil, reqErrorf(errInvalid, "selector: operator %s is not supported", n.kind)
+	return nil, reqErrorf(errInvalid, "selector: operator %q is not supported", n.kind)
 }
 
 // compileList builds $in, $nin or $all: the collation keys of its values.

@@ -620,9 +620,9 @@ func TestSelectorRefused(t *testing.T) {
 		status    int
 	}{
 		{`[]`, "selector must be a JSON object", 400},
-		{`{"a":{"$where":"x"}}`, "operator $where is not supported", 400},
-		{`{"a":{"$text":"x"}}`, "operator $text is not supported", 400},
-		{`{"a":{"$keyMapMatch":{}}}`, "operator $keyMapMatch is not supported", 400},
+		{`{"a":{"$where":"x"}}`, `operator "$where" is not supported`, 400},
+		{`{"a":{"$text":"x"}}`, `operator "$text" is not supported`, 400},
+		{`{"a":{"$keyMapMatch":{}}}`, `operator "$keyMapMatch" is not supported`, 400},
 		{`{"$and":{"a":1}}`, "$and takes an array", 400},
 		{`{"a":{"$in":3}}`, "$in takes an array", 400},
 		{`{"a":{"$exists":1}}`, "$exists takes true or false", 400},

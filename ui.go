@@ -23,7 +23,7 @@ const uiCSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 
 func handleUI(w http.ResponseWriter, r *http.Request, _ principal) error {
 	name, ok := uiFile(r.URL.Path)
 	if !ok {
-		return reqErrorf(errNotFound, "no file or route %s", r.URL.Path)
+		return reqErrorf(errNotFound, "no file or route %q", r.URL.Path)
 	}
 	h := w.Header()
 	h.Set("Content-Security-Policy", uiCSP)
