@@ -7,7 +7,9 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Sentinel errors. Each names one kind of failure; errorTable says, in one
@@ -71,6 +73,13 @@ var (
 	// errNoWorker: no processing worker is in rotation, or the last one
 	// tried was unreachable (503, as errUnavailable).
 	errNoWorker error = workerError("no processing worker is available")
+	// errWriteFenced: a write appended to a worker's write-ahead log
+	// after another process had taken the log over (the fence,
+	// walwriter.go). The taker may have read the record and applied it,
+	// or not: the outcome is unknown (503). Its gRPC code is
+	// errUnavailable's; a worker's answer names it by a detail
+	// (errorReasons).
+	errWriteFenced error = workerError("write appended to a write-ahead log another process took over")
 )
 
 // workerError is a failure of the worker tier: errors.Is finds it as
@@ -334,6 +343,7 @@ var errorTable = []errorKind{
 	{errNoWorker, http.StatusServiceUnavailable, codes.Unavailable, workerUnreachable, mayHaveWritten},
 	{errHandingOver, http.StatusServiceUnavailable, codes.Unavailable, handingOver, wroteNothing},
 	{errHandoverDamaged, http.StatusServiceUnavailable, codes.Unavailable, handoverDamaged, wroteNothing},
+	{errWriteFenced, http.StatusServiceUnavailable, codes.Unavailable, ownerChanged, mayHaveWritten},
 	{errUnavailable, http.StatusServiceUnavailable, codes.Unavailable, "storage or workers unavailable, try again later (request ID %s)", mayHaveWritten},
 	{errAuditUnavailable, http.StatusServiceUnavailable, codes.Unavailable, "the audit log cannot be written, so requests are refused; try again later (request ID %s)", mayHaveWritten},
 	{errCorrupt, http.StatusInternalServerError, codes.DataLoss, internalError, mayHaveWritten},
@@ -347,6 +357,7 @@ const (
 	internalError     = "internal error (request ID %s)"
 	handingOver       = "this entity's worker left or another joined, and its write-ahead log is still being applied to storage before another worker writes it: try again shortly (request ID %s)"
 	handoverDamaged   = "this entity's worker left and its write-ahead log is damaged, so the entity cannot be served until an operator restores the storage or moves that log away (request ID %s)"
+	ownerChanged      = "this entity's owner changed while the write was being made durable (its worker's write-ahead log was taken over), so the write may or may not have been applied: read the entity, then retry if needed (request ID %s)"
 )
 
 // kindOf is the row of errorTable for err, nil when no sentinel matches
@@ -378,7 +389,8 @@ func grpcCode(err error) codes.Code {
 
 // sentinelOf returns the sentinel a worker's gRPC code c stands for: the
 // first row with that code, leaving out the worker tier's own errors,
-// which only the main worker makes about its workers. A call past its
+// which the main worker makes about its workers (or, for errWriteFenced,
+// learns from the answer's detail: reasonSentinel). A call past its
 // deadline (DeadlineExceeded, which gRPC sets, never a worker) is
 // errUnavailable: it may succeed later. nil for Internal and codes not in
 // the table.
@@ -389,6 +401,54 @@ func sentinelOf(c codes.Code) error {
 	for _, k := range errorTable {
 		if _, tier := k.err.(workerError); !tier && k.code == c {
 			return k.err
+		}
+	}
+	return nil
+}
+
+// errorReasons are the sentinels a worker makes that share their gRPC
+// code with another row and mean something else to the client; a
+// worker's failed call names one by an ErrorInfo detail with its reason
+// (withReason), and the main worker maps it back (reasonSentinel).
+var errorReasons = map[string]error{
+	"WRITE_FENCED": errWriteFenced,
+}
+
+// errorDomain is the domain of the ErrorInfo details we send.
+const errorDomain = "deltadatabase"
+
+// reasonOf is the reason naming err's sentinel in errorReasons, "" for
+// none.
+func reasonOf(err error) string {
+	for reason, sentinel := range errorReasons {
+		if errors.Is(err, sentinel) {
+			return reason
+		}
+	}
+	return ""
+}
+
+// withReason adds to st the ErrorInfo detail naming err's reason, if it
+// has one (reasonOf).
+func withReason(st *status.Status, err error) *status.Status {
+	reason := reasonOf(err)
+	if reason == "" {
+		return st
+	}
+	if d, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: errorDomain}); derr == nil {
+		return d
+	}
+	return st
+}
+
+// reasonSentinel is the sentinel an ErrorInfo detail of st names
+// (withReason), nil for none.
+func reasonSentinel(st *status.Status) error {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == errorDomain {
+			if sentinel := errorReasons[info.GetReason()]; sentinel != nil {
+				return sentinel
+			}
 		}
 	}
 	return nil

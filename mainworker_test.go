@@ -547,3 +547,39 @@ func TestGRPCPrefaceOnlyConnectionClosed(t *testing.T) {
 		t.Errorf("GET after the idle close = %s, %v", resp.GetResult(), err)
 	}
 }
+
+// TestFencedWriteOutcomeUnknown: a worker whose write-ahead log was taken
+// over while it was paused appends the next write to the taken log, whose
+// taker may have read it: the main worker answers 503 saying the owner
+// changed and the write may or may not have been applied (it said
+// "storage or workers unavailable", as for a write refused before it
+// began). The next write, refused before it is appended, keeps that
+// sentence.
+func TestFencedWriteOutcomeUnknown(t *testing.T) {
+	st := newTestFSStore(t)
+	l := openTestWAL(t, st, "w1")
+	w := newTestWorker(t, "w1", st)
+	w.wal = l
+	_, _, rw := remoteStub(t, &workerServer{w: w, now: time.Now}, bytes.Repeat([]byte{7}, 32))
+	put := func(doc string) error {
+		_, err := rw.Process(t.Context(), &pb.WorkerRequest{RequestId: "rid1", Owner: true,
+			Op: &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_PUT, Payload: []byte(doc)}})
+		return err
+	}
+	if err := put(`{"v":1}`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := takeOverLog(t.Context(), st, "w1", claimGen, l.generation(), slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	err := put(`{"v":2}`)
+	msg := publicMessage(err, "rid1")
+	if statusOf(err) != 503 || nothingWritten(err) || !strings.Contains(msg, "owner changed") ||
+		!strings.Contains(msg, "may or may not have been applied") || !strings.Contains(msg, "rid1") {
+		t.Errorf("PUT appended after the takeover = %v (status %d, sentence %q), want 503: owner changed, may or may not have been applied", err, statusOf(err), msg)
+	}
+	err = put(`{"v":3}`)
+	if msg := publicMessage(err, "rid1"); statusOf(err) != 503 || strings.Contains(msg, "owner changed") {
+		t.Errorf("PUT refused before it was appended = %v (sentence %q), want 503 without the unknown outcome", err, msg)
+	}
+}

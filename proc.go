@@ -856,7 +856,7 @@ func issuesFromDetail(st *status.Status) *validationError {
 // "ERROR" and the same sentence, for clients that read those fields.
 func clientStatus(err error, requestID string) error {
 	msg := publicMessage(err, requestID)
-	st := status.New(grpcCode(err), msg)
+	st := withReason(status.New(grpcCode(err), msg), err)
 	if d, derr := st.WithDetails(errorDetail(err, msg)); derr == nil {
 		st = d
 	}

@@ -894,6 +894,9 @@ func (r *remoteWorker) callError(err error, handled, version string) error {
 func errorFromStatus(err error, sentence bool) error {
 	st := status.Convert(err)
 	kind := sentinelOf(st.Code())
+	if k := reasonSentinel(st); k != nil {
+		kind = k
+	}
 	switch {
 	case kind != nil && sentence:
 		if ve := issuesFromDetail(st); ve != nil {

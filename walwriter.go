@@ -382,7 +382,8 @@ func (l *walLog) writeBatch(b *walBatch) (*walSegment, error) {
 	if err := seg.checkFence(); err != nil {
 		l.opts.log.Error("write-ahead log taken over by another process: this worker takes no writes until it subscribes again",
 			attrWorker, l.id, "segment", seg.path, attrErr, err)
-		return nil, fmt.Errorf("log %s: %w: %w", seg.path, err, errWALTaken)
+		// The group is in the taken segment: the taker may have read it.
+		return nil, fmt.Errorf("log %s: %w: %w: %w", seg.path, err, errWALTaken, errWriteFenced)
 	}
 	l.down.Store(nil)
 	return seg, nil

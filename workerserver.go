@@ -200,7 +200,7 @@ func (s *workerServer) failure(ctx context.Context, err error) *callFailure {
 		f.handled = handledInternal
 		s.w.log.ErrorContext(ctx, "process failed", attrWorker, s.w.id, attrErr, err)
 	}
-	f.st = status.New(grpcCode(err), msg)
+	f.st = withReason(status.New(grpcCode(err), msg), err)
 	if d := errorDetail(err, msg); len(d.Errors) > 0 {
 		// A schema's violations travel to the main worker for the
 		// client's "errors".
