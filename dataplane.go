@@ -238,7 +238,7 @@ func (d *dataPlane) patch(ctx context.Context, p principal, schemaID string, op 
 	if err := checkSchemaID(schemaID); err != nil {
 		return nil, err
 	}
-	if err := checkJSONText("patch", op.GetPayload(), d.lim.depth()); err != nil {
+	if err := checkPatchText(ct, op.GetPayload(), d.lim.depth()); err != nil {
 		return nil, err
 	}
 	op.MayRead = p.has(permRead)

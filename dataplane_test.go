@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	pb "deltadatabase/proto"
@@ -40,6 +41,7 @@ func newFrontEnds(t *testing.T, lim budgets) *frontEnds {
 		t.Fatal(err)
 	}
 	w := newTestWorker(t, "local", st)
+	w.lim = lim // one deployment: the worker has the main worker's budgets
 	cat := newCatalog(st)
 	rt := newRouter(log, time.Now, 0, cat.wrote, nil)
 	rt.add(&workerConn{id: "local", proc: w, stats: w.stats})
@@ -284,4 +286,54 @@ func createTestKey(t *testing.T, auth *authenticator, name string, perms perm, d
 		t.Fatal(err)
 	}
 	return k.Secret
+}
+
+// TestDepthLimitSameForEveryWrite: with a depth limit of 3, a document
+// nested 3 deep is stored and one nested 4 deep refused (413) however it
+// is written: PUT over REST and gRPC, an import's line, the result of a
+// JSON Patch or of a merge patch. A JSON Patch's value was refused two
+// levels earlier, counted with the array and the operation around it.
+func TestDepthLimitSameForEveryWrite(t *testing.T) {
+	fe := newFrontEnds(t, budgets{maxDepth: 3})
+	jsonPatch := func(op, path, v string) string {
+		return `[{"op":"` + op + `","path":"` + path + `","value":` + v + `}]`
+	}
+	for _, c := range []struct {
+		doc  string
+		want int
+	}{{`[[[1]]]`, 200}, {`[[[[1]]]]`, 413}} {
+		for _, call := range []struct {
+			name string
+			restCall
+		}{
+			{"REST PUT", restCall{method: "PUT", target: "/entity/d", body: `{"k":` + c.doc + `}`}},
+			{"import", restCall{method: "POST", target: "/api/databases/d/import", body: `{"key":"k","doc":` + c.doc + `}`}},
+			{"JSON Patch", restCall{method: "PATCH", target: "/entity/d?key=k", body: jsonPatch("replace", "", c.doc), header: []string{"Content-Type: " + jsonPatchType}}},
+			{"merge patch", restCall{method: "PATCH", target: "/entity/d?key=k", body: c.doc, header: []string{"Content-Type: " + mergePatchType}}},
+		} {
+			code, body := call.do(fe.rest, testAdminKey)
+			if call.name == "import" && code == 400 && strings.Contains(body, `"imported":0`) {
+				code = 413 // the line refused: the report says why
+			}
+			if code != c.want || c.want == 413 && !strings.Contains(body, "limit of 3 levels") {
+				t.Errorf("%s of %s = %d %s, want %d", call.name, c.doc, code, body, c.want)
+			}
+		}
+		wantCode := map[int]codes.Code{200: codes.OK, 413: codes.ResourceExhausted}[c.want]
+		grpc := map[string]*pb.ProcessRequest{
+			"gRPC PUT":        clientProcess("PUT", "d", "k", testAdminKey, []byte(c.doc)),
+			"gRPC JSON Patch": {Operation: "PATCH", DatabaseName: "d", EntityKey: "k", Token: testAdminKey, ContentType: jsonPatchType, Payload: []byte(jsonPatch("replace", "", c.doc))},
+		}
+		for name, req := range grpc {
+			if _, err := fe.client.Process(t.Context(), req); status.Code(err) != wantCode {
+				t.Errorf("%s of %s = %v, want %v", name, c.doc, err, wantCode)
+			}
+		}
+	}
+	// A value within the limit that makes the document deeper than it.
+	code, body := restCall{method: "PATCH", target: "/entity/d?key=k", body: jsonPatch("add", "/0/0/-", "[1]"),
+		header: []string{"Content-Type: " + jsonPatchType}}.do(fe.rest, testAdminKey)
+	if code != 413 || !strings.Contains(body, "the patched document nests arrays and objects deeper than the limit of 3 levels") {
+		t.Errorf("JSON Patch adding [1] at depth 3 = %d %s, want 413 for the patched document", code, body)
+	}
 }

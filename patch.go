@@ -67,6 +67,22 @@ func applyPatch(contentType string, doc, patch []byte, lim budgets) ([]byte, err
 	return b, nil
 }
 
+// checkPatchText checks a patch's text against the UTF-8 and nesting
+// budgets (checkJSONText) before it is decoded. A JSON Patch's values
+// are counted without the array and the operation object around them, so
+// that a value may nest as deep as a document (the patched document is
+// checked against maxDepth itself); a merge patch is a document.
+func checkPatchText(contentType string, b []byte, maxDepth int) error {
+	if contentType != jsonPatchType {
+		return checkJSONText("patch", b, maxDepth)
+	}
+	err := checkJSONText("patch", b, maxDepth+2)
+	if errors.Is(err, errTooLarge) {
+		return reqErrorf(errTooLarge, "a value of the JSON patch nests arrays and objects deeper than the limit of %d levels", maxDepth)
+	}
+	return err
+}
+
 // decodeValue parses exactly one JSON value, keeping numbers as
 // json.Number so that they come back out with their exact text.
 func decodeValue(b []byte) (any, error) {
