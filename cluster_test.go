@@ -468,6 +468,39 @@ func TestSubscribeLiveWorkerID(t *testing.T) {
 	c.putAndGet(20)
 }
 
+// TestWorkerRenewalKeepsWriting: a worker renewing its subscription
+// (-worker-ttl, at 80% of its life) is the same process with the same
+// write-ahead log: writes of its entities go on being answered 200 and
+// read back. The main worker used to take the log over at each renewal,
+// fencing the live worker: its writes answered 503 until its next
+// renewal. (Two workers: while one renews, between its Subscribe and its
+// first heartbeat, the other is available.)
+func TestWorkerRenewalKeepsWriting(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "db")
+	c := &cluster{t: t, dir: dir, workers: map[string]*node{}}
+	c.main = startNode(t, clusterEnv, "-role=main", "-shared-fs="+dir, "-worker-ttl=3s")
+	c.clusterAddr = c.main.logAddr("cluster listening")
+	w1, w2 := c.startWorker("w1"), c.startWorker("w2")
+	c.waitWorkers(20*time.Second, "w1", "w2")
+	w1.waitLog("renewing subscription before the token expires", 1)
+	for i := range 50 {
+		body := map[string]any{fmt.Sprint("k", i%10): map[string]int{"n": i}}
+		if code, out, _ := c.main.call("PUT", "/entity/renew", testAdminKey, body); code != http.StatusOK {
+			t.Fatalf("PUT %d after renewals = %d %s\nw1 log:\n%s\nw2 log:\n%s", i, code, out, w1.stderr, w2.stderr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for k := range 10 {
+		want := fmt.Sprintf(`{"n":%d}`, 40+k)
+		if code, out, _ := c.main.call("GET", fmt.Sprint("/entity/renew?key=k", k), testAdminKey, nil); code != http.StatusOK || string(out) != want {
+			t.Errorf("GET k%d after renewals = %d %s, want 200 %s", k, code, out, want)
+		}
+	}
+	if n := strings.Count(w1.stderr.String()+w2.stderr.String(), "renewing subscription"); n < 4 {
+		t.Errorf("the workers renewed %d times, want at least 4 during the writes", n)
+	}
+}
+
 // writeTestCA generates a CA and a certificate for 127.0.0.1 signed by it
 // in dir and returns the paths of the CA, the certificate and its key.
 func writeTestCA(t *testing.T, dir string) (caFile, certFile, keyFile string) {

@@ -322,14 +322,31 @@ func (hs *handovers) settle(ctx context.Context, r handoverRouter, h *handover, 
 		return hs.takeOver(ctx, r, h, forget)
 	case hoCheckpoint:
 		c := r.availableConn(h.worker)
+		if c == nil && r.registered(h.worker) != nil {
+			// Registered but not available: perhaps between the Subscribe
+			// of a renewal and its first heartbeat. Its log is live: wait
+			// for it a while before fencing it.
+			hs.toAwait(h, renewalAwait)
+			return fmt.Errorf("waiting for worker %q to become available again", h.worker)
+		}
 		if c == nil {
-			hs.toTakeover(h, r.registered(h.worker))
+			hs.toTakeover(h, nil)
 			return hs.takeOver(ctx, r, h, forget)
 		}
 		return hs.checkpoint(ctx, r, c, h)
 	default:
 		return hs.takeOver(ctx, r, h, forget)
 	}
+}
+
+// toAwait turns a checkpoint whose worker is registered but not available
+// into an await of it for d: a checkpoint once it is available, a
+// takeover if it is not in time. Writes routed to the old registration
+// are not waited for: it was replaced.
+func (hs *handovers) toAwait(h *handover, d time.Duration) {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	h.kind, h.deadline, h.drain = hoAwait, hs.now().Add(d), 0
 }
 
 // toTakeover turns a handover whose worker is gone (or never came) into

@@ -157,7 +157,14 @@ func (r *router) add(c *workerConn) {
 	if c.available || old != nil && old.available {
 		r.bumpEpoch()
 	}
-	if old != nil {
+	switch {
+	case old != nil && old.identity == c.identity && old.walGen() == c.walGen():
+		// The same process renewed its subscription: its log is live and
+		// its own. Its entities wait until it checkpoints the log, once
+		// this registration is available (its first heartbeat, at once);
+		// it is taken over only if that does not come in time.
+		r.handOver(old, hoAwait, before)
+	case old != nil:
 		// The process it replaces left: its log is taken over.
 		r.handOver(old, hoTakeover, before)
 	}
@@ -221,6 +228,11 @@ func (r *router) joined(c *workerConn, before []string) {
 	}
 }
 
+// renewalAwait is how long the handover of a worker that renewed its
+// subscription waits for the new registration to become available before
+// it takes the log over: the heartbeats it may miss.
+const renewalAwait = heartbeatMisses * heartbeatEvery
+
 // handOver registers a handover of worker c's log, whose entities were
 // c's among the workers from. The caller holds mu.
 func (r *router) handOver(c *workerConn, kind handoverKind, from []string) {
@@ -228,8 +240,11 @@ func (r *router) handOver(c *workerConn, kind handoverKind, from []string) {
 		return
 	}
 	h := &handover{worker: c.id, kind: kind, from: from, gen: c.walGen(), claim: claimGen}
-	if kind == hoCheckpoint {
+	switch kind {
+	case hoCheckpoint:
 		h.drain = c.writes.bump()
+	case hoAwait:
+		h.deadline = r.now().Add(renewalAwait)
 	}
 	if kind == hoTakeover && r.workers[c.id] == c && c.close != nil {
 		h.conn = c // still registered, perhaps still running
