@@ -312,6 +312,9 @@ func openChangeLog(dir string, maxAge time.Duration, maxBytes int64, now func() 
 		nextSeq: 1, nextID: 1, notify: make(chan struct{}),
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), ops: ops}
 	open, err := l.scan()
+	if err == nil && len(l.segs) == 0 {
+		l.nextSeq = firstSeq(now())
+	}
 	if err == nil {
 		err = l.openCurrent()
 	}
@@ -323,6 +326,16 @@ func openChangeLog(dir string, maxAge time.Duration, maxBytes int64, now func() 
 	l.wg.Add(1)
 	go l.run()
 	return l, open, nil
+}
+
+// firstSeq is the seq a new log gives its first change: its creation
+// time in microseconds. Cursors are plain numbers, so a log started from 1
+// again (the feed's directory lost, or storage restored from a backup,
+// which holds no feed) would read a client's cursor of the earlier log as
+// one of its own and skip the changes before it; numbered from its start,
+// it finds such a cursor before its oldest and answers 410.
+func firstSeq(t time.Time) uint64 {
+	return uint64(max(1, t.UnixMicro()))
 }
 
 // lockChangeLog takes the lock file of the log in dir: one process

@@ -98,7 +98,7 @@ func TestChangeLogFrames(t *testing.T) {
 		}
 	}
 	l.close()
-	b, err := os.ReadFile(filepath.Join(dir, segmentName(1)))
+	b, err := os.ReadFile(filepath.Join(dir, segmentName(l.segs[0].first)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +231,7 @@ func TestChangeLogWrittenAhead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(dir, segmentName(1))
+	path := filepath.Join(dir, segmentName(l.segs[0].first))
 	put := func(l *testChangeLog, key string) {
 		t.Helper()
 		if err := l.append(&changeRec{T: changeDone, DB: "db", Key: key, Op: "put"}).wait(); err != nil {
@@ -380,8 +380,9 @@ func TestChangeLogRetentionByAge(t *testing.T) {
 	if segs, _ := filepath.Glob(filepath.Join(dir, "*.log")); len(segs) < 3 {
 		t.Fatalf("%d segments after 2000 changes, want several", len(segs))
 	}
+	start := firstSeq(time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)) - 1
 	clock.advance(30 * time.Minute)
-	if err := l.prune(); err != nil || l.oldest() != 0 {
+	if err := l.prune(); err != nil || l.oldest() != start {
 		t.Fatalf("prune within the retention: %v, oldest cursor %d; want nothing dropped", err, l.oldest())
 	}
 	clock.advance(time.Hour)
@@ -390,15 +391,15 @@ func TestChangeLogRetentionByAge(t *testing.T) {
 		t.Fatal(err)
 	}
 	oldest := l.oldest()
-	if oldest == 0 {
+	if oldest == start {
 		t.Fatal("prune after the retention dropped nothing")
 	}
 	if segs, _ := filepath.Glob(filepath.Join(dir, "*.log")); len(segs) != 1 {
 		t.Errorf("%d segment files after the retention, want the current one", len(segs))
 	}
 	f := &changeFeed{log: cl}
-	if _, err := f.cursor("1"); !errors.Is(err, errGone) || !strings.Contains(fmt.Sprint(err), "list the database") {
-		t.Errorf("cursor 1 after the retention: %v, want 410 telling to list the database", err)
+	if _, err := f.cursor(fmt.Sprint(start + 1)); !errors.Is(err, errGone) || !strings.Contains(fmt.Sprint(err), "list the database") {
+		t.Errorf("cursor of the first change after the retention: %v, want 410 telling to list the database", err)
 	}
 	if c, err := f.cursor(""); err != nil || c != oldest {
 		t.Errorf("since absent = %d, %v; want the oldest kept, %d", c, err, oldest)
@@ -406,6 +407,59 @@ func TestChangeLogRetentionByAge(t *testing.T) {
 	keys := changeKeys(t, l)
 	if len(keys) == 0 || keys[len(keys)-1] != "new99" || slices.Contains(keys, "old0") {
 		t.Errorf("%d changes kept, last %q; want the recent ones, not the first", len(keys), keys[len(keys)-1:])
+	}
+}
+
+// TestChangeLogNewNumbersFromItsStart: a log made anew where one was
+// lost (or storage restored from a backup, which holds no feed) numbers
+// its changes from its start, so a cursor of the earlier log answers 410
+// instead of skipping the new log's first changes; a reopened log goes
+// on where it was.
+func TestChangeLogNewNumbersFromItsStart(t *testing.T) {
+	dir := t.TempDir()
+	clock := &fakeClock{t: time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)}
+	open := func() *testChangeLog {
+		t.Helper()
+		cl, _, err := openChangeLog(dir, time.Hour, 1<<20, clock.now, osFileOps())
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := &testChangeLog{changeLog: cl}
+		t.Cleanup(l.close)
+		return l
+	}
+	put := func(l *testChangeLog, keys ...string) {
+		t.Helper()
+		for _, k := range keys {
+			if err := l.append(&changeRec{T: changeDone, DB: "db", Key: k, Op: "put", ETag: "e"}).wait(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	l := open()
+	put(l, "a", "b", "c")
+	cursor := fmt.Sprint(l.durable.Load() - 1) // after "b"
+	l.close()
+	clock.advance(time.Second)
+	l = open()
+	put(l, "d")
+	f := &changeFeed{log: l.changeLog}
+	if c, err := f.cursor(cursor); err != nil || c != l.durable.Load()-2 {
+		t.Errorf("cursor %s after a reopen = %d, %v; want the same place, before c and d", cursor, c, err)
+	}
+	l.close()
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	clock.advance(time.Second)
+	l = open()
+	put(l, "x", "y", "z", "w", "v")
+	f = &changeFeed{log: l.changeLog}
+	if c, err := f.cursor(cursor); !errors.Is(err, errGone) {
+		t.Errorf("cursor %s of the lost log = %d, %v; want 410 (the new log's changes are not after it)", cursor, c, err)
+	}
+	if keys := changeKeys(t, l); strings.Join(keys, "") != "xyzwv" {
+		t.Errorf("new log holds %v, want x y z w v", keys)
 	}
 }
 

@@ -41,7 +41,7 @@ func testFeed(t *testing.T, rt *router, st store) *changeFeed {
 		return nil
 	}
 	f, err := attachFeed(rt, filepath.Join(t.TempDir(), changesDirName), feedLimits{retention: time.Hour,
-		retentionBytes: 1 << 20, maxStreams: 10, maxStreamsPerPrincipal: 10}, slog.New(slog.DiscardHandler))
+		retentionBytes: 2 << 20, maxStreams: 10, maxStreamsPerPrincipal: 10}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -963,6 +963,7 @@ func TestChangesStreamCursorExpired(t *testing.T) {
 	}
 	t.Cleanup(func() { f.close() })
 	ts.rest.data.feed = f
+	first := f.log.durable.Load() + 1 // the first change's seq
 	appendChanges(t, f, "chat", 1)
 	rec := newStreamRecorder(true)
 	_, done := serveStream(t, ts, rec, "")
@@ -970,8 +971,8 @@ func TestChangesStreamCursorExpired(t *testing.T) {
 	// While the consumer takes its first change, the retention's 64 KiB
 	// drop the segment after which it would resume.
 	appendChanges(t, f, "o", 2000)
-	if f.log.oldest() <= 1 {
-		t.Fatalf("oldest cursor kept %d after 2000 changes in 64 KiB, want past 1", f.log.oldest())
+	if f.log.oldest() <= first {
+		t.Fatalf("oldest cursor kept %d after 2000 changes in 64 KiB, want past %d", f.log.oldest(), first)
 	}
 	close(rec.release)
 	waitClosed(t, done, "the stream did not end")
@@ -982,7 +983,7 @@ func TestChangesStreamCursorExpired(t *testing.T) {
 		ResumeFrom string `json:"resume_from"`
 	}
 	if i < 0 || json.Unmarshal([]byte(strings.TrimSpace(out[i+len("event: error\ndata: "):])), &ev) != nil ||
-		ev.ResumeFrom != "1" || !strings.Contains(ev.Error, "list the database") {
-		t.Errorf("stream wrote\n%s\nwant an error event with the 410's sentence and resume_from 1", out)
+		ev.ResumeFrom != fmt.Sprint(first) || !strings.Contains(ev.Error, "list the database") {
+		t.Errorf("stream wrote\n%s\nwant an error event with the 410's sentence and resume_from %d", out, first)
 	}
 }
