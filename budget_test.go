@@ -308,6 +308,25 @@ func TestBudgetFlags(t *testing.T) {
 	}
 }
 
+// TestResponseBudgetFloor: a -max-response-bytes below
+// -max-document-size is raised to it, and -h says so, as it does of
+// -max-inflight-read-bytes (it said only "at least one document", so
+// -max-response-bytes=1000 looked taken and was 1 MiB).
+func TestResponseBudgetFloor(t *testing.T) {
+	if got := (budgets{maxResponse: 1000, maxDocument: 4096}).response(); got != 4096 {
+		t.Errorf("response budget of -max-response-bytes=1000 -max-document-size=4096 = %d, want 4096", got)
+	}
+	var usage bytes.Buffer
+	parseFlags([]string{"-h"}, &usage)
+	for _, name := range []string{"max-response-bytes", "max-inflight-read-bytes"} {
+		_, line, _ := strings.Cut(usage.String(), "  -"+name+" int\n")
+		line, _, _ = strings.Cut(line, "\n")
+		if !strings.Contains(line, "at least -max-document-size") {
+			t.Errorf("-h says of -%s %q, want it to name its floor, -max-document-size", name, line)
+		}
+	}
+}
+
 // TestValidationTimeout: validating one document against one schema stops
 // at the validation budget with 413. The schema (2^14 branches) is within
 // the expansion limit; the budget here is 1 ms.
