@@ -393,7 +393,7 @@ class ClientTest(unittest.TestCase):
             self.db.delete_index(self.name, "by-user")
         with self.assertRaises(deltadb.BadRequest) as err:
             self.db.find(self.name, {"n": {"$where": "1"}})
-        self.assertIn("$where is not supported", err.exception.message)
+        self.assertIn('"$where" is not supported', err.exception.message)
         with self.assertRaises(deltadb.Forbidden):
             self.key_with(["write"]).find(self.name, {})
 
