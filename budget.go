@@ -242,6 +242,53 @@ func runWithin(ctx context.Context, d time.Duration, tooLong error, f func() err
 	}
 }
 
+// validationBytesPerSecond is how many bytes of strings a validation may
+// read per second of its time budget, a string counted once for each
+// subschema the schema's expansion counts (a $ref and its target are
+// two): each check may read all of it (minLength counts its characters, a
+// pattern scans it, the library copies it). Measured on the development
+// machine, shared: 2^12 minLength checks of a 900 KB string, an expansion
+// of 16,383, took 3.6 s of CPU at load 5.7 (about 2^32 such bytes a
+// second), 2^9 of them 0.7 s at load 9.8 (2^31.3); so a document let
+// through takes about the budget at most on a busy core.
+const validationBytesPerSecond = 1 << 31
+
+// checkStringWork refuses (413) a document whose strings the schema may
+// read more of than a validation can within its time budget: their bytes
+// (values and member names) times expansion, the most subschemas the
+// schema applies along one path. The validation cannot be interrupted: it
+// ran on past its time budget after the client's answer (2^12 minLength
+// checks of a 900 KB string: 3.6 s of CPU, 2.6 s of them after a 1 s
+// budget's 413).
+func (b budgets) checkStringWork(expansion int, v any) error {
+	limit := int64(b.validation().Seconds() * validationBytesPerSecond)
+	n := stringBytes(v)
+	if int64(expansion)*n <= limit {
+		return nil
+	}
+	return reqErrorf(errTooLarge, "the document's %d bytes of strings, each checked by up to %d of the schema's subschemas, are more than validating within %v can read",
+		n, expansion, b.validation())
+}
+
+// stringBytes is the size of the strings of a decoded JSON value: its
+// string values and member names.
+func stringBytes(v any) int64 {
+	var n int64
+	switch v := v.(type) {
+	case string:
+		n = int64(len(v))
+	case []any:
+		for _, e := range v {
+			n += stringBytes(e)
+		}
+	case map[string]any:
+		for k, e := range v {
+			n += int64(len(k)) + stringBytes(e)
+		}
+	}
+	return n
+}
+
 // Bounds of compiling a schema (schema.go compile), checked on the decoded
 // document before the compiler sees it, and while it runs.
 const (

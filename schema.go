@@ -61,6 +61,9 @@ type compiledSchema struct {
 	sch     *jsonschema.Schema // safe for concurrent Validate calls
 	err     error              // why stored bytes do not compile; wraps errCorrupt
 	checked time.Time          // when sum was last compared with storage
+	// expansion is the most subschemas sch applies along one path of a
+	// document (schemaExpansion): how often one string may be read.
+	expansion int
 }
 
 // maxValidationMessages caps the messages of one validationError so that a
@@ -88,7 +91,7 @@ func (r *schemaRegistry) Put(ctx context.Context, id string, raw []byte) error {
 	if err := validateSchemaID(id); err != nil {
 		return fmt.Errorf("put schema: %w", err)
 	}
-	sch, err := r.compile(ctx, id, raw, maxSchemaPattern)
+	sch, expansion, err := r.compile(ctx, id, raw, maxSchemaPattern)
 	switch {
 	case ctx.Err() != nil:
 		// The client is gone (or its deadline passed): store nothing.
@@ -101,7 +104,7 @@ func (r *schemaRegistry) Put(ctx context.Context, id string, raw []byte) error {
 	if err := r.st.Put(ctx, schemaObjectKey(id), raw); err != nil {
 		return fmt.Errorf("put schema %q: %w", id, err)
 	}
-	r.remember(id, &compiledSchema{sum: sha256.Sum256(raw), sch: sch, checked: r.now()})
+	r.remember(id, &compiledSchema{sum: sha256.Sum256(raw), sch: sch, expansion: expansion, checked: r.now()})
 	return nil
 }
 
@@ -160,7 +163,7 @@ func (r *schemaRegistry) List(ctx context.Context) ([]string, error) {
 // A validation that takes longer than the budget wraps errTooLarge.
 func (r *schemaRegistry) Validate(ctx context.Context, id string, doc []byte) error {
 	r.validations.Add(1)
-	sch, err := r.load(ctx, id)
+	c, err := r.load(ctx, id)
 	if err != nil {
 		return fmt.Errorf("validate against schema %q: %w", id, err)
 	}
@@ -169,8 +172,12 @@ func (r *schemaRegistry) Validate(ctx context.Context, id string, doc []byte) er
 		r.failures.Add(1)
 		return reqErrorf(errInvalid, "document is invalid JSON: %v", err)
 	}
+	if err := r.lim.checkStringWork(c.expansion, v); err != nil {
+		r.failures.Add(1)
+		return err
+	}
 	tooLong := reqErrorf(errTooLarge, "document takes longer than the limit of %v to validate", r.lim.validation())
-	err = runWithin(ctx, r.lim.validation(), tooLong, func() error { return validationResult(sch.Validate(v)) })
+	err = runWithin(ctx, r.lim.validation(), tooLong, func() error { return validationResult(c.sch.Validate(v)) })
 	if err != nil {
 		r.failures.Add(1)
 	}
@@ -192,12 +199,12 @@ func validationResult(err error) error {
 // load returns the compiled form of template id: the cached one if it was
 // checked within recheckEvery, else that of the stored bytes, compiling
 // them only if they differ from the cached version.
-func (r *schemaRegistry) load(ctx context.Context, id string) (*jsonschema.Schema, error) {
+func (r *schemaRegistry) load(ctx context.Context, id string) (*compiledSchema, error) {
 	if err := validateSchemaID(id); err != nil {
 		return nil, err
 	}
 	if c := r.fresh(id); c != nil {
-		return c.sch, c.err
+		return c, c.err
 	}
 	r.reads.Add(1)
 	raw, err := r.st.Get(ctx, schemaObjectKey(id))
@@ -209,13 +216,13 @@ func (r *schemaRegistry) load(ctx context.Context, id string) (*jsonschema.Schem
 	}
 	sum := sha256.Sum256(raw)
 	if c := r.cached(id, sum); c != nil {
-		return c.sch, c.err
+		return c, c.err
 	}
 	c := &compiledSchema{sum: sum, checked: r.now()}
 	// A stored template's patterns are not refused for their cost: it
 	// was accepted when it was stored, perhaps under other limits, and
 	// refusing it now would refuse every write it checks.
-	c.sch, c.err = r.compile(ctx, id, raw, 0)
+	c.sch, c.expansion, c.err = r.compile(ctx, id, raw, 0)
 	if ctx.Err() != nil || isCompileTimeout(c.err) {
 		// Not a property of the bytes: the next use compiles them again.
 		return nil, fmt.Errorf("compile stored template: %w", c.err)
@@ -224,7 +231,7 @@ func (r *schemaRegistry) load(ctx context.Context, id string) (*jsonschema.Schem
 		c.err = fmt.Errorf("stored template: %v: %w", c.err, errCorrupt)
 	}
 	r.remember(id, c)
-	return c.sch, c.err
+	return c, c.err
 }
 
 // fresh returns the cache entry for id if it was checked against storage
@@ -275,17 +282,17 @@ func (r *schemaRegistry) forget(id string) {
 // Errors of a budget wrap errTooLarge (a time budget: compileTimeError),
 // those of ctx its error; the rest carry a message but no sentinel, and
 // callers classify them.
-func (r *schemaRegistry) compile(ctx context.Context, id string, raw []byte, patternLimit int) (*jsonschema.Schema, error) {
+func (r *schemaRegistry) compile(ctx context.Context, id string, raw []byte, patternLimit int) (*jsonschema.Schema, int, error) {
 	r.compiles.Add(1)
 	if err := checkJSONText("schema", raw, r.lim.depth()); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	doc, err := decodeJSON(raw)
 	if err != nil {
-		return nil, fmt.Errorf("invalid JSON: %v", err)
+		return nil, 0, fmt.Errorf("invalid JSON: %v", err)
 	}
 	if err := checkSchemaCost(doc); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	c := jsonschema.NewCompiler()
 	c.DefaultDraft(jsonschema.Draft7)
@@ -296,7 +303,7 @@ func (r *schemaRegistry) compile(ctx context.Context, id string, raw []byte, pat
 	c.AssertVocabs() // drafts 2019-09 and 2020-12 call the vocabulary only so
 	loc := schemaBaseURL + id
 	if err := c.AddResource(loc, doc); err != nil {
-		return nil, fmt.Errorf("invalid schema: %s", strings.ReplaceAll(err.Error(), schemaBaseURL, ""))
+		return nil, 0, fmt.Errorf("invalid schema: %s", strings.ReplaceAll(err.Error(), schemaBaseURL, ""))
 	}
 	var sch *jsonschema.Schema
 	err = runWithin(ctx, budget, &compileTimeError{budget}, func() (err error) {
@@ -304,17 +311,18 @@ func (r *schemaRegistry) compile(ctx context.Context, id string, raw []byte, pat
 		return err
 	})
 	if isCompileTimeout(err) || ctx.Err() != nil {
-		return nil, cmp.Or(ctx.Err(), err)
+		return nil, 0, cmp.Or(ctx.Err(), err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("invalid schema: %s", compileMessage(err))
+		return nil, 0, fmt.Errorf("invalid schema: %s", compileMessage(err))
 	}
 	// Refuse a schema whose $refs expand beyond the budget: validation
 	// against it could take hours and cannot be interrupted.
-	if n := schemaExpansion(sch, r.lim.depth(), maxSchemaExpansion); n > maxSchemaExpansion {
-		return nil, fmt.Errorf("invalid schema: with its $refs expanded it applies more than %d subschemas to one document, the limit", maxSchemaExpansion)
+	n := schemaExpansion(sch, r.lim.depth(), maxSchemaExpansion)
+	if n > maxSchemaExpansion {
+		return nil, 0, fmt.Errorf("invalid schema: with its $refs expanded it applies more than %d subschemas to one document, the limit", maxSchemaExpansion)
 	}
-	return sch, nil
+	return sch, n, nil
 }
 
 // compileMessage renders a compiler error on one line, listing each
