@@ -314,3 +314,40 @@ func cutOff(t *testing.T, writeErr <-chan error) {
 		t.Fatal("the answer to a client that reads nothing was still being written after 10 s")
 	}
 }
+
+// TestServerRefusals: the requests net/http refuses before any handler
+// runs get the answers API.md ("Errors and request IDs") documents as its
+// exception to JSON bodies: headers over 64 KiB are 431, two
+// Content-Length headers 400, each text/plain with the connection closed.
+// Headers just under the limit reach the handler.
+func TestServerRefusals(t *testing.T) {
+	called := make(chan struct{}, 4)
+	h := http.HandlerFunc(func(http.ResponseWriter, *http.Request) { called <- struct{}{} })
+	for _, c := range []struct {
+		name, req string
+		want      int
+	}{
+		{"headers of 60 KiB", "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 60<<10) + "\r\n\r\n", 200},
+		{"headers of 70 KiB", "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 70<<10) + "\r\n\r\n", 431},
+		{"two Content-Length", "PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400},
+	} {
+		conn := limitedConn(t, h, restLimits, nil, nil)
+		if _, err := io.WriteString(conn, c.req); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Errorf("%s: %d, want %d", c.name, resp.StatusCode, c.want)
+		}
+		if ct := resp.Header.Get("Content-Type"); c.want != 200 && (!strings.HasPrefix(ct, "text/plain") || !resp.Close) {
+			t.Errorf("%s: Content-Type %q, close %v; want text/plain and the connection closed, as documented", c.name, ct, resp.Close)
+		}
+	}
+	if len(called) != 1 {
+		t.Errorf("the handler ran %d times, want once (only for the headers under the limit)", len(called))
+	}
+}
