@@ -188,6 +188,11 @@ func TestErrorsQuoteInputShort(t *testing.T) {
 	}
 	big := strings.Repeat("é", 100000) // 200 KB, two bytes a letter
 	mid := strings.Repeat("a", 30000)  // within the header size limit
+	// An import's report names a refused line's key only if it is one.
+	rec := serve(s, "POST", "/api/databases/db1/import", `{"key":"`+big+`","doc":{}}`+"\n")
+	if rec.Code != 400 || rec.Body.Len() > 1024 {
+		t.Errorf("import of a 200 KB key = %d, answer of %d bytes %.300q; want 400 under 1 KiB", rec.Code, rec.Body.Len(), rec.Body)
+	}
 	for _, c := range []struct {
 		name, method, target, header, body string
 	}{

@@ -416,7 +416,10 @@ func (im *importer) parse(ctx context.Context, line []byte) (string, json.RawMes
 	if l.Key == nil || l.Doc == nil {
 		return "", nil, reqErrorf(errInvalid, "the line must be %s", shape)
 	}
-	if err := validateEntityKey(*l.Key); err != nil {
+	if err := validateEntityKey(*l.Key); err != nil && len(*l.Key) > maxEntityKeyLen {
+		// The report names the line, not a key longer than any.
+		return "", nil, err
+	} else if err != nil {
 		return *l.Key, nil, err
 	}
 	doc, err := im.d.document(*l.Key, l.Doc, docUnscanned)
