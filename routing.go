@@ -102,6 +102,10 @@ type workerConn struct {
 	identity [32]byte
 	// writes counts the writes in flight to the worker, for handovers.
 	writes writeTracker
+	// renewed marks the registration of a renewal (guarded by
+	// router.mu): the same process, out of rotation only until its
+	// first heartbeat, which requests finding no worker wait for.
+	renewed bool
 }
 
 // walGenTag is the tag in which a worker reports the generation of its
@@ -164,6 +168,7 @@ func (r *router) add(c *workerConn) {
 		// this registration is available (its first heartbeat, at once);
 		// it is taken over only if that does not come in time.
 		r.handOver(old, hoAwait, before)
+		c.renewed = old.available
 	case old != nil:
 		// The process it replaces left: its log is taken over.
 		r.handOver(old, hoTakeover, before)
@@ -190,7 +195,7 @@ func (r *router) seen(id string, stats cacheStats) bool {
 	c.lastSeen, c.heartbeat = r.now(), stats
 	if !c.available {
 		before := r.availableLocked()
-		c.available = true
+		c.available, c.renewed = true, false
 		r.bumpEpoch()
 		r.joined(c, before)
 		r.log.Info("worker available", attrWorker, id)
@@ -226,6 +231,18 @@ func (r *router) joined(c *workerConn, before []string) {
 			r.handOver(r.workers[id], hoCheckpoint, before)
 		}
 	}
+}
+
+// renewingLocked reports whether a worker that renewed its subscription
+// awaits its first heartbeat, recently enough to be waited for. The
+// caller holds mu.
+func (r *router) renewingLocked() bool {
+	for _, c := range r.conns {
+		if c.renewed && !c.available && r.now().Sub(c.lastSeen) < renewalAwait {
+			return true
+		}
+	}
+	return false
 }
 
 // renewalAwait is how long the handover of a worker that renewed its
@@ -655,14 +672,30 @@ type routeTarget struct {
 // (at most handoverWait); a read of it is served as readTarget says.
 func (r *router) target(ctx context.Context, op *pb.EntityOp, write bool) (routeTarget, error) {
 	db, key := op.GetDatabaseName(), op.GetEntityKey()
-	var timeout <-chan time.Time
+	var timeout, renewal <-chan time.Time
 	var buf [8]*workerConn
 	for {
 		r.mu.RLock()
 		cands := r.candidatesLocked(buf[:0], db, key)
 		if len(cands) == 0 {
+			renewing := r.renewingLocked()
 			r.mu.RUnlock()
-			return routeTarget{}, errNoWorker
+			if !renewing {
+				return routeTarget{}, errNoWorker
+			}
+			if renewal == nil {
+				tm := time.NewTimer(renewalAwait)
+				defer tm.Stop()
+				renewal = tm.C
+			}
+			select {
+			case <-ctx.Done():
+				return routeTarget{}, fmt.Errorf("wait for a worker renewing its subscription: %w", ctx.Err())
+			case <-renewal:
+				return routeTarget{}, errNoWorker
+			case <-time.After(10 * time.Millisecond):
+			}
+			continue
 		}
 		h, settled := r.ho.blocking(db, key, cands[0].id)
 		if !write {

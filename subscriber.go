@@ -198,7 +198,15 @@ func (s *subscriber) install(resp *pb.SubscribeResponse, mainFP [32]byte) (*subs
 // main worker asks for a new subscription, or it stops answering.
 func (s *subscriber) heartbeat(ctx context.Context, client pb.MainWorkerClient, sub *subscription) {
 	now := s.now()
+	// At 80% of the token's life, and two heartbeats before its end at
+	// the latest: renewals happen on heartbeat ticks, and the expiry
+	// comes in whole seconds, so a short -worker-ttl would otherwise let
+	// the token expire first (the worker then refuses the main worker's
+	// calls).
 	renewAt := now.Add(sub.expires.Sub(now) * 4 / 5)
+	if latest := sub.expires.Add(-2 * sub.every); renewAt.After(latest) {
+		renewAt = latest
+	}
 	t := time.NewTicker(sub.every)
 	defer t.Stop()
 	failures := 0
