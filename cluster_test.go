@@ -475,7 +475,8 @@ func TestSubscribeLiveWorkerID(t *testing.T) {
 // over at each renewal, fencing the live worker: its writes answered 503
 // until its next renewal; and between a renewal's Subscribe and its first
 // heartbeat a lone worker was out of rotation, so a request then found no
-// worker (503) instead of waiting those milliseconds.
+// worker (503) instead of waiting those milliseconds, /readyz failed and
+// /admin/workers showed it Unavailable.
 func TestWorkerRenewalKeepsWriting(t *testing.T) {
 	for _, ids := range [][]string{{"w1"}, {"w1", "w2"}} {
 		t.Run(strings.Join(ids, "+"), func(t *testing.T) {
@@ -502,6 +503,14 @@ func TestWorkerRenewalKeepsWriting(t *testing.T) {
 				}
 				if code, out, _ := c.main.call("GET", fmt.Sprint("/entity/renew?key=k", i%10), testAdminKey, nil); code != http.StatusOK || string(out) != fmt.Sprintf(`{"n":%d}`, i) {
 					t.Fatalf("GET %d after %d renewals = %d %s, want 200 {\"n\":%d}\nMAIN:\n%s", i, renewals(), code, out, i, c.main.stderr)
+				}
+				for _, row := range c.workerRows() {
+					if row.Status != statusAvailable {
+						t.Fatalf("after %d renewals /admin/workers shows %s %s", renewals(), row.WorkerID, row.Status)
+					}
+				}
+				if code, out, _ := c.main.call("GET", "/readyz", "", nil); code != http.StatusOK {
+					t.Fatalf("after %d renewals /readyz = %d %s", renewals(), code, out)
 				}
 				time.Sleep(50 * time.Millisecond)
 			}

@@ -168,7 +168,7 @@ func (r *router) add(c *workerConn) {
 		// this registration is available (its first heartbeat, at once);
 		// it is taken over only if that does not come in time.
 		r.handOver(old, hoAwait, before)
-		c.renewed = old.available
+		c.renewed, c.heartbeat = old.available, old.heartbeat
 	case old != nil:
 		// The process it replaces left: its log is taken over.
 		r.handOver(old, hoTakeover, before)
@@ -237,12 +237,21 @@ func (r *router) joined(c *workerConn, before []string) {
 // awaits its first heartbeat, recently enough to be waited for. The
 // caller holds mu.
 func (r *router) renewingLocked() bool {
+	now := r.now()
 	for _, c := range r.conns {
-		if c.renewed && !c.available && r.now().Sub(c.lastSeen) < renewalAwait {
+		if c.renewing(now) {
 			return true
 		}
 	}
 	return false
+}
+
+// renewing reports whether c is a renewal's registration awaiting its
+// first heartbeat since not longer than renewalAwait at now. Such a
+// worker shows as Available (it is out of rotation for milliseconds,
+// which requests wait for). The caller holds router.mu.
+func (c *workerConn) renewing(now time.Time) bool {
+	return c.renewed && !c.available && now.Sub(c.lastSeen) < renewalAwait
 }
 
 // renewalAwait is how long the handover of a worker that renewed its
@@ -820,9 +829,10 @@ func (r *router) list() []workerInfo {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	out := make([]workerInfo, 0, len(r.workers))
+	now := r.now()
 	for _, c := range r.workers {
 		status := statusUnavailable
-		if c.available {
+		if c.available || c.renewing(now) {
 			status = statusAvailable
 		}
 		stats := c.heartbeat
