@@ -259,6 +259,19 @@ func (hs *handovers) scan(local string, await time.Duration) error {
 	return nil
 }
 
+// takeOverDead does at once the takeovers scan registered for logs whose
+// process is gone: they need no worker, and the writes a crash left open
+// are settled through the router (which waits for every handover) before
+// anything serves, when the runner does not run yet. One that fails stays
+// for the runner.
+func (hs *handovers) takeOverDead(ctx context.Context, r handoverRouter) {
+	for _, h := range hs.pending() {
+		if h.kind == hoTakeover && hs.takeOver(ctx, r, h, func(string) {}) == nil {
+			hs.done(h)
+		}
+	}
+}
+
 // handoverRouter is what the runner needs of the router.
 type handoverRouter interface {
 	// availableConn returns worker id's connection if it is available,

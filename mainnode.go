@@ -222,6 +222,7 @@ func (n *mainNode) buildDataPath(ctx context.Context) (*dataPlane, error) {
 		if err := n.ho.scan(local, logAwait); err != nil {
 			return nil, err
 		}
+		n.ho.takeOverDead(ctx, n.rt)
 	}
 	if n.feed != nil && n.local != nil {
 		// The in-process worker answers now: settle the writes a crash
