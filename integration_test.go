@@ -9,9 +9,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -885,6 +888,39 @@ func TestBadFlags(t *testing.T) {
 		"-changes-dir="+filepath.Join(file, "feed"), "-shared-fs="+t.TempDir())
 	if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); err == nil || !strings.HasPrefix(lines[len(lines)-1], "deltadatabase: -changes-dir: ") {
 		t.Errorf("-changes-dir under a file: err=%v output %q, want a last line naming -changes-dir", err, out)
+	}
+}
+
+// TestAddressInUseTouchesNothing: a start whose address is taken stops
+// with one line naming the flag before it opens the storage, so no keys
+// are generated and printed by a start that then fails (the next start
+// on that storage, without those keys, was refused); the next start on a
+// free port is a first start.
+func TestAddressInUseTouchesNothing(t *testing.T) {
+	needBinary(t)
+	dir := filepath.Join(t.TempDir(), "db")
+	for _, flag := range []string{"-rest-addr", "-grpc-addr", "-cluster-addr", "-ops-addr"} {
+		taken, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		cmd := exec.CommandContext(ctx, binPath, "-shared-fs="+dir, "-rest-addr=127.0.0.1:0", "-grpc-addr=127.0.0.1:0",
+			"-cluster-addr=127.0.0.1:0", "-join-token="+testJoinToken, flag+"="+taken.Addr().String())
+		cmd.Env = slices.DeleteFunc(os.Environ(), func(e string) bool { return strings.HasPrefix(e, "MASTER_KEY=") })
+		out, err := cmd.CombinedOutput()
+		cancel()
+		taken.Close()
+		if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); err == nil || len(lines) != 1 || !strings.Contains(lines[0], flag+": listen") {
+			t.Errorf("%s taken: err=%v output %q, want a one-line failure naming %s", flag, err, out, flag)
+		}
+		if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s taken: the storage was created (%v)", flag, err)
+		}
+	}
+	n := startNode(t, nil, "-shared-fs="+dir)
+	if !strings.Contains(n.stdout.String(), "MASTER_KEY=") {
+		t.Errorf("the start after them did not generate the keys: %q", n.stdout)
 	}
 }
 

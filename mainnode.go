@@ -35,6 +35,9 @@ type mainNodeOptions struct {
 	// revocationReload is how often the session revocations are read
 	// again (and expired ones pruned); 0 is revocationReload.
 	revocationReload time.Duration
+	// bound are listeners bound before the storage was opened (bindMain);
+	// the node takes them and binds the others itself.
+	bound boundAddrs
 }
 
 // mainNode is one main worker: REST and the UI, gRPC for workers and
@@ -83,6 +86,9 @@ type mainNode struct {
 	restLn net.Listener
 	// stopOps stops the ops listener; nil without -ops-addr.
 	stopOps func()
+	// bound are the listeners bound ahead not taken yet (closed by
+	// Close).
+	bound boundAddrs
 
 	// ctx is the context of the background work; Close cancels it. wg
 	// counts the node's goroutines (background work and servers).
@@ -106,16 +112,74 @@ type grpcListener struct {
 }
 
 // runMain runs a main worker until ctx ends or one of its servers fails.
+// Its addresses are bound first: one already in use stops the start
+// before the storage is touched and keys are generated and printed.
 func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) error {
-	st, err := openStore(ctx, cfg)
+	bound, err := bindMain(cfg)
 	if err != nil {
 		return err
 	}
-	n, err := newMainNode(ctx, cfg, mainNodeOptions{st: st, stdout: stdout, log: log})
+	st, err := openStore(ctx, cfg)
 	if err != nil {
+		bound.close()
+		return err
+	}
+	n, err := newMainNode(ctx, cfg, mainNodeOptions{st: st, stdout: stdout, log: log, bound: bound})
+	if err != nil {
+		bound.close()
 		return err
 	}
 	return n.run(ctx)
+}
+
+// defaultClusterAddr is -cluster-addr's default.
+const defaultClusterAddr = "127.0.0.1:50052"
+
+// boundAddrs are listeners bound ahead, by flag name. The zero value
+// binds nothing ahead. Not safe for concurrent use.
+type boundAddrs map[string]net.Listener
+
+// bindMain binds the TCP addresses of cfg's main worker: client gRPC,
+// the cluster port with a join token, REST and the ops listener.
+func bindMain(cfg config) (boundAddrs, error) {
+	b := boundAddrs{}
+	addrs := [][2]string{{"-grpc-addr", cmp.Or(cfg.grpcAddr, defaultGRPCAddr)}, {"-rest-addr", cfg.restAddr}}
+	if cfg.joinToken != "" {
+		addrs = append(addrs, [2]string{"-cluster-addr", cmp.Or(cfg.clusterAddr, defaultClusterAddr)})
+	}
+	if cfg.opsAddr != "" {
+		addrs = append(addrs, [2]string{"-ops-addr", cfg.opsAddr})
+	}
+	for _, a := range addrs {
+		ln, err := boundAddrs(nil).take(a[0], a[1])
+		if err != nil {
+			b.close()
+			return nil, err
+		}
+		b[a[0]] = ln
+	}
+	return b, nil
+}
+
+// take returns the listener bound ahead for flag, or binds addr now.
+func (b boundAddrs) take(flag, addr string) (net.Listener, error) {
+	if ln := b[flag]; ln != nil {
+		delete(b, flag)
+		return ln, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: listen %s: %w", flag, addr, err)
+	}
+	return ln, nil
+}
+
+// close closes the listeners not taken.
+func (b boundAddrs) close() {
+	for flag, ln := range b {
+		ln.Close()
+		delete(b, flag)
+	}
 }
 
 // newMainNode builds the main worker of cfg over o.st: its keys, keyring,
@@ -123,7 +187,7 @@ func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger
 // plane, gRPC service, key jobs, REST server and listeners. On failure
 // everything built is closed again, o.st included.
 func newMainNode(ctx context.Context, cfg config, o mainNodeOptions) (_ *mainNode, err error) {
-	n := &mainNode{cfg: cfg, log: o.log, reg: newRegistry(), reload: cmp.Or(o.revocationReload, revocationReload),
+	n := &mainNode{cfg: cfg, log: o.log, bound: o.bound, reg: newRegistry(), reload: cmp.Or(o.revocationReload, revocationReload),
 		errc: make(chan error, 4)}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.st = meterStore(n.reg, o.st)
@@ -346,7 +410,7 @@ func (n *mainNode) listen() error {
 		clientCreds = grpccreds.NewTLS(clientTLS)
 	}
 	extra := append(newGRPCMetrics(n.reg).serverOptions(), grpcKeepalive(n.cfg.grpcMaxIdle)...)
-	if n.grpc, err = listenGRPC("grpc", cmp.Or(n.cfg.grpcAddr, defaultGRPCAddr), "-grpc-addr", n.cfg.grpcMaxRecv, n.svc,
+	if n.grpc, err = listenGRPC(n.bound, "grpc", cmp.Or(n.cfg.grpcAddr, defaultGRPCAddr), "-grpc-addr", n.cfg.grpcMaxRecv, n.svc,
 		clientCreds, extra...); err != nil {
 		return err
 	}
@@ -355,13 +419,13 @@ func (n *mainNode) listen() error {
 	if ident := n.svc.ident; ident != nil {
 		// Workers prove themselves with the join token; with a CA they
 		// must also show a certificate it signed.
-		if n.cluster, err = listenGRPC("cluster", cmp.Or(n.cfg.clusterAddr, "127.0.0.1:50052"), "-cluster-addr", n.cfg.grpcMaxRecv,
+		if n.cluster, err = listenGRPC(n.bound, "cluster", cmp.Or(n.cfg.clusterAddr, defaultClusterAddr), "-cluster-addr", n.cfg.grpcMaxRecv,
 			n.svc, grpccreds.NewTLS(ident.tlsConfig(anyPeer, ident.ca != nil)), extra...); err != nil {
 			return err
 		}
 	}
-	if n.restLn, err = net.Listen("tcp", n.cfg.restAddr); err != nil {
-		return fmt.Errorf("-rest-addr: listen %s: %w", n.cfg.restAddr, err)
+	if n.restLn, err = n.bound.take("-rest-addr", n.cfg.restAddr); err != nil {
+		return err
 	}
 	n.restLn = deadlineListener(n.restLn, restLimits.write)
 	if clientTLS != nil {
@@ -409,11 +473,11 @@ func (n *mainNode) start() error {
 	})
 	if n.cfg.opsAddr != "" {
 		// Health and readiness on the ops listener are the REST port's.
-		stop, err := serveOps(n.cfg.opsAddr, newOpsMux(n.rest, n.reg, n.cfg), n.log)
+		ln, err := n.bound.take("-ops-addr", n.cfg.opsAddr)
 		if err != nil {
 			return err
 		}
-		n.stopOps = stop
+		n.stopOps = serveOps(ln, newOpsMux(n.rest, n.reg, n.cfg), n.log)
 	}
 	for _, g := range []*grpcListener{n.grpc, n.cluster} {
 		if g != nil {
@@ -512,6 +576,7 @@ func (n *mainNode) close() error {
 	if n.stopOps != nil {
 		n.stopOps()
 	}
+	n.bound.close()
 	n.cancel()
 	if n.jobs != nil {
 		n.jobs.wait()
@@ -666,14 +731,14 @@ func addLocalWorker(ctx context.Context, cfg config, rt *router, st store, schem
 	return w, nil
 }
 
-// listenGRPC binds addr (given by flag) for a gRPC server of the
-// MainWorker service, over creds unless nil, with extra options (the
-// metrics' interceptors); what names it.
-func listenGRPC(what, addr, flag string, maxMsg int, svc *mainService, creds grpccreds.TransportCredentials,
+// listenGRPC binds addr (given by flag; bound ahead in bound, if there)
+// for a gRPC server of the MainWorker service, over creds unless nil,
+// with extra options (the metrics' interceptors); what names it.
+func listenGRPC(bound boundAddrs, what, addr, flag string, maxMsg int, svc *mainService, creds grpccreds.TransportCredentials,
 	extra ...grpc.ServerOption) (*grpcListener, error) {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := bound.take(flag, addr)
 	if err != nil {
-		return nil, fmt.Errorf("%s: listen %s: %w", flag, addr, err)
+		return nil, err
 	}
 	opts := append(grpcServerOptions(maxMsg), extra...)
 	if creds != nil {

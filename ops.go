@@ -107,15 +107,11 @@ func (c config) secrets() []string {
 	return []string{c.adminKey, c.masterKey, c.previousMasterKey, c.joinToken, c.s3.secretKey, c.s3.accessKey}
 }
 
-// serveOps serves h on addr (-ops-addr) until the returned stop is
+// serveOps serves h on ln (-ops-addr's) until the returned stop is
 // called, which shuts the listener down gracefully and returns once the
 // server has stopped. A failure of the server is logged: the ops listener
 // serves no client data, and its failure does not stop the role.
-func serveOps(addr string, h http.Handler, log *slog.Logger) (stop func(), err error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("-ops-addr: listen %s: %w", addr, err)
-	}
+func serveOps(ln net.Listener, h http.Handler, log *slog.Logger) (stop func()) {
 	// A CPU profile or trace runs for as long as it is asked to (30 s by
 	// default); the profiler moves its answer's write deadline on by that
 	// when the server has a WriteTimeout, so this one has it too (its
@@ -139,7 +135,7 @@ func serveOps(addr string, h http.Handler, log *slog.Logger) (stop func(), err e
 			srv.Close()
 		}
 		<-done
-	}, nil
+	}
 }
 
 // workerHealth answers GET /healthz and GET /readyz for a processing

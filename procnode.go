@@ -131,11 +131,11 @@ func (n *procNode) start() error {
 	}()
 	n.log.Info("worker listening", attrWorker, n.w.id, attrAddr, n.ln.Addr().String())
 	if n.cfg.opsAddr != "" {
-		stop, err := serveOps(n.cfg.opsAddr, newOpsMux(n.health, n.reg, n.cfg), n.log)
+		ln, err := boundAddrs(nil).take("-ops-addr", n.cfg.opsAddr)
 		if err != nil {
 			return err
 		}
-		n.stopOps = stop
+		n.stopOps = serveOps(ln, newOpsMux(n.health, n.reg, n.cfg), n.log)
 	}
 	return nil
 }
