@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -11,6 +14,34 @@ import (
 	"testing"
 	"time"
 )
+
+// TestMetricsDocumented: every metric the source registers has a row in
+// API.md's Metrics table (the change feed's and the write-ahead log's
+// were missing from it).
+func TestMetricsDocumented(t *testing.T) {
+	api, err := os.ReadFile("API.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, _ := strings.Cut(string(api), "\n## Metrics\n")
+	table, _, _ = strings.Cut(table, "\n## ")
+	files, _ := filepath.Glob("*.go")
+	name := regexp.MustCompile(`"(deltadb_[a-z_]+)"`)
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range name.FindAllSubmatch(src, -1) {
+			if !strings.Contains(table, "| `"+string(m[1])+"`") && !strings.Contains(table, ", `"+string(m[1])+"`") {
+				t.Errorf("%s registers %s, which API.md's Metrics table does not list", f, m[1])
+			}
+		}
+	}
+}
 
 // TestExposition writes a registry of every kind and compares it byte for
 // byte with the text format: HELP and TYPE lines, escaped help text and
