@@ -16,6 +16,7 @@ package main
 import (
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"net/http"
 	"sync"
 	"time"
@@ -115,6 +116,10 @@ func (s *restServer) handleStreamTicket(w http.ResponseWriter, r *http.Request, 
 	db := r.PathValue("db")
 	if err := validateDBName(db); err != nil {
 		return err
+	}
+	if s.data.feed == nil {
+		// As the feed's route answers: a ticket would open nothing.
+		return fmt.Errorf("stream ticket of %s: no change feed kept (S3 storage needs -changes-dir): %w", db, errNoFeed)
 	}
 	ticket, err := s.auth.randomString("dst_", 32)
 	if err != nil {

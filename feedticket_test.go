@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -135,6 +136,21 @@ func TestStreamTicketAttacker(t *testing.T) {
 	}
 	if strings.Contains(log, "ticket=") {
 		t.Error("the log holds a query string with a ticket")
+	}
+}
+
+// TestStreamTicketWithoutFeed: a server that keeps no change feed (S3
+// storage without -changes-dir) answers a ticket's request as it answers
+// the feed's, 501, instead of a ticket that opens nothing.
+func TestStreamTicketWithoutFeed(t *testing.T) {
+	ts := newAuthTestServer(t, authConfig{})
+	ts.rest.data.feed = nil
+	for _, path := range []string{"/api/databases/chat/changes/ticket", "/api/databases/chat/changes"} {
+		method := map[bool]string{true: "POST", false: "GET"}[strings.HasSuffix(path, "/ticket")]
+		rec := ts.do(method, path, testAdminKey, "", "")
+		if rec.Code != http.StatusNotImplemented || !strings.Contains(rec.Body.String(), "keeps no change feed") {
+			t.Errorf("%s %s without a feed = %d %s, want 501 saying there is no feed", method, path, rec.Code, rec.Body)
+		}
 	}
 }
 
