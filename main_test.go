@@ -150,6 +150,15 @@ func TestSecretFlagOneWay(t *testing.T) {
 			t.Errorf("read(value %q, file %q) = %q, %v; want %q, error containing %q", tc.value, tc.file, got, err, tc.want, tc.wantErr)
 		}
 	}
+	// A bad value from the environment names the variable too.
+	t.Setenv("MASTER_KEY", "nothex")
+	cfg, err := parseFlags(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := configuredMasterKey(cfg); err == nil || !strings.Contains(err.Error(), "-master-key (or MASTER_KEY): ") {
+		t.Errorf("MASTER_KEY=nothex: %v, want an error naming -master-key and MASTER_KEY", err)
+	}
 	// The server's flags: DELTADB_JOIN_TOKEN and -join-token-file together
 	// are refused too (the environment is the flag's default).
 	t.Setenv(joinTokenEnv, strings.Repeat("ab", 32))

@@ -136,14 +136,14 @@ type secretFlag struct {
 }
 
 // read returns the secret, surrounding white space trimmed from a file,
-// and where it came from, for errors ("-name" or "-name-file <path>"); ""
-// when it is not given.
+// and where it came from, for errors ("-name (or ENV)", as either may
+// have given the value, or "-name-file <path>"); "" when it is not given.
 func (s secretFlag) read() (secret, from string, err error) {
 	switch {
 	case s.file != "" && s.value != "":
 		return "", "", fmt.Errorf("-%s-file: give %s once, not also with -%s or %s", s.name, s.what, s.name, s.env)
 	case s.file == "":
-		return s.value, "-" + s.name, nil
+		return s.value, "-" + s.name + " (or " + s.env + ")", nil
 	}
 	b, err := os.ReadFile(s.file)
 	if err != nil {
