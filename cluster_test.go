@@ -498,7 +498,10 @@ func TestWorkerRenewalKeepsWriting(t *testing.T) {
 			}
 			for i := 0; i < 400 && (i < 50 || renewals() < 4); i++ {
 				body := map[string]any{fmt.Sprint("k", i%10): map[string]int{"n": i}}
-				if code, out, _ := c.main.call("PUT", "/entity/renew", testAdminKey, body); code != http.StatusOK {
+				if code, out, err := tryCall("PUT", c.main.base+"/entity/renew", testAdminKey, body); code != http.StatusOK {
+					if err != nil {
+						t.Fatalf("PUT %d: %v\nMAIN:\n%s\nworker:\n%s", i, err, c.main.stderr, logs[0].stderr)
+					}
 					t.Fatalf("PUT %d after %d renewals = %d %s\nworker log:\n%s\nMAIN:\n%s", i, renewals(), code, out, logs[0].stderr, c.main.stderr)
 				}
 				if code, out, _ := c.main.call("GET", fmt.Sprint("/entity/renew?key=k", i%10), testAdminKey, nil); code != http.StatusOK || string(out) != fmt.Sprintf(`{"n":%d}`, i) {

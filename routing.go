@@ -147,7 +147,8 @@ func (r *router) bumpEpoch() uint64 {
 // starts unavailable: it gets traffic from its first heartbeat on, which
 // proves it has installed the keys of this subscription. The in-process
 // worker is available at once. Replacing a worker closes the old
-// connection.
+// connection: at once, or once its calls are answered when the same
+// process renewed its subscription.
 func (r *router) add(c *workerConn) {
 	c.available, c.lastSeen = c.close == nil, r.now()
 	if c.close == nil {
@@ -161,8 +162,9 @@ func (r *router) add(c *workerConn) {
 	if c.available || old != nil && old.available {
 		r.bumpEpoch()
 	}
+	renewal := old != nil && old.identity == c.identity && old.walGen() == c.walGen()
 	switch {
-	case old != nil && old.identity == c.identity && old.walGen() == c.walGen():
+	case renewal:
 		// The same process renewed its subscription: its log is live and
 		// its own. Its entities wait until it checkpoints the log, once
 		// this registration is available (its first heartbeat, at once);
@@ -177,10 +179,37 @@ func (r *router) add(c *workerConn) {
 		r.joined(c, before)
 	}
 	r.mu.Unlock()
-	if old != nil && old.close != nil {
+	switch {
+	case old == nil || old.close == nil:
+	case renewal:
+		// The same process answers the calls already sent on the old
+		// connection, under the subscription they were signed for;
+		// closing it now would cancel them, and a write cancelled on
+		// the way has an unknown outcome (503).
+		go closeWhenIdle(old, renewalDrain)
+	default:
 		old.close()
 	}
 	r.log.Info("worker registered", attrWorker, c.id, attrAddr, c.tags["grpc_addr"])
+}
+
+// renewalDrain bounds how long the connection of a renewed registration
+// stays open for the calls already sent on it: a call's own deadline is
+// shorter.
+const renewalDrain = 30 * time.Second
+
+// closeWhenIdle closes c once no call is in flight on it, or after limit.
+// A call that chose c just before it was replaced counts itself in flight
+// a moment later, hence the pause before the first look.
+func closeWhenIdle(c *workerConn, limit time.Duration) {
+	const step = 50 * time.Millisecond
+	for waited := step; ; waited += step {
+		time.Sleep(step)
+		if c.inFlight.Load() == 0 || waited >= limit {
+			break
+		}
+	}
+	c.close()
 }
 
 // seen records a heartbeat; it reports false for an unknown worker or an

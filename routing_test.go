@@ -311,6 +311,41 @@ func TestRouterTransportFailover(t *testing.T) {
 	}
 }
 
+// TestRenewalClosesOldConnWhenIdle: a worker renewing its subscription
+// (the same certificate, the same log generation) is the same process, so
+// a call already sent on its old connection is still answered there: the
+// old connection is closed only once no call is in flight on it (closing
+// it at once cancelled such a call, and a write then answered 503 with
+// its outcome unknown). A worker replaced by another process has its old
+// connection closed at once.
+func TestRenewalClosesOldConnWhenIdle(t *testing.T) {
+	rt := newRouter(slog.New(slog.DiscardHandler), time.Now, 0, nil, nil)
+	var closed atomic.Int32
+	old := &workerConn{id: "w", identity: [32]byte{1}, close: func() { closed.Add(1) }}
+	rt.add(old)
+	old.inFlight.Add(1) // a call sent before the renewal
+	rt.add(&workerConn{id: "w", identity: [32]byte{1}, close: func() {}})
+	time.Sleep(300 * time.Millisecond)
+	if n := closed.Load(); n != 0 {
+		t.Fatalf("old connection closed %d times while a call was in flight on it", n)
+	}
+	old.inFlight.Add(-1)
+	for deadline := time.Now().Add(5 * time.Second); closed.Load() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("old connection still open 5 s after its last call")
+		}
+	}
+
+	var replacedClosed atomic.Int32
+	other := &workerConn{id: "v", identity: [32]byte{2}, close: func() { replacedClosed.Add(1) }}
+	rt.add(other)
+	other.inFlight.Add(1)
+	rt.add(&workerConn{id: "v", identity: [32]byte{3}, close: func() {}})
+	if n := replacedClosed.Load(); n != 1 {
+		t.Errorf("connection of a worker replaced by another process closed %d times, want once at once", n)
+	}
+}
+
 // TestRouterHandoverAfterLostWorker: the owner of an entity fails at the
 // transport level and its log's takeover does not finish (no runner
 // here): the write retried for the next worker waits for the takeover,
