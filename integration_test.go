@@ -149,10 +149,7 @@ func launch(t *testing.T, env []string, args ...string) *node {
 		}
 	}
 	n.cmd = exec.Command(binPath, args...)
-	n.cmd.Env = append(os.Environ(), env...)
-	if coverDir != "" {
-		n.cmd.Env = append(n.cmd.Env, "GOCOVERDIR="+coverDir)
-	}
+	n.cmd.Env = withCoverDir(append(os.Environ(), env...))
 	n.cmd.Stdout, n.cmd.Stderr = n.stdout, n.stderr
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -872,6 +869,7 @@ func TestBadFlags(t *testing.T) {
 	} {
 		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 		cmd := exec.CommandContext(ctx, binPath, strings.Fields(c.args+" -shared-fs="+t.TempDir())...)
+		cmd.Env = withCoverDir(os.Environ())
 		out, err := cmd.CombinedOutput()
 		cancel()
 		if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); err == nil || len(lines) != 1 || !strings.Contains(lines[0], c.want) {
@@ -907,7 +905,7 @@ func TestAddressInUseTouchesNothing(t *testing.T) {
 		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 		cmd := exec.CommandContext(ctx, binPath, "-shared-fs="+dir, "-rest-addr=127.0.0.1:0", "-grpc-addr=127.0.0.1:0",
 			"-cluster-addr=127.0.0.1:0", "-join-token="+testJoinToken, flag+"="+taken.Addr().String())
-		cmd.Env = slices.DeleteFunc(os.Environ(), func(e string) bool { return strings.HasPrefix(e, "MASTER_KEY=") })
+		cmd.Env = withCoverDir(slices.DeleteFunc(os.Environ(), func(e string) bool { return strings.HasPrefix(e, "MASTER_KEY=") }))
 		out, err := cmd.CombinedOutput()
 		cancel()
 		taken.Close()
@@ -929,10 +927,18 @@ func runBinary(t *testing.T, args ...string) ([]byte, error) {
 	t.Helper()
 	needBinary(t)
 	cmd := exec.Command(binPath, args...)
-	if coverDir != "" {
-		cmd.Env = append(os.Environ(), "GOCOVERDIR="+coverDir)
-	}
+	cmd.Env = withCoverDir(os.Environ())
 	return cmd.CombinedOutput()
+}
+
+// withCoverDir adds GOCOVERDIR to env when the binary was built with
+// -cover: it then writes its counters there, and prints no warning that
+// would add a line to what a test reads of its output.
+func withCoverDir(env []string) []string {
+	if coverDir == "" {
+		return env
+	}
+	return append(env, "GOCOVERDIR="+coverDir)
 }
 
 // cluster is one main worker and its processing workers, all separate
