@@ -172,7 +172,7 @@ func (r *schemaRegistry) Validate(ctx context.Context, id string, doc []byte) er
 		r.failures.Add(1)
 		return reqErrorf(errInvalid, "document is invalid JSON: %v", err)
 	}
-	if err := r.lim.checkStringWork(c.expansion, v); err != nil {
+	if err := r.lim.checkStringWork(c.expansion, len(doc), v); err != nil {
 		r.failures.Add(1)
 		return err
 	}
