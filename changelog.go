@@ -556,6 +556,7 @@ func (l *changeLog) run() {
 		case <-l.kick:
 		case <-retry.C:
 			l.repairBroken()
+			l.rotateQuiet()
 			continue
 		case <-l.stop:
 			l.commitForming()
@@ -659,6 +660,32 @@ func (l *changeLog) repairBroken() {
 	l.mu.Lock()
 	l.broken = nil
 	l.mu.Unlock()
+}
+
+// rotateQuiet starts a new segment when the current one's last record is
+// older than the retention, then prunes: retention keeps the current
+// segment (its name carries the next seq), so a quiet log would otherwise
+// keep its changes and answer their cursors past the retention instead
+// of 410. The new segment starts at the next seq to commit, so the
+// current end stays a valid cursor. The writer goroutine's only; a
+// failure is tried again on the next tick.
+func (l *changeLog) rotateQuiet() {
+	l.mu.Lock()
+	cur := l.segs[len(l.segs)-1]
+	next := l.nextSeq
+	if l.forming != nil {
+		next = l.forming.first
+	}
+	// A segment of intents and aborts only starts at the next seq: it
+	// holds no change a cursor could name.
+	quiet := l.broken == nil && cur.size > 0 && next > cur.first && l.now().Sub(cur.last) > l.maxAge
+	l.mu.Unlock()
+	if !quiet {
+		return
+	}
+	if err := l.newSegment(next); err == nil {
+		_ = l.prune()
+	}
 }
 
 // write appends g to the current segment (a new one when it is full) and
@@ -847,7 +874,8 @@ func (l *changeLog) lastChange(db, key string) (changeRec, bool) {
 }
 
 // prune drops the oldest segments while they are older than the
-// retention or the log is over its size; the current segment stays.
+// retention or the log is over its size; the current segment stays
+// (rotateQuiet retires it once it is older than the retention).
 func (l *changeLog) prune() error {
 	l.mu.Lock()
 	var total int64

@@ -410,6 +410,74 @@ func TestChangeLogRetentionByAge(t *testing.T) {
 	}
 }
 
+// openClockedChangeLog opens the change log in dir on clock, with an
+// hour's retention, closed at the end of the test.
+func openClockedChangeLog(t *testing.T, dir string, clock *fakeClock) *testChangeLog {
+	t.Helper()
+	cl, _, err := openChangeLog(dir, time.Hour, 1<<20, clock.now, osFileOps())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &testChangeLog{changeLog: cl}
+	t.Cleanup(l.close)
+	return l
+}
+
+// putChangeKeys appends a put of each key of db "db" to l, one commit each.
+func putChangeKeys(t *testing.T, l *testChangeLog, keys ...string) {
+	t.Helper()
+	for _, k := range keys {
+		if err := l.append(&changeRec{T: changeDone, DB: "db", Key: k, Op: "put", ETag: "e"}).wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestChangeLogQuietPastRetention: a quiet log, whose only segment holds
+// changes older than -changes-retention, retires them (the writer starts
+// a new segment and drops the old): a cursor of those changes answers 410
+// as in a busy log, while the current end stays a cursor that reads the
+// next change, and a reopen goes on after the seqs given.
+func TestChangeLogQuietPastRetention(t *testing.T) {
+	dir := t.TempDir()
+	clock := &fakeClock{t: time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)}
+	l := openClockedChangeLog(t, dir, clock)
+	putChangeKeys(t, l, "a", "b", "c")
+	old := fmt.Sprint(l.oldest())
+	end := l.durable.Load()
+	f := &changeFeed{log: l.changeLog}
+	clock.advance(30 * time.Minute)
+	time.Sleep(1500 * time.Millisecond) // a tick of the writer
+	if _, err := f.cursor(old); err != nil {
+		t.Fatalf("cursor %s within the retention: %v", old, err)
+	}
+	clock.advance(time.Hour)
+	w := newWait(t, "the quiet segment retired", 10*time.Second)
+	for _, err := f.cursor(old); err == nil && !w.over(); _, err = f.cursor(old) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if c, err := f.cursor(old); !errors.Is(err, errGone) {
+		t.Fatalf("cursor %s of changes past the retention of a quiet log = %d, %v; want 410", old, c, err)
+	}
+	if segs, _ := filepath.Glob(filepath.Join(dir, "*.log")); len(segs) != 1 {
+		t.Errorf("%d segment files, want the new current one", len(segs))
+	}
+	if c, err := f.cursor(fmt.Sprint(end)); err != nil || c != end {
+		t.Errorf("cursor %d, the current end = %d, %v; want it kept", end, c, err)
+	}
+	putChangeKeys(t, l, "d")
+	var got []string
+	if _, err := l.read(end, 100, func(r changeRec) bool { got = append(got, fmt.Sprint(r.Key, r.Seq-end)); return true }); err != nil || !slices.Equal(got, []string{"d1"}) {
+		t.Errorf("changes after the current end = %v, %v; want d, next in seq", got, err)
+	}
+	l.close()
+	l = openClockedChangeLog(t, dir, clock)
+	putChangeKeys(t, l, "e")
+	if keys := changeKeys(t, l); !slices.Equal(keys, []string{"d", "e"}) || l.durable.Load() != end+2 {
+		t.Errorf("after a reopen the log holds %v up to %d, want d e up to %d", keys, l.durable.Load(), end+2)
+	}
+}
+
 // TestChangeLogNewNumbersFromItsStart: a log made anew where one was
 // lost (or storage restored from a backup, which holds no feed) numbers
 // its changes from its start, so a cursor of the earlier log answers 410
@@ -418,31 +486,13 @@ func TestChangeLogRetentionByAge(t *testing.T) {
 func TestChangeLogNewNumbersFromItsStart(t *testing.T) {
 	dir := t.TempDir()
 	clock := &fakeClock{t: time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)}
-	open := func() *testChangeLog {
-		t.Helper()
-		cl, _, err := openChangeLog(dir, time.Hour, 1<<20, clock.now, osFileOps())
-		if err != nil {
-			t.Fatal(err)
-		}
-		l := &testChangeLog{changeLog: cl}
-		t.Cleanup(l.close)
-		return l
-	}
-	put := func(l *testChangeLog, keys ...string) {
-		t.Helper()
-		for _, k := range keys {
-			if err := l.append(&changeRec{T: changeDone, DB: "db", Key: k, Op: "put", ETag: "e"}).wait(); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	l := open()
-	put(l, "a", "b", "c")
+	l := openClockedChangeLog(t, dir, clock)
+	putChangeKeys(t, l, "a", "b", "c")
 	cursor := fmt.Sprint(l.durable.Load() - 1) // after "b"
 	l.close()
 	clock.advance(time.Second)
-	l = open()
-	put(l, "d")
+	l = openClockedChangeLog(t, dir, clock)
+	putChangeKeys(t, l, "d")
 	f := &changeFeed{log: l.changeLog}
 	if c, err := f.cursor(cursor); err != nil || c != l.durable.Load()-2 {
 		t.Errorf("cursor %s after a reopen = %d, %v; want the same place, before c and d", cursor, c, err)
@@ -452,8 +502,8 @@ func TestChangeLogNewNumbersFromItsStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock.advance(time.Second)
-	l = open()
-	put(l, "x", "y", "z", "w", "v")
+	l = openClockedChangeLog(t, dir, clock)
+	putChangeKeys(t, l, "x", "y", "z", "w", "v")
 	f = &changeFeed{log: l.changeLog}
 	if c, err := f.cursor(cursor); !errors.Is(err, errGone) {
 		t.Errorf("cursor %s of the lost log = %d, %v; want 410 (the new log's changes are not after it)", cursor, c, err)
