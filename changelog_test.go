@@ -64,7 +64,7 @@ func openTestChangeLog(t *testing.T, dir string) (*testChangeLog, error) {
 // openTestChangeLogOps is openTestChangeLog writing through ops.
 func openTestChangeLogOps(t *testing.T, dir string, ops *fileOps) (*testChangeLog, error) {
 	t.Helper()
-	cl, _, err := openChangeLog(dir, time.Hour, 1<<20, time.Now, ops)
+	cl, _, err := openChangeLog(dir, time.Hour, 1<<20, time.Now, ops, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -358,7 +358,7 @@ func TestChangeLogNoSpaceWritingAhead(t *testing.T) {
 func TestChangeLogRetentionByAge(t *testing.T) {
 	dir := t.TempDir()
 	clock := &fakeClock{t: time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)}
-	cl, _, err := openChangeLog(dir, time.Hour, 1<<20, clock.now, osFileOps())
+	cl, _, err := openChangeLog(dir, time.Hour, 1<<20, clock.now, osFileOps(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -411,10 +411,11 @@ func TestChangeLogRetentionByAge(t *testing.T) {
 }
 
 // openClockedChangeLog opens the change log in dir on clock, with an
-// hour's retention, closed at the end of the test.
-func openClockedChangeLog(t *testing.T, dir string, clock *fakeClock) *testChangeLog {
+// hour's retention and seq mark mark (nil: none), closed at the end of
+// the test.
+func openClockedChangeLog(t *testing.T, dir string, clock *fakeClock, mark seqMark) *testChangeLog {
 	t.Helper()
-	cl, _, err := openChangeLog(dir, time.Hour, 1<<20, clock.now, osFileOps())
+	cl, _, err := openChangeLog(dir, time.Hour, 1<<20, clock.now, osFileOps(), mark)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -441,7 +442,7 @@ func putChangeKeys(t *testing.T, l *testChangeLog, keys ...string) {
 func TestChangeLogQuietPastRetention(t *testing.T) {
 	dir := t.TempDir()
 	clock := &fakeClock{t: time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)}
-	l := openClockedChangeLog(t, dir, clock)
+	l := openClockedChangeLog(t, dir, clock, nil)
 	putChangeKeys(t, l, "a", "b", "c")
 	old := fmt.Sprint(l.oldest())
 	end := l.durable.Load()
@@ -471,7 +472,7 @@ func TestChangeLogQuietPastRetention(t *testing.T) {
 		t.Errorf("changes after the current end = %v, %v; want d, next in seq", got, err)
 	}
 	l.close()
-	l = openClockedChangeLog(t, dir, clock)
+	l = openClockedChangeLog(t, dir, clock, nil)
 	putChangeKeys(t, l, "e")
 	if keys := changeKeys(t, l); !slices.Equal(keys, []string{"d", "e"}) || l.durable.Load() != end+2 {
 		t.Errorf("after a reopen the log holds %v up to %d, want d e up to %d", keys, l.durable.Load(), end+2)
@@ -486,12 +487,12 @@ func TestChangeLogQuietPastRetention(t *testing.T) {
 func TestChangeLogNewNumbersFromItsStart(t *testing.T) {
 	dir := t.TempDir()
 	clock := &fakeClock{t: time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)}
-	l := openClockedChangeLog(t, dir, clock)
+	l := openClockedChangeLog(t, dir, clock, nil)
 	putChangeKeys(t, l, "a", "b", "c")
 	cursor := fmt.Sprint(l.durable.Load() - 1) // after "b"
 	l.close()
 	clock.advance(time.Second)
-	l = openClockedChangeLog(t, dir, clock)
+	l = openClockedChangeLog(t, dir, clock, nil)
 	putChangeKeys(t, l, "d")
 	f := &changeFeed{log: l.changeLog}
 	if c, err := f.cursor(cursor); err != nil || c != l.durable.Load()-2 {
@@ -502,7 +503,7 @@ func TestChangeLogNewNumbersFromItsStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock.advance(time.Second)
-	l = openClockedChangeLog(t, dir, clock)
+	l = openClockedChangeLog(t, dir, clock, nil)
 	putChangeKeys(t, l, "x", "y", "z", "w", "v")
 	f = &changeFeed{log: l.changeLog}
 	if c, err := f.cursor(cursor); !errors.Is(err, errGone) {
@@ -510,6 +511,50 @@ func TestChangeLogNewNumbersFromItsStart(t *testing.T) {
 	}
 	if keys := changeKeys(t, l); strings.Join(keys, "") != "xyzwv" {
 		t.Errorf("new log holds %v, want x y z w v", keys)
+	}
+}
+
+// TestChangeLogClockSetBack: a log made anew where one was lost, on a
+// clock set back to the lost log's start, numbers its changes past every
+// seq the lost log gave (the seq mark in the storage), so a cursor of the
+// lost log answers 410 instead of skipping the new log's first changes;
+// a running log records a new mark before it gives a seq past the one
+// recorded.
+func TestChangeLogClockSetBack(t *testing.T) {
+	dir := t.TempDir()
+	start := time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)
+	clock := &fakeClock{t: start}
+	mark := storeSeqMark{st: newMemStore()}
+	l := openClockedChangeLog(t, dir, clock, mark)
+	putChangeKeys(t, l, "a", "b", "c")
+	cursor := fmt.Sprint(l.durable.Load() - 1) // after "b"
+	l.close()
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	clock.t = start // set back to the lost log's start
+	l = openClockedChangeLog(t, dir, clock, mark)
+	putChangeKeys(t, l, "x", "y", "z", "w", "v")
+	f := &changeFeed{log: l.changeLog}
+	if c, err := f.cursor(cursor); !errors.Is(err, errGone) {
+		t.Errorf("cursor %s of the lost log on a clock set back = %d, %v; want 410 (the new log's changes are not after it)", cursor, c, err)
+	}
+	if keys := changeKeys(t, l); strings.Join(keys, "") != "xyzwv" {
+		t.Errorf("new log holds %v, want x y z w v", keys)
+	}
+	// A mark just past the next seq: the log records another before it
+	// gives the seqs beyond.
+	l.close()
+	next := l.durable.Load() + 1
+	if err := mark.store(next + 1); err != nil {
+		t.Fatal(err)
+	}
+	l = openClockedChangeLog(t, dir, clock, mark)
+	for i := range 3 {
+		putChangeKeys(t, l, fmt.Sprint("m", i))
+		if n, err := mark.load(); err != nil || n <= l.durable.Load() {
+			t.Fatalf("seq mark %d, %v after seq %d was given; want above it", n, err, l.durable.Load())
+		}
 	}
 }
 
@@ -601,7 +646,7 @@ func TestChangeFeedSettlesLostOutcome(t *testing.T) {
 		syncsAfter.Add(1)
 		return false
 	}, unix.EIO)
-	f, err := newChangeFeed(t.TempDir(), feedLimits{retention: time.Hour, retentionBytes: 1 << 20}, slog.New(slog.DiscardHandler), ops)
+	f, err := newChangeFeed(t.TempDir(), feedLimits{retention: time.Hour, retentionBytes: 1 << 20}, slog.New(slog.DiscardHandler), ops, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -674,7 +719,7 @@ func TestChangeFeedSettlesLostOutcome(t *testing.T) {
 func TestChangeFeedRefusesWritesWhileBroken(t *testing.T) {
 	var failing atomic.Bool
 	ops, _ := recordingOps(func(step, _ string) bool { return step == "fdatasync" && failing.Load() }, unix.EIO)
-	f, err := newChangeFeed(t.TempDir(), feedLimits{retention: time.Hour, retentionBytes: 1 << 20}, slog.New(slog.DiscardHandler), ops)
+	f, err := newChangeFeed(t.TempDir(), feedLimits{retention: time.Hour, retentionBytes: 1 << 20}, slog.New(slog.DiscardHandler), ops, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
