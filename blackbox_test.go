@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -298,6 +300,177 @@ func TestChangesKeepAliveBinary(t *testing.T) {
 			}
 		case <-time.After(scaled(30 * time.Second)):
 			t.Fatalf("no keep-alive line after %v", time.Since(opened))
+		}
+	}
+}
+
+// TestSaturatedOwnerFallbackBinary: with main + 2 workers, while the
+// owner of an entity has 64 calls in flight (the main worker's link to it
+// held by a pausable proxy, its heartbeats going on, so it stays
+// Available), a read of the entity is answered by the other worker from
+// storage with the last acknowledged value when the workers keep no
+// write-ahead log (-wal=false; S3 storage keeps none either). With the
+// log (filesystem storage by default) only the owner holds the writes its
+// log has not applied yet, so the read waits for the owner. Once the link
+// flows again every held read is answered. The read budget is raised
+// past 64 documents: each read in flight holds room for the largest
+// document (-max-document-size), so with the defaults the 64 reads held
+// at the owner would hold all of -max-inflight-read-bytes and the read
+// would wait for room instead (README "Several workers").
+func TestSaturatedOwnerFallbackBinary(t *testing.T) {
+	for _, wal := range []bool{false, true} {
+		t.Run(fmt.Sprint("wal=", wal), func(t *testing.T) { saturatedOwnerRead(t, wal) })
+	}
+}
+
+// saturatedOwnerRead is TestSaturatedOwnerFallbackBinary with -wal=wal.
+func saturatedOwnerRead(t *testing.T, wal bool) {
+	needBinary(t)
+	flag := fmt.Sprint("-wal=", wal)
+	c := &cluster{t: t, dir: filepath.Join(t.TempDir(), "db"), workers: map[string]*node{}}
+	c.main = startNode(t, clusterEnv, "-role=main", "-shared-fs="+c.dir, flag,
+		fmt.Sprint("-max-inflight-read-bytes=", 4*saturatedInFlight<<20))
+	c.clusterAddr = c.main.logAddr("cluster listening")
+	link := startPausableProxy(t)
+	n1 := c.startWorker("w1", "-advertise-addr="+link.addr(), flag)
+	link.target.Store(n1.logAddr("worker listening"))
+	c.startWorker("w2", flag)
+	c.waitWorkers(20*time.Second, "w1", "w2")
+	key := ""
+	for i := 0; key == ""; i++ {
+		if k := fmt.Sprint("k", i); rendezvousOrder("sat", k, []string{"w1", "w2"})[0] == 0 {
+			key = k
+		}
+	}
+	if code, body, _ := c.main.call("PUT", "/entity/sat", testAdminKey, map[string]string{key: "v1"}); code != 200 {
+		t.Fatalf("PUT = %d %s", code, body)
+	}
+	link.paused.Store(true)
+	get := func(held chan<- int) {
+		code, body, err := tryCall("GET", c.main.base+"/entity/sat?key="+key, testAdminKey, nil)
+		if err == nil && code == 200 && string(body) != `"v1"` {
+			t.Errorf("GET = %s, want \"v1\"", body)
+		}
+		held <- code
+	}
+	held := make(chan int, saturatedInFlight+1)
+	for range saturatedInFlight {
+		go get(held)
+	}
+	w := newWait(t, fmt.Sprintf("%d calls in flight to w1", saturatedInFlight), 10*time.Second)
+	for inFlight(c, "w1") < saturatedInFlight {
+		if w.over() {
+			t.Fatalf("w1 has %d calls in flight: %v", inFlight(c, "w1"), w)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	fallback := make(chan int, 1)
+	go get(fallback)
+	waits := 0
+	select {
+	case code := <-fallback:
+		if wal || code != 200 {
+			t.Errorf("GET while the owner is saturated = %d, want it to wait for the owner with the log, 200 without", code)
+		}
+	case <-time.After(scaled(time.Second)):
+		if !wal {
+			t.Errorf("GET while the owner is saturated waits, want an answer from the other worker without a log")
+		}
+		waits = 1 // answered once the link flows
+		go func() { held <- <-fallback }()
+	}
+	for _, row := range c.workerRows() {
+		if row.WorkerID == "w1" && (row.Status != statusAvailable || row.InFlight < saturatedInFlight) {
+			t.Errorf("w1 during the read: %s with %d calls in flight, want Available with %d (saturated, not gone)", row.Status, row.InFlight, saturatedInFlight)
+		}
+	}
+	link.paused.Store(false)
+	for range saturatedInFlight + waits {
+		select {
+		case code := <-held:
+			if code != 200 {
+				t.Errorf("a read held at the saturated owner answered %d, want 200", code)
+			}
+		case <-time.After(scaled(30 * time.Second)):
+			t.Fatal("the reads held at the owner were not answered once its link flowed")
+		}
+	}
+}
+
+// inFlight is worker id's calls in flight, as /admin/workers shows them.
+func inFlight(c *cluster, id string) int64 {
+	for _, row := range c.workerRows() {
+		if row.WorkerID == id {
+			return row.InFlight
+		}
+	}
+	return 0
+}
+
+// pausableProxy forwards TCP connections to target; while paused it
+// holds the bytes it reads, so that calls over it wait without the
+// connection breaking.
+type pausableProxy struct {
+	ln     net.Listener
+	target atomic.Value // string: host:port
+	paused atomic.Bool
+}
+
+// startPausableProxy listens on 127.0.0.1:0 until the test ends; set
+// target before the first connection arrives (one waits until it is).
+func startPausableProxy(t *testing.T) *pausableProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &pausableProxy{ln: ln}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go p.serve(in)
+		}
+	}()
+	return p
+}
+
+func (p *pausableProxy) addr() string { return p.ln.Addr().String() }
+
+// serve forwards one connection both ways.
+func (p *pausableProxy) serve(in net.Conn) {
+	defer in.Close()
+	for p.target.Load() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	out, err := net.Dial("tcp", p.target.Load().(string))
+	if err != nil {
+		return
+	}
+	defer out.Close()
+	done := make(chan struct{}, 2)
+	go func() { p.copy(out, in); done <- struct{}{} }()
+	go func() { p.copy(in, out); done <- struct{}{} }()
+	<-done
+}
+
+// copy copies src to dst, holding each chunk while paused.
+func (p *pausableProxy) copy(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		for p.paused.Load() {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
 		}
 	}
 }
