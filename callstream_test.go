@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	pb "deltadatabase/proto"
@@ -90,20 +91,35 @@ func newStreamRig(t *testing.T) *streamRig {
 // stream.
 func (r *streamRig) waitPending(t *testing.T, n int) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+	r.waitStream(t, "waited on the stream", n, func(cs *callStream) int {
+		cs.mu.Lock()
+		defer cs.mu.Unlock()
+		return len(cs.pending)
+	})
+}
+
+// queued waits until n calls wait in the queue of the stub's stream.
+func (r *streamRig) queued(t *testing.T, n int) {
+	t.Helper()
+	r.waitStream(t, "waited in the stream's queue", n, func(cs *callStream) int {
+		cs.qmu.Lock()
+		defer cs.qmu.Unlock()
+		return len(cs.queue)
+	})
+}
+
+// waitStream waits until count gives n for the stub's open stream.
+func (r *streamRig) waitStream(t *testing.T, what string, n int, count func(*callStream) int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
 		r.rw.link.mu.Lock()
 		cs := r.rw.link.cur
 		r.rw.link.mu.Unlock()
-		if cs != nil {
-			cs.mu.Lock()
-			got := len(cs.pending)
-			cs.mu.Unlock()
-			if got == n {
-				return
-			}
+		if cs != nil && count(cs) == n {
+			return
 		}
 	}
-	t.Fatalf("%d calls never waited on the stream", n)
+	t.Fatalf("%d calls never %s", n, what)
 }
 
 // op sends one operation through the stub; reads of database "slow" are
@@ -551,8 +567,20 @@ func exchange[Req, Resp any](t testing.TB, stream grpc.BidiStreamingClient[Req, 
 func TestSealedCall(t *testing.T) {
 	key := bytes.Repeat([]byte{7}, 32)
 	now := time.Unix(1_700_000_000, 0)
-	req := &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_PUT,
+	put := &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_PUT,
 		Payload: []byte(`{"a":1}`)}, Epoch: 7, Owner: true, RequestId: "rid", IssuedAtUnixNano: now.UnixNano(), Seq: 42}
+	// A batch (pb.WorkerRequest.batch) is sealed whole, its calls unsigned.
+	batch := &pb.WorkerRequest{IssuedAtUnixNano: now.UnixNano(), Batch: []*pb.WorkerRequest{
+		{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_GET}, Epoch: 7, Owner: true, RequestId: "r1", Seq: 43},
+		{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_PUT, Payload: []byte(`2`)}, Epoch: 7, Owner: true, RequestId: "r2", Seq: 44},
+		{CancelSeq: 42, Seq: 45}}}
+	t.Run("call", func(t *testing.T) { sealedCallRefusesChanges(t, key, now, put) })
+	t.Run("batch", func(t *testing.T) { sealedCallRefusesChanges(t, key, now, batch) })
+}
+
+// sealedCallRefusesChanges is TestSealedCall for one request.
+func sealedCallRefusesChanges(t *testing.T, key []byte, now time.Time, req *pb.WorkerRequest) {
+	t.Helper()
 	mac := newCallMAC(key, "w1")
 	wire, err := mac.seal(req)
 	if err != nil {
@@ -696,7 +724,9 @@ func TestCallLinkSendsNoBandwidthPings(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if n := frames.frames.Load(); n < 401 {
+	// Each caller's 50 calls go out one after another, so in 50 messages
+	// at least, batches or not, and come back in as many.
+	if n := frames.frames.Load(); n < 100 {
 		t.Fatalf("saw %d HTTP/2 frames for 401 calls and their answers: the count is broken", n)
 	}
 	if n := frames.pings.Load(); n != 0 {
@@ -764,4 +794,300 @@ func (f *h2Frames) feed(b []byte) {
 		}
 		f.skip, f.hdr = int(f.hdr[0])<<16|int(f.hdr[1])<<8|int(f.hdr[2]), f.hdr[:0]
 	}
+}
+
+// gatedSigner is the stub's signer with its first seal held until gate
+// closes, so that calls queue behind it; sent receives each message as
+// sealed.
+type gatedSigner struct {
+	*remoteWorker
+	gate chan struct{}
+	once sync.Once
+	sent chan *pb.WorkerRequest
+}
+
+func newGatedSigner(rw *remoteWorker) *gatedSigner {
+	return &gatedSigner{remoteWorker: rw, gate: make(chan struct{}), sent: make(chan *pb.WorkerRequest, 64)}
+}
+
+func (g *gatedSigner) seal(req *pb.WorkerRequest) ([]byte, error) {
+	g.once.Do(func() { <-g.gate })
+	wire, err := g.remoteWorker.seal(req)
+	g.sent <- proto.Clone(req).(*pb.WorkerRequest)
+	return wire, err
+}
+
+// TestCallStreamSendsWaitingCallsAsOne: calls that queue while another
+// caller sends go out together, as one signed batch in the order of
+// their numbers, and each caller gets its own answer; a caller that gives
+// up while queued leaves the queue and its call is never sent; a lone
+// call goes out alone, at once.
+func TestCallStreamSendsWaitingCallsAsOne(t *testing.T) {
+	r := newStreamRig(t)
+	bg := context.Background()
+	for i := range 6 {
+		if _, err := r.op(bg, pb.Operation_PUT, "db", fmt.Sprintf("k%d", i), fmt.Appendf(nil, `{"n":%d}`, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g := newGatedSigner(r.rw)
+	get := func(ctx context.Context, i int, errs chan<- error) {
+		resp, err := r.rw.link.call(ctx, &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: fmt.Sprintf("k%d", i),
+			Operation: pb.Operation_GET}, Owner: true}, g)
+		if want := fmt.Sprintf(`{"n":%d}`, i); err == nil && string(resp.GetResult()) != want {
+			err = fmt.Errorf("call %d answered %s, want %s", i, resp.GetResult(), want)
+		}
+		errs <- err
+	}
+	errs := make(chan error, 8)
+	go get(bg, 0, errs) // sends, and its seal waits for the gate
+	r.queued(t, 0)
+	for deadline := time.Now().Add(10 * time.Second); len(g.sent) == 0 && !sealing(r); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first call is never sealed")
+		}
+	}
+	gone, leave := context.WithCancel(bg)
+	left := make(chan error, 1)
+	go get(gone, 1, left)
+	r.queued(t, 1)
+	for i := 2; i < 6; i++ {
+		go get(bg, i, errs)
+		r.queued(t, i)
+	}
+	leave()
+	if err := <-left; status.Code(err) != codes.Canceled {
+		t.Errorf("a caller that gave up while queued = %v, want Canceled", err)
+	}
+	r.queued(t, 4)
+	close(g.gate)
+	for range 5 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	first, second := <-g.sent, <-g.sent
+	if len(first.GetBatch()) != 0 || first.GetOp().GetEntityKey() != "k0" {
+		t.Errorf("first message = %v, want call 0 alone", first)
+	}
+	var keys []string
+	last := first.GetSeq()
+	for _, c := range second.GetBatch() {
+		keys = append(keys, c.GetOp().GetEntityKey())
+		if c.GetSeq() <= last {
+			t.Errorf("call %s of the batch is numbered %d, after %d", c.GetOp().GetEntityKey(), c.GetSeq(), last)
+		}
+		last = c.GetSeq()
+	}
+	if fmt.Sprint(keys) != "[k2 k3 k4 k5]" || second.GetSeq() != 0 || second.GetIssuedAtUnixNano() == 0 {
+		t.Errorf("second message = %v, want one batch of the 4 calls still queued, k2-k5", second)
+	}
+	go get(bg, 3, errs)
+	if err := <-errs; err != nil {
+		t.Error(err)
+	}
+	if lone := <-g.sent; len(lone.GetBatch()) != 0 || lone.GetOp().GetEntityKey() != "k3" {
+		t.Errorf("a lone call went out as %v, want alone", lone)
+	}
+	if len(g.sent) != 0 {
+		t.Errorf("%d more messages were sent, want none", len(g.sent))
+	}
+}
+
+// sealing reports whether the stub's stream has a sender with a call
+// taken from the queue: the gated first seal has begun.
+func sealing(r *streamRig) bool {
+	r.rw.link.mu.Lock()
+	cs := r.rw.link.cur
+	r.rw.link.mu.Unlock()
+	if cs == nil {
+		return false
+	}
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return len(cs.pending) == 1
+}
+
+// TestCallStreamRefusesForgedBatches plays a rogue client on the Calls
+// stream with batches of calls (pb.WorkerRequest.batch): a batch answers
+// only whole, signed over its exact bytes, fresh, in order, never seen;
+// forged, tampered, truncated, reordered, replayed, stale, oversized and
+// malformed batches are refused, each of their calls answered so.
+func TestCallStreamRefusesForgedBatches(t *testing.T) {
+	r := newStreamRig(t)
+	bg := context.Background()
+	for _, db := range []string{"db", "slow"} {
+		if _, err := r.op(bg, pb.Operation_PUT, db, "k", []byte(`1`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stream, err := r.client.Calls(bg, grpc.ForceCodecV2(callCodec{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := r.rw.seq.Load()
+	call := func(n uint64) *pb.WorkerRequest {
+		return &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_GET}, Owner: true, Seq: base + n}
+	}
+	batch := func(calls ...*pb.WorkerRequest) *pb.WorkerRequest {
+		return &pb.WorkerRequest{Batch: calls, IssuedAtUnixNano: time.Now().UnixNano()}
+	}
+	seal := func(key []byte, req *pb.WorkerRequest) []byte {
+		wire, err := newCallMAC(key, "w1").seal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return wire
+	}
+	// answers sends wire on st and returns the next n answers, by seq,
+	// and how many messages carried them.
+	answers := func(st grpc.BidiStreamingClient[pb.WorkerRequest, pb.WorkerResponse], wire []byte, n int) (map[uint64]*pb.WorkerResponse, int) {
+		t.Helper()
+		if err := st.SendMsg(&sealedCall{b: wire}); err != nil {
+			t.Fatal(err)
+		}
+		got, msgs := map[uint64]*pb.WorkerResponse{}, 0
+		for len(got) < n {
+			resp, err := st.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			msgs++
+			for _, a := range append([]*pb.WorkerResponse{resp}, resp.GetBatch()...) {
+				if a.GetSeq() != 0 {
+					got[a.GetSeq()] = a
+				}
+			}
+		}
+		return got, msgs
+	}
+	refused := func(name string, wire []byte, why string, seqs ...uint64) {
+		t.Helper()
+		got, _ := answers(stream, wire, len(seqs))
+		for _, n := range seqs {
+			a := got[base+n]
+			if err := answerError(a); a == nil || len(a.GetStatus()) == 0 || status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), why) {
+				t.Errorf("%s: call %d answered %v (%v), want Unauthenticated (%s)", name, n, a, err, why)
+			}
+		}
+	}
+	served := func(name string, wire []byte, seqs ...uint64) {
+		t.Helper()
+		got, msgs := answers(stream, wire, len(seqs))
+		for _, n := range seqs {
+			if a := got[base+n]; a == nil || len(a.GetStatus()) > 0 || string(a.GetResult()) != "1" {
+				t.Errorf("%s: call %d answered %v, want 1", name, n, a)
+			}
+		}
+		if msgs != 1 {
+			t.Errorf("%s: %d cached reads answered in %d messages, want one", name, len(seqs), msgs)
+		}
+	}
+
+	genuine := seal(r.callKey, batch(call(1), call(2), call(3)))
+	served("a genuine batch", genuine, 1, 2, 3)
+	refused("the same batch again", genuine, "out of order", 1, 2, 3)
+	refused("sealed under another key", seal(bytes.Repeat([]byte{8}, 32), batch(call(4), call(5))), "not signed", 4, 5)
+	tampered := seal(r.callKey, batch(call(4), call(5)))
+	tampered[len(tampered)-1] ^= 1 // the last call's number: now 4 as well
+	refused("changed after sealing", tampered, "not signed", 4)
+	stale := batch(call(4), call(5))
+	stale.IssuedAtUnixNano = time.Now().Add(-time.Hour).UnixNano()
+	refused("stale", seal(r.callKey, stale), "not signed", 4, 5)
+
+	// Truncated: the last call's field cut off, which leaves a valid
+	// message of two calls.
+	c6 := call(6)
+	full := seal(r.callKey, batch(call(4), call(5), c6))
+	cut := full[:len(full)-len(protowire.AppendBytes(protowire.AppendTag(nil, 10, protowire.BytesType), mustMarshal(t, c6)))]
+	refused("truncated", cut, "not signed", 4, 5)
+	// Reordered after sealing: the two calls' fields swapped.
+	c4, c5 := call(4), call(5)
+	f4 := protowire.AppendBytes(protowire.AppendTag(nil, 10, protowire.BytesType), mustMarshal(t, c4))
+	f5 := protowire.AppendBytes(protowire.AppendTag(nil, 10, protowire.BytesType), mustMarshal(t, c5))
+	pair := seal(r.callKey, batch(c4, c5))
+	if !bytes.HasSuffix(pair, append(bytes.Clone(f4), f5...)) {
+		t.Fatal("the batch's calls are not its last fields")
+	}
+	swapped := append(bytes.Clone(pair[:len(pair)-len(f4)-len(f5)]), append(f5, f4...)...)
+	refused("reordered after sealing", swapped, "not signed", 4, 5)
+	// Signed, but not in order: numbers must rise within a batch and
+	// above the stream's last.
+	refused("calls numbered down", seal(r.callKey, batch(call(5), call(4))), "out of order", 4, 5)
+	refused("a call numbered below the stream's last", seal(r.callKey, batch(call(2), call(7))), "out of order", 2, 7)
+	refused("a call numbered twice", seal(r.callKey, batch(call(4), call(4))), "out of order", 4)
+
+	nested := call(5)
+	nested.Batch = []*pb.WorkerRequest{call(6)}
+	refused("a batch in a batch", seal(r.callKey, batch(call(4), nested)), "of its own", 4, 5)
+	signedCall := call(5)
+	signedCall.IssuedAtUnixNano = time.Now().UnixNano()
+	refused("a call with a time of its own", seal(r.callKey, batch(call(4), signedCall)), "of its own", 4, 5)
+	withOp := batch(call(4), call(5))
+	withOp.Op = &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_DELETE}
+	refused("a batch with an operation of its own", seal(r.callKey, withOp), "a call's fields", 4, 5)
+	var many []*pb.WorkerRequest
+	var manySeqs []uint64
+	for n := range uint64(maxCallBatch + 1) {
+		many = append(many, call(100+n))
+		if n < maxCallBatch {
+			manySeqs = append(manySeqs, 100+n)
+		}
+	}
+	refused("a batch too large", seal(r.callKey, batch(many...)), "too large", manySeqs...)
+
+	// None of the refused batches took its numbers.
+	served("a genuine batch after the refused ones", seal(r.callKey, batch(call(4), call(5), call(6))), 4, 5, 6)
+
+	// Another stream of the same subscription: a batch seen on the first
+	// is a replay.
+	other, err := r.client.Calls(bg, grpc.ForceCodecV2(callCodec{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := answers(other, genuine, 3)
+	if a := got[base+1]; a == nil || !strings.Contains(answerError(a).Error(), "replayed") {
+		t.Errorf("a batch replayed on another stream: call 1 answered %v, want refused (replayed)", a)
+	}
+	// A batch is a message of the stream only.
+	if _, err := r.client.Process(bg, batch(call(300))); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("an unsigned batch as a unary call = %v, want Unauthenticated", err)
+	}
+	signed := batch(call(301))
+	if signed.Signature, err = signCall(r.callKey, "w1", signed); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.client.Process(bg, signed); status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "Calls stream") {
+		t.Errorf("a signed batch as a unary call = %v, want Unauthenticated (only on the Calls stream)", err)
+	}
+
+	// A signed cancel travels in a batch as well: the held call ends.
+	held := call(10)
+	held.Op.DatabaseName, held.Owner = "slow", false
+	if err := stream.SendMsg(&sealedCall{b: seal(r.callKey, batch(held, call(11)))}); err != nil {
+		t.Fatal(err)
+	}
+	<-r.st.reads
+	if resp, err := stream.Recv(); err != nil || resp.GetSeq() != base+11 || string(resp.GetResult()) != "1" {
+		t.Fatalf("the cached read beside a held call = %v, %v; want answered (1) at once", resp, err)
+	}
+	got, _ = answers(stream, seal(r.callKey, batch(&pb.WorkerRequest{CancelSeq: base + 10, Seq: base + 12}, call(13))), 2)
+	if a := got[base+13]; a == nil || string(a.GetResult()) != "1" {
+		t.Errorf("the read beside a cancel = %v, want 1", a)
+	}
+	if err := <-r.st.ended; !errors.Is(err, context.Canceled) {
+		t.Errorf("held call after a signed cancel in a batch ended with %v, want context.Canceled", err)
+	}
+	if a := got[base+10]; a == nil || len(a.GetStatus()) == 0 {
+		t.Errorf("held call after a signed cancel = %v, want its (failed) answer", a)
+	}
+}
+
+func mustMarshal(t *testing.T, m proto.Message) []byte {
+	t.Helper()
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -923,10 +923,13 @@ func newRemoteWorker(id string, client pb.ProcessingWorkerClient, callKey []byte
 // close ends the worker's call stream; calls in flight fail.
 func (r *remoteWorker) close() { r.link.close() }
 
-// seal numbers, timestamps and signs req, returning it sealed
-// (callMAC.seal).
+// number returns the next call number (callSigner).
+func (r *remoteWorker) number() uint64 { return r.seq.Add(1) }
+
+// seal timestamps and signs req, returning it sealed (callMAC.seal;
+// callSigner).
 func (r *remoteWorker) seal(req *pb.WorkerRequest) ([]byte, error) {
-	req.IssuedAtUnixNano, req.Seq = r.now().UnixNano(), r.seq.Add(1)
+	req.IssuedAtUnixNano = r.now().UnixNano()
 	r.macMu.Lock()
 	wire, err := r.mac.seal(req)
 	r.macMu.Unlock()
@@ -940,7 +943,7 @@ func (r *remoteWorker) seal(req *pb.WorkerRequest) ([]byte, error) {
 // handler is errTransport (retried on the next worker); a worker's own
 // failure comes back with its sentinel and sentence.
 func (r *remoteWorker) Process(ctx context.Context, req *pb.WorkerRequest) (*pb.WorkerResponse, error) {
-	resp, err := r.link.call(ctx, req, r.seal)
+	resp, err := r.link.call(ctx, req, r)
 	switch {
 	case errors.Is(err, errTransport):
 		return nil, err

@@ -99,7 +99,8 @@ func (s *workerServer) Process(ctx context.Context, req *pb.WorkerRequest) (*pb.
 // and has not sent it before; it returns why not, or "". wire is the
 // sealed call req was decoded from (callMAC.seal), or nil. With sc (a
 // Calls stream's check), req's number must also be above the number of
-// the stream's previous message, which it becomes.
+// the stream's previous message, which it becomes. A batch of calls
+// (admitBatch) is admitted on a stream only, all its calls or none.
 func (s *workerServer) admit(req *pb.WorkerRequest, wire []byte, now time.Time, sc *streamCheck) string {
 	sub := s.sub.Load()
 	switch {
@@ -109,6 +110,8 @@ func (s *workerServer) admit(req *pb.WorkerRequest, wire []byte, now time.Time, 
 		return "worker token expired: subscribe again"
 	case !sc.mac(sub, s.w.id).check(req, wire, now):
 		return "call is not signed by the main worker"
+	case len(req.GetBatch()) > 0:
+		return admitBatch(sub, req, sc)
 	case sc != nil && req.GetSeq() <= sc.last:
 		return "call out of order: its sequence number is not above the stream's last"
 	case !sub.calls.accept(req.GetSeq()):
@@ -117,6 +120,45 @@ func (s *workerServer) admit(req *pb.WorkerRequest, wire []byte, now time.Time, 
 	if sc != nil {
 		sc.last = req.GetSeq()
 	}
+	return ""
+}
+
+// admitBatch checks the calls of batch, a signed message of the Calls
+// stream (sc) that carries several (pb.WorkerRequest.batch): the message
+// holds nothing but them, its signature and its time; there are at most
+// maxCallBatch; each is a plain call, numbered above the one before it
+// (the first above the stream's last), and none was seen before. The
+// last number becomes the stream's.
+func admitBatch(sub *subscription, batch *pb.WorkerRequest, sc *streamCheck) string {
+	calls := batch.GetBatch()
+	switch {
+	case sc == nil:
+		return "a batch of calls is only accepted on the Calls stream"
+	case len(calls) > maxCallBatch:
+		return "batch of calls too large"
+	case batch.GetOp() != nil || batch.GetEpoch() != 0 || batch.GetOwner() || batch.GetRequestId() != "" ||
+		batch.GetSeq() != 0 || batch.GetTimeoutNanos() != 0 || batch.GetCancelSeq() != 0:
+		return "batch of calls carries a call's fields"
+	}
+	last := sc.last
+	for _, c := range calls {
+		switch {
+		case len(c.GetSignature()) > 0 || c.GetIssuedAtUnixNano() != 0 || len(c.GetBatch()) > 0:
+			return "call in a batch carries a signature, a time or a batch of its own"
+		case c.GetSeq() <= last:
+			return "call out of order: its sequence number is not above the stream's last"
+		}
+		last = c.GetSeq()
+	}
+	for _, c := range calls {
+		// A number refused here was seen or is too old: the batch is
+		// refused whole, and the numbers before it stay marked (the main
+		// worker numbers each call once: none is sent again).
+		if !sub.calls.accept(c.GetSeq()) {
+			return "call replayed: its sequence number was seen before"
+		}
+	}
+	sc.last = last
 	return ""
 }
 

@@ -1460,7 +1460,13 @@ type WorkerRequest struct {
 	TimeoutNanos int64 `protobuf:"varint,8,opt,name=timeout_nanos,json=timeoutNanos,proto3" json:"timeout_nanos,omitempty"`
 	// On the Calls stream: set when this message carries no operation but
 	// cancels the call numbered cancel_seq, whose caller gave up.
-	CancelSeq     uint64 `protobuf:"varint,9,opt,name=cancel_seq,json=cancelSeq,proto3" json:"cancel_seq,omitempty"`
+	CancelSeq uint64 `protobuf:"varint,9,opt,name=cancel_seq,json=cancelSeq,proto3" json:"cancel_seq,omitempty"`
+	// On the Calls stream: several calls sent as one message, in the order
+	// of their seq. The message itself then carries only issued_at_unix_nano
+	// and signature, which covers every call in it; each call carries its
+	// seq and what it asks (op, epoch, owner, request_id, timeout_nanos or
+	// cancel_seq), never a signature, a timestamp or a batch of its own.
+	Batch         []*WorkerRequest `protobuf:"bytes,10,rep,name=batch,proto3" json:"batch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1558,6 +1564,13 @@ func (x *WorkerRequest) GetCancelSeq() uint64 {
 	return 0
 }
 
+func (x *WorkerRequest) GetBatch() []*WorkerRequest {
+	if x != nil {
+		return x.Batch
+	}
+	return nil
+}
+
 // WorkerResponse answers ProcessingWorker.Process; failures are gRPC
 // statuses.
 type WorkerResponse struct {
@@ -1583,8 +1596,11 @@ type WorkerResponse struct {
 	// PUT, PATCH, DELETE asked with want_previous: the ETag value of the
 	// version the write replaced or deleted; "" when there was none.
 	PreviousVersion string `protobuf:"bytes,9,opt,name=previous_version,json=previousVersion,proto3" json:"previous_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// On the Calls stream: the answers to several calls sent as one
+	// message, each naming its seq; the message carries nothing else.
+	Batch         []*WorkerResponse `protobuf:"bytes,10,rep,name=batch,proto3" json:"batch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WorkerResponse) Reset() {
@@ -1678,6 +1694,13 @@ func (x *WorkerResponse) GetPreviousVersion() string {
 		return x.PreviousVersion
 	}
 	return ""
+}
+
+func (x *WorkerResponse) GetBatch() []*WorkerResponse {
+	if x != nil {
+		return x.Batch
+	}
+	return nil
 }
 
 var File_deltadb_proto protoreflect.FileDescriptor
@@ -1809,7 +1832,7 @@ const file_deltadb_proto_rawDesc = "" +
 	"\bexamined\x18\x02 \x01(\x03R\bexamined\x12\x12\n" +
 	"\x04done\x18\x03 \x01(\bR\x04done\x12\x18\n" +
 	"\athrough\x18\x04 \x01(\fR\athrough\x12\x14\n" +
-	"\x05count\x18\x05 \x01(\x03R\x05count\"\xa0\x02\n" +
+	"\x05count\x18\x05 \x01(\x03R\x05count\"\xce\x02\n" +
 	"\rWorkerRequest\x12!\n" +
 	"\x02op\x18\x01 \x01(\v2\x11.deltadb.EntityOpR\x02op\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x14\n" +
@@ -1821,7 +1844,9 @@ const file_deltadb_proto_rawDesc = "" +
 	"\x03seq\x18\a \x01(\x04R\x03seq\x12#\n" +
 	"\rtimeout_nanos\x18\b \x01(\x03R\ftimeoutNanos\x12\x1d\n" +
 	"\n" +
-	"cancel_seq\x18\t \x01(\x04R\tcancelSeq\"\xa1\x02\n" +
+	"cancel_seq\x18\t \x01(\x04R\tcancelSeq\x12,\n" +
+	"\x05batch\x18\n" +
+	" \x03(\v2\x16.deltadb.WorkerRequestR\x05batch\"\xd0\x02\n" +
 	"\x0eWorkerResponse\x12\x16\n" +
 	"\x06result\x18\x01 \x01(\fR\x06result\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12)\n" +
@@ -1831,7 +1856,9 @@ const file_deltadb_proto_rawDesc = "" +
 	"\x06status\x18\x06 \x01(\fR\x06status\x12\x18\n" +
 	"\ahandled\x18\a \x01(\tR\ahandled\x12'\n" +
 	"\x0fcurrent_version\x18\b \x01(\tR\x0ecurrentVersion\x12)\n" +
-	"\x10previous_version\x18\t \x01(\tR\x0fpreviousVersion*\xa3\x01\n" +
+	"\x10previous_version\x18\t \x01(\tR\x0fpreviousVersion\x12-\n" +
+	"\x05batch\x18\n" +
+	" \x03(\v2\x17.deltadb.WorkerResponseR\x05batch*\xa3\x01\n" +
 	"\tOperation\x12\x19\n" +
 	"\x15OPERATION_UNSPECIFIED\x10\x00\x12\a\n" +
 	"\x03GET\x10\x01\x12\a\n" +
@@ -1898,22 +1925,24 @@ var file_deltadb_proto_depIdxs = []int32{
 	11, // 5: deltadb.FindOp.index:type_name -> deltadb.IndexSpec
 	12, // 6: deltadb.FindResult.matches:type_name -> deltadb.FindMatch
 	9,  // 7: deltadb.WorkerRequest.op:type_name -> deltadb.EntityOp
-	13, // 8: deltadb.WorkerResponse.found:type_name -> deltadb.FindResult
-	1,  // 9: deltadb.MainWorker.Subscribe:input_type -> deltadb.SubscribeRequest
-	3,  // 10: deltadb.MainWorker.Heartbeat:input_type -> deltadb.HeartbeatRequest
-	6,  // 11: deltadb.MainWorker.Process:input_type -> deltadb.ProcessRequest
-	14, // 12: deltadb.ProcessingWorker.Process:input_type -> deltadb.WorkerRequest
-	14, // 13: deltadb.ProcessingWorker.Calls:input_type -> deltadb.WorkerRequest
-	2,  // 14: deltadb.MainWorker.Subscribe:output_type -> deltadb.SubscribeResponse
-	4,  // 15: deltadb.MainWorker.Heartbeat:output_type -> deltadb.HeartbeatResponse
-	7,  // 16: deltadb.MainWorker.Process:output_type -> deltadb.ProcessResponse
-	15, // 17: deltadb.ProcessingWorker.Process:output_type -> deltadb.WorkerResponse
-	15, // 18: deltadb.ProcessingWorker.Calls:output_type -> deltadb.WorkerResponse
-	14, // [14:19] is the sub-list for method output_type
-	9,  // [9:14] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	14, // 8: deltadb.WorkerRequest.batch:type_name -> deltadb.WorkerRequest
+	13, // 9: deltadb.WorkerResponse.found:type_name -> deltadb.FindResult
+	15, // 10: deltadb.WorkerResponse.batch:type_name -> deltadb.WorkerResponse
+	1,  // 11: deltadb.MainWorker.Subscribe:input_type -> deltadb.SubscribeRequest
+	3,  // 12: deltadb.MainWorker.Heartbeat:input_type -> deltadb.HeartbeatRequest
+	6,  // 13: deltadb.MainWorker.Process:input_type -> deltadb.ProcessRequest
+	14, // 14: deltadb.ProcessingWorker.Process:input_type -> deltadb.WorkerRequest
+	14, // 15: deltadb.ProcessingWorker.Calls:input_type -> deltadb.WorkerRequest
+	2,  // 16: deltadb.MainWorker.Subscribe:output_type -> deltadb.SubscribeResponse
+	4,  // 17: deltadb.MainWorker.Heartbeat:output_type -> deltadb.HeartbeatResponse
+	7,  // 18: deltadb.MainWorker.Process:output_type -> deltadb.ProcessResponse
+	15, // 19: deltadb.ProcessingWorker.Process:output_type -> deltadb.WorkerResponse
+	15, // 20: deltadb.ProcessingWorker.Calls:output_type -> deltadb.WorkerResponse
+	16, // [16:21] is the sub-list for method output_type
+	11, // [11:16] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_deltadb_proto_init() }
