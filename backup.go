@@ -89,6 +89,7 @@ func runTool(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	level, _ := slogLevel(t.cfg.logLevel)
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	warnOpenSecretFiles(log, t.cfg.secretFiles())
 	st, err := openToolStore(ctx, t.cfg)
 	if err != nil {
 		return err

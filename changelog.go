@@ -137,7 +137,28 @@ type changeLog struct {
 	// ops write and sync the segments (osFileOps; a test injects
 	// faults).
 	ops *fileOps
+	// mark, when set, records outside the log's directory a number above
+	// every seq given; reserved is the last number recorded (or read at
+	// open): seqs below it may be given without recording another. The
+	// writer goroutine's only once open.
+	mark     seqMark
+	reserved uint64
 }
+
+// seqMark is where a change log records, outside its directory, a number
+// above every seq it gave (the storage, feed.go): a log made anew where
+// one was lost starts past it, so that a cursor of the lost log never
+// names a change of the new one, even when the clock was set back before
+// the lost log was made. load is 0 when nothing is recorded.
+type seqMark interface {
+	load() (uint64, error)
+	store(n uint64) error
+}
+
+// seqReserve is how many seqs a recorded mark leaves to give before the
+// next must be recorded: one write per four billion changes, and a log
+// made anew starts at most that far past the last seq given.
+const seqReserve = 1 << 32
 
 // A change record's payload: a version byte and three zero bytes, u64
 // the record's number in its segment (from 1), u64 the number of the
@@ -300,7 +321,7 @@ func segmentName(first uint64) string { return fmt.Sprintf("%020d.log", first) }
 // openChangeLog opens (creating) the change log in dir and starts its
 // writer. It returns the intents the log holds without an outcome: the
 // writes a crash cut between their intent and their completion.
-func openChangeLog(dir string, maxAge time.Duration, maxBytes int64, now func() time.Time, ops *fileOps) (*changeLog, []changeRec, error) {
+func openChangeLog(dir string, maxAge time.Duration, maxBytes int64, now func() time.Time, ops *fileOps, mark seqMark) (*changeLog, []changeRec, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("create change log %s: %w", dir, err)
 	}
@@ -310,10 +331,16 @@ func openChangeLog(dir string, maxAge time.Duration, maxBytes int64, now func() 
 	}
 	l := &changeLog{lock: lock, dir: dir, now: now, maxAge: maxAge, maxBytes: maxBytes, segBytes: min(changeSegmentMax, maxBytes/16),
 		nextSeq: 1, nextID: 1, notify: make(chan struct{}),
-		kick: make(chan struct{}, 1), stop: make(chan struct{}), ops: ops}
+		kick: make(chan struct{}, 1), stop: make(chan struct{}), ops: ops, mark: mark}
 	open, err := l.scan()
+	if err == nil && mark != nil {
+		l.reserved, err = mark.load()
+		if err != nil {
+			err = fmt.Errorf("read the change log's seq mark: %w", err)
+		}
+	}
 	if err == nil && len(l.segs) == 0 {
-		l.nextSeq = firstSeq(now())
+		l.nextSeq = max(firstSeq(now()), l.reserved)
 	}
 	if err == nil {
 		err = l.openCurrent()
@@ -329,11 +356,12 @@ func openChangeLog(dir string, maxAge time.Duration, maxBytes int64, now func() 
 }
 
 // firstSeq is the seq a new log gives its first change: its creation
-// time in microseconds. Cursors are plain numbers, so a log started from 1
-// again (the feed's directory lost, or storage restored from a backup,
-// which holds no feed) would read a client's cursor of the earlier log as
-// one of its own and skip the changes before it; numbered from its start,
-// it finds such a cursor before its oldest and answers 410.
+// time in microseconds (or the seq mark, when that is later). Cursors are
+// plain numbers, so a log started from 1 again (the feed's directory
+// lost, or storage restored from a backup, which holds no feed) would
+// read a client's cursor of the earlier log as one of its own and skip
+// the changes before it; numbered from its start, it finds such a cursor
+// before its oldest and answers 410.
 func firstSeq(t time.Time) uint64 {
 	return uint64(max(1, t.UnixMicro()))
 }
@@ -556,6 +584,7 @@ func (l *changeLog) run() {
 		case <-l.kick:
 		case <-retry.C:
 			l.repairBroken()
+			l.rotateQuiet()
 			continue
 		case <-l.stop:
 			l.commitForming()
@@ -661,9 +690,38 @@ func (l *changeLog) repairBroken() {
 	l.mu.Unlock()
 }
 
+// rotateQuiet starts a new segment when the current one's last record is
+// older than the retention, then prunes: retention keeps the current
+// segment (its name carries the next seq), so a quiet log would otherwise
+// keep its changes and answer their cursors past the retention instead
+// of 410. The new segment starts at the next seq to commit, so the
+// current end stays a valid cursor. The writer goroutine's only; a
+// failure is tried again on the next tick.
+func (l *changeLog) rotateQuiet() {
+	l.mu.Lock()
+	cur := l.segs[len(l.segs)-1]
+	next := l.nextSeq
+	if l.forming != nil {
+		next = l.forming.first
+	}
+	// A segment of intents and aborts only starts at the next seq: it
+	// holds no change a cursor could name.
+	quiet := l.broken == nil && cur.size > 0 && next > cur.first && l.now().Sub(cur.last) > l.maxAge
+	l.mu.Unlock()
+	if !quiet {
+		return
+	}
+	if err := l.newSegment(next); err == nil {
+		_ = l.prune()
+	}
+}
+
 // write appends g to the current segment (a new one when it is full) and
 // syncs it.
 func (l *changeLog) write(g *changeGroup) error {
+	if err := l.reserve(g.first + uint64(len(g.recs))); err != nil {
+		return err
+	}
 	l.frame(g)
 	l.mu.Lock()
 	full := l.segs[len(l.segs)-1].size > 0 && l.segs[len(l.segs)-1].size+int64(len(g.buf)) > l.segBytes
@@ -691,6 +749,19 @@ func (l *changeLog) write(g *changeGroup) error {
 		return fmt.Errorf("sync change log: %w", err)
 	}
 	l.segNext += uint64(len(g.payloads))
+	return nil
+}
+
+// reserve records the seq mark before a seq at or past the recorded one
+// is given: end is one past the last seq about to be given.
+func (l *changeLog) reserve(end uint64) error {
+	if l.mark == nil || end <= l.reserved {
+		return nil
+	}
+	if err := l.mark.store(end + seqReserve); err != nil {
+		return fmt.Errorf("record the change log's seq mark: %w", err)
+	}
+	l.reserved = end + seqReserve
 	return nil
 }
 
@@ -847,7 +918,8 @@ func (l *changeLog) lastChange(db, key string) (changeRec, bool) {
 }
 
 // prune drops the oldest segments while they are older than the
-// retention or the log is over its size; the current segment stays.
+// retention or the log is over its size; the current segment stays
+// (rotateQuiet retires it once it is older than the retention).
 func (l *changeLog) prune() error {
 	l.mu.Lock()
 	var total int64

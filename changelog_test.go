@@ -64,7 +64,7 @@ func openTestChangeLog(t *testing.T, dir string) (*testChangeLog, error) {
 // openTestChangeLogOps is openTestChangeLog writing through ops.
 func openTestChangeLogOps(t *testing.T, dir string, ops *fileOps) (*testChangeLog, error) {
 	t.Helper()
-	cl, _, err := openChangeLog(dir, time.Hour, 1<<20, time.Now, ops)
+	cl, _, err := openChangeLog(dir, time.Hour, 1<<20, time.Now, ops, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -358,7 +358,7 @@ func TestChangeLogNoSpaceWritingAhead(t *testing.T) {
 func TestChangeLogRetentionByAge(t *testing.T) {
 	dir := t.TempDir()
 	clock := &fakeClock{t: time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)}
-	cl, _, err := openChangeLog(dir, time.Hour, 1<<20, clock.now, osFileOps())
+	cl, _, err := openChangeLog(dir, time.Hour, 1<<20, clock.now, osFileOps(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -410,6 +410,75 @@ func TestChangeLogRetentionByAge(t *testing.T) {
 	}
 }
 
+// openClockedChangeLog opens the change log in dir on clock, with an
+// hour's retention and seq mark mark (nil: none), closed at the end of
+// the test.
+func openClockedChangeLog(t *testing.T, dir string, clock *fakeClock, mark seqMark) *testChangeLog {
+	t.Helper()
+	cl, _, err := openChangeLog(dir, time.Hour, 1<<20, clock.now, osFileOps(), mark)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &testChangeLog{changeLog: cl}
+	t.Cleanup(l.close)
+	return l
+}
+
+// putChangeKeys appends a put of each key of db "db" to l, one commit each.
+func putChangeKeys(t *testing.T, l *testChangeLog, keys ...string) {
+	t.Helper()
+	for _, k := range keys {
+		if err := l.append(&changeRec{T: changeDone, DB: "db", Key: k, Op: "put", ETag: "e"}).wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestChangeLogQuietPastRetention: a quiet log, whose only segment holds
+// changes older than -changes-retention, retires them (the writer starts
+// a new segment and drops the old): a cursor of those changes answers 410
+// as in a busy log, while the current end stays a cursor that reads the
+// next change, and a reopen goes on after the seqs given.
+func TestChangeLogQuietPastRetention(t *testing.T) {
+	dir := t.TempDir()
+	clock := &fakeClock{t: time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)}
+	l := openClockedChangeLog(t, dir, clock, nil)
+	putChangeKeys(t, l, "a", "b", "c")
+	old := fmt.Sprint(l.oldest())
+	end := l.durable.Load()
+	f := &changeFeed{log: l.changeLog}
+	clock.advance(30 * time.Minute)
+	time.Sleep(1500 * time.Millisecond) // a tick of the writer
+	if _, err := f.cursor(old); err != nil {
+		t.Fatalf("cursor %s within the retention: %v", old, err)
+	}
+	clock.advance(time.Hour)
+	w := newWait(t, "the quiet segment retired", 10*time.Second)
+	for _, err := f.cursor(old); err == nil && !w.over(); _, err = f.cursor(old) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if c, err := f.cursor(old); !errors.Is(err, errGone) {
+		t.Fatalf("cursor %s of changes past the retention of a quiet log = %d, %v; want 410", old, c, err)
+	}
+	if segs, _ := filepath.Glob(filepath.Join(dir, "*.log")); len(segs) != 1 {
+		t.Errorf("%d segment files, want the new current one", len(segs))
+	}
+	if c, err := f.cursor(fmt.Sprint(end)); err != nil || c != end {
+		t.Errorf("cursor %d, the current end = %d, %v; want it kept", end, c, err)
+	}
+	putChangeKeys(t, l, "d")
+	var got []string
+	if _, err := l.read(end, 100, func(r changeRec) bool { got = append(got, fmt.Sprint(r.Key, r.Seq-end)); return true }); err != nil || !slices.Equal(got, []string{"d1"}) {
+		t.Errorf("changes after the current end = %v, %v; want d, next in seq", got, err)
+	}
+	l.close()
+	l = openClockedChangeLog(t, dir, clock, nil)
+	putChangeKeys(t, l, "e")
+	if keys := changeKeys(t, l); !slices.Equal(keys, []string{"d", "e"}) || l.durable.Load() != end+2 {
+		t.Errorf("after a reopen the log holds %v up to %d, want d e up to %d", keys, l.durable.Load(), end+2)
+	}
+}
+
 // TestChangeLogNewNumbersFromItsStart: a log made anew where one was
 // lost (or storage restored from a backup, which holds no feed) numbers
 // its changes from its start, so a cursor of the earlier log answers 410
@@ -418,31 +487,13 @@ func TestChangeLogRetentionByAge(t *testing.T) {
 func TestChangeLogNewNumbersFromItsStart(t *testing.T) {
 	dir := t.TempDir()
 	clock := &fakeClock{t: time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)}
-	open := func() *testChangeLog {
-		t.Helper()
-		cl, _, err := openChangeLog(dir, time.Hour, 1<<20, clock.now, osFileOps())
-		if err != nil {
-			t.Fatal(err)
-		}
-		l := &testChangeLog{changeLog: cl}
-		t.Cleanup(l.close)
-		return l
-	}
-	put := func(l *testChangeLog, keys ...string) {
-		t.Helper()
-		for _, k := range keys {
-			if err := l.append(&changeRec{T: changeDone, DB: "db", Key: k, Op: "put", ETag: "e"}).wait(); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	l := open()
-	put(l, "a", "b", "c")
+	l := openClockedChangeLog(t, dir, clock, nil)
+	putChangeKeys(t, l, "a", "b", "c")
 	cursor := fmt.Sprint(l.durable.Load() - 1) // after "b"
 	l.close()
 	clock.advance(time.Second)
-	l = open()
-	put(l, "d")
+	l = openClockedChangeLog(t, dir, clock, nil)
+	putChangeKeys(t, l, "d")
 	f := &changeFeed{log: l.changeLog}
 	if c, err := f.cursor(cursor); err != nil || c != l.durable.Load()-2 {
 		t.Errorf("cursor %s after a reopen = %d, %v; want the same place, before c and d", cursor, c, err)
@@ -452,14 +503,58 @@ func TestChangeLogNewNumbersFromItsStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock.advance(time.Second)
-	l = open()
-	put(l, "x", "y", "z", "w", "v")
+	l = openClockedChangeLog(t, dir, clock, nil)
+	putChangeKeys(t, l, "x", "y", "z", "w", "v")
 	f = &changeFeed{log: l.changeLog}
 	if c, err := f.cursor(cursor); !errors.Is(err, errGone) {
 		t.Errorf("cursor %s of the lost log = %d, %v; want 410 (the new log's changes are not after it)", cursor, c, err)
 	}
 	if keys := changeKeys(t, l); strings.Join(keys, "") != "xyzwv" {
 		t.Errorf("new log holds %v, want x y z w v", keys)
+	}
+}
+
+// TestChangeLogClockSetBack: a log made anew where one was lost, on a
+// clock set back to the lost log's start, numbers its changes past every
+// seq the lost log gave (the seq mark in the storage), so a cursor of the
+// lost log answers 410 instead of skipping the new log's first changes;
+// a running log records a new mark before it gives a seq past the one
+// recorded.
+func TestChangeLogClockSetBack(t *testing.T) {
+	dir := t.TempDir()
+	start := time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)
+	clock := &fakeClock{t: start}
+	mark := storeSeqMark{st: newMemStore()}
+	l := openClockedChangeLog(t, dir, clock, mark)
+	putChangeKeys(t, l, "a", "b", "c")
+	cursor := fmt.Sprint(l.durable.Load() - 1) // after "b"
+	l.close()
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	clock.t = start // set back to the lost log's start
+	l = openClockedChangeLog(t, dir, clock, mark)
+	putChangeKeys(t, l, "x", "y", "z", "w", "v")
+	f := &changeFeed{log: l.changeLog}
+	if c, err := f.cursor(cursor); !errors.Is(err, errGone) {
+		t.Errorf("cursor %s of the lost log on a clock set back = %d, %v; want 410 (the new log's changes are not after it)", cursor, c, err)
+	}
+	if keys := changeKeys(t, l); strings.Join(keys, "") != "xyzwv" {
+		t.Errorf("new log holds %v, want x y z w v", keys)
+	}
+	// A mark just past the next seq: the log records another before it
+	// gives the seqs beyond.
+	l.close()
+	next := l.durable.Load() + 1
+	if err := mark.store(next + 1); err != nil {
+		t.Fatal(err)
+	}
+	l = openClockedChangeLog(t, dir, clock, mark)
+	for i := range 3 {
+		putChangeKeys(t, l, fmt.Sprint("m", i))
+		if n, err := mark.load(); err != nil || n <= l.durable.Load() {
+			t.Fatalf("seq mark %d, %v after seq %d was given; want above it", n, err, l.durable.Load())
+		}
 	}
 }
 
@@ -551,7 +646,7 @@ func TestChangeFeedSettlesLostOutcome(t *testing.T) {
 		syncsAfter.Add(1)
 		return false
 	}, unix.EIO)
-	f, err := newChangeFeed(t.TempDir(), feedLimits{retention: time.Hour, retentionBytes: 1 << 20}, slog.New(slog.DiscardHandler), ops)
+	f, err := newChangeFeed(t.TempDir(), feedLimits{retention: time.Hour, retentionBytes: 1 << 20}, slog.New(slog.DiscardHandler), ops, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -624,7 +719,7 @@ func TestChangeFeedSettlesLostOutcome(t *testing.T) {
 func TestChangeFeedRefusesWritesWhileBroken(t *testing.T) {
 	var failing atomic.Bool
 	ops, _ := recordingOps(func(step, _ string) bool { return step == "fdatasync" && failing.Load() }, unix.EIO)
-	f, err := newChangeFeed(t.TempDir(), feedLimits{retention: time.Hour, retentionBytes: 1 << 20}, slog.New(slog.DiscardHandler), ops)
+	f, err := newChangeFeed(t.TempDir(), feedLimits{retention: time.Hour, retentionBytes: 1 << 20}, slog.New(slog.DiscardHandler), ops, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,7 +40,7 @@ func testFeed(t *testing.T, rt *router, st store) *changeFeed {
 	if _, ok := fsBackend(st); !ok {
 		return nil
 	}
-	f, err := attachFeed(rt, filepath.Join(t.TempDir(), changesDirName), feedLimits{retention: time.Hour,
+	f, err := attachFeed(rt, filepath.Join(t.TempDir(), changesDirName), st, feedLimits{retention: time.Hour,
 		retentionBytes: 2 << 20, maxStreams: 10, maxStreamsPerPrincipal: 10}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -957,7 +957,7 @@ func logLineWith(log string, parts ...string) string {
 func TestChangesStreamCursorExpired(t *testing.T) {
 	ts := newAuthTestServer(t, authConfig{})
 	f, err := newChangeFeed(t.TempDir(), feedLimits{retention: time.Hour, retentionBytes: changeRetentionMin,
-		maxStreams: 10, maxStreamsPerPrincipal: 10}, slog.New(slog.DiscardHandler), osFileOps())
+		maxStreams: 10, maxStreamsPerPrincipal: 10}, slog.New(slog.DiscardHandler), osFileOps(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

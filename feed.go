@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -64,8 +65,8 @@ type changeFeed struct {
 // newChangeFeed opens the change log in dir, written through ops; the
 // intents it left open are settled before their entity's next write, or
 // by settle.
-func newChangeFeed(dir string, lim feedLimits, log *slog.Logger, ops *fileOps) (*changeFeed, error) {
-	cl, open, err := openChangeLog(dir, lim.retention, lim.retentionBytes, time.Now, ops)
+func newChangeFeed(dir string, lim feedLimits, log *slog.Logger, ops *fileOps, mark seqMark) (*changeFeed, error) {
+	cl, open, err := openChangeLog(dir, lim.retention, lim.retentionBytes, time.Now, ops, mark)
 	if err != nil {
 		return nil, err
 	}
@@ -78,16 +79,55 @@ func newChangeFeed(dir string, lim feedLimits, log *slog.Logger, ops *fileOps) (
 	return f, nil
 }
 
-// attachFeed opens the change feed in dir and has rt log every write in
-// it; the feed reads entities and takes their write locks through rt.
-func attachFeed(rt *router, dir string, lim feedLimits, log *slog.Logger) (*changeFeed, error) {
-	f, err := newChangeFeed(dir, lim, log, osFileOps())
+// attachFeed opens the change feed in dir, its seq mark in st (nil: none),
+// and has rt log every write in it; the feed reads entities and takes
+// their write locks through rt.
+func attachFeed(rt *router, dir string, st store, lim feedLimits, log *slog.Logger) (*changeFeed, error) {
+	var mark seqMark
+	if st != nil {
+		mark = storeSeqMark{st: st}
+	}
+	f, err := newChangeFeed(dir, lim, log, osFileOps(), mark)
 	if err != nil {
 		return nil, err
 	}
 	f.read, f.lock = rt.currentVersion, rt.writes.lock
 	rt.feed = f
 	return f, nil
+}
+
+// storeSeqMark is the change log's seq mark in the storage
+// (changesMarkObject), which outlives a lost -changes-dir, or a
+// _changes directory removed by hand.
+type storeSeqMark struct{ st store }
+
+// seqMarkTimeout bounds one read or write of the seq mark (S3 retries
+// within it).
+const seqMarkTimeout = 30 * time.Second
+
+func (m storeSeqMark) load() (uint64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), seqMarkTimeout)
+	defer cancel()
+	b, err := m.st.Get(ctx, changesMarkObject)
+	if errors.Is(err, errNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var v struct {
+		Below uint64 `json:"below"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return 0, fmt.Errorf("%s: %w", changesMarkObject, err)
+	}
+	return v.Below, nil
+}
+
+func (m storeSeqMark) store(n uint64) error {
+	ctx, cancel := context.WithTimeout(context.Background(), seqMarkTimeout)
+	defer cancel()
+	return m.st.Put(ctx, changesMarkObject, fmt.Appendf(nil, "{\"below\":%d}\n", n))
 }
 
 // committed forgets the keys of group g as settling once it is written.

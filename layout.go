@@ -23,6 +23,8 @@ package main
 //	_meta/jobs/<job id>.json        a key job's record (jobs.go)
 //	_meta/indexes/<db>.json         a database's index definitions: names
 //	                                and field paths, never a value (index.go)
+//	_meta/changes-seq.json          a number above every seq the change
+//	                                feed gave (feed.go)
 //	_versions/<db>/<sha256 of key>/<n>  version n of an entity, sealed
 //	                                as entities are (versions.go)
 //	_versions/<db>/<sha256 of key>/index.json  the metadata of an entity's
@@ -165,6 +167,10 @@ const jobsPrefix = metaPrefix + "jobs/"
 
 // jobObjectKey is the logical key of the record of key job id.
 func jobObjectKey(id string) string { return jobsPrefix + id + ".json" }
+
+// changesMarkObject holds the change feed's seq mark: a number above
+// every seq its log gave (changelog.go).
+const changesMarkObject = metaPrefix + "changes-seq.json"
 
 // indexesObjectKey is the object holding db's index definitions.
 func indexesObjectKey(db string) string { return metaPrefix + "indexes/" + db + ".json" }

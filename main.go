@@ -292,6 +292,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	warnOpenSecretFiles(log, cfg.secretFiles())
 	defer startGCFloor(cfg.heapFloor()).stop()
 	switch cfg.role {
 	case "all", "main":

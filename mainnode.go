@@ -314,7 +314,7 @@ func (n *mainNode) buildFeed() error {
 		}
 		dir = filepath.Join(fsst.root, changesDirName)
 	}
-	f, err := attachFeed(n.rt, dir, n.cfg.changes, n.log)
+	f, err := attachFeed(n.rt, dir, n.st, n.cfg.changes, n.log)
 	if err != nil && n.cfg.changes.dir != "" {
 		return fmt.Errorf("-changes-dir: %w", err) // name the flag to fix
 	}

@@ -9,10 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
+	"syscall"
 	"time"
 	"unicode/utf8"
 )
@@ -154,6 +158,47 @@ func (s secretFlag) read() (secret, from string, err error) {
 		return "", "", fmt.Errorf("%s: the file is empty", from)
 	}
 	return secret, from, nil
+}
+
+// secretFiles are c's flags that name a file holding a secret (a key
+// file of a TLS certificate too), with their values; "" for one not given.
+func (c config) secretFiles() map[string]string {
+	return map[string]string{"-master-key-file": c.masterKeyFile, "-previous-master-key-file": c.previousMasterKeyFile,
+		"-admin-key-file": c.adminKeyFile, "-join-token-file": c.joinTokenFile, "-tls-key": c.tlsKey,
+		"-cluster-tls-key": c.clusterTLSKey}
+}
+
+// warnOpenSecretFiles logs a warning, naming the flag and the mode (never
+// the secret), for each file of files (flag: path) that other users may
+// read or change: any user, or a group other than the process's own (a
+// Kubernetes secret volume is group-readable by the pod's own fsGroup, as
+// deploy/kubernetes mounts it). The file is still used: a secret volume
+// is often mounted 0644, and refusing it would stop a deployment that
+// works; the warning says what to tighten. A file that cannot be read is
+// refused where it is read.
+func warnOpenSecretFiles(log *slog.Logger, files map[string]string) {
+	for _, flag := range slices.Sorted(maps.Keys(files)) {
+		if files[flag] == "" {
+			continue
+		}
+		st, err := os.Stat(files[flag])
+		if err != nil || !openToOthers(st) {
+			continue
+		}
+		log.Warn("secret file is open to other users; chmod 600 it", "flag", flag, "file", files[flag],
+			"mode", st.Mode().Perm().String())
+	}
+}
+
+// openToOthers reports whether users other than the file's owner and the
+// process's own group may read or change it.
+func openToOthers(st os.FileInfo) bool {
+	perm := st.Mode().Perm()
+	if perm&0o007 != 0 {
+		return true
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	return perm&0o070 != 0 && (!ok || int(sys.Gid) != os.Getegid())
 }
 
 // masterKeyFlag reads a master key given as s (hex); nil when it is not

@@ -12,16 +12,24 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"log"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -452,4 +460,61 @@ func TestS3ServerStoppedMidRun(t *testing.T) {
 	}
 	t.Logf("%d acknowledged keys read back after the S3 restart", len(acked))
 	assertUnused(t, local)
+}
+
+// TestS3UseSSL: with -s3-use-ssl the binary speaks TLS to its S3 endpoint
+// (here a TLS-terminating proxy in front of the test's S3 server, whose
+// certificate the process trusts through SSL_CERT_FILE): every request
+// reaches the proxy over TLS and the data round-trips. Without the flag
+// the same endpoint is spoken to in plain HTTP and the start fails; with
+// it an endpoint saying http:// is refused, never spoken to in the clear.
+func TestS3UseSSL(t *testing.T) {
+	needBinary(t)
+	cfg := s3TestConfig(t)
+	target, err := url.Parse(cfg.Endpoint)
+	if err != nil || target.Host == "" {
+		target = &url.URL{Scheme: "http", Host: cfg.Endpoint}
+	}
+	var plain, viaTLS atomic.Int64
+	proxy := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil {
+			plain.Add(1)
+		} else {
+			viaTLS.Add(1)
+		}
+		httputil.NewSingleHostReverseProxy(target).ServeHTTP(w, r)
+	}))
+	proxy.Config.ErrorLog = log.New(io.Discard, "", 0) // the plain-HTTP start's handshake errors
+	proxy.StartTLS()
+	t.Cleanup(proxy.Close)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: proxy.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := append(slices.Clip(keyEnv), "SSL_CERT_FILE="+ca)
+	bucket := testBucket(t, cfg)
+	proxied := cfg
+	proxied.Endpoint = strings.TrimPrefix(proxy.URL, "https://")
+	args := append(s3NodeArgs(proxied, bucket.bucket), "-shared-fs="+unusedDir(t))
+
+	if msg := launch(t, env, args...).exitErr(); !strings.Contains(msg, "-s3-endpoint") {
+		t.Errorf("start without -s3-use-ssl against a TLS endpoint: %s, want a failure naming -s3-endpoint", msg)
+	}
+	n := startNode(t, env, append(args, "-s3-use-ssl")...)
+	if code, body, _ := n.call("PUT", "/entity/tls", testAdminKey, map[string]string{"k": "over TLS"}); code != 200 {
+		t.Fatalf("PUT = %d %s", code, body)
+	}
+	if code, body, _ := n.call("GET", "/entity/tls?key=k", testAdminKey, nil); code != 200 || string(body) != `"over TLS"` {
+		t.Errorf("GET = %d %s", code, body)
+	}
+	if viaTLS.Load() == 0 || plain.Load() != 0 {
+		t.Errorf("the proxy saw %d requests over TLS and %d in plain HTTP, want only TLS", viaTLS.Load(), plain.Load())
+	}
+	if keys := bucketKeys(t, bucket, entitiesPrefix); len(keys) != 1 {
+		t.Errorf("bucket entities = %q, want the one written through the proxy", keys)
+	}
+	msg := launch(t, env, append(s3NodeArgs(cfg, bucket.bucket), "-s3-use-ssl", "-shared-fs="+unusedDir(t))...).exitErr()
+	if lines := strings.Split(strings.TrimSpace(msg), "\n"); len(lines) != 1 || !strings.Contains(lines[0], "-s3-use-ssl") {
+		t.Errorf("-s3-use-ssl with an http:// endpoint: %q, want a one-line failure naming -s3-use-ssl", msg)
+	}
 }

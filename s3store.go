@@ -56,7 +56,8 @@ var _ store = (*s3Store)(nil)
 // the defaults named in their docs.
 type s3Config struct {
 	// Endpoint is "host[:port]". A "http://" or "https://" prefix is also
-	// accepted and then decides the scheme instead of UseSSL.
+	// accepted and then decides the scheme; "http://" with UseSSL is
+	// refused (errConfig) rather than sent in the clear.
 	Endpoint string
 	// AccessKey and SecretKey sign every request; SessionToken is optional.
 	AccessKey    string
@@ -157,6 +158,9 @@ func splitEndpoint(endpoint string, useSSL bool) (scheme, host string, err error
 	if s, rest, ok := strings.Cut(endpoint, "://"); ok {
 		if s != "http" && s != "https" {
 			return "", "", fmt.Errorf("s3: endpoint %q: scheme must be http or https: %w", endpoint, errConfig)
+		}
+		if s == "http" && useSSL {
+			return "", "", fmt.Errorf("s3: endpoint %q says http:// but -s3-use-ssl asks for https: drop one: %w", endpoint, errConfig)
 		}
 		scheme, endpoint = s, rest
 	}

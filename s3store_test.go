@@ -553,7 +553,9 @@ func TestSplitEndpoint(t *testing.T) {
 	}{
 		{"127.0.0.1:8333", false, "http", "127.0.0.1:8333", false},
 		{"s3.amazonaws.com", true, "https", "s3.amazonaws.com", false},
-		{"http://127.0.0.1:8333/", true, "http", "127.0.0.1:8333", false},
+		{"http://127.0.0.1:8333/", false, "http", "127.0.0.1:8333", false},
+		{"http://127.0.0.1:8333", true, "", "", true}, // never in the clear with -s3-use-ssl
+		{"https://127.0.0.1:8333", true, "https", "127.0.0.1:8333", false},
 		{"https://minio:9000", false, "https", "minio:9000", false},
 		{"ftp://x", false, "", "", true},
 		{"host/path", false, "", "", true},
