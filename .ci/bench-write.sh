@@ -12,7 +12,10 @@
 #             feed)
 #   NAME      -role=all of the commit REVS names NAME (NAME=COMMIT ...;
 #             default before=e822b52, main before the write-ahead log)
-# Each server line adds the server's CPU time per PUT (µs); wrk's lines
+# Each server line adds the server's CPU time per PUT (µs), the load
+# generator's (the load tool's or wrk's) and the share of the machine's
+# two cores left idle or waiting on the disk meanwhile (idle=%), which
+# says whether the phase was bound by the CPU or by waits; wrk's lines
 # are "NAME wrk c=N ops/s=... p50=... p99=... non2xx=...".
 # Usage: [CONFIGS="raw before this"] [REVS="before=e822b52 ..."] [PORT=18171] .ci/bench-write.sh [ROUNDS] [SECONDS]
 set -euo pipefail
@@ -37,6 +40,15 @@ wait_up() { for _ in $(seq 200); do curl -fs -o /dev/null "http://$1/health" && 
 cpu() { cut -d' ' -f14,15 "/proc/$1/stat" | awk '{print $1 + $2}'; }
 # per_put TICKS N: CPU time per request, µs
 per_put() { awk -v d="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.0f", d * 1e6 / hz / n}'; }
+# idle_ticks: the machine's idle and iowait ticks, then all of its ticks
+idle_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print $5 + $6, t}' /proc/stat; }
+# idle_pct "I0 T0" "I1 T1": the share of the machine idle in between, %
+idle_pct() { echo "$1 $2" | awk '{printf "%.0f", ($3 - $1) * 100 / ($4 - $2)}'; }
+# timed FILE CMD...: run CMD, its user+system CPU seconds in FILE
+timed() { local f=$1; shift; local TIMEFORMAT='%U %S'; { time "$@" ; } 2>"$f"; }
+# gen_per_put FILE N: the load generator's CPU time per request, µs (timed's
+# line is the last of FILE, after anything the command wrote to stderr)
+gen_per_put() { awk -v n="$2" 'END {printf "%.0f", ($1 + $2) * 1e6 / n}' "$1"; }
 
 # one NAME: start configuration NAME, drive it at c=1 and c=32, stop it
 one() {
@@ -44,7 +56,9 @@ one() {
   if [ "$name" = raw ]; then
     mkdir -p "$dir"
     for c in 1 32; do
-      "$work/ddb" -role=bench -ceiling=fsync -ceiling-dir="$dir" -concurrency=$c -duration="${secs}s" | sed "s/^/raw /"
+      local i0; i0=$(idle_ticks)
+      local out; out=$("$work/ddb" -role=bench -ceiling=fsync -ceiling-dir="$dir" -concurrency=$c -duration="${secs}s")
+      echo "raw $out idle=$(idle_pct "$i0" "$(idle_ticks)")%"
     done
     rm -rf "$dir"; return
   fi
@@ -54,17 +68,22 @@ one() {
   wait_up "$addr"
   for c in 1 32; do
     local c0; c0=$(cpu $pid)
-    local out; out=$("$work/ddb" -role=bench -target="http://$addr" -token="$ADMIN_KEY" -concurrency=$c -keys=1000 -duration="${secs}s" -ops=put)
+    local i0; i0=$(idle_ticks)
+    timed "$work/gen.time" "$work/ddb" -role=bench -target="http://$addr" -token="$ADMIN_KEY" -concurrency=$c -keys=1000 -duration="${secs}s" -ops=put >"$work/gen.out"
+    local i1; i1=$(idle_ticks)
     local c1; c1=$(cpu $pid)
+    local out; out=$(cat "$work/gen.out")
     local n; n=$(echo "$out" | sed -n 's/.*ops=\([0-9]*\).*/\1/p' | head -1)
-    echo "$name $out server_cpu_us/put=$(per_put $((c1 - c0)) "$n")"
+    echo "$name $out server_cpu_us/put=$(per_put $((c1 - c0)) "$n") gen_cpu_us/put=$(gen_per_put "$work/gen.time" "$n") idle=$(idle_pct "$i0" "$i1")%"
   done
   [ "${WRK:-1}" = 0 ] || for c in 1 32; do
     local c0; c0=$(cpu $pid)
-    wrk -t$((c < 2 ? 1 : 2)) -c$c -d"${secs}s" --latency -s .ci/wrk-put.lua "http://$addr" >"$work/wrk.out"
+    local i0; i0=$(idle_ticks)
+    timed "$work/gen.time" wrk -t$((c < 2 ? 1 : 2)) -c$c -d"${secs}s" --latency -s .ci/wrk-put.lua "http://$addr" >"$work/wrk.out"
+    local i1; i1=$(idle_ticks)
     local c1; c1=$(cpu $pid)
     local n; n=$(awk '/requests in/ {print $1}' "$work/wrk.out")
-    echo "$name wrk c=$c ops/s=$(awk '/Requests\/sec/ {printf "%.0f", $2}' "$work/wrk.out") p50=$(awk '$1 == "50%" {print $2}' "$work/wrk.out") p99=$(awk '$1 == "99%" {print $2}' "$work/wrk.out") non2xx=$(awk '/Non-2xx/ {n = $NF} END {print n + 0}' "$work/wrk.out") server_cpu_us/put=$(per_put $((c1 - c0)) "$n")"
+    echo "$name wrk c=$c ops/s=$(awk '/Requests\/sec/ {printf "%.0f", $2}' "$work/wrk.out") p50=$(awk '$1 == "50%" {print $2}' "$work/wrk.out") p99=$(awk '$1 == "99%" {print $2}' "$work/wrk.out") non2xx=$(awk '/Non-2xx/ {n = $NF} END {print n + 0}' "$work/wrk.out") server_cpu_us/put=$(per_put $((c1 - c0)) "$n") gen_cpu_us/put=$(gen_per_put "$work/gen.time" "$n") idle=$(idle_pct "$i0" "$i1")%"
   done
   kill $pid; wait $pid 2>/dev/null || true
   rm -rf "$dir"
