@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -472,5 +473,43 @@ func (p *pausableProxy) copy(dst, src net.Conn) {
 		if err != nil {
 			return
 		}
+	}
+}
+
+// TestChangesQuietRetentionBinary: a quiet feed of the binary retires
+// its changes once they are older than -changes-retention: a cursor
+// from before them answers 410 naming the current end, which stays a
+// cursor that reads the next change.
+func TestChangesQuietRetentionBinary(t *testing.T) {
+	n, _ := startDefault(t, "-changes-retention=1s")
+	putNodeETag(t, n, "quiet", "a", 1)
+	putNodeETag(t, n, "quiet", "b", 2)
+	page := changesPage(t, n, testAdminKey, "quiet", "")
+	if len(page.Changes) != 2 {
+		t.Fatalf("page = %+v, want the two changes", page)
+	}
+	first := page.Changes[0].Seq
+	seq, err := strconv.ParseUint(first, 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := fmt.Sprint(seq - 1)
+	w := newWait(t, "the quiet feed's changes retired", 10*time.Second)
+	for {
+		code, body, _ := n.call("GET", "/api/databases/quiet/changes?since="+before, testAdminKey, nil)
+		if code == http.StatusGone {
+			if !strings.Contains(string(body), page.LastSeq) {
+				t.Errorf("410 = %s, want it to name the current end %s", body, page.LastSeq)
+			}
+			break
+		}
+		if code != 200 || w.over() {
+			t.Fatalf("cursor before the changes, past the retention = %d %s, want 410 (%v)", code, body, w)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	putNodeETag(t, n, "quiet", "c", 3)
+	if got := changesPage(t, n, testAdminKey, "quiet", "since="+page.LastSeq).summary(); len(got) != 1 || !strings.HasPrefix(got[0], "c put") {
+		t.Errorf("changes after the current end = %v, want c", got)
 	}
 }
