@@ -291,6 +291,13 @@ func (f *changeFeed) settle(ctx context.Context, in changeRec) error {
 	return nil
 }
 
+// openWrites is the number of intents whose outcome is not known yet.
+func (f *changeFeed) openWrites() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.open)
+}
+
 // settleOpen settles every open intent it can; those whose entity cannot
 // be read yet (no worker) stay open.
 func (f *changeFeed) settleOpen(ctx context.Context) (left int) {

@@ -218,6 +218,24 @@ func (h *handover) damage() error {
 	return nil
 }
 
+// awaiting returns the workers whose logs a live process holds and that
+// are awaited (scan): nothing they may have written can be read before
+// they subscribe. nil for no handovers.
+func (hs *handovers) awaiting() []string {
+	if hs == nil {
+		return nil
+	}
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	var ids []string
+	for _, h := range hs.list {
+		if h.kind == hoAwait {
+			ids = append(ids, h.worker)
+		}
+	}
+	return ids
+}
+
 // pending returns the handovers not yet done.
 func (hs *handovers) pending() []*handover {
 	hs.mu.Lock()

@@ -289,9 +289,20 @@ func (n *mainNode) buildDataPath(ctx context.Context) (*dataPlane, error) {
 		n.ho.takeOverDead(ctx, n.rt)
 	}
 	if n.feed != nil && n.local != nil {
-		// The in-process worker answers now: settle the writes a crash
-		// left open before serving.
-		if left := n.feed.settleOpen(ctx); left > 0 {
+		if held := n.ho.awaiting(); len(held) > 0 {
+			// A worker that still runs holds its log, which may hold any
+			// entity's last write: the writes a crash left open are
+			// settled once it has subscribed again and checkpointed it
+			// (or it is taken over), which needs this main worker to
+			// serve. Until then, as with -role=main: before each key's
+			// next write, and in the background.
+			if open := n.feed.openWrites(); open > 0 {
+				n.log.Info("change feed: writes a crash left open are settled once the logs of running workers are handed over",
+					"open", open, "workers", held)
+			}
+		} else if left := n.feed.settleOpen(ctx); left > 0 {
+			// The in-process worker answers now: settle the writes a
+			// crash left open before serving.
 			return nil, fmt.Errorf("change feed: %d writes left open by a crash cannot be settled", left)
 		}
 	}
