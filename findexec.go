@@ -51,14 +51,14 @@ type findMembers struct {
 // owner is the index of the member that owns key of db.
 func (m findMembers) owner(db, key string) int { return rendezvousOrder(db, key, m.ids)[0] }
 
-// findMembers implements findRouter: the available workers and the epoch,
-// read together.
+// findMembers implements findRouter: the workers in rotation (findCall
+// waits for a renewing one) and the epoch, read together.
 func (r *router) findMembers() findMembers {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	m := findMembers{epoch: r.epoch.Load()}
 	for _, c := range r.workers {
-		if c.available {
+		if c.placed() {
 			m.conns = append(m.conns, c)
 		}
 	}
@@ -74,6 +74,12 @@ func (r *router) findMembers() findMembers {
 // that cannot be reached leaves the rotation.
 func (r *router) findCall(ctx context.Context, m findMembers, i int, db string, op *pb.FindOp) (*pb.FindResult, error) {
 	c := m.conns[i]
+	if ok, err := r.awaitRenewal(ctx, c); err != nil {
+		return nil, fmt.Errorf("find on worker %s: %w", c.id, err)
+	} else if !ok {
+		// Out of rotation meanwhile: the data plane plans again.
+		return nil, fmt.Errorf("find on worker %s: %w", c.id, errNoWorker)
+	}
 	c.inFlight.Add(1)
 	defer c.inFlight.Add(-1)
 	resp, err := c.proc.Process(ctx, &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: db, Operation: pb.Operation_FIND,

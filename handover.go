@@ -292,9 +292,9 @@ func (hs *handovers) takeOverDead(ctx context.Context, r handoverRouter) {
 
 // handoverRouter is what the runner needs of the router.
 type handoverRouter interface {
-	// availableConn returns worker id's connection if it is available,
-	// else nil.
-	availableConn(id string) *workerConn
+	// stateOf returns worker id's registration and its state (nil and
+	// stateOut if none).
+	stateOf(id string) (*workerConn, workerState)
 	// registered returns worker id's connection, nil if none.
 	registered(id string) *workerConn
 	// call sends op to worker c.
@@ -339,45 +339,29 @@ func (hs *handovers) run(ctx context.Context, r handoverRouter, forget func(id s
 	}
 }
 
-// settle tries one handover once.
+// settle tries one handover once. A worker renewing its subscription
+// is waited for (the router takes it out of rotation, and registers its
+// log's takeover, if its renewal lapses).
 func (hs *handovers) settle(ctx context.Context, r handoverRouter, h *handover, forget func(string)) error {
-	switch h.kind {
-	case hoAwait:
-		if c := r.availableConn(h.worker); c != nil {
-			return hs.checkpoint(ctx, r, c, h)
-		}
-		if hs.now().Before(h.deadline) {
-			return fmt.Errorf("waiting for worker %q, whose process holds its log, to subscribe", h.worker)
-		}
-		hs.toTakeover(h, r.registered(h.worker))
-		return hs.takeOver(ctx, r, h, forget)
-	case hoCheckpoint:
-		c := r.availableConn(h.worker)
-		if c == nil && r.registered(h.worker) != nil {
-			// Registered but not available: perhaps between the Subscribe
-			// of a renewal and its first heartbeat. Its log is live: wait
-			// for it a while before fencing it.
-			hs.toAwait(h, renewalAwait)
-			return fmt.Errorf("waiting for worker %q to become available again", h.worker)
-		}
-		if c == nil {
-			hs.toTakeover(h, nil)
-			return hs.takeOver(ctx, r, h, forget)
-		}
-		return hs.checkpoint(ctx, r, c, h)
-	default:
+	if h.kind == hoTakeover {
 		return hs.takeOver(ctx, r, h, forget)
 	}
-}
-
-// toAwait turns a checkpoint whose worker is registered but not available
-// into an await of it for d: a checkpoint once it is available, a
-// takeover if it is not in time. Writes routed to the old registration
-// are not waited for: it was replaced.
-func (hs *handovers) toAwait(h *handover, d time.Duration) {
-	hs.mu.Lock()
-	defer hs.mu.Unlock()
-	h.kind, h.deadline, h.drain = hoAwait, hs.now().Add(d), 0
+	c, state := r.stateOf(h.worker)
+	switch {
+	case state == stateAvailable:
+		return hs.checkpoint(ctx, r, c, h)
+	case state == stateRenewing:
+		return fmt.Errorf("waiting for worker %q to finish renewing its subscription", h.worker)
+	case h.kind == hoAwait && hs.now().Before(h.deadline):
+		return fmt.Errorf("waiting for worker %q, whose process holds its log, to subscribe", h.worker)
+	case h.kind == hoAwait:
+		hs.toTakeover(h, c)
+	default:
+		// A checkpoint whose worker left the rotation: the takeover of
+		// its log registered then fences whatever registration it has.
+		hs.toTakeover(h, nil)
+	}
+	return hs.takeOver(ctx, r, h, forget)
 }
 
 // toTakeover turns a handover whose worker is gone (or never came) into

@@ -31,12 +31,13 @@ const (
 // for each entity and calls it (ARCHITECTURE.md "Processing workers
 // and routing"). It is safe for concurrent use.
 //
-// Placement is rendezvous hashing of (database, key) over the available
-// workers, so every entity has one owner whose cache stays warm without
-// per-entity state. The routing epoch changes whenever the set of available
-// workers changes; every call carries it, and a worker that sees a newer
-// epoch than its cache's drops the cache (proc.go), so an entity whose
-// owner changed and changed back is never served from an old cache entry.
+// Placement is rendezvous hashing of (database, key) over the workers in
+// rotation (available or renewing), so every entity has one owner whose
+// cache stays warm without per-entity state. The routing epoch changes
+// whenever that set changes (a renewal keeps it); every call carries it,
+// and a worker that sees a newer epoch than its cache's drops the cache
+// (proc.go), so an entity whose owner changed and changed back is never
+// served from an old cache entry.
 type router struct {
 	log *slog.Logger
 	now func() time.Time
@@ -91,22 +92,45 @@ type workerConn struct {
 	stats func() cacheStats
 
 	inFlight atomic.Int64
-	// The fields below are guarded by router.mu.
+	// The fields below are guarded by router.mu. A renewing
+	// registration's lastSeen is its Subscribe's time.
 	lastSeen  time.Time
-	available bool
+	state     workerState
 	expires   time.Time // zero: never (the in-process worker)
 	heartbeat cacheStats
 	// identity is SHA-256 of a remote worker's certificate fingerprint
 	// and public key: a Subscribe with the same ID and another identity
 	// may not replace it while it is live. Zero for the in-process worker.
 	identity [32]byte
-	// writes counts the writes in flight to the worker, for handovers.
-	writes writeTracker
-	// renewed marks the registration of a renewal (guarded by
-	// router.mu): the same process, out of rotation only until its
-	// first heartbeat, which requests finding no worker wait for.
-	renewed bool
+	// writes counts the writes in flight to the worker, for handovers;
+	// a renewal's registration shares its predecessor's (the same
+	// process and log).
+	writes *writeTracker
 }
+
+// workerState is where a worker's registration stands in the rotation.
+type workerState uint8
+
+const (
+	// stateOut: out of rotation. A new registration until its first
+	// heartbeat (which proves it installed the subscription's keys), or
+	// a worker that missed its heartbeats, failed or let its renewal
+	// lapse. It owns no entity and gets no call.
+	stateOut workerState = iota
+	// stateAvailable: in rotation, called.
+	stateAvailable
+	// stateRenewing: the registration of a renewal (the same process
+	// and log as the one it replaced), from its Subscribe until its
+	// first heartbeat, renewalAwait at most. It keeps the entities it
+	// owned, so the placement and the epoch do not change; calls for
+	// them wait for the heartbeat (awaitRenewal), and so do the
+	// handovers of its log. Shown as Available.
+	stateRenewing
+)
+
+// placed reports whether c is in rotation: it owns entities. The caller
+// holds router.mu.
+func (c *workerConn) placed() bool { return c.state != stateOut }
 
 // walGenTag is the tag in which a worker reports the generation of its
 // write-ahead log when it subscribes: a takeover fences that generation
@@ -144,38 +168,52 @@ func (r *router) bumpEpoch() uint64 {
 }
 
 // add registers (or replaces) a worker. A remote worker (one with close)
-// starts unavailable: it gets traffic from its first heartbeat on, which
-// proves it has installed the keys of this subscription. The in-process
-// worker is available at once. Replacing a worker closes the old
-// connection: at once, or once its calls are answered when the same
-// process renewed its subscription.
+// starts out of rotation: it gets traffic from its first heartbeat on,
+// which proves it has installed the keys of this subscription. The
+// in-process worker is available at once. A renewal of a worker in
+// rotation (the same process, key and log generation) is renewing until
+// its first heartbeat: it keeps its entities. Replacing a worker closes
+// the old connection: at once, or once its calls are answered when the
+// same process renewed its subscription.
 func (r *router) add(c *workerConn) {
-	c.available, c.lastSeen = c.close == nil, r.now()
+	c.state, c.lastSeen = stateOut, r.now()
 	if c.close == nil {
+		c.state = stateAvailable
 		r.inProcess.Store(true)
 	}
 	r.mu.Lock()
-	before := r.availableLocked()
+	before := r.placedLocked()
 	old := r.workers[c.id]
-	r.workers[c.id] = c
-	r.relist()
-	if c.available || old != nil && old.available {
-		r.bumpEpoch()
-	}
-	renewal := old != nil && old.identity == c.identity && old.walGen() == c.walGen()
+	renewal := old != nil && old.close != nil && old.identity == c.identity && old.walGen() == c.walGen()
 	switch {
-	case renewal:
+	case renewal && old.placed():
 		// The same process renewed its subscription: its log is live and
-		// its own. Its entities wait until it checkpoints the log, once
-		// this registration is available (its first heartbeat, at once);
-		// it is taken over only if that does not come in time.
-		r.handOver(old, hoAwait, before)
-		c.renewed, c.heartbeat = old.available, old.heartbeat
+		// its own, and who owns what does not change. Its calls wait for
+		// its first heartbeat; a renewal of a renewal keeps the first
+		// one's time, so the wait stays bounded.
+		c.state, c.heartbeat, c.writes = stateRenewing, old.heartbeat, old.writes
+		if old.state == stateRenewing {
+			c.lastSeen = old.lastSeen
+		}
+	case renewal:
+		// Out of rotation already (its log's takeover, if any, is
+		// registered): it joins again with its first heartbeat.
 	case old != nil:
 		// The process it replaces left: its log is taken over.
 		r.handOver(old, hoTakeover, before)
 	}
-	if c.available {
+	if c.writes == nil {
+		c.writes = &writeTracker{}
+	}
+	if old != nil {
+		old.state = stateOut // replaced: calls waiting on it look again
+	}
+	r.workers[c.id] = c
+	r.relist()
+	if c.state == stateAvailable || !renewal && old != nil && old.placed() {
+		r.bumpEpoch()
+	}
+	if c.state == stateAvailable {
 		r.joined(c, before)
 	}
 	r.mu.Unlock()
@@ -222,9 +260,13 @@ func (r *router) seen(id string, stats cacheStats) bool {
 		return false
 	}
 	c.lastSeen, c.heartbeat = r.now(), stats
-	if !c.available {
-		before := r.availableLocked()
-		c.available, c.renewed = true, false
+	switch c.state {
+	case stateRenewing:
+		// Its entities were its own all along: nothing moves.
+		c.state = stateAvailable
+	case stateOut:
+		before := r.placedLocked()
+		c.state = stateAvailable
 		r.bumpEpoch()
 		r.joined(c, before)
 		r.log.Info("worker available", attrWorker, id)
@@ -238,20 +280,20 @@ func (r *router) relist() {
 	r.conns = slices.Collect(maps.Values(r.workers))
 }
 
-// availableLocked returns the IDs of the available workers. The caller
-// holds mu.
-func (r *router) availableLocked() []string {
+// placedLocked returns the IDs of the workers in rotation: the owners
+// of the entities. The caller holds mu.
+func (r *router) placedLocked() []string {
 	ids := make([]string, 0, len(r.workers))
 	for id, c := range r.workers {
-		if c.available {
+		if c.placed() {
 			ids = append(ids, id)
 		}
 	}
 	return ids
 }
 
-// joined registers the handovers of a worker joining the available
-// ones (before): each of them may lose entities to it, so each
+// joined registers the handovers of a worker joining the ones in
+// rotation (before): each of them may lose entities to it, so each
 // checkpoints its log, after the writes routed to it so far. The caller
 // holds mu.
 func (r *router) joined(c *workerConn, before []string) {
@@ -262,31 +304,37 @@ func (r *router) joined(c *workerConn, before []string) {
 	}
 }
 
-// renewingLocked reports whether a worker that renewed its subscription
-// awaits its first heartbeat, recently enough to be waited for. The
-// caller holds mu.
-func (r *router) renewingLocked() bool {
-	now := r.now()
-	for _, c := range r.conns {
-		if c.renewing(now) {
-			return true
+// renewalAwait is how long a renewing registration waits for its first
+// heartbeat before it leaves the rotation and its log is taken over: the
+// heartbeats it may miss.
+const renewalAwait = heartbeatMisses * heartbeatEvery
+
+// renewalLapsed is why a renewing registration left the rotation.
+var renewalLapsed = fmt.Sprintf("renewed its subscription and sent no heartbeat within %v", renewalAwait)
+
+// awaitRenewal waits while c is renewing: until its first heartbeat, or
+// until renewalAwait has passed since its Subscribe, when it leaves the
+// rotation (its log is taken over and the epoch moves). It reports
+// whether c is available then; an error only if ctx ends first.
+func (r *router) awaitRenewal(ctx context.Context, c *workerConn) (bool, error) {
+	for {
+		r.mu.RLock()
+		state, since := c.state, c.lastSeen
+		r.mu.RUnlock()
+		if state != stateRenewing {
+			return state == stateAvailable, nil
+		}
+		if r.now().Sub(since) >= renewalAwait {
+			r.markConnUnavailable(c, renewalLapsed)
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return false, fmt.Errorf("wait for worker %q renewing its subscription: %w", c.id, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	return false
 }
-
-// renewing reports whether c is a renewal's registration awaiting its
-// first heartbeat since not longer than renewalAwait at now. Such a
-// worker shows as Available (it is out of rotation for milliseconds,
-// which requests wait for). The caller holds router.mu.
-func (c *workerConn) renewing(now time.Time) bool {
-	return c.renewed && !c.available && now.Sub(c.lastSeen) < renewalAwait
-}
-
-// renewalAwait is how long the handover of a worker that renewed its
-// subscription waits for the new registration to become available before
-// it takes the log over: the heartbeats it may miss.
-const renewalAwait = heartbeatMisses * heartbeatEvery
 
 // handOver registers a handover of worker c's log, whose entities were
 // c's among the workers from. The caller holds mu.
@@ -295,11 +343,8 @@ func (r *router) handOver(c *workerConn, kind handoverKind, from []string) {
 		return
 	}
 	h := &handover{worker: c.id, kind: kind, from: from, gen: c.walGen(), claim: claimGen}
-	switch kind {
-	case hoCheckpoint:
+	if kind == hoCheckpoint {
 		h.drain = c.writes.bump()
-	case hoAwait:
-		h.deadline = r.now().Add(renewalAwait)
 	}
 	if kind == hoTakeover && r.workers[c.id] == c && c.close != nil {
 		h.conn = c // still registered, perhaps still running
@@ -314,14 +359,15 @@ func (r *router) registered(id string) *workerConn {
 	return r.workers[id]
 }
 
-// availableConn returns worker id if it is available, else nil.
-func (r *router) availableConn(id string) *workerConn {
+// stateOf returns worker id's registration and its state: nil and
+// stateOut if none.
+func (r *router) stateOf(id string) (*workerConn, workerState) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	if c := r.workers[id]; c != nil && c.available {
-		return c
+	if c := r.workers[id]; c != nil {
+		return c, c.state
 	}
-	return nil
+	return nil, stateOut
 }
 
 // liveElsewhere reports whether worker id is registered with another
@@ -343,8 +389,8 @@ func (r *router) prune(gone time.Duration) []string {
 	r.mu.Lock()
 	for id, c := range r.workers {
 		if c.close != nil && now.Sub(c.lastSeen) > gone {
-			if c.available {
-				r.handOver(c, hoTakeover, r.availableLocked())
+			if c.placed() {
+				r.handOver(c, hoTakeover, r.placedLocked())
 				r.bumpEpoch()
 			}
 			delete(r.workers, id)
@@ -386,37 +432,43 @@ func (r *router) markConnUnavailable(c *workerConn, why string) {
 // unavailableLocked takes c out of rotation; its log is taken over
 // before its entities are written elsewhere. The caller holds mu.
 func (r *router) unavailableLocked(c *workerConn, why string) {
-	if !c.available {
+	if !c.placed() {
 		return
 	}
-	before := r.availableLocked()
-	c.available = false
+	before := r.placedLocked()
+	c.state = stateOut
 	r.bumpEpoch()
 	r.handOver(c, hoTakeover, before)
 	r.log.Warn("worker unavailable", attrWorker, c.id, "reason", why)
 }
 
-// expire marks unavailable every worker silent for longer than timeout or
-// whose token has expired; the main worker runs it periodically.
+// expire takes out of rotation every worker silent for longer than
+// timeout or whose token has expired, and every renewal that sent no
+// heartbeat within renewalAwait; the main worker runs it periodically.
 func (r *router) expire(timeout time.Duration) {
 	now := r.now()
+	type out struct {
+		c   *workerConn
+		why string
+	}
+	var stale []out
 	r.mu.RLock()
-	var stale []string
-	for id, c := range r.workers {
-		if !c.available || c.close == nil {
-			continue
-		}
-		if now.Sub(c.lastSeen) > timeout || !c.expires.IsZero() && now.After(c.expires) {
-			stale = append(stale, id)
+	for _, c := range r.workers {
+		switch {
+		case c.close == nil:
+		case c.state == stateAvailable && (now.Sub(c.lastSeen) > timeout || !c.expires.IsZero() && now.After(c.expires)):
+			stale = append(stale, out{c, "missed heartbeats or expired token"})
+		case c.state == stateRenewing && now.Sub(c.lastSeen) >= renewalAwait:
+			stale = append(stale, out{c, renewalLapsed})
 		}
 	}
 	r.mu.RUnlock()
-	for _, id := range stale {
-		r.markUnavailable(id, "missed heartbeats or expired token")
+	for _, o := range stale {
+		r.markConnUnavailable(o.c, o.why)
 	}
 }
 
-// candidates returns the available workers in rendezvous order for
+// candidates returns the workers in rotation in rendezvous order for
 // (db, key): the owner first.
 func (r *router) candidates(db, key string) []*workerConn {
 	r.mu.RLock()
@@ -428,7 +480,7 @@ func (r *router) candidates(db, key string) []*workerConn {
 // caller's buffer on its stack, so that routing a call allocates nothing).
 func (r *router) candidatesLocked(out []*workerConn, db, key string) []*workerConn {
 	for _, c := range r.conns {
-		if c.available {
+		if c.state != stateOut {
 			out = append(out, c)
 		}
 	}
@@ -491,7 +543,8 @@ func rendezvousScore(id, db, key string) uint64 {
 }
 
 // pick chooses the worker for a call: the owner, unless it is saturated
-// and another candidate has fewer calls in flight.
+// and another available candidate has fewer calls in flight. The caller
+// holds mu.
 func (r *router) pick(cands []*workerConn) *workerConn {
 	owner := cands[0]
 	if r.saturated <= 0 || owner.inFlight.Load() < r.saturated {
@@ -499,7 +552,7 @@ func (r *router) pick(cands []*workerConn) *workerConn {
 	}
 	best := owner
 	for _, c := range cands[1:] {
-		if c.inFlight.Load() < best.inFlight.Load() {
+		if c.state == stateAvailable && c.inFlight.Load() < best.inFlight.Load() {
 			best = c
 		}
 	}
@@ -705,33 +758,25 @@ type routeTarget struct {
 }
 
 // target picks the worker of op: the owner, or for a read without logs a
-// less loaded worker when the owner is saturated. A write of an entity
+// less loaded worker when the owner is saturated. An owner renewing its
+// subscription is waited for (awaitRenewal). A write of an entity
 // whose previous owner's log is being handed over waits for the handover
 // (at most handoverWait); a read of it is served as readTarget says.
 func (r *router) target(ctx context.Context, op *pb.EntityOp, write bool) (routeTarget, error) {
 	db, key := op.GetDatabaseName(), op.GetEntityKey()
-	var timeout, renewal <-chan time.Time
+	var timeout <-chan time.Time
 	var buf [8]*workerConn
 	for {
 		r.mu.RLock()
 		cands := r.candidatesLocked(buf[:0], db, key)
 		if len(cands) == 0 {
-			renewing := r.renewingLocked()
 			r.mu.RUnlock()
-			if !renewing {
-				return routeTarget{}, errNoWorker
-			}
-			if renewal == nil {
-				tm := time.NewTimer(renewalAwait)
-				defer tm.Stop()
-				renewal = tm.C
-			}
-			select {
-			case <-ctx.Done():
-				return routeTarget{}, fmt.Errorf("wait for a worker renewing its subscription: %w", ctx.Err())
-			case <-renewal:
-				return routeTarget{}, errNoWorker
-			case <-time.After(10 * time.Millisecond):
+			return routeTarget{}, errNoWorker
+		}
+		if owner := cands[0]; owner.state == stateRenewing {
+			r.mu.RUnlock()
+			if _, err := r.awaitRenewal(ctx, owner); err != nil {
+				return routeTarget{}, err
 			}
 			continue
 		}
@@ -782,7 +827,7 @@ func (r *router) readTarget(cands []*workerConn, h *handover) (routeTarget, bool
 	case h == nil:
 		return routeTarget{c: cands[0], owner: true, done: func() {}}, true
 	case h.kind == hoCheckpoint:
-		if c := r.workers[h.worker]; c != nil && c.available {
+		if c := r.workers[h.worker]; c != nil && c.state == stateAvailable {
 			return routeTarget{c: c, done: func() {}}, true
 		}
 	}
@@ -858,10 +903,9 @@ func (r *router) list() []workerInfo {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	out := make([]workerInfo, 0, len(r.workers))
-	now := r.now()
 	for _, c := range r.workers {
 		status := statusUnavailable
-		if c.available || c.renewing(now) {
+		if c.placed() {
 			status = statusAvailable
 		}
 		stats := c.heartbeat

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -185,23 +187,11 @@ func TestSaturatedOwnerReadFallback(t *testing.T) {
 	rt.seen("a", cacheStats{})
 	rt.seen("b", cacheStats{})
 	// Two keys owned by a: one to hold a busy, one to read.
-	var owned []string
-	for i := 0; len(owned) < 2; i++ {
-		if k := fmt.Sprint("k", i); []string{"a", "b"}[rendezvousOrder("db", k, []string{"a", "b"})[0]] == "a" {
-			owned = append(owned, k)
-		}
-	}
+	owned := keysOwnedBy("a", []string{"a", "b"}, 2)
 	ga.hold = owned[0]
 	key := owned[1]
 	ctx := t.Context()
-	do := func(op pb.Operation, k, payload string) string {
-		t.Helper()
-		resp, err := rt.Process(ctx, &pb.EntityOp{DatabaseName: "db", EntityKey: k, Operation: op, Payload: []byte(payload)})
-		if err != nil {
-			t.Fatalf("%v %s: %v", op, k, err)
-		}
-		return string(resp.GetResult())
-	}
+	do := routeDo(t, rt)
 	do(pb.Operation_PUT, ga.hold, `0`)
 	do(pb.Operation_PUT, key, `"v1"`)
 	if n := gb.calls.Load(); n != 0 {
@@ -528,5 +518,203 @@ func flipField(t *testing.T, m protoreflect.Message, fd protoreflect.FieldDescri
 		m.Set(fd, protoreflect.ValueOfUint64(v.Uint()+1))
 	default:
 		t.Fatalf("field %s: no flip for kind %v", fd.FullName(), fd.Kind())
+	}
+}
+
+// opCounter is a processing worker that counts the CHECKPOINT calls it
+// gets.
+type opCounter struct {
+	processingWorker
+	checkpoints atomic.Int64
+}
+
+func (o *opCounter) Process(ctx context.Context, req *pb.WorkerRequest) (*pb.WorkerResponse, error) {
+	if req.GetOp().GetOperation() == pb.Operation_CHECKPOINT {
+		o.checkpoints.Add(1)
+	}
+	return o.processingWorker.Process(ctx, req)
+}
+
+// renewalCluster is a router with handovers, their runner running, over
+// in-process workers a (its calls through pa) and b registered as remote
+// ones, both available.
+type renewalCluster struct {
+	rt        *router
+	ho        *handovers
+	a, b      *worker
+	pa        *opCounter
+	forgotten atomic.Int32
+}
+
+// newRenewalCluster starts a renewalCluster on clock.
+func newRenewalCluster(t *testing.T, clock func() time.Time) *renewalCluster {
+	st := newMemStore()
+	c := &renewalCluster{a: newTestWorker(t, "a", st), b: newTestWorker(t, "b", st)}
+	c.pa = &opCounter{processingWorker: c.a}
+	fsst := newTestFSStore(t)
+	if err := os.MkdirAll(filepath.Join(fsst.root, walDirName), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	c.ho = newHandovers(fsst, slog.New(slog.DiscardHandler), clock)
+	c.rt = newRouter(slog.New(slog.DiscardHandler), clock, 0, nil, c.ho)
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	wg.Go(func() { c.ho.run(ctx, c.rt, func(string) { c.forgotten.Add(1) }) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	c.renew()
+	c.rt.add(&workerConn{id: "b", identity: [32]byte{2}, proc: c.b, stats: c.b.stats, close: func() {}})
+	c.rt.seen("a", cacheStats{})
+	c.rt.seen("b", cacheStats{})
+	if err := c.ho.waitSettled(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// renew registers a subscription of worker a: the same key and log
+// generation each time.
+func (c *renewalCluster) renew() {
+	c.rt.add(&workerConn{id: "a", identity: [32]byte{1}, tags: map[string]string{"grpc_addr": "a:1", walGenTag: "7"},
+		proc: c.pa, stats: c.a.stats, close: func() {}})
+}
+
+// TestRenewalKeepsOwnershipAndCaches: a worker renewing its subscription
+// (the same certificate, the same log generation) is the same process with
+// the same log, so who owns what does not change: the routing epoch does
+// not move (it moved twice per renewal, and every worker dropped its
+// cache), a warm entity of the other worker and one of the renewing
+// worker stay cache hits, the renewing worker is not asked to checkpoint
+// its log, and a write of its entity sent between the renewal's Subscribe
+// and its first heartbeat waits for that heartbeat and is written.
+func TestRenewalKeepsOwnershipAndCaches(t *testing.T) {
+	c := newRenewalCluster(t, time.Now)
+	rt, ho, a, b, pa, ctx := c.rt, c.ho, c.a, c.b, c.pa, t.Context()
+	ka, kb := keysOwnedBy("a", []string{"a", "b"}, 1)[0], keysOwnedBy("b", []string{"a", "b"}, 1)[0]
+	do := routeDo(t, rt)
+	do(pb.Operation_PUT, ka, `"a1"`)
+	do(pb.Operation_PUT, kb, `"b1"`)
+	do(pb.Operation_GET, ka, "")
+	do(pb.Operation_GET, kb, "")
+	hitsA, hitsB, checkpoints := a.stats().Hits, b.stats().Hits, pa.checkpoints.Load()
+	epoch := rt.epoch.Load()
+
+	// a renews: a new registration of the same process, then a write of
+	// its entity before its first heartbeat.
+	c.renew()
+	written := make(chan error, 1)
+	go func() {
+		_, err := rt.Process(ctx, &pb.EntityOp{DatabaseName: "db", EntityKey: ka, Operation: pb.Operation_PUT, Payload: []byte(`"a2"`)})
+		written <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	select {
+	case err := <-written:
+		t.Fatalf("a write of the renewing worker's entity answered %v before its first heartbeat, want it to wait", err)
+	default:
+	}
+	rt.seen("a", cacheStats{})
+	select {
+	case err := <-written:
+		if err != nil {
+			t.Fatalf("write sent during the renewal = %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a write sent during the renewal still waits 5 s after the worker's first heartbeat")
+	}
+
+	if got := do(pb.Operation_GET, kb, ""); got != `"b1"` {
+		t.Errorf("GET of b's entity = %s", got)
+	}
+	if h := b.stats().Hits; h != hitsB+1 {
+		t.Errorf("b's cache hits went from %d to %d across a's renewal: its warm entity was not a hit", hitsB, h)
+	}
+	if got := do(pb.Operation_GET, ka, ""); got != `"a2"` {
+		t.Errorf("GET of a's entity = %s, want \"a2\"", got)
+	}
+	if h := a.stats().Hits; h != hitsA+1 {
+		t.Errorf("a's cache hits went from %d to %d across its renewal: its warm entity was not a hit", hitsA, h)
+	}
+	if e := rt.epoch.Load(); e != epoch {
+		t.Errorf("the routing epoch moved across a renewal (%d -> %d), want unchanged: who owns what did not change", epoch, e)
+	}
+	if err := ho.waitSettled(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := pa.checkpoints.Load() - checkpoints; n != 0 {
+		t.Errorf("the renewing worker was asked to checkpoint %d times, want none: it keeps its entities", n)
+	}
+}
+
+// routeDo returns a function that runs op on entity k of database db
+// through rt with payload and returns the result, failing t on an error.
+func routeDo(t *testing.T, rt *router) func(op pb.Operation, k, payload string) string {
+	return func(op pb.Operation, k, payload string) string {
+		t.Helper()
+		resp, err := rt.Process(t.Context(), &pb.EntityOp{DatabaseName: "db", EntityKey: k, Operation: op, Payload: []byte(payload)})
+		if err != nil {
+			t.Fatalf("%v %s: %v", op, k, err)
+		}
+		return string(resp.GetResult())
+	}
+}
+
+// keysOwnedBy returns the first n keys of database db named k0, k1, ...
+// that worker owner owns among ids.
+func keysOwnedBy(owner string, ids []string, n int) []string {
+	var keys []string
+	for i := 0; len(keys) < n; i++ {
+		if k := fmt.Sprint("k", i); ids[rendezvousOrder("db", k, ids)[0]] == owner {
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
+// TestRenewalLapses: a renewal whose registration sends no heartbeat
+// within renewalAwait leaves the rotation: /admin/workers shows it
+// Unavailable, the epoch moves, its entities go to the other worker, and
+// its log is taken over (the worker is told to subscribe again); until
+// then it shows Available and keeps its entities.
+func TestRenewalLapses(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	c := newRenewalCluster(t, clock)
+	rt, ho, ctx := c.rt, c.ho, t.Context()
+	ka := keysOwnedBy("a", []string{"a", "b"}, 1)[0]
+	status := func() string {
+		for _, w := range rt.list() {
+			if w.WorkerID == "a" {
+				return w.Status
+			}
+		}
+		return "gone"
+	}
+	epoch := rt.epoch.Load()
+	c.renew()
+	mu.Lock()
+	now = now.Add(renewalAwait - time.Millisecond)
+	mu.Unlock()
+	rt.expire(time.Hour)
+	if s, owner := status(), rt.candidates("db", ka)[0].id; s != statusAvailable || owner != "a" || rt.epoch.Load() != epoch {
+		t.Fatalf("a renewing for less than %v: %s, owner of its entity %s, epoch moved %v; want Available, a, no",
+			renewalAwait, s, owner, rt.epoch.Load() != epoch)
+	}
+	mu.Lock()
+	now = now.Add(time.Millisecond)
+	mu.Unlock()
+	rt.expire(time.Hour)
+	if s, owner := status(), rt.candidates("db", ka)[0].id; s != statusUnavailable || owner != "b" || rt.epoch.Load() == epoch {
+		t.Fatalf("a renewed %v ago with no heartbeat: %s, owner of its entity %s, epoch moved %v; want Unavailable, b, yes",
+			renewalAwait, s, owner, rt.epoch.Load() != epoch)
+	}
+	if err := ho.waitSettled(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.forgotten.Load(); n != 1 {
+		t.Errorf("the lapsed worker was told to subscribe again %d times, want once (its log taken over)", n)
+	}
+	if _, err := rt.Process(ctx, &pb.EntityOp{DatabaseName: "db", EntityKey: ka, Operation: pb.Operation_PUT, Payload: []byte(`1`)}); err != nil {
+		t.Errorf("write of the lapsed worker's entity after the takeover = %v", err)
 	}
 }

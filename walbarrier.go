@@ -40,9 +40,10 @@ func flushBeforeScan(ctx context.Context, flush func(context.Context) error) err
 
 // flushLogs returns once the entity files hold every write acknowledged
 // before the call, so that a scan of storage sees them all: the
-// in-process worker's applier catches up, each available remote worker
-// checkpoints its log, and the pending handovers (the logs of workers
-// that left) are done. Without logs it returns at once.
+// in-process worker's applier catches up, each remote worker in rotation
+// checkpoints its log (a renewing one once it is available again), and
+// the pending handovers (the logs of workers that left) are done.
+// Without logs it returns at once.
 func (r *router) flushLogs(ctx context.Context) error {
 	if r.ho == nil {
 		return nil
@@ -50,7 +51,7 @@ func (r *router) flushLogs(ctx context.Context) error {
 	r.mu.RLock()
 	var conns []*workerConn
 	for _, c := range r.workers {
-		if c.available {
+		if c.placed() {
 			conns = append(conns, c)
 		}
 	}
@@ -59,6 +60,12 @@ func (r *router) flushLogs(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for i, c := range conns {
 		wg.Go(func() {
+			if ok, err := r.awaitRenewal(ctx, c); err != nil || !ok {
+				// Out of rotation meanwhile: its log's takeover is
+				// waited for below.
+				errs[i] = err
+				return
+			}
 			if w, ok := c.proc.(*worker); ok {
 				errs[i] = w.flushLog(ctx)
 				return
