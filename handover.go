@@ -406,7 +406,7 @@ func (hs *handovers) takeOver(ctx context.Context, r handoverRouter, h *handover
 	}
 	// The duration is the handover's, every attempt included: how long
 	// writes of its entities may have waited.
-	hs.log.Info("write-ahead log handover done", attrWorker, h.worker, "entities_written", n,
+	hs.log.Info("write-ahead log handover done", attrWorker, h.worker, "files_written", n,
 		"attempts", h.failures+1, attrDurationMS, durationMS(hs.now().Sub(h.added)))
 	return nil
 }

@@ -122,10 +122,10 @@ func TestWriteTakesThreeLocks(t *testing.T) {
 }
 
 // TestLoggedWriteLeavesFileLockToApplier: through the write-ahead log, a
-// PUT or DELETE of an entity that keeps no versions takes the router's
-// and the worker's locks but not the store's cross-process lock (it
-// writes no file but the log); the applier takes that lock when it writes
-// the entity's file, and a write that keeps versions still takes it.
+// PUT or DELETE takes the router's and the worker's locks but not the
+// store's cross-process lock, whether its entity keeps versions or not
+// (it writes no file but the log: its versions are in its record); the
+// applier takes that lock when it writes the entity's files.
 func TestLoggedWriteLeavesFileLockToApplier(t *testing.T) {
 	fst := newTestFSStore(t)
 	st := &lockCountingStore{store: fst}
@@ -155,7 +155,7 @@ func TestLoggedWriteLeavesFileLockToApplier(t *testing.T) {
 		{"PUT", &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_PUT, Payload: []byte(`1`)}, 2, 0},
 		{"PUT If-Match", &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_PUT, Payload: []byte(`2`), IfMatch: "*"}, 2, 0},
 		{"DELETE", &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_DELETE}, 2, 0},
-		{"PUT keeping versions", &pb.EntityOp{DatabaseName: "db", EntityKey: "v", Operation: pb.Operation_PUT, Payload: []byte(`1`), MaxVersions: 2}, 2, 1},
+		{"PUT keeping versions", &pb.EntityOp{DatabaseName: "db", EntityKey: "v", Operation: pb.Operation_PUT, Payload: []byte(`1`), MaxVersions: 2}, 2, 0},
 	} {
 		before, storeBefore := rt.writes.taken.Load()+w.locks.taken.Load(), st.locks.Load()
 		if _, err := rt.Process(ctx, tc.op); err != nil {

@@ -458,14 +458,18 @@ func (w *worker) delete(ctx context.Context, s *keyring, op *pb.EntityOp, owner 
 			return nil, fmt.Errorf("delete entity %s/%q: %w", db, key, err)
 		}
 	}
+	var logged []walObject
 	if op.GetMaxVersions() > 0 {
-		if err := w.softDelete(ctx, s, op); err != nil {
+		objs, release, err := w.softDelete(ctx, s, op)
+		if err != nil {
 			return nil, err
 		}
+		defer release()
+		logged = objs
 	}
 	w.cache.Remove(cacheKey(db, key))
 	if w.wal != nil {
-		err = w.logDelete(ctx, op)
+		err = w.logDelete(ctx, op, logged)
 	} else {
 		err = w.st.Delete(ctx, entityObjectKey(db, key))
 	}
@@ -517,14 +521,14 @@ func (w *worker) lockEntity(ctx context.Context, db, key string) (func(), error)
 // but the log, which is this process's alone: the fence, checked after
 // each group's fdatasync, is what keeps a taker from missing an
 // acknowledged record, and the applier takes the cross-process lock when
-// it writes the entity's file (applyOne), so a rekey's reseal and that
-// file still never interleave. What the write reads of the file (a
-// precondition, the previous ETag) is whole either way: files are
-// replaced by a rename. A write that keeps versions writes their objects
-// itself, under the cross-process lock that a rekey of them takes too.
+// it writes the entity's files (applyOne), so a rekey's reseal and those
+// files still never interleave. What the write reads of the files (a
+// precondition, the previous ETag, the versions' index) is whole either
+// way: files are replaced by a rename. A write that keeps versions logs
+// their objects with its record too: the applier writes them.
 func (w *worker) lockWrite(ctx context.Context, op *pb.EntityOp) (func(), error) {
 	db, key := op.GetDatabaseName(), op.GetEntityKey()
-	if w.wal == nil || op.GetMaxVersions() > 0 {
+	if w.wal == nil {
 		return w.lockEntity(ctx, db, key)
 	}
 	unlock, err := w.locks.lock(ctx, entityObjectKey(db, key))
@@ -613,14 +617,23 @@ func (w *worker) store(ctx context.Context, s *keyring, op *pb.EntityOp, owner b
 	}
 	e := cachedEntity{doc: doc, version: hdr.etag(), written: hdr.Written.UnixNano()}
 	var vw *versionWrite
+	var logged []walObject
 	if op.GetMaxVersions() > 0 {
 		if vw, err = w.beginVersions(ctx, s, op); err != nil {
 			return cachedEntity{}, err
 		}
+		if w.wal != nil {
+			// The version goes in the entity's log record: durable with it,
+			// in its group commit.
+			if err := vw.record(ctx, doc, hdr); err != nil {
+				return cachedEntity{}, fmt.Errorf("put entity %s/%q: %w", db, key, err)
+			}
+			logged = vw.logged
+		}
 	}
 	switch {
 	case w.wal != nil:
-		e.rev, err = w.logPut(ctx, op, sealed, e.version, rev, conditional)
+		e.rev, err = w.logPut(ctx, op, sealed, e.version, rev, conditional, logged)
 	case conditional:
 		e.rev, err = w.st.PutIf(ctx, entityObjectKey(db, key), sealed, rev)
 	default:
@@ -632,7 +645,7 @@ func (w *worker) store(ctx context.Context, s *keyring, op *pb.EntityOp, owner b
 		w.cache.Remove(cacheKey(db, key))
 		return cachedEntity{}, fmt.Errorf("put entity %s/%q: %w", db, key, err)
 	}
-	if vw != nil {
+	if vw != nil && w.wal == nil {
 		if err := w.keptVersion(ctx, vw, doc, hdr); err != nil {
 			w.cache.Remove(cacheKey(db, key))
 			return cachedEntity{}, err
@@ -647,15 +660,11 @@ func (w *worker) store(ctx context.Context, s *keyring, op *pb.EntityOp, owner b
 }
 
 // keptVersion records the document a write stored as its entity's next
-// version, before the write is answered. The entity is stored already:
-// a failure here is a 503 of a write that may be stored, and the next
-// write of the entity keeps its document (beginVersions).
+// version, before the write is answered, without a log. The entity is
+// stored already: a failure here is a 503 of a write that may be stored,
+// and the next write of the entity keeps its document (beginVersions).
 func (w *worker) keptVersion(ctx context.Context, vw *versionWrite, doc []byte, hdr envelopeHeader) error {
-	err := vw.keep(ctx, doc, hdr.etag(), principalOf(vw.op), hdr.Written)
-	if err == nil {
-		err = vw.commit(ctx, int(vw.op.GetMaxVersions()))
-	}
-	if err != nil {
+	if err := vw.record(ctx, doc, hdr); err != nil {
 		return fmt.Errorf("entity %s/%q stored, its version not: %w: %w", vw.op.GetDatabaseName(), vw.op.GetEntityKey(), err, errUnavailable)
 	}
 	return nil
@@ -663,17 +672,17 @@ func (w *worker) keptVersion(ctx context.Context, vw *versionWrite, doc []byte, 
 
 // logPut stores a sealed entity through the log: on condition that its
 // storage revision is still rev when conditional (as PutIf), appended to
-// the log and synced with its group, then its file written without a
-// sync of its own. The caller holds the entity's lock. It returns the
-// new revision.
-func (w *worker) logPut(ctx context.Context, op *pb.EntityOp, sealed []byte, etag, rev string, conditional bool) (string, error) {
+// the log with the objects of its versions, if any, and synced with its
+// group, then its files written without a sync of their own. The caller
+// holds the entity's lock. It returns the new revision.
+func (w *worker) logPut(ctx context.Context, op *pb.EntityOp, sealed []byte, etag, rev string, conditional bool, objs []walObject) (string, error) {
 	db, key := op.GetDatabaseName(), op.GetEntityKey()
 	if conditional {
 		if err := w.checkRev(ctx, db, key, rev); err != nil {
 			return "", err
 		}
 	}
-	rec := &walRecord{Type: walPut, DB: db, Key: key, Principal: op.GetPrincipal(), ETag: etag, Sealed: sealed}
+	rec := &walRecord{Type: walPut, DB: db, Key: key, Principal: op.GetPrincipal(), ETag: etag, Sealed: sealed, Objects: objs}
 	if err := w.logWrite(rec); err != nil {
 		return "", err
 	}
@@ -697,15 +706,16 @@ func (w *worker) checkRev(ctx context.Context, db, key, rev string) error {
 	return nil
 }
 
-// logDelete deletes an entity through the log: a missing one is
-// errNotFound and logs nothing. The caller holds the entity's lock.
-func (w *worker) logDelete(ctx context.Context, op *pb.EntityOp) error {
+// logDelete deletes an entity through the log, with the objects of its
+// versions (softDelete), if any: a missing one is errNotFound and logs
+// nothing. The caller holds the entity's lock.
+func (w *worker) logDelete(ctx context.Context, op *pb.EntityOp, objs []walObject) error {
 	db, key := op.GetDatabaseName(), op.GetEntityKey()
 	sealed, _, err := w.stored(ctx, db, key)
 	if err != nil {
 		return err
 	}
-	rec := &walRecord{Type: walDelete, DB: db, Key: key, Principal: op.GetPrincipal()}
+	rec := &walRecord{Type: walDelete, DB: db, Key: key, Principal: op.GetPrincipal(), Objects: objs}
 	if h, _, err := parseHeader(sealed); err == nil {
 		rec.ETag = h.etag()
 	}

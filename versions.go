@@ -107,6 +107,38 @@ func readVersions(ctx context.Context, st store, db, key string) (versionIndex, 
 	return x, rev, nil
 }
 
+// versions reads the version index of key in db as its owner sees it:
+// the one its log holds and the applier has not written yet, else the
+// stored one (readVersions). The revision is "" for a logged one: only a
+// worker without a log writes the index with PutIf.
+func (w *worker) versions(ctx context.Context, db, key string) (versionIndex, string, error) {
+	if w.wal != nil {
+		if raw, ok := w.wal.unappliedObject(db, key, versionsIndexKey(db, key)); ok && raw != nil {
+			x := versionIndex{DB: db, Key: key}
+			if err := json.Unmarshal(raw, &x); err != nil {
+				return versionIndex{}, "", fmt.Errorf("versions of %s/%q: logged index: %v: %w", db, key, err, errCorrupt)
+			}
+			return x, "", nil
+		}
+	}
+	return readVersions(ctx, w.st, db, key)
+}
+
+// versionObject reads version n's envelope as the entity's owner sees it:
+// logged and not yet written, else stored.
+func (w *worker) versionObject(ctx context.Context, db, key string, n int64) ([]byte, error) {
+	obj := versionObjectKey(db, key, n)
+	if w.wal != nil {
+		if data, ok := w.wal.unappliedObject(db, key, obj); ok {
+			if data == nil {
+				return nil, fmt.Errorf("get %s: removed in the write-ahead log: %w", obj, errNotFound)
+			}
+			return data, nil
+		}
+	}
+	return w.st.Get(ctx, obj)
+}
+
 // versionWrite is the change of an entity's versions one write makes,
 // held by its owner under the entity's lock from before the write to
 // after it.
@@ -116,6 +148,29 @@ type versionWrite struct {
 	op  *pb.EntityOp
 	x   versionIndex
 	rev string
+	// logged are the change's objects, in order, when the worker has a
+	// log: they go in the log record of the write (walRecord.Objects),
+	// durable with it, rather than to storage one by one.
+	logged []walObject
+}
+
+// put writes one object of the change: logged, or stored durably.
+func (vw *versionWrite) put(ctx context.Context, obj string, data []byte) error {
+	if vw.w.wal != nil {
+		vw.logged = append(vw.logged, walObject{Key: obj, Data: data})
+		return nil
+	}
+	return vw.w.st.Put(ctx, obj, data)
+}
+
+// remove removes version n's object: logged, or from storage durably.
+func (vw *versionWrite) remove(ctx context.Context, n int64) error {
+	db, key := vw.op.GetDatabaseName(), vw.op.GetEntityKey()
+	if vw.w.wal != nil {
+		vw.logged = append(vw.logged, walObject{Key: versionObjectKey(db, key, n)})
+		return nil
+	}
+	return deleteVersionObject(ctx, vw.w.st, db, key, n)
 }
 
 // beginVersions reads the entity's versions before a write with versions
@@ -125,7 +180,7 @@ type versionWrite struct {
 // entity's lock and the keyring's gate.
 func (w *worker) beginVersions(ctx context.Context, s *keyring, op *pb.EntityOp) (*versionWrite, error) {
 	db, key := op.GetDatabaseName(), op.GetEntityKey()
-	x, rev, err := readVersions(ctx, w.st, db, key)
+	x, rev, err := w.versions(ctx, db, key)
 	if err != nil {
 		return nil, fmt.Errorf("versions of %s/%q: %w", db, key, err)
 	}
@@ -155,7 +210,7 @@ func (w *worker) beginVersions(ctx context.Context, s *keyring, op *pb.EntityOp)
 	return vw, vw.keep(ctx, doc, h.etag(), "", h.Written)
 }
 
-// keep stores doc as the next version, durably, and adds it to the index
+// keep stores doc as the next version (put) and adds it to the index
 // (written by commit).
 func (vw *versionWrite) keep(ctx context.Context, doc []byte, etag, principal string, at time.Time) error {
 	db, key := vw.op.GetDatabaseName(), vw.op.GetEntityKey()
@@ -164,7 +219,7 @@ func (vw *versionWrite) keep(ctx context.Context, doc []byte, etag, principal st
 	if err != nil {
 		return fmt.Errorf("seal version %d of %s/%q: %w", n, db, key, err)
 	}
-	if err := vw.w.st.Put(ctx, versionObjectKey(db, key, n), sealed); err != nil {
+	if err := vw.put(ctx, versionObjectKey(db, key, n), sealed); err != nil {
 		return fmt.Errorf("store version %d of %s/%q: %w", n, db, key, err)
 	}
 	vw.x.Versions = append(vw.x.Versions, versionEntry{Version: n, ETag: etag, Time: at.UTC(), Principal: principal})
@@ -172,13 +227,14 @@ func (vw *versionWrite) keep(ctx context.Context, doc []byte, etag, principal st
 }
 
 // commit prunes the versions beyond max (their objects first, so that
-// none outlives its metadata) and writes the index durably.
+// none outlives its metadata) and writes the index: logged, or stored
+// durably with PutIf.
 func (vw *versionWrite) commit(ctx context.Context, max int) error {
 	db, key := vw.op.GetDatabaseName(), vw.op.GetEntityKey()
 	if max > 0 && len(vw.x.Versions) > max {
 		drop := vw.x.Versions[:len(vw.x.Versions)-max]
 		for _, e := range drop {
-			if err := deleteVersionObject(ctx, vw.w.st, db, key, e.Version); err != nil {
+			if err := vw.remove(ctx, e.Version); err != nil {
 				return err
 			}
 		}
@@ -187,6 +243,9 @@ func (vw *versionWrite) commit(ctx context.Context, max int) error {
 	raw, err := json.Marshal(vw.x)
 	if err != nil {
 		return fmt.Errorf("store versions of %s/%q: %w", db, key, err)
+	}
+	if vw.w.wal != nil {
+		return vw.put(ctx, versionsIndexKey(db, key), raw)
 	}
 	newRev, err := vw.w.st.PutIf(ctx, versionsIndexKey(db, key), raw, vw.rev)
 	if err != nil {
@@ -206,11 +265,21 @@ func deleteVersionObject(ctx context.Context, st store, db, key string, n int64)
 	return nil
 }
 
+// record keeps doc, just sealed as the entity with header hdr by op's
+// principal, as the next version and commits the index: the change a
+// write with versions on makes.
+func (vw *versionWrite) record(ctx context.Context, doc []byte, hdr envelopeHeader) error {
+	if err := vw.keep(ctx, doc, hdr.etag(), principalOf(vw.op), hdr.Written); err != nil {
+		return err
+	}
+	return vw.commit(ctx, int(vw.op.GetMaxVersions()))
+}
+
 // principalOf is the name a version records of the principal of op.
 func principalOf(op *pb.EntityOp) string { return op.GetPrincipal() }
 
 // markDeleted marks the latest version deleted by op's principal, for a
-// soft delete, and writes the index.
+// soft delete, and writes the index (commit).
 func (vw *versionWrite) markDeleted(ctx context.Context) error {
 	l := vw.x.latest()
 	if l == nil {
@@ -231,11 +300,11 @@ func versionsNotFound(db, key string) error {
 // nor a document is errNotFound.
 func (w *worker) listVersions(ctx context.Context, op *pb.EntityOp) (*pb.WorkerResponse, error) {
 	db, key := op.GetDatabaseName(), op.GetEntityKey()
-	x, rev, err := readVersions(ctx, w.st, db, key)
+	x, _, err := w.versions(ctx, db, key)
 	if err != nil {
 		return nil, err
 	}
-	if rev == "" {
+	if len(x.Versions) == 0 {
 		if _, _, err := w.stored(ctx, db, key); errors.Is(err, errNotFound) {
 			return nil, versionsNotFound(db, key)
 		} else if err != nil {
@@ -259,7 +328,7 @@ func (w *worker) listVersions(ctx context.Context, op *pb.EntityOp) (*pb.WorkerR
 // the ETag it had.
 func (w *worker) readVersion(ctx context.Context, s *keyring, op *pb.EntityOp) (*pb.WorkerResponse, error) {
 	db, key, n := op.GetDatabaseName(), op.GetEntityKey(), op.GetVersion()
-	x, _, err := readVersions(ctx, w.st, db, key)
+	x, _, err := w.versions(ctx, db, key)
 	if err != nil {
 		return nil, err
 	}
@@ -271,7 +340,7 @@ func (w *worker) readVersion(ctx context.Context, s *keyring, op *pb.EntityOp) (
 	if e.Destroyed {
 		return nil, gone
 	}
-	sealed, err := w.st.Get(ctx, versionObjectKey(db, key, n))
+	sealed, err := w.versionObject(ctx, db, key, n)
 	if errors.Is(err, errNotFound) {
 		return nil, fmt.Errorf("version %d of %s/%q: object missing: %w: %w", n, db, key, err, gone)
 	}
@@ -304,7 +373,7 @@ func (w *worker) undelete(ctx context.Context, s *keyring, op *pb.EntityOp, owne
 	} else if !errors.Is(err, errNotFound) {
 		return nil, err
 	}
-	x, _, err := readVersions(ctx, w.st, db, key)
+	x, _, err := w.versions(ctx, db, key)
 	if err != nil {
 		return nil, err
 	}
@@ -325,8 +394,8 @@ func (w *worker) undelete(ctx context.Context, s *keyring, op *pb.EntityOp, owne
 
 // destroy removes versions op.Versions of an entity for good: their
 // objects, then their documents' place in the index (the metadata stays,
-// marked destroyed). A version the index does not hold is errNotFound and
-// nothing is removed.
+// marked destroyed); with a log, both in one record of its own. A version
+// the index does not hold is errNotFound and nothing is removed.
 func (w *worker) destroy(ctx context.Context, op *pb.EntityOp) (*pb.WorkerResponse, error) {
 	db, key := op.GetDatabaseName(), op.GetEntityKey()
 	unlock, err := w.lockEntity(ctx, db, key)
@@ -334,7 +403,7 @@ func (w *worker) destroy(ctx context.Context, op *pb.EntityOp) (*pb.WorkerRespon
 		return nil, err
 	}
 	defer unlock()
-	x, rev, err := readVersions(ctx, w.st, db, key)
+	x, rev, err := w.versions(ctx, db, key)
 	if err != nil {
 		return nil, err
 	}
@@ -346,15 +415,21 @@ func (w *worker) destroy(ctx context.Context, op *pb.EntityOp) (*pb.WorkerRespon
 	if err := w.refuseCurrent(ctx, op, &x); err != nil {
 		return nil, err
 	}
+	vw := &versionWrite{w: w, op: op, x: x, rev: rev}
 	for _, n := range op.GetVersions() {
-		if err := deleteVersionObject(ctx, w.st, db, key, n); err != nil {
+		if err := vw.remove(ctx, n); err != nil {
 			return nil, err
 		}
-		x.find(n).Destroyed = true
+		vw.x.find(n).Destroyed = true
 	}
-	vw := &versionWrite{w: w, op: op, x: x, rev: rev}
 	if err := vw.commit(ctx, 0); err != nil {
 		return nil, err
+	}
+	if w.wal != nil {
+		rec := &walRecord{Type: walVersions, DB: db, Key: key, Principal: op.GetPrincipal(), Objects: vw.logged}
+		if err := w.logWrite(rec); err != nil {
+			return nil, err
+		}
 	}
 	return okResponse(nil, ""), nil
 }
@@ -380,22 +455,29 @@ func (w *worker) refuseCurrent(ctx context.Context, op *pb.EntityOp, x *versionI
 
 // softDelete marks the latest version of the entity op deletes deleted,
 // keeping its document first if no version holds it, before the entity
-// is removed. A missing entity is left to the deletion, which answers
-// 404. The caller holds the entity's lock.
-func (w *worker) softDelete(ctx context.Context, s *keyring, op *pb.EntityOp) error {
+// is removed. With a log it returns the objects that change, for the
+// delete's record, and the caller calls release once the record is
+// logged: a version it sealed must be logged under the data key it was
+// sealed with (store). A missing entity is left to the deletion, which
+// answers 404. The caller holds the entity's lock.
+func (w *worker) softDelete(ctx context.Context, s *keyring, op *pb.EntityOp) (logged []walObject, release func(), err error) {
 	db, key := op.GetDatabaseName(), op.GetEntityKey()
 	if _, _, err := w.stored(ctx, db, key); errors.Is(err, errNotFound) {
-		return nil
+		return nil, func() {}, nil
 	}
 	if err := s.prepare(ctx, db); err != nil {
-		return fmt.Errorf("delete entity %s/%q: %w", db, key, err)
+		return nil, nil, fmt.Errorf("delete entity %s/%q: %w", db, key, err)
 	}
-	defer s.hold()()
+	release = s.hold()
 	vw, err := w.beginVersions(ctx, s, op)
-	if err != nil {
-		return err
+	if err == nil {
+		err = vw.markDeleted(ctx)
 	}
-	return vw.markDeleted(ctx)
+	if err != nil {
+		release()
+		return nil, nil, err
+	}
+	return vw.logged, release, nil
 }
 
 // versionOps are the operations of entity versions, answered by
@@ -490,10 +572,26 @@ func (d *dataPlane) getVersion(ctx context.Context, db, key string, n int64) (*p
 	return resp, held, nil
 }
 
+// logCutter is a processor whose workers keep write-ahead logs
+// (router.checkpointLogs).
+type logCutter interface {
+	checkpointLogs(ctx context.Context) error
+}
+
 // removeVersions removes every version of db's entities, for the
-// deletion of the database.
+// deletion of the database. The logs are cut first: a version they hold
+// would otherwise be written by the applier, or by a replay after a
+// crash, once removed, and show up in a database of the same name.
 func (d *dataPlane) removeVersions(ctx context.Context, db string) error {
 	st := d.catalog.st
+	if c, ok := d.proc.(logCutter); ok {
+		ctx, cancel := context.WithTimeout(ctx, flushTimeout)
+		err := c.checkpointLogs(ctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("remove versions of %s: %w", db, err)
+		}
+	}
 	objs, err := st.List(ctx, versionsDBPrefix(db), "", 0)
 	if err != nil {
 		return fmt.Errorf("list versions of %s: %w", db, err)

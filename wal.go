@@ -27,6 +27,9 @@ const (
 	walPut walType = 2
 	// walDelete removes an entity (a tombstone).
 	walDelete walType = 3
+	// walVersions changes only an entity's versions (a destroy): its
+	// Objects, no entity file.
+	walVersions walType = 4
 )
 
 // walRecord is one acknowledged change: what a change feed and entity
@@ -52,6 +55,20 @@ type walRecord struct {
 	ETag string
 	// Sealed is the entity's envelope; nil for a delete.
 	Sealed []byte
+	// Objects are what the change writes beside the entity's file, in
+	// order: its versions and their index when the database keeps
+	// versions (versions.go), so that a write with versions on is one
+	// record and one group commit. Each lies under the entity's versions
+	// directory (decodeWALRecord checks it).
+	Objects []walObject
+}
+
+// walObject is one object a record writes beside its entity's file: a
+// version (sealed), the versions' index (metadata, JSON), or the removal
+// of a pruned or destroyed version (Data nil).
+type walObject struct {
+	Key  string
+	Data []byte
 }
 
 // walStartRecord is the payload of a segment's first record.
@@ -70,6 +87,13 @@ const (
 	walFrameHeader = 8 // u32 payload length, u32 CRC32C of the payload
 	walAlign       = 8
 	walVersion     = 1
+	// walVersionObjects is the payload version of a record that carries
+	// Objects: one without any is written as version 1, as before
+	// records carried objects, so a log of a database without versions
+	// still reads under an older binary. An older binary takes a version
+	// 2 record for damage and stops: a downgrade checkpoints first (a
+	// clean stop does).
+	walVersionObjects = 2
 	// walMaxPayload bounds a frame: larger than any entity envelope
 	// (-max-document-size is at most 64 MiB), small enough that a damaged
 	// length field cannot make a reader allocate without limit.
@@ -120,12 +144,23 @@ func framedSize(n int) int64 {
 
 // payloadSize is the length of rec's payload (encode).
 func (rec *walRecord) payloadSize() int {
-	return 4 + 3*8 + 4*2 + len(rec.DB) + len(rec.Key) + len(rec.Principal) + len(rec.ETag) + 4 + len(rec.Sealed)
+	n := 4 + 3*8 + 4*2 + len(rec.DB) + len(rec.Key) + len(rec.Principal) + len(rec.ETag) + 4 + len(rec.Sealed)
+	if len(rec.Objects) > 0 {
+		n += 2
+		for _, o := range rec.Objects {
+			n += 1 + 2 + len(o.Key) + 4 + len(o.Data)
+		}
+	}
+	return n
 }
 
 // encode appends rec's payload to b.
 func (rec *walRecord) encode(b []byte) []byte {
-	b = append(b, walVersion, byte(rec.Type), 0, 0)
+	v := byte(walVersion)
+	if len(rec.Objects) > 0 {
+		v = walVersionObjects
+	}
+	b = append(b, v, byte(rec.Type), 0, 0)
 	b = binary.LittleEndian.AppendUint64(b, rec.LSN)
 	b = binary.LittleEndian.AppendUint64(b, rec.Batch)
 	b = binary.LittleEndian.AppendUint64(b, uint64(rec.Time))
@@ -134,7 +169,24 @@ func (rec *walRecord) encode(b []byte) []byte {
 	b = appendString16(b, rec.Principal)
 	b = appendString16(b, rec.ETag)
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(rec.Sealed)))
-	return append(b, rec.Sealed...)
+	b = append(b, rec.Sealed...)
+	if len(rec.Objects) == 0 {
+		return b
+	}
+	// Objects: a count, then each a kind (1 written, 2 removed), its key
+	// and its bytes.
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(rec.Objects)))
+	for _, o := range rec.Objects {
+		kind := byte(1)
+		if o.Data == nil {
+			kind = 2
+		}
+		b = append(b, kind)
+		b = appendString16(b, o.Key)
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(o.Data)))
+		b = append(b, o.Data...)
+	}
+	return b
 }
 
 // encode appends the start record's payload to b.
@@ -193,16 +245,16 @@ func (d *walDecoder) str16() string { return string(d.take(int(d.u16()))) }
 
 // walPayloadType checks a payload's version and returns its type.
 func walPayloadType(p []byte) (walType, bool) {
-	if len(p) < 4 || p[0] != walVersion {
+	if len(p) < 4 || (p[0] != walVersion && p[0] != walVersionObjects) {
 		return 0, false
 	}
 	return walType(p[1]), true
 }
 
-// decodeWALRecord decodes a put or delete payload.
+// decodeWALRecord decodes a put, delete or versions payload.
 func decodeWALRecord(p []byte) (walRecord, bool) {
 	t, ok := walPayloadType(p)
-	if !ok || (t != walPut && t != walDelete) {
+	if !ok || (t != walPut && t != walDelete && t != walVersions) {
 		return walRecord{}, false
 	}
 	d := &walDecoder{b: p[4:]}
@@ -211,14 +263,43 @@ func decodeWALRecord(p []byte) (walRecord, bool) {
 	if sealed := d.take(int(d.u32())); len(sealed) > 0 {
 		rec.Sealed = slices.Clone(sealed)
 	}
+	if p[0] == walVersionObjects && !d.objects(&rec) {
+		return walRecord{}, false
+	}
 	ok = !d.bad && len(d.b) == 0 && rec.LSN > 0 && rec.Batch > 0 && rec.Batch <= rec.LSN &&
-		(t == walPut) == (rec.Sealed != nil)
+		(t == walPut) == (rec.Sealed != nil) && (t != walVersions || len(rec.Objects) > 0)
 	return rec, ok
+}
+
+// objects decodes a record's objects into rec. Each must lie in the
+// entity's versions directory: whatever a record holds, its replay
+// writes nowhere else.
+func (d *walDecoder) objects(rec *walRecord) bool {
+	n := int(d.u16())
+	if n == 0 {
+		return false
+	}
+	dir := versionsDir(rec.DB, rec.Key)
+	rec.Objects = make([]walObject, 0, n)
+	for range n {
+		kind, key := d.take(1), d.str16()
+		data := d.take(int(d.u32()))
+		if d.bad || (kind[0] != 1 && kind[0] != 2) || (kind[0] == 2) != (len(data) == 0) ||
+			!strings.HasPrefix(key, dir) || strings.Contains(key[len(dir):], "/") || len(key) == len(dir) {
+			return false
+		}
+		o := walObject{Key: key}
+		if kind[0] == 1 {
+			o.Data = slices.Clone(data)
+		}
+		rec.Objects = append(rec.Objects, o)
+	}
+	return true
 }
 
 // decodeWALStart decodes a segment's start payload.
 func decodeWALStart(p []byte) (walStartRecord, bool) {
-	if t, ok := walPayloadType(p); !ok || t != walStart {
+	if t, ok := walPayloadType(p); !ok || t != walStart || p[0] != walVersion {
 		return walStartRecord{}, false
 	}
 	d := &walDecoder{b: p[4:]}

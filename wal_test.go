@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -1252,5 +1253,162 @@ func TestWALFlushRewritten(t *testing.T) {
 	}
 	if got, err := st.Get(t.Context(), entityObjectKey("db", "new")); err != nil || string(got) != "v2" {
 		t.Errorf("entity file after the flush = %q, %v; want v2", got, err)
+	}
+}
+
+// TestWALRecordObjects: a record's objects (versions beside the entity)
+// decode as they were encoded; a record naming an object outside its
+// entity's versions directory, or a written object without bytes, does
+// not decode, so no replay writes it.
+func TestWALRecordObjects(t *testing.T) {
+	dir := versionsDir("db", "k")
+	rec := walRecord{Type: walPut, LSN: 3, Batch: 3, Time: 9, DB: "db", Key: "k", ETag: "e", Sealed: []byte("env"),
+		Objects: []walObject{{Key: versionObjectKey("db", "k", 7), Data: []byte("v7")}, {Key: versionObjectKey("db", "k", 4)},
+			{Key: versionsIndexKey("db", "k"), Data: []byte(`{"versions":[]}`)}}}
+	if n := rec.payloadSize(); n != len(rec.encode(nil)) {
+		t.Errorf("payloadSize = %d, the payload has %d bytes", n, len(rec.encode(nil)))
+	}
+	got, ok := decodeWALRecord(rec.encode(nil))
+	if !ok || !equalRecords(got, rec) || !slices.EqualFunc(got.Objects, rec.Objects, func(a, b walObject) bool {
+		return a.Key == b.Key && bytes.Equal(a.Data, b.Data) && (a.Data == nil) == (b.Data == nil)
+	}) {
+		t.Fatalf("decode(encode(%+v)) = %+v, %v", rec, got, ok)
+	}
+	destroy := walRecord{Type: walVersions, LSN: 4, Batch: 4, DB: "db", Key: "k", Objects: rec.Objects[1:]}
+	if got, ok := decodeWALRecord(destroy.encode(nil)); !ok || got.Type != walVersions || len(got.Objects) != 2 {
+		t.Fatalf("versions record: decode = %+v, %v", got, ok)
+	}
+	for name, objs := range map[string][]walObject{
+		"another entity's version": {{Key: versionObjectKey("db", "other", 1), Data: []byte("x")}},
+		"an entity file":           {{Key: entityObjectKey("db", "k"), Data: []byte("x")}},
+		"a deeper path":            {{Key: dir + "a/b", Data: []byte("x")}},
+		"the directory itself":     {{Key: dir, Data: []byte("x")}},
+		"a written empty object":   {{Key: dir + "0000000001", Data: []byte{}}},
+	} {
+		bad := rec
+		bad.Objects = objs
+		if _, ok := decodeWALRecord(bad.encode(nil)); ok {
+			t.Errorf("a record writing %s decodes", name)
+		}
+	}
+	if _, ok := decodeWALRecord((&walRecord{Type: walVersions, LSN: 1, Batch: 1, DB: "db", Key: "k"}).encode(nil)); ok {
+		t.Error("a versions record without objects decodes")
+	}
+}
+
+// versionsRec is a record of db/k writing objs (version number -> bytes,
+// nil removing it; -1 is the index) beside a put of sealed (nil: a
+// versions record).
+func versionsRec(sealed []byte, objs map[int64][]byte) *walRecord {
+	rec := &walRecord{Type: walVersions, DB: "db", Key: "k", Principal: "admin", ETag: "e", Sealed: sealed}
+	if sealed != nil {
+		rec.Type = walPut
+	}
+	for _, n := range slices.Sorted(maps.Keys(objs)) {
+		key := versionObjectKey("db", "k", n)
+		if n < 0 {
+			key = versionsIndexKey("db", "k")
+		}
+		rec.Objects = append(rec.Objects, walObject{Key: key, Data: objs[n]})
+	}
+	return rec
+}
+
+// TestWALVersionsReplay: versions logged and not yet written are read
+// from the table, and a replay after a crash writes each object's last
+// logged state: a version a later record destroyed is removed (not
+// brought back), one a later write of the entity (without objects of
+// its own) followed is written.
+func TestWALVersionsReplay(t *testing.T) {
+	st := newTestFSStore(t)
+	l, _ := openGatedWAL(t, st, 0)
+	// Version 1 was applied before: the destroy must remove its file.
+	if err := st.Put(t.Context(), versionObjectKey("db", "k", 1), []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	for _, rec := range []*walRecord{
+		versionsRec([]byte("e2"), map[int64][]byte{2: []byte("v2"), -1: []byte("i2")}),
+		versionsRec(nil, map[int64][]byte{1: nil, -1: []byte("i3")}),
+		versionsRec([]byte("e3"), nil),
+	} {
+		if err := l.write(rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, ok := l.unappliedObject("db", "k", versionObjectKey("db", "k", 1)); !ok || got != nil {
+		t.Errorf("destroyed version in the table: %q, %v; want removed", got, ok)
+	}
+	if got, ok := l.unappliedObject("db", "k", versionsIndexKey("db", "k")); !ok || string(got) != "i3" {
+		t.Errorf("index in the table: %q, %v; want i3", got, ok)
+	}
+	if rec, ok := l.unappliedRecord("db", "k"); !ok || string(rec.Sealed) != "e3" {
+		t.Errorf("entity in the table: %+v, %v; want e3", rec, ok)
+	}
+	l.crash()
+	openTestWAL(t, st, "w1")
+	for obj, want := range map[string]string{entityObjectKey("db", "k"): "e3", versionObjectKey("db", "k", 2): "v2",
+		versionsIndexKey("db", "k"): "i3", versionObjectKey("db", "k", 1): ""} {
+		got, err := st.Get(t.Context(), obj)
+		if want == "" {
+			if !errors.Is(err, errNotFound) {
+				t.Errorf("%s after replay: %q, %v; want removed", obj, got, err)
+			}
+		} else if err != nil || string(got) != want {
+			t.Errorf("%s after replay: %q, %v; want %s", obj, got, err, want)
+		}
+	}
+}
+
+// TestWALCheckpointKeepsUnwrittenVersions: a record whose versions are
+// not written yet stays in the log after a later write of its entity
+// replaced it in the table: a checkpoint does not cut it, and a crash
+// then replays its versions.
+func TestWALCheckpointKeepsUnwrittenVersions(t *testing.T) {
+	st := newTestFSStore(t)
+	l, _ := openGatedWAL(t, st, 0)
+	if err := l.write(versionsRec([]byte("e1"), map[int64][]byte{1: []byte("v1"), -1: []byte("i1")})); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- l.checkpoint(ctx) }()
+	// The checkpoint seals the segment of the first record and waits for
+	// it; the second record goes to the next segment.
+	waitFor(t, func() bool {
+		l.commitMu.Lock()
+		defer l.commitMu.Unlock()
+		return len(l.sealed) == 1
+	})
+	if err := l.write(versionsRec([]byte("e2"), nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err == nil {
+		t.Fatal("a checkpoint cut a record whose versions were not written")
+	}
+	l.crash()
+	openTestWAL(t, st, "w1")
+	if got, err := st.Get(t.Context(), versionObjectKey("db", "k", 1)); err != nil || string(got) != "v1" {
+		t.Errorf("version 1 after the crash: %q, %v; want v1", got, err)
+	}
+	if got, err := st.Get(t.Context(), entityObjectKey("db", "k")); err != nil || string(got) != "e2" {
+		t.Errorf("entity after the crash: %q, %v; want e2", got, err)
+	}
+}
+
+// TestWALRefusesOversizedRecord: a record larger than a replay reads
+// back as a frame (a document near the limit with its versions) is
+// refused with 413 before anything is logged.
+func TestWALRefusesOversizedRecord(t *testing.T) {
+	st := newTestFSStore(t)
+	l := openTestWAL(t, st, "w1")
+	half := make([]byte, walMaxPayload/2)
+	rec := versionsRec(half, map[int64][]byte{1: half, -1: []byte("i")})
+	err := l.write(rec)
+	if !errors.Is(err, errTooLarge) {
+		t.Fatalf("write of a %d-byte record = %v, want errTooLarge", rec.payloadSize(), err)
+	}
+	if recs := liveRecords(t, l); len(recs) != 0 {
+		t.Errorf("the refused record was logged: %d records", len(recs))
 	}
 }

@@ -12,11 +12,23 @@ import (
 	"time"
 )
 
-// walEntry is an entity's newest logged record not yet in its entity
-// file, and the segment holding it.
+// walEntry is what the log holds of an entity that its files do not yet:
+// its newest record and the objects (versions) of its records.
 type walEntry struct {
+	// rec is the entity's newest put or delete; nil when its records
+	// since the last file change only its versions (walVersions).
 	rec *walRecord
-	seg *walSegment
+	db  string
+	key string
+	// objs are the objects its records write beside the entity file
+	// (walRecord.Objects), by key, the newest of each (nil: removed).
+	objs map[string][]byte
+	// segs are the segments holding the records the entry stands for,
+	// one per record: each counts it unapplied (walSegment.unapplied)
+	// until the entry is applied. A record replaced by a later one of the
+	// entity drops out, unless it wrote objects, which the later record
+	// does not repeat: a replay needs it until they are written.
+	segs []*walSegment
 	// since is when the entity's oldest record not yet in its file was
 	// logged: the applier writes the file applyDelay after it, so that
 	// the writes of a hot entity meanwhile cost one file, not one each.
@@ -26,10 +38,35 @@ type walEntry struct {
 	// record waits for its chain, whose newest entry's file holds it or
 	// a later write.
 	chain uint64
+	// objBytes is the size of objs' keys and bytes.
+	objBytes int64
 }
 
 // size is what an entry counts against the room of the table.
-func (e *walEntry) size() int64 { return int64(len(e.rec.Sealed) + len(e.rec.Key) + 64) }
+func (e *walEntry) size() int64 {
+	n := int64(len(e.key)+64) + e.objBytes
+	if e.rec != nil {
+		n += int64(len(e.rec.Sealed))
+	}
+	return n
+}
+
+// merge adds objects written after the entry's own, newest last.
+func (e *walEntry) merge(objs []walObject) {
+	if len(objs) == 0 {
+		return
+	}
+	if e.objs == nil {
+		e.objs = make(map[string][]byte, len(objs))
+	}
+	for _, o := range objs {
+		if old, ok := e.objs[o.Key]; ok {
+			e.objBytes -= int64(len(o.Key) + len(old))
+		}
+		e.objs[o.Key] = o.Data
+		e.objBytes += int64(len(o.Key) + len(o.Data))
+	}
+}
 
 // Applier tuning.
 const (
@@ -43,26 +80,43 @@ const (
 
 // write logs rec (group commit) and makes it the entity's state for
 // reads, replacing any older record of the entity the applier has not
-// written yet; the applier writes its entity file later. The caller holds
-// the entity's lock, so records of one entity enter in log order.
+// written yet; the applier writes its entity file (and its objects)
+// later. The caller holds the entity's lock, so records of one entity
+// enter in log order.
 func (l *walLog) write(rec *walRecord) error {
 	seg, err := l.append(rec)
 	if err != nil {
 		return err
 	}
 	obj := entityObjectKey(rec.DB, rec.Key)
-	e := &walEntry{rec: rec, seg: seg, since: l.opts.now()}
+	e := &walEntry{db: rec.DB, key: rec.Key, segs: []*walSegment{seg}, since: l.opts.now()}
+	if rec.Type != walVersions {
+		e.rec = rec
+	}
 	l.mu.Lock()
 	idle := len(l.unapplied) == 0
 	if old := l.unapplied[obj]; old != nil {
 		// The applier holds the entity's lock while it writes a file, as
 		// this writer does: an entry replaced here is one still waiting.
 		e.since, e.chain = old.since, old.chain
-		l.drop(obj, old)
+		l.remove(obj, old)
+		if e.rec != nil && len(old.objs) == 0 {
+			l.release(old)
+		} else {
+			// Its objects (or, under a versions record, its entity state)
+			// are still to be written: the entry carries them on.
+			e.segs = append(old.segs, e.segs...)
+			e.objs, e.objBytes = old.objs, old.objBytes
+			if e.rec == nil {
+				e.rec = old.rec
+			}
+		}
 	} else {
 		l.chains++
 		e.chain = l.chains
 	}
+	e.merge(rec.Objects)
+	rec.Objects = nil // the entry holds them
 	l.unapplied[obj] = e
 	l.unappliedBytes += e.size()
 	full := l.delayFull()
@@ -74,14 +128,26 @@ func (l *walLog) write(rec *walRecord) error {
 	return nil
 }
 
-// drop removes an entry: applied, or replaced by a later record of the
-// entity, which makes its own record unnecessary to any replay. The
-// caller holds mu.
-func (l *walLog) drop(obj string, e *walEntry) {
+// remove takes an entry out of the table. The caller holds mu.
+func (l *walLog) remove(obj string, e *walEntry) {
 	delete(l.unapplied, obj)
 	l.unappliedBytes -= e.size()
-	e.seg.unapplied--
+}
+
+// release gives up an entry's records: applied, or replaced by a later
+// record of the entity, which makes them unnecessary to any replay. The
+// caller holds mu.
+func (l *walLog) release(e *walEntry) {
+	for _, s := range e.segs {
+		s.unapplied--
+	}
 	l.applied.Broadcast()
+}
+
+// drop removes an applied entry. The caller holds mu.
+func (l *walLog) drop(obj string, e *walEntry) {
+	l.remove(obj, e)
+	l.release(e)
 }
 
 // unappliedRecord returns an entity's newest record whose entity file is
@@ -90,10 +156,24 @@ func (l *walLog) unappliedRecord(db, key string) (*walRecord, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	e := l.unapplied[entityObjectKey(db, key)]
-	if e == nil {
+	if e == nil || e.rec == nil {
 		return nil, false
 	}
 	return e.rec, true
+}
+
+// unappliedObject returns the newest bytes a record of entity key of db
+// wrote to object obj (one of its versions or their index) that are not
+// in storage yet, if any: nil data when the record removed it.
+func (l *walLog) unappliedObject(db, key, obj string) ([]byte, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.unapplied[entityObjectKey(db, key)]
+	if e == nil {
+		return nil, false
+	}
+	data, ok := e.objs[obj]
+	return data, ok
 }
 
 // waitRoom waits while the records not yet applied take more than their
@@ -258,7 +338,7 @@ func (l *walLog) applyAll(ctx context.Context, entries []*walEntry) (int, error)
 	written := 0
 	var last error
 	for _, e := range entries {
-		if err := l.applyOne(ctx, e.rec.DB, e.rec.Key); err != nil {
+		if err := l.applyOne(ctx, e.db, e.key); err != nil {
 			last = err
 			if ctx.Err() != nil || l.isFenced() {
 				return written, err
@@ -288,15 +368,22 @@ func (l *walLog) applyOne(ctx context.Context, db, key string) error {
 	if e == nil {
 		return nil
 	}
-	if err := e.seg.checkFence(); err != nil {
+	if err := e.segs[len(e.segs)-1].checkFence(); err != nil {
 		l.mu.Lock()
 		l.fenced = true
 		l.applied.Broadcast()
 		l.mu.Unlock()
 		return errWALTaken
 	}
-	if err := writeRecord(l.fs, e.rec); err != nil {
+	// Objects first: an index names no version whose object is not
+	// there.
+	if err := writeObjects(l.fs, e.objs); err != nil {
 		return err
+	}
+	if e.rec != nil {
+		if err := writeRecord(l.fs, e.rec); err != nil {
+			return err
+		}
 	}
 	l.stats.applied.Add(1)
 	l.mu.Lock()
@@ -336,7 +423,7 @@ func (l *walLog) flush(ctx context.Context) error {
 		// before it: a scan would miss it). Each entry is looked at once
 		// its chain is done, so the wait costs the size of the snapshot.
 		e := waiting[len(waiting)-1]
-		if cur := l.unapplied[entityObjectKey(e.rec.DB, e.rec.Key)]; cur == nil || cur.chain != e.chain {
+		if cur := l.unapplied[entityObjectKey(e.db, e.key)]; cur == nil || cur.chain != e.chain {
 			waiting = waiting[:len(waiting)-1]
 			continue
 		}

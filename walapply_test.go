@@ -1,12 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -292,5 +295,138 @@ func TestWALApplyDelayRoom(t *testing.T) {
 	})
 	if got, err := st.Get(t.Context(), entityObjectKey("db", "big")); err != nil || len(got) != len(big) {
 		t.Errorf("entity file of %d bytes, %v; want %d", len(got), err, len(big))
+	}
+}
+
+// TestWALVersionsBeforeTheirFiles: with versions on and the applier held
+// back, each write, soft delete, undelete and destroy is in the log alone
+// (no version file written) and its owner lists and reads the versions
+// at once, pruned as max_versions says; what a backup or verify reads
+// has them too. Once the applier catches up the files say the same, no
+// log record holds a document in plaintext, and deleting the database
+// leaves no version behind in storage or in a log a replay would apply.
+func TestWALVersionsBeforeTheirFiles(t *testing.T) {
+	a := newApplierBehind(t)
+	if rec := serve(a.rest, "PUT", "/api/databases/vw", `{"max_versions":3}`); rec.Code != 200 {
+		t.Fatalf("PUT settings = %d %s", rec.Code, rec.Body)
+	}
+	var etags []string
+	for i := 1; i <= 5; i++ {
+		rec := serve(a.rest, "PUT", "/entity/vw", fmt.Sprintf(`{"k":{"n":%d,"s":"plain-marker-%d"}}`, i, i))
+		if rec.Code != 200 {
+			t.Fatalf("PUT %d = %d %s", i, rec.Code, rec.Body)
+		}
+		etags = append(etags, strings.Trim(rec.Header().Get("ETag"), `"`))
+	}
+	versionFiles := func() []string { return storedUnder(t, a.st.root, "_versions") }
+	if f := versionFiles(); len(f) != 0 {
+		t.Fatalf("version files written while the applier was held: %v", f)
+	}
+	list := func() versionList {
+		t.Helper()
+		rec := serve(a.rest, "GET", "/entity/vw/versions?key=k", "")
+		var l versionList
+		if rec.Code != 200 || json.Unmarshal(rec.Body.Bytes(), &l) != nil {
+			t.Fatalf("GET versions = %d %s", rec.Code, rec.Body)
+		}
+		return l
+	}
+	l := list()
+	if got := fmt.Sprint(versionNumbers(l)); got != "[3 4 5]" {
+		t.Fatalf("versions after 5 PUTs with max 3, none applied = %s, want [3 4 5]", got)
+	}
+	for i, v := range l.Versions {
+		if v.ETag != etags[i+2] {
+			t.Errorf("version %d has ETag %s, want %s", v.Version, v.ETag, etags[i+2])
+		}
+	}
+	for n := 3; n <= 5; n++ {
+		rec := serve(a.rest, "GET", fmt.Sprintf("/entity/vw?key=k&version=%d", n), "")
+		if want := fmt.Sprintf(`{"n":%d,"s":"plain-marker-%d"}`, n, n); rec.Code != 200 || rec.Body.String() != want ||
+			rec.Header().Get("ETag") != `"`+etags[n-1]+`"` {
+			t.Errorf("GET version %d = %d %s ETag %s, want %s", n, rec.Code, rec.Body, rec.Header().Get("ETag"), want)
+		}
+	}
+	if rec := serve(a.rest, "GET", "/entity/vw?key=k&version=2", ""); rec.Code != 404 {
+		t.Errorf("GET pruned version 2 = %d %s, want 404", rec.Code, rec.Body)
+	}
+
+	// A soft delete, an undelete and a destroy, still before any file.
+	for _, step := range []struct{ method, path string }{
+		{"DELETE", "/entity/vw?key=k"}, {"POST", "/entity/vw/undelete?key=k"}, {"POST", "/entity/vw/destroy?key=k&versions=4"},
+	} {
+		if rec := serve(a.rest, step.method, step.path, ""); rec.Code != 200 {
+			t.Fatalf("%s %s = %d %s", step.method, step.path, rec.Code, rec.Body)
+		}
+	}
+	l = list()
+	if got := fmt.Sprint(versionNumbers(l)); got != "[4 5 6]" || !l.Versions[0].Destroyed || l.Versions[1].Deleted {
+		t.Fatalf("versions after delete, undelete, destroy 4 = %+v, want [4 5 6], 4 destroyed, 5 not deleted", l.Versions)
+	}
+	if rec := serve(a.rest, "GET", "/entity/vw?key=k&version=4", ""); rec.Code != 404 {
+		t.Errorf("GET destroyed version 4 = %d %s, want 404", rec.Code, rec.Body)
+	}
+	if rec := serve(a.rest, "GET", "/entity/vw?key=k&version=6", ""); rec.Code != 200 || rec.Body.String() != `{"n":5,"s":"plain-marker-5"}` {
+		t.Errorf("GET undeleted version 6 = %d %s", rec.Code, rec.Body)
+	}
+	if f := versionFiles(); len(f) != 0 {
+		t.Fatalf("version files written while the applier was held: %v", f)
+	}
+
+	// What a backup and a verify read: the logs over the files.
+	view, err := toolView(a.st, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []int64
+	if err := versionsIn(t.Context(), view, "vw", func(x versionIndex, ns []int64) error {
+		if fmt.Sprint(versionNumbers(versionList{Versions: x.Versions})) != "[4 5 6]" {
+			t.Errorf("storage tools' view of the index: %+v", x.Versions)
+		}
+		seen = append(seen, ns...)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(seen) != "[5 6]" {
+		t.Errorf("storage tools' view holds version objects %v, want [5 6]", seen)
+	}
+	if dbs, err := view.ListDirs(t.Context(), versionsPrefix); err != nil || !slices.Contains(dbs, "vw") {
+		t.Errorf("storage tools' view lists version databases %v (%v), want vw", dbs, err)
+	}
+
+	// The applier catches up: the files say what the log said.
+	a.gate.open()
+	if err := a.w.wal.flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if f := versionFiles(); len(f) != 3 {
+		t.Errorf("version files once applied: %v, want versions 5 and 6 and the index", f)
+	}
+	if got := fmt.Sprint(versionNumbers(list())); got != "[4 5 6]" {
+		t.Errorf("versions once applied = %s, want [4 5 6]", got)
+	}
+	for _, f := range storedUnder(t, a.st.root, "") {
+		if raw, err := os.ReadFile(filepath.Join(a.st.root, f)); err == nil && bytes.Contains(raw, []byte("plain-marker")) {
+			t.Errorf("%s holds a document in plaintext", f)
+		}
+	}
+
+	// Deleting the database: no version file, and no log record a replay
+	// would write one from.
+	if rec := serve(a.rest, "DELETE", "/api/databases/vw", ""); rec.Code != 200 {
+		t.Fatalf("DELETE database = %d %s", rec.Code, rec.Body)
+	}
+	if f := versionFiles(); len(f) != 0 {
+		t.Errorf("version files after the database's deletion: %v", f)
+	}
+	objs, err := readLogsOver(a.st.root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for obj, data := range objs {
+		if strings.HasPrefix(obj, versionsDBPrefix("vw")) && data != nil {
+			t.Errorf("after the database's deletion a log still writes %s", obj)
+		}
 	}
 }

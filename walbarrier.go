@@ -44,7 +44,17 @@ func flushBeforeScan(ctx context.Context, flush func(context.Context) error) err
 // checkpoints its log (a renewing one once it is available again), and
 // the pending handovers (the logs of workers that left) are done.
 // Without logs it returns at once.
-func (r *router) flushLogs(ctx context.Context) error {
+func (r *router) flushLogs(ctx context.Context) error { return r.syncLogs(ctx, false) }
+
+// checkpointLogs is flushLogs that also cuts the in-process worker's log
+// (a remote worker's is cut by its checkpoint already): afterwards no
+// log holds a record written before the call, so no replay writes its
+// objects again. Before objects are removed behind the logs' back (the
+// versions of a deleted database).
+func (r *router) checkpointLogs(ctx context.Context) error { return r.syncLogs(ctx, true) }
+
+// syncLogs is flushLogs, and checkpointLogs when cut is set.
+func (r *router) syncLogs(ctx context.Context, cut bool) error {
 	if r.ho == nil {
 		return nil
 	}
@@ -67,7 +77,11 @@ func (r *router) flushLogs(ctx context.Context) error {
 				return
 			}
 			if w, ok := c.proc.(*worker); ok {
-				errs[i] = w.flushLog(ctx)
+				if cut {
+					_, errs[i] = w.checkpoint(ctx)
+				} else {
+					errs[i] = w.flushLog(ctx)
+				}
 				return
 			}
 			_, errs[i] = r.call(ctx, c, true, &pb.EntityOp{Operation: pb.Operation_CHECKPOINT})
@@ -119,19 +133,20 @@ func toolView(st store, log *slog.Logger) (store, error) {
 	if len(ov) > 0 {
 		log.Info("reading the write-ahead logs' records not yet in their entity files", "entities", len(ov))
 	}
-	return &overlayStore{store: st, recs: ov}, nil
+	return &overlayStore{store: st, objs: ov}, nil
 }
 
 // readLogsMaxAttempts bounds how often readLogsOver reads again because
 // a log directory was claimed, opened or removed while it read.
 const readLogsMaxAttempts = 20
 
-// readLogsOver reads every log under root and returns each entity's
-// newest record, by object key. Logs may be written meanwhile: a segment
+// readLogsOver reads every log under root and returns the newest state
+// the records give each object they write (loggedObjects): by object
+// key, its bytes, nil when removed. Logs may be written meanwhile: a segment
 // a checkpoint removed was applied (and synced) first, and is skipped;
 // a directory claimed, opened or removed during the read makes it read
 // again, since a claimed log's records are in the taken directory.
-func readLogsOver(root string) (map[string]*walRecord, error) {
+func readLogsOver(root string) (map[string][]byte, error) {
 	for attempt := 1; ; attempt++ {
 		before, err := logDirNames(root)
 		if err != nil {
@@ -184,9 +199,9 @@ func logDirNames(root string) ([]string, error) {
 }
 
 // readLogDirs reads the named log directories in order; the newest
-// record of an entity wins.
-func readLogDirs(root string, names []string) (map[string]*walRecord, error) {
-	out := map[string]*walRecord{}
+// record of an object wins.
+func readLogDirs(root string, names []string) (map[string][]byte, error) {
+	out := map[string][]byte{}
 	for _, name := range names {
 		dir := filepath.Join(root, walDirName, name)
 		segs, err := listSegments(dir)
@@ -197,9 +212,7 @@ func readLogDirs(root string, names []string) (map[string]*walRecord, error) {
 		if err != nil {
 			return nil, err
 		}
-		for _, rec := range lastRecords(recs) {
-			out[entityObjectKey(rec.DB, rec.Key)] = rec
-		}
+		loggedObjects(recs, out)
 	}
 	return out, nil
 }
@@ -223,29 +236,30 @@ func readLiveLog(dir string, segs []walSegmentFile) ([]walRecord, error) {
 	return recs, nil
 }
 
-// overlayStore is a store whose entity objects are the logs' newest
-// records where there are some: a put replaces the file's bytes, a
-// delete hides it. Only its reads are used (the storage tools').
+// overlayStore is a store whose objects are the logs' newest states of
+// them where the logs write them (readLogsOver): logged bytes replace the
+// file's, a logged removal hides it. Only its reads are used (the storage
+// tools').
 type overlayStore struct {
 	store
-	recs map[string]*walRecord
+	objs map[string][]byte
 }
 
-// Get returns the logged envelope of an entity with a record, else the
+// Get returns the logged bytes of an object the logs write, else the
 // stored object.
 func (o *overlayStore) Get(ctx context.Context, key string) ([]byte, error) {
-	if rec, ok := o.recs[key]; ok {
-		if rec.Type == walDelete {
-			return nil, fmt.Errorf("get %s: deleted in the write-ahead log: %w", key, errNotFound)
+	if data, ok := o.objs[key]; ok {
+		if data == nil {
+			return nil, fmt.Errorf("get %s: removed in the write-ahead log: %w", key, errNotFound)
 		}
-		return rec.Sealed, nil
+		return data, nil
 	}
 	return o.store.Get(ctx, key)
 }
 
 // GetRev is Get with the revision of the bytes.
 func (o *overlayStore) GetRev(ctx context.Context, key string) ([]byte, string, error) {
-	if _, ok := o.recs[key]; !ok {
+	if _, ok := o.objs[key]; !ok {
 		return o.store.GetRev(ctx, key)
 	}
 	data, err := o.Get(ctx, key)
@@ -255,23 +269,43 @@ func (o *overlayStore) GetRev(ctx context.Context, key string) ([]byte, string, 
 	return data, fsRev(data), nil
 }
 
-// List lists the stored objects with the logged puts added and the
-// logged deletes left out.
+// List lists the stored objects with the logged ones added and the
+// logged removals left out.
 func (o *overlayStore) List(ctx context.Context, prefix, startAfter string, limit int) ([]string, error) {
 	keys, err := o.store.List(ctx, prefix, startAfter, 0)
 	if err != nil {
 		return nil, err
 	}
-	for k, rec := range o.recs {
-		if strings.HasPrefix(k, prefix) && k > startAfter && rec.Type == walPut {
+	for k, data := range o.objs {
+		if strings.HasPrefix(k, prefix) && k > startAfter && data != nil {
 			keys = append(keys, k)
 		}
 	}
 	slices.Sort(keys)
 	keys = slices.Compact(keys)
-	keys = slices.DeleteFunc(keys, func(k string) bool { r := o.recs[k]; return r != nil && r.Type == walDelete })
+	keys = slices.DeleteFunc(keys, func(k string) bool { data, ok := o.objs[k]; return ok && data == nil })
 	if limit > 0 && len(keys) > limit {
 		keys = keys[:limit]
 	}
 	return keys, nil
+}
+
+// ListDirs lists the stored directories under prefix with those of the
+// logged objects added: a version kept only in a log so far is listed
+// (verify's walk). A directory whose every object the logs removed may
+// still be listed; its listing then holds nothing.
+func (o *overlayStore) ListDirs(ctx context.Context, prefix string) ([]string, error) {
+	dirs, err := o.store.ListDirs(ctx, prefix)
+	if err != nil {
+		return nil, err
+	}
+	for k, data := range o.objs {
+		if rest, ok := strings.CutPrefix(k, prefix); ok && data != nil {
+			if d, _, found := strings.Cut(rest, "/"); found {
+				dirs = append(dirs, d)
+			}
+		}
+	}
+	slices.Sort(dirs)
+	return slices.Compact(dirs), nil
 }

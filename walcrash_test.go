@@ -239,27 +239,28 @@ func TestWALKillAllUnderLoad(t *testing.T) {
 	}
 }
 
-// unappliedAtKill counts the entities whose newest logged record is not
-// in their entity file, in storage dir of a killed process: the writes
-// the applier had not caught up with, which the restart must replay.
+// unappliedAtKill counts the objects (entity files, versions) whose
+// newest logged state is not in storage dir of a killed process: the
+// writes the applier had not caught up with, which the restart must
+// replay.
 func unappliedAtKill(t *testing.T, dir string) int {
 	t.Helper()
 	st, err := newFSStore(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	recs, err := readLogsOver(dir)
+	objs, err := readLogsOver(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := 0
-	for obj, rec := range recs {
+	for obj, data := range objs {
 		cur, err := st.Get(t.Context(), obj)
-		if (rec.Type == walPut && (err != nil || !bytes.Equal(cur, rec.Sealed))) || (rec.Type == walDelete && err == nil) {
+		if (data != nil && (err != nil || !bytes.Equal(cur, data))) || (data == nil && err == nil) {
 			n++
 		}
 	}
-	t.Logf("at the kill: %d logged entities, %d not yet in their entity files", len(recs), n)
+	t.Logf("at the kill: %d logged objects, %d not yet in storage", len(objs), n)
 	return n
 }
 

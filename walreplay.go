@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -138,9 +139,9 @@ func flockFile(ctx context.Context, path string) (func(), error) {
 
 // takeOverLog claims worker id's live log directory as c allows (gen for
 // claimGen) and applies every taken directory of id, oldest first. It
-// returns how many entity files it wrote or removed. When it returns
-// nil, no record of id's earlier logs is left to apply: the entity files
-// hold them all, durably.
+// returns how many files (entities, versions) it wrote or removed. When
+// it returns nil, no record of id's earlier logs is left to apply: the
+// files hold them all, durably.
 func takeOverLog(ctx context.Context, st *fsStore, id string, c walClaim, gen uint64, log *slog.Logger) (int, error) {
 	root := st.root
 	if _, err := claimLogDir(ctx, root, id, c, gen); err != nil {
@@ -157,7 +158,7 @@ func takeOverLog(ctx context.Context, st *fsStore, id string, c walClaim, gen ui
 		if err != nil {
 			return total, err
 		}
-		log.Info("write-ahead log taken over and applied", attrWorker, id, "dir", dir, "entities_written", n)
+		log.Info("write-ahead log taken over and applied", attrWorker, id, "dir", dir, "files_written", n)
 	}
 	return total, nil
 }
@@ -186,12 +187,13 @@ func isDigits(s string) bool {
 	return s != "" && strings.Trim(s, "0123456789") == ""
 }
 
-// applyTakenDir applies a claimed log directory: for each entity its last
-// record, unless the entity file already holds that version; then one
-// syncfs makes them durable and the directory is removed. A damaged
-// record stops it with an error naming the file and offset; the
-// directory stays for an operator to look at. A torn tail is dropped
-// with a warning naming the same.
+// applyTakenDir applies a claimed log directory: each object its records
+// write (an entity's file, the entity's versions) is brought to its last
+// logged state, unless it holds it already; then one syncfs makes them
+// durable and the directory is removed. A damaged record stops it with
+// an error naming the file and offset; the directory stays for an
+// operator to look at. A torn tail is dropped with a warning naming the
+// same.
 func applyTakenDir(ctx context.Context, st *fsStore, dir string, log *slog.Logger) (int, error) {
 	segs, err := listSegments(dir)
 	if err != nil {
@@ -205,7 +207,9 @@ func applyTakenDir(ctx context.Context, st *fsStore, dir string, log *slog.Logge
 		log.Warn("write-ahead log: torn tail dropped (a crash during its last write, which was not acknowledged)",
 			"file", t.path, "offset", t.off, "dropped_bytes", t.dropped)
 	}
-	n, err := applyAll(ctx, st, lastRecords(recs))
+	objs := map[string][]byte{}
+	loggedObjects(recs, objs)
+	n, err := applyAll(ctx, st, objs)
 	if err != nil {
 		return n, fmt.Errorf("apply log %s: %w", dir, err)
 	}
@@ -218,27 +222,28 @@ func applyTakenDir(ctx context.Context, st *fsStore, dir string, log *slog.Logge
 	return n, syncDir(filepath.Dir(dir))
 }
 
-// replayWorkers is how many entities a replay brings up to date at once.
+// replayWorkers is how many objects a replay brings up to date at once.
 // Each is a few syscalls (open beneath the root, read and compare, or a
 // temp file and a rename) that mostly wait, for the disk after a machine
-// crash or for directory locks, so more than the cores help; every
-// record is of another entity, so they never touch one file.
+// crash or for directory locks, so more than the cores help; every one
+// is another object, so they never touch one file.
 const replayWorkers = 8
 
-// applyAll applies recs (one per entity, lastRecords) with up to
-// replayWorkers at once and returns how many entity files it wrote or
-// removed. The first failure stops it. The order does not matter: the
+// applyAll brings each object of objs (loggedObjects) to its logged
+// state with up to replayWorkers at once and returns how many it wrote
+// or removed. The first failure stops it. The order does not matter: the
 // caller makes them all durable at once, and until then the log holds
 // them.
-func applyAll(ctx context.Context, st *fsStore, recs []*walRecord) (int, error) {
+func applyAll(ctx context.Context, st *fsStore, objs map[string][]byte) (int, error) {
+	keys := slices.Sorted(maps.Keys(objs))
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var next, wrote atomic.Int64
 	var wg sync.WaitGroup
-	for range min(replayWorkers, len(recs)) {
+	for range min(replayWorkers, len(keys)) {
 		wg.Go(func() {
-			for i := next.Add(1) - 1; i < int64(len(recs)) && ctx.Err() == nil; i = next.Add(1) - 1 {
-				ok, err := applyReplayed(st, recs[i])
+			for i := next.Add(1) - 1; i < int64(len(keys)) && ctx.Err() == nil; i = next.Add(1) - 1 {
+				ok, err := applyReplayed(st, keys[i], objs[keys[i]])
 				if err != nil {
 					cancel(err)
 					return
@@ -253,48 +258,52 @@ func applyAll(ctx context.Context, st *fsStore, recs []*walRecord) (int, error) 
 	return int(wrote.Load()), context.Cause(ctx)
 }
 
-// lastRecords returns, for each entity with records, its last one, in
-// the order of those last records.
-func lastRecords(recs []walRecord) []*walRecord {
-	last := make(map[string]int, len(recs))
+// loggedObjects folds recs, in log order, into into: for each object the
+// records write (an entity's file, each object beside it) its last
+// logged bytes, nil when it was removed.
+func loggedObjects(recs []walRecord, into map[string][]byte) {
 	for i := range recs {
-		last[entityObjectKey(recs[i].DB, recs[i].Key)] = i
-	}
-	out := make([]*walRecord, 0, len(last))
-	for i := range recs {
-		if last[entityObjectKey(recs[i].DB, recs[i].Key)] == i {
-			out = append(out, &recs[i])
+		r := &recs[i]
+		for _, o := range r.Objects {
+			into[o.Key] = o.Data
+		}
+		switch r.Type {
+		case walPut:
+			into[entityObjectKey(r.DB, r.Key)] = r.Sealed
+		case walDelete:
+			into[entityObjectKey(r.DB, r.Key)] = nil
 		}
 	}
-	return out
 }
 
-// applyReplayed brings an entity file to the state of its last logged
-// record unless it is there already: a put whose version (ETag) the file
-// holds is left alone (a re-encryption keeps the ETag and must not be
-// undone), a delete of a missing file is done. It reports whether it
-// wrote or removed the file.
-func applyReplayed(st *fsStore, rec *walRecord) (bool, error) {
-	comps, err := physicalComponents(entityObjectKey(rec.DB, rec.Key))
+// applyReplayed brings object obj to its last logged state, data (nil:
+// removed), unless it is there already: bytes holding the same version
+// (an envelope with the same nonce, other bytes equal) are left alone,
+// since a re-encryption keeps the nonce and must not be undone; a
+// removal of a missing object is done. It reports whether it wrote or
+// removed the object.
+func applyReplayed(st *fsStore, obj string, data []byte) (bool, error) {
+	comps, err := physicalComponents(obj)
 	if err != nil {
 		return false, err
 	}
 	cur, err := st.top.read(comps, walMaxPayload)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		if rec.Type == walDelete {
+		if data == nil {
 			return false, nil
 		}
 	case err != nil:
 		return false, err
-	case rec.Type == walPut && sameVersion(cur, rec.Sealed):
+	case data != nil && sameVersion(cur, data):
 		return false, nil
 	}
-	return true, writeRecord(st, rec)
+	return true, writeObject(st, obj, data)
 }
 
 // sameVersion reports whether two envelopes hold the same version of an
 // entity: the same nonce (ETag), the same bytes or a re-encryption.
+// Bytes that are no envelope (a version index) are the same when equal.
 func sameVersion(a, b []byte) bool {
 	ha, _, err1 := parseHeader(a)
 	hb, _, err2 := parseHeader(b)
@@ -304,19 +313,37 @@ func sameVersion(a, b []byte) bool {
 	return ha.Nonce == hb.Nonce
 }
 
-// writeRecord makes an entity file what rec says, visibly to every
-// process at once but not durably: a put replaces the file by rename, a
-// delete unlinks it, both in its directory opened beneath the root
-// (beneath.go). The log holds the record durably until a checkpoint has
-// made the file durable (syncfs).
+// writeRecord makes an entity file what rec says (writeObject).
 func writeRecord(st *fsStore, rec *walRecord) error {
-	key := entityObjectKey(rec.DB, rec.Key)
+	if rec.Type == walDelete {
+		return writeObject(st, entityObjectKey(rec.DB, rec.Key), nil)
+	}
+	return writeObject(st, entityObjectKey(rec.DB, rec.Key), rec.Sealed)
+}
+
+// writeObjects makes each object of objs what it says (writeObject), in
+// key order: an entity's versions before their index.
+func writeObjects(st *fsStore, objs map[string][]byte) error {
+	for _, k := range slices.Sorted(maps.Keys(objs)) {
+		if err := writeObject(st, k, objs[k]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeObject makes object key hold data (nil: removes it), visibly to
+// every process at once but not durably: a write replaces the file by
+// rename, a removal unlinks it, both in its directory opened beneath the
+// root (beneath.go). The log holds the record durably until a checkpoint
+// has made the file durable (syncfs).
+func writeObject(st *fsStore, key string, data []byte) error {
 	comps, err := physicalComponents(key)
 	if err != nil {
 		return err
 	}
 	name := comps[len(comps)-1]
-	if rec.Type == walDelete {
+	if data == nil {
 		dir, err := st.top.openDir(comps[:len(comps)-1])
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
@@ -330,7 +357,7 @@ func writeRecord(st *fsStore, rec *walRecord) error {
 		}
 		return nil
 	}
-	if step, err := writeVisible(st, comps, rec.Sealed); err != nil {
+	if step, err := writeVisible(st, comps, data); err != nil {
 		return fsError("put", key, step, err)
 	}
 	return nil

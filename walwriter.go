@@ -292,6 +292,13 @@ func (l *walLog) generation() uint64 {
 // group commit holding it is on disk, with the segment it is in. The
 // caller then writes the entity file and reports it (done).
 func (l *walLog) append(rec *walRecord) (*walSegment, error) {
+	if n := rec.payloadSize(); n > walMaxPayload {
+		// A replay would take a larger frame for damage. Only a document
+		// near the limit with versions on (two or three envelopes in one
+		// record) gets here.
+		return nil, reqErrorf(errTooLarge, "the write of entity %q with its versions takes %d bytes in the write-ahead log, more than its %d: store a smaller document",
+			rec.Key, n, walMaxPayload)
+	}
 	l.mu.Lock()
 	if err := l.refusing(); err != nil {
 		l.mu.Unlock()
