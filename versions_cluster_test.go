@@ -102,6 +102,54 @@ func TestVersionsClusterFS(t *testing.T) {
 	assertNoMarker(t, c.dir)
 }
 
+// TestVersionsWorkerKilled: a worker SIGKILLed right after writes with
+// versions on, its applier still holding them back: the main worker takes
+// its log over, and every acknowledged write is a version, listed and
+// readable, through the worker that takes its entities.
+func TestVersionsWorkerKilled(t *testing.T) {
+	needBinary(t)
+	c := startCluster(t, "w1", "w2")
+	m := c.main
+	if code, out, _ := m.call("PUT", "/api/databases/vdb", testAdminKey, `{"max_versions":5}`); code != 200 {
+		t.Fatalf("PUT settings = %d %s", code, out)
+	}
+	const keys = 16
+	etags := map[string][]string{}
+	for round := 1; round <= 3; round++ {
+		for i := range keys {
+			k := fmt.Sprintf("k%d", i)
+			code, out, hdr := m.call("PUT", "/entity/vdb", testAdminKey, fmt.Sprintf(`{%q:{"round":%d}}`, k, round))
+			if code != 200 {
+				t.Fatalf("PUT %s round %d = %d %s", k, round, code, out)
+			}
+			etags[k] = append(etags[k], strings.Trim(hdr.Get("ETag"), `"`))
+		}
+	}
+	c.workers["w2"].kill()
+	if pending := unappliedVersionsAtKill(t, c.dir); pending == 0 {
+		t.Error("every version was in storage at the kill: the kill tested no takeover of logged versions")
+	}
+	c.waitWorkers(scaled(20*time.Second), "w1")
+	count := 0
+	for k, want := range etags {
+		l := clusterVersions(t, m, k)
+		for j, v := range l.Versions {
+			if j >= len(want) || v.ETag != want[j] {
+				t.Errorf("%s versions after the kill: %+v, want ETags %v", k, l.Versions, want)
+				break
+			}
+			code, out, _ := m.call("GET", fmt.Sprintf("/entity/vdb?key=%s&version=%d", k, v.Version), testAdminKey, nil)
+			if code != 200 || string(out) != fmt.Sprintf(`{"round":%d}`, j+1) {
+				t.Errorf("GET %s version %d after the kill = %d %s", k, v.Version, code, out)
+			}
+			count++
+		}
+	}
+	if count != keys*3 {
+		t.Errorf("%d of %d acknowledged writes are versions after the kill", count, keys*3)
+	}
+}
+
 // TestS3Versions: main + 2 workers on S3.
 func TestS3Versions(t *testing.T) {
 	needBinary(t)
