@@ -1412,3 +1412,31 @@ func TestWALRefusesOversizedRecord(t *testing.T) {
 		t.Errorf("the refused record was logged: %d records", len(recs))
 	}
 }
+
+// TestWALApplyDelayVersions: an entity's versions wait for
+// -wal-apply-delay up to a quarter of the room (its envelopes alone up to
+// a sixteenth), so that a hot entity's writes cost one file each (its
+// version), not three; past a quarter they are written at once.
+func TestWALApplyDelayVersions(t *testing.T) {
+	st := newTestFSStore(t)
+	l := openDelayedWAL(t, st, time.Hour, 64<<10)
+	doc := []byte(strings.Repeat("x", 1<<10))
+	write := func(from, to int64) {
+		t.Helper()
+		for n := from; n <= to; n++ {
+			if err := l.write(versionsRec(doc, map[int64][]byte{n: doc, -1: []byte("index")})); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	write(1, 10) // about 11 KiB: over a sixteenth, under a quarter
+	time.Sleep(200 * time.Millisecond)
+	if _, err := st.Get(t.Context(), versionObjectKey("db", "k", 1)); !errors.Is(err, errNotFound) {
+		t.Fatalf("version 1 written before the delay with the table under a quarter of its room: %v", err)
+	}
+	write(11, 16) // past a quarter
+	waitFor(t, func() bool {
+		_, err := st.Get(t.Context(), versionObjectKey("db", "k", 16))
+		return err == nil
+	})
+}

@@ -64,9 +64,11 @@ type walLog struct {
 	sinceCut int64
 	// unapplied is each entity's newest record whose entity file is not
 	// written yet, by object key (walapply.go): reads see it, the applier
-	// writes it; unappliedBytes is the sum of their envelopes.
+	// writes it; unappliedBytes is the sum of their sizes (envelopes and
+	// objects), objectBytes the part of it their objects take.
 	unapplied      map[string]*walEntry
 	unappliedBytes int64
+	objectBytes    int64
 	// chains numbers the runs of an entity's records between two of its
 	// files (walEntry.chain).
 	chains uint64
@@ -719,7 +721,7 @@ func (l *walLog) reopen() (bool, error) {
 	}
 	// What was not applied belongs to the taker, which applied it.
 	l.seg, l.sealed, l.broken = nil, nil, nil
-	l.unapplied, l.unappliedBytes = map[string]*walEntry{}, 0
+	l.unapplied, l.unappliedBytes, l.objectBytes = map[string]*walEntry{}, 0, 0
 	l.applied.Broadcast()
 	l.sinceCut = 0
 	gen := max(uint64(l.opts.now().UnixNano()), l.gen+1)
