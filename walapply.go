@@ -9,6 +9,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"time"
 )
 
@@ -104,9 +105,11 @@ func (l *walLog) write(rec *walRecord) error {
 			l.release(old)
 		} else {
 			// Its objects (or, under a versions record, its entity state)
-			// are still to be written: the entry carries them on.
+			// are still to be written: the entry carries them on, in a
+			// map of its own, since merge adds to it while an applier may
+			// still be writing the old entry's.
 			e.segs = append(old.segs, e.segs...)
-			e.objs, e.objBytes = old.objs, old.objBytes
+			e.objs, e.objBytes = maps.Clone(old.objs), old.objBytes
 			if e.rec == nil {
 				e.rec = old.rec
 			}
