@@ -113,6 +113,15 @@ func (s *syncBuffer) String() string {
 // until the test ends, so no other process can take the port meanwhile.
 func refusedAddr(t *testing.T) string {
 	t.Helper()
+	_, addr := boundSocket(t)
+	return addr
+}
+
+// boundSocket returns a TCP socket bound to a loopback port, not
+// listening (connections are refused until it listens), and its address.
+// It is closed when the test ends.
+func boundSocket(t *testing.T) (int, string) {
+	t.Helper()
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -125,7 +134,7 @@ func refusedAddr(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	return fd, fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
 }
 
 // startNode starts the binary with args (plus -rest-addr, -grpc-addr and

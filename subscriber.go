@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/connectivity"
 	grpccreds "google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 
@@ -41,8 +43,19 @@ type subscriber struct {
 	retry backoff
 }
 
-// subscribeBackoff spaces the attempts of a worker to subscribe.
+// subscribeBackoff spaces the attempts of a worker to subscribe to a main
+// worker that answers and refuses; while the connection is down, attempts
+// fail on it at once, and its coming back cuts the wait short
+// (awaitRetry).
 var subscribeBackoff = backoff{base: 200 * time.Millisecond, max: 10 * time.Second, jitter: rand.Int64N}
+
+// subscribeReconnect paces a worker's attempts to connect to a main worker
+// it cannot reach: gRPC's default backoff grows to 2 minutes, which a main
+// worker back from a restart would wait for its workers. A connection
+// attempt a second, refused or timing out, costs a main worker that is
+// down nothing.
+var subscribeReconnect = grpc.ConnectParams{MinConnectTimeout: 20 * time.Second,
+	Backoff: grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second}}
 
 // run subscribes and heartbeats until ctx ends.
 func (s *subscriber) run(ctx context.Context) error {
@@ -64,7 +77,11 @@ func (s *subscriber) run(ctx context.Context) error {
 			}
 			failures++
 			s.log.Warn("subscribe failed; retrying", attrAddr, s.mainAddr, attrErr, err, "attempt", failures)
-			_ = s.retry.sleep(ctx, failures) // ctx's end stops the loop
+			if s.awaitRetry(ctx, conn, failures) {
+				// A new connection, perhaps to a restarted main
+				// worker: the backoff starts over.
+				failures = 0
+			}
 			continue
 		}
 		failures = 0
@@ -81,11 +98,33 @@ func (s *subscriber) run(ctx context.Context) error {
 	return nil
 }
 
+// awaitRetry waits before the subscription attempt after n failures: the
+// backoff's delay, cut short when conn becomes ready, which it then
+// reports. Only a change to ready counts: a connection that was ready
+// all along leads to a main worker that refuses, and the backoff spaces
+// the attempts. ctx's end ends the wait.
+func (s *subscriber) awaitRetry(ctx context.Context, conn *grpc.ClientConn, n int) (reconnected bool) {
+	ctx, cancel := context.WithTimeout(ctx, s.retry.delay(n))
+	defer cancel()
+	for st := conn.GetState(); ; {
+		if st == connectivity.Idle {
+			conn.Connect()
+		}
+		if !conn.WaitForStateChange(ctx, st) {
+			return false
+		}
+		if st = conn.GetState(); st == connectivity.Ready {
+			return true
+		}
+	}
+}
+
 // dial connects to the main worker over TLS, checking its certificate
 // with pin.
 func (s *subscriber) dial(pin func([32]byte) error) (*grpc.ClientConn, error) {
 	creds := grpccreds.NewTLS(withClusterALPN(s.ident.tlsConfig(pin, false)))
-	conn, err := grpc.NewClient(s.mainAddr, grpcDialOptions(s.maxMsg, creds)...)
+	opts := append(grpcDialOptions(s.maxMsg, creds), grpc.WithConnectParams(subscribeReconnect))
+	conn, err := grpc.NewClient(s.mainAddr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("-main-addr %s: %w", s.mainAddr, err)
 	}
