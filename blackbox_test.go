@@ -131,19 +131,24 @@ func TestGRPCMessageLimitBinary(t *testing.T) {
 }
 
 // TestStreamTicketCapBinary: the server keeps at most 10,000 unused
-// stream tickets; the 10,001st request answers 429 with a JSON sentence,
-// and a ticket issued before it still opens its database's feed.
+// stream tickets, which API keys each holding their own budget fill; the
+// 10,001st request, of another key, answers 429 with a JSON sentence, and
+// a ticket issued before it still opens its database's feed.
 func TestStreamTicketCapBinary(t *testing.T) {
 	n, _ := startDefault(t)
 	if code, body, _ := n.call("PUT", "/entity/tk", testAdminKey, map[string]int{"k": 1}); code != 200 {
 		t.Fatalf("PUT = %d %s", code, body)
+	}
+	keys := make([]string, streamTicketsMax/streamTicketsPerPrincipal+1)
+	for i := range keys {
+		keys[i] = createKeyHTTP(t, n, fmt.Sprintf(`{"name":"reader%d","permissions":["read"]}`, i)).Secret
 	}
 	u := n.base + "/api/databases/tk/changes/ticket"
 	var first string
 	var mu sync.Mutex
 	answers := map[int]int{}
 	parallel(streamTicketsMax, 8, func(i int) {
-		code, out, err := tryCall("POST", u, testAdminKey, nil)
+		code, out, err := tryCall("POST", u, keys[i/streamTicketsPerPrincipal], nil)
 		mu.Lock()
 		defer mu.Unlock()
 		answers[code]++
@@ -157,9 +162,9 @@ func TestStreamTicketCapBinary(t *testing.T) {
 	if answers[200]+answers[201] != streamTicketsMax {
 		t.Fatalf("%d ticket requests answered %v, want all issued", streamTicketsMax, answers)
 	}
-	code, body, hdr := n.call("POST", "/api/databases/tk/changes/ticket", testAdminKey, nil)
+	code, body, hdr := n.call("POST", "/api/databases/tk/changes/ticket", keys[len(keys)-1], nil)
 	var e struct{ Error string }
-	if code != http.StatusTooManyRequests || json.Unmarshal(body, &e) != nil || !strings.Contains(e.Error, "tickets") {
+	if code != http.StatusTooManyRequests || json.Unmarshal(body, &e) != nil || !strings.Contains(e.Error, "the most this server keeps") {
 		t.Errorf("ticket %d = %d %s (Retry-After %q), want 429 with a sentence about the tickets", streamTicketsMax+1, code, body, hdr.Get("Retry-After"))
 	}
 	if code, body, _ := n.call("GET", "/api/databases/tk/changes?ticket="+url.QueryEscape(first), "", nil); code != 200 {

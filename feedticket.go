@@ -11,12 +11,16 @@ package main
 // minute of the previous stream's end, so that an EventSource resumes by
 // itself (Last-Event-ID). The credential behind it is checked again at
 // each use (a logout or a key deleted since ends it), and the access line
-// never holds a query string.
+// never holds a query string. Each principal holds at most
+// streamTicketsPerPrincipal tickets and the server streamTicketsMax, so
+// that one credential cannot take every ticket.
 
 import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"iter"
+	"maps"
 	"net/http"
 	"sync"
 	"time"
@@ -27,51 +31,89 @@ const (
 	// streamTicketTTL is how long a ticket may wait for its request: an
 	// EventSource opens at once, and reconnects with a new ticket.
 	streamTicketTTL = time.Minute
-	// streamTicketsMax bounds the tickets waiting, of all principals.
+	// streamTicketsMax bounds the tickets kept, of all principals: their
+	// memory.
 	streamTicketsMax = 10000
+	// streamTicketsPerPrincipal bounds the tickets one principal (an API
+	// key and its sessions, the admin key, an OIDC subject) keeps, waiting
+	// or held by its streams, so that one credential cannot take them all
+	// and lock the others out of the feed. Twice the default
+	// -changes-max-streams-per-principal: a principal at its stream budget
+	// still gets tickets to reconnect.
+	streamTicketsPerPrincipal = 200
 )
 
 // streamTicket is one ticket waiting for its request, or held by the
 // event stream it opened (streaming), which gives it another minute when
-// it ends.
+// it ends. owner is the principal it was issued to (principal.clientID),
+// whose budget it counts in.
 type streamTicket struct {
-	cred, db  string
-	expires   time.Time
-	streaming bool
+	cred, owner, db string
+	expires         time.Time
+	streaming       bool
 }
 
 // streamTickets holds the tickets issued and not yet used, by the SHA-256
-// of the ticket.
+// of the ticket. Safe for concurrent use.
 type streamTickets struct {
 	now func() time.Time
 	mu  sync.Mutex
 	m   map[[32]byte]streamTicket
+	// owned holds the keys of m by owner: a principal's budget is checked
+	// and swept without a walk through everyone's tickets.
+	owned map[string]map[[32]byte]struct{}
 }
 
 // newStreamTickets returns an empty ticket store.
 func newStreamTickets(now func() time.Time) *streamTickets {
-	return &streamTickets{now: now, m: map[[32]byte]streamTicket{}}
+	return &streamTickets{now: now, m: map[[32]byte]streamTicket{}, owned: map[string]map[[32]byte]struct{}{}}
 }
 
-// issue keeps ticket for cred and db, or refuses it when the store is full
-// of tickets still valid.
-func (t *streamTickets) issue(ticket, cred, db string) (time.Time, error) {
+// issue keeps ticket for cred, the credential of principal owner, and db,
+// or refuses it when owner holds its budget of tickets still valid, or
+// the store is full of them.
+func (t *streamTickets) issue(ticket, cred, owner, db string) (time.Time, error) {
 	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if len(t.owned[owner]) >= streamTicketsPerPrincipal {
+		t.sweep(now, maps.Keys(t.owned[owner]))
+	}
+	if n := len(t.owned[owner]); n >= streamTicketsPerPrincipal {
+		return time.Time{}, reqErrorf(errTooManyStreams, "this credential holds %d stream tickets, waiting or in use, the most one credential may; use them or retry in a minute", n)
+	}
 	if len(t.m) >= streamTicketsMax {
-		for h, st := range t.m {
-			if !st.streaming && !now.Before(st.expires) {
-				delete(t.m, h)
-			}
-		}
+		t.sweep(now, maps.Keys(t.m))
 	}
 	if len(t.m) >= streamTicketsMax {
 		return time.Time{}, reqErrorf(errTooManyStreams, "%d stream tickets are waiting to be used, the most this server keeps; retry in a minute", len(t.m))
 	}
 	exp := now.Add(streamTicketTTL)
-	t.m[sha256.Sum256([]byte(ticket))] = streamTicket{cred: cred, db: db, expires: exp}
+	h := sha256.Sum256([]byte(ticket))
+	t.m[h] = streamTicket{cred: cred, owner: owner, db: db, expires: exp}
+	if t.owned[owner] == nil {
+		t.owned[owner] = map[[32]byte]struct{}{}
+	}
+	t.owned[owner][h] = struct{}{}
 	return exp, nil
+}
+
+// sweep drops the tickets among hs that expired waiting. t.mu is held.
+func (t *streamTickets) sweep(now time.Time, hs iter.Seq[[32]byte]) {
+	for h := range hs {
+		if st := t.m[h]; !st.streaming && !now.Before(st.expires) {
+			t.drop(h)
+		}
+	}
+}
+
+// drop forgets ticket h. t.mu is held.
+func (t *streamTickets) drop(h [32]byte) {
+	owner := t.m[h].owner
+	delete(t.m, h)
+	if delete(t.owned[owner], h); len(t.owned[owner]) == 0 {
+		delete(t.owned, owner)
+	}
 }
 
 // redeem uses ticket for the change feed of db and returns the
@@ -88,10 +130,10 @@ func (t *streamTickets) redeem(ticket, db string, stream bool) (cred string, rel
 	case !ok || st.streaming:
 		return "", nil, false
 	case st.db != db || !t.now().Before(st.expires):
-		delete(t.m, h)
+		t.drop(h)
 		return "", nil, false
 	case !stream:
-		delete(t.m, h)
+		t.drop(h)
 		return st.cred, func() {}, true
 	}
 	st.streaming = true
@@ -112,7 +154,7 @@ type streamTicketAnswer struct {
 
 // handleStreamTicket serves POST /api/databases/{db}/changes/ticket: a
 // ticket for one request of the change feed of db as the caller.
-func (s *restServer) handleStreamTicket(w http.ResponseWriter, r *http.Request, _ principal) error {
+func (s *restServer) handleStreamTicket(w http.ResponseWriter, r *http.Request, p principal) error {
 	db := r.PathValue("db")
 	if err := validateDBName(db); err != nil {
 		return err
@@ -125,7 +167,7 @@ func (s *restServer) handleStreamTicket(w http.ResponseWriter, r *http.Request, 
 	if err != nil {
 		return err
 	}
-	exp, err := s.tickets.issue(ticket, bearer(r), db)
+	exp, err := s.tickets.issue(ticket, bearer(r), p.clientID, db)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -160,7 +161,7 @@ func TestStreamTicketWithoutFeed(t *testing.T) {
 func TestStreamTicketExpiry(t *testing.T) {
 	now := time.Unix(1e9, 0)
 	st := newStreamTickets(func() time.Time { return now })
-	if _, err := st.issue("t1", "cred", "chat"); err != nil {
+	if _, err := st.issue("t1", "cred", "key1", "chat"); err != nil {
 		t.Fatal(err)
 	}
 	now = now.Add(streamTicketTTL)
@@ -168,15 +169,15 @@ func TestStreamTicketExpiry(t *testing.T) {
 		t.Error("a ticket redeemed at its expiry")
 	}
 	for i := range streamTicketsMax {
-		if _, err := st.issue(string(rune(i))+"x", "cred", "chat"); err != nil {
+		if _, err := st.issue(string(rune(i))+"x", "cred", manyOwners(i), "chat"); err != nil {
 			t.Fatalf("ticket %d: %v", i, err)
 		}
 	}
-	if _, err := st.issue("over", "cred", "chat"); err == nil {
+	if _, err := st.issue("over", "cred", "newcomer", "chat"); err == nil {
 		t.Error("a ticket beyond the budget of valid ones")
 	}
 	now = now.Add(streamTicketTTL)
-	if _, err := st.issue("later", "cred", "chat"); err != nil {
+	if _, err := st.issue("later", "cred", "key1", "chat"); err != nil {
 		t.Errorf("a ticket once the others expired: %v", err)
 	}
 	if cred, _, ok := st.redeem("later", "chat", false); !ok || cred != "cred" {
@@ -191,7 +192,7 @@ func TestStreamTicketExpiry(t *testing.T) {
 func TestStreamTicketReconnects(t *testing.T) {
 	now := time.Unix(1e9, 0)
 	st := newStreamTickets(func() time.Time { return now })
-	st.issue("t1", "cred", "chat")
+	st.issue("t1", "cred", "key1", "chat")
 	_, release, ok := st.redeem("t1", "chat", true)
 	if !ok {
 		t.Fatal("a new ticket refused for an event stream")
@@ -201,7 +202,7 @@ func TestStreamTicketReconnects(t *testing.T) {
 	}
 	now = now.Add(10 * streamTicketTTL) // a long stream outlives the first minute
 	for i := range streamTicketsMax {   // and the store's sweep of expired tickets
-		st.issue(fmt.Sprint(i), "cred", "chat")
+		st.issue(fmt.Sprint(i), "cred", manyOwners(i), "chat")
 	}
 	release()
 	now = now.Add(streamTicketTTL - time.Second)
@@ -214,11 +215,92 @@ func TestStreamTicketReconnects(t *testing.T) {
 	if _, _, ok := st.redeem("t1", "chat", true); ok {
 		t.Error("a ticket reconnected a minute after its stream ended")
 	}
-	st.issue("t2", "cred", "chat")
+	st.issue("t2", "cred", "key1", "chat")
 	if _, _, ok := st.redeem("t2", "chat", false); !ok {
 		t.Fatal("a new ticket refused for a page")
 	}
 	if _, _, ok := st.redeem("t2", "chat", true); ok {
 		t.Error("a ticket used for a page opened a stream after it")
+	}
+}
+
+// manyOwners spreads the tickets numbered i over principals, each given
+// streamTicketsPerPrincipal of them: streamTicketsMax tickets fill the
+// store without any principal's budget refusing one.
+func manyOwners(i int) string {
+	return fmt.Sprint("key", i/streamTicketsPerPrincipal)
+}
+
+// TestStreamTicketsPerPrincipal: a principal holding its budget of
+// tickets, waiting or held by open streams, gets no more until some
+// expire, while another principal still gets one; a stream's ticket
+// counts while the stream is open.
+func TestStreamTicketsPerPrincipal(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	st := newStreamTickets(func() time.Time { return now })
+	for i := range streamTicketsPerPrincipal {
+		if _, err := st.issue(fmt.Sprint("a", i), "credA", "keyA", "chat"); err != nil {
+			t.Fatalf("ticket %d of keyA: %v", i, err)
+		}
+	}
+	_, release, ok := st.redeem("a0", "chat", true)
+	if !ok {
+		t.Fatal("keyA's ticket refused for an event stream")
+	}
+	if _, err := st.issue("a-over", "credA", "keyA", "chat"); !errors.Is(err, errTooManyStreams) {
+		t.Errorf("keyA's ticket beyond its budget: %v, want %v", err, errTooManyStreams)
+	}
+	if _, err := st.issue("b0", "credB", "keyB", "chat"); err != nil {
+		t.Errorf("keyB's first ticket while keyA holds its budget: %v", err)
+	}
+	if cred, _, ok := st.redeem("b0", "chat", false); !ok || cred != "credB" {
+		t.Errorf("keyB's ticket redeemed = %q %v, want credB", cred, ok)
+	}
+	// The waiting ones expire; the stream's stays held while it is open.
+	now = now.Add(streamTicketTTL)
+	for i := 1; i < streamTicketsPerPrincipal; i++ {
+		if _, err := st.issue(fmt.Sprint("a-later", i), "credA", "keyA", "chat"); err != nil {
+			t.Fatalf("keyA's ticket %d once its waiting ones expired: %v", i, err)
+		}
+	}
+	if _, err := st.issue("a-over2", "credA", "keyA", "chat"); !errors.Is(err, errTooManyStreams) {
+		t.Errorf("keyA's ticket beyond its budget with one stream open: %v, want %v", err, errTooManyStreams)
+	}
+	release()
+	if cred, _, ok := st.redeem("a0", "chat", false); !ok || cred != "credA" {
+		t.Errorf("keyA's stream ticket after its stream ended = %q %v, want credA", cred, ok)
+	}
+	if _, err := st.issue("a-after", "credA", "keyA", "chat"); err != nil {
+		t.Errorf("keyA's ticket once one of its tickets was spent: %v", err)
+	}
+}
+
+// TestStreamTicketBudgetAttacker: a read-only API key takes every stream
+// ticket it may, and through its sessions too (they are the same
+// principal); the next answers 429 with one sentence, and another key
+// still gets a ticket and follows the feed with it.
+func TestStreamTicketBudgetAttacker(t *testing.T) {
+	n, _ := startDefault(t)
+	putNodeETag(t, n, "chat", "a", 1)
+	attacker := createKeyHTTP(t, n, `{"name":"attacker","permissions":["read"]}`)
+	victim := createKeyHTTP(t, n, `{"name":"victim","permissions":["read"]}`)
+	code, out, _ := n.call("POST", "/api/login", "", map[string]string{"key": attacker.Secret})
+	var g sessionGrant
+	if json.Unmarshal(out, &g); code != 200 || g.Token == "" {
+		t.Fatalf("login with the attacker's key = %d %s", code, out)
+	}
+	for i := range streamTicketsPerPrincipal {
+		newTicket(t, n, []string{attacker.Secret, g.Token}[i%2], "chat")
+	}
+	for _, cred := range []string{attacker.Secret, g.Token} {
+		code, out, _ := n.call("POST", "/api/databases/chat/changes/ticket", cred, nil)
+		var e struct{ Error string }
+		if json.Unmarshal(out, &e); code != 429 || !strings.Contains(e.Error, "the most one credential may") {
+			t.Errorf("the attacker's ticket beyond its budget = %d %s, want 429 saying so", code, out)
+		}
+	}
+	tk := newTicket(t, n, victim.Secret, "chat")
+	if code, out, _ := n.call("GET", "/api/databases/chat/changes?ticket="+tk, "", nil); code != 200 || !strings.Contains(string(out), `"key":"a"`) {
+		t.Errorf("the victim's feed by ticket = %d %s, want 200 with the change of a", code, out)
 	}
 }
