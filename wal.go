@@ -94,9 +94,10 @@ const (
 	// 2 record for damage and stops: a downgrade checkpoints first (a
 	// clean stop does).
 	walVersionObjects = 2
-	// walMaxPayload bounds a frame: larger than any entity envelope
-	// (-max-document-size is at most 64 MiB), small enough that a damaged
-	// length field cannot make a reader allocate without limit.
+	// walMaxPayload bounds a frame: larger than the envelope of a
+	// document of up to 64 MiB, small enough that
+	// a damaged length field cannot make a reader allocate without limit.
+	// A larger record is refused with 413 (walLog.append).
 	walMaxPayload = 80 << 20
 )
 

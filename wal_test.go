@@ -1397,19 +1397,33 @@ func TestWALCheckpointKeepsUnwrittenVersions(t *testing.T) {
 }
 
 // TestWALRefusesOversizedRecord: a record larger than a replay reads
-// back as a frame (a document near the limit with its versions) is
-// refused with 413 before anything is logged.
+// back as a frame is refused with 413 before anything is logged, with a
+// sentence true of it: a document near the limit with its versions, or
+// one past it alone (under a -max-document-size raised above it).
 func TestWALRefusesOversizedRecord(t *testing.T) {
-	st := newTestFSStore(t)
-	l := openTestWAL(t, st, "w1")
 	half := make([]byte, walMaxPayload/2)
-	rec := versionsRec(half, map[int64][]byte{1: half, -1: []byte("i")})
-	err := l.write(rec)
-	if !errors.Is(err, errTooLarge) {
-		t.Fatalf("write of a %d-byte record = %v, want errTooLarge", rec.payloadSize(), err)
-	}
-	if recs := liveRecords(t, l); len(recs) != 0 {
-		t.Errorf("the refused record was logged: %d records", len(recs))
+	for _, c := range []struct {
+		name     string
+		rec      *walRecord
+		versions bool
+	}{
+		{"with versions", versionsRec(half, map[int64][]byte{1: half, -1: []byte("i")}), true},
+		{"alone", putRec("db", "k", make([]byte, walMaxPayload+1)), false},
+	} {
+		l := openTestWAL(t, newTestFSStore(t), "w1")
+		err := l.write(c.rec)
+		if !errors.Is(err, errTooLarge) {
+			t.Fatalf("%s: write of a %d-byte record = %v, want errTooLarge", c.name, c.rec.payloadSize(), err)
+		}
+		if got := strings.Contains(err.Error(), "with its versions"); got != c.versions {
+			t.Errorf("%s: sentence %q names versions: %v, want %v", c.name, err, got, c.versions)
+		}
+		if !strings.Contains(err.Error(), fmt.Sprint(c.rec.payloadSize())) {
+			t.Errorf("%s: sentence %q does not name the record's %d bytes", c.name, err, c.rec.payloadSize())
+		}
+		if recs := liveRecords(t, l); len(recs) != 0 {
+			t.Errorf("%s: the refused record was logged: %d records", c.name, len(recs))
+		}
 	}
 }
 

@@ -543,3 +543,35 @@ func TestWALBackupDuringWrites(t *testing.T) {
 	}
 	t.Logf("%d writes acknowledged before the backup began, %d missing from it", len(before), missing)
 }
+
+// TestWALRecordTooLargeBinary: with -rest-max-body-size and
+// -max-document-size raised above the write-ahead log's largest record, a
+// document past it alone, or one half its size with its version, answers
+// 413 with a sentence true of it (only the second names versions), and
+// neither is stored.
+func TestWALRecordTooLargeBinary(t *testing.T) {
+	const limit = "100000000"
+	n, _ := startDefault(t, "-rest-max-body-size="+limit, "-max-document-size="+limit,
+		"-max-response-bytes="+limit, "-max-inflight-read-bytes="+limit)
+	if code, out, _ := n.call("PUT", "/api/databases/vdb", testAdminKey, `{"max_versions":2}`); code != 200 {
+		t.Fatalf("PUT /api/databases/vdb = %d %s", code, out)
+	}
+	for _, c := range []struct {
+		db       string
+		size     int
+		versions bool
+	}{
+		{"plain", walMaxPayload + 1024, false},
+		{"vdb", walMaxPayload/2 + 1024, true},
+	} {
+		code, out, _ := n.call("PUT", "/entity/"+c.db, testAdminKey, map[string]string{"big": strings.Repeat("x", c.size)})
+		var e struct{ Error string }
+		if json.Unmarshal(out, &e); code != 413 || !strings.Contains(e.Error, "write-ahead log") ||
+			strings.Contains(e.Error, "with its versions") != c.versions {
+			t.Errorf("PUT %s of %d bytes = %d %s, want 413 naming the log, versions: %v", c.db, c.size, code, out, c.versions)
+		}
+		if code, _, _ := n.call("GET", "/entity/"+c.db+"?key=big", testAdminKey, nil); code != 404 {
+			t.Errorf("GET %s/big after the refused write = %d, want 404", c.db, code)
+		}
+	}
+}

@@ -295,11 +295,16 @@ func (l *walLog) generation() uint64 {
 // caller then writes the entity file and reports it (done).
 func (l *walLog) append(rec *walRecord) (*walSegment, error) {
 	if n := rec.payloadSize(); n > walMaxPayload {
-		// A replay would take a larger frame for damage. Only a document
+		// A replay would take a larger frame for damage. A document
 		// near the limit with versions on (two or three envelopes in one
-		// record) gets here.
-		return nil, reqErrorf(errTooLarge, "the write of entity %q with its versions takes %d bytes in the write-ahead log, more than its %d: store a smaller document",
-			rec.Key, n, walMaxPayload)
+		// record) gets here, or one past it alone under a
+		// -max-document-size raised above it.
+		what := fmt.Sprintf("the write of entity %q", rec.Key)
+		if len(rec.Objects) > 0 {
+			what += " with its versions"
+		}
+		return nil, reqErrorf(errTooLarge, "%s takes %d bytes in the write-ahead log, more than its %d: store a smaller document",
+			what, n, walMaxPayload)
 	}
 	l.mu.Lock()
 	if err := l.refusing(); err != nil {
