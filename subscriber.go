@@ -70,6 +70,7 @@ func (s *subscriber) run(ctx context.Context) error {
 	client := pb.NewMainWorkerClient(conn)
 	failures := 0
 	for ctx.Err() == nil {
+		was := conn.GetState()
 		sub, err := s.subscribe(ctx, client)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -77,7 +78,7 @@ func (s *subscriber) run(ctx context.Context) error {
 			}
 			failures++
 			s.log.Warn("subscribe failed; retrying", attrAddr, s.mainAddr, attrErr, err, "attempt", failures)
-			if s.awaitRetry(ctx, conn, failures) {
+			if s.awaitRetry(ctx, conn, was, failures) {
 				// A new connection, perhaps to a restarted main
 				// worker: the backoff starts over.
 				failures = 0
@@ -100,13 +101,19 @@ func (s *subscriber) run(ctx context.Context) error {
 
 // awaitRetry waits before the subscription attempt after n failures: the
 // backoff's delay, cut short when conn becomes ready, which it then
-// reports. Only a change to ready counts: a connection that was ready
-// all along leads to a main worker that refuses, and the backoff spaces
-// the attempts. ctx's end ends the wait.
-func (s *subscriber) awaitRetry(ctx context.Context, conn *grpc.ClientConn, n int) (reconnected bool) {
+// reports. Only a change to ready counts, since the attempt began (was
+// is the state then: the connection may have come back while the
+// attempt failed) or during the wait: a connection that was ready all
+// along leads to a main worker that refuses, and the backoff spaces the
+// attempts. ctx's end ends the wait.
+func (s *subscriber) awaitRetry(ctx context.Context, conn *grpc.ClientConn, was connectivity.State, n int) (reconnected bool) {
 	ctx, cancel := context.WithTimeout(ctx, s.retry.delay(n))
 	defer cancel()
-	for st := conn.GetState(); ; {
+	st := conn.GetState()
+	if st == connectivity.Ready && was != connectivity.Ready {
+		return true
+	}
+	for {
 		if st == connectivity.Idle {
 			conn.Connect()
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 )
 
@@ -93,10 +94,11 @@ func TestMainRestartWritesResume(t *testing.T) {
 
 // TestAwaitRetryReconnected: a worker that failed to subscribe waits its
 // backoff's delay, unless its connection to the main worker becomes ready
-// meanwhile: a main worker back from a restart, down for a while, is
-// subscribed to at once (awaitRetry reports it, and the worker's
-// backoff starts over). A connection ready all along does not cut the
-// delay short: a main worker that answers and refuses is not hammered.
+// meanwhile, or did while the attempt failed: a main worker back from a
+// restart, down for a while, is subscribed to at once (awaitRetry reports
+// it, and the worker's backoff starts over). A connection ready all along
+// does not cut the delay short: a main worker that answers and refuses is
+// not hammered.
 func TestAwaitRetryReconnected(t *testing.T) {
 	fd, addr := boundSocket(t)
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithConnectParams(subscribeReconnect))
@@ -131,7 +133,7 @@ func TestAwaitRetryReconnected(t *testing.T) {
 		gs.Serve(l)
 	}()
 	start := time.Now()
-	if !s.awaitRetry(context.Background(), conn, 1) {
+	if !s.awaitRetry(context.Background(), conn, connectivity.TransientFailure, 1) {
 		t.Fatalf("awaitRetry = false after %v, want true once the server listens", time.Since(start))
 	}
 	if d, limit := time.Since(start), downFor+scaled(3*time.Second); d > limit {
@@ -139,11 +141,16 @@ func TestAwaitRetryReconnected(t *testing.T) {
 	}
 	s.retry = backoff{base: 300 * time.Millisecond, max: 300 * time.Millisecond, jitter: full}
 	start = time.Now()
-	if s.awaitRetry(context.Background(), conn, 1) {
+	if s.awaitRetry(context.Background(), conn, connectivity.Ready, 1) {
 		t.Error("awaitRetry = true on a connection ready all along, want false")
 	}
 	if d := time.Since(start); d < 300*time.Millisecond {
 		t.Errorf("awaitRetry on a connection ready all along returned after %v, want the backoff's 300ms", d)
+	}
+	// Ready by the time the attempt failed, not when it began: at once.
+	start = time.Now()
+	if !s.awaitRetry(context.Background(), conn, connectivity.Connecting, 1) {
+		t.Errorf("awaitRetry = false on a connection that became ready during the attempt, after %v; want true", time.Since(start))
 	}
 }
 
