@@ -14,9 +14,11 @@ import (
 
 	"google.golang.org/grpc"
 	grpcbackoff "google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	grpccreds "google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 
 	pb "deltadatabase/proto"
 )
@@ -78,7 +80,10 @@ func (s *subscriber) run(ctx context.Context) error {
 			}
 			failures++
 			s.log.Warn("subscribe failed; retrying", attrAddr, s.mainAddr, attrErr, err, "attempt", failures)
-			if s.awaitRetry(ctx, conn, was, failures) {
+			// Failed on a connection that was not ready: it may be
+			// ready by now.
+			onConn := was != connectivity.Ready && status.Code(err) == codes.Unavailable
+			if s.awaitRetry(ctx, conn, onConn, failures) {
 				// A new connection, perhaps to a restarted main
 				// worker: the backoff starts over.
 				failures = 0
@@ -101,29 +106,24 @@ func (s *subscriber) run(ctx context.Context) error {
 
 // awaitRetry waits before the subscription attempt after n failures: the
 // backoff's delay, cut short when conn becomes ready, which it then
-// reports. Only a change to ready counts, since the attempt began (was
-// is the state then: the connection may have come back while the
-// attempt failed) or during the wait: a connection that was ready all
-// along leads to a main worker that refuses, and the backoff spaces the
-// attempts. ctx's end ends the wait.
-func (s *subscriber) awaitRetry(ctx context.Context, conn *grpc.ClientConn, was connectivity.State, n int) (reconnected bool) {
+// reports. Only a change to ready counts: during the wait, or during the
+// attempt when it failed on the connection (onConn). A connection that
+// was ready all along leads to a main worker that answers and refuses, and
+// the backoff spaces the attempts; so does one it closes, which the wait
+// does not reopen. ctx's end ends the wait.
+func (s *subscriber) awaitRetry(ctx context.Context, conn *grpc.ClientConn, onConn bool, n int) (reconnected bool) {
 	ctx, cancel := context.WithTimeout(ctx, s.retry.delay(n))
 	defer cancel()
 	st := conn.GetState()
-	if st == connectivity.Ready && was != connectivity.Ready {
+	if onConn && st == connectivity.Ready {
 		return true
 	}
-	for {
-		if st == connectivity.Idle {
-			conn.Connect()
-		}
-		if !conn.WaitForStateChange(ctx, st) {
-			return false
-		}
+	for conn.WaitForStateChange(ctx, st) {
 		if st = conn.GetState(); st == connectivity.Ready {
 			return true
 		}
 	}
+	return false
 }
 
 // dial connects to the main worker over TLS, checking its certificate

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 )
 
@@ -133,7 +132,7 @@ func TestAwaitRetryReconnected(t *testing.T) {
 		gs.Serve(l)
 	}()
 	start := time.Now()
-	if !s.awaitRetry(context.Background(), conn, connectivity.TransientFailure, 1) {
+	if !s.awaitRetry(context.Background(), conn, true, 1) {
 		t.Fatalf("awaitRetry = false after %v, want true once the server listens", time.Since(start))
 	}
 	if d, limit := time.Since(start), downFor+scaled(3*time.Second); d > limit {
@@ -141,15 +140,15 @@ func TestAwaitRetryReconnected(t *testing.T) {
 	}
 	s.retry = backoff{base: 300 * time.Millisecond, max: 300 * time.Millisecond, jitter: full}
 	start = time.Now()
-	if s.awaitRetry(context.Background(), conn, connectivity.Ready, 1) {
+	if s.awaitRetry(context.Background(), conn, false, 1) {
 		t.Error("awaitRetry = true on a connection ready all along, want false")
 	}
 	if d := time.Since(start); d < 300*time.Millisecond {
 		t.Errorf("awaitRetry on a connection ready all along returned after %v, want the backoff's 300ms", d)
 	}
-	// Ready by the time the attempt failed, not when it began: at once.
+	// An attempt that failed on the connection, ready by now: at once.
 	start = time.Now()
-	if !s.awaitRetry(context.Background(), conn, connectivity.Connecting, 1) {
+	if !s.awaitRetry(context.Background(), conn, true, 1) {
 		t.Errorf("awaitRetry = false on a connection that became ready during the attempt, after %v; want true", time.Since(start))
 	}
 }
