@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -319,10 +320,11 @@ func TestChangesKeepAliveBinary(t *testing.T) {
 // log (filesystem storage by default) only the owner holds the writes its
 // log has not applied yet, so the read waits for the owner. Once the link
 // flows again every held read is answered. The read budget is raised
-// past 64 documents: each read in flight holds room for the largest
-// document (-max-document-size), so with the defaults the 64 reads held
-// at the owner would hold all of -max-inflight-read-bytes and the read
-// would wait for room instead (README "Several workers").
+// past 128 documents: each read in flight holds room for the largest
+// document (-max-document-size) in its owner's share, half of
+// -max-inflight-read-bytes, so with the defaults 32 reads held at the
+// owner would fill its share and the owner would never have 64 calls in
+// flight (README "Several workers"; TestStoppedWorkerBinary).
 func TestSaturatedOwnerFallbackBinary(t *testing.T) {
 	for _, wal := range []bool{false, true} {
 		t.Run(fmt.Sprint("wal=", wal), func(t *testing.T) { saturatedOwnerRead(t, wal) })
@@ -399,6 +401,111 @@ func saturatedOwnerRead(t *testing.T, wal bool) {
 			}
 		case <-time.After(scaled(30 * time.Second)):
 			t.Fatal("the reads held at the owner were not answered once its link flowed")
+		}
+	}
+}
+
+// TestStoppedWorkerBinary: with main + 2 workers and the default read
+// budget, a worker stopped (SIGSTOP) while 100 reads of its entities are
+// under way holds half the budget at most: reads of the other worker's
+// entities, its cache's hits, go on answering at once. The stopped
+// worker's reads are answered within the bound (the main worker's
+// keepalive closes the silent link; each read goes to the other worker
+// once the stopped one's log is taken over), never left hanging. After
+// SIGCONT the worker subscribes again and every entity reads back.
+func TestStoppedWorkerBinary(t *testing.T) {
+	c := startCluster(t, "w1", "w2")
+	byOwner := map[int][]string{}
+	for i := 0; len(byOwner[0]) < 10 || len(byOwner[1]) < 1; i++ {
+		k := fmt.Sprint("k", i)
+		owner := rendezvousOrder("stop", k, []string{"w1", "w2"})[0]
+		byOwner[owner] = append(byOwner[owner], k)
+	}
+	docs := map[string]string{}
+	for _, k := range append(byOwner[0], byOwner[1]...) {
+		docs[k] = "v-" + k
+	}
+	if code, body, _ := c.main.call("PUT", "/entity/stop", testAdminKey, docs); code != 200 {
+		t.Fatalf("PUT = %d %s", code, body)
+	}
+	other := byOwner[1][0] // w2's: in its cache from the PUT
+	w1 := c.workers["w1"]
+	if err := w1.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	defer func() {
+		if stopped {
+			w1.cmd.Process.Signal(syscall.SIGCONT)
+		}
+	}()
+	const reads = 100
+	type answer struct {
+		code int
+		took time.Duration
+		err  error
+	}
+	answers := make(chan answer, reads)
+	for i := range reads {
+		key := byOwner[0][i%len(byOwner[0])]
+		go func() {
+			start := time.Now()
+			code, body, err := tryCall("GET", c.main.base+"/entity/stop?key="+key, testAdminKey, nil)
+			if err == nil && code == 200 && string(body) != fmt.Sprintf("%q", docs[key]) {
+				err = fmt.Errorf("GET %s = %s, want %q", key, body, docs[key])
+			}
+			answers <- answer{code, time.Since(start), err}
+		}()
+	}
+	// Half the budget's room is 32 reads of the largest document.
+	w := newWait(t, "32 reads in flight to the stopped w1", 10*time.Second)
+	for inFlight(c, "w1") < 32 {
+		if w.over() {
+			t.Fatalf("w1 has %d calls in flight: %v", inFlight(c, "w1"), w)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); {
+		start := time.Now()
+		ch := make(chan int, 1)
+		go func() {
+			code, _, _ := tryCall("GET", c.main.base+"/entity/stop?key="+other, testAdminKey, nil)
+			ch <- code
+		}()
+		select {
+		case code := <-ch:
+			if code != 200 {
+				t.Errorf("GET of w2's entity while w1 is stopped = %d, want 200", code)
+			}
+		case <-time.After(scaled(time.Second)):
+			t.Fatalf("GET of w2's entity waits (over %v) while %d reads wait at the stopped w1", time.Since(start), reads)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The bound: the keepalive (callPingAfter + callPingTimeout) after the
+	// link's last byte, then the retry; or callWait, then 503.
+	bound := scaled(callWait + 10*time.Second)
+	codes := map[int]int{}
+	var slowest time.Duration
+	for range reads {
+		select {
+		case a := <-answers:
+			if a.err != nil || a.code != 200 && a.code != 503 {
+				t.Errorf("a read of the stopped w1's entity = %d %v, want 200 or 503", a.code, a.err)
+			}
+			codes[a.code]++
+			slowest = max(slowest, a.took)
+		case <-time.After(bound):
+			t.Fatalf("reads of the stopped w1's entities still unanswered after %v (answered so far: %v)", bound, codes)
+		}
+	}
+	t.Logf("reads of the stopped worker's entities: %v, the slowest after %v", codes, slowest.Round(time.Millisecond))
+	w1.cmd.Process.Signal(syscall.SIGCONT)
+	stopped = false
+	c.waitWorkers(30*time.Second, "w1", "w2")
+	for k, v := range docs {
+		if code, body, _ := c.main.call("GET", "/entity/stop?key="+k, testAdminKey, nil); code != 200 || string(body) != fmt.Sprintf("%q", v) {
+			t.Errorf("GET %s after SIGCONT = %d %s, want %q", k, code, body, v)
 		}
 	}
 }

@@ -88,6 +88,12 @@ func (b budgets) response() int64 {
 func (b budgets) inflightRead() int64 {
 	return max(cmp.Or(b.maxInflightRead, defaultMaxInflightRead), b.document())
 }
+
+// readShare is the most of the in-flight read budget that the reads of
+// one worker's entities hold while they wait for its answers, when
+// several workers share the entities: half of it, never under one
+// document (ARCHITECTURE.md, "Placement").
+func (b budgets) readShare() int64 { return max(b.inflightRead()/2, b.document()) }
 func (b budgets) validation() time.Duration {
 	return cmp.Or(b.validationTimeout, defaultValidationTimeout)
 }
@@ -551,9 +557,22 @@ func newByteBudget(capacity int64) *byteBudget {
 // acquire takes n bytes (at most the capacity), waiting for room until
 // ctx ends. It takes nothing when it returns an error.
 func (b *byteBudget) acquire(ctx context.Context, n int64) error {
+	return b.acquireWithin(ctx, n, 0)
+}
+
+// acquireWithin is acquire waiting for room wait at most (0: no limit
+// but ctx); past it, the error is errUnavailable. The timer is set only
+// when the room is not there at once.
+func (b *byteBudget) acquireWithin(ctx context.Context, n int64, wait time.Duration) error {
 	n = min(n, b.capacity)
 	if b.waiting.Load() == 0 && b.take(n) {
 		return nil
+	}
+	var timeout <-chan time.Time
+	if wait > 0 {
+		tm := time.NewTimer(wait)
+		defer tm.Stop()
+		timeout = tm.C
 	}
 	w := &budgetWaiter{n: n, ready: make(chan struct{})}
 	b.mu.Lock()
@@ -562,22 +581,26 @@ func (b *byteBudget) acquire(ctx context.Context, n int64) error {
 	// nobody waiting, is handed out here (wake stores waiting first).
 	b.wake()
 	b.mu.Unlock()
+	why := error(nil)
 	select {
 	case <-w.ready:
 		return nil
 	case <-ctx.Done():
+		why = ctx.Err()
+	case <-timeout:
+		why = fmt.Errorf("no room after %v: %w", wait, errUnavailable)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	select {
 	case <-w.ready:
-		// Granted while ctx ended: give the bytes back.
+		// Granted while giving up: give the bytes back.
 		b.used.Add(-n)
 	default:
 		b.waiters = slices.DeleteFunc(b.waiters, func(x *budgetWaiter) bool { return x == w })
 	}
 	b.wake()
-	return fmt.Errorf("wait for %d bytes of the read budget: %w", n, ctx.Err())
+	return fmt.Errorf("wait for %d bytes of the read budget: %w", n, why)
 }
 
 // take takes n bytes if they fit, in one atomic step.

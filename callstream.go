@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
 	grpcproto "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -103,16 +104,41 @@ const (
 
 // callLinkDialOptions are the options of the main worker's connection to
 // a worker, beyond grpcDialOptions.
+// It pings a link that has sent nothing for callPingAfter and closes it
+// when callPingTimeout passes without a byte back: a worker stopped
+// (SIGSTOP) or a network that drops its packets leaves the TCP
+// connection up, and the calls on it would wait for callWait each; with
+// the connection closed they fail as transport failures, retried on the
+// next worker.
 func callLinkDialOptions() []grpc.DialOption {
-	return []grpc.DialOption{grpc.WithInitialWindowSize(callStreamWindow), grpc.WithInitialConnWindowSize(callConnWindow)}
+	return []grpc.DialOption{grpc.WithInitialWindowSize(callStreamWindow), grpc.WithInitialConnWindowSize(callConnWindow),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: callPingAfter, Timeout: callPingTimeout, PermitWithoutStream: true})}
 }
+
+// Keepalive of the main worker's links to its workers.
+const (
+	// callPingAfter is gRPC's least client ping interval (it raises a
+	// lower one).
+	callPingAfter = 10 * time.Second
+	// callPingTimeout is as long as a worker's heartbeats may stop
+	// before it leaves the rotation.
+	callPingTimeout = heartbeatMisses * heartbeatEvery
+	// callMinPing is the least ping interval a worker's server takes
+	// from the main worker: below callPingAfter, so that pings a little
+	// early by the clocks are not refused as a flood (which closes the
+	// link).
+	callMinPing = callPingAfter / 2
+)
 
 // callServerOptions are the options of a worker's gRPC server, which
 // serves the Calls streams, beyond the others of every server of ours:
-// callCodec and the windows above.
+// callCodec, the windows above and, replacing grpcKeepalive's, a ping
+// policy that takes the main worker's keepalive. They go after the
+// others: gRPC keeps the last of an option given twice.
 func callServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{grpc.ForceServerCodecV2(callCodec{}),
-		grpc.InitialWindowSize(callStreamWindow), grpc.InitialConnWindowSize(callConnWindow)}
+		grpc.InitialWindowSize(callStreamWindow), grpc.InitialConnWindowSize(callConnWindow),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: callMinPing, PermitWithoutStream: true})}
 }
 
 // callSigner numbers and seals the messages of a link's streams: the
@@ -160,6 +186,8 @@ type outCall struct {
 type callLink struct {
 	id     string
 	client pb.ProcessingWorkerClient
+	// wait bounds a call whose context has no deadline: callWait.
+	wait   time.Duration
 	ctx    context.Context
 	cancel context.CancelFunc
 	// wg counts the goroutines of the link: each stream's receiver and
@@ -175,7 +203,7 @@ type callLink struct {
 // before the first call.
 func newCallLink(id string, client pb.ProcessingWorkerClient) *callLink {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &callLink{id: id, client: client, ctx: ctx, cancel: cancel}
+	return &callLink{id: id, client: client, wait: callWait, ctx: ctx, cancel: cancel}
 }
 
 // close ends the link's streams (calls in flight fail as transport
@@ -308,8 +336,10 @@ func (l *callLink) ended(cs *callStream, err error) {
 	waiting := cs.pending
 	cs.pending = nil
 	cs.mu.Unlock()
+	// The calls waiting were sent: the worker may have run them.
+	lost := fmt.Errorf("%w, with the call under way: %w", fail, errCallLost)
 	for _, ch := range waiting {
-		ch <- callAnswer{err: fail}
+		ch <- callAnswer{err: lost}
 	}
 	cs.cancel()
 }
@@ -317,8 +347,16 @@ func (l *callLink) ended(cs *callStream, err error) {
 // call sends req on the link's stream, numbered and sealed by sg, and
 // waits for its answer, for the stream's end or for ctx.
 func (l *callLink) call(ctx context.Context, req *pb.WorkerRequest, sg callSigner) (*pb.WorkerResponse, error) {
+	var timeout <-chan time.Time
 	if dl, ok := ctx.Deadline(); ok {
 		req.TimeoutNanos = max(1, int64(time.Until(dl)))
+	} else {
+		// No deadline of its own: bounded by callWait, on the main
+		// worker only (the cancel message ends the worker's part).
+		tm := callTimers.Get().(*time.Timer)
+		tm.Reset(l.wait)
+		defer func() { tm.Stop(); callTimers.Put(tm) }()
+		timeout = tm.C
 	}
 	cs, err := l.stream(ctx)
 	if err != nil {
@@ -329,6 +367,7 @@ func (l *callLink) call(ctx context.Context, req *pb.WorkerRequest, sg callSigne
 		cs.lead(sg)
 	}
 	for {
+		giveUp := error(nil)
 		select {
 		case a := <-c.ch:
 			if a.lead {
@@ -342,17 +381,40 @@ func (l *callLink) call(ctx context.Context, req *pb.WorkerRequest, sg callSigne
 			}
 			return a.resp, a.err
 		case <-ctx.Done():
-			seq, lead := cs.abandon(c)
-			if lead {
-				cs.lead(sg)
-			}
-			if seq != 0 && cs.forget(seq) {
-				l.spawn(func() { cs.sendCancel(seq, sg) })
-			}
-			return nil, status.FromContextError(ctx.Err()).Err()
+			giveUp = status.FromContextError(ctx.Err()).Err()
+		case <-timeout:
+			giveUp = fmt.Errorf("worker %s: no answer within %v: %w", l.id, l.wait, errWorkerSlow)
 		}
+		seq, lead := cs.abandon(c)
+		if lead {
+			cs.lead(sg)
+		}
+		if seq != 0 && cs.forget(seq) {
+			l.spawn(func() { cs.sendCancel(seq, sg) })
+		}
+		return nil, giveUp
 	}
 }
+
+// callWait bounds a call of a worker whose context has no deadline (a
+// REST request's has none; a gRPC client's may): one whose worker does
+// not answer (stopped, a link that holds its bytes, a handler stuck on
+// storage) fails with errWorkerSlow (503) instead of holding its caller,
+// and its room in the read budget, for ever. A quarter of the REST
+// answer's limit (restWriteTimeout): a read may also wait as long for
+// room in the read budget (holdRead), and its 503 is still written in
+// time. A connection that stops answering altogether fails sooner, at
+// its keepalive (callLinkDialOptions).
+const callWait = restWriteTimeout / 4
+
+// callTimers are the timers of callWait, reused: a timer stopped under Go
+// 1.23's rules delivers nothing after, and a call's own costs a few
+// hundred nanoseconds of the hop.
+var callTimers = sync.Pool{New: func() any {
+	tm := time.NewTimer(time.Hour)
+	tm.Stop()
+	return tm
+}}
 
 // enqueue queues c to be sent; it reports whether the caller is to send
 // it (lead), no other caller being at it.

@@ -261,6 +261,24 @@ func TestCallStreamCachedReads(t *testing.T) {
 	}
 }
 
+// cancelledAndServing checks that the worker's held call ended, its
+// caller having given up (the cancel message), and that the stream goes
+// on serving.
+func (r *streamRig) cancelledAndServing(t *testing.T) {
+	t.Helper()
+	select {
+	case err := <-r.st.ended:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("the worker's call ended with %v, want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the worker's call still runs 5 s after its caller gave up")
+	}
+	if resp, err := r.op(context.Background(), pb.Operation_GET, "db", "none", nil); !errors.Is(err, errNotFound) {
+		t.Errorf("next call on the stream = %v, %v; want not found", resp, err)
+	}
+}
+
 // TestCallStreamCancel: a caller that gives up returns at once, the
 // worker's context for its call ends (the signed cancel message), and the
 // stream goes on serving; a deadline reaches the worker as one.
@@ -288,17 +306,7 @@ func TestCallStreamCancel(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the cancelled caller is still waiting after 5 s")
 	}
-	select {
-	case err := <-r.st.ended:
-		if !errors.Is(err, context.Canceled) {
-			t.Errorf("the worker's call ended with %v, want context.Canceled", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the worker's call still runs 5 s after its caller gave up")
-	}
-	if resp, err := r.op(bg, pb.Operation_GET, "db", "none", nil); !errors.Is(err, errNotFound) {
-		t.Errorf("next call on the stream = %v, %v; want not found", resp, err)
-	}
+	r.cancelledAndServing(t)
 
 	ctx, cancel = context.WithTimeout(bg, 300*time.Millisecond)
 	defer cancel()
@@ -309,6 +317,97 @@ func TestCallStreamCancel(t *testing.T) {
 	}
 	if err == nil || status.Code(err) != codes.DeadlineExceeded && !errors.Is(err, errUnavailable) {
 		t.Errorf("call past its deadline = %v, want deadline exceeded", err)
+	}
+}
+
+// TestCallStreamWait: a call with no deadline of its own whose worker
+// does not answer (its storage read held) gives up after the link's wait
+// (callWait; shortened here) with errWorkerSlow, a 503 that says a write
+// may have been applied; the worker's call ends (the cancel message) and
+// the stream goes on serving.
+func TestCallStreamWait(t *testing.T) {
+	r := newStreamRig(t)
+	r.rw.link.wait = 300 * time.Millisecond
+	bg := context.Background()
+	if _, err := r.op(bg, pb.Operation_PUT, "slow", "k", []byte(`1`)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err := r.op(bg, pb.Operation_GET, "slow", "k", nil)
+	if took := time.Since(start); took < 300*time.Millisecond || took > scaled(5*time.Second) {
+		t.Errorf("the call gave up after %v, want 300 ms", took)
+	}
+	if !errors.Is(err, errWorkerSlow) || statusOf(err) != 503 || !strings.Contains(publicMessage(err, "r1"), "did not answer in time") {
+		t.Errorf("call past the wait = %v (status %d, %q), want errWorkerSlow, 503", err, statusOf(err), publicMessage(err, "r1"))
+	}
+	<-r.st.reads
+	r.cancelledAndServing(t)
+}
+
+// TestLostWriteNotRetried: a write whose worker's link breaks while the
+// call is under way (the worker may have made it) is not run again on
+// the next worker, where a patch would apply twice and a precondition
+// fail on the write's own result: it answers 503 saying it may have been
+// applied, and the worker leaves the rotation. A read lost so is retried
+// on the next worker.
+func TestLostWriteNotRetried(t *testing.T) {
+	r := newStreamRig(t)
+	bg := context.Background()
+	var keys []string // w1's
+	for i := 0; len(keys) < 2; i++ {
+		if k := fmt.Sprint("k", i); rendezvousOrder("slow", k, []string{"w1", "w2"})[0] == 0 {
+			keys = append(keys, k)
+		}
+	}
+	key := keys[0]
+	for _, k := range keys {
+		if _, err := r.op(bg, pb.Operation_PUT, "slow", k, []byte(`{"n":[1]}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rt := newRouter(slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now, 0, nil, nil)
+	rt.add(&workerConn{id: "w1", proc: r.rw, close: func() {}})
+	rt.seen("w1", cacheStats{})
+	rt.add(&workerConn{id: "w2", proc: newTestWorker(t, "w2", r.st)})
+	patch := &pb.EntityOp{DatabaseName: "slow", EntityKey: key, Operation: pb.Operation_PATCH,
+		ContentType: jsonPatchType, Payload: []byte(`[{"op":"add","path":"/n/-","value":2}]`), MayRead: true}
+	patched, read := make(chan error, 1), make(chan error, 1)
+	go func() {
+		_, err := rt.Process(bg, patch)
+		patched <- err
+	}()
+	<-r.st.reads // at w1, under way
+	r.waitPending(t, 1)
+	go func() {
+		_, err := rt.Process(bg, &pb.EntityOp{DatabaseName: "slow", EntityKey: keys[1], Operation: pb.Operation_GET})
+		read <- err
+	}()
+	<-r.st.reads
+	r.waitPending(t, 2)
+	r.gs.Stop()
+	close(r.st.release) // the next worker's reads go through
+	select {
+	case err := <-patched:
+		if !errors.Is(err, errCallLost) || statusOf(err) != 503 || !strings.Contains(publicMessage(err, "r1"), "may or may not have been applied") {
+			t.Errorf("patch lost under way = %v (status %d), want errCallLost, 503", err, statusOf(err))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the patch still waits 5 s after its worker died")
+	}
+	select {
+	case err := <-read:
+		if err != nil {
+			t.Errorf("read lost under way = %v, want it answered by w2", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the read still waits 5 s after its worker died")
+	}
+	resp, err := rt.Process(bg, &pb.EntityOp{DatabaseName: "slow", EntityKey: key, Operation: pb.Operation_GET})
+	if err != nil || string(resp.GetResult()) != `{"n":[1]}` {
+		t.Errorf("entity after the lost patch = %s, %v; want {\"n\":[1]}: the patch ran again elsewhere", resp.GetResult(), err)
+	}
+	if c, state := rt.stateOf("w1"); c == nil || state != stateOut {
+		t.Errorf("w1 after the lost calls: in rotation, want out")
 	}
 }
 

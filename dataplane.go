@@ -162,13 +162,14 @@ func (h heldRead) release() {
 
 // readHeld reads entity key of db for an answer within the in-flight read
 // budget (-max-inflight-read-bytes): it takes room for the largest
-// document before the read, so that reads waiting for room hold no
-// memory, keeps the document's own size once read, and returns that room,
-// to be released once the document is sent. When proc is a cachedReader
-// (the router), a hit of the in-process worker's cache is answered
-// without building a call, in into when not nil (a zero response).
+// document before the read (holdRead), so that reads waiting for room hold
+// no memory, keeps the document's own size once read, and returns that
+// room, to be released once the document is sent. When proc is a
+// cachedReader (the router), a hit of the in-process worker's cache is
+// answered without building a call, in into when not nil (a zero
+// response).
 func (d *dataPlane) readHeld(ctx context.Context, db, key string, into *pb.WorkerResponse) (*pb.WorkerResponse, heldRead, error) {
-	held, err := d.holdRead(ctx, db, key)
+	room, err := d.holdRead(ctx, db, key)
 	if err != nil {
 		return nil, heldRead{}, err
 	}
@@ -180,33 +181,69 @@ func (d *dataPlane) readHeld(ctx context.Context, db, key string, into *pb.Worke
 	if !ok {
 		resp, err = d.proc.Process(ctx, &pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_GET})
 	}
-	return d.keepRead(resp, held, err)
+	return d.keepRead(resp, room, err)
 }
 
 // readHeldOp is readHeld of any read op (an entity, a version of it).
 func (d *dataPlane) readHeldOp(ctx context.Context, op *pb.EntityOp) (*pb.WorkerResponse, heldRead, error) {
-	held, err := d.holdRead(ctx, op.GetDatabaseName(), op.GetEntityKey())
+	room, err := d.holdRead(ctx, op.GetDatabaseName(), op.GetEntityKey())
 	if err != nil {
 		return nil, heldRead{}, err
 	}
 	resp, err := d.proc.Process(ctx, op)
-	return d.keepRead(resp, held, err)
+	return d.keepRead(resp, room, err)
+}
+
+// readRoom is the room a read holds while it waits for its answer: n
+// bytes of the read budget and, when its entity's owner has a share of
+// the budget (readSharer), as many of that share.
+type readRoom struct {
+	share *byteBudget
+	n     int64
+}
+
+// readSharer is a processor whose workers each have a share of the read
+// budget (the router: readShare).
+type readSharer interface {
+	// readShare returns the share of the owner of entity key of db, of
+	// capacity bytes; nil when that owner is the only worker.
+	readShare(db, key string, capacity int64) *byteBudget
 }
 
 // holdRead takes room in the read budget for the largest document before
 // a read of entity key of db, so that reads waiting for room hold no
-// memory; it returns the room taken.
-func (d *dataPlane) holdRead(ctx context.Context, db, key string) (int64, error) {
-	held := d.lim.document()
-	if err := d.reads.acquire(ctx, held); err != nil {
-		return 0, fmt.Errorf("read entity %q of %s: %w: %w", key, db, err, errUnavailable)
+// memory. With several workers it first takes as much of the entity's
+// owner's share, so that the reads waiting at an owner that stopped
+// answering hold half the budget at most, and the others go on; a read
+// waiting for room there holds nothing of the budget. Each wait lasts
+// callWait at most (then 503), as the call itself does.
+func (d *dataPlane) holdRead(ctx context.Context, db, key string) (readRoom, error) {
+	room := readRoom{n: d.lim.document()}
+	if rs, ok := d.proc.(readSharer); ok {
+		room.share = rs.readShare(db, key, d.lim.readShare())
 	}
-	return held, nil
+	if room.share != nil {
+		if err := room.share.acquireWithin(ctx, room.n, callWait); err != nil {
+			return readRoom{}, fmt.Errorf("read entity %q of %s: its worker's share: %w: %w", key, db, err, errUnavailable)
+		}
+	}
+	if err := d.reads.acquireWithin(ctx, room.n, callWait); err != nil {
+		if room.share != nil {
+			room.share.release(room.n)
+		}
+		return readRoom{}, fmt.Errorf("read entity %q of %s: %w: %w", key, db, err, errUnavailable)
+	}
+	return room, nil
 }
 
 // keepRead keeps, of the room held for a read, the size of the document
-// read (resp), or none when the read failed (err).
-func (d *dataPlane) keepRead(resp *pb.WorkerResponse, held int64, err error) (*pb.WorkerResponse, heldRead, error) {
+// read (resp), or none when the read failed (err). The owner's share is
+// given back whole: the answer is in.
+func (d *dataPlane) keepRead(resp *pb.WorkerResponse, room readRoom, err error) (*pb.WorkerResponse, heldRead, error) {
+	if room.share != nil {
+		room.share.release(room.n)
+	}
+	held := room.n
 	if err != nil {
 		d.reads.release(held)
 		return nil, heldRead{}, err

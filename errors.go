@@ -67,6 +67,15 @@ var (
 	// connection failed); such calls are retried on the next worker. It is
 	// also errUnavailable (503) when no retry is left.
 	errTransport error = workerError("worker unreachable")
+	// errCallLost: the link to a worker broke (or its keepalive closed
+	// it) while a call sent on it awaited its answer; the call is also
+	// errTransport, but the worker may have run it, so a write is not
+	// retried: its outcome is unknown (503).
+	errCallLost error = workerError("worker lost with the call under way")
+	// errWorkerSlow: a call of a worker got no answer within callWait
+	// (503); the worker may have done it, so a write's outcome is
+	// unknown.
+	errWorkerSlow error = workerError("worker did not answer in time")
 	// errAuditUnavailable: under -audit-required, the request's audit line
 	// could not be written durably (503; audit.go).
 	errAuditUnavailable = errors.New("audit log cannot be written")
@@ -339,11 +348,13 @@ var errorTable = []errorKind{
 	{errNoFeed, http.StatusNotImplemented, codes.Unimplemented, "this server keeps no change feed: its operator has not given it a directory for one (request ID %s)", wroteNothing},
 	{errHandingOverLost, http.StatusServiceUnavailable, codes.Unavailable, handingOver, mayHaveWritten},
 	{errHandoverDamagedLost, http.StatusServiceUnavailable, codes.Unavailable, handoverDamaged, mayHaveWritten},
+	{errCallLost, http.StatusServiceUnavailable, codes.Unavailable, workerLost, mayHaveWritten},
 	{errTransport, http.StatusServiceUnavailable, codes.Unavailable, workerUnreachable, mayHaveWritten},
 	{errNoWorker, http.StatusServiceUnavailable, codes.Unavailable, workerUnreachable, mayHaveWritten},
 	{errHandingOver, http.StatusServiceUnavailable, codes.Unavailable, handingOver, wroteNothing},
 	{errHandoverDamaged, http.StatusServiceUnavailable, codes.Unavailable, handoverDamaged, wroteNothing},
 	{errWriteFenced, http.StatusServiceUnavailable, codes.Unavailable, ownerChanged, mayHaveWritten},
+	{errWorkerSlow, http.StatusServiceUnavailable, codes.Unavailable, workerSlow, mayHaveWritten},
 	{errUnavailable, http.StatusServiceUnavailable, codes.Unavailable, "storage or workers unavailable, try again later (request ID %s)", mayHaveWritten},
 	{errAuditUnavailable, http.StatusServiceUnavailable, codes.Unavailable, "the audit log cannot be written, so requests are refused; try again later (request ID %s)", mayHaveWritten},
 	{errCorrupt, http.StatusInternalServerError, codes.DataLoss, internalError, mayHaveWritten},
@@ -357,6 +368,8 @@ const (
 	internalError     = "internal error (request ID %s)"
 	handingOver       = "this entity's worker left or another joined, and its write-ahead log is still being applied to storage before another worker writes it: try again shortly (request ID %s)"
 	handoverDamaged   = "this entity's worker left and its write-ahead log is damaged, so the entity cannot be served until an operator restores the storage or moves that log away (request ID %s)"
+	workerLost        = "this entity's worker was lost while it had the request, so the request was given up: a write may or may not have been applied, so read the entity before retrying it (request ID %s)"
+	workerSlow        = "this entity's worker did not answer in time, so the request was given up: a write may or may not have been applied, so read the entity before retrying it (request ID %s)"
 	ownerChanged      = "this entity's owner changed while the write was being made durable (its worker's write-ahead log was taken over), so the write may or may not have been applied: read the entity, then retry if needed (request ID %s)"
 )
 

@@ -134,7 +134,7 @@ func sentinelValues() map[string]error {
 		"errUnsupportedMedia": errUnsupportedMedia, "errMethod": errMethod, "errTransport": errTransport,
 		"errNoWorker": errNoWorker, "errHandingOver": errHandingOver, "errHandingOverLost": errHandingOverLost,
 		"errHandoverDamaged": errHandoverDamaged, "errHandoverDamagedLost": errHandoverDamagedLost, "errAuditUnavailable": errAuditUnavailable,
-		"errWriteFenced":    errWriteFenced,
+		"errWriteFenced": errWriteFenced, "errCallLost": errCallLost, "errWorkerSlow": errWorkerSlow,
 		"errTooManyStreams": errTooManyStreams, "errGone": errGone, "errNoFeed": errNoFeed,
 	}
 }

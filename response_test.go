@@ -10,6 +10,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/url"
 	"runtime"
 	"strings"
@@ -328,5 +330,102 @@ func TestInflightReadsBounded(t *testing.T) {
 	}
 	if used := fe.data.reads.used.Load(); used != 0 {
 		t.Errorf("read budget holds %d bytes after every answer, want 0", used)
+	}
+}
+
+// stallOwner holds every GET of the entities worker stalled owns until
+// release is closed, counting those held; everything else goes to the
+// router, whose read shares (readSharer) it keeps.
+type stallOwner struct {
+	*router
+	stalled string
+	release chan struct{}
+	held    atomic.Int64
+	most    atomic.Int64
+}
+
+// cachedRead sends every read through Process.
+func (s *stallOwner) cachedRead(context.Context, string, string, *pb.WorkerResponse) (*pb.WorkerResponse, bool) {
+	return nil, false
+}
+
+func (s *stallOwner) Process(ctx context.Context, op *pb.EntityOp) (*pb.WorkerResponse, error) {
+	if op.GetOperation() == pb.Operation_GET {
+		if c := s.candidates(op.GetDatabaseName(), op.GetEntityKey()); c[0].id == s.stalled {
+			n := s.held.Add(1)
+			for m := s.most.Load(); n > m && !s.most.CompareAndSwap(m, n); m = s.most.Load() {
+			}
+			<-s.release
+			s.held.Add(-1)
+		}
+	}
+	return s.router.Process(ctx, op)
+}
+
+// TestStalledOwnerHoldsHalfTheReadBudget: with two workers and a read
+// budget of four documents of the limit, eight reads of entities whose
+// owner does not answer hold two documents' room at most (its share,
+// half the budget), and reads of the other worker's entities are
+// answered meanwhile. Once the owner answers, every held read gets its
+// document and the budget and the share are empty again.
+func TestStalledOwnerHoldsHalfTheReadBudget(t *testing.T) {
+	st := newMemStore()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	lim := budgets{maxDocument: 1000, maxInflightRead: 4000}
+	rt := newRouter(log, time.Now, 0, nil, nil)
+	for _, id := range []string{"wa", "wb"} {
+		w := newTestWorker(t, id, st)
+		w.lim = lim
+		rt.add(&workerConn{id: id, proc: w, stats: w.stats})
+	}
+	stall := &stallOwner{router: rt, stalled: "wa", release: make(chan struct{})}
+	data := newDataPlane(stall, newCatalog(st), newSchemaRegistry(st, lim), lim)
+	keys := map[string][]string{}
+	for i := 0; len(keys["wa"]) < 8 || len(keys["wb"]) < 4; i++ {
+		k := fmt.Sprint("k", i)
+		owner := []string{"wa", "wb"}[rendezvousOrder("db", k, []string{"wa", "wb"})[0]]
+		keys[owner] = append(keys[owner], k)
+		doc := fmt.Sprintf(`{"pad":%q}`, strings.Repeat("x", 900))
+		if _, err := rt.Process(t.Context(), &pb.EntityOp{DatabaseName: "db", EntityKey: k, Operation: pb.Operation_PUT, Payload: []byte(doc)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func(key string) error {
+		_, held, err := data.get(t.Context(), "db", key, nil)
+		held.release()
+		return err
+	}
+	stalled := make(chan error, 8)
+	for _, k := range keys["wa"][:8] {
+		go func() { stalled <- read(k) }()
+	}
+	waitFor(t, func() bool { return stall.held.Load() >= 2 })
+	time.Sleep(50 * time.Millisecond) // for any more to arrive
+	for _, k := range keys["wb"][:4] {
+		done := make(chan error, 1)
+		go func() { done <- read(k) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("read of %s (owner answering) = %v", k, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("read of %s (owner answering) waits while %d reads wait at the other owner", k, stall.held.Load())
+		}
+	}
+	close(stall.release)
+	for range 8 {
+		if err := <-stalled; err != nil {
+			t.Errorf("read held at the stalled owner = %v", err)
+		}
+	}
+	if most := stall.most.Load(); most != 2 {
+		t.Errorf("%d reads waited at the stalled owner at once, want 2 (its share: half of four documents)", most)
+	}
+	if used := data.reads.used.Load(); used != 0 {
+		t.Errorf("read budget holds %d bytes after every answer, want 0", used)
+	}
+	if used := rt.readShare("db", keys["wa"][0], 0).used.Load(); used != 0 {
+		t.Errorf("the stalled owner's share holds %d bytes after every answer, want 0", used)
 	}
 }

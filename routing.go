@@ -92,6 +92,10 @@ type workerConn struct {
 	stats func() cacheStats
 
 	inFlight atomic.Int64
+	// share is the share of the main worker's read budget that reads of
+	// the worker's entities may hold while they wait for its answers
+	// (readShare); made by the first such read.
+	share atomic.Pointer[byteBudget]
 	// The fields below are guarded by router.mu. A renewing
 	// registration's lastSeen is its Subscribe's time.
 	lastSeen  time.Time
@@ -192,6 +196,7 @@ func (r *router) add(c *workerConn) {
 		// its first heartbeat; a renewal of a renewal keeps the first
 		// one's time, so the wait stays bounded.
 		c.state, c.heartbeat, c.writes = stateRenewing, old.heartbeat, old.writes
+		c.share.Store(old.share.Load()) // the same process's calls
 		if old.state == stateRenewing {
 			c.lastSeen = old.lastSeen
 		}
@@ -734,6 +739,12 @@ func (r *router) sendAs(ctx context.Context, op *pb.EntityOp, write bool) (*pb.W
 		return resp, err
 	}
 	r.markConnUnavailable(t.c, err.Error())
+	if op.GetOperation() != pb.Operation_GET && errors.Is(err, errCallLost) {
+		// The worker may have written it: run again, a patch would apply
+		// twice and a precondition would fail on the write's own
+		// result. Its outcome is unknown (the change feed settles it).
+		return nil, err
+	}
 	// The failed worker is out of rotation now, so the first candidate
 	// is the owner under the new epoch.
 	if t, err2 := r.target(ctx, op, write); errors.Is(err2, errHandingOver) {
@@ -883,6 +894,27 @@ func (r *router) cachedRead(ctx context.Context, db, key string, into *pb.Worker
 	return e.answerIn(into), true
 }
 
+// readShare returns the share of the read budget of the owner of entity
+// key of db, of capacity bytes (made on first use), or nil when it is
+// the only worker in rotation: then it owns every entity, and a share
+// would only bound reads that nobody else could serve. It implements
+// readSharer.
+func (r *router) readShare(db, key string, capacity int64) *byteBudget {
+	var buf [8]*workerConn
+	r.mu.RLock()
+	cands := r.candidatesLocked(buf[:0], db, key)
+	r.mu.RUnlock()
+	if len(cands) < 2 {
+		return nil
+	}
+	owner := cands[0]
+	if s := owner.share.Load(); s != nil {
+		return s
+	}
+	owner.share.CompareAndSwap(nil, newByteBudget(capacity))
+	return owner.share.Load()
+}
+
 // callTarget sends op to t.
 func (r *router) callTarget(ctx context.Context, t routeTarget, op *pb.EntityOp) (*pb.WorkerResponse, error) {
 	defer t.done()
@@ -989,7 +1021,7 @@ func (r *remoteWorker) seal(req *pb.WorkerRequest) ([]byte, error) {
 func (r *remoteWorker) Process(ctx context.Context, req *pb.WorkerRequest) (*pb.WorkerResponse, error) {
 	resp, err := r.link.call(ctx, req, r)
 	switch {
-	case errors.Is(err, errTransport):
+	case errors.Is(err, errTransport), errors.Is(err, errWorkerSlow):
 		return nil, err
 	case err != nil:
 		return nil, r.callError(err, "", "")
