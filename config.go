@@ -254,7 +254,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.Int64Var(&c.gcHeapFloor, "gc-heap-floor", defaultGCHeapFloor, "the heap the garbage collector lets grow before it collects, bytes, at most 1/16 of memory (0: Go's default pacing); the GOGC environment variable, when set, turns it off")
 	fs.Int64Var(&c.entityCacheBytes, "entity-cache-bytes", 0, "most bytes of documents a worker's cache holds, -role=all and -role=proc (0 = 1/64 of the memory, from 16 MiB to 128 MiB)")
 	fs.Int64Var(&c.maxResponse, "max-response-bytes", defaultMaxResponse, "most bytes of documents in one answer of a listing with include_docs, a get of many keys or a find (at least -max-document-size); the answer ends early with what follows (at least one document)")
-	fs.Int64Var(&c.maxInflightRead, "max-inflight-read-bytes", defaultMaxInflightRead, "most bytes of documents read for answers and not yet sent, over all requests; a read waits for room (at least -max-document-size)")
+	fs.Int64Var(&c.maxInflightRead, "max-inflight-read-bytes", defaultMaxInflightRead, "most bytes of documents read for answers and not yet sent, over all requests; a read waits for room, 15 s at most (at least -max-document-size; with several workers the reads of one worker's entities hold half of it at most)")
 	fs.DurationVar(&c.cacheTTL, "cache-ttl", 0, "0 = LRU only; positive also expires cache entries")
 	fs.StringVar(&c.mainAddr, "main-addr", defaultGRPCAddr, "main worker's -grpc-addr, whose port hands a worker to the cluster server, or its -cluster-addr (proc)")
 	fs.StringVar(&c.workerID, "worker-id", "", "unique worker ID (default hostname)")
