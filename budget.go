@@ -557,13 +557,13 @@ func newByteBudget(capacity int64) *byteBudget {
 // acquire takes n bytes (at most the capacity), waiting for room until
 // ctx ends. It takes nothing when it returns an error.
 func (b *byteBudget) acquire(ctx context.Context, n int64) error {
-	return b.acquireWithin(ctx, n, 0)
+	return b.acquireWithin(ctx, n, 0, nil)
 }
 
 // acquireWithin is acquire waiting for room wait at most (0: no limit
-// but ctx); past it, the error is errUnavailable. The timer is set only
-// when the room is not there at once.
-func (b *byteBudget) acquireWithin(ctx context.Context, n int64, wait time.Duration) error {
+// but ctx); past it, the error wraps late. The timer is set only when
+// the room is not there at once.
+func (b *byteBudget) acquireWithin(ctx context.Context, n int64, wait time.Duration, late error) error {
 	n = min(n, b.capacity)
 	if b.waiting.Load() == 0 && b.take(n) {
 		return nil
@@ -588,7 +588,7 @@ func (b *byteBudget) acquireWithin(ctx context.Context, n int64, wait time.Durat
 	case <-ctx.Done():
 		why = ctx.Err()
 	case <-timeout:
-		why = fmt.Errorf("no room after %v: %w", wait, errUnavailable)
+		why = fmt.Errorf("no room after %v: %w", wait, late)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()

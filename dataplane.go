@@ -216,18 +216,19 @@ type readSharer interface {
 // owner's share, so that the reads waiting at an owner that stopped
 // answering hold half the budget at most, and the others go on; a read
 // waiting for room there holds nothing of the budget. Each wait lasts
-// callWait at most (then 503), as the call itself does.
+// callWait at most, as the call itself does: then 503, errWorkerSlow in
+// the share (its worker's other reads got no answer).
 func (d *dataPlane) holdRead(ctx context.Context, db, key string) (readRoom, error) {
 	room := readRoom{n: d.lim.document()}
 	if rs, ok := d.proc.(readSharer); ok {
 		room.share = rs.readShare(db, key, d.lim.readShare())
 	}
 	if room.share != nil {
-		if err := room.share.acquireWithin(ctx, room.n, callWait); err != nil {
+		if err := room.share.acquireWithin(ctx, room.n, callWait, errWorkerSlow); err != nil {
 			return readRoom{}, fmt.Errorf("read entity %q of %s: its worker's share: %w: %w", key, db, err, errUnavailable)
 		}
 	}
-	if err := d.reads.acquireWithin(ctx, room.n, callWait); err != nil {
+	if err := d.reads.acquireWithin(ctx, room.n, callWait, errUnavailable); err != nil {
 		if room.share != nil {
 			room.share.release(room.n)
 		}
