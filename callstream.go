@@ -187,7 +187,11 @@ type callLink struct {
 	id     string
 	client pb.ProcessingWorkerClient
 	// wait bounds a call whose context has no deadline: callWait.
-	wait   time.Duration
+	wait time.Duration
+	// most is the most calls one message carries: maxCallBatch, or 1 for
+	// a worker that did not subscribe as reading batches (one from before
+	// them refuses a batch, each call of it answered so).
+	most   int
 	ctx    context.Context
 	cancel context.CancelFunc
 	// wg counts the goroutines of the link: each stream's receiver and
@@ -199,11 +203,15 @@ type callLink struct {
 	closed bool
 }
 
-// newCallLink returns the link to worker id over client; nothing is sent
-// before the first call.
-func newCallLink(id string, client pb.ProcessingWorkerClient) *callLink {
+// newCallLink returns the link to worker id over client, sending calls
+// in batches if batched; nothing is sent before the first call.
+func newCallLink(id string, client pb.ProcessingWorkerClient, batched bool) *callLink {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &callLink{id: id, client: client, wait: callWait, ctx: ctx, cancel: cancel}
+	most := 1
+	if batched {
+		most = maxCallBatch
+	}
+	return &callLink{id: id, client: client, wait: callWait, most: most, ctx: ctx, cancel: cancel}
 }
 
 // close ends the link's streams (calls in flight fail as transport
@@ -231,6 +239,7 @@ func (l *callLink) spawn(f func()) {
 type callStream struct {
 	stream grpc.BidiStreamingClient[pb.WorkerRequest, pb.WorkerResponse]
 	cancel context.CancelFunc
+	most   int // the link's: the most calls to a message
 
 	// Group sending: a caller queues its message and, when no other
 	// caller is sending, sends it itself; one that is sending takes every
@@ -280,7 +289,7 @@ func (l *callLink) stream(ctx context.Context) (*callStream, error) {
 		}
 		return nil, fmt.Errorf("worker %s: open call stream: %s: %w", l.id, status.Convert(err).Message(), errTransport)
 	}
-	cs := &callStream{stream: st, cancel: cancel, pending: map[uint64]chan callAnswer{}}
+	cs := &callStream{stream: st, cancel: cancel, most: l.most, pending: map[uint64]chan callAnswer{}}
 	cs.sealWait.L = &cs.qmu
 	l.cur = cs
 	l.wg.Go(func() { l.receive(cs) })
@@ -447,7 +456,7 @@ func (cs *callStream) abandon(c *outCall) (seq uint64, lead bool) {
 	return c.seq, false
 }
 
-// lead sends the queued messages, up to maxCallBatch to a message, until
+// lead sends the queued messages, up to the link's most to a message, until
 // none is left, then lets the next caller send. After leadRounds messages
 // it hands the sending to the first waiting caller instead, whose answer
 // has not come yet either.
@@ -456,13 +465,16 @@ func (cs *callStream) abandon(c *outCall) (seq uint64, lead bool) {
 // (no timer): the handlers that are ready to run then queue their calls
 // before it takes the queue. Without that yield a send is so short (gRPC
 // only queues the frame) that calls almost never wait for one: 1.03 calls
-// per message at 32 callers. A lone call on an idle stream never yields.
+// per message at 32 callers. A lone call on an idle stream never yields,
+// nor does a call to a worker that gets every call alone.
 func (cs *callStream) lead(sg callSigner) {
-	cs.mu.Lock()
-	busy := len(cs.pending) > 0
-	cs.mu.Unlock()
-	if busy {
-		runtime.Gosched()
+	if cs.most > 1 {
+		cs.mu.Lock()
+		busy := len(cs.pending) > 0
+		cs.mu.Unlock()
+		if busy {
+			runtime.Gosched()
+		}
 	}
 	for round := 0; ; round++ {
 		cs.qmu.Lock()
@@ -481,7 +493,7 @@ func (cs *callStream) lead(sg callSigner) {
 			}
 			// Only cancel messages wait, with no caller: send them too.
 		}
-		n := min(len(cs.queue), maxCallBatch)
+		n := min(len(cs.queue), cs.most)
 		cs.taken = append(cs.taken[:0], cs.queue[:n]...)
 		rest := copy(cs.queue, cs.queue[n:])
 		clear(cs.queue[rest:])

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	grpccreds "google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -803,7 +805,7 @@ func TestCallLinkSendsNoBandwidthPings(t *testing.T) {
 	served := make(chan struct{})
 	go func() { defer close(served); gs.Serve(frames) }()
 	t.Cleanup(func() { gs.Stop(); <-served; srv.wait() })
-	rw := newRemoteWorker("w1", pb.NewProcessingWorkerClient(dial(t, ln.Addr().String(), callLinkDialOptions()...)), key, time.Now)
+	rw := newRemoteWorker("w1", pb.NewProcessingWorkerClient(dial(t, ln.Addr().String(), callLinkDialOptions()...)), key, time.Now, true)
 	t.Cleanup(rw.close)
 
 	bg := context.Background()
@@ -1189,4 +1191,208 @@ func mustMarshal(t *testing.T, m proto.Message) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// batchCounter is a worker's stream interceptor that records how many
+// calls each message of a Calls stream carries: a batch's calls, or 1.
+type batchCounter struct {
+	mu    sync.Mutex
+	sizes []int
+}
+
+func (b *batchCounter) intercept(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	return h(srv, &countedStream{ServerStream: ss, b: b})
+}
+
+// counted returns the sizes recorded so far.
+func (b *batchCounter) counted() []int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.sizes)
+}
+
+type countedStream struct {
+	grpc.ServerStream
+	b *batchCounter
+}
+
+func (s *countedStream) RecvMsg(m any) error {
+	err := s.ServerStream.RecvMsg(m)
+	if in, ok := m.(*sealedCall); ok && err == nil {
+		var req pb.WorkerRequest
+		if proto.Unmarshal(in.b, &req) == nil {
+			s.b.mu.Lock()
+			s.b.sizes = append(s.b.sizes, max(1, len(req.GetBatch())))
+			s.b.mu.Unlock()
+		}
+	}
+	return err
+}
+
+// TestCallStreamOldWorkerGetsLoneCalls: during a rolling upgrade a new
+// main worker runs beside workers from before batched calls, which refuse
+// a batch. The main worker sends batches only to a worker whose Subscribe
+// said it reads them (batched_calls). A worker subscribing as an older
+// one does (no such field) gets every call alone: the calls queued behind
+// a held one, and those of 32 callers reading warm entities at once, each
+// answered with its own document. A current worker, subscribed by the
+// subscriber, gets the queued calls as one batch.
+func TestCallStreamOldWorkerGetsLoneCalls(t *testing.T) {
+	token := []byte(testJoinToken)
+	for _, old := range []bool{true, false} {
+		t.Run(map[bool]string{true: "old worker", false: "current worker"}[old], func(t *testing.T) {
+			m := startTestMain(t, 4<<20)
+			sub := newTestSubscriber(t, m.clusterAddr, token)
+			var counter batchCounter
+			_, addr := serveWorkerGS(t, sub.srv, grpc.Creds(grpccreds.NewTLS(sub.ident.tlsConfig(sub.pin.check, true))),
+				grpc.StreamInterceptor(counter.intercept))
+			sub.advertise = addr
+			if old {
+				// An older worker's Subscribe: the same fields, proven, but
+				// no batched_calls.
+				j := &joiner{id: sub.id, ident: sub.ident, priv: sub.priv}
+				resp, _, mainFP, err := j.subscribe(t, m.clusterAddr, nil, func(exporter []byte, req *pb.SubscribeRequest) {
+					req.Tags["grpc_addr"] = addr
+					req.Proof, _ = workerProof(token, exporter, req)
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := sub.install(resp, mainFP); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				conn, err := sub.dial(anyPeer)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, err = sub.subscribe(t.Context(), pb.NewMainWorkerClient(conn))
+				conn.Close()
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			c := m.svc.router.registered(sub.id)
+			if c == nil {
+				t.Fatal("the worker is not registered")
+			}
+			rw := c.proc.(*remoteWorker)
+			bg := context.Background()
+			get := func(ctx context.Context, sg callSigner, i int) error {
+				resp, err := rw.link.call(ctx, &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: fmt.Sprintf("k%d", i),
+					Operation: pb.Operation_GET}, Owner: true}, sg)
+				if err == nil && len(resp.GetStatus()) > 0 {
+					err = answerError(resp)
+				}
+				if want := fmt.Sprintf(`{"n":%d}`, i); err == nil && string(resp.GetResult()) != want {
+					err = fmt.Errorf("call %d answered %s, want %s", i, resp.GetResult(), want)
+				}
+				return err
+			}
+			for i := range 8 {
+				if _, err := rw.Process(bg, &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: fmt.Sprintf("k%d", i),
+					Operation: pb.Operation_PUT, Payload: fmt.Appendf(nil, `{"n":%d}`, i)}, Owner: true}); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			// Calls queue behind a call whose seal is held.
+			g := newGatedSigner(rw)
+			errs := make(chan error, 8)
+			go func() { errs <- get(bg, g, 0) }()
+			for deadline := time.Now().Add(10 * time.Second); pendingOn(rw) != 1; time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the first call is never sealed")
+				}
+			}
+			for i := 1; i < 5; i++ {
+				go func() { errs <- get(bg, g, i) }()
+			}
+			for deadline := time.Now().Add(10 * time.Second); queuedOn(rw) != 4; time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the calls never queued")
+				}
+			}
+			close(g.gate)
+			for range 5 {
+				if err := <-errs; err != nil {
+					t.Error(err)
+				}
+			}
+			var gated []int
+			for len(g.sent) > 0 {
+				gated = append(gated, max(1, len((<-g.sent).GetBatch())))
+			}
+			want := "[1 4]"
+			if old {
+				want = "[1 1 1 1 1]"
+			}
+			if fmt.Sprint(gated) != want {
+				t.Errorf("calls per message sent = %v, want %s", gated, want)
+			}
+
+			// Warm reads under load: 32 callers, 50 reads each.
+			var wg sync.WaitGroup
+			loadErrs := make(chan error, 32)
+			for c := range 32 {
+				wg.Go(func() {
+					for r := range 50 {
+						if err := get(bg, rw, (c+r)%8); err != nil {
+							loadErrs <- err
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			close(loadErrs)
+			for err := range loadErrs {
+				t.Error(err)
+			}
+			sizes := counter.counted()
+			calls, biggest := 0, 0
+			for _, n := range sizes {
+				calls += n
+				biggest = max(biggest, n)
+			}
+			if calls != 8+5+32*50 {
+				t.Errorf("the worker read %d calls, want %d", calls, 8+5+32*50)
+			}
+			t.Logf("%d calls in %d messages, at most %d to a message", calls, len(sizes), biggest)
+			if old && biggest != 1 {
+				t.Errorf("a worker from before batches was sent a message of %d calls", biggest)
+			}
+			if !old && biggest < 4 {
+				t.Errorf("a current worker got at most %d calls to a message, want the batch of 4", biggest)
+			}
+		})
+	}
+}
+
+// pendingOn is how many calls wait for their answer on rw's open stream.
+func pendingOn(rw *remoteWorker) int {
+	return onStream(rw, func(cs *callStream) int {
+		cs.mu.Lock()
+		defer cs.mu.Unlock()
+		return len(cs.pending)
+	})
+}
+
+// queuedOn is how many calls wait in the queue of rw's open stream.
+func queuedOn(rw *remoteWorker) int {
+	return onStream(rw, func(cs *callStream) int {
+		cs.qmu.Lock()
+		defer cs.qmu.Unlock()
+		return len(cs.queue)
+	})
+}
+
+func onStream(rw *remoteWorker, count func(*callStream) int) int {
+	rw.link.mu.Lock()
+	cs := rw.link.cur
+	rw.link.mu.Unlock()
+	if cs == nil {
+		return -1
+	}
+	return count(cs)
 }

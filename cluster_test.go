@@ -215,18 +215,32 @@ func TestSubscribeNeedsJoinProof(t *testing.T) {
 
 // checkForgedJoins subscribes on addr with a proof that is missing, made
 // under another token, made on another connection (the genuine proof of
-// the very request, whose stream is abandoned before it is sent) or
-// garbage: each must be PermissionDenied with no answer.
+// the very request, whose stream is abandoned before it is sent),
+// garbage, or made before batched_calls was set or cleared (a relay that
+// changes the framing the main worker uses): each must be
+// PermissionDenied with no answer.
 func checkForgedJoins(t *testing.T, addr string) {
 	t.Helper()
+	token := []byte(testJoinToken)
 	recorded := func(_ []byte, req *pb.SubscribeRequest) {
-		req.Proof, _ = workerProof([]byte(testJoinToken), otherExporter(t, addr), req)
+		req.Proof, _ = workerProof(token, otherExporter(t, addr), req)
+	}
+	batchedAfter := func(exporter []byte, req *pb.SubscribeRequest) {
+		req.Proof, _ = workerProof(token, exporter, req)
+		req.BatchedCalls = true
+	}
+	unbatchedAfter := func(exporter []byte, req *pb.SubscribeRequest) {
+		req.BatchedCalls = true
+		req.Proof, _ = workerProof(token, exporter, req)
+		req.BatchedCalls = false
 	}
 	for name, prove := range map[string]func([]byte, *pb.SubscribeRequest){
-		"no proof":                    func([]byte, *pb.SubscribeRequest) {},
-		"proof under another token":   newJoiner(t, "z").prove([]byte(strings.Repeat("ab", 32))),
-		"proof of another connection": recorded,
-		"garbage proof":               func(_ []byte, r *pb.SubscribeRequest) { r.Proof = bytes.Repeat([]byte{1}, 32) },
+		"no proof":                              func([]byte, *pb.SubscribeRequest) {},
+		"proof under another token":             newJoiner(t, "z").prove([]byte(strings.Repeat("ab", 32))),
+		"proof of another connection":           recorded,
+		"garbage proof":                         func(_ []byte, r *pb.SubscribeRequest) { r.Proof = bytes.Repeat([]byte{1}, 32) },
+		"batched calls set after the proof":     batchedAfter,
+		"batched calls cleared after the proof": unbatchedAfter,
 	} {
 		id := "evil-" + strings.ReplaceAll(name, " ", "-")
 		resp, _, _, err := newJoiner(t, id).subscribe(t, addr, nil, prove)

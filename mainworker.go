@@ -237,7 +237,9 @@ func (m *mainService) subscribe(req *pb.SubscribeRequest) (*pb.SubscribeResponse
 	tok := hex.EncodeToString(token)
 	expires := m.now().Add(m.workerTTL)
 	m.remember(tok, id)
-	rw := newRemoteWorker(id, pb.NewProcessingWorkerClient(conn), callKey, m.now)
+	// A worker from before batched calls refuses a batch: it gets every
+	// call alone (callLink.most).
+	rw := newRemoteWorker(id, pb.NewProcessingWorkerClient(conn), callKey, m.now, req.GetBatchedCalls())
 	m.router.add(&workerConn{id: id, keyID: m.keyID, tags: req.GetTags(), expires: expires, identity: identity,
 		proc: rw, close: func() { rw.close(); conn.Close() }})
 	return &pb.SubscribeResponse{Token: tok, WrappedKey: wrapped, KeyId: m.keyID, ExpiresAtUnix: expires.Unix(),

@@ -493,7 +493,7 @@ func remoteStub(tb testing.TB, srv *workerServer, callKey []byte, opts ...grpc.S
 	srv.sub.Store(&subscription{callKey: callKey, expires: srv.now().Add(time.Hour)})
 	gs, addr := serveWorkerGS(tb, srv, opts...)
 	client := pb.NewProcessingWorkerClient(dial(tb, addr, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4<<20), grpc.MaxCallSendMsgSize(4<<20))))
-	rw := newRemoteWorker("w1", client, callKey, time.Now)
+	rw := newRemoteWorker("w1", client, callKey, time.Now, true)
 	tb.Cleanup(rw.close)
 	return gs, client, rw
 }

@@ -991,9 +991,10 @@ type remoteWorker struct {
 }
 
 // newRemoteWorker returns the stub of worker id over client, signing
-// under callKey; close releases it.
-func newRemoteWorker(id string, client pb.ProcessingWorkerClient, callKey []byte, now func() time.Time) *remoteWorker {
-	return &remoteWorker{id: id, now: now, link: newCallLink(id, client), mac: newCallMAC(callKey, id)}
+// under callKey, sending calls in batches if batched (the worker said in
+// its Subscribe that it reads them); close releases it.
+func newRemoteWorker(id string, client pb.ProcessingWorkerClient, callKey []byte, now func() time.Time, batched bool) *remoteWorker {
+	return &remoteWorker{id: id, now: now, link: newCallLink(id, client, batched), mac: newCallMAC(callKey, id)}
 }
 
 // close ends the worker's call stream; calls in flight fail.

@@ -163,7 +163,7 @@ func (s *subscriber) subscribe(ctx context.Context, client pb.MainWorkerClient) 
 	if gen != 0 {
 		tags[walGenTag] = strconv.FormatUint(gen, 10)
 	}
-	req := &pb.SubscribeRequest{WorkerId: s.id, Pubkey: pub, CertSha256: s.ident.fp[:], Tags: tags}
+	req := &pb.SubscribeRequest{WorkerId: s.id, Pubkey: pub, CertSha256: s.ident.fp[:], Tags: tags, BatchedCalls: true}
 	if req.Proof, err = workerProof(s.join, exporter, req); err != nil {
 		return nil, fmt.Errorf("subscribe: %w", err)
 	}

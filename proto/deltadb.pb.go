@@ -127,8 +127,13 @@ type SubscribeRequest struct {
 	// pins it when it dials grpc_addr.
 	CertSha256 []byte `protobuf:"bytes,4,opt,name=cert_sha256,json=certSha256,proto3" json:"cert_sha256,omitempty"`
 	// HMAC-SHA256 under the join token of the TLS exporter of this
-	// connection and every field above (cluster.go, workerProof).
-	Proof         []byte `protobuf:"bytes,5,opt,name=proof,proto3" json:"proof,omitempty"`
+	// connection and every other field of this message (cluster.go,
+	// workerProof).
+	Proof []byte `protobuf:"bytes,5,opt,name=proof,proto3" json:"proof,omitempty"`
+	// The worker reads calls sent together as one message of its Calls
+	// stream (WorkerRequest.batch). A worker from before batches leaves it
+	// unset and gets every call alone: it refuses a batch.
+	BatchedCalls  bool `protobuf:"varint,6,opt,name=batched_calls,json=batchedCalls,proto3" json:"batched_calls,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -196,6 +201,13 @@ func (x *SubscribeRequest) GetProof() []byte {
 		return x.Proof
 	}
 	return nil
+}
+
+func (x *SubscribeRequest) GetBatchedCalls() bool {
+	if x != nil {
+		return x.BatchedCalls
+	}
+	return false
 }
 
 type SubscribeResponse struct {
@@ -1707,14 +1719,15 @@ var File_deltadb_proto protoreflect.FileDescriptor
 
 const file_deltadb_proto_rawDesc = "" +
 	"\n" +
-	"\rdeltadb.proto\x12\adeltadb\"\xf0\x01\n" +
+	"\rdeltadb.proto\x12\adeltadb\"\x95\x02\n" +
 	"\x10SubscribeRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x16\n" +
 	"\x06pubkey\x18\x02 \x01(\fR\x06pubkey\x127\n" +
 	"\x04tags\x18\x03 \x03(\v2#.deltadb.SubscribeRequest.TagsEntryR\x04tags\x12\x1f\n" +
 	"\vcert_sha256\x18\x04 \x01(\fR\n" +
 	"certSha256\x12\x14\n" +
-	"\x05proof\x18\x05 \x01(\fR\x05proof\x1a7\n" +
+	"\x05proof\x18\x05 \x01(\fR\x05proof\x12#\n" +
+	"\rbatched_calls\x18\x06 \x01(\bR\fbatchedCalls\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8c\x03\n" +
