@@ -90,9 +90,11 @@ const (
 	// walVersionObjects is the payload version of a record that carries
 	// Objects: one without any is written as version 1, as before
 	// records carried objects, so a log of a database without versions
-	// still reads under an older binary. An older binary takes a version
-	// 2 record for damage and stops: a downgrade checkpoints first (a
-	// clean stop does).
+	// still reads under an older binary. A binary from before it stops on
+	// a version 2 record followed by a later group, but drops the last
+	// ones of a log as a torn tail (ARCHITECTURE.md "Upgrading a
+	// cluster"): a downgrade checkpoints first (a clean stop does). This
+	// one stops on any record of a later version (walNewer).
 	walVersionObjects = 2
 	// walMaxPayload bounds a frame: larger than the envelope of a
 	// document of up to 64 MiB, small enough that
@@ -438,6 +440,9 @@ func scanSegmentBytes(path string, data []byte, last bool) (*walScan, error) {
 	sc := &walScan{path: path}
 	payload, next, ok := frameAt(data, 0)
 	if ok {
+		if err := walNewer(path, 0, payload); err != nil {
+			return nil, err
+		}
 		sc.start, ok = decodeWALStart(payload)
 	}
 	if !ok {
@@ -461,6 +466,9 @@ func (sc *walScan) scanRecords(data []byte, last bool) error {
 		payload, next, ok := frameAt(data, off)
 		var rec walRecord
 		if ok {
+			if err := walNewer(sc.path, off, payload); err != nil {
+				return err
+			}
 			rec, ok = decodeWALRecord(payload)
 			ok = ok && rec.LSN == prevLSN+1 && (rec.Batch == prevBatch || rec.Batch == rec.LSN)
 		}
@@ -492,6 +500,22 @@ func allZero(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// walNewer is the error of a whole frame at off (its checksum matches)
+// whose payload version is above those this binary reads: a newer binary
+// wrote it, and it stops the scan wherever it lies. A torn write leaves
+// no matching checksum, so such a frame is never a torn tail; taken for
+// one, it would be dropped with the acknowledged writes in it (as a
+// binary from before walVersionObjects drops version 2 records at the
+// end of a log).
+func walNewer(path string, off int64, payload []byte) error {
+	if payload[0] <= walVersionObjects {
+		return nil
+	}
+	return fmt.Errorf("log segment %s: offset %d: a record of payload version %d, written by a newer binary: "+
+		"start that binary again and stop it with SIGTERM (it applies its log) before starting this one: %w",
+		path, off, payload[0], errWALDamaged)
 }
 
 // badFrame decides what a bad frame at off is (tornTail).

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io/fs"
 	"log/slog"
 	"maps"
@@ -434,6 +435,40 @@ func TestWALTornTail(t *testing.T) {
 				t.Errorf("%d records read, torn=%v; want the 9 before the torn one, torn=%v", len(sc.records), sc.torn, c.torn)
 			}
 		})
+	}
+}
+
+// TestWALNewerRecordStops: a whole record of a payload version above
+// this binary's (a newer binary's) stops the scan with a sentence saying
+// so wherever it lies: as the last record of the last segment, which a
+// binary from before version 2 records took for a torn tail and dropped
+// with its acknowledged write, in the middle, or as the start record.
+func TestWALNewerRecordStops(t *testing.T) {
+	for name, at := range map[string]func(offs []int64) int64{
+		"the last record":        func(o []int64) int64 { return o[9] },
+		"a record in the middle": func(o []int64) int64 { return o[4] },
+		"the start record":       func([]int64) int64 { return 0 },
+	} {
+		path, offs := writeGroups(t, 10)
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		off := at(offs)
+		p := data[off+walFrameHeader : off+walFrameHeader+int64(binary.LittleEndian.Uint32(data[off:]))]
+		p[0] = walVersionObjects + 1
+		binary.LittleEndian.PutUint32(data[off+4:], crc32.Checksum(p, walCRC))
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		sc, err := scanSegment(path, true)
+		if !errors.Is(err, errWALDamaged) || !strings.Contains(err.Error(), "written by a newer binary") {
+			read := 0
+			if sc != nil {
+				read = len(sc.records)
+			}
+			t.Errorf("%s of a newer version: scan read %d records, %v; want it refused as a newer binary's", name, read, err)
+		}
 	}
 }
 
