@@ -406,30 +406,43 @@ func saturatedOwnerRead(t *testing.T, wal bool) {
 }
 
 // TestStoppedWorkerBinary: with main + 2 workers and the default read
-// budget, a worker stopped (SIGSTOP) while 100 reads of its entities are
-// under way holds half the budget at most: reads of the other worker's
-// entities, its cache's hits, go on answering at once. The stopped
-// worker's reads are answered within the bound (the main worker's
-// keepalive closes the silent link; each read goes to the other worker
-// once the stopped one's log is taken over), never left hanging. After
-// SIGCONT the worker subscribes again and every entity reads back.
+// budget, 100 reads of the entities of a worker that does not answer
+// hold half the budget at most: reads of the other worker's entities, its
+// cache's hits, go on answering at once. First w1's link holds its bytes
+// while w1 heartbeats (a slow or saturated owner): once the link flows,
+// every held read is answered. Then w1 is stopped (SIGSTOP): it misses
+// its heartbeats and leaves the rotation, its calls under way end, and
+// each read goes to w2 once w1's log is taken over; none is left
+// hanging. After SIGCONT w1 subscribes again and every entity reads back.
 func TestStoppedWorkerBinary(t *testing.T) {
-	c := startCluster(t, "w1", "w2")
-	byOwner := map[int][]string{}
-	for i := 0; len(byOwner[0]) < 10 || len(byOwner[1]) < 1; i++ {
+	needBinary(t)
+	c := &cluster{t: t, dir: filepath.Join(t.TempDir(), "db"), workers: map[string]*node{}}
+	c.startMain()
+	link := startPausableProxy(t)
+	w1 := c.startWorker("w1", "-advertise-addr="+link.addr())
+	link.target.Store(w1.logAddr("worker listening"))
+	c.startWorker("w2")
+	c.waitWorkers(20*time.Second, "w1", "w2")
+	st := &stalledReads{c: c, docs: map[string]string{}}
+	for i := 0; len(st.own) < 10 || st.other == ""; i++ {
 		k := fmt.Sprint("k", i)
-		owner := rendezvousOrder("stop", k, []string{"w1", "w2"})[0]
-		byOwner[owner] = append(byOwner[owner], k)
+		if rendezvousOrder("stop", k, []string{"w1", "w2"})[0] == 0 {
+			st.own = append(st.own, k)
+		} else if st.other == "" {
+			st.other = k // w2's: in its cache from the PUT
+		}
+		st.docs[k] = "v-" + k
 	}
-	docs := map[string]string{}
-	for _, k := range append(byOwner[0], byOwner[1]...) {
-		docs[k] = "v-" + k
-	}
-	if code, body, _ := c.main.call("PUT", "/entity/stop", testAdminKey, docs); code != 200 {
+	if code, body, _ := c.main.call("PUT", "/entity/stop", testAdminKey, st.docs); code != 200 {
 		t.Fatalf("PUT = %d %s", code, body)
 	}
-	other := byOwner[1][0] // w2's: in its cache from the PUT
-	w1 := c.workers["w1"]
+
+	link.paused.Store(true)
+	answers := st.start()
+	st.othersAnswered()
+	link.paused.Store(false)
+	st.collect(answers, scaled(10*time.Second), map[int]bool{200: true})
+
 	if err := w1.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
@@ -439,75 +452,114 @@ func TestStoppedWorkerBinary(t *testing.T) {
 			w1.cmd.Process.Signal(syscall.SIGCONT)
 		}
 	}()
-	const reads = 100
-	type answer struct {
-		code int
-		took time.Duration
-		err  error
+	answers = st.start()
+	st.othersAnswered()
+	// The bound: the heartbeat lease, then the takeover and the retry (the
+	// keepalive, 13 s, and callWait, 15 s, come later).
+	st.collect(answers, scaled(10*time.Second), map[int]bool{200: true, 503: true})
+	w1.cmd.Process.Signal(syscall.SIGCONT)
+	stopped = false
+	c.waitWorkers(30*time.Second, "w1", "w2")
+	for k, v := range st.docs {
+		if code, body, _ := c.main.call("GET", "/entity/stop?key="+k, testAdminKey, nil); code != 200 || string(body) != fmt.Sprintf("%q", v) {
+			t.Errorf("GET %s after SIGCONT = %d %s, want %q", k, code, body, v)
+		}
 	}
-	answers := make(chan answer, reads)
-	for i := range reads {
-		key := byOwner[0][i%len(byOwner[0])]
+}
+
+// stalledReads are TestStoppedWorkerBinary's reads: own are the
+// entities of w1, which stops answering, other one of w2's.
+type stalledReads struct {
+	c     *cluster
+	own   []string
+	other string
+	docs  map[string]string
+}
+
+// stalledRead is the answer of one read: its status and how long it took.
+type stalledRead struct {
+	code int
+	took time.Duration
+	err  error
+}
+
+// stalledReadCount is how many reads of w1's entities start at once.
+const stalledReadCount = 100
+
+// start sends stalledReadCount reads of w1's entities and waits until
+// 32 of them are under way at w1: half the default budget's room.
+func (st *stalledReads) start() <-chan stalledRead {
+	t := st.c.t
+	t.Helper()
+	answers := make(chan stalledRead, stalledReadCount)
+	for i := range stalledReadCount {
+		key := st.own[i%len(st.own)]
 		go func() {
 			start := time.Now()
-			code, body, err := tryCall("GET", c.main.base+"/entity/stop?key="+key, testAdminKey, nil)
-			if err == nil && code == 200 && string(body) != fmt.Sprintf("%q", docs[key]) {
-				err = fmt.Errorf("GET %s = %s, want %q", key, body, docs[key])
+			code, body, err := tryCall("GET", st.c.main.base+"/entity/stop?key="+key, testAdminKey, nil)
+			if err == nil && code == 200 && string(body) != fmt.Sprintf("%q", st.docs[key]) {
+				err = fmt.Errorf("GET %s = %s, want %q", key, body, st.docs[key])
 			}
-			answers <- answer{code, time.Since(start), err}
+			answers <- stalledRead{code, time.Since(start), err}
 		}()
 	}
-	// Half the budget's room is 32 reads of the largest document.
-	w := newWait(t, "32 reads in flight to the stopped w1", 10*time.Second)
-	for inFlight(c, "w1") < 32 {
+	w := newWait(t, "32 reads in flight to w1", 10*time.Second)
+	for inFlight(st.c, "w1") < 32 {
 		if w.over() {
-			t.Fatalf("w1 has %d calls in flight: %v", inFlight(c, "w1"), w)
+			t.Fatalf("w1 has %d calls in flight: %v", inFlight(st.c, "w1"), w)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); {
+	return answers
+}
+
+// othersAnswered reads w2's entity for a second: each read must be
+// answered at once while w1's reads wait.
+func (st *stalledReads) othersAnswered() {
+	t := st.c.t
+	t.Helper()
+	for end := time.Now().Add(time.Second); time.Now().Before(end); {
 		start := time.Now()
 		ch := make(chan int, 1)
 		go func() {
-			code, _, _ := tryCall("GET", c.main.base+"/entity/stop?key="+other, testAdminKey, nil)
+			code, _, _ := tryCall("GET", st.c.main.base+"/entity/stop?key="+st.other, testAdminKey, nil)
 			ch <- code
 		}()
 		select {
 		case code := <-ch:
 			if code != 200 {
-				t.Errorf("GET of w2's entity while w1 is stopped = %d, want 200", code)
+				t.Errorf("GET of w2's entity while w1 does not answer = %d, want 200", code)
 			}
 		case <-time.After(scaled(time.Second)):
-			t.Fatalf("GET of w2's entity waits (over %v) while %d reads wait at the stopped w1", time.Since(start), reads)
+			t.Fatalf("GET of w2's entity waits (over %v) while %d reads wait at w1", time.Since(start), stalledReadCount)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	// The bound: the keepalive (callPingAfter + callPingTimeout) after the
-	// link's last byte, then the retry; or callWait, then 503.
-	bound := scaled(callWait + 10*time.Second)
+}
+
+// collect takes the answers of start's reads: each with a status of
+// want, within bound.
+func (st *stalledReads) collect(answers <-chan stalledRead, bound time.Duration, want map[int]bool) {
+	t := st.c.t
+	t.Helper()
 	codes := map[int]int{}
 	var slowest time.Duration
-	for range reads {
+	for range stalledReadCount {
 		select {
 		case a := <-answers:
-			if a.err != nil || a.code != 200 && a.code != 503 {
-				t.Errorf("a read of the stopped w1's entity = %d %v, want 200 or 503", a.code, a.err)
+			if a.err != nil || !want[a.code] {
+				t.Errorf("a read of w1's entity = %d %v, want one of %v", a.code, a.err, want)
+			}
+			if a.took > bound {
+				t.Errorf("a read of w1's entity answered after %v, want %v at most", a.took, bound)
 			}
 			codes[a.code]++
 			slowest = max(slowest, a.took)
 		case <-time.After(bound):
-			t.Fatalf("reads of the stopped w1's entities still unanswered after %v (answered so far: %v)", bound, codes)
+			t.Fatalf("reads of w1's entities still unanswered after %v (answered so far: %v)", bound, codes)
 		}
 	}
-	t.Logf("reads of the stopped worker's entities: %v, the slowest after %v", codes, slowest.Round(time.Millisecond))
-	w1.cmd.Process.Signal(syscall.SIGCONT)
-	stopped = false
-	c.waitWorkers(30*time.Second, "w1", "w2")
-	for k, v := range docs {
-		if code, body, _ := c.main.call("GET", "/entity/stop?key="+k, testAdminKey, nil); code != 200 || string(body) != fmt.Sprintf("%q", v) {
-			t.Errorf("GET %s after SIGCONT = %d %s, want %q", k, code, body, v)
-		}
-	}
+	t.Logf("reads of w1's entities: %v, the slowest after %v", codes, slowest.Round(time.Millisecond))
 }
 
 // inFlight is worker id's calls in flight, as /admin/workers shows them.

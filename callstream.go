@@ -224,6 +224,17 @@ func (l *callLink) close() {
 	l.wg.Wait()
 }
 
+// reset ends the open stream, if any: the calls waiting on it fail as
+// lost under way (errCallLost), and the next call opens another.
+func (l *callLink) reset() {
+	l.mu.Lock()
+	cs := l.cur
+	l.mu.Unlock()
+	if cs != nil {
+		cs.cancel()
+	}
+}
+
 // spawn runs f in a goroutine that close waits for, unless the link is
 // closed.
 func (l *callLink) spawn(f func()) {

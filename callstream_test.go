@@ -346,6 +346,31 @@ func TestCallStreamWait(t *testing.T) {
 	r.cancelledAndServing(t)
 }
 
+// twoWorkerRig is a router (on the clock now) over w1, the stream rig's
+// remote worker, and w2, an in-process worker of the same storage; keys
+// are two entities of database "slow" that w1 owns, stored as
+// {"n":[1]}.
+func twoWorkerRig(t *testing.T, now func() time.Time) (*streamRig, *router, []string) {
+	t.Helper()
+	r := newStreamRig(t)
+	var keys []string
+	for i := 0; len(keys) < 2; i++ {
+		if k := fmt.Sprint("k", i); rendezvousOrder("slow", k, []string{"w1", "w2"})[0] == 0 {
+			keys = append(keys, k)
+		}
+	}
+	for _, k := range keys {
+		if _, err := r.op(context.Background(), pb.Operation_PUT, "slow", k, []byte(`{"n":[1]}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rt := newRouter(slog.New(slog.NewTextHandler(io.Discard, nil)), now, 0, nil, nil)
+	rt.add(&workerConn{id: "w1", proc: r.rw, close: func() {}})
+	rt.seen("w1", cacheStats{})
+	rt.add(&workerConn{id: "w2", proc: newTestWorker(t, "w2", r.st)})
+	return r, rt, keys
+}
+
 // TestLostWriteNotRetried: a write whose worker's link breaks while the
 // call is under way (the worker may have made it) is not run again on
 // the next worker, where a patch would apply twice and a precondition
@@ -353,24 +378,9 @@ func TestCallStreamWait(t *testing.T) {
 // applied, and the worker leaves the rotation. A read lost so is retried
 // on the next worker.
 func TestLostWriteNotRetried(t *testing.T) {
-	r := newStreamRig(t)
+	r, rt, keys := twoWorkerRig(t, time.Now)
 	bg := context.Background()
-	var keys []string // w1's
-	for i := 0; len(keys) < 2; i++ {
-		if k := fmt.Sprint("k", i); rendezvousOrder("slow", k, []string{"w1", "w2"})[0] == 0 {
-			keys = append(keys, k)
-		}
-	}
 	key := keys[0]
-	for _, k := range keys {
-		if _, err := r.op(bg, pb.Operation_PUT, "slow", k, []byte(`{"n":[1]}`)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	rt := newRouter(slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now, 0, nil, nil)
-	rt.add(&workerConn{id: "w1", proc: r.rw, close: func() {}})
-	rt.seen("w1", cacheStats{})
-	rt.add(&workerConn{id: "w2", proc: newTestWorker(t, "w2", r.st)})
 	patch := &pb.EntityOp{DatabaseName: "slow", EntityKey: key, Operation: pb.Operation_PATCH,
 		ContentType: jsonPatchType, Payload: []byte(`[{"op":"add","path":"/n/-","value":2}]`), MayRead: true}
 	patched, read := make(chan error, 1), make(chan error, 1)
@@ -410,6 +420,59 @@ func TestLostWriteNotRetried(t *testing.T) {
 	}
 	if c, state := rt.stateOf("w1"); c == nil || state != stateOut {
 		t.Errorf("w1 after the lost calls: in rotation, want out")
+	}
+}
+
+// TestSilentWorkerCallsEnd: when a worker that stopped heartbeating
+// leaves the rotation, the calls under way on its link, which its
+// connection would hold until the keepalive closed it, end at once: a
+// read is answered by the next worker, a write answers 503 (it may have
+// been applied), and the worker's own call is cancelled.
+func TestSilentWorkerCallsEnd(t *testing.T) {
+	var skew atomic.Int64
+	r, rt, keys := twoWorkerRig(t, func() time.Time { return time.Now().Add(time.Duration(skew.Load())) })
+	bg := context.Background()
+	read, wrote := make(chan error, 1), make(chan error, 1)
+	go func() {
+		_, err := rt.Process(bg, &pb.EntityOp{DatabaseName: "slow", EntityKey: keys[0], Operation: pb.Operation_GET})
+		read <- err
+	}()
+	<-r.st.reads
+	go func() {
+		_, err := rt.Process(bg, &pb.EntityOp{DatabaseName: "slow", EntityKey: keys[1], Operation: pb.Operation_PATCH,
+			ContentType: mergePatchType, Payload: []byte(`2`), MayRead: true})
+		wrote <- err
+	}()
+	<-r.st.reads
+	r.waitPending(t, 2)
+	skew.Store(int64(time.Minute)) // w1's heartbeats stop
+	rt.expire(heartbeatMisses * heartbeatEvery)
+	for range 2 {
+		select {
+		case err := <-r.st.ended:
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("w1's call ended with %v, want context.Canceled", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("w1's calls still run 5 s after it left the rotation")
+		}
+	}
+	close(r.st.release) // w2's reads go through
+	select {
+	case err := <-read:
+		if err != nil {
+			t.Errorf("read under way when w1 left the rotation = %v, want w2's answer", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the read under way at w1 still waits 5 s after w1 left the rotation")
+	}
+	select {
+	case err := <-wrote:
+		if !errors.Is(err, errCallLost) || statusOf(err) != 503 {
+			t.Errorf("write under way when w1 left the rotation = %v (status %d), want errCallLost, 503", err, statusOf(err))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the write under way at w1 still waits 5 s after w1 left the rotation")
 	}
 }
 

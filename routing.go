@@ -444,6 +444,12 @@ func (r *router) unavailableLocked(c *workerConn, why string) {
 	c.state = stateOut
 	r.bumpEpoch()
 	r.handOver(c, hoTakeover, before)
+	if rw, ok := c.proc.(*remoteWorker); ok {
+		// Its calls under way may never be answered (a worker stopped
+		// leaves its connection up until the keepalive closes it): they
+		// fail now as lost, reads retried once its log is taken over.
+		rw.link.reset()
+	}
 	r.log.Warn("worker unavailable", attrWorker, c.id, "reason", why)
 }
 
