@@ -745,11 +745,17 @@ func (r *router) sendAs(ctx context.Context, op *pb.EntityOp, write bool) (*pb.W
 		return resp, err
 	}
 	r.markConnUnavailable(t.c, err.Error())
-	if op.GetOperation() != pb.Operation_GET && errors.Is(err, errCallLost) {
-		// The worker may have written it: run again, a patch would apply
-		// twice and a precondition would fail on the write's own
-		// result. Its outcome is unknown (the change feed settles it).
-		return nil, err
+	if errors.Is(err, errCallLost) {
+		if op.GetOperation() != pb.Operation_GET {
+			// The worker may have written it: run again, a patch would
+			// apply twice and a precondition would fail on the write's
+			// own result. Its outcome is unknown (the change feed
+			// settles it).
+			return nil, err
+		}
+		// A read wrote nothing: if its retry fails too, it is a worker
+		// unreachable, not a write that may have been applied.
+		err = fmt.Errorf("%v: %w", err, errTransport)
 	}
 	// The failed worker is out of rotation now, so the first candidate
 	// is the owner under the new epoch.
