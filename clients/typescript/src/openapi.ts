@@ -310,7 +310,7 @@ export interface paths {
         put?: never;
         /**
          * A ticket for the change feed, for a browser's EventSource
-         * @description A random ticket that authenticates GET /api/databases/{db}/changes?ticket=T as the caller's credential, for this database only and no other route: one page or long-poll within a minute, or one event stream at a time and its reconnections (an EventSource's, with Last-Event-ID), each within a minute of the previous stream's end; the credential is checked again at each use. At most 10,000 tickets wait at a time (429).
+         * @description A random ticket that authenticates GET /api/databases/{db}/changes?ticket=T as the caller's credential, for this database only and no other route: one page or long-poll within a minute, or one event stream at a time and its reconnections (an EventSource's, with Last-Event-ID), each within a minute of the previous stream's end; the credential is checked again at each use. A credential (an API key with its sessions, an OIDC subject) holds at most 200 tickets, waiting or held by its open streams, and the server at most 10,000 in all (429 beyond either).
          */
         post: operations["createStreamTicket"];
         delete?: never;
