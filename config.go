@@ -485,6 +485,13 @@ func (c *config) check() error {
 	case c.changes.maxStreams <= 0 || c.changes.maxStreamsPerPrincipal <= 0:
 		return fmt.Errorf("-changes-max-streams, -changes-max-streams-per-principal: must be positive, got %d and %d", c.changes.maxStreams, c.changes.maxStreamsPerPrincipal)
 	}
+	if c.workerID != "" {
+		// It names the worker's log directory, made after the keys are
+		// generated: refused first, it stops the start with one line.
+		if err := validateWorkerID(c.workerID); err != nil {
+			return fmt.Errorf("-worker-id: %w", err)
+		}
+	}
 	if err := c.checkAddrs(); err != nil {
 		return err
 	}

@@ -931,6 +931,49 @@ func TestAddressInUseTouchesNothing(t *testing.T) {
 	}
 }
 
+// TestBadFileFlagsTouchNothing: a flag naming a file the main worker
+// opens after its keys are loaded (TLS certificates, the audit log, the
+// key store) or a -worker-id that cannot name a worker stops the start
+// with one line naming the flag before the storage is touched: no keys
+// generated, printed and stored by a start that then fails.
+func TestBadFileFlagsTouchNothing(t *testing.T) {
+	needBinary(t)
+	tmp := t.TempDir()
+	dir := filepath.Join(tmp, "db")
+	file := filepath.Join(tmp, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(tmp, "missing", "x.pem")
+	for _, c := range []struct{ args, want string }{
+		{"-tls-cert=" + missing + " -tls-key=" + missing, "-tls-cert: "},
+		{"-join-token=" + testJoinToken + " -cluster-tls-cert=" + missing + " -cluster-tls-key=" + missing, "-cluster-tls-cert: "},
+		{"-join-token=" + testJoinToken + " -cluster-tls-ca=" + missing, "-cluster-tls-ca: "},
+		{"-audit-log=" + filepath.Join(tmp, "missing", "audit.log"), "-audit-log: "},
+		{"-audit-log=" + tmp, "-audit-log: "},
+		{"-key-store=" + filepath.Join(file, "keys.json"), "-key-store: "},
+		{"-key-store=" + tmp, "-key-store: "},
+		{"-worker-id=a/b", `-worker-id: worker ID "a/b"`},
+		{"-worker-id=.w", `-worker-id: worker ID ".w" must start with a letter or digit`},
+	} {
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		args := append([]string{"-shared-fs=" + dir, "-rest-addr=127.0.0.1:0", "-grpc-addr=127.0.0.1:0", "-cluster-addr=127.0.0.1:0"},
+			strings.Fields(c.args)...)
+		cmd := exec.CommandContext(ctx, binPath, args...)
+		cmd.Env = withCoverDir(slices.DeleteFunc(os.Environ(), func(e string) bool {
+			return strings.HasPrefix(e, "MASTER_KEY=") || strings.HasPrefix(e, "ADMIN_KEY=")
+		}))
+		out, err := cmd.CombinedOutput()
+		cancel()
+		if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); err == nil || len(lines) != 1 || !strings.Contains(lines[0], c.want) {
+			t.Errorf("%s: err=%v output %q, want one line naming %s", c.args, err, out, c.want)
+		}
+		if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s: the storage was created (%v)", c.args, err)
+		}
+	}
+}
+
 // runBinary runs the binary to its end and returns its combined output.
 func runBinary(t *testing.T, args ...string) ([]byte, error) {
 	t.Helper()

@@ -328,7 +328,7 @@ func roleArg(args []string) string {
 // and at most -entity-cache-bytes of them.
 func buildWorker(ctx context.Context, cfg config, st store, schemas *schemaRegistry, log *slog.Logger) (*worker, error) {
 	id := workerIDOrHost(cfg.workerID)
-	if err := validateDBName(id); err != nil {
+	if err := validateWorkerID(id); err != nil {
 		return nil, fmt.Errorf("-worker-id: %w", err)
 	}
 	size := cfg.cacheSize

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -115,6 +116,9 @@ type grpcListener struct {
 // Its addresses are bound first: one already in use stops the start
 // before the storage is touched and keys are generated and printed.
 func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) error {
+	if err := preflightMain(cfg); err != nil {
+		return err
+	}
 	bound, err := bindMain(cfg)
 	if err != nil {
 		return err
@@ -130,6 +134,54 @@ func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger
 		return err
 	}
 	return n.run(ctx)
+}
+
+// preflightMain checks the flags naming files that the main worker reads
+// or writes only after its keys are loaded: one that cannot serve stops
+// the start with one line naming it before the storage is opened and
+// keys are generated, printed and stored (a later start on that storage
+// without those keys would be refused).
+func preflightMain(cfg config) error {
+	if _, err := loadClientTLS(cfg); err != nil {
+		return err
+	}
+	if cfg.joinToken != "" && (cfg.clusterTLSCert != "" || cfg.clusterTLSCA != "") {
+		if _, err := newClusterIdentity(cfg.clusterTLSCert, cfg.clusterTLSKey, cfg.clusterTLSCA, cryptoRand, time.Now()); err != nil {
+			return err
+		}
+	}
+	if p := cfg.audit.path; p != "" && p != "-" {
+		if err := fileCanBe(p); err != nil {
+			return fmt.Errorf("-audit-log: %w", err)
+		}
+	}
+	if cfg.keyStore != "" {
+		// The key store's directory is made as the key store opens.
+		if err := os.MkdirAll(filepath.Dir(cfg.keyStore), 0o700); err != nil {
+			return fmt.Errorf("-key-store: %w", err)
+		}
+		if err := fileCanBe(cfg.keyStore); err != nil {
+			return fmt.Errorf("-key-store: %w", err)
+		}
+	}
+	return nil
+}
+
+// fileCanBe reports why path cannot be a regular file: it is something
+// else, or its directory is missing (where it is not made) or is not one.
+func fileCanBe(path string) error {
+	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", path)
+	}
+	dir := filepath.Dir(path)
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	return nil
 }
 
 // defaultClusterAddr is -cluster-addr's default.

@@ -20,6 +20,12 @@ func validateSchemaID(id string) error {
 	return validateIdent("schema id", id, 128)
 }
 
+// validateWorkerID reports whether id can name a processing worker: the
+// database-name pattern, as it names the worker's directories.
+func validateWorkerID(id string) error {
+	return validateIdent("worker ID", id, 64)
+}
+
 // validateIdent checks the shared pattern of database names and schema IDs.
 func validateIdent(what, s string, max int) error {
 	if s == "" {
@@ -31,6 +37,9 @@ func validateIdent(what, s string, max int) error {
 		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 		if c == utf8.RuneError && !utf8.ValidString(s[i:]) {
 			return reqErrorf(errInvalid, "%s %q is not valid UTF-8", what, s)
+		}
+		if !alnum && i == 0 && strings.ContainsRune("_.:-", c) {
+			return reqErrorf(errInvalid, "%s %q must start with a letter or digit", what, s)
 		}
 		if !alnum && (i == 0 || !strings.ContainsRune("_.:-", c)) {
 			return reqErrorf(errInvalid, "%s %q: character %q is not allowed", what, s, c)

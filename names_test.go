@@ -53,6 +53,9 @@ func TestValidateIdentNamesTheCharacter(t *testing.T) {
 		{strings.Repeat("я", 40), `character 'я' is not allowed`},
 		{"a\xffb", `is not valid UTF-8`},
 		{"a b", `character ' ' is not allowed`},
+		// '.', '_', ':' and '-' are allowed but as the first character.
+		{"_x", `"_x" must start with a letter or digit`},
+		{"..x", `"..x" must start with a letter or digit`},
 	} {
 		err := validateDBName(c.name)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
