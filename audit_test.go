@@ -315,7 +315,10 @@ func TestAuditVerifyFindsTampering(t *testing.T) {
 		}, at(5) + " not an audit line"},
 		{"removed line", func(ls []string) string {
 			return join(slices.Delete(ls, 3, 4))
-		}, at(4) + " lines removed before it"},
+		}, at(4) + " a line removed before it (seq 4 is missing)"},
+		{"removed lines", func(ls []string) string {
+			return join(slices.Delete(ls, 3, 5))
+		}, at(4) + " lines removed before it (seq 4 to 5 are missing)"},
 		{"removed first line", func(ls []string) string {
 			return join(ls[1:])
 		}, at(1) + " the log does not start with a checkpoint"},

@@ -265,6 +265,8 @@ func (v *auditVerifier) checkLink(cur, nxt *auditLineRead) error {
 		return fmt.Errorf("%s: changed", cur.at)
 	case cur.head.Seq > want && nxt != nil && nxt.parseErr == nil && nxt.head.Seq == want:
 		return fmt.Errorf("%s: out of order: seq %d comes before seq %d (lines swapped)", cur.at, cur.head.Seq, want)
+	case cur.head.Seq == want+1:
+		return fmt.Errorf("%s: a line removed before it (seq %d is missing)", cur.at, want)
 	case cur.head.Seq > want:
 		return fmt.Errorf("%s: lines removed before it (seq %d to %d are missing)", cur.at, want, cur.head.Seq-1)
 	default:
@@ -308,8 +310,8 @@ func (v *auditVerifier) checkpointValid(raw []byte) bool {
 // report prints what was verified, and whether the log's end is
 // anchored.
 func (v *auditVerifier) report(w io.Writer, files []string) {
-	fmt.Fprintf(w, "audit log intact: %d lines (seq %d to %d, %d checkpoints) in %d files\n",
-		v.lines, v.firstSeq, v.prevSeq, v.checkpoints, len(files))
+	fmt.Fprintf(w, "audit log intact: %d lines (seq %d to %d, %d checkpoints) in %s\n",
+		v.lines, v.firstSeq, v.prevSeq, v.checkpoints, plural(len(files), "file", "files"))
 	if v.firstSeq != 1 {
 		fmt.Fprintf(w, "note: the chain starts at seq %d: the files before it were not given\n", v.firstSeq)
 	}

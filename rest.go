@@ -470,11 +470,14 @@ func (s *restServer) otherMethods(r *http.Request) string {
 	return strings.Join(allow, ", ")
 }
 
-// emptyNameRoutes are the paths of routes whose name segment is empty, with
-// what the segment names: "/entity/" is a 400 on every method, where the
-// mux would answer the UI (GET) or 405.
+// emptyNameRoutes are the paths of routes whose name segment is empty or
+// missing, with what the segment names: "/entity/" and "/entity" are a
+// 400 on every method, where the mux would answer the UI (GET), 404 or
+// 405.
 var emptyNameRoutes = map[string]string{
+	"/entity":         "database",
 	"/entity/":        "database",
+	"/schema":         "schema ID",
 	"/api/databases/": "database",
 	"/schema/":        "schema ID",
 }

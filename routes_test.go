@@ -778,6 +778,11 @@ func routeErrorCases(root string) map[string][]errorCase {
 			{method: "GET", path: "/api/databases/", want: 400},
 			{method: "DELETE", path: "/api/databases/", want: 400},
 			{method: "GET", path: "/schema/", want: 400},
+			// So is a missing one.
+			{method: "GET", path: "/entity?key=a", want: 400},
+			{method: "PUT", path: "/entity", body: `{"a":1}`, want: 400},
+			{method: "DELETE", path: "/entity?key=a", want: 400},
+			{method: "GET", path: "/schema", want: 400},
 			{method: "POST", path: "/api/databases/chatdb/keys", want: 405},
 		},
 	}
