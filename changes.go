@@ -200,9 +200,15 @@ func (f *changeFeed) cursor(since string) (uint64, error) {
 	return c, nil
 }
 
-// gone is the 410 of cursor c.
+// gone is the 410 of cursor c: one past the end was never given by this
+// feed (another feed's, or this one's before it was made anew).
 func (f *changeFeed) gone(c uint64) error {
-	return reqErrorf(errGone, "cursor %d is no longer in the change feed (it keeps -changes-retention): list the database, then follow it from last_seq %q, the current end", c, strconv.FormatUint(f.log.durable.Load(), 10))
+	end := f.log.durable.Load()
+	why := "is no longer in the change feed (it keeps -changes-retention)"
+	if c > end {
+		why = "was never given by this change feed (it is another feed's, or the feed was made anew)"
+	}
+	return reqErrorf(errGone, "cursor %d %s: list the database, then follow it from last_seq %q, the current end", c, why, strconv.FormatUint(end, 10))
 }
 
 // changePage reads one page after q.since: up to q.limit changes of q.db

@@ -358,6 +358,14 @@ func TestChangesRetention(t *testing.T) {
 	if code != 410 || !strings.Contains(string(out), "list the database") || !strings.Contains(string(out), "last_seq") {
 		t.Fatalf("since=1 after 1,200 changes in 64 KiB = %d %s, want 410 telling to list and resume", code, out)
 	}
+	if !strings.Contains(string(out), "is no longer in the change feed") {
+		t.Errorf("since=1 = %s, want it to say the cursor is no longer in the feed", out)
+	}
+	// A cursor past the end is not an old one: it says so.
+	code, out, _ = n.call("GET", "/api/databases/chat/changes?since=18446744073709551615", testAdminKey, nil)
+	if code != 410 || !strings.Contains(string(out), "was never given by this change feed") || !strings.Contains(string(out), "list the database") {
+		t.Errorf("since past the end = %d %s, want 410 saying this feed never gave it", code, out)
+	}
 	if p := changesPage(t, n, testAdminKey, "chat", "limit=1000"); len(p.Changes) == 0 || p.Changes[0].Seq == "1" {
 		t.Errorf("oldest page = %d changes from %v, want some, not from 1", len(p.Changes), p.Changes[0].Seq)
 	}
