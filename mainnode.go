@@ -151,7 +151,9 @@ func preflightMain(cfg config) error {
 		}
 	}
 	if p := cfg.audit.path; p != "" && p != "-" {
-		if err := fileCanBe(p); err != nil {
+		// A device or a pipe is a place for it (a collector reading a
+		// FIFO), a directory is not.
+		if err := fileCanBe(p, false); err != nil {
 			return fmt.Errorf("-audit-log: %w", err)
 		}
 	}
@@ -160,17 +162,18 @@ func preflightMain(cfg config) error {
 		if err := os.MkdirAll(filepath.Dir(cfg.keyStore), 0o700); err != nil {
 			return fmt.Errorf("-key-store: %w", err)
 		}
-		if err := fileCanBe(cfg.keyStore); err != nil {
+		if err := fileCanBe(cfg.keyStore, true); err != nil {
 			return fmt.Errorf("-key-store: %w", err)
 		}
 	}
 	return nil
 }
 
-// fileCanBe reports why path cannot be a regular file: it is something
-// else, or its directory is missing (where it is not made) or is not one.
-func fileCanBe(path string) error {
-	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
+// fileCanBe reports why path cannot be a file to write: it is a
+// directory (or, when regular, anything but a regular file), or its
+// directory is missing (where it is not made) or is not one.
+func fileCanBe(path string, regular bool) error {
+	if fi, err := os.Stat(path); err == nil && (fi.IsDir() || regular && !fi.Mode().IsRegular()) {
 		return fmt.Errorf("%s is not a regular file", path)
 	}
 	dir := filepath.Dir(path)
