@@ -1,11 +1,11 @@
 package main
 
-// The ops listener (-ops-addr), on every role: GET /healthz, GET /readyz
-// and GET /metrics for orchestrators and Prometheus, and with -pprof the
-// profiler under /debug/pprof/. It asks for no credential, so bind it
-// where only they reach it. A main worker answers health and readiness
-// as on its REST port; a processing worker, which has no other HTTP
-// port, answers its own (workerHealth).
+// The ops listener (-ops-addr), on every role: GET /healthz (and
+// /health), GET /readyz and GET /metrics for orchestrators and
+// Prometheus, and with -pprof the profiler under /debug/pprof/. It asks
+// for no credential, so bind it where only they reach it. A main worker
+// answers health and readiness as on its REST port; a processing
+// worker, which has no other HTTP port, answers its own (workerHealth).
 
 import (
 	"context"
@@ -24,11 +24,12 @@ import (
 )
 
 // newOpsMux is the ops listener's route table. health answers GET
-// /healthz and GET /readyz; reg is served at GET /metrics. The profiler's
+// /health, /healthz and GET /readyz; reg is served at GET /metrics. The profiler's
 // handlers go on this mux (never http.DefaultServeMux) only with -pprof
 // (cfg.pprof); its command line hides cfg's secrets (redactArgs).
 func newOpsMux(health http.Handler, reg *registry, cfg config) *http.ServeMux {
 	mux := http.NewServeMux()
+	mux.Handle("GET /health", health) // the original's liveness path, as on the REST port
 	mux.Handle("GET /healthz", health)
 	mux.Handle("GET /readyz", health)
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) { serveMetrics(w, reg) })

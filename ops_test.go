@@ -50,8 +50,10 @@ func TestOpsListener(t *testing.T) {
 	workerOps := w.logAddr("ops listening")
 	c.waitWorkers(20*time.Second, "w1")
 
-	if code, body := opsGet(t, mainOps, "/healthz"); code != 200 || strings.TrimSpace(body) != `{"status":"ok"}` {
-		t.Errorf("main ops GET /healthz = %d %s", code, body)
+	for _, p := range []string{"/healthz", "/health"} {
+		if code, body := opsGet(t, mainOps, p); code != 200 || strings.TrimSpace(body) != `{"status":"ok"}` {
+			t.Errorf("main ops GET %s = %d %s", p, code, body)
+		}
 	}
 	var ready readyBody
 	json.Unmarshal([]byte(waitOps(t, mainOps, "/readyz", 200)), &ready)
@@ -73,8 +75,10 @@ func TestOpsListener(t *testing.T) {
 		t.Errorf("main ops GET /debug/pprof/cmdline = %d %q", code, body)
 	}
 
-	if code, body := opsGet(t, workerOps, "/healthz"); code != 200 || strings.TrimSpace(body) != `{"status":"ok"}` {
-		t.Errorf("worker ops GET /healthz = %d %s", code, body)
+	for _, p := range []string{"/healthz", "/health"} {
+		if code, body := opsGet(t, workerOps, p); code != 200 || strings.TrimSpace(body) != `{"status":"ok"}` {
+			t.Errorf("worker ops GET %s = %d %s", p, code, body)
+		}
 	}
 	ready = readyBody{}
 	json.Unmarshal([]byte(waitOps(t, workerOps, "/readyz", 200)), &ready)
@@ -168,6 +172,7 @@ func TestOpsMux(t *testing.T) {
 			want         int
 			body         string
 		}{
+			{"GET", "/health", 200, `"/health"`},
 			{"GET", "/healthz", 200, `"/healthz"`},
 			{"GET", "/readyz", 200, `"/readyz"`},
 			{"GET", "/metrics", 200, "# TYPE deltadb_build_info gauge"},
