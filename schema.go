@@ -303,7 +303,7 @@ func (r *schemaRegistry) compile(ctx context.Context, id string, raw []byte, pat
 	c.AssertVocabs() // drafts 2019-09 and 2020-12 call the vocabulary only so
 	loc := schemaBaseURL + id
 	if err := c.AddResource(loc, doc); err != nil {
-		return nil, 0, fmt.Errorf("invalid schema: %s", strings.ReplaceAll(err.Error(), schemaBaseURL, ""))
+		return nil, 0, fmt.Errorf("invalid schema: %s", compileMessage(err))
 	}
 	var sch *jsonschema.Schema
 	err = runWithin(ctx, budget, &compileTimeError{budget}, func() (err error) {
@@ -332,6 +332,13 @@ func compileMessage(err error) string {
 	var verr *jsonschema.ValidationError
 	if errors.As(err, &serr) && errors.As(serr.Err, &verr) {
 		return "does not match its metaschema: " + newValidationError(verr).Error()
+	}
+	// The compiler asked noRemoteLoader for a document: a $ref to another
+	// one, or a $schema naming a dialect whose metaschema is not built in.
+	var lerr *jsonschema.LoadURLError
+	if errors.As(err, &lerr) {
+		return fmt.Sprintf("%q is outside the schema document: a $ref may point only into it, and $schema may name draft-07 (the default), 2019-09, 2020-12, draft-06 or draft-04",
+			strings.ReplaceAll(lerr.URL, schemaBaseURL, ""))
 	}
 	return strings.ReplaceAll(err.Error(), schemaBaseURL, "")
 }
