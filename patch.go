@@ -181,8 +181,10 @@ func parseOp(raw json.RawMessage) (patchOp, error) {
 		if !ok {
 			return "", fmt.Errorf("missing %q", name)
 		}
+		// null decodes into a Go string as "" without an error, and ""
+		// is the whole document: only a JSON string is taken.
 		var s string
-		if err := json.Unmarshal(r, &s); err != nil {
+		if r = bytes.TrimSpace(r); len(r) == 0 || r[0] != '"' || json.Unmarshal(r, &s) != nil {
 			return "", fmt.Errorf("%q is not a string", name)
 		}
 		return s, nil

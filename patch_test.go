@@ -115,6 +115,11 @@ func TestJSONPatchErrors(t *testing.T) {
 		{"leading zero index", `{"a":[1,2]}`, `[{"op":"remove","path":"/a/01"}]`, errPatchConflict, "not an array index"},
 		{"dash outside add", `{"a":[1]}`, `[{"op":"remove","path":"/a/-"}]`, errPatchConflict, "not an array index"},
 		{"into a scalar", `{"a":1}`, `[{"op":"add","path":"/a/b","value":1}]`, errPatchConflict, "neither object nor array"},
+		// null decoded into a Go string is "", the whole document: a
+		// null path replaced it, a null from copied it.
+		{"null path", `{"a":1}`, `[{"op":"add","path":null,"value":"gone"}]`, errInvalid, `"path" is not a string`},
+		{"null from", `{"a":1}`, `[{"op":"copy","from":null,"path":"/c"}]`, errInvalid, `"from" is not a string`},
+		{"null op", `{"a":1}`, `[{"op":null,"path":"/a"}]`, errInvalid, `"op" is not a string`},
 		{"later op fails, nothing applies", `{"a":1}`, `[{"op":"add","path":"/b","value":2},{"op":"test","path":"/a","value":2}]`, errPatchConflict, "operation 1"},
 	} {
 		got, err := applyPatch(jsonPatchType, []byte(tc.doc), []byte(tc.patch), budgets{})
