@@ -27,6 +27,8 @@ type frontEnds struct {
 	client pb.MainWorkerClient
 	data   *dataPlane
 	auth   *authenticator
+	// grpcAddr is the address of the gRPC server behind client.
+	grpcAddr string
 }
 
 // newFrontEnds builds a data plane with an in-process worker over a fresh
@@ -51,12 +53,12 @@ func newFrontEnds(t *testing.T, lim budgets) *frontEnds {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(grpcServerOptions(4 << 20)...)
 	pb.RegisterMainWorkerServer(gs, svc)
 	go gs.Serve(ln)
 	t.Cleanup(gs.Stop)
 	return &frontEnds{rest: newRESTServer(restOptions{auth: auth, data: data, workers: rt.list, maxBody: 1 << 20, log: log}),
-		client: pb.NewMainWorkerClient(dial(t, ln.Addr().String())), data: data, auth: auth}
+		client: pb.NewMainWorkerClient(dial(t, ln.Addr().String())), data: data, auth: auth, grpcAddr: ln.Addr().String()}
 }
 
 // restCall is one REST request of a frontEndCase.
