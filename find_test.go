@@ -481,6 +481,12 @@ func TestIndexDefinitions(t *testing.T) {
 	if err := p.data.deleteIndex(t.Context(), "db", "nope"); statusOf(err) != 404 {
 		t.Errorf("delete unknown = %v, want 404", err)
 	}
+	// A name no index could have is 400, as it is when creating one.
+	for _, name := range []string{"a\x00b", "a b", strings.Repeat("n", maxIndexNameLen+1)} {
+		if err := p.data.deleteIndex(t.Context(), "db", name); statusOf(err) != 400 {
+			t.Errorf("delete %q = %v, want 400", name, err)
+		}
+	}
 	if _, err := p.data.deleteDatabase(t.Context(), "db"); err != nil {
 		t.Fatal(err)
 	}

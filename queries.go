@@ -240,6 +240,9 @@ func (d *dataPlane) deleteIndex(ctx context.Context, db, name string) error {
 	if err := validateDBName(db); err != nil {
 		return err
 	}
+	if err := validateIdent("index name", name, maxIndexNameLen); err != nil {
+		return err
+	}
 	if err := d.catalog.indexes.remove(ctx, db, name); err != nil {
 		return err
 	}
