@@ -16,10 +16,13 @@ import (
 )
 
 // grpcServerOptions are the options of every gRPC server of ours: the
-// -grpc-max-recv-msg-size limit, both ways, and requestCodec with the
-// interceptors that answer its undecodable requests.
+// -grpc-max-recv-msg-size limit, both ways, a call's metadata bounded as
+// REST's headers are (gRPC's default is 16 MiB a call, decoded and held
+// while it runs), and requestCodec with the interceptors that answer its
+// undecodable requests.
 func grpcServerOptions(maxMsg int) []grpc.ServerOption {
 	return []grpc.ServerOption{grpc.MaxRecvMsgSize(maxMsg), grpc.MaxSendMsgSize(maxMsg),
+		grpc.MaxHeaderListSize(maxHeaderBytes),
 		grpc.ForceServerCodecV2(requestCodec{}),
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			if err := undecodable(req); err != nil {

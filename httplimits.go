@@ -42,6 +42,10 @@ type httpLimits struct {
 // large deletion) is answered by a closed connection, and repeated.
 const restWriteTimeout = 60 * time.Second
 
+// maxHeaderBytes bounds the headers of a REST request and the metadata of
+// a gRPC call.
+const maxHeaderBytes = 64 << 10
+
 // restLimits are the REST listener's limits.
 var restLimits = httpLimits{header: 5 * time.Second, body: 30 * time.Second, write: restWriteTimeout, idle: 120 * time.Second}
 
@@ -55,7 +59,7 @@ func newHTTPServer(h http.Handler, lim httpLimits, log *slog.Logger) *http.Serve
 		ReadHeaderTimeout: lim.header,
 		IdleTimeout:       lim.idle,
 		ConnState:         answerDeadline,
-		MaxHeaderBytes:    64 << 10,
+		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 }
