@@ -186,6 +186,11 @@ type outCall struct {
 type callLink struct {
 	id     string
 	client pb.ProcessingWorkerClient
+	// frames dials the worker's frame link (framelink.go); nil: the
+	// Calls stream only. noFrames, under mu, is set once the worker
+	// turned the frame protocol down (a worker from before it).
+	frames   func(ctx context.Context) (*frameConn, error)
+	noFrames bool
 	// wait bounds a call whose context has no deadline: callWait.
 	wait time.Duration
 	// most is the most calls one message carries: maxCallBatch, or 1 for
@@ -248,7 +253,7 @@ func (l *callLink) spawn(f func()) {
 // callStream is one open Calls stream and the calls awaiting an answer
 // on it.
 type callStream struct {
-	stream grpc.BidiStreamingClient[pb.WorkerRequest, pb.WorkerResponse]
+	stream callConn
 	cancel context.CancelFunc
 	most   int // the link's: the most calls to a message
 
@@ -267,17 +272,46 @@ type callStream struct {
 	// (a write's document) are the caller's.
 	sealed   uint64
 	sealWait sync.Cond
-	// The sender's own, under sending: the messages it takes, the batch's
-	// calls, and out, which carries the sealed bytes into SendMsg (gRPC
-	// keeps the bytes, not the message).
+	// The sender's own, under sending: the messages it takes and the
+	// batch's calls.
 	taken []*outCall
 	reqs  []*pb.WorkerRequest
-	out   sealedCall
 
 	mu      sync.Mutex
 	pending map[uint64]chan callAnswer
 	err     error // set once the stream ended; no call is added after
 }
+
+// callConn is the transport of a link's calls: a Calls stream
+// (grpcCallConn) or a frame link (frameConn).
+type callConn interface {
+	// send sends one sealed message; its caller is the stream's only
+	// sender. A failure is errTransport, errCallLost too if part of the
+	// message may have reached the worker.
+	send(wire []byte) error
+	// recv returns the next answer; its caller is the stream's receiver.
+	recv() (*pb.WorkerResponse, error)
+}
+
+// grpcCallConn is a Calls stream as a callConn.
+type grpcCallConn struct {
+	st grpc.BidiStreamingClient[pb.WorkerRequest, pb.WorkerResponse]
+	// out carries the sealed bytes into SendMsg (gRPC keeps the bytes,
+	// not the message).
+	out sealedCall
+}
+
+func (g *grpcCallConn) send(wire []byte) error {
+	g.out.b = wire
+	err := g.st.SendMsg(&g.out)
+	g.out.b = nil
+	if err != nil {
+		return fmt.Errorf("send on call stream: %s: %w", status.Convert(err).Message(), errTransport)
+	}
+	return nil
+}
+
+func (g *grpcCallConn) recv() (*pb.WorkerResponse, error) { return g.st.Recv() }
 
 // stream returns the open stream, opening one if there is none. Opening
 // waits for the connection at most as long as ctx allows.
@@ -290,17 +324,37 @@ func (l *callLink) stream(ctx context.Context) (*callStream, error) {
 	if l.cur != nil {
 		return l.cur, nil
 	}
-	sctx, cancel := context.WithCancel(l.ctx)
-	stop := context.AfterFunc(ctx, cancel)
-	st, err := l.client.Calls(sctx, grpc.ForceCodecV2(callCodec{}))
-	if !stop() || err != nil {
-		cancel()
-		if err == nil {
-			err = ctx.Err()
+	var conn callConn
+	var cancel context.CancelFunc
+	if l.frames != nil && !l.noFrames {
+		fc, err := l.frames(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("worker %s: open frame link: %w: %w", l.id, err, errTransport)
 		}
-		return nil, fmt.Errorf("worker %s: open call stream: %s: %w", l.id, status.Convert(err).Message(), errTransport)
+		if fc == nil {
+			l.noFrames = true
+		} else {
+			conn, cancel = fc, fc.close
+		}
 	}
-	cs := &callStream{stream: st, cancel: cancel, most: l.most, pending: map[uint64]chan callAnswer{}}
+	if conn == nil {
+		sctx, scancel := context.WithCancel(l.ctx)
+		stop := context.AfterFunc(ctx, scancel)
+		st, err := l.client.Calls(sctx, grpc.ForceCodecV2(callCodec{}))
+		if !stop() || err != nil {
+			scancel()
+			if err == nil {
+				err = ctx.Err()
+			}
+			return nil, fmt.Errorf("worker %s: open call stream: %s: %w", l.id, status.Convert(err).Message(), errTransport)
+		}
+		conn, cancel = &grpcCallConn{st: st}, scancel
+	} else {
+		// The link's close ends the frame link too.
+		stop := context.AfterFunc(l.ctx, cancel)
+		cancel = func() { stop(); conn.(*frameConn).close() }
+	}
+	cs := &callStream{stream: conn, cancel: cancel, most: l.most, pending: map[uint64]chan callAnswer{}}
 	cs.sealWait.L = &cs.qmu
 	l.cur = cs
 	l.wg.Go(func() { l.receive(cs) })
@@ -312,7 +366,7 @@ func (l *callLink) stream(ctx context.Context) (*callStream, error) {
 // the next call opens another.
 func (l *callLink) receive(cs *callStream) {
 	for {
-		resp, err := cs.stream.Recv()
+		resp, err := cs.stream.recv()
 		if err != nil {
 			l.ended(cs, err)
 			return
@@ -545,12 +599,7 @@ func (cs *callStream) transmit(sg callSigner) {
 	clear(cs.reqs)
 	cs.markSealed()
 	if err == nil {
-		cs.out.b = wire
-		err = cs.stream.SendMsg(&cs.out)
-		cs.out.b = nil
-		if err != nil {
-			err = fmt.Errorf("send on call stream: %s: %w", status.Convert(err).Message(), errTransport)
-		}
+		err = cs.stream.send(wire)
 	}
 	if err != nil {
 		for _, c := range cs.taken {
@@ -617,10 +666,11 @@ func answerError(resp *pb.WorkerResponse) error {
 // and HTTP/2 flow control holds the main worker's sends (backpressure).
 const streamCallsInFlight = 256
 
-// callServer is the worker's side of one Calls stream.
+// callServer is the worker's side of one link: a Calls stream or a frame
+// link.
 type callServer struct {
 	s      *workerServer
-	stream grpc.BidiStreamingServer[pb.WorkerRequest, pb.WorkerResponse]
+	stream callPeer
 	slots  chan struct{}
 
 	// sendMu serialises answers; sendClosed is set when the handler
@@ -638,6 +688,24 @@ type callServer struct {
 // worker closes it or the node stops; either way the calls already read
 // finish and are answered first. It implements pb.ProcessingWorkerServer.
 func (s *workerServer) Calls(stream grpc.BidiStreamingServer[pb.WorkerRequest, pb.WorkerResponse]) error {
+	return s.serveCalls(stream)
+}
+
+// callPeer is the worker's side of a link's transport: a Calls stream
+// (grpc.BidiStreamingServer) or a frame link (frameServerConn).
+type callPeer interface {
+	// RecvMsg reads the next message into a *sealedCall.
+	RecvMsg(m any) error
+	// Send sends one answer; one sender at a time (callServer.sendMu).
+	Send(*pb.WorkerResponse) error
+	// Context ends when the link does.
+	Context() context.Context
+}
+
+// serveCalls serves the main worker's calls on one link until the main
+// worker closes it or the node stops; either way the calls already read
+// finish and are answered first.
+func (s *workerServer) serveCalls(stream callPeer) error {
 	cs := &callServer{s: s, stream: stream, slots: make(chan struct{}, streamCallsInFlight),
 		running: map[uint64]context.CancelFunc{}}
 	received := make(chan error, 1)

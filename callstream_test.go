@@ -79,14 +79,30 @@ type streamRig struct {
 	rw      *remoteWorker
 	client  pb.ProcessingWorkerClient
 	callKey []byte
+	// kill ends the worker's server and every link to it at once, as
+	// the worker's death would.
+	kill func()
+	// fw is the frame rig's worker and identities (nil: a Calls stream).
+	fw *frameWorld
 }
 
+// newStreamRig is a stream rig whose link is the Calls stream.
 func newStreamRig(t *testing.T) *streamRig {
 	t.Helper()
 	r := &streamRig{st: newSlowStore(), callKey: bytes.Repeat([]byte{7}, 32)}
 	r.srv = &workerServer{w: newTestWorker(t, "w1", r.st), now: time.Now}
 	r.gs, r.client, r.rw = remoteStub(t, r.srv, r.callKey)
+	r.kill = r.gs.Stop
 	return r
+}
+
+// rigMaker makes a stream rig: newStreamRig or newFrameRig.
+type rigMaker func(*testing.T) *streamRig
+
+// eachLink runs test over the Calls stream and over the frame link.
+func eachLink(t *testing.T, test func(*testing.T, rigMaker)) {
+	t.Run("calls stream", func(t *testing.T) { test(t, newStreamRig) })
+	t.Run("frame link", func(t *testing.T) { test(t, newFrameRig) })
 }
 
 // waitPending waits until n calls wait for their answer on the stub's
@@ -124,6 +140,22 @@ func (r *streamRig) waitStream(t *testing.T, what string, n int, count func(*cal
 	t.Fatalf("%d calls never %s", n, what)
 }
 
+// waitEnded waits until the stub has no open stream: the last one ended.
+func (r *streamRig) waitEnded(t *testing.T) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+		r.rw.link.mu.Lock()
+		cs := r.rw.link.cur
+		r.rw.link.mu.Unlock()
+		if cs == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the stub's stream has not ended after 5 s")
+		}
+	}
+}
+
 // op sends one operation through the stub; reads of database "slow" are
 // not the owner's, so they read storage, and writes of it leave the cache
 // alone.
@@ -137,7 +169,11 @@ func (r *streamRig) op(ctx context.Context, kind pb.Operation, db, key string, d
 // every caller gets its own document back, and the held calls, answered
 // last, get theirs: answers out of order reach the right caller.
 func TestCallStreamAnswersTheRightCaller(t *testing.T) {
-	r := newStreamRig(t)
+	eachLink(t, testCallStreamAnswersTheRightCaller)
+}
+
+func testCallStreamAnswersTheRightCaller(t *testing.T, newRig rigMaker) {
+	r := newRig(t)
 	ctx := context.Background()
 	if _, err := r.op(ctx, pb.Operation_PUT, "slow", "held", []byte(`{"held":true}`)); err != nil {
 		t.Fatal(err)
@@ -191,8 +227,10 @@ func TestCallStreamAnswersTheRightCaller(t *testing.T) {
 // holds its own goroutine: a cached read passes 4 held calls, a hit and a
 // miss are each counted once in the cache's statistics, a miss reads
 // storage and fills the cache, and the calls are counted as Process calls.
-func TestCallStreamCachedReads(t *testing.T) {
-	r := newStreamRig(t)
+func TestCallStreamCachedReads(t *testing.T) { eachLink(t, testCallStreamCachedReads) }
+
+func testCallStreamCachedReads(t *testing.T, newRig rigMaker) {
+	r := newRig(t)
 	reg := newRegistry()
 	r.srv.metrics = newGRPCMetrics(reg)
 	bg := context.Background()
@@ -284,8 +322,10 @@ func (r *streamRig) cancelledAndServing(t *testing.T) {
 // TestCallStreamCancel: a caller that gives up returns at once, the
 // worker's context for its call ends (the signed cancel message), and the
 // stream goes on serving; a deadline reaches the worker as one.
-func TestCallStreamCancel(t *testing.T) {
-	r := newStreamRig(t)
+func TestCallStreamCancel(t *testing.T) { eachLink(t, testCallStreamCancel) }
+
+func testCallStreamCancel(t *testing.T, newRig rigMaker) {
+	r := newRig(t)
 	bg := context.Background()
 	if _, err := r.op(bg, pb.Operation_PUT, "slow", "k", []byte(`1`)); err != nil {
 		t.Fatal(err)
@@ -327,8 +367,10 @@ func TestCallStreamCancel(t *testing.T) {
 // (callWait; shortened here) with errWorkerSlow, a 503 that says a write
 // may have been applied; the worker's call ends (the cancel message) and
 // the stream goes on serving.
-func TestCallStreamWait(t *testing.T) {
-	r := newStreamRig(t)
+func TestCallStreamWait(t *testing.T) { eachLink(t, testCallStreamWait) }
+
+func testCallStreamWait(t *testing.T, newRig rigMaker) {
+	r := newRig(t)
 	r.rw.link.wait = 300 * time.Millisecond
 	bg := context.Background()
 	if _, err := r.op(bg, pb.Operation_PUT, "slow", "k", []byte(`1`)); err != nil {
@@ -350,9 +392,9 @@ func TestCallStreamWait(t *testing.T) {
 // remote worker, and w2, an in-process worker of the same storage; keys
 // are two entities of database "slow" that w1 owns, stored as
 // {"n":[1]}.
-func twoWorkerRig(t *testing.T, now func() time.Time) (*streamRig, *router, []string) {
+func twoWorkerRig(t *testing.T, newRig rigMaker, now func() time.Time) (*streamRig, *router, []string) {
 	t.Helper()
-	r := newStreamRig(t)
+	r := newRig(t)
 	var keys []string
 	for i := 0; len(keys) < 2; i++ {
 		if k := fmt.Sprint("k", i); rendezvousOrder("slow", k, []string{"w1", "w2"})[0] == 0 {
@@ -377,8 +419,10 @@ func twoWorkerRig(t *testing.T, now func() time.Time) (*streamRig, *router, []st
 // fail on the write's own result: it answers 503 saying it may have been
 // applied, and the worker leaves the rotation. A read lost so is retried
 // on the next worker.
-func TestLostWriteNotRetried(t *testing.T) {
-	r, rt, keys := twoWorkerRig(t, time.Now)
+func TestLostWriteNotRetried(t *testing.T) { eachLink(t, testLostWriteNotRetried) }
+
+func testLostWriteNotRetried(t *testing.T, newRig rigMaker) {
+	r, rt, keys := twoWorkerRig(t, newRig, time.Now)
 	bg := context.Background()
 	key := keys[0]
 	patch := &pb.EntityOp{DatabaseName: "slow", EntityKey: key, Operation: pb.Operation_PATCH,
@@ -396,7 +440,7 @@ func TestLostWriteNotRetried(t *testing.T) {
 	}()
 	<-r.st.reads
 	r.waitPending(t, 2)
-	r.gs.Stop()
+	r.kill()
 	close(r.st.release) // the next worker's reads go through
 	select {
 	case err := <-patched:
@@ -428,9 +472,11 @@ func TestLostWriteNotRetried(t *testing.T) {
 // connection would hold until the keepalive closed it, end at once: a
 // read is answered by the next worker, a write answers 503 (it may have
 // been applied), and the worker's own call is cancelled.
-func TestSilentWorkerCallsEnd(t *testing.T) {
+func TestSilentWorkerCallsEnd(t *testing.T) { eachLink(t, testSilentWorkerCallsEnd) }
+
+func testSilentWorkerCallsEnd(t *testing.T, newRig rigMaker) {
 	var skew atomic.Int64
-	r, rt, keys := twoWorkerRig(t, func() time.Time { return time.Now().Add(time.Duration(skew.Load())) })
+	r, rt, keys := twoWorkerRig(t, newRig, func() time.Time { return time.Now().Add(time.Duration(skew.Load())) })
 	bg := context.Background()
 	read, wrote := make(chan error, 1), make(chan error, 1)
 	go func() {
@@ -480,8 +526,10 @@ func TestSilentWorkerCallsEnd(t *testing.T) {
 // fail as transport failures, promptly; the router marks the worker
 // unavailable as it did for a failed unary call; closing the link with
 // calls in flight fails them too and waits for its goroutines.
-func TestCallStreamWorkerDies(t *testing.T) {
-	r := newStreamRig(t)
+func TestCallStreamWorkerDies(t *testing.T) { eachLink(t, testCallStreamWorkerDies) }
+
+func testCallStreamWorkerDies(t *testing.T, newRig rigMaker) {
+	r := newRig(t)
 	bg := context.Background()
 	if _, err := r.op(bg, pb.Operation_PUT, "slow", "k", []byte(`1`)); err != nil {
 		t.Fatal(err)
@@ -498,7 +546,7 @@ func TestCallStreamWorkerDies(t *testing.T) {
 	}
 	<-r.st.reads // the worker reads storage once for all eight
 	r.waitPending(t, 8)
-	r.gs.Stop()
+	r.kill()
 	for range 8 {
 		select {
 		case err := <-errs:
@@ -514,7 +562,7 @@ func TestCallStreamWorkerDies(t *testing.T) {
 	}
 
 	// Closing the link with a call in flight.
-	r2 := newStreamRig(t)
+	r2 := newRig(t)
 	if _, err := r2.op(bg, pb.Operation_PUT, "slow", "k", []byte(`1`)); err != nil {
 		t.Fatal(err)
 	}
@@ -546,8 +594,10 @@ func TestCallStreamWorkerDies(t *testing.T) {
 
 // TestCallStreamWorkerStops: a worker that stops answers the calls it
 // has read, then ends the stream; later calls fail as transport failures.
-func TestCallStreamWorkerStops(t *testing.T) {
-	r := newStreamRig(t)
+func TestCallStreamWorkerStops(t *testing.T) { eachLink(t, testCallStreamWorkerStops) }
+
+func testCallStreamWorkerStops(t *testing.T, newRig rigMaker) {
+	r := newRig(t)
 	bg := context.Background()
 	if _, err := r.op(bg, pb.Operation_PUT, "slow", "k", []byte(`1`)); err != nil {
 		t.Fatal(err)
@@ -563,6 +613,9 @@ func TestCallStreamWorkerStops(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("call in flight when the worker began to stop = %v, want answered", err)
 	}
+	// A call sent before the main worker saw the stream end may still
+	// be read, and answered, by the stopping worker.
+	r.waitEnded(t)
 	if _, err := r.op(bg, pb.Operation_GET, "db", "k", nil); !errors.Is(err, errTransport) {
 		t.Errorf("call after the worker stopped = %v, want a transport failure", err)
 	}

@@ -122,6 +122,9 @@
 //	callstream.go  the long-lived Calls stream of a worker link, both
 //	               sides: many signed calls, answers by number, deadlines,
 //	               cancellation, backpressure
+//	framelink.go   the same messages as frames on a TLS link of their own,
+//	               reached by ALPN on the worker's gRPC port, with its
+//	               bounds and keepalive
 //	subscriber.go  a remote worker's subscription to the main worker:
 //	               subscribe, heartbeat, renew
 //	grpc.go        options of every gRPC server and client connection,

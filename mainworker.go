@@ -240,6 +240,8 @@ func (m *mainService) subscribe(req *pb.SubscribeRequest) (*pb.SubscribeResponse
 	// A worker from before batched calls refuses a batch: it gets every
 	// call alone (callLink.most).
 	rw := newRemoteWorker(id, pb.NewProcessingWorkerClient(conn), callKey, m.now, req.GetBatchedCalls())
+	frameTLS := m.ident.tlsConfig(pinned(certFP), false)
+	rw.link.frames = func(ctx context.Context) (*frameConn, error) { return dialFrames(ctx, addr, frameTLS, m.maxMsg) }
 	m.router.add(&workerConn{id: id, keyID: m.keyID, tags: req.GetTags(), expires: expires, identity: identity,
 		proc: rw, close: func() { rw.close(); conn.Close() }})
 	return &pb.SubscribeResponse{Token: tok, WrappedKey: wrapped, KeyId: m.keyID, ExpiresAtUnix: expires.Unix(),

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	grpccreds "google.golang.org/grpc/credentials"
 
 	pb "deltadatabase/proto"
 )
@@ -86,7 +85,7 @@ func newProcNode(ctx context.Context, cfg config, st store, log *slog.Logger) (_
 		return nil, err
 	}
 	gm := newGRPCMetrics(n.reg)
-	n.srv = &workerServer{w: n.w, now: time.Now, metrics: gm}
+	n.srv = &workerServer{w: n.w, now: time.Now, metrics: gm, maxMsg: cfg.grpcMaxRecv}
 	n.health = &workerHealth{srv: n.srv, st: n.st, now: time.Now, log: log}
 	addr := cmp.Or(cfg.grpcAddr, "127.0.0.1:0")
 	if n.ln, err = net.Listen("tcp", addr); err != nil {
@@ -96,7 +95,7 @@ func newProcNode(ctx context.Context, cfg config, st store, log *slog.Logger) (_
 	// last Subscribe gets through the handshake.
 	pin := &pinnedMain{}
 	opts := append(append(grpcServerOptions(cfg.grpcMaxRecv), gm.serverOptions()...), grpcKeepalive(cfg.grpcMaxIdle)...)
-	n.gs = grpc.NewServer(append(append(opts, callServerOptions()...), grpc.Creds(grpccreds.NewTLS(ident.tlsConfig(pin.check, true))))...)
+	n.gs = grpc.NewServer(append(append(opts, callServerOptions()...), grpc.Creds(newFrameCreds(ident.tlsConfig(pin.check, true), n.srv.dispatchFrames)))...)
 	pb.RegisterProcessingWorkerServer(n.gs, n.srv)
 	// The key pair lives only in memory; 2048-bit RSA-OAEP keeps start-up
 	// fast and is enough to wrap a 256-bit key.

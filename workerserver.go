@@ -28,6 +28,11 @@ type workerServer struct {
 	// metrics counts each call of a Calls stream as a Process call, so
 	// deltadb_grpc_calls_total counts calls, not streams (nil: none).
 	metrics *grpcMetrics
+	// maxMsg is the largest frame a frame link takes (framelink.go):
+	// -grpc-max-recv-msg-size.
+	maxMsg int
+	// frameIdle and frameWait replace the frame link's (tests).
+	frameIdle, frameWait time.Duration
 
 	// quit is closed by stop, when the node stops: Calls streams finish
 	// the calls they hold and end (callstream.go).
