@@ -187,8 +187,9 @@ type callLink struct {
 	id     string
 	client pb.ProcessingWorkerClient
 	// frames dials the worker's frame link (framelink.go); nil: the
-	// Calls stream only. noFrames, under mu, is set once the worker
-	// turned the frame protocol down (a worker from before it).
+	// Calls stream only. noFrames, held by the opening token (stream),
+	// is set once the worker turned the frame protocol down (a worker
+	// from before it).
 	frames   func(ctx context.Context) (*frameConn, error)
 	noFrames bool
 	// wait bounds a call whose context has no deadline: callWait.
@@ -203,6 +204,10 @@ type callLink struct {
 	// the senders of cancel messages.
 	wg sync.WaitGroup
 
+	// opening holds a token while a call opens a stream; the others
+	// wait for it as long as they may wait (stream).
+	opening chan struct{}
+
 	mu     sync.Mutex
 	cur    *callStream
 	closed bool
@@ -216,7 +221,7 @@ func newCallLink(id string, client pb.ProcessingWorkerClient, batched bool) *cal
 	if batched {
 		most = maxCallBatch
 	}
-	return &callLink{id: id, client: client, wait: callWait, most: most, ctx: ctx, cancel: cancel}
+	return &callLink{id: id, client: client, wait: callWait, most: most, ctx: ctx, cancel: cancel, opening: make(chan struct{}, 1)}
 }
 
 // close ends the link's streams (calls in flight fail as transport
@@ -314,21 +319,44 @@ func (g *grpcCallConn) send(wire []byte) error {
 func (g *grpcCallConn) recv() (*pb.WorkerResponse, error) { return g.st.Recv() }
 
 // stream returns the open stream, opening one if there is none. Opening
-// waits for the connection at most as long as ctx allows.
-func (l *callLink) stream(ctx context.Context) (*callStream, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
-		return nil, fmt.Errorf("worker %s: link closed: %w", l.id, errTransport)
+// waits for the connection (gRPC reconnecting to the worker, a TLS
+// handshake the worker never answers) at most as long as ctx allows and,
+// for a call bounded by timeout (callWait, set just before), as long as
+// the call may wait: then errWorkerSlow. The calls that come meanwhile
+// wait for that opening within their own bounds, not on mu.
+func (l *callLink) stream(ctx context.Context, timeout <-chan time.Time) (*callStream, error) {
+	if cs, err := l.open(); cs != nil || err != nil {
+		return cs, err
 	}
-	if l.cur != nil {
-		return l.cur, nil
+	var expire time.Time
+	if timeout != nil {
+		expire = time.Now().Add(l.wait) // the timer was set just now
+	}
+	select {
+	case l.opening <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("worker %s: wait to open call stream: %w", l.id, status.FromContextError(ctx.Err()).Err())
+	case <-timeout:
+		return nil, l.slow()
+	}
+	defer func() { <-l.opening }()
+	if cs, err := l.open(); cs != nil || err != nil {
+		return cs, err // opened by the call before
+	}
+	octx := ctx
+	if !expire.IsZero() {
+		var stopTimer context.CancelFunc
+		octx, stopTimer = context.WithDeadline(ctx, expire)
+		defer stopTimer()
 	}
 	var conn callConn
 	var cancel context.CancelFunc
 	if l.frames != nil && !l.noFrames {
-		fc, err := l.frames(ctx)
+		fc, err := l.frames(octx)
 		if err != nil {
+			if ctx.Err() == nil && octx.Err() != nil {
+				return nil, l.slow()
+			}
 			return nil, fmt.Errorf("worker %s: open frame link: %w: %w", l.id, err, errTransport)
 		}
 		if fc == nil {
@@ -339,12 +367,15 @@ func (l *callLink) stream(ctx context.Context) (*callStream, error) {
 	}
 	if conn == nil {
 		sctx, scancel := context.WithCancel(l.ctx)
-		stop := context.AfterFunc(ctx, scancel)
+		stop := context.AfterFunc(octx, scancel)
 		st, err := l.client.Calls(sctx, grpc.ForceCodecV2(callCodec{}))
 		if !stop() || err != nil {
 			scancel()
-			if err == nil {
+			switch {
+			case ctx.Err() != nil:
 				err = ctx.Err()
+			case octx.Err() != nil:
+				return nil, l.slow()
 			}
 			return nil, fmt.Errorf("worker %s: open call stream: %s: %w", l.id, status.Convert(err).Message(), errTransport)
 		}
@@ -356,9 +387,31 @@ func (l *callLink) stream(ctx context.Context) (*callStream, error) {
 	}
 	cs := &callStream{stream: conn, cancel: cancel, most: l.most, pending: map[uint64]chan callAnswer{}}
 	cs.sealWait.L = &cs.qmu
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		cancel()
+		return nil, fmt.Errorf("worker %s: link closed: %w", l.id, errTransport)
+	}
 	l.cur = cs
 	l.wg.Go(func() { l.receive(cs) })
 	return cs, nil
+}
+
+// open returns the open stream, or an error once the link is closed;
+// neither when a stream is to be opened.
+func (l *callLink) open() (*callStream, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, fmt.Errorf("worker %s: link closed: %w", l.id, errTransport)
+	}
+	return l.cur, nil
+}
+
+// slow is the error of a call that waited l.wait for its answer.
+func (l *callLink) slow() error {
+	return fmt.Errorf("worker %s: no answer within %v: %w", l.id, l.wait, errWorkerSlow)
 }
 
 // receive hands each answer on cs to its caller until the stream ends,
@@ -432,7 +485,7 @@ func (l *callLink) call(ctx context.Context, req *pb.WorkerRequest, sg callSigne
 		defer func() { tm.Stop(); callTimers.Put(tm) }()
 		timeout = tm.C
 	}
-	cs, err := l.stream(ctx)
+	cs, err := l.stream(ctx, timeout)
 	if err != nil {
 		return nil, err
 	}
@@ -457,7 +510,7 @@ func (l *callLink) call(ctx context.Context, req *pb.WorkerRequest, sg callSigne
 		case <-ctx.Done():
 			giveUp = status.FromContextError(ctx.Err()).Err()
 		case <-timeout:
-			giveUp = fmt.Errorf("worker %s: no answer within %v: %w", l.id, l.wait, errWorkerSlow)
+			giveUp = l.slow()
 		}
 		seq, lead := cs.abandon(c)
 		if lead {

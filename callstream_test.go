@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -1511,4 +1512,78 @@ func onStream(rw *remoteWorker, count func(*callStream) int) int {
 		return -1
 	}
 	return count(cs)
+}
+
+// TestCallStreamOpenBounded: while the link's connection is being made
+// and the worker never answers its handshake (a listener that accepts
+// TCP and says nothing, as a worker stopped mid-restart would), a call
+// with no deadline of its own, and every call that comes meanwhile,
+// gives up after the link's wait (callWait; shortened here) with
+// errWorkerSlow's 503, not after gRPC's connect timeout (20 s); a call
+// with a deadline of its own ends at it.
+func TestCallStreamOpenBounded(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var held []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	creds := grpccreds.NewTLS(&tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13})
+	conn, err := grpc.NewClient(ln.Addr().String(), append(grpcDialOptions(4<<20, creds), callLinkDialOptions()...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	rw := newRemoteWorker("w1", pb.NewProcessingWorkerClient(conn), bytes.Repeat([]byte{7}, 32), time.Now, true)
+	t.Cleanup(rw.close)
+	wait := 300 * time.Millisecond
+	rw.link.wait = wait
+	rt := newRouter(slog.New(slog.DiscardHandler), time.Now, 0, nil, nil)
+	rt.add(&workerConn{id: "w1", proc: rw, close: func() {}})
+	rt.seen("w1", cacheStats{})
+
+	start := time.Now()
+	errs := make(chan error, 4)
+	for i := range 4 {
+		go func() {
+			_, err := rt.Process(context.Background(), &pb.EntityOp{DatabaseName: "db", EntityKey: fmt.Sprint("k", i), Operation: pb.Operation_GET})
+			errs <- err
+		}()
+	}
+	for range 4 {
+		err := <-errs
+		if !errors.Is(err, errWorkerSlow) || statusOf(err) != 503 || !strings.Contains(publicMessage(err, "r1"), "did not answer in time") {
+			t.Errorf("a call while the link's handshake goes unanswered = %v (status %d, %q), want errWorkerSlow, 503", err, statusOf(err), publicMessage(err, "r1"))
+		}
+	}
+	if took := time.Since(start); took > scaled(5*time.Second) {
+		t.Errorf("the calls gave up after %v, want %v", took, wait)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	start = time.Now()
+	_, err = rt.Process(ctx, &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_GET})
+	if took := time.Since(start); err == nil || took > scaled(5*time.Second) {
+		t.Errorf("a call with a deadline of %v = %v after %v, want its deadline's error at once", wait, err, took)
+	}
 }
