@@ -176,10 +176,10 @@ func (d *dataPlane) readHeld(ctx context.Context, db, key string, into *pb.Worke
 	var resp *pb.WorkerResponse
 	ok := false
 	if cr, can := d.proc.(cachedReader); can {
-		resp, ok = cr.cachedRead(ctx, db, key, into)
+		resp, ok = cr.cachedRead(ctx, db, key, room.at, into)
 	}
 	if !ok {
-		resp, err = d.proc.Process(ctx, &pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_GET})
+		resp, err = d.read(ctx, &pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_GET}, room)
 	}
 	return d.keepRead(resp, room, err)
 }
@@ -190,24 +190,41 @@ func (d *dataPlane) readHeldOp(ctx context.Context, op *pb.EntityOp) (*pb.Worker
 	if err != nil {
 		return nil, heldRead{}, err
 	}
-	resp, err := d.proc.Process(ctx, op)
+	resp, err := d.read(ctx, op, room)
 	return d.keepRead(resp, room, err)
+}
+
+// read sends read op, for which room is held, through Process, or
+// through the readSharer's readAt where holdRead placed its entity.
+func (d *dataPlane) read(ctx context.Context, op *pb.EntityOp, room readRoom) (*pb.WorkerResponse, error) {
+	if room.at.owner != nil {
+		if rs, ok := d.proc.(readSharer); ok {
+			return rs.readAt(ctx, op, room.at)
+		}
+	}
+	return d.proc.Process(ctx, op)
 }
 
 // readRoom is the room a read holds while it waits for its answer: n
 // bytes of the read budget and, when its entity's owner has a share of
-// the budget (readSharer), as many of that share.
+// the budget (readSharer), as many of that share; at is where the
+// readSharer placed the entity.
 type readRoom struct {
 	share *byteBudget
 	n     int64
+	at    readPlace
 }
 
 // readSharer is a processor whose workers each have a share of the read
-// budget (the router: readShare).
+// budget (the router: readShare, readAt).
 type readSharer interface {
 	// readShare returns the share of the owner of entity key of db, of
-	// capacity bytes; nil when that owner is the only worker.
-	readShare(db, key string, capacity int64) *byteBudget
+	// capacity bytes (nil when that owner is the only worker), and
+	// where it placed the entity.
+	readShare(db, key string, capacity int64) (*byteBudget, readPlace)
+	// readAt is Process of a read op whose entity readShare placed at
+	// at: the owner is not looked for again while at holds.
+	readAt(ctx context.Context, op *pb.EntityOp, at readPlace) (*pb.WorkerResponse, error)
 }
 
 // holdRead takes room in the read budget for the largest document before
@@ -221,7 +238,7 @@ type readSharer interface {
 func (d *dataPlane) holdRead(ctx context.Context, db, key string) (readRoom, error) {
 	room := readRoom{n: d.lim.document()}
 	if rs, ok := d.proc.(readSharer); ok {
-		room.share = rs.readShare(db, key, d.lim.readShare())
+		room.share, room.at = rs.readShare(db, key, d.lim.readShare())
 	}
 	if room.share != nil {
 		if err := room.share.acquireWithin(ctx, room.n, callWait, errWorkerSlow); err != nil {

@@ -345,11 +345,23 @@ type stallOwner struct {
 }
 
 // cachedRead sends every read through Process.
-func (s *stallOwner) cachedRead(context.Context, string, string, *pb.WorkerResponse) (*pb.WorkerResponse, bool) {
+func (s *stallOwner) cachedRead(context.Context, string, string, readPlace, *pb.WorkerResponse) (*pb.WorkerResponse, bool) {
 	return nil, false
 }
 
 func (s *stallOwner) Process(ctx context.Context, op *pb.EntityOp) (*pb.WorkerResponse, error) {
+	s.stall(op)
+	return s.router.Process(ctx, op)
+}
+
+// readAt stalls as Process does.
+func (s *stallOwner) readAt(ctx context.Context, op *pb.EntityOp, at readPlace) (*pb.WorkerResponse, error) {
+	s.stall(op)
+	return s.router.readAt(ctx, op, at)
+}
+
+// stall holds a read of the stalled worker's entities until release.
+func (s *stallOwner) stall(op *pb.EntityOp) {
 	if op.GetOperation() == pb.Operation_GET {
 		if c := s.candidates(op.GetDatabaseName(), op.GetEntityKey()); c[0].id == s.stalled {
 			n := s.held.Add(1)
@@ -359,7 +371,6 @@ func (s *stallOwner) Process(ctx context.Context, op *pb.EntityOp) (*pb.WorkerRe
 			s.held.Add(-1)
 		}
 	}
-	return s.router.Process(ctx, op)
 }
 
 // TestStalledOwnerHoldsHalfTheReadBudget: with two workers and a read
@@ -425,7 +436,7 @@ func TestStalledOwnerHoldsHalfTheReadBudget(t *testing.T) {
 	if used := data.reads.used.Load(); used != 0 {
 		t.Errorf("read budget holds %d bytes after every answer, want 0", used)
 	}
-	if used := rt.readShare("db", keys["wa"][0], 0).used.Load(); used != 0 {
-		t.Errorf("the stalled owner's share holds %d bytes after every answer, want 0", used)
+	if share, _ := rt.readShare("db", keys["wa"][0], 0); share.used.Load() != 0 {
+		t.Errorf("the stalled owner's share holds %d bytes after every answer, want 0", share.used.Load())
 	}
 }

@@ -583,7 +583,7 @@ type processor interface {
 // receives the answer, so that the caller's memory holds it; false means
 // the read goes through Process, and into is left as it was.
 type cachedReader interface {
-	cachedRead(ctx context.Context, db, key string, into *pb.WorkerResponse) (*pb.WorkerResponse, bool)
+	cachedRead(ctx context.Context, db, key string, at readPlace, into *pb.WorkerResponse) (*pb.WorkerResponse, bool)
 }
 
 // Process routes one entity operation to its worker. Writes always go to
@@ -736,7 +736,14 @@ func (r *router) send(ctx context.Context, op *pb.EntityOp) (*pb.WorkerResponse,
 // sendAs is send; write routes op as a write (to the owner, after a
 // handover of the entity), whatever its operation.
 func (r *router) sendAs(ctx context.Context, op *pb.EntityOp, write bool) (*pb.WorkerResponse, error) {
-	t, err := r.target(ctx, op, write)
+	return r.sendAt(ctx, op, write, readPlace{})
+}
+
+// sendAt is sendAs of a read placed at at by readShare (the zero
+// readPlace: not placed). A retry ranks the workers anew: the failed one
+// left the rotation.
+func (r *router) sendAt(ctx context.Context, op *pb.EntityOp, write bool, at readPlace) (*pb.WorkerResponse, error) {
+	t, err := r.target(ctx, op, write, at)
 	if err != nil {
 		return nil, err
 	}
@@ -759,7 +766,7 @@ func (r *router) sendAs(ctx context.Context, op *pb.EntityOp, write bool) (*pb.W
 	}
 	// The failed worker is out of rotation now, so the first candidate
 	// is the owner under the new epoch.
-	if t, err2 := r.target(ctx, op, write); errors.Is(err2, errHandingOver) {
+	if t, err2 := r.target(ctx, op, write, readPlace{}); errors.Is(err2, errHandingOver) {
 		// The client is told the entity is being handed over, not that
 		// nothing was written: the lost call's outcome is unknown.
 		return nil, fmt.Errorf("%w: %v: %w", errHandingOverLost, err2, err)
@@ -784,14 +791,21 @@ type routeTarget struct {
 // less loaded worker when the owner is saturated. An owner renewing its
 // subscription is waited for (awaitRenewal). A write of an entity
 // whose previous owner's log is being handed over waits for the handover
-// (at most handoverWait); a read of it is served as readTarget says.
-func (r *router) target(ctx context.Context, op *pb.EntityOp, write bool) (routeTarget, error) {
+// (at most handoverWait); a read of it is served as readTarget says. A
+// read placed by readShare (at) skips ranking the workers while its
+// placement holds (placedAt).
+func (r *router) target(ctx context.Context, op *pb.EntityOp, write bool, at readPlace) (routeTarget, error) {
 	db, key := op.GetDatabaseName(), op.GetEntityKey()
 	var timeout <-chan time.Time
 	var buf [8]*workerConn
 	for {
 		r.mu.RLock()
-		cands := r.candidatesLocked(buf[:0], db, key)
+		var cands []*workerConn
+		if write {
+			cands = r.candidatesLocked(buf[:0], db, key)
+		} else {
+			cands = r.placedAt(buf[:0], db, key, at)
+		}
 		if len(cands) == 0 {
 			r.mu.RUnlock()
 			return routeTarget{}, errNoWorker
@@ -867,16 +881,16 @@ func (r *router) readTarget(cands []*workerConn, h *handover) (routeTarget, bool
 // reports, is left alone); the call's messages stay on the stack, and the
 // answer goes in into when given.
 // false: send the read through Process. It implements cachedReader.
-// It picks its target through route's own steps (candidatesLocked, the
-// handover check, readTarget): a rule route adds outside them must be
+// It picks its target through route's own steps (placedAt of at, where
+// readShare placed the entity, the handover check, readTarget): a rule route adds outside them must be
 // added here too.
-func (r *router) cachedRead(ctx context.Context, db, key string, into *pb.WorkerResponse) (*pb.WorkerResponse, bool) {
+func (r *router) cachedRead(ctx context.Context, db, key string, at readPlace, into *pb.WorkerResponse) (*pb.WorkerResponse, bool) {
 	if !r.inProcess.Load() {
 		return nil, false
 	}
 	var buf [8]*workerConn
 	r.mu.RLock()
-	cands := r.candidatesLocked(buf[:0], db, key)
+	cands := r.placedAt(buf[:0], db, key, at)
 	var t routeTarget
 	ok := len(cands) > 0
 	if ok {
@@ -909,22 +923,59 @@ func (r *router) cachedRead(ctx context.Context, db, key string, into *pb.Worker
 // readShare returns the share of the read budget of the owner of entity
 // key of db, of capacity bytes (made on first use), or nil when it is
 // the only worker in rotation: then it owns every entity, and a share
-// would only bound reads that nobody else could serve. It implements
-// readSharer.
-func (r *router) readShare(db, key string, capacity int64) *byteBudget {
+// would only bound reads that nobody else could serve; and where the
+// entity was placed, for the read's call (readAt) not to rank the
+// workers again. It implements readSharer.
+func (r *router) readShare(db, key string, capacity int64) (*byteBudget, readPlace) {
 	var buf [8]*workerConn
 	r.mu.RLock()
 	cands := r.candidatesLocked(buf[:0], db, key)
+	var at readPlace
+	if len(cands) > 0 {
+		at = readPlace{owner: cands[0], epoch: r.epoch.Load()}
+	}
 	r.mu.RUnlock()
 	if len(cands) < 2 {
-		return nil
+		return nil, at
 	}
 	owner := cands[0]
 	if s := owner.share.Load(); s != nil {
-		return s
+		return s, at
 	}
 	owner.share.CompareAndSwap(nil, newByteBudget(capacity))
-	return owner.share.Load()
+	return owner.share.Load(), at
+}
+
+// readPlace is the owner of an entity under a routing epoch, as
+// readShare found it. Under the same epoch the workers in rotation are
+// the same, so the owner is too, unless its registration was replaced
+// by a renewal (which keeps the epoch and takes the replaced one out of
+// rotation); the zero readPlace places nothing.
+type readPlace struct {
+	owner *workerConn
+	epoch uint64
+}
+
+// readAt is Process of a read whose entity readShare placed at at: its
+// call goes where Process would send it, the owner not ranked again
+// while at still holds (placedAt). It implements readSharer.
+func (r *router) readAt(ctx context.Context, op *pb.EntityOp, at readPlace) (*pb.WorkerResponse, error) {
+	if op.GetOperation() != pb.Operation_GET {
+		return r.Process(ctx, op)
+	}
+	return r.sendAt(ctx, op, false, at)
+}
+
+// placedAt returns cands as candidatesLocked would, into out: only the
+// owner at (read's placement) when at still holds and no other worker
+// could be picked (pick: a saturated owner's reads without logs go to
+// the least loaded), all of them ranked otherwise. The caller holds mu.
+func (r *router) placedAt(out []*workerConn, db, key string, at readPlace) []*workerConn {
+	if c := at.owner; c != nil && c.state != stateOut && at.epoch == r.epoch.Load() &&
+		(r.ho != nil || r.saturated <= 0 || c.inFlight.Load() < r.saturated) {
+		return append(out, c)
+	}
+	return r.candidatesLocked(out, db, key)
 }
 
 // callTarget sends op to t.

@@ -718,3 +718,94 @@ func TestRenewalLapses(t *testing.T) {
 		t.Errorf("write of the lapsed worker's entity after the takeover = %v", err)
 	}
 }
+
+// TestReadPlacementStale: a read placed by readShare (the owner it ranked
+// once) goes where Process would send it when that placement no longer
+// holds by its call: the owner left the rotation, renewed its
+// subscription (a new registration under the same epoch), or is
+// saturated (without logs its reads go to the least loaded worker).
+func TestReadPlacementStale(t *testing.T) {
+	st := newMemStore()
+	ids := []string{"a", "b", "c"}
+	rt := newRouter(slog.New(slog.DiscardHandler), time.Now, 1, nil, nil)
+	procs := map[string]*gatedProc{}
+	register := func(id string) *gatedProc {
+		w := newTestWorker(t, id, st)
+		g := &gatedProc{processingWorker: w, entered: make(chan struct{}), release: make(chan struct{})}
+		procs[id] = g
+		rt.add(&workerConn{id: id, identity: [32]byte{id[0]}, proc: g, stats: w.stats, close: func() {}})
+		rt.seen(id, cacheStats{})
+		return g
+	}
+	for _, id := range ids {
+		register(id)
+	}
+	owned := keysOwnedBy("a", ids, 2)
+	key, busy := owned[0], owned[1]
+	do := routeDo(t, rt)
+	do(pb.Operation_PUT, key, `"v"`)
+	do(pb.Operation_PUT, busy, `"w"`)
+	get := &pb.EntityOp{DatabaseName: "db", EntityKey: key, Operation: pb.Operation_GET}
+	read := func(at readPlace) {
+		t.Helper()
+		if resp, err := rt.readAt(t.Context(), get, at); err != nil || string(resp.GetResult()) != `"v"` {
+			t.Fatalf("readAt = %s, %v", resp.GetResult(), err)
+		}
+	}
+	calls := func() map[string]int64 {
+		n := map[string]int64{}
+		for id, g := range procs {
+			n[id] = g.calls.Load()
+		}
+		return n
+	}
+
+	_, at := rt.readShare("db", key, 1000)
+	if at.owner == nil || at.owner.id != "a" {
+		t.Fatalf("readShare placed %s at %+v, want its owner a", key, at)
+	}
+	before := calls()
+	read(at)
+	if after := calls(); after["a"] != before["a"]+1 {
+		t.Errorf("a read placed at its owner: calls %v -> %v, want one more to a", before, after)
+	}
+
+	// Saturated: a holds a read of busy, and the read placed before goes
+	// to the least loaded worker, as Process's would.
+	held := make(chan error, 1)
+	procs["a"].hold = busy
+	go func() {
+		_, err := rt.Process(t.Context(), &pb.EntityOp{DatabaseName: "db", EntityKey: busy, Operation: pb.Operation_GET})
+		held <- err
+	}()
+	<-procs["a"].entered
+	before = calls()
+	read(at)
+	if after := calls(); after["a"] != before["a"] {
+		t.Errorf("a read placed at its saturated owner: calls %v -> %v, want none more to a", before, after)
+	}
+	close(procs["a"].release)
+	if err := <-held; err != nil {
+		t.Fatal(err)
+	}
+
+	// Renewed: the placement names the registration it replaced.
+	_, at = rt.readShare("db", key, 1000)
+	old := procs["a"]
+	renewed := register("a")
+	read(at)
+	if old.calls.Load() != before["a"] || renewed.calls.Load() != 1 {
+		t.Errorf("a read placed before its owner renewed: %d calls to the old registration (want %d), %d to the new (want 1)",
+			old.calls.Load(), before["a"], renewed.calls.Load())
+	}
+
+	// Left the rotation: the read goes to the owner among the others.
+	_, at = rt.readShare("db", key, 1000)
+	rt.markUnavailable("a", "test")
+	next := []string{"b", "c"}[rendezvousOrder("db", key, []string{"b", "c"})[0]]
+	before = calls()
+	read(at)
+	if after := calls(); after["a"] != before["a"] || after[next] != before[next]+1 {
+		t.Errorf("a read placed at an owner that left: calls %v -> %v, want one more to %s", before, after, next)
+	}
+}

@@ -12,6 +12,9 @@
 #   all-nofloor  the same with -gc-heap-floor=0 (Go's own GC pacing)
 #   main+1    -role=main and one -role=proc of this tree, access log on
 #   base-main+1  the same of commit BASE
+#   main+3    -role=main and three -role=proc of this tree (wrk's one key
+#             has one owner; the load tool's keys spread over the three)
+#   base-main+3  the same of commit BASE
 # Usage: [CONFIGS="all main+1 ..."] [PORT=18191] .ci/bench-read.sh [ROUNDS] [SECONDS] [BASE]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,13 +60,15 @@ one() {
     base) "$work/ddb-base" -role=all -rest-addr="$addr" -grpc-addr=127.0.0.1:$((port + 1)) -cluster-addr=127.0.0.1:$((port + 2)) -shared-fs="$dir" -log-level=info 2>"$work/$name.log" & pids+=($!) ;;
     all) "$work/ddb" -role=all -rest-addr="$addr" -grpc-addr=127.0.0.1:$((port + 1)) -cluster-addr=127.0.0.1:$((port + 2)) -shared-fs="$dir" -log-level=info 2>"$work/$name.log" & pids+=($!) ;;
     all-nofloor) "$work/ddb" -role=all -rest-addr="$addr" -grpc-addr=127.0.0.1:$((port + 1)) -cluster-addr=127.0.0.1:$((port + 2)) -shared-fs="$dir" -log-level=info -gc-heap-floor=0 2>"$work/$name.log" & pids+=($!) ;;
-    main+1|base-main+1)
-      local bin="$work/ddb"; [ "$name" = base-main+1 ] && bin="$work/ddb-base"
+    main+[13]|base-main+[13])
+      local bin="$work/ddb"; [ "${name#base-}" != "$name" ] && bin="$work/ddb-base"
       "$bin" -role=main -rest-addr="$addr" -grpc-addr=127.0.0.1:$((port + 1)) -cluster-addr=127.0.0.1:$((port + 2)) -shared-fs="$dir" -log-level=info 2>"$work/$name.log" & pids+=($!)
-      MASTER_KEY= "$bin" -role=proc -worker-id=w1 -main-addr=127.0.0.1:$((port + 2)) -shared-fs="$dir" -log-level=info 2>"$work/$name-w1.log" & pids+=($!) ;;
+      for w in $(seq "${name##*+}"); do
+        MASTER_KEY= "$bin" -role=proc -worker-id=w$w -main-addr=127.0.0.1:$((port + 2)) -shared-fs="$dir" -log-level=info 2>"$work/$name-w$w.log" & pids+=($!)
+      done ;;
   esac
   if [ "$name" = trivial ]; then sleep 0.5; else wait_up "$addr"; fi
-  case $name in *main+1) wait_workers "$addr" 1 ;; esac
+  case $name in *main+[13]) wait_workers "$addr" "${name##*+}" ;; esac
   load "$name" "${pids[@]}"
   kill "${pids[@]}"; wait "${pids[@]}" 2>/dev/null || true
   rm -rf "$dir"
