@@ -692,6 +692,20 @@ type budgetWaiter struct {
 	ready chan struct{}
 }
 
+// workerShare is a worker's share of the read budget (budgets.readShare)
+// and whether the worker is stuck: one of its reads went overdue
+// (dataPlane.watchRead) and it has answered no read since, so its reads
+// take room in the overdue half first (dataPlane.holdRead).
+type workerShare struct {
+	byteBudget
+	stuck atomic.Bool
+}
+
+// newWorkerShare returns a share of capacity bytes (at least 1).
+func newWorkerShare(capacity int64) *workerShare {
+	return &workerShare{byteBudget: byteBudget{capacity: max(capacity, 1)}}
+}
+
 // newByteBudget returns a budget of capacity bytes (at least 1).
 func newByteBudget(capacity int64) *byteBudget {
 	return &byteBudget{capacity: max(capacity, 1)}

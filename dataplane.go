@@ -19,6 +19,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	pb "deltadatabase/proto"
 )
@@ -36,6 +38,13 @@ type dataPlane struct {
 	// reads holds the documents read for answers and not yet sent
 	// (lim.inflightRead()).
 	reads *byteBudget
+	// late is the overdue half of reads (lim.readShare()): the room that
+	// the reads waiting longer than overdueAfter for their worker's
+	// answer may hold together (watchRead).
+	late *byteBudget
+	// overdueAfter is how long a read waits for its worker's answer
+	// before it is overdue: readOverdue (tests shorten it).
+	overdueAfter time.Duration
 	// bindMu serialises, within this process, a binding's check that its
 	// schema exists and its write with a schema deletion's check that no
 	// database is bound to it and the deletion. Only bind and deleteSchema
@@ -48,7 +57,8 @@ type dataPlane struct {
 // newDataPlane returns the data plane routing through proc (the router)
 // over cat and schemas, keeping the budgets lim.
 func newDataPlane(proc processor, cat *catalog, schemas *schemaRegistry, lim budgets) *dataPlane {
-	return &dataPlane{proc: proc, catalog: cat, schemas: schemas, lim: lim, reads: newByteBudget(lim.inflightRead())}
+	return &dataPlane{proc: proc, catalog: cat, schemas: schemas, lim: lim, reads: newByteBudget(lim.inflightRead()),
+		late: newByteBudget(lim.readShare()), overdueAfter: readOverdue}
 }
 
 // permissionFor is the permission an entity operation needs: read for a
@@ -179,7 +189,7 @@ func (d *dataPlane) readHeld(ctx context.Context, db, key string, into *pb.Worke
 		resp, ok = cr.cachedRead(ctx, db, key, room.at, into)
 	}
 	if !ok {
-		resp, err = d.read(ctx, &pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_GET}, room)
+		resp, err = d.watchRead(ctx, &pb.EntityOp{DatabaseName: db, EntityKey: key, Operation: pb.Operation_GET}, &room)
 	}
 	return d.keepRead(resp, room, err)
 }
@@ -190,7 +200,7 @@ func (d *dataPlane) readHeldOp(ctx context.Context, op *pb.EntityOp) (*pb.Worker
 	if err != nil {
 		return nil, heldRead{}, err
 	}
-	resp, err := d.read(ctx, op, room)
+	resp, err := d.watchRead(ctx, op, &room)
 	return d.keepRead(resp, room, err)
 }
 
@@ -207,12 +217,14 @@ func (d *dataPlane) read(ctx context.Context, op *pb.EntityOp, room readRoom) (*
 
 // readRoom is the room a read holds while it waits for its answer: n
 // bytes of the read budget and, when its entity's owner has a share of
-// the budget (readSharer), as many of that share; at is where the
-// readSharer placed the entity.
+// the budget (readSharer), as many of that share, and of the overdue
+// half once late (watchRead); at is where the readSharer placed the
+// entity.
 type readRoom struct {
-	share *byteBudget
+	share *workerShare
 	n     int64
 	at    readPlace
+	late  bool
 }
 
 // readSharer is a processor whose workers each have a share of the read
@@ -221,7 +233,7 @@ type readSharer interface {
 	// readShare returns the share of the owner of entity key of db, of
 	// capacity bytes (nil when that owner is the only worker), and
 	// where it placed the entity.
-	readShare(db, key string, capacity int64) (*byteBudget, readPlace)
+	readShare(db, key string, capacity int64) (*workerShare, readPlace)
 	// readAt is Process of a read op whose entity readShare placed at
 	// at: the owner is not looked for again while at holds.
 	readAt(ctx context.Context, op *pb.EntityOp, at readPlace) (*pb.WorkerResponse, error)
@@ -232,35 +244,128 @@ type readSharer interface {
 // memory. With several workers it first takes as much of the entity's
 // owner's share, so that the reads waiting at an owner that stopped
 // answering hold half the budget at most, and the others go on; a read
-// waiting for room there holds nothing of the budget. Each wait lasts
-// callWait at most, as the call itself does: then 503, errWorkerSlow in
-// the share (its worker's other reads got no answer).
+// waiting for room there holds nothing of the budget. A read of an
+// owner that has answered nothing since one of its reads was overdue
+// (workerShare.stuck) takes as much of the overdue half once it is in
+// the share, as an overdue read does (watchRead), so that stalled
+// owners, however many, hold half the budget at most together. The
+// waits for the share and the overdue half last callWait at most
+// together, the wait for the budget as long, as the call itself does:
+// then 503, errWorkerSlow in the share and the overdue half (its
+// worker's other reads got no answer).
 func (d *dataPlane) holdRead(ctx context.Context, db, key string) (readRoom, error) {
 	room := readRoom{n: d.lim.document()}
 	if rs, ok := d.proc.(readSharer); ok {
 		room.share, room.at = rs.readShare(db, key, d.lim.readShare())
 	}
 	if room.share != nil {
+		start := time.Now()
 		if err := room.share.acquireWithin(ctx, room.n, callWait, errWorkerSlow); err != nil {
 			return readRoom{}, fmt.Errorf("read entity %q of %s: its worker's share: %w: %w", key, db, err, errUnavailable)
 		}
+		// Looked at once in the share: a read that waited there while
+		// its worker became stuck must not come in as if it answered.
+		if room.share.stuck.Load() {
+			wait := max(callWait-time.Since(start), time.Millisecond)
+			if err := d.late.acquireWithin(ctx, room.n, wait, errWorkerSlow); err != nil {
+				room.share.release(room.n)
+				return readRoom{}, fmt.Errorf("read entity %q of %s: the overdue half, its worker having answered nothing for %v: %w: %w",
+					key, db, d.overdueAfter, err, errUnavailable)
+			}
+			room.late = true
+		}
 	}
 	if err := d.reads.acquireWithin(ctx, room.n, callWait, errUnavailable); err != nil {
-		if room.share != nil {
-			room.share.release(room.n)
-		}
+		room.free(d)
 		return readRoom{}, fmt.Errorf("read entity %q of %s: %w: %w", key, db, err, errUnavailable)
 	}
 	return room, nil
 }
 
-// keepRead keeps, of the room held for a read, the size of the document
-// read (resp), or none when the read failed (err). The owner's share is
-// given back whole: the answer is in.
-func (d *dataPlane) keepRead(resp *pb.WorkerResponse, room readRoom, err error) (*pb.WorkerResponse, heldRead, error) {
+// free gives back room's share and overdue half: the answer is in.
+func (room readRoom) free(d *dataPlane) {
 	if room.share != nil {
 		room.share.release(room.n)
 	}
+	if room.late {
+		d.late.release(room.n)
+	}
+}
+
+// readOverdue is how long a read waits for its worker's answer before it
+// is overdue (watchRead): a fifth of callWait, far longer than a read of
+// a worker that answers takes.
+const readOverdue = callWait / 5
+
+// Where an overdue watch (watchRead) stands.
+const (
+	watchWaiting = int32(iota)
+	watchAnswered
+	watchLate
+	watchEvicted
+)
+
+// watchRead is read of op, for which room is held, watched for its
+// worker's answer when the worker has a share of the budget: a read
+// that waits overdueAfter for it is overdue and marks its worker stuck
+// (its next reads take room in the overdue half first, holdRead) until
+// the worker answers a read again. The overdue read takes room in the
+// overdue half too, and with none left there it ends at once with
+// errWorkerSlow (503): so the reads waiting longer than overdueAfter, on
+// any number of workers, hold half the budget at most together, and the
+// workers that answer keep the other half. A read that holds the
+// overdue half already (late) is not watched.
+func (d *dataPlane) watchRead(ctx context.Context, op *pb.EntityOp, room *readRoom) (*pb.WorkerResponse, error) {
+	share := room.share
+	if share == nil {
+		return d.read(ctx, op, *room)
+	}
+	var resp *pb.WorkerResponse
+	var err error
+	if room.late {
+		resp, err = d.read(ctx, op, *room)
+	} else {
+		var state atomic.Int32
+		cctx, cancel := context.WithCancel(ctx)
+		n := room.n
+		tm := time.AfterFunc(d.overdueAfter, func() {
+			share.stuck.Store(true)
+			if d.late.waiting.Load() == 0 && d.late.take(n) {
+				if !state.CompareAndSwap(watchWaiting, watchLate) {
+					d.late.release(n) // answered meanwhile
+				}
+				return
+			}
+			if state.CompareAndSwap(watchWaiting, watchEvicted) {
+				cancel() // watchRead answers why
+			}
+		})
+		resp, err = d.read(cctx, op, *room)
+		tm.Stop()
+		if !state.CompareAndSwap(watchWaiting, watchAnswered) {
+			switch state.Load() {
+			case watchLate:
+				room.late = true
+			case watchEvicted:
+				if err != nil && ctx.Err() == nil {
+					resp, err = nil, fmt.Errorf("read entity %q of %s: no answer for %v, and the reads waiting that long hold half the read budget: %w",
+						op.GetEntityKey(), op.GetDatabaseName(), d.overdueAfter, errWorkerSlow)
+				}
+			}
+		}
+		cancel()
+	}
+	if (err == nil || errors.Is(err, errNotFound)) && share.stuck.Load() {
+		share.stuck.Store(false) // it answers again
+	}
+	return resp, err
+}
+
+// keepRead keeps, of the room held for a read, the size of the document
+// read (resp), or none when the read failed (err). The owner's share and
+// the overdue half are given back whole: the answer is in.
+func (d *dataPlane) keepRead(resp *pb.WorkerResponse, room readRoom, err error) (*pb.WorkerResponse, heldRead, error) {
+	room.free(d)
 	held := room.n
 	if err != nil {
 		d.reads.release(held)

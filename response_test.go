@@ -10,10 +10,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/url"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -333,12 +333,13 @@ func TestInflightReadsBounded(t *testing.T) {
 	}
 }
 
-// stallOwner holds every GET of the entities worker stalled owns until
-// release is closed, counting those held; everything else goes to the
-// router, whose read shares (readSharer) it keeps.
+// stallOwner holds every GET of the entities the workers stalled own
+// until release is closed or the GET's context ends, counting those
+// held; everything else goes to the router, whose read shares
+// (readSharer) it keeps.
 type stallOwner struct {
 	*router
-	stalled string
+	stalled []string
 	release chan struct{}
 	held    atomic.Int64
 	most    atomic.Int64
@@ -350,27 +351,80 @@ func (s *stallOwner) cachedRead(context.Context, string, string, readPlace, *pb.
 }
 
 func (s *stallOwner) Process(ctx context.Context, op *pb.EntityOp) (*pb.WorkerResponse, error) {
-	s.stall(op)
+	if err := s.stall(ctx, op); err != nil {
+		return nil, err
+	}
 	return s.router.Process(ctx, op)
 }
 
 // readAt stalls as Process does.
 func (s *stallOwner) readAt(ctx context.Context, op *pb.EntityOp, at readPlace) (*pb.WorkerResponse, error) {
-	s.stall(op)
+	if err := s.stall(ctx, op); err != nil {
+		return nil, err
+	}
 	return s.router.readAt(ctx, op, at)
 }
 
-// stall holds a read of the stalled worker's entities until release.
-func (s *stallOwner) stall(op *pb.EntityOp) {
+// stall holds a read of a stalled worker's entities until release, or
+// until ctx ends, reporting why.
+func (s *stallOwner) stall(ctx context.Context, op *pb.EntityOp) error {
 	if op.GetOperation() == pb.Operation_GET {
-		if c := s.candidates(op.GetDatabaseName(), op.GetEntityKey()); c[0].id == s.stalled {
+		if c := s.candidates(op.GetDatabaseName(), op.GetEntityKey()); slices.Contains(s.stalled, c[0].id) {
 			n := s.held.Add(1)
 			for m := s.most.Load(); n > m && !s.most.CompareAndSwap(m, n); m = s.most.Load() {
 			}
-			<-s.release
-			s.held.Add(-1)
+			defer s.held.Add(-1)
+			select {
+			case <-s.release:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}
 	}
+	return nil
+}
+
+// newStallRig is a router over in-process workers ids of one store,
+// under budgets lim, a stallOwner holding the GETs of the workers
+// stalled, and a data plane over it; keys holds at least want[id] keys
+// of database "db" that worker id owns, each stored as a document of
+// about 900 bytes; read reads one through the data plane.
+func newStallRig(t *testing.T, lim budgets, ids, stalled []string, want map[string]int) (
+	rt *router, stall *stallOwner, data *dataPlane, keys map[string][]string, read func(key string) error) {
+	t.Helper()
+	st := newMemStore()
+	rt = newRouter(slog.New(slog.DiscardHandler), time.Now, 0, nil, nil)
+	for _, id := range ids {
+		w := newTestWorker(t, id, st)
+		w.lim = lim
+		rt.add(&workerConn{id: id, proc: w, stats: w.stats})
+	}
+	stall = &stallOwner{router: rt, stalled: stalled, release: make(chan struct{})}
+	data = newDataPlane(stall, newCatalog(st), newSchemaRegistry(st, lim), lim)
+	keys = map[string][]string{}
+	short := func() bool {
+		for id, n := range want {
+			if len(keys[id]) < n {
+				return true
+			}
+		}
+		return false
+	}
+	for i := 0; short(); i++ {
+		k := fmt.Sprint("k", i)
+		owner := ids[rendezvousOrder("db", k, ids)[0]]
+		keys[owner] = append(keys[owner], k)
+		doc := fmt.Sprintf(`{"pad":%q}`, strings.Repeat("x", 900))
+		if _, err := rt.Process(t.Context(), &pb.EntityOp{DatabaseName: "db", EntityKey: k, Operation: pb.Operation_PUT, Payload: []byte(doc)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read = func(key string) error {
+		_, held, err := data.get(t.Context(), "db", key, nil)
+		held.release()
+		return err
+	}
+	return rt, stall, data, keys, read
 }
 
 // TestStalledOwnerHoldsHalfTheReadBudget: with two workers and a read
@@ -380,32 +434,8 @@ func (s *stallOwner) stall(op *pb.EntityOp) {
 // answered meanwhile. Once the owner answers, every held read gets its
 // document and the budget and the share are empty again.
 func TestStalledOwnerHoldsHalfTheReadBudget(t *testing.T) {
-	st := newMemStore()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	lim := budgets{maxDocument: 1000, maxInflightRead: 4000}
-	rt := newRouter(log, time.Now, 0, nil, nil)
-	for _, id := range []string{"wa", "wb"} {
-		w := newTestWorker(t, id, st)
-		w.lim = lim
-		rt.add(&workerConn{id: id, proc: w, stats: w.stats})
-	}
-	stall := &stallOwner{router: rt, stalled: "wa", release: make(chan struct{})}
-	data := newDataPlane(stall, newCatalog(st), newSchemaRegistry(st, lim), lim)
-	keys := map[string][]string{}
-	for i := 0; len(keys["wa"]) < 8 || len(keys["wb"]) < 4; i++ {
-		k := fmt.Sprint("k", i)
-		owner := []string{"wa", "wb"}[rendezvousOrder("db", k, []string{"wa", "wb"})[0]]
-		keys[owner] = append(keys[owner], k)
-		doc := fmt.Sprintf(`{"pad":%q}`, strings.Repeat("x", 900))
-		if _, err := rt.Process(t.Context(), &pb.EntityOp{DatabaseName: "db", EntityKey: k, Operation: pb.Operation_PUT, Payload: []byte(doc)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	read := func(key string) error {
-		_, held, err := data.get(t.Context(), "db", key, nil)
-		held.release()
-		return err
-	}
+	rt, stall, data, keys, read := newStallRig(t, lim, []string{"wa", "wb"}, []string{"wa"}, map[string]int{"wa": 8, "wb": 4})
 	stalled := make(chan error, 8)
 	for _, k := range keys["wa"][:8] {
 		go func() { stalled <- read(k) }()
@@ -438,5 +468,79 @@ func TestStalledOwnerHoldsHalfTheReadBudget(t *testing.T) {
 	}
 	if share, _ := rt.readShare("db", keys["wa"][0], 0); share.used.Load() != 0 {
 		t.Errorf("the stalled owner's share holds %d bytes after every answer, want 0", share.used.Load())
+	}
+}
+
+// TestStalledOwnersHoldHalfTheReadBudget: with three workers, two of
+// which answer nothing, and a read budget of four documents of the
+// limit, the two stalled owners' shares (two documents each) fill the
+// budget at first; once their reads are overdue, they hold the overdue
+// half (two documents) at most together: the reads over it end with
+// errWorkerSlow's 503 and the stalled owners' next reads wait for room
+// there, holding nothing. So the reads of the worker that answers are
+// answered, within the overdue time at first and at once after. Once
+// the stalled owners answer, every read not ended gets its document and
+// every budget is empty again.
+func TestStalledOwnersHoldHalfTheReadBudget(t *testing.T) {
+	lim := budgets{maxDocument: 1000, maxInflightRead: 4000}
+	rt, stall, data, keys, read := newStallRig(t, lim, []string{"wa", "wb", "wc"}, []string{"wa", "wb"},
+		map[string]int{"wa": 6, "wb": 6, "wc": 8})
+	data.overdueAfter = 300 * time.Millisecond
+	stalled := make(chan error, 12)
+	for _, k := range append(keys["wa"][:6], keys["wb"][:6]...) {
+		go func() { stalled <- read(k) }()
+	}
+	waitFor(t, func() bool { return stall.held.Load() >= 4 })
+	healthy := func(k string, within time.Duration) {
+		t.Helper()
+		done := make(chan error, 1)
+		start := time.Now()
+		go func() { done <- read(k) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("read of %s (owner answering) = %v", k, err)
+			}
+		case <-time.After(within):
+			t.Fatalf("read of %s (owner answering) waits %v while %d reads wait at the stalled owners (budget used %d of 4000)",
+				k, within, stall.held.Load(), data.reads.used.Load())
+		}
+		t.Logf("read of %s (owner answering) answered after %v", k, time.Since(start).Round(time.Millisecond))
+	}
+	// The budget is full of the stalled owners' reads: the first read
+	// of wc's entities waits until they are overdue.
+	healthy(keys["wc"][0], scaled(5*time.Second))
+	waitFor(t, func() bool { return stall.held.Load() <= 2 })
+	for _, k := range keys["wc"][1:8] {
+		healthy(k, scaled(5*time.Second))
+	}
+	// The reads waiting at the stalled owners hold the overdue half, and
+	// the budget holds nothing else.
+	waitFor(t, func() bool { return stall.held.Load() <= 2 && data.reads.used.Load() <= 2000 })
+	close(stall.release)
+	ended := 0
+	for range 12 {
+		err := <-stalled
+		switch {
+		case err == nil:
+		case errors.Is(err, errWorkerSlow) && statusOf(err) == 503 && strings.Contains(publicMessage(err, "r1"), "did not answer in time"):
+			ended++
+		default:
+			t.Errorf("read held at a stalled owner = %v, want its document or errWorkerSlow's 503", err)
+		}
+	}
+	if ended == 0 || ended > 10 {
+		t.Errorf("%d of the 12 reads held at the stalled owners ended with 503, want some (over the overdue half) and not all", ended)
+	}
+	if used := data.reads.used.Load(); used != 0 {
+		t.Errorf("read budget holds %d bytes after every answer, want 0", used)
+	}
+	if used := data.late.used.Load(); used != 0 {
+		t.Errorf("the overdue half holds %d bytes after every answer, want 0", used)
+	}
+	for _, id := range []string{"wa", "wb"} {
+		if share, _ := rt.readShare("db", keys[id][0], 0); share.used.Load() != 0 {
+			t.Errorf("stalled owner %s's share holds %d bytes after every answer, want 0", id, share.used.Load())
+		}
 	}
 }

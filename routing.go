@@ -95,7 +95,7 @@ type workerConn struct {
 	// share is the share of the main worker's read budget that reads of
 	// the worker's entities may hold while they wait for its answers
 	// (readShare); made by the first such read.
-	share atomic.Pointer[byteBudget]
+	share atomic.Pointer[workerShare]
 	// The fields below are guarded by router.mu. A renewing
 	// registration's lastSeen is its Subscribe's time.
 	lastSeen  time.Time
@@ -926,7 +926,7 @@ func (r *router) cachedRead(ctx context.Context, db, key string, at readPlace, i
 // would only bound reads that nobody else could serve; and where the
 // entity was placed, for the read's call (readAt) not to rank the
 // workers again. It implements readSharer.
-func (r *router) readShare(db, key string, capacity int64) (*byteBudget, readPlace) {
+func (r *router) readShare(db, key string, capacity int64) (*workerShare, readPlace) {
 	var buf [8]*workerConn
 	r.mu.RLock()
 	cands := r.candidatesLocked(buf[:0], db, key)
@@ -942,7 +942,7 @@ func (r *router) readShare(db, key string, capacity int64) (*byteBudget, readPla
 	if s := owner.share.Load(); s != nil {
 		return s, at
 	}
-	owner.share.CompareAndSwap(nil, newByteBudget(capacity))
+	owner.share.CompareAndSwap(nil, newWorkerShare(capacity))
 	return owner.share.Load(), at
 }
 
