@@ -316,6 +316,7 @@ func (n *mainNode) buildDataPath(ctx context.Context) (*dataPlane, error) {
 		n.ho = newHandovers(fsst, n.log, time.Now)
 	}
 	n.rt = newRouter(n.log, time.Now, saturatedInFlight, cat.wrote, n.ho)
+	n.rt.awaitWorkersUntil = time.Now().Add(workersAwaitAtStart)
 	if n.ho != nil {
 		cat.setFlush(n.rt.flushLogs)
 	}

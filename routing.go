@@ -76,6 +76,12 @@ type router struct {
 	// feed logs every write in the change feed (feed.go); nil keeps no
 	// feed. Set before the router serves.
 	feed *changeFeed
+
+	// awaitWorkersUntil is, for a main worker that just started, when a
+	// call stops waiting for a worker to come into rotation when none
+	// is (awaitWorker); zero: it never waits. Set before the router
+	// serves.
+	awaitWorkersUntil time.Time
 }
 
 // workerConn is one processing worker as the router sees it.
@@ -339,6 +345,33 @@ func (r *router) awaitRenewal(ctx context.Context, c *workerConn) (bool, error) 
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// workersAwaitAtStart is how long after a main worker's start its calls
+// wait for a worker to come into rotation when none is, instead of
+// answering 503 at once: its workers, which outlived its restart,
+// reconnect within a second (subscribeReconnect) and subscribe, all at
+// about the same moment, while the first requests have already come.
+const workersAwaitAtStart = 3 * time.Second
+
+// awaitWorker waits, until awaitWorkersUntil, for a worker to be in
+// rotation; it reports whether one is (false at once when the time has
+// passed or ctx ended).
+func (r *router) awaitWorker(ctx context.Context) bool {
+	for time.Now().Before(r.awaitWorkersUntil) {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(10 * time.Millisecond):
+		}
+		r.mu.RLock()
+		placed := slices.ContainsFunc(r.conns, (*workerConn).placed)
+		r.mu.RUnlock()
+		if placed {
+			return true
+		}
+	}
+	return false
 }
 
 // handOver registers a handover of worker c's log, whose entities were
@@ -808,6 +841,9 @@ func (r *router) target(ctx context.Context, op *pb.EntityOp, write bool, at rea
 		}
 		if len(cands) == 0 {
 			r.mu.RUnlock()
+			if r.awaitWorker(ctx) {
+				continue
+			}
 			return routeTarget{}, errNoWorker
 		}
 		if owner := cands[0]; owner.state == stateRenewing {

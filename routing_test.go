@@ -809,3 +809,39 @@ func TestReadPlacementStale(t *testing.T) {
 		t.Errorf("a read placed at an owner that left: calls %v -> %v, want one more to %s", before, after, next)
 	}
 }
+
+// TestRouterAwaitsWorkersAtStart: a main worker that just started, with
+// no worker in rotation yet (its workers, which outlived its restart,
+// are reconnecting), holds a request until one comes into rotation
+// instead of answering 503 at once; once awaitWorkersUntil has passed,
+// a request with no worker is 503 at once again.
+func TestRouterAwaitsWorkersAtStart(t *testing.T) {
+	st := newMemStore()
+	rt := newRouter(slog.New(slog.DiscardHandler), time.Now, 0, nil, nil)
+	rt.awaitWorkersUntil = time.Now().Add(scaled(10 * time.Second))
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		_, err := rt.Process(t.Context(), &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_PUT, Payload: []byte(`1`)})
+		done <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("a write with no worker yet, just after the start, = %v after %v; want it to wait for one", err, time.Since(start))
+	default:
+	}
+	w := newTestWorker(t, "w1", st)
+	rt.add(&workerConn{id: "w1", proc: w, stats: w.stats, close: func() {}})
+	rt.seen("w1", cacheStats{})
+	if err := <-done; err != nil {
+		t.Fatalf("a write that waited for the first worker = %v", err)
+	}
+	rt.markUnavailable("w1", "test")
+	rt.awaitWorkersUntil = time.Now()
+	start = time.Now()
+	_, err := rt.Process(t.Context(), &pb.EntityOp{DatabaseName: "db", EntityKey: "k", Operation: pb.Operation_GET})
+	if !errors.Is(err, errNoWorker) || time.Since(start) > scaled(time.Second) {
+		t.Errorf("a read with no worker after the start's wait = %v after %v, want errNoWorker at once", err, time.Since(start))
+	}
+}
