@@ -81,10 +81,11 @@ func (s *restServer) handleChanges(w http.ResponseWriter, r *http.Request, p pri
 		return err
 	}
 	if q.mode == "" {
-		page, err := s.changePage(r.Context(), f, q)
+		page, held, err := s.changePage(r.Context(), f, q)
 		if err != nil {
 			return err
 		}
+		defer held.release()
 		writeJSON(w, http.StatusOK, page)
 		return nil
 	}
@@ -213,9 +214,13 @@ func (f *changeFeed) gone(c uint64) error {
 
 // changePage reads one page after q.since: up to q.limit changes of q.db
 // (and q.prefix), from at most changeScanMax changes of the feed, with
-// each document when q.docs, within -max-response-bytes.
-func (s *restServer) changePage(ctx context.Context, f *changeFeed, q changeQuery) (changePage, error) {
-	page := changePage{Changes: []changeOut{}}
+// each document when q.docs, within -max-response-bytes. The documents
+// are held in the in-flight read budget (readHeld) until the caller, once
+// the page is written, releases held: a page of an event stream that does
+// not read held up to -max-response-bytes outside it, and 100 streams of
+// one key took a server from 164 MB to 1.1 GB.
+func (s *restServer) changePage(ctx context.Context, f *changeFeed, q changeQuery) (page changePage, held heldRead, err error) {
+	page = changePage{Changes: []changeOut{}}
 	var sent int64
 	var docErr error
 	early := false
@@ -225,30 +230,33 @@ func (s *restServer) changePage(ctx context.Context, f *changeFeed, q changeQuer
 		}
 		c := changeOut{Seq: strconv.FormatUint(r.Seq, 10), Key: r.Key, Op: r.Op, ETag: r.ETag, At: time.Unix(0, r.At).UTC()}
 		if q.docs && r.Op == "put" {
-			doc, _, found, err := s.data.readEntity(ctx, q.db, r.Key)
-			if err != nil {
-				docErr, early = err, true
+			resp, h, err := s.data.readHeld(ctx, q.db, r.Key, nil)
+			if err != nil && !errors.Is(err, errNotFound) {
+				docErr, early = fmt.Errorf("read entity %q of %s: %w", r.Key, q.db, err), true
 				return false
 			}
-			if found {
-				c.Doc = doc
-			}
-			if sent += int64(len(doc)); sent > s.data.lim.response() && len(page.Changes) > 0 {
+			if sent += int64(len(resp.GetResult())); sent > s.data.lim.response() && len(page.Changes) > 0 {
+				h.release()
 				early = true
 				return false
+			}
+			if err == nil {
+				c.Doc = resp.GetResult()
+				held = heldRead{budget: h.budget, n: held.n + h.n}
 			}
 		}
 		page.Changes = append(page.Changes, c)
 		return len(page.Changes) < q.limit
 	})
-	if errors.Is(err, errCursorExpired) {
-		return page, f.gone(q.since)
+	if err == nil && docErr != nil && len(page.Changes) == 0 {
+		err = docErr
 	}
 	if err != nil {
-		return page, err
-	}
-	if docErr != nil && len(page.Changes) == 0 {
-		return page, docErr
+		held.release()
+		if errors.Is(err, errCursorExpired) {
+			err = f.gone(q.since)
+		}
+		return page, heldRead{}, err
 	}
 	page.LastSeq = strconv.FormatUint(last, 10)
 	if early {
@@ -258,7 +266,7 @@ func (s *restServer) changePage(ctx context.Context, f *changeFeed, q changeQuer
 			page.LastSeq = page.Changes[n-1].Seq
 		}
 	}
-	return page, nil
+	return page, held, nil
 }
 
 // mustSeq parses a seq this package formatted.
@@ -276,14 +284,16 @@ func (s *restServer) longPoll(w http.ResponseWriter, r *http.Request, f *changeF
 	deleted := f.deletedSignal(q.db)
 	for {
 		_, notify := f.log.watch()
-		page, err := s.changePage(r.Context(), f, q)
+		page, held, err := s.changePage(r.Context(), f, q)
 		if err != nil {
 			return err
 		}
 		if len(page.Changes) > 0 {
 			writeJSON(w, http.StatusOK, page)
+			held.release()
 			return nil
 		}
+		held.release()
 		q.since = mustSeq(page.LastSeq)
 		select {
 		case <-notify:
@@ -326,16 +336,15 @@ func (s *restServer) eventStream(w http.ResponseWriter, r *http.Request, f *chan
 			return nil
 		}
 		q.limit = changeLimitMax
-		page, err := s.changePage(r.Context(), f, q)
+		page, held, err := s.changePage(r.Context(), f, q)
 		if err != nil {
 			st.event("error", "", map[string]string{"error": errorSentence(err), "resume_from": strconv.FormatUint(q.since, 10)})
 			return nil
 		}
-		for _, c := range page.Changes {
-			if !st.event("change", c.Seq, c) {
-				return nil
-			}
-			f.sent.Add(1)
+		sent := st.changes(page.Changes)
+		held.release()
+		if !sent {
+			return nil
 		}
 		q.since = mustSeq(page.LastSeq)
 		if q.since < end {
@@ -365,17 +374,15 @@ func (s *restServer) endDeleted(ctx context.Context, st *stream, f *changeFeed, 
 		return
 	}
 	q.limit = changeLimitMax
-	page, err := s.changePage(ctx, f, q)
+	page, held, err := s.changePage(ctx, f, q)
 	if err != nil {
 		return
 	}
-	for _, c := range page.Changes {
-		if !st.event("change", c.Seq, c) {
-			return
-		}
-		f.sent.Add(1)
+	sent := st.changes(page.Changes)
+	held.release()
+	if sent {
+		st.event("deleted", "", map[string]string{"last_seq": page.LastSeq})
 	}
-	st.event("deleted", "", map[string]string{"last_seq": page.LastSeq})
 }
 
 // errorSentence is the client sentence of err.
@@ -404,6 +411,18 @@ func (st *stream) send(text string) bool {
 	if err := st.rc.Flush(); err != nil {
 		st.f.droppedConsumers.Add(1)
 		return false
+	}
+	return true
+}
+
+// changes writes each change as an event "change", counting them; false
+// when the consumer is gone or does not read.
+func (st *stream) changes(cs []changeOut) bool {
+	for _, c := range cs {
+		if !st.event("change", c.Seq, c) {
+			return false
+		}
+		st.f.sent.Add(1)
 	}
 	return true
 }

@@ -1033,3 +1033,34 @@ func TestChangesKillAllWithLiveWorker(t *testing.T) {
 	load.stop()
 	load.verify(t, c.main)
 }
+
+// TestChangesIncludeDocsHeld: the documents of a change page with
+// include_docs are held in the in-flight read budget until the page is
+// written, as every answer of documents is. They were not: each event
+// stream that did not read held a page of up to -max-response-bytes (100
+// streams of one read-only key, 40 new documents of 900 KB: 260 MB, 106
+// with them held), and the streams a server keeps (2,000) could hold 32
+// GB.
+func TestChangesIncludeDocsHeld(t *testing.T) {
+	ts := newAuthTestServer(t, authConfig{})
+	reads := ts.rest.data.reads
+	doc := `{"pad":"` + strings.Repeat("x", 10000) + `"}`
+	for _, k := range []string{"a", "b", "c"} {
+		ts.mustDo(t, "PUT", "/entity/chat", testAdminKey, fmt.Sprintf(`{%q:%s}`, k, doc), 200)
+	}
+	ts.mustDo(t, "GET", "/api/databases/chat/changes?include_docs=true", testAdminKey, "", 200)
+	if used := reads.used.Load(); used != 0 {
+		t.Errorf("after a page was answered the read budget holds %d bytes, want 0", used)
+	}
+	rec := newStreamRecorder(true)
+	stop, _ := serveStream(t, ts, rec, "include_docs=true")
+	waitClosed(t, rec.held, "the stream sent no change")
+	if used := reads.used.Load(); used < 3*int64(len(doc)) {
+		t.Errorf("while its page is written the read budget holds %d bytes, want the page's 3 documents (%d)", used, 3*len(doc))
+	}
+	close(rec.release)
+	stop()
+	if used := reads.used.Load(); used != 0 {
+		t.Errorf("after the stream ended the read budget holds %d bytes, want 0", used)
+	}
+}
