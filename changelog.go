@@ -45,6 +45,12 @@ const changesDirName = "_changes"
 // retention drops whole segments.
 const changeSegmentMax = 4 << 20
 
+// changeFileReads is how many segments' worth of bytes the reads from
+// before the tail hold at once (each reads a whole segment into memory and
+// walks it): the other reads wait their turn. Without a bound, 200 page
+// requests of a database at once took a server from 0.9 to 1.9 GB.
+const changeFileReads = 8
+
 // changeRetentionMin is the least -changes-retention-bytes.
 const changeRetentionMin = 64 << 10
 
@@ -105,6 +111,9 @@ type changeLog struct {
 	maxAge   time.Duration
 	maxBytes int64
 	segBytes int64
+	// fileReads holds the bytes of the segments read into memory
+	// (readFiles), changeFileReads segments' worth at most.
+	fileReads *byteBudget
 
 	mu      sync.Mutex
 	forming *changeGroup
@@ -329,8 +338,9 @@ func openChangeLog(dir string, maxAge time.Duration, maxBytes int64, now func() 
 	if err != nil {
 		return nil, nil, err
 	}
-	l := &changeLog{lock: lock, dir: dir, now: now, maxAge: maxAge, maxBytes: maxBytes, segBytes: min(changeSegmentMax, maxBytes/16),
-		nextSeq: 1, nextID: 1, notify: make(chan struct{}),
+	segBytes := min(changeSegmentMax, maxBytes/16)
+	l := &changeLog{lock: lock, dir: dir, now: now, maxAge: maxAge, maxBytes: maxBytes, segBytes: segBytes,
+		nextSeq: 1, nextID: 1, notify: make(chan struct{}), fileReads: newByteBudget(changeFileReads * segBytes),
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), ops: ops, mark: mark}
 	open, err := l.scan()
 	if err == nil && mark != nil {
@@ -873,7 +883,7 @@ func (l *changeLog) readFiles(segs []changeSegment, since, end uint64, scan int,
 	last, n := since, 0
 	for ; i < len(segs); i++ {
 		path := filepath.Join(l.dir, segmentName(segs[i].first))
-		b, err := os.ReadFile(path)
+		b, held, err := l.readSegment(path)
 		if errors.Is(err, fs.ErrNotExist) {
 			return since, errCursorExpired
 		}
@@ -894,6 +904,7 @@ func (l *changeLog) readFiles(segs []changeSegment, since, end uint64, scan int,
 			more = f(r)
 			return more
 		})
+		l.fileReads.release(held)
 		if err != nil {
 			return since, err
 		}
@@ -902,6 +913,32 @@ func (l *changeLog) readFiles(segs []changeSegment, since, end uint64, scan int,
 		}
 	}
 	return last, nil
+}
+
+// readSegment reads the segment file at path whole, first taking its size
+// (at most the whole) of fileReads, which the caller releases, held, once
+// done with the bytes.
+func (l *changeLog) readSegment(path string) (b []byte, held int64, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, 0, err
+	}
+	held = min(st.Size(), l.fileReads.capacity)
+	if err := l.fileReads.acquire(context.Background(), held); err != nil {
+		return nil, 0, err
+	}
+	b = make([]byte, st.Size())
+	n, err := io.ReadFull(f, b)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) { // cut back since (repair): read what is there
+		l.fileReads.release(held)
+		return nil, 0, err
+	}
+	return b[:n], held, nil
 }
 
 // lastChange is the latest change of key of db the log holds.

@@ -217,28 +217,40 @@ func (f *changeFeed) gone(c uint64) error {
 // each document when q.docs, within -max-response-bytes. The documents
 // are held in the in-flight read budget (readHeld) until the caller, once
 // the page is written, releases held: a page of an event stream that does
-// not read held up to -max-response-bytes outside it, and 100 streams of
-// one key took a server from 164 MB to 1.1 GB.
+// not read held up to -max-response-bytes outside it.
 func (s *restServer) changePage(ctx context.Context, f *changeFeed, q changeQuery) (page changePage, held heldRead, err error) {
-	page = changePage{Changes: []changeOut{}}
-	var sent int64
-	var docErr error
-	early := false
+	// The page's changes first, then their documents: a read from before
+	// the log's tail holds a segment of the log until it returns, and a
+	// document's read may wait for room in the read budget.
+	var recs []changeRec
 	last, err := f.log.read(q.since, changeScanMax, func(r changeRec) bool {
 		if r.DB != q.db || !strings.HasPrefix(r.Key, q.prefix) {
 			return true
 		}
+		recs = append(recs, r)
+		return len(recs) < q.limit
+	})
+	if errors.Is(err, errCursorExpired) {
+		return page, heldRead{}, f.gone(q.since)
+	}
+	if err != nil {
+		return page, heldRead{}, err
+	}
+	page = changePage{Changes: make([]changeOut, 0, len(recs)), LastSeq: strconv.FormatUint(last, 10)}
+	var sent int64
+	for _, r := range recs {
 		c := changeOut{Seq: strconv.FormatUint(r.Seq, 10), Key: r.Key, Op: r.Op, ETag: r.ETag, At: time.Unix(0, r.At).UTC()}
 		if q.docs && r.Op == "put" {
 			resp, h, err := s.data.readHeld(ctx, q.db, r.Key, nil)
 			if err != nil && !errors.Is(err, errNotFound) {
-				docErr, early = fmt.Errorf("read entity %q of %s: %w", r.Key, q.db, err), true
-				return false
+				if len(page.Changes) == 0 {
+					return page, heldRead{}, fmt.Errorf("read entity %q of %s: %w", r.Key, q.db, err)
+				}
+				break
 			}
 			if sent += int64(len(resp.GetResult())); sent > s.data.lim.response() && len(page.Changes) > 0 {
 				h.release()
-				early = true
-				return false
+				break
 			}
 			if err == nil {
 				c.Doc = resp.GetResult()
@@ -246,25 +258,10 @@ func (s *restServer) changePage(ctx context.Context, f *changeFeed, q changeQuer
 			}
 		}
 		page.Changes = append(page.Changes, c)
-		return len(page.Changes) < q.limit
-	})
-	if err == nil && docErr != nil && len(page.Changes) == 0 {
-		err = docErr
 	}
-	if err != nil {
-		held.release()
-		if errors.Is(err, errCursorExpired) {
-			err = f.gone(q.since)
-		}
-		return page, heldRead{}, err
-	}
-	page.LastSeq = strconv.FormatUint(last, 10)
-	if early {
+	if len(page.Changes) < len(recs) {
 		// Stopped at a document: resume after the last change answered.
-		page.LastSeq = strconv.FormatUint(q.since, 10)
-		if n := len(page.Changes); n > 0 {
-			page.LastSeq = page.Changes[n-1].Seq
-		}
+		page.LastSeq = page.Changes[len(page.Changes)-1].Seq
 	}
 	return page, held, nil
 }
