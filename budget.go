@@ -307,7 +307,7 @@ func (b budgets) checkValueWork(s *jsonschema.Schema, v any, used *int64) error 
 	if used != nil {
 		w.n = *used
 	}
-	w.visit(s, v, nil)
+	w.visit(s, v, 0)
 	switch {
 	case w.n <= w.limit && used != nil:
 		*used = w.n
@@ -327,16 +327,22 @@ func (b budgets) checkValueWork(s *jsonschema.Schema, v any, used *int64) error 
 type sharedChecksKey struct{}
 
 // valueWalk counts the checks of a validation (checkValueWork), n, up to
-// past limit.
+// past limit. It allocates per subschema, not per value: the validation it
+// guards runs on every write of a bound database.
 type valueWalk struct {
 	n, limit int64
+	// stack holds the schemas being applied, those of the current value
+	// from the index visit is given.
+	stack []*jsonschema.Schema
+	// same memoizes subschemas' first list per schema.
+	same map[*jsonschema.Schema][]*jsonschema.Schema
 }
 
-// visit counts the checks of s on v. chain holds the schemas applied to
-// v on the way here (a $ref back to one of them is a loop the validator
-// refuses).
-func (w *valueWalk) visit(s *jsonschema.Schema, v any, chain []*jsonschema.Schema) {
-	if s == nil || w.n > w.limit || slices.Contains(chain, s) {
+// visit counts the checks of s on v. stack[base:] holds the schemas
+// applied to v on the way here (a $ref back to one of them is a loop the
+// validator refuses).
+func (w *valueWalk) visit(s *jsonschema.Schema, v any, base int) {
+	if s == nil || w.n > w.limit || slices.Contains(w.stack[base:], s) {
 		return
 	}
 	kind := kindScalar
@@ -347,51 +353,62 @@ func (w *valueWalk) visit(s *jsonschema.Schema, v any, chain []*jsonschema.Schem
 		kind = kindObject
 	}
 	w.n += int64(1 + patternCost(s, kind) + enumCost(s, kind))
-	chain = append(chain, s)
-	same, _, _ := subschemas(s)
-	for _, c := range same {
-		w.visit(c, v, chain)
+	w.stack = append(w.stack, s)
+	defer func() { w.stack = w.stack[:len(w.stack)-1] }()
+	same, ok := w.same[s]
+	if !ok {
+		same, _, _ = subschemas(s)
+		same = slices.DeleteFunc(same, func(c *jsonschema.Schema) bool { return c == nil })
+		if w.same == nil {
+			w.same = map[*jsonschema.Schema][]*jsonschema.Schema{}
+		}
+		w.same[s] = same
 	}
+	for _, c := range same {
+		w.visit(c, v, base)
+	}
+	below := len(w.stack)
 	switch v := v.(type) {
 	case []any:
 		tuple, _ := s.Items.([]*jsonschema.Schema)
 		for i, e := range v {
-			for _, c := range []*jsonschema.Schema{s.Contains, s.UnevaluatedItems} {
-				w.visit(c, e, nil)
-			}
+			w.visit(s.Contains, e, below)
+			w.visit(s.UnevaluatedItems, e, below)
 			switch {
 			case i < len(s.PrefixItems):
-				w.visit(s.PrefixItems[i], e, nil)
+				w.visit(s.PrefixItems[i], e, below)
 			case i < len(tuple):
-				w.visit(tuple[i], e, nil)
+				w.visit(tuple[i], e, below)
 			case tuple != nil:
-				w.visitAny(s.AdditionalItems, e)
+				w.visitAny(s.AdditionalItems, e, below)
 			case s.Items2020 != nil:
-				w.visit(s.Items2020, e, nil)
+				w.visit(s.Items2020, e, below)
 			default:
-				w.visitAny(s.Items, e)
+				w.visitAny(s.Items, e, below)
 			}
 		}
 	case map[string]any:
 		for name, e := range v {
-			w.visit(s.PropertyNames, name, nil)
-			w.visit(s.UnevaluatedProperties, e, nil)
+			if s.PropertyNames != nil { // a name made an any allocates
+				w.visit(s.PropertyNames, name, below)
+			}
+			w.visit(s.UnevaluatedProperties, e, below)
 			for _, c := range s.PatternProperties {
-				w.visit(c, e, nil)
+				w.visit(c, e, below)
 			}
 			if c, ok := s.Properties[name]; ok {
-				w.visit(c, e, nil)
+				w.visit(c, e, below)
 			} else {
-				w.visitAny(s.AdditionalProperties, e)
+				w.visitAny(s.AdditionalProperties, e, below)
 			}
 		}
 	}
 }
 
 // visitAny visits the schema of a keyword that may hold one (or a bool).
-func (w *valueWalk) visitAny(s any, v any) {
+func (w *valueWalk) visitAny(s any, v any, base int) {
 	if c, ok := s.(*jsonschema.Schema); ok {
-		w.visit(c, v, nil)
+		w.visit(c, v, base)
 	}
 }
 
