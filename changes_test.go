@@ -361,6 +361,18 @@ func TestChangesRetention(t *testing.T) {
 	if !strings.Contains(string(out), "is no longer in the change feed") {
 		t.Errorf("since=1 = %s, want it to say the cursor is no longer in the feed", out)
 	}
+	// A long-poll and an event stream answer the same 410 before they
+	// wait or stream.
+	if code, out, _ := n.call("GET", "/api/databases/chat/changes?feed=longpoll&timeout=5000&since=1", testAdminKey, nil); code != 410 || !strings.Contains(string(out), "list the database") {
+		t.Errorf("long-poll since=1 = %d %s, want 410", code, out)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	resp, _ := openSSE(t, ctx, n, testAdminKey, "chat", "feed=sse&since=1", nil)
+	resp.Body.Close()
+	if resp.StatusCode != 410 {
+		t.Errorf("event stream since=1 = %d, want 410", resp.StatusCode)
+	}
 	// A cursor past the end is not an old one: it says so.
 	code, out, _ = n.call("GET", "/api/databases/chat/changes?since=18446744073709551615", testAdminKey, nil)
 	if code != 410 || !strings.Contains(string(out), "was never given by this change feed") || !strings.Contains(string(out), "list the database") {
