@@ -935,7 +935,8 @@ func TestAddressInUseTouchesNothing(t *testing.T) {
 // opens after its keys are loaded (TLS certificates, the audit log, the
 // key store) or a -worker-id that cannot name a worker stops the start
 // with one line naming the flag before the storage is touched: no keys
-// generated, printed and stored by a start that then fails.
+// generated, printed and stored by a start that then fails. So does an
+// OpenID provider -oidc-required cannot reach.
 func TestBadFileFlagsTouchNothing(t *testing.T) {
 	needBinary(t)
 	tmp := t.TempDir()
@@ -955,6 +956,8 @@ func TestBadFileFlagsTouchNothing(t *testing.T) {
 		{"-key-store=" + tmp, "-key-store: "},
 		{"-worker-id=a/b", `-worker-id: worker ID "a/b"`},
 		{"-worker-id=.w", `-worker-id: worker ID ".w" must start with a letter or digit`},
+		// Not a bad value but a provider down: the start stops as early.
+		{"-oidc-issuer=http://127.0.0.1:1 -oidc-audience=ddb -oidc-required", "-oidc-issuer: "},
 	} {
 		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 		args := append([]string{"-shared-fs=" + dir, "-rest-addr=127.0.0.1:0", "-grpc-addr=127.0.0.1:0", "-cluster-addr=127.0.0.1:0"},

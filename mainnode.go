@@ -39,6 +39,9 @@ type mainNodeOptions struct {
 	// bound are listeners bound before the storage was opened (bindMain);
 	// the node takes them and binds the others itself.
 	bound boundAddrs
+	// oidc is the OpenID verifier started before the storage was opened
+	// (runMain); nil: the node starts it, if -oidc-issuer is set.
+	oidc *oidcVerifier
 }
 
 // mainNode is one main worker: REST and the UI, gRPC for workers and
@@ -119,6 +122,12 @@ func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger
 	if err := preflightMain(cfg); err != nil {
 		return err
 	}
+	// A provider that -oidc-required cannot reach stops the start before
+	// keys are generated too.
+	oidc, err := startOIDC(ctx, cfg.oidc, log)
+	if err != nil {
+		return err
+	}
 	bound, err := bindMain(cfg)
 	if err != nil {
 		return err
@@ -128,7 +137,7 @@ func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger
 		bound.close()
 		return err
 	}
-	n, err := newMainNode(ctx, cfg, mainNodeOptions{st: st, stdout: stdout, log: log, bound: bound})
+	n, err := newMainNode(ctx, cfg, mainNodeOptions{st: st, stdout: stdout, log: log, bound: bound, oidc: oidc})
 	if err != nil {
 		bound.close()
 		return err
@@ -261,7 +270,7 @@ func newMainNode(ctx context.Context, cfg config, o mainNodeOptions) (_ *mainNod
 	if short, _ := weakAdminKey(cfg, n.keys.admin); short {
 		n.log.Warn("admin key is short: use 16 or more random characters before serving beyond loopback", "length", utf8.RuneCountInString(n.keys.admin))
 	}
-	if n.auth, err = newMainAuthenticator(ctx, cfg, n.keys, n.st, n.log); err != nil {
+	if n.auth, err = newMainAuthenticator(ctx, cfg, n.keys, n.st, o.oidc, n.log); err != nil {
 		return nil, err
 	}
 	registerAuthMetrics(n.reg, n.auth)
@@ -716,15 +725,17 @@ func loadClientTLS(cfg config) (*tls.Config, error) {
 const revocationReload = 10 * time.Second
 
 // newMainAuthenticator builds the authenticator of a main node from the flags
-// and the start keys.
-func newMainAuthenticator(ctx context.Context, cfg config, keys startKeys, st store, log *slog.Logger) (*authenticator, error) {
+// and the start keys, with oidc, the OpenID verifier runMain started (nil:
+// started here).
+func newMainAuthenticator(ctx context.Context, cfg config, keys startKeys, st store, oidc *oidcVerifier, log *slog.Logger) (*authenticator, error) {
 	sessionKey, err := deriveSessionKey(keys.master)
 	if err != nil {
 		return nil, err
 	}
-	oidc, err := startOIDC(ctx, cfg.oidc, log)
-	if err != nil {
-		return nil, err
+	if oidc == nil {
+		if oidc, err = startOIDC(ctx, cfg.oidc, log); err != nil {
+			return nil, err
+		}
 	}
 	maxFailures := cfg.authFailLimit
 	if maxFailures == 0 {
