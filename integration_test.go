@@ -885,8 +885,9 @@ func TestBadFlags(t *testing.T) {
 			t.Errorf("%s: err=%v output %q, want a one-line failure naming %s", c.args, err, out, c.want)
 		}
 	}
-	// A -changes-dir that cannot be made (a file is in its way) fails when
-	// the feed opens, after the flags parsed: the error still names it.
+	// A -changes-dir that cannot be made (a file is in its way) fails
+	// after the flags parsed, before the storage is opened
+	// (TestBadFileFlagsTouchNothing): the error names it.
 	file := filepath.Join(t.TempDir(), "file")
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -954,6 +955,7 @@ func TestBadFileFlagsTouchNothing(t *testing.T) {
 		{"-audit-log=" + tmp, "-audit-log: "},
 		{"-key-store=" + filepath.Join(file, "keys.json"), "-key-store: "},
 		{"-key-store=" + tmp, "-key-store: "},
+		{"-changes-dir=" + filepath.Join(file, "feed"), "-changes-dir: "},
 		{"-worker-id=a/b", `-worker-id: worker ID "a/b"`},
 		{"-worker-id=.w", `-worker-id: worker ID ".w" must start with a letter or digit`},
 		// Not a bad value but a provider down: the start stops as early.

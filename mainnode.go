@@ -145,8 +145,8 @@ func runMain(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger
 	return n.run(ctx)
 }
 
-// preflightMain checks the flags naming files that the main worker reads
-// or writes only after its keys are loaded: one that cannot serve stops
+// preflightMain checks the flags naming files or directories that the
+// main worker reads or writes only after its keys are loaded: one that cannot serve stops
 // the start with one line naming it before the storage is opened and
 // keys are generated, printed and stored (a later start on that storage
 // without those keys would be refused).
@@ -164,6 +164,12 @@ func preflightMain(cfg config) error {
 		// FIFO), a directory is not.
 		if err := fileCanBe(p, false); err != nil {
 			return fmt.Errorf("-audit-log: %w", err)
+		}
+	}
+	if d := cfg.changes.dir; d != "" {
+		// Made here rather than as the feed opens, after the keys.
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("-changes-dir: %w", err)
 		}
 	}
 	if cfg.keyStore != "" {
