@@ -1489,3 +1489,49 @@ func TestWALApplyDelayVersions(t *testing.T) {
 		return err == nil
 	})
 }
+
+// TestWALOpenRacesNoTakeover: a worker opening its log while the main
+// worker looks for dead logs to take over (as it does at its start, when
+// a worker subscribes at the same moment) keeps its new log: the live
+// directory is never seen between its creation and its owner lock, so it
+// is never claimed as dead and the worker's first write is not refused.
+func TestWALOpenRacesNoTakeover(t *testing.T) {
+	st := newTestFSStore(t)
+	s := randSealer(t, "k")
+	if err := mkdirWAL(st, walDirName); err != nil { // as the main worker's scan finds it
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		id := fmt.Sprintf("w%d", i)
+		done := make(chan struct{})
+		claimed := make(chan bool, 1)
+		go func() {
+			took := false
+			for {
+				select {
+				case <-done:
+					claimed <- took
+					return
+				default:
+				}
+				ok, err := claimLogDir(t.Context(), st.root, id, claimDead, 0)
+				if err != nil {
+					t.Error(err)
+				}
+				took = took || ok
+			}
+		}()
+		l, err := openWAL(t.Context(), st, id, false, testWALOptions())
+		close(done)
+		if err != nil {
+			t.Fatalf("open log %s: %v", id, err)
+		}
+		if <-claimed {
+			t.Errorf("log %s was claimed as dead while its worker opened it", id)
+		}
+		if _, err := l.append(putRec("db", id, sealedDoc(t, s, "db", id, "1"))); err != nil {
+			t.Errorf("first write to log %s: %v", id, err)
+		}
+		l.crash()
+	}
+}

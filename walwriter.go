@@ -238,9 +238,20 @@ type walDir struct {
 
 // openWALDir creates worker id's live log directory for generation gen
 // and takes its owner lock; another live process holding it is an error.
+// Both happen under the claim lock: a directory seen between its mkdir
+// and its owner lock looks dead, and the main worker scanning for dead
+// logs (at its start, as this worker subscribes) would claim it.
 func openWALDir(st *fsStore, id string, gen uint64) (_ *walDir, err error) {
 	root := st.root
 	path := walLogDir(root, id)
+	if err := mkdirWAL(st, walDirName); err != nil {
+		return nil, fmt.Errorf("open log of worker %q: %w", id, err)
+	}
+	unlock, err := flockFile(context.Background(), filepath.Join(root, walDirName, id+walClaimLock))
+	if err != nil {
+		return nil, fmt.Errorf("open log of worker %q: %w", id, err)
+	}
+	defer unlock()
 	if err := mkdirWAL(st, walDirName, id); err != nil {
 		return nil, fmt.Errorf("open log of worker %q: %w", id, err)
 	}
