@@ -759,6 +759,14 @@ type callPeer interface {
 // worker closes it or the node stops; either way the calls already read
 // finish and are answered first.
 func (s *workerServer) serveCalls(stream callPeer) error {
+	// A link opened after stop began is refused before anything is read:
+	// otherwise its receiver could serve a call before the select below
+	// sees the node quitting.
+	select {
+	case <-s.quitting():
+		return status.Error(codes.Unavailable, "worker is shutting down")
+	default:
+	}
 	cs := &callServer{s: s, stream: stream, slots: make(chan struct{}, streamCallsInFlight),
 		running: map[uint64]context.CancelFunc{}}
 	received := make(chan error, 1)
