@@ -82,6 +82,10 @@ type router struct {
 	// is (awaitWorker); zero: it never waits. Set before the router
 	// serves.
 	awaitWorkersUntil time.Time
+	// inRotation is closed, and replaced, whenever a worker comes into
+	// rotation (joined): the calls that wait for one (awaitWorker) wake
+	// on it rather than polling. Guarded by mu.
+	inRotation chan struct{}
 }
 
 // workerConn is one processing worker as the router sees it.
@@ -159,7 +163,8 @@ func (c *workerConn) walGen() uint64 {
 // over between workers' logs through ho (nil: workers keep no log).
 func newRouter(log *slog.Logger, now func() time.Time, saturated int64, written func(db, key string, deleted bool, err error),
 	ho *handovers) *router {
-	r := &router{log: log, now: now, saturated: saturated, written: written, ho: ho, workers: map[string]*workerConn{}}
+	r := &router{log: log, now: now, saturated: saturated, written: written, ho: ho, workers: map[string]*workerConn{},
+		inRotation: make(chan struct{})}
 	r.bumpEpoch()
 	return r
 }
@@ -305,9 +310,12 @@ func (r *router) placedLocked() []string {
 
 // joined registers the handovers of a worker joining the ones in
 // rotation (before): each of them may lose entities to it, so each
-// checkpoints its log, after the writes routed to it so far. The caller
-// holds mu.
+// checkpoints its log, after the writes routed to it so far; and wakes
+// the calls waiting for a worker in rotation. The caller holds mu for
+// writing.
 func (r *router) joined(c *workerConn, before []string) {
+	close(r.inRotation)
+	r.inRotation = make(chan struct{})
 	for _, id := range before {
 		if id != c.id {
 			r.handOver(r.workers[id], hoCheckpoint, before)
@@ -356,22 +364,30 @@ const workersAwaitAtStart = 3 * time.Second
 
 // awaitWorker waits, until awaitWorkersUntil, for a worker to be in
 // rotation; it reports whether one is (false at once when the time has
-// passed or ctx ended).
+// passed or ctx ended). It wakes when a worker joins (inRotation).
 func (r *router) awaitWorker(ctx context.Context) bool {
-	for time.Now().Before(r.awaitWorkersUntil) {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(10 * time.Millisecond):
-		}
+	wait := time.Until(r.awaitWorkersUntil)
+	if wait <= 0 {
+		return false
+	}
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	for {
 		r.mu.RLock()
 		placed := slices.ContainsFunc(r.conns, (*workerConn).placed)
+		changed := r.inRotation
 		r.mu.RUnlock()
 		if placed {
 			return true
 		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-deadline.C:
+			return false
+		case <-changed:
+		}
 	}
-	return false
 }
 
 // handOver registers a handover of worker c's log, whose entities were

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -808,6 +809,97 @@ func TestReadPlacementStale(t *testing.T) {
 	if after := calls(); after["a"] != before["a"] || after[next] != before[next]+1 {
 		t.Errorf("a read placed at an owner that left: calls %v -> %v, want one more to %s", before, after, next)
 	}
+}
+
+// TestRouterAwaitWorkerReleased: the calls waiting at a main worker's
+// start for a worker in rotation are released by the worker joining,
+// whichever way it joins (a remote worker's first heartbeat, the
+// in-process worker), not by the end of the start's wait, which is far
+// off here; a remote worker registered but not yet heard from releases
+// none. With no worker by the end of the wait, a waiting call is 503
+// then, not before.
+func TestRouterAwaitWorkerReleased(t *testing.T) {
+	far := scaled(30 * time.Second)
+	const waiters = 20
+	wait := func(rt *router) <-chan error {
+		done := make(chan error, waiters)
+		for i := range waiters {
+			go func() {
+				op := &pb.EntityOp{DatabaseName: "db", EntityKey: fmt.Sprintf("k%d", i), Operation: pb.Operation_GET}
+				if i%2 == 0 {
+					op.Operation, op.Payload = pb.Operation_PUT, []byte(`1`)
+				}
+				_, err := rt.Process(t.Context(), op)
+				done <- err
+			}()
+		}
+		return done
+	}
+	stillWaiting := func(t *testing.T, done <-chan error, when string) {
+		t.Helper()
+		time.Sleep(100 * time.Millisecond)
+		select {
+		case err := <-done:
+			t.Fatalf("%s: a call with no worker in rotation yet = %v; want it to wait", when, err)
+		default:
+		}
+	}
+	released := func(t *testing.T, done <-chan error, how string) {
+		t.Helper()
+		start := time.Now()
+		for range waiters {
+			// A read of a key never written is answered not found: by a worker.
+			if err := <-done; err != nil && !errors.Is(err, errNotFound) {
+				t.Fatalf("a call released by %s = %v", how, err)
+			}
+		}
+		if d := time.Since(start); d > far/2 {
+			t.Errorf("the calls waiting for a worker were released %v after %s; want them released by it, not by the start's wait", d, how)
+		}
+	}
+	st := newMemStore()
+	// waiting starts the calls on a router just started with no worker.
+	waiting := func(t *testing.T) (*router, <-chan error) {
+		rt := newRouter(slog.New(slog.DiscardHandler), time.Now, 0, nil, nil)
+		rt.awaitWorkersUntil = time.Now().Add(far)
+		done := wait(rt)
+		stillWaiting(t, done, "before any worker")
+		return rt, done
+	}
+
+	t.Run("remote", func(t *testing.T) {
+		rt, done := waiting(t)
+		w := newTestWorker(t, "w1", st)
+		rt.add(&workerConn{id: "w1", proc: w, stats: w.stats, close: func() {}})
+		stillWaiting(t, done, "a worker registered, not yet heard from")
+		rt.seen("w1", cacheStats{})
+		released(t, done, "the worker's first heartbeat")
+	})
+
+	t.Run("in-process", func(t *testing.T) {
+		rt, done := waiting(t)
+		w := newTestWorker(t, "local", st)
+		rt.add(&workerConn{id: "local", proc: w, stats: w.stats})
+		released(t, done, "the in-process worker's registration")
+	})
+
+	t.Run("none", func(t *testing.T) {
+		rt := newRouter(slog.New(slog.DiscardHandler), time.Now, 0, nil, nil)
+		const left = 300 * time.Millisecond
+		start := time.Now()
+		rt.awaitWorkersUntil = start.Add(left)
+		done := wait(rt)
+		for range waiters {
+			err := <-done
+			took := time.Since(start)
+			if !errors.Is(err, errNoWorker) || statusOf(err) != http.StatusServiceUnavailable {
+				t.Fatalf("a call that found no worker within the start's wait = %v (status %d), want errNoWorker, 503", err, statusOf(err))
+			}
+			if took < left || took > left+scaled(2*time.Second) {
+				t.Errorf("a call that found no worker within the start's wait was answered %v after it began, want when the wait (%v) ended", took, left)
+			}
+		}
+	})
 }
 
 // TestRouterAwaitsWorkersAtStart: a main worker that just started, with
