@@ -11,8 +11,10 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
 	grpccreds "google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/proto"
 
@@ -234,6 +236,9 @@ func (f frameCreds) ServerHandshake(raw net.Conn) (net.Conn, grpccreds.AuthInfo,
 		return nil, nil, err
 	}
 	if ti, ok := info.(grpccreds.TLSInfo); ok && ti.State.NegotiatedProtocol == frameALPN {
+		if fr, ok := raw.(*frameRawConn); ok {
+			fr.dispatched.Store(true)
+		}
 		f.serve(c)
 		return nil, nil, grpccreds.ErrConnDispatched
 	}
@@ -243,6 +248,57 @@ func (f frameCreds) ServerHandshake(raw net.Conn) (net.Conn, grpccreds.AuthInfo,
 // Clone implements grpccreds.TransportCredentials.
 func (f frameCreds) Clone() grpccreds.TransportCredentials {
 	return frameCreds{TransportCredentials: f.TransportCredentials.Clone(), serve: f.serve}
+}
+
+// frameListener is the worker's gRPC listener. gRPC clears a
+// connection's deadline once its handshake returns, also for one the
+// frame credentials took (ErrConnDispatched); that could land after the
+// frame link set a deadline of its own and leave a read with none, so a
+// slow or silent peer held its link open for good. Its connections
+// ignore gRPC's SetDeadline once dispatched.
+type frameListener struct{ net.Listener }
+
+// Accept implements net.Listener.
+func (l frameListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		// gRPC sets this on a *net.TCPConn only, which the wrapper
+		// hides: unacknowledged data fails the connection as its
+		// keepalive would (grpcKeepalive).
+		setUserTimeout(tc, grpcPingTimeout)
+	}
+	return &frameRawConn{Conn: c}, nil
+}
+
+// frameRawConn is an accepted connection of frameListener.
+type frameRawConn struct {
+	net.Conn
+	// dispatched is set when the connection became a frame link.
+	dispatched atomic.Bool
+}
+
+// SetDeadline is gRPC's call (the frame link sets its read and write
+// deadlines apart): ignored once the connection is a frame link.
+func (c *frameRawConn) SetDeadline(t time.Time) error {
+	if c.dispatched.Load() {
+		return nil
+	}
+	return c.Conn.SetDeadline(t)
+}
+
+// setUserTimeout sets c's TCP_USER_TIMEOUT to d; a failure leaves the
+// system's default, as gRPC does.
+func setUserTimeout(c *net.TCPConn, d time.Duration) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	rc.Control(func(fd uintptr) { //nolint:errcheck // best effort, as gRPC's
+		unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(d/time.Millisecond)) //nolint:errcheck
+	})
 }
 
 // frameServerConn is the worker's side of a frame link (callPeer).
@@ -267,7 +323,10 @@ func (s *workerServer) dispatchFrames(c net.Conn) {
 // serveFrames serves the calls of frame link c until it ends or the node
 // stops, then closes it.
 func (s *workerServer) serveFrames(c net.Conn) {
-	c.SetDeadline(time.Time{}) // gRPC's handshake deadline
+	// gRPC's handshake deadline, on each half (frameRawConn ignores
+	// SetDeadline once dispatched).
+	c.SetReadDeadline(time.Time{})
+	c.SetWriteDeadline(time.Time{})
 	ctx, cancel := context.WithCancel(context.Background())
 	fc := &frameServerConn{c: c, in: newFrameReader(c, cmp.Or(s.maxMsg, 4<<20)),
 		idle: cmp.Or(s.frameIdle, frameIdle), wait: cmp.Or(s.frameWait, frameWait), ctx: ctx, cancel: cancel}

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	grpccreds "google.golang.org/grpc/credentials"
@@ -373,6 +374,68 @@ func TestFrameLinkSlowPeer(t *testing.T) {
 	case <-stopped:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the worker's stop still waits 5 s for a peer that never finishes its frame")
+	}
+}
+
+// TestFrameLinkDeadlineAfterGRPCReset: gRPC clears a connection's
+// deadline after its handshake returns, also for one dispatched as a
+// frame link; landing after the link set its wait for a begun frame, it
+// left that read with none and the slow peer's link open for good (CI
+// saw TestFrameLinkSlowPeer fail so). The reset comes here on purpose
+// after the link began its wait.
+func TestFrameLinkDeadlineAfterGRPCReset(t *testing.T) {
+	w := &frameWorld{worker: newIdentity(t), main: newIdentity(t)}
+	srv := &workerServer{w: newTestWorker(t, "w1", newMemStore()), now: time.Now, frameIdle: time.Hour, frameWait: 300 * time.Millisecond}
+	t.Cleanup(func() { srv.stop(); srv.wait() })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	creds := newFrameCreds(w.worker.tlsConfig(pinned(w.main.fp), true), srv.dispatchFrames)
+	accepted := make(chan net.Conn, 1)
+	go func() { // gRPC's handleRawConn, up to its reset
+		raw, err := frameListener{ln}.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		if _, _, err := creds.ServerHandshake(raw); !errors.Is(err, grpccreds.ErrConnDispatched) {
+			t.Errorf("handshake = %v, want the connection dispatched", err)
+		}
+		accepted <- raw
+	}()
+	slow, err := dialRaw(t, ln.Addr().String(), w.main.tlsConfig(pinned(w.worker.fp), false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := <-accepted
+	if raw == nil {
+		t.Fatal("no connection accepted")
+	}
+	// The wrapper hides the *net.TCPConn gRPC sets TCP_USER_TIMEOUT on.
+	rc, err := raw.(*frameRawConn).Conn.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var userTimeout int
+	rc.Control(func(fd uintptr) {
+		userTimeout, err = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT)
+	})
+	if err != nil || time.Duration(userTimeout)*time.Millisecond != grpcPingTimeout {
+		t.Errorf("TCP_USER_TIMEOUT = %d ms (%v), want %v as gRPC's keepalive sets it", userTimeout, err, grpcPingTimeout)
+	}
+	if _, err := slow.c.Write([]byte{0, 0, 1, 0, 1, 2, 3}); err != nil { // 3 bytes of 256
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the link reads the header and waits for the rest
+	raw.SetDeadline(time.Time{})
+	start := time.Now()
+	if !slow.closedWithin(t, 5*time.Second) {
+		t.Fatal("a frame begun and never finished: the link is still open 5 s after gRPC's deadline reset")
+	}
+	if took := time.Since(start); took > scaled(3*time.Second) {
+		t.Errorf("a frame begun and never finished: closed after %v, want about 200 ms", took)
 	}
 }
 

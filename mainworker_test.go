@@ -481,7 +481,7 @@ func serveWorkerGS(tb testing.TB, srv *workerServer, opts ...grpc.ServerOption) 
 	gs := grpc.NewServer(append(callServerOptions(), opts...)...)
 	pb.RegisterProcessingWorkerServer(gs, srv)
 	served := make(chan struct{})
-	go func() { defer close(served); gs.Serve(ln) }()
+	go func() { defer close(served); gs.Serve(frameListener{ln}) }()
 	tb.Cleanup(func() { gs.Stop(); <-served; srv.wait() })
 	return gs, ln.Addr().String()
 }

@@ -124,7 +124,7 @@ func (n *procNode) start() error {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		if err := n.gs.Serve(n.ln); err != nil {
+		if err := n.gs.Serve(frameListener{n.ln}); err != nil {
 			n.errc <- fmt.Errorf("serve grpc: %w", err)
 		}
 	}()
