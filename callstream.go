@@ -799,11 +799,25 @@ func (cs *callServer) receive() error {
 	var in sealedCall // each message's bytes, in turn
 	var one [1]*pb.WorkerRequest
 	var answers []*pb.WorkerResponse
+	size := 0 // of answers, about (answerBytes)
 	flush := func() {
 		cs.send(answers)
 		clear(answers)
-		answers = answers[:0]
+		answers, size = answers[:0], 0
 	}
+	// add holds resp for the next flush, first flushing what is held if
+	// the batch would grow past its bounds: the main worker refuses a
+	// message over its limit (-grpc-max-recv-msg-size), which would end
+	// the link and every call on it.
+	add := func(resp *pb.WorkerResponse) {
+		n := answerBytes(resp)
+		if len(answers) > 0 && (len(answers) >= maxCallBatch || size+n > maxAnswerBatchBytes) {
+			flush()
+		}
+		answers = append(answers, resp)
+		size += n
+	}
+	defer flush()
 	for {
 		req, err := cs.next(&in)
 		if errors.Is(err, io.EOF) {
@@ -822,7 +836,7 @@ func (cs *callServer) receive() error {
 		}
 		if why != "" {
 			for _, c := range calls[:min(len(calls), maxCallBatch)] {
-				answers = append(answers, cs.failed(c.GetSeq(), refusal(why)))
+				add(cs.failed(c.GetSeq(), refusal(why)))
 			}
 			flush()
 			continue
@@ -835,7 +849,7 @@ func (cs *callServer) receive() error {
 			if resp, ok := cs.s.w.cached(c); ok {
 				cs.served(ctx, c, now)
 				resp.Seq = c.GetSeq()
-				answers = append(answers, resp)
+				add(resp)
 				continue
 			}
 			select {
@@ -855,6 +869,18 @@ func (cs *callServer) receive() error {
 		}
 		flush()
 	}
+}
+
+// maxAnswerBatchBytes bounds the answers one message of the worker
+// carries together (about: answerBytes), well under the main worker's
+// message limit; an answer larger alone goes alone, as it would anyway.
+const maxAnswerBatchBytes = 256 << 10
+
+// answerBytes is about the size of resp encoded in a batch: its variable
+// fields and a bound on the rest.
+func answerBytes(resp *pb.WorkerResponse) int {
+	return len(resp.GetResult()) + len(resp.GetVersion()) + len(resp.GetStatus()) + len(resp.GetCurrentVersion()) +
+		len(resp.GetPreviousVersion()) + 64
 }
 
 // next reads the stream's next request into in, its bytes held until

@@ -1112,6 +1112,61 @@ func TestCallStreamSendsWaitingCallsAsOne(t *testing.T) {
 	}
 }
 
+// TestCallStreamLargeCachedAnswers: a batch of reads whose documents the
+// worker's cache holds, together over the main worker's message limit
+// (five of about 1 MiB, the default largest document, against 4 MiB), is
+// answered in several messages: every caller gets its document and the
+// link stays up.
+func TestCallStreamLargeCachedAnswers(t *testing.T) { eachLink(t, testCallStreamLargeCachedAnswers) }
+
+func testCallStreamLargeCachedAnswers(t *testing.T, rig rigMaker) {
+	r := rig(t)
+	bg := context.Background()
+	doc := func(i int) []byte { return fmt.Appendf(nil, `{"n":%d,"s":"%s"}`, i, strings.Repeat("x", 1000<<10)) }
+	for i := range 6 {
+		if _, err := r.op(bg, pb.Operation_PUT, "db", fmt.Sprintf("k%d", i), doc(i)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.op(bg, pb.Operation_GET, "db", fmt.Sprintf("k%d", i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g := newGatedSigner(r.rw)
+	errs := make(chan error, 6)
+	get := func(i int) {
+		resp, err := r.rw.link.call(bg, &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: fmt.Sprintf("k%d", i),
+			Operation: pb.Operation_GET}, Owner: true}, g)
+		if err == nil && !bytes.Equal(resp.GetResult(), doc(i)) {
+			err = fmt.Errorf("call %d answered %d bytes, not its document", i, len(resp.GetResult()))
+		}
+		errs <- err
+	}
+	r.rw.link.mu.Lock()
+	first := r.rw.link.cur
+	r.rw.link.mu.Unlock()
+	go get(0) // sends, and its seal waits for the gate
+	r.queued(t, 0)
+	for i := 1; i < 6; i++ {
+		go get(i)
+		r.queued(t, i)
+	}
+	close(g.gate)
+	for range 6 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	<-g.sent
+	if batch := <-g.sent; len(batch.GetBatch()) != 5 {
+		t.Fatalf("the queued reads went out as %d calls in one message, want 5", len(batch.GetBatch()))
+	}
+	r.rw.link.mu.Lock()
+	defer r.rw.link.mu.Unlock()
+	if r.rw.link.cur != first {
+		t.Error("the link's stream was replaced: the answers broke it")
+	}
+}
+
 // sealing reports whether the stub's stream has a sender with a call
 // taken from the queue: the gated first seal has begun.
 func sealing(r *streamRig) bool {
