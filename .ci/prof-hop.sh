@@ -106,3 +106,54 @@ row "the scheduler (mcall)" -focus='^runtime.mcall$'
 row "allocation (mallocgc)" -focus='^runtime.mallocgc$'
 row "the collector" -focus='gcBgMarkWorker|gcAssistAlloc$|bgsweep|bgscavenge'
 row "all system calls" -focus='Syscall6$'
+
+# The hop function by function (BENCHMARKS.md "The hop's two ends,
+# function by function"): the worker's side of a warm GET on the frame
+# link and the main worker's call and answer path. Each row of a table is
+# LABEL|A|B: the samples with a frame matching A and none matching B, or
+# with B prefixed by "&", those with frames matching both A and B (A's
+# total less A without B).
+table() { # TITLE FILES GETS, rows on stdin
+  local title=$1 files=$2 gets=$3 label a b
+  printf "\n| %s, µs per GET | |\n|---|---:|\n" "$title"
+  while IFS='|' read -r label a b; do
+    local v
+    if [ "${b#&}" != "$b" ]; then
+      v=$(awk -v x="$(usec "$files" "$gets" -focus="$a")" -v y="$(usec "$files" "$gets" -focus="$a" -ignore="${b#&}")" 'BEGIN {printf "%.2f", x - y}')
+    else
+      v=$(usec "$files" "$gets" -focus="$a" ${b:+-ignore="$b"})
+    fi
+    printf "| %s | %s |\n" "$label" "$v"
+  done
+}
+table "the worker's side" "$fw" "$nm" <<'ROWS'
+the receiver (callServer.receive), all of it|callServer..receive$|
+- reading a frame (frameServerConn.RecvMsg)|frameServerConn..RecvMsg$|
+-- of which the read system call|frameServerConn..RecvMsg$|&Syscall6$
+-- of which TLS's decryption|frameServerConn..RecvMsg$|&halfConn..decrypt$
+- decoding the request (proto.Unmarshal)|callServer..next$|&proto.Unmarshal$
+- admission (signature, order, replay)|workerServer..admit$|
+-- of which the HMAC|callMAC..macOf$|
+- the cache's check and lookup (worker.cached)|worker..cached$|
+- counting the call (callServer.served)|callServer..served$|
+- sending the answers (callServer.send)|callServer..send$|
+-- encoding them (proto.Marshal)|callServer..send$|&MarshalAppend$
+-- TLS's encryption|callServer..send$|&halfConn..encrypt$
+-- the write system call|callServer..send$|&Syscall6$
+the runtime waking sysmon on entering a system call|entersyscallWakeSysmon$|
+the scheduler (mcall)|^runtime.mcall$|
+ROWS
+table "the main worker's call and answer path" "$fm" "$nm" <<'ROWS'
+the call (callLink.call), all of it|callLink..call$|
+- the seal (remoteWorker.seal)|remoteWorker..seal$|
+- the frame's write (frameConn.send)|frameConn..send$|
+-- of which the write system call|frameConn..send$|&Syscall6$
+- the rest: queueing, the yield, the wait (select, parking)|callLink..call$|remoteWorker..seal$|frameConn..send$
+the receiver (callLink.receive), all of it|callLink..receive$|
+- reading a frame (frameReader.next)|frameReader..next$|
+-- of which the read system call|frameReader..next$|&Syscall6$
+- decoding the answers (proto.Unmarshal)|frameConn..recv$|&proto.Unmarshal$
+- handing them on (callStream.deliver)|callStream..deliver$|
+the router around the call (router.call less the call)|router..call$|callLink..call$
+the runtime waking sysmon on entering a system call|entersyscallWakeSysmon$|
+ROWS
