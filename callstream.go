@@ -173,6 +173,8 @@ type callAnswer struct {
 type outCall struct {
 	req *pb.WorkerRequest
 	ch  chan callAnswer
+	// size is about req's size in a batch (enqueue).
+	size int
 	// Under the stream's qmu: taken once a sender took it from the queue
 	// and gave it its number seq; lead once its caller was told to send.
 	seq   uint64
@@ -546,6 +548,8 @@ var callTimers = sync.Pool{New: func() any {
 // enqueue queues c to be sent; it reports whether the caller is to send
 // it (lead), no other caller being at it.
 func (cs *callStream) enqueue(c *outCall) bool {
+	// The number it gets, and a batch's field around it, add a few bytes.
+	c.size = proto.Size(c.req) + 32
 	cs.qmu.Lock()
 	defer cs.qmu.Unlock()
 	cs.queue = append(cs.queue, c)
@@ -611,7 +615,7 @@ func (cs *callStream) lead(sg callSigner) {
 			}
 			// Only cancel messages wait, with no caller: send them too.
 		}
-		n := min(len(cs.queue), cs.most)
+		n := batchLen(cs.queue, cs.most)
 		cs.taken = append(cs.taken[:0], cs.queue[:n]...)
 		rest := copy(cs.queue, cs.queue[n:])
 		clear(cs.queue[rest:])
@@ -634,6 +638,22 @@ func (cs *callStream) lead(sg callSigner) {
 		}
 		cs.transmit(sg)
 	}
+}
+
+// batchLen is how many of the queued messages, from the first, go out as
+// one: at most most, and at most maxBatchBytes of them unless the first
+// is larger alone. The worker refuses a message over its limit
+// (-grpc-max-recv-msg-size), and a batch of writes that passed it would
+// fail every one of them.
+func batchLen(queue []*outCall, most int) int {
+	n, size := 0, 0
+	for _, c := range queue[:min(len(queue), most)] {
+		if size += c.size; n > 0 && size > maxBatchBytes {
+			break
+		}
+		n++
+	}
+	return n
 }
 
 // transmit seals the taken messages, one alone or all as a batch, and
@@ -811,7 +831,7 @@ func (cs *callServer) receive() error {
 	// the link and every call on it.
 	add := func(resp *pb.WorkerResponse) {
 		n := answerBytes(resp)
-		if len(answers) > 0 && (len(answers) >= maxCallBatch || size+n > maxAnswerBatchBytes) {
+		if len(answers) > 0 && (len(answers) >= maxCallBatch || size+n > maxBatchBytes) {
 			flush()
 		}
 		answers = append(answers, resp)
@@ -871,10 +891,11 @@ func (cs *callServer) receive() error {
 	}
 }
 
-// maxAnswerBatchBytes bounds the answers one message of the worker
-// carries together (about: answerBytes), well under the main worker's
-// message limit; an answer larger alone goes alone, as it would anyway.
-const maxAnswerBatchBytes = 256 << 10
+// maxBatchBytes bounds the calls one message of the main worker carries
+// together, and the answers one message of the worker carries (about:
+// outCall.size, answerBytes), well under the other side's message limit;
+// a call or answer larger alone goes alone, as it would anyway.
+const maxBatchBytes = 256 << 10
 
 // answerBytes is about the size of resp encoded in a batch: its variable
 // fields and a bound on the rest.

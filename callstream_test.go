@@ -1167,6 +1167,54 @@ func testCallStreamLargeCachedAnswers(t *testing.T, rig rigMaker) {
 	}
 }
 
+// TestCallStreamLargeBatchedWrites: writes that queue while another call
+// is sent, together over the worker's message limit (five of about 1
+// MiB, the default largest document, against 4 MiB), go out in several
+// messages: every one is written, and the link stays up.
+func TestCallStreamLargeBatchedWrites(t *testing.T) { eachLink(t, testCallStreamLargeBatchedWrites) }
+
+func testCallStreamLargeBatchedWrites(t *testing.T, rig rigMaker) {
+	r := rig(t)
+	bg := context.Background()
+	doc := func(i int) []byte { return fmt.Appendf(nil, `{"n":%d,"s":"%s"}`, i, strings.Repeat("x", 1000<<10)) }
+	g := newGatedSigner(r.rw)
+	errs := make(chan error, 6)
+	put := func(i int) {
+		_, err := r.rw.link.call(bg, &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: fmt.Sprintf("k%d", i),
+			Operation: pb.Operation_PUT, Payload: doc(i)}, Owner: true}, g)
+		errs <- err
+	}
+	go put(0) // sends, and its seal waits for the gate
+	r.queued(t, 0)
+	for i := 1; i < 6; i++ {
+		go put(i)
+		r.queued(t, i)
+	}
+	r.rw.link.mu.Lock()
+	first := r.rw.link.cur
+	r.rw.link.mu.Unlock()
+	close(g.gate)
+	for range 6 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	for i := range 6 {
+		resp, err := r.op(bg, pb.Operation_GET, "db", fmt.Sprintf("k%d", i), nil)
+		if err != nil || !bytes.Equal(resp.GetResult(), doc(i)) {
+			t.Errorf("k%d reads back %d bytes (%v), not its document", i, len(resp.GetResult()), err)
+		}
+	}
+	if len(g.sent) < 3 {
+		t.Errorf("the writes went out in %d messages, want 3 or more", len(g.sent))
+	}
+	r.rw.link.mu.Lock()
+	defer r.rw.link.mu.Unlock()
+	if r.rw.link.cur != first {
+		t.Error("the link's stream was replaced: the batch broke it")
+	}
+}
+
 // sealing reports whether the stub's stream has a sender with a call
 // taken from the queue: the gated first seal has begun.
 func sealing(r *streamRig) bool {
