@@ -911,6 +911,11 @@ func (cs *callServer) next(in *sealedCall) (*pb.WorkerRequest, error) {
 	if err := cs.stream.RecvMsg(in); err != nil {
 		return nil, err
 	}
+	// On a frame link in.b is the link's read buffer, valid until the
+	// next read; the request outlives it (a call runs in its own
+	// goroutine while the next message is read), which holds because
+	// proto.Unmarshal copies bytes fields (a write's payload) and strings
+	// out of in.b.
 	req := &pb.WorkerRequest{}
 	if err := proto.Unmarshal(in.b, req); err != nil {
 		in.free()

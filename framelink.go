@@ -145,6 +145,10 @@ func (f *frameConn) recv() (*pb.WorkerResponse, error) {
 		if len(b) == 0 {
 			continue // the answer to a ping
 		}
+		// b is the link's read buffer, valid until the next read; the
+		// answer outlives it (its caller reads it after this returns),
+		// which holds because proto.Unmarshal copies bytes fields
+		// (Result) and strings out of b.
 		resp := &pb.WorkerResponse{}
 		if err := proto.Unmarshal(b, resp); err != nil {
 			f.close()
