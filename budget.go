@@ -777,6 +777,12 @@ func (b *byteBudget) acquireWithin(ctx context.Context, n int64, wait time.Durat
 	return fmt.Errorf("wait for %d bytes of the read budget: %w", n, why)
 }
 
+// tryAcquire takes n bytes (at most the capacity) if they are free and
+// nobody waits for room, without waiting.
+func (b *byteBudget) tryAcquire(n int64) bool {
+	return b.waiting.Load() == 0 && b.take(min(n, b.capacity))
+}
+
 // take takes n bytes if they fit, in one atomic step.
 func (b *byteBudget) take(n int64) bool {
 	for {

@@ -52,6 +52,11 @@ type dataPlane struct {
 	bindMu sync.Mutex
 	// feed is the change feed; nil keeps none (S3, tests).
 	feed *changeFeed
+	// sortWait is held by the one sorted query that waits for more room
+	// in reads for the matches it keeps (findRun.growRoom): queries
+	// waiting for room while they hold some could each wait for the
+	// others' room, so the others that find none free are refused.
+	sortWait sync.Mutex
 }
 
 // newDataPlane returns the data plane routing through proc (the router)

@@ -389,7 +389,7 @@ func (d *dataPlane) runFind(ctx context.Context, q *findQuery, maxBytes int64) (
 			return nil, err
 		}
 		run := newFindRun(d, fr, q, plan, maxBytes)
-		if ans, err = run.run(ctx); !retryFind(err) {
+		if ans, err = run.run(ctx); !retryFind(err) || run.noRoom {
 			break
 		}
 	}

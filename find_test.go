@@ -274,6 +274,140 @@ func TestFindSortedNeedsEveryMatch(t *testing.T) {
 	}
 }
 
+// findSpy is the router as the finds of a test call it: it notes, for
+// each find (its number in the context, findIDKey), the bytes of
+// documents its calls were answered, and checks at every call that the
+// finds still running hold them in the read budget.
+type findSpy struct {
+	*router
+	reads *byteBudget
+	mu    sync.Mutex
+	finds map[int]*spiedFind
+	// worst is the most the documents of the running finds exceeded
+	// what the budget counted, at any call; peak the most they held.
+	worst, peak int64
+}
+
+// spiedFind is one find as findSpy sees it.
+type spiedFind struct {
+	ctx context.Context // of its latest call
+	// answered: its documents so far; kept: those of them answered
+	// before its latest call, which the find had added to what it holds.
+	answered, kept int64
+}
+
+type findIDKey struct{}
+
+func (s *findSpy) findCall(ctx context.Context, m findMembers, i int, db string, op *pb.FindOp) (*pb.FindResult, error) {
+	id, ok := ctx.Value(findIDKey{}).(int)
+	if !ok { // not a find's (building an index)
+		return s.router.findCall(ctx, m, i, db, op)
+	}
+	s.mu.Lock()
+	f := s.finds[id]
+	if f == nil {
+		f = &spiedFind{}
+		s.finds[id] = f
+	}
+	f.ctx, f.kept = ctx, f.answered
+	// The budget first: a find gives its room back only after its calls'
+	// context ended, so one whose room is not counted here is left out.
+	used, held := s.reads.used.Load(), int64(0)
+	for _, f := range s.finds {
+		if f.ctx.Err() == nil {
+			held += f.kept
+		}
+	}
+	s.worst, s.peak = max(s.worst, held-used), max(s.peak, held)
+	s.mu.Unlock()
+	res, err := s.router.findCall(ctx, m, i, db, op)
+	n := int64(0)
+	for _, m := range res.GetMatches() {
+		n += int64(len(m.Doc))
+	}
+	s.mu.Lock()
+	f.answered += n
+	s.mu.Unlock()
+	return res, err
+}
+
+// TestFindSortedHeld: the documents a sorted query keeps while it sorts
+// (every match, up to skip+limit) are held in the in-flight read budget,
+// as every document read for an answer is, beyond the room of the page
+// the query takes before it runs. They were not: a sorted query held up
+// to four pages' bytes (64 MiB by default) outside the budget, and
+// concurrent ones as many times. One query, then 32 at once over a
+// budget that holds the matches of a few: the documents the running
+// queries keep never exceed what the budget counts; each query answers
+// its first match, or 503 for want of room; the budget is empty after.
+func TestFindSortedHeld(t *testing.T) {
+	lim := budgets{maxDocument: 16 << 10, maxResponse: 16 << 10, maxInflightRead: 256 << 10}
+	p := newFindPlane(t, 1, lim)
+	spy := &findSpy{router: p.rt, reads: p.data.reads, finds: map[int]*spiedFind{}}
+	p.data.proc = spy
+	docs := map[string]string{}
+	for i := range 6 {
+		docs[fmt.Sprintf("d%d", i)] = fmt.Sprintf(`{"n":%d,"g":0,"pad":%q}`, 5-i, strings.Repeat("p", 10<<10))
+	}
+	p.put(t, "plain", docs)
+	p.put(t, "indexed", docs)
+	p.index(t, "indexed", "by-g", "g")
+	// Sorted by n, which no index serves: a scan, and an index read.
+	queries := []string{"plain", "indexed"}
+	const body = `{"selector":{"g":0},"sort":["n"],"limit":10}`
+	find := func(id int) (*findAnswer, error) {
+		return p.tryFind(context.WithValue(t.Context(), findIDKey{}, id), queries[id%2], body)
+	}
+	check := func(what string) {
+		t.Helper()
+		spy.mu.Lock()
+		defer spy.mu.Unlock()
+		if spy.worst > 0 {
+			t.Errorf("%s: the documents sorted queries kept exceeded the read budget's count by %d bytes", what, spy.worst)
+		}
+		if page := lim.findBytes(); spy.peak <= page {
+			t.Errorf("%s: the queries kept %d bytes at most, not over a page's room (%d): the case was not played", what, spy.peak, page)
+		}
+		if used := p.data.reads.used.Load(); used != 0 {
+			t.Errorf("%s: after the queries the read budget holds %d bytes, want 0", what, used)
+		}
+	}
+
+	for id := range 2 {
+		ans, err := find(id)
+		if err != nil || len(ans.Keys) == 0 || ans.Keys[0] != "d5" {
+			t.Fatalf("a sorted query of %s = %v, %v; want d5 first", queries[id], ans, err)
+		}
+	}
+	check("one query at a time")
+
+	var wg sync.WaitGroup
+	var answered, refused sync.Map
+	for id := 2; id < 34; id++ { // new numbers: each find counts its own
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ans, err := find(id)
+			switch msg := publicMessage(err, "r1"); {
+			case err == nil && len(ans.Keys) > 0 && ans.Keys[0] == "d5":
+				answered.Store(id, true)
+			case statusOf(err) == 503 && strings.Contains(msg, "try again later"):
+				refused.Store(id, true)
+			default:
+				t.Errorf("a sorted query of %s among 32 = %v, %v (%q); want d5 first or 503", queries[id%2], ans, err, msg)
+			}
+		}()
+	}
+	wg.Wait()
+	check("32 queries at once")
+	n := 0
+	answered.Range(func(any, any) bool { n++; return true })
+	if n == 0 {
+		t.Errorf("none of 32 sorted queries at once was answered")
+	}
+	t.Logf("32 sorted queries at once: %d answered, the others 503; the documents they kept peaked at %d bytes of a budget of %d", n, spy.peak, lim.inflightRead())
+}
+
 // TestFindIndexCoherentUnderWrites: writers change, delete and recreate
 // entities while queries read an index and scan: no answer holds a
 // document that does not match, nor a key twice; once the writers stop,

@@ -157,6 +157,14 @@ type findRun struct {
 	deadline  time.Time
 	maxScan   int64
 	bytesLeft int64
+	// ctx is the run's context, for the waits for room of growRoom.
+	ctx context.Context
+	// grown is the room of the read budget the run took beyond the
+	// page's, for a sorted set's documents (growRoom); noRoom says
+	// growRoom found none: a 503 that running the query again at once
+	// would only repeat (runFind).
+	grown  int64
+	noRoom bool
 	// skip is what is left of the query's skip.
 	skip int64
 	// examined counts the entities (scan) or entries (index) examined.
@@ -198,8 +206,10 @@ func (r *findRun) run(ctx context.Context) (*findAnswer, error) {
 	r.deadline = time.Now().Add(r.d.lim.findTime())
 	// Worker calls get a little longer than the query's time, so that a
 	// worker that stops at the deadline can still answer what it has.
+	defer r.releaseRoom() // after cancel: no call of the run goes on
 	ctx, cancel := context.WithDeadline(ctx, r.deadline.Add(5*time.Second))
 	defer cancel()
+	r.ctx = ctx
 	var err error
 	switch {
 	case r.q.limit == 0:
@@ -351,7 +361,7 @@ func (r *findRun) streamScan(ctx context.Context) error {
 		if err != nil || len(keys) == 0 {
 			return err
 		}
-		through, matches, err := r.evalKeys(ctx, keys, false)
+		through, matches, err := r.evalKeys(ctx, keys, nil)
 		if err != nil {
 			return err
 		}
@@ -386,14 +396,35 @@ func (r *findRun) stopWarning() string {
 // evalKeys sends each owner its keys of the page and merges what they
 // found, in key order. through is the index of the last key up to which
 // every owner examined every key (-1: none); the matches are those up to
-// it. With all, an owner stopped by the bytes of its answer is asked
-// again for the rest, so that through is the last key unless the
-// deadline passed.
-func (r *findRun) evalKeys(ctx context.Context, keys []string, all bool) (int, []*pb.FindMatch, error) {
+// it. With add (a sorted scan), an owner stopped by the bytes of its
+// answer is asked again for the rest, so that through is the last key
+// unless the deadline passed, and each answer's matches go to add as it
+// comes (none are returned): a page of keys may match far more documents
+// than one answer holds, and add holds them within the read budget
+// (sortedSet.addAll). add is called by one owner's call at a time; the
+// first error it returns ends the page.
+func (r *findRun) evalKeys(ctx context.Context, keys []string, add func([]*pb.FindMatch) error) (int, []*pb.FindMatch, error) {
 	groups := make([][]string, len(r.m.ids))
 	for _, k := range keys {
 		o := r.m.owner(r.q.db, k)
 		groups[o] = append(groups[o], k)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var mu sync.Mutex
+	var addErr error
+	if add != nil {
+		inner := add
+		add = func(ms []*pb.FindMatch) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if addErr == nil {
+				if addErr = inner(ms); addErr != nil {
+					cancel() // the other owners' calls are wasted now
+				}
+			}
+			return addErr
+		}
 	}
 	results := make([]groupResult, len(groups))
 	var wg sync.WaitGroup
@@ -405,10 +436,13 @@ func (r *findRun) evalKeys(ctx context.Context, keys []string, all bool) (int, [
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i] = r.evalGroup(ctx, i, g, all)
+			results[i] = r.evalGroup(ctx, i, g, add)
 		}()
 	}
 	wg.Wait()
+	if addErr != nil {
+		return 0, nil, addErr
+	}
 	through := len(keys) - 1
 	var matches []*pb.FindMatch
 	for _, g := range results {
@@ -438,10 +472,12 @@ type groupResult struct {
 	err     error
 }
 
-// evalGroup sends one owner its keys (again for the rest, with all,
-// while it makes progress).
-func (r *findRun) evalGroup(ctx context.Context, i int, keys []string, all bool) groupResult {
+// evalGroup sends one owner its keys (again for the rest, with add,
+// while it makes progress), handing each answer's matches to add when
+// not nil.
+func (r *findRun) evalGroup(ctx context.Context, i int, keys []string, add func([]*pb.FindMatch) error) groupResult {
 	var g groupResult
+	all := add != nil
 	for len(keys) > 0 {
 		op := r.op(r.m.ids[i])
 		op.Keys, op.Sort = keys, r.sortFields()
@@ -449,7 +485,13 @@ func (r *findRun) evalGroup(ctx context.Context, i int, keys []string, all bool)
 		if err != nil {
 			return groupResult{err: err}
 		}
-		g.matches = append(g.matches, res.GetMatches()...)
+		if all {
+			if err := add(res.GetMatches()); err != nil {
+				return groupResult{err: err}
+			}
+		} else {
+			g.matches = append(g.matches, res.GetMatches()...)
+		}
 		if res.GetDone() {
 			g.done = true
 			return g
@@ -584,7 +626,7 @@ func (r *findRun) sortedScan(ctx context.Context) error {
 			if err != nil || len(keys) == 0 {
 				return errors.Join(err, r.answerSorted(best))
 			}
-			through, matches, err := r.evalKeys(ctx, keys, true)
+			through, _, err := r.evalKeys(ctx, keys, best.addAll)
 			if err != nil {
 				return err
 			}
@@ -592,9 +634,6 @@ func (r *findRun) sortedScan(ctx context.Context) error {
 				return r.errSortBudget(fmt.Sprintf("took longer than the limit of %v (-find-timeout)", r.d.lim.findTime()))
 			}
 			r.examined += int64(len(keys))
-			if err := best.addAll(matches); err != nil {
-				return err
-			}
 			from, incl = keys[len(keys)-1], false
 		}
 	}
@@ -672,13 +711,49 @@ func (r *findRun) readWhole(ctx context.Context, i int, budget int64, add func([
 }
 
 // newSortedSet returns the set keeping the best skip+limit matches after
-// the bookmark.
+// the bookmark. Its documents are held in the in-flight read budget: the
+// page's room, which find took before the run, then what grow takes as
+// they outgrow it, given back when the run ends (releaseRoom). Its
+// bound is never over the whole budget, which grow could not take.
 func (r *findRun) newSortedSet() *sortedSet {
-	s := &sortedSet{desc: r.q.desc, k: int(r.q.skip + r.q.limit), maxBytes: 4 * r.d.lim.findBytes()}
+	s := &sortedSet{desc: r.q.desc, k: int(r.q.skip + r.q.limit), room: r.bytesLeft,
+		maxBytes: min(4*r.d.lim.findBytes(), r.d.lim.inflightRead()), grow: r.growRoom}
 	if r.q.bookmark != nil {
 		s.after = r.q.bookmark.Pos
 	}
 	return s
+}
+
+// growRoom takes n more bytes of the read budget for the sorted set's
+// documents: at once if they are free; else, if no other sorted query
+// waits for room (dataPlane.sortWait), waiting as a read does (in arrival
+// order, callWait at most) but no longer than the query's own time;
+// else 503 at once, giving back the room it held, which the waiting
+// query may need. Room taken is given back when the run ends
+// (releaseRoom).
+func (r *findRun) growRoom(n int64) error {
+	if !r.d.reads.tryAcquire(n) {
+		if !r.d.sortWait.TryLock() {
+			r.noRoom = true
+			return fmt.Errorf("find in %s: the documents sorting keeps: no room in the read budget while another sorted query waits for it: %w", r.q.db, errUnavailable)
+		}
+		wait := max(min(callWait, time.Until(r.deadline)), time.Millisecond)
+		err := r.d.reads.acquireWithin(r.ctx, n, wait, errUnavailable)
+		r.d.sortWait.Unlock()
+		if err != nil {
+			r.noRoom = true
+			return fmt.Errorf("find in %s: the documents sorting keeps: %w: %w", r.q.db, err, errUnavailable)
+		}
+	}
+	r.grown += n
+	return nil
+}
+
+// releaseRoom gives back the room the run took beyond the page's: the
+// answer's documents are within the page's room.
+func (r *findRun) releaseRoom() {
+	r.d.reads.release(r.grown)
+	r.grown = 0
 }
 
 // answerSorted takes the best matches, in order, into the page.
@@ -701,7 +776,8 @@ func (r *findRun) answerSorted(s *sortedSet) error {
 
 // sortedSet keeps the best k matches by position (a heap with the worst
 // on top), those after the bookmark only. Its documents are bounded by
-// maxBytes: past it, it refuses. It is not safe for concurrent use.
+// maxBytes: past it, it refuses. They are held within room, which grow
+// makes larger when they outgrow it. It is not safe for concurrent use.
 type sortedSet struct {
 	desc     bool
 	k        int
@@ -709,6 +785,8 @@ type sortedSet struct {
 	items    []*pb.FindMatch
 	bytes    int64
 	maxBytes int64
+	room     int64
+	grow     func(n int64) error
 	// total counts the matches after the bookmark seen.
 	total int
 }
@@ -729,9 +807,21 @@ func (s *sortedSet) addAll(ms []*pb.FindMatch) error {
 		if s.bytes > s.maxBytes {
 			return reqErrorf(errTooLarge, "sorting this query holds more than %d bytes of documents; lower skip or limit, or create an index on the sort fields", s.maxBytes)
 		}
+		if s.bytes > s.room {
+			// sortRoomStep at least, so that a set growing by small
+			// matches does not take room for each.
+			n := min(max(s.bytes-s.room, sortRoomStep), s.maxBytes-s.room)
+			if err := s.grow(n); err != nil {
+				return err
+			}
+			s.room += n
+		}
 	}
 	return nil
 }
+
+// sortRoomStep is the least room a sorted set takes at once.
+const sortRoomStep = 1 << 20
 
 // cmp compares positions in the answer's direction.
 func (s *sortedSet) cmp(a, b []byte) int {
