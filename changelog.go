@@ -20,6 +20,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -50,6 +51,19 @@ const changeSegmentMax = 4 << 20
 // walks it): the other reads wait their turn. Without a bound, 200 page
 // requests of a database at once took a server from 0.9 to 1.9 GB.
 const changeFileReads = 8
+
+// changeFileReaders is how many reads from before the tail run at once:
+// half the cores, at least one. Each walks whole segments, decoding every
+// record (about 0.24 s of CPU for a page that reads 20,000 changes), so
+// the segment bound alone (changeFileReads) let 8 of them take every core
+// of a small machine from the requests that need little. The others wait
+// their turn, in arrival order, changeReadWait at most.
+func changeFileReaders() int { return max(1, runtime.GOMAXPROCS(0)/2) }
+
+// changeReadWait bounds how long a read from before the tail waits for
+// its turn (changeFileReaders): then 503, as a read waiting for room in
+// the read budget is.
+const changeReadWait = callWait
 
 // changeRetentionMin is the least -changes-retention-bytes.
 const changeRetentionMin = 64 << 10
@@ -114,6 +128,11 @@ type changeLog struct {
 	// fileReads holds the bytes of the segments read into memory
 	// (readFiles), changeFileReads segments' worth at most.
 	fileReads *byteBudget
+	// fileReaders holds a token for each read from before the tail under
+	// way (changeFileReaders); readWait bounds the wait for one
+	// (changeReadWait; tests shorten it).
+	fileReaders chan struct{}
+	readWait    time.Duration
 
 	mu      sync.Mutex
 	forming *changeGroup
@@ -341,6 +360,7 @@ func openChangeLog(dir string, maxAge time.Duration, maxBytes int64, now func() 
 	segBytes := min(changeSegmentMax, maxBytes/16)
 	l := &changeLog{lock: lock, dir: dir, now: now, maxAge: maxAge, maxBytes: maxBytes, segBytes: segBytes,
 		nextSeq: 1, nextID: 1, notify: make(chan struct{}), fileReads: newByteBudget(changeFileReads * segBytes),
+		fileReaders: make(chan struct{}, changeFileReaders()), readWait: changeReadWait,
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), ops: ops, mark: mark}
 	open, err := l.scan()
 	if err == nil && mark != nil {
@@ -847,8 +867,9 @@ var errCursorExpired = fmt.Errorf("change log: cursor expired: %w", errGone)
 // read hands f the changes after since, in seq order, up to the durable
 // seq, until f returns false or scan changes were read. It returns the
 // seq of the last change handed to f. A cursor older than the log's
-// oldest is errCursorExpired.
-func (l *changeLog) read(since uint64, scan int, f func(changeRec) bool) (uint64, error) {
+// oldest is errCursorExpired. A read from before the tail waits for its
+// turn (readFiles) until ctx ends.
+func (l *changeLog) read(ctx context.Context, since uint64, scan int, f func(changeRec) bool) (uint64, error) {
 	end := l.durable.Load()
 	l.mu.Lock()
 	if since < l.segs[0].first-1 {
@@ -873,11 +894,27 @@ func (l *changeLog) read(since uint64, scan int, f func(changeRec) bool) (uint64
 	}
 	segs := slices.Clone(l.segs)
 	l.mu.Unlock()
-	return l.readFiles(segs, since, end, scan, f)
+	return l.readFiles(ctx, segs, since, end, scan, f)
 }
 
-// readFiles is read from the segment files segs.
-func (l *changeLog) readFiles(segs []changeSegment, since, end uint64, scan int, f func(changeRec) bool) (uint64, error) {
+// readFiles is read from the segment files segs, once it has its turn
+// among the reads from the files (fileReaders): within readWait, else
+// 503.
+func (l *changeLog) readFiles(ctx context.Context, segs []changeSegment, since, end uint64, scan int, f func(changeRec) bool) (uint64, error) {
+	select {
+	case l.fileReaders <- struct{}{}:
+	default:
+		tm := time.NewTimer(l.readWait)
+		defer tm.Stop()
+		select {
+		case l.fileReaders <- struct{}{}: // blocked senders go in arrival order
+		case <-ctx.Done():
+			return since, fmt.Errorf("wait for a turn to read the change log's files: %w", ctx.Err())
+		case <-tm.C:
+			return since, fmt.Errorf("wait for a turn to read the change log's files: none within %v: %w", l.readWait, errUnavailable)
+		}
+	}
+	defer func() { <-l.fileReaders }()
 	i, _ := slices.BinarySearchFunc(segs, since+2, func(s changeSegment, t uint64) int { return cmpUint(s.first, t) })
 	i = max(i-1, 0)
 	last, n := since, 0
@@ -941,17 +978,21 @@ func (l *changeLog) readSegment(path string) (b []byte, held int64, err error) {
 	return b[:n], held, nil
 }
 
-// lastChange is the latest change of key of db the log holds.
-func (l *changeLog) lastChange(db, key string) (changeRec, bool) {
+// lastChange is the latest change of key of db the log holds; an error
+// when the log could not be read (then it is not known).
+func (l *changeLog) lastChange(ctx context.Context, db, key string) (changeRec, bool, error) {
 	var out changeRec
 	found := false
-	l.read(l.oldest(), int(^uint(0)>>1), func(r changeRec) bool {
+	_, err := l.read(ctx, l.oldest(), int(^uint(0)>>1), func(r changeRec) bool {
 		if r.DB == db && r.Key == key {
 			out, found = r, true
 		}
 		return true
 	})
-	return out, found
+	if err != nil {
+		return changeRec{}, false, fmt.Errorf("last change of %q in %s: %w", key, db, err)
+	}
+	return out, found, nil
 }
 
 // prune drops the oldest segments while they are older than the

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -77,7 +78,7 @@ func openTestChangeLogOps(t *testing.T, dir string, ops *fileOps) (*testChangeLo
 func changeKeys(t *testing.T, l *testChangeLog) []string {
 	t.Helper()
 	var keys []string
-	if _, err := l.read(l.oldest(), 1<<20, func(r changeRec) bool { keys = append(keys, r.Key); return true }); err != nil {
+	if _, err := l.read(t.Context(), l.oldest(), 1<<20, func(r changeRec) bool { keys = append(keys, r.Key); return true }); err != nil {
 		t.Fatal(err)
 	}
 	return keys
@@ -468,7 +469,7 @@ func TestChangeLogQuietPastRetention(t *testing.T) {
 	}
 	putChangeKeys(t, l, "d")
 	var got []string
-	if _, err := l.read(end, 100, func(r changeRec) bool { got = append(got, fmt.Sprint(r.Key, r.Seq-end)); return true }); err != nil || !slices.Equal(got, []string{"d1"}) {
+	if _, err := l.read(t.Context(), end, 100, func(r changeRec) bool { got = append(got, fmt.Sprint(r.Key, r.Seq-end)); return true }); err != nil || !slices.Equal(got, []string{"d1"}) {
 		t.Errorf("changes after the current end = %v, %v; want d, next in seq", got, err)
 	}
 	l.close()
@@ -598,7 +599,7 @@ func TestChangeLogRecoversAfterFailedCommit(t *testing.T) {
 			check := func(l *testChangeLog, when string) {
 				var keys []string
 				var seqs []uint64
-				if _, err := l.read(l.oldest(), 1<<20, func(r changeRec) bool {
+				if _, err := l.read(t.Context(), l.oldest(), 1<<20, func(r changeRec) bool {
 					keys, seqs = append(keys, r.Key), append(seqs, r.Seq)
 					return true
 				}); err != nil {
@@ -704,7 +705,7 @@ func TestChangeFeedSettlesLostOutcome(t *testing.T) {
 		t.Fatal(err)
 	}
 	var etags []string
-	if _, err := f.log.read(f.log.oldest(), 1<<20, func(r changeRec) bool { etags = append(etags, r.ETag); return true }); err != nil {
+	if _, err := f.log.read(t.Context(), f.log.oldest(), 1<<20, func(r changeRec) bool { etags = append(etags, r.ETag); return true }); err != nil {
 		t.Fatal(err)
 	}
 	if want := []string{etagOf("v1"), etagOf("v2"), etagOf("v3"), etagOf("v4")}; !slices.Equal(etags, want) {
@@ -792,12 +793,10 @@ func TestChangeJSONDecodesAsMarshal(t *testing.T) {
 	}
 }
 
-// TestChangeLogBoundsSegmentReads: a read from before the log's tail reads
-// a whole segment into memory, held while it walks it: at most
-// changeFileReads segments are held at once, the other reads wait their
-// turn. Without a bound, 200 page requests of a database at once took a
-// server from 0.9 to 1.9 GB (segments of 4 MiB).
-func TestChangeLogBoundsSegmentReads(t *testing.T) {
+// pastTailChangeLog is a change log whose oldest changes are past its
+// in-memory tail: a read of them reads the segment files.
+func pastTailChangeLog(t *testing.T) *testChangeLog {
+	t.Helper()
 	cl, _, err := openChangeLog(t.TempDir(), time.Hour, 64<<20, time.Now, osFileOps(), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -811,29 +810,105 @@ func TestChangeLogBoundsSegmentReads(t *testing.T) {
 	if err := last.wait(); err != nil {
 		t.Fatal(err)
 	}
+	return l
+}
+
+// heldReads are reads of a change log from its oldest change, each held
+// in its first change until release closes, counting how many are in
+// at once (most).
+type heldReads struct {
+	l            *testChangeLog
+	inside, most atomic.Int32
+	release      chan struct{}
+}
+
+func newHeldReads(l *testChangeLog) *heldReads {
+	return &heldReads{l: l, release: make(chan struct{})}
+}
+
+// read reads 10 changes, held in the first when hold.
+func (h *heldReads) read(ctx context.Context, hold bool) error {
+	first := hold
+	_, err := h.l.read(ctx, h.l.oldest(), 10, func(changeRec) bool {
+		if first {
+			first = false
+			n := h.inside.Add(1)
+			for m := h.most.Load(); n > m && !h.most.CompareAndSwap(m, n); m = h.most.Load() {
+			}
+			<-h.release
+			h.inside.Add(-1)
+		}
+		return true
+	})
+	return err
+}
+
+// TestChangeLogReadsTakeTurns: reads from before the log's tail, which
+// decode whole segments (about 0.24 s of CPU a page of 20,000 changes),
+// run changeFileReaders at once, half the cores; the segment bound alone
+// let 8 run (50 old pages at once kept both cores of the development
+// machine busy). The others wait their turn: one whose client goes away
+// stops waiting, one whose turn does not come within readWait is 503,
+// and once the reads under way end, the next goes in at once.
+func TestChangeLogReadsTakeTurns(t *testing.T) {
+	l := pastTailChangeLog(t)
+	l.readWait = 300 * time.Millisecond
+	turns := changeFileReaders()
+	h := newHeldReads(l)
+	inside, most, read := &h.inside, &h.most, h.read
+	var wg sync.WaitGroup
+	for range turns + 2 { // two more than the turns: they wait, then 503
+		wg.Go(func() {
+			if err := read(t.Context(), true); err != nil && statusOf(err) != http.StatusServiceUnavailable {
+				t.Errorf("a read from the files = %v, want it answered or 503", err)
+			}
+		})
+	}
+	w := newWait(t, "reads in their turns", 10*time.Second)
+	for inside.Load() < int32(turns) && !w.over() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // the others, had they no turns to wait for
+	if n := most.Load(); n != int32(turns) {
+		t.Errorf("%d reads from the files at once, want %d (changeFileReaders)", n, turns)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	if err := read(ctx, false); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("a read waiting for its turn when its client went away = %v, want the context's end", err)
+	}
+	start := time.Now()
+	err := read(t.Context(), false)
+	if waited := time.Since(start); statusOf(err) != http.StatusServiceUnavailable || waited < l.readWait {
+		t.Errorf("a read whose turn did not come = %v (%d) after %v, want 503 after %v", err, statusOf(err), waited, l.readWait)
+	}
+	close(h.release)
+	wg.Wait()
+	start = time.Now()
+	if err := read(t.Context(), false); err != nil || time.Since(start) > scaled(time.Second) {
+		t.Errorf("a read once the others ended = %v after %v, want it answered at once", err, time.Since(start))
+	}
+}
+
+// TestChangeLogBoundsSegmentReads: a read from before the log's tail reads
+// a whole segment into memory, held while it walks it: at most
+// changeFileReads segments are held at once, the other reads wait their
+// turn. Without a bound, 200 page requests of a database at once took a
+// server from 0.9 to 1.9 GB (segments of 4 MiB).
+func TestChangeLogBoundsSegmentReads(t *testing.T) {
+	l := pastTailChangeLog(t)
 	const readers = 3 * changeFileReads
-	var inside, most atomic.Int32
-	release := make(chan struct{})
+	// The turns (TestChangeLogReadsTakeTurns) would hold them to fewer.
+	l.fileReaders = make(chan struct{}, readers)
+	h := newHeldReads(l)
+	inside, most, release := &h.inside, &h.most, h.release
 	var wg sync.WaitGroup
 	for range readers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			first := true
-			if _, err := l.read(l.oldest(), 10, func(changeRec) bool {
-				if first {
-					first = false
-					n := inside.Add(1)
-					for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
-					}
-					<-release
-					inside.Add(-1)
-				}
-				return true
-			}); err != nil {
+		wg.Go(func() {
+			if err := h.read(t.Context(), true); err != nil {
 				t.Error(err)
 			}
-		}()
+		})
 	}
 	w := newWait(t, "readers in their segments", 10*time.Second)
 	for inside.Load() < changeFileReads/2 && !w.over() {

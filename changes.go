@@ -223,7 +223,7 @@ func (s *restServer) changePage(ctx context.Context, f *changeFeed, q changeQuer
 	// the log's tail holds a segment of the log until it returns, and a
 	// document's read may wait for room in the read budget.
 	var recs []changeRec
-	last, err := f.log.read(q.since, changeScanMax, func(r changeRec) bool {
+	last, err := f.log.read(ctx, q.since, changeScanMax, func(r changeRec) bool {
 		if r.DB != q.db || !strings.HasPrefix(r.Key, q.prefix) {
 			return true
 		}

@@ -272,7 +272,10 @@ func (f *changeFeed) settle(ctx context.Context, in changeRec) error {
 	if err != nil {
 		return err
 	}
-	last, known := f.log.lastChange(in.DB, in.Key)
+	last, known, err := f.log.lastChange(ctx, in.DB, in.Key)
+	if err != nil {
+		return err
+	}
 	rec := changeRec{T: changeAbort, ID: in.ID}
 	switch {
 	case found && (!known || last.Op == "delete" || last.ETag != etag):
