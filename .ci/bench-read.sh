@@ -16,7 +16,10 @@
 #             has one owner; the load tool's keys spread over the three)
 #   base-main+3  the same of commit BASE
 # Usage: [CONFIGS="all main+1 ..."] [PORT=18191] .ci/bench-read.sh [ROUNDS] [SECONDS] [BASE]
-set -euo pipefail
+set -Eeuo pipefail
+# A failing command stops the run (set -e): say which, rather than stop
+# without a word (-E: in the functions too).
+trap 'echo "bench-read.sh: line $LINENO: \"$BASH_COMMAND\" failed (exit $?)" >&2' ERR
 cd "$(dirname "$0")/.."
 rounds=${1:-3}; secs=${2:-4}; base=${3:-cf6a1c6}
 orig_src=${ORIG_SRC:-/work/.mirror/DeltaRule+DeltaDatabase/repo}
@@ -34,6 +37,13 @@ port=${PORT:-18191}  # and the two after it (every role given all three: no defa
 addr=127.0.0.1:$port
 wait_up() { for _ in $(seq 200); do curl -fs -o /dev/null "http://$1/health" && return 0; sleep 0.1; done; return 1; }
 wait_workers() { for _ in $(seq 200); do [ "$(curl -fs -H "Authorization: Bearer $ADMIN_KEY" "http://$1/admin/workers" | grep -o Available | wc -l)" = "$2" ] && return 0; sleep 0.1; done; return 1; }
+# fail NAME WHAT: stop the run, saying what configuration NAME did not do,
+# with its processes' last log lines
+fail() {
+  echo "bench-read.sh: $1: $2" >&2
+  for f in "$work/$1".log "$work/$1"-w*.log; do [ -e "$f" ] && { echo "--- $f" >&2; tail -5 "$f" >&2; }; done
+  exit 1
+}
 
 # cpu PID...: the CPU time the processes have used, in clock ticks
 cpu() { for p in "$@"; do cut -d' ' -f14,15 "/proc/$p/stat"; done | awk '{t += $1 + $2} END {print t}'; }
@@ -67,8 +77,9 @@ one() {
         MASTER_KEY= "$bin" -role=proc -worker-id=w$w -main-addr=127.0.0.1:$((port + 2)) -shared-fs="$dir" -log-level=info 2>"$work/$name-w$w.log" & pids+=($!)
       done ;;
   esac
-  if [ "$name" = trivial ]; then sleep 0.5; else wait_up "$addr"; fi
-  case $name in *main+[13]) wait_workers "$addr" "${name##*+}" ;; esac
+  if [ "$name" = trivial ]; then sleep 0.5; else wait_up "$addr" || fail "$name" "$addr answered no /health within 20 s"; fi
+  case $name in *main+[13]) wait_workers "$addr" "${name##*+}" ||
+    fail "$name" "not ${name##*+} workers Available within 20 s: $(curl -s -H "Authorization: Bearer $ADMIN_KEY" "http://$addr/admin/workers")" ;; esac
   load "$name" "${pids[@]}"
   kill "${pids[@]}"; wait "${pids[@]}" 2>/dev/null || true
   rm -rf "$dir"
