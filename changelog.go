@@ -54,7 +54,7 @@ const changeFileReads = 8
 
 // changeFileReaders is how many reads from before the tail run at once:
 // half the cores, at least one. Each walks whole segments, decoding every
-// record (about 0.24 s of CPU for a page that reads 20,000 changes), so
+// record (0.10-0.24 s of CPU for a page that reads 20,000 changes), so
 // the segment bound alone (changeFileReads) let 8 of them take every core
 // of a small machine from the requests that need little. The others wait
 // their turn, in arrival order, changeReadWait at most.

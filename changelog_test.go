@@ -844,10 +844,10 @@ func (h *heldReads) read(ctx context.Context, hold bool) error {
 }
 
 // TestChangeLogReadsTakeTurns: reads from before the log's tail, which
-// decode whole segments (about 0.24 s of CPU a page of 20,000 changes),
+// decode whole segments (0.10-0.24 s of CPU a page of 20,000 changes),
 // run changeFileReaders at once, half the cores; the segment bound alone
-// let 8 run (50 old pages at once kept both cores of the development
-// machine busy). The others wait their turn: one whose client goes away
+// let 8 run (50 old pages at once took 1.7 of the development machine's
+// 2 cores). The others wait their turn: one whose client goes away
 // stops waiting, one whose turn does not come within readWait is 503,
 // and once the reads under way end, the next goes in at once.
 func TestChangeLogReadsTakeTurns(t *testing.T) {
