@@ -18,8 +18,9 @@
 # Usage: [CONFIGS="all main+1 ..."] [PORT=18191] .ci/bench-read.sh [ROUNDS] [SECONDS] [BASE]
 set -Eeuo pipefail
 # A failing command stops the run (set -e): say which, rather than stop
-# without a word (-E: in the functions too).
-trap 'echo "bench-read.sh: line $LINENO: \"$BASH_COMMAND\" failed (exit $?)" >&2' ERR
+# without a word (-E: in the functions too), in the results (stdout) as
+# well as on stderr, where the failing tool said why.
+trap 'echo "# bench-read.sh: line $LINENO: \"$BASH_COMMAND\" failed (exit $?)" | tee /dev/stderr' ERR
 cd "$(dirname "$0")/.."
 rounds=${1:-3}; secs=${2:-4}; base=${3:-cf6a1c6}
 orig_src=${ORIG_SRC:-/work/.mirror/DeltaRule+DeltaDatabase/repo}
@@ -40,7 +41,7 @@ wait_workers() { for _ in $(seq 200); do [ "$(curl -fs -H "Authorization: Bearer
 # fail NAME WHAT: stop the run, saying what configuration NAME did not do,
 # with its processes' last log lines
 fail() {
-  echo "bench-read.sh: $1: $2" >&2
+  echo "# bench-read.sh: $1: $2" | tee /dev/stderr
   for f in "$work/$1".log "$work/$1"-w*.log; do [ -e "$f" ] && { echo "--- $f" >&2; tail -5 "$f" >&2; }; done
   exit 1
 }
@@ -53,7 +54,9 @@ cpu() { for p in "$@"; do cut -d' ' -f14,15 "/proc/$p/stat"; done | awk '{t += $
 # load changes it less than it changes the rate)
 load() {
   local name=$1; shift
-  "$work/ddb" -role=bench -target="http://$addr" -token="$ADMIN_KEY" -concurrency=32 -keys=1000 -duration="${secs}s" -ops=get | sed "s/^/$name bench /"
+  # timeout: a request that never comes back (the tool has no deadline of
+  # its own) stops the run with a line saying so, not a run that hangs
+  timeout $((secs + 120)) "$work/ddb" -role=bench -target="http://$addr" -token="$ADMIN_KEY" -concurrency=32 -keys=1000 -duration="${secs}s" -ops=get | sed "s/^/$name bench /"
   local c0; c0=$(cpu "$@")
   wrk -t2 -c32 -d"${secs}s" --latency -H "Authorization: Bearer $ADMIN_KEY" "http://$addr/entity/bench?key=k000001" >"$work/wrk.out"
   local c1; c1=$(cpu "$@")
