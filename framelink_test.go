@@ -35,6 +35,7 @@ type frameWorld struct {
 	gs           *grpc.Server
 	mu           sync.Mutex
 	links        []net.Conn // the frame links the worker took
+	srv          *workerServer
 }
 
 // newIdentity is a cluster identity with a certificate of its own.
@@ -53,7 +54,7 @@ func newIdentity(t testing.TB) *clusterIdentity {
 // TLS alone). opts are more server options.
 func serveFrames(t *testing.T, srv *workerServer, old bool, opts ...grpc.ServerOption) *frameWorld {
 	t.Helper()
-	w := &frameWorld{worker: newIdentity(t), main: newIdentity(t)}
+	w := &frameWorld{worker: newIdentity(t), main: newIdentity(t), srv: srv}
 	cfg := w.worker.tlsConfig(pinned(w.main.fp), true)
 	creds := grpccreds.NewTLS(cfg)
 	if !old {
@@ -70,14 +71,18 @@ func serveFrames(t *testing.T, srv *workerServer, old bool, opts ...grpc.ServerO
 }
 
 // kill stops the server and cuts every frame link, as the worker's death
-// would.
+// would: it returns once the worker has seen every link end and its calls
+// have ended, as gRPC's Stop cancels the Calls streams' before it returns.
+// (A call the worker still held could otherwise go on and write after
+// the main worker took it for lost.)
 func (w *frameWorld) kill() {
 	w.gs.Stop()
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	for _, c := range w.links {
 		c.Close()
 	}
+	w.mu.Unlock()
+	w.srv.wait()
 }
 
 // stub is the main worker's stub of the worker under callKey: its gRPC
