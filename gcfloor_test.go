@@ -58,6 +58,14 @@ func gcCount() uint64 {
 	return s[0].Value.Uint64()
 }
 
+// heapGoal is the heap size at which the collector means to end its next
+// collection.
+func heapGoal() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/goal:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
 // gogc is the collector's GOGC now.
 func gogc() uint64 {
 	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
@@ -82,8 +90,18 @@ func churn(n int) {
 func TestGCFloorCollectsLess(t *testing.T) {
 	t.Setenv("GOGC", "")
 	runtime.GC()
+	// Go's default pacing collects each time the heap grows by about what
+	// is live (4 MiB at least): its goal is far below the garbage. How
+	// many collections the garbage then takes also depends on how the
+	// machine schedules the collector beside the churn, which outruns it
+	// (2 to 25 on two busy cores, the CPU limiter never engaged): the
+	// goal is checked, the count logged.
+	const garbage = 128 << 20
+	if goal := heapGoal(); goal > garbage/8 {
+		t.Fatalf("heap goal without the floor %d MiB, want at most %d MiB (the garbage's eighth)", goal>>20, garbage>>23)
+	}
 	before := gcCount()
-	churn(128 << 20)
+	churn(garbage)
 	without := gcCount() - before
 
 	g := startGCFloor(256 << 20)
@@ -95,13 +113,16 @@ func TestGCFloorCollectsLess(t *testing.T) {
 	if gogc() <= 100 {
 		t.Fatalf("GOGC = %d under a 256 MiB floor, want more than 100", gogc())
 	}
+	if goal := heapGoal(); goal < 256<<20 {
+		t.Errorf("heap goal under a 256 MiB floor %d MiB, want 256 MiB or more", goal>>20)
+	}
 	before = gcCount()
-	churn(128 << 20)
+	churn(garbage)
 	with := gcCount() - before
 	g.stop()
 	t.Logf("collections for 128 MiB of garbage: %d without the floor, %d with it", without, with)
-	if with > 2 || without < 8 {
-		t.Errorf("collections for 128 MiB of garbage: %d with a 256 MiB floor (want at most 2), %d without (want 8 or more)", with, without)
+	if with > 2 {
+		t.Errorf("collections for 128 MiB of garbage: %d with a 256 MiB floor, want at most 2 (%d without)", with, without)
 	}
 	if got := gogc(); got != 100 {
 		t.Errorf("GOGC = %d after the floor's end, want 100", got)
