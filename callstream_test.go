@@ -1059,12 +1059,7 @@ func TestCallStreamSendsWaitingCallsAsOne(t *testing.T) {
 	}
 	errs := make(chan error, 8)
 	go get(bg, 0, errs) // sends, and its seal waits for the gate
-	r.queued(t, 0)
-	for deadline := time.Now().Add(10 * time.Second); len(g.sent) == 0 && !sealing(r); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the first call is never sealed")
-		}
-	}
+	r.sealingFirst(t)
 	gone, leave := context.WithCancel(bg)
 	left := make(chan error, 1)
 	go get(gone, 1, left)
@@ -1145,7 +1140,7 @@ func testCallStreamLargeCachedAnswers(t *testing.T, rig rigMaker) {
 	first := r.rw.link.cur
 	r.rw.link.mu.Unlock()
 	go get(0) // sends, and its seal waits for the gate
-	r.queued(t, 0)
+	r.sealingFirst(t)
 	for i := 1; i < 6; i++ {
 		go get(i)
 		r.queued(t, i)
@@ -1185,7 +1180,7 @@ func testCallStreamLargeBatchedWrites(t *testing.T, rig rigMaker) {
 		errs <- err
 	}
 	go put(0) // sends, and its seal waits for the gate
-	r.queued(t, 0)
+	r.sealingFirst(t)
 	for i := 1; i < 6; i++ {
 		go put(i)
 		r.queued(t, i)
@@ -1212,6 +1207,19 @@ func testCallStreamLargeBatchedWrites(t *testing.T, rig rigMaker) {
 	defer r.rw.link.mu.Unlock()
 	if r.rw.link.cur != first {
 		t.Error("the link's stream was replaced: the batch broke it")
+	}
+}
+
+// sealingFirst waits until the stub's stream has taken the first call
+// from its queue and seals it (held by a gatedSigner's gate): the calls
+// after it queue. Until then a second call could join the first's
+// message.
+func (r *streamRig) sealingFirst(t *testing.T) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !sealing(r); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first call is never sealed")
+		}
 	}
 }
 
