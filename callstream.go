@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -199,9 +200,12 @@ type callLink struct {
 	// most is the most calls one message carries: maxCallBatch, or 1 for
 	// a worker that did not subscribe as reading batches (one from before
 	// them refuses a batch, each call of it answered so).
-	most   int
-	ctx    context.Context
-	cancel context.CancelFunc
+	most int
+	// batchMax bounds the bytes of calls one message carries together:
+	// batchBytes of the main worker's message limit.
+	batchMax int
+	ctx      context.Context
+	cancel   context.CancelFunc
 	// wg counts the goroutines of the link: each stream's receiver and
 	// the senders of cancel messages.
 	wg sync.WaitGroup
@@ -223,7 +227,8 @@ func newCallLink(id string, client pb.ProcessingWorkerClient, batched bool) *cal
 	if batched {
 		most = maxCallBatch
 	}
-	return &callLink{id: id, client: client, wait: callWait, most: most, ctx: ctx, cancel: cancel, opening: make(chan struct{}, 1)}
+	return &callLink{id: id, client: client, wait: callWait, most: most, batchMax: maxBatchBytes, ctx: ctx, cancel: cancel,
+		opening: make(chan struct{}, 1)}
 }
 
 // close ends the link's streams (calls in flight fail as transport
@@ -263,6 +268,8 @@ type callStream struct {
 	stream callConn
 	cancel context.CancelFunc
 	most   int // the link's: the most calls to a message
+	// batchMax is the link's: the most bytes of calls to a message.
+	batchMax int
 
 	// Group sending: a caller queues its message and, when no other
 	// caller is sending, sends it itself; one that is sending takes every
@@ -387,7 +394,7 @@ func (l *callLink) stream(ctx context.Context, timeout <-chan time.Time) (*callS
 		stop := context.AfterFunc(l.ctx, cancel)
 		cancel = func() { stop(); conn.(*frameConn).close() }
 	}
-	cs := &callStream{stream: conn, cancel: cancel, most: l.most, pending: map[uint64]chan callAnswer{}}
+	cs := &callStream{stream: conn, cancel: cancel, most: l.most, batchMax: l.batchMax, pending: map[uint64]chan callAnswer{}}
 	cs.sealWait.L = &cs.qmu
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -615,7 +622,7 @@ func (cs *callStream) lead(sg callSigner) {
 			}
 			// Only cancel messages wait, with no caller: send them too.
 		}
-		n := batchLen(cs.queue, cs.most)
+		n := batchLen(cs.queue, cs.most, cs.batchMax)
 		cs.taken = append(cs.taken[:0], cs.queue[:n]...)
 		rest := copy(cs.queue, cs.queue[n:])
 		clear(cs.queue[rest:])
@@ -641,14 +648,14 @@ func (cs *callStream) lead(sg callSigner) {
 }
 
 // batchLen is how many of the queued messages, from the first, go out as
-// one: at most most, and at most maxBatchBytes of them unless the first
-// is larger alone. The worker refuses a message over its limit
+// one: at most most, and at most max bytes of them unless the first is
+// larger alone. The worker refuses a message over its limit
 // (-grpc-max-recv-msg-size), and a batch of writes that passed it would
 // fail every one of them.
-func batchLen(queue []*outCall, most int) int {
+func batchLen(queue []*outCall, most, max int) int {
 	n, size := 0, 0
 	for _, c := range queue[:min(len(queue), most)] {
-		if size += c.size; n > 0 && size > maxBatchBytes {
+		if size += c.size; n > 0 && size > max {
 			break
 		}
 		n++
@@ -829,9 +836,10 @@ func (cs *callServer) receive() error {
 	// the batch would grow past its bounds: the main worker refuses a
 	// message over its limit (-grpc-max-recv-msg-size), which would end
 	// the link and every call on it.
+	maxBytes := batchBytes(cmp.Or(cs.s.maxMsg, defaultMaxMsg))
 	add := func(resp *pb.WorkerResponse) {
 		n := answerBytes(resp)
-		if len(answers) > 0 && (len(answers) >= maxCallBatch || size+n > maxBatchBytes) {
+		if len(answers) > 0 && (len(answers) >= maxCallBatch || size+n > maxBytes) {
 			flush()
 		}
 		answers = append(answers, resp)
@@ -896,6 +904,16 @@ func (cs *callServer) receive() error {
 // outCall.size, answerBytes), well under the other side's message limit;
 // a call or answer larger alone goes alone, as it would anyway.
 const maxBatchBytes = 256 << 10
+
+// batchBytes is the bound of a batch's bytes under a message limit of
+// maxMsg (-grpc-max-recv-msg-size, taken to be the cluster's): at most
+// half of it, leaving room for what the estimates leave out, so calls
+// each within the limit are never refused for travelling together.
+func batchBytes(maxMsg int) int { return min(maxBatchBytes, maxMsg/2) }
+
+// defaultMaxMsg is -grpc-max-recv-msg-size's default, for a worker server
+// built without it (tests).
+const defaultMaxMsg = 4 << 20
 
 // answerBytes is about the size of resp encoded in a batch: its variable
 // fields and a bound on the rest.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -85,6 +86,9 @@ type streamRig struct {
 	kill func()
 	// fw is the frame rig's worker and identities (nil: a Calls stream).
 	fw *frameWorld
+	// big is the size of the large tests' documents: about 1 MiB, the
+	// default largest, unless the rig's limit is smaller.
+	big int
 }
 
 // newStreamRig is a stream rig whose link is the Calls stream.
@@ -1112,12 +1116,20 @@ func TestCallStreamSendsWaitingCallsAsOne(t *testing.T) {
 // (five of about 1 MiB, the default largest document, against 4 MiB), is
 // answered in several messages: every caller gets its document and the
 // link stays up.
-func TestCallStreamLargeCachedAnswers(t *testing.T) { eachLink(t, testCallStreamLargeCachedAnswers) }
+//
+// With both ends' limit at 64 KiB, five documents of 40 KiB, each well
+// within it, are answered so too.
+func TestCallStreamLargeCachedAnswers(t *testing.T) {
+	eachLink(t, testCallStreamLargeCachedAnswers)
+	t.Run("frame link at 64 KiB", func(t *testing.T) { testCallStreamLargeCachedAnswers(t, newSmallFrameRig) })
+}
 
 func testCallStreamLargeCachedAnswers(t *testing.T, rig rigMaker) {
 	r := rig(t)
 	bg := context.Background()
-	doc := func(i int) []byte { return fmt.Appendf(nil, `{"n":%d,"s":"%s"}`, i, strings.Repeat("x", 1000<<10)) }
+	doc := func(i int) []byte {
+		return fmt.Appendf(nil, `{"n":%d,"s":"%s"}`, i, strings.Repeat("x", cmp.Or(r.big, 1000<<10)))
+	}
 	for i := range 6 {
 		if _, err := r.op(bg, pb.Operation_PUT, "db", fmt.Sprintf("k%d", i), doc(i)); err != nil {
 			t.Fatal(err)
@@ -1166,12 +1178,33 @@ func testCallStreamLargeCachedAnswers(t *testing.T, rig rigMaker) {
 // is sent, together over the worker's message limit (five of about 1
 // MiB, the default largest document, against 4 MiB), go out in several
 // messages: every one is written, and the link stays up.
-func TestCallStreamLargeBatchedWrites(t *testing.T) { eachLink(t, testCallStreamLargeBatchedWrites) }
+//
+// With both ends' limit at 64 KiB, five writes of 40 KiB, each well
+// within it, go out so too.
+func TestCallStreamLargeBatchedWrites(t *testing.T) {
+	eachLink(t, testCallStreamLargeBatchedWrites)
+	t.Run("frame link at 64 KiB", func(t *testing.T) { testCallStreamLargeBatchedWrites(t, newSmallFrameRig) })
+}
+
+// newSmallFrameRig is a frame rig whose two ends take messages of at most
+// 64 KiB (-grpc-max-recv-msg-size=65536), its large documents 40 KiB.
+func newSmallFrameRig(t *testing.T) *streamRig {
+	const limit = 64 << 10
+	r := newFrameRig(t)
+	r.srv.maxMsg = limit
+	cfg := r.fw.main.tlsConfig(pinned(r.fw.worker.fp), false)
+	r.rw.link.frames = func(ctx context.Context) (*frameConn, error) { return dialFrames(ctx, r.fw.addr, cfg, limit) }
+	r.rw.link.batchMax = batchBytes(limit) // as the main worker sets it
+	r.big = 40 << 10
+	return r
+}
 
 func testCallStreamLargeBatchedWrites(t *testing.T, rig rigMaker) {
 	r := rig(t)
 	bg := context.Background()
-	doc := func(i int) []byte { return fmt.Appendf(nil, `{"n":%d,"s":"%s"}`, i, strings.Repeat("x", 1000<<10)) }
+	doc := func(i int) []byte {
+		return fmt.Appendf(nil, `{"n":%d,"s":"%s"}`, i, strings.Repeat("x", cmp.Or(r.big, 1000<<10)))
+	}
 	g := newGatedSigner(r.rw)
 	errs := make(chan error, 6)
 	put := func(i int) {

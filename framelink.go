@@ -332,7 +332,7 @@ func (s *workerServer) serveFrames(c net.Conn) {
 	c.SetReadDeadline(time.Time{})
 	c.SetWriteDeadline(time.Time{})
 	ctx, cancel := context.WithCancel(context.Background())
-	fc := &frameServerConn{c: c, in: newFrameReader(c, cmp.Or(s.maxMsg, 4<<20)),
+	fc := &frameServerConn{c: c, in: newFrameReader(c, cmp.Or(s.maxMsg, defaultMaxMsg)),
 		idle: cmp.Or(s.frameIdle, frameIdle), wait: cmp.Or(s.frameWait, frameWait), ctx: ctx, cancel: cancel}
 	s.serveCalls(fc) //nolint:errcheck // the link's end is the answer
 	cancel()

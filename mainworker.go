@@ -240,6 +240,7 @@ func (m *mainService) subscribe(req *pb.SubscribeRequest) (*pb.SubscribeResponse
 	// A worker from before batched calls refuses a batch: it gets every
 	// call alone (callLink.most).
 	rw := newRemoteWorker(id, pb.NewProcessingWorkerClient(conn), callKey, m.now, req.GetBatchedCalls())
+	rw.link.batchMax = batchBytes(m.maxMsg)
 	frameTLS := m.ident.tlsConfig(pinned(certFP), false)
 	rw.link.frames = func(ctx context.Context) (*frameConn, error) { return dialFrames(ctx, addr, frameTLS, m.maxMsg) }
 	m.router.add(&workerConn{id: id, keyID: m.keyID, tags: req.GetTags(), expires: expires, identity: identity,
