@@ -242,8 +242,8 @@ func TestSchemaNested3000Deep(t *testing.T) {
 	if code != http.StatusRequestEntityTooLarge || !strings.Contains(string(out), "deeper than the limit of 64 levels") {
 		t.Errorf("PUT /schema/deep.v1 (3,000 deep) = %d %s, want 413 naming the depth limit", code, out)
 	}
-	if took > time.Second {
-		t.Errorf("PUT /schema/deep.v1 took %v, want the refusal within 1 s", took)
+	if took > scaled(time.Second) {
+		t.Errorf("PUT /schema/deep.v1 took %v, want the refusal within 1 s (scaled by the machine's load)", took)
 	}
 }
 

@@ -250,8 +250,8 @@ func TestWALIdleAppendsAtOnce(t *testing.T) {
 	if writes.Load() != n || syncs.Load() != n {
 		t.Errorf("%d appends made %d writes and %d syncs, want one each", n, writes.Load(), syncs.Load())
 	}
-	if took > n*time.Millisecond/2 {
-		t.Errorf("%d appends on an idle log took %v: more than 0.5 ms each", n, took)
+	if took > scaled(n*time.Millisecond/2) {
+		t.Errorf("%d appends on an idle log took %v: more than 0.5 ms each (scaled by the machine's load)", n, took)
 	}
 }
 
