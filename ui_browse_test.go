@@ -303,7 +303,14 @@ func uiExportImport(t *testing.T, tb *uiTab, seed uiSeed, db string) {
 
 	// Import the file into a new database from the page's Import.
 	copyDB := db + "copy"
+	// The database's detail is open on this same page, whose title
+	// already reads "Databases": wait for the page drawn anew (a new
+	// heading), or the click can find the import panel that the new
+	// drawing then replaces ("Could not find node with given id").
+	var marked bool
+	tb.eval(`(document.getElementById("page-title").dataset.drawnBefore = "1") === "1"`, &marked)
 	tb.nav("databases", "Databases")
+	tb.waitFor("the Databases page drawn anew", `!document.getElementById("page-title")?.dataset.drawnBefore`)
 	tb.click("#db-import-panel summary")
 	tb.typeInto("db-new-import-name", copyDB)
 	path := filepath.Join(dir, db+".ndjson")
