@@ -315,6 +315,9 @@ func (s *restServer) eventStream(w http.ResponseWriter, r *http.Request, f *chan
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
+	// The deletion of db is watched before the answer begins: a client
+	// that deletes the database once it has the headers gets "deleted".
+	deleted := f.deletedSignal(q.db)
 	w.WriteHeader(http.StatusOK)
 	st := &stream{w: w, rc: rc, f: f}
 	if !st.send("retry: 2000\n\n") {
@@ -322,7 +325,6 @@ func (s *restServer) eventStream(w http.ResponseWriter, r *http.Request, f *chan
 	}
 	keep := time.NewTicker(changeKeepAlive)
 	defer keep.Stop()
-	deleted := f.deletedSignal(q.db)
 	following := false
 	for {
 		end, notify := f.log.watch()

@@ -316,6 +316,11 @@ func TestChangesEventStream(t *testing.T) {
 	}
 	cancel2()
 
+	// The long-poll counts as an open stream once it has taken "now" as
+	// its cursor: the change written after that is its to answer. (A
+	// fixed pause before the write let a loaded machine take "now" after
+	// it, and the long-poll waited for a change that had come.)
+	waitStreams(t, n.base, 0)
 	done := make(chan feedPage, 1)
 	go func() {
 		_, out, _, _ := doCall("GET", n.base+"/api/databases/chat/changes?feed=longpoll&timeout=20000&since=now", testAdminKey, nil)
@@ -323,7 +328,7 @@ func TestChangesEventStream(t *testing.T) {
 		json.Unmarshal(out, &p)
 		done <- p
 	}()
-	time.Sleep(300 * time.Millisecond)
+	waitStreams(t, n.base, 1)
 	e4 := putNodeETag(t, n, "chat", "d", 4)
 	select {
 	case p := <-done:
@@ -453,8 +458,9 @@ func TestChangesDeleteDatabase(t *testing.T) {
 	putNodeETag(t, n, "gone", "a", 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// The stream watches the deletion before its headers are sent, and
+	// openSSE returns once they are here.
 	_, events := openSSE(t, ctx, n, testAdminKey, "gone", "since=now", nil)
-	time.Sleep(200 * time.Millisecond)
 	if code, out, _ := n.call("DELETE", "/api/databases/gone", testAdminKey, nil); code != 200 {
 		t.Fatalf("DELETE database = %d %s", code, out)
 	}
