@@ -1404,7 +1404,9 @@ func TestWALCheckpointKeepsUnwrittenVersions(t *testing.T) {
 	if err := l.write(versionsRec([]byte("e1"), map[int64][]byte{1: []byte("v1"), -1: []byte("i1")})); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	// The checkpoint ends with its deadline (the versions are never
+	// written), which must come after it has sealed: scaled by the load.
+	ctx, cancel := context.WithTimeout(t.Context(), scaled(300*time.Millisecond))
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- l.checkpoint(ctx) }()
