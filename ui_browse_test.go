@@ -24,29 +24,11 @@ import (
 )
 
 // openDBAt opens the Databases page (through the menu on a phone) and
-// the card of db, once the cards have their counts (the page's requests
-// are done). A tap the page did not act on within 15 s (scaled: a
-// loaded machine has been seen to lose one while the menu slid away) is
-// repeated once.
+// the card of db (openCard).
 func (tb *uiTab) openDBAt(db string) {
 	tb.t.Helper()
 	tb.nav("databases", "Databases")
-	card := fmt.Sprintf(`#db-cards button[data-db=%q]`, db)
-	tb.waitFor("the card of "+db, fmt.Sprintf(`document.querySelector('%s')?.dataset.entities`, card))
-	opened := fmt.Sprintf(`document.getElementById("db-detail-title")?.textContent === %q`, db)
-	tb.click(card)
-	w := newWait(tb.t, "the detail of "+db, 15*time.Second)
-	for !w.over() {
-		var ok bool
-		tb.eval("!!("+opened+")", &ok)
-		if ok {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	tb.t.Logf("%v; tapping the card again", w)
-	tb.click(card)
-	tb.waitFor("the detail of "+db, opened)
+	tb.openCard(db)
 }
 
 // fitsWidth fails the flow when the page scrolls sideways.
@@ -304,13 +286,10 @@ func uiExportImport(t *testing.T, tb *uiTab, seed uiSeed, db string) {
 	// Import the file into a new database from the page's Import.
 	copyDB := db + "copy"
 	// The database's detail is open on this same page, whose title
-	// already reads "Databases": wait for the page drawn anew (a new
-	// heading), or the click can find the import panel that the new
-	// drawing then replaces ("Could not find node with given id").
-	var marked bool
-	tb.eval(`(document.getElementById("page-title").dataset.drawnBefore = "1") === "1"`, &marked)
+	// already reads "Databases": goTo waits for the page drawn anew, or
+	// the click could find the import panel that the new drawing then
+	// replaces ("Could not find node with given id").
 	tb.nav("databases", "Databases")
-	tb.waitFor("the Databases page drawn anew", `!document.getElementById("page-title")?.dataset.drawnBefore`)
 	tb.click("#db-import-panel summary")
 	tb.typeInto("db-new-import-name", copyDB)
 	path := filepath.Join(dir, db+".ndjson")

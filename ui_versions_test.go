@@ -57,6 +57,9 @@ func TestUIVersions(t *testing.T) {
 
 			tb.click("#entity-delete")
 			tb.waitText("entity-message", "Deleted k")
+			// The list is read again after the delete: without k, so that
+			// k listed after Undelete is the list read again once more.
+			tb.waitFor("k gone from the list", `!document.querySelector('#db-keys button[data-key="k"]')`)
 			tb.waitFor("Undelete offered", `!document.getElementById("versions-undelete").hidden`)
 			if got := seed.entity(db, "k"); got != nil {
 				t.Errorf("after Delete the server holds %s", got)
