@@ -28,7 +28,8 @@
 //                (li[data-status]) #dash-cache-hits #dash-cache-misses
 //                #dash-cache-evictions #dash-cache-entries, #dash-history
 //                (#dash-window, #dash-fig-*, svg#dash-chart-rps -latency
-//                -errors -cache -storage -workers with path[data-series],
+//                -errors -cache -storage -workers with path[data-series] and
+//                data-span, the seconds drawn,
 //                #dash-errors-table tr[data-route]); others: #dash-limited;
 //                #dash-updated #dash-message
 //   #/databases  databases.js  #db-cards > button[data-testid=db-card][data-db]

@@ -112,6 +112,9 @@ export function lineChart(id, title, series, { unit = "", max: fixedMax } = {}) 
       latest.push(`${series[i].name} ${vs.length ? formatNumber(vs[vs.length - 1]) + unit : "no data"}`);
     }
     root.dataset.max = String(max);
+    // data-span: the seconds the time axis covers, for a test to see the
+    // window chosen drawn.
+    root.dataset.span = String(Math.round(span / 1000));
     root.querySelector("desc").textContent = `Latest: ${latest.join(", ")}.`;
   }
   return { el: figure, svg: root, update };
