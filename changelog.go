@@ -911,7 +911,7 @@ func (l *changeLog) readFiles(ctx context.Context, segs []changeSegment, since, 
 		case <-ctx.Done():
 			return since, fmt.Errorf("wait for a turn to read the change log's files: %w", ctx.Err())
 		case <-tm.C:
-			return since, fmt.Errorf("wait for a turn to read the change log's files: none within %v: %w", l.readWait, errUnavailable)
+			return since, fmt.Errorf("wait for a turn to read the change log's files: none within %v: %w", l.readWait, errBusy)
 		}
 	}
 	defer func() { <-l.fileReaders }()

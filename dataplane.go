@@ -257,7 +257,8 @@ type readSharer interface {
 // waits for the share and the overdue half last callWait at most
 // together, the wait for the budget as long, as the call itself does:
 // then 503, errWorkerSlow in the share and the overdue half (its
-// worker's other reads got no answer).
+// worker's other reads got no answer), errBusy in the budget (the server
+// is only busy).
 func (d *dataPlane) holdRead(ctx context.Context, db, key string) (readRoom, error) {
 	room := readRoom{n: d.lim.document()}
 	if rs, ok := d.proc.(readSharer); ok {
@@ -280,9 +281,9 @@ func (d *dataPlane) holdRead(ctx context.Context, db, key string) (readRoom, err
 			room.late = true
 		}
 	}
-	if err := d.reads.acquireWithin(ctx, room.n, callWait, errUnavailable); err != nil {
+	if err := d.reads.acquireWithin(ctx, room.n, callWait, errBusy); err != nil {
 		room.free(d)
-		return readRoom{}, fmt.Errorf("read entity %q of %s: %w: %w", key, db, err, errUnavailable)
+		return readRoom{}, fmt.Errorf("read entity %q of %s: %w: %w", key, db, err, errBusy)
 	}
 	return room, nil
 }

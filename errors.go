@@ -36,6 +36,12 @@ var (
 	// errUnavailable: the backend or every worker could not be reached or
 	// failed transiently; the request may succeed later (503).
 	errUnavailable = errors.New("storage unavailable")
+	// errBusy: the server's own admission limit is full (the in-flight
+	// read budget, the turns to read the change log's files) and the
+	// request waited its time for room: nothing failed and nothing was
+	// written, the server is only busy (503). It is not errUnavailable,
+	// so that a query is not planned again for it (retryFind).
+	errBusy = errors.New("server busy")
 	// errConfig: the backend refused us for a reason only the operator can
 	// fix (wrong credentials, wrong bucket, permissions).
 	errConfig = errors.New("storage configuration")
@@ -327,8 +333,9 @@ type errorKind struct {
 // errHandingOverLost and errHandoverDamagedLost come before errTransport,
 // which they wrap. The
 // worker tier's errors (errTransport, errNoWorker) come before
-// errUnavailable, which they also are; errAuditUnavailable after it, so
-// that a worker's Unavailable stays errUnavailable; errTooLarge before errRateLimited,
+// errUnavailable, which they also are; errBusy and errAuditUnavailable
+// after it, so that a worker's Unavailable stays errUnavailable (a busy
+// worker's answer names errBusy by its reason, errorReasons); errTooLarge before errRateLimited,
 // which shares its gRPC code, so that a worker's ResourceExhausted comes
 // back as 413.
 var errorTable = []errorKind{
@@ -356,6 +363,7 @@ var errorTable = []errorKind{
 	{errWriteFenced, http.StatusServiceUnavailable, codes.Unavailable, ownerChanged, mayHaveWritten},
 	{errWorkerSlow, http.StatusServiceUnavailable, codes.Unavailable, workerSlow, mayHaveWritten},
 	{errUnavailable, http.StatusServiceUnavailable, codes.Unavailable, "storage or workers unavailable, try again later (request ID %s)", mayHaveWritten},
+	{errBusy, http.StatusServiceUnavailable, codes.Unavailable, "the server is at its limit of concurrent reads; try again shortly (request ID %s)", wroteNothing},
 	{errAuditUnavailable, http.StatusServiceUnavailable, codes.Unavailable, "the audit log cannot be written, so requests are refused; try again later (request ID %s)", mayHaveWritten},
 	{errCorrupt, http.StatusInternalServerError, codes.DataLoss, internalError, mayHaveWritten},
 	{errConfig, http.StatusInternalServerError, codes.Internal, internalError, mayHaveWritten},
@@ -425,6 +433,7 @@ func sentinelOf(c codes.Code) error {
 // (withReason), and the main worker maps it back (reasonSentinel).
 var errorReasons = map[string]error{
 	"WRITE_FENCED": errWriteFenced,
+	"BUSY":         errBusy,
 }
 
 // errorDomain is the domain of the ErrorInfo details we send.

@@ -128,7 +128,7 @@ func TestErrorTableComplete(t *testing.T) {
 func sentinelValues() map[string]error {
 	return map[string]error{
 		"errNotFound": errNotFound, "errInvalid": errInvalid, "errPrecondition": errPrecondition,
-		"errPatchConflict": errPatchConflict, "errConflict": errConflict, "errUnavailable": errUnavailable,
+		"errPatchConflict": errPatchConflict, "errConflict": errConflict, "errUnavailable": errUnavailable, "errBusy": errBusy,
 		"errConfig": errConfig, "errCorrupt": errCorrupt, "errUnauthenticated": errUnauthenticated,
 		"errForbidden": errForbidden, "errRateLimited": errRateLimited, "errTooLarge": errTooLarge,
 		"errUnsupportedMedia": errUnsupportedMedia, "errMethod": errMethod, "errTransport": errTransport,

@@ -340,7 +340,7 @@ func (d *dataPlane) find(ctx context.Context, db string, req findRequest) (ans *
 	}
 	hold := min(d.lim.findBytes(), d.lim.inflightRead())
 	if err := d.reads.acquire(ctx, hold); err != nil {
-		return nil, nil, fmt.Errorf("find in %s: %w: %w", db, err, errUnavailable)
+		return nil, nil, fmt.Errorf("find in %s: %w: %w", db, err, errBusy)
 	}
 	ans, err = d.runFind(ctx, q, hold)
 	if err != nil {

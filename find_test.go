@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -391,10 +392,10 @@ func TestFindSortedHeld(t *testing.T) {
 			switch msg := publicMessage(err, "r1"); {
 			case err == nil && len(ans.Keys) > 0 && ans.Keys[0] == "d5":
 				answered.Store(id, true)
-			case statusOf(err) == 503 && strings.Contains(msg, "try again later"):
+			case errors.Is(err, errBusy) && statusOf(err) == 503 && msg == busyAnswer("r1"):
 				refused.Store(id, true)
 			default:
-				t.Errorf("a sorted query of %s among 32 = %v, %v (%q); want d5 first or 503", queries[id%2], ans, err, msg)
+				t.Errorf("a sorted query of %s among 32 = %v, %v (%q); want d5 first or errBusy's 503", queries[id%2], ans, err, msg)
 			}
 		}()
 	}

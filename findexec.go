@@ -735,14 +735,14 @@ func (r *findRun) growRoom(n int64) error {
 	if !r.d.reads.tryAcquire(n) {
 		if !r.d.sortWait.TryLock() {
 			r.noRoom = true
-			return fmt.Errorf("find in %s: the documents sorting keeps: no room in the read budget while another sorted query waits for it: %w", r.q.db, errUnavailable)
+			return fmt.Errorf("find in %s: the documents sorting keeps: no room in the read budget while another sorted query waits for it: %w", r.q.db, errBusy)
 		}
 		wait := max(min(callWait, time.Until(r.deadline)), time.Millisecond)
-		err := r.d.reads.acquireWithin(r.ctx, n, wait, errUnavailable)
+		err := r.d.reads.acquireWithin(r.ctx, n, wait, errBusy)
 		r.d.sortWait.Unlock()
 		if err != nil {
 			r.noRoom = true
-			return fmt.Errorf("find in %s: the documents sorting keeps: %w: %w", r.q.db, err, errUnavailable)
+			return fmt.Errorf("find in %s: the documents sorting keeps: %w: %w", r.q.db, err, errBusy)
 		}
 	}
 	r.grown += n

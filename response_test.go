@@ -20,6 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	pb "deltadatabase/proto"
 )
 
@@ -542,5 +545,80 @@ func TestStalledOwnersHoldHalfTheReadBudget(t *testing.T) {
 		if share, _ := rt.readShare("db", keys[id][0], 0); share.used.Load() != 0 {
 			t.Errorf("stalled owner %s's share holds %d bytes after every answer, want 0", id, share.used.Load())
 		}
+	}
+}
+
+// busyAnswer is errBusy's sentence for request ID id: a refusal of the
+// server's own admission limit, which once read "storage or workers
+// unavailable" and sent an operator to look at storage and workers.
+func busyAnswer(id string) string {
+	return "the server is at its limit of concurrent reads; try again shortly (request ID " + id + ")"
+}
+
+// TestReadBudgetFullIsBusy: a request refused because the in-flight read
+// budget is full answers 503 with errBusy's sentence and logs its cause
+// under the request ID. A sorted find whose documents find no room while
+// another sorted query waits for it is refused at once (the test holds
+// that query's turn, dataPlane.sortWait); a GET that finds none waits,
+// and is refused when the wait ends (here its context's: callWait is
+// 15 s). Across the gRPC hop, a worker's busy answer comes back as errBusy,
+// a 503 that nothing was written by and that a query is not planned again
+// for (retryFind).
+func TestReadBudgetFullIsBusy(t *testing.T) {
+	lim := budgets{maxDocument: 16 << 10, maxResponse: 16 << 10, maxInflightRead: 256 << 10}
+	fe := newFrontEnds(t, lim)
+	var logs syncBuffer
+	var err error
+	if fe.rest.log, err = newLogger(&logs, logFormatJSON, slog.LevelInfo); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 { // 60 KB sorted by n: more than a page's room
+		body := fmt.Sprintf(`{"d%d": {"n": %d, "g": 0, "pad": %q}}`, i, 5-i, strings.Repeat("p", 10<<10))
+		if code, answer := (restCall{method: "PUT", target: "/entity/busy", body: body}).do(fe.rest, testAdminKey); code != 200 {
+			t.Fatalf("PUT d%d = %d %s", i, code, answer)
+		}
+	}
+	reads := fe.data.reads
+	page := min(lim.findBytes(), lim.inflightRead())
+	if err := reads.acquire(t.Context(), reads.capacity-page); err != nil {
+		t.Fatal(err)
+	}
+	fe.data.sortWait.Lock()
+	find := restCall{method: "POST", target: "/api/databases/busy/find", body: `{"selector":{"g":0},"sort":["n"],"limit":10}`,
+		header: []string{"X-Request-ID: busy-find-1"}}
+	code, body := find.do(fe.rest, testAdminKey)
+	fe.data.sortWait.Unlock()
+	if want := `{"error":"` + busyAnswer("busy-find-1") + `"}` + "\n"; code != 503 || body != want {
+		t.Errorf("sorted find with the read budget full = %d %q, want 503 %q", code, body, want)
+	}
+	lines := linesWith(parseLog(t, logs.String(), logFormatJSON), logLine{"msg": "request failed", "request_id": "busy-find-1"})
+	if len(lines) != 1 || lines[0]["status"] != "503" || lines[0]["route"] != "POST /api/databases/{db}/find" ||
+		!strings.Contains(lines[0]["err"], "no room in the read budget while another sorted query waits for it") {
+		t.Errorf("log of the refused find = %v, want one line naming request ID busy-find-1, status 503 and the budget:\n%s", lines, logs.String())
+	}
+	if used := reads.used.Load(); used != reads.capacity-page {
+		t.Errorf("after the refused find the read budget holds %d bytes, want the test's %d", used, reads.capacity-page)
+	}
+
+	if err := reads.acquire(t.Context(), page); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	_, err = fe.data.process(ctx, principal{admin: true}, "", &pb.EntityOp{DatabaseName: "busy", EntityKey: "d0", Operation: pb.Operation_GET})
+	if msg := publicMessage(err, "r1"); !errors.Is(err, errBusy) || statusOf(err) != 503 || !nothingWritten(err) || msg != busyAnswer("r1") {
+		t.Errorf("GET with the read budget full = %v (%d, %q), want errBusy's 503 %q", err, statusOf(err), msg, busyAnswer("r1"))
+	}
+	// As a worker answers it (workerServer) and the main worker reads it.
+	hop := withReason(status.New(grpcCode(err), publicMessage(err, "r1")), err).Err()
+	back := errorFromStatus(hop, false)
+	if status.Code(hop) != codes.Unavailable || !errors.Is(back, errBusy) || statusOf(back) != 503 || retryFind(back) ||
+		publicMessage(back, "r2") != busyAnswer("r2") {
+		t.Errorf("a busy answer across the gRPC hop = %v (%v), back %v (%d, retried %v), want Unavailable, errBusy's 503, not retried",
+			hop, status.Code(hop), back, statusOf(back), retryFind(back))
+	}
+	reads.release(reads.capacity)
+	if used := reads.used.Load(); used != 0 {
+		t.Errorf("read budget holds %d bytes once the test gave its room back, want 0", used)
 	}
 }
