@@ -1457,7 +1457,7 @@ export interface components {
                 "application/json": components["schemas"]["Error"];
             };
         };
-        /** @description Storage or workers unavailable; try again later */
+        /** @description Storage or workers unavailable, or the server at its limit of concurrent reads (error names which); try again later */
         Unavailable: {
             headers: {
                 "X-Request-ID": components["headers"]["RequestID"];

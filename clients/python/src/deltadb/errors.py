@@ -120,7 +120,7 @@ class ServerError(DeltaDBError):
 
 
 class Unavailable(ServerError):
-    """503: storage or workers unavailable; the request may succeed later."""
+    """503: storage or workers unavailable, or the server busy; the request may succeed later."""
 
 
 class ConnectionFailed(DeltaDBError):
