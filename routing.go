@@ -86,6 +86,12 @@ type router struct {
 	// rotation (joined): the calls that wait for one (awaitWorker) wake
 	// on it rather than polling. Guarded by mu.
 	inRotation chan struct{}
+	// renewals is closed, and replaced, whenever a renewing registration
+	// stops renewing (setStateLocked): its first heartbeat, leaving the
+	// rotation, or another Subscribe replacing it. The calls waiting for
+	// a renewal (awaitRenewal) wake on it rather than polling. Guarded
+	// by mu.
+	renewals chan struct{}
 }
 
 // workerConn is one processing worker as the router sees it.
@@ -164,7 +170,7 @@ func (c *workerConn) walGen() uint64 {
 func newRouter(log *slog.Logger, now func() time.Time, saturated int64, written func(db, key string, deleted bool, err error),
 	ho *handovers) *router {
 	r := &router{log: log, now: now, saturated: saturated, written: written, ho: ho, workers: map[string]*workerConn{},
-		inRotation: make(chan struct{})}
+		inRotation: make(chan struct{}), renewals: make(chan struct{})}
 	r.bumpEpoch()
 	return r
 }
@@ -222,7 +228,7 @@ func (r *router) add(c *workerConn) {
 		c.writes = &writeTracker{}
 	}
 	if old != nil {
-		old.state = stateOut // replaced: calls waiting on it look again
+		r.setStateLocked(old, stateOut) // replaced: calls waiting on it look again
 	}
 	r.workers[c.id] = c
 	r.relist()
@@ -279,15 +285,25 @@ func (r *router) seen(id string, stats cacheStats) bool {
 	switch c.state {
 	case stateRenewing:
 		// Its entities were its own all along: nothing moves.
-		c.state = stateAvailable
+		r.setStateLocked(c, stateAvailable)
 	case stateOut:
 		before := r.placedLocked()
-		c.state = stateAvailable
+		r.setStateLocked(c, stateAvailable)
 		r.bumpEpoch()
 		r.joined(c, before)
 		r.log.Info("worker available", attrWorker, id)
 	}
 	return true
+}
+
+// setStateLocked moves c to state s, waking the calls waiting for c's
+// renewal (renewals) when c stops renewing. mu must be held for writing.
+func (r *router) setStateLocked(c *workerConn, s workerState) {
+	if c.state == stateRenewing && s != stateRenewing {
+		close(r.renewals)
+		r.renewals = make(chan struct{})
+	}
+	c.state = s
 }
 
 // relist rebuilds conns from workers after a change. mu must be held
@@ -334,24 +350,48 @@ var renewalLapsed = fmt.Sprintf("renewed its subscription and sent no heartbeat 
 // awaitRenewal waits while c is renewing: until its first heartbeat, or
 // until renewalAwait has passed since its Subscribe, when it leaves the
 // rotation (its log is taken over and the epoch moves). It reports
-// whether c is available then; an error only if ctx ends first.
+// whether c is available then; an error only if ctx ends first. It
+// wakes when a renewal ends (renewals) and at c's deadline, with one
+// timer for the whole wait: a call is answered as soon as the heartbeat
+// comes, and the calls waiting cost nothing meanwhile.
 func (r *router) awaitRenewal(ctx context.Context, c *workerConn) (bool, error) {
+	var deadline *time.Timer
 	for {
 		r.mu.RLock()
-		state, since := c.state, c.lastSeen
+		state, since, changed := c.state, c.lastSeen, r.renewals
 		r.mu.RUnlock()
 		if state != stateRenewing {
 			return state == stateAvailable, nil
 		}
-		if r.now().Sub(since) >= renewalAwait {
-			r.markConnUnavailable(c, renewalLapsed)
+		left := renewalAwait - r.now().Sub(since)
+		if left <= 0 {
+			r.lapse(c)
 			continue
+		}
+		if deadline == nil {
+			deadline = time.NewTimer(left)
+			defer deadline.Stop()
+		} else {
+			deadline.Reset(left) // no stale tick: timers since Go 1.23
 		}
 		select {
 		case <-ctx.Done():
 			return false, fmt.Errorf("wait for worker %q renewing its subscription: %w", c.id, ctx.Err())
-		case <-time.After(10 * time.Millisecond):
+		case <-changed:
+		case <-deadline.C:
 		}
+	}
+}
+
+// lapse takes c out of the rotation if it is still its worker's
+// registration, still renewing, and renewalAwait has passed since its
+// Subscribe. Checked under mu for writing, so a heartbeat that came
+// since the caller looked keeps it in.
+func (r *router) lapse(c *workerConn) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.workers[c.id] == c && c.state == stateRenewing && r.now().Sub(c.lastSeen) >= renewalAwait {
+		r.unavailableLocked(c, renewalLapsed)
 	}
 }
 
@@ -447,6 +487,7 @@ func (r *router) prune(gone time.Duration) []string {
 				r.handOver(c, hoTakeover, r.placedLocked())
 				r.bumpEpoch()
 			}
+			r.setStateLocked(c, stateOut) // calls waiting on it look again
 			delete(r.workers, id)
 			ids, closers = append(ids, id), append(closers, c.close)
 		}
@@ -490,7 +531,7 @@ func (r *router) unavailableLocked(c *workerConn, why string) {
 		return
 	}
 	before := r.placedLocked()
-	c.state = stateOut
+	r.setStateLocked(c, stateOut)
 	r.bumpEpoch()
 	r.handOver(c, hoTakeover, before)
 	if rw, ok := c.proc.(*remoteWorker); ok {
@@ -512,6 +553,7 @@ func (r *router) expire(timeout time.Duration) {
 		why string
 	}
 	var stale []out
+	var lapsed []*workerConn
 	r.mu.RLock()
 	for _, c := range r.workers {
 		switch {
@@ -519,12 +561,15 @@ func (r *router) expire(timeout time.Duration) {
 		case c.state == stateAvailable && (now.Sub(c.lastSeen) > timeout || !c.expires.IsZero() && now.After(c.expires)):
 			stale = append(stale, out{c, "missed heartbeats or expired token"})
 		case c.state == stateRenewing && now.Sub(c.lastSeen) >= renewalAwait:
-			stale = append(stale, out{c, renewalLapsed})
+			lapsed = append(lapsed, c)
 		}
 	}
 	r.mu.RUnlock()
 	for _, o := range stale {
 		r.markConnUnavailable(o.c, o.why)
+	}
+	for _, c := range lapsed {
+		r.lapse(c) // unless its first heartbeat came meanwhile
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -971,4 +972,216 @@ func BenchmarkRenewalWake(b *testing.B) {
 	slices.Sort(waits)
 	b.ReportMetric(float64(waits[len(waits)/2].Microseconds()), "wake-µs")
 	b.ReportMetric(float64(waits[len(waits)-1].Microseconds()), "wake-max-µs")
+}
+
+// renewingRouter returns a router on the clock (time.Now counted in
+// reads) with worker a available and then renewing its subscription;
+// subscribe subscribes a again (the same key and log generation).
+func renewingRouter(t *testing.T, reads *atomic.Int64) (rt *router, subscribe func()) {
+	w := newTestWorker(t, "a", newMemStore())
+	rt = newRouter(slog.New(slog.DiscardHandler), func() time.Time { reads.Add(1); return time.Now() }, 0, nil, nil)
+	subscribe = func() {
+		rt.add(&workerConn{id: "a", identity: [32]byte{1}, tags: map[string]string{walGenTag: "7"}, proc: w, stats: w.stats,
+			close: func() {}})
+	}
+	// In a bubble: its goroutines must end before it does, the replaced
+	// registrations' closes (closeWhenIdle) among them.
+	t.Cleanup(func() { time.Sleep(time.Second) })
+	subscribe()
+	rt.seen("a", cacheStats{})
+	subscribe()
+	if _, s := rt.stateOf("a"); s != stateRenewing {
+		t.Fatalf("a subscribed again: state %v, want renewing", s)
+	}
+	return rt, subscribe
+}
+
+// TestAwaitRenewalWakes: the calls waiting for a renewing registration
+// (awaitRenewal) read no clock while they wait (they polled it every
+// 10 ms) and return at the very instant, on the bubble's clock, its
+// renewal ends: its first heartbeat (available), its leaving the
+// rotation, another Subscribe replacing it, its ctx ending (ctx's
+// error), and without any of these renewalAwait after its Subscribe,
+// when it lapses out of the rotation. Waiting on a poll, the heartbeat's
+// calls returned up to 10 ms after it (9 ms here). No waiter is left
+// behind: the bubble ends only when every goroutine in it has.
+func TestAwaitRenewalWakes(t *testing.T) {
+	const waiters = 8
+	mid := renewalAwait/2 + time.Millisecond // between two 10 ms polls
+	for _, tc := range []struct {
+		name string
+		// end ends the wait at mid after the Subscribe; nil: nothing does.
+		end     func(rt *router, subscribe func(), cancel context.CancelFunc)
+		timeout time.Duration // ctx's; 0: none
+		want    bool
+		wantErr error
+		at      time.Duration // when the waiters return, after the Subscribe
+		state   workerState   // a's registration's then
+	}{
+		{"first heartbeat", func(rt *router, _ func(), _ context.CancelFunc) { rt.seen("a", cacheStats{}) },
+			0, true, nil, mid, stateAvailable},
+		{"left the rotation", func(rt *router, _ func(), _ context.CancelFunc) { rt.markUnavailable("a", "test") },
+			0, false, nil, mid, stateOut},
+		{"another subscribe", func(_ *router, subscribe func(), _ context.CancelFunc) { subscribe() },
+			0, false, nil, mid, stateRenewing},
+		{"lapsed", nil, 0, false, nil, renewalAwait, stateOut},
+		{"ctx cancelled", func(_ *router, _ func(), cancel context.CancelFunc) { cancel() },
+			0, false, context.Canceled, mid, stateRenewing},
+		{"ctx deadline", nil, renewalAwait / 4, false, context.DeadlineExceeded, renewalAwait / 4, stateRenewing},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var reads atomic.Int64
+				rt, subscribe := renewingRouter(t, &reads)
+				c, subscribed := rt.registered("a"), time.Now()
+				ctx, cancel := context.WithCancel(t.Context())
+				defer cancel()
+				if tc.timeout > 0 {
+					ctx, cancel = context.WithTimeout(ctx, tc.timeout)
+					defer cancel()
+				}
+				type result struct {
+					ok  bool
+					err error
+					at  time.Time
+				}
+				done := make(chan result, waiters)
+				for range waiters {
+					go func() {
+						ok, err := rt.awaitRenewal(ctx, c)
+						done <- result{ok, err, time.Now()}
+					}()
+				}
+				synctest.Wait()
+				if tc.end != nil {
+					before := reads.Load()
+					time.Sleep(mid)
+					if n := reads.Load() - before; n != 0 {
+						t.Errorf("%d waiters read the clock %d times while they waited %v: want none (no polling)", waiters, n, mid)
+					}
+					tc.end(rt, subscribe, cancel)
+				}
+				for range waiters {
+					r := <-done
+					if r.ok != tc.want || !errors.Is(r.err, tc.wantErr) || tc.wantErr == nil && r.err != nil {
+						t.Fatalf("awaitRenewal = %v, %v; want %v, %v", r.ok, r.err, tc.want, tc.wantErr)
+					}
+					if got := r.at.Sub(subscribed); got != tc.at {
+						t.Errorf("a waiter returned %v after the Subscribe, want %v: at the instant its wait ended", got, tc.at)
+					}
+				}
+				if _, s := rt.stateOf("a"); s != tc.state {
+					t.Errorf("a's registration is then in state %v, want %v", s, tc.state)
+				}
+			})
+		})
+	}
+}
+
+// TestRenewalWriteAnsweredAtHeartbeat: writes of a renewing owner's
+// entities wait through another Subscribe of the same worker and are
+// answered at the instant of its first heartbeat, on the bubble's clock
+// (polling, 4 ms after it here).
+func TestRenewalWriteAnsweredAtHeartbeat(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var reads atomic.Int64
+		rt, subscribe := renewingRouter(t, &reads)
+		const writes = 8
+		answered := make(chan time.Time, writes)
+		for i := range writes {
+			go func() {
+				op := &pb.EntityOp{DatabaseName: "db", EntityKey: fmt.Sprint("k", i), Operation: pb.Operation_PUT, Payload: []byte(`1`)}
+				if _, err := rt.Process(t.Context(), op); err != nil {
+					t.Errorf("a write waiting for the renewing owner = %v", err)
+				}
+				answered <- time.Now()
+			}()
+		}
+		synctest.Wait()
+		time.Sleep(time.Second + 3*time.Millisecond)
+		subscribe()
+		synctest.Wait()
+		time.Sleep(3 * time.Millisecond)
+		if n := len(answered); n != 0 {
+			t.Fatalf("%d writes answered before the renewing owner's first heartbeat, want them to wait", n)
+		}
+		heartbeat := time.Now()
+		rt.seen("a", cacheStats{})
+		for range writes {
+			if at := <-answered; !at.Equal(heartbeat) {
+				t.Errorf("a write waiting for the renewing owner was answered %v after its first heartbeat, want at once", at.Sub(heartbeat))
+			}
+		}
+	})
+}
+
+// TestAwaitRenewalManyWaiters: requests, and direct waits some of them
+// cancelled, wait on three workers renewing at once, on the real clock
+// under -race: one is heard from, one leaves the rotation and comes
+// back, one subscribes again and is heard from, once they all wait (each
+// has read the clock once). Every request is answered, by a worker in
+// rotation.
+func TestAwaitRenewalManyWaiters(t *testing.T) {
+	st := newMemStore()
+	var reads atomic.Int64
+	rt := newRouter(slog.New(slog.DiscardHandler), func() time.Time { reads.Add(1); return time.Now() }, 0, nil, nil)
+	ids := []string{"a", "b", "c"}
+	workers := map[string]*worker{}
+	subscribe := func(id string) {
+		w := workers[id]
+		rt.add(&workerConn{id: id, identity: [32]byte{id[0]}, tags: map[string]string{walGenTag: "1"}, proc: w, stats: w.stats,
+			close: func() {}})
+	}
+	for _, id := range ids {
+		workers[id] = newTestWorker(t, id, st)
+		subscribe(id)
+		rt.seen(id, cacheStats{})
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), scaled(time.Minute))
+	defer cancel()
+	const requests = 60
+	for round := range 10 {
+		for _, id := range ids {
+			subscribe(id)
+		}
+		before := reads.Load()
+		var wg sync.WaitGroup
+		for i := range requests {
+			wg.Go(func() {
+				op := &pb.EntityOp{DatabaseName: "db", EntityKey: fmt.Sprint("k", i), Operation: pb.Operation_GET}
+				if i%2 == 0 {
+					op.Operation, op.Payload = pb.Operation_PUT, []byte(fmt.Sprint(round))
+				}
+				if _, err := rt.Process(ctx, op); err != nil && !errors.Is(err, errNotFound) {
+					t.Errorf("round %d: %v %s = %v", round, op.GetOperation(), op.GetEntityKey(), err)
+				}
+			})
+		}
+		for i, id := range ids {
+			c := rt.registered(id)
+			wg.Go(func() {
+				wctx, wcancel := context.WithCancel(ctx)
+				if i == 0 {
+					wcancel() // a wait whose client went
+				}
+				defer wcancel()
+				if _, err := rt.awaitRenewal(wctx, c); err != nil && i != 0 {
+					t.Errorf("round %d: awaitRenewal(%s) = %v", round, id, err)
+				}
+			})
+		}
+		// Only awaitRenewal reads the clock on a call's way: once
+		// before it waits.
+		for reads.Load()-before < requests+int64(len(ids)) && ctx.Err() == nil {
+			time.Sleep(time.Millisecond)
+		}
+		if err := ctx.Err(); err != nil {
+			wg.Wait()
+			t.Fatalf("round %d: %d of the %d calls began waiting for the renewals: %v", round, reads.Load()-before, requests+len(ids), err)
+		}
+		wg.Go(func() { rt.seen("a", cacheStats{}) })
+		wg.Go(func() { rt.markUnavailable("b", "test"); subscribe("b"); rt.seen("b", cacheStats{}) })
+		wg.Go(func() { subscribe("c"); rt.seen("c", cacheStats{}) })
+		wg.Wait()
+	}
 }
