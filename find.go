@@ -330,8 +330,9 @@ type findStats struct {
 
 // find runs a query over db. Its documents are held within the in-flight
 // read budget (-max-inflight-read-bytes) like every read for an answer:
-// it reserves the room of a whole page before it runs, gives back what the
-// page did not use, and the caller calls release once the answer is sent.
+// it reserves the room of a whole page before it runs (waiting for it as
+// a read does, within -find-timeout), gives back what the page did not
+// use, and the caller calls release once the answer is sent.
 func (d *dataPlane) find(ctx context.Context, db string, req findRequest) (ans *findAnswer, release func(), err error) {
 	start := time.Now()
 	q, err := compileFind(db, req)
@@ -339,7 +340,10 @@ func (d *dataPlane) find(ctx context.Context, db string, req findRequest) (ans *
 		return nil, nil, err
 	}
 	hold := min(d.lim.findBytes(), d.lim.inflightRead())
-	if err := d.reads.acquire(ctx, hold); err != nil {
+	// The page's room is waited for as a read's is, and within the
+	// query's own time: without a bound a find behind a full budget
+	// waited for as long as its client did.
+	if err := d.reads.acquireWithin(ctx, hold, min(callWait, d.lim.findTime()), errBusy); err != nil {
 		return nil, nil, fmt.Errorf("find in %s: %w: %w", db, err, errBusy)
 	}
 	ans, err = d.runFind(ctx, q, hold)

@@ -622,3 +622,51 @@ func TestReadBudgetFullIsBusy(t *testing.T) {
 		t.Errorf("read budget holds %d bytes once the test gave its room back, want 0", used)
 	}
 }
+
+// TestFindRoomWaitBounded: a find whose page finds no room in the read
+// budget waits for it within -find-timeout, then answers the busy 503; it
+// used to wait for as long as its client did. Once room is back the same
+// find answers.
+func TestFindRoomWaitBounded(t *testing.T) {
+	lim := budgets{maxDocument: 16 << 10, maxResponse: 16 << 10, maxInflightRead: 256 << 10, findTimeout: 200 * time.Millisecond}
+	fe := newFrontEnds(t, lim)
+	if code, answer := (restCall{method: "PUT", target: "/entity/wait", body: `{"d0": {"g": 0}}`}).do(fe.rest, testAdminKey); code != 200 {
+		t.Fatalf("PUT d0 = %d %s", code, answer)
+	}
+	reads := fe.data.reads
+	if err := reads.acquire(t.Context(), reads.capacity); err != nil {
+		t.Fatal(err)
+	}
+	find := restCall{method: "POST", target: "/api/databases/wait/find", body: `{"selector":{"g":0}}`,
+		header: []string{"X-Request-ID: wait-find-1"}}
+	type answer struct {
+		code int
+		body string
+	}
+	done := make(chan answer, 1)
+	start := time.Now()
+	go func() {
+		code, body := find.do(fe.rest, testAdminKey)
+		done <- answer{code, body}
+	}()
+	select {
+	case a := <-done:
+		if want := `{"error":"` + busyAnswer("wait-find-1") + `"}` + "\n"; a.code != 503 || a.body != want {
+			t.Errorf("find with the read budget full = %d %q, want 503 %q", a.code, a.body, want)
+		}
+		if took := time.Since(start); took < lim.findTimeout {
+			t.Errorf("find refused after %v, want it to wait for room for -find-timeout (%v)", took, lim.findTimeout)
+		}
+	case <-time.After(30 * time.Second):
+		reads.release(reads.capacity)
+		<-done
+		t.Fatalf("find with the read budget full still waiting after 30 s, want 503 after -find-timeout (%v)", lim.findTimeout)
+	}
+	reads.release(reads.capacity)
+	if code, body := find.do(fe.rest, testAdminKey); code != 200 || !strings.Contains(body, `"d0"`) {
+		t.Errorf("find with room back = %d %s, want 200 with d0", code, body)
+	}
+	if used := reads.used.Load(); used != 0 {
+		t.Errorf("read budget holds %d bytes after the finds, want 0", used)
+	}
+}
