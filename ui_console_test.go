@@ -338,6 +338,40 @@ func TestUIConsole(t *testing.T) {
 		}
 	})
 
+	// KeysDatabasesLate: a create dialog opened before the page's list of
+	// databases has come gets the databases when it comes; they used to
+	// stay missing from that dialog (a slow answer failed KeysManage).
+	t.Run("KeysDatabasesLate", func(t *testing.T) {
+		uiSeed{t, n.base}.call("PUT", "/entity/ui25late", map[string]any{"k": map[string]any{"a": 1}}, http.StatusOK)
+		tb := desk(t)
+		tb.login(testAdminKey)
+		// The page's GET /api/databases waits until the test lets it go.
+		tb.eval(`(() => {
+			const real = window.fetch;
+			window.__dbsHeld = new Promise((r) => { window.__releaseDbs = r; });
+			window.fetch = (path, init) => String(path).startsWith("/api/databases") && (init?.method ?? "GET") === "GET"
+				? window.__dbsHeld.then(() => real(path, init)) : real(path, init);
+			return true;
+		})()`, nil)
+		tb.nav("keys", "API Keys")
+		tb.click("#key-new")
+		tb.waitFor("the create dialog", `document.getElementById("key-dialog").open`)
+		var listed bool
+		tb.eval(`!!document.querySelector('#key-db-list input[data-db="ui25late"]')`, &listed)
+		if listed {
+			t.Fatal("ui25late listed while the databases' request was held: the test held nothing")
+		}
+		tb.click("#key-db-some")
+		tb.eval(`(window.__releaseDbs(), true)`, nil)
+		tb.waitFor("ui25late in the open dialog once the databases came", `document.querySelector('#key-db-list input[data-db="ui25late"]')`)
+		tb.click(`#key-db-list input[data-db="ui25late"]`)
+		var picked bool
+		tb.eval(`document.querySelector('#key-db-list input[data-db="ui25late"]').checked && document.getElementById("key-db-some").checked`, &picked)
+		if !picked {
+			t.Error("ui25late cannot be picked in the dialog after the databases came late")
+		}
+	})
+
 	// EditorTextTreeWrap: the document editor's tree beside the text (a
 	// name jumps to the text), wrapped lines with numbers as tall as their
 	// lines, Copy, Ctrl+S, and the stale-error bug: invalid JSON after a

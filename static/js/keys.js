@@ -39,7 +39,7 @@ export function render(root) {
     page.form.dialog.el, page.rotate.el);
   create.addEventListener("click", () => page.form.openCreate());
   page.reload();
-  loadDatabases(page);
+  page.databasesLoaded = loadDatabases(page);
 }
 
 async function loadKeys(page) {
@@ -208,6 +208,13 @@ function keyForm(page) {
     submit.textContent = k ? "Save changes" : "Create key";
     dialog.open();
     name.focus();
+    // A dialog opened before the databases came gets them when they come
+    // (addDb keeps what was picked meanwhile).
+    if (page.databasesLoaded) {
+      page.databasesLoaded.then(() => {
+        if (dialog.el.open) for (const db of page.databases) addDb(db, false);
+      });
+    }
   };
 
   // body is the request body of the form, or an Error naming what to fix.
