@@ -210,11 +210,9 @@ function keyForm(page) {
     name.focus();
     // A dialog opened before the databases came gets them when they come
     // (addDb keeps what was picked meanwhile).
-    if (page.databasesLoaded) {
-      page.databasesLoaded.then(() => {
-        if (dialog.el.open) for (const db of page.databases) addDb(db, false);
-      });
-    }
+    page.databasesLoaded.then(() => {
+      if (dialog.el.open) for (const db of page.databases) addDb(db, false);
+    });
   };
 
   // body is the request body of the form, or an Error naming what to fix.
