@@ -547,30 +547,56 @@ func (r *router) unavailableLocked(c *workerConn, why string) {
 // timeout or whose token has expired, and every renewal that sent no
 // heartbeat within renewalAwait; the main worker runs it periodically.
 func (r *router) expire(timeout time.Duration) {
-	now := r.now()
-	type out struct {
-		c   *workerConn
-		why string
-	}
-	var stale []out
-	var lapsed []*workerConn
-	r.mu.RLock()
-	for _, c := range r.workers {
-		switch {
-		case c.close == nil:
-		case c.state == stateAvailable && (now.Sub(c.lastSeen) > timeout || !c.expires.IsZero() && now.After(c.expires)):
-			stale = append(stale, out{c, "missed heartbeats or expired token"})
-		case c.state == stateRenewing && now.Sub(c.lastSeen) >= renewalAwait:
-			lapsed = append(lapsed, c)
-		}
-	}
-	r.mu.RUnlock()
-	for _, o := range stale {
-		r.markConnUnavailable(o.c, o.why)
+	stale, lapsed := r.overdue(timeout)
+	for _, c := range stale {
+		r.retire(c, timeout) // unless a heartbeat came meanwhile
 	}
 	for _, c := range lapsed {
 		r.lapse(c) // unless its first heartbeat came meanwhile
 	}
+}
+
+// overdue is expire's look, under mu for reading, so that the periodic
+// look, which mostly finds nothing, never holds up the calls being
+// routed: the available workers silent for longer than timeout or
+// whose token has expired, and the renewals past renewalAwait. What it
+// finds is only a candidate: retire and lapse look again under mu for
+// writing.
+func (r *router) overdue(timeout time.Duration) (stale, lapsed []*workerConn) {
+	now := r.now()
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, c := range r.workers {
+		switch {
+		case c.close == nil:
+		case c.state == stateAvailable && c.silent(now, timeout):
+			stale = append(stale, c)
+		case c.state == stateRenewing && now.Sub(c.lastSeen) >= renewalAwait:
+			lapsed = append(lapsed, c)
+		}
+	}
+	return stale, lapsed
+}
+
+// retire takes c out of the rotation if it is still its worker's
+// registration, available, and silent for longer than timeout (or its
+// token has expired) by a fresh look at the clock. Checked under mu for
+// writing, as lapse checks: a heartbeat that came since overdue looked
+// keeps it in, where taking it out would hand its entities over for
+// nothing.
+func (r *router) retire(c *workerConn, timeout time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.workers[c.id] == c && c.state == stateAvailable && c.silent(r.now(), timeout) {
+		r.unavailableLocked(c, "missed heartbeats or expired token")
+	}
+}
+
+// silent reports whether c sent no heartbeat for longer than timeout
+// before now, or its token has expired by now. The caller holds
+// router.mu.
+func (c *workerConn) silent(now time.Time, timeout time.Duration) bool {
+	return now.Sub(c.lastSeen) > timeout || !c.expires.IsZero() && now.After(c.expires)
 }
 
 // candidates returns the workers in rotation in rendezvous order for

@@ -722,6 +722,49 @@ func TestRenewalLapses(t *testing.T) {
 	}
 }
 
+// TestExpireHeartbeatMeanwhile: expire looks for silent workers under
+// the read lock and takes them out under the write lock; a worker whose
+// heartbeat comes between the two stays in the rotation (it was taken
+// out, its log taken over and its entities handed to the other worker
+// for nothing), while one still silent is taken out. The test calls
+// expire's two steps (overdue, retire) with the heartbeat between them.
+func TestExpireHeartbeatMeanwhile(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	c := newRenewalCluster(t, clock)
+	rt, ho, ctx := c.rt, c.ho, t.Context()
+	kb := keysOwnedBy("b", []string{"a", "b"}, 1)[0]
+	mu.Lock()
+	now = now.Add(2 * time.Second)
+	mu.Unlock()
+	stale, lapsed := rt.overdue(time.Second)
+	if len(stale) != 2 || len(lapsed) != 0 {
+		t.Fatalf("overdue after 2s of silence = %d stale, %d lapsed; want 2, 0", len(stale), len(lapsed))
+	}
+	rt.seen("b", cacheStats{})
+	for _, w := range stale {
+		rt.retire(w, time.Second)
+	}
+	got := map[string]string{}
+	for _, w := range rt.list() {
+		got[w.WorkerID] = w.Status
+	}
+	if got["a"] != statusUnavailable || got["b"] != statusAvailable {
+		t.Fatalf("after a heartbeat of b between the look and the take-out: a %s, b %s; want a %s, b %s",
+			got["a"], got["b"], statusUnavailable, statusAvailable)
+	}
+	if owner := rt.candidates("db", kb)[0].id; owner != "b" {
+		t.Errorf("owner of b's entity = %s, want b", owner)
+	}
+	if err := ho.waitSettled(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.forgotten.Load(); n != 1 {
+		t.Errorf("workers told to subscribe again = %d, want 1 (a's log taken over, not b's)", n)
+	}
+}
+
 // TestReadPlacementStale: a read placed by readShare (the owner it ranked
 // once) goes where Process would send it when that placement no longer
 // holds by its call: the owner left the rotation, renewed its
