@@ -45,6 +45,9 @@ type dataPlane struct {
 	// overdueAfter is how long a read waits for its worker's answer
 	// before it is overdue: readOverdue (tests shorten it).
 	overdueAfter time.Duration
+	// roomWait is how long a read waits for room in reads before the
+	// busy 503: callWait (tests shorten it).
+	roomWait time.Duration
 	// bindMu serialises, within this process, a binding's check that its
 	// schema exists and its write with a schema deletion's check that no
 	// database is bound to it and the deletion. Only bind and deleteSchema
@@ -63,7 +66,7 @@ type dataPlane struct {
 // over cat and schemas, keeping the budgets lim.
 func newDataPlane(proc processor, cat *catalog, schemas *schemaRegistry, lim budgets) *dataPlane {
 	return &dataPlane{proc: proc, catalog: cat, schemas: schemas, lim: lim, reads: newByteBudget(lim.inflightRead()),
-		late: newByteBudget(lim.readShare()), overdueAfter: readOverdue}
+		late: newByteBudget(lim.readShare()), overdueAfter: readOverdue, roomWait: callWait}
 }
 
 // permissionFor is the permission an entity operation needs: read for a
@@ -258,7 +261,8 @@ type readSharer interface {
 // together, the wait for the budget as long, as the call itself does:
 // then 503, errWorkerSlow in the share and the overdue half (its
 // worker's other reads got no answer), errBusy in the budget (the server
-// is only busy).
+// is only busy). A wait ctx ended fails with ctx's error only: the
+// client went away, and is not told the server is busy.
 func (d *dataPlane) holdRead(ctx context.Context, db, key string) (readRoom, error) {
 	room := readRoom{n: d.lim.document()}
 	if rs, ok := d.proc.(readSharer); ok {
@@ -267,7 +271,7 @@ func (d *dataPlane) holdRead(ctx context.Context, db, key string) (readRoom, err
 	if room.share != nil {
 		start := time.Now()
 		if err := room.share.acquireWithin(ctx, room.n, callWait, errWorkerSlow); err != nil {
-			return readRoom{}, fmt.Errorf("read entity %q of %s: its worker's share: %w: %w", key, db, err, errUnavailable)
+			return readRoom{}, fmt.Errorf("read entity %q of %s: its worker's share: %w", key, db, err)
 		}
 		// Looked at once in the share: a read that waited there while
 		// its worker became stuck must not come in as if it answered.
@@ -275,15 +279,15 @@ func (d *dataPlane) holdRead(ctx context.Context, db, key string) (readRoom, err
 			wait := max(callWait-time.Since(start), time.Millisecond)
 			if err := d.late.acquireWithin(ctx, room.n, wait, errWorkerSlow); err != nil {
 				room.share.release(room.n)
-				return readRoom{}, fmt.Errorf("read entity %q of %s: the overdue half, its worker having answered nothing for %v: %w: %w",
-					key, db, d.overdueAfter, err, errUnavailable)
+				return readRoom{}, fmt.Errorf("read entity %q of %s: the overdue half, its worker having answered nothing for %v: %w",
+					key, db, d.overdueAfter, err)
 			}
 			room.late = true
 		}
 	}
-	if err := d.reads.acquireWithin(ctx, room.n, callWait, errBusy); err != nil {
+	if err := d.reads.acquireWithin(ctx, room.n, d.roomWait, errBusy); err != nil {
 		room.free(d)
-		return readRoom{}, fmt.Errorf("read entity %q of %s: %w: %w", key, db, err, errBusy)
+		return readRoom{}, fmt.Errorf("read entity %q of %s: %w", key, db, err)
 	}
 	return room, nil
 }

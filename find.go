@@ -344,7 +344,7 @@ func (d *dataPlane) find(ctx context.Context, db string, req findRequest) (ans *
 	// query's own time: without a bound a find behind a full budget
 	// waited for as long as its client did.
 	if err := d.reads.acquireWithin(ctx, hold, min(callWait, d.lim.findTime()), errBusy); err != nil {
-		return nil, nil, fmt.Errorf("find in %s: %w: %w", db, err, errBusy)
+		return nil, nil, fmt.Errorf("find in %s: %w", db, err)
 	}
 	ans, err = d.runFind(ctx, q, hold)
 	if err != nil {

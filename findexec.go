@@ -742,7 +742,7 @@ func (r *findRun) growRoom(n int64) error {
 		r.d.sortWait.Unlock()
 		if err != nil {
 			r.noRoom = true
-			return fmt.Errorf("find in %s: the documents sorting keeps: %w: %w", r.q.db, err, errBusy)
+			return fmt.Errorf("find in %s: the documents sorting keeps: %w", r.q.db, err)
 		}
 	}
 	r.grown += n

@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"runtime"
 	"slices"
@@ -560,8 +562,8 @@ func busyAnswer(id string) string {
 // under the request ID. A sorted find whose documents find no room while
 // another sorted query waits for it is refused at once (the test holds
 // that query's turn, dataPlane.sortWait); a GET that finds none waits,
-// and is refused when the wait ends (here its context's: callWait is
-// 15 s). Across the gRPC hop, a worker's busy answer comes back as errBusy,
+// and is refused when its wait for room ends (dataPlane.roomWait, here
+// shortened from callWait's 15 s). Across the gRPC hop, a worker's busy answer comes back as errBusy,
 // a 503 that nothing was written by and that a query is not planned again
 // for (retryFind).
 func TestReadBudgetFullIsBusy(t *testing.T) {
@@ -603,9 +605,8 @@ func TestReadBudgetFullIsBusy(t *testing.T) {
 	if err := reads.acquire(t.Context(), page); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
-	defer cancel()
-	_, err = fe.data.process(ctx, principal{admin: true}, "", &pb.EntityOp{DatabaseName: "busy", EntityKey: "d0", Operation: pb.Operation_GET})
+	fe.data.roomWait = 50 * time.Millisecond
+	_, err = fe.data.process(t.Context(), principal{admin: true}, "", &pb.EntityOp{DatabaseName: "busy", EntityKey: "d0", Operation: pb.Operation_GET})
 	if msg := publicMessage(err, "r1"); !errors.Is(err, errBusy) || statusOf(err) != 503 || !nothingWritten(err) || msg != busyAnswer("r1") {
 		t.Errorf("GET with the read budget full = %v (%d, %q), want errBusy's 503 %q", err, statusOf(err), msg, busyAnswer("r1"))
 	}
@@ -620,6 +621,99 @@ func TestReadBudgetFullIsBusy(t *testing.T) {
 	reads.release(reads.capacity)
 	if used := reads.used.Load(); used != 0 {
 		t.Errorf("read budget holds %d bytes once the test gave its room back, want 0", used)
+	}
+}
+
+// TestBusyWaitClientGone: a request whose client went away while it
+// waited for room in the full read budget fails with its context's end,
+// as every request whose client went away does, never as errBusy: a GET,
+// a find's page and a sorted find's documents (findRun.growRoom). They
+// all wrapped errBusy around any failed wait, so a client that hung up
+// was answered, logged and counted as the server being busy (503). Over
+// REST it is answered as any request whose client went away: not 503,
+// logged at info as such.
+func TestBusyWaitClientGone(t *testing.T) {
+	fe := newFrontEnds(t, budgets{maxDocument: 16 << 10, maxResponse: 16 << 10, maxInflightRead: 256 << 10})
+	if code, answer := (restCall{method: "PUT", target: "/entity/gone", body: `{"d0": {"g": 0}}`}).do(fe.rest, testAdminKey); code != 200 {
+		t.Fatalf("PUT d0 = %d %s", code, answer)
+	}
+	reads := fe.data.reads
+	if err := reads.acquire(t.Context(), reads.capacity); err != nil {
+		t.Fatal(err)
+	}
+	defer reads.release(reads.capacity)
+	gone, cancel := context.WithCancel(t.Context())
+	cancel()
+	waits := []struct {
+		name string
+		wait func() error
+	}{
+		{"GET", func() error {
+			_, err := fe.data.process(gone, principal{admin: true}, "", &pb.EntityOp{DatabaseName: "gone", EntityKey: "d0", Operation: pb.Operation_GET})
+			return err
+		}},
+		{"find", func() error {
+			_, _, err := fe.data.find(gone, "gone", findRequest{Selector: json.RawMessage(`{"g":0}`)})
+			return err
+		}},
+		{"sorted find's documents", func() error {
+			r := &findRun{d: fe.data, q: &findQuery{db: "gone"}, ctx: gone, deadline: time.Now().Add(time.Minute)}
+			return r.growRoom(1 << 10)
+		}},
+	}
+	for _, w := range waits {
+		if err := w.wait(); !errors.Is(err, context.Canceled) || errors.Is(err, errBusy) || statusOf(err) == http.StatusServiceUnavailable {
+			t.Errorf("%s waiting for room when its client went away = %v (%d), want the context's end, not errBusy's 503", w.name, err, statusOf(err))
+		}
+	}
+	var logs syncBuffer
+	var err error
+	if fe.rest.log, err = newLogger(&logs, logFormatJSON, slog.LevelInfo); err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest("GET", "/entity/gone?key=d0", nil).WithContext(gone)
+	req.Header.Set("Authorization", "Bearer "+testAdminKey)
+	req.Header.Set("X-Request-ID", "gone-get-1")
+	rec := httptest.NewRecorder()
+	fe.rest.ServeHTTP(rec, req)
+	lines := parseLog(t, logs.String(), logFormatJSON)
+	gotGone := linesWith(lines, logLine{"msg": "client went away", "request_id": "gone-get-1", "level": "INFO"})
+	if rec.Code == http.StatusServiceUnavailable || len(gotGone) != 1 || len(linesWith(lines, logLine{"level": "ERROR"})) != 0 {
+		t.Errorf("REST GET whose client went away waiting for room = %d, log:\n%s\nwant not 503, one INFO line \"client went away\", no ERROR",
+			rec.Code, logs.String())
+	}
+}
+
+// TestShareWaitClientGone: a read whose client went away while it
+// waited for room in its owner's share, or in the overdue half, fails
+// with its context's end, not errUnavailable's 503 (it wrapped
+// errUnavailable around any failed wait). A wait that runs out is still
+// errWorkerSlow's 503 (TestStalledOwnersHoldHalfTheReadBudget).
+func TestShareWaitClientGone(t *testing.T) {
+	lim := budgets{maxDocument: 1000, maxInflightRead: 4000}
+	rt, _, data, keys, _ := newStallRig(t, lim, []string{"wa", "wb"}, nil, map[string]int{"wa": 1})
+	k := keys["wa"][0]
+	share, _ := rt.readShare("db", k, lim.readShare())
+	gone, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := share.acquire(t.Context(), share.capacity); err != nil {
+		t.Fatal(err)
+	}
+	_, err := data.holdRead(gone, "db", k)
+	if !errors.Is(err, context.Canceled) || errors.Is(err, errUnavailable) {
+		t.Errorf("read waiting in its owner's full share when its client went away = %v (%d), want the context's end, not 503", err, statusOf(err))
+	}
+	share.release(share.capacity)
+	share.stuck.Store(true)
+	if err := data.late.acquire(t.Context(), data.late.capacity); err != nil {
+		t.Fatal(err)
+	}
+	_, err = data.holdRead(gone, "db", k)
+	if !errors.Is(err, context.Canceled) || errors.Is(err, errUnavailable) {
+		t.Errorf("read waiting in the full overdue half when its client went away = %v (%d), want the context's end, not 503", err, statusOf(err))
+	}
+	if used := share.used.Load(); used != 0 {
+		t.Errorf("share holds %d bytes after the read gave up, want 0", used)
 	}
 }
 
