@@ -73,9 +73,12 @@ export function render(root, ctx = {}) {
   // open entity has unsaved changes.
   page.confirmDiscard = () => (page.view ? page.view.confirmDiscard() : Promise.resolve(true));
   if (ctx.guard) ctx.guard(page.confirmDiscard);
+  // The place of the last visit is opened once the cards are read, unless
+  // the user opened a database first: the latest choice wins.
   const place = readPlace() || remembered;
+  page.opens = 0;
   loadCards(page).then(() => {
-    if (place && place.db && page.infos.has(place.db)) openDatabase(page, place.db, place);
+    if (place && place.db && page.infos.has(place.db) && page.opens === 0) openDatabase(page, place.db, place);
   });
   // Leaving the page ends the open database's live updates.
   return () => {
@@ -181,13 +184,16 @@ async function refreshInfo(page, db) {
 // ---- one database ------------------------------------------------------------------
 
 function openDatabase(page, db, place) {
+  page.opens++;
   for (const c of page.cards.querySelectorAll(".card")) c.setAttribute("aria-pressed", String(c.dataset.db === db));
   show(page.msg, "");
   clear(page.detail);
   page.detail.hidden = false;
   const st = place && place.db === db ? { ...place, cursors: [...place.cursors] } : { db, prefix: "", limit: DEFAULT_PAGE, cursors: [], key: null };
   if (page.view && page.view.feed) page.view.feed.close();
-  const view = { db, st, prefs: loadPrefs(db), items: [], selected: new Map() }; // selected: key -> ETag listed
+  // selected: key -> ETag listed; loads counts the list's loads, so that
+  // only the answer to the latest is drawn.
+  const view = { db, st, prefs: loadPrefs(db), items: [], selected: new Map(), loads: 0 };
   page.view = view;
 
   // Header: counts, binding, delete.
@@ -335,7 +341,13 @@ function openDatabase(page, db, place) {
     pageNo.textContent = `Page ${view.st.cursors.length + 1}`;
   };
 
+  // current tells whether the list load numbered load is still the
+  // latest of the database open: a newer search, page, sort or find
+  // supersedes it.
+  const current = (load) => page.view === view && view.loads === load;
+
   async function loadKeys() {
+    const load = ++view.loads;
     finder.setActive(false);
     const st = view.st;
     const cursor = st.cursors[st.cursors.length - 1] || "";
@@ -346,7 +358,7 @@ function openDatabase(page, db, place) {
     writePlace(st);
     try {
       const r = await request("GET", path);
-      if (page.view !== view) return; // another database was opened meanwhile
+      if (!current(load)) return;
       const items = r.ok && r.data ? listItems(r.data) : null;
       if (r.status === 405 || (r.status === 404 && /^no route/.test((r.data && r.data.error) || "")) || (r.ok && !items)) {
         keyList.hidden = count.hidden = true;
@@ -370,7 +382,7 @@ function openDatabase(page, db, place) {
       show(listMsg, items.length === 0 ? (st.prefix ? `No keys start with "${st.prefix}".` : "No entities.") : "", "info");
       showCount();
     } catch (e) {
-      showError(listMsg, e);
+      if (current(load)) showError(listMsg, e);
     }
   }
 
@@ -593,6 +605,7 @@ function openDatabase(page, db, place) {
   });
   // Find by content: one page of matches at the last bookmark.
   async function findPage() {
+    const load = ++view.loads;
     const f = view.find;
     const body = { selector: f.selector, limit: view.st.limit, fields: ["_id"] };
     const s = parseSort(view.prefs.sort);
@@ -605,7 +618,7 @@ function openDatabase(page, db, place) {
     writePlace(view.st);
     try {
       const r = await request("POST", `/api/databases/${encodeURIComponent(db)}/find`, body);
-      if (page.view !== view || view.find !== f) return;
+      if (!current(load)) return;
       if (!r.ok) {
         view.items = [];
         keyList.replaceChildren();
@@ -614,7 +627,7 @@ function openDatabase(page, db, place) {
       }
       const keys = Array.isArray(r.data.keys) ? r.data.keys : [];
       const items = await readItems(keys);
-      if (page.view !== view || view.find !== f) return;
+      if (!current(load)) return;
       view.items = items;
       renderItems();
       f.next = r.data.more ? r.data.bookmark || "" : "";
@@ -628,7 +641,7 @@ function openDatabase(page, db, place) {
       pageNo.textContent = `Page ${f.bookmarks.length + 1}`;
       show(listMsg, r.data.warning && f.user ? `Note: ${r.data.warning}` : "", "info");
     } catch (e) {
-      showError(listMsg, e);
+      if (current(load)) showError(listMsg, e);
     }
   }
 

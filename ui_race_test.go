@@ -1,0 +1,126 @@
+package main
+
+// Browser tests of the web UI's races between what the user does and
+// answers that come late: a page or dialog that keeps what it read when
+// it opened while what it depends on is still on its way, and two loads
+// of one view whose older answer is drawn last. Each flow holds the
+// request that makes the window (hold, release) so the late answer surely
+// comes after the user's newer action, then checks that the action won.
+// Like ui_test.go: the real binary and Debian's Chromium.
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// hold makes the page's requests that match (a JavaScript expression of
+// p, the path, and m, the method) wait until release(name). The
+// requests asked meanwhile are counted (held), and so are the answers the
+// page has acted on since the release (answered): a task queued once an
+// answer's body is read runs after the page's code that awaited it.
+func (tb *uiTab) hold(name, match string) {
+	tb.t.Helper()
+	tb.eval(fmt.Sprintf(`(() => {
+		if (!window.__holds) {
+			window.__holds = {};
+			const real = window.fetch;
+			window.fetch = (path, init) => {
+				const p = String(path), m = (init && init.method) || "GET";
+				const h = Object.values(window.__holds).find((h) => h.match(p, m));
+				if (!h) return real(path, init);
+				h.asked++;
+				return h.gate.then(() => real(path, init)).then((resp) => {
+					const text = resp.text.bind(resp);
+					resp.text = () => text().then((v) => (setTimeout(() => h.answered++, 0), v));
+					return resp;
+				});
+			};
+		}
+		let release;
+		const gate = new Promise((r) => { release = r; });
+		window.__holds[%q] = { match: (p, m) => (%s), gate, release, asked: 0, answered: 0 };
+		return true;
+	})()`, name, match), nil)
+}
+
+// held waits until the page has asked n requests held by name.
+func (tb *uiTab) held(name string, n int) {
+	tb.t.Helper()
+	tb.waitFor(fmt.Sprintf("%d requests held by %s", n, name), fmt.Sprintf(`window.__holds[%q].asked >= %d`, name, n))
+}
+
+// release lets the requests held by name go, and those asked later, and
+// waits until the page has acted on the answers of all asked so far.
+func (tb *uiTab) release(name string) {
+	tb.t.Helper()
+	var n int
+	tb.eval(fmt.Sprintf(`(h => (h.release(), h.asked))(window.__holds[%q])`, name), &n)
+	tb.waitFor(fmt.Sprintf("the %d answers held by %s acted on", n, name), fmt.Sprintf(`window.__holds[%q].answered >= %d`, name, n))
+}
+
+// TestUIRaces runs the flows in one Chromium against one server.
+func TestUIRaces(t *testing.T) {
+	browser := newBrowser(t)
+	n, _ := startDefault(t)
+	desk := func(t *testing.T) *uiTab { return openTab(t, browser, n.base, deskView[0], deskView[1]) }
+
+	// ReopenYieldsToClick: the Databases page reopens the database last
+	// open once every card has its details; a card clicked before then is
+	// the user's choice, and the reopen used to replace it.
+	t.Run("ReopenYieldsToClick", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		for _, db := range []string{"uir1a", "uir1b"} {
+			seed.call("PUT", "/entity/"+db, map[string]any{"k1": map[string]any{"db": db}}, http.StatusOK)
+		}
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.openDB("uir1a")
+		tb.goTo("dashboard", "Dashboard")
+		// Each card's details (GET /api/databases/{db}) wait.
+		tb.hold("details", `/^\/api\/databases\/[^\/?]+$/.test(p) && m === "GET"`)
+		tb.goTo("databases", "Databases")
+		tb.held("details", 2)
+		tb.click(`#db-cards button[data-db="uir1b"]`)
+		tb.waitFor("uir1b open", `document.getElementById("db-detail-title")?.textContent === "uir1b"`)
+		tb.release("details")
+		tb.waitFor("the cards with their counts", `[...document.querySelectorAll("#db-cards button[data-db]")].every(b => b.dataset.entities)`)
+		var got struct {
+			Title, Hash string
+		}
+		tb.eval(`({title: document.getElementById("db-detail-title")?.textContent, hash: location.hash})`, &got)
+		if got.Title != "uir1b" || !strings.Contains(got.Hash, "db=uir1b") {
+			t.Errorf("after the cards' details came: %q open, hash %q; want uir1b, the card clicked", got.Title, got.Hash)
+		}
+	})
+
+	// SearchLate: a prefix search answered after a newer search is not
+	// drawn: the list shows what the prefix box asked last.
+	t.Run("SearchLate", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		const db = "uir2"
+		for _, k := range []string{"a_1", "a_2", "b_1", "b_2"} {
+			seed.call("PUT", "/entity/"+db, map[string]any{k: map[string]any{"k": k}}, http.StatusOK)
+		}
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.openDB(db)
+		tb.waitFor("four keys", `document.querySelectorAll("#db-keys button[data-key]").length === 4`)
+		tb.hold("prefix a_", fmt.Sprintf(`p.startsWith("/api/databases/%s/keys?") && p.includes("prefix=a_")`, db))
+		tb.typeInto("db-prefix", "a_")
+		tb.click("#db-prefix-go")
+		tb.held("prefix a_", 1)
+		tb.typeInto("db-prefix", "b_")
+		tb.redrawn("the list of b_", "#db-keys li", func() { tb.click("#db-prefix-go") })
+		tb.waitText("db-keys-count", `Keys starting with "b_": 1–2 of 2`)
+		tb.release("prefix a_")
+		if got := tb.listedKeys(); !slices.Equal(got, []string{"b_1", "b_2"}) {
+			t.Errorf("after the older search's answer: %q listed, want b_1 b_2", got)
+		}
+		if got := tb.text("db-keys-count"); !strings.Contains(got, `"b_"`) {
+			t.Errorf("count %q, want the b_ search's", got)
+		}
+	})
+}
