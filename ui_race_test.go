@@ -123,4 +123,82 @@ func TestUIRaces(t *testing.T) {
 			t.Errorf("count %q, want the b_ search's", got)
 		}
 	})
+
+	// RestoreAfterSwitch: Restore writes the version back over the entity
+	// it is a version of, conditional on the version shown when it was
+	// pressed. It read the key and ETag once the version's document came:
+	// another entity opened meanwhile was overwritten with it.
+	t.Run("RestoreAfterSwitch", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		const db = "uir3"
+		seed.call("PUT", "/api/databases/"+db, map[string]any{"max_versions": 5}, http.StatusOK)
+		seed.call("PUT", "/entity/"+db, map[string]any{"k1": map[string]any{"title": "first"}}, http.StatusOK)
+		seed.call("PUT", "/entity/"+db, map[string]any{"k1": map[string]any{"title": "second"}}, http.StatusOK)
+		seed.call("PUT", "/entity/"+db, map[string]any{"k2": map[string]any{"title": "other"}}, http.StatusOK)
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.openDB(db)
+		tb.openEntity("k1")
+		tb.waitFor("two versions of k1", `document.querySelectorAll("#versions-list li").length === 2 && !document.getElementById("versions").hidden`)
+		tb.hold("version", fmt.Sprintf(`p.startsWith("/entity/%s?key=k1&version=1")`, db))
+		tb.click(`[data-testid="version-restore-1"]`)
+		tb.held("version", 1)
+		tb.openEntity("k2")
+		tb.waitFor("the versions of k2", `document.querySelectorAll("#versions-list li").length === 1`)
+		tb.release("version")
+		tb.waitText("versions-message", "Restored version 1")
+		if got := seed.entity(db, "k2"); !jsonEqual(got, []byte(`{"title":"other"}`)) {
+			t.Errorf("k2 holds %s after a Restore of k1's version 1, want its own document", got)
+		}
+		if got := seed.entity(db, "k1"); !jsonEqual(got, []byte(`{"title":"first"}`)) {
+			t.Errorf("k1 holds %s after the Restore of its version 1, want that version's document", got)
+		}
+		var title string
+		tb.eval(`document.getElementById("entity-title").textContent`, &title)
+		if !strings.HasSuffix(title, " / k2") {
+			t.Errorf("editor title %q after the Restore, want k2, the entity the user opened last", title)
+		}
+	})
+
+	// DeleteAfterSwitch: Delete reads whether the database keeps versions
+	// before it asks; an entity opened meanwhile stays open, and the
+	// delete is of the entity (and version) shown when it was pressed. It
+	// sent the ETag of the entity open at the answer, failed on it with a
+	// 412, and opened the deleted one again over the user's.
+	t.Run("DeleteAfterSwitch", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		const db = "uir4"
+		seed.call("PUT", "/entity/"+db, map[string]any{"k1": map[string]any{"title": "one"}}, http.StatusOK)
+		seed.call("PUT", "/entity/"+db, map[string]any{"k2": map[string]any{"title": "two"}}, http.StatusOK)
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.openDB(db)
+		tb.openEntity("k1")
+		tb.hold("note", fmt.Sprintf(`p === "/api/databases/%s" && m === "GET"`, db))
+		tb.click("#entity-delete")
+		tb.held("note", 1)
+		tb.openEntity("k2")
+		tb.release("note")
+		tb.waitFor("the delete of k1 answered", `/Deleted k1\.|Not deleted: k1/.test(document.getElementById("entity-message").textContent)`)
+		if got := tb.text("entity-message"); got != "Deleted k1." {
+			t.Errorf("#entity-message = %q, want Deleted k1.", got)
+		}
+		if got := seed.entity(db, "k1"); got != nil {
+			t.Errorf("k1 holds %s after its Delete was confirmed", got)
+		}
+		if got := seed.entity(db, "k2"); !jsonEqual(got, []byte(`{"title":"two"}`)) {
+			t.Errorf("k2 holds %s, want its document", got)
+		}
+		var ed struct {
+			Title, Value string
+		}
+		tb.eval(`({title: document.getElementById("entity-title").textContent, value: document.getElementById("entity-editor").value})`, &ed)
+		if !strings.HasSuffix(ed.Title, " / k2") || !strings.Contains(ed.Value, `"two"`) {
+			t.Errorf("editor %q holds %q after the delete of k1, want k2 as the user opened it", ed.Title, ed.Value)
+		}
+		if d := tb.dialogSeen(); len(d) != 1 || !strings.Contains(d[0], `Delete entity "k1"`) {
+			t.Errorf("confirmations = %q, want the one of deleting k1", d)
+		}
+		tb.waitFor("k1 gone from the list", `!document.querySelector('#db-keys button[data-key="k1"]')`)
+	})
 }

@@ -57,8 +57,10 @@ export function entityEditor(db, opts) {
   const doc = createDocEditor("entity-editor", { what: () => `${db} / ${current}`, onSave: () => doSave() });
   const versions = versionsPanel(db, {
     me: opts.me,
+    // An entity restored after the user opened another is not opened
+    // again over it.
     onRestored: async (key) => {
-      await open(key, true);
+      if (key === current) await open(key, true);
       opts.onChange("created");
     },
   });
@@ -277,21 +279,32 @@ export function entityEditor(db, opts) {
   });
   save.addEventListener("click", doSave);
 
+  // Delete deletes the entity shown when it was pressed, conditional on
+  // the version shown then; the user may open another entity before the
+  // question (its note is read first) or the answer, and that one stays.
   del.addEventListener("click", async () => {
     if (current === null) return;
     const key = current;
+    const tag = etag;
     if (!window.confirm(`Delete entity "${key}" from database "${db}"? ${await undoNote(db)}`)) return;
     // Like a save, a delete holds the feed's changes until it is answered:
     // its own change must not reload the entity under it.
     saving = true;
     try {
-      const r = await request("DELETE", entityPath(db, key), undefined, { headers: etag ? { "If-Match": etag } : {} });
+      const r = await request("DELETE", entityPath(db, key), undefined, { headers: tag ? { "If-Match": tag } : {} });
       saving = false;
+      const shown = key === current;
       if (r.status === 412) {
+        if (!shown) return show(msg, `Not deleted: ${key} changed after you opened it.`);
         await open(key, true);
         return show(msg, `Not deleted: ${key} changed after you opened it. This is the stored version now.`);
       }
       if (!r.ok) return show(msg, errorMessage(r));
+      if (!shown) {
+        show(msg, `Deleted ${key}.`, "ok");
+        opts.onChange("deleted");
+        return;
+      }
       current = null;
       versions.load(key, MISSING, "");
       conflict.hide();

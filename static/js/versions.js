@@ -73,7 +73,8 @@ export async function undoNote(db, n = 1) {
  * versionsPanel returns {el, load(key, stored, etag)} for database db:
  * load shows the versions of key, whose current document is stored
  * (MISSING when it does not exist) with ETag etag. opts: me (from
- * /api/me), onRestored(key) after a Restore or Undelete wrote.
+ * /api/me), onRestored(key) after a Restore or Undelete wrote key (which
+ * may no longer be the entity shown).
  */
 export function versionsPanel(db, opts) {
   const list = h("ol", { id: "versions-list", testid: "versions-list", class: "versions-list" });
@@ -86,10 +87,15 @@ export function versionsPanel(db, opts) {
   const el = h("section", { id: "versions", testid: "versions", class: "versions", hidden: true, "aria-label": "Versions" },
     h("h4", { text: "Versions" }), note, undelete, list, diff, msg);
 
+  // The entity shown: its key, its current document and ETag. seq counts
+  // the loads (an answer to an older one is dropped), diffs the diffs
+  // asked: only the latest is drawn, and only for the entity it was
+  // asked of.
   let key = null;
   let stored = MISSING;
   let etag = "";
   let seq = 0;
+  let diffs = 0;
 
   const path = (suffix) => `/entity/${encodeURIComponent(db)}/${suffix}?key=${encodeURIComponent(key)}`;
 
@@ -149,10 +155,10 @@ export function versionsPanel(db, opts) {
       h("span", { class: "row" }, diffBtn, restore));
   }
 
-  // readVersion answers the document of version v, or null after showing
-  // why not.
-  async function readVersion(v) {
-    const r = await request("GET", `/entity/${encodeURIComponent(db)}?key=${encodeURIComponent(key)}&version=${v.version}`);
+  // readVersion answers the document of version v of k, or null after
+  // showing why not.
+  async function readVersion(k, v) {
+    const r = await request("GET", `/entity/${encodeURIComponent(db)}?key=${encodeURIComponent(k)}&version=${v.version}`);
     if (!r.ok) {
       show(msg, `Could not read version ${v.version}: ${errorMessage(r)}`);
       return null;
@@ -161,11 +167,15 @@ export function versionsPanel(db, opts) {
   }
 
   async function showDiff(v) {
+    const mine = ++diffs;
+    const loaded = seq;
+    const cur = stored;
     try {
-      const doc = await readVersion(v);
+      const doc = await readVersion(key, v);
+      if (mine !== diffs || loaded !== seq) return;
       if (doc === null) return;
       const a = formatJSON(doc).split("\n");
-      const b = stored === MISSING ? [] : formatJSON(stored).split("\n");
+      const b = cur === MISSING ? [] : formatJSON(cur).split("\n");
       clear(diff);
       if (a.length > maxDiffLines || b.length > maxDiffLines) {
         diff.textContent = `Too long to diff here (over ${maxDiffLines} lines).`;
@@ -182,28 +192,31 @@ export function versionsPanel(db, opts) {
     }
   }
 
+  // doRestore writes version v back over the entity it is a version of,
+  // as it was shown when Restore was pressed: the editor may have opened
+  // another entity by the time the version's document comes.
   async function doRestore(v) {
-    if (!window.confirm(`Restore version ${v.version} of "${key}"? It replaces the current document (as a new version).`)) return;
+    const k = key;
+    const pre = stored === MISSING ? { "If-None-Match": "*" } : { "If-Match": etag };
+    if (!window.confirm(`Restore version ${v.version} of "${k}"? It replaces the current document (as a new version).`)) return;
     try {
-      const doc = await readVersion(v);
+      const doc = await readVersion(k, v);
       if (doc === null) return;
-      const pre = stored === MISSING ? { "If-None-Match": "*" } : { "If-Match": etag };
-      const r = await request("PUT", `/entity/${encodeURIComponent(db)}`, { [key]: doc }, { headers: pre });
-      if (r.status === 412) return show(msg, "Not restored: the entity changed since it was opened. Open it again first.");
+      const r = await request("PUT", `/entity/${encodeURIComponent(db)}`, { [k]: doc }, { headers: pre });
+      if (r.status === 412) return show(msg, `Not restored: ${k} changed since it was opened. Open it again first.`);
       if (!r.ok) return show(msg, errorMessage(r));
-      const k = key;
       await opts.onRestored(k);
-      show(msg, `Restored version ${v.version}.`, "ok");
+      show(msg, k === key ? `Restored version ${v.version}.` : `Restored version ${v.version} of ${k}.`, "ok");
     } catch (e) {
       showError(msg, e);
     }
   }
 
   undelete.addEventListener("click", async () => {
+    const k = key;
     try {
       const r = await request("POST", path("undelete"));
       if (!r.ok) return show(msg, errorMessage(r));
-      const k = key;
       await opts.onRestored(k);
       show(msg, `Undeleted ${k}.`, "ok");
     } catch (e) {
