@@ -201,4 +201,94 @@ func TestUIRaces(t *testing.T) {
 		}
 		tb.waitFor("k1 gone from the list", `!document.querySelector('#db-keys button[data-key="k1"]')`)
 	})
+
+	// EntitiesGetLate: on the Entities page, a Get answered after a newer
+	// Get of another key is not put in the editor: it put the older
+	// key's document under the key typed since, for a Put to write there.
+	t.Run("EntitiesGetLate", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		const db = "uir6"
+		seed.call("PUT", "/entity/"+db, map[string]any{"a": map[string]any{"v": "A"}, "b": map[string]any{"v": "B"}}, http.StatusOK)
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.goTo("entities", "Entities")
+		tb.waitFor("the databases to choose from", fmt.Sprintf(`document.querySelector('#ent-db option[value=%q]')`, db))
+		tb.choose("ent-db", db)
+		tb.hold("get a", fmt.Sprintf(`p === "/entity/%s?key=a"`, db))
+		tb.typeInto("ent-key", "a")
+		tb.click("#ent-get")
+		tb.held("get a", 1)
+		tb.typeInto("ent-key", "b")
+		tb.click("#ent-get")
+		tb.waitText("ent-message", "Loaded "+db+" / b")
+		tb.release("get a")
+		var got struct{ Doc, Msg, Key string }
+		tb.eval(`({doc: document.getElementById("ent-doc").value, msg: document.getElementById("ent-message").textContent, key: document.getElementById("ent-key").value})`, &got)
+		if !strings.Contains(got.Doc, `"B"`) || !strings.Contains(got.Msg, db+" / b") || got.Key != "b" {
+			t.Errorf("after the older Get's answer: key %q, document %q, message %q; want b's", got.Key, got.Doc, got.Msg)
+		}
+	})
+
+	// SchemaLoadLate: a schema whose load is answered after the user chose
+	// another is not put in the editor.
+	t.Run("SchemaLoadLate", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		for _, id := range []string{"uir7a", "uir7b"} {
+			seed.call("PUT", "/schema/"+id, map[string]any{"type": "object", "title": "title of " + id}, 0)
+		}
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.goTo("schemas", "Schemas")
+		tb.waitFor("the schemas listed", `document.querySelector('[data-testid="schema-item"][data-schema="uir7b"]')`)
+		tb.hold("load a", `p === "/schema/uir7a"`)
+		tb.click(`[data-testid="schema-item"][data-schema="uir7a"]`)
+		tb.held("load a", 1)
+		tb.click(`[data-testid="schema-item"][data-schema="uir7b"]`)
+		tb.waitText("schema-message", "Loaded uir7b.")
+		tb.release("load a")
+		var got struct{ ID, Text, Msg string }
+		tb.eval(`({id: document.getElementById("schema-id").value, text: document.getElementById("schema-text").value, msg: document.getElementById("schema-message").textContent})`, &got)
+		if got.ID != "uir7b" || !strings.Contains(got.Text, "title of uir7b") || got.Msg != "Loaded uir7b." {
+			t.Errorf("after the older load's answer: ID %q, message %q, text %q; want uir7b's", got.ID, got.Msg, got.Text)
+		}
+	})
+
+	// DashboardWindowLate: the dashboard's refresh of the window shown
+	// before another was chosen is not drawn when it answers last.
+	t.Run("DashboardWindowLate", func(t *testing.T) {
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.goTo("explorer", "Explorer")
+		tb.hold("15m", `p === "/admin/stats?window=15m"`)
+		tb.goTo("dashboard", "Dashboard")
+		tb.held("15m", 1)
+		tb.choose("dash-window", "5m")
+		spans := `[...document.querySelectorAll("#dash-history svg")].map(c => c.dataset.span)`
+		tb.waitFor("the 5 minute window drawn", spans+`.every(s => s === "300")`)
+		tb.release("15m")
+		var got []string
+		tb.eval(spans, &got)
+		if len(got) == 0 || slices.ContainsFunc(got, func(s string) bool { return s != "300" }) {
+			t.Errorf("charts' spans %q after the 15 minute refresh answered, want 300 s each (the 5 minutes chosen)", got)
+		}
+	})
+
+	// ExplorerLate: an Explorer request answered after a newer one is not
+	// shown over the newer one's answer.
+	t.Run("ExplorerLate", func(t *testing.T) {
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.goTo("explorer", "Explorer")
+		tb.hold("workers", `p === "/admin/workers"`)
+		tb.click(`[data-testid="ex-quick"][data-path="/admin/workers"]`)
+		tb.held("workers", 1)
+		tb.click(`[data-testid="ex-quick"][data-path="/api/me"]`)
+		tb.waitText("ex-response", "client_id")
+		tb.release("workers")
+		var got struct{ Path, Response string }
+		tb.eval(`({path: document.getElementById("ex-path").value, response: document.getElementById("ex-response").textContent})`, &got)
+		if got.Path != "/api/me" || !strings.Contains(got.Response, "client_id") || strings.Contains(got.Response, "worker_id") {
+			t.Errorf("after the older request's answer: path %q, response %q; want /api/me's", got.Path, got.Response)
+		}
+	})
 }

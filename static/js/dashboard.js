@@ -46,16 +46,21 @@ export function render(root, ctx = {}) {
   }
   root.append(els.updated);
 
+  // ticks counts the refreshes: one asked while another is on its way
+  // (another window chosen) supersedes it, so only the latest is drawn and
+  // plans the next (an older one answered last drew its window over the
+  // one chosen, and each kept a refresh loop of its own).
   let stopped = false;
   let timer = 0;
+  let ticks = 0;
   const tick = async () => {
-    await refresh(els);
-    if (!stopped) timer = setTimeout(tick, REFRESH_MS);
-  };
-  els.refreshNow = () => {
+    const mine = ++ticks;
     clearTimeout(timer);
-    tick();
+    const current = () => !stopped && mine === ticks;
+    await refresh(els, current);
+    if (current()) timer = setTimeout(tick, REFRESH_MS);
   };
+  els.refreshNow = tick;
   tick();
   return () => {
     stopped = true;
@@ -112,7 +117,8 @@ function historySection(els) {
     h("div", { class: "table-wrap" }, els.errorsTable));
 }
 
-async function refresh(els) {
+// refresh reads the figures and draws them while current() holds.
+async function refresh(els, current) {
   let problems = [];
   try {
     const none = Promise.resolve(null);
@@ -122,6 +128,7 @@ async function refresh(els) {
       els.reader ? request("GET", "/api/databases") : none,
       els.admin ? request("GET", "/admin/stats?window=" + encodeURIComponent(els.window.value)) : none,
     ]);
+    if (!current()) return;
     setText(els.health, health.ok && health.data ? health.data.status || "ok" : `down (${health.status})`);
     if (workers) problems.push(...showWorkers(els, workers));
     if (dbs) problems.push(...showDatabases(els, dbs));
@@ -130,7 +137,7 @@ async function refresh(els) {
     if (problems.length) show(els.msg, problems.join("\n"), "error");
     else show(els.msg, "");
   } catch (e) {
-    if (e.authExpired) return;
+    if (e.authExpired || !current()) return;
     setText(els.health, "unreachable");
     showError(els.msg, e);
   }

@@ -37,8 +37,11 @@ export function render(root, ctx = {}) {
   gate(writeWhy, put, del);
   gate(readWhy, get);
   // loaded is the entity the document was read from: {db, k, etag, doc
-  // (the document got, the base of a merge)}.
+  // (the document got, the base of a merge)}. gets counts the Gets: only
+  // the latest one's answer is put in the editor (an older one answered
+  // last put its document under the key typed since).
   let loaded = null;
+  let gets = 0;
 
   root.append(
     pageHeading("Entities"),
@@ -79,9 +82,11 @@ export function render(root, ctx = {}) {
     }
     const { db, k } = t;
     if (!(await docEditor.confirmDiscard())) return;
+    const mine = ++gets;
     loaded = null;
     try {
       const r = await request("GET", entityPath(db, k));
+      if (mine !== gets) return;
       if (!r.ok) {
         setDoc("");
         return show(msg, `Could not read ${db} / ${k}: ${errorMessage(r)}`);
@@ -91,6 +96,7 @@ export function render(root, ctx = {}) {
       loaded = { db, k, etag, doc: r.data === undefined ? MISSING : r.data };
       show(msg, `Loaded ${db} / ${k}` + (etag ? ` (version ${etag})` : ""), "ok");
     } catch (e) {
+      if (mine !== gets) return;
       setDoc("");
       showError(msg, e);
     }

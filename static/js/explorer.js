@@ -46,7 +46,11 @@ export function render(root) {
       h("h4", { text: "Headers" }), headers, h("h4", { text: "Body" }), response),
   );
 
+  // sends counts the requests sent: only the latest one's answer is shown
+  // (a quick call answered after a newer one showed the older answer).
+  let sends = 0;
   async function doSend() {
+    const mine = ++sends;
     show(msg, "");
     const p = path.value.trim();
     const m = method.value;
@@ -54,13 +58,14 @@ export function render(root) {
     send.disabled = true;
     try {
       const r = await request(m, p, b, { headers: b === undefined ? {} : { "Content-Type": contentType.value } });
+      if (mine !== sends) return;
       status.textContent = `${r.status}${r.ok ? " OK" : ""}`;
       headers.textContent = [...r.headers.entries()].map(([k, v]) => `${k}: ${v}`).join("\n");
       response.textContent = r.data !== undefined ? formatJSON(r.data) : r.text;
     } catch (e) {
-      showError(msg, e);
+      if (mine === sends) showError(msg, e);
     } finally {
-      send.disabled = false;
+      if (mine === sends) send.disabled = false;
     }
   }
   form.addEventListener("submit", (ev) => {

@@ -70,22 +70,29 @@ export function render(root, ctx = {}) {
       outTitle, h("div", { class: "row" }, copy), copyStatus, out),
   );
 
+  // loads counts the loads and News: a schema read is put in the editor
+  // only while its load is the latest of them (an older one answered last
+  // replaced the schema the user chose since).
+  let loads = 0;
   const loadSchema = async (sid) => {
     if (!sid) return show(msg, "Enter a schema ID.");
     if (!(await doc.confirmDiscard())) return;
+    const mine = ++loads;
     try {
       const schema = await call("GET", `/schema/${encodeURIComponent(sid)}`);
+      if (mine !== loads) return;
       id.value = sid;
       doc.setValue(formatJSON(schema));
       show(msg, `Loaded ${sid}.`, "ok");
       bound.show(sid);
     } catch (e) {
-      showError(msg, e);
+      if (mine === loads) showError(msg, e);
     }
   };
 
   newBtn.addEventListener("click", async () => {
     if (!(await doc.confirmDiscard())) return;
+    loads++;
     id.value = "";
     doc.setValue(formatJSON(TEMPLATE));
     show(msg, "");
