@@ -291,4 +291,85 @@ func TestUIRaces(t *testing.T) {
 			t.Errorf("after the older request's answer: path %q, response %q; want /api/me's", got.Path, got.Response)
 		}
 	})
+
+	// askedOrLeft follows the link to page name and tells whether the page
+	// shown asked first about unsaved changes (they are then discarded) or
+	// left at once.
+	askedOrLeft := func(tb *uiTab, name, title string) bool {
+		t.Helper()
+		tb.click("#nav-" + name)
+		tb.waitFor("the question or "+title, fmt.Sprintf(`document.getElementById("ask-dialog")?.open || document.getElementById("page-title")?.textContent === %q`, title))
+		var asked bool
+		tb.eval(`!!document.getElementById("ask-dialog")?.open`, &asked)
+		if asked {
+			tb.click("#ask-ok")
+		}
+		tb.waitFor("page "+title, fmt.Sprintf(`!document.getElementById("ask-dialog") && document.getElementById("page-title")?.textContent === %q`, title))
+		return asked
+	}
+
+	// EditDuringSave: what is typed while a save is on its way stays in
+	// the editor, unsaved; the save's answer replaced it with the text
+	// saved (the entity editor) or marked it saved (the Entities and
+	// Schemas pages), so that leaving did not ask.
+	t.Run("EditDuringSave", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		const db = "uir8"
+		seed.call("PUT", "/entity/"+db, map[string]any{"k": map[string]any{"n": 1}}, http.StatusOK)
+		seed.call("PUT", "/schema/uir8s", map[string]any{"type": "object", "title": "first"}, 0)
+		tb := desk(t)
+		tb.login(testAdminKey)
+		// saveWhileTyping types saved, saves with the button save, types
+		// typed while the PUT to path is held, and lets the answer come
+		// (its sentence: saved).
+		saveWhileTyping := func(editor, save, path, msgID, saved, typed, answered string) {
+			t.Helper()
+			tb.setEditor(editor, saved)
+			tb.hold("put "+path, fmt.Sprintf(`p.startsWith(%q) && m === "PUT"`, path))
+			tb.click(save)
+			tb.held("put "+path, 1)
+			tb.setEditor(editor, typed)
+			tb.release("put " + path)
+			tb.waitText(msgID, answered)
+			var value string
+			tb.eval(fmt.Sprintf(`document.getElementById(%q).value`, editor), &value)
+			if value != typed {
+				t.Errorf("%s holds %q after the save's answer, want %q, typed while it was on its way", editor, value, typed)
+			}
+		}
+
+		tb.openDB(db)
+		tb.openEntity("k")
+		saveWhileTyping("entity-editor", "#entity-save", "/entity/"+db, "entity-message", `{"n": 2}`, `{"n": 3}`, "Saved.")
+		if got := seed.entity(db, "k"); !jsonEqual(got, []byte(`{"n":2}`)) {
+			t.Errorf("the server holds %s, want the document saved", got)
+		}
+		if !askedOrLeft(tb, "workers", "Workers") {
+			t.Error("the Databases page left without asking about the edit typed during the save")
+		}
+
+		tb.goTo("entities", "Entities")
+		tb.waitFor("the databases to choose from", fmt.Sprintf(`document.querySelector('#ent-db option[value=%q]')`, db))
+		tb.choose("ent-db", db)
+		tb.typeInto("ent-key", "k")
+		tb.click("#ent-get")
+		tb.waitText("ent-message", "Loaded "+db+" / k")
+		saveWhileTyping("ent-doc", "#ent-put", "/entity/"+db, "ent-message", `{"n": 4}`, `{"n": 5}`, "Saved "+db+" / k.")
+		if got := seed.entity(db, "k"); !jsonEqual(got, []byte(`{"n":4}`)) {
+			t.Errorf("the server holds %s, want the document put", got)
+		}
+		if !askedOrLeft(tb, "workers", "Workers") {
+			t.Error("the Entities page left without asking about the edit typed during the Put")
+		}
+
+		tb.goTo("schemas", "Schemas")
+		tb.waitFor("the schemas listed", `document.querySelector('[data-testid="schema-item"][data-schema="uir8s"]')`)
+		tb.click(`[data-testid="schema-item"][data-schema="uir8s"]`)
+		tb.waitText("schema-message", "Loaded uir8s.")
+		saveWhileTyping("schema-text", "#schema-save", "/schema/uir8s", "schema-message",
+			`{"type": "object", "title": "second"}`, `{"type": "object", "title": "third"}`, "Saved uir8s.")
+		if !askedOrLeft(tb, "workers", "Workers") {
+			t.Error("the Schemas page left without asking about the edit typed during the save")
+		}
+	})
 }

@@ -52,7 +52,8 @@ function setPref(name, on) {
  * #<id>-format, #<id>-copy, the tree #<id>-tree-view. opts: what (how
  * the page names the document, for questions), onSave() (Ctrl/Cmd+S).
  * Returns {el, editor, get value, setValue(text) (a clean baseline),
- * markClean(), isDirty(), parse() ({doc} or null, the syntax error marked
+ * markClean(text) (text, by default the editor's, is what is saved),
+ * isDirty(), parse() ({doc} or null, the syntax error marked
  * in place of any other mark), confirmDiscard() (a promise: true when
  * nothing is unsaved or the user lets it go), setDisabled(bool)}.
  */
@@ -132,8 +133,8 @@ export function createDocEditor(id, opts = {}) {
       baseline = text;
       drawTree();
     },
-    markClean() {
-      baseline = editor.value;
+    markClean(text = editor.value) {
+      baseline = text;
     },
     isDirty() {
       return !editor.textarea.disabled && editor.value !== baseline;

@@ -114,12 +114,14 @@ export function render(root, ctx = {}) {
       let path = `/entity/${encodeURIComponent(db)}`;
       if (schema.value.trim()) path += "?schema=" + encodeURIComponent(schema.value.trim());
       const headers = pre || (isLoaded(db, k) ? (loaded.etag ? { "If-Match": loaded.etag } : { "If-None-Match": "*" }) : {});
+      // What is typed while the Put is on its way stays unsaved.
+      const sent = docEditor.value;
       const r = await request("PUT", path, { [k]: value }, { headers });
       if (r.status === 412) return showConflict(db, k, value);
       if (!r.ok) return show(msg, errorMessage(r));
       conflict.hide();
       loaded = { db, k, etag: r.headers.get("ETag") || "", doc: value };
-      docEditor.markClean();
+      docEditor.markClean(sent);
       show(msg, `Saved ${db} / ${k}.`, "ok");
       if (newDb.value.trim() && ![...select.options].some((o) => o.value === db)) {
         select.append(h("option", { value: db, text: db }));

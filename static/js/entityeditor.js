@@ -79,12 +79,15 @@ export function entityEditor(db, opts) {
 
   // settle records what the server holds now: the document (parsed, or
   // MISSING) and its ETag, and puts it in the editor as a clean baseline.
-  const settle = (stored, tag, text) => {
+  // After a save (sent: the text saved), what was typed while it was on
+  // its way stays in the editor, unsaved.
+  const settle = (stored, tag, text, sent) => {
     delete msg.dataset.changedElsewhere;
     exists = stored !== MISSING;
     base = stored;
     etag = tag;
-    doc.setValue(text !== undefined ? text : stored === MISSING ? "{}" : formatJSON(stored));
+    if (sent !== undefined && doc.value !== sent) doc.markClean(sent);
+    else doc.setValue(text !== undefined ? text : stored === MISSING ? "{}" : formatJSON(stored));
     setControls(true);
     showMeta();
     versions.load(current, stored, tag);
@@ -186,6 +189,7 @@ export function entityEditor(db, opts) {
   // store validates and writes value under key, conditional on pre; a 412
   // opens the merge.
   async function store(key, value, pre) {
+    const sent = doc.value;
     setEnabled(save, false);
     saving = true;
     try {
@@ -196,7 +200,7 @@ export function entityEditor(db, opts) {
       if (!r.ok) return show(msg, errorMessage(r));
       const created = !exists;
       conflict.hide();
-      settle(value, r.headers.get("ETag") || "");
+      settle(value, r.headers.get("ETag") || "", undefined, sent);
       show(msg, created ? "Created." : "Saved.", "ok");
       opts.onChange(created ? "created" : "saved");
     } catch (e) {

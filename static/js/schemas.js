@@ -105,9 +105,11 @@ export function render(root, ctx = {}) {
     const sid = id.value.trim();
     if (!sid) return show(msg, "Enter a schema ID.");
     if (!doc.parse()) return show(msg, "Invalid JSON: not saved. The place is marked in the editor.");
+    // What is typed while the save is on its way stays unsaved.
+    const sent = doc.value;
     try {
-      await call("PUT", `/schema/${encodeURIComponent(sid)}`, doc.value);
-      doc.markClean();
+      await call("PUT", `/schema/${encodeURIComponent(sid)}`, sent);
+      doc.markClean(sent);
       show(msg, `Saved ${sid}.`, "ok");
       loadList(list, listMsg, loadSchema);
       bound.show(sid);
