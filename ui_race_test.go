@@ -16,11 +16,12 @@ import (
 	"testing"
 )
 
-// hold makes the page's requests that match (a JavaScript expression of
-// p, the path, and m, the method) wait until release(name). The
-// requests asked meanwhile are counted (held), and so are the answers the
-// page has acted on since the release (answered): a task queued once an
-// answer's body is read runs after the page's code that awaited it.
+// hold makes the answers to the page's requests that match (a JavaScript
+// expression of p, the path, and m, the method) wait until release(name);
+// the requests are sent at once, as a slow answer's are. The requests
+// asked meanwhile are counted (held), and so are the answers the page has
+// acted on since the release (answered): a task queued once an answer's
+// body is read runs after the page's code that awaited it.
 func (tb *uiTab) hold(name, match string) {
 	tb.t.Helper()
 	tb.eval(fmt.Sprintf(`(() => {
@@ -32,7 +33,8 @@ func (tb *uiTab) hold(name, match string) {
 				const h = Object.values(window.__holds).find((h) => h.match(p, m));
 				if (!h) return real(path, init);
 				h.asked++;
-				return h.gate.then(() => real(path, init)).then((resp) => {
+				const answer = real(path, init);
+				return h.gate.then(() => answer).then((resp) => {
 					const text = resp.text.bind(resp);
 					resp.text = () => text().then((v) => (setTimeout(() => h.answered++, 0), v));
 					return resp;
@@ -370,6 +372,68 @@ func TestUIRaces(t *testing.T) {
 			`{"type": "object", "title": "second"}`, `{"type": "object", "title": "third"}`, "Saved uir8s.")
 		if !askedOrLeft(tb, "workers", "Workers") {
 			t.Error("the Schemas page left without asking about the edit typed during the save")
+		}
+	})
+
+	// PlaceKeyYields: the entity of the place the Databases page reopens
+	// is opened once the list is read, unless the user opened one first:
+	// it opened the place's key again over it (asking to discard the
+	// user's edits of it).
+	t.Run("PlaceKeyYields", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		const db = "uir12"
+		seed.call("PUT", "/entity/"+db, map[string]any{"k1": map[string]any{"v": 1}, "k2": map[string]any{"v": 2}}, http.StatusOK)
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.openDB(db)
+		tb.openEntity("k1")
+		tb.goTo("dashboard", "Dashboard")
+		tb.hold("list", fmt.Sprintf(`p.startsWith("/api/databases/%s/keys?")`, db))
+		tb.goTo("databases", "Databases")
+		tb.held("list", 1)
+		tb.typeInto("db-key-input", "k2")
+		tb.click("#db-key-open")
+		tb.waitFor("k2 open", `(e => !e.disabled && e.value.includes("2") && document.getElementById("entity-title").textContent.endsWith(" / k2"))(document.getElementById("entity-editor"))`)
+		tb.setEditor("entity-editor", `{"v": 20}`)
+		tb.release("list")
+		var got struct {
+			Asked        bool
+			Title, Value string
+		}
+		tb.eval(`({asked: !!document.getElementById("ask-dialog")?.open, title: document.getElementById("entity-title").textContent, value: document.getElementById("entity-editor").value})`, &got)
+		if got.Asked || !strings.HasSuffix(got.Title, " / k2") || got.Value != `{"v": 20}` {
+			t.Errorf("after the list came: asked to discard %v, editor %q holds %q; want k2 as edited, no question", got.Asked, got.Title, got.Value)
+		}
+	})
+
+	// CountLate: a database's count read before a later change and
+	// answered after the read that followed it is not drawn.
+	t.Run("CountLate", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		const db = "uir11"
+		seed.call("PUT", "/entity/"+db, map[string]any{"k1": map[string]any{"v": 1}, "k2": map[string]any{"v": 2}}, http.StatusOK)
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.openDB(db)
+		tb.typeInto("db-key-input", "k3")
+		tb.click("#db-key-open")
+		tb.waitText("entity-message", "No such entity yet")
+		tb.setEditor("entity-editor", `{"v": 3}`)
+		// The first read of the database after the create (its count: 3)
+		// is answered last.
+		tb.hold("count", fmt.Sprintf(`p === "/api/databases/%s" && m === "GET" && (window.__counts = (window.__counts || 0) + 1) === 1`, db))
+		tb.click("#entity-save")
+		tb.waitText("entity-message", "Created.")
+		tb.held("count", 1)
+		tb.click("#entity-delete")
+		tb.waitText("entity-message", "Deleted k3.")
+		card := fmt.Sprintf(`document.querySelector('#db-cards button[data-db=%q]')`, db)
+		tb.waitFor("the count after the delete", card+`.dataset.entities === "2" && document.getElementById("db-info").textContent.startsWith("2 entities")`)
+		tb.release("count")
+		var got struct{ Card, Info string }
+		tb.eval(`({card: `+card+`.dataset.entities, info: document.getElementById("db-info").textContent})`, &got)
+		if got.Card != "2" || !strings.HasPrefix(got.Info, "2 entities") {
+			t.Errorf("after the older count came: card %q, detail %q; want 2 entities", got.Card, got.Info)
 		}
 	})
 }

@@ -51,6 +51,7 @@ export function render(root, ctx = {}) {
     cards: h("ul", { id: "db-cards", testid: "db-cards", class: "cards", "aria-label": "Databases" }),
     detail: h("section", { id: "db-detail", testid: "db-detail", class: "panel", "aria-labelledby": "db-detail-title", hidden: true }),
     infos: new Map(), // db -> {name, schema, entities}
+    infoReads: new Map(), // db -> the number of its latest read of infos (refreshInfo)
     view: null, // the open database's view
   };
   const importName = h("input", { id: "db-new-import-name", testid: "db-new-import-name", type: "text", autocomplete: "off", spellcheck: "false", placeholder: "e.g. chatdb_copy" });
@@ -167,10 +168,14 @@ function fillCard(b, info) {
 }
 
 // refreshInfo reads db's count and binding again and updates its card and,
-// when open, its detail.
+// when open, its detail; an answer to a read that a newer one of db
+// supersedes is dropped (it drew an older count last).
 async function refreshInfo(page, db) {
+  const mine = (page.infoReads.get(db) || 0) + 1;
+  page.infoReads.set(db, mine);
   try {
     const r = await request("GET", `/api/databases/${encodeURIComponent(db)}`);
+    if (page.infoReads.get(db) !== mine) return;
     const info = r.ok && r.data ? r.data : { name: db, schema: null, entities: r.status === 404 ? 0 : undefined };
     page.infos.set(db, info);
     const b = page.cards.querySelector(`.card[data-db="${CSS.escape(db)}"]`);
@@ -571,6 +576,7 @@ function openDatabase(page, db, place) {
   // openKey opens key in the editor; a tap on a phone (one column) then
   // scrolls the editor into view.
   function openKey(key, fromList) {
+    view.keyChosen = true;
     editor.open(key);
     if (fromList && matchMedia(NARROW).matches) editor.el.scrollIntoView({ block: "start" });
   }
@@ -728,8 +734,10 @@ function openDatabase(page, db, place) {
   fillSchemas(schemaSelect, headMsg).then(() => view.showInfo(page.infos.get(db) || { name: db }));
   view.showInfo(page.infos.get(db) || { name: db });
   fillSort();
+  // The place's key opens once the list is read, unless the user opened
+  // an entity first (it asked to discard that one's edits).
   reload(true).then(() => {
-    if (view.st.key !== null && page.view === view) editor.open(view.st.key);
+    if (view.st.key !== null && page.view === view && !view.keyChosen) editor.open(view.st.key);
   });
 }
 
