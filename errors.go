@@ -483,6 +483,20 @@ func nothingWritten(err error) bool {
 	return k != nil && k.written == wroteNothing
 }
 
+// retrySoon reports whether err is a refusal that only means "try again
+// shortly": the server's own admission limit is full (errBusy) or the
+// entity's log is being handed over to another worker (errHandingOver).
+// Nothing failed and nothing was written, and it is expected under load
+// or while workers come and go, so the front ends log it at warn, not as
+// a fault at error. The other 503s are faults an operator may have to
+// mend (storage, a worker lost or silent, a damaged log, the audit log,
+// the change log after a failed write, no worker in rotation) or leave a
+// write's outcome unknown (errHandingOverLost); they stay at error.
+func retrySoon(err error) bool {
+	k := kindOf(err)
+	return k != nil && (k.err == errBusy || k.err == errHandingOver)
+}
+
 // publicMessage is what a client is told about err: for a failure of the
 // request (a status under 500), the sentence of its requestError or else
 // its kind's fixed sentence; for any other, a fixed sentence naming

@@ -439,12 +439,20 @@ func (m *mainService) Process(ctx context.Context, req *pb.ProcessRequest) (*pb.
 	return &pb.ProcessResponse{Status: "OK", Result: resp.GetResult(), Version: resp.GetVersion()}, nil
 }
 
-// logFailure logs a failed client call: an internal failure (5xx on REST)
-// with its cause, anything else at info with its code only, so that a
-// refused credential never reaches the log.
+// logFailure logs a failed client call as REST's writeError does: an
+// internal failure (5xx on REST) with its cause at error, a refusal that
+// only means "try again shortly" (retrySoon) at warn, a call whose client
+// went away (its context ended) at info, anything else at info with its
+// code only, so that a refused credential never reaches the log.
 func (m *mainService) logFailure(ctx context.Context, req *pb.ProcessRequest, err error) {
-	switch code := grpcCode(err); code {
-	case codes.Internal, codes.DataLoss, codes.Unavailable, codes.DeadlineExceeded:
+	code := grpcCode(err)
+	server := code == codes.Internal || code == codes.DataLoss || code == codes.Unavailable || code == codes.DeadlineExceeded
+	switch {
+	case server && ctx.Err() != nil:
+		m.log.InfoContext(ctx, "client went away", attrDB, req.GetDatabaseName(), "code", code.String(), attrErr, err)
+	case retrySoon(err):
+		m.log.WarnContext(ctx, "grpc process refused", attrDB, req.GetDatabaseName(), "code", code.String(), attrErr, err)
+	case server:
 		m.log.ErrorContext(ctx, "grpc process failed", attrDB, req.GetDatabaseName(), "code", code.String(), attrErr, err)
 	default:
 		m.log.InfoContext(ctx, "grpc process refused", attrDB, req.GetDatabaseName(), "code", code.String())

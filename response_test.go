@@ -559,13 +559,14 @@ func busyAnswer(id string) string {
 
 // TestReadBudgetFullIsBusy: a request refused because the in-flight read
 // budget is full answers 503 with errBusy's sentence and logs its cause
-// under the request ID. A sorted find whose documents find no room while
-// another sorted query waits for it is refused at once (the test holds
-// that query's turn, dataPlane.sortWait); a GET that finds none waits,
-// and is refused when its wait for room ends (dataPlane.roomWait, here
-// shortened from callWait's 15 s). Across the gRPC hop, a worker's busy answer comes back as errBusy,
-// a 503 that nothing was written by and that a query is not planned again
-// for (retryFind).
+// under the request ID, at warn (TestFailureLogLevels). A sorted find
+// whose documents find no room while another sorted query waits for it
+// is refused at once (the test holds that query's turn,
+// dataPlane.sortWait); a GET that finds none waits, and is refused when
+// its wait for room ends (dataPlane.roomWait, here shortened from
+// callWait's 15 s). Across the gRPC hop, a worker's busy answer comes
+// back as errBusy, a 503 that nothing was written by and that a query is
+// not planned again for (retryFind).
 func TestReadBudgetFullIsBusy(t *testing.T) {
 	lim := budgets{maxDocument: 16 << 10, maxResponse: 16 << 10, maxInflightRead: 256 << 10}
 	fe := newFrontEnds(t, lim)
@@ -593,10 +594,10 @@ func TestReadBudgetFullIsBusy(t *testing.T) {
 	if want := `{"error":"` + busyAnswer("busy-find-1") + `"}` + "\n"; code != 503 || body != want {
 		t.Errorf("sorted find with the read budget full = %d %q, want 503 %q", code, body, want)
 	}
-	lines := linesWith(parseLog(t, logs.String(), logFormatJSON), logLine{"msg": "request failed", "request_id": "busy-find-1"})
+	lines := linesWith(parseLog(t, logs.String(), logFormatJSON), logLine{"msg": "request refused", "level": "WARN", "request_id": "busy-find-1"})
 	if len(lines) != 1 || lines[0]["status"] != "503" || lines[0]["route"] != "POST /api/databases/{db}/find" ||
 		!strings.Contains(lines[0]["err"], "no room in the read budget while another sorted query waits for it") {
-		t.Errorf("log of the refused find = %v, want one line naming request ID busy-find-1, status 503 and the budget:\n%s", lines, logs.String())
+		t.Errorf("log of the refused find = %v, want one WARN line naming request ID busy-find-1, status 503 and the budget:\n%s", lines, logs.String())
 	}
 	if used := reads.used.Load(); used != reads.capacity-page {
 		t.Errorf("after the refused find the read budget holds %d bytes, want the test's %d", used, reads.capacity-page)

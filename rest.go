@@ -736,8 +736,10 @@ func (s *restServer) decodeOptionalBody(w http.ResponseWriter, r *http.Request, 
 // place that writes error bodies. A 401 names the scheme
 // (WWW-Authenticate), a 429 says when to retry (Retry-After), a 412 sends
 // the entity's current ETag. The cause of a 5xx is logged with the request
-// ID, route and status; 401, 403 and 429 are logged at info (the chain
-// never holds the credential).
+// ID, route and status: at error, but at warn for a refusal that only
+// means "try again shortly" (retrySoon: the server busy, a handover under
+// way), and at info when the client went away; 401, 403 and 429 are
+// logged at info (the chain never holds the credential).
 func (s *restServer) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code := statusOf(err)
 	id := requestIDFrom(r.Context())
@@ -756,6 +758,8 @@ func (s *restServer) writeError(w http.ResponseWriter, r *http.Request, err erro
 		// The client went away (its request context ended) while we
 		// worked: nobody reads the answer and nothing failed on our side.
 		s.log.InfoContext(r.Context(), "client went away", attrRoute, r.Pattern, attrErr, err)
+	case retrySoon(err):
+		s.log.WarnContext(r.Context(), "request refused", attrRoute, r.Pattern, attrStatus, code, attrErr, err)
 	case code >= 500:
 		s.log.ErrorContext(r.Context(), "request failed", attrRoute, r.Pattern, attrStatus, code, attrErr, err)
 	case code == http.StatusUnauthorized || code == http.StatusForbidden || code == http.StatusTooManyRequests:

@@ -15,6 +15,11 @@ import (
 	"testing"
 	"testing/iotest"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "deltadatabase/proto"
 )
 
 // newLocalREST builds the REST server of -role=all in-process over an
@@ -247,7 +252,7 @@ func TestWriteError(t *testing.T) {
 		{"corrupt", chain(errCorrupt), 500, "internal error (request ID {id})", "ERROR", ""},
 		{"unclassified", errors.New("open " + root + ": boom"), 500, "internal error (request ID {id})", "ERROR", ""},
 		{"unavailable", chain(errUnavailable), 503, "storage or workers unavailable, try again later (request ID {id})", "ERROR", ""},
-		{"busy", chain(errBusy), 503, "the server is at its limit of concurrent reads; try again shortly (request ID {id})", "ERROR", ""},
+		{"busy", chain(errBusy), 503, "the server is at its limit of concurrent reads; try again shortly (request ID {id})", "WARN", ""},
 		{"unauthenticated", reqErrorf(errUnauthenticated, "unknown credential"), 401, "unknown credential", "INFO", `WWW-Authenticate: Bearer realm="deltadatabase"`},
 		{"forbidden", reqErrorf(errForbidden, "this credential lacks the write permission"), 403, "this credential lacks the write permission", "INFO", ""},
 		{"rate limited", &rateLimitError{retryAfter: 1500 * time.Millisecond}, 429, "too many failed authentications from this address; retry in 2 s", "INFO", "Retry-After: 2"},
@@ -394,6 +399,70 @@ func TestWriteErrorClientGone(t *testing.T) {
 	log := logBuf.String()
 	if !strings.Contains(log, `"level":"INFO"`) || !strings.Contains(log, "client went away") || strings.Contains(log, `"level":"ERROR"`) {
 		t.Errorf("log of a request whose client went away = %s, want one INFO line \"client went away\"", log)
+	}
+}
+
+// TestFailureLogLevels: each front end logs a 503 that only means "try
+// again shortly" (the server at its limit of concurrent reads, an
+// entity's log being handed over) at warn, as a refusal, with the
+// request ID; a fault (storage, a worker lost or unreachable, a damaged
+// log, the audit log, corrupt data) stays at error, and a failure whose
+// client went away is info. errBusy was logged at error like a fault,
+// and so was a gRPC call whose client went away.
+func TestFailureLogLevels(t *testing.T) {
+	busy := fmt.Errorf("read entity \"k\" of db: wait for 1 bytes of the read budget: no room after 15s: %w", errBusy)
+	cases := []struct {
+		name  string
+		err   error
+		level string
+	}{
+		{"busy", busy, "WARN"},
+		{"busy at a worker", errorFromStatus(withReason(status.New(codes.Unavailable, "x"), errBusy).Err(), false), "WARN"},
+		{"handing over", fmt.Errorf("route: %w", errHandingOver), "WARN"},
+		{"handing over after a lost worker", fmt.Errorf("%w: %v: %w", errHandingOverLost, errHandingOver, errTransport), "ERROR"},
+		{"handover damaged", errHandoverDamaged, "ERROR"},
+		{"no worker", errNoWorker, "ERROR"},
+		{"worker unreachable", errTransport, "ERROR"},
+		{"worker slow", errWorkerSlow, "ERROR"},
+		{"storage", fmt.Errorf("get: %w", errUnavailable), "ERROR"},
+		{"change log broken", errChangeLogBroken, "ERROR"},
+		{"audit", errAuditUnavailable, "ERROR"},
+		{"corrupt", errCorrupt, "ERROR"},
+	}
+	msgs := map[string][3]string{ // REST, gRPC, worker
+		"WARN":  {"request refused", "grpc process refused", "process refused"},
+		"ERROR": {"request failed", "grpc process failed", "process failed"},
+	}
+	for _, c := range cases {
+		var logs syncBuffer
+		log, err := newLogger(&logs, logFormatJSON, slog.LevelInfo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := withRequestID(t.Context(), "lvl-1")
+		r := httptest.NewRequest("GET", "/entity/db?key=k", nil).WithContext(ctx)
+		r.Pattern = "GET /entity/{db}"
+		(&restServer{log: log}).writeError(httptest.NewRecorder(), r, c.err)
+		(&mainService{log: log}).logFailure(ctx, &pb.ProcessRequest{DatabaseName: "db"}, c.err)
+		(&workerServer{w: &worker{id: "w1", log: log}}).failure(ctx, c.err)
+		lines := parseLog(t, logs.String(), logFormatJSON)
+		for i, msg := range msgs[c.level] {
+			if got := linesWith(lines, logLine{"msg": msg, "level": c.level, "request_id": "lvl-1"}); len(got) != 1 || len(lines) != 3 {
+				t.Errorf("%s: front end %d logged:\n%s\nwant one %s line %q with the request ID among 3", c.name, i, logs.String(), c.level, msg)
+			}
+		}
+	}
+	// A gRPC call whose client went away, as REST's (TestWriteErrorClientGone).
+	var logs syncBuffer
+	log, err := newLogger(&logs, logFormatJSON, slog.LevelInfo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(withRequestID(t.Context(), "lvl-2"))
+	cancel()
+	(&mainService{log: log}).logFailure(ctx, &pb.ProcessRequest{DatabaseName: "db"}, fmt.Errorf("wait: %w", ctx.Err()))
+	if got := linesWith(parseLog(t, logs.String(), logFormatJSON), logLine{"msg": "client went away", "level": "INFO", "request_id": "lvl-2"}); len(got) != 1 {
+		t.Errorf("gRPC call whose client went away logged:\n%s\nwant one INFO line \"client went away\"", logs.String())
 	}
 }
 

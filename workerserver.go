@@ -245,7 +245,11 @@ func (s *workerServer) failure(ctx context.Context, err error) *callFailure {
 	msg := publicMessage(err, rid)
 	if _, ok := clientMessage(err); !ok {
 		f.handled = handledInternal
-		s.w.log.ErrorContext(ctx, "process failed", attrWorker, s.w.id, attrErr, err)
+		line, level := "process failed", slog.LevelError
+		if retrySoon(err) {
+			line, level = "process refused", slog.LevelWarn // busy: nothing failed
+		}
+		s.w.log.Log(ctx, level, line, attrWorker, s.w.id, attrErr, err)
 	}
 	f.st = withReason(status.New(grpcCode(err), msg), err)
 	if d := errorDetail(err, msg); len(d.Errors) > 0 {
