@@ -488,10 +488,13 @@ func nothingWritten(err error) bool {
 // entity's log is being handed over to another worker (errHandingOver).
 // Nothing failed and nothing was written, and it is expected under load
 // or while workers come and go, so the front ends log it at warn, not as
-// a fault at error. The other 503s are faults an operator may have to
-// mend (storage, a worker lost or silent, a damaged log, the audit log,
-// the change log after a failed write, no worker in rotation) or leave a
-// write's outcome unknown (errHandingOverLost); they stay at error.
+// a fault at error, and REST says when to retry (Retry-After: 1). The
+// other 503s are faults an operator may have to mend (storage, a worker
+// lost or silent, a damaged log, the audit log, the change log after a
+// failed write, no worker in rotation) or leave a write's outcome
+// unknown (errHandingOverLost); they stay at error, without Retry-After:
+// retrying them at once is no use, or not safe before the entity is
+// read.
 func retrySoon(err error) bool {
 	k := kindOf(err)
 	return k != nil && (k.err == errBusy || k.err == errHandingOver)

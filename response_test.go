@@ -22,7 +22,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	pb "deltadatabase/proto"
@@ -622,6 +624,74 @@ func TestReadBudgetFullIsBusy(t *testing.T) {
 	reads.release(reads.capacity)
 	if used := reads.used.Load(); used != 0 {
 		t.Errorf("read budget holds %d bytes once the test gave its room back, want 0", used)
+	}
+}
+
+// TestBusyRetryAfter: a 503 that only means "try again shortly" says
+// when, as the failed-authentication 429 does: a REST GET refused for
+// want of room in the read budget answers 503 with Retry-After: 1 and
+// errBusy's JSON body, and so does an entity still being handed over;
+// the other 503s (and a 500) carry no Retry-After. The gRPC front end's
+// busy answer is unchanged: UNAVAILABLE, errBusy's sentence and the
+// BUSY reason, no retry metadata. It had no Retry-After on any 503.
+func TestBusyRetryAfter(t *testing.T) {
+	fe := newFrontEnds(t, budgets{maxDocument: 16 << 10, maxResponse: 16 << 10, maxInflightRead: 256 << 10})
+	if code, answer := (restCall{method: "PUT", target: "/entity/retry", body: `{"d0": {"g": 0}}`}).do(fe.rest, testAdminKey); code != 200 {
+		t.Fatalf("PUT d0 = %d %s", code, answer)
+	}
+	reads := fe.data.reads
+	if err := reads.acquire(t.Context(), reads.capacity); err != nil {
+		t.Fatal(err)
+	}
+	fe.data.roomWait = 50 * time.Millisecond
+	req := httptest.NewRequest("GET", "/entity/retry?key=d0", nil)
+	req.Header.Set("Authorization", "Bearer "+testAdminKey)
+	req.Header.Set("X-Request-ID", "retry-1")
+	rec := httptest.NewRecorder()
+	fe.rest.ServeHTTP(rec, req)
+	want := `{"error":"` + busyAnswer("retry-1") + `"}` + "\n"
+	if rec.Code != 503 || rec.Header().Get("Retry-After") != "1" || rec.Header().Get("Content-Type") != "application/json" || rec.Body.String() != want {
+		t.Errorf("REST GET with the read budget full = %d, Retry-After %q, Content-Type %q, %q; want 503, 1, application/json, %q",
+			rec.Code, rec.Header().Get("Retry-After"), rec.Header().Get("Content-Type"), rec.Body.String(), want)
+	}
+	var hdr, trl metadata.MD
+	ctx := metadata.AppendToOutgoingContext(t.Context(), "x-request-id", "retry-2")
+	_, err := fe.client.Process(ctx, clientProcess("GET", "retry", "d0", testAdminKey, nil), grpc.Header(&hdr), grpc.Trailer(&trl))
+	st := status.Convert(err)
+	if st.Code() != codes.Unavailable || st.Message() != busyAnswer("retry-2") || reasonSentinel(st) != errBusy ||
+		len(hdr.Get("retry-after")) != 0 || len(trl.Get("retry-after")) != 0 {
+		t.Errorf("gRPC GET with the read budget full = %v (reason %v), retry-after %v %v; want UNAVAILABLE %q with reason BUSY, no retry-after",
+			err, reasonSentinel(st), hdr.Get("retry-after"), trl.Get("retry-after"), busyAnswer("retry-2"))
+	}
+	reads.release(reads.capacity)
+
+	cases := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"busy", fmt.Errorf("find in db: %w", errBusy), "1"},
+		{"handing over", fmt.Errorf("route: %w", errHandingOver), "1"},
+		{"handing over after a lost worker", fmt.Errorf("%w: %v: %w", errHandingOverLost, errHandingOver, errTransport), ""},
+		{"handover damaged", errHandoverDamaged, ""},
+		{"storage", fmt.Errorf("get: %w", errUnavailable), ""},
+		{"no worker", errNoWorker, ""},
+		{"worker lost", errCallLost, ""},
+		{"worker slow", errWorkerSlow, ""},
+		{"owner changed", errWriteFenced, ""},
+		{"change log broken", errChangeLogBroken, ""},
+		{"audit", errAuditUnavailable, ""},
+		{"corrupt", errCorrupt, ""},
+	}
+	for _, c := range cases {
+		r := httptest.NewRequest("GET", "/entity/db?key=k", nil).WithContext(withRequestID(t.Context(), "retry-3"))
+		rec := httptest.NewRecorder()
+		(&restServer{log: slog.New(slog.DiscardHandler)}).writeError(rec, r, c.err)
+		var body errorBody
+		if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || body.Error != publicMessage(c.err, "retry-3") ||
+			rec.Header().Get("Retry-After") != c.want {
+			t.Errorf("%s: %d, Retry-After %q, %s; want Retry-After %q and its sentence", c.name, rec.Code, rec.Header().Get("Retry-After"), rec.Body, c.want)
+		}
 	}
 }
 

@@ -734,12 +734,14 @@ func (s *restServer) decodeOptionalBody(w http.ResponseWriter, r *http.Request, 
 // writeError answers err: {"error": sentence} with its status, where the
 // sentence is publicMessage's (never the internal chain). It is the one
 // place that writes error bodies. A 401 names the scheme
-// (WWW-Authenticate), a 429 says when to retry (Retry-After), a 412 sends
-// the entity's current ETag. The cause of a 5xx is logged with the request
-// ID, route and status: at error, but at warn for a refusal that only
-// means "try again shortly" (retrySoon: the server busy, a handover under
-// way), and at info when the client went away; 401, 403 and 429 are
-// logged at info (the chain never holds the credential).
+// (WWW-Authenticate), a 429 says when to retry (Retry-After), and so does
+// a 503 that only means "try again shortly" (retrySoon: Retry-After: 1);
+// a 412 sends the entity's current ETag. The cause of a 5xx is logged
+// with the request ID, route and status: at error, but at warn for a
+// refusal that only means "try again shortly" (retrySoon: the server
+// busy, a handover under way), and at info when the client went away;
+// 401, 403 and 429 are logged at info (the chain never holds the
+// credential).
 func (s *restServer) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code := statusOf(err)
 	id := requestIDFrom(r.Context())
@@ -752,6 +754,8 @@ func (s *restServer) writeError(w http.ResponseWriter, r *http.Request, err erro
 		w.Header().Set("WWW-Authenticate", `Bearer realm="deltadatabase"`)
 	case errors.As(err, &pe) && pe.current != "":
 		w.Header().Set("ETag", etagOf(pe.current))
+	case retrySoon(err):
+		w.Header().Set("Retry-After", retrySoonAfter)
 	}
 	switch {
 	case code >= 500 && r.Context().Err() != nil:
@@ -771,6 +775,12 @@ func (s *restServer) writeError(w http.ResponseWriter, r *http.Request, err erro
 	}
 	writeJSON(w, code, body)
 }
+
+// retrySoonAfter is the Retry-After of a 503 that only means "try again
+// shortly" (retrySoon), in whole seconds as the 429's: a read budget
+// frees as answers are sent, and a handover's wait is already behind
+// the request (10 s).
+const retrySoonAfter = "1"
 
 // errorBody is every error answer: the sentence, and for a document its
 // schema refuses (400 on PUT and PATCH) each violation as {path, message}

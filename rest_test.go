@@ -252,7 +252,7 @@ func TestWriteError(t *testing.T) {
 		{"corrupt", chain(errCorrupt), 500, "internal error (request ID {id})", "ERROR", ""},
 		{"unclassified", errors.New("open " + root + ": boom"), 500, "internal error (request ID {id})", "ERROR", ""},
 		{"unavailable", chain(errUnavailable), 503, "storage or workers unavailable, try again later (request ID {id})", "ERROR", ""},
-		{"busy", chain(errBusy), 503, "the server is at its limit of concurrent reads; try again shortly (request ID {id})", "WARN", ""},
+		{"busy", chain(errBusy), 503, "the server is at its limit of concurrent reads; try again shortly (request ID {id})", "WARN", "Retry-After: 1"},
 		{"unauthenticated", reqErrorf(errUnauthenticated, "unknown credential"), 401, "unknown credential", "INFO", `WWW-Authenticate: Bearer realm="deltadatabase"`},
 		{"forbidden", reqErrorf(errForbidden, "this credential lacks the write permission"), 403, "this credential lacks the write permission", "INFO", ""},
 		{"rate limited", &rateLimitError{retryAfter: 1500 * time.Millisecond}, 429, "too many failed authentications from this address; retry in 2 s", "INFO", "Retry-After: 2"},

@@ -1457,9 +1457,11 @@ export interface components {
                 "application/json": components["schemas"]["Error"];
             };
         };
-        /** @description Storage or workers unavailable, or the server at its limit of concurrent reads (error names which); try again later */
+        /** @description Storage or workers unavailable, or the server at its limit of concurrent reads, or the entity being handed over between workers (error names which); try again later, or after Retry-After when it is sent */
         Unavailable: {
             headers: {
+                /** @description Seconds to wait (1), sent only when the request may simply be sent again shortly: the server at its limit of concurrent reads, or the entity's log still being handed over; absent on the other 503s */
+                "Retry-After"?: number;
                 "X-Request-ID": components["headers"]["RequestID"];
                 [name: string]: unknown;
             };
