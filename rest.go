@@ -744,6 +744,7 @@ func (s *restServer) decodeOptionalBody(w http.ResponseWriter, r *http.Request, 
 // credential).
 func (s *restServer) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code := statusOf(err)
+	soon := retrySoon(err)
 	id := requestIDFrom(r.Context())
 	var rl *rateLimitError
 	var pe *preconditionError
@@ -754,7 +755,7 @@ func (s *restServer) writeError(w http.ResponseWriter, r *http.Request, err erro
 		w.Header().Set("WWW-Authenticate", `Bearer realm="deltadatabase"`)
 	case errors.As(err, &pe) && pe.current != "":
 		w.Header().Set("ETag", etagOf(pe.current))
-	case retrySoon(err):
+	case soon:
 		w.Header().Set("Retry-After", retrySoonAfter)
 	}
 	switch {
@@ -762,7 +763,7 @@ func (s *restServer) writeError(w http.ResponseWriter, r *http.Request, err erro
 		// The client went away (its request context ended) while we
 		// worked: nobody reads the answer and nothing failed on our side.
 		s.log.InfoContext(r.Context(), "client went away", attrRoute, r.Pattern, attrErr, err)
-	case retrySoon(err):
+	case soon:
 		s.log.WarnContext(r.Context(), "request refused", attrRoute, r.Pattern, attrStatus, code, attrErr, err)
 	case code >= 500:
 		s.log.ErrorContext(r.Context(), "request failed", attrRoute, r.Pattern, attrStatus, code, attrErr, err)

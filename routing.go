@@ -390,7 +390,7 @@ func (r *router) awaitRenewal(ctx context.Context, c *workerConn) (bool, error) 
 func (r *router) lapse(c *workerConn) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.workers[c.id] == c && c.state == stateRenewing && r.now().Sub(c.lastSeen) >= renewalAwait {
+	if r.workers[c.id] == c && c.state == stateRenewing && c.renewalOverdue(r.now()) {
 		r.unavailableLocked(c, renewalLapsed)
 	}
 }
@@ -571,7 +571,7 @@ func (r *router) overdue(timeout time.Duration) (stale, lapsed []*workerConn) {
 		case c.close == nil:
 		case c.state == stateAvailable && c.silent(now, timeout):
 			stale = append(stale, c)
-		case c.state == stateRenewing && now.Sub(c.lastSeen) >= renewalAwait:
+		case c.state == stateRenewing && c.renewalOverdue(now):
 			lapsed = append(lapsed, c)
 		}
 	}
@@ -597,6 +597,12 @@ func (r *router) retire(c *workerConn, timeout time.Duration) {
 // router.mu.
 func (c *workerConn) silent(now time.Time, timeout time.Duration) bool {
 	return now.Sub(c.lastSeen) > timeout || !c.expires.IsZero() && now.After(c.expires)
+}
+
+// renewalOverdue reports whether c, renewing, sent no heartbeat within
+// renewalAwait before now. The caller holds router.mu.
+func (c *workerConn) renewalOverdue(now time.Time) bool {
+	return now.Sub(c.lastSeen) >= renewalAwait
 }
 
 // candidates returns the workers in rotation in rendezvous order for
