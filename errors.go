@@ -381,6 +381,18 @@ const (
 	ownerChanged      = "this entity's owner changed while the write was being made durable (its worker's write-ahead log was taken over), so the write may or may not have been applied: read the entity, then retry if needed (request ID %s)"
 )
 
+// statusClientClosed is the status a REST request is answered, counted
+// and logged with when its client went away (its context ended) before
+// the answer and the failure is one a server error would name: nginx's
+// 499 "client closed request". Nobody reads it; it is there so that the
+// metrics, the access and audit lines and the dashboard count a client
+// that hung up as the client's doing, not as a 500 of the server
+// (writeError).
+const statusClientClosed = 499
+
+// clientClosed is the sentence of a statusClientClosed answer.
+const clientClosed = "the client closed the request before it was answered (request ID %s)"
+
 // kindOf is the row of errorTable for err, nil when no sentinel matches
 // (an internal error: 500, Internal).
 func kindOf(err error) *errorKind {

@@ -755,6 +755,80 @@ func TestBusyWaitClientGone(t *testing.T) {
 	}
 }
 
+// TestClientGoneIs499: a REST request whose client hangs up while it
+// waits for room in the full read budget is answered, counted and logged
+// as 499 (client closed request), not as a 500 of the server: the
+// metric deltadb_http_requests_total has status "499" and no "500", the
+// access line says 499, the dashboard (GET /admin/stats) counts it among
+// the route's client errors and none among its server errors, and the
+// cause is logged at INFO "client went away", never at ERROR. The client
+// is a real one over a connection it closes, as curl's Ctrl-C does. On
+// the old code the request was counted and logged as a 500.
+func TestClientGoneIs499(t *testing.T) {
+	fe := newFrontEnds(t, budgets{maxDocument: 16 << 10, maxResponse: 16 << 10, maxInflightRead: 256 << 10})
+	if code, answer := (restCall{method: "PUT", target: "/entity/gone", body: `{"d0": {"g": 0}}`}).do(fe.rest, testAdminKey); code != 200 {
+		t.Fatalf("PUT d0 = %d %s", code, answer)
+	}
+	var logs syncBuffer
+	var err error
+	if fe.rest.log, err = newLogger(&logs, logFormatJSON, slog.LevelInfo); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(fe.rest)
+	defer srv.Close()
+	reads := fe.data.reads
+	if err := reads.acquire(t.Context(), reads.capacity); err != nil {
+		t.Fatal(err)
+	}
+	defer reads.release(reads.capacity)
+	ctx, hangUp := context.WithCancel(t.Context())
+	defer hangUp()
+	req, err := http.NewRequestWithContext(ctx, "GET", srv.URL+"/entity/gone?key=d0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+testAdminKey)
+	req.Header.Set("X-Request-ID", "gone-499")
+	answered := make(chan error, 1)
+	go func() {
+		resp, err := srv.Client().Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		answered <- err
+	}()
+	for w := newWait(t, "the GET waiting for room in the read budget", 10*time.Second); reads.waiting.Load() != 1; time.Sleep(5 * time.Millisecond) {
+		if w.over() {
+			t.Fatalf("no GET waiting: %v", w)
+		}
+	}
+	hangUp()
+	if err := <-answered; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the client's GET = %v, want its own cancellation", err)
+	}
+	const counted = `deltadb_http_requests_total{route="/entity/{db}",method="GET",status="499"} 1`
+	for w := newWait(t, "the request counted", 10*time.Second); !strings.Contains(scrape(t, fe.rest.reg), counted); time.Sleep(5 * time.Millisecond) {
+		if w.over() {
+			t.Fatalf("metrics lack %s: %v\n%s", counted, w, scrape(t, fe.rest.reg))
+		}
+	}
+	if m := scrape(t, fe.rest.reg); strings.Contains(m, `status="500"`) {
+		t.Errorf("a request whose client went away is counted as a 500:\n%s", m)
+	}
+	stats := fe.rest.stats.answer(time.Hour)
+	want := []routeErrors{{Route: "GET /entity/{db}", ClientErrors: 1}}
+	if !slices.Equal(stats.ErrorsByRoute, want) || stats.Summary.ServerErrors != 0 || stats.Summary.ClientErrors != 1 {
+		t.Errorf("dashboard: errors_by_route %+v, client_errors %d, server_errors %d; want %+v, 1, 0",
+			stats.ErrorsByRoute, stats.Summary.ClientErrors, stats.Summary.ServerErrors, want)
+	}
+	lines := parseLog(t, logs.String(), logFormatJSON)
+	access := linesWith(lines, logLine{"msg": msgAccess, "request_id": "gone-499"})
+	gone := linesWith(lines, logLine{"msg": "client went away", "request_id": "gone-499", "level": "INFO", "status": "499"})
+	if len(access) != 1 || access[0]["status"] != "499" || len(gone) != 1 || len(linesWith(lines, logLine{"level": "ERROR"})) != 0 {
+		t.Errorf("log:\n%s\nwant one access line with status 499, one INFO \"client went away\" with status 499, no ERROR", logs.String())
+	}
+}
+
 // TestShareWaitClientGone: a read whose client went away while it
 // waited for room in its owner's share, or in the overdue half, fails
 // with its context's end, not errUnavailable's 503 (it wrapped

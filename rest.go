@@ -739,12 +739,20 @@ func (s *restServer) decodeOptionalBody(w http.ResponseWriter, r *http.Request, 
 // a 412 sends the entity's current ETag. The cause of a 5xx is logged
 // with the request ID, route and status: at error, but at warn for a
 // refusal that only means "try again shortly" (retrySoon: the server
-// busy, a handover under way), and at info when the client went away;
-// 401, 403 and 429 are logged at info (the chain never holds the
-// credential).
+// busy, a handover under way); 401, 403 and 429 are logged at info (the
+// chain never holds the credential). A failure that would be a 5xx
+// while the client went away (the request's context ended: the client
+// closed the connection or reset the stream) is statusClientClosed, 499,
+// logged at info: the failure is the client's leaving (a wait for room
+// or a worker's answer cut short), and nobody reads the answer, so it is
+// not counted as an error of the server.
 func (s *restServer) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code := statusOf(err)
-	soon := retrySoon(err)
+	gone := code >= 500 && r.Context().Err() != nil
+	if gone {
+		code = statusClientClosed
+	}
+	soon := !gone && retrySoon(err)
 	id := requestIDFrom(r.Context())
 	var rl *rateLimitError
 	var pe *preconditionError
@@ -759,10 +767,10 @@ func (s *restServer) writeError(w http.ResponseWriter, r *http.Request, err erro
 		w.Header().Set("Retry-After", retrySoonAfter)
 	}
 	switch {
-	case code >= 500 && r.Context().Err() != nil:
+	case gone:
 		// The client went away (its request context ended) while we
 		// worked: nobody reads the answer and nothing failed on our side.
-		s.log.InfoContext(r.Context(), "client went away", attrRoute, r.Pattern, attrErr, err)
+		s.log.InfoContext(r.Context(), "client went away", attrRoute, r.Pattern, attrStatus, code, attrErr, err)
 	case soon:
 		s.log.WarnContext(r.Context(), "request refused", attrRoute, r.Pattern, attrStatus, code, attrErr, err)
 	case code >= 500:
@@ -771,6 +779,9 @@ func (s *restServer) writeError(w http.ResponseWriter, r *http.Request, err erro
 		s.log.InfoContext(r.Context(), "request refused", attrRoute, r.Pattern, attrStatus, code, attrAddr, s.auth.clientOf(r), attrErr, err)
 	}
 	body := errorBody{Error: publicMessage(err, id)}
+	if gone {
+		body.Error = fmt.Sprintf(clientClosed, id)
+	}
 	if ve := schemaIssues(err); ve != nil && code == http.StatusBadRequest {
 		body.Errors, body.Omitted = ve.Issues, ve.Omitted
 	}

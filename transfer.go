@@ -282,8 +282,12 @@ func (s *restServer) handleImport(w http.ResponseWriter, r *http.Request, p prin
 	code := http.StatusOK
 	switch {
 	case err != nil && r.Context().Err() != nil:
-		s.log.InfoContext(r.Context(), "client went away", attrRoute, r.Pattern, attrErr, err)
-		return nil
+		// Nobody reads the report; the 499 is for the access line, the
+		// metrics and the audit line (statusClientClosed): an import
+		// that answered nothing would be counted as a 200.
+		code = statusClientClosed
+		rep.Error = fmt.Sprintf(clientClosed, requestIDFrom(r.Context()))
+		s.log.InfoContext(r.Context(), "client went away", attrRoute, r.Pattern, attrStatus, code, attrErr, err)
 	case err != nil:
 		code = statusOf(err)
 		rep.Error = publicMessage(err, requestIDFrom(r.Context()))
