@@ -201,6 +201,13 @@ type importReport struct {
 	// Error is set when the import did not read every line: the sentence
 	// of why it stopped (a budget, a failed write).
 	Error string `json:"error,omitempty"`
+	// ResumeLine is set when the import stopped before its end: the
+	// first line of the batch under way. Every line before it was
+	// written or refused (and listed); from it on nothing was written
+	// but the lines of that batch Imported counts, which are full
+	// replacements, so sending the lines from it on again finishes the
+	// import.
+	ResumeLine int `json:"resume_line,omitempty"`
 }
 
 // importError is one refused line: its number (from 1), its key when it
@@ -237,6 +244,9 @@ type importer struct {
 	lines int
 	bytes int
 	bad   bool
+	// start is the first line of the current batch (its report's
+	// resume_line if the import stops in it).
+	start int
 	// seen maps the batch's keys to their lines, for duplicates.
 	seen map[string]int
 	// ids are the schemas the batch is validated against, resolved at
@@ -275,7 +285,7 @@ func (s *restServer) handleImport(w http.ResponseWriter, r *http.Request, p prin
 		rc.SetWriteDeadline(time.Now().Add(transferIdle))
 	}
 	deadline()
-	imp := &importer{d: s.data, db: db, principal: principalName(p), batch: batch, seen: map[string]int{}, rep: importReport{Errors: []importError{}}}
+	imp := &importer{d: s.data, db: db, principal: principalName(p), batch: batch, seen: map[string]int{}, start: 1, rep: importReport{Errors: []importError{}}}
 	err = imp.run(r.Context(), http.MaxBytesReader(w, r.Body, lim), deadline)
 	noteKeyCount(r.Context(), imp.named, imp.namedTotal)
 	rep := imp.rep
@@ -291,8 +301,17 @@ func (s *restServer) handleImport(w http.ResponseWriter, r *http.Request, p prin
 	case err != nil:
 		code = statusOf(err)
 		rep.Error = publicMessage(err, requestIDFrom(r.Context()))
-		if code >= 500 {
-			s.log.ErrorContext(r.Context(), "import stopped", attrDB, db, attrErr, err)
+		rep.ResumeLine = imp.start
+		switch {
+		case retrySoon(err):
+			// A write refused for now (its entity being handed over
+			// between workers): nothing failed, and the report says
+			// where to resume, so the client may send the rest again
+			// shortly, as writeError's other retry-soon refusals.
+			w.Header().Set("Retry-After", retrySoonAfter)
+			s.log.WarnContext(r.Context(), "import stopped", attrDB, db, attrStatus, code, attrErr, err)
+		case code >= 500:
+			s.log.ErrorContext(r.Context(), "import stopped", attrDB, db, attrStatus, code, attrErr, err)
 		}
 	case len(rep.Errors) > 0:
 		code = http.StatusBadRequest
@@ -469,16 +488,15 @@ func (im *importer) flush(ctx context.Context) error {
 	switch {
 	case bad:
 		im.rep.Rejected++
-		return nil
-	case len(rows) == 0:
-		return nil
+	case len(rows) > 0:
+		n, err := im.d.writeRows(ctx, im.db, im.principal, rows)
+		im.rep.Imported += n
+		if err != nil {
+			return err // start stays this batch's first line
+		}
+		im.rep.Batches++
 	}
-	n, err := im.d.writeRows(ctx, im.db, im.principal, rows)
-	im.rep.Imported += n
-	if err != nil {
-		return err
-	}
-	im.rep.Batches++
+	im.start = im.rep.Lines + 1
 	return nil
 }
 

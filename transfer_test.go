@@ -9,16 +9,23 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	pb "deltadatabase/proto"
 )
 
 // exportedLine is one line of an export as a client reads it.
@@ -64,7 +71,8 @@ type importReply struct {
 		Error  string            `json:"error"`
 		Errors []validationIssue `json:"errors"`
 	} `json:"errors"`
-	Omitted int `json:"errors_omitted"`
+	Omitted    int `json:"errors_omitted"`
+	ResumeLine int `json:"resume_line"`
 }
 
 // importNDJSON posts body to db's import and decodes the report.
@@ -247,8 +255,8 @@ func TestImportBudgets(t *testing.T) {
 	n, _ := startDefault(t, "-max-import-lines=5", "-max-import-bytes=200000", "-max-document-size=2000")
 	line := func(k string) string { return `{"key":"` + k + `","doc":{"v":1}}` + "\n" }
 	code, rep := importNDJSON(t, n, "b1", testAdminKey, "?batch=2", line("a")+line("b")+line("c")+line("d")+line("e")+line("f"))
-	if code != 413 || rep.Imported != 4 || !strings.Contains(rep.Error, "line 6") || !strings.Contains(rep.Error, "-max-import-lines") {
-		t.Errorf("6 lines over a limit of 5 = %d %+v, want 413 naming line 6 and 4 imported", code, rep)
+	if code != 413 || rep.Imported != 4 || !strings.Contains(rep.Error, "line 6") || !strings.Contains(rep.Error, "-max-import-lines") || rep.ResumeLine != 5 {
+		t.Errorf("6 lines over a limit of 5 = %d %+v, want 413 naming line 6, 4 imported, resume_line 5 (the batch under way)", code, rep)
 	}
 	if entityExists(t, n, "b1", "e") || !entityExists(t, n, "b1", "d") {
 		t.Errorf("after the line budget: e written or d not, want d and not e")
@@ -493,5 +501,147 @@ func TestImportAudit(t *testing.T) {
 	want := []string{"2 keys, first a, total <nil>", fmt.Sprintf("%d keys, first k0000, total %d", maxAuditKeys, maxAuditKeys+5)}
 	if !slices.Equal(got, want) {
 		t.Errorf("audit lines of the imports: %q, want %q", got, want)
+	}
+}
+
+// importGate passes every call to processor but the PUTs of the entity
+// key: the first refuse of them fails with refuse; with hold, each
+// waits for its context's end and fails with it (a worker that has not
+// answered when the client hangs up).
+type importGate struct {
+	processor
+	key    string
+	refuse atomic.Int32
+	hold   bool
+	held   chan struct{}
+}
+
+func (g *importGate) Process(ctx context.Context, op *pb.EntityOp) (*pb.WorkerResponse, error) {
+	if op.GetOperation() == pb.Operation_PUT && op.GetEntityKey() == g.key {
+		if g.refuse.Add(-1) >= 0 {
+			return nil, fmt.Errorf("entity %q of database %q waited %v for the handover of worker %q's log: %w",
+				g.key, op.GetDatabaseName(), handoverWait, "w1", errHandingOver)
+		}
+		if g.hold {
+			close(g.held)
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+	}
+	return g.processor.Process(ctx, op)
+}
+
+// importLines are NDJSON lines {"key": "kI", "doc": {"v": I}} for I in
+// from..to.
+func importLines(from, to int) string {
+	var b strings.Builder
+	for i := from; i <= to; i++ {
+		fmt.Fprintf(&b, `{"key":"k%d","doc":{"v":%d}}`+"\n", i, i)
+	}
+	return b.String()
+}
+
+// TestImportRetrySoon: an import stopped by a write refused for now (its
+// entity being handed over between workers, errHandingOver's retry-soon
+// 503) answers 503 with Retry-After: 1 and the report: what was written
+// (imported, batches) and resume_line, the first line of the batch under
+// way; it is logged at WARN "import stopped", not at ERROR. Sending the
+// lines from resume_line on again finishes the import: every entity is
+// then there with its line's document. On the old code the answer had no
+// Retry-After nor resume_line and the stop was logged at ERROR.
+func TestImportRetrySoon(t *testing.T) {
+	fe := newFrontEnds(t, budgets{})
+	gate := &importGate{processor: fe.data.proc, key: "k5"}
+	gate.refuse.Store(1)
+	fe.data.proc = gate
+	var logs syncBuffer
+	var err error
+	if fe.rest.log, err = newLogger(&logs, logFormatJSON, slog.LevelInfo); err != nil {
+		t.Fatal(err)
+	}
+	post := func(body string) (*httptest.ResponseRecorder, importReply) {
+		t.Helper()
+		req := httptest.NewRequest("POST", "/api/databases/imp/import?batch=3", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+testAdminKey)
+		req.Header.Set("X-Request-ID", "imp-soon")
+		rec := httptest.NewRecorder()
+		fe.rest.ServeHTTP(rec, req)
+		var rep importReply
+		if err := json.Unmarshal(rec.Body.Bytes(), &rep); err != nil {
+			t.Fatalf("import = %d %s: not a report: %v", rec.Code, rec.Body, err)
+		}
+		return rec, rep
+	}
+	// Batches of 3: k1-k3 written; k4-k6, whose k5 is refused for now
+	// (k4 and k6 are written, as a batch's other writes run to their
+	// end); k7 and k8 not read.
+	rec, rep := post(importLines(1, 8))
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") != "1" {
+		t.Errorf("import stopped by a handover = %d, Retry-After %q; want 503, 1", rec.Code, rec.Header().Get("Retry-After"))
+	}
+	if rep.Imported != 5 || rep.Batches != 1 || rep.Lines != 6 || rep.ResumeLine != 4 ||
+		!strings.HasPrefix(rep.Error, "this entity's worker left or another joined") || !strings.Contains(rep.Error, "imp-soon") {
+		t.Errorf("report = %+v, want 5 imported, 1 batch, 6 lines, resume_line 4, the handover's sentence with the request ID", rep)
+	}
+	for i := 1; i <= 8; i++ {
+		key := fmt.Sprintf("k%d", i)
+		_, err := fe.data.process(t.Context(), principal{admin: true}, "", &pb.EntityOp{DatabaseName: "imp", EntityKey: key, Operation: pb.Operation_GET})
+		if want := i <= 4 || i == 6; (err == nil) != want {
+			t.Errorf("after the stop, %s: GET = %v, want written %v", key, err, want)
+		}
+	}
+	lines := parseLog(t, logs.String(), logFormatJSON)
+	if len(linesWith(lines, logLine{"msg": "import stopped", "level": "WARN", "request_id": "imp-soon", "status": "503"})) != 1 ||
+		len(linesWith(lines, logLine{"level": "ERROR"})) != 0 {
+		t.Errorf("log:\n%s\nwant one WARN \"import stopped\" with status 503, no ERROR", logs.String())
+	}
+	// The client sends the lines from resume_line on.
+	if rec, rep = post(importLines(rep.ResumeLine, 8)); rec.Code != http.StatusOK || rep.Imported != 5 || rep.ResumeLine != 0 {
+		t.Fatalf("import of the rest = %d %+v, want 200, 5 imported, no resume_line", rec.Code, rep)
+	}
+	for i := 1; i <= 8; i++ {
+		key := fmt.Sprintf("k%d", i)
+		resp, err := fe.data.process(t.Context(), principal{admin: true}, "", &pb.EntityOp{DatabaseName: "imp", EntityKey: key, Operation: pb.Operation_GET})
+		if want := fmt.Sprintf(`{"v":%d}`, i); err != nil || string(resp.GetResult()) != want {
+			t.Errorf("after the rest, %s = %v %s, want %s", key, err, resp.GetResult(), want)
+		}
+	}
+}
+
+// TestImportClientGone: an import whose client hangs up while a write is
+// under way is counted and logged as 499 (client closed request), as any
+// REST request whose client went away before its failed answer; on the
+// old code it wrote no answer and was counted as a 200.
+func TestImportClientGone(t *testing.T) {
+	fe := newFrontEnds(t, budgets{})
+	gate := &importGate{processor: fe.data.proc, key: "k2", hold: true, held: make(chan struct{})}
+	fe.data.proc = gate
+	srv := httptest.NewServer(fe.rest)
+	defer srv.Close()
+	ctx, hangUp := context.WithCancel(t.Context())
+	defer hangUp()
+	req, err := http.NewRequestWithContext(ctx, "POST", srv.URL+"/api/databases/imp/import", strings.NewReader(importLines(1, 3)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+testAdminKey)
+	answered := make(chan error, 1)
+	go func() {
+		resp, err := srv.Client().Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		answered <- err
+	}()
+	waitClosed(t, gate.held, "the import's write of k2 did not start")
+	hangUp()
+	if err := <-answered; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the client's import = %v, want its own cancellation", err)
+	}
+	const counted = `deltadb_http_requests_total{route="/api/databases/{db}/import",method="POST",status="499"} 1`
+	for w := newWait(t, "the import counted", 10*time.Second); !strings.Contains(scrape(t, fe.rest.reg), counted); time.Sleep(5 * time.Millisecond) {
+		if w.over() {
+			t.Fatalf("metrics lack %s: %v\n%s", counted, w, scrape(t, fe.rest.reg))
+		}
 	}
 }

@@ -1306,6 +1306,8 @@ export interface components {
             errors_omitted?: number;
             /** @description Why not everything was written (400, 413, 503): the first refused line, the budget passed, the failed write */
             error?: string;
+            /** @description Set when the import stopped before its end (413, 503, 500): the first line of the batch under way. Every line before it was written or refused (and listed); from it on nothing was written but the lines of that batch imported counts. Sending the lines from it on again finishes the import (each line is a full replacement) */
+            resume_line?: number;
         };
         VersionList: {
             key: string;
@@ -2292,9 +2294,11 @@ export interface operations {
             };
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalError"];
-            /** @description A write failed; the import stopped there */
+            /** @description A write failed, or was refused for now (its entity being handed over between workers: with Retry-After); the import stopped there, and resume_line says where to resume */
             503: {
                 headers: {
+                    /** @description Seconds to wait (1), sent only when the write was refused for now (its entity's log still being handed over): send the lines from resume_line on again after it */
+                    "Retry-After"?: number;
                     "X-Request-ID": components["headers"]["RequestID"];
                     [name: string]: unknown;
                 };
