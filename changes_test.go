@@ -1094,3 +1094,102 @@ func TestChangesIncludeDocsHeld(t *testing.T) {
 		t.Errorf("after the stream ended the read budget holds %d bytes, want 0", used)
 	}
 }
+
+// TestChangeLogTurnBusy: a request that waits its limit for a turn to
+// read the change log's files (changeFileReaders, all held) is refused as
+// the server at its limit of reads: 503 with errBusy's JSON sentence (and
+// the request ID), Retry-After: 1, logged at WARN "request refused", and
+// nothing written. Two requests wait for a turn: a page of the feed from
+// before its tail, and a PUT of an entity whose earlier write's outcome
+// is still open (settling it reads the entity's last change from the
+// files); the PUT's intent is not logged, the entity not written and the
+// earlier intent stays open. Once a turn is free, both are answered. On
+// the old code the PUT was answered as storage or workers unavailable
+// (errBusy under errUnavailable), without Retry-After, logged at ERROR.
+func TestChangeLogTurnBusy(t *testing.T) {
+	ts := newAuthTestServer(t, authConfig{})
+	var logs syncBuffer
+	var err error
+	if ts.rest.log, err = newLogger(&logs, logFormatJSON, slog.LevelInfo); err != nil {
+		t.Fatal(err)
+	}
+	f := ts.rest.data.feed
+	l := f.log
+	// Past the changes the log keeps in memory (a commit past twice
+	// changeTailLen keeps the last changeTailLen), within the retention
+	// (2 MiB), so that a read from the oldest reads the files.
+	for i := range 8 {
+		recs := make([]*changeRec, 2*changeTailLen/8+1)
+		for j := range recs {
+			recs[j] = &changeRec{T: changeDone, DB: "chat", Key: fmt.Sprint("o", i*len(recs)+j), Op: "put", ETag: `"e"`}
+		}
+		if err := l.append(recs...).wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.mu.Lock()
+	inMemory := l.tail[0].Seq <= l.segs[0].first
+	l.mu.Unlock()
+	if inMemory {
+		t.Fatal("the change log holds its oldest changes in memory: no read from the oldest reads the files")
+	}
+	f.markOpen(changeRec{T: changeIntent, ID: 1, DB: "chat", Key: "k", Op: "put"})
+	l.readWait = 200 * time.Millisecond
+	for range cap(l.fileReaders) {
+		l.fileReaders <- struct{}{}
+	}
+	held := true
+	release := func() {
+		if held {
+			held = false
+			for range cap(l.fileReaders) {
+				<-l.fileReaders
+			}
+		}
+	}
+	defer release()
+	end := l.durable.Load()
+	busy := regexp.MustCompile(`^the server is at its limit of concurrent reads; try again shortly \(request ID (busy-[a-z]+)\)$`)
+	for _, c := range []struct{ method, target, body, id string }{
+		{"GET", fmt.Sprintf("/api/databases/chat/changes?since=%d", l.oldest()), "", "busy-page"},
+		{"PUT", "/entity/chat", `{"k": {"v": 1}}`, "busy-put"},
+	} {
+		req := httptest.NewRequest(c.method, c.target, strings.NewReader(c.body))
+		req.Header.Set("Authorization", "Bearer "+testAdminKey)
+		req.Header.Set("X-Request-ID", c.id)
+		rec := httptest.NewRecorder()
+		start := time.Now()
+		ts.rest.ServeHTTP(rec, req)
+		var body map[string]any
+		if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+			t.Fatalf("%s %s = %d %s: not JSON: %v", c.method, c.target, rec.Code, rec.Body, err)
+		}
+		m := busy.FindStringSubmatch(fmt.Sprint(body["error"]))
+		if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") != "1" || len(body) != 1 || m == nil || m[1] != c.id {
+			t.Errorf("%s %s without a turn = %d, Retry-After %q, %s; want 503, 1, {\"error\": errBusy's sentence with request ID %s}",
+				c.method, c.target, rec.Code, rec.Header().Get("Retry-After"), rec.Body, c.id)
+		}
+		if waited := time.Since(start); waited < l.readWait {
+			t.Errorf("%s %s refused after %v, want after its wait for a turn (%v)", c.method, c.target, waited, l.readWait)
+		}
+	}
+	lines := parseLog(t, logs.String(), logFormatJSON)
+	for _, id := range []string{"busy-page", "busy-put"} {
+		if len(linesWith(lines, logLine{"msg": "request refused", "level": "WARN", "request_id": id, "status": "503"})) != 1 {
+			t.Errorf("no WARN \"request refused\" line for %s", id)
+		}
+	}
+	if errs := linesWith(lines, logLine{"level": "ERROR"}); len(errs) != 0 {
+		t.Errorf("ERROR lines for busy refusals: %v", errs)
+	}
+	if got := l.durable.Load(); got != end || f.openWrites() != 1 {
+		t.Errorf("after the refusals the change log ends at %d (open intents %d), want %d (1): nothing logged", got, f.openWrites(), end)
+	}
+	ts.mustDo(t, "GET", "/entity/chat?key=k", testAdminKey, "", http.StatusNotFound)
+	release()
+	ts.mustDo(t, "GET", fmt.Sprintf("/api/databases/chat/changes?since=%d&limit=1", l.oldest()), testAdminKey, "", http.StatusOK)
+	ts.mustDo(t, "PUT", "/entity/chat", testAdminKey, `{"k": {"v": 1}}`, http.StatusOK)
+	if got := ts.mustDo(t, "GET", "/entity/chat?key=k", testAdminKey, "", http.StatusOK); strings.TrimSpace(string(got)) != `{"v":1}` {
+		t.Errorf("GET k after the turn came = %s, want {\"v\":1}", got)
+	}
+}

@@ -187,7 +187,14 @@ func (f *changeFeed) begin(ctx context.Context, db, key string, op pb.Operation)
 	in, isOpen := f.open[k]
 	f.mu.Unlock()
 	if isOpen {
-		if err := f.settle(ctx, in); err != nil {
+		if err := f.settle(ctx, in); errors.Is(err, errBusy) {
+			// No turn to read the change log's files came (the server
+			// at its limit of reads): this write is refused before its
+			// intent, nothing written, and may be sent again shortly
+			// (retrySoon), where errUnavailable's 503 would say that
+			// storage or the workers failed.
+			return nil, fmt.Errorf("settle an earlier write of entity %q: %w", key, err)
+		} else if err != nil {
 			return nil, fmt.Errorf("settle an earlier write of entity %q: %w: %w", key, err, errUnavailable)
 		}
 	}
