@@ -935,7 +935,9 @@ func (m *mainService) auditProcess(ctx context.Context, req *pb.ProcessRequest, 
 	e := &auditEntry{Time: l.o.now(), RequestID: requestIDFrom(ctx), Client: peerAddr(ctx),
 		Method: req.GetOperation(), Route: grpcProcessRoute, Database: l.name(req.GetDatabaseName()),
 		Key: l.name(req.GetEntityKey()), Status: http.StatusOK, GRPCCode: codes.OK.String()}
-	if err != nil {
+	if code, gone := clientGoneCode(ctx, err); gone {
+		e.Status, e.GRPCCode = statusClientClosed, code.String()
+	} else if err != nil {
 		e.Status, e.GRPCCode = statusOf(err), grpcCode(err).String()
 	} else {
 		e.ETagBefore, e.ETagAfter = cmp.Or(resp.GetPreviousVersion(), req.GetIfMatch()), resp.GetVersion()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -392,6 +393,21 @@ const statusClientClosed = 499
 
 // clientClosed is the sentence of a statusClientClosed answer.
 const clientClosed = "the client closed the request before it was answered (request ID %s)"
+
+// clientGoneCode is the gRPC code of a call that failed with err, a
+// failure a server error would name (Internal, Unavailable: a 5xx),
+// after its client went away (ctx ended): Canceled when the client
+// cancelled it, DeadlineExceeded when its deadline passed, as gRPC names
+// a call its context ended (status.FromContextError). false when the
+// client is still there or the failure is the request's own. It is REST's
+// statusClientClosed for gRPC: the metrics and the audit line count the
+// call as the client's doing, not as the server failing.
+func clientGoneCode(ctx context.Context, err error) (codes.Code, bool) {
+	if err == nil || ctx.Err() == nil || statusOf(err) < 500 {
+		return codes.OK, false
+	}
+	return status.FromContextError(ctx.Err()).Code(), true
+}
 
 // kindOf is the row of errorTable for err, nil when no sentinel matches
 // (an internal error: 500, Internal).

@@ -434,6 +434,10 @@ func (m *mainService) Process(ctx context.Context, req *pb.ProcessRequest) (*pb.
 	}
 	if err != nil {
 		m.logFailure(ctx, req, err)
+		if code, gone := clientGoneCode(ctx, err); gone {
+			// Nobody reads it; the code is for the metrics.
+			return nil, status.Error(code, fmt.Sprintf(clientClosed, rid))
+		}
 		return nil, clientStatus(err, rid)
 	}
 	return &pb.ProcessResponse{Status: "OK", Result: resp.GetResult(), Version: resp.GetVersion()}, nil
@@ -447,8 +451,9 @@ func (m *mainService) Process(ctx context.Context, req *pb.ProcessRequest) (*pb.
 func (m *mainService) logFailure(ctx context.Context, req *pb.ProcessRequest, err error) {
 	code := grpcCode(err)
 	server := code == codes.Internal || code == codes.DataLoss || code == codes.Unavailable || code == codes.DeadlineExceeded
+	_, gone := clientGoneCode(ctx, err)
 	switch {
-	case server && ctx.Err() != nil:
+	case gone:
 		m.log.InfoContext(ctx, "client went away", attrDB, req.GetDatabaseName(), "code", code.String(), attrErr, err)
 	case retrySoon(err):
 		m.log.WarnContext(ctx, "grpc process refused", attrDB, req.GetDatabaseName(), "code", code.String(), attrErr, err)

@@ -11,9 +11,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -826,6 +828,83 @@ func TestClientGoneIs499(t *testing.T) {
 	gone := linesWith(lines, logLine{"msg": "client went away", "request_id": "gone-499", "level": "INFO", "status": "499"})
 	if len(access) != 1 || access[0]["status"] != "499" || len(gone) != 1 || len(linesWith(lines, logLine{"level": "ERROR"})) != 0 {
 		t.Errorf("log:\n%s\nwant one access line with status 499, one INFO \"client went away\" with status 499, no ERROR", logs.String())
+	}
+}
+
+// TestGRPCClientGoneIsCanceled: a gRPC Process call whose client
+// cancels it while it waits for room in the full read budget is counted
+// as Canceled in deltadb_grpc_calls_total (gRPC's code for a call its
+// client cancelled, REST's 499), never as Internal; its audit line says
+// grpc_code Canceled and status 499, and it is logged at INFO "client
+// went away", never at ERROR. On the old code it was counted and audited
+// as Internal (500).
+func TestGRPCClientGoneIsCanceled(t *testing.T) {
+	fe := newFrontEnds(t, budgets{maxDocument: 16 << 10, maxResponse: 16 << 10, maxInflightRead: 256 << 10})
+	if code, answer := (restCall{method: "PUT", target: "/entity/gone", body: `{"d0": {"g": 0}}`}).do(fe.rest, testAdminKey); code != 200 {
+		t.Fatalf("PUT d0 = %d %s", code, answer)
+	}
+	var logs syncBuffer
+	log, err := newLogger(&logs, logFormatJSON, slog.LevelInfo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "audit.log")
+	audit, stopAudit := startTestAudit(t, auditOptions{path: path})
+	reg := newRegistry()
+	svc := newMainService(mainServiceOptions{router: fe.data.proc.(*router), auth: fe.auth, data: fe.data, maxMsg: 4 << 20, log: log, audit: audit})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer(append(grpcServerOptions(4<<20), newGRPCMetrics(reg).serverOptions()...)...)
+	pb.RegisterMainWorkerServer(gs, svc)
+	go gs.Serve(ln)
+	defer gs.Stop()
+	client := pb.NewMainWorkerClient(dial(t, ln.Addr().String()))
+	reads := fe.data.reads
+	if err := reads.acquire(t.Context(), reads.capacity); err != nil {
+		t.Fatal(err)
+	}
+	defer reads.release(reads.capacity)
+	ctx, hangUp := context.WithCancel(metadata.AppendToOutgoingContext(t.Context(), requestIDMetadata, "gone-grpc"))
+	defer hangUp()
+	called := make(chan error, 1)
+	go func() {
+		_, err := client.Process(ctx, clientProcess("GET", "gone", "d0", testAdminKey, nil))
+		called <- err
+	}()
+	for w := newWait(t, "the gRPC GET waiting for room in the read budget", 10*time.Second); reads.waiting.Load() != 1; time.Sleep(5 * time.Millisecond) {
+		if w.over() {
+			t.Fatalf("no GET waiting: %v", w)
+		}
+	}
+	hangUp()
+	if err := <-called; status.Code(err) != codes.Canceled {
+		t.Fatalf("the client's call = %v, want its own cancellation", err)
+	}
+	const counted = `deltadb_grpc_calls_total{method="/deltadb.MainWorker/Process",code="Canceled"} 1`
+	for w := newWait(t, "the call counted", 10*time.Second); !strings.Contains(scrape(t, reg), counted); time.Sleep(5 * time.Millisecond) {
+		if w.over() {
+			t.Fatalf("metrics lack %s: %v\n%s", counted, w, scrape(t, reg))
+		}
+	}
+	if m := scrape(t, reg); strings.Contains(m, `code="Internal"`) {
+		t.Errorf("a call whose client went away is counted as Internal:\n%s", m)
+	}
+	stopAudit()
+	var lines []map[string]any
+	for _, l := range auditLines(t, path) {
+		if l["request_id"] == "gone-grpc" {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 1 || lines[0]["grpc_code"] != "Canceled" || lines[0]["status"] != float64(statusClientClosed) {
+		t.Errorf("audit lines of the call = %v, want one with grpc_code Canceled, status 499", lines)
+	}
+	logged := parseLog(t, logs.String(), logFormatJSON)
+	if len(linesWith(logged, logLine{"msg": "client went away", "level": "INFO", "request_id": "gone-grpc"})) != 1 ||
+		len(linesWith(logged, logLine{"level": "ERROR"})) != 0 {
+		t.Errorf("log:\n%s\nwant one INFO \"client went away\", no ERROR", logs.String())
 	}
 }
 
