@@ -464,6 +464,17 @@ func TestFailureLogLevels(t *testing.T) {
 	if got := linesWith(parseLog(t, logs.String(), logFormatJSON), logLine{"msg": "client went away", "level": "INFO", "request_id": "lvl-2"}); len(got) != 1 {
 		t.Errorf("gRPC call whose client went away logged:\n%s\nwant one INFO line \"client went away\"", logs.String())
 	}
+	// A worker's call the main worker cancelled (its client went away),
+	// failed by its storage read cut short: INFO, not ERROR.
+	var wlogs syncBuffer
+	if log, err = newLogger(&wlogs, logFormatJSON, slog.LevelInfo); err != nil {
+		t.Fatal(err)
+	}
+	(&workerServer{w: &worker{id: "w1", log: log}}).failure(ctx, fmt.Errorf("read entity: %w", ctx.Err()))
+	lines := parseLog(t, wlogs.String(), logFormatJSON)
+	if len(linesWith(lines, logLine{"msg": "call cancelled", "level": "INFO", "request_id": "lvl-2"})) != 1 || len(lines) != 1 {
+		t.Errorf("worker's call cancelled by the main worker logged:\n%s\nwant one INFO line \"call cancelled\"", wlogs.String())
+	}
 }
 
 // TestReadAllSized: a body read into the buffer its Content-Length

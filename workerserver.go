@@ -246,7 +246,13 @@ func (s *workerServer) failure(ctx context.Context, err error) *callFailure {
 	if _, ok := clientMessage(err); !ok {
 		f.handled = handledInternal
 		line, level := "process failed", slog.LevelError
-		if retrySoon(err) {
+		switch {
+		case errors.Is(ctx.Err(), context.Canceled):
+			// The main worker cancelled the call (its client went
+			// away) or this worker is stopping: nothing failed here,
+			// and the answer is Canceled (callServer.start).
+			line, level = "call cancelled", slog.LevelInfo
+		case retrySoon(err):
 			line, level = "process refused", slog.LevelWarn // busy: nothing failed
 		}
 		s.w.log.Log(ctx, level, line, attrWorker, s.w.id, attrErr, err)
