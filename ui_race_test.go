@@ -24,7 +24,12 @@ import (
 // body is read runs after the page's code that awaited it.
 func (tb *uiTab) hold(name, match string) {
 	tb.t.Helper()
-	tb.eval(fmt.Sprintf(`(() => {
+	tb.eval(holdScript(name, match), nil)
+}
+
+// holdScript is the JavaScript of hold.
+func holdScript(name, match string) string {
+	return fmt.Sprintf(`(() => {
 		if (!window.__holds) {
 			window.__holds = {};
 			const real = window.fetch;
@@ -45,7 +50,7 @@ func (tb *uiTab) hold(name, match string) {
 		const gate = new Promise((r) => { release = r; });
 		window.__holds[%q] = { match: (p, m) => (%s), gate, release, asked: 0, answered: 0 };
 		return true;
-	})()`, name, match), nil)
+	})()`, name, match)
 }
 
 // held waits until the page has asked n requests held by name.
@@ -434,6 +439,112 @@ func TestUIRaces(t *testing.T) {
 		tb.eval(`({card: `+card+`.dataset.entities, info: document.getElementById("db-info").textContent})`, &got)
 		if got.Card != "2" || !strings.HasPrefix(got.Info, "2 entities") {
 			t.Errorf("after the older count came: card %q, detail %q; want 2 entities", got.Card, got.Info)
+		}
+	})
+
+	// listRedrawn runs reload, which makes the page load a list again
+	// while an older load of it is held by name, waits until the newer
+	// list is drawn (want: a JavaScript condition), lets the older answer
+	// come and fails when it was drawn: want no longer holds, or the rows
+	// the newer load drew (the CSS selector rows; "" for a list that
+	// refreshes itself) were replaced.
+	listRedrawn := func(tb *uiTab, name, rows, want string, reload func()) {
+		tb.t.Helper()
+		tb.held(name, 1)
+		reload()
+		tb.waitFor("the newer list", want)
+		if rows == "" {
+			rows = "#none"
+		}
+		tb.eval(fmt.Sprintf(`(l => { for (const e of l) e.dataset.newer = "1"; return l.length })(document.querySelectorAll(%q))`, rows), nil)
+		tb.release(name)
+		var got struct {
+			Want     bool
+			Replaced int
+		}
+		tb.eval(fmt.Sprintf(`({want: !!(%s), replaced: [...document.querySelectorAll(%q)].filter(e => !e.dataset.newer).length})`, want, rows), &got)
+		if !got.Want || got.Replaced > 0 {
+			tb.t.Errorf("after the older load's answer: the newer list shown %v, %d rows drawn anew (%s); want the newer list as it was", got.Want, got.Replaced, rows)
+		}
+	}
+	// firstOnly matches the first request of path and method only.
+	firstOnly := func(path, method string) string {
+		v := "__first" + strings.NewReplacer("/", "_", "?", "_", "=", "_").Replace(path)
+		return fmt.Sprintf(`p === %q && m === %q && (window.%s = (window.%s || 0) + 1) === 1`, path, method, v, v)
+	}
+
+	// KeysListLate: the API Keys list read when the page opened, answered
+	// after the list read again once a dialog closed, is not drawn: it
+	// drew the list without the key created meanwhile.
+	t.Run("KeysListLate", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.hold("keys", firstOnly("/api/keys", "GET"))
+		tb.goTo("keys", "API Keys")
+		seed.consoleKey("uir13-new", []string{"read"})
+		listRedrawn(tb, "keys", "#keys-table tbody tr", `document.querySelector('#keys-table tr[data-key-name="uir13-new"]')`, func() {
+			tb.click("#key-new")
+			tb.click("#key-cancel")
+		})
+	})
+
+	// WorkersListLate: the Workers table read when the page opened,
+	// answered after a Refresh, is not drawn over the Refresh's (older
+	// counters).
+	t.Run("WorkersListLate", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.hold("workers", firstOnly("/admin/workers", "GET"))
+		tb.goTo("workers", "Workers")
+		seed.call("PUT", "/entity/uir14", map[string]any{"k": map[string]any{"v": 1}}, http.StatusOK)
+		seed.entity("uir14", "k")
+		var before string
+		listRedrawn(tb, "workers", "#workers-table tbody tr", `document.querySelector("#workers-table tr[data-worker]")`, func() {
+			tb.click("#workers-refresh")
+			tb.waitFor("the refreshed table", `document.querySelector("#workers-table tr[data-worker]")`)
+			before = tb.text("workers-table")
+		})
+		if got := tb.text("workers-table"); got != before {
+			t.Errorf("the Workers table after the older load's answer:\n%s\nwant the refreshed one:\n%s", got, before)
+		}
+	})
+
+	// SchemasListLate: the list of schemas read when the page opened,
+	// answered after the list read again after a save, is not drawn: it
+	// drew the list without the schema saved.
+	t.Run("SchemasListLate", func(t *testing.T) {
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.hold("schemas", firstOnly("/admin/schemas", "GET"))
+		tb.goTo("schemas", "Schemas")
+		listRedrawn(tb, "schemas", "#schema-list li", `document.querySelector('[data-testid="schema-item"][data-schema="uir15s"]')`, func() {
+			tb.typeInto("schema-id", "uir15s")
+			tb.setEditor("schema-text", `{"type": "object"}`)
+			tb.click("#schema-save")
+			tb.waitText("schema-message", "Saved uir15s.")
+		})
+	})
+
+	// JobsListLate: the Key jobs list read when the page opened, answered
+	// after the one a Rekey asked, is not drawn: it drew the list without
+	// the job started ("No key jobs yet.").
+	t.Run("JobsListLate", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		const db = "uir16"
+		seed.call("PUT", "/entity/"+db, map[string]any{"k": map[string]any{"v": 1}}, http.StatusOK)
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.hold("jobs", firstOnly("/admin/jobs", "GET"))
+		tb.goTo("jobs", "Key jobs")
+		listRedrawn(tb, "jobs", "", `document.querySelector("#jobs-table tr[data-job]")`, func() {
+			tb.typeInto("jobs-db", db)
+			tb.click("#jobs-rekey")
+			tb.waitText("jobs-message", "Rekey of "+db+" started")
+		})
+		if got := tb.text("jobs-message"); strings.Contains(got, "No key jobs") {
+			t.Errorf("#jobs-message = %q with the job listed", got)
 		}
 	})
 }

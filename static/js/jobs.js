@@ -6,6 +6,7 @@
 import { call } from "./api.js";
 import { field, h, messageArea, pageHeading, show, showError } from "./dom.js";
 import { timeElement } from "./format.js";
+import { latest } from "./latest.js";
 
 const COLUMNS = ["Job", "Database", "State", "Progress", "Started", "Finished"];
 const REFRESH_MS = 1000;
@@ -26,17 +27,23 @@ export function render(root) {
   root.append(pageHeading("Key jobs"), form, msg, h("div", { class: "panel table-wrap" }, table));
   let timer = null;
   let stopped = false;
+  // Only the latest load is drawn and plans the next: the list read when
+  // the page opened, answered after the one a Rekey asked, drew the list
+  // without the job started (until the next refresh, if any ran).
+  const loads = latest();
   const load = async () => {
+    const current = loads.next();
     clearTimeout(timer);
     try {
       const list = await call("GET", "/admin/jobs");
+      if (!current()) return;
       const jobs = Array.isArray(list) ? list : [];
       tbody.replaceChildren(...jobs.map(row));
       if (jobs.length === 0) show(msg, "No key jobs yet.", "info");
       else if (msg.classList.contains("info")) show(msg, "", "info");
       if (!stopped && jobs.some((j) => j.state === "running")) timer = setTimeout(load, REFRESH_MS);
     } catch (e) {
-      showError(msg, e);
+      if (current()) showError(msg, e);
     }
   };
   form.addEventListener("submit", async (ev) => {

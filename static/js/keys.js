@@ -11,6 +11,7 @@ import { call } from "./api.js";
 import { copyButton, field, h, messageArea, pageHeading, show, showError } from "./dom.js";
 import { confirmByName, modal } from "./dialog.js";
 import { timeElement } from "./format.js";
+import { latest } from "./latest.js";
 
 const PERMS = ["read", "write", "admin"];
 const COLUMNS = ["Name", "ID", "Permissions", "Databases", "Last used", "Created", "Expires", "Actions"];
@@ -26,7 +27,10 @@ export function render(root) {
   const table = h("table", { id: "keys-table", testid: "keys-table", class: "cards-on-phone" },
     h("thead", {}, h("tr", {}, COLUMNS.map((c) => h("th", { scope: "col", text: c })))),
     tbody);
-  const page = { msg, tbody, databases: [] };
+  // loads: only the latest load of the list is drawn (a reload after a
+  // create, edit or delete answered before the page's first load drew
+  // the older list last, without the change).
+  const page = { msg, tbody, databases: [], loads: latest() };
   page.reload = () => loadKeys(page);
   page.form = keyForm(page);
   page.rotate = rotateDialog(page);
@@ -43,13 +47,15 @@ export function render(root) {
 }
 
 async function loadKeys(page) {
+  const current = page.loads.next();
   try {
     const data = await call("GET", "/api/keys");
+    if (!current()) return;
     const list = Array.isArray(data) ? data : [];
     page.tbody.replaceChildren(...list.map((k) => row(k, page)));
     if (list.length === 0) page.tbody.append(h("tr", {}, h("td", { colspan: String(COLUMNS.length), class: "hint", text: "No API keys yet." })));
   } catch (e) {
-    showError(page.msg, e);
+    if (current()) showError(page.msg, e);
   }
 }
 

@@ -20,6 +20,7 @@ import { toPydantic, toTypeScript, pascalCase } from "./codegen.js";
 import { copyButton, field, formatJSON, h, messageArea, pageHeading, show, showError } from "./dom.js";
 import { confirmByName } from "./dialog.js";
 import { createDocEditor } from "./doceditor.js";
+import { latest } from "./latest.js";
 import { can, denyReason, gate, reasonNote } from "./perms.js";
 
 const TEMPLATE = {
@@ -52,6 +53,10 @@ export function render(root, ctx = {}) {
   const copy = copyButton("schema-copy", () => out.textContent, copyStatus);
   const outTitle = h("h3", { id: "schema-export-title", text: "Export" });
   const bound = boundPanel(ctx);
+  // Only the latest load of the list is drawn: the page's first load
+  // answered after the one a save or delete asked drew the older list.
+  const lists = latest();
+  const reloadList = () => loadList(list, listMsg, loadSchema, lists.next());
 
   root.append(
     pageHeading("Schemas"),
@@ -111,7 +116,7 @@ export function render(root, ctx = {}) {
       await call("PUT", `/schema/${encodeURIComponent(sid)}`, sent);
       doc.markClean(sent);
       show(msg, `Saved ${sid}.`, "ok");
-      loadList(list, listMsg, loadSchema);
+      reloadList();
       bound.show(sid);
     } catch (e) {
       showError(msg, e);
@@ -129,7 +134,7 @@ export function render(root, ctx = {}) {
       await call("DELETE", `/schema/${encodeURIComponent(sid)}`);
       doc.markClean();
       show(msg, `Deleted schema ${sid}.`, "ok");
-      loadList(list, listMsg, loadSchema);
+      reloadList();
       bound.show("");
     } catch (e) {
       // 409: the server's sentence names the databases still bound to it.
@@ -155,18 +160,20 @@ export function render(root, ctx = {}) {
   exTs.addEventListener("click", exporter(toTypeScript, "TypeScript"));
 
   doc.setValue(formatJSON(TEMPLATE));
-  loadList(list, listMsg, loadSchema);
+  reloadList();
   return () => bound.stop();
 }
 
-async function loadList(list, listMsg, loadSchema) {
+// loadList draws the list of schemas while current() holds.
+async function loadList(list, listMsg, loadSchema, current) {
   try {
     const ids = await call("GET", "/admin/schemas");
+    if (!current()) return;
     list.replaceChildren(...(Array.isArray(ids) ? ids : []).map((sid) =>
       h("li", {}, h("button", { type: "button", class: "secondary", testid: "schema-item", "data-schema": sid, text: sid, on: { click: () => loadSchema(sid) } }))));
     show(listMsg, list.children.length ? "" : "No schemas yet.", "info");
   } catch (e) {
-    showError(listMsg, e);
+    if (current()) showError(listMsg, e);
   }
 }
 

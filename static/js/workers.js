@@ -4,6 +4,7 @@
 import { call } from "./api.js";
 import { h, messageArea, pageHeading, show, showError } from "./dom.js";
 import { timeElement } from "./format.js";
+import { latest } from "./latest.js";
 
 const ADMIN_ONLY = "Workers are visible to administrators only (admin only).";
 const COLUMNS = ["Worker ID", "Status", "Key ID", "Last seen", "gRPC address", "In flight", "Cache hits", "Cache misses"];
@@ -18,17 +19,23 @@ export function render(root, ctx = {}) {
     tbody);
   const refresh = h("button", { type: "button", id: "workers-refresh", testid: "workers-refresh", class: "secondary", text: "Refresh" });
   root.append(pageHeading("Workers"), h("div", { class: "row" }, refresh), msg, h("div", { class: "panel table-wrap" }, table));
-  const load = () => (ctx.isAdmin === false ? show(msg, ADMIN_ONLY, "error") : loadWorkers(tbody, msg));
+  // Only the latest load is drawn: a Refresh answered before the load
+  // of the page's opening drew the older table last.
+  const loads = latest();
+  const load = () => (ctx.isAdmin === false ? show(msg, ADMIN_ONLY, "error") : loadWorkers(tbody, msg, loads.next()));
   refresh.addEventListener("click", load);
   load();
 }
 
-async function loadWorkers(tbody, msg) {
+// loadWorkers draws the table while current() holds.
+async function loadWorkers(tbody, msg, current) {
   try {
     const list = await call("GET", "/admin/workers");
+    if (!current()) return;
     tbody.replaceChildren(...(Array.isArray(list) ? list : []).map(row));
     show(msg, Array.isArray(list) && list.length === 0 ? "No workers registered." : "", "info");
   } catch (e) {
+    if (!current()) return;
     tbody.replaceChildren();
     if (e.status === 403) show(msg, ADMIN_ONLY, "error");
     else showError(msg, e);
