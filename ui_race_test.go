@@ -9,11 +9,16 @@ package main
 // Like ui_test.go: the real binary and Debian's Chromium.
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
 )
 
 // hold makes the answers to the page's requests that match (a JavaScript
@@ -25,6 +30,17 @@ import (
 func (tb *uiTab) hold(name, match string) {
 	tb.t.Helper()
 	tb.eval(holdScript(name, match), nil)
+}
+
+// holdFromStart is hold for the documents the tab loads from now on,
+// installed before their own scripts run (a request the page sends as it
+// starts, such as the first /api/me).
+func (tb *uiTab) holdFromStart(name, match string) {
+	tb.t.Helper()
+	tb.do("hold "+name+" from the start", chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := cdp.Call(ctx, t, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: holdScript(name, match)})
+		return err
+	}))
 }
 
 // holdScript is the JavaScript of hold.
@@ -545,6 +561,47 @@ func TestUIRaces(t *testing.T) {
 		})
 		if got := tb.text("jobs-message"); strings.Contains(got, "No key jobs") {
 			t.Errorf("#jobs-message = %q with the job listed", got)
+		}
+	})
+
+	// FirstPageIsAddress: the page shown once the first /api/me answers
+	// is the one the address names then: a page loaded at #/schemas whose
+	// address changed to #/workers meanwhile showed Workers, then
+	// Schemas over it when that first answer came last.
+	t.Run("FirstPageIsAddress", func(t *testing.T) {
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.goTo("schemas", "Schemas")
+		tb.holdFromStart("me", firstOnly("/api/me", "GET"))
+		tb.do("reload", chromedp.Reload())
+		tb.held("me", 1)
+		tb.eval(`location.hash = "#/workers"; 1`, nil)
+		tb.waitFor("the Workers page", `document.getElementById("page-title")?.textContent === "Workers"`)
+		tb.release("me")
+		var got struct{ Title, Hash string }
+		tb.eval(`({title: document.getElementById("page-title")?.textContent, hash: location.hash})`, &got)
+		if got.Title != "Workers" || got.Hash != "#/workers" {
+			t.Errorf("after the first /api/me came: page %q at %q; want Workers, the address", got.Title, got.Hash)
+		}
+	})
+
+	// LoginAddressWins: an address gone to while the login's /api/me is
+	// on its way is the page shown, not the dashboard the login goes to.
+	t.Run("LoginAddressWins", func(t *testing.T) {
+		tb := desk(t)
+		tb.do("open UI", chromedp.Navigate(tb.base+"/#/login"))
+		tb.waitFor("login form", `!document.getElementById("login-view").hidden`)
+		tb.hold("me", `p === "/api/me"`)
+		tb.typeInto("login-key", testAdminKey)
+		tb.click("#login-submit")
+		tb.held("me", 1)
+		tb.eval(`location.hash = "#/workers"; 1`, nil)
+		tb.waitFor("the Workers page", `document.getElementById("page-title")?.textContent === "Workers"`)
+		tb.release("me")
+		var got struct{ Title, Hash string }
+		tb.eval(`({title: document.getElementById("page-title")?.textContent, hash: location.hash})`, &got)
+		if got.Title != "Workers" || got.Hash != "#/workers" {
+			t.Errorf("after the login's /api/me came: page %q at %q; want Workers, the address", got.Title, got.Hash)
 		}
 	})
 }

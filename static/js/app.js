@@ -93,6 +93,7 @@
 import { clearToken, credential, getToken, onDeviceLogout, onUnauthorized, request, setToken, errorMessage } from "./api.js";
 import { finishOIDC, oidcCallback, showOIDCButton } from "./oidc.js";
 import { clear, setText } from "./dom.js";
+import { latest } from "./latest.js";
 import { pageDenial } from "./perms.js";
 import * as dashboard from "./dashboard.js";
 import * as databases from "./databases.js";
@@ -195,9 +196,13 @@ async function submitLogin(ev) {
 // answer): who we are, then the page the user was going to.
 async function enter(grant) {
   state.me = { client_id: grant.client_id, permissions: grant.permissions || [], is_admin: false };
+  const at = location.hash;
   await loadMe();
   if (!getToken()) return; // /api/me said 401: already back on the login page
   $("login-notice").hidden = true;
+  // An address the user went to while /api/me was on its way is shown
+  // already (route, with the login's identity): it wins over afterLogin.
+  if (location.hash !== at) return;
   const target = state.afterLogin && state.afterLogin !== "login" ? state.afterLogin : "dashboard";
   navigate(target);
 }
@@ -268,7 +273,14 @@ function teardownPage() {
   }
 }
 
+// routing: the page drawn is the one the address names when who we are
+// is known. A route that waits for the first /api/me yields to any route
+// since (the address changed meanwhile): it drew its older page over the
+// newer one when its answer came last.
+const routing = latest();
+
 async function route() {
+  const current = routing.next();
   const name = currentRoute();
   if (!getToken()) {
     if (name && name !== "login") state.afterLogin = name;
@@ -281,7 +293,7 @@ async function route() {
     return;
   }
   if (!state.me) await loadMe();
-  if (!getToken()) return;
+  if (!getToken() || !current()) return;
   renderPage(name);
 }
 
