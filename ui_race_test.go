@@ -604,4 +604,95 @@ func TestUIRaces(t *testing.T) {
 			t.Errorf("after the login's /api/me came: page %q at %q; want Workers, the address", got.Title, got.Hash)
 		}
 	})
+
+	// PutKeepsDatabase: on the Entities page, the list of databases read
+	// when the page opened, answered after a Put created a database, does
+	// not take it from the dropdown.
+	t.Run("PutKeepsDatabase", func(t *testing.T) {
+		const db = "uir17"
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.hold("dbs", `p === "/api/databases" && m === "GET"`)
+		tb.goTo("entities", "Entities")
+		tb.held("dbs", 1)
+		tb.typeInto("ent-db-new", db)
+		tb.typeInto("ent-key", "k")
+		tb.setEditor("ent-doc", `{"v": 1}`)
+		tb.click("#ent-put")
+		tb.waitText("ent-message", "Saved "+db+" / k.")
+		option := fmt.Sprintf(`!!document.querySelector('#ent-db option[value=%q]')`, db)
+		tb.waitFor("the database put to in the dropdown", option)
+		tb.release("dbs")
+		var kept bool
+		tb.eval(option, &kept)
+		if !kept {
+			t.Errorf("after the list of databases came, %s (just put to) is not in the dropdown", db)
+		}
+	})
+
+	// MergeKeepsTyping: what is typed after a save met a conflict is not
+	// replaced without a question by the merge panel's buttons: Reload
+	// asks, Save merged merges again with it, Overwrite writes it. They
+	// put the stored version, the merge of the edit saved, or the edit
+	// saved in the editor over it.
+	t.Run("MergeKeepsTyping", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		const db = "uir18"
+		seed.call("PUT", "/entity/"+db, map[string]any{"k": map[string]any{"t": "a", "n": 1}}, http.StatusOK)
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.openDB(db)
+		tb.openEntity("k")
+		// conflict saves mine over a version changed elsewhere to theirs,
+		// then types typed while the merge panel is shown. Mine is typed
+		// first: an unedited document follows the change feed and would
+		// reload theirs instead of meeting a 412.
+		conflict := func(theirs map[string]any, mine, typed string) {
+			t.Helper()
+			tb.setEditor("entity-editor", mine)
+			seed.call("PUT", "/entity/"+db, map[string]any{"k": theirs}, http.StatusOK)
+			tb.click("#entity-save")
+			tb.waitFor("the merge panel", `!document.getElementById("entity-conflict").hidden`)
+			tb.setEditor("entity-editor", typed)
+		}
+		editor := func() string {
+			var v string
+			tb.eval(`document.getElementById("entity-editor").value`, &v)
+			return v
+		}
+		conflict(map[string]any{"t": "a", "n": 2}, `{"t": "mine", "n": 1}`, `{"t": "typed", "n": 1}`)
+		tb.click("#entity-conflict-reload")
+		tb.waitFor("the question", `document.getElementById("ask-dialog")?.open || document.getElementById("entity-conflict").hidden`)
+		var asked bool
+		tb.eval(`!!document.getElementById("ask-dialog")?.open`, &asked)
+		if !asked {
+			t.Fatalf("Reload replaced the text typed after the conflict without asking; editor holds %q", editor())
+		}
+		tb.click("#ask-keep")
+		tb.waitFor("the question answered", `!document.getElementById("ask-dialog")`)
+		if got := editor(); got != `{"t": "typed", "n": 1}` {
+			t.Errorf("editor holds %q after Keep editing, want the text typed", got)
+		}
+		tb.click("#entity-conflict-save")
+		tb.waitFor("the merge with the text typed", `document.getElementById("entity-conflict-merged").textContent.includes('"typed"')`)
+		if got := editor(); got != `{"t": "typed", "n": 1}` {
+			t.Errorf("editor holds %q after Save merged met the text typed, want it kept", got)
+		}
+		if got := seed.entity(db, "k"); !jsonEqual(got, []byte(`{"t":"a","n":2}`)) {
+			t.Errorf("the server holds %s before the new merge was saved, want theirs", got)
+		}
+		tb.click("#entity-conflict-save")
+		tb.waitText("entity-message", "Saved.")
+		if got := seed.entity(db, "k"); !jsonEqual(got, []byte(`{"t":"typed","n":2}`)) {
+			t.Errorf("the server holds %s after Save merged, want theirs merged with the text typed", got)
+		}
+
+		conflict(map[string]any{"t": "b", "n": 3}, `{"t": "mine", "n": 2}`, `{"t": "typed again", "n": 2}`)
+		tb.click("#entity-conflict-overwrite")
+		tb.waitFor("the overwrite answered", `document.getElementById("entity-conflict").hidden`)
+		tb.waitText("entity-message", "Saved.")
+		if got := seed.entity(db, "k"); !jsonEqual(got, []byte(`{"t":"typed again","n":2}`)) {
+			t.Errorf("the server holds %s after Overwrite, want the text typed after the conflict", got)
+		}
+	})
 }

@@ -8,7 +8,15 @@
 // the stored version; Overwrite writes the edit over it (conditional too).
 // The stored document and the edit stay visible side by side, the lines
 // that differ marked.
+//
+// The editor stays open under the panel, and the user may type on. What
+// is typed after the save that met the 412 is not lost without a
+// question: Overwrite writes what the editor holds when it is pressed (the
+// page's handler reads the editor), Save merged merges again with it (the
+// panel is drawn anew, to be checked and pressed again) and Reload asks
+// before it replaces it.
 
+import { confirmDialog } from "./dialog.js";
 import { h } from "./dom.js";
 import { MISSING, merge3, resolve } from "./merge.js";
 
@@ -24,8 +32,10 @@ const clip = (s) => (s.length > VALUE_CHARS ? s.slice(0, VALUE_CHARS - 1) + "…
  * theirs|mine|both), <id>-merged, <id>-save, <id>-stored, <id>-edited,
  * <id>-reload and <id>-overwrite. show(state, on) opens it for state {key,
  * base (the document opened, MISSING for a new one), stored (the document
- * stored now, or null when it was deleted), edited (the edit)} with
- * handlers on {reload, overwrite, saveMerged(doc)}; hide() closes it.
+ * stored now, or null when it was deleted), edited (the edit), sent (the
+ * editor's text that was saved), typed() (the editor's text now)} with
+ * handlers on {reload, overwrite (writes what the editor holds),
+ * saveMerged(doc)}; hide() closes it.
  */
 export function conflictPanel(id) {
   const title = h("h4", { id: id + "-title", text: "Changed by someone else" });
@@ -50,11 +60,37 @@ export function conflictPanel(id) {
     h("div", { class: "row" }, reload, overwrite));
   let handlers = {};
   let result = null;
-  reload.addEventListener("click", () => handlers.reload && handlers.reload());
+  let shown = null; // the state shown
+  // typedSince is the editor's text when the user typed in it after the
+  // save that conflicted, else null.
+  const typedSince = () => {
+    const now = shown && shown.typed ? shown.typed() : null;
+    return now !== null && now !== shown.sent ? now : null;
+  };
+  reload.addEventListener("click", async () => {
+    const on = handlers;
+    if (!on.reload) return;
+    if (typedSince() !== null && !(await confirmDialog({ title: "Discard what you typed?", action: "Reload", keep: "Keep editing",
+      text: `You changed "${shown.key}" in the editor after this conflict was shown. Reload replaces it with the stored version.` }))) return;
+    if (handlers === on) on.reload();
+  });
   overwrite.addEventListener("click", () => handlers.overwrite && handlers.overwrite());
   save.addEventListener("click", () => {
     const doc = chosen();
-    if (doc !== null && handlers.saveMerged) handlers.saveMerged(doc);
+    if (doc === null || !handlers.saveMerged) return;
+    const typed = typedSince();
+    if (typed === null) return handlers.saveMerged(doc);
+    // The merge was of the edit saved: merged again with what the editor
+    // holds now, for the user to check before it is saved.
+    let edited;
+    try {
+      edited = JSON.parse(typed);
+    } catch {
+      need.textContent = "You changed the document after this conflict was shown and it is not valid JSON: fix it in the editor, then Save merged merges it.";
+      return;
+    }
+    panel.show({ ...shown, edited, sent: typed }, handlers);
+    summary.textContent = "Merged again with what you typed after the conflict was shown. " + summary.textContent;
   });
 
   // chosen is the merged document with the choices made, or null while a
@@ -74,10 +110,11 @@ export function conflictPanel(id) {
   };
   list.addEventListener("change", update);
 
-  return {
+  const panel = {
     el,
     show(state, on) {
       handlers = on;
+      shown = state;
       const gone = state.stored === null;
       const storedText = gone ? "" : JSON.stringify(state.stored, null, 2);
       const editedText = JSON.stringify(state.edited, null, 2);
@@ -102,8 +139,10 @@ export function conflictPanel(id) {
       el.hidden = true;
       handlers = {};
       result = null;
+      shown = null;
     },
   };
+  return panel;
 }
 
 function mergeSummary(r) {

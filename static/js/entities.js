@@ -42,6 +42,14 @@ export function render(root, ctx = {}) {
   // last put its document under the key typed since).
   let loaded = null;
   let gets = 0;
+  // written are the databases this page has put an entity in. The list of
+  // databases, read once when the page opens, may answer after a Put
+  // created one (it was read before): the list is merged with them, so a
+  // database the user has just written to stays to choose from. (Merged
+  // rather than read again after each Put: the older list would still
+  // come last and would have to lose anyway, and a Put needs no request
+  // more.)
+  const written = new Set();
 
   root.append(
     pageHeading("Entities"),
@@ -60,7 +68,7 @@ export function render(root, ctx = {}) {
       conflict.el),
   );
 
-  if (can(ctx.me, "read")) fillDatabases(select, msg);
+  if (can(ctx.me, "read")) fillDatabases(select, msg, written);
   else select.replaceChildren(h("option", { value: "", text: "— type the database below —" }));
 
   const target = () => {
@@ -117,12 +125,13 @@ export function render(root, ctx = {}) {
       // What is typed while the Put is on its way stays unsaved.
       const sent = docEditor.value;
       const r = await request("PUT", path, { [k]: value }, { headers });
-      if (r.status === 412) return showConflict(db, k, value);
+      if (r.status === 412) return showConflict(db, k, value, sent);
       if (!r.ok) return show(msg, errorMessage(r));
       conflict.hide();
       loaded = { db, k, etag: r.headers.get("ETag") || "", doc: value };
       docEditor.markClean(sent);
       show(msg, `Saved ${db} / ${k}.`, "ok");
+      written.add(db);
       if (newDb.value.trim() && ![...select.options].some((o) => o.value === db)) {
         select.append(h("option", { value: db, text: db }));
       }
@@ -136,8 +145,8 @@ export function render(root, ctx = {}) {
   });
 
   // showConflict reads the stored version and merges it with the version
-  // got and edited.
-  async function showConflict(db, k, edited) {
+  // got and edited (sent: the editor's text put).
+  async function showConflict(db, k, edited, sent) {
     const r = await request("GET", entityPath(db, k));
     if (!r.ok && r.status !== 404) return show(msg, `Changed by someone else, and reading it failed: ${errorMessage(r)}`);
     const stored = r.status === 404 ? null : r.data;
@@ -145,16 +154,17 @@ export function render(root, ctx = {}) {
     const pre = stored === null ? { "If-None-Match": "*" } : { "If-Match": etag };
     const base = isLoaded(db, k) ? loaded.doc : MISSING;
     show(msg, "Not saved: the entity changed after you loaded it.");
-    conflict.show({ key: k, base, stored, edited }, {
+    conflict.show({ key: k, base, stored, edited, sent, typed: () => docEditor.value }, {
       reload: () => {
         conflict.hide();
         loaded = { db, k, etag, doc: stored === null ? MISSING : stored };
         setDoc(stored === null ? "" : formatJSON(stored));
         show(msg, stored === null ? "It was deleted." : "Reloaded the stored version.", "info");
       },
+      // Overwrite puts what the editor holds now: the edit, and what was
+      // typed after the conflict was shown.
       overwrite: () => {
         loaded = { db, k, etag, doc: stored === null ? MISSING : stored };
-        docEditor.editor.setValue(formatJSON(edited));
         doPut(pre);
       },
       saveMerged: (merged) => {
@@ -183,14 +193,24 @@ export function render(root, ctx = {}) {
   });
 }
 
-async function fillDatabases(select, msg) {
+// fillDatabases fills the dropdown with the databases listed and those in
+// written (put to since the page opened), keeping the choice made.
+async function fillDatabases(select, msg, written) {
+  const keep = () => {
+    for (const n of written) if (![...select.options].some((o) => o.value === n)) select.append(h("option", { value: n, text: n }));
+  };
   try {
     const list = await call("GET", "/api/databases");
     const names = (Array.isArray(list) ? list : []).map((d) => (typeof d === "string" ? d : d.name));
-    select.replaceChildren(h("option", { value: "", text: names.length ? "— choose —" : "— none yet —" }));
+    const chosen = select.value;
+    select.replaceChildren(h("option", { value: "", text: names.length || written.size ? "— choose —" : "— none yet —" }));
     for (const n of names) select.append(h("option", { value: n, text: n }));
+    keep();
+    select.value = chosen;
+    if (select.selectedIndex < 0) select.value = "";
   } catch (e) {
     select.replaceChildren(h("option", { value: "", text: "— unavailable —" }));
+    keep();
     showError(msg, e);
   }
 }

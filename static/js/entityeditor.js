@@ -196,7 +196,7 @@ export function entityEditor(db, opts) {
       if (!(await validate(value, false))) return;
       const r = await put(key, value, pre);
       if (key !== current) return;
-      if (r.status === 412) return showConflict(value);
+      if (r.status === 412) return showConflict(value, sent);
       if (!r.ok) return show(msg, errorMessage(r));
       const created = !exists;
       conflict.hide();
@@ -215,8 +215,8 @@ export function entityEditor(db, opts) {
   }
 
   // showConflict reads the stored version and merges it with the version
-  // opened and edited.
-  async function showConflict(edited) {
+  // opened and edited (sent: the editor's text saved).
+  async function showConflict(edited, sent) {
     const key = current;
     const r = await request("GET", entityPath(db, key));
     if (key !== current) return;
@@ -226,18 +226,22 @@ export function entityEditor(db, opts) {
     show(msg, "Not saved: the entity changed after you opened it.");
     // What the next write is conditional on: the version just read.
     const pre = stored === null ? { "If-None-Match": "*" } : { "If-Match": storedTag };
-    conflict.show({ key, base, stored, edited }, {
+    conflict.show({ key, base, stored, edited, sent, typed: () => doc.value }, {
       reload: () => {
         conflict.hide();
         settle(stored === null ? MISSING : stored, storedTag);
         show(msg, stored === null ? "It was deleted; the editor is empty." : "Reloaded the stored version.", "info");
       },
+      // Overwrite writes what the editor holds now: the edit, and what
+      // was typed after the conflict was shown.
       overwrite: () => {
+        if (key !== current) return;
+        const p = parsed();
+        if (!p) return;
         exists = stored !== null;
         etag = storedTag;
         base = stored === null ? MISSING : stored;
-        doc.editor.setValue(formatJSON(edited));
-        store(key, edited, pre);
+        store(key, p.doc, pre);
       },
       saveMerged: (merged) => {
         exists = true;
