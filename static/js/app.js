@@ -88,7 +88,8 @@
 // Every element named above carries the same string as id and data-testid.
 // A page is one module; shared parts are modules of their own (dom.js,
 // format.js for times, perms.js for disabled write controls, jsonedit.js,
-// conflict.js), so a new panel is a new file plus a line in routes.
+// conflict.js, latest.js for drawing only the latest answer), so a new
+// panel is a new file plus a line in routes.
 
 import { clearToken, credential, getToken, onDeviceLogout, onUnauthorized, request, setToken, errorMessage } from "./api.js";
 import { finishOIDC, oidcCallback, showOIDCButton } from "./oidc.js";

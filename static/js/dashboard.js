@@ -14,6 +14,7 @@
 import { request, errorMessage } from "./api.js";
 import { h, messageArea, pageHeading, setText, show, showError } from "./dom.js";
 import { formatNumber, lineChart } from "./chart.js";
+import { latest } from "./latest.js";
 import { can } from "./perms.js";
 
 const REFRESH_MS = 5000;
@@ -52,11 +53,11 @@ export function render(root, ctx = {}) {
   // one chosen, and each kept a refresh loop of its own).
   let stopped = false;
   let timer = 0;
-  let ticks = 0;
+  const ticks = latest();
   const tick = async () => {
-    const mine = ++ticks;
+    const latestTick = ticks.next();
     clearTimeout(timer);
-    const current = () => !stopped && mine === ticks;
+    const current = () => !stopped && latestTick();
     await refresh(els, current);
     if (current()) timer = setTimeout(tick, REFRESH_MS);
   };

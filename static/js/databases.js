@@ -32,6 +32,7 @@ import {
   cellText, compareValues, deleteSelected, discoverFields, download, exportSelected, fieldValue, loadPrefs,
   parseSort, savePrefs, transferPanel,
 } from "./browse.js";
+import { latest, latestBy } from "./latest.js";
 import { followChanges } from "./live.js";
 import { undoNote } from "./versions.js";
 
@@ -51,7 +52,7 @@ export function render(root, ctx = {}) {
     cards: h("ul", { id: "db-cards", testid: "db-cards", class: "cards", "aria-label": "Databases" }),
     detail: h("section", { id: "db-detail", testid: "db-detail", class: "panel", "aria-labelledby": "db-detail-title", hidden: true }),
     infos: new Map(), // db -> {name, schema, entities}
-    infoReads: new Map(), // db -> the number of its latest read of infos (refreshInfo)
+    infoReads: latestBy(), // per database: its reads of infos (refreshInfo)
     view: null, // the open database's view
   };
   const importName = h("input", { id: "db-new-import-name", testid: "db-new-import-name", type: "text", autocomplete: "off", spellcheck: "false", placeholder: "e.g. chatdb_copy" });
@@ -171,11 +172,10 @@ function fillCard(b, info) {
 // when open, its detail; an answer to a read that a newer one of db
 // supersedes is dropped (it drew an older count last).
 async function refreshInfo(page, db) {
-  const mine = (page.infoReads.get(db) || 0) + 1;
-  page.infoReads.set(db, mine);
+  const current = page.infoReads.next(db);
   try {
     const r = await request("GET", `/api/databases/${encodeURIComponent(db)}`);
-    if (page.infoReads.get(db) !== mine) return;
+    if (!current()) return;
     const info = r.ok && r.data ? r.data : { name: db, schema: null, entities: r.status === 404 ? 0 : undefined };
     page.infos.set(db, info);
     const b = page.cards.querySelector(`.card[data-db="${CSS.escape(db)}"]`);
@@ -198,7 +198,7 @@ function openDatabase(page, db, place) {
   if (page.view && page.view.feed) page.view.feed.close();
   // selected: key -> ETag listed; loads counts the list's loads, so that
   // only the answer to the latest is drawn.
-  const view = { db, st, prefs: loadPrefs(db), items: [], selected: new Map(), loads: 0 };
+  const view = { db, st, prefs: loadPrefs(db), items: [], selected: new Map(), loads: latest() };
   page.view = view;
 
   // Header: counts, binding, delete.
@@ -346,13 +346,16 @@ function openDatabase(page, db, place) {
     pageNo.textContent = `Page ${view.st.cursors.length + 1}`;
   };
 
-  // current tells whether the list load numbered load is still the
-  // latest of the database open: a newer search, page, sort or find
-  // supersedes it.
-  const current = (load) => page.view === view && view.loads === load;
+  // startLoad starts a load of the list and returns its check: true while
+  // it is the latest of the database open (a newer search, page, sort or
+  // find supersedes it).
+  const startLoad = () => {
+    const latestLoad = view.loads.next();
+    return () => page.view === view && latestLoad();
+  };
 
   async function loadKeys() {
-    const load = ++view.loads;
+    const current = startLoad();
     finder.setActive(false);
     const st = view.st;
     const cursor = st.cursors[st.cursors.length - 1] || "";
@@ -363,7 +366,7 @@ function openDatabase(page, db, place) {
     writePlace(st);
     try {
       const r = await request("GET", path);
-      if (!current(load)) return;
+      if (!current()) return;
       const items = r.ok && r.data ? listItems(r.data) : null;
       if (r.status === 405 || (r.status === 404 && /^no route/.test((r.data && r.data.error) || "")) || (r.ok && !items)) {
         keyList.hidden = count.hidden = true;
@@ -387,7 +390,7 @@ function openDatabase(page, db, place) {
       show(listMsg, items.length === 0 ? (st.prefix ? `No keys start with "${st.prefix}".` : "No entities.") : "", "info");
       showCount();
     } catch (e) {
-      if (current(load)) showError(listMsg, e);
+      if (current()) showError(listMsg, e);
     }
   }
 
@@ -611,7 +614,7 @@ function openDatabase(page, db, place) {
   });
   // Find by content: one page of matches at the last bookmark.
   async function findPage() {
-    const load = ++view.loads;
+    const current = startLoad();
     const f = view.find;
     const body = { selector: f.selector, limit: view.st.limit, fields: ["_id"] };
     const s = parseSort(view.prefs.sort);
@@ -624,7 +627,7 @@ function openDatabase(page, db, place) {
     writePlace(view.st);
     try {
       const r = await request("POST", `/api/databases/${encodeURIComponent(db)}/find`, body);
-      if (!current(load)) return;
+      if (!current()) return;
       if (!r.ok) {
         view.items = [];
         keyList.replaceChildren();
@@ -633,7 +636,7 @@ function openDatabase(page, db, place) {
       }
       const keys = Array.isArray(r.data.keys) ? r.data.keys : [];
       const items = await readItems(keys);
-      if (!current(load)) return;
+      if (!current()) return;
       view.items = items;
       renderItems();
       f.next = r.data.more ? r.data.bookmark || "" : "";
@@ -647,7 +650,7 @@ function openDatabase(page, db, place) {
       pageNo.textContent = `Page ${f.bookmarks.length + 1}`;
       show(listMsg, r.data.warning && f.user ? `Note: ${r.data.warning}` : "", "info");
     } catch (e) {
-      if (current(load)) showError(listMsg, e);
+      if (current()) showError(listMsg, e);
     }
   }
 

@@ -12,6 +12,7 @@ import { call, entityPath, request, errorMessage } from "./api.js";
 import { conflictPanel } from "./conflict.js";
 import { field, formatJSON, h, messageArea, pageHeading, show, showError } from "./dom.js";
 import { createDocEditor } from "./doceditor.js";
+import { latest } from "./latest.js";
 import { MISSING } from "./merge.js";
 import { can, denyReason, gate, reasonNote } from "./perms.js";
 import { undoNote } from "./versions.js";
@@ -41,7 +42,7 @@ export function render(root, ctx = {}) {
   // the latest one's answer is put in the editor (an older one answered
   // last put its document under the key typed since).
   let loaded = null;
-  let gets = 0;
+  const gets = latest();
   // written are the databases this page has put an entity in. The list of
   // databases, read once when the page opens, may answer after a Put
   // created one (it was read before): the list is merged with them, so a
@@ -90,11 +91,11 @@ export function render(root, ctx = {}) {
     }
     const { db, k } = t;
     if (!(await docEditor.confirmDiscard())) return;
-    const mine = ++gets;
+    const current = gets.next();
     loaded = null;
     try {
       const r = await request("GET", entityPath(db, k));
-      if (mine !== gets) return;
+      if (!current()) return;
       if (!r.ok) {
         setDoc("");
         return show(msg, `Could not read ${db} / ${k}: ${errorMessage(r)}`);
@@ -104,7 +105,7 @@ export function render(root, ctx = {}) {
       loaded = { db, k, etag, doc: r.data === undefined ? MISSING : r.data };
       show(msg, `Loaded ${db} / ${k}` + (etag ? ` (version ${etag})` : ""), "ok");
     } catch (e) {
-      if (mine !== gets) return;
+      if (!current()) return;
       setDoc("");
       showError(msg, e);
     }

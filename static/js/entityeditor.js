@@ -19,6 +19,7 @@ import { request, entityPath, errorMessage } from "./api.js";
 import { conflictPanel } from "./conflict.js";
 import { formatJSON, h, messageArea, show, showError } from "./dom.js";
 import { createDocEditor } from "./doceditor.js";
+import { latest } from "./latest.js";
 import { MISSING } from "./merge.js";
 import { denyReason, gate, reasonNote, setEnabled } from "./perms.js";
 import { undoNote, versionsPanel } from "./versions.js";
@@ -43,13 +44,13 @@ export function entityEditor(db, opts) {
   gate(writeWhy, save, del);
 
   // The open entity: its key, the ETag and document it was read (or last
-  // saved) with, and whether it exists. loadSeq drops answers to
+  // saved) with, and whether it exists. opens drops answers to
   // superseded opens.
   let current = null;
   let etag = "";
   let base = MISSING;
   let exists = false;
-  let loadSeq = 0;
+  const opens = latest();
   // saving is true while a write is on its way; a change of the feed
   // meanwhile waits in pendingRemote.
   let saving = false;
@@ -107,7 +108,7 @@ export function entityEditor(db, opts) {
 
   async function open(key, force) {
     if (!force && !(await doc.confirmDiscard())) return false;
-    const seq = ++loadSeq;
+    const latestOpen = opens.next();
     current = key;
     etag = "";
     exists = false;
@@ -121,7 +122,7 @@ export function entityEditor(db, opts) {
     show(msg, "Loading…", "info");
     try {
       const r = await request("GET", entityPath(db, key));
-      if (seq !== loadSeq) return true;
+      if (!latestOpen()) return true;
       if (r.status === 404) {
         settle(MISSING, "");
         show(msg, "No such entity yet — edit the document and Save to create it.", "info");
@@ -135,7 +136,7 @@ export function entityEditor(db, opts) {
       settle(r.data === undefined ? MISSING : r.data, r.headers.get("ETag") || "", r.data === undefined ? r.text : undefined);
       show(msg, "");
     } catch (e) {
-      if (seq !== loadSeq) return true;
+      if (!latestOpen()) return true;
       clearEditor();
       showError(msg, e);
     }

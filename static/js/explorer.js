@@ -4,6 +4,7 @@
 
 import { request } from "./api.js";
 import { field, formatJSON, h, messageArea, pageHeading, show, showError } from "./dom.js";
+import { latest } from "./latest.js";
 
 const METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 const QUICK = [
@@ -48,9 +49,9 @@ export function render(root) {
 
   // sends counts the requests sent: only the latest one's answer is shown
   // (a quick call answered after a newer one showed the older answer).
-  let sends = 0;
+  const sends = latest();
   async function doSend() {
-    const mine = ++sends;
+    const current = sends.next();
     show(msg, "");
     const p = path.value.trim();
     const m = method.value;
@@ -58,14 +59,14 @@ export function render(root) {
     send.disabled = true;
     try {
       const r = await request(m, p, b, { headers: b === undefined ? {} : { "Content-Type": contentType.value } });
-      if (mine !== sends) return;
+      if (!current()) return;
       status.textContent = `${r.status}${r.ok ? " OK" : ""}`;
       headers.textContent = [...r.headers.entries()].map(([k, v]) => `${k}: ${v}`).join("\n");
       response.textContent = r.data !== undefined ? formatJSON(r.data) : r.text;
     } catch (e) {
-      if (mine === sends) showError(msg, e);
+      if (current()) showError(msg, e);
     } finally {
-      if (mine === sends) send.disabled = false;
+      if (current()) send.disabled = false;
     }
   }
   form.addEventListener("submit", (ev) => {

@@ -20,7 +20,7 @@ import { toPydantic, toTypeScript, pascalCase } from "./codegen.js";
 import { copyButton, field, formatJSON, h, messageArea, pageHeading, show, showError } from "./dom.js";
 import { confirmByName } from "./dialog.js";
 import { createDocEditor } from "./doceditor.js";
-import { latest } from "./latest.js";
+import { latest, latestBy } from "./latest.js";
 import { can, denyReason, gate, reasonNote } from "./perms.js";
 
 const TEMPLATE = {
@@ -78,26 +78,26 @@ export function render(root, ctx = {}) {
   // loads counts the loads and News: a schema read is put in the editor
   // only while its load is the latest of them (an older one answered last
   // replaced the schema the user chose since).
-  let loads = 0;
+  const loads = latest();
   const loadSchema = async (sid) => {
     if (!sid) return show(msg, "Enter a schema ID.");
     if (!(await doc.confirmDiscard())) return;
-    const mine = ++loads;
+    const current = loads.next();
     try {
       const schema = await call("GET", `/schema/${encodeURIComponent(sid)}`);
-      if (mine !== loads) return;
+      if (!current()) return;
       id.value = sid;
       doc.setValue(formatJSON(schema));
       show(msg, `Loaded ${sid}.`, "ok");
       bound.show(sid);
     } catch (e) {
-      if (mine === loads) showError(msg, e);
+      if (current()) showError(msg, e);
     }
   };
 
   newBtn.addEventListener("click", async () => {
     if (!(await doc.confirmDiscard())) return;
-    loads++;
+    loads.drop();
     id.value = "";
     doc.setValue(formatJSON(TEMPLATE));
     show(msg, "");
@@ -192,11 +192,7 @@ function boundPanel(ctx) {
     title, h("p", { class: "hint", text: "Binding validates every later write; Check stored entities validates what is already stored, on the server." }),
     msg, list, reasonNote("schema-check-denied", checkWhy ? `Check stored entities: ${checkWhy}` : ""));
   const timers = new Map(); // db -> timeout of its poll
-  const seqs = new Map(); // db -> number of its latest request: older answers are dropped
-  const next = (db) => {
-    seqs.set(db, (seqs.get(db) || 0) + 1);
-    return seqs.get(db);
-  };
+  const seqs = latestBy(); // per database: an answer to an older request is dropped
   let shown = "";
 
   const stop = () => {
@@ -221,10 +217,10 @@ function boundPanel(ctx) {
   async function start(db, ui) {
     ui.b.disabled = true;
     clearTimeout(timers.get(db));
-    const seq = next(db);
+    const current = seqs.next(db);
     try {
       const job = await call("POST", `/api/databases/${encodeURIComponent(db)}/check`, {});
-      if (seqs.get(db) !== seq) return;
+      if (!current()) return;
       draw(db, ui, job);
       follow(db, ui, false);
     } catch (e) {
@@ -237,9 +233,9 @@ function boundPanel(ctx) {
   async function follow(db, ui, quiet) {
     clearTimeout(timers.get(db));
     if (!can(ctx.me, "read")) return;
-    const seq = next(db);
+    const current = seqs.next(db);
     const r = await request("GET", `/api/databases/${encodeURIComponent(db)}/check`);
-    if (!ui.b.isConnected || seqs.get(db) !== seq) return;
+    if (!ui.b.isConnected || !current()) return;
     if (r.status === 404) return;
     if (!r.ok) return quiet ? undefined : show(msg, errorMessage(r));
     draw(db, ui, r.data);

@@ -10,6 +10,7 @@ import { request, errorMessage } from "./api.js";
 import { clear, formatJSON, h, messageArea, show, showError } from "./dom.js";
 import { timeElement } from "./format.js";
 import { denyReason, gate, setEnabled } from "./perms.js";
+import { latest } from "./latest.js";
 import { MISSING } from "./merge.js";
 
 // maxDiffLines bounds the line diff (its table grows with the product of
@@ -87,20 +88,22 @@ export function versionsPanel(db, opts) {
   const el = h("section", { id: "versions", testid: "versions", class: "versions", hidden: true, "aria-label": "Versions" },
     h("h4", { text: "Versions" }), note, undelete, list, diff, msg);
 
-  // The entity shown: its key, its current document and ETag. seq counts
-  // the loads (an answer to an older one is dropped), diffs the diffs
-  // asked: only the latest is drawn, and only for the entity it was
-  // asked of.
+  // The entity shown: its key, its current document and ETag. loads
+  // counts the loads (an answer to an older one is dropped; loaded is the
+  // check of the latest), diffs the diffs asked: only the latest is
+  // drawn, and only for the entity it was asked of.
   let key = null;
   let stored = MISSING;
   let etag = "";
-  let seq = 0;
-  let diffs = 0;
+  const loads = latest();
+  let loaded = () => false;
+  const diffs = latest();
 
   const path = (suffix) => `/entity/${encodeURIComponent(db)}/${suffix}?key=${encodeURIComponent(key)}`;
 
   async function load(k, doc, tag) {
-    const mine = ++seq;
+    const current = loads.next();
+    loaded = current;
     key = k;
     stored = doc;
     etag = tag;
@@ -112,7 +115,7 @@ export function versionsPanel(db, opts) {
     }
     try {
       const r = await request("GET", path("versions"));
-      if (mine !== seq) return;
+      if (!current()) return;
       if (r.status === 404 || !r.ok || !r.data || !Array.isArray(r.data.versions) || r.data.versions.length === 0) {
         el.hidden = true;
         return;
@@ -120,7 +123,7 @@ export function versionsPanel(db, opts) {
       render(r.data.versions);
       el.hidden = false;
     } catch (e) {
-      if (mine !== seq) return;
+      if (!current()) return;
       el.hidden = false;
       showError(msg, e);
     }
@@ -128,11 +131,11 @@ export function versionsPanel(db, opts) {
 
   function render(versions) {
     clear(list);
-    const latest = versions[versions.length - 1];
+    const newest = versions[versions.length - 1];
     const gone = stored === MISSING;
-    undelete.hidden = !(gone && latest.deleted && !latest.destroyed);
-    note.textContent = gone && latest.deleted
-      ? `Deleted${latest.deleted_by ? ` by ${latest.deleted_by}` : ""}: Undelete brings version ${latest.version} back.`
+    undelete.hidden = !(gone && newest.deleted && !newest.destroyed);
+    note.textContent = gone && newest.deleted
+      ? `Deleted${newest.deleted_by ? ` by ${newest.deleted_by}` : ""}: Undelete brings version ${newest.version} back.`
       : `${versions.length} kept, newest first.`;
     for (const v of [...versions].reverse()) list.append(row(v));
   }
@@ -167,12 +170,12 @@ export function versionsPanel(db, opts) {
   }
 
   async function showDiff(v) {
-    const mine = ++diffs;
-    const loaded = seq;
+    const current = diffs.next();
+    const sameLoad = loaded;
     const cur = stored;
     try {
       const doc = await readVersion(key, v);
-      if (mine !== diffs || loaded !== seq) return;
+      if (!current() || !sameLoad()) return;
       if (doc === null) return;
       const a = formatJSON(doc).split("\n");
       const b = cur === MISSING ? [] : formatJSON(cur).split("\n");
