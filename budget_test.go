@@ -863,6 +863,68 @@ func TestStringChecksBounded(t *testing.T) {
 // /schema/{id}/validate of 60 KB) got its 413 after 1 s and went on for
 // minutes of CPU, and a 1 MiB document an hour. Schemas wide but shallow
 // per value (a record of 300 properties) keep taking large documents.
+// TestValidationNumberWork plays a client that writes numbers the schema
+// library's exact fractions cannot hold, or hold only at great cost: past
+// an exponent of a million it dereferenced nil and took the server down
+// (a bare maximum, and uniqueItems hashing a number inside an item); a
+// few 1e999999 each took 25 ms of CPU counted as one check, so that a
+// 1 MiB array of them ran for an hour after its 413.
+func TestValidationNumberWork(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newSchemaRegistry(newMemStore(), budgets{})
+		ctx := t.Context()
+		for id, schema := range map[string]string{
+			"max.v1":    `{"properties":{"n":{"maximum":10}},"items":{"maximum":10}}`,
+			"unique.v1": `{"uniqueItems":true}`,
+		} {
+			if err := r.Put(ctx, id, []byte(schema)); err != nil {
+				t.Fatalf("Put(%s) = %v", id, err)
+			}
+		}
+		var items string
+		for i := range 20 {
+			items += strconv.Itoa(i) + ","
+		}
+		items += `[1e1000001]`
+		for _, c := range []struct{ id, doc string }{
+			{"max.v1", `{"n":1e1000001}`},
+			{"max.v1", `{"n":-1e-1000001}`},
+			{"max.v1", `{"n":1.23456789e-999999}`}, // 10^-1000007
+			{"max.v1", `{"n":0.` + strings.Repeat("0", 1000000) + `1}`},
+			{"unique.v1", `[` + items + `]`},
+		} {
+			err := r.Validate(ctx, c.id, []byte(c.doc))
+			if !errors.Is(err, errTooLarge) || !strings.Contains(err.Error(), "is beyond what a schema can check") {
+				t.Errorf("Validate(%s, %.60s) = %.200v, want 413 before validating", c.id, c.doc, err)
+			}
+		}
+		// A number's checks count its digits and exponent: two of
+		// 1e999999 are more than the budget allows.
+		for _, doc := range []string{`[1e999999,1e999999]`, `[` + strings.Repeat("7", 400000) + `,` + strings.Repeat("7", 400000) + `]`} {
+			err := r.Validate(ctx, "max.v1", []byte(doc))
+			if !errors.Is(err, errTooLarge) || !strings.Contains(err.Error(), "would check the document's values more than") {
+				t.Errorf("Validate(max.v1, %.40s...) = %.200v, want 413 before validating", doc, err)
+			}
+		}
+		var ve *validationError
+		for doc, valid := range map[string]bool{
+			`{"n":1e400}`:                        false,
+			`{"n":-1e-400}`:                      true,
+			`{"n":9.99999999999999999999999e0}`:  true,
+			`[1e999999]`:                         false,
+			`{"n":-12345678901234567890123e100}`: true,
+		} {
+			err := r.Validate(ctx, "max.v1", []byte(doc))
+			if valid && err != nil || !valid && !errors.As(err, &ve) {
+				t.Errorf("Validate(max.v1, %.40s) = %.200v, want valid %v", doc, err, valid)
+			}
+		}
+		if err := r.Validate(ctx, "unique.v1", []byte(`[1,1e-400,[1e999],2]`)); err != nil {
+			t.Errorf("Validate(unique.v1, distinct numbers) = %v, want nil", err)
+		}
+	})
+}
+
 func TestValidationValueWork(t *testing.T) {
 	// In a bubble the budgets' timers (compile, validation) run on the
 	// bubble's clock, which stands still while a compilation or a

@@ -173,7 +173,7 @@ func (r *schemaRegistry) Validate(ctx context.Context, id string, doc []byte) er
 		return reqErrorf(errInvalid, "document is invalid JSON: %v", err)
 	}
 	used, _ := ctx.Value(sharedChecksKey{}).(*int64)
-	if err := cmp.Or(r.lim.checkStringWork(c.expansion, len(doc), v), r.lim.checkValueWork(c.sch, v, used)); err != nil {
+	if err := cmp.Or(r.lim.checkStringWork(c.expansion, len(doc), v), checkNumbers(v), r.lim.checkValueWork(c.sch, v, used)); err != nil {
 		r.failures.Add(1)
 		return err
 	}
