@@ -35,11 +35,16 @@ func headerPreconditions(r *http.Request, req *pb.EntityOp) error {
 // no version ever contains one. The tag "*" alone (quoted) is refused
 // too: passed on it would read as the unquoted wildcard, and a client
 // sending it most likely meant that; in a list it is a tag that matches
-// nothing.
+// nothing. A header sent empty is refused: read as absent, an If-Match
+// whose tag a client failed to fill in (If-Match: $etag) overwrote the
+// entity unconditionally.
 func parseETags(header string, values []string) (string, error) {
 	v := strings.TrimSpace(strings.Join(values, ","))
-	if v == "" || v == "*" {
+	if len(values) == 0 || v == "*" {
 		return v, nil
+	}
+	if v == "" {
+		return "", reqErrorf(errInvalid, "%s is empty: send \"*\" or a list of quoted entity tags, or no %s header", header, header)
 	}
 	if v == `"*"` {
 		return "", reqErrorf(errInvalid, `%s: "*" is the entity tag *, which no version has; send * without quotes for any version`, header)
@@ -86,8 +91,9 @@ func matchesNoneOf(ifNoneMatch, version string) bool {
 //	if_none_match=<key>     the key must not exist
 //
 // repeated once per key. The key is everything before the last ':', so
-// keys holding ':' work. A key not in the body, a key given twice, or
-// headers on a multi-key body are errInvalid.
+// keys holding ':' work. A key not in the body, a key given twice (by one
+// parameter or by both), or headers (even empty) on a multi-key body are
+// errInvalid.
 func batchPreconditions(r *http.Request, reqs []*pb.EntityOp) error {
 	byKey := make(map[string]*pb.EntityOp, len(reqs))
 	for _, req := range reqs {
@@ -117,9 +123,12 @@ func batchPreconditions(r *http.Request, reqs []*pb.EntityOp) error {
 		if req.IfNoneMatch != "" {
 			return reqErrorf(errInvalid, "if_none_match=%q given twice", key)
 		}
+		if req.IfMatch != "" {
+			return reqErrorf(errInvalid, "if_none_match=%q: the key is named by if_match too; give one precondition per key", key)
+		}
 		req.IfNoneMatch = "*"
 	}
-	if r.Header.Get("If-Match") == "" && r.Header.Get("If-None-Match") == "" {
+	if len(r.Header.Values("If-Match")) == 0 && len(r.Header.Values("If-None-Match")) == 0 {
 		return nil
 	}
 	if len(reqs) != 1 {

@@ -17,7 +17,6 @@ func TestParseETags(t *testing.T) {
 		want string
 	}{
 		{nil, ""},
-		{[]string{""}, ""},
 		{[]string{"*"}, "*"},
 		{[]string{` "ab12" `}, "ab12"},
 		{[]string{`"a", "b"`}, "a,b"},
@@ -29,7 +28,7 @@ func TestParseETags(t *testing.T) {
 			t.Errorf("parseETags(%q) = %q, %v, want %q", tc.in, got, err, tc.want)
 		}
 	}
-	for _, in := range []string{`abc`, `"a`, `"a"b"`, `"a",`, `W/abc`, `*, "a"`, `""`, `"*"`} {
+	for _, in := range []string{`abc`, `"a`, `"a"b"`, `"a",`, `W/abc`, `*, "a"`, `""`, `"*"`, ``, ` `, `,`} {
 		if got, err := parseETags("If-Match", []string{in}); !errors.Is(err, errInvalid) {
 			t.Errorf("parseETags(%q) = %q, %v, want errInvalid", in, got, err)
 		}
@@ -80,7 +79,7 @@ func TestBatchPreconditions(t *testing.T) {
 		t.Errorf("batchPreconditions = %v, requests %v", err, reqs)
 	}
 	for _, q := range []string{"if_match=zz:v1", "if_match=a", "if_match=a:", "if_match=a:v1&if_match=a:v2",
-		"if_none_match=a&if_none_match=a", "if_none_match=x/y", "if_match=a:v,1"} {
+		"if_none_match=a&if_none_match=a", "if_none_match=x/y", "if_match=a:v,1", "if_match=a:v1&if_none_match=a", "if_none_match=a&if_match=a:*"} {
 		if err := batchPreconditions(httptest.NewRequest("PUT", "/entity/db?"+q, nil), newReqs()); !errors.Is(err, errInvalid) {
 			t.Errorf("batchPreconditions(%s) = %v, want errInvalid", q, err)
 		}
@@ -93,6 +92,35 @@ func TestBatchPreconditions(t *testing.T) {
 	one := []*pb.EntityOp{{EntityKey: "a"}}
 	if err := batchPreconditions(h, one); err != nil || one[0].IfMatch != "v1" {
 		t.Errorf("If-Match header on one key = %v, %v", err, one[0])
+	}
+}
+
+// TestEmptyPreconditionHeader plays a client whose If-Match lost its tag
+// (If-Match: $etag, the variable empty): the PUT, PATCH or DELETE is 400
+// and changes nothing; it was taken as no precondition and overwrote or
+// deleted the entity. An empty If-None-Match is 400 as well, on a GET
+// too, and a multi-key PUT naming one key in both if_match and
+// if_none_match is 400 (a key named twice), not a 412.
+func TestEmptyPreconditionHeader(t *testing.T) {
+	ts := httptest.NewServer(newLocalREST(t))
+	t.Cleanup(ts.Close)
+	c := entityClient{t, ts.URL}
+	cur := c.want(c.do("PUT", "/entity/db", `{"k":1}`), 200, "PUT k").etag()
+	for _, h := range []string{"If-Match", "If-None-Match"} {
+		for _, v := range []string{"", " "} {
+			c.want(c.do("PUT", "/entity/db", `{"k":2}`, h, v), 400, "PUT "+h+": "+v)
+			c.want(c.do("PUT", "/entity/db", `{"k":2,"j":2}`, h, v), 400, "PUT of two keys "+h+": "+v)
+			c.want(c.do("PATCH", "/entity/db?key=k", `{"x":2}`, h, v, "Content-Type", mergePatchType), 400, "PATCH "+h+": "+v)
+			c.want(c.do("DELETE", "/entity/db?key=k", nil, h, v), 400, "DELETE "+h+": "+v)
+		}
+	}
+	c.want(c.do("GET", "/entity/db?key=k", nil, "If-None-Match", ""), 400, "GET If-None-Match: (empty)")
+	c.want(c.do("PUT", "/entity/db?if_match=k:*&if_none_match=k", `{"k":2,"j":2}`), 400, "PUT if_match and if_none_match of one key")
+	if got := c.do("GET", "/entity/db?key=k", nil); string(got.body) != "1" || got.etag() != cur {
+		t.Fatalf("after the refused requests k = %s %s, want 1 %s", got.body, got.etag(), cur)
+	}
+	if got := c.do("GET", "/entity/db?key=j", nil); got.code != 404 {
+		t.Fatalf("after the refused requests j: %d %s, want 404", got.code, got.body)
 	}
 }
 
