@@ -77,6 +77,9 @@ func TestJSONPatchRFC6902(t *testing.T) {
 		{"empty patch", `{"a":1}`, `[]`, `{"a":1}`},
 		{"null value", `{"a":1}`, `[{"op":"add","path":"/b","value":null}]`, `{"a":1,"b":null}`},
 		{"move to itself", `{"a":1}`, `[{"op":"move","from":"/a","path":"/a"}]`, `{"a":1}`},
+		{"test numbers by value", `{"a":[100,-0,0.5,1e999999999,123456789012345678901234567890]}`,
+			`[{"op":"test","path":"/a","value":[1e2,0,5e-1,10e999999998,1.2345678901234567890123456789e29]}]`,
+			`{"a":[100,-0,0.5,1e999999999,123456789012345678901234567890]}`},
 	} {
 		got, err := applyPatch(jsonPatchType, []byte(tc.doc), []byte(tc.patch), budgets{})
 		if err != nil || string(got) != tc.want {
@@ -120,6 +123,11 @@ func TestJSONPatchErrors(t *testing.T) {
 		{"null path", `{"a":1}`, `[{"op":"add","path":null,"value":"gone"}]`, errInvalid, `"path" is not a string`},
 		{"null from", `{"a":1}`, `[{"op":"copy","from":null,"path":"/c"}]`, errInvalid, `"from" is not a string`},
 		{"null op", `{"a":1}`, `[{"op":null,"path":"/a"}]`, errInvalid, `"op" is not a string`},
+		// Numbers past big.Float's exponent range were both +Inf, and
+		// equal; 1024 bits could not tell 400 digits apart.
+		{"test huge exponents", `{"a":1e999999999}`, `[{"op":"test","path":"/a","value":1e999999998}]`, errPatchConflict, "test failed"},
+		{"test huge negative exponents", `{"a":-1e-999999999}`, `[{"op":"test","path":"/a","value":-2e-999999999}]`, errPatchConflict, "test failed"},
+		{"test last of 400 digits", `{"a":` + strings.Repeat("7", 400) + `}`, `[{"op":"test","path":"/a","value":` + strings.Repeat("7", 399) + `8}]`, errPatchConflict, "test failed"},
 		{"later op fails, nothing applies", `{"a":1}`, `[{"op":"add","path":"/b","value":2},{"op":"test","path":"/a","value":2}]`, errPatchConflict, "operation 1"},
 	} {
 		got, err := applyPatch(jsonPatchType, []byte(tc.doc), []byte(tc.patch), budgets{})
