@@ -35,6 +35,7 @@ const (
 	maxRegexLen       = 1024 // bytes of one $regex pattern
 	maxFieldPathLen   = 512  // bytes of one field path
 	maxFieldPathParts = 32   // components of one field path
+	maxModDigits      = 100  // digits of $mod's divisor and remainder
 )
 
 // maxRegexProgram bounds the instructions of the compiled $regex
@@ -347,6 +348,13 @@ func modArgs(v []byte) (d, r *big.Int, err error) {
 	bad := reqErrorf(errInvalid, "selector: $mod takes [divisor, remainder], two integers, the divisor not 0")
 	if len(args) != 2 || !isInteger(args[0]) || !isInteger(args[1]) {
 		return nil, nil, bad
+	}
+	// Each value matched is divided by the divisor: a divisor of a
+	// million digits took 6 s to parse, and as long again per value.
+	for _, a := range args {
+		if n := len(bytes.TrimPrefix(a, []byte("-"))); n > maxModDigits {
+			return nil, nil, reqErrorf(errTooLarge, "selector: $mod takes integers of at most %d digits, not %d", maxModDigits, n)
+		}
 	}
 	d, okD := new(big.Int).SetString(string(args[0]), 10)
 	r, okR := new(big.Int).SetString(string(args[1]), 10)
@@ -787,8 +795,31 @@ func (c modCond) holds(v []byte) bool {
 	if !isInteger(v) {
 		return false
 	}
-	n, ok := new(big.Int).SetString(string(v), 10)
-	return ok && new(big.Int).Rem(n, c.d).Cmp(c.r) == 0
+	neg := v[0] == '-'
+	rem := remDecimal(v[b2i(neg):], c.d)
+	if neg {
+		rem.Neg(rem)
+	}
+	return rem.Cmp(c.r) == 0
+}
+
+// remDecimal is the remainder of the decimal digits s by d (its sign
+// ignored), 18 digits at a time: time linear in len(s) for a divisor of
+// maxModDigits. big.Int's SetString of a document's number of 900,000
+// digits took 1.1 s, for each document a find matched.
+func remDecimal(s []byte, d *big.Int) *big.Int {
+	rem, chunk, scale := new(big.Int), new(big.Int), new(big.Int).SetUint64(1e18)
+	abs := new(big.Int).Abs(d)
+	n := len(s) % 18 // the first chunk: then the others are 18 digits
+	if n == 0 {
+		n = 18
+	}
+	for len(s) > 0 {
+		u, _ := strconv.ParseUint(string(s[:n]), 10, 64)
+		rem.Mul(rem, scale).Add(rem, chunk.SetUint64(u)).Rem(rem, abs)
+		s, n = s[n:], 18
+	}
+	return rem
 }
 
 // prefixCond is $beginsWith: a string starting with the argument.
