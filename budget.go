@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/big"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -338,6 +339,28 @@ type valueWalk struct {
 	stack []*jsonschema.Schema
 	// same memoizes subschemas' first list per schema.
 	same map[*jsonschema.Schema][]*jsonschema.Schema
+	// works memoizes schemaWork.
+	works map[*jsonschema.Schema]*[numKinds]int64
+}
+
+// schemaWork is what applying s to a value of each kind costs beyond one
+// check (memoized): its patterns, its enum and const values and, on a
+// number, its numeric keywords.
+func (w *valueWalk) schemaWork(s *jsonschema.Schema) *[numKinds]int64 {
+	if m, ok := w.works[s]; ok {
+		return m
+	}
+	m := new([numKinds]int64)
+	for kind := range m {
+		m[kind] = int64(patternCost(s, kind)) + enumWork(s, kind)
+	}
+	m[kindScalar] += ratWork(s.Minimum) + ratWork(s.Maximum) + ratWork(s.ExclusiveMinimum) +
+		ratWork(s.ExclusiveMaximum) + ratWork(s.MultipleOf)
+	if w.works == nil {
+		w.works = map[*jsonschema.Schema]*[numKinds]int64{}
+	}
+	w.works[s] = m
+	return m
 }
 
 // visit counts the checks of s on v. stack[base:] holds the schemas
@@ -354,7 +377,7 @@ func (w *valueWalk) visit(s *jsonschema.Schema, v any, base int) {
 	case map[string]any:
 		kind = kindObject
 	}
-	checks := int64(1 + patternCost(s, kind) + enumCost(s, kind))
+	checks := 1 + w.schemaWork(s)[kind]
 	if n, ok := v.(json.Number); ok {
 		work, _ := numberWork(n)
 		checks *= work
@@ -432,9 +455,9 @@ const maxRatExp = 1_000_000
 // exact fraction, compared and divided. Measured at load 5 on 2 cores, a
 // parse, a comparison and two divisions took 630 µs for a number of
 // 10,000 digits, 18 to 30 ms for 100,000 digits, 2.3 s for 1,000,000,
-// 1 ms for an exponent of 100,000 and 25 ms for one of 1,000,000: the
-// digits cost about their square, an exponent (a power of five as large)
-// less. A 1 MiB array of 1e999999 against {"maximum": 10} took an hour of
+// 40 to 70 µs for an exponent of 10,000, 1 ms for one of 100,000 and
+// 25 ms for one of 1,000,000: the digits cost about their square, an
+// exponent (a power of five as large) less, counted here as its power 1.5. A 1 MiB array of 1e999999 against {"maximum": 10} took an hour of
 // CPU after its 413, counted as one check per number. ok is false for a
 // number past maxRatExp, which the library cannot check at all.
 func numberWork(n json.Number) (work int64, ok bool) {
@@ -463,7 +486,8 @@ func numberWork(n json.Number) (work int64, ok bool) {
 	if pow < -maxRatExp || pow > maxRatExp {
 		return math.MaxInt32, false
 	}
-	return 1 + (digits*digits+pow*pow/16)/100000, true
+	pow = max(pow, -pow)
+	return 1 + digits*digits/100000 + pow*int64(math.Sqrt(float64(pow)))/10000, true
 }
 
 // checkNumbers refuses (413) a document holding a number the schema
@@ -697,25 +721,69 @@ func patternCost(s *jsonschema.Schema, kind int) int {
 	return n
 }
 
-// enumCost is what the enum of s adds to its checks on a value of kind:
-// each value of that kind is compared with it (as exact numbers, about a
-// microsecond each).
-func enumCost(s *jsonschema.Schema, kind int) int {
-	if s.Enum == nil {
-		return 0
-	}
-	n := 0
-	for _, v := range s.Enum.Values {
+// enumWork is what the enum and const of s add to its checks on a value
+// of kind: each of their values of that kind is compared with it (as exact
+// numbers, about a microsecond each), and the library parses the numbers
+// of an enum value again at each comparison: an enum of three 1e999999
+// took 75 ms for each number checked, counted as 3 checks.
+func enumWork(s *jsonschema.Schema, kind int) int64 {
+	var n int64
+	each := func(v any) {
 		switch v.(type) {
 		case []any:
-			n += b2i(kind == kindArray)
+			n += int64(b2i(kind == kindArray)) * numbersWork(v)
 		case map[string]any:
-			n += b2i(kind == kindObject)
+			n += int64(b2i(kind == kindObject)) * numbersWork(v)
 		default:
-			n += b2i(kind == kindScalar)
+			n += int64(b2i(kind == kindScalar)) * numbersWork(v)
 		}
 	}
+	if s.Enum != nil {
+		for _, v := range s.Enum.Values {
+			each(v)
+		}
+	}
+	if s.Const != nil {
+		each(*s.Const)
+	}
 	return n
+}
+
+// numbersWork is 1 and what v's numbers cost beyond 1 each (numberWork):
+// the work of comparing v, as enumWork counts it.
+func numbersWork(v any) int64 {
+	n := int64(1)
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case json.Number:
+			work, _ := numberWork(v)
+			n += work - 1
+		case []any:
+			for _, e := range v {
+				walk(e)
+			}
+		case map[string]any:
+			for _, e := range v {
+				walk(e)
+			}
+		}
+	}
+	walk(v)
+	return n
+}
+
+// ratWork is what comparing a number with the numeric keyword r
+// (minimum, multipleOf, ...) costs beyond the number's own work: a
+// fraction of many digits is multiplied, for a comparison, or divided by,
+// at each check. Measured at load 5 on 2 cores: a minimum of 1e-999999
+// (3.3 million bits) took 5 ms a number, about 1 per 200 digits.
+func ratWork(r *big.Rat) int64 {
+	if r == nil {
+		return 0
+	}
+	digits := int64(r.Num().BitLen()+r.Denom().BitLen()) * 3 / 10
+	return digits / 200
 }
 
 // b2i is 1 for true, 0 for false.

@@ -874,8 +874,12 @@ func TestValidationNumberWork(t *testing.T) {
 		r := newSchemaRegistry(newMemStore(), budgets{})
 		ctx := t.Context()
 		for id, schema := range map[string]string{
-			"max.v1":    `{"properties":{"n":{"maximum":10}},"items":{"maximum":10}}`,
-			"unique.v1": `{"uniqueItems":true}`,
+			"max.v1":      `{"properties":{"n":{"maximum":10}},"items":{"maximum":10}}`,
+			"unique.v1":   `{"uniqueItems":true}`,
+			"enum.v1":     `{"items":{"enum":[1e999999,2e999999,3e999999]}}`,
+			"const.v1":    `{"items":{"const":1e999999}}`,
+			"min.v1":      `{"items":{"minimum":1e999999}}`,
+			"multiple.v1": `{"items":{"multipleOf":3e-999999}}`,
 		} {
 			if err := r.Put(ctx, id, []byte(schema)); err != nil {
 				t.Fatalf("Put(%s) = %v", id, err)
@@ -898,15 +902,30 @@ func TestValidationNumberWork(t *testing.T) {
 				t.Errorf("Validate(%s, %.60s) = %.200v, want 413 before validating", c.id, c.doc, err)
 			}
 		}
-		// A number's checks count its digits and exponent: two of
-		// 1e999999 are more than the budget allows.
-		for _, doc := range []string{`[1e999999,1e999999]`, `[` + strings.Repeat("7", 400000) + `,` + strings.Repeat("7", 400000) + `]`} {
-			err := r.Validate(ctx, "max.v1", []byte(doc))
+		// A number's checks count its digits and exponent: eleven of
+		// 1e999999 are more than the budget allows, and so are the
+		// schema's numbers: an enum of three of them, or a const, checked on 20
+		// numbers, a minimum of a million digits on 300.
+		var ve *validationError
+		small := func(n int) string { return "[" + strings.Repeat("1,", n-1) + "1]" }
+		for _, c := range []struct{ id, doc string }{
+			{"max.v1", "[" + strings.Repeat("1e999999,", 10) + "1e999999]"},
+			{"max.v1", `[` + strings.Repeat("7", 400000) + `,` + strings.Repeat("7", 400000) + `]`},
+			{"enum.v1", small(20)},
+			{"const.v1", small(20)},
+			{"min.v1", small(300)},
+			{"multiple.v1", small(300)},
+		} {
+			err := r.Validate(ctx, c.id, []byte(c.doc))
 			if !errors.Is(err, errTooLarge) || !strings.Contains(err.Error(), "would check the document's values more than") {
-				t.Errorf("Validate(max.v1, %.40s...) = %.200v, want 413 before validating", doc, err)
+				t.Errorf("Validate(%s, %.40s...) = %.200v, want 413 before validating", c.id, c.doc, err)
 			}
 		}
-		var ve *validationError
+		for id, doc := range map[string]string{"enum.v1": small(2), "min.v1": small(30), "multiple.v1": small(30), "const.v1": "[1]"} {
+			if err := r.Validate(ctx, id, []byte(doc)); !errors.As(err, &ve) {
+				t.Errorf("Validate(%s, %.40s) = %.200v, want a violation", id, doc, err)
+			}
+		}
 		for doc, valid := range map[string]bool{
 			`{"n":1e400}`:                        false,
 			`{"n":-1e-400}`:                      true,
