@@ -281,6 +281,9 @@ func (s *restServer) longPoll(w http.ResponseWriter, r *http.Request, f *changeF
 	deleted := f.deletedSignal(q.db)
 	for {
 		_, notify := f.log.watch()
+		if err := s.stillReads(r, q.db); err != nil {
+			return err
+		}
 		page, held, err := s.changePage(r.Context(), f, q)
 		if err != nil {
 			return err
@@ -299,6 +302,9 @@ func (s *restServer) longPoll(w http.ResponseWriter, r *http.Request, f *changeF
 		case <-deleted:
 		case <-r.Context().Done():
 			return nil
+		}
+		if err := s.stillReads(r, q.db); err != nil {
+			return err
 		}
 		writeJSON(w, http.StatusOK, page)
 		return nil
@@ -335,6 +341,10 @@ func (s *restServer) eventStream(w http.ResponseWriter, r *http.Request, f *chan
 			return nil
 		}
 		q.limit = changeLimitMax
+		if err := s.stillReads(r, q.db); err != nil {
+			st.event("error", "", map[string]string{"error": errorSentence(err), "resume_from": strconv.FormatUint(q.since, 10)})
+			return nil
+		}
 		page, held, err := s.changePage(r.Context(), f, q)
 		if err != nil {
 			st.event("error", "", map[string]string{"error": errorSentence(err), "resume_from": strconv.FormatUint(q.since, 10)})
@@ -364,6 +374,22 @@ func (s *restServer) eventStream(w http.ResponseWriter, r *http.Request, f *chan
 			return nil
 		}
 	}
+}
+
+// stillReads checks again that r's credential may read db (a stream
+// ticket's stands in its Authorization header): a stream outlives the
+// check its request passed, and went on sending the database's changes
+// (with include_docs, its documents) to a credential deleted, expired,
+// logged out, or left without read or without db, for as long as the
+// connection lasted. Each page of a stream, and of a long-poll, checks it
+// first. A refusal here is not a guess: it is not counted against the
+// failed-auth limit.
+func (s *restServer) stillReads(r *http.Request, db string) error {
+	p, err := s.auth.authenticateFrom(bearer(r), "")
+	if err != nil {
+		return err
+	}
+	return authorize(p, permRead, db)
 }
 
 // endDeleted sends the changes of q's deleted database not sent yet (its

@@ -869,9 +869,17 @@ func (r *streamRecorder) Write(p []byte) (int, error) {
 // serveStream serves db's event stream (query q) to rec in process until
 // the returned stop; done closes when the handler has returned.
 func serveStream(t *testing.T, ts *authTestServer, rec *streamRecorder, q string) (stop func(), done <-chan struct{}) {
+	return serveStreamAs(t, ts, rec, testAdminKey, q)
+}
+
+// serveStreamAs is serveStream with credential token ("" for none: a
+// ticket in q).
+func serveStreamAs(t *testing.T, ts *authTestServer, rec *streamRecorder, token, q string) (stop func(), done <-chan struct{}) {
 	ctx, cancel := context.WithCancel(context.Background())
 	req := httptest.NewRequestWithContext(ctx, "GET", "/api/databases/chat/changes?feed=sse&"+q, nil)
-	req.Header.Set("Authorization", "Bearer "+testAdminKey)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	ended := make(chan struct{})
 	go func() {
 		defer close(ended)
@@ -1191,5 +1199,128 @@ func TestChangeLogTurnBusy(t *testing.T) {
 	ts.mustDo(t, "PUT", "/entity/chat", testAdminKey, `{"k": {"v": 1}}`, http.StatusOK)
 	if got := ts.mustDo(t, "GET", "/entity/chat?key=k", testAdminKey, "", http.StatusOK); strings.TrimSpace(string(got)) != `{"v":1}` {
 		t.Errorf("GET k after the turn came = %s, want {\"v\":1}", got)
+	}
+}
+
+// TestChangesCredentialRevoked plays a reader whose credential is taken
+// away while its stream is open: its API key deleted, limited to another
+// database, left without read, its session logged out, or the key behind
+// its stream ticket deleted. The stream ends with the event "error" (the
+// credential's refusal and the cursor to resume from) before the next
+// change, and a long-poll waiting at the time answers the refusal instead
+// of the page: both went on serving the changes for as long as the
+// connection lasted.
+func TestChangesCredentialRevoked(t *testing.T) {
+	ts := newAuthTestServer(t, authConfig{})
+	f := ts.rest.data.feed
+	newKey := func(name string) (secret, id string) {
+		rec := ts.do("POST", "/api/keys", testAdminKey, `{"name":"`+name+`","permissions":["read"],"databases":["chat"]}`, "")
+		var k struct{ Secret, ID string }
+		if json.Unmarshal(rec.Body.Bytes(), &k); rec.Code != 201 {
+			t.Fatalf("POST /api/keys = %d %s", rec.Code, rec.Body)
+		}
+		return k.Secret, k.ID
+	}
+	type revocation struct {
+		name   string
+		open   func() (token, q string)
+		revoke func()
+	}
+	var id, session string
+	byKey := func(name string) func() (string, string) {
+		return func() (string, string) {
+			var secret string
+			secret, id = newKey(name)
+			return secret, "since=now"
+		}
+	}
+	edit := func(body string) func() {
+		return func() {
+			if rec := ts.do("PATCH", "/api/keys/"+id, testAdminKey, body, ""); rec.Code != 200 {
+				t.Fatalf("PATCH %s = %d %s", body, rec.Code, rec.Body)
+			}
+		}
+	}
+	deleteKey := func() {
+		if rec := ts.do("DELETE", "/api/keys/"+id, testAdminKey, "", ""); rec.Code != 200 {
+			t.Fatalf("DELETE key = %d %s", rec.Code, rec.Body)
+		}
+	}
+	for _, c := range []revocation{
+		{"key deleted", byKey("deleted"), deleteKey},
+		{"key limited to another database", byKey("rescoped"), edit(`{"databases":["other"]}`)},
+		{"key without read", byKey("writer"), edit(`{"permissions":["write"]}`)},
+		{"session logged out", func() (string, string) {
+			secret, _ := newKey("session")
+			rec := ts.do("POST", "/api/login", "", `{"key":"`+secret+`"}`, "")
+			var l struct{ Token string }
+			if json.Unmarshal(rec.Body.Bytes(), &l); rec.Code != 200 {
+				t.Fatalf("login = %d %s", rec.Code, rec.Body)
+			}
+			session = l.Token
+			return session, "since=now"
+		}, func() {
+			if rec := ts.do("POST", "/api/logout", session, "", ""); rec.Code != 200 {
+				t.Fatalf("logout = %d %s", rec.Code, rec.Body)
+			}
+		}},
+		{"ticket's key deleted", func() (string, string) {
+			var secret string
+			secret, id = newKey("ticket")
+			rec := ts.do("POST", "/api/databases/chat/changes/ticket", secret, "", "")
+			var tk struct{ Ticket string }
+			if json.Unmarshal(rec.Body.Bytes(), &tk); rec.Code != 200 {
+				t.Fatalf("ticket = %d %s", rec.Code, rec.Body)
+			}
+			return "", "since=now&ticket=" + tk.Ticket
+		}, deleteKey},
+	} {
+		rec := newStreamRecorder(false)
+		token, q := c.open()
+		_, done := serveStreamAs(t, ts, rec, token, q)
+		for w := newWait(t, c.name+": the stream to open", 10*time.Second); !strings.Contains(rec.String(), "retry:"); time.Sleep(5 * time.Millisecond) {
+			if w.over() {
+				t.Fatalf("%s: stream wrote %q: %v", c.name, rec.String(), w)
+			}
+		}
+		appendChanges(t, f, "chat", 1)
+		w := newWait(t, c.name+": the first change", 10*time.Second)
+		for !strings.Contains(rec.String(), "event: change") {
+			if w.over() {
+				t.Fatalf("%s: stream wrote %q, want a change: %v", c.name, rec.String(), w)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		c.revoke()
+		appendChanges(t, f, "chat", 1)
+		waitClosed(t, done, c.name+": the stream did not end")
+		if got := rec.String(); strings.Count(got, "event: change") != 1 || !strings.Contains(got, "event: error") ||
+			!strings.Contains(got, "resume_from") {
+			t.Errorf("%s: stream wrote %q, want one change, then the event error", c.name, got)
+		}
+	}
+
+	secret, id := newKey("poller")
+	answer := make(chan *httptest.ResponseRecorder, 1)
+	go func() {
+		answer <- ts.do("GET", "/api/databases/chat/changes?feed=longpoll&since=now&timeout=20000", secret, "", "")
+	}()
+	for w := newWait(t, "the long-poll to wait", 10*time.Second); f.openStreams() == 0; time.Sleep(5 * time.Millisecond) {
+		if w.over() {
+			t.Fatalf("no long-poll waiting: %v", w)
+		}
+	}
+	time.Sleep(50 * time.Millisecond) // into its wait
+	if rec := ts.do("DELETE", "/api/keys/"+id, testAdminKey, "", ""); rec.Code != 200 {
+		t.Fatalf("DELETE key = %d %s", rec.Code, rec.Body)
+	}
+	appendChanges(t, f, "chat", 1)
+	select {
+	case rec := <-answer:
+		if rec.Code != 401 || strings.Contains(rec.Body.String(), "changes") {
+			t.Errorf("long-poll of a deleted key = %d %s, want 401", rec.Code, rec.Body)
+		}
+	case <-time.After(scaled(15 * time.Second)):
+		t.Fatal("the long-poll did not answer")
 	}
 }
