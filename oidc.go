@@ -516,16 +516,18 @@ func checkOIDCURL(raw string, allowHTTP bool) error {
 }
 
 // sameOriginRedirect is the redirect policy of discovery and JWKS
-// fetches: a redirect is followed only within the origin (scheme, host and
-// port) of the URL first asked for, at most 10 times. Another origin could
-// serve keys of its own choosing.
+// fetches and of the sign-in's token request: a redirect is followed only
+// within the origin (scheme, host and port) of the URL first asked for, at
+// most 10 times. Another origin could serve keys of its own choosing, or
+// receive the code and verifier of a sign-in.
 func sameOriginRedirect(req *http.Request, via []*http.Request) error {
 	from := via[0].URL
+	verb := strings.ToLower(via[0].Method)
 	switch {
 	case len(via) >= 10:
-		return fmt.Errorf("get %s: stopped after 10 redirects", from.Redacted())
+		return fmt.Errorf("%s %s: stopped after 10 redirects", verb, from.Redacted())
 	case req.URL.Scheme != from.Scheme || req.URL.Host != from.Host:
-		return fmt.Errorf("get %s: redirect to another origin (%s://%s) refused", from.Redacted(), req.URL.Scheme, req.URL.Host)
+		return fmt.Errorf("%s %s: redirect to another origin (%s://%s) refused", verb, from.Redacted(), req.URL.Scheme, req.URL.Host)
 	}
 	return nil
 }

@@ -62,8 +62,11 @@ func newOIDCLogin(f oidcFlags, v *oidcVerifier) *oidcLogin {
 	for k, vs := range q {
 		params[k] = vs[len(vs)-1]
 	}
+	// The token request carries the code and its PKCE verifier: a
+	// redirect to another origin took both there (a 307 is posted again
+	// with its body), as discovery's and the JWKS's fetches never go.
 	return &oidcLogin{v: v, issuer: f.issuer, clientID: f.ui.clientID, name: name, scope: f.ui.scope, params: params,
-		client: &http.Client{Timeout: 10 * time.Second}}
+		client: &http.Client{Timeout: 10 * time.Second, CheckRedirect: sameOriginRedirect}}
 }
 
 // oidcLoginConfig is the answer of GET /api/login/oidc: what the UI needs

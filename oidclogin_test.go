@@ -195,6 +195,50 @@ func TestOIDCLoginRedeem(t *testing.T) {
 	}
 }
 
+// TestOIDCLoginRedirectElsewhere plays a token endpoint that redirects
+// (307, which keeps the method and body) to another origin: the sign-in
+// is 503 and the other origin receives nothing; the code and its PKCE
+// verifier were posted there. A redirect within the provider's origin is
+// followed.
+func TestOIDCLoginRedirectElsewhere(t *testing.T) {
+	fi := newFlowIssuer(t)
+	ts := newFlowServer(t, fi, 10)
+	var stolen []string
+	var mu sync.Mutex
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.ParseForm()
+		mu.Lock()
+		stolen = append(stolen, r.PostForm.Encode())
+		mu.Unlock()
+		json.NewEncoder(w).Encode(map[string]any{"access_token": "x", "token_type": "Bearer"})
+	}))
+	t.Cleanup(elsewhere.Close)
+	fi.answer = func(w http.ResponseWriter, _ url.Values) {
+		w.Header().Set("Location", elsewhere.URL+"/token")
+		w.WriteHeader(http.StatusTemporaryRedirect)
+	}
+	body := `{"code":"c0de","code_verifier":"` + testVerifier + `","redirect_uri":"http://127.0.0.1:8080/"}`
+	if rec := ts.do("POST", "/api/login/oidc", "", body, ""); rec.Code != 503 || !strings.Contains(rec.Body.String(), "request ID") {
+		t.Errorf("sign-in redirected elsewhere = %d %s, want 503", rec.Code, rec.Body)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(stolen) > 0 {
+		t.Errorf("another origin received the token request: %q", stolen)
+	}
+	good := fi.token(t, time.Now(), testAudience, "ada", "read")
+	calls := 0
+	fi.answer = func(w http.ResponseWriter, form url.Values) {
+		if calls++; calls == 1 {
+			w.Header().Set("Location", fi.srv.URL+"/token")
+			w.WriteHeader(http.StatusTemporaryRedirect)
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]any{"access_token": good, "token_type": "Bearer"})
+	}
+	ts.mustDo(t, "POST", "/api/login/oidc", "", body, 200)
+}
+
 // TestOIDCUIFlags: the -oidc-ui-* flags need the issuer and make sense.
 func TestOIDCUIFlags(t *testing.T) {
 	for _, tc := range []struct {
