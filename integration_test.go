@@ -160,6 +160,10 @@ func launch(t *testing.T, env []string, args ...string) *node {
 	n.cmd = exec.Command(binPath, args...)
 	n.cmd.Env = withCoverDir(append(os.Environ(), env...))
 	n.cmd.Stdout, n.cmd.Stderr = n.stdout, n.stderr
+	// A test binary killed by its timeout runs no cleanup: without this a
+	// node it left (one stopped with SIGSTOP, say) lives on, holding its
+	// ports, its storage and whatever the test process inherited.
+	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
