@@ -328,6 +328,11 @@ func TestWALPausedWorkerFenced(t *testing.T) {
 	if load.verify(c.main.base) == 0 {
 		t.Fatal("nothing acknowledged")
 	}
+	if t.Failed() {
+		// Each failure tells its story: the three nodes' logs (no
+		// secrets; the documents are test integers).
+		t.Logf("MAIN:\n%s\nWA:\n%s\nWB:\n%s", c.main.stderr, wa.stderr, c.workers["wb"].stderr)
+	}
 	// The taken log is gone: applied and removed.
 	entries, _ := os.ReadDir(filepath.Join(c.dir, walDirName))
 	for _, e := range entries {
