@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 
@@ -51,6 +52,16 @@ type worker struct {
 	// that a call of an epoch already seen (nearly every one) takes no
 	// lock.
 	epochSeen atomic.Uint64
+
+	// minEpoch fences the calls routed to this worker before its log was
+	// taken over (a pause past its lease): one sent to it then, and
+	// admitted as it resumed, must not write an entity another worker
+	// has written since. From the takeover's reopen (reopenLog) until
+	// the new subscription is installed it refuses every call, then
+	// those of its epoch or older (routedAfter): the main worker calls
+	// the new registration only once it is in rotation, under a later
+	// epoch. 0: no takeover.
+	minEpoch atomic.Uint64
 
 	// locks serialise storage access and cache fills for one entity
 	// within this process, so a slow cache fill of an old value can never
@@ -152,6 +163,9 @@ type checked struct {
 	s   *keyring
 	req *pb.WorkerRequest
 	op  *pb.EntityOp
+	// logGen is the generation of the log the call is served under: its
+	// write is never appended to a later one (walRecord.gen).
+	logGen uint64
 }
 
 // check is what a request passes before it reaches the cache or storage,
@@ -165,6 +179,15 @@ func (w *worker) check(req *pb.WorkerRequest) (checked, error) {
 		return checked{}, fmt.Errorf("process: worker has no master key yet: %w", errUnavailable)
 	}
 	op := req.GetOp()
+	// The generation first: one read after a takeover's reopen finds
+	// minEpoch set already (walLog.reopen's onTaken).
+	var gen uint64
+	if w.wal != nil && op.GetOperation() != pb.Operation_GET && op.GetOperation() != pb.Operation_FIND {
+		gen = w.wal.generation()
+	}
+	if req.GetEpoch() < w.minEpoch.Load() {
+		return checked{}, errRoutedBeforeTakeover
+	}
 	if err := validateDBName(op.GetDatabaseName()); err != nil {
 		return checked{}, err
 	}
@@ -174,8 +197,23 @@ func (w *worker) check(req *pb.WorkerRequest) (checked, error) {
 		}
 	}
 	w.observeEpoch(req.GetEpoch())
-	return checked{s: s, req: req, op: op}, nil
+	return checked{s: s, req: req, op: op, logGen: gen}, nil
 }
+
+// errRoutedBeforeTakeover: a call the main worker routed to this worker
+// before its log was taken over, served after (503; the main worker gave
+// up on it when it took the log over).
+var errRoutedBeforeTakeover = fmt.Errorf("call routed to this worker before its write-ahead log was taken over; nothing done: %w", errUnavailable)
+
+// routedAfter is told the routing epoch of a new subscription: after a
+// takeover's reopen, the calls of that epoch or older were routed to this
+// worker before it (minEpoch).
+func (w *worker) routedAfter(epoch uint64) {
+	w.minEpoch.CompareAndSwap(math.MaxUint64, epoch+1)
+}
+
+// logGenKey carries checked.logGen in a call's context to logWrite.
+type logGenKey struct{}
 
 // ownersRead reports whether req is the owner's plain read of an entity:
 // the read the cache serves and fills (get).
@@ -186,6 +224,9 @@ func ownersRead(req *pb.WorkerRequest) bool {
 // run serves checked request c.
 func (w *worker) run(ctx context.Context, c checked) (*pb.WorkerResponse, error) {
 	s, op, owner := c.s, c.op, c.req.GetOwner()
+	if c.logGen != 0 {
+		ctx = context.WithValue(ctx, logGenKey{}, c.logGen)
+	}
 	if versionOps[op.GetOperation()] {
 		return w.versionOp(ctx, s, op, owner)
 	}
@@ -683,7 +724,7 @@ func (w *worker) logPut(ctx context.Context, op *pb.EntityOp, sealed []byte, eta
 		}
 	}
 	rec := &walRecord{Type: walPut, DB: db, Key: key, Principal: op.GetPrincipal(), ETag: etag, Sealed: sealed, Objects: objs}
-	if err := w.logWrite(rec); err != nil {
+	if err := w.logWrite(ctx, rec); err != nil {
 		return "", err
 	}
 	return fsRev(sealed), nil
@@ -719,14 +760,15 @@ func (w *worker) logDelete(ctx context.Context, op *pb.EntityOp, objs []walObjec
 	if h, _, err := parseHeader(sealed); err == nil {
 		rec.ETag = h.etag()
 	}
-	return w.logWrite(rec)
+	return w.logWrite(ctx, rec)
 }
 
 // logWrite appends rec to the log and returns once its group commit is
 // on disk: the write is durable, and this worker reads it from the log's
 // table of unapplied records until the applier has written its entity
 // file (walapply.go). The caller holds the entity's lock.
-func (w *worker) logWrite(rec *walRecord) error {
+func (w *worker) logWrite(ctx context.Context, rec *walRecord) error {
+	rec.gen, _ = ctx.Value(logGenKey{}).(uint64)
 	err := w.wal.write(rec)
 	if errors.Is(err, errWALTaken) {
 		// Another process applied this worker's log: what the cache holds
@@ -790,7 +832,7 @@ func (w *worker) reopenLog() (uint64, error) {
 	if w.wal == nil {
 		return 0, nil
 	}
-	taken, err := w.wal.reopen()
+	taken, err := w.wal.reopen(func() { w.minEpoch.Store(math.MaxUint64) })
 	if err != nil {
 		return 0, fmt.Errorf("reopen write-ahead log: %w", err)
 	}

@@ -228,6 +228,7 @@ func (s *subscriber) install(resp *pb.SubscribeResponse, mainFP [32]byte) (*subs
 		}
 	}
 	s.srv.w.setKeys(ring)
+	s.srv.w.routedAfter(resp.GetEpoch())
 	s.pin.fp.Store(&mainFP)
 	sub := &subscription{token: resp.GetToken(), callKey: callKey, expires: time.Unix(resp.GetExpiresAtUnix(), 0),
 		epoch: resp.GetEpoch(), every: time.Duration(resp.GetHeartbeatIntervalMs()) * time.Millisecond}

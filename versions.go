@@ -427,7 +427,7 @@ func (w *worker) destroy(ctx context.Context, op *pb.EntityOp) (*pb.WorkerRespon
 	}
 	if w.wal != nil {
 		rec := &walRecord{Type: walVersions, DB: db, Key: key, Principal: op.GetPrincipal(), Objects: vw.logged}
-		if err := w.logWrite(rec); err != nil {
+		if err := w.logWrite(ctx, rec); err != nil {
 			return nil, err
 		}
 	}

@@ -61,6 +61,10 @@ type walRecord struct {
 	// record and one group commit. Each lies under the entity's versions
 	// directory (decodeWALRecord checks it).
 	Objects []walObject
+	// gen, not logged, is the generation of the log the write began
+	// under (worker.check); append refuses the record in another. 0:
+	// any.
+	gen uint64
 }
 
 // walObject is one object a record writes beside its entity's file: a

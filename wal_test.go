@@ -937,7 +937,7 @@ func TestWALTakeoverFences(t *testing.T) {
 	if got, _ := st.Get(t.Context(), entityObjectKey("db", "a")); !bytes.Equal(got, v1) {
 		t.Error("the refused append changed the entity")
 	}
-	if taken, err := l.reopen(); !taken || err != nil {
+	if taken, err := l.reopen(nil); !taken || err != nil {
 		t.Fatalf("reopen = %v, %v; want taken over and reopened", taken, err)
 	}
 	if _, err := l.append(putRec("db", "a", sealedDoc(t, s, "db", "a", "3"))); err != nil {

@@ -322,6 +322,13 @@ func (l *walLog) append(rec *walRecord) (*walSegment, error) {
 		l.mu.Unlock()
 		return nil, err
 	}
+	if rec.gen != 0 && rec.gen != l.gen {
+		// The write began under a generation taken over since: it was
+		// routed to this worker before, and an entity it wrote may have
+		// been written by another worker meanwhile.
+		l.mu.Unlock()
+		return nil, fmt.Errorf("write begun under generation %d of the write-ahead log, taken over since: %w", rec.gen, errWALTaken)
+	}
 	b := l.open
 	lead := b == nil
 	if lead {
@@ -719,8 +726,11 @@ func (l *walLog) cut(segs []*walSegment) error {
 // worker subscribes again): whatever was appended before belongs to the
 // taker now. It reports whether the log had been taken over; an error
 // means the new live directory could not be opened, and the log stays
-// fenced.
-func (l *walLog) reopen() (bool, error) {
+// fenced. onTaken (if not nil) runs when it was taken, while the log
+// still refuses every record and before generation() can return the new
+// generation: the worker's fence against the calls routed to it before
+// (worker.reopenLog).
+func (l *walLog) reopen(onTaken func()) (bool, error) {
 	l.commitMu.Lock()
 	defer l.commitMu.Unlock()
 	l.mu.Lock()
@@ -732,6 +742,9 @@ func (l *walLog) reopen() (bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.fenced = true
+	if onTaken != nil {
+		onTaken()
+	}
 	if l.seg != nil && l.seg.f != nil {
 		l.seg.f.Close()
 	}
