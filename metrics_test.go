@@ -252,6 +252,17 @@ func scrape(t *testing.T, r *registry) string {
 	return b.String()
 }
 
+// waitScraped waits until r's exposition holds line (a request is
+// counted once its handler has returned, after the client saw its end).
+func waitScraped(t *testing.T, r *registry, line string) {
+	t.Helper()
+	for w := newWait(t, "metrics with "+line, 10*time.Second); !strings.Contains(scrape(t, r), line); time.Sleep(5 * time.Millisecond) {
+		if w.over() {
+			t.Fatalf("metrics lack %s: %v\n%s", line, w, scrape(t, r))
+		}
+	}
+}
+
 // wantLines fails t for each line of want missing from the exposition.
 func wantLines(t *testing.T, exposition string, want ...string) {
 	t.Helper()

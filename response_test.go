@@ -809,11 +809,7 @@ func TestClientGoneIs499(t *testing.T) {
 		t.Fatalf("the client's GET = %v, want its own cancellation", err)
 	}
 	const counted = `deltadb_http_requests_total{route="/entity/{db}",method="GET",status="499"} 1`
-	for w := newWait(t, "the request counted", 10*time.Second); !strings.Contains(scrape(t, fe.rest.reg), counted); time.Sleep(5 * time.Millisecond) {
-		if w.over() {
-			t.Fatalf("metrics lack %s: %v\n%s", counted, w, scrape(t, fe.rest.reg))
-		}
-	}
+	waitScraped(t, fe.rest.reg, counted)
 	if m := scrape(t, fe.rest.reg); strings.Contains(m, `status="500"`) {
 		t.Errorf("a request whose client went away is counted as a 500:\n%s", m)
 	}

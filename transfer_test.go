@@ -639,9 +639,5 @@ func TestImportClientGone(t *testing.T) {
 		t.Fatalf("the client's import = %v, want its own cancellation", err)
 	}
 	const counted = `deltadb_http_requests_total{route="/api/databases/{db}/import",method="POST",status="499"} 1`
-	for w := newWait(t, "the import counted", 10*time.Second); !strings.Contains(scrape(t, fe.rest.reg), counted); time.Sleep(5 * time.Millisecond) {
-		if w.over() {
-			t.Fatalf("metrics lack %s: %v\n%s", counted, w, scrape(t, fe.rest.reg))
-		}
-	}
+	waitScraped(t, fe.rest.reg, counted)
 }

@@ -84,6 +84,22 @@ func (tb *uiTab) release(name string) {
 	tb.waitFor(fmt.Sprintf("the %d answers held by %s acted on", n, name), fmt.Sprintf(`window.__holds[%q].answered >= %d`, name, n))
 }
 
+// addressWins goes to the Workers page while the /api/me held as "me"
+// (after, what it answers) is on its way, lets it come, and checks that
+// the page the address names is the one shown.
+func addressWins(t *testing.T, tb *uiTab, after string) {
+	t.Helper()
+	tb.held("me", 1)
+	tb.eval(`location.hash = "#/workers"; 1`, nil)
+	tb.waitFor("the Workers page", `document.getElementById("page-title")?.textContent === "Workers"`)
+	tb.release("me")
+	var got struct{ Title, Hash string }
+	tb.eval(`({title: document.getElementById("page-title")?.textContent, hash: location.hash})`, &got)
+	if got.Title != "Workers" || got.Hash != "#/workers" {
+		t.Errorf("after %s came: page %q at %q; want Workers, the address", after, got.Title, got.Hash)
+	}
+}
+
 // TestUIRaces runs the flows in one Chromium against one server.
 func TestUIRaces(t *testing.T) {
 	browser := newBrowser(t)
@@ -574,15 +590,7 @@ func TestUIRaces(t *testing.T) {
 		tb.goTo("schemas", "Schemas")
 		tb.holdFromStart("me", firstOnly("/api/me", "GET"))
 		tb.do("reload", chromedp.Reload())
-		tb.held("me", 1)
-		tb.eval(`location.hash = "#/workers"; 1`, nil)
-		tb.waitFor("the Workers page", `document.getElementById("page-title")?.textContent === "Workers"`)
-		tb.release("me")
-		var got struct{ Title, Hash string }
-		tb.eval(`({title: document.getElementById("page-title")?.textContent, hash: location.hash})`, &got)
-		if got.Title != "Workers" || got.Hash != "#/workers" {
-			t.Errorf("after the first /api/me came: page %q at %q; want Workers, the address", got.Title, got.Hash)
-		}
+		addressWins(t, tb, "the first /api/me")
 	})
 
 	// LoginAddressWins: an address gone to while the login's /api/me is
@@ -594,15 +602,7 @@ func TestUIRaces(t *testing.T) {
 		tb.hold("me", `p === "/api/me"`)
 		tb.typeInto("login-key", testAdminKey)
 		tb.click("#login-submit")
-		tb.held("me", 1)
-		tb.eval(`location.hash = "#/workers"; 1`, nil)
-		tb.waitFor("the Workers page", `document.getElementById("page-title")?.textContent === "Workers"`)
-		tb.release("me")
-		var got struct{ Title, Hash string }
-		tb.eval(`({title: document.getElementById("page-title")?.textContent, hash: location.hash})`, &got)
-		if got.Title != "Workers" || got.Hash != "#/workers" {
-			t.Errorf("after the login's /api/me came: page %q at %q; want Workers, the address", got.Title, got.Hash)
-		}
+		addressWins(t, tb, "the login's /api/me")
 	})
 
 	// PutKeepsDatabase: on the Entities page, the list of databases read
