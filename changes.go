@@ -20,10 +20,6 @@ const (
 	// changeLimitDefault and changeLimitMax bound a page's changes.
 	changeLimitDefault = 100
 	changeLimitMax     = 1000
-	// changeScanMax is the most changes of all databases one page reads
-	// to find its own: a page of a quiet database in a busy feed ends
-	// there, with last_seq after the changes it skipped.
-	changeScanMax = 20000
 	// longPollDefault and longPollMax bound a long-poll's wait (below the
 	// server's write timeout).
 	longPollDefault = 30 * time.Second
@@ -32,6 +28,12 @@ const (
 	// before the consumer is dropped.
 	streamWriteWait = 10 * time.Second
 )
+
+// changeScanMax is the most changes of all databases one page reads to
+// find its own: a page of a quiet database in a busy feed ends there,
+// with last_seq after the changes it skipped and more set (a variable
+// for tests).
+var changeScanMax = 20000
 
 // changeKeepAlive is how often an idle event stream gets a comment line
 // (a variable for tests).
@@ -47,10 +49,16 @@ type changeOut struct {
 	Doc  json.RawMessage `json:"doc,omitempty"`
 }
 
-// changePage is a page of the feed.
+// changePage is a page of the feed. More is false only when the page
+// read up to the feed's end as it was when the page began: following
+// last_seq then finds nothing more for now. A page that stopped short
+// of it (at the limit, at changeScanMax, at -max-response-bytes) says
+// true, even with no change: a quiet database's page in a busy feed may
+// be empty and yet not the end.
 type changePage struct {
 	Changes []changeOut `json:"changes"`
 	LastSeq string      `json:"last_seq"`
+	More    bool        `json:"more"`
 }
 
 // changeQuery is a request of the change route, parsed.
@@ -214,14 +222,18 @@ func (f *changeFeed) gone(c uint64) error {
 
 // changePage reads one page after q.since: up to q.limit changes of q.db
 // (and q.prefix), from at most changeScanMax changes of the feed, with
-// each document when q.docs, within -max-response-bytes. The documents
+// each document when q.docs, within -max-response-bytes; the page says
+// whether it stopped before the feed's end (More). The documents
 // are held in the in-flight read budget (readHeld) until the caller, once
 // the page is written, releases held: a page of an event stream that does
 // not read held up to -max-response-bytes outside it.
 func (s *restServer) changePage(ctx context.Context, f *changeFeed, q changeQuery) (page changePage, held heldRead, err error) {
 	// The page's changes first, then their documents: a read from before
 	// the log's tail holds a segment of the log until it returns, and a
-	// document's read may wait for room in the read budget.
+	// document's read may wait for room in the read budget. The feed's
+	// end is taken first: durable seqs are contiguous, so a page whose
+	// last seq reaches it has read every change up to it.
+	end := f.log.durable.Load()
 	var recs []changeRec
 	last, err := f.log.read(ctx, q.since, changeScanMax, func(r changeRec) bool {
 		if r.DB != q.db || !strings.HasPrefix(r.Key, q.prefix) {
@@ -263,6 +275,7 @@ func (s *restServer) changePage(ctx context.Context, f *changeFeed, q changeQuer
 		// Stopped at a document: resume after the last change answered.
 		page.LastSeq = page.Changes[len(page.Changes)-1].Seq
 	}
+	page.More = mustSeq(page.LastSeq) < end
 	return page, held, nil
 }
 
@@ -274,7 +287,10 @@ func mustSeq(s string) uint64 {
 
 // longPoll answers the first page with a change after q.since, waiting up
 // to q.timeout for one (then an empty page); deleting the database ends
-// the wait.
+// the wait. It waits only at the feed's end: a quiet database's cursor
+// far behind in a busy feed reads page after page (each within
+// changeScanMax) until a change of its own or the end, however long the
+// timeout, so that an empty answer means "nothing yet" (more false).
 func (s *restServer) longPoll(w http.ResponseWriter, r *http.Request, f *changeFeed, q changeQuery) error {
 	timer := time.NewTimer(q.timeout)
 	defer timer.Stop()
@@ -295,6 +311,12 @@ func (s *restServer) longPoll(w http.ResponseWriter, r *http.Request, f *changeF
 		}
 		held.release()
 		q.since = mustSeq(page.LastSeq)
+		if page.More {
+			if r.Context().Err() != nil {
+				return nil
+			}
+			continue // catching up
+		}
 		select {
 		case <-notify:
 			continue
@@ -356,9 +378,9 @@ func (s *restServer) eventStream(w http.ResponseWriter, r *http.Request, f *chan
 			return nil
 		}
 		q.since = mustSeq(page.LastSeq)
-		if q.since < end {
+		if page.More {
 			following = false
-			continue // catching up
+			continue // catching up, a page (changeScanMax at most) at a time
 		}
 		following = true
 		select {

@@ -61,6 +61,17 @@ type feedPage struct {
 		Doc  json.RawMessage `json:"doc"`
 	} `json:"changes"`
 	LastSeq string `json:"last_seq"`
+	// More is nil when the page has no "more".
+	More *bool `json:"more"`
+}
+
+// more is the page's "more", failing the test when it has none.
+func (p feedPage) more(t *testing.T) bool {
+	t.Helper()
+	if p.More == nil {
+		t.Fatalf("page %+v has no \"more\"", p)
+	}
+	return *p.More
 }
 
 // changes reads one page of db's feed with query q and wants status 200.
@@ -78,19 +89,22 @@ func changesPage(t *testing.T, n *node, token, db, q string) feedPage {
 }
 
 // allPages reads db's feed with query q page after page from the oldest
-// change, following last_seq until a page is empty.
+// change, following last_seq while more is true (as API.md tells
+// clients to), and returns the pages that hold changes.
 func allPages(t *testing.T, n *node, db, q string) []feedPage {
 	t.Helper()
 	var pages []feedPage
-	for since := ""; len(pages) < 1000; {
+	for since, i := "", 0; i < 1000; i++ {
 		p := changesPage(t, n, testAdminKey, db, q+"&since="+since)
-		if len(p.Changes) == 0 {
+		if len(p.Changes) > 0 {
+			pages = append(pages, p)
+		}
+		if !p.more(t) {
 			return pages
 		}
-		pages = append(pages, p)
 		since = p.LastSeq
 	}
-	t.Fatalf("feed of %s: no empty page after 1000 pages", db)
+	t.Fatalf("feed of %s: still more after 1000 pages", db)
 	return nil
 }
 
@@ -180,10 +194,12 @@ func TestChangesIncludeDocsBudget(t *testing.T) {
 		if bytes > 3000 && len(p.Changes) > 1 {
 			t.Errorf("a page of %d changes holds %d bytes of documents, over -max-response-bytes", len(p.Changes), bytes)
 		}
-		pages = append(pages, fmt.Sprint(len(p.Changes)))
+		pages = append(pages, fmt.Sprintf("%d/%v", len(p.Changes), p.more(t)))
 	}
-	if got := strings.Join(pages, " "); got != "2 2 1" {
-		t.Errorf("pages of 1000-byte documents within 3000 bytes hold %q changes, want 2 2 1", got)
+	// A page ended early by the documents says more: following it reads
+	// the rest.
+	if got := strings.Join(pages, " "); got != "2/true 2/true 1/false" {
+		t.Errorf("pages of 1000-byte documents within 3000 bytes hold %q changes (and more), want 2/true 2/true 1/false", got)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -1322,5 +1338,123 @@ func TestChangesCredentialRevoked(t *testing.T) {
 		}
 	case <-time.After(scaled(15 * time.Second)):
 		t.Fatal("the long-poll did not answer")
+	}
+}
+
+// lowScanMax lowers changeScanMax to n for the test, so that a busy feed
+// of a few hundred changes stands for one of tens of thousands.
+func lowScanMax(t *testing.T, n int) {
+	old := changeScanMax
+	changeScanMax = n
+	t.Cleanup(func() { changeScanMax = old })
+}
+
+// inPage reads one page of chat's feed (query q) from ts, wanting 200.
+func inPage(t *testing.T, ts *authTestServer, q string) feedPage {
+	t.Helper()
+	var p feedPage
+	if err := json.Unmarshal(ts.mustDo(t, "GET", "/api/databases/chat/changes?"+q, testAdminKey, "", 200), &p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestChangesMoreQuietDatabase: a quiet database's write behind more
+// than a page's scan budget of another database's changes is found by
+// following last_seq while more is true. The first page holds no change
+// and says more; the page with the write, which reaches the end, says
+// none; so does a page at the end, and since=now. A page cut by limit
+// says more, but for one that ends exactly at the feed's end. Before,
+// pages said nothing of it, and a client following "until a page is
+// empty" stopped at the first page and missed the acknowledged write.
+func TestChangesMoreQuietDatabase(t *testing.T) {
+	lowScanMax(t, 100)
+	ts := newAuthTestServer(t, authConfig{})
+	f := ts.rest.data.feed
+	since := fmt.Sprint(f.log.durable.Load())
+	appendChanges(t, f, "busy", 2*changeScanMax+50)
+	ts.mustDo(t, "PUT", "/entity/chat", testAdminKey, `{"a": {"v": 1}}`, 200)
+
+	var pages []string
+	var got []string
+	cursor := since
+	for range 10 {
+		p := inPage(t, ts, "since="+cursor)
+		pages = append(pages, fmt.Sprintf("%d/%v", len(p.Changes), p.more(t)))
+		got = append(got, p.summary()...)
+		cursor = p.LastSeq
+		if !p.more(t) {
+			break
+		}
+	}
+	// 250 changes of busy, then chat's: two pages of 100 with none of
+	// chat's, then the rest with it, at the end.
+	if strings.Join(pages, " ") != "0/true 0/true 1/false" || len(got) != 1 || !strings.HasPrefix(got[0], "a put") {
+		t.Errorf("following chat by more from %s: pages %q (changes, more), changes %q; want 0/true 0/true 1/false and the put of a", since, pages, got)
+	}
+	end := fmt.Sprint(f.log.durable.Load())
+	if cursor != end {
+		t.Errorf("last page's last_seq = %s, want the end %s", cursor, end)
+	}
+	for _, q := range []string{"since=" + end, "since=now", "since=now&limit=1"} {
+		if p := inPage(t, ts, q); len(p.Changes) != 0 || p.more(t) || p.LastSeq != end {
+			t.Errorf("?%s = %d changes, more %v, last_seq %s; want none, more false, %s", q, len(p.Changes), p.more(t), p.LastSeq, end)
+		}
+	}
+
+	ts.mustDo(t, "PUT", "/entity/chat", testAdminKey, `{"b": {"v": 2}}`, 200)
+	ts.mustDo(t, "PUT", "/entity/chat", testAdminKey, `{"c": {"v": 3}}`, 200)
+	p := inPage(t, ts, "limit=1&since="+end)
+	if got := p.summary(); len(got) != 1 || !strings.HasPrefix(got[0], "b put") || !p.more(t) {
+		t.Errorf("limit=1 before two changes = %q, more %v; want the put of b, more true", got, p.more(t))
+	}
+	// Cut by its limit exactly at the end: the page knows it is the end.
+	p = inPage(t, ts, "limit=1&since="+p.LastSeq)
+	if got := p.summary(); len(got) != 1 || !strings.HasPrefix(got[0], "c put") || p.more(t) {
+		t.Errorf("limit=1 before the last change = %q, more %v; want the put of c, more false", got, p.more(t))
+	}
+}
+
+// TestChangesLongPollCatchesUp: a long-poll of a quiet database whose
+// cursor is more than a page's scan budget behind in a busy feed reads on
+// to the database's change and answers it at once; one with no change
+// of its database after its cursor reads to the end, then waits its
+// timeout and answers an empty page at the end, more false. Before, the
+// long-poll waited after the first empty page, as if at the end: for its
+// timeout, then an empty page, while the change was there. The event
+// stream catches up page after page the same way.
+func TestChangesLongPollCatchesUp(t *testing.T) {
+	lowScanMax(t, 100)
+	ts := newAuthTestServer(t, authConfig{})
+	f := ts.rest.data.feed
+	since := fmt.Sprint(f.log.durable.Load())
+	appendChanges(t, f, "busy", 2*changeScanMax+50)
+	ts.mustDo(t, "PUT", "/entity/chat", testAdminKey, `{"a": {"v": 1}}`, 200)
+
+	start := time.Now()
+	p := inPage(t, ts, "feed=longpoll&timeout=20000&since="+since)
+	if got := p.summary(); len(got) != 1 || !strings.HasPrefix(got[0], "a put") || time.Since(start) > scaled(5*time.Second) {
+		t.Errorf("long-poll from %d changes behind = %q after %v, want the put of a at once", 2*changeScanMax+51, got, time.Since(start))
+	}
+	if p.more(t) {
+		t.Errorf("long-poll's page with the last change says more")
+	}
+
+	rec := newStreamRecorder(false)
+	serveStream(t, ts, rec, "since="+since)
+	for w := newWait(t, "the event stream's change", 10*time.Second); !strings.Contains(rec.String(), "event: change"); time.Sleep(5 * time.Millisecond) {
+		if w.over() {
+			t.Fatalf("event stream from %s wrote %q, want chat's change: %v", since, rec.String(), w)
+		}
+	}
+
+	from := fmt.Sprint(f.log.durable.Load())
+	appendChanges(t, f, "busy", 2*changeScanMax+50)
+	end := fmt.Sprint(f.log.durable.Load())
+	start = time.Now()
+	p = inPage(t, ts, "feed=longpoll&timeout=300&since="+from)
+	if len(p.Changes) != 0 || p.more(t) || p.LastSeq != end || time.Since(start) < 300*time.Millisecond {
+		t.Errorf("long-poll with no change of chat = %d changes, more %v, last_seq %s after %v; want an empty page, more false, last_seq %s (the end) after 300 ms",
+			len(p.Changes), p.more(t), p.LastSeq, time.Since(start), end)
 	}
 }
