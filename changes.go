@@ -35,6 +35,14 @@ const (
 // for tests).
 var changeScanMax = 20000
 
+// longPollCatchUp is how long a long-poll from far behind reads on
+// towards the feed's end (a page at a time) before it answers the empty
+// page it reached, more still true: each page may wait changeReadWait for
+// its turn at the files, and the answer must be written within
+// restWriteTimeout, else the connection is cut and the client, asking
+// again from the same cursor, never gets further (a variable for tests).
+var longPollCatchUp = restWriteTimeout - 2*changeReadWait
+
 // changeKeepAlive is how often an idle event stream gets a comment line
 // (a variable for tests).
 var changeKeepAlive = 15 * time.Second
@@ -289,9 +297,11 @@ func mustSeq(s string) uint64 {
 // to q.timeout for one (then an empty page); deleting the database ends
 // the wait. It waits only at the feed's end: a quiet database's cursor
 // far behind in a busy feed reads page after page (each within
-// changeScanMax) until a change of its own or the end, however long the
-// timeout, so that an empty answer means "nothing yet" (more false).
+// changeScanMax) until a change of its own or the end, whatever the
+// timeout, so that an empty answer means "nothing yet" (more false); only
+// past longPollCatchUp does it answer an empty page with more true.
 func (s *restServer) longPoll(w http.ResponseWriter, r *http.Request, f *changeFeed, q changeQuery) error {
+	start := time.Now()
 	timer := time.NewTimer(q.timeout)
 	defer timer.Stop()
 	deleted := f.deletedSignal(q.db)
@@ -315,7 +325,11 @@ func (s *restServer) longPoll(w http.ResponseWriter, r *http.Request, f *changeF
 			if r.Context().Err() != nil {
 				return nil
 			}
-			continue // catching up
+			if time.Since(start) < longPollCatchUp {
+				continue // catching up
+			}
+			writeJSON(w, http.StatusOK, page)
+			return nil
 		}
 		select {
 		case <-notify:

@@ -1419,10 +1419,12 @@ func TestChangesMoreQuietDatabase(t *testing.T) {
 // cursor is more than a page's scan budget behind in a busy feed reads on
 // to the database's change and answers it at once; one with no change
 // of its database after its cursor reads to the end, then waits its
-// timeout and answers an empty page at the end, more false. Before, the
-// long-poll waited after the first empty page, as if at the end: for its
-// timeout, then an empty page, while the change was there. The event
-// stream catches up page after page the same way.
+// timeout and answers an empty page at the end, more false; one that
+// cannot reach the end within longPollCatchUp answers the empty page it
+// reached, more true. Before, the long-poll waited after the first empty
+// page, as if at the end: for its timeout, then an empty page, while the
+// change was there. The event stream catches up page after page the same
+// way.
 func TestChangesLongPollCatchesUp(t *testing.T) {
 	lowScanMax(t, 100)
 	ts := newAuthTestServer(t, authConfig{})
@@ -1456,5 +1458,16 @@ func TestChangesLongPollCatchesUp(t *testing.T) {
 	if len(p.Changes) != 0 || p.more(t) || p.LastSeq != end || time.Since(start) < 300*time.Millisecond {
 		t.Errorf("long-poll with no change of chat = %d changes, more %v, last_seq %s after %v; want an empty page, more false, last_seq %s (the end) after 300 ms",
 			len(p.Changes), p.more(t), p.LastSeq, time.Since(start), end)
+	}
+
+	// Past longPollCatchUp it answers the page it reached, before the
+	// server's write limit would cut the answer: empty, more true, one
+	// page further on.
+	defer func(d time.Duration) { longPollCatchUp = d }(longPollCatchUp)
+	longPollCatchUp = 0
+	p = inPage(t, ts, "feed=longpoll&timeout=20000&since="+from)
+	if want := fmt.Sprint(mustSeq(from) + uint64(changeScanMax)); len(p.Changes) != 0 || !p.more(t) || p.LastSeq != want {
+		t.Errorf("long-poll past its catch-up time = %d changes, more %v, last_seq %s; want an empty page, more true, last_seq %s",
+			len(p.Changes), p.more(t), p.LastSeq, want)
 	}
 }

@@ -337,7 +337,13 @@ class ClientTest(unittest.TestCase):
         e2 = self.db.put(self.name, "b", {"n": 2})
         page = self.db.changes(self.name)
         self.assertEqual([(c.key, c.op, c.etag) for c in page["changes"]][-2:], [("a", "put", e1), ("b", "put", e2)])
-        self.assertEqual(self.db.changes(self.name, since=page["last_seq"])["changes"], [])
+        self.assertFalse(page["more"])  # it read to the feed's end
+        end = self.db.changes(self.name, since=page["last_seq"])
+        self.assertEqual((end["changes"], end["more"]), ([], False))
+        first = self.db.changes(self.name, since=page["changes"][-2].seq, limit=1)
+        self.assertEqual(([c.key for c in first["changes"]], first["more"]), (["b"], False))
+        cut = self.db.changes(self.name, limit=1)  # b follows: more
+        self.assertEqual((len(cut["changes"]), cut["more"]), (1, True))
         docs = self.db.changes(self.name, since=page["changes"][-2].seq, include_docs=True)["changes"]
         self.assertEqual([(c.key, c.doc) for c in docs], [("b", {"n": 2})])
         follow = self.db.follow(self.name, since=page["changes"][-2].seq, include_docs=True)

@@ -288,7 +288,7 @@ export interface paths {
         };
         /**
          * Follow a database's changes: pages, long-poll or Server-Sent Events
-         * @description Every acknowledged write of the database (PUT, PATCH, DELETE, and the deletes of a database deletion) once, each key's changes in the order they were acknowledged; a cursor replays the same changes in the same order, across restarts and changes of workers. A change holds the key, the operation, the ETag and the time, never the document unless include_docs=true (the current document, read permission, within -max-response-bytes). Pages: since (a seq or last_seq; absent: the oldest change kept; now: the current end), limit; follow last_seq. feed=longpoll waits up to timeout ms for a change. feed=sse (or Accept: text/event-stream) streams events "change" (id: the seq; an EventSource resumes through Last-Event-ID), comment lines as keep-alives, "lagging" with resume_from when the stream fell too far behind, "deleted" when the database is deleted. A cursor older than -changes-retention answers 410: list the database, then follow from last_seq. Streams are bounded per credential and in total (429). With S3 storage the main worker keeps the feed only with -changes-dir. A browser's EventSource, which cannot send Authorization, brings ticket= instead (POST /api/databases/{db}/changes/ticket).
+         * @description Every acknowledged write of the database (PUT, PATCH, DELETE, and the deletes of a database deletion) once, each key's changes in the order they were acknowledged; a cursor replays the same changes in the same order, across restarts and changes of workers. A change holds the key, the operation, the ETag and the time, never the document unless include_docs=true (the current document, read permission, within -max-response-bytes). Pages: since (a seq or last_seq; absent: the oldest change kept; now: the current end), limit; follow last_seq while more is true. A page reads at most 20,000 changes of all databases, so a quiet database's page in a busy server may hold no change and still say more: only more false means the page reached the feed's end. feed=longpoll reads on to a change or the feed's end (30 s at most: then the empty page it reached, more true), then waits up to timeout ms for a change. feed=sse (or Accept: text/event-stream) streams events "change" (id: the seq; an EventSource resumes through Last-Event-ID), comment lines as keep-alives, "lagging" with resume_from when the stream fell too far behind, "deleted" when the database is deleted. A cursor older than -changes-retention answers 410: list the database, then follow from last_seq. Streams are bounded per credential and in total (429). With S3 storage the main worker keeps the feed only with -changes-dir. A browser's EventSource, which cannot send Authorization, brings ticket= instead (POST /api/databases/{db}/changes/ticket).
          */
         get: operations["getChanges"];
         put?: never;
@@ -1336,6 +1336,8 @@ export interface components {
             changes: components["schemas"]["Change"][];
             /** @description The cursor after this page: since of the next */
             last_seq: string;
+            /** @description False when the page read up to the feed's end (as it was when the page began): following last_seq finds nothing more for now. True when changes may follow that it did not read: it stopped at limit, at the 20,000 changes of all databases a page reads, or at -max-response-bytes (include_docs); such a page may hold no change. Follow last_seq while more is true */
+            more: boolean;
         };
         Change: {
             /** @description The cursor after this change (decimal digits; compare as opaque) */
@@ -2100,7 +2102,7 @@ export interface operations {
                 /** @description Add each put's current document (doc) */
                 include_docs?: boolean;
                 feed?: "normal" | "longpoll" | "sse";
-                /** @description feed=longpoll: milliseconds to wait for a change */
+                /** @description feed=longpoll: milliseconds to wait for a change once at the feed's end */
                 timeout?: number;
                 /** @description Instead of Authorization: a stream ticket of this database (POST /api/databases/{db}/changes/ticket): good for one page within a minute, or for one event stream at a time and its reconnections within a minute of its end */
                 ticket?: string;

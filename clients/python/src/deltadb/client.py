@@ -82,10 +82,15 @@ class Change:
 
 
 class ChangesPage(TypedDict):
-    """One page of a feed: its changes and last_seq, the since of the next."""
+    """One page of a feed: its changes, last_seq (the since of the next)
+    and more: True when changes may follow that the page did not read (it
+    may hold none: a page reads at most 20,000 changes of all databases),
+    False when it reached the feed's end.
+    """
 
     changes: List[Change]
     last_seq: str
+    more: bool
 
 
 class Client:
@@ -243,14 +248,16 @@ class Client:
                 include_docs: bool = False) -> ChangesPage:
         """One page of db's changes after the cursor since (None: from the
         oldest kept; "now": none, only the current end as last_seq). Follow
-        last_seq until a page is empty. A cursor older than the server's
-        retention raises Gone: list the database, then follow from the
-        current end.
+        last_seq while more is True: on a busy server a page of a quiet
+        database may be empty and still have more. A cursor older than the
+        server's retention raises Gone: list the database, then follow from
+        the current end.
         """
         query: Dict[str, Any] = {"since": since, "limit": limit, "prefix": prefix or None,
                                  "include_docs": "true" if include_docs else None}
         body, _ = self.request("GET", self._path("api", "databases", db, "changes", **query))
-        return ChangesPage(changes=[Change.from_json(c) for c in body["changes"]], last_seq=str(body["last_seq"]))
+        return ChangesPage(changes=[Change.from_json(c) for c in body["changes"]], last_seq=str(body["last_seq"]),
+                           more=bool(body["more"]))
 
     def follow(self, db: str, since: Optional[str] = "now", prefix: Optional[str] = None,
                include_docs: bool = False, retry: float = 1.0) -> Iterator[Change]:
