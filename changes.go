@@ -429,20 +429,29 @@ func (s *restServer) stillReads(r *http.Request, db string) error {
 }
 
 // endDeleted sends the changes of q's deleted database not sent yet (its
-// entities' deletes) and the event "deleted".
+// entities' deletes), page after page to the feed's end, and the event
+// "deleted": one page sent at most a page's limit of them, or none past
+// the scan budget, and its last_seq was not the end.
 func (s *restServer) endDeleted(ctx context.Context, st *stream, f *changeFeed, q changeQuery) {
 	if f.log.barrier(ctx) != nil {
 		return
 	}
 	q.limit = changeLimitMax
-	page, held, err := s.changePage(ctx, f, q)
-	if err != nil {
-		return
-	}
-	sent := st.changes(page.Changes)
-	held.release()
-	if sent {
-		st.event("deleted", "", map[string]string{"last_seq": page.LastSeq})
+	for ctx.Err() == nil {
+		page, held, err := s.changePage(ctx, f, q)
+		if err != nil {
+			return
+		}
+		sent := st.changes(page.Changes)
+		held.release()
+		if !sent {
+			return
+		}
+		if !page.More {
+			st.event("deleted", "", map[string]string{"last_seq": page.LastSeq})
+			return
+		}
+		q.since = mustSeq(page.LastSeq)
 	}
 }
 

@@ -1471,3 +1471,30 @@ func TestChangesLongPollCatchesUp(t *testing.T) {
 			len(p.Changes), p.more(t), p.LastSeq, want)
 	}
 }
+
+// TestChangesDeletedStreamEnd: an event stream whose database is deleted
+// sends every change of it not sent yet before the event "deleted", page
+// after page, and "deleted" names the feed's end. Before, it read one
+// page: past the scan budget of other changes (or a page's limit of
+// deletes) the rest were never sent, and "deleted" named a last_seq
+// short of them.
+func TestChangesDeletedStreamEnd(t *testing.T) {
+	lowScanMax(t, 100)
+	ts := newAuthTestServer(t, authConfig{})
+	f := ts.rest.data.feed
+	since := f.log.durable.Load()
+	appendChanges(t, f, "busy", 2*changeScanMax+50)
+	for _, k := range []string{"a", "b", "c"} {
+		if err := f.log.append(&changeRec{T: changeDone, DB: "chat", Key: k, Op: "delete"}).wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec := newStreamRecorder(false)
+	st := &stream{w: rec, rc: http.NewResponseController(rec), f: f}
+	ts.rest.endDeleted(t.Context(), st, f, changeQuery{db: "chat", since: since})
+	out := rec.String()
+	want := fmt.Sprintf("event: deleted\ndata: {\"last_seq\":\"%d\"}\n\n", f.log.durable.Load())
+	if strings.Count(out, "event: change") != 3 || !strings.HasSuffix(out, want) {
+		t.Errorf("end of a deleted database's stream from %d changes behind:\n%s\nwant the 3 deletes, then\n%s", 2*changeScanMax+53, out, want)
+	}
+}
