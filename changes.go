@@ -429,9 +429,9 @@ func (s *restServer) stillReads(r *http.Request, db string) error {
 }
 
 // endDeleted sends the changes of q's deleted database not sent yet (its
-// entities' deletes), page after page to the feed's end, and the event
-// "deleted": one page sent at most a page's limit of them, or none past
-// the scan budget, and its last_seq was not the end.
+// entities' deletes), page after page to the feed's end (a page holds at
+// most changeLimitMax of them and reads at most changeScanMax changes),
+// then the event "deleted" with that end.
 func (s *restServer) endDeleted(ctx context.Context, st *stream, f *changeFeed, q changeQuery) {
 	if f.log.barrier(ctx) != nil {
 		return
