@@ -23,6 +23,7 @@ type lru[K comparable, V any] struct {
 	now       func() time.Time // clock for ttl
 	items     map[K]*lruEntry[K, V]
 	root      lruEntry[K, V] // sentinel: root.next is the most recent, root.prev the least
+	gen       uint64         // generation, bumped by every Purge (Gen, AddAt)
 	hits      uint64
 	misses    uint64
 	evictions uint64
@@ -139,6 +140,11 @@ func (c *lru[K, V]) Peek(k K) (V, bool) {
 func (c *lru[K, V]) Add(k K, v V) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.add(k, v)
+}
+
+// add is Add's body. c.mu is held.
+func (c *lru[K, V]) add(k K, v V) {
 	var size int64
 	if c.sizeOf != nil {
 		size = c.sizeOf(k, v)
@@ -170,6 +176,28 @@ func (c *lru[K, V]) Add(k K, v V) {
 	}
 }
 
+// Gen returns the cache's generation, which every Purge bumps: a value
+// read elsewhere after Gen returned g is added with AddAt(k, v, g), so
+// that it is never installed after a purge that came after its read.
+func (c *lru[K, V]) Gen() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen
+}
+
+// AddAt is Add if the cache is still at generation gen (Gen), else it
+// adds nothing; it reports whether it added. Its check and its Add are
+// one step under c.mu, ordered with every Purge.
+func (c *lru[K, V]) AddAt(k K, v V, gen uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen != gen {
+		return false
+	}
+	c.add(k, v)
+	return true
+}
+
 // Remove drops k and reports whether it was present. It is not an eviction.
 func (c *lru[K, V]) Remove(k K) bool {
 	c.mu.Lock()
@@ -189,11 +217,13 @@ func (c *lru[K, V]) Len() int {
 	return len(c.items)
 }
 
-// Purge drops every entry, for example when the key epoch changes. The
-// counters are kept; nothing is counted as an eviction.
+// Purge drops every entry, for example when the key epoch changes, and
+// bumps the generation (Gen). The counters are kept; nothing is counted
+// as an eviction.
 func (c *lru[K, V]) Purge() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.gen++
 	clear(c.items)
 	c.bytes = 0
 	c.root.next, c.root.prev = &c.root, &c.root

@@ -65,7 +65,11 @@ type worker struct {
 
 	// locks serialise storage access and cache fills for one entity
 	// within this process, so a slow cache fill of an old value can never
-	// overwrite the cache entry of a newer acknowledged write.
+	// overwrite the cache entry of a newer acknowledged write. Across a
+	// purge, the cache's generation does that instead: a fill adds only
+	// under the generation it read (or wrote) under (lru.AddAt), so a
+	// value read before an epoch's or a takeover's purge is never cached
+	// after it.
 	locks keyLocks
 
 	// indexes are the query indexes over the entities this worker owns
@@ -298,11 +302,16 @@ func (w *worker) get(ctx context.Context, s *keyring, op *pb.EntityOp) (*pb.Work
 	if e, ok := w.cache.Peek(cacheKey(db, key)); ok {
 		return e.response(), nil
 	}
+	// The generation before the storage read: a purge after it (a newer
+	// epoch, a takeover) may mean another worker wrote the entity since,
+	// and then what was read is not cached (the read is answered, as any
+	// read running alongside that write may be).
+	gen := w.cache.Gen()
 	e, err := w.load(ctx, s, db, key)
 	if err != nil {
 		return nil, err
 	}
-	w.cache.Add(cacheKey(db, key), e)
+	w.cache.AddAt(cacheKey(db, key), e, gen)
 	return e.response(), nil
 }
 
@@ -644,6 +653,10 @@ func (w *worker) readModifyWrite(ctx context.Context, s *keyring, op *pb.EntityO
 // with a plain Put. The owner caches the result; anyone else evicts.
 func (w *worker) store(ctx context.Context, s *keyring, op *pb.EntityOp, owner bool, doc []byte, rev string, conditional bool) (cachedEntity, error) {
 	db, key := op.GetDatabaseName(), op.GetEntityKey()
+	// As get's fill: a purge between here and the fill may mean another
+	// worker wrote the entity since (a takeover while this write, logged
+	// before it, was paused).
+	gen := w.cache.Gen()
 	// The data key chosen must not change before the entity is stored
 	// (keyring.applyEpoch, rekey.go).
 	defer s.hold()()
@@ -693,7 +706,7 @@ func (w *worker) store(ctx context.Context, s *keyring, op *pb.EntityOp, owner b
 		}
 	}
 	if owner {
-		w.cache.Add(cacheKey(db, key), e)
+		w.cache.AddAt(cacheKey(db, key), e, gen)
 	} else {
 		w.cache.Remove(cacheKey(db, key))
 	}

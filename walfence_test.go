@@ -1,9 +1,12 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -88,4 +91,97 @@ func TestWALPausedWorkerCallsFenced(t *testing.T) {
 	if resp, err := other.Process(ctx, call(pb.Operation_GET, "", 5)); err != nil || string(resp.GetResult()) != `"3"` {
 		t.Errorf("after the new subscription's write the file holds %s, %v; want \"3\"", resp.GetResult(), err)
 	}
+}
+
+// TestWALPausedWorkerReadFillFenced: an owner's read checked before its
+// worker was paused past its lease reads the entity's file ("1") and is
+// held there while the main worker takes the log over, another worker
+// writes the entity ("2", acknowledged) and the resumed worker subscribes
+// again and serves calls of the new subscription. Released, the read must
+// not cache its "1": the resumed worker, owner again, reads the
+// acknowledged "2".
+func TestWALPausedWorkerReadFillFenced(t *testing.T) {
+	ctx := t.Context()
+	st := newTestFSStore(t)
+	l := openTestWAL(t, st, "w1")
+	s, err := newKeyring(st, []byte("0123456789abcdef0123456789abcdef"), "k1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := &pausedRead{store: st, read: make(chan struct{}), release: make(chan struct{})}
+	w := newWorker("w1", held, newSchemaRegistry(st, budgets{}), newLRU[string, cachedEntity](16, 0, time.Now), budgets{},
+		slog.New(slog.NewTextHandler(io.Discard, nil)), l)
+	w.setKeys(s)
+	other := newTestWorker(t, "w2", st)
+	call := func(op pb.Operation, key, payload string, epoch uint64) *pb.WorkerRequest {
+		return &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: key, Operation: op, Payload: []byte(payload)},
+			Owner: true, Epoch: epoch}
+	}
+	if _, err := w.Process(ctx, call(pb.Operation_PUT, "a", `"1"`, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Epoch 2 (w still owns "a") drops its cache: its read reads the file.
+	held.armed.Store(true)
+	type answer struct {
+		resp *pb.WorkerResponse
+		err  error
+	}
+	early := make(chan answer, 1)
+	go func() {
+		resp, err := w.Process(ctx, call(pb.Operation_GET, "a", "", 2))
+		early <- answer{resp, err}
+	}()
+	select {
+	case <-held.read:
+	case a := <-early:
+		t.Fatalf("the read was not held after its storage read: %s, %v", a.resp.GetResult(), a.err)
+	}
+	// The pause: the main worker takes the log over (epoch 3) and the
+	// other worker writes the entity.
+	if _, err := takeOverLog(ctx, st, "w1", claimGen, l.generation(), slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Process(ctx, call(pb.Operation_PUT, "a", `"2"`, 3)); err != nil {
+		t.Fatal(err)
+	}
+	// Resumed: it subscribes again (answer of epoch 4) and serves a call
+	// of the new subscription before the read goes on.
+	if _, err := w.reopenLog(); err != nil {
+		t.Fatal(err)
+	}
+	w.routedAfter(4)
+	if _, err := w.Process(ctx, call(pb.Operation_PUT, "b", `"x"`, 5)); err != nil {
+		t.Fatalf("write of the new subscription: %v", err)
+	}
+	close(held.release)
+	if a := <-early; a.err != nil {
+		t.Logf("the held read answered %v", a.err)
+	}
+	for range 2 { // the second read would be served from the cache
+		resp, err := w.Process(ctx, call(pb.Operation_GET, "a", "", 5))
+		if err != nil || string(resp.GetResult()) != `"2"` {
+			t.Fatalf("resumed owner reads %s, %v; want the acknowledged \"2\"", resp.GetResult(), err)
+		}
+	}
+}
+
+// pausedRead is a store whose next read of an entity file, once armed,
+// returns only when release is closed, telling of it on read: the file
+// is read, its reader not yet back with it.
+type pausedRead struct {
+	store
+	armed         atomic.Bool
+	read, release chan struct{}
+}
+
+func (h *pausedRead) GetRev(ctx context.Context, key string) ([]byte, string, error) {
+	b, rev, err := h.store.GetRev(ctx, key)
+	if strings.HasPrefix(key, entitiesPrefix) && h.armed.CompareAndSwap(true, false) {
+		close(h.read)
+		<-h.release
+	}
+	return b, rev, err
 }
