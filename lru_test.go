@@ -308,6 +308,38 @@ func TestLRUHit(t *testing.T) {
 	}
 }
 
+// TestLRUAddAt: a value read at a generation is added while no Purge came
+// since, and not after one, which leaves what came after it in place.
+func TestLRUAddAt(t *testing.T) {
+	c := newLRU[string, int](4, 0, nil)
+	g := c.Gen()
+	if !c.AddAt("a", 1, g) {
+		t.Fatal("AddAt at the current generation = false")
+	}
+	c.Purge()
+	if c.AddAt("b", 2, g) {
+		t.Error("AddAt at the generation before a Purge = true")
+	}
+	g2 := c.Gen()
+	if g2 == g {
+		t.Errorf("Gen() after a Purge = %d, unchanged", g2)
+	}
+	c.Add("c", 3)
+	if c.AddAt("c", 4, g) {
+		t.Error("AddAt at an old generation replaced an entry added after the Purge")
+	}
+	if v, ok := c.Peek("c"); !ok || v != 3 {
+		t.Errorf("Peek(%q) = %d, %v, want 3, true", "c", v, ok)
+	}
+	if _, ok := c.Peek("b"); ok {
+		t.Errorf("Peek(%q) found the value refused", "b")
+	}
+	if !c.AddAt("d", 5, g2) {
+		t.Error("AddAt at the generation after the Purge = false")
+	}
+	c.check(t)
+}
+
 func TestLRUNoTTLNeverExpires(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(0, 0)}
 	c := newLRU[int, int](2, 0, clk.now)

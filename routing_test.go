@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -119,6 +120,74 @@ func TestEpochRuleDropsStaleCache(t *testing.T) {
 	if h := a.stats().Hits; h == 0 {
 		t.Errorf("a's cache hits = %d after a repeated read in one epoch, want > 0", h)
 	}
+}
+
+// TestEpochRulePausedWriteFill: on S3 (no cross-process lock, no log), an
+// owner's write stores its entity ("x") and is held before it caches it
+// (storing its version) while the key moves to another worker, which
+// writes "y" (acknowledged), and back under a newer epoch, whose call the
+// owner serves. Released, the write must not cache its "x" after that
+// epoch's purge: the owner, reading again, gets "y".
+func TestEpochRulePausedWriteFill(t *testing.T) {
+	ctx := t.Context()
+	st := newMemStore()
+	held := &pausedVersionWrite{store: st, put: make(chan struct{}), release: make(chan struct{})}
+	w, other := newTestWorker(t, "w1", held), newTestWorker(t, "w2", st)
+	call := func(op pb.Operation, key, payload string, epoch uint64) *pb.WorkerRequest {
+		return &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: key, Operation: op, Payload: []byte(payload)},
+			Owner: true, Epoch: epoch}
+	}
+	held.armed.Store(true)
+	done := make(chan error, 1)
+	go func() {
+		c := call(pb.Operation_PUT, "a", `"x"`, 1)
+		c.Op.MaxVersions = 1
+		_, err := w.Process(ctx, c)
+		done <- err
+	}()
+	select {
+	case <-held.put:
+	case err := <-done:
+		t.Fatalf("the write was not held storing its version: %v", err)
+	}
+	if _, err := other.Process(ctx, call(pb.Operation_PUT, "a", `"y"`, 2)); err != nil {
+		t.Fatal(err)
+	}
+	// Back to w (epoch 3), which serves a call of it first.
+	if _, err := w.Process(ctx, call(pb.Operation_PUT, "b", `"z"`, 3)); err != nil {
+		t.Fatal(err)
+	}
+	close(held.release)
+	if err := <-done; err != nil {
+		t.Fatalf("the held write: %v", err)
+	}
+	for range 2 { // the second read would be served from the cache
+		resp, err := w.Process(ctx, call(pb.Operation_GET, "a", "", 3))
+		if err != nil || string(resp.GetResult()) != `"y"` {
+			t.Fatalf("owner reads %s, %v; want the acknowledged \"y\"", resp.GetResult(), err)
+		}
+	}
+}
+
+// pausedVersionWrite is a store without cross-process locks (as S3)
+// whose next write of a version object, once armed, returns only when
+// release is closed, telling of it on put.
+type pausedVersionWrite struct {
+	store
+	armed        atomic.Bool
+	put, release chan struct{}
+}
+
+func (p *pausedVersionWrite) Lock(ctx context.Context, key string) (func(), error) {
+	return func() {}, nil
+}
+
+func (p *pausedVersionWrite) Put(ctx context.Context, key string, data []byte) error {
+	if strings.HasPrefix(key, versionsPrefix) && p.armed.CompareAndSwap(true, false) {
+		close(p.put)
+		<-p.release
+	}
+	return p.store.Put(ctx, key, data)
 }
 
 // TestReadFallbackBypassesCache: a read served by a non-owner (the owner is
