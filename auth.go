@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -177,6 +178,10 @@ func (a *authenticator) authenticateFrom(cred, client string) (principal, error)
 		return principal{}, reqErrorf(errUnauthenticated, "missing credential: send Authorization: Bearer <key or token>")
 	}
 	p, err := a.resolve(cred)
+	if errors.Is(err, errProviderUnavailable) {
+		// The OpenID provider failed, not the client: not counted.
+		return principal{}, err
+	}
 	if err != nil {
 		return principal{}, a.failed(client, err)
 	}

@@ -555,7 +555,7 @@ func (l *changeLog) writeAhead(f *os.File, alloc *int64, end int64) {
 }
 
 // errChangeLogBroken is the error of appends after a failed commit.
-var errChangeLogBroken = fmt.Errorf("change log cannot be written: %w", errUnavailable)
+var errChangeLogBroken error = unavailableError("change log cannot be written")
 
 // append adds recs to the group being formed and returns it; a
 // completion gets the next seq, an intent the next ID (set in recs).

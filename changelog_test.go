@@ -715,7 +715,8 @@ func TestChangeFeedSettlesLostOutcome(t *testing.T) {
 
 // TestChangeFeedRefusesWritesWhileBroken: while a failed commit cannot
 // be repaired (the disk still refuses), a write is refused before it is
-// sent to its owner (503, nothing written); once the disk takes writes
+// sent to its owner (503 saying the change log cannot be written, nothing
+// written); once the disk takes writes
 // again, writes go on within the repair's retry.
 func TestChangeFeedRefusesWritesWhileBroken(t *testing.T) {
 	var failing atomic.Bool
@@ -730,8 +731,15 @@ func TestChangeFeedRefusesWritesWhileBroken(t *testing.T) {
 	if err := f.log.append(&changeRec{T: changeDone, DB: "db", Key: "a", Op: "put"}).wait(); !errors.Is(err, unix.EIO) {
 		t.Fatalf("commit with a failing fdatasync: %v", err)
 	}
-	if _, err := f.begin(ctx, "db", "k", pb.Operation_PUT); !errors.Is(err, errUnavailable) {
+	_, err = f.begin(ctx, "db", "k", pb.Operation_PUT)
+	if !errors.Is(err, errUnavailable) {
 		t.Fatalf("begin while the log cannot be repaired: %v, want unavailable before the write is sent", err)
+	}
+	// The client is told which part failed (it was "storage or workers
+	// unavailable"), and the cause stays in the log.
+	want := "the change feed's log cannot be written, so writes are refused until it is repaired; try again later (request ID r1)"
+	if msg := publicMessage(err, "r1"); statusOf(err) != 503 || msg != want {
+		t.Errorf("the refusal's answer = %d %q, want 503 %q", statusOf(err), msg, want)
 	}
 	if f.log.health() == nil {
 		t.Error("the log's health is nil while it takes no records (readiness would stay true)")

@@ -86,6 +86,12 @@ var (
 	// errAuditUnavailable: under -audit-required, the request's audit line
 	// could not be written durably (503; audit.go).
 	errAuditUnavailable = errors.New("audit log cannot be written")
+	// errProviderUnavailable: the OpenID provider (the identity provider)
+	// could not be reached or gave no usable answer: its discovery
+	// document, its signing keys (JWKS) or its token endpoint (503;
+	// oidc.go, oidclogin.go). It is not errUnavailable: storage and the
+	// workers are not at fault, and the client's credential may be good.
+	errProviderUnavailable = errors.New("identity provider unavailable")
 	// errNoWorker: no processing worker is in rotation, or the last one
 	// tried was unreachable (503, as errUnavailable).
 	errNoWorker error = workerError("no processing worker is available")
@@ -108,6 +114,18 @@ func (e workerError) Error() string { return string(e) }
 
 // Is makes a workerError an errUnavailable.
 func (e workerError) Is(target error) bool { return target == errUnavailable }
+
+// unavailableError is a part of the server other than storage and the
+// workers that cannot do its work for now (the change log,
+// errChangeLogBroken): errors.Is finds it as errUnavailable (503, a
+// write's outcome unknown), but its row of errorTable tells the client
+// which part failed.
+type unavailableError string
+
+func (e unavailableError) Error() string { return string(e) }
+
+// Is makes an unavailableError an errUnavailable.
+func (e unavailableError) Is(target error) bool { return target == errUnavailable }
 
 // requestError is an error whose message a client may see: one plain
 // sentence about the client's request (`entity "nope" not found in database
@@ -333,8 +351,8 @@ type errorKind struct {
 // lookups try it: the first row whose sentinel errors.Is finds wins.
 // errHandingOverLost and errHandoverDamagedLost come before errTransport,
 // which they wrap. The
-// worker tier's errors (errTransport, errNoWorker) come before
-// errUnavailable, which they also are; errBusy and errAuditUnavailable
+// worker tier's errors (errTransport, errNoWorker) and errChangeLogBroken
+// come before errUnavailable, which they also are; errBusy and errAuditUnavailable
 // after it, so that a worker's Unavailable stays errUnavailable (a busy
 // worker's answer names errBusy by its reason, errorReasons); errTooLarge before errRateLimited,
 // which shares its gRPC code, so that a worker's ResourceExhausted comes
@@ -363,9 +381,11 @@ var errorTable = []errorKind{
 	{errHandoverDamaged, http.StatusServiceUnavailable, codes.Unavailable, handoverDamaged, wroteNothing},
 	{errWriteFenced, http.StatusServiceUnavailable, codes.Unavailable, ownerChanged, mayHaveWritten},
 	{errWorkerSlow, http.StatusServiceUnavailable, codes.Unavailable, workerSlow, mayHaveWritten},
+	{errChangeLogBroken, http.StatusServiceUnavailable, codes.Unavailable, "the change feed's log cannot be written, so writes are refused until it is repaired; try again later (request ID %s)", mayHaveWritten},
 	{errUnavailable, http.StatusServiceUnavailable, codes.Unavailable, "storage or workers unavailable, try again later (request ID %s)", mayHaveWritten},
 	{errBusy, http.StatusServiceUnavailable, codes.Unavailable, "the server is at its limit of concurrent reads; try again shortly (request ID %s)", wroteNothing},
 	{errAuditUnavailable, http.StatusServiceUnavailable, codes.Unavailable, "the audit log cannot be written, so requests are refused; try again later (request ID %s)", mayHaveWritten},
+	{errProviderUnavailable, http.StatusServiceUnavailable, codes.Unavailable, "the identity provider (the OpenID provider) could not be reached or gave no usable answer; try again later (request ID %s)", wroteNothing},
 	{errCorrupt, http.StatusInternalServerError, codes.DataLoss, internalError, mayHaveWritten},
 	{errConfig, http.StatusInternalServerError, codes.Internal, internalError, mayHaveWritten},
 }
@@ -437,9 +457,10 @@ func grpcCode(err error) codes.Code {
 }
 
 // sentinelOf returns the sentinel a worker's gRPC code c stands for: the
-// first row with that code, leaving out the worker tier's own errors,
-// which the main worker makes about its workers (or, for errWriteFenced,
-// learns from the answer's detail: reasonSentinel). A call past its
+// first row with that code, leaving out the rows that refine
+// errUnavailable: the worker tier's own errors, which the main worker
+// makes about its workers (or, for errWriteFenced, learns from the
+// answer's detail: reasonSentinel), and the main worker's change log. A call past its
 // deadline (DeadlineExceeded, which gRPC sets, never a worker) is
 // errUnavailable: it may succeed later. nil for Internal and codes not in
 // the table.
@@ -448,7 +469,7 @@ func sentinelOf(c codes.Code) error {
 		return errUnavailable
 	}
 	for _, k := range errorTable {
-		if _, tier := k.err.(workerError); !tier && k.code == c {
+		if refines := k.err != errUnavailable && errors.Is(k.err, errUnavailable); !refines && k.code == c {
 			return k.err
 		}
 	}

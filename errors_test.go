@@ -39,7 +39,8 @@ func sourceFiles(t *testing.T) []*ast.File {
 }
 
 // sentinelNames returns the package-level error variables of the
-// package's non-test files made with errors.New or workerError: the
+// package's non-test files made with errors.New, workerError or
+// unavailableError: the
 // sentinels, wherever someone declares one.
 func sentinelNames(t *testing.T) []string {
 	t.Helper()
@@ -63,7 +64,8 @@ func sentinelNames(t *testing.T) []string {
 	return names
 }
 
-// isSentinelCall reports whether e is errors.New(...) or workerError(...).
+// isSentinelCall reports whether e is errors.New(...), workerError(...)
+// or unavailableError(...).
 func isSentinelCall(e ast.Expr) bool {
 	call, ok := e.(*ast.CallExpr)
 	if !ok {
@@ -74,7 +76,7 @@ func isSentinelCall(e ast.Expr) bool {
 		pkg, ok := fn.X.(*ast.Ident)
 		return ok && pkg.Name == "errors" && fn.Sel.Name == "New"
 	case *ast.Ident:
-		return fn.Name == "workerError"
+		return fn.Name == "workerError" || fn.Name == "unavailableError"
 	}
 	return false
 }
@@ -136,6 +138,7 @@ func sentinelValues() map[string]error {
 		"errHandoverDamaged": errHandoverDamaged, "errHandoverDamagedLost": errHandoverDamagedLost, "errAuditUnavailable": errAuditUnavailable,
 		"errWriteFenced": errWriteFenced, "errCallLost": errCallLost, "errWorkerSlow": errWorkerSlow,
 		"errTooManyStreams": errTooManyStreams, "errGone": errGone, "errNoFeed": errNoFeed,
+		"errProviderUnavailable": errProviderUnavailable, "errChangeLogBroken": errChangeLogBroken,
 	}
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -49,6 +50,10 @@ type oidcVerifier struct {
 	endpoints oidcEndpoints
 	// lastFetch is when the last fetch was attempted; zero: never.
 	lastFetch time.Time
+	// fetchErr is the error of the last fetch (discovery and JWKS), nil
+	// when it succeeded or none was attempted: a token whose key is not
+	// known then is the provider's failure, not the token's.
+	fetchErr error
 }
 
 // oidcConfig configures an oidcVerifier (the -oidc-* flags).
@@ -115,12 +120,14 @@ func (v *oidcVerifier) start(ctx context.Context) error {
 	v.fetchMu.Lock()
 	defer v.fetchMu.Unlock()
 	v.lastFetch = v.cfg.now()
-	return v.refresh(ctx)
+	v.fetchErr = v.refresh(ctx)
+	return v.fetchErr
 }
 
 // verify checks token and returns the principal its claims describe. Every
 // error wraps errUnauthenticated with a sentence naming the check that
-// failed, never the token.
+// failed, never the token, but for a key that could not be had because
+// the provider failed (errProviderUnavailable, key).
 func (v *oidcVerifier) verify(token string) (principal, error) {
 	if len(token) > maxTokenBytes {
 		return principal{}, oidcRefused("the token is larger than %d KiB", maxTokenBytes>>10)
@@ -372,23 +379,26 @@ func (k *jwk) verify(alg string, input, sig []byte) error {
 // key returns the signing key kid ("" for a token without one): from the
 // cached JWKS while it is fresh; otherwise, or when kid is unknown, after
 // fetching the JWKS again, at most once per refetchEvery. A fetch that
-// fails keeps the keys fetched before.
+// fails keeps the keys fetched before. A key not found while the last
+// fetch failed (or none succeeded yet) is errProviderUnavailable, with
+// the fetch's error for the log: the provider may publish it, so the
+// token is not refused for it.
 func (v *oidcVerifier) key(kid string) (*jwk, error) {
 	set := v.keys.Load()
+	var fetchErr error
 	if set == nil || !v.cfg.now().Before(set.fresh) || set.lookup(kid) == nil {
 		v.fetchMu.Lock()
 		if now := v.cfg.now(); v.lastFetch.IsZero() || now.Sub(v.lastFetch) >= v.cfg.refetchEvery {
 			v.lastFetch = now
-			// The error is the provider's, not the client's; the stale
-			// keys (if any) still serve, and the client learns below only
-			// that its key is unknown.
-			_ = v.refresh(context.Background())
+			v.fetchErr = v.refresh(context.Background())
 		}
+		fetchErr = v.fetchErr
 		v.fetchMu.Unlock()
 		set = v.keys.Load()
 	}
-	if set == nil {
-		return nil, oidcRefused("the OpenID provider's signing keys could not be fetched")
+	if set == nil || set.lookup(kid) == nil && fetchErr != nil {
+		return nil, fmt.Errorf("oidc token: signing key %q: the last fetch of the provider's keys failed: %w: %w",
+			kid, cmp.Or(fetchErr, errors.New("no keys fetched yet")), errProviderUnavailable)
 	}
 	k := set.lookup(kid)
 	if k == nil && kid == "" {
@@ -489,11 +499,11 @@ func (v *oidcVerifier) flowEndpoints(ctx context.Context) (oidcEndpoints, error)
 	if v.jwksURL == "" {
 		now := v.cfg.now()
 		if now.Sub(v.lastFetch) < v.cfg.refetchEvery {
-			return oidcEndpoints{}, fmt.Errorf("oidc discovery: the provider was unreachable less than %v ago: %w", v.cfg.refetchEvery, errUnavailable)
+			return oidcEndpoints{}, fmt.Errorf("oidc discovery: the provider was unreachable less than %v ago: %w: %w", v.cfg.refetchEvery, v.fetchErr, errProviderUnavailable)
 		}
 		v.lastFetch = now
-		if err := v.refresh(ctx); err != nil {
-			return oidcEndpoints{}, fmt.Errorf("%w: %w", err, errUnavailable)
+		if v.fetchErr = v.refresh(ctx); v.fetchErr != nil {
+			return oidcEndpoints{}, fmt.Errorf("%w: %w", v.fetchErr, errProviderUnavailable)
 		}
 	}
 	return v.endpoints, nil

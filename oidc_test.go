@@ -368,8 +368,63 @@ func TestOIDCProviderDown(t *testing.T) {
 	if err := cold.start(context.Background()); err == nil {
 		t.Error("start with the provider down = nil, want an error")
 	}
-	if _, err := cold.verify(tok); !errors.Is(err, errUnauthenticated) || !strings.Contains(err.Error(), "could not be fetched") {
-		t.Errorf("verify, provider never reached = %v, want 401 saying the keys could not be fetched", err)
+	if _, err := cold.verify(tok); !errors.Is(err, errProviderUnavailable) || errors.Is(err, errUnauthenticated) {
+		t.Errorf("verify, provider never reached = %v, want the provider unavailable (503), not a refused token", err)
+	}
+}
+
+// TestOIDCProviderDownAnswer: a bearer token whose signing key cannot be
+// had because the OpenID provider is down (never reached; or, once keys
+// were fetched, a key they lack while the fetch fails) is answered 503
+// saying the identity provider is unavailable, with the request ID under
+// which the cause is logged, and is not counted as a failed
+// authentication: a client is never rate limited for the provider's
+// outage. On the old code it was 401 "the OpenID provider's signing keys
+// could not be fetched", counted against the limit (429 after 3), or, for
+// the sign-in, 503 "storage or workers unavailable".
+func TestOIDCProviderDownAnswer(t *testing.T) {
+	k := testKeys()
+	ti := newTestIssuer(t, k["rs"])
+	clock := &fakeClock{t: authTestStart}
+	warm := newTestVerifier(t, ti, clock, oidcConfig{})
+	cold := newOIDCVerifier(oidcConfig{issuer: "http://" + refusedAddr(t), audience: testAudience, permsClaim: "deltadb.permissions", now: clock.now})
+	cold.start(context.Background())
+	// The key "ps" is not among those warm fetched; the issuer goes away.
+	newKey := k["ps"].token(t, ti.claims(clock.now(), "read"))
+	ti.srv.Close()
+	clock.advance(time.Minute) // past the wait between two fetches
+	for _, c := range []struct {
+		name  string
+		v     *oidcVerifier
+		token string
+	}{
+		{"provider never reached", cold, k["rs"].token(t, ti.claims(clock.now(), "read"))},
+		{"a key not fetched, provider down", warm, newKey},
+	} {
+		var logs syncBuffer
+		ts := newAuthTestServer(t, authConfig{oidc: c.v, maxFailures: 3})
+		log, err := newLogger(&logs, logFormatJSON, slog.LevelInfo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts.rest.log = log
+		for i := range 5 {
+			req := httptest.NewRequest("GET", "/api/me", nil)
+			req.Header.Set("Authorization", "Bearer "+c.token)
+			req.Header.Set("X-Request-ID", fmt.Sprintf("idp-down-%d", i))
+			rec := httptest.NewRecorder()
+			ts.rest.ServeHTTP(rec, req)
+			var body errorBody
+			json.Unmarshal(rec.Body.Bytes(), &body)
+			want := fmt.Sprintf("the identity provider (the OpenID provider) could not be reached or gave no usable answer; try again later (request ID idp-down-%d)", i)
+			if rec.Code != http.StatusServiceUnavailable || body.Error != want {
+				t.Errorf("%s: GET /api/me #%d = %d %s, want 503 %q", c.name, i+1, rec.Code, rec.Body, want)
+			}
+		}
+		lines := linesWith(parseLog(t, logs.String(), logFormatJSON), logLine{"msg": "request failed", "level": "ERROR", "request_id": "idp-down-0", "status": "503"})
+		if len(lines) != 1 || !strings.Contains(fmt.Sprint(lines[0]["err"]), "connection refused") {
+			t.Errorf("%s: log:\n%s\nwant one ERROR \"request failed\" of idp-down-0 with the failed fetch", c.name, logs.String())
+		}
 	}
 }
 
@@ -698,8 +753,10 @@ func TestOIDCRefusesRedirectToAnotherOrigin(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
 				t.Errorf("start = %v, want %q", err, c.wantErr)
 			}
-			if _, err := v.verify(k["es"].token(t, claims)); !errors.Is(err, errUnauthenticated) {
-				t.Errorf("a token signed by the other origin's key = %v, want refused", err)
+			// Not accepted: the keys could not be had, so the provider is
+			// unavailable (503), as for any failed fetch.
+			if _, err := v.verify(k["es"].token(t, claims)); !errors.Is(err, errProviderUnavailable) {
+				t.Errorf("a token signed by the other origin's key = %v, want not accepted, the provider unavailable", err)
 			}
 		})
 	}

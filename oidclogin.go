@@ -93,7 +93,7 @@ func (s *restServer) handleOIDCConfig(w http.ResponseWriter, r *http.Request, _ 
 	}
 	ends, err := l.v.flowEndpoints(r.Context())
 	if err == nil && ends.Authorization == "" {
-		err = fmt.Errorf("oidc discovery names no authorization_endpoint: %w", errUnavailable)
+		err = fmt.Errorf("oidc discovery names no authorization_endpoint: %w", errProviderUnavailable)
 	}
 	if err != nil {
 		return fmt.Errorf("sign-in with the provider: %w", err)
@@ -166,7 +166,7 @@ func (req oidcCodeRequest) check() error {
 func (l *oidcLogin) redeem(ctx context.Context, req oidcCodeRequest) (sessionGrant, error) {
 	ends, err := l.v.flowEndpoints(ctx)
 	if err == nil && ends.Token == "" {
-		err = fmt.Errorf("oidc discovery names no token_endpoint: %w", errUnavailable)
+		err = fmt.Errorf("oidc discovery names no token_endpoint: %w", errProviderUnavailable)
 	}
 	if err != nil {
 		return sessionGrant{}, fmt.Errorf("sign-in with the provider: %w", err)
@@ -198,12 +198,12 @@ func (l *oidcLogin) tokenRequest(ctx context.Context, endpoint string, req oidcC
 	hr.Header.Set("Accept", "application/json")
 	resp, err := l.client.Do(hr)
 	if err != nil {
-		return "", fmt.Errorf("oidc token request: %w: %w", err, errUnavailable)
+		return "", fmt.Errorf("oidc token request: %w: %w", err, errProviderUnavailable)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxTokenAnswerSize+1))
 	if err != nil || len(body) > maxTokenAnswerSize {
-		return "", fmt.Errorf("oidc token request: read the answer (%d bytes): %v: %w", len(body), err, errUnavailable)
+		return "", fmt.Errorf("oidc token request: read the answer (%d bytes): %v: %w", len(body), err, errProviderUnavailable)
 	}
 	var ans struct {
 		AccessToken string `json:"access_token"`
@@ -211,7 +211,7 @@ func (l *oidcLogin) tokenRequest(ctx context.Context, endpoint string, req oidcC
 		Error       string `json:"error"`
 	}
 	if json.Unmarshal(body, &ans) != nil {
-		return "", fmt.Errorf("oidc token request: status %s, an answer that is not JSON: %w", resp.Status, errUnavailable)
+		return "", fmt.Errorf("oidc token request: status %s, an answer that is not JSON: %w", resp.Status, errProviderUnavailable)
 	}
 	switch {
 	case resp.StatusCode == http.StatusOK && ans.AccessToken != "" && strings.EqualFold(ans.TokenType, "bearer"):
@@ -221,7 +221,7 @@ func (l *oidcLogin) tokenRequest(ctx context.Context, endpoint string, req oidcC
 		// its description may quote the request and stays in the log.
 		return "", reqErrorf(errUnauthenticated, "sign-in failed: the provider refused the code (%s); sign in again", oauthErrorCode(ans.Error))
 	}
-	return "", fmt.Errorf("oidc token request: status %s, no bearer access token: %w", resp.Status, errUnavailable)
+	return "", fmt.Errorf("oidc token request: status %s, no bearer access token: %w", resp.Status, errProviderUnavailable)
 }
 
 // oauthErrorCode is code if it is an error code of RFC 6749 §5.2, else

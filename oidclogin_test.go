@@ -92,8 +92,8 @@ func TestOIDCLoginConfig(t *testing.T) {
 	down := newAuthTestServer(t, authConfig{oidc: v})
 	down.rest.oidcLogin = newOIDCLogin(oidcFlags{issuer: v.cfg.issuer, ui: oidcUIFlags{clientID: "ui", name: "Corp SSO", scope: "openid"}}, v)
 	rec := down.do("GET", "/api/login/oidc", "", "", "")
-	if rec.Code != 503 || strings.Contains(rec.Body.String(), "127.0.0.1") {
-		t.Errorf("with the provider down: %d %s, want 503 without the provider's address", rec.Code, rec.Body)
+	if rec.Code != 503 || strings.Contains(rec.Body.String(), "127.0.0.1") || !strings.Contains(rec.Body.String(), "the identity provider (the OpenID provider) could not be reached") {
+		t.Errorf("with the provider down: %d %s, want 503 saying the identity provider could not be reached, without its address", rec.Code, rec.Body)
 	}
 }
 
@@ -145,13 +145,13 @@ func TestOIDCLoginRedeem(t *testing.T) {
 		{func(w http.ResponseWriter, _ url.Values) {
 			json.NewEncoder(w).Encode(map[string]any{"access_token": fi.token(t, time.Now(), "https://someone-else.test", "ada", "admin"), "token_type": "Bearer"})
 		}, 401, "the provider's access token is not one this server accepts"},
-		{func(w http.ResponseWriter, _ url.Values) { w.Write([]byte("<html>oops</html>")) }, 503, "request ID"},
+		{func(w http.ResponseWriter, _ url.Values) { w.Write([]byte("<html>oops</html>")) }, 503, "the identity provider (the OpenID provider) could not be reached or gave no usable answer"},
 		{func(w http.ResponseWriter, _ url.Values) {
 			w.Write([]byte(`{"access_token":"` + strings.Repeat("a", 70<<10) + `","token_type":"Bearer"}`))
-		}, 503, "request ID"},
+		}, 503, "the identity provider (the OpenID provider) could not be reached or gave no usable answer"},
 		{func(w http.ResponseWriter, _ url.Values) {
 			json.NewEncoder(w).Encode(map[string]any{"access_token": good, "token_type": "mac"})
-		}, 503, "request ID"},
+		}, 503, "the identity provider (the OpenID provider) could not be reached or gave no usable answer"},
 	} {
 		fi.answer = tc.answer
 		rec := ts.do("POST", "/api/login/oidc", "", body, "")
