@@ -131,15 +131,15 @@ func (s *restServer) getEntity(ctx context.Context, w http.ResponseWriter, r *ht
 	if err != nil {
 		return err
 	}
+	inm, err := parseETags("If-None-Match", r.Header["If-None-Match"])
+	if err != nil {
+		return err
+	}
 	if n, ok, err := versionParam(r); err != nil || ok {
 		if err != nil {
 			return err
 		}
-		return s.handleGetVersion(w, withCtx(r, ctx, patternGetEntity), db, key, n)
-	}
-	inm, err := parseETags("If-None-Match", r.Header["If-None-Match"])
-	if err != nil {
-		return err
+		return s.handleGetVersion(w, withCtx(r, ctx, patternGetEntity), db, key, n, inm)
 	}
 	resp, held, err := s.data.get(ctx, db, key, answerSpace(ctx))
 	if err != nil {

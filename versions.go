@@ -613,11 +613,27 @@ func versionParam(r *http.Request) (n int64, ok bool, err error) {
 	case count > 1:
 		return 0, false, reqErrorf(errInvalid, "?version= is given %d times; give it once", count)
 	}
-	n, err = strconv.ParseInt(v, 10, 64)
-	if err != nil || n < 1 {
+	n, ok = parseVersionNumber(v)
+	if !ok {
 		return 0, false, reqErrorf(errInvalid, "?version=%q is not a version number (1, 2, ...)", v)
 	}
 	return n, true, nil
+}
+
+// parseVersionNumber parses a version number as the server writes them:
+// decimal digits, the first not 0, nothing else. strconv.ParseInt alone
+// takes "+1" and "01", which name no version in the server's own
+// answers; a sign, a space, a leading zero, a fraction or a base prefix
+// is refused, as any malformed parameter.
+func parseVersionNumber(s string) (int64, bool) {
+	if s == "" || s[0] < '1' || s[0] > '9' || strings.TrimLeft(s, "0123456789") != "" {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	return n, true
 }
 
 // versionsParam parses ?versions=1,2,... of a destroy.
@@ -632,8 +648,8 @@ func versionsParam(r *http.Request) ([]int64, error) {
 	}
 	var ns []int64
 	for _, p := range parts {
-		n, err := strconv.ParseInt(strings.TrimSpace(p), 10, 64)
-		if err != nil || n < 1 {
+		n, ok := parseVersionNumber(p)
+		if !ok {
 			return nil, reqErrorf(errInvalid, "?versions=: %q is not a version number (1, 2, ...)", p)
 		}
 		ns = append(ns, n)
@@ -659,14 +675,20 @@ func (s *restServer) handleListVersions(w http.ResponseWriter, r *http.Request, 
 }
 
 // handleGetVersion answers GET /entity/{db}?key=K&version=N: version N's
-// document with the ETag it had.
-func (s *restServer) handleGetVersion(w http.ResponseWriter, r *http.Request, db, key string, n int64) error {
+// document with the ETag it had, or 304 with that ETag when inm (the
+// request's If-None-Match, as parseETags returns it) matches it, as for
+// the entity's current document.
+func (s *restServer) handleGetVersion(w http.ResponseWriter, r *http.Request, db, key string, n int64, inm string) error {
 	resp, held, err := s.data.getVersion(r.Context(), db, key, n)
 	if err != nil {
 		return err
 	}
 	defer held.release()
 	w.Header().Set("ETag", etagOf(resp.GetVersion()))
+	if inm != "" && matchesNoneOf(inm, resp.GetVersion()) {
+		w.WriteHeader(http.StatusNotModified)
+		return nil
+	}
 	w.Header()["Content-Type"] = contentTypeJSON
 	w.Write(resp.GetResult())
 	return nil

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -189,6 +191,80 @@ func TestVersionsLifecycle(t *testing.T) {
 		t.Errorf("after DELETE /api/databases/vdb, left: %v", left)
 	}
 	ts.mustDo(t, "GET", "/entity/vdb/versions?key=s1", testAdminKey, "", 404)
+}
+
+// TestVersionReadConditional: a version read (?version=N) answers 304
+// with the version's ETag, no body, when If-None-Match names that ETag
+// (or is *), as a GET of the current document does, and 200 with the
+// document otherwise. On the old code it ignored If-None-Match (200 with
+// the body).
+func TestVersionReadConditional(t *testing.T) {
+	ts := newAuthTestServer(t, authConfig{})
+	ts.mustDo(t, "PUT", "/api/databases/vdb", testAdminKey, `{"max_versions":3}`, 200)
+	e1 := putETag(t, ts, "vdb", "k", `{"n":1}`)
+	putETag(t, ts, "vdb", "k", `{"n":2}`)
+	get := func(target, inm string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("GET", target, nil)
+		req.Header.Set("Authorization", "Bearer "+testAdminKey)
+		if inm != "" {
+			req.Header.Set("If-None-Match", inm)
+		}
+		rec := httptest.NewRecorder()
+		ts.rest.ServeHTTP(rec, req)
+		return rec
+	}
+	for _, inm := range []string{`"` + e1 + `"`, `W/"` + e1 + `"`, `"other", "` + e1 + `"`, "*"} {
+		rec := get("/entity/vdb?key=k&version=1", inm)
+		if rec.Code != http.StatusNotModified || rec.Header().Get("ETag") != `"`+e1+`"` || rec.Body.Len() != 0 {
+			t.Errorf("version 1 with If-None-Match %s = %d %q ETag %s, want 304 with ETag %q and no body", inm, rec.Code, rec.Body, rec.Header().Get("ETag"), `"`+e1+`"`)
+		}
+	}
+	rec := get("/entity/vdb?key=k&version=1", `"other"`)
+	if rec.Code != 200 || !jsonEqual(rec.Body.Bytes(), []byte(`{"n":1}`)) || rec.Header().Get("ETag") != `"`+e1+`"` {
+		t.Errorf("version 1 with If-None-Match of another ETag = %d %s ETag %s, want 200 with the document", rec.Code, rec.Body, rec.Header().Get("ETag"))
+	}
+	if rec := get("/entity/vdb?key=k&version=1", `"`); rec.Code != 400 {
+		t.Errorf("version 1 with a malformed If-None-Match = %d %s, want 400", rec.Code, rec.Body)
+	}
+}
+
+// TestVersionNumbersStrict: a version number in ?version= (a version
+// read) and ?versions= (a destroy) is decimal digits without a sign,
+// space, leading zero, fraction or base prefix, as the server writes
+// them; any other form is 400 and, for a destroy, nothing is removed. On
+// the old code strconv.ParseInt took "+1" and "01" (and a destroy also
+// " 1"), which answered version 1.
+func TestVersionNumbersStrict(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		n    int64
+		good bool
+	}{
+		{"1", 1, true}, {"10", 10, true}, {"9223372036854775807", 1<<63 - 1, true},
+		{"", 0, false}, {"0", 0, false}, {"01", 0, false}, {"+1", 0, false}, {"-1", 0, false}, {" 1", 0, false},
+		{"1 ", 0, false}, {"0x1", 0, false}, {"1.0", 0, false}, {"1e0", 0, false}, {"١", 0, false},
+		{"9223372036854775808", 0, false}, {"1_0", 0, false},
+	} {
+		if n, ok := parseVersionNumber(c.in); n != c.n || ok != c.good {
+			t.Errorf("parseVersionNumber(%q) = %d, %v, want %d, %v", c.in, n, ok, c.n, c.good)
+		}
+	}
+	ts := newAuthTestServer(t, authConfig{})
+	ts.mustDo(t, "PUT", "/api/databases/vdb", testAdminKey, `{"max_versions":3}`, 200)
+	putETag(t, ts, "vdb", "k", `{"n":1}`)
+	putETag(t, ts, "vdb", "k", `{"n":2}`)
+	ts.mustDo(t, "GET", "/entity/vdb?key=k&version=1", testAdminKey, "", 200)
+	for _, v := range []string{"%2B1", "+1", "01", "%201", "1%20", "0x1", "1.0", "", "-1"} {
+		ts.mustDo(t, "GET", "/entity/vdb?key=k&version="+v, testAdminKey, "", 400)
+		ts.mustDo(t, "POST", "/entity/vdb/destroy?key=k&versions="+v, testAdminKey, "", 400)
+		ts.mustDo(t, "POST", "/entity/vdb/destroy?key=k&versions=2,"+v, testAdminKey, "", 400)
+	}
+	// Nothing was destroyed by the refused requests.
+	for _, v := range listVersionsOf(t, ts, "vdb", "k").Versions {
+		if v.Destroyed {
+			t.Errorf("version %d destroyed by a refused request", v.Version)
+		}
+	}
 }
 
 func TestVersionsOff(t *testing.T) {

@@ -1493,7 +1493,7 @@ export interface components {
         requestId: string;
         /** @description Type the documents of this database (components/schemas/Document) with the schema bound to it. Needs a credential with read on the database; without one, or when the database is not bound, the generic document. */
         databaseQuery: components["schemas"]["DatabaseName"];
-        /** @description Read this kept version of the entity (1, 2, ...) instead of the current document (API.md, Entity versions); its ETag is the one it had */
+        /** @description Read this kept version of the entity (1, 2, ...) instead of the current document (API.md, Entity versions); its ETag is the one it had, and an If-None-Match naming that ETag answers 304. Decimal digits without a sign, space or leading zero: any other form is 400 */
         version: number;
     };
     requestBodies: never;
@@ -2620,7 +2620,7 @@ export interface operations {
             query: {
                 /** @description The entity key, given once */
                 key: components["parameters"]["key"];
-                /** @description Read this kept version of the entity (1, 2, ...) instead of the current document (API.md, Entity versions); its ETag is the one it had */
+                /** @description Read this kept version of the entity (1, 2, ...) instead of the current document (API.md, Entity versions); its ETag is the one it had, and an If-None-Match naming that ETag answers 304. Decimal digits without a sign, space or leading zero: any other form is 400 */
                 version?: components["parameters"]["version"];
             };
             header?: {
@@ -3341,7 +3341,7 @@ export interface operations {
             query: {
                 /** @description The entity key, given once */
                 key: components["parameters"]["key"];
-                /** @description Comma-separated version numbers */
+                /** @description Comma-separated version numbers, each decimal digits from 1 without a sign, space or leading zero (any other form is 400) */
                 versions: string;
             };
             header?: {
