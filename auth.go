@@ -349,21 +349,25 @@ func (a *authenticator) randomString(prefix string, n int) (string, error) {
 
 // Failed-authentication rate limit.
 
-// rateLimitError is errRateLimited with the time until the client may try
-// again.
+// rateLimitError is a 429 with the time until the client may try again
+// (REST's Retry-After): errRateLimited, or the sentinel kind.
 type rateLimitError struct {
 	retryAfter time.Duration
 	// reason is the sentence before "retry in"; "": too many failed
 	// authentications.
 	reason string
+	// kind is the sentinel of the refusal, a 429's; nil: errRateLimited.
+	kind error
 }
 
 func (e *rateLimitError) Error() string {
 	return fmt.Sprintf("%s; retry in %d s", cmp.Or(e.reason, "too many failed authentications from this address"), e.seconds())
 }
 
-// Unwrap returns the message as a client sentence of kind errRateLimited.
-func (e *rateLimitError) Unwrap() error { return &requestError{msg: e.Error(), kind: errRateLimited} }
+// Unwrap returns the message as a client sentence of its kind.
+func (e *rateLimitError) Unwrap() error {
+	return &requestError{msg: e.Error(), kind: cmp.Or(e.kind, errRateLimited)}
+}
 
 // seconds is the Retry-After value: whole seconds, rounded up, at least 1.
 func (e *rateLimitError) seconds() int {

@@ -438,8 +438,8 @@ func TestChangesPermissions(t *testing.T) {
 	if code, body := refusedStream(openSSE(t, ctx, n, scoped, "app_chat", "since=now", nil)); code != 429 || !strings.Contains(body, "-changes-max-streams-per-principal") {
 		t.Errorf("second stream of one key = %d %s, want 429", code, body)
 	}
-	if code, out, _ := n.call("GET", "/api/databases/app_chat/changes?feed=longpoll&timeout=10", scoped, nil); code != 429 {
-		t.Errorf("long-poll beside the stream = %d %s, want 429", code, out)
+	if code, out, h := n.call("GET", "/api/databases/app_chat/changes?feed=longpoll&timeout=10", scoped, nil); code != 429 || h.Get("Retry-After") != "30" {
+		t.Errorf("long-poll beside the stream = %d %s, Retry-After %q; want 429, 30", code, out, h.Get("Retry-After"))
 	}
 	if resp, _ := openSSE(t, ctx, n, testAdminKey, "app_chat", "since=now", nil); resp.StatusCode != 200 {
 		t.Errorf("another credential's stream = %d, want 200", resp.StatusCode)

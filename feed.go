@@ -384,16 +384,25 @@ func (f *changeFeed) deletedSignal(db string) <-chan struct{} {
 	return c
 }
 
+// streamRetryAfter is the Retry-After of a stream refused for the
+// open-stream budgets: a long-poll holds its place for its timeout, 30 s
+// unless it asks for another (longPollDefault), so the long-polls open
+// now have mostly ended by then; an event stream holds its place until
+// its client leaves, which no number foresees.
+const streamRetryAfter = longPollDefault
+
 // openStream counts a stream of principal who within the budgets, or
-// answers 429; the release returned ends it.
+// answers 429 with streamRetryAfter; the release returned ends it.
 func (f *changeFeed) openStream(who string) (func(), error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.total >= f.lim.maxStreams {
-		return nil, reqErrorf(errTooManyStreams, "%d change streams are open, the most this server keeps (-changes-max-streams); retry later", f.total)
+		return nil, &rateLimitError{retryAfter: streamRetryAfter, kind: errTooManyStreams,
+			reason: fmt.Sprintf("%d change streams are open, the most this server keeps (-changes-max-streams)", f.total)}
 	}
 	if f.streams[who] >= f.lim.maxStreamsPerPrincipal {
-		return nil, reqErrorf(errTooManyStreams, "this credential has %d change streams open, the most it may (-changes-max-streams-per-principal); close one first", f.streams[who])
+		return nil, &rateLimitError{retryAfter: streamRetryAfter, kind: errTooManyStreams,
+			reason: fmt.Sprintf("this credential has %d change streams open, the most it may (-changes-max-streams-per-principal); close one", f.streams[who])}
 	}
 	f.total++
 	f.streams[who]++

@@ -80,13 +80,15 @@ func (t *streamTickets) issue(ticket, cred, owner, db string) (time.Time, error)
 		t.sweep(now, maps.Keys(t.owned[owner]))
 	}
 	if n := len(t.owned[owner]); n >= streamTicketsPerPrincipal {
-		return time.Time{}, reqErrorf(errTooManyStreams, "this credential holds %d stream tickets, waiting or in use, the most one credential may; use them or retry in a minute", n)
+		return time.Time{}, &rateLimitError{retryAfter: t.firstFree(now, maps.Keys(t.owned[owner])), kind: errTooManyStreams,
+			reason: fmt.Sprintf("this credential holds %d stream tickets, waiting or in use, the most one credential may; use them", n)}
 	}
 	if len(t.m) >= streamTicketsMax {
 		t.sweep(now, maps.Keys(t.m))
 	}
 	if len(t.m) >= streamTicketsMax {
-		return time.Time{}, reqErrorf(errTooManyStreams, "%d stream tickets are waiting to be used, the most this server keeps; retry in a minute", len(t.m))
+		return time.Time{}, &rateLimitError{retryAfter: t.firstFree(now, maps.Keys(t.m)), kind: errTooManyStreams,
+			reason: fmt.Sprintf("%d stream tickets are waiting to be used, the most this server keeps", len(t.m))}
 	}
 	exp := now.Add(streamTicketTTL)
 	h := sha256.Sum256([]byte(ticket))
@@ -105,6 +107,21 @@ func (t *streamTickets) sweep(now time.Time, hs iter.Seq[[32]byte]) {
 			t.drop(h)
 		}
 	}
+}
+
+// firstFree is how long until one of the tickets hs frees its place: the
+// first of those waiting expires (within streamTicketTTL); with none
+// waiting, all held by open streams, streamTicketTTL, the least a held
+// ticket is kept once its stream ends. The Retry-After of a ticket
+// refused for the budget of hs. t.mu is held.
+func (t *streamTickets) firstFree(now time.Time, hs iter.Seq[[32]byte]) time.Duration {
+	first := streamTicketTTL
+	for h := range hs {
+		if st := t.m[h]; !st.streaming {
+			first = min(first, st.expires.Sub(now))
+		}
+	}
+	return first
 }
 
 // drop forgets ticket h. t.mu is held.

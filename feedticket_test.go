@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -303,4 +304,70 @@ func TestStreamTicketBudgetAttacker(t *testing.T) {
 	if code, out, _ := n.call("GET", "/api/databases/chat/changes?ticket="+tk, "", nil); code != 200 || !strings.Contains(string(out), `"key":"a"`) {
 		t.Errorf("the victim's feed by ticket = %d %s, want 200 with the change of a", code, out)
 	}
+}
+
+// TestStreamRefusalsRetryAfter: every 429 of the change feed's budgets
+// says when to retry (Retry-After, whole seconds), as the other 429s do:
+// a ticket beyond its credential's budget or the server's when the first
+// of those tickets still waiting expires (40 s for tickets issued 20 s
+// ago), or a minute when all are held by open streams; a stream
+// (long-poll or event stream) beyond the open-stream budgets, per
+// credential or in total, after streamRetryAfter, a long-poll's default
+// wait (30 s). On the old code none of these 429s carried Retry-After.
+func TestStreamRefusalsRetryAfter(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	st := newStreamTickets(func() time.Time { return now })
+	for i := range streamTicketsPerPrincipal {
+		if _, err := st.issue(fmt.Sprint("a", i), "credA", "keyA", "chat"); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			now = now.Add(5 * time.Second) // the first expires 5 s before the others
+		}
+	}
+	now = now.Add(20 * time.Second)
+	var rl *rateLimitError
+	if _, err := st.issue("a-over", "credA", "keyA", "chat"); !errors.As(err, &rl) || rl.seconds() != 35 || !errors.Is(err, errTooManyStreams) {
+		t.Errorf("a ticket beyond the budget, the first waiting one issued 25 s ago = %v, want a 429 retry in 35 s", err)
+	}
+	for i := range streamTicketsPerPrincipal {
+		st.redeem(fmt.Sprint("a", i), "chat", true)
+	}
+	if _, err := st.issue("a-over", "credA", "keyA", "chat"); !errors.As(err, &rl) || rl.seconds() != 60 {
+		t.Errorf("a ticket beyond the budget, all held by streams = %v, want a 429 retry in 60 s", err)
+	}
+
+	ts := newAuthTestServer(t, authConfig{})
+	ts.mustDo(t, "PUT", "/entity/chat", testAdminKey, `{"a":{"v":1}}`, 200)
+	f := ts.rest.data.feed
+	// check wants a 429 whose Retry-After is lo to hi seconds and whose
+	// sentence says it.
+	check := func(name, method, target string, lo, hi int) {
+		t.Helper()
+		rec := ts.do(method, target, testAdminKey, "", "")
+		var body errorBody
+		json.Unmarshal(rec.Body.Bytes(), &body)
+		got := rec.Header().Get("Retry-After")
+		n, err := strconv.Atoi(got)
+		if rec.Code != 429 || err != nil || n < lo || n > hi || !strings.HasSuffix(body.Error, "; retry in "+got+" s") {
+			t.Errorf("%s = %d %s, Retry-After %q; want 429, Retry-After %d to %d and the sentence saying so", name, rec.Code, rec.Body, got, lo, hi)
+		}
+	}
+	f.lim.maxStreamsPerPrincipal = 1
+	release, err := f.openStream(adminPrincipal.clientID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("a long-poll beyond the credential's streams", "GET", "/api/databases/chat/changes?feed=longpoll&timeout=10", 30, 30)
+	f.lim.maxStreamsPerPrincipal, f.lim.maxStreams = 10, 1
+	check("a long-poll beyond the server's streams", "GET", "/api/databases/chat/changes?feed=longpoll&timeout=10", 30, 30)
+	release()
+	for i := range streamTicketsPerPrincipal {
+		if rec := ts.do("POST", "/api/databases/chat/changes/ticket", testAdminKey, "", ""); rec.Code != 200 {
+			t.Fatalf("ticket %d = %d %s", i, rec.Code, rec.Body)
+		}
+	}
+	// The tickets were issued just now: the first expires within a
+	// minute (a few seconds less on a loaded machine).
+	check("a ticket beyond the credential's budget", "POST", "/api/databases/chat/changes/ticket", 45, 60)
 }

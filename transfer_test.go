@@ -258,6 +258,7 @@ func TestImportBudgets(t *testing.T) {
 	if code != 413 || rep.Imported != 4 || !strings.Contains(rep.Error, "line 6") || !strings.Contains(rep.Error, "-max-import-lines") || rep.ResumeLine != 5 {
 		t.Errorf("6 lines over a limit of 5 = %d %+v, want 413 naming line 6, 4 imported, resume_line 5 (the batch under way)", code, rep)
 	}
+	checkImportReportDocumented(t, code)
 	if entityExists(t, n, "b1", "e") || !entityExists(t, n, "b1", "d") {
 		t.Errorf("after the line budget: e written or d not, want d and not e")
 	}
@@ -579,6 +580,7 @@ func TestImportRetrySoon(t *testing.T) {
 	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") != "1" {
 		t.Errorf("import stopped by a handover = %d, Retry-After %q; want 503, 1", rec.Code, rec.Header().Get("Retry-After"))
 	}
+	checkImportReportDocumented(t, rec.Code)
 	if rep.Imported != 5 || rep.Batches != 1 || rep.Lines != 6 || rep.ResumeLine != 4 ||
 		!strings.HasPrefix(rep.Error, "this entity's worker left or another joined") || !strings.Contains(rep.Error, "imp-soon") {
 		t.Errorf("report = %+v, want 5 imported, 1 batch, 6 lines, resume_line 4, the handover's sentence with the request ID", rep)
@@ -605,6 +607,72 @@ func TestImportRetrySoon(t *testing.T) {
 		if want := fmt.Sprintf(`{"v":%d}`, i); err != nil || string(resp.GetResult()) != want {
 			t.Errorf("after the rest, %s = %v %s, want %s", key, err, resp.GetResult(), want)
 		}
+	}
+}
+
+// failingPut passes every call to processor but the PUT of key, which
+// fails with err.
+type failingPut struct {
+	processor
+	key string
+	err error
+}
+
+func (f *failingPut) Process(ctx context.Context, op *pb.EntityOp) (*pb.WorkerResponse, error) {
+	if op.GetOperation() == pb.Operation_PUT && op.GetEntityKey() == f.key {
+		return nil, f.err
+	}
+	return f.processor.Process(ctx, op)
+}
+
+// TestImportInternalError: an import stopped by an internal failure of a
+// write answers 500 with the report (what was written, resume_line, the
+// fixed sentence naming the request ID), logged at ERROR, and
+// openapi.json says so: its 500 of the import is the report or the Error
+// object, as its 413 and 503 are (it listed the Error object alone, which
+// a client generated from it could not read resume_line from).
+func TestImportInternalError(t *testing.T) {
+	fe := newFrontEnds(t, budgets{})
+	fe.data.proc = &failingPut{processor: fe.data.proc, key: "k5", err: fmt.Errorf("put: decrypt: message authentication failed: %w", errCorrupt)}
+	var logs syncBuffer
+	var err error
+	if fe.rest.log, err = newLogger(&logs, logFormatJSON, slog.LevelInfo); err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest("POST", "/api/databases/imp/import?batch=3", strings.NewReader(importLines(1, 8)))
+	req.Header.Set("Authorization", "Bearer "+testAdminKey)
+	req.Header.Set("X-Request-ID", "imp-500")
+	rec := httptest.NewRecorder()
+	fe.rest.ServeHTTP(rec, req)
+	var rep importReply
+	if err := json.Unmarshal(rec.Body.Bytes(), &rep); err != nil {
+		t.Fatalf("import = %d %s: not a report: %v", rec.Code, rec.Body, err)
+	}
+	if rec.Code != 500 || rep.Imported != 5 || rep.Batches != 1 || rep.ResumeLine != 4 || rep.Error != "internal error (request ID imp-500)" {
+		t.Errorf("import stopped by an internal error = %d %+v, want 500, 5 imported, 1 batch, resume_line 4, the internal error's sentence", rec.Code, rep)
+	}
+	if lines := parseLog(t, logs.String(), logFormatJSON); len(linesWith(lines, logLine{"msg": "import stopped", "level": "ERROR", "request_id": "imp-500", "status": "500"})) != 1 {
+		t.Errorf("log:\n%s\nwant one ERROR \"import stopped\" with status 500", logs.String())
+	}
+	checkImportReportDocumented(t, rec.Code)
+}
+
+// checkImportReportDocumented fails t unless openapi.json's import answer
+// of status code may be the import report.
+func checkImportReportDocumented(t *testing.T, code int) {
+	t.Helper()
+	doc, ops := loadOpenAPI(t)
+	resp, ok := ops["POST /api/databases/{db}/import"].Responses[strconv.Itoa(code)]
+	if r, isRef := strings.CutPrefix(resp.Ref, "#/components/responses/"); isRef {
+		resp = doc.Components.Responses[r]
+	}
+	schema := resp.Content["application/json"].Schema
+	if !ok || schema.Ref != "#/components/schemas/ImportReport" && !slices.ContainsFunc(schema.OneOf, func(s struct {
+		Ref string `json:"$ref"`
+	}) bool {
+		return s.Ref == "#/components/schemas/ImportReport"
+	}) {
+		t.Errorf("openapi.json: the import's %d answer is %+v, which is not the ImportReport the server sends", code, schema)
 	}
 }
 

@@ -350,7 +350,7 @@ export interface paths {
         put?: never;
         /**
          * Import NDJSON lines into a database
-         * @description Lines {key, doc}, each checked as a PUT checks its documents (key, budgets, bound schema), written in batches of batch lines: a batch with a refused line writes nothing; the others are written. The body is at most -max-import-bytes (1 GiB), a line -max-document-size plus 64 KiB, the lines -max-import-lines (1,000,000). A batch is not a transaction against failures: a failed write stops the import (503) and the entities of that batch already written stay (counted in imported).
+         * @description Lines {key, doc}, each checked as a PUT checks its documents (key, budgets, bound schema), written in batches of batch lines: a batch with a refused line writes nothing; the others are written. The body is at most -max-import-bytes (1 GiB), a line -max-document-size plus 64 KiB, the lines -max-import-lines (1,000,000). A batch is not a transaction against failures: a failed write stops the import (503, or 500 for an internal failure) and the entities of that batch already written stay (counted in imported).
          */
         post: operations["importDatabase"];
         delete?: never;
@@ -1439,10 +1439,10 @@ export interface components {
                 "application/json": components["schemas"]["Error"];
             };
         };
-        /** @description Too many failed authentications from this address */
+        /** @description Too many failed authentications from this address, or, where the route has such a budget, too many sessions, running checks, stream tickets or open change streams (error names which) */
         TooManyRequests: {
             headers: {
-                /** @description Seconds to wait */
+                /** @description Seconds to wait before trying again: sent with every 429 */
                 "Retry-After"?: number;
                 "X-Request-ID": components["headers"]["RequestID"];
                 [name: string]: unknown;
@@ -1461,7 +1461,7 @@ export interface components {
                 "application/json": components["schemas"]["Error"];
             };
         };
-        /** @description Storage or workers unavailable, or the server at its limit of concurrent reads, or the entity being handed over between workers (error names which); try again later, or after Retry-After when it is sent */
+        /** @description Storage or workers unavailable, the change feed's log that cannot be written, the identity provider (OpenID) unreachable while a bearer token's keys or the sign-in need it, the server at its limit of concurrent reads, or the entity being handed over between workers (error names which); try again later, or after Retry-After when it is sent */
         Unavailable: {
             headers: {
                 /** @description Seconds to wait (1), sent only when the request may simply be sent again shortly: the server at its limit of concurrent reads, or the entity's log still being handed over; absent on the other 503s */
@@ -1646,6 +1646,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["Unavailable"];
         };
     };
     login: {
@@ -1736,6 +1737,7 @@ export interface operations {
             };
             401: components["responses"]["Unauthorized"];
             429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["Unavailable"];
         };
     };
     listApiKeys: {
@@ -1763,6 +1765,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["Unavailable"];
         };
     };
     createKey: {
@@ -2201,6 +2204,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            503: components["responses"]["Unavailable"];
         };
     };
     exportDatabase: {
@@ -2295,7 +2299,16 @@ export interface operations {
                 };
             };
             429: components["responses"]["TooManyRequests"];
-            500: components["responses"]["InternalError"];
+            /** @description An internal failure (of a write, of resolving the schema binding or of running the schema): the import stopped there, and resume_line says where to resume; or, before anything was read, {error} alone */
+            500: {
+                headers: {
+                    "X-Request-ID": components["headers"]["RequestID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ImportReport"] | components["schemas"]["Error"];
+                };
+            };
             /** @description A write failed, or was refused for now (its entity being handed over between workers: with Retry-After); the import stopped there, and resume_line says where to resume */
             503: {
                 headers: {
@@ -2335,6 +2348,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["Unavailable"];
         };
     };
     listJobs: {
@@ -3225,6 +3239,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["Unavailable"];
         };
     };
     schemaDatabases: {
