@@ -313,10 +313,12 @@ func withCheckJobs(jobs []jobView, c *checkJobs) []jobView {
 	return jobs
 }
 
-// checksAvailable refuses the check routes on a server without checks.
+// checksAvailable refuses the check routes on a server without checks
+// (one built without them; the binary always runs them): 404 with its
+// sentence, as jobsAvailable.
 func (s *restServer) checksAvailable() error {
 	if s.checks == nil {
-		return reqErrorf(errUnavailable, "entity checks are not available on this server")
+		return reqErrorf(errNotFound, "this server runs no entity checks")
 	}
 	return nil
 }

@@ -126,10 +126,12 @@ func (s *restServer) handleWorkers(w http.ResponseWriter, r *http.Request, p pri
 	return nil
 }
 
-// jobsAvailable refuses the key-job routes on a server without key jobs.
+// jobsAvailable refuses the key-job routes on a server without key jobs
+// (one built without them; the binary always runs them): 404 with its
+// sentence, as a server without the OIDC sign-in answers its route.
 func (s *restServer) jobsAvailable() error {
 	if s.jobs == nil {
-		return reqErrorf(errUnavailable, "key jobs are not available on this server")
+		return reqErrorf(errNotFound, "this server runs no key jobs")
 	}
 	return nil
 }

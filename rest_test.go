@@ -499,3 +499,25 @@ func TestReadAllSized(t *testing.T) {
 		t.Errorf("readAllSized of 1 byte announced as 64 MiB = %q (capacity %d), %v; want it read into at most %d bytes", got, cap(got), err, presizeMax+1)
 	}
 }
+
+// TestNoJobsNoChecksSentence: a REST server built without key jobs or
+// entity checks answers their routes 404 saying so; on the old code it
+// answered 503 "storage or workers unavailable", which named neither
+// cause (the 5xx's sentence replaced the one the route gave).
+func TestNoJobsNoChecksSentence(t *testing.T) {
+	ts := newAuthTestServerOn(t, authConfig{}, newTestFSStore(t), func(o *restOptions) { o.jobs = nil })
+	ts.rest.checks = nil
+	ts.mustDo(t, "PUT", "/entity/db1", testAdminKey, `{"k":{"a":1}}`, 200)
+	for _, c := range []struct{ method, target, want string }{
+		{"GET", "/admin/jobs", "this server runs no key jobs"},
+		{"POST", "/admin/databases/db1/rekey", "this server runs no key jobs"},
+		{"GET", "/api/databases/db1/check", "this server runs no entity checks"},
+	} {
+		rec := ts.do(c.method, c.target, testAdminKey, "", "")
+		var body errorBody
+		json.Unmarshal(rec.Body.Bytes(), &body)
+		if rec.Code != 404 || body.Error != c.want {
+			t.Errorf("%s %s = %d %s, want 404 %q", c.method, c.target, rec.Code, rec.Body, c.want)
+		}
+	}
+}
