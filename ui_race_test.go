@@ -695,4 +695,103 @@ func TestUIRaces(t *testing.T) {
 			t.Errorf("the server holds %s after Overwrite, want the text typed after the conflict", got)
 		}
 	})
+
+	// MergeActsOnItsEntity: on the Entities page, the merge panel's
+	// buttons act on the entity that conflicted, whatever key or database
+	// the form holds when they are pressed, and put it back in the form.
+	// They put to the form's entity: Overwrite and Save merged sent the
+	// conflicting version's If-Match to the other key (a 412, a panel for
+	// it), and Reload left the stored document under the other database
+	// for Put to write there unconditionally.
+	t.Run("MergeActsOnItsEntity", func(t *testing.T) {
+		const db, other = "uir19", "uir19other"
+		uiSeed{t, n.base}.call("PUT", "/entity/"+db, map[string]any{"b": map[string]any{"v": "B"}}, http.StatusOK)
+		for _, c := range []struct {
+			button, field, typed string // the button, and what is typed in which field before
+			theirs               map[string]any
+			mine, said, wantA    string // what the page says, and then holds for a
+		}{
+			{"overwrite", "ent-key", "b", map[string]any{"v": 2}, `{"v": 1, "by": "me"}`,
+				"Saved " + db + " / a.", `{"v":1,"by":"me"}`},
+			{"save", "ent-key", "b", map[string]any{"v": 1, "t": "theirs"}, `{"v": 2}`,
+				"Saved " + db + " / a.", `{"v":2,"t":"theirs"}`},
+			{"reload", "ent-db-new", other, map[string]any{"v": 4}, `{"v": 5}`,
+				"Reloaded the stored version of " + db + " / a.", `{"v":4}`},
+		} {
+			t.Run(c.button, func(t *testing.T) {
+				seed := uiSeed{t, n.base}
+				tb := desk(t)
+				type form struct{ Db, New, Key, Doc string }
+				// check checks what the server holds for a (wantA), b and
+				// a of the other database, and that the form names a.
+				check := func(after, wantA string) form {
+					t.Helper()
+					if got := seed.entity(db, "a"); !jsonEqual(got, []byte(wantA)) {
+						t.Errorf("after %s the server holds %s for a, want %s", after, got, wantA)
+					}
+					if got := seed.entity(db, "b"); !jsonEqual(got, []byte(`{"v":"B"}`)) {
+						t.Errorf("after %s the server holds %s for b, want it untouched", after, got)
+					}
+					if got := seed.entity(other, "a"); got != nil {
+						t.Errorf("after %s the server holds %s for %s / a, want none", after, got, other)
+					}
+					var f form
+					tb.eval(`(id => ({db: id("ent-db").value, new: id("ent-db-new").value, key: id("ent-key").value,
+						doc: id("ent-doc").value}))(document.getElementById.bind(document))`, &f)
+					if f.Db != db || f.New != "" || f.Key != "a" {
+						t.Errorf("after %s the form names %+v, want %s / a, the entity acted on", after, f, db)
+					}
+					return f
+				}
+				// answer does what act does on the page and returns the
+				// page's message once it has answered.
+				answer := func(what string, act func()) string {
+					t.Helper()
+					tb.eval(`document.getElementById("ent-message").textContent = ""; 1`, nil)
+					act()
+					tb.waitFor("the answer to "+what, `document.getElementById("ent-message").textContent !== ""`)
+					return tb.text("ent-message")
+				}
+
+				// a is got at {"v": 1}, changed elsewhere to theirs, and
+				// mine is put over it: the merge panel.
+				seed.call("PUT", "/entity/"+db, map[string]any{"a": map[string]any{"v": 1}}, http.StatusOK)
+				tb.login(testAdminKey)
+				tb.goTo("entities", "Entities")
+				tb.waitFor("the databases to choose from", fmt.Sprintf(`document.querySelector('#ent-db option[value=%q]')`, db))
+				tb.choose("ent-db", db)
+				tb.typeInto("ent-key", "a")
+				tb.click("#ent-get")
+				tb.waitText("ent-message", "Loaded "+db+" / a")
+				tb.setEditor("ent-doc", c.mine)
+				seed.call("PUT", "/entity/"+db, map[string]any{"a": c.theirs}, http.StatusOK)
+				tb.click("#ent-put")
+				tb.waitFor("the merge panel", `!document.getElementById("ent-conflict").hidden`)
+				tb.typeInto(c.field, c.typed)
+				if got := answer(c.button, func() { tb.click("#ent-conflict-" + c.button) }); !strings.Contains(got, c.said) {
+					t.Errorf("%s, %s typed in #%s since the conflict: the page says %q, want %q", c.button, c.typed, c.field, got, c.said)
+				}
+				f := check(c.button, c.wantA)
+				if c.button != "reload" {
+					return
+				}
+				if !jsonEqual([]byte(f.Doc), []byte(c.wantA)) {
+					t.Errorf("after Reload the editor holds %q, want a's stored version %s", f.Doc, c.wantA)
+				}
+				// The next Put writes the entity reloaded, conditional on
+				// the version read.
+				tb.setEditor("ent-doc", `{"v": 6}`)
+				if got := answer("Put", func() { tb.click("#ent-put") }); !strings.Contains(got, "Saved "+db+" / a.") {
+					t.Errorf("a Put after Reload: the page says %q, want a saved", got)
+				}
+				check("Reload and Put", `{"v":6}`)
+				tb.setEditor("ent-doc", `{"v": 7}`)
+				seed.call("PUT", "/entity/"+db, map[string]any{"a": map[string]any{"v": 8}}, http.StatusOK)
+				if got := answer("Put", func() { tb.click("#ent-put") }); !strings.Contains(got, "Not saved: "+db+" / a changed") {
+					t.Errorf("a Put over a change elsewhere of a: the page says %q, want a's merge", got)
+				}
+				check("a Put over a change elsewhere", `{"v":8}`)
+			})
+		}
+	})
 }

@@ -30,12 +30,14 @@ const clip = (s) => (s.length > VALUE_CHARS ? s.slice(0, VALUE_CHARS - 1) + "…
  * conflictPanel builds the hidden panel; ids are <id>, <id>-summary,
  * <id>-list (li[data-path] with inputs name=<id>-choice-<i> value
  * theirs|mine|both), <id>-merged, <id>-save, <id>-stored, <id>-edited,
- * <id>-reload and <id>-overwrite. show(state, on) opens it for state {key,
- * base (the document opened, MISSING for a new one), stored (the document
- * stored now, or null when it was deleted), edited (the edit), sent (the
- * editor's text that was saved), typed() (the editor's text now)} with
- * handlers on {reload, overwrite (writes what the editor holds),
- * saveMerged(doc)}; hide() closes it.
+ * <id>-reload and <id>-overwrite. show(state, on) opens it for state {key
+ * (the entity that conflicted, as the page names it), base (the document
+ * opened, MISSING for a new one), stored (the document stored now, or
+ * null when it was deleted), edited (the edit), sent (the editor's text
+ * that was saved), typed() (the editor's text now)} with handlers on
+ * {reload, overwrite (writes what the editor holds), saveMerged(doc)},
+ * which act on that entity whatever the page's fields hold when they are
+ * pressed; hide() closes it.
  */
 export function conflictPanel(id) {
   const title = h("h4", { id: id + "-title", text: "Changed by someone else" });

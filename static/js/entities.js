@@ -4,9 +4,10 @@
 // The document is in the document editor (doceditor.js; Ctrl/Cmd+S puts).
 // A Put or Delete of the entity last got sends If-Match with its ETag; a
 // 412 opens the three-way merge of the version got, the one stored and
-// the edit (conflict.js). A failed Get clears the document, so it never
-// stands under a key it was not read from. Leaving the page, or a Get,
-// with unsaved changes asks first.
+// the edit (conflict.js); its buttons act on the entity that conflicted,
+// whatever the form names since. A failed Get clears the document, so it
+// never stands under a key it was not read from. Leaving the page, or a
+// Get, with unsaved changes asks first.
 
 import { call, entityPath, request, errorMessage } from "./api.js";
 import { conflictPanel } from "./conflict.js";
@@ -81,6 +82,14 @@ export function render(root, ctx = {}) {
 
   const isLoaded = (db, k) => loaded && loaded.db === db && loaded.k === k;
 
+  // nameTarget puts db and k in the form, as the Get of them would have them.
+  const nameTarget = (db, k) => {
+    key.value = k;
+    const listed = [...select.options].some((o) => o.value === db);
+    if (listed) select.value = db;
+    newDb.value = listed ? "" : db;
+  };
+
   get.addEventListener("click", async () => {
     conflict.hide();
     let t;
@@ -111,22 +120,26 @@ export function render(root, ctx = {}) {
     }
   });
 
-  // doPut puts the document, conditional on pre (a conflict's choice) or
-  // else on the version got.
-  const doPut = async (pre) => {
+  // doPut puts the document under the entity the form names, or under at
+  // ({db, k}: a conflict's entity), conditional on pre (a conflict's
+  // choice) or else on the version got.
+  const doPut = async (pre, at) => {
     if (put.disabled) return;
     try {
-      const { db, k } = target();
+      const { db, k } = at || target();
       const p = docEditor.parse();
       if (!p) return show(msg, "Invalid JSON: not saved. The place is marked in the editor.");
       const value = p.doc;
       let path = `/entity/${encodeURIComponent(db)}`;
       if (schema.value.trim()) path += "?schema=" + encodeURIComponent(schema.value.trim());
       const headers = pre || (isLoaded(db, k) ? (loaded.etag ? { "If-Match": loaded.etag } : { "If-None-Match": "*" }) : {});
+      // The base of a merge is the version the Put was conditional on: a
+      // Get answered meanwhile changes what is loaded.
+      const base = isLoaded(db, k) ? loaded.doc : MISSING;
       // What is typed while the Put is on its way stays unsaved.
       const sent = docEditor.value;
       const r = await request("PUT", path, { [k]: value }, { headers });
-      if (r.status === 412) return showConflict(db, k, value, sent);
+      if (r.status === 412) return showConflict(db, k, base, value, sent);
       if (!r.ok) return show(msg, errorMessage(r));
       conflict.hide();
       loaded = { db, k, etag: r.headers.get("ETag") || "", doc: value };
@@ -145,33 +158,47 @@ export function render(root, ctx = {}) {
     doPut();
   });
 
-  // showConflict reads the stored version and merges it with the version
-  // got and edited (sent: the editor's text put).
-  async function showConflict(db, k, edited, sent) {
+  // showConflict reads the stored version of db / k and merges it with
+  // base (the version the Put was conditional on) and edited (sent: the
+  // editor's text put).
+  //
+  // The panel's buttons act on db / k, the entity it names, whatever the
+  // form names when they are pressed: the user may have typed another key
+  // or database since, and the precondition (the version of db / k just
+  // read) means nothing for another entity. (Before, they put to the
+  // form's entity: Overwrite sent db / k's If-Match there and met a 412,
+  // Reload put k's document under the other key, for a Put to write it
+  // there unconditionally.) Each button puts db / k back in the form: the
+  // document in the editor is then the one named, and the next Put is
+  // conditional on the version the button stored or read, as after a Get.
+  async function showConflict(db, k, base, edited, sent) {
     const r = await request("GET", entityPath(db, k));
     if (!r.ok && r.status !== 404) return show(msg, `Changed by someone else, and reading it failed: ${errorMessage(r)}`);
     const stored = r.status === 404 ? null : r.data;
     const etag = r.status === 404 ? "" : r.headers.get("ETag") || "";
     const pre = stored === null ? { "If-None-Match": "*" } : { "If-Match": etag };
-    const base = isLoaded(db, k) ? loaded.doc : MISSING;
-    show(msg, "Not saved: the entity changed after you loaded it.");
-    conflict.show({ key: k, base, stored, edited, sent, typed: () => docEditor.value }, {
+    const at = { db, k };
+    show(msg, `Not saved: ${db} / ${k} changed after you loaded it.`);
+    conflict.show({ key: `${db} / ${k}`, base, stored, edited, sent, typed: () => docEditor.value }, {
       reload: () => {
         conflict.hide();
+        nameTarget(db, k);
         loaded = { db, k, etag, doc: stored === null ? MISSING : stored };
         setDoc(stored === null ? "" : formatJSON(stored));
-        show(msg, stored === null ? "It was deleted." : "Reloaded the stored version.", "info");
+        show(msg, stored === null ? `${db} / ${k} was deleted.` : `Reloaded the stored version of ${db} / ${k}.`, "info");
       },
       // Overwrite puts what the editor holds now: the edit, and what was
       // typed after the conflict was shown.
       overwrite: () => {
+        nameTarget(db, k);
         loaded = { db, k, etag, doc: stored === null ? MISSING : stored };
-        doPut(pre);
+        doPut(pre, at);
       },
       saveMerged: (merged) => {
+        nameTarget(db, k);
         loaded = { db, k, etag, doc: stored };
         docEditor.editor.setValue(formatJSON(merged));
-        doPut(pre);
+        doPut(pre, at);
       },
     });
   }
