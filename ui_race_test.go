@@ -794,4 +794,62 @@ func TestUIRaces(t *testing.T) {
 			})
 		}
 	})
+
+	// PutListsDatabaseTyped: a Put to a database typed in the New database
+	// box puts it in the dropdown, also when the box was cleared while the
+	// Put was on its way (it read the box after the answer).
+	t.Run("PutListsDatabaseTyped", func(t *testing.T) {
+		const db = "uir20"
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.goTo("entities", "Entities")
+		tb.waitFor("the list of databases", `!document.querySelector('#ent-db option[value=""]')?.textContent.includes("Loading")`)
+		tb.typeInto("ent-db-new", db)
+		tb.typeInto("ent-key", "k")
+		tb.setEditor("ent-doc", `{"v": 1}`)
+		tb.hold("put", `m === "PUT"`)
+		tb.click("#ent-put")
+		tb.held("put", 1)
+		tb.eval(`document.getElementById("ent-db-new").value = ""; 1`, nil)
+		tb.release("put")
+		tb.waitText("ent-message", "Saved "+db+" / k.")
+		var listed bool
+		tb.eval(fmt.Sprintf(`!!document.querySelector('#ent-db option[value=%q]')`, db), &listed)
+		if !listed {
+			t.Errorf("after the Put created %s, the box cleared meanwhile, %s is not in the dropdown", db, db)
+		}
+	})
+
+	// DeleteKeepsOtherVersion: a Delete answered after a Get of another
+	// entity leaves that entity's version loaded: it forgot it, and the
+	// next Put of that entity went out without If-Match and wrote over a
+	// change made elsewhere.
+	t.Run("DeleteKeepsOtherVersion", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		const db = "uir21"
+		seed.call("PUT", "/entity/"+db, map[string]any{"a": map[string]any{"v": "A"}, "b": map[string]any{"v": "B"}}, http.StatusOK)
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.goTo("entities", "Entities")
+		tb.waitFor("the databases to choose from", fmt.Sprintf(`document.querySelector('#ent-db option[value=%q]')`, db))
+		tb.choose("ent-db", db)
+		tb.typeInto("ent-key", "a")
+		tb.click("#ent-get")
+		tb.waitText("ent-message", "Loaded "+db+" / a")
+		tb.hold("delete", `m === "DELETE"`)
+		tb.click("#ent-delete")
+		tb.held("delete", 1)
+		tb.typeInto("ent-key", "b")
+		tb.click("#ent-get")
+		tb.waitText("ent-message", "Loaded "+db+" / b")
+		tb.release("delete")
+		tb.waitText("ent-message", "Deleted "+db+" / a.")
+		seed.call("PUT", "/entity/"+db, map[string]any{"b": map[string]any{"v": "theirs"}}, http.StatusOK)
+		tb.setEditor("ent-doc", `{"v": "mine"}`)
+		tb.click("#ent-put")
+		tb.waitFor("the Put answered", `!document.getElementById("ent-conflict").hidden || document.getElementById("ent-message").textContent.includes("Saved")`)
+		if got := seed.entity(db, "b"); !jsonEqual(got, []byte(`{"v":"theirs"}`)) {
+			t.Errorf("a Put of b (got before the Delete of a was answered) over a change elsewhere left %s, want the change kept (a 412)", got)
+		}
+	})
 }

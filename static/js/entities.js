@@ -146,7 +146,10 @@ export function render(root, ctx = {}) {
       docEditor.markClean(sent);
       show(msg, `Saved ${db} / ${k}.`, "ok");
       written.add(db);
-      if (newDb.value.trim() && ![...select.options].some((o) => o.value === db)) {
+      // Whether the database was typed is known from the list, not from
+      // the box, which the user may have cleared while the Put was on its
+      // way.
+      if (![...select.options].some((o) => o.value === db)) {
         select.append(h("option", { value: db, text: db }));
       }
     } catch (e) {
@@ -212,7 +215,8 @@ export function render(root, ctx = {}) {
       const r = await request("DELETE", entityPath(db, k), undefined, { headers });
       if (r.status === 412) return show(msg, `Not deleted: ${k} changed after you loaded it. Get it again first.`);
       if (!r.ok) return show(msg, errorMessage(r));
-      loaded = null;
+      // A Get of another entity answered meanwhile keeps its version.
+      if (isLoaded(db, k)) loaded = null;
       docEditor.markClean();
       show(msg, `Deleted ${db} / ${k}.`, "ok");
     } catch (e) {
