@@ -234,6 +234,20 @@ type walDir struct {
 	// owner is the owner lock file, flock held while the generation is
 	// live; it holds the generation's number.
 	owner *os.File
+	// dev and ino identify the directory f is, so that a takeover (which
+	// renames it away) is seen even when the log holds no segment whose
+	// path would show it (moved).
+	dev, ino uint64
+}
+
+// moved reports whether d is no longer the directory at its path: a
+// takeover renamed it away (and removed it), or another took its place.
+func (d *walDir) moved() bool {
+	var st unix.Stat_t
+	if err := unix.Stat(d.path, &st); err != nil {
+		return true
+	}
+	return uint64(st.Dev) != d.dev || st.Ino != d.ino
 }
 
 // openWALDir creates worker id's live log directory for generation gen
@@ -264,6 +278,11 @@ func openWALDir(st *fsStore, id string, gen uint64) (_ *walDir, err error) {
 	if d.f, err = openDirBeneath(root, []string{walDirName, id}); err != nil {
 		return nil, fmt.Errorf("open log of worker %q: %w", id, err)
 	}
+	var ds unix.Stat_t
+	if err := unix.Fstat(int(d.f.Fd()), &ds); err != nil {
+		return nil, fmt.Errorf("open log of worker %q: stat its directory: %w", id, err)
+	}
+	d.dev, d.ino = uint64(ds.Dev), ds.Ino
 	if d.owner, err = os.OpenFile(filepath.Join(path, walOwnerLock), os.O_RDWR|os.O_CREATE, 0o600); err != nil {
 		return nil, fmt.Errorf("open log of worker %q: %w", id, err)
 	}
@@ -434,6 +453,11 @@ func (l *walLog) ensureSegment(first uint64) error {
 		return nil
 	}
 	seg, err := l.openSegment(first)
+	if err != nil && l.dir.moved() {
+		// Taken over while the log held no segment (after a checkpoint):
+		// not a storage fault; the next subscription reopens the log.
+		return fmt.Errorf("open log segment: %w: %w", err, errWALTaken)
+	}
 	if err != nil {
 		l.setDown(fmt.Errorf("open a log segment in %s: %w", l.dir.path, err))
 		return fmt.Errorf("open log segment: %w: %w", err, errWALWrite)
@@ -764,8 +788,8 @@ func (l *walLog) reopen(onTaken func()) (bool, error) {
 	return true, nil
 }
 
-// anyTaken reports whether a segment of the log is no longer at its
-// path. The caller holds commitMu.
+// anyTaken reports whether a segment of the log, or its directory, is no
+// longer at its path. The caller holds commitMu.
 func (l *walLog) anyTaken() bool {
 	segs := slices.Clip(l.sealed)
 	for _, s := range []*walSegment{l.seg, l.broken} {
@@ -778,7 +802,9 @@ func (l *walLog) anyTaken() bool {
 			return true
 		}
 	}
-	return false
+	// A log with no segment (cut by a checkpoint, nothing written since)
+	// shows a takeover by its directory alone.
+	return l.dir != nil && l.dir.moved()
 }
 
 // Close refuses new records, cuts the log once more (the applier
