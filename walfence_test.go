@@ -24,19 +24,9 @@ import (
 // anything. Calls of the new subscription (a later epoch) are served.
 func TestWALPausedWorkerCallsFenced(t *testing.T) {
 	ctx := t.Context()
-	st := newTestFSStore(t)
-	l := openTestWAL(t, st, "w1")
-	s, err := newKeyring(st, []byte("0123456789abcdef0123456789abcdef"), "k1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := newWorker("w1", st, newSchemaRegistry(st, budgets{}), newLRU[string, cachedEntity](16, 0, time.Now), budgets{},
-		slog.New(slog.NewTextHandler(io.Discard, nil)), l)
-	w.setKeys(s)
-	other := newTestWorker(t, "w2", st) // the worker that took its entities
+	st, l, w, other := loggedPair(t, nil)
 	call := func(op pb.Operation, payload string, epoch uint64) *pb.WorkerRequest {
-		return &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: "a", Operation: op, Payload: []byte(payload)},
-			Owner: true, Epoch: epoch}
+		return ownerCall(op, "a", payload, epoch)
 	}
 	if _, err := w.Process(ctx, call(pb.Operation_PUT, `"1"`, 1)); err != nil {
 		t.Fatal(err)
@@ -102,21 +92,9 @@ func TestWALPausedWorkerCallsFenced(t *testing.T) {
 // acknowledged "2".
 func TestWALPausedWorkerReadFillFenced(t *testing.T) {
 	ctx := t.Context()
-	st := newTestFSStore(t)
-	l := openTestWAL(t, st, "w1")
-	s, err := newKeyring(st, []byte("0123456789abcdef0123456789abcdef"), "k1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	held := &pausedRead{store: st, read: make(chan struct{}), release: make(chan struct{})}
-	w := newWorker("w1", held, newSchemaRegistry(st, budgets{}), newLRU[string, cachedEntity](16, 0, time.Now), budgets{},
-		slog.New(slog.NewTextHandler(io.Discard, nil)), l)
-	w.setKeys(s)
-	other := newTestWorker(t, "w2", st)
-	call := func(op pb.Operation, key, payload string, epoch uint64) *pb.WorkerRequest {
-		return &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: key, Operation: op, Payload: []byte(payload)},
-			Owner: true, Epoch: epoch}
-	}
+	held := &pausedRead{read: make(chan struct{}), release: make(chan struct{})}
+	st, l, w, other := loggedPair(t, func(st *fsStore) store { held.store = st; return held })
+	call := ownerCall
 	if _, err := w.Process(ctx, call(pb.Operation_PUT, "a", `"1"`, 1)); err != nil {
 		t.Fatal(err)
 	}
@@ -184,4 +162,31 @@ func (h *pausedRead) GetRev(ctx context.Context, key string) ([]byte, string, er
 		<-h.release
 	}
 	return b, rev, err
+}
+
+// loggedPair is worker "w1" with its own write-ahead log over st (its
+// storage calls through wrap(st) when wrap is not nil, for a test that
+// holds one), keys set, and worker "w2", which takes its entities over.
+func loggedPair(t *testing.T, wrap func(*fsStore) store) (st *fsStore, l *walLog, w, other *worker) {
+	t.Helper()
+	st = newTestFSStore(t)
+	l = openTestWAL(t, st, "w1")
+	s, err := newKeyring(st, []byte("0123456789abcdef0123456789abcdef"), "k1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var via store = st
+	if wrap != nil {
+		via = wrap(st)
+	}
+	w = newWorker("w1", via, newSchemaRegistry(st, budgets{}), newLRU[string, cachedEntity](16, 0, time.Now), budgets{},
+		slog.New(slog.NewTextHandler(io.Discard, nil)), l)
+	w.setKeys(s)
+	return st, l, w, newTestWorker(t, "w2", st)
+}
+
+// ownerCall is the owner's call op of entity db/key under epoch.
+func ownerCall(op pb.Operation, key, payload string, epoch uint64) *pb.WorkerRequest {
+	return &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: key, Operation: op, Payload: []byte(payload)},
+		Owner: true, Epoch: epoch}
 }

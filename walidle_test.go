@@ -2,10 +2,8 @@ package main
 
 import (
 	"errors"
-	"io"
 	"log/slog"
 	"testing"
-	"time"
 
 	pb "deltadatabase/proto"
 )
@@ -20,19 +18,9 @@ import (
 // until a restart), with the log marked down.
 func TestWALIdleWorkerTakenOver(t *testing.T) {
 	ctx := t.Context()
-	st := newTestFSStore(t)
-	l := openTestWAL(t, st, "w1")
-	s, err := newKeyring(st, []byte("0123456789abcdef0123456789abcdef"), "k1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := newWorker("w1", st, newSchemaRegistry(st, budgets{}), newLRU[string, cachedEntity](16, 0, time.Now), budgets{},
-		slog.New(slog.NewTextHandler(io.Discard, nil)), l)
-	w.setKeys(s)
-	other := newTestWorker(t, "w2", st)
+	st, l, w, other := loggedPair(t, nil)
 	call := func(op pb.Operation, payload string, epoch uint64) *pb.WorkerRequest {
-		return &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: "a", Operation: op, Payload: []byte(payload)},
-			Owner: true, Epoch: epoch}
+		return ownerCall(op, "a", payload, epoch)
 	}
 	if _, err := w.Process(ctx, call(pb.Operation_PUT, `"1"`, 1)); err != nil {
 		t.Fatal(err)
