@@ -1368,12 +1368,7 @@ func inPage(t *testing.T, ts *authTestServer, q string) feedPage {
 // pages said nothing of it, and a client following "until a page is
 // empty" stopped at the first page and missed the acknowledged write.
 func TestChangesMoreQuietDatabase(t *testing.T) {
-	lowScanMax(t, 100)
-	ts := newAuthTestServer(t, authConfig{})
-	f := ts.rest.data.feed
-	since := fmt.Sprint(f.log.durable.Load())
-	appendChanges(t, f, "busy", 2*changeScanMax+50)
-	ts.mustDo(t, "PUT", "/entity/chat", testAdminKey, `{"a": {"v": 1}}`, 200)
+	ts, f, since := quietBehindBusy(t)
 
 	var pages []string
 	var got []string
@@ -1415,6 +1410,21 @@ func TestChangesMoreQuietDatabase(t *testing.T) {
 	}
 }
 
+// quietBehindBusy is a server whose feed, after cursor since, holds 250
+// changes of database busy and then one put of chat's key a, with the
+// scan budget of a page lowered to 100: chat's change is two pages of
+// busy's behind since.
+func quietBehindBusy(t *testing.T) (ts *authTestServer, f *changeFeed, since string) {
+	t.Helper()
+	lowScanMax(t, 100)
+	ts = newAuthTestServer(t, authConfig{})
+	f = ts.rest.data.feed
+	since = fmt.Sprint(f.log.durable.Load())
+	appendChanges(t, f, "busy", 2*changeScanMax+50)
+	ts.mustDo(t, "PUT", "/entity/chat", testAdminKey, `{"a": {"v": 1}}`, 200)
+	return ts, f, since
+}
+
 // TestChangesLongPollCatchesUp: a long-poll of a quiet database whose
 // cursor is more than a page's scan budget behind in a busy feed reads on
 // to the database's change and answers it at once; one with no change
@@ -1426,12 +1436,7 @@ func TestChangesMoreQuietDatabase(t *testing.T) {
 // change was there. The event stream catches up page after page the same
 // way.
 func TestChangesLongPollCatchesUp(t *testing.T) {
-	lowScanMax(t, 100)
-	ts := newAuthTestServer(t, authConfig{})
-	f := ts.rest.data.feed
-	since := fmt.Sprint(f.log.durable.Load())
-	appendChanges(t, f, "busy", 2*changeScanMax+50)
-	ts.mustDo(t, "PUT", "/entity/chat", testAdminKey, `{"a": {"v": 1}}`, 200)
+	ts, f, since := quietBehindBusy(t)
 
 	start := time.Now()
 	p := inPage(t, ts, "feed=longpoll&timeout=20000&since="+since)

@@ -133,10 +133,7 @@ func TestEpochRulePausedWriteFill(t *testing.T) {
 	st := newMemStore()
 	held := &pausedVersionWrite{store: st, put: make(chan struct{}), release: make(chan struct{})}
 	w, other := newTestWorker(t, "w1", held), newTestWorker(t, "w2", st)
-	call := func(op pb.Operation, key, payload string, epoch uint64) *pb.WorkerRequest {
-		return &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: key, Operation: op, Payload: []byte(payload)},
-			Owner: true, Epoch: epoch}
-	}
+	call := ownerCall
 	held.armed.Store(true)
 	done := make(chan error, 1)
 	go func() {
@@ -161,12 +158,7 @@ func TestEpochRulePausedWriteFill(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("the held write: %v", err)
 	}
-	for range 2 { // the second read would be served from the cache
-		resp, err := w.Process(ctx, call(pb.Operation_GET, "a", "", 3))
-		if err != nil || string(resp.GetResult()) != `"y"` {
-			t.Fatalf("owner reads %s, %v; want the acknowledged \"y\"", resp.GetResult(), err)
-		}
-	}
+	readsTwice(t, w, "a", 3, `"y"`)
 }
 
 // pausedVersionWrite is a store without cross-process locks (as S3)

@@ -250,9 +250,7 @@ func TestUIRaces(t *testing.T) {
 		seed.call("PUT", "/entity/"+db, map[string]any{"a": map[string]any{"v": "A"}, "b": map[string]any{"v": "B"}}, http.StatusOK)
 		tb := desk(t)
 		tb.login(testAdminKey)
-		tb.goTo("entities", "Entities")
-		tb.waitFor("the databases to choose from", fmt.Sprintf(`document.querySelector('#ent-db option[value=%q]')`, db))
-		tb.choose("ent-db", db)
+		tb.entitiesOf(db)
 		tb.hold("get a", fmt.Sprintf(`p === "/entity/%s?key=a"`, db))
 		tb.typeInto("ent-key", "a")
 		tb.click("#ent-get")
@@ -387,9 +385,7 @@ func TestUIRaces(t *testing.T) {
 			t.Error("the Databases page left without asking about the edit typed during the save")
 		}
 
-		tb.goTo("entities", "Entities")
-		tb.waitFor("the databases to choose from", fmt.Sprintf(`document.querySelector('#ent-db option[value=%q]')`, db))
-		tb.choose("ent-db", db)
+		tb.entitiesOf(db)
 		tb.typeInto("ent-key", "k")
 		tb.click("#ent-get")
 		tb.waitText("ent-message", "Loaded "+db+" / k")
@@ -757,9 +753,7 @@ func TestUIRaces(t *testing.T) {
 				// mine is put over it: the merge panel.
 				seed.call("PUT", "/entity/"+db, map[string]any{"a": map[string]any{"v": 1}}, http.StatusOK)
 				tb.login(testAdminKey)
-				tb.goTo("entities", "Entities")
-				tb.waitFor("the databases to choose from", fmt.Sprintf(`document.querySelector('#ent-db option[value=%q]')`, db))
-				tb.choose("ent-db", db)
+				tb.entitiesOf(db)
 				tb.typeInto("ent-key", "a")
 				tb.click("#ent-get")
 				tb.waitText("ent-message", "Loaded "+db+" / a")
@@ -830,9 +824,7 @@ func TestUIRaces(t *testing.T) {
 		seed.call("PUT", "/entity/"+db, map[string]any{"a": map[string]any{"v": "A"}, "b": map[string]any{"v": "B"}}, http.StatusOK)
 		tb := desk(t)
 		tb.login(testAdminKey)
-		tb.goTo("entities", "Entities")
-		tb.waitFor("the databases to choose from", fmt.Sprintf(`document.querySelector('#ent-db option[value=%q]')`, db))
-		tb.choose("ent-db", db)
+		tb.entitiesOf(db)
 		tb.typeInto("ent-key", "a")
 		tb.click("#ent-get")
 		tb.waitText("ent-message", "Loaded "+db+" / a")
@@ -852,4 +844,12 @@ func TestUIRaces(t *testing.T) {
 			t.Errorf("a Put of b (got before the Delete of a was answered) over a change elsewhere left %s, want the change kept (a 412)", got)
 		}
 	})
+}
+
+// entitiesOf opens the Entities page with database db chosen, once the
+// page's list of databases holds it.
+func (tb *uiTab) entitiesOf(db string) {
+	tb.goTo("entities", "Entities")
+	tb.waitFor("the databases to choose from", fmt.Sprintf(`document.querySelector('#ent-db option[value=%q]')`, db))
+	tb.choose("ent-db", db)
 }
