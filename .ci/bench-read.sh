@@ -10,7 +10,10 @@
 #   base      -role=all of commit BASE (default cf6a1c6), access log on
 #   all       -role=all of this tree, access log on (info, to a file)
 #   all-nofloor  the same with -gc-heap-floor=0 (Go's own GC pacing)
-#   main+1    -role=main and one -role=proc of this tree, access log on
+#   main+1    -role=main and one -role=proc of this tree, access log on;
+#             each worker caches 1024 entities (-cache-size), as `all`
+#             does by default: the load tool's 1000 keys stay warm (a
+#             worker's default of 256 would make three reads in four miss)
 #   base-main+1  the same of commit BASE
 #   main+3    -role=main and three -role=proc of this tree (wrk's one key
 #             has one owner; the load tool's keys spread over the three)
@@ -77,7 +80,7 @@ one() {
       local bin="$work/ddb"; [ "${name#base-}" != "$name" ] && bin="$work/ddb-base"
       "$bin" -role=main -rest-addr="$addr" -grpc-addr=127.0.0.1:$((port + 1)) -cluster-addr=127.0.0.1:$((port + 2)) -shared-fs="$dir" -log-level=info 2>"$work/$name.log" & pids+=($!)
       for w in $(seq "${name##*+}"); do
-        MASTER_KEY= "$bin" -role=proc -worker-id=w$w -main-addr=127.0.0.1:$((port + 2)) -shared-fs="$dir" -log-level=info 2>"$work/$name-w$w.log" & pids+=($!)
+        MASTER_KEY= "$bin" -role=proc -worker-id=w$w -cache-size=1024 -main-addr=127.0.0.1:$((port + 2)) -shared-fs="$dir" -log-level=info 2>"$work/$name-w$w.log" & pids+=($!)
       done ;;
   esac
   if [ "$name" = trivial ]; then sleep 0.5; else wait_up "$addr" || fail "$name" "$addr answered no /health within 20 s"; fi
