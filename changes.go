@@ -187,8 +187,10 @@ func (q *changeQuery) parseMode(r *http.Request) error {
 		return reqErrorf(errInvalid, "feed %q: must be normal, longpoll or sse", m)
 	}
 	if t := r.URL.Query().Get("timeout"); t != "" {
+		// Bounded before it becomes a Duration, whose multiplication
+		// would wrap a huge value round to an accepted one.
 		ms, err := strconv.Atoi(t)
-		if err != nil || ms < 0 || time.Duration(ms)*time.Millisecond > longPollMax {
+		if err != nil || ms < 0 || int64(ms) > longPollMax.Milliseconds() {
 			return reqErrorf(errInvalid, "timeout %q: must be 0 to %d milliseconds", t, longPollMax.Milliseconds())
 		}
 		q.timeout = time.Duration(ms) * time.Millisecond
