@@ -209,14 +209,26 @@ func (f *changeFeed) cursor(since string) (uint64, error) {
 	case "now":
 		return end, nil
 	}
-	c, err := strconv.ParseUint(since, 10, 64)
-	if err != nil {
-		return 0, reqErrorf(errInvalid, "since %q: not a cursor (a last_seq or seq of this feed, or now)", since)
+	if err := checkCursor(since); err != nil {
+		return 0, err
 	}
+	c, _ := strconv.ParseUint(since, 10, 64)
 	if c < f.log.oldest() || c > end {
 		return 0, f.gone(c)
 	}
 	return c, nil
+}
+
+// checkCursor refuses a since value that is no cursor: "", "now" or
+// decimal digits within 64 bits.
+func checkCursor(since string) error {
+	if since == "" || since == "now" {
+		return nil
+	}
+	if _, err := strconv.ParseUint(since, 10, 64); err != nil {
+		return reqErrorf(errInvalid, "since %q: not a cursor (a last_seq or seq of this feed, or now)", since)
+	}
+	return nil
 }
 
 // gone is the 410 of cursor c: one past the end was never given by this

@@ -202,6 +202,15 @@ func (s *restServer) needFeed(pm perm, h handler) http.Handler {
 			inner.ServeHTTP(w, r)
 			return
 		}
+		// A request the route refuses for its parameters does not
+		// spend the ticket: they are checked before it is redeemed.
+		if _, since, err := parseChangeQuery(r); err != nil {
+			s.writeError(w, r, err)
+			return
+		} else if err := checkCursor(since); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
 		sse := wantsEventStream(r)
 		cred, release, ok := s.tickets.redeem(ticket, r.PathValue("db"), sse)
 		if !ok {

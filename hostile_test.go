@@ -279,6 +279,10 @@ func TestHostileChanges(t *testing.T) {
 		{name: "ticket of a write-only key", method: "POST", path: "/api/databases/feeddb/changes/ticket", token: k.write, want: 403},
 		{name: "ticket, encoded slash", method: "POST", path: "/api/databases/a%2Fb/changes/ticket", want: 400},
 		{name: "ticket, NUL", method: "POST", path: "/api/databases/a%00/changes/ticket", want: 400},
+		{name: "ticket with a bad limit", method: "GET", path: feed + "?limit=0&ticket=" + dupTicket, token: "-", want: 400},
+		{name: "ticket with a bad since", method: "GET", path: feed + "?since=x&ticket=" + dupTicket, token: "-", want: 400},
+		// Every request above was refused: the ticket is still good.
+		{name: "ticket after refusals", method: "GET", path: feed + "?ticket=" + dupTicket, token: "-", want: 200},
 		{name: "ticket, no credential", method: "POST", path: "/api/databases/feeddb/changes/ticket", token: "-", want: 401},
 	}
 	runHostile(t, ts, logs, cases, hostileSecret, k.read, k.scoped, spent, dupTicket, otherTicket)
