@@ -603,6 +603,7 @@ func TestHostileTransfer(t *testing.T) {
 		imp("a good line and a bad one", line("n", "{}")+"\n"+line("../m", "{}")+"\n", 400),
 		imp("giant line", line("n", `{"s":"`+strings.Repeat("x", 3<<20)+`"}`)+"\n", 413),
 		imp("giant line without newline", line("n", `{"s":"`+strings.Repeat("x", 3<<20)+`"}`), 413),
+		imp("doc over -max-document-size", line("n", `{"s":"`+strings.Repeat("x", 1<<20)+`"}`)+"\n", 400),
 		imp("a line cut short", `{"key":"n","doc":{"s":"abc`, 400),
 		imp("blank lines only", strings.Repeat("\n", 10000), 200),
 		imp("no trailing newline", line("n1", "{}"), 200),
