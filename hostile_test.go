@@ -17,6 +17,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"maps"
@@ -28,6 +30,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -772,4 +775,54 @@ func TestHostileJobs(t *testing.T) {
 		{name: "hash, read key", method: "POST", path: "/admin/audit/hash", body: `{"input":"jobdb"}`, token: k.read, want: 403},
 	}
 	runHostile(t, ts, logs, cases, hostileSecret, k.read, k.scoped, scopedAdmin)
+}
+
+// entityFaultStore fails reads of entity objects while fail is set, as
+// storage that lists but cannot read.
+type entityFaultStore struct {
+	*fsStore
+	fail atomic.Bool
+}
+
+func (f *entityFaultStore) Get(ctx context.Context, key string) ([]byte, error) {
+	if f.fail.Load() && strings.HasPrefix(key, entitiesPrefix) {
+		return nil, fmt.Errorf("read %s: %w", key, errUnavailable)
+	}
+	return f.fsStore.Get(ctx, key)
+}
+
+func (f *entityFaultStore) GetRev(ctx context.Context, key string) ([]byte, string, error) {
+	if f.fail.Load() && strings.HasPrefix(key, entitiesPrefix) {
+		return nil, "", fmt.Errorf("read %s: %w", key, errUnavailable)
+	}
+	return f.fsStore.GetRev(ctx, key)
+}
+
+// TestExportFailsBeforeFirstLine: an export whose first document cannot
+// be read is answered 503 with its sentence, as any request whose
+// storage fails. Before, the handler aborted and the client got a
+// connection closed without an answer (EOF), which it cannot tell from a
+// network fault.
+func TestExportFailsBeforeFirstLine(t *testing.T) {
+	fst := newTestFSStore(t)
+	// Written through another server, so that the exporting server's
+	// worker has nothing cached and reads the storage.
+	newAuthTestServerOn(t, authConfig{}, fst).mustDo(t, "PUT", "/entity/xdb", testAdminKey, `{"a":{"s":"`+hostileSecret+`"}}`, 200)
+	st := &entityFaultStore{fsStore: fst}
+	ts := newAuthTestServerOn(t, authConfig{}, st)
+	srv := httptest.NewServer(ts.rest)
+	t.Cleanup(srv.Close)
+	st.fail.Store(true)
+	req, _ := http.NewRequest("GET", srv.URL+"/api/databases/xdb/export", nil)
+	req.Header.Set("Authorization", "Bearer "+testAdminKey)
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatalf("export with unreadable storage: %v, want a 503 answer", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 503 || resp.Header.Get("Content-Type") != "application/json" || resp.Header.Get("Content-Disposition") != "" {
+		t.Errorf("export with unreadable storage = %d %v %s, want 503 application/json without Content-Disposition", resp.StatusCode, resp.Header, body)
+	}
+	checkHostileBody(t, "export with unreadable storage", body)
 }

@@ -75,8 +75,9 @@ type exportLine struct {
 // (whose key starts with P) as one NDJSON line {"key","etag","modified",
 // "doc"}, in key order, streamed. X-Entity-Count is the database's entity
 // count when the export starts (without a prefix), for a progress bar. A
-// failure after the first line ends the answer without its last chunk,
-// so no client takes a cut export for a whole one.
+// failure before the first line is answered as any error; one after it
+// ends the answer without its last chunk, so no client takes a cut
+// export for a whole one.
 func (s *restServer) handleExport(w http.ResponseWriter, r *http.Request, p principal) error {
 	db, err := pathDB(r)
 	if err != nil {
@@ -104,14 +105,25 @@ func (s *restServer) handleExport(w http.ResponseWriter, r *http.Request, p prin
 	rc := http.NewResponseController(w)
 	rc.SetWriteDeadline(time.Now().Add(transferIdle))
 	var line []byte
+	// sent: the answer has begun (a line or a flush). Until then a
+	// failure is answered as any error, not by a cut connection the
+	// client cannot tell from a network fault.
+	sent := false
 	n, err := s.data.export(r.Context(), db, prefix, func(k string, doc []byte, m docMeta) error {
+		sent = true
 		line = appendExportLine(line[:0], k, doc, m)
 		_, err := w.Write(line)
 		return err
 	}, func() error {
+		sent = true
 		rc.SetWriteDeadline(time.Now().Add(transferIdle))
 		return rc.Flush()
 	})
+	if err != nil && !sent {
+		h.Del("Content-Disposition")
+		h.Del("X-Entity-Count")
+		return fmt.Errorf("export %s: %w", db, err)
+	}
 	if err != nil {
 		s.log.WarnContext(r.Context(), "export ended early", attrDB, db, slog.Int("count", n), attrErr, err)
 		panic(http.ErrAbortHandler)
