@@ -844,6 +844,152 @@ func TestUIRaces(t *testing.T) {
 			t.Errorf("a Put of b (got before the Delete of a was answered) over a change elsewhere left %s, want the change kept (a 412)", got)
 		}
 	})
+
+	// entitiesConflict gets db / k on the Entities page, puts mine over
+	// theirs (stored meanwhile) and waits for the merge panel.
+	entitiesConflict := func(tb *uiTab, seed uiSeed, db, k string, theirs map[string]any, mine string) {
+		t.Helper()
+		tb.typeInto("ent-key", k)
+		tb.click("#ent-get")
+		tb.waitText("ent-message", "Loaded "+db+" / "+k)
+		tb.setEditor("ent-doc", mine)
+		seed.call("PUT", "/entity/"+db, map[string]any{k: theirs}, http.StatusOK)
+		tb.click("#ent-put")
+		tb.waitFor("the merge panel", `!document.getElementById("ent-conflict").hidden`)
+	}
+	// entitiesPage is what the Entities page shows: the merge panel, the
+	// choice of its first conflict, the editor and the message.
+	type entitiesPage struct {
+		Panel       bool
+		Choice, Doc string
+		Msg, Merged string
+	}
+	entitiesNow := func(tb *uiTab) (p entitiesPage) {
+		t.Helper()
+		tb.eval(`(id => ({panel: !id("ent-conflict").hidden, choice: document.querySelector('input[name="ent-conflict-choice-0"]:checked')?.value || "",
+			doc: id("ent-doc").value, msg: id("ent-message").textContent, merged: id("ent-conflict-merged").textContent}))(document.getElementById.bind(document))`, &p)
+		return p
+	}
+
+	// GetKeepsMerge: on the Entities page, a Get pressed while the merge
+	// panel is shown over unsaved edits asks first, and "Keep editing"
+	// leaves the page as it was: the panel, the choices made in it and
+	// the edit. It hid the panel before it asked, and the choices were
+	// lost. A Put that the JSON stops keeps the panel too (it hid it when
+	// pressed); a Get whose discard is confirmed closes it.
+	t.Run("GetKeepsMerge", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		const db = "uir22"
+		seed.call("PUT", "/entity/"+db, map[string]any{"a": map[string]any{"v": 1, "t": "x"}}, http.StatusOK)
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.entitiesOf(db)
+		const mine = `{"v": 3, "t": "x"}`
+		entitiesConflict(tb, seed, db, "a", map[string]any{"v": 2, "t": "y"}, mine)
+		tb.click("#ent-conflict-choice-0-mine")
+		tb.click("#ent-get")
+		tb.waitFor("the question", `document.getElementById("ask-dialog")?.open`)
+		tb.click("#ask-keep")
+		tb.waitFor("the question answered", `!document.getElementById("ask-dialog")`)
+		if got := entitiesNow(tb); !got.Panel || got.Choice != "mine" || got.Doc != mine {
+			t.Errorf("after Get and Keep editing: panel shown %v, choice %q, editor %q; want the panel with the choice mine, the edit %s", got.Panel, got.Choice, got.Doc, mine)
+		}
+		tb.setEditor("ent-doc", `{"v": 3,`)
+		tb.click("#ent-put")
+		tb.waitText("ent-message", "Invalid JSON")
+		if got := entitiesNow(tb); !got.Panel || got.Choice != "mine" {
+			t.Errorf("after a Put of invalid JSON: panel shown %v, choice %q; want the panel with the choice mine", got.Panel, got.Choice)
+		}
+		tb.setEditor("ent-doc", mine)
+		if !entitiesNow(tb).Panel {
+			t.Fatal("the merge panel is gone: nothing to save merged")
+		}
+		tb.click("#ent-conflict-save")
+		tb.waitText("ent-message", "Saved "+db+" / a.")
+		if got := seed.entity(db, "a"); !jsonEqual(got, []byte(`{"v":3,"t":"y"}`)) {
+			t.Errorf("after Save merged the server holds %s, want theirs merged with mine chosen for v", got)
+		}
+
+		entitiesConflict(tb, seed, db, "a", map[string]any{"v": 5, "t": "y"}, `{"v": 4, "t": "y"}`)
+		tb.click("#ent-get")
+		tb.waitFor("the question", `document.getElementById("ask-dialog")?.open`)
+		tb.click("#ask-ok")
+		tb.waitFor("the Get answered", `!document.getElementById("ask-dialog") && document.getElementById("ent-message").textContent.startsWith("Loaded")`)
+		if got := entitiesNow(tb); got.Panel || !jsonEqual([]byte(got.Doc), []byte(`{"v":5,"t":"y"}`)) {
+			t.Errorf("after Get and Discard: panel shown %v, editor %q; want no panel, the stored version", got.Panel, got.Doc)
+		}
+	})
+
+	// PutConflictLate: on the Entities page, a Put's 412 answered after a
+	// newer Get of the same entity does not open its merge panel over the
+	// document got: the message says it was not saved, and the editor and
+	// the next Put stay the Get's. The panel was shown over it.
+	t.Run("PutConflictLate", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		const db = "uir23"
+		seed.call("PUT", "/entity/"+db, map[string]any{"a": map[string]any{"v": 1}}, http.StatusOK)
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.entitiesOf(db)
+		tb.typeInto("ent-key", "a")
+		tb.click("#ent-get")
+		tb.waitText("ent-message", "Loaded "+db+" / a")
+		tb.setEditor("ent-doc", `{"v": "mine"}`)
+		seed.call("PUT", "/entity/"+db, map[string]any{"a": map[string]any{"v": "theirs"}}, http.StatusOK)
+		tb.hold("put", `m === "PUT"`)
+		tb.click("#ent-put")
+		tb.held("put", 1)
+		tb.eval(`document.getElementById("ent-message").textContent = ""; 1`, nil)
+		tb.click("#ent-get")
+		tb.waitFor("the question", `document.getElementById("ask-dialog")?.open`)
+		tb.click("#ask-ok")
+		tb.waitText("ent-message", "Loaded "+db+" / a")
+		tb.release("put")
+		tb.waitText("ent-message", "Not saved: "+db+" / a changed")
+		if got := entitiesNow(tb); got.Panel || !jsonEqual([]byte(got.Doc), []byte(`{"v":"theirs"}`)) {
+			t.Errorf("after the older Put's 412: panel shown %v, editor %q; want no panel, the document got", got.Panel, got.Doc)
+		}
+		tb.setEditor("ent-doc", `{"v": "next"}`)
+		tb.click("#ent-put")
+		tb.waitText("ent-message", "Saved "+db+" / a.")
+		if got := seed.entity(db, "a"); !jsonEqual(got, []byte(`{"v":"next"}`)) {
+			t.Errorf("after a Put of the document got the server holds %s", got)
+		}
+	})
+
+	// DeleteLateKeepsEdit: on the Entities page, a Delete answered after
+	// a newer Get leaves the edits of the document got unsaved: it marked
+	// them saved, and a Get then replaced them without a question.
+	t.Run("DeleteLateKeepsEdit", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		const db = "uir24"
+		seed.call("PUT", "/entity/"+db, map[string]any{"a": map[string]any{"v": "A"}, "b": map[string]any{"v": "B"}}, http.StatusOK)
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.entitiesOf(db)
+		tb.typeInto("ent-key", "a")
+		tb.hold("delete", `m === "DELETE"`)
+		tb.click("#ent-delete")
+		tb.held("delete", 1)
+		tb.typeInto("ent-key", "b")
+		tb.click("#ent-get")
+		tb.waitText("ent-message", "Loaded "+db+" / b")
+		tb.setEditor("ent-doc", `{"v": "edited"}`)
+		tb.release("delete")
+		tb.waitText("ent-message", "Deleted "+db+" / a.")
+		tb.click("#ent-get")
+		tb.waitFor("the question or the Get answered", `document.getElementById("ask-dialog")?.open || document.getElementById("ent-message").textContent.startsWith("Loaded")`)
+		var asked bool
+		tb.eval(`!!document.getElementById("ask-dialog")?.open`, &asked)
+		if !asked {
+			t.Fatalf("a Get after the older Delete's answer replaced the edit of b without asking; editor holds %q", entitiesNow(tb).Doc)
+		}
+		tb.click("#ask-keep")
+		tb.waitFor("the question answered", `!document.getElementById("ask-dialog")`)
+		if got := entitiesNow(tb).Doc; got != `{"v": "edited"}` {
+			t.Errorf("editor holds %q after Keep editing, want the edit", got)
+		}
+	})
 }
 
 // entitiesOf opens the Entities page with database db chosen, once the

@@ -7,7 +7,11 @@
 // the edit (conflict.js); its buttons act on the entity that conflicted,
 // whatever the form names since. A failed Get clears the document, so it
 // never stands under a key it was not read from. Leaving the page, or a
-// Get, with unsaved changes asks first.
+// Get, with unsaved changes asks first; until the user lets them go the
+// Get has not started, and the page (merge panel included) stays as it
+// was. Only the answer to the page's latest action (Get, Put, Delete, a
+// button of the merge panel) changes the editor, the form or the panel:
+// an older one answered last only says in the message what came of it.
 
 import { call, entityPath, request, errorMessage } from "./api.js";
 import { conflictPanel } from "./conflict.js";
@@ -39,11 +43,14 @@ export function render(root, ctx = {}) {
   gate(writeWhy, put, del);
   gate(readWhy, get);
   // loaded is the entity the document was read from: {db, k, etag, doc
-  // (the document got, the base of a merge)}. gets counts the Gets: only
-  // the latest one's answer is put in the editor (an older one answered
-  // last put its document under the key typed since).
+  // (the document got, the base of a merge)}. acts counts the page's
+  // actions (Get, Put, Delete, Reload of the merge panel), each taken
+  // when its request is sent: only the latest one's answer changes the
+  // editor, loaded or the merge panel. An older one answered last put
+  // its document under the key typed since (a Get), or opened its merge
+  // panel over the document got since (a Put's 412).
   let loaded = null;
-  const gets = latest();
+  const acts = latest();
   // written are the databases this page has put an entity in. The list of
   // databases, read once when the page opens, may answer after a Put
   // created one (it was read before): the list is merged with them, so a
@@ -90,8 +97,10 @@ export function render(root, ctx = {}) {
     newDb.value = listed ? "" : db;
   };
 
+  // Get starts once the user let unsaved changes go: "Keep editing" keeps
+  // the edit and the merge panel with the choices made in it (it hid the
+  // panel before it asked).
   get.addEventListener("click", async () => {
-    conflict.hide();
     let t;
     try {
       t = target();
@@ -100,7 +109,8 @@ export function render(root, ctx = {}) {
     }
     const { db, k } = t;
     if (!(await docEditor.confirmDiscard())) return;
-    const current = gets.next();
+    const current = acts.next();
+    conflict.hide();
     loaded = null;
     try {
       const r = await request("GET", entityPath(db, k));
@@ -122,7 +132,11 @@ export function render(root, ctx = {}) {
 
   // doPut puts the document under the entity the form names, or under at
   // ({db, k}: a conflict's entity), conditional on pre (a conflict's
-  // choice) or else on the version got.
+  // choice) or else on the version got. A Put of the form hides the merge
+  // panel once it is sent (not when the form or the JSON stops it: the
+  // panel and its choices stay); a Put of the panel's leaves it until the
+  // answer. An answer after a newer action was started only says what
+  // came of the Put.
   const doPut = async (pre, at) => {
     if (put.disabled) return;
     try {
@@ -138,12 +152,19 @@ export function render(root, ctx = {}) {
       const base = isLoaded(db, k) ? loaded.doc : MISSING;
       // What is typed while the Put is on its way stays unsaved.
       const sent = docEditor.value;
+      const current = acts.next();
+      if (!at) conflict.hide();
       const r = await request("PUT", path, { [k]: value }, { headers });
-      if (r.status === 412) return showConflict(db, k, base, value, sent);
+      if (r.status === 412) {
+        if (!current()) return show(msg, `Not saved: ${db} / ${k} changed after you loaded it.`);
+        return showConflict(db, k, base, value, sent, current);
+      }
       if (!r.ok) return show(msg, errorMessage(r));
-      conflict.hide();
-      loaded = { db, k, etag: r.headers.get("ETag") || "", doc: value };
-      docEditor.markClean(sent);
+      if (current()) {
+        conflict.hide();
+        loaded = { db, k, etag: r.headers.get("ETag") || "", doc: value };
+        docEditor.markClean(sent);
+      }
       show(msg, `Saved ${db} / ${k}.`, "ok");
       written.add(db);
       // Whether the database was typed is known from the list, not from
@@ -156,14 +177,12 @@ export function render(root, ctx = {}) {
       showError(msg, e);
     }
   };
-  put.addEventListener("click", () => {
-    conflict.hide();
-    doPut();
-  });
+  put.addEventListener("click", () => doPut());
 
   // showConflict reads the stored version of db / k and merges it with
   // base (the version the Put was conditional on) and edited (sent: the
-  // editor's text put).
+  // editor's text put). current is the Put's check: a newer action
+  // started while the stored version is read leaves the panel closed.
   //
   // The panel's buttons act on db / k, the entity it names, whatever the
   // form names when they are pressed: the user may have typed another key
@@ -174,8 +193,9 @@ export function render(root, ctx = {}) {
   // there unconditionally.) Each button puts db / k back in the form: the
   // document in the editor is then the one named, and the next Put is
   // conditional on the version the button stored or read, as after a Get.
-  async function showConflict(db, k, base, edited, sent) {
+  async function showConflict(db, k, base, edited, sent, current) {
     const r = await request("GET", entityPath(db, k));
+    if (!current()) return show(msg, `Not saved: ${db} / ${k} changed after you loaded it.`);
     if (!r.ok && r.status !== 404) return show(msg, `Changed by someone else, and reading it failed: ${errorMessage(r)}`);
     const stored = r.status === 404 ? null : r.data;
     const etag = r.status === 404 ? "" : r.headers.get("ETag") || "";
@@ -184,6 +204,7 @@ export function render(root, ctx = {}) {
     show(msg, `Not saved: ${db} / ${k} changed after you loaded it.`);
     conflict.show({ key: `${db} / ${k}`, base, stored, edited, sent, typed: () => docEditor.value }, {
       reload: () => {
+        acts.drop();
         conflict.hide();
         nameTarget(db, k);
         loaded = { db, k, etag, doc: stored === null ? MISSING : stored };
@@ -206,18 +227,25 @@ export function render(root, ctx = {}) {
     });
   }
 
+  // Delete starts once confirmed; the merge panel stays until then. Its
+  // answer after a newer action only says what came of it: it marked the
+  // document got since as saved, and a Get of the same entity answered
+  // meanwhile lost its version.
   del.addEventListener("click", async () => {
-    conflict.hide();
     try {
       const { db, k } = target();
       if (!window.confirm(`Delete entity "${k}" from database "${db}"? ${await undoNote(db)}`)) return;
+      const current = acts.next();
+      conflict.hide();
       const headers = isLoaded(db, k) && loaded.etag ? { "If-Match": loaded.etag } : {};
       const r = await request("DELETE", entityPath(db, k), undefined, { headers });
       if (r.status === 412) return show(msg, `Not deleted: ${k} changed after you loaded it. Get it again first.`);
       if (!r.ok) return show(msg, errorMessage(r));
-      // A Get of another entity answered meanwhile keeps its version.
-      if (isLoaded(db, k)) loaded = null;
-      docEditor.markClean();
+      if (current()) {
+        // The form may name another entity by now: its version stays.
+        if (isLoaded(db, k)) loaded = null;
+        docEditor.markClean();
+      }
       show(msg, `Deleted ${db} / ${k}.`, "ok");
     } catch (e) {
       showError(msg, e);
