@@ -957,6 +957,39 @@ func TestUIRaces(t *testing.T) {
 		}
 	})
 
+	// SaveConflictLate: on the Databases page, a save's 412 answered after
+	// the entity was opened again (its edit discarded) does not open the
+	// merge panel over the document read: the message says it was not
+	// saved. The panel was shown over it.
+	t.Run("SaveConflictLate", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		const db = "uir25"
+		seed.call("PUT", "/entity/"+db, map[string]any{"k": map[string]any{"v": 1}}, http.StatusOK)
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.openDB(db)
+		tb.openEntity("k")
+		tb.setEditor("entity-editor", `{"v": "mine"}`)
+		seed.call("PUT", "/entity/"+db, map[string]any{"k": map[string]any{"v": "theirs"}}, http.StatusOK)
+		tb.hold("put", `m === "PUT"`)
+		tb.click("#entity-save")
+		tb.held("put", 1)
+		tb.click(`#db-keys button[data-key="k"]`)
+		tb.waitFor("the question", `document.getElementById("ask-dialog")?.open`)
+		tb.click("#ask-ok")
+		tb.waitFor("k read again", `(e => !e.disabled && e.value.includes("theirs"))(document.getElementById("entity-editor"))`)
+		tb.release("put")
+		tb.waitFor("the save's 412 answered", `document.getElementById("entity-message").textContent.startsWith("Not saved")`)
+		var got struct {
+			Panel    bool
+			Doc, Msg string
+		}
+		tb.eval(`(id => ({panel: !id("entity-conflict").hidden, doc: id("entity-editor").value, msg: id("entity-message").textContent}))(document.getElementById.bind(document))`, &got)
+		if got.Panel || !jsonEqual([]byte(got.Doc), []byte(`{"v":"theirs"}`)) || !strings.Contains(got.Msg, "Not saved: k changed") {
+			t.Errorf("after the older save's 412: panel shown %v, editor %q, message %q; want no panel, the document read, Not saved: k changed", got.Panel, got.Doc, got.Msg)
+		}
+	})
+
 	// DeleteLateKeepsEdit: on the Entities page, a Delete answered after
 	// a newer Get leaves the edits of the document got unsaved: it marked
 	// them saved, and a Get then replaced them without a question.

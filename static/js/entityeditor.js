@@ -44,13 +44,17 @@ export function entityEditor(db, opts) {
   gate(writeWhy, save, del);
 
   // The open entity: its key, the ETag and document it was read (or last
-  // saved) with, and whether it exists. opens drops answers to
-  // superseded opens.
+  // saved) with, and whether it exists. acts counts the opens, saves and
+  // Reloads of the merge panel: only the latest one's answer changes the
+  // editor or the merge panel. A save answered after its entity was
+  // opened again (its unsaved edit discarded) only says what came of it:
+  // its merge panel, or its version, does not belong over the document
+  // read since.
   let current = null;
   let etag = "";
   let base = MISSING;
   let exists = false;
-  const opens = latest();
+  const acts = latest();
   // saving is true while a write is on its way; a change of the feed
   // meanwhile waits in pendingRemote.
   let saving = false;
@@ -108,7 +112,7 @@ export function entityEditor(db, opts) {
 
   async function open(key, force) {
     if (!force && !(await doc.confirmDiscard())) return false;
-    const latestOpen = opens.next();
+    const latestOpen = acts.next();
     current = key;
     etag = "";
     exists = false;
@@ -187,17 +191,29 @@ export function entityEditor(db, opts) {
     await store(current, p.doc, precondition());
   }
 
+  // late says what came of a save of key answered after the user opened
+  // an entity (another, or key again): the editor and the panel are that
+  // open's.
+  const late = (key, r, created) => {
+    if (r.status === 412) return show(msg, `Not saved: ${key} changed after you opened it.`);
+    if (!r.ok) return show(msg, `Not saved: ${key}: ${errorMessage(r)}`);
+    show(msg, `${created ? "Created" : "Saved"} ${key}.`, "ok");
+    opts.onChange(created ? "created" : "saved");
+  };
+
   // store validates and writes value under key, conditional on pre; a 412
   // opens the merge.
   async function store(key, value, pre) {
     const sent = doc.value;
+    const creating = !exists;
+    const act = acts.next();
     setEnabled(save, false);
     saving = true;
     try {
       if (!(await validate(value, false))) return;
       const r = await put(key, value, pre);
-      if (key !== current) return;
-      if (r.status === 412) return showConflict(value, sent);
+      if (key !== current || !act()) return late(key, r, creating);
+      if (r.status === 412) return showConflict(value, sent, act);
       if (!r.ok) return show(msg, errorMessage(r));
       const created = !exists;
       conflict.hide();
@@ -216,11 +232,12 @@ export function entityEditor(db, opts) {
   }
 
   // showConflict reads the stored version and merges it with the version
-  // opened and edited (sent: the editor's text saved).
-  async function showConflict(edited, sent) {
+  // opened and edited (sent: the editor's text saved); act is the save's
+  // check.
+  async function showConflict(edited, sent, act) {
     const key = current;
     const r = await request("GET", entityPath(db, key));
-    if (key !== current) return;
+    if (key !== current || !act()) return show(msg, `Not saved: ${key} changed after you opened it.`);
     if (!r.ok && r.status !== 404) return show(msg, `Changed by someone else, and reading it failed: ${errorMessage(r)}`);
     const stored = r.status === 404 ? null : r.data;
     const storedTag = r.status === 404 ? "" : r.headers.get("ETag") || "";
@@ -229,6 +246,7 @@ export function entityEditor(db, opts) {
     const pre = stored === null ? { "If-None-Match": "*" } : { "If-Match": storedTag };
     conflict.show({ key, base, stored, edited, sent, typed: () => doc.value }, {
       reload: () => {
+        acts.drop();
         conflict.hide();
         settle(stored === null ? MISSING : stored, storedTag);
         show(msg, stored === null ? "It was deleted; the editor is empty." : "Reloaded the stored version.", "info");
