@@ -30,11 +30,18 @@ orig_src=${ORIG_SRC:-/work/.mirror/DeltaRule+DeltaDatabase/repo}
 work=$(mktemp -d)
 trap 'pkill -P $$ || true; git worktree remove --force "$work/src-base" 2>/dev/null || true; rm -rf "$work"' EXIT
 go build -o "$work/ddb" .
-git worktree add -f --detach "$work/src-base" "$base" >/dev/null 2>&1
-(cd "$work/src-base" && go build -o "$work/ddb-base" .)
-# only the Go sources: the mirror may lack the blobs of committed binaries
-git clone -q --no-checkout "$orig_src" "$work/orig"
-(cd "$work/orig" && git checkout HEAD -- go.mod go.sum cmd internal pkg api && go build -o "$work/orig-main" ./cmd/main-worker)
+configs=" ${CONFIGS:-trivial original base all main+1} "
+# the base commit and the original are built only for a run that has
+# them (the original's mirror need not be on the machine otherwise)
+case $configs in *" base"*)
+  git worktree add -f --detach "$work/src-base" "$base" >/dev/null 2>&1
+  (cd "$work/src-base" && go build -o "$work/ddb-base" .) ;;
+esac
+case $configs in *" original "*)
+  # only the Go sources: the mirror may lack the blobs of committed binaries
+  git clone -q --no-checkout "$orig_src" "$work/orig"
+  (cd "$work/orig" && git checkout HEAD -- go.mod go.sum cmd internal pkg api && go build -o "$work/orig-main" ./cmd/main-worker) ;;
+esac
 export MASTER_KEY=000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f ADMIN_KEY=bench-admin-key-0123456789
 export DELTADB_JOIN_TOKEN=$(od -An -tx1 -N32 /dev/urandom | tr -d " \n")
 port=${PORT:-18191}  # and the two after it (every role given all three: no default port of another run)
@@ -94,6 +101,6 @@ one() {
 echo "# load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq "$rounds"); do
   echo "# round $r"
-  for name in ${CONFIGS:-trivial original base all main+1}; do one "$name"; done
+  for name in $configs; do one "$name"; done
 done
 echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)"
