@@ -782,3 +782,34 @@ func newTestSubscriber(t *testing.T, mainAddr string, token []byte) *subscriber 
 	return &subscriber{id: "w1", mainAddr: mainAddr, advertise: "127.0.0.1:1", priv: priv, srv: &workerServer{w: w, now: time.Now},
 		join: token, ident: newTestIdentity(t), pin: &pinnedMain{}, log: log, maxMsg: 4 << 20, now: time.Now, retry: subscribeBackoff}
 }
+
+// TestSubscribeWorkerAddr: a client that knows the join token advertises
+// addresses that are not a TCP host:port (a Unix socket, another of
+// gRPC's schemes, no port, a port out of range or by name). Each is refused as invalid and registers nothing;
+// before, the main worker took any of them and dialed it.
+func TestSubscribeWorkerAddr(t *testing.T) {
+	c := startCluster(t)
+	token := []byte(testJoinToken)
+	for i, addr := range []string{
+		"unix:/tmp/deltadb-rogue.sock", "unix:///tmp/deltadb-rogue.sock", "unix-abstract:rogue",
+		"dns:///127.0.0.1:1", "passthrough:///127.0.0.1:1", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:99999",
+		"127.0.0.1:01", "host/evil:1", "-host:1", "127.0.0.1:http",
+	} {
+		j := newJoiner(t, fmt.Sprintf("rogue%d", i))
+		_, _, _, err := j.subscribe(t, c.clusterAddr, nil, func(exporter []byte, req *pb.SubscribeRequest) {
+			req.Tags["grpc_addr"] = addr
+			j.prove(token)(exporter, req)
+		})
+		if status.Code(err) != codes.InvalidArgument {
+			t.Errorf("Subscribe advertising %q = %v, want InvalidArgument", addr, err)
+		}
+	}
+	if rows := c.workerRows(); len(rows) != 0 {
+		t.Errorf("after the refused Subscribes /admin/workers = %+v, want none", rows)
+	}
+	// The control: a TCP host:port is taken.
+	j := newJoiner(t, "genuine")
+	if _, _, _, err := j.subscribe(t, c.clusterAddr, nil, j.prove(token)); err != nil {
+		t.Fatalf("Subscribe advertising 127.0.0.1:1 = %v", err)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -193,6 +194,9 @@ func (m *mainService) subscribe(req *pb.SubscribeRequest) (*pb.SubscribeResponse
 	if addr == "" {
 		return nil, status.Error(codes.InvalidArgument, "tags: grpc_addr is required")
 	}
+	if err := checkWorkerAddr(addr); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "tags: grpc_addr %q: %v", addr, err)
+	}
 	if req.GetTags()[walGenTag] != "" && m.router.ho == nil {
 		// Nobody would apply its log when it died: another worker would
 		// serve its entities from files the log had not updated yet.
@@ -230,7 +234,10 @@ func (m *mainService) subscribe(req *pb.SubscribeRequest) (*pb.SubscribeResponse
 	// The main worker dials the worker over mutual TLS, accepting only
 	// the certificate the worker named in its proof.
 	creds := grpccreds.NewTLS(m.ident.tlsConfig(pinned(certFP), false))
-	conn, err := grpc.NewClient(addr, append(grpcDialOptions(m.maxMsg, creds), callLinkDialOptions()...)...)
+	// passthrough: the address goes to the dialer as it is, so no part of
+	// it is read as a gRPC scheme (a host named "unix" would otherwise
+	// name a local socket).
+	conn, err := grpc.NewClient("passthrough:///"+addr, append(grpcDialOptions(m.maxMsg, creds), callLinkDialOptions()...)...)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "grpc_addr %q: %v", addr, err)
 	}
@@ -341,6 +348,29 @@ func reachableAddr(advertised, peer string) (string, bool) {
 		return "", false
 	}
 	return net.JoinHostPort(peerHost, port), true
+}
+
+// checkWorkerAddr accepts the address a worker advertises only as TCP
+// host:port: a host name or an IP address and a port from 1 to 65535. The
+// main worker dials it; a worker that knows the join token must not make
+// it open a Unix socket or another of gRPC's schemes (ARCHITECTURE.md
+// "Trust boundaries").
+func checkWorkerAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("want host:port: %w", err)
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 || port[0] == '0' {
+		return fmt.Errorf("port %q: want a number from 1 to 65535", port)
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return nil
+	}
+	if host == "" || len(host) > 253 || strings.Trim(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") != "" ||
+		host[0] == '-' || host[0] == '.' {
+		return fmt.Errorf("host %q: want a host name or an IP address", host)
+	}
+	return nil
 }
 
 // parseWorkerKey parses a PKIX DER RSA public key of at least 2048 bits.
