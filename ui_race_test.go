@@ -105,6 +105,15 @@ func TestUIRaces(t *testing.T) {
 	browser := newBrowser(t)
 	n, _ := startDefault(t)
 	desk := func(t *testing.T) *uiTab { return openTab(t, browser, n.base, deskView[0], deskView[1]) }
+	// entitiesDesk writes docs to db, then opens a desk tab signed in as
+	// the admin on the Entities page with db chosen.
+	entitiesDesk := func(t *testing.T, db string, docs map[string]any) *uiTab {
+		uiSeed{t, n.base}.call("PUT", "/entity/"+db, docs, http.StatusOK)
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.entitiesOf(db)
+		return tb
+	}
 
 	// ReopenYieldsToClick: the Databases page reopens the database last
 	// open once every card has its details; a card clicked before then is
@@ -245,12 +254,8 @@ func TestUIRaces(t *testing.T) {
 	// Get of another key is not put in the editor: it put the older
 	// key's document under the key typed since, for a Put to write there.
 	t.Run("EntitiesGetLate", func(t *testing.T) {
-		seed := uiSeed{t, n.base}
 		const db = "uir6"
-		seed.call("PUT", "/entity/"+db, map[string]any{"a": map[string]any{"v": "A"}, "b": map[string]any{"v": "B"}}, http.StatusOK)
-		tb := desk(t)
-		tb.login(testAdminKey)
-		tb.entitiesOf(db)
+		tb := entitiesDesk(t, db, map[string]any{"a": map[string]any{"v": "A"}, "b": map[string]any{"v": "B"}})
 		tb.hold("get a", fmt.Sprintf(`p === "/entity/%s?key=a"`, db))
 		tb.typeInto("ent-key", "a")
 		tb.click("#ent-get")
@@ -821,10 +826,7 @@ func TestUIRaces(t *testing.T) {
 	t.Run("DeleteKeepsOtherVersion", func(t *testing.T) {
 		seed := uiSeed{t, n.base}
 		const db = "uir21"
-		seed.call("PUT", "/entity/"+db, map[string]any{"a": map[string]any{"v": "A"}, "b": map[string]any{"v": "B"}}, http.StatusOK)
-		tb := desk(t)
-		tb.login(testAdminKey)
-		tb.entitiesOf(db)
+		tb := entitiesDesk(t, db, map[string]any{"a": map[string]any{"v": "A"}, "b": map[string]any{"v": "B"}})
 		tb.typeInto("ent-key", "a")
 		tb.click("#ent-get")
 		tb.waitText("ent-message", "Loaded "+db+" / a")
@@ -880,10 +882,7 @@ func TestUIRaces(t *testing.T) {
 	t.Run("GetKeepsMerge", func(t *testing.T) {
 		seed := uiSeed{t, n.base}
 		const db = "uir22"
-		seed.call("PUT", "/entity/"+db, map[string]any{"a": map[string]any{"v": 1, "t": "x"}}, http.StatusOK)
-		tb := desk(t)
-		tb.login(testAdminKey)
-		tb.entitiesOf(db)
+		tb := entitiesDesk(t, db, map[string]any{"a": map[string]any{"v": 1, "t": "x"}})
 		const mine = `{"v": 3, "t": "x"}`
 		entitiesConflict(tb, seed, db, "a", map[string]any{"v": 2, "t": "y"}, mine)
 		tb.click("#ent-conflict-choice-0-mine")
@@ -927,10 +926,7 @@ func TestUIRaces(t *testing.T) {
 	t.Run("PutConflictLate", func(t *testing.T) {
 		seed := uiSeed{t, n.base}
 		const db = "uir23"
-		seed.call("PUT", "/entity/"+db, map[string]any{"a": map[string]any{"v": 1}}, http.StatusOK)
-		tb := desk(t)
-		tb.login(testAdminKey)
-		tb.entitiesOf(db)
+		tb := entitiesDesk(t, db, map[string]any{"a": map[string]any{"v": 1}})
 		tb.typeInto("ent-key", "a")
 		tb.click("#ent-get")
 		tb.waitText("ent-message", "Loaded "+db+" / a")
@@ -994,12 +990,8 @@ func TestUIRaces(t *testing.T) {
 	// a newer Get leaves the edits of the document got unsaved: it marked
 	// them saved, and a Get then replaced them without a question.
 	t.Run("DeleteLateKeepsEdit", func(t *testing.T) {
-		seed := uiSeed{t, n.base}
 		const db = "uir24"
-		seed.call("PUT", "/entity/"+db, map[string]any{"a": map[string]any{"v": "A"}, "b": map[string]any{"v": "B"}}, http.StatusOK)
-		tb := desk(t)
-		tb.login(testAdminKey)
-		tb.entitiesOf(db)
+		tb := entitiesDesk(t, db, map[string]any{"a": map[string]any{"v": "A"}, "b": map[string]any{"v": "B"}})
 		tb.typeInto("ent-key", "a")
 		tb.hold("delete", `m === "DELETE"`)
 		tb.click("#ent-delete")

@@ -25,14 +25,11 @@ import (
 func TestWALPausedWorkerCallsFenced(t *testing.T) {
 	ctx := t.Context()
 	st, l, w, other := loggedPair(t, nil)
-	call := func(op pb.Operation, payload string, epoch uint64) *pb.WorkerRequest {
-		return ownerCall(op, "a", payload, epoch)
-	}
-	if _, err := w.Process(ctx, call(pb.Operation_PUT, `"1"`, 1)); err != nil {
+	if _, err := w.Process(ctx, callA(pb.Operation_PUT, `"1"`, 1)); err != nil {
 		t.Fatal(err)
 	}
 	// Checked under the old subscription; its goroutine runs on later.
-	early, err := w.check(call(pb.Operation_PUT, `"stale-early"`, 1))
+	early, err := w.check(callA(pb.Operation_PUT, `"stale-early"`, 1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +38,7 @@ func TestWALPausedWorkerCallsFenced(t *testing.T) {
 	if _, err := takeOverLog(ctx, st, "w1", claimGen, l.generation(), slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := other.Process(ctx, call(pb.Operation_PUT, `"2"`, 2)); err != nil {
+	if _, err := other.Process(ctx, callA(pb.Operation_PUT, `"2"`, 2)); err != nil {
 		t.Fatal(err)
 	}
 	// Resumed: it subscribes again, reopening its log.
@@ -51,34 +48,34 @@ func TestWALPausedWorkerCallsFenced(t *testing.T) {
 	if _, err := w.run(ctx, early); !errors.Is(err, errWALTaken) || statusOf(err) != 503 {
 		t.Errorf("write checked before the takeover, logged after the reopen = %v; want 503 taken over", err)
 	}
-	if _, err := w.Process(ctx, call(pb.Operation_PUT, `"stale-late"`, 1)); statusOf(err) != 503 {
+	if _, err := w.Process(ctx, callA(pb.Operation_PUT, `"stale-late"`, 1)); statusOf(err) != 503 {
 		t.Errorf("write of the old epoch after the reopen = %v; want 503", err)
 	}
-	if resp, err := w.Process(ctx, call(pb.Operation_GET, "", 1)); err == nil {
+	if resp, err := w.Process(ctx, callA(pb.Operation_GET, "", 1)); err == nil {
 		t.Errorf("read of the old epoch after the reopen answered %s", resp.GetResult())
 	}
 	// The new subscription's answer carries epoch 3: its calls come
 	// under a later one.
 	w.routedAfter(3)
-	if _, err := w.Process(ctx, call(pb.Operation_PUT, `"stale-3"`, 3)); statusOf(err) != 503 {
+	if _, err := w.Process(ctx, callA(pb.Operation_PUT, `"stale-3"`, 3)); statusOf(err) != 503 {
 		t.Errorf("write of the subscription's epoch = %v; want 503", err)
 	}
 	if err := l.flush(ctx); err != nil {
 		t.Fatal(err)
 	}
 	for _, who := range []*worker{other, w} {
-		resp, err := who.Process(ctx, call(pb.Operation_GET, "", 4))
+		resp, err := who.Process(ctx, callA(pb.Operation_GET, "", 4))
 		if err != nil || string(resp.GetResult()) != `"2"` {
 			t.Errorf("%s reads %s, %v; want the acknowledged \"2\"", who.id, resp.GetResult(), err)
 		}
 	}
-	if _, err := w.Process(ctx, call(pb.Operation_PUT, `"3"`, 4)); err != nil {
+	if _, err := w.Process(ctx, callA(pb.Operation_PUT, `"3"`, 4)); err != nil {
 		t.Fatalf("write of the new subscription: %v", err)
 	}
 	if err := l.flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if resp, err := other.Process(ctx, call(pb.Operation_GET, "", 5)); err != nil || string(resp.GetResult()) != `"3"` {
+	if resp, err := other.Process(ctx, callA(pb.Operation_GET, "", 5)); err != nil || string(resp.GetResult()) != `"3"` {
 		t.Errorf("after the new subscription's write the file holds %s, %v; want \"3\"", resp.GetResult(), err)
 	}
 }
@@ -170,10 +167,7 @@ func (h *pausedRead) GetRev(ctx context.Context, key string) ([]byte, string, er
 func TestWALIdleWorkerTakenOver(t *testing.T) {
 	ctx := t.Context()
 	st, l, w, other := loggedPair(t, nil)
-	call := func(op pb.Operation, payload string, epoch uint64) *pb.WorkerRequest {
-		return ownerCall(op, "a", payload, epoch)
-	}
-	if _, err := w.Process(ctx, call(pb.Operation_PUT, `"1"`, 1)); err != nil {
+	if _, err := w.Process(ctx, callA(pb.Operation_PUT, `"1"`, 1)); err != nil {
 		t.Fatal(err)
 	}
 	if err := l.checkpoint(ctx); err != nil {
@@ -183,12 +177,12 @@ func TestWALIdleWorkerTakenOver(t *testing.T) {
 	if _, err := takeOverLog(ctx, st, "w1", claimGen, before, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := other.Process(ctx, call(pb.Operation_PUT, `"2"`, 2)); err != nil {
+	if _, err := other.Process(ctx, callA(pb.Operation_PUT, `"2"`, 2)); err != nil {
 		t.Fatal(err)
 	}
 	// Resumed, before it subscribes again: its writes are refused as
 	// taken over (nothing written), not counted as a storage fault.
-	if _, err := w.Process(ctx, call(pb.Operation_PUT, `"stale"`, 1)); !errors.Is(err, errWALTaken) || statusOf(err) != 503 {
+	if _, err := w.Process(ctx, callA(pb.Operation_PUT, `"stale"`, 1)); !errors.Is(err, errWALTaken) || statusOf(err) != 503 {
 		t.Errorf("write before the reopen = %v; want 503 taken over", err)
 	}
 	if down := l.down.Load(); down != nil {
@@ -203,10 +197,10 @@ func TestWALIdleWorkerTakenOver(t *testing.T) {
 	}
 	w.routedAfter(3)
 	for i, v := range []string{`"3"`, `"4"`} {
-		if _, err := w.Process(ctx, call(pb.Operation_PUT, v, 4)); err != nil {
+		if _, err := w.Process(ctx, callA(pb.Operation_PUT, v, 4)); err != nil {
 			t.Fatalf("write %d after the reopen: %v", i, err)
 		}
-		resp, err := w.Process(ctx, call(pb.Operation_GET, "", 4))
+		resp, err := w.Process(ctx, callA(pb.Operation_GET, "", 4))
 		if err != nil || string(resp.GetResult()) != v {
 			t.Errorf("after write %s: read %q, %v", v, resp.GetResult(), err)
 		}
@@ -238,6 +232,12 @@ func loggedPair(t *testing.T, wrap func(*fsStore) store) (st *fsStore, l *walLog
 func ownerCall(op pb.Operation, key, payload string, epoch uint64) *pb.WorkerRequest {
 	return &pb.WorkerRequest{Op: &pb.EntityOp{DatabaseName: "db", EntityKey: key, Operation: op, Payload: []byte(payload)},
 		Owner: true, Epoch: epoch}
+}
+
+// callA is ownerCall of entity db/a, the one the paused-worker tests
+// write.
+func callA(op pb.Operation, payload string, epoch uint64) *pb.WorkerRequest {
+	return ownerCall(op, "a", payload, epoch)
 }
 
 // readsTwice checks that owner w reads entity db/key as want under
