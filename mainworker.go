@@ -360,7 +360,8 @@ func checkWorkerAddr(addr string) error {
 	if err != nil {
 		return fmt.Errorf("want host:port: %w", err)
 	}
-	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 || port[0] == '0' {
+	// port[0] == '0': no port 0 and no leading zeros.
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil || port[0] == '0' {
 		return fmt.Errorf("port %q: want a number from 1 to 65535", port)
 	}
 	if _, err := netip.ParseAddr(host); err == nil {
