@@ -901,6 +901,15 @@ func TestBadFlags(t *testing.T) {
 	if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); err == nil || !strings.HasPrefix(lines[len(lines)-1], "deltadatabase: -changes-dir: ") {
 		t.Errorf("-changes-dir under a file: err=%v output %q, want a last line naming -changes-dir", err, out)
 	}
+	// A -shared-fs that cannot be made is named too, on either role that
+	// opens it (it used to say only "open fs store PATH: ...").
+	for _, role := range []string{"-role=all", "-role=proc"} {
+		out, err := runBinary(t, role, "-rest-addr=127.0.0.1:0", "-grpc-addr=127.0.0.1:0", "-cluster-addr=127.0.0.1:0",
+			token, "-shared-fs="+filepath.Join(file, "db"))
+		if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); err == nil || len(lines) != 1 || !strings.HasPrefix(lines[0], "deltadatabase: -shared-fs: ") {
+			t.Errorf("%s -shared-fs under a file: err=%v output %q, want one line naming -shared-fs", role, err, out)
+		}
+	}
 }
 
 // TestAddressInUseTouchesNothing: a start whose address is taken stops

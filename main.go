@@ -393,5 +393,9 @@ func openStore(ctx context.Context, cfg config) (store, error) {
 		}
 		return st, nil
 	}
-	return newFSStoreLimit(cfg.sharedFS, cfg.budgets().storedObject())
+	st, err := newFSStoreLimit(cfg.sharedFS, cfg.budgets().storedObject())
+	if err != nil {
+		return nil, fmt.Errorf("-shared-fs: %w", err)
+	}
+	return st, nil
 }
