@@ -3,7 +3,8 @@ package main
 // The OpenAPI document against the code: every route of the mux is in
 // openapi.json and every operation of openapi.json is a route, with the
 // permission the route table gives it, the statuses the route tests see,
-// and error answers of the shape writeError writes. CI also validates the
+// and error answers of the shape writeError writes; and the route tables
+// of README.md and API.md against the document. CI also validates the
 // document against the OpenAPI 3.1 schema with a validator from npm.
 
 import (
@@ -571,6 +572,69 @@ func TestDocumentComponents(t *testing.T) {
 		got, _ := json.Marshal(documentComponents(s, "D."))
 		if !jsonEqual(got, []byte(c.want)) {
 			t.Errorf("%s: documentComponents(%s) = %s\nwant %s", c.name, c.schema, got, c.want)
+		}
+	}
+}
+
+// docRoute matches a route named in a document: `METHOD /path`, the path
+// ending at a space, a backquote, a query string or an optional part.
+var docRoute = regexp.MustCompile("`(GET|PUT|POST|DELETE|PATCH) (/[^`\\s?\\[]*)")
+
+// docNumber matches a number in a document with what binds to it (a
+// date, a version, thousands): "412", "2019-09", "1,000", "1.5".
+var docNumber = regexp.MustCompile(`[0-9](?:[0-9.,:-]*[0-9])?`)
+
+// TestDocTablesMatchOpenAPI fails when the route tables of README.md and
+// API.md drift from openapi.json: a row naming a route (in its first
+// cell) that the document does not describe, a status the row gives that
+// the operation does not list, or an operation no table names.
+func TestDocTablesMatchOpenAPI(t *testing.T) {
+	_, ops := loadOpenAPI(t)
+	statuses := map[string]bool{} // every status some operation answers
+	for _, op := range ops {
+		for code := range op.Responses {
+			statuses[code] = true
+		}
+	}
+	tabled := map[string]bool{}
+	for _, name := range []string{"README.md", "API.md"} {
+		raw, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, line := range strings.Split(string(raw), "\n") {
+			cells := strings.Split(line, "|")
+			if !strings.HasPrefix(line, "|") || len(cells) < 3 {
+				continue
+			}
+			var named []string
+			answers := map[string]bool{}
+			for _, m := range docRoute.FindAllStringSubmatch(cells[1], -1) {
+				p := m[1] + " " + m[2]
+				op, ok := ops[p]
+				if !ok {
+					t.Errorf("%s line %d names %s, which openapi.json does not describe", name, i+1, p)
+					continue
+				}
+				named = append(named, p)
+				tabled[p] = true
+				for code := range op.Responses {
+					answers[code] = true
+				}
+			}
+			if len(named) == 0 {
+				continue
+			}
+			for _, code := range docNumber.FindAllString(strings.Join(cells[2:], "|"), -1) {
+				if statuses[code] && !answers[code] {
+					t.Errorf("%s line %d gives %s for %v, which openapi.json does not list", name, i+1, code, named)
+				}
+			}
+		}
+	}
+	for p := range ops {
+		if !tabled[p] {
+			t.Errorf("%s is in openapi.json but in no route table of README.md or API.md", p)
 		}
 	}
 }
