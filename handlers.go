@@ -224,7 +224,10 @@ func (s *restServer) handleDeleteSchema(w http.ResponseWriter, r *http.Request, 
 
 // validateAnswer is the answer of POST /schema/{id}/validate.
 type validateAnswer struct {
-	Valid  bool              `json:"valid"`
+	Valid bool `json:"valid"`
+	// Error is the sentence of a 422, as every error answer has one;
+	// empty (left out) when the document is valid.
+	Error  string            `json:"error,omitempty"`
 	Errors []validationIssue `json:"errors,omitempty"`
 	// Omitted counts the violations left out of Errors (beyond
 	// maxValidationMessages).
@@ -233,7 +236,7 @@ type validateAnswer struct {
 
 // handleValidate is POST /schema/{id}/validate: it checks the body, a
 // document, against schema id without storing anything: 200 {"valid":
-// true}, or 422 with the violations.
+// true}, or 422 with a sentence and the violations.
 func (s *restServer) handleValidate(w http.ResponseWriter, r *http.Request, p principal) error {
 	id := r.PathValue("id")
 	if err := validateSchemaID(id); err != nil {
@@ -250,7 +253,8 @@ func (s *restServer) handleValidate(w http.ResponseWriter, r *http.Request, p pr
 		writeJSON(w, http.StatusOK, validateAnswer{Valid: true})
 		return nil
 	case errors.As(err, &ve):
-		writeJSON(w, http.StatusUnprocessableEntity, validateAnswer{Errors: ve.Issues, Omitted: ve.Omitted})
+		writeJSON(w, http.StatusUnprocessableEntity, validateAnswer{Error: sentencef("the document does not match schema %q", id),
+			Errors: ve.Issues, Omitted: ve.Omitted})
 		return nil
 	default:
 		return err

@@ -170,21 +170,23 @@ func TestDeleteSchema(t *testing.T) {
 // validateReply is the answer of POST /schema/{id}/validate.
 type validateReply struct {
 	Valid   *bool
+	Error   *string
 	Errors  []validationIssue
 	Omitted int
 }
 
-// TestValidateEndpoint: 200 {"valid": true}, or 422 with every violation
-// as {path, message}, in document order of the paths, the same bytes on
-// every call; nothing is stored.
+// TestValidateEndpoint: 200 {"valid": true}, or 422 with a sentence in
+// "error" (as every error answer) and every violation as {path, message},
+// in document order of the paths, the same bytes on every call; nothing is
+// stored.
 func TestValidateEndpoint(t *testing.T) {
 	ts := newAuthTestServer(t, authConfig{})
 	ts.mustDo(t, "PUT", "/schema/chat.v1", testAdminKey, chatSchema, 200)
 	var ok validateReply
 	decodeInto(t, "valid", ts.mustDo(t, "POST", "/schema/chat.v1/validate", testAdminKey,
 		`{"title":"t","messages":[{"role":"user","content":"hi"}]}`, 200), &ok)
-	if ok.Valid == nil || !*ok.Valid || ok.Errors != nil {
-		t.Errorf("valid document: %+v, want valid true and no errors", ok)
+	if ok.Valid == nil || !*ok.Valid || ok.Errors != nil || ok.Error != nil {
+		t.Errorf("valid document: %+v, want valid true and no error or errors", ok)
 	}
 	msgs := make([]string, 12)
 	for i := range msgs {
@@ -204,6 +206,9 @@ func TestValidateEndpoint(t *testing.T) {
 	}
 	if bad.Valid == nil || *bad.Valid || !slices.Equal(paths, []string{"/messages/2/role", "/messages/10", "/messages/10/content"}) {
 		t.Errorf("invalid document: %s, want valid false and errors at /messages/2/role, /messages/10, /messages/10/content", first)
+	}
+	if want := `the document does not match schema "chat.v1"`; bad.Error == nil || *bad.Error != want {
+		t.Errorf("invalid document: %s, want the error %q", first, want)
 	}
 	for range 20 {
 		if again := ts.mustDo(t, "POST", "/schema/chat.v1/validate", testAdminKey, doc, 422); string(again) != string(first) {

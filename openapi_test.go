@@ -263,7 +263,7 @@ func checkOperationStatuses(t *testing.T, doc openAPIDoc, pattern string, op ope
 // document holds, every referenced parameter is declared as it is used,
 // and every error response (4xx and 5xx, but for the 422 of validate and
 // the 503 of readyz, which answer their own objects with an "error"
-// member or none) is the Error object, or for an import's report (which
+// member) is the Error object, or for an import's report (which
 // has an "error" member) one of it and the Error object: so are the
 // import's 400, 413, 500 and 503, whose answers hold the report.
 func TestOpenAPIReferences(t *testing.T) {

@@ -937,6 +937,8 @@ export interface components {
         };
         ValidateAnswer: {
             valid: boolean;
+            /** @description With valid false (422): the sentence of the error, as every error answer has one */
+            error?: string;
             errors?: {
                 /** @description JSON Pointer into the document; "" is the root */
                 path: string;
