@@ -638,3 +638,30 @@ func TestDocTablesMatchOpenAPI(t *testing.T) {
 		}
 	}
 }
+
+// TestDocOpenRoutes fails when the sentence of README.md or API.md that
+// names the requests needing no credential ("Every request but ...")
+// leaves out an operation openapi.json gives x-permission none: by its
+// path, or its method and path (GET / is "the UI").
+func TestDocOpenRoutes(t *testing.T) {
+	_, ops := loadOpenAPI(t)
+	for _, name := range []string{"README.md", "API.md"} {
+		raw, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, after, ok := strings.Cut(string(raw), "Every request but ")
+		sentence, _, _ := strings.Cut(after, "Authorization")
+		if !ok {
+			t.Fatalf("%s has no sentence \"Every request but ...\"", name)
+		}
+		for p, op := range ops {
+			method, path, _ := strings.Cut(p, " ")
+			named := strings.Contains(sentence, "`"+path+"`") || strings.Contains(sentence, "`"+p+"`") ||
+				p == "GET /" && strings.Contains(sentence, "the UI")
+			if op.Permission == "none" && !named {
+				t.Errorf("%s: the requests needing no credential leave out %s %s", name, method, path)
+			}
+		}
+	}
+}
