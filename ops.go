@@ -47,9 +47,33 @@ func newOpsMux(health http.Handler, reg *registry, cfg config) *http.ServeMux {
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		// A path served for other methods answers 405 with Allow, as on
+		// the REST port; only a path with no route is a 404.
+		if allow := opsAllowed(mux, r); allow != "" {
+			w.Header().Set("Allow", allow)
+			writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": sentencef("method %q is not allowed on %q; allowed: %s", r.Method, r.URL.Path, allow)})
+			return
+		}
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": sentencef("no route for %q on the ops listener", r.Method+" "+r.URL.Path)})
 	})
 	return mux
+}
+
+// opsAllowed returns the methods (GET implying HEAD) the ops mux serves
+// r's path with, "" when only its catch-all does.
+func opsAllowed(mux *http.ServeMux, r *http.Request) string {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodPost} {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, p := mux.Handler(probe); p != "/" && p != "" {
+			allow = append(allow, m)
+			if m == http.MethodGet {
+				allow = append(allow, http.MethodHead)
+			}
+		}
+	}
+	return strings.Join(allow, ", ")
 }
 
 // redactedValue replaces a secret in the profiler's command line.

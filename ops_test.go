@@ -180,11 +180,19 @@ func TestOpsMux(t *testing.T) {
 			{"GET", "/debug/pprof/heap", pprofCode, ""},
 			{"POST", "/debug/pprof/symbol", pprofCode, ""},
 			{"GET", "/nope", 404, `{"error":"no route for \"GET /nope\" on the ops listener"}`},
+			// A route's path with another method is its 405, as on the
+			// REST port (it was a 404 "no route").
+			{"POST", "/healthz", 405, `{"error":"method \"POST\" is not allowed on \"/healthz\"; allowed: GET, HEAD"}`},
+			{"DELETE", "/metrics", 405, `allowed: GET, HEAD"}`},
+			{"POST", "/nope", 404, `no route for \"POST /nope\"`},
 		} {
 			rec := httptest.NewRecorder()
 			mux.ServeHTTP(rec, httptest.NewRequest(c.method, c.path, nil))
 			if rec.Code != c.want || !strings.Contains(rec.Body.String(), c.body) {
 				t.Errorf("pprof=%v: %s %s = %d %.80q, want %d with %q", withPprof, c.method, c.path, rec.Code, rec.Body, c.want, c.body)
+			}
+			if got := rec.Header().Get("Allow"); (rec.Code == 405) != (got == "GET, HEAD") {
+				t.Errorf("pprof=%v: %s %s = %d with Allow %q, want Allow: GET, HEAD exactly on a 405", withPprof, c.method, c.path, rec.Code, got)
 			}
 		}
 	}
