@@ -150,7 +150,8 @@ type patchOp struct {
 // operations wrap errTooLarge.
 func parseJSONPatch(b []byte, maxOps int) ([]patchOp, error) {
 	var raws []json.RawMessage
-	if err := json.Unmarshal(b, &raws); err != nil {
+	// null decodes into a nil slice without an error: no array at all.
+	if err := json.Unmarshal(b, &raws); err != nil || raws == nil {
 		return nil, reqErrorf(errInvalid, "JSON patch must be an array of operations")
 	}
 	if len(raws) > maxOps {

@@ -103,6 +103,8 @@ func TestJSONPatchErrors(t *testing.T) {
 		{"A.15 string is not number", `{"/":9,"~1":10}`, `[{"op":"test","path":"/~01","value":"10"}]`, errPatchConflict, "test failed"},
 		{"not an array", `{}`, `{"op":"add"}`, errInvalid, "array of operations"},
 		{"not JSON", `{}`, `[{`, errInvalid, "array of operations"},
+		// null decoded into a nil slice: no operations, a new version.
+		{"null", `{}`, `null`, errInvalid, "array of operations"},
 		{"op not an object", `{}`, `[1]`, errInvalid, "not a JSON object"},
 		{"unknown op", `{}`, `[{"op":"frob","path":"/a"}]`, errInvalid, `unknown op "frob"`},
 		{"missing path", `{}`, `[{"op":"add","value":1}]`, errInvalid, `missing "path"`},
