@@ -8,9 +8,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -638,5 +640,47 @@ func TestS3EntityCluster(t *testing.T) {
 	r := c.want(c.do("GET", "/api/databases/chat", nil), 200, "GET db")
 	if !jsonEqual(r.body, []byte(`{"name":"chat","schema":"chat.v1","entities":1,"max_versions":0}`)) {
 		t.Errorf("GET db = %s", r.body)
+	}
+}
+
+// TestRefusedWriteMakesNoDataKey: a write that needs its entity to be
+// stored (a PATCH, a PUT with If-Match, an undelete), refused in a
+// database that has no entity, leaves storage as it was. Before, the
+// worker made the database's first data key before finding the entity
+// missing, so each such 404 or 412 wrote _meta/datakeys/<db>.json, and
+// the database showed up in storage.
+func TestRefusedWriteMakesNoDataKey(t *testing.T) {
+	ts := newAuthTestServer(t, authConfig{})
+	for _, c := range []struct {
+		db, method, path, body, ct, ifMatch string
+		want                                int
+	}{
+		{"fresh1", "PATCH", "/entity/fresh1?key=k", `{"a":1}`, "application/merge-patch+json", "", 404},
+		{"fresh2", "PATCH", "/entity/fresh2?key=k", `[]`, "application/json-patch+json", "*", 412},
+		{"fresh3", "PUT", "/entity/fresh3", `{"k":{}}`, "", "*", 412},
+		{"fresh4", "POST", "/entity/fresh4/undelete?key=k", "", "", "", 404},
+	} {
+		req := httptest.NewRequest(c.method, c.path, strings.NewReader(c.body))
+		req.Header.Set("Authorization", "Bearer "+testAdminKey)
+		if c.ct != "" {
+			req.Header.Set("Content-Type", c.ct)
+		}
+		if c.ifMatch != "" {
+			req.Header.Set("If-Match", c.ifMatch)
+		}
+		rec := httptest.NewRecorder()
+		ts.rest.ServeHTTP(rec, req)
+		if rec.Code != c.want {
+			t.Errorf("%s %s = %d %s, want %d", c.method, c.path, rec.Code, rec.Body, c.want)
+		}
+		if _, err := ts.st.Get(t.Context(), dataKeysObjectKey(c.db)); !errors.Is(err, errNotFound) {
+			t.Errorf("after %s %s (refused) the data keys of %s: %v, want none", c.method, c.path, c.db, err)
+		}
+	}
+	// A PUT with If-Match of an entity that exists still writes.
+	ts.mustDo(t, "PUT", "/entity/fresh5", testAdminKey, `{"k":{"n":1}}`, 200)
+	rec := ts.doWith("PATCH", "/entity/fresh5?key=k", testAdminKey, `{"n":2}`, "application/merge-patch+json")
+	if rec.Code != 200 || rec.Body.String() != `{"n":2}` {
+		t.Errorf("PATCH of a stored entity = %d %s, want 200 {\"n\":2}", rec.Code, rec.Body)
 	}
 }

@@ -255,6 +255,15 @@ func (k *keyring) prepare(ctx context.Context, db string) error {
 	return err
 }
 
+// hasDataKeys reports whether db has data keys, without making any.
+func (k *keyring) hasDataKeys(ctx context.Context, db string) (bool, error) {
+	_, err := k.activeSealer(ctx, db, false)
+	if errors.Is(err, errNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
 // seal encrypts doc as entity key of db under db's active data key. The
 // caller has called prepare, and holds the gate (hold) until the result
 // is stored.

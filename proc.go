@@ -369,6 +369,27 @@ func (w *worker) stored(ctx context.Context, db, key string) ([]byte, string, er
 	return w.st.GetRev(ctx, entityObjectKey(db, key))
 }
 
+// prepareToChange is keyring.prepare for a write that needs its entity
+// to be stored (a PATCH, a PUT with If-Match, an undelete, whose versions
+// were sealed under a data key): a database without data keys gets its
+// first one only if the entity is stored (sealed under the master key,
+// from before data keys). Otherwise the write is refused (404, 412)
+// before anything is sealed, and a data key made for it would leave
+// storage changed by a refused request. An entity written meanwhile was
+// written with a data key of its own making, which seal then reads.
+func (w *worker) prepareToChange(ctx context.Context, s *keyring, db, key string) error {
+	ok, err := s.hasDataKeys(ctx, db)
+	if err != nil || ok {
+		return err
+	}
+	if _, _, err := w.stored(ctx, db, key); errors.Is(err, errNotFound) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	return s.prepare(ctx, db)
+}
+
 // put seals and durably stores one entity, then caches it. The document
 // was validated by the main worker, once for the whole request. Without
 // preconditions it is a blind write; with If-Match or If-None-Match it
@@ -376,7 +397,11 @@ func (w *worker) stored(ctx context.Context, db, key string) ([]byte, string, er
 // atomically with the write.
 func (w *worker) put(ctx context.Context, s *keyring, op *pb.EntityOp, owner bool) (*pb.WorkerResponse, error) {
 	db, key := op.GetDatabaseName(), op.GetEntityKey()
-	if err := s.prepare(ctx, db); err != nil {
+	prepare := s.prepare
+	if op.GetIfMatch() != "" {
+		prepare = func(ctx context.Context, db string) error { return w.prepareToChange(ctx, s, db, key) }
+	}
+	if err := prepare(ctx, db); err != nil {
 		return nil, fmt.Errorf("put entity %s/%q: %w", db, key, err)
 	}
 	if err := w.waitRoom(ctx); err != nil {
@@ -444,7 +469,7 @@ func (w *worker) patch(ctx context.Context, s *keyring, op *pb.EntityOp, owner b
 	if ct != mergePatchType && ct != jsonPatchType {
 		return nil, reqErrorf(errInvalid, "content type %q is not %s or %s", ct, mergePatchType, jsonPatchType)
 	}
-	if err := s.prepare(ctx, db); err != nil {
+	if err := w.prepareToChange(ctx, s, db, key); err != nil {
 		return nil, fmt.Errorf("patch entity %s/%q: %w", db, key, err)
 	}
 	if err := w.waitRoom(ctx); err != nil {

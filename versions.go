@@ -360,7 +360,7 @@ func (w *worker) readVersion(ctx context.Context, s *keyring, op *pb.EntityOp) (
 // is errConflict; one whose latest version is not deleted, errNotFound.
 func (w *worker) undelete(ctx context.Context, s *keyring, op *pb.EntityOp, owner bool) (*pb.WorkerResponse, error) {
 	db, key := op.GetDatabaseName(), op.GetEntityKey()
-	if err := s.prepare(ctx, db); err != nil {
+	if err := w.prepareToChange(ctx, s, db, key); err != nil {
 		return nil, fmt.Errorf("undelete entity %s/%q: %w", db, key, err)
 	}
 	unlock, err := w.lockEntity(ctx, db, key)
