@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -182,8 +183,10 @@ func (s *keySet) list() []apiKey {
 type keyRequest struct {
 	Name        string   `json:"name"`
 	Permissions []string `json:"permissions"`
-	// ExpiresIn is a Go duration ("24h") or days ("30d"); "" never expires.
-	ExpiresIn string `json:"expires_in"`
+	// ExpiresIn is a Go duration ("24h") or days ("30d"); nil (absent or
+	// null) never expires. "" is refused, as at an edit: a client whose
+	// variable is unset would otherwise make a key that never expires.
+	ExpiresIn *string `json:"expires_in"`
 	// Databases is nil for all databases.
 	Databases []string `json:"databases"`
 }
@@ -207,8 +210,8 @@ func (a *authenticator) createKey(ctx context.Context, req keyRequest) (newKey, 
 	}
 	now := a.now().UTC()
 	k := apiKey{Name: req.Name, Permissions: permNames(perms), Databases: req.Databases, CreatedAt: now}
-	if req.ExpiresIn != "" {
-		d, err := parseExpiresIn(req.ExpiresIn)
+	if req.ExpiresIn != nil {
+		d, err := parseExpiresIn(*req.ExpiresIn)
 		if err != nil {
 			return newKey{}, err
 		}
@@ -304,7 +307,7 @@ func (a *authenticator) update(ctx context.Context, change func([]apiKey) ([]api
 // expires_in) and returns its permissions.
 func checkKeyRequest(req keyRequest) (perm, error) {
 	if req.Name == "" || len(req.Name) > maxKeyNameLen || !utf8.ValidString(req.Name) ||
-		strings.ContainsFunc(req.Name, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		strings.ContainsFunc(req.Name, unicode.IsControl) {
 		return 0, reqErrorf(errInvalid, "name must be 1 to %d bytes of text without control characters", maxKeyNameLen)
 	}
 	perms, err := parsePerms(req.Permissions)

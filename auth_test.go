@@ -240,6 +240,11 @@ func TestCreateKeyErrors(t *testing.T) {
 		`{"name":"x","permissions":["read"],"expires_in":"soon"}`,
 		`{"name":"x","permissions":["read"],"expires_in":"-1h"}`,
 		`{"name":"x","permissions":["read"],"expires_in":"0d"}`,
+		// An unset variable is refused, as at an edit, not a key that
+		// never expires.
+		`{"name":"x","permissions":["read"],"expires_in":""}`,
+		// C1 controls (U+0080 to U+009F) are control characters too.
+		`{"name":"a\u0085b","permissions":["read"]}`,
 		`{"name":"x","permissions":["read"],"databases":[]}`,
 		`{"name":"x","permissions":["read"],"databases":["bad db"]}`,
 		`{"name":"x","permissions":["read"],"databases":["..*"]}`,
