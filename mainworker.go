@@ -557,9 +557,38 @@ func clientOp(req *pb.ProcessRequest) (*pb.EntityOp, error) {
 	if !ok {
 		return nil, reqErrorf(errInvalid, "operation %q is not GET, PUT, DELETE or PATCH", req.GetOperation())
 	}
+	ifMatch, err := clientETags("if_match", req.GetIfMatch())
+	if err != nil {
+		return nil, err
+	}
+	ifNoneMatch, err := clientETags("if_none_match", req.GetIfNoneMatch())
+	if err != nil {
+		return nil, err
+	}
 	return &pb.EntityOp{DatabaseName: req.GetDatabaseName(), EntityKey: req.GetEntityKey(), Operation: kind,
-		Payload: req.GetPayload(), ContentType: req.GetContentType(), IfMatch: req.GetIfMatch(),
-		IfNoneMatch: req.GetIfNoneMatch()}, nil
+		Payload: req.GetPayload(), ContentType: req.GetContentType(), IfMatch: ifMatch,
+		IfNoneMatch: ifNoneMatch}, nil
+}
+
+// clientETags checks a precondition of a client's request ("" for none):
+// "*" or a comma-separated list of ETag values without quotes, spaces
+// around them dropped, as REST's parseETags returns a header's. Anything
+// else is InvalidArgument: a quoted value or an empty item would never
+// match, so an If-Match would fail forever and an If-None-Match hold
+// whatever the version (" v1" is not "v1").
+func clientETags(field, v string) (string, error) {
+	if v == "" || v == "*" {
+		return v, nil
+	}
+	tags := strings.Split(v, ",")
+	for i, t := range tags {
+		t = strings.TrimSpace(t)
+		if t == "" || t == "*" || strings.ContainsFunc(t, func(r rune) bool { return r == '"' || r <= ' ' || r == 0x7f }) {
+			return "", reqErrorf(errInvalid, "%s %q is not * or a comma-separated list of ETag values without quotes", field, v)
+		}
+		tags[i] = t
+	}
+	return strings.Join(tags, ","), nil
 }
 
 // requestIDMetadata is the gRPC metadata key of a client call's request
