@@ -1166,6 +1166,8 @@ func TestHostileEntity(t *testing.T) {
 		put("key 257 bytes", doc(strings.Repeat("k", 257)), 400),
 		put("key of 129 two-byte letters", doc(strings.Repeat("é", 129)), 400),
 		put("a good key and a bad one", `{"j":{"a":1},"../x":{"a":1}}`, 400),
+		// The last of a key given twice counts, as in every body.
+		put("duplicate keys", `{"j":{"a":1},"j":{"a":2}}`, 200),
 		put("document nested too deep", deepDoc(65), 413),
 		put("body nested very deep", strings.Repeat(`{"a":`, 100000)+"1"+strings.Repeat("}", 100000), 413),
 		put("arrays nested very deep", `{"j":`+strings.Repeat("[", 100000)+strings.Repeat("]", 100000)+`}`, 413),
@@ -1442,6 +1444,11 @@ func TestHostileSchemas(t *testing.T) {
 	}
 	defs = append(defs, `"d30":{"type":"string"}`)
 	exponential := `{"$ref":"#/$defs/d0","$defs":{` + strings.Join(defs, ",") + `}}`
+	var nums []string
+	for i := range 30000 {
+		nums = append(nums, fmt.Sprint(i))
+	}
+	numbers := strings.Join(nums, ",")
 	bind := func(name, db, body string, want int) hostileCase {
 		return hostileCase{name: "bind " + name, method: "PUT", path: "/api/databases/" + db, body: body, want: want}
 	}
@@ -1486,6 +1493,12 @@ func TestHostileSchemas(t *testing.T) {
 		sch("pattern a number", `{"pattern":1}`, 400),
 		sch("pattern nested repetition", `{"pattern":"((a{100}){100}){100}"}`, 400),
 		sch("format a number", `{"format":1}`, 400),
+		sch("enum of equal items", `{"enum":[`+many("1", 30000)+`]}`, 400),
+		sch("enum of objects past the subschema limit", `{"enum":[`+many(`{}`, 10001)+`]}`, 413),
+		// Stored, with what other engines backtrack on: RE2 does not.
+		sch("enum of 30000 numbers", `{"enum":[`+numbers+`]}`, 200),
+		sch("pattern (a+)+$", `{"type":"string","pattern":"(a+)+$"}`, 200),
+		sch("format unknown", `{"format":"nope"}`, 200),
 		{name: "put id dots", method: "PUT", path: "/schema/..", body: `{}`, want: 400},
 		{name: "put id with dots", method: "PUT", path: "/schema/a..b", body: `{}`, want: 400},
 		{name: "put id encoded slash", method: "PUT", path: "/schema/a%2Fb", body: `{}`, want: 400},
