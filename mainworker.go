@@ -572,10 +572,11 @@ func clientOp(req *pb.ProcessRequest) (*pb.EntityOp, error) {
 
 // clientETags checks a precondition of a client's request ("" for none):
 // "*" or a comma-separated list of ETag values without quotes, spaces
-// around them dropped, as REST's parseETags returns a header's. Anything
-// else is InvalidArgument: a quoted value or an empty item would never
-// match, so an If-Match would fail forever and an If-None-Match hold
-// whatever the version (" v1" is not "v1").
+// around them dropped, as REST's parseETags returns a header's (a "*" in
+// a list is a tag no version has, not any version). Anything else is
+// InvalidArgument: a quoted value or an empty item would never match, so
+// an If-Match would fail forever and an If-None-Match hold whatever the
+// version (" v1" is not "v1").
 func clientETags(field, v string) (string, error) {
 	if v == "" || v == "*" {
 		return v, nil
@@ -583,7 +584,7 @@ func clientETags(field, v string) (string, error) {
 	tags := strings.Split(v, ",")
 	for i, t := range tags {
 		t = strings.TrimSpace(t)
-		if t == "" || t == "*" || strings.ContainsFunc(t, func(r rune) bool { return r == '"' || r <= ' ' || r == 0x7f }) {
+		if t == "" || strings.ContainsFunc(t, func(r rune) bool { return r == '"' || r <= ' ' || r == 0x7f }) {
 			return "", reqErrorf(errInvalid, "%s %q is not * or a comma-separated list of ETag values without quotes", field, v)
 		}
 		tags[i] = t
