@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -141,11 +142,11 @@ func parseChangeQuery(r *http.Request) (q changeQuery, since string, err error) 
 		return q, "", err
 	}
 	if l := v.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > changeLimitMax {
+		n, ok := decimalParam(l, 1, changeLimitMax)
+		if !ok {
 			return q, "", reqErrorf(errInvalid, "limit %q: must be 1 to %d", l, changeLimitMax)
 		}
-		q.limit = n
+		q.limit = int(n)
 	}
 	since = v.Get("since")
 	if id := r.Header.Get("Last-Event-ID"); id != "" && q.mode == "sse" {
@@ -189,8 +190,8 @@ func (q *changeQuery) parseMode(r *http.Request) error {
 	if t := r.URL.Query().Get("timeout"); t != "" {
 		// Bounded before it becomes a Duration, whose multiplication
 		// would wrap a huge value round to an accepted one.
-		ms, err := strconv.Atoi(t)
-		if err != nil || ms < 0 || int64(ms) > longPollMax.Milliseconds() {
+		ms, ok := decimalParam(t, 0, uint64(longPollMax.Milliseconds()))
+		if !ok {
 			return reqErrorf(errInvalid, "timeout %q: must be 0 to %d milliseconds", t, longPollMax.Milliseconds())
 		}
 		q.timeout = time.Duration(ms) * time.Millisecond
@@ -225,7 +226,7 @@ func checkCursor(since string) error {
 	if since == "" || since == "now" {
 		return nil
 	}
-	if _, err := strconv.ParseUint(since, 10, 64); err != nil {
+	if _, ok := decimalParam(since, 0, math.MaxUint64); !ok {
 		return reqErrorf(errInvalid, "since %q: not a cursor (a last_seq or seq of this feed, or now)", since)
 	}
 	return nil

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"time"
 	"unicode/utf8"
 )
@@ -223,11 +222,11 @@ func listParams(r *http.Request) (keyQuery, error) {
 		}
 	}
 	if q.Has("limit") {
-		n, err := strconv.Atoi(q.Get("limit"))
-		if err != nil || n < 1 || n > maxListLimit {
+		n, ok := decimalParam(q.Get("limit"), 1, maxListLimit)
+		if !ok {
 			return keyQuery{}, reqErrorf(errInvalid, "limit %q: want a number from 1 to %d", q.Get("limit"), maxListLimit)
 		}
-		k.limit = n
+		k.limit = int(n)
 	}
 	if q.Has("cursor") {
 		after, err := decodeCursor(q.Get("cursor"))

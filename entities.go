@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -314,6 +315,23 @@ func repeatedParam(q url.Values, names ...string) error {
 		}
 	}
 	return nil
+}
+
+// decimalParam parses a number of a query parameter or header, from lo
+// to hi: decimal digits, the first not 0 unless the number is 0 itself,
+// nothing else. strconv alone takes "+5", "-0" and "0005", which the
+// server never writes and would answer as 5 and 0; a sign, a space, a
+// leading zero, a fraction or a base prefix is refused, as any malformed
+// parameter, with the route's own sentence.
+func decimalParam(s string, lo, hi uint64) (uint64, bool) {
+	if s == "" || (s[0] == '0' && len(s) > 1) || strings.TrimLeft(s, "0123456789") != "" {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || n < lo || n > hi {
+		return 0, false
+	}
+	return n, true
 }
 
 // maxQueryParams is url.ParseQuery's limit of pairs in a query.

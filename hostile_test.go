@@ -351,6 +351,67 @@ func TestHostileChanges(t *testing.T) {
 	runHostile(t, ts, logs, cases, hostileSecret, k.read, k.scoped, spent, dupTicket, otherTicket)
 }
 
+// TestNumericParamsStrict: every number of a query parameter (and
+// Last-Event-ID, the event stream's since) is decimal digits without a
+// sign, space, leading zero, fraction, exponent or base prefix, as the
+// server writes its numbers and version numbers already were: any other
+// form is 400 with the parameter's own sentence, naming the value, and
+// changes nothing; the plain number (and timeout=0) is served. On the old
+// code strconv took "+5" and "05" for limit, timeout and batch ("-0" too
+// for timeout) and "05" for since, and answered them as 5 and 0.
+func TestNumericParamsStrict(t *testing.T) {
+	ts, _ := hostileServer(t, authConfig{})
+	ts.mustDo(t, "PUT", "/entity/numdb", testAdminKey, `{"a":{"n":1},"b":{"n":2}}`, 200)
+	var page changePage
+	if err := json.Unmarshal(ts.mustDo(t, "GET", "/api/databases/numdb/changes", testAdminKey, "", 200), &page); err != nil {
+		t.Fatal(err)
+	}
+	const line = `{"key":"c","doc":{}}` + "\n"
+	for _, c := range []struct {
+		name, method, path, body, hdr string
+		good                          string // a value served, 200
+	}{
+		{"limit", "GET", "/api/databases/numdb/keys?limit=", "", "", "5"},
+		{"limit", "GET", "/api/databases/numdb/changes?limit=", "", "", "5"},
+		{"timeout", "GET", "/api/databases/numdb/changes?feed=longpoll&since=now&timeout=", "", "", "0"},
+		{"batch", "POST", "/api/databases/numdb/import?batch=", line, "", "5"},
+		{"since", "GET", "/api/databases/numdb/changes?since=", "", "", page.LastSeq},
+		{"since", "GET", "/api/databases/numdb/changes?feed=sse", "", "Last-Event-ID", ""},
+	} {
+		do := func(v string) *httptest.ResponseRecorder {
+			path := c.path + url.QueryEscape(v)
+			if c.hdr != "" {
+				path = c.path
+			}
+			req := httptest.NewRequest(c.method, "http://x"+path, strings.NewReader(c.body))
+			req.Header.Set("Authorization", "Bearer "+testAdminKey)
+			if c.hdr != "" {
+				req.Header.Set(c.hdr, v)
+			}
+			rec := httptest.NewRecorder()
+			ts.rest.ServeHTTP(rec, req)
+			return rec
+		}
+		for _, v := range []string{"+5", "-5", "-0", "+0", "05", "0005", "00", " 5", "5 ", "5.0", "5e0", "0x5", "0b1", "5_0", "٥"} {
+			before := storeDigest(t, ts.st)
+			rec := do(v)
+			var e errorBody
+			json.Unmarshal(rec.Body.Bytes(), &e)
+			if want := c.name + " " + fmt.Sprintf("%q", v) + ":"; rec.Code != 400 || !strings.HasPrefix(e.Error, want) {
+				t.Errorf("%s %s with %q = %d %s, want 400 starting %s", c.method, c.path, v, rec.Code, rec.Body, want)
+			}
+			if after := storeDigest(t, ts.st); !maps.Equal(before, after) {
+				t.Errorf("%s %s with %q: refused but storage changed: %v", c.method, c.path, v, digestDiff(before, after))
+			}
+		}
+		if c.good != "" {
+			if rec := do(c.good); rec.Code != 200 {
+				t.Errorf("%s %s with %q = %d %s, want 200", c.method, c.path, c.good, rec.Code, rec.Body)
+			}
+		}
+	}
+}
+
 // TestHostileVersions sweeps version reads, listings, undelete, destroy
 // and the max_versions setting.
 func TestHostileVersions(t *testing.T) {

@@ -353,11 +353,11 @@ func importBatchParam(r *http.Request, most int) (int, error) {
 	if err := repeatedParam(q, "batch"); err != nil {
 		return 0, err
 	}
-	n, err := strconv.Atoi(q.Get("batch"))
-	if err != nil || n < 1 || n > most {
+	n, ok := decimalParam(q.Get("batch"), 1, uint64(max(most, 0)))
+	if !ok {
 		return 0, reqErrorf(errInvalid, "batch %q: want a number from 1 to %d (-max-batch-keys)", q.Get("batch"), most)
 	}
-	return n, nil
+	return int(n), nil
 }
 
 // run reads body line by line, checking each into the batch and writing

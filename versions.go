@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -620,20 +621,11 @@ func versionParam(r *http.Request) (n int64, ok bool, err error) {
 	return n, true, nil
 }
 
-// parseVersionNumber parses a version number as the server writes them:
-// decimal digits, the first not 0, nothing else. strconv.ParseInt alone
-// takes "+1" and "01", which name no version in the server's own
-// answers; a sign, a space, a leading zero, a fraction or a base prefix
-// is refused, as any malformed parameter.
+// parseVersionNumber parses a version number as the server writes them
+// (decimalParam): 1 and up, within int64.
 func parseVersionNumber(s string) (int64, bool) {
-	if s == "" || s[0] < '1' || s[0] > '9' || strings.TrimLeft(s, "0123456789") != "" {
-		return 0, false
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		return 0, false
-	}
-	return n, true
+	n, ok := decimalParam(s, 1, math.MaxInt64)
+	return int64(n), ok
 }
 
 // versionsParam parses ?versions=1,2,... of a destroy.

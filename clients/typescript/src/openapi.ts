@@ -2023,6 +2023,7 @@ export interface operations {
             query?: {
                 /** @description Only keys starting with this */
                 prefix?: string;
+                /** @description Decimal digits without a sign, space or leading zero: any other form is 400 */
                 limit?: number;
                 /** @description next of the previous page */
                 cursor?: string;
@@ -2099,21 +2100,22 @@ export interface operations {
     getChanges: {
         parameters: {
             query?: {
-                /** @description A cursor (seq or last_seq) to follow after; now for the current end; absent for the oldest change kept */
+                /** @description A cursor (seq or last_seq) to follow after, as the server wrote it; now for the current end; absent for the oldest change kept. Decimal digits without a sign, space or leading zero: any other form is 400 (0 itself is 0) */
                 since?: string;
+                /** @description Decimal digits without a sign, space or leading zero: any other form is 400 */
                 limit?: number;
                 /** @description Only keys starting with this */
                 prefix?: string;
                 /** @description Add each put's current document (doc) */
                 include_docs?: boolean;
                 feed?: "normal" | "longpoll" | "sse";
-                /** @description feed=longpoll: milliseconds to wait for a change once at the feed's end */
+                /** @description feed=longpoll: milliseconds to wait for a change once at the feed's end. Decimal digits without a sign, space or leading zero: any other form is 400 (0 itself is 0) */
                 timeout?: number;
                 /** @description Instead of Authorization: a stream ticket of this database (POST /api/databases/{db}/changes/ticket): good for one page within a minute, or for one event stream at a time and its reconnections within a minute of its end */
                 ticket?: string;
             };
             header?: {
-                /** @description feed=sse: the id of the last event received; replaces since */
+                /** @description feed=sse: the id of the last event received; replaces since, and is read as since is */
                 "Last-Event-ID"?: string;
                 /** @description The request's ID in the answer and the server's log lines; another value, or none, and the server makes one */
                 "X-Request-ID"?: components["parameters"]["requestId"];
@@ -2250,7 +2252,7 @@ export interface operations {
     importDatabase: {
         parameters: {
             query?: {
-                /** @description Lines per batch, at most -max-batch-keys */
+                /** @description Lines per batch, at most -max-batch-keys. Decimal digits without a sign, space or leading zero: any other form is 400 */
                 batch?: number;
             };
             header?: {
