@@ -568,6 +568,14 @@ func TestFindRequestRefused(t *testing.T) {
 		{`{"selector":{},"bookmark":"nope"}`, "not a bookmark"},
 		{fmt.Sprintf(`{"selector":{"a":2},"bookmark":%q}`, other), "belongs to another query"},
 		{`{"selector":{},"allow_fallback":false}`, "no index of database"},
+		// A path ending in an escape of nothing, in each place a path goes.
+		{`{"selector":{"a\\":1}}`, `field "a\\" ends in a backslash`},
+		{`{"selector":{"a":{"b\\":1}}}`, `field "a.b\\" ends in a backslash`},
+		{`{"selector":{"a\\.b\\":{"$exists":true}}}`, `field "a\\.b\\" ends in a backslash`},
+		{`{"selector":{"\\":1}}`, `field "\\" ends in a backslash`},
+		{`{"selector":{},"fields":["a","b\\"]}`, `field "b\\" ends in a backslash`},
+		{`{"selector":{},"sort":["a\\"]}`, `field "a\\" ends in a backslash`},
+		{`{"selector":{},"sort":[{"a.\\":"desc"}]}`, `field "a.\\" ends in a backslash`},
 	}
 	for _, c := range cases {
 		_, err := p.tryFind(t.Context(), "db", c.body)
@@ -597,6 +605,9 @@ func TestIndexDefinitions(t *testing.T) {
 	}
 	if ans, err := create(`{"index":{"fields":[{"a":"asc"}]},"name":"other"}`); err != nil || ans != (indexCreated{"exists", "by-a"}) {
 		t.Errorf("create of the same fields = %+v, %v, want exists by-a", ans, err)
+	}
+	if _, err := create(`{"index":{"fields":["a","b\\"]},"name":"by-b"}`); statusOf(err) != 400 {
+		t.Errorf("create on a field ending in a backslash = %v, want 400", err)
 	}
 	if _, err := create(`{"index":{"fields":["b"]},"name":"by-a"}`); statusOf(err) != 409 {
 		t.Errorf("create under a taken name = %v, want 409", err)

@@ -612,8 +612,12 @@ func TestHostileFind(t *testing.T) {
 		find("path of many dotted names", `{"selector":{"`+strings.Repeat("a.", 40)+`a":1}}`, 413),
 		find("empty path", `{"selector":{"":1}}`, 400),
 		find("path trailing dot", `{"selector":{"a.":1}}`, 400),
-		// A backslash before no dot is dropped, as CouchDB's parse_field does.
-		find("path trailing escape", `{"selector":{"a\\":1}}`, 200),
+		// A backslash before another character is dropped, as CouchDB's
+		// parse_field does; one at the end escapes nothing (400).
+		find("path escape of a letter", `{"selector":{"a\\b":1}}`, 200),
+		find("path trailing escape", `{"selector":{"a\\":1}}`, 400),
+		find("path trailing escape in fields", `{"selector":{},"fields":["a\\"]}`, 400),
+		find("path trailing escape in sort", `{"selector":{},"sort":["a\\"]}`, 400),
 		find("limit negative", `{"selector":{},"limit":-1}`, 400),
 		find("limit too big", `{"selector":{},"limit":10001}`, 400),
 		find("limit huge", `{"selector":{},"limit":1e30}`, 400),

@@ -534,14 +534,19 @@ func compileList(op string, arr []byte) (cond, error) {
 }
 
 // parseFieldPath splits a dotted path into its names (CouchDB's
-// parse_field): "." separates, "\." is a dot within a name, every name is
-// non-empty. "" is the value itself (inside $elemMatch).
+// parse_field): "." separates, "\." is a dot within a name, another
+// backslash is dropped (as CouchDB drops it), every name is non-empty. A
+// path ending in a backslash, an escape of nothing, is malformed.
+// "" is the value itself (inside $elemMatch).
 func parseFieldPath(p string) ([]string, error) {
 	if p == "" {
 		return nil, nil
 	}
 	if len(p) > maxFieldPathLen {
 		return nil, reqErrorf(errTooLarge, "field %q is longer than %d bytes", p[:32]+"...", maxFieldPathLen)
+	}
+	if strings.HasSuffix(p, `\`) {
+		return nil, reqErrorf(errInvalid, "field %q ends in a backslash, which escapes nothing", p)
 	}
 	var parts []string
 	var cur strings.Builder
