@@ -106,11 +106,14 @@ func (s *restServer) handleChanges(w http.ResponseWriter, r *http.Request, p pri
 		writeJSON(w, http.StatusOK, page)
 		return nil
 	}
-	release, err := f.openStream(p.clientID)
-	if err != nil {
-		return err
+	// A stream by ticket has its place already (needFeed).
+	if held, ok := r.Context().Value(streamHeldKey{}).(string); !ok || held != p.clientID {
+		release, err := f.openStream(p.clientID)
+		if err != nil {
+			return err
+		}
+		defer release()
 	}
-	defer release()
 	if q.mode == "longpoll" {
 		return s.longPoll(w, r, f, q)
 	}

@@ -163,6 +163,21 @@ func (t *streamTickets) redeem(ticket, db string, stream bool) (cred string, rel
 	}, true
 }
 
+// owner is the principal ticket was issued to when redeem would take it
+// now for db (known, not held by a stream, for db, not expired); false
+// otherwise. It changes nothing: needFeed counts the ticket's stream
+// before the ticket is redeemed.
+func (t *streamTickets) owner(ticket, db string) (string, bool) {
+	h := sha256.Sum256([]byte(ticket))
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st, ok := t.m[h]
+	if !ok || st.streaming || st.db != db || !t.now().Before(st.expires) {
+		return "", false
+	}
+	return st.owner, true
+}
+
 // streamTicketAnswer is the answer of POST /api/databases/{db}/changes/ticket.
 type streamTicketAnswer struct {
 	Ticket    string    `json:"ticket"`
@@ -192,6 +207,10 @@ func (s *restServer) handleStreamTicket(w http.ResponseWriter, r *http.Request, 
 	return nil
 }
 
+// streamHeldKey is the request context's key of the principal whose
+// open stream needFeed counted for the request (and ends after it).
+type streamHeldKey struct{}
+
 // needFeed is need for the change feed's route: a request without an
 // Authorization header may bring a stream ticket of its database instead.
 func (s *restServer) needFeed(pm perm, h handler) http.Handler {
@@ -204,22 +223,37 @@ func (s *restServer) needFeed(pm perm, h handler) http.Handler {
 		}
 		// A request the route refuses for its parameters does not
 		// spend the ticket: they are checked before it is redeemed.
-		if _, since, err := parseChangeQuery(r); err != nil {
-			s.writeError(w, r, err)
-			return
-		} else if err := checkCursor(since); err != nil {
+		q, since, err := parseChangeQuery(r)
+		if err == nil {
+			err = checkCursor(since)
+		}
+		if err != nil {
 			s.writeError(w, r, err)
 			return
 		}
-		sse := wantsEventStream(r)
-		cred, release, ok := s.tickets.redeem(ticket, r.PathValue("db"), sse)
+		// Nor does a stream beyond the open-stream budgets: its place is
+		// taken (openStream, which counts and checks at once) for the
+		// ticket's principal before the ticket is redeemed, and given
+		// back if it is not; handleChanges keeps it.
+		ctx := r.Context()
+		if owner, ok := s.tickets.owner(ticket, q.db); ok && q.mode != "" && s.data.feed != nil {
+			done, err := s.data.feed.openStream(owner)
+			if err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+			defer done()
+			ctx = context.WithValue(ctx, streamHeldKey{}, owner)
+		}
+		sse := q.mode == "sse"
+		cred, release, ok := s.tickets.redeem(ticket, q.db, sse)
 		if !ok {
 			s.writeError(w, r, s.auth.failed(s.auth.clientOf(r),
 				reqErrorf(errUnauthenticated, "the stream ticket is unknown, used, expired or for another database: ask for a new one")))
 			return
 		}
 		defer release()
-		r = r.Clone(context.WithValue(r.Context(), eventStreamKey{}, sse))
+		r = r.Clone(context.WithValue(ctx, eventStreamKey{}, sse))
 		r.Header.Set("Authorization", "Bearer "+cred)
 		inner.ServeHTTP(w, r)
 	})

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -370,4 +371,76 @@ func TestStreamRefusalsRetryAfter(t *testing.T) {
 	// The tickets were issued just now: the first expires within a
 	// minute (a few seconds less on a loaded machine).
 	check("a ticket beyond the credential's budget", "POST", "/api/databases/chat/changes/ticket", 45, 60)
+}
+
+// TestStreamTicketKeptBeyondStreamBudget: a stream by ticket beyond the
+// open-stream budgets (the credential's or the server's) is refused 429
+// before its ticket is redeemed, so the client's retry with the same
+// ticket is served once a stream has ended; the budget still holds
+// when requests with tickets race for the last places. On the old code
+// the 429 came after the long-poll's ticket was spent, and the retry was
+// 401.
+func TestStreamTicketKeptBeyondStreamBudget(t *testing.T) {
+	ts := newAuthTestServer(t, authConfig{})
+	ts.mustDo(t, "PUT", "/entity/chat", testAdminKey, `{"a":{"v":1}}`, 200)
+	f := ts.rest.data.feed
+	ticket := func() string {
+		var a streamTicketAnswer
+		if err := json.Unmarshal(ts.mustDo(t, "POST", "/api/databases/chat/changes/ticket", testAdminKey, "", 200), &a); err != nil {
+			t.Fatal(err)
+		}
+		return a.Ticket
+	}
+	const poll = "/api/databases/chat/changes?feed=longpoll&since=now&timeout="
+	f.lim.maxStreamsPerPrincipal = 1
+	release, err := f.openStream(adminPrincipal.clientID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk := ticket()
+	if rec := ts.do("GET", poll+"0&ticket="+tk, "", "", ""); rec.Code != 429 || rec.Header().Get("Retry-After") == "" {
+		t.Errorf("a long-poll by ticket beyond the credential's streams = %d %s, want 429 with Retry-After", rec.Code, rec.Body)
+	}
+	release()
+	if rec := ts.do("GET", poll+"0&ticket="+tk, "", "", ""); rec.Code != 200 {
+		t.Errorf("its retry with the same ticket, a stream closed since = %d %s, want 200", rec.Code, rec.Body)
+	}
+	if rec := ts.do("GET", poll+"0&ticket="+tk, "", "", ""); rec.Code != 401 {
+		t.Errorf("the ticket again after its long-poll = %d %s, want 401 (spent)", rec.Code, rec.Body)
+	}
+
+	// Six long-polls by ticket at once for two places: two wait, four
+	// are refused, and each of those four tickets serves its retry.
+	f.lim.maxStreamsPerPrincipal, f.lim.maxStreams = 10, 2
+	tickets := make([]string, 6)
+	codes := make([]int, len(tickets))
+	var wg sync.WaitGroup
+	for i := range tickets {
+		tickets[i] = ticket()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes[i] = ts.do("GET", poll+"1500&ticket="+tickets[i], "", "", "").Code
+		}()
+	}
+	wg.Wait()
+	served := 0
+	for i, c := range codes {
+		switch c {
+		case 200:
+			served++
+		case 429:
+			if rec := ts.do("GET", poll+"0&ticket="+tickets[i], "", "", ""); rec.Code != 200 {
+				t.Errorf("the retry of a refused long-poll with its ticket = %d %s, want 200", rec.Code, rec.Body)
+			}
+		default:
+			t.Errorf("a long-poll by ticket = %d, want 200 or 429", c)
+		}
+	}
+	if served != 2 {
+		t.Errorf("%d long-polls by ticket served at once (codes %v), want 2, the server's budget", served, codes)
+	}
+	if n := f.openStreams(); n != 0 {
+		t.Errorf("after every long-poll ended %d streams are counted open, want 0", n)
+	}
 }
