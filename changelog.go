@@ -557,6 +557,12 @@ func (l *changeLog) writeAhead(f *os.File, alloc *int64, end int64) {
 // errChangeLogBroken is the error of appends after a failed commit.
 var errChangeLogBroken error = unavailableError("change log cannot be written")
 
+// errChangeLogUnreadable is the error of a write whose entity's earlier
+// write could not be settled because the change log's files could not be
+// read (changeFeed.settle): neither storage nor a worker failed, and the
+// write was refused before anything of it was written.
+var errChangeLogUnreadable error = unavailableError("change log cannot be read")
+
 // append adds recs to the group being formed and returns it; a
 // completion gets the next seq, an intent the next ID (set in recs).
 func (l *changeLog) append(recs ...*changeRec) *changeGroup {

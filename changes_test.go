@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -1215,6 +1216,74 @@ func TestChangeLogTurnBusy(t *testing.T) {
 	ts.mustDo(t, "PUT", "/entity/chat", testAdminKey, `{"k": {"v": 1}}`, http.StatusOK)
 	if got := ts.mustDo(t, "GET", "/entity/chat?key=k", testAdminKey, "", http.StatusOK); strings.TrimSpace(string(got)) != `{"v":1}` {
 		t.Errorf("GET k after the turn came = %s, want {\"v\":1}", got)
+	}
+}
+
+// TestChangeLogUnreadableSettle: a write of an entity whose earlier
+// write's outcome is still open, when the change log's files that settle
+// it cannot be read (a segment gone, or not a file), is refused 503 with
+// the sentence that says so (the change feed's log, not storage or the
+// workers; nothing written) and the request ID, without Retry-After;
+// nothing is logged to the feed, the entity is not written and the
+// earlier intent stays open; once the files read again the write is
+// served. On the old code the gone segment answered the PUT 410 (the
+// cursor older than the retention) and the other "storage or workers
+// unavailable".
+func TestChangeLogUnreadableSettle(t *testing.T) {
+	ts := newAuthTestServer(t, authConfig{})
+	f := ts.rest.data.feed
+	l := f.log
+	for i := range 8 { // past the in-memory tail: settling reads the files
+		recs := make([]*changeRec, 2*changeTailLen/8+1)
+		for j := range recs {
+			recs[j] = &changeRec{T: changeDone, DB: "chat", Key: fmt.Sprint("o", i*len(recs)+j), Op: "put", ETag: `"e"`}
+		}
+		if err := l.append(recs...).wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.mu.Lock()
+	seg := filepath.Join(l.dir, segmentName(l.segs[0].first))
+	l.mu.Unlock()
+	f.markOpen(changeRec{T: changeIntent, ID: 1, DB: "chat", Key: "k", Op: "put"})
+	end := l.durable.Load()
+	want := regexp.MustCompile(`^the change feed's log could not be read to settle an earlier write of this entity, so this write was refused and nothing of it was written; try again later \(request ID (unreadable-[a-z]+)\)$`)
+	for _, c := range []struct {
+		id    string
+		spoil func() error
+	}{
+		{"unreadable-gone", func() error { return os.Rename(seg, seg+".away") }},
+		{"unreadable-dir", func() error { return os.Mkdir(seg, 0o700) }},
+	} {
+		if err := c.spoil(); err != nil {
+			t.Fatal(err)
+		}
+		req := httptest.NewRequest("PUT", "/entity/chat", strings.NewReader(`{"k": {"v": 1}}`))
+		req.Header.Set("Authorization", "Bearer "+testAdminKey)
+		req.Header.Set("X-Request-ID", c.id)
+		rec := httptest.NewRecorder()
+		ts.rest.ServeHTTP(rec, req)
+		var body map[string]any
+		json.Unmarshal(rec.Body.Bytes(), &body)
+		m := want.FindStringSubmatch(fmt.Sprint(body["error"]))
+		if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") != "" || len(body) != 1 || m == nil || m[1] != c.id {
+			t.Errorf("%s: PUT = %d, Retry-After %q, %s; want 503, none, the change log's sentence with request ID %s",
+				c.id, rec.Code, rec.Header().Get("Retry-After"), rec.Body, c.id)
+		}
+		if got := l.durable.Load(); got != end || f.openWrites() != 1 {
+			t.Errorf("%s: after the refusal the change log ends at %d (open intents %d), want %d (1)", c.id, got, f.openWrites(), end)
+		}
+		ts.mustDo(t, "GET", "/entity/chat?key=k", testAdminKey, "", http.StatusNotFound)
+	}
+	if err := os.Remove(seg); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(seg+".away", seg); err != nil {
+		t.Fatal(err)
+	}
+	ts.mustDo(t, "PUT", "/entity/chat", testAdminKey, `{"k": {"v": 1}}`, http.StatusOK)
+	if f.openWrites() != 0 {
+		t.Errorf("after the write %d intents are open, want 0 (settled)", f.openWrites())
 	}
 }
 

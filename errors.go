@@ -351,8 +351,8 @@ type errorKind struct {
 // lookups try it: the first row whose sentinel errors.Is finds wins.
 // errHandingOverLost and errHandoverDamagedLost come before errTransport,
 // which they wrap. The
-// worker tier's errors (errTransport, errNoWorker) and errChangeLogBroken
-// come before errUnavailable, which they also are; errBusy and errAuditUnavailable
+// worker tier's errors (errTransport, errNoWorker), errChangeLogBroken and
+// errChangeLogUnreadable come before errUnavailable, which they also are; errBusy and errAuditUnavailable
 // after it, so that a worker's Unavailable stays errUnavailable (a busy
 // worker's answer names errBusy by its reason, errorReasons); errTooLarge before errRateLimited,
 // which shares its gRPC code, so that a worker's ResourceExhausted comes
@@ -382,6 +382,7 @@ var errorTable = []errorKind{
 	{errWriteFenced, http.StatusServiceUnavailable, codes.Unavailable, ownerChanged, mayHaveWritten},
 	{errWorkerSlow, http.StatusServiceUnavailable, codes.Unavailable, workerSlow, mayHaveWritten},
 	{errChangeLogBroken, http.StatusServiceUnavailable, codes.Unavailable, "the change feed's log cannot be written, so writes are refused until it is repaired; try again later (request ID %s)", mayHaveWritten},
+	{errChangeLogUnreadable, http.StatusServiceUnavailable, codes.Unavailable, "the change feed's log could not be read to settle an earlier write of this entity, so this write was refused and nothing of it was written; try again later (request ID %s)", wroteNothing},
 	{errUnavailable, http.StatusServiceUnavailable, codes.Unavailable, "storage or workers unavailable, try again later (request ID %s)", mayHaveWritten},
 	{errBusy, http.StatusServiceUnavailable, codes.Unavailable, "the server is at its limit of concurrent reads; try again shortly (request ID %s)", wroteNothing},
 	{errAuditUnavailable, http.StatusServiceUnavailable, codes.Unavailable, "the audit log cannot be written, so requests are refused; try again later (request ID %s)", mayHaveWritten},

@@ -139,6 +139,7 @@ func sentinelValues() map[string]error {
 		"errWriteFenced": errWriteFenced, "errCallLost": errCallLost, "errWorkerSlow": errWorkerSlow,
 		"errTooManyStreams": errTooManyStreams, "errGone": errGone, "errNoFeed": errNoFeed,
 		"errProviderUnavailable": errProviderUnavailable, "errChangeLogBroken": errChangeLogBroken,
+		"errChangeLogUnreadable": errChangeLogUnreadable,
 	}
 }
 

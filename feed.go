@@ -280,8 +280,13 @@ func (f *changeFeed) settle(ctx context.Context, in changeRec) error {
 		return err
 	}
 	last, known, err := f.log.lastChange(ctx, in.DB, in.Key)
-	if err != nil {
+	if errors.Is(err, errBusy) {
 		return err
+	}
+	if err != nil {
+		// The cause only for the log: its own kind (a segment pruned
+		// meanwhile is errGone, a cursor's 410) is not the write's.
+		return fmt.Errorf("%w: %v", errChangeLogUnreadable, err)
 	}
 	rec := changeRec{T: changeAbort, ID: in.ID}
 	switch {
