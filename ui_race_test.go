@@ -1015,6 +1015,73 @@ func TestUIRaces(t *testing.T) {
 			t.Errorf("editor holds %q after Keep editing, want the edit", got)
 		}
 	})
+
+	// ValidateLate: the Databases page's editor marks the paths that fail
+	// the bound schema only while the entity checked is open with the
+	// text checked; a check answered later only says what it found. A
+	// Save's check answered after another entity was opened marked its
+	// paths on that entity's lines, and a Check answered after an edit
+	// marked the edited text.
+	t.Run("ValidateLate", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		const db, schema = "uir26", "uir26s"
+		seed.call("PUT", "/schema/"+schema, map[string]any{"type": "object", "properties": map[string]any{"n": map[string]any{"type": "number"}}}, 0)
+		seed.call("PUT", "/entity/"+db, map[string]any{"a": map[string]any{"n": 1}, "b": map[string]any{"n": 2}}, http.StatusOK)
+		seed.call("PUT", "/api/databases/"+db, map[string]any{"schema": schema}, http.StatusOK)
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.openDB(db)
+		tb.openEntity("a")
+		// nth matches the nth request for the schema's check.
+		nth := func(v string) string {
+			return fmt.Sprintf(`p === "/schema/%s/validate" && (window.%s = (window.%s || 0) + 1) === 1`, schema, v, v)
+		}
+		type state struct {
+			Marks []string
+			Msg   string
+		}
+		now := func() (s state) {
+			t.Helper()
+			tb.eval(`({marks: [...document.querySelectorAll("#entity-editor-errors li")].map(li => li.dataset.path + " line " + li.dataset.line),
+				msg: document.getElementById("entity-message").textContent})`, &s)
+			return s
+		}
+
+		tb.setEditor("entity-editor", `{"n": "one"}`)
+		tb.hold("save check", nth("__uir26save"))
+		tb.click("#entity-save")
+		tb.held("save check", 1)
+		tb.click(`#db-keys button[data-key="b"]`)
+		tb.waitFor("the question", `document.getElementById("ask-dialog")?.open`)
+		tb.click("#ask-ok")
+		tb.waitFor("b open", `(e => !e.disabled && e.value.includes("2") && document.getElementById("entity-title").textContent.endsWith(" / b"))(document.getElementById("entity-editor"))`)
+		tb.release("save check")
+		if got := now(); len(got.Marks) != 0 || got.Msg != "Not saved: a: 1 problem against schema "+schema+"." {
+			t.Errorf("after a's check came, b open: marks %q, message %q; want none on b, Not saved: a: 1 problem", got.Marks, got.Msg)
+		}
+		if got := seed.entity(db, "a"); !jsonEqual(got, []byte(`{"n":1}`)) {
+			t.Errorf("a holds %s after a save its check refused", got)
+		}
+
+		tb.setEditor("entity-editor", `{"n": "two"}`)
+		tb.hold("check", nth("__uir26check"))
+		tb.click("#entity-check")
+		tb.held("check", 1)
+		tb.setEditor("entity-editor", `{"n": 2, "m": "edited"}`)
+		tb.release("check")
+		if got := now(); len(got.Marks) != 0 || !strings.HasPrefix(got.Msg, "b as checked: 1 problem") {
+			t.Errorf("after the Check of b came, b edited since: marks %q, message %q; want none, b as checked: 1 problem", got.Marks, got.Msg)
+		}
+
+		// The check of the text shown marks it.
+		tb.setEditor("entity-editor", `{"n": "three"}`)
+		tb.eval(`document.getElementById("entity-message").textContent = ""; 1`, nil)
+		tb.click("#entity-check")
+		tb.waitText("entity-message", "1 problem against schema "+schema)
+		if got := now(); !slices.Equal(got.Marks, []string{"/n line 1"}) {
+			t.Errorf("after a Check of the text shown: marks %q, want /n on line 1", got.Marks)
+		}
+	})
 }
 
 // entitiesOf opens the Entities page with database db chosen, once the

@@ -149,12 +149,24 @@ export function entityEditor(db, opts) {
 
   // validate checks value against the bound schema: true when it passes or
   // nothing is bound (or the server cannot check: the PUT still validates).
-  async function validate(value, quiet) {
+  // The failing paths are marked only while still() holds: the entity
+  // checked is open and the editor holds the text checked. A later answer
+  // (another entity opened, or the text edited, meanwhile) only says what
+  // it found: it marked the paths on the lines of what the editor held
+  // then.
+  async function validate(value, quiet, still) {
     const id = opts.binding();
+    const key = current;
     doc.editor.clearMarks();
     if (!id) return true;
     // Sent as text: request() would send a string document unencoded.
     const r = await request("POST", `/schema/${encodeURIComponent(id)}/validate`, JSON.stringify(value));
+    if (r.status === 422 && r.data && Array.isArray(r.data.errors) && !still()) {
+      const n = r.data.errors.length + (Number(r.data.omitted) || 0);
+      const problems = `${n} ${n === 1 ? "problem" : "problems"} against schema ${id}`;
+      show(msg, quiet ? `${key} as checked: ${problems}. Not marked: the editor has changed since.` : `Not saved: ${key}: ${problems}.`);
+      return false;
+    }
     if (r.status === 422 && r.data && Array.isArray(r.data.errors)) {
       const n = doc.editor.markErrors(r.data.errors).length + (Number(r.data.omitted) || 0);
       show(msg, `${n} ${n === 1 ? "problem" : "problems"} against schema ${id}` + (quiet ? "" : "; not saved") +
@@ -210,7 +222,7 @@ export function entityEditor(db, opts) {
     setEnabled(save, false);
     saving = true;
     try {
-      if (!(await validate(value, false))) return;
+      if (!(await validate(value, false, () => act() && doc.value === sent))) return;
       const r = await put(key, value, pre);
       if (key !== current || !act()) return late(key, r, creating);
       if (r.status === 412) return showConflict(value, sent, act);
@@ -295,11 +307,19 @@ export function entityEditor(db, opts) {
     show(msg, c.op === "delete" ? "Deleted elsewhere: the editor shows no stored version now." : "Changed elsewhere: reloaded the stored version.", "info");
   }
 
+  // Check starts no action of its own: a newer open, save or edit makes
+  // its answer late.
   check.addEventListener("click", async () => {
     const p = parsed();
     if (!p) return;
+    const key = current;
+    const text = doc.value;
+    const latestAct = acts.now();
+    const still = () => latestAct() && doc.value === text;
     try {
-      if (await validate(p.doc, true)) show(msg, `Valid against schema ${opts.binding()}.`, "ok");
+      if (await validate(p.doc, true, still)) {
+        show(msg, still() ? `Valid against schema ${opts.binding()}.` : `${key} as checked: valid against schema ${opts.binding()}.`, "ok");
+      }
     } catch (e) {
       showError(msg, e);
     }

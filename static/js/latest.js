@@ -6,14 +6,21 @@
 
 /**
  * latest counts a view's requests: next() starts one and returns its
- * check, a function true while no newer request was started; drop()
- * supersedes every request on its way (none of their answers is drawn).
+ * check, a function true while no newer request was started; now()
+ * returns that check for the latest request without starting one (for
+ * an action that supersedes none, such as a Check that writes nothing);
+ * drop() supersedes every request on its way (none of their answers is
+ * drawn).
  */
 export function latest() {
   let n = 0;
   return {
     next() {
       const mine = ++n;
+      return () => mine === n;
+    },
+    now() {
+      const mine = n;
       return () => mine === n;
     },
     drop() {
