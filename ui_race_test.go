@@ -1082,6 +1082,44 @@ func TestUIRaces(t *testing.T) {
 			t.Errorf("after a Check of the text shown: marks %q, want /n on line 1", got.Marks)
 		}
 	})
+
+	// SchemaSaveLate: on the Schemas page, a save answered after another
+	// schema was loaded (the edit discarded) only says what came of it:
+	// it showed the databases bound to the schema saved under the one
+	// loaded, and marked the one loaded as edited, so that leaving asked.
+	t.Run("SchemaSaveLate", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		for _, id := range []string{"uir27a", "uir27b"} {
+			seed.call("PUT", "/schema/"+id, map[string]any{"type": "object", "title": "title of " + id}, 0)
+		}
+		seed.call("PUT", "/entity/uir27db", map[string]any{"k": map[string]any{"v": 1}}, http.StatusOK)
+		seed.call("PUT", "/api/databases/uir27db", map[string]any{"schema": "uir27b"}, http.StatusOK)
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.goTo("schemas", "Schemas")
+		tb.waitFor("the schemas listed", `document.querySelector('[data-testid="schema-item"][data-schema="uir27b"]')`)
+		tb.click(`[data-testid="schema-item"][data-schema="uir27a"]`)
+		tb.waitText("schema-message", "Loaded uir27a.")
+		tb.setEditor("schema-text", `{"type": "object", "title": "saved"}`)
+		tb.hold("save", `p === "/schema/uir27a" && m === "PUT"`)
+		tb.click("#schema-save")
+		tb.held("save", 1)
+		tb.click(`[data-testid="schema-item"][data-schema="uir27b"]`)
+		tb.waitFor("the question", `document.getElementById("ask-dialog")?.open`)
+		tb.click("#ask-ok")
+		tb.waitText("schema-message", "Loaded uir27b.")
+		tb.waitFor("the databases bound to uir27b", `document.querySelector('#schema-dbs li[data-db="uir27db"]')`)
+		tb.release("save")
+		var got struct{ ID, Text, Msg, Bound string }
+		tb.eval(`(id => ({id: id("schema-id").value, text: id("schema-text").value, msg: id("schema-message").textContent,
+			bound: id("schema-dbs-title").textContent}))(document.getElementById.bind(document))`, &got)
+		if got.ID != "uir27b" || !strings.Contains(got.Text, "title of uir27b") || got.Msg != "Saved uir27a." || got.Bound != "Databases bound to uir27b" {
+			t.Errorf("after the save of uir27a came: ID %q, message %q, bound panel %q, text %q; want uir27b's, Saved uir27a.", got.ID, got.Msg, got.Bound, got.Text)
+		}
+		if askedOrLeft(tb, "workers", "Workers") {
+			t.Error("leaving asked about unsaved changes of uir27b, loaded and not edited")
+		}
+	})
 }
 
 // entitiesOf opens the Entities page with database db chosen, once the

@@ -75,14 +75,17 @@ export function render(root, ctx = {}) {
       outTitle, h("div", { class: "row" }, copy), copyStatus, out),
   );
 
-  // loads counts the loads and News: a schema read is put in the editor
-  // only while its load is the latest of them (an older one answered last
-  // replaced the schema the user chose since).
-  const loads = latest();
+  // acts counts the loads, News, saves and deletes: a schema read is put
+  // in the editor only while its load is the latest of them (an older one
+  // answered last replaced the schema the user chose since), and a save
+  // or delete answered after a newer action only says what came of it (it
+  // marked the schema loaded since as saved and showed the databases
+  // bound to its own schema under it).
+  const acts = latest();
   const loadSchema = async (sid) => {
     if (!sid) return show(msg, "Enter a schema ID.");
     if (!(await doc.confirmDiscard())) return;
-    const current = loads.next();
+    const current = acts.next();
     try {
       const schema = await call("GET", `/schema/${encodeURIComponent(sid)}`);
       if (!current()) return;
@@ -97,7 +100,7 @@ export function render(root, ctx = {}) {
 
   newBtn.addEventListener("click", async () => {
     if (!(await doc.confirmDiscard())) return;
-    loads.drop();
+    acts.drop();
     id.value = "";
     doc.setValue(formatJSON(TEMPLATE));
     show(msg, "");
@@ -112,12 +115,15 @@ export function render(root, ctx = {}) {
     if (!doc.parse()) return show(msg, "Invalid JSON: not saved. The place is marked in the editor.");
     // What is typed while the save is on its way stays unsaved.
     const sent = doc.value;
+    const current = acts.next();
     try {
       await call("PUT", `/schema/${encodeURIComponent(sid)}`, sent);
-      doc.markClean(sent);
+      if (current()) {
+        doc.markClean(sent);
+        bound.show(sid);
+      }
       show(msg, `Saved ${sid}.`, "ok");
       reloadList();
-      bound.show(sid);
     } catch (e) {
       showError(msg, e);
     }
@@ -130,12 +136,15 @@ export function render(root, ctx = {}) {
     const ok = await confirmByName({ title: `Delete schema "${sid}"?`, name: sid, action: "Delete schema",
       text: "Writes that name it are refused and exported code no longer matches a stored schema. This cannot be undone." });
     if (!ok) return;
+    const current = acts.next();
     try {
       await call("DELETE", `/schema/${encodeURIComponent(sid)}`);
-      doc.markClean();
+      if (current()) {
+        doc.markClean();
+        bound.show("");
+      }
       show(msg, `Deleted schema ${sid}.`, "ok");
       reloadList();
-      bound.show("");
     } catch (e) {
       // 409: the server's sentence names the databases still bound to it.
       showError(msg, e);
