@@ -1120,6 +1120,53 @@ func TestUIRaces(t *testing.T) {
 			t.Error("leaving asked about unsaved changes of uir27b, loaded and not edited")
 		}
 	})
+
+	// LeftPageKeepsAddress: what the Databases page does after the user
+	// left it does not write its place to the address of the page shown.
+	// A save that created an entity, answered once the user was on the
+	// Workers page, reloaded the list and put #/databases?db=… in the
+	// address; so did the reopening of the place last open, when the
+	// list of databases came after the user left.
+	t.Run("LeftPageKeepsAddress", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		const db = "uir28"
+		seed.call("PUT", "/entity/"+db, map[string]any{"k": map[string]any{"v": 1}}, http.StatusOK)
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.openDB(db)
+		tb.typeInto("db-key-input", "new")
+		tb.click("#db-key-open")
+		tb.waitText("entity-message", "No such entity yet")
+		tb.setEditor("entity-editor", `{"v": 2}`)
+		tb.hold("put", `m === "PUT"`)
+		tb.click("#entity-save")
+		tb.held("put", 1)
+		if !askedOrLeft(tb, "workers", "Workers") {
+			t.Error("the Databases page left without asking about the edit being saved")
+		}
+		tb.release("put")
+		if got := seed.entity(db, "new"); !jsonEqual(got, []byte(`{"v":2}`)) {
+			t.Errorf("the server holds %s for new, want the document saved", got)
+		}
+		var hash string
+		tb.eval(`location.hash`, &hash)
+		if hash != "#/workers" {
+			t.Errorf("after the save came, on the Workers page: address %q, want #/workers", hash)
+		}
+
+		tb.hold("dbs", `p === "/api/databases" && m === "GET"`)
+		tb.goTo("databases", "Databases")
+		tb.held("dbs", 1)
+		tb.goTo("workers", "Workers")
+		tb.hold("reopened list", fmt.Sprintf(`p.startsWith("/api/databases/%s/keys?")`, db))
+		tb.release("dbs")
+		tb.held("reopened list", 1)
+		tb.eval(`location.hash`, &hash)
+		tb.release("reopened list")
+		if hash != "#/workers" {
+			t.Errorf("after the list of databases came, on the Workers page: address %q, want #/workers", hash)
+		}
+	})
 }
 
 // entitiesOf opens the Entities page with database db chosen, once the

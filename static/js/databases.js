@@ -200,6 +200,15 @@ function openDatabase(page, db, place) {
   // only the answer to the latest is drawn.
   const view = { db, st, prefs: loadPrefs(db), items: [], selected: new Map(), loads: latest() };
   page.view = view;
+  // showing is true while this view is the page's and the page is shown:
+  // only then is its place written to the address (markPlace). An answer
+  // that came after the user opened another database or left the page (a
+  // save's reload of the list, a delete) wrote its place over the address
+  // of what is shown.
+  const showing = () => page.view === view && !page.gone;
+  const markPlace = () => {
+    if (showing()) writePlace(view.st);
+  };
 
   // Header: counts, binding, delete.
   const info = h("p", { id: "db-info", testid: "db-info", class: "hint" });
@@ -266,7 +275,7 @@ function openDatabase(page, db, place) {
     binding: () => (page.infos.get(db) || {}).schema || "",
     onOpen: (key) => {
       view.st.key = key;
-      writePlace(view.st);
+      markPlace();
       markCurrent();
     },
     onChange: (what) => {
@@ -363,7 +372,7 @@ function openDatabase(page, db, place) {
     if (st.prefix) path += "&prefix=" + encodeURIComponent(st.prefix);
     if (cursor) path += "&cursor=" + encodeURIComponent(cursor);
     prev.disabled = next.disabled = true;
-    writePlace(st);
+    markPlace();
     try {
       const r = await request("GET", path);
       if (!current()) return;
@@ -624,7 +633,7 @@ function openDatabase(page, db, place) {
     if (bookmark) body.bookmark = bookmark;
     prev.disabled = next.disabled = true;
     finder.setActive(f.user);
-    writePlace(view.st);
+    markPlace();
     try {
       const r = await request("POST", `/api/databases/${encodeURIComponent(db)}/find`, body);
       if (!current()) return;
