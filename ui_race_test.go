@@ -1167,6 +1167,43 @@ func TestUIRaces(t *testing.T) {
 			t.Errorf("after the list of databases came, on the Workers page: address %q, want #/workers", hash)
 		}
 	})
+
+	// DeleteDatabaseLate: a Delete database answered after the user opened
+	// another database leaves that one open; it closed its detail.
+	t.Run("DeleteDatabaseLate", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		for _, db := range []string{"uir29a", "uir29b"} {
+			seed.call("PUT", "/entity/"+db, map[string]any{"k": map[string]any{"db": db}}, http.StatusOK)
+		}
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.openDB("uir29a")
+		tb.hold("delete", `p === "/api/databases/uir29a" && m === "DELETE"`)
+		tb.click("#db-delete")
+		tb.confirmTyped("uir29a")
+		tb.held("delete", 1)
+		tb.click(`#db-cards button[data-db="uir29b"]`)
+		tb.waitFor("uir29b open", `document.getElementById("db-detail-title")?.textContent === "uir29b" && document.querySelector('#db-keys button[data-key="k"]')`)
+		tb.release("delete")
+		var got struct {
+			Hidden          bool
+			Title, Hash     string
+			Msg             string
+			DeletedCardGone bool
+		}
+		tb.eval(`({hidden: document.getElementById("db-detail").hidden, title: document.getElementById("db-detail-title")?.textContent || "",
+			hash: location.hash, msg: document.getElementById("db-message").textContent,
+			deletedCardGone: !document.querySelector('#db-cards button[data-db="uir29a"]')})`, &got)
+		if got.Hidden || got.Title != "uir29b" || !strings.Contains(got.Hash, "db=uir29b") {
+			t.Errorf("after the delete of uir29a came: detail hidden %v, title %q, address %q; want uir29b open", got.Hidden, got.Title, got.Hash)
+		}
+		if !strings.HasPrefix(got.Msg, "Deleted database uir29a") || !got.DeletedCardGone {
+			t.Errorf("after the delete of uir29a came: message %q, its card gone %v; want Deleted database uir29a, the card gone", got.Msg, got.DeletedCardGone)
+		}
+		if seed.entity("uir29a", "k") != nil {
+			t.Error("uir29a / k is still stored after the database's delete")
+		}
+	})
 }
 
 // entitiesOf opens the Entities page with database db chosen, once the

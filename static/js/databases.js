@@ -732,12 +732,16 @@ function openDatabase(page, db, place) {
       page.infos.delete(db);
       const li = page.cards.querySelector(`.card[data-db="${CSS.escape(db)}"]`)?.closest("li");
       if (li) li.remove();
-      page.view = null;
-      page.detail.hidden = true;
-      clear(page.detail);
-      writePlace(null);
+      // Another database opened meanwhile stays open.
+      if (showing()) {
+        page.view = null;
+        page.detail.hidden = true;
+        clear(page.detail);
+        writePlace(null);
+      }
       show(page.msg, `Deleted database ${db} (${gone}).`, "ok");
     } catch (e) {
+      if (!showing()) return showError(page.msg, e);
       showError(headMsg, e);
       setEnabled(delDb, true);
     }
