@@ -1204,6 +1204,72 @@ func TestUIRaces(t *testing.T) {
 			t.Error("uir29a / k is still stored after the database's delete")
 		}
 	})
+
+	// KeyDialogLate: on the API Keys page, a create or a rotation answered
+	// after its dialog was closed (and opened again for another key) does
+	// not change the dialog: the page's message says what came of it. The
+	// new key's secret replaced the Edit form of another key; the rotated
+	// key's secret was shown under "Rotate key" of another.
+	t.Run("KeyDialogLate", func(t *testing.T) {
+		seed := uiSeed{t, n.base}
+		seed.consoleKey("uir30-old", []string{"read"})
+		seed.consoleKey("uir30-other", []string{"read"})
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.goTo("keys", "API Keys")
+		row := func(name string) string { return fmt.Sprintf(`#keys-table tr[data-key-name=%q]`, name) }
+		tb.waitFor("the keys listed", fmt.Sprintf(`document.querySelector('%s') && document.querySelector('%s')`, row("uir30-old"), row("uir30-other")))
+		type dialog struct {
+			Open, FieldsShown, SecretShown bool
+			Title, Msg                     string
+		}
+		dialogNow := func(id, fieldsSel, secretID string) (d dialog) {
+			t.Helper()
+			tb.eval(fmt.Sprintf(`(d => ({open: d.open, fieldsShown: d.querySelector(%q).checkVisibility(), secretShown: document.getElementById(%q).checkVisibility(),
+				title: document.getElementById(%q).textContent, msg: document.getElementById("keys-message").textContent}))(document.getElementById(%q))`,
+				fieldsSel, secretID, id+"-title", id), &d)
+			return d
+		}
+		// press clicks the button sel matches now: a row's buttons are
+		// drawn anew whenever the list is read again (each dialog's close).
+		press := func(sel string) {
+			t.Helper()
+			tb.eval(fmt.Sprintf(`document.querySelector(%q).click(); 1`, sel), nil)
+		}
+
+		tb.click("#key-new")
+		tb.typeInto("key-name", "uir30-new")
+		tb.hold("create", `p === "/api/keys" && m === "POST"`)
+		tb.click("#key-create")
+		tb.held("create", 1)
+		tb.click("#key-cancel")
+		tb.waitFor("the dialog closed", `!document.getElementById("key-dialog").open`)
+		press(row("uir30-old") + ` [data-testid="key-edit"]`)
+		tb.waitFor("the Edit dialog", `document.getElementById("key-dialog").open && document.getElementById("key-name").value === "uir30-old"`)
+		tb.release("create")
+		if got := dialogNow("key-dialog", "#key-fields", "key-secret-box"); !got.Open || !got.FieldsShown || got.SecretShown || got.Title != "Edit key uir30-old" ||
+			!strings.HasPrefix(got.Msg, "Created key uir30-new, but its secret was not shown") {
+			t.Errorf("after the create came: %+v; want the Edit form of uir30-old as it was, the message saying the secret was not shown", got)
+		}
+		// Closed as Cancel would (which the old code hid).
+		tb.eval(`document.getElementById("key-dialog").close("cancel"); 1`, nil)
+		tb.waitFor("the dialog closed", `!document.getElementById("key-dialog").open`)
+
+		press(row("uir30-old") + ` [data-testid="key-rotate"]`)
+		tb.waitFor("the Rotate dialog", `document.getElementById("key-rotate-dialog").open`)
+		tb.hold("rotate", `p.endsWith("/rotate") && m === "POST"`)
+		tb.click("#key-rotate-confirm")
+		tb.held("rotate", 1)
+		tb.eval(`[...document.querySelectorAll("#key-rotate-dialog button")].find(b => b.textContent === "Cancel").click(); 1`, nil)
+		tb.waitFor("the dialog closed", `!document.getElementById("key-rotate-dialog").open`)
+		press(row("uir30-other") + ` [data-testid="key-rotate"]`)
+		tb.waitFor("the Rotate dialog of uir30-other", `document.getElementById("key-rotate-dialog").open && document.getElementById("key-rotate-dialog-title").textContent === "Rotate key uir30-other"`)
+		tb.release("rotate")
+		if got := dialogNow("key-rotate-dialog", "#key-rotate-text", "key-rotate-secret-box"); !got.Open || !got.FieldsShown || got.SecretShown ||
+			!strings.HasPrefix(got.Msg, "Rotated key uir30-old, but its new secret was not shown") {
+			t.Errorf("after the rotation of uir30-old came: %+v; want the Rotate form of uir30-other as it was, the message saying the secret was not shown", got)
+		}
+	})
 }
 
 // entitiesOf opens the Entities page with database db chosen, once the

@@ -157,7 +157,16 @@ function keyForm(page) {
     formMsg,
     h("div", { class: "row end" }, cancel, submit));
   const secret = secretPanel("key-secret", () => dialog.close("done"));
-  const dialog = modal("key-dialog", "Create an API key", [fields, secret.el], () => page.reload());
+  // acts counts the submits; closing the dialog (or opening it) supersedes
+  // the one on its way. Only the latest one's answer changes the dialog:
+  // one answered after the dialog was closed only says what came of it
+  // (it showed a new key's secret, or closed the dialog, when the user
+  // had opened it again for another key).
+  const acts = latest();
+  const dialog = modal("key-dialog", "Create an API key", [fields, secret.el], () => {
+    acts.drop();
+    page.reload();
+  });
   let editing = null; // the key being edited; null when creating
 
   const addDb = (db, checked) => {
@@ -192,7 +201,9 @@ function keyForm(page) {
   cancel.addEventListener("click", () => dialog.close("cancel"));
 
   const reset = (k) => {
+    acts.drop();
     editing = k;
+    submit.disabled = false;
     secret.hide();
     fields.hidden = false;
     show(formMsg, "");
@@ -246,22 +257,29 @@ function keyForm(page) {
     const b = body();
     if (b instanceof Error) return show(formMsg, b.message);
     submit.disabled = true;
+    const current = acts.next();
     try {
       if (editing) {
         const k = await call("PATCH", `/api/keys/${encodeURIComponent(editing.id)}`, b);
         show(page.msg, `Saved key ${k.name}.`, "ok");
-        dialog.close("saved");
+        if (current()) dialog.close("saved");
+        else page.reload();
         return;
       }
       const k = await call("POST", "/api/keys", b);
+      if (!current()) {
+        show(page.msg, `Created key ${k.name}, but its secret was not shown: the dialog was closed before the answer came. Rotate the key for a secret you can copy.`, "info");
+        page.reload();
+        return;
+      }
       fields.hidden = true;
       secret.showSecret((k && k.secret) || "", `Copy the secret of ${k.name} now: it is shown only once and cannot be retrieved later.`);
       show(page.msg, `Created key ${k.name}.`, "ok");
       page.reload();
     } catch (e) {
-      showError(formMsg, e);
+      showError(current() ? formMsg : page.msg, e);
     } finally {
-      submit.disabled = false;
+      if (current()) submit.disabled = false;
     }
   });
   return { dialog, openCreate: () => reset(null), openEdit: (k) => reset(k) };
@@ -278,29 +296,44 @@ function rotateDialog(page) {
   const explain = h("p", { id: "key-rotate-text", class: "hint" });
   const fields = h("div", {}, explain, field("The old secret keeps working for", grace), formMsg, h("div", { class: "row end" }, cancel, go));
   const secret = secretPanel("key-rotate-secret", () => d.close("done"));
-  const d = modal("key-rotate-dialog", "Rotate", [fields, secret.el], () => page.reload());
+  // acts: as in keyForm, a rotation answered after the dialog was closed
+  // only says what came of it (it showed the new secret in the dialog
+  // opened since for another key).
+  const acts = latest();
+  const d = modal("key-rotate-dialog", "Rotate", [fields, secret.el], () => {
+    acts.drop();
+    page.reload();
+  });
   let key = null;
   cancel.addEventListener("click", () => d.close("cancel"));
   d.form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     if (fields.hidden || !key) return;
     go.disabled = true;
+    const current = acts.next();
     try {
       const k = await call("POST", `/api/keys/${encodeURIComponent(key.id)}/rotate`, { grace: grace.value });
+      if (!current()) {
+        show(page.msg, `Rotated key ${k.name}, but its new secret was not shown: the dialog was closed before the answer came. Rotate it again for a secret you can copy.`, "info");
+        page.reload();
+        return;
+      }
       fields.hidden = true;
       const until = k.previous_secret_expires_at ? `The old secret works until ${new Date(k.previous_secret_expires_at).toLocaleString()}.` : "The old secret no longer works.";
       secret.showSecret(k.secret || "", `The new secret of ${k.name}, shown only once. ${until}`);
       show(page.msg, `Rotated key ${k.name}.`, "ok");
     } catch (e) {
-      showError(formMsg, e);
+      showError(current() ? formMsg : page.msg, e);
     } finally {
-      go.disabled = false;
+      if (current()) go.disabled = false;
     }
   });
   return {
     el: d.el,
     openFor(k) {
+      acts.drop();
       key = k;
+      go.disabled = false;
       fields.hidden = false;
       secret.hide();
       show(formMsg, "");
