@@ -1140,18 +1140,7 @@ func TestChangeLogTurnBusy(t *testing.T) {
 	}
 	f := ts.rest.data.feed
 	l := f.log
-	// Past the changes the log keeps in memory (a commit past twice
-	// changeTailLen keeps the last changeTailLen), within the retention
-	// (2 MiB), so that a read from the oldest reads the files.
-	for i := range 8 {
-		recs := make([]*changeRec, 2*changeTailLen/8+1)
-		for j := range recs {
-			recs[j] = &changeRec{T: changeDone, DB: "chat", Key: fmt.Sprint("o", i*len(recs)+j), Op: "put", ETag: `"e"`}
-		}
-		if err := l.append(recs...).wait(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	fillPastTail(t, l)
 	l.mu.Lock()
 	inMemory := l.tail[0].Seq <= l.segs[0].first
 	l.mu.Unlock()
@@ -1219,6 +1208,23 @@ func TestChangeLogTurnBusy(t *testing.T) {
 	}
 }
 
+// fillPastTail logs changes of database chat past those l keeps in
+// memory (a commit past twice changeTailLen keeps the last
+// changeTailLen), within the retention (2 MiB), so that a read from the
+// oldest reads the files.
+func fillPastTail(t *testing.T, l *changeLog) {
+	t.Helper()
+	for i := range 8 {
+		recs := make([]*changeRec, 2*changeTailLen/8+1)
+		for j := range recs {
+			recs[j] = &changeRec{T: changeDone, DB: "chat", Key: fmt.Sprint("o", i*len(recs)+j), Op: "put", ETag: `"e"`}
+		}
+		if err := l.append(recs...).wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestChangeLogUnreadableSettle: a write of an entity whose earlier
 // write's outcome is still open, when the change log's files that settle
 // it cannot be read (a segment gone, or not a file), is refused 503 with
@@ -1233,15 +1239,7 @@ func TestChangeLogUnreadableSettle(t *testing.T) {
 	ts := newAuthTestServer(t, authConfig{})
 	f := ts.rest.data.feed
 	l := f.log
-	for i := range 8 { // past the in-memory tail: settling reads the files
-		recs := make([]*changeRec, 2*changeTailLen/8+1)
-		for j := range recs {
-			recs[j] = &changeRec{T: changeDone, DB: "chat", Key: fmt.Sprint("o", i*len(recs)+j), Op: "put", ETag: `"e"`}
-		}
-		if err := l.append(recs...).wait(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	fillPastTail(t, l) // settling reads the files
 	l.mu.Lock()
 	seg := filepath.Join(l.dir, segmentName(l.segs[0].first))
 	l.mu.Unlock()
