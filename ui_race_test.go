@@ -114,18 +114,25 @@ func TestUIRaces(t *testing.T) {
 		tb.entitiesOf(db)
 		return tb
 	}
+	// databasesDesk writes entity k ({"db": name}) to each of dbs, then
+	// opens a desk tab signed in as the admin on the Databases page with
+	// dbs[0] open.
+	databasesDesk := func(t *testing.T, dbs ...string) *uiTab {
+		seed := uiSeed{t, n.base}
+		for _, db := range dbs {
+			seed.call("PUT", "/entity/"+db, map[string]any{"k": map[string]any{"db": db}}, http.StatusOK)
+		}
+		tb := desk(t)
+		tb.login(testAdminKey)
+		tb.openDB(dbs[0])
+		return tb
+	}
 
 	// ReopenYieldsToClick: the Databases page reopens the database last
 	// open once every card has its details; a card clicked before then is
 	// the user's choice, and the reopen used to replace it.
 	t.Run("ReopenYieldsToClick", func(t *testing.T) {
-		seed := uiSeed{t, n.base}
-		for _, db := range []string{"uir1a", "uir1b"} {
-			seed.call("PUT", "/entity/"+db, map[string]any{"k1": map[string]any{"db": db}}, http.StatusOK)
-		}
-		tb := desk(t)
-		tb.login(testAdminKey)
-		tb.openDB("uir1a")
+		tb := databasesDesk(t, "uir1a", "uir1b")
 		tb.goTo("dashboard", "Dashboard")
 		// Each card's details (GET /api/databases/{db}) wait.
 		tb.hold("details", `/^\/api\/databases\/[^\/?]+$/.test(p) && m === "GET"`)
@@ -1172,12 +1179,7 @@ func TestUIRaces(t *testing.T) {
 	// another database leaves that one open; it closed its detail.
 	t.Run("DeleteDatabaseLate", func(t *testing.T) {
 		seed := uiSeed{t, n.base}
-		for _, db := range []string{"uir29a", "uir29b"} {
-			seed.call("PUT", "/entity/"+db, map[string]any{"k": map[string]any{"db": db}}, http.StatusOK)
-		}
-		tb := desk(t)
-		tb.login(testAdminKey)
-		tb.openDB("uir29a")
+		tb := databasesDesk(t, "uir29a", "uir29b")
 		tb.hold("delete", `p === "/api/databases/uir29a" && m === "DELETE"`)
 		tb.click("#db-delete")
 		tb.confirmTyped("uir29a")
