@@ -114,13 +114,13 @@ func TestUIRaces(t *testing.T) {
 		tb.entitiesOf(db)
 		return tb
 	}
-	// databasesDesk writes entity k ({"db": name}) to each of dbs, then
+	// databasesDesk writes entity k ({"v": 1}) to each of dbs, then
 	// opens a desk tab signed in as the admin on the Databases page with
 	// dbs[0] open.
 	databasesDesk := func(t *testing.T, dbs ...string) *uiTab {
 		seed := uiSeed{t, n.base}
 		for _, db := range dbs {
-			seed.call("PUT", "/entity/"+db, map[string]any{"k": map[string]any{"db": db}}, http.StatusOK)
+			seed.call("PUT", "/entity/"+db, map[string]any{"k": map[string]any{"v": 1}}, http.StatusOK)
 		}
 		tb := desk(t)
 		tb.login(testAdminKey)
@@ -967,10 +967,7 @@ func TestUIRaces(t *testing.T) {
 	t.Run("SaveConflictLate", func(t *testing.T) {
 		seed := uiSeed{t, n.base}
 		const db = "uir25"
-		seed.call("PUT", "/entity/"+db, map[string]any{"k": map[string]any{"v": 1}}, http.StatusOK)
-		tb := desk(t)
-		tb.login(testAdminKey)
-		tb.openDB(db)
+		tb := databasesDesk(t, db)
 		tb.openEntity("k")
 		tb.setEditor("entity-editor", `{"v": "mine"}`)
 		seed.call("PUT", "/entity/"+db, map[string]any{"k": map[string]any{"v": "theirs"}}, http.StatusOK)
@@ -1137,10 +1134,7 @@ func TestUIRaces(t *testing.T) {
 	t.Run("LeftPageKeepsAddress", func(t *testing.T) {
 		seed := uiSeed{t, n.base}
 		const db = "uir28"
-		seed.call("PUT", "/entity/"+db, map[string]any{"k": map[string]any{"v": 1}}, http.StatusOK)
-		tb := desk(t)
-		tb.login(testAdminKey)
-		tb.openDB(db)
+		tb := databasesDesk(t, db)
 		tb.typeInto("db-key-input", "new")
 		tb.click("#db-key-open")
 		tb.waitText("entity-message", "No such entity yet")
